@@ -1,0 +1,64 @@
+//! The library's one error type, grouped by cause. Interfaces (CLI, REPL, socket) turn these into
+//! friendly words; the library never panics on bad input and never leaves stored data half-changed.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in audiencedb.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value, id, message or argument given by the caller is not acceptable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// One line of an import could not be used.
+    #[error("line {line}: {reason}")]
+    BadLine { line: u64, reason: String },
+
+    /// The customer, audience or other named thing does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The folder exists but is not an audiencedb database.
+    #[error("{path}: not an audiencedb database ({reason})")]
+    NotADatabase { path: PathBuf, reason: String },
+
+    /// The folder was written by a build with an on-disk format this build cannot read.
+    #[error("{path}: on-disk format version {found}, this build reads version {expected}")]
+    IncompatibleFormat {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+
+    /// Stored bytes did not decode: the folder is damaged.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+
+    /// The database folder is in use by another process.
+    #[error("{path}: the database is in use by another process")]
+    Locked { path: PathBuf },
+
+    /// An error from the storage engine.
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+
+    /// An error reading or writing a file.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Builds an [`Error::InvalidInput`] from format arguments.
+macro_rules! invalid {
+    ($($arg:tt)*) => { $crate::error::Error::InvalidInput(format!($($arg)*)) };
+}
+
+/// Builds an [`Error::Corrupt`] from format arguments.
+macro_rules! corrupt {
+    ($($arg:tt)*) => { $crate::error::Error::Corrupt(format!($($arg)*)) };
+}
+
+pub(crate) use {corrupt, invalid};
