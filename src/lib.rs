@@ -5,9 +5,19 @@
 //! describe audiences.
 //!
 //! The layers, in the order data flows through them:
-//! 1. [`model`]: ids, names, typed values and time, shared by every layer.
+//! 1. [`model`]: typed values and time, shared by every layer.
+//! 2. [`ingest`]: Segment-spec NDJSON and CSV become validated messages.
+//! 3. [`storage`]: messages become records in sled: profiles, blocks of events, id maps.
+//! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
+//! 5. [`db`]: the library API tying them together: [`Db`].
 
+pub mod db;
 pub mod error;
+pub mod index;
+pub mod ingest;
 pub mod model;
+pub mod storage;
 
+pub use db::{Config, Customer, Db, IngestReport, Schema};
 pub use error::{Error, Result};
+pub use ingest::Message;
