@@ -218,6 +218,7 @@ impl Indexes {
             ti.values = HashMap::new();
             ti.elements = HashMap::new();
             self.unindexed_traits.insert(t);
+            self.changed.insert(Family::Unindexed);
         }
     }
 
@@ -263,6 +264,11 @@ impl Indexes {
             };
             let values = ei.props.entry(*p).or_default();
             if !values.contains_key(&k) && values.len() >= self.value_bound {
+                // Too many values: drop the property's bitmaps, and their snapshot records.
+                for dropped in values.keys() {
+                    self.changed
+                        .insert(Family::EventProp(e.event, *p, dropped.clone()));
+                }
                 ei.props.remove(p);
                 self.unindexed_props.insert((e.event, *p));
                 self.changed.insert(Family::Unindexed);
