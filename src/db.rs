@@ -7,7 +7,8 @@
 //! storage from time to time; on open, the snapshot is loaded and the customers in the dirty log
 //! after it are recomputed from their stored data, so the indexes always equal a rebuild.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
@@ -15,7 +16,7 @@ use roaring::RoaringBitmap;
 use serde::Serialize;
 
 use crate::error::{invalid, Error, Result};
-use crate::index::{Family, Indexes};
+use crate::index::{Family, FastMap, Indexes};
 use crate::ingest::message::{check_customer_id, Body, Message};
 use crate::model::time::{self, Timestamp};
 use crate::model::value::ValueType;
@@ -292,7 +293,7 @@ impl Db {
         let mut catalog = self.state.read().catalog.clone();
         let mut report = IngestReport::default();
         let mut batch = sled::Batch::default();
-        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut ids: FastMap<String, u32> = FastMap::default();
         let mut work: BTreeMap<u32, Work> = BTreeMap::new();
         let mut next_id = w.next_id;
 
@@ -447,13 +448,13 @@ impl Db {
     ) -> Result<()> {
         let first = events[0].ts;
         let old_blocks = self.store.blocks_from(cust, first)?;
-        let mut merged: Vec<StoredEvent> = Vec::new();
+        let mut stored: Vec<StoredEvent> = Vec::new();
         for (key, start, bytes) in &old_blocks {
-            codec::decode_block(*start, bytes, &mut merged)?;
+            codec::decode_block(*start, bytes, &mut stored)?;
             batch.remove(key.clone());
         }
         // Stored events come first among equal times: the sort is stable.
-        merged.extend(events.iter().cloned());
+        let mut merged: Vec<&StoredEvent> = stored.iter().chain(events).collect();
         merged.sort_by_key(|e| e.ts);
         for chunk in time_blocks(&merged) {
             batch.insert(
@@ -753,6 +754,11 @@ impl Db {
         Ok(())
     }
 
+    /// Records and bytes per kind of record.
+    pub fn record_stats(&self) -> Result<Vec<crate::storage::RecordStats>> {
+        self.store.record_stats()
+    }
+
     /// Bytes the folder takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         self.store.size_on_disk()
@@ -772,14 +778,14 @@ impl Drop for Db {
 /// different timestamps: so block start times are unique keys and blocks never overlap in time,
 /// and the only block that can hold events at or after time `t` are the last one starting at or
 /// before `t` and those after it.
-fn time_blocks(events: &[StoredEvent]) -> impl Iterator<Item = &[StoredEvent]> {
+fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item = &[E]> {
     let mut rest = events;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
         let mut end = rest.len().min(BLOCK_EVENTS);
-        while end < rest.len() && rest[end].ts == rest[end - 1].ts {
+        while end < rest.len() && rest[end].borrow().ts == rest[end - 1].borrow().ts {
             end += 1;
         }
         let (chunk, tail) = rest.split_at(end);

@@ -65,6 +65,8 @@ enum Command {
     },
     /// Check that the indexes equal a rebuild from the stored data.
     Verify,
+    /// Show the time to open, the size on disk and where the bytes go.
+    Stats,
     /// Rebuild the indexes from the stored data.
     RebuildIndexes,
 }
@@ -229,6 +231,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     1,
                 ))
             }
+        }
+        Command::Stats => {
+            let started = Instant::now();
+            let db = open(&cli.db)?;
+            let opened = started.elapsed();
+            let schema = db.schema();
+            let events: u64 = schema.events.iter().map(|e| e.count).sum();
+            let on_disk = db.size_on_disk()?;
+            println!("opened in {:.3} s", opened.as_secs_f64());
+            println!(
+                "{} customers, {} profiles, {} events, {} bitmaps",
+                schema.customers,
+                schema.profiles,
+                events,
+                db.read().indexes.bitmap_count()
+            );
+            println!(
+                "{} bytes on disk ({:.1} per event)",
+                on_disk,
+                on_disk as f64 / events.max(1) as f64
+            );
+            println!(
+                "{:<16} {:>10} {:>14} {:>14}",
+                "records", "count", "key bytes", "value bytes"
+            );
+            for s in db.record_stats()? {
+                println!(
+                    "{:<16} {:>10} {:>14} {:>14}",
+                    s.kind, s.records, s.key_bytes, s.value_bytes
+                );
+            }
+            Ok(())
         }
         Command::RebuildIndexes => {
             let db = open(&cli.db)?;

@@ -8,8 +8,11 @@
 
 mod snapshot;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
+use hashbrown::Equivalent;
 use roaring::RoaringBitmap;
 
 use crate::model::time::day_of;
@@ -18,23 +21,77 @@ use crate::storage::StoredEvent;
 
 pub use snapshot::Family;
 
+/// A hash map with a fast hasher: index keys are small and not attacker-chosen in a way that
+/// matters here (a slow bucket costs time, never correctness).
+pub type FastMap<K, V> = hashbrown::HashMap<K, V, rustc_hash::FxBuildHasher>;
+/// The set counterpart of [`FastMap`].
+pub type FastSet<K> = hashbrown::HashSet<K, rustc_hash::FxBuildHasher>;
+
 /// A value as an index key: only strings, integers and booleans are indexed for equality.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Strings are shared, so cloning a key never allocates.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IndexValue {
-    Str(Box<str>),
+    Str(Arc<str>),
     Int(i64),
     Bool(bool),
 }
 
-impl IndexValue {
+/// A borrowed [`IndexValue`]: what lookups use, so that looking up an event's property value
+/// allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueRef<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'a> ValueRef<'a> {
     /// The index key of a scalar value, or `None` for values answered by residual checks
     /// (floats, date-times) and for lists (whose elements are indexed separately).
-    pub fn of(v: &Value) -> Option<IndexValue> {
+    pub fn of(v: &'a Value) -> Option<ValueRef<'a>> {
         match v {
-            Value::Str(s) => Some(IndexValue::Str(s.as_str().into())),
-            Value::Int(i) => Some(IndexValue::Int(*i)),
-            Value::Bool(b) => Some(IndexValue::Bool(*b)),
+            Value::Str(s) => Some(ValueRef::Str(s)),
+            Value::Int(i) => Some(ValueRef::Int(*i)),
+            Value::Bool(b) => Some(ValueRef::Bool(*b)),
             Value::Float(_) | Value::Time(_) | Value::List(_) => None,
+        }
+    }
+}
+
+impl IndexValue {
+    /// The index key of a scalar value (see [`ValueRef::of`]).
+    pub fn of(v: &Value) -> Option<IndexValue> {
+        ValueRef::of(v).map(|r| IndexValue::from(&r))
+    }
+
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            IndexValue::Str(s) => ValueRef::Str(s),
+            IndexValue::Int(i) => ValueRef::Int(*i),
+            IndexValue::Bool(b) => ValueRef::Bool(*b),
+        }
+    }
+}
+
+impl Hash for IndexValue {
+    /// Hashes exactly as the borrowed form does, which lookups by [`ValueRef`] rely on.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state)
+    }
+}
+
+impl Equivalent<IndexValue> for ValueRef<'_> {
+    fn equivalent(&self, key: &IndexValue) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+impl From<&ValueRef<'_>> for IndexValue {
+    fn from(r: &ValueRef<'_>) -> Self {
+        match *r {
+            ValueRef::Str(s) => IndexValue::Str(s.into()),
+            ValueRef::Int(i) => IndexValue::Int(i),
+            ValueRef::Bool(b) => IndexValue::Bool(b),
         }
     }
 }
@@ -45,9 +102,9 @@ pub struct TraitIndex {
     /// Customers who have the trait at all (`is set`).
     pub set: RoaringBitmap,
     /// Customers whose scalar value equals the key. Empty when the trait is unindexed.
-    pub values: HashMap<IndexValue, RoaringBitmap>,
+    pub values: FastMap<IndexValue, RoaringBitmap>,
     /// Customers whose list value holds the key.
-    pub elements: HashMap<IndexValue, RoaringBitmap>,
+    pub elements: FastMap<IndexValue, RoaringBitmap>,
 }
 
 /// Per UTC day, the customers with at least one matching event that day.
@@ -57,7 +114,7 @@ pub type DayBitmaps = BTreeMap<u32, RoaringBitmap>;
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct EventIndex {
     pub days: DayBitmaps,
-    pub props: HashMap<u32, HashMap<IndexValue, DayBitmaps>>,
+    pub props: FastMap<u32, FastMap<IndexValue, DayBitmaps>>,
 }
 
 /// All indexes of one database.
@@ -67,16 +124,16 @@ pub struct Indexes {
     pub everyone: RoaringBitmap,
     /// Customers with a stored profile.
     pub profiles: RoaringBitmap,
-    traits: HashMap<u32, TraitIndex>,
-    events: HashMap<u32, EventIndex>,
+    traits: FastMap<u32, TraitIndex>,
+    events: FastMap<u32, EventIndex>,
     /// Traits with more distinct values than the bound: only `set` is kept for them.
-    unindexed_traits: HashSet<u32>,
+    unindexed_traits: FastSet<u32>,
     /// (event, property) pairs with more distinct values than the bound.
-    unindexed_props: HashSet<(u32, u32)>,
+    unindexed_props: FastSet<(u32, u32)>,
     /// The most distinct values a trait or an (event, property) may have and stay indexed.
     value_bound: usize,
     /// Families changed since the last snapshot.
-    changed: HashSet<Family>,
+    changed: FastSet<Family>,
 }
 
 impl PartialEq for Indexes {
@@ -91,21 +148,29 @@ impl PartialEq for Indexes {
     }
 }
 
-fn add_to<K: Eq + std::hash::Hash>(map: &mut HashMap<K, RoaringBitmap>, key: K, cust: u32) {
-    map.entry(key).or_default().insert(cust);
+/// The entry under `key`, created empty if missing; allocates only when it is created.
+fn slot<'m, V: Default>(
+    map: &'m mut FastMap<IndexValue, V>,
+    key: ValueRef<'_>,
+) -> (&'m IndexValue, &'m mut V) {
+    if !map.contains_key(&key) {
+        map.insert(IndexValue::from(&key), V::default());
+    }
+    map.get_key_value_mut(&key)
+        .expect("present: inserted above if missing")
+}
+
+fn add_to(map: &mut FastMap<IndexValue, RoaringBitmap>, key: ValueRef<'_>, cust: u32) {
+    slot(map, key).1.insert(cust);
 }
 
 /// Removes `cust` from the bitmap under `key`, dropping the bitmap once it is empty, so that an
 /// incrementally maintained index equals one rebuilt from scratch.
-fn remove_from<K, Q>(map: &mut HashMap<K, RoaringBitmap>, key: &Q, cust: u32)
-where
-    K: Eq + std::hash::Hash + std::borrow::Borrow<Q>,
-    Q: Eq + std::hash::Hash + ?Sized,
-{
-    if let Some(bm) = map.get_mut(key) {
+fn remove_from(map: &mut FastMap<IndexValue, RoaringBitmap>, key: ValueRef<'_>, cust: u32) {
+    if let Some(bm) = map.get_mut(&key) {
         bm.remove(cust);
         if bm.is_empty() {
-            map.remove(key);
+            map.remove(&key);
         }
     }
 }
@@ -125,12 +190,12 @@ impl Indexes {
         Indexes {
             everyone: RoaringBitmap::new(),
             profiles: RoaringBitmap::new(),
-            traits: HashMap::new(),
-            events: HashMap::new(),
-            unindexed_traits: HashSet::new(),
-            unindexed_props: HashSet::new(),
+            traits: FastMap::default(),
+            events: FastMap::default(),
+            unindexed_traits: FastSet::default(),
+            unindexed_props: FastSet::default(),
             value_bound,
-            changed: HashSet::new(),
+            changed: FastSet::default(),
         }
     }
 
@@ -203,20 +268,20 @@ impl Indexes {
         match v {
             Value::List(items) => {
                 for item in items {
-                    if let Some(k) = IndexValue::of(item) {
+                    if let Some(k) = ValueRef::of(item) {
                         add_to(&mut ti.elements, k, cust);
                     }
                 }
             }
             scalar => {
-                if let Some(k) = IndexValue::of(scalar) {
+                if let Some(k) = ValueRef::of(scalar) {
                     add_to(&mut ti.values, k, cust);
                 }
             }
         }
         if ti.values.len() + ti.elements.len() > self.value_bound {
-            ti.values = HashMap::new();
-            ti.elements = HashMap::new();
+            ti.values = FastMap::default();
+            ti.elements = FastMap::default();
             self.unindexed_traits.insert(t);
             self.changed.insert(Family::Unindexed);
         }
@@ -231,14 +296,14 @@ impl Indexes {
         match v {
             Value::List(items) => {
                 for item in items {
-                    if let Some(k) = IndexValue::of(item) {
-                        remove_from(&mut ti.elements, &k, cust);
+                    if let Some(k) = ValueRef::of(item) {
+                        remove_from(&mut ti.elements, k, cust);
                     }
                 }
             }
             scalar => {
-                if let Some(k) = IndexValue::of(scalar) {
-                    remove_from(&mut ti.values, &k, cust);
+                if let Some(k) = ValueRef::of(scalar) {
+                    remove_from(&mut ti.values, k, cust);
                 }
             }
         }
@@ -259,7 +324,7 @@ impl Indexes {
             if self.unindexed_props.contains(&(e.event, *p)) {
                 continue;
             }
-            let Some(k) = IndexValue::of(v) else {
+            let Some(k) = ValueRef::of(v) else {
                 continue;
             };
             let values = ei.props.entry(*p).or_default();
@@ -274,9 +339,10 @@ impl Indexes {
                 self.changed.insert(Family::Unindexed);
                 continue;
             }
-            let days = values.entry(k.clone()).or_default();
+            let (key, days) = slot(values, k);
             if days.entry(day).or_default().insert(cust) {
-                self.changed.insert(Family::EventProp(e.event, *p, k));
+                self.changed
+                    .insert(Family::EventProp(e.event, *p, key.clone()));
             }
         }
     }
@@ -295,10 +361,10 @@ impl Indexes {
                 let (Some(values), Some(k)) = (ei.props.get_mut(p), IndexValue::of(v)) else {
                     continue;
                 };
-                if let Some(days) = values.get_mut(&k) {
+                if let Some(days) = values.get_mut(&k.as_ref()) {
                     remove_from_day(days, day, cust);
                     if days.is_empty() {
-                        values.remove(&k);
+                        values.remove(&k.as_ref());
                     }
                 }
                 if values.is_empty() {
@@ -398,13 +464,13 @@ impl Indexes {
                 other.profiles.len()
             ));
         }
-        let trait_ids: HashSet<&u32> = self.traits.keys().chain(other.traits.keys()).collect();
+        let trait_ids: FastSet<&u32> = self.traits.keys().chain(other.traits.keys()).collect();
         for t in trait_ids {
             if self.traits.get(t) != other.traits.get(t) {
                 out.push(format!("trait #{t}: value bitmaps differ"));
             }
         }
-        let event_ids: HashSet<&u32> = self.events.keys().chain(other.events.keys()).collect();
+        let event_ids: FastSet<&u32> = self.events.keys().chain(other.events.keys()).collect();
         for e in event_ids {
             let (a, b) = (self.events.get(e), other.events.get(e));
             if a.map(|x| &x.days) != b.map(|x| &x.days) {

@@ -3,11 +3,9 @@
 //! day bitmaps, and one per (event, property, value). Bitmaps use the portable Roaring format and
 //! are validated when read.
 
-use std::collections::HashSet;
-
 use roaring::RoaringBitmap;
 
-use super::{DayBitmaps, IndexValue, Indexes, TraitIndex};
+use super::{DayBitmaps, FastMap, FastSet, IndexValue, Indexes, TraitIndex};
 use crate::error::{corrupt, Result};
 use crate::storage::codec::{put_varint, Reader};
 
@@ -134,7 +132,7 @@ fn get_days(r: &mut Reader<'_>) -> Result<DayBitmaps> {
     Ok(days)
 }
 
-fn put_value_map(out: &mut Vec<u8>, map: &std::collections::HashMap<IndexValue, RoaringBitmap>) {
+fn put_value_map(out: &mut Vec<u8>, map: &FastMap<IndexValue, RoaringBitmap>) {
     let mut entries: Vec<_> = map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     put_varint(out, entries.len() as u64);
@@ -147,11 +145,9 @@ fn put_value_map(out: &mut Vec<u8>, map: &std::collections::HashMap<IndexValue, 
     }
 }
 
-fn get_value_map(
-    r: &mut Reader<'_>,
-) -> Result<std::collections::HashMap<IndexValue, RoaringBitmap>> {
+fn get_value_map(r: &mut Reader<'_>) -> Result<FastMap<IndexValue, RoaringBitmap>> {
     let n = r.len()?;
-    let mut map = std::collections::HashMap::with_capacity(n);
+    let mut map = FastMap::with_capacity_and_hasher(n, Default::default());
     for _ in 0..n {
         let kl = r.len()?;
         let k = get_index_value(r.take(kl)?)?;
@@ -162,7 +158,7 @@ fn get_value_map(
 
 impl Indexes {
     /// Takes the set of families changed since the last call.
-    pub fn take_changed(&mut self) -> HashSet<Family> {
+    pub fn take_changed(&mut self) -> FastSet<Family> {
         std::mem::take(&mut self.changed)
     }
 

@@ -2,10 +2,11 @@
 //! statistics the schema view reports (types seen, event and property counts). It is small and
 //! is stored as one record, rewritten by every write that changes it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::index::FastMap as HashMap;
 use crate::model::value::ValueType;
 use crate::model::Value;
 

@@ -209,11 +209,12 @@ pub struct StoredEvent {
 /// Encodes a block of events, which must be sorted by time: a count, then per event the time as
 /// a delta from the previous one (the first from the block's start, which is its own time), the
 /// event id and the properties.
-pub fn encode_block(events: &[StoredEvent]) -> Vec<u8> {
+pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(events: &[E]) -> Vec<u8> {
     let mut out = Vec::with_capacity(events.len() * 24);
     put_varint(&mut out, events.len() as u64);
-    let mut prev = events.first().map_or(0, |e| e.ts);
+    let mut prev = events.first().map_or(0, |e| e.borrow().ts);
     for e in events {
+        let e = e.borrow();
         debug_assert!(e.ts >= prev, "blocks are sorted by time");
         put_varint(&mut out, (e.ts - prev) as u64);
         prev = e.ts;
@@ -223,7 +224,7 @@ pub fn encode_block(events: &[StoredEvent]) -> Vec<u8> {
     out
 }
 
-/// Decodes a block whose first event happened at `start`, calling `f` for each event in order.
+/// Decodes a block whose first event happened at `start`, appending its events to `out`.
 pub fn decode_block(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
     let mut r = Reader::new(bytes);
     let n = r.len()?;

@@ -27,6 +27,21 @@ pub const SEEN: u8 = b'm';
 pub const DIRTY: u8 = b'd';
 pub const INDEX: u8 = b'x';
 
+/// A human name for the kind of record a key prefix marks.
+pub fn kind_name(prefix: u8) -> &'static str {
+    match prefix {
+        META => "metadata",
+        ID => "id map",
+        EXTERNAL => "reverse id map",
+        PROFILE => "profiles",
+        EVENTS => "event blocks",
+        SEEN => "message ids",
+        DIRTY => "dirty log",
+        INDEX => "index snapshot",
+        _ => "unknown",
+    }
+}
+
 pub fn meta(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());
     k.push(META);

@@ -41,6 +41,15 @@ pub mod meta {
     pub const CATALOG: &str = "catalog";
 }
 
+/// How many records of one kind there are and how many bytes they hold.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RecordStats {
+    pub kind: &'static str,
+    pub records: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
+}
+
 /// An open database folder.
 pub struct Store {
     db: sled::Db,
@@ -306,6 +315,30 @@ impl Store {
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Records, key bytes and value bytes per key prefix: where the space goes.
+    pub fn record_stats(&self) -> Result<Vec<RecordStats>> {
+        let mut stats: Vec<RecordStats> = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let kind = keys::kind_name(k.first().copied().unwrap_or(keys::META));
+            let s = match stats.iter_mut().position(|s| s.kind == kind) {
+                Some(i) => &mut stats[i],
+                None => {
+                    stats.push(RecordStats {
+                        kind,
+                        ..RecordStats::default()
+                    });
+                    let last = stats.len() - 1;
+                    &mut stats[last]
+                }
+            };
+            s.records += 1;
+            s.key_bytes += k.len() as u64;
+            s.value_bytes += v.len() as u64;
+        }
+        Ok(stats)
     }
 
     /// Bytes the folder takes on disk, as sled reports it.
