@@ -196,6 +196,18 @@ fn bad_configs_and_failing_writers_are_errors() {
 }
 
 #[test]
+fn progress_reports_running_totals() {
+    let c = config(3_000, 4);
+    let mut reports: Vec<GenStats> = Vec::new();
+    let stats =
+        audiencedb::gen::generate_with_progress(&c, io::sink(), |s| reports.push(*s)).unwrap();
+    assert!(!reports.is_empty());
+    assert!(reports.windows(2).all(|w| w[0].messages < w[1].messages));
+    assert_eq!(reports.last(), Some(&stats));
+    assert_eq!(stats, run(&c).1);
+}
+
+#[test]
 fn default_config_is_a_year_ending_at_midnight_utc() {
     let c = GenConfig::new(100, 9);
     assert_eq!(c.days, 365);

@@ -11,7 +11,9 @@
 //!   literally product `X` (the rule examples use it);
 //! - identified customers `c-000001`, ... with one `identify` (tier, country, age, email, tags,
 //!   signup_at, device, source, `address.city`, newsletter, first_name) and sometimes a later one
-//!   changing tier or unsubscribing; about 10% of ids are anonymous visitors `anon-...`;
+//!   changing tier or unsubscribing (`newsletter = false`, the natural definition of the
+//!   `unsubscribed` audience in the rule examples); about 10% of ids are anonymous visitors
+//!   `anon-...`;
 //! - sessions of `visited`, `searched`, `viewed`, `added_to_cart`, `removed_from_cart` and
 //!   `purchased` events with shop-like funnel rates, weekly campaigns with `email_opened` and
 //!   `email_clicked`; heavy-tailed engagement (about 50 events per id on average, a few ids with
@@ -122,19 +124,23 @@ pub fn generate_with_progress<W: Write, F: FnMut(&GenStats)>(
     // Enough chunks per batch to keep every thread busy, few enough to bound memory.
     let batch = (rayon::current_num_threads() as u64 * 4).max(1);
     let mut stats = GenStats::default();
+    // One buffer per chunk of a batch, reused from batch to batch (no fresh pages to fault in).
+    let mut slots: Vec<(Vec<u8>, GenStats)> = Vec::new();
     let mut first = 0;
     while first < chunks {
         let last = (first + batch).min(chunks);
-        let outputs: Vec<(Vec<u8>, GenStats)> = (first..last)
-            .into_par_iter()
-            .map(|chunk| {
-                let from = chunk * CHUNK;
+        slots.resize_with((last - first) as usize, Default::default);
+        slots
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, (buf, chunk_stats))| {
+                let from = (first + i as u64) * CHUNK;
                 let to = (from + CHUNK).min(config.customers);
-                generate_range(&shop, &key, width, from..to)
-            })
-            .collect();
-        for (bytes, s) in outputs {
-            out.write_all(&bytes)?;
+                buf.clear();
+                *chunk_stats = generate_range(&shop, &key, width, from..to, buf);
+            });
+        for (bytes, s) in &slots {
+            out.write_all(bytes)?;
             stats.customers += s.customers;
             stats.messages += s.messages;
             stats.events += s.events;
@@ -146,24 +152,23 @@ pub fn generate_with_progress<W: Write, F: FnMut(&GenStats)>(
     Ok(stats)
 }
 
-/// Generates customers `range` into one buffer.
+/// Appends the messages of customers `range` to `buf`.
 fn generate_range(
     shop: &Shop,
     key: &[u8; 32],
     width: usize,
     range: std::ops::Range<u64>,
-) -> (Vec<u8>, GenStats) {
-    let mut buf = Vec::with_capacity((range.end - range.start) as usize * 10_000);
+    buf: &mut Vec<u8>,
+) -> GenStats {
     let mut plan: Vec<Planned> = Vec::new();
     let mut stats = GenStats::default();
     for index in range {
         let mut rng = Rand::customer(key, index);
         let profile = plan_customer(shop, &mut rng, &mut plan);
-        let written =
-            messages::render_customer(shop, index, width, profile.as_ref(), &plan, &mut buf);
+        let written = messages::render_customer(shop, index, width, profile.as_ref(), &plan, buf);
         stats.customers += 1;
         stats.messages += written.messages;
         stats.events += written.events;
     }
-    (buf, stats)
+    stats
 }
