@@ -367,3 +367,33 @@ fn every_rules_md_example_has_a_real_audience() {
     let profiles = all.values().filter(|c| !c.traits.is_empty()).count();
     assert!(identifies > profiles, "some customers change tier later");
 }
+
+#[test]
+fn the_importer_stores_every_generated_message_once() {
+    use audiencedb::ingest::import::{import_ndjson, CollectErrors, ImportOptions};
+
+    let (bytes, stats) = run(&config(300, 8));
+    let dir = tempfile::tempdir().unwrap();
+    let db = audiencedb::Db::open(dir.path().join("db")).unwrap();
+    let options = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    let mut errors = CollectErrors::default();
+    let summary = import_ndjson(&db, &bytes[..], &options, &mut errors).unwrap();
+    assert!(errors.0.is_empty(), "{:?}", errors.0.first());
+    assert_eq!(summary.read, stats.messages);
+    assert_eq!(summary.stored, stats.messages);
+    let first_id = lines(&bytes)
+        .find_map(|l| l.strip_prefix("{\"type\":\"identify\",\"userId\":\""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("an identified customer");
+    let first = db.customer(first_id).unwrap().expect("the first customer");
+    assert!(first
+        .traits
+        .is_some_and(|t| t.iter().any(|(k, _)| k == "tier")));
+    // Re-sending the same shop is recognised by messageId and changes nothing.
+    let again = import_ndjson(&db, &bytes[..], &options, &mut errors).unwrap();
+    assert_eq!(again.duplicates, stats.messages);
+    assert_eq!(again.stored, 0);
+}
