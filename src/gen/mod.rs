@@ -5,6 +5,8 @@
 //! storage. The same [`GenConfig`] always produces the same bytes, whatever the number of threads:
 //! every customer draws from its own ChaCha8 stream keyed by the seed and numbered by the
 //! customer's index, customers are generated in parallel chunks and written in index order.
+//! (The distributions use the platform's `ln`, `exp` and `cos`; the bytes are the same for every
+//! run of one build, and across platforms whose maths library rounds alike.)
 //!
 //! What the data holds (details in the submodules):
 //! - a catalog of 1,000 products in 20 categories with Zipf popularity; one popular shoe is
@@ -105,12 +107,16 @@ pub struct GenStats {
 }
 
 /// Writes the shop described by `config` to `out` as NDJSON, one message a line.
+///
+/// Output goes out in blocks of a few megabytes, so `out` needs no `BufWriter`. An invalid
+/// config (no days, a period outside 1970..2100) is an `InvalidInput` error; write errors are
+/// returned as they come.
 pub fn generate<W: Write>(config: &GenConfig, out: W) -> io::Result<GenStats> {
     generate_with_progress(config, out, |_| {})
 }
 
 /// Like [`generate`], calling `progress` with the running totals after each batch of customers
-/// (for a progress bar).
+/// (a few thousand; for a progress bar, against `config.customers`).
 pub fn generate_with_progress<W: Write, F: FnMut(&GenStats)>(
     config: &GenConfig,
     mut out: W,
