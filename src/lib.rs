@@ -10,9 +10,14 @@
 //! 3. [`storage`]: messages become records in sled: profiles, blocks of events, id maps.
 //! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
 //! 5. [`db`]: the library API tying them together: [`Db`].
+//!
+//! Beside the layers:
+//! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
+//!   and benchmarks; it knows the message format, not the storage.
 
 pub mod db;
 pub mod error;
+pub mod gen;
 pub mod index;
 pub mod ingest;
 pub mod model;
