@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use audiencedb::ingest::import::{self, ImportObserver, ImportOptions, ImportSummary, LineError};
-use audiencedb::{Db, Error};
+use audiencedb::model::time;
+use audiencedb::{gen, Db, Error};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -52,6 +53,27 @@ enum Command {
         #[arg(long, hide = true)]
         report_batches: bool,
     },
+    /// Write a realistic synthetic shop as NDJSON to stdout.
+    Gen {
+        /// Customer ids to generate (about 50 events each).
+        #[arg(long)]
+        customers: u64,
+        /// Same seed, same shop.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Days of history.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// The end of the period (a date or RFC 3339 time); by default the start of today, UTC.
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Build a demo shop at the database path (or reuse it) and show what it holds.
+    Demo {
+        /// Customer ids in the demo shop.
+        #[arg(long, default_value_t = 20_000)]
+        customers: u64,
+    },
     /// Show, export or delete one customer.
     Customer {
         #[command(subcommand)]
@@ -86,6 +108,11 @@ enum Format {
     Ndjson,
     Csv,
 }
+
+// The importer frees on one thread what its parser threads allocated; glibc's allocator is slow
+// at exactly that, mimalloc is not (import throughput in docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// An error for the user: the message, and the exit status.
 struct Failure(String, u8);
@@ -171,6 +198,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 None => Ok(()),
             }
         }
+        Command::Gen {
+            customers,
+            seed,
+            days,
+            end,
+        } => {
+            let config = gen_config(customers, seed, days, end.as_deref())?;
+            let bar = progress_bar(customers, "customers");
+            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let stats = gen::generate_with_progress(&config, out, |s| {
+                if let Some(bar) = &bar {
+                    bar.set_position(s.customers);
+                }
+            })
+            .map_err(|e| Failure(format!("gen: {e}"), 1))?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            eprintln!(
+                "generated {} customers, {} messages, {} events",
+                stats.customers, stats.messages, stats.events
+            );
+            Ok(())
+        }
+        Command::Demo { customers } => demo(&cli.db, customers),
         Command::Customer { action } => {
             let db = open(&cli.db)?;
             match action {
@@ -278,6 +330,86 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn gen_config(
+    customers: u64,
+    seed: u64,
+    days: u32,
+    end: Option<&str>,
+) -> Result<gen::GenConfig, Failure> {
+    let mut config = gen::GenConfig::new(customers, seed);
+    config.days = days;
+    if let Some(end) = end {
+        config.end = time::parse_user_time(end).ok_or_else(|| {
+            Failure(
+                format!("--end {end:?}: expected a date (2026-03-01) or an RFC 3339 time"),
+                2,
+            )
+        })?;
+    }
+    Ok(config)
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress_bar(len: u64, unit: &str) -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        ProgressBar::new(len).with_style(
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        )
+    })
+}
+
+/// Builds the demo shop: generates it straight into the importer through a pipe.
+fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
+    let db = open(path)?;
+    if db.schema().customers == 0 {
+        eprintln!(
+            "building a demo shop of {customers} customers in {} ...",
+            path.display()
+        );
+        let config = gen::GenConfig::new(customers, 1);
+        let (reader, writer) = std::io::pipe().map_err(Error::from)?;
+        let started = Instant::now();
+        let bar = progress_bar(customers, "customers");
+        let producer = std::thread::spawn(move || {
+            let out = std::io::BufWriter::with_capacity(1 << 20, writer);
+            gen::generate_with_progress(&config, out, |s| {
+                if let Some(bar) = &bar {
+                    bar.set_position(s.customers);
+                }
+            })
+        });
+        let mut errors = import::CollectErrors::default();
+        let summary = import::import_ndjson(
+            &db,
+            std::io::BufReader::with_capacity(1 << 20, reader),
+            &ImportOptions::default(),
+            &mut errors,
+        )?;
+        producer
+            .join()
+            .map_err(|_| Failure("the generator failed".into(), 1))?
+            .map_err(|e| Failure(format!("gen: {e}"), 1))?;
+        db.checkpoint()?;
+        eprintln!(
+            "stored {} messages in {:.1} s",
+            summary.stored,
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        eprintln!("reusing the demo shop in {}", path.display());
+    }
+    print_schema(&db.schema());
+    println!(
+        "\nTry: audiencedb --db {} customer show c-000001",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Shows bad lines on stderr, a progress bar on a terminal, and batch lines when asked.
@@ -411,7 +543,7 @@ fn print_customer(c: &audiencedb::Customer) {
             .collect();
         println!(
             "  {}  {}  {}",
-            audiencedb::model::time::format_rfc3339(e.timestamp),
+            time::format_rfc3339(e.timestamp),
             e.name,
             props.join(" ")
         );

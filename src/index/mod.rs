@@ -161,7 +161,14 @@ fn slot<'m, V: Default>(
 }
 
 fn add_to(map: &mut FastMap<IndexValue, RoaringBitmap>, key: ValueRef<'_>, cust: u32) {
-    slot(map, key).1.insert(cust);
+    insert(slot(map, key).1, cust);
+}
+
+/// Inserts `cust`, cheaply when it is the largest so far (ingest mostly appends new customers).
+/// Returns whether it was new.
+#[inline]
+fn insert(bm: &mut RoaringBitmap, cust: u32) -> bool {
+    bm.try_push(cust).is_ok() || bm.insert(cust)
 }
 
 /// Removes `cust` from the bitmap under `key`, dropping the bitmap once it is empty, so that an
@@ -317,7 +324,7 @@ impl Indexes {
         self.add_customer(cust);
         let day = day_of(e.ts);
         let ei = self.events.entry(e.event).or_default();
-        if ei.days.entry(day).or_default().insert(cust) {
+        if insert(ei.days.entry(day).or_default(), cust) {
             self.changed.insert(Family::EventDays(e.event));
         }
         for (p, v) in &e.props {
@@ -340,7 +347,7 @@ impl Indexes {
                 continue;
             }
             let (key, days) = slot(values, k);
-            if days.entry(day).or_default().insert(cust) {
+            if insert(days.entry(day).or_default(), cust) {
                 self.changed
                     .insert(Family::EventProp(e.event, *p, key.clone()));
             }

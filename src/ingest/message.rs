@@ -1,9 +1,15 @@
 //! One input message (Segment-spec `identify` or `track`) and how a JSON object becomes one.
 //! Everything a message carries is checked here, so that the store only sees valid input.
 
-use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
 
 use crate::model::time::{self, Timestamp};
+use crate::model::value::string_value;
 use crate::model::Value;
 
 /// The longest customer id, event name, trait or property name, or message id accepted, in bytes.
@@ -68,61 +74,54 @@ impl Message {
         }
     }
 
-    /// Parses one NDJSON line.
+    /// Parses one NDJSON line. Fields other than those of the Segment spec used here (`context`,
+    /// `integrations`, ...) are skipped without being built.
     pub fn from_json_line(line: &str) -> Result<Message, String> {
-        let json: Json = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
-        Message::from_json(&json)
-    }
-
-    /// Converts one JSON message object.
-    pub fn from_json(json: &Json) -> Result<Message, String> {
-        let obj = json.as_object().ok_or("a message must be a JSON object")?;
-        let kind = match obj.get("type") {
-            Some(Json::String(s)) => s.as_str(),
-            Some(_) => return Err("\"type\" must be a string".into()),
+        if !line.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<IgnoredAny>(line) {
+                Ok(_) => "a message must be a JSON object".into(),
+                Err(e) => format!("not valid JSON: {e}"),
+            });
+        }
+        let env: Envelope<'_> =
+            serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
+        let kind = match env.kind {
+            Some(raw) => string_field("type", raw)?,
             None => return Err("missing \"type\" (identify or track)".into()),
         };
-        let customer = customer_id(obj)?;
-        let message_id = match obj.get("messageId") {
-            None | Some(Json::Null) => None,
-            Some(Json::String(s)) => Some(checked_name("messageId", s)?.to_owned()),
-            Some(_) => return Err("\"messageId\" must be a string".into()),
+        let customer = customer_id(env.user_id, env.anonymous_id)?;
+        let message_id = match env.message_id {
+            None => None,
+            Some(raw) => {
+                Some(checked_name("messageId", &string_field("messageId", raw)?)?.to_owned())
+            }
         };
-        let timestamp = match obj.get("timestamp") {
-            None | Some(Json::Null) => None,
-            Some(t) => Some(parse_timestamp(t)?),
-        };
-        let body = match kind {
+        let timestamp = env.timestamp.map(parse_timestamp).transpose()?;
+        let body = match &*kind {
             "identify" => {
                 let mut traits = Vec::new();
-                match obj.get("traits") {
-                    None | Some(Json::Null) => {}
-                    Some(Json::Object(map)) => flatten(map, "", 0, &mut |k, v| {
-                        traits.push((k, v));
-                        Ok(())
-                    })?,
-                    Some(_) => return Err("\"traits\" must be an object".into()),
+                if let Some(raw) = env.traits {
+                    fields(raw, "traits", &mut |k, v| traits.push((k, v)))?;
                 }
                 Body::Identify { traits }
             }
             "track" => {
-                let event = match obj.get("event") {
-                    Some(Json::String(s)) if !s.is_empty() => checked_name("event", s)?.to_owned(),
-                    Some(Json::String(_)) => return Err("\"event\" is empty".into()),
-                    Some(_) => return Err("\"event\" must be a string".into()),
+                let event = match env.event {
+                    Some(raw) => string_field("event", raw)?,
                     None => return Err("a track message needs \"event\"".into()),
                 };
+                if event.is_empty() {
+                    return Err("\"event\" is empty".into());
+                }
+                let event = checked_name("event", &event)?.to_owned();
                 let mut properties = Vec::new();
-                match obj.get("properties") {
-                    None | Some(Json::Null) => {}
-                    Some(Json::Object(map)) => flatten(map, "", 0, &mut |k, v| {
-                        // A null property is an absent property.
+                if let Some(raw) = env.properties {
+                    // A null property is an absent property.
+                    fields(raw, "properties", &mut |k, v| {
                         if let Some(v) = v {
                             properties.push((k, v));
                         }
-                        Ok(())
-                    })?,
-                    Some(_) => return Err("\"properties\" must be an object".into()),
+                    })?;
                 }
                 Body::Track { event, properties }
             }
@@ -147,6 +146,185 @@ impl Message {
     }
 }
 
+/// The fields of a message this store reads, each still as raw JSON text. `null` reads as
+/// absent.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(rename = "userId", borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(rename = "anonymousId", borrow, default)]
+    anonymous_id: Option<&'a RawValue>,
+    #[serde(rename = "messageId", borrow, default)]
+    message_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    traits: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    properties: Option<&'a RawValue>,
+}
+
+fn string_field<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, String> {
+    serde_json::from_str::<Cow<'a, str>>(raw.get())
+        .map_err(|_| format!("\"{name}\" must be a string"))
+}
+
+/// Parses a `traits` or `properties` object, calling `f` with each field, nested objects
+/// flattened into dotted names (`{"address":{"city":"Oulu"}}` gives `address.city`).
+fn fields(
+    raw: &RawValue,
+    what: &str,
+    f: &mut dyn FnMut(String, Option<Value>),
+) -> Result<(), String> {
+    if !raw.get().starts_with('{') {
+        return Err(format!("\"{what}\" must be an object"));
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    FieldsSeed {
+        prefix: String::new(),
+        depth: 0,
+        out: f,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| {
+        // serde_json appends the position within the object's own text: not useful here.
+        let text = e.to_string();
+        match text.find(" at line ") {
+            Some(i) => text[..i].to_owned(),
+            None => text,
+        }
+    })
+}
+
+/// Visits one JSON object of fields, flattening nested objects.
+struct FieldsSeed<'f> {
+    prefix: String,
+    depth: usize,
+    out: &'f mut dyn FnMut(String, Option<Value>),
+}
+
+impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_NESTING {
+            return Err(de::Error::custom(format!(
+                "objects nested deeper than {MAX_NESTING} levels"
+            )));
+        }
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key.is_empty() {
+                return Err(de::Error::custom("an empty field name"));
+            }
+            let name = if self.prefix.is_empty() {
+                key.into_owned()
+            } else {
+                format!("{}.{key}", self.prefix)
+            };
+            checked_name("a field name", &name).map_err(de::Error::custom)?;
+            let parsed = map.next_value_seed(FieldValueSeed {
+                name: &name,
+                depth: self.depth,
+            })?;
+            match parsed {
+                FieldValue::Scalar(v) => (self.out)(name, v),
+                FieldValue::Object(nested) => {
+                    // Re-read the nested object with the longer prefix.
+                    let mut de = serde_json::Deserializer::from_str(nested.get());
+                    FieldsSeed {
+                        prefix: name,
+                        depth: self.depth + 1,
+                        out: &mut *self.out,
+                    }
+                    .deserialize(&mut de)
+                    .map_err(de::Error::custom)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one field's value was: a value (or null), or a nested object still to flatten.
+enum FieldValue<'de> {
+    Scalar(Option<Value>),
+    Object(&'de RawValue),
+}
+
+struct FieldValueSeed<'n> {
+    name: &'n str,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldValueSeed<'_> {
+    type Value = FieldValue<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<FieldValue<'de>, D::Error> {
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        let text = raw.get();
+        if text.starts_with('{') {
+            return Ok(FieldValue::Object(raw));
+        }
+        let _ = self.depth;
+        field_value(self.name, text)
+            .map(FieldValue::Scalar)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// Converts one field's JSON text: a scalar, `null`, or a list of scalars.
+fn field_value(name: &str, text: &str) -> Result<Option<Value>, String> {
+    let first = text.as_bytes().first().copied().unwrap_or(b' ');
+    let value = match first {
+        b'"' => {
+            let s: Cow<'_, str> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            if s.len() > MAX_STRING_BYTES {
+                return Err(format!(
+                    "field {name:?} is {} bytes long; the limit is {MAX_STRING_BYTES}",
+                    s.len()
+                ));
+            }
+            string_value(&s)
+        }
+        b'[' => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            let mut list = Vec::with_capacity(items.len());
+            for item in items {
+                match item.get().as_bytes().first() {
+                    Some(b'[' | b'{') => {
+                        return Err(format!(
+                            "field {name:?}: a list may hold only strings, numbers and booleans"
+                        ))
+                    }
+                    _ => list.extend(field_value(name, item.get())?),
+                }
+            }
+            Value::List(list)
+        }
+        _ => {
+            let json: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            return Value::from_json(&json).map_err(|e| format!("field {name:?}: {e}"));
+        }
+    };
+    Ok(Some(value))
+}
+
 fn checked_name<'a>(what: &str, s: &'a str) -> Result<&'a str, String> {
     if s.len() > MAX_NAME_BYTES {
         return Err(format!(
@@ -165,18 +343,25 @@ pub fn check_customer_id(id: &str) -> Result<(), String> {
     checked_name("the customer id", id).map(|_| ())
 }
 
-fn customer_id(obj: &Map<String, Json>) -> Result<String, String> {
-    for field in ["userId", "anonymousId"] {
-        match obj.get(field) {
-            None | Some(Json::Null) => continue,
-            Some(Json::String(s)) if s.is_empty() => continue,
-            Some(Json::String(s)) => {
-                check_customer_id(s)?;
-                return Ok(s.clone());
+fn customer_id(
+    user_id: Option<&RawValue>,
+    anonymous_id: Option<&RawValue>,
+) -> Result<String, String> {
+    for (field, raw) in [("userId", user_id), ("anonymousId", anonymous_id)] {
+        let Some(raw) = raw else { continue };
+        let text = raw.get();
+        if text.starts_with('"') {
+            let s = string_field(field, raw)?;
+            if s.is_empty() {
+                continue;
             }
-            // Many exports write numeric ids: they are the same customer as their decimal text.
-            Some(Json::Number(n)) if n.is_u64() || n.is_i64() => return Ok(n.to_string()),
-            Some(_) => return Err(format!("\"{field}\" must be a string")),
+            check_customer_id(&s)?;
+            return Ok(s.into_owned());
+        }
+        // Many exports write numeric ids: they are the same customer as their decimal text.
+        match serde_json::from_str::<serde_json::Number>(text) {
+            Ok(n) if n.is_u64() || n.is_i64() => return Ok(n.to_string()),
+            _ => return Err(format!("\"{field}\" must be a string")),
         }
     }
     Err("missing customer id (\"userId\" or \"anonymousId\")".into())
@@ -184,8 +369,9 @@ fn customer_id(obj: &Map<String, Json>) -> Result<String, String> {
 
 /// Parses a timestamp: an RFC 3339 string or milliseconds since the epoch, within the accepted
 /// range (1970 to 2100).
-pub fn parse_timestamp(t: &Json) -> Result<Timestamp, String> {
-    let ts = match t {
+pub fn parse_timestamp(raw: &RawValue) -> Result<Timestamp, String> {
+    let t: Json = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    let ts = match &t {
         Json::String(s) => time::parse_rfc3339(s)
             .ok_or_else(|| format!("bad timestamp {s:?}: expected RFC 3339"))?,
         Json::Number(n) => n
@@ -200,45 +386,6 @@ pub fn parse_timestamp(t: &Json) -> Result<Timestamp, String> {
         ));
     }
     Ok(ts)
-}
-
-/// Calls `f` with each field of a JSON object, nested objects flattened into dotted names
-/// (`{"address":{"city":"Oulu"}}` gives `address.city`).
-fn flatten(
-    map: &Map<String, Json>,
-    prefix: &str,
-    depth: usize,
-    f: &mut dyn FnMut(String, Option<Value>) -> Result<(), String>,
-) -> Result<(), String> {
-    if depth >= MAX_NESTING {
-        return Err(format!("objects nested deeper than {MAX_NESTING} levels"));
-    }
-    for (k, v) in map {
-        if k.is_empty() {
-            return Err("an empty field name".into());
-        }
-        let name = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        checked_name("a field name", &name)?;
-        if let Json::Object(inner) = v {
-            flatten(inner, &name, depth + 1, f)?;
-            continue;
-        }
-        if let Json::String(s) = v {
-            if s.len() > MAX_STRING_BYTES {
-                return Err(format!(
-                    "field {name:?} is {} bytes long; the limit is {MAX_STRING_BYTES}",
-                    s.len()
-                ));
-            }
-        }
-        let value = Value::from_json(v).map_err(|e| format!("field {name:?}: {e}"))?;
-        f(name, value)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
