@@ -21,7 +21,7 @@ pub fn put_signed(out: &mut Vec<u8>, v: i64) {
 /// A cursor over encoded bytes.
 pub struct Reader<'a> {
     bytes: &'a [u8],
-    pos: usize,
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -96,6 +96,29 @@ const TAG_FALSE: u8 = 3;
 const TAG_TRUE: u8 = 4;
 const TAG_TIME: u8 = 5;
 const TAG_LIST: u8 = 6;
+const TAG_DECIMAL: u8 = 7;
+
+/// Powers of ten, each exact as an `f64`.
+const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+/// A float as `mantissa / 10^exponent` when that gives back exactly the same bits: prices
+/// like 59.90 take 3 bytes instead of 8. Division of two exactly representable numbers is
+/// correctly rounded, so the check below is the whole proof of the round trip.
+fn as_decimal(f: f64) -> Option<(i64, u8)> {
+    for (e, p) in POW10.iter().enumerate() {
+        let scaled = f * p;
+        if scaled.abs() >= 9.007_199_254_740_992e15 {
+            return None;
+        }
+        if scaled == scaled.trunc() {
+            let m = scaled as i64;
+            if ((m as f64) / p).to_bits() == f.to_bits() {
+                return Some((m, e as u8));
+            }
+        }
+    }
+    None
+}
 
 /// Appends one value: a tag byte, then its payload.
 pub fn put_value(out: &mut Vec<u8>, v: &Value) {
@@ -109,10 +132,17 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value) {
             out.push(TAG_INT);
             put_signed(out, *i);
         }
-        Value::Float(f) => {
-            out.push(TAG_FLOAT);
-            out.extend_from_slice(&f.to_le_bytes());
-        }
+        Value::Float(f) => match as_decimal(*f) {
+            Some((m, e)) => {
+                out.push(TAG_DECIMAL);
+                put_signed(out, m);
+                out.push(e);
+            }
+            None => {
+                out.push(TAG_FLOAT);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+        },
         Value::Bool(b) => out.push(if *b { TAG_TRUE } else { TAG_FALSE }),
         Value::Time(t) => {
             out.push(TAG_TIME);
@@ -142,6 +172,13 @@ fn get_value_at_depth(r: &mut Reader<'_>, depth: u8) -> Result<Value> {
             let mut a = [0u8; 8];
             a.copy_from_slice(b);
             Value::Float(f64::from_le_bytes(a))
+        }
+        TAG_DECIMAL => {
+            let m = r.signed()?;
+            let p = POW10
+                .get(usize::from(r.byte()?))
+                .ok_or_else(|| corrupt!("bad decimal exponent"))?;
+            Value::Float(m as f64 / p)
         }
         TAG_FALSE => Value::Bool(false),
         TAG_TRUE => Value::Bool(true),
@@ -206,26 +243,67 @@ pub struct StoredEvent {
     pub props: Fields,
 }
 
-/// Encodes a block of events, which must be sorted by time: a count, then per event the time as
-/// a delta from the previous one (the first from the block's start, which is its own time), the
-/// event id and the properties.
+/// A block stored as is.
+const BLOCK_PLAIN: u8 = 0;
+/// A block compressed with LZ4: the uncompressed length (varint), then the LZ4 block.
+const BLOCK_LZ4: u8 = 1;
+/// The largest uncompressed block a reader accepts (a guard against damaged lengths).
+const MAX_BLOCK_BYTES: usize = 64 << 20;
+
+/// Encodes a block of events, which must be sorted by time. The body is a count, then per event
+/// the time as a delta from the previous one (the first from the block's start, which is its own
+/// time), the event id and the properties. A customer's events repeat names and values, so the
+/// body is LZ4-compressed when that saves at least an eighth.
 pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(events: &[E]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.len() * 24);
-    put_varint(&mut out, events.len() as u64);
+    let mut body = Vec::with_capacity(1 + events.len() * 24);
+    body.push(BLOCK_PLAIN);
+    put_varint(&mut body, events.len() as u64);
     let mut prev = events.first().map_or(0, |e| e.borrow().ts);
     for e in events {
         let e = e.borrow();
         debug_assert!(e.ts >= prev, "blocks are sorted by time");
-        put_varint(&mut out, (e.ts - prev) as u64);
+        put_varint(&mut body, (e.ts - prev) as u64);
         prev = e.ts;
-        put_varint(&mut out, u64::from(e.event));
-        put_fields(&mut out, &e.props);
+        put_varint(&mut body, u64::from(e.event));
+        put_fields(&mut body, &e.props);
     }
-    out
+    let plain = &body[1..];
+    let mut packed = Vec::with_capacity(plain.len() / 2 + 16);
+    packed.push(BLOCK_LZ4);
+    put_varint(&mut packed, plain.len() as u64);
+    let header = packed.len();
+    packed.resize(header + lz4_flex::block::get_maximum_output_size(plain.len()), 0);
+    match lz4_flex::block::compress_into(plain, &mut packed[header..]) {
+        Ok(n) if header + n < body.len() - body.len() / 8 => {
+            packed.truncate(header + n);
+            packed
+        }
+        _ => body,
+    }
 }
 
 /// Decodes a block whose first event happened at `start`, appending its events to `out`.
 pub fn decode_block(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
+    match bytes.split_first() {
+        Some((&BLOCK_PLAIN, body)) => decode_block_body(start, body, out),
+        Some((&BLOCK_LZ4, rest)) => {
+            let mut r = Reader::new(rest);
+            let len = usize::try_from(r.varint()?).map_err(|_| corrupt!("bad block length"))?;
+            if len > MAX_BLOCK_BYTES {
+                return Err(corrupt!("block length {len} is implausible"));
+            }
+            let packed = &rest[r.pos..];
+            let mut body = vec![0u8; len];
+            match lz4_flex::block::decompress_into(packed, &mut body) {
+                Ok(n) if n == len => decode_block_body(start, &body, out),
+                _ => Err(corrupt!("a compressed event block does not decompress")),
+            }
+        }
+        _ => Err(corrupt!("unknown event block encoding")),
+    }
+}
+
+fn decode_block_body(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
     let mut r = Reader::new(bytes);
     let n = r.len()?;
     out.reserve(n);
@@ -269,6 +347,47 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn prices_are_short_and_exact() {
+        for (f, max_len) in [(59.9, 4), (19.95, 4), (1234.5, 5), (-3.0, 3), (0.1, 3), (1e300, 9)] {
+            let mut out = Vec::new();
+            put_value(&mut out, &Value::Float(f));
+            assert!(out.len() <= max_len, "{f}: {} bytes", out.len());
+            assert_eq!(get_value(&mut Reader::new(&out)).unwrap(), Value::Float(f));
+        }
+        let mut out = Vec::new();
+        put_value(&mut out, &Value::Float(-0.0));
+        let Value::Float(z) = get_value(&mut Reader::new(&out)).unwrap() else {
+            panic!()
+        };
+        assert!(z == 0.0 && z.is_sign_negative(), "the sign of zero survives");
+    }
+
+    #[test]
+    fn repetitive_blocks_are_compressed_and_round_trip() {
+        let events: Vec<StoredEvent> = (0..128)
+            .map(|i| StoredEvent {
+                ts: 1_000 + i * 60_000,
+                event: 3,
+                props: vec![
+                    (0, Value::Str("spring-sale-2026-03-01".into())),
+                    (1, Value::Float(59.9)),
+                ],
+            })
+            .collect();
+        let bytes = encode_block(&events);
+        assert_eq!(bytes[0], BLOCK_LZ4);
+        assert!(bytes.len() < 128 * 10, "{} bytes", bytes.len());
+        let mut back = Vec::new();
+        decode_block(1_000, &bytes, &mut back).unwrap();
+        assert_eq!(back, events);
+        // A damaged length is an error, not a huge allocation or a panic.
+        let mut bad = bytes.clone();
+        bad[1] = 0xff;
+        bad[2] = 0xff;
+        assert!(decode_block(1_000, &bad, &mut Vec::new()).is_err());
+    }
+
     proptest! {
         #[test]
         fn profiles_round_trip(fields in prop::collection::vec((any::<u32>(), arb_value()), 0..8)) {
@@ -287,6 +406,16 @@ mod tests {
             let mut back = Vec::new();
             decode_block(events[0].ts, &bytes, &mut back).unwrap();
             prop_assert_eq!(back, events);
+        }
+
+        #[test]
+        fn floats_keep_their_exact_bits(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let mut out = Vec::new();
+            put_value(&mut out, &Value::Float(f));
+            let Value::Float(back) = get_value(&mut Reader::new(&out)).unwrap() else {
+                panic!("a float comes back a float")
+            };
+            prop_assert_eq!(back.to_bits(), f.to_bits());
         }
 
         #[test]
