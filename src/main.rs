@@ -561,6 +561,8 @@ fn print_schema(s: &audiencedb::Schema) {
             t.customers,
             if t.indexed {
                 format!("indexed, {} values", t.distinct_values)
+            } else if t.types.iter().all(|ty| matches!(*ty, "datetime" | "float")) {
+                "compared by scan (dates and decimals have no value index)".into()
             } else {
                 "not indexed (too many values)".into()
             }

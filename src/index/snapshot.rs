@@ -159,7 +159,20 @@ fn get_value_map(r: &mut Reader<'_>) -> Result<FastMap<IndexValue, RoaringBitmap
 impl Indexes {
     /// Takes the set of families changed since the last call.
     pub fn take_changed(&mut self) -> FastSet<Family> {
-        std::mem::take(&mut self.changed)
+        let mut out = std::mem::take(&mut self.changed);
+        for (e, ei) in &mut self.events {
+            if std::mem::take(&mut ei.days_dirty) {
+                out.insert(Family::EventDays(*e));
+            }
+            for (p, values) in &mut ei.props {
+                for (k, vd) in values.iter_mut() {
+                    if std::mem::take(&mut vd.dirty) {
+                        out.insert(Family::EventProp(*e, *p, k.clone()));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Every family that currently holds data: for writing a whole snapshot.
@@ -205,7 +218,7 @@ impl Indexes {
             }
             Family::EventDays(e) => put_days(&mut out, &self.events.get(e)?.days),
             Family::EventProp(e, p, k) => {
-                put_days(&mut out, self.events.get(e)?.props.get(p)?.get(k)?)
+                put_days(&mut out, &self.events.get(e)?.props.get(p)?.get(k)?.days)
             }
         }
         Some(out)
@@ -252,7 +265,7 @@ impl Indexes {
                     .props
                     .entry(p)
                     .or_default()
-                    .insert(k, days);
+                    .insert(k, super::ValueDays { days, dirty: false });
             }
         }
         if !r.is_empty() {

@@ -272,7 +272,10 @@ pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(events: &[E]) -> Vec<u8
     packed.push(BLOCK_LZ4);
     put_varint(&mut packed, plain.len() as u64);
     let header = packed.len();
-    packed.resize(header + lz4_flex::block::get_maximum_output_size(plain.len()), 0);
+    packed.resize(
+        header + lz4_flex::block::get_maximum_output_size(plain.len()),
+        0,
+    );
     match lz4_flex::block::compress_into(plain, &mut packed[header..]) {
         Ok(n) if header + n < body.len() - body.len() / 8 => {
             packed.truncate(header + n);
@@ -349,7 +352,14 @@ mod tests {
 
     #[test]
     fn prices_are_short_and_exact() {
-        for (f, max_len) in [(59.9, 4), (19.95, 4), (1234.5, 5), (-3.0, 3), (0.1, 3), (1e300, 9)] {
+        for (f, max_len) in [
+            (59.9, 4),
+            (19.95, 4),
+            (1234.5, 5),
+            (-3.0, 3),
+            (0.1, 3),
+            (1e300, 9),
+        ] {
             let mut out = Vec::new();
             put_value(&mut out, &Value::Float(f));
             assert!(out.len() <= max_len, "{f}: {} bytes", out.len());
@@ -360,7 +370,10 @@ mod tests {
         let Value::Float(z) = get_value(&mut Reader::new(&out)).unwrap() else {
             panic!()
         };
-        assert!(z == 0.0 && z.is_sign_negative(), "the sign of zero survives");
+        assert!(
+            z == 0.0 && z.is_sign_negative(),
+            "the sign of zero survives"
+        );
     }
 
     #[test]

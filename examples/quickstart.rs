@@ -1,0 +1,46 @@
+//! The library in a few lines: open a database, record a profile and some events, read the
+//! customer back, look at the schema. Run with `cargo run --example quickstart`.
+
+use audiencedb::model::{time, Value};
+use audiencedb::Db;
+
+fn main() -> audiencedb::Result<()> {
+    let dir = std::env::temp_dir().join(format!("audiencedb-quickstart-{}", std::process::id()));
+    let db = Db::open(&dir)?;
+
+    db.identify(
+        "c-1001",
+        vec![
+            ("tier".into(), Some(Value::Str("Gold".into()))),
+            ("country".into(), Some(Value::Str("FI".into()))),
+            ("age".into(), Some(Value::Int(34))),
+        ],
+    )?;
+    let now = time::now();
+    for (product, minutes_ago) in [("X", 90), ("Y", 30)] {
+        db.track(
+            "c-1001",
+            "viewed",
+            vec![
+                ("product".into(), Value::Str(product.into())),
+                ("price".into(), Value::Float(59.9)),
+            ],
+            Some(now - minutes_ago * 60_000),
+        )?;
+    }
+
+    let customer = db.customer("c-1001")?.expect("just stored");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&customer.to_json()).unwrap_or_default()
+    );
+    for event in db.schema().events {
+        println!(
+            "{}: {} events by {} customers",
+            event.name, event.count, event.customers
+        );
+    }
+    drop(db);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

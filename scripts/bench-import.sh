@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Import benchmark (issue 2): generate a synthetic shop, import it, and report messages/s,
+# bytes on disk per event, peak memory and the time to reopen the folder.
+#
+#   scripts/bench-import.sh [CUSTOMERS] [WORKDIR]      (defaults: 200000, /tmp/audiencedb-bench)
+#
+# Needs GNU time (/usr/bin/time). Figures go to docs/BENCHMARKS.md by hand, with the machine.
+set -euo pipefail
+customers=${1:-200000}
+work=${2:-/tmp/audiencedb-bench}
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=target/release/audiencedb
+mkdir -p "$work"
+data="$work/shop-$customers.ndjson"
+if [ ! -s "$data" ]; then
+  echo "== generating $customers customers (seed 1, period ending 2026-11-01)"
+  "$bin" gen --customers "$customers" --seed 1 --end 2026-11-01 > "$data"
+fi
+ls -l "$data"
+rm -rf "$work/db"
+echo "== import"
+/usr/bin/time -f "wall %e s, user %U s, sys %S s, peak RSS %M KB" "$bin" --db "$work/db" import "$data"
+echo "== reopen and stats (best of 3 opens)"
+for _ in 1 2 3; do "$bin" --db "$work/db" stats | head -1; done
+"$bin" --db "$work/db" stats | tail -n +2
+du -sb "$work/db"
+echo "== verify"
+"$bin" --db "$work/db" verify
