@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
@@ -184,8 +185,14 @@ struct Work {
     identified: bool,
     trait_updates: Vec<(u32, Option<Value>)>,
     events: Vec<StoredEvent>,
-    seen: Option<Vec<u64>>,
+    /// Hashes of the message ids stored before this write (sorted), once needed.
+    seen_before: Option<Vec<u64>>,
+    /// Hashes of the message ids this write stores.
+    seen_now: crate::index::FastSet<u64>,
 }
+
+/// One record to write (`Some`) or remove (`None`).
+type Record = (Vec<u8>, Option<Vec<u8>>);
 
 /// A customer's applied changes, for the in-memory indexes.
 struct Applied {
@@ -320,17 +327,14 @@ impl Db {
             let wk = work.entry(cust).or_default();
             wk.is_new |= is_new;
             if let Some(mid) = &m.message_id {
-                if wk.seen.is_none() {
-                    wk.seen = Some(self.store.seen_messages(cust)?);
+                if wk.seen_before.is_none() {
+                    wk.seen_before = Some(self.store.seen_messages(cust)?);
                 }
-                let seen = wk.seen.as_mut().expect("loaded above");
+                let before = wk.seen_before.as_deref().unwrap_or_default();
                 let h = message_hash(mid);
-                match seen.binary_search(&h) {
-                    Ok(_) => {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    Err(pos) => seen.insert(pos, h),
+                if before.binary_search(&h).is_ok() || !wk.seen_now.insert(h) {
+                    report.duplicates += 1;
+                    continue;
                 }
             }
             report.stored += 1;
@@ -360,60 +364,28 @@ impl Db {
             }
         }
 
-        let mut touched = RoaringBitmap::new();
-        let mut applied = Vec::with_capacity(work.len());
-        for (cust, wk) in work {
-            touched.insert(cust);
-            let mut a = Applied {
-                cust,
-                is_new: wk.is_new,
-                profile: None,
-                events: Vec::new(),
-            };
-            if wk.identified {
-                let old = self.store.profile(cust)?;
-                let mut new = old.clone().unwrap_or_default();
-                for (t, v) in wk.trait_updates {
-                    match (new.binary_search_by_key(&t, |(k, _)| *k), v) {
-                        (Ok(i), Some(v)) => new[i].1 = v,
-                        (Ok(i), None) => {
-                            new.remove(i);
-                        }
-                        (Err(i), Some(v)) => new.insert(i, (t, v)),
-                        (Err(_), None) => {}
-                    }
-                }
-                batch.insert(&keys::profile(cust)[..], codec::encode_profile(&new));
-                a.profile = Some((old, new));
-            }
-            if !wk.events.is_empty() {
-                let mut events = wk.events;
-                events.sort_by_key(|e| e.ts);
-                self.write_events(&mut batch, cust, &events)?;
-                a.events = events;
-            }
-            if let Some(seen) = wk.seen {
-                let bytes: Vec<u8> = seen.iter().flat_map(|h| h.to_le_bytes()).collect();
-                batch.insert(&keys::seen(cust)[..], bytes);
-            }
-            applied.push(a);
-        }
         if report.stored == 0 {
             return Ok(report);
         }
-
-        let generation = w.generation + 1;
-        let mut dirty = Vec::with_capacity(touched.serialized_size());
-        touched.serialize_into(&mut dirty)?;
-        batch.insert(&keys::dirty(generation)[..], dirty);
-        batch.insert(keys::meta(meta::GENERATION), &generation.to_be_bytes()[..]);
-        batch.insert(keys::meta(meta::NEXT_ID), &next_id.to_be_bytes()[..]);
-        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(&catalog)?);
-        self.store.commit(batch)?;
-
-        w.generation = generation;
-        w.next_id = next_id;
-        w.touched_since_checkpoint += touched.len();
+        // Each customer's records are independent of the others': prepare them in parallel.
+        let touched: RoaringBitmap = work.keys().copied().collect();
+        let prepared: Vec<(Applied, Vec<Record>)> = work
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(cust, wk)| self.prepare_customer(cust, wk))
+            .collect::<Result<_>>()?;
+        let mut applied = Vec::with_capacity(prepared.len());
+        for (a, records) in prepared {
+            for (key, value) in records {
+                match value {
+                    Some(v) => batch.insert(key, v),
+                    None => batch.remove(key),
+                }
+            }
+            applied.push(a);
+        }
+        self.commit_write(&mut w, batch, &touched, &catalog, next_id)?;
         {
             let mut state = self.state.write();
             state.catalog = catalog;
@@ -439,10 +411,54 @@ impl Db {
         Ok(report)
     }
 
+    /// Works out the records one customer's changes write, and what the indexes must learn.
+    fn prepare_customer(&self, cust: u32, wk: Work) -> Result<(Applied, Vec<Record>)> {
+        let mut records = Vec::new();
+        let mut a = Applied {
+            cust,
+            is_new: wk.is_new,
+            profile: None,
+            events: Vec::new(),
+        };
+        if wk.identified {
+            let old = self.store.profile(cust)?;
+            let mut new = old.clone().unwrap_or_default();
+            for (t, v) in wk.trait_updates {
+                match (new.binary_search_by_key(&t, |(k, _)| *k), v) {
+                    (Ok(i), Some(v)) => new[i].1 = v,
+                    (Ok(i), None) => {
+                        new.remove(i);
+                    }
+                    (Err(i), Some(v)) => new.insert(i, (t, v)),
+                    (Err(_), None) => {}
+                }
+            }
+            records.push((
+                keys::profile(cust).to_vec(),
+                Some(codec::encode_profile(&new)),
+            ));
+            a.profile = Some((old, new));
+        }
+        if !wk.events.is_empty() {
+            let mut events = wk.events;
+            events.sort_by_key(|e| e.ts);
+            self.merge_events(&mut records, cust, &events)?;
+            a.events = events;
+        }
+        if !wk.seen_now.is_empty() {
+            let mut seen = wk.seen_before.unwrap_or_default();
+            seen.extend(wk.seen_now);
+            seen.sort_unstable();
+            let bytes: Vec<u8> = seen.iter().flat_map(|h| h.to_le_bytes()).collect();
+            records.push((keys::seen(cust).to_vec(), Some(bytes)));
+        }
+        Ok((a, records))
+    }
+
     /// Merges a customer's new events (sorted by time) into their stored blocks.
-    fn write_events(
+    fn merge_events(
         &self,
-        batch: &mut sled::Batch,
+        records: &mut Vec<Record>,
         cust: u32,
         events: &[StoredEvent],
     ) -> Result<()> {
@@ -451,17 +467,42 @@ impl Db {
         let mut stored: Vec<StoredEvent> = Vec::new();
         for (key, start, bytes) in &old_blocks {
             codec::decode_block(*start, bytes, &mut stored)?;
-            batch.remove(key.clone());
+            records.push((key.to_vec(), None));
         }
         // Stored events come first among equal times: the sort is stable.
         let mut merged: Vec<&StoredEvent> = stored.iter().chain(events).collect();
         merged.sort_by_key(|e| e.ts);
         for chunk in time_blocks(&merged) {
-            batch.insert(
-                &keys::block(cust, chunk[0].ts)[..],
-                codec::encode_block(chunk),
-            );
+            // A new block under an old key replaces the removal pushed above.
+            records.push((
+                keys::block(cust, chunk[0].ts).to_vec(),
+                Some(codec::encode_block(chunk)),
+            ));
         }
+        Ok(())
+    }
+
+    /// Adds the write's bookkeeping (dirty-log record, generation, id counter, catalog) to the
+    /// batch, commits it durably, and advances the writer.
+    fn commit_write(
+        &self,
+        w: &mut Writer,
+        mut batch: sled::Batch,
+        touched: &RoaringBitmap,
+        catalog: &Catalog,
+        next_id: u32,
+    ) -> Result<()> {
+        let generation = w.generation + 1;
+        let mut dirty = Vec::with_capacity(touched.serialized_size());
+        touched.serialize_into(&mut dirty)?;
+        batch.insert(&keys::dirty(generation)[..], dirty);
+        batch.insert(keys::meta(meta::GENERATION), &generation.to_be_bytes()[..]);
+        batch.insert(keys::meta(meta::NEXT_ID), &next_id.to_be_bytes()[..]);
+        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(catalog)?);
+        self.store.commit(batch)?;
+        w.generation = generation;
+        w.next_id = next_id;
+        w.touched_since_checkpoint += touched.len();
         Ok(())
     }
 
@@ -555,17 +596,10 @@ impl Db {
         for e in &events {
             catalog.count_event(e.event, &e.props, -1);
         }
-        let generation = w.generation + 1;
         let mut touched = RoaringBitmap::new();
         touched.insert(cust);
-        let mut dirty = Vec::new();
-        touched.serialize_into(&mut dirty)?;
-        batch.insert(&keys::dirty(generation)[..], dirty);
-        batch.insert(keys::meta(meta::GENERATION), &generation.to_be_bytes()[..]);
-        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(&catalog)?);
-        self.store.commit(batch)?;
-        w.generation = generation;
-        w.touched_since_checkpoint += 1;
+        let next_id = w.next_id;
+        self.commit_write(&mut w, batch, &touched, &catalog, next_id)?;
         let mut state = self.state.write();
         state.catalog = catalog;
         if let Some(p) = &profile {
