@@ -6,8 +6,10 @@
 //!
 //! The layers, in the order data flows through them:
 //! 1. [`model`]: ids, names, typed values and time, shared by every layer.
+//! 2. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
 
 pub mod error;
 pub mod model;
+pub mod rules;
 
 pub use error::{Error, Result};
