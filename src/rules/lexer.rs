@@ -126,10 +126,7 @@ fn lex_error(source: &str, at: usize, problem: Problem) -> ParseError {
             ParseError::new(
                 source,
                 Span::new(at, at + len),
-                format!(
-                    "unknown escape '{}' in a string",
-                    &source[at..at + len].escape_debug()
-                ),
+                format!("unknown escape '{}' in a string", &source[at..at + len]),
             )
             .with_expected(r#"one of \" \' \\ \n \t \u{...}"#)
         }

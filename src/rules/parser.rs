@@ -134,6 +134,13 @@ impl<'a> Parser<'a> {
         Err(self.unexpected(what, keywords, "keyword"))
     }
 
+    fn expect_ago(&mut self, duration: Duration) -> PResult<()> {
+        if self.eat_kw("ago").is_none() {
+            return Err(self.unexpected(&format!("'ago' after '{duration}'"), &["ago"], "keyword"));
+        }
+        Ok(())
+    }
+
     fn enter(&mut self, at: Span) -> PResult<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -183,6 +190,7 @@ impl<'a> Parser<'a> {
             }
         }
         let after = match self.pos.checked_sub(1) {
+            Some(_) if what.contains(" after ") => String::new(),
             Some(i) => format!(" after '{}'", shorten(self.text(&self.tokens[i]))),
             None => String::new(),
         };
@@ -195,6 +203,17 @@ impl<'a> Parser<'a> {
             self.source,
             self.peek().span,
             format!("expected {what}, found {}", self.found()),
+        )
+    }
+
+    /// "expected WHAT, found X" about the token just consumed.
+    fn expected_at_previous(&self, what: &str) -> ParseError {
+        let i = self.pos.saturating_sub(1);
+        let token = &self.tokens[i];
+        ParseError::new(
+            self.source,
+            token.span,
+            format!("expected {what}, found '{}'", shorten(self.text(token))),
         )
     }
 
@@ -450,7 +469,7 @@ impl<'a> Parser<'a> {
                     match words::shape(word) {
                         WordShape::Int if allow_ago && self.ago_follows() => {
                             let duration = self.duration("a number")?;
-                            self.expect_kw("ago")?;
+                            self.expect_ago(duration)?;
                             return Ok(Literal {
                                 kind: LiteralKind::Ago(duration),
                                 span: self.span_from(token.span),
@@ -753,11 +772,11 @@ impl<'a> Parser<'a> {
                     kind: PredicateKind::Cond(cond),
                 })
             }
-            _ => Err(self.unexpected(
-                "a property condition, or a predicate in parentheses (where (not a = 1))",
-                &[],
-                "keyword",
-            )),
+            _ => Err(self
+                .expected("a property condition after 'where'")
+                .with_expected(
+                    "a comparison like amount > 3, or a predicate in parentheses like (not a = 1)",
+                )),
         }
     }
 
@@ -850,19 +869,18 @@ impl<'a> Parser<'a> {
             }
             self.advance();
             let op = self.operator()?;
-            let value =
-                match self.value(false)? {
-                    Literal {
-                        kind: LiteralKind::Number(n),
-                        ..
-                    } => n,
-                    other => return Err(self.error_at(
-                        other.span,
-                        format!(
-                            "expected a number after '{op}', found a value that is not a number"
-                        ),
-                    )),
-                };
+            let is_number = self.peek().kind == TokenKind::Word
+                && matches!(
+                    words::shape(self.text(self.peek())),
+                    WordShape::Int | WordShape::Decimal
+                );
+            let value = match self.value(false)? {
+                Literal {
+                    kind: LiteralKind::Number(n),
+                    ..
+                } if is_number => n,
+                _ => return Err(self.expected_at_previous(&format!("a number after '{op}'"))),
+            };
             FrequencyKind::Aggregate {
                 func,
                 property,
@@ -954,7 +972,7 @@ impl<'a> Parser<'a> {
             }
             WordShape::Int => {
                 let duration = self.duration(&what)?;
-                self.expect_kw("ago")?;
+                self.expect_ago(duration)?;
                 TimeKind::Ago(duration)
             }
             _ => return Err(self.expected(&what)),
