@@ -11,7 +11,7 @@ use super::ast::*;
 use super::error::ParseError;
 use super::lexer::{tokenize, Token, TokenKind};
 use super::words::{self, WordShape};
-use crate::model::time::parse_rfc3339;
+use crate::model::time::{format_rfc3339, parse_rfc3339};
 
 /// The deepest nesting of parentheses and `not` a rule may have.
 pub const MAX_DEPTH: usize = 64;
@@ -532,10 +532,22 @@ impl<'a> Parser<'a> {
 
     fn date_time(&self, token: &Token) -> PResult<i64> {
         let word = self.text(token);
-        parse_rfc3339(word).ok_or_else(|| {
+        let ts = parse_rfc3339(word).ok_or_else(|| {
             self.error_at(token.span, format!("invalid date-time '{}'", shorten(word)))
                 .with_expected("an RFC 3339 date-time like 2026-03-01T12:00:00Z")
-        })
+        })?;
+        // The printer writes UTC; an offset may push the instant out of the years 0000-9999,
+        // which could then not be written back as a date-time.
+        if parse_rfc3339(&format_rfc3339(ts)) != Some(ts) {
+            return Err(self.error_at(
+                token.span,
+                format!(
+                    "the date-time '{}' is outside the years 0000 to 9999 in UTC",
+                    shorten(word)
+                ),
+            ));
+        }
+        Ok(ts)
     }
 
     /// A whole number ≥ 0, for counts.
@@ -1014,5 +1026,34 @@ fn shorten(text: &str) -> String {
     } else {
         let cut: String = text.chars().take(MAX).collect();
         format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_at_the_edges_of_four_digit_years() {
+        for rule in [
+            "x = 0001-01-01",
+            "x = 9999-12-31",
+            "x = 0000-01-01T00:00:00Z",
+            "x = 9999-12-31T23:59:59.999Z",
+        ] {
+            let printed = parse(rule).map(|r| r.to_string());
+            assert_eq!(
+                printed.as_deref().map(|p| p.get(..14)),
+                Ok(rule.get(..14)),
+                "{rule}"
+            );
+        }
+        for rule in [
+            "x = 9999-12-31T23:59:59-23:59",
+            "x = 0000-01-01T00:00:00+01:00",
+        ] {
+            let e = parse(rule).unwrap_err();
+            assert!(e.message().contains("outside the years"), "{rule}: {e}");
+        }
     }
 }
