@@ -311,6 +311,24 @@ const CASES: &[(&str, &str, &str)] = &[
 1 | email is
   |         ^"#,
     ),
+    (
+        "misspelt not",
+        "nto purchased in last 6 months",
+        r#"error: unknown keyword 'nto', did you mean 'not'?
+ --> line 1, column 1
+  |
+1 | nto purchased in last 6 months
+  | ^^^ expected a condition"#,
+    ),
+    (
+        "misspelt did",
+        "dd \"Product Viewed\"",
+        r#"error: unknown keyword 'dd', did you mean 'did'?
+ --> line 1, column 1
+  |
+1 | dd "Product Viewed"
+  | ^^ expected a condition"#,
+    ),
 ];
 
 #[test]

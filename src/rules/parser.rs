@@ -25,6 +25,9 @@ const EVENT_PART_KEYWORDS: &[&str] = &[
     "between",
 ];
 
+/// Keywords that can start a condition.
+const START_KEYWORDS: &[&str] = &["not", "in", "did", "everyone"];
+
 type PResult<T> = Result<T, ParseError>;
 
 /// Parses one rule.
@@ -322,11 +325,7 @@ impl<'a> Parser<'a> {
                         kind: ExprKind::Event(Box::new(cond)),
                     })
                 } else if words::is_keyword(word) {
-                    Err(self.unexpected(
-                        "a condition",
-                        &["not", "in", "did", "everyone"],
-                        "keyword",
-                    ))
+                    Err(self.unexpected("a condition", START_KEYWORDS, "keyword"))
                 } else if self.starts_trait_test(1) {
                     let cond = self.trait_condition()?;
                     Ok(Expr {
@@ -335,7 +334,20 @@ impl<'a> Parser<'a> {
                     })
                 } else if words::is_name(word) {
                     let event = self.event_name()?;
-                    let cond = self.event_condition(event, token.span)?;
+                    let cond = self.event_condition(event, token.span);
+                    // `nto purchased ever`: an "event" that does not parse, or is followed by
+                    // nonsense, whose name is a near miss of a keyword was most likely that keyword.
+                    let ends_well = cond.is_ok() && self.at_condition_end();
+                    if let (false, Some(s)) = (ends_well, words::suggest(word, START_KEYWORDS)) {
+                        return Err(self
+                            .error_at(
+                                token.span,
+                                format!("unknown keyword '{word}', did you mean '{s}'?"),
+                            )
+                            .with_expected("a condition")
+                            .with_suggestion(s));
+                    }
+                    let cond = cond?;
                     Ok(Expr {
                         span: cond.span,
                         kind: ExprKind::Event(Box::new(cond)),
@@ -353,6 +365,13 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.unexpected("a condition", &[], "keyword")),
         }
+    }
+
+    /// Whether the current token may follow a complete condition.
+    fn at_condition_end(&self) -> bool {
+        matches!(self.peek().kind, TokenKind::End | TokenKind::RParen)
+            || self.at_kw("and")
+            || self.at_kw("or")
     }
 
     fn close_paren(&mut self, open: Span) -> PResult<()> {
