@@ -210,7 +210,7 @@ const CASES: &[(&str, &str, &str)] = &[
  --> line 1, column 13
   |
 1 | tier = Gold & age > 3
-  |             ^"#,
+  |             ^ expected 'and'"#,
     ),
     (
         "unknown escape",
@@ -328,6 +328,15 @@ const CASES: &[(&str, &str, &str)] = &[
   |
 1 | dd "Product Viewed"
   | ^^ expected a condition"#,
+    ),
+    (
+        "a symbol the language does not use",
+        "tier = Gold; age > 3",
+        r#"error: unexpected character ';'
+ --> line 1, column 12
+  |
+1 | tier = Gold; age > 3
+  |            ^ expected a word, a quoted string, '(', ')', ',' or a comparison operator"#,
     ),
 ];
 

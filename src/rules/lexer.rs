@@ -108,11 +108,22 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Token>, ParseError> {
 fn lex_error(source: &str, at: usize, problem: Problem) -> ParseError {
     let c = source[at..].chars().next().unwrap_or(' ');
     match problem {
-        Problem::NoToken => ParseError::new(
-            source,
-            Span::new(at, at + c.len_utf8()),
-            format!("unexpected character '{}'", c.escape_debug()),
-        ),
+        Problem::NoToken => {
+            let error = ParseError::new(
+                source,
+                Span::new(at, at + c.len_utf8()),
+                format!("unexpected character '{}'", c.escape_debug()),
+            );
+            // Symbols from programming languages: name the word that means the same.
+            match c {
+                '&' => error.with_expected("'and'").with_suggestion("and"),
+                '|' => error.with_expected("'or'").with_suggestion("or"),
+                '!' => error.with_expected("'not' or '!='").with_suggestion("not"),
+                _ => error.with_expected(
+                    "a word, a quoted string, '(', ')', ',' or a comparison operator",
+                ),
+            }
+        }
         Problem::UnclosedString(q) => ParseError::new(
             source,
             Span::new(at, at + 1),
