@@ -19,7 +19,7 @@ pub const MAX_DEPTH: usize = 64;
 /// The longest rule, in bytes.
 pub const MAX_RULE_LEN: usize = 64 * 1024;
 
-/// Keywords that can start a frequency or a window.
+/// Keywords that can follow an event name: `where`, and those starting a frequency or a window.
 const EVENT_PART_KEYWORDS: &[&str] = &[
     "where", "at", "exactly", "count", "sum", "avg", "min", "max", "in", "ever", "since", "before",
     "between",
@@ -78,12 +78,14 @@ impl<'a> Parser<'a> {
         &self.tokens[(self.pos + n).min(last)]
     }
 
-    fn advance(&mut self) -> Token {
-        let token = self.peek().clone();
+    /// Consumes the current token (never the end) and returns its span.
+    fn advance(&mut self) -> Span {
+        let token = self.peek();
+        let span = token.span;
         if token.kind != TokenKind::End {
             self.pos += 1;
         }
-        token
+        span
     }
 
     fn text(&self, token: &Token) -> &'a str {
@@ -113,7 +115,7 @@ impl<'a> Parser<'a> {
 
     fn eat_kw(&mut self, keyword: &str) -> Option<Span> {
         if self.at_kw(keyword) {
-            Some(self.advance().span)
+            Some(self.advance())
         } else {
             None
         }
@@ -690,7 +692,7 @@ impl<'a> Parser<'a> {
         if self.peek().kind != TokenKind::LParen {
             return Err(self.expected("'(' and a list of values"));
         }
-        let open = self.advance().span;
+        let open = self.advance();
         let mut values = vec![self.value(true)?];
         loop {
             match self.peek().kind {
