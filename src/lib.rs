@@ -5,11 +5,26 @@
 //! describe audiences.
 //!
 //! The layers, in the order data flows through them:
-//! 1. [`model`]: ids, names, typed values and time, shared by every layer.
-//! 2. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
+//! 1. [`model`]: typed values and time, shared by every layer.
+//! 2. [`ingest`]: Segment-spec NDJSON and CSV become validated messages.
+//! 3. [`storage`]: messages become records in sled: profiles, blocks of events, id maps.
+//! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
+//! 5. [`db`]: the library API tying them together: [`Db`].
+//! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
+//!
+//! Beside the layers:
+//! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
+//!   and benchmarks; it knows the message format, not the storage.
 
+pub mod db;
 pub mod error;
+pub mod gen;
+pub mod index;
+pub mod ingest;
 pub mod model;
 pub mod rules;
+pub mod storage;
 
+pub use db::{Config, Customer, Db, IngestReport, Schema};
 pub use error::{Error, Result};
+pub use ingest::Message;

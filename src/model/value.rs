@@ -40,7 +40,7 @@ impl ValueType {
     ];
 
     /// The type's bit in a set of types.
-    pub fn bit(self) -> u8 {
+    pub const fn bit(self) -> u8 {
         1 << (self as u8)
     }
 

@@ -1,0 +1,834 @@
+//! The library API: open a database folder, ingest messages, read and delete customers, inspect
+//! the schema, verify and rebuild the indexes.
+//!
+//! Writes are serialised by one writer lock. A write is committed as one sled batch (data, id
+//! maps, catalog and a dirty-log record naming the customers it touched), flushed to disk, and
+//! only then applied to the in-memory indexes that readers see. The indexes are snapshotted to
+//! storage from time to time; on open, the snapshot is loaded and the customers in the dirty log
+//! after it are recomputed from their stored data, so the indexes always equal a rebuild.
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use roaring::RoaringBitmap;
+use serde::Serialize;
+
+use crate::error::{invalid, Error, Result};
+use crate::index::{Family, FastMap, Indexes};
+use crate::ingest::message::{check_customer_id, Body, Message};
+use crate::model::time::{self, Timestamp};
+use crate::model::value::ValueType;
+use crate::model::Value;
+use crate::storage::catalog::type_names;
+use crate::storage::codec::{self, StoredEvent};
+use crate::storage::{keys, meta, Catalog, Store};
+
+/// Events per stored block: a customer's timeline is cut into blocks of at most this many.
+pub const BLOCK_EVENTS: usize = 128;
+
+/// Value types whose equality the indexes answer (lists: by their elements).
+const INDEXED_TYPES: u8 =
+    ValueType::Str.bit() | ValueType::Int.bit() | ValueType::Bool.bit() | ValueType::List.bit();
+
+/// How a database is opened.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    /// A trait or an (event, property) with more distinct values than this keeps no value bitmaps.
+    pub value_bound: usize,
+    /// Snapshot the indexes once writes since the last snapshot have touched this many customers
+    /// (bounds the recovery work after a crash).
+    pub checkpoint_after: u64,
+}
+
+impl Config {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config {
+            path: path.into(),
+            value_bound: 1000,
+            checkpoint_after: 250_000,
+        }
+    }
+}
+
+/// What readers see: names and statistics, and the indexes. Changed only by the writer, after
+/// the change is durable.
+pub struct ReadState {
+    pub catalog: Catalog,
+    pub indexes: Indexes,
+}
+
+struct Writer {
+    generation: u64,
+    next_id: u32,
+    touched_since_checkpoint: u64,
+}
+
+/// An open audiencedb database.
+pub struct Db {
+    store: Store,
+    config: Config,
+    writer: Mutex<Writer>,
+    state: RwLock<ReadState>,
+    abandoned: std::sync::atomic::AtomicBool,
+}
+
+/// The outcome of one [`Db::ingest`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// Messages stored.
+    pub stored: u64,
+    /// Messages skipped because their `messageId` was already stored.
+    pub duplicates: u64,
+}
+
+/// One event as the library returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub timestamp: Timestamp,
+    pub properties: Vec<(String, Value)>,
+}
+
+/// All stored data of one customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    pub id: String,
+    /// The dense internal id used in bitmaps.
+    pub internal_id: u32,
+    /// `None` when the customer is known only from events.
+    pub traits: Option<Vec<(String, Value)>>,
+    /// In time order.
+    pub events: Vec<Event>,
+}
+
+impl Customer {
+    /// Everything stored about the customer as JSON: the export a privacy request asks for.
+    pub fn to_json(&self) -> serde_json::Value {
+        let fields = |fs: &[(String, Value)]| {
+            serde_json::Value::Object(fs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+        };
+        serde_json::json!({
+            "id": self.id,
+            "traits": self.traits.as_deref().map(fields),
+            "events": self.events.iter().map(|e| serde_json::json!({
+                "event": e.name,
+                "timestamp": time::format_rfc3339(e.timestamp),
+                "properties": fields(&e.properties),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The schema view: which traits, events and properties exist, their types and counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schema {
+    pub customers: u64,
+    pub profiles: u64,
+    pub traits: Vec<TraitSchema>,
+    pub events: Vec<EventSchema>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraitSchema {
+    pub name: String,
+    pub types: Vec<&'static str>,
+    /// Customers who have the trait.
+    pub customers: u64,
+    /// Whether equality is answered from value bitmaps.
+    pub indexed: bool,
+    /// Distinct indexed values (0 when not indexed).
+    pub distinct_values: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventSchema {
+    pub name: String,
+    pub count: u64,
+    /// Customers who did it at least once.
+    pub customers: u64,
+    pub properties: Vec<PropertySchema>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PropertySchema {
+    pub name: String,
+    pub types: Vec<&'static str>,
+    /// Events that carry it.
+    pub count: u64,
+    pub indexed: bool,
+}
+
+/// The outcome of [`Db::verify`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyReport {
+    pub customers: u64,
+    pub events: u64,
+    pub bitmaps: usize,
+    /// Each difference between the live indexes and a rebuild from stored data; empty when sound.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A customer's pending changes within one write.
+#[derive(Default)]
+struct Work {
+    is_new: bool,
+    identified: bool,
+    trait_updates: Vec<(u32, Option<Value>)>,
+    events: Vec<StoredEvent>,
+    seen: Option<Vec<u64>>,
+}
+
+/// A customer's applied changes, for the in-memory indexes.
+struct Applied {
+    cust: u32,
+    is_new: bool,
+    profile: Option<(Option<codec::Fields>, codec::Fields)>,
+    events: Vec<StoredEvent>,
+}
+
+fn message_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+impl Db {
+    /// Opens the database folder at `path`, creating it if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Db::open_with(Config::new(path.as_ref()))
+    }
+
+    /// Opens a database with explicit settings.
+    pub fn open_with(config: Config) -> Result<Db> {
+        let store = Store::open(&config.path)?;
+        let catalog = store.catalog()?;
+        let generation = store.meta_u64(meta::GENERATION)?;
+        let index_generation = store.meta_u64(meta::INDEX_GENERATION)?;
+        let next_id = store.next_id()?;
+
+        let mut indexes = Indexes::new(config.value_bound);
+        for item in store.scan(keys::INDEX) {
+            let (k, v) = item?;
+            indexes.load_family(&k[1..], &v)?;
+        }
+        // Recompute the customers written after the snapshot from their stored data.
+        let mut dirty = RoaringBitmap::new();
+        for (g, custs) in store.dirty_log()? {
+            if g > index_generation {
+                dirty |= custs;
+            }
+        }
+        if !dirty.is_empty() {
+            indexes.purge(&dirty);
+            for cust in &dirty {
+                index_customer(&store, &mut indexes, cust)?;
+            }
+        }
+        let db = Db {
+            store,
+            writer: Mutex::new(Writer {
+                generation,
+                next_id,
+                touched_since_checkpoint: dirty.len(),
+            }),
+            state: RwLock::new(ReadState { catalog, indexes }),
+            config,
+            abandoned: false.into(),
+        };
+        if !dirty.is_empty() {
+            db.checkpoint()?;
+        }
+        Ok(db)
+    }
+
+    /// The folder this database lives in.
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// The settings it was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A consistent view of the catalog and the indexes. Hold it briefly: writers wait for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, ReadState> {
+        self.state.read()
+    }
+
+    /// Merges traits into a customer's profile (`None` removes a trait).
+    pub fn identify(&self, customer: &str, traits: Vec<(String, Option<Value>)>) -> Result<()> {
+        self.ingest(vec![Message::identify(customer, traits)])
+            .map(|_| ())
+    }
+
+    /// Records one event; `timestamp` `None` means now.
+    pub fn track(
+        &self,
+        customer: &str,
+        event: &str,
+        properties: Vec<(String, Value)>,
+        timestamp: Option<Timestamp>,
+    ) -> Result<()> {
+        self.ingest(vec![Message::track(customer, event, properties, timestamp)])
+            .map(|_| ())
+    }
+
+    /// Stores a batch of messages atomically and durably: when this returns `Ok`, all of them are
+    /// on disk and visible to readers; on `Err`, none is. Messages whose `messageId` is already
+    /// stored (or repeated within the batch) are skipped.
+    pub fn ingest(&self, messages: Vec<Message>) -> Result<IngestReport> {
+        for m in &messages {
+            check_message(m)?;
+        }
+        let arrival = time::now();
+        let mut w = self.writer.lock();
+        let mut catalog = self.state.read().catalog.clone();
+        let mut report = IngestReport::default();
+        let mut batch = sled::Batch::default();
+        let mut ids: FastMap<String, u32> = FastMap::default();
+        let mut work: BTreeMap<u32, Work> = BTreeMap::new();
+        let mut next_id = w.next_id;
+
+        for m in messages {
+            let (cust, is_new) = match ids.get(&m.customer) {
+                Some(&c) => (c, false),
+                None => match self.store.lookup(&m.customer)? {
+                    Some(c) => {
+                        ids.insert(m.customer.clone(), c);
+                        (c, false)
+                    }
+                    None => {
+                        let c = next_id;
+                        next_id = next_id.checked_add(1).ok_or_else(|| {
+                            invalid!("the database holds the most customers it can")
+                        })?;
+                        batch.insert(keys::id(&m.customer), &c.to_be_bytes()[..]);
+                        batch.insert(&keys::external(c)[..], m.customer.as_bytes());
+                        ids.insert(m.customer.clone(), c);
+                        (c, true)
+                    }
+                },
+            };
+            let wk = work.entry(cust).or_default();
+            wk.is_new |= is_new;
+            if let Some(mid) = &m.message_id {
+                if wk.seen.is_none() {
+                    wk.seen = Some(self.store.seen_messages(cust)?);
+                }
+                let seen = wk.seen.as_mut().expect("loaded above");
+                let h = message_hash(mid);
+                match seen.binary_search(&h) {
+                    Ok(_) => {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    Err(pos) => seen.insert(pos, h),
+                }
+            }
+            report.stored += 1;
+            match m.body {
+                Body::Identify { traits } => {
+                    wk.identified = true;
+                    for (name, value) in traits {
+                        let t = catalog.intern_trait(&name, value.as_ref());
+                        wk.trait_updates.push((t, value));
+                    }
+                }
+                Body::Track { event, properties } => {
+                    let e = catalog.intern_event(&event);
+                    let mut props: Vec<(u32, Value)> = properties
+                        .into_iter()
+                        .map(|(k, v)| (catalog.intern_prop(&k), v))
+                        .collect();
+                    props.sort_by_key(|(p, _)| *p);
+                    props.dedup_by_key(|(p, _)| *p);
+                    catalog.count_event(e, &props, 1);
+                    wk.events.push(StoredEvent {
+                        ts: m.timestamp.unwrap_or(arrival),
+                        event: e,
+                        props,
+                    });
+                }
+            }
+        }
+
+        let mut touched = RoaringBitmap::new();
+        let mut applied = Vec::with_capacity(work.len());
+        for (cust, wk) in work {
+            touched.insert(cust);
+            let mut a = Applied {
+                cust,
+                is_new: wk.is_new,
+                profile: None,
+                events: Vec::new(),
+            };
+            if wk.identified {
+                let old = self.store.profile(cust)?;
+                let mut new = old.clone().unwrap_or_default();
+                for (t, v) in wk.trait_updates {
+                    match (new.binary_search_by_key(&t, |(k, _)| *k), v) {
+                        (Ok(i), Some(v)) => new[i].1 = v,
+                        (Ok(i), None) => {
+                            new.remove(i);
+                        }
+                        (Err(i), Some(v)) => new.insert(i, (t, v)),
+                        (Err(_), None) => {}
+                    }
+                }
+                batch.insert(&keys::profile(cust)[..], codec::encode_profile(&new));
+                a.profile = Some((old, new));
+            }
+            if !wk.events.is_empty() {
+                let mut events = wk.events;
+                events.sort_by_key(|e| e.ts);
+                self.write_events(&mut batch, cust, &events)?;
+                a.events = events;
+            }
+            if let Some(seen) = wk.seen {
+                let bytes: Vec<u8> = seen.iter().flat_map(|h| h.to_le_bytes()).collect();
+                batch.insert(&keys::seen(cust)[..], bytes);
+            }
+            applied.push(a);
+        }
+        if report.stored == 0 {
+            return Ok(report);
+        }
+
+        let generation = w.generation + 1;
+        let mut dirty = Vec::with_capacity(touched.serialized_size());
+        touched.serialize_into(&mut dirty)?;
+        batch.insert(&keys::dirty(generation)[..], dirty);
+        batch.insert(keys::meta(meta::GENERATION), &generation.to_be_bytes()[..]);
+        batch.insert(keys::meta(meta::NEXT_ID), &next_id.to_be_bytes()[..]);
+        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(&catalog)?);
+        self.store.commit(batch)?;
+
+        w.generation = generation;
+        w.next_id = next_id;
+        w.touched_since_checkpoint += touched.len();
+        {
+            let mut state = self.state.write();
+            state.catalog = catalog;
+            let ix = &mut state.indexes;
+            for a in &applied {
+                if a.is_new {
+                    ix.add_customer(a.cust);
+                }
+                if let Some((old, new)) = &a.profile {
+                    if let Some(old) = old {
+                        ix.remove_profile(a.cust, old);
+                    }
+                    ix.add_profile(a.cust, new);
+                }
+                for e in &a.events {
+                    ix.add_event(a.cust, e);
+                }
+            }
+        }
+        if w.touched_since_checkpoint >= self.config.checkpoint_after {
+            self.checkpoint_locked(&mut w)?;
+        }
+        Ok(report)
+    }
+
+    /// Merges a customer's new events (sorted by time) into their stored blocks.
+    fn write_events(
+        &self,
+        batch: &mut sled::Batch,
+        cust: u32,
+        events: &[StoredEvent],
+    ) -> Result<()> {
+        let first = events[0].ts;
+        let old_blocks = self.store.blocks_from(cust, first)?;
+        let mut stored: Vec<StoredEvent> = Vec::new();
+        for (key, start, bytes) in &old_blocks {
+            codec::decode_block(*start, bytes, &mut stored)?;
+            batch.remove(key.clone());
+        }
+        // Stored events come first among equal times: the sort is stable.
+        let mut merged: Vec<&StoredEvent> = stored.iter().chain(events).collect();
+        merged.sort_by_key(|e| e.ts);
+        for chunk in time_blocks(&merged) {
+            batch.insert(
+                &keys::block(cust, chunk[0].ts)[..],
+                codec::encode_block(chunk),
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops the database without snapshotting its indexes, as a crash would (the data itself
+    /// is durable once written). For recovery tests.
+    #[doc(hidden)]
+    pub fn abandon(self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The internal id of a customer.
+    pub fn internal_id(&self, customer: &str) -> Result<Option<u32>> {
+        self.store.lookup(customer)
+    }
+
+    /// The external id of an internal id.
+    pub fn external_id(&self, internal: u32) -> Result<Option<String>> {
+        self.store.external_id(internal)
+    }
+
+    /// A customer's stored events in time order, with interned ids: the raw form for evaluators.
+    pub fn stored_events(&self, internal: u32, out: &mut Vec<StoredEvent>) -> Result<()> {
+        self.store.events(internal, out)
+    }
+
+    /// A customer's stored traits by trait id, or `None` without a profile.
+    pub fn stored_profile(&self, internal: u32) -> Result<Option<codec::Fields>> {
+        self.store.profile(internal)
+    }
+
+    /// Everything stored about a customer, or `None` for an unknown id.
+    pub fn customer(&self, customer: &str) -> Result<Option<Customer>> {
+        let Some(cust) = self.store.lookup(customer)? else {
+            return Ok(None);
+        };
+        let profile = self.store.profile(cust)?;
+        let mut stored = Vec::new();
+        self.store.events(cust, &mut stored)?;
+        let state = self.state.read();
+        let c = &state.catalog;
+        Ok(Some(Customer {
+            id: customer.to_owned(),
+            internal_id: cust,
+            traits: profile.map(|p| {
+                p.into_iter()
+                    .map(|(t, v)| (c.trait_name(t).to_owned(), v))
+                    .collect()
+            }),
+            events: stored
+                .into_iter()
+                .map(|e| Event {
+                    name: c.event_name(e.event).to_owned(),
+                    timestamp: e.ts,
+                    properties: e
+                        .props
+                        .into_iter()
+                        .map(|(p, v)| (c.prop_name(p).to_owned(), v))
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    /// All stored data of a customer as JSON, or `NotFound`.
+    pub fn export_customer(&self, customer: &str) -> Result<serde_json::Value> {
+        self.customer(customer)?
+            .map(|c| c.to_json())
+            .ok_or_else(|| Error::NotFound(format!("customer {customer:?}")))
+    }
+
+    /// Deletes a customer: profile, every event, the id maps and every bitmap bit. Returns the
+    /// number of events removed. Durable when it returns.
+    pub fn delete_customer(&self, customer: &str) -> Result<u64> {
+        let mut w = self.writer.lock();
+        let Some(cust) = self.store.lookup(customer)? else {
+            return Err(Error::NotFound(format!("customer {customer:?}")));
+        };
+        let profile = self.store.profile(cust)?;
+        let mut events = Vec::new();
+        self.store.events(cust, &mut events)?;
+        let mut catalog = self.state.read().catalog.clone();
+        let mut batch = sled::Batch::default();
+        batch.remove(keys::id(customer));
+        batch.remove(&keys::external(cust)[..]);
+        batch.remove(&keys::profile(cust)[..]);
+        batch.remove(&keys::seen(cust)[..]);
+        for (key, _, _) in self.store.blocks_from(cust, 0)? {
+            batch.remove(key);
+        }
+        for e in &events {
+            catalog.count_event(e.event, &e.props, -1);
+        }
+        let generation = w.generation + 1;
+        let mut touched = RoaringBitmap::new();
+        touched.insert(cust);
+        let mut dirty = Vec::new();
+        touched.serialize_into(&mut dirty)?;
+        batch.insert(&keys::dirty(generation)[..], dirty);
+        batch.insert(keys::meta(meta::GENERATION), &generation.to_be_bytes()[..]);
+        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(&catalog)?);
+        self.store.commit(batch)?;
+        w.generation = generation;
+        w.touched_since_checkpoint += 1;
+        let mut state = self.state.write();
+        state.catalog = catalog;
+        if let Some(p) = &profile {
+            state.indexes.remove_profile(cust, p);
+        }
+        state.indexes.remove_events(cust, &events);
+        state.indexes.remove_customer(cust);
+        Ok(events.len() as u64)
+    }
+
+    /// Which traits, events and properties exist, with types and counts.
+    pub fn schema(&self) -> Schema {
+        let state = self.state.read();
+        let (c, ix) = (&state.catalog, &state.indexes);
+        let traits = c
+            .traits()
+            .filter_map(|(id, t)| {
+                let ti = ix.trait_index(id)?;
+                let indexed = ix.trait_values_indexed(id) && t.types & INDEXED_TYPES != 0;
+                Some(TraitSchema {
+                    name: t.name.clone(),
+                    types: type_names(t.types),
+                    customers: ti.set.len(),
+                    indexed,
+                    distinct_values: ti.values.len() + ti.elements.len(),
+                })
+            })
+            .collect();
+        let events = c
+            .events()
+            .filter(|(_, e)| e.count > 0)
+            .map(|(id, e)| {
+                let customers = ix.event_index(id).map_or(0, |ei| {
+                    use roaring::MultiOps;
+                    ei.days.values().union().len()
+                });
+                EventSchema {
+                    name: e.name.clone(),
+                    count: e.count,
+                    customers,
+                    properties: e
+                        .props
+                        .iter()
+                        .filter(|(_, p)| p.count > 0)
+                        .map(|(p, info)| PropertySchema {
+                            name: c.prop_name(*p).to_owned(),
+                            types: type_names(info.types),
+                            count: info.count,
+                            indexed: ix.prop_values_indexed(id, *p)
+                                && info.types & INDEXED_TYPES != 0,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Schema {
+            customers: ix.everyone.len(),
+            profiles: ix.profiles.len(),
+            traits,
+            events,
+        }
+    }
+
+    /// Rebuilds the indexes and the catalog counts from stored data alone.
+    fn rebuild(&self, like: &Indexes) -> Result<(Indexes, Catalog, u64)> {
+        let mut ix = like.empty_like();
+        let mut catalog = self.store.catalog()?;
+        let counted: Vec<u32> = catalog.events().map(|(id, _)| id).collect();
+        for id in counted {
+            catalog.reset_counts(id);
+        }
+        for cust in &self.store.customer_ids()? {
+            ix.add_customer(cust);
+        }
+        for item in self.store.profiles() {
+            let (cust, traits) = item?;
+            ix.add_profile(cust, &traits);
+        }
+        let mut events = Vec::with_capacity(BLOCK_EVENTS);
+        let mut total = 0u64;
+        for item in self.store.scan(keys::EVENTS) {
+            let (k, v) = item?;
+            let (cust, start) = keys::parse_block(&k)?;
+            events.clear();
+            codec::decode_block(start, &v, &mut events)?;
+            for e in &events {
+                ix.add_event(cust, e);
+                catalog.count_event(e.event, &e.props, 1);
+            }
+            total += events.len() as u64;
+        }
+        ix.take_changed();
+        Ok((ix, catalog, total))
+    }
+
+    /// Checks that the live indexes and counts equal a rebuild from the stored data.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _w = self.writer.lock();
+        let state = self.state.read();
+        let (rebuilt, catalog, events) = self.rebuild(&state.indexes)?;
+        let mut problems = state.indexes.differences(&rebuilt);
+        for (id, e) in state.catalog.events() {
+            let recount = catalog.events().nth(id as usize).map(|(_, r)| r);
+            if recount.map(|r| (r.count, &r.props)) != Some((e.count, &e.props)) {
+                problems.push(format!("event {:?}: stored counts differ", e.name));
+            }
+        }
+        Ok(VerifyReport {
+            customers: rebuilt.everyone.len(),
+            events,
+            bitmaps: rebuilt.bitmap_count(),
+            problems,
+        })
+    }
+
+    /// Replaces the indexes and counts with a rebuild from stored data and snapshots them.
+    pub fn rebuild_indexes(&self) -> Result<VerifyReport> {
+        let mut w = self.writer.lock();
+        let like = self.state.read().indexes.empty_like();
+        let (rebuilt, catalog, events) = self.rebuild(&like)?;
+        let report = VerifyReport {
+            customers: rebuilt.everyone.len(),
+            events,
+            bitmaps: rebuilt.bitmap_count(),
+            problems: Vec::new(),
+        };
+        let mut batch = sled::Batch::default();
+        for item in self.store.scan(keys::INDEX) {
+            batch.remove(item?.0);
+        }
+        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(&catalog)?);
+        self.store.commit(batch)?;
+        {
+            let mut state = self.state.write();
+            state.indexes = rebuilt;
+            state.catalog = catalog;
+        }
+        self.snapshot_locked(&mut w, true)?;
+        Ok(report)
+    }
+
+    /// Writes the changed index families to storage so that the next open need not recompute
+    /// them. Runs by itself after enough writes, and when the database is dropped.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut w = self.writer.lock();
+        self.checkpoint_locked(&mut w)
+    }
+
+    fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
+        self.snapshot_locked(w, false)
+    }
+
+    fn snapshot_locked(&self, w: &mut Writer, all: bool) -> Result<()> {
+        let index_generation = self.store.meta_u64(meta::INDEX_GENERATION)?;
+        if !all && index_generation == w.generation && w.touched_since_checkpoint == 0 {
+            return Ok(());
+        }
+        let families: Vec<Family> = {
+            let mut state = self.state.write();
+            let changed = state.indexes.take_changed();
+            if all {
+                state.indexes.all_families()
+            } else {
+                changed.into_iter().collect()
+            }
+        };
+        let state = self.state.read();
+        let mut batch = sled::Batch::default();
+        for f in &families {
+            let key = keys::index(&f.key());
+            match state.indexes.encode_family(f) {
+                Some(blob) => batch.insert(key, blob),
+                None => batch.remove(key),
+            }
+        }
+        drop(state);
+        for item in self.store.scan(keys::DIRTY) {
+            batch.remove(item?.0);
+        }
+        batch.insert(
+            keys::meta(meta::INDEX_GENERATION),
+            &w.generation.to_be_bytes()[..],
+        );
+        self.store.commit(batch)?;
+        w.touched_since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// Records and bytes per kind of record.
+    pub fn record_stats(&self) -> Result<Vec<crate::storage::RecordStats>> {
+        self.store.record_stats()
+    }
+
+    /// Bytes the folder takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.store.size_on_disk()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // Best effort: a failed snapshot only means more recovery work at the next open.
+        if !self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.checkpoint();
+        }
+    }
+}
+
+/// Cuts a time-sorted timeline into blocks of about [`BLOCK_EVENTS`] events, cutting only between
+/// different timestamps: so block start times are unique keys and blocks never overlap in time,
+/// and the only block that can hold events at or after time `t` are the last one starting at or
+/// before `t` and those after it.
+fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item = &[E]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(BLOCK_EVENTS);
+        while end < rest.len() && rest[end].borrow().ts == rest[end - 1].borrow().ts {
+            end += 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Adds one customer's stored data to `ix` (after a purge): used by crash recovery.
+fn index_customer(store: &Store, ix: &mut Indexes, cust: u32) -> Result<()> {
+    if store.external_id(cust)?.is_none() {
+        return Ok(());
+    }
+    ix.add_customer(cust);
+    if let Some(p) = store.profile(cust)? {
+        ix.add_profile(cust, &p);
+    }
+    let mut events = Vec::new();
+    store.events(cust, &mut events)?;
+    for e in &events {
+        ix.add_event(cust, e);
+    }
+    Ok(())
+}
+
+fn catalog_bytes(catalog: &Catalog) -> Result<Vec<u8>> {
+    serde_json::to_vec(catalog).map_err(|e| invalid!("catalog: {e}"))
+}
+
+/// Checks a message built by a library caller (parsed messages were checked already).
+fn check_message(m: &Message) -> Result<()> {
+    check_customer_id(&m.customer).map_err(Error::InvalidInput)?;
+    if let Some(ts) = m.timestamp {
+        if !time::in_accepted_range(ts) {
+            return Err(invalid!(
+                "timestamp {ts} is outside 1970-01-01 .. 2100-01-01"
+            ));
+        }
+    }
+    if let Body::Track { event, .. } = &m.body {
+        if event.is_empty() {
+            return Err(invalid!("the event name is empty"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! Roaring-bitmap indexes over customers' internal ids, kept in step with stored data:
+//! everyone; customers with a profile; per trait, who has it and who has each value (for
+//! low-cardinality traits); per event, who did it on each UTC day; and per (event, property, value)
+//! who did it on each day, for low-cardinality string/integer/boolean properties.
+//!
+//! This module owns the in-memory bitmaps and their snapshot encoding. It does not read or write
+//! storage: the database layer feeds it profiles and events, and persists the snapshots it returns.
+
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use hashbrown::Equivalent;
+use roaring::RoaringBitmap;
+
+use crate::model::time::day_of;
+use crate::model::Value;
+use crate::storage::StoredEvent;
+
+pub use snapshot::Family;
+
+/// A hash map with a fast hasher: index keys are small and not attacker-chosen in a way that
+/// matters here (a slow bucket costs time, never correctness).
+pub type FastMap<K, V> = hashbrown::HashMap<K, V, rustc_hash::FxBuildHasher>;
+/// The set counterpart of [`FastMap`].
+pub type FastSet<K> = hashbrown::HashSet<K, rustc_hash::FxBuildHasher>;
+
+/// A value as an index key: only strings, integers and booleans are indexed for equality.
+/// Strings are shared, so cloning a key never allocates.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IndexValue {
+    Str(Arc<str>),
+    Int(i64),
+    Bool(bool),
+}
+
+/// A borrowed [`IndexValue`]: what lookups use, so that looking up an event's property value
+/// allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueRef<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'a> ValueRef<'a> {
+    /// The index key of a scalar value, or `None` for values answered by residual checks
+    /// (floats, date-times) and for lists (whose elements are indexed separately).
+    pub fn of(v: &'a Value) -> Option<ValueRef<'a>> {
+        match v {
+            Value::Str(s) => Some(ValueRef::Str(s)),
+            Value::Int(i) => Some(ValueRef::Int(*i)),
+            Value::Bool(b) => Some(ValueRef::Bool(*b)),
+            Value::Float(_) | Value::Time(_) | Value::List(_) => None,
+        }
+    }
+}
+
+impl IndexValue {
+    /// The index key of a scalar value (see [`ValueRef::of`]).
+    pub fn of(v: &Value) -> Option<IndexValue> {
+        ValueRef::of(v).map(|r| IndexValue::from(&r))
+    }
+
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            IndexValue::Str(s) => ValueRef::Str(s),
+            IndexValue::Int(i) => ValueRef::Int(*i),
+            IndexValue::Bool(b) => ValueRef::Bool(*b),
+        }
+    }
+}
+
+impl Hash for IndexValue {
+    /// Hashes exactly as the borrowed form does, which lookups by [`ValueRef`] rely on.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state)
+    }
+}
+
+impl Equivalent<IndexValue> for ValueRef<'_> {
+    fn equivalent(&self, key: &IndexValue) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+impl From<&ValueRef<'_>> for IndexValue {
+    fn from(r: &ValueRef<'_>) -> Self {
+        match *r {
+            ValueRef::Str(s) => IndexValue::Str(s.into()),
+            ValueRef::Int(i) => IndexValue::Int(i),
+            ValueRef::Bool(b) => IndexValue::Bool(b),
+        }
+    }
+}
+
+/// Who has a trait, and who has each of its values.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TraitIndex {
+    /// Customers who have the trait at all (`is set`).
+    pub set: RoaringBitmap,
+    /// Customers whose scalar value equals the key. Empty when the trait is unindexed.
+    pub values: FastMap<IndexValue, RoaringBitmap>,
+    /// Customers whose list value holds the key.
+    pub elements: FastMap<IndexValue, RoaringBitmap>,
+}
+
+/// Per UTC day, the customers with at least one matching event that day.
+pub type DayBitmaps = BTreeMap<u32, RoaringBitmap>;
+
+/// Who did an event, per day, overall and per indexed property value.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EventIndex {
+    pub days: DayBitmaps,
+    pub props: FastMap<u32, FastMap<IndexValue, DayBitmaps>>,
+}
+
+/// All indexes of one database.
+#[derive(Debug, Clone)]
+pub struct Indexes {
+    /// Every known customer: every id seen in a profile or an event.
+    pub everyone: RoaringBitmap,
+    /// Customers with a stored profile.
+    pub profiles: RoaringBitmap,
+    traits: FastMap<u32, TraitIndex>,
+    events: FastMap<u32, EventIndex>,
+    /// Traits with more distinct values than the bound: only `set` is kept for them.
+    unindexed_traits: FastSet<u32>,
+    /// (event, property) pairs with more distinct values than the bound.
+    unindexed_props: FastSet<(u32, u32)>,
+    /// The most distinct values a trait or an (event, property) may have and stay indexed.
+    value_bound: usize,
+    /// Families changed since the last snapshot.
+    changed: FastSet<Family>,
+}
+
+impl PartialEq for Indexes {
+    /// Equal content; the change tracking is not content.
+    fn eq(&self, other: &Self) -> bool {
+        self.everyone == other.everyone
+            && self.profiles == other.profiles
+            && self.traits == other.traits
+            && self.events == other.events
+            && self.unindexed_traits == other.unindexed_traits
+            && self.unindexed_props == other.unindexed_props
+    }
+}
+
+/// The entry under `key`, created empty if missing; allocates only when it is created.
+fn slot<'m, V: Default>(
+    map: &'m mut FastMap<IndexValue, V>,
+    key: ValueRef<'_>,
+) -> (&'m IndexValue, &'m mut V) {
+    if !map.contains_key(&key) {
+        map.insert(IndexValue::from(&key), V::default());
+    }
+    map.get_key_value_mut(&key)
+        .expect("present: inserted above if missing")
+}
+
+fn add_to(map: &mut FastMap<IndexValue, RoaringBitmap>, key: ValueRef<'_>, cust: u32) {
+    slot(map, key).1.insert(cust);
+}
+
+/// Removes `cust` from the bitmap under `key`, dropping the bitmap once it is empty, so that an
+/// incrementally maintained index equals one rebuilt from scratch.
+fn remove_from(map: &mut FastMap<IndexValue, RoaringBitmap>, key: ValueRef<'_>, cust: u32) {
+    if let Some(bm) = map.get_mut(&key) {
+        bm.remove(cust);
+        if bm.is_empty() {
+            map.remove(&key);
+        }
+    }
+}
+
+fn remove_from_day(days: &mut DayBitmaps, day: u32, cust: u32) {
+    if let Some(bm) = days.get_mut(&day) {
+        bm.remove(cust);
+        if bm.is_empty() {
+            days.remove(&day);
+        }
+    }
+}
+
+impl Indexes {
+    /// Empty indexes that stop indexing a field's values past `value_bound` distinct values.
+    pub fn new(value_bound: usize) -> Self {
+        Indexes {
+            everyone: RoaringBitmap::new(),
+            profiles: RoaringBitmap::new(),
+            traits: FastMap::default(),
+            events: FastMap::default(),
+            unindexed_traits: FastSet::default(),
+            unindexed_props: FastSet::default(),
+            value_bound,
+            changed: FastSet::default(),
+        }
+    }
+
+    /// Empty indexes with the same bound and the same unindexed fields as `self`: what a rebuild
+    /// from stored data starts from, so that it reaches the same state as live maintenance.
+    pub fn empty_like(&self) -> Self {
+        let mut fresh = Indexes::new(self.value_bound);
+        fresh.unindexed_traits = self.unindexed_traits.clone();
+        fresh.unindexed_props = self.unindexed_props.clone();
+        fresh
+    }
+
+    pub fn value_bound(&self) -> usize {
+        self.value_bound
+    }
+
+    pub fn trait_index(&self, trait_id: u32) -> Option<&TraitIndex> {
+        self.traits.get(&trait_id)
+    }
+
+    pub fn event_index(&self, event_id: u32) -> Option<&EventIndex> {
+        self.events.get(&event_id)
+    }
+
+    /// Whether equality on this trait can be answered from bitmaps.
+    pub fn trait_values_indexed(&self, trait_id: u32) -> bool {
+        !self.unindexed_traits.contains(&trait_id)
+    }
+
+    /// Whether equality on this event property can be answered from bitmaps.
+    pub fn prop_values_indexed(&self, event_id: u32, prop_id: u32) -> bool {
+        !self.unindexed_props.contains(&(event_id, prop_id))
+    }
+
+    /// Records that a customer exists.
+    pub fn add_customer(&mut self, cust: u32) {
+        if self.everyone.insert(cust) {
+            self.changed.insert(Family::Everyone);
+        }
+    }
+
+    /// Adds a customer's profile (its traits) to the indexes.
+    pub fn add_profile(&mut self, cust: u32, traits: &[(u32, Value)]) {
+        self.add_customer(cust);
+        if self.profiles.insert(cust) {
+            self.changed.insert(Family::Profiles);
+        }
+        for (t, v) in traits {
+            self.add_trait(cust, *t, v);
+        }
+    }
+
+    /// Removes a customer's profile, given the traits that were indexed for it.
+    pub fn remove_profile(&mut self, cust: u32, traits: &[(u32, Value)]) {
+        if self.profiles.remove(cust) {
+            self.changed.insert(Family::Profiles);
+        }
+        for (t, v) in traits {
+            self.remove_trait(cust, *t, v);
+        }
+    }
+
+    fn add_trait(&mut self, cust: u32, t: u32, v: &Value) {
+        self.changed.insert(Family::Trait(t));
+        let ti = self.traits.entry(t).or_default();
+        ti.set.insert(cust);
+        if self.unindexed_traits.contains(&t) {
+            return;
+        }
+        match v {
+            Value::List(items) => {
+                for item in items {
+                    if let Some(k) = ValueRef::of(item) {
+                        add_to(&mut ti.elements, k, cust);
+                    }
+                }
+            }
+            scalar => {
+                if let Some(k) = ValueRef::of(scalar) {
+                    add_to(&mut ti.values, k, cust);
+                }
+            }
+        }
+        if ti.values.len() + ti.elements.len() > self.value_bound {
+            ti.values = FastMap::default();
+            ti.elements = FastMap::default();
+            self.unindexed_traits.insert(t);
+            self.changed.insert(Family::Unindexed);
+        }
+    }
+
+    fn remove_trait(&mut self, cust: u32, t: u32, v: &Value) {
+        let Some(ti) = self.traits.get_mut(&t) else {
+            return;
+        };
+        self.changed.insert(Family::Trait(t));
+        ti.set.remove(cust);
+        match v {
+            Value::List(items) => {
+                for item in items {
+                    if let Some(k) = ValueRef::of(item) {
+                        remove_from(&mut ti.elements, k, cust);
+                    }
+                }
+            }
+            scalar => {
+                if let Some(k) = ValueRef::of(scalar) {
+                    remove_from(&mut ti.values, k, cust);
+                }
+            }
+        }
+        if ti.set.is_empty() && ti.values.is_empty() && ti.elements.is_empty() {
+            self.traits.remove(&t);
+        }
+    }
+
+    /// Adds one event of a customer.
+    pub fn add_event(&mut self, cust: u32, e: &StoredEvent) {
+        self.add_customer(cust);
+        let day = day_of(e.ts);
+        let ei = self.events.entry(e.event).or_default();
+        if ei.days.entry(day).or_default().insert(cust) {
+            self.changed.insert(Family::EventDays(e.event));
+        }
+        for (p, v) in &e.props {
+            if self.unindexed_props.contains(&(e.event, *p)) {
+                continue;
+            }
+            let Some(k) = ValueRef::of(v) else {
+                continue;
+            };
+            let values = ei.props.entry(*p).or_default();
+            if !values.contains_key(&k) && values.len() >= self.value_bound {
+                // Too many values: drop the property's bitmaps, and their snapshot records.
+                for dropped in values.keys() {
+                    self.changed
+                        .insert(Family::EventProp(e.event, *p, dropped.clone()));
+                }
+                ei.props.remove(p);
+                self.unindexed_props.insert((e.event, *p));
+                self.changed.insert(Family::Unindexed);
+                continue;
+            }
+            let (key, days) = slot(values, k);
+            if days.entry(day).or_default().insert(cust) {
+                self.changed
+                    .insert(Family::EventProp(e.event, *p, key.clone()));
+            }
+        }
+    }
+
+    /// Removes all of a customer's events, given those events: used when the customer is deleted,
+    /// so every day bit they set goes.
+    pub fn remove_events(&mut self, cust: u32, events: &[StoredEvent]) {
+        for e in events {
+            let Some(ei) = self.events.get_mut(&e.event) else {
+                continue;
+            };
+            let day = day_of(e.ts);
+            remove_from_day(&mut ei.days, day, cust);
+            self.changed.insert(Family::EventDays(e.event));
+            for (p, v) in &e.props {
+                let (Some(values), Some(k)) = (ei.props.get_mut(p), IndexValue::of(v)) else {
+                    continue;
+                };
+                if let Some(days) = values.get_mut(&k.as_ref()) {
+                    remove_from_day(days, day, cust);
+                    if days.is_empty() {
+                        values.remove(&k.as_ref());
+                    }
+                }
+                if values.is_empty() {
+                    ei.props.remove(p);
+                }
+                self.changed.insert(Family::EventProp(e.event, *p, k));
+            }
+            if ei.days.is_empty() && ei.props.is_empty() {
+                self.events.remove(&e.event);
+            }
+        }
+    }
+
+    /// Removes the customer from `everyone`: the last step of deleting them.
+    pub fn remove_customer(&mut self, cust: u32) {
+        if self.everyone.remove(cust) {
+            self.changed.insert(Family::Everyone);
+        }
+    }
+
+    /// Removes every bit of the given customers from every bitmap, whatever their data was. Slow
+    /// (it visits every bitmap), for crash recovery, where the old data is not known.
+    pub fn purge(&mut self, custs: &RoaringBitmap) {
+        let mut changed = Vec::new();
+        self.everyone -= custs;
+        self.profiles -= custs;
+        self.traits.retain(|t, ti| {
+            ti.set -= custs;
+            for map in [&mut ti.values, &mut ti.elements] {
+                map.retain(|_, bm| {
+                    *bm -= custs;
+                    !bm.is_empty()
+                });
+            }
+            changed.push(Family::Trait(*t));
+            !(ti.set.is_empty() && ti.values.is_empty() && ti.elements.is_empty())
+        });
+        self.events.retain(|e, ei| {
+            ei.days.retain(|_, bm| {
+                *bm -= custs;
+                !bm.is_empty()
+            });
+            changed.push(Family::EventDays(*e));
+            ei.props.retain(|p, values| {
+                values.retain(|k, days| {
+                    days.retain(|_, bm| {
+                        *bm -= custs;
+                        !bm.is_empty()
+                    });
+                    changed.push(Family::EventProp(*e, *p, k.clone()));
+                    !days.is_empty()
+                });
+                !values.is_empty()
+            });
+            !(ei.days.is_empty() && ei.props.is_empty())
+        });
+        self.changed.extend(changed);
+        self.changed.insert(Family::Everyone);
+        self.changed.insert(Family::Profiles);
+    }
+
+    /// The number of bitmaps held, for reports.
+    pub fn bitmap_count(&self) -> usize {
+        2 + self
+            .traits
+            .values()
+            .map(|t| 1 + t.values.len() + t.elements.len())
+            .sum::<usize>()
+            + self
+                .events
+                .values()
+                .map(|e| {
+                    e.days.len()
+                        + e.props
+                            .values()
+                            .flat_map(|v| v.values())
+                            .map(|d| d.len())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+
+    /// Describes the first differences between two indexes, for `verify`. Empty when equal.
+    pub fn differences(&self, other: &Indexes) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.everyone != other.everyone {
+            out.push(format!(
+                "everyone: {} vs {} customers",
+                self.everyone.len(),
+                other.everyone.len()
+            ));
+        }
+        if self.profiles != other.profiles {
+            out.push(format!(
+                "profiles: {} vs {} customers",
+                self.profiles.len(),
+                other.profiles.len()
+            ));
+        }
+        let trait_ids: FastSet<&u32> = self.traits.keys().chain(other.traits.keys()).collect();
+        for t in trait_ids {
+            if self.traits.get(t) != other.traits.get(t) {
+                out.push(format!("trait #{t}: value bitmaps differ"));
+            }
+        }
+        let event_ids: FastSet<&u32> = self.events.keys().chain(other.events.keys()).collect();
+        for e in event_ids {
+            let (a, b) = (self.events.get(e), other.events.get(e));
+            if a.map(|x| &x.days) != b.map(|x| &x.days) {
+                out.push(format!("event #{e}: day bitmaps differ"));
+            }
+            if a.map(|x| &x.props) != b.map(|x| &x.props) {
+                out.push(format!("event #{e}: property bitmaps differ"));
+            }
+        }
+        if self.unindexed_traits != other.unindexed_traits
+            || self.unindexed_props != other.unindexed_props
+        {
+            out.push("the sets of unindexed fields differ".into());
+        }
+        out.sort();
+        out
+    }
+}

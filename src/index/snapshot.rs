@@ -1,0 +1,321 @@
+//! The on-disk snapshot of the indexes, cut into families so that a checkpoint rewrites only what
+//! changed: everyone, profiles, the unindexed-field lists, one family per trait, one per event's
+//! day bitmaps, and one per (event, property, value). Bitmaps use the portable Roaring format and
+//! are validated when read.
+
+use roaring::RoaringBitmap;
+
+use super::{DayBitmaps, FastMap, FastSet, IndexValue, Indexes, TraitIndex};
+use crate::error::{corrupt, Result};
+use crate::storage::codec::{put_varint, Reader};
+
+/// A unit of the snapshot: one stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Family {
+    Everyone,
+    Profiles,
+    Unindexed,
+    Trait(u32),
+    EventDays(u32),
+    EventProp(u32, u32, IndexValue),
+}
+
+fn put_index_value(out: &mut Vec<u8>, v: &IndexValue) {
+    match v {
+        IndexValue::Str(s) => {
+            out.push(0);
+            out.extend_from_slice(s.as_bytes());
+        }
+        IndexValue::Int(i) => {
+            out.push(1);
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+        IndexValue::Bool(b) => out.push(if *b { 3 } else { 2 }),
+    }
+}
+
+fn get_index_value(bytes: &[u8]) -> Result<IndexValue> {
+    match bytes.split_first() {
+        Some((0, s)) => Ok(IndexValue::Str(
+            std::str::from_utf8(s)
+                .map_err(|_| corrupt!("index value is not UTF-8"))?
+                .into(),
+        )),
+        Some((1, i)) if i.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(i);
+            Ok(IndexValue::Int(i64::from_be_bytes(a)))
+        }
+        Some((2, [])) => Ok(IndexValue::Bool(false)),
+        Some((3, [])) => Ok(IndexValue::Bool(true)),
+        _ => Err(corrupt!("bad index value key")),
+    }
+}
+
+fn be_u32(bytes: &[u8]) -> Result<u32> {
+    let a: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| corrupt!("bad index family key"))?;
+    Ok(u32::from_be_bytes(a))
+}
+
+impl Family {
+    /// The family's key, below the snapshot prefix.
+    pub fn key(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(16);
+        match self {
+            Family::Everyone => k.push(b'A'),
+            Family::Profiles => k.push(b'P'),
+            Family::Unindexed => k.push(b'U'),
+            Family::Trait(t) => {
+                k.push(b'T');
+                k.extend_from_slice(&t.to_be_bytes());
+            }
+            Family::EventDays(e) => {
+                k.push(b'D');
+                k.extend_from_slice(&e.to_be_bytes());
+            }
+            Family::EventProp(e, p, v) => {
+                k.push(b'V');
+                k.extend_from_slice(&e.to_be_bytes());
+                k.extend_from_slice(&p.to_be_bytes());
+                put_index_value(&mut k, v);
+            }
+        }
+        k
+    }
+
+    /// Parses a key written by [`Family::key`].
+    pub fn from_key(k: &[u8]) -> Result<Family> {
+        Ok(match k.split_first() {
+            Some((b'A', [])) => Family::Everyone,
+            Some((b'P', [])) => Family::Profiles,
+            Some((b'U', [])) => Family::Unindexed,
+            Some((b'T', rest)) => Family::Trait(be_u32(rest)?),
+            Some((b'D', rest)) => Family::EventDays(be_u32(rest)?),
+            Some((b'V', rest)) if rest.len() > 8 => Family::EventProp(
+                be_u32(&rest[..4])?,
+                be_u32(&rest[4..8])?,
+                get_index_value(&rest[8..])?,
+            ),
+            _ => return Err(corrupt!("unknown index family key")),
+        })
+    }
+}
+
+fn put_bitmap(out: &mut Vec<u8>, bm: &RoaringBitmap) {
+    put_varint(out, bm.serialized_size() as u64);
+    // Writing to a Vec cannot fail.
+    let _ = bm.serialize_into(&mut *out);
+}
+
+fn get_bitmap(r: &mut Reader<'_>) -> Result<RoaringBitmap> {
+    let n = r.len()?;
+    RoaringBitmap::deserialize_from(r.take(n)?).map_err(|e| corrupt!("bad bitmap: {e}"))
+}
+
+fn put_days(out: &mut Vec<u8>, days: &DayBitmaps) {
+    put_varint(out, days.len() as u64);
+    for (day, bm) in days {
+        put_varint(out, u64::from(*day));
+        put_bitmap(out, bm);
+    }
+}
+
+fn get_days(r: &mut Reader<'_>) -> Result<DayBitmaps> {
+    let n = r.len()?;
+    let mut days = DayBitmaps::new();
+    for _ in 0..n {
+        let day = r.u32()?;
+        days.insert(day, get_bitmap(r)?);
+    }
+    Ok(days)
+}
+
+fn put_value_map(out: &mut Vec<u8>, map: &FastMap<IndexValue, RoaringBitmap>) {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    put_varint(out, entries.len() as u64);
+    for (k, bm) in entries {
+        let mut kb = Vec::new();
+        put_index_value(&mut kb, k);
+        put_varint(out, kb.len() as u64);
+        out.extend_from_slice(&kb);
+        put_bitmap(out, bm);
+    }
+}
+
+fn get_value_map(r: &mut Reader<'_>) -> Result<FastMap<IndexValue, RoaringBitmap>> {
+    let n = r.len()?;
+    let mut map = FastMap::with_capacity_and_hasher(n, Default::default());
+    for _ in 0..n {
+        let kl = r.len()?;
+        let k = get_index_value(r.take(kl)?)?;
+        map.insert(k, get_bitmap(r)?);
+    }
+    Ok(map)
+}
+
+impl Indexes {
+    /// Takes the set of families changed since the last call.
+    pub fn take_changed(&mut self) -> FastSet<Family> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Every family that currently holds data: for writing a whole snapshot.
+    pub fn all_families(&self) -> Vec<Family> {
+        let mut out = vec![Family::Everyone, Family::Profiles, Family::Unindexed];
+        out.extend(self.traits.keys().map(|t| Family::Trait(*t)));
+        for (e, ei) in &self.events {
+            out.push(Family::EventDays(*e));
+            for (p, values) in &ei.props {
+                out.extend(values.keys().map(|k| Family::EventProp(*e, *p, k.clone())));
+            }
+        }
+        out
+    }
+
+    /// Encodes one family, or `None` when it holds nothing (its record should be removed).
+    pub fn encode_family(&self, f: &Family) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        match f {
+            Family::Everyone => put_bitmap(&mut out, &self.everyone),
+            Family::Profiles => put_bitmap(&mut out, &self.profiles),
+            Family::Unindexed => {
+                let mut traits: Vec<_> = self.unindexed_traits.iter().copied().collect();
+                traits.sort_unstable();
+                let mut props: Vec<_> = self.unindexed_props.iter().copied().collect();
+                props.sort_unstable();
+                put_varint(&mut out, u64::from(self.value_bound as u32));
+                put_varint(&mut out, traits.len() as u64);
+                traits
+                    .iter()
+                    .for_each(|t| put_varint(&mut out, u64::from(*t)));
+                put_varint(&mut out, props.len() as u64);
+                for (e, p) in props {
+                    put_varint(&mut out, u64::from(e));
+                    put_varint(&mut out, u64::from(p));
+                }
+            }
+            Family::Trait(t) => {
+                let ti = self.traits.get(t)?;
+                put_bitmap(&mut out, &ti.set);
+                put_value_map(&mut out, &ti.values);
+                put_value_map(&mut out, &ti.elements);
+            }
+            Family::EventDays(e) => put_days(&mut out, &self.events.get(e)?.days),
+            Family::EventProp(e, p, k) => {
+                put_days(&mut out, self.events.get(e)?.props.get(p)?.get(k)?)
+            }
+        }
+        Some(out)
+    }
+
+    /// Loads one family record into these indexes.
+    pub fn load_family(&mut self, key: &[u8], blob: &[u8]) -> Result<()> {
+        let family = Family::from_key(key)?;
+        let mut r = Reader::new(blob);
+        match family {
+            Family::Everyone => self.everyone = get_bitmap(&mut r)?,
+            Family::Profiles => self.profiles = get_bitmap(&mut r)?,
+            Family::Unindexed => {
+                let _bound_when_written = r.varint()?;
+                let n = r.len()?;
+                for _ in 0..n {
+                    self.unindexed_traits.insert(r.u32()?);
+                }
+                let n = r.len()?;
+                for _ in 0..n {
+                    let e = r.u32()?;
+                    self.unindexed_props.insert((e, r.u32()?));
+                }
+            }
+            Family::Trait(t) => {
+                let set = get_bitmap(&mut r)?;
+                let values = get_value_map(&mut r)?;
+                let elements = get_value_map(&mut r)?;
+                self.traits.insert(
+                    t,
+                    TraitIndex {
+                        set,
+                        values,
+                        elements,
+                    },
+                );
+            }
+            Family::EventDays(e) => self.events.entry(e).or_default().days = get_days(&mut r)?,
+            Family::EventProp(e, p, k) => {
+                let days = get_days(&mut r)?;
+                self.events
+                    .entry(e)
+                    .or_default()
+                    .props
+                    .entry(p)
+                    .or_default()
+                    .insert(k, days);
+            }
+        }
+        if !r.is_empty() {
+            return Err(corrupt!("trailing bytes in an index family"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Value;
+    use crate::storage::StoredEvent;
+
+    #[test]
+    fn snapshot_round_trips_every_family() {
+        let mut ix = Indexes::new(2);
+        ix.add_profile(
+            1,
+            &[
+                (0, Value::Str("Gold".into())),
+                (
+                    1,
+                    Value::List(vec![Value::Str("eco".into()), Value::Int(3)]),
+                ),
+            ],
+        );
+        ix.add_profile(2, &[(0, Value::Str("Silver".into()))]);
+        ix.add_profile(3, &[(0, Value::Str("Bronze".into()))]); // third value: trait 0 unindexed
+        for (cust, product) in [(1, "X"), (2, "Y"), (3, "Z"), (4, "X")] {
+            ix.add_event(
+                cust,
+                &StoredEvent {
+                    ts: 86_400_000 * 3 + 5,
+                    event: 7,
+                    props: vec![
+                        (0, Value::Str(product.into())),
+                        (1, Value::Bool(cust % 2 == 0)),
+                    ],
+                },
+            );
+        }
+        assert!(!ix.trait_values_indexed(0));
+        assert!(!ix.prop_values_indexed(7, 0));
+        assert!(ix.prop_values_indexed(7, 1));
+
+        let mut loaded = Indexes::new(2);
+        for f in ix.all_families() {
+            let key = f.key();
+            assert_eq!(Family::from_key(&key).unwrap(), f);
+            if let Some(blob) = ix.encode_family(&f) {
+                loaded.load_family(&key, &blob).unwrap();
+            }
+        }
+        assert_eq!(loaded, ix, "{:?}", loaded.differences(&ix));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut ix = Indexes::new(10);
+        assert!(ix.load_family(b"A", b"\x05\x01\x02").is_err());
+        assert!(ix.load_family(b"Q", b"").is_err());
+        assert!(ix.load_family(b"T\0\0", b"").is_err());
+    }
+}

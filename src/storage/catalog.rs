@@ -1,0 +1,204 @@
+//! The catalog: interned names (traits, events, event properties ↔ dense `u32` ids) and the
+//! statistics the schema view reports (types seen, event and property counts). It is small and
+//! is stored as one record, rewritten by every write that changes it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::FastMap as HashMap;
+use crate::model::value::ValueType;
+use crate::model::Value;
+
+/// What is known of one trait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitInfo {
+    pub name: String,
+    /// The types seen, as [`ValueType::bit`]s.
+    pub types: u8,
+}
+
+/// What is known of one event property.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PropInfo {
+    pub types: u8,
+    /// Stored events that carry the property.
+    pub count: u64,
+}
+
+/// What is known of one event name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventInfo {
+    pub name: String,
+    /// Stored events of this name.
+    pub count: u64,
+    /// Per property id.
+    pub props: BTreeMap<u32, PropInfo>,
+}
+
+/// Names and statistics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    traits: Vec<TraitInfo>,
+    events: Vec<EventInfo>,
+    props: Vec<String>,
+    #[serde(skip)]
+    trait_ids: HashMap<String, u32>,
+    #[serde(skip)]
+    event_ids: HashMap<String, u32>,
+    #[serde(skip)]
+    prop_ids: HashMap<String, u32>,
+}
+
+impl PartialEq for Catalog {
+    fn eq(&self, other: &Self) -> bool {
+        self.traits == other.traits && self.events == other.events && self.props == other.props
+    }
+}
+
+fn intern(ids: &mut HashMap<String, u32>, len: usize, name: &str) -> (u32, bool) {
+    if let Some(id) = ids.get(name) {
+        return (*id, false);
+    }
+    let id = u32::try_from(len).unwrap_or(u32::MAX);
+    ids.insert(name.to_owned(), id);
+    (id, true)
+}
+
+/// The type bits of a value.
+pub fn type_bits(v: &Value) -> u8 {
+    v.value_type().bit()
+}
+
+/// The type names of a set of type bits.
+pub fn type_names(bits: u8) -> Vec<&'static str> {
+    ValueType::ALL
+        .iter()
+        .filter(|t| bits & t.bit() != 0)
+        .map(|t| t.name())
+        .collect()
+}
+
+impl Catalog {
+    /// Restores the lookup maps after deserialising.
+    pub fn reindex(&mut self) {
+        self.trait_ids = self
+            .traits
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i as u32))
+            .collect();
+        self.event_ids = self
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i as u32))
+            .collect();
+        self.prop_ids = self
+            .props
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), i as u32))
+            .collect();
+    }
+
+    pub fn trait_id(&self, name: &str) -> Option<u32> {
+        self.trait_ids.get(name).copied()
+    }
+
+    pub fn event_id(&self, name: &str) -> Option<u32> {
+        self.event_ids.get(name).copied()
+    }
+
+    pub fn prop_id(&self, name: &str) -> Option<u32> {
+        self.prop_ids.get(name).copied()
+    }
+
+    pub fn trait_name(&self, id: u32) -> &str {
+        self.traits
+            .get(id as usize)
+            .map_or("?", |t| t.name.as_str())
+    }
+
+    pub fn event_name(&self, id: u32) -> &str {
+        self.events
+            .get(id as usize)
+            .map_or("?", |e| e.name.as_str())
+    }
+
+    pub fn prop_name(&self, id: u32) -> &str {
+        self.props.get(id as usize).map_or("?", |p| p.as_str())
+    }
+
+    pub fn traits(&self) -> impl Iterator<Item = (u32, &TraitInfo)> {
+        self.traits.iter().enumerate().map(|(i, t)| (i as u32, t))
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = (u32, &EventInfo)> {
+        self.events.iter().enumerate().map(|(i, e)| (i as u32, e))
+    }
+
+    /// The id of a trait, interning the name if new; notes the value's type.
+    pub fn intern_trait(&mut self, name: &str, value: Option<&Value>) -> u32 {
+        let (id, new) = intern(&mut self.trait_ids, self.traits.len(), name);
+        if new {
+            self.traits.push(TraitInfo {
+                name: name.to_owned(),
+                types: 0,
+            });
+        }
+        if let Some(v) = value {
+            self.traits[id as usize].types |= type_bits(v);
+        }
+        id
+    }
+
+    /// The id of an event name, interning it if new.
+    pub fn intern_event(&mut self, name: &str) -> u32 {
+        let (id, new) = intern(&mut self.event_ids, self.events.len(), name);
+        if new {
+            self.events.push(EventInfo {
+                name: name.to_owned(),
+                count: 0,
+                props: BTreeMap::new(),
+            });
+        }
+        id
+    }
+
+    /// The id of a property name, interning it if new.
+    pub fn intern_prop(&mut self, name: &str) -> u32 {
+        let (id, new) = intern(&mut self.prop_ids, self.props.len(), name);
+        if new {
+            self.props.push(name.to_owned());
+        }
+        id
+    }
+
+    /// Counts one stored event (`delta` = 1) or one deleted event (`delta` = -1).
+    pub fn count_event(&mut self, event: u32, props: &[(u32, Value)], delta: i64) {
+        let Some(info) = self.events.get_mut(event as usize) else {
+            return;
+        };
+        info.count = info.count.saturating_add_signed(delta);
+        for (p, v) in props {
+            let pi = info.props.entry(*p).or_default();
+            pi.count = pi.count.saturating_add_signed(delta);
+            if delta > 0 {
+                pi.types |= type_bits(v);
+            }
+        }
+    }
+}
+
+impl Catalog {
+    /// Zeroes an event's counts (before recounting them from stored data). Property types stay.
+    pub fn reset_counts(&mut self, event: u32) {
+        if let Some(info) = self.events.get_mut(event as usize) {
+            info.count = 0;
+            for p in info.props.values_mut() {
+                p.count = 0;
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Key encoding. Everything lives in one sled tree so that one `apply_batch` commits a whole
+//! ingest atomically; the first byte of a key says what it is:
+//!
+//! | prefix | key | value |
+//! | --- | --- | --- |
+//! | `0x00` | `0x00` + name | metadata: format version, generation, counters, catalog |
+//! | `i` | `i` + external id | internal id, `u32` big-endian |
+//! | `r` | `r` + internal id (BE) | external id |
+//! | `p` | `p` + internal id (BE) | profile: traits |
+//! | `e` | `e` + internal id (BE) + first timestamp (BE) | a block of the customer's events, in time order |
+//! | `m` | `m` + internal id (BE) | sorted hashes of the customer's stored message ids |
+//! | `d` | `d` + generation (BE) | customers touched by that write, until the next index snapshot |
+//! | `x` | `x` + family key | an index snapshot family |
+//!
+//! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
+//! in time order, and the blocks of one customer never overlap in time.
+
+use crate::error::{corrupt, Result};
+use crate::model::Timestamp;
+
+pub const META: u8 = 0x00;
+pub const ID: u8 = b'i';
+pub const EXTERNAL: u8 = b'r';
+pub const PROFILE: u8 = b'p';
+pub const EVENTS: u8 = b'e';
+pub const SEEN: u8 = b'm';
+pub const DIRTY: u8 = b'd';
+pub const INDEX: u8 = b'x';
+
+/// A human name for the kind of record a key prefix marks.
+pub fn kind_name(prefix: u8) -> &'static str {
+    match prefix {
+        META => "metadata",
+        ID => "id map",
+        EXTERNAL => "reverse id map",
+        PROFILE => "profiles",
+        EVENTS => "event blocks",
+        SEEN => "message ids",
+        DIRTY => "dirty log",
+        INDEX => "index snapshot",
+        _ => "unknown",
+    }
+}
+
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(META);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn id(external: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + external.len());
+    k.push(ID);
+    k.extend_from_slice(external.as_bytes());
+    k
+}
+
+fn with_customer(prefix: u8, cust: u32) -> [u8; 5] {
+    let mut k = [prefix, 0, 0, 0, 0];
+    k[1..].copy_from_slice(&cust.to_be_bytes());
+    k
+}
+
+pub fn external(cust: u32) -> [u8; 5] {
+    with_customer(EXTERNAL, cust)
+}
+
+pub fn profile(cust: u32) -> [u8; 5] {
+    with_customer(PROFILE, cust)
+}
+
+pub fn events_of(cust: u32) -> [u8; 5] {
+    with_customer(EVENTS, cust)
+}
+
+pub fn seen(cust: u32) -> [u8; 5] {
+    with_customer(SEEN, cust)
+}
+
+/// The key of a block whose first event happened at `start` (never negative: see
+/// [`crate::model::time::MIN_TIMESTAMP`]).
+pub fn block(cust: u32, start: Timestamp) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..5].copy_from_slice(&events_of(cust));
+    k[5..].copy_from_slice(&(start as u64).to_be_bytes());
+    k
+}
+
+/// Splits a block key into its customer and first timestamp.
+pub fn parse_block(key: &[u8]) -> Result<(u32, Timestamp)> {
+    if key.len() != 13 || key[0] != EVENTS {
+        return Err(corrupt!("bad event block key"));
+    }
+    let cust = u32::from_be_bytes([key[1], key[2], key[3], key[4]]);
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&key[5..]);
+    let start = i64::try_from(u64::from_be_bytes(t)).map_err(|_| corrupt!("bad block time"))?;
+    Ok((cust, start))
+}
+
+/// The customer in a key made by [`with_customer`].
+pub fn parse_customer(key: &[u8]) -> Result<u32> {
+    match key {
+        [_, a, b, c, d] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => Err(corrupt!("bad customer key")),
+    }
+}
+
+pub fn dirty(generation: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = DIRTY;
+    k[1..].copy_from_slice(&generation.to_be_bytes());
+    k
+}
+
+pub fn parse_dirty(key: &[u8]) -> Result<u64> {
+    let a: [u8; 8] = key
+        .get(1..)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| corrupt!("bad dirty-log key"))?;
+    Ok(u64::from_be_bytes(a))
+}
+
+pub fn index(family_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + family_key.len());
+    k.push(INDEX);
+    k.extend_from_slice(family_key);
+    k
+}

@@ -1,0 +1,348 @@
+//! Durable storage in sled: the key layout ([`keys`]), byte encodings ([`codec`]), the catalog of
+//! names ([`catalog`]) and [`Store`], which opens a database folder, reads records and commits
+//! write batches durably. It knows nothing of indexes beyond storing their snapshot bytes.
+
+pub mod catalog;
+pub mod codec;
+pub mod keys;
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use roaring::RoaringBitmap;
+
+use crate::error::{corrupt, Error, Result};
+use crate::model::Timestamp;
+
+pub use catalog::Catalog;
+pub use codec::{Fields, StoredEvent};
+
+/// The on-disk format this build reads and writes. Bump it with any incompatible change to
+/// [`keys`] or [`codec`], and write the change down in docs/STORAGE.md.
+pub const FORMAT_VERSION: u32 = 1;
+
+const TREE: &str = "audiencedb";
+
+/// A file written beside sled's own once the database is initialised. Its presence with no
+/// format record in the tree means sled lost the records: damage, not a new database.
+const MARKER: &str = "AUDIENCEDB";
+
+/// Counters and markers kept in metadata records.
+pub mod meta {
+    /// The format version, `u32` BE.
+    pub const FORMAT: &str = "format";
+    /// The number of committed writes, `u64` BE.
+    pub const GENERATION: &str = "generation";
+    /// The generation the index snapshot reflects, `u64` BE.
+    pub const INDEX_GENERATION: &str = "index_generation";
+    /// The next internal customer id, `u32` BE.
+    pub const NEXT_ID: &str = "next_id";
+    /// The catalog, JSON.
+    pub const CATALOG: &str = "catalog";
+}
+
+/// How many records of one kind there are and how many bytes they hold.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RecordStats {
+    pub kind: &'static str,
+    pub records: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
+}
+
+/// An open database folder.
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: PathBuf,
+}
+
+/// Whether a folder looks like something other than a sled database.
+fn foreign_folder(path: &Path) -> Result<Option<String>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    if !path.is_dir() {
+        return Ok(Some("it is a file, not a folder".into()));
+    }
+    let mut entries = std::fs::read_dir(path)?.peekable();
+    if entries.peek().is_none() {
+        return Ok(None);
+    }
+    if path.join(MARKER).is_file() || (path.join("conf").is_file() && path.join("db").is_file()) {
+        return Ok(None);
+    }
+    Ok(Some("the folder holds other files".into()))
+}
+
+fn map_open_error(path: &Path, e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Locked {
+            path: path.to_owned(),
+        },
+        sled::Error::Io(io) if io.to_string().contains("lock") => Error::Locked {
+            path: path.to_owned(),
+        },
+        sled::Error::Corruption { .. } => Error::Corrupt(format!("{}: {e}", path.display())),
+        other => Error::Storage(other),
+    }
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64> {
+    let a: [u8; 8] = bytes.try_into().map_err(|_| corrupt!("bad counter"))?;
+    Ok(u64::from_be_bytes(a))
+}
+
+fn be_u32(bytes: &[u8]) -> Result<u32> {
+    let a: [u8; 4] = bytes.try_into().map_err(|_| corrupt!("bad id"))?;
+    Ok(u32::from_be_bytes(a))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database folder at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(reason) = foreign_folder(path)? {
+            return Err(Error::NotADatabase {
+                path: path.to_owned(),
+                reason,
+            });
+        }
+        // sled panics on some damaged folders (sled issues 1527, 1533): report, don't crash.
+        let opened =
+            panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(map_open_error(path, e)),
+            Err(_) => {
+                return Err(Error::Corrupt(format!(
+                    "{}: the storage engine could not read the folder",
+                    path.display()
+                )))
+            }
+        };
+        let tree = db.open_tree(TREE)?;
+        let store = Store {
+            db,
+            tree,
+            path: path.to_owned(),
+        };
+        match store.get(&keys::meta(meta::FORMAT))? {
+            Some(v) => {
+                let found = be_u32(&v).map_err(|_| Error::NotADatabase {
+                    path: path.to_owned(),
+                    reason: "its format record is unreadable".into(),
+                })?;
+                if found != FORMAT_VERSION {
+                    return Err(Error::IncompatibleFormat {
+                        path: path.to_owned(),
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+            }
+            None if path.join(MARKER).exists() => {
+                return Err(Error::Corrupt(format!(
+                    "{}: the database folder is damaged: its records could not be read",
+                    path.display()
+                )))
+            }
+            None if store.tree.is_empty() => {
+                store
+                    .tree
+                    .insert(keys::meta(meta::FORMAT), &FORMAT_VERSION.to_be_bytes()[..])?;
+                store.db.flush()?;
+            }
+            None => {
+                return Err(Error::NotADatabase {
+                    path: path.to_owned(),
+                    reason: "it has no audiencedb format record".into(),
+                })
+            }
+        }
+        if !path.join(MARKER).exists() {
+            let marker = std::fs::File::create(path.join(MARKER))?;
+            use std::io::Write;
+            (&marker)
+                .write_all(format!("audiencedb database, format {FORMAT_VERSION}\n").as_bytes())?;
+            marker.sync_all()?;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        Ok(self.tree.get(key)?)
+    }
+
+    /// A `u64` metadata counter, 0 when absent.
+    pub fn meta_u64(&self, name: &str) -> Result<u64> {
+        self.get(&keys::meta(name))?.map_or(Ok(0), |v| be_u64(&v))
+    }
+
+    /// The next internal id to hand out.
+    pub fn next_id(&self) -> Result<u32> {
+        self.get(&keys::meta(meta::NEXT_ID))?
+            .map_or(Ok(0), |v| be_u32(&v))
+    }
+
+    pub fn catalog(&self) -> Result<Catalog> {
+        let mut catalog: Catalog = match self.get(&keys::meta(meta::CATALOG))? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| corrupt!("catalog record: {e}"))?
+            }
+            None => Catalog::default(),
+        };
+        catalog.reindex();
+        Ok(catalog)
+    }
+
+    /// The internal id of an external customer id.
+    pub fn lookup(&self, external: &str) -> Result<Option<u32>> {
+        self.get(&keys::id(external))?
+            .map(|v| be_u32(&v))
+            .transpose()
+    }
+
+    /// The external id of an internal id.
+    pub fn external_id(&self, cust: u32) -> Result<Option<String>> {
+        self.get(&keys::external(cust))?
+            .map(|v| {
+                String::from_utf8(v.to_vec()).map_err(|_| corrupt!("external id is not UTF-8"))
+            })
+            .transpose()
+    }
+
+    pub fn profile(&self, cust: u32) -> Result<Option<Fields>> {
+        self.get(&keys::profile(cust))?
+            .map(|v| codec::decode_profile(&v))
+            .transpose()
+    }
+
+    /// Appends all of a customer's events, in time order, to `out`.
+    pub fn events(&self, cust: u32, out: &mut Vec<StoredEvent>) -> Result<()> {
+        for item in self.tree.scan_prefix(keys::events_of(cust)) {
+            let (k, v) = item?;
+            let (_, start) = keys::parse_block(&k)?;
+            codec::decode_block(start, &v, out)?;
+        }
+        Ok(())
+    }
+
+    /// The customer's blocks whose events may be at or after `from`: the last block starting
+    /// at or before `from`, and every later one. Returns (key, start, bytes).
+    pub fn blocks_from(
+        &self,
+        cust: u32,
+        from: Timestamp,
+    ) -> Result<Vec<(sled::IVec, Timestamp, sled::IVec)>> {
+        let first = self
+            .tree
+            .range(keys::events_of(cust).to_vec()..=keys::block(cust, from).to_vec())
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k);
+        let start_key = match &first {
+            Some(k) => k.to_vec(),
+            None => keys::events_of(cust).to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.tree.range(start_key..) {
+            let (k, v) = item?;
+            if !k.starts_with(&keys::events_of(cust)) {
+                break;
+            }
+            let (_, start) = keys::parse_block(&k)?;
+            out.push((k, start, v));
+        }
+        Ok(out)
+    }
+
+    /// The sorted hashes of a customer's stored message ids.
+    pub fn seen_messages(&self, cust: u32) -> Result<Vec<u64>> {
+        let Some(v) = self.get(&keys::seen(cust))? else {
+            return Ok(Vec::new());
+        };
+        if v.len() % 8 != 0 {
+            return Err(corrupt!("bad message-id record"));
+        }
+        Ok(v.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Every record with the given one-byte prefix, as (key, value).
+    pub fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.tree
+            .scan_prefix([prefix])
+            .map(|r| r.map_err(Error::from))
+    }
+
+    /// Every (customer, profile) pair.
+    pub fn profiles(&self) -> impl Iterator<Item = Result<(u32, Fields)>> + '_ {
+        self.scan(keys::PROFILE).map(|r| {
+            let (k, v) = r?;
+            Ok((keys::parse_customer(&k)?, codec::decode_profile(&v)?))
+        })
+    }
+
+    /// Every internal id that has an external id: every known customer.
+    pub fn customer_ids(&self) -> Result<RoaringBitmap> {
+        let mut ids = RoaringBitmap::new();
+        for r in self.scan(keys::EXTERNAL) {
+            let (k, _) = r?;
+            ids.insert(keys::parse_customer(&k)?);
+        }
+        Ok(ids)
+    }
+
+    /// The write log since the index snapshot: (generation, customers touched).
+    pub fn dirty_log(&self) -> Result<Vec<(u64, RoaringBitmap)>> {
+        let mut out = Vec::new();
+        for r in self.scan(keys::DIRTY) {
+            let (k, v) = r?;
+            let bm = RoaringBitmap::deserialize_from(&v[..])
+                .map_err(|e| corrupt!("bad dirty-log record: {e}"))?;
+            out.push((keys::parse_dirty(&k)?, bm));
+        }
+        Ok(out)
+    }
+
+    /// Applies a batch atomically and waits until it is durable on disk.
+    pub fn commit(&self, batch: sled::Batch) -> Result<()> {
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Records, key bytes and value bytes per key prefix: where the space goes.
+    pub fn record_stats(&self) -> Result<Vec<RecordStats>> {
+        let mut stats: Vec<RecordStats> = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let kind = keys::kind_name(k.first().copied().unwrap_or(keys::META));
+            let s = match stats.iter_mut().position(|s| s.kind == kind) {
+                Some(i) => &mut stats[i],
+                None => {
+                    stats.push(RecordStats {
+                        kind,
+                        ..RecordStats::default()
+                    });
+                    let last = stats.len() - 1;
+                    &mut stats[last]
+                }
+            };
+            s.records += 1;
+            s.key_bytes += k.len() as u64;
+            s.value_bytes += v.len() as u64;
+        }
+        Ok(stats)
+    }
+
+    /// Bytes the folder takes on disk, as sled reports it.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}

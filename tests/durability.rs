@@ -1,0 +1,133 @@
+//! Durability for real: a child `audiencedb import` is killed with SIGKILL at random moments; after
+//! each kill the folder is reopened and every batch the child acknowledged must be there, no
+//! batch may be half there, and the indexes must verify.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use audiencedb::Db;
+
+const BATCH: u64 = 500;
+
+/// Writes `n` track messages for 300 customers, each with a unique message id.
+fn write_input(path: &Path, n: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        writeln!(
+            f,
+            r#"{{"type":"track","userId":"c-{}","event":"viewed","messageId":"m-{i}","properties":{{"product":"p{}","price":{}.5}},"timestamp":{}}}"#,
+            i % 300,
+            i % 40,
+            i % 97,
+            1_700_000_000_000 + i as i64 * 60_000
+        )
+        .unwrap();
+    }
+}
+
+fn stored_events(db: &Db) -> u64 {
+    db.schema().events.iter().map(|e| e.count).sum()
+}
+
+#[test]
+fn acknowledged_batches_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.ndjson");
+    let total = 40_000;
+    write_input(&input, total);
+    let db_path = dir.path().join("db");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut kills = 0;
+    let mut stored_before = 0;
+    for round in 0..12 {
+        // Each round re-imports the whole file: already stored batches are skipped as duplicates,
+        // so the import resumes where the previous one was killed.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+            .args(["--db"])
+            .arg(&db_path)
+            .args([
+                "import",
+                "--report-batches",
+                "--batch-size",
+                &BATCH.to_string(),
+            ])
+            .arg(&input)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(50 + seed % 400);
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut acked = 0u64;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // "batch N stored, M messages in all"
+                if let Some(m) = line.split(", ").nth(1) {
+                    acked = m.split(' ').next().unwrap().parse().unwrap();
+                }
+            }
+            acked
+        });
+        let started = Instant::now();
+        let mut finished = false;
+        while started.elapsed() < wait {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !finished {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let acked_this_round = reader.join().unwrap();
+
+        let db = Db::open(&db_path).unwrap();
+        let stored = stored_events(&db);
+        assert!(
+            stored % BATCH == 0 || stored == total,
+            "round {round}: {stored} events stored: a batch is half there"
+        );
+        let report = db.verify().unwrap();
+        assert!(report.is_ok(), "round {round}: {:?}", report.problems);
+        // What was there before, plus everything acknowledged in this round.
+        assert!(
+            stored >= stored_before + acked_this_round,
+            "round {round}: {stored_before} before, {acked_this_round} acknowledged, {stored} stored"
+        );
+        eprintln!(
+            "round {round}: killed {}, acknowledged {acked_this_round}, stored {stored}",
+            !finished
+        );
+        stored_before = stored;
+        if finished && stored == total {
+            break;
+        }
+    }
+    assert!(
+        kills > 0,
+        "the child was never killed: the test proved nothing"
+    );
+    // Finish the import and check the end state once more.
+    let status = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .arg("--db")
+        .arg(&db_path)
+        .arg("import")
+        .arg(&input)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let db = Db::open(&db_path).unwrap();
+    assert_eq!(stored_events(&db), total);
+    assert_eq!(db.schema().customers, 300);
+    assert!(db.verify().unwrap().is_ok());
+}

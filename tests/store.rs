@@ -1,0 +1,428 @@
+//! The store through the library API: ingest, read back, dedup, delete, reopen, recovery, and
+//! opening folders that are not databases.
+
+use audiencedb::ingest::message::Message;
+use audiencedb::model::Value;
+use audiencedb::storage::keys;
+use audiencedb::{Config, Db, Error};
+
+fn s(v: &str) -> Value {
+    Value::Str(v.into())
+}
+
+fn track(cust: &str, event: &str, product: &str, ts: i64) -> Message {
+    Message::track(cust, event, vec![("product".into(), s(product))], Some(ts))
+}
+
+#[test]
+fn stores_profiles_and_events_and_reads_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    db.identify(
+        "c-1",
+        vec![
+            ("tier".into(), Some(s("Gold"))),
+            ("age".into(), Some(Value::Int(34))),
+        ],
+    )
+    .unwrap();
+    db.track(
+        "c-1",
+        "viewed",
+        vec![("product".into(), s("X"))],
+        Some(2_000),
+    )
+    .unwrap();
+    db.track(
+        "c-1",
+        "viewed",
+        vec![("product".into(), s("Y"))],
+        Some(1_000),
+    )
+    .unwrap();
+    db.track("anon-9", "visited", vec![], Some(5_000)).unwrap();
+
+    let c = db.customer("c-1").unwrap().unwrap();
+    assert_eq!(
+        c.traits,
+        Some(vec![
+            ("tier".into(), s("Gold")),
+            ("age".into(), Value::Int(34))
+        ])
+    );
+    let times: Vec<i64> = c.events.iter().map(|e| e.timestamp).collect();
+    assert_eq!(times, [1_000, 2_000], "events come back in time order");
+    assert_eq!(c.events[0].properties, vec![("product".into(), s("Y"))]);
+
+    let anon = db.customer("anon-9").unwrap().unwrap();
+    assert_eq!(anon.traits, None, "known from events only");
+    assert!(db.customer("nobody").unwrap().is_none());
+
+    let schema = db.schema();
+    assert_eq!(schema.customers, 2);
+    assert_eq!(schema.profiles, 1);
+    let viewed = schema.events.iter().find(|e| e.name == "viewed").unwrap();
+    assert_eq!((viewed.count, viewed.customers), (2, 1));
+    assert_eq!(viewed.properties[0].name, "product");
+    assert!(viewed.properties[0].indexed);
+    let tier = schema.traits.iter().find(|t| t.name == "tier").unwrap();
+    assert_eq!((tier.customers, tier.distinct_values), (1, 1));
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn identify_merges_and_null_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    db.identify(
+        "c",
+        vec![
+            ("tier".into(), Some(s("Gold"))),
+            ("x".into(), Some(Value::Int(1))),
+        ],
+    )
+    .unwrap();
+    db.identify(
+        "c",
+        vec![("tier".into(), Some(s("Silver"))), ("x".into(), None)],
+    )
+    .unwrap();
+    let c = db.customer("c").unwrap().unwrap();
+    assert_eq!(c.traits, Some(vec![("tier".into(), s("Silver"))]));
+    let state = db.read();
+    let tier = state.catalog.trait_id("tier").unwrap();
+    let ti = state.indexes.trait_index(tier).unwrap();
+    assert_eq!(
+        ti.values.len(),
+        1,
+        "the Gold bitmap is gone, not left empty"
+    );
+    drop(state);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn message_ids_make_resending_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let batch: Vec<Message> = (0..10)
+        .map(|i| {
+            let mut m = track("c", "viewed", "X", 1_000 + i);
+            m.message_id = Some(format!("m-{}", i % 5));
+            m
+        })
+        .collect();
+    let r = db.ingest(batch.clone()).unwrap();
+    assert_eq!((r.stored, r.duplicates), (5, 5), "repeats within a batch");
+    let r = db.ingest(batch).unwrap();
+    assert_eq!((r.stored, r.duplicates), (0, 10), "a re-sent batch");
+    assert_eq!(db.customer("c").unwrap().unwrap().events.len(), 5);
+    // The same message id for another customer is another message.
+    let mut other = track("d", "viewed", "X", 1);
+    other.message_id = Some("m-0".into());
+    assert_eq!(db.ingest(vec![other]).unwrap().stored, 1);
+}
+
+#[test]
+fn long_out_of_order_timelines_stay_sorted_across_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let mut expected = Vec::new();
+    // 1,000 events in ten batches, each batch going back in time, with many equal timestamps.
+    for round in 0..10i64 {
+        let batch: Vec<Message> = (0..100i64)
+            .map(|i| {
+                let ts = 1_000_000 - round * 10_000 + (i * 7919) % 300;
+                expected.push(ts);
+                track("c", "viewed", &format!("p{i}"), ts)
+            })
+            .collect();
+        db.ingest(batch).unwrap();
+    }
+    // 300 events at one instant: more than a block holds.
+    db.ingest((0..300).map(|_| track("c", "burst", "X", 5)).collect())
+        .unwrap();
+    expected.extend(std::iter::repeat_n(5, 300));
+    expected.sort_unstable();
+    let got: Vec<i64> = db
+        .customer("c")
+        .unwrap()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.timestamp)
+        .collect();
+    assert_eq!(got, expected);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn delete_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.identify("gone", vec![("tier".into(), Some(s("Gold")))])
+        .unwrap();
+    db.identify("kept", vec![("tier".into(), Some(s("Gold")))])
+        .unwrap();
+    let mut batch: Vec<Message> = (0..500)
+        .map(|i| track("gone", "viewed", "X", i * 86_400_000))
+        .collect();
+    batch.push(track("kept", "viewed", "X", 0));
+    for m in batch.iter_mut().enumerate() {
+        m.1.message_id = Some(format!("m{}", m.0));
+    }
+    db.ingest(batch).unwrap();
+    let internal = db.internal_id("gone").unwrap().unwrap();
+    assert_eq!(db.delete_customer("gone").unwrap(), 500);
+    assert!(matches!(
+        db.delete_customer("gone"),
+        Err(Error::NotFound(_))
+    ));
+    assert!(db.customer("gone").unwrap().is_none());
+    assert!(db.export_customer("gone").is_err());
+
+    let check = |db: &Db| {
+        let state = db.read();
+        let ix = &state.indexes;
+        assert!(!ix.everyone.contains(internal));
+        assert!(!ix.profiles.contains(internal));
+        let tier = state.catalog.trait_id("tier").unwrap();
+        let ti = ix.trait_index(tier).unwrap();
+        assert!(!ti.set.contains(internal));
+        assert!(ti.values.values().all(|b| !b.contains(internal)));
+        let viewed = state.catalog.event_id("viewed").unwrap();
+        let ei = ix.event_index(viewed).unwrap();
+        assert!(ei.days.values().all(|b| !b.contains(internal)));
+        assert_eq!(ei.days.len(), 1, "only the kept customer's day is left");
+        assert!(ei
+            .props
+            .values()
+            .flat_map(|v| v.values())
+            .flat_map(|d| d.values())
+            .all(|b| !b.contains(internal)));
+        let viewed_count = db
+            .schema()
+            .events
+            .iter()
+            .find(|e| e.name == "viewed")
+            .unwrap()
+            .count;
+        assert_eq!(viewed_count, 1);
+    };
+    check(&db);
+    assert!(db.verify().unwrap().is_ok());
+    drop(db);
+
+    // No record of any kind mentions the customer any more.
+    let db = Db::open(&path).unwrap();
+    check(&db);
+    drop(db);
+    let raw = sled::open(&path).unwrap();
+    let tree = raw.open_tree("audiencedb").unwrap();
+    let id = internal.to_be_bytes();
+    for item in tree.iter() {
+        let (k, _) = item.unwrap();
+        let about_customer = matches!(
+            k[0],
+            keys::EXTERNAL | keys::PROFILE | keys::EVENTS | keys::SEEN
+        ) && k[1..5] == id;
+        assert!(!about_customer, "left behind: {k:?}");
+        assert!(!k.ends_with(b"gone"), "id map left behind");
+    }
+}
+
+#[test]
+fn export_is_complete_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    db.identify(
+        "c",
+        vec![("signup_at".into(), Some(Value::Time(1_738_576_800_000)))],
+    )
+    .unwrap();
+    db.track(
+        "c",
+        "purchased",
+        vec![("amount".into(), Value::Float(19.9))],
+        Some(0),
+    )
+    .unwrap();
+    let json = db.export_customer("c").unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "id": "c",
+            "traits": {"signup_at": "2025-02-03T10:00:00.000Z"},
+            "events": [{"event": "purchased", "timestamp": "1970-01-01T00:00:00.000Z",
+                        "properties": {"amount": 19.9}}]
+        })
+    );
+}
+
+#[test]
+fn reopening_restores_everything_with_and_without_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.identify("a", vec![("tier".into(), Some(s("Gold")))])
+        .unwrap();
+    db.ingest(
+        (0..50)
+            .map(|i| track("a", "viewed", "X", i * 3_600_000))
+            .collect(),
+    )
+    .unwrap();
+    drop(db); // snapshots the indexes
+    let db = Db::open(&path).unwrap();
+    let before = db.read().indexes.clone();
+    assert!(db.verify().unwrap().is_ok());
+    // Writes after the snapshot, then a crash: recovery recomputes them from the dirty log.
+    db.identify("a", vec![("tier".into(), Some(s("Silver")))])
+        .unwrap();
+    db.identify("b", vec![("tier".into(), Some(s("Gold")))])
+        .unwrap();
+    db.track("b", "viewed", vec![("product".into(), s("Z"))], Some(7))
+        .unwrap();
+    let expected = db.read().indexes.clone();
+    assert_ne!(before, expected);
+    db.abandon();
+    let db = Db::open(&path).unwrap();
+    assert_eq!(
+        db.read().indexes.differences(&expected),
+        Vec::<String>::new()
+    );
+    assert!(db.verify().unwrap().is_ok());
+    assert_eq!(db.schema().customers, 2);
+}
+
+#[test]
+fn high_cardinality_fields_stop_being_indexed_consistently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut config = Config::new(&path);
+    config.value_bound = 10;
+    let db = Db::open_with(config.clone()).unwrap();
+    db.ingest(
+        (0..30)
+            .map(|i| track("c", "searched", &format!("q{i}"), i))
+            .collect(),
+    )
+    .unwrap();
+    db.ingest(
+        (0..30)
+            .map(|i| {
+                Message::identify(
+                    format!("u{i}"),
+                    vec![("email".into(), Some(s(&format!("{i}@x"))))],
+                )
+            })
+            .collect(),
+    )
+    .unwrap();
+    let schema = db.schema();
+    assert!(!schema.events[0].properties[0].indexed);
+    assert!(
+        !schema
+            .traits
+            .iter()
+            .find(|t| t.name == "email")
+            .unwrap()
+            .indexed
+    );
+    assert!(db.verify().unwrap().is_ok());
+    db.rebuild_indexes().unwrap();
+    assert!(db.verify().unwrap().is_ok());
+    drop(db);
+    let db = Db::open_with(config).unwrap();
+    assert!(!db.schema().events[0].properties[0].indexed);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn bad_library_input_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    db.track("c", "viewed", vec![], Some(1)).unwrap();
+    let bad = [
+        Message::track("", "viewed", vec![], Some(1)),
+        Message::track("c", "", vec![], Some(1)),
+        Message::track("c", "viewed", vec![], Some(-5)),
+        Message::track("x".repeat(300), "viewed", vec![], Some(1)),
+    ];
+    for m in bad {
+        let good = track("c", "viewed", "Y", 2);
+        assert!(matches!(
+            db.ingest(vec![good, m]),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    assert_eq!(
+        db.customer("c").unwrap().unwrap().events.len(),
+        1,
+        "nothing of a bad batch is stored"
+    );
+}
+
+#[test]
+fn folders_that_are_not_databases_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"hello").unwrap();
+    assert!(matches!(Db::open(&file), Err(Error::NotADatabase { .. })));
+
+    let foreign = dir.path().join("photos");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("cat.jpg"), b"\xff\xd8").unwrap();
+    assert!(matches!(
+        Db::open(&foreign),
+        Err(Error::NotADatabase { .. })
+    ));
+
+    // A sled database of someone else's.
+    let other = dir.path().join("other");
+    let raw = sled::open(&other).unwrap();
+    raw.open_tree("audiencedb")
+        .unwrap()
+        .insert(b"k", b"v")
+        .unwrap();
+    raw.flush().unwrap();
+    drop(raw);
+    assert!(matches!(Db::open(&other), Err(Error::NotADatabase { .. })));
+
+    // A future format version.
+    let future = dir.path().join("future");
+    drop(Db::open(&future).unwrap());
+    let raw = sled::open(&future).unwrap();
+    let mut k = vec![0u8];
+    k.extend_from_slice(b"format");
+    raw.open_tree("audiencedb")
+        .unwrap()
+        .insert(k, &99u32.to_be_bytes()[..])
+        .unwrap();
+    raw.flush().unwrap();
+    drop(raw);
+    assert!(matches!(
+        Db::open(&future),
+        Err(Error::IncompatibleFormat { found: 99, .. })
+    ));
+
+    // Damaged files: an error, never a panic.
+    let damaged = dir.path().join("damaged");
+    drop(Db::open(&damaged).unwrap());
+    std::fs::write(damaged.join("db"), vec![0x5a; 4096]).unwrap();
+    std::fs::write(damaged.join("conf"), b"garbage").unwrap();
+    assert!(Db::open(&damaged).is_err());
+}
+
+#[test]
+fn a_second_open_of_the_same_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let _db = Db::open(&path).unwrap();
+    match Db::open(&path) {
+        Err(Error::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second open must be refused"),
+    }
+}
