@@ -340,7 +340,11 @@ impl<'a> Parser<'a> {
                     // `nto purchased ever`: an "event" that does not parse, or is followed by
                     // nonsense, whose name is a near miss of a keyword was most likely that keyword.
                     let ends_well = cond.is_ok() && self.at_condition_end();
-                    if let (false, Some(s)) = (ends_well, words::suggest(word, START_KEYWORDS)) {
+                    let suggestion = match ends_well {
+                        true => None,
+                        false => words::suggest(word, START_KEYWORDS),
+                    };
+                    if let Some(s) = suggestion {
                         return Err(self
                             .error_at(
                                 token.span,
