@@ -9,6 +9,17 @@
 //! 2. `parser`: a predictive recursive-descent parser builds the [`ast::Rule`], or one
 //!    [`ParseError`] at the first token that cannot continue the rule.
 //! 3. `printer`: the AST prints back as canonical text; `parse(print(ast)) == ast`.
+//!
+//! ```
+//! use audiencedb::rules::{parse, ExprKind};
+//!
+//! let rule = parse("viewed product X IN THE LAST 30 days AND tier = Gold").unwrap();
+//! assert!(matches!(rule.expr.kind, ExprKind::And(_)));
+//! assert_eq!(rule.to_string(), "viewed product X in last 30 days and tier = Gold");
+//!
+//! let error = parse("viewed in lst 30 days").unwrap_err();
+//! assert_eq!(error.to_string(), "line 1, column 11: unknown keyword 'lst', did you mean 'last'?");
+//! ```
 
 pub mod ast;
 mod error;

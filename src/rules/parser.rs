@@ -58,6 +58,14 @@ pub fn parse(source: &str) -> Result<Rule, ParseError> {
     Ok(Rule { expr })
 }
 
+impl std::str::FromStr for Rule {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Rule, ParseError> {
+        parse(text)
+    }
+}
+
 struct Parser<'a> {
     source: &'a str,
     /// Invariant: ends with exactly one [`TokenKind::End`], and `pos` never moves past it.
