@@ -127,3 +127,108 @@ fn canonical_forms() {
         }
     }
 }
+
+/// The tree of a rule, fully bracketed, so a test can pin what a rule means structurally.
+fn tree(expr: &audiencedb::rules::Expr) -> String {
+    use audiencedb::rules::ExprKind::*;
+    match &expr.kind {
+        And(items) => format!(
+            "(and {})",
+            items.iter().map(tree).collect::<Vec<_>>().join(" ")
+        ),
+        Or(items) => format!(
+            "(or {})",
+            items.iter().map(tree).collect::<Vec<_>>().join(" ")
+        ),
+        Not(inner) => format!("(not {})", tree(inner)),
+        Trait(cond) => format!("[trait {cond}]"),
+        Event(event) => {
+            let mut parts = vec![format!("event {}", event.event.text)];
+            if let Some(s) = &event.shorthand {
+                parts.push(format!("{} = {}", s.property.text, s.value));
+            }
+            if let Some(p) = &event.predicate {
+                parts.push(format!("where {p}"));
+            }
+            if let Some(f) = &event.frequency {
+                parts.push(format!("freq {f}"));
+            }
+            if let Some(w) = &event.window {
+                parts.push(format!("window {w}"));
+            }
+            format!("[{}]", parts.join("; "))
+        }
+        InAudience(name) => format!("[audience {}]", name.text),
+        Everyone => "[everyone]".into(),
+    }
+}
+
+#[test]
+fn the_spec_examples_mean_what_the_spec_says() {
+    for (rule, meaning) in [
+        (
+            "viewed product X in last 30 days and tier = Gold",
+            "(and [event viewed; product = X; window in last 30 days] [trait tier = Gold])",
+        ),
+        (
+            "purchased at least 3 times in last 90 days",
+            "[event purchased; freq at least 3 times; window in last 90 days]",
+        ),
+        (
+            "purchased ever and not purchased in last 6 months",
+            "(and [event purchased; window ever] (not [event purchased; window in last 6 months]))",
+        ),
+        (
+            "added_to_cart in last 1 day and not purchased in last 1 day",
+            "(and [event added_to_cart; window in last 1 day] (not [event purchased; window in last 1 day]))",
+        ),
+        (
+            "visited at least 3 times in last 7 days and not purchased in last 7 days",
+            "(and [event visited; freq at least 3 times; window in last 7 days] (not [event purchased; window in last 7 days]))",
+        ),
+        (
+            "purchased sum(amount) > 500 in last 365 days",
+            "[event purchased; freq sum(amount) > 500; window in last 365 days]",
+        ),
+        (
+            "purchased where category = kids ever and not in audience unsubscribed",
+            "(and [event purchased; where category = kids; window ever] (not [audience unsubscribed]))",
+        ),
+        (
+            "not visited before 7 days ago and visited in last 7 days",
+            "(and (not [event visited; window before 7 days ago]) [event visited; window in last 7 days])",
+        ),
+        (
+            "country in (FI, SE) and (device = mobile or source = facebook)",
+            "(and [trait country in (FI, SE)] (or [trait device = mobile] [trait source = facebook]))",
+        ),
+        // Precedence and the ambiguities of grammar/README.md.
+        (
+            "not a = 1 and b = 2 or c = 3",
+            "(or (and (not [trait a = 1]) [trait b = 2]) [trait c = 3])",
+        ),
+        (
+            "viewed where a = 1 and tier = Gold",
+            "(and [event viewed; where a = 1] [trait tier = Gold])",
+        ),
+        (
+            "purchased between 2026-01-01 and 2026-01-31",
+            "[trait purchased between 2026-01-01 and 2026-01-31]",
+        ),
+        (
+            "did purchased between 2026-01-01 and 2026-01-31 and x = 1",
+            "(and [event purchased; window between 2026-01-01 and 2026-01-31] [trait x = 1])",
+        ),
+        (
+            "tier",
+            "[event tier]",
+        ),
+        (
+            "country not in (FI) or not in audience x",
+            "(or [trait country not in (FI)] (not [audience x]))",
+        ),
+    ] {
+        let parsed = parse(rule).unwrap_or_else(|e| panic!("{rule}\n{}", e.render()));
+        assert_eq!(tree(&parsed.expr), meaning, "{rule}");
+    }
+}
