@@ -10,6 +10,7 @@
 //! 3. [`storage`]: messages become records in sled: profiles, blocks of events, id maps.
 //! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
 //! 5. [`db`]: the library API tying them together: [`Db`].
+//! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
 //!
 //! Beside the layers:
 //! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
@@ -21,6 +22,7 @@ pub mod gen;
 pub mod index;
 pub mod ingest;
 pub mod model;
+pub mod rules;
 pub mod storage;
 
 pub use db::{Config, Customer, Db, IngestReport, Schema};

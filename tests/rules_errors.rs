@@ -1,0 +1,384 @@
+//! The exact messages of typical mistakes: each bad rule gets one error with its line and column,
+//! the source line, a caret under the spot, what was expected and, for a near miss, a suggestion.
+
+use audiencedb::rules::parse;
+
+/// (what the mistake is, the rule, the rendered error).
+const CASES: &[(&str, &str, &str)] = &[
+    (
+        "missing value",
+        "tier =",
+        r#"error: expected a value after '=', found the end of the rule
+ --> line 1, column 7
+  |
+1 | tier =
+  |       ^"#,
+    ),
+    (
+        "unclosed quote",
+        "tier = \"Gold",
+        r#"error: unclosed string: no closing " for this quote
+ --> line 1, column 8
+  |
+1 | tier = "Gold
+  |        ^"#,
+    ),
+    (
+        "unclosed parenthesis",
+        "(tier = Gold or age > 3",
+        r#"error: expected ')' to close the '(' at column 1, found the end of the rule
+ --> line 1, column 24
+  |
+1 | (tier = Gold or age > 3
+  |                        ^"#,
+    ),
+    (
+        "unclosed parenthesis on a later line",
+        "a = 1 or\n  b = 2 and\n  (c = 3",
+        r#"error: expected ')' to close the '(' at line 3, column 3, found the end of the rule
+ --> line 3, column 9
+  |
+3 |   (c = 3
+  |         ^"#,
+    ),
+    (
+        "unmatched closing parenthesis",
+        "tier = Gold)",
+        r#"error: unmatched ')': there is no '(' before it
+ --> line 1, column 12
+  |
+1 | tier = Gold)
+  |            ^"#,
+    ),
+    (
+        "window without a number",
+        "viewed in last days",
+        r#"error: expected a number after 'last', found keyword 'days'
+ --> line 1, column 16
+  |
+1 | viewed in last days
+  |                ^^^^"#,
+    ),
+    (
+        "frequency without a number",
+        "purchased at least times",
+        r#"error: expected a number after 'at least', found keyword 'times'
+ --> line 1, column 20
+  |
+1 | purchased at least times
+  |                    ^^^^^"#,
+    ),
+    (
+        "frequency without times",
+        "purchased at least 3",
+        r#"error: expected 'times' after 'at least 3', found the end of the rule
+ --> line 1, column 21
+  |
+1 | purchased at least 3
+  |                     ^"#,
+    ),
+    (
+        "dangling and",
+        "tier = Gold and",
+        r#"error: expected a condition after 'and', found the end of the rule
+ --> line 1, column 16
+  |
+1 | tier = Gold and
+  |                ^"#,
+    ),
+    (
+        "dangling or in a where predicate",
+        "purchased where (amount > 3 or)",
+        r#"error: expected a property condition after 'or', found ')'
+ --> line 1, column 31
+  |
+1 | purchased where (amount > 3 or)
+  |                               ^"#,
+    ),
+    (
+        "unknown unit",
+        "viewed in last 30 fortnights",
+        r#"error: expected a time unit (minutes, hours, days, weeks, months or years) after '30', found 'fortnights'
+ --> line 1, column 19
+  |
+1 | viewed in last 30 fortnights
+  |                   ^^^^^^^^^^"#,
+    ),
+    (
+        "misspelt unit",
+        "viewed in last 30 dyas",
+        r#"error: unknown unit 'dyas', did you mean 'days'?
+ --> line 1, column 19
+  |
+1 | viewed in last 30 dyas
+  |                   ^^^^ expected a time unit (minutes, hours, days, weeks, months or years)"#,
+    ),
+    (
+        "misspelt unit before ago",
+        "signup_at > 3 hrs ago",
+        r#"error: expected a time unit (minutes, hours, days, weeks, months or years) after '3', found 'hrs'
+ --> line 1, column 15
+  |
+1 | signup_at > 3 hrs ago
+  |               ^^^"#,
+    ),
+    (
+        "bad date",
+        "purchased since 2026-02-30",
+        r#"error: invalid date '2026-02-30'
+ --> line 1, column 17
+  |
+1 | purchased since 2026-02-30
+  |                 ^^^^^^^^^^ expected a calendar date as YYYY-MM-DD"#,
+    ),
+    (
+        "bad date-time",
+        "x = 2026-01-01T25:00:00Z",
+        r#"error: invalid date-time '2026-01-01T25:00:00Z'
+ --> line 1, column 5
+  |
+1 | x = 2026-01-01T25:00:00Z
+  |     ^^^^^^^^^^^^^^^^^^^^ expected an RFC 3339 date-time like 2026-03-01T12:00:00Z"#,
+    ),
+    (
+        "misspelt keyword in a window",
+        "viewed in lst 30 days",
+        r#"error: unknown keyword 'lst', did you mean 'last'?
+ --> line 1, column 11
+  |
+1 | viewed in lst 30 days
+  |           ^^^ expected 'last' or 'the last'"#,
+    ),
+    (
+        "misspelt keyword after a condition",
+        "viewed ever adn tier = Gold",
+        r#"error: unknown keyword 'adn', did you mean 'and'?
+ --> line 1, column 13
+  |
+1 | viewed ever adn tier = Gold
+  |             ^^^ expected 'and', 'or', or more of the event condition"#,
+    ),
+    (
+        "misspelt window keyword after an event",
+        "viewed evr",
+        r#"error: unknown keyword 'evr', did you mean 'ever'?
+ --> line 1, column 8
+  |
+1 | viewed evr
+  |        ^^^ expected 'where', a frequency, a window, or a property and its value"#,
+    ),
+    (
+        "misspelt frequency keyword",
+        "purchased at lest 3 times",
+        r#"error: unknown keyword 'lest', did you mean 'least'?
+ --> line 1, column 14
+  |
+1 | purchased at lest 3 times
+  |              ^^^^ expected 'least' or 'most'"#,
+    ),
+    (
+        "keyword as a value",
+        "source = last",
+        r#"error: expected a value, found keyword 'last'; quote it to use it as a value: "last"
+ --> line 1, column 10
+  |
+1 | source = last
+  |          ^^^^"#,
+    ),
+    (
+        "quoted event name without did",
+        "\"Product Viewed\" ever",
+        r#"error: a quoted event name needs 'did' before it: did "Product Viewed"
+ --> line 1, column 1
+  |
+1 | "Product Viewed" ever
+  | ^^^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "audience without a name",
+        "in audience",
+        r#"error: expected an audience name after 'audience', found the end of the rule
+ --> line 1, column 12
+  |
+1 | in audience
+  |            ^"#,
+    ),
+    (
+        "unexpected character",
+        "tier = Gold & age > 3",
+        r#"error: unexpected character '&'
+ --> line 1, column 13
+  |
+1 | tier = Gold & age > 3
+  |             ^ expected 'and'"#,
+    ),
+    (
+        "unknown escape",
+        "x = \"a\\qb\"",
+        r#"error: unknown escape '\q' in a string
+ --> line 1, column 7
+  |
+1 | x = "a\qb"
+  |       ^^ expected one of \" \' \\ \n \t \u{...}"#,
+    ),
+    (
+        "unclosed list",
+        "country in (FI, SE",
+        r#"error: expected ',' or ')' to close the list opened at column 12, found the end of the rule
+ --> line 1, column 19
+  |
+1 | country in (FI, SE
+  |                   ^"#,
+    ),
+    (
+        "empty rule",
+        "",
+        r#"error: expected a condition, found the end of the rule
+ --> line 1, column 1
+  |
+1 | 
+  | ^"#,
+    ),
+    (
+        "relative time without ago",
+        "signup_at > 30 days",
+        r#"error: expected 'ago' after '30 days', found the end of the rule
+ --> line 1, column 20
+  |
+1 | signup_at > 30 days
+  |                    ^"#,
+    ),
+    (
+        "aggregate of text",
+        "purchased sum(amount) > lots",
+        r#"error: expected a number after '>', found 'lots'
+ --> line 1, column 25
+  |
+1 | purchased sum(amount) > lots
+  |                         ^^^^"#,
+    ),
+    (
+        "not without parentheses in where",
+        "purchased where not a = 1",
+        r#"error: expected a property condition after 'where', found keyword 'not'
+ --> line 1, column 17
+  |
+1 | purchased where not a = 1
+  |                 ^^^ expected a comparison like amount > 3, or a predicate in parentheses like (not a = 1)"#,
+    ),
+    (
+        "empty window",
+        "purchased in last 0 days",
+        r#"error: a window of length 0 is always empty; give a length of at least 1
+ --> line 1, column 11
+  |
+1 | purchased in last 0 days
+  |           ^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "number too large",
+        "age > 99999999999999999999",
+        r#"error: the number 99999999999999999999 does not fit 64 bits; quote it to use it as text
+ --> line 1, column 7
+  |
+1 | age > 99999999999999999999
+  |       ^^^^^^^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "trait without a test",
+        "address.city",
+        r#"error: expected a comparison after trait 'address.city' (=, !=, <, <=, >, >=, in, not in, between, contains, is), found the end of the rule
+ --> line 1, column 13
+  |
+1 | address.city
+  |             ^"#,
+    ),
+    (
+        "between without and",
+        "age between 3",
+        r#"error: expected 'and' after '3', found the end of the rule
+ --> line 1, column 14
+  |
+1 | age between 3
+  |              ^"#,
+    ),
+    (
+        "is without set",
+        "email is",
+        r#"error: expected 'set' or 'not set' after 'is', found the end of the rule
+ --> line 1, column 9
+  |
+1 | email is
+  |         ^"#,
+    ),
+    (
+        "misspelt not",
+        "nto purchased in last 6 months",
+        r#"error: unknown keyword 'nto', did you mean 'not'?
+ --> line 1, column 1
+  |
+1 | nto purchased in last 6 months
+  | ^^^ expected a condition"#,
+    ),
+    (
+        "misspelt did",
+        "dd \"Product Viewed\"",
+        r#"error: unknown keyword 'dd', did you mean 'did'?
+ --> line 1, column 1
+  |
+1 | dd "Product Viewed"
+  | ^^ expected a condition"#,
+    ),
+    (
+        "a symbol the language does not use",
+        "tier = Gold; age > 3",
+        r#"error: unexpected character ';'
+ --> line 1, column 12
+  |
+1 | tier = Gold; age > 3
+  |            ^ expected a word, a quoted string, '(', ')', ',' or a comparison operator"#,
+    ),
+];
+
+#[test]
+fn typical_mistakes_have_exact_messages() {
+    let mut failures = Vec::new();
+    for (what, rule, expected) in CASES {
+        match parse(rule) {
+            Ok(ast) => failures.push(format!("{what}: {rule:?} parsed as {ast}")),
+            Err(e) if e.render() != *expected => failures.push(format!(
+                "{what}: {rule:?}\n--- expected\n{expected}\n--- got\n{}",
+                e.render()
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn the_error_knows_its_position_and_suggestion() {
+    let e = parse("viewed in last 30 dyas").unwrap_err();
+    assert_eq!((e.line(), e.column()), (1, 19));
+    assert_eq!((e.span().start, e.span().end), (18, 22));
+    assert_eq!(e.suggestion(), Some("days"));
+    assert_eq!(
+        e.to_string(),
+        "line 1, column 19: unknown unit 'dyas', did you mean 'days'?"
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let e = parse("city = \"São Paulo\" adn x = 1").unwrap_err();
+    assert_eq!(e.column(), 20);
+    assert!(e
+        .render()
+        .ends_with("                   ^^^ expected 'and', 'or' or the end of the rule"));
+}
+
+#[test]
+fn tabs_keep_the_caret_aligned() {
+    let e = parse("\ttier =").unwrap_err();
+    assert!(e.render().ends_with("  | \t      ^"), "{}", e.render());
+}

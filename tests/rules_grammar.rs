@@ -1,0 +1,234 @@
+//! Every example rule parses, and printing it is a fixed point: the examples in
+//! `grammar/examples.txt` and the Examples table of the spec (`../shared/spec/rules.md`, when the
+//! spec is checked out beside the crate).
+
+use std::path::Path;
+
+use audiencedb::rules::{parse, print};
+
+/// The rules of `grammar/examples.txt`: one per line, `  # meaning` after it.
+fn grammar_examples() -> Vec<(usize, String)> {
+    let text = include_str!("../grammar/examples.txt");
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+        .map(|(i, line)| {
+            let rule = line.split_once("  # ").map_or(line, |(rule, _)| rule);
+            (i + 1, rule.trim().to_string())
+        })
+        .collect()
+}
+
+/// The rules in the spec's Examples table: the first backquoted cell of each row after the
+/// "## Examples" heading.
+fn spec_examples(spec: &str) -> Vec<String> {
+    let Some(start) = spec.find("## Examples") else {
+        return Vec::new();
+    };
+    spec[start..]
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .filter_map(|line| {
+            let cell = line.strip_prefix("| `")?;
+            let (rule, _) = cell.split_once("` |")?;
+            Some(rule.to_string())
+        })
+        .collect()
+}
+
+fn check(rule: &str, origin: &str) {
+    let ast = parse(rule).unwrap_or_else(|e| panic!("{origin}: {rule}\n{}", e.render()));
+    let printed = print(&ast);
+    let again =
+        parse(&printed).unwrap_or_else(|e| panic!("{origin}: reprinted {printed}\n{}", e.render()));
+    assert_eq!(
+        again, ast,
+        "{origin}: {rule} printed as {printed} means something else"
+    );
+    assert_eq!(
+        print(&again),
+        printed,
+        "{origin}: printing is not a fixed point"
+    );
+}
+
+#[test]
+fn every_grammar_example_parses_and_prints_stably() {
+    let examples = grammar_examples();
+    assert!(examples.len() > 50, "examples.txt lost its examples");
+    for (line, rule) in examples {
+        check(&rule, &format!("grammar/examples.txt:{line}"));
+    }
+}
+
+#[test]
+fn every_spec_example_parses_and_is_kept_in_the_grammar_examples() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/rules.md");
+    let Ok(spec) = std::fs::read_to_string(&path) else {
+        eprintln!("{} is absent: skipping the spec's examples", path.display());
+        return;
+    };
+    let examples = spec_examples(&spec);
+    assert!(
+        examples.len() >= 9,
+        "found only {} examples in the spec",
+        examples.len()
+    );
+    let ours: Vec<String> = grammar_examples().into_iter().map(|(_, r)| r).collect();
+    for rule in examples {
+        check(&rule, "rules.md");
+        assert!(
+            ours.contains(&rule),
+            "grammar/examples.txt lacks the spec example {rule}"
+        );
+    }
+}
+
+#[test]
+fn canonical_forms() {
+    for (input, canonical) in [
+        (
+            "viewed  product   X IN THE LAST 30 DAYS",
+            "viewed product X in last 30 days",
+        ),
+        ("did viewed", "viewed"),
+        ("did \"viewed\"", "viewed"),
+        ("did 'Product Viewed'", "did \"Product Viewed\""),
+        ("purchased exactly 1 times", "purchased exactly 1 time"),
+        ("a = 1 and (b = 2 and c = 3)", "a = 1 and (b = 2 and c = 3)"),
+        ("(a = 1 and b = 2) or c = 3", "a = 1 and b = 2 or c = 3"),
+        ("(a = 1 or b = 2) and c = 3", "(a = 1 or b = 2) and c = 3"),
+        ("not (a = 1)", "not a = 1"),
+        ("not (a = 1 or b = 2)", "not (a = 1 or b = 2)"),
+        ("purchased where (amount > 3)", "purchased where amount > 3"),
+        ("x = 'say \"hi\"'", "x = \"say \\\"hi\\\"\""),
+        (
+            "signup_at > 2026-03-01T14:00:00+02:00",
+            "signup_at > 2026-03-01T12:00:00.000Z",
+        ),
+        ("x = TRUE", "x = true"),
+        ("x>=3", "x >= 3"),
+        ("x in (a,b ,c)", "x in (a, b, c)"),
+        ("x > 1 day ago", "x > 1 day ago"),
+        ("x > 2 day ago", "x > 2 days ago"),
+        (
+            "did purchased between 2026-01-01 and 2026-01-02",
+            "did purchased between 2026-01-01 and 2026-01-02",
+        ),
+        (
+            "purchased at least 1 times between 2026-01-01 and 2026-01-02",
+            "purchased at least 1 time between 2026-01-01 and 2026-01-02",
+        ),
+    ] {
+        match parse(input) {
+            Ok(rule) => assert_eq!(print(&rule), canonical, "{input}"),
+            Err(e) => panic!("{input}\n{}", e.render()),
+        }
+    }
+}
+
+/// The tree of a rule, fully bracketed, so a test can pin what a rule means structurally.
+fn tree(expr: &audiencedb::rules::Expr) -> String {
+    use audiencedb::rules::ExprKind::*;
+    match &expr.kind {
+        And(items) => format!(
+            "(and {})",
+            items.iter().map(tree).collect::<Vec<_>>().join(" ")
+        ),
+        Or(items) => format!(
+            "(or {})",
+            items.iter().map(tree).collect::<Vec<_>>().join(" ")
+        ),
+        Not(inner) => format!("(not {})", tree(inner)),
+        Trait(cond) => format!("[trait {cond}]"),
+        Event(event) => {
+            let mut parts = vec![format!("event {}", event.event.text)];
+            if let Some(s) = &event.shorthand {
+                parts.push(format!("{} = {}", s.property.text, s.value));
+            }
+            if let Some(p) = &event.predicate {
+                parts.push(format!("where {p}"));
+            }
+            if let Some(f) = &event.frequency {
+                parts.push(format!("freq {f}"));
+            }
+            if let Some(w) = &event.window {
+                parts.push(format!("window {w}"));
+            }
+            format!("[{}]", parts.join("; "))
+        }
+        InAudience(name) => format!("[audience {}]", name.text),
+        Everyone => "[everyone]".into(),
+    }
+}
+
+#[test]
+fn the_spec_examples_mean_what_the_spec_says() {
+    for (rule, meaning) in [
+        (
+            "viewed product X in last 30 days and tier = Gold",
+            "(and [event viewed; product = X; window in last 30 days] [trait tier = Gold])",
+        ),
+        (
+            "purchased at least 3 times in last 90 days",
+            "[event purchased; freq at least 3 times; window in last 90 days]",
+        ),
+        (
+            "purchased ever and not purchased in last 6 months",
+            "(and [event purchased; window ever] (not [event purchased; window in last 6 months]))",
+        ),
+        (
+            "added_to_cart in last 1 day and not purchased in last 1 day",
+            "(and [event added_to_cart; window in last 1 day] (not [event purchased; window in last 1 day]))",
+        ),
+        (
+            "visited at least 3 times in last 7 days and not purchased in last 7 days",
+            "(and [event visited; freq at least 3 times; window in last 7 days] (not [event purchased; window in last 7 days]))",
+        ),
+        (
+            "purchased sum(amount) > 500 in last 365 days",
+            "[event purchased; freq sum(amount) > 500; window in last 365 days]",
+        ),
+        (
+            "purchased where category = kids ever and not in audience unsubscribed",
+            "(and [event purchased; where category = kids; window ever] (not [audience unsubscribed]))",
+        ),
+        (
+            "not visited before 7 days ago and visited in last 7 days",
+            "(and (not [event visited; window before 7 days ago]) [event visited; window in last 7 days])",
+        ),
+        (
+            "country in (FI, SE) and (device = mobile or source = facebook)",
+            "(and [trait country in (FI, SE)] (or [trait device = mobile] [trait source = facebook]))",
+        ),
+        // Precedence and the ambiguities of grammar/README.md.
+        (
+            "not a = 1 and b = 2 or c = 3",
+            "(or (and (not [trait a = 1]) [trait b = 2]) [trait c = 3])",
+        ),
+        (
+            "viewed where a = 1 and tier = Gold",
+            "(and [event viewed; where a = 1] [trait tier = Gold])",
+        ),
+        (
+            "purchased between 2026-01-01 and 2026-01-31",
+            "[trait purchased between 2026-01-01 and 2026-01-31]",
+        ),
+        (
+            "did purchased between 2026-01-01 and 2026-01-31 and x = 1",
+            "(and [event purchased; window between 2026-01-01 and 2026-01-31] [trait x = 1])",
+        ),
+        (
+            "tier",
+            "[event tier]",
+        ),
+        (
+            "country not in (FI) or not in audience x",
+            "(or [trait country not in (FI)] (not [audience x]))",
+        ),
+    ] {
+        let parsed = parse(rule).unwrap_or_else(|e| panic!("{rule}\n{}", e.render()));
+        assert_eq!(tree(&parsed.expr), meaning, "{rule}");
+    }
+}
