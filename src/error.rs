@@ -15,6 +15,15 @@ pub enum Error {
     #[error("line {line}: {reason}")]
     BadLine { line: u64, reason: String },
 
+    /// A rule that does not parse. [`crate::rules::ParseError::render`] draws the caret.
+    #[error("bad rule: {0}")]
+    Rule(#[from] crate::rules::ParseError),
+
+    /// A rule that parses but cannot be evaluated (an unknown audience, a value that makes no
+    /// sense where it is used).
+    #[error("cannot evaluate the rule: {0}")]
+    Evaluation(String),
+
     /// The customer, audience or other named thing does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -22,6 +22,7 @@ pub mod gen;
 pub mod index;
 pub mod ingest;
 pub mod model;
+pub mod query;
 pub mod rules;
 pub mod storage;
 
