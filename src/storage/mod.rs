@@ -231,6 +231,38 @@ impl Store {
         Ok(())
     }
 
+    /// The key of the customer's block that holds `from`: the last one starting at or before it,
+    /// or the customer's first key.
+    fn first_block_key(&self, cust: u32, from: Timestamp) -> Result<Vec<u8>> {
+        let prefix = keys::events_of(cust);
+        Ok(self
+            .tree
+            .range(prefix.to_vec()..=keys::block(cust, from.max(0)).to_vec())
+            .next_back()
+            .transpose()?
+            .map_or_else(|| prefix.to_vec(), |(k, _)| k.to_vec()))
+    }
+
+    /// Appends the customer's events from the block holding `from` on, in time order: every
+    /// event at or after `from`, and possibly some before it.
+    pub fn events_from(
+        &self,
+        cust: u32,
+        from: Timestamp,
+        out: &mut Vec<StoredEvent>,
+    ) -> Result<()> {
+        let prefix = keys::events_of(cust);
+        for item in self.tree.range(self.first_block_key(cust, from)?..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let (_, block_start) = keys::parse_block(&k)?;
+            codec::decode_block(block_start, &v, out)?;
+        }
+        Ok(())
+    }
+
     /// The customer's blocks whose events may be at or after `from`: the last block starting
     /// at or before `from`, and every later one. Returns (key, start, bytes).
     pub fn blocks_from(
@@ -238,16 +270,7 @@ impl Store {
         cust: u32,
         from: Timestamp,
     ) -> Result<Vec<(sled::IVec, Timestamp, sled::IVec)>> {
-        let first = self
-            .tree
-            .range(keys::events_of(cust).to_vec()..=keys::block(cust, from).to_vec())
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| k);
-        let start_key = match &first {
-            Some(k) => k.to_vec(),
-            None => keys::events_of(cust).to_vec(),
-        };
+        let start_key = self.first_block_key(cust, from)?;
         let mut out = Vec::new();
         for item in self.tree.range(start_key..) {
             let (k, v) = item?;
