@@ -160,20 +160,17 @@ impl Tally {
     }
 }
 
-/// Folds a customer's events for one event condition: `bodies` holds their blocks' bodies, and
-/// `blocks` each block's first timestamp and byte range, in time order.
-pub(crate) fn tally(
+/// Calls `f` with each of a customer's events that an event condition counts (name, window,
+/// filter), in time order. `bodies` holds their blocks' bodies and `blocks` each block's first
+/// timestamp and byte range, in time order.
+pub(crate) fn for_each_match<'a>(
     node: &EventNode,
-    bodies: &[u8],
+    bodies: &'a [u8],
     blocks: &[(Timestamp, Range<usize>)],
-) -> Result<Tally> {
-    let mut t = Tally::default();
-    let agg_prop = match node.frequency {
-        Frequency::Aggregate { prop, .. } => Some(prop),
-        Frequency::Count { .. } => None,
-    };
+    mut f: impl FnMut(&EventView<'a>) -> Result<()>,
+) -> Result<()> {
     let Some(event) = node.event else {
-        return Ok(t);
+        return Ok(());
     };
     for (start, range) in blocks {
         if *start > node.to {
@@ -188,26 +185,44 @@ pub(crate) fn tally(
             if e.event != event || e.ts < node.from {
                 return Ok(true);
             }
-            if let Some(f) = &node.filter {
-                if !filter_passes(&e, f)? {
+            if let Some(filter) = &node.filter {
+                if !filter_passes(&e, filter)? {
                     return Ok(true);
                 }
             }
-            t.count += 1;
-            if let Some(prop) = agg_prop {
-                let x = match prop {
-                    Some(p) => e.prop(p)?.and_then(ValueView::as_f64),
-                    None => None,
-                };
-                if let Some(x) = x {
-                    t.add_number(x);
-                }
-            }
+            f(&e)?;
             Ok(true)
         })?;
         if past_window {
             break;
         }
     }
+    Ok(())
+}
+
+/// Folds a customer's events for one event condition (see [`for_each_match`]).
+pub(crate) fn tally(
+    node: &EventNode,
+    bodies: &[u8],
+    blocks: &[(Timestamp, Range<usize>)],
+) -> Result<Tally> {
+    let mut t = Tally::default();
+    let agg_prop = match node.frequency {
+        Frequency::Aggregate { prop, .. } => Some(prop),
+        Frequency::Count { .. } => None,
+    };
+    for_each_match(node, bodies, blocks, |e| {
+        t.count += 1;
+        if let Some(prop) = agg_prop {
+            let x = match prop {
+                Some(p) => e.prop(p)?.and_then(ValueView::as_f64),
+                None => None,
+            };
+            if let Some(x) = x {
+                t.add_number(x);
+            }
+        }
+        Ok(())
+    })?;
     Ok(t)
 }

@@ -17,8 +17,10 @@ mod customer;
 mod exec;
 mod explain;
 mod plan;
+mod why;
 
 pub use explain::{Explain, ExplainNode};
+pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 use std::time::{Duration, Instant};
 
@@ -138,6 +140,26 @@ impl Db {
         };
         let bounds = sources.bounds(&plan.root);
         explain::explain(rule, &plan, &bounds, self.store())
+    }
+
+    /// Whether one customer satisfies `rule` at `now`, clause by clause, with the trait values
+    /// and events that decided each clause and the next instant the answer changes by time
+    /// alone. An unknown customer is [`Error::NotFound`].
+    pub fn why(&self, customer: &str, rule: &str, now: Timestamp) -> Result<Why> {
+        let prepared = PreparedRule::new(rule)?;
+        let cust = self
+            .internal_id(customer)?
+            .ok_or_else(|| Error::NotFound(format!("customer {customer:?}")))?;
+        let state = self.read();
+        why::why(
+            self.store(),
+            &state.catalog,
+            &prepared.rule,
+            rule,
+            customer,
+            cust,
+            now,
+        )
     }
 
     /// The members' external ids in byte order of the ids.

@@ -144,6 +144,11 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
+    /// All properties, decoded into owned values.
+    pub fn props(&self) -> Result<codec::Fields> {
+        codec::get_fields(&mut Reader::new(self.props))
+    }
+
     /// The value of property `id`, if the event has it.
     pub fn prop(&self, id: u32) -> Result<Option<ValueView<'a>>> {
         let mut r = Reader::new(self.props);
