@@ -140,22 +140,26 @@ impl Tally {
         self.sum += x;
     }
 
+    /// The aggregate over the numbers seen: a sum of none is 0, the others are undefined.
+    pub fn aggregate(&self, func: AggregateFn) -> Option<f64> {
+        match func {
+            AggregateFn::Sum => Some(self.sum),
+            _ if self.numbers == 0 => None,
+            AggregateFn::Avg => Some(self.sum / self.numbers as f64),
+            AggregateFn::Min => Some(self.min),
+            AggregateFn::Max => Some(self.max),
+        }
+    }
+
     /// Whether the tally satisfies the condition's frequency.
     pub fn satisfies(&self, f: &Frequency) -> bool {
         match *f {
             Frequency::Count { op, n } => compare_u64(self.count, op, n),
             Frequency::Aggregate {
                 func, op, value, ..
-            } => {
-                let got = match func {
-                    AggregateFn::Sum => Some(self.sum),
-                    _ if self.numbers == 0 => None,
-                    AggregateFn::Avg => Some(self.sum / self.numbers as f64),
-                    AggregateFn::Min => Some(self.min),
-                    AggregateFn::Max => Some(self.max),
-                };
-                got.is_some_and(|x| compare_f64(x, op, value))
-            }
+            } => self
+                .aggregate(func)
+                .is_some_and(|x| compare_f64(x, op, value)),
         }
     }
 }

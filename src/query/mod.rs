@@ -114,13 +114,7 @@ impl Db {
     /// Runs a prepared rule at `now`.
     pub fn query_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
         let started = Instant::now();
-        let state = self.read();
-        let plan = plan::plan(&rule.rule, &state.catalog, now)?;
-        let sources = exec::Sources {
-            indexes: &state.indexes,
-            catalog: &state.catalog,
-        };
-        let bounds = sources.bounds(&plan.root);
+        let (plan, bounds) = self.plan_and_bounds(rule, now)?;
         let members = exec::resolve(&plan, &bounds, self.store())?;
         Ok(Audience {
             members,
@@ -131,15 +125,24 @@ impl Db {
 
     /// The plan of a rule at `now`, with each node's estimated and exact size and its time.
     pub fn explain(&self, rule: &str, now: Timestamp) -> Result<Explain> {
-        let prepared = PreparedRule::new(rule)?;
+        let (plan, bounds) = self.plan_and_bounds(&PreparedRule::new(rule)?, now)?;
+        explain::explain(rule, &plan, &bounds, self.store())
+    }
+
+    /// A rule's plan at `now` and its bounds from the indexes, read under one read guard.
+    fn plan_and_bounds(
+        &self,
+        rule: &PreparedRule,
+        now: Timestamp,
+    ) -> Result<(plan::Plan, exec::Bounds)> {
         let state = self.read();
-        let plan = plan::plan(&prepared.rule, &state.catalog, now)?;
+        let plan = plan::plan(&rule.rule, &state.catalog, now)?;
         let sources = exec::Sources {
             indexes: &state.indexes,
             catalog: &state.catalog,
         };
         let bounds = sources.bounds(&plan.root);
-        explain::explain(rule, &plan, &bounds, self.store())
+        Ok((plan, bounds))
     }
 
     /// Whether one customer satisfies `rule` at `now`, clause by clause, with the trait values

@@ -11,7 +11,7 @@ use std::fmt;
 use crate::error::Result;
 use crate::model::time::{format_rfc3339, Timestamp};
 use crate::model::Value;
-use crate::rules::{AggregateFn, Duration as RuleDuration};
+use crate::rules::Duration as RuleDuration;
 use crate::rules::{
     Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind, WindowKind,
 };
@@ -240,13 +240,7 @@ impl Explainer<'_> {
             Frequency::Aggregate {
                 func, op, value, ..
             } => {
-                let got = match func {
-                    AggregateFn::Sum => Some(t.sum),
-                    _ if t.numbers == 0 => None,
-                    AggregateFn::Avg => Some(t.sum / t.numbers as f64),
-                    AggregateFn::Min => Some(t.min),
-                    AggregateFn::Max => Some(t.max),
-                };
+                let got = t.aggregate(func);
                 // Rounded for reading: sums of prices print as 374.01, not 374.00999999999993.
                 let got = got.map_or("undefined (no numeric values)".to_owned(), |x| {
                     ((x * 1e6).round() / 1e6).to_string()
@@ -433,14 +427,5 @@ fn write_node(f: &mut fmt::Formatter<'_>, n: &WhyNode, first: &str, rest: &str) 
             props.join(" ")
         )?;
     }
-    let last = n.children.len().saturating_sub(1);
-    for (i, c) in n.children.iter().enumerate() {
-        let (head, tail) = if i == last {
-            ("└─ ", "   ")
-        } else {
-            ("├─ ", "│  ")
-        };
-        write_node(f, c, &format!("{rest}{head}"), &format!("{rest}{tail}"))?;
-    }
-    Ok(())
+    super::explain::write_children(f, &n.children, rest, write_node)
 }

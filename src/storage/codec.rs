@@ -330,17 +330,24 @@ pub(crate) fn block_body(bytes: &[u8], out: &mut Vec<u8>) -> Result<()> {
     }
 }
 
+/// Reads the time (a delta from the previous event's `prev`) and the event id that start each
+/// event of a block body.
+pub(crate) fn event_header(r: &mut Reader<'_>, prev: Timestamp) -> Result<(Timestamp, u32)> {
+    let delta = i64::try_from(r.varint()?).map_err(|_| corrupt!("time delta out of range"))?;
+    let ts = prev
+        .checked_add(delta)
+        .ok_or_else(|| corrupt!("time out of range"))?;
+    Ok((ts, r.u32()?))
+}
+
 fn decode_block_body(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
     let mut r = Reader::new(bytes);
     let n = r.len()?;
     out.reserve(n);
     let mut ts = start;
     for _ in 0..n {
-        let delta = i64::try_from(r.varint()?).map_err(|_| corrupt!("time delta out of range"))?;
-        ts = ts
-            .checked_add(delta)
-            .ok_or_else(|| corrupt!("time out of range"))?;
-        let event = r.u32()?;
+        let event;
+        (ts, event) = event_header(&mut r, ts)?;
         let props = get_fields(&mut r)?;
         out.push(StoredEvent { ts, event, props });
     }

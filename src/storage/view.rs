@@ -174,11 +174,8 @@ pub fn for_each_event<'a>(
     let n = r.len()?;
     let mut ts = start;
     for _ in 0..n {
-        let delta = i64::try_from(r.varint()?).map_err(|_| corrupt!("time delta out of range"))?;
-        ts = ts
-            .checked_add(delta)
-            .ok_or_else(|| corrupt!("time out of range"))?;
-        let event = r.u32()?;
+        let event;
+        (ts, event) = codec::event_header(&mut r, ts)?;
         let props_start = r.pos;
         let fields = r.len()?;
         for _ in 0..fields {
