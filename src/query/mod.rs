@@ -29,7 +29,6 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::model::time::Timestamp;
 use crate::rules::{self, Rule};
-use crate::storage::keys;
 use crate::Db;
 
 /// A rule parsed once, to run many times at different *now*s.
@@ -182,6 +181,34 @@ impl Db {
         audience: &Audience,
         mut f: impl FnMut(&str) -> Result<()>,
     ) -> Result<()> {
+        self.walk_member_ids(audience, None, |id| f(id).map(|()| true))
+    }
+
+    /// A page of members: at most `limit` external ids after `after` (from the first without
+    /// it), in byte order. Pass the last id of a page as `after` to get the next.
+    pub fn member_page(
+        &self,
+        audience: &Audience,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut page = Vec::with_capacity(limit.min(4096));
+        if limit > 0 {
+            self.walk_member_ids(audience, after, |id| {
+                page.push(id.to_owned());
+                Ok(page.len() < limit)
+            })?;
+        }
+        Ok(page)
+    }
+
+    /// Calls `f` with the members' external ids after `after`, in order, until it returns false.
+    fn walk_member_ids(
+        &self,
+        audience: &Audience,
+        after: Option<&str>,
+        mut f: impl FnMut(&str) -> Result<bool>,
+    ) -> Result<()> {
         let members = audience.bitmap();
         let everyone = self.read().indexes.everyone.len();
         if members.len().saturating_mul(16) < everyone {
@@ -189,23 +216,23 @@ impl Db {
             let mut ids = Vec::with_capacity(members.len() as usize);
             for cust in members {
                 if let Some(id) = self.store().external_id(cust)? {
-                    ids.push(id);
+                    if after.is_none_or(|a| id.as_str() > a) {
+                        ids.push(id);
+                    }
                 }
             }
             ids.sort_unstable();
-            return ids.iter().try_for_each(|id| f(id));
+            for id in &ids {
+                if !f(id)? {
+                    break;
+                }
+            }
+            return Ok(());
         }
-        for item in self.store().scan(keys::ID) {
-            let (k, v) = item?;
-            let cust = u32::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("bad id map record".into()))?,
-            );
-            if members.contains(cust) {
-                let id = std::str::from_utf8(&k[1..])
-                    .map_err(|_| Error::Corrupt("external id is not UTF-8".into()))?;
-                f(id)?;
+        for item in self.store().ids_after(after) {
+            let (id, cust) = item?;
+            if members.contains(cust) && !f(&id)? {
+                break;
             }
         }
         Ok(())

@@ -322,6 +322,28 @@ impl Store {
             .map(|r| r.map_err(Error::from))
     }
 
+    /// The id map in byte order of the external ids, from just after `after` (from the start
+    /// without it), as (external id, internal id).
+    pub fn ids_after(
+        &self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, u32)>> + '_ {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(keys::id(a)),
+            None => Bound::Included(vec![keys::ID]),
+        };
+        self.tree
+            .range::<Vec<u8>, _>((start, Bound::Excluded(vec![keys::ID + 1])))
+            .map(|item| {
+                let (k, v) = item?;
+                let id = std::str::from_utf8(&k[1..])
+                    .map_err(|_| corrupt!("external id is not UTF-8"))?
+                    .to_owned();
+                Ok((id, be_u32(&v)?))
+            })
+    }
+
     /// Every (customer, profile) pair.
     pub fn profiles(&self) -> impl Iterator<Item = Result<(u32, Fields)>> + '_ {
         self.scan(keys::PROFILE).map(|r| {
