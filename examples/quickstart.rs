@@ -1,5 +1,6 @@
 //! The library in a few lines: open a database, record a profile and some events, read the
-//! customer back, look at the schema. Run with `cargo run --example quickstart`.
+//! customer back, look at the schema, ask who is in an audience and why. Run with
+//! `cargo run --example quickstart`.
 
 use audiencedb::model::{time, Value};
 use audiencedb::Db;
@@ -40,6 +41,12 @@ fn main() -> audiencedb::Result<()> {
             event.name, event.count, event.customers
         );
     }
+
+    // Who is in the audience, and why this customer is.
+    let rule = "viewed product X in last 30 days and tier = Gold";
+    let audience = db.query(rule, now)?;
+    println!("{rule}: {:?}", db.member_ids(&audience)?);
+    print!("{}", db.why("c-1001", rule, now)?);
     drop(db);
     std::fs::remove_dir_all(&dir)?;
     Ok(())

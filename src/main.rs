@@ -85,6 +85,9 @@ enum Command {
         /// Print the plan with each node's estimated and exact size and time instead.
         #[arg(long)]
         explain: bool,
+        /// Tell, clause by clause, whether this customer satisfies the rule and why.
+        #[arg(long, value_name = "ID", conflicts_with = "explain")]
+        why: Option<String>,
         /// The rule, e.g. "viewed product X in last 30 days and tier = Gold" (several words are
         /// joined with spaces).
         #[arg(required = true, num_args = 1..)]
@@ -320,9 +323,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             now,
             format,
             explain,
+            why,
             rule,
         } => {
-            if explain {
+            if let Some(id) = why {
+                let now = parse_now(now.as_deref())?;
+                let rule = rule.join(" ");
+                audiencedb::query::PreparedRule::new(&rule)?;
+                print!("{}", open_existing(&cli.db)?.why(&id, &rule, now)?);
+                Ok(())
+            } else if explain {
                 let now = parse_now(now.as_deref())?;
                 let rule = rule.join(" ");
                 audiencedb::query::PreparedRule::new(&rule)?;

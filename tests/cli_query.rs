@@ -155,3 +155,44 @@ fn mistakes_are_answered_clearly() {
     assert!(text(&out.stderr).contains("no database at"));
     assert!(!missing.exists(), "a query must not create a database");
 }
+
+#[test]
+fn why_tells_clause_by_clause_and_when_it_changes() {
+    let (_dir, db) = shop();
+    let rule = "viewed product X in last 30 days and tier = Gold";
+    let out = run(&db, &["query", "--now", "2026-03-10", "--why", "c-1", rule]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for expected in [
+        "customer \"c-1\" is in the audience at 2026-03-10T00:00:00.000Z",
+        "yes and: every clause holds",
+        "yes ├─ viewed product X in last 30 days: 1 matching event from 2026-02-08T00:00:00.001Z to 2026-03-10T00:00:00.000Z; needs count >= 1",
+        "2026-03-01T10:00:00.000Z viewed product=\"X\"",
+        "yes └─ tier = Gold: tier is \"Gold\"",
+        // The view of 2026-03-01T10:00 leaves the 30-day window exactly 30 days later.
+        "by time alone, the answer becomes no at 2026-03-31T10:00:00.000Z",
+    ] {
+        assert!(shown.contains(expected), "missing {expected:?} in:\n{shown}");
+    }
+
+    let out = run(&db, &["query", "--now", "2026-03-10", "--why", "c-3", rule]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("is not in the audience"), "{shown}");
+    assert!(
+        shown.contains("no  └─ tier = Gold: tier is \"Silver\""),
+        "{shown}"
+    );
+    assert!(shown.contains("the answer does not change"), "{shown}");
+
+    // Before c-1's view happens, the answer changes when it does.
+    let out = run(&db, &["query", "--now", "2026-02-01", "--why", "c-1", rule]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("by time alone, the answer becomes yes at 2026-03-01T10:00:00.000Z"),
+        "{shown}"
+    );
+
+    let out = run(&db, &["query", "--why", "nobody", "everyone"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found: customer \"nobody\""));
+}

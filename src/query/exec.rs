@@ -16,11 +16,12 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
-use crate::index::{DayBitmaps, Indexes, ValueRef};
+use crate::index::{DayBitmaps, FastMap, IndexValue, Indexes, ValueDays, ValueRef};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
 use crate::model::value::ValueType;
 use crate::rules::CmpOp;
-use crate::storage::{Catalog, Store, StoredEvent};
+use crate::storage::view::ValueView;
+use crate::storage::{Catalog, Store};
 
 use super::customer;
 use super::plan::{EventNode, Filter, Lit, Node, NodeKind, Plan, ValueTest};
@@ -191,9 +192,24 @@ impl Sources<'_> {
                     Bounds::range(sure, set.clone())
                 }
             }
-            // Ranges and orderings are checked per customer.
+            // Orderings: on an indexed trait, the union of the integer values that pass; exact
+            // when the trait holds no float or date-time (strings and booleans never order).
             ValueTest::Compare { .. } | ValueTest::Between { .. } => {
-                Bounds::range(RoaringBitmap::new(), set.clone())
+                if !indexed {
+                    return Bounds::range(RoaringBitmap::new(), set.clone());
+                }
+                let ti = ti.expect("indexed implies present");
+                let sure = ti
+                    .values
+                    .iter()
+                    .filter(|(k, _)| orders_and_passes(k, test))
+                    .map(|(_, b)| b)
+                    .union();
+                if types & !ValueType::List.bit() & !INDEXED == 0 {
+                    Bounds::exact(sure)
+                } else {
+                    Bounds::range(sure, set.clone())
+                }
             }
         }
     }
@@ -301,28 +317,33 @@ impl Sources<'_> {
                 prop: Some(p),
                 test,
             } => {
-                let lits: Vec<&Lit> = match test {
-                    ValueTest::Compare { op: CmpOp::Eq, lit } => vec![lit],
-                    ValueTest::In {
-                        negated: false,
-                        lits,
-                    } => lits.iter().collect(),
-                    _ => return loose(),
-                };
                 if !self.indexes.prop_values_indexed(event, *p) {
                     return loose();
                 }
-                let mut keys = Vec::new();
-                for lit in lits {
-                    index_keys(lit, &mut keys);
-                }
-                let values = self
+                let Some(values) = self
                     .indexes
                     .event_index(event)
-                    .and_then(|ei| ei.props.get(p));
-                let parts: Vec<Bounds> = keys
+                    .and_then(|ei| ei.props.get(p))
+                else {
+                    return loose();
+                };
+                // The value bitmaps whose values pass: looked up for equality, scanned (integers
+                // only) for orderings.
+                let passing: Vec<&ValueDays> = match test {
+                    ValueTest::Compare { op: CmpOp::Eq, lit } => lookup(values, &[lit]),
+                    ValueTest::In {
+                        negated: false,
+                        lits,
+                    } => lookup(values, &lits.iter().collect::<Vec<_>>()),
+                    ValueTest::Compare { .. } | ValueTest::Between { .. } => values
+                        .iter()
+                        .filter(|(k, _)| orders_and_passes(k, test))
+                        .map(|(_, vd)| vd)
+                        .collect(),
+                    _ => return loose(),
+                };
+                let parts: Vec<Bounds> = passing
                     .iter()
-                    .filter_map(|k| values.and_then(|v| v.get(k)))
                     .map(|vd| window_bounds(&vd.days, e.from, e.to))
                     .collect();
                 let sure = parts.iter().map(|b| &b.sure).union();
@@ -334,6 +355,24 @@ impl Sources<'_> {
                 }
             }
         }
+    }
+}
+
+/// The value bitmaps of the values equal to any of the literals.
+fn lookup<'m>(values: &'m FastMap<IndexValue, ValueDays>, lits: &[&Lit]) -> Vec<&'m ValueDays> {
+    let mut keys = Vec::new();
+    for lit in lits {
+        index_keys(lit, &mut keys);
+    }
+    keys.iter().filter_map(|k| values.get(k)).collect()
+}
+
+/// Whether an index key is an integer that passes an ordering test (strings and booleans do
+/// not order).
+fn orders_and_passes(k: &IndexValue, test: &ValueTest) -> bool {
+    match k {
+        IndexValue::Int(i) => customer::passes_present(ValueView::Int(*i), test),
+        _ => false,
     }
 }
 
@@ -453,13 +492,17 @@ pub(crate) fn resolve_node(
     Ok(members)
 }
 
-/// One customer's stored data, loaded on first use and reused across customers.
+/// One customer's stored data, loaded on first use; the buffers are reused across customers so
+/// that checking a customer allocates nothing once they have grown.
 #[derive(Default)]
 pub(crate) struct CustomerData {
     cust: u32,
     profile: Option<Option<crate::storage::codec::Fields>>,
     events_loaded: bool,
-    events: Vec<StoredEvent>,
+    /// The bodies of the customer's event blocks, uncompressed, back to back.
+    bodies: Vec<u8>,
+    /// Each block's first timestamp and byte range in `bodies`.
+    blocks: Vec<(Timestamp, std::ops::Range<usize>)>,
 }
 
 impl CustomerData {
@@ -468,7 +511,8 @@ impl CustomerData {
         self.cust = cust;
         self.profile = None;
         self.events_loaded = false;
-        self.events.clear();
+        self.bodies.clear();
+        self.blocks.clear();
     }
 
     fn profile(&mut self, store: &Store) -> Result<&[(u32, crate::model::Value)]> {
@@ -482,14 +526,19 @@ impl CustomerData {
             .unwrap_or(&[]))
     }
 
-    fn events(&mut self, store: &Store, from: Option<Timestamp>) -> Result<&[StoredEvent]> {
+    fn tally(
+        &mut self,
+        e: &EventNode,
+        store: &Store,
+        from: Option<Timestamp>,
+    ) -> Result<customer::Tally> {
         if !self.events_loaded {
             if let Some(from) = from {
-                store.events_from(self.cust, from, &mut self.events)?;
+                store.event_bodies_from(self.cust, from, &mut self.bodies, &mut self.blocks)?;
             }
             self.events_loaded = true;
         }
-        Ok(&self.events)
+        customer::tally(e, &self.bodies, &self.blocks)
     }
 }
 
@@ -530,9 +579,6 @@ fn holds(
         NodeKind::Trait { trait_id, test } => {
             customer::passes(customer::field(data.profile(store)?, *trait_id), test)
         }
-        NodeKind::Event(e) => {
-            let events = data.events(store, events_from)?;
-            customer::tally(e, events).satisfies(&e.frequency)
-        }
+        NodeKind::Event(e) => data.tally(e, store, events_from)?.satisfies(&e.frequency),
     })
 }

@@ -112,14 +112,25 @@ fn write_node(f: &mut fmt::Formatter<'_>, n: &ExplainNode, first: &str, rest: &s
         ms(n.check_time),
         n.maybe - n.sure
     )?;
-    let last = n.children.len().saturating_sub(1);
-    for (i, c) in n.children.iter().enumerate() {
+    write_children(f, &n.children, rest, write_node)
+}
+
+/// Draws the children of a tree node, each with `write(f, child, first-line prefix, prefix of
+/// its further lines)`, joined by box-drawing lines.
+pub(crate) fn write_children<T>(
+    f: &mut fmt::Formatter<'_>,
+    children: &[T],
+    rest: &str,
+    write: fn(&mut fmt::Formatter<'_>, &T, &str, &str) -> fmt::Result,
+) -> fmt::Result {
+    let last = children.len().saturating_sub(1);
+    for (i, c) in children.iter().enumerate() {
         let (head, tail) = if i == last {
             ("└─ ", "   ")
         } else {
             ("├─ ", "│  ")
         };
-        write_node(f, c, &format!("{rest}{head}"), &format!("{rest}{tail}"))?;
+        write(f, c, &format!("{rest}{head}"), &format!("{rest}{tail}"))?;
     }
     Ok(())
 }

@@ -17,8 +17,10 @@ mod customer;
 mod exec;
 mod explain;
 mod plan;
+mod why;
 
 pub use explain::{Explain, ExplainNode};
+pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 use std::time::{Duration, Instant};
 
@@ -27,7 +29,6 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::model::time::Timestamp;
 use crate::rules::{self, Rule};
-use crate::storage::keys;
 use crate::Db;
 
 /// A rule parsed once, to run many times at different *now*s.
@@ -112,13 +113,7 @@ impl Db {
     /// Runs a prepared rule at `now`.
     pub fn query_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
         let started = Instant::now();
-        let state = self.read();
-        let plan = plan::plan(&rule.rule, &state.catalog, now)?;
-        let sources = exec::Sources {
-            indexes: &state.indexes,
-            catalog: &state.catalog,
-        };
-        let bounds = sources.bounds(&plan.root);
+        let (plan, bounds) = self.plan_and_bounds(rule, now)?;
         let members = exec::resolve(&plan, &bounds, self.store())?;
         Ok(Audience {
             members,
@@ -129,15 +124,44 @@ impl Db {
 
     /// The plan of a rule at `now`, with each node's estimated and exact size and its time.
     pub fn explain(&self, rule: &str, now: Timestamp) -> Result<Explain> {
-        let prepared = PreparedRule::new(rule)?;
+        let (plan, bounds) = self.plan_and_bounds(&PreparedRule::new(rule)?, now)?;
+        explain::explain(rule, &plan, &bounds, self.store())
+    }
+
+    /// A rule's plan at `now` and its bounds from the indexes, read under one read guard.
+    fn plan_and_bounds(
+        &self,
+        rule: &PreparedRule,
+        now: Timestamp,
+    ) -> Result<(plan::Plan, exec::Bounds)> {
         let state = self.read();
-        let plan = plan::plan(&prepared.rule, &state.catalog, now)?;
+        let plan = plan::plan(&rule.rule, &state.catalog, now)?;
         let sources = exec::Sources {
             indexes: &state.indexes,
             catalog: &state.catalog,
         };
         let bounds = sources.bounds(&plan.root);
-        explain::explain(rule, &plan, &bounds, self.store())
+        Ok((plan, bounds))
+    }
+
+    /// Whether one customer satisfies `rule` at `now`, clause by clause, with the trait values
+    /// and events that decided each clause and the next instant the answer changes by time
+    /// alone. An unknown customer is [`Error::NotFound`].
+    pub fn why(&self, customer: &str, rule: &str, now: Timestamp) -> Result<Why> {
+        let prepared = PreparedRule::new(rule)?;
+        let cust = self
+            .internal_id(customer)?
+            .ok_or_else(|| Error::NotFound(format!("customer {customer:?}")))?;
+        let state = self.read();
+        why::why(
+            self.store(),
+            &state.catalog,
+            &prepared.rule,
+            rule,
+            customer,
+            cust,
+            now,
+        )
     }
 
     /// The members' external ids in byte order of the ids.
@@ -157,6 +181,34 @@ impl Db {
         audience: &Audience,
         mut f: impl FnMut(&str) -> Result<()>,
     ) -> Result<()> {
+        self.walk_member_ids(audience, None, |id| f(id).map(|()| true))
+    }
+
+    /// A page of members: at most `limit` external ids after `after` (from the first without
+    /// it), in byte order. Pass the last id of a page as `after` to get the next.
+    pub fn member_page(
+        &self,
+        audience: &Audience,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut page = Vec::with_capacity(limit.min(4096));
+        if limit > 0 {
+            self.walk_member_ids(audience, after, |id| {
+                page.push(id.to_owned());
+                Ok(page.len() < limit)
+            })?;
+        }
+        Ok(page)
+    }
+
+    /// Calls `f` with the members' external ids after `after`, in order, until it returns false.
+    fn walk_member_ids(
+        &self,
+        audience: &Audience,
+        after: Option<&str>,
+        mut f: impl FnMut(&str) -> Result<bool>,
+    ) -> Result<()> {
         let members = audience.bitmap();
         let everyone = self.read().indexes.everyone.len();
         if members.len().saturating_mul(16) < everyone {
@@ -164,23 +216,23 @@ impl Db {
             let mut ids = Vec::with_capacity(members.len() as usize);
             for cust in members {
                 if let Some(id) = self.store().external_id(cust)? {
-                    ids.push(id);
+                    if after.is_none_or(|a| id.as_str() > a) {
+                        ids.push(id);
+                    }
                 }
             }
             ids.sort_unstable();
-            return ids.iter().try_for_each(|id| f(id));
+            for id in &ids {
+                if !f(id)? {
+                    break;
+                }
+            }
+            return Ok(());
         }
-        for item in self.store().scan(keys::ID) {
-            let (k, v) = item?;
-            let cust = u32::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("bad id map record".into()))?,
-            );
-            if members.contains(cust) {
-                let id = std::str::from_utf8(&k[1..])
-                    .map_err(|_| Error::Corrupt("external id is not UTF-8".into()))?;
-                f(id)?;
+        for item in self.store().ids_after(after) {
+            let (id, cust) = item?;
+            if members.contains(cust) && !f(&id)? {
+                break;
             }
         }
         Ok(())

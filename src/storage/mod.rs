@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod keys;
+pub mod view;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -243,23 +244,41 @@ impl Store {
             .map_or_else(|| prefix.to_vec(), |(k, _)| k.to_vec()))
     }
 
-    /// Appends the customer's events from the block holding `from` on, in time order: every
-    /// event at or after `from`, and possibly some before it.
-    pub fn events_from(
+    /// Appends the uncompressed bodies of the customer's blocks from the one holding `from` on
+    /// to `buf`, and each block's (first timestamp, byte range in `buf`) to `blocks`: every event
+    /// at or after `from`, and possibly some before it, for [`view::for_each_event`].
+    pub fn event_bodies_from(
         &self,
         cust: u32,
         from: Timestamp,
-        out: &mut Vec<StoredEvent>,
+        buf: &mut Vec<u8>,
+        blocks: &mut Vec<(Timestamp, std::ops::Range<usize>)>,
     ) -> Result<()> {
-        let prefix = keys::events_of(cust);
-        for item in self.tree.range(self.first_block_key(cust, from)?..) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
+        // One forward scan (sled is slower backwards): a block is decompressed only once the
+        // next one is known to start after `from`, or it is the last.
+        let mut pending: Option<(Timestamp, sled::IVec)> = None;
+        let flush = |block: Option<(Timestamp, sled::IVec)>,
+                     buf: &mut Vec<u8>,
+                     blocks: &mut Vec<(Timestamp, std::ops::Range<usize>)>|
+         -> Result<()> {
+            if let Some((start, bytes)) = block {
+                let at = buf.len();
+                view::decompress_block(&bytes, buf)?;
+                blocks.push((start, at..buf.len()));
             }
-            let (_, block_start) = keys::parse_block(&k)?;
-            codec::decode_block(block_start, &v, out)?;
+            Ok(())
+        };
+        for item in self.tree.scan_prefix(keys::events_of(cust)) {
+            let (k, v) = item?;
+            let (_, start) = keys::parse_block(&k)?;
+            if start <= from {
+                pending = Some((start, v));
+            } else {
+                flush(pending.take(), buf, blocks)?;
+                flush(Some((start, v)), buf, blocks)?;
+            }
         }
+        flush(pending, buf, blocks)?;
         Ok(())
     }
 
@@ -301,6 +320,28 @@ impl Store {
         self.tree
             .scan_prefix([prefix])
             .map(|r| r.map_err(Error::from))
+    }
+
+    /// The id map in byte order of the external ids, from just after `after` (from the start
+    /// without it), as (external id, internal id).
+    pub fn ids_after(
+        &self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, u32)>> + '_ {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(keys::id(a)),
+            None => Bound::Included(vec![keys::ID]),
+        };
+        self.tree
+            .range::<Vec<u8>, _>((start, Bound::Excluded(vec![keys::ID + 1])))
+            .map(|item| {
+                let (k, v) = item?;
+                let id = std::str::from_utf8(&k[1..])
+                    .map_err(|_| corrupt!("external id is not UTF-8"))?
+                    .to_owned();
+                Ok((id, be_u32(&v)?))
+            })
     }
 
     /// Every (customer, profile) pair.
