@@ -18,7 +18,8 @@
 //!
 //! Each rule runs three times untimed first (warm). p99 is the nearest-rank percentile. Peak
 //! memory is the process's resident high-water mark (`VmHWM`): per rule after resetting it
-//! (`/proc/self/clear_refs`), and for the whole run.
+//! (`/proc/self/clear_refs`), and for the whole run. The machine's one-minute load average after
+//! each rule is printed too: on a shared machine it tells which figures had company.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,7 @@ struct Measured {
     median_ms: f64,
     p99_ms: f64,
     peak_rss_kib: Option<u64>,
+    load: Option<f64>,
 }
 
 fn main() {
@@ -146,6 +148,7 @@ fn main() {
             median_ms: ms(percentile(&times, 50.0)),
             p99_ms: ms(percentile(&times, 99.0)),
             peak_rss_kib: if reset { status_kib("VmHWM:") } else { None },
+            load: load_average(),
         };
         println!(
             "{:>10.3} ms median {:>10.3} ms p99 {:>9} members  {}",
@@ -161,21 +164,22 @@ fn main() {
         .or_else(|| status_kib("VmHWM:"));
 
     println!();
-    println!("| rule | members | runs | median ms | p99 ms | peak RSS MiB |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| rule | members | runs | median ms | p99 ms | peak RSS MiB | load |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for m in &results {
         println!(
-            "| `{}` | {} | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {} | {} | {} | {} |",
             m.rule,
             m.members,
             m.runs,
             fmt_ms(m.median_ms),
             fmt_ms(m.p99_ms),
-            m.peak_rss_kib.map_or("".into(), |k| (k / 1024).to_string())
+            m.peak_rss_kib.map_or("".into(), |k| (k / 1024).to_string()),
+            m.load.map_or("".into(), |l| format!("{l:.1}")),
         );
     }
     for (rule, error) in &failed {
-        println!("| `{rule}` | error: {error} | | | | |");
+        println!("| `{rule}` | error: {error} | | | | | |");
     }
     if let Some(k) = peak_kib {
         println!("\npeak RSS of the whole run: {} MiB", k / 1024);
@@ -193,6 +197,7 @@ fn main() {
                 "median_ms": m.median_ms,
                 "p99_ms": m.p99_ms,
                 "peak_rss_kib": m.peak_rss_kib,
+                "load": m.load,
             })).collect::<Vec<_>>(),
             "errors": failed.iter().map(|(rule, error)| serde_json::json!({
                 "rule": rule,
@@ -234,6 +239,12 @@ fn status_kib(field: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The one-minute load average of the machine.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Resets the resident high-water mark to the current resident size (Linux 4.0 and later).

@@ -482,6 +482,7 @@ def main():
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     all_identical = True
+    loads = []
     for rule, template in RULES:
         if args.rule and rule not in args.rule:
             continue
@@ -517,8 +518,11 @@ def main():
         lines.append(
             f"| `{rule}` | {sql_cell} | {len(duck_ids):,} | {fmt_ms(ours_ms)} | {fmt_ms(duck_ms)} | {ratio} | {identical} |"
         )
+        loads.append(os.getloadavg()[0])
         log(f"  {rule}: {len(duck_ids):,} members, DuckDB {fmt_ms(duck_ms)} ms,"
-            f" audiencedb {fmt_ms(ours_ms)} ms {ratio} {identical}")
+            f" audiencedb {fmt_ms(ours_ms)} ms {ratio} {identical} (load {loads[-1]:.1f})")
+    if loads:
+        lines.append(f"\nOne-minute load average after each rule's DuckDB runs: {min(loads):.1f} to {max(loads):.1f}.")
     table = "\n".join(lines)
     print(table)
     if args.out:
