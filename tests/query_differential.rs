@@ -4,12 +4,16 @@
 //! - hand-built data sets cover every construct of `shared/spec/rules.md`, with window edges planted
 //!   at exactly now − N·unit and ±1 ms, events at and after now, missing traits, customers known
 //!   only from events, non-numeric aggregate values, lists, date-times, unindexed values (a
-//!   `value_bound` of 3) and a deleted customer; a hand-computed answer pins the reference too.
+//!   `value_bound` of 3) and a deleted customer; a hand-computed answer pins the reference too;
+//! - every example rule of rules.md runs over a small generated shop;
+//! - proptest generates small data sets clustered around now and random rules
+//!   (`PROPTEST_CASES=1000 cargo test --test query_differential` runs more cases).
 
 mod reference;
 
 use std::collections::BTreeSet;
 
+use audiencedb::ingest::import::{import_ndjson, CollectErrors, ImportOptions};
 use audiencedb::ingest::Message;
 use audiencedb::model::time::{format_rfc3339, parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
@@ -1038,4 +1042,611 @@ fn an_unknown_audience_is_an_evaluation_error() {
     ));
     assert!(engine(&empty.db, "everyone", now()).unwrap().is_empty());
     assert!(engine(&empty.db, "not viewed", now()).unwrap().is_empty());
+}
+
+// ---------- The examples of rules.md over a generated shop ----------
+
+#[test]
+fn every_rules_md_example_over_a_generated_shop() {
+    use audiencedb::gen::{generate, GenConfig};
+    // 2026-01-01T00:00:00Z: every generated event lies in the year before.
+    let end = at("2026-01-01T00:00:00Z");
+    let config = GenConfig {
+        customers: 300,
+        seed: 2026,
+        days: 365,
+        end,
+    };
+    let mut bytes = Vec::new();
+    generate(&config, &mut bytes).unwrap();
+    let mut f = Fixture::new(None);
+    let mut errors = CollectErrors::default();
+    let options = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    import_ndjson(&f.db, &bytes[..], &options, &mut errors).unwrap();
+    assert!(errors.0.is_empty(), "{:?}", errors.0.first());
+    for line in std::str::from_utf8(&bytes).unwrap().lines() {
+        f.ids
+            .insert(Message::from_json_line(line).unwrap().customer.clone());
+    }
+    let customers = f.customers();
+    assert_eq!(customers.len(), 300);
+    let examples = [
+        "viewed product X in last 30 days and tier = Gold",
+        "purchased at least 3 times in last 90 days",
+        "purchased ever and not purchased in last 6 months",
+        "added_to_cart in last 1 day and not purchased in last 1 day",
+        "visited at least 3 times in last 7 days and not purchased in last 7 days",
+        "purchased sum(amount) > 500 in last 365 days",
+        "purchased where category = kids ever and not in audience unsubscribed",
+        "not visited before 7 days ago and visited in last 7 days",
+        "country in (FI, SE) and (device = mobile or source = facebook)",
+        // The audience example with the audience's natural definition written out.
+        "purchased where category = kids ever and not newsletter = false",
+    ];
+    // At the end of the period, in the middle of it (later events then count in no window), and
+    // at a millisecond that is not a midnight.
+    let nows = [end, end - 100 * DAY_MS, end - 3 * DAY_MS - 7 * HOUR - 1];
+    let mut sizes = Vec::new();
+    for now in nows {
+        for rule in examples {
+            if rule.contains("in audience") {
+                assert!(matches!(
+                    engine(&f.db, rule, now),
+                    Err(Error::Evaluation(_))
+                ));
+                continue;
+            }
+            let members = check(&f.db, &customers, rule, now);
+            sizes.push((rule, now, members.len()));
+        }
+    }
+    // The examples select real audiences at the end of the period.
+    for (rule, now, size) in &sizes {
+        if *now == end {
+            assert!(*size > 0 && *size < 300, "{rule}: {size} of 300");
+        }
+    }
+}
+
+// ---------- Random rules over random data ----------
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+
+    /// The *now*s of the random cases: mid-day, exactly midnight, the last millisecond of a day.
+    fn nows() -> Vec<i64> {
+        vec![
+            at("2026-03-15T10:30:00Z"),
+            at("2026-03-15T00:00:00Z"),
+            at("2026-03-15T23:59:59.999Z"),
+        ]
+    }
+
+    fn midnight_of(ts: i64) -> i64 {
+        ts - ts.rem_euclid(DAY_MS)
+    }
+
+    fn date_of(ts: i64) -> String {
+        format_rfc3339(ts)[..10].to_owned()
+    }
+
+    /// Instants that rules name (dates' midnights, date-times, `N unit ago`) and window edges:
+    /// the timestamps planted in the data are these, ±1 ms, and a few anywhere in the year.
+    fn edges(now: i64) -> Vec<i64> {
+        let today = midnight_of(now);
+        let mut points = vec![
+            now,
+            today,
+            today - DAY_MS,
+            today + DAY_MS,
+            midnight_of(now - 10 * DAY_MS),
+            midnight_of(now - 30 * DAY_MS),
+            today + 12 * HOUR,
+        ];
+        for len in [
+            MINUTE,
+            HOUR,
+            DAY_MS,
+            2 * DAY_MS,
+            WEEK,
+            10 * DAY_MS,
+            2 * WEEK,
+            MONTH,
+            YEAR,
+        ] {
+            points.push(now - len);
+        }
+        let mut out = Vec::new();
+        for p in points {
+            out.extend([p - 1, p, p + 1]);
+        }
+        out
+    }
+
+    fn timestamp(now: i64) -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => prop::sample::select(edges(now)),
+            1 => (now - 400 * DAY_MS)..(now + 2 * DAY_MS),
+        ]
+    }
+
+    /// What kind of values a trait or property mostly holds. Every name also gets values of the
+    /// other kinds now and then, and rules compare it with literals of every kind.
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Text,
+        Number,
+        Time,
+        Bool,
+        List,
+    }
+
+    const TRAITS: [(&str, Kind); 7] = [
+        ("tier", Kind::Text),
+        ("address.city", Kind::Text),
+        ("age", Kind::Number),
+        ("code", Kind::Number),
+        ("signup_at", Kind::Time),
+        ("newsletter", Kind::Bool),
+        ("tags", Kind::List),
+    ];
+    const PROPS: [(&str, Kind); 5] = [
+        ("product", Kind::Text),
+        ("category", Kind::Text),
+        ("amount", Kind::Number),
+        ("when", Kind::Time),
+        ("meta.tags", Kind::List),
+    ];
+    const EVENTS: [&str; 4] = ["viewed", "purchased", "Product Viewed", "visited"];
+
+    /// Stored values of one kind: strings that look like numbers and booleans, numbers equal
+    /// across types, date-times at the edges, lists of mixed elements.
+    fn values(kind: Kind, now: i64) -> Vec<Value> {
+        let today = midnight_of(now);
+        match kind {
+            Kind::Text => vec![
+                s("Gold"),
+                s("Silver"),
+                s("gold"),
+                s("eco"),
+                s("eco-friendly"),
+                s("X"),
+                s("sku-123"),
+                s(""),
+                s("12345"),
+                s("30"),
+            ],
+            Kind::Number => vec![
+                Value::Int(30),
+                Value::Int(34),
+                Value::Int(25),
+                Value::Int(5),
+                Value::Int(12345),
+                Value::Int(7),
+                Value::Int(0),
+                Value::Int(50),
+                Value::Int(-3),
+                Value::Int(100),
+                Value::Float(30.0),
+                Value::Float(30.5),
+                Value::Float(12.5),
+                Value::Float(19.9),
+                Value::Float(0.25),
+                Value::Float(50.0),
+                s("30"),
+                s("12.50"),
+                s("007"),
+            ],
+            Kind::Time => vec![
+                Value::Time(now - 10 * DAY_MS),
+                Value::Time(now - 30 * DAY_MS),
+                Value::Time(now - DAY_MS),
+                Value::Time(today),
+                Value::Time(today - DAY_MS),
+                Value::Time(today + 12 * HOUR),
+                Value::Time(now),
+                Value::Time(now + 1),
+                s(&date_of(now)),
+            ],
+            Kind::Bool => vec![Value::Bool(true), Value::Bool(false), s("true")],
+            Kind::List => vec![
+                Value::List(vec![s("eco"), s("sale")]),
+                Value::List(vec![s("eco")]),
+                Value::List(vec![Value::Int(5), s("5")]),
+                Value::List(vec![Value::Bool(true)]),
+                Value::List(vec![]),
+                Value::List(vec![s("Gold"), Value::Int(30)]),
+                Value::List(vec![Value::Float(12.5), Value::Time(today)]),
+                s("eco-friendly"),
+            ],
+        }
+    }
+
+    fn value(kind: Kind, now: i64) -> impl Strategy<Value = Value> {
+        let any: Vec<Value> = [Kind::Text, Kind::Number, Kind::Time, Kind::Bool, Kind::List]
+            .into_iter()
+            .flat_map(|k| values(k, now))
+            .collect();
+        prop_oneof![
+            3 => prop::sample::select(values(kind, now)),
+            1 => prop::sample::select(any),
+        ]
+    }
+
+    /// Literals of one kind, as written in a rule: they name the values of [`values`] in every
+    /// spelling (`30`, `30.0`, `"30"`, `007`, dates, date-times, `N unit ago`).
+    fn literals(kind: Kind, now: i64, allow_ago: bool) -> Vec<String> {
+        let words = |w: &[&str]| w.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        match kind {
+            Kind::Text => words(&[
+                "Gold",
+                "Silver",
+                "gold",
+                "eco",
+                "X",
+                "sku-123",
+                "\"Gold\"",
+                "\"\"",
+                "12345",
+                "\"12345\"",
+                "30",
+                "eco-friendly",
+            ]),
+            Kind::Number => words(&[
+                "30", "30.0", "30.5", "34", "25", "5", "12345", "007", "7", "12.50", "12.5", "0",
+                "50", "50.0", "-3", "100", "19.90", "\"30\"",
+            ]),
+            Kind::Time => {
+                let mut out = vec![
+                    date_of(now),
+                    date_of(now - DAY_MS),
+                    date_of(now - 10 * DAY_MS),
+                    date_of(now - 30 * DAY_MS),
+                    format_rfc3339(now - 10 * DAY_MS),
+                    format_rfc3339(now - 30 * DAY_MS),
+                    format_rfc3339(midnight_of(now)),
+                    format_rfc3339(now),
+                    format!("{:?}", date_of(now)),
+                ];
+                if allow_ago {
+                    out.extend(
+                        ["10 days ago", "30 days ago", "0 minutes ago", "1 day ago"]
+                            .map(String::from),
+                    );
+                }
+                out
+            }
+            Kind::Bool => words(&["true", "false", "\"true\""]),
+            Kind::List => words(&[
+                "eco", "sale", "5", "\"5\"", "true", "Gold", "30", "12.5", "fri",
+            ]),
+        }
+    }
+
+    fn literal(kind: Kind, now: i64, allow_ago: bool) -> impl Strategy<Value = String> {
+        let any: Vec<String> = [Kind::Text, Kind::Number, Kind::Time, Kind::Bool, Kind::List]
+            .into_iter()
+            .flat_map(|k| literals(k, now, allow_ago))
+            .collect();
+        prop_oneof![
+            4 => prop::sample::select(literals(kind, now, allow_ago)),
+            1 => prop::sample::select(any),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct EventData {
+        name: &'static str,
+        ts: i64,
+        props: Vec<(&'static str, Value)>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct CustomerData {
+        traits: Option<Vec<(&'static str, Value)>>,
+        events: Vec<EventData>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Data {
+        now: i64,
+        value_bound: Option<usize>,
+        customers: Vec<CustomerData>,
+        /// The customer to delete after ingesting.
+        delete: Option<usize>,
+    }
+
+    fn named_value(
+        names: &'static [(&'static str, Kind)],
+        now: i64,
+    ) -> impl Strategy<Value = (&'static str, Value)> {
+        prop::sample::select(names.to_vec())
+            .prop_flat_map(move |(name, kind)| (Just(name), value(kind, now)))
+    }
+
+    fn event(now: i64) -> impl Strategy<Value = EventData> {
+        (
+            prop::sample::select(EVENTS.to_vec()),
+            timestamp(now),
+            prop::collection::vec(named_value(&PROPS, now), 0..4),
+        )
+            .prop_map(|(name, ts, props)| EventData { name, ts, props })
+    }
+
+    fn customer(now: i64) -> impl Strategy<Value = CustomerData> {
+        (
+            prop::option::weighted(0.7, prop::collection::vec(named_value(&TRAITS, now), 0..5)),
+            prop::collection::vec(event(now), 0..9),
+        )
+            .prop_map(|(traits, events)| CustomerData { traits, events })
+    }
+
+    fn data() -> impl Strategy<Value = Data> {
+        prop::sample::select(nows()).prop_flat_map(|now| {
+            (
+                prop::option::of(Just(3usize)),
+                prop::collection::vec(customer(now), 2..10),
+                prop::option::weighted(0.2, 0usize..10),
+            )
+                .prop_map(move |(value_bound, customers, delete)| Data {
+                    now,
+                    value_bound,
+                    customers,
+                    delete,
+                })
+        })
+    }
+
+    /// `TEST` of a trait or property condition on a value of `kind`.
+    fn test(kind: Kind, now: i64) -> impl Strategy<Value = String> {
+        let op = prop::sample::select(vec!["=", "!=", "<", "<=", ">", ">="]);
+        let lit = move || literal(kind, now, true);
+        prop_oneof![
+            4 => (op, lit()).prop_map(|(op, v)| format!("{op} {v}")),
+            2 => (any::<bool>(), prop::collection::vec(lit(), 1..4)).prop_map(
+                |(negated, values)| {
+                    let not = if negated { "not " } else { "" };
+                    format!("{not}in ({})", values.join(", "))
+                }
+            ),
+            2 => (lit(), lit()).prop_map(|(a, b)| format!("between {a} and {b}")),
+            1 => lit().prop_map(|v| format!("contains {v}")),
+            1 => any::<bool>().prop_map(|negated| {
+                if negated { "is not set" } else { "is set" }.to_owned()
+            }),
+        ]
+    }
+
+    fn condition(
+        names: &'static [(&'static str, Kind)],
+        now: i64,
+    ) -> impl Strategy<Value = String> {
+        prop::sample::select(names.to_vec()).prop_flat_map(move |(name, kind)| {
+            test(kind, now).prop_map(move |test| format!("{name} {test}"))
+        })
+    }
+
+    /// A parenthesized predicate over event properties.
+    fn predicate(now: i64) -> impl Strategy<Value = String> {
+        condition(&PROPS, now)
+            .prop_recursive(2, 4, 2, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 2..3)
+                        .prop_map(|items| format!("({})", items.join(" and "))),
+                    prop::collection::vec(inner.clone(), 2..3)
+                        .prop_map(|items| format!("({})", items.join(" or "))),
+                    inner.prop_map(|p| format!("(not {p})")),
+                ]
+            })
+            .prop_map(|p| {
+                if p.starts_with('(') {
+                    p
+                } else {
+                    format!("({p})")
+                }
+            })
+    }
+
+    fn frequency() -> impl Strategy<Value = String> {
+        let op = prop::sample::select(vec!["=", "!=", "<", "<=", ">", ">="]);
+        let times = |n: u64| if n == 1 { "time" } else { "times" };
+        prop_oneof![
+            1 => (0u64..4).prop_map(move |n| format!("at least {n} {}", times(n))),
+            1 => (0u64..4).prop_map(move |n| format!("at most {n} {}", times(n))),
+            1 => (0u64..4).prop_map(move |n| format!("exactly {n} {}", times(n))),
+            1 => (op.clone(), 0u64..4).prop_map(|(op, n)| format!("count {op} {n}")),
+            2 => (
+                prop::sample::select(vec!["sum", "avg", "min", "max"]),
+                prop::sample::select(vec!["amount", "amount", "amount", "product", "when"]),
+                op,
+                prop::sample::select(vec![
+                    "0", "10", "30", "30.5", "50", "60", "100", "12.5", "-3", "40.25", "80.5",
+                    "25", "50.0",
+                ]),
+            )
+                .prop_map(|(f, p, op, n)| format!("{f}({p}) {op} {n}")),
+        ]
+    }
+
+    fn windows(now: i64) -> Vec<String> {
+        let today = date_of(now);
+        let yesterday = date_of(now - DAY_MS);
+        let tomorrow = date_of(now + DAY_MS);
+        let d10 = date_of(now - 10 * DAY_MS);
+        let d30 = date_of(now - 30 * DAY_MS);
+        let dt10 = format_rfc3339(now - 10 * DAY_MS);
+        let dt30 = format_rfc3339(now - 30 * DAY_MS);
+        let noon = format_rfc3339(midnight_of(now) + 12 * HOUR);
+        [
+            "ever",
+            "in last 1 minute",
+            "in last 1 hour",
+            "in last 1 day",
+            "in the last 2 days",
+            "in last 7 days",
+            "in last 1 week",
+            "in last 2 weeks",
+            "in last 10 days",
+            "in last 1 month",
+            "in last 1 year",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .chain([
+            format!("since {today}"),
+            format!("since {yesterday}"),
+            format!("since {d10}"),
+            "since 10 days ago".to_owned(),
+            format!("since {dt10}"),
+            format!("before {today}"),
+            format!("before {yesterday}"),
+            "before 7 days ago".to_owned(),
+            format!("before {dt10}"),
+            format!("before {noon}"),
+            format!("between {yesterday} and {today}"),
+            format!("between {d30} and {yesterday}"),
+            format!("between {d10} and {d10}"),
+            format!("between {dt30} and {dt10}"),
+            "between 10 days ago and 1 day ago".to_owned(),
+            format!("between {d30} and {dt10}"),
+            format!("between {today} and {tomorrow}"),
+            format!("between {today} and {noon}"),
+        ])
+        .collect()
+    }
+
+    fn event_condition(now: i64) -> impl Strategy<Value = String> {
+        let shorthand =
+            prop::sample::select(PROPS[..3].to_vec()).prop_flat_map(move |(name, kind)| {
+                literal(kind, now, false).prop_map(move |v| format!("{name} {v}"))
+            });
+        (
+            prop::sample::select(EVENTS[..3].to_vec()),
+            prop::option::weighted(0.25, shorthand),
+            prop::option::weighted(0.25, predicate(now)),
+            prop::option::weighted(0.4, frequency()),
+            prop::option::weighted(0.6, prop::sample::select(windows(now))),
+        )
+            .prop_map(|(name, shorthand, predicate, frequency, window)| {
+                let only_window = shorthand.is_none() && predicate.is_none() && frequency.is_none();
+                let between = window.as_deref().is_some_and(|w| w.starts_with("between"));
+                let mut text = if name.contains(' ') {
+                    format!("did {name:?}")
+                } else if only_window && between {
+                    format!("did {name}")
+                } else {
+                    name.to_owned()
+                };
+                let parts = [
+                    shorthand,
+                    predicate.map(|p| format!("where {p}")),
+                    frequency,
+                    window,
+                ];
+                for part in parts.into_iter().flatten() {
+                    text.push(' ');
+                    text.push_str(&part);
+                }
+                text
+            })
+    }
+
+    fn rule(now: i64) -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            3 => condition(&TRAITS, now),
+            6 => event_condition(now),
+            1 => Just("everyone".to_owned()),
+        ];
+        leaf.prop_recursive(3, 6, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 2..4)
+                    .prop_map(|items| format!("({})", items.join(" and "))),
+                prop::collection::vec(inner.clone(), 2..4)
+                    .prop_map(|items| format!("({})", items.join(" or "))),
+                inner.prop_map(|e| format!("not {e}")),
+            ]
+        })
+    }
+
+    fn case() -> impl Strategy<Value = (Data, Vec<String>)> {
+        data().prop_flat_map(|data| {
+            let rules = prop::collection::vec(rule(data.now), RULES_PER_CASE);
+            (Just(data), rules)
+        })
+    }
+
+    /// Rules tried on each random data set: building the database costs more than a rule.
+    const RULES_PER_CASE: usize = 12;
+
+    fn build(data: &Data) -> Fixture {
+        let mut f = Fixture::new(data.value_bound);
+        let mut messages = Vec::new();
+        for (i, c) in data.customers.iter().enumerate() {
+            let id = format!("c{i}");
+            if let Some(traits) = &c.traits {
+                messages.push(Message::identify(
+                    id.clone(),
+                    traits
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), Some(v.clone())))
+                        .collect(),
+                ));
+            }
+            for e in &c.events {
+                messages.push(Message::track(
+                    id.clone(),
+                    e.name,
+                    e.props
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                    Some(e.ts),
+                ));
+            }
+        }
+        if !messages.is_empty() {
+            f.ingest(messages);
+        }
+        if let Some(i) = data.delete {
+            let id = format!("c{i}");
+            if f.db.customer(&id).unwrap().is_some() {
+                f.db.delete_customer(&id).unwrap();
+            }
+        }
+        f
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(64)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: cases(),
+            max_shrink_iters: 4000,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn engine_equals_reference_on_random_rules((data, rules) in case()) {
+            let f = build(&data);
+            let customers = f.customers();
+            for rule in &rules {
+                if let Err(message) = compare(&f.db, &customers, rule, data.now) {
+                    let stored: Vec<String> = customers.iter().map(describe).collect();
+                    return Err(TestCaseError::fail(format!(
+                        "{message}\n  every customer, as stored:\n    {}",
+                        stored.join("\n    ")
+                    )));
+                }
+            }
+        }
+    }
 }
