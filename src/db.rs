@@ -514,6 +514,11 @@ impl Db {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The storage layer, for the query engine's reads.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The internal id of a customer.
     pub fn internal_id(&self, customer: &str) -> Result<Option<u32>> {
         self.store.lookup(customer)

@@ -74,6 +74,25 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         customers: u64,
     },
+    /// Evaluate a rule: who is in the audience it describes.
+    Query {
+        /// The evaluation time, RFC 3339 or a date (midnight UTC); by default the clock.
+        #[arg(long)]
+        now: Option<String>,
+        /// What to print: the number of members, their ids (sorted, one per line), or JSON.
+        #[arg(long, value_enum, default_value = "count")]
+        format: QueryFormat,
+        /// Print the plan with each node's estimated and exact size and time instead.
+        #[arg(long)]
+        explain: bool,
+        /// Tell, clause by clause, whether this customer satisfies the rule and why.
+        #[arg(long, value_name = "ID", conflicts_with = "explain")]
+        why: Option<String>,
+        /// The rule, e.g. "viewed product X in last 30 days and tier = Gold" (several words are
+        /// joined with spaces).
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+    },
     /// Show, export or delete one customer.
     Customer {
         #[command(subcommand)]
@@ -104,6 +123,13 @@ enum CustomerAction {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum QueryFormat {
+    Count,
+    Ids,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Ndjson,
     Csv,
@@ -125,6 +151,11 @@ impl From<Error> for Failure {
 
 fn friendly(e: &Error) -> String {
     match e {
+        // The rendered parse error has its own "error: " heading, source line and caret.
+        Error::Rule(parse) => {
+            let drawn = parse.render();
+            drawn.strip_prefix("error: ").unwrap_or(&drawn).to_owned()
+        }
         Error::Locked { path } => format!(
             "{} is open in another process (a running `audiencedb serve`?); stop it or use its socket",
             path.display()
@@ -148,6 +179,71 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A time given on the command line, or the clock.
+fn parse_now(now: Option<&str>) -> Result<time::Timestamp, Failure> {
+    match now {
+        None => Ok(time::now()),
+        Some(text) => time::parse_user_time(text).ok_or_else(|| {
+            Failure(
+                format!("--now {text:?} is not a date (2026-03-01) or an RFC 3339 time (2026-03-01T12:00:00Z)"),
+                2,
+            )
+        }),
+    }
+}
+
+fn query(
+    db_path: &Path,
+    now: Option<&str>,
+    format: QueryFormat,
+    rule: &str,
+) -> Result<(), Failure> {
+    let now = parse_now(now)?;
+    // Parse before opening, so a typo is answered even without a database.
+    let prepared = audiencedb::query::PreparedRule::new(rule)?;
+    let db = open_existing(db_path)?;
+    let audience = db.query_prepared(&prepared, now)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let io = |e: std::io::Error| Failure(format!("writing the output: {e}"), 1);
+    match format {
+        QueryFormat::Count => writeln!(out, "{}", audience.len()).map_err(io)?,
+        QueryFormat::Ids => {
+            db.for_each_member_id(&audience, |id| writeln!(out, "{id}").map_err(Error::Io))?
+        }
+        QueryFormat::Json => {
+            write!(
+                out,
+                "{{\"count\":{},\"now\":{},\"elapsed_ms\":{:.3},\"ids\":[",
+                audience.len(),
+                serde_json::Value::String(time::format_rfc3339(now)),
+                audience.elapsed().as_secs_f64() * 1e3
+            )
+            .map_err(io)?;
+            let mut first = true;
+            db.for_each_member_id(&audience, |id| {
+                let sep = if std::mem::take(&mut first) { "" } else { "," };
+                write!(out, "{sep}{}", serde_json::Value::String(id.to_owned())).map_err(Error::Io)
+            })?;
+            writeln!(out, "]}}").map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)
+}
+
+/// Opens a database that must already exist (queries never create one).
+fn open_existing(path: &Path) -> Result<Db, Failure> {
+    if !path.exists() {
+        return Err(Failure(
+            format!(
+                "no database at {} (import data first, or give --db PATH)",
+                path.display()
+            ),
+            1,
+        ));
+    }
+    open(path)
 }
 
 fn open(path: &Path) -> Result<Db, Failure> {
@@ -223,6 +319,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Demo { customers } => demo(&cli.db, customers),
+        Command::Query {
+            now,
+            format,
+            explain,
+            why,
+            rule,
+        } => {
+            if let Some(id) = why {
+                let now = parse_now(now.as_deref())?;
+                let rule = rule.join(" ");
+                audiencedb::query::PreparedRule::new(&rule)?;
+                print!("{}", open_existing(&cli.db)?.why(&id, &rule, now)?);
+                Ok(())
+            } else if explain {
+                let now = parse_now(now.as_deref())?;
+                let rule = rule.join(" ");
+                audiencedb::query::PreparedRule::new(&rule)?;
+                print!("{}", open_existing(&cli.db)?.explain(&rule, now)?);
+                Ok(())
+            } else {
+                query(&cli.db, now.as_deref(), format, &rule.join(" "))
+            }
+        }
         Command::Customer { action } => {
             let db = open(&cli.db)?;
             match action {

@@ -13,12 +13,24 @@
 //!
 //! This module reads the indexes and storage through [`Db`]; it never writes.
 
-use std::time::Duration;
+mod customer;
+mod exec;
+mod explain;
+mod plan;
+mod why;
+
+pub use explain::{Explain, ExplainNode};
+pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
+
+use std::time::{Duration, Instant};
 
 use roaring::RoaringBitmap;
 
+use crate::error::{Error, Result};
 use crate::model::time::Timestamp;
 use crate::rules::{self, Rule};
+use crate::storage::keys;
+use crate::Db;
 
 /// A rule parsed once, to run many times at different *now*s.
 #[derive(Debug, Clone)]
@@ -29,7 +41,7 @@ pub struct PreparedRule {
 
 impl PreparedRule {
     /// Parses `text`; a bad rule is [`crate::Error::Rule`].
-    pub fn new(text: &str) -> crate::Result<PreparedRule> {
+    pub fn new(text: &str) -> Result<PreparedRule> {
         Ok(PreparedRule {
             text: text.to_owned(),
             rule: rules::parse(text)?,
@@ -83,5 +95,116 @@ impl Audience {
     /// How long the evaluation took.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
+    }
+}
+
+impl Db {
+    /// Parses a rule once for [`Db::query_prepared`].
+    pub fn prepare(&self, rule: &str) -> Result<PreparedRule> {
+        PreparedRule::new(rule)
+    }
+
+    /// The customers `rule` describes at `now` (milliseconds UTC). A rule that does not parse is
+    /// [`Error::Rule`]; one that cannot be evaluated (an unknown audience) is
+    /// [`Error::Evaluation`].
+    pub fn query(&self, rule: &str, now: Timestamp) -> Result<Audience> {
+        self.query_prepared(&PreparedRule::new(rule)?, now)
+    }
+
+    /// Runs a prepared rule at `now`.
+    pub fn query_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
+        let started = Instant::now();
+        let state = self.read();
+        let plan = plan::plan(&rule.rule, &state.catalog, now)?;
+        let sources = exec::Sources {
+            indexes: &state.indexes,
+            catalog: &state.catalog,
+        };
+        let bounds = sources.bounds(&plan.root);
+        let members = exec::resolve(&plan, &bounds, self.store())?;
+        Ok(Audience {
+            members,
+            now,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The plan of a rule at `now`, with each node's estimated and exact size and its time.
+    pub fn explain(&self, rule: &str, now: Timestamp) -> Result<Explain> {
+        let prepared = PreparedRule::new(rule)?;
+        let state = self.read();
+        let plan = plan::plan(&prepared.rule, &state.catalog, now)?;
+        let sources = exec::Sources {
+            indexes: &state.indexes,
+            catalog: &state.catalog,
+        };
+        let bounds = sources.bounds(&plan.root);
+        explain::explain(rule, &plan, &bounds, self.store())
+    }
+
+    /// Whether one customer satisfies `rule` at `now`, clause by clause, with the trait values
+    /// and events that decided each clause and the next instant the answer changes by time
+    /// alone. An unknown customer is [`Error::NotFound`].
+    pub fn why(&self, customer: &str, rule: &str, now: Timestamp) -> Result<Why> {
+        let prepared = PreparedRule::new(rule)?;
+        let cust = self
+            .internal_id(customer)?
+            .ok_or_else(|| Error::NotFound(format!("customer {customer:?}")))?;
+        let state = self.read();
+        why::why(
+            self.store(),
+            &state.catalog,
+            &prepared.rule,
+            rule,
+            customer,
+            cust,
+            now,
+        )
+    }
+
+    /// The members' external ids in byte order of the ids.
+    pub fn member_ids(&self, audience: &Audience) -> Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(audience.len() as usize);
+        self.for_each_member_id(audience, |id| {
+            ids.push(id.to_owned());
+            Ok(())
+        })?;
+        Ok(ids)
+    }
+
+    /// Calls `f` with each member's external id, in byte order of the ids, without holding them
+    /// all: large audiences are streamed from the id map, which storage keeps in that order.
+    pub fn for_each_member_id(
+        &self,
+        audience: &Audience,
+        mut f: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
+        let members = audience.bitmap();
+        let everyone = self.read().indexes.everyone.len();
+        if members.len().saturating_mul(16) < everyone {
+            // Few members: look each up and sort.
+            let mut ids = Vec::with_capacity(members.len() as usize);
+            for cust in members {
+                if let Some(id) = self.store().external_id(cust)? {
+                    ids.push(id);
+                }
+            }
+            ids.sort_unstable();
+            return ids.iter().try_for_each(|id| f(id));
+        }
+        for item in self.store().scan(keys::ID) {
+            let (k, v) = item?;
+            let cust = u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("bad id map record".into()))?,
+            );
+            if members.contains(cust) {
+                let id = std::str::from_utf8(&k[1..])
+                    .map_err(|_| Error::Corrupt("external id is not UTF-8".into()))?;
+                f(id)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -130,6 +130,19 @@ impl Catalog {
         self.props.get(id as usize).map_or("?", |p| p.as_str())
     }
 
+    /// The value types seen for a trait, as [`ValueType::bit`]s (0 for an unknown id).
+    pub fn trait_types(&self, id: u32) -> u8 {
+        self.traits.get(id as usize).map_or(0, |t| t.types)
+    }
+
+    /// The value types seen for a property of an event (0 when never seen).
+    pub fn prop_types(&self, event: u32, prop: u32) -> u8 {
+        self.events
+            .get(event as usize)
+            .and_then(|e| e.props.get(&prop))
+            .map_or(0, |p| p.types)
+    }
+
     pub fn traits(&self) -> impl Iterator<Item = (u32, &TraitInfo)> {
         self.traits.iter().enumerate().map(|(i, t)| (i as u32, t))
     }

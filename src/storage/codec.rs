@@ -83,23 +83,28 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    /// The bytes from `start` to `end` of the underlying slice (positions this reader passed).
+    pub fn bytes_between(&self, start: usize, end: usize) -> &'a [u8] {
+        &self.bytes[start.min(end)..end.min(self.bytes.len())]
+    }
+
     pub fn str(&mut self) -> Result<&'a str> {
         let n = self.len()?;
         std::str::from_utf8(self.take(n)?).map_err(|_| corrupt!("invalid UTF-8"))
     }
 }
 
-const TAG_STR: u8 = 0;
-const TAG_INT: u8 = 1;
-const TAG_FLOAT: u8 = 2;
-const TAG_FALSE: u8 = 3;
-const TAG_TRUE: u8 = 4;
-const TAG_TIME: u8 = 5;
-const TAG_LIST: u8 = 6;
-const TAG_DECIMAL: u8 = 7;
+pub(crate) const TAG_STR: u8 = 0;
+pub(crate) const TAG_INT: u8 = 1;
+pub(crate) const TAG_FLOAT: u8 = 2;
+pub(crate) const TAG_FALSE: u8 = 3;
+pub(crate) const TAG_TRUE: u8 = 4;
+pub(crate) const TAG_TIME: u8 = 5;
+pub(crate) const TAG_LIST: u8 = 6;
+pub(crate) const TAG_DECIMAL: u8 = 7;
 
 /// Powers of ten, each exact as an `f64`.
-const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+pub(crate) const POW10: [f64; 10] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 /// A float as `mantissa / 10^exponent` when that gives back exactly the same bits: prices
 /// like 59.90 take 3 bytes instead of 8. Division of two exactly representable numbers is
@@ -289,6 +294,21 @@ pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(events: &[E]) -> Vec<u8
 pub fn decode_block(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
     match bytes.split_first() {
         Some((&BLOCK_PLAIN, body)) => decode_block_body(start, body, out),
+        _ => {
+            let mut body = Vec::new();
+            block_body(bytes, &mut body)?;
+            decode_block_body(start, &body, out)
+        }
+    }
+}
+
+/// Appends a stored block's body, uncompressed, to `out`.
+pub(crate) fn block_body(bytes: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    match bytes.split_first() {
+        Some((&BLOCK_PLAIN, body)) => {
+            out.extend_from_slice(body);
+            Ok(())
+        }
         Some((&BLOCK_LZ4, rest)) => {
             let mut r = Reader::new(rest);
             let len = usize::try_from(r.varint()?).map_err(|_| corrupt!("bad block length"))?;
@@ -296,10 +316,14 @@ pub fn decode_block(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) 
                 return Err(corrupt!("block length {len} is implausible"));
             }
             let packed = &rest[r.pos..];
-            let mut body = vec![0u8; len];
-            match lz4_flex::block::decompress_into(packed, &mut body) {
-                Ok(n) if n == len => decode_block_body(start, &body, out),
-                _ => Err(corrupt!("a compressed event block does not decompress")),
+            let at = out.len();
+            out.resize(at + len, 0);
+            match lz4_flex::block::decompress_into(packed, &mut out[at..]) {
+                Ok(n) if n == len => Ok(()),
+                _ => {
+                    out.truncate(at);
+                    Err(corrupt!("a compressed event block does not decompress"))
+                }
             }
         }
         _ => Err(corrupt!("unknown event block encoding")),

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod keys;
+pub mod view;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -231,6 +232,56 @@ impl Store {
         Ok(())
     }
 
+    /// The key of the customer's block that holds `from`: the last one starting at or before it,
+    /// or the customer's first key.
+    fn first_block_key(&self, cust: u32, from: Timestamp) -> Result<Vec<u8>> {
+        let prefix = keys::events_of(cust);
+        Ok(self
+            .tree
+            .range(prefix.to_vec()..=keys::block(cust, from.max(0)).to_vec())
+            .next_back()
+            .transpose()?
+            .map_or_else(|| prefix.to_vec(), |(k, _)| k.to_vec()))
+    }
+
+    /// Appends the uncompressed bodies of the customer's blocks from the one holding `from` on
+    /// to `buf`, and each block's (first timestamp, byte range in `buf`) to `blocks`: every event
+    /// at or after `from`, and possibly some before it, for [`view::for_each_event`].
+    pub fn event_bodies_from(
+        &self,
+        cust: u32,
+        from: Timestamp,
+        buf: &mut Vec<u8>,
+        blocks: &mut Vec<(Timestamp, std::ops::Range<usize>)>,
+    ) -> Result<()> {
+        // One forward scan (sled is slower backwards): a block is decompressed only once the
+        // next one is known to start after `from`, or it is the last.
+        let mut pending: Option<(Timestamp, sled::IVec)> = None;
+        let flush = |block: Option<(Timestamp, sled::IVec)>,
+                     buf: &mut Vec<u8>,
+                     blocks: &mut Vec<(Timestamp, std::ops::Range<usize>)>|
+         -> Result<()> {
+            if let Some((start, bytes)) = block {
+                let at = buf.len();
+                view::decompress_block(&bytes, buf)?;
+                blocks.push((start, at..buf.len()));
+            }
+            Ok(())
+        };
+        for item in self.tree.scan_prefix(keys::events_of(cust)) {
+            let (k, v) = item?;
+            let (_, start) = keys::parse_block(&k)?;
+            if start <= from {
+                pending = Some((start, v));
+            } else {
+                flush(pending.take(), buf, blocks)?;
+                flush(Some((start, v)), buf, blocks)?;
+            }
+        }
+        flush(pending, buf, blocks)?;
+        Ok(())
+    }
+
     /// The customer's blocks whose events may be at or after `from`: the last block starting
     /// at or before `from`, and every later one. Returns (key, start, bytes).
     pub fn blocks_from(
@@ -238,16 +289,7 @@ impl Store {
         cust: u32,
         from: Timestamp,
     ) -> Result<Vec<(sled::IVec, Timestamp, sled::IVec)>> {
-        let first = self
-            .tree
-            .range(keys::events_of(cust).to_vec()..=keys::block(cust, from).to_vec())
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| k);
-        let start_key = match &first {
-            Some(k) => k.to_vec(),
-            None => keys::events_of(cust).to_vec(),
-        };
+        let start_key = self.first_block_key(cust, from)?;
         let mut out = Vec::new();
         for item in self.tree.range(start_key..) {
             let (k, v) = item?;

@@ -1,0 +1,584 @@
+//! Running a plan: bounds from the bitmaps first, then exact checks on the customers in between.
+//!
+//! Every plan node gets two sets of customers, `sure ⊆ maybe`: whoever is in `sure` satisfies the
+//! node, whoever is outside `maybe` does not. Trait equality, `is set`, and event presence on the
+//! whole days inside a window are exact (`sure == maybe`); ranges, counts, aggregates, filters the
+//! indexes do not cover and the partial days at a window's edges leave a gap. The answer is
+//! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
+//! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
+//!
+//! This module reads the indexes (under the caller's read guard) and customers' stored data; it
+//! never writes.
+
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use roaring::{MultiOps, RoaringBitmap};
+
+use crate::error::Result;
+use crate::index::{DayBitmaps, FastMap, IndexValue, Indexes, ValueDays, ValueRef};
+use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
+use crate::model::value::ValueType;
+use crate::rules::CmpOp;
+use crate::storage::view::ValueView;
+use crate::storage::{Catalog, Store};
+
+use super::customer;
+use super::plan::{EventNode, Filter, Lit, Node, NodeKind, Plan, ValueTest};
+
+/// Value types the equality indexes hold (lists by their elements).
+const INDEXED: u8 = ValueType::Str.bit() | ValueType::Int.bit() | ValueType::Bool.bit();
+
+/// The bounds of one plan node, and of its children, as computed.
+#[derive(Debug, Clone)]
+pub(crate) struct Bounds {
+    pub sure: RoaringBitmap,
+    pub maybe: RoaringBitmap,
+    pub children: Vec<Bounds>,
+    /// Time spent computing this node's bounds, children included.
+    pub elapsed: Duration,
+}
+
+impl Bounds {
+    fn exact(set: RoaringBitmap) -> Bounds {
+        Bounds {
+            maybe: set.clone(),
+            sure: set,
+            children: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn range(sure: RoaringBitmap, maybe: RoaringBitmap) -> Bounds {
+        Bounds {
+            sure,
+            maybe,
+            children: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+/// What bounds are computed from.
+pub(crate) struct Sources<'a> {
+    pub indexes: &'a Indexes,
+    pub catalog: &'a Catalog,
+}
+
+impl Sources<'_> {
+    fn all(&self) -> &RoaringBitmap {
+        &self.indexes.everyone
+    }
+
+    /// The bounds of a node and its children.
+    pub fn bounds(&self, node: &Node) -> Bounds {
+        let started = Instant::now();
+        let mut b = match &node.kind {
+            NodeKind::Everyone => Bounds::exact(self.all().clone()),
+            NodeKind::Not(inner) => {
+                let child = self.bounds(inner);
+                let mut b = Bounds::range(self.all() - &child.maybe, self.all() - &child.sure);
+                b.children.push(child);
+                b
+            }
+            NodeKind::And(items) => {
+                let mut children: Vec<Bounds> = items.iter().map(|n| self.bounds(n)).collect();
+                let mut order: Vec<usize> = (0..children.len()).collect();
+                order.sort_by_key(|&i| children[i].maybe.len());
+                let mut maybe = children[order[0]].maybe.clone();
+                let mut sure = children[order[0]].sure.clone();
+                for &i in &order[1..] {
+                    maybe &= &children[i].maybe;
+                    sure &= &children[i].sure;
+                }
+                sure &= &maybe;
+                let b = Bounds::range(sure, maybe);
+                Bounds {
+                    children: std::mem::take(&mut children),
+                    ..b
+                }
+            }
+            NodeKind::Or(items) => {
+                let children: Vec<Bounds> = items.iter().map(|n| self.bounds(n)).collect();
+                let sure = children.iter().map(|c| &c.sure).union();
+                let maybe = children.iter().map(|c| &c.maybe).union();
+                Bounds {
+                    children,
+                    ..Bounds::range(sure, maybe)
+                }
+            }
+            NodeKind::Trait { trait_id, test } => self.trait_bounds(*trait_id, test),
+            NodeKind::Event(e) => self.event_bounds(e),
+        };
+        b.elapsed = started.elapsed();
+        b
+    }
+
+    fn trait_bounds(&self, trait_id: Option<u32>, test: &ValueTest) -> Bounds {
+        let empty = RoaringBitmap::new();
+        let Some(t) = trait_id else {
+            // No customer has the trait: only `is not set` holds, for everyone.
+            return match test {
+                ValueTest::IsSet { negated: true } => Bounds::exact(self.all().clone()),
+                _ => Bounds::exact(empty),
+            };
+        };
+        let ti = self.indexes.trait_index(t);
+        let set = ti.map_or(&empty, |ti| &ti.set);
+        let types = self.catalog.trait_types(t);
+        let indexed = self.indexes.trait_values_indexed(t) && ti.is_some();
+        // Equality with one literal: the customers whose scalar value is one of its index keys
+        // surely match; when the trait may hold values the index does not key (floats,
+        // date-times) or is not indexed at all, anyone with the trait may.
+        let equal = |lits: &[&Lit]| -> Bounds {
+            if !indexed {
+                return Bounds::range(RoaringBitmap::new(), set.clone());
+            }
+            let ti = ti.expect("indexed implies present");
+            let mut keys = Vec::new();
+            for lit in lits {
+                index_keys(lit, &mut keys);
+            }
+            let sure = keys
+                .iter()
+                .filter_map(|k| ti.values.get(k))
+                .collect::<Vec<_>>()
+                .union();
+            let scalar_types = types & !ValueType::List.bit();
+            if scalar_types & !INDEXED == 0 {
+                Bounds::exact(sure)
+            } else {
+                Bounds::range(sure, set.clone())
+            }
+        };
+        match test {
+            ValueTest::IsSet { negated: false } => Bounds::exact(set.clone()),
+            ValueTest::IsSet { negated: true } => Bounds::exact(self.all() - set),
+            ValueTest::Compare { op: CmpOp::Eq, lit } => equal(&[lit]),
+            ValueTest::In {
+                negated: false,
+                lits,
+            } => equal(&lits.iter().collect::<Vec<_>>()),
+            ValueTest::Compare { op: CmpOp::Ne, lit } => {
+                let eq = equal(&[lit]);
+                Bounds::range(set - &eq.maybe, set - &eq.sure)
+            }
+            ValueTest::In {
+                negated: true,
+                lits,
+            } => {
+                let eq = equal(&lits.iter().collect::<Vec<_>>());
+                Bounds::range(set - &eq.maybe, set - &eq.sure)
+            }
+            ValueTest::Contains(lit) => {
+                if !indexed {
+                    return Bounds::range(RoaringBitmap::new(), set.clone());
+                }
+                let ti = ti.expect("indexed implies present");
+                let mut keys = Vec::new();
+                index_keys(lit, &mut keys);
+                let sure = keys
+                    .iter()
+                    .filter_map(|k| ti.elements.get(k))
+                    .collect::<Vec<_>>()
+                    .union();
+                // Exact only for list traits whose elements the index keys can all equal: a
+                // string trait answers `contains` by substring, and float or date-time elements
+                // are not keyed.
+                let only_lists = types == ValueType::List.bit();
+                if only_lists && (lit.is_str || lit.boolean.is_some()) && lit.time.is_none() {
+                    Bounds::exact(sure)
+                } else {
+                    Bounds::range(sure, set.clone())
+                }
+            }
+            // Orderings: on an indexed trait, the union of the integer values that pass; exact
+            // when the trait holds no float or date-time (strings and booleans never order).
+            ValueTest::Compare { .. } | ValueTest::Between { .. } => {
+                if !indexed {
+                    return Bounds::range(RoaringBitmap::new(), set.clone());
+                }
+                let ti = ti.expect("indexed implies present");
+                let sure = ti
+                    .values
+                    .iter()
+                    .filter(|(k, _)| orders_and_passes(k, test))
+                    .map(|(_, b)| b)
+                    .union();
+                if types & !ValueType::List.bit() & !INDEXED == 0 {
+                    Bounds::exact(sure)
+                } else {
+                    Bounds::range(sure, set.clone())
+                }
+            }
+        }
+    }
+
+    fn event_bounds(&self, e: &EventNode) -> Bounds {
+        let all = self.all();
+        let presence = self.presence(e);
+        let f = &e.frequency;
+        if f.holds_for_none() {
+            // A count or sum of 0 satisfies it: whoever surely has no matching event is in.
+            let none = all - &presence.maybe;
+            if f.holds_for_any_presence() {
+                return Bounds::exact(all.clone());
+            }
+            return Bounds::range(none, all.clone());
+        }
+        if f.holds_for_any_presence() {
+            return presence;
+        }
+        let mut sure = RoaringBitmap::new();
+        if let (Some(n), Some(days)) = (f.at_least(), self.exact_days(e)) {
+            // Matching events on n distinct whole days of the window prove n events.
+            sure = at_least_n_days(days, e, n);
+        }
+        Bounds::range(sure, presence.maybe)
+    }
+
+    /// The day bitmaps that hold exactly the matching events' days: the event's own days without
+    /// a filter, one value's days for a filter that is one indexed equality.
+    fn exact_days(&self, e: &EventNode) -> Option<&DayBitmaps> {
+        let ei = self.indexes.event_index(e.event?)?;
+        match &e.filter {
+            None => Some(&ei.days),
+            Some(Filter::Cond {
+                prop: Some(p),
+                test: ValueTest::Compare { op: CmpOp::Eq, lit },
+            }) if self.prop_exact(e.event?, *p) => {
+                let mut keys = Vec::new();
+                index_keys(lit, &mut keys);
+                match keys.as_slice() {
+                    [k] => ei.props.get(p)?.get(k).map(|vd| &vd.days),
+                    _ => None,
+                }
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Whether equality on an event property is answered exactly by its value bitmaps.
+    fn prop_exact(&self, event: u32, prop: u32) -> bool {
+        self.indexes.prop_values_indexed(event, prop)
+            && self.catalog.prop_types(event, prop) & !INDEXED == 0
+    }
+
+    /// Who has at least one event matching the condition (name, filter, window): bounds.
+    fn presence(&self, e: &EventNode) -> Bounds {
+        let Some(ei) = e.event.and_then(|id| self.indexes.event_index(id)) else {
+            return Bounds::exact(RoaringBitmap::new());
+        };
+        if e.window_is_empty() {
+            return Bounds::exact(RoaringBitmap::new());
+        }
+        let any = window_bounds(&ei.days, e.from, e.to);
+        match &e.filter {
+            None => any,
+            Some(f) => {
+                let fb = self.filter_bounds(e, f, &any);
+                Bounds::range(fb.sure & &any.sure, fb.maybe & &any.maybe)
+            }
+        }
+    }
+
+    /// Who has an event in the window passing the filter: bounds (`any` is who has an event
+    /// in the window at all).
+    fn filter_bounds(&self, e: &EventNode, f: &Filter, any: &Bounds) -> Bounds {
+        let event = e.event.expect("checked by the caller");
+        let loose = || Bounds::range(RoaringBitmap::new(), any.maybe.clone());
+        match f {
+            // Two conditions may each hold on different events: only an upper bound.
+            Filter::And(items) => {
+                let parts: Vec<Bounds> = items
+                    .iter()
+                    .map(|f| self.filter_bounds(e, f, any))
+                    .collect();
+                let maybe = parts.iter().map(|b| &b.maybe).intersection();
+                Bounds::range(RoaringBitmap::new(), maybe)
+            }
+            Filter::Or(items) => {
+                let parts: Vec<Bounds> = items
+                    .iter()
+                    .map(|f| self.filter_bounds(e, f, any))
+                    .collect();
+                Bounds::range(
+                    parts.iter().map(|b| &b.sure).union(),
+                    parts.iter().map(|b| &b.maybe).union(),
+                )
+            }
+            Filter::Not(_) => loose(),
+            Filter::Cond { prop: None, test } => match test {
+                // No event ever had the property: only `is not set` passes, on every event.
+                ValueTest::IsSet { negated: true } => any.clone(),
+                _ => Bounds::exact(RoaringBitmap::new()),
+            },
+            Filter::Cond {
+                prop: Some(p),
+                test,
+            } => {
+                if !self.indexes.prop_values_indexed(event, *p) {
+                    return loose();
+                }
+                let Some(values) = self
+                    .indexes
+                    .event_index(event)
+                    .and_then(|ei| ei.props.get(p))
+                else {
+                    return loose();
+                };
+                // The value bitmaps whose values pass: looked up for equality, scanned (integers
+                // only) for orderings.
+                let passing: Vec<&ValueDays> = match test {
+                    ValueTest::Compare { op: CmpOp::Eq, lit } => lookup(values, &[lit]),
+                    ValueTest::In {
+                        negated: false,
+                        lits,
+                    } => lookup(values, &lits.iter().collect::<Vec<_>>()),
+                    ValueTest::Compare { .. } | ValueTest::Between { .. } => values
+                        .iter()
+                        .filter(|(k, _)| orders_and_passes(k, test))
+                        .map(|(_, vd)| vd)
+                        .collect(),
+                    _ => return loose(),
+                };
+                let parts: Vec<Bounds> = passing
+                    .iter()
+                    .map(|vd| window_bounds(&vd.days, e.from, e.to))
+                    .collect();
+                let sure = parts.iter().map(|b| &b.sure).union();
+                let maybe = parts.iter().map(|b| &b.maybe).union();
+                if self.prop_exact(event, *p) {
+                    Bounds::range(sure, maybe)
+                } else {
+                    Bounds::range(sure, any.maybe.clone())
+                }
+            }
+        }
+    }
+}
+
+/// The value bitmaps of the values equal to any of the literals.
+fn lookup<'m>(values: &'m FastMap<IndexValue, ValueDays>, lits: &[&Lit]) -> Vec<&'m ValueDays> {
+    let mut keys = Vec::new();
+    for lit in lits {
+        index_keys(lit, &mut keys);
+    }
+    keys.iter().filter_map(|k| values.get(k)).collect()
+}
+
+/// Whether an index key is an integer that passes an ordering test (strings and booleans do
+/// not order).
+fn orders_and_passes(k: &IndexValue, test: &ValueTest) -> bool {
+    match k {
+        IndexValue::Int(i) => customer::passes_present(ValueView::Int(*i), test),
+        _ => false,
+    }
+}
+
+/// The index keys a stored value must have to equal the literal: its text as a string, its
+/// integer, its boolean.
+fn index_keys<'l>(lit: &'l Lit, keys: &mut Vec<ValueRef<'l>>) {
+    if let Some(t) = &lit.text {
+        keys.push(ValueRef::Str(t));
+    }
+    if let Some(i) = lit.int {
+        if !lit.is_str {
+            keys.push(ValueRef::Int(i));
+        }
+    }
+    if let Some(b) = lit.boolean {
+        keys.push(ValueRef::Bool(b));
+    }
+}
+
+/// Presence bounds from day bitmaps for the inclusive window `[from, to]`: whole days inside it
+/// are exact; the (at most two) days it cuts are only candidates.
+fn window_bounds(days: &DayBitmaps, from: Timestamp, to: Timestamp) -> Bounds {
+    let from = from.max(0);
+    let to = to.min(MAX_TIMESTAMP - 1);
+    if from > to {
+        return Bounds::exact(RoaringBitmap::new());
+    }
+    let (first, last) = (day_of(from), day_of(to));
+    let whole_first = if day_start(first) == from {
+        first
+    } else {
+        first + 1
+    };
+    let whole_last = if day_start(last) + DAY_MS - 1 == to {
+        Some(last)
+    } else {
+        last.checked_sub(1)
+    };
+    let sure = match whole_last {
+        Some(wl) if whole_first <= wl => days.range(whole_first..=wl).map(|(_, b)| b).union(),
+        _ => RoaringBitmap::new(),
+    };
+    let mut maybe = sure.clone();
+    for d in [first, last] {
+        let whole = whole_last.is_some_and(|wl| whole_first <= d && d <= wl);
+        if !whole {
+            if let Some(b) = days.get(&d) {
+                maybe |= b;
+            }
+        }
+    }
+    Bounds::range(sure, maybe)
+}
+
+/// Customers with a matching event on at least `n` distinct whole days of the window.
+fn at_least_n_days(days: &DayBitmaps, e: &EventNode, n: u64) -> RoaringBitmap {
+    if n == 0 || n > 366 * 200 {
+        return RoaringBitmap::new();
+    }
+    let from = e.from.max(0);
+    let to = e.to.min(MAX_TIMESTAMP - 1);
+    let first = day_of(from) + u32::from(day_start(day_of(from)) != from);
+    let last = match day_of(to).checked_sub(u32::from(day_start(day_of(to)) + DAY_MS - 1 != to)) {
+        Some(l) if first <= l => l,
+        _ => return RoaringBitmap::new(),
+    };
+    let n = n as usize;
+    // reached[k] = customers seen on at least k+1 of the days so far.
+    let mut reached: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); n];
+    for (_, b) in days.range(first..=last) {
+        for k in (1..n).rev() {
+            let more = &reached[k - 1] & b;
+            reached[k] |= more;
+        }
+        reached[0] |= b;
+    }
+    reached.pop().unwrap_or_default()
+}
+
+/// Runs the exact check on the customers between the root's bounds, in parallel, and returns
+/// the members: the root's `sure` plus those that pass.
+pub(crate) fn resolve(plan: &Plan, bounds: &Bounds, store: &Store) -> Result<RoaringBitmap> {
+    resolve_node(&plan.root, bounds, plan.events_from, store)
+}
+
+/// [`resolve`] for any node of the plan: its exact members.
+pub(crate) fn resolve_node(
+    node: &Node,
+    bounds: &Bounds,
+    events_from: Option<Timestamp>,
+    store: &Store,
+) -> Result<RoaringBitmap> {
+    let gap = &bounds.maybe - &bounds.sure;
+    if gap.is_empty() {
+        return Ok(bounds.sure.clone());
+    }
+    let candidates: Vec<u32> = gap.iter().collect();
+    let chunk = (candidates.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let parts: Vec<RoaringBitmap> = candidates
+        .par_chunks(chunk)
+        .map(|ids| {
+            let mut data = CustomerData::default();
+            let mut out = RoaringBitmap::new();
+            for &cust in ids {
+                data.load(cust);
+                if holds(node, bounds, cust, &mut data, events_from, store)? {
+                    out.insert(cust);
+                }
+            }
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let mut members = bounds.sure.clone();
+    for p in parts {
+        members |= p;
+    }
+    Ok(members)
+}
+
+/// One customer's stored data, loaded on first use; the buffers are reused across customers so
+/// that checking a customer allocates nothing once they have grown.
+#[derive(Default)]
+pub(crate) struct CustomerData {
+    cust: u32,
+    profile: Option<Option<crate::storage::codec::Fields>>,
+    events_loaded: bool,
+    /// The bodies of the customer's event blocks, uncompressed, back to back.
+    bodies: Vec<u8>,
+    /// Each block's first timestamp and byte range in `bodies`.
+    blocks: Vec<(Timestamp, std::ops::Range<usize>)>,
+}
+
+impl CustomerData {
+    /// Points at another customer; nothing is read until needed.
+    pub fn load(&mut self, cust: u32) {
+        self.cust = cust;
+        self.profile = None;
+        self.events_loaded = false;
+        self.bodies.clear();
+        self.blocks.clear();
+    }
+
+    fn profile(&mut self, store: &Store) -> Result<&[(u32, crate::model::Value)]> {
+        if self.profile.is_none() {
+            self.profile = Some(store.profile(self.cust)?);
+        }
+        Ok(self
+            .profile
+            .as_ref()
+            .and_then(|p| p.as_deref())
+            .unwrap_or(&[]))
+    }
+
+    fn tally(
+        &mut self,
+        e: &EventNode,
+        store: &Store,
+        from: Option<Timestamp>,
+    ) -> Result<customer::Tally> {
+        if !self.events_loaded {
+            if let Some(from) = from {
+                store.event_bodies_from(self.cust, from, &mut self.bodies, &mut self.blocks)?;
+            }
+            self.events_loaded = true;
+        }
+        customer::tally(e, &self.bodies, &self.blocks)
+    }
+}
+
+/// The exact answer of `node` for one customer, trusting the bounds wherever they decide.
+fn holds(
+    node: &Node,
+    b: &Bounds,
+    cust: u32,
+    data: &mut CustomerData,
+    events_from: Option<Timestamp>,
+    store: &Store,
+) -> Result<bool> {
+    if b.sure.contains(cust) {
+        return Ok(true);
+    }
+    if !b.maybe.contains(cust) {
+        return Ok(false);
+    }
+    Ok(match &node.kind {
+        NodeKind::Everyone => true,
+        NodeKind::Not(inner) => !holds(inner, &b.children[0], cust, data, events_from, store)?,
+        NodeKind::And(items) => {
+            for (n, cb) in items.iter().zip(&b.children) {
+                if !holds(n, cb, cust, data, events_from, store)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        NodeKind::Or(items) => {
+            for (n, cb) in items.iter().zip(&b.children) {
+                if holds(n, cb, cust, data, events_from, store)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        NodeKind::Trait { trait_id, test } => {
+            customer::passes(customer::field(data.profile(store)?, *trait_id), test)
+        }
+        NodeKind::Event(e) => data.tally(e, store, events_from)?.satisfies(&e.frequency),
+    })
+}

@@ -1,0 +1,412 @@
+//! From a parsed rule to a plan: names resolved to the catalog's interned ids, literals to every
+//! form they can be compared in, windows to inclusive millisecond ranges at one *now*.
+//!
+//! The plan is the AST's meaning with nothing left to look up: evaluation (`exec`) never touches
+//! a name or a string of the rule again. This module reads the catalog; it knows nothing of
+//! bitmaps or storage.
+
+use chrono::NaiveDate;
+
+use crate::error::{Error, Result};
+use crate::model::time::{Timestamp, DAY_MS};
+use crate::rules::{
+    AggregateFn, CmpOp, Expr, ExprKind, FrequencyKind, Literal, LiteralKind, Number, Predicate,
+    PredicateKind, Rule, Span, Test, TimeKind, TimePoint, WindowKind,
+};
+use crate::storage::Catalog;
+
+/// One node of a plan. `Trait` and `Event` are the leaves that read data.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub kind: NodeKind,
+    /// Where the node came from in the rule text, for explain and why.
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum NodeKind {
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Not(Box<Node>),
+    Everyone,
+    /// A test on one trait; `trait_id` is `None` when no customer ever had the trait.
+    Trait {
+        trait_id: Option<u32>,
+        test: ValueTest,
+    },
+    Event(Box<EventNode>),
+}
+
+/// An event condition at one *now*.
+#[derive(Debug, Clone)]
+pub(crate) struct EventNode {
+    /// `None` when no such event was ever stored.
+    pub event: Option<u32>,
+    /// What each event must satisfy (shorthand and `where` together); `None` is every event.
+    pub filter: Option<Filter>,
+    pub frequency: Frequency,
+    /// The window as an inclusive range of timestamps, already capped at *now*. Empty when
+    /// `from > to`.
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+impl EventNode {
+    pub fn window_is_empty(&self) -> bool {
+        self.from > self.to
+    }
+}
+
+/// A predicate over one event's properties.
+#[derive(Debug, Clone)]
+pub(crate) enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+    /// `prop` is `None` when no event ever had the property.
+    Cond {
+        prop: Option<u32>,
+        test: ValueTest,
+    },
+}
+
+/// How many matching events must there be, or what must their aggregate be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Frequency {
+    /// `count OP n`; plain presence is `count >= 1`.
+    Count { op: CmpOp, n: u64 },
+    /// `FUNC(prop) OP value`; `prop` is `None` when never seen (no event has a number for it).
+    Aggregate {
+        func: AggregateFn,
+        prop: Option<u32>,
+        op: CmpOp,
+        value: f64,
+    },
+}
+
+impl Frequency {
+    /// Whether a customer with no matching event satisfies it (a count or a sum of 0).
+    pub fn holds_for_none(&self) -> bool {
+        match *self {
+            Frequency::Count { op, n } => compare_u64(0, op, n),
+            Frequency::Aggregate {
+                func: AggregateFn::Sum,
+                op,
+                value,
+                ..
+            } => compare_f64(0.0, op, value),
+            Frequency::Aggregate { .. } => false,
+        }
+    }
+
+    /// Whether every customer with at least one matching event satisfies it, whatever the count
+    /// (`count >= 1`, `count > 0`, `count != 0`): then presence answers it.
+    pub fn holds_for_any_presence(&self) -> bool {
+        match *self {
+            Frequency::Count { op, n } => match op {
+                CmpOp::Ge => n <= 1,
+                CmpOp::Gt | CmpOp::Ne => n == 0,
+                _ => false,
+            },
+            Frequency::Aggregate { .. } => false,
+        }
+    }
+
+    /// For `count >= n` (also `> n-1`): the `n` such that any customer with at least `n`
+    /// matching events satisfies it, so that `n` distinct days prove it.
+    pub fn at_least(&self) -> Option<u64> {
+        match *self {
+            Frequency::Count { op: CmpOp::Ge, n } => Some(n),
+            Frequency::Count { op: CmpOp::Gt, n } => n.checked_add(1),
+            _ => None,
+        }
+    }
+}
+
+/// What a trait condition or a property condition asks of one value.
+#[derive(Debug, Clone)]
+pub(crate) enum ValueTest {
+    Compare { op: CmpOp, lit: Lit },
+    In { negated: bool, lits: Vec<Lit> },
+    Between { low: Lit, high: Lit },
+    Contains(Lit),
+    IsSet { negated: bool },
+}
+
+/// A literal of the rule in every form a stored value may be compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Lit {
+    /// The text a string value must equal: a string as written, a number's text as written,
+    /// a date as `YYYY-MM-DD`. `None` for booleans and date-times.
+    pub text: Option<String>,
+    /// The exact integer, for integer literals (and decimals with no fraction).
+    pub int: Option<i64>,
+    /// The numeric value, for numbers.
+    pub num: Option<f64>,
+    pub boolean: Option<bool>,
+    /// The instant, for dates (midnight UTC), date-times, `N unit ago`, and strings that are
+    /// RFC 3339 date-times (as ingest stores such strings as date-times).
+    pub time: Option<Timestamp>,
+    /// The literal is a string (quoted or a bare word): never a number.
+    pub is_str: bool,
+}
+
+impl Lit {
+    fn resolve(lit: &Literal, now: Timestamp) -> Lit {
+        let mut out = Lit {
+            text: None,
+            int: None,
+            num: None,
+            boolean: None,
+            time: None,
+            is_str: false,
+        };
+        match &lit.kind {
+            LiteralKind::Str { text, .. } => {
+                out.time = crate::model::time::parse_rfc3339(text);
+                out.text = Some(text.clone());
+                out.is_str = true;
+            }
+            LiteralKind::Number(n) => {
+                out.text = Some(n.text().to_owned());
+                out.num = Some(n.as_f64());
+                out.int = match n {
+                    Number::Int { value, .. } => Some(*value),
+                    Number::Decimal { .. } => whole(n.as_f64()),
+                };
+            }
+            LiteralKind::Bool(b) => out.boolean = Some(*b),
+            LiteralKind::Date(d) => {
+                out.text = Some(d.format("%Y-%m-%d").to_string());
+                out.time = Some(midnight(*d));
+            }
+            LiteralKind::DateTime(t) => out.time = Some(*t),
+            LiteralKind::Ago(d) => out.time = Some(now.saturating_sub(d.millis().unwrap_or(0))),
+        }
+        out
+    }
+}
+
+/// The integer a float holds exactly, if any.
+fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+}
+
+fn midnight(d: NaiveDate) -> Timestamp {
+    d.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_millis())
+}
+
+/// `a OP b` for counts.
+pub(crate) fn compare_u64(a: u64, op: CmpOp, b: u64) -> bool {
+    op_holds(a.cmp(&b), op)
+}
+
+/// `a OP b` for numbers; false whenever either side is NaN.
+pub(crate) fn compare_f64(a: f64, op: CmpOp, b: f64) -> bool {
+    a.partial_cmp(&b).is_some_and(|o| op_holds(o, op))
+}
+
+/// Whether an ordering satisfies the operator.
+pub(crate) fn op_holds(o: std::cmp::Ordering, op: CmpOp) -> bool {
+    use std::cmp::Ordering::*;
+    match op {
+        CmpOp::Eq => o == Equal,
+        CmpOp::Ne => o != Equal,
+        CmpOp::Lt => o == Less,
+        CmpOp::Le => o != Greater,
+        CmpOp::Gt => o == Greater,
+        CmpOp::Ge => o != Less,
+    }
+}
+
+/// The plan of one rule at one *now*.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub root: Node,
+    pub now: Timestamp,
+    /// The earliest instant any event leaf looks at: residual checks read events from here on.
+    pub events_from: Option<Timestamp>,
+}
+
+/// Resolves `rule` against the catalog at `now`. Fails only on what cannot be evaluated: an
+/// `in audience` (saved audiences are not available yet).
+pub(crate) fn plan(rule: &Rule, catalog: &Catalog, now: Timestamp) -> Result<Plan> {
+    let mut planner = Planner {
+        catalog,
+        now,
+        events_from: None,
+    };
+    let root = planner.expr(&rule.expr)?;
+    Ok(Plan {
+        root,
+        now,
+        events_from: planner.events_from,
+    })
+}
+
+struct Planner<'a> {
+    catalog: &'a Catalog,
+    now: Timestamp,
+    events_from: Option<Timestamp>,
+}
+
+impl Planner<'_> {
+    fn expr(&mut self, e: &Expr) -> Result<Node> {
+        let kind = match &e.kind {
+            ExprKind::And(items) => NodeKind::And(self.exprs(items)?),
+            ExprKind::Or(items) => NodeKind::Or(self.exprs(items)?),
+            ExprKind::Not(inner) => NodeKind::Not(Box::new(self.expr(inner)?)),
+            ExprKind::Everyone => NodeKind::Everyone,
+            ExprKind::Trait(c) => NodeKind::Trait {
+                trait_id: self.catalog.trait_id(&c.path.text),
+                test: self.test(&c.test),
+            },
+            ExprKind::InAudience(name) => {
+                return Err(Error::Evaluation(format!(
+                    "unknown audience '{}' (no audience has been saved under that name)",
+                    name.text
+                )))
+            }
+            ExprKind::Event(ec) => {
+                let event = self.catalog.event_id(&ec.event.text);
+                let mut filters = Vec::new();
+                if let Some(sh) = &ec.shorthand {
+                    filters.push(Filter::Cond {
+                        prop: self.catalog.prop_id(&sh.property.text),
+                        test: ValueTest::Compare {
+                            op: CmpOp::Eq,
+                            lit: Lit::resolve(&sh.value, self.now),
+                        },
+                    });
+                }
+                if let Some(p) = &ec.predicate {
+                    filters.push(self.predicate(p));
+                }
+                let filter = match filters.len() {
+                    0 => None,
+                    1 => filters.pop(),
+                    _ => Some(Filter::And(filters)),
+                };
+                let frequency = match ec.frequency.as_ref().map(|f| &f.kind) {
+                    None => Frequency::Count {
+                        op: CmpOp::Ge,
+                        n: 1,
+                    },
+                    Some(FrequencyKind::AtLeast(n)) => Frequency::Count {
+                        op: CmpOp::Ge,
+                        n: *n,
+                    },
+                    Some(FrequencyKind::AtMost(n)) => Frequency::Count {
+                        op: CmpOp::Le,
+                        n: *n,
+                    },
+                    Some(FrequencyKind::Exactly(n)) => Frequency::Count {
+                        op: CmpOp::Eq,
+                        n: *n,
+                    },
+                    Some(FrequencyKind::Count { op, count }) => {
+                        Frequency::Count { op: *op, n: *count }
+                    }
+                    Some(FrequencyKind::Aggregate {
+                        func,
+                        property,
+                        op,
+                        value,
+                    }) => Frequency::Aggregate {
+                        func: *func,
+                        prop: self.catalog.prop_id(&property.text),
+                        op: *op,
+                        value: value.as_f64(),
+                    },
+                };
+                let (from, to) = self.window(ec.window.as_ref().map(|w| &w.kind));
+                if from <= to {
+                    self.events_from = Some(self.events_from.map_or(from, |f| f.min(from)));
+                }
+                NodeKind::Event(Box::new(EventNode {
+                    event,
+                    filter,
+                    frequency,
+                    from,
+                    to,
+                }))
+            }
+        };
+        Ok(Node { kind, span: e.span })
+    }
+
+    fn exprs(&mut self, items: &[Expr]) -> Result<Vec<Node>> {
+        items.iter().map(|e| self.expr(e)).collect()
+    }
+
+    fn predicate(&self, p: &Predicate) -> Filter {
+        match &p.kind {
+            PredicateKind::And(items) => {
+                Filter::And(items.iter().map(|p| self.predicate(p)).collect())
+            }
+            PredicateKind::Or(items) => {
+                Filter::Or(items.iter().map(|p| self.predicate(p)).collect())
+            }
+            PredicateKind::Not(inner) => Filter::Not(Box::new(self.predicate(inner))),
+            PredicateKind::Cond(c) => Filter::Cond {
+                prop: self.catalog.prop_id(&c.path.text),
+                test: self.test(&c.test),
+            },
+        }
+    }
+
+    fn test(&self, t: &Test) -> ValueTest {
+        let lit = |l: &Literal| Lit::resolve(l, self.now);
+        match t {
+            Test::Compare { op, value } => ValueTest::Compare {
+                op: *op,
+                lit: lit(value),
+            },
+            Test::In { negated, values } => ValueTest::In {
+                negated: *negated,
+                lits: values.iter().map(lit).collect(),
+            },
+            Test::Between { low, high } => ValueTest::Between {
+                low: lit(low),
+                high: lit(high),
+            },
+            Test::Contains(v) => ValueTest::Contains(lit(v)),
+            Test::IsSet { negated } => ValueTest::IsSet { negated: *negated },
+        }
+    }
+
+    /// The inclusive range of timestamps a window admits, capped at *now*.
+    fn window(&self, w: Option<&WindowKind>) -> (Timestamp, Timestamp) {
+        let now = self.now;
+        match w {
+            None | Some(WindowKind::Ever) => (Timestamp::MIN, now),
+            Some(WindowKind::Last(d)) => {
+                let len = d.millis().unwrap_or(Timestamp::MAX);
+                (now.saturating_sub(len).saturating_add(1), now)
+            }
+            Some(WindowKind::Since(t)) => (self.instant(t), now),
+            Some(WindowKind::Before(t)) => {
+                (Timestamp::MIN, self.instant(t).saturating_sub(1).min(now))
+            }
+            Some(WindowKind::Between(a, b)) => {
+                let end = match b.kind {
+                    TimeKind::Date(d) => midnight(d).saturating_add(DAY_MS - 1),
+                    _ => self.instant(b),
+                };
+                (self.instant(a), end.min(now))
+            }
+        }
+    }
+
+    /// A window's time point: a date is its midnight UTC.
+    fn instant(&self, t: &TimePoint) -> Timestamp {
+        match t.kind {
+            TimeKind::Date(d) => midnight(d),
+            TimeKind::DateTime(ts) => ts,
+            TimeKind::Ago(d) => self
+                .now
+                .saturating_sub(d.millis().unwrap_or(Timestamp::MAX)),
+        }
+    }
+}

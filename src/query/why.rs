@@ -1,0 +1,446 @@
+//! `why`: does one customer satisfy a rule, clause by clause, with the trait values and events
+//! that decided each clause, and when the answer would next change by time alone.
+//!
+//! It evaluates the plan on the customer's own stored data, without bitmaps: the same meaning
+//! (`customer`) the engine's exact checks use. The next change is found by trying the instants
+//! at which some event or date-time trait of the customer crosses a window or `ago` edge of the
+//! rule, in order, and re-evaluating there.
+
+use std::fmt;
+
+use crate::error::Result;
+use crate::model::time::{format_rfc3339, Timestamp};
+use crate::model::Value;
+use crate::rules::{AggregateFn, Duration as RuleDuration};
+use crate::rules::{
+    Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind, WindowKind,
+};
+use crate::storage::{view, Catalog, Store};
+
+use super::customer::{self, Tally};
+use super::plan::{self, EventNode, Frequency, Node, NodeKind};
+
+/// At most this many events are shown as the evidence of one clause (the latest ones).
+pub const EVIDENCE_EVENTS: usize = 3;
+
+/// At most this many instants are tried when looking for the next change.
+const MAX_CANDIDATES: usize = 20_000;
+
+/// The answer to "why is (or isn't) this customer in the audience?".
+#[derive(Debug, Clone)]
+pub struct Why {
+    pub customer: String,
+    pub rule: String,
+    pub now: Timestamp,
+    /// The whole rule's answer and, clause by clause, what decided it.
+    pub root: WhyNode,
+    /// The next instant after `now` at which the answer flips with no new data, if any.
+    pub next_change: Option<Timestamp>,
+}
+
+/// One clause's answer for the customer.
+#[derive(Debug, Clone)]
+pub struct WhyNode {
+    /// `and`, `or`, `not`, or the condition's text as written.
+    pub label: String,
+    pub holds: bool,
+    /// What the customer's data says about the clause, in words.
+    pub reason: String,
+    /// The latest events that the clause counted (at most [`EVIDENCE_EVENTS`]).
+    pub events: Vec<WhyEvent>,
+    pub children: Vec<WhyNode>,
+}
+
+/// An event shown as evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhyEvent {
+    pub name: String,
+    pub timestamp: Timestamp,
+    pub properties: Vec<(String, Value)>,
+}
+
+/// One customer's data, read once.
+struct Data {
+    profile: Vec<(u32, Value)>,
+    bodies: Vec<u8>,
+    blocks: Vec<(Timestamp, std::ops::Range<usize>)>,
+}
+
+pub(crate) fn why(
+    store: &Store,
+    catalog: &Catalog,
+    rule: &Rule,
+    text: &str,
+    customer: &str,
+    cust: u32,
+    now: Timestamp,
+) -> Result<Why> {
+    let mut data = Data {
+        profile: store.profile(cust)?.unwrap_or_default(),
+        bodies: Vec::new(),
+        blocks: Vec::new(),
+    };
+    store.event_bodies_from(cust, Timestamp::MIN, &mut data.bodies, &mut data.blocks)?;
+    let explainer = Explainer {
+        catalog,
+        text,
+        data: &data,
+    };
+    let root = explainer.node(&plan::plan(rule, catalog, now)?.root)?;
+    let mut next_change = None;
+    for t in candidate_instants(rule, &data, now)? {
+        let at = plan::plan(rule, catalog, t)?;
+        if explainer.holds(&at.root)? != root.holds {
+            next_change = Some(t);
+            break;
+        }
+    }
+    Ok(Why {
+        customer: customer.to_owned(),
+        rule: text.to_owned(),
+        now,
+        root,
+        next_change,
+    })
+}
+
+struct Explainer<'a> {
+    catalog: &'a Catalog,
+    text: &'a str,
+    data: &'a Data,
+}
+
+impl Explainer<'_> {
+    fn label(&self, n: &Node) -> String {
+        self.text
+            .get(n.span.start..n.span.end)
+            .unwrap_or("?")
+            .to_owned()
+    }
+
+    /// The answer alone, for trying other instants.
+    fn holds(&self, n: &Node) -> Result<bool> {
+        Ok(match &n.kind {
+            NodeKind::And(items) => {
+                for i in items {
+                    if !self.holds(i)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            NodeKind::Or(items) => {
+                for i in items {
+                    if self.holds(i)? {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
+            NodeKind::Not(inner) => !self.holds(inner)?,
+            NodeKind::Everyone => true,
+            NodeKind::Trait { trait_id, test } => {
+                customer::passes(customer::field(&self.data.profile, *trait_id), test)
+            }
+            NodeKind::Event(e) => self.tally(e)?.satisfies(&e.frequency),
+        })
+    }
+
+    fn tally(&self, e: &EventNode) -> Result<Tally> {
+        customer::tally(e, &self.data.bodies, &self.data.blocks)
+    }
+
+    /// The answer with its reasons.
+    fn node(&self, n: &Node) -> Result<WhyNode> {
+        let children = match &n.kind {
+            NodeKind::And(items) | NodeKind::Or(items) => {
+                items.iter().map(|i| self.node(i)).collect::<Result<_>>()?
+            }
+            NodeKind::Not(inner) => vec![self.node(inner)?],
+            _ => Vec::new(),
+        };
+        let mut events = Vec::new();
+        let (label, holds, reason) = match &n.kind {
+            NodeKind::And(_) => {
+                let failed = children.iter().filter(|c| !c.holds).count();
+                let reason = match failed {
+                    0 => "every clause holds".to_owned(),
+                    n => format!("{n} of {} clauses do not hold", children.len()),
+                };
+                ("and".to_owned(), failed == 0, reason)
+            }
+            NodeKind::Or(_) => {
+                let held = children.iter().filter(|c| c.holds).count();
+                let reason = match held {
+                    0 => "no clause holds".to_owned(),
+                    n => format!("{n} of {} clauses hold", children.len()),
+                };
+                ("or".to_owned(), held > 0, reason)
+            }
+            NodeKind::Not(_) => {
+                let inner = children[0].holds;
+                let reason = if inner {
+                    "the clause inside holds"
+                } else {
+                    "the clause inside does not hold"
+                };
+                ("not".to_owned(), !inner, reason.to_owned())
+            }
+            NodeKind::Everyone => (self.label(n), true, "every known customer".to_owned()),
+            NodeKind::Trait { trait_id, test } => {
+                let value = customer::field(&self.data.profile, *trait_id);
+                let name = self.label(n);
+                let name = name.split_whitespace().next().unwrap_or("").to_owned();
+                let reason = match trait_id
+                    .and_then(|t| self.data.profile.iter().find(|(id, _)| *id == t))
+                {
+                    Some((_, v)) => format!("{name} is {v}"),
+                    None => format!("{name} is not set"),
+                };
+                (self.label(n), customer::passes(value, test), reason)
+            }
+            NodeKind::Event(e) => {
+                let t = self.tally(e)?;
+                events = self.evidence(e)?;
+                (
+                    self.label(n),
+                    t.satisfies(&e.frequency),
+                    self.event_reason(e, &t),
+                )
+            }
+        };
+        Ok(WhyNode {
+            label,
+            holds,
+            reason,
+            events,
+            children,
+        })
+    }
+
+    fn event_reason(&self, e: &EventNode, t: &Tally) -> String {
+        let matching = match t.count {
+            0 => "no matching event".to_owned(),
+            1 => "1 matching event".to_owned(),
+            n => format!("{n} matching events"),
+        };
+        let window = if e.window_is_empty() {
+            " (the window is empty)".to_owned()
+        } else if e.from == Timestamp::MIN {
+            format!(" up to {}", format_rfc3339(e.to))
+        } else {
+            format!(
+                " from {} to {}",
+                format_rfc3339(e.from),
+                format_rfc3339(e.to)
+            )
+        };
+        match e.frequency {
+            Frequency::Count { op, n } => format!("{matching}{window}; needs count {op} {n}"),
+            Frequency::Aggregate {
+                func, op, value, ..
+            } => {
+                let got = match func {
+                    AggregateFn::Sum => Some(t.sum),
+                    _ if t.numbers == 0 => None,
+                    AggregateFn::Avg => Some(t.sum / t.numbers as f64),
+                    AggregateFn::Min => Some(t.min),
+                    AggregateFn::Max => Some(t.max),
+                };
+                // Rounded for reading: sums of prices print as 374.01, not 374.00999999999993.
+                let got = got.map_or("undefined (no numeric values)".to_owned(), |x| {
+                    ((x * 1e6).round() / 1e6).to_string()
+                });
+                format!(
+                    "{matching}{window}, {} with a number; {}(...) = {got}; needs {op} {value}",
+                    t.numbers,
+                    func.keyword()
+                )
+            }
+        }
+    }
+
+    /// The latest few events the clause counted.
+    fn evidence(&self, e: &EventNode) -> Result<Vec<WhyEvent>> {
+        let mut latest = std::collections::VecDeque::with_capacity(EVIDENCE_EVENTS + 1);
+        customer::for_each_match(e, &self.data.bodies, &self.data.blocks, |ev| {
+            latest.push_back((ev.ts, ev.event, ev.props()?));
+            if latest.len() > EVIDENCE_EVENTS {
+                latest.pop_front();
+            }
+            Ok(())
+        })?;
+        Ok(latest
+            .into_iter()
+            .rev()
+            .map(|(ts, event, props)| WhyEvent {
+                name: self.catalog.event_name(event).to_owned(),
+                timestamp: ts,
+                properties: props
+                    .into_iter()
+                    .map(|(p, v)| (self.catalog.prop_name(p).to_owned(), v))
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+/// The instants after `now`, in order, at which the answer may change by time alone: when one
+/// of the customer's events happens (it enters windows), or it, or a date-time trait, is exactly
+/// one of the rule's relative lengths (`last N`, `N ago`) in the past, or a millisecond more.
+fn candidate_instants(rule: &Rule, data: &Data, now: Timestamp) -> Result<Vec<Timestamp>> {
+    let mut lengths = Vec::new();
+    durations(&rule.expr, &mut lengths);
+    let mut times = Vec::new();
+    for (start, range) in &data.blocks {
+        view::for_each_event(*start, &data.bodies[range.clone()], |e| {
+            times.push(e.ts);
+            Ok(true)
+        })?;
+    }
+    for (_, v) in &data.profile {
+        if let Value::Time(t) = v {
+            times.push(*t);
+        }
+    }
+    let mut out = Vec::new();
+    for t in times {
+        out.push(t);
+        for d in &lengths {
+            out.push(t.saturating_add(*d));
+            out.push(t.saturating_add(*d).saturating_add(1));
+        }
+    }
+    out.retain(|t| *t > now);
+    out.sort_unstable();
+    out.dedup();
+    out.truncate(MAX_CANDIDATES);
+    Ok(out)
+}
+
+/// Every relative length of time in the rule, in milliseconds.
+fn durations(e: &Expr, out: &mut Vec<i64>) {
+    let mut push = |d: &RuleDuration| out.extend(d.millis());
+    match &e.kind {
+        ExprKind::And(items) | ExprKind::Or(items) => {
+            items.iter().for_each(|i| durations(i, out));
+        }
+        ExprKind::Not(inner) => durations(inner, out),
+        ExprKind::Trait(c) => test_durations(&c.test, &mut push),
+        ExprKind::Event(ec) => {
+            if let Some(w) = &ec.window {
+                let mut point = |k: &TimeKind| {
+                    if let TimeKind::Ago(d) = k {
+                        push(d);
+                    }
+                };
+                match &w.kind {
+                    WindowKind::Last(d) => push(d),
+                    WindowKind::Ever => {}
+                    WindowKind::Since(t) | WindowKind::Before(t) => point(&t.kind),
+                    WindowKind::Between(a, b) => {
+                        point(&a.kind);
+                        point(&b.kind);
+                    }
+                }
+            }
+            if let Some(p) = &ec.predicate {
+                predicate_durations(p, &mut push);
+            }
+            if let Some(sh) = &ec.shorthand {
+                if let LiteralKind::Ago(d) = &sh.value.kind {
+                    push(d);
+                }
+            }
+        }
+        ExprKind::InAudience(_) | ExprKind::Everyone => {}
+    }
+}
+
+fn predicate_durations(p: &Predicate, push: &mut impl FnMut(&RuleDuration)) {
+    match &p.kind {
+        PredicateKind::And(items) | PredicateKind::Or(items) => {
+            items.iter().for_each(|i| predicate_durations(i, push));
+        }
+        PredicateKind::Not(inner) => predicate_durations(inner, push),
+        PredicateKind::Cond(c) => test_durations(&c.test, push),
+    }
+}
+
+fn test_durations(t: &Test, push: &mut impl FnMut(&RuleDuration)) {
+    let mut lit = |l: &crate::rules::Literal| {
+        if let LiteralKind::Ago(d) = &l.kind {
+            push(d);
+        }
+    };
+    match t {
+        Test::Compare { value, .. } | Test::Contains(value) => lit(value),
+        Test::In { values, .. } => values.iter().for_each(lit),
+        Test::Between { low, high } => {
+            lit(low);
+            lit(high);
+        }
+        Test::IsSet { .. } => {}
+    }
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.root.holds {
+            "is in"
+        } else {
+            "is not in"
+        };
+        writeln!(
+            f,
+            "customer {:?} {verdict} the audience at {}",
+            self.customer,
+            format_rfc3339(self.now)
+        )?;
+        writeln!(f, "rule: {}", self.rule)?;
+        write_node(f, &self.root, "", "")?;
+        match self.next_change {
+            Some(t) => writeln!(
+                f,
+                "by time alone, the answer becomes {} at {}",
+                if self.root.holds { "no" } else { "yes" },
+                format_rfc3339(t)
+            ),
+            None => writeln!(f, "by time alone, the answer does not change"),
+        }
+    }
+}
+
+fn write_node(f: &mut fmt::Formatter<'_>, n: &WhyNode, first: &str, rest: &str) -> fmt::Result {
+    let mark = if n.holds { "yes" } else { "no " };
+    writeln!(f, "{mark} {first}{}: {}", n.label, n.reason)?;
+    let pad = if n.children.is_empty() {
+        "   "
+    } else {
+        "│  "
+    };
+    for e in &n.events {
+        let props: Vec<String> = e
+            .properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(
+            f,
+            "    {rest}{pad}{} {} {}",
+            format_rfc3339(e.timestamp),
+            e.name,
+            props.join(" ")
+        )?;
+    }
+    let last = n.children.len().saturating_sub(1);
+    for (i, c) in n.children.iter().enumerate() {
+        let (head, tail) = if i == last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        write_node(f, c, &format!("{rest}{head}"), &format!("{rest}{tail}"))?;
+    }
+    Ok(())
+}
