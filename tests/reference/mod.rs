@@ -9,17 +9,23 @@
 //! answer. The choices, in short:
 //! - numbers compare by value whatever their type: `amount = 50` matches `50` and `50.0`;
 //! - `=`/`!=`/`in` between a *number written in the rule* and a string value compare the text as
-//!   written (the spec's rule); a quoted string in the rule never equals a number value, a
-//!   boolean never equals a string (`newsletter = true` does not match the text `"true"`), a date
-//!   or date-time never equals a string (`d = 2026-01-01` does not match the text `"2026-01-01"`);
-//! - a date literal compared with a date-time value means midnight UTC (the spec's rule), except
-//!   as the upper end of a trait `between`, where it covers its whole day like a window's
-//!   `between` (as `LiteralKind::Date` documents it);
-//! - ordering (`< <= > >= between`) is defined for number/number, date-time/date-time and
-//!   string/string (lexicographic by code point); never for booleans, lists or mixed types;
+//!   written (the spec's rule); likewise a *date* written in the rule equals a string value with
+//!   its text (`d = 2026-01-01` matches the text `"2026-01-01"`, which ingest keeps as text);
+//!   a quoted string in the rule never equals a number value, and a boolean never equals a
+//!   string (`newsletter = true` does not match the text `"true"`);
+//! - a string in the rule that is an RFC 3339 date-time also stands for its instant when compared
+//!   with a date-time value (ingest stores such strings as date-times), so
+//!   `signup_at = "2026-03-01T12:00:00Z"` matches; a date-time or `N unit ago` never equals text;
+//! - a date literal compared with a date-time value means midnight UTC (the spec's rule), also as
+//!   the upper end of a trait `between`: `between 2026-03-01 and 2026-03-01` is the instant
+//!   midnight only (unlike a window's `between`, whose date end covers its day by the spec's
+//!   explicit rule for windows);
+//! - ordering (`< <= > >= between`) is defined only for number/number and date-time/date-time
+//!   (the spec's table: "numeric or date/time comparison"): never for strings, booleans, lists
+//!   or mixed types;
 //! - `=` never matches a list trait (a list is not a scalar); `contains` looks into lists (element
-//!   equality, with the same number-text rule) and into strings (substring; a number literal is
-//!   looked for as its text as written); `contains` on any other value is false;
+//!   equality, as `=`) and into strings (substring; a number or date literal is looked for as its
+//!   text as written); `contains` on any other value is false;
 //! - `!=` and `not in` are true for a customer whose trait is set and not equal by the rules
 //!   above, so `tags != eco` holds for the list `["eco"]` and `age != Gold` for the age `30`;
 //! - `N unit ago` is an instant (now − N·unit); as a window end it is inclusive like a date-time;
@@ -32,7 +38,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use audiencedb::db::Event;
-use audiencedb::model::time::DAY_MS;
+use audiencedb::model::time::{parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
 use audiencedb::rules::{
     AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
@@ -118,7 +124,12 @@ enum Lit<'a> {
     Str(&'a str),
     Number(&'a Number),
     Bool(bool),
-    /// An instant. A date is its midnight UTC; `N unit ago` is now − N·unit.
+    /// A calendar date: its midnight UTC, and its text `YYYY-MM-DD`.
+    Date {
+        at: i64,
+        text: String,
+    },
+    /// An instant: a date-time, or `N unit ago` (now − N·unit).
     Instant(i64),
 }
 
@@ -127,9 +138,22 @@ fn resolve(lit: &Literal, now: i64) -> Lit<'_> {
         LiteralKind::Str { text, .. } => Lit::Str(text),
         LiteralKind::Number(n) => Lit::Number(n),
         LiteralKind::Bool(b) => Lit::Bool(*b),
-        LiteralKind::Date(d) => Lit::Instant(midnight(*d)),
+        LiteralKind::Date(d) => Lit::Date {
+            at: midnight(*d),
+            text: d.format("%Y-%m-%d").to_string(),
+        },
         LiteralKind::DateTime(ts) => Lit::Instant(*ts),
         LiteralKind::Ago(d) => Lit::Instant(now - d.millis().expect("the parser bounds it")),
+    }
+}
+
+/// The instant a literal names when compared with a date-time value: a date's midnight UTC, a
+/// date-time, now − N·unit, or a string that is an RFC 3339 date-time.
+fn instant(lit: &Lit) -> Option<i64> {
+    match lit {
+        Lit::Date { at, .. } | Lit::Instant(at) => Some(*at),
+        Lit::Str(text) => parse_rfc3339(text),
+        Lit::Number(_) | Lit::Bool(_) => None,
     }
 }
 
@@ -148,16 +172,19 @@ fn equals(value: &Value, lit: &Literal, now: i64) -> bool {
         // The spec: a number written in the rule equals a string value with the same text as
         // written (`product = 12345` matches "12345", `007` matches "007" but not "7").
         (Value::Str(s), Lit::Number(n)) => s == n.text(),
+        // Choice: so does a date (ingest keeps a date without a time as text).
+        (Value::Str(s), Lit::Date { text, .. }) => *s == text,
         // Choice: numbers are equal by value whatever their type (`50` matches 50 and 50.0).
         // Integers against integers compare exactly, beyond the precision of f64.
         (Value::Int(i), Lit::Number(Number::Int { value, .. })) => i == value,
         (Value::Int(_) | Value::Float(_), Lit::Number(n)) => value.as_f64() == Some(n.as_f64()),
         (Value::Bool(a), Lit::Bool(b)) => *a == b,
-        // The spec: a date compared with a date-time means its midnight UTC.
-        (Value::Time(t), Lit::Instant(at)) => *t == at,
+        // The spec: a date compared with a date-time means its midnight UTC. Choice: a string
+        // that is an RFC 3339 date-time stands for its instant.
+        (Value::Time(t), lit) => instant(&lit) == Some(*t),
         // Choice: everything else is unequal: a quoted string never equals a number value, a
-        // boolean never equals the text "true", a date never equals the text "2026-01-01", and a
-        // list never equals a scalar (`contains` looks into lists).
+        // boolean never equals the text "true", a date-time never equals text, and a list never
+        // equals a scalar (`contains` looks into lists).
         _ => false,
     }
 }
@@ -169,11 +196,10 @@ fn order(value: &Value, lit: &Literal, now: i64) -> Option<Ordering> {
         (Value::Int(_) | Value::Float(_), Lit::Number(n)) => {
             value.as_f64()?.partial_cmp(&n.as_f64())
         }
-        (Value::Time(t), Lit::Instant(at)) => Some(t.cmp(&at)),
-        // Choice: strings order lexicographically (by code point) against strings.
-        (Value::Str(s), Lit::Str(t)) => Some(s.as_str().cmp(t)),
-        // The spec: ordering never mixes types (a JSON string is never a number, even "12.50").
-        // Choice: booleans and lists are not ordered.
+        (Value::Time(t), lit) => Some(t.cmp(&instant(&lit)?)),
+        // The spec: ordering is a "numeric or date/time comparison" and never mixes types (a
+        // JSON string is never a number, even "12.50"). Choice: so strings, booleans and lists
+        // are not ordered at all.
         _ => None,
     }
 }
@@ -202,15 +228,12 @@ fn between(value: &Value, low: &Literal, high: &Literal, now: i64) -> bool {
         order(value, low, now),
         Some(Ordering::Greater | Ordering::Equal)
     );
-    let below_high = match (&high.kind, value) {
-        // Choice: a date as the upper end covers its whole day, as in a window's `between`
-        // (and as `LiteralKind::Date` documents): up to, not including, the next midnight.
-        (LiteralKind::Date(d), Value::Time(t)) => *t < midnight(*d) + DAY_MS,
-        _ => matches!(
-            order(value, high, now),
-            Some(Ordering::Less | Ordering::Equal)
-        ),
-    };
+    // Choice: a date as the upper end is its midnight, as everywhere in trait conditions (the
+    // whole-day rule of rules.md is written for windows only).
+    let below_high = matches!(
+        order(value, high, now),
+        Some(Ordering::Less | Ordering::Equal)
+    );
     above_low && below_high
 }
 
@@ -221,9 +244,10 @@ fn contains(value: &Value, lit: &Literal, now: i64) -> bool {
         Value::List(items) => items.iter().any(|item| equals(item, lit, now)),
         Value::Str(s) => match resolve(lit, now) {
             Lit::Str(t) => s.contains(t),
-            // Choice: a number written in the rule is looked for as its text as written.
+            // Choice: a number or a date written in the rule is looked for as its text.
             Lit::Number(n) => s.contains(n.text()),
-            // Choice: booleans and dates are not text.
+            Lit::Date { text, .. } => s.contains(&text),
+            // Choice: booleans, date-times and `N unit ago` are not text.
             Lit::Bool(_) | Lit::Instant(_) => false,
         },
         // Choice: only lists and strings contain anything.
