@@ -524,12 +524,42 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
         eprintln!("reusing the demo shop in {}", path.display());
     }
     print_schema(&db.schema());
+    let now = time::now();
+    println!("\naudiences at {}:", time::format_rfc3339(now));
+    for rule in DEMO_RULES {
+        let audience = db.query(rule, now)?;
+        println!(
+            "  {:>7} customers  {:>8.2} ms  {rule}",
+            audience.len(),
+            audience.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let db_arg = path.display();
+    println!("\nTry:");
+    println!("  audiencedb --db {db_arg} customer show c-000001");
     println!(
-        "\nTry: audiencedb --db {} customer show c-000001",
-        path.display()
+        "  audiencedb --db {db_arg} query --format ids \"tier = Gold and viewed in last 7 days\""
     );
+    println!(
+        "  audiencedb --db {db_arg} query --explain \"purchased at least 3 times in last 90 days\""
+    );
+    println!("  audiencedb --db {db_arg} query --why c-000001 \"purchased ever and not purchased in last 6 months\"");
     Ok(())
 }
+
+/// The example audiences of the rule language's specification, as the demo shows them (saved
+/// audiences do not exist yet, so the `in audience` example runs without its audience).
+const DEMO_RULES: &[&str] = &[
+    "viewed product X in last 30 days and tier = Gold",
+    "purchased at least 3 times in last 90 days",
+    "purchased ever and not purchased in last 6 months",
+    "added_to_cart in last 1 day and not purchased in last 1 day",
+    "visited at least 3 times in last 7 days and not purchased in last 7 days",
+    "purchased sum(amount) > 500 in last 365 days",
+    "purchased where category = kids ever and newsletter = true",
+    "not visited before 7 days ago and visited in last 7 days",
+    "country in (FI, SE) and (device = mobile or source = facebook)",
+];
 
 /// Shows bad lines on stderr, a progress bar on a terminal, and batch lines when asked.
 struct CliObserver {

@@ -196,3 +196,23 @@ fn why_tells_clause_by_clause_and_when_it_changes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not found: customer \"nobody\""));
 }
+
+#[test]
+fn demo_builds_a_shop_and_shows_the_example_audiences() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let out = run(&db, &["demo", "--customers", "300"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("audiences at "), "{shown}");
+    for rule in [
+        "viewed product X in last 30 days and tier = Gold",
+        "country in (FI, SE) and (device = mobile or source = facebook)",
+    ] {
+        assert!(shown.contains(rule), "{rule} missing in:\n{shown}");
+    }
+    // The second run reuses the shop.
+    let again = run(&db, &["demo", "--customers", "300"]);
+    assert!(again.status.success());
+    assert!(text(&again.stderr).contains("reusing the demo shop"));
+}

@@ -335,7 +335,13 @@ impl Sources<'_> {
                         negated: false,
                         lits,
                     } => lookup(values, &lits.iter().collect::<Vec<_>>()),
-                    ValueTest::Compare { .. } | ValueTest::Between { .. } => values
+                    // Orderings only: `!=` is not a union of value bitmaps (an event with
+                    // another value, or none of the indexed types, passes it).
+                    ValueTest::Compare {
+                        op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
+                        ..
+                    }
+                    | ValueTest::Between { .. } => values
                         .iter()
                         .filter(|(k, _)| orders_and_passes(k, test))
                         .map(|(_, vd)| vd)

@@ -173,7 +173,8 @@ pub enum LiteralKind {
     Number(Number),
     /// `true` or `false`.
     Bool(bool),
-    /// A calendar date: midnight UTC when compared with an instant, a whole day in `between`.
+    /// A calendar date: midnight UTC when compared with an instant (also at either end of a trait
+    /// condition's `between`). A window's `between` uses [`TimeKind::Date`] and covers whole days.
     Date(NaiveDate),
     /// An instant, milliseconds since the epoch, UTC.
     DateTime(Timestamp),

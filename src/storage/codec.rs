@@ -1,5 +1,5 @@
 //! Byte encodings of the on-disk format: varints, values, profiles and event blocks. Every decoder
-//! checks lengths and tags and answers bad bytes with [`Error::Corrupt`], never a panic.
+//! checks lengths and tags and answers bad bytes with [`crate::Error::Corrupt`], never a panic.
 
 use crate::error::{corrupt, Result};
 use crate::model::{Timestamp, Value};

@@ -99,7 +99,7 @@ pub fn parse_block(key: &[u8]) -> Result<(u32, Timestamp)> {
     Ok((cust, start))
 }
 
-/// The customer in a key made by [`with_customer`].
+/// The customer in a key that starts with a prefix byte and the big-endian customer id.
 pub fn parse_customer(key: &[u8]) -> Result<u32> {
     match key {
         [_, a, b, c, d] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),

@@ -1,0 +1,1817 @@
+//! The query engine against the naive reference evaluator (`tests/reference/mod.rs`): every
+//! answer of `db.query` must equal the reference's, customer for customer.
+//!
+//! - hand-built data sets cover every construct of `shared/spec/rules.md`, with window edges planted
+//!   at exactly now − N·unit and ±1 ms, events at and after now, missing traits, customers known
+//!   only from events, non-numeric aggregate values, lists, date-times, unindexed values (a
+//!   `value_bound` of 3), timelines of hundreds of events across storage blocks and a deleted
+//!   customer; a hand-computed answer pins the reference too;
+//! - every example rule of rules.md runs over a small generated shop;
+//! - proptest generates small data sets clustered around now and random rules, 1000 data sets by
+//!   default (`PROPTEST_CASES=20000 cargo test --test query_differential random` runs more).
+//!
+//! A failure names the rule, *now*, and the stored data of the customers the two disagree on.
+
+mod reference;
+
+use std::collections::BTreeSet;
+
+use audiencedb::ingest::import::{import_ndjson, CollectErrors, ImportOptions};
+use audiencedb::ingest::Message;
+use audiencedb::model::time::{format_rfc3339, parse_rfc3339, DAY_MS};
+use audiencedb::model::Value;
+use audiencedb::query::PreparedRule;
+use audiencedb::{Config, Customer, Db, Error};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const WEEK: i64 = 7 * DAY_MS;
+const MONTH: i64 = 30 * DAY_MS;
+const YEAR: i64 = 365 * DAY_MS;
+
+/// 2026-03-15T10:30:00Z: the *now* of the hand-built tests, in the middle of a UTC day.
+fn now() -> i64 {
+    at("2026-03-15T10:30:00Z")
+}
+
+fn at(rfc3339: &str) -> i64 {
+    parse_rfc3339(rfc3339).unwrap_or_else(|| panic!("bad date-time {rfc3339}"))
+}
+
+fn s(text: &str) -> Value {
+    Value::Str(text.into())
+}
+
+// ---------- The harness ----------
+
+/// The engine's answer: the only place that calls the query API. It also checks that
+/// `query_prepared` agrees with `query`, that `len` counts the members, that `member_ids` is
+/// sorted and that the bitmap holds exactly the members' internal ids.
+fn engine(db: &Db, rule: &str, now: i64) -> audiencedb::Result<Vec<String>> {
+    let audience = db.query(rule, now)?;
+    let prepared = PreparedRule::new(rule)?;
+    let again = db.query_prepared(&prepared, now)?;
+    assert_eq!(
+        audience.bitmap(),
+        again.bitmap(),
+        "query and query_prepared differ on {rule:?} at {now}"
+    );
+    let ids = db.member_ids(&audience)?;
+    assert_eq!(audience.len(), ids.len() as u64, "len() of {rule:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "member_ids is not sorted: {ids:?}"
+    );
+    let internal: BTreeSet<u32> = ids
+        .iter()
+        .map(|id| db.internal_id(id).unwrap().expect("a member exists"))
+        .collect();
+    assert_eq!(
+        audience.bitmap().iter().collect::<BTreeSet<u32>>(),
+        internal,
+        "the bitmap of {rule:?} holds other ids than the members'"
+    );
+    Ok(ids)
+}
+
+/// A database in a temporary folder and every customer id ever written to it.
+struct Fixture {
+    db: Db,
+    ids: BTreeSet<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A database; `value_bound: Some(3)` makes most values unindexed, so that bitmaps give up
+    /// and the residual checks answer.
+    fn new(value_bound: Option<usize>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().join("db"));
+        if let Some(bound) = value_bound {
+            config.value_bound = bound;
+        }
+        Fixture {
+            db: Db::open_with(config).unwrap(),
+            ids: BTreeSet::new(),
+            _dir: dir,
+        }
+    }
+
+    fn ingest(&mut self, messages: Vec<Message>) {
+        self.ids.extend(messages.iter().map(|m| m.customer.clone()));
+        self.db.ingest(messages).unwrap();
+    }
+
+    fn identify(&mut self, id: &str, traits: Vec<(&str, Value)>) {
+        let traits = traits
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Some(v)))
+            .collect();
+        self.ingest(vec![Message::identify(id, traits)]);
+    }
+
+    fn track(&mut self, id: &str, event: &str, ts: i64, props: Vec<(&str, Value)>) {
+        let props = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        self.ingest(vec![Message::track(id, event, props, Some(ts))]);
+    }
+
+    /// Every known customer as stored: every id seen in a profile or an event, minus deleted ones.
+    fn customers(&self) -> Vec<Customer> {
+        known(&self.db, &self.ids)
+    }
+
+    /// Engine and reference agree on `rule` at `now`; returns the members.
+    fn check(&self, rule: &str, now: i64) -> Vec<String> {
+        check(&self.db, &self.customers(), rule, now)
+    }
+
+    /// Engine and reference agree, and both give `expected`.
+    fn expect(&self, rule: &str, now: i64, expected: &[&str]) {
+        let got = self.check(rule, now);
+        let mut expected: Vec<String> = expected.iter().map(|e| e.to_string()).collect();
+        expected.sort();
+        assert_eq!(
+            got,
+            expected,
+            "{rule:?} at {}: the reference (and the engine) disagree with the hand-computed answer",
+            format_rfc3339(now)
+        );
+    }
+}
+
+fn known(db: &Db, ids: &BTreeSet<String>) -> Vec<Customer> {
+    ids.iter()
+        .filter_map(|id| db.customer(id).unwrap())
+        .collect()
+}
+
+/// Compares the engine and the reference on one rule; the message names the rule, *now* and
+/// the stored data of every customer they disagree on.
+fn check(db: &Db, customers: &[Customer], rule: &str, now: i64) -> Vec<String> {
+    match compare(db, customers, rule, now) {
+        Ok(members) => members,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// `Ok(members)` when the engine and the reference agree, else a description of the difference.
+fn compare(db: &Db, customers: &[Customer], rule: &str, now: i64) -> Result<Vec<String>, String> {
+    let parsed = audiencedb::rules::parse(rule).map_err(|e| format!("{rule:?}: {e}"))?;
+    let expected = reference::evaluate(&parsed, now, customers);
+    let got = engine(db, rule, now);
+    let when = format!("now = {now} ({})", format_rfc3339(now));
+    match (got, expected) {
+        (Ok(got), Ok(expected)) if got == expected => Ok(got),
+        (Ok(got), Ok(expected)) => {
+            let only = |a: &[String], b: &[String]| -> Vec<String> {
+                a.iter().filter(|x| !b.contains(x)).cloned().collect()
+            };
+            let only_engine = only(&got, &expected);
+            let only_reference = only(&expected, &got);
+            let mut message = format!(
+                "engine and reference differ\n  rule: {rule}\n  {when}\n  only the engine selects: {only_engine:?}\n  only the reference selects: {only_reference:?}\n  customers who differ, as stored:"
+            );
+            for c in customers
+                .iter()
+                .filter(|c| only_engine.contains(&c.id) || only_reference.contains(&c.id))
+            {
+                message.push_str(&format!("\n    {}", describe(c)));
+            }
+            Err(message)
+        }
+        (Err(Error::Evaluation(_)), Err(_)) => Ok(Vec::new()),
+        (got, expected) => Err(format!(
+            "engine and reference differ\n  rule: {rule}\n  {when}\n  engine: {got:?}\n  reference: {expected:?}"
+        )),
+    }
+}
+
+/// One customer as stored, on one line.
+fn describe(c: &Customer) -> String {
+    let traits = match &c.traits {
+        None => "no profile".to_owned(),
+        Some(t) => t
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let events: Vec<String> = c
+        .events
+        .iter()
+        .map(|e| {
+            let props: Vec<String> = e
+                .properties
+                .iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            format!(
+                "{:?}@{} ({}) {{{}}}",
+                e.name,
+                e.timestamp,
+                format_rfc3339(e.timestamp),
+                props.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "{}: traits [{traits}]; events [{}]",
+        c.id,
+        events.join("; ")
+    )
+}
+
+/// Runs `test` on a database with every value indexed and on one where almost none is.
+fn both_configs(test: impl Fn(Option<usize>)) {
+    for bound in [None, Some(3)] {
+        test(bound);
+    }
+}
+
+// ---------- Trait conditions ----------
+
+fn traits_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    f.identify(
+        "gold",
+        vec![
+            ("tier", s("Gold")),
+            ("age", Value::Int(34)),
+            ("country", s("FI")),
+            ("tags", Value::List(vec![s("eco"), s("sale")])),
+            ("email", s("ann@example.com")),
+            ("signup_at", Value::Time(now - 10 * DAY_MS)),
+            ("newsletter", Value::Bool(true)),
+            ("code", s("12345")),
+            ("price", Value::Float(19.9)),
+            ("address.city", s("Helsinki")),
+            ("score", Value::Float(12.5)),
+        ],
+    );
+    f.identify(
+        "silver",
+        vec![
+            ("tier", s("Silver")),
+            ("age", Value::Float(30.0)),
+            ("country", s("SE")),
+            ("tags", s("eco-friendly shoes")),
+            ("signup_at", Value::Time(now - 30 * DAY_MS)),
+            ("newsletter", Value::Bool(false)),
+            ("code", Value::Int(12345)),
+            ("score", s("12.50")),
+            ("address.city", s("Espoo")),
+        ],
+    );
+    f.identify(
+        "lower",
+        vec![
+            ("tier", s("gold")),
+            ("age", s("30")),
+            ("country", s("NO")),
+            (
+                "tags",
+                Value::List(vec![Value::Int(5), s("5"), Value::Bool(true)]),
+            ),
+            ("signup_at", s("2026-01-01")),
+            ("newsletter", s("true")),
+            ("code", s("007")),
+            ("price", Value::Int(20)),
+        ],
+    );
+    f.identify(
+        "young",
+        vec![
+            ("tier", s("Bronze")),
+            ("age", Value::Int(25)),
+            ("country", s("fi")),
+            ("signup_at", Value::Time(at("2026-03-01T00:00:00Z"))),
+            ("code", Value::Int(7)),
+            ("price", Value::Float(20.0)),
+        ],
+    );
+    f.identify(
+        "old",
+        vec![
+            ("age", Value::Int(35)),
+            ("signup_at", Value::Time(at("2026-03-01T23:59:59.999Z"))),
+            ("tags", Value::List(vec![])),
+        ],
+    );
+    // A profile whose only trait was removed again.
+    f.identify("empty", vec![("tier", s("Gold"))]);
+    f.ingest(vec![Message::identify(
+        "empty",
+        vec![("tier".into(), None)],
+    )]);
+    // Known only from an event.
+    f.track("anon", "visited", now - HOUR, vec![]);
+    f
+}
+
+#[test]
+fn trait_conditions_follow_the_spec() {
+    both_configs(|bound| {
+        let f = traits_fixture(bound);
+        let now = now();
+        let all = ["anon", "empty", "gold", "lower", "old", "silver", "young"];
+        for (rule, expected) in [
+            ("tier = Gold", &["gold"][..]),
+            // Set and differs: no tier, no match.
+            ("tier != Gold", &["lower", "silver", "young"]),
+            // The complement over every known customer includes those without a tier.
+            (
+                "not tier = Gold",
+                &["anon", "empty", "lower", "old", "silver", "young"],
+            ),
+            ("tier in (Gold, Silver)", &["gold", "silver"]),
+            ("tier not in (Gold, Silver)", &["lower", "young"]),
+            ("country in (FI, SE)", &["gold", "silver"]),
+            ("country not in (FI, SE)", &["lower", "young"]),
+            // Numbers: 30.0 is 30; the string "30" is never a number for ordering...
+            ("age > 30", &["gold", "old"]),
+            ("age >= 30", &["gold", "old", "silver"]),
+            ("age < 30", &["young"]),
+            ("age between 25 and 34", &["gold", "silver", "young"]),
+            ("age between 34 and 25", &[]),
+            // ... but equality with a number written in the rule compares its text.
+            ("age = 30", &["lower", "silver"]),
+            ("age = 30.0", &["silver"]),
+            ("age != 30", &["gold", "old", "young"]),
+            ("code = 12345", &["gold", "silver"]),
+            ("code in (12345, 1)", &["gold", "silver"]),
+            ("code = 007", &["lower", "young"]),
+            ("code = 7", &["young"]),
+            ("code not in (007)", &["gold", "silver"]),
+            ("score > 12", &["gold"]),
+            ("score = 12.50", &["gold", "silver"]),
+            ("score = 12.5", &["gold"]),
+            ("price = 19.90", &["gold"]),
+            ("price = 20", &["lower", "young"]),
+            ("price > 19.9", &["lower", "young"]),
+            ("price <= 19.90", &["gold"]),
+            // contains: list elements, or a substring of a string.
+            ("tags contains eco", &["gold", "silver"]),
+            ("tags contains sale", &["gold"]),
+            ("tags contains 5", &["lower"]),
+            ("tags contains true", &["lower"]),
+            ("tags contains shoes", &["silver"]),
+            ("tags contains \"\"", &["silver"]),
+            ("tags is set", &["gold", "lower", "old", "silver"]),
+            ("email is set", &["gold"]),
+            (
+                "email is not set",
+                &["anon", "empty", "lower", "old", "silver", "young"],
+            ),
+            ("address.city = Helsinki", &["gold"]),
+            ("address.city != Helsinki", &["silver"]),
+            // Date-times, against relative times, dates (midnight UTC) and date-times.
+            ("signup_at > 30 days ago", &["gold", "old", "young"]),
+            (
+                "signup_at >= 30 days ago",
+                &["gold", "old", "silver", "young"],
+            ),
+            ("signup_at = 2026-03-01", &["young"]),
+            ("signup_at > 2026-03-01", &["gold", "old"]),
+            ("signup_at < 2026-03-01", &["silver"]),
+            ("signup_at = 2026-03-01T23:59:59.999Z", &["old"]),
+            (
+                "signup_at between 2026-03-01T00:00:00Z and 2026-03-01T23:59:59.999Z",
+                &["old", "young"],
+            ),
+            (
+                "signup_at between 40 days ago and 10 days ago",
+                &["gold", "old", "silver", "young"],
+            ),
+            (
+                "signup_at between 30 days ago and 11 days ago",
+                &["old", "silver", "young"],
+            ),
+            ("signup_at = \"2026-01-01\"", &["lower"]),
+            ("newsletter = true", &["gold"]),
+            ("newsletter = false", &["silver"]),
+            ("newsletter != true", &["lower", "silver"]),
+            ("newsletter = \"true\"", &["lower"]),
+            // Composition.
+            ("everyone", &all[..]),
+            ("not everyone", &[]),
+            ("not not tier = Gold", &["gold"]),
+            ("tier = Gold or age > 34", &["gold", "old"]),
+            (
+                "not (tier = Gold or age > 34)",
+                &["anon", "empty", "lower", "silver", "young"],
+            ),
+            ("tier = Gold or tier = Silver and age > 30", &["gold"]),
+            (
+                "(tier = Gold or tier = Silver) and age >= 30",
+                &["gold", "silver"],
+            ),
+            ("TIER = Gold", &[]),
+            ("nosuchtrait = 1", &[]),
+            ("nosuchtrait is not set", &all[..]),
+        ] {
+            f.expect(rule, now, expected);
+        }
+    });
+}
+
+/// The points rules.md leaves open, with the reading the reference takes (see its module doc).
+#[test]
+fn trait_conditions_where_the_spec_is_silent() {
+    both_configs(|bound| {
+        let f = traits_fixture(bound);
+        let now = now();
+        for (rule, expected) in [
+            // A quoted string is a string: it does not equal the number 12345.
+            ("code = \"12345\"", &["gold"][..]),
+            // A boolean does not equal the text "true"; a date equals the text "2026-01-01".
+            ("newsletter = \"false\"", &[]),
+            ("signup_at = 2026-01-01", &["lower"]),
+            ("signup_at contains 2026-01-01", &["lower"]),
+            ("signup_at in (2026-01-01, 2026-03-01)", &["lower", "young"]),
+            // A quoted RFC 3339 date-time is also its instant (ingest stores such text as one).
+            ("signup_at = \"2026-03-01T00:00:00Z\"", &["young"]),
+            ("signup_at < \"2026-03-01T00:00:00Z\"", &["silver"]),
+            ("signup_at = 2026-03-01T00:00:00Z", &["young"]),
+            // A list never equals a scalar; `!=` is then "set and differs".
+            ("tags = eco", &[]),
+            ("tags != eco", &["gold", "lower", "old", "silver"]),
+            ("tags in (eco, sale)", &[]),
+            // A date as the upper end of a trait's `between` is its midnight, as everywhere.
+            ("signup_at between 2026-03-01 and 2026-03-01", &["young"]),
+            ("signup_at <= 2026-03-01", &["silver", "young"]),
+            // Only numbers and date-times order: not strings, booleans or lists.
+            ("tier > Gold", &[]),
+            ("tier between A and H", &[]),
+            (
+                "not tier between A and H",
+                &["anon", "empty", "gold", "lower", "old", "silver", "young"],
+            ),
+            ("newsletter > false", &[]),
+            ("tags > eco", &[]),
+            // contains: a number is looked for as its text; a boolean is not text.
+            ("code contains 234", &["gold"]),
+            ("newsletter contains true", &[]),
+            ("age contains 3", &["lower"]),
+        ] {
+            f.expect(rule, now, expected);
+        }
+    });
+}
+
+// ---------- Windows ----------
+
+/// One `visited` event per customer, at now − N·unit − 1 ms, exactly now − N·unit and
+/// now − N·unit + 1 ms for every unit; at now; after now.
+fn last_windows_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let mut messages = Vec::new();
+    for (unit, len) in [
+        ("min", MINUTE),
+        ("hour", HOUR),
+        ("day", DAY_MS),
+        ("week", WEEK),
+        ("month", MONTH),
+        ("year", YEAR),
+    ] {
+        for (suffix, delta) in [("-1ms", -1), ("", 0), ("+1ms", 1)] {
+            let id = format!("{unit}{suffix}");
+            messages.push(Message::track(
+                id,
+                "visited",
+                vec![],
+                Some(now - len + delta),
+            ));
+        }
+    }
+    messages.push(Message::track("now", "visited", vec![], Some(now)));
+    messages.push(Message::track("after", "visited", vec![], Some(now + 1)));
+    messages.push(Message::track(
+        "later",
+        "visited",
+        vec![],
+        Some(now + DAY_MS),
+    ));
+    f.ingest(messages);
+    f
+}
+
+#[test]
+fn last_n_units_is_now_minus_n_units_exclusive_to_now_inclusive() {
+    both_configs(|bound| {
+        let f = last_windows_fixture(bound);
+        let now = now();
+        let inside_minute = ["now", "min+1ms"];
+        f.expect("visited in last 1 minute", now, &inside_minute);
+        f.expect(
+            "visited in last 60 minutes",
+            now,
+            &["now", "min-1ms", "min", "min+1ms", "hour+1ms"],
+        );
+        f.expect(
+            "visited in last 1 hour",
+            now,
+            &["now", "min-1ms", "min", "min+1ms", "hour+1ms"],
+        );
+        // Shortest windows first; per unit, the edge event inside the window first.
+        let ever = [
+            "now",
+            "min+1ms",
+            "min",
+            "min-1ms",
+            "hour+1ms",
+            "hour",
+            "hour-1ms",
+            "day+1ms",
+            "day",
+            "day-1ms",
+            "week+1ms",
+            "week",
+            "week-1ms",
+            "month+1ms",
+            "month",
+            "month-1ms",
+            "year+1ms",
+            "year",
+            "year-1ms",
+        ];
+        f.expect("visited", now, &ever);
+        f.expect("visited ever", now, &ever);
+        f.expect("not visited", now, &["after", "later"]);
+        f.expect("visited in last 1 year", now, &ever[..ever.len() - 2]);
+        f.expect("visited in the last 365 days", now, &ever[..ever.len() - 2]);
+        f.expect("visited in last 1 month", now, &ever[..ever.len() - 5]);
+        f.expect("visited in last 30 days", now, &ever[..ever.len() - 5]);
+        f.expect("visited in last 1 week", now, &ever[..ever.len() - 8]);
+        f.expect("visited in last 7 days", now, &ever[..ever.len() - 8]);
+        f.expect("visited in last 168 hours", now, &ever[..ever.len() - 8]);
+        f.expect("visited in last 1 day", now, &ever[..ever.len() - 11]);
+        f.expect(
+            "visited in last 1440 minutes",
+            now,
+            &ever[..ever.len() - 11],
+        );
+        f.expect(
+            "visited at most 0 times in last 1 day",
+            now,
+            &ever[ever.len() - 11..]
+                .iter()
+                .chain(&["after", "later"])
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        // Everything else against the reference, at now and at the edges themselves.
+        for rule in [
+            "visited in last 2 days",
+            "visited in last 2 weeks",
+            "visited in last 12 months",
+            "visited in last 2 years",
+            "visited in last 59 minutes",
+            "visited in last 23 hours",
+            "visited in last 6 days",
+            "visited in last 29 days",
+            "visited in last 364 days",
+            "visited since 1 day ago",
+            "visited before 1 day ago",
+            "visited before 0 minutes ago",
+            "visited since 0 minutes ago",
+            "did visited between 7 days ago and 1 day ago",
+        ] {
+            for t in [
+                now,
+                now - 1,
+                now + 1,
+                now - DAY_MS,
+                now + DAY_MS,
+                now + YEAR,
+            ] {
+                f.check(rule, t);
+            }
+        }
+    });
+}
+
+/// Events around the calendar days 2026-03-14 and 2026-03-15 (now is 2026-03-15T10:30Z).
+fn calendar_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let y = at("2026-03-14T00:00:00Z");
+    let t = at("2026-03-15T00:00:00Z");
+    let dt = at("2026-03-14T12:00:00Z");
+    let mut messages = Vec::new();
+    for (id, ts) in [
+        ("y-1ms", y - 1),
+        ("y", y),
+        ("dt", dt),
+        ("dt+1ms", dt + 1),
+        ("t-1ms", t - 1),
+        ("t", t),
+        ("now", now),
+        ("after", now + 1),
+        ("tomorrow", t + DAY_MS),
+    ] {
+        messages.push(Message::track(id, "visited", vec![], Some(ts)));
+    }
+    f.ingest(messages);
+    f
+}
+
+#[test]
+fn since_before_and_between_follow_the_spec() {
+    both_configs(|bound| {
+        let f = calendar_fixture(bound);
+        let now = now();
+        for (rule, expected) in [
+            (
+                "visited since 2026-03-14",
+                &["y", "dt", "dt+1ms", "t-1ms", "t", "now"][..],
+            ),
+            ("visited before 2026-03-14", &["y-1ms"]),
+            (
+                "visited before 2026-03-15",
+                &["y-1ms", "y", "dt", "dt+1ms", "t-1ms"],
+            ),
+            (
+                "visited before 2026-03-17",
+                &["y-1ms", "y", "dt", "dt+1ms", "t-1ms", "t", "now"],
+            ),
+            ("visited since 2026-03-16", &[]),
+            (
+                "did visited between 2026-03-14 and 2026-03-14",
+                &["y", "dt", "dt+1ms", "t-1ms"],
+            ),
+            (
+                "did visited between 2026-03-14 and 2026-03-15",
+                &["y", "dt", "dt+1ms", "t-1ms", "t", "now"],
+            ),
+            (
+                "did visited between 2026-03-14T00:00:00Z and 2026-03-14T12:00:00Z",
+                &["y", "dt"],
+            ),
+            (
+                "did visited between 2026-03-14 and 2026-03-14T12:00:00Z",
+                &["y", "dt"],
+            ),
+            (
+                "did visited between 2026-03-14T14:00:00+02:00 and 2026-03-14",
+                &["dt", "dt+1ms", "t-1ms"],
+            ),
+            ("did visited between 2026-03-15 and 2026-03-14", &[]),
+            (
+                "visited since 2026-03-14T12:00:00.001Z",
+                &["dt+1ms", "t-1ms", "t", "now"],
+            ),
+            ("visited before 2026-03-14T12:00:00Z", &["y-1ms", "y"]),
+            ("visited before 1 day ago", &["y-1ms", "y"]),
+            (
+                "visited since 1 day ago",
+                &["dt", "dt+1ms", "t-1ms", "t", "now"],
+            ),
+            (
+                "did visited between 2 days ago and 1 day ago",
+                &["y-1ms", "y"],
+            ),
+            (
+                "visited in last 1 day",
+                &["dt", "dt+1ms", "t-1ms", "t", "now"],
+            ),
+            (
+                "visited at least 1 time between 2026-03-15 and 2026-03-16",
+                &["t", "now"],
+            ),
+        ] {
+            f.expect(rule, now, expected);
+        }
+        // *now* exactly at midnight, and one millisecond before.
+        let t = at("2026-03-15T00:00:00Z");
+        f.expect("did visited between 2026-03-15 and 2026-03-15", t, &["t"]);
+        f.expect("visited in last 1 day", t, &["dt", "dt+1ms", "t-1ms", "t"]);
+        f.expect(
+            "visited in last 1 day",
+            t - 1,
+            &["y", "dt", "dt+1ms", "t-1ms"],
+        );
+        f.expect("visited since 2026-03-15", t - 1, &[]);
+        f.expect(
+            "not visited ever",
+            t - 1,
+            &["t", "now", "after", "tomorrow"],
+        );
+        for rule in [
+            "visited since 2026-03-14",
+            "visited before 2026-03-15",
+            "did visited between 2026-03-14 and 2026-03-15",
+            "did visited between 2026-03-14T12:00:00Z and 2026-03-15T10:30:00Z",
+            "visited in last 1 day",
+            "visited in last 2 days",
+            "visited in last 12 hours",
+            "visited before 12 hours ago",
+            "visited since 36 hours ago",
+        ] {
+            for t in [
+                now,
+                t,
+                t - 1,
+                t + 1,
+                at("2026-03-14T12:00:00Z"),
+                at("2026-03-16T00:00:00Z"),
+                at("2026-03-16T12:00:00Z"),
+            ] {
+                f.check(rule, t);
+            }
+        }
+    });
+}
+
+// ---------- Frequencies and aggregates ----------
+
+fn purchases_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let amount = |v: Value| vec![("amount", v)];
+    // 100 + 200.5 and a text amount: count 3, sum 300.5, avg 150.25, min 100, max 200.5.
+    f.track("big", "purchased", now - 3 * HOUR, amount(Value::Int(100)));
+    f.track(
+        "big",
+        "purchased",
+        now - 2 * DAY_MS,
+        amount(Value::Float(200.5)),
+    );
+    f.track("big", "purchased", now - 3 * DAY_MS, amount(s("12.50")));
+    // Only non-numeric amounts: count 2, sum 0, no avg, min or max.
+    f.track("text", "purchased", now - HOUR, amount(s("12.50")));
+    f.track(
+        "text",
+        "purchased",
+        now - 2 * HOUR,
+        amount(Value::Bool(true)),
+    );
+    // 50 in the last day, 500 after now (counts nowhere), 1000 more than a year ago.
+    f.track("edge", "purchased", now - HOUR, amount(Value::Int(50)));
+    f.track("edge", "purchased", now + 1, amount(Value::Int(500)));
+    f.track(
+        "edge",
+        "purchased",
+        now - 400 * DAY_MS,
+        amount(Value::Int(1000)),
+    );
+    // One purchase without an amount, one of 30.
+    f.track("missing", "purchased", now - HOUR, vec![]);
+    f.track("missing", "purchased", now - HOUR, amount(Value::Int(30)));
+    // Never purchased.
+    f.track("visitor", "visited", now - HOUR, vec![]);
+    f.identify("profile", vec![("tier", s("Gold"))]);
+    f
+}
+
+#[test]
+fn frequencies_and_aggregates_follow_the_spec() {
+    both_configs(|bound| {
+        let f = purchases_fixture(bound);
+        let now = now();
+        for (rule, expected) in [
+            ("purchased", &["big", "edge", "missing", "text"][..]),
+            ("not purchased", &["profile", "visitor"]),
+            ("purchased exactly 3 times", &["big"]),
+            ("purchased count = 2", &["edge", "missing", "text"]),
+            ("purchased count != 2", &["big", "profile", "visitor"]),
+            (
+                "purchased count >= 0",
+                &["big", "edge", "missing", "profile", "text", "visitor"],
+            ),
+            (
+                "purchased at most 2 times",
+                &["edge", "missing", "profile", "text", "visitor"],
+            ),
+            ("purchased exactly 0 times", &["profile", "visitor"]),
+            (
+                "purchased at least 2 times in last 1 day",
+                &["missing", "text"],
+            ),
+            ("purchased sum(amount) > 300", &["big", "edge"]),
+            ("purchased sum(amount) = 300.5", &["big"]),
+            ("purchased sum(amount) > 1000", &["edge"]),
+            ("purchased sum(amount) > 1000 in last 1 year", &[]),
+            // A sum over no values is 0: those who never purchased and text-only amounts.
+            ("purchased sum(amount) = 0", &["profile", "text", "visitor"]),
+            (
+                "purchased sum(amount) < 100",
+                &["missing", "profile", "text", "visitor"],
+            ),
+            (
+                "purchased sum(amount) < 100 in last 1 day",
+                &["edge", "missing", "profile", "text", "visitor"],
+            ),
+            // avg, min and max over no values are false.
+            ("purchased avg(amount) >= 0", &["big", "edge", "missing"]),
+            ("purchased avg(amount) = 150.25", &["big"]),
+            ("purchased avg(amount) = 30", &["missing"]),
+            ("purchased avg(amount) != 30", &["big", "edge"]),
+            ("purchased min(amount) < 100", &["edge", "missing"]),
+            ("purchased min(amount) = 100", &["big"]),
+            ("purchased max(amount) = 200.5", &["big"]),
+            ("purchased max(amount) >= 1000", &["edge"]),
+            ("purchased max(amount) >= 1000 in last 30 days", &[]),
+            (
+                "purchased max(amount) <= 50 in last 1 day",
+                &["edge", "missing"],
+            ),
+            (
+                "not purchased max(amount) > 0",
+                &["profile", "text", "visitor"],
+            ),
+            (
+                "purchased sum(nosuch) = 0",
+                &["big", "edge", "missing", "profile", "text", "visitor"],
+            ),
+            ("purchased avg(nosuch) = 0", &[]),
+            ("purchased where amount = 12.50", &["big", "text"]),
+            ("purchased where amount > 12", &["big", "edge", "missing"]),
+            ("purchased where amount is not set", &["missing"]),
+        ] {
+            f.expect(rule, now, expected);
+        }
+        for t in [now - 2 * DAY_MS, now + 1, now - 400 * DAY_MS] {
+            for rule in [
+                "purchased sum(amount) >= 50 in last 3 days",
+                "purchased count <= 1 in last 2 days",
+                "purchased avg(amount) < 200",
+                "purchased max(amount) > 100 ever",
+            ] {
+                f.check(rule, t);
+            }
+        }
+    });
+}
+
+// ---------- Event predicates and shorthand ----------
+
+fn views_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let d = |n: i64| now - n * DAY_MS;
+    f.track(
+        "p1",
+        "viewed",
+        d(1),
+        vec![
+            ("product", s("X")),
+            ("category", s("shoes")),
+            ("price", Value::Int(120)),
+        ],
+    );
+    f.track(
+        "p1",
+        "viewed",
+        d(2),
+        vec![("product", s("Y")), ("price", Value::Float(80.0))],
+    );
+    f.track("p2", "viewed", d(1), vec![("product", s("12345"))]);
+    f.track("p2", "viewed", d(40), vec![("product", Value::Int(12345))]);
+    f.track("p2", "Product Viewed", d(3), vec![("sku", s("sku-123"))]);
+    f.track(
+        "p3",
+        "viewed",
+        d(5),
+        vec![
+            ("product", s("X")),
+            ("meta.source", s("email")),
+            ("price", s("99")),
+        ],
+    );
+    f.track(
+        "p4",
+        "purchased",
+        d(1),
+        vec![("category", s("kids")), ("amount", Value::Int(10))],
+    );
+    f.track(
+        "p4",
+        "purchased",
+        d(2),
+        vec![("category", s("shoes")), ("amount", Value::Int(60))],
+    );
+    f.identify("p4", vec![("tier", s("Gold"))]);
+    f.track("p5", "viewed", now + 1, vec![("product", s("X"))]);
+    f
+}
+
+#[test]
+fn event_predicates_follow_the_spec() {
+    both_configs(|bound| {
+        let f = views_fixture(bound);
+        let now = now();
+        for (rule, expected) in [
+            ("viewed product X", &["p1", "p3"][..]),
+            ("viewed product X in last 3 days", &["p1"]),
+            ("viewed product X where price > 100", &["p1"]),
+            ("viewed where (product = X and not price > 100)", &["p3"]),
+            ("viewed product 12345", &["p2"]),
+            ("viewed product 12345 in last 30 days", &["p2"]),
+            ("viewed product \"12345\"", &["p2"]),
+            ("did \"Product Viewed\" where sku = sku-123", &["p2"]),
+            ("did \"Product Viewed\" in last 2 days", &[]),
+            ("did \"product viewed\"", &[]),
+            ("viewed where meta.source = email", &["p3"]),
+            ("viewed where price is not set", &["p2"]),
+            ("viewed where price is set at least 2 times", &["p1"]),
+            ("viewed where (price between 80 and 120)", &["p1"]),
+            ("viewed where price between 81 and 119", &[]),
+            (
+                "viewed where (product in (X, Y) or price < 100)",
+                &["p1", "p3"],
+            ),
+            ("viewed where product not in (X)", &["p1", "p2"]),
+            ("viewed where (not product = X)", &["p1", "p2"]),
+            ("viewed where product != X", &["p1", "p2"]),
+            ("viewed where product != 12345", &["p1", "p3"]),
+            ("viewed where category != shoes", &[]),
+            ("viewed where (product != X and price is set)", &["p1"]),
+            ("not viewed where product = X", &["p2", "p4", "p5"]),
+            (
+                "purchased where (category = shoes and amount >= 50)",
+                &["p4"],
+            ),
+            ("purchased where (category = kids and amount >= 50)", &[]),
+            (
+                "purchased where category = kids and purchased where amount >= 50",
+                &["p4"],
+            ),
+            ("purchased where category = kids and tier = Gold", &["p4"]),
+            ("viewed at least 2 times", &["p1", "p2"]),
+            ("viewed product X at least 2 times", &[]),
+            ("viewed where product contains 234", &["p2"]),
+            (
+                "viewed where (product = X or product = 12345) count = 1",
+                &["p1", "p3"],
+            ),
+            ("viewed product X ever and not viewed product Y", &["p3"]),
+            ("viewed max(price) > 100", &["p1"]),
+            ("viewed product X sum(price) = 120", &["p1"]),
+            ("viewed product X sum(price) = 0", &["p2", "p3", "p4", "p5"]),
+        ] {
+            f.expect(rule, now, expected);
+        }
+    });
+}
+
+// ---------- Long timelines ----------
+
+/// Customers with hundreds of events, so that timelines span many stored blocks (128 events
+/// each) and windows cut them anywhere; some sent out of time order, some at one millisecond.
+#[test]
+fn long_timelines_across_storage_blocks() {
+    let now = now();
+    for bound in [None, Some(3)] {
+        let mut f = Fixture::new(bound);
+        // One visit an hour, the latest exactly at now, in one batch.
+        let steady: Vec<Message> = (0..500i64)
+            .map(|k| {
+                Message::track(
+                    "steady",
+                    "visited",
+                    vec![("amount".into(), Value::Int(k % 7))],
+                    Some(now - k * HOUR),
+                )
+            })
+            .collect();
+        f.ingest(steady);
+        // 300 purchases at one instant a day ago, then 20 more around it.
+        let burst: Vec<Message> = (0..300i64)
+            .map(|k| {
+                Message::track(
+                    "burst",
+                    "purchased",
+                    vec![("amount".into(), Value::Float(0.5 * (k % 4) as f64))],
+                    Some(now - DAY_MS),
+                )
+            })
+            .collect();
+        f.ingest(burst);
+        for k in -10..10i64 {
+            f.track("burst", "purchased", now - DAY_MS + k, vec![]);
+        }
+        // Newest first, in batches of 40: every batch lands before the stored events.
+        for batch in 0..7i64 {
+            let messages: Vec<Message> = (0..40i64)
+                .map(|k| {
+                    let age = batch * 40 + k;
+                    Message::track(
+                        "backwards",
+                        if age % 3 == 0 { "purchased" } else { "visited" },
+                        vec![("product".into(), s(&format!("p{}", age % 5)))],
+                        Some(now - age * 5 * HOUR + 1),
+                    )
+                })
+                .collect();
+            f.ingest(messages);
+        }
+        f.expect("visited count = 24 in last 1 day", now, &["steady"]);
+        f.expect("visited count = 168 in last 7 days", now, &["steady"]);
+        f.expect("purchased exactly 320 times", now, &["burst"]);
+        f.expect("purchased exactly 300 times in last 1 day", now, &[]);
+        f.expect(
+            "purchased exactly 310 times since 1 day ago",
+            now,
+            &["burst"],
+        );
+        f.expect("purchased sum(amount) = 225", now, &["burst"]);
+        f.expect("visited sum(amount) = 1494", now, &["steady"]);
+        for rule in [
+            "visited at least 100 times in last 5 days",
+            "visited at least 120 times in last 5 days",
+            "visited at most 150 times in last 1 week",
+            "visited count > 200 before 1 week ago",
+            "visited avg(amount) >= 3 in last 2 days",
+            "visited max(amount) = 6 in last 5 hours",
+            "visited min(amount) = 0 in last 5 hours",
+            "purchased count >= 310 in last 2 days",
+            "purchased count > 300 between 2 days ago and 1 day ago",
+            "purchased where product = p0 count >= 10",
+            "purchased product p3 in last 10 days",
+            "visited where product not in (p2) at least 50 times",
+            "visited where product != p2 at least 50 times",
+            "visited product p1 at least 30 times since 20 days ago",
+            "not visited in last 1 hour",
+            "purchased in last 1 day and not visited in last 1 day",
+        ] {
+            for t in [now, now - DAY_MS, now - DAY_MS - 1, now - 10 * DAY_MS + 1] {
+                f.check(rule, t);
+            }
+        }
+    }
+}
+
+// ---------- Unindexed values, deletion, errors ----------
+
+/// `!=` inside `where` on a property whose values are indexed (found by the differential tests).
+#[test]
+fn not_equal_on_an_indexed_event_property() {
+    both_configs(|bound| {
+        let mut f = Fixture::new(bound);
+        f.track("a", "viewed", now() - HOUR, vec![("product", s("Y"))]);
+        f.track("b", "viewed", now() - HOUR, vec![("product", s("X"))]);
+        f.track(
+            "c",
+            "viewed",
+            now() - HOUR,
+            vec![("product", Value::Bool(true))],
+        );
+        f.expect("viewed where product != X", now(), &["a", "c"]);
+        f.expect("viewed where product != X count >= 1", now(), &["a", "c"]);
+        f.expect("viewed where product != true", now(), &["a", "b"]);
+    });
+}
+
+#[test]
+fn high_cardinality_values_are_checked_one_by_one() {
+    let now = now();
+    for bound in [None, Some(3)] {
+        let mut f = Fixture::new(bound);
+        let mut messages = Vec::new();
+        for i in 0..20i64 {
+            let id = format!("c{i:02}");
+            messages.push(Message::identify(
+                id.clone(),
+                vec![
+                    ("tier".into(), Some(s(&format!("t{}", i % 7)))),
+                    ("n".into(), Some(Value::Int(i))),
+                    ("x".into(), Some(Value::Float(i as f64 / 2.0))),
+                ],
+            ));
+            for j in 0..i % 5 {
+                messages.push(Message::track(
+                    id.clone(),
+                    "viewed",
+                    vec![
+                        ("product".into(), s(&format!("p{}", (i + j) % 9))),
+                        ("n".into(), Value::Int(j)),
+                    ],
+                    Some(now - (i * 13 + j) * HOUR),
+                ));
+            }
+        }
+        f.ingest(messages);
+        f.expect("tier = t3", now, &["c03", "c10", "c17"]);
+        f.expect("n = 3.0", now, &["c03"]);
+        f.expect("x = 3", now, &["c06"]);
+        f.expect("x in (1, 1.5)", now, &["c02", "c03"]);
+        f.expect("viewed product p0", now, &["c08", "c09", "c17", "c18"]);
+        for rule in [
+            "tier != t3",
+            "tier in (t1, t2, t3, t4)",
+            "not tier not in (t1, t2)",
+            "n between 3 and 11",
+            "viewed product p0 in last 5 days",
+            "viewed product p1 at least 2 times",
+            "viewed where (product = p2 or n = 1) in last 3 days",
+            "viewed where product != p4 count >= 2",
+            "viewed sum(n) >= 3 in last 2 weeks",
+            "not viewed product p5 in last 10 days and tier = t5",
+        ] {
+            f.check(rule, now);
+        }
+    }
+}
+
+#[test]
+fn deleted_customers_are_nobody() {
+    both_configs(|bound| {
+        let mut f = traits_fixture(bound);
+        let now = now();
+        f.track("gold", "visited", now - HOUR, vec![]);
+        f.expect("visited", now, &["anon", "gold"]);
+        f.db.delete_customer("gold").unwrap();
+        let rest = ["anon", "empty", "lower", "old", "silver", "young"];
+        f.expect("everyone", now, &rest);
+        f.expect("tier = Gold", now, &[]);
+        f.expect("visited", now, &["anon"]);
+        f.expect("email is not set", now, &rest);
+        f.expect(
+            "not tier = Silver",
+            now,
+            &["anon", "empty", "lower", "old", "young"],
+        );
+        f.expect(
+            "not visited",
+            now,
+            &["empty", "lower", "old", "silver", "young"],
+        );
+        f.check("tags contains eco or country in (FI, SE)", now);
+        // The same id again is a new customer with none of the old data.
+        f.identify("gold", vec![("tier", s("Silver"))]);
+        f.expect("tier = Silver", now, &["gold", "silver"]);
+        f.expect("tier = Gold", now, &[]);
+        f.expect("visited", now, &["anon"]);
+        f.expect("email is set", now, &[]);
+        f.expect("age is not set", now, &["anon", "empty", "gold"]);
+    });
+}
+
+#[test]
+fn an_unknown_audience_is_an_evaluation_error() {
+    let f = traits_fixture(None);
+    for rule in [
+        "in audience vip",
+        "tier = Gold and not in audience unsubscribed",
+        "everyone or in audience vip",
+    ] {
+        match engine(&f.db, rule, now()) {
+            Err(Error::Evaluation(_)) => {}
+            other => panic!("{rule:?}: expected an evaluation error, got {other:?}"),
+        }
+        let parsed = audiencedb::rules::parse(rule).unwrap();
+        assert!(reference::evaluate(&parsed, now(), &f.customers()).is_err());
+    }
+    // An empty database knows no audience either.
+    let empty = Fixture::new(None);
+    assert!(matches!(
+        engine(&empty.db, "in audience vip", now()),
+        Err(Error::Evaluation(_))
+    ));
+    assert!(engine(&empty.db, "everyone", now()).unwrap().is_empty());
+    assert!(engine(&empty.db, "not viewed", now()).unwrap().is_empty());
+}
+
+// ---------- The examples of rules.md over a generated shop ----------
+
+#[test]
+fn every_rules_md_example_over_a_generated_shop() {
+    use audiencedb::gen::{generate, GenConfig};
+    // 2026-01-01T00:00:00Z: every generated event lies in the year before.
+    let end = at("2026-01-01T00:00:00Z");
+    let config = GenConfig {
+        customers: 300,
+        seed: 2026,
+        days: 365,
+        end,
+    };
+    let mut bytes = Vec::new();
+    generate(&config, &mut bytes).unwrap();
+    let mut f = Fixture::new(None);
+    let mut errors = CollectErrors::default();
+    let options = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    import_ndjson(&f.db, &bytes[..], &options, &mut errors).unwrap();
+    assert!(errors.0.is_empty(), "{:?}", errors.0.first());
+    for line in std::str::from_utf8(&bytes).unwrap().lines() {
+        f.ids
+            .insert(Message::from_json_line(line).unwrap().customer.clone());
+    }
+    let customers = f.customers();
+    assert_eq!(customers.len(), 300);
+    let examples = [
+        "viewed product X in last 30 days and tier = Gold",
+        "purchased at least 3 times in last 90 days",
+        "purchased ever and not purchased in last 6 months",
+        "added_to_cart in last 1 day and not purchased in last 1 day",
+        "visited at least 3 times in last 7 days and not purchased in last 7 days",
+        "purchased sum(amount) > 500 in last 365 days",
+        "purchased where category = kids ever and not in audience unsubscribed",
+        "not visited before 7 days ago and visited in last 7 days",
+        "country in (FI, SE) and (device = mobile or source = facebook)",
+        // The audience example with the audience's natural definition written out.
+        "purchased where category = kids ever and not newsletter = false",
+    ];
+    // At the end of the period, in the middle of it (later events then count in no window), and
+    // at a millisecond that is not a midnight.
+    let nows = [end, end - 100 * DAY_MS, end - 3 * DAY_MS - 7 * HOUR - 1];
+    let mut sizes = Vec::new();
+    for now in nows {
+        for rule in examples {
+            if rule.contains("in audience") {
+                assert!(matches!(
+                    engine(&f.db, rule, now),
+                    Err(Error::Evaluation(_))
+                ));
+                continue;
+            }
+            let members = check(&f.db, &customers, rule, now);
+            sizes.push((rule, now, members.len()));
+        }
+    }
+    // The examples select real audiences at the end of the period.
+    for (rule, now, size) in &sizes {
+        if *now == end {
+            assert!(*size > 0 && *size < 300, "{rule}: {size} of 300");
+        }
+    }
+}
+
+// ---------- Random rules over random data ----------
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+
+    /// The *now*s of the random cases: mid-day, exactly midnight, the last millisecond of a day.
+    fn nows() -> Vec<i64> {
+        vec![
+            at("2026-03-15T10:30:00Z"),
+            at("2026-03-15T00:00:00Z"),
+            at("2026-03-15T23:59:59.999Z"),
+        ]
+    }
+
+    fn midnight_of(ts: i64) -> i64 {
+        ts - ts.rem_euclid(DAY_MS)
+    }
+
+    fn date_of(ts: i64) -> String {
+        format_rfc3339(ts)[..10].to_owned()
+    }
+
+    /// Instants that rules name (dates' midnights, date-times, `N unit ago`) and window edges:
+    /// the timestamps planted in the data are these, ±1 ms, and a few anywhere in the year.
+    fn edges(now: i64) -> Vec<i64> {
+        let today = midnight_of(now);
+        let mut points = vec![
+            now,
+            today,
+            today - DAY_MS,
+            today + DAY_MS,
+            midnight_of(now - 10 * DAY_MS),
+            midnight_of(now - 30 * DAY_MS),
+            today + 12 * HOUR,
+        ];
+        for len in [
+            MINUTE,
+            HOUR,
+            DAY_MS,
+            2 * DAY_MS,
+            WEEK,
+            10 * DAY_MS,
+            2 * WEEK,
+            MONTH,
+            YEAR,
+        ] {
+            points.push(now - len);
+        }
+        let mut out = Vec::new();
+        for p in points {
+            out.extend([p - 1, p, p + 1]);
+        }
+        out
+    }
+
+    fn timestamp(now: i64) -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => prop::sample::select(edges(now)),
+            1 => (now - 400 * DAY_MS)..(now + 2 * DAY_MS),
+        ]
+    }
+
+    /// What kind of values a trait or property mostly holds. Every name also gets values of the
+    /// other kinds now and then, and rules compare it with literals of every kind.
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Text,
+        Number,
+        Time,
+        Bool,
+        List,
+    }
+
+    const TRAITS: [(&str, Kind); 7] = [
+        ("tier", Kind::Text),
+        ("address.city", Kind::Text),
+        ("age", Kind::Number),
+        ("code", Kind::Number),
+        ("signup_at", Kind::Time),
+        ("newsletter", Kind::Bool),
+        ("tags", Kind::List),
+    ];
+    const PROPS: [(&str, Kind); 5] = [
+        ("product", Kind::Text),
+        ("category", Kind::Text),
+        ("amount", Kind::Number),
+        ("when", Kind::Time),
+        ("meta.tags", Kind::List),
+    ];
+    const EVENTS: [&str; 4] = ["viewed", "purchased", "Product Viewed", "visited"];
+
+    /// Stored values of one kind: strings that look like numbers and booleans, numbers equal
+    /// across types, date-times at the edges, lists of mixed elements.
+    fn values(kind: Kind, now: i64) -> Vec<Value> {
+        let today = midnight_of(now);
+        match kind {
+            Kind::Text => vec![
+                s("Gold"),
+                s("Silver"),
+                s("gold"),
+                s("eco"),
+                s("eco-friendly"),
+                s("X"),
+                s("sku-123"),
+                s(""),
+                s("12345"),
+                s("30"),
+            ],
+            Kind::Number => vec![
+                Value::Int(30),
+                Value::Int(34),
+                Value::Int(25),
+                Value::Int(5),
+                Value::Int(12345),
+                Value::Int(7),
+                Value::Int(0),
+                Value::Int(50),
+                Value::Int(-3),
+                Value::Int(100),
+                Value::Float(30.0),
+                Value::Float(30.5),
+                Value::Float(12.5),
+                Value::Float(19.9),
+                Value::Float(0.25),
+                Value::Float(50.0),
+                s("30"),
+                s("12.50"),
+                s("007"),
+            ],
+            Kind::Time => vec![
+                Value::Time(now - 10 * DAY_MS),
+                Value::Time(now - 30 * DAY_MS),
+                Value::Time(now - DAY_MS),
+                Value::Time(today),
+                Value::Time(today - DAY_MS),
+                Value::Time(today + 12 * HOUR),
+                Value::Time(now),
+                Value::Time(now + 1),
+                s(&date_of(now)),
+            ],
+            Kind::Bool => vec![Value::Bool(true), Value::Bool(false), s("true")],
+            Kind::List => vec![
+                Value::List(vec![s("eco"), s("sale")]),
+                Value::List(vec![s("eco")]),
+                Value::List(vec![Value::Int(5), s("5")]),
+                Value::List(vec![Value::Bool(true)]),
+                Value::List(vec![]),
+                Value::List(vec![s("Gold"), Value::Int(30)]),
+                Value::List(vec![Value::Float(12.5), Value::Time(today)]),
+                s("eco-friendly"),
+            ],
+        }
+    }
+
+    fn value(kind: Kind, now: i64) -> impl Strategy<Value = Value> {
+        let any: Vec<Value> = [Kind::Text, Kind::Number, Kind::Time, Kind::Bool, Kind::List]
+            .into_iter()
+            .flat_map(|k| values(k, now))
+            .collect();
+        prop_oneof![
+            3 => prop::sample::select(values(kind, now)),
+            1 => prop::sample::select(any),
+        ]
+    }
+
+    /// Literals of one kind, as written in a rule: they name the values of [`values`] in every
+    /// spelling (`30`, `30.0`, `"30"`, `007`, dates, date-times, `N unit ago`).
+    fn literals(kind: Kind, now: i64, allow_ago: bool) -> Vec<String> {
+        let words = |w: &[&str]| w.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        match kind {
+            Kind::Text => words(&[
+                "Gold",
+                "Silver",
+                "gold",
+                "eco",
+                "X",
+                "sku-123",
+                "\"Gold\"",
+                "\"\"",
+                "12345",
+                "\"12345\"",
+                "30",
+                "eco-friendly",
+            ]),
+            Kind::Number => words(&[
+                "30", "30.0", "30.5", "34", "25", "5", "12345", "007", "7", "12.50", "12.5", "0",
+                "50", "50.0", "-3", "100", "19.90", "\"30\"",
+            ]),
+            Kind::Time => {
+                let mut out = vec![
+                    date_of(now),
+                    date_of(now - DAY_MS),
+                    date_of(now - 10 * DAY_MS),
+                    date_of(now - 30 * DAY_MS),
+                    format_rfc3339(now - 10 * DAY_MS),
+                    format_rfc3339(now - 30 * DAY_MS),
+                    format_rfc3339(midnight_of(now)),
+                    format_rfc3339(now),
+                    format!("{:?}", date_of(now)),
+                    format!("{:?}", format_rfc3339(now - 10 * DAY_MS)),
+                ];
+                if allow_ago {
+                    out.extend(
+                        ["10 days ago", "30 days ago", "0 minutes ago", "1 day ago"]
+                            .map(String::from),
+                    );
+                }
+                out
+            }
+            Kind::Bool => words(&["true", "false", "\"true\""]),
+            Kind::List => words(&[
+                "eco", "sale", "5", "\"5\"", "true", "Gold", "30", "12.5", "fri",
+            ]),
+        }
+    }
+
+    fn literal(kind: Kind, now: i64, allow_ago: bool) -> impl Strategy<Value = String> {
+        let any: Vec<String> = [Kind::Text, Kind::Number, Kind::Time, Kind::Bool, Kind::List]
+            .into_iter()
+            .flat_map(|k| literals(k, now, allow_ago))
+            .collect();
+        prop_oneof![
+            4 => prop::sample::select(literals(kind, now, allow_ago)),
+            1 => prop::sample::select(any),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct EventData {
+        name: &'static str,
+        ts: i64,
+        props: Vec<(&'static str, Value)>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct CustomerData {
+        traits: Option<Vec<(&'static str, Value)>>,
+        events: Vec<EventData>,
+        /// A later identify: changed traits, and removed ones (`None`).
+        update: Option<Vec<(&'static str, Option<Value>)>>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Data {
+        now: i64,
+        value_bound: Option<usize>,
+        customers: Vec<CustomerData>,
+        /// The customer to delete after ingesting.
+        delete: Option<usize>,
+    }
+
+    fn named_value(
+        names: &'static [(&'static str, Kind)],
+        now: i64,
+    ) -> impl Strategy<Value = (&'static str, Value)> {
+        prop::sample::select(names.to_vec())
+            .prop_flat_map(move |(name, kind)| (Just(name), value(kind, now)))
+    }
+
+    fn event(now: i64) -> impl Strategy<Value = EventData> {
+        (
+            prop::sample::select(EVENTS.to_vec()),
+            timestamp(now),
+            prop::collection::vec(named_value(&PROPS, now), 0..4),
+        )
+            .prop_map(|(name, ts, props)| EventData { name, ts, props })
+    }
+
+    fn customer(now: i64) -> impl Strategy<Value = CustomerData> {
+        (
+            prop::option::weighted(0.7, prop::collection::vec(named_value(&TRAITS, now), 0..5)),
+            prop::collection::vec(event(now), 0..9),
+            prop::option::weighted(
+                0.2,
+                prop::collection::vec(
+                    named_value(&TRAITS, now).prop_flat_map(|(name, v)| {
+                        (Just(name), prop::option::weighted(0.6, Just(v)))
+                    }),
+                    1..3,
+                ),
+            ),
+        )
+            .prop_map(|(traits, events, update)| CustomerData {
+                traits,
+                events,
+                update,
+            })
+    }
+
+    fn data() -> impl Strategy<Value = Data> {
+        prop::sample::select(nows()).prop_flat_map(|now| {
+            (
+                prop::option::of(Just(3usize)),
+                prop::collection::vec(customer(now), 2..10),
+                prop::option::weighted(0.2, 0usize..10),
+            )
+                .prop_map(move |(value_bound, customers, delete)| Data {
+                    now,
+                    value_bound,
+                    customers,
+                    delete,
+                })
+        })
+    }
+
+    /// `TEST` of a trait or property condition on a value of `kind`.
+    fn test(kind: Kind, now: i64) -> impl Strategy<Value = String> {
+        let op = prop::sample::select(vec!["=", "!=", "<", "<=", ">", ">="]);
+        let lit = move || literal(kind, now, true);
+        prop_oneof![
+            4 => (op, lit()).prop_map(|(op, v)| format!("{op} {v}")),
+            2 => (any::<bool>(), prop::collection::vec(lit(), 1..4)).prop_map(
+                |(negated, values)| {
+                    let not = if negated { "not " } else { "" };
+                    format!("{not}in ({})", values.join(", "))
+                }
+            ),
+            2 => (lit(), lit()).prop_map(|(a, b)| format!("between {a} and {b}")),
+            1 => lit().prop_map(|v| format!("contains {v}")),
+            1 => any::<bool>().prop_map(|negated| {
+                if negated { "is not set" } else { "is set" }.to_owned()
+            }),
+        ]
+    }
+
+    fn condition(
+        names: &'static [(&'static str, Kind)],
+        now: i64,
+    ) -> impl Strategy<Value = String> {
+        prop::sample::select(names.to_vec()).prop_flat_map(move |(name, kind)| {
+            test(kind, now).prop_map(move |test| format!("{name} {test}"))
+        })
+    }
+
+    /// A parenthesized predicate over event properties.
+    fn predicate(now: i64) -> impl Strategy<Value = String> {
+        condition(&PROPS, now)
+            .prop_recursive(2, 4, 2, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 2..3)
+                        .prop_map(|items| format!("({})", items.join(" and "))),
+                    prop::collection::vec(inner.clone(), 2..3)
+                        .prop_map(|items| format!("({})", items.join(" or "))),
+                    inner.prop_map(|p| format!("(not {p})")),
+                ]
+            })
+            .prop_map(|p| {
+                if p.starts_with('(') {
+                    p
+                } else {
+                    format!("({p})")
+                }
+            })
+    }
+
+    fn frequency() -> impl Strategy<Value = String> {
+        let op = prop::sample::select(vec!["=", "!=", "<", "<=", ">", ">="]);
+        let times = |n: u64| if n == 1 { "time" } else { "times" };
+        prop_oneof![
+            1 => (0u64..4).prop_map(move |n| format!("at least {n} {}", times(n))),
+            1 => (0u64..4).prop_map(move |n| format!("at most {n} {}", times(n))),
+            1 => (0u64..4).prop_map(move |n| format!("exactly {n} {}", times(n))),
+            1 => (op.clone(), 0u64..4).prop_map(|(op, n)| format!("count {op} {n}")),
+            2 => (
+                prop::sample::select(vec!["sum", "avg", "min", "max"]),
+                prop::sample::select(vec!["amount", "amount", "amount", "product", "when"]),
+                op,
+                prop::sample::select(vec![
+                    "0", "10", "30", "30.5", "50", "60", "100", "12.5", "-3", "40.25", "80.5",
+                    "25", "50.0",
+                ]),
+            )
+                .prop_map(|(f, p, op, n)| format!("{f}({p}) {op} {n}")),
+        ]
+    }
+
+    fn windows(now: i64) -> Vec<String> {
+        let today = date_of(now);
+        let yesterday = date_of(now - DAY_MS);
+        let tomorrow = date_of(now + DAY_MS);
+        let d10 = date_of(now - 10 * DAY_MS);
+        let d30 = date_of(now - 30 * DAY_MS);
+        let dt10 = format_rfc3339(now - 10 * DAY_MS);
+        let dt30 = format_rfc3339(now - 30 * DAY_MS);
+        let noon = format_rfc3339(midnight_of(now) + 12 * HOUR);
+        [
+            "ever",
+            "in last 1 minute",
+            "in last 1 hour",
+            "in last 1 day",
+            "in the last 2 days",
+            "in last 7 days",
+            "in last 1 week",
+            "in last 2 weeks",
+            "in last 10 days",
+            "in last 1 month",
+            "in last 1 year",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .chain([
+            format!("since {today}"),
+            format!("since {yesterday}"),
+            format!("since {d10}"),
+            "since 10 days ago".to_owned(),
+            format!("since {dt10}"),
+            format!("before {today}"),
+            format!("before {yesterday}"),
+            "before 7 days ago".to_owned(),
+            format!("before {dt10}"),
+            format!("before {noon}"),
+            format!("between {yesterday} and {today}"),
+            format!("between {d30} and {yesterday}"),
+            format!("between {d10} and {d10}"),
+            format!("between {dt30} and {dt10}"),
+            "between 10 days ago and 1 day ago".to_owned(),
+            format!("between {d30} and {dt10}"),
+            format!("between {today} and {tomorrow}"),
+            format!("between {today} and {noon}"),
+        ])
+        .collect()
+    }
+
+    fn event_condition(now: i64) -> impl Strategy<Value = String> {
+        let shorthand =
+            prop::sample::select(PROPS[..3].to_vec()).prop_flat_map(move |(name, kind)| {
+                literal(kind, now, false).prop_map(move |v| format!("{name} {v}"))
+            });
+        (
+            prop::sample::select(EVENTS[..3].to_vec()),
+            prop::option::weighted(0.25, shorthand),
+            prop::option::weighted(0.25, predicate(now)),
+            prop::option::weighted(0.4, frequency()),
+            prop::option::weighted(0.6, prop::sample::select(windows(now))),
+        )
+            .prop_map(|(name, shorthand, predicate, frequency, window)| {
+                let only_window = shorthand.is_none() && predicate.is_none() && frequency.is_none();
+                let between = window.as_deref().is_some_and(|w| w.starts_with("between"));
+                let mut text = if name.contains(' ') {
+                    format!("did {name:?}")
+                } else if only_window && between {
+                    format!("did {name}")
+                } else {
+                    name.to_owned()
+                };
+                let parts = [
+                    shorthand,
+                    predicate.map(|p| format!("where {p}")),
+                    frequency,
+                    window,
+                ];
+                for part in parts.into_iter().flatten() {
+                    text.push(' ');
+                    text.push_str(&part);
+                }
+                text
+            })
+    }
+
+    fn rule(now: i64) -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            3 => condition(&TRAITS, now),
+            6 => event_condition(now),
+            1 => Just("everyone".to_owned()),
+        ];
+        leaf.prop_recursive(3, 6, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 2..4)
+                    .prop_map(|items| format!("({})", items.join(" and "))),
+                prop::collection::vec(inner.clone(), 2..4)
+                    .prop_map(|items| format!("({})", items.join(" or "))),
+                inner.prop_map(|e| format!("not {e}")),
+            ]
+        })
+    }
+
+    fn case() -> impl Strategy<Value = (Data, Vec<String>)> {
+        data().prop_flat_map(|data| {
+            let rules = prop::collection::vec(rule(data.now), 1..=RULES_PER_CASE);
+            (Just(data), rules)
+        })
+    }
+
+    /// The most rules tried on one random data set: building the database costs more than a
+    /// rule. (A range, so that shrinking can drop the rules that pass.)
+    const RULES_PER_CASE: usize = 12;
+
+    fn build(data: &Data) -> Fixture {
+        let mut f = Fixture::new(data.value_bound);
+        let mut messages = Vec::new();
+        for (i, c) in data.customers.iter().enumerate() {
+            let id = format!("c{i}");
+            if let Some(traits) = &c.traits {
+                messages.push(Message::identify(
+                    id.clone(),
+                    traits
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), Some(v.clone())))
+                        .collect(),
+                ));
+            }
+            for e in &c.events {
+                messages.push(Message::track(
+                    id.clone(),
+                    e.name,
+                    e.props
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                    Some(e.ts),
+                ));
+            }
+        }
+        if !messages.is_empty() {
+            f.ingest(messages);
+        }
+        let updates: Vec<Message> = data
+            .customers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let traits = c
+                    .update
+                    .as_ref()?
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                Some(Message::identify(format!("c{i}"), traits))
+            })
+            .collect();
+        if !updates.is_empty() {
+            f.ingest(updates);
+        }
+        if let Some(i) = data.delete {
+            let id = format!("c{i}");
+            if f.db.customer(&id).unwrap().is_some() {
+                f.db.delete_customer(&id).unwrap();
+            }
+        }
+        f
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: cases(),
+            max_shrink_iters: 10_000,
+            max_shrink_time: 20_000,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn engine_equals_reference_on_random_rules((data, rules) in case()) {
+            let f = build(&data);
+            let customers = f.customers();
+            for rule in &rules {
+                if let Err(message) = compare(&f.db, &customers, rule, data.now) {
+                    let stored: Vec<String> = customers.iter().map(describe).collect();
+                    return Err(TestCaseError::fail(format!(
+                        "{message}\n  every customer, as stored:\n    {}",
+                        stored.join("\n    ")
+                    )));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! A naive reference evaluator of the rule language, written for clarity straight from
+//! `shared/spec/rules.md` and independent of the query engine: rule by rule, customer by
+//! customer, every event scanned. The differential tests run it beside the engine and fail on any
+//! difference. It reads only the parsed [`Rule`] and the customers as [`Db::customer`] returns
+//! them, never the indexes or the catalog.
+//!
+//! Where rules.md leaves a point open, the choice made here is written next to the code that
+//! makes it, marked **Choice**; `tests/query_differential.rs` pins each one with a hand-computed
+//! answer. The choices, in short:
+//! - numbers compare by value whatever their type: `amount = 50` matches `50` and `50.0`;
+//! - `=`/`!=`/`in` between a *number written in the rule* and a string value compare the text as
+//!   written (the spec's rule); likewise a *date* written in the rule equals a string value with
+//!   its text (`d = 2026-01-01` matches the text `"2026-01-01"`, which ingest keeps as text);
+//!   a quoted string in the rule never equals a number value, and a boolean never equals a
+//!   string (`newsletter = true` does not match the text `"true"`);
+//! - a string in the rule that is an RFC 3339 date-time also stands for its instant when compared
+//!   with a date-time value (ingest stores such strings as date-times), so
+//!   `signup_at = "2026-03-01T12:00:00Z"` matches; a date-time or `N unit ago` never equals text;
+//! - a date literal compared with a date-time value means midnight UTC (the spec's rule), also as
+//!   the upper end of a trait `between`: `between 2026-03-01 and 2026-03-01` is the instant
+//!   midnight only (unlike a window's `between`, whose date end covers its day by the spec's
+//!   explicit rule for windows);
+//! - ordering (`< <= > >= between`) is defined only for number/number and date-time/date-time
+//!   (the spec's table: "numeric or date/time comparison"): never for strings, booleans, lists
+//!   or mixed types;
+//! - `=` never matches a list trait (a list is not a scalar); `contains` looks into lists (element
+//!   equality, as `=`) and into strings (substring; a number or date literal is looked for as its
+//!   text as written); `contains` on any other value is false;
+//! - `!=` and `not in` are true for a customer whose trait is set and not equal by the rules
+//!   above, so `tags != eco` holds for the list `["eco"]` and `age != Gold` for the age `30`;
+//! - `N unit ago` is an instant (now − N·unit); as a window end it is inclusive like a date-time;
+//! - an aggregate compares the `f64` value of the numeric values (integers widened), summed in
+//!   time order.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use audiencedb::db::Event;
+use audiencedb::model::time::{parse_rfc3339, DAY_MS};
+use audiencedb::model::Value;
+use audiencedb::rules::{
+    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
+    Number, Predicate, PredicateKind, Rule, Test, TimeKind, TimePoint, TraitCondition, WindowKind,
+};
+use audiencedb::Customer;
+use chrono::NaiveDate;
+
+/// The external ids of the customers among `customers` (all known customers: every id seen in a
+/// profile or an event) that `rule` selects at `now`, sorted. A rule that names a saved audience
+/// is an error: no audience can be saved yet, so every audience is unknown.
+pub fn evaluate(rule: &Rule, now: i64, customers: &[Customer]) -> Result<Vec<String>, String> {
+    if let Some(name) = audience_named(&rule.expr) {
+        return Err(format!("unknown audience {name:?}"));
+    }
+    let members: BTreeSet<String> = customers
+        .iter()
+        .filter(|c| matches(&rule.expr, c, now))
+        .map(|c| c.id.clone())
+        .collect();
+    Ok(members.into_iter().collect())
+}
+
+/// The first audience the expression names, if any.
+fn audience_named(expr: &Expr) -> Option<&str> {
+    match &expr.kind {
+        ExprKind::InAudience(name) => Some(&name.text),
+        ExprKind::And(items) | ExprKind::Or(items) => items.iter().find_map(audience_named),
+        ExprKind::Not(inner) => audience_named(inner),
+        ExprKind::Trait(_) | ExprKind::Event(_) | ExprKind::Everyone => None,
+    }
+}
+
+/// Whether one known customer satisfies `expr`.
+fn matches(expr: &Expr, customer: &Customer, now: i64) -> bool {
+    match &expr.kind {
+        ExprKind::And(items) => items.iter().all(|e| matches(e, customer, now)),
+        ExprKind::Or(items) => items.iter().any(|e| matches(e, customer, now)),
+        // The complement over all known customers: this customer is known, so simply "not".
+        ExprKind::Not(inner) => !matches(inner, customer, now),
+        ExprKind::Trait(cond) => {
+            let traits = customer.traits.as_deref().unwrap_or(&[]);
+            field_condition(cond, traits, now)
+        }
+        ExprKind::Event(cond) => event_condition(cond, &customer.events, now),
+        ExprKind::InAudience(_) => unreachable!("rejected before evaluation"),
+        ExprKind::Everyone => true,
+    }
+}
+
+// ---------- Conditions on one value: traits, and event properties inside `where` ----------
+
+/// `PATH TEST` against a list of named values (a profile's traits or an event's properties).
+fn field_condition(cond: &TraitCondition, fields: &[(String, Value)], now: i64) -> bool {
+    // Nested objects are stored flattened under dotted names, so a path is looked up whole.
+    let value = fields
+        .iter()
+        .find(|(name, _)| *name == cond.path.text)
+        .map(|(_, v)| v);
+    let Some(value) = value else {
+        // A condition on a missing trait is false; only `is not set` holds.
+        return matches!(cond.test, Test::IsSet { negated: true });
+    };
+    match &cond.test {
+        Test::IsSet { negated } => !negated,
+        Test::Compare { op, value: lit } => compare(value, *op, lit, now),
+        Test::In { negated, values } => {
+            let any = values.iter().any(|lit| equals(value, lit, now));
+            // `not in`: set (it is, here) and none of them.
+            if *negated {
+                !any
+            } else {
+                any
+            }
+        }
+        Test::Between { low, high } => between(value, low, high, now),
+        Test::Contains(lit) => contains(value, lit, now),
+    }
+}
+
+/// What a literal of the rule stands for once *now* is known.
+enum Lit<'a> {
+    Str(&'a str),
+    Number(&'a Number),
+    Bool(bool),
+    /// A calendar date: its midnight UTC, and its text `YYYY-MM-DD`.
+    Date {
+        at: i64,
+        text: String,
+    },
+    /// An instant: a date-time, or `N unit ago` (now − N·unit).
+    Instant(i64),
+}
+
+fn resolve(lit: &Literal, now: i64) -> Lit<'_> {
+    match &lit.kind {
+        LiteralKind::Str { text, .. } => Lit::Str(text),
+        LiteralKind::Number(n) => Lit::Number(n),
+        LiteralKind::Bool(b) => Lit::Bool(*b),
+        LiteralKind::Date(d) => Lit::Date {
+            at: midnight(*d),
+            text: d.format("%Y-%m-%d").to_string(),
+        },
+        LiteralKind::DateTime(ts) => Lit::Instant(*ts),
+        LiteralKind::Ago(d) => Lit::Instant(now - d.millis().expect("the parser bounds it")),
+    }
+}
+
+/// The instant a literal names when compared with a date-time value: a date's midnight UTC, a
+/// date-time, now − N·unit, or a string that is an RFC 3339 date-time.
+fn instant(lit: &Lit) -> Option<i64> {
+    match lit {
+        Lit::Date { at, .. } | Lit::Instant(at) => Some(*at),
+        Lit::Str(text) => parse_rfc3339(text),
+        Lit::Number(_) | Lit::Bool(_) => None,
+    }
+}
+
+fn midnight(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// Equality of a stored value and a literal (`=`, and each value of `in`).
+fn equals(value: &Value, lit: &Literal, now: i64) -> bool {
+    match (value, resolve(lit, now)) {
+        // Exact and case-sensitive.
+        (Value::Str(s), Lit::Str(t)) => s == t,
+        // The spec: a number written in the rule equals a string value with the same text as
+        // written (`product = 12345` matches "12345", `007` matches "007" but not "7").
+        (Value::Str(s), Lit::Number(n)) => s == n.text(),
+        // Choice: so does a date (ingest keeps a date without a time as text).
+        (Value::Str(s), Lit::Date { text, .. }) => *s == text,
+        // Choice: numbers are equal by value whatever their type (`50` matches 50 and 50.0).
+        // Integers against integers compare exactly, beyond the precision of f64.
+        (Value::Int(i), Lit::Number(Number::Int { value, .. })) => i == value,
+        (Value::Int(_) | Value::Float(_), Lit::Number(n)) => value.as_f64() == Some(n.as_f64()),
+        (Value::Bool(a), Lit::Bool(b)) => *a == b,
+        // The spec: a date compared with a date-time means its midnight UTC. Choice: a string
+        // that is an RFC 3339 date-time stands for its instant.
+        (Value::Time(t), lit) => instant(&lit) == Some(*t),
+        // Choice: everything else is unequal: a quoted string never equals a number value, a
+        // boolean never equals the text "true", a date-time never equals text, and a list never
+        // equals a scalar (`contains` looks into lists).
+        _ => false,
+    }
+}
+
+/// How a stored value orders against a literal, when the two can be ordered at all.
+fn order(value: &Value, lit: &Literal, now: i64) -> Option<Ordering> {
+    match (value, resolve(lit, now)) {
+        (Value::Int(i), Lit::Number(Number::Int { value, .. })) => Some(i.cmp(value)),
+        (Value::Int(_) | Value::Float(_), Lit::Number(n)) => {
+            value.as_f64()?.partial_cmp(&n.as_f64())
+        }
+        (Value::Time(t), lit) => Some(t.cmp(&instant(&lit)?)),
+        // The spec: ordering is a "numeric or date/time comparison" and never mixes types (a
+        // JSON string is never a number, even "12.50"). Choice: so strings, booleans and lists
+        // are not ordered at all.
+        _ => None,
+    }
+}
+
+fn compare(value: &Value, op: CmpOp, lit: &Literal, now: i64) -> bool {
+    match op {
+        CmpOp::Eq => equals(value, lit, now),
+        // The spec: `!=` is "is set and differs"; the value is set here.
+        CmpOp::Ne => !equals(value, lit, now),
+        CmpOp::Lt => order(value, lit, now) == Some(Ordering::Less),
+        CmpOp::Le => matches!(
+            order(value, lit, now),
+            Some(Ordering::Less | Ordering::Equal)
+        ),
+        CmpOp::Gt => order(value, lit, now) == Some(Ordering::Greater),
+        CmpOp::Ge => matches!(
+            order(value, lit, now),
+            Some(Ordering::Greater | Ordering::Equal)
+        ),
+    }
+}
+
+/// `between low and high`, both ends included.
+fn between(value: &Value, low: &Literal, high: &Literal, now: i64) -> bool {
+    let above_low = matches!(
+        order(value, low, now),
+        Some(Ordering::Greater | Ordering::Equal)
+    );
+    // Choice: a date as the upper end is its midnight, as everywhere in trait conditions (the
+    // whole-day rule of rules.md is written for windows only).
+    let below_high = matches!(
+        order(value, high, now),
+        Some(Ordering::Less | Ordering::Equal)
+    );
+    above_low && below_high
+}
+
+/// `contains`: a list holds the value, or a string holds it as a substring.
+fn contains(value: &Value, lit: &Literal, now: i64) -> bool {
+    match value {
+        // Element equality, with the same rules as `=` (so `5` finds 5, 5.0 and "5").
+        Value::List(items) => items.iter().any(|item| equals(item, lit, now)),
+        Value::Str(s) => match resolve(lit, now) {
+            Lit::Str(t) => s.contains(t),
+            // Choice: a number or a date written in the rule is looked for as its text.
+            Lit::Number(n) => s.contains(n.text()),
+            Lit::Date { text, .. } => s.contains(&text),
+            // Choice: booleans, date-times and `N unit ago` are not text.
+            Lit::Bool(_) | Lit::Instant(_) => false,
+        },
+        // Choice: only lists and strings contain anything.
+        _ => false,
+    }
+}
+
+// ---------- Conditions on events ----------
+
+fn event_condition(cond: &EventCondition, events: &[Event], now: i64) -> bool {
+    let matching: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.name == cond.event.text)
+        .filter(|e| in_window(cond, e.timestamp, now))
+        .filter(|e| match &cond.shorthand {
+            // `viewed product X` is `viewed where product = X`.
+            Some(s) => e
+                .properties
+                .iter()
+                .any(|(name, v)| *name == s.property.text && equals(v, &s.value, now)),
+            None => true,
+        })
+        .filter(|e| match &cond.predicate {
+            Some(p) => predicate(p, &e.properties, now),
+            None => true,
+        })
+        .collect();
+    let count = matching.len() as u64;
+    let Some(frequency) = &cond.frequency else {
+        return count >= 1; // at least once
+    };
+    match &frequency.kind {
+        FrequencyKind::AtLeast(n) => count >= *n,
+        FrequencyKind::AtMost(n) => count <= *n,
+        FrequencyKind::Exactly(n) => count == *n,
+        FrequencyKind::Count { op, count: n } => compare_ord(count.cmp(n), *op),
+        FrequencyKind::Aggregate {
+            func,
+            property,
+            op,
+            value,
+        } => {
+            // Missing or non-numeric values (text like "12.50", booleans, dates, lists) are left
+            // out of the aggregate; the events still count for `count` and `times`.
+            let numbers: Vec<f64> = matching
+                .iter()
+                .filter_map(|e| {
+                    e.properties
+                        .iter()
+                        .find(|(name, _)| *name == property.text)
+                        .and_then(|(_, v)| v.as_f64())
+                })
+                .collect();
+            let aggregate = match func {
+                // A sum over no values is 0.
+                AggregateFn::Sum => Some(numbers.iter().sum::<f64>()),
+                // avg, min and max over no values are undefined: the condition is false.
+                AggregateFn::Avg if numbers.is_empty() => None,
+                AggregateFn::Avg => Some(numbers.iter().sum::<f64>() / numbers.len() as f64),
+                AggregateFn::Min => numbers.iter().copied().reduce(f64::min),
+                AggregateFn::Max => numbers.iter().copied().reduce(f64::max),
+            };
+            match aggregate.and_then(|a| a.partial_cmp(&value.as_f64())) {
+                Some(ordering) => compare_ord(ordering, *op),
+                None => false,
+            }
+        }
+    }
+}
+
+fn compare_ord(ordering: Ordering, op: CmpOp) -> bool {
+    match op {
+        CmpOp::Eq => ordering == Ordering::Equal,
+        CmpOp::Ne => ordering != Ordering::Equal,
+        CmpOp::Lt => ordering == Ordering::Less,
+        CmpOp::Le => ordering != Ordering::Greater,
+        CmpOp::Gt => ordering == Ordering::Greater,
+        CmpOp::Ge => ordering != Ordering::Less,
+    }
+}
+
+/// A `where` predicate over one event's properties: the trait-condition grammar applied to them.
+fn predicate(p: &Predicate, properties: &[(String, Value)], now: i64) -> bool {
+    match &p.kind {
+        PredicateKind::And(items) => items.iter().all(|q| predicate(q, properties, now)),
+        PredicateKind::Or(items) => items.iter().any(|q| predicate(q, properties, now)),
+        PredicateKind::Not(inner) => !predicate(inner, properties, now),
+        PredicateKind::Cond(cond) => field_condition(cond, properties, now),
+    }
+}
+
+/// Whether an event at `ts` falls in the condition's window. Every window ends at *now*: events
+/// after now count in no window.
+fn in_window(cond: &EventCondition, ts: i64, now: i64) -> bool {
+    if ts > now {
+        return false;
+    }
+    let Some(window) = &cond.window else {
+        return true; // no window means `ever`
+    };
+    match &window.kind {
+        // now − N·unit < ts ≤ now
+        WindowKind::Last(d) => ts > now - d.millis().expect("the parser bounds it"),
+        WindowKind::Ever => true,
+        // T ≤ ts ≤ now
+        WindowKind::Since(t) => ts >= start_of(t, now),
+        // ts < T (and ≤ now)
+        WindowKind::Before(t) => ts < start_of(t, now),
+        // A date start is its midnight; a date end covers its whole day (up to, not including,
+        // the next midnight); a date-time or `N unit ago` end is included.
+        WindowKind::Between(from, to) => {
+            let after_start = ts >= start_of(from, now);
+            let before_end = match to.kind {
+                TimeKind::Date(d) => ts < midnight(d) + DAY_MS,
+                TimeKind::DateTime(_) | TimeKind::Ago(_) => ts <= start_of(to, now),
+            };
+            after_start && before_end
+        }
+    }
+}
+
+/// The instant a time point names: a date's midnight UTC, a date-time, or now − N·unit.
+fn start_of(t: &TimePoint, now: i64) -> i64 {
+    match t.kind {
+        TimeKind::Date(d) => midnight(d),
+        TimeKind::DateTime(ts) => ts,
+        TimeKind::Ago(d) => now - d.millis().expect("the parser bounds it"),
+    }
+}
