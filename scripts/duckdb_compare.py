@@ -211,7 +211,6 @@ def load(con, ndjson, stage_path):
                         THEN TRY_CAST(timestamp->>'$' AS TIMESTAMPTZ)::TIMESTAMP
                       WHEN json_type(timestamp) IN ('BIGINT', 'UBIGINT')
                         THEN epoch_ms(TRY_CAST(timestamp->>'$' AS BIGINT)) END AS ts,
-                 timestamp IS NOT NULL AS has_ts,
                  CASE WHEN json_type(event) = 'VARCHAR' THEN event->>'$' END AS event,
                  traits, properties
           FROM stage.raw
@@ -246,7 +245,7 @@ def load(con, ndjson, stage_path):
         FROM leaves GROUP BY customer, name"""
     )
     con.execute("DELETE FROM stage.trait_latest WHERE kind = 'NULL'")
-    trait_cols = typed_columns(con, "stage.trait_latest", "kind", "value", "name")
+    trait_cols, _ = typed_columns(con, "SELECT NULL AS path, name, kind, value FROM stage.trait_latest")
     selects = ", ".join(
         f"any_value({conv('value')}) FILTER (WHERE name = {sql_str(name)}) AS {quote_ident(col)}"
         for name, col, conv in trait_cols
@@ -262,26 +261,13 @@ def load(con, ndjson, stage_path):
         f" columns {[c for _, c, _ in trait_cols]} ({time.time() - t0:.0f} s)")
 
     # 4. Events: the property leaves seen anywhere give the columns.
-    con.execute(
-        """CREATE TABLE stage.prop_kinds AS
-        SELECT t.fullkey AS path, regexp_replace(substr(t.fullkey, 3), '"', '', 'g') AS name,
-               t.type AS kind, count(*) AS n,
-               max(CASE WHEN t.type = 'DOUBLE' THEN length(regexp_extract(t.value::VARCHAR, '\\.(\\d+)$', 1)) ELSE 0 END) AS scale,
-               max(length(regexp_extract(t.value::VARCHAR, '^-?(\\d+)', 1))) AS digits,
-               bool_or(t.type = 'DOUBLE' AND regexp_matches(t.value::VARCHAR, '[eE]')) AS exponent,
-               bool_and(t.type <> 'VARCHAR' OR regexp_matches(t.value->>'$', '""" + RFC3339 + """')) AS times
-        FROM stage.msgs m, json_tree(m.properties) t
-        WHERE m.type = 'track' AND m.properties IS NOT NULL
-          AND t.type NOT IN ('OBJECT', 'NULL') AND t.fullkey NOT LIKE '%[%'
-        GROUP BY ALL"""
-    )
-    paths = con.execute("SELECT DISTINCT path, name FROM stage.prop_kinds ORDER BY name").fetchall()
-    prop_cols = plan_columns(
-        group_kinds(
-            con.execute(
-                "SELECT name, kind, n, scale, digits, exponent, times FROM stage.prop_kinds"
-            ).fetchall()
-        )
+    prop_cols, paths = typed_columns(
+        con,
+        """SELECT t.fullkey AS path, regexp_replace(substr(t.fullkey, 3), '"', '', 'g') AS name,
+                  t.type AS kind, t.value AS value
+           FROM stage.msgs m, json_tree(m.properties) t
+           WHERE m.type = 'track' AND m.properties IS NOT NULL
+             AND t.type NOT IN ('OBJECT', 'NULL') AND t.fullkey NOT LIKE '%[%'""",
     )
     # One json_extract per event for all paths; then each column converts its element.
     path_list = "[" + ", ".join(sql_str(p) for p, _ in paths) + "]"
@@ -368,16 +354,19 @@ def plan_columns(kinds_by_name):
     return out
 
 
-def typed_columns(con, table, kind_col, value_col, name_col):
+def typed_columns(con, leaves):
+    """The typed columns for the leaves (path, name, kind, value) of a query, and the distinct
+    (path, name) pairs, from one pass of statistics by name and JSON kind."""
     rows = con.execute(
-        f"""SELECT {name_col}, {kind_col}, count(*),
-               max(CASE WHEN {kind_col} = 'DOUBLE' THEN length(regexp_extract({value_col}::VARCHAR, '\\.(\\d+)$', 1)) ELSE 0 END),
-               max(length(regexp_extract({value_col}::VARCHAR, '^-?(\\d+)', 1))),
-               bool_or({kind_col} = 'DOUBLE' AND regexp_matches({value_col}::VARCHAR, '[eE]')),
-               bool_and({kind_col} <> 'VARCHAR' OR regexp_matches({value_col}->>'$', '{RFC3339}'))
-        FROM {table} GROUP BY ALL"""
+        f"""SELECT path, name, kind, count(*),
+               max(CASE WHEN kind = 'DOUBLE' THEN length(regexp_extract(value::VARCHAR, '\\.(\\d+)$', 1)) ELSE 0 END),
+               max(length(regexp_extract(value::VARCHAR, '^-?(\\d+)', 1))),
+               bool_or(kind = 'DOUBLE' AND regexp_matches(value::VARCHAR, '[eE]')),
+               bool_and(kind <> 'VARCHAR' OR regexp_matches(value->>'$', '{RFC3339}'))
+        FROM ({leaves}) GROUP BY ALL"""
     ).fetchall()
-    return plan_columns(group_kinds(rows))
+    paths = sorted({(r[0], r[1]) for r in rows}, key=lambda p: p[1])
+    return plan_columns(group_kinds(r[1:] for r in rows)), paths
 
 
 def open_duckdb(path, ndjson):
