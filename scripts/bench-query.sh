@@ -30,17 +30,18 @@ if [ ! -s "$data" ]; then
 fi
 ls -l "$data"
 
-# The folder counts as complete once the import and the saved audience both succeeded.
+# The folder counts as complete once an import into it has finished.
 if [ ! -e "$db.complete" ]; then
   rm -rf "$db"
   echo "== import"
   /usr/bin/time -f "wall %e s, peak RSS %M KB" "$bin" --db "$db" import "$data"
-  # The example `... and not in audience unsubscribed` needs the saved audience (the bench also
-  # runs that rule with the audience inlined, for builds that cannot save audiences yet).
-  "$bin" --db "$db" audience define unsubscribed "newsletter = false" ||
-    echo "(no saved audience: the rule that uses it will report an error)"
   touch "$db.complete"
 fi
+# The example `... and not in audience unsubscribed` needs the saved audience; (re)defined on
+# every run, so that a build that can save audiences uses a folder imported before it could. The
+# bench also runs that rule with the audience inlined.
+"$bin" --db "$db" audience define unsubscribed "newsletter = false" 2>/dev/null ||
+  echo "(could not save the audience 'unsubscribed': the rule that uses it will report an error)"
 
 echo "== audiencedb: $runs warm runs a rule at $now"
 AUDIENCEDB_BENCH_DB="$db" AUDIENCEDB_BENCH_NOW="$now" AUDIENCEDB_BENCH_RUNS="$runs" \
