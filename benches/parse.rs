@@ -8,18 +8,7 @@ use std::hint::black_box;
 use audiencedb::rules::{parse, print};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-/// The Examples table of shared/spec/rules.md.
-const SPEC_EXAMPLES: &[&str] = &[
-    "viewed product X in last 30 days and tier = Gold",
-    "purchased at least 3 times in last 90 days",
-    "purchased ever and not purchased in last 6 months",
-    "added_to_cart in last 1 day and not purchased in last 1 day",
-    "visited at least 3 times in last 7 days and not purchased in last 7 days",
-    "purchased sum(amount) > 500 in last 365 days",
-    "purchased where category = kids ever and not in audience unsubscribed",
-    "not visited before 7 days ago and visited in last 7 days",
-    "country in (FI, SE) and (device = mobile or source = facebook)",
-];
+use audiencedb::rules::SPEC_EXAMPLES;
 
 fn typical(c: &mut Criterion) {
     let mut group = c.benchmark_group("typical");

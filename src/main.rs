@@ -526,7 +526,15 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
     print_schema(&db.schema());
     let now = time::now();
     println!("\naudiences at {}:", time::format_rfc3339(now));
-    for rule in DEMO_RULES {
+    // Saved audiences do not exist yet: the example that names one runs with its rule inlined.
+    let rules = audiencedb::rules::SPEC_EXAMPLES.map(|r| {
+        if r.contains("in audience") {
+            audiencedb::rules::SPEC_EXAMPLE_INLINED
+        } else {
+            r
+        }
+    });
+    for rule in rules {
         let audience = db.query(rule, now)?;
         println!(
             "  {:>7} customers  {:>8.2} ms  {rule}",
@@ -546,20 +554,6 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
     println!("  audiencedb --db {db_arg} query --why c-000001 \"purchased ever and not purchased in last 6 months\"");
     Ok(())
 }
-
-/// The example audiences of the rule language's specification, as the demo shows them (saved
-/// audiences do not exist yet, so the `in audience` example runs without its audience).
-const DEMO_RULES: &[&str] = &[
-    "viewed product X in last 30 days and tier = Gold",
-    "purchased at least 3 times in last 90 days",
-    "purchased ever and not purchased in last 6 months",
-    "added_to_cart in last 1 day and not purchased in last 1 day",
-    "visited at least 3 times in last 7 days and not purchased in last 7 days",
-    "purchased sum(amount) > 500 in last 365 days",
-    "purchased where category = kids ever and newsletter = true",
-    "not visited before 7 days ago and visited in last 7 days",
-    "country in (FI, SE) and (device = mobile or source = facebook)",
-];
 
 /// Shows bad lines on stderr, a progress bar on a terminal, and batch lines when asked.
 struct CliObserver {

@@ -32,3 +32,22 @@ pub use ast::*;
 pub use error::ParseError;
 pub use parser::{parse, MAX_DEPTH, MAX_RULE_LEN};
 pub use printer::print;
+
+/// The Examples table of the rule language's specification (`shared/spec/rules.md`), in its
+/// order: what the demo, the benches and the tests run.
+pub const SPEC_EXAMPLES: [&str; 9] = [
+    "viewed product X in last 30 days and tier = Gold",
+    "purchased at least 3 times in last 90 days",
+    "purchased ever and not purchased in last 6 months",
+    "added_to_cart in last 1 day and not purchased in last 1 day",
+    "visited at least 3 times in last 7 days and not purchased in last 7 days",
+    "purchased sum(amount) > 500 in last 365 days",
+    "purchased where category = kids ever and not in audience unsubscribed",
+    "not visited before 7 days ago and visited in last 7 days",
+    "country in (FI, SE) and (device = mobile or source = facebook)",
+];
+
+/// The one example of [`SPEC_EXAMPLES`] that names a saved audience, with that audience's
+/// natural rule written out: for runs where no audience has been saved.
+pub const SPEC_EXAMPLE_INLINED: &str =
+    "purchased where category = kids ever and not newsletter = false";
