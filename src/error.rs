@@ -44,7 +44,7 @@ pub enum Error {
     #[error("corrupt data: {0}")]
     Corrupt(String),
 
-    /// The database folder is in use by another process.
+    /// The database folder is in use by another process (still so after a 2-second wait).
     #[error("{path}: the database is in use by another process")]
     Locked { path: PathBuf },
 

@@ -76,6 +76,9 @@ fn foreign_folder(path: &Path) -> Result<Option<String>> {
     Ok(Some("the folder holds other files".into()))
 }
 
+/// How long opening waits for a locked folder before answering [`Error::Locked`].
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn map_open_error(path: &Path, e: sled::Error) -> Error {
     match e {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Locked {
@@ -109,8 +112,22 @@ impl Store {
             });
         }
         // sled panics on some damaged folders (sled issues 1527, 1533): report, don't crash.
-        let opened =
-            panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).open()));
+        // A folder this process has just closed can stay locked for a moment while sled's
+        // background threads let go of it; wait for that (briefly) before calling it in use.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let opened = loop {
+            let attempt =
+                panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).open()));
+            match &attempt {
+                Ok(Err(e))
+                    if matches!(map_open_error(path, e.clone()), Error::Locked { .. })
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => break attempt,
+            }
+        };
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(map_open_error(path, e)),
