@@ -22,7 +22,7 @@ rm -rf "$work/db"
 echo "== import"
 /usr/bin/time -f "wall %e s, user %U s, sys %S s, peak RSS %M KB" "$bin" --db "$work/db" import "$data"
 echo "== reopen and stats (best of 3 opens)"
-for _ in 1 2 3; do "$bin" --db "$work/db" stats | head -1; done
+for _ in 1 2 3; do "$bin" --db "$work/db" stats | sed -n 1p; done
 "$bin" --db "$work/db" stats | tail -n +2
 du -sb "$work/db"
 echo "== verify"
