@@ -6,12 +6,10 @@
 
 use std::cmp::Ordering;
 
-use std::ops::Range;
-
 use crate::error::Result;
-use crate::model::{Timestamp, Value};
+use crate::model::Value;
 use crate::rules::{AggregateFn, CmpOp};
-use crate::storage::view::{self, EventView, ValueView};
+use crate::storage::view::{self, BlockSpan, EventView, ValueView};
 
 use super::plan::{
     compare_f64, compare_u64, op_holds, EventNode, Filter, Frequency, Lit, ValueTest,
@@ -78,12 +76,9 @@ pub(crate) fn passes_present(v: ValueView<'_>, test: &ValueTest) -> bool {
 }
 
 /// The value of field `id` in a list of fields (a profile's traits).
-pub(crate) fn field(fields: &[(u32, Value)], id: Option<u32>) -> Option<ValueView<'_>> {
+pub(crate) fn field(fields: &[(u32, Value)], id: Option<u32>) -> Option<&Value> {
     let id = id?;
-    fields
-        .iter()
-        .find(|(f, _)| *f == id)
-        .map(|(_, v)| ValueView::of(v))
+    fields.iter().find(|(f, _)| *f == id).map(|(_, v)| v)
 }
 
 /// Whether one event's properties pass a filter.
@@ -170,7 +165,7 @@ impl Tally {
 pub(crate) fn for_each_match<'a>(
     node: &EventNode,
     bodies: &'a [u8],
-    blocks: &[(Timestamp, Range<usize>)],
+    blocks: &[BlockSpan],
     mut f: impl FnMut(&EventView<'a>) -> Result<()>,
 ) -> Result<()> {
     let Some(event) = node.event else {
@@ -205,11 +200,7 @@ pub(crate) fn for_each_match<'a>(
 }
 
 /// Folds a customer's events for one event condition (see [`for_each_match`]).
-pub(crate) fn tally(
-    node: &EventNode,
-    bodies: &[u8],
-    blocks: &[(Timestamp, Range<usize>)],
-) -> Result<Tally> {
+pub(crate) fn tally(node: &EventNode, bodies: &[u8], blocks: &[BlockSpan]) -> Result<Tally> {
     let mut t = Tally::default();
     let agg_prop = match node.frequency {
         Frequency::Aggregate { prop, .. } => Some(prop),

@@ -16,11 +16,13 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
-use crate::index::{DayBitmaps, FastMap, IndexValue, Indexes, ValueDays, ValueRef};
+use crate::index::{
+    DayBitmaps, EventIndex, FastMap, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
+};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
 use crate::model::value::ValueType;
 use crate::rules::CmpOp;
-use crate::storage::view::ValueView;
+use crate::storage::view::{BlockSpan, ValueView};
 use crate::storage::{Catalog, Store};
 
 use super::customer;
@@ -125,91 +127,57 @@ impl Sources<'_> {
         };
         let ti = self.indexes.trait_index(t);
         let set = ti.map_or(&empty, |ti| &ti.set);
+        // The trait's value bitmaps, if it has them.
+        let values = ti.filter(|_| self.indexes.trait_values_indexed(t));
         let types = self.catalog.trait_types(t);
-        let indexed = self.indexes.trait_values_indexed(t) && ti.is_some();
-        // Equality with one literal: the customers whose scalar value is one of its index keys
-        // surely match; when the trait may hold values the index does not key (floats,
-        // date-times) or is not indexed at all, anyone with the trait may.
-        let equal = |lits: &[&Lit]| -> Bounds {
-            if !indexed {
-                return Bounds::range(RoaringBitmap::new(), set.clone());
-            }
-            let ti = ti.expect("indexed implies present");
-            let mut keys = Vec::new();
-            for lit in lits {
-                index_keys(lit, &mut keys);
-            }
-            let sure = keys
-                .iter()
-                .filter_map(|k| ti.values.get(k))
-                .collect::<Vec<_>>()
-                .union();
-            let scalar_types = types & !ValueType::List.bit();
-            if scalar_types & !INDEXED == 0 {
+        // The customers found in value bitmaps surely pass; they are all who pass when every
+        // scalar value the trait may hold is keyed (no floats, no date-times).
+        let scalars_keyed = types & !ValueType::List.bit() & !INDEXED == 0;
+        let bounded = |sure: RoaringBitmap, exact: bool| {
+            if exact {
                 Bounds::exact(sure)
             } else {
                 Bounds::range(sure, set.clone())
             }
         };
-        match test {
-            ValueTest::IsSet { negated: false } => Bounds::exact(set.clone()),
-            ValueTest::IsSet { negated: true } => Bounds::exact(self.all() - set),
-            ValueTest::Compare { op: CmpOp::Eq, lit } => equal(&[lit]),
-            ValueTest::In {
-                negated: false,
-                lits,
-            } => equal(&lits.iter().collect::<Vec<_>>()),
-            ValueTest::Compare { op: CmpOp::Ne, lit } => {
-                let eq = equal(&[lit]);
-                Bounds::range(set - &eq.maybe, set - &eq.sure)
-            }
-            ValueTest::In {
-                negated: true,
-                lits,
-            } => {
-                let eq = equal(&lits.iter().collect::<Vec<_>>());
-                Bounds::range(set - &eq.maybe, set - &eq.sure)
-            }
-            ValueTest::Contains(lit) => {
-                if !indexed {
-                    return Bounds::range(RoaringBitmap::new(), set.clone());
+        let equal = |ti: &TraitIndex, lits: &[&Lit]| {
+            bounded(lookup(&ti.values, lits).into_iter().union(), scalars_keyed)
+        };
+        let not_equal = |eq: Bounds| Bounds::range(set - &eq.maybe, set - &eq.sure);
+        match (test, values) {
+            (ValueTest::IsSet { negated: false }, _) => Bounds::exact(set.clone()),
+            (ValueTest::IsSet { negated: true }, _) => Bounds::exact(self.all() - set),
+            // Without value bitmaps, anyone with the trait may pass any other test.
+            (_, None) => Bounds::range(RoaringBitmap::new(), set.clone()),
+            (ValueTest::Compare { op: CmpOp::Eq, lit }, Some(ti)) => equal(ti, &[lit]),
+            (ValueTest::Compare { op: CmpOp::Ne, lit }, Some(ti)) => not_equal(equal(ti, &[lit])),
+            (ValueTest::In { negated, lits }, Some(ti)) => {
+                let eq = equal(ti, &lits.iter().collect::<Vec<_>>());
+                if *negated {
+                    not_equal(eq)
+                } else {
+                    eq
                 }
-                let ti = ti.expect("indexed implies present");
-                let mut keys = Vec::new();
-                index_keys(lit, &mut keys);
-                let sure = keys
-                    .iter()
-                    .filter_map(|k| ti.elements.get(k))
-                    .collect::<Vec<_>>()
-                    .union();
+            }
+            (ValueTest::Contains(lit), Some(ti)) => {
                 // Exact only for list traits whose elements the index keys can all equal: a
                 // string trait answers `contains` by substring, and float or date-time elements
                 // are not keyed.
                 let only_lists = types == ValueType::List.bit();
-                if only_lists && (lit.is_str || lit.boolean.is_some()) && lit.time.is_none() {
-                    Bounds::exact(sure)
-                } else {
-                    Bounds::range(sure, set.clone())
-                }
+                let exact =
+                    only_lists && (lit.is_str || lit.boolean.is_some()) && lit.time.is_none();
+                bounded(lookup(&ti.elements, &[lit]).into_iter().union(), exact)
             }
-            // Orderings: on an indexed trait, the union of the integer values that pass; exact
-            // when the trait holds no float or date-time (strings and booleans never order).
-            ValueTest::Compare { .. } | ValueTest::Between { .. } => {
-                if !indexed {
-                    return Bounds::range(RoaringBitmap::new(), set.clone());
-                }
-                let ti = ti.expect("indexed implies present");
+            // Orderings: the union of the integer values that pass (strings and booleans never
+            // order).
+            (ValueTest::Compare { .. } | ValueTest::Between { .. }, Some(ti)) => {
                 let sure = ti
                     .values
                     .iter()
                     .filter(|(k, _)| orders_and_passes(k, test))
                     .map(|(_, b)| b)
                     .union();
-                if types & !ValueType::List.bit() & !INDEXED == 0 {
-                    Bounds::exact(sure)
-                } else {
-                    Bounds::range(sure, set.clone())
-                }
+                bounded(sure, scalars_keyed)
             }
         }
     }
@@ -266,7 +234,10 @@ impl Sources<'_> {
 
     /// Who has at least one event matching the condition (name, filter, window): bounds.
     fn presence(&self, e: &EventNode) -> Bounds {
-        let Some(ei) = e.event.and_then(|id| self.indexes.event_index(id)) else {
+        let Some((event, ei)) = e
+            .event
+            .and_then(|id| Some((id, self.indexes.event_index(id)?)))
+        else {
             return Bounds::exact(RoaringBitmap::new());
         };
         if e.window_is_empty() {
@@ -276,23 +247,28 @@ impl Sources<'_> {
         match &e.filter {
             None => any,
             Some(f) => {
-                let fb = self.filter_bounds(e, f, &any);
+                let fb = self.filter_bounds(e, (event, ei), f, &any);
                 Bounds::range(fb.sure & &any.sure, fb.maybe & &any.maybe)
             }
         }
     }
 
-    /// Who has an event in the window passing the filter: bounds (`any` is who has an event
-    /// in the window at all).
-    fn filter_bounds(&self, e: &EventNode, f: &Filter, any: &Bounds) -> Bounds {
-        let event = e.event.expect("checked by the caller");
+    /// Who has an event in the window passing the filter: bounds (`ei` is the event's index,
+    /// `any` who has an event in the window at all).
+    fn filter_bounds(
+        &self,
+        e: &EventNode,
+        (event, ei): (u32, &EventIndex),
+        f: &Filter,
+        any: &Bounds,
+    ) -> Bounds {
         let loose = || Bounds::range(RoaringBitmap::new(), any.maybe.clone());
         match f {
             // Two conditions may each hold on different events: only an upper bound.
             Filter::And(items) => {
                 let parts: Vec<Bounds> = items
                     .iter()
-                    .map(|f| self.filter_bounds(e, f, any))
+                    .map(|f| self.filter_bounds(e, (event, ei), f, any))
                     .collect();
                 let maybe = parts.iter().map(|b| &b.maybe).intersection();
                 Bounds::range(RoaringBitmap::new(), maybe)
@@ -300,7 +276,7 @@ impl Sources<'_> {
             Filter::Or(items) => {
                 let parts: Vec<Bounds> = items
                     .iter()
-                    .map(|f| self.filter_bounds(e, f, any))
+                    .map(|f| self.filter_bounds(e, (event, ei), f, any))
                     .collect();
                 Bounds::range(
                     parts.iter().map(|b| &b.sure).union(),
@@ -320,11 +296,7 @@ impl Sources<'_> {
                 if !self.indexes.prop_values_indexed(event, *p) {
                     return loose();
                 }
-                let Some(values) = self
-                    .indexes
-                    .event_index(event)
-                    .and_then(|ei| ei.props.get(p))
-                else {
+                let Some(values) = ei.props.get(p) else {
                     return loose();
                 };
                 // The value bitmaps whose values pass: looked up for equality, scanned (integers
@@ -364,8 +336,9 @@ impl Sources<'_> {
     }
 }
 
-/// The value bitmaps of the values equal to any of the literals.
-fn lookup<'m>(values: &'m FastMap<IndexValue, ValueDays>, lits: &[&Lit]) -> Vec<&'m ValueDays> {
+/// The entries (value bitmaps, or per-day value bitmaps) of the values equal to any of the
+/// literals.
+fn lookup<'m, V>(values: &'m FastMap<IndexValue, V>, lits: &[&Lit]) -> Vec<&'m V> {
     let mut keys = Vec::new();
     for lit in lits {
         index_keys(lit, &mut keys);
@@ -480,11 +453,11 @@ pub(crate) fn resolve_node(
     let parts: Vec<RoaringBitmap> = candidates
         .par_chunks(chunk)
         .map(|ids| {
-            let mut data = CustomerData::default();
+            let mut data = CustomerData::new(store, events_from);
             let mut out = RoaringBitmap::new();
             for &cust in ids {
                 data.load(cust);
-                if holds(node, bounds, cust, &mut data, events_from, store)? {
+                if holds(node, Some(bounds), &mut data)? {
                     out.insert(cust);
                 }
             }
@@ -498,20 +471,34 @@ pub(crate) fn resolve_node(
     Ok(members)
 }
 
-/// One customer's stored data, loaded on first use; the buffers are reused across customers so
-/// that checking a customer allocates nothing once they have grown.
-#[derive(Default)]
-pub(crate) struct CustomerData {
+/// One customer's stored data, read on first use: the profile, and the event blocks from
+/// `events_from` on (none without it: no event condition looks at any event). The buffers are
+/// reused across customers, so that checking a customer allocates nothing once they have grown.
+pub(crate) struct CustomerData<'s> {
+    store: &'s Store,
+    events_from: Option<Timestamp>,
     cust: u32,
     profile: Option<Option<crate::storage::codec::Fields>>,
     events_loaded: bool,
     /// The bodies of the customer's event blocks, uncompressed, back to back.
     bodies: Vec<u8>,
     /// Each block's first timestamp and byte range in `bodies`.
-    blocks: Vec<(Timestamp, std::ops::Range<usize>)>,
+    blocks: Vec<BlockSpan>,
 }
 
-impl CustomerData {
+impl<'s> CustomerData<'s> {
+    pub fn new(store: &'s Store, events_from: Option<Timestamp>) -> Self {
+        CustomerData {
+            store,
+            events_from,
+            cust: 0,
+            profile: None,
+            events_loaded: false,
+            bodies: Vec::new(),
+            blocks: Vec::new(),
+        }
+    }
+
     /// Points at another customer; nothing is read until needed.
     pub fn load(&mut self, cust: u32) {
         self.cust = cust;
@@ -521,9 +508,10 @@ impl CustomerData {
         self.blocks.clear();
     }
 
-    fn profile(&mut self, store: &Store) -> Result<&[(u32, crate::model::Value)]> {
+    /// The customer's traits by trait id (none without a profile).
+    pub fn profile(&mut self) -> Result<&[(u32, crate::model::Value)]> {
         if self.profile.is_none() {
-            self.profile = Some(store.profile(self.cust)?);
+            self.profile = Some(self.store.profile(self.cust)?);
         }
         Ok(self
             .profile
@@ -532,59 +520,65 @@ impl CustomerData {
             .unwrap_or(&[]))
     }
 
-    fn tally(
-        &mut self,
-        e: &EventNode,
-        store: &Store,
-        from: Option<Timestamp>,
-    ) -> Result<customer::Tally> {
+    /// The customer's block bodies and each block's (first timestamp, byte range in them), in
+    /// time order, for [`customer::for_each_match`] and [`crate::storage::view::for_each_event`].
+    pub fn events(&mut self) -> Result<(&[u8], &[BlockSpan])> {
         if !self.events_loaded {
-            if let Some(from) = from {
-                store.event_bodies_from(self.cust, from, &mut self.bodies, &mut self.blocks)?;
+            if let Some(from) = self.events_from {
+                self.store.event_bodies_from(
+                    self.cust,
+                    from,
+                    &mut self.bodies,
+                    &mut self.blocks,
+                )?;
             }
             self.events_loaded = true;
         }
-        customer::tally(e, &self.bodies, &self.blocks)
+        Ok((&self.bodies, &self.blocks))
+    }
+
+    /// The customer's matching events for one event condition, folded.
+    pub fn tally(&mut self, e: &EventNode) -> Result<customer::Tally> {
+        let (bodies, blocks) = self.events()?;
+        customer::tally(e, bodies, blocks)
     }
 }
 
-/// The exact answer of `node` for one customer, trusting the bounds wherever they decide.
-fn holds(
-    node: &Node,
-    b: &Bounds,
-    cust: u32,
-    data: &mut CustomerData,
-    events_from: Option<Timestamp>,
-    store: &Store,
-) -> Result<bool> {
-    if b.sure.contains(cust) {
-        return Ok(true);
+/// The exact answer of `node` for the customer `data` points at, trusting the bounds (when
+/// given) wherever they decide.
+pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>) -> Result<bool> {
+    if let Some(b) = b {
+        if b.sure.contains(data.cust) {
+            return Ok(true);
+        }
+        if !b.maybe.contains(data.cust) {
+            return Ok(false);
+        }
     }
-    if !b.maybe.contains(cust) {
-        return Ok(false);
-    }
+    let child = |i: usize| b.and_then(|b| b.children.get(i));
     Ok(match &node.kind {
         NodeKind::Everyone => true,
-        NodeKind::Not(inner) => !holds(inner, &b.children[0], cust, data, events_from, store)?,
+        NodeKind::Not(inner) => !holds(inner, child(0), data)?,
         NodeKind::And(items) => {
-            for (n, cb) in items.iter().zip(&b.children) {
-                if !holds(n, cb, cust, data, events_from, store)? {
+            for (i, n) in items.iter().enumerate() {
+                if !holds(n, child(i), data)? {
                     return Ok(false);
                 }
             }
             true
         }
         NodeKind::Or(items) => {
-            for (n, cb) in items.iter().zip(&b.children) {
-                if holds(n, cb, cust, data, events_from, store)? {
+            for (i, n) in items.iter().enumerate() {
+                if holds(n, child(i), data)? {
                     return Ok(true);
                 }
             }
             false
         }
-        NodeKind::Trait { trait_id, test } => {
-            customer::passes(customer::field(data.profile(store)?, *trait_id), test)
-        }
-        NodeKind::Event(e) => data.tally(e, store, events_from)?.satisfies(&e.frequency),
+        NodeKind::Trait { trait_id, test } => customer::passes(
+            customer::field(data.profile()?, *trait_id).map(ValueView::of),
+            test,
+        ),
+        NodeKind::Event(e) => data.tally(e)?.satisfies(&e.frequency),
     })
 }

@@ -60,10 +60,7 @@ fn node(
         NodeKind::And(items) => ("and".into(), items.iter().collect()),
         NodeKind::Or(items) => ("or".into(), items.iter().collect()),
         NodeKind::Not(inner) => ("not".into(), vec![inner]),
-        _ => (
-            text.get(n.span.start..n.span.end).unwrap_or("?").to_owned(),
-            Vec::new(),
-        ),
+        _ => (n.source_text(text).to_owned(), Vec::new()),
     };
     let children = kids
         .into_iter()

@@ -23,6 +23,13 @@ pub(crate) struct Node {
     pub span: Span,
 }
 
+impl Node {
+    /// The node's text in the rule it was planned from.
+    pub fn source_text<'r>(&self, rule: &'r str) -> &'r str {
+        rule.get(self.span.start..self.span.end).unwrap_or("?")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum NodeKind {
     And(Vec<Node>),

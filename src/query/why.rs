@@ -1,8 +1,8 @@
 //! `why`: does one customer satisfy a rule, clause by clause, with the trait values and events
 //! that decided each clause, and when the answer would next change by time alone.
 //!
-//! It evaluates the plan on the customer's own stored data, without bitmaps: the same meaning
-//! (`customer`) the engine's exact checks use. The next change is found by trying the instants
+//! It evaluates the plan on the customer's own stored data, without bitmaps, with the same
+//! exact check (`exec::holds`) that the engine runs on the customers its bitmaps leave open. The next change is found by trying the instants
 //! at which some event or date-time trait of the customer crosses a window or `ago` edge of the
 //! rule, in order, and re-evaluating there.
 
@@ -15,9 +15,11 @@ use crate::rules::Duration as RuleDuration;
 use crate::rules::{
     Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind, WindowKind,
 };
-use crate::storage::{view, Catalog, Store};
+use crate::storage::view::{self, ValueView};
+use crate::storage::{Catalog, Store};
 
 use super::customer::{self, Tally};
+use super::exec::{self, CustomerData};
 use super::plan::{self, EventNode, Frequency, Node, NodeKind};
 
 /// At most this many events are shown as the evidence of one clause (the latest ones).
@@ -59,13 +61,6 @@ pub struct WhyEvent {
     pub properties: Vec<(String, Value)>,
 }
 
-/// One customer's data, read once.
-struct Data {
-    profile: Vec<(u32, Value)>,
-    bodies: Vec<u8>,
-    blocks: Vec<(Timestamp, std::ops::Range<usize>)>,
-}
-
 pub(crate) fn why(
     store: &Store,
     catalog: &Catalog,
@@ -75,22 +70,15 @@ pub(crate) fn why(
     cust: u32,
     now: Timestamp,
 ) -> Result<Why> {
-    let mut data = Data {
-        profile: store.profile(cust)?.unwrap_or_default(),
-        bodies: Vec::new(),
-        blocks: Vec::new(),
-    };
-    store.event_bodies_from(cust, Timestamp::MIN, &mut data.bodies, &mut data.blocks)?;
-    let explainer = Explainer {
-        catalog,
-        text,
-        data: &data,
-    };
-    let root = explainer.node(&plan::plan(rule, catalog, now)?.root)?;
+    // Every event of the customer: the instants tried below look at windows other than now's.
+    let mut data = CustomerData::new(store, Some(Timestamp::MIN));
+    data.load(cust);
+    let explainer = Explainer { catalog, text };
+    let root = explainer.node(&plan::plan(rule, catalog, now)?.root, &mut data)?;
     let mut next_change = None;
-    for t in candidate_instants(rule, &data, now)? {
+    for t in candidate_instants(rule, &mut data, now)? {
         let at = plan::plan(rule, catalog, t)?;
-        if explainer.holds(&at.root)? != root.holds {
+        if exec::holds(&at.root, None, &mut data)? != root.holds {
             next_change = Some(t);
             break;
         }
@@ -107,58 +95,20 @@ pub(crate) fn why(
 struct Explainer<'a> {
     catalog: &'a Catalog,
     text: &'a str,
-    data: &'a Data,
 }
 
 impl Explainer<'_> {
-    fn label(&self, n: &Node) -> String {
-        self.text
-            .get(n.span.start..n.span.end)
-            .unwrap_or("?")
-            .to_owned()
-    }
-
-    /// The answer alone, for trying other instants.
-    fn holds(&self, n: &Node) -> Result<bool> {
-        Ok(match &n.kind {
-            NodeKind::And(items) => {
-                for i in items {
-                    if !self.holds(i)? {
-                        return Ok(false);
-                    }
-                }
-                true
-            }
-            NodeKind::Or(items) => {
-                for i in items {
-                    if self.holds(i)? {
-                        return Ok(true);
-                    }
-                }
-                false
-            }
-            NodeKind::Not(inner) => !self.holds(inner)?,
-            NodeKind::Everyone => true,
-            NodeKind::Trait { trait_id, test } => {
-                customer::passes(customer::field(&self.data.profile, *trait_id), test)
-            }
-            NodeKind::Event(e) => self.tally(e)?.satisfies(&e.frequency),
-        })
-    }
-
-    fn tally(&self, e: &EventNode) -> Result<Tally> {
-        customer::tally(e, &self.data.bodies, &self.data.blocks)
-    }
-
     /// The answer with its reasons.
-    fn node(&self, n: &Node) -> Result<WhyNode> {
+    fn node(&self, n: &Node, data: &mut CustomerData<'_>) -> Result<WhyNode> {
         let children = match &n.kind {
-            NodeKind::And(items) | NodeKind::Or(items) => {
-                items.iter().map(|i| self.node(i)).collect::<Result<_>>()?
-            }
-            NodeKind::Not(inner) => vec![self.node(inner)?],
+            NodeKind::And(items) | NodeKind::Or(items) => items
+                .iter()
+                .map(|i| self.node(i, data))
+                .collect::<Result<_>>()?,
+            NodeKind::Not(inner) => vec![self.node(inner, data)?],
             _ => Vec::new(),
         };
+        let label = || n.source_text(self.text).to_owned();
         let mut events = Vec::new();
         let (label, holds, reason) = match &n.kind {
             NodeKind::And(_) => {
@@ -178,7 +128,7 @@ impl Explainer<'_> {
                 ("or".to_owned(), held > 0, reason)
             }
             NodeKind::Not(_) => {
-                let inner = children[0].holds;
+                let inner = children.iter().any(|c| c.holds);
                 let reason = if inner {
                     "the clause inside holds"
                 } else {
@@ -186,27 +136,22 @@ impl Explainer<'_> {
                 };
                 ("not".to_owned(), !inner, reason.to_owned())
             }
-            NodeKind::Everyone => (self.label(n), true, "every known customer".to_owned()),
+            NodeKind::Everyone => (label(), true, "every known customer".to_owned()),
             NodeKind::Trait { trait_id, test } => {
-                let value = customer::field(&self.data.profile, *trait_id);
-                let name = self.label(n);
-                let name = name.split_whitespace().next().unwrap_or("").to_owned();
-                let reason = match trait_id
-                    .and_then(|t| self.data.profile.iter().find(|(id, _)| *id == t))
-                {
-                    Some((_, v)) => format!("{name} is {v}"),
+                let label = label();
+                let name = label.split_whitespace().next().unwrap_or("");
+                let stored = customer::field(data.profile()?, *trait_id);
+                let reason = match stored {
+                    Some(v) => format!("{name} is {v}"),
                     None => format!("{name} is not set"),
                 };
-                (self.label(n), customer::passes(value, test), reason)
+                let holds = customer::passes(stored.map(ValueView::of), test);
+                (label, holds, reason)
             }
             NodeKind::Event(e) => {
-                let t = self.tally(e)?;
-                events = self.evidence(e)?;
-                (
-                    self.label(n),
-                    t.satisfies(&e.frequency),
-                    self.event_reason(e, &t),
-                )
+                let t = data.tally(e)?;
+                events = self.evidence(e, data)?;
+                (label(), t.satisfies(&e.frequency), self.event_reason(e, &t))
             }
         };
         Ok(WhyNode {
@@ -255,9 +200,10 @@ impl Explainer<'_> {
     }
 
     /// The latest few events the clause counted.
-    fn evidence(&self, e: &EventNode) -> Result<Vec<WhyEvent>> {
+    fn evidence(&self, e: &EventNode, data: &mut CustomerData<'_>) -> Result<Vec<WhyEvent>> {
         let mut latest = std::collections::VecDeque::with_capacity(EVIDENCE_EVENTS + 1);
-        customer::for_each_match(e, &self.data.bodies, &self.data.blocks, |ev| {
+        let (bodies, blocks) = data.events()?;
+        customer::for_each_match(e, bodies, blocks, |ev| {
             latest.push_back((ev.ts, ev.event, ev.props()?));
             if latest.len() > EVIDENCE_EVENTS {
                 latest.pop_front();
@@ -282,17 +228,22 @@ impl Explainer<'_> {
 /// The instants after `now`, in order, at which the answer may change by time alone: when one
 /// of the customer's events happens (it enters windows), or it, or a date-time trait, is exactly
 /// one of the rule's relative lengths (`last N`, `N ago`) in the past, or a millisecond more.
-fn candidate_instants(rule: &Rule, data: &Data, now: Timestamp) -> Result<Vec<Timestamp>> {
+fn candidate_instants(
+    rule: &Rule,
+    data: &mut CustomerData<'_>,
+    now: Timestamp,
+) -> Result<Vec<Timestamp>> {
     let mut lengths = Vec::new();
     durations(&rule.expr, &mut lengths);
     let mut times = Vec::new();
-    for (start, range) in &data.blocks {
-        view::for_each_event(*start, &data.bodies[range.clone()], |e| {
+    let (bodies, blocks) = data.events()?;
+    for (start, range) in blocks {
+        view::for_each_event(*start, &bodies[range.clone()], |e| {
             times.push(e.ts);
             Ok(true)
         })?;
     }
-    for (_, v) in &data.profile {
+    for (_, v) in data.profile()? {
         if let Value::Time(t) = v {
             times.push(*t);
         }

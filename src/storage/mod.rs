@@ -269,14 +269,14 @@ impl Store {
         cust: u32,
         from: Timestamp,
         buf: &mut Vec<u8>,
-        blocks: &mut Vec<(Timestamp, std::ops::Range<usize>)>,
+        blocks: &mut Vec<view::BlockSpan>,
     ) -> Result<()> {
         // One forward scan (sled is slower backwards): a block is decompressed only once the
         // next one is known to start after `from`, or it is the last.
         let mut pending: Option<(Timestamp, sled::IVec)> = None;
         let flush = |block: Option<(Timestamp, sled::IVec)>,
                      buf: &mut Vec<u8>,
-                     blocks: &mut Vec<(Timestamp, std::ops::Range<usize>)>|
+                     blocks: &mut Vec<view::BlockSpan>|
          -> Result<()> {
             if let Some((start, bytes)) = block {
                 let at = buf.len();

@@ -10,6 +10,10 @@ use crate::model::{Timestamp, Value};
 
 use super::codec::{self, Reader};
 
+/// Where one block's body lies in a buffer of bodies: its first event's timestamp and its byte
+/// range (see [`super::Store::event_bodies_from`]).
+pub type BlockSpan = (Timestamp, std::ops::Range<usize>);
+
 /// A value read in place.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ValueView<'a> {
