@@ -194,17 +194,14 @@ fn parse_now(now: Option<&str>) -> Result<time::Timestamp, Failure> {
     }
 }
 
+/// Runs a rule and prints its members in the asked format.
 fn query(
-    db_path: &Path,
-    now: Option<&str>,
+    db: &Db,
+    prepared: &audiencedb::query::PreparedRule,
+    now: time::Timestamp,
     format: QueryFormat,
-    rule: &str,
 ) -> Result<(), Failure> {
-    let now = parse_now(now)?;
-    // Parse before opening, so a typo is answered even without a database.
-    let prepared = audiencedb::query::PreparedRule::new(rule)?;
-    let db = open_existing(db_path)?;
-    let audience = db.query_prepared(&prepared, now)?;
+    let audience = db.query_prepared(prepared, now)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let io = |e: std::io::Error| Failure(format!("writing the output: {e}"), 1);
     match format {
@@ -326,20 +323,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             why,
             rule,
         } => {
+            let now = parse_now(now.as_deref())?;
+            // Parse before opening, so a typo is answered even without a database.
+            let prepared = audiencedb::query::PreparedRule::new(&rule.join(" "))?;
+            let db = open_existing(&cli.db)?;
             if let Some(id) = why {
-                let now = parse_now(now.as_deref())?;
-                let rule = rule.join(" ");
-                audiencedb::query::PreparedRule::new(&rule)?;
-                print!("{}", open_existing(&cli.db)?.why(&id, &rule, now)?);
+                print!("{}", db.why_prepared(&id, &prepared, now)?);
                 Ok(())
             } else if explain {
-                let now = parse_now(now.as_deref())?;
-                let rule = rule.join(" ");
-                audiencedb::query::PreparedRule::new(&rule)?;
-                print!("{}", open_existing(&cli.db)?.explain(&rule, now)?);
+                print!("{}", db.explain_prepared(&prepared, now)?);
                 Ok(())
             } else {
-                query(&cli.db, now.as_deref(), format, &rule.join(" "))
+                query(&db, &prepared, now, format)
             }
         }
         Command::Customer { action } => {

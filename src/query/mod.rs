@@ -124,8 +124,13 @@ impl Db {
 
     /// The plan of a rule at `now`, with each node's estimated and exact size and its time.
     pub fn explain(&self, rule: &str, now: Timestamp) -> Result<Explain> {
-        let (plan, bounds) = self.plan_and_bounds(&PreparedRule::new(rule)?, now)?;
-        explain::explain(rule, &plan, &bounds, self.store())
+        self.explain_prepared(&PreparedRule::new(rule)?, now)
+    }
+
+    /// [`Db::explain`] for a prepared rule.
+    pub fn explain_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Explain> {
+        let (plan, bounds) = self.plan_and_bounds(rule, now)?;
+        explain::explain(&rule.text, &plan, &bounds, self.store())
     }
 
     /// A rule's plan at `now` and its bounds from the indexes, read under one read guard.
@@ -148,7 +153,11 @@ impl Db {
     /// and events that decided each clause and the next instant the answer changes by time
     /// alone. An unknown customer is [`Error::NotFound`].
     pub fn why(&self, customer: &str, rule: &str, now: Timestamp) -> Result<Why> {
-        let prepared = PreparedRule::new(rule)?;
+        self.why_prepared(customer, &PreparedRule::new(rule)?, now)
+    }
+
+    /// [`Db::why`] for a prepared rule.
+    pub fn why_prepared(&self, customer: &str, rule: &PreparedRule, now: Timestamp) -> Result<Why> {
         let cust = self
             .internal_id(customer)?
             .ok_or_else(|| Error::NotFound(format!("customer {customer:?}")))?;
@@ -156,8 +165,8 @@ impl Db {
         why::why(
             self.store(),
             &state.catalog,
-            &prepared.rule,
-            rule,
+            &rule.rule,
+            &rule.text,
             customer,
             cust,
             now,
