@@ -447,6 +447,13 @@ impl Session<'_> {
         Some(())
     }
 
+    /// A search in `category`, at least 3 s and on average `mean_ms` after the last event.
+    fn search(&mut self, rng: &mut Rand, category: u8, mean_ms: f64) -> Option<()> {
+        let words = rng.bits();
+        let delay = rng.delay_ms(3 * SECOND, mean_ms);
+        self.after(delay, Kind::Searched { category, words })
+    }
+
     fn run(&mut self, rng: &mut Rand, habits: &Habits, referrer: u8, abandon: bool) -> Option<()> {
         let shop = self.shop;
         self.ts -= 1;
@@ -457,15 +464,7 @@ impl Session<'_> {
             shop.popular_category(rng)
         };
         if rng.chance(0.3) {
-            let words = rng.bits();
-            let delay = rng.delay_ms(3 * SECOND, 12_000.0);
-            self.after(
-                delay,
-                Kind::Searched {
-                    category: focus,
-                    words,
-                },
-            )?;
+            self.search(rng, focus, 12_000.0)?;
         }
         let views = 1 + rng.geometric(2.4).min(80);
         let mut cart: Vec<(u32, u8)> = Vec::new();
@@ -489,15 +488,7 @@ impl Session<'_> {
                 cart.push((product, quantity));
             }
             if rng.chance(0.05) {
-                let words = rng.bits();
-                let delay = rng.delay_ms(3 * SECOND, 15_000.0);
-                self.after(
-                    delay,
-                    Kind::Searched {
-                        category: focus,
-                        words,
-                    },
-                )?;
+                self.search(rng, focus, 15_000.0)?;
             }
         }
         if cart.len() >= 2 && rng.chance(0.2) {
