@@ -11,6 +11,8 @@
 //! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
 //! 5. [`db`]: the library API tying them together: [`Db`].
 //! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
+//! 7. [`query`]: a rule at one *now* → the customers it describes, its plan, one customer's why.
+//! 8. [`repl`]: the analysts' interface over [`Db`]: line editing, completion, meta commands.
 //!
 //! Beside the layers:
 //! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
@@ -23,6 +25,7 @@ pub mod index;
 pub mod ingest;
 pub mod model;
 pub mod query;
+pub mod repl;
 pub mod rules;
 pub mod storage;
 
