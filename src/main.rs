@@ -68,7 +68,8 @@ enum Command {
         #[arg(long)]
         end: Option<String>,
     },
-    /// Build a demo shop at the database path (or reuse it) and show what it holds.
+    /// Build a demo shop at the database path (or reuse it), show what it holds, and open the
+    /// REPL on it (on a terminal).
     Demo {
         /// Customer ids in the demo shop.
         #[arg(long, default_value_t = 20_000)]
@@ -96,9 +97,9 @@ enum Command {
     /// Explore the database interactively: rules, `.explain`, `.why`, `.now` (`.help` lists all).
     /// Without a terminal, reads rules and commands line by line from stdin.
     Repl {
-        /// The history file; by default $XDG_STATE_HOME/audiencedb/repl_history (or
-        /// ~/.local/state/audiencedb/repl_history).
-        #[arg(long, env = "AUDIENCEDB_HISTORY")]
+        /// The history file; by default $AUDIENCEDB_HISTORY, else
+        /// $XDG_STATE_HOME/audiencedb/repl_history (or ~/.local/state/audiencedb/repl_history).
+        #[arg(long)]
         history: Option<PathBuf>,
         /// Keep no history (whatever --history or AUDIENCEDB_HISTORY say).
         #[arg(long)]
@@ -550,6 +551,8 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
         eprintln!("reusing the demo shop in {}", path.display());
     }
     print_schema(&db.schema());
+    // On a terminal the demo ends in the REPL; in a pipe it prints the audiences and exits.
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let now = time::now();
     println!("\naudiences at {}:", time::format_rfc3339(now));
     // Saved audiences do not exist yet: the example that names one runs with its rule inlined.
@@ -567,6 +570,10 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
             audience.len(),
             audience.elapsed().as_secs_f64() * 1e3
         );
+    }
+    if interactive {
+        println!("\nOpening the REPL: type one of these rules, `.explain RULE`, or `.help`.");
+        return repl(&db, audiencedb::repl::default_history_path());
     }
     let db_arg = path.display();
     println!("\nTry:");

@@ -325,6 +325,20 @@ fn an_unfinished_rule_goes_on_over_lines() {
 }
 
 #[test]
+fn lines_typed_while_a_rule_runs_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let mut t = repl(dir.path(), &db);
+    // Three inputs in one write: the editor reads them all at once and must keep what follows
+    // the first Enter for the next prompts.
+    t.enter("tier = Silver\r.format count\rtier = Gold");
+    t.wait_for("  c-09, c-10\n");
+    t.wait_for("format: count");
+    t.wait_for("\n8\n");
+    t.quit();
+}
+
+#[test]
 fn history_is_recalled_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = shop(dir.path());
@@ -418,4 +432,18 @@ fn a_missing_database_is_a_friendly_error() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.starts_with("error: no database at "), "{stderr}");
+}
+
+#[test]
+fn demo_on_a_terminal_opens_the_repl_on_the_shop_it_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let mut t = Terminal::start(
+        dir.path(),
+        &["--db", db.to_str().unwrap(), "demo", "--customers", "200"],
+    );
+    t.wait_for("Opening the REPL");
+    t.enter("purchased ever or not purchased ever");
+    t.wait_for("... (195 more)");
+    t.quit();
 }

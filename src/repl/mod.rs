@@ -40,10 +40,14 @@ use crate::{Db, Error, Result};
 use complete::ReplHelper;
 use render::Style;
 
-/// Where the history lives unless the caller says: `$XDG_STATE_HOME/audiencedb/repl_history`, or
-/// `~/.local/state/audiencedb/repl_history` without that variable. One history for every database,
-/// as a shell keeps one for every folder. `None` when there is no home either.
+/// Where the history lives unless the caller says: `$AUDIENCEDB_HISTORY`, else
+/// `$XDG_STATE_HOME/audiencedb/repl_history`, else `~/.local/state/audiencedb/repl_history`. One
+/// history for every database, as a shell keeps one for every folder. `None` when there is no
+/// home either.
 pub fn default_history_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("AUDIENCEDB_HISTORY").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
     let state = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
