@@ -447,3 +447,14 @@ fn demo_on_a_terminal_opens_the_repl_on_the_shop_it_built() {
     t.wait_for("... (195 more)");
     t.quit();
 }
+
+#[test]
+fn a_database_open_elsewhere_is_a_friendly_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shop(dir.path());
+    let _held = Db::open(&path).unwrap();
+    let out = script(&path, "tier = Gold\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("is open in another process"), "{stderr}");
+}

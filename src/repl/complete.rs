@@ -173,12 +173,17 @@ impl Completer for ReplHelper {
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let (start, found) = self.candidates(line, pos);
-        // One candidate is the word: finish it with a space, as a shell does.
+        // One candidate is the word: finish it with a space, as a shell does. An event name that
+        // is not a plain name is written quoted, as the language requires (`did "Product Viewed"`).
         let space = if found.len() == 1 { " " } else { "" };
         let pairs = found
             .into_iter()
             .map(|w| Pair {
-                replacement: format!("{w}{space}"),
+                replacement: if words::is_path(&w) || w.starts_with('.') {
+                    format!("{w}{space}")
+                } else {
+                    format!("{}{space}", crate::rules::quote(&w))
+                },
                 display: w,
             })
             .collect();
@@ -341,6 +346,23 @@ mod tests {
             (0, vec![".explain".to_owned(), ".exit".to_owned()])
         );
         assert_eq!(helper.candidates("tier = ", 7), (7, Vec::new()));
+    }
+
+    #[test]
+    fn names_that_are_not_plain_are_completed_quoted() {
+        let names = Names {
+            events: vec!["Product Viewed".into()],
+            traits: vec!["address.city".into()],
+            properties: vec![],
+        };
+        let helper = ReplHelper::new(Rc::new(RefCell::new(names)), Style::PLAIN);
+        let history = rustyline::history::DefaultHistory::new();
+        let ctx = Context::new(&history);
+        let (start, pairs) = helper.complete("did Prod", 8, &ctx).unwrap();
+        assert_eq!(start, 4);
+        assert_eq!(pairs[0].replacement, "\"Product Viewed\" ");
+        let (_, pairs) = helper.complete("addr", 4, &ctx).unwrap();
+        assert_eq!(pairs[0].replacement, "address.city ");
     }
 
     #[test]

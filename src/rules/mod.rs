@@ -31,7 +31,7 @@ pub mod words;
 pub use ast::*;
 pub use error::ParseError;
 pub use parser::{parse, MAX_DEPTH, MAX_RULE_LEN};
-pub use printer::print;
+pub use printer::{print, quote};
 
 /// The Examples table of the rule language's specification (`shared/spec/rules.md`), in its
 /// order: what the demo, the benches and the tests run.

@@ -133,6 +133,17 @@ impl Display for Literal {
     }
 }
 
+/// `text` as a double-quoted string of the language, which reads back as `text`.
+pub fn quote(text: &str) -> String {
+    struct Quoted<'a>(&'a str);
+    impl Display for Quoted<'_> {
+        fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+            write_quoted(f, self.0)
+        }
+    }
+    Quoted(text).to_string()
+}
+
 /// `"text"` with `" \ newline tab` and other control characters escaped.
 fn write_quoted(f: &mut Formatter<'_>, text: &str) -> fmt::Result {
     f.write_char('"')?;
