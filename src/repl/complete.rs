@@ -72,15 +72,14 @@ fn starts_with_ignore_case(word: &str, prefix: &str) -> bool {
         && word[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// Whether `input` is an unfinished rule that goes on on the next line: a parenthesis left open,
-/// a quote left open, or a last word `and`, `or` or `not`.
-pub fn needs_more(input: &str) -> bool {
+/// How deep `input` leaves parentheses open, and where a quote it leaves open starts.
+fn open_at_end(input: &str) -> (i64, Option<usize>) {
     let mut depth = 0i64;
-    let mut quote = None;
-    let mut chars = input.chars();
-    while let Some(c) = chars.next() {
+    let mut quote: Option<(char, usize)> = None;
+    let mut chars = input.char_indices();
+    while let Some((i, c)) = chars.next() {
         match quote {
-            Some(q) => {
+            Some((q, _)) => {
                 if c == '\\' {
                     chars.next();
                 } else if c == q {
@@ -88,13 +87,20 @@ pub fn needs_more(input: &str) -> bool {
                 }
             }
             None => match c {
-                '"' | '\'' => quote = Some(c),
+                '"' | '\'' => quote = Some((c, i)),
                 '(' => depth += 1,
                 ')' => depth -= 1,
                 _ => {}
             },
         }
     }
+    (depth, quote.map(|(_, i)| i))
+}
+
+/// Whether `input` is an unfinished rule that goes on on the next line: a parenthesis left open,
+/// a quote left open, or a last word `and`, `or` or `not`.
+pub fn needs_more(input: &str) -> bool {
+    let (depth, quote) = open_at_end(input);
     if quote.is_some() || depth > 0 {
         return true;
     }
@@ -155,6 +161,19 @@ impl ReplHelper {
                 .collect();
             return (start, found);
         }
+        if let Some(quote) = open_at_end(&line[..pos]).1 {
+            // Inside a quote only an event name makes sense (`did "Product Vi`): the candidate
+            // replaces the opening quote too and is written quoted.
+            let typed = &line[quote + 1..pos];
+            let names = self.names.borrow();
+            let found = names
+                .events
+                .iter()
+                .filter(|e| starts_with_ignore_case(e, typed))
+                .cloned()
+                .collect();
+            return (quote, found);
+        }
         let (start, word) = current_word(line, pos);
         if word.is_empty() {
             return (pos, Vec::new());
@@ -176,10 +195,11 @@ impl Completer for ReplHelper {
         // One candidate is the word: finish it with a space, as a shell does. An event name that
         // is not a plain name is written quoted, as the language requires (`did "Product Viewed"`).
         let space = if found.len() == 1 { " " } else { "" };
+        let quoted = open_at_end(&line[..pos]).1.is_some();
         let pairs = found
             .into_iter()
             .map(|w| Pair {
-                replacement: if words::is_path(&w) || w.starts_with('.') {
+                replacement: if !quoted && (words::is_path(&w) || w.starts_with('.')) {
                     format!("{w}{space}")
                 } else {
                     format!("{}{space}", crate::rules::quote(&w))
@@ -204,9 +224,21 @@ impl Hinter for ReplHelper {
             return Some(h);
         }
         let (start, found) = self.candidates(line, pos);
+        let typed = &line[start..pos];
+        // Inside a quote the candidate is an event name, and the hint closes the quote.
+        let (typed, close) = match typed.chars().next() {
+            Some(q @ ('"' | '\'')) => (&typed[1..], Some(q)),
+            _ => (typed, None),
+        };
         match found.as_slice() {
-            [only] if pos - start >= 3 && only.len() > pos - start => {
-                Some(only[pos - start..].to_owned())
+            [only]
+                if typed.len() >= 3
+                    && only.len() > typed.len()
+                    && only.is_char_boundary(typed.len()) =>
+            {
+                let mut hint = only[typed.len()..].to_owned();
+                hint.extend(close);
+                Some(hint)
             }
             _ => None,
         }
@@ -361,6 +393,15 @@ mod tests {
         let (start, pairs) = helper.complete("did Prod", 8, &ctx).unwrap();
         assert_eq!(start, 4);
         assert_eq!(pairs[0].replacement, "\"Product Viewed\" ");
+        let (start, pairs) = helper.complete("did \"Product V", 14, &ctx).unwrap();
+        assert_eq!(start, 4);
+        assert_eq!(pairs[0].replacement, "\"Product Viewed\" ");
+        assert_eq!(
+            helper.hint("did \"Product V", 14, &ctx).as_deref(),
+            Some("iewed\"")
+        );
+        assert_eq!(helper.hint("addr", 4, &ctx).as_deref(), Some("ess.city"));
+        assert_eq!(helper.hint("ad", 2, &ctx), None);
         let (_, pairs) = helper.complete("addr", 4, &ctx).unwrap();
         assert_eq!(pairs[0].replacement, "address.city ");
     }
