@@ -11,11 +11,14 @@
 //! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
 //! 5. [`db`]: the library API tying them together: [`Db`].
 //! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
+//! 7. [`query`]: a rule → plan → bitmaps and exact checks → the customers it describes.
+//! 8. [`audience`]: saved audiences, kept true as data arrives and time passes; the change feed.
 //!
 //! Beside the layers:
 //! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
 //!   and benchmarks; it knows the message format, not the storage.
 
+pub mod audience;
 pub mod db;
 pub mod error;
 pub mod gen;
@@ -26,6 +29,8 @@ pub mod query;
 pub mod rules;
 pub mod storage;
 
+pub use audience::{AudienceDiff, AudienceInfo, Change, Subscription};
 pub use db::{Config, Customer, Db, IngestReport, Schema};
 pub use error::{Error, Result};
 pub use ingest::Message;
+pub use model::time::Clock;
