@@ -47,7 +47,8 @@ fn define_list_show_and_drop() {
     let info = db.define_audience("gold", "tier = Gold").unwrap();
     assert_eq!((info.name.as_str(), info.size), ("gold", 1));
     assert_eq!(info.created, t0());
-    db.define_audience("not_gold", "not in audience gold").unwrap();
+    db.define_audience("not_gold", "not in audience gold")
+        .unwrap();
     assert_eq!(members(&db, "not_gold"), ["b"]);
     let names: Vec<String> = db.audiences().into_iter().map(|a| a.name).collect();
     assert_eq!(names, ["gold", "not_gold"]);
@@ -59,7 +60,10 @@ fn define_list_show_and_drop() {
     // Refusals leave everything as it was.
     for bad in ["", "1abc", "a-b", "tier gold", &"x".repeat(65)] {
         assert!(
-            matches!(db.define_audience(bad, "everyone"), Err(Error::InvalidInput(_))),
+            matches!(
+                db.define_audience(bad, "everyone"),
+                Err(Error::InvalidInput(_))
+            ),
             "{bad:?}"
         );
     }
@@ -67,7 +71,10 @@ fn define_list_show_and_drop() {
         db.define_audience("x", "in audience nosuch"),
         Err(Error::Evaluation(m)) if m.contains("nosuch")
     ));
-    assert!(matches!(db.define_audience("x", "tier = "), Err(Error::Rule(_))));
+    assert!(matches!(
+        db.define_audience("x", "tier = "),
+        Err(Error::Rule(_))
+    ));
     assert!(matches!(
         db.define_audience("gold", "in audience not_gold"),
         Err(Error::Evaluation(m)) if m.contains("cycle")
@@ -80,7 +87,10 @@ fn define_list_show_and_drop() {
         Err(Error::InvalidInput(m)) => assert!(m.contains("not_gold"), "{m}"),
         other => panic!("dropping an audience in use: {other:?}"),
     }
-    assert!(matches!(db.drop_audience("nosuch"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        db.drop_audience("nosuch"),
+        Err(Error::NotFound(_))
+    ));
     assert_eq!(db.audience("gold").unwrap().rule, "tier = Gold");
     assert_eq!(db.audiences().len(), 2);
 
@@ -88,7 +98,10 @@ fn define_list_show_and_drop() {
     db.drop_audience("gold").unwrap();
     assert!(db.audiences().is_empty());
     assert!(matches!(db.audience("gold"), Err(Error::NotFound(_))));
-    assert!(matches!(db.query("in audience gold", t0()), Err(Error::Evaluation(_))));
+    assert!(matches!(
+        db.query("in audience gold", t0()),
+        Err(Error::Evaluation(_))
+    ));
 }
 
 #[test]
@@ -100,9 +113,13 @@ fn audiences_of_answers_from_kept_members() {
     track(&db, "a", "viewed", t0() - HOUR);
     track(&db, "b", "viewed", t0() - 3 * DAY);
     db.define_audience("gold", "tier = Gold").unwrap();
-    db.define_audience("viewers", "viewed in last 2 days").unwrap();
+    db.define_audience("viewers", "viewed in last 2 days")
+        .unwrap();
     db.define_audience("everybody", "everyone").unwrap();
-    assert_eq!(db.audiences_of("a").unwrap(), ["everybody", "gold", "viewers"]);
+    assert_eq!(
+        db.audiences_of("a").unwrap(),
+        ["everybody", "gold", "viewers"]
+    );
     assert_eq!(db.audiences_of("b").unwrap(), ["everybody"]);
     assert!(db.audiences_of("nobody").unwrap().is_empty());
 
@@ -142,13 +159,21 @@ fn a_diff_is_what_saving_then_reports() {
     assert_eq!(members(&db, "top"), ["a"], "a diff saves nothing");
     assert_eq!(db.feed_position(), start);
 
-    db.define_audience("top", "tier in (Silver, Bronze)").unwrap();
+    db.define_audience("top", "tier in (Silver, Bronze)")
+        .unwrap();
     let changes = db.changes_since(start, 100).unwrap();
-    let mut seen: Vec<(String, bool)> = changes.iter().map(|c| (c.customer.clone(), c.entered)).collect();
+    let mut seen: Vec<(String, bool)> = changes
+        .iter()
+        .map(|c| (c.customer.clone(), c.entered))
+        .collect();
     seen.sort();
     assert_eq!(
         seen,
-        [("a".to_owned(), false), ("b".to_owned(), true), ("c".to_owned(), true)]
+        [
+            ("a".to_owned(), false),
+            ("b".to_owned(), true),
+            ("c".to_owned(), true)
+        ]
     );
     assert!(changes.iter().all(|c| c.audience == "top"));
     let info = db.audience("top").unwrap();
@@ -158,7 +183,10 @@ fn a_diff_is_what_saving_then_reports() {
     // A diff for a new name: everyone it would hold enters.
     let d = db.diff_audience("fresh", "everyone").unwrap();
     assert_eq!((d.before, d.after, d.leaving.len()), (0, 3, 0));
-    assert!(matches!(db.diff_audience("top", "in audience top"), Err(Error::Evaluation(_))));
+    assert!(matches!(
+        db.diff_audience("top", "in audience top"),
+        Err(Error::Evaluation(_))
+    ));
 }
 
 #[test]
@@ -168,11 +196,15 @@ fn members_at_an_earlier_time() {
     let db = open(dir.path(), &clock);
     track(&db, "a", "viewed", t0() - 10 * DAY);
     track(&db, "b", "viewed", t0() - DAY);
-    db.define_audience("weekly", "viewed in last 7 days").unwrap();
+    db.define_audience("weekly", "viewed in last 7 days")
+        .unwrap();
     assert_eq!(members(&db, "weekly"), ["b"]);
     let past = db.audience_members_at("weekly", t0() - 5 * DAY).unwrap();
     assert_eq!(db.member_ids(&past).unwrap(), ["a"]);
-    assert!(matches!(db.audience_members_at("nosuch", t0()), Err(Error::NotFound(_))));
+    assert!(matches!(
+        db.audience_members_at("nosuch", t0()),
+        Err(Error::NotFound(_))
+    ));
 }
 
 #[test]
@@ -183,16 +215,24 @@ fn the_feed_is_live_durable_and_resumable() {
     config.clock = clock.clone();
     config.feed_capacity = 3;
     let db = Db::open_with(config.clone()).unwrap();
-    db.define_audience("viewers", "viewed in last 1 hour").unwrap();
+    db.define_audience("viewers", "viewed in last 1 hour")
+        .unwrap();
     let sub = db.subscribe();
     track(&db, "a", "viewed", t0());
-    let c = sub.recv_timeout(Duration::from_secs(5)).expect("a live change");
-    assert_eq!((c.audience.as_str(), c.customer.as_str(), c.entered), ("viewers", "a", true));
+    let c = sub
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a live change");
+    assert_eq!(
+        (c.audience.as_str(), c.customer.as_str(), c.entered),
+        ("viewers", "a", true)
+    );
     assert_eq!(c.seq, 1);
     assert_eq!(c.at, t0());
     clock.advance(HOUR);
     db.advance_audiences().unwrap();
-    let c = sub.recv_timeout(Duration::from_secs(5)).expect("an exit by time");
+    let c = sub
+        .recv_timeout(Duration::from_secs(5))
+        .expect("an exit by time");
     assert_eq!((c.customer.as_str(), c.entered, c.seq), ("a", false, 2));
     assert_eq!(c.at, t0() + HOUR);
     for id in ["b", "c", "d"] {
@@ -205,9 +245,17 @@ fn the_feed_is_live_durable_and_resumable() {
     drop(db);
     let db = Db::open_with(config).unwrap();
     assert_eq!(db.feed_position(), 5);
-    let kept: Vec<u64> = db.changes_since(0, 10).unwrap().iter().map(|c| c.seq).collect();
+    let kept: Vec<u64> = db
+        .changes_since(0, 10)
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
     assert_eq!(kept, [3, 4, 5]);
-    assert!(matches!(db.changes_since(1, 10), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        db.changes_since(1, 10),
+        Err(Error::InvalidInput(_))
+    ));
     assert_eq!(db.changes_since(4, 10).unwrap().len(), 1);
     assert_eq!(members(&db, "viewers"), ["b", "c", "d"]);
     track(&db, "e", "viewed", t0() + HOUR);
@@ -222,8 +270,10 @@ fn time_moves_audiences_exactly_to_the_millisecond() {
     let db = open(dir.path(), &clock);
     track(&db, "a", "purchased", t0() - 1000);
     track(&db, "b", "viewed", t0() + 5000); // in the future: in no window yet
-    db.define_audience("lapsed", "purchased ever and not purchased in last 1 day").unwrap();
-    db.define_audience("viewers", "viewed in last 1 day").unwrap();
+    db.define_audience("lapsed", "purchased ever and not purchased in last 1 day")
+        .unwrap();
+    db.define_audience("viewers", "viewed in last 1 day")
+        .unwrap();
     assert!(members(&db, "lapsed").is_empty());
     assert!(members(&db, "viewers").is_empty());
     clock.set(t0() + 4999);
