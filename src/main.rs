@@ -273,7 +273,7 @@ fn print_audience(
     match format {
         QueryFormat::Count => writeln!(out, "{}", audience.len()).map_err(io)?,
         QueryFormat::Ids => {
-            db.for_each_member_id(&audience, |id| writeln!(out, "{id}").map_err(Error::Io))?
+            db.for_each_member_id(audience, |id| writeln!(out, "{id}").map_err(Error::Io))?
         }
         QueryFormat::Json => {
             write!(
@@ -285,7 +285,7 @@ fn print_audience(
             )
             .map_err(io)?;
             let mut first = true;
-            db.for_each_member_id(&audience, |id| {
+            db.for_each_member_id(audience, |id| {
                 let sep = if std::mem::take(&mut first) { "" } else { "," };
                 write!(out, "{sep}{}", serde_json::Value::String(id.to_owned())).map_err(Error::Io)
             })?;
