@@ -292,3 +292,46 @@ fn time_moves_audiences_exactly_to_the_millisecond() {
     let info = db.audience("viewers").unwrap();
     assert_eq!(info.next_check, Some(t0() + 5000 + DAY));
 }
+
+#[test]
+fn in_audience_means_the_saved_rule_at_the_same_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        track(&db, id, "viewed", t0() - (i as i64) * DAY - 1);
+        if i % 2 == 0 {
+            tier(&db, id, "Gold");
+        }
+    }
+    let rule = "viewed in last 2 days and not tier = Silver";
+    db.define_audience("recent", rule).unwrap();
+    db.define_audience("gold_recent", "tier = Gold and in audience recent")
+        .unwrap();
+    for now in [
+        t0() - 3 * DAY,
+        t0() - DAY,
+        t0(),
+        t0() + DAY - 2,
+        t0() + DAY,
+        t0() + 5 * DAY,
+    ] {
+        let saved = db
+            .query("in audience gold_recent or not in audience recent", now)
+            .unwrap();
+        let inlined = db
+            .query(&format!("(tier = Gold and ({rule})) or not ({rule})"), now)
+            .unwrap();
+        assert_eq!(saved.bitmap(), inlined.bitmap(), "at {now}");
+        let a = db.internal_id("a").unwrap().unwrap();
+        let why = db.why("a", "in audience gold_recent", now).unwrap();
+        let member = db
+            .query("in audience gold_recent", now)
+            .unwrap()
+            .bitmap()
+            .contains(a);
+        assert_eq!(why.root.holds, member, "why at {now}");
+    }
+    let explain = db.explain("in audience recent", t0()).unwrap();
+    assert_eq!(explain.root.label, "in audience recent");
+}
