@@ -13,6 +13,8 @@
 //! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
 //!
 //! Beside the layers:
+//! - [`server`]: `audiencedb serve`, the Redis-protocol socket server in front of a [`Db`]: wire
+//!   codec, command table, clients, limits and shutdown; it calls the library API only.
 //! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
 //!   and benchmarks; it knows the message format, not the storage.
 
@@ -24,6 +26,7 @@ pub mod ingest;
 pub mod model;
 pub mod query;
 pub mod rules;
+pub mod server;
 pub mod storage;
 
 pub use db::{Config, Customer, Db, IngestReport, Schema};
