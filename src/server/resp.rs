@@ -240,6 +240,14 @@ impl Decoder {
             }
             return Frame::Incomplete;
         };
+        if nl > MAX_INLINE {
+            return Frame::Dropped {
+                len: nl + 1,
+                error: Some(format!(
+                    "ERR Protocol error: inline request longer than {MAX_INLINE} bytes"
+                )),
+            };
+        }
         let end = if nl > 0 && buf[nl - 1] == b'\r' {
             nl - 1
         } else {
@@ -259,10 +267,29 @@ impl Decoder {
                 self.args.push(start..i);
             }
         }
-        if self.args.is_empty() {
+        let over = if self.args.len() as u64 > self.limits.max_args {
+            Some(format!(
+                "ERR request has {} arguments; the limit is {}",
+                self.args.len(),
+                self.limits.max_args
+            ))
+        } else if let Some(a) = self
+            .args
+            .iter()
+            .find(|a| a.len() as u64 > self.limits.max_bulk)
+        {
+            Some(format!(
+                "ERR argument of {} bytes; the limit is {} bytes",
+                a.len(),
+                self.limits.max_bulk
+            ))
+        } else {
+            None
+        };
+        if self.args.is_empty() || over.is_some() {
             return Frame::Dropped {
                 len: nl + 1,
-                error: None,
+                error: over,
             };
         }
         Frame::Request { len: nl + 1 }
