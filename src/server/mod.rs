@@ -247,7 +247,11 @@ impl Server {
             if shared.shutdown.load(SeqCst) {
                 break;
             }
-            let Ok(stream) = stream else { continue };
+            let Ok(stream) = stream else {
+                // Out of file descriptors, most likely: give the clients a moment to leave.
+                std::thread::sleep(TICK);
+                continue;
+            };
             clients.retain(|c| !c.is_finished());
             shared.connections.fetch_add(1, Relaxed);
             if shared.clients.load(SeqCst) >= shared.max_clients {
