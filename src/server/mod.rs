@@ -32,6 +32,10 @@ use resp::{Decoder, Frame, Limits, Reply};
 
 /// How often a waiting client thread looks at the shutdown flag and its idle time.
 const TICK: Duration = Duration::from_millis(100);
+/// At shutdown, how long a client's waiting requests are still read and answered.
+const DRAIN: Duration = Duration::from_secs(1);
+/// While draining, a read that waits this long finds nothing more.
+const DRAIN_READ: Duration = Duration::from_millis(10);
 /// How long a reply may wait for a client that does not read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection's read buffer starts at this size and shrinks back to it after a large request.
@@ -416,6 +420,7 @@ fn serve_client(mut stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
     let mut decoder = Decoder::new(shared.limits);
     let mut session = Session::new(id);
     let mut last_heard = Instant::now();
+    let mut drain_until: Option<Instant> = None;
     'conn: loop {
         loop {
             match decoder.next(&buf[start..end]) {
@@ -468,7 +473,15 @@ fn serve_client(mut stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
                 out = Vec::with_capacity(READ_BUFFER);
             }
         }
-        if shared.shutdown.load(SeqCst) && !decoder.in_request() {
+        if drain_until.is_none() && shared.shutdown.load(SeqCst) {
+            // Answer what the client sent before the shutdown, then close: read what is
+            // already waiting (a short read timeout ends the drain), for at most a moment.
+            if stream.set_read_timeout(Some(DRAIN_READ)).is_err() {
+                break;
+            }
+            drain_until = Some(Instant::now() + DRAIN);
+        }
+        if drain_until.is_some_and(|t| Instant::now() >= t) {
             break;
         }
         // Make room to read: drop answered bytes, then grow for a large argument.
@@ -501,7 +514,9 @@ fn serve_client(mut stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                if shared.shutdown.load(SeqCst) {
+                // Draining at shutdown: nothing more is waiting. (A shutdown seen here starts
+                // the drain at the top of the loop.)
+                if drain_until.is_some() {
                     break;
                 }
                 if !shared.idle_timeout.is_zero() && last_heard.elapsed() >= shared.idle_timeout {

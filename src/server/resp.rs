@@ -221,7 +221,7 @@ impl Decoder {
         Some(line + 2 + len + 2)
     }
 
-    /// Whether a request has been partly read (shutdown lets it finish arriving only if so).
+    /// Whether a request has been partly read (its bytes must stay in the buffer).
     pub fn in_request(&self) -> bool {
         self.partial.is_some() || self.skip.is_some()
     }
