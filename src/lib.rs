@@ -15,6 +15,8 @@
 //! 8. [`audience`]: saved audiences, kept true as data arrives and time passes; the change feed.
 //!
 //! Beside the layers:
+//! - [`server`]: `audiencedb serve`, the Redis-protocol socket server in front of a [`Db`]: wire
+//!   codec, command table, clients, limits and shutdown; it calls the library API only.
 //! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
 //!   and benchmarks; it knows the message format, not the storage.
 
@@ -27,6 +29,7 @@ pub mod ingest;
 pub mod model;
 pub mod query;
 pub mod rules;
+pub mod server;
 pub mod storage;
 
 pub use audience::{AudienceDiff, AudienceInfo, Change, Subscription};

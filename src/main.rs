@@ -115,6 +115,33 @@ enum Command {
     Stats,
     /// Rebuild the indexes from the stored data.
     RebuildIndexes,
+    /// Serve the database on a Unix socket in the Redis protocol (redis-cli -s PATH).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The socket path; by default the database folder's path with `.sock` added.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Permission bits of the socket file, in octal.
+    #[arg(long, default_value = "600")]
+    socket_mode: String,
+    /// Clients connected at once; one more is refused with an error.
+    #[arg(long, default_value_t = 512)]
+    max_clients: usize,
+    /// Seconds a client may stay silent before it is closed (0: never).
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// The longest argument of a request (bytes, or with K, M, G).
+    #[arg(long, default_value = "16MiB")]
+    max_arg_size: String,
+    /// The most bytes of arguments in one request.
+    #[arg(long, default_value = "64MiB")]
+    max_request_size: String,
+    /// The most arguments in one request.
+    #[arg(long, default_value_t = 65_536)]
+    max_args: u64,
 }
 
 #[derive(Subcommand)]
@@ -497,6 +524,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Serve(args) => serve(&cli.db, args),
         Command::RebuildIndexes => {
             let db = open(&cli.db)?;
             let started = Instant::now();
@@ -511,6 +539,64 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn serve(db: &Path, args: ServeArgs) -> Result<(), Failure> {
+    use audiencedb::server::{self, ServeOptions, Server};
+    let size = |flag: &str, text: &str| {
+        server::parse_size(text).ok_or_else(|| {
+            Failure(
+                format!("{flag} {text:?}: expected bytes, or a number with K, M or G"),
+                2,
+            )
+        })
+    };
+    let mut options = ServeOptions::new(args.socket.unwrap_or_else(|| server::default_socket(db)));
+    options.socket_mode = u32::from_str_radix(&args.socket_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            Failure(
+                format!(
+                    "--socket-mode {:?}: expected octal permission bits such as 600",
+                    args.socket_mode
+                ),
+                2,
+            )
+        })?;
+    options.max_clients = args.max_clients;
+    options.idle_timeout =
+        (args.idle_timeout > 0).then(|| std::time::Duration::from_secs(args.idle_timeout));
+    options.limits.max_bulk = size("--max-arg-size", &args.max_arg_size)?;
+    options.limits.max_request = size("--max-request-size", &args.max_request_size)?;
+    options.limits.max_args = args.max_args;
+    // A client that hangs up before reading its reply must not kill the server (main() restores
+    // the default SIGPIPE for the printing commands).
+    // SAFETY: setting a signal's disposition, before the server starts its threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let server = Server::start(db, options).map_err(|e| match e {
+        server::ServerError::Db(e) => Failure::from(e),
+        other => Failure(other.to_string(), 1),
+    })?;
+    if server.removed_stale_socket() {
+        eprintln!("removed a stale socket file left by a server that did not stop cleanly");
+    }
+    eprintln!(
+        "serving {} on {} (redis-cli -s {}); SIGTERM or Ctrl-C stops",
+        db.display(),
+        server.socket().display(),
+        server.socket().display()
+    );
+    let summary = server
+        .run_until_signalled()
+        .map_err(|e| Failure(e.to_string(), 1))?;
+    eprintln!(
+        "stopped: {} connections, {} commands, {} errors",
+        summary.connections, summary.commands, summary.errors
+    );
+    Ok(())
 }
 
 fn gen_config(
