@@ -862,3 +862,61 @@ fn the_pypi_redis_client_speaks_to_the_server() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     drop(server);
 }
+
+#[test]
+fn saved_audiences_over_the_socket() {
+    let shop = Shop::new(100);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    assert_eq!(c.cmd(&["IDENTIFY", "aud-1", r#"{"tier":"Diamond"}"#]), ok());
+    let defined = c
+        .cmd(&["AUDIENCE.DEFINE", "diamond", "tier = Diamond"])
+        .text();
+    let info: serde_json::Value = serde_json::from_str(&defined).unwrap();
+    assert_eq!(info["size"], 1);
+    assert_eq!(
+        c.cmd(&["AUDIENCES.OF", "aud-1"]),
+        Resp::Array(vec![Resp::Bulk(b"diamond".to_vec())])
+    );
+    assert_eq!(c.cmd(&["AUDIENCES.OF", "nobody"]), Resp::Array(vec![]));
+    // A write moves the lookup at once.
+    assert_eq!(c.cmd(&["IDENTIFY", "aud-2", r#"{"tier":"Diamond"}"#]), ok());
+    assert_eq!(c.cmd(&["AUDIENCE.MEMBERS", "diamond"]).int(), 2);
+    assert_eq!(
+        c.cmd(&["AUDIENCE.MEMBERS", "diamond", "IDS"]),
+        Resp::Array(vec![
+            Resp::Bulk(b"aud-1".to_vec()),
+            Resp::Bulk(b"aud-2".to_vec())
+        ])
+    );
+    assert!(c
+        .cmd(&["AUDIENCE.DIFF", "diamond", "in audience diamond"])
+        .error()
+        .starts_with("EVAL"));
+    let d: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["AUDIENCE.DIFF", "diamond", "tier = Gold"]).text()).unwrap();
+    assert_eq!(d["before"], 2);
+    assert_eq!(d["leaving"], 2);
+    c.cmd(&["AUDIENCE.DEFINE", "uses", "in audience diamond"]);
+    assert!(c
+        .cmd(&["AUDIENCE.DROP", "diamond"])
+        .error()
+        .starts_with("INVALID"));
+    assert!(c
+        .cmd(&["AUDIENCE.SHOW", "nosuch"])
+        .error()
+        .starts_with("NOTFOUND"));
+    let list: serde_json::Value = serde_json::from_str(&c.cmd(&["AUDIENCE.LIST"]).text()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let Resp::Array(changes) = c.cmd(&["AUDIENCE.CHANGES", "0", "2"]) else {
+        panic!("changes are an array")
+    };
+    let first: serde_json::Value = serde_json::from_str(&changes[0].text()).unwrap();
+    assert_eq!(
+        (first["seq"].as_u64(), first["change"].as_str()),
+        (Some(1), Some("entered"))
+    );
+    assert_eq!(changes.len(), 2);
+    assert_eq!(c.cmd(&["AUDIENCE.DROP", "uses"]), ok());
+    assert_eq!(c.cmd(&["AUDIENCE.DROP", "diamond"]), ok());
+}

@@ -163,6 +163,15 @@ pub static COMMANDS: &[Command] = &[
     cmd("CUSTOMER.SHOW", 1, 1, customer_show),
     cmd("CUSTOMER.EXPORT", 1, 1, customer_export),
     cmd("CUSTOMER.DELETE", 1, 1, customer_delete),
+    // Saved audiences.
+    cmd("AUDIENCE.DEFINE", 2, 2, audience_define),
+    cmd("AUDIENCE.LIST", 0, 0, audience_list),
+    cmd("AUDIENCE.SHOW", 1, 1, audience_show),
+    cmd("AUDIENCE.DROP", 1, 1, audience_drop),
+    cmd("AUDIENCE.MEMBERS", 1, 6, audience_members),
+    cmd("AUDIENCE.DIFF", 2, 2, audience_diff),
+    cmd("AUDIENCE.CHANGES", 1, 2, audience_changes),
+    cmd("AUDIENCES.OF", 1, 1, audiences_of),
 ];
 
 /// Looks a command up by name, ignoring ASCII case.
@@ -527,13 +536,27 @@ enum Shape<'a> {
 /// `QUERY rule [NOW ts] [COUNT | IDS | PAGE after limit]`: the number of members (the default),
 /// all their ids sorted, or a page of at most `limit` ids after `after` (`""` for the first).
 fn query(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
-    let rule = args.str(0)?;
-    let mut now = None;
+    let (now, shape) = member_options(
+        args,
+        "NOW",
+        "QUERY rule [NOW ts] [COUNT|IDS|PAGE after limit]",
+    )?;
+    let audience: Audience = ctx.db.query(args.str(0)?, now.unwrap_or_else(time::now))?;
+    reply_members(ctx, &audience, shape, r)
+}
+
+/// The options after a rule or an audience name: `[<time_word> ts] [COUNT|IDS|PAGE after limit]`.
+fn member_options<'a>(
+    args: Args<'a>,
+    time_word: &str,
+    usage: &str,
+) -> Result<(Option<Timestamp>, Shape<'a>), CmdError> {
+    let mut at = None;
     let mut shape = Shape::Count;
     let mut i = 1;
     while i < args.len() {
-        if args.is(i, "NOW") && i + 1 < args.len() {
-            now = Some(parse_time(args.str(i + 1)?)?);
+        if args.is(i, time_word) && i + 1 < args.len() {
+            at = Some(parse_time(args.str(i + 1)?)?);
             i += 2;
         } else if args.is(i, "COUNT") {
             shape = Shape::Count;
@@ -553,30 +576,131 @@ fn query(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), Cmd
             };
             i += 3;
         } else {
-            return Err(syntax_at(
-                args,
-                i,
-                "QUERY rule [NOW ts] [COUNT|IDS|PAGE after limit]",
-            ));
+            return Err(syntax_at(args, i, usage));
         }
     }
-    let audience: Audience = ctx.db.query(rule, now.unwrap_or_else(time::now))?;
-    match shape {
-        Shape::Count => r.int(i64::try_from(audience.len()).unwrap_or(i64::MAX)),
-        Shape::Ids => {
-            let ids = ctx.db.member_ids(&audience)?;
-            r.array(ids.len());
-            for id in &ids {
-                r.bulk(id.as_bytes());
-            }
+    Ok((at, shape))
+}
+
+/// An audience as a count, every id, or a page of ids.
+fn reply_members(
+    ctx: &mut Ctx<'_>,
+    audience: &Audience,
+    shape: Shape<'_>,
+    r: &mut Reply<'_>,
+) -> Result<(), CmdError> {
+    let ids = match shape {
+        Shape::Count => {
+            r.int(i64::try_from(audience.len()).unwrap_or(i64::MAX));
+            return Ok(());
         }
-        Shape::Page { after, limit } => {
-            let ids = ctx.db.member_page(&audience, after, limit)?;
-            r.array(ids.len());
-            for id in &ids {
-                r.bulk(id.as_bytes());
-            }
-        }
+        Shape::Ids => ctx.db.member_ids(audience)?,
+        Shape::Page { after, limit } => ctx.db.member_page(audience, after, limit)?,
+    };
+    r.array(ids.len());
+    for id in &ids {
+        r.bulk(id.as_bytes());
+    }
+    Ok(())
+}
+
+/// `AUDIENCE.DEFINE name rule`: saves (or replaces) a saved audience; its description as JSON.
+fn audience_define(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let info = ctx.db.define_audience(args.str(0)?, args.str(1)?)?;
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `AUDIENCE.LIST`: every saved audience (name, rule, size, times) as a JSON array.
+fn audience_list(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    json_reply(
+        r,
+        &serde_json::to_value(ctx.db.audiences()).unwrap_or_default(),
+    )
+}
+
+/// `AUDIENCE.SHOW name`: one saved audience as JSON.
+fn audience_show(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let info = ctx.db.audience(args.str(0)?)?;
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `AUDIENCE.DROP name`: OK, or an error naming the audiences that still use it.
+fn audience_drop(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    ctx.db.drop_audience(args.str(0)?)?;
+    r.ok();
+    Ok(())
+}
+
+/// `AUDIENCE.MEMBERS name [AT ts] [COUNT|IDS|PAGE after limit]`: the kept members, or with `AT`
+/// the rule evaluated at that time.
+fn audience_members(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let (at, shape) = member_options(
+        args,
+        "AT",
+        "AUDIENCE.MEMBERS name [AT ts] [COUNT|IDS|PAGE after limit]",
+    )?;
+    let name = args.str(0)?;
+    let audience = match at {
+        Some(at) => ctx.db.audience_members_at(name, at)?,
+        None => ctx.db.audience_members(name)?,
+    };
+    reply_members(ctx, &audience, shape, r)
+}
+
+/// Ids shown per side by `AUDIENCE.DIFF`.
+const DIFF_IDS: usize = 100;
+
+/// `AUDIENCE.DIFF name rule`: what saving the rule would change, as JSON (sizes, and the first
+/// ids entering and leaving), without saving anything.
+fn audience_diff(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let d = ctx.db.diff_audience(args.str(0)?, args.str(1)?)?;
+    let json = serde_json::json!({
+        "name": d.name,
+        "rule": d.rule,
+        "now": time::format_rfc3339(d.now),
+        "before": d.before,
+        "after": d.after,
+        "entering": d.entering.len(),
+        "leaving": d.leaving.len(),
+        "entering_ids": ctx.db.member_page(&d.entering, None, DIFF_IDS)?,
+        "leaving_ids": ctx.db.member_page(&d.leaving, None, DIFF_IDS)?,
+        "elapsed_ms": d.elapsed.as_secs_f64() * 1e3,
+    });
+    json_reply(r, &json)
+}
+
+/// Changes returned by one `AUDIENCE.CHANGES` at most.
+const CHANGES_MAX: usize = 10_000;
+
+/// `AUDIENCE.CHANGES after [limit]`: the stored entries and exits after position `after`, each
+/// as a JSON string (with its `seq`: pass the last one to resume).
+fn audience_changes(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let number = |i: usize| {
+        args.str(i)?
+            .parse::<u64>()
+            .map_err(|_| CmdError::syntax("expected a whole number"))
+    };
+    let after = number(0)?;
+    let limit = if args.len() > 1 {
+        number(1)? as usize
+    } else {
+        1000
+    };
+    let changes = ctx.db.changes_since(after, limit.min(CHANGES_MAX))?;
+    r.array(changes.len());
+    for c in &changes {
+        r.bulk(c.to_json().to_string().as_bytes());
+    }
+    Ok(())
+}
+
+/// `AUDIENCES.OF id`: the names of the saved audiences the customer is in (empty for an unknown
+/// customer): the call a page makes to personalise itself.
+fn audiences_of(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let names = ctx.db.audiences_of(args.str(0)?)?;
+    r.array(names.len());
+    for n in &names {
+        r.bulk(n.as_bytes());
     }
     Ok(())
 }

@@ -30,6 +30,9 @@ use crate::{Db, Error};
 use commands::{Ctx, Session};
 use resp::{Decoder, Frame, Limits, Reply};
 
+/// How often saved audiences are moved to the clock.
+const AUDIENCE_TICK: Duration = Duration::from_secs(1);
+
 /// How often a waiting client thread looks at the shutdown flag and its idle time.
 const TICK: Duration = Duration::from_millis(100);
 /// At shutdown, how long a client's waiting requests are still read and answered.
@@ -247,6 +250,25 @@ impl Server {
             ..
         } = self;
         let mut clients: Vec<JoinHandle<()>> = Vec::new();
+        // Saved audiences move with the clock: once a second, due time-driven changes are made.
+        let ticker = {
+            let (db, sh) = (db.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name("audience-clock".into())
+                .spawn(move || {
+                    let mut last = Instant::now();
+                    while !sh.shutdown.load(SeqCst) {
+                        std::thread::sleep(TICK);
+                        if last.elapsed() >= AUDIENCE_TICK {
+                            last = Instant::now();
+                            // A failure is retried at the next tick (the library keeps the
+                            // customers due).
+                            let _ = db.advance_audiences();
+                        }
+                    }
+                })
+                .ok()
+        };
         for stream in listener.incoming() {
             if shared.shutdown.load(SeqCst) {
                 break;
@@ -286,7 +308,7 @@ impl Server {
         }
         // New connections are refused from here on; the connected ones finish what they sent.
         drop(listener);
-        for c in clients {
+        for c in clients.into_iter().chain(ticker) {
             let _ = c.join();
         }
         let summary = Summary {
