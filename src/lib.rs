@@ -13,6 +13,7 @@
 //! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
 //! 7. [`query`]: a rule → plan → bitmaps and exact checks → the customers it describes.
 //! 8. [`audience`]: saved audiences, kept true as data arrives and time passes; the change feed.
+//! 9. [`repl`]: the analysts' interface over [`Db`]: line editing, completion, meta commands.
 //!
 //! Beside the layers:
 //! - [`server`]: `audiencedb serve`, the Redis-protocol socket server in front of a [`Db`]: wire
@@ -28,6 +29,7 @@ pub mod index;
 pub mod ingest;
 pub mod model;
 pub mod query;
+pub mod repl;
 pub mod rules;
 pub mod server;
 pub mod storage;

@@ -98,6 +98,17 @@ enum Command {
         #[command(subcommand)]
         action: AudienceAction,
     },
+    /// Explore the database interactively: rules, `.explain`, `.why`, `.now` (`.help` lists all).
+    /// Without a terminal, reads rules and commands line by line from stdin.
+    Repl {
+        /// The history file; by default $XDG_STATE_HOME/audiencedb/repl_history (or
+        /// ~/.local/state/audiencedb/repl_history).
+        #[arg(long, env = "AUDIENCEDB_HISTORY")]
+        history: Option<PathBuf>,
+        /// Keep no history (whatever --history or AUDIENCEDB_HISTORY say).
+        #[arg(long)]
+        no_history: bool,
+    },
     /// Show, export or delete one customer.
     Customer {
         #[command(subcommand)]
@@ -431,6 +442,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Audience { action } => audience_command(&cli.db, action),
+        Command::Repl {
+            history,
+            no_history,
+        } => {
+            let db = open_existing(&cli.db)?;
+            let history = history.or_else(audiencedb::repl::default_history_path);
+            repl(&db, history.filter(|_| !no_history))
+        }
         Command::Customer { action } => {
             let db = open(&cli.db)?;
             match action {
@@ -629,6 +648,18 @@ fn progress_bar(len: u64, unit: &str) -> Option<ProgressBar> {
             .progress_chars("=> "),
         )
     })
+}
+
+/// Runs the REPL; in a script, exit status 1 when an input failed (each was reported).
+fn repl(db: &Db, history: Option<PathBuf>) -> Result<(), Failure> {
+    let outcome = audiencedb::repl::run(db, history.as_deref())?;
+    if outcome.failed > 0 && !std::io::stdin().is_terminal() {
+        return Err(Failure(
+            format!("{} of {} inputs failed", outcome.failed, outcome.inputs),
+            1,
+        ));
+    }
+    Ok(())
 }
 
 /// Builds the demo shop: generates it straight into the importer through a pipe.
@@ -842,39 +873,7 @@ fn print_customer(c: &audiencedb::Customer) {
 }
 
 fn print_schema(s: &audiencedb::Schema) {
-    println!("{} customers, {} with a profile", s.customers, s.profiles);
-    println!("\ntraits:");
-    for t in &s.traits {
-        println!(
-            "  {:<24} {:<20} {:>9} customers  {}",
-            t.name,
-            t.types.join("|"),
-            t.customers,
-            if t.indexed {
-                format!("indexed, {} values", t.distinct_values)
-            } else if t.types.iter().all(|ty| matches!(*ty, "datetime" | "float")) {
-                "compared by scan (dates and decimals have no value index)".into()
-            } else {
-                "not indexed (too many values)".into()
-            }
-        );
-    }
-    println!("\nevents:");
-    for e in &s.events {
-        println!(
-            "  {:<24} {:>10} events {:>9} customers",
-            e.name, e.count, e.customers
-        );
-        for p in &e.properties {
-            println!(
-                "      {:<20} {:<20} {:>10} {}",
-                p.name,
-                p.types.join("|"),
-                p.count,
-                if p.indexed { "indexed" } else { "" }
-            );
-        }
-    }
+    print!("{}", audiencedb::repl::render::schema(s));
 }
 
 fn audience_command(path: &Path, action: AudienceAction) -> Result<(), Failure> {

@@ -1,0 +1,245 @@
+//! The meta commands: one entry in [`COMMANDS`] and one function each. `.help` lists the table,
+//! completion offers its names, and a mistyped name gets a "did you mean". A new command (for
+//! example `.audiences` or `.save NAME RULE` once saved audiences exist) is one more entry and one
+//! more function here; a command that writes to the store calls `Session::refresh_names` after.
+
+use std::io::Write;
+
+use super::render;
+use super::session::{Failure, Flow, Format, Session};
+use crate::model::time;
+use crate::rules::words;
+
+/// A meta command: its name with the dot, other names for it, its arguments, one line on what it
+/// does, and the function that runs it with the text after the name.
+pub struct MetaCommand {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub args: &'static str,
+    pub about: &'static str,
+    pub run: fn(&mut Session, &str, &mut dyn Write) -> Result<Flow, Failure>,
+}
+
+/// Every meta command, in the order `.help` lists them.
+pub const COMMANDS: &[MetaCommand] = &[
+    MetaCommand {
+        name: ".help",
+        aliases: &[],
+        args: "",
+        about: "list the commands",
+        run: help,
+    },
+    MetaCommand {
+        name: ".now",
+        aliases: &[],
+        args: "[TIME|clock]",
+        about:
+            "show or set the evaluation time (a date or RFC 3339); `clock` follows the clock again",
+        run: now,
+    },
+    MetaCommand {
+        name: ".explain",
+        aliases: &[],
+        args: "RULE",
+        about: "the rule's plan with each node's estimate, exact size and time",
+        run: explain,
+    },
+    MetaCommand {
+        name: ".why",
+        aliases: &[],
+        args: "ID RULE",
+        about: "whether one customer is in the audience, clause by clause, and why",
+        run: why,
+    },
+    MetaCommand {
+        name: ".schema",
+        aliases: &[],
+        args: "",
+        about: "the traits, events and properties the store holds",
+        run: schema,
+    },
+    MetaCommand {
+        name: ".format",
+        aliases: &[],
+        args: "[summary|count|ids|json]",
+        about: "show or set how an audience is printed (summary: size, time, first 5 ids)",
+        run: format,
+    },
+    MetaCommand {
+        name: ".timing",
+        aliases: &[],
+        args: "[on|off]",
+        about: "show or set whether summaries show the time taken",
+        run: timing,
+    },
+    MetaCommand {
+        name: ".quit",
+        aliases: &[".exit"],
+        args: "",
+        about: "leave (Ctrl-D does too)",
+        run: quit,
+    },
+];
+
+/// The command called `word` (with its dot), in any case.
+pub fn find(word: &str) -> Option<&'static MetaCommand> {
+    COMMANDS.iter().find(|c| {
+        c.name.eq_ignore_ascii_case(word) || c.aliases.iter().any(|a| a.eq_ignore_ascii_case(word))
+    })
+}
+
+/// The answer to a command that does not exist, with the closest name when one is close.
+pub fn unknown(word: &str) -> Failure {
+    let names: Vec<&str> = COMMANDS
+        .iter()
+        .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
+        .collect();
+    match words::suggest(word, &names) {
+        Some(name) => Failure(format!("unknown command {word}, did you mean {name}?")),
+        None => Failure(format!("unknown command {word}; .help lists the commands")),
+    }
+}
+
+fn usage(name: &str) -> Failure {
+    let args = find(name).map_or("", |c| c.args);
+    Failure(format!("usage: {name} {args}"))
+}
+
+fn help(_: &mut Session, _: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    writeln!(
+        out,
+        "Type a rule to see its audience, e.g. tier = Gold and viewed in last 7 days"
+    )?;
+    writeln!(
+        out,
+        "(a rule goes on over lines while a parenthesis or quote is open or it ends in and/or/not)."
+    )?;
+    writeln!(out, "Tab completes, Up recalls history, Ctrl-D leaves.\n")?;
+    for c in COMMANDS {
+        let mut name = c.name.to_owned();
+        for alias in c.aliases {
+            name.push('|');
+            name.push_str(alias);
+        }
+        let head = format!("{name} {}", c.args);
+        writeln!(out, "  {head:<34} {}", c.about)?;
+    }
+    Ok(Flow::Continue)
+}
+
+fn now(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    if arg.eq_ignore_ascii_case("clock") {
+        session.now = None;
+    } else if !arg.is_empty() {
+        // The same parsing as `audiencedb query --now`.
+        let t = time::parse_user_time(arg).ok_or_else(|| {
+            Failure(format!(
+                ".now {arg:?} is not a date (2026-03-01), an RFC 3339 time (2026-03-01T12:00:00Z) or `clock`"
+            ))
+        })?;
+        session.now = Some(t);
+    }
+    match session.now {
+        Some(t) => writeln!(
+            out,
+            "now: {} (fixed; `.now clock` follows the clock again)",
+            time::format_rfc3339(t)
+        )?,
+        None => writeln!(
+            out,
+            "now: {} (the clock; `.now TIME` fixes it)",
+            time::format_rfc3339(time::now())
+        )?,
+    }
+    Ok(Flow::Continue)
+}
+
+fn explain(session: &mut Session, rule: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    if rule.is_empty() {
+        return Err(usage(".explain"));
+    }
+    let plan = session.db.explain(rule, session.now())?;
+    write!(out, "{plan}")?;
+    Ok(Flow::Continue)
+}
+
+fn why(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (id, rule) = split_id(arg).ok_or_else(|| usage(".why"))?;
+    let answer = session.db.why(id, rule, session.now())?;
+    write!(out, "{answer}")?;
+    Ok(Flow::Continue)
+}
+
+/// `ID RULE` into its two parts; an id with spaces may be quoted with `"` or `'`.
+fn split_id(arg: &str) -> Option<(&str, &str)> {
+    let (id, rule) = match arg.chars().next()? {
+        q @ ('"' | '\'') => {
+            let end = arg[1..].find(q)? + 1;
+            (&arg[1..end], &arg[end + 1..])
+        }
+        _ => arg.split_once(char::is_whitespace)?,
+    };
+    let rule = rule.trim();
+    (!id.is_empty() && !rule.is_empty()).then_some((id, rule))
+}
+
+fn schema(session: &mut Session, _: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let schema = session.db.schema();
+    out.write_all(render::schema(&schema).as_bytes())?;
+    Ok(Flow::Continue)
+}
+
+fn format(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    if !arg.is_empty() {
+        session.format = Format::parse(arg).ok_or_else(|| usage(".format"))?;
+    }
+    writeln!(out, "format: {}", session.format.name())?;
+    Ok(Flow::Continue)
+}
+
+fn timing(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    match arg.to_ascii_lowercase().as_str() {
+        "" => {}
+        "on" => session.timing = true,
+        "off" => session.timing = false,
+        _ => return Err(usage(".timing")),
+    }
+    let state = if session.timing { "on" } else { "off" };
+    writeln!(out, "timing: {state}")?;
+    Ok(Flow::Continue)
+}
+
+fn quit(_: &mut Session, _: &str, _: &mut dyn Write) -> Result<Flow, Failure> {
+    Ok(Flow::Quit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_split_from_rules() {
+        assert_eq!(split_id("c-1 tier = Gold"), Some(("c-1", "tier = Gold")));
+        assert_eq!(
+            split_id("\"Ann Lee\" tier = Gold"),
+            Some(("Ann Lee", "tier = Gold"))
+        );
+        assert_eq!(split_id("c-1"), None);
+        assert_eq!(split_id("\"open tier = Gold"), None);
+        assert_eq!(split_id(""), None);
+    }
+
+    #[test]
+    fn names_are_found_and_misspellings_suggested() {
+        assert_eq!(find(".EXIT").map(|c| c.name), Some(".quit"));
+        assert!(find(".nope").is_none());
+        assert_eq!(
+            unknown(".shema").0,
+            "unknown command .shema, did you mean .schema?"
+        );
+        assert_eq!(
+            unknown(".frobnicate").0,
+            "unknown command .frobnicate; .help lists the commands"
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! `audiencedb repl` as an analyst uses it: the real binary in a pseudo-terminal, keys typed in,
+//! and assertions on what the screen shows (a vt100 emulator keeps the screen); and the same
+//! command fed from a pipe, as a script uses it.
+//!
+//! Waits are for expected text with a generous deadline, never fixed sleeps, so a loaded machine
+//! only makes the tests slower.
+
+use std::io::{Read, Write};
+use std::num::NonZeroU16;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use audiencedb::model::{time, Value};
+use audiencedb::Db;
+use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
+
+const ROWS: u16 = 60;
+const COLS: u16 = 140;
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Ten customers: c-01..c-08 Gold, c-09 and c-10 Silver; c-01..c-04 viewed product X on
+/// 2026-03-01, c-02 and c-03 added to cart on 2026-03-05, c-01 purchased.
+fn shop(dir: &Path) -> PathBuf {
+    let path = dir.join("shop.db");
+    let db = Db::open(&path).unwrap();
+    let at = |s: &str| Some(time::parse_rfc3339(s).unwrap());
+    for i in 1..=10 {
+        let tier = if i <= 8 { "Gold" } else { "Silver" };
+        let country = if i % 2 == 0 { "FI" } else { "SE" };
+        db.identify(
+            &format!("c-{i:02}"),
+            vec![
+                ("tier".into(), Some(Value::Str(tier.into()))),
+                ("country".into(), Some(Value::Str(country.into()))),
+            ],
+        )
+        .unwrap();
+    }
+    let product = || vec![("product".into(), Value::Str("X".into()))];
+    for i in 1..=4 {
+        let id = format!("c-{i:02}");
+        db.track(&id, "viewed", product(), at("2026-03-01T10:00:00Z"))
+            .unwrap();
+    }
+    for id in ["c-02", "c-03"] {
+        db.track(id, "added_to_cart", product(), at("2026-03-05T10:00:00Z"))
+            .unwrap();
+    }
+    db.track(
+        "c-01",
+        "purchased",
+        vec![("amount".into(), Value::Float(59.9))],
+        at("2026-03-02T10:00:00Z"),
+    )
+    .unwrap();
+    drop(db);
+    path
+}
+
+/// The binary running in a pseudo-terminal, and the screen it has drawn.
+struct Terminal {
+    screen: Arc<Mutex<vt100::Parser>>,
+    keys: Box<dyn Write + Send>,
+    child: Box<dyn Child + Send + Sync>,
+    _master: Box<dyn MasterPty + Send>,
+}
+
+impl Terminal {
+    fn start(dir: &Path, args: &[&str]) -> Terminal {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: ROWS,
+                cols: COLS,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .unwrap();
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_audiencedb"));
+        cmd.args(args);
+        cmd.cwd(dir);
+        cmd.env("TERM", "xterm-256color");
+        cmd.env("AUDIENCEDB_HISTORY", dir.join("history"));
+        cmd.env_remove("NO_COLOR");
+        cmd.env_remove("AUDIENCEDB_PATH");
+        let child = pty.slave.spawn_command(cmd).unwrap();
+        drop(pty.slave);
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(
+            NonZeroU16::new(ROWS).unwrap(),
+            NonZeroU16::new(COLS).unwrap(),
+            0,
+        )));
+        let mut output = pty.master.try_clone_reader().unwrap();
+        let drawn = Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = output.read(&mut buf) {
+                drawn.lock().unwrap().process(&buf[..n]);
+            }
+        });
+        let keys = pty.master.take_writer().unwrap();
+        Terminal {
+            screen,
+            keys,
+            child,
+            _master: pty.master,
+        }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// The text of the row the cursor is on, and the cursor's column.
+    fn cursor_row(&self) -> (String, usize) {
+        let parser = self.screen.lock().unwrap();
+        let screen = parser.screen();
+        let (row, col) = screen.cursor_position();
+        let text = screen
+            .rows(0, COLS)
+            .nth(usize::from(row))
+            .unwrap_or_default();
+        (text, usize::from(col))
+    }
+
+    /// Waits until `done` holds for the screen, or fails showing the screen.
+    fn wait_until(&self, what: &str, done: impl Fn(&Terminal) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "waited {PATIENCE:?} for {what}; the screen shows:\n{}",
+                self.contents()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for(&self, text: &str) {
+        self.wait_until(&format!("{text:?}"), |t| t.contents().contains(text));
+    }
+
+    /// Waits for an empty prompt with the cursor after it: the editor is reading keys.
+    fn wait_prompt(&self) {
+        self.wait_until("an empty prompt", |t| {
+            let (row, col) = t.cursor_row();
+            let row = row.trim_end();
+            row.starts_with("audiencedb") && row.ends_with('>') && col == row.len() + 1
+        });
+    }
+
+    /// Waits until the row being edited reads `text` between the prompt and the cursor (a dim
+    /// hint may follow the cursor).
+    fn wait_line(&self, text: &str) {
+        self.wait_until(&format!("the line {text:?}"), |t| {
+            let (row, col) = t.cursor_row();
+            let typed: String = row.chars().take(col).collect();
+            typed
+                .split_once("> ")
+                .is_some_and(|(_, line)| line.trim_end() == text.trim_end())
+        });
+    }
+
+    fn send(&mut self, keys: &str) {
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        self.keys.flush().unwrap();
+    }
+
+    /// Types a line at a fresh prompt and presses Enter.
+    fn enter(&mut self, line: &str) {
+        self.wait_prompt();
+        self.send(line);
+        self.send("\r");
+    }
+
+    /// Leaves with `.quit` and waits for a clean exit.
+    fn quit(mut self) {
+        self.enter(".quit");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit {status:?}:\n{}", self.contents());
+                return;
+            }
+            assert!(Instant::now() < deadline, "no exit:\n{}", self.contents());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn repl(dir: &Path, db: &Path) -> Terminal {
+    Terminal::start(dir, &["--db", db.to_str().unwrap(), "repl"])
+}
+
+#[test]
+fn a_rule_shows_its_size_sample_members_and_time_and_a_bad_rule_its_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let mut t = repl(dir.path(), &db);
+    t.wait_for("10 customers. Type a rule, or .help for the commands.");
+    t.enter("tier = Gold");
+    t.wait_for("8 customers in ");
+    t.wait_for("  c-01, c-02, c-03, c-04, c-05, ... (3 more)");
+    assert!(t.contents().contains(" ms\n"), "{}", t.contents());
+
+    t.enter("viewed in lst 30 days");
+    t.wait_for("error: unknown keyword 'lst', did you mean 'last'?");
+    t.wait_for("^^^ expected");
+    let screen = t.contents();
+    let lines: Vec<&str> = screen.lines().collect();
+    let source = lines
+        .iter()
+        .position(|l| l.starts_with("1 | viewed in lst 30 days"))
+        .expect(&screen);
+    let caret = lines[source + 1];
+    let column = "1 | viewed in ".len();
+    assert_eq!(&caret[column..column + 3], "^^^", "{screen}");
+    assert_eq!(caret[..column].trim(), "|", "{screen}");
+    t.quit();
+}
+
+#[test]
+fn help_now_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let mut t = repl(dir.path(), &db);
+    t.enter(".help");
+    for entry in [
+        ".now [TIME|clock]",
+        ".explain RULE",
+        ".why ID RULE",
+        ".schema",
+        ".quit|.exit",
+    ] {
+        t.wait_for(entry);
+    }
+
+    // At 2026-03-10 the views of 2026-03-01 are in the last 30 days; at 2026-04-15 they are not.
+    t.enter(".now 2026-03-10");
+    t.wait_for("now: 2026-03-10T00:00:00.000Z (fixed");
+    t.enter("viewed in last 30 days");
+    t.wait_for("4 customers in ");
+    t.enter(".now 2026-04-15T12:00:00+02:00");
+    t.wait_for("now: 2026-04-15T10:00:00.000Z (fixed");
+    t.wait_for("audiencedb @2026-04-15T10:00:00.000Z> ");
+    t.enter("viewed in last 30 days");
+    t.wait_for("0 customers in ");
+    t.enter(".now yesterday");
+    t.wait_for("error: .now \"yesterday\" is not a date");
+
+    t.enter(".explain viewed in last 60 days and tier = Gold");
+    t.wait_for("rule: viewed in last 60 days and tier = Gold");
+    t.wait_for("now:  2026-04-15T10:00:00.000Z");
+    t.wait_for("tier = Gold  estimate 8 (exact), actual 8");
+    t.quit();
+}
+
+#[test]
+fn tab_completes_keywords_and_the_stores_event_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let mut t = repl(dir.path(), &db);
+    t.enter(".now 2026-03-10");
+    t.wait_for("now: 2026-03-10");
+
+    // An event name from the store: `added_` becomes `added_to_cart `.
+    t.wait_prompt();
+    t.send("added_\t");
+    t.wait_line("added_to_cart");
+    t.send("in last 30 days\r");
+    t.wait_for("2 customers in ");
+    assert!(t.contents().contains("  c-02, c-03\n"), "{}", t.contents());
+
+    // A keyword: `la` becomes `last `; without it the rule would not parse.
+    t.wait_prompt();
+    t.send("viewed in la\t");
+    t.wait_line("viewed in last");
+    t.send("30 days and tier = Gold\r");
+    t.wait_for("4 customers in ");
+    assert!(!t.contents().contains("error"), "{}", t.contents());
+
+    // A meta command.
+    t.wait_prompt();
+    t.send(".sch\t");
+    t.wait_line(".schema");
+    t.send("\r");
+    t.wait_for("added_to_cart");
+    t.wait_for("10 customers, 10 with a profile");
+    t.quit();
+}
+
+#[test]
+fn an_unfinished_rule_goes_on_over_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let mut t = repl(dir.path(), &db);
+    t.enter(".now 2026-03-10");
+    t.wait_for("now: 2026-03-10");
+    // An open parenthesis and a trailing `or` keep the rule open; the closing line runs it.
+    t.enter("tier = Gold and (");
+    t.wait_until("a continuation line", |t| {
+        let (row, col) = t.cursor_row();
+        col == 0 && row.trim().is_empty()
+    });
+    t.send("added_to_cart or\r");
+    t.wait_until("a second continuation line", |t| {
+        let (row, col) = t.cursor_row();
+        t.contents().contains("added_to_cart or") && col == 0 && row.trim().is_empty()
+    });
+    t.send("purchased)\r");
+    t.wait_for("3 customers in ");
+    t.wait_for("  c-01, c-02, c-03\n");
+    assert!(!t.contents().contains("error"), "{}", t.contents());
+    t.quit();
+}
+
+#[test]
+fn history_is_recalled_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let mut t = repl(dir.path(), &db);
+    t.enter("tier = Silver and country = SE");
+    t.wait_for("1 customer in ");
+    t.quit();
+
+    let mut t = repl(dir.path(), &db);
+    t.wait_prompt();
+    // The last entry is `.quit`; one more Up is the rule.
+    t.send("\x1b[A");
+    t.wait_line(".quit");
+    t.send("\x1b[A");
+    t.wait_line("tier = Silver and country = SE");
+    t.send("\r");
+    t.wait_for("1 customer in ");
+    t.wait_for("  c-09\n");
+    t.quit();
+}
+
+fn script(db: &Path, input: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .arg("--db")
+        .arg(db)
+        .arg("repl")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A child that fails before reading closes the pipe early: that is its answer to check.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn without_a_terminal_it_reads_stdin_and_prints_plain_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let input = ".now 2026-03-10\n.timing off\ntier = Gold\ncountry in (FI,\n  SE) and\nviewed product X in last 30 days\n.format ids\nadded_to_cart\n.format count\neveryone\n";
+    let out = script(&db, input);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "now: 2026-03-10T00:00:00.000Z (fixed; `.now clock` follows the clock again)\n\
+         timing: off\n\
+         8 customers\n  c-01, c-02, c-03, c-04, c-05, ... (3 more)\n\
+         4 customers\n  c-01, c-02, c-03, c-04\n\
+         format: ids\n\
+         c-02\nc-03\n\
+         format: count\n\
+         10\n"
+    );
+    assert!(out.stderr.is_empty());
+    assert!(!stdout.contains('\x1b'), "no colours in a pipe");
+
+    // Errors go to stderr with the caret, the other inputs still run, and the status is 1.
+    let out = script(
+        &db,
+        ".format count\nviewed in lst 30 days\ntier = Gold\n.frob\n.quit\ntier = Silver\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "format: count\n8\n");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "error: unknown keyword 'lst', did you mean 'last'?\n \
+         --> line 1, column 11\n  |\n\
+         1 | viewed in lst 30 days\n  |           ^^^ expected 'last' or 'the last'\n\
+         error: unknown command .frob; .help lists the commands\n\
+         error: 2 of 5 inputs failed\n"
+    );
+
+    // A rule left open at the end of the input is run and its error says what is missing.
+    let out = script(&db, "tier = Gold and\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("line 1, column 16"), "{stderr}");
+}
+
+#[test]
+fn a_missing_database_is_a_friendly_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = script(&dir.path().join("nothing.db"), "tier = Gold\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("error: no database at "), "{stderr}");
+}
