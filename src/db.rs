@@ -16,10 +16,11 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
+use crate::audience::{Audiences, Definitions, Touched};
 use crate::error::{invalid, Error, Result};
 use crate::index::{Family, FastMap, Indexes};
 use crate::ingest::message::{check_customer_id, Body, Message};
-use crate::model::time::{self, Timestamp};
+use crate::model::time::{self, Clock, Timestamp};
 use crate::model::value::ValueType;
 use crate::model::Value;
 use crate::storage::catalog::type_names;
@@ -42,6 +43,12 @@ pub struct Config {
     /// Snapshot the indexes once writes since the last snapshot have touched this many customers
     /// (bounds the recovery work after a crash).
     pub checkpoint_after: u64,
+    /// Where the time comes from: it stamps events without a timestamp and is the *now* saved
+    /// audiences are kept true at.
+    pub clock: Clock,
+    /// How many changes the stored change feed keeps (at least 1); older ones are dropped at
+    /// checkpoints.
+    pub feed_capacity: u64,
 }
 
 impl Config {
@@ -50,6 +57,8 @@ impl Config {
             path: path.into(),
             value_bound: 1000,
             checkpoint_after: 250_000,
+            clock: Clock::System,
+            feed_capacity: 1_000_000,
         }
     }
 }
@@ -59,9 +68,11 @@ impl Config {
 pub struct ReadState {
     pub catalog: Catalog,
     pub indexes: Indexes,
+    /// Saved audiences' rules, for `in audience`.
+    pub(crate) definitions: Definitions,
 }
 
-struct Writer {
+pub(crate) struct Writer {
     generation: u64,
     next_id: u32,
     touched_since_checkpoint: u64,
@@ -69,10 +80,11 @@ struct Writer {
 
 /// An open audiencedb database.
 pub struct Db {
-    store: Store,
-    config: Config,
-    writer: Mutex<Writer>,
-    state: RwLock<ReadState>,
+    pub(crate) store: Store,
+    pub(crate) config: Config,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) state: RwLock<ReadState>,
+    pub(crate) audiences: Audiences,
     abandoned: std::sync::atomic::AtomicBool,
 }
 
@@ -238,6 +250,7 @@ impl Db {
                 index_customer(&store, &mut indexes, cust)?;
             }
         }
+        let (definitions, audiences) = Audiences::load(&store, &indexes)?;
         let db = Db {
             store,
             writer: Mutex::new(Writer {
@@ -245,10 +258,25 @@ impl Db {
                 next_id,
                 touched_since_checkpoint: dirty.len(),
             }),
-            state: RwLock::new(ReadState { catalog, indexes }),
+            state: RwLock::new(ReadState {
+                catalog,
+                indexes,
+                definitions,
+            }),
+            audiences,
             config,
             abandoned: false.into(),
         };
+        // Saved audiences: customers written since the snapshot are evaluated again (their
+        // changes may not have reached the feed), and time catches up with the clock.
+        {
+            let _w = db.writer.lock();
+            let touched = Touched {
+                all: dirty.clone(),
+                ..Touched::default()
+            };
+            db.maintain_audiences_locked(Some(&touched))?;
+        }
         if !dirty.is_empty() {
             db.checkpoint()?;
         }
@@ -295,7 +323,7 @@ impl Db {
         for m in &messages {
             check_message(m)?;
         }
-        let arrival = time::now();
+        let arrival = self.config.clock.now();
         let mut w = self.writer.lock();
         let mut catalog = self.state.read().catalog.clone();
         let mut report = IngestReport::default();
@@ -405,6 +433,10 @@ impl Db {
                 }
             }
         }
+        // The write is durable and visible: saved audiences follow. Should that fail (storage
+        // trouble), the customers are retried at the next write or advance, and recovery redoes
+        // them after a crash; the write itself stands.
+        let _ = self.maintain_audiences_locked(Some(&touched_by(&applied)));
         if w.touched_since_checkpoint >= self.config.checkpoint_after {
             self.checkpoint_locked(&mut w)?;
         }
@@ -605,13 +637,16 @@ impl Db {
         touched.insert(cust);
         let next_id = w.next_id;
         self.commit_write(&mut w, batch, &touched, &catalog, next_id)?;
-        let mut state = self.state.write();
-        state.catalog = catalog;
-        if let Some(p) = &profile {
-            state.indexes.remove_profile(cust, p);
+        {
+            let mut state = self.state.write();
+            state.catalog = catalog;
+            if let Some(p) = &profile {
+                state.indexes.remove_profile(cust, p);
+            }
+            state.indexes.remove_events(cust, &events);
+            state.indexes.remove_customer(cust);
         }
-        state.indexes.remove_events(cust, &events);
-        state.indexes.remove_customer(cust);
+        self.forget_in_audiences(cust, customer)?;
         Ok(events.len() as u64)
     }
 
@@ -712,6 +747,8 @@ impl Db {
                 problems.push(format!("event {:?}: stored counts differ", e.name));
             }
         }
+        drop(state);
+        problems.extend(self.audience_problems()?);
         Ok(VerifyReport {
             customers: rebuilt.everyone.len(),
             events,
@@ -788,7 +825,11 @@ impl Db {
             keys::meta(meta::INDEX_GENERATION),
             &w.generation.to_be_bytes()[..],
         );
+        let audiences = self
+            .audiences
+            .checkpoint(&mut batch, self.config.feed_capacity.max(1))?;
         self.store.commit(batch)?;
+        self.audiences.checkpointed(audiences);
         w.touched_since_checkpoint = 0;
         Ok(())
     }
@@ -831,6 +872,43 @@ fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item = &[E
         rest = tail;
         Some(chunk)
     })
+}
+
+/// What a write's applied changes touched, for saved audiences.
+fn touched_by(applied: &[Applied]) -> Touched {
+    let mut t = Touched::default();
+    for a in applied {
+        if a.is_new {
+            t.all.insert(a.cust);
+        }
+        if let Some((old, new)) = &a.profile {
+            let old = old.as_deref().unwrap_or_default();
+            let mut mark = |id: u32| {
+                t.traits.entry(id).or_default().insert(a.cust);
+            };
+            for (id, v) in new {
+                if customer_field(old, *id) != Some(v) {
+                    mark(*id);
+                }
+            }
+            for (id, _) in old {
+                if customer_field(new, *id).is_none() {
+                    mark(*id);
+                }
+            }
+        }
+        for e in &a.events {
+            t.events.entry(e.event).or_default().insert(a.cust);
+        }
+    }
+    t
+}
+
+fn customer_field(fields: &[(u32, Value)], id: u32) -> Option<&Value> {
+    fields
+        .binary_search_by_key(&id, |(k, _)| *k)
+        .ok()
+        .map(|i| &fields[i].1)
 }
 
 /// Adds one customer's stored data to `ix` (after a purge): used by crash recovery.

@@ -11,13 +11,17 @@
 //! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
 //! 5. [`db`]: the library API tying them together: [`Db`].
 //! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
-//! 7. [`query`]: a rule at one *now* → the customers it describes, its plan, one customer's why.
-//! 8. [`repl`]: the analysts' interface over [`Db`]: line editing, completion, meta commands.
+//! 7. [`query`]: a rule → plan → bitmaps and exact checks → the customers it describes.
+//! 8. [`audience`]: saved audiences, kept true as data arrives and time passes; the change feed.
+//! 9. [`repl`]: the analysts' interface over [`Db`]: line editing, completion, meta commands.
 //!
 //! Beside the layers:
+//! - [`server`]: `audiencedb serve`, the Redis-protocol socket server in front of a [`Db`]: wire
+//!   codec, command table, clients, limits and shutdown; it calls the library API only.
 //! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
 //!   and benchmarks; it knows the message format, not the storage.
 
+pub mod audience;
 pub mod db;
 pub mod error;
 pub mod gen;
@@ -27,8 +31,11 @@ pub mod model;
 pub mod query;
 pub mod repl;
 pub mod rules;
+pub mod server;
 pub mod storage;
 
+pub use audience::{AudienceDiff, AudienceInfo, Change, Subscription};
 pub use db::{Config, Customer, Db, IngestReport, Schema};
 pub use error::{Error, Result};
 pub use ingest::Message;
+pub use model::time::Clock;

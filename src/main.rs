@@ -94,6 +94,11 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         rule: Vec<String>,
     },
+    /// Save, list, show, drop, export and compare saved audiences.
+    Audience {
+        #[command(subcommand)]
+        action: AudienceAction,
+    },
     /// Explore the database interactively: rules, `.explain`, `.why`, `.now` (`.help` lists all).
     /// Without a terminal, reads rules and commands line by line from stdin.
     Repl {
@@ -122,6 +127,33 @@ enum Command {
     Stats,
     /// Rebuild the indexes from the stored data.
     RebuildIndexes,
+    /// Serve the database on a Unix socket in the Redis protocol (redis-cli -s PATH).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The socket path; by default the database folder's path with `.sock` added.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Permission bits of the socket file, in octal.
+    #[arg(long, default_value = "600")]
+    socket_mode: String,
+    /// Clients connected at once; one more is refused with an error.
+    #[arg(long, default_value_t = 512)]
+    max_clients: usize,
+    /// Seconds a client may stay silent before it is closed (0: never).
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// The longest argument of a request (bytes, or with K, M, G).
+    #[arg(long, default_value = "16MiB")]
+    max_arg_size: String,
+    /// The most bytes of arguments in one request.
+    #[arg(long, default_value = "64MiB")]
+    max_request_size: String,
+    /// The most arguments in one request.
+    #[arg(long, default_value_t = 65_536)]
+    max_args: u64,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +164,68 @@ enum CustomerAction {
     Export { id: String },
     /// Delete the profile, every event and every index entry.
     Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum AudienceAction {
+    /// Save RULE under NAME (replacing the rule saved there): its members are kept from now on.
+    Define {
+        name: String,
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+    },
+    /// List the saved audiences with their sizes.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one saved audience: rule, size, when it last changed.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a saved audience (refused while other audiences use it).
+    Drop { name: String },
+    /// Print the members' ids.
+    Export {
+        name: String,
+        #[arg(long, value_enum, default_value = "ids")]
+        format: ExportFormat,
+    },
+    /// Print the members as kept now, or at an earlier time with --at (the rule evaluated then).
+    Members {
+        name: String,
+        /// A past time, RFC 3339 or a date.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long, value_enum, default_value = "count")]
+        format: QueryFormat,
+    },
+    /// Before saving a new rule: the size now and after, and who would enter and leave.
+    Diff {
+        name: String,
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+        /// Print every entering (+) and leaving (-) id, not only the first ten of each.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print the stored change feed (entries and exits) as NDJSON, after position --after.
+    Changes {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Ids,
+    Csv,
+    Ndjson,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,20 +300,19 @@ fn parse_now(now: Option<&str>) -> Result<time::Timestamp, Failure> {
     }
 }
 
-/// Runs a rule and prints its members in the asked format.
-fn query(
+/// Prints an audience's members in the asked format.
+fn print_audience(
     db: &Db,
-    prepared: &audiencedb::query::PreparedRule,
-    now: time::Timestamp,
+    audience: &audiencedb::query::Audience,
     format: QueryFormat,
 ) -> Result<(), Failure> {
-    let audience = db.query_prepared(prepared, now)?;
+    let now = audience.now();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let io = |e: std::io::Error| Failure(format!("writing the output: {e}"), 1);
     match format {
         QueryFormat::Count => writeln!(out, "{}", audience.len()).map_err(io)?,
         QueryFormat::Ids => {
-            db.for_each_member_id(&audience, |id| writeln!(out, "{id}").map_err(Error::Io))?
+            db.for_each_member_id(audience, |id| writeln!(out, "{id}").map_err(Error::Io))?
         }
         QueryFormat::Json => {
             write!(
@@ -231,7 +324,7 @@ fn query(
             )
             .map_err(io)?;
             let mut first = true;
-            db.for_each_member_id(&audience, |id| {
+            db.for_each_member_id(audience, |id| {
                 let sep = if std::mem::take(&mut first) { "" } else { "," };
                 write!(out, "{sep}{}", serde_json::Value::String(id.to_owned())).map_err(Error::Io)
             })?;
@@ -346,9 +439,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print!("{}", db.explain_prepared(&prepared, now)?);
                 Ok(())
             } else {
-                query(&db, &prepared, now, format)
+                print_audience(&db, &db.query_prepared(&prepared, now)?, format)
             }
         }
+        Command::Audience { action } => audience_command(&cli.db, action),
         Command::Repl {
             history,
             no_history,
@@ -450,6 +544,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Serve(args) => serve(&cli.db, args),
         Command::RebuildIndexes => {
             let db = open(&cli.db)?;
             let started = Instant::now();
@@ -464,6 +559,64 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn serve(db: &Path, args: ServeArgs) -> Result<(), Failure> {
+    use audiencedb::server::{self, ServeOptions, Server};
+    let size = |flag: &str, text: &str| {
+        server::parse_size(text).ok_or_else(|| {
+            Failure(
+                format!("{flag} {text:?}: expected bytes, or a number with K, M or G"),
+                2,
+            )
+        })
+    };
+    let mut options = ServeOptions::new(args.socket.unwrap_or_else(|| server::default_socket(db)));
+    options.socket_mode = u32::from_str_radix(&args.socket_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            Failure(
+                format!(
+                    "--socket-mode {:?}: expected octal permission bits such as 600",
+                    args.socket_mode
+                ),
+                2,
+            )
+        })?;
+    options.max_clients = args.max_clients;
+    options.idle_timeout =
+        (args.idle_timeout > 0).then(|| std::time::Duration::from_secs(args.idle_timeout));
+    options.limits.max_bulk = size("--max-arg-size", &args.max_arg_size)?;
+    options.limits.max_request = size("--max-request-size", &args.max_request_size)?;
+    options.limits.max_args = args.max_args;
+    // A client that hangs up before reading its reply must not kill the server (main() restores
+    // the default SIGPIPE for the printing commands).
+    // SAFETY: setting a signal's disposition, before the server starts its threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let server = Server::start(db, options).map_err(|e| match e {
+        server::ServerError::Db(e) => Failure::from(e),
+        other => Failure(other.to_string(), 1),
+    })?;
+    if server.removed_stale_socket() {
+        eprintln!("removed a stale socket file left by a server that did not stop cleanly");
+    }
+    eprintln!(
+        "serving {} on {} (redis-cli -s {}); SIGTERM or Ctrl-C stops",
+        db.display(),
+        server.socket().display(),
+        server.socket().display()
+    );
+    let summary = server
+        .run_until_signalled()
+        .map_err(|e| Failure(e.to_string(), 1))?;
+    eprintln!(
+        "stopped: {} connections, {} commands, {} errors",
+        summary.connections, summary.commands, summary.errors
+    );
+    Ok(())
 }
 
 fn gen_config(
@@ -728,4 +881,135 @@ fn print_customer(c: &audiencedb::Customer) {
 
 fn print_schema(s: &audiencedb::Schema) {
     print!("{}", audiencedb::repl::render::schema(s));
+}
+
+fn audience_command(path: &Path, action: AudienceAction) -> Result<(), Failure> {
+    let db = open_existing(path)?;
+    let stamp = |t: time::Timestamp| time::format_rfc3339(t);
+    match action {
+        AudienceAction::Define { name, rule } => {
+            let started = Instant::now();
+            let info = db.define_audience(&name, &rule.join(" "))?;
+            println!(
+                "saved audience {}: {} members as of {} ({:.1} ms)",
+                info.name,
+                info.size,
+                stamp(info.as_of),
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        AudienceAction::List { json } => {
+            let all = db.audiences();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else if all.is_empty() {
+                println!("no saved audiences (save one: audiencedb audience define NAME RULE)");
+            } else {
+                println!("{:<24} {:>10}  rule", "audience", "members");
+                for a in all {
+                    println!("{:<24} {:>10}  {}", a.name, a.size, a.rule);
+                }
+            }
+        }
+        AudienceAction::Show { name, json } => {
+            let a = db.audience(&name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
+            } else {
+                println!("audience        {}", a.name);
+                println!("rule            {}", a.rule);
+                println!("members         {} (as of {})", a.size, stamp(a.as_of));
+                println!("created         {}", stamp(a.created));
+                println!("rule saved      {}", stamp(a.rule_changed));
+                println!(
+                    "members changed {}",
+                    a.members_changed.map_or("never".to_owned(), stamp)
+                );
+                println!(
+                    "next time check {} ({} customers waiting)",
+                    a.next_check.map_or("none".to_owned(), stamp),
+                    a.timers
+                );
+            }
+        }
+        AudienceAction::Drop { name } => {
+            db.drop_audience(&name)?;
+            println!("dropped audience {name}");
+        }
+        AudienceAction::Export { name, format } => {
+            let members = db.audience_members(&name)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let io = |e: std::io::Error| Failure(format!("writing the output: {e}"), 1);
+            if let ExportFormat::Csv = format {
+                writeln!(out, "id").map_err(io)?;
+            }
+            db.for_each_member_id(&members, |id| {
+                match format {
+                    ExportFormat::Ids => writeln!(out, "{id}"),
+                    ExportFormat::Csv => {
+                        let needs_quotes = id.contains([',', '"', '\n', '\r']);
+                        if needs_quotes {
+                            writeln!(out, "\"{}\"", id.replace('"', "\"\""))
+                        } else {
+                            writeln!(out, "{id}")
+                        }
+                    }
+                    ExportFormat::Ndjson => {
+                        writeln!(out, "{}", serde_json::json!({"audience": name, "id": id}))
+                    }
+                }
+                .map_err(Error::Io)
+            })?;
+            out.flush().map_err(io)?;
+        }
+        AudienceAction::Members { name, at, format } => {
+            let members = match at {
+                Some(text) => {
+                    let at = time::parse_user_time(&text).ok_or_else(|| {
+                        Failure(
+                            format!(
+                                "--at {text:?}: expected a date (2026-03-01) or an RFC 3339 time"
+                            ),
+                            2,
+                        )
+                    })?;
+                    db.audience_members_at(&name, at)?
+                }
+                None => db.audience_members(&name)?,
+            };
+            print_audience(&db, &members, format)?;
+        }
+        AudienceAction::Diff { name, rule, all } => {
+            let d = db.diff_audience(&name, &rule.join(" "))?;
+            println!(
+                "{}: {} members now, {} with the new rule (+{} entering, -{} leaving), as of {} ({:.1} ms)",
+                d.name,
+                d.before,
+                d.after,
+                d.entering.len(),
+                d.leaving.len(),
+                stamp(d.now),
+                d.elapsed.as_secs_f64() * 1e3
+            );
+            let limit = if all { usize::MAX } else { 10 };
+            for (sign, side) in [('+', &d.entering), ('-', &d.leaving)] {
+                let ids = db.member_page(side, None, limit)?;
+                for id in &ids {
+                    println!("{sign}{id}");
+                }
+                if (ids.len() as u64) < side.len() {
+                    println!(
+                        "{sign}... and {} more (--all lists them)",
+                        side.len() - ids.len() as u64
+                    );
+                }
+            }
+        }
+        AudienceAction::Changes { after, limit } => {
+            for c in db.changes_since(after, limit)? {
+                println!("{}", c.to_json());
+            }
+        }
+    }
+    Ok(())
 }

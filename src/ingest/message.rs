@@ -173,6 +173,16 @@ fn string_field<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Strin
         .map_err(|_| format!("\"{name}\" must be a string"))
 }
 
+/// Parses a JSON object of traits or properties given on its own (the socket server's `TRACK` and
+/// `IDENTIFY`) exactly as the same object inside a message is parsed: nested objects become dotted
+/// names, `null` is `None`, the same limits apply. `what` names the object in errors.
+pub fn parse_fields(json: &str, what: &str) -> Result<Vec<(String, Option<Value>)>, String> {
+    let raw: &RawValue = serde_json::from_str(json).map_err(|e| format!("not valid JSON: {e}"))?;
+    let mut out = Vec::new();
+    fields(raw, what, &mut |k, v| out.push((k, v)))?;
+    Ok(out)
+}
+
 /// Parses a `traits` or `properties` object, calling `f` with each field, nested objects
 /// flattened into dotted names (`{"address":{"city":"Oulu"}}` gives `address.city`).
 fn fields(

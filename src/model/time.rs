@@ -38,6 +38,47 @@ pub fn now() -> Timestamp {
     Utc::now().timestamp_millis()
 }
 
+/// Where a database reads the time: the wall clock, or a clock the caller moves (tests,
+/// simulations, replays). It stamps events that come without a timestamp and is the *now* at
+/// which saved audiences are kept true.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// The system's wall clock.
+    #[default]
+    System,
+    /// A clock that only moves when told to; clones share it.
+    Manual(std::sync::Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Clock {
+    /// A manual clock that reads `start` until moved.
+    pub fn manual(start: Timestamp) -> Clock {
+        Clock::Manual(std::sync::Arc::new(start.into()))
+    }
+
+    /// The current time of this clock.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => now(),
+            Clock::Manual(t) => t.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// Sets a manual clock (the system clock cannot be set: this does nothing to it).
+    pub fn set(&self, ts: Timestamp) {
+        if let Clock::Manual(t) = self {
+            t.store(ts, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Moves a manual clock by `ms` (nothing for the system clock).
+    pub fn advance(&self, ms: i64) {
+        if let Clock::Manual(t) = self {
+            t.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// Parses an RFC 3339 date-time (`2026-03-01T12:00:00Z`, `2026-03-01T14:00:00.250+02:00`).
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     // Cheap shape check first: trait values are tried as date-times on every string.

@@ -51,6 +51,11 @@ impl Bounds {
         }
     }
 
+    fn with_child(mut self, child: Bounds) -> Bounds {
+        self.children.push(child);
+        self
+    }
+
     fn range(sure: RoaringBitmap, maybe: RoaringBitmap) -> Bounds {
         Bounds {
             sure,
@@ -79,9 +84,7 @@ impl Sources<'_> {
             NodeKind::Everyone => Bounds::exact(self.all().clone()),
             NodeKind::Not(inner) => {
                 let child = self.bounds(inner);
-                let mut b = Bounds::range(self.all() - &child.maybe, self.all() - &child.sure);
-                b.children.push(child);
-                b
+                Bounds::range(self.all() - &child.maybe, self.all() - &child.sure).with_child(child)
             }
             NodeKind::And(items) => {
                 let mut children: Vec<Bounds> = items.iter().map(|n| self.bounds(n)).collect();
@@ -111,6 +114,10 @@ impl Sources<'_> {
             }
             NodeKind::Trait { trait_id, test } => self.trait_bounds(*trait_id, test),
             NodeKind::Event(e) => self.event_bounds(e),
+            NodeKind::Audience { inner, .. } => {
+                let child = self.bounds(inner);
+                Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
+            }
         };
         b.elapsed = started.elapsed();
         b
@@ -580,5 +587,6 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
             test,
         ),
         NodeKind::Event(e) => data.tally(e)?.satisfies(&e.frequency),
+        NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
     })
 }

@@ -16,7 +16,9 @@
 mod customer;
 mod exec;
 mod explain;
-mod plan;
+pub(crate) mod footprint;
+pub(crate) mod plan;
+pub(crate) mod subset;
 mod why;
 
 pub use explain::{Explain, ExplainNode};
@@ -67,6 +69,14 @@ pub struct Audience {
 }
 
 impl Audience {
+    pub(crate) fn new(members: RoaringBitmap, now: Timestamp, elapsed: Duration) -> Audience {
+        Audience {
+            members,
+            now,
+            elapsed,
+        }
+    }
+
     /// The number of members.
     pub fn len(&self) -> u64 {
         self.members.len()
@@ -140,7 +150,7 @@ impl Db {
         now: Timestamp,
     ) -> Result<(plan::Plan, exec::Bounds)> {
         let state = self.read();
-        let plan = plan::plan(&rule.rule, &state.catalog, now)?;
+        let plan = plan::plan(&rule.rule, &state.catalog, &state.definitions, now)?;
         let sources = exec::Sources {
             indexes: &state.indexes,
             catalog: &state.catalog,
@@ -165,6 +175,7 @@ impl Db {
         why::why(
             self.store(),
             &state.catalog,
+            &state.definitions,
             &rule.rule,
             &rule.text,
             customer,

@@ -42,6 +42,12 @@ pub(crate) enum NodeKind {
         test: ValueTest,
     },
     Event(Box<EventNode>),
+    /// `in audience NAME`: the saved audience's own rule, planned at the same *now*. The inner
+    /// node's spans point into that rule's text, not this one's.
+    Audience {
+        name: String,
+        inner: Box<Node>,
+    },
 }
 
 /// An event condition at one *now*.
@@ -236,11 +242,27 @@ pub(crate) struct Plan {
     pub events_from: Option<Timestamp>,
 }
 
-/// Resolves `rule` against the catalog at `now`. Fails only on what cannot be evaluated: an
-/// `in audience` (saved audiences are not available yet).
-pub(crate) fn plan(rule: &Rule, catalog: &Catalog, now: Timestamp) -> Result<Plan> {
+/// The rules of saved audiences by name, for `in audience`.
+pub(crate) trait SavedRules: Sync {
+    fn saved_rule(&self, name: &str) -> Option<&Rule>;
+}
+
+/// How deep `in audience` may nest (saving refuses cycles; this guards against what a damaged
+/// store could still hold).
+const MAX_AUDIENCE_DEPTH: usize = 32;
+
+/// Resolves `rule` against the catalog and the saved audiences at `now`. Fails only on what
+/// cannot be evaluated: an `in audience` naming no saved audience.
+pub(crate) fn plan(
+    rule: &Rule,
+    catalog: &Catalog,
+    saved: &dyn SavedRules,
+    now: Timestamp,
+) -> Result<Plan> {
     let mut planner = Planner {
         catalog,
+        saved,
+        inside: Vec::new(),
         now,
         events_from: None,
     };
@@ -254,6 +276,9 @@ pub(crate) fn plan(rule: &Rule, catalog: &Catalog, now: Timestamp) -> Result<Pla
 
 struct Planner<'a> {
     catalog: &'a Catalog,
+    saved: &'a dyn SavedRules,
+    /// The saved audiences being planned inline, outermost first.
+    inside: Vec<String>,
     now: Timestamp,
     events_from: Option<Timestamp>,
 }
@@ -270,10 +295,26 @@ impl Planner<'_> {
                 test: self.test(&c.test),
             },
             ExprKind::InAudience(name) => {
-                return Err(Error::Evaluation(format!(
-                    "unknown audience '{}' (no audience has been saved under that name)",
-                    name.text
-                )))
+                let name = &name.text;
+                let Some(rule) = self.saved.saved_rule(name) else {
+                    return Err(Error::Evaluation(format!(
+                        "unknown audience '{name}' (no audience has been saved under that name)"
+                    )));
+                };
+                if self.inside.iter().any(|n| n == name) || self.inside.len() >= MAX_AUDIENCE_DEPTH
+                {
+                    return Err(Error::Evaluation(format!(
+                        "audiences refer to each other in a cycle or too deeply: {} -> {name}",
+                        self.inside.join(" -> ")
+                    )));
+                }
+                self.inside.push(name.clone());
+                let inner = self.expr(&rule.expr);
+                self.inside.pop();
+                NodeKind::Audience {
+                    name: name.clone(),
+                    inner: Box::new(inner?),
+                }
             }
             ExprKind::Event(ec) => {
                 let event = self.catalog.event_id(&ec.event.text);

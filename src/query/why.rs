@@ -11,16 +11,14 @@ use std::fmt;
 use crate::error::Result;
 use crate::model::time::{format_rfc3339, Timestamp};
 use crate::model::Value;
-use crate::rules::Duration as RuleDuration;
-use crate::rules::{
-    Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind, WindowKind,
-};
-use crate::storage::view::{self, ValueView};
+use crate::rules::Rule;
+use crate::storage::view::ValueView;
 use crate::storage::{Catalog, Store};
 
 use super::customer::{self, Tally};
 use super::exec::{self, CustomerData};
-use super::plan::{self, EventNode, Frequency, Node, NodeKind};
+use super::footprint::{self, Footprint};
+use super::plan::{self, EventNode, Frequency, Node, NodeKind, SavedRules};
 
 /// At most this many events are shown as the evidence of one clause (the latest ones).
 pub const EVIDENCE_EVENTS: usize = 3;
@@ -61,9 +59,11 @@ pub struct WhyEvent {
     pub properties: Vec<(String, Value)>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn why(
     store: &Store,
     catalog: &Catalog,
+    saved: &dyn SavedRules,
     rule: &Rule,
     text: &str,
     customer: &str,
@@ -74,10 +74,10 @@ pub(crate) fn why(
     let mut data = CustomerData::new(store, Some(Timestamp::MIN));
     data.load(cust);
     let explainer = Explainer { catalog, text };
-    let root = explainer.node(&plan::plan(rule, catalog, now)?.root, &mut data)?;
+    let root = explainer.node(&plan::plan(rule, catalog, saved, now)?.root, &mut data)?;
     let mut next_change = None;
-    for t in candidate_instants(rule, &mut data, now)? {
-        let at = plan::plan(rule, catalog, t)?;
+    for t in candidate_instants(rule, catalog, saved, &mut data, now)? {
+        let at = plan::plan(rule, catalog, saved, t)?;
         if exec::holds(&at.root, None, &mut data)? != root.holds {
             next_change = Some(t);
             break;
@@ -147,6 +147,15 @@ impl Explainer<'_> {
                 };
                 let holds = customer::passes(stored.map(ValueView::of), test);
                 (label, holds, reason)
+            }
+            NodeKind::Audience { name, inner } => {
+                let holds = exec::holds(inner, None, data)?;
+                let reason = if holds {
+                    format!("a member of the saved audience {name}")
+                } else {
+                    format!("not a member of the saved audience {name}")
+                };
+                (label(), holds, reason)
             }
             NodeKind::Event(e) => {
                 let t = data.tally(e)?;
@@ -225,108 +234,23 @@ impl Explainer<'_> {
     }
 }
 
-/// The instants after `now`, in order, at which the answer may change by time alone: when one
-/// of the customer's events happens (it enters windows), or it, or a date-time trait, is exactly
-/// one of the rule's relative lengths (`last N`, `N ago`) in the past, or a millisecond more.
+/// The instants after `now`, in order, at which the answer may change by time alone (see
+/// [`footprint::for_each_candidate`]), at most [`MAX_CANDIDATES`] of them.
 fn candidate_instants(
     rule: &Rule,
+    catalog: &Catalog,
+    saved: &dyn SavedRules,
     data: &mut CustomerData<'_>,
     now: Timestamp,
 ) -> Result<Vec<Timestamp>> {
-    let mut lengths = Vec::new();
-    durations(&rule.expr, &mut lengths);
-    let mut times = Vec::new();
-    let (bodies, blocks) = data.events()?;
-    for (start, range) in blocks {
-        view::for_each_event(*start, &bodies[range.clone()], |e| {
-            times.push(e.ts);
-            Ok(true)
-        })?;
-    }
-    for (_, v) in data.profile()? {
-        if let Value::Time(t) = v {
-            times.push(*t);
-        }
-    }
+    let fp = Footprint::of(rule, saved);
+    let events = footprint::event_ids(&fp, catalog);
     let mut out = Vec::new();
-    for t in times {
-        out.push(t);
-        for d in &lengths {
-            out.push(t.saturating_add(*d));
-            out.push(t.saturating_add(*d).saturating_add(1));
-        }
-    }
-    out.retain(|t| *t > now);
+    footprint::for_each_candidate(&fp, &events, data, now, |t| out.push(t))?;
     out.sort_unstable();
     out.dedup();
     out.truncate(MAX_CANDIDATES);
     Ok(out)
-}
-
-/// Every relative length of time in the rule, in milliseconds.
-fn durations(e: &Expr, out: &mut Vec<i64>) {
-    let mut push = |d: &RuleDuration| out.extend(d.millis());
-    match &e.kind {
-        ExprKind::And(items) | ExprKind::Or(items) => {
-            items.iter().for_each(|i| durations(i, out));
-        }
-        ExprKind::Not(inner) => durations(inner, out),
-        ExprKind::Trait(c) => test_durations(&c.test, &mut push),
-        ExprKind::Event(ec) => {
-            if let Some(w) = &ec.window {
-                let mut point = |k: &TimeKind| {
-                    if let TimeKind::Ago(d) = k {
-                        push(d);
-                    }
-                };
-                match &w.kind {
-                    WindowKind::Last(d) => push(d),
-                    WindowKind::Ever => {}
-                    WindowKind::Since(t) | WindowKind::Before(t) => point(&t.kind),
-                    WindowKind::Between(a, b) => {
-                        point(&a.kind);
-                        point(&b.kind);
-                    }
-                }
-            }
-            if let Some(p) = &ec.predicate {
-                predicate_durations(p, &mut push);
-            }
-            if let Some(sh) = &ec.shorthand {
-                if let LiteralKind::Ago(d) = &sh.value.kind {
-                    push(d);
-                }
-            }
-        }
-        ExprKind::InAudience(_) | ExprKind::Everyone => {}
-    }
-}
-
-fn predicate_durations(p: &Predicate, push: &mut impl FnMut(&RuleDuration)) {
-    match &p.kind {
-        PredicateKind::And(items) | PredicateKind::Or(items) => {
-            items.iter().for_each(|i| predicate_durations(i, push));
-        }
-        PredicateKind::Not(inner) => predicate_durations(inner, push),
-        PredicateKind::Cond(c) => test_durations(&c.test, push),
-    }
-}
-
-fn test_durations(t: &Test, push: &mut impl FnMut(&RuleDuration)) {
-    let mut lit = |l: &crate::rules::Literal| {
-        if let LiteralKind::Ago(d) = &l.kind {
-            push(d);
-        }
-    };
-    match t {
-        Test::Compare { value, .. } | Test::Contains(value) => lit(value),
-        Test::In { values, .. } => values.iter().for_each(lit),
-        Test::Between { low, high } => {
-            lit(low);
-            lit(high);
-        }
-        Test::IsSet { .. } => {}
-    }
 }
 
 impl fmt::Display for Why {

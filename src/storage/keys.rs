@@ -11,6 +11,9 @@
 //! | `m` | `m` + internal id (BE) | sorted hashes of the customer's stored message ids |
 //! | `d` | `d` + generation (BE) | customers touched by that write, until the next index snapshot |
 //! | `x` | `x` + family key | an index snapshot family |
+//! | `a` | `a` + audience name | a saved audience's definition (JSON) |
+//! | `b` | `b` + audience id (BE) | a saved audience's members and timers, as of a checkpoint |
+//! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
 //!
 //! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
 //! in time order, and the blocks of one customer never overlap in time.
@@ -26,6 +29,9 @@ pub const EVENTS: u8 = b'e';
 pub const SEEN: u8 = b'm';
 pub const DIRTY: u8 = b'd';
 pub const INDEX: u8 = b'x';
+pub const AUDIENCE: u8 = b'a';
+pub const AUDIENCE_STATE: u8 = b'b';
+pub const FEED: u8 = b'f';
 
 /// A human name for the kind of record a key prefix marks.
 pub fn kind_name(prefix: u8) -> &'static str {
@@ -38,6 +44,9 @@ pub fn kind_name(prefix: u8) -> &'static str {
         SEEN => "message ids",
         DIRTY => "dirty log",
         INDEX => "index snapshot",
+        AUDIENCE => "audience definitions",
+        AUDIENCE_STATE => "audience members",
+        FEED => "change feed",
         _ => "unknown",
     }
 }
@@ -127,4 +136,27 @@ pub fn index(family_key: &[u8]) -> Vec<u8> {
     k.push(INDEX);
     k.extend_from_slice(family_key);
     k
+}
+
+pub fn audience(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(AUDIENCE);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn audience_state(id: u32) -> [u8; 5] {
+    with_customer(AUDIENCE_STATE, id)
+}
+
+pub fn feed(seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = FEED;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The sequence number in a feed key (also a dirty-log key's generation: same layout).
+pub fn parse_feed(key: &[u8]) -> Result<u64> {
+    parse_dirty(key)
 }

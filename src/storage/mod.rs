@@ -40,6 +40,12 @@ pub mod meta {
     pub const NEXT_ID: &str = "next_id";
     /// The catalog, JSON.
     pub const CATALOG: &str = "catalog";
+    /// The next saved-audience id, `u64` BE.
+    pub const NEXT_AUDIENCE: &str = "next_audience";
+    /// The time saved audiences were last made true at, `u64` BE (a timestamp).
+    pub const AUDIENCES_AS_OF: &str = "audiences_as_of";
+    /// The change feed's next sequence number, `u64` BE.
+    pub const FEED_NEXT: &str = "feed_next";
 }
 
 /// How many records of one kind there are and how many bytes they hold.
@@ -336,6 +342,23 @@ impl Store {
     pub fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
         self.tree
             .scan_prefix([prefix])
+            .map(|r| r.map_err(Error::from))
+    }
+
+    /// The last record of one kind, in key order.
+    pub fn last(&self, prefix: u8) -> Result<Option<(sled::IVec, sled::IVec)>> {
+        Ok(self.tree.scan_prefix([prefix]).next_back().transpose()?)
+    }
+
+    /// The records of one kind from key `start` on (`start` begins with `prefix`), in key order.
+    pub fn scan_from<'a>(
+        &'a self,
+        prefix: u8,
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + 'a {
+        self.tree
+            .range(start.to_vec()..)
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.first() == Some(&prefix)))
             .map(|r| r.map_err(Error::from))
     }
 

@@ -1,0 +1,236 @@
+//! The cost of keeping saved audiences true (issue 5), on an existing database folder:
+//!
+//! 1. ingest throughput with 0 saved audiences (tracks of existing customers, batches of 100);
+//! 2. the time to materialise each of 100 saved audiences (40 on traits, 40 event windows,
+//!    10 counts and aggregates, 10 more from the spec's examples), then ingest again with 10
+//!    and with 100 of them;
+//! 3. `audiences_of` latency (median, p99) over random existing customers, with 100 audiences;
+//! 4. time-driven updates: the clock moves one hour at a time through a day; entries and exits
+//!    made, and customers re-evaluated per second of work.
+//!
+//! ```text
+//! AUDIENCEDB_BENCH_DB=/tmp/audiencedb-bench/db cargo bench --bench audiences
+//! ```
+//!
+//! `AUDIENCEDB_BENCH_NOW` (default 2026-11-01: the end of the period `scripts/bench-query.sh`
+//! generates) is where the bench's clock starts. The bench saves audiences named `bench_NNN`
+//! and drops them at the end; the ingested events stay (ids `bench-*` are not used: they go to
+//! existing customers, at the clock's time).
+
+use std::time::Instant;
+
+use audiencedb::ingest::message::Message;
+use audiencedb::model::time;
+use audiencedb::model::Value;
+use audiencedb::{Clock, Config, Db};
+use rand::{Rng, SeedableRng};
+
+const HOUR: i64 = 3_600_000;
+
+fn rules() -> Vec<String> {
+    let mut rules = Vec::new();
+    let tiers = ["Bronze", "Silver", "Gold", "Platinum"];
+    let countries = ["FI", "SE", "NO", "DK", "DE"];
+    let devices = ["mobile", "desktop", "tablet"];
+    for t in tiers {
+        for c in countries {
+            rules.push(format!("tier = {t} and country = {c}"));
+        }
+    }
+    for d in devices {
+        for t in tiers {
+            rules.push(format!("device = {d} and not tier = {t}"));
+        }
+    }
+    for (i, s) in ["facebook", "google", "email", "direct", "tiktok"]
+        .iter()
+        .enumerate()
+    {
+        rules.push(format!("source = {s}"));
+        rules.push(format!("source = {s} and country in (FI, SE)"));
+        rules.push(format!("newsletter = {} and source = {s}", i % 2 == 0));
+    }
+    rules.truncate(40);
+    for (i, e) in [
+        "viewed",
+        "purchased",
+        "added_to_cart",
+        "visited",
+        "searched",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for days in [1, 3, 7, 14, 30, 60, 90, 180] {
+            rules.push(format!("{e} in last {} days", days + i));
+        }
+    }
+    for n in [2, 3, 5] {
+        rules.push(format!("purchased at least {n} times in last 90 days"));
+        rules.push(format!("visited at least {n} times in last 7 days"));
+    }
+    rules.push("purchased sum(amount) > 500 in last 365 days".into());
+    rules.push("purchased sum(amount) > 200 in last 90 days".into());
+    rules.push("purchased avg(amount) >= 80 in last 90 days".into());
+    rules.push("purchased where amount >= 100 in last 30 days".into());
+    rules.extend(
+        audiencedb::rules::SPEC_EXAMPLES
+            .iter()
+            .map(|r| r.to_string())
+            .chain(["purchased ever and not purchased in last 90 days".to_string()])
+            .map(|r| r.replace("in audience unsubscribed", "newsletter = false")),
+    );
+    assert_eq!(rules.len(), 100, "the bench saves 100 audiences");
+    rules
+}
+
+fn main() {
+    let Ok(path) = std::env::var("AUDIENCEDB_BENCH_DB") else {
+        eprintln!(
+            "set AUDIENCEDB_BENCH_DB to a database folder (scripts/bench-query.sh builds one)"
+        );
+        return;
+    };
+    let now = std::env::var("AUDIENCEDB_BENCH_NOW")
+        .ok()
+        .and_then(|t| time::parse_user_time(&t))
+        .unwrap_or_else(|| time::parse_date("2026-11-01").unwrap());
+    let clock = Clock::manual(now);
+    let mut config = Config::new(&path);
+    config.clock = clock.clone();
+    let started = Instant::now();
+    let db = Db::open_with(config).expect("open the database");
+    println!("opened {path} in {:.2} s", started.elapsed().as_secs_f64());
+    for a in db.audiences() {
+        if a.name.starts_with("bench_") {
+            db.drop_audience(&a.name)
+                .expect("drop an old bench audience");
+        }
+    }
+    let customers = db.read().indexes.everyone.len();
+    let ids: Vec<String> = {
+        let everyone = db.read().indexes.everyone.clone();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        (0..20_000)
+            .filter_map(|_| {
+                let n = rng.random_range(0..everyone.len());
+                let cust = everyone.select(n as u32)?;
+                db.external_id(cust).ok().flatten()
+            })
+            .collect()
+    };
+    println!(
+        "{customers} customers; machine: {} cores",
+        rayon::current_num_threads()
+    );
+
+    let ingest = |label: &str| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let batches = 200;
+        let started = Instant::now();
+        for _ in 0..batches {
+            let msgs = (0..100)
+                .map(|_| {
+                    let id = &ids[rng.random_range(0..ids.len())];
+                    let event = ["viewed", "purchased", "added_to_cart"][rng.random_range(0..3)];
+                    let props = vec![("amount".to_owned(), Value::Int(rng.random_range(1..200)))];
+                    Message::track(id.clone(), event, props, Some(clock.now()))
+                })
+                .collect();
+            db.ingest(msgs).expect("ingest");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "ingest with {label:>3} audiences: {} events in {secs:.2} s = {:.0} events/s ({:.2} ms per batch of 100)",
+            batches * 100,
+            (batches * 100) as f64 / secs,
+            secs * 1e3 / batches as f64
+        );
+    };
+    ingest("0");
+
+    let rules = rules();
+    let mut define_times = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let started = Instant::now();
+        let info = db
+            .define_audience(&format!("bench_{i:03}"), rule)
+            .expect("define");
+        let secs = started.elapsed().as_secs_f64();
+        define_times.push((secs, rule.clone(), info.size, info.timers));
+        if i == 9 {
+            ingest("10");
+        }
+    }
+    let total: f64 = define_times.iter().map(|d| d.0).sum();
+    println!("materialised 100 audiences in {total:.1} s; the slowest:");
+    let mut slow = define_times.clone();
+    slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (secs, rule, size, timers) in slow.iter().take(8) {
+        println!(
+            "  {:>8.1} ms  {size:>8} members {timers:>8} timers  {rule}",
+            secs * 1e3
+        );
+    }
+    let med = {
+        let mut t: Vec<f64> = define_times.iter().map(|d| d.0).collect();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    println!("  median {:.1} ms", med * 1e3);
+    ingest("100");
+
+    // The lookup.
+    for _ in 0..2 {
+        for id in ids.iter().take(2000) {
+            std::hint::black_box(db.audiences_of(id).unwrap());
+        }
+    }
+    let mut times: Vec<u64> = Vec::with_capacity(ids.len() * 5);
+    let mut held = 0usize;
+    for _ in 0..5 {
+        for id in &ids {
+            let started = Instant::now();
+            let names = db.audiences_of(id).unwrap();
+            times.push(started.elapsed().as_nanos() as u64);
+            held += names.len();
+        }
+    }
+    times.sort_unstable();
+    let pct =
+        |p: f64| times[((times.len() as f64 * p).ceil() as usize).saturating_sub(1)] as f64 / 1e3;
+    println!(
+        "audiences_of with 100 audiences: median {:.2} µs, p99 {:.2} µs over {} lookups ({:.1} audiences per customer)",
+        pct(0.5),
+        pct(0.99),
+        times.len(),
+        held as f64 / times.len() as f64
+    );
+
+    // Time-driven updates through one day.
+    let started = Instant::now();
+    let mut changes = 0;
+    for _ in 0..24 {
+        clock.advance(HOUR);
+        changes += db.advance_audiences().expect("advance");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "one day of clock in hourly steps: {changes} entries and exits in {secs:.2} s ({:.0} changes/s)",
+        changes as f64 / secs
+    );
+
+    let started = Instant::now();
+    let report = db.verify().expect("verify");
+    println!(
+        "verify (indexes and all 100 audiences against fresh evaluations): {} in {:.1} s",
+        if report.is_ok() { "ok" } else { "PROBLEMS" },
+        started.elapsed().as_secs_f64()
+    );
+    for p in report.problems.iter().take(5) {
+        println!("  {p}");
+    }
+    for i in 0..rules.len() {
+        db.drop_audience(&format!("bench_{i:03}")).expect("drop");
+    }
+}

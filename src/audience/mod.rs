@@ -1,0 +1,980 @@
+//! Saved audiences: named rules whose members are kept, and kept true as data arrives and time
+//! passes, so that "which audiences is this customer in?" is a few bitmap lookups.
+//!
+//! - A definition (name, rule text, times) is stored as JSON under its name; its rule is parsed
+//!   once and lives in the read state, where `in audience NAME` finds it.
+//! - Each audience's members are a roaring bitmap, with [`timers::Timers`] saying when each
+//!   customer's membership may next change by time alone. After a write, only the customers it
+//!   touched are re-evaluated, and only for audiences whose rules read what changed (their
+//!   [`Footprint`]). Time moves the audiences when the writer runs or
+//!   [`Db::advance_audiences`] is called: due timers are re-evaluated at the new *now*.
+//! - Every entry and exit goes to the [`feed`]: stored, numbered, and handed to subscribers.
+//! - Members and timers are snapshotted at checkpoints. On open, the feed after each snapshot is
+//!   replayed onto its members, and the customers written since the index snapshot are
+//!   re-evaluated, so a crash loses nothing and the feed misses no change.
+//!
+//! Invariant: at the audiences' time `as_of`, every saved audience's members equal a fresh
+//! evaluation of its rule at `as_of` ([`Db::verify`] checks it).
+//!
+//! This module owns definitions, members, timers and the feed; it reads customer data and
+//! indexes only through the query engine.
+
+mod feed;
+mod timers;
+
+pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{corrupt, invalid, Error, Result};
+use crate::index::{FastMap, Indexes};
+use crate::model::time::Timestamp;
+use crate::query::footprint::Footprint;
+use crate::query::plan::{self, SavedRules};
+use crate::query::subset::{self, Context, SubsetAnswer};
+use crate::query::{Audience, PreparedRule};
+use crate::rules::Rule;
+use crate::storage::{keys, meta, Catalog, Store};
+use crate::Db;
+
+use feed::Subscribers;
+use timers::{take, take_bitmap, Timers};
+
+/// The longest audience name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A saved audience as listed and shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AudienceInfo {
+    pub name: String,
+    /// The rule as written when saved.
+    pub rule: String,
+    /// Members now (as of `as_of`).
+    pub size: u64,
+    /// When the audience was first saved.
+    pub created: Timestamp,
+    /// When its rule was last saved.
+    pub rule_changed: Timestamp,
+    /// When a customer last entered or left it (`None`: never since it was saved).
+    pub members_changed: Option<Timestamp>,
+    /// The time its members are exact at.
+    pub as_of: Timestamp,
+    /// Customers with a pending time-driven re-evaluation.
+    pub timers: u64,
+    /// The earliest of those (a customer waiting on a later day counts from that day's start).
+    pub next_check: Option<Timestamp>,
+}
+
+/// What saving a new rule under a name would change, before it is saved.
+#[derive(Debug, Clone)]
+pub struct AudienceDiff {
+    pub name: String,
+    /// The new rule.
+    pub rule: String,
+    /// The time both sides are evaluated at (the audiences' `as_of`).
+    pub now: Timestamp,
+    /// Members under the saved rule (0 for a new name).
+    pub before: u64,
+    /// Members under the new rule.
+    pub after: u64,
+    pub entering: Audience,
+    pub leaving: Audience,
+    pub elapsed: Duration,
+}
+
+/// A saved audience's definition.
+#[derive(Debug)]
+pub(crate) struct Definition {
+    pub id: u32,
+    pub name: String,
+    pub rule: PreparedRule,
+    pub created: Timestamp,
+    pub changed: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDefinition {
+    id: u32,
+    name: String,
+    rule: String,
+    created: Timestamp,
+    changed: Timestamp,
+}
+
+/// Every saved audience's definition, by name: part of the read state.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Definitions {
+    by_name: BTreeMap<String, Arc<Definition>>,
+}
+
+impl SavedRules for Definitions {
+    fn saved_rule(&self, name: &str) -> Option<&Rule> {
+        self.by_name.get(name).map(|d| d.rule.rule())
+    }
+}
+
+impl Definitions {
+    fn load(store: &Store) -> Result<Definitions> {
+        let mut defs = Definitions::default();
+        for item in store.scan(keys::AUDIENCE) {
+            let (_, v) = item?;
+            let s: StoredDefinition =
+                serde_json::from_slice(&v).map_err(|e| corrupt!("bad audience definition: {e}"))?;
+            let rule = PreparedRule::new(&s.rule)
+                .map_err(|e| corrupt!("saved audience {} no longer parses: {e}", s.name))?;
+            defs.insert(Arc::new(Definition {
+                id: s.id,
+                name: s.name,
+                rule,
+                created: s.created,
+                changed: s.changed,
+            }));
+        }
+        Ok(defs)
+    }
+
+    fn insert(&mut self, d: Arc<Definition>) {
+        self.by_name.insert(d.name.clone(), d);
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Definition>> {
+        self.by_name.get(name)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Definition>> {
+        self.by_name.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The other audiences whose rules name `name`, directly or through others.
+    fn dependents(&self, name: &str) -> Vec<String> {
+        self.by_name
+            .values()
+            .filter(|d| {
+                d.name != name && Footprint::of(d.rule.rule(), self).audiences.contains(name)
+            })
+            .map(|d| d.name.clone())
+            .collect()
+    }
+}
+
+/// One audience's members and timers.
+#[derive(Debug)]
+struct LiveAudience {
+    name: String,
+    members: RoaringBitmap,
+    timers: Timers,
+    members_changed: Option<Timestamp>,
+    /// Changed since its last snapshot.
+    dirty: bool,
+}
+
+/// Every audience's members, the audiences' time, and the feed's positions.
+#[derive(Debug, Default)]
+struct Live {
+    as_of: Timestamp,
+    by_id: BTreeMap<u32, LiveAudience>,
+    /// The sequence number the next change gets (changes are numbered from 1).
+    next_seq: u64,
+    /// The oldest sequence number still stored.
+    first_seq: u64,
+}
+
+/// The materialised side of saved audiences, held by [`Db`].
+pub(crate) struct Audiences {
+    live: RwLock<Live>,
+    subscribers: Subscribers,
+}
+
+/// What one write changed, customer by customer: whose records are new, which traits changed
+/// for whom, who got which events. Customers in `all` count as changed in every way.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    pub all: RoaringBitmap,
+    pub traits: FastMap<u32, RoaringBitmap>,
+    pub events: FastMap<u32, RoaringBitmap>,
+}
+
+impl Touched {
+    /// The customers whose answer to a rule with this footprint the write may have changed.
+    fn relevant(&self, fp: &Footprint, catalog: &Catalog) -> RoaringBitmap {
+        let mut out = self.all.clone();
+        for t in fp.traits.iter().filter_map(|t| catalog.trait_id(t)) {
+            if let Some(b) = self.traits.get(&t) {
+                out |= b;
+            }
+        }
+        for e in fp.events.iter().filter_map(|e| catalog.event_id(e)) {
+            if let Some(b) = self.events.get(&e) {
+                out |= b;
+            }
+        }
+        out
+    }
+}
+
+/// An entry (`true`) or exit of one customer from one audience, before it gets its number.
+type Flip = (String, u32, bool);
+
+/// Checks an audience name: the rule language's plain names, at most [`MAX_NAME_LEN`] bytes.
+pub fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(invalid!(
+            "audience name {name:?}: use letters, digits and '_', starting with a letter or '_'"
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid!(
+            "audience name {name:?} is longer than {MAX_NAME_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
+impl Audiences {
+    /// Loads definitions, members and timers, replays the feed after each snapshot, and
+    /// returns the definitions for the read state. Members are cut to the customers that exist.
+    pub(crate) fn load(store: &Store, indexes: &Indexes) -> Result<(Definitions, Audiences)> {
+        let defs = Definitions::load(store)?;
+        let mut live = Live {
+            as_of: store.meta_u64(meta::AUDIENCES_AS_OF)? as Timestamp,
+            ..Live::default()
+        };
+        let mut replay_from = u64::MAX;
+        let mut from_by_name: FastMap<String, u64> = FastMap::default();
+        for d in defs.iter() {
+            let bytes = store
+                .get(&keys::audience_state(d.id))?
+                .ok_or_else(|| corrupt!("saved audience {} has no members record", d.name))?;
+            let snap = Snapshot::decode(&bytes)?;
+            live.as_of = live.as_of.max(snap.as_of);
+            replay_from = replay_from.min(snap.next_seq);
+            from_by_name.insert(d.name.clone(), snap.next_seq);
+            live.by_id.insert(
+                d.id,
+                LiveAudience {
+                    name: d.name.clone(),
+                    members: snap.members,
+                    timers: snap.timers,
+                    members_changed: snap.members_changed,
+                    dirty: false,
+                },
+            );
+        }
+        // The feed: its bounds, and the changes made after each audience's snapshot.
+        live.first_seq = match store.scan(keys::FEED).next() {
+            Some(item) => keys::parse_feed(&item?.0)?,
+            None => 0,
+        };
+        live.next_seq = match store.last(keys::FEED)? {
+            Some((k, _)) => keys::parse_feed(&k)? + 1,
+            None => store.meta_u64(meta::FEED_NEXT)?.max(1),
+        };
+        if live.first_seq == 0 {
+            live.first_seq = live.next_seq;
+        }
+        if replay_from < live.next_seq {
+            let ids: FastMap<String, u32> = defs.iter().map(|d| (d.name.clone(), d.id)).collect();
+            for item in store.scan_from(keys::FEED, &keys::feed(replay_from)) {
+                let (k, v) = item?;
+                let c = Change::decode(keys::parse_feed(&k)?, &v)?;
+                let (Some(&from), Some(&id)) = (
+                    from_by_name.get(c.audience.as_str()),
+                    ids.get(c.audience.as_str()),
+                ) else {
+                    continue;
+                };
+                let (Some(cust), Some(la)) = (store.lookup(&c.customer)?, live.by_id.get_mut(&id))
+                else {
+                    continue;
+                };
+                if c.seq >= from {
+                    if c.entered {
+                        la.members.insert(cust);
+                    } else {
+                        la.members.remove(cust);
+                    }
+                    la.members_changed = Some(c.at);
+                    la.dirty = true;
+                }
+            }
+        }
+        for la in live.by_id.values_mut() {
+            la.members &= &indexes.everyone;
+        }
+        Ok((
+            defs,
+            Audiences {
+                live: RwLock::new(live),
+                subscribers: Subscribers::default(),
+            },
+        ))
+    }
+
+    /// The audiences' time.
+    pub(crate) fn as_of(&self) -> Timestamp {
+        self.live.read().as_of
+    }
+
+    /// Adds to a checkpoint's batch the snapshots of the audiences changed since theirs, the
+    /// audiences' time, and the removal of feed entries beyond `capacity`. Returns what to
+    /// call [`Audiences::checkpointed`] with once the batch is durable.
+    pub(crate) fn checkpoint(
+        &self,
+        batch: &mut sled::Batch,
+        capacity: u64,
+    ) -> Result<(Vec<u32>, u64)> {
+        let live = self.live.read();
+        let mut written = Vec::new();
+        for (id, la) in live.by_id.iter().filter(|(_, la)| la.dirty) {
+            batch.insert(
+                &keys::audience_state(*id)[..],
+                Snapshot::encode(la, live.as_of, live.next_seq)?,
+            );
+            written.push(*id);
+        }
+        batch.insert(
+            keys::meta(meta::AUDIENCES_AS_OF),
+            &(live.as_of.max(0) as u64).to_be_bytes()[..],
+        );
+        batch.insert(
+            keys::meta(meta::FEED_NEXT),
+            &live.next_seq.to_be_bytes()[..],
+        );
+        let keep_from = live.next_seq.saturating_sub(capacity).max(live.first_seq);
+        for seq in live.first_seq..keep_from {
+            batch.remove(&keys::feed(seq)[..]);
+        }
+        Ok((written, keep_from))
+    }
+
+    pub(crate) fn checkpointed(&self, (written, first_seq): (Vec<u32>, u64)) {
+        let mut live = self.live.write();
+        for id in written {
+            if let Some(la) = live.by_id.get_mut(&id) {
+                la.dirty = false;
+            }
+        }
+        live.first_seq = first_seq;
+    }
+}
+
+/// An audience's members and timers as stored at a checkpoint.
+struct Snapshot {
+    as_of: Timestamp,
+    /// The feed's next sequence number when it was taken: later changes are not in it.
+    next_seq: u64,
+    members_changed: Option<Timestamp>,
+    members: RoaringBitmap,
+    timers: Timers,
+}
+
+impl Snapshot {
+    fn encode(la: &LiveAudience, as_of: Timestamp, next_seq: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(32 + la.members.serialized_size());
+        out.extend_from_slice(&as_of.to_le_bytes());
+        out.extend_from_slice(&next_seq.to_le_bytes());
+        out.extend_from_slice(&la.members_changed.unwrap_or(i64::MIN).to_le_bytes());
+        out.extend_from_slice(&(la.members.serialized_size() as u64).to_le_bytes());
+        la.members.serialize_into(&mut out)?;
+        la.timers.encode(&mut out)?;
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Snapshot> {
+        let mut r = bytes;
+        let as_of = i64::from_le_bytes(take(&mut r)?);
+        let next_seq = u64::from_le_bytes(take(&mut r)?);
+        let changed = i64::from_le_bytes(take(&mut r)?);
+        let members = take_bitmap(&mut r)?;
+        let timers = Timers::decode(&mut r)?;
+        if !r.is_empty() {
+            return Err(corrupt!("audience members record has trailing bytes"));
+        }
+        Ok(Snapshot {
+            as_of,
+            next_seq,
+            members_changed: (changed != i64::MIN).then_some(changed),
+            members,
+            timers,
+        })
+    }
+}
+
+impl Db {
+    /// Saves an audience: `rule` under `name`, replacing the rule saved under that name if any.
+    /// The rule is checked (it parses, every audience it names exists, no cycle) before
+    /// anything changes. Its members are computed at the audiences' time and kept from then on;
+    /// each entry and exit (against the old rule's members, or every member for a new name) goes
+    /// to the change feed. Audiences that name this one are recomputed with it.
+    pub fn define_audience(&self, name: &str, rule: &str) -> Result<AudienceInfo> {
+        check_name(name)?;
+        let prepared = PreparedRule::new(rule)?;
+        let _w = self.writer.lock();
+        self.maintain_audiences_locked(None)?;
+        let now = self.audiences.as_of();
+        let state = self.read();
+        let old = state.definitions.get(name).cloned();
+        let new_id = match &old {
+            Some(d) => d.id,
+            None => u32::try_from(self.store.meta_u64(meta::NEXT_AUDIENCE)?)
+                .map_err(|_| invalid!("too many audiences have been saved"))?,
+        };
+        let def = Arc::new(Definition {
+            id: new_id,
+            name: name.to_owned(),
+            rule: prepared,
+            created: old.as_ref().map_or(now, |d| d.created),
+            changed: now,
+        });
+        let mut defs = state.definitions.clone();
+        defs.insert(def.clone());
+        // Unknown audiences and cycles fail here, before anything is written.
+        plan::plan(def.rule.rule(), &state.catalog, &defs, now)?;
+        let mut redo = vec![def.clone()];
+        if old.is_some() {
+            redo.extend(
+                defs.dependents(name)
+                    .iter()
+                    .filter_map(|n| defs.get(n).cloned()),
+            );
+        }
+        let cx = Context {
+            store: &self.store,
+            catalog: &state.catalog,
+            indexes: &state.indexes,
+            saved: &defs,
+        };
+        let answers: Vec<SubsetAnswer> = redo
+            .iter()
+            .map(|d| subset::answer(&cx, d.rule.rule(), &state.indexes.everyone, now))
+            .collect::<Result<_>>()?;
+
+        let mut flips: Vec<Flip> = Vec::new();
+        let mut fresh = Vec::new();
+        {
+            let live = self.audiences.live.read();
+            for (d, a) in redo.iter().zip(answers) {
+                let before = live.by_id.get(&d.id);
+                let empty = RoaringBitmap::new();
+                let old_members = before.map_or(&empty, |la| &la.members);
+                let at = flips.len();
+                flips.extend(
+                    (&a.members - old_members)
+                        .iter()
+                        .map(|c| (d.name.clone(), c, true)),
+                );
+                flips.extend(
+                    (old_members - &a.members)
+                        .iter()
+                        .map(|c| (d.name.clone(), c, false)),
+                );
+                let mut timers = Timers::new(now);
+                for (c, next) in a.next {
+                    timers.schedule(c, next);
+                }
+                let changed = if flips.len() > at {
+                    Some(now)
+                } else {
+                    before.and_then(|la| la.members_changed)
+                };
+                fresh.push((
+                    d.id,
+                    LiveAudience {
+                        name: d.name.clone(),
+                        members: a.members,
+                        timers,
+                        members_changed: changed,
+                        dirty: false,
+                    },
+                ));
+            }
+        }
+        let (changes, next_seq) = self.number_changes(&flips, now)?;
+        let mut batch = sled::Batch::default();
+        let stored = StoredDefinition {
+            id: def.id,
+            name: def.name.clone(),
+            rule: def.rule.text().to_owned(),
+            created: def.created,
+            changed: def.changed,
+        };
+        batch.insert(
+            keys::audience(name),
+            serde_json::to_vec(&stored).map_err(|e| invalid!("audience definition: {e}"))?,
+        );
+        for (id, la) in &fresh {
+            batch.insert(
+                &keys::audience_state(*id)[..],
+                Snapshot::encode(la, now, next_seq)?,
+            );
+        }
+        if old.is_none() {
+            batch.insert(
+                keys::meta(meta::NEXT_AUDIENCE),
+                &(u64::from(new_id) + 1).to_be_bytes()[..],
+            );
+        }
+        feed_records(&mut batch, &changes, now);
+        self.store.commit(batch)?;
+        drop(state);
+
+        self.state.write().definitions = defs;
+        {
+            let mut live = self.audiences.live.write();
+            for (id, la) in fresh {
+                live.by_id.insert(id, la);
+            }
+            live.next_seq = next_seq;
+        }
+        self.audiences.subscribers.deliver(&changes);
+        self.audience(name)
+    }
+
+    /// Drops a saved audience. Refused, with their names, while other audiences name it.
+    /// Its members are not reported as leaving; its past changes stay in the feed.
+    pub fn drop_audience(&self, name: &str) -> Result<()> {
+        let _w = self.writer.lock();
+        let id = {
+            let state = self.read();
+            let def = state
+                .definitions
+                .get(name)
+                .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))?;
+            let users = state.definitions.dependents(name);
+            if !users.is_empty() {
+                return Err(invalid!(
+                    "audience {name} is used by {}: change or drop {} first",
+                    users.join(", "),
+                    if users.len() == 1 { "it" } else { "them" }
+                ));
+            }
+            def.id
+        };
+        let mut batch = sled::Batch::default();
+        batch.remove(keys::audience(name));
+        batch.remove(&keys::audience_state(id)[..]);
+        self.store.commit(batch)?;
+        self.state.write().definitions.by_name.remove(name);
+        self.audiences.live.write().by_id.remove(&id);
+        Ok(())
+    }
+
+    /// Every saved audience, by name.
+    pub fn audiences(&self) -> Vec<AudienceInfo> {
+        let state = self.read();
+        let live = self.audiences.live.read();
+        state
+            .definitions
+            .iter()
+            .filter_map(|d| info(d, &live))
+            .collect()
+    }
+
+    /// One saved audience, or [`Error::NotFound`].
+    pub fn audience(&self, name: &str) -> Result<AudienceInfo> {
+        let state = self.read();
+        let live = self.audiences.live.read();
+        state
+            .definitions
+            .get(name)
+            .and_then(|d| info(d, &live))
+            .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))
+    }
+
+    /// A saved audience's members as kept (exact at the audiences' time).
+    pub fn audience_members(&self, name: &str) -> Result<Audience> {
+        let started = Instant::now();
+        let id = self.audience_id(name)?;
+        let live = self.audiences.live.read();
+        let la = live
+            .by_id
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))?;
+        Ok(Audience::new(
+            la.members.clone(),
+            live.as_of,
+            started.elapsed(),
+        ))
+    }
+
+    /// Who was in a saved audience at `at`: its rule evaluated at that *now* (traits are as
+    /// they are today: the store keeps no history of them).
+    pub fn audience_members_at(&self, name: &str, at: Timestamp) -> Result<Audience> {
+        let rule = self
+            .read()
+            .definitions
+            .get(name)
+            .map(|d| d.rule.clone())
+            .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))?;
+        self.query_prepared(&rule, at)
+    }
+
+    /// What saving `rule` under `name` would change, computed without saving anything: the
+    /// size before and after, and who would enter and leave, at the audiences' time.
+    pub fn diff_audience(&self, name: &str, rule: &str) -> Result<AudienceDiff> {
+        check_name(name)?;
+        let started = Instant::now();
+        let prepared = PreparedRule::new(rule)?;
+        let state = self.read();
+        let now = self.audiences.as_of();
+        let mut defs = state.definitions.clone();
+        let before = match defs.get(name) {
+            Some(d) => {
+                let live = self.audiences.live.read();
+                live.by_id
+                    .get(&d.id)
+                    .map(|la| la.members.clone())
+                    .unwrap_or_default()
+            }
+            None => RoaringBitmap::new(),
+        };
+        defs.insert(Arc::new(Definition {
+            id: u32::MAX,
+            name: name.to_owned(),
+            rule: prepared.clone(),
+            created: now,
+            changed: now,
+        }));
+        let cx = Context {
+            store: &self.store,
+            catalog: &state.catalog,
+            indexes: &state.indexes,
+            saved: &defs,
+        };
+        let after = subset::answer(&cx, prepared.rule(), &state.indexes.everyone, now)?.members;
+        let elapsed = started.elapsed();
+        Ok(AudienceDiff {
+            name: name.to_owned(),
+            rule: rule.to_owned(),
+            now,
+            before: before.len(),
+            after: after.len(),
+            entering: Audience::new(&after - &before, now, elapsed),
+            leaving: Audience::new(&before - &after, now, elapsed),
+            elapsed,
+        })
+    }
+
+    /// The saved audiences a customer is in, by name (none for an unknown customer): the call
+    /// a page makes to personalise itself. Answered from the kept members.
+    pub fn audiences_of(&self, customer: &str) -> Result<Vec<String>> {
+        Ok(match self.store.lookup(customer)? {
+            Some(cust) => self.audiences_of_internal(cust),
+            None => Vec::new(),
+        })
+    }
+
+    /// [`Db::audiences_of`] by internal id.
+    pub fn audiences_of_internal(&self, cust: u32) -> Vec<String> {
+        let live = self.audiences.live.read();
+        let mut names: Vec<String> = live
+            .by_id
+            .values()
+            .filter(|la| la.members.contains(cust))
+            .map(|la| la.name.clone())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The time saved audiences are exact at.
+    pub fn audiences_as_of(&self) -> Timestamp {
+        self.audiences.as_of()
+    }
+
+    /// Moves saved audiences to the clock's time: customers whose membership may have changed
+    /// by time alone since are re-evaluated. Returns the number of entries and exits. Every
+    /// write does this first; a server calls it on a timer.
+    pub fn advance_audiences(&self) -> Result<usize> {
+        let _w = self.writer.lock();
+        self.maintain_audiences_locked(None)
+    }
+
+    /// Listens to every entry and exit from now on.
+    pub fn subscribe(&self) -> Subscription {
+        self.audiences.subscribers.subscribe()
+    }
+
+    /// Up to `limit` stored changes after position `after` (0: from the oldest kept), in order.
+    /// A position older than the oldest kept change is an error: read the members afresh.
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
+        let (first, next) = {
+            let live = self.audiences.live.read();
+            (live.first_seq, live.next_seq)
+        };
+        let from = after.saturating_add(1).max(first);
+        if after != 0 && after.saturating_add(1) < first {
+            return Err(invalid!(
+                "position {after} is no longer in the change feed (the oldest kept is {first}): \
+                 read the audiences' members afresh and resume from {}",
+                next - 1
+            ));
+        }
+        let mut out = Vec::new();
+        for item in self
+            .store
+            .scan_from(keys::FEED, &keys::feed(from))
+            .take(limit)
+        {
+            let (k, v) = item?;
+            out.push(Change::decode(keys::parse_feed(&k)?, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// How many subscriptions are live.
+    pub fn subscriber_count(&self) -> usize {
+        self.audiences.subscribers.count()
+    }
+
+    /// The position of the latest change (0 before any).
+    pub fn feed_position(&self) -> u64 {
+        self.audiences.live.read().next_seq - 1
+    }
+
+    fn audience_id(&self, name: &str) -> Result<u32> {
+        self.read()
+            .definitions
+            .get(name)
+            .map(|d| d.id)
+            .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))
+    }
+
+    /// Brings every saved audience to the clock's time (never backwards) and, with `touched`,
+    /// up to date with a write that changed those customers. The caller holds the writer lock.
+    pub(crate) fn maintain_audiences_locked(&self, touched: Option<&Touched>) -> Result<usize> {
+        let now = self.audiences.as_of().max(self.config.clock.now());
+        let state = self.read();
+        if state.definitions.is_empty() {
+            self.audiences.live.write().as_of = now;
+            return Ok(0);
+        }
+        let mut todo: Vec<(Arc<Definition>, RoaringBitmap)> = Vec::new();
+        {
+            let mut live = self.audiences.live.write();
+            for d in state.definitions.iter() {
+                let Some(la) = live.by_id.get_mut(&d.id) else {
+                    continue;
+                };
+                let mut custs = la.timers.take_due(now);
+                if let Some(t) = touched {
+                    let fp = Footprint::of(d.rule.rule(), &state.definitions);
+                    custs |= t.relevant(&fp, &state.catalog);
+                }
+                if !custs.is_empty() {
+                    todo.push((d.clone(), custs));
+                }
+            }
+        }
+        let cx = Context {
+            store: &self.store,
+            catalog: &state.catalog,
+            indexes: &state.indexes,
+            saved: &state.definitions,
+        };
+        let answers: Vec<Result<SubsetAnswer>> = todo
+            .par_iter()
+            .map(|(d, custs)| subset::answer(&cx, d.rule.rule(), custs, now))
+            .collect();
+        drop(state);
+        let mut flips: Vec<Flip> = Vec::new();
+        let mut failure = None;
+        {
+            let mut live = self.audiences.live.write();
+            for ((d, custs), answer) in todo.into_iter().zip(answers) {
+                let Some(la) = live.by_id.get_mut(&d.id) else {
+                    continue;
+                };
+                match answer {
+                    Ok(a) => apply(la, &custs, a, now, &mut flips),
+                    Err(e) => {
+                        // Try these customers again at the next chance.
+                        for c in &custs {
+                            la.timers.schedule(c, Some(now));
+                        }
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            live.as_of = now;
+        }
+        let n = flips.len();
+        self.publish(&flips, now)?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// Removes a deleted customer from every audience (reported as exits) and its timers. The
+    /// caller holds the writer lock.
+    pub(crate) fn forget_in_audiences(&self, cust: u32, external: &str) -> Result<()> {
+        let now = self.audiences.as_of();
+        let mut names = Vec::new();
+        {
+            let mut live = self.audiences.live.write();
+            for la in live.by_id.values_mut() {
+                la.timers.forget(cust);
+                if la.members.remove(cust) {
+                    la.members_changed = Some(now);
+                    names.push(la.name.clone());
+                }
+                la.dirty = true;
+            }
+        }
+        let first = self.audiences.live.read().next_seq;
+        let changes: Vec<Change> = names
+            .into_iter()
+            .zip(first..)
+            .map(|(audience, seq)| Change {
+                seq,
+                audience,
+                customer: external.to_owned(),
+                entered: false,
+                at: now,
+            })
+            .collect();
+        self.store_and_deliver(changes, now)
+    }
+
+    /// Numbers the flips from the feed's next position, with the customers' external ids;
+    /// returns them and the position after them.
+    fn number_changes(&self, flips: &[Flip], now: Timestamp) -> Result<(Vec<Change>, u64)> {
+        let first = self.audiences.live.read().next_seq;
+        let mut changes = Vec::with_capacity(flips.len());
+        for ((audience, cust, entered), seq) in flips.iter().zip(first..) {
+            let customer = self
+                .store
+                .external_id(*cust)?
+                .ok_or_else(|| corrupt!("customer {cust} has no external id"))?;
+            changes.push(Change {
+                seq,
+                audience: audience.clone(),
+                customer,
+                entered: *entered,
+                at: now,
+            });
+        }
+        Ok((changes, first + flips.len() as u64))
+    }
+
+    fn publish(&self, flips: &[Flip], now: Timestamp) -> Result<()> {
+        if flips.is_empty() {
+            return Ok(());
+        }
+        let (changes, _) = self.number_changes(flips, now)?;
+        self.store_and_deliver(changes, now)
+    }
+
+    /// Makes numbered changes durable, advances the feed, and hands them to subscribers.
+    fn store_and_deliver(&self, changes: Vec<Change>, now: Timestamp) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        feed_records(&mut batch, &changes, now);
+        self.store.commit(batch)?;
+        if let Some(last) = changes.last() {
+            self.audiences.live.write().next_seq = last.seq + 1;
+        }
+        self.audiences.subscribers.deliver(&changes);
+        Ok(())
+    }
+
+    /// For [`Db::verify`]: each saved audience whose kept members differ from a fresh
+    /// evaluation of its rule at the audiences' time.
+    pub(crate) fn audience_problems(&self) -> Result<Vec<String>> {
+        let (defs, now) = (self.read().definitions.clone(), self.audiences.as_of());
+        let mut problems = Vec::new();
+        for d in defs.iter() {
+            let fresh = self.query_prepared(&d.rule, now)?.into_bitmap();
+            let live = self.audiences.live.read();
+            let kept = live.by_id.get(&d.id).map(|la| &la.members);
+            if kept != Some(&fresh) {
+                let kept = kept.cloned().unwrap_or_default();
+                problems.push(format!(
+                    "audience {}: {} kept members, {} by a fresh evaluation ({} missing, {} extra)",
+                    d.name,
+                    kept.len(),
+                    fresh.len(),
+                    (&fresh - &kept).len(),
+                    (&kept - &fresh).len()
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// Applies one audience's answer for the customers asked about: members, timers, flips.
+fn apply(
+    la: &mut LiveAudience,
+    asked: &RoaringBitmap,
+    a: SubsetAnswer,
+    now: Timestamp,
+    flips: &mut Vec<Flip>,
+) {
+    la.dirty = true;
+    for (c, next) in a.next {
+        la.timers.schedule(c, next);
+    }
+    let before = &la.members & asked;
+    let entered = &a.members - &before;
+    let left = &before - &a.members;
+    if entered.is_empty() && left.is_empty() {
+        return;
+    }
+    flips.extend(entered.iter().map(|c| (la.name.clone(), c, true)));
+    flips.extend(left.iter().map(|c| (la.name.clone(), c, false)));
+    la.members -= &left;
+    la.members |= &entered;
+    la.members_changed = Some(now);
+    la.dirty = true;
+}
+
+fn feed_records(batch: &mut sled::Batch, changes: &[Change], now: Timestamp) {
+    for c in changes {
+        batch.insert(&keys::feed(c.seq)[..], c.encode());
+    }
+    if let Some(last) = changes.last() {
+        batch.insert(
+            keys::meta(meta::FEED_NEXT),
+            &(last.seq + 1).to_be_bytes()[..],
+        );
+    }
+    batch.insert(
+        keys::meta(meta::AUDIENCES_AS_OF),
+        &(now.max(0) as u64).to_be_bytes()[..],
+    );
+}
+
+fn info(d: &Definition, live: &Live) -> Option<AudienceInfo> {
+    let la = live.by_id.get(&d.id)?;
+    Some(AudienceInfo {
+        name: d.name.clone(),
+        rule: d.rule.text().to_owned(),
+        size: la.members.len(),
+        created: d.created,
+        rule_changed: d.changed,
+        members_changed: la.members_changed,
+        as_of: live.as_of,
+        timers: la.timers.len(),
+        next_check: la.timers.earliest(),
+    })
+}

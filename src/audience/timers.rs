@@ -1,0 +1,205 @@
+//! When each customer's membership of one saved audience may next change by time alone.
+//!
+//! Two levels, so that a million customers cost little: instants on the *open* day (the day of
+//! the audiences' current time, and any earlier) are kept exactly, one entry per customer;
+//! later ones only by day, in a roaring bitmap per day. When a day opens, its customers are
+//! re-evaluated and get exact instants (or a later day). A customer may sit in a day bitmap it no
+//! longer needs (it was rescheduled since): re-evaluating it then is harmless and drops it.
+//!
+//! This module is plain data; it knows nothing of rules or storage.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use roaring::RoaringBitmap;
+
+use crate::error::{corrupt, Result};
+use crate::index::FastMap;
+use crate::model::time::{Timestamp, DAY_MS};
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Timers {
+    /// Customers due on a later day than the open one, by day.
+    days: BTreeMap<u32, RoaringBitmap>,
+    /// Exact instants on the open day or before, with the reverse map to replace them.
+    exact: BTreeSet<(Timestamp, u32)>,
+    due: FastMap<u32, Timestamp>,
+    open_day: u32,
+}
+
+/// The day of an instant, for any instant (clamped to the `u32` range).
+fn day(t: Timestamp) -> u32 {
+    u32::try_from(t.max(0) / DAY_MS).unwrap_or(u32::MAX)
+}
+
+impl Timers {
+    pub fn new(now: Timestamp) -> Timers {
+        Timers {
+            open_day: day(now),
+            ..Timers::default()
+        }
+    }
+
+    /// Sets (or with `None` clears) the customer's next instant.
+    pub fn schedule(&mut self, cust: u32, next: Option<Timestamp>) {
+        if let Some(old) = self.due.remove(&cust) {
+            self.exact.remove(&(old, cust));
+        }
+        if let Some(t) = next {
+            let d = day(t);
+            if d <= self.open_day {
+                self.exact.insert((t, cust));
+                self.due.insert(cust, t);
+            } else {
+                self.days.entry(d).or_default().insert(cust);
+            }
+        }
+    }
+
+    /// Removes every timer of the customer (deleted).
+    pub fn forget(&mut self, cust: u32) {
+        self.schedule(cust, None);
+        for b in self.days.values_mut() {
+            b.remove(cust);
+        }
+        self.days.retain(|_, b| !b.is_empty());
+    }
+
+    /// Takes the customers whose instant is at or before `now`, and those of every day that
+    /// `now` opens (they must be re-evaluated and rescheduled).
+    pub fn take_due(&mut self, now: Timestamp) -> RoaringBitmap {
+        let mut out = RoaringBitmap::new();
+        let today = day(now);
+        if today > self.open_day {
+            self.open_day = today;
+            let later = self.days.split_off(&today.saturating_add(1));
+            for (_, b) in std::mem::replace(&mut self.days, later) {
+                out |= b;
+            }
+        }
+        while let Some(&(t, cust)) = self.exact.first() {
+            if t > now {
+                break;
+            }
+            self.exact.pop_first();
+            self.due.remove(&cust);
+            out.insert(cust);
+        }
+        out
+    }
+
+    /// The earliest instant anything is due (day entries count from their day's start).
+    pub fn earliest(&self) -> Option<Timestamp> {
+        let exact = self.exact.first().map(|(t, _)| *t);
+        let day = self
+            .days
+            .first_key_value()
+            .map(|(d, _)| i64::from(*d) * DAY_MS);
+        match (exact, day) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Timers held: exact entries plus day entries.
+    pub fn len(&self) -> u64 {
+        self.exact.len() as u64 + self.days.values().map(|b| b.len()).sum::<u64>()
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&self.open_day.to_le_bytes());
+        out.extend_from_slice(&(self.exact.len() as u64).to_le_bytes());
+        for (t, c) in &self.exact {
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.days.len() as u64).to_le_bytes());
+        for (d, b) in &self.days {
+            out.extend_from_slice(&d.to_le_bytes());
+            out.extend_from_slice(&(b.serialized_size() as u64).to_le_bytes());
+            b.serialize_into(&mut *out)?;
+        }
+        Ok(())
+    }
+
+    pub fn decode(r: &mut &[u8]) -> Result<Timers> {
+        let mut t = Timers {
+            open_day: u32::from_le_bytes(take(r)?),
+            ..Timers::default()
+        };
+        for _ in 0..u64::from_le_bytes(take(r)?) {
+            let ts = i64::from_le_bytes(take(r)?);
+            let cust = u32::from_le_bytes(take(r)?);
+            t.exact.insert((ts, cust));
+            t.due.insert(cust, ts);
+        }
+        for _ in 0..u64::from_le_bytes(take(r)?) {
+            let d = u32::from_le_bytes(take(r)?);
+            let b = take_bitmap(r)?;
+            t.days.insert(d, b);
+        }
+        Ok(t)
+    }
+}
+
+/// Reads a fixed number of bytes.
+pub(crate) fn take<const N: usize>(r: &mut &[u8]) -> Result<[u8; N]> {
+    if r.len() < N {
+        return Err(corrupt!("audience record cut short"));
+    }
+    let (head, rest) = r.split_at(N);
+    *r = rest;
+    head.try_into()
+        .map_err(|_| corrupt!("audience record cut short"))
+}
+
+/// Reads a length-prefixed roaring bitmap.
+pub(crate) fn take_bitmap(r: &mut &[u8]) -> Result<RoaringBitmap> {
+    let len =
+        usize::try_from(u64::from_le_bytes(take(r)?)).map_err(|_| corrupt!("bad bitmap length"))?;
+    if r.len() < len {
+        return Err(corrupt!("audience record cut short"));
+    }
+    let (head, rest) = r.split_at(len);
+    *r = rest;
+    RoaringBitmap::deserialize_from(head).map_err(|e| corrupt!("bad bitmap: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_today_and_by_day_later() {
+        let now = 10 * DAY_MS + 5;
+        let mut t = Timers::new(now);
+        t.schedule(1, Some(now + 10));
+        t.schedule(2, Some(12 * DAY_MS + 7));
+        t.schedule(3, Some(now + 20));
+        t.schedule(3, Some(now + 30)); // replaces
+        assert_eq!(t.len(), 3);
+        assert!(t.take_due(now + 9).is_empty());
+        assert_eq!(t.take_due(now + 25).iter().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(t.take_due(now + 30).iter().collect::<Vec<_>>(), vec![3]);
+        // Day 12 opens: customer 2 is due for re-evaluation (not yet at its instant).
+        assert!(t.take_due(11 * DAY_MS + 1).is_empty());
+        assert_eq!(t.take_due(12 * DAY_MS).iter().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn forget_and_round_trip() {
+        let mut t = Timers::new(0);
+        t.schedule(1, Some(5));
+        t.schedule(2, Some(3 * DAY_MS));
+        t.schedule(3, Some(4 * DAY_MS));
+        t.forget(2);
+        let mut bytes = Vec::new();
+        t.encode(&mut bytes).unwrap();
+        let mut r = &bytes[..];
+        let back = Timers::decode(&mut r).unwrap();
+        assert!(r.is_empty());
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.earliest(), Some(5));
+        assert!(Timers::decode(&mut &bytes[..bytes.len() - 1]).is_err());
+    }
+}

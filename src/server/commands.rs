@@ -1,0 +1,799 @@
+//! The server's commands: one table entry and one function each, turning a request's arguments
+//! into calls on [`Db`] and its answer into a reply.
+//!
+//! This module owns argument parsing and the mapping of library errors to RESP error codes; it
+//! knows neither the socket nor the wire format beyond [`Reply`]. Adding a command is one entry in
+//! [`COMMANDS`] and one function.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::ingest::message::parse_fields;
+use crate::model::time::{self, Timestamp};
+use crate::query::Audience;
+use crate::{Db, Error};
+
+use super::resp::Reply;
+use super::Shared;
+
+/// One connection's own state.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    /// The RESP version replies are written in: 2 until `HELLO 3`.
+    pub proto: u8,
+    pub name: Option<String>,
+    /// Set by `QUIT`: close after this reply.
+    pub quit: bool,
+}
+
+impl Session {
+    pub fn new(id: u64) -> Self {
+        Session {
+            id,
+            proto: 2,
+            name: None,
+            quit: false,
+        }
+    }
+}
+
+/// What a command runs with.
+pub struct Ctx<'a> {
+    pub db: &'a Db,
+    pub shared: &'a Shared,
+    pub session: &'a mut Session,
+}
+
+/// A request's arguments after the command name, borrowed from the read buffer.
+#[derive(Clone, Copy)]
+pub struct Args<'b> {
+    buf: &'b [u8],
+    ranges: &'b [Range<usize>],
+}
+
+impl<'b> Args<'b> {
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    pub fn bytes(&self, i: usize) -> &'b [u8] {
+        &self.buf[self.ranges[i].clone()]
+    }
+
+    /// Argument `i` as text; commands take UTF-8 only.
+    pub fn str(&self, i: usize) -> Result<&'b str, CmdError> {
+        std::str::from_utf8(self.bytes(i))
+            .map_err(|_| CmdError::syntax(format!("argument {} is not valid UTF-8", i + 1)))
+    }
+
+    /// Whether argument `i` is `word`, ignoring ASCII case.
+    pub fn is(&self, i: usize, word: &str) -> bool {
+        self.bytes(i).eq_ignore_ascii_case(word.as_bytes())
+    }
+}
+
+/// Why a command failed: becomes an error reply, the connection stays open.
+#[derive(Debug)]
+pub enum CmdError {
+    /// `-<code> <message>`.
+    Reply(&'static str, String),
+    /// An error from the library.
+    Db(Error),
+}
+
+impl CmdError {
+    pub fn syntax(msg: impl Into<String>) -> Self {
+        CmdError::Reply("ERR", msg.into())
+    }
+
+    /// The error code (the reply's first word) and message.
+    pub fn code_and_message(&self) -> (&'static str, String) {
+        match self {
+            CmdError::Reply(code, msg) => (code, msg.clone()),
+            CmdError::Db(e) => match e {
+                Error::Rule(p) => ("RULE", p.to_string()),
+                Error::Evaluation(m) => ("EVAL", m.clone()),
+                Error::NotFound(m) => ("NOTFOUND", m.clone()),
+                Error::InvalidInput(m) => ("INVALID", m.clone()),
+                other => ("ERR", other.to_string()),
+            },
+        }
+    }
+}
+
+impl From<Error> for CmdError {
+    fn from(e: Error) -> Self {
+        CmdError::Db(e)
+    }
+}
+
+type Run = fn(&mut Ctx<'_>, Args<'_>, &mut Reply<'_>) -> Result<(), CmdError>;
+
+/// One command: its name (matched ignoring case), how many arguments it takes after the name,
+/// and the function that runs it.
+pub struct Command {
+    pub name: &'static str,
+    pub min_args: usize,
+    pub max_args: usize,
+    pub run: Run,
+}
+
+const MANY: usize = usize::MAX;
+
+const fn cmd(name: &'static str, min_args: usize, max_args: usize, run: Run) -> Command {
+    Command {
+        name,
+        min_args,
+        max_args,
+        run,
+    }
+}
+
+/// Every command the server answers. The saved-audience commands (`AUDIENCE.*`, `AUDIENCES.OF`)
+/// join this table when the library has them; `SUBSCRIBE` also needs the connection loop to
+/// deliver pushes (see `mod.rs`).
+pub static COMMANDS: &[Command] = &[
+    // Connection.
+    cmd("PING", 0, 1, ping),
+    cmd("ECHO", 1, 1, echo),
+    cmd("HELLO", 0, MANY, hello),
+    cmd("QUIT", 0, 0, quit),
+    cmd("SELECT", 1, 1, select),
+    cmd("CLIENT", 1, MANY, client),
+    cmd("AUTH", 1, 2, auth),
+    // Introspection, as clients and tools ask for it.
+    cmd("INFO", 0, MANY, info),
+    cmd("DBSIZE", 0, 0, dbsize),
+    cmd("COMMAND", 0, MANY, command),
+    cmd("CONFIG", 1, MANY, config),
+    cmd("SCHEMA", 0, 0, schema),
+    // Ingest.
+    cmd("TRACK", 3, 4, track),
+    cmd("IDENTIFY", 2, 2, identify),
+    // Rules.
+    cmd("QUERY", 1, 6, query),
+    cmd("EXPLAIN", 1, 3, explain),
+    cmd("WHY", 2, 4, why),
+    // Customers.
+    cmd("CUSTOMER.SHOW", 1, 1, customer_show),
+    cmd("CUSTOMER.EXPORT", 1, 1, customer_export),
+    cmd("CUSTOMER.DELETE", 1, 1, customer_delete),
+    // Saved audiences.
+    cmd("AUDIENCE.DEFINE", 2, 2, audience_define),
+    cmd("AUDIENCE.LIST", 0, 0, audience_list),
+    cmd("AUDIENCE.SHOW", 1, 1, audience_show),
+    cmd("AUDIENCE.DROP", 1, 1, audience_drop),
+    cmd("AUDIENCE.MEMBERS", 1, 6, audience_members),
+    cmd("AUDIENCE.DIFF", 2, 2, audience_diff),
+    cmd("AUDIENCE.CHANGES", 1, 2, audience_changes),
+    cmd("AUDIENCES.OF", 1, 1, audiences_of),
+];
+
+/// Looks a command up by name, ignoring ASCII case.
+pub fn find(name: &[u8]) -> Option<&'static Command> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Runs the request whose arguments (name first) are `ranges` into `buf`, writing its reply.
+/// Returns whether the reply was an error.
+pub fn dispatch(
+    ctx: &mut Ctx<'_>,
+    buf: &[u8],
+    ranges: &[Range<usize>],
+    reply: &mut Reply<'_>,
+) -> bool {
+    let name = &buf[ranges[0].clone()];
+    let args = Args {
+        buf,
+        ranges: &ranges[1..],
+    };
+    let result = match find(name) {
+        None => Err(unknown_command(name, args)),
+        Some(c) if args.len() < c.min_args || args.len() > c.max_args => {
+            Err(CmdError::syntax(format!(
+                "wrong number of arguments for '{}' command",
+                c.name.to_ascii_lowercase()
+            )))
+        }
+        Some(c) => (c.run)(ctx, args, reply),
+    };
+    match result {
+        Ok(()) => false,
+        Err(e) => {
+            let (code, msg) = e.code_and_message();
+            reply.error(code, &msg);
+            true
+        }
+    }
+}
+
+fn unknown_command(name: &[u8], args: Args<'_>) -> CmdError {
+    let mut msg = format!(
+        "unknown command '{}', with args beginning with:",
+        String::from_utf8_lossy(&name[..name.len().min(128)])
+    );
+    for i in 0..args.len().min(4) {
+        let a = args.bytes(i);
+        msg.push_str(&format!(
+            " '{}'",
+            String::from_utf8_lossy(&a[..a.len().min(64)])
+        ));
+    }
+    CmdError::syntax(msg)
+}
+
+fn ping(_: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    if args.is_empty() {
+        r.simple("PONG");
+    } else {
+        r.bulk(args.bytes(0));
+    }
+    Ok(())
+}
+
+fn echo(_: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    r.bulk(args.bytes(0));
+    Ok(())
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: switches the protocol and describes the
+/// server. There are no passwords (the socket's file mode is the access control): `AUTH` is
+/// accepted and ignored.
+fn hello(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let mut proto = ctx.session.proto;
+    let mut name = None;
+    if !args.is_empty() {
+        proto = match args.bytes(0) {
+            b"2" => 2,
+            b"3" => 3,
+            _ => {
+                return Err(CmdError::Reply(
+                    "NOPROTO",
+                    "unsupported protocol version".into(),
+                ))
+            }
+        };
+        let mut i = 1;
+        while i < args.len() {
+            if args.is(i, "AUTH") && i + 2 < args.len() {
+                i += 3;
+            } else if args.is(i, "SETNAME") && i + 1 < args.len() {
+                name = Some(args.str(i + 1)?.to_owned());
+                i += 2;
+            } else {
+                return Err(CmdError::syntax(format!(
+                    "syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(args.bytes(i))
+                )));
+            }
+        }
+    }
+    ctx.session.proto = proto;
+    if name.is_some() {
+        ctx.session.name = name;
+    }
+    r.proto = proto;
+    r.map(7);
+    r.bulk(b"server");
+    r.bulk(b"audiencedb");
+    r.bulk(b"version");
+    r.bulk(env!("CARGO_PKG_VERSION").as_bytes());
+    r.bulk(b"proto");
+    r.int(i64::from(proto));
+    r.bulk(b"id");
+    r.int(i64::try_from(ctx.session.id).unwrap_or(i64::MAX));
+    r.bulk(b"mode");
+    r.bulk(b"standalone");
+    r.bulk(b"role");
+    r.bulk(b"master");
+    r.bulk(b"modules");
+    r.array(0);
+    Ok(())
+}
+
+fn quit(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    ctx.session.quit = true;
+    r.ok();
+    Ok(())
+}
+
+/// There is one database: `SELECT 0` is accepted for clients that send it.
+fn select(_: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    if args.bytes(0) == b"0" {
+        r.ok();
+        Ok(())
+    } else {
+        Err(CmdError::syntax("DB index is out of range"))
+    }
+}
+
+fn auth(_: &mut Ctx<'_>, _: Args<'_>, _: &mut Reply<'_>) -> Result<(), CmdError> {
+    Err(CmdError::syntax(
+        "AUTH <password> called without any password configured: access is the socket file's mode",
+    ))
+}
+
+fn client(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let sub = args.bytes(0);
+    let n = args.len() - 1;
+    if sub.eq_ignore_ascii_case(b"SETNAME") && n == 1 {
+        let name = args.str(1)?;
+        if name.bytes().any(|b| b <= b' ') {
+            return Err(CmdError::syntax(
+                "Client names cannot contain spaces, newlines or special characters.",
+            ));
+        }
+        ctx.session.name = (!name.is_empty()).then(|| name.to_owned());
+        r.ok();
+    } else if sub.eq_ignore_ascii_case(b"GETNAME") && n == 0 {
+        match &ctx.session.name {
+            Some(name) => r.bulk(name.as_bytes()),
+            None => r.null(),
+        }
+    } else if sub.eq_ignore_ascii_case(b"ID") && n == 0 {
+        r.int(i64::try_from(ctx.session.id).unwrap_or(i64::MAX));
+    } else if sub.eq_ignore_ascii_case(b"SETINFO") && n == 2 {
+        // Library name and version, as redis-py sends them: nothing to keep.
+        r.ok();
+    } else if sub.eq_ignore_ascii_case(b"INFO") && n == 0 {
+        let line = format!(
+            "id={} name={} resp={}\n",
+            ctx.session.id,
+            ctx.session.name.as_deref().unwrap_or(""),
+            ctx.session.proto
+        );
+        r.bulk(line.as_bytes());
+    } else {
+        return Err(CmdError::syntax(format!(
+            "unknown subcommand or wrong number of arguments for 'CLIENT|{}'",
+            String::from_utf8_lossy(sub)
+        )));
+    }
+    Ok(())
+}
+
+/// The `key:value` text Redis's `INFO` gives, with this server's sizes and counters.
+fn info(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let (customers, profiles, events, traits, event_names) = {
+        let state = ctx.db.read();
+        let events: u64 = state.catalog.events().map(|(_, e)| e.count).sum();
+        (
+            state.indexes.everyone.len(),
+            state.indexes.profiles.len(),
+            events,
+            state.catalog.traits().count(),
+            state.catalog.events().filter(|(_, e)| e.count > 0).count(),
+        )
+    };
+    let s = ctx.shared;
+    let text = format!(
+        "# Server\r\n\
+         audiencedb_version:{}\r\n\
+         process_id:{}\r\n\
+         uptime_in_seconds:{}\r\n\
+         unix_socket:{}\r\n\
+         database:{}\r\n\
+         \r\n# Clients\r\n\
+         connected_clients:{}\r\n\
+         maxclients:{}\r\n\
+         \r\n# Stats\r\n\
+         total_connections_received:{}\r\n\
+         rejected_connections:{}\r\n\
+         total_commands_processed:{}\r\n\
+         total_error_replies:{}\r\n\
+         \r\n# Data\r\n\
+         customers:{customers}\r\n\
+         profiles:{profiles}\r\n\
+         events:{events}\r\n\
+         trait_names:{traits}\r\n\
+         event_names:{event_names}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        s.started.elapsed().as_secs(),
+        s.socket.display(),
+        ctx.db.path().display(),
+        s.clients.load(Relaxed),
+        s.max_clients,
+        s.connections.load(Relaxed),
+        s.rejected.load(Relaxed),
+        s.commands.load(Relaxed),
+        s.errors.load(Relaxed),
+    );
+    r.bulk(text.as_bytes());
+    Ok(())
+}
+
+/// The number of customers: the nearest thing to Redis's number of keys.
+fn dbsize(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let n = ctx.db.read().indexes.everyone.len();
+    r.int(i64::try_from(n).unwrap_or(i64::MAX));
+    Ok(())
+}
+
+/// `COMMAND` lists the commands (name and Redis-style arity); `COMMAND COUNT`, `COMMAND LIST`;
+/// `COMMAND DOCS` (what redis-cli asks on start) is answered with no documentation.
+fn command(_: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    if args.is_empty() || args.is(0, "INFO") {
+        r.array(COMMANDS.len());
+        for c in COMMANDS {
+            r.array(6);
+            r.bulk(c.name.to_ascii_lowercase().as_bytes());
+            // Redis arity counts the name; negative means "at least".
+            let arity = if c.min_args == c.max_args {
+                c.min_args as i64 + 1
+            } else {
+                -(c.min_args as i64 + 1)
+            };
+            r.int(arity);
+            r.array(0);
+            r.int(0);
+            r.int(0);
+            r.int(0);
+        }
+    } else if args.is(0, "COUNT") {
+        r.int(COMMANDS.len() as i64);
+    } else if args.is(0, "LIST") {
+        r.array(COMMANDS.len());
+        for c in COMMANDS {
+            r.bulk(c.name.to_ascii_lowercase().as_bytes());
+        }
+    } else if args.is(0, "DOCS") {
+        r.map(0);
+    } else {
+        return Err(CmdError::syntax(format!(
+            "unknown subcommand '{}'",
+            String::from_utf8_lossy(args.bytes(0))
+        )));
+    }
+    Ok(())
+}
+
+/// `CONFIG GET` answers the few parameters tools ask for (redis-benchmark asks `save` and
+/// `appendonly`); nothing can be set.
+fn config(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    if !args.is(0, "GET") || args.len() < 2 {
+        return Err(CmdError::syntax(
+            "only CONFIG GET parameter... is supported; settings are flags of `audiencedb serve`",
+        ));
+    }
+    let s = ctx.shared;
+    let known: [(&str, String); 4] = [
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("maxclients", s.max_clients.to_string()),
+        ("timeout", s.idle_timeout.as_secs().to_string()),
+    ];
+    let mut found: Vec<&(&str, String)> = Vec::new();
+    for i in 1..args.len() {
+        let pattern = args.bytes(i);
+        for k in &known {
+            let hit = pattern == b"*" || pattern.eq_ignore_ascii_case(k.0.as_bytes());
+            if hit && !found.iter().any(|f| f.0 == k.0) {
+                found.push(k);
+            }
+        }
+    }
+    r.map(found.len());
+    for (k, v) in found {
+        r.bulk(k.as_bytes());
+        r.bulk(v.as_bytes());
+    }
+    Ok(())
+}
+
+fn schema(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    json_reply(r, &ctx.db.schema())
+}
+
+/// `TRACK id event json-properties [ts]`: ts is RFC 3339, a date, or milliseconds since the
+/// epoch; without it, the time of arrival.
+fn track(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let id = args.str(0)?;
+    let event = args.str(1)?;
+    let properties = parse_fields(args.str(2)?, "properties")
+        .map_err(|e| CmdError::Reply("INVALID", format!("properties: {e}")))?
+        .into_iter()
+        // A null property is an absent property, as in imported messages.
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let ts = if args.len() > 3 {
+        Some(parse_time(args.str(3)?)?)
+    } else {
+        None
+    };
+    ctx.db.track(id, event, properties, ts)?;
+    r.ok();
+    Ok(())
+}
+
+/// `IDENTIFY id json-traits`: merges the traits; a `null` trait removes it.
+fn identify(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let id = args.str(0)?;
+    let traits = parse_fields(args.str(1)?, "traits")
+        .map_err(|e| CmdError::Reply("INVALID", format!("traits: {e}")))?;
+    ctx.db.identify(id, traits)?;
+    r.ok();
+    Ok(())
+}
+
+/// What `QUERY` returns.
+enum Shape<'a> {
+    Count,
+    Ids,
+    Page {
+        after: Option<&'a str>,
+        limit: usize,
+    },
+}
+
+/// `QUERY rule [NOW ts] [COUNT | IDS | PAGE after limit]`: the number of members (the default),
+/// all their ids sorted, or a page of at most `limit` ids after `after` (`""` for the first).
+fn query(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let (now, shape) = member_options(
+        args,
+        "NOW",
+        "QUERY rule [NOW ts] [COUNT|IDS|PAGE after limit]",
+    )?;
+    let audience: Audience = ctx.db.query(args.str(0)?, now.unwrap_or_else(time::now))?;
+    reply_members(ctx, &audience, shape, r)
+}
+
+/// The options after a rule or an audience name: `[<time_word> ts] [COUNT|IDS|PAGE after limit]`.
+fn member_options<'a>(
+    args: Args<'a>,
+    time_word: &str,
+    usage: &str,
+) -> Result<(Option<Timestamp>, Shape<'a>), CmdError> {
+    let mut at = None;
+    let mut shape = Shape::Count;
+    let mut i = 1;
+    while i < args.len() {
+        if args.is(i, time_word) && i + 1 < args.len() {
+            at = Some(parse_time(args.str(i + 1)?)?);
+            i += 2;
+        } else if args.is(i, "COUNT") {
+            shape = Shape::Count;
+            i += 1;
+        } else if args.is(i, "IDS") {
+            shape = Shape::Ids;
+            i += 1;
+        } else if args.is(i, "PAGE") && i + 2 < args.len() {
+            let after = args.str(i + 1)?;
+            let limit = args
+                .str(i + 2)?
+                .parse::<usize>()
+                .map_err(|_| CmdError::syntax("PAGE limit must be a whole number"))?;
+            shape = Shape::Page {
+                after: (!after.is_empty()).then_some(after),
+                limit,
+            };
+            i += 3;
+        } else {
+            return Err(syntax_at(args, i, usage));
+        }
+    }
+    Ok((at, shape))
+}
+
+/// An audience as a count, every id, or a page of ids.
+fn reply_members(
+    ctx: &mut Ctx<'_>,
+    audience: &Audience,
+    shape: Shape<'_>,
+    r: &mut Reply<'_>,
+) -> Result<(), CmdError> {
+    let ids = match shape {
+        Shape::Count => {
+            r.int(i64::try_from(audience.len()).unwrap_or(i64::MAX));
+            return Ok(());
+        }
+        Shape::Ids => ctx.db.member_ids(audience)?,
+        Shape::Page { after, limit } => ctx.db.member_page(audience, after, limit)?,
+    };
+    r.array(ids.len());
+    for id in &ids {
+        r.bulk(id.as_bytes());
+    }
+    Ok(())
+}
+
+/// `AUDIENCE.DEFINE name rule`: saves (or replaces) a saved audience; its description as JSON.
+fn audience_define(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let info = ctx.db.define_audience(args.str(0)?, args.str(1)?)?;
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `AUDIENCE.LIST`: every saved audience (name, rule, size, times) as a JSON array.
+fn audience_list(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    json_reply(
+        r,
+        &serde_json::to_value(ctx.db.audiences()).unwrap_or_default(),
+    )
+}
+
+/// `AUDIENCE.SHOW name`: one saved audience as JSON.
+fn audience_show(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let info = ctx.db.audience(args.str(0)?)?;
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `AUDIENCE.DROP name`: OK, or an error naming the audiences that still use it.
+fn audience_drop(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    ctx.db.drop_audience(args.str(0)?)?;
+    r.ok();
+    Ok(())
+}
+
+/// `AUDIENCE.MEMBERS name [AT ts] [COUNT|IDS|PAGE after limit]`: the kept members, or with `AT`
+/// the rule evaluated at that time.
+fn audience_members(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let (at, shape) = member_options(
+        args,
+        "AT",
+        "AUDIENCE.MEMBERS name [AT ts] [COUNT|IDS|PAGE after limit]",
+    )?;
+    let name = args.str(0)?;
+    let audience = match at {
+        Some(at) => ctx.db.audience_members_at(name, at)?,
+        None => ctx.db.audience_members(name)?,
+    };
+    reply_members(ctx, &audience, shape, r)
+}
+
+/// Ids shown per side by `AUDIENCE.DIFF`.
+const DIFF_IDS: usize = 100;
+
+/// `AUDIENCE.DIFF name rule`: what saving the rule would change, as JSON (sizes, and the first
+/// ids entering and leaving), without saving anything.
+fn audience_diff(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let d = ctx.db.diff_audience(args.str(0)?, args.str(1)?)?;
+    let json = serde_json::json!({
+        "name": d.name,
+        "rule": d.rule,
+        "now": time::format_rfc3339(d.now),
+        "before": d.before,
+        "after": d.after,
+        "entering": d.entering.len(),
+        "leaving": d.leaving.len(),
+        "entering_ids": ctx.db.member_page(&d.entering, None, DIFF_IDS)?,
+        "leaving_ids": ctx.db.member_page(&d.leaving, None, DIFF_IDS)?,
+        "elapsed_ms": d.elapsed.as_secs_f64() * 1e3,
+    });
+    json_reply(r, &json)
+}
+
+/// Changes returned by one `AUDIENCE.CHANGES` at most.
+const CHANGES_MAX: usize = 10_000;
+
+/// `AUDIENCE.CHANGES after [limit]`: the stored entries and exits after position `after`, each
+/// as a JSON string (with its `seq`: pass the last one to resume).
+fn audience_changes(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let number = |i: usize| {
+        args.str(i)?
+            .parse::<u64>()
+            .map_err(|_| CmdError::syntax("expected a whole number"))
+    };
+    let after = number(0)?;
+    let limit = if args.len() > 1 {
+        number(1)? as usize
+    } else {
+        1000
+    };
+    let changes = ctx.db.changes_since(after, limit.min(CHANGES_MAX))?;
+    r.array(changes.len());
+    for c in &changes {
+        r.bulk(c.to_json().to_string().as_bytes());
+    }
+    Ok(())
+}
+
+/// `AUDIENCES.OF id`: the names of the saved audiences the customer is in (empty for an unknown
+/// customer): the call a page makes to personalise itself.
+fn audiences_of(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let names = ctx.db.audiences_of(args.str(0)?)?;
+    r.array(names.len());
+    for n in &names {
+        r.bulk(n.as_bytes());
+    }
+    Ok(())
+}
+
+/// The optional `NOW ts` after a rule (and nothing else).
+fn now_option(args: Args<'_>, from: usize) -> Result<Timestamp, CmdError> {
+    match args.len() - from {
+        0 => Ok(time::now()),
+        2 if args.is(from, "NOW") => parse_time(args.str(from + 1)?),
+        _ => Err(syntax_at(args, from, "expected NOW ts")),
+    }
+}
+
+/// `EXPLAIN rule [NOW ts]`: the plan as text, each node with its estimate, size and time.
+fn explain(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let now = now_option(args, 1)?;
+    let explained = ctx.db.explain(args.str(0)?, now)?;
+    r.bulk(explained.to_string().as_bytes());
+    Ok(())
+}
+
+/// `WHY id rule [NOW ts]`: clause by clause, as text.
+fn why(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let now = now_option(args, 2)?;
+    let why = ctx.db.why(args.str(0)?, args.str(1)?, now)?;
+    r.bulk(why.to_string().as_bytes());
+    Ok(())
+}
+
+/// Events `CUSTOMER.SHOW` includes (the latest ones).
+pub const SHOW_EVENTS: usize = 10;
+
+/// `CUSTOMER.SHOW id`: the profile, the number of events and the latest few, as JSON; nil for
+/// an unknown id.
+fn customer_show(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let Some(mut c) = ctx.db.customer(args.str(0)?)? else {
+        r.null();
+        return Ok(());
+    };
+    let total = c.events.len();
+    c.events.drain(..total.saturating_sub(SHOW_EVENTS));
+    let mut json = c.to_json();
+    json["event_count"] = total.into();
+    json["internal_id"] = c.internal_id.into();
+    json_reply(r, &json)
+}
+
+/// `CUSTOMER.EXPORT id`: everything stored, as JSON; nil for an unknown id.
+fn customer_export(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    match ctx.db.export_customer(args.str(0)?) {
+        Ok(json) => json_reply(r, &json),
+        Err(Error::NotFound(_)) => {
+            r.null();
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `CUSTOMER.DELETE id`: the number of events removed; nil for an unknown id.
+fn customer_delete(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    match ctx.db.delete_customer(args.str(0)?) {
+        Ok(n) => r.int(i64::try_from(n).unwrap_or(i64::MAX)),
+        Err(Error::NotFound(_)) => r.null(),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+fn json_reply(r: &mut Reply<'_>, value: &impl serde::Serialize) -> Result<(), CmdError> {
+    let text = serde_json::to_vec(value).map_err(|e| CmdError::syntax(e.to_string()))?;
+    r.bulk(&text);
+    Ok(())
+}
+
+/// A time argument: RFC 3339, a date (midnight UTC) or whole milliseconds since the epoch.
+pub fn parse_time(text: &str) -> Result<Timestamp, CmdError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::parse_user_time(text).ok_or_else(|| {
+        CmdError::Reply(
+            "INVALID",
+            format!(
+                "time {text:?}: expected RFC 3339 (2026-03-01T12:00:00Z), a date (2026-03-01) or milliseconds since the epoch"
+            ),
+        )
+    })
+}
+
+fn syntax_at(args: Args<'_>, i: usize, usage: &str) -> CmdError {
+    CmdError::syntax(format!(
+        "syntax error at '{}': {usage}",
+        String::from_utf8_lossy(args.bytes(i))
+    ))
+}

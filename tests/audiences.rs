@@ -1,0 +1,337 @@
+//! Saved audiences through the library: defining, listing, dropping, `in audience`, refusals
+//! (bad names, unknown audiences, cycles, drops of audiences in use), the personalisation
+//! lookup, dry runs of edits, history, the change feed (live subscribers, resuming, bounds) and
+//! what survives a restart.
+
+use std::time::Duration;
+
+use audiencedb::ingest::message::Message;
+use audiencedb::model::time::parse_rfc3339;
+use audiencedb::model::Value;
+use audiencedb::{Clock, Config, Db, Error};
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+fn t0() -> i64 {
+    parse_rfc3339("2026-03-15T10:30:00Z").unwrap()
+}
+
+fn open(dir: &std::path::Path, clock: &Clock) -> Db {
+    let mut config = Config::new(dir.join("db"));
+    config.clock = clock.clone();
+    Db::open_with(config).unwrap()
+}
+
+fn track(db: &Db, id: &str, event: &str, ts: i64) {
+    db.ingest(vec![Message::track(id, event, vec![], Some(ts))])
+        .unwrap();
+}
+
+fn tier(db: &Db, id: &str, tier: &str) {
+    db.identify(id, vec![("tier".into(), Some(Value::Str(tier.into())))])
+        .unwrap();
+}
+
+fn members(db: &Db, name: &str) -> Vec<String> {
+    db.member_ids(&db.audience_members(name).unwrap()).unwrap()
+}
+
+#[test]
+fn define_list_show_and_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    tier(&db, "a", "Gold");
+    tier(&db, "b", "Silver");
+    let info = db.define_audience("gold", "tier = Gold").unwrap();
+    assert_eq!((info.name.as_str(), info.size), ("gold", 1));
+    assert_eq!(info.created, t0());
+    db.define_audience("not_gold", "not in audience gold")
+        .unwrap();
+    assert_eq!(members(&db, "not_gold"), ["b"]);
+    let names: Vec<String> = db.audiences().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["gold", "not_gold"]);
+
+    // `in audience` in any rule, evaluated at the query's own now.
+    let q = db.query("in audience gold or tier = Silver", t0()).unwrap();
+    assert_eq!(q.len(), 2);
+
+    // Refusals leave everything as it was.
+    for bad in ["", "1abc", "a-b", "tier gold", &"x".repeat(65)] {
+        assert!(
+            matches!(
+                db.define_audience(bad, "everyone"),
+                Err(Error::InvalidInput(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        db.define_audience("x", "in audience nosuch"),
+        Err(Error::Evaluation(m)) if m.contains("nosuch")
+    ));
+    assert!(matches!(
+        db.define_audience("x", "tier = "),
+        Err(Error::Rule(_))
+    ));
+    assert!(matches!(
+        db.define_audience("gold", "in audience not_gold"),
+        Err(Error::Evaluation(m)) if m.contains("cycle")
+    ));
+    assert!(matches!(
+        db.define_audience("selfish", "in audience selfish"),
+        Err(Error::Evaluation(m)) if m.contains("nosuch") || m.contains("selfish")
+    ));
+    match db.drop_audience("gold") {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("not_gold"), "{m}"),
+        other => panic!("dropping an audience in use: {other:?}"),
+    }
+    assert!(matches!(
+        db.drop_audience("nosuch"),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(db.audience("gold").unwrap().rule, "tier = Gold");
+    assert_eq!(db.audiences().len(), 2);
+
+    db.drop_audience("not_gold").unwrap();
+    db.drop_audience("gold").unwrap();
+    assert!(db.audiences().is_empty());
+    assert!(matches!(db.audience("gold"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        db.query("in audience gold", t0()),
+        Err(Error::Evaluation(_))
+    ));
+}
+
+#[test]
+fn audiences_of_answers_from_kept_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    tier(&db, "a", "Gold");
+    track(&db, "a", "viewed", t0() - HOUR);
+    track(&db, "b", "viewed", t0() - 3 * DAY);
+    db.define_audience("gold", "tier = Gold").unwrap();
+    db.define_audience("viewers", "viewed in last 2 days")
+        .unwrap();
+    db.define_audience("everybody", "everyone").unwrap();
+    assert_eq!(
+        db.audiences_of("a").unwrap(),
+        ["everybody", "gold", "viewers"]
+    );
+    assert_eq!(db.audiences_of("b").unwrap(), ["everybody"]);
+    assert!(db.audiences_of("nobody").unwrap().is_empty());
+
+    // A write moves the customer at once; time moves them when the audiences advance.
+    track(&db, "b", "viewed", t0());
+    assert_eq!(db.audiences_of("b").unwrap(), ["everybody", "viewers"]);
+    clock.advance(2 * DAY - 1);
+    db.advance_audiences().unwrap();
+    assert_eq!(db.audiences_of("b").unwrap(), ["everybody", "viewers"]);
+    assert_eq!(db.audiences_of("a").unwrap(), ["everybody", "gold"]);
+    clock.advance(1);
+    db.advance_audiences().unwrap();
+    assert_eq!(db.audiences_of("b").unwrap(), ["everybody"]);
+
+    // A new customer joins `everyone` audiences with their first write; a deleted one leaves.
+    tier(&db, "c", "Gold");
+    assert_eq!(db.audiences_of("c").unwrap(), ["everybody", "gold"]);
+    db.delete_customer("c").unwrap();
+    assert!(db.audiences_of("c").unwrap().is_empty());
+    assert_eq!(db.audience("gold").unwrap().size, 1);
+}
+
+#[test]
+fn a_diff_is_what_saving_then_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    for (id, t) in [("a", "Gold"), ("b", "Silver"), ("c", "Bronze")] {
+        tier(&db, id, t);
+    }
+    db.define_audience("top", "tier = Gold").unwrap();
+    let start = db.feed_position();
+    let diff = db.diff_audience("top", "tier in (Silver, Bronze)").unwrap();
+    assert_eq!((diff.before, diff.after), (1, 2));
+    assert_eq!(db.member_ids(&diff.entering).unwrap(), ["b", "c"]);
+    assert_eq!(db.member_ids(&diff.leaving).unwrap(), ["a"]);
+    assert_eq!(members(&db, "top"), ["a"], "a diff saves nothing");
+    assert_eq!(db.feed_position(), start);
+
+    db.define_audience("top", "tier in (Silver, Bronze)")
+        .unwrap();
+    let changes = db.changes_since(start, 100).unwrap();
+    let mut seen: Vec<(String, bool)> = changes
+        .iter()
+        .map(|c| (c.customer.clone(), c.entered))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("a".to_owned(), false),
+            ("b".to_owned(), true),
+            ("c".to_owned(), true)
+        ]
+    );
+    assert!(changes.iter().all(|c| c.audience == "top"));
+    let info = db.audience("top").unwrap();
+    assert_eq!(info.rule, "tier in (Silver, Bronze)");
+    assert_eq!(info.created, t0());
+
+    // A diff for a new name: everyone it would hold enters.
+    let d = db.diff_audience("fresh", "everyone").unwrap();
+    assert_eq!((d.before, d.after, d.leaving.len()), (0, 3, 0));
+    assert!(matches!(
+        db.diff_audience("top", "in audience top"),
+        Err(Error::Evaluation(_))
+    ));
+}
+
+#[test]
+fn members_at_an_earlier_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    track(&db, "a", "viewed", t0() - 10 * DAY);
+    track(&db, "b", "viewed", t0() - DAY);
+    db.define_audience("weekly", "viewed in last 7 days")
+        .unwrap();
+    assert_eq!(members(&db, "weekly"), ["b"]);
+    let past = db.audience_members_at("weekly", t0() - 5 * DAY).unwrap();
+    assert_eq!(db.member_ids(&past).unwrap(), ["a"]);
+    assert!(matches!(
+        db.audience_members_at("nosuch", t0()),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn the_feed_is_live_durable_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let mut config = Config::new(dir.path().join("db"));
+    config.clock = clock.clone();
+    config.feed_capacity = 3;
+    let db = Db::open_with(config.clone()).unwrap();
+    db.define_audience("viewers", "viewed in last 1 hour")
+        .unwrap();
+    let sub = db.subscribe();
+    track(&db, "a", "viewed", t0());
+    let c = sub
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a live change");
+    assert_eq!(
+        (c.audience.as_str(), c.customer.as_str(), c.entered),
+        ("viewers", "a", true)
+    );
+    assert_eq!(c.seq, 1);
+    assert_eq!(c.at, t0());
+    clock.advance(HOUR);
+    db.advance_audiences().unwrap();
+    let c = sub
+        .recv_timeout(Duration::from_secs(5))
+        .expect("an exit by time");
+    assert_eq!((c.customer.as_str(), c.entered, c.seq), ("a", false, 2));
+    assert_eq!(c.at, t0() + HOUR);
+    for id in ["b", "c", "d"] {
+        track(&db, id, "viewed", t0() + HOUR);
+    }
+    assert_eq!(db.feed_position(), 5);
+    assert!(!sub.lagged());
+
+    // Resume after a restart; positions go on; the log keeps its last 3 after a checkpoint.
+    drop(db);
+    let db = Db::open_with(config).unwrap();
+    assert_eq!(db.feed_position(), 5);
+    let kept: Vec<u64> = db
+        .changes_since(0, 10)
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(kept, [3, 4, 5]);
+    assert!(matches!(
+        db.changes_since(1, 10),
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(db.changes_since(4, 10).unwrap().len(), 1);
+    assert_eq!(members(&db, "viewers"), ["b", "c", "d"]);
+    track(&db, "e", "viewed", t0() + HOUR);
+    assert_eq!(db.changes_since(5, 10).unwrap()[0].seq, 6);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn time_moves_audiences_exactly_to_the_millisecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    track(&db, "a", "purchased", t0() - 1000);
+    track(&db, "b", "viewed", t0() + 5000); // in the future: in no window yet
+    db.define_audience("lapsed", "purchased ever and not purchased in last 1 day")
+        .unwrap();
+    db.define_audience("viewers", "viewed in last 1 day")
+        .unwrap();
+    assert!(members(&db, "lapsed").is_empty());
+    assert!(members(&db, "viewers").is_empty());
+    clock.set(t0() + 4999);
+    db.advance_audiences().unwrap();
+    assert!(members(&db, "viewers").is_empty());
+    clock.set(t0() + 5000);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "viewers"), ["b"]);
+    // `last 1 day` holds (now - 1 day, now]: the purchase at t0-1000 leaves it at t0-1000+1day.
+    clock.set(t0() - 1000 + DAY - 1);
+    db.advance_audiences().unwrap();
+    assert!(members(&db, "lapsed").is_empty());
+    clock.set(t0() - 1000 + DAY);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "lapsed"), ["a"]);
+    let info = db.audience("viewers").unwrap();
+    assert_eq!(info.next_check, Some(t0() + 5000 + DAY));
+}
+
+#[test]
+fn in_audience_means_the_saved_rule_at_the_same_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        track(&db, id, "viewed", t0() - (i as i64) * DAY - 1);
+        if i % 2 == 0 {
+            tier(&db, id, "Gold");
+        }
+    }
+    let rule = "viewed in last 2 days and not tier = Silver";
+    db.define_audience("recent", rule).unwrap();
+    db.define_audience("gold_recent", "tier = Gold and in audience recent")
+        .unwrap();
+    for now in [
+        t0() - 3 * DAY,
+        t0() - DAY,
+        t0(),
+        t0() + DAY - 2,
+        t0() + DAY,
+        t0() + 5 * DAY,
+    ] {
+        let saved = db
+            .query("in audience gold_recent or not in audience recent", now)
+            .unwrap();
+        let inlined = db
+            .query(&format!("(tier = Gold and ({rule})) or not ({rule})"), now)
+            .unwrap();
+        assert_eq!(saved.bitmap(), inlined.bitmap(), "at {now}");
+        let a = db.internal_id("a").unwrap().unwrap();
+        let why = db.why("a", "in audience gold_recent", now).unwrap();
+        let member = db
+            .query("in audience gold_recent", now)
+            .unwrap()
+            .bitmap()
+            .contains(a);
+        assert_eq!(why.root.holds, member, "why at {now}");
+    }
+    let explain = db.explain("in audience recent", t0()).unwrap();
+    assert_eq!(explain.root.label, "in audience recent");
+}

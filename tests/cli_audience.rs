@@ -1,0 +1,146 @@
+//! `audiencedb audience ...` as a user runs it: define, list, show, members (now and --at),
+//! export in three formats, diff, the change feed, drop, and the refusals with their exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(db: &Path, args: &[&str]) -> String {
+    let out = run(db, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+const SHOP: &str = r#"{"type":"identify","userId":"c-2","traits":{"tier":"Gold"}}
+{"type":"identify","userId":"c-1","traits":{"tier":"Gold"}}
+{"type":"identify","userId":"c,3","traits":{"tier":"Silver"}}
+{"type":"track","userId":"c-1","event":"viewed","timestamp":"2026-03-01T10:00:00Z"}
+"#;
+
+#[test]
+fn a_saved_audience_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let file = dir.path().join("shop.ndjson");
+    std::fs::write(&file, SHOP).unwrap();
+    ok(&db, &["import", file.to_str().unwrap()]);
+
+    let saved = ok(&db, &["audience", "define", "gold", "tier", "=", "Gold"]);
+    assert!(
+        saved.starts_with("saved audience gold: 2 members"),
+        "{saved}"
+    );
+    ok(
+        &db,
+        &["audience", "define", "others", "not in audience gold"],
+    );
+    let list = ok(&db, &["audience", "list"]);
+    assert!(
+        list.contains("gold") && list.contains("tier = Gold"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["audience", "show", "gold", "--json"])).unwrap();
+    assert_eq!(json["size"], 2);
+    assert_eq!(json["rule"], "tier = Gold");
+    assert!(ok(&db, &["audience", "show", "others"]).contains("members         1"));
+
+    assert_eq!(
+        ok(&db, &["audience", "members", "gold", "--format", "ids"]),
+        "c-1\nc-2\n"
+    );
+    assert_eq!(ok(&db, &["audience", "export", "others"]), "c,3\n");
+    assert_eq!(
+        ok(&db, &["audience", "export", "others", "--format", "csv"]),
+        "id\n\"c,3\"\n"
+    );
+    let nd = ok(&db, &["audience", "export", "gold", "--format", "ndjson"]);
+    assert_eq!(nd.lines().count(), 2);
+    assert!(
+        nd.contains(r#""audience":"gold""#) && nd.contains(r#""id":"c-1""#),
+        "{nd}"
+    );
+
+    // History: `viewed in last 1 day` held c-1 only on the day after its view.
+    ok(
+        &db,
+        &["audience", "define", "viewers", "viewed in last 1 day"],
+    );
+    let then = ok(
+        &db,
+        &[
+            "audience",
+            "members",
+            "viewers",
+            "--at",
+            "2026-03-01T12:00:00Z",
+            "--format",
+            "ids",
+        ],
+    );
+    assert_eq!(then, "c-1\n");
+    assert_eq!(ok(&db, &["audience", "members", "viewers"]), "0\n");
+
+    let diff = ok(
+        &db,
+        &[
+            "audience", "diff", "gold", "tier", "in", "(Gold,", "Silver)", "and", "not", "viewed",
+            "ever",
+        ],
+    );
+    assert!(
+        diff.starts_with("gold: 2 members now, 2 with the new rule (+1 entering, -1 leaving)"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("\n+c,3\n") && diff.contains("\n-c-1\n"),
+        "{diff}"
+    );
+
+    let feed = ok(&db, &["audience", "changes"]);
+    let first: serde_json::Value = serde_json::from_str(feed.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["audience"], "gold");
+    assert_eq!(first["change"], "entered");
+    assert_eq!(feed.lines().count(), 3, "{feed}");
+
+    // Refusals: exit 1 and a message naming the trouble; nothing changes.
+    let refused = run(&db, &["audience", "drop", "gold"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("used by others"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let bad = run(&db, &["audience", "define", "x", "in audience nosuch"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("unknown audience 'nosuch'"));
+    let bad = run(&db, &["audience", "define", "x", "tier =="]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains('^'),
+        "the caret: {}",
+        text(&bad.stderr)
+    );
+    let bad = run(&db, &["audience", "show", "nosuch"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let bad = run(&db, &["audience", "members", "gold", "--at", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    ok(&db, &["audience", "drop", "others"]);
+    ok(&db, &["audience", "drop", "gold"]);
+    assert!(!ok(&db, &["audience", "list"]).contains("gold"));
+    assert!(ok(&db, &["verify"]).contains("ok"));
+}

@@ -1,0 +1,925 @@
+//! `audiencedb serve` as clients see it: the real binary on a temporary database and socket,
+//! spoken to by a raw RESP client written here, by Debian's `redis-cli` and `redis-benchmark`,
+//! and by the PyPI `redis` client (`tests/server_client.py`).
+//!
+//! The real clients must be installed (`.ci/run` installs them): a test fails, never skips, when
+//! they are missing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_audiencedb");
+
+/// A temporary folder with a small generated shop in it.
+struct Shop {
+    dir: tempfile::TempDir,
+}
+
+impl Shop {
+    fn new(customers: u32) -> Shop {
+        let dir = tempfile::tempdir().unwrap();
+        let shop = Shop { dir };
+        let gen = Command::new(BIN)
+            .args(["gen", "--customers", &customers.to_string(), "--seed", "7"])
+            .args(["--end", "2026-11-01"])
+            .output()
+            .unwrap();
+        assert!(
+            gen.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gen.stderr)
+        );
+        let mut import = Command::new(BIN)
+            .arg("--db")
+            .arg(shop.db())
+            .args(["import", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        import.stdin.take().unwrap().write_all(&gen.stdout).unwrap();
+        assert!(import.wait().unwrap().success());
+        shop
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("shop.db")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("s.sock")
+    }
+
+    /// Starts `serve` on the shop's socket with extra flags and waits until it answers.
+    fn serve(&self, flags: &[&str]) -> Server {
+        let child = self.spawn_serve(flags);
+        let server = Server {
+            child,
+            socket: self.socket(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn_serve(&self, flags: &[&str]) -> Child {
+        Command::new(BIN)
+            .arg("--db")
+            .arg(self.db())
+            .arg("serve")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// A running server process; killed if the test ends without stopping it.
+struct Server {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Server {
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server did not come up on {}", self.socket.display());
+    }
+
+    fn connect(&self) -> Conn {
+        Conn::new(UnixStream::connect(&self.socket).unwrap())
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: signalling our own child process by its id.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// Waits for the process to exit; returns its status and what it wrote on stderr.
+    fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status, err);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A decoded reply.
+#[derive(Debug, Clone, PartialEq)]
+enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Null,
+    Array(Vec<Resp>),
+    Map(Vec<(Resp, Resp)>),
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        match self {
+            Resp::Bulk(b) => String::from_utf8(b.clone()).unwrap(),
+            Resp::Simple(s) => s.clone(),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    fn int(&self) -> i64 {
+        match self {
+            Resp::Int(n) => *n,
+            other => panic!("not an integer: {other:?}"),
+        }
+    }
+
+    fn error(&self) -> &str {
+        match self {
+            Resp::Error(e) => e,
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+}
+
+/// A raw RESP client: writes bytes, reads replies.
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Conn {
+    fn new(stream: UnixStream) -> Conn {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Conn {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> Resp {
+        self.send(&encode(args));
+        self.read()
+    }
+
+    fn read(&mut self) -> Resp {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        let line = line.strip_suffix("\r\n").expect("CRLF");
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "+" => Resp::Simple(rest.into()),
+            "-" => Resp::Error(rest.into()),
+            ":" => Resp::Int(rest.parse().unwrap()),
+            "_" => Resp::Null,
+            "$" => {
+                let len: i64 = rest.parse().unwrap();
+                if len < 0 {
+                    return Resp::Null;
+                }
+                let mut data = vec![0; usize::try_from(len).unwrap() + 2];
+                self.reader.read_exact(&mut data).unwrap();
+                data.truncate(data.len() - 2);
+                Resp::Bulk(data)
+            }
+            "*" => {
+                let len: i64 = rest.parse().unwrap();
+                if len < 0 {
+                    return Resp::Null;
+                }
+                Resp::Array((0..len).map(|_| self.read()).collect())
+            }
+            "%" => {
+                let len: usize = rest.parse().unwrap();
+                Resp::Map((0..len).map(|_| (self.read(), self.read())).collect())
+            }
+            other => panic!("unexpected reply type {other:?} in {line:?}"),
+        }
+    }
+
+    /// Whether the server has closed the connection with nothing more to read.
+    fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        matches!(self.reader.read_to_end(&mut rest), Ok(0))
+    }
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn ok() -> Resp {
+    Resp::Simple("OK".into())
+}
+
+#[test]
+fn core_commands_answer_over_raw_resp() {
+    let shop = Shop::new(200);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    assert_eq!(c.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    assert_eq!(c.cmd(&["ping", "hi"]), Resp::Bulk(b"hi".to_vec()));
+    assert_eq!(c.cmd(&["ECHO", "x y"]), Resp::Bulk(b"x y".to_vec()));
+    let gold = c.cmd(&["QUERY", "tier = Gold", "NOW", "2026-11-01"]).int();
+    assert!(gold > 0);
+    assert_eq!(
+        c.cmd(&[
+            "IDENTIFY",
+            "new-1",
+            r#"{"tier":"Gold","address":{"city":"Oulu"}}"#
+        ]),
+        ok()
+    );
+    assert_eq!(
+        c.cmd(&[
+            "TRACK",
+            "new-1",
+            "viewed",
+            r#"{"product":"X","price":9.5}"#,
+            "2026-10-30T10:00:00Z"
+        ]),
+        ok()
+    );
+    assert_eq!(
+        c.cmd(&["TRACK", "new-1", "viewed", "{}", "1761818400000"]),
+        ok()
+    );
+    let rule = "viewed product X in last 30 days and address.city = Oulu";
+    assert_eq!(c.cmd(&["QUERY", rule, "NOW", "2026-11-01"]).int(), 1);
+    assert_eq!(
+        c.cmd(&["QUERY", rule, "NOW", "2026-11-01", "IDS"]),
+        Resp::Array(vec![Resp::Bulk(b"new-1".to_vec())])
+    );
+    assert_eq!(
+        c.cmd(&["QUERY", "tier = Gold", "NOW", "2026-11-01", "COUNT"])
+            .int(),
+        gold + 1
+    );
+    // Pages cover the ids in order, without repeats.
+    let Resp::Array(all) = c.cmd(&["QUERY", "tier = Gold", "NOW", "2026-11-01", "IDS"]) else {
+        panic!()
+    };
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let Resp::Array(page) = c.cmd(&[
+            "QUERY",
+            "tier = Gold",
+            "NOW",
+            "2026-11-01",
+            "PAGE",
+            &after,
+            "7",
+        ]) else {
+            panic!()
+        };
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap().text();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let explain = c.cmd(&["EXPLAIN", rule, "NOW", "2026-11-01"]).text();
+    assert!(explain.contains("actual 1"), "{explain}");
+    let why = c.cmd(&["WHY", "new-1", rule, "NOW", "2026-11-01"]).text();
+    assert!(why.contains("is in the audience"), "{why}");
+    let show: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["CUSTOMER.SHOW", "new-1"]).text()).unwrap();
+    assert_eq!(show["event_count"], 2);
+    assert_eq!(show["traits"]["address.city"], "Oulu");
+    let export: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["customer.export", "new-1"]).text()).unwrap();
+    let events = export["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["properties"]["price"] == 9.5),
+        "{export}"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&c.cmd(&["SCHEMA"]).text()).unwrap();
+    assert!(schema["customers"].as_u64().unwrap() >= 201);
+    let info = c.cmd(&["INFO"]).text();
+    for key in [
+        "customers:201",
+        "uptime_in_seconds:",
+        "total_connections_received:",
+        "total_commands_processed:",
+        "total_error_replies:0",
+        "events:",
+        "profiles:",
+    ] {
+        assert!(info.contains(key), "{key} missing from INFO:\n{info}");
+    }
+    assert_eq!(c.cmd(&["CUSTOMER.DELETE", "new-1"]).int(), 2);
+    assert_eq!(c.cmd(&["CUSTOMER.DELETE", "new-1"]), Resp::Null);
+    assert_eq!(c.cmd(&["CUSTOMER.SHOW", "new-1"]), Resp::Null);
+    assert_eq!(c.cmd(&["QUERY", rule, "NOW", "2026-11-01"]).int(), 0);
+    assert_eq!(c.cmd(&["QUIT"]), ok());
+    assert!(c.closed());
+}
+
+#[test]
+fn pipelined_and_inline_requests_are_answered_in_order() {
+    let shop = Shop::new(50);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        batch.extend(encode(&[
+            "TRACK",
+            &format!("p-{i}"),
+            "clicked",
+            "{}",
+            "2026-10-01",
+        ]));
+        batch.extend(encode(&["ECHO", &i.to_string()]));
+    }
+    batch.extend_from_slice(b"PING\r\nQUERY \"x\"\r\n");
+    c.send(&batch);
+    for i in 0..200 {
+        assert_eq!(c.read(), ok());
+        assert_eq!(c.read(), Resp::Bulk(i.to_string().into_bytes()));
+    }
+    assert_eq!(c.read(), Resp::Simple("PONG".into()));
+    // Inline words are split on spaces: the rule `"x"` does not parse.
+    assert!(c.read().error().starts_with("RULE "));
+    // A request split across many writes is reassembled.
+    let bytes = encode(&["ECHO", &"z".repeat(100_000)]);
+    for piece in bytes.chunks(777) {
+        c.send(piece);
+    }
+    assert_eq!(c.read(), Resp::Bulk(vec![b'z'; 100_000]));
+    let n = c.cmd(&[
+        "QUERY",
+        "clicked in last 60 days",
+        "NOW",
+        "2026-11-01",
+        "IDS",
+    ]);
+    let Resp::Array(n) = n else { panic!() };
+    let ids: Vec<String> = n.iter().map(Resp::text).collect();
+    for id in (0..200).map(|i| format!("p-{i}")) {
+        assert!(ids.contains(&id), "{id} missing");
+    }
+}
+
+#[test]
+fn bad_requests_get_errors_and_the_connection_stays_open() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let e = c.cmd(&["NOSUCH", "a"]);
+    assert!(
+        e.error().starts_with("ERR unknown command 'NOSUCH'"),
+        "{e:?}"
+    );
+    let e = c.cmd(&["TRACK", "c-1"]);
+    assert_eq!(
+        e.error(),
+        "ERR wrong number of arguments for 'track' command"
+    );
+    let e = c.cmd(&["TRACK", "c-1", "viewed", "{not json"]);
+    assert!(
+        e.error().starts_with("INVALID properties: not valid JSON"),
+        "{e:?}"
+    );
+    let e = c.cmd(&["IDENTIFY", "c-1", "[1]"]);
+    assert!(e.error().starts_with("INVALID traits"), "{e:?}");
+    let e = c.cmd(&["TRACK", "c-1", "viewed", "{}", "yesterday"]);
+    assert!(e.error().starts_with("INVALID time"), "{e:?}");
+    let e = c.cmd(&["TRACK", "", "viewed", "{}"]);
+    assert!(
+        e.error().starts_with("INVALID the customer id is empty"),
+        "{e:?}"
+    );
+    let e = c.cmd(&["QUERY", "viewed in lst 30 days"]);
+    assert_eq!(
+        e.error(),
+        "RULE line 1, column 11: unknown keyword 'lst', did you mean 'last'?"
+    );
+    let e = c.cmd(&["QUERY", "tier = Gold", "SOMETIMES"]);
+    assert!(
+        e.error().starts_with("ERR syntax error at 'SOMETIMES'"),
+        "{e:?}"
+    );
+    let e = c.cmd(&["WHY", "nobody", "tier = Gold"]);
+    assert!(e.error().starts_with("NOTFOUND "), "{e:?}");
+    let e = c.cmd(&["SELECT", "1"]);
+    assert!(e.error().starts_with("ERR DB index"), "{e:?}");
+    // Broken framing: an error, then the next request is read normally.
+    c.send(b"*zz\r\n");
+    assert!(c.read().error().starts_with("ERR Protocol error"));
+    c.send(b"*1\r\n+PING\r\n");
+    assert!(c.read().error().starts_with("ERR Protocol error"));
+    c.send(b"*2\r\n$4\r\nECHO\r\n$-5\r\n");
+    assert!(c.read().error().starts_with("ERR Protocol error"));
+    c.send(&[0xff, 0xfe, b'\r', b'\n']);
+    assert!(c.read().error().starts_with("ERR unknown command"));
+    assert_eq!(c.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    let info = c.cmd(&["INFO"]).text();
+    assert!(info.contains("total_error_replies:14"), "{info}");
+}
+
+#[test]
+fn each_limit_is_answered_with_a_resp_error() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&[
+        "--max-arg-size",
+        "1K",
+        "--max-request-size",
+        "3K",
+        "--max-args",
+        "8",
+        "--max-clients",
+        "3",
+    ]);
+    let mut c = server.connect();
+    let big = "x".repeat(1025);
+    let e = c.cmd(&["ECHO", &big]);
+    assert_eq!(
+        e.error(),
+        "ERR argument of 1025 bytes; the limit is 1024 bytes"
+    );
+    assert_eq!(c.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    let k = "k".repeat(1000);
+    let e = c.cmd(&["ECHO", &k, &k, &k, &k]);
+    assert!(e.error().contains("the limit is 3072 bytes"), "{e:?}");
+    let e = c.cmd(&["PING", "1", "2", "3", "4", "5", "6", "7", "8"]);
+    assert_eq!(e.error(), "ERR request has 9 arguments; the limit is 8");
+    let line = format!("PING {}\r\n", "y".repeat(70_000));
+    c.send(line.as_bytes());
+    assert!(c.read().error().contains("inline request longer than"));
+    assert_eq!(
+        c.cmd(&["ECHO", "still here"]),
+        Resp::Bulk(b"still here".to_vec())
+    );
+
+    // Two more clients fill the server; the next is told so and closed.
+    let mut b = server.connect();
+    let mut d = server.connect();
+    assert_eq!(b.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    assert_eq!(d.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    let mut refused = server.connect();
+    assert_eq!(
+        refused.read(),
+        Resp::Error("ERR max number of clients reached".into())
+    );
+    assert!(refused.closed());
+    drop((b, c, d, refused));
+    drop(server);
+
+    // A silent client is told it idled too long, then closed. (A server of its own: a loaded
+    // machine must not idle out the clients of the checks above.)
+    let server = shop.serve(&["--idle-timeout", "1"]);
+    let mut b = server.connect();
+    assert_eq!(b.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    let started = Instant::now();
+    let e = b.read();
+    assert!(e.error().starts_with("ERR idle for more than 1 s"), "{e:?}");
+    assert!(b.closed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn hello_3_switches_to_resp3() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    // RESP2: HELLO's map is a flat array, nil is $-1.
+    let Resp::Array(flat) = c.cmd(&["HELLO"]) else {
+        panic!()
+    };
+    assert_eq!(flat[0], Resp::Bulk(b"server".to_vec()));
+    assert_eq!(flat[5], Resp::Int(2));
+    assert_eq!(c.cmd(&["CUSTOMER.SHOW", "nobody"]), Resp::Null);
+    let Resp::Map(hello) = c.cmd(&["HELLO", "3", "SETNAME", "svc"]) else {
+        panic!("HELLO 3 answers with a RESP3 map")
+    };
+    assert!(hello.contains(&(Resp::Bulk(b"proto".to_vec()), Resp::Int(3))));
+    c.send(&encode(&["CUSTOMER.SHOW", "nobody"]));
+    let mut raw = [0u8; 3];
+    c.reader.read_exact(&mut raw).unwrap();
+    assert_eq!(&raw, b"_\r\n");
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "save"]),
+        Resp::Map(vec![(Resp::Bulk(b"save".to_vec()), Resp::Bulk(Vec::new()))])
+    );
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Resp::Bulk(b"svc".to_vec()));
+    assert!(c.cmd(&["HELLO", "4"]).error().starts_with("NOPROTO"));
+}
+
+#[test]
+fn many_clients_read_at_once_while_one_writes() {
+    let shop = Shop::new(300);
+    let server = shop.serve(&[]);
+    let before = server.connect().cmd(&["QUERY", "bought_gift ever"]).int();
+    assert_eq!(before, 0);
+    let socket = server.socket.clone();
+    let writer = std::thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let mut c = Conn::new(UnixStream::connect(&socket).unwrap());
+            for i in 0..100 {
+                let r = c.cmd(&["TRACK", &format!("g-{}", i % 40), "bought_gift", "{}"]);
+                assert_eq!(r, ok());
+            }
+        }
+    });
+    let readers: Vec<_> = (0..24)
+        .map(|t| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::new(UnixStream::connect(&socket).unwrap());
+                let mut last = 0;
+                let mut slowest = Duration::ZERO;
+                for _ in 0..40 {
+                    let started = Instant::now();
+                    let n = c.cmd(&["QUERY", "bought_gift in last 1 days"]).int();
+                    slowest = slowest.max(started.elapsed());
+                    // Writes are durable before they are visible: a count never goes back.
+                    assert!(n >= last, "reader {t}: {n} after {last}");
+                    last = n;
+                    assert_eq!(c.cmd(&["PING"]), Resp::Simple("PONG".into()));
+                }
+                slowest
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        let slowest = r.join().unwrap();
+        assert!(slowest < Duration::from_secs(5), "a read took {slowest:?}");
+    }
+    let mut c = server.connect();
+    assert_eq!(c.cmd(&["QUERY", "bought_gift in last 1 days"]).int(), 40);
+    assert_eq!(
+        c.cmd(&["QUERY", "bought_gift at least 3 times in last 1 days"])
+            .int(),
+        20
+    );
+}
+
+#[test]
+fn sigterm_finishes_stops_and_removes_the_socket() {
+    let shop = Shop::new(20);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut server = shop.serve(&[]);
+        let mut c = server.connect();
+        let id = format!("s-{sig}");
+        assert_eq!(c.cmd(&["TRACK", &id, "signalled", "{}"]), ok());
+        // A request in the pipe when the signal comes is still answered.
+        c.send(&encode(&["QUERY", "signalled ever"]));
+        server.signal(sig);
+        assert!(matches!(c.read(), Resp::Int(_)));
+        let (status, err) = server.wait_exit();
+        assert!(status.success(), "exit {status:?}: {err}");
+        assert!(err.contains("stopped:"), "{err}");
+        assert!(!shop.socket().exists(), "the socket file was left behind");
+        assert!(c.closed());
+        // The data is there for the next process.
+        let show = Command::new(BIN)
+            .arg("--db")
+            .arg(shop.db())
+            .args(["customer", "show", &id])
+            .output()
+            .unwrap();
+        assert!(
+            show.status.success(),
+            "{}",
+            String::from_utf8_lossy(&show.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+    let shop = Shop::new(20);
+    let mut crashed = shop.serve(&[]);
+    crashed.signal(libc::SIGKILL);
+    let _ = crashed.wait_exit();
+    assert!(shop.socket().exists(), "SIGKILL leaves the socket file");
+    let mut server = shop.serve(&[]);
+    assert_eq!(server.connect().cmd(&["PING"]), Resp::Simple("PONG".into()));
+
+    // A second server on the same socket is refused and leaves the live one alone.
+    let other = shop.spawn_serve(&[]).wait_with_output().unwrap();
+    assert_eq!(other.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        err.contains("another server is listening on this socket"),
+        "{err}"
+    );
+    assert_eq!(server.connect().cmd(&["PING"]), Resp::Simple("PONG".into()));
+
+    server.signal(libc::SIGTERM);
+    let (status, err) = server.wait_exit();
+    assert!(status.success());
+    assert!(err.contains("removed a stale socket file"), "{err}");
+
+    // Something that is not a socket is never removed.
+    std::fs::write(shop.socket(), b"precious").unwrap();
+    let out = shop.spawn_serve(&[]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a socket"));
+    assert_eq!(std::fs::read(shop.socket()).unwrap(), b"precious");
+}
+
+#[test]
+fn the_socket_is_private_unless_asked_otherwise() {
+    let shop = Shop::new(20);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let server = shop.serve(&[]);
+    assert_eq!(mode(&shop.socket()), 0o600);
+    drop(server);
+    std::fs::remove_file(shop.socket()).unwrap();
+    let server = shop.serve(&["--socket-mode", "660"]);
+    assert_eq!(mode(&shop.socket()), 0o660);
+    drop(server);
+
+    // A world-writable directory without the sticky bit is refused.
+    let open = shop.dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(shop.db())
+        .arg("serve")
+        .arg("--socket")
+        .arg(open.join("s.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writable by everyone"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a real client tool, failing the test with an install hint if it is missing.
+fn tool(program: &str, args: &[&str]) -> std::process::Output {
+    match Command::new(program).args(args).output() {
+        Ok(out) => out,
+        Err(e) => panic!(
+            "{program} is needed by this test and could not be run ({e}); install Debian's \
+             redis-tools (apt-get install -y redis-tools), as .ci/run does"
+        ),
+    }
+}
+
+#[test]
+fn redis_cli_speaks_to_the_server() {
+    let shop = Shop::new(100);
+    let server = shop.serve(&[]);
+    let sock = shop.socket();
+    let sock = sock.to_str().unwrap();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["-s", sock];
+        all.extend_from_slice(args);
+        let out = tool("redis-cli", &all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Without a terminal redis-cli prints raw replies; --no-raw gives its usual formatting.
+    assert_eq!(cli(&["PING"]), "PONG\n");
+    assert_eq!(cli(&["IDENTIFY", "cli-1", r#"{"tier":"Cli"}"#]), "OK\n");
+    assert_eq!(
+        cli(&["TRACK", "cli-1", "viewed", r#"{"product":"Z"}"#]),
+        "OK\n"
+    );
+    assert_eq!(cli(&["--no-raw", "QUERY", "tier = Cli"]), "(integer) 1\n");
+    assert_eq!(
+        cli(&["--no-raw", "QUERY", "tier = Cli", "IDS"]),
+        "1) \"cli-1\"\n"
+    );
+    assert_eq!(cli(&["--no-raw", "CUSTOMER.SHOW", "nobody"]), "(nil)\n");
+    let e = cli(&["--no-raw", "QUERY", "tier = "]);
+    assert!(e.starts_with("(error) RULE line 1"), "{e}");
+    // RESP3 from the start (`-3` sends HELLO 3).
+    assert_eq!(
+        cli(&["-3", "--no-raw", "QUERY", "tier = Cli"]),
+        "(integer) 1\n"
+    );
+    let hello = cli(&["-3", "--no-raw", "HELLO", "3"]);
+    assert!(
+        hello.contains("proto") && hello.contains("(integer) 3"),
+        "{hello}"
+    );
+    assert!(cli(&["INFO"]).contains("customers:101"));
+    let json = cli(&["CUSTOMER.EXPORT", "cli-1"]);
+    let export: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(export["traits"]["tier"], "Cli");
+    // An interactive-style session on stdin.
+    let mut child = Command::new("redis-cli")
+        .args(["-s", sock])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli (Debian redis-tools) is needed: apt-get install -y redis-tools");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ECHO hello\nQUERY \"tier = Cli\" COUNT\nCUSTOMER.DELETE cli-1\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "hello\n1\n1\n");
+    drop(server);
+}
+
+#[test]
+fn redis_benchmark_runs_against_the_server() {
+    let shop = Shop::new(50);
+    let server = shop.serve(&[]);
+    let sock = shop.socket();
+    let out = tool(
+        "redis-benchmark",
+        &[
+            "-s",
+            sock.to_str().unwrap(),
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-P",
+            "4",
+            "-t",
+            "ping",
+            "-q",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // It asks CONFIG GET first, sends PING inline and as multibulk.
+    assert!(!text.contains("WARN") && !text.contains("ERROR"), "{text}");
+    assert!(
+        text.contains("PING_INLINE") && text.contains("PING_MBULK"),
+        "{text}"
+    );
+    let out = tool(
+        "redis-benchmark",
+        &[
+            "-s",
+            sock.to_str().unwrap(),
+            "-n",
+            "500",
+            "-r",
+            "100",
+            "-q",
+            "TRACK",
+            "b-__rand_int__",
+            "viewed",
+            "{}",
+        ],
+    );
+    assert!(out.status.success());
+    let n = server
+        .connect()
+        .cmd(&["QUERY", "viewed in last 1 days"])
+        .int();
+    assert!(n > 10 && n <= 100, "{n} customers viewed");
+}
+
+/// The Python interpreter with the `redis` package: `AUDIENCEDB_TEST_PYTHON`, or the venv that
+/// `.ci/run` makes in `target/server-venv`.
+fn python() -> PathBuf {
+    std::env::var_os("AUDIENCEDB_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-venv/bin/python")
+        })
+}
+
+#[test]
+fn the_pypi_redis_client_speaks_to_the_server() {
+    let shop = Shop::new(100);
+    let server = shop.serve(&[]);
+    let python = python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server_client.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(shop.socket())
+        .output();
+    let hint = "the PyPI redis client is needed: python3 -m venv target/server-venv && \
+                target/server-venv/bin/pip install redis (as .ci/run does), or set \
+                AUDIENCEDB_TEST_PYTHON";
+    let out = out.unwrap_or_else(|e| panic!("cannot run {}: {e}; {hint}", python.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'redis'"),
+        "{hint}\n{stderr}"
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    drop(server);
+}
+
+#[test]
+fn saved_audiences_over_the_socket() {
+    let shop = Shop::new(100);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    assert_eq!(c.cmd(&["IDENTIFY", "aud-1", r#"{"tier":"Diamond"}"#]), ok());
+    let defined = c
+        .cmd(&["AUDIENCE.DEFINE", "diamond", "tier = Diamond"])
+        .text();
+    let info: serde_json::Value = serde_json::from_str(&defined).unwrap();
+    assert_eq!(info["size"], 1);
+    assert_eq!(
+        c.cmd(&["AUDIENCES.OF", "aud-1"]),
+        Resp::Array(vec![Resp::Bulk(b"diamond".to_vec())])
+    );
+    assert_eq!(c.cmd(&["AUDIENCES.OF", "nobody"]), Resp::Array(vec![]));
+    // A write moves the lookup at once.
+    assert_eq!(c.cmd(&["IDENTIFY", "aud-2", r#"{"tier":"Diamond"}"#]), ok());
+    assert_eq!(c.cmd(&["AUDIENCE.MEMBERS", "diamond"]).int(), 2);
+    assert_eq!(
+        c.cmd(&["AUDIENCE.MEMBERS", "diamond", "IDS"]),
+        Resp::Array(vec![
+            Resp::Bulk(b"aud-1".to_vec()),
+            Resp::Bulk(b"aud-2".to_vec())
+        ])
+    );
+    assert!(c
+        .cmd(&["AUDIENCE.DIFF", "diamond", "in audience diamond"])
+        .error()
+        .starts_with("EVAL"));
+    let d: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["AUDIENCE.DIFF", "diamond", "tier = Gold"]).text()).unwrap();
+    assert_eq!(d["before"], 2);
+    assert_eq!(d["leaving"], 2);
+    c.cmd(&["AUDIENCE.DEFINE", "uses", "in audience diamond"]);
+    assert!(c
+        .cmd(&["AUDIENCE.DROP", "diamond"])
+        .error()
+        .starts_with("INVALID"));
+    assert!(c
+        .cmd(&["AUDIENCE.SHOW", "nosuch"])
+        .error()
+        .starts_with("NOTFOUND"));
+    let list: serde_json::Value = serde_json::from_str(&c.cmd(&["AUDIENCE.LIST"]).text()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let Resp::Array(changes) = c.cmd(&["AUDIENCE.CHANGES", "0", "2"]) else {
+        panic!("changes are an array")
+    };
+    let first: serde_json::Value = serde_json::from_str(&changes[0].text()).unwrap();
+    assert_eq!(
+        (first["seq"].as_u64(), first["change"].as_str()),
+        (Some(1), Some("entered"))
+    );
+    assert_eq!(changes.len(), 2);
+    assert_eq!(c.cmd(&["AUDIENCE.DROP", "uses"]), ok());
+    assert_eq!(c.cmd(&["AUDIENCE.DROP", "diamond"]), ok());
+}
