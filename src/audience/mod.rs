@@ -37,7 +37,7 @@ use crate::error::{corrupt, invalid, Error, Result};
 use crate::index::{FastMap, Indexes};
 use crate::model::time::Timestamp;
 use crate::query::footprint::Footprint;
-use crate::query::plan::{self, SavedRules};
+use crate::query::plan::SavedRules;
 use crate::query::subset::{self, Context, SubsetAnswer};
 use crate::query::{Audience, PreparedRule};
 use crate::rules::Rule;
@@ -256,7 +256,8 @@ impl Audiences {
             ..Live::default()
         };
         let mut replay_from = u64::MAX;
-        let mut from_by_name: FastMap<String, u64> = FastMap::default();
+        // By name: the audience's id and the first feed position its snapshot does not hold.
+        let mut snapshots: FastMap<String, (u32, u64)> = FastMap::default();
         for d in defs.iter() {
             let bytes = store
                 .get(&keys::audience_state(d.id))?
@@ -264,7 +265,7 @@ impl Audiences {
             let snap = Snapshot::decode(&bytes)?;
             live.as_of = live.as_of.max(snap.as_of);
             replay_from = replay_from.min(snap.next_seq);
-            from_by_name.insert(d.name.clone(), snap.next_seq);
+            snapshots.insert(d.name.clone(), (d.id, snap.next_seq));
             live.by_id.insert(
                 d.id,
                 LiveAudience {
@@ -289,14 +290,10 @@ impl Audiences {
             live.first_seq = live.next_seq;
         }
         if replay_from < live.next_seq {
-            let ids: FastMap<String, u32> = defs.iter().map(|d| (d.name.clone(), d.id)).collect();
             for item in store.scan_from(keys::FEED, &keys::feed(replay_from)) {
                 let (k, v) = item?;
                 let c = Change::decode(keys::parse_feed(&k)?, &v)?;
-                let (Some(&from), Some(&id)) = (
-                    from_by_name.get(c.audience.as_str()),
-                    ids.get(c.audience.as_str()),
-                ) else {
+                let Some(&(id, from)) = snapshots.get(c.audience.as_str()) else {
                     continue;
                 };
                 let (Some(cust), Some(la)) = (store.lookup(&c.customer)?, live.by_id.get_mut(&id))
@@ -444,8 +441,6 @@ impl Db {
         });
         let mut defs = state.definitions.clone();
         defs.insert(def.clone());
-        // Unknown audiences and cycles fail here, before anything is written.
-        plan::plan(def.rule.rule(), &state.catalog, &defs, now)?;
         let mut redo = vec![def.clone()];
         if old.is_some() {
             redo.extend(
@@ -460,9 +455,14 @@ impl Db {
             indexes: &state.indexes,
             saved: &defs,
         };
+        // The new rule is planned first: unknown audiences and cycles fail there, before
+        // anything is written.
         let answers: Vec<SubsetAnswer> = redo
             .iter()
-            .map(|d| subset::answer(&cx, d.rule.rule(), &state.indexes.everyone, now))
+            .map(|d| {
+                let fp = Footprint::of(d.rule.rule(), &defs);
+                subset::answer(&cx, d.rule.rule(), &fp, &state.indexes.everyone, now)
+            })
             .collect::<Result<_>>()?;
 
         let mut flips: Vec<Flip> = Vec::new();
@@ -657,7 +657,9 @@ impl Db {
             indexes: &state.indexes,
             saved: &defs,
         };
-        let after = subset::answer(&cx, prepared.rule(), &state.indexes.everyone, now)?.members;
+        let fp = Footprint::of(prepared.rule(), &defs);
+        let after =
+            subset::answer(&cx, prepared.rule(), &fp, &state.indexes.everyone, now)?.members;
         let elapsed = started.elapsed();
         Ok(AudienceDiff {
             name: name.to_owned(),
@@ -765,7 +767,7 @@ impl Db {
             self.audiences.live.write().as_of = now;
             return Ok(0);
         }
-        let mut todo: Vec<(Arc<Definition>, RoaringBitmap)> = Vec::new();
+        let mut todo: Vec<(Arc<Definition>, Footprint, RoaringBitmap)> = Vec::new();
         {
             let mut live = self.audiences.live.write();
             for d in state.definitions.iter() {
@@ -773,12 +775,15 @@ impl Db {
                     continue;
                 };
                 let mut custs = la.timers.take_due(now);
+                if touched.is_none() && custs.is_empty() {
+                    continue;
+                }
+                let fp = Footprint::of(d.rule.rule(), &state.definitions);
                 if let Some(t) = touched {
-                    let fp = Footprint::of(d.rule.rule(), &state.definitions);
                     custs |= t.relevant(&fp, &state.catalog);
                 }
                 if !custs.is_empty() {
-                    todo.push((d.clone(), custs));
+                    todo.push((d.clone(), fp, custs));
                 }
             }
         }
@@ -790,14 +795,14 @@ impl Db {
         };
         let answers: Vec<Result<SubsetAnswer>> = todo
             .par_iter()
-            .map(|(d, custs)| subset::answer(&cx, d.rule.rule(), custs, now))
+            .map(|(d, fp, custs)| subset::answer(&cx, d.rule.rule(), fp, custs, now))
             .collect();
         drop(state);
         let mut flips: Vec<Flip> = Vec::new();
         let mut failure = None;
         {
             let mut live = self.audiences.live.write();
-            for ((d, custs), answer) in todo.into_iter().zip(answers) {
+            for ((d, _, custs), answer) in todo.into_iter().zip(answers) {
                 let Some(la) = live.by_id.get_mut(&d.id) else {
                     continue;
                 };

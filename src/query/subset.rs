@@ -43,16 +43,16 @@ pub(crate) struct Context<'a> {
 /// The customers asked about from which on the bitmaps are worth computing first.
 const BULK: u64 = 2048;
 
-/// Evaluates `rule` at `now` for the customers in `custs` that exist.
+/// Evaluates `rule` (whose footprint is `fp`) at `now` for the customers in `custs` that exist.
 pub(crate) fn answer(
     cx: &Context<'_>,
     rule: &Rule,
+    fp: &Footprint,
     custs: &RoaringBitmap,
     now: Timestamp,
 ) -> Result<SubsetAnswer> {
     let plan = plan::plan(rule, cx.catalog, cx.saved, now)?;
-    let fp = Footprint::of(rule, cx.saved);
-    let events = footprint::event_ids(&fp, cx.catalog);
+    let events = footprint::event_ids(fp, cx.catalog);
     let custs = custs & &cx.indexes.everyone;
     if custs.is_empty() {
         return Ok(SubsetAnswer::default());
@@ -66,10 +66,10 @@ pub(crate) fn answer(
         }
         .bounds(&plan.root)
     });
-    let horizon = (bulk && timed).then(|| horizon(cx, &fp, &events, now));
+    let horizon = (bulk && timed).then(|| horizon(cx, fp, &events, now));
     let read_from = match (plan.events_from, timed) {
-        (Some(f), true) => Some(f.min(footprint::candidates_read_from(&fp, now))),
-        (None, true) => Some(footprint::candidates_read_from(&fp, now)),
+        (Some(f), true) => Some(f.min(footprint::candidates_read_from(fp, now))),
+        (None, true) => Some(footprint::candidates_read_from(fp, now)),
         (f, false) => f,
     };
 
@@ -89,7 +89,7 @@ pub(crate) fn answer(
                     out.members.insert(cust);
                 }
                 let next = if timed && horizon.as_ref().is_none_or(|h| h.contains(cust)) {
-                    footprint::next_candidate(&fp, &events, &mut data, now)?
+                    footprint::next_candidate(fp, &events, &mut data, now)?
                 } else {
                     None
                 };
