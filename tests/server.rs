@@ -498,7 +498,17 @@ fn each_limit_is_answered_with_a_resp_error() {
         Resp::Bulk(b"still here".to_vec())
     );
 
-    // Two more clients fill the server; the next is told so and closed.
+    // Two more clients fill the server; the next is told so and closed. First wait until the
+    // server no longer counts the probe connections of `wait_ready`: a closed client counts
+    // until its thread has seen the end of its stream, which a loaded machine can delay.
+    let started = Instant::now();
+    while !c.cmd(&["INFO"]).text().contains("connected_clients:1\r\n") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "probe clients never left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut b = server.connect();
     let mut d = server.connect();
     assert_eq!(b.cmd(&["PING"]), Resp::Simple("PONG".into()));
