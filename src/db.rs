@@ -49,6 +49,11 @@ pub struct Config {
     /// How many changes the stored change feed keeps (at least 1); older ones are dropped at
     /// checkpoints.
     pub feed_capacity: u64,
+    /// A saved audience re-evaluated for at least this many customers at once (a new audience,
+    /// a large import, a day of timers) takes the bulk path: bounds and wake-up days from the
+    /// bitmaps first, so only the customers they leave undecided are read. Fewer are checked one
+    /// by one. Both give the same members; tests set it low to run the bulk path on small data.
+    pub audience_bulk_from: u64,
 }
 
 impl Config {
@@ -59,6 +64,7 @@ impl Config {
             checkpoint_after: 250_000,
             clock: Clock::System,
             feed_capacity: 1_000_000,
+            audience_bulk_from: 2048,
         }
     }
 }

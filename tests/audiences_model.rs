@@ -57,6 +57,79 @@ const EDITS: [&str; 6] = [
     "purchased avg(amount) >= 2 between 3 hours ago and 1 hour ago",
 ];
 
+/// The same streams in days: every length of time above 24 times longer, so that clock steps
+/// cross many UTC days (milliseconds beside an edge stay milliseconds).
+const DAY_AUDIENCES: [(&str, &str); 7] = [
+    ("recent_viewers", "viewed in last 2 days"),
+    (
+        "buyers_not_browsing",
+        "purchased at least 2 times in last 3 days and not viewed in last 12 hours",
+    ),
+    (
+        "gold_or_spender",
+        "tier = Gold or purchased sum(amount) > 5 in last 36 hours",
+    ),
+    ("new_viewers", "not viewed before 1 day ago and viewed ever"),
+    (
+        "old_signups_idle",
+        "signup before 2 days ago and not in audience recent_viewers",
+    ),
+    (
+        "cart_abandoners",
+        "added_to_cart since 18 hours ago and not purchased since 18 hours ago",
+    ),
+    (
+        "big_or_new",
+        "purchased where amount > 2 in last 1 day or in audience new_viewers",
+    ),
+];
+
+const DAY_EDITS: [&str; 6] = [
+    "viewed at least 2 times in last 1 day",
+    "everyone",
+    "not purchased in last 2 days",
+    "in audience big_or_new",
+    "tier in (Gold, Silver) and added_to_cart ever",
+    "purchased avg(amount) >= 2 between 3 days ago and 1 day ago",
+];
+
+/// What a stream runs against.
+#[derive(Debug)]
+struct Model {
+    audiences: &'static [(&'static str, &'static str)],
+    edits: &'static [&'static str],
+    /// Lengths of time in the ops are multiplied by this (see [`Model::time`]).
+    scale: i64,
+    /// [`Config::audience_bulk_from`]: 0 sends every re-evaluation through the bulk path.
+    bulk_from: u64,
+}
+
+/// Hours and minutes, customers checked one by one (as small writes are).
+const HOURS: Model = Model {
+    audiences: &AUDIENCES,
+    edits: &EDITS,
+    scale: 1,
+    bulk_from: 2048,
+};
+
+/// Days, every re-evaluation through the bitmaps and day-level wake-ups (as a new audience or
+/// a large import on a big store is).
+const DAYS_BULK: Model = Model {
+    audiences: &DAY_AUDIENCES,
+    edits: &DAY_EDITS,
+    scale: 24,
+    bulk_from: 0,
+};
+
+impl Model {
+    /// A length of time from an op, scaled: whole minutes are scaled, the milliseconds beside
+    /// them (an edge's ±1 ms) are kept.
+    fn time(&self, ms: i64) -> i64 {
+        let minutes = (ms as f64 / MINUTE as f64).round() as i64;
+        minutes * MINUTE * self.scale + (ms - minutes * MINUTE)
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Track {
@@ -121,6 +194,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct Harness {
+    model: &'static Model,
     dir: tempfile::TempDir,
     clock: Clock,
     db: Option<Db>,
@@ -131,10 +205,11 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    fn new(model: &'static Model) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual(parse_rfc3339("2026-03-15T10:30:00Z").unwrap());
         let mut h = Harness {
+            model,
             dir,
             clock,
             db: None,
@@ -142,7 +217,7 @@ impl Harness {
             position: 0,
         };
         h.open();
-        for (name, rule) in AUDIENCES {
+        for (name, rule) in model.audiences {
             h.db().define_audience(name, rule).unwrap();
         }
         h
@@ -152,6 +227,7 @@ impl Harness {
         let mut config = Config::new(self.dir.path().join("db"));
         config.clock = self.clock.clone();
         config.checkpoint_after = 7;
+        config.audience_bulk_from = self.model.bulk_from;
         self.db = Some(Db::open_with(config).unwrap());
     }
 
@@ -170,7 +246,12 @@ impl Harness {
                 offset,
             } => {
                 let props = vec![("amount".to_owned(), Value::Int(*amount))];
-                let m = Message::track(id(*cust), *event, props, Some(now + offset));
+                let m = Message::track(
+                    id(*cust),
+                    *event,
+                    props,
+                    Some(now + self.model.time(*offset)),
+                );
                 self.db().ingest(vec![m]).unwrap();
             }
             Op::Identify {
@@ -182,7 +263,7 @@ impl Harness {
                     ("tier".to_owned(), tier.map(|t| Value::Str(t.into()))),
                     (
                         "signup".to_owned(),
-                        signup_ago.map(|a| Value::Time(now - a)),
+                        signup_ago.map(|a| Value::Time(now - self.model.time(a))),
                     ),
                 ];
                 self.db()
@@ -194,14 +275,14 @@ impl Harness {
                 Err(e) => panic!("delete: {e}"),
             },
             Op::Advance(ms) => {
-                self.clock.advance(*ms);
+                self.clock.advance(self.model.time(*ms));
                 self.db().advance_audiences().unwrap();
             }
             Op::Edit { audience, rule } => {
-                let name = AUDIENCES[*audience].0;
+                let (name, rule) = (self.model.audiences[*audience].0, self.model.edits[*rule]);
                 let before = self.members();
-                let diff = self.db().diff_audience(name, EDITS[*rule]);
-                match self.db().define_audience(name, EDITS[*rule]) {
+                let diff = self.db().diff_audience(name, rule);
+                match self.db().define_audience(name, rule) {
                     Ok(info) => {
                         let diff = diff.unwrap();
                         assert_eq!(
@@ -312,13 +393,23 @@ proptest! {
 
     #[test]
     fn kept_members_equal_a_fresh_evaluation(ops in prop::collection::vec(op(), 1..40)) {
-        let mut h = Harness::new();
-        h.check(0);
-        for (i, op) in ops.iter().enumerate() {
-            h.run(op);
-            h.check(i + 1);
-        }
-        let report = h.db().verify().unwrap();
-        prop_assert!(report.is_ok(), "{:?}", report.problems);
+        run_stream(&HOURS, &ops)?;
     }
+
+    #[test]
+    fn over_days_through_the_bulk_path(ops in prop::collection::vec(op(), 1..40)) {
+        run_stream(&DAYS_BULK, &ops)?;
+    }
+}
+
+fn run_stream(model: &'static Model, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(model);
+    h.check(0);
+    for (i, op) in ops.iter().enumerate() {
+        h.run(op);
+        h.check(i + 1);
+    }
+    let report = h.db().verify().unwrap();
+    prop_assert!(report.is_ok(), "{:?}", report.problems);
+    Ok(())
 }

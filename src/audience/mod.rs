@@ -454,6 +454,7 @@ impl Db {
             catalog: &state.catalog,
             indexes: &state.indexes,
             saved: &defs,
+            bulk_from: self.config.audience_bulk_from,
         };
         // The new rule is planned first: unknown audiences and cycles fail there, before
         // anything is written.
@@ -656,6 +657,7 @@ impl Db {
             catalog: &state.catalog,
             indexes: &state.indexes,
             saved: &defs,
+            bulk_from: self.config.audience_bulk_from,
         };
         let fp = Footprint::of(prepared.rule(), &defs);
         let after =
@@ -792,6 +794,7 @@ impl Db {
             catalog: &state.catalog,
             indexes: &state.indexes,
             saved: &state.definitions,
+            bulk_from: self.config.audience_bulk_from,
         };
         let answers: Vec<Result<SubsetAnswer>> = todo
             .par_iter()

@@ -12,8 +12,10 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
-use crate::index::Indexes;
-use crate::model::time::{Timestamp, DAY_MS};
+use std::collections::BTreeSet;
+
+use crate::index::{DayBitmaps, Indexes};
+use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::value::ValueType;
 use crate::rules::Rule;
 use crate::storage::{Catalog, Store};
@@ -38,10 +40,10 @@ pub(crate) struct Context<'a> {
     pub catalog: &'a Catalog,
     pub indexes: &'a Indexes,
     pub saved: &'a dyn SavedRules,
+    /// From how many customers asked about the bitmaps are worth computing first
+    /// ([`crate::Config::audience_bulk_from`]).
+    pub bulk_from: u64,
 }
-
-/// The customers asked about from which on the bitmaps are worth computing first.
-const BULK: u64 = 2048;
 
 /// Evaluates `rule` (whose footprint is `fp`) at `now` for the customers in `custs` that exist.
 pub(crate) fn answer(
@@ -58,7 +60,7 @@ pub(crate) fn answer(
         return Ok(SubsetAnswer::default());
     }
     let timed = fp.moves_with_time();
-    let bulk = custs.len() >= BULK;
+    let bulk = custs.len() >= cx.bulk_from;
     let bounds = bulk.then(|| {
         Sources {
             indexes: cx.indexes,
@@ -66,7 +68,7 @@ pub(crate) fn answer(
         }
         .bounds(&plan.root)
     });
-    let horizon = (bulk && timed).then(|| horizon(cx, fp, &events, now));
+    let schedule = (bulk && timed).then(|| Schedule::from_bitmaps(cx, fp, &events, now));
     let read_from = match (plan.events_from, timed) {
         (Some(f), true) => Some(f.min(footprint::candidates_read_from(fp, now))),
         (None, true) => Some(footprint::candidates_read_from(fp, now)),
@@ -88,12 +90,14 @@ pub(crate) fn answer(
                 if holds(&plan.root, bounds.as_ref(), &mut data)? {
                     out.members.insert(cust);
                 }
-                let next = if timed && horizon.as_ref().is_none_or(|h| h.contains(cust)) {
-                    footprint::next_candidate(fp, &events, &mut data, now)?
-                } else {
-                    None
-                };
-                out.next.push((cust, next));
+                match &schedule {
+                    Some(s) if !s.exact.contains(cust) => {} // scheduled below
+                    _ if timed => out.next.push((
+                        cust,
+                        footprint::next_candidate(fp, &events, &mut data, now)?,
+                    )),
+                    _ => out.next.push((cust, None)),
+                }
             }
             Ok(out)
         })
@@ -105,7 +109,116 @@ pub(crate) fn answer(
     for p in parts {
         all.next.extend(p.next);
     }
+    if let Some(s) = schedule {
+        let mut unscheduled = &custs - &s.exact;
+        for (day, set) in &s.by_day {
+            let set = set & &custs;
+            unscheduled -= &set;
+            all.next
+                .extend(set.iter().map(|c| (c, Some(day_start(*day)))));
+        }
+        all.next.extend(unscheduled.iter().map(|c| (c, None)));
+    }
     Ok(all)
+}
+
+/// For many customers at once, when their answers may next change by time alone, worked out
+/// from the day bitmaps so that only a few customers' events are read.
+///
+/// An event on day `e` puts its candidate instants (see [`footprint::for_each_candidate`]) for
+/// a relative length `d` on day `e + q` or `e + q + 1`, where `q` is `d` in whole days (`q = 0`
+/// for the event's own time). So a customer whose events put no candidate day on the open day
+/// (the day of *now*) has no candidate before the start of the earliest later candidate day:
+/// waking it at that day's start, when [`crate::audience`]'s timers open the day and re-evaluate
+/// it exactly, is early or on time, never late. Customers with a candidate day on the open day,
+/// or with a date-time trait the rule names, get exact instants from their events.
+struct Schedule {
+    /// Customers whose next instant is computed exactly, from their stored data.
+    exact: RoaringBitmap,
+    /// The others with a candidate after the open day: woken at the start of these days.
+    /// Disjoint from `exact` and from each other. Everyone else never changes by time alone.
+    by_day: Vec<(u32, RoaringBitmap)>,
+}
+
+impl Schedule {
+    fn from_bitmaps(cx: &Context<'_>, fp: &Footprint, events: &[u32], now: Timestamp) -> Schedule {
+        if fp.relative_props {
+            // A property's date-time, not the event's day, places its candidates.
+            return Schedule {
+                exact: horizon(cx, fp, events, now),
+                by_day: Vec::new(),
+            };
+        }
+        let open = day_of(now.max(0));
+        let from = day_of(footprint::candidates_read_from(fp, now).max(0));
+        let mut whole_days: Vec<u32> = std::iter::once(0)
+            .chain(
+                fp.lengths
+                    .iter()
+                    .map(|d| u32::try_from(d / DAY_MS).unwrap_or(u32::MAX)),
+            )
+            .collect();
+        whole_days.sort_unstable();
+        whole_days.dedup();
+        let indexes: Vec<&DayBitmaps> = events
+            .iter()
+            .filter_map(|&e| cx.indexes.event_index(e).map(|ei| &ei.days))
+            .collect();
+        let on_day = |e: u32| indexes.iter().filter_map(move |days| days.get(&e));
+
+        let mut exact = time_traits(cx, fp);
+        let mut wake_days = BTreeSet::new();
+        for &q in &whole_days {
+            for e in [open.checked_sub(q + 1), open.checked_sub(q)]
+                .into_iter()
+                .flatten()
+            {
+                exact |= on_day(e).union();
+            }
+            // Later candidate days: e + q > open for the days e holding events.
+            let first = (open.saturating_sub(q) + 1).max(from);
+            for days in &indexes {
+                wake_days.extend(days.range(first..).map(|(e, _)| e.saturating_add(q)));
+            }
+        }
+        let mut seen = exact.clone();
+        let mut by_day = Vec::new();
+        for wake in wake_days {
+            let mut set = whole_days
+                .iter()
+                .filter_map(|&q| wake.checked_sub(q))
+                .filter(|&e| e >= from)
+                .flat_map(on_day)
+                .union();
+            set -= &seen;
+            if !set.is_empty() {
+                seen |= &set;
+                by_day.push((wake, set));
+            }
+        }
+        Schedule { exact, by_day }
+    }
+}
+
+/// Customers with a date-time (or list) trait the rule names, when it has relative lengths:
+/// such a trait's value is a candidate instant the day bitmaps know nothing of.
+fn time_traits(cx: &Context<'_>, fp: &Footprint) -> RoaringBitmap {
+    let mut set = RoaringBitmap::new();
+    if fp.lengths.is_empty() {
+        return set;
+    }
+    let timed = ValueType::Time.bit() | ValueType::List.bit();
+    for name in &fp.traits {
+        let Some(t) = cx.catalog.trait_id(name) else {
+            continue;
+        };
+        if cx.catalog.trait_types(t) & timed != 0 {
+            if let Some(ti) = cx.indexes.trait_index(t) {
+                set |= &ti.set;
+            }
+        }
+    }
+    set
 }
 
 /// The customers who can have an instant after `now` at which time changes their answer: those
@@ -120,19 +233,5 @@ fn horizon(cx: &Context<'_>, fp: &Footprint, events: &[u32], now: Timestamp) -> 
             parts.extend(ei.days.range(from_day..).map(|(_, b)| b));
         }
     }
-    let mut set = parts.union();
-    if !fp.lengths.is_empty() {
-        let timed = ValueType::Time.bit() | ValueType::List.bit();
-        for name in &fp.traits {
-            let Some(t) = cx.catalog.trait_id(name) else {
-                continue;
-            };
-            if cx.catalog.trait_types(t) & timed != 0 {
-                if let Some(ti) = cx.indexes.trait_index(t) {
-                    set |= &ti.set;
-                }
-            }
-        }
-    }
-    set
+    parts.union() | time_traits(cx, fp)
 }
