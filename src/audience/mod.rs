@@ -38,7 +38,7 @@ use crate::index::{FastMap, Indexes};
 use crate::model::time::Timestamp;
 use crate::query::footprint::Footprint;
 use crate::query::plan::SavedRules;
-use crate::query::subset::{self, Context, SubsetAnswer};
+use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{Audience, PreparedRule};
 use crate::rules::Rule;
 use crate::storage::{keys, meta, Catalog, Store};
@@ -220,6 +220,17 @@ impl Touched {
             }
         }
         out
+    }
+}
+
+/// One audience to bring up to date in a maintenance pass: its footprint and which customers.
+type Todo = (Arc<Definition>, Footprint, RoaringBitmap);
+
+fn ask((d, fp, custs): &Todo) -> Ask<'_> {
+    Ask {
+        rule: d.rule.rule(),
+        fp,
+        custs,
     }
 }
 
@@ -462,7 +473,12 @@ impl Db {
             .iter()
             .map(|d| {
                 let fp = Footprint::of(d.rule.rule(), &defs);
-                subset::answer(&cx, d.rule.rule(), &fp, &state.indexes.everyone, now)
+                let ask = Ask {
+                    rule: d.rule.rule(),
+                    fp: &fp,
+                    custs: &state.indexes.everyone,
+                };
+                subset::answer(&cx, &ask, now)
             })
             .collect::<Result<_>>()?;
 
@@ -660,8 +676,12 @@ impl Db {
             bulk_from: self.config.audience_bulk_from,
         };
         let fp = Footprint::of(prepared.rule(), &defs);
-        let after =
-            subset::answer(&cx, prepared.rule(), &fp, &state.indexes.everyone, now)?.members;
+        let ask = Ask {
+            rule: prepared.rule(),
+            fp: &fp,
+            custs: &state.indexes.everyone,
+        };
+        let after = subset::answer(&cx, &ask, now)?.members;
         let elapsed = started.elapsed();
         Ok(AudienceDiff {
             name: name.to_owned(),
@@ -769,7 +789,7 @@ impl Db {
             self.audiences.live.write().as_of = now;
             return Ok(0);
         }
-        let mut todo: Vec<(Arc<Definition>, Footprint, RoaringBitmap)> = Vec::new();
+        let mut todo: Vec<Todo> = Vec::new();
         {
             let mut live = self.audiences.live.write();
             for d in state.definitions.iter() {
@@ -796,30 +816,45 @@ impl Db {
             saved: &state.definitions,
             bulk_from: self.config.audience_bulk_from,
         };
-        let answers: Vec<Result<SubsetAnswer>> = todo
+        // Audiences asked about many customers go through the bitmaps, each on its own; the
+        // others share one read of each customer.
+        let bulk_from = self.config.audience_bulk_from;
+        let (many, few): (Vec<Todo>, Vec<Todo>) =
+            todo.into_iter().partition(|t| t.2.len() >= bulk_from);
+        let many_answers: Vec<Result<SubsetAnswer>> = many
             .par_iter()
-            .map(|(d, fp, custs)| subset::answer(&cx, d.rule.rule(), fp, custs, now))
+            .map(|t| subset::answer(&cx, &ask(t), now))
             .collect();
+        let few_asks: Vec<Ask<'_>> = few.iter().map(ask).collect();
+        let (few_answers, few_failure) = match subset::answer_each(&cx, &few_asks, now) {
+            Ok(answers) => (answers, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        drop(few_asks);
         drop(state);
         let mut flips: Vec<Flip> = Vec::new();
         let mut failure = None;
         {
             let mut live = self.audiences.live.write();
-            for ((d, _, custs), answer) in todo.into_iter().zip(answers) {
+            // An audience's answer, or `None` when it failed: its customers are tried again
+            // at the next chance.
+            let mut settle = |(d, _, custs): Todo, answer: Option<SubsetAnswer>| {
                 let Some(la) = live.by_id.get_mut(&d.id) else {
-                    continue;
+                    return;
                 };
                 match answer {
-                    Ok(a) => apply(la, &custs, a, now, &mut flips),
-                    Err(e) => {
-                        // Try these customers again at the next chance.
-                        for c in &custs {
-                            la.timers.schedule(c, Some(now));
-                        }
-                        failure.get_or_insert(e);
-                    }
+                    Some(a) => apply(la, &custs, a, now, &mut flips),
+                    None => custs.iter().for_each(|c| la.timers.schedule(c, Some(now))),
                 }
+            };
+            for (t, answer) in many.into_iter().zip(many_answers) {
+                settle(t, answer.map_err(|e| failure.get_or_insert(e)).ok());
             }
+            let mut few_answers = few_answers.into_iter();
+            for t in few {
+                settle(t, few_answers.next());
+            }
+            failure = failure.or(few_failure);
             live.as_of = now;
         }
         let n = flips.len();

@@ -22,7 +22,7 @@ use crate::storage::{Catalog, Store};
 
 use super::exec::{holds, CustomerData, Sources};
 use super::footprint::{self, Footprint};
-use super::plan::{self, SavedRules};
+use super::plan::{self, Plan, SavedRules};
 
 /// The answer for each customer asked about.
 #[derive(Debug, Default)]
@@ -45,81 +45,165 @@ pub(crate) struct Context<'a> {
     pub bulk_from: u64,
 }
 
-/// Evaluates `rule` (whose footprint is `fp`) at `now` for the customers in `custs` that exist.
-pub(crate) fn answer(
-    cx: &Context<'_>,
-    rule: &Rule,
-    fp: &Footprint,
-    custs: &RoaringBitmap,
-    now: Timestamp,
-) -> Result<SubsetAnswer> {
+/// One rule to answer for some customers: its footprint, and whom to answer for.
+pub(crate) struct Ask<'r> {
+    pub rule: &'r Rule,
+    pub fp: &'r Footprint,
+    pub custs: &'r RoaringBitmap,
+}
+
+/// Where a customer's events must be read from to check `plan` and find its next instant.
+fn read_from(plan: &Plan, fp: &Footprint, now: Timestamp) -> Option<Timestamp> {
+    if !fp.moves_with_time() {
+        return plan.events_from;
+    }
+    let candidates = footprint::candidates_read_from(fp, now);
+    Some(plan.events_from.map_or(candidates, |f| f.min(candidates)))
+}
+
+/// Evaluates the rule of `ask` at `now` for the customers asked about that exist. Many
+/// customers ([`Context::bulk_from`] or more) go through the bitmaps first; fewer are checked
+/// one by one, as [`answer_each`] does.
+pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<SubsetAnswer> {
+    let custs = ask.custs & &cx.indexes.everyone;
+    if custs.len() < cx.bulk_from.max(1) {
+        let one = Ask {
+            custs: &custs,
+            ..*ask
+        };
+        return Ok(answer_each(cx, std::slice::from_ref(&one), now)?
+            .pop()
+            .unwrap_or_default());
+    }
+    let (rule, fp) = (ask.rule, ask.fp);
     let plan = plan::plan(rule, cx.catalog, cx.saved, now)?;
     let events = footprint::event_ids(fp, cx.catalog);
-    let custs = custs & &cx.indexes.everyone;
-    if custs.is_empty() {
-        return Ok(SubsetAnswer::default());
-    }
     let timed = fp.moves_with_time();
-    let bulk = custs.len() >= cx.bulk_from;
-    let bounds = bulk.then(|| {
-        Sources {
-            indexes: cx.indexes,
-            catalog: cx.catalog,
-        }
-        .bounds(&plan.root)
-    });
-    let schedule = (bulk && timed).then(|| Schedule::from_bitmaps(cx, fp, &events, now));
-    let read_from = match (plan.events_from, timed) {
-        (Some(f), true) => Some(f.min(footprint::candidates_read_from(fp, now))),
-        (None, true) => Some(footprint::candidates_read_from(fp, now)),
-        (f, false) => f,
-    };
+    let bounds = Sources {
+        indexes: cx.indexes,
+        catalog: cx.catalog,
+    }
+    .bounds(&plan.root);
+    let schedule = timed.then(|| Schedule::from_bitmaps(cx, fp, &events, now));
+    let read_from = read_from(&plan, fp, now);
 
     let ids: Vec<u32> = custs.iter().collect();
-    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
     let parts: Vec<SubsetAnswer> = ids
-        .par_chunks(chunk)
+        .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
             let mut data = CustomerData::new(cx.store, read_from);
-            let mut out = SubsetAnswer {
-                members: RoaringBitmap::new(),
-                next: Vec::with_capacity(ids.len()),
-            };
+            let mut out = SubsetAnswer::default();
             for &cust in ids {
                 data.load(cust);
-                if holds(&plan.root, bounds.as_ref(), &mut data)? {
+                if holds(&plan.root, Some(&bounds), &mut data)? {
                     out.members.insert(cust);
                 }
-                match &schedule {
-                    Some(s) if !s.exact.contains(cust) => {} // scheduled below
-                    _ if timed => out.next.push((
-                        cust,
-                        footprint::next_candidate(fp, &events, &mut data, now)?,
-                    )),
-                    _ => out.next.push((cust, None)),
+                if schedule.as_ref().is_some_and(|s| s.exact.contains(cust)) {
+                    let next = footprint::next_candidate(fp, &events, &mut data, now)?;
+                    out.next.push((cust, next));
                 }
             }
             Ok(out)
         })
         .collect::<Result<_>>()?;
-    let mut all = SubsetAnswer {
-        members: parts.iter().map(|p| &p.members).union(),
-        next: Vec::with_capacity(ids.len()),
-    };
-    for p in parts {
-        all.next.extend(p.next);
-    }
+    let mut all = merge(parts, ids.len());
+    let mut unscheduled = custs;
     if let Some(s) = schedule {
-        let mut unscheduled = &custs - &s.exact;
+        unscheduled -= &s.exact;
         for (day, set) in &s.by_day {
-            let set = set & &custs;
+            let set = set & &unscheduled;
             unscheduled -= &set;
             all.next
                 .extend(set.iter().map(|c| (c, Some(day_start(*day)))));
         }
-        all.next.extend(unscheduled.iter().map(|c| (c, None)));
     }
+    all.next.extend(unscheduled.iter().map(|c| (c, None)));
     Ok(all)
+}
+
+/// Evaluates several rules at `now`, each for its customers, one customer at a time: a
+/// customer's data is read once for every rule that asks about it (what a write touching a
+/// few customers, with many saved audiences, needs). Returns one answer per ask, in order.
+pub(crate) fn answer_each(
+    cx: &Context<'_>,
+    asks: &[Ask<'_>],
+    now: Timestamp,
+) -> Result<Vec<SubsetAnswer>> {
+    struct Prepared<'r> {
+        plan: Plan,
+        fp: &'r Footprint,
+        events: Vec<u32>,
+        custs: RoaringBitmap,
+    }
+    let prepared: Vec<Prepared<'_>> = asks
+        .iter()
+        .map(|a| {
+            Ok(Prepared {
+                plan: plan::plan(a.rule, cx.catalog, cx.saved, now)?,
+                fp: a.fp,
+                events: footprint::event_ids(a.fp, cx.catalog),
+                custs: a.custs & &cx.indexes.everyone,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let read_from = prepared
+        .iter()
+        .filter_map(|p| read_from(&p.plan, p.fp, now))
+        .min();
+    let ids: Vec<u32> = prepared.iter().map(|p| &p.custs).union().iter().collect();
+    let parts: Vec<Vec<SubsetAnswer>> = ids
+        .par_chunks(chunk_len(ids.len()))
+        .map(|ids| {
+            let mut data = CustomerData::new(cx.store, read_from);
+            let mut out: Vec<SubsetAnswer> =
+                prepared.iter().map(|_| SubsetAnswer::default()).collect();
+            for &cust in ids {
+                data.load(cust);
+                for (p, out) in prepared.iter().zip(&mut out) {
+                    if !p.custs.contains(cust) {
+                        continue;
+                    }
+                    if holds(&p.plan.root, None, &mut data)? {
+                        out.members.insert(cust);
+                    }
+                    let next = if p.fp.moves_with_time() {
+                        footprint::next_candidate(p.fp, &p.events, &mut data, now)?
+                    } else {
+                        None
+                    };
+                    out.next.push((cust, next));
+                }
+            }
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let mut by_ask: Vec<Vec<SubsetAnswer>> = prepared.iter().map(|_| Vec::new()).collect();
+    for part in parts {
+        for (i, a) in part.into_iter().enumerate() {
+            by_ask[i].push(a);
+        }
+    }
+    Ok(by_ask
+        .into_iter()
+        .zip(&prepared)
+        .map(|(parts, p)| merge(parts, p.custs.len() as usize))
+        .collect())
+}
+
+/// Customers per parallel task: enough tasks to balance, few enough to keep each one's buffers.
+fn chunk_len(n: usize) -> usize {
+    (n / (rayon::current_num_threads() * 8)).clamp(64, 4096)
+}
+
+fn merge(parts: Vec<SubsetAnswer>, customers: usize) -> SubsetAnswer {
+    let mut all = SubsetAnswer {
+        members: parts.iter().map(|p| &p.members).union(),
+        next: Vec::with_capacity(customers),
+    };
+    for p in parts {
+        all.next.extend(p.next);
+    }
+    all
 }
 
 /// For many customers at once, when their answers may next change by time alone, worked out
