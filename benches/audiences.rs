@@ -101,6 +101,15 @@ fn main() {
     let started = Instant::now();
     let db = Db::open_with(config).expect("open the database");
     println!("opened {path} in {:.2} s", started.elapsed().as_secs_f64());
+    if db.audiences_as_of() > now {
+        // Saved audiences never go back in time: a folder an earlier run moved on starts there.
+        clock.set(db.audiences_as_of());
+        println!(
+            "the folder's audiences are at {}, later than the bench's start: the clock starts there \
+             (use a fresh copy of the folder for comparable figures)",
+            time::format_rfc3339(db.audiences_as_of())
+        );
+    }
     for a in db.audiences() {
         if a.name.starts_with("bench_") {
             db.drop_audience(&a.name)
