@@ -148,6 +148,8 @@ enum Resp {
     Null,
     Array(Vec<Resp>),
     Map(Vec<(Resp, Resp)>),
+    /// A RESP3 push (`>`): pub/sub confirmations and messages.
+    Push(Vec<Resp>),
 }
 
 impl Resp {
@@ -231,6 +233,10 @@ impl Conn {
             "%" => {
                 let len: usize = rest.parse().unwrap();
                 Resp::Map((0..len).map(|_| (self.read(), self.read())).collect())
+            }
+            ">" => {
+                let len: usize = rest.parse().unwrap();
+                Resp::Push((0..len).map(|_| self.read()).collect())
             }
             other => panic!("unexpected reply type {other:?} in {line:?}"),
         }
@@ -527,11 +533,19 @@ fn each_limit_is_answered_with_a_resp_error() {
     let server = shop.serve(&["--idle-timeout", "1"]);
     let mut b = server.connect();
     assert_eq!(b.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    // A subscribed client waits for notices: it is not idle, however long it stays silent.
+    let mut s = server.connect();
+    assert_eq!(
+        s.cmd(&["SUBSCRIBE", "audience:quiet"]),
+        confirm(2, "subscribe", Some("audience:quiet"), 1)
+    );
     let started = Instant::now();
     let e = b.read();
     assert!(e.error().starts_with("ERR idle for more than 1 s"), "{e:?}");
     assert!(b.closed());
     assert!(started.elapsed() < Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.cmd(&["PING"]), Resp::Array(vec![bulk("pong"), bulk("")]));
 }
 
 #[test]
@@ -932,4 +946,380 @@ fn saved_audiences_over_the_socket() {
     assert_eq!(changes.len(), 2);
     assert_eq!(c.cmd(&["AUDIENCE.DROP", "uses"]), ok());
     assert_eq!(c.cmd(&["AUDIENCE.DROP", "diamond"]), ok());
+}
+
+fn bulk(s: &str) -> Resp {
+    Resp::Bulk(s.as_bytes().to_vec())
+}
+
+/// A subscription confirmation as Redis shapes it: `[word, channel, count]`, pushed in RESP3.
+fn confirm(proto: u8, word: &str, channel: Option<&str>, count: i64) -> Resp {
+    let items = vec![
+        bulk(word),
+        channel.map_or(Resp::Null, bulk),
+        Resp::Int(count),
+    ];
+    if proto == 3 {
+        Resp::Push(items)
+    } else {
+        Resp::Array(items)
+    }
+}
+
+/// A `message` or `pmessage` notice taken apart.
+#[derive(Debug)]
+struct Notice {
+    kind: String,
+    pattern: Option<String>,
+    channel: String,
+    payload: String,
+    json: serde_json::Value,
+}
+
+impl Notice {
+    fn of(r: Resp) -> Notice {
+        let items = match r {
+            Resp::Array(items) | Resp::Push(items) => items,
+            other => panic!("not a notice: {other:?}"),
+        };
+        let text: Vec<String> = items.iter().map(Resp::text).collect();
+        let (pattern, channel, payload) = match (text[0].as_str(), text.len()) {
+            ("message", 3) => (None, text[1].clone(), text[2].clone()),
+            ("pmessage", 4) => (Some(text[1].clone()), text[2].clone(), text[3].clone()),
+            _ => panic!("not a notice: {text:?}"),
+        };
+        Notice {
+            kind: text[0].clone(),
+            pattern,
+            json: serde_json::from_str(&payload).unwrap(),
+            channel,
+            payload,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        self.json["seq"].as_u64().unwrap()
+    }
+
+    /// (audience, customer, change)
+    fn what(&self) -> (&str, &str, &str) {
+        (
+            self.json["audience"].as_str().unwrap(),
+            self.json["customer"].as_str().unwrap(),
+            self.json["change"].as_str().unwrap(),
+        )
+    }
+}
+
+#[test]
+fn subscribe_delivers_entries_and_exits_in_order() {
+    let shop = Shop::new(20);
+    let mut server = shop.serve(&[]);
+    let (mut w, mut s) = (server.connect(), server.connect());
+    w.cmd(&["AUDIENCE.DEFINE", "diamond", "tier = Diamond"])
+        .text();
+    w.cmd(&["AUDIENCE.DEFINE", "gold", "tier = Gold"]).text();
+    assert_eq!(
+        s.cmd(&["SUBSCRIBE", "audience:diamond", "audience:gold"]),
+        confirm(2, "subscribe", Some("audience:diamond"), 1)
+    );
+    assert_eq!(s.read(), confirm(2, "subscribe", Some("audience:gold"), 2));
+    // In RESP2 a subscribed connection takes pub/sub commands only, as in Redis; PING answers
+    // as Redis answers it there.
+    assert_eq!(
+        s.cmd(&["AUDIENCES.OF", "x"]).error(),
+        "ERR Can't execute 'audiences.of': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT / \
+         RESET are allowed in this context"
+    );
+    assert_eq!(s.cmd(&["PING"]), Resp::Array(vec![bulk("pong"), bulk("")]));
+    assert_eq!(
+        s.cmd(&["PING", "hi"]),
+        Resp::Array(vec![bulk("pong"), bulk("hi")])
+    );
+    // A channel that names no possible audience refuses the whole command.
+    let e = s.cmd(&["SUBSCRIBE", "audience:fine", "vip"]);
+    assert!(e.error().contains("audience:NAME"), "{e:?}");
+    let info = w.cmd(&["INFO"]).text();
+    for line in ["pubsub_clients:1", "pubsub_channels:2", "pubsub_patterns:0"] {
+        assert!(info.contains(line), "{line} in {info}");
+    }
+
+    // Another connection's writes move a customer in and out: the notices come in feed order.
+    let written = Instant::now();
+    assert_eq!(w.cmd(&["IDENTIFY", "sub-1", r#"{"tier":"Diamond"}"#]), ok());
+    let first = Notice::of(s.read());
+    eprintln!("first notice after {:?}", written.elapsed());
+    assert_eq!(w.cmd(&["IDENTIFY", "sub-1", r#"{"tier":"Gold"}"#]), ok());
+    assert_eq!(w.cmd(&["IDENTIFY", "sub-1", r#"{"tier":null}"#]), ok());
+    let notices: Vec<Notice> = std::iter::once(first)
+        .chain((0..3).map(|_| Notice::of(s.read())))
+        .collect();
+    let seq0 = notices[0].seq();
+    for (i, n) in notices.iter().enumerate() {
+        assert_eq!((n.kind.as_str(), n.pattern.as_deref()), ("message", None));
+        assert_eq!(n.seq(), seq0 + i as u64, "{notices:?}");
+        assert_eq!(n.channel, format!("audience:{}", n.what().0));
+    }
+    assert_eq!(notices[0].what(), ("diamond", "sub-1", "entered"));
+    let mut middle = [notices[1].what(), notices[2].what()];
+    middle.sort();
+    assert_eq!(
+        middle,
+        [("diamond", "sub-1", "left"), ("gold", "sub-1", "entered")]
+    );
+    assert_eq!(notices[3].what(), ("gold", "sub-1", "left"));
+    // The payload is what AUDIENCE.CHANGES gives from the same position: a consumer resumes with
+    // the last seq it saw.
+    let Resp::Array(stored) = w.cmd(&["AUDIENCE.CHANGES", &(seq0 - 1).to_string(), "4"]) else {
+        panic!("changes are an array")
+    };
+    let stored: Vec<String> = stored.iter().map(Resp::text).collect();
+    let live: Vec<String> = notices.iter().map(|n| n.payload.clone()).collect();
+    assert_eq!(stored, live);
+    let at = notices[0].json["at"].as_str().unwrap();
+    assert!(at.len() == 24 && at.ends_with('Z'), "{at}");
+
+    // Unsubscribed from gold: its entry is not delivered, diamond's is.
+    assert_eq!(
+        s.cmd(&["UNSUBSCRIBE", "audience:gold"]),
+        confirm(2, "unsubscribe", Some("audience:gold"), 1)
+    );
+    assert_eq!(w.cmd(&["IDENTIFY", "sub-2", r#"{"tier":"Gold"}"#]), ok());
+    assert_eq!(w.cmd(&["IDENTIFY", "sub-2", r#"{"tier":"Diamond"}"#]), ok());
+    assert_eq!(Notice::of(s.read()).what(), ("diamond", "sub-2", "entered"));
+    // Unsubscribing from everything leaves subscribed mode: every command works again.
+    assert_eq!(
+        s.cmd(&["UNSUBSCRIBE"]),
+        confirm(2, "unsubscribe", Some("audience:diamond"), 0)
+    );
+    assert_eq!(w.cmd(&["IDENTIFY", "sub-3", r#"{"tier":"Diamond"}"#]), ok());
+    assert_eq!(s.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    assert_eq!(
+        s.cmd(&["AUDIENCES.OF", "sub-2"]),
+        Resp::Array(vec![bulk("diamond")])
+    );
+    assert_eq!(s.cmd(&["UNSUBSCRIBE"]), confirm(2, "unsubscribe", None, 0));
+    assert!(w.cmd(&["INFO"]).text().contains("pubsub_clients:0"));
+
+    // A subscribed client does not hold up a shutdown: it is closed, the server stops.
+    assert_eq!(
+        s.cmd(&["SUBSCRIBE", "audience:gold"]),
+        confirm(2, "subscribe", Some("audience:gold"), 1)
+    );
+    let stopping = Instant::now();
+    server.signal(libc::SIGTERM);
+    let (status, err) = server.wait_exit();
+    assert!(status.success(), "exit {status:?}: {err}");
+    assert!(s.closed());
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn psubscribe_patterns_and_audiences_defined_after_subscribing() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&[]);
+    let (mut w, mut s) = (server.connect(), server.connect());
+    assert_eq!(
+        s.cmd(&["PSUBSCRIBE", "audience:v*"]),
+        confirm(2, "psubscribe", Some("audience:v*"), 1)
+    );
+    // vip does not exist yet: subscribing is allowed, its changes come once it is defined.
+    assert_eq!(
+        s.cmd(&["SUBSCRIBE", "audience:vip"]),
+        confirm(2, "subscribe", Some("audience:vip"), 2)
+    );
+    assert_eq!(w.cmd(&["IDENTIFY", "p-1", r#"{"tier":"Vip"}"#]), ok());
+    w.cmd(&["AUDIENCE.DEFINE", "other", "tier = Vip"]).text();
+    w.cmd(&["AUDIENCE.DEFINE", "vip", "tier = Vip"]).text();
+    w.cmd(&["AUDIENCE.DEFINE", "vx", "tier = Vip"]).text();
+    // `other` matches neither channel nor pattern: the first notice is vip's message, then the
+    // same change as a pmessage, then vx's.
+    let n = Notice::of(s.read());
+    assert_eq!(
+        (n.kind.as_str(), n.channel.as_str()),
+        ("message", "audience:vip")
+    );
+    assert_eq!(n.what(), ("vip", "p-1", "entered"));
+    let p = Notice::of(s.read());
+    assert_eq!(
+        (p.kind.as_str(), p.pattern.as_deref(), p.channel.as_str()),
+        ("pmessage", Some("audience:v*"), "audience:vip")
+    );
+    assert_eq!(p.payload, n.payload);
+    let p = Notice::of(s.read());
+    assert_eq!(
+        (p.pattern.as_deref(), p.channel.as_str()),
+        (Some("audience:v*"), "audience:vx")
+    );
+    assert_eq!(p.seq(), n.seq() + 1);
+    assert_eq!(
+        w.cmd(&["PUBSUB", "NUMSUB", "audience:vip", "audience:vx"]),
+        Resp::Array(vec![
+            bulk("audience:vip"),
+            Resp::Int(1),
+            bulk("audience:vx"),
+            Resp::Int(0)
+        ])
+    );
+    assert_eq!(w.cmd(&["PUBSUB", "NUMPAT"]), Resp::Int(1));
+    assert_eq!(
+        w.cmd(&["PUBSUB", "CHANNELS", "*v?p"]),
+        Resp::Array(vec![bulk("audience:vip")])
+    );
+    assert_eq!(
+        s.cmd(&["PUNSUBSCRIBE"]),
+        confirm(2, "punsubscribe", Some("audience:v*"), 1)
+    );
+    assert_eq!(
+        s.cmd(&["PUNSUBSCRIBE", "audience:v*"]),
+        confirm(2, "punsubscribe", Some("audience:v*"), 1)
+    );
+    assert_eq!(w.cmd(&["IDENTIFY", "p-2", r#"{"tier":"Vip"}"#]), ok());
+    // Each defined audience takes p-2 in; only vip's is still subscribed to.
+    assert_eq!(Notice::of(s.read()).what(), ("vip", "p-2", "entered"));
+    assert_eq!(
+        s.cmd(&["UNSUBSCRIBE", "audience:vip"]),
+        confirm(2, "unsubscribe", Some("audience:vip"), 0)
+    );
+    assert_eq!(w.cmd(&["PUBSUB", "NUMPAT"]), Resp::Int(0));
+}
+
+#[test]
+fn resp3_pushes_notices_between_ordinary_replies() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&[]);
+    let (mut w, mut s) = (server.connect(), server.connect());
+    assert!(matches!(s.cmd(&["HELLO", "3"]), Resp::Map(_)));
+    w.cmd(&["AUDIENCE.DEFINE", "r3", "tier = R3"]).text();
+    assert_eq!(
+        s.cmd(&["SUBSCRIBE", "audience:r3"]),
+        confirm(3, "subscribe", Some("audience:r3"), 1)
+    );
+    // The subscriber's own write: its reply and the notice it causes both arrive, each whole.
+    s.send(&encode(&["IDENTIFY", "r3-1", r#"{"tier":"R3"}"#]));
+    let mut frames = [s.read(), s.read()];
+    frames.sort_by_key(|f| matches!(f, Resp::Push(_)));
+    assert_eq!(frames[0], ok());
+    let n = Notice::of(frames[1].clone());
+    assert!(matches!(frames[1], Resp::Push(_)));
+    assert_eq!(n.what(), ("r3", "r3-1", "entered"));
+    // Ordinary commands keep working on a subscribed RESP3 connection.
+    assert_eq!(
+        s.cmd(&["AUDIENCES.OF", "r3-1"]),
+        Resp::Array(vec![bulk("r3")])
+    );
+    assert_eq!(s.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    assert_eq!(w.cmd(&["IDENTIFY", "r3-1", r#"{"tier":"No"}"#]), ok());
+    let left = s.read();
+    assert!(matches!(left, Resp::Push(_)), "{left:?}");
+    assert_eq!(Notice::of(left).what(), ("r3", "r3-1", "left"));
+    // RESET: no subscriptions, RESP2 again.
+    assert_eq!(s.cmd(&["RESET"]), Resp::Simple("RESET".into()));
+    assert_eq!(w.cmd(&["IDENTIFY", "r3-1", r#"{"tier":"R3"}"#]), ok());
+    assert_eq!(s.cmd(&["CUSTOMER.SHOW", "nobody"]), Resp::Null);
+    assert_eq!(s.cmd(&["ECHO", "after"]), bulk("after"));
+}
+
+/// Reads a child's stdout lines on a thread, so a test can wait for a line with a deadline.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn redis_cli_subscribe_streams_notices() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&[]);
+    let mut w = server.connect();
+    w.cmd(&["AUDIENCE.DEFINE", "cli", "tier = Cli"]).text();
+    let mut child = Command::new("redis-cli")
+        .arg("-s")
+        .arg(shop.socket())
+        .args(["SUBSCRIBE", "audience:cli"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-cli (Debian redis-tools) is needed: apt-get install -y redis-tools");
+    let lines = lines_of(&mut child);
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line from redis-cli")
+    };
+    // Without a terminal redis-cli prints each element on its own line.
+    assert_eq!([next(), next(), next()], ["subscribe", "audience:cli", "1"]);
+    assert_eq!(w.cmd(&["IDENTIFY", "cli-1", r#"{"tier":"Cli"}"#]), ok());
+    assert_eq!([next(), next()], ["message", "audience:cli"]);
+    let json: serde_json::Value = serde_json::from_str(&next()).unwrap();
+    assert_eq!(
+        (&json["customer"], &json["change"]),
+        (&serde_json::json!("cli-1"), &serde_json::json!("entered"))
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(server);
+}
+
+#[test]
+fn a_lagging_subscriber_is_told_where_to_resume_and_closed() {
+    let shop = Shop::new(2000);
+    let server = shop.serve(&[]);
+    let (mut w, mut s) = (server.connect(), server.connect());
+    assert_eq!(
+        s.cmd(&["SUBSCRIBE", "audience:all"]),
+        confirm(2, "subscribe", Some("audience:all"), 1)
+    );
+    // The subscriber reads nothing while more than 65,536 entries and exits are made: the
+    // server's buffer for it overflows.
+    let mut made = 0;
+    let mut size = 0;
+    let mut rule = "everyone";
+    while made < 70_000 {
+        let info: serde_json::Value =
+            serde_json::from_str(&w.cmd(&["AUDIENCE.DEFINE", "all", rule]).text()).unwrap();
+        if rule == "everyone" {
+            size = info["size"].as_u64().unwrap();
+            assert!(size >= 2000, "{info}");
+        }
+        made += size;
+        rule = if rule == "everyone" {
+            "not everyone"
+        } else {
+            "everyone"
+        };
+    }
+    let mut last = 0;
+    let error = loop {
+        match s.read() {
+            Resp::Error(e) => break e,
+            r => {
+                let n = Notice::of(r);
+                assert!(n.seq() > last);
+                last = n.seq();
+            }
+        }
+    };
+    assert_eq!(
+        error,
+        format!(
+            "LAGGED this subscriber fell more than 65536 changes behind and was cut off; every \
+             change up to seq {last} was delivered: resume with AUDIENCE.CHANGES {last}"
+        )
+    );
+    assert!(s.closed());
+    // What it missed is in the feed from there.
+    let Resp::Array(missed) = w.cmd(&["AUDIENCE.CHANGES", &last.to_string(), "1"]) else {
+        panic!("changes are an array")
+    };
+    let next: serde_json::Value = serde_json::from_str(&missed[0].text()).unwrap();
+    assert_eq!(next["seq"].as_u64(), Some(last + 1));
 }

@@ -51,10 +51,46 @@ def check(sock: str, protocol: int) -> None:
     r.close()
 
 
+def next_message(p: "redis.client.PubSub") -> dict:
+    """The next pub/sub message, waiting at most 10 s."""
+    m = p.get_message(timeout=10)
+    assert m is not None, "no pub/sub message within 10 s"
+    return m
+
+
+def check_pubsub(sock: str, protocol: int) -> None:
+    r = redis.Redis(unix_socket_path=sock, protocol=protocol, decode_responses=True)
+    name = f"py_{protocol}"
+    r.execute_command("AUDIENCE.DEFINE", name, f"tier = Py{protocol}")
+    p = r.pubsub()
+    p.subscribe(f"audience:{name}")
+    p.psubscribe("audience:py_*")
+    assert next_message(p) == {"type": "subscribe", "pattern": None, "channel": f"audience:{name}", "data": 1}
+    assert next_message(p) == {"type": "psubscribe", "pattern": None, "channel": "audience:py_*", "data": 2}
+    cid = f"pysub-{protocol}"
+    assert r.execute_command("IDENTIFY", cid, json.dumps({"tier": f"Py{protocol}"})) == "OK"
+    m = next_message(p)
+    assert (m["type"], m["pattern"], m["channel"]) == ("message", None, f"audience:{name}"), m
+    change = json.loads(m["data"])
+    assert (change["audience"], change["customer"], change["change"]) == (name, cid, "entered"), change
+    pm = next_message(p)
+    assert (pm["type"], pm["pattern"], pm["channel"]) == ("pmessage", "audience:py_*", f"audience:{name}"), pm
+    assert pm["data"] == m["data"]
+    # The payload's seq resumes the feed: nothing after it yet.
+    assert r.execute_command("AUDIENCE.CHANGES", change["seq"]) == []
+    p.unsubscribe()
+    p.punsubscribe()
+    assert next_message(p)["type"] == "unsubscribe"
+    assert next_message(p) == {"type": "punsubscribe", "pattern": None, "channel": "audience:py_*", "data": 0}
+    p.close()
+    r.close()
+
+
 def main() -> None:
     sock = sys.argv[1]
     for protocol in (2, 3):
         check(sock, protocol)
+        check_pubsub(sock, protocol)
     print("ok")
 
 

@@ -3,7 +3,8 @@
 //!
 //! This module owns argument parsing and the mapping of library errors to RESP error codes; it
 //! knows neither the socket nor the wire format beyond [`Reply`]. Adding a command is one entry in
-//! [`COMMANDS`] and one function.
+//! [`COMMANDS`] and one function. The pub/sub commands change the session's [`Filter`] and start
+//! the connection's delivery through [`Push`]; delivering is [`super::pubsub`]'s.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,6 +14,7 @@ use crate::model::time::{self, Timestamp};
 use crate::query::Audience;
 use crate::{Db, Error};
 
+use super::pubsub::{self, Filter, Push};
 use super::resp::Reply;
 use super::Shared;
 
@@ -25,6 +27,11 @@ pub struct Session {
     pub name: Option<String>,
     /// Set by `QUIT`: close after this reply.
     pub quit: bool,
+    /// The channels and patterns subscribed to.
+    pub subscriptions: Filter,
+    /// Set when the subscriptions or the protocol changed: the replies so far must be written,
+    /// and the new filter installed with them, before the next request runs.
+    pub sync: bool,
 }
 
 impl Session {
@@ -34,6 +41,8 @@ impl Session {
             proto: 2,
             name: None,
             quit: false,
+            subscriptions: Filter::default(),
+            sync: false,
         }
     }
 }
@@ -43,6 +52,8 @@ pub struct Ctx<'a> {
     pub db: &'a Db,
     pub shared: &'a Shared,
     pub session: &'a mut Session,
+    /// The connection's output, which pub/sub starts delivering to.
+    pub push: &'a mut Push,
 }
 
 /// A request's arguments after the command name, borrowed from the read buffer.
@@ -134,15 +145,14 @@ const fn cmd(name: &'static str, min_args: usize, max_args: usize, run: Run) -> 
     }
 }
 
-/// Every command the server answers. The saved-audience commands (`AUDIENCE.*`, `AUDIENCES.OF`)
-/// join this table when the library has them; `SUBSCRIBE` also needs the connection loop to
-/// deliver pushes (see `mod.rs`).
+/// Every command the server answers.
 pub static COMMANDS: &[Command] = &[
     // Connection.
     cmd("PING", 0, 1, ping),
     cmd("ECHO", 1, 1, echo),
     cmd("HELLO", 0, MANY, hello),
     cmd("QUIT", 0, 0, quit),
+    cmd("RESET", 0, 0, reset),
     cmd("SELECT", 1, 1, select),
     cmd("CLIENT", 1, MANY, client),
     cmd("AUTH", 1, 2, auth),
@@ -172,6 +182,23 @@ pub static COMMANDS: &[Command] = &[
     cmd("AUDIENCE.DIFF", 2, 2, audience_diff),
     cmd("AUDIENCE.CHANGES", 1, 2, audience_changes),
     cmd("AUDIENCES.OF", 1, 1, audiences_of),
+    // Entries and exits as they happen (Redis pub/sub on `audience:NAME`).
+    cmd("SUBSCRIBE", 1, MANY, subscribe),
+    cmd("UNSUBSCRIBE", 0, MANY, unsubscribe),
+    cmd("PSUBSCRIBE", 1, MANY, psubscribe),
+    cmd("PUNSUBSCRIBE", 0, MANY, punsubscribe),
+    cmd("PUBSUB", 1, MANY, pubsub_info),
+];
+
+/// What a RESP2 connection with subscriptions may still send, as in Redis.
+const SUBSCRIBED_MODE: &[&str] = &[
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "PING",
+    "QUIT",
+    "RESET",
 ];
 
 /// Looks a command up by name, ignoring ASCII case.
@@ -202,6 +229,17 @@ pub fn dispatch(
                 c.name.to_ascii_lowercase()
             )))
         }
+        Some(c)
+            if ctx.session.proto < 3
+                && !ctx.session.subscriptions.is_empty()
+                && !SUBSCRIBED_MODE.contains(&c.name) =>
+        {
+            Err(CmdError::syntax(format!(
+                "Can't execute '{}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT / RESET \
+                 are allowed in this context",
+                c.name.to_ascii_lowercase()
+            )))
+        }
         Some(c) => (c.run)(ctx, args, reply),
     };
     match result {
@@ -229,8 +267,13 @@ fn unknown_command(name: &[u8], args: Args<'_>) -> CmdError {
     CmdError::syntax(msg)
 }
 
-fn ping(_: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
-    if args.is_empty() {
+/// `PING [message]`; in RESP2 with subscriptions, `["pong", message]` as Redis answers there.
+fn ping(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    if ctx.session.proto < 3 && !ctx.session.subscriptions.is_empty() {
+        r.array(2);
+        r.bulk(b"pong");
+        r.bulk(if args.is_empty() { b"" } else { args.bytes(0) });
+    } else if args.is_empty() {
         r.simple("PONG");
     } else {
         r.bulk(args.bytes(0));
@@ -275,7 +318,11 @@ fn hello(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), Cmd
             }
         }
     }
-    ctx.session.proto = proto;
+    if proto != ctx.session.proto {
+        ctx.session.proto = proto;
+        // Notices written from here on take the new protocol's shape.
+        ctx.session.sync = true;
+    }
     if name.is_some() {
         ctx.session.name = name;
     }
@@ -301,6 +348,19 @@ fn hello(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), Cmd
 fn quit(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
     ctx.session.quit = true;
     r.ok();
+    Ok(())
+}
+
+/// `RESET`: the connection as it was when opened (no subscriptions, RESP2, no name), as Redis
+/// does; no unsubscribe confirmations are sent.
+fn reset(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let s = &mut *ctx.session;
+    s.subscriptions = Filter::default();
+    s.proto = 2;
+    s.name = None;
+    s.sync = true;
+    r.proto = 2;
+    r.simple("RESET");
     Ok(())
 }
 
@@ -373,6 +433,7 @@ fn info(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdErro
         )
     };
     let s = ctx.shared;
+    let pubsub = s.pubsub.counts();
     let text = format!(
         "# Server\r\n\
          audiencedb_version:{}\r\n\
@@ -383,11 +444,14 @@ fn info(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdErro
          \r\n# Clients\r\n\
          connected_clients:{}\r\n\
          maxclients:{}\r\n\
+         pubsub_clients:{}\r\n\
          \r\n# Stats\r\n\
          total_connections_received:{}\r\n\
          rejected_connections:{}\r\n\
          total_commands_processed:{}\r\n\
          total_error_replies:{}\r\n\
+         pubsub_channels:{}\r\n\
+         pubsub_patterns:{}\r\n\
          \r\n# Data\r\n\
          customers:{customers}\r\n\
          profiles:{profiles}\r\n\
@@ -401,10 +465,13 @@ fn info(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdErro
         ctx.db.path().display(),
         s.clients.load(Relaxed),
         s.max_clients,
+        pubsub.clients,
         s.connections.load(Relaxed),
         s.rejected.load(Relaxed),
         s.commands.load(Relaxed),
         s.errors.load(Relaxed),
+        pubsub.channels,
+        pubsub.patterns,
     );
     r.bulk(text.as_bytes());
     Ok(())
@@ -796,4 +863,138 @@ fn syntax_at(args: Args<'_>, i: usize, usage: &str) -> CmdError {
         "syntax error at '{}': {usage}",
         String::from_utf8_lossy(args.bytes(i))
     ))
+}
+
+/// The kind of a subscription command: its confirmation word and which list it changes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Channel,
+    Pattern,
+}
+
+fn list(f: &mut Filter, kind: Kind) -> &mut Vec<String> {
+    match kind {
+        Kind::Channel => &mut f.channels,
+        Kind::Pattern => &mut f.patterns,
+    }
+}
+
+/// `SUBSCRIBE audience:NAME ...`: a `subscribe` confirmation per channel with the connection's
+/// count of subscriptions; then a `message` for every entry into and exit from those audiences.
+/// A channel that is not `audience:NAME` with a valid name refuses the whole command. An audience
+/// not defined yet may be subscribed to: its changes come once it is defined.
+fn subscribe(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    for i in 0..args.len() {
+        pubsub::check_channel(args.str(i)?).map_err(CmdError::syntax)?;
+    }
+    add(ctx, args, r, Kind::Channel)
+}
+
+/// `PSUBSCRIBE pattern ...`: glob patterns over channel names (`audience:*` is every audience);
+/// each change matching a pattern comes as a `pmessage` naming the pattern.
+fn psubscribe(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    for i in 0..args.len() {
+        args.str(i)?;
+    }
+    add(ctx, args, r, Kind::Pattern)
+}
+
+fn add(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>, kind: Kind) -> Result<(), CmdError> {
+    ctx.push
+        .start(ctx.db, ctx.session.id)
+        .map_err(|e| CmdError::syntax(format!("cannot start delivering changes: {e}")))?;
+    let word: &[u8] = match kind {
+        Kind::Channel => b"subscribe",
+        Kind::Pattern => b"psubscribe",
+    };
+    for i in 0..args.len() {
+        let name = args.str(i)?;
+        let names = list(&mut ctx.session.subscriptions, kind);
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+        confirm(r, word, Some(name), ctx.session.subscriptions.count());
+    }
+    ctx.session.sync = true;
+    Ok(())
+}
+
+/// `UNSUBSCRIBE [channel ...]`: an `unsubscribe` confirmation per channel (every subscribed
+/// channel without arguments; a nil channel when there was none), with the count left.
+fn unsubscribe(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    remove(ctx, args, r, Kind::Channel)
+}
+
+/// `PUNSUBSCRIBE [pattern ...]`: as `UNSUBSCRIBE`, for patterns.
+fn punsubscribe(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    remove(ctx, args, r, Kind::Pattern)
+}
+
+fn remove(
+    ctx: &mut Ctx<'_>,
+    args: Args<'_>,
+    r: &mut Reply<'_>,
+    kind: Kind,
+) -> Result<(), CmdError> {
+    let word: &[u8] = match kind {
+        Kind::Channel => b"unsubscribe",
+        Kind::Pattern => b"punsubscribe",
+    };
+    let names: Vec<String> = if args.is_empty() {
+        list(&mut ctx.session.subscriptions, kind).clone()
+    } else {
+        (0..args.len())
+            .map(|i| Ok(args.str(i)?.to_owned()))
+            .collect::<Result<_, CmdError>>()?
+    };
+    if names.is_empty() {
+        confirm(r, word, None, ctx.session.subscriptions.count());
+    }
+    for name in &names {
+        list(&mut ctx.session.subscriptions, kind).retain(|n| n != name);
+        confirm(r, word, Some(name), ctx.session.subscriptions.count());
+    }
+    ctx.session.sync = true;
+    Ok(())
+}
+
+/// One confirmation, shaped as Redis's: `[word, channel, count]`, a push in RESP3.
+fn confirm(r: &mut Reply<'_>, word: &[u8], channel: Option<&str>, count: usize) {
+    r.push(3);
+    r.bulk(word);
+    match channel {
+        Some(c) => r.bulk(c.as_bytes()),
+        None => r.null(),
+    }
+    r.int(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+/// `PUBSUB CHANNELS [pattern]` (channels with subscribers), `PUBSUB NUMSUB [channel ...]`
+/// (subscribers per channel), `PUBSUB NUMPAT` (distinct patterns subscribed to).
+fn pubsub_info(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let reg = &ctx.shared.pubsub;
+    let n = args.len() - 1;
+    if args.is(0, "CHANNELS") && n <= 1 {
+        let names = reg.channels((n == 1).then(|| args.bytes(1)));
+        r.array(names.len());
+        for c in &names {
+            r.bulk(c.as_bytes());
+        }
+    } else if args.is(0, "NUMSUB") {
+        r.map(n);
+        for i in 1..args.len() {
+            r.bulk(args.bytes(i));
+            let count = std::str::from_utf8(args.bytes(i)).map_or(0, |c| reg.subscribers(c));
+            r.int(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    } else if args.is(0, "NUMPAT") && n == 0 {
+        r.int(i64::try_from(reg.counts().patterns).unwrap_or(i64::MAX));
+    } else {
+        return Err(CmdError::syntax(format!(
+            "unknown subcommand or wrong number of arguments for 'PUBSUB|{}': use CHANNELS \
+             [pattern], NUMSUB [channel ...] or NUMPAT",
+            String::from_utf8_lossy(args.bytes(0))
+        )));
+    }
+    Ok(())
 }

@@ -4,17 +4,22 @@
 //! This module owns the socket file (its directory check, mode, stale-file recovery and removal),
 //! the accept loop, one thread per client, the limits on clients and idle time, the counters
 //! `INFO` reports and the clean shutdown. [`resp`] owns the wire format and request limits,
-//! [`commands`] what each command does. The database is shared by every client thread through an
-//! `Arc`: reads take the [`Db`]'s read lock briefly, writes its writer lock; the server's own
-//! shared state is atomic counters only.
+//! [`commands`] what each command does, [`pubsub`] the delivery of audience changes to
+//! subscribed connections (a second thread per subscribed connection). The database is shared by
+//! every client thread through an `Arc`: reads take the [`Db`]'s read lock briefly, writes its
+//! writer lock; the server's own shared state is atomic counters, and the pub/sub registry's
+//! mutex, taken only when a connection's subscriptions change or `INFO`/`PUBSUB` read them.
 //!
 //! Shutdown (SIGTERM, SIGINT or [`ShutdownHandle::shutdown`]): the accept loop stops and the
 //! listener closes; each client finishes the requests it has already received, gets their
-//! replies and is closed; then the indexes are checkpointed, the database closed and the socket
-//! file removed.
+//! replies and is closed (a subscribed one too); then the indexes are checkpointed, the database
+//! closed and the socket file removed. A connection with subscriptions is never idle: it waits
+//! for notices, so the idle limit does not apply to it (as Redis exempts pub/sub clients).
 
 pub mod commands;
 pub mod resp;
+
+pub mod pubsub;
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -28,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::{Db, Error};
 use commands::{Ctx, Session};
+use pubsub::Push;
 use resp::{Decoder, Frame, Limits, Reply};
 
 /// How often saved audiences are moved to the clock.
@@ -130,6 +136,8 @@ pub struct Shared {
     pub rejected: AtomicU64,
     pub commands: AtomicU64,
     pub errors: AtomicU64,
+    /// Subscribers per channel and pattern.
+    pub pubsub: pubsub::Registry,
     next_id: AtomicU64,
 }
 
@@ -192,6 +200,7 @@ impl Server {
             rejected: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            pubsub: pubsub::Registry::default(),
             next_id: AtomicU64::new(1),
         });
         Ok(Server {
@@ -429,18 +438,37 @@ fn refuse(mut stream: UnixStream, error: &str) {
 
 /// One client's connection: read what arrives, answer every whole request in it (a pipeline is
 /// answered with one write), until the client leaves, says `QUIT`, idles too long or the server
-/// shuts down.
-fn serve_client(mut stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
+/// shuts down. Replies go out through the connection's [`Push`], which a subscription shares
+/// with the thread that delivers its notices.
+fn serve_client(stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
     if stream.set_read_timeout(Some(TICK)).is_err()
         || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
     {
         return;
     }
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut session = Session::new(id);
+    let mut push = Push::new(write_half, session.proto);
+    serve_requests(stream, db, shared, &mut session, &mut push);
+    push.stop();
+    shared
+        .pubsub
+        .update(&session.subscriptions, &pubsub::Filter::default());
+}
+
+fn serve_requests(
+    mut stream: UnixStream,
+    db: &Db,
+    shared: &Shared,
+    session: &mut Session,
+    push: &mut Push,
+) {
     let mut buf = vec![0u8; READ_BUFFER];
     let (mut start, mut end) = (0usize, 0usize);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER);
     let mut decoder = Decoder::new(shared.limits);
-    let mut session = Session::new(id);
     let mut last_heard = Instant::now();
     let mut drain_until: Option<Instant> = None;
     'conn: loop {
@@ -455,15 +483,28 @@ fn serve_client(mut stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
                     let mut ctx = Ctx {
                         db,
                         shared,
-                        session: &mut session,
+                        session,
+                        push,
                     };
                     if commands::dispatch(&mut ctx, &buf[start..end], decoder.args(), &mut reply) {
                         shared.errors.fetch_add(1, Relaxed);
                     }
                     start += len;
                     if session.quit {
-                        let _ = stream.write_all(&out);
+                        let _ = push.write(&out);
                         break 'conn;
+                    }
+                    if session.sync {
+                        // The confirmations go out with the filter they install, before the
+                        // next request can cause a change.
+                        session.sync = false;
+                        let (before, written) =
+                            push.write_and_set(&out, &session.subscriptions, session.proto);
+                        shared.pubsub.update(&before, &session.subscriptions);
+                        if written.is_err() {
+                            break 'conn;
+                        }
+                        out.clear();
                     }
                 }
                 Frame::Dropped { len, error } => {
@@ -480,14 +521,14 @@ fn serve_client(mut stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
                 Frame::Incomplete => break,
             }
             if out.len() >= WRITE_CHUNK {
-                if stream.write_all(&out).is_err() {
+                if push.write(&out).is_err() {
                     break 'conn;
                 }
                 out.clear();
             }
         }
         if !out.is_empty() {
-            if stream.write_all(&out).is_err() {
+            if push.write(&out).is_err() {
                 break;
             }
             out.clear();
@@ -541,13 +582,17 @@ fn serve_client(mut stream: UnixStream, db: &Db, shared: &Shared, id: u64) {
                 if drain_until.is_some() {
                     break;
                 }
-                if !shared.idle_timeout.is_zero() && last_heard.elapsed() >= shared.idle_timeout {
+                // A subscribed connection waits for notices: it is not idle.
+                if !shared.idle_timeout.is_zero()
+                    && session.subscriptions.is_empty()
+                    && last_heard.elapsed() >= shared.idle_timeout
+                {
                     shared.errors.fetch_add(1, Relaxed);
                     let msg = format!(
                         "-ERR idle for more than {} s; closing the connection\r\n",
                         shared.idle_timeout.as_secs_f64()
                     );
-                    let _ = stream.write_all(msg.as_bytes());
+                    let _ = push.write(msg.as_bytes());
                     break;
                 }
             }

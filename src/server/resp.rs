@@ -474,6 +474,13 @@ impl Reply<'_> {
         self.header(b'*', len as i64);
     }
 
+    /// An out-of-band array (pub/sub confirmations and messages): a RESP3 push, a plain array
+    /// in RESP2.
+    pub fn push(&mut self, len: usize) {
+        let kind = if self.proto >= 3 { b'>' } else { b'*' };
+        self.header(kind, len as i64);
+    }
+
     /// A map of `len` pairs: a RESP3 map, or a flat array of keys and values in RESP2.
     pub fn map(&mut self, len: usize) {
         if self.proto >= 3 {
@@ -644,6 +651,7 @@ mod tests {
         };
         r.map(1);
         r.null();
-        assert_eq!(out, b"%1\r\n_\r\n");
+        r.push(1);
+        assert_eq!(out, b"%1\r\n_\r\n>1\r\n");
     }
 }
