@@ -831,9 +831,9 @@ impl Db {
             keys::meta(meta::INDEX_GENERATION),
             &w.generation.to_be_bytes()[..],
         );
-        let audiences = self
-            .audiences
-            .checkpoint(&mut batch, self.config.feed_capacity.max(1))?;
+        let audiences =
+            self.audiences
+                .checkpoint(&self.store, &mut batch, self.config.feed_capacity.max(1))?;
         self.store.commit(batch)?;
         self.audiences.checkpointed(audiences);
         w.touched_since_checkpoint = 0;

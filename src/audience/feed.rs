@@ -2,7 +2,8 @@
 //!
 //! Each change is written to storage (in its own durable batch, right after the write that
 //! caused it) before subscribers hear of it, so a position a subscriber has seen survives a
-//! crash. The stored log is bounded: checkpoints drop the oldest entries beyond the configured
+//! crash. Consecutive changes made together are stored in records of up to [`CHUNK`]. The
+//! stored log is bounded: checkpoints drop the oldest records wholly beyond the configured
 //! capacity. A subscriber that falls too far behind is cut off (it sees [`Subscription::lagged`])
 //! and resumes from the stored log with [`crate::Db::changes_since`].
 //!
@@ -20,6 +21,11 @@ use crate::error::{corrupt, Result};
 use crate::model::time::{format_rfc3339, Timestamp};
 
 use super::timers::take;
+
+/// At most this many consecutive changes are stored in one record: a large change (a new
+/// audience's first members) costs a few large writes instead of one per change, and reading
+/// from a position decodes at most this many changes it does not need.
+pub const CHUNK: usize = 1024;
 
 /// Changes a subscriber may have pending before it is cut off.
 pub const SUBSCRIBER_BUFFER: usize = 65_536;
@@ -92,6 +98,52 @@ impl Change {
             at,
         })
     }
+}
+
+/// Encodes consecutive changes as one stored record: their count, then each change's length
+/// and encoding. The first change's position is the record's key; the others follow it.
+pub(crate) fn encode_chunk(changes: &[Change]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + changes.len() * 32);
+    out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+    for c in changes {
+        let bytes = c.encode();
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// How many changes a stored record holds.
+pub(crate) fn chunk_len(bytes: &[u8]) -> Result<u64> {
+    let mut r = bytes;
+    Ok(u64::from(u32::from_le_bytes(take(&mut r)?)))
+}
+
+/// Calls `f` with each change of a record stored under position `first`, in order, until it
+/// returns `false`; returns whether it always returned `true`.
+pub(crate) fn decode_chunk(
+    first: u64,
+    bytes: &[u8],
+    mut f: impl FnMut(Change) -> Result<bool>,
+) -> Result<bool> {
+    let mut r = bytes;
+    let count = u32::from_le_bytes(take(&mut r)?);
+    for seq in first..first + u64::from(count) {
+        let len = usize::try_from(u32::from_le_bytes(take(&mut r)?))
+            .map_err(|_| corrupt!("change feed record too long"))?;
+        if r.len() < len {
+            return Err(corrupt!("change feed record cut short"));
+        }
+        let (one, rest) = r.split_at(len);
+        r = rest;
+        if !f(Change::decode(seq, one)?)? {
+            return Ok(false);
+        }
+    }
+    if !r.is_empty() {
+        return Err(corrupt!("change feed record has bytes after its changes"));
+    }
+    Ok(true)
 }
 
 /// A live stream of changes, from the moment of subscribing.
@@ -168,7 +220,7 @@ impl Subscribers {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -182,6 +234,41 @@ mod tests {
         };
         assert_eq!(Change::decode(7, &c.encode()).unwrap(), c);
         assert!(Change::decode(7, &c.encode()[..5]).is_err());
+    }
+
+    pub(crate) fn change(seq: u64, customer: &str) -> Change {
+        Change {
+            seq,
+            audience: "gold".into(),
+            customer: customer.into(),
+            entered: seq.is_multiple_of(2),
+            at: 1_700_000_000_000 + seq as i64,
+        }
+    }
+
+    #[test]
+    fn chunks_round_trip_and_stop_when_asked() {
+        let changes: Vec<Change> = (40..45).map(|s| change(s, &format!("c{s}"))).collect();
+        let bytes = encode_chunk(&changes);
+        assert_eq!(chunk_len(&bytes).unwrap(), 5);
+        let mut back = Vec::new();
+        assert!(decode_chunk(40, &bytes, |c| {
+            back.push(c);
+            Ok(true)
+        })
+        .unwrap());
+        assert_eq!(back, changes);
+        let mut two = Vec::new();
+        assert!(!decode_chunk(40, &bytes, |c| {
+            two.push(c.seq);
+            Ok(two.len() < 2)
+        })
+        .unwrap());
+        assert_eq!(two, [40, 41]);
+        let all = |b: &[u8]| decode_chunk(40, b, |_| Ok(true));
+        assert!(all(&bytes[..bytes.len() - 1]).is_err());
+        assert!(all(&[&bytes[..], &[0]].concat()).is_err());
+        assert!(all(&bytes[..2]).is_err());
     }
 
     #[test]

@@ -289,27 +289,26 @@ impl Audiences {
             );
         }
         // The feed: its bounds, and the changes made after each audience's snapshot.
+        migrate_feed_v1(store)?;
         live.first_seq = match store.scan(keys::FEED).next() {
             Some(item) => keys::parse_feed(&item?.0)?,
             None => 0,
         };
         live.next_seq = match store.last(keys::FEED)? {
-            Some((k, _)) => keys::parse_feed(&k)? + 1,
+            Some((k, v)) => keys::parse_feed(&k)? + feed::chunk_len(&v)?,
             None => store.meta_u64(meta::FEED_NEXT)?.max(1),
         };
         if live.first_seq == 0 {
             live.first_seq = live.next_seq;
         }
         if replay_from < live.next_seq {
-            for item in store.scan_from(keys::FEED, &keys::feed(replay_from)) {
-                let (k, v) = item?;
-                let c = Change::decode(keys::parse_feed(&k)?, &v)?;
+            read_feed(store, replay_from, |c| {
                 let Some(&(id, from)) = snapshots.get(c.audience.as_str()) else {
-                    continue;
+                    return Ok(true);
                 };
                 let (Some(cust), Some(la)) = (store.lookup(&c.customer)?, live.by_id.get_mut(&id))
                 else {
-                    continue;
+                    return Ok(true);
                 };
                 if c.seq >= from {
                     if c.entered {
@@ -320,7 +319,8 @@ impl Audiences {
                     la.members_changed = Some(c.at);
                     la.dirty = true;
                 }
-            }
+                Ok(true)
+            })?;
         }
         for la in live.by_id.values_mut() {
             la.members &= &indexes.everyone;
@@ -344,6 +344,7 @@ impl Audiences {
     /// call [`Audiences::checkpointed`] with once the batch is durable.
     pub(crate) fn checkpoint(
         &self,
+        store: &Store,
         batch: &mut sled::Batch,
         capacity: u64,
     ) -> Result<(Vec<u32>, u64)> {
@@ -364,11 +365,19 @@ impl Audiences {
             keys::meta(meta::FEED_NEXT),
             &live.next_seq.to_be_bytes()[..],
         );
-        let keep_from = live.next_seq.saturating_sub(capacity).max(live.first_seq);
-        for seq in live.first_seq..keep_from {
-            batch.remove(&keys::feed(seq)[..]);
+        // Whole records go: the oldest kept one may hold up to `CHUNK - 1` changes more.
+        let keep_from = live.next_seq.saturating_sub(capacity);
+        let mut first = live.next_seq;
+        for item in store.scan(keys::FEED) {
+            let (k, v) = item?;
+            let start = keys::parse_feed(&k)?;
+            if start + feed::chunk_len(&v)? > keep_from {
+                first = start;
+                break;
+            }
+            batch.remove(k);
         }
-        Ok((written, keep_from))
+        Ok((written, first))
     }
 
     pub(crate) fn checkpointed(&self, (written, first_seq): (Vec<u32>, u64)) {
@@ -751,13 +760,11 @@ impl Db {
             ));
         }
         let mut out = Vec::new();
-        for item in self
-            .store
-            .scan_from(keys::FEED, &keys::feed(from))
-            .take(limit)
-        {
-            let (k, v) = item?;
-            out.push(Change::decode(keys::parse_feed(&k)?, &v)?);
+        if limit > 0 {
+            read_feed(&self.store, from, |c| {
+                out.push(c);
+                Ok(out.len() < limit)
+            })?;
         }
         Ok(out)
     }
@@ -900,20 +907,24 @@ impl Db {
     /// returns them and the position after them.
     fn number_changes(&self, flips: &[Flip], now: Timestamp) -> Result<(Vec<Change>, u64)> {
         let first = self.audiences.live.read().next_seq;
-        let mut changes = Vec::with_capacity(flips.len());
-        for ((audience, cust, entered), seq) in flips.iter().zip(first..) {
-            let customer = self
-                .store
-                .external_id(*cust)?
-                .ok_or_else(|| corrupt!("customer {cust} has no external id"))?;
-            changes.push(Change {
-                seq,
-                audience: audience.clone(),
-                customer,
-                entered: *entered,
-                at: now,
-            });
-        }
+        // Looked up in parallel: a new audience's first members can be most customers.
+        let changes = flips
+            .par_iter()
+            .enumerate()
+            .map(|(i, (audience, cust, entered))| {
+                let customer = self
+                    .store
+                    .external_id(*cust)?
+                    .ok_or_else(|| corrupt!("customer {cust} has no external id"))?;
+                Ok(Change {
+                    seq: first + i as u64,
+                    audience: audience.clone(),
+                    customer,
+                    entered: *entered,
+                    at: now,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok((changes, first + flips.len() as u64))
     }
 
@@ -991,9 +1002,51 @@ fn apply(
     la.dirty = true;
 }
 
+/// Calls `f` with each stored change from position `from` on, in order, until it returns
+/// `false`.
+fn read_feed(store: &Store, from: u64, mut f: impl FnMut(Change) -> Result<bool>) -> Result<()> {
+    // The record holding `from` starts at most `CHUNK - 1` positions before it.
+    let start = from.saturating_sub(feed::CHUNK as u64 - 1);
+    for item in store.scan_from(keys::FEED, &keys::feed(start)) {
+        let (k, v) = item?;
+        let first = keys::parse_feed(&k)?;
+        let go_on = feed::decode_chunk(first, &v, |c| if c.seq < from { Ok(true) } else { f(c) })?;
+        if !go_on {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites a feed stored one record per change (before chunks) as chunks, in one batch.
+fn migrate_feed_v1(store: &Store) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut run: Vec<Change> = Vec::new();
+    let mut any = false;
+    for item in store.scan(keys::FEED_V1) {
+        let (k, v) = item?;
+        let c = Change::decode(keys::parse_feed(&k)?, &v)?;
+        batch.remove(k);
+        any = true;
+        let follows = run.last().is_some_and(|last| last.seq + 1 == c.seq);
+        if !run.is_empty() && (!follows || run.len() == feed::CHUNK) {
+            batch.insert(&keys::feed(run[0].seq)[..], feed::encode_chunk(&run));
+            run.clear();
+        }
+        run.push(c);
+    }
+    if let Some(first) = run.first() {
+        batch.insert(&keys::feed(first.seq)[..], feed::encode_chunk(&run));
+    }
+    if any {
+        store.commit(batch)?;
+    }
+    Ok(())
+}
+
 fn feed_records(batch: &mut sled::Batch, changes: &[Change], now: Timestamp) {
-    for c in changes {
-        batch.insert(&keys::feed(c.seq)[..], c.encode());
+    for run in changes.chunks(feed::CHUNK) {
+        batch.insert(&keys::feed(run[0].seq)[..], feed::encode_chunk(run));
     }
     if let Some(last) = changes.last() {
         batch.insert(
@@ -1020,4 +1073,66 @@ fn info(d: &Definition, live: &Live) -> Option<AudienceInfo> {
         timers: la.timers.len(),
         next_check: la.timers.earliest(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::feed::tests::change;
+    use super::*;
+
+    fn read_all(store: &Store, from: u64) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        read_feed(store, from, |c| {
+            seqs.push(c.seq);
+            Ok(true)
+        })
+        .unwrap();
+        seqs
+    }
+
+    #[test]
+    fn the_feed_reads_from_any_position_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let n = feed::CHUNK as u64 * 2 + 5;
+        let changes: Vec<Change> = (1..=n).map(|s| change(s, &format!("c{s}"))).collect();
+        let mut batch = sled::Batch::default();
+        feed_records(&mut batch, &changes, 0);
+        store.commit(batch).unwrap();
+        assert_eq!(store.scan(keys::FEED).count(), 3, "three records");
+        for from in [1, 2, feed::CHUNK as u64, feed::CHUNK as u64 + 1, n, n + 1] {
+            assert_eq!(read_all(&store, from), (from..=n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_feed_of_one_record_per_change_becomes_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        // Positions 5..=1030 and, after a gap, 2000..=2002.
+        let seqs: Vec<u64> = (5..=1030).chain(2000..=2002).collect();
+        let mut batch = sled::Batch::default();
+        for &seq in &seqs {
+            let c = change(seq, &format!("c{seq}"));
+            batch.insert(&keys::feed_key(keys::FEED_V1, seq)[..], c.encode());
+        }
+        store.commit(batch).unwrap();
+        migrate_feed_v1(&store).unwrap();
+        assert_eq!(store.scan(keys::FEED_V1).count(), 0);
+        let starts: Vec<u64> = store
+            .scan(keys::FEED)
+            .map(|i| keys::parse_feed(&i.unwrap().0).unwrap())
+            .collect();
+        assert_eq!(starts, [5, 5 + feed::CHUNK as u64, 2000]);
+        let mut back = Vec::new();
+        read_feed(&store, 0, |c| {
+            back.push(c);
+            Ok(true)
+        })
+        .unwrap();
+        let expected: Vec<Change> = seqs.iter().map(|&s| change(s, &format!("c{s}"))).collect();
+        assert_eq!(back, expected);
+        migrate_feed_v1(&store).unwrap(); // nothing left to do
+        assert_eq!(store.scan(keys::FEED).count(), 3);
+    }
 }

@@ -31,7 +31,10 @@ pub const DIRTY: u8 = b'd';
 pub const INDEX: u8 = b'x';
 pub const AUDIENCE: u8 = b'a';
 pub const AUDIENCE_STATE: u8 = b'b';
-pub const FEED: u8 = b'f';
+/// The change feed, in chunks of consecutive changes, keyed by the first one's position.
+pub const FEED: u8 = b'g';
+/// The change feed as first stored, one record per change (converted to chunks at open).
+pub const FEED_V1: u8 = b'f';
 
 /// A human name for the kind of record a key prefix marks.
 pub fn kind_name(prefix: u8) -> &'static str {
@@ -47,6 +50,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         AUDIENCE => "audience definitions",
         AUDIENCE_STATE => "audience members",
         FEED => "change feed",
+        FEED_V1 => "change feed (one record a change)",
         _ => "unknown",
     }
 }
@@ -150,8 +154,12 @@ pub fn audience_state(id: u32) -> [u8; 5] {
 }
 
 pub fn feed(seq: u64) -> [u8; 9] {
+    feed_key(FEED, seq)
+}
+
+pub fn feed_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = FEED;
+    k[0] = prefix;
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
