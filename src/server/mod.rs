@@ -13,6 +13,7 @@
 //! replies and is closed; then the indexes are checkpointed, the database closed and the socket
 //! file removed.
 
+pub mod client;
 pub mod commands;
 pub mod resp;
 
