@@ -791,7 +791,7 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let now = time::now();
     println!(
-        "\nthe rule language's examples at {}:",
+        "\nthe rule language's example audiences at {}:",
         time::format_rfc3339(now)
     );
     for rule in audiencedb::rules::SPEC_EXAMPLES {
