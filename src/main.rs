@@ -68,8 +68,8 @@ enum Command {
         #[arg(long)]
         end: Option<String>,
     },
-    /// Build a demo shop at the database path (or reuse it), show what it holds, and open the
-    /// REPL on it (on a terminal).
+    /// Build a demo shop at the database path (or reuse it), save a few audiences on it, show
+    /// what it holds, and open the REPL on it (on a terminal).
     Demo {
         /// Customer ids in the demo shop.
         #[arg(long, default_value_t = 20_000)]
@@ -109,6 +109,10 @@ enum Command {
         /// Keep no history (whatever --history or AUDIENCEDB_HISTORY say).
         #[arg(long)]
         no_history: bool,
+        /// Work through a running `audiencedb serve` on this socket instead of opening the
+        /// folder (which the server holds).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Show, export or delete one customer.
     Customer {
@@ -446,10 +450,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Repl {
             history,
             no_history,
+            socket,
         } => {
-            let db = open_existing(&cli.db)?;
-            let history = history.or_else(audiencedb::repl::default_history_path);
-            repl(&db, history.filter(|_| !no_history))
+            let history = history
+                .or_else(audiencedb::repl::default_history_path)
+                .filter(|_| !no_history);
+            if let Some(socket) = socket {
+                let server = audiencedb::repl::Remote::connect(&socket)
+                    .map_err(|e| Failure(e.to_string(), 1))?;
+                return repl(server, history);
+            }
+            let db = open_existing(&cli.db).map_err(|f| locked_hint(&cli.db, f))?;
+            repl(&db, history)
         }
         Command::Customer { action } => {
             let db = open(&cli.db)?;
@@ -652,13 +664,83 @@ fn progress_bar(len: u64, unit: &str) -> Option<ProgressBar> {
 }
 
 /// Runs the REPL; in a script, exit status 1 when an input failed (each was reported).
-fn repl(db: &Db, history: Option<PathBuf>) -> Result<(), Failure> {
-    let outcome = audiencedb::repl::run(db, history.as_deref())?;
+fn repl(backend: impl audiencedb::repl::Backend, history: Option<PathBuf>) -> Result<(), Failure> {
+    let outcome = audiencedb::repl::run(backend, history.as_deref()).map_err(|e| match e {
+        audiencedb::repl::BackendError::Db(e) => Failure::from(e),
+        other => Failure(other.to_string(), 1),
+    })?;
     if outcome.failed > 0 && !std::io::stdin().is_terminal() {
         return Err(Failure(
             format!("{} of {} inputs failed", outcome.failed, outcome.inputs),
             1,
         ));
+    }
+    Ok(())
+}
+
+/// A folder held by another process: when a server's socket sits at the default place, the
+/// message names it and the `repl --socket` that uses it.
+fn locked_hint(path: &Path, failure: Failure) -> Failure {
+    use std::os::unix::fs::FileTypeExt;
+    if !failure.0.contains("is open in another process") {
+        return failure;
+    }
+    let socket = audiencedb::server::default_socket(path);
+    let is_socket = std::fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
+    let msg = if is_socket {
+        format!(
+            "{} is open in another process, probably the server answering on {}; use it with\n  audiencedb --db {} repl --socket {}",
+            path.display(),
+            socket.display(),
+            path.display(),
+            socket.display()
+        )
+    } else {
+        format!(
+            "{} is open in another process; stop it, or if it is `audiencedb serve --socket PATH`, use `audiencedb repl --socket PATH`",
+            path.display()
+        )
+    };
+    Failure(msg, failure.1)
+}
+
+/// The audiences the demo saves, in the rule language over the generated shop's events and
+/// traits (`audiencedb gen`). `unsubscribed` is the audience the rule language's example names.
+const DEMO_AUDIENCES: [(&str, &str); 6] = [
+    ("gold_viewers", "tier = Gold and viewed in last 30 days"),
+    (
+        "lapsed_buyers",
+        "purchased ever and not purchased in last 6 months",
+    ),
+    (
+        "cart_abandoners",
+        "added_to_cart in last 7 days and not purchased in last 7 days",
+    ),
+    (
+        "high_spenders",
+        "purchased sum(amount) > 500 in last 365 days",
+    ),
+    (
+        "new_visitors",
+        "not visited before 7 days ago and visited in last 7 days",
+    ),
+    ("unsubscribed", "newsletter = false"),
+];
+
+/// Saves the demo audiences that are not saved yet (one saved under a demo name by someone
+/// else is left as it is), and says what it did.
+fn save_demo_audiences(db: &Db) -> Result<(), Failure> {
+    println!("\nsaved audiences:");
+    for (name, rule) in DEMO_AUDIENCES {
+        let (verb, info) = match db.audience(name) {
+            Ok(info) => ("kept ", info),
+            Err(Error::NotFound(_)) => ("saved", db.define_audience(name, rule)?),
+            Err(e) => return Err(e.into()),
+        };
+        println!(
+            "  {verb} {:<16} {:>7} customers  {}",
+            info.name, info.size, info.rule
+        );
     }
     Ok(())
 }
@@ -704,19 +786,15 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
         eprintln!("reusing the demo shop in {}", path.display());
     }
     print_schema(&db.schema());
+    save_demo_audiences(&db)?;
     // On a terminal the demo ends in the REPL; in a pipe it prints the audiences and exits.
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let now = time::now();
-    println!("\naudiences at {}:", time::format_rfc3339(now));
-    // Saved audiences do not exist yet: the example that names one runs with its rule inlined.
-    let rules = audiencedb::rules::SPEC_EXAMPLES.map(|r| {
-        if r.contains("in audience") {
-            audiencedb::rules::SPEC_EXAMPLE_INLINED
-        } else {
-            r
-        }
-    });
-    for rule in rules {
+    println!(
+        "\nthe rule language's example audiences at {}:",
+        time::format_rfc3339(now)
+    );
+    for rule in audiencedb::rules::SPEC_EXAMPLES {
         let audience = db.query(rule, now)?;
         println!(
             "  {:>7} customers  {:>8.2} ms  {rule}",
@@ -725,8 +803,14 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
         );
     }
     if interactive {
-        println!("\nOpening the REPL: type one of these rules, `.explain RULE`, or `.help`.");
+        println!(
+            "\nOpening the REPL: type one of these rules, `.audiences`, `.explain RULE`, or `.help`."
+        );
         return repl(&db, audiencedb::repl::default_history_path());
+    }
+    println!("\nsaved audiences as kept now:");
+    for a in db.audiences() {
+        println!("  {:<16} {:>7} customers  {}", a.name, a.size, a.rule);
     }
     let db_arg = path.display();
     println!("\nTry:");
@@ -738,6 +822,8 @@ fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
         "  audiencedb --db {db_arg} query --explain \"purchased at least 3 times in last 90 days\""
     );
     println!("  audiencedb --db {db_arg} query --why c-000001 \"purchased ever and not purchased in last 6 months\"");
+    println!("  audiencedb --db {db_arg} audience members gold_viewers --format ids");
+    println!("  audiencedb --db {db_arg} repl     (.audiences, .save NAME RULE)");
     Ok(())
 }
 

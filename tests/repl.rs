@@ -404,7 +404,7 @@ fn without_a_terminal_it_reads_stdin_and_prints_plain_answers() {
     // Errors go to stderr with the caret, the other inputs still run, and the status is 1.
     let out = script(
         &db,
-        ".format count\nviewed in lst 30 days\ntier = Gold\n.frob\n.quit\ntier = Silver\n",
+        ".format count\nviewed in lst 30 days\ntier = Gold\n.frobnicate\n.quit\ntier = Silver\n",
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "format: count\n8\n");
@@ -414,7 +414,7 @@ fn without_a_terminal_it_reads_stdin_and_prints_plain_answers() {
         "error: unknown keyword 'lst', did you mean 'last'?\n \
          --> line 1, column 11\n  |\n\
          1 | viewed in lst 30 days\n  |           ^^^ expected 'last' or 'the last'\n\
-         error: unknown command .frob; .help lists the commands\n\
+         error: unknown command .frobnicate; .help lists the commands\n\
          error: 2 of 5 inputs failed\n"
     );
 
@@ -457,4 +457,294 @@ fn a_database_open_elsewhere_is_a_friendly_error() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("is open in another process"), "{stderr}");
+}
+
+/// `audiencedb serve` on `db` in a child process, stopped with SIGTERM when dropped.
+struct Server {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Server {
+    fn start(db: &Path) -> Server {
+        let socket = audiencedb::server::default_socket(db);
+        let child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+            .arg("--db")
+            .arg(db)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, socket }
+    }
+
+    /// SIGTERM, then a clean exit.
+    fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: a signal to our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let status = self.child.wait().unwrap();
+            assert!(status.success(), "server exit {status:?}");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn save_lists_and_completes_saved_audiences() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let mut t = repl(dir.path(), &db);
+    t.enter(".audiences");
+    t.wait_for("no saved audiences (save one: .save NAME RULE)");
+    t.enter(".save golden tier = Gold");
+    t.wait_for("saved audience golden: 8 customers");
+    t.enter(".save golden tier = Gold and country = FI");
+    t.wait_for("replaced the rule of audience golden: 4 customers (0 entered, 4 left)");
+    t.enter(".save 9lives tier = Gold");
+    t.wait_for("error: invalid input: audience name \"9lives\"");
+    t.enter(".audiences");
+    t.wait_for("golden            4  ");
+    t.wait_for("tier = Gold and country = FI");
+
+    // The new name completes after `in audience`, and the rule runs.
+    t.wait_prompt();
+    t.send("in audience gol\t");
+    t.wait_line("in audience golden");
+    t.send("and not country = SE\r");
+    t.wait_for("  c-02, c-04, c-06, c-08\n");
+    // ... and as the argument of `.drop`.
+    t.wait_prompt();
+    t.send(".drop go\t");
+    t.wait_line(".drop golden");
+    t.send("\r");
+    t.wait_for("dropped audience golden (4 customers; its rule was: tier = Gold and country = FI)");
+    t.enter("in audience golden");
+    t.wait_for("error: cannot evaluate the rule:");
+    t.quit();
+}
+
+#[test]
+fn repl_over_a_running_servers_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let server = Server::start(&db);
+    let socket = server.socket.to_str().unwrap().to_owned();
+
+    // The folder is the server's: `repl` says so and names the socket.
+    let out = script(&db, "tier = Gold\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("repl --socket {socket}")),
+        "{stderr}"
+    );
+
+    let mut t = Terminal::start(dir.path(), &["repl", "--socket", &socket]);
+    t.wait_for(&format!("on the server at {socket}: 10 customers."));
+    t.enter(".now 2026-03-10");
+    t.wait_for("now: 2026-03-10");
+    t.enter("tier = Gold and viewed in last 30 days");
+    t.wait_for("4 customers in ");
+    t.wait_for("  c-01, c-02, c-03, c-04\n");
+    t.enter(".explain viewed in last 60 days and tier = Gold");
+    t.wait_for("tier = Gold  estimate 8 (exact), actual 8");
+    t.enter(".save carts added_to_cart ever");
+    t.wait_for("saved audience carts: 2 customers");
+    t.wait_prompt();
+    t.send("in audience ca\t");
+    t.wait_line("in audience carts");
+    t.send("\r");
+    t.wait_for("2 customers in ");
+    t.enter("viewed in lst 30 days");
+    t.wait_for("error: unknown keyword 'lst', did you mean 'last'?");
+    t.wait_for("^^^ expected");
+    t.quit();
+    server.stop();
+}
+
+/// Over the socket, a script gets the same answers as in process, word for word.
+#[test]
+fn a_script_over_the_socket_answers_as_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let input = ".now 2026-03-10\n.timing off\ntier = Gold\n.save buyers purchased ever\n\
+                 .save buyers purchased ever or added_to_cart ever\n.audiences\n.drop nope\n\
+                 .format ids\nin audience buyers\n.format json\ncountry = FI and in audience buyers\n\
+                 .format count\neveryone\n.why c-02 in audience buyers\n.explain tier = Silver\n\
+                 viewed in lst 30 days\n.drop buyers\n";
+    let local = script(&db, input);
+    let server = Server::start(&db);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .args(["repl", "--socket"])
+        .arg(&server.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let remote = child.wait_with_output().unwrap();
+    server.stop();
+
+    let stdout = String::from_utf8(remote.stdout).unwrap();
+    let stderr = String::from_utf8(remote.stderr).unwrap();
+    assert_eq!(remote.status.code(), Some(1), "{stdout}{stderr}");
+    // Only the times taken and the audiences' clock differ.
+    let steady = |s: &str| -> String {
+        s.lines()
+            .filter(|l| !l.starts_with("members as of "))
+            .map(|l| {
+                let l = match l.find("\"elapsed_ms\":") {
+                    Some(i) => format!("{}{}", &l[..i], &l[l[i..].find(',').unwrap() + i + 1..]),
+                    None => l.to_owned(),
+                };
+                match l.find(" bitmaps ") {
+                    Some(i) => l[..i].to_owned(),
+                    None => l,
+                }
+            })
+            .map(|l| {
+                // "members changed" is when the define ran.
+                if l.starts_with("buyers ") {
+                    l.split_whitespace()
+                        .enumerate()
+                        .filter(|(i, _)| *i != 2)
+                        .map(|(_, w)| w)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let local_out = String::from_utf8(local.stdout).unwrap();
+    assert_eq!(steady(&stdout), steady(&local_out));
+    assert_eq!(stderr, String::from_utf8(local.stderr).unwrap());
+    for expected in [
+        "saved audience buyers: 1 customer\n",
+        "replaced the rule of audience buyers: 3 customers (2 entered, 0 left)\n",
+        "\nc-01\nc-02\nc-03\nformat: json\n{\"count\":1,",
+        "\"ids\":[\"c-02\"],\"now\":\"2026-03-10T00:00:00.000Z\"}\n",
+        "customer \"c-02\" is in the audience",
+        "dropped audience buyers (3 customers; its rule was: purchased ever or added_to_cart ever)\n",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("error: not found: audience \"nope\"\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("^^^ expected 'last'"), "{stderr}");
+    assert!(
+        stderr.ends_with("error: 2 of 17 inputs failed\n"),
+        "{stderr}"
+    );
+
+    // No server: a clear error, status 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .args(["repl", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("error: cannot connect to "), "{stderr}");
+    assert!(
+        stderr.contains("is `audiencedb serve` running there?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_saves_its_audiences_once_and_runs_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+            .arg("--db")
+            .arg(&db)
+            .args(["demo", "--customers", "200"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let names = [
+        "gold_viewers",
+        "lapsed_buyers",
+        "cart_abandoners",
+        "high_spenders",
+        "new_visitors",
+        "unsubscribed",
+    ];
+    let first = run();
+    for name in names {
+        assert!(
+            first.contains(&format!("  saved {name} ")),
+            "{name}:\n{first}"
+        );
+    }
+    // The example that names a saved audience runs as written.
+    assert!(
+        first.contains("customers  not in audience unsubscribed")
+            || first.contains("and not in audience unsubscribed"),
+        "{first}"
+    );
+    let second = run();
+    for name in names {
+        assert!(
+            second.contains(&format!("  kept  {name} ")),
+            "{name}:\n{second}"
+        );
+    }
+    assert!(!second.contains("  saved "), "{second}");
+    let db = Db::open(&db).unwrap();
+    let saved: Vec<String> = db.audiences().into_iter().map(|a| a.name).collect();
+    let mut expected: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(saved, expected);
+    // Each has members on the generated shop: the rules use its real names.
+    for a in db.audiences() {
+        if a.name != "new_visitors" {
+            assert!(a.size > 0, "{a:?}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The meta commands: one entry in [`COMMANDS`] and one function each. `.help` lists the table,
-//! completion offers its names, and a mistyped name gets a "did you mean". A new command (for
-//! example `.audiences` or `.save NAME RULE` once saved audiences exist) is one more entry and one
-//! more function here; a command that writes to the store calls `Session::refresh_names` after.
+//! completion offers its names, and a mistyped name gets a "did you mean". A new command is one
+//! more entry and one more function here. Each works through the session's backend only, so it
+//! behaves alike in process and over a socket; a command that writes (`.save`, `.drop`) calls
+//! `Session::refresh_names` after.
 
 use std::io::Write;
 
@@ -50,6 +51,27 @@ pub const COMMANDS: &[MetaCommand] = &[
         args: "ID RULE",
         about: "whether one customer is in the audience, clause by clause, and why",
         run: why,
+    },
+    MetaCommand {
+        name: ".audiences",
+        aliases: &[],
+        args: "",
+        about: "the saved audiences: name, size, when members last changed, rule",
+        run: audiences,
+    },
+    MetaCommand {
+        name: ".save",
+        aliases: &[],
+        args: "NAME RULE",
+        about: "save RULE as audience NAME (replacing its rule: who entered and left)",
+        run: save,
+    },
+    MetaCommand {
+        name: ".drop",
+        aliases: &[],
+        args: "NAME",
+        about: "drop a saved audience (refused while another audience uses it)",
+        run: drop_audience,
     },
     MetaCommand {
         name: ".schema",
@@ -158,14 +180,16 @@ fn explain(session: &mut Session, rule: &str, out: &mut dyn Write) -> Result<Flo
     if rule.is_empty() {
         return Err(usage(".explain"));
     }
-    let plan = session.db.explain(rule, session.now())?;
+    let now = session.now();
+    let plan = session.backend.explain(rule, now)?;
     write!(out, "{plan}")?;
     Ok(Flow::Continue)
 }
 
 fn why(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
     let (id, rule) = split_id(arg).ok_or_else(|| usage(".why"))?;
-    let answer = session.db.why(id, rule, session.now())?;
+    let now = session.now();
+    let answer = session.backend.why(id, rule, now)?;
     write!(out, "{answer}")?;
     Ok(Flow::Continue)
 }
@@ -184,9 +208,52 @@ fn split_id(arg: &str) -> Option<(&str, &str)> {
 }
 
 fn schema(session: &mut Session, _: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
-    let schema = session.db.schema();
+    let schema = session.backend.schema()?;
     out.write_all(render::schema(&schema).as_bytes())?;
     Ok(Flow::Continue)
+}
+
+fn audiences(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    if !arg.is_empty() {
+        return Err(usage(".audiences"));
+    }
+    let all = session.backend.audiences()?;
+    out.write_all(render::audiences(&all).as_bytes())?;
+    Ok(Flow::Continue)
+}
+
+fn save(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (name, rule) = arg
+        .split_once(char::is_whitespace)
+        .map(|(n, r)| (n, r.trim()))
+        .filter(|(_, r)| !r.is_empty())
+        .ok_or_else(|| usage(".save"))?;
+    let saved = session.backend.save_audience(name, rule)?;
+    out.write_all(render::saved(session.style, &saved).as_bytes())?;
+    refresh_after_write(session);
+    Ok(Flow::Continue)
+}
+
+fn drop_audience(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    if arg.is_empty() || arg.contains(char::is_whitespace) {
+        return Err(usage(".drop"));
+    }
+    let info = session.backend.drop_audience(arg)?;
+    writeln!(
+        out,
+        "dropped audience {} ({}; its rule was: {})",
+        info.name,
+        render::customers(info.size),
+        info.rule
+    )?;
+    refresh_after_write(session);
+    Ok(Flow::Continue)
+}
+
+/// After a write that succeeded: completion learns the names. A failure here (a server gone
+/// since) is not the write's; the next input reports it.
+fn refresh_after_write(session: &mut Session) {
+    let _ = session.refresh_names();
 }
 
 fn format(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {

@@ -3,8 +3,8 @@
 //! completes the current one); colours for keywords, strings and commands; and the validator
 //! that keeps a rule open across lines while it is unfinished.
 //!
-//! It knows the names through [`Names`], which the session refreshes from `Db::schema()`; it
-//! never touches the database itself.
+//! It knows the names through [`Names`], which the session refreshes from its backend's schema
+//! and audience list; it never touches the database itself.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -27,10 +27,11 @@ pub struct Names {
     pub events: Vec<String>,
     pub traits: Vec<String>,
     pub properties: Vec<String>,
+    pub audiences: Vec<String>,
 }
 
 impl Names {
-    pub fn from_schema(schema: &Schema) -> Names {
+    pub fn new(schema: &Schema, audiences: impl IntoIterator<Item = String>) -> Names {
         let sorted = |mut v: Vec<String>| {
             v.sort_unstable();
             v.dedup();
@@ -46,6 +47,7 @@ impl Names {
                     .flat_map(|e| e.properties.iter().map(|p| p.name.clone()))
                     .collect(),
             ),
+            audiences: sorted(audiences.into_iter().collect()),
         }
     }
 
@@ -133,6 +135,26 @@ fn command_start(line: &str, pos: usize) -> Option<usize> {
         .then(|| pos - trimmed.len())
 }
 
+/// Whether the word at `start` names a saved audience: it follows `in audience`, or it is the
+/// first argument of `.save` or `.drop`.
+fn wants_audience(line: &str, start: usize) -> bool {
+    let before = &line[..start];
+    let words: Vec<&str> = before.split_whitespace().collect();
+    let ends_with_space = before.ends_with(char::is_whitespace);
+    match words.as_slice() {
+        [command] if ends_with_space => {
+            command.eq_ignore_ascii_case(".save") || command.eq_ignore_ascii_case(".drop")
+        }
+        [.., a, b] if ends_with_space => {
+            b.eq_ignore_ascii_case("audience")
+                && a.rsplit(|c: char| !words::is_word_char(c))
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("in"))
+        }
+        _ => false,
+    }
+}
+
 /// What the editor asks while a line is typed.
 pub struct ReplHelper {
     names: Rc<RefCell<Names>>,
@@ -175,6 +197,16 @@ impl ReplHelper {
             return (quote, found);
         }
         let (start, word) = current_word(line, pos);
+        if wants_audience(line, start) {
+            let names = self.names.borrow();
+            let found = names
+                .audiences
+                .iter()
+                .filter(|a| starts_with_ignore_case(a, word))
+                .cloned()
+                .collect();
+            return (start, found);
+        }
         if word.is_empty() {
             return (pos, Vec::new());
         }
@@ -361,6 +393,7 @@ mod tests {
             events: vec!["purchased".into(), "viewed".into()],
             traits: vec!["tier".into(), "tags".into()],
             properties: vec!["product".into()],
+            audiences: vec!["gold_viewers".into(), "lapsed".into()],
         };
         assert_eq!(names.words_starting("pu"), ["purchased"]);
         assert_eq!(names.words_starting("LA"), ["last"]);
@@ -378,6 +411,22 @@ mod tests {
             (0, vec![".explain".to_owned(), ".exit".to_owned()])
         );
         assert_eq!(helper.candidates("tier = ", 7), (7, Vec::new()));
+
+        // Audience names after `in audience` and as the argument of `.save` and `.drop`.
+        let audiences = |line: &str| helper.candidates(line, line.len());
+        assert_eq!(
+            audiences("tier = Gold and not in audience go"),
+            (32, vec!["gold_viewers".to_owned()])
+        );
+        assert_eq!(
+            audiences("(IN AUDIENCE "),
+            (13, vec!["gold_viewers".to_owned(), "lapsed".to_owned()])
+        );
+        assert_eq!(audiences(".drop l"), (6, vec!["lapsed".to_owned()]));
+        assert_eq!(audiences(".save go"), (6, vec!["gold_viewers".to_owned()]));
+        // The rule after the name completes as a rule.
+        assert_eq!(audiences(".save x pu"), (8, vec!["purchased".to_owned()]));
+        assert_eq!(audiences("audience go"), (9, Vec::new()));
     }
 
     #[test]
@@ -386,6 +435,7 @@ mod tests {
             events: vec!["Product Viewed".into()],
             traits: vec!["address.city".into()],
             properties: vec![],
+            audiences: vec![],
         };
         let helper = ReplHelper::new(Rc::new(RefCell::new(names)), Style::PLAIN);
         let history = rustyline::history::DefaultHistory::new();

@@ -1,30 +1,41 @@
-//! The REPL for analysts (`audiencedb repl`): an interface over the library API (`Db::query`,
-//! `Db::explain`, `Db::why`, `Db::schema`, `Db::member_page`); it never reaches into storage.
+//! The REPL for analysts (`audiencedb repl`): an interface over a database, either open in this
+//! process (the library API: `Db::query`, `explain`, `why`, `schema`, `member_page` and the
+//! saved-audience calls) or held by a running server and reached through its socket
+//! (`audiencedb repl --socket PATH`). It never reaches into storage.
 //!
 //! - this module: the two loops. On a terminal, a rustyline editor with history kept across
 //!   sessions, completion, hints, colours and multi-line rules; otherwise inputs are read line by
 //!   line from stdin and answered without prompts or colours, so scripts can pipe rules in.
 //! - `session`: the session's state and what one complete input does.
-//! - `commands`: the meta commands (`.help`, `.now`, `.explain`, ...), one table entry each.
+//! - `backend`: the [`Backend`] trait the session talks to, implemented by `&Db` and by
+//!   [`Remote`] (a server's socket), so every rule and command answers alike on both.
+//! - `commands`: the meta commands (`.help`, `.now`, `.explain`, `.audiences`, `.save`, ...), one
+//!   table entry each.
 //! - `complete`: the line editor's helper: completion, hints, highlighting, validation.
 //! - `render`: how answers and errors look.
 //!
 //! ```no_run
-//! # fn main() -> audiencedb::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let db = audiencedb::Db::open("shop.db")?;
-//! let rules = "tier = Gold\n.explain purchased ever\n";
+//! let rules = "tier = Gold\n.explain purchased ever\n.save gold tier = Gold\n";
 //! let mut out = Vec::new();
 //! let outcome = audiencedb::repl::run_script(&db, rules.as_bytes(), &mut out, &mut std::io::sink())?;
 //! assert_eq!(outcome.failed, 0);
+//!
+//! // The same over a running server's socket.
+//! let server = audiencedb::repl::Remote::connect("shop.db.sock".as_ref())?;
+//! audiencedb::repl::run_script(server, rules.as_bytes(), &mut out, &mut std::io::sink())?;
 //! # Ok(())
 //! # }
 //! ```
 
+mod backend;
 mod commands;
 mod complete;
 pub mod render;
 mod session;
 
+pub use backend::{Answer, Backend, BackendError, Remote, Replaced, Saved};
 pub use commands::{MetaCommand, COMMANDS};
 pub use complete::needs_more;
 pub use session::{Failure, Flow, Format, Session};
@@ -36,7 +47,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{ColorMode, CompletionType, Config, Editor};
 
-use crate::{Db, Error, Result};
+use crate::Error;
 use complete::ReplHelper;
 use render::Style;
 
@@ -66,15 +77,16 @@ pub struct Outcome {
     pub failed: u64,
 }
 
-/// Runs the REPL on `db`: interactive when stdin is a terminal, a script reader otherwise.
-/// `history` is the history file of the interactive mode (`None`: none kept).
-pub fn run(db: &Db, history: Option<&Path>) -> Result<Outcome> {
+/// Runs the REPL on `backend` (`&Db`, or a [`Remote`]): interactive when stdin is a terminal, a
+/// script reader otherwise. `history` is the history file of the interactive mode (`None`: none
+/// kept).
+pub fn run(backend: impl Backend, history: Option<&Path>) -> Result<Outcome, BackendError> {
     if std::io::stdin().is_terminal() {
-        interactive(db, history)
+        interactive(backend, history)
     } else {
         let stdin = std::io::stdin().lock();
         let mut stdout = std::io::stdout().lock();
-        run_script(db, stdin, &mut stdout, &mut std::io::stderr())
+        run_script(backend, stdin, &mut stdout, &mut std::io::stderr())
     }
 }
 
@@ -82,15 +94,15 @@ pub fn run(db: &Db, history: Option<&Path>) -> Result<Outcome> {
 /// answers each on `out`, errors on `err`, without prompts or colours. `.quit` or the end of the
 /// input ends it.
 pub fn run_script(
-    db: &Db,
+    backend: impl Backend,
     input: impl BufRead,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<Outcome> {
-    let mut session = Session::new(db, Style::PLAIN);
+) -> Result<Outcome, BackendError> {
+    let mut session = Session::new(backend, Style::PLAIN)?;
     let mut outcome = Outcome::default();
     let mut pending = String::new();
-    let mut step = |text: &str, outcome: &mut Outcome| -> Result<Flow> {
+    let mut step = |text: &str, outcome: &mut Outcome| -> Result<Flow, Error> {
         if text.trim().is_empty() {
             return Ok(Flow::Continue);
         }
@@ -108,7 +120,7 @@ pub fn run_script(
         Ok(flow)
     };
     for line in input.lines() {
-        let line = line?;
+        let line = line.map_err(Error::Io)?;
         if !pending.is_empty() {
             pending.push('\n');
         }
@@ -134,11 +146,11 @@ fn readline_error(e: ReadlineError) -> Error {
 }
 
 /// The interactive loop on a terminal.
-fn interactive(db: &Db, history: Option<&Path>) -> Result<Outcome> {
+fn interactive(backend: impl Backend, history: Option<&Path>) -> Result<Outcome, BackendError> {
     let style = Style {
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
-    let mut session = Session::new(db, style);
+    let mut session = Session::new(backend, style)?;
     let config = Config::builder()
         .completion_type(CompletionType::List)
         .auto_add_history(false)
@@ -167,12 +179,12 @@ fn interactive(db: &Db, history: Option<&Path>) -> Result<Outcome> {
         }
     }
 
-    let schema = db.schema();
+    let customers = session.backend().schema()?.customers;
     println!(
         "audiencedb {} on {}: {}. Type a rule, or .help for the commands.",
         env!("CARGO_PKG_VERSION"),
-        db.path().display(),
-        render::customers(schema.customers)
+        session.backend().location(),
+        render::customers(customers)
     );
     let mut outcome = Outcome::default();
     loop {
@@ -183,7 +195,7 @@ fn interactive(db: &Db, history: Option<&Path>) -> Result<Outcome> {
             // Ctrl-C drops the line being typed, as in a shell.
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(readline_error(e)),
+            Err(e) => return Err(readline_error(e).into()),
         };
         if line.trim().is_empty() {
             continue;
@@ -217,7 +229,7 @@ fn interactive(db: &Db, history: Option<&Path>) -> Result<Outcome> {
 }
 
 /// Loads the history file, creating its folder; a file that does not exist yet is no error.
-fn load_history(editor: &mut Editor<ReplHelper, FileHistory>, path: &Path) -> Result<()> {
+fn load_history(editor: &mut Editor<ReplHelper, FileHistory>, path: &Path) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::backend::Saved;
 use crate::model::time::{self, Timestamp};
-use crate::Schema;
+use crate::{AudienceInfo, Schema};
 
 /// How many members a summary shows.
 pub const SAMPLE_MEMBERS: usize = 5;
@@ -112,6 +113,61 @@ pub fn error(style: Style, message: &str) -> String {
     format!("{} {message}\n", style.red("error:"))
 }
 
+/// The saved audiences as `.audiences` lists them: name, size, when a member last entered or
+/// left, and the rule; then the time the members are exact at.
+///
+/// ```text
+/// audience         members  members changed           rule
+/// gold_viewers          18  2026-11-20T10:00:00.000Z  tier = Gold and viewed in last 30 days
+/// members as of 2026-11-20T10:00:03.000Z
+/// ```
+pub fn audiences(all: &[AudienceInfo]) -> String {
+    if all.is_empty() {
+        return "no saved audiences (save one: .save NAME RULE)\n".to_owned();
+    }
+    let width = all.iter().map(|a| a.name.len()).max().unwrap_or(0).max(8);
+    let mut out = format!(
+        "{:<width$}  {:>9}  {:<24}  rule\n",
+        "audience", "members", "members changed"
+    );
+    for a in all {
+        let changed = a
+            .members_changed
+            .map_or_else(|| "never".to_owned(), time::format_rfc3339);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>9}  {changed:<24}  {}",
+            a.name, a.size, a.rule
+        );
+    }
+    if let Some(as_of) = all.iter().map(|a| a.as_of).max() {
+        let _ = writeln!(out, "members as of {}", time::format_rfc3339(as_of));
+    }
+    out
+}
+
+/// What `.save` did: the size, and for a replaced rule who entered and left.
+pub fn saved(style: Style, s: &Saved) -> String {
+    let size = style.bold(&customers(s.info.size));
+    match s.replaced {
+        None => format!("saved audience {}: {size}\n", s.info.name),
+        Some(r) => {
+            let mut out = format!(
+                "replaced the rule of audience {}: {size} ({} entered, {} left)\n",
+                s.info.name, r.entered, r.left
+            );
+            if r.previewed_size != s.info.size {
+                let _ = writeln!(
+                    out,
+                    "(entered and left were counted just before saving, at {} members: the store changed meanwhile)",
+                    r.previewed_size
+                );
+            }
+            out
+        }
+    }
+}
+
 /// The traits, events and properties the store holds, with their types and counts: what
 /// `audiencedb schema` and the REPL's `.schema` print.
 pub fn schema(s: &Schema) -> String {
@@ -176,6 +232,49 @@ mod tests {
             "1 customer\n  c-1\n"
         );
         assert_eq!(summary(Style::PLAIN, 0, &[], None), "0 customers\n");
+    }
+
+    #[test]
+    fn audiences_and_saves_are_tabled() {
+        use super::super::backend::Replaced;
+        assert_eq!(
+            audiences(&[]),
+            "no saved audiences (save one: .save NAME RULE)\n"
+        );
+        let info = AudienceInfo {
+            name: "gold".into(),
+            rule: "tier = Gold".into(),
+            size: 8,
+            created: 0,
+            rule_changed: 0,
+            members_changed: None,
+            as_of: 86_400_000,
+            timers: 0,
+            next_check: None,
+        };
+        assert_eq!(
+            audiences(std::slice::from_ref(&info)),
+            "audience    members  members changed           rule\n\
+             gold              8  never                     tier = Gold\n\
+             members as of 1970-01-02T00:00:00.000Z\n"
+        );
+        let mut saved_one = Saved {
+            info,
+            replaced: None,
+        };
+        assert_eq!(
+            saved(Style::PLAIN, &saved_one),
+            "saved audience gold: 8 customers\n"
+        );
+        saved_one.replaced = Some(Replaced {
+            entered: 1,
+            left: 3,
+            previewed_size: 8,
+        });
+        assert_eq!(
+            saved(Style::PLAIN, &saved_one),
+            "replaced the rule of audience gold: 8 customers (1 entered, 3 left)\n"
+        );
     }
 
     #[test]

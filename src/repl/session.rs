@@ -1,16 +1,18 @@
 //! One REPL session's state (the evaluation time, the output format, timing on or off, the names
-//! known for completion) and what happens to one complete input: a meta command goes to its entry
-//! in [`super::commands::COMMANDS`], anything else is a rule run through [`Db::query`].
+//! known for completion, the [`Backend`] it talks to) and what happens to one complete input: a
+//! meta command goes to its entry in [`super::commands::COMMANDS`], anything else is a rule run
+//! through the backend.
 
 use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
 
+use super::backend::{Backend, BackendError};
 use super::commands;
 use super::complete::Names;
 use super::render::{self, Style, SAMPLE_MEMBERS};
 use crate::model::time::{self, Timestamp};
-use crate::{Db, Error};
+use crate::Error;
 
 /// What the loop does after an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,15 @@ impl From<Error> for Failure {
                 Failure(drawn.strip_prefix("error: ").unwrap_or(&drawn).to_owned())
             }
             other => Failure(other.to_string()),
+        }
+    }
+}
+
+impl From<BackendError> for Failure {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Db(e) => e.into(),
+            BackendError::Socket(e) => Failure(e.to_string()),
         }
     }
 }
@@ -74,9 +85,9 @@ impl Format {
     }
 }
 
-/// The state of one session over one open database.
-pub struct Session<'db> {
-    pub(super) db: &'db Db,
+/// The state of one session over one database, in process or behind a socket.
+pub struct Session<'a> {
+    pub(super) backend: Box<dyn Backend + 'a>,
     /// The fixed evaluation time, or `None` for the clock at each rule.
     pub(super) now: Option<Timestamp>,
     pub(super) format: Format,
@@ -86,16 +97,20 @@ pub struct Session<'db> {
     names: Rc<RefCell<Names>>,
 }
 
-impl<'db> Session<'db> {
-    pub fn new(db: &'db Db, style: Style) -> Session<'db> {
-        Session {
-            db,
+impl<'a> Session<'a> {
+    /// A session over `backend`, with the names completion offers read from it (which fails
+    /// only when a socket does).
+    pub fn new(backend: impl Backend + 'a, style: Style) -> Result<Session<'a>, BackendError> {
+        let mut session = Session {
+            backend: Box::new(backend),
             now: None,
             format: Format::Summary,
             timing: true,
             style,
-            names: Rc::new(RefCell::new(Names::from_schema(&db.schema()))),
-        }
+            names: Rc::default(),
+        };
+        session.refresh_names()?;
+        Ok(session)
     }
 
     /// The names completion offers, shared with the line editor's helper.
@@ -103,10 +118,18 @@ impl<'db> Session<'db> {
         Rc::clone(&self.names)
     }
 
-    /// Reads the event, trait and property names again from the schema: a command that writes
-    /// to the store calls this after writing.
-    pub fn refresh_names(&self) {
-        *self.names.borrow_mut() = Names::from_schema(&self.db.schema());
+    /// The database behind the session.
+    pub fn backend(&mut self) -> &mut dyn Backend {
+        &mut *self.backend
+    }
+
+    /// Reads the event, trait, property and audience names again: a command that writes calls
+    /// this after writing.
+    pub fn refresh_names(&mut self) -> Result<(), BackendError> {
+        let schema = self.backend.schema()?;
+        let audiences = self.backend.audiences()?;
+        *self.names.borrow_mut() = Names::new(&schema, audiences.into_iter().map(|a| a.name));
+        Ok(())
     }
 
     /// The evaluation time for the next rule.
@@ -139,22 +162,30 @@ impl<'db> Session<'db> {
 
     /// Evaluates a rule at the session's now and prints the audience in the session's format.
     pub(super) fn run_rule(&mut self, rule: &str, out: &mut dyn Write) -> Result<(), Failure> {
-        let audience = self.db.query(rule, self.now())?;
+        let now = self.now();
         match self.format {
             Format::Summary => {
-                let sample = self.db.member_page(&audience, None, SAMPLE_MEMBERS)?;
-                let elapsed = self.timing.then(|| audience.elapsed());
+                let (answer, sample) = self.backend.sample(rule, now, SAMPLE_MEMBERS)?;
+                let elapsed = self.timing.then_some(answer.elapsed);
                 out.write_all(
-                    render::summary(self.style, audience.len(), &sample, elapsed).as_bytes(),
+                    render::summary(self.style, answer.size, &sample, elapsed).as_bytes(),
                 )?;
             }
-            Format::Count => writeln!(out, "{}", audience.len())?,
-            Format::Ids => self
-                .db
-                .for_each_member_id(&audience, |id| writeln!(out, "{id}").map_err(Error::Io))?,
+            Format::Count => {
+                let (answer, _) = self.backend.sample(rule, now, 0)?;
+                writeln!(out, "{}", answer.size)?;
+            }
+            Format::Ids => {
+                self.backend
+                    .each_id(rule, now, &mut |id| writeln!(out, "{id}"))?;
+            }
             Format::Json => {
-                let ids = self.db.member_ids(&audience)?;
-                let json = render::json(audience.len(), audience.now(), audience.elapsed(), &ids);
+                let mut ids = Vec::new();
+                let answer = self.backend.each_id(rule, now, &mut |id| {
+                    ids.push(id.to_owned());
+                    Ok(())
+                })?;
+                let json = render::json(answer.size, answer.now, answer.elapsed, &ids);
                 out.write_all(json.as_bytes())?;
             }
         }

@@ -16,6 +16,7 @@
 //! closed and the socket file removed. A connection with subscriptions is never idle: it waits
 //! for notices, so the idle limit does not apply to it (as Redis exempts pub/sub clients).
 
+pub mod client;
 pub mod commands;
 pub mod resp;
 

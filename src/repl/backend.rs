@@ -1,0 +1,539 @@
+//! What a session talks to: [`Backend`], with two implementations, the in-process [`Db`] (`&Db`)
+//! and a running server's socket ([`Remote`]). Every rule and meta command goes through this
+//! trait, so both give the same answers in the same words.
+//!
+//! The socket side speaks the commands documented in the README's socket section through
+//! [`crate::server::client`]; it parses each rule locally first, so a bad rule gets the same
+//! caret as in process, and turns the server's error codes back into the library's errors.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::db::{EventSchema, PropertySchema, TraitSchema};
+use crate::model::time::Timestamp;
+use crate::model::value::ValueType;
+use crate::query::PreparedRule;
+use crate::server::client::{Client, ClientError, RespValue};
+use crate::{AudienceInfo, Db, Error, Schema};
+
+/// Why a backend call failed: the library's error, or the socket's.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Db(#[from] Error),
+    #[error(transparent)]
+    Socket(#[from] ClientError),
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A rule's answer without its members: the size, the *now* it was evaluated at and the time
+/// taken (in process the engine's time; over a socket the round trip).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub size: u64,
+    pub now: Timestamp,
+    pub elapsed: Duration,
+}
+
+/// What `.save` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub info: AudienceInfo,
+    /// For a replaced rule: how many customers entered and left, and the size the preview
+    /// computed just before saving (it differs from `info.size` only if the store changed in
+    /// between).
+    pub replaced: Option<Replaced>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replaced {
+    pub entered: u64,
+    pub left: u64,
+    pub previewed_size: u64,
+}
+
+/// Everything a session asks of a database.
+pub trait Backend {
+    /// What the banner names: the folder, or the socket.
+    fn location(&self) -> String;
+    fn schema(&mut self) -> BackendResult<Schema>;
+    /// The size and the first `sample` members in id order.
+    fn sample(
+        &mut self,
+        rule: &str,
+        now: Timestamp,
+        sample: usize,
+    ) -> BackendResult<(Answer, Vec<String>)>;
+    /// Every member's id in order, each handed to `each`.
+    fn each_id(
+        &mut self,
+        rule: &str,
+        now: Timestamp,
+        each: &mut dyn FnMut(&str) -> io::Result<()>,
+    ) -> BackendResult<Answer>;
+    /// The plan as `.explain` prints it.
+    fn explain(&mut self, rule: &str, now: Timestamp) -> BackendResult<String>;
+    /// The clause-by-clause answer as `.why` prints it.
+    fn why(&mut self, id: &str, rule: &str, now: Timestamp) -> BackendResult<String>;
+    /// The saved audiences, by name.
+    fn audiences(&mut self) -> BackendResult<Vec<AudienceInfo>>;
+    /// Saves (or replaces) an audience.
+    fn save_audience(&mut self, name: &str, rule: &str) -> BackendResult<Saved>;
+    /// Drops an audience; returns what it was.
+    fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo>;
+}
+
+impl Backend for &Db {
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn schema(&mut self) -> BackendResult<Schema> {
+        Ok(Db::schema(self))
+    }
+
+    fn sample(
+        &mut self,
+        rule: &str,
+        now: Timestamp,
+        sample: usize,
+    ) -> BackendResult<(Answer, Vec<String>)> {
+        let audience = self.query(rule, now)?;
+        let ids = self.member_page(&audience, None, sample)?;
+        Ok((answer(&audience), ids))
+    }
+
+    fn each_id(
+        &mut self,
+        rule: &str,
+        now: Timestamp,
+        each: &mut dyn FnMut(&str) -> io::Result<()>,
+    ) -> BackendResult<Answer> {
+        let audience = self.query(rule, now)?;
+        self.for_each_member_id(&audience, |id| each(id).map_err(Error::Io))?;
+        Ok(answer(&audience))
+    }
+
+    fn explain(&mut self, rule: &str, now: Timestamp) -> BackendResult<String> {
+        Ok(Db::explain(self, rule, now)?.to_string())
+    }
+
+    fn why(&mut self, id: &str, rule: &str, now: Timestamp) -> BackendResult<String> {
+        Ok(Db::why(self, id, rule, now)?.to_string())
+    }
+
+    fn audiences(&mut self) -> BackendResult<Vec<AudienceInfo>> {
+        Ok(Db::audiences(self))
+    }
+
+    fn save_audience(&mut self, name: &str, rule: &str) -> BackendResult<Saved> {
+        let replaced = match self.audience(name) {
+            Ok(_) => {
+                let d = self.diff_audience(name, rule)?;
+                Some(Replaced {
+                    entered: d.entering.len(),
+                    left: d.leaving.len(),
+                    previewed_size: d.after,
+                })
+            }
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let info = self.define_audience(name, rule)?;
+        Ok(Saved { info, replaced })
+    }
+
+    fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo> {
+        let info = self.audience(name)?;
+        Db::drop_audience(self, name)?;
+        Ok(info)
+    }
+}
+
+fn answer(a: &crate::query::Audience) -> Answer {
+    Answer {
+        size: a.len(),
+        now: a.now(),
+        elapsed: a.elapsed(),
+    }
+}
+
+/// A running server, reached through its socket. A connection the server closed (it closes
+/// idle clients) is opened again once, transparently, at the next request.
+pub struct Remote {
+    path: PathBuf,
+    client: Option<Client>,
+}
+
+impl Remote {
+    /// Connects to the server at `path` and checks that it answers.
+    pub fn connect(path: &Path) -> Result<Remote, ClientError> {
+        let mut remote = Remote {
+            path: path.to_owned(),
+            client: Some(Client::connect(path)?),
+        };
+        let pong = remote.pipeline(&[&["PING"]])?;
+        crate::server::client::server_error(pong.into_iter().next().unwrap_or(RespValue::Nil))?;
+        Ok(remote)
+    }
+
+    /// Sends the commands as one pipeline and returns their replies, an error reply as the
+    /// library's error where its code maps to one.
+    fn pipeline(&mut self, commands: &[&[&str]]) -> Result<Vec<RespValue>, ClientError> {
+        for attempt in 0..2 {
+            if self.client.is_none() {
+                self.client = Some(Client::connect(&self.path)?);
+            }
+            let Some(client) = self.client.as_mut() else {
+                unreachable!("connected just above")
+            };
+            let sent = commands.iter().try_for_each(|c| client.send(c));
+            let replies = sent.and_then(|()| {
+                commands
+                    .iter()
+                    .map(|_| client.read_reply())
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match replies {
+                Ok(replies) => return Ok(replies),
+                Err(e) => {
+                    self.client = None;
+                    if !(attempt == 0 && e.is_disconnect()) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn call(&mut self, command: &[&str]) -> BackendResult<RespValue> {
+        let reply = self.pipeline(&[command])?.pop().unwrap_or(RespValue::Nil);
+        check(reply)
+    }
+
+    fn text(&mut self, command: &[&str]) -> BackendResult<String> {
+        match self.call(command)? {
+            RespValue::Bulk(b) => {
+                String::from_utf8(b).map_err(|_| unexpected(command, "text that is not UTF-8"))
+            }
+            other => Err(unexpected(command, &other.describe())),
+        }
+    }
+
+    fn json(&mut self, command: &[&str]) -> BackendResult<serde_json::Value> {
+        let text = self.text(command)?;
+        serde_json::from_str(&text).map_err(|e| unexpected(command, &format!("bad JSON ({e})")))
+    }
+}
+
+/// The server's error codes back into the library's errors (`commands.rs` maps them the other
+/// way), so both backends word them alike.
+fn check(reply: RespValue) -> BackendResult<RespValue> {
+    match crate::server::client::server_error(reply) {
+        Ok(v) => Ok(v),
+        Err(ClientError::Server { code, message }) => Err(match code.as_str() {
+            "EVAL" => Error::Evaluation(message).into(),
+            "NOTFOUND" => Error::NotFound(message).into(),
+            "INVALID" => Error::InvalidInput(message).into(),
+            _ => ClientError::Server { code, message }.into(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn unexpected(command: &[&str], got: &str) -> BackendError {
+    ClientError::Unexpected {
+        command: command.first().copied().unwrap_or_default().to_owned(),
+        got: got.to_owned(),
+    }
+    .into()
+}
+
+/// A rule is parsed here first: its error is then the library's, drawn with the caret.
+fn parse(rule: &str) -> BackendResult<()> {
+    PreparedRule::new(rule)?;
+    Ok(())
+}
+
+fn integer(command: &[&str], v: RespValue) -> BackendResult<u64> {
+    match v {
+        RespValue::Integer(n) if n >= 0 => Ok(n as u64),
+        other => Err(unexpected(command, &other.describe())),
+    }
+}
+
+fn ids(command: &[&str], v: RespValue) -> BackendResult<Vec<String>> {
+    match v {
+        RespValue::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                RespValue::Bulk(b) => {
+                    String::from_utf8(b).map_err(|_| unexpected(command, "an id that is not UTF-8"))
+                }
+                other => Err(unexpected(command, &other.describe())),
+            })
+            .collect(),
+        other => Err(unexpected(command, &other.describe())),
+    }
+}
+
+impl Backend for Remote {
+    fn location(&self) -> String {
+        format!("the server at {}", self.path.display())
+    }
+
+    fn schema(&mut self) -> BackendResult<Schema> {
+        let cmd = ["SCHEMA"];
+        let v = self.json(&cmd)?;
+        schema_from_json(&v).ok_or_else(|| unexpected(&cmd, "a schema of another shape"))
+    }
+
+    fn sample(
+        &mut self,
+        rule: &str,
+        now: Timestamp,
+        sample: usize,
+    ) -> BackendResult<(Answer, Vec<String>)> {
+        parse(rule)?;
+        let now_text = now.to_string();
+        let limit = sample.to_string();
+        let count: &[&str] = &["QUERY", rule, "NOW", &now_text, "COUNT"];
+        let page: &[&str] = &["QUERY", rule, "NOW", &now_text, "PAGE", "", &limit];
+        // Both in one round trip; without a sample the count alone.
+        let commands: &[&[&str]] = if sample == 0 {
+            &[count]
+        } else {
+            &[count, page]
+        };
+        let started = Instant::now();
+        let mut replies = self.pipeline(commands)?.into_iter();
+        let elapsed = started.elapsed();
+        let size = integer(count, check(replies.next().unwrap_or(RespValue::Nil))?)?;
+        let members = match replies.next() {
+            Some(reply) => ids(page, check(reply)?)?,
+            None => Vec::new(),
+        };
+        Ok((Answer { size, now, elapsed }, members))
+    }
+
+    fn each_id(
+        &mut self,
+        rule: &str,
+        now: Timestamp,
+        each: &mut dyn FnMut(&str) -> io::Result<()>,
+    ) -> BackendResult<Answer> {
+        parse(rule)?;
+        let now_text = now.to_string();
+        let cmd: &[&str] = &["QUERY", rule, "NOW", &now_text, "IDS"];
+        let started = Instant::now();
+        let reply = self.call(cmd)?;
+        let elapsed = started.elapsed();
+        let members = ids(cmd, reply)?;
+        for id in &members {
+            each(id).map_err(Error::Io)?;
+        }
+        Ok(Answer {
+            size: members.len() as u64,
+            now,
+            elapsed,
+        })
+    }
+
+    fn explain(&mut self, rule: &str, now: Timestamp) -> BackendResult<String> {
+        parse(rule)?;
+        self.text(&["EXPLAIN", rule, "NOW", &now.to_string()])
+    }
+
+    fn why(&mut self, id: &str, rule: &str, now: Timestamp) -> BackendResult<String> {
+        parse(rule)?;
+        self.text(&["WHY", id, rule, "NOW", &now.to_string()])
+    }
+
+    fn audiences(&mut self) -> BackendResult<Vec<AudienceInfo>> {
+        let cmd = ["AUDIENCE.LIST"];
+        match self.json(&cmd)? {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    audience_from_json(v)
+                        .ok_or_else(|| unexpected(&cmd, "an audience of another shape"))
+                })
+                .collect(),
+            _ => Err(unexpected(&cmd, "JSON that is not an array")),
+        }
+    }
+
+    fn save_audience(&mut self, name: &str, rule: &str) -> BackendResult<Saved> {
+        parse(rule)?;
+        let replaced = match self.json(&["AUDIENCE.SHOW", name]) {
+            Ok(_) => {
+                let cmd = ["AUDIENCE.DIFF", name, rule];
+                let d = self.json(&cmd)?;
+                let n = |key: &str| {
+                    d.get(key)
+                        .and_then(serde_json::Value::as_u64)
+                        .ok_or_else(|| unexpected(&cmd, &format!("JSON without {key}")))
+                };
+                Some(Replaced {
+                    entered: n("entering")?,
+                    left: n("leaving")?,
+                    previewed_size: n("after")?,
+                })
+            }
+            Err(BackendError::Db(Error::NotFound(_))) => None,
+            Err(e) => return Err(e),
+        };
+        let cmd = ["AUDIENCE.DEFINE", name, rule];
+        let v = self.json(&cmd)?;
+        let info = audience_from_json(&v)
+            .ok_or_else(|| unexpected(&cmd, "an audience of another shape"))?;
+        Ok(Saved { info, replaced })
+    }
+
+    fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo> {
+        let cmd = ["AUDIENCE.SHOW", name];
+        let v = self.json(&cmd)?;
+        let info = audience_from_json(&v)
+            .ok_or_else(|| unexpected(&cmd, "an audience of another shape"))?;
+        self.call(&["AUDIENCE.DROP", name])?;
+        Ok(info)
+    }
+}
+
+fn type_names(v: &serde_json::Value) -> Option<Vec<&'static str>> {
+    v.as_array()?
+        .iter()
+        .map(|t| {
+            let t = t.as_str()?;
+            ValueType::ALL.iter().map(|ty| ty.name()).find(|n| *n == t)
+        })
+        .collect()
+}
+
+fn string(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key)?.as_str().map(str::to_owned)
+}
+
+fn number(v: &serde_json::Value, key: &str) -> Option<u64> {
+    v.get(key)?.as_u64()
+}
+
+fn time(v: &serde_json::Value, key: &str) -> Option<Option<Timestamp>> {
+    match v.get(key)? {
+        serde_json::Value::Null => Some(None),
+        t => t.as_i64().map(Some),
+    }
+}
+
+/// `SCHEMA`'s JSON (the serialised [`Schema`]) back into a [`Schema`].
+fn schema_from_json(v: &serde_json::Value) -> Option<Schema> {
+    let traits = v
+        .get("traits")?
+        .as_array()?
+        .iter()
+        .map(|t| {
+            Some(TraitSchema {
+                name: string(t, "name")?,
+                types: type_names(t.get("types")?)?,
+                customers: number(t, "customers")?,
+                indexed: t.get("indexed")?.as_bool()?,
+                distinct_values: usize::try_from(number(t, "distinct_values")?).ok()?,
+            })
+        })
+        .collect::<Option<_>>()?;
+    let events = v
+        .get("events")?
+        .as_array()?
+        .iter()
+        .map(|e| {
+            Some(EventSchema {
+                name: string(e, "name")?,
+                count: number(e, "count")?,
+                customers: number(e, "customers")?,
+                properties: e
+                    .get("properties")?
+                    .as_array()?
+                    .iter()
+                    .map(|p| {
+                        Some(PropertySchema {
+                            name: string(p, "name")?,
+                            types: type_names(p.get("types")?)?,
+                            count: number(p, "count")?,
+                            indexed: p.get("indexed")?.as_bool()?,
+                        })
+                    })
+                    .collect::<Option<_>>()?,
+            })
+        })
+        .collect::<Option<_>>()?;
+    Some(Schema {
+        customers: number(v, "customers")?,
+        profiles: number(v, "profiles")?,
+        traits,
+        events,
+    })
+}
+
+/// The saved-audience commands' JSON (the serialised [`AudienceInfo`]) back into one.
+fn audience_from_json(v: &serde_json::Value) -> Option<AudienceInfo> {
+    Some(AudienceInfo {
+        name: string(v, "name")?,
+        rule: string(v, "rule")?,
+        size: number(v, "size")?,
+        created: time(v, "created")??,
+        rule_changed: time(v, "rule_changed")??,
+        members_changed: time(v, "members_changed")?,
+        as_of: time(v, "as_of")??,
+        timers: number(v, "timers")?,
+        next_check: time(v, "next_check")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON a server sends is the serialised library value: reading it back gives the
+    /// same value, so both backends print alike.
+    #[test]
+    fn schema_and_audiences_read_back_from_their_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("s.db")).unwrap();
+        db.identify(
+            "c-1",
+            vec![
+                ("tier".into(), Some(crate::model::Value::Str("Gold".into()))),
+                ("age".into(), Some(crate::model::Value::Int(30))),
+            ],
+        )
+        .unwrap();
+        db.track(
+            "c-1",
+            "purchased",
+            vec![("amount".into(), crate::model::Value::Float(9.5))],
+            None,
+        )
+        .unwrap();
+        db.define_audience("gold", "tier = Gold").unwrap();
+        let schema = Db::schema(&db);
+        let json = serde_json::to_value(&schema).unwrap();
+        assert_eq!(schema_from_json(&json), Some(schema));
+        for info in Db::audiences(&db) {
+            let json = serde_json::to_value(&info).unwrap();
+            assert_eq!(audience_from_json(&json), Some(info));
+        }
+        assert_eq!(audience_from_json(&serde_json::json!({"name": "x"})), None);
+    }
+
+    #[test]
+    fn server_error_codes_become_the_librarys_errors() {
+        let e = check(RespValue::Error("NOTFOUND audience \"x\"".into())).unwrap_err();
+        assert_eq!(e.to_string(), "not found: audience \"x\"");
+        let e = check(RespValue::Error("ERR something".into())).unwrap_err();
+        assert_eq!(e.to_string(), "ERR something");
+        assert_eq!(check(RespValue::Integer(3)).unwrap(), RespValue::Integer(3));
+    }
+}
