@@ -103,6 +103,8 @@ fn counts_and_aggregates_come_from_the_rollups() {
         "purchased min(amount) < 10.25 ever",
         "purchased max(amount) >= 60.25 in last 30 days",
         "visited at least 3 times in last 7 days and not purchased in last 2 days",
+        // Presence on a cut day comes from the spans too.
+        "visited in last 2 days and not purchased in last 3 days",
     ];
     for rule in rules {
         let got = members(&db, &ids, rule, now);

@@ -253,6 +253,11 @@ impl<T: Partial> DayList<T> {
         }
     }
 
+    /// Calls `f` with every entry (a customer may come more than once).
+    pub fn for_each(&self, f: impl FnMut(&T)) {
+        self.items.iter().for_each(f);
+    }
+
     /// Bytes held, for reports.
     pub fn heap_bytes(&self) -> usize {
         self.items.capacity() * std::mem::size_of::<T>()

@@ -343,7 +343,7 @@ impl Sources<'_> {
         if e.window_is_empty() {
             return Bounds::exact(RoaringBitmap::new());
         }
-        let any = window_bounds(&ei.days, e.from, e.to);
+        let any = presence_bounds(ei, e.from, e.to);
         match &e.filter {
             None => any,
             Some(f) => {
@@ -503,6 +503,36 @@ fn window_bounds(days: &DayBitmaps, from: Timestamp, to: Timestamp) -> Bounds {
             }
         }
     }
+    Bounds::range(sure, maybe)
+}
+
+/// Who has an event of the kind in the window: the whole days' bitmaps, and on a day the window
+/// cuts, the count rollups' spans: a customer with events of that day wholly inside the window's
+/// part is in, one with all of them outside is out, and only the others are undecided.
+fn presence_bounds(ei: &EventIndex, from: Timestamp, to: Timestamp) -> Bounds {
+    let Some(win) = WindowDays::of(from, to) else {
+        return Bounds::exact(RoaringBitmap::new());
+    };
+    let mut sure = match win.whole {
+        Some((a, b)) => ei.days.range(a..=b).map(|(_, bm)| bm).union(),
+        None => RoaringBitmap::new(),
+    };
+    let mut unsure = RoaringBitmap::new();
+    for &(d, a, b) in &win.edges {
+        let Some(list) = ei.counts.get(&d) else {
+            continue;
+        };
+        list.for_each(|x| match side(x.first, x.last, a, b) {
+            Side::In => {
+                sure.insert(x.cust);
+            }
+            Side::Out => {}
+            Side::Both => {
+                unsure.insert(x.cust);
+            }
+        });
+    }
+    let maybe = &sure | &unsure;
     Bounds::range(sure, maybe)
 }
 
@@ -848,12 +878,13 @@ fn count_range(
     mut f: impl FnMut(u32, u64, u64),
 ) {
     let len = (hi - lo) as usize;
-    let mut known = vec![0u64; len];
-    let mut unsure = vec![0u64; len];
+    let mut known = vec![0u32; len];
+    let mut unsure = vec![0u32; len];
     if let Some((a, b)) = win.whole {
         for (_, list) in ei.counts.range(a..=b) {
             list.for_each_in(lo, hi, |x| {
-                known[(x.cust - lo) as usize] += u64::from(x.count)
+                let k = &mut known[(x.cust - lo) as usize];
+                *k = k.saturating_add(x.count);
             });
         }
     }
@@ -862,16 +893,23 @@ fn count_range(
             list.for_each_in(lo, hi, |x| {
                 let i = (x.cust - lo) as usize;
                 match side(x.first, x.last, a, b) {
-                    Side::In => known[i] += u64::from(x.count),
+                    Side::In => known[i] = known[i].saturating_add(x.count),
                     Side::Out => {}
-                    Side::Both => unsure[i] += u64::from(x.count),
+                    Side::Both => unsure[i] = unsure[i].saturating_add(x.count),
                 }
             });
         }
     }
     for (i, (&k, &u)) in known.iter().zip(&unsure).enumerate() {
         if k != 0 || u != 0 {
-            f(lo + i as u32, k, u);
+            // A saturated counter knows only that there are at least that many.
+            let saturated = k == u32::MAX || u == u32::MAX;
+            let u = if saturated {
+                u64::MAX / 4
+            } else {
+                u64::from(u)
+            };
+            f(lo + i as u32, u64::from(k), u);
         }
     }
 }
