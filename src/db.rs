@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::audience::{Audiences, Definitions, Touched};
 use crate::error::{invalid, Error, Result};
-use crate::index::{Family, FastMap, Indexes};
+use crate::index::{Family, FastMap, Indexes, DEFAULT_ROLLUP_BOUND, SNAPSHOT_VERSION};
 use crate::ingest::message::{check_customer_id, Body, Message};
 use crate::model::time::{self, Clock, Timestamp};
 use crate::model::value::ValueType;
@@ -40,6 +40,10 @@ pub struct Config {
     pub path: PathBuf,
     /// A trait or an (event, property) with more distinct values than this keeps no value bitmaps.
     pub value_bound: usize,
+    /// How many numeric properties of one event get per-day rollups (count, sum, min, max per
+    /// customer and day), which answer aggregates without reading events; properties seen after
+    /// that many have none, and aggregates over them read the customers' events.
+    pub rollup_bound: usize,
     /// Snapshot the indexes once writes since the last snapshot have touched this many customers
     /// (bounds the recovery work after a crash).
     pub checkpoint_after: u64,
@@ -61,6 +65,7 @@ impl Config {
         Config {
             path: path.into(),
             value_bound: 1000,
+            rollup_bound: DEFAULT_ROLLUP_BOUND,
             checkpoint_after: 250_000,
             clock: Clock::System,
             feed_capacity: 1_000_000,
@@ -238,16 +243,30 @@ impl Db {
         let index_generation = store.meta_u64(meta::INDEX_GENERATION)?;
         let next_id = store.next_id()?;
 
-        let mut indexes = Indexes::new(config.value_bound);
-        for item in store.scan(keys::INDEX) {
-            let (k, v) = item?;
-            indexes.load_family(&k[1..], &v)?;
+        let mut indexes = Indexes::with_bounds(config.value_bound, config.rollup_bound);
+        // A snapshot of another layout (written by an older build) is not read: the indexes are
+        // rebuilt from the stored data, once, and snapshotted in this build's layout.
+        let version = store.get(&keys::index(&Family::Version.key()))?;
+        let current = version
+            .as_deref()
+            .and_then(|v| codec::Reader::new(v).u32().ok())
+            == Some(SNAPSHOT_VERSION);
+        let stale = !current && store.scan(keys::INDEX).next().is_some();
+        if current {
+            for item in store.scan(keys::INDEX) {
+                let (k, v) = item?;
+                indexes.load_family(&k[1..], &v)?;
+            }
         }
         // Recompute the customers written after the snapshot from their stored data.
         let mut dirty = RoaringBitmap::new();
-        for (g, custs) in store.dirty_log()? {
-            if g > index_generation {
-                dirty |= custs;
+        if stale {
+            indexes = rebuild_from(&store, &indexes)?.0;
+        } else {
+            for (g, custs) in store.dirty_log()? {
+                if g > index_generation {
+                    dirty |= custs;
+                }
             }
         }
         if !dirty.is_empty() {
@@ -283,7 +302,10 @@ impl Db {
             };
             db.maintain_audiences_locked(Some(&touched))?;
         }
-        if !dirty.is_empty() {
+        if stale {
+            let mut w = db.writer.lock();
+            db.snapshot_locked(&mut w, true)?;
+        } else if !dirty.is_empty() {
             db.checkpoint()?;
         }
         Ok(db)
@@ -711,34 +733,7 @@ impl Db {
 
     /// Rebuilds the indexes and the catalog counts from stored data alone.
     fn rebuild(&self, like: &Indexes) -> Result<(Indexes, Catalog, u64)> {
-        let mut ix = like.empty_like();
-        let mut catalog = self.store.catalog()?;
-        let counted: Vec<u32> = catalog.events().map(|(id, _)| id).collect();
-        for id in counted {
-            catalog.reset_counts(id);
-        }
-        for cust in &self.store.customer_ids()? {
-            ix.add_customer(cust);
-        }
-        for item in self.store.profiles() {
-            let (cust, traits) = item?;
-            ix.add_profile(cust, &traits);
-        }
-        let mut events = Vec::with_capacity(BLOCK_EVENTS);
-        let mut total = 0u64;
-        for item in self.store.scan(keys::EVENTS) {
-            let (k, v) = item?;
-            let (cust, start) = keys::parse_block(&k)?;
-            events.clear();
-            codec::decode_block(start, &v, &mut events)?;
-            for e in &events {
-                ix.add_event(cust, e);
-                catalog.count_event(e.event, &e.props, 1);
-            }
-            total += events.len() as u64;
-        }
-        ix.take_changed();
-        Ok((ix, catalog, total))
+        rebuild_from(&self.store, like)
     }
 
     /// Checks that the live indexes and counts equal a rebuild from the stored data.
@@ -775,9 +770,6 @@ impl Db {
             problems: Vec::new(),
         };
         let mut batch = sled::Batch::default();
-        for item in self.store.scan(keys::INDEX) {
-            batch.remove(item?.0);
-        }
         batch.insert(keys::meta(meta::CATALOG), catalog_bytes(&catalog)?);
         self.store.commit(batch)?;
         {
@@ -816,6 +808,13 @@ impl Db {
         };
         let state = self.state.read();
         let mut batch = sled::Batch::default();
+        if all {
+            // A whole snapshot replaces every record of the previous one, in the same batch (a
+            // later insert of a key wins over its removal).
+            for item in self.store.scan(keys::INDEX) {
+                batch.remove(item?.0);
+            }
+        }
         for f in &families {
             let key = keys::index(&f.key());
             match state.indexes.encode_family(f) {
@@ -915,6 +914,39 @@ fn customer_field(fields: &[(u32, Value)], id: u32) -> Option<&Value> {
         .binary_search_by_key(&id, |(k, _)| *k)
         .ok()
         .map(|i| &fields[i].1)
+}
+
+/// Rebuilds the indexes (like `like`: same bounds and unindexed fields) and the catalog counts
+/// from stored data alone.
+fn rebuild_from(store: &Store, like: &Indexes) -> Result<(Indexes, Catalog, u64)> {
+    let mut ix = like.empty_like();
+    let mut catalog = store.catalog()?;
+    let counted: Vec<u32> = catalog.events().map(|(id, _)| id).collect();
+    for id in counted {
+        catalog.reset_counts(id);
+    }
+    for cust in &store.customer_ids()? {
+        ix.add_customer(cust);
+    }
+    for item in store.profiles() {
+        let (cust, traits) = item?;
+        ix.add_profile(cust, &traits);
+    }
+    let mut events = Vec::with_capacity(BLOCK_EVENTS);
+    let mut total = 0u64;
+    for item in store.scan(keys::EVENTS) {
+        let (k, v) = item?;
+        let (cust, start) = keys::parse_block(&k)?;
+        events.clear();
+        codec::decode_block(start, &v, &mut events)?;
+        for e in &events {
+            ix.add_event(cust, e);
+            catalog.count_event(e.event, &e.props, 1);
+        }
+        total += events.len() as u64;
+    }
+    ix.take_changed();
+    Ok((ix, catalog, total))
 }
 
 /// Adds one customer's stored data to `ix` (after a purge): used by crash recovery.

@@ -1,11 +1,17 @@
 //! Roaring-bitmap indexes over customers' internal ids, kept in step with stored data:
 //! everyone; customers with a profile; per trait, who has it and who has each value (for
 //! low-cardinality traits); per event, who did it on each UTC day; and per (event, property, value)
-//! who did it on each day, for low-cardinality string/integer/boolean properties.
+//! who did it on each day, for low-cardinality string/integer/boolean properties. Beside the
+//! bitmaps, per-day rollups (`rollup.rs`): per (event, day) each customer's count of the event and
+//! the span of the day it covers, and per (event, numeric property, day) each customer's count,
+//! sum, minimum and maximum of the property's numbers (for at most `rollup_bound` numeric
+//! properties per event).
 //!
-//! This module owns the in-memory bitmaps and their snapshot encoding. It does not read or write
-//! storage: the database layer feeds it profiles and events, and persists the snapshots it returns.
+//! This module owns the in-memory bitmaps and rollups and their snapshot encoding. It does not
+//! read or write storage: the database layer feeds it profiles and events, and persists the
+//! snapshots it returns.
 
+pub mod rollup;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -19,7 +25,16 @@ use crate::model::time::day_of;
 use crate::model::Value;
 use crate::storage::StoredEvent;
 
-pub use snapshot::Family;
+pub use rollup::{DayCount, DayList, DayNumbers};
+pub use snapshot::{Family, SNAPSHOT_VERSION};
+
+/// How many numeric properties of one event get per-day rollups, unless configured otherwise.
+pub const DEFAULT_ROLLUP_BOUND: usize = 8;
+
+/// Per UTC day, each customer's count of one event that day.
+pub type DayCounts = BTreeMap<u32, DayList<DayCount>>;
+/// Per UTC day, each customer's figures of one numeric event property that day.
+pub type DayFigures = BTreeMap<u32, DayList<DayNumbers>>;
 
 /// A hash map with a fast hasher: index keys are small and not attacker-chosen in a way that
 /// matters here (a slow bucket costs time, never correctness).
@@ -124,17 +139,25 @@ impl PartialEq for ValueDays {
     }
 }
 
-/// Who did an event, per day, overall and per indexed property value.
+/// Who did an event, per day, overall and per indexed property value; and the event's per-day
+/// rollups.
 #[derive(Debug, Default, Clone)]
 pub struct EventIndex {
     pub days: DayBitmaps,
     days_dirty: bool,
     pub props: FastMap<u32, FastMap<IndexValue, ValueDays>>,
+    /// Per day, each customer's count (who is in a day's list is who is in its bitmap).
+    pub counts: DayCounts,
+    /// Per numeric property with rollups, per day, each customer's numbers.
+    pub numbers: FastMap<u32, DayFigures>,
 }
 
 impl PartialEq for EventIndex {
     fn eq(&self, other: &Self) -> bool {
-        self.days == other.days && self.props == other.props
+        self.days == other.days
+            && self.props == other.props
+            && self.counts == other.counts
+            && self.numbers == other.numbers
     }
 }
 
@@ -153,6 +176,14 @@ pub struct Indexes {
     unindexed_props: FastSet<(u32, u32)>,
     /// The most distinct values a trait or an (event, property) may have and stay indexed.
     value_bound: usize,
+    /// Numeric (event, property) pairs that came after their event had `rollup_bound` rolled-up
+    /// properties: they have no rollups.
+    unrolled_props: FastSet<(u32, u32)>,
+    /// The most numeric properties of one event that get rollups.
+    rollup_bound: usize,
+    /// The snapshot layout version the loaded snapshot declared (`None`: none loaded, or one
+    /// older than the version record).
+    loaded_version: Option<u32>,
     /// Families changed since the last snapshot.
     changed: FastSet<Family>,
 }
@@ -166,6 +197,7 @@ impl PartialEq for Indexes {
             && self.events == other.events
             && self.unindexed_traits == other.unindexed_traits
             && self.unindexed_props == other.unindexed_props
+            && self.unrolled_props == other.unrolled_props
     }
 }
 
@@ -213,8 +245,15 @@ fn remove_from_day(days: &mut DayBitmaps, day: u32, cust: u32) {
 }
 
 impl Indexes {
-    /// Empty indexes that stop indexing a field's values past `value_bound` distinct values.
+    /// Empty indexes that stop indexing a field's values past `value_bound` distinct values, with
+    /// rollups for [`DEFAULT_ROLLUP_BOUND`] numeric properties per event.
     pub fn new(value_bound: usize) -> Self {
+        Indexes::with_bounds(value_bound, DEFAULT_ROLLUP_BOUND)
+    }
+
+    /// Empty indexes with both bounds: values per field, and numeric properties per event with
+    /// rollups.
+    pub fn with_bounds(value_bound: usize, rollup_bound: usize) -> Self {
         Indexes {
             everyone: RoaringBitmap::new(),
             profiles: RoaringBitmap::new(),
@@ -223,6 +262,9 @@ impl Indexes {
             unindexed_traits: FastSet::default(),
             unindexed_props: FastSet::default(),
             value_bound,
+            unrolled_props: FastSet::default(),
+            rollup_bound,
+            loaded_version: None,
             changed: FastSet::default(),
         }
     }
@@ -230,10 +272,39 @@ impl Indexes {
     /// Empty indexes with the same bound and the same unindexed fields as `self`: what a rebuild
     /// from stored data starts from, so that it reaches the same state as live maintenance.
     pub fn empty_like(&self) -> Self {
-        let mut fresh = Indexes::new(self.value_bound);
+        let mut fresh = Indexes::with_bounds(self.value_bound, self.rollup_bound);
         fresh.unindexed_traits = self.unindexed_traits.clone();
         fresh.unindexed_props = self.unindexed_props.clone();
+        fresh.unrolled_props = self.unrolled_props.clone();
         fresh
+    }
+
+    /// Whether the loaded snapshot (if any) has this build's layout: when it does not, the
+    /// indexes must be rebuilt from stored data.
+    pub fn snapshot_is_current(&self, loaded_anything: bool) -> bool {
+        !loaded_anything || self.loaded_version == Some(SNAPSHOT_VERSION)
+    }
+
+    /// Whether an (event, numeric property) pair has per-day rollups (a pair never seen with a
+    /// number has empty ones).
+    pub fn prop_rolled_up(&self, event_id: u32, prop_id: u32) -> bool {
+        !self.unrolled_props.contains(&(event_id, prop_id))
+    }
+
+    /// Rollup entries held (counts, numbers) and their bytes, for reports.
+    pub fn rollup_stats(&self) -> (usize, usize, usize) {
+        let (mut counts, mut numbers, mut bytes) = (0, 0, 0);
+        for ei in self.events.values() {
+            for l in ei.counts.values() {
+                counts += l.len();
+                bytes += l.heap_bytes();
+            }
+            for l in ei.numbers.values().flat_map(|d| d.values()) {
+                numbers += l.len();
+                bytes += l.heap_bytes();
+            }
+        }
+        (counts, numbers, bytes)
     }
 
     pub fn value_bound(&self) -> usize {
@@ -348,6 +419,35 @@ impl Indexes {
         if insert(ei.days.entry(day).or_default(), cust) {
             ei.days_dirty = true;
         }
+        let unit = rollup::span_unit(e.ts, day);
+        ei.counts.entry(day).or_default().add(DayCount {
+            cust,
+            count: 1,
+            first: unit,
+            last: unit,
+        });
+        for (p, v) in &e.props {
+            // The numbers the exact check aggregates: integers and floats.
+            let x = match v {
+                Value::Int(i) => *i as f64,
+                Value::Float(f) => *f,
+                _ => continue,
+            };
+            if self.unrolled_props.contains(&(e.event, *p)) {
+                continue;
+            }
+            if !ei.numbers.contains_key(p) && ei.numbers.len() >= self.rollup_bound {
+                self.unrolled_props.insert((e.event, *p));
+                self.changed.insert(Family::Unindexed);
+                continue;
+            }
+            ei.numbers
+                .entry(*p)
+                .or_default()
+                .entry(day)
+                .or_default()
+                .add(DayNumbers::of(cust, x));
+        }
         for (p, v) in &e.props {
             let Some(k) = ValueRef::of(v) else {
                 continue;
@@ -392,6 +492,33 @@ impl Indexes {
             let day = day_of(e.ts);
             remove_from_day(&mut ei.days, day, cust);
             self.changed.insert(Family::EventDays(e.event));
+            if let Some(list) = ei.counts.get_mut(&day) {
+                if list.remove(cust) {
+                    self.changed.insert(Family::DayCounts(e.event, day));
+                }
+                if list.is_empty() {
+                    ei.counts.remove(&day);
+                }
+            }
+            for (p, v) in &e.props {
+                if !matches!(v, Value::Int(_) | Value::Float(_)) {
+                    continue;
+                }
+                let Some(figures) = ei.numbers.get_mut(p) else {
+                    continue;
+                };
+                if let Some(list) = figures.get_mut(&day) {
+                    if list.remove(cust) {
+                        self.changed.insert(Family::DayNumbers(e.event, *p, day));
+                    }
+                    if list.is_empty() {
+                        figures.remove(&day);
+                    }
+                }
+                if figures.is_empty() {
+                    ei.numbers.remove(p);
+                }
+            }
             for (p, v) in &e.props {
                 let (Some(values), Some(k)) = (ei.props.get_mut(p), IndexValue::of(v)) else {
                     continue;
@@ -407,7 +534,7 @@ impl Indexes {
                 }
                 self.changed.insert(Family::EventProp(e.event, *p, k));
             }
-            if ei.days.is_empty() && ei.props.is_empty() {
+            if ei.days.is_empty() && ei.props.is_empty() && ei.numbers.is_empty() {
                 self.events.remove(&e.event);
             }
         }
@@ -443,6 +570,21 @@ impl Indexes {
                 !bm.is_empty()
             });
             changed.push(Family::EventDays(*e));
+            ei.counts.retain(|day, list| {
+                if list.remove_where(|c| custs.contains(c)) {
+                    changed.push(Family::DayCounts(*e, *day));
+                }
+                !list.is_empty()
+            });
+            ei.numbers.retain(|p, figures| {
+                figures.retain(|day, list| {
+                    if list.remove_where(|c| custs.contains(c)) {
+                        changed.push(Family::DayNumbers(*e, *p, *day));
+                    }
+                    !list.is_empty()
+                });
+                !figures.is_empty()
+            });
             ei.props.retain(|p, values| {
                 values.retain(|k, vd| {
                     vd.days.retain(|_, bm| {
@@ -454,7 +596,7 @@ impl Indexes {
                 });
                 !values.is_empty()
             });
-            !(ei.days.is_empty() && ei.props.is_empty())
+            !(ei.days.is_empty() && ei.props.is_empty() && ei.numbers.is_empty())
         });
         self.changed.extend(changed);
         self.changed.insert(Family::Everyone);
@@ -514,9 +656,16 @@ impl Indexes {
             if a.map(|x| &x.props) != b.map(|x| &x.props) {
                 out.push(format!("event #{e}: property bitmaps differ"));
             }
+            if a.map(|x| &x.counts) != b.map(|x| &x.counts) {
+                out.push(format!("event #{e}: per-day count rollups differ"));
+            }
+            if a.map(|x| &x.numbers) != b.map(|x| &x.numbers) {
+                out.push(format!("event #{e}: per-day numeric rollups differ"));
+            }
         }
         if self.unindexed_traits != other.unindexed_traits
             || self.unindexed_props != other.unindexed_props
+            || self.unrolled_props != other.unrolled_props
         {
             out.push("the sets of unindexed fields differ".into());
         }

@@ -1,23 +1,36 @@
 //! The on-disk snapshot of the indexes, cut into families so that a checkpoint rewrites only what
 //! changed: everyone, profiles, the unindexed-field lists, one family per trait, one per event's
-//! day bitmaps, and one per (event, property, value). Bitmaps use the portable Roaring format and
-//! are validated when read.
+//! day bitmaps, one per (event, property, value), one per (event, day) of count rollups and one
+//! per (event, property, day) of numeric rollups; and a record of the layout's version. Bitmaps
+//! use the portable Roaring format and are validated when read.
 
 use roaring::RoaringBitmap;
 
+use super::rollup::{get_counts, get_numbers, put_counts, put_numbers};
 use super::{DayBitmaps, FastMap, FastSet, IndexValue, Indexes, TraitIndex};
 use crate::error::{corrupt, Result};
 use crate::storage::codec::{put_varint, Reader};
 
+/// The layout of the snapshot families. A snapshot of another version (or of none: written
+/// before the version record existed) is not loaded: the indexes are rebuilt from stored data.
+/// 2: per-day count and numeric rollups.
+pub const SNAPSHOT_VERSION: u32 = 2;
+
 /// A unit of the snapshot: one stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// The snapshot layout version.
+    Version,
     Everyone,
     Profiles,
     Unindexed,
     Trait(u32),
     EventDays(u32),
     EventProp(u32, u32, IndexValue),
+    /// Count rollups of (event, day).
+    DayCounts(u32, u32),
+    /// Numeric rollups of (event, property, day).
+    DayNumbers(u32, u32, u32),
 }
 
 fn put_index_value(out: &mut Vec<u8>, v: &IndexValue) {
@@ -64,6 +77,7 @@ impl Family {
     pub fn key(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(16);
         match self {
+            Family::Version => k.push(b'S'),
             Family::Everyone => k.push(b'A'),
             Family::Profiles => k.push(b'P'),
             Family::Unindexed => k.push(b'U'),
@@ -81,6 +95,17 @@ impl Family {
                 k.extend_from_slice(&p.to_be_bytes());
                 put_index_value(&mut k, v);
             }
+            Family::DayCounts(e, d) => {
+                k.push(b'C');
+                k.extend_from_slice(&e.to_be_bytes());
+                k.extend_from_slice(&d.to_be_bytes());
+            }
+            Family::DayNumbers(e, p, d) => {
+                k.push(b'N');
+                k.extend_from_slice(&e.to_be_bytes());
+                k.extend_from_slice(&p.to_be_bytes());
+                k.extend_from_slice(&d.to_be_bytes());
+            }
         }
         k
     }
@@ -88,6 +113,7 @@ impl Family {
     /// Parses a key written by [`Family::key`].
     pub fn from_key(k: &[u8]) -> Result<Family> {
         Ok(match k.split_first() {
+            Some((b'S', [])) => Family::Version,
             Some((b'A', [])) => Family::Everyone,
             Some((b'P', [])) => Family::Profiles,
             Some((b'U', [])) => Family::Unindexed,
@@ -97,6 +123,14 @@ impl Family {
                 be_u32(&rest[..4])?,
                 be_u32(&rest[4..8])?,
                 get_index_value(&rest[8..])?,
+            ),
+            Some((b'C', rest)) if rest.len() == 8 => {
+                Family::DayCounts(be_u32(&rest[..4])?, be_u32(&rest[4..])?)
+            }
+            Some((b'N', rest)) if rest.len() == 12 => Family::DayNumbers(
+                be_u32(&rest[..4])?,
+                be_u32(&rest[4..8])?,
+                be_u32(&rest[8..])?,
             ),
             _ => return Err(corrupt!("unknown index family key")),
         })
@@ -171,18 +205,44 @@ impl Indexes {
                     }
                 }
             }
+            for (d, list) in &mut ei.counts {
+                if std::mem::take(&mut list.dirty) {
+                    list.compact();
+                    out.insert(Family::DayCounts(*e, *d));
+                }
+            }
+            for (p, figures) in &mut ei.numbers {
+                for (d, list) in figures.iter_mut() {
+                    if std::mem::take(&mut list.dirty) {
+                        list.compact();
+                        out.insert(Family::DayNumbers(*e, *p, *d));
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            out.insert(Family::Version);
         }
         out
     }
 
     /// Every family that currently holds data: for writing a whole snapshot.
     pub fn all_families(&self) -> Vec<Family> {
-        let mut out = vec![Family::Everyone, Family::Profiles, Family::Unindexed];
+        let mut out = vec![
+            Family::Version,
+            Family::Everyone,
+            Family::Profiles,
+            Family::Unindexed,
+        ];
         out.extend(self.traits.keys().map(|t| Family::Trait(*t)));
         for (e, ei) in &self.events {
             out.push(Family::EventDays(*e));
             for (p, values) in &ei.props {
                 out.extend(values.keys().map(|k| Family::EventProp(*e, *p, k.clone())));
+            }
+            out.extend(ei.counts.keys().map(|d| Family::DayCounts(*e, *d)));
+            for (p, figures) in &ei.numbers {
+                out.extend(figures.keys().map(|d| Family::DayNumbers(*e, *p, *d)));
             }
         }
         out
@@ -192,6 +252,7 @@ impl Indexes {
     pub fn encode_family(&self, f: &Family) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         match f {
+            Family::Version => put_varint(&mut out, u64::from(SNAPSHOT_VERSION)),
             Family::Everyone => put_bitmap(&mut out, &self.everyone),
             Family::Profiles => put_bitmap(&mut out, &self.profiles),
             Family::Unindexed => {
@@ -209,6 +270,14 @@ impl Indexes {
                     put_varint(&mut out, u64::from(e));
                     put_varint(&mut out, u64::from(p));
                 }
+                let mut unrolled: Vec<_> = self.unrolled_props.iter().copied().collect();
+                unrolled.sort_unstable();
+                put_varint(&mut out, self.rollup_bound as u64);
+                put_varint(&mut out, unrolled.len() as u64);
+                for (e, p) in unrolled {
+                    put_varint(&mut out, u64::from(e));
+                    put_varint(&mut out, u64::from(p));
+                }
             }
             Family::Trait(t) => {
                 let ti = self.traits.get(t)?;
@@ -220,6 +289,10 @@ impl Indexes {
             Family::EventProp(e, p, k) => {
                 put_days(&mut out, &self.events.get(e)?.props.get(p)?.get(k)?.days)
             }
+            Family::DayCounts(e, d) => put_counts(&mut out, self.events.get(e)?.counts.get(d)?),
+            Family::DayNumbers(e, p, d) => {
+                put_numbers(&mut out, self.events.get(e)?.numbers.get(p)?.get(d)?)
+            }
         }
         Some(out)
     }
@@ -229,6 +302,12 @@ impl Indexes {
         let family = Family::from_key(key)?;
         let mut r = Reader::new(blob);
         match family {
+            Family::Version => {
+                self.loaded_version = Some(
+                    u32::try_from(r.varint()?)
+                        .map_err(|_| corrupt!("bad index snapshot version"))?,
+                )
+            }
             Family::Everyone => self.everyone = get_bitmap(&mut r)?,
             Family::Profiles => self.profiles = get_bitmap(&mut r)?,
             Family::Unindexed => {
@@ -241,6 +320,12 @@ impl Indexes {
                 for _ in 0..n {
                     let e = r.u32()?;
                     self.unindexed_props.insert((e, r.u32()?));
+                }
+                let _rollup_bound_when_written = r.varint()?;
+                let n = r.len()?;
+                for _ in 0..n {
+                    let e = r.u32()?;
+                    self.unrolled_props.insert((e, r.u32()?));
                 }
             }
             Family::Trait(t) => {
@@ -266,6 +351,20 @@ impl Indexes {
                     .entry(p)
                     .or_default()
                     .insert(k, super::ValueDays { days, dirty: false });
+            }
+            Family::DayCounts(e, d) => {
+                let list = get_counts(&mut r)?;
+                self.events.entry(e).or_default().counts.insert(d, list);
+            }
+            Family::DayNumbers(e, p, d) => {
+                let list = get_numbers(&mut r)?;
+                self.events
+                    .entry(e)
+                    .or_default()
+                    .numbers
+                    .entry(p)
+                    .or_default()
+                    .insert(d, list);
             }
         }
         if !r.is_empty() {

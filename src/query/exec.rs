@@ -2,8 +2,12 @@
 //!
 //! Every plan node gets two sets of customers, `sure ⊆ maybe`: whoever is in `sure` satisfies the
 //! node, whoever is outside `maybe` does not. Trait equality, `is set`, and event presence on the
-//! whole days inside a window are exact (`sure == maybe`); ranges, counts, aggregates, filters the
-//! indexes do not cover and the partial days at a window's edges leave a gap. The answer is
+//! whole days inside a window are exact (`sure == maybe`). Counts and aggregates of an event
+//! without a filter come from the per-day rollups: summed per customer over the window's whole
+//! days into per-thread dense arrays, with a cut day counted only for customers whose events
+//! that day lie all inside or all outside the window, and sums within rounding distance of the
+//! threshold left undecided. Ranges, filters the indexes do not cover and the partial days at a
+//! window's edges leave a gap. The answer is
 //! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
 //! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
 //!
@@ -16,17 +20,21 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
+use crate::index::rollup::{sum_margin, Partial, SPAN_UNIT_MS};
 use crate::index::{
-    DayBitmaps, EventIndex, FastMap, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
+    DayBitmaps, DayList, EventIndex, FastMap, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
 };
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
 use crate::model::value::ValueType;
+use crate::rules::AggregateFn;
 use crate::rules::CmpOp;
 use crate::storage::view::{BlockSpan, ValueView};
 use crate::storage::{Catalog, Store};
 
 use super::customer;
-use super::plan::{EventNode, Filter, Lit, Node, NodeKind, Plan, ValueTest};
+use super::plan::{
+    compare_f64, compare_u64, EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, ValueTest,
+};
 
 /// Value types the equality indexes hold (lists by their elements).
 const INDEXED: u8 = ValueType::Str.bit() | ValueType::Int.bit() | ValueType::Bool.bit();
@@ -191,8 +199,16 @@ impl Sources<'_> {
 
     fn event_bounds(&self, e: &EventNode) -> Bounds {
         let all = self.all();
-        let presence = self.presence(e);
         let f = &e.frequency;
+        if f.holds_for_any_presence() && !f.holds_for_none() {
+            return self.presence(e);
+        }
+        if !f.holds_for_any_presence() {
+            if let Some(b) = self.rollup_bounds(e) {
+                return b;
+            }
+        }
+        let presence = self.presence(e);
         if f.holds_for_none() {
             // A count or sum of 0 satisfies it: whoever surely has no matching event is in.
             let none = all - &presence.maybe;
@@ -210,6 +226,83 @@ impl Sources<'_> {
             sure = at_least_n_days(days, e, n);
         }
         Bounds::range(sure, presence.maybe)
+    }
+
+    /// Bounds of a count or an aggregate from the per-day rollups, for an event condition without
+    /// a filter (the rollups count every event of the kind); `None` when they cannot answer it.
+    fn rollup_bounds(&self, e: &EventNode) -> Option<Bounds> {
+        if e.filter.is_some() || e.window_is_empty() {
+            return None;
+        }
+        let event = e.event?;
+        let ei = self.indexes.event_index(event)?;
+        let win = WindowDays::of(e.from, e.to)?;
+        let all = self.all();
+        let ids = all.max().map_or(0, |m| m + 1);
+        let f = e.frequency;
+        let empty = DayFiguresRef::default();
+        let numbers = match f {
+            Frequency::Count { .. } => None,
+            Frequency::Aggregate { prop: Some(p), .. } if self.indexes.prop_rolled_up(event, p) => {
+                Some(ei.numbers.get(&p).map_or(empty, |d| DayFiguresRef(Some(d))))
+            }
+            Frequency::Aggregate { .. } => return None,
+        };
+        let none_holds = f.holds_for_none();
+        let tasks = (rayon::current_num_threads() * 4) as u32;
+        let step = ids.div_ceil(tasks).max(1 << 14);
+        let ranges: Vec<(u32, u32)> = (0..ids)
+            .step_by(step as usize)
+            .map(|lo| (lo, lo.saturating_add(step).min(ids)))
+            .collect();
+        // Per range: who surely passes (or, when having no matching event passes, who surely
+        // fails) among the customers with figures, and who is undecided.
+        let parts: Vec<(RoaringBitmap, RoaringBitmap)> = ranges
+            .into_par_iter()
+            .map(|(lo, hi)| {
+                let mut decided = RoaringBitmap::new();
+                let mut gap = RoaringBitmap::new();
+                let mut put = |cust: u32, d: Decision| match d {
+                    Decision::Gap => {
+                        append(&mut gap, cust);
+                    }
+                    Decision::Pass if !none_holds => {
+                        append(&mut decided, cust);
+                    }
+                    Decision::Fail if none_holds => {
+                        append(&mut decided, cust);
+                    }
+                    _ => {}
+                };
+                match (f, numbers) {
+                    (Frequency::Count { op, n }, _) => {
+                        count_range(ei, &win, lo, hi, |cust, known, unsure| {
+                            put(cust, decide_count(op, n, known, known + unsure))
+                        })
+                    }
+                    (
+                        Frequency::Aggregate {
+                            func, op, value, ..
+                        },
+                        Some(figures),
+                    ) => aggregate_range(ei, figures, &win, lo, hi, |cust, acc| {
+                        put(cust, decide_aggregate(func, op, value, acc))
+                    }),
+                    _ => {}
+                }
+                (decided, gap)
+            })
+            .collect();
+        let decided: RoaringBitmap = parts.iter().map(|p| &p.0).union();
+        let gap: RoaringBitmap = parts.iter().map(|p| &p.1).union();
+        Some(if none_holds {
+            let sure = all - &decided - &gap;
+            let maybe = &sure | &gap;
+            Bounds::range(sure, maybe)
+        } else {
+            let maybe = &decided | &gap;
+            Bounds::range(decided, maybe)
+        })
     }
 
     /// The day bitmaps that hold exactly the matching events' days: the event's own days without
@@ -250,7 +343,7 @@ impl Sources<'_> {
         if e.window_is_empty() {
             return Bounds::exact(RoaringBitmap::new());
         }
-        let any = window_bounds(&ei.days, e.from, e.to);
+        let any = presence_bounds(ei, e.from, e.to);
         match &e.filter {
             None => any,
             Some(f) => {
@@ -410,6 +503,36 @@ fn window_bounds(days: &DayBitmaps, from: Timestamp, to: Timestamp) -> Bounds {
             }
         }
     }
+    Bounds::range(sure, maybe)
+}
+
+/// Who has an event of the kind in the window: the whole days' bitmaps, and on a day the window
+/// cuts, the count rollups' spans: a customer with events of that day wholly inside the window's
+/// part is in, one with all of them outside is out, and only the others are undecided.
+fn presence_bounds(ei: &EventIndex, from: Timestamp, to: Timestamp) -> Bounds {
+    let Some(win) = WindowDays::of(from, to) else {
+        return Bounds::exact(RoaringBitmap::new());
+    };
+    let mut sure = match win.whole {
+        Some((a, b)) => ei.days.range(a..=b).map(|(_, bm)| bm).union(),
+        None => RoaringBitmap::new(),
+    };
+    let mut unsure = RoaringBitmap::new();
+    for &(d, a, b) in &win.edges {
+        let Some(list) = ei.counts.get(&d) else {
+            continue;
+        };
+        list.for_each(|x| match side(x.first, x.last, a, b) {
+            Side::In => {
+                sure.insert(x.cust);
+            }
+            Side::Out => {}
+            Side::Both => {
+                unsure.insert(x.cust);
+            }
+        });
+    }
+    let maybe = &sure | &unsure;
     Bounds::range(sure, maybe)
 }
 
@@ -589,4 +712,269 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
         NodeKind::Event(e) => data.tally(e)?.satisfies(&e.frequency),
         NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
     })
+}
+
+/// The days of a window: the whole ones, and the (at most two) it cuts with the part of the day
+/// it keeps, as inclusive milliseconds of that day.
+#[derive(Debug)]
+struct WindowDays {
+    whole: Option<(u32, u32)>,
+    edges: Vec<(u32, i64, i64)>,
+}
+
+impl WindowDays {
+    fn of(from: Timestamp, to: Timestamp) -> Option<WindowDays> {
+        let from = from.max(0);
+        let to = to.min(MAX_TIMESTAMP - 1);
+        if from > to {
+            return None;
+        }
+        let (first, last) = (day_of(from), day_of(to));
+        let whole_first = first + u32::from(day_start(first) != from);
+        let whole_last = last.checked_sub(u32::from(day_start(last) + DAY_MS - 1 != to));
+        let whole = whole_last
+            .filter(|&wl| whole_first <= wl)
+            .map(|wl| (whole_first, wl));
+        let mut edges = Vec::new();
+        for d in [first, last] {
+            let is_whole = whole.is_some_and(|(a, b)| a <= d && d <= b);
+            if !is_whole && edges.iter().all(|(e, _, _)| *e != d) {
+                let start = day_start(d);
+                edges.push((
+                    d,
+                    from.max(start) - start,
+                    to.min(start + DAY_MS - 1) - start,
+                ));
+            }
+        }
+        Some(WindowDays { whole, edges })
+    }
+}
+
+/// Where a customer's events of one cut day lie against the window's part of that day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    In = 1,
+    Out = 2,
+    Both = 4,
+}
+
+fn side(first: u16, last: u16, a: i64, b: i64) -> Side {
+    let lo = i64::from(first) * SPAN_UNIT_MS;
+    let hi = i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
+    if lo >= a && hi <= b {
+        Side::In
+    } else if hi < a || lo > b {
+        Side::Out
+    } else {
+        Side::Both
+    }
+}
+
+/// Adds `cust`, cheaply when it is the largest so far (as the ranges go in order).
+fn append(bm: &mut RoaringBitmap, cust: u32) {
+    if bm.try_push(cust).is_err() {
+        bm.insert(cust);
+    }
+}
+
+/// What the rollups say of one customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Pass,
+    Fail,
+    Gap,
+}
+
+/// `count OP n` for a count known to lie in `lo..=hi`.
+fn decide_count(op: crate::rules::CmpOp, n: u64, lo: u64, hi: u64) -> Decision {
+    let (at_lo, at_hi) = (compare_u64(lo, op, n), compare_u64(hi, op, n));
+    let outside = n < lo || n > hi;
+    match op {
+        _ if lo == hi && at_lo => Decision::Pass,
+        _ if lo == hi => Decision::Fail,
+        CmpOp::Eq if outside => Decision::Fail,
+        CmpOp::Ne if outside => Decision::Pass,
+        CmpOp::Eq | CmpOp::Ne => Decision::Gap,
+        // The orderings are monotone in the count: both ends agree, or it is undecided.
+        _ if at_lo && at_hi => Decision::Pass,
+        _ if !at_lo && !at_hi => Decision::Fail,
+        _ => Decision::Gap,
+    }
+}
+
+/// One customer's numbers in a window, summed from the rollups.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    n: u32,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// Some numbers on a cut day may or may not be inside the window.
+    unsure: bool,
+}
+
+/// `FUNC(prop) OP value` from a customer's summed figures (with at least one number, or unsure).
+fn decide_aggregate(func: AggregateFn, op: crate::rules::CmpOp, v: f64, a: &Acc) -> Decision {
+    if a.unsure {
+        return Decision::Gap;
+    }
+    let pass = |x: f64| {
+        if compare_f64(x, op, v) {
+            Decision::Pass
+        } else {
+            Decision::Fail
+        }
+    };
+    // Within `margin` of the exact check's figure: undecided if the threshold is that close.
+    let near = |x: f64, margin: f64| {
+        if !x.is_finite() || !margin.is_finite() || (x - v).abs() <= margin {
+            Decision::Gap
+        } else {
+            pass(x)
+        }
+    };
+    let margin = sum_margin(a.n, a.min, a.max);
+    match func {
+        AggregateFn::Sum => near(a.sum, margin),
+        AggregateFn::Avg => {
+            let avg = a.sum / f64::from(a.n);
+            near(
+                avg,
+                margin / f64::from(a.n) + 8.0 * f64::EPSILON * avg.abs(),
+            )
+        }
+        // Minimum and maximum are exact whatever the order.
+        AggregateFn::Min if !a.min.is_nan() => pass(a.min),
+        AggregateFn::Max if !a.max.is_nan() => pass(a.max),
+        AggregateFn::Min | AggregateFn::Max => Decision::Gap,
+    }
+}
+
+/// One numeric property's per-day rollups, or none when it never had a number.
+#[derive(Clone, Copy, Default)]
+struct DayFiguresRef<'a>(Option<&'a crate::index::DayFigures>);
+
+impl<'a> DayFiguresRef<'a> {
+    fn day(&self, d: u32) -> Option<&'a DayList<crate::index::DayNumbers>> {
+        self.0?.get(&d)
+    }
+
+    fn range(&self, a: u32, b: u32) -> impl Iterator<Item = &'a DayList<crate::index::DayNumbers>> {
+        self.0
+            .into_iter()
+            .flat_map(move |m| m.range(a..=b).map(|(_, l)| l))
+    }
+}
+
+/// Sums the counts of the customers `lo..hi` over a window and calls `f(customer, known, unsure)`
+/// for each with a matching event or an undecided one: `known` events surely in the window, and
+/// `unsure` more on cut days that may be.
+fn count_range(
+    ei: &EventIndex,
+    win: &WindowDays,
+    lo: u32,
+    hi: u32,
+    mut f: impl FnMut(u32, u64, u64),
+) {
+    let len = (hi - lo) as usize;
+    let mut known = vec![0u32; len];
+    let mut unsure = vec![0u32; len];
+    if let Some((a, b)) = win.whole {
+        for (_, list) in ei.counts.range(a..=b) {
+            list.for_each_in(lo, hi, |x| {
+                let k = &mut known[(x.cust - lo) as usize];
+                *k = k.saturating_add(x.count);
+            });
+        }
+    }
+    for &(d, a, b) in &win.edges {
+        if let Some(list) = ei.counts.get(&d) {
+            list.for_each_in(lo, hi, |x| {
+                let i = (x.cust - lo) as usize;
+                match side(x.first, x.last, a, b) {
+                    Side::In => known[i] = known[i].saturating_add(x.count),
+                    Side::Out => {}
+                    Side::Both => unsure[i] = unsure[i].saturating_add(x.count),
+                }
+            });
+        }
+    }
+    for (i, (&k, &u)) in known.iter().zip(&unsure).enumerate() {
+        if k != 0 || u != 0 {
+            // A saturated counter knows only that there are at least that many.
+            let saturated = k == u32::MAX || u == u32::MAX;
+            let u = if saturated {
+                u64::MAX / 4
+            } else {
+                u64::from(u)
+            };
+            f(lo + i as u32, u64::from(k), u);
+        }
+    }
+}
+
+/// Sums one numeric property's figures of the customers `lo..hi` over a window and calls
+/// `f(customer, figures)` for each with a number in it or an undecided one.
+fn aggregate_range(
+    ei: &EventIndex,
+    figures: DayFiguresRef<'_>,
+    win: &WindowDays,
+    lo: u32,
+    hi: u32,
+    mut f: impl FnMut(u32, &Acc),
+) {
+    let len = (hi - lo) as usize;
+    let mut n = vec![0u32; len];
+    let mut sum = vec![0f64; len];
+    let mut min = vec![0f64; len];
+    let mut max = vec![0f64; len];
+    let mut flags = vec![0u8; len];
+    const UNSURE: u8 = 8;
+    let mut add = |i: usize, x: &crate::index::DayNumbers| {
+        if n[i] == 0 {
+            (min[i], max[i]) = (x.min, x.max);
+        } else {
+            min[i] = min[i].min(x.min);
+            max[i] = max[i].max(x.max);
+        }
+        n[i] += x.n;
+        sum[i] += x.sum;
+    };
+    if let Some((a, b)) = win.whole {
+        for list in figures.range(a, b) {
+            list.for_each_in(lo, hi, |x| add((x.cust() - lo) as usize, x));
+        }
+    }
+    for &(d, a, b) in &win.edges {
+        let (Some(counts), Some(list)) = (ei.counts.get(&d), figures.day(d)) else {
+            continue;
+        };
+        // Where each customer's events of the day lie, then their numbers if all inside.
+        counts.for_each_in(lo, hi, |x| {
+            flags[(x.cust - lo) as usize] |= side(x.first, x.last, a, b) as u8;
+        });
+        list.for_each_in(lo, hi, |x| {
+            let i = (x.cust - lo) as usize;
+            match flags[i] & !UNSURE {
+                s if s == Side::In as u8 => add(i, x),
+                s if s == Side::Out as u8 => {}
+                _ => flags[i] |= UNSURE,
+            }
+        });
+        counts.for_each_in(lo, hi, |x| flags[(x.cust - lo) as usize] &= UNSURE);
+    }
+    for i in 0..len {
+        let unsure = flags[i] & UNSURE != 0;
+        if n[i] != 0 || unsure {
+            let acc = Acc {
+                n: n[i],
+                sum: sum[i],
+                min: min[i],
+                max: max[i],
+                unsure,
+            };
+            f(lo + i as u32, &acc);
+        }
+    }
 }

@@ -1,0 +1,469 @@
+//! Per-day rollups: for each (event, UTC day), every customer's count of that event that day and
+//! the span of the day their events fall in; for each (event, numeric property, day), every
+//! customer's count, sum, minimum and maximum of the property's numbers that day. Counts and
+//! aggregates over the whole days of a window are then sums over a few lists instead of reads of
+//! every customer's events, and the span tells whether a day that a window cuts holds all, none
+//! or some of a customer's events.
+//!
+//! A list is a multiset of partial figures (`Partial`), merged per customer: a sorted, merged
+//! prefix and a short unsorted tail of recent additions, merged into the prefix when it grows
+//! (so ingest in any order costs amortised O(1) moves per event and no allocation per event).
+//! Readers sum partials, so a customer appearing twice in a list is never wrong. This module owns
+//! the lists and their encoding; it does not read storage or answer rules.
+
+use crate::error::{corrupt, Result};
+use crate::model::time::{day_start, Timestamp};
+use crate::model::Value;
+use crate::storage::codec::{get_value, put_value, put_varint, Reader};
+
+/// The unit of the within-day span: 2 seconds, so that a time of day fits a `u16`.
+pub const SPAN_UNIT_MS: i64 = 2_000;
+
+/// The span unit of an instant within its day.
+pub fn span_unit(ts: Timestamp, day: u32) -> u16 {
+    ((ts - day_start(day)) / SPAN_UNIT_MS) as u16
+}
+
+/// One customer's figures in a list, for part or all of their events of one day; partials of
+/// one customer merge into one.
+pub trait Partial: Copy {
+    fn cust(&self) -> u32;
+    fn merge(&mut self, other: &Self);
+}
+
+/// A customer's events of one kind on one day: how many, and the span units of the first and the
+/// last (events lie in `[first·2 s, last·2 s + 2 s)` of the day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayCount {
+    pub cust: u32,
+    pub count: u32,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Partial for DayCount {
+    fn cust(&self) -> u32 {
+        self.cust
+    }
+
+    fn merge(&mut self, o: &Self) {
+        self.count = self.count.saturating_add(o.count);
+        self.first = self.first.min(o.first);
+        self.last = self.last.max(o.last);
+    }
+}
+
+/// A customer's numbers of one event property on one day (integers and floats, as the exact
+/// check reads them): how many, their sum, minimum and maximum.
+#[derive(Debug, Clone, Copy)]
+pub struct DayNumbers {
+    pub cust: u32,
+    pub n: u32,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl DayNumbers {
+    pub fn of(cust: u32, x: f64) -> Self {
+        DayNumbers {
+            cust,
+            n: 1,
+            sum: x,
+            min: x,
+            max: x,
+        }
+    }
+
+    /// Whether two figures of the same numbers agree: all exactly but the sum, which may differ
+    /// by the rounding of a different order of summation (see [`sum_margin`]).
+    pub fn agrees(&self, o: &Self) -> bool {
+        self.cust == o.cust
+            && self.n == o.n
+            && self.min.to_bits() == o.min.to_bits()
+            && self.max.to_bits() == o.max.to_bits()
+            && (self.sum.to_bits() == o.sum.to_bits()
+                || (self.sum - o.sum).abs() <= sum_margin(self.n, self.min, self.max))
+    }
+}
+
+impl Partial for DayNumbers {
+    fn cust(&self) -> u32 {
+        self.cust
+    }
+
+    fn merge(&mut self, o: &Self) {
+        self.n = self.n.saturating_add(o.n);
+        self.sum += o.sum;
+        // `f64::min` and `max` skip a NaN, whatever the order: as the exact check folds them.
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// How far two sums of the same `n` numbers (all within `[min, max]`) added in different orders
+/// can be apart: each is within `(n-1)·u·Σ|x|` of the true sum (u = 2⁻⁵³), and `Σ|x| ≤ n·A`
+/// with `A` the largest magnitude; twice that, with room to spare. Infinite or NaN when the
+/// numbers are: then nothing is decided from the sum.
+pub fn sum_margin(n: u32, min: f64, max: f64) -> f64 {
+    let n = f64::from(n);
+    let a = min.abs().max(max.abs());
+    4.0 * n * n * a * f64::EPSILON / 2.0
+}
+
+/// The partials of one (event, day) or (event, property, day) list; `dirty` marks it for the next
+/// snapshot.
+#[derive(Debug, Clone)]
+pub struct DayList<T> {
+    items: Vec<T>,
+    /// `items[..sorted]` is sorted by customer with one entry each; the rest is recent additions.
+    sorted: usize,
+    pub(crate) dirty: bool,
+}
+
+impl<T> Default for DayList<T> {
+    fn default() -> Self {
+        DayList {
+            items: Vec::new(),
+            sorted: 0,
+            dirty: false,
+        }
+    }
+}
+
+impl<T: Partial> DayList<T> {
+    /// A list from merged entries sorted by customer (as a snapshot holds them).
+    fn from_sorted(items: Vec<T>) -> Self {
+        DayList {
+            sorted: items.len(),
+            items,
+            dirty: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Entries held (a customer may have more than one until the next merge).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Adds a customer's partial figures.
+    pub fn add(&mut self, p: T) {
+        self.dirty = true;
+        let cust = p.cust();
+        if let Some(last) = self.items.last_mut() {
+            if last.cust() == cust {
+                last.merge(&p);
+                return;
+            }
+        }
+        let head = &mut self.items[..self.sorted];
+        if let Ok(i) = head.binary_search_by_key(&cust, |e| e.cust()) {
+            head[i].merge(&p);
+            return;
+        }
+        self.items.push(p);
+        if self.items.len() - self.sorted > 32 + self.sorted / 8 {
+            self.compact();
+        }
+    }
+
+    /// Merges the tail into the sorted prefix.
+    pub fn compact(&mut self) {
+        if self.sorted == self.items.len() {
+            return;
+        }
+        // A stable sort finds the sorted prefix as one run: this is a merge, not a full sort.
+        self.items.sort_by_key(|e| e.cust());
+        self.items.dedup_by(|later, kept| {
+            if later.cust() == kept.cust() {
+                kept.merge(later);
+                true
+            } else {
+                false
+            }
+        });
+        self.sorted = self.items.len();
+    }
+
+    /// The entries merged and sorted by customer: the list's content.
+    pub fn canonical(&self) -> Vec<T> {
+        let mut c = self.clone();
+        c.compact();
+        c.items
+    }
+
+    /// Removes every figure of the customers `gone` says, returning whether any was removed.
+    pub fn remove_where(&mut self, gone: impl Fn(u32) -> bool) -> bool {
+        let before = self.items.len();
+        let mut kept_sorted = 0;
+        let sorted = self.sorted;
+        let mut i = 0;
+        self.items.retain(|e| {
+            let keep = !gone(e.cust());
+            if keep && i < sorted {
+                kept_sorted += 1;
+            }
+            i += 1;
+            keep
+        });
+        self.sorted = kept_sorted;
+        let removed = self.items.len() != before;
+        self.dirty |= removed;
+        removed
+    }
+
+    /// Removes one customer's figures.
+    pub fn remove(&mut self, cust: u32) -> bool {
+        let mut removed = false;
+        if let Ok(i) = self.items[..self.sorted].binary_search_by_key(&cust, |e| e.cust()) {
+            self.items.remove(i);
+            self.sorted -= 1;
+            removed = true;
+        }
+        let tail_has = self.items[self.sorted..].iter().any(|e| e.cust() == cust);
+        if tail_has {
+            let sorted = self.sorted;
+            let mut i = 0;
+            self.items.retain(|e| {
+                let keep = i < sorted || e.cust() != cust;
+                i += 1;
+                keep
+            });
+            removed = true;
+        }
+        self.dirty |= removed;
+        removed
+    }
+
+    /// Calls `f` with every entry of a customer in `lo..hi` (a customer may come more than once).
+    #[inline]
+    pub fn for_each_in(&self, lo: u32, hi: u32, mut f: impl FnMut(&T)) {
+        let head = &self.items[..self.sorted];
+        let a = head.partition_point(|e| e.cust() < lo);
+        let b = a + head[a..].partition_point(|e| e.cust() < hi);
+        head[a..b].iter().for_each(&mut f);
+        for e in &self.items[self.sorted..] {
+            if (lo..hi).contains(&e.cust()) {
+                f(e);
+            }
+        }
+    }
+
+    /// Calls `f` with every entry (a customer may come more than once).
+    pub fn for_each(&self, f: impl FnMut(&T)) {
+        self.items.iter().for_each(f);
+    }
+
+    /// Bytes held, for reports.
+    pub fn heap_bytes(&self) -> usize {
+        self.items.capacity() * std::mem::size_of::<T>()
+    }
+}
+
+impl PartialEq for DayList<DayCount> {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical() == other.canonical()
+    }
+}
+
+impl PartialEq for DayList<DayNumbers> {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.canonical(), other.canonical());
+        a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.agrees(y))
+    }
+}
+
+/// Encodes a count list: customers as deltas, then count, first and the span's length.
+pub fn put_counts(out: &mut Vec<u8>, list: &DayList<DayCount>) {
+    let items = list.canonical();
+    put_varint(out, items.len() as u64);
+    let mut prev = 0u32;
+    for e in &items {
+        put_varint(out, u64::from(e.cust - prev));
+        prev = e.cust;
+        put_varint(out, u64::from(e.count));
+        put_varint(out, u64::from(e.first));
+        put_varint(out, u64::from(e.last - e.first));
+    }
+}
+
+fn next_cust(r: &mut Reader<'_>, prev: &mut Option<u32>) -> Result<u32> {
+    let delta = u32::try_from(r.varint()?).map_err(|_| corrupt!("bad rollup customer"))?;
+    let cust = match *prev {
+        None => delta,
+        Some(p) if delta > 0 => p
+            .checked_add(delta)
+            .ok_or_else(|| corrupt!("bad rollup customer"))?,
+        Some(_) => return Err(corrupt!("rollup customers out of order")),
+    };
+    *prev = Some(cust);
+    Ok(cust)
+}
+
+fn small<T: TryFrom<u64>>(r: &mut Reader<'_>) -> Result<T> {
+    T::try_from(r.varint()?).map_err(|_| corrupt!("rollup figure out of range"))
+}
+
+/// Decodes what [`put_counts`] wrote.
+pub fn get_counts(r: &mut Reader<'_>) -> Result<DayList<DayCount>> {
+    let n = r.len()?;
+    let mut items = Vec::with_capacity(n);
+    let mut prev = None;
+    for _ in 0..n {
+        let cust = next_cust(r, &mut prev)?;
+        let count: u32 = small(r)?;
+        let first: u16 = small(r)?;
+        let len: u16 = small(r)?;
+        let last = first
+            .checked_add(len)
+            .ok_or_else(|| corrupt!("rollup span out of range"))?;
+        if count == 0 {
+            return Err(corrupt!("empty rollup entry"));
+        }
+        items.push(DayCount {
+            cust,
+            count,
+            first,
+            last,
+        });
+    }
+    Ok(DayList::from_sorted(items))
+}
+
+fn put_f64(out: &mut Vec<u8>, x: f64) {
+    // The value encoding keeps short decimals short and every other float exact.
+    put_value(out, &Value::Float(x));
+}
+
+fn get_f64(r: &mut Reader<'_>) -> Result<f64> {
+    match get_value(r)? {
+        Value::Float(x) => Ok(x),
+        _ => Err(corrupt!("bad rollup number")),
+    }
+}
+
+/// Encodes a numbers list.
+pub fn put_numbers(out: &mut Vec<u8>, list: &DayList<DayNumbers>) {
+    let items = list.canonical();
+    put_varint(out, items.len() as u64);
+    let mut prev = 0u32;
+    for e in &items {
+        put_varint(out, u64::from(e.cust - prev));
+        prev = e.cust;
+        put_varint(out, u64::from(e.n));
+        put_f64(out, e.sum);
+        put_f64(out, e.min);
+        put_f64(out, e.max);
+    }
+}
+
+/// Decodes what [`put_numbers`] wrote.
+pub fn get_numbers(r: &mut Reader<'_>) -> Result<DayList<DayNumbers>> {
+    let n = r.len()?;
+    let mut items = Vec::with_capacity(n);
+    let mut prev = None;
+    for _ in 0..n {
+        let cust = next_cust(r, &mut prev)?;
+        let n: u32 = small(r)?;
+        if n == 0 {
+            return Err(corrupt!("empty rollup entry"));
+        }
+        items.push(DayNumbers {
+            cust,
+            n,
+            sum: get_f64(r)?,
+            min: get_f64(r)?,
+            max: get_f64(r)?,
+        });
+    }
+    Ok(DayList::from_sorted(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(cust: u32, unit: u16) -> DayCount {
+        DayCount {
+            cust,
+            count: 1,
+            first: unit,
+            last: unit,
+        }
+    }
+
+    #[test]
+    fn any_order_of_additions_gives_the_same_list() {
+        let mut a = DayList::default();
+        let mut b = DayList::default();
+        let adds: Vec<DayCount> = (0..500u32).map(|i| c((i * 7919) % 101, i as u16)).collect();
+        for e in &adds {
+            a.add(*e);
+        }
+        for e in adds.iter().rev() {
+            b.add(*e);
+        }
+        assert!(a == b);
+        let canon = a.canonical();
+        assert_eq!(canon.len(), 101);
+        assert_eq!(canon.iter().map(|e| e.count).sum::<u32>(), 500);
+        assert!(canon.windows(2).all(|w| w[0].cust < w[1].cust));
+        let mut seen = 0;
+        a.for_each_in(10, 20, |e| {
+            assert!((10..20).contains(&e.cust));
+            seen += e.count;
+        });
+        let expect: u32 = canon
+            .iter()
+            .filter(|e| (10..20).contains(&e.cust))
+            .map(|e| e.count)
+            .sum();
+        assert_eq!(seen, expect);
+    }
+
+    #[test]
+    fn removal_takes_every_partial_of_the_customer() {
+        let mut a = DayList::default();
+        for i in 0..300u32 {
+            a.add(c(i % 50, 1));
+        }
+        a.add(c(7, 3));
+        assert!(a.remove(7));
+        assert!(a.canonical().iter().all(|e| e.cust != 7));
+        assert!(a.remove_where(|c| c % 2 == 0));
+        assert_eq!(a.canonical().len(), 24);
+    }
+
+    #[test]
+    fn lists_round_trip_and_garbage_is_an_error() {
+        let mut counts = DayList::default();
+        let mut numbers = DayList::default();
+        for i in 0..200u32 {
+            counts.add(c(i * 3 % 77, (i % 400) as u16));
+            numbers.add(DayNumbers::of(i % 13, f64::from(i) * 0.1 - 3.0));
+        }
+        let mut out = Vec::new();
+        put_counts(&mut out, &counts);
+        put_numbers(&mut out, &numbers);
+        let mut r = Reader::new(&out);
+        assert!(get_counts(&mut r).unwrap() == counts);
+        assert!(get_numbers(&mut r).unwrap() == numbers);
+        assert!(r.is_empty());
+        assert!(get_counts(&mut Reader::new(&[2, 5, 1, 0, 0, 0, 1, 0, 0])).is_err());
+        assert!(get_numbers(&mut Reader::new(&[1, 0, 0])).is_err());
+    }
+
+    #[test]
+    fn sums_in_another_order_agree_within_the_margin() {
+        let xs: Vec<f64> = (0..1000).map(|i| 0.1 * f64::from(i) + 1e-3).collect();
+        let fwd = xs.iter().fold(0.0, |s, x| s + x);
+        let rev = xs.iter().rev().fold(0.0, |s, x| s + x);
+        let margin = sum_margin(1000, 1e-3, 99.901);
+        assert!((fwd - rev).abs() <= margin);
+        assert!(margin < 1e-5);
+    }
+}
