@@ -33,6 +33,7 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
+use crate::db::ReadState;
 use crate::error::{corrupt, invalid, Error, Result};
 use crate::index::{FastMap, Indexes};
 use crate::model::time::Timestamp;
@@ -469,13 +470,7 @@ impl Db {
                     .filter_map(|n| defs.get(n).cloned()),
             );
         }
-        let cx = Context {
-            store: &self.store,
-            catalog: &state.catalog,
-            indexes: &state.indexes,
-            saved: &defs,
-            bulk_from: self.config.audience_bulk_from,
-        };
+        let cx = self.subset_context(&state, &defs);
         // The new rule is planned first: unknown audiences and cycles fail there, before
         // anything is written.
         let answers: Vec<SubsetAnswer> = redo
@@ -677,20 +672,8 @@ impl Db {
             created: now,
             changed: now,
         }));
-        let cx = Context {
-            store: &self.store,
-            catalog: &state.catalog,
-            indexes: &state.indexes,
-            saved: &defs,
-            bulk_from: self.config.audience_bulk_from,
-        };
-        let fp = Footprint::of(prepared.rule(), &defs);
-        let ask = Ask {
-            rule: prepared.rule(),
-            fp: &fp,
-            custs: &state.indexes.everyone,
-        };
-        let after = subset::answer(&cx, &ask, now)?.members;
+        let cx = self.subset_context(&state, &defs);
+        let after = subset::members(&cx, prepared.rule(), now)?;
         let elapsed = started.elapsed();
         Ok(AudienceDiff {
             name: name.to_owned(),
@@ -779,6 +762,18 @@ impl Db {
         self.audiences.live.read().next_seq - 1
     }
 
+    /// What [`subset`] evaluates against: this database's storage, `state`'s names and
+    /// indexes, and the saved rules `saved` (the read state's, or an edited copy).
+    fn subset_context<'a>(&'a self, state: &'a ReadState, saved: &'a Definitions) -> Context<'a> {
+        Context {
+            store: &self.store,
+            catalog: &state.catalog,
+            indexes: &state.indexes,
+            saved,
+            bulk_from: self.config.audience_bulk_from,
+        }
+    }
+
     fn audience_id(&self, name: &str) -> Result<u32> {
         self.read()
             .definitions
@@ -816,13 +811,7 @@ impl Db {
                 }
             }
         }
-        let cx = Context {
-            store: &self.store,
-            catalog: &state.catalog,
-            indexes: &state.indexes,
-            saved: &state.definitions,
-            bulk_from: self.config.audience_bulk_from,
-        };
+        let cx = self.subset_context(&state, &state.definitions);
         // Audiences asked about many customers go through the bitmaps, each on its own; the
         // others share one read of each customer.
         let bulk_from = self.config.audience_bulk_from;

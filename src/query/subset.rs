@@ -20,7 +20,7 @@ use crate::model::value::ValueType;
 use crate::rules::Rule;
 use crate::storage::{Catalog, Store};
 
-use super::exec::{holds, CustomerData, Sources};
+use super::exec::{self, holds, CustomerData, Sources};
 use super::footprint::{self, Footprint};
 use super::plan::{self, Plan, SavedRules};
 
@@ -43,6 +43,18 @@ pub(crate) struct Context<'a> {
     /// From how many customers asked about the bitmaps are worth computing first
     /// ([`crate::Config::audience_bulk_from`]).
     pub bulk_from: u64,
+}
+
+/// Who satisfies `rule` at `now`: the query engine's own path (bounds, then the exact check
+/// of the customers between them), with `cx`'s saved rules; no next instants are computed.
+pub(crate) fn members(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<RoaringBitmap> {
+    let plan = plan::plan(rule, cx.catalog, cx.saved, now)?;
+    let bounds = Sources {
+        indexes: cx.indexes,
+        catalog: cx.catalog,
+    }
+    .bounds(&plan.root);
+    exec::resolve(&plan, &bounds, cx.store)
 }
 
 /// One rule to answer for some customers: its footprint, and whom to answer for.
