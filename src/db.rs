@@ -25,7 +25,7 @@ use crate::model::value::ValueType;
 use crate::model::Value;
 use crate::storage::catalog::type_names;
 use crate::storage::codec::{self, StoredEvent};
-use crate::storage::{keys, meta, Catalog, Store};
+use crate::storage::{keys, meta, Catalog, IdMap, Store};
 
 /// Events per stored block: a customer's timeline is cut into blocks of at most this many.
 pub const BLOCK_EVENTS: usize = 128;
@@ -79,6 +79,8 @@ impl Config {
 pub struct ReadState {
     pub catalog: Catalog,
     pub indexes: Indexes,
+    /// Every customer's external and internal id, both ways.
+    pub ids: IdMap,
     /// Saved audiences' rules, for `in audience`.
     pub(crate) definitions: Definitions,
 }
@@ -269,6 +271,11 @@ impl Db {
                 }
             }
         }
+        let ids = if stale {
+            IdMap::load(&store)?
+        } else {
+            IdMap::open(&store, &dirty)?
+        };
         if !dirty.is_empty() {
             indexes.purge(&dirty);
             for cust in &dirty {
@@ -286,6 +293,7 @@ impl Db {
             state: RwLock::new(ReadState {
                 catalog,
                 indexes,
+                ids,
                 definitions,
             }),
             audiences,
@@ -356,18 +364,17 @@ impl Db {
         let mut catalog = self.state.read().catalog.clone();
         let mut report = IngestReport::default();
         let mut batch = sled::Batch::default();
-        let mut ids: FastMap<String, u32> = FastMap::default();
+        let mut new_ids: FastMap<String, u32> = FastMap::default();
         let mut work: BTreeMap<u32, Work> = BTreeMap::new();
         let mut next_id = w.next_id;
+        // The writer lock is held: nobody else changes the id map until this write is applied.
+        let known = self.state.read();
 
         for m in messages {
-            let (cust, is_new) = match ids.get(&m.customer) {
-                Some(&c) => (c, false),
-                None => match self.store.lookup(&m.customer)? {
-                    Some(c) => {
-                        ids.insert(m.customer.clone(), c);
-                        (c, false)
-                    }
+            let (cust, is_new) = match known.ids.get(&m.customer) {
+                Some(c) => (c, false),
+                None => match new_ids.get(&m.customer) {
+                    Some(&c) => (c, false),
                     None => {
                         let c = next_id;
                         next_id = next_id.checked_add(1).ok_or_else(|| {
@@ -375,7 +382,7 @@ impl Db {
                         })?;
                         batch.insert(keys::id(&m.customer), &c.to_be_bytes()[..]);
                         batch.insert(&keys::external(c)[..], m.customer.as_bytes());
-                        ids.insert(m.customer.clone(), c);
+                        new_ids.insert(m.customer.clone(), c);
                         (c, true)
                     }
                 },
@@ -420,6 +427,7 @@ impl Db {
             }
         }
 
+        drop(known);
         if report.stored == 0 {
             return Ok(report);
         }
@@ -445,6 +453,12 @@ impl Db {
         {
             let mut state = self.state.write();
             state.catalog = catalog;
+            let mut new_ids: Vec<(String, u32)> = new_ids.into_iter().collect();
+            new_ids.sort_unstable_by_key(|(_, c)| *c);
+            for (external, c) in &new_ids {
+                // Committed already: a refusal here means the map had drifted from storage.
+                state.ids.insert(external, *c)?;
+            }
             let ix = &mut state.indexes;
             for a in &applied {
                 if a.is_new {
@@ -581,12 +595,12 @@ impl Db {
 
     /// The internal id of a customer.
     pub fn internal_id(&self, customer: &str) -> Result<Option<u32>> {
-        self.store.lookup(customer)
+        Ok(self.state.read().ids.get(customer))
     }
 
     /// The external id of an internal id.
     pub fn external_id(&self, internal: u32) -> Result<Option<String>> {
-        self.store.external_id(internal)
+        Ok(self.state.read().ids.external(internal).map(str::to_owned))
     }
 
     /// A customer's stored events in time order, with interned ids: the raw form for evaluators.
@@ -601,7 +615,7 @@ impl Db {
 
     /// Everything stored about a customer, or `None` for an unknown id.
     pub fn customer(&self, customer: &str) -> Result<Option<Customer>> {
-        let Some(cust) = self.store.lookup(customer)? else {
+        let Some(cust) = self.internal_id(customer)? else {
             return Ok(None);
         };
         let profile = self.store.profile(cust)?;
@@ -643,7 +657,7 @@ impl Db {
     /// number of events removed. Durable when it returns.
     pub fn delete_customer(&self, customer: &str) -> Result<u64> {
         let mut w = self.writer.lock();
-        let Some(cust) = self.store.lookup(customer)? else {
+        let Some(cust) = self.internal_id(customer)? else {
             return Err(Error::NotFound(format!("customer {customer:?}")));
         };
         let profile = self.store.profile(cust)?;
@@ -673,6 +687,7 @@ impl Db {
             }
             state.indexes.remove_events(cust, &events);
             state.indexes.remove_customer(cust);
+            state.ids.remove(cust);
         }
         self.forget_in_audiences(cust, customer)?;
         Ok(events.len() as u64)
@@ -742,6 +757,9 @@ impl Db {
         let state = self.state.read();
         let (rebuilt, catalog, events) = self.rebuild(&state.indexes)?;
         let mut problems = state.indexes.differences(&rebuilt);
+        if state.ids != IdMap::load(&self.store)? {
+            problems.push("the in-memory id map differs from the stored ids".into());
+        }
         for (id, e) in state.catalog.events() {
             let recount = catalog.events().nth(id as usize).map(|(_, r)| r);
             if recount.map(|r| (r.count, &r.props)) != Some((e.count, &e.props)) {
@@ -763,6 +781,7 @@ impl Db {
         let mut w = self.writer.lock();
         let like = self.state.read().indexes.empty_like();
         let (rebuilt, catalog, events) = self.rebuild(&like)?;
+        let ids = IdMap::load(&self.store)?;
         let report = VerifyReport {
             customers: rebuilt.everyone.len(),
             events,
@@ -776,6 +795,7 @@ impl Db {
             let mut state = self.state.write();
             state.indexes = rebuilt;
             state.catalog = catalog;
+            state.ids = ids;
         }
         self.snapshot_locked(&mut w, true)?;
         Ok(report)
@@ -794,16 +814,27 @@ impl Db {
 
     fn snapshot_locked(&self, w: &mut Writer, all: bool) -> Result<()> {
         let index_generation = self.store.meta_u64(meta::INDEX_GENERATION)?;
-        if !all && index_generation == w.generation && w.touched_since_checkpoint == 0 {
+        if !all
+            && index_generation == w.generation
+            && w.touched_since_checkpoint == 0
+            && !self.state.read().ids.has_changes()
+        {
             return Ok(());
         }
-        let families: Vec<Family> = {
+        let (families, id_chunks): (Vec<Family>, Vec<u32>) = {
             let mut state = self.state.write();
             let changed = state.indexes.take_changed();
+            let changed_ids = state.ids.take_changed();
             if all {
-                state.indexes.all_families()
+                (
+                    state.indexes.all_families(),
+                    state.ids.all_chunks().collect(),
+                )
             } else {
-                changed.into_iter().collect()
+                (
+                    changed.into_iter().collect(),
+                    changed_ids.into_iter().collect(),
+                )
             }
         };
         let state = self.state.read();
@@ -811,8 +842,10 @@ impl Db {
         if all {
             // A whole snapshot replaces every record of the previous one, in the same batch (a
             // later insert of a key wins over its removal).
-            for item in self.store.scan(keys::INDEX) {
-                batch.remove(item?.0);
+            for prefix in [keys::INDEX, keys::ID_SNAPSHOT] {
+                for item in self.store.scan(prefix) {
+                    batch.remove(item?.0);
+                }
             }
         }
         for f in &families {
@@ -820,6 +853,13 @@ impl Db {
             match state.indexes.encode_family(f) {
                 Some(blob) => batch.insert(key, blob),
                 None => batch.remove(key),
+            }
+        }
+        for &chunk in &id_chunks {
+            let key = keys::id_chunk(chunk);
+            match state.ids.encode_chunk(chunk) {
+                Some(blob) => batch.insert(&key[..], blob),
+                None => batch.remove(&key[..]),
             }
         }
         drop(state);

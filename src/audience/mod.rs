@@ -690,10 +690,8 @@ impl Db {
     /// The saved audiences a customer is in, by name (none for an unknown customer): the call
     /// a page makes to personalise itself. Answered from the kept members.
     pub fn audiences_of(&self, customer: &str) -> Result<Vec<String>> {
-        Ok(match self.store.lookup(customer)? {
-            Some(cust) => self.audiences_of_internal(cust),
-            None => Vec::new(),
-        })
+        let cust = self.state.read().ids.get(customer);
+        Ok(cust.map_or_else(Vec::new, |c| self.audiences_of_internal(c)))
     }
 
     /// [`Db::audiences_of`] by internal id.
@@ -782,15 +780,17 @@ impl Db {
             .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))
     }
 
-    /// Brings every saved audience to the clock's time (never backwards) and, with `touched`,
+    /// Brings every saved audience to the clock's time (never backwards while any is saved) and, with `touched`,
     /// up to date with a write that changed those customers. The caller holds the writer lock.
     pub(crate) fn maintain_audiences_locked(&self, touched: Option<&Touched>) -> Result<usize> {
-        let now = self.audiences.as_of().max(self.config.clock.now());
         let state = self.read();
         if state.definitions.is_empty() {
-            self.audiences.live.write().as_of = now;
+            // No members to keep exact: the audiences' time is simply the clock's, even if it
+            // went back (a backfill with a manual clock, a bench starting at a fixed date).
+            self.audiences.live.write().as_of = self.config.clock.now();
             return Ok(0);
         }
+        let now = self.audiences.as_of().max(self.config.clock.now());
         let mut todo: Vec<Todo> = Vec::new();
         {
             let mut live = self.audiences.live.write();
@@ -896,15 +896,17 @@ impl Db {
     /// returns them and the position after them.
     fn number_changes(&self, flips: &[Flip], now: Timestamp) -> Result<(Vec<Change>, u64)> {
         let first = self.audiences.live.read().next_seq;
-        // Looked up in parallel: a new audience's first members can be most customers.
+        let state = self.state.read();
+        // Built in parallel: a new audience's first members can be most customers.
         let changes = flips
             .par_iter()
             .enumerate()
             .map(|(i, (audience, cust, entered))| {
-                let customer = self
-                    .store
-                    .external_id(*cust)?
-                    .ok_or_else(|| corrupt!("customer {cust} has no external id"))?;
+                let customer = state
+                    .ids
+                    .external(*cust)
+                    .ok_or_else(|| corrupt!("customer {cust} has no external id"))?
+                    .to_owned();
                 Ok(Change {
                     seq: first + i as u64,
                     audience: audience.clone(),

@@ -132,7 +132,7 @@ impl Family {
                 be_u32(&rest[4..8])?,
                 be_u32(&rest[8..])?,
             ),
-            _ => return Err(corrupt!("unknown index family key")),
+            _ => return Err(corrupt!("unknown index family key {k:?}")),
         })
     }
 }

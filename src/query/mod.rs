@@ -234,10 +234,13 @@ impl Db {
         if members.len().saturating_mul(16) < everyone {
             // Few members: look each up and sort.
             let mut ids = Vec::with_capacity(members.len() as usize);
-            for cust in members {
-                if let Some(id) = self.store().external_id(cust)? {
-                    if after.is_none_or(|a| id.as_str() > a) {
-                        ids.push(id);
+            {
+                let state = self.read();
+                for cust in members {
+                    if let Some(id) = state.ids.external(cust) {
+                        if after.is_none_or(|a| id > a) {
+                            ids.push(id.to_owned());
+                        }
                     }
                 }
             }

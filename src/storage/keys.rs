@@ -35,6 +35,8 @@ pub const AUDIENCE_STATE: u8 = b'b';
 pub const FEED: u8 = b'g';
 /// The change feed as first stored, one record per change (converted to chunks at open).
 pub const FEED_V1: u8 = b'f';
+/// The in-memory id map's snapshot, in chunks of consecutive internal ids.
+pub const ID_SNAPSHOT: u8 = b'j';
 
 /// A human name for the kind of record a key prefix marks.
 pub fn kind_name(prefix: u8) -> &'static str {
@@ -51,6 +53,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         AUDIENCE_STATE => "audience members",
         FEED => "change feed",
         FEED_V1 => "change feed (one record a change)",
+        ID_SNAPSHOT => "id map snapshot",
         _ => "unknown",
     }
 }
@@ -73,6 +76,11 @@ fn with_customer(prefix: u8, cust: u32) -> [u8; 5] {
     let mut k = [prefix, 0, 0, 0, 0];
     k[1..].copy_from_slice(&cust.to_be_bytes());
     k
+}
+
+/// The id map snapshot's chunk `chunk` (internal ids `chunk * ids::CHUNK_IDS ..`).
+pub fn id_chunk(chunk: u32) -> [u8; 5] {
+    with_customer(ID_SNAPSHOT, chunk)
 }
 
 pub fn external(cust: u32) -> [u8; 5] {

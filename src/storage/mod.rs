@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod ids;
 pub mod keys;
 pub mod view;
 
@@ -17,6 +18,7 @@ use crate::model::Timestamp;
 
 pub use catalog::Catalog;
 pub use codec::{Fields, StoredEvent};
+pub use ids::IdMap;
 
 /// The on-disk format this build reads and writes. Bump it with any incompatible change to
 /// [`keys`] or [`codec`], and write the change down in docs/STORAGE.md.

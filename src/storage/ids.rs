@@ -1,0 +1,496 @@
+//! The customer id map in memory: every external id and its dense internal id, both ways.
+//!
+//! It mirrors the id records in storage (`keys::ID` and `keys::EXTERNAL`): [`IdMap::load`] reads
+//! them at open, and the database layer tells it of every id a committed write adds or removes.
+//! Lookups (the personalisation call's first step, the ingest path's id resolution, member
+//! exports) then never touch storage.
+//!
+//! Layout, chosen for a million ids in a few tens of megabytes and no allocation per id: the
+//! external ids back to back in one byte arena, an end offset per internal id (the id's bytes
+//! run from the previous id's end to its own), and a hash table of internal ids keyed by the
+//! hash of their external id. A removed id keeps its bytes until the next open (it is marked,
+//! not moved), so removal is O(1).
+//!
+//! Reading a million id records from sled takes seconds, so the map is also snapshotted with the
+//! indexes, in chunks of [`CHUNK_IDS`] consecutive internal ids (`keys::ID_SNAPSHOT`): a
+//! checkpoint rewrites only the chunks whose ids changed, and an open loads the chunks and then
+//! re-reads, from the id records, only the customers written since the snapshot (the dirty log
+//! names every customer a write touched, new and deleted ones included). When the chunks are
+//! missing (a folder from an older build) or disagree with storage, the map is read from the id
+//! records instead and snapshotted in full at the next checkpoint.
+//!
+//! This module owns the mirror and its snapshot encoding. It reads storage only to load and
+//! refresh itself; the database layer writes its chunks.
+
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use roaring::RoaringBitmap;
+use rustc_hash::FxBuildHasher;
+
+use super::codec::{put_varint, Reader};
+use super::{keys, Store};
+use crate::error::{corrupt, Result};
+
+/// Internal ids per snapshot chunk.
+pub const CHUNK_IDS: u32 = 1 << 16;
+
+/// Marks a removed id in its end offset.
+const REMOVED: u64 = 1 << 63;
+
+/// External ⇄ internal customer ids, in memory.
+#[derive(Default)]
+pub struct IdMap {
+    /// Every external id ever added since open, back to back.
+    bytes: Vec<u8>,
+    /// Per internal id, the end of its bytes in `bytes`, with [`REMOVED`] set once removed. An
+    /// internal id that was never added has an empty span.
+    ends: Vec<u64>,
+    /// Internal ids, found by the hash of their external id.
+    table: HashTable<u32>,
+    hasher: FxBuildHasher,
+    /// Chunks changed since the last snapshot.
+    changed: BTreeSet<u32>,
+}
+
+impl std::fmt::Debug for IdMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdMap")
+            .field("ids", &self.len())
+            .field("heap_bytes", &self.heap_bytes())
+            .finish()
+    }
+}
+
+/// The bytes of internal id `id`, if it is present.
+fn span<'a>(bytes: &'a [u8], ends: &[u64], id: u32) -> Option<&'a [u8]> {
+    let i = id as usize;
+    let end = *ends.get(i)?;
+    if end & REMOVED != 0 {
+        return None;
+    }
+    let start = if i == 0 { 0 } else { ends[i - 1] & !REMOVED };
+    (end > start).then(|| &bytes[start as usize..end as usize])
+}
+
+impl IdMap {
+    /// Reads every id record of the store (slow on large folders: see [`IdMap::open`]). Every
+    /// chunk counts as changed, so the next snapshot writes them all.
+    pub fn load(store: &Store) -> Result<IdMap> {
+        let mut map = IdMap::default();
+        for item in store.scan(keys::EXTERNAL) {
+            let (k, v) = item?;
+            let id = keys::parse_customer(&k)?;
+            let external =
+                std::str::from_utf8(&v).map_err(|_| corrupt!("external id is not UTF-8"))?;
+            map.push(external, id)?;
+        }
+        map.index_all()?;
+        map.changed = map.all_chunks().collect();
+        Ok(map)
+    }
+
+    /// The map at open: from the snapshot chunks, with the customers in `written_since` (those
+    /// written after the snapshot) re-read from the id records; or, without usable chunks, from
+    /// the id records alone.
+    pub fn open(store: &Store, written_since: &RoaringBitmap) -> Result<IdMap> {
+        match IdMap::from_snapshot(store, written_since) {
+            Ok(Some(map)) => Ok(map),
+            // No chunks, or chunks that disagree with the id records: read the records.
+            Ok(None) | Err(_) => IdMap::load(store),
+        }
+    }
+
+    fn from_snapshot(store: &Store, written_since: &RoaringBitmap) -> Result<Option<IdMap>> {
+        let mut map = IdMap::default();
+        let mut any = false;
+        for item in store.scan(keys::ID_SNAPSHOT) {
+            let (k, v) = item?;
+            map.load_chunk(keys::parse_customer(&k)?, &v)?;
+            any = true;
+        }
+        if !any {
+            return Ok(None);
+        }
+        map.index_all()?;
+        for cust in written_since {
+            let stored = store.external_id(cust)?;
+            match (map.external(cust), stored.as_deref()) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some(_), Some(_)) => return Err(corrupt!("customer {cust} changed external id")),
+                (Some(_), None) => map.remove(cust),
+                (None, Some(b)) => map.insert(b, cust)?,
+                (None, None) => {}
+            }
+        }
+        Ok(Some(map))
+    }
+
+    /// Adds a chunk written by [`IdMap::encode_chunk`]. Chunks must come in increasing order;
+    /// the ids are findable once [`IdMap::index_all`] has run.
+    fn load_chunk(&mut self, chunk: u32, bytes: &[u8]) -> Result<()> {
+        if u64::from(chunk) * u64::from(CHUNK_IDS) > u64::from(u32::MAX) {
+            return Err(corrupt!("bad id map chunk {chunk}"));
+        }
+        let mut r = Reader::new(bytes);
+        let first = u64::from(chunk) * u64::from(CHUNK_IDS);
+        for id in first..first + u64::from(CHUNK_IDS) {
+            if r.is_empty() {
+                break;
+            }
+            let n = r.len()?;
+            if n > 0 {
+                let external = std::str::from_utf8(r.take(n)?)
+                    .map_err(|_| corrupt!("external id is not UTF-8"))?;
+                // In range: checked above.
+                self.push(external, id as u32)?;
+            }
+        }
+        if !r.is_empty() {
+            return Err(corrupt!("id map chunk {chunk} is too long"));
+        }
+        Ok(())
+    }
+
+    /// A chunk's snapshot record: each internal id of the chunk in order, as its external id's
+    /// length and bytes (0 for an absent id), up to the chunk's last present id. `None` when no
+    /// id of the chunk is present.
+    pub fn encode_chunk(&self, chunk: u32) -> Option<Vec<u8>> {
+        let first = u64::from(chunk) * u64::from(CHUNK_IDS);
+        let end = (first + u64::from(CHUNK_IDS)).min(self.ends.len() as u64);
+        let last = (first..end)
+            .rev()
+            .find(|&i| self.external(i as u32).is_some())?;
+        let mut out = Vec::new();
+        for i in first..=last {
+            let e = self.external(i as u32).unwrap_or_default();
+            put_varint(&mut out, e.len() as u64);
+            out.extend_from_slice(e.as_bytes());
+        }
+        Some(out)
+    }
+
+    /// The chunks changed since the last call, which the next snapshot must write.
+    pub fn take_changed(&mut self) -> BTreeSet<u32> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Whether some chunk changed since the last snapshot.
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Every chunk that holds or may have held ids.
+    pub fn all_chunks(&self) -> std::ops::Range<u32> {
+        0..(self.ends.len() as u64).div_ceil(u64::from(CHUNK_IDS)) as u32
+    }
+
+    fn hash(&self, external: &[u8]) -> u64 {
+        self.hasher.hash_one(external)
+    }
+
+    /// The internal id of an external id.
+    pub fn get(&self, external: &str) -> Option<u32> {
+        let key = external.as_bytes();
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        self.table
+            .find(self.hash(key), |&id| span(bytes, ends, id) == Some(key))
+            .copied()
+    }
+
+    /// The external id of an internal id.
+    pub fn external(&self, id: u32) -> Option<&str> {
+        // Only valid UTF-8 is ever added.
+        span(&self.bytes, &self.ends, id).map(|b| std::str::from_utf8(b).unwrap_or_default())
+    }
+
+    /// Adds a new id. Internal ids arrive in increasing order (they are handed out by a
+    /// counter); one that is not above every id seen, or an external id already mapped, is
+    /// refused as a sign of damage.
+    pub fn insert(&mut self, external: &str, id: u32) -> Result<()> {
+        let (old_ends, old_bytes) = (self.ends.len(), self.bytes.len());
+        self.push(external, id)?;
+        let h = self.hash(external.as_bytes());
+        if let Err(e) = self.index(id, h) {
+            // Undo the push: the map stays as it was.
+            self.ends.truncate(old_ends);
+            self.bytes.truncate(old_bytes);
+            return Err(e);
+        }
+        self.changed.insert(id / CHUNK_IDS);
+        Ok(())
+    }
+
+    /// Appends an id's bytes (not yet findable by external id: see [`IdMap::index`]).
+    fn push(&mut self, external: &str, id: u32) -> Result<()> {
+        if external.is_empty() || (id as usize) < self.ends.len() {
+            return Err(corrupt!("customer id {id} is out of order in the id map"));
+        }
+        let end = self.bytes.len() as u64;
+        self.ends.resize(id as usize, end);
+        self.bytes.extend_from_slice(external.as_bytes());
+        self.ends.push(self.bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Makes a pushed id findable by its external id, whose hash is `h`.
+    fn index(&mut self, id: u32, h: u64) -> Result<()> {
+        let (bytes, ends, hasher) = (&self.bytes, &self.ends, &self.hasher);
+        let key = span(bytes, ends, id).unwrap_or_default();
+        match self.table.entry(
+            h,
+            |&i| span(bytes, ends, i) == Some(key),
+            |&i| hasher.hash_one(span(bytes, ends, i).unwrap_or_default()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => Err(corrupt!(
+                "external id {:?} is mapped twice",
+                String::from_utf8_lossy(key)
+            )),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Indexes every pushed id at once, hashing in parallel: for loading.
+    fn index_all(&mut self) -> Result<()> {
+        use rayon::prelude::*;
+        let hashes: Vec<(u32, u64)> = {
+            let (bytes, ends, hasher) = (&self.bytes, &self.ends, &self.hasher);
+            (0..ends.len() as u32)
+                .into_par_iter()
+                .filter_map(|id| span(bytes, ends, id).map(|b| (id, hasher.hash_one(b))))
+                .collect()
+        };
+        self.table = HashTable::with_capacity(hashes.len());
+        for (id, h) in hashes {
+            self.index(id, h)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets an id (its customer was deleted). Unknown ids are ignored.
+    pub fn remove(&mut self, id: u32) {
+        let Some(key) = span(&self.bytes, &self.ends, id) else {
+            return;
+        };
+        let h = self.hash(key);
+        if let Ok(entry) = self.table.find_entry(h, |&i| i == id) {
+            entry.remove();
+        }
+        self.ends[id as usize] |= REMOVED;
+        self.changed.insert(id / CHUNK_IDS);
+    }
+
+    /// How many ids are mapped.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Every mapped (internal, external) pair, in internal id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        (0..self.ends.len() as u32).filter_map(|id| self.external(id).map(|e| (id, e)))
+    }
+
+    /// Bytes of heap the map holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.ends.capacity() * std::mem::size_of::<u64>()
+            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+    }
+}
+
+impl PartialEq for IdMap {
+    /// Equal when they map the same ids, whatever their history.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(id, e)| other.get(e) == Some(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_both_ways_and_forgets() {
+        let mut m = IdMap::default();
+        m.insert("alice", 0).unwrap();
+        m.insert("bob", 1).unwrap();
+        m.insert("carol", 5).unwrap();
+        assert_eq!(m.get("alice"), Some(0));
+        assert_eq!(m.get("bob"), Some(1));
+        assert_eq!(m.get("carol"), Some(5));
+        assert_eq!(m.get("dave"), None);
+        assert_eq!(m.get("ali"), None);
+        assert_eq!(m.external(1), Some("bob"));
+        assert_eq!(m.external(3), None);
+        assert_eq!(m.external(9), None);
+        assert_eq!(m.len(), 3);
+
+        m.remove(1);
+        assert_eq!(m.get("bob"), None);
+        assert_eq!(m.external(1), None);
+        assert_eq!(m.external(5), Some("carol"));
+        assert_eq!(m.get("carol"), Some(5));
+        assert_eq!(m.len(), 2);
+        m.remove(1);
+        m.remove(77);
+        assert_eq!(m.len(), 2);
+        // A deleted customer's external id may come back under a new internal id.
+        m.insert("bob", 6).unwrap();
+        assert_eq!(m.get("bob"), Some(6));
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![(0, "alice"), (5, "carol"), (6, "bob")]
+        );
+    }
+
+    #[test]
+    fn chunks_round_trip() {
+        let mut m = IdMap::default();
+        for i in [0, 1, 7, CHUNK_IDS - 1, CHUNK_IDS + 3, 3 * CHUNK_IDS + 2] {
+            m.insert(&format!("c{i}"), i).unwrap();
+        }
+        m.remove(7);
+        m.remove(CHUNK_IDS + 3);
+        assert_eq!(m.take_changed(), BTreeSet::from([0, 1, 3]));
+        assert!(!m.has_changes());
+        assert_eq!(m.all_chunks(), 0..4);
+        assert_eq!(m.encode_chunk(1), None);
+        assert_eq!(m.encode_chunk(2), None);
+        let mut back = IdMap::default();
+        for c in m.all_chunks() {
+            if let Some(bytes) = m.encode_chunk(c) {
+                back.load_chunk(c, &bytes).unwrap();
+            }
+        }
+        back.index_all().unwrap();
+        assert!(back == m);
+        assert_eq!(back.get("c0"), Some(0));
+        assert_eq!(
+            back.get(&format!("c{}", CHUNK_IDS - 1)),
+            Some(CHUNK_IDS - 1)
+        );
+        assert_eq!(back.get("c7"), None);
+        assert!(!back.has_changes());
+        // New ids go after the loaded ones.
+        back.insert("new", 3 * CHUNK_IDS + 3).unwrap();
+        assert_eq!(back.take_changed(), BTreeSet::from([3]));
+        // A chunk that runs past its end, or a bad length, is refused.
+        let mut long = Vec::new();
+        for _ in 0..=CHUNK_IDS {
+            put_varint(&mut long, 0);
+        }
+        assert!(IdMap::default().load_chunk(0, &long).is_err());
+        assert!(IdMap::default().load_chunk(0, &[5, b'a']).is_err());
+    }
+
+    #[test]
+    fn refuses_damage() {
+        let mut m = IdMap::default();
+        m.insert("a", 3).unwrap();
+        assert!(m.insert("b", 3).is_err());
+        assert!(m.insert("b", 2).is_err());
+        assert!(m.insert("a", 4).is_err());
+        assert!(m.insert("", 5).is_err());
+        assert_eq!(m.get("b"), None);
+        m.insert("b", 4).unwrap();
+        assert_eq!(m.get("b"), Some(4));
+    }
+
+    #[test]
+    fn grows_past_many_ids() {
+        let mut m = IdMap::default();
+        for i in 0..100_000u32 {
+            m.insert(&format!("customer-{i}"), i * 2).unwrap();
+        }
+        for i in (0..100_000u32).step_by(7) {
+            assert_eq!(m.get(&format!("customer-{i}")), Some(i * 2));
+            assert_eq!(m.external(i * 2 + 1), None);
+        }
+        for i in (0..100_000u32).step_by(3) {
+            m.remove(i * 2);
+        }
+        for i in 0..100_000u32 {
+            let want = (i % 3 != 0).then_some(i * 2);
+            assert_eq!(m.get(&format!("customer-{i}")), want, "{i}");
+        }
+    }
+}
+#[cfg(test)]
+mod db_tests {
+    //! The map through the database's life: snapshot, writes after it, a crash, a folder
+    //! without chunks, damaged chunks.
+    use super::*;
+    use crate::Db;
+
+    fn ids_of(db: &Db) -> Vec<(u32, String)> {
+        let state = db.read();
+        state.ids.iter().map(|(i, e)| (i, e.to_owned())).collect()
+    }
+
+    #[test]
+    fn survives_snapshots_crashes_and_lost_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let db = Db::open(&path).unwrap();
+            for c in ["a", "b", "c", "d"] {
+                db.identify(c, vec![]).unwrap();
+            }
+        } // snapshots, chunks included
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.store.scan(keys::ID_SNAPSHOT).count(), 1);
+        // After the snapshot: a delete, a new customer, then a crash.
+        db.delete_customer("b").unwrap();
+        db.identify("e", vec![]).unwrap();
+        let expected = ids_of(&db);
+        assert_eq!(
+            expected,
+            [(0, "a"), (2, "c"), (3, "d"), (4, "e")]
+                .map(|(i, e)| (i, e.to_owned()))
+                .to_vec()
+        );
+        db.abandon();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(ids_of(&db), expected);
+        assert_eq!(db.internal_id("b").unwrap(), None);
+        assert_eq!(db.internal_id("e").unwrap(), Some(4));
+        assert_eq!(db.external_id(2).unwrap().as_deref(), Some("c"));
+        assert!(db.verify().unwrap().is_ok());
+        drop(db);
+
+        // A folder without chunks (an older build's) reads the id records, then snapshots.
+        {
+            let db = Db::open(&path).unwrap();
+            let mut batch = sled::Batch::default();
+            for item in db.store.scan(keys::ID_SNAPSHOT) {
+                batch.remove(item.unwrap().0);
+            }
+            db.store.commit(batch).unwrap();
+            db.abandon();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(ids_of(&db), expected);
+        assert!(db.read().ids.has_changes());
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.store.scan(keys::ID_SNAPSHOT).count(), 1);
+        assert!(!db.read().ids.has_changes());
+
+        // Damaged or stale chunks are not trusted: the id records decide.
+        let mut batch = sled::Batch::default();
+        batch.insert(&keys::id_chunk(0)[..], &[1u8, b'z', 1, b'z'][..]);
+        db.store.commit(batch).unwrap();
+        db.abandon();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(ids_of(&db), expected);
+        assert!(db.verify().unwrap().is_ok());
+    }
+}
