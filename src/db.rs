@@ -18,7 +18,9 @@ use serde::Serialize;
 
 use crate::audience::{Audiences, Definitions, Touched};
 use crate::error::{invalid, Error, Result};
-use crate::index::{Family, FastMap, Indexes, DEFAULT_ROLLUP_BOUND, SNAPSHOT_VERSION};
+use crate::index::{
+    DecodedFamily, Family, FastMap, Indexes, DEFAULT_ROLLUP_BOUND, SNAPSHOT_VERSION,
+};
 use crate::ingest::message::{check_customer_id, Body, Message};
 use crate::model::time::{self, Clock, Timestamp};
 use crate::model::value::ValueType;
@@ -255,9 +257,18 @@ impl Db {
             == Some(SNAPSHOT_VERSION);
         let stale = !current && store.scan(keys::INDEX).next().is_some();
         if current {
-            for item in store.scan(keys::INDEX) {
-                let (k, v) = item?;
-                indexes.load_family(&k[1..], &v)?;
+            // Reading is sequential (one sled iterator), decoding parallel: at 1M customers the
+            // snapshot is 600 MB of records whose decoding is most of an open.
+            let decoded: Vec<DecodedFamily> = store
+                .scan(keys::INDEX)
+                .par_bridge()
+                .map(|item| {
+                    let (k, v) = item?;
+                    Indexes::decode_family(&k[1..], &v)
+                })
+                .collect::<Result<_>>()?;
+            for family in decoded {
+                indexes.install_family(family);
             }
         }
         // Recompute the customers written after the snapshot from their stored data.

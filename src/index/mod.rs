@@ -26,7 +26,7 @@ use crate::model::Value;
 use crate::storage::StoredEvent;
 
 pub use rollup::{DayCount, DayList, DayNumbers};
-pub use snapshot::{Family, SNAPSHOT_VERSION};
+pub use snapshot::{DecodedFamily, Family, SNAPSHOT_VERSION};
 
 /// How many numeric properties of one event get per-day rollups, unless configured otherwise.
 pub const DEFAULT_ROLLUP_BOUND: usize = 8;

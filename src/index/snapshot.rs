@@ -6,7 +6,9 @@
 
 use roaring::RoaringBitmap;
 
-use super::rollup::{get_counts, get_numbers, put_counts, put_numbers};
+use super::rollup::{
+    get_counts, get_numbers, put_counts, put_numbers, DayCount, DayList, DayNumbers,
+};
 use super::{DayBitmaps, FastMap, FastSet, IndexValue, Indexes, TraitIndex};
 use crate::error::{corrupt, Result};
 use crate::storage::codec::{put_varint, Reader};
@@ -299,51 +301,89 @@ impl Indexes {
 
     /// Loads one family record into these indexes.
     pub fn load_family(&mut self, key: &[u8], blob: &[u8]) -> Result<()> {
+        let family = Indexes::decode_family(key, blob)?;
+        self.install_family(family);
+        Ok(())
+    }
+
+    /// Decodes one family record without touching any index: records are independent, so an
+    /// open decodes them in parallel and then installs them (in any order).
+    pub fn decode_family(key: &[u8], blob: &[u8]) -> Result<DecodedFamily> {
         let family = Family::from_key(key)?;
         let mut r = Reader::new(blob);
-        match family {
-            Family::Version => {
-                self.loaded_version = Some(
-                    u32::try_from(r.varint()?)
-                        .map_err(|_| corrupt!("bad index snapshot version"))?,
-                )
-            }
-            Family::Everyone => self.everyone = get_bitmap(&mut r)?,
-            Family::Profiles => self.profiles = get_bitmap(&mut r)?,
+        let decoded = match family {
+            Family::Version => DecodedFamily::Version(
+                u32::try_from(r.varint()?).map_err(|_| corrupt!("bad index snapshot version"))?,
+            ),
+            Family::Everyone => DecodedFamily::Everyone(get_bitmap(&mut r)?),
+            Family::Profiles => DecodedFamily::Profiles(get_bitmap(&mut r)?),
             Family::Unindexed => {
                 let _bound_when_written = r.varint()?;
-                let n = r.len()?;
-                for _ in 0..n {
-                    self.unindexed_traits.insert(r.u32()?);
+                let mut traits = Vec::new();
+                for _ in 0..r.len()? {
+                    traits.push(r.u32()?);
                 }
-                let n = r.len()?;
-                for _ in 0..n {
+                let mut props = Vec::new();
+                for _ in 0..r.len()? {
                     let e = r.u32()?;
-                    self.unindexed_props.insert((e, r.u32()?));
+                    props.push((e, r.u32()?));
                 }
                 let _rollup_bound_when_written = r.varint()?;
-                let n = r.len()?;
-                for _ in 0..n {
+                let mut unrolled = Vec::new();
+                for _ in 0..r.len()? {
                     let e = r.u32()?;
-                    self.unrolled_props.insert((e, r.u32()?));
+                    unrolled.push((e, r.u32()?));
+                }
+                DecodedFamily::Unindexed {
+                    traits,
+                    props,
+                    unrolled,
                 }
             }
             Family::Trait(t) => {
                 let set = get_bitmap(&mut r)?;
                 let values = get_value_map(&mut r)?;
                 let elements = get_value_map(&mut r)?;
-                self.traits.insert(
+                DecodedFamily::Trait(
                     t,
                     TraitIndex {
                         set,
                         values,
                         elements,
                     },
-                );
+                )
             }
-            Family::EventDays(e) => self.events.entry(e).or_default().days = get_days(&mut r)?,
-            Family::EventProp(e, p, k) => {
-                let days = get_days(&mut r)?;
+            Family::EventDays(e) => DecodedFamily::EventDays(e, get_days(&mut r)?),
+            Family::EventProp(e, p, k) => DecodedFamily::EventProp(e, p, k, get_days(&mut r)?),
+            Family::DayCounts(e, d) => DecodedFamily::DayCounts(e, d, get_counts(&mut r)?),
+            Family::DayNumbers(e, p, d) => DecodedFamily::DayNumbers(e, p, d, get_numbers(&mut r)?),
+        };
+        if !r.is_empty() {
+            return Err(corrupt!("trailing bytes in an index family"));
+        }
+        Ok(decoded)
+    }
+
+    /// Puts a decoded family in place (each family has its own place, so order does not matter).
+    pub fn install_family(&mut self, family: DecodedFamily) {
+        match family {
+            DecodedFamily::Version(v) => self.loaded_version = Some(v),
+            DecodedFamily::Everyone(bm) => self.everyone = bm,
+            DecodedFamily::Profiles(bm) => self.profiles = bm,
+            DecodedFamily::Unindexed {
+                traits,
+                props,
+                unrolled,
+            } => {
+                self.unindexed_traits.extend(traits);
+                self.unindexed_props.extend(props);
+                self.unrolled_props.extend(unrolled);
+            }
+            DecodedFamily::Trait(t, ti) => {
+                self.traits.insert(t, ti);
+            }
+            DecodedFamily::EventDays(e, days) => self.events.entry(e).or_default().days = days,
+            DecodedFamily::EventProp(e, p, k, days) => {
                 self.events
                     .entry(e)
                     .or_default()
@@ -352,12 +392,10 @@ impl Indexes {
                     .or_default()
                     .insert(k, super::ValueDays { days, dirty: false });
             }
-            Family::DayCounts(e, d) => {
-                let list = get_counts(&mut r)?;
+            DecodedFamily::DayCounts(e, d, list) => {
                 self.events.entry(e).or_default().counts.insert(d, list);
             }
-            Family::DayNumbers(e, p, d) => {
-                let list = get_numbers(&mut r)?;
+            DecodedFamily::DayNumbers(e, p, d, list) => {
                 self.events
                     .entry(e)
                     .or_default()
@@ -367,11 +405,25 @@ impl Indexes {
                     .insert(d, list);
             }
         }
-        if !r.is_empty() {
-            return Err(corrupt!("trailing bytes in an index family"));
-        }
-        Ok(())
     }
+}
+
+/// One snapshot record, decoded ([`Indexes::decode_family`]) and waiting to be installed.
+#[derive(Debug)]
+pub enum DecodedFamily {
+    Version(u32),
+    Everyone(RoaringBitmap),
+    Profiles(RoaringBitmap),
+    Unindexed {
+        traits: Vec<u32>,
+        props: Vec<(u32, u32)>,
+        unrolled: Vec<(u32, u32)>,
+    },
+    Trait(u32, TraitIndex),
+    EventDays(u32, DayBitmaps),
+    EventProp(u32, u32, IndexValue, DayBitmaps),
+    DayCounts(u32, u32, DayList<DayCount>),
+    DayNumbers(u32, u32, u32, DayList<DayNumbers>),
 }
 
 #[cfg(test)]
