@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::audience::{Audiences, Definitions, Touched};
 use crate::error::{invalid, Error, Result};
@@ -87,6 +88,12 @@ pub struct ReadState {
     pub(crate) definitions: Definitions,
 }
 
+/// A batch waiting to be committed with others, and where its answer goes.
+struct PendingWrite {
+    messages: Vec<Message>,
+    answer: Arc<Mutex<Option<Result<IngestReport>>>>,
+}
+
 pub(crate) struct Writer {
     generation: u64,
     next_id: u32,
@@ -98,6 +105,8 @@ pub struct Db {
     pub(crate) store: Store,
     pub(crate) config: Config,
     pub(crate) writer: Mutex<Writer>,
+    /// Writes waiting for the write lock, taken together by the next holder (group commit).
+    pending: Mutex<Vec<PendingWrite>>,
     pub(crate) state: RwLock<ReadState>,
     pub(crate) audiences: Audiences,
     abandoned: std::sync::atomic::AtomicBool,
@@ -296,6 +305,7 @@ impl Db {
         let (definitions, audiences) = Audiences::load(&store, &indexes)?;
         let db = Db {
             store,
+            pending: Mutex::new(Vec::new()),
             writer: Mutex::new(Writer {
                 generation,
                 next_id,
@@ -366,14 +376,97 @@ impl Db {
     /// Stores a batch of messages atomically and durably: when this returns `Ok`, all of them are
     /// on disk and visible to readers; on `Err`, none is. Messages whose `messageId` is already
     /// stored (or repeated within the batch) are skipped.
-    pub fn ingest(&self, messages: Vec<Message>) -> Result<IngestReport> {
+    ///
+    /// Writes from many threads at once are committed together (group commit): a writer that
+    /// finds the write lock taken queues its batch, and whoever takes the lock next stores every
+    /// queued batch in one atomic, durable write, then hands each writer its own report. Each
+    /// batch is still all or nothing; a group that fails fails every batch in it, and stores none.
+    pub fn ingest(&self, mut messages: Vec<Message>) -> Result<IngestReport> {
         for m in &messages {
             check_message(m)?;
         }
         let arrival = self.config.clock.now();
+        for m in &mut messages {
+            m.timestamp.get_or_insert(arrival);
+        }
+        let answer: Arc<Mutex<Option<Result<IngestReport>>>> = Arc::default();
+        self.pending.lock().push(PendingWrite {
+            messages,
+            answer: answer.clone(),
+        });
         let mut w = self.writer.lock();
+        // Only a holder of the write lock takes queued writes, and it answers them all before
+        // letting go: so either ours was answered, or it is still queued.
+        if let Some(done) = answer.lock().take() {
+            return done;
+        }
+        let mut group = std::mem::take(&mut *self.pending.lock());
+        let mut all = Vec::with_capacity(group.iter().map(|p| p.messages.len()).sum());
+        let mut owners = Vec::with_capacity(all.capacity());
+        let mut lens = Vec::with_capacity(group.len());
+        for (i, p) in group.iter_mut().enumerate() {
+            owners.extend(std::iter::repeat_n(i, p.messages.len()));
+            lens.push(p.messages.len());
+            all.append(&mut p.messages);
+        }
+        let mut committing = false;
+        if group.len() == 1 {
+            *group[0].answer.lock() = Some(
+                self.ingest_locked(&mut w, all, &owners, 1, &mut committing)
+                    .map(|mut r| r.remove(0)),
+            );
+        } else {
+            // Kept in case the group fails before its commit (no ids left, a read error), so
+            // that each write can then be committed alone and get the outcome it would have had
+            // alone.
+            let copy = all.clone();
+            match self.ingest_locked(&mut w, all, &owners, group.len(), &mut committing) {
+                Ok(reports) => {
+                    for (p, r) in group.iter().zip(reports) {
+                        *p.answer.lock() = Some(Ok(r));
+                    }
+                }
+                Err(e) if committing => {
+                    // The storage failed under the whole group: every write gets the error.
+                    for p in &group {
+                        *p.answer.lock() = Some(Err(e.for_another_caller()));
+                    }
+                }
+                Err(_) => {
+                    let mut rest = copy.into_iter();
+                    for (p, n) in group.iter().zip(lens) {
+                        let mine: Vec<Message> = rest.by_ref().take(n).collect();
+                        let alone = vec![0; n];
+                        let mut committing = false;
+                        *p.answer.lock() = Some(
+                            self.ingest_locked(&mut w, mine, &alone, 1, &mut committing)
+                                .map(|mut r| r.remove(0)),
+                        );
+                    }
+                }
+            }
+        }
+        drop(w);
+        let done = answer.lock().take();
+        done.unwrap_or_else(|| Err(invalid!("the write was not answered")))
+    }
+
+    /// Stores the messages of a group of writes (`owners[i]` is the write message `i` came
+    /// from) as one atomic write, and reports per write. `committing` is set once the commit is
+    /// attempted: an error before it stored nothing and changed nothing.
+    fn ingest_locked(
+        &self,
+        w: &mut Writer,
+        messages: Vec<Message>,
+        owners: &[usize],
+        writes: usize,
+        committing: &mut bool,
+    ) -> Result<Vec<IngestReport>> {
+        // Queued messages carry their time of arrival already; this is only a fallback.
+        let arrival = self.config.clock.now();
         let mut catalog = self.state.read().catalog.clone();
-        let mut report = IngestReport::default();
+        let mut reports = vec![IngestReport::default(); writes];
+        let mut stored = 0u64;
         let mut batch = sled::Batch::default();
         let mut new_ids: FastMap<String, u32> = FastMap::default();
         let mut work: BTreeMap<u32, Work> = BTreeMap::new();
@@ -381,7 +474,8 @@ impl Db {
         // The writer lock is held: nobody else changes the id map until this write is applied.
         let known = self.state.read();
 
-        for m in messages {
+        for (m, &owner) in messages.into_iter().zip(owners) {
+            let report = &mut reports[owner];
             let (cust, is_new) = match known.ids.get(&m.customer) {
                 Some(c) => (c, false),
                 None => match new_ids.get(&m.customer) {
@@ -412,6 +506,7 @@ impl Db {
                 }
             }
             report.stored += 1;
+            stored += 1;
             match m.body {
                 Body::Identify { traits } => {
                     wk.identified = true;
@@ -439,8 +534,8 @@ impl Db {
         }
 
         drop(known);
-        if report.stored == 0 {
-            return Ok(report);
+        if stored == 0 {
+            return Ok(reports);
         }
         // Each customer's records are independent of the others': prepare them in parallel.
         let touched: RoaringBitmap = work.keys().copied().collect();
@@ -460,7 +555,8 @@ impl Db {
             }
             applied.push(a);
         }
-        self.commit_write(&mut w, batch, &touched, &catalog, next_id)?;
+        *committing = true;
+        self.commit_write(w, batch, &touched, &catalog, next_id)?;
         {
             let mut state = self.state.write();
             state.catalog = catalog;
@@ -491,9 +587,11 @@ impl Db {
         // them after a crash; the write itself stands.
         let _ = self.maintain_audiences_locked(Some(&touched_by(&applied)));
         if w.touched_since_checkpoint >= self.config.checkpoint_after {
-            self.checkpoint_locked(&mut w)?;
+            // The write is durable already: a failed snapshot is retried at the next checkpoint
+            // (and until then recovery covers these customers), not this write's failure.
+            let _ = self.checkpoint_locked(w);
         }
-        Ok(report)
+        Ok(reports)
     }
 
     /// Works out the records one customer's changes write, and what the indexes must learn.
@@ -1037,4 +1135,140 @@ fn check_message(m: &Message) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    //! Group commit, made deterministic: the test holds the write lock while writers queue.
+    use super::*;
+    use std::thread;
+    use std::time::Duration;
+
+    fn tracked(cust: &str, id: Option<&str>, ts: Timestamp) -> Message {
+        let mut m = Message::track(cust, "viewed", vec![], Some(ts));
+        m.message_id = id.map(str::to_owned);
+        m
+    }
+
+    /// Starts one writer per batch, each queued behind the held lock before the next starts.
+    fn queue_behind_lock(
+        db: &Arc<Db>,
+        batches: Vec<Vec<Message>>,
+    ) -> Vec<thread::JoinHandle<Result<IngestReport>>> {
+        let mut handles = Vec::new();
+        for (i, batch) in batches.into_iter().enumerate() {
+            let db2 = Arc::clone(db);
+            handles.push(thread::spawn(move || db2.ingest(batch)));
+            while db.pending.lock().len() < i + 1 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        handles
+    }
+
+    #[test]
+    fn queued_writes_are_committed_together_with_reports_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
+        db.track("x", "viewed", vec![], Some(1)).unwrap();
+        let w = db.writer.lock();
+        let generation = w.generation;
+        let handles = queue_behind_lock(
+            &db,
+            vec![
+                vec![tracked("x", Some("m1"), 10), tracked("x", Some("m2"), 11)],
+                // m1 again: a duplicate of the write queued before it.
+                vec![tracked("x", Some("m1"), 10), tracked("y", None, 12)],
+                vec![Message::identify("z", vec![])],
+            ],
+        );
+        drop(w);
+        let reports: Vec<IngestReport> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            reports,
+            [(2, 0), (1, 1), (1, 0)]
+                .map(|(stored, duplicates)| IngestReport { stored, duplicates })
+        );
+        assert_eq!(db.writer.lock().generation, generation + 1, "one commit");
+        assert_eq!(db.customer("x").unwrap().unwrap().events.len(), 3);
+        assert_eq!(db.customer("y").unwrap().unwrap().events.len(), 1);
+        assert!(db.customer("z").unwrap().is_some());
+        assert!(db.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_group_that_fails_before_its_commit_is_retried_write_by_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
+        db.track("bad", "viewed", vec![], Some(1)).unwrap();
+        db.track("good", "viewed", vec![], Some(1)).unwrap();
+        // Damage one customer's stored block: a write that must merge into it fails to read it.
+        let cust = db.internal_id("bad").unwrap().unwrap();
+        let mut batch = sled::Batch::default();
+        for (key, _, _) in db.store.blocks_from(cust, 0).unwrap() {
+            batch.insert(key, &[0xff, 0xff, 0xff][..]);
+        }
+        db.store.commit(batch).unwrap();
+
+        let w = db.writer.lock();
+        let generation = w.generation;
+        let handles = queue_behind_lock(
+            &db,
+            vec![
+                vec![tracked("good", None, 5)],
+                vec![tracked("bad", None, 5)],
+                vec![tracked("new", None, 5)],
+            ],
+        );
+        drop(w);
+        let results: Vec<Result<IngestReport>> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(results[0].as_ref().unwrap().stored, 1);
+        assert!(
+            matches!(results[1], Err(Error::Corrupt(_))),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(results[2].as_ref().unwrap().stored, 1);
+        // The two good writes were committed alone; the bad one changed nothing.
+        assert_eq!(db.writer.lock().generation, generation + 2);
+        assert_eq!(db.customer("good").unwrap().unwrap().events.len(), 2);
+        assert_eq!(db.customer("new").unwrap().unwrap().events.len(), 1);
+    }
+
+    #[test]
+    fn many_threads_writing_at_once_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let db = Arc::clone(&db);
+                thread::spawn(move || {
+                    for i in 0..50 {
+                        let id = format!("t{t}-{i}");
+                        let r = db
+                            .ingest(vec![tracked(&format!("c{}", i % 7), Some(&id), i)])
+                            .unwrap();
+                        assert_eq!((r.stored, r.duplicates), (1, 0));
+                        // The same message again is a duplicate, grouped or not.
+                        let r = db
+                            .ingest(vec![tracked(&format!("c{}", i % 7), Some(&id), i)])
+                            .unwrap();
+                        assert_eq!((r.stored, r.duplicates), (0, 1));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let events: usize = (0..7)
+            .map(|c| db.customer(&format!("c{c}")).unwrap().unwrap().events.len())
+            .sum();
+        assert_eq!(events, 400);
+        assert!(db.verify().unwrap().is_ok());
+    }
 }

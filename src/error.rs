@@ -57,6 +57,40 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// The same error for another caller: a group of writes committed together fails as one,
+    /// and each writer gets its own copy (I/O errors keep their kind and message).
+    pub(crate) fn for_another_caller(&self) -> Error {
+        match self {
+            Error::InvalidInput(s) => Error::InvalidInput(s.clone()),
+            Error::BadLine { line, reason } => Error::BadLine {
+                line: *line,
+                reason: reason.clone(),
+            },
+            Error::Rule(e) => Error::Rule(e.clone()),
+            Error::Evaluation(s) => Error::Evaluation(s.clone()),
+            Error::NotFound(s) => Error::NotFound(s.clone()),
+            Error::NotADatabase { path, reason } => Error::NotADatabase {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::IncompatibleFormat {
+                path,
+                found,
+                expected,
+            } => Error::IncompatibleFormat {
+                path: path.clone(),
+                found: *found,
+                expected: *expected,
+            },
+            Error::Corrupt(s) => Error::Corrupt(s.clone()),
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::Storage(e) => Error::Storage(e.clone()),
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
