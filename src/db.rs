@@ -20,7 +20,8 @@ use std::sync::Arc;
 use crate::audience::{Audiences, Definitions, Touched};
 use crate::error::{invalid, Error, Result};
 use crate::index::{
-    DecodedFamily, Family, FastMap, Indexes, DEFAULT_ROLLUP_BOUND, SNAPSHOT_VERSION,
+    Changes, DecodedFamily, Family, FastMap, Indexes, DEFAULT_ROLLUP_BOUND, PARALLEL_FROM,
+    SNAPSHOT_VERSION,
 };
 use crate::ingest::message::{check_customer_id, Body, Message};
 use crate::model::time::{self, Clock, Timestamp};
@@ -32,6 +33,9 @@ use crate::storage::{keys, meta, Catalog, IdMap, Store};
 
 /// Events per stored block: a customer's timeline is cut into blocks of at most this many.
 pub const BLOCK_EVENTS: usize = 128;
+
+/// A write touching at least this many customers frees its records on rayon's pool.
+const BACKGROUND_DROP_FROM: usize = 64;
 
 /// Value types whose equality the indexes answer (lists: by their elements).
 const INDEXED_TYPES: u8 =
@@ -61,6 +65,10 @@ pub struct Config {
     /// bitmaps first, so only the customers they leave undecided are read. Fewer are checked one
     /// by one. Both give the same members; tests set it low to run the bulk path on small data.
     pub audience_bulk_from: u64,
+    /// A write with at least this many events applies its index changes on every core (a
+    /// thread per core, each taking whole families); smaller ones on the writer's thread. Both
+    /// give the same indexes; tests set it to 0 to run the parallel path on small writes.
+    pub parallel_index_from: usize,
 }
 
 impl Config {
@@ -73,6 +81,7 @@ impl Config {
             clock: Clock::System,
             feed_capacity: 1_000_000,
             audience_bulk_from: 2048,
+            parallel_index_from: PARALLEL_FROM,
         }
     }
 }
@@ -557,35 +566,39 @@ impl Db {
         }
         *committing = true;
         self.commit_write(w, batch, &touched, &catalog, next_id)?;
+        // Group the index changes before taking the lock that readers wait for; under it, large
+        // writes are applied on every core.
+        let mut changes = Changes::default();
+        for a in &applied {
+            let profile = a
+                .profile
+                .as_ref()
+                .map(|(old, new)| (old.as_deref(), &new[..]));
+            changes.customer(a.cust, a.is_new, profile, &a.events);
+        }
+        let mut new_ids: Vec<(String, u32)> = new_ids.into_iter().collect();
+        new_ids.sort_unstable_by_key(|(_, c)| *c);
         {
             let mut state = self.state.write();
             state.catalog = catalog;
-            let mut new_ids: Vec<(String, u32)> = new_ids.into_iter().collect();
-            new_ids.sort_unstable_by_key(|(_, c)| *c);
             for (external, c) in &new_ids {
                 // Committed already: a refusal here means the map had drifted from storage.
                 state.ids.insert(external, *c)?;
             }
-            let ix = &mut state.indexes;
-            for a in &applied {
-                if a.is_new {
-                    ix.add_customer(a.cust);
-                }
-                if let Some((old, new)) = &a.profile {
-                    if let Some(old) = old {
-                        ix.remove_profile(a.cust, old);
-                    }
-                    ix.add_profile(a.cust, new);
-                }
-                for e in &a.events {
-                    ix.add_event(a.cust, e);
-                }
-            }
+            state
+                .indexes
+                .apply(&changes, self.config.parallel_index_from);
         }
+        drop(changes);
         // The write is durable and visible: saved audiences follow. Should that fail (storage
         // trouble), the customers are retried at the next write or advance, and recovery redoes
         // them after a crash; the write itself stands.
         let _ = self.maintain_audiences_locked(Some(&touched_by(&applied)));
+        if applied.len() >= BACKGROUND_DROP_FROM {
+            // Freeing a large write's events (an allocation or more per event) is work the next
+            // write need not wait for.
+            rayon::spawn(move || drop(applied));
+        }
         if w.touched_since_checkpoint >= self.config.checkpoint_after {
             // The write is durable already: a failed snapshot is retried at the next checkpoint
             // (and until then recovery covers these customers), not this write's failure.

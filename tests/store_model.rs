@@ -65,6 +65,7 @@ fn open(path: &std::path::Path) -> Db {
     config.value_bound = 3; // products p0..p4 overflow it: exercises unindexing
     config.rollup_bound = 1; // `amount` or `qty`, whichever comes first, gets rollups
     config.checkpoint_after = 7;
+    config.parallel_index_from = 0; // every write applies its index changes on several threads
     Db::open_with(config).unwrap()
 }
 

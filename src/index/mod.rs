@@ -11,6 +11,7 @@
 //! read or write storage: the database layer feeds it profiles and events, and persists the
 //! snapshots it returns.
 
+mod batch;
 pub mod rollup;
 mod snapshot;
 
@@ -25,6 +26,7 @@ use crate::model::time::day_of;
 use crate::model::Value;
 use crate::storage::StoredEvent;
 
+pub use batch::{Changes, PARALLEL_FROM};
 pub use rollup::{DayCount, DayList, DayNumbers};
 pub use snapshot::{DecodedFamily, Family, SNAPSHOT_VERSION};
 
@@ -342,9 +344,19 @@ impl Indexes {
         if self.profiles.insert(cust) {
             self.changed.insert(Family::Profiles);
         }
+        let mut out = batch::Outcome::default();
         for (t, v) in traits {
-            self.add_trait(cust, *t, v);
+            batch::add_trait(
+                &mut self.traits,
+                &mut self.unindexed_traits,
+                &mut out,
+                self.value_bound,
+                cust,
+                *t,
+                v,
+            );
         }
+        self.changed.extend(out.changed);
     }
 
     /// Removes a customer's profile, given the traits that were indexed for it.
@@ -352,134 +364,39 @@ impl Indexes {
         if self.profiles.remove(cust) {
             self.changed.insert(Family::Profiles);
         }
+        let mut changed = Vec::new();
         for (t, v) in traits {
-            self.remove_trait(cust, *t, v);
+            batch::remove_trait(&mut self.traits, &mut changed, cust, *t, v);
         }
+        self.changed.extend(changed);
     }
 
-    fn add_trait(&mut self, cust: u32, t: u32, v: &Value) {
-        self.changed.insert(Family::Trait(t));
-        let ti = self.traits.entry(t).or_default();
-        ti.set.insert(cust);
-        if self.unindexed_traits.contains(&t) {
-            return;
-        }
-        match v {
-            Value::List(items) => {
-                for item in items {
-                    if let Some(k) = ValueRef::of(item) {
-                        add_to(&mut ti.elements, k, cust);
-                    }
-                }
-            }
-            scalar => {
-                if let Some(k) = ValueRef::of(scalar) {
-                    add_to(&mut ti.values, k, cust);
-                }
-            }
-        }
-        if ti.values.len() + ti.elements.len() > self.value_bound {
-            ti.values = FastMap::default();
-            ti.elements = FastMap::default();
-            self.unindexed_traits.insert(t);
-            self.changed.insert(Family::Unindexed);
-        }
-    }
-
-    fn remove_trait(&mut self, cust: u32, t: u32, v: &Value) {
-        let Some(ti) = self.traits.get_mut(&t) else {
-            return;
-        };
-        self.changed.insert(Family::Trait(t));
-        ti.set.remove(cust);
-        match v {
-            Value::List(items) => {
-                for item in items {
-                    if let Some(k) = ValueRef::of(item) {
-                        remove_from(&mut ti.elements, k, cust);
-                    }
-                }
-            }
-            scalar => {
-                if let Some(k) = ValueRef::of(scalar) {
-                    remove_from(&mut ti.values, k, cust);
-                }
-            }
-        }
-        if ti.set.is_empty() && ti.values.is_empty() && ti.elements.is_empty() {
-            self.traits.remove(&t);
-        }
-    }
-
-    /// Adds one event of a customer.
+    /// Adds one event of a customer (what [`Indexes::apply`] does for a whole write).
     pub fn add_event(&mut self, cust: u32, e: &StoredEvent) {
         self.add_customer(cust);
-        let day = day_of(e.ts);
         let ei = self.events.entry(e.event).or_default();
-        if insert(ei.days.entry(day).or_default(), cust) {
-            ei.days_dirty = true;
-        }
-        let unit = rollup::span_unit(e.ts, day);
-        ei.counts.entry(day).or_default().add(DayCount {
-            cust,
-            count: 1,
-            first: unit,
-            last: unit,
-        });
-        for (p, v) in &e.props {
-            // The numbers the exact check aggregates: integers and floats.
-            let x = match v {
-                Value::Int(i) => *i as f64,
-                Value::Float(f) => *f,
-                _ => continue,
-            };
-            if self.unrolled_props.contains(&(e.event, *p)) {
-                continue;
-            }
-            if !ei.numbers.contains_key(p) && ei.numbers.len() >= self.rollup_bound {
-                self.unrolled_props.insert((e.event, *p));
-                self.changed.insert(Family::Unindexed);
-                continue;
-            }
-            ei.numbers
-                .entry(*p)
-                .or_default()
-                .entry(day)
-                .or_default()
-                .add(DayNumbers::of(cust, x));
-        }
-        for (p, v) in &e.props {
-            let Some(k) = ValueRef::of(v) else {
-                continue;
-            };
-            if self.unindexed_props.contains(&(e.event, *p)) {
-                continue;
-            }
-            let values = ei.props.entry(*p).or_default();
-            if let Some(vd) = values.get_mut(&k) {
-                if insert(vd.days.entry(day).or_default(), cust) {
-                    vd.dirty = true;
-                }
-                continue;
-            }
-            if values.len() >= self.value_bound {
-                // Too many values: drop the property's bitmaps, and their snapshot records.
-                for dropped in values.keys() {
-                    self.changed
-                        .insert(Family::EventProp(e.event, *p, dropped.clone()));
-                }
-                ei.props.remove(p);
-                self.unindexed_props.insert((e.event, *p));
-                self.changed.insert(Family::Unindexed);
-                continue;
-            }
-            let mut vd = ValueDays {
-                days: DayBitmaps::new(),
-                dirty: true,
-            };
-            vd.days.entry(day).or_default().insert(cust);
-            values.insert(IndexValue::from(&k), vd);
-        }
+        let group = [(cust, e)];
+        batch::add_days(&mut ei.days, &mut ei.days_dirty, &mut ei.counts, &group);
+        let mut out = batch::Outcome::default();
+        batch::add_numbers(
+            e.event,
+            &mut ei.numbers,
+            &self.unrolled_props,
+            self.rollup_bound,
+            &group,
+            &mut out,
+        );
+        batch::add_values(
+            e.event,
+            &mut ei.props,
+            &self.unindexed_props,
+            self.value_bound,
+            &group,
+            &mut out,
+        );
+        self.changed.extend(out.changed);
+        self.unindexed_props.extend(out.unindexed);
+        self.unrolled_props.extend(out.unrolled);
     }
 
     /// Removes all of a customer's events, given those events: used when the customer is deleted,

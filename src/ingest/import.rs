@@ -211,6 +211,12 @@ fn store_ndjson<R: BufRead + Send>(
     observer: &mut dyn ImportObserver,
 ) -> Result<ImportSummary> {
     let batch_size = options.batch_size.max(1);
+    // The next batch is parsed on threads of its own: on rayon's shared pool, the storing of
+    // this batch (whose per-customer work runs there) would queue behind the parsing.
+    let parsers = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("audiencedb-parse-{i}"))
+        .build()
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
     let (tx, rx) = mpsc::sync_channel::<Result<(Chunk, Vec<(u64, Result<Message, String>)>)>>(1);
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -218,7 +224,7 @@ fn store_ndjson<R: BufRead + Send>(
             loop {
                 let item = match read_lines(&mut input, batch_size, &mut next_line) {
                     Ok(Some(chunk)) => {
-                        let parsed = parse_chunk(&chunk);
+                        let parsed = parsers.install(|| parse_chunk(&chunk));
                         Ok((chunk, parsed))
                     }
                     Ok(None) => break,
