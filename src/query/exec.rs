@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
-use crate::index::rollup::{sum_margin, Partial, SPAN_UNIT_MS};
+use crate::index::rollup::{sum_margin, SPAN_UNIT_MS};
 use crate::index::{
     DayBitmaps, DayFigures, DayList, DayNumbers, EventIndex, FastMap, IndexValue, Indexes,
     TraitIndex, ValueDays, ValueRef,
@@ -1230,8 +1230,44 @@ fn count_range(
     }
 }
 
+/// Customers summed at a time in [`aggregate_range`]: their running figures (32 bytes each)
+/// stay in the core's L2 cache while every day's list is walked over them.
+const SLOTS: u32 = 8_192;
+
+/// One customer's running figures while summing day lists.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    sum: f64,
+    min: f64,
+    max: f64,
+    n: u32,
+    /// The [`Side`]s of the customer's events on the cut day being summed, and `UNSURE`.
+    flags: u8,
+}
+
+impl Slot {
+    #[inline]
+    fn add(&mut self, x: &DayNumbers) {
+        if self.n == 0 {
+            (self.min, self.max) = (x.min, x.max);
+        } else {
+            self.min = self.min.min(x.min);
+            self.max = self.max.max(x.max);
+        }
+        self.n += x.n;
+        self.sum += x.sum;
+    }
+}
+
+/// Some numbers on a cut day may or may not be inside the window.
+const UNSURE: u8 = 8;
+
 /// Sums one numeric property's figures of the customers `lo..hi` over a window and calls
-/// `f(customer, figures)` for each with a number in it or an undecided one.
+/// `f(customer, figures)` for each with a number in it or an undecided one, in customer order.
+///
+/// The customers go [`SLOTS`] at a time; each whole day's sorted list is walked with a cursor
+/// that only moves forward (one binary search per list for the whole range), its recent
+/// additions are sorted once, and only the slots touched are read back and cleared.
 fn aggregate_range(
     ei: &EventIndex,
     figures: DayFiguresRef<'_>,
@@ -1240,57 +1276,89 @@ fn aggregate_range(
     hi: u32,
     mut f: impl FnMut(u32, &Acc),
 ) {
-    let len = (hi - lo) as usize;
-    let mut n = vec![0u32; len];
-    let mut sum = vec![0f64; len];
-    let mut min = vec![0f64; len];
-    let mut max = vec![0f64; len];
-    let mut flags = vec![0u8; len];
-    const UNSURE: u8 = 8;
-    let mut add = |i: usize, x: &crate::index::DayNumbers| {
-        if n[i] == 0 {
-            (min[i], max[i]) = (x.min, x.max);
-        } else {
-            min[i] = min[i].min(x.min);
-            max[i] = max[i].max(x.max);
-        }
-        n[i] += x.n;
-        sum[i] += x.sum;
-    };
-    if let Some((a, b)) = win.whole {
-        for list in figures.range(a, b) {
-            list.for_each_in(lo, hi, |x| add((x.cust() - lo) as usize, x));
-        }
-    }
-    for &(d, a, b) in &win.edges {
-        let (Some(counts), Some(list)) = (ei.counts.get(&d), figures.day(d)) else {
-            continue;
-        };
-        // Where each customer's events of the day lie, then their numbers if all inside.
-        counts.for_each_in(lo, hi, |x| {
-            flags[(x.cust - lo) as usize] |= side(x.first, x.last, a, b) as u8;
-        });
-        list.for_each_in(lo, hi, |x| {
-            let i = (x.cust - lo) as usize;
-            match flags[i] & !UNSURE {
-                s if s == Side::In as u8 => add(i, x),
-                s if s == Side::Out as u8 => {}
-                _ => flags[i] |= UNSURE,
+    let (heads, mut tails): (Vec<&[DayNumbers]>, Vec<DayNumbers>) = match win.whole {
+        Some((a, b)) => {
+            let mut heads = Vec::new();
+            let mut tails = Vec::new();
+            for list in figures.range(a, b) {
+                let (head, tail) = list.parts();
+                heads.push(head);
+                tails.extend(tail.iter().filter(|x| (lo..hi).contains(&x.cust)));
             }
-        });
-        counts.for_each_in(lo, hi, |x| flags[(x.cust - lo) as usize] &= UNSURE);
-    }
-    for i in 0..len {
-        let unsure = flags[i] & UNSURE != 0;
-        if n[i] != 0 || unsure {
-            let acc = Acc {
-                n: n[i],
-                sum: sum[i],
-                min: min[i],
-                max: max[i],
-                unsure,
-            };
-            f(lo + i as u32, &acc);
+            (heads, tails)
         }
+        None => (Vec::new(), Vec::new()),
+    };
+    tails.sort_by_key(|x| x.cust);
+    let mut cursors: Vec<usize> = heads
+        .iter()
+        .map(|h| h.partition_point(|x| x.cust < lo))
+        .collect();
+    let mut tail_at = 0;
+    let mut slots = vec![Slot::default(); SLOTS.min(hi - lo) as usize];
+    let mut touched = vec![0u64; slots.len().div_ceil(64)];
+    let mut sub_lo = lo;
+    while sub_lo < hi {
+        let sub_hi = sub_lo.saturating_add(SLOTS).min(hi);
+        let mut touch = |k: usize| touched[k / 64] |= 1 << (k % 64);
+        for (head, at) in heads.iter().zip(cursors.iter_mut()) {
+            let mut i = *at;
+            while let Some(x) = head.get(i).filter(|x| x.cust < sub_hi) {
+                let k = (x.cust - sub_lo) as usize;
+                slots[k].add(x);
+                touch(k);
+                i += 1;
+            }
+            *at = i;
+        }
+        while let Some(x) = tails.get(tail_at).filter(|x| x.cust < sub_hi) {
+            let k = (x.cust - sub_lo) as usize;
+            slots[k].add(x);
+            touch(k);
+            tail_at += 1;
+        }
+        for &(d, a, b) in &win.edges {
+            let (Some(counts), Some(list)) = (ei.counts.get(&d), figures.day(d)) else {
+                continue;
+            };
+            // Where each customer's events of the day lie, then their numbers if all inside.
+            counts.for_each_in(sub_lo, sub_hi, |x| {
+                let k = (x.cust - sub_lo) as usize;
+                slots[k].flags |= side(x.first, x.last, a, b) as u8;
+                touch(k);
+            });
+            list.for_each_in(sub_lo, sub_hi, |x| {
+                let k = (x.cust - sub_lo) as usize;
+                let slot = &mut slots[k];
+                match slot.flags & !UNSURE {
+                    s if s == Side::In as u8 => slot.add(x),
+                    s if s == Side::Out as u8 => {}
+                    _ => slot.flags |= UNSURE,
+                }
+            });
+            counts.for_each_in(sub_lo, sub_hi, |x| {
+                slots[(x.cust - sub_lo) as usize].flags &= UNSURE;
+            });
+        }
+        for (w, word) in touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let k = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let slot = std::mem::take(&mut slots[k]);
+                let unsure = slot.flags & UNSURE != 0;
+                if slot.n != 0 || unsure {
+                    let acc = Acc {
+                        n: slot.n,
+                        sum: slot.sum,
+                        min: slot.min,
+                        max: slot.max,
+                        unsure,
+                    };
+                    f(sub_lo + k as u32, &acc);
+                }
+            }
+        }
+        sub_lo = sub_hi;
     }
 }
