@@ -312,3 +312,271 @@ fn a_snapshot_of_an_older_layout_is_rebuilt_at_open() {
     let tree = sled_db.open_tree("audiencedb").unwrap();
     assert!(tree.get(b"xS").unwrap().is_some());
 }
+
+/// `where` on a number without value bitmaps (`Config::value_bound` 0 here, as `amount` at 1M):
+/// presence and counts come from the numeric rollups' minimum and maximum per day, exactly;
+/// strings, booleans and missing amounts never pass an ordering; cut days stay exact.
+#[test]
+fn where_on_numbers_comes_from_the_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().join("db"));
+    config.value_bound = 0;
+    let db = Db::open_with(config).unwrap();
+    let now = at("2026-03-15T10:30:00Z");
+    let day = |d: i64, h: i64| at("2026-03-15T00:00:00Z") - d * DAY_MS + h * HOUR;
+    type Events = Vec<(i64, Option<Value>)>;
+    let cases: Vec<(&str, Events)> = vec![
+        // Thresholds equal to a day's minimum or maximum.
+        (
+            "max100",
+            vec![
+                (day(3, 9), Some(Value::Int(100))),
+                (day(3, 10), Some(Value::Float(20.5))),
+            ],
+        ),
+        (
+            "min100",
+            vec![
+                (day(4, 9), Some(Value::Float(100.0))),
+                (day(4, 11), Some(Value::Int(250))),
+            ],
+        ),
+        (
+            "below",
+            vec![
+                (day(2, 9), Some(Value::Float(99.99))),
+                (day(5, 9), Some(Value::Int(-100))),
+            ],
+        ),
+        // Text that reads as a number, booleans, nothing: never ordered.
+        (
+            "text",
+            vec![
+                (day(2, 9), Some(Value::Str("500".into()))),
+                (day(2, 9) + 1, Some(Value::Bool(true))),
+                (day(2, 10), None),
+            ],
+        ),
+        (
+            "mixed",
+            vec![
+                (day(1, 8), Some(Value::Str("900".into()))),
+                (day(1, 9), Some(Value::Int(100))),
+            ],
+        ),
+        (
+            "negative",
+            vec![
+                (day(6, 9), Some(Value::Float(-0.5))),
+                (day(6, 9) + 5, Some(Value::Int(-3))),
+            ],
+        ),
+        // On the window's cut first day (`in last 5 days` starts at 10:30 five days ago).
+        ("cut_in", vec![(day(5, 11), Some(Value::Int(150)))]),
+        ("cut_out", vec![(day(5, 9), Some(Value::Int(150)))]),
+        (
+            "cut_both",
+            vec![
+                (day(5, 9), Some(Value::Int(150))),
+                (day(5, 12), Some(Value::Int(5))),
+            ],
+        ),
+        // Beyond 2⁵³ an integer is rounded as f64, but orders the same against a smaller literal.
+        ("huge", vec![(day(2, 9), Some(Value::Int((1 << 53) + 1)))]),
+        // After now (later that day: the cut day decides it): in no window.
+        ("late", vec![(now + 2 * HOUR, Some(Value::Int(1000)))]),
+    ];
+    let mut ids = Vec::new();
+    for (id, events) in &cases {
+        for (ts, amount) in events {
+            track(&db, id, "purchased", *ts, amount.clone());
+        }
+        ids.push(id.to_string());
+    }
+    ids.sort();
+    let decided = [
+        "purchased where amount >= 100 in last 3 days",
+        "purchased where amount > 100 in last 7 days",
+        "purchased where amount <= -0.5 ever",
+        "purchased where amount < 100 in last 4 days",
+        "purchased where amount between 100 and 100 in last 7 days",
+        "purchased where amount between -3 and 0 ever",
+        "not purchased where amount >= 100.0 in last 7 days",
+        "purchased where amount >= 100 at least 2 times in last 7 days",
+        "purchased where amount >= 100 exactly 1 time in last 3 days",
+        "purchased where amount < 0 count = 2 ever",
+        "purchased where amount >= 100 at most 0 times in last 7 days",
+    ];
+    for rule in decided {
+        members(&db, &ids, rule, now);
+        assert_eq!(checked(&db, rule, now), 0, "{rule}: read from storage");
+    }
+    // Hand-computed.
+    assert_eq!(
+        members(
+            &db,
+            &ids,
+            "purchased where amount >= 100 in last 3 days",
+            now
+        ),
+        vec!["huge", "mixed"]
+    );
+    assert_eq!(
+        members(
+            &db,
+            &ids,
+            "purchased where amount >= 100 in last 5 days",
+            now
+        ),
+        vec!["cut_in", "huge", "max100", "min100", "mixed"]
+    );
+    assert_eq!(
+        members(
+            &db,
+            &ids,
+            "purchased where amount >= 100 at least 2 times ever",
+            now
+        ),
+        vec!["min100"]
+    );
+    // Only the customer the rollups cannot decide is read: `cut_both`, whose events of the cut
+    // day lie on both sides of the window's start.
+    assert_eq!(
+        checked(&db, "purchased where amount >= 100 in last 5 days", now),
+        1
+    );
+    for rule in [
+        "purchased where amount >= 100 in last 5 days",
+        "purchased where amount < 100 at least 1 time in last 5 days",
+        "purchased where amount between 0 and 1000 exactly 1 time in last 5 days",
+        "purchased where amount > 9007199254740992 ever",
+        "purchased where amount >= 9007199254740993 ever",
+        "purchased where amount >= \"100\" ever",
+        "purchased where amount != 100 ever",
+        "purchased where amount = 100 ever",
+        "purchased where (amount >= 100 and amount < 200) ever",
+        "purchased where (amount >= 200 or amount < 0) in last 7 days",
+    ] {
+        members(&db, &ids, rule, now);
+    }
+}
+
+/// Random amounts (integers and floats, negative, text, booleans, missing, beyond 2⁵³) at random
+/// instants around window edges, and random orderings and ranges with counts: the engine equals
+/// the reference evaluator.
+mod numeric_where {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn amount() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            4 => prop::sample::select(vec![-100i64, -3, 0, 5, 99, 100, 101, 250, (1 << 53) + 1])
+                .prop_map(|i| Some(Value::Int(i))),
+            4 => prop::sample::select(vec![-0.5, 0.0, 99.5, 99.99, 100.0, 100.25, 1e300, f64::NAN])
+                .prop_map(|f| Some(Value::Float(f))),
+            1 => prop::sample::select(vec!["100", "abc"]).prop_map(|s| Some(Value::Str(s.into()))),
+            1 => Just(Some(Value::Bool(true))),
+            1 => Just(None),
+        ]
+    }
+
+    fn instant(now: i64) -> impl Strategy<Value = i64> {
+        let today = now - now.rem_euclid(DAY_MS);
+        let mut edges = Vec::new();
+        for p in [
+            now,
+            today,
+            now - DAY_MS,
+            now - 3 * DAY_MS,
+            today - 3 * DAY_MS,
+            now - 7 * DAY_MS,
+        ] {
+            edges.extend([p - 2_001, p - 1, p, p + 1, p + 1_999]);
+        }
+        prop_oneof![
+            2 => prop::sample::select(edges),
+            1 => (now - 9 * DAY_MS)..(now + DAY_MS),
+        ]
+    }
+
+    fn rule() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec![
+                ">= 100",
+                "> 100",
+                "<= 100",
+                "< 100",
+                ">= 99.5",
+                "< 0",
+                "> -3",
+                "<= -100",
+                "between 0 and 100",
+                "between 100 and 99",
+                "between -3 and 99.99",
+                ">= 9007199254740993",
+            ]),
+            prop::sample::select(vec![
+                "",
+                " at least 2 times",
+                " at most 1 time",
+                " exactly 2 times",
+                " count != 1",
+                " count < 3",
+                " at least 0 times",
+            ]),
+            prop::sample::select(vec![
+                " ever",
+                " in last 1 day",
+                " in last 3 days",
+                " in last 7 days",
+                " in last 1 hour",
+                " since 2026-03-12",
+                " before 2026-03-14",
+                "",
+            ]),
+            any::<bool>(),
+        )
+            .prop_map(|(test, freq, window, negated)| {
+                let not = if negated { "not " } else { "" };
+                format!("{not}purchased where amount {test}{freq}{window}")
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn numeric_where_equals_the_reference(
+            now in prop::sample::select(vec![
+                at("2026-03-15T10:30:00Z"),
+                at("2026-03-15T00:00:00Z"),
+                at("2026-03-15T23:59:59.999Z"),
+            ]).no_shrink(),
+            events in prop::collection::vec((0usize..6, amount(), 0i64..1), 1..40)
+                .prop_flat_map(move |evs| {
+                    let n = evs.len();
+                    (Just(evs), prop::collection::vec(instant(at("2026-03-15T10:30:00Z")), n))
+                }),
+            rules in prop::collection::vec(rule(), 1..8),
+        ) {
+            let (evs, times) = events;
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = Config::new(dir.path().join("db"));
+            config.value_bound = 0;
+            let db = Db::open_with(config).unwrap();
+            let batch: Vec<Message> = evs
+                .iter()
+                .zip(&times)
+                .map(|((c, amount, _), ts)| {
+                    let props = amount.clone().map(|v| ("amount".to_owned(), v)).into_iter().collect();
+                    Message::track(format!("c{c}"), "purchased", props, Some(*ts))
+                })
+                .collect();
+            db.ingest(batch).unwrap();
+            let ids: Vec<String> = (0..6).map(|c| format!("c{c}")).collect();
+            for rule in &rules {
+                members(&db, &ids, rule, now);
+            }
+        }
+    }
+}

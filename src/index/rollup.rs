@@ -253,6 +253,14 @@ impl<T: Partial> DayList<T> {
         }
     }
 
+    /// The entries as the sorted, merged prefix (one per customer, in customer order) and the
+    /// unsorted tail of recent additions (whose customers may also be in the prefix). Read side
+    /// only: for readers that build bitmaps from the prefix in order.
+    #[inline]
+    pub fn parts(&self) -> (&[T], &[T]) {
+        self.items.split_at(self.sorted)
+    }
+
     /// Calls `f` with every entry (a customer may come more than once).
     pub fn for_each(&self, f: impl FnMut(&T)) {
         self.items.iter().for_each(f);

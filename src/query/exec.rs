@@ -6,8 +6,12 @@
 //! without a filter come from the per-day rollups: summed per customer over the window's whole
 //! days into per-thread dense arrays, with a cut day counted only for customers whose events
 //! that day lie all inside or all outside the window, and sums within rounding distance of the
-//! threshold left undecided. Ranges, filters the indexes do not cover and the partial days at a
-//! window's edges leave a gap. The answer is
+//! threshold left undecided. A filter that is one ordering or `between` of a numeric literal on
+//! a property with numeric rollups (`where amount >= 100`, with or without a count) is answered
+//! from each day's minimum and maximum ([`NumTest`]): on a whole day, the maximum passing `>=`
+//! proves a passing event and the maximum failing it proves none; counts get a lower and an upper
+//! bound. Ranges, other filters the indexes do not cover and the partial days at a window's edges
+//! leave a gap. The answer is
 //! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
 //! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
 //!
@@ -20,9 +24,10 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
-use crate::index::rollup::{sum_margin, Partial, SPAN_UNIT_MS};
+use crate::index::rollup::{sum_margin, SPAN_UNIT_MS};
 use crate::index::{
-    DayBitmaps, DayList, EventIndex, FastMap, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
+    DayBitmaps, DayFigures, DayList, DayNumbers, EventIndex, FastMap, IndexValue, Indexes,
+    TraitIndex, ValueDays, ValueRef,
 };
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
 use crate::model::value::ValueType;
@@ -231,15 +236,24 @@ impl Sources<'_> {
     /// Bounds of a count or an aggregate from the per-day rollups, for an event condition without
     /// a filter (the rollups count every event of the kind); `None` when they cannot answer it.
     fn rollup_bounds(&self, e: &EventNode) -> Option<Bounds> {
-        if e.filter.is_some() || e.window_is_empty() {
+        if e.window_is_empty() {
             return None;
         }
         let event = e.event?;
         let ei = self.indexes.event_index(event)?;
+        let f = e.frequency;
+        // A filter the numeric rollups answer (a count of events whose number passes a test):
+        // its test and the property's figures.
+        let num_filter = match &e.filter {
+            None => None,
+            Some(filter) => match (self.numeric_filter(event, filter), f) {
+                (Some((t, p)), Frequency::Count { .. }) => Some((t, ei.numbers.get(&p))),
+                _ => return None,
+            },
+        };
         let win = WindowDays::of(e.from, e.to)?;
         let all = self.all();
         let ids = all.max().map_or(0, |m| m + 1);
-        let f = e.frequency;
         let empty = DayFiguresRef::default();
         let numbers = match f {
             Frequency::Count { .. } => None,
@@ -275,6 +289,11 @@ impl Sources<'_> {
                     _ => {}
                 };
                 match (f, numbers) {
+                    (Frequency::Count { op, n }, _) if let Some((t, figures)) = num_filter => {
+                        numeric_count_range(ei, figures, t, &win, lo, hi, |cust, known, unsure| {
+                            put(cust, decide_count(op, n, known, known + unsure))
+                        })
+                    }
                     (Frequency::Count { op, n }, _) => {
                         count_range(ei, &win, lo, hi, |cust, known, unsure| {
                             put(cust, decide_count(op, n, known, known + unsure))
@@ -303,6 +322,18 @@ impl Sources<'_> {
             let maybe = &decided | &gap;
             Bounds::range(decided, maybe)
         })
+    }
+
+    /// The test and property of a filter that the numeric rollups answer: one ordering or
+    /// `between` of a numeric literal on a property with rollups (see [`NumTest`]).
+    fn numeric_filter(&self, event: u32, f: &Filter) -> Option<(NumTest, u32)> {
+        match f {
+            Filter::Cond {
+                prop: Some(p),
+                test,
+            } if self.indexes.prop_rolled_up(event, *p) => Some((NumTest::of(test)?, *p)),
+            _ => None,
+        }
     }
 
     /// The day bitmaps that hold exactly the matching events' days: the event's own days without
@@ -342,6 +373,17 @@ impl Sources<'_> {
         };
         if e.window_is_empty() {
             return Bounds::exact(RoaringBitmap::new());
+        }
+        if let Some((t, p)) = e
+            .filter
+            .as_ref()
+            .and_then(|f| self.numeric_filter(event, f))
+        {
+            // Already within who has an event in the window: no need to work that out.
+            return WindowDays::of(e.from, e.to).map_or_else(
+                || Bounds::exact(RoaringBitmap::new()),
+                |win| numeric_presence(ei, ei.numbers.get(&p), t, &win),
+            );
         }
         let any = presence_bounds(ei, e.from, e.to);
         match &e.filter {
@@ -393,6 +435,13 @@ impl Sources<'_> {
                 prop: Some(p),
                 test,
             } => {
+                if let Some((t, p)) = self.numeric_filter(event, f) {
+                    let win = WindowDays::of(e.from, e.to);
+                    return win.map_or_else(
+                        || Bounds::exact(RoaringBitmap::new()),
+                        |win| numeric_presence(ei, ei.numbers.get(&p), t, &win),
+                    );
+                }
                 if !self.indexes.prop_values_indexed(event, *p) {
                     return loose();
                 }
@@ -851,6 +900,273 @@ fn decide_aggregate(func: AggregateFn, op: crate::rules::CmpOp, v: f64, a: &Acc)
     }
 }
 
+/// 2⁵³: integers of smaller magnitude are exact as `f64`, so ordering them as integers (as
+/// [`customer::order`] does against an integer literal) and as `f64` (as the rollups hold them)
+/// agree.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// A property test that only numbers can pass, against numeric literals: an ordering (`<`,
+/// `<=`, `>`, `>=`) or `between`. Strings, booleans, instants, lists and a missing property never
+/// order against a number (rules.md), so an event passes it exactly when its property is a number
+/// that passes: the numbers the rollups hold. Decided on `f64` exactly as [`customer::order`]
+/// decides on the stored value when the literal is below 2⁵³ in magnitude: an integer beyond
+/// that is rounded in the rollups, but rounding is monotone and such a literal is exact, so the
+/// rounded number orders against it as the integer does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum NumTest {
+    Cmp(CmpOp, f64),
+    /// Both ends included.
+    Range(f64, f64),
+}
+
+impl NumTest {
+    /// The test, when it is one of those; `None` for any other test or literal.
+    pub fn of(test: &ValueTest) -> Option<NumTest> {
+        fn num(lit: &Lit) -> Option<f64> {
+            if lit.is_str {
+                return None;
+            }
+            let x = lit.num?;
+            // Strictly below 2⁵³: an integer literal then equals its `f64` exactly.
+            let exact = x.abs() < EXACT_INT && lit.int.is_none_or(|j| j as f64 == x);
+            exact.then_some(x)
+        }
+        match test {
+            ValueTest::Compare {
+                op: op @ (CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge),
+                lit,
+            } => Some(NumTest::Cmp(*op, num(lit)?)),
+            ValueTest::Between { low, high } => Some(NumTest::Range(num(low)?, num(high)?)),
+            _ => None,
+        }
+    }
+
+    /// Whether the number `x` passes.
+    #[inline]
+    pub fn passes(self, x: f64) -> bool {
+        match self {
+            NumTest::Cmp(op, v) => compare_f64(x, op, v),
+            NumTest::Range(lo, hi) => lo <= x && x <= hi,
+        }
+    }
+
+    /// How many of the numbers a day's figures stand for pass, at least and at most. The minimum
+    /// and the maximum are two of the numbers (one when there is one): each passes or not; both
+    /// passing means all do (the test passes an interval); for an ordering, neither passing
+    /// means none does. Figures with a NaN among their numbers (then their sum is NaN; the
+    /// minimum and maximum skip it) decide nothing.
+    #[inline]
+    pub fn matching(self, d: &DayNumbers) -> (u32, u32) {
+        if !trusted(d) {
+            return (0, d.n);
+        }
+        match (self.passes(d.min), self.passes(d.max)) {
+            (true, true) => (d.n, d.n),
+            (true, false) | (false, true) if d.n >= 2 => (1, d.n - 1),
+            (true, false) | (false, true) => (0, d.n),
+            (false, false) => match self {
+                NumTest::Cmp(..) => (0, 0),
+                NumTest::Range(lo, hi) if d.max < lo || d.min > hi => (0, 0),
+                NumTest::Range(..) => (0, d.n.saturating_sub(2)),
+            },
+        }
+    }
+}
+
+/// Who has an event in the window whose property's numbers pass `t`: bounds from the numeric
+/// rollups. Whole days are decided by each day's figures ([`NumTest::matching`]); on a day the
+/// window cuts, the figures count for a customer whose events of the kind that day (by the count
+/// rollup's span) lie wholly inside the window's part, not at all when wholly outside, and leave
+/// the customer undecided otherwise (if any of their numbers may pass).
+fn numeric_presence(
+    ei: &EventIndex,
+    figures: Option<&DayFigures>,
+    t: NumTest,
+    win: &WindowDays,
+) -> Bounds {
+    let Some(figures) = figures else {
+        // The property never held a number: no event passes.
+        return Bounds::exact(RoaringBitmap::new());
+    };
+    let whole: Vec<&DayList<DayNumbers>> = match win.whole {
+        Some((a, b)) => figures.range(a..=b).map(|(_, l)| l).collect(),
+        None => Vec::new(),
+    };
+    // Per day: who surely has a passing number, and who may. An ordering needs only the
+    // maximum (`>`, `>=`) or the minimum (`<`, `<=`), a number of the day (a NaN, which passes
+    // nothing, is skipped by both): a loop of its own for each.
+    let found = |passes: bool| if passes { Found::Sure } else { Found::No };
+    let mut parts: Vec<(RoaringBitmap, RoaringBitmap)> = whole
+        .par_iter()
+        .map(|list| match t {
+            NumTest::Cmp(CmpOp::Ge, v) => split_day(list, |d| found(d.max >= v)),
+            NumTest::Cmp(CmpOp::Gt, v) => split_day(list, |d| found(d.max > v)),
+            NumTest::Cmp(CmpOp::Le, v) => split_day(list, |d| found(d.min <= v)),
+            NumTest::Cmp(CmpOp::Lt, v) => split_day(list, |d| found(d.min < v)),
+            _ => split_day(list, |d| match t.matching(d) {
+                (lo, _) if lo > 0 => Found::Sure,
+                (_, hi) if hi > 0 => Found::Maybe,
+                _ => Found::No,
+            }),
+        })
+        .collect();
+    for &(d, a, b) in &win.edges {
+        let Some(list) = figures.get(&d) else {
+            continue;
+        };
+        let sides = day_sides(ei, d, a, b);
+        let (mut sure, mut maybe) = (RoaringBitmap::new(), RoaringBitmap::new());
+        list.for_each(|x| {
+            let (lo, hi) = t.matching(x);
+            match sides.get(&x.cust).copied() {
+                _ if hi == 0 => {}
+                Some(s) if s == Side::Out as u8 => {}
+                Some(s) if s == Side::In as u8 && lo > 0 => {
+                    sure.insert(x.cust);
+                }
+                _ => {
+                    maybe.insert(x.cust);
+                }
+            }
+        });
+        parts.push((sure, maybe));
+    }
+    let sure: RoaringBitmap = parts.iter().map(|p| &p.0).union();
+    let maybe = parts.iter().map(|p| &p.1).union() | &sure;
+    Bounds::range(sure, maybe)
+}
+
+/// Whether a customer of a day's figures has a passing number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Sure,
+    Maybe,
+    No,
+}
+
+/// Whether a day's figures decide a count (see [`NumTest::matching`]): no NaN among the numbers.
+#[inline]
+fn trusted(d: &DayNumbers) -> bool {
+    !d.sum.is_nan()
+}
+
+/// Who of one day's figures surely has a passing number, and who only may.
+#[inline]
+fn split_day(
+    list: &DayList<DayNumbers>,
+    found: impl Fn(&DayNumbers) -> Found,
+) -> (RoaringBitmap, RoaringBitmap) {
+    let (head, tail) = list.parts();
+    let (mut sure, mut maybe) = (Vec::new(), Vec::new());
+    for x in head {
+        match found(x) {
+            Found::Sure => sure.push(x.cust),
+            Found::Maybe => maybe.push(x.cust),
+            Found::No => {}
+        }
+    }
+    let (mut sure, mut maybe) = (sorted_bitmap(&sure), sorted_bitmap(&maybe));
+    for x in tail {
+        match found(x) {
+            Found::Sure => sure.insert(x.cust),
+            Found::Maybe => maybe.insert(x.cust),
+            Found::No => false,
+        };
+    }
+    (sure, maybe)
+}
+
+/// A bitmap of strictly increasing ids.
+fn sorted_bitmap(ids: &[u32]) -> RoaringBitmap {
+    RoaringBitmap::from_sorted_iter(ids.iter().copied())
+        .unwrap_or_else(|_| ids.iter().copied().collect())
+}
+
+/// Where each customer's events of the kind on a cut day lie against the window's part of it
+/// (`a..=b` ms of the day): the [`Side`]s of their partial figures or-ed together, so only a
+/// value of exactly `Side::In` or `Side::Out` decides.
+fn day_sides(ei: &EventIndex, d: u32, a: i64, b: i64) -> FastMap<u32, u8> {
+    let mut sides = FastMap::default();
+    if let Some(counts) = ei.counts.get(&d) {
+        sides.reserve(counts.len());
+        counts.for_each(|x| {
+            *sides.entry(x.cust).or_insert(0) |= side(x.first, x.last, a, b) as u8;
+        });
+    }
+    sides
+}
+
+/// Sums, for the customers `lo..hi`, how many of their events in the window have a number of
+/// the property passing `t`, and calls `f(customer, known, unsure)` for each with any that may:
+/// at least `known`, and at most `unsure` more (see [`NumTest::matching`]; a cut day counts as
+/// in [`numeric_presence`]).
+#[allow(clippy::too_many_arguments)]
+fn numeric_count_range(
+    ei: &EventIndex,
+    figures: Option<&DayFigures>,
+    t: NumTest,
+    win: &WindowDays,
+    lo: u32,
+    hi: u32,
+    mut f: impl FnMut(u32, u64, u64),
+) {
+    let Some(figures) = figures else {
+        return;
+    };
+    let len = (hi - lo) as usize;
+    let mut known = vec![0u32; len];
+    let mut unsure = vec![0u32; len];
+    let mut flags = vec![0u8; len];
+    if let Some((a, b)) = win.whole {
+        for (_, list) in figures.range(a..=b) {
+            list.for_each_in(lo, hi, |x| {
+                let i = (x.cust - lo) as usize;
+                let (l, h) = t.matching(x);
+                known[i] = known[i].saturating_add(l);
+                unsure[i] = unsure[i].saturating_add(h - l);
+            });
+        }
+    }
+    for &(d, a, b) in &win.edges {
+        let Some(list) = figures.get(&d) else {
+            continue;
+        };
+        // Without spans (never so: numbers come with counts), every number is undecided.
+        let counts = ei.counts.get(&d);
+        if let Some(counts) = counts {
+            counts.for_each_in(lo, hi, |x| {
+                flags[(x.cust - lo) as usize] |= side(x.first, x.last, a, b) as u8;
+            });
+        }
+        list.for_each_in(lo, hi, |x| {
+            let i = (x.cust - lo) as usize;
+            let (l, h) = t.matching(x);
+            match flags[i] {
+                s if s == Side::Out as u8 => {}
+                s if s == Side::In as u8 => {
+                    known[i] = known[i].saturating_add(l);
+                    unsure[i] = unsure[i].saturating_add(h - l);
+                }
+                _ => unsure[i] = unsure[i].saturating_add(h),
+            }
+        });
+        if let Some(counts) = counts {
+            counts.for_each_in(lo, hi, |x| flags[(x.cust - lo) as usize] = 0);
+        }
+    }
+    for (i, (&k, &u)) in known.iter().zip(&unsure).enumerate() {
+        if k != 0 || u != 0 {
+            let saturated = k == u32::MAX || u == u32::MAX;
+            let u = if saturated {
+                u64::MAX / 4
+            } else {
+                u64::from(u)
+            };
+            f(lo + i as u32, u64::from(k), u);
+        }
+    }
+}
+
 /// One numeric property's per-day rollups, or none when it never had a number.
 #[derive(Clone, Copy, Default)]
 struct DayFiguresRef<'a>(Option<&'a crate::index::DayFigures>);
@@ -914,8 +1230,44 @@ fn count_range(
     }
 }
 
+/// Customers summed at a time in [`aggregate_range`]: their running figures (32 bytes each)
+/// stay in the core's L2 cache while every day's list is walked over them.
+const SLOTS: u32 = 8_192;
+
+/// One customer's running figures while summing day lists.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    sum: f64,
+    min: f64,
+    max: f64,
+    n: u32,
+    /// The [`Side`]s of the customer's events on the cut day being summed, and `UNSURE`.
+    flags: u8,
+}
+
+impl Slot {
+    #[inline]
+    fn add(&mut self, x: &DayNumbers) {
+        if self.n == 0 {
+            (self.min, self.max) = (x.min, x.max);
+        } else {
+            self.min = self.min.min(x.min);
+            self.max = self.max.max(x.max);
+        }
+        self.n += x.n;
+        self.sum += x.sum;
+    }
+}
+
+/// Some numbers on a cut day may or may not be inside the window.
+const UNSURE: u8 = 8;
+
 /// Sums one numeric property's figures of the customers `lo..hi` over a window and calls
-/// `f(customer, figures)` for each with a number in it or an undecided one.
+/// `f(customer, figures)` for each with a number in it or an undecided one, in customer order.
+///
+/// The customers go [`SLOTS`] at a time; each whole day's sorted list is walked with a cursor
+/// that only moves forward (one binary search per list for the whole range), its recent
+/// additions are sorted once, and only the slots touched are read back and cleared.
 fn aggregate_range(
     ei: &EventIndex,
     figures: DayFiguresRef<'_>,
@@ -924,57 +1276,89 @@ fn aggregate_range(
     hi: u32,
     mut f: impl FnMut(u32, &Acc),
 ) {
-    let len = (hi - lo) as usize;
-    let mut n = vec![0u32; len];
-    let mut sum = vec![0f64; len];
-    let mut min = vec![0f64; len];
-    let mut max = vec![0f64; len];
-    let mut flags = vec![0u8; len];
-    const UNSURE: u8 = 8;
-    let mut add = |i: usize, x: &crate::index::DayNumbers| {
-        if n[i] == 0 {
-            (min[i], max[i]) = (x.min, x.max);
-        } else {
-            min[i] = min[i].min(x.min);
-            max[i] = max[i].max(x.max);
-        }
-        n[i] += x.n;
-        sum[i] += x.sum;
-    };
-    if let Some((a, b)) = win.whole {
-        for list in figures.range(a, b) {
-            list.for_each_in(lo, hi, |x| add((x.cust() - lo) as usize, x));
-        }
-    }
-    for &(d, a, b) in &win.edges {
-        let (Some(counts), Some(list)) = (ei.counts.get(&d), figures.day(d)) else {
-            continue;
-        };
-        // Where each customer's events of the day lie, then their numbers if all inside.
-        counts.for_each_in(lo, hi, |x| {
-            flags[(x.cust - lo) as usize] |= side(x.first, x.last, a, b) as u8;
-        });
-        list.for_each_in(lo, hi, |x| {
-            let i = (x.cust - lo) as usize;
-            match flags[i] & !UNSURE {
-                s if s == Side::In as u8 => add(i, x),
-                s if s == Side::Out as u8 => {}
-                _ => flags[i] |= UNSURE,
+    let (heads, mut tails): (Vec<&[DayNumbers]>, Vec<DayNumbers>) = match win.whole {
+        Some((a, b)) => {
+            let mut heads = Vec::new();
+            let mut tails = Vec::new();
+            for list in figures.range(a, b) {
+                let (head, tail) = list.parts();
+                heads.push(head);
+                tails.extend(tail.iter().filter(|x| (lo..hi).contains(&x.cust)));
             }
-        });
-        counts.for_each_in(lo, hi, |x| flags[(x.cust - lo) as usize] &= UNSURE);
-    }
-    for i in 0..len {
-        let unsure = flags[i] & UNSURE != 0;
-        if n[i] != 0 || unsure {
-            let acc = Acc {
-                n: n[i],
-                sum: sum[i],
-                min: min[i],
-                max: max[i],
-                unsure,
-            };
-            f(lo + i as u32, &acc);
+            (heads, tails)
         }
+        None => (Vec::new(), Vec::new()),
+    };
+    tails.sort_by_key(|x| x.cust);
+    let mut cursors: Vec<usize> = heads
+        .iter()
+        .map(|h| h.partition_point(|x| x.cust < lo))
+        .collect();
+    let mut tail_at = 0;
+    let mut slots = vec![Slot::default(); SLOTS.min(hi - lo) as usize];
+    let mut touched = vec![0u64; slots.len().div_ceil(64)];
+    let mut sub_lo = lo;
+    while sub_lo < hi {
+        let sub_hi = sub_lo.saturating_add(SLOTS).min(hi);
+        let mut touch = |k: usize| touched[k / 64] |= 1 << (k % 64);
+        for (head, at) in heads.iter().zip(cursors.iter_mut()) {
+            let mut i = *at;
+            while let Some(x) = head.get(i).filter(|x| x.cust < sub_hi) {
+                let k = (x.cust - sub_lo) as usize;
+                slots[k].add(x);
+                touch(k);
+                i += 1;
+            }
+            *at = i;
+        }
+        while let Some(x) = tails.get(tail_at).filter(|x| x.cust < sub_hi) {
+            let k = (x.cust - sub_lo) as usize;
+            slots[k].add(x);
+            touch(k);
+            tail_at += 1;
+        }
+        for &(d, a, b) in &win.edges {
+            let (Some(counts), Some(list)) = (ei.counts.get(&d), figures.day(d)) else {
+                continue;
+            };
+            // Where each customer's events of the day lie, then their numbers if all inside.
+            counts.for_each_in(sub_lo, sub_hi, |x| {
+                let k = (x.cust - sub_lo) as usize;
+                slots[k].flags |= side(x.first, x.last, a, b) as u8;
+                touch(k);
+            });
+            list.for_each_in(sub_lo, sub_hi, |x| {
+                let k = (x.cust - sub_lo) as usize;
+                let slot = &mut slots[k];
+                match slot.flags & !UNSURE {
+                    s if s == Side::In as u8 => slot.add(x),
+                    s if s == Side::Out as u8 => {}
+                    _ => slot.flags |= UNSURE,
+                }
+            });
+            counts.for_each_in(sub_lo, sub_hi, |x| {
+                slots[(x.cust - sub_lo) as usize].flags &= UNSURE;
+            });
+        }
+        for (w, word) in touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let k = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let slot = std::mem::take(&mut slots[k]);
+                let unsure = slot.flags & UNSURE != 0;
+                if slot.n != 0 || unsure {
+                    let acc = Acc {
+                        n: slot.n,
+                        sum: slot.sum,
+                        min: slot.min,
+                        max: slot.max,
+                        unsure,
+                    };
+                    f(sub_lo + k as u32, &acc);
+                }
+            }
+        }
+        sub_lo = sub_hi;
     }
 }
