@@ -580,3 +580,55 @@ mod numeric_where {
         }
     }
 }
+
+/// Equality on an indexed property on a day the window cuts: a customer whose events of the
+/// kind that day all lie inside the window's part (every partial figure of the day's count
+/// rollup says so) is decided without reading storage; one with events on both sides, or with
+/// partial figures on both sides (written by separate writes), is left to the exact check.
+#[test]
+fn value_presence_on_a_cut_day_is_decided_by_the_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db"));
+    let day = at("2026-03-14T00:00:00Z");
+    let now = day + DAY_MS + 9 * HOUR; // the window starts at 09:00:00.001 of `day`
+    let view = |id: &str, product: &str, hour: i64| {
+        Message::track(
+            id,
+            "viewed",
+            vec![("product".into(), Value::Str(product.into()))],
+            Some(day + hour * HOUR),
+        )
+    };
+    db.ingest(vec![
+        view("a", "X", 10),
+        view("b", "X", 8),
+        view("b", "Y", 10),
+        view("c", "X", 8),
+        view("d", "Y", 8),
+        view("d", "X", 10),
+    ])
+    .unwrap();
+    // e's figures for the day come in two writes with another customer's in between, so the
+    // day's list holds two partials for e: one inside the window (Y at 10:00), one outside (X).
+    db.ingest(vec![view("e", "Y", 10)]).unwrap();
+    db.ingest(vec![view("f", "Z", 12)]).unwrap();
+    db.ingest(vec![view("e", "X", 8)]).unwrap();
+    let ids: Vec<String> = ["a", "b", "c", "d", "e", "f"].map(str::to_owned).to_vec();
+    let rule = "viewed where product = X in last 1 day";
+    assert_eq!(members(&db, &ids, rule, now), ["a", "d"]);
+    // a is decided by its span; b, d and e have events on both sides; c has none inside.
+    assert_eq!(checked(&db, rule, now), 3);
+    assert_eq!(
+        members(&db, &ids, "viewed product X in last 1 day", now),
+        ["a", "d"]
+    );
+    assert_eq!(
+        members(
+            &db,
+            &ids,
+            "viewed where product in (X, Z) in last 1 day",
+            now
+        ),
+        ["a", "d", "f"]
+    );
+}

@@ -473,8 +473,34 @@ impl Sources<'_> {
                     .iter()
                     .map(|vd| window_bounds(&vd.days, e.from, e.to))
                     .collect();
-                let sure = parts.iter().map(|b| &b.sure).union();
+                let mut sure = parts.iter().map(|b| &b.sure).union();
                 let maybe = parts.iter().map(|b| &b.maybe).union();
+                // On a day the window cuts, a customer whose events of this kind that day all lie
+                // inside the window's part (the count rollups' span says so) has the passing
+                // event inside too: sure, without reading their events.
+                if let Some(win) = WindowDays::of(e.from, e.to) {
+                    for &(d, a, b) in &win.edges {
+                        let cut: RoaringBitmap =
+                            passing.iter().filter_map(|vd| vd.days.get(&d)).union();
+                        if cut.is_empty() {
+                            continue;
+                        }
+                        if let Some(list) = ei.counts.get(&d) {
+                            // A customer may have several partial figures in the list: all of
+                            // their events are inside only if every partial is.
+                            let (mut inside, mut not_inside) =
+                                (RoaringBitmap::new(), RoaringBitmap::new());
+                            list.for_each(|x| {
+                                if side(x.first, x.last, a, b) == Side::In {
+                                    inside.insert(x.cust);
+                                } else {
+                                    not_inside.insert(x.cust);
+                                }
+                            });
+                            sure |= cut & (inside - not_inside);
+                        }
+                    }
+                }
                 if self.prop_exact(event, *p) {
                     Bounds::range(sure, maybe)
                 } else {
