@@ -485,20 +485,13 @@ impl Sources<'_> {
                         if cut.is_empty() {
                             continue;
                         }
-                        if let Some(list) = ei.counts.get(&d) {
-                            // A customer may have several partial figures in the list: all of
-                            // their events are inside only if every partial is.
-                            let (mut inside, mut not_inside) =
-                                (RoaringBitmap::new(), RoaringBitmap::new());
-                            list.for_each(|x| {
-                                if side(x.first, x.last, a, b) == Side::In {
-                                    inside.insert(x.cust);
-                                } else {
-                                    not_inside.insert(x.cust);
-                                }
-                            });
-                            sure |= cut & (inside - not_inside);
-                        }
+                        // A customer may have several partial figures that day: all of their
+                        // events are inside only if every partial is (the or-ed sides say In).
+                        let sides = day_sides(ei, d, a, b);
+                        sure |= cut
+                            .iter()
+                            .filter(|c| sides.get(c) == Some(&(Side::In as u8)))
+                            .collect::<RoaringBitmap>();
                     }
                 }
                 if self.prop_exact(event, *p) {
@@ -1134,7 +1127,7 @@ fn numeric_count_range(
     win: &WindowDays,
     lo: u32,
     hi: u32,
-    mut f: impl FnMut(u32, u64, u64),
+    f: impl FnMut(u32, u64, u64),
 ) {
     let Some(figures) = figures else {
         return;
@@ -1180,17 +1173,7 @@ fn numeric_count_range(
             counts.for_each_in(lo, hi, |x| flags[(x.cust - lo) as usize] = 0);
         }
     }
-    for (i, (&k, &u)) in known.iter().zip(&unsure).enumerate() {
-        if k != 0 || u != 0 {
-            let saturated = k == u32::MAX || u == u32::MAX;
-            let u = if saturated {
-                u64::MAX / 4
-            } else {
-                u64::from(u)
-            };
-            f(lo + i as u32, u64::from(k), u);
-        }
-    }
+    emit_counts(lo, &known, &unsure, f);
 }
 
 /// One numeric property's per-day rollups, or none when it never had a number.
@@ -1212,13 +1195,7 @@ impl<'a> DayFiguresRef<'a> {
 /// Sums the counts of the customers `lo..hi` over a window and calls `f(customer, known, unsure)`
 /// for each with a matching event or an undecided one: `known` events surely in the window, and
 /// `unsure` more on cut days that may be.
-fn count_range(
-    ei: &EventIndex,
-    win: &WindowDays,
-    lo: u32,
-    hi: u32,
-    mut f: impl FnMut(u32, u64, u64),
-) {
+fn count_range(ei: &EventIndex, win: &WindowDays, lo: u32, hi: u32, f: impl FnMut(u32, u64, u64)) {
     let len = (hi - lo) as usize;
     let mut known = vec![0u32; len];
     let mut unsure = vec![0u32; len];
@@ -1242,7 +1219,13 @@ fn count_range(
             });
         }
     }
-    for (i, (&k, &u)) in known.iter().zip(&unsure).enumerate() {
+    emit_counts(lo, &known, &unsure, f);
+}
+
+/// Calls `f(customer, known, unsure)` for each customer of `lo..` with a counted or undecided
+/// event, from per-customer counters.
+fn emit_counts(lo: u32, known: &[u32], unsure: &[u32], mut f: impl FnMut(u32, u64, u64)) {
+    for (i, (&k, &u)) in known.iter().zip(unsure).enumerate() {
         if k != 0 || u != 0 {
             // A saturated counter knows only that there are at least that many.
             let saturated = k == u32::MAX || u == u32::MAX;
