@@ -100,6 +100,8 @@ pub struct ReadState {
 /// A batch waiting to be committed with others, and where its answer goes.
 struct PendingWrite {
     messages: Vec<Message>,
+    /// When it was handed in: the time of its messages that carry none.
+    arrival: Timestamp,
     answer: Arc<Mutex<Option<Result<IngestReport>>>>,
 }
 
@@ -389,18 +391,16 @@ impl Db {
     /// Writes from many threads at once are committed together (group commit): a writer that
     /// finds the write lock taken queues its batch, and whoever takes the lock next stores every
     /// queued batch in one atomic, durable write, then hands each writer its own report. Each
-    /// batch is still all or nothing; a group that fails fails every batch in it, and stores none.
-    pub fn ingest(&self, mut messages: Vec<Message>) -> Result<IngestReport> {
+    /// batch is still all or nothing. A group that fails before its commit is retried batch by
+    /// batch; one whose commit fails gives every batch the error and stores none.
+    pub fn ingest(&self, messages: Vec<Message>) -> Result<IngestReport> {
         for m in &messages {
             check_message(m)?;
-        }
-        let arrival = self.config.clock.now();
-        for m in &mut messages {
-            m.timestamp.get_or_insert(arrival);
         }
         let answer: Arc<Mutex<Option<Result<IngestReport>>>> = Arc::default();
         self.pending.lock().push(PendingWrite {
             messages,
+            arrival: self.config.clock.now(),
             answer: answer.clone(),
         });
         let mut w = self.writer.lock();
@@ -413,6 +413,7 @@ impl Db {
         let mut all = Vec::with_capacity(group.iter().map(|p| p.messages.len()).sum());
         let mut owners = Vec::with_capacity(all.capacity());
         let mut lens = Vec::with_capacity(group.len());
+        let arrivals: Vec<Timestamp> = group.iter().map(|p| p.arrival).collect();
         for (i, p) in group.iter_mut().enumerate() {
             owners.extend(std::iter::repeat_n(i, p.messages.len()));
             lens.push(p.messages.len());
@@ -421,7 +422,7 @@ impl Db {
         let mut committing = false;
         if group.len() == 1 {
             *group[0].answer.lock() = Some(
-                self.ingest_locked(&mut w, all, &owners, 1, &mut committing)
+                self.ingest_locked(&mut w, all, &owners, &arrivals, &mut committing)
                     .map(|mut r| r.remove(0)),
             );
         } else {
@@ -429,7 +430,7 @@ impl Db {
             // that each write can then be committed alone and get the outcome it would have had
             // alone.
             let copy = all.clone();
-            match self.ingest_locked(&mut w, all, &owners, group.len(), &mut committing) {
+            match self.ingest_locked(&mut w, all, &owners, &arrivals, &mut committing) {
                 Ok(reports) => {
                     for (p, r) in group.iter().zip(reports) {
                         *p.answer.lock() = Some(Ok(r));
@@ -448,7 +449,7 @@ impl Db {
                         let alone = vec![0; n];
                         let mut committing = false;
                         *p.answer.lock() = Some(
-                            self.ingest_locked(&mut w, mine, &alone, 1, &mut committing)
+                            self.ingest_locked(&mut w, mine, &alone, &[p.arrival], &mut committing)
                                 .map(|mut r| r.remove(0)),
                         );
                     }
@@ -461,20 +462,19 @@ impl Db {
     }
 
     /// Stores the messages of a group of writes (`owners[i]` is the write message `i` came
-    /// from) as one atomic write, and reports per write. `committing` is set once the commit is
-    /// attempted: an error before it stored nothing and changed nothing.
+    /// from; `arrivals[w]` stamps write `w`'s messages without a time) as one atomic write, and
+    /// reports per write. `committing` is set once the commit is attempted: an error before it
+    /// stored nothing and changed nothing.
     fn ingest_locked(
         &self,
         w: &mut Writer,
         messages: Vec<Message>,
         owners: &[usize],
-        writes: usize,
+        arrivals: &[Timestamp],
         committing: &mut bool,
     ) -> Result<Vec<IngestReport>> {
-        // Queued messages carry their time of arrival already; this is only a fallback.
-        let arrival = self.config.clock.now();
         let mut catalog = self.state.read().catalog.clone();
-        let mut reports = vec![IngestReport::default(); writes];
+        let mut reports = vec![IngestReport::default(); arrivals.len()];
         let mut stored = 0u64;
         let mut batch = sled::Batch::default();
         let mut new_ids: FastMap<String, u32> = FastMap::default();
@@ -534,7 +534,7 @@ impl Db {
                     props.dedup_by_key(|(p, _)| *p);
                     catalog.count_event(e, &props, 1);
                     wk.events.push(StoredEvent {
-                        ts: m.timestamp.unwrap_or(arrival),
+                        ts: m.timestamp.unwrap_or(arrivals[owner]),
                         event: e,
                         props,
                     });
@@ -1210,6 +1210,41 @@ mod group_commit_tests {
         assert_eq!(db.customer("y").unwrap().unwrap().events.len(), 1);
         assert!(db.customer("z").unwrap().is_some());
         assert!(db.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn messages_without_a_time_take_their_own_writes_arrival() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual(0);
+        let mut config = Config::new(dir.path().join("db"));
+        config.clock = clock.clone();
+        let db = Arc::new(Db::open_with(config).unwrap());
+        let untimed = || vec![Message::track("x", "viewed", vec![], None)];
+        let w = db.writer.lock();
+        let generation = w.generation;
+        let mut handles = Vec::new();
+        for (i, at) in [1_000, 2_000].into_iter().enumerate() {
+            clock.set(at);
+            let db2 = Arc::clone(&db);
+            handles.push(thread::spawn(move || db2.ingest(untimed())));
+            while db.pending.lock().len() < i + 1 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(w);
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(db.writer.lock().generation, generation + 1, "one commit");
+        let times: Vec<Timestamp> = db
+            .customer("x")
+            .unwrap()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.timestamp)
+            .collect();
+        assert_eq!(times, [1_000, 2_000]);
     }
 
     #[test]

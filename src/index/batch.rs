@@ -77,11 +77,6 @@ impl<'a> Changes<'a> {
         }
         self.event_count += events.len();
     }
-
-    /// Events in the write.
-    pub fn event_count(&self) -> usize {
-        self.event_count
-    }
 }
 
 /// What a task decided beyond its own structures, merged into the indexes after the tasks.
