@@ -63,6 +63,18 @@ impl std::fmt::Debug for IdMap {
     }
 }
 
+/// `id`, if the counter has handed it out: a stored id at or above the counter is damage (and
+/// would make the map allocate for every id below it).
+fn handed_out(id: u32, next_id: u32) -> Result<u32> {
+    if id < next_id {
+        Ok(id)
+    } else {
+        Err(corrupt!(
+            "customer id {id} is beyond the id counter ({next_id})"
+        ))
+    }
+}
+
 /// The bytes of internal id `id`, if it is present.
 fn span<'a>(bytes: &'a [u8], ends: &[u64], id: u32) -> Option<&'a [u8]> {
     let i = id as usize;
@@ -79,9 +91,10 @@ impl IdMap {
     /// chunk counts as changed, so the next snapshot writes them all.
     pub fn load(store: &Store) -> Result<IdMap> {
         let mut map = IdMap::default();
+        let next_id = store.next_id()?;
         for item in store.scan(keys::EXTERNAL) {
             let (k, v) = item?;
-            let id = keys::parse_customer(&k)?;
+            let id = handed_out(keys::parse_customer(&k)?, next_id)?;
             let external =
                 std::str::from_utf8(&v).map_err(|_| corrupt!("external id is not UTF-8"))?;
             map.push(external, id)?;
@@ -104,10 +117,11 @@ impl IdMap {
 
     fn from_snapshot(store: &Store, written_since: &RoaringBitmap) -> Result<Option<IdMap>> {
         let mut map = IdMap::default();
+        let next_id = store.next_id()?;
         let mut any = false;
         for item in store.scan(keys::ID_SNAPSHOT) {
             let (k, v) = item?;
-            map.load_chunk(keys::parse_customer(&k)?, &v)?;
+            map.load_chunk(keys::parse_customer(&k)?, &v, next_id)?;
             any = true;
         }
         if !any {
@@ -120,7 +134,7 @@ impl IdMap {
                 (Some(a), Some(b)) if a == b => {}
                 (Some(_), Some(_)) => return Err(corrupt!("customer {cust} changed external id")),
                 (Some(_), None) => map.remove(cust),
-                (None, Some(b)) => map.insert(b, cust)?,
+                (None, Some(b)) => map.insert(b, handed_out(cust, next_id)?)?,
                 (None, None) => {}
             }
         }
@@ -129,7 +143,7 @@ impl IdMap {
 
     /// Adds a chunk written by [`IdMap::encode_chunk`]. Chunks must come in increasing order;
     /// the ids are findable once [`IdMap::index_all`] has run.
-    fn load_chunk(&mut self, chunk: u32, bytes: &[u8]) -> Result<()> {
+    fn load_chunk(&mut self, chunk: u32, bytes: &[u8], next_id: u32) -> Result<()> {
         if u64::from(chunk) * u64::from(CHUNK_IDS) > u64::from(u32::MAX) {
             return Err(corrupt!("bad id map chunk {chunk}"));
         }
@@ -144,7 +158,7 @@ impl IdMap {
                 let external = std::str::from_utf8(r.take(n)?)
                     .map_err(|_| corrupt!("external id is not UTF-8"))?;
                 // In range: checked above.
-                self.push(external, id as u32)?;
+                self.push(external, handed_out(id as u32, next_id)?)?;
             }
         }
         if !r.is_empty() {
@@ -367,7 +381,7 @@ mod tests {
         let mut back = IdMap::default();
         for c in m.all_chunks() {
             if let Some(bytes) = m.encode_chunk(c) {
-                back.load_chunk(c, &bytes).unwrap();
+                back.load_chunk(c, &bytes, u32::MAX).unwrap();
             }
         }
         back.index_all().unwrap();
@@ -387,8 +401,18 @@ mod tests {
         for _ in 0..=CHUNK_IDS {
             put_varint(&mut long, 0);
         }
-        assert!(IdMap::default().load_chunk(0, &long).is_err());
-        assert!(IdMap::default().load_chunk(0, &[5, b'a']).is_err());
+        assert!(IdMap::default().load_chunk(0, &long, u32::MAX).is_err());
+        assert!(IdMap::default()
+            .load_chunk(0, &[5, b'a'], u32::MAX)
+            .is_err());
+        // An id the counter never handed out is damage, not a reason to allocate up to it.
+        let one = m.encode_chunk(3).unwrap();
+        assert!(IdMap::default()
+            .load_chunk(3, &one, 3 * CHUNK_IDS + 2)
+            .is_err());
+        assert!(IdMap::default()
+            .load_chunk(3, &one, 3 * CHUNK_IDS + 3)
+            .is_ok());
     }
 
     #[test]
