@@ -313,7 +313,7 @@ impl Db {
                 index_customer(&store, &mut indexes, cust)?;
             }
         }
-        let (definitions, audiences) = Audiences::load(&store, &indexes)?;
+        let (definitions, audiences) = Audiences::load(&store, &indexes, &ids)?;
         let db = Db {
             store,
             pending: Mutex::new(Vec::new()),

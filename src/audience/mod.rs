@@ -42,7 +42,7 @@ use crate::query::plan::SavedRules;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{Audience, PreparedRule};
 use crate::rules::Rule;
-use crate::storage::{keys, meta, Catalog, Store};
+use crate::storage::{keys, meta, Catalog, IdMap, Store};
 use crate::Db;
 
 use feed::Subscribers;
@@ -261,7 +261,11 @@ pub fn check_name(name: &str) -> Result<()> {
 impl Audiences {
     /// Loads definitions, members and timers, replays the feed after each snapshot, and
     /// returns the definitions for the read state. Members are cut to the customers that exist.
-    pub(crate) fn load(store: &Store, indexes: &Indexes) -> Result<(Definitions, Audiences)> {
+    pub(crate) fn load(
+        store: &Store,
+        indexes: &Indexes,
+        ids: &IdMap,
+    ) -> Result<(Definitions, Audiences)> {
         let defs = Definitions::load(store)?;
         let mut live = Live {
             as_of: store.meta_u64(meta::AUDIENCES_AS_OF)? as Timestamp,
@@ -307,8 +311,7 @@ impl Audiences {
                 let Some(&(id, from)) = snapshots.get(c.audience.as_str()) else {
                     return Ok(true);
                 };
-                let (Some(cust), Some(la)) = (store.lookup(&c.customer)?, live.by_id.get_mut(&id))
-                else {
+                let (Some(cust), Some(la)) = (ids.get(&c.customer), live.by_id.get_mut(&id)) else {
                     return Ok(true);
                 };
                 if c.seq >= from {
@@ -780,8 +783,9 @@ impl Db {
             .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))
     }
 
-    /// Brings every saved audience to the clock's time (never backwards while any is saved) and, with `touched`,
-    /// up to date with a write that changed those customers. The caller holds the writer lock.
+    /// Brings every saved audience to the clock's time (never backwards while any is saved) and,
+    /// with `touched`, up to date with a write that changed those customers. The caller holds
+    /// the writer lock.
     pub(crate) fn maintain_audiences_locked(&self, touched: Option<&Touched>) -> Result<usize> {
         let state = self.read();
         if state.definitions.is_empty() {

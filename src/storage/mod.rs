@@ -225,13 +225,6 @@ impl Store {
         Ok(catalog)
     }
 
-    /// The internal id of an external customer id.
-    pub fn lookup(&self, external: &str) -> Result<Option<u32>> {
-        self.get(&keys::id(external))?
-            .map(|v| be_u32(&v))
-            .transpose()
-    }
-
     /// The external id of an internal id.
     pub fn external_id(&self, cust: u32) -> Result<Option<String>> {
         self.get(&keys::external(cust))?
