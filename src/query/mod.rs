@@ -18,6 +18,7 @@ mod exec;
 mod explain;
 pub(crate) mod footprint;
 pub(crate) mod plan;
+mod rollups;
 pub(crate) mod subset;
 mod why;
 

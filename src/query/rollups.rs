@@ -1,0 +1,693 @@
+//! Reading the per-day rollups over a window: counts, counts of events whose number passes a
+//! test, and aggregates of a numeric property, per customer, with what a day the window cuts
+//! leaves undecided.
+//!
+//! A window is its whole days and at most two cut days ([`WindowDays`]). Whole days' lists are
+//! summed per customer; on a cut day a customer's figures count only when the count rollup's
+//! span puts all their events of the kind that day inside the window's part ([`Side`]), and leave
+//! them undecided when the span straddles it. Customers are summed a block of [`SLOTS`] at a
+//! time into small per-block state that stays in the core's cache, each list walked once with a
+//! cursor that only moves forward.
+//!
+//! This module reads the indexes (under the caller's read guard); it never writes and never
+//! reads storage.
+
+use rayon::prelude::*;
+use roaring::{MultiOps, RoaringBitmap};
+
+use crate::index::rollup::{sum_margin, Partial, SPAN_UNIT_MS};
+use crate::index::{DayFigures, DayList, DayNumbers, EventIndex, FastMap};
+use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
+use crate::rules::{AggregateFn, CmpOp};
+
+use super::exec::Bounds;
+use super::plan::{compare_f64, compare_u64, Lit, ValueTest};
+
+/// The days of a window: the whole ones, and the (at most two) it cuts with the part of the day
+/// it keeps, as inclusive milliseconds of that day.
+#[derive(Debug)]
+pub(super) struct WindowDays {
+    pub(super) whole: Option<(u32, u32)>,
+    pub(super) edges: Vec<(u32, i64, i64)>,
+}
+
+impl WindowDays {
+    pub(super) fn of(from: Timestamp, to: Timestamp) -> Option<WindowDays> {
+        let from = from.max(0);
+        let to = to.min(MAX_TIMESTAMP - 1);
+        if from > to {
+            return None;
+        }
+        let (first, last) = (day_of(from), day_of(to));
+        let whole_first = first + u32::from(day_start(first) != from);
+        let whole_last = last.checked_sub(u32::from(day_start(last) + DAY_MS - 1 != to));
+        let whole = whole_last
+            .filter(|&wl| whole_first <= wl)
+            .map(|wl| (whole_first, wl));
+        let mut edges = Vec::new();
+        for d in [first, last] {
+            let is_whole = whole.is_some_and(|(a, b)| a <= d && d <= b);
+            if !is_whole && edges.iter().all(|(e, _, _)| *e != d) {
+                let start = day_start(d);
+                edges.push((
+                    d,
+                    from.max(start) - start,
+                    to.min(start + DAY_MS - 1) - start,
+                ));
+            }
+        }
+        Some(WindowDays { whole, edges })
+    }
+}
+
+/// Where a customer's events of one cut day lie against the window's part of that day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    In = 1,
+    Out = 2,
+    Both = 4,
+}
+
+pub(super) fn side(first: u16, last: u16, a: i64, b: i64) -> Side {
+    let lo = i64::from(first) * SPAN_UNIT_MS;
+    let hi = i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
+    if lo >= a && hi <= b {
+        Side::In
+    } else if hi < a || lo > b {
+        Side::Out
+    } else {
+        Side::Both
+    }
+}
+
+/// Adds `cust`, cheaply when it is the largest so far (as the ranges go in order).
+pub(super) fn append(bm: &mut RoaringBitmap, cust: u32) {
+    if bm.try_push(cust).is_err() {
+        bm.insert(cust);
+    }
+}
+
+/// What the rollups say of one customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    Pass,
+    Fail,
+    Gap,
+}
+
+/// `count OP n` for a count known to lie in `lo..=hi`.
+pub(super) fn decide_count(op: crate::rules::CmpOp, n: u64, lo: u64, hi: u64) -> Decision {
+    let (at_lo, at_hi) = (compare_u64(lo, op, n), compare_u64(hi, op, n));
+    let outside = n < lo || n > hi;
+    match op {
+        _ if lo == hi && at_lo => Decision::Pass,
+        _ if lo == hi => Decision::Fail,
+        CmpOp::Eq if outside => Decision::Fail,
+        CmpOp::Ne if outside => Decision::Pass,
+        CmpOp::Eq | CmpOp::Ne => Decision::Gap,
+        // The orderings are monotone in the count: both ends agree, or it is undecided.
+        _ if at_lo && at_hi => Decision::Pass,
+        _ if !at_lo && !at_hi => Decision::Fail,
+        _ => Decision::Gap,
+    }
+}
+
+/// One customer's numbers in a window, summed from the rollups.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Acc {
+    n: u32,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// Some numbers on a cut day may or may not be inside the window.
+    unsure: bool,
+}
+
+/// `FUNC(prop) OP value` from a customer's summed figures (with at least one number, or unsure).
+pub(super) fn decide_aggregate(
+    func: AggregateFn,
+    op: crate::rules::CmpOp,
+    v: f64,
+    a: &Acc,
+) -> Decision {
+    if a.unsure {
+        return Decision::Gap;
+    }
+    let pass = |x: f64| {
+        if compare_f64(x, op, v) {
+            Decision::Pass
+        } else {
+            Decision::Fail
+        }
+    };
+    // Within `margin` of the exact check's figure: undecided if the threshold is that close.
+    let near = |x: f64, margin: f64| {
+        if !x.is_finite() || !margin.is_finite() || (x - v).abs() <= margin {
+            Decision::Gap
+        } else {
+            pass(x)
+        }
+    };
+    let margin = sum_margin(a.n, a.min, a.max);
+    match func {
+        AggregateFn::Sum => near(a.sum, margin),
+        AggregateFn::Avg => {
+            let avg = a.sum / f64::from(a.n);
+            near(
+                avg,
+                margin / f64::from(a.n) + 8.0 * f64::EPSILON * avg.abs(),
+            )
+        }
+        // Minimum and maximum are exact whatever the order.
+        AggregateFn::Min if !a.min.is_nan() => pass(a.min),
+        AggregateFn::Max if !a.max.is_nan() => pass(a.max),
+        AggregateFn::Min | AggregateFn::Max => Decision::Gap,
+    }
+}
+
+/// 2⁵³: integers of smaller magnitude are exact as `f64`, so ordering them as integers (as
+/// [`customer::order`] does against an integer literal) and as `f64` (as the rollups hold them)
+/// agree.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// A property test that only numbers can pass, against numeric literals: an ordering (`<`,
+/// `<=`, `>`, `>=`) or `between`. Strings, booleans, instants, lists and a missing property never
+/// order against a number (rules.md), so an event passes it exactly when its property is a number
+/// that passes: the numbers the rollups hold. Decided on `f64` exactly as [`customer::order`]
+/// decides on the stored value when the literal is below 2⁵³ in magnitude: an integer beyond
+/// that is rounded in the rollups, but rounding is monotone and such a literal is exact, so the
+/// rounded number orders against it as the integer does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum NumTest {
+    Cmp(CmpOp, f64),
+    /// Both ends included.
+    Range(f64, f64),
+}
+
+impl NumTest {
+    /// The test, when it is one of those; `None` for any other test or literal.
+    pub(super) fn of(test: &ValueTest) -> Option<NumTest> {
+        fn num(lit: &Lit) -> Option<f64> {
+            if lit.is_str {
+                return None;
+            }
+            let x = lit.num?;
+            // Strictly below 2⁵³: an integer literal then equals its `f64` exactly.
+            let exact = x.abs() < EXACT_INT && lit.int.is_none_or(|j| j as f64 == x);
+            exact.then_some(x)
+        }
+        match test {
+            ValueTest::Compare {
+                op: op @ (CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge),
+                lit,
+            } => Some(NumTest::Cmp(*op, num(lit)?)),
+            ValueTest::Between { low, high } => Some(NumTest::Range(num(low)?, num(high)?)),
+            _ => None,
+        }
+    }
+
+    /// Whether the number `x` passes.
+    #[inline]
+    pub fn passes(self, x: f64) -> bool {
+        match self {
+            NumTest::Cmp(op, v) => compare_f64(x, op, v),
+            NumTest::Range(lo, hi) => lo <= x && x <= hi,
+        }
+    }
+
+    /// How many of the numbers a day's figures stand for pass, at least and at most. The minimum
+    /// and the maximum are two of the numbers (one when there is one): each passes or not; both
+    /// passing means all do (the test passes an interval); for an ordering, neither passing
+    /// means none does. Figures with a NaN among their numbers (then their sum is NaN; the
+    /// minimum and maximum skip it) decide nothing.
+    #[inline]
+    pub fn matching(self, d: &DayNumbers) -> (u32, u32) {
+        if !trusted(d) {
+            return (0, d.n);
+        }
+        match (self.passes(d.min), self.passes(d.max)) {
+            (true, true) => (d.n, d.n),
+            (true, false) | (false, true) if d.n >= 2 => (1, d.n - 1),
+            (true, false) | (false, true) => (0, d.n),
+            (false, false) => match self {
+                NumTest::Cmp(..) => (0, 0),
+                NumTest::Range(lo, hi) if d.max < lo || d.min > hi => (0, 0),
+                NumTest::Range(..) => (0, d.n.saturating_sub(2)),
+            },
+        }
+    }
+}
+
+/// Who has an event in the window whose property's numbers pass `t`: bounds from the numeric
+/// rollups. Whole days are decided by each day's figures ([`NumTest::matching`]); on a day the
+/// window cuts, the figures count for a customer whose events of the kind that day (by the count
+/// rollup's span) lie wholly inside the window's part, not at all when wholly outside, and leave
+/// the customer undecided otherwise (if any of their numbers may pass).
+pub(super) fn numeric_presence(
+    ei: &EventIndex,
+    figures: Option<&DayFigures>,
+    t: NumTest,
+    win: &WindowDays,
+) -> Bounds {
+    let Some(figures) = figures else {
+        // The property never held a number: no event passes.
+        return Bounds::exact(RoaringBitmap::new());
+    };
+    let whole: Vec<&DayList<DayNumbers>> = match win.whole {
+        Some((a, b)) => figures.range(a..=b).map(|(_, l)| l).collect(),
+        None => Vec::new(),
+    };
+    // Per day: who surely has a passing number, and who may. An ordering needs only the
+    // maximum (`>`, `>=`) or the minimum (`<`, `<=`), a number of the day (a NaN, which passes
+    // nothing, is skipped by both): a loop of its own for each.
+    let found = |passes: bool| if passes { Found::Sure } else { Found::No };
+    let mut parts: Vec<(RoaringBitmap, RoaringBitmap)> = whole
+        .par_iter()
+        .map(|list| match t {
+            NumTest::Cmp(CmpOp::Ge, v) => split_day(list, |d| found(d.max >= v)),
+            NumTest::Cmp(CmpOp::Gt, v) => split_day(list, |d| found(d.max > v)),
+            NumTest::Cmp(CmpOp::Le, v) => split_day(list, |d| found(d.min <= v)),
+            NumTest::Cmp(CmpOp::Lt, v) => split_day(list, |d| found(d.min < v)),
+            _ => split_day(list, |d| match t.matching(d) {
+                (lo, _) if lo > 0 => Found::Sure,
+                (_, hi) if hi > 0 => Found::Maybe,
+                _ => Found::No,
+            }),
+        })
+        .collect();
+    for &(d, a, b) in &win.edges {
+        let Some(list) = figures.get(&d) else {
+            continue;
+        };
+        let sides = day_sides(ei, d, a, b);
+        let (mut sure, mut maybe) = (RoaringBitmap::new(), RoaringBitmap::new());
+        list.for_each(|x| {
+            let (lo, hi) = t.matching(x);
+            match sides.get(&x.cust).copied() {
+                _ if hi == 0 => {}
+                Some(s) if s == Side::Out as u8 => {}
+                Some(s) if s == Side::In as u8 && lo > 0 => {
+                    sure.insert(x.cust);
+                }
+                _ => {
+                    maybe.insert(x.cust);
+                }
+            }
+        });
+        parts.push((sure, maybe));
+    }
+    let sure: RoaringBitmap = parts.iter().map(|p| &p.0).union();
+    let maybe = parts.iter().map(|p| &p.1).union() | &sure;
+    Bounds::range(sure, maybe)
+}
+
+/// Whether a customer of a day's figures has a passing number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Sure,
+    Maybe,
+    No,
+}
+
+/// Whether a day's figures decide a count (see [`NumTest::matching`]): no NaN among the numbers.
+#[inline]
+fn trusted(d: &DayNumbers) -> bool {
+    !d.sum.is_nan()
+}
+
+/// Who of one day's figures surely has a passing number, and who only may.
+#[inline]
+fn split_day(
+    list: &DayList<DayNumbers>,
+    found: impl Fn(&DayNumbers) -> Found,
+) -> (RoaringBitmap, RoaringBitmap) {
+    let (head, tail) = list.parts();
+    let (mut sure, mut maybe) = (Vec::new(), Vec::new());
+    for x in head {
+        match found(x) {
+            Found::Sure => sure.push(x.cust),
+            Found::Maybe => maybe.push(x.cust),
+            Found::No => {}
+        }
+    }
+    let (mut sure, mut maybe) = (sorted_bitmap(&sure), sorted_bitmap(&maybe));
+    for x in tail {
+        match found(x) {
+            Found::Sure => sure.insert(x.cust),
+            Found::Maybe => maybe.insert(x.cust),
+            Found::No => false,
+        };
+    }
+    (sure, maybe)
+}
+
+/// A bitmap of strictly increasing ids.
+fn sorted_bitmap(ids: &[u32]) -> RoaringBitmap {
+    RoaringBitmap::from_sorted_iter(ids.iter().copied())
+        .unwrap_or_else(|_| ids.iter().copied().collect())
+}
+
+/// Where each customer's events of the kind on a cut day lie against the window's part of it
+/// (`a..=b` ms of the day): the [`Side`]s of their partial figures or-ed together, so only a
+/// value of exactly `Side::In` or `Side::Out` decides.
+pub(super) fn day_sides(ei: &EventIndex, d: u32, a: i64, b: i64) -> FastMap<u32, u8> {
+    let mut sides = FastMap::default();
+    if let Some(counts) = ei.counts.get(&d) {
+        sides.reserve(counts.len());
+        counts.for_each(|x| {
+            *sides.entry(x.cust).or_insert(0) |= side(x.first, x.last, a, b) as u8;
+        });
+    }
+    sides
+}
+
+/// Customers summed at a time: their running figures (at most 32 bytes each) stay in the core's
+/// L2 cache while every list of the window is walked over them.
+const SLOTS: u32 = 8_192;
+
+/// The running state of a block of at most [`SLOTS`] consecutive customers from `lo`, and which
+/// of them were touched: only those are handed out and reset.
+struct Block<S> {
+    lo: u32,
+    slots: Vec<S>,
+    touched: Vec<u64>,
+}
+
+impl<S: Default> Block<S> {
+    fn new(len: u32) -> Self {
+        let len = len.min(SLOTS) as usize;
+        Block {
+            lo: 0,
+            slots: std::iter::repeat_with(S::default).take(len).collect(),
+            touched: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    /// The state of customer `cust` (of this block), marked touched.
+    #[inline]
+    fn at(&mut self, cust: u32) -> &mut S {
+        let k = (cust - self.lo) as usize;
+        self.touched[k / 64] |= 1 << (k % 64);
+        &mut self.slots[k]
+    }
+
+    /// Hands out every touched customer's state, in customer order, and resets it.
+    fn drain(&mut self, mut f: impl FnMut(u32, S)) {
+        for (w, word) in self.touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let k = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                f(self.lo + k as u32, std::mem::take(&mut self.slots[k]));
+            }
+        }
+    }
+}
+
+/// Sums the customers `lo..hi` a [`Block`] at a time: `fill(block, hi)` adds the figures of the
+/// block's customers (from `block.lo` to `hi`), then `out` gets each touched one, in order.
+fn sweep<S: Default>(
+    lo: u32,
+    hi: u32,
+    mut fill: impl FnMut(&mut Block<S>, u32),
+    mut out: impl FnMut(u32, S),
+) {
+    let mut block = Block::new(hi.saturating_sub(lo));
+    let mut sub_lo = lo;
+    while sub_lo < hi {
+        let sub_hi = sub_lo.saturating_add(SLOTS).min(hi);
+        block.lo = sub_lo;
+        fill(&mut block, sub_hi);
+        block.drain(&mut out);
+        sub_lo = sub_hi;
+    }
+}
+
+/// Lists sorted by customer, walked forward together over consecutive blocks of customers: one
+/// binary search per list for the whole range, then each entry is read once, in order. The
+/// lists' unsorted tails of recent additions (of the range's customers) are sorted once, together.
+struct Cursors<'a, T> {
+    heads: Vec<&'a [T]>,
+    tails: Vec<T>,
+    tail_at: usize,
+}
+
+impl<'a, T: Partial> Cursors<'a, T> {
+    /// Cursors over `lists`, each a sorted head and an unsorted tail, for the customers `lo..hi`.
+    fn new(lists: impl IntoIterator<Item = (&'a [T], &'a [T])>, lo: u32, hi: u32) -> Self {
+        let mut heads = Vec::new();
+        let mut tails: Vec<T> = Vec::new();
+        for (head, tail) in lists {
+            let from = head.partition_point(|x| x.cust() < lo);
+            heads.push(&head[from..]);
+            tails.extend(tail.iter().filter(|x| (lo..hi).contains(&x.cust())).copied());
+        }
+        tails.sort_unstable_by_key(|x| x.cust());
+        Cursors {
+            heads,
+            tails,
+            tail_at: 0,
+        }
+    }
+
+    /// Calls `f` with every entry of a customer below `hi` not handed out yet.
+    #[inline]
+    fn until(&mut self, hi: u32, mut f: impl FnMut(&T)) {
+        for head in &mut self.heads {
+            let mut i = 0;
+            while let Some(x) = head.get(i).filter(|x| x.cust() < hi) {
+                f(x);
+                i += 1;
+            }
+            *head = &head[i..];
+        }
+        while let Some(x) = self.tails.get(self.tail_at).filter(|x| x.cust() < hi) {
+            f(x);
+            self.tail_at += 1;
+        }
+    }
+}
+
+/// The heads and tails of the lists of a map of day lists, for the whole days of a window.
+fn whole_days<'a, T: Partial + 'a>(
+    days: &'a std::collections::BTreeMap<u32, DayList<T>>,
+    win: &WindowDays,
+) -> impl Iterator<Item = (&'a [T], &'a [T])> {
+    win.whole
+        .into_iter()
+        .flat_map(move |(a, b)| days.range(a..=b).map(|(_, l)| l.parts()))
+}
+
+/// A customer's count of events in a window so far: `known` surely in it, and `unsure` more on
+/// cut days that may be.
+#[derive(Debug, Clone, Copy, Default)]
+struct Count {
+    known: u32,
+    unsure: u32,
+    /// The [`Side`]s of the customer's events on the cut day being summed.
+    sides: u8,
+}
+
+impl Count {
+    #[inline]
+    fn add(&mut self, known: u32, unsure: u32) {
+        self.known = self.known.saturating_add(known);
+        self.unsure = self.unsure.saturating_add(unsure);
+    }
+
+    /// Calls `f(customer, known, unsure)` when the customer has a counted or undecided event.
+    #[inline]
+    fn emit(self, cust: u32, f: &mut impl FnMut(u32, u64, u64)) {
+        if self.known != 0 || self.unsure != 0 {
+            // A saturated counter knows only that there are at least that many.
+            let saturated = self.known == u32::MAX || self.unsure == u32::MAX;
+            let unsure = if saturated {
+                u64::MAX / 4
+            } else {
+                u64::from(self.unsure)
+            };
+            f(cust, u64::from(self.known), unsure);
+        }
+    }
+}
+
+/// Sums the counts of the customers `lo..hi` over a window and calls `f(customer, known, unsure)`
+/// for each with a matching event or an undecided one, in customer order: `known` events surely
+/// in the window, and `unsure` more on cut days that may be.
+pub(super) fn count_range(
+    ei: &EventIndex,
+    win: &WindowDays,
+    lo: u32,
+    hi: u32,
+    mut f: impl FnMut(u32, u64, u64),
+) {
+    let mut whole = Cursors::new(whole_days(&ei.counts, win), lo, hi);
+    sweep(
+        lo,
+        hi,
+        |block: &mut Block<Count>, sub_hi| {
+            whole.until(sub_hi, |x| block.at(x.cust).add(x.count, 0));
+            for &(d, a, b) in &win.edges {
+                if let Some(list) = ei.counts.get(&d) {
+                    list.for_each_in(block.lo, sub_hi, |x| {
+                        let c = block.at(x.cust);
+                        match side(x.first, x.last, a, b) {
+                            Side::In => c.add(x.count, 0),
+                            Side::Out => {}
+                            Side::Both => c.add(0, x.count),
+                        }
+                    });
+                }
+            }
+        },
+        |cust, c| c.emit(cust, &mut f),
+    );
+}
+
+/// Sums, for the customers `lo..hi`, how many of their events in the window have a number of
+/// the property passing `t`, and calls `f(customer, known, unsure)` for each with any that may,
+/// in customer order: at least `known`, and at most `unsure` more (see [`NumTest::matching`]; a
+/// cut day counts as in [`numeric_presence`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn numeric_count_range(
+    ei: &EventIndex,
+    figures: Option<&DayFigures>,
+    t: NumTest,
+    win: &WindowDays,
+    lo: u32,
+    hi: u32,
+    mut f: impl FnMut(u32, u64, u64),
+) {
+    let Some(figures) = figures else {
+        return;
+    };
+    let mut whole = Cursors::new(whole_days(figures, win), lo, hi);
+    sweep(
+        lo,
+        hi,
+        |block: &mut Block<Count>, sub_hi| {
+            whole.until(sub_hi, |x| {
+                let (l, h) = t.matching(x);
+                block.at(x.cust).add(l, h - l);
+            });
+            for &(d, a, b) in &win.edges {
+                let Some(list) = figures.get(&d) else {
+                    continue;
+                };
+                // Without spans (never so: numbers come with counts), every number is undecided.
+                let counts = ei.counts.get(&d);
+                if let Some(counts) = counts {
+                    counts.for_each_in(block.lo, sub_hi, |x| {
+                        block.at(x.cust).sides |= side(x.first, x.last, a, b) as u8;
+                    });
+                }
+                list.for_each_in(block.lo, sub_hi, |x| {
+                    let (l, h) = t.matching(x);
+                    let c = block.at(x.cust);
+                    match c.sides {
+                        s if s == Side::Out as u8 => {}
+                        s if s == Side::In as u8 => c.add(l, h - l),
+                        _ => c.add(0, h),
+                    }
+                });
+                if let Some(counts) = counts {
+                    counts.for_each_in(block.lo, sub_hi, |x| block.at(x.cust).sides = 0);
+                }
+            }
+        },
+        |cust, c| c.emit(cust, &mut f),
+    );
+}
+
+/// One numeric property's per-day rollups, or none when it never had a number.
+#[derive(Clone, Copy, Default)]
+pub(super) struct DayFiguresRef<'a>(pub(super) Option<&'a DayFigures>);
+
+impl<'a> DayFiguresRef<'a> {
+    fn day(&self, d: u32) -> Option<&'a DayList<DayNumbers>> {
+        self.0?.get(&d)
+    }
+}
+
+/// One customer's running figures while summing day lists.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    sum: f64,
+    min: f64,
+    max: f64,
+    n: u32,
+    /// The [`Side`]s of the customer's events on the cut day being summed, and `UNSURE`.
+    flags: u8,
+}
+
+impl Slot {
+    #[inline]
+    fn add(&mut self, x: &DayNumbers) {
+        if self.n == 0 {
+            (self.min, self.max) = (x.min, x.max);
+        } else {
+            self.min = self.min.min(x.min);
+            self.max = self.max.max(x.max);
+        }
+        self.n += x.n;
+        self.sum += x.sum;
+    }
+}
+
+/// Some numbers on a cut day may or may not be inside the window.
+const UNSURE: u8 = 8;
+
+/// Sums one numeric property's figures of the customers `lo..hi` over a window and calls
+/// `f(customer, figures)` for each with a number in it or an undecided one, in customer order.
+pub(super) fn aggregate_range(
+    ei: &EventIndex,
+    figures: DayFiguresRef<'_>,
+    win: &WindowDays,
+    lo: u32,
+    hi: u32,
+    mut f: impl FnMut(u32, &Acc),
+) {
+    let mut whole = Cursors::new(
+        figures.0.into_iter().flat_map(|m| whole_days(m, win)),
+        lo,
+        hi,
+    );
+    sweep(
+        lo,
+        hi,
+        |block: &mut Block<Slot>, sub_hi| {
+            whole.until(sub_hi, |x| block.at(x.cust).add(x));
+            for &(d, a, b) in &win.edges {
+                let (Some(counts), Some(list)) = (ei.counts.get(&d), figures.day(d)) else {
+                    continue;
+                };
+                // Where each customer's events of the day lie, then their numbers if all inside.
+                counts.for_each_in(block.lo, sub_hi, |x| {
+                    block.at(x.cust).flags |= side(x.first, x.last, a, b) as u8;
+                });
+                list.for_each_in(block.lo, sub_hi, |x| {
+                    let slot = block.at(x.cust);
+                    match slot.flags & !UNSURE {
+                        s if s == Side::In as u8 => slot.add(x),
+                        s if s == Side::Out as u8 => {}
+                        _ => slot.flags |= UNSURE,
+                    }
+                });
+                counts.for_each_in(block.lo, sub_hi, |x| block.at(x.cust).flags &= UNSURE);
+            }
+        },
+        |cust, slot| {
+            let unsure = slot.flags & UNSURE != 0;
+            if slot.n != 0 || unsure {
+                let acc = Acc {
+                    n: slot.n,
+                    sum: slot.sum,
+                    min: slot.min,
+                    max: slot.max,
+                    unsure,
+                };
+                f(cust, &acc);
+            }
+        },
+    );
+}
