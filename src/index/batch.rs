@@ -268,6 +268,9 @@ impl Indexes {
                 props,
                 counts,
                 numbers,
+                // Derived from the lists, which know when they change: nothing to do here.
+                count_runs: _,
+                number_runs: _,
             } = ei;
             tasks.push(Task::Days {
                 days,

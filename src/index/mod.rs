@@ -5,7 +5,8 @@
 //! bitmaps, per-day rollups (`rollup.rs`): per (event, day) each customer's count of the event and
 //! the span of the day it covers, and per (event, numeric property, day) each customer's count,
 //! sum, minimum and maximum of the property's numbers (for at most `rollup_bound` numeric
-//! properties per event).
+//! properties per event). Readers of long windows merge runs of consecutive days of rollups on
+//! first use (`runs.rs`: derived, never stored, checked against the lists' versions).
 //!
 //! This module owns the in-memory bitmaps and rollups and their snapshot encoding. It does not
 //! read or write storage: the database layer feeds it profiles and events, and persists the
@@ -13,6 +14,7 @@
 
 mod batch;
 pub mod rollup;
+pub mod runs;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -28,6 +30,7 @@ use crate::storage::StoredEvent;
 
 pub use batch::{Changes, PARALLEL_FROM};
 pub use rollup::{DayCount, DayList, DayNumbers};
+pub use runs::{Piece, Runs};
 pub use snapshot::{DecodedFamily, Family, SNAPSHOT_VERSION};
 
 /// How many numeric properties of one event get per-day rollups, unless configured otherwise.
@@ -152,6 +155,10 @@ pub struct EventIndex {
     pub counts: DayCounts,
     /// Per numeric property with rollups, per day, each customer's numbers.
     pub numbers: FastMap<u32, DayFigures>,
+    /// Runs of days of `counts` merged, built by readers (key 0).
+    pub count_runs: Runs<DayCount>,
+    /// Runs of days of `numbers` merged, built by readers (keyed by property).
+    pub number_runs: Runs<DayNumbers>,
 }
 
 impl PartialEq for EventIndex {

@@ -113,12 +113,33 @@ pub fn sum_margin(n: u32, min: f64, max: f64) -> f64 {
 
 /// The partials of one (event, day) or (event, property, day) list; `dirty` marks it for the next
 /// snapshot.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DayList<T> {
     items: Vec<T>,
     /// `items[..sorted]` is sorted by customer with one entry each; the rest is recent additions.
     sorted: usize,
     pub(crate) dirty: bool,
+    /// Which content this is (see [`DayList::version`]).
+    version: ListVersion,
+}
+
+/// Names a list's content: a number no other list of this process had, and how many times its
+/// content changed since. Two reads of a list with the same version saw the same figures, so
+/// whatever was derived from the first is still true at the second (`crate::index::runs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListVersion {
+    list: u64,
+    edits: u64,
+}
+
+impl ListVersion {
+    fn fresh() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        ListVersion {
+            list: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            edits: 0,
+        }
+    }
 }
 
 impl<T> Default for DayList<T> {
@@ -127,6 +148,19 @@ impl<T> Default for DayList<T> {
             items: Vec::new(),
             sorted: 0,
             dirty: false,
+            version: ListVersion::fresh(),
+        }
+    }
+}
+
+/// A copy is another list: it gets a version of its own, as its content may go its own way.
+impl<T: Clone> Clone for DayList<T> {
+    fn clone(&self) -> Self {
+        DayList {
+            items: self.items.clone(),
+            sorted: self.sorted,
+            dirty: self.dirty,
+            version: ListVersion::fresh(),
         }
     }
 }
@@ -138,7 +172,14 @@ impl<T: Partial> DayList<T> {
             sorted: items.len(),
             items,
             dirty: false,
+            version: ListVersion::fresh(),
         }
+    }
+
+    /// The version of the list's content: it changes whenever the figures do (an addition or a
+    /// removal; not a [`DayList::compact`], which keeps them).
+    pub fn version(&self) -> ListVersion {
+        self.version
     }
 
     pub fn is_empty(&self) -> bool {
@@ -153,6 +194,7 @@ impl<T: Partial> DayList<T> {
     /// Adds a customer's partial figures.
     pub fn add(&mut self, p: T) {
         self.dirty = true;
+        self.version.edits += 1;
         let cust = p.cust();
         if let Some(last) = self.items.last_mut() {
             if last.cust() == cust {
@@ -213,6 +255,7 @@ impl<T: Partial> DayList<T> {
         self.sorted = kept_sorted;
         let removed = self.items.len() != before;
         self.dirty |= removed;
+        self.version.edits += u64::from(removed);
         removed
     }
 
@@ -236,6 +279,7 @@ impl<T: Partial> DayList<T> {
             removed = true;
         }
         self.dirty |= removed;
+        self.version.edits += u64::from(removed);
         removed
     }
 

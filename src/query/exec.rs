@@ -3,10 +3,10 @@
 //! Every plan node gets two sets of customers, `sure ⊆ maybe`: whoever is in `sure` satisfies the
 //! node, whoever is outside `maybe` does not. Trait equality, `is set`, and event presence on the
 //! whole days inside a window are exact (`sure == maybe`). Counts and aggregates of an event
-//! without a filter come from the per-day rollups: summed per customer over the window's whole
-//! days into per-thread dense arrays, with a cut day counted only for customers whose events
-//! that day lie all inside or all outside the window, and sums within rounding distance of the
-//! threshold left undecided. A filter that is one ordering or `between` of a numeric literal on
+//! without a filter come from the per-day rollups (`rollups.rs`): summed per customer over the
+//! window's whole days (runs of 8, 64 and 256 days merged on first use, `crate::index::runs`),
+//! with a cut day counted only for customers whose events that day lie all inside or all outside
+//! the window, and sums within rounding distance of the threshold left undecided. A filter that is one ordering or `between` of a numeric literal on
 //! a property with numeric rollups (`where amount >= 100`, with or without a count) is answered
 //! from each day's minimum and maximum ([`NumTest`]): on a whole day, the maximum passing `>=`
 //! proves a passing event and the maximum failing it proves none; counts get a lower and an upper
@@ -37,8 +37,8 @@ use super::customer;
 use super::plan::{EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, ValueTest};
 use super::rollups::{
     aggregate_range, append, count_range, day_sides, decide_aggregate, decide_count,
-    numeric_count_range, numeric_presence, side, DayFiguresRef, Decision, NumTest, Side,
-    WindowDays,
+    numeric_count_range, numeric_presence, side, whole_pieces, DayFiguresRef, Decision, NumTest,
+    Side, WindowDays,
 };
 
 /// Value types the equality indexes hold (lists by their elements).
@@ -262,6 +262,21 @@ impl Sources<'_> {
             }
             Frequency::Aggregate { .. } => return None,
         };
+        // The whole days' lists of a count or an aggregate, with runs of days merged; built once
+        // here, before the customers are split between tasks.
+        let (count_pieces, number_pieces) = match f {
+            Frequency::Count { .. } if num_filter.is_none() => (
+                whole_pieces(&ei.count_runs, 0, &ei.counts, &win),
+                Vec::new(),
+            ),
+            Frequency::Aggregate { prop: Some(p), .. } => {
+                let pieces = numbers
+                    .and_then(|n| n.0)
+                    .map(|days| whole_pieces(&ei.number_runs, p, days, &win));
+                (Vec::new(), pieces.unwrap_or_default())
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
         let none_holds = f.holds_for_none();
         let tasks = (rayon::current_num_threads() * 4) as u32;
         let step = ids.div_ceil(tasks).max(1 << 14);
@@ -295,7 +310,7 @@ impl Sources<'_> {
                         })
                     }
                     (Frequency::Count { op, n }, _) => {
-                        count_range(ei, &win, lo, hi, |cust, known, unsure| {
+                        count_range(ei, &count_pieces, &win, lo, hi, |cust, known, unsure| {
                             put(cust, decide_count(op, n, known, known + unsure))
                         })
                     }
@@ -304,7 +319,7 @@ impl Sources<'_> {
                             func, op, value, ..
                         },
                         Some(figures),
-                    ) => aggregate_range(ei, figures, &win, lo, hi, |cust, acc| {
+                    ) => aggregate_range(ei, figures, &number_pieces, &win, lo, hi, |cust, acc| {
                         put(cust, decide_aggregate(func, op, value, acc))
                     }),
                     _ => {}

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::index::rollup::{sum_margin, Partial, SPAN_UNIT_MS};
-use crate::index::{DayFigures, DayList, DayNumbers, EventIndex, FastMap};
+use crate::index::{DayCount, DayFigures, DayList, DayNumbers, EventIndex, FastMap, Piece, Runs};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
 use crate::rules::{AggregateFn, CmpOp};
 
@@ -440,7 +440,11 @@ impl<'a, T: Partial> Cursors<'a, T> {
         for (head, tail) in lists {
             let from = head.partition_point(|x| x.cust() < lo);
             heads.push(&head[from..]);
-            tails.extend(tail.iter().filter(|x| (lo..hi).contains(&x.cust())).copied());
+            tails.extend(
+                tail.iter()
+                    .filter(|x| (lo..hi).contains(&x.cust()))
+                    .copied(),
+            );
         }
         tails.sort_unstable_by_key(|x| x.cust());
         Cursors {
@@ -465,6 +469,22 @@ impl<'a, T: Partial> Cursors<'a, T> {
             f(x);
             self.tail_at += 1;
         }
+    }
+}
+
+/// The lists to sum for the whole days of a window: runs of days merged where whole aligned runs
+/// fit (built now when missing or stale, see [`crate::index::runs`]), single days elsewhere.
+/// Only for sums that merging keeps (counts, aggregates); not for tests of each day's figures,
+/// which a merged minimum and maximum would only weaken.
+pub(super) fn whole_pieces<'a, T: Partial + Send + Sync>(
+    runs: &Runs<T>,
+    key: u32,
+    days: &'a std::collections::BTreeMap<u32, DayList<T>>,
+    win: &WindowDays,
+) -> Vec<Piece<'a, T>> {
+    match win.whole {
+        Some((a, b)) => runs.cover(key, days, a, b),
+        None => Vec::new(),
     }
 }
 
@@ -511,17 +531,19 @@ impl Count {
     }
 }
 
-/// Sums the counts of the customers `lo..hi` over a window and calls `f(customer, known, unsure)`
-/// for each with a matching event or an undecided one, in customer order: `known` events surely
-/// in the window, and `unsure` more on cut days that may be.
+/// Sums the counts of the customers `lo..hi` over a window (its whole days as `whole`, see
+/// [`whole_pieces`]) and calls `f(customer, known, unsure)` for each with a matching event or an
+/// undecided one, in customer order: `known` events surely in the window, and `unsure` more on
+/// cut days that may be.
 pub(super) fn count_range(
     ei: &EventIndex,
+    whole: &[Piece<'_, DayCount>],
     win: &WindowDays,
     lo: u32,
     hi: u32,
     mut f: impl FnMut(u32, u64, u64),
 ) {
-    let mut whole = Cursors::new(whole_days(&ei.counts, win), lo, hi);
+    let mut whole = Cursors::new(whole.iter().map(Piece::parts), lo, hi);
     sweep(
         lo,
         hi,
@@ -609,8 +631,11 @@ impl<'a> DayFiguresRef<'a> {
     }
 }
 
-/// One customer's running figures while summing day lists.
-#[derive(Debug, Clone, Copy, Default)]
+/// One customer's running figures while summing day lists. The minimum starts at +∞ and the
+/// maximum at −∞, so that adding is the same for the first figures as for the others (no branch
+/// that a processor could mispredict on every entry); `min > max` after adding means every
+/// number was a NaN (any other number lies between them), which [`Slot::acc`] gives back as NaN.
+#[derive(Debug, Clone, Copy)]
 struct Slot {
     sum: f64,
     min: f64,
@@ -620,38 +645,67 @@ struct Slot {
     flags: u8,
 }
 
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            n: 0,
+            flags: 0,
+        }
+    }
+}
+
 impl Slot {
     #[inline]
     fn add(&mut self, x: &DayNumbers) {
-        if self.n == 0 {
-            (self.min, self.max) = (x.min, x.max);
-        } else {
-            self.min = self.min.min(x.min);
-            self.max = self.max.max(x.max);
-        }
+        // `f64::min` and `max` skip a NaN, as the exact check folds them.
+        self.min = self.min.min(x.min);
+        self.max = self.max.max(x.max);
         self.n += x.n;
         self.sum += x.sum;
+    }
+
+    /// The figures summed, if there is a number or an undecided one.
+    fn acc(&self) -> Option<Acc> {
+        let unsure = self.flags & UNSURE != 0;
+        if self.n == 0 && !unsure {
+            return None;
+        }
+        let (min, max) = if self.min > self.max {
+            (f64::NAN, f64::NAN)
+        } else {
+            (self.min, self.max)
+        };
+        Some(Acc {
+            n: self.n,
+            sum: self.sum,
+            min,
+            max,
+            unsure,
+        })
     }
 }
 
 /// Some numbers on a cut day may or may not be inside the window.
 const UNSURE: u8 = 8;
 
-/// Sums one numeric property's figures of the customers `lo..hi` over a window and calls
-/// `f(customer, figures)` for each with a number in it or an undecided one, in customer order.
+/// Sums one numeric property's figures of the customers `lo..hi` over a window (its whole days
+/// as `whole`, see [`whole_pieces`]) and calls `f(customer, figures)` for each with a number in
+/// it or an undecided one, in customer order. Merging days (runs) keeps the figures exact but the
+/// sum, whose order of additions changes within the rounding that [`sum_margin`] allows for.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn aggregate_range(
     ei: &EventIndex,
     figures: DayFiguresRef<'_>,
+    whole: &[Piece<'_, DayNumbers>],
     win: &WindowDays,
     lo: u32,
     hi: u32,
     mut f: impl FnMut(u32, &Acc),
 ) {
-    let mut whole = Cursors::new(
-        figures.0.into_iter().flat_map(|m| whole_days(m, win)),
-        lo,
-        hi,
-    );
+    let mut whole = Cursors::new(whole.iter().map(Piece::parts), lo, hi);
     sweep(
         lo,
         hi,
@@ -677,17 +731,184 @@ pub(super) fn aggregate_range(
             }
         },
         |cust, slot| {
-            let unsure = slot.flags & UNSURE != 0;
-            if slot.n != 0 || unsure {
-                let acc = Acc {
-                    n: slot.n,
-                    sum: slot.sum,
-                    min: slot.min,
-                    max: slot.max,
-                    unsure,
-                };
+            if let Some(acc) = slot.acc() {
                 f(cust, &acc);
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::index::DayCount;
+
+    const EVENTS_PER_DAY: usize = 3_000;
+
+    /// An event's rollups over 40 days for customers spread over 0..40,000 (five blocks), added
+    /// in random order (so lists have unsorted tails), with several partial figures per customer
+    /// and day, and the same again for one numeric property.
+    fn event_index(seed: u64) -> EventIndex {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut ei = EventIndex::default();
+        for day in 100..140u32 {
+            for _ in 0..EVENTS_PER_DAY {
+                let cust = rng.random_range(0..40_000u32);
+                let at = rng.random_range(0..43_200u16);
+                ei.counts.entry(day).or_default().add(DayCount {
+                    cust,
+                    count: 1,
+                    first: at,
+                    last: at,
+                });
+                let x = match rng.random_range(0..50) {
+                    0 => f64::NAN,
+                    _ => f64::from(rng.random_range(-500..5_000i32)) / 4.0,
+                };
+                let figures = ei.numbers.entry(7).or_default();
+                figures.entry(day).or_default().add(DayNumbers::of(cust, x));
+            }
+        }
+        ei
+    }
+
+    /// Windows: whole days only, cut on both sides, within one day, and long enough for runs.
+    fn windows() -> Vec<WindowDays> {
+        let day = |d: i64| d * DAY_MS;
+        [
+            (day(100), day(140) - 1),
+            (day(104) + 37_000_001, day(139) + 5_000_000),
+            (day(120) + 1, day(120) + 60_000_000),
+            (day(96), day(136)),
+        ]
+        .into_iter()
+        .map(|(a, b)| WindowDays::of(a, b).unwrap())
+        .collect()
+    }
+
+    /// Per customer: (known, unsure) as summed entry by entry, the obvious way.
+    fn naive_counts(ei: &EventIndex, win: &WindowDays) -> BTreeMap<u32, (u64, u64)> {
+        let mut out: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for (&d, list) in &ei.counts {
+            let whole = win.whole.is_some_and(|(a, b)| a <= d && d <= b);
+            let edge = win.edges.iter().find(|e| e.0 == d);
+            list.for_each(|x| {
+                let c = out.entry(x.cust).or_default();
+                let n = u64::from(x.count);
+                match edge {
+                    _ if whole => c.0 += n,
+                    Some(&(_, a, b)) => match side(x.first, x.last, a, b) {
+                        Side::In => c.0 += n,
+                        Side::Out => {}
+                        Side::Both => c.1 += n,
+                    },
+                    None => {}
+                }
+            });
+        }
+        out.retain(|_, c| *c != (0, 0));
+        out
+    }
+
+    #[test]
+    fn counts_by_blocks_and_runs_equal_the_entry_by_entry_sums() {
+        let ei = event_index(1);
+        for win in windows() {
+            let pieces = whole_pieces(&ei.count_runs, 0, &ei.counts, &win);
+            let expected = naive_counts(&ei, &win);
+            for (lo, hi) in [(0, 40_000), (0, 8_192), (5_000, 30_001), (39_999, 40_000)] {
+                let mut got = BTreeMap::new();
+                count_range(&ei, &pieces, &win, lo, hi, |c, k, u| {
+                    assert!(got.insert(c, (k, u)).is_none(), "customer {c} twice");
+                });
+                let want: BTreeMap<_, _> = expected.range(lo..hi).map(|(&c, &v)| (c, v)).collect();
+                assert_eq!(got, want, "{win:?} {lo}..{hi}");
+            }
+        }
+        assert!(!ei.count_runs.is_empty(), "the long windows used runs");
+    }
+
+    #[test]
+    fn aggregates_by_blocks_and_runs_equal_the_entry_by_entry_figures() {
+        let ei = event_index(2);
+        let figures = &ei.numbers[&7];
+        for win in windows() {
+            // Per customer, the or-ed sides of each cut day.
+            let mut sides: BTreeMap<(u32, u32), u8> = BTreeMap::new();
+            for &(d, a, b) in &win.edges {
+                ei.counts[&d].for_each(|x| {
+                    *sides.entry((d, x.cust)).or_default() |= side(x.first, x.last, a, b) as u8
+                });
+            }
+            let mut expected: BTreeMap<u32, (u32, f64, Vec<f64>, bool)> = BTreeMap::new();
+            for (&d, list) in figures {
+                let whole = win.whole.is_some_and(|(a, b)| a <= d && d <= b);
+                let cut = win.edges.iter().any(|e| e.0 == d);
+                list.for_each(|x| {
+                    let s = sides.get(&(d, x.cust)).copied();
+                    let e = expected
+                        .entry(x.cust)
+                        .or_insert((0, 0.0, Vec::new(), false));
+                    if whole || (cut && s == Some(Side::In as u8)) {
+                        e.0 += x.n;
+                        e.1 += x.sum;
+                        e.2.extend([x.min, x.max]);
+                    } else if cut && s != Some(Side::Out as u8) {
+                        e.3 = true;
+                    }
+                });
+            }
+            expected.retain(|_, e| e.0 != 0 || e.3);
+            let pieces = whole_pieces(&ei.number_runs, 7, figures, &win);
+            let mut got = BTreeMap::new();
+            let (lo, hi) = (0, 40_000);
+            aggregate_range(
+                &ei,
+                DayFiguresRef(Some(figures)),
+                &pieces,
+                &win,
+                lo,
+                hi,
+                |c, a| {
+                    assert!(got.insert(c, *a).is_none(), "customer {c} twice");
+                },
+            );
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                expected.keys().collect::<Vec<_>>()
+            );
+            for (c, (n, sum, ends, unsure)) in &expected {
+                let a = &got[c];
+                assert_eq!((a.n, a.unsure), (*n, *unsure), "customer {c}");
+                if *n == 0 {
+                    continue;
+                }
+                let min = ends.iter().copied().fold(f64::NAN, f64::min);
+                let max = ends.iter().copied().fold(f64::NAN, f64::max);
+                assert_eq!(a.min.to_bits(), min.to_bits(), "customer {c}");
+                assert_eq!(a.max.to_bits(), max.to_bits(), "customer {c}");
+                assert!(
+                    (a.sum.is_nan() && sum.is_nan()) || (a.sum - sum).abs() <= 1e-9,
+                    "customer {c}: {} vs {sum}",
+                    a.sum
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_slot_of_only_nans_gives_nan_figures() {
+        let mut s = Slot::default();
+        s.add(&DayNumbers::of(1, f64::NAN));
+        let a = s.acc().unwrap();
+        assert!(a.min.is_nan() && a.max.is_nan() && a.sum.is_nan() && a.n == 1);
+        s.add(&DayNumbers::of(1, f64::INFINITY));
+        let a = s.acc().unwrap();
+        assert_eq!((a.min, a.max), (f64::INFINITY, f64::INFINITY));
+        assert!(Slot::default().acc().is_none());
+    }
 }
