@@ -36,7 +36,7 @@ use crate::storage::{Catalog, Store};
 use super::customer;
 use super::plan::{EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, ValueTest};
 use super::rollups::{
-    aggregate_range, append, count_range, day_sides, decide_aggregate, decide_count,
+    aggregate_range, append, count_range, cut_day_sides, decide_aggregate, decide_count,
     numeric_count_range, numeric_presence, side, whole_pieces, DayFiguresRef, Decision, NumTest,
     Side, WindowDays,
 };
@@ -400,26 +400,33 @@ impl Sources<'_> {
                 |win| numeric_presence(ei, ei.numbers.get(&p), t, &win),
             );
         }
-        let any = presence_bounds(ei, e.from, e.to);
-        match &e.filter {
-            None => any,
-            Some(f) => {
-                let fb = self.filter_bounds(e, (event, ei), f, &any);
-                Bounds::range(fb.sure & &any.sure, fb.maybe & &any.maybe)
-            }
+        let Some(f) = &e.filter else {
+            return presence_bounds(ei, e.from, e.to);
+        };
+        // Who has an event of the kind in the window, worked out only if a part of the filter
+        // needs it: bounds from value bitmaps or numeric rollups are within it already (an
+        // event with the value that day is an event of the kind that day), and for a common
+        // event it is the union of a hundred-thousand-customer bitmap per day.
+        let cell = std::cell::OnceCell::new();
+        let any = || cell.get_or_init(|| presence_bounds(ei, e.from, e.to));
+        let fb = self.filter_bounds(e, (event, ei), f, &any);
+        match cell.get() {
+            Some(any) => Bounds::range(fb.sure & &any.sure, fb.maybe & &any.maybe),
+            None => fb,
         }
     }
 
     /// Who has an event in the window passing the filter: bounds (`ei` is the event's index,
-    /// `any` who has an event in the window at all).
-    fn filter_bounds(
+    /// `any()` who has an event in the window at all). Bounds that do not call `any` are within
+    /// it.
+    fn filter_bounds<'b>(
         &self,
         e: &EventNode,
         (event, ei): (u32, &EventIndex),
         f: &Filter,
-        any: &Bounds,
+        any: &dyn Fn() -> &'b Bounds,
     ) -> Bounds {
-        let loose = || Bounds::range(RoaringBitmap::new(), any.maybe.clone());
+        let loose = || Bounds::range(RoaringBitmap::new(), any().maybe.clone());
         match f {
             // Two conditions may each hold on different events: only an upper bound.
             Filter::And(items) => {
@@ -443,7 +450,7 @@ impl Sources<'_> {
             Filter::Not(_) => loose(),
             Filter::Cond { prop: None, test } => match test {
                 // No event ever had the property: only `is not set` passes, on every event.
-                ValueTest::IsSet { negated: true } => any.clone(),
+                ValueTest::IsSet { negated: true } => any().clone(),
                 _ => Bounds::exact(RoaringBitmap::new()),
             },
             Filter::Cond {
@@ -484,35 +491,38 @@ impl Sources<'_> {
                         .collect(),
                     _ => return loose(),
                 };
-                let parts: Vec<Bounds> = passing
-                    .iter()
-                    .map(|vd| window_bounds(&vd.days, e.from, e.to))
-                    .collect();
-                let mut sure = parts.iter().map(|b| &b.sure).union();
-                let maybe = parts.iter().map(|b| &b.maybe).union();
+                let Some(win) = WindowDays::of(e.from, e.to) else {
+                    return Bounds::exact(RoaringBitmap::new());
+                };
+                // The window's whole days: exact.
+                let mut sure: RoaringBitmap = match win.whole {
+                    Some((a, b)) => passing
+                        .iter()
+                        .flat_map(|vd| vd.days.range(a..=b).map(|(_, bm)| bm))
+                        .union(),
+                    None => RoaringBitmap::new(),
+                };
+                let mut maybe = sure.clone();
                 // On a day the window cuts, a customer whose events of this kind that day all lie
                 // inside the window's part (the count rollups' span says so) has the passing
-                // event inside too: sure, without reading their events.
-                if let Some(win) = WindowDays::of(e.from, e.to) {
-                    for &(d, a, b) in &win.edges {
-                        let cut: RoaringBitmap =
-                            passing.iter().filter_map(|vd| vd.days.get(&d)).union();
-                        if cut.is_empty() {
-                            continue;
-                        }
-                        // A customer may have several partial figures that day: all of their
-                        // events are inside only if every partial is (the or-ed sides say In).
-                        let sides = day_sides(ei, d, a, b);
-                        sure |= cut
-                            .iter()
-                            .filter(|c| sides.get(c) == Some(&(Side::In as u8)))
-                            .collect::<RoaringBitmap>();
+                // event inside too: sure, without reading their events; one whose events all lie
+                // outside has none inside. A customer may have several partial figures that day:
+                // only when every one says so.
+                for &(d, a, b) in &win.edges {
+                    let cut: RoaringBitmap =
+                        passing.iter().filter_map(|vd| vd.days.get(&d)).union();
+                    if cut.is_empty() {
+                        continue;
                     }
+                    let (inside, outside) = cut_day_sides(ei, d, a, b, &cut);
+                    sure |= inside;
+                    maybe |= cut - outside;
                 }
+                maybe |= &sure;
                 if self.prop_exact(event, *p) {
                     Bounds::range(sure, maybe)
                 } else {
-                    Bounds::range(sure, any.maybe.clone())
+                    Bounds::range(sure, any().maybe.clone())
                 }
             }
         }
@@ -552,41 +562,6 @@ fn index_keys<'l>(lit: &'l Lit, keys: &mut Vec<ValueRef<'l>>) {
     if let Some(b) = lit.boolean {
         keys.push(ValueRef::Bool(b));
     }
-}
-
-/// Presence bounds from day bitmaps for the inclusive window `[from, to]`: whole days inside it
-/// are exact; the (at most two) days it cuts are only candidates.
-fn window_bounds(days: &DayBitmaps, from: Timestamp, to: Timestamp) -> Bounds {
-    let from = from.max(0);
-    let to = to.min(MAX_TIMESTAMP - 1);
-    if from > to {
-        return Bounds::exact(RoaringBitmap::new());
-    }
-    let (first, last) = (day_of(from), day_of(to));
-    let whole_first = if day_start(first) == from {
-        first
-    } else {
-        first + 1
-    };
-    let whole_last = if day_start(last) + DAY_MS - 1 == to {
-        Some(last)
-    } else {
-        last.checked_sub(1)
-    };
-    let sure = match whole_last {
-        Some(wl) if whole_first <= wl => days.range(whole_first..=wl).map(|(_, b)| b).union(),
-        _ => RoaringBitmap::new(),
-    };
-    let mut maybe = sure.clone();
-    for d in [first, last] {
-        let whole = whole_last.is_some_and(|wl| whole_first <= d && d <= wl);
-        if !whole {
-            if let Some(b) = days.get(&d) {
-                maybe |= b;
-            }
-        }
-    }
-    Bounds::range(sure, maybe)
 }
 
 /// Who has an event of the kind in the window: the whole days' bitmaps, and on a day the window

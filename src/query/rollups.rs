@@ -566,6 +566,45 @@ pub(super) fn count_range(
     );
 }
 
+/// Who of `custs` has every event of the kind on the cut day `d` inside the window's part of it
+/// (`a..=b` ms of the day), and who has every one outside: all their partial figures of the
+/// day's count rollup say [`Side::In`], or all say [`Side::Out`]. Looks up only those customers
+/// (a binary search each in the sorted head, one pass over the tail), not the whole day, which
+/// for a common event holds a hundred thousand customers.
+pub(super) fn cut_day_sides(
+    ei: &EventIndex,
+    d: u32,
+    a: i64,
+    b: i64,
+    custs: &RoaringBitmap,
+) -> (RoaringBitmap, RoaringBitmap) {
+    let Some(list) = ei.counts.get(&d) else {
+        return (RoaringBitmap::new(), RoaringBitmap::new());
+    };
+    let (head, tail) = list.parts();
+    // The tail's customers among `custs`, with their sides or-ed (few: recent additions).
+    let mut tail_sides: FastMap<u32, u8> = FastMap::default();
+    for x in tail.iter().filter(|x| custs.contains(x.cust)) {
+        *tail_sides.entry(x.cust).or_insert(0) |= side(x.first, x.last, a, b) as u8;
+    }
+    let mut rest = head;
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    for c in custs {
+        let i = rest.partition_point(|x| x.cust < c);
+        rest = &rest[i..];
+        let mut sides = tail_sides.get(&c).copied().unwrap_or(0);
+        if let Some(x) = rest.first().filter(|x| x.cust == c) {
+            sides |= side(x.first, x.last, a, b) as u8;
+        }
+        match sides {
+            s if s == Side::In as u8 => inside.push(c),
+            s if s == Side::Out as u8 => outside.push(c),
+            _ => {}
+        }
+    }
+    (sorted_bitmap(&inside), sorted_bitmap(&outside))
+}
+
 /// Sums, for the customers `lo..hi`, how many of their events in the window have a number of
 /// the property passing `t`, and calls `f(customer, known, unsure)` for each with any that may,
 /// in customer order: at least `known`, and at most `unsure` more (see [`NumTest::matching`]; a
