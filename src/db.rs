@@ -970,9 +970,13 @@ impl Db {
                 }
             }
         }
-        for f in &families {
-            let key = keys::index(&f.key());
-            match state.indexes.encode_family(f) {
+        // Families are encoded (and compressed) independently: on every core.
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = families
+            .par_iter()
+            .map(|f| (keys::index(&f.key()), state.indexes.encode_family(f)))
+            .collect();
+        for (key, blob) in encoded {
+            match blob {
                 Some(blob) => batch.insert(key, blob),
                 None => batch.remove(key),
             }
