@@ -21,9 +21,10 @@ ls -l "$data"
 rm -rf "$work/db"
 echo "== import"
 /usr/bin/time -f "wall %e s, user %U s, sys %S s, peak RSS %M KB" "$bin" --db "$work/db" import "$data"
+echo "bytes on disk after the import: $(du -sb "$work/db" | cut -f1)"
 echo "== reopen and stats (best of 3 opens)"
 for _ in 1 2 3; do "$bin" --db "$work/db" stats | sed -n 1p; done
 "$bin" --db "$work/db" stats | tail -n +2
-du -sb "$work/db"
+echo "bytes on disk after the reopens: $(du -sb "$work/db" | cut -f1)"
 echo "== verify"
 "$bin" --db "$work/db" verify

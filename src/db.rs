@@ -249,10 +249,6 @@ struct Applied {
     events: Vec<StoredEvent>,
 }
 
-fn message_hash(id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
-}
-
 impl Db {
     /// Opens the database folder at `path`, creating it if needed.
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
@@ -505,10 +501,15 @@ impl Db {
             wk.is_new |= is_new;
             if let Some(mid) = &m.message_id {
                 if wk.seen_before.is_none() {
-                    wk.seen_before = Some(self.store.seen_messages(cust)?);
+                    // A customer new in this write has no stored message ids to read.
+                    wk.seen_before = Some(if wk.is_new {
+                        Vec::new()
+                    } else {
+                        self.store.seen_messages(cust)?
+                    });
                 }
                 let before = wk.seen_before.as_deref().unwrap_or_default();
-                let h = message_hash(mid);
+                let h = codec::message_hash(mid);
                 if before.binary_search(&h).is_ok() || !wk.seen_now.insert(h) {
                     report.duplicates += 1;
                     continue;
@@ -645,8 +646,8 @@ impl Db {
             let mut seen = wk.seen_before.unwrap_or_default();
             seen.extend(wk.seen_now);
             seen.sort_unstable();
-            let bytes: Vec<u8> = seen.iter().flat_map(|h| h.to_le_bytes()).collect();
-            records.push((keys::seen(cust).to_vec(), Some(bytes)));
+            seen.dedup();
+            records.push((keys::seen(cust).to_vec(), Some(codec::encode_seen(&seen))));
         }
         Ok((a, records))
     }
@@ -970,9 +971,13 @@ impl Db {
                 }
             }
         }
-        for f in &families {
-            let key = keys::index(&f.key());
-            match state.indexes.encode_family(f) {
+        // Families are encoded (and compressed) independently: on every core.
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = families
+            .par_iter()
+            .map(|f| (keys::index(&f.key()), state.indexes.encode_family(f)))
+            .collect();
+        for (key, blob) in encoded {
+            match blob {
                 Some(blob) => batch.insert(key, blob),
                 None => batch.remove(key),
             }

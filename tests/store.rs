@@ -124,6 +124,52 @@ fn message_ids_make_resending_idempotent() {
 }
 
 #[test]
+fn a_format_1_folder_keeps_its_message_ids_and_is_marked_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let with_id = |i: i64| {
+        let mut m = track("c", "viewed", "X", 1_000 + i);
+        m.message_id = Some(format!("m-{i}"));
+        m
+    };
+    {
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.ingest((0..3).map(with_id).collect()).unwrap().stored, 3);
+    }
+    // Rewrite the folder as format 1 wrote it: whole 8-byte hashes, format record 1.
+    let raw = sled::open(&path).unwrap();
+    let tree = raw.open_tree("audiencedb").unwrap();
+    let mut legacy: Vec<u64> = (0..3)
+        .map(|i| xxhash_rust::xxh3::xxh3_64(format!("m-{i}").as_bytes()))
+        .collect();
+    legacy.sort_unstable();
+    let bytes: Vec<u8> = legacy.iter().flat_map(|h| h.to_le_bytes()).collect();
+    tree.insert(keys::seen(0), bytes).unwrap();
+    let mut k = vec![0u8];
+    k.extend_from_slice(b"format");
+    tree.insert(&k, &1u32.to_be_bytes()[..]).unwrap();
+    raw.flush().unwrap();
+    drop((tree, raw));
+
+    let db = Db::open(&path).unwrap();
+    let r = db.ingest((0..5).map(with_id).collect()).unwrap();
+    assert_eq!(
+        (r.stored, r.duplicates),
+        (2, 3),
+        "the old records still tell re-sends"
+    );
+    assert_eq!(db.customer("c").unwrap().unwrap().events.len(), 5);
+    drop(db);
+    let raw = sled::open(&path).unwrap();
+    let tree = raw.open_tree("audiencedb").unwrap();
+    assert_eq!(
+        tree.get(&k).unwrap().unwrap().as_ref(),
+        &2u32.to_be_bytes()[..]
+    );
+    assert_eq!(tree.get(keys::seen(0)).unwrap().unwrap().len(), 1 + 5 * 6);
+}
+
+#[test]
 fn long_out_of_order_timelines_stay_sorted_across_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path().join("db")).unwrap();

@@ -329,7 +329,9 @@ impl PartialEq for DayList<DayNumbers> {
     }
 }
 
-/// Encodes a count list: customers as deltas, then count, first and the span's length.
+/// Encodes a count list: customers as deltas, then the count times two, plus one when the span
+/// is a single unit (as for every single event); then the first span unit (2 bytes LE: as a
+/// varint, most times of day took 3) and, for a longer span, its length.
 pub fn put_counts(out: &mut Vec<u8>, list: &DayList<DayCount>) {
     let items = list.canonical();
     put_varint(out, items.len() as u64);
@@ -337,9 +339,12 @@ pub fn put_counts(out: &mut Vec<u8>, list: &DayList<DayCount>) {
     for e in &items {
         put_varint(out, u64::from(e.cust - prev));
         prev = e.cust;
-        put_varint(out, u64::from(e.count));
-        put_varint(out, u64::from(e.first));
-        put_varint(out, u64::from(e.last - e.first));
+        let one_unit = e.last == e.first;
+        put_varint(out, u64::from(e.count) << 1 | u64::from(one_unit));
+        out.extend_from_slice(&e.first.to_le_bytes());
+        if !one_unit {
+            put_varint(out, u64::from(e.last - e.first));
+        }
     }
 }
 
@@ -357,7 +362,11 @@ fn next_cust(r: &mut Reader<'_>, prev: &mut Option<u32>) -> Result<u32> {
 }
 
 fn small<T: TryFrom<u64>>(r: &mut Reader<'_>) -> Result<T> {
-    T::try_from(r.varint()?).map_err(|_| corrupt!("rollup figure out of range"))
+    small_of(r.varint()?)
+}
+
+fn small_of<T: TryFrom<u64>>(x: u64) -> Result<T> {
+    T::try_from(x).map_err(|_| corrupt!("rollup figure out of range"))
 }
 
 /// Decodes what [`put_counts`] wrote.
@@ -367,9 +376,11 @@ pub fn get_counts(r: &mut Reader<'_>) -> Result<DayList<DayCount>> {
     let mut prev = None;
     for _ in 0..n {
         let cust = next_cust(r, &mut prev)?;
-        let count: u32 = small(r)?;
-        let first: u16 = small(r)?;
-        let len: u16 = small(r)?;
+        let field = r.varint()?;
+        let count: u32 = small_of(field >> 1)?;
+        let first = r.take(2)?;
+        let first = u16::from_le_bytes([first[0], first[1]]);
+        let len: u16 = if field & 1 == 1 { 0 } else { small(r)? };
         let last = first
             .checked_add(len)
             .ok_or_else(|| corrupt!("rollup span out of range"))?;
@@ -398,7 +409,14 @@ fn get_f64(r: &mut Reader<'_>) -> Result<f64> {
     }
 }
 
-/// Encodes a numbers list.
+/// Whether a figure is a single number: then its sum, minimum and maximum are that number.
+fn single(e: &DayNumbers) -> bool {
+    e.n == 1 && e.sum.to_bits() == e.min.to_bits() && e.min.to_bits() == e.max.to_bits()
+}
+
+/// Encodes a numbers list: customers as deltas, then the count of numbers times two, plus one
+/// for a single number (about half of all figures), which is then written once instead of as
+/// sum, minimum and maximum.
 pub fn put_numbers(out: &mut Vec<u8>, list: &DayList<DayNumbers>) {
     let items = list.canonical();
     put_varint(out, items.len() as u64);
@@ -406,10 +424,15 @@ pub fn put_numbers(out: &mut Vec<u8>, list: &DayList<DayNumbers>) {
     for e in &items {
         put_varint(out, u64::from(e.cust - prev));
         prev = e.cust;
-        put_varint(out, u64::from(e.n));
-        put_f64(out, e.sum);
-        put_f64(out, e.min);
-        put_f64(out, e.max);
+        if single(e) {
+            put_varint(out, 3);
+            put_f64(out, e.sum);
+        } else {
+            put_varint(out, u64::from(e.n) << 1);
+            put_f64(out, e.sum);
+            put_f64(out, e.min);
+            put_f64(out, e.max);
+        }
     }
 }
 
@@ -420,17 +443,21 @@ pub fn get_numbers(r: &mut Reader<'_>) -> Result<DayList<DayNumbers>> {
     let mut prev = None;
     for _ in 0..n {
         let cust = next_cust(r, &mut prev)?;
-        let n: u32 = small(r)?;
-        if n == 0 {
-            return Err(corrupt!("empty rollup entry"));
-        }
-        items.push(DayNumbers {
-            cust,
-            n,
-            sum: get_f64(r)?,
-            min: get_f64(r)?,
-            max: get_f64(r)?,
-        });
+        let field = r.varint()?;
+        let n: u32 = small_of(field >> 1)?;
+        let item = match (n, field & 1) {
+            (0, _) => return Err(corrupt!("empty rollup entry")),
+            (1, 1) => DayNumbers::of(cust, get_f64(r)?),
+            (_, 1) => return Err(corrupt!("bad rollup entry")),
+            _ => DayNumbers {
+                cust,
+                n,
+                sum: get_f64(r)?,
+                min: get_f64(r)?,
+                max: get_f64(r)?,
+            },
+        };
+        items.push(item);
     }
     Ok(DayList::from_sorted(items))
 }
@@ -498,6 +525,8 @@ mod tests {
             counts.add(c(i * 3 % 77, (i % 400) as u16));
             numbers.add(DayNumbers::of(i % 13, f64::from(i) * 0.1 - 3.0));
         }
+        // A customer with a single number is written once.
+        numbers.add(DayNumbers::of(500, 16.95));
         let mut out = Vec::new();
         put_counts(&mut out, &counts);
         put_numbers(&mut out, &numbers);
@@ -507,6 +536,7 @@ mod tests {
         assert!(r.is_empty());
         assert!(get_counts(&mut Reader::new(&[2, 5, 1, 0, 0, 0, 1, 0, 0])).is_err());
         assert!(get_numbers(&mut Reader::new(&[1, 0, 0])).is_err());
+        assert!(get_numbers(&mut Reader::new(&[1, 0, 5, 3])).is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The on-disk snapshot of the indexes, cut into families so that a checkpoint rewrites only what
 //! changed: everyone, profiles, the unindexed-field lists, one family per trait, one per event's
 //! day bitmaps, one per (event, property, value), one per (event, day) of count rollups and one
-//! per (event, property, day) of numeric rollups; and a record of the layout's version. Bitmaps
-//! use the portable Roaring format and are validated when read.
+//! per (event, property, day) of numeric rollups; and a record of the layout's version. A family
+//! is LZ4-compressed when that pays; a bitmap is stored as id gaps or in the portable Roaring
+//! format, whichever is shorter. Everything is validated when read.
 
 use roaring::RoaringBitmap;
 
@@ -16,7 +17,8 @@ use crate::storage::codec::{put_varint, Reader};
 /// The layout of the snapshot families. A snapshot of another version (or of none: written
 /// before the version record existed) is not loaded: the indexes are rebuilt from stored data.
 /// 2: per-day count and numeric rollups.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// 3: sets as id gaps when shorter than Roaring, compact rollup entries, LZ4 per family.
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// A unit of the snapshot: one stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -139,15 +141,111 @@ impl Family {
     }
 }
 
+/// A set stored as its ids: a count, then the first id and the gaps to each next one, varints.
+const SET_IDS: u8 = 0;
+/// A set stored in the portable Roaring format, length-prefixed.
+const SET_ROARING: u8 = 1;
+
+/// Appends a set of customers in whichever of the two encodings is shorter: most day bitmaps
+/// hold a few customers spread over the id space, where the gaps take under 2 bytes per customer
+/// and Roaring's container headers about 3.
 fn put_bitmap(out: &mut Vec<u8>, bm: &RoaringBitmap) {
-    put_varint(out, bm.serialized_size() as u64);
+    let at = out.len();
+    let roaring = bm.serialized_size();
+    // Each id takes at least a byte: a set with more ids than Roaring's bytes is Roaring's.
+    if bm.len() < roaring as u64 {
+        out.push(SET_IDS);
+        put_varint(out, bm.len());
+        let mut prev = 0u32;
+        for id in bm {
+            put_varint(out, u64::from(id - prev));
+            prev = id;
+        }
+        if out.len() - at <= roaring {
+            return;
+        }
+        out.truncate(at);
+    }
+    out.push(SET_ROARING);
+    put_varint(out, roaring as u64);
     // Writing to a Vec cannot fail.
     let _ = bm.serialize_into(&mut *out);
 }
 
 fn get_bitmap(r: &mut Reader<'_>) -> Result<RoaringBitmap> {
-    let n = r.len()?;
-    RoaringBitmap::deserialize_from(r.take(n)?).map_err(|e| corrupt!("bad bitmap: {e}"))
+    match r.byte()? {
+        SET_IDS => {
+            let n = r.len()?;
+            let mut bm = RoaringBitmap::new();
+            let mut prev = 0u32;
+            for _ in 0..n {
+                prev = prev
+                    .checked_add(r.u32()?)
+                    .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
+                // Refuses an id not above the last (a zero gap after the first id).
+                bm.try_push(prev)
+                    .map_err(|_| corrupt!("bad bitmap: ids out of order"))?;
+            }
+            Ok(bm)
+        }
+        SET_ROARING => {
+            let n = r.len()?;
+            RoaringBitmap::deserialize_from(r.take(n)?).map_err(|e| corrupt!("bad bitmap: {e}"))
+        }
+        _ => Err(corrupt!("bad bitmap encoding")),
+    }
+}
+
+/// A family record stored as is.
+const FAMILY_PLAIN: u8 = 0;
+/// A family record compressed with LZ4: the uncompressed length (varint), then the LZ4 block.
+const FAMILY_LZ4: u8 = 1;
+/// The largest uncompressed family a reader accepts (a guard against damaged lengths).
+const MAX_FAMILY_BYTES: usize = 1 << 30;
+
+/// Wraps an encoded family: LZ4-compressed when that saves at least an eighth, else as is.
+fn pack_family(body: &[u8]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(body.len() / 2 + 16);
+    packed.push(FAMILY_LZ4);
+    put_varint(&mut packed, body.len() as u64);
+    let header = packed.len();
+    packed.resize(
+        header + lz4_flex::block::get_maximum_output_size(body.len()),
+        0,
+    );
+    match lz4_flex::block::compress_into(body, &mut packed[header..]) {
+        Ok(n) if header + n < body.len() - body.len() / 8 => {
+            packed.truncate(header + n);
+            packed
+        }
+        _ => {
+            packed.clear();
+            packed.reserve(body.len() + 1);
+            packed.push(FAMILY_PLAIN);
+            packed.extend_from_slice(body);
+            packed
+        }
+    }
+}
+
+/// The encoded family inside a record written by [`pack_family`].
+fn unpack_family(record: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    match record.split_first() {
+        Some((&FAMILY_PLAIN, body)) => Ok(std::borrow::Cow::Borrowed(body)),
+        Some((&FAMILY_LZ4, rest)) => {
+            let mut r = Reader::new(rest);
+            let len = usize::try_from(r.varint()?).map_err(|_| corrupt!("bad family length"))?;
+            if len > MAX_FAMILY_BYTES {
+                return Err(corrupt!("index family length {len} is implausible"));
+            }
+            let mut body = vec![0; len];
+            match lz4_flex::block::decompress_into(&rest[r.pos..], &mut body) {
+                Ok(n) if n == len => Ok(std::borrow::Cow::Owned(body)),
+                _ => Err(corrupt!("a compressed index family does not decompress")),
+            }
+        }
+        _ => Err(corrupt!("unknown index family encoding")),
+    }
 }
 
 fn put_days(out: &mut Vec<u8>, days: &DayBitmaps) {
@@ -250,11 +348,16 @@ impl Indexes {
         out
     }
 
-    /// Encodes one family, or `None` when it holds nothing (its record should be removed).
+    /// Encodes one family, or `None` when it holds nothing (its record should be removed). Every
+    /// family but the version record (which any build must be able to read) is packed
+    /// ([`pack_family`]).
     pub fn encode_family(&self, f: &Family) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         match f {
-            Family::Version => put_varint(&mut out, u64::from(SNAPSHOT_VERSION)),
+            Family::Version => {
+                put_varint(&mut out, u64::from(SNAPSHOT_VERSION));
+                return Some(out);
+            }
             Family::Everyone => put_bitmap(&mut out, &self.everyone),
             Family::Profiles => put_bitmap(&mut out, &self.profiles),
             Family::Unindexed => {
@@ -296,7 +399,7 @@ impl Indexes {
                 put_numbers(&mut out, self.events.get(e)?.numbers.get(p)?.get(d)?)
             }
         }
-        Some(out)
+        Some(pack_family(&out))
     }
 
     /// Loads one family record into these indexes.
@@ -310,7 +413,11 @@ impl Indexes {
     /// open decodes them in parallel and then installs them (in any order).
     pub fn decode_family(key: &[u8], blob: &[u8]) -> Result<DecodedFamily> {
         let family = Family::from_key(key)?;
-        let mut r = Reader::new(blob);
+        let body = match family {
+            Family::Version => std::borrow::Cow::Borrowed(blob),
+            _ => unpack_family(blob)?,
+        };
+        let mut r = Reader::new(&body);
         let decoded = match family {
             Family::Version => DecodedFamily::Version(
                 u32::try_from(r.varint()?).map_err(|_| corrupt!("bad index snapshot version"))?,
@@ -473,6 +580,49 @@ mod tests {
             }
         }
         assert_eq!(loaded, ix, "{:?}", loaded.differences(&ix));
+    }
+
+    #[test]
+    fn sets_take_the_shorter_encoding_and_bad_ids_are_refused() {
+        let sparse: RoaringBitmap = [3u32, 70_000, 150_000, 4_000_000_000].into_iter().collect();
+        let dense: RoaringBitmap = (0..50_000u32).collect();
+        for (bm, tag) in [
+            (&sparse, SET_IDS),
+            (&dense, SET_ROARING),
+            (&RoaringBitmap::new(), SET_IDS),
+        ] {
+            let mut out = Vec::new();
+            put_bitmap(&mut out, bm);
+            assert_eq!(out[0], tag);
+            assert!(out.len() <= bm.serialized_size() + 6);
+            let mut r = Reader::new(&out);
+            assert_eq!(&get_bitmap(&mut r).unwrap(), bm);
+            assert!(r.is_empty());
+        }
+        // A zero gap after the first id, an id past u32, an unknown tag.
+        for bad in [
+            &[0u8, 2, 5, 0][..],
+            &[0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1],
+            &[9],
+        ] {
+            assert!(get_bitmap(&mut Reader::new(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn families_are_packed_and_damage_is_an_error() {
+        let body: Vec<u8> = (0..4000u32).map(|i| (i % 7) as u8).collect();
+        let packed = pack_family(&body);
+        assert_eq!(packed[0], FAMILY_LZ4);
+        assert!(packed.len() < body.len() / 4);
+        assert_eq!(&*unpack_family(&packed).unwrap(), &body[..]);
+        let short = pack_family(&[1, 2, 3]);
+        assert_eq!(short, vec![FAMILY_PLAIN, 1, 2, 3]);
+        let mut damaged = packed.clone();
+        damaged.truncate(packed.len() - 3);
+        assert!(unpack_family(&damaged).is_err());
+        assert!(unpack_family(&[FAMILY_LZ4, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        assert!(unpack_family(&[7, 1]).is_err());
     }
 
     #[test]

@@ -20,9 +20,13 @@ pub use catalog::Catalog;
 pub use codec::{Fields, StoredEvent};
 pub use ids::IdMap;
 
-/// The on-disk format this build reads and writes. Bump it with any incompatible change to
-/// [`keys`] or [`codec`], and write the change down in docs/STORAGE.md.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes. Bump it with any incompatible change to [`keys`] or
+/// [`codec`], and write the change down in docs/STORAGE.md.
+/// 2: message-id records of 6-byte hashes (version 1 folders are read, and marked 2 when opened).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format this build opens: a folder of it is marked [`FORMAT_VERSION`] when opened.
+const OLDEST_FORMAT: u32 = 1;
 
 const TREE: &str = "audiencedb";
 
@@ -158,12 +162,20 @@ impl Store {
                     path: path.to_owned(),
                     reason: "its format record is unreadable".into(),
                 })?;
-                if found != FORMAT_VERSION {
+                if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&found) {
                     return Err(Error::IncompatibleFormat {
                         path: path.to_owned(),
                         found,
                         expected: FORMAT_VERSION,
                     });
+                }
+                if found < FORMAT_VERSION {
+                    // Its records stay readable; the ones written from now on may not be for
+                    // the older build, which the new number makes refuse the folder.
+                    store
+                        .tree
+                        .insert(keys::meta(meta::FORMAT), &FORMAT_VERSION.to_be_bytes()[..])?;
+                    store.db.flush()?;
                 }
             }
             None if path.join(MARKER).exists() => {
@@ -320,17 +332,12 @@ impl Store {
         Ok(out)
     }
 
-    /// The sorted hashes of a customer's stored message ids.
+    /// The sorted hashes of a customer's stored message ids ([`codec::message_hash`]).
     pub fn seen_messages(&self, cust: u32) -> Result<Vec<u64>> {
-        let Some(v) = self.get(&keys::seen(cust))? else {
-            return Ok(Vec::new());
-        };
-        if v.len() % 8 != 0 {
-            return Err(corrupt!("bad message-id record"));
+        match self.get(&keys::seen(cust))? {
+            Some(v) => codec::decode_seen(&v),
+            None => Ok(Vec::new()),
         }
-        Ok(v.chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect())
     }
 
     /// Every record with the given one-byte prefix, as (key, value).
