@@ -397,7 +397,7 @@ impl Sources<'_> {
             // Already within who has an event in the window: no need to work that out.
             return WindowDays::of(e.from, e.to).map_or_else(
                 || Bounds::exact(RoaringBitmap::new()),
-                |win| numeric_presence(ei, ei.numbers.get(&p), t, &win),
+                |win| numeric_presence(ei, p, t, &win),
             );
         }
         let Some(f) = &e.filter else {
@@ -461,7 +461,7 @@ impl Sources<'_> {
                     let win = WindowDays::of(e.from, e.to);
                     return win.map_or_else(
                         || Bounds::exact(RoaringBitmap::new()),
-                        |win| numeric_presence(ei, ei.numbers.get(&p), t, &win),
+                        |win| numeric_presence(ei, p, t, &win),
                     );
                 }
                 if !self.indexes.prop_values_indexed(event, *p) {

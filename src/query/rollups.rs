@@ -243,19 +243,19 @@ impl NumTest {
 /// window cuts, the figures count for a customer whose events of the kind that day (by the count
 /// rollup's span) lie wholly inside the window's part, not at all when wholly outside, and leave
 /// the customer undecided otherwise (if any of their numbers may pass).
-pub(super) fn numeric_presence(
-    ei: &EventIndex,
-    figures: Option<&DayFigures>,
-    t: NumTest,
-    win: &WindowDays,
-) -> Bounds {
-    let Some(figures) = figures else {
+pub(super) fn numeric_presence(ei: &EventIndex, prop: u32, t: NumTest, win: &WindowDays) -> Bounds {
+    let Some(figures) = ei.numbers.get(&prop) else {
         // The property never held a number: no event passes.
         return Bounds::exact(RoaringBitmap::new());
     };
-    let whole: Vec<&DayList<DayNumbers>> = match win.whole {
-        Some((a, b)) => figures.range(a..=b).map(|(_, l)| l).collect(),
-        None => Vec::new(),
+    // An ordering is decided by the largest or smallest number of the whole days, so runs of
+    // days merged decide it as the days do; `between` only by each day's own figures.
+    let whole: Vec<Piece<'_, DayNumbers>> = match (t, win.whole) {
+        (NumTest::Cmp(..), _) => whole_pieces(&ei.number_runs, prop, figures, win),
+        (NumTest::Range(..), Some((a, b))) => {
+            figures.range(a..=b).map(|(_, l)| Piece::Day(l)).collect()
+        }
+        (NumTest::Range(..), None) => Vec::new(),
     };
     // Per day: who surely has a passing number, and who may. An ordering needs only the
     // maximum (`>`, `>=`) or the minimum (`<`, `<=`), a number of the day (a NaN, which passes
@@ -318,7 +318,7 @@ fn trusted(d: &DayNumbers) -> bool {
 /// Who of one day's figures surely has a passing number, and who only may.
 #[inline]
 fn split_day(
-    list: &DayList<DayNumbers>,
+    list: &Piece<'_, DayNumbers>,
     found: impl Fn(&DayNumbers) -> Found,
 ) -> (RoaringBitmap, RoaringBitmap) {
     let (head, tail) = list.parts();
