@@ -350,7 +350,7 @@ fn sorted_bitmap(ids: &[u32]) -> RoaringBitmap {
 /// Where each customer's events of the kind on a cut day lie against the window's part of it
 /// (`a..=b` ms of the day): the [`Side`]s of their partial figures or-ed together, so only a
 /// value of exactly `Side::In` or `Side::Out` decides.
-pub(super) fn day_sides(ei: &EventIndex, d: u32, a: i64, b: i64) -> FastMap<u32, u8> {
+fn day_sides(ei: &EventIndex, d: u32, a: i64, b: i64) -> FastMap<u32, u8> {
     let mut sides = FastMap::default();
     if let Some(counts) = ei.counts.get(&d) {
         sides.reserve(counts.len());
