@@ -300,6 +300,22 @@ impl Indexes {
     }
 }
 
+/// Where a trait value's keys go, and its keys: a list's indexable elements into the element
+/// bitmaps, a scalar's indexable value into the value bitmaps.
+fn trait_keys<'t, 'v>(
+    ti: &'t mut TraitIndex,
+    v: &'v Value,
+) -> (
+    &'t mut FastMap<IndexValue, RoaringBitmap>,
+    impl Iterator<Item = ValueRef<'v>>,
+) {
+    let (bitmaps, items) = match v {
+        Value::List(items) => (&mut ti.elements, &items[..]),
+        scalar => (&mut ti.values, std::slice::from_ref(scalar)),
+    };
+    (bitmaps, items.iter().filter_map(ValueRef::of))
+}
+
 /// Adds a trait value of a customer; past the value bound, the trait keeps only who has it.
 pub(super) fn add_trait(
     traits: &mut FastMap<u32, TraitIndex>,
@@ -316,19 +332,9 @@ pub(super) fn add_trait(
     if unindexed.contains(&t) {
         return;
     }
-    match v {
-        Value::List(items) => {
-            for item in items {
-                if let Some(k) = ValueRef::of(item) {
-                    add_to(&mut ti.elements, k, cust);
-                }
-            }
-        }
-        scalar => {
-            if let Some(k) = ValueRef::of(scalar) {
-                add_to(&mut ti.values, k, cust);
-            }
-        }
+    let (bitmaps, keys) = trait_keys(ti, v);
+    for k in keys {
+        add_to(bitmaps, k, cust);
     }
     if ti.values.len() + ti.elements.len() > value_bound {
         ti.values = FastMap::default();
@@ -351,19 +357,9 @@ pub(super) fn remove_trait(
     };
     changed.push(Family::Trait(t));
     ti.set.remove(cust);
-    match v {
-        Value::List(items) => {
-            for item in items {
-                if let Some(k) = ValueRef::of(item) {
-                    remove_from(&mut ti.elements, k, cust);
-                }
-            }
-        }
-        scalar => {
-            if let Some(k) = ValueRef::of(scalar) {
-                remove_from(&mut ti.values, k, cust);
-            }
-        }
+    let (bitmaps, keys) = trait_keys(ti, v);
+    for k in keys {
+        remove_from(bitmaps, k, cust);
     }
     if ti.set.is_empty() && ti.values.is_empty() && ti.elements.is_empty() {
         traits.remove(&t);
