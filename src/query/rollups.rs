@@ -279,19 +279,21 @@ pub(super) fn numeric_presence(ei: &EventIndex, prop: u32, t: NumTest, win: &Win
         let Some(list) = figures.get(&d) else {
             continue;
         };
-        let sides = day_sides(ei, d, a, b);
+        let mut custs = RoaringBitmap::new();
+        list.for_each(|x| {
+            custs.insert(x.cust);
+        });
+        let (inside, outside) = cut_day_sides(ei, d, a, b, &custs);
         let (mut sure, mut maybe) = (RoaringBitmap::new(), RoaringBitmap::new());
         list.for_each(|x| {
             let (lo, hi) = t.matching(x);
-            match sides.get(&x.cust).copied() {
-                _ if hi == 0 => {}
-                Some(s) if s == Side::Out as u8 => {}
-                Some(s) if s == Side::In as u8 && lo > 0 => {
-                    sure.insert(x.cust);
-                }
-                _ => {
-                    maybe.insert(x.cust);
-                }
+            if hi == 0 || outside.contains(x.cust) {
+                return;
+            }
+            if inside.contains(x.cust) && lo > 0 {
+                sure.insert(x.cust);
+            } else {
+                maybe.insert(x.cust);
             }
         });
         parts.push((sure, maybe));
@@ -345,20 +347,6 @@ fn split_day(
 fn sorted_bitmap(ids: &[u32]) -> RoaringBitmap {
     RoaringBitmap::from_sorted_iter(ids.iter().copied())
         .unwrap_or_else(|_| ids.iter().copied().collect())
-}
-
-/// Where each customer's events of the kind on a cut day lie against the window's part of it
-/// (`a..=b` ms of the day): the [`Side`]s of their partial figures or-ed together, so only a
-/// value of exactly `Side::In` or `Side::Out` decides.
-fn day_sides(ei: &EventIndex, d: u32, a: i64, b: i64) -> FastMap<u32, u8> {
-    let mut sides = FastMap::default();
-    if let Some(counts) = ei.counts.get(&d) {
-        sides.reserve(counts.len());
-        counts.for_each(|x| {
-            *sides.entry(x.cust).or_insert(0) |= side(x.first, x.last, a, b) as u8;
-        });
-    }
-    sides
 }
 
 /// Customers summed at a time: their running figures (at most 32 bytes each) stay in the core's
@@ -632,32 +620,66 @@ pub(super) fn numeric_count_range(
                 block.at(x.cust).add(l, h - l);
             });
             for &(d, a, b) in &win.edges {
-                let Some(list) = figures.get(&d) else {
-                    continue;
-                };
-                // Without spans (never so: numbers come with counts), every number is undecided.
-                let counts = ei.counts.get(&d);
-                if let Some(counts) = counts {
-                    counts.for_each_in(block.lo, sub_hi, |x| {
-                        block.at(x.cust).sides |= side(x.first, x.last, a, b) as u8;
+                if let Some(list) = figures.get(&d) {
+                    add_cut_day(block, sub_hi, ei.counts.get(&d), list, (a, b), |c, x, s| {
+                        let (l, h) = t.matching(x);
+                        match s {
+                            s if s == Side::Out as u8 => {}
+                            s if s == Side::In as u8 => c.add(l, h - l),
+                            _ => c.add(0, h),
+                        }
                     });
-                }
-                list.for_each_in(block.lo, sub_hi, |x| {
-                    let (l, h) = t.matching(x);
-                    let c = block.at(x.cust);
-                    match c.sides {
-                        s if s == Side::Out as u8 => {}
-                        s if s == Side::In as u8 => c.add(l, h - l),
-                        _ => c.add(0, h),
-                    }
-                });
-                if let Some(counts) = counts {
-                    counts.for_each_in(block.lo, sub_hi, |x| block.at(x.cust).sides = 0);
                 }
             }
         },
         |cust, c| c.emit(cust, &mut f),
     );
+}
+
+/// Running state that notes, while a cut day is summed, the [`Side`]s of the customer's events
+/// that day.
+trait CutDaySides {
+    fn sides(&mut self) -> &mut u8;
+}
+
+impl CutDaySides for Count {
+    fn sides(&mut self) -> &mut u8 {
+        &mut self.sides
+    }
+}
+
+impl CutDaySides for Slot {
+    fn sides(&mut self) -> &mut u8 {
+        &mut self.sides
+    }
+}
+
+/// Adds a cut day's numbers to the customers of a block (`block.lo..sub_hi`): first the sides of
+/// each customer's events that day, from the day's count rollup, or-ed over their partial
+/// figures; then `add(state, figures, sides)` for each of the day's figures, where only exactly
+/// `Side::In` or `Side::Out` decides (without a count rollup, never so as numbers come with
+/// counts, every figure is undecided); then the sides are cleared for the next day.
+fn add_cut_day<S: Default + CutDaySides>(
+    block: &mut Block<S>,
+    sub_hi: u32,
+    counts: Option<&DayList<DayCount>>,
+    list: &DayList<DayNumbers>,
+    (a, b): (i64, i64),
+    mut add: impl FnMut(&mut S, &DayNumbers, u8),
+) {
+    if let Some(counts) = counts {
+        counts.for_each_in(block.lo, sub_hi, |x| {
+            *block.at(x.cust).sides() |= side(x.first, x.last, a, b) as u8;
+        });
+    }
+    list.for_each_in(block.lo, sub_hi, |x| {
+        let state = block.at(x.cust);
+        let sides = *state.sides();
+        add(state, x, sides);
+    });
+    if let Some(counts) = counts {
+        counts.for_each_in(block.lo, sub_hi, |x| *block.at(x.cust).sides() = 0);
+    }
 }
 
 /// One numeric property's per-day rollups, or none when it never had a number.
@@ -680,8 +702,10 @@ struct Slot {
     min: f64,
     max: f64,
     n: u32,
-    /// The [`Side`]s of the customer's events on the cut day being summed, and `UNSURE`.
-    flags: u8,
+    /// The [`Side`]s of the customer's events on the cut day being summed.
+    sides: u8,
+    /// Some numbers on a cut day may or may not be inside the window.
+    unsure: bool,
 }
 
 impl Default for Slot {
@@ -691,7 +715,8 @@ impl Default for Slot {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             n: 0,
-            flags: 0,
+            sides: 0,
+            unsure: false,
         }
     }
 }
@@ -708,7 +733,7 @@ impl Slot {
 
     /// The figures summed, if there is a number or an undecided one.
     fn acc(&self) -> Option<Acc> {
-        let unsure = self.flags & UNSURE != 0;
+        let unsure = self.unsure;
         if self.n == 0 && !unsure {
             return None;
         }
@@ -726,9 +751,6 @@ impl Slot {
         })
     }
 }
-
-/// Some numbers on a cut day may or may not be inside the window.
-const UNSURE: u8 = 8;
 
 /// Sums one numeric property's figures of the customers `lo..hi` over a window (its whole days
 /// as `whole`, see [`whole_pieces`]) and calls `f(customer, figures)` for each with a number in
@@ -751,22 +773,20 @@ pub(super) fn aggregate_range(
         |block: &mut Block<Slot>, sub_hi| {
             whole.until(sub_hi, |x| block.at(x.cust).add(x));
             for &(d, a, b) in &win.edges {
-                let (Some(counts), Some(list)) = (ei.counts.get(&d), figures.day(d)) else {
-                    continue;
-                };
-                // Where each customer's events of the day lie, then their numbers if all inside.
-                counts.for_each_in(block.lo, sub_hi, |x| {
-                    block.at(x.cust).flags |= side(x.first, x.last, a, b) as u8;
-                });
-                list.for_each_in(block.lo, sub_hi, |x| {
-                    let slot = block.at(x.cust);
-                    match slot.flags & !UNSURE {
-                        s if s == Side::In as u8 => slot.add(x),
-                        s if s == Side::Out as u8 => {}
-                        _ => slot.flags |= UNSURE,
-                    }
-                });
-                counts.for_each_in(block.lo, sub_hi, |x| block.at(x.cust).flags &= UNSURE);
+                if let Some(list) = figures.day(d) {
+                    add_cut_day(
+                        block,
+                        sub_hi,
+                        ei.counts.get(&d),
+                        list,
+                        (a, b),
+                        |slot, x, s| match s {
+                            s if s == Side::In as u8 => slot.add(x),
+                            s if s == Side::Out as u8 => {}
+                            _ => slot.unsure = true,
+                        },
+                    );
+                }
             }
         },
         |cust, slot| {
