@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::index::{
     DayBitmaps, EventIndex, FastMap, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
 };
-use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
+use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
 use crate::rules::CmpOp;
 use crate::storage::view::{BlockSpan, ValueView};
@@ -389,17 +389,6 @@ impl Sources<'_> {
         if e.window_is_empty() {
             return Bounds::exact(RoaringBitmap::new());
         }
-        if let Some((t, p)) = e
-            .filter
-            .as_ref()
-            .and_then(|f| self.numeric_filter(event, f))
-        {
-            // Already within who has an event in the window: no need to work that out.
-            return WindowDays::of(e.from, e.to).map_or_else(
-                || Bounds::exact(RoaringBitmap::new()),
-                |win| numeric_presence(ei, p, t, &win),
-            );
-        }
         let Some(f) = &e.filter else {
             return presence_bounds(ei, e.from, e.to);
         };
@@ -599,12 +588,8 @@ fn at_least_n_days(days: &DayBitmaps, e: &EventNode, n: u64) -> RoaringBitmap {
     if n == 0 || n > 366 * 200 {
         return RoaringBitmap::new();
     }
-    let from = e.from.max(0);
-    let to = e.to.min(MAX_TIMESTAMP - 1);
-    let first = day_of(from) + u32::from(day_start(day_of(from)) != from);
-    let last = match day_of(to).checked_sub(u32::from(day_start(day_of(to)) + DAY_MS - 1 != to)) {
-        Some(l) if first <= l => l,
-        _ => return RoaringBitmap::new(),
+    let Some((first, last)) = WindowDays::of(e.from, e.to).and_then(|w| w.whole) else {
+        return RoaringBitmap::new();
     };
     let n = n as usize;
     // reached[k] = customers seen on at least k+1 of the days so far.
