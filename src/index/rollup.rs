@@ -111,6 +111,20 @@ pub fn sum_margin(n: u32, min: f64, max: f64) -> f64 {
     4.0 * n * n * a * f64::EPSILON / 2.0
 }
 
+/// Sorts partial figures by customer (stably: sorted runs are merged, not sorted again) and
+/// merges each customer's into one.
+pub fn merge_partials<T: Partial>(items: &mut Vec<T>) {
+    items.sort_by_key(|e| e.cust());
+    items.dedup_by(|later, kept| {
+        if later.cust() == kept.cust() {
+            kept.merge(later);
+            true
+        } else {
+            false
+        }
+    });
+}
+
 /// The partials of one (event, day) or (event, property, day) list; `dirty` marks it for the next
 /// snapshot.
 #[derive(Debug)]
@@ -219,15 +233,7 @@ impl<T: Partial> DayList<T> {
             return;
         }
         // A stable sort finds the sorted prefix as one run: this is a merge, not a full sort.
-        self.items.sort_by_key(|e| e.cust());
-        self.items.dedup_by(|later, kept| {
-            if later.cust() == kept.cust() {
-                kept.merge(later);
-                true
-            } else {
-                false
-            }
-        });
+        merge_partials(&mut self.items);
         self.sorted = self.items.len();
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::rollup::{DayList, ListVersion, Partial};
+use super::rollup::{merge_partials, DayList, ListVersion, Partial};
 use super::FastMap;
 
 /// The lengths of runs, in days, longest first; each divides the one before.
@@ -31,13 +31,6 @@ pub const RUN_DAYS: [u32; 3] = [256, 64, 8];
 pub struct Run<T> {
     sources: Vec<(u32, ListVersion)>,
     items: Vec<T>,
-}
-
-impl<T> Run<T> {
-    /// The merged entries, sorted by customer, one each.
-    pub fn items(&self) -> &[T] {
-        &self.items
-    }
 }
 
 /// A piece of a window's cover: one day's list, or a run of days.
@@ -144,15 +137,8 @@ impl<T: Partial + Send + Sync> Runs<T> {
             })
             .copied()
             .collect();
-        items.sort_by_key(|x| x.cust());
-        items.dedup_by(|later, kept| {
-            if later.cust() == kept.cust() {
-                kept.merge(later);
-                true
-            } else {
-                false
-            }
-        });
+        // Each day's head is sorted: the stable sort merges those runs.
+        merge_partials(&mut items);
         items.shrink_to_fit();
         let run = Arc::new(Run {
             sources: lists().map(|(&d, l)| (d, l.version())).collect(),
