@@ -12,7 +12,7 @@ use super::rollup::{
 };
 use super::{DayBitmaps, FastMap, FastSet, IndexValue, Indexes, TraitIndex};
 use crate::error::{corrupt, Result};
-use crate::storage::codec::{put_varint, Reader};
+use crate::storage::codec::{self, put_varint, Reader};
 
 /// The layout of the snapshot families. A snapshot of another version (or of none: written
 /// before the version record existed) is not loaded: the indexes are rebuilt from stored data.
@@ -196,56 +196,21 @@ fn get_bitmap(r: &mut Reader<'_>) -> Result<RoaringBitmap> {
     }
 }
 
-/// A family record stored as is.
-const FAMILY_PLAIN: u8 = 0;
-/// A family record compressed with LZ4: the uncompressed length (varint), then the LZ4 block.
-const FAMILY_LZ4: u8 = 1;
 /// The largest uncompressed family a reader accepts (a guard against damaged lengths).
 const MAX_FAMILY_BYTES: usize = 1 << 30;
 
-/// Wraps an encoded family: LZ4-compressed when that saves at least an eighth, else as is.
+/// Wraps an encoded family: LZ4-compressed when that saves at least an eighth, else as is
+/// ([`codec::pack`]).
 fn pack_family(body: &[u8]) -> Vec<u8> {
-    let mut packed = Vec::with_capacity(body.len() / 2 + 16);
-    packed.push(FAMILY_LZ4);
-    put_varint(&mut packed, body.len() as u64);
-    let header = packed.len();
-    packed.resize(
-        header + lz4_flex::block::get_maximum_output_size(body.len()),
-        0,
-    );
-    match lz4_flex::block::compress_into(body, &mut packed[header..]) {
-        Ok(n) if header + n < body.len() - body.len() / 8 => {
-            packed.truncate(header + n);
-            packed
-        }
-        _ => {
-            packed.clear();
-            packed.reserve(body.len() + 1);
-            packed.push(FAMILY_PLAIN);
-            packed.extend_from_slice(body);
-            packed
-        }
-    }
+    let mut tagged = Vec::with_capacity(body.len() + 1);
+    tagged.push(0);
+    tagged.extend_from_slice(body);
+    codec::pack(tagged)
 }
 
 /// The encoded family inside a record written by [`pack_family`].
 fn unpack_family(record: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
-    match record.split_first() {
-        Some((&FAMILY_PLAIN, body)) => Ok(std::borrow::Cow::Borrowed(body)),
-        Some((&FAMILY_LZ4, rest)) => {
-            let mut r = Reader::new(rest);
-            let len = usize::try_from(r.varint()?).map_err(|_| corrupt!("bad family length"))?;
-            if len > MAX_FAMILY_BYTES {
-                return Err(corrupt!("index family length {len} is implausible"));
-            }
-            let mut body = vec![0; len];
-            match lz4_flex::block::decompress_into(&rest[r.pos..], &mut body) {
-                Ok(n) if n == len => Ok(std::borrow::Cow::Owned(body)),
-                _ => Err(corrupt!("a compressed index family does not decompress")),
-            }
-        }
-        _ => Err(corrupt!("unknown index family encoding")),
-    }
+    codec::unpack(record, "index family", MAX_FAMILY_BYTES)
 }
 
 fn put_days(out: &mut Vec<u8>, days: &DayBitmaps) {
@@ -613,15 +578,15 @@ mod tests {
     fn families_are_packed_and_damage_is_an_error() {
         let body: Vec<u8> = (0..4000u32).map(|i| (i % 7) as u8).collect();
         let packed = pack_family(&body);
-        assert_eq!(packed[0], FAMILY_LZ4);
+        assert_eq!(packed[0], codec::PACKED_LZ4);
         assert!(packed.len() < body.len() / 4);
         assert_eq!(&*unpack_family(&packed).unwrap(), &body[..]);
         let short = pack_family(&[1, 2, 3]);
-        assert_eq!(short, vec![FAMILY_PLAIN, 1, 2, 3]);
+        assert_eq!(short, vec![codec::PACKED_PLAIN, 1, 2, 3]);
         let mut damaged = packed.clone();
         damaged.truncate(packed.len() - 3);
         assert!(unpack_family(&damaged).is_err());
-        assert!(unpack_family(&[FAMILY_LZ4, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        assert!(unpack_family(&[codec::PACKED_LZ4, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
         assert!(unpack_family(&[7, 1]).is_err());
     }
 

@@ -291,10 +291,82 @@ pub struct StoredEvent {
     pub props: Fields,
 }
 
-/// A block stored as is.
-const BLOCK_PLAIN: u8 = 0;
-/// A block compressed with LZ4: the uncompressed length (varint), then the LZ4 block.
-const BLOCK_LZ4: u8 = 1;
+/// A packed record stored as is: this tag, then the body.
+pub(crate) const PACKED_PLAIN: u8 = 0;
+/// A packed record compressed with LZ4: this tag, the body's length (varint), then the LZ4 block.
+pub(crate) const PACKED_LZ4: u8 = 1;
+
+/// Packs a record whose body follows the first byte of `tagged` (a place for the tag: its value
+/// is ignored; an empty `tagged` is an empty body): LZ4-compressed when that saves at least an eighth of the record, else as is.
+pub(crate) fn pack(mut tagged: Vec<u8>) -> Vec<u8> {
+    match tagged.first_mut() {
+        Some(tag) => *tag = PACKED_PLAIN,
+        None => tagged.push(PACKED_PLAIN),
+    }
+    let plain = &tagged[1..];
+    let mut packed = Vec::with_capacity(plain.len() / 2 + 16);
+    packed.push(PACKED_LZ4);
+    put_varint(&mut packed, plain.len() as u64);
+    let header = packed.len();
+    packed.resize(
+        header + lz4_flex::block::get_maximum_output_size(plain.len()),
+        0,
+    );
+    match lz4_flex::block::compress_into(plain, &mut packed[header..]) {
+        Ok(n) if header + n < tagged.len() - tagged.len() / 8 => {
+            packed.truncate(header + n);
+            packed
+        }
+        _ => tagged,
+    }
+}
+
+/// The body of a record written by [`pack`], borrowed when it is stored as is. `what` names the
+/// record in errors; a compressed body may claim at most `max` bytes (a guard against damaged
+/// lengths).
+pub(crate) fn unpack<'r>(
+    record: &'r [u8],
+    what: &str,
+    max: usize,
+) -> Result<std::borrow::Cow<'r, [u8]>> {
+    match record.split_first() {
+        Some((&PACKED_PLAIN, body)) => Ok(std::borrow::Cow::Borrowed(body)),
+        _ => {
+            let mut body = Vec::new();
+            unpack_into(record, what, max, &mut body)?;
+            Ok(std::borrow::Cow::Owned(body))
+        }
+    }
+}
+
+/// Appends the body of a record written by [`pack`] to `out` (see [`unpack`]); on an error `out`
+/// is as it was.
+pub(crate) fn unpack_into(record: &[u8], what: &str, max: usize, out: &mut Vec<u8>) -> Result<()> {
+    match record.split_first() {
+        Some((&PACKED_PLAIN, body)) => {
+            out.extend_from_slice(body);
+            Ok(())
+        }
+        Some((&PACKED_LZ4, rest)) => {
+            let mut r = Reader::new(rest);
+            let len = usize::try_from(r.varint()?).map_err(|_| corrupt!("bad {what} length"))?;
+            if len > max {
+                return Err(corrupt!("{what} length {len} is implausible"));
+            }
+            let at = out.len();
+            out.resize(at + len, 0);
+            match lz4_flex::block::decompress_into(&rest[r.pos..], &mut out[at..]) {
+                Ok(n) if n == len => Ok(()),
+                _ => {
+                    out.truncate(at);
+                    Err(corrupt!("a compressed {what} does not decompress"))
+                }
+            }
+        }
+        _ => Err(corrupt!("unknown {what} encoding")),
+    }
+}
+
 /// The largest uncompressed block a reader accepts (a guard against damaged lengths).
 const MAX_BLOCK_BYTES: usize = 64 << 20;
 
@@ -304,7 +376,7 @@ const MAX_BLOCK_BYTES: usize = 64 << 20;
 /// body is LZ4-compressed when that saves at least an eighth.
 pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(events: &[E]) -> Vec<u8> {
     let mut body = Vec::with_capacity(1 + events.len() * 24);
-    body.push(BLOCK_PLAIN);
+    body.push(PACKED_PLAIN);
     put_varint(&mut body, events.len() as u64);
     let mut prev = events.first().map_or(0, |e| e.borrow().ts);
     for e in events {
@@ -315,28 +387,13 @@ pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(events: &[E]) -> Vec<u8
         put_varint(&mut body, u64::from(e.event));
         put_fields(&mut body, &e.props);
     }
-    let plain = &body[1..];
-    let mut packed = Vec::with_capacity(plain.len() / 2 + 16);
-    packed.push(BLOCK_LZ4);
-    put_varint(&mut packed, plain.len() as u64);
-    let header = packed.len();
-    packed.resize(
-        header + lz4_flex::block::get_maximum_output_size(plain.len()),
-        0,
-    );
-    match lz4_flex::block::compress_into(plain, &mut packed[header..]) {
-        Ok(n) if header + n < body.len() - body.len() / 8 => {
-            packed.truncate(header + n);
-            packed
-        }
-        _ => body,
-    }
+    pack(body)
 }
 
 /// Decodes a block whose first event happened at `start`, appending its events to `out`.
 pub fn decode_block(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
     match bytes.split_first() {
-        Some((&BLOCK_PLAIN, body)) => decode_block_body(start, body, out),
+        Some((&PACKED_PLAIN, body)) => decode_block_body(start, body, out),
         _ => {
             let mut body = Vec::new();
             block_body(bytes, &mut body)?;
@@ -347,30 +404,7 @@ pub fn decode_block(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) 
 
 /// Appends a stored block's body, uncompressed, to `out`.
 pub(crate) fn block_body(bytes: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    match bytes.split_first() {
-        Some((&BLOCK_PLAIN, body)) => {
-            out.extend_from_slice(body);
-            Ok(())
-        }
-        Some((&BLOCK_LZ4, rest)) => {
-            let mut r = Reader::new(rest);
-            let len = usize::try_from(r.varint()?).map_err(|_| corrupt!("bad block length"))?;
-            if len > MAX_BLOCK_BYTES {
-                return Err(corrupt!("block length {len} is implausible"));
-            }
-            let packed = &rest[r.pos..];
-            let at = out.len();
-            out.resize(at + len, 0);
-            match lz4_flex::block::decompress_into(packed, &mut out[at..]) {
-                Ok(n) if n == len => Ok(()),
-                _ => {
-                    out.truncate(at);
-                    Err(corrupt!("a compressed event block does not decompress"))
-                }
-            }
-        }
-        _ => Err(corrupt!("unknown event block encoding")),
-    }
+    unpack_into(bytes, "event block", MAX_BLOCK_BYTES, out)
 }
 
 /// Reads the time (a delta from the previous event's `prev`) and the event id that start each
@@ -488,7 +522,7 @@ mod tests {
             })
             .collect();
         let bytes = encode_block(&events);
-        assert_eq!(bytes[0], BLOCK_LZ4);
+        assert_eq!(bytes[0], PACKED_LZ4);
         assert!(bytes.len() < 128 * 10, "{} bytes", bytes.len());
         let mut back = Vec::new();
         decode_block(1_000, &bytes, &mut back).unwrap();
