@@ -586,17 +586,9 @@ fn add_sorted(
     });
     // The runs of equal (property, value).
     let runs = || {
-        let mut rest = &items[..];
-        std::iter::from_fn(move || {
-            let &(p, k, _, _) = rest.first()?;
-            let n = rest
-                .iter()
-                .position(|x| x.0 != p || x.1 != k)
-                .unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(n);
-            rest = tail;
-            Some((p, k, run))
-        })
+        items
+            .chunk_by(|a, b| a.0 == b.0 && a.1 == b.1)
+            .map(|run| (run[0].0, run[0].1, run))
     };
     // New values per property, against the bound.
     let mut new_values: Option<(u32, usize)> = None;
@@ -622,14 +614,11 @@ fn add_sorted(
         }
         let (_, vd) = slot(props.entry(p).or_default(), k);
         let mut changed = false;
-        let mut days = run;
-        while let Some(&(_, _, day, _)) = days.first() {
-            let m = days.iter().position(|x| x.2 != day).unwrap_or(days.len());
-            let bm = vd.days.entry(day).or_default();
-            for &(_, _, _, cust) in &days[..m] {
+        for day in run.chunk_by(|a, b| a.2 == b.2) {
+            let bm = vd.days.entry(day[0].2).or_default();
+            for &(_, _, _, cust) in day {
                 changed |= insert(bm, cust);
             }
-            days = &days[m..];
         }
         if changed {
             vd.dirty = true;
