@@ -29,10 +29,15 @@ use crate::model::value::ValueType;
 use crate::model::Value;
 use crate::storage::catalog::type_names;
 use crate::storage::codec::{self, StoredEvent};
-use crate::storage::{keys, meta, Catalog, IdMap, Store};
+use crate::storage::dictionary;
+use crate::storage::{keys, meta, BlockDictionary, Catalog, IdMap, Store};
 
 /// Events per stored block: a customer's timeline is cut into blocks of at most this many.
 pub const BLOCK_EVENTS: usize = 128;
+
+/// About how many bytes an event takes in an uncompressed block body (the generated shop's
+/// average): sizes dictionary training samples before encoding them.
+const BODY_BYTES_PER_EVENT: usize = 25;
 
 /// A write touching at least this many customers frees its records on rayon's pool.
 const BACKGROUND_DROP_FROM: usize = 64;
@@ -547,13 +552,24 @@ impl Db {
         if stored == 0 {
             return Ok(reports);
         }
+        // The first write with enough events trains the folder's block dictionary. It is stored
+        // in this write's batch, with the first blocks compressed with it, and used from the
+        // commit on: no stored block ever names a dictionary that is not stored.
+        let trained = match self.store.dictionaries().current() {
+            Some(_) => None,
+            None => train_from_write(&work, self.store.dictionaries().next_id()),
+        };
+        if let Some(d) = &trained {
+            batch.insert(&keys::dictionary(d.id())[..], d.bytes());
+        }
+        let dict = self.store.dictionaries().current().or(trained.as_ref());
         // Each customer's records are independent of the others': prepare them in parallel.
         let touched: RoaringBitmap = work.keys().copied().collect();
         let prepared: Vec<(Applied, Vec<Record>)> = work
             .into_iter()
             .collect::<Vec<_>>()
             .into_par_iter()
-            .map(|(cust, wk)| self.prepare_customer(cust, wk))
+            .map(|(cust, wk)| self.prepare_customer(cust, wk, dict))
             .collect::<Result<_>>()?;
         let mut applied = Vec::with_capacity(prepared.len());
         for (a, records) in prepared {
@@ -567,6 +583,10 @@ impl Db {
         }
         *committing = true;
         self.commit_write(w, batch, &touched, &catalog, next_id)?;
+        if let Some(d) = trained {
+            // There was none before this write, and only the writer (whose lock this is) installs.
+            self.store.dictionaries().install(d)?;
+        }
         // Group the index changes before taking the lock that readers wait for; under it, large
         // writes are applied on every core.
         let mut changes = Changes::default();
@@ -609,7 +629,12 @@ impl Db {
     }
 
     /// Works out the records one customer's changes write, and what the indexes must learn.
-    fn prepare_customer(&self, cust: u32, wk: Work) -> Result<(Applied, Vec<Record>)> {
+    fn prepare_customer(
+        &self,
+        cust: u32,
+        wk: Work,
+        dict: Option<&BlockDictionary>,
+    ) -> Result<(Applied, Vec<Record>)> {
         let mut records = Vec::new();
         let mut a = Applied {
             cust,
@@ -639,7 +664,7 @@ impl Db {
         if !wk.events.is_empty() {
             let mut events = wk.events;
             events.sort_by_key(|e| e.ts);
-            self.merge_events(&mut records, cust, &events)?;
+            self.merge_events(&mut records, cust, &events, dict)?;
             a.events = events;
         }
         if !wk.seen_now.is_empty() {
@@ -652,18 +677,20 @@ impl Db {
         Ok((a, records))
     }
 
-    /// Merges a customer's new events (sorted by time) into their stored blocks.
+    /// Merges a customer's new events (sorted by time) into their stored blocks, compressed
+    /// with `dict` when there is one.
     fn merge_events(
         &self,
         records: &mut Vec<Record>,
         cust: u32,
         events: &[StoredEvent],
+        dict: Option<&BlockDictionary>,
     ) -> Result<()> {
         let first = events[0].ts;
         let old_blocks = self.store.blocks_from(cust, first)?;
         let mut stored: Vec<StoredEvent> = Vec::new();
         for (key, start, bytes) in &old_blocks {
-            codec::decode_block(*start, bytes, &mut stored)?;
+            codec::decode_block(*start, bytes, self.store.dictionaries(), &mut stored)?;
             records.push((key.to_vec(), None));
         }
         // Stored events come first among equal times: the sort is stable.
@@ -673,7 +700,7 @@ impl Db {
             // A new block under an old key replaces the removal pushed above.
             records.push((
                 keys::block(cust, chunk[0].ts).to_vec(),
-                Some(codec::encode_block(chunk)),
+                Some(codec::encode_block(chunk, dict)),
             ));
         }
         Ok(())
@@ -932,6 +959,14 @@ impl Db {
     }
 
     fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
+        if self.store.dictionaries().current().is_none() {
+            if let Some(d) = train_from_store(&self.store, self.store.dictionaries().next_id())? {
+                let mut batch = sled::Batch::default();
+                batch.insert(&keys::dictionary(d.id())[..], d.bytes());
+                self.store.commit(batch)?;
+                self.store.dictionaries().install(d)?;
+            }
+        }
         self.snapshot_locked(w, false)
     }
 
@@ -1046,6 +1081,52 @@ fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item = &[E
     })
 }
 
+/// Trains a block dictionary on the events of a write, when it has enough of them: the bodies
+/// of (a sample of) its customers' new blocks. `None` for a smaller write, or when training
+/// finds nothing.
+fn train_from_write(work: &BTreeMap<u32, Work>, id: u32) -> Option<BlockDictionary> {
+    let events: usize = work.values().map(|w| w.events.len()).sum();
+    if events * BODY_BYTES_PER_EVENT < dictionary::TRAIN_MIN_BYTES {
+        return None;
+    }
+    // Every `step`th customer, for a sample of about TRAIN_SAMPLE_BYTES from across the write.
+    let step = (events * BODY_BYTES_PER_EVENT).div_ceil(dictionary::TRAIN_SAMPLE_BYTES);
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut timeline: Vec<&StoredEvent> = Vec::new();
+    for wk in work.values().filter(|w| !w.events.is_empty()).step_by(step) {
+        timeline.clear();
+        timeline.extend(&wk.events);
+        timeline.sort_by_key(|e| e.ts);
+        for chunk in time_blocks(&timeline) {
+            let mut body = Vec::new();
+            codec::put_block_body(&mut body, chunk);
+            bodies.push(body);
+        }
+    }
+    let samples: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    BlockDictionary::new(id, dictionary::train(&samples)?).ok()
+}
+
+/// Trains a block dictionary on stored blocks (their first ones in key order, up to
+/// [`dictionary::TRAIN_SAMPLE_BYTES`] of bodies): for a folder filled by writes too small to
+/// train one, or written by a build without dictionaries. `None` while there are too few.
+fn train_from_store(store: &Store, id: u32) -> Result<Option<BlockDictionary>> {
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0;
+    for item in store.scan(keys::EVENTS) {
+        let (_, v) = item?;
+        let mut body = Vec::new();
+        codec::block_body(&v, store.dictionaries(), &mut body)?;
+        total += body.len();
+        bodies.push(body);
+        if total >= dictionary::TRAIN_SAMPLE_BYTES {
+            break;
+        }
+    }
+    let samples: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    Ok(dictionary::train(&samples).and_then(|bytes| BlockDictionary::new(id, bytes).ok()))
+}
+
 /// What a write's applied changes touched, for saved audiences.
 fn touched_by(applied: &[Applied]) -> Touched {
     let mut t = Touched::default();
@@ -1105,7 +1186,7 @@ fn rebuild_from(store: &Store, like: &Indexes) -> Result<(Indexes, Catalog, u64)
         let (k, v) = item?;
         let (cust, start) = keys::parse_block(&k)?;
         events.clear();
-        codec::decode_block(start, &v, &mut events)?;
+        codec::decode_block(start, &v, store.dictionaries(), &mut events)?;
         for e in &events {
             ix.add_event(cust, e);
             catalog.count_event(e.event, &e.props, 1);

@@ -124,7 +124,7 @@ fn message_ids_make_resending_idempotent() {
 }
 
 #[test]
-fn a_format_1_folder_keeps_its_message_ids_and_is_marked_format_2() {
+fn a_format_1_folder_keeps_its_message_ids_and_is_marked_current() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let with_id = |i: i64| {
@@ -164,7 +164,7 @@ fn a_format_1_folder_keeps_its_message_ids_and_is_marked_format_2() {
     let tree = raw.open_tree("audiencedb").unwrap();
     assert_eq!(
         tree.get(&k).unwrap().unwrap().as_ref(),
-        &2u32.to_be_bytes()[..]
+        &audiencedb::storage::FORMAT_VERSION.to_be_bytes()[..]
     );
     assert_eq!(tree.get(keys::seen(0)).unwrap().unwrap().len(), 1 + 5 * 6);
 }
@@ -471,4 +471,146 @@ fn a_second_open_of_the_same_folder_is_refused() {
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(_) => panic!("a second open must be refused"),
     }
+}
+
+/// A shop-like event: products, categories and prices from small vocabularies.
+fn shop_event(cust: usize, i: usize) -> Message {
+    Message::track(
+        format!("shopper-{cust}"),
+        ["viewed", "added", "purchased"][i % 3],
+        vec![
+            (
+                "product".into(),
+                s(&format!("SKU-{:04}", (cust * 31 + i * 7) % 300)),
+            ),
+            (
+                "category".into(),
+                s(["shoes", "kids", "garden", "books"][i % 4]),
+            ),
+            (
+                "price".into(),
+                Value::Float(((cust + i) % 90) as f64 + 0.99),
+            ),
+        ],
+        Some(1_700_000_000_000 + (i as i64) * 3_600_000),
+    )
+}
+
+/// The folder opened with sled itself, once the database that had it open has let go (its
+/// background threads can hold the lock for a moment after it is dropped).
+fn raw_open(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The first byte of every stored event block, and whether dictionary 1 is stored.
+fn block_tags(path: &std::path::Path) -> (Vec<u8>, bool) {
+    let raw = raw_open(path);
+    let tree = raw.open_tree("audiencedb").unwrap();
+    let tags = tree
+        .scan_prefix([keys::EVENTS])
+        .map(|kv| kv.unwrap().1[0])
+        .collect();
+    let stored = tree.get(keys::dictionary(1)).unwrap().is_some();
+    (tags, stored)
+}
+
+fn events_of(db: &Db, cust: &str) -> Vec<(i64, String, String)> {
+    db.customer(cust)
+        .unwrap()
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| (e.timestamp, e.name, format!("{:?}", e.properties)))
+        .collect()
+}
+
+#[test]
+fn a_large_write_trains_a_block_dictionary_stored_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    // About 700 KB of block bodies: enough to train on.
+    let messages: Vec<Message> = (0..400)
+        .flat_map(|c| (0..60).map(move |i| shop_event(c, i)))
+        .collect();
+    assert_eq!(db.ingest(messages).unwrap().stored, 400 * 60);
+    let before = events_of(&db, "shopper-7");
+    assert_eq!(before.len(), 60);
+    // A crash right after the write: the dictionary was committed with the blocks using it.
+    db.abandon();
+    let (tags, stored) = block_tags(&path);
+    assert!(stored, "the dictionary is stored");
+    assert_eq!(tags.len(), 400);
+    assert!(
+        tags.iter().all(|&t| t == 2),
+        "every block of the write uses it: {tags:?}"
+    );
+    let db = Db::open(&path).unwrap();
+    assert_eq!(events_of(&db, "shopper-7"), before);
+    assert!(db.verify().unwrap().is_ok());
+    // Later writes merge into the compressed blocks.
+    db.ingest(vec![shop_event(7, 60)]).unwrap();
+    assert_eq!(events_of(&db, "shopper-7").len(), 61);
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(events_of(&db, "shopper-7")[..60], before[..]);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn small_writes_get_a_dictionary_at_a_checkpoint_and_old_blocks_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    // Writes too small to train on, as a server's are.
+    for c in 0..400 {
+        db.ingest((0..60).map(|i| shop_event(c, i)).collect())
+            .unwrap();
+    }
+    let before = events_of(&db, "shopper-3");
+    db.checkpoint().unwrap();
+    db.ingest(vec![shop_event(3, 60)]).unwrap();
+    db.ingest((0..60).map(|i| shop_event(1_000, i)).collect())
+        .unwrap();
+    drop(db);
+    let (tags, stored) = block_tags(&path);
+    assert!(stored, "the checkpoint trained one on the stored blocks");
+    assert_eq!(tags.iter().filter(|&&t| t == 2).count(), 2, "{tags:?}");
+    assert_eq!(tags.iter().filter(|&&t| t == 1).count(), 399);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(events_of(&db, "shopper-3")[..60], before[..]);
+    assert_eq!(events_of(&db, "shopper-3").len(), 61);
+    assert_eq!(events_of(&db, "shopper-1000").len(), 60);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_block_naming_a_missing_dictionary_is_corruption_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = Db::open(&path).unwrap();
+        let messages: Vec<Message> = (0..400)
+            .flat_map(|c| (0..60).map(move |i| shop_event(c, i)))
+            .collect();
+        db.ingest(messages).unwrap();
+    }
+    let raw = raw_open(&path);
+    raw.open_tree("audiencedb")
+        .unwrap()
+        .remove(keys::dictionary(1))
+        .unwrap();
+    raw.flush().unwrap();
+    drop(raw);
+    let db = Db::open(&path).unwrap();
+    let err = db.customer("shopper-1").unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("dictionary 1"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! Byte encodings of the on-disk format: varints, values, profiles and event blocks. Every decoder
 //! checks lengths and tags and answers bad bytes with [`crate::Error::Corrupt`], never a panic.
 
+use super::dictionary::{BlockDictionary, Dictionaries};
 use crate::error::{corrupt, Result};
 use crate::model::{Timestamp, Value};
 
@@ -296,6 +297,10 @@ pub(crate) const PACKED_PLAIN: u8 = 0;
 /// A packed record compressed with LZ4: this tag, the body's length (varint), then the LZ4 block.
 pub(crate) const PACKED_LZ4: u8 = 1;
 
+/// An event block compressed with zstd and a stored dictionary: this tag, the dictionary's id
+/// (varint), the body's length (varint), then the zstd frame (see [`super::dictionary`]).
+pub(crate) const PACKED_ZSTD_DICT: u8 = 2;
+
 /// Packs a record whose body follows the first byte of `tagged` (a place for the tag: its value
 /// is ignored; an empty `tagged` is an empty body): LZ4-compressed when that saves at least an eighth of the record, else as is.
 pub(crate) fn pack(mut tagged: Vec<u8>) -> Vec<u8> {
@@ -373,38 +378,80 @@ const MAX_BLOCK_BYTES: usize = 64 << 20;
 /// Encodes a block of events, which must be sorted by time. The body is a count, then per event
 /// the time as a delta from the previous one (the first from the block's start, which is its own
 /// time), the event id and the properties. A customer's events repeat names and values, so the
-/// body is LZ4-compressed when that saves at least an eighth.
-pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(events: &[E]) -> Vec<u8> {
+/// body is compressed when that saves at least an eighth: with zstd and `dict` when there is
+/// one (blocks are small, and the dictionary holds the vocabulary they share), else with LZ4.
+pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(
+    events: &[E],
+    dict: Option<&BlockDictionary>,
+) -> Vec<u8> {
     let mut body = Vec::with_capacity(1 + events.len() * 24);
     body.push(PACKED_PLAIN);
-    put_varint(&mut body, events.len() as u64);
-    let mut prev = events.first().map_or(0, |e| e.borrow().ts);
-    for e in events {
-        let e = e.borrow();
-        debug_assert!(e.ts >= prev, "blocks are sorted by time");
-        put_varint(&mut body, (e.ts - prev) as u64);
-        prev = e.ts;
-        put_varint(&mut body, u64::from(e.event));
-        put_fields(&mut body, &e.props);
+    put_block_body(&mut body, events);
+    if let Some(packed) = dict.and_then(|d| pack_with_dictionary(&body, d)) {
+        return packed;
     }
     pack(body)
 }
 
+/// Appends the uncompressed body of a block of events (sorted by time) to `out`: what
+/// [`block_body`] gives back, and what dictionaries are trained on.
+pub fn put_block_body<E: std::borrow::Borrow<StoredEvent>>(out: &mut Vec<u8>, events: &[E]) {
+    put_varint(out, events.len() as u64);
+    let mut prev = events.first().map_or(0, |e| e.borrow().ts);
+    for e in events {
+        let e = e.borrow();
+        debug_assert!(e.ts >= prev, "blocks are sorted by time");
+        put_varint(out, (e.ts - prev) as u64);
+        prev = e.ts;
+        put_varint(out, u64::from(e.event));
+        put_fields(out, &e.props);
+    }
+}
+
+/// `tagged` (a tag byte, then the body) compressed with `dict`, if that saves an eighth.
+fn pack_with_dictionary(tagged: &[u8], dict: &BlockDictionary) -> Option<Vec<u8>> {
+    let plain = &tagged[1..];
+    let mut packed = Vec::with_capacity(plain.len() / 2 + 16);
+    packed.push(PACKED_ZSTD_DICT);
+    put_varint(&mut packed, u64::from(dict.id()));
+    put_varint(&mut packed, plain.len() as u64);
+    dict.compress_into(plain, &mut packed)?;
+    (packed.len() < tagged.len() - tagged.len() / 8).then_some(packed)
+}
+
 /// Decodes a block whose first event happened at `start`, appending its events to `out`.
-pub fn decode_block(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
+/// `dicts` are the folder's compression dictionaries.
+pub fn decode_block(
+    start: Timestamp,
+    bytes: &[u8],
+    dicts: &Dictionaries,
+    out: &mut Vec<StoredEvent>,
+) -> Result<()> {
     match bytes.split_first() {
         Some((&PACKED_PLAIN, body)) => decode_block_body(start, body, out),
         _ => {
             let mut body = Vec::new();
-            block_body(bytes, &mut body)?;
+            block_body(bytes, dicts, &mut body)?;
             decode_block_body(start, &body, out)
         }
     }
 }
 
-/// Appends a stored block's body, uncompressed, to `out`.
-pub(crate) fn block_body(bytes: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    unpack_into(bytes, "event block", MAX_BLOCK_BYTES, out)
+/// Appends a stored block's body, uncompressed, to `out`; on an error `out` is as it was.
+pub(crate) fn block_body(bytes: &[u8], dicts: &Dictionaries, out: &mut Vec<u8>) -> Result<()> {
+    match bytes.split_first() {
+        Some((&PACKED_ZSTD_DICT, rest)) => {
+            let mut r = Reader::new(rest);
+            let id = u32::try_from(r.varint()?).map_err(|_| corrupt!("bad dictionary id"))?;
+            let len =
+                usize::try_from(r.varint()?).map_err(|_| corrupt!("bad event block length"))?;
+            if len > MAX_BLOCK_BYTES {
+                return Err(corrupt!("event block length {len} is implausible"));
+            }
+            dicts.get(id)?.decompress_into(&rest[r.pos..], len, out)
+        }
+        _ => unpack_into(bytes, "event block", MAX_BLOCK_BYTES, out),
+    }
 }
 
 /// Reads the time (a delta from the previous event's `prev`) and the event id that start each
@@ -509,6 +556,47 @@ mod tests {
         );
     }
 
+    /// A shop-like event: a product, a price and a category from small vocabularies.
+    fn shop_event(customer: i64, i: i64) -> StoredEvent {
+        StoredEvent {
+            ts: 1_000 + i * 60_000,
+            event: (i % 4) as u32,
+            props: vec![
+                (
+                    0,
+                    Value::Str(format!("SKU-{:04}", (customer * 31 + i * 7) % 200)),
+                ),
+                (1, Value::Float(((customer + i) % 90) as f64 + 0.99)),
+                (
+                    2,
+                    Value::Str(["shoes", "kids", "garden"][(i % 3) as usize].into()),
+                ),
+            ],
+        }
+    }
+
+    /// Dictionaries holding one dictionary trained on shop-like blocks (trained once).
+    fn shop_dictionaries() -> &'static Dictionaries {
+        static SHOP: std::sync::OnceLock<Dictionaries> = std::sync::OnceLock::new();
+        SHOP.get_or_init(|| {
+            let bodies: Vec<Vec<u8>> = (0..300)
+                .map(|c| {
+                    let events: Vec<StoredEvent> = (0..30).map(|i| shop_event(c, i)).collect();
+                    let mut body = Vec::new();
+                    put_block_body(&mut body, &events);
+                    body
+                })
+                .collect();
+            let samples: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+            let bytes = super::super::dictionary::train(&samples).expect("enough samples");
+            let dicts = Dictionaries::default();
+            dicts
+                .install(BlockDictionary::new(1, bytes).unwrap())
+                .unwrap();
+            dicts
+        })
+    }
+
     #[test]
     fn repetitive_blocks_are_compressed_and_round_trip() {
         let events: Vec<StoredEvent> = (0..128)
@@ -521,17 +609,64 @@ mod tests {
                 ],
             })
             .collect();
-        let bytes = encode_block(&events);
+        let none = Dictionaries::default();
+        let bytes = encode_block(&events, None);
         assert_eq!(bytes[0], PACKED_LZ4);
         assert!(bytes.len() < 128 * 10, "{} bytes", bytes.len());
         let mut back = Vec::new();
-        decode_block(1_000, &bytes, &mut back).unwrap();
+        decode_block(1_000, &bytes, &none, &mut back).unwrap();
         assert_eq!(back, events);
         // A damaged length is an error, not a huge allocation or a panic.
         let mut bad = bytes.clone();
         bad[1] = 0xff;
         bad[2] = 0xff;
-        assert!(decode_block(1_000, &bad, &mut Vec::new()).is_err());
+        assert!(decode_block(1_000, &bad, &none, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn blocks_with_a_dictionary_are_smaller_and_need_it_to_be_read() {
+        let dicts = shop_dictionaries();
+        let dict = dicts.current();
+        let events: Vec<StoredEvent> = (0..20).map(|i| shop_event(1_000, i)).collect();
+        let plain = encode_block(&events, None);
+        let packed = encode_block(&events, dict);
+        assert_eq!(packed[0], PACKED_ZSTD_DICT);
+        assert!(
+            packed.len() < plain.len() * 3 / 4,
+            "{} bytes with the dictionary, {} without",
+            packed.len(),
+            plain.len()
+        );
+        let mut back = Vec::new();
+        decode_block(1_000, &packed, dicts, &mut back).unwrap();
+        assert_eq!(back, events);
+        // Blocks written before the dictionary still read.
+        back.clear();
+        decode_block(1_000, &plain, dicts, &mut back).unwrap();
+        assert_eq!(back, events);
+        // Without the dictionary it names, a block is an error that says so.
+        let err = decode_block(1_000, &packed, &Dictionaries::default(), &mut back).unwrap_err();
+        assert!(err.to_string().contains("dictionary 1"), "{err}");
+        let mut other = packed.clone();
+        other[1] = 2;
+        assert!(decode_block(1_000, &other, dicts, &mut back).is_err());
+        // A damaged length or frame is an error, and leaves the output alone.
+        let mut body = vec![5];
+        let mut long = packed.clone();
+        long[2] = 0xff;
+        long[3] = 0xff;
+        assert!(block_body(&long, dicts, &mut body).is_err());
+        assert!(block_body(&packed[..packed.len() - 4], dicts, &mut body).is_err());
+        assert_eq!(body, [5]);
+        // A body the dictionary cannot shrink by an eighth is stored the other way.
+        let noise: Vec<StoredEvent> = (0..3)
+            .map(|i| StoredEvent {
+                ts: i,
+                event: 0,
+                props: vec![(9, Value::Int(i * 7_919))],
+            })
+            .collect();
+        assert_ne!(encode_block(&noise, dict)[0], PACKED_ZSTD_DICT);
     }
 
     proptest! {
@@ -548,10 +683,13 @@ mod tests {
             let events: Vec<StoredEvent> = times.iter().enumerate()
                 .map(|(i, &ts)| StoredEvent { ts, event: i as u32 % 3, props: props.clone() })
                 .collect();
-            let bytes = encode_block(&events);
-            let mut back = Vec::new();
-            decode_block(events[0].ts, &bytes, &mut back).unwrap();
-            prop_assert_eq!(back, events);
+            let dicts = shop_dictionaries();
+            for dict in [None, dicts.current()] {
+                let bytes = encode_block(&events, dict);
+                let mut back = Vec::new();
+                decode_block(events[0].ts, &bytes, dicts, &mut back).unwrap();
+                prop_assert_eq!(&back, &events);
+            }
         }
 
         #[test]
@@ -567,7 +705,10 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_profile(&bytes);
-            let _ = decode_block(0, &bytes, &mut Vec::new());
+            let _ = decode_block(0, &bytes, shop_dictionaries(), &mut Vec::new());
+            let mut named = vec![PACKED_ZSTD_DICT, 1];
+            named.extend_from_slice(&bytes);
+            let _ = decode_block(0, &named, shop_dictionaries(), &mut Vec::new());
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | `a` | `a` + audience name | a saved audience's definition (JSON) |
 //! | `b` | `b` + audience id (BE) | a saved audience's members and timers, as of a checkpoint |
 //! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
+//! | `z` | `z` + dictionary id (BE) | a compression dictionary for event blocks (format 3) |
 //!
 //! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
 //! in time order, and the blocks of one customer never overlap in time.
@@ -37,6 +38,8 @@ pub const FEED: u8 = b'g';
 pub const FEED_V1: u8 = b'f';
 /// The in-memory id map's snapshot, in chunks of consecutive internal ids.
 pub const ID_SNAPSHOT: u8 = b'j';
+/// Compression dictionaries for event blocks, by id.
+pub const DICTIONARY: u8 = b'z';
 
 /// A human name for the kind of record a key prefix marks.
 pub fn kind_name(prefix: u8) -> &'static str {
@@ -54,6 +57,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         FEED => "change feed",
         FEED_V1 => "change feed (one record a change)",
         ID_SNAPSHOT => "id map snapshot",
+        DICTIONARY => "block dictionaries",
         _ => "unknown",
     }
 }
@@ -97,6 +101,11 @@ pub fn events_of(cust: u32) -> [u8; 5] {
 
 pub fn seen(cust: u32) -> [u8; 5] {
     with_customer(SEEN, cust)
+}
+
+/// The key of compression dictionary `id`.
+pub fn dictionary(id: u32) -> [u8; 5] {
+    with_customer(DICTIONARY, id)
 }
 
 /// The key of a block whose first event happened at `start` (never negative: see

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod dictionary;
 pub mod ids;
 pub mod keys;
 pub mod view;
@@ -18,12 +19,15 @@ use crate::model::Timestamp;
 
 pub use catalog::Catalog;
 pub use codec::{Fields, StoredEvent};
+pub use dictionary::{BlockDictionary, Dictionaries};
 pub use ids::IdMap;
 
 /// The on-disk format this build writes. Bump it with any incompatible change to [`keys`] or
 /// [`codec`], and write the change down in docs/STORAGE.md.
-/// 2: message-id records of 6-byte hashes (version 1 folders are read, and marked 2 when opened).
-pub const FORMAT_VERSION: u32 = 2;
+/// 2: message-id records of 6-byte hashes.
+/// 3: event blocks compressed with a stored dictionary (`z` records).
+/// Folders of versions 1 and 2 are read, and marked 3 when opened.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest format this build opens: a folder of it is marked [`FORMAT_VERSION`] when opened.
 const OLDEST_FORMAT: u32 = 1;
@@ -68,6 +72,7 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     path: PathBuf,
+    dictionaries: Dictionaries,
 }
 
 /// Whether a folder looks like something other than a sled database.
@@ -155,6 +160,7 @@ impl Store {
             db,
             tree,
             path: path.to_owned(),
+            dictionaries: Dictionaries::default(),
         };
         match store.get(&keys::meta(meta::FORMAT))? {
             Some(v) => {
@@ -204,7 +210,19 @@ impl Store {
                 .write_all(format!("audiencedb database, format {FORMAT_VERSION}\n").as_bytes())?;
             marker.sync_all()?;
         }
+        for item in store.scan(keys::DICTIONARY) {
+            let (k, v) = item?;
+            let id = keys::parse_customer(&k)?;
+            store
+                .dictionaries
+                .install(BlockDictionary::new(id, v.to_vec())?)?;
+        }
         Ok(store)
+    }
+
+    /// The folder's compression dictionaries for event blocks.
+    pub fn dictionaries(&self) -> &Dictionaries {
+        &self.dictionaries
     }
 
     pub fn path(&self) -> &Path {
@@ -257,7 +275,7 @@ impl Store {
         for item in self.tree.scan_prefix(keys::events_of(cust)) {
             let (k, v) = item?;
             let (_, start) = keys::parse_block(&k)?;
-            codec::decode_block(start, &v, out)?;
+            codec::decode_block(start, &v, &self.dictionaries, out)?;
         }
         Ok(())
     }
@@ -293,7 +311,7 @@ impl Store {
          -> Result<()> {
             if let Some((start, bytes)) = block {
                 let at = buf.len();
-                view::decompress_block(&bytes, buf)?;
+                view::decompress_block(&bytes, &self.dictionaries, buf)?;
                 blocks.push((start, at..buf.len()));
             }
             Ok(())

@@ -195,6 +195,10 @@ pub fn for_each_event<'a>(
 }
 
 /// Appends a stored block's body (its events, uncompressed) to `out`.
-pub fn decompress_block(bytes: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    codec::block_body(bytes, out)
+pub fn decompress_block(
+    bytes: &[u8],
+    dicts: &super::Dictionaries,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    codec::block_body(bytes, dicts, out)
 }
