@@ -1,6 +1,8 @@
 //! Durability for real: a child `audiencedb import` is killed with SIGKILL at random moments; after
 //! each kill the folder is reopened and every batch the child acknowledged must be there, no
-//! batch may be half there, and the indexes must verify.
+//! batch may be half there, and the indexes must verify. The folder is seeded first with one
+//! import large enough to train the block compression dictionary, so the killed writes merge
+//! into and write dictionary-compressed blocks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -10,6 +12,26 @@ use std::time::{Duration, Instant};
 use audiencedb::Db;
 
 const BATCH: u64 = 500;
+
+/// Events of the seed import: one batch, large enough to train a dictionary on.
+const SEED: u64 = 20_000;
+
+/// Writes the seed: `SEED` events of 200 other customers, shop-like, in one file.
+fn write_seed(path: &Path) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..SEED {
+        writeln!(
+            f,
+            r#"{{"type":"track","userId":"s-{}","event":"viewed","messageId":"s-{i}","properties":{{"product":"sku-{}","category":"{}","price":{}.95}},"timestamp":{}}}"#,
+            i % 200,
+            i * 7 % 300,
+            ["shoes", "kids", "garden", "books"][(i % 4) as usize],
+            i % 89,
+            1_690_000_000_000 + i as i64 * 90_000
+        )
+        .unwrap();
+    }
+}
 
 /// Writes `n` track messages for 300 customers, each with a unique message id.
 fn write_input(path: &Path, n: u64) {
@@ -35,12 +57,33 @@ fn stored_events(db: &Db) -> u64 {
 fn acknowledged_batches_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.ndjson");
-    let total = 40_000;
+    let total = 60_000;
     write_input(&input, total);
     let db_path = dir.path().join("db");
+    let seed_input = dir.path().join("seed.ndjson");
+    write_seed(&seed_input);
+    let status = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .arg("--db")
+        .arg(&db_path)
+        .arg("import")
+        .arg(&seed_input)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    {
+        let raw = sled::open(&db_path).unwrap();
+        let tree = raw.open_tree("audiencedb").unwrap();
+        assert!(
+            tree.get(audiencedb::storage::keys::dictionary(1))
+                .unwrap()
+                .is_some(),
+            "the seed trained a block dictionary"
+        );
+    }
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut kills = 0;
-    let mut stored_before = 0;
+    let mut stored_before = SEED;
     for round in 0..12 {
         // Each round re-imports the whole file: already stored batches are skipped as duplicates,
         // so the import resumes where the previous one was killed.
@@ -61,7 +104,7 @@ fn acknowledged_batches_survive_kill_9() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let wait = Duration::from_millis(50 + seed % 400);
+        let wait = Duration::from_millis(20 + seed % 120);
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut acked = 0u64;
@@ -93,7 +136,7 @@ fn acknowledged_batches_survive_kill_9() {
         let db = Db::open(&db_path).unwrap();
         let stored = stored_events(&db);
         assert!(
-            stored.is_multiple_of(BATCH) || stored == total,
+            (stored - SEED).is_multiple_of(BATCH) || stored == SEED + total,
             "round {round}: {stored} events stored: a batch is half there"
         );
         let report = db.verify().unwrap();
@@ -108,7 +151,7 @@ fn acknowledged_batches_survive_kill_9() {
             !finished
         );
         stored_before = stored;
-        if finished && stored == total {
+        if finished && stored == SEED + total {
             break;
         }
     }
@@ -127,7 +170,7 @@ fn acknowledged_batches_survive_kill_9() {
         .unwrap();
     assert!(status.success());
     let db = Db::open(&db_path).unwrap();
-    assert_eq!(stored_events(&db), total);
-    assert_eq!(db.schema().customers, 300);
+    assert_eq!(stored_events(&db), SEED + total);
+    assert_eq!(db.schema().customers, 300 + 200);
     assert!(db.verify().unwrap().is_ok());
 }
