@@ -544,13 +544,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 on_disk,
                 on_disk as f64 / events.max(1) as f64
             );
+            let stats = db.record_stats()?;
+            let width = stats
+                .iter()
+                .map(|s| s.kind.len())
+                .max()
+                .unwrap_or(0)
+                .max(16);
             println!(
-                "{:<16} {:>10} {:>14} {:>14}",
+                "{:<width$} {:>10} {:>14} {:>14}",
                 "records", "count", "key bytes", "value bytes"
             );
-            for s in db.record_stats()? {
+            for s in stats {
                 println!(
-                    "{:<16} {:>10} {:>14} {:>14}",
+                    "{:<width$} {:>10} {:>14} {:>14}",
                     s.kind, s.records, s.key_bytes, s.value_bytes
                 );
             }
