@@ -49,6 +49,19 @@ fn write_input(path: &Path, n: u64) {
     }
 }
 
+/// Imports `input` into the folder with a child process left to finish.
+fn import_all(db_path: &Path, input: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .arg("--db")
+        .arg(db_path)
+        .arg("import")
+        .arg(input)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn stored_events(db: &Db) -> u64 {
     db.schema().events.iter().map(|e| e.count).sum()
 }
@@ -62,15 +75,7 @@ fn acknowledged_batches_survive_kill_9() {
     let db_path = dir.path().join("db");
     let seed_input = dir.path().join("seed.ndjson");
     write_seed(&seed_input);
-    let status = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .arg("--db")
-        .arg(&db_path)
-        .arg("import")
-        .arg(&seed_input)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    import_all(&db_path, &seed_input);
     {
         let raw = sled::open(&db_path).unwrap();
         let tree = raw.open_tree("audiencedb").unwrap();
@@ -160,15 +165,7 @@ fn acknowledged_batches_survive_kill_9() {
         "the child was never killed: the test proved nothing"
     );
     // Finish the import and check the end state once more.
-    let status = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .arg("--db")
-        .arg(&db_path)
-        .arg("import")
-        .arg(&input)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    import_all(&db_path, &input);
     let db = Db::open(&db_path).unwrap();
     assert_eq!(stored_events(&db), SEED + total);
     assert_eq!(db.schema().customers, 300 + 200);

@@ -496,6 +496,13 @@ fn shop_event(cust: usize, i: usize) -> Message {
     )
 }
 
+/// 60 events for each of 400 customers, about 700 KB of block bodies: enough to train on.
+fn large_shop_write() -> Vec<Message> {
+    (0..400)
+        .flat_map(|c| (0..60).map(move |i| shop_event(c, i)))
+        .collect()
+}
+
 /// The folder opened with sled itself, once the database that had it open has let go (its
 /// background threads can hold the lock for a moment after it is dropped).
 fn raw_open(path: &std::path::Path) -> sled::Db {
@@ -536,11 +543,7 @@ fn a_large_write_trains_a_block_dictionary_stored_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let db = Db::open(&path).unwrap();
-    // About 700 KB of block bodies: enough to train on.
-    let messages: Vec<Message> = (0..400)
-        .flat_map(|c| (0..60).map(move |i| shop_event(c, i)))
-        .collect();
-    assert_eq!(db.ingest(messages).unwrap().stored, 400 * 60);
+    assert_eq!(db.ingest(large_shop_write()).unwrap().stored, 400 * 60);
     let before = events_of(&db, "shopper-7");
     assert_eq!(before.len(), 60);
     // A crash right after the write: the dictionary was committed with the blocks using it.
@@ -597,10 +600,7 @@ fn a_block_naming_a_missing_dictionary_is_corruption_not_a_panic() {
     let path = dir.path().join("db");
     {
         let db = Db::open(&path).unwrap();
-        let messages: Vec<Message> = (0..400)
-            .flat_map(|c| (0..60).map(move |i| shop_event(c, i)))
-            .collect();
-        db.ingest(messages).unwrap();
+        db.ingest(large_shop_write()).unwrap();
     }
     let raw = raw_open(&path);
     raw.open_tree("audiencedb")
