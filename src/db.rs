@@ -557,7 +557,7 @@ impl Db {
         // commit on: no stored block ever names a dictionary that is not stored.
         let trained = match self.store.dictionaries().current() {
             Some(_) => None,
-            None => train_from_write(&work, self.store.dictionaries().next_id()),
+            None => train_from_write(&work, dictionary::FIRST_ID),
         };
         if let Some(d) = &trained {
             batch.insert(&keys::dictionary(d.id())[..], d.bytes());
@@ -959,15 +959,17 @@ impl Db {
     }
 
     fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
+        self.snapshot_locked(w, false)?;
+        // After the snapshot, so that trouble reading stored blocks cannot hold it back.
         if self.store.dictionaries().current().is_none() {
-            if let Some(d) = train_from_store(&self.store, self.store.dictionaries().next_id())? {
+            if let Some(d) = train_from_store(&self.store, dictionary::FIRST_ID)? {
                 let mut batch = sled::Batch::default();
                 batch.insert(&keys::dictionary(d.id())[..], d.bytes());
                 self.store.commit(batch)?;
                 self.store.dictionaries().install(d)?;
             }
         }
-        self.snapshot_locked(w, false)
+        Ok(())
     }
 
     fn snapshot_locked(&self, w: &mut Writer, all: bool) -> Result<()> {
