@@ -1,8 +1,5 @@
 //! Every example rule parses, and printing it is a fixed point: the examples in
-//! `grammar/examples.txt` and the Examples table of the spec (`../shared/spec/rules.md`, when the
-//! spec is checked out beside the crate).
-
-use std::path::Path;
+//! `grammar/examples.txt` and the Examples table of the language reference (`docs/RULES.md`).
 
 use audiencedb::rules::{parse, print};
 
@@ -19,13 +16,14 @@ fn grammar_examples() -> Vec<(usize, String)> {
         .collect()
 }
 
-/// The rules in the spec's Examples table: the first backquoted cell of each row after the
-/// "## Examples" heading.
-fn spec_examples(spec: &str) -> Vec<String> {
-    let Some(start) = spec.find("## Examples") else {
+/// The rules in the Examples table of `docs/RULES.md`: the first backquoted cell of each row after
+/// the "## Examples" heading.
+fn reference_examples() -> Vec<String> {
+    let doc = include_str!("../docs/RULES.md");
+    let Some(start) = doc.find("\n## Examples\n") else {
         return Vec::new();
     };
-    spec[start..]
+    doc[start + 1..]
         .lines()
         .skip(1)
         .take_while(|line| !line.starts_with("## "))
@@ -63,24 +61,25 @@ fn every_grammar_example_parses_and_prints_stably() {
 }
 
 #[test]
-fn every_spec_example_parses_and_is_kept_in_the_grammar_examples() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/rules.md");
-    let Ok(spec) = std::fs::read_to_string(&path) else {
-        eprintln!("{} is absent: skipping the spec's examples", path.display());
-        return;
-    };
-    let examples = spec_examples(&spec);
+fn every_reference_example_parses_and_is_kept_in_the_grammar_examples() {
+    let examples = reference_examples();
     assert!(
         examples.len() >= 9,
-        "found only {} examples in the spec",
+        "found only {} examples in the Examples table of docs/RULES.md",
         examples.len()
     );
+    for rule in audiencedb::rules::SPEC_EXAMPLES {
+        assert!(
+            examples.iter().any(|e| e == rule),
+            "the Examples table of docs/RULES.md lacks {rule}"
+        );
+    }
     let ours: Vec<String> = grammar_examples().into_iter().map(|(_, r)| r).collect();
     for rule in examples {
-        check(&rule, "rules.md");
+        check(&rule, "docs/RULES.md");
         assert!(
             ours.contains(&rule),
-            "grammar/examples.txt lacks the spec example {rule}"
+            "grammar/examples.txt lacks the docs/RULES.md example {rule}"
         );
     }
 }
