@@ -1,5 +1,5 @@
-//! Query latency (issue 4): the example rules of rules.md and a few extra ones, each prepared once
-//! and evaluated warm many times at one fixed *now* against an existing database folder; the
+//! Query latency (issue 4): the example rules of docs/RULES.md and a few extra ones, each prepared
+//! once and evaluated warm many times at one fixed *now* against an existing database folder; the
 //! median and p99 time per rule, and peak memory.
 //!
 //! ```text
@@ -27,7 +27,7 @@ use audiencedb::model::time;
 use audiencedb::query::PreparedRule;
 use audiencedb::Db;
 
-/// The Examples table of shared/spec/rules.md, then extra rules: a pure trait rule, a complement
+/// The examples of docs/RULES.md (`SPEC_EXAMPLES`), then extra rules: a pure trait rule, a complement
 /// over everyone, `where` on properties that have no index (a number, free text), an average.
 /// `scripts/duckdb_compare.py` holds the same list with the SQL of each.
 fn rules() -> Vec<&'static str> {

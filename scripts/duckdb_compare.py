@@ -9,7 +9,7 @@ virtual environment under its work directory). This script installs nothing itse
         [--bench-json query-bench.json] [--runs 10] [--out table.md]
 
 1. Load (once; reused while the .duckdb file exists): the NDJSON messages become three tables,
-   following shared/spec/ingest.md:
+   following docs/INPUT.md:
    - `customers(customer)`: every id seen in a stored message (the universe of `not` and
      `everyone`);
    - `profiles(customer, <trait>...)`: one row per customer who sent an `identify`; `identify`
@@ -26,7 +26,7 @@ virtual environment under its work directory). This script installs nothing itse
    TIMESTAMP (UTC), booleans BOOLEAN, lists VARCHAR[]. When one name holds values of several
    kinds, the most common kind keeps the name and the others go to `name__num`, `name__text`,
    `name__time`, `name__bool`, `name__list` (so `amount` is the numeric amount and `amount__text`
-   the amounts sent as JSON strings, which rules.md leaves out of aggregates).
+   the amounts sent as JSON strings, which docs/RULES.md leaves out of aggregates).
 2. For each rule: the hand-written SQL with *now* substituted, run once to warm up and then
    `--runs` times as `SELECT count(*) FROM (...)`, median reported; then its member ids fetched
    once and compared with `audiencedb --db DB query --now NOW --format ids RULE`.
@@ -50,9 +50,9 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("duckdb_compare.py needs the duckdb package: pip install duckdb")
 
-# The example rules of shared/spec/rules.md, then a few extra ones, each with its SQL. `{now}` is
-# the evaluation time as a TIMESTAMP literal. Windows follow rules.md exactly: `in last N unit` is
-# now - N*unit < ts <= now (a month is 30 days, a year 365), `ever` is ts <= now, `before T` is
+# The example rules of docs/RULES.md, then a few extra ones, each with its SQL. `{now}` is the
+# evaluation time as a TIMESTAMP literal. Windows follow docs/RULES.md exactly: `in last N unit`
+# is now - N*unit < ts <= now (a month is 30 days, a year 365), `ever` is ts <= now, `before T` is
 # ts < T. `A and not B` is A EXCEPT B: `not` is the complement over all known customers, and
 # intersecting with it removes B. The saved audience `unsubscribed` is `newsletter = false`.
 RULES = [

@@ -1,7 +1,7 @@
 //! The query engine against the naive reference evaluator (`tests/reference/mod.rs`): every
 //! answer of `db.query` must equal the reference's, customer for customer.
 //!
-//! - hand-built data sets cover every construct of `shared/spec/rules.md`, with window edges planted
+//! - hand-built data sets cover every construct of `docs/RULES.md`, with window edges planted
 //!   at exactly now − N·unit and ±1 ms, events at and after now, missing traits, customers known
 //!   only from events, non-numeric aggregate values, lists, date-times, unindexed values (a
 //!   `value_bound` of 3), timelines of hundreds of events across storage blocks and a deleted

@@ -33,8 +33,8 @@ pub use error::ParseError;
 pub use parser::{parse, MAX_DEPTH, MAX_RULE_LEN};
 pub use printer::{print, quote};
 
-/// The Examples table of the rule language's specification (`shared/spec/rules.md`), in its
-/// order: what the demo, the benches and the tests run.
+/// The nine rules that open the Examples table of the language reference (`docs/RULES.md`), in
+/// its order: what the demo, the benches and the tests run.
 pub const SPEC_EXAMPLES: [&str; 9] = [
     "viewed product X in last 30 days and tier = Gold",
     "purchased at least 3 times in last 90 days",

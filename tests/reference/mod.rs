@@ -1,5 +1,5 @@
 //! A naive reference evaluator of the rule language, written for clarity straight from
-//! `shared/spec/rules.md` and independent of the query engine: rule by rule, customer by
+//! `docs/RULES.md` and independent of the query engine: rule by rule, customer by
 //! customer, every event scanned. The differential tests run it beside the engine and fail on any
 //! difference. It reads only the parsed [`Rule`] and the customers as [`Db::customer`] returns
 //! them, never the indexes or the catalog.
