@@ -305,6 +305,13 @@ fn parse_now(now: Option<&str>) -> Result<time::Timestamp, Failure> {
 }
 
 /// Prints an audience's members in the asked format.
+/// A rule's warnings on stderr, one `warning: ...` line each; the exit status stays 0.
+fn print_warnings(warnings: &[audiencedb::query::Warning]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn print_audience(
     db: &Db,
     audience: &audiencedb::query::Audience,
@@ -438,12 +445,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let db = open_existing(&cli.db)?;
             if let Some(id) = why {
                 print!("{}", db.why_prepared(&id, &prepared, now)?);
+                print_warnings(&db.check(prepared.text())?);
                 Ok(())
             } else if explain {
+                // The explain text ends with the warnings.
                 print!("{}", db.explain_prepared(&prepared, now)?);
                 Ok(())
             } else {
-                print_audience(&db, &db.query_prepared(&prepared, now)?, format)
+                let audience = db.query_prepared(&prepared, now)?;
+                print_audience(&db, &audience, format)?;
+                print_warnings(audience.warnings());
+                Ok(())
             }
         }
         Command::Audience { action } => audience_command(&cli.db, action),
@@ -982,7 +994,9 @@ fn audience_command(path: &Path, action: AudienceAction) -> Result<(), Failure> 
     match action {
         AudienceAction::Define { name, rule } => {
             let started = Instant::now();
-            let info = db.define_audience(&name, &rule.join(" "))?;
+            let rule = rule.join(" ");
+            let info = db.define_audience(&name, &rule)?;
+            print_warnings(&db.check(&info.rule).unwrap_or_default());
             println!(
                 "saved audience {}: {} members as of {} ({:.1} ms)",
                 info.name,
@@ -1074,6 +1088,7 @@ fn audience_command(path: &Path, action: AudienceAction) -> Result<(), Failure> 
         }
         AudienceAction::Diff { name, rule, all } => {
             let d = db.diff_audience(&name, &rule.join(" "))?;
+            print_warnings(&db.check(&d.rule).unwrap_or_default());
             println!(
                 "{}: {} members now, {} with the new rule (+{} entering, -{} leaving), as of {} ({:.1} ms)",
                 d.name,

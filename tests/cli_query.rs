@@ -145,6 +145,34 @@ fn mistakes_are_answered_clearly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--now \"yesterday\" is not a date"));
 
+    // A rule that parses but names what the store has never seen still answers (exit 0), with
+    // a warning on stderr naming the nearest known name or value.
+    let out = run(&db, &["query", "viewd in last 30 days"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "0\n");
+    assert_eq!(
+        text(&out.stderr),
+        "warning: no event 'viewd' in this store; did you mean 'viewed'?\n"
+    );
+    let out = run(&db, &["query", "--format", "ids", "tier = gold"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stderr),
+        "warning: no customer has tier 'gold'; did you mean 'Gold'?\n"
+    );
+    // The natural `EVENT between` is the event, as with `did`.
+    let out = run(
+        &db,
+        &[
+            "query",
+            "--format",
+            "ids",
+            "viewed between 2026-03-01 and 2026-03-31",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "c-1\nc-3\n");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+
     let out = run(&db, &["query", "in audience vip"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown audience 'vip'"));

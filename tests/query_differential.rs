@@ -1307,7 +1307,9 @@ mod random {
         List,
     }
 
-    const TRAITS: [(&str, Kind); 7] = [
+    /// `visited` is also an event: `visited between A and B` then has the reading the data
+    /// gives it (the trait, the event, or an error when a store has both).
+    const TRAITS: [(&str, Kind); 8] = [
         ("tier", Kind::Text),
         ("address.city", Kind::Text),
         ("age", Kind::Number),
@@ -1315,6 +1317,7 @@ mod random {
         ("signup_at", Kind::Time),
         ("newsletter", Kind::Bool),
         ("tags", Kind::List),
+        ("visited", Kind::Time),
     ];
     const PROPS: [(&str, Kind); 5] = [
         ("product", Kind::Text),
@@ -1668,13 +1671,14 @@ mod random {
             prop::option::weighted(0.25, predicate(now)),
             prop::option::weighted(0.4, frequency()),
             prop::option::weighted(0.6, prop::sample::select(windows(now))),
+            prop::bool::weighted(0.2),
         )
-            .prop_map(|(name, shorthand, predicate, frequency, window)| {
-                let only_window = shorthand.is_none() && predicate.is_none() && frequency.is_none();
-                let between = window.as_deref().is_some_and(|w| w.starts_with("between"));
+            .prop_map(|(name, shorthand, predicate, frequency, window, did)| {
+                // People write `did` where the grammar needs it and now and then where it does
+                // not; `viewed between A and B` without it is the event-or-trait form.
                 let mut text = if name.contains(' ') {
                     format!("did {name:?}")
-                } else if only_window && between {
+                } else if did {
                     format!("did {name}")
                 } else {
                     name.to_owned()

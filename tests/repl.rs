@@ -418,6 +418,15 @@ fn without_a_terminal_it_reads_stdin_and_prints_plain_answers() {
          error: 2 of 5 inputs failed\n"
     );
 
+    // Warnings come under the answer; they are not errors.
+    let out = script(&db, ".format count\ntier = gold\nviewd in last 30 days\n");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "format: count\n0\nwarning: no customer has tier 'gold'; did you mean 'Gold'?\n\
+         0\nwarning: no event 'viewd' in this store; did you mean 'viewed'?\n"
+    );
+
     // A rule left open at the end of the input is run and its error says what is missing.
     let out = script(&db, "tier = Gold and\n");
     assert_eq!(out.status.code(), Some(1));
@@ -594,7 +603,8 @@ fn a_script_over_the_socket_answers_as_in_process() {
     let input = ".now 2026-03-10\n.timing off\ntier = Gold\n.save buyers purchased ever\n\
                  .save buyers purchased ever or added_to_cart ever\n.audiences\n.drop nope\n\
                  .format ids\nin audience buyers\n.format json\ncountry = FI and in audience buyers\n\
-                 .format count\neveryone\n.why c-02 in audience buyers\n.explain tier = Silver\n\
+                 .format count\neveryone\ntier = gold\n.format json\nviewd\n.format summary\nteir = Gold\n\
+                 .why c-02 in audience buyers\n.explain tier = Silver\n\
                  viewed in lst 30 days\n.drop buyers\n";
     let local = script(&db, input);
     let server = Server::start(&db);
@@ -655,7 +665,10 @@ fn a_script_over_the_socket_answers_as_in_process() {
         "saved audience buyers: 1 customer\n",
         "replaced the rule of audience buyers: 3 customers (2 entered, 0 left)\n",
         "\nc-01\nc-02\nc-03\nformat: json\n{\"count\":1,",
-        "\"ids\":[\"c-02\"],\"now\":\"2026-03-10T00:00:00.000Z\"}\n",
+        "\"ids\":[\"c-02\"],\"now\":\"2026-03-10T00:00:00.000Z\",\"warnings\":[]}\n",
+        "0\nwarning: no customer has tier 'gold'; did you mean 'Gold'?\n",
+        "\"warnings\":[\"no event 'viewd' in this store; did you mean 'viewed'?\"]}\n",
+        "0 customers\nwarning: no trait 'teir' in this store; did you mean 'tier'?\n",
         "customer \"c-02\" is in the audience",
         "dropped audience buyers (3 customers; its rule was: purchased ever or added_to_cart ever)\n",
     ] {
@@ -667,7 +680,7 @@ fn a_script_over_the_socket_answers_as_in_process() {
     );
     assert!(stderr.contains("^^^ expected 'last'"), "{stderr}");
     assert!(
-        stderr.ends_with("error: 2 of 17 inputs failed\n"),
+        stderr.ends_with("error: 2 of 22 inputs failed\n"),
         "{stderr}"
     );
 

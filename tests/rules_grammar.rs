@@ -141,6 +141,7 @@ fn tree(expr: &audiencedb::rules::Expr) -> String {
         ),
         Not(inner) => format!("(not {})", tree(inner)),
         Trait(cond) => format!("[trait {cond}]"),
+        EventOrTrait(cond) => format!("[event or trait {cond}]"),
         Event(event) => {
             let mut parts = vec![format!("event {}", event.event.text)];
             if let Some(s) = &event.shorthand {
@@ -212,7 +213,24 @@ fn the_spec_examples_mean_what_the_spec_says() {
         ),
         (
             "purchased between 2026-01-01 and 2026-01-31",
-            "[trait purchased between 2026-01-01 and 2026-01-31]",
+            "[event or trait purchased between 2026-01-01 and 2026-01-31]",
+        ),
+        (
+            "not viewed between 30 days ago and 2026-01-31T12:00:00Z",
+            "(not [event or trait viewed between 30 days ago and 2026-01-31T12:00:00.000Z])",
+        ),
+        // Only time points at both ends, and only a plain name, read as an event too.
+        (
+            "age between 25 and 34",
+            "[trait age between 25 and 34]",
+        ),
+        (
+            "signup_at between 2026-01-01 and 40",
+            "[trait signup_at between 2026-01-01 and 40]",
+        ),
+        (
+            "address.since between 2026-01-01 and 2026-01-31",
+            "[trait address.since between 2026-01-01 and 2026-01-31]",
         ),
         (
             "did purchased between 2026-01-01 and 2026-01-31 and x = 1",

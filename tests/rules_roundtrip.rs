@@ -198,7 +198,12 @@ fn event() -> impl Strategy<Value = EventCondition> {
 
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
-        condition().prop_map(ExprKind::Trait),
+        // `NAME between A and B` with time points reads two ways and parses as EventOrTrait.
+        condition().prop_map(|c| if c.reads_as_event_too() {
+            ExprKind::EventOrTrait(c)
+        } else {
+            ExprKind::Trait(c)
+        }),
         event().prop_map(|e| ExprKind::Event(Box::new(e))),
         name().prop_map(|text| ExprKind::InAudience(Name { text, span: sp() })),
         Just(ExprKind::Everyone),

@@ -369,6 +369,33 @@ fn core_commands_answer_over_raw_resp() {
 }
 
 #[test]
+fn check_answers_a_rule_s_warnings() {
+    let shop = Shop::new(50);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let fine = "tier = Gold and viewed in last 30 days";
+    assert_eq!(c.cmd(&["CHECK", fine]), Resp::Array(Vec::new()));
+    assert_eq!(
+        c.cmd(&["CHECK", "viewd in last 30 days and tier = gold"]),
+        Resp::Array(vec![
+            bulk("no event 'viewd' in this store; did you mean 'viewed'?"),
+            bulk("no customer has tier 'gold'; did you mean 'Gold'?"),
+        ])
+    );
+    // The rule still evaluates: to nobody for those conditions.
+    assert_eq!(c.cmd(&["QUERY", "tier = gold"]).int(), 0);
+    assert!(c
+        .cmd(&["CHECK", "viewed in lst 30 days"])
+        .error()
+        .starts_with("RULE "));
+    let both = c.cmd(&["CHECK", "in audience nobody_saved_this"]);
+    assert!(
+        both.error().starts_with("EVAL unknown audience"),
+        "{both:?}"
+    );
+}
+
+#[test]
 fn pipelined_and_inline_requests_are_answered_in_order() {
     let shop = Shop::new(50);
     let server = shop.serve(&[]);

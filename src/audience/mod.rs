@@ -119,6 +119,10 @@ impl SavedRules for Definitions {
     fn saved_rule(&self, name: &str) -> Option<&Rule> {
         self.by_name.get(name).map(|d| d.rule.rule())
     }
+
+    fn saved_names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
 }
 
 impl Definitions {
@@ -450,6 +454,9 @@ impl Db {
         self.maintain_audiences_locked(None)?;
         let now = self.audiences.as_of();
         let state = self.read();
+        // A name with two readings is saved as the one it has today, so that what is stored
+        // later cannot change the audience's meaning.
+        let prepared = prepared.pinned(&state.catalog, &state.indexes)?;
         let old = state.definitions.get(name).cloned();
         let new_id = match &old {
             Some(d) => d.id,
@@ -646,7 +653,7 @@ impl Db {
             .get(name)
             .map(|d| d.rule.clone())
             .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))?;
-        self.query_prepared(&rule, at)
+        self.query_saved(&rule, at)
     }
 
     /// What saving `rule` under `name` would change, computed without saving anything: the
@@ -654,8 +661,8 @@ impl Db {
     pub fn diff_audience(&self, name: &str, rule: &str) -> Result<AudienceDiff> {
         check_name(name)?;
         let started = Instant::now();
-        let prepared = PreparedRule::new(rule)?;
         let state = self.read();
+        let prepared = PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes)?;
         let now = self.audiences.as_of();
         let mut defs = state.definitions.clone();
         let before = match defs.get(name) {
@@ -680,7 +687,7 @@ impl Db {
         let elapsed = started.elapsed();
         Ok(AudienceDiff {
             name: name.to_owned(),
-            rule: rule.to_owned(),
+            rule: prepared.text().to_owned(),
             now,
             before: before.len(),
             after: after.len(),
@@ -952,7 +959,7 @@ impl Db {
         let (defs, now) = (self.read().definitions.clone(), self.audiences.as_of());
         let mut problems = Vec::new();
         for d in defs.iter() {
-            let fresh = self.query_prepared(&d.rule, now)?.into_bitmap();
+            let fresh = self.query_saved(&d.rule, now)?.into_bitmap();
             let live = self.audiences.live.read();
             let kept = live.by_id.get(&d.id).map(|la| &la.members);
             if kept != Some(&fresh) {

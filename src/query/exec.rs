@@ -539,7 +539,7 @@ fn orders_and_passes(k: &IndexValue, test: &ValueTest) -> bool {
 
 /// The index keys a stored value must have to equal the literal: its text as a string, its
 /// integer, its boolean.
-fn index_keys<'l>(lit: &'l Lit, keys: &mut Vec<ValueRef<'l>>) {
+pub(crate) fn index_keys<'l>(lit: &'l Lit, keys: &mut Vec<ValueRef<'l>>) {
     if let Some(t) = &lit.text {
         keys.push(ValueRef::Str(t));
     }

@@ -36,6 +36,8 @@ pub struct Explain {
     pub rule: String,
     pub now: Timestamp,
     pub root: ExplainNode,
+    /// The rule's warnings (see [`crate::query::Warning`]).
+    pub warnings: Vec<super::Warning>,
 }
 
 pub(crate) fn explain(text: &str, plan: &Plan, bounds: &Bounds, store: &Store) -> Result<Explain> {
@@ -43,6 +45,7 @@ pub(crate) fn explain(text: &str, plan: &Plan, bounds: &Bounds, store: &Store) -
         rule: text.to_owned(),
         now: plan.now,
         root: node(text, &plan.root, bounds, plan.events_from, store)?,
+        warnings: Vec::new(),
     })
 }
 
@@ -60,7 +63,7 @@ fn node(
         NodeKind::And(items) => ("and".into(), items.iter().collect()),
         NodeKind::Or(items) => ("or".into(), items.iter().collect()),
         NodeKind::Not(inner) => ("not".into(), vec![inner]),
-        _ => (n.source_text(text).to_owned(), Vec::new()),
+        _ => (n.label(text), Vec::new()),
     };
     let children = kids
         .into_iter()
@@ -86,7 +89,11 @@ impl fmt::Display for Explain {
             f,
             "(estimate: proven by bitmaps..possible; check: customers in between read from storage)"
         )?;
-        write_node(f, &self.root, "", "")
+        write_node(f, &self.root, "", "")?;
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
     }
 }
 

@@ -68,6 +68,12 @@ impl Footprint {
                 self.traits.insert(c.path.text.clone());
                 test_lengths(&c.test, &mut self.lengths);
             }
+            // Either reading may be the one taken (it follows what is stored), so both count.
+            ExprKind::EventOrTrait(c) => {
+                self.traits.insert(c.path.text.clone());
+                self.events.insert(c.path.text.clone());
+                test_lengths(&c.test, &mut self.lengths);
+            }
             ExprKind::InAudience(name) => {
                 if self.audiences.insert(name.text.clone()) {
                     if let Some(rule) = saved.saved_rule(&name.text) {

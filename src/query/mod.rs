@@ -13,16 +13,20 @@
 //!
 //! This module reads the indexes and storage through [`Db`]; it never writes.
 
+mod check;
 mod customer;
 mod exec;
 mod explain;
 pub(crate) mod footprint;
 pub(crate) mod plan;
+pub(crate) mod reading;
 mod rollups;
 pub(crate) mod subset;
 mod why;
 
+pub use check::Warning;
 pub use explain::{Explain, ExplainNode};
+pub use reading::Reading;
 pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 use std::time::{Duration, Instant};
@@ -59,6 +63,20 @@ impl PreparedRule {
     pub fn rule(&self) -> &Rule {
         &self.rule
     }
+
+    /// The rule with each `NAME between A and B` written as the reading it has in this store
+    /// (see [`reading::pin`]); the rule as written when it has none.
+    pub(crate) fn pinned(
+        self,
+        catalog: &crate::storage::Catalog,
+        indexes: &crate::index::Indexes,
+    ) -> Result<PreparedRule> {
+        let pinned = reading::pin(&self.rule, catalog, indexes)?;
+        if pinned == self.rule {
+            return Ok(self);
+        }
+        PreparedRule::new(&rules::print(&pinned))
+    }
 }
 
 /// The customers a rule describes at one *now*, as internal ids.
@@ -67,6 +85,7 @@ pub struct Audience {
     members: RoaringBitmap,
     now: Timestamp,
     elapsed: Duration,
+    warnings: Vec<Warning>,
 }
 
 impl Audience {
@@ -75,6 +94,7 @@ impl Audience {
             members,
             now,
             elapsed,
+            warnings: Vec::new(),
         }
     }
 
@@ -106,6 +126,13 @@ impl Audience {
     pub fn elapsed(&self) -> Duration {
         self.elapsed
     }
+
+    /// What the rule says that its writer probably did not mean (unknown names, values no
+    /// customer has), each with the nearest known name or value. Empty for the kept members of
+    /// a saved audience: those were checked when the audience was saved.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
 }
 
 impl Db {
@@ -124,13 +151,58 @@ impl Db {
     /// Runs a prepared rule at `now`.
     pub fn query_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
         let started = Instant::now();
-        let (plan, bounds) = self.plan_and_bounds(rule, now)?;
+        let (plan, bounds, warnings) = self.plan_and_bounds(rule, now)?;
         let members = exec::resolve(&plan, &bounds, self.store())?;
         Ok(Audience {
             members,
             now,
             elapsed: started.elapsed(),
+            warnings,
         })
+    }
+
+    /// The members of a saved audience's rule at `now`, without warnings (it was checked when
+    /// it was saved): what keeping audiences up to date runs.
+    pub(crate) fn query_saved(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
+        let started = Instant::now();
+        let state = self.read();
+        let plan = plan::plan(
+            &rule.rule,
+            &state.catalog,
+            &state.indexes,
+            &state.definitions,
+            now,
+        )?;
+        let sources = exec::Sources {
+            indexes: &state.indexes,
+            catalog: &state.catalog,
+        };
+        let bounds = sources.bounds(&plan.root);
+        drop(state);
+        let members = exec::resolve(&plan, &bounds, self.store())?;
+        Ok(Audience::new(members, now, started.elapsed()))
+    }
+
+    /// What `rule` says that its writer probably did not mean, against what is stored now:
+    /// unknown event, trait and property names, values no customer has, each with the nearest
+    /// known name or value. Nothing is evaluated. A rule that does not parse is
+    /// [`Error::Rule`]; one that cannot be evaluated (an unknown audience, a name with two
+    /// readings) is [`Error::Evaluation`], as [`Db::query`] would answer.
+    pub fn check(&self, rule: &str) -> Result<Vec<Warning>> {
+        let prepared = PreparedRule::new(rule)?;
+        let state = self.read();
+        plan::plan(
+            &prepared.rule,
+            &state.catalog,
+            &state.indexes,
+            &state.definitions,
+            crate::model::time::now(),
+        )?;
+        Ok(check::warnings(
+            &prepared.rule,
+            &state.catalog,
+            &state.indexes,
+        ))
     }
 
     /// The plan of a rule at `now`, with each node's estimated and exact size and its time.
@@ -140,24 +212,34 @@ impl Db {
 
     /// [`Db::explain`] for a prepared rule.
     pub fn explain_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Explain> {
-        let (plan, bounds) = self.plan_and_bounds(rule, now)?;
-        explain::explain(&rule.text, &plan, &bounds, self.store())
+        let (plan, bounds, warnings) = self.plan_and_bounds(rule, now)?;
+        let mut explained = explain::explain(&rule.text, &plan, &bounds, self.store())?;
+        explained.warnings = warnings;
+        Ok(explained)
     }
 
-    /// A rule's plan at `now` and its bounds from the indexes, read under one read guard.
+    /// A rule's plan at `now`, its bounds from the indexes and its warnings, read under one
+    /// read guard.
     fn plan_and_bounds(
         &self,
         rule: &PreparedRule,
         now: Timestamp,
-    ) -> Result<(plan::Plan, exec::Bounds)> {
+    ) -> Result<(plan::Plan, exec::Bounds, Vec<Warning>)> {
         let state = self.read();
-        let plan = plan::plan(&rule.rule, &state.catalog, &state.definitions, now)?;
+        let plan = plan::plan(
+            &rule.rule,
+            &state.catalog,
+            &state.indexes,
+            &state.definitions,
+            now,
+        )?;
         let sources = exec::Sources {
             indexes: &state.indexes,
             catalog: &state.catalog,
         };
         let bounds = sources.bounds(&plan.root);
-        Ok((plan, bounds))
+        let warnings = check::warnings(&rule.rule, &state.catalog, &state.indexes);
+        Ok((plan, bounds, warnings))
     }
 
     /// Whether one customer satisfies `rule` at `now`, clause by clause, with the trait values
@@ -176,6 +258,7 @@ impl Db {
         why::why(
             self.store(),
             &state.catalog,
+            &state.indexes,
             &state.definitions,
             &rule.rule,
             &rule.text,

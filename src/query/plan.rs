@@ -8,12 +8,15 @@
 use chrono::NaiveDate;
 
 use crate::error::{Error, Result};
+use crate::index::Indexes;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::rules::{
-    AggregateFn, CmpOp, Expr, ExprKind, FrequencyKind, Literal, LiteralKind, Number, Predicate,
-    PredicateKind, Rule, Span, Test, TimeKind, TimePoint, WindowKind,
+    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
+    Number, Predicate, PredicateKind, Rule, Span, Test, TimeKind, TimePoint, WindowKind,
 };
 use crate::storage::Catalog;
+
+use super::reading::{self, Reading};
 
 /// One node of a plan. `Trait` and `Event` are the leaves that read data.
 #[derive(Debug, Clone)]
@@ -21,12 +24,24 @@ pub(crate) struct Node {
     pub kind: NodeKind,
     /// Where the node came from in the rule text, for explain and why.
     pub span: Span,
+    /// For a `NAME between A and B` that reads two ways, the reading it took here.
+    pub reading: Option<Reading>,
 }
 
 impl Node {
     /// The node's text in the rule it was planned from.
     pub fn source_text<'r>(&self, rule: &'r str) -> &'r str {
         rule.get(self.span.start..self.span.end).unwrap_or("?")
+    }
+
+    /// How explain and why name the node: its text, and for a `NAME between A and B` that reads
+    /// two ways, the reading taken.
+    pub fn label(&self, rule: &str) -> String {
+        let text = self.source_text(rule);
+        match self.reading {
+            Some(r) => format!("{text} (read as the {r})"),
+            None => text.to_owned(),
+        }
     }
 }
 
@@ -165,7 +180,7 @@ pub(crate) struct Lit {
 }
 
 impl Lit {
-    fn resolve(lit: &Literal, now: Timestamp) -> Lit {
+    pub(crate) fn resolve(lit: &Literal, now: Timestamp) -> Lit {
         let mut out = Lit {
             text: None,
             int: None,
@@ -245,6 +260,8 @@ pub(crate) struct Plan {
 /// The rules of saved audiences by name, for `in audience`.
 pub(crate) trait SavedRules: Sync {
     fn saved_rule(&self, name: &str) -> Option<&Rule>;
+    /// Every saved audience's name, for suggestions.
+    fn saved_names(&self) -> Vec<String>;
 }
 
 /// How deep `in audience` may nest (saving refuses cycles; this guards against what a damaged
@@ -252,15 +269,18 @@ pub(crate) trait SavedRules: Sync {
 const MAX_AUDIENCE_DEPTH: usize = 32;
 
 /// Resolves `rule` against the catalog and the saved audiences at `now`. Fails only on what
-/// cannot be evaluated: an `in audience` naming no saved audience.
+/// cannot be evaluated: an `in audience` naming no saved audience, a `NAME between A and B`
+/// that the store gives two readings (see [`reading`]).
 pub(crate) fn plan(
     rule: &Rule,
     catalog: &Catalog,
+    indexes: &Indexes,
     saved: &dyn SavedRules,
     now: Timestamp,
 ) -> Result<Plan> {
     let mut planner = Planner {
         catalog,
+        indexes,
         saved,
         inside: Vec::new(),
         now,
@@ -276,6 +296,8 @@ pub(crate) fn plan(
 
 struct Planner<'a> {
     catalog: &'a Catalog,
+    /// Read only to choose the reading of `NAME between A and B`.
+    indexes: &'a Indexes,
     saved: &'a dyn SavedRules,
     /// The saved audiences being planned inline, outermost first.
     inside: Vec<String>,
@@ -285,6 +307,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn expr(&mut self, e: &Expr) -> Result<Node> {
+        let mut reading = None;
         let kind = match &e.kind {
             ExprKind::And(items) => NodeKind::And(self.exprs(items)?),
             ExprKind::Or(items) => NodeKind::Or(self.exprs(items)?),
@@ -294,12 +317,21 @@ impl Planner<'_> {
                 trait_id: self.catalog.trait_id(&c.path.text),
                 test: self.test(&c.test),
             },
+            ExprKind::EventOrTrait(c) => {
+                let r = reading::reading(c, self.catalog, self.indexes)?;
+                reading = Some(r);
+                match (r, c.as_event()) {
+                    (Reading::Event, Some(ec)) => self.event(&ec),
+                    _ => NodeKind::Trait {
+                        trait_id: self.catalog.trait_id(&c.path.text),
+                        test: self.test(&c.test),
+                    },
+                }
+            }
             ExprKind::InAudience(name) => {
                 let name = &name.text;
                 let Some(rule) = self.saved.saved_rule(name) else {
-                    return Err(Error::Evaluation(format!(
-                        "unknown audience '{name}' (no audience has been saved under that name)"
-                    )));
+                    return Err(Error::Evaluation(unknown_audience(name, self.saved)));
                 };
                 if self.inside.iter().any(|n| n == name) || self.inside.len() >= MAX_AUDIENCE_DEPTH
                 {
@@ -316,72 +348,77 @@ impl Planner<'_> {
                     inner: Box::new(inner?),
                 }
             }
-            ExprKind::Event(ec) => {
-                let event = self.catalog.event_id(&ec.event.text);
-                let mut filters = Vec::new();
-                if let Some(sh) = &ec.shorthand {
-                    filters.push(Filter::Cond {
-                        prop: self.catalog.prop_id(&sh.property.text),
-                        test: ValueTest::Compare {
-                            op: CmpOp::Eq,
-                            lit: Lit::resolve(&sh.value, self.now),
-                        },
-                    });
-                }
-                if let Some(p) = &ec.predicate {
-                    filters.push(self.predicate(p));
-                }
-                let filter = match filters.len() {
-                    0 => None,
-                    1 => filters.pop(),
-                    _ => Some(Filter::And(filters)),
-                };
-                let frequency = match ec.frequency.as_ref().map(|f| &f.kind) {
-                    None => Frequency::Count {
-                        op: CmpOp::Ge,
-                        n: 1,
-                    },
-                    Some(FrequencyKind::AtLeast(n)) => Frequency::Count {
-                        op: CmpOp::Ge,
-                        n: *n,
-                    },
-                    Some(FrequencyKind::AtMost(n)) => Frequency::Count {
-                        op: CmpOp::Le,
-                        n: *n,
-                    },
-                    Some(FrequencyKind::Exactly(n)) => Frequency::Count {
-                        op: CmpOp::Eq,
-                        n: *n,
-                    },
-                    Some(FrequencyKind::Count { op, count }) => {
-                        Frequency::Count { op: *op, n: *count }
-                    }
-                    Some(FrequencyKind::Aggregate {
-                        func,
-                        property,
-                        op,
-                        value,
-                    }) => Frequency::Aggregate {
-                        func: *func,
-                        prop: self.catalog.prop_id(&property.text),
-                        op: *op,
-                        value: value.as_f64(),
-                    },
-                };
-                let (from, to) = self.window(ec.window.as_ref().map(|w| &w.kind));
-                if from <= to {
-                    self.events_from = Some(self.events_from.map_or(from, |f| f.min(from)));
-                }
-                NodeKind::Event(Box::new(EventNode {
-                    event,
-                    filter,
-                    frequency,
-                    from,
-                    to,
-                }))
-            }
+            ExprKind::Event(ec) => self.event(ec),
         };
-        Ok(Node { kind, span: e.span })
+        Ok(Node {
+            kind,
+            span: e.span,
+            reading,
+        })
+    }
+
+    /// An event condition at this *now*.
+    fn event(&mut self, ec: &EventCondition) -> NodeKind {
+        let event = self.catalog.event_id(&ec.event.text);
+        let mut filters = Vec::new();
+        if let Some(sh) = &ec.shorthand {
+            filters.push(Filter::Cond {
+                prop: self.catalog.prop_id(&sh.property.text),
+                test: ValueTest::Compare {
+                    op: CmpOp::Eq,
+                    lit: Lit::resolve(&sh.value, self.now),
+                },
+            });
+        }
+        if let Some(p) = &ec.predicate {
+            filters.push(self.predicate(p));
+        }
+        let filter = match filters.len() {
+            0 => None,
+            1 => filters.pop(),
+            _ => Some(Filter::And(filters)),
+        };
+        let frequency = match ec.frequency.as_ref().map(|f| &f.kind) {
+            None => Frequency::Count {
+                op: CmpOp::Ge,
+                n: 1,
+            },
+            Some(FrequencyKind::AtLeast(n)) => Frequency::Count {
+                op: CmpOp::Ge,
+                n: *n,
+            },
+            Some(FrequencyKind::AtMost(n)) => Frequency::Count {
+                op: CmpOp::Le,
+                n: *n,
+            },
+            Some(FrequencyKind::Exactly(n)) => Frequency::Count {
+                op: CmpOp::Eq,
+                n: *n,
+            },
+            Some(FrequencyKind::Count { op, count }) => Frequency::Count { op: *op, n: *count },
+            Some(FrequencyKind::Aggregate {
+                func,
+                property,
+                op,
+                value,
+            }) => Frequency::Aggregate {
+                func: *func,
+                prop: self.catalog.prop_id(&property.text),
+                op: *op,
+                value: value.as_f64(),
+            },
+        };
+        let (from, to) = self.window(ec.window.as_ref().map(|w| &w.kind));
+        if from <= to {
+            self.events_from = Some(self.events_from.map_or(from, |f| f.min(from)));
+        }
+        NodeKind::Event(Box::new(EventNode {
+            event,
+            filter,
+            frequency,
+            from,
+            to,
+        }))
     }
 
     fn exprs(&mut self, items: &[Expr]) -> Result<Vec<Node>> {
@@ -457,4 +494,15 @@ impl Planner<'_> {
                 .saturating_sub(d.millis().unwrap_or(Timestamp::MAX)),
         }
     }
+}
+
+/// The error for an `in audience` naming no saved audience, with the nearest saved name.
+fn unknown_audience(name: &str, saved: &dyn SavedRules) -> String {
+    let names = saved.saved_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let hint = match super::check::nearest(name, &names) {
+        Some(near) => format!("; did you mean '{near}'?"),
+        None => String::new(),
+    };
+    format!("unknown audience '{name}' (no audience has been saved under that name){hint}")
 }

@@ -48,7 +48,7 @@ pub(crate) struct Context<'a> {
 /// Who satisfies `rule` at `now`: the query engine's own path (bounds, then the exact check
 /// of the customers between them), with `cx`'s saved rules; no next instants are computed.
 pub(crate) fn members(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<RoaringBitmap> {
-    let plan = plan::plan(rule, cx.catalog, cx.saved, now)?;
+    let plan = plan::plan(rule, cx.catalog, cx.indexes, cx.saved, now)?;
     let bounds = Sources {
         indexes: cx.indexes,
         catalog: cx.catalog,
@@ -88,7 +88,7 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
             .unwrap_or_default());
     }
     let (rule, fp) = (ask.rule, ask.fp);
-    let plan = plan::plan(rule, cx.catalog, cx.saved, now)?;
+    let plan = plan::plan(rule, cx.catalog, cx.indexes, cx.saved, now)?;
     let events = footprint::event_ids(fp, cx.catalog);
     let timed = fp.moves_with_time();
     let bounds = Sources {
@@ -151,7 +151,7 @@ pub(crate) fn answer_each(
         .iter()
         .map(|a| {
             Ok(Prepared {
-                plan: plan::plan(a.rule, cx.catalog, cx.saved, now)?,
+                plan: plan::plan(a.rule, cx.catalog, cx.indexes, cx.saved, now)?,
                 fp: a.fp,
                 events: footprint::event_ids(a.fp, cx.catalog),
                 custs: a.custs & &cx.indexes.everyone,

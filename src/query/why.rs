@@ -9,6 +9,7 @@
 use std::fmt;
 
 use crate::error::Result;
+use crate::index::Indexes;
 use crate::model::time::{format_rfc3339, Timestamp};
 use crate::model::Value;
 use crate::rules::Rule;
@@ -63,6 +64,7 @@ pub struct WhyEvent {
 pub(crate) fn why(
     store: &Store,
     catalog: &Catalog,
+    indexes: &Indexes,
     saved: &dyn SavedRules,
     rule: &Rule,
     text: &str,
@@ -74,10 +76,13 @@ pub(crate) fn why(
     let mut data = CustomerData::new(store, Some(Timestamp::MIN));
     data.load(cust);
     let explainer = Explainer { catalog, text };
-    let root = explainer.node(&plan::plan(rule, catalog, saved, now)?.root, &mut data)?;
+    let root = explainer.node(
+        &plan::plan(rule, catalog, indexes, saved, now)?.root,
+        &mut data,
+    )?;
     let mut next_change = None;
     for t in candidate_instants(rule, catalog, saved, &mut data, now)? {
-        let at = plan::plan(rule, catalog, saved, t)?;
+        let at = plan::plan(rule, catalog, indexes, saved, t)?;
         if exec::holds(&at.root, None, &mut data)? != root.holds {
             next_change = Some(t);
             break;
@@ -108,7 +113,7 @@ impl Explainer<'_> {
             NodeKind::Not(inner) => vec![self.node(inner, data)?],
             _ => Vec::new(),
         };
-        let label = || n.source_text(self.text).to_owned();
+        let label = || n.label(self.text);
         let mut events = Vec::new();
         let (label, holds, reason) = match &n.kind {
             NodeKind::And(_) => {

@@ -35,6 +35,8 @@ pub struct Answer {
     pub size: u64,
     pub now: Timestamp,
     pub elapsed: Duration,
+    /// The rule's warnings, as text (see [`crate::query::Warning`]).
+    pub warnings: Vec<String>,
 }
 
 /// What `.save` did.
@@ -157,6 +159,7 @@ fn answer(a: &crate::query::Audience) -> Answer {
         size: a.len(),
         now: a.now(),
         elapsed: a.elapsed(),
+        warnings: a.warnings().iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -301,22 +304,30 @@ impl Backend for Remote {
         let now_text = now.to_string();
         let limit = sample.to_string();
         let count: &[&str] = &["QUERY", rule, "NOW", &now_text, "COUNT"];
+        let warn: &[&str] = &["CHECK", rule];
         let page: &[&str] = &["QUERY", rule, "NOW", &now_text, "PAGE", "", &limit];
-        // Both in one round trip; without a sample the count alone.
+        // All in one round trip; without a sample no page.
         let commands: &[&[&str]] = if sample == 0 {
-            &[count]
+            &[count, warn]
         } else {
-            &[count, page]
+            &[count, warn, page]
         };
         let started = Instant::now();
         let mut replies = self.pipeline(commands)?.into_iter();
         let elapsed = started.elapsed();
         let size = integer(count, check(replies.next().unwrap_or(RespValue::Nil))?)?;
+        let warnings = ids(warn, check(replies.next().unwrap_or(RespValue::Nil))?)?;
         let members = match replies.next() {
             Some(reply) => ids(page, check(reply)?)?,
             None => Vec::new(),
         };
-        Ok((Answer { size, now, elapsed }, members))
+        let answer = Answer {
+            size,
+            now,
+            elapsed,
+            warnings,
+        };
+        Ok((answer, members))
     }
 
     fn each_id(
@@ -328,10 +339,12 @@ impl Backend for Remote {
         parse(rule)?;
         let now_text = now.to_string();
         let cmd: &[&str] = &["QUERY", rule, "NOW", &now_text, "IDS"];
+        let warn: &[&str] = &["CHECK", rule];
         let started = Instant::now();
-        let reply = self.call(cmd)?;
+        let mut replies = self.pipeline(&[cmd, warn])?.into_iter();
         let elapsed = started.elapsed();
-        let members = ids(cmd, reply)?;
+        let members = ids(cmd, check(replies.next().unwrap_or(RespValue::Nil))?)?;
+        let warnings = ids(warn, check(replies.next().unwrap_or(RespValue::Nil))?)?;
         for id in &members {
             each(id).map_err(Error::Io)?;
         }
@@ -339,6 +352,7 @@ impl Backend for Remote {
             size: members.len() as u64,
             now,
             elapsed,
+            warnings,
         })
     }
 

@@ -36,6 +36,10 @@ impl Style {
         self.paint("2", text)
     }
 
+    pub fn yellow(self, text: &str) -> String {
+        self.paint("1;33", text)
+    }
+
     pub fn red(self, text: &str) -> String {
         self.paint("1;31", text)
     }
@@ -97,14 +101,29 @@ pub fn summary(style: Style, size: u64, sample: &[String], elapsed: Option<Durat
 }
 
 /// The JSON answer, the same object as `audiencedb query --format json`.
-pub fn json(size: u64, now: Timestamp, elapsed: Duration, ids: &[String]) -> String {
+pub fn json(
+    size: u64,
+    now: Timestamp,
+    elapsed: Duration,
+    ids: &[String],
+    warnings: &[String],
+) -> String {
     let value = serde_json::json!({
         "count": size,
         "now": time::format_rfc3339(now),
         "elapsed_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         "ids": ids,
+        "warnings": warnings,
     });
     format!("{value}\n")
+}
+
+/// A rule's warnings under its answer: a yellow `warning:` heading on each.
+pub fn warnings(style: Style, warnings: &[String]) -> String {
+    warnings
+        .iter()
+        .map(|w| format!("{} {w}\n", style.yellow("warning:")))
+        .collect()
 }
 
 /// An error: a red `error:` heading, then the message (which for a parse error goes on with the

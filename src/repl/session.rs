@@ -163,21 +163,24 @@ impl<'a> Session<'a> {
     /// Evaluates a rule at the session's now and prints the audience in the session's format.
     pub(super) fn run_rule(&mut self, rule: &str, out: &mut dyn Write) -> Result<(), Failure> {
         let now = self.now();
-        match self.format {
+        let warnings = match self.format {
             Format::Summary => {
                 let (answer, sample) = self.backend.sample(rule, now, SAMPLE_MEMBERS)?;
                 let elapsed = self.timing.then_some(answer.elapsed);
                 out.write_all(
                     render::summary(self.style, answer.size, &sample, elapsed).as_bytes(),
                 )?;
+                answer.warnings
             }
             Format::Count => {
                 let (answer, _) = self.backend.sample(rule, now, 0)?;
                 writeln!(out, "{}", answer.size)?;
+                answer.warnings
             }
             Format::Ids => {
                 self.backend
-                    .each_id(rule, now, &mut |id| writeln!(out, "{id}"))?;
+                    .each_id(rule, now, &mut |id| writeln!(out, "{id}"))?
+                    .warnings
             }
             Format::Json => {
                 let mut ids = Vec::new();
@@ -185,10 +188,19 @@ impl<'a> Session<'a> {
                     ids.push(id.to_owned());
                     Ok(())
                 })?;
-                let json = render::json(answer.size, answer.now, answer.elapsed, &ids);
+                let json = render::json(
+                    answer.size,
+                    answer.now,
+                    answer.elapsed,
+                    &ids,
+                    &answer.warnings,
+                );
                 out.write_all(json.as_bytes())?;
+                // In the JSON above.
+                Vec::new()
             }
-        }
+        };
+        out.write_all(render::warnings(self.style, &warnings).as_bytes())?;
         Ok(())
     }
 }

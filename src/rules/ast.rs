@@ -66,6 +66,11 @@ pub enum ExprKind {
     Trait(TraitCondition),
     /// A condition on events: `purchased at least 3 times in last 90 days`.
     Event(Box<EventCondition>),
+    /// `NAME between A and B` with a plain name and a time point at both ends: the one form that
+    /// reads both as a trait condition and as an event condition (`did NAME between A and B`).
+    /// Kept as the trait condition it was written as; which reading it has is decided against the
+    /// store when the rule is planned (see [`TraitCondition::as_event`]).
+    EventOrTrait(TraitCondition),
     /// Membership of a saved audience: `in audience vip`.
     InAudience(Name),
     /// Every known customer.
@@ -100,6 +105,57 @@ pub struct TraitCondition {
     pub path: Path,
     pub test: Test,
     pub span: Span,
+}
+
+impl TraitCondition {
+    /// Whether this condition can also be read as an event condition: a plain name (no dots)
+    /// followed by `between` with a date, a date-time or `N unit ago` at both ends, which is
+    /// exactly `did NAME between A and B` without the `did`.
+    pub fn reads_as_event_too(&self) -> bool {
+        self.as_event().is_some()
+    }
+
+    /// The event reading of `NAME between A and B` (see [`TraitCondition::reads_as_event_too`]):
+    /// the event `NAME` with a `between` window, or `None` for a condition with no such reading.
+    pub fn as_event(&self) -> Option<EventCondition> {
+        let Test::Between { low, high } = &self.test else {
+            return None;
+        };
+        if !crate::rules::words::is_name(&self.path.text) {
+            return None;
+        }
+        let (from, to) = (low.as_time_point()?, high.as_time_point()?);
+        Some(EventCondition {
+            event: Name {
+                text: self.path.text.clone(),
+                span: self.path.span,
+            },
+            shorthand: None,
+            predicate: None,
+            frequency: None,
+            window: Some(Window {
+                kind: WindowKind::Between(from, to),
+                span: Span::new(self.path.span.end, self.span.end),
+            }),
+            span: self.span,
+        })
+    }
+}
+
+impl Literal {
+    /// The literal as a window's time point: a date, a date-time or `N unit ago`.
+    pub fn as_time_point(&self) -> Option<TimePoint> {
+        let kind = match &self.kind {
+            LiteralKind::Date(d) => TimeKind::Date(*d),
+            LiteralKind::DateTime(t) => TimeKind::DateTime(*t),
+            LiteralKind::Ago(d) => TimeKind::Ago(*d),
+            _ => return None,
+        };
+        Some(TimePoint {
+            kind,
+            span: self.span,
+        })
+    }
 }
 
 /// What a [`TraitCondition`] asks of the value.

@@ -338,10 +338,13 @@ impl<'a> Parser<'a> {
                     Err(self.unexpected("a condition", START_KEYWORDS, "keyword"))
                 } else if self.starts_trait_test(1) {
                     let cond = self.trait_condition()?;
-                    Ok(Expr {
-                        span: cond.span,
-                        kind: ExprKind::Trait(cond),
-                    })
+                    let span = cond.span;
+                    let kind = if cond.reads_as_event_too() {
+                        ExprKind::EventOrTrait(cond)
+                    } else {
+                        ExprKind::Trait(cond)
+                    };
+                    Ok(Expr { span, kind })
                 } else if words::is_name(word) {
                     let event = self.event_name()?;
                     let cond = self.event_condition(event, token.span);

@@ -33,7 +33,7 @@ impl Display for Expr {
                 let group = matches!(inner.kind, ExprKind::And(_) | ExprKind::Or(_));
                 write_grouped(f, inner.as_ref(), group)
             }
-            ExprKind::Trait(cond) => cond.fmt(f),
+            ExprKind::Trait(cond) | ExprKind::EventOrTrait(cond) => cond.fmt(f),
             ExprKind::Event(cond) => cond.fmt(f),
             ExprKind::InAudience(name) => write!(f, "in audience {}", name.text),
             ExprKind::Everyone => f.write_str("everyone"),

@@ -169,6 +169,7 @@ pub static COMMANDS: &[Command] = &[
     cmd("QUERY", 1, 6, query),
     cmd("EXPLAIN", 1, 3, explain),
     cmd("WHY", 2, 4, why),
+    cmd("CHECK", 1, 1, check),
     // Customers.
     cmd("CUSTOMER.SHOW", 1, 1, customer_show),
     cmd("CUSTOMER.EXPORT", 1, 1, customer_export),
@@ -794,6 +795,18 @@ fn why(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdEr
     let now = now_option(args, 2)?;
     let why = ctx.db.why(args.str(0)?, args.str(1)?, now)?;
     r.bulk(why.to_string().as_bytes());
+    Ok(())
+}
+
+/// `CHECK rule`: the rule's warnings (unknown names, values no customer has), one text each,
+/// an empty array for a rule with none; a rule that does not parse or cannot be evaluated is an
+/// error reply, as for `QUERY`.
+fn check(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let warnings = ctx.db.check(args.str(0)?)?;
+    r.array(warnings.len());
+    for w in &warnings {
+        r.bulk(w.to_string().as_bytes());
+    }
     Ok(())
 }
 

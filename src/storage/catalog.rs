@@ -143,6 +143,11 @@ impl Catalog {
             .map_or(0, |p| p.types)
     }
 
+    /// What is known of one event name.
+    pub fn event_info(&self, id: u32) -> Option<&EventInfo> {
+        self.events.get(id as usize)
+    }
+
     pub fn traits(&self) -> impl Iterator<Item = (u32, &TraitInfo)> {
         self.traits.iter().enumerate().map(|(i, t)| (i as u32, t))
     }

@@ -54,9 +54,10 @@ pub fn evaluate(rule: &Rule, now: i64, customers: &[Customer]) -> Result<Vec<Str
     if let Some(name) = audience_named(&rule.expr) {
         return Err(format!("unknown audience {name:?}"));
     }
+    let expr = one_reading(&rule.expr, customers)?;
     let members: BTreeSet<String> = customers
         .iter()
-        .filter(|c| matches(&rule.expr, c, now))
+        .filter(|c| matches(&expr, c, now))
         .map(|c| c.id.clone())
         .collect();
     Ok(members.into_iter().collect())
@@ -68,8 +69,50 @@ fn audience_named(expr: &Expr) -> Option<&str> {
         ExprKind::InAudience(name) => Some(&name.text),
         ExprKind::And(items) | ExprKind::Or(items) => items.iter().find_map(audience_named),
         ExprKind::Not(inner) => audience_named(inner),
-        ExprKind::Trait(_) | ExprKind::Event(_) | ExprKind::Everyone => None,
+        ExprKind::Trait(_)
+        | ExprKind::EventOrTrait(_)
+        | ExprKind::Event(_)
+        | ExprKind::Everyone => None,
     }
+}
+
+/// The expression with each `NAME between A and B` (which reads as a trait condition and as an
+/// event condition) given its one reading, as the spec's "one reading per name" says: the trait
+/// when some known customer has a trait `NAME` and none has an event `NAME`, an error when both
+/// exist, else the event (`did NAME between A and B`; with neither, both readings are nobody).
+fn one_reading(expr: &Expr, customers: &[Customer]) -> Result<Expr, String> {
+    let all = |items: &[Expr]| -> Result<Vec<Expr>, String> {
+        items.iter().map(|e| one_reading(e, customers)).collect()
+    };
+    let kind = match &expr.kind {
+        ExprKind::And(items) => ExprKind::And(all(items)?),
+        ExprKind::Or(items) => ExprKind::Or(all(items)?),
+        ExprKind::Not(inner) => ExprKind::Not(Box::new(one_reading(inner, customers)?)),
+        ExprKind::EventOrTrait(cond) => {
+            let name = &cond.path.text;
+            let has_event = customers
+                .iter()
+                .any(|c| c.events.iter().any(|e| e.name == *name));
+            let has_trait = customers.iter().any(|c| {
+                c.traits
+                    .as_deref()
+                    .is_some_and(|ts| ts.iter().any(|(n, _)| n == name))
+            });
+            match (has_event, has_trait) {
+                (true, true) => return Err(format!("{name:?} is both an event and a trait")),
+                (false, true) => ExprKind::Trait(cond.clone()),
+                _ => ExprKind::Event(Box::new(
+                    cond.as_event()
+                        .expect("the parser only makes this node for event forms"),
+                )),
+            }
+        }
+        other => other.clone(),
+    };
+    Ok(Expr {
+        kind,
+        span: expr.span,
+    })
 }
 
 /// Whether one known customer satisfies `expr`.
@@ -85,6 +128,7 @@ fn matches(expr: &Expr, customer: &Customer, now: i64) -> bool {
         }
         ExprKind::Event(cond) => event_condition(cond, &customer.events, now),
         ExprKind::InAudience(_) => unreachable!("rejected before evaluation"),
+        ExprKind::EventOrTrait(_) => unreachable!("given one reading before evaluation"),
         ExprKind::Everyone => true,
     }
 }
