@@ -51,6 +51,8 @@ const MIN_TIME: Duration = Duration::from_secs(2);
 const MAX_RUNS: usize = 2_000;
 const MAX_TIME: Duration = Duration::from_secs(60);
 const MIN_RUNS_WHEN_SLOW: usize = 10;
+/// Runs of `Db::check` a rule.
+const CHECK_RUNS: usize = 200;
 
 struct Measured {
     rule: &'static str,
@@ -58,6 +60,8 @@ struct Measured {
     runs: usize,
     median_ms: f64,
     p99_ms: f64,
+    /// `Db::check` (parse, plan, warnings) alone: what the warnings add is part of it.
+    check_us: f64,
     peak_rss_kib: Option<u64>,
     load: Option<f64>,
 }
@@ -138,18 +142,28 @@ fn main() {
             times.push(took);
         }
         times.sort_unstable();
+        // The rule's warnings alone, for the cost of checking: none expected for these rules.
+        let mut checks = Vec::with_capacity(CHECK_RUNS);
+        for _ in 0..CHECK_RUNS {
+            let t = Instant::now();
+            let warnings = db.check(rule).expect(rule);
+            checks.push(t.elapsed());
+            assert!(warnings.is_empty(), "{rule}: {warnings:?}");
+        }
+        checks.sort_unstable();
         let m = Measured {
             rule,
             members,
             runs: times.len(),
             median_ms: ms(percentile(&times, 50.0)),
             p99_ms: ms(percentile(&times, 99.0)),
+            check_us: ms(percentile(&checks, 50.0)) * 1e3,
             peak_rss_kib: if reset { status_kib("VmHWM:") } else { None },
             load: load_average(),
         };
         println!(
-            "{:>10.3} ms median {:>10.3} ms p99 {:>9} members  {}",
-            m.median_ms, m.p99_ms, m.members, rule
+            "{:>10.3} ms median {:>10.3} ms p99 {:>9} members {:>8.1} µs check  {}",
+            m.median_ms, m.p99_ms, m.members, m.check_us, rule
         );
         results.push(m);
     }
@@ -161,22 +175,23 @@ fn main() {
         .or_else(|| status_kib("VmHWM:"));
 
     println!();
-    println!("| rule | members | runs | median ms | p99 ms | peak RSS MiB | load |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| rule | members | runs | median ms | p99 ms | check µs | peak RSS MiB | load |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for m in &results {
         println!(
-            "| `{}` | {} | {} | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {} | {} | {:.1} | {} | {} |",
             m.rule,
             m.members,
             m.runs,
             fmt_ms(m.median_ms),
             fmt_ms(m.p99_ms),
+            m.check_us,
             m.peak_rss_kib.map_or("".into(), |k| (k / 1024).to_string()),
             m.load.map_or("".into(), |l| format!("{l:.1}")),
         );
     }
     for (rule, error) in &failed {
-        println!("| `{rule}` | error: {error} | | | | | |");
+        println!("| `{rule}` | error: {error} | | | | | | |");
     }
     if let Some(k) = peak_kib {
         println!("\npeak RSS of the whole run: {} MiB", k / 1024);
@@ -193,6 +208,7 @@ fn main() {
                 "runs": m.runs,
                 "median_ms": m.median_ms,
                 "p99_ms": m.p99_ms,
+                "check_us": m.check_us,
                 "peak_rss_kib": m.peak_rss_kib,
                 "load": m.load,
             })).collect::<Vec<_>>(),
