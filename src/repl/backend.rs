@@ -79,6 +79,8 @@ pub trait Backend {
     fn explain(&mut self, rule: &str, now: Timestamp) -> BackendResult<String>;
     /// The clause-by-clause answer as `.why` prints it.
     fn why(&mut self, id: &str, rule: &str, now: Timestamp) -> BackendResult<String>;
+    /// A rule's warnings, as text (see [`crate::query::Warning`]).
+    fn check(&mut self, rule: &str) -> BackendResult<Vec<String>>;
     /// The saved audiences, by name.
     fn audiences(&mut self) -> BackendResult<Vec<AudienceInfo>>;
     /// Saves (or replaces) an audience.
@@ -124,6 +126,11 @@ impl Backend for &Db {
 
     fn why(&mut self, id: &str, rule: &str, now: Timestamp) -> BackendResult<String> {
         Ok(Db::why(self, id, rule, now)?.to_string())
+    }
+
+    fn check(&mut self, rule: &str) -> BackendResult<Vec<String>> {
+        let warnings = Db::check(self, rule)?;
+        Ok(warnings.iter().map(ToString::to_string).collect())
     }
 
     fn audiences(&mut self) -> BackendResult<Vec<AudienceInfo>> {
@@ -364,6 +371,13 @@ impl Backend for Remote {
     fn why(&mut self, id: &str, rule: &str, now: Timestamp) -> BackendResult<String> {
         parse(rule)?;
         self.text(&["WHY", id, rule, "NOW", &now.to_string()])
+    }
+
+    fn check(&mut self, rule: &str) -> BackendResult<Vec<String>> {
+        parse(rule)?;
+        let cmd: &[&str] = &["CHECK", rule];
+        let reply = self.call(cmd)?;
+        ids(cmd, reply)
     }
 
     fn audiences(&mut self) -> BackendResult<Vec<AudienceInfo>> {

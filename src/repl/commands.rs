@@ -230,6 +230,9 @@ fn save(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, F
         .ok_or_else(|| usage(".save"))?;
     let saved = session.backend.save_audience(name, rule)?;
     out.write_all(render::saved(session.style, &saved).as_bytes())?;
+    // The saved rule (its reading pinned) can still name what the store has never seen.
+    let warnings = session.backend.check(&saved.info.rule)?;
+    out.write_all(render::warnings(session.style, &warnings).as_bytes())?;
     refresh_after_write(session);
     Ok(Flow::Continue)
 }
