@@ -66,6 +66,10 @@ pub struct ServeOptions {
     pub max_clients: usize,
     /// A client silent for this long is told so and closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Once a request's first byte has arrived, the rest must arrive within this long, or the
+    /// client is told so and closed (a client dripping bytes would otherwise hold its slot for
+    /// ever); `None`: no bound.
+    pub request_timeout: Option<Duration>,
 }
 
 impl ServeOptions {
@@ -76,6 +80,7 @@ impl ServeOptions {
             limits: Limits::default(),
             max_clients: 512,
             idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct Shared {
     pub socket: PathBuf,
     pub max_clients: usize,
     pub idle_timeout: Duration,
+    /// Zero: no bound.
+    pub request_timeout: Duration,
     pub limits: Limits,
     pub shutdown: AtomicBool,
     /// Clients connected now.
@@ -194,6 +201,7 @@ impl Server {
             socket: path,
             max_clients: options.max_clients,
             idle_timeout: options.idle_timeout.unwrap_or(Duration::ZERO),
+            request_timeout: options.request_timeout.unwrap_or(Duration::ZERO),
             limits: options.limits,
             shutdown: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
@@ -471,6 +479,8 @@ fn serve_requests(
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER);
     let mut decoder = Decoder::new(shared.limits);
     let mut last_heard = Instant::now();
+    // When the first byte of the request being read arrived (the read that brought it).
+    let mut request_started: Option<Instant> = None;
     let mut drain_until: Option<Instant> = None;
     'conn: loop {
         loop {
@@ -521,6 +531,10 @@ fn serve_requests(
                 }
                 Frame::Incomplete => break,
             }
+            if !decoder.in_request() {
+                // That frame ended a request (a refused one is read to its end first).
+                request_started = None;
+            }
             if out.len() >= WRITE_CHUNK {
                 if push.write(&out).is_err() {
                     break 'conn;
@@ -547,6 +561,20 @@ fn serve_requests(
         }
         if drain_until.is_some_and(|t| Instant::now() >= t) {
             break;
+        }
+        if start == end && !decoder.in_request() {
+            request_started = None;
+        } else {
+            let started = *request_started.get_or_insert(last_heard);
+            if !shared.request_timeout.is_zero() && started.elapsed() >= shared.request_timeout {
+                shared.errors.fetch_add(1, Relaxed);
+                let msg = format!(
+                    "-ERR request not received whole within {} s; closing the connection\r\n",
+                    shared.request_timeout.as_secs_f64()
+                );
+                let _ = push.write(msg.as_bytes());
+                break;
+            }
         }
         // Make room to read: drop answered bytes, then grow for a large argument.
         if start == end {
