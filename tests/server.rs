@@ -66,12 +66,16 @@ impl Shop {
     }
 
     fn spawn_serve(&self, flags: &[&str]) -> Child {
+        self.spawn_serve_on(&self.socket(), flags)
+    }
+
+    fn spawn_serve_on(&self, socket: &Path, flags: &[&str]) -> Child {
         Command::new(BIN)
             .arg("--db")
             .arg(self.db())
             .arg("serve")
             .arg("--socket")
-            .arg(self.socket())
+            .arg(socket)
             .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -822,6 +826,34 @@ fn the_socket_is_private_unless_asked_otherwise() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // So is one further up (anyone could rename `sub` and put their own in its place).
+    let sub = open.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = shop
+        .spawn_serve_on(&sub.join("s.sock"), &[])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "socket directory {}: is writable by everyone",
+            open.display()
+        )),
+        "{err}"
+    );
+    assert!(!sub.join("s.sock").exists());
+    // With the sticky bit, as /tmp has, it is accepted.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut server = Server {
+        child: shop.spawn_serve_on(&sub.join("s.sock"), &[]),
+        socket: sub.join("s.sock"),
+    };
+    server.wait_ready();
+    assert_eq!(server.connect().cmd(&["PING"]), Resp::Simple("PONG".into()));
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().0.success());
 }
 
 /// Runs a real client tool, failing the test with an install hint if it is missing.
