@@ -149,6 +149,10 @@ struct ServeArgs {
     /// Seconds a client may stay silent before it is closed (0: never).
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
+    /// Seconds a request may take to arrive whole once its first byte has come; a client that
+    /// takes longer is closed (0: no bound).
+    #[arg(long, default_value_t = 10)]
+    request_timeout: u64,
     /// The longest argument of a request (bytes, or with K, M, G).
     #[arg(long, default_value = "16MiB")]
     max_arg_size: String,
@@ -618,6 +622,8 @@ fn serve(db: &Path, args: ServeArgs) -> Result<(), Failure> {
     options.max_clients = args.max_clients;
     options.idle_timeout =
         (args.idle_timeout > 0).then(|| std::time::Duration::from_secs(args.idle_timeout));
+    options.request_timeout =
+        (args.request_timeout > 0).then(|| std::time::Duration::from_secs(args.request_timeout));
     options.limits.max_bulk = size("--max-arg-size", &args.max_arg_size)?;
     options.limits.max_request = size("--max-request-size", &args.max_request_size)?;
     options.limits.max_args = args.max_args;

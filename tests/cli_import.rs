@@ -152,6 +152,59 @@ fn csv_profiles_are_imported_with_types() {
 }
 
 #[test]
+fn an_unclosed_csv_quote_is_reported_at_the_line_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    // A quoted cell over two lines is fine; the quote on line 4 is never closed, so every later
+    // row is inside it (and b's row still has three cells: it used to be stored, with the rows
+    // after it as its note).
+    std::fs::write(
+        &file,
+        "userId,tier,note\n\
+         a,Gold,\"two\n\
+         lines\"\n\
+         b,Silver,\"oops\n\
+         c,Gold,x\n\
+         d,Gold,y\n",
+    )
+    .unwrap();
+    let expected = "people.csv:4: a quoted cell opened on this line is never closed, so the rest \
+                    of the input (to line 6) was read as part of it and not imported";
+    let db = dir.path().join("db");
+    let out = run(&db, &["import", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(expected), "{err}");
+    assert!(err.contains("read 2, stored 1, skipped 1"), "{err}");
+    let db_ = Db::open(&db).unwrap();
+    let a = db_.customer("a").unwrap().unwrap().traits.unwrap();
+    assert!(a.contains(&("note".into(), Value::Str("two\nlines".into()))));
+    for id in ["b", "c", "d"] {
+        assert!(db_.customer(id).unwrap().is_none(), "{id}");
+    }
+    drop(db_);
+
+    let db = dir.path().join("strict");
+    let out = run(&db, &["import", "--strict", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(expected), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
+
+    // In the header, too.
+    std::fs::write(&file, "userId,\"tier\na,Gold\n").unwrap();
+    let out = run(&db, &["import", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "people.csv: line 1: bad CSV header: a quoted cell opened on this line is never closed"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn customer_show_export_delete() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");

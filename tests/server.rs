@@ -66,12 +66,16 @@ impl Shop {
     }
 
     fn spawn_serve(&self, flags: &[&str]) -> Child {
+        self.spawn_serve_on(&self.socket(), flags)
+    }
+
+    fn spawn_serve_on(&self, socket: &Path, flags: &[&str]) -> Child {
         Command::new(BIN)
             .arg("--db")
             .arg(self.db())
             .arg("serve")
             .arg("--socket")
-            .arg(self.socket())
+            .arg(socket)
             .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -492,9 +496,20 @@ fn bad_requests_get_errors_and_the_connection_stays_open() {
     assert!(c.read().error().starts_with("ERR Protocol error"));
     c.send(&[0xff, 0xfe, b'\r', b'\n']);
     assert!(c.read().error().starts_with("ERR unknown command"));
+    // Too many arguments, then an empty line where the first one's header belongs: this
+    // panicked the connection's thread (issue 16). Both are answered.
+    c.send(b"*70000\r\n\r\n");
+    assert_eq!(
+        c.read().error(),
+        "ERR request has 70000 arguments; the limit is 65536"
+    );
+    assert_eq!(
+        c.read().error(),
+        r"ERR Protocol error: expected '$', got '\r'"
+    );
     assert_eq!(c.cmd(&["PING"]), Resp::Simple("PONG".into()));
     let info = c.cmd(&["INFO"]).text();
-    assert!(info.contains("total_error_replies:14"), "{info}");
+    assert!(info.contains("total_error_replies:16"), "{info}");
 }
 
 #[test]
@@ -601,6 +616,95 @@ fn hello_3_switches_to_resp3() {
     );
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), Resp::Bulk(b"svc".to_vec()));
     assert!(c.cmd(&["HELLO", "4"]).error().starts_with("NOPROTO"));
+}
+
+/// Connects and sends `bytes` one at a time, `every` apart, until the server writes something
+/// or closes the connection; then reads what it sends until it closes. Returns what was read,
+/// how many bytes were sent and how long it all took.
+fn drip(socket: &Path, bytes: &[u8], every: Duration) -> (String, usize, Duration) {
+    let started = Instant::now();
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(every)).unwrap();
+    let (mut got, mut sent) = (Vec::new(), 0);
+    for b in bytes {
+        if stream.write_all(&[*b]).is_err() {
+            break;
+        }
+        sent += 1;
+        let mut chunk = [0u8; 256];
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&chunk[..n]);
+                break;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _ = stream.read_to_end(&mut got);
+    (String::from_utf8(got).unwrap(), sent, started.elapsed())
+}
+
+/// Waits until `INFO` on `c` counts `n` connected clients.
+fn wait_for_clients(c: &mut Conn, n: usize) {
+    let started = Instant::now();
+    let want = format!("connected_clients:{n}\r\n");
+    while !c.cmd(&["INFO"]).text().contains(&want) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never {n} clients"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn slow_drip_clients_are_closed_at_the_request_deadline() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&["--request-timeout", "1", "--max-clients", "3"]);
+    let mut c = server.connect();
+    wait_for_clients(&mut c, 1);
+    // Two clients drip a request, a byte every 200 ms (all of it would take 22 s): each byte
+    // resets the idle timer, and until they are closed the server is full.
+    let request = encode(&["ECHO", &"x".repeat(80)]);
+    let drippers: Vec<_> = (0..2)
+        .map(|_| {
+            let (socket, request) = (shop.socket(), request.clone());
+            std::thread::spawn(move || drip(&socket, &request, Duration::from_millis(200)))
+        })
+        .collect();
+    wait_for_clients(&mut c, 3);
+    let mut refused = server.connect();
+    assert_eq!(
+        refused.read(),
+        Resp::Error("ERR max number of clients reached".into())
+    );
+    for d in drippers {
+        let (got, sent, took) = d.join().unwrap();
+        assert_eq!(
+            got,
+            "-ERR request not received whole within 1 s; closing the connection\r\n"
+        );
+        assert!(sent < request.len() / 2, "{sent} bytes sent");
+        assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    }
+    // Their slots are free again.
+    wait_for_clients(&mut c, 1);
+    let mut b = server.connect();
+    assert_eq!(b.cmd(&["PING"]), Resp::Simple("PONG".into()));
+    // The bound is per request: one arriving in pieces within it is answered, and a client
+    // may wait longer than the bound between requests.
+    c.send(b"*1\r\n$4\r\nPI");
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(b"NG\r\n");
+    assert_eq!(c.read(), Resp::Simple("PONG".into()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.cmd(&["PING"]), Resp::Simple("PONG".into()));
 }
 
 #[test]
@@ -749,6 +853,34 @@ fn the_socket_is_private_unless_asked_otherwise() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // So is one further up (anyone could rename `sub` and put their own in its place).
+    let sub = open.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = shop
+        .spawn_serve_on(&sub.join("s.sock"), &[])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "socket directory {}: is writable by everyone",
+            open.display()
+        )),
+        "{err}"
+    );
+    assert!(!sub.join("s.sock").exists());
+    // With the sticky bit, as /tmp has, it is accepted.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut server = Server {
+        child: shop.spawn_serve_on(&sub.join("s.sock"), &[]),
+        socket: sub.join("s.sock"),
+    };
+    server.wait_ready();
+    assert_eq!(server.connect().cmd(&["PING"]), Resp::Simple("PONG".into()));
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().0.success());
 }
 
 /// Runs a real client tool, failing the test with an install hint if it is missing.

@@ -308,7 +308,13 @@ pub fn import_csv<R: Read>(
     options: &ImportOptions,
     observer: &mut dyn ImportObserver,
 ) -> Result<ImportSummary> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let quotes = std::rc::Rc::new(std::cell::Cell::new(QuoteState::default()));
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(QuoteWatch {
+            inner: input,
+            state: quotes.clone(),
+        });
     let headers = reader
         .headers()
         .map_err(|e| Error::BadLine {
@@ -329,7 +335,11 @@ pub fn import_csv<R: Read>(
     let mut summary = ImportSummary::default();
     let mut pending: Vec<Message> = Vec::new();
     let mut all_ok = Vec::new();
-    for record in reader.records() {
+    let mut records = reader.records().peekable();
+    // A quote never closed swallows the rest of the input into the last record (or the
+    // header): that record is reported as such.
+    let mut reported = false;
+    while let Some(record) = records.next() {
         let (line, result) = match record {
             Ok(rec) => {
                 let line = rec.position().map_or(0, |p| p.line());
@@ -339,6 +349,13 @@ pub fn import_csv<R: Read>(
                 e.position().map_or(0, |p| p.line()),
                 Err(format!("bad CSV record: {e}")),
             ),
+        };
+        let (line, result) = match records.peek().is_none().then(|| unclosed_quote(&quotes)) {
+            Some(Some(error)) => {
+                reported = true;
+                (error.line, Err(error.reason))
+            }
+            _ => (line, result),
         };
         summary.read += 1;
         match result {
@@ -363,12 +380,102 @@ pub fn import_csv<R: Read>(
             }
         }
     }
+    if let Some(error) = unclosed_quote(&quotes).filter(|_| !reported) {
+        // In the header: there are no records.
+        return Err(Error::BadLine {
+            line: error.line,
+            reason: format!("bad CSV header: {}", error.reason),
+        });
+    }
     pending.extend(all_ok);
     for batch in pending.chunks(options.batch_size.max(1)) {
         store_batch(db, batch.to_vec(), &mut summary)?;
         observer.batch_stored(&summary, 0);
     }
     Ok(summary)
+}
+
+/// Where a CSV reader is in the quoting, as the `csv` crate reads it (RFC 4180: a cell that
+/// starts with `"` runs to the next `"` not doubled; a quote elsewhere is a plain character).
+#[derive(Debug, Clone, Copy, Default)]
+struct QuoteState {
+    /// The line being read (1-based, as the `csv` crate counts: by `\n`).
+    line: u64,
+    /// The line of the last byte read.
+    last_line: u64,
+    cell: Quoting,
+    /// The line of the quote that opened the quoted cell being read.
+    opened: u64,
+    /// The end of the input was read.
+    eof: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Quoting {
+    #[default]
+    Start,
+    Plain,
+    Quoted,
+    /// A `"` in a quoted cell: the end of the cell, or the first of a doubled one.
+    QuoteInQuoted,
+}
+
+impl QuoteState {
+    fn scan(&mut self, bytes: &[u8]) {
+        if self.line == 0 {
+            self.line = 1;
+        }
+        for &b in bytes {
+            let end_of_cell = matches!(b, b',' | b'\r' | b'\n');
+            self.cell = match (self.cell, b) {
+                (Quoting::Start, b'"') => {
+                    self.opened = self.line;
+                    Quoting::Quoted
+                }
+                (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
+                (Quoting::Quoted, _) => Quoting::Quoted,
+                (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
+                (_, _) if end_of_cell => Quoting::Start,
+                _ => Quoting::Plain,
+            };
+            self.last_line = self.line;
+            if b == b'\n' {
+                self.line += 1;
+            }
+        }
+    }
+}
+
+/// Passes the CSV input through, following its quoting, to tell where a quote that is never
+/// closed was opened.
+struct QuoteWatch<R> {
+    inner: R,
+    state: std::rc::Rc<std::cell::Cell<QuoteState>>,
+}
+
+impl<R: Read> Read for QuoteWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut state = self.state.get();
+        state.scan(&buf[..n]);
+        state.eof |= n == 0 && !buf.is_empty();
+        self.state.set(state);
+        Ok(n)
+    }
+}
+
+/// The error for a quoted cell still open at the end of the input, once it is read.
+fn unclosed_quote(state: &std::cell::Cell<QuoteState>) -> Option<LineError> {
+    let s = state.get();
+    (s.eof && s.cell == Quoting::Quoted).then(|| LineError {
+        line: s.opened,
+        reason: format!(
+            "a quoted cell opened on this line is never closed, so the rest of the input \
+             (to line {}) was read as part of it and not imported; close the quote (a quote \
+             inside a quoted cell is written twice: \"\")",
+            s.last_line
+        ),
+    })
 }
 
 fn csv_message(

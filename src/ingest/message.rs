@@ -368,11 +368,13 @@ fn customer_id(
             check_customer_id(&s)?;
             return Ok(s.into_owned());
         }
-        // Many exports write numeric ids: they are the same customer as their decimal text.
-        match serde_json::from_str::<serde_json::Number>(text) {
-            Ok(n) if n.is_u64() || n.is_i64() => return Ok(n.to_string()),
-            _ => return Err(format!("\"{field}\" must be a string")),
+        // Many exports write numeric ids: they are the same customer as their text as written
+        // (`42` is "42"), whatever their size (a 30-digit id is no integer of ours).
+        if serde_json::from_str::<serde_json::Number>(text).is_err() {
+            return Err(format!("\"{field}\" must be a string or a number"));
         }
+        check_customer_id(text)?;
+        return Ok(text.to_owned());
     }
     Err("missing customer id (\"userId\" or \"anonymousId\")".into())
 }
@@ -457,6 +459,26 @@ mod tests {
         .unwrap();
         assert_eq!(m.customer, "42");
         assert_eq!(m.timestamp, Some(1_700_000_000_000));
+        // Issue 16: any number, by its text as written, however long.
+        for (id, customer) in [
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+            ("-7", "-7"),
+            ("1.50", "1.50"),
+            ("1e3", "1e3"),
+        ] {
+            let m = Message::from_json_line(&format!(
+                r#"{{"type":"identify","userId":{id},"traits":{{}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(m.customer, customer);
+        }
+        let long = "9".repeat(300);
+        let err = Message::from_json_line(&format!(r#"{{"type":"identify","userId":{long}}}"#))
+            .unwrap_err();
+        assert!(err.contains("256"), "{err}");
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct ServeOptions {
     pub max_clients: usize,
     /// A client silent for this long is told so and closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Once a request's first byte has arrived, the rest must arrive within this long, or the
+    /// client is told so and closed (a client dripping bytes would otherwise hold its slot for
+    /// ever); `None`: no bound.
+    pub request_timeout: Option<Duration>,
 }
 
 impl ServeOptions {
@@ -76,6 +80,7 @@ impl ServeOptions {
             limits: Limits::default(),
             max_clients: 512,
             idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct Shared {
     pub socket: PathBuf,
     pub max_clients: usize,
     pub idle_timeout: Duration,
+    /// Zero: no bound.
+    pub request_timeout: Duration,
     pub limits: Limits,
     pub shutdown: AtomicBool,
     /// Clients connected now.
@@ -194,6 +201,7 @@ impl Server {
             socket: path,
             max_clients: options.max_clients,
             idle_timeout: options.idle_timeout.unwrap_or(Duration::ZERO),
+            request_timeout: options.request_timeout.unwrap_or(Duration::ZERO),
             limits: options.limits,
             shutdown: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
@@ -359,10 +367,9 @@ impl Drop for SocketFile {
     }
 }
 
-/// Checks that the socket can be created at `path`: the directory exists and is not writable by
-/// everyone without the sticky bit (anyone could otherwise swap the socket for their own), and
-/// nothing live is there. A socket file nobody answers on is a crashed server's: it is removed
-/// (returns true).
+/// Checks that the socket can be created at `path`: the directory exists, it and every directory
+/// above it are safe (see [`check_socket_dirs`]), and nothing live is there. A socket file nobody
+/// answers on is a crashed server's: it is removed (returns true).
 fn prepare_socket_path(path: &Path) -> Result<bool, ServerError> {
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
@@ -387,13 +394,7 @@ fn prepare_socket_path(path: &Path) -> Result<bool, ServerError> {
     if !meta.is_dir() {
         return Err(dir_err("is not a directory"));
     }
-    let mode = meta.permissions().mode();
-    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        return Err(dir_err(
-            "is writable by everyone and has no sticky bit, so anyone could replace the socket; \
-             use a private directory",
-        ));
-    }
+    check_socket_dirs(dir)?;
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_err(path)(e)),
@@ -411,6 +412,70 @@ fn prepare_socket_path(path: &Path) -> Result<bool, ServerError> {
             Err(e) => Err(io_err(path)(e)),
         },
     }
+}
+
+/// Checks the socket's directory and every directory above it, both as written and with symbolic
+/// links resolved: each must be owned by us or by root, and writable by no one else unless it
+/// has the sticky bit (as `/tmp` has). Whoever can write to one of them without the sticky bit
+/// can rename what it holds (the socket, or the directory on the way to it) and put their own in
+/// its place; whoever owns one can make it so.
+fn check_socket_dirs(dir: &Path) -> Result<(), ServerError> {
+    let err = |path: &Path, reason: String| ServerError::SocketDir {
+        path: path.to_owned(),
+        reason,
+    };
+    let as_written = std::path::absolute(dir).map_err(|e| err(dir, e.to_string()))?;
+    let resolved = std::fs::canonicalize(dir).map_err(|e| err(dir, e.to_string()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let what = |ancestor: &Path| {
+        if ancestor == as_written || ancestor == resolved {
+            "the socket".to_owned()
+        } else {
+            format!("the directories on the way to {}", dir.display())
+        }
+    };
+    for ancestor in as_written.ancestors().chain(resolved.ancestors()) {
+        // Following links: a link's own directory is itself an ancestor checked here.
+        let meta = std::fs::metadata(ancestor).map_err(|e| err(ancestor, e.to_string()))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o1000 == 0 {
+            let writable_by = if mode & 0o002 != 0 {
+                Some("everyone")
+            } else if mode & 0o020 != 0 {
+                Some("its group")
+            } else {
+                None
+            };
+            if let Some(who) = writable_by {
+                return Err(err(
+                    ancestor,
+                    format!(
+                        "is writable by {who} and has no sticky bit, so {} could replace {}; \
+                         use a private directory",
+                        if who == "everyone" {
+                            "anyone"
+                        } else {
+                            "its group"
+                        },
+                        what(ancestor),
+                    ),
+                ));
+            }
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(err(
+                ancestor,
+                format!(
+                    "is owned by user {}, not by us (user {me}) or root, so that user could \
+                     replace {}; use a directory of your own",
+                    meta.uid(),
+                    what(ancestor),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Binds the socket so that it never exists with looser permissions than `mode`: the umask is
@@ -471,6 +536,8 @@ fn serve_requests(
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER);
     let mut decoder = Decoder::new(shared.limits);
     let mut last_heard = Instant::now();
+    // When the first byte of the request being read arrived (the read that brought it).
+    let mut request_started: Option<Instant> = None;
     let mut drain_until: Option<Instant> = None;
     'conn: loop {
         loop {
@@ -521,6 +588,10 @@ fn serve_requests(
                 }
                 Frame::Incomplete => break,
             }
+            if !decoder.in_request() {
+                // That frame ended a request (a refused one is read to its end first).
+                request_started = None;
+            }
             if out.len() >= WRITE_CHUNK {
                 if push.write(&out).is_err() {
                     break 'conn;
@@ -547,6 +618,20 @@ fn serve_requests(
         }
         if drain_until.is_some_and(|t| Instant::now() >= t) {
             break;
+        }
+        if start == end && !decoder.in_request() {
+            request_started = None;
+        } else {
+            let started = *request_started.get_or_insert(last_heard);
+            if !shared.request_timeout.is_zero() && started.elapsed() >= shared.request_timeout {
+                shared.errors.fetch_add(1, Relaxed);
+                let msg = format!(
+                    "-ERR request not received whole within {} s; closing the connection\r\n",
+                    shared.request_timeout.as_secs_f64()
+                );
+                let _ = push.write(msg.as_bytes());
+                break;
+            }
         }
         // Make room to read: drop answered bytes, then grow for a large argument.
         if start == end {
@@ -651,11 +736,75 @@ mod tests {
         assert!(!prepare_socket_path(&open.join("s.sock")).unwrap());
         let e = prepare_socket_path(&dir.path().join("missing/s.sock")).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let e = prepare_socket_path(&open.join("s.sock")).unwrap_err();
+        assert!(e.to_string().contains("writable by its group"), "{e}");
         let file = dir.path().join("plain");
         std::fs::write(&file, b"x").unwrap();
         assert!(matches!(
             prepare_socket_path(&file),
             Err(ServerError::NotASocket { .. })
         ));
+    }
+
+    #[test]
+    fn every_directory_above_the_socket_is_checked() {
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // Issue 16: W writable by everyone, its subdirectory private: anyone can rename `sub`
+        // and put their own in its place.
+        let w = dir.path().join("w");
+        let sub = w.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        mode(&sub, 0o700);
+        mode(&w, 0o777);
+        let socket = sub.join("y.sock");
+        let e = prepare_socket_path(&socket).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "socket directory {}: is writable by everyone and has no sticky bit, so anyone \
+                 could replace the directories on the way to {}; use a private directory",
+                w.display(),
+                sub.display()
+            )
+        );
+        mode(&w, 0o775);
+        let e = prepare_socket_path(&socket).unwrap_err();
+        assert!(e.to_string().contains("writable by its group"), "{e}");
+        // With the sticky bit (as /tmp has) only a directory's owner renames what it holds.
+        mode(&w, 0o1777);
+        assert!(!prepare_socket_path(&socket).unwrap());
+        mode(&w, 0o755);
+        assert!(!prepare_socket_path(&socket).unwrap());
+
+        // Through a symbolic link: the directories it leads through are checked too.
+        mode(&w, 0o777);
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        mode(&private, 0o700);
+        std::os::unix::fs::symlink(&sub, private.join("link")).unwrap();
+        let e = prepare_socket_path(&private.join("link/y.sock")).unwrap_err();
+        let resolved_w = std::fs::canonicalize(&w).unwrap();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("socket directory {}: ", resolved_w.display())),
+            "{e}"
+        );
+        mode(&w, 0o755);
+        assert!(!prepare_socket_path(&private.join("link/y.sock")).unwrap());
+
+        // Owned by someone else (only root can give a directory away).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&w, Some(54_321), None).unwrap();
+            let e = prepare_socket_path(&socket).unwrap_err();
+            assert!(
+                e.to_string().contains("is owned by user 54321, not by us"),
+                "{e}"
+            );
+        }
     }
 }

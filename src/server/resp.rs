@@ -111,7 +111,7 @@ impl Decoder {
                     return self.unfinished_header(buf, 0);
                 };
                 let header_len = line + 2;
-                let n = match parse_len(&buf[1..line]) {
+                let n = match header_value(buf, 0, line, b'*') {
                     Some(n) => n,
                     None => return protocol_error("invalid multibulk length", header_len),
                 };
@@ -150,21 +150,11 @@ impl Decoder {
                 return self.unfinished_header(buf, p.pos);
             };
             let header_len = line + 2 - p.pos;
-            if buf[p.pos] != b'$' {
-                self.partial = None;
-                return protocol_error(
-                    &format!(
-                        "expected '$', got '{}'",
-                        char::from(buf[p.pos]).escape_default()
-                    ),
-                    line + 2,
-                );
-            }
-            let len = match parse_len(&buf[p.pos + 1..line]) {
-                Some(n) if n >= 0 => n.unsigned_abs(),
-                _ => {
+            let len = match bulk_header(buf, p.pos, line) {
+                Ok(len) => len,
+                Err(error) => {
                     self.partial = None;
-                    return protocol_error("invalid bulk length", line + 2);
+                    return error;
                 }
             };
             let over = if len > self.limits.max_bulk {
@@ -172,10 +162,10 @@ impl Decoder {
                     "ERR argument of {len} bytes; the limit is {} bytes",
                     self.limits.max_bulk
                 ))
-            } else if p.total + len > self.limits.max_request {
+            } else if p.total.saturating_add(len) > self.limits.max_request {
                 Some(format!(
                     "ERR request of more than {} bytes; the limit is {} bytes",
-                    p.total + len,
+                    p.total.saturating_add(len),
                     self.limits.max_request
                 ))
             } else {
@@ -217,8 +207,8 @@ impl Decoder {
     pub fn wants(&self, buf: &[u8]) -> Option<usize> {
         let p = self.partial?;
         let line = line_at(buf, p.pos)?;
-        let len = usize::try_from(parse_len(&buf[p.pos + 1..line])?).ok()?;
-        Some(line + 2 + len + 2)
+        let len = usize::try_from(header_value(buf, p.pos, line, b'$')?).ok()?;
+        (line + 2).checked_add(len)?.checked_add(2)
     }
 
     /// Whether a request has been partly read (its bytes must stay in the buffer).
@@ -353,15 +343,16 @@ impl Decoder {
                         self.skip = Some(skip);
                         return dropped(pos);
                     };
-                    match parse_len(&buf[pos + 1..line]) {
-                        Some(len) if buf[pos] == b'$' && len >= 0 => {
-                            *bytes_left = len.unsigned_abs() + 2;
+                    // The line may be empty (`*70000\r\n\r\n`) or anything else.
+                    match bulk_header(buf, pos, line) {
+                        Ok(len) => {
+                            *bytes_left = len + 2;
                             *args_left -= 1;
                             pos = line + 2;
                         }
-                        _ => {
+                        Err(error) => {
                             self.skip = None;
-                            return protocol_error("invalid bulk length", line + 2);
+                            return error;
                         }
                     }
                 }
@@ -385,12 +376,41 @@ fn protocol_error(what: &str, len: usize) -> Frame {
     }
 }
 
+/// The length in the `$N` line that runs from `pos` to the `\r` at `line`, or the protocol error
+/// that drops that line. Any line is taken, the empty one included.
+fn bulk_header(buf: &[u8], pos: usize, line: usize) -> Result<u64, Frame> {
+    match buf.get(pos..line).and_then(|l| l.first()) {
+        Some(b'$') => {}
+        other => {
+            let got = other.map_or(b'\r', |&b| b);
+            return Err(protocol_error(
+                &format!("expected '$', got '{}'", char::from(got).escape_default()),
+                line + 2,
+            ));
+        }
+    }
+    match header_value(buf, pos, line, b'$') {
+        Some(n) if n >= 0 => Ok(n.unsigned_abs()),
+        _ => Err(protocol_error("invalid bulk length", line + 2)),
+    }
+}
+
+/// The number in a `*N` or `$N` line (`kind` is `*` or `$`) that runs from `pos` to the `\r` at
+/// `line`; `None` if the line is anything else, empty included.
+fn header_value(buf: &[u8], pos: usize, line: usize, kind: u8) -> Option<i64> {
+    match buf.get(pos..line)?.split_first() {
+        Some((&k, digits)) if k == kind => parse_len(digits),
+        _ => None,
+    }
+}
+
 /// The index of the `\r` of the first CRLF at or after `from`.
 fn line_at(buf: &[u8], from: usize) -> Option<usize> {
     let rest = buf.get(from..)?;
     let window = &rest[..rest.len().min(MAX_HEADER + 2)];
     let nl = memchr(b'\n', window)?;
-    (nl > 0 && window[nl - 1] == b'\r').then_some(from + nl - 1)
+    // Lazily: with a bare `\n` first (nl == 0) the index does not exist.
+    (nl > 0 && window[nl - 1] == b'\r').then(|| from + nl - 1)
 }
 
 fn memchr(b: u8, buf: &[u8]) -> Option<usize> {
@@ -540,7 +560,9 @@ fn push_line_safe(out: &mut Vec<u8>, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::client::encode;
     use super::*;
+    use proptest::prelude::*;
 
     fn args<'b>(d: &Decoder, buf: &'b [u8]) -> Vec<&'b [u8]> {
         d.args().iter().map(|r| &buf[r.clone()]).collect()
@@ -629,6 +651,186 @@ mod tests {
         };
         assert!(e.starts_with("ERR Protocol error"), "{e}");
         assert_eq!(d.next(&buf[len..]), Frame::Request { len: 6 });
+    }
+
+    #[test]
+    fn too_many_arguments_then_an_empty_line_is_an_error_not_a_panic() {
+        // Issue 16: the skipped request's next header line is empty, and slicing its digits
+        // panicked ("slice index starts at 1 but ends at 0").
+        let mut d = Decoder::new(Limits::default());
+        let buf = b"*70000\r\n\r\n*1\r\n$4\r\nPING\r\n";
+        let Frame::Dropped {
+            len,
+            error: Some(e),
+        } = d.next(buf)
+        else {
+            panic!()
+        };
+        assert_eq!(e, "ERR request has 70000 arguments; the limit is 65536");
+        let rest = &buf[len..];
+        let Frame::Dropped {
+            len,
+            error: Some(e),
+        } = d.next(rest)
+        else {
+            panic!()
+        };
+        assert_eq!(e, r"ERR Protocol error: expected '$', got '\r'");
+        assert_eq!(len, 2);
+        let rest = &rest[len..];
+        assert_eq!(d.next(rest), Frame::Request { len: rest.len() });
+        assert_eq!(args(&d, rest), [&b"PING"[..]]);
+        // The same empty line where an argument's header belongs, and in every place a
+        // header may be.
+        for buf in [
+            &b"*2\r\n\r\n"[..],
+            b"*2\r\n$1\r\na\r\n\r\n",
+            b"*3\r\n$9\r\n0123456789\r\n\r\n",
+            // A bare newline where a header belongs: finding its line underflowed.
+            b"*2\r\n\n",
+            b"*2\r\n$1\r\na\r\n\n",
+        ] {
+            let frames = drive(
+                Limits {
+                    max_args: 1,
+                    max_bulk: 4,
+                    ..Limits::default()
+                },
+                buf,
+                &[],
+            );
+            assert!(frames.iter().any(|f| f.is_err()), "{frames:?}");
+        }
+    }
+
+    type Frames = Vec<Result<Vec<Vec<u8>>, Option<String>>>;
+
+    /// Feeds `input` to a fresh decoder as the server does: in the pieces that `cuts` marks,
+    /// dropping the bytes of each frame returned and appending the next piece when it says
+    /// `Incomplete`. Every frame must lie inside the buffer and take at least one byte, so
+    /// decoding ends (at most one call per byte and one per piece); `Incomplete` must not claim
+    /// to want fewer bytes than are there. Returns the requests' arguments and the dropped
+    /// frames' errors.
+    fn drive(limits: Limits, input: &[u8], cuts: &[usize]) -> Frames {
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+        cuts.push(input.len());
+        cuts.sort_unstable();
+        let max_calls = input.len() + cuts.len();
+        let mut d = Decoder::new(limits);
+        let (mut buf, mut fed, mut calls, mut frames) = (Vec::new(), 0, 0, Vec::new());
+        for cut in cuts {
+            buf.extend_from_slice(&input[fed..cut]);
+            fed = cut;
+            loop {
+                calls += 1;
+                assert!(calls <= max_calls, "the decoder does not progress");
+                let frame = d.next(&buf);
+                let len = match frame {
+                    Frame::Request { len } => {
+                        assert!(d.args().iter().all(|a| a.start <= a.end && a.end <= len));
+                        frames.push(Ok(args(&d, &buf).iter().map(|a| a.to_vec()).collect()));
+                        len
+                    }
+                    Frame::Dropped { len, error } => {
+                        frames.push(Err(error));
+                        len
+                    }
+                    Frame::Incomplete => {
+                        if let Some(wants) = d.wants(&buf) {
+                            assert!(wants > buf.len(), "wants {wants} of {}", buf.len());
+                        }
+                        break;
+                    }
+                };
+                assert!(len > 0 && len <= buf.len(), "{len} of {}", buf.len());
+                buf.drain(..len);
+                d.in_request();
+            }
+        }
+        frames
+    }
+
+    fn arb_limits() -> impl Strategy<Value = Limits> {
+        prop_oneof![
+            Just(Limits::default()),
+            (0u64..20, 0u64..40, 0u64..6).prop_map(|(max_bulk, max_request, max_args)| {
+                Limits {
+                    max_bulk,
+                    max_request,
+                    max_args,
+                }
+            }),
+        ]
+    }
+
+    fn arb_requests() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
+        let arg = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..12),
+            prop::collection::vec(prop::sample::select(b"ab\r\n *$".to_vec()), 0..12),
+        ];
+        prop::collection::vec(prop::collection::vec(arg, 1..5), 1..5)
+    }
+
+    /// Bytes that matter to the framing, to be planted more often than chance would.
+    const FRAMING: &[u8] = b"*$\r\n-0123456789 ";
+
+    /// Applies each mutation: (where, what, byte) with what 0: replace, 1: insert, 2: delete,
+    /// 3: insert a framing byte, 4: cut the input there, 5: repeat the bytes from there on.
+    fn mutate(mut bytes: Vec<u8>, mutations: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+        for (at, what, byte) in mutations {
+            let i = at.index(bytes.len() + 1);
+            let framing = FRAMING[usize::from(*byte) % FRAMING.len()];
+            match what {
+                0 if i < bytes.len() => bytes[i] = *byte,
+                1 => bytes.insert(i, *byte),
+                2 if i < bytes.len() => {
+                    bytes.remove(i);
+                }
+                3 => bytes.insert(i, framing),
+                4 => bytes.truncate(i),
+                5 => bytes.extend_from_within(i..),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn no_input_panics_or_stalls_the_decoder(
+            limits in arb_limits(),
+            input in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..400),
+                prop::collection::vec(prop::sample::select(FRAMING.to_vec()), 0..400),
+            ],
+            cuts in prop::collection::vec(0usize..400, 0..8),
+        ) {
+            drive(limits, &input, &cuts);
+        }
+
+        #[test]
+        fn mutated_requests_never_panic_or_stall_the_decoder(
+            limits in arb_limits(),
+            requests in arb_requests(),
+            mutations in prop::collection::vec((any::<prop::sample::Index>(), 0u8..6, any::<u8>()), 0..6),
+            cuts in prop::collection::vec(0usize..400, 0..8),
+        ) {
+            let bytes: Vec<u8> = requests.iter().flat_map(|r| encode(r)).collect();
+            drive(limits, &mutate(bytes, &mutations), &cuts);
+        }
+
+        #[test]
+        fn whole_requests_decode_the_same_however_they_arrive(
+            requests in arb_requests(),
+            cuts in prop::collection::vec(0usize..400, 0..8),
+        ) {
+            let bytes: Vec<u8> = requests.iter().flat_map(|r| encode(r)).collect();
+            let frames = drive(Limits::default(), &bytes, &cuts);
+            let expected: Frames = requests.into_iter().map(Ok).collect();
+            prop_assert_eq!(frames, expected);
+        }
     }
 
     #[test]

@@ -38,6 +38,42 @@ const TREE: &str = "audiencedb";
 /// format record in the tree means sled lost the records: damage, not a new database.
 const MARKER: &str = "AUDIENCEDB";
 
+/// What the marker file begins with (then the format version it was created with and a newline).
+const MARKER_TEXT: &str = "audiencedb database, format ";
+
+/// What a folder's marker file says.
+#[derive(Debug, PartialEq, Eq)]
+enum Marker {
+    Absent,
+    /// Ours; `false` while it is empty or cut short (a crash as it was written).
+    Ours(bool),
+    /// Something else, and what it begins with.
+    Foreign(String),
+}
+
+fn read_marker(path: &Path) -> Result<Marker> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path.join(MARKER)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Marker::Absent),
+        Err(e) => return Err(e.into()),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(Marker::Foreign("not a file".into()));
+    }
+    let mut head = Vec::new();
+    file.take(64).read_to_end(&mut head)?;
+    let text = MARKER_TEXT.as_bytes();
+    Ok(if head.starts_with(text) {
+        Marker::Ours(true)
+    } else if text.starts_with(&head) {
+        Marker::Ours(false)
+    } else {
+        let shown: String = String::from_utf8_lossy(&head).chars().take(32).collect();
+        Marker::Foreign(format!("it begins {shown:?}"))
+    })
+}
+
 /// Counters and markers kept in metadata records.
 pub mod meta {
     /// The format version, `u32` BE.
@@ -87,10 +123,50 @@ fn foreign_folder(path: &Path) -> Result<Option<String>> {
     if entries.peek().is_none() {
         return Ok(None);
     }
-    if path.join(MARKER).is_file() || (path.join("conf").is_file() && path.join("db").is_file()) {
+    match read_marker(path)? {
+        Marker::Ours(_) => return Ok(None),
+        Marker::Foreign(what) => {
+            return Ok(Some(format!(
+                "its {MARKER} file is not audiencedb's marker ({what})"
+            )))
+        }
+        Marker::Absent => {}
+    }
+    if path.join("conf").is_file() && path.join("db").is_file() {
         return Ok(None);
     }
     Ok(Some("the folder holds other files".into()))
+}
+
+thread_local! {
+    /// Set while [`catch_quietly`] runs on this thread.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic in it into `Err` with the panic's message, without the panic hook's
+/// report (the message and a backtrace on stderr) before the caller's clean error: sled panics
+/// on some damaged folders. The first call wraps the process's panic hook so that it is quiet on
+/// a thread inside `catch_quietly`; panics anywhere else are reported as before.
+fn catch_quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned())
+    })
 }
 
 /// How long opening waits for a locked folder before answering [`Error::Locked`].
@@ -133,8 +209,7 @@ impl Store {
         // background threads let go of it; wait for that (briefly) before calling it in use.
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let opened = loop {
-            let attempt =
-                panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).open()));
+            let attempt = catch_quietly(|| sled::Config::new().path(path).open());
             match &attempt {
                 Ok(Err(e))
                     if matches!(map_open_error(path, e.clone()), Error::Locked { .. })
@@ -148,9 +223,9 @@ impl Store {
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(map_open_error(path, e)),
-            Err(_) => {
+            Err(panicked) => {
                 return Err(Error::Corrupt(format!(
-                    "{}: the storage engine could not read the folder",
+                    "{}: the storage engine could not read the folder (it failed with: {panicked})",
                     path.display()
                 )))
             }
@@ -203,7 +278,7 @@ impl Store {
                 })
             }
         }
-        if !path.join(MARKER).exists() {
+        if read_marker(path)? != Marker::Ours(true) {
             let marker = std::fs::File::create(path.join(MARKER))?;
             use std::io::Write;
             (&marker)
@@ -468,5 +543,82 @@ impl Store {
     /// Bytes the folder takes on disk, as sled reports it.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run in a child process (the test binary itself) so that what the panic hook prints can
+    /// be seen: libtest otherwise captures it.
+    #[test]
+    fn a_caught_panic_prints_nothing_but_the_error() {
+        if std::env::var_os("AUDIENCEDB_QUIET_PANIC_CHILD").is_some() {
+            let caught = catch_quietly(|| -> u32 { panic!("sled fell over") });
+            println!("caught: {caught:?}");
+            // A panic outside catch_quietly is still reported.
+            let _ = std::panic::catch_unwind(|| panic!("loud"));
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "storage::tests::a_caught_panic_prints_nothing_but_the_error",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("AUDIENCEDB_QUIET_PANIC_CHILD", "1")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(r#"caught: Err("sled fell over")"#),
+            "{stdout}"
+        );
+        assert!(!stderr.contains("sled fell over"), "{stderr}");
+        assert!(stderr.contains("loud"), "{stderr}");
+        assert_eq!(stderr.matches("stack backtrace").count(), 1, "{stderr}");
+    }
+
+    #[test]
+    fn a_marker_that_is_not_ours_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(Store::open(&path).unwrap());
+        let marker = path.join(MARKER);
+        assert!(std::fs::read_to_string(&marker)
+            .unwrap()
+            .starts_with(MARKER_TEXT));
+        // Cut short (a crash while it was written): ours, and written again.
+        std::fs::write(&marker, b"audiencedb data").unwrap();
+        drop(Store::open(&path).unwrap());
+        assert!(std::fs::read_to_string(&marker)
+            .unwrap()
+            .starts_with(MARKER_TEXT));
+        std::fs::write(&marker, b"").unwrap();
+        drop(Store::open(&path).unwrap());
+        // Anything else is not our folder.
+        std::fs::write(&marker, b"some other program's state\n").unwrap();
+        let e = Store::open(&path).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: not an audiencedb database (its AUDIENCEDB file is not audiencedb's marker \
+                 (it begins \"some other program's state\\n\"))",
+                path.display()
+            )
+        );
+        std::fs::remove_file(&marker).unwrap();
+        std::fs::create_dir(&marker).unwrap();
+        let e = Store::open(&path).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains("is not audiencedb's marker (not a file)"),
+            "{e}"
+        );
     }
 }
