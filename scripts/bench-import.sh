@@ -4,18 +4,23 @@
 #
 #   scripts/bench-import.sh [CUSTOMERS] [WORKDIR]      (defaults: 200000, /tmp/audiencedb-bench)
 #
+# ORDER=time (the default: messages in timestamp order, customers interleaved, as real streams
+# arrive) or ORDER=customer (customer after customer, what every figure before issue 18 used).
+#
 # Needs GNU time (/usr/bin/time). Figures go to docs/BENCHMARKS.md by hand, with the machine.
 set -euo pipefail
 customers=${1:-200000}
 work=${2:-/tmp/audiencedb-bench}
+order=${ORDER:-time}
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=target/release/audiencedb
 mkdir -p "$work"
-data="$work/shop-$customers.ndjson"
+data="$work/shop-$customers-$order.ndjson"
 if [ ! -s "$data" ]; then
-  echo "== generating $customers customers (seed 1, period ending 2026-11-01)"
-  "$bin" gen --customers "$customers" --seed 1 --end 2026-11-01 > "$data"
+  echo "== generating $customers customers (seed 1, period ending 2026-11-01, $order order)"
+  "$bin" gen --customers "$customers" --seed 1 --end 2026-11-01 --order "$order" > "$data.part"
+  mv "$data.part" "$data"
 fi
 ls -l "$data"
 rm -rf "$work/db"

@@ -13,6 +13,8 @@
 set -euo pipefail
 customers=${1:-1000000}
 work=${2:-/tmp/audiencedb-qbench}
+# ORDER=time (default: as real streams arrive) or customer (what the figures before issue 18 used).
+order=${ORDER:-time}
 end=2026-11-01
 now=${AUDIENCEDB_BENCH_NOW:-${end}T00:00:00Z}
 runs=${AUDIENCEDB_BENCH_RUNS:-50}
@@ -20,12 +22,12 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=target/release/audiencedb
 mkdir -p "$work"
-data="$work/shop-$customers.ndjson"
-db="$work/db-$customers"
+data="$work/shop-$customers-$order.ndjson"
+db="$work/db-$customers-$order"
 
 if [ ! -s "$data" ]; then
   echo "== generating $customers customers (seed 1, period ending $end)"
-  "$bin" gen --customers "$customers" --seed 1 --end "$end" > "$data.part"
+  "$bin" gen --customers "$customers" --seed 1 --end "$end" --order "$order" > "$data.part"
   mv "$data.part" "$data"
 fi
 ls -l "$data"

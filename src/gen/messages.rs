@@ -24,6 +24,7 @@ pub(crate) struct Written {
 }
 
 /// Appends the NDJSON lines of customer `index` to `buf`.
+/// With `lines`, also records each line's timestamp and where it ends in `buf`.
 pub(crate) fn render_customer(
     shop: &Shop,
     index: u64,
@@ -31,6 +32,7 @@ pub(crate) fn render_customer(
     profile: Option<&Profile>,
     plan: &[Planned],
     buf: &mut Vec<u8>,
+    mut lines: Option<&mut Vec<(i64, usize)>>,
 ) -> Written {
     // `"userId":"c-000123"` or `"anonymousId":"anon-9f..."`, shared by every line.
     let mut id = Vec::with_capacity(48);
@@ -86,6 +88,9 @@ pub(crate) fn render_customer(
         buf.extend_from_slice(b"\",\"messageId\":\"");
         push_hex16(buf, shop.message_id(index, seq as u64));
         buf.extend_from_slice(b"\"}\n");
+        if let Some(lines) = lines.as_deref_mut() {
+            lines.push((p.ts, buf.len()));
+        }
         written.messages += 1;
     }
     written
