@@ -193,6 +193,13 @@ fn small() -> (tempfile::TempDir, Db) {
 
 const NOW: &str = "2026-04-01T00:00:00Z";
 
+/// Customer `c` gets a trait named like the event `viewed`: the name then has both readings.
+fn give_c_a_viewed_trait(db: &Db) {
+    let value = Value::Time(at("2026-03-05T00:00:00Z"));
+    db.identify("c", vec![("viewed".into(), Some(value))])
+        .unwrap();
+}
+
 #[test]
 fn a_name_takes_the_reading_the_store_gives_it() {
     let (_dir, db) = small();
@@ -233,14 +240,7 @@ fn a_name_takes_the_reading_the_store_gives_it() {
     );
 
     // A trait of the same name makes the rule say both readings and how to write each.
-    db.identify(
-        "c",
-        vec![(
-            "viewed".into(),
-            Some(Value::Time(at("2026-03-05T00:00:00Z"))),
-        )],
-    )
-    .unwrap();
+    give_c_a_viewed_trait(&db);
     let rule = "viewed between 2026-03-01 and 2026-03-31";
     match db.query(rule, now) {
         Err(Error::Evaluation(message)) => {
@@ -286,14 +286,7 @@ fn saving_an_audience_pins_the_reading() {
         "tier = Gold and (vip_since >= 2026-03-01 and vip_since <= 2026-03-31)"
     );
     // What is stored later cannot change them: both names now exist twice over.
-    db.identify(
-        "c",
-        vec![(
-            "viewed".into(),
-            Some(Value::Time(at("2026-03-05T00:00:00Z"))),
-        )],
-    )
-    .unwrap();
+    give_c_a_viewed_trait(&db);
     db.track("c", "vip_since", vec![], Some(at("2026-03-06T00:00:00Z")))
         .unwrap();
     let now = at(NOW);

@@ -38,6 +38,13 @@ use crate::model::time::Timestamp;
 use crate::rules::{self, Rule};
 use crate::Db;
 
+/// Whether an evaluation lists the rule's warnings.
+#[derive(Clone, Copy)]
+enum Warnings {
+    Listed,
+    Skipped,
+}
+
 /// A rule parsed once, to run many times at different *now*s.
 #[derive(Debug, Clone)]
 pub struct PreparedRule {
@@ -150,8 +157,18 @@ impl Db {
 
     /// Runs a prepared rule at `now`.
     pub fn query_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
+        self.run(rule, now, Warnings::Listed)
+    }
+
+    /// The members of a saved audience's rule at `now`, without warnings (it was checked when
+    /// it was saved): what keeping audiences up to date runs.
+    pub(crate) fn query_saved(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
+        self.run(rule, now, Warnings::Skipped)
+    }
+
+    fn run(&self, rule: &PreparedRule, now: Timestamp, warn: Warnings) -> Result<Audience> {
         let started = Instant::now();
-        let (plan, bounds, warnings) = self.plan_and_bounds(rule, now)?;
+        let (plan, bounds, warnings) = self.plan_and_bounds(rule, now, warn)?;
         let members = exec::resolve(&plan, &bounds, self.store())?;
         Ok(Audience {
             members,
@@ -159,28 +176,6 @@ impl Db {
             elapsed: started.elapsed(),
             warnings,
         })
-    }
-
-    /// The members of a saved audience's rule at `now`, without warnings (it was checked when
-    /// it was saved): what keeping audiences up to date runs.
-    pub(crate) fn query_saved(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
-        let started = Instant::now();
-        let state = self.read();
-        let plan = plan::plan(
-            &rule.rule,
-            &state.catalog,
-            &state.indexes,
-            &state.definitions,
-            now,
-        )?;
-        let sources = exec::Sources {
-            indexes: &state.indexes,
-            catalog: &state.catalog,
-        };
-        let bounds = sources.bounds(&plan.root);
-        drop(state);
-        let members = exec::resolve(&plan, &bounds, self.store())?;
-        Ok(Audience::new(members, now, started.elapsed()))
     }
 
     /// What `rule` says that its writer probably did not mean, against what is stored now:
@@ -212,7 +207,7 @@ impl Db {
 
     /// [`Db::explain`] for a prepared rule.
     pub fn explain_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Explain> {
-        let (plan, bounds, warnings) = self.plan_and_bounds(rule, now)?;
+        let (plan, bounds, warnings) = self.plan_and_bounds(rule, now, Warnings::Listed)?;
         let mut explained = explain::explain(&rule.text, &plan, &bounds, self.store())?;
         explained.warnings = warnings;
         Ok(explained)
@@ -224,6 +219,7 @@ impl Db {
         &self,
         rule: &PreparedRule,
         now: Timestamp,
+        warn: Warnings,
     ) -> Result<(plan::Plan, exec::Bounds, Vec<Warning>)> {
         let state = self.read();
         let plan = plan::plan(
@@ -238,7 +234,10 @@ impl Db {
             catalog: &state.catalog,
         };
         let bounds = sources.bounds(&plan.root);
-        let warnings = check::warnings(&rule.rule, &state.catalog, &state.indexes);
+        let warnings = match warn {
+            Warnings::Listed => check::warnings(&rule.rule, &state.catalog, &state.indexes),
+            Warnings::Skipped => Vec::new(),
+        };
         Ok((plan, bounds, warnings))
     }
 
