@@ -3,12 +3,12 @@
 //!
 //! - A definition (name, rule text, times) is stored as JSON under its name; its rule is parsed
 //!   once and lives in the read state, where `in audience NAME` finds it.
-//! - Each audience's members are a roaring bitmap, with [`timers::Timers`] saying when each
+//! - Each audience's members are a roaring bitmap, with `timers::Timers` saying when each
 //!   customer's membership may next change by time alone. After a write, only the customers it
 //!   touched are re-evaluated, and only for audiences whose rules read what changed (their
-//!   [`Footprint`]). Time moves the audiences when the writer runs or
+//!   `Footprint`). Time moves the audiences when the writer runs or
 //!   [`Db::advance_audiences`] is called: due timers are re-evaluated at the new *now*.
-//! - Every entry and exit goes to the [`feed`]: stored, numbered, and handed to subscribers.
+//! - Every entry and exit goes to the `feed`: stored, numbered, and handed to subscribers.
 //! - Members and timers are snapshotted at checkpoints. On open, the feed after each snapshot is
 //!   replayed onto its members, and the customers written since the index snapshot are
 //!   re-evaluated, so a crash loses nothing and the feed misses no change.

@@ -315,7 +315,7 @@ impl Indexes {
 
     /// Encodes one family, or `None` when it holds nothing (its record should be removed). Every
     /// family but the version record (which any build must be able to read) is packed
-    /// ([`pack_family`]).
+    /// (`pack_family`).
     pub fn encode_family(&self, f: &Family) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         match f {

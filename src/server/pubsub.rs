@@ -5,7 +5,7 @@
 //! ([`glob_match`]), the server-wide count of subscribers per channel and pattern ([`Registry`],
 //! for `INFO` and `PUBSUB`), and the delivery thread of a subscribed connection ([`Push`]). It
 //! neither parses commands (that is [`super::commands`]) nor reads the socket (that is
-//! [`super::serve_client`]); it writes to the socket only through the connection's [`Link`].
+//! `super::serve_client`); it writes to the socket only through the connection's `Link`.
 //!
 //! Delivery: a connection's first `SUBSCRIBE` or `PSUBSCRIBE` takes one [`Subscription`] to the
 //! database's change feed and starts one thread that blocks on it, so a change reaches the client

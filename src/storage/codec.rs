@@ -394,7 +394,7 @@ pub fn encode_block<E: std::borrow::Borrow<StoredEvent>>(
 }
 
 /// Appends the uncompressed body of a block of events (sorted by time) to `out`: what
-/// [`block_body`] gives back, and what dictionaries are trained on.
+/// `block_body` gives back, and what dictionaries are trained on.
 pub fn put_block_body<E: std::borrow::Borrow<StoredEvent>>(out: &mut Vec<u8>, events: &[E]) {
     put_varint(out, events.len() as u64);
     let mut prev = events.first().map_or(0, |e| e.borrow().ts);
