@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod compact;
 pub mod dictionary;
 pub mod ids;
 pub mod keys;
@@ -198,6 +199,8 @@ fn be_u32(bytes: &[u8]) -> Result<u32> {
 impl Store {
     /// Opens (creating if needed) the database folder at `path`.
     pub fn open(path: &Path) -> Result<Store> {
+        // An interrupted compaction is finished or undone first (`compact.rs`).
+        compact::recover(path)?;
         if let Some(reason) = foreign_folder(path)? {
             return Err(Error::NotADatabase {
                 path: path.to_owned(),
@@ -431,6 +434,11 @@ impl Store {
             Some(v) => codec::decode_seen(&v),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Every record, in key order, as (key, value).
+    pub fn records(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.tree.iter().map(|r| r.map_err(Error::from))
     }
 
     /// Every record with the given one-byte prefix, as (key, value).
