@@ -94,7 +94,7 @@ impl Writing<'_> {
     }
 
     fn commit(&mut self) -> Result<()> {
-        self.to.commit(std::mem::take(&mut self.batch))?;
+        self.to.apply(std::mem::take(&mut self.batch))?;
         self.bytes = 0;
         Ok(())
     }
@@ -234,6 +234,7 @@ impl Db {
         }
         flush_blocks(&mut blocks, &mut out)?;
         out.commit()?;
+        new.flush()?;
         report.records = out.records;
         Ok(())
     }
@@ -253,10 +254,8 @@ impl Db {
     /// Every stored record (key and value; event blocks and index families also decompressed)
     /// that holds one of `needles`.
     pub fn record_traces(&self, needles: &[&[u8]]) -> Result<(Vec<Trace>, u64)> {
-        let finders: Vec<memchr::memmem::Finder<'_>> = needles
-            .iter()
-            .map(|n| memchr::memmem::Finder::new(n))
-            .collect();
+        let finders: Vec<memchr::memmem::Finder<'_>> =
+            needles.iter().map(memchr::memmem::Finder::new).collect();
         let mut traces = Vec::new();
         let mut records = 0;
         let mut body = Vec::new();

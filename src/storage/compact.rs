@@ -182,10 +182,8 @@ pub struct Trace {
 /// Scans every byte of every file under `path` (and of a compaction's leftovers beside it) for
 /// each of `needles`; returns every place found, and the files and bytes read.
 pub fn raw_traces(path: &Path, needles: &[&[u8]]) -> Result<(Vec<Trace>, u64, u64)> {
-    let finders: Vec<memchr::memmem::Finder<'_>> = needles
-        .iter()
-        .map(|n| memchr::memmem::Finder::new(n))
-        .collect();
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        needles.iter().map(memchr::memmem::Finder::new).collect();
     let longest = needles.iter().map(|n| n.len()).max().unwrap_or(0);
     let mut traces = Vec::new();
     let (mut files, mut bytes) = (0u64, 0u64);

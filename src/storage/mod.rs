@@ -524,6 +524,18 @@ impl Store {
         Ok(())
     }
 
+    /// Applies a batch atomically, durable at the next [`Store::flush`] (or commit).
+    pub fn apply(&self, batch: sled::Batch) -> Result<()> {
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Waits until everything applied is durable on disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Records, key bytes and value bytes per key prefix: where the space goes.
     pub fn record_stats(&self) -> Result<Vec<RecordStats>> {
         let mut stats: Vec<RecordStats> = Vec::new();
