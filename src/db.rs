@@ -1112,7 +1112,7 @@ fn train_from_write(work: &BTreeMap<u32, Work>, id: u32) -> Option<BlockDictiona
 /// Trains a block dictionary on stored blocks (their first ones in key order, up to
 /// [`dictionary::TRAIN_SAMPLE_BYTES`] of bodies): for a folder filled by writes too small to
 /// train one, or written by a build without dictionaries. `None` while there are too few.
-fn train_from_store(store: &Store, id: u32) -> Result<Option<BlockDictionary>> {
+pub(crate) fn train_from_store(store: &Store, id: u32) -> Result<Option<BlockDictionary>> {
     let mut bodies: Vec<Vec<u8>> = Vec::new();
     let mut total = 0;
     for item in store.scan(keys::EVENTS) {

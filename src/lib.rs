@@ -18,11 +18,14 @@
 //! Beside the layers:
 //! - [`server`]: `audiencedb serve`, the Redis-protocol socket server in front of a [`Db`]: wire
 //!   codec, command table, clients, limits and shutdown; it calls the library API only.
+//! - [`erase`]: compaction, which removes every byte of deleted customers from the folder's
+//!   files, and the scan that proves it.
 //! - [`gen`]: the deterministic synthetic shop (`audiencedb gen`), NDJSON messages for demos, tests
 //!   and benchmarks; it knows the message format, not the storage.
 
 pub mod audience;
 pub mod db;
+pub mod erase;
 pub mod error;
 pub mod gen;
 pub mod index;

@@ -129,8 +129,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check that the indexes equal a rebuild from the stored data.
-    Verify,
+    /// Check that the indexes equal a rebuild from the stored data; with --erased, also that
+    /// no byte of an erased customer is left in any file of the folder.
+    Verify {
+        /// The id of a customer deleted and erased (`customer delete --erase`, or `compact`
+        /// after `customer delete`): look for it in every stored record and every file.
+        #[arg(long, value_name = "ID")]
+        erased: Option<String>,
+        /// More of the customer's values to look for (email, names, property values), with
+        /// --erased; may be given many times.
+        #[arg(long, value_name = "TEXT", requires = "erased")]
+        also: Vec<String>,
+    },
+    /// Rewrite the folder with only its live records, so that no byte of any deleted customer
+    /// is left in its files (run it with no server on the folder).
+    Compact,
     /// Show the time to open, the size on disk and where the bytes go.
     Stats,
     /// Rebuild the indexes from the stored data.
@@ -175,7 +188,14 @@ enum CustomerAction {
     /// Print all stored data as JSON.
     Export { id: String },
     /// Delete the profile, every event and every index entry.
-    Delete { id: String },
+    Delete {
+        id: String,
+        /// Then compact the folder, so that no byte of the customer is left in its files
+        /// (`audiencedb compact`); without it, old versions of the records stay in the
+        /// storage engine's files until a compaction.
+        #[arg(long)]
+        erase: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -362,7 +382,11 @@ fn print_audience(
 
 /// Opens a database that must already exist (queries never create one).
 fn open_existing(path: &Path) -> Result<Db, Failure> {
-    if !path.exists() {
+    use audiencedb::storage::compact;
+    // A compaction interrupted between its renames leaves the folder beside the path, and the
+    // open puts it back.
+    if !path.exists() && !compact::new_folder(path).exists() && !compact::old_folder(path).exists()
+    {
         return Err(Failure(
             format!(
                 "no database at {} (import data first, or give --db PATH)",
@@ -495,6 +519,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let db = open_existing(&cli.db).map_err(|f| locked_hint(&cli.db, f))?;
             repl(&db, history)
         }
+        Command::Customer {
+            action: CustomerAction::Delete { id, erase: true },
+        } => {
+            let db = open_existing(&cli.db)?;
+            let (deleted, report) = db.erase_customer(&id)?;
+            match deleted {
+                Some(n) => println!("deleted customer {id:?} and {n} events"),
+                None => {
+                    println!("no customer {id:?} is stored; compacting to erase what deletes left")
+                }
+            }
+            print_compaction(&cli.db, &report);
+            Ok(())
+        }
+        Command::Compact => {
+            let db = open_existing(&cli.db)?;
+            let report = db.compact()?;
+            print_compaction(&cli.db, &report);
+            Ok(())
+        }
         Command::Customer { action } => {
             let db = open(&cli.db)?;
             match action {
@@ -511,7 +555,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         serde_json::to_string_pretty(&json).unwrap_or_default()
                     );
                 }
-                CustomerAction::Delete { id } => {
+                CustomerAction::Delete { id, .. } => {
                     let n = db.delete_customer(&id)?;
                     println!("deleted customer {id:?} and {n} events");
                 }
@@ -531,8 +575,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Verify => {
+        Command::Verify { erased, also } => {
             let db = open(&cli.db)?;
+            if let Some(id) = &erased {
+                if db.internal_id(id)?.is_some() {
+                    return Err(Failure(
+                        format!(
+                            "customer {id:?} is stored: erase it first (audiencedb customer delete --erase {id})"
+                        ),
+                        1,
+                    ));
+                }
+            }
             let started = Instant::now();
             let report = db.verify()?;
             println!(
@@ -544,7 +598,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             if report.is_ok() {
                 println!("ok: the indexes equal a rebuild from the stored events");
-                Ok(())
+                match erased {
+                    Some(id) => verify_erased(db, &id, &also),
+                    None => Ok(()),
+                }
             } else {
                 for p in &report.problems {
                     println!("problem: {p}");
@@ -609,6 +666,66 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+    }
+}
+
+fn print_compaction(path: &Path, r: &audiencedb::erase::CompactReport) {
+    println!(
+        "compacted {} in {:.2} s: {} records ({} event blocks compressed again, {}), {} feed \
+         changes kept without their customer's id; {} -> {} bytes",
+        path.display(),
+        r.seconds,
+        r.records,
+        r.blocks,
+        if r.dictionary {
+            "with a dictionary trained on the remaining blocks"
+        } else {
+            "without a dictionary"
+        },
+        r.feed_changes_erased,
+        r.bytes_before,
+        r.bytes_after
+    );
+}
+
+/// `verify --erased ID --also TEXT...`: looks for each string in every stored record and in
+/// every byte of every file of the folder.
+fn verify_erased(db: Db, id: &str, also: &[String]) -> Result<(), Failure> {
+    let path = db.path().to_owned();
+    let mut needles: Vec<&str> = vec![id];
+    needles.extend(also.iter().map(String::as_str).filter(|s| !s.is_empty()));
+    for n in &needles {
+        if n.len() < 6 {
+            eprintln!(
+                "warning: {n:?} is short ({} bytes): it may turn up by chance in binary data",
+                n.len()
+            );
+        }
+    }
+    let bytes: Vec<&[u8]> = needles.iter().map(|n| n.as_bytes()).collect();
+    let report = audiencedb::erase::find_traces(db, &bytes)?;
+    for t in &report.traces {
+        println!("trace: {:?} in {}", needles[t.needle], t.place);
+    }
+    if report.traces.is_empty() {
+        println!(
+            "ok: none of {} strings in {} stored records or in {} files ({} bytes) of {}",
+            needles.len(),
+            report.records,
+            report.files,
+            report.bytes,
+            path.display()
+        );
+        Ok(())
+    } else {
+        Err(Failure(
+            format!(
+                "{} traces of the erased customer are left; run `audiencedb compact` (with no \
+                 server on the folder) to remove them",
+                report.traces.len()
+            ),
+            1,
+        ))
     }
 }
 

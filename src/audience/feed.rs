@@ -36,7 +36,8 @@ pub struct Change {
     /// Position in the feed: increasing by one per change.
     pub seq: u64,
     pub audience: String,
-    /// The customer's external id.
+    /// The customer's external id; empty once the customer was erased (deleted, then the
+    /// folder compacted: `Db::compact`), which no customer id can be.
     pub customer: String,
     /// `true` for an entry, `false` for an exit.
     pub entered: bool,
@@ -55,12 +56,22 @@ impl Change {
         }
     }
 
-    /// The change as one JSON object.
+    /// Whether the customer was erased: the change is kept, its customer's id is not.
+    pub fn is_erased(&self) -> bool {
+        self.customer.is_empty()
+    }
+
+    /// The change as one JSON object (`"customer": null` once the customer was erased).
     pub fn to_json(&self) -> serde_json::Value {
+        let customer = if self.is_erased() {
+            serde_json::Value::Null
+        } else {
+            self.customer.as_str().into()
+        };
         serde_json::json!({
             "seq": self.seq,
             "audience": self.audience,
-            "customer": self.customer,
+            "customer": customer,
             "change": self.verb(),
             "at": format_rfc3339(self.at),
         })
@@ -144,6 +155,27 @@ pub(crate) fn decode_chunk(
         return Err(corrupt!("change feed record has bytes after its changes"));
     }
     Ok(true)
+}
+
+/// A stored record (of changes from position `first` on) with the id of every customer that
+/// `live` refuses erased, or `None` when it names no such customer; and how many changes that
+/// erased.
+pub(crate) fn erase_in_chunk(
+    first: u64,
+    bytes: &[u8],
+    live: impl Fn(&str) -> bool,
+) -> Result<Option<(Vec<u8>, u64)>> {
+    let mut changes = Vec::new();
+    let mut erased = 0;
+    decode_chunk(first, bytes, |mut c| {
+        if !c.is_erased() && !live(&c.customer) {
+            c.customer.clear();
+            erased += 1;
+        }
+        changes.push(c);
+        Ok(true)
+    })?;
+    Ok((erased > 0).then(|| (encode_chunk(&changes), erased)))
 }
 
 /// A live stream of changes, from the moment of subscribing.
@@ -269,6 +301,34 @@ pub(crate) mod tests {
         assert!(all(&bytes[..bytes.len() - 1]).is_err());
         assert!(all(&[&bytes[..], &[0]].concat()).is_err());
         assert!(all(&bytes[..2]).is_err());
+    }
+
+    #[test]
+    fn erasing_keeps_every_change_but_the_ids_of_customers_gone() {
+        let changes: Vec<Change> = (1..=4).map(|s| change(s, &format!("c{}", s % 2))).collect();
+        let bytes = encode_chunk(&changes);
+        assert_eq!(erase_in_chunk(1, &bytes, |_| true).unwrap(), None);
+        let (erased, n) = erase_in_chunk(1, &bytes, |c| c != "c1").unwrap().unwrap();
+        assert_eq!(n, 2);
+        assert!(!erased.windows(2).any(|w| w == b"c1"));
+        let mut back = Vec::new();
+        decode_chunk(1, &erased, |c| {
+            back.push(c);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(back.len(), 4);
+        for (b, c) in back.iter().zip(&changes) {
+            assert_eq!(
+                (b.seq, &b.audience, b.entered, b.at),
+                (c.seq, &c.audience, c.entered, c.at)
+            );
+            assert_eq!(b.is_erased(), c.customer == "c1");
+        }
+        assert_eq!(back[0].to_json()["customer"], serde_json::Value::Null);
+        assert_eq!(back[1].to_json()["customer"], "c0");
+        // Erased once, nothing more to erase.
+        assert_eq!(erase_in_chunk(1, &erased, |c| c != "c1").unwrap(), None);
     }
 
     #[test]

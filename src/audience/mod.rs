@@ -19,7 +19,7 @@
 //! This module owns definitions, members, timers and the feed; it reads customer data and
 //! indexes only through the query engine.
 
-mod feed;
+pub(crate) mod feed;
 mod timers;
 
 pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};

@@ -408,6 +408,18 @@ pub fn put_block_body<E: std::borrow::Borrow<StoredEvent>>(out: &mut Vec<u8>, ev
     }
 }
 
+/// A block body (as [`block_body`] gives it) stored again, as [`encode_block`] would store its
+/// events: with `dict` when that saves an eighth, else LZ4 when that does, else as is.
+pub fn pack_block_body(body: &[u8], dict: Option<&BlockDictionary>) -> Vec<u8> {
+    let mut tagged = Vec::with_capacity(1 + body.len());
+    tagged.push(PACKED_PLAIN);
+    tagged.extend_from_slice(body);
+    if let Some(packed) = dict.and_then(|d| pack_with_dictionary(&tagged, d)) {
+        return packed;
+    }
+    pack(tagged)
+}
+
 /// `tagged` (a tag byte, then the body) compressed with `dict`, if that saves an eighth.
 fn pack_with_dictionary(tagged: &[u8], dict: &BlockDictionary) -> Option<Vec<u8>> {
     let plain = &tagged[1..];
@@ -438,7 +450,7 @@ pub fn decode_block(
 }
 
 /// Appends a stored block's body, uncompressed, to `out`; on an error `out` is as it was.
-pub(crate) fn block_body(bytes: &[u8], dicts: &Dictionaries, out: &mut Vec<u8>) -> Result<()> {
+pub fn block_body(bytes: &[u8], dicts: &Dictionaries, out: &mut Vec<u8>) -> Result<()> {
     match bytes.split_first() {
         Some((&PACKED_ZSTD_DICT, rest)) => {
             let mut r = Reader::new(rest);

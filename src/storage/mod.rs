@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod compact;
 pub mod dictionary;
 pub mod ids;
 pub mod keys;
@@ -198,6 +199,8 @@ fn be_u32(bytes: &[u8]) -> Result<u32> {
 impl Store {
     /// Opens (creating if needed) the database folder at `path`.
     pub fn open(path: &Path) -> Result<Store> {
+        // An interrupted compaction is finished or undone first (`compact.rs`).
+        compact::recover(path)?;
         if let Some(reason) = foreign_folder(path)? {
             return Err(Error::NotADatabase {
                 path: path.to_owned(),
@@ -433,6 +436,11 @@ impl Store {
         }
     }
 
+    /// Every record, in key order, as (key, value).
+    pub fn records(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.tree.iter().map(|r| r.map_err(Error::from))
+    }
+
     /// Every record with the given one-byte prefix, as (key, value).
     pub fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
         self.tree
@@ -512,6 +520,18 @@ impl Store {
     /// Applies a batch atomically and waits until it is durable on disk.
     pub fn commit(&self, batch: sled::Batch) -> Result<()> {
         self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies a batch atomically, durable at the next [`Store::flush`] (or commit).
+    pub fn apply(&self, batch: sled::Batch) -> Result<()> {
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Waits until everything applied is durable on disk.
+    pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
     }
