@@ -93,6 +93,67 @@ fn foreign_folder(path: &Path) -> Result<Option<String>> {
     Ok(Some("the folder holds other files".into()))
 }
 
+/// Removes the snapshot files sled 0.34 began and never finished, if no process has the folder
+/// open, so that sled can open it.
+///
+/// At open, sled writes a snapshot of its page table to `snap.<lsn>.generating`, syncs it and
+/// renames it to `snap.<lsn>`; only then does it remove older snapshots. Its reader, though,
+/// takes the file whose name sorts last among every `snap.*` but `*.in___motion`, so an
+/// unfinished `.generating` file (an open that failed while writing it: a full disk, or a crash
+/// in that moment) is read as the latest snapshot and fails its length or checksum check:
+/// "Read corrupted data at file offset None", at every later open. Such a file is never the
+/// only copy of anything: the previous snapshot is still there (or none, and sled then reads
+/// the whole log), and sled's log holds every page written since. Without it sled recovers from
+/// the previous snapshot and the log, and writes a new snapshot.
+///
+/// The files are removed under sled's own lock (an exclusive `flock` on the folder's `db` file)
+/// so that a snapshot another process is writing is never touched; a folder in use is left
+/// alone, and sled's open then reports it locked.
+fn remove_unfinished_snapshots(path: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut unfinished = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            unfinished.push(entry.path());
+        }
+    }
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    let db_file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.join("db"))
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function owns; closing it releases the lock.
+    if unsafe { libc::flock(db_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(());
+    }
+    for file in &unfinished {
+        match std::fs::remove_file(file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Not needed for safety (a removal lost in a crash is redone at the next open), but cheap.
+    std::fs::File::open(path)?.sync_all()?;
+    drop(db_file);
+    Ok(())
+}
+
 /// How long opening waits for a locked folder before answering [`Error::Locked`].
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -133,6 +194,7 @@ impl Store {
         // background threads let go of it; wait for that (briefly) before calling it in use.
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let opened = loop {
+            remove_unfinished_snapshots(path)?;
             let attempt =
                 panic::catch_unwind(AssertUnwindSafe(|| sled::Config::new().path(path).open()));
             match &attempt {
