@@ -266,10 +266,22 @@ fn friendly(e: &Error) -> String {
             let drawn = parse.render();
             drawn.strip_prefix("error: ").unwrap_or(&drawn).to_owned()
         }
+        e if e.is_no_space() => format!("{}: free some space and try again", no_space(e)),
         Error::Locked { path } => format!(
             "{} is open in another process (a running `audiencedb serve`?); stop it or use its socket",
             path.display()
         ),
+        other => other.to_string(),
+    }
+}
+
+/// What a full disk (or quota) error says, without advice.
+fn no_space(e: &Error) -> String {
+    match e {
+        Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            "no space left on device (ENOSPC)".into()
+        }
+        Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
 }

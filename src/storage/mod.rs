@@ -166,7 +166,7 @@ fn map_open_error(path: &Path, e: sled::Error) -> Error {
             path: path.to_owned(),
         },
         sled::Error::Corruption { .. } => Error::Corrupt(format!("{}: {e}", path.display())),
-        other => Error::Storage(other),
+        other => Error::from(other),
     }
 }
 
