@@ -1,6 +1,7 @@
 //! A full disk (ENOSPC) must not turn a healthy folder into a damaged one: whatever fails while
 //! the disk is full, nothing acknowledged is lost and once space is freed the folder opens and
-//! verifies. Here: the leftover files a failed open leaves, made by hand.
+//! verifies. Here: the leftover files a failed open leaves, made by hand, and an I/O error
+//! (ENOSPC) injected behind the storage layer (`Db::inject_no_space_after_commits`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -154,4 +155,57 @@ fn an_open_folder_keeps_its_snapshot_files() {
     drop(db);
     assert_eq!(open_and_verify(&path), 1_000);
     assert!(!leftover.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Injected: an I/O error (ENOSPC) behind the storage layer.
+
+fn track(cust: &str, i: i64) -> audiencedb::Message {
+    audiencedb::Message::track(
+        cust,
+        "viewed",
+        vec![(
+            "product".into(),
+            audiencedb::model::Value::Str(format!("p{}", i % 7)),
+        )],
+        Some(1_700_000_000_000 + i * 60_000),
+    )
+}
+
+/// A checkpoint that fails leaves what it should have written to the next one: before, the
+/// families it had taken were forgotten, the next checkpoint moved the index generation past
+/// them and dropped the dirty log, and the folder reopened with stale indexes.
+#[test]
+fn a_failed_checkpoint_leaves_its_work_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = Db::open(&path).unwrap();
+        db.ingest(
+            (0..200)
+                .map(|i| track(&format!("a-{}", i % 20), i))
+                .collect(),
+        )
+        .unwrap();
+        db.checkpoint().unwrap();
+        // New customers, new values, new days: families and id chunks the snapshot lacks.
+        db.ingest(
+            (0..300)
+                .map(|i| track(&format!("b-{}", i % 30), 10_000 + i * 50))
+                .collect(),
+        )
+        .unwrap();
+        db.inject_no_space_after_commits(0);
+        let e = db.checkpoint().unwrap_err();
+        assert!(e.is_no_space(), "{e}");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        // Every write fails the same way now, and stores nothing.
+        let e = db.ingest(vec![track("c-1", 1)]).unwrap_err();
+        assert!(e.is_no_space(), "{e}");
+        // Space again: the next checkpoint writes what the failed one did not.
+        db.inject_no_space_after_commits(u64::MAX);
+        db.checkpoint().unwrap();
+        assert!(db.verify().unwrap().is_ok());
+    }
+    assert_eq!(open_and_verify(&path), 500);
 }

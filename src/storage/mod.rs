@@ -73,6 +73,8 @@ pub struct Store {
     tree: sled::Tree,
     path: PathBuf,
     dictionaries: Dictionaries,
+    /// Testing only: commits left before every commit fails with ENOSPC (`u64::MAX`: never).
+    no_space_after: std::sync::atomic::AtomicU64,
 }
 
 /// Whether a folder looks like something other than a sled database.
@@ -223,6 +225,7 @@ impl Store {
             tree,
             path: path.to_owned(),
             dictionaries: Dictionaries::default(),
+            no_space_after: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         match store.get(&keys::meta(meta::FORMAT))? {
             Some(v) => {
@@ -498,8 +501,33 @@ impl Store {
 
     /// Applies a batch atomically and waits until it is durable on disk.
     pub fn commit(&self, batch: sled::Batch) -> Result<()> {
+        self.injected_fault()?;
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Testing only: see [`crate::Db::inject_no_space_after_commits`].
+    pub(crate) fn inject_no_space_after_commits(&self, commits: u64) {
+        self.no_space_after
+            .store(commits, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The injected fault, if one is due: the error sled gives once its log could not be
+    /// written (a copy of the first one, as sled hands them out).
+    fn injected_fault(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let due = self
+            .no_space_after
+            .fetch_update(SeqCst, SeqCst, |left| match left {
+                u64::MAX | 0 => None,
+                n => Some(n - 1),
+            })
+            .is_err_and(|left| left == 0);
+        if due {
+            let first = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            return Err(first.clone().into());
+        }
         Ok(())
     }
 
