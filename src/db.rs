@@ -733,6 +733,14 @@ impl Db {
     /// Drops the database without snapshotting its indexes, as a crash would (the data itself
     /// is durable once written). For recovery tests.
     #[doc(hidden)]
+    /// Testing only: the next `commits` commits succeed, and every later one fails with "No
+    /// space left on device" without storing anything, as sled's commits all fail once a
+    /// write of its log did. `u64::MAX` turns it off.
+    #[doc(hidden)]
+    pub fn inject_no_space_after_commits(&self, commits: u64) {
+        self.store.inject_no_space_after_commits(commits);
+    }
+
     pub fn abandon(self) {
         self.abandoned
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -997,6 +1005,25 @@ impl Db {
                 )
             }
         };
+        let written = self.write_snapshot(w, all, &families, &id_chunks);
+        if written.is_err() {
+            // Nothing of it is stored: what changed must still be written by the next one (or
+            // a later checkpoint would move the index generation past families never written).
+            let mut state = self.state.write();
+            state.indexes.restore_changed(families);
+            state.ids.restore_changed(id_chunks);
+        }
+        written
+    }
+
+    /// Writes the index and id map snapshot records `families` and `id_chunks` in one batch.
+    fn write_snapshot(
+        &self,
+        w: &mut Writer,
+        all: bool,
+        families: &[Family],
+        id_chunks: &[u32],
+    ) -> Result<()> {
         let state = self.state.read();
         let mut batch = sled::Batch::default();
         if all {
@@ -1019,7 +1046,7 @@ impl Db {
                 None => batch.remove(key),
             }
         }
-        for &chunk in &id_chunks {
+        for &chunk in id_chunks {
             let key = keys::id_chunk(chunk);
             match state.ids.encode_chunk(chunk) {
                 Some(blob) => batch.insert(&key[..], blob),

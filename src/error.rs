@@ -48,9 +48,10 @@ pub enum Error {
     #[error("{path}: the database is in use by another process")]
     Locked { path: PathBuf },
 
-    /// An error from the storage engine.
+    /// An error from the storage engine that is neither an I/O error nor damage (sled's I/O
+    /// errors become [`Error::Io`], its corruption reports [`Error::Corrupt`]).
     #[error("storage: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
 
     /// An error reading or writing a file.
     #[error("I/O: {0}")]
@@ -86,7 +87,52 @@ impl Error {
             Error::Corrupt(s) => Error::Corrupt(s.clone()),
             Error::Locked { path } => Error::Locked { path: path.clone() },
             Error::Storage(e) => Error::Storage(e.clone()),
-            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Error::Io(e) => Error::Io(match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    /// sled's I/O errors keep their kind, so that a full disk reads as one ("No space left on
+    /// device (os error 28)") and not as damage; only sled's own corruption reports are
+    /// [`Error::Corrupt`].
+    fn from(e: sled::Error) -> Error {
+        match e {
+            sled::Error::Io(io) => Error::Io(plain_io(io)),
+            sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
+            other => Error::Storage(other),
+        }
+    }
+}
+
+/// The I/O error with its usual words. sled hands out copies of the error that stopped its log
+/// as `io::Error::new(kind, format!("{:?}", original))` ("Os { code: 28, kind: StorageFull,
+/// ... }"); the kinds this matters for get their system message back.
+pub(crate) fn plain_io(io: std::io::Error) -> std::io::Error {
+    if io.raw_os_error().is_some() {
+        return io;
+    }
+    let errno = match io.kind() {
+        std::io::ErrorKind::StorageFull => libc::ENOSPC,
+        std::io::ErrorKind::QuotaExceeded => libc::EDQUOT,
+        std::io::ErrorKind::ReadOnlyFilesystem => libc::EROFS,
+        _ => return io,
+    };
+    std::io::Error::from_raw_os_error(errno)
+}
+
+impl Error {
+    /// Whether this is the disk (or the user's quota) being full.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
         }
     }
 }
@@ -105,3 +151,32 @@ macro_rules! corrupt {
 }
 
 pub(crate) use {corrupt, invalid};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk reads as one, whichever copy of sled's error arrives: the first (the system's
+    /// error) or the later ones (sled's copies, which carry its debug form as text).
+    #[test]
+    fn a_full_disk_from_sled_is_an_io_error_not_damage() {
+        let first = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        for e in [first.clone(), first] {
+            let e = Error::from(e);
+            assert!(e.is_no_space(), "{e:?}");
+            assert_eq!(e.to_string(), "I/O: No space left on device (os error 28)");
+            assert!(e.for_another_caller().is_no_space());
+            assert_eq!(
+                e.for_another_caller().to_string(),
+                "I/O: No space left on device (os error 28)"
+            );
+        }
+        let other = Error::from(sled::Error::Io(std::io::Error::other("something else")));
+        assert!(!other.is_no_space());
+        assert!(matches!(other, Error::Io(_)));
+        assert!(matches!(
+            Error::from(sled::Error::Unsupported("x".into())),
+            Error::Storage(_)
+        ));
+    }
+}

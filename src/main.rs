@@ -301,10 +301,22 @@ fn friendly(e: &Error) -> String {
             let drawn = parse.render();
             drawn.strip_prefix("error: ").unwrap_or(&drawn).to_owned()
         }
+        e if e.is_no_space() => format!("{}: free some space and try again", no_space(e)),
         Error::Locked { path } => format!(
             "{} is open in another process (a running `audiencedb serve`?); stop it or use its socket",
             path.display()
         ),
+        other => other.to_string(),
+    }
+}
+
+/// What a full disk (or quota) error says, without advice.
+fn no_space(e: &Error) -> String {
+    match e {
+        Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            "no space left on device (ENOSPC)".into()
+        }
+        Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
 }
@@ -399,7 +411,15 @@ fn open_existing(path: &Path) -> Result<Db, Failure> {
 }
 
 fn open(path: &Path) -> Result<Db, Failure> {
-    Ok(Db::open(path)?)
+    let db = Db::open(path)?;
+    // Testing only: a full disk after this many commits (tests/disk_full.rs, where a tmpfs
+    // cannot be mounted).
+    if let Some(n) = std::env::var_os("AUDIENCEDB_INJECT_NO_SPACE_AFTER_COMMITS") {
+        if let Some(n) = n.to_str().and_then(|n| n.parse().ok()) {
+            db.inject_no_space_after_commits(n);
+        }
+    }
+    Ok(db)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -424,13 +444,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             for file in &files {
                 match import_file(&db, file, format, &options, report_batches) {
                     Ok(s) => total.add(&s),
-                    Err(e) => {
-                        failed = Some(Failure(format!("{}: {}", file.display(), friendly(&e)), 1));
+                    Err((e, stored)) => {
+                        // The batches acknowledged before the failure are durable: count them.
+                        total.add(&stored);
+                        failed = Some(import_failure(file, &e, &total));
                         break;
                     }
                 }
             }
-            db.checkpoint()?;
+            // The index snapshot is derived data: every stored message is already durable, and
+            // the customers it touched are in the dirty log, which the next open recomputes.
+            // So a failed snapshot is a warning, not a failed import (docs/DURABILITY.md).
+            let checkpoint = if failed.is_none() {
+                db.checkpoint()
+            } else {
+                Ok(())
+            };
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "read {}, stored {}, skipped {}, duplicates {} in {:.2} s ({:.0} messages/s)",
@@ -441,6 +470,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 secs,
                 total.read as f64 / secs.max(1e-9)
             );
+            if let Err(e) = checkpoint {
+                let cause = if e.is_no_space() {
+                    no_space(&e)
+                } else {
+                    friendly(&e)
+                };
+                eprintln!(
+                    "warning: every message above is stored, but the index snapshot could not be \
+                     written: {cause}; the next open recomputes the indexes of the customers this \
+                     import touched"
+                );
+            }
             match failed {
                 Some(f) => Err(f),
                 None => Ok(()),
@@ -993,6 +1034,8 @@ struct CliObserver {
     bar: Option<ProgressBar>,
     report_batches: bool,
     shown_errors: u64,
+    /// The summary at the last durable batch.
+    stored: ImportSummary,
 }
 
 const MAX_SHOWN_ERRORS: u64 = 100;
@@ -1015,6 +1058,7 @@ impl ImportObserver for CliObserver {
     }
 
     fn batch_stored(&mut self, s: &ImportSummary, bytes: u64) {
+        self.stored = *s;
         if let Some(bar) = &self.bar {
             bar.set_position(bytes);
             bar.set_message(format!("{} stored", s.stored));
@@ -1031,13 +1075,31 @@ impl ImportObserver for CliObserver {
     }
 }
 
+/// The failure of an import that stopped at `file`: what went wrong, and, when the database
+/// was the trouble, what is stored (`total`, every batch acknowledged before it) and what is not.
+fn import_failure(file: &Path, e: &Error, total: &ImportSummary) -> Failure {
+    let mut msg = format!("{}: {}", file.display(), friendly(e));
+    if e.is_no_space() || matches!(e, Error::Storage(_) | Error::Corrupt(_)) {
+        msg.push_str(&format!(
+            "\nthe import stopped: the {} messages stored before it ({} batches) are durable, \
+             the batch being written and the rest of the input are not stored; run the same \
+             import again to resume (stored messages are skipped as duplicates)",
+            total.stored, total.batches
+        ));
+    }
+    Failure(msg, 1)
+}
+
+/// Imports one file. On failure, also the summary of what was stored before it: every batch
+/// acknowledged so far, all durable.
 fn import_file(
     db: &Db,
     file: &Path,
     format: Option<Format>,
     options: &ImportOptions,
     report_batches: bool,
-) -> Result<ImportSummary, Error> {
+) -> Result<ImportSummary, (Error, ImportSummary)> {
+    let none = |e: std::io::Error| (Error::from(e), ImportSummary::default());
     let stdin = file == Path::new("-");
     let format = format.unwrap_or(
         if file
@@ -1052,7 +1114,7 @@ fn import_file(
     let len = if stdin {
         None
     } else {
-        Some(std::fs::metadata(file)?.len())
+        Some(std::fs::metadata(file).map_err(none)?.len())
     };
     let bar = (std::io::stderr().is_terminal()).then(|| {
         let bar = match len {
@@ -1073,6 +1135,7 @@ fn import_file(
         bar,
         report_batches,
         shown_errors: 0,
+        stored: ImportSummary::default(),
     };
     let result = match (format, stdin) {
         (Format::Ndjson, true) => import::import_ndjson(
@@ -1082,20 +1145,26 @@ fn import_file(
             &mut observer,
         ),
         (Format::Ndjson, false) => {
-            let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
+            let f = std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(file).map_err(none)?,
+            );
             import::import_ndjson(db, f, options, &mut observer)
         }
         (Format::Csv, true) => {
             import::import_csv(db, std::io::stdin().lock(), options, &mut observer)
         }
-        (Format::Csv, false) => {
-            import::import_csv(db, std::fs::File::open(file)?, options, &mut observer)
-        }
+        (Format::Csv, false) => import::import_csv(
+            db,
+            std::fs::File::open(file).map_err(none)?,
+            options,
+            &mut observer,
+        ),
     };
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }
-    result
+    result.map_err(|e| (e, observer.stored))
 }
 
 fn print_customer(c: &audiencedb::Customer) {

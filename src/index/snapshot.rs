@@ -291,6 +291,12 @@ impl Indexes {
         out
     }
 
+    /// Marks families taken by [`Indexes::take_changed`] as changed again: their snapshot
+    /// records were not written.
+    pub fn restore_changed(&mut self, families: impl IntoIterator<Item = Family>) {
+        self.changed.extend(families);
+    }
+
     /// Every family that currently holds data: for writing a whole snapshot.
     pub fn all_families(&self) -> Vec<Family> {
         let mut out = vec![

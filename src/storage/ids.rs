@@ -190,6 +190,11 @@ impl IdMap {
         std::mem::take(&mut self.changed)
     }
 
+    /// Marks chunks taken by [`IdMap::take_changed`] as changed again: they were not written.
+    pub fn restore_changed(&mut self, chunks: impl IntoIterator<Item = u32>) {
+        self.changed.extend(chunks);
+    }
+
     /// Whether some chunk changed since the last snapshot.
     pub fn has_changes(&self) -> bool {
         !self.changed.is_empty()

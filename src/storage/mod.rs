@@ -110,6 +110,8 @@ pub struct Store {
     tree: sled::Tree,
     path: PathBuf,
     dictionaries: Dictionaries,
+    /// Testing only: commits left before every commit fails with ENOSPC (`u64::MAX`: never).
+    no_space_after: std::sync::atomic::AtomicU64,
 }
 
 /// Whether a folder looks like something other than a sled database.
@@ -170,6 +172,67 @@ fn catch_quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     })
 }
 
+/// Removes the snapshot files sled 0.34 began and never finished, if no process has the folder
+/// open, so that sled can open it.
+///
+/// At open, sled writes a snapshot of its page table to `snap.<lsn>.generating`, syncs it and
+/// renames it to `snap.<lsn>`; only then does it remove older snapshots. Its reader, though,
+/// takes the file whose name sorts last among every `snap.*` but `*.in___motion`, so an
+/// unfinished `.generating` file (an open that failed while writing it: a full disk, or a crash
+/// in that moment) is read as the latest snapshot and fails its length or checksum check:
+/// "Read corrupted data at file offset None", at every later open. Such a file is never the
+/// only copy of anything: the previous snapshot is still there (or none, and sled then reads
+/// the whole log), and sled's log holds every page written since. Without it sled recovers from
+/// the previous snapshot and the log, and writes a new snapshot.
+///
+/// The files are removed under sled's own lock (an exclusive `flock` on the folder's `db` file)
+/// so that a snapshot another process is writing is never touched; a folder in use is left
+/// alone, and sled's open then reports it locked.
+fn remove_unfinished_snapshots(path: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut unfinished = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            unfinished.push(entry.path());
+        }
+    }
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    let db_file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.join("db"))
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function owns; closing it releases the lock.
+    if unsafe { libc::flock(db_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(());
+    }
+    for file in &unfinished {
+        match std::fs::remove_file(file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Not needed for safety (a removal lost in a crash is redone at the next open), but cheap.
+    std::fs::File::open(path)?.sync_all()?;
+    drop(db_file);
+    Ok(())
+}
+
 /// How long opening waits for a locked folder before answering [`Error::Locked`].
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -182,7 +245,7 @@ fn map_open_error(path: &Path, e: sled::Error) -> Error {
             path: path.to_owned(),
         },
         sled::Error::Corruption { .. } => Error::Corrupt(format!("{}: {e}", path.display())),
-        other => Error::Storage(other),
+        other => Error::from(other),
     }
 }
 
@@ -212,6 +275,7 @@ impl Store {
         // background threads let go of it; wait for that (briefly) before calling it in use.
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let opened = loop {
+            remove_unfinished_snapshots(path)?;
             let attempt = catch_quietly(|| sled::Config::new().path(path).open());
             match &attempt {
                 Ok(Err(e))
@@ -239,6 +303,7 @@ impl Store {
             tree,
             path: path.to_owned(),
             dictionaries: Dictionaries::default(),
+            no_space_after: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         match store.get(&keys::meta(meta::FORMAT))? {
             Some(v) => {
@@ -519,6 +584,7 @@ impl Store {
 
     /// Applies a batch atomically and waits until it is durable on disk.
     pub fn commit(&self, batch: sled::Batch) -> Result<()> {
+        self.injected_fault()?;
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
@@ -533,6 +599,30 @@ impl Store {
     /// Waits until everything applied is durable on disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Testing only: see [`crate::Db::inject_no_space_after_commits`].
+    pub(crate) fn inject_no_space_after_commits(&self, commits: u64) {
+        self.no_space_after
+            .store(commits, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The injected fault, if one is due: the error sled gives once its log could not be
+    /// written (a copy of the first one, as sled hands them out).
+    fn injected_fault(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let due = self
+            .no_space_after
+            .fetch_update(SeqCst, SeqCst, |left| match left {
+                u64::MAX | 0 => None,
+                n => Some(n - 1),
+            })
+            .is_err_and(|left| left == 0);
+        if due {
+            let first = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            return Err(first.clone().into());
+        }
         Ok(())
     }
 
