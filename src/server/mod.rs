@@ -66,6 +66,8 @@ pub struct ServeOptions {
     pub max_clients: usize,
     /// A client silent for this long is told so and closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// The database's schema limits (`Config::limits`).
+    pub schema_limits: crate::SchemaLimits,
 }
 
 impl ServeOptions {
@@ -76,6 +78,7 @@ impl ServeOptions {
             limits: Limits::default(),
             max_clients: 512,
             idle_timeout: Some(Duration::from_secs(300)),
+            schema_limits: crate::SchemaLimits::default(),
         }
     }
 }
@@ -182,7 +185,9 @@ impl Server {
     pub fn start(db_path: &Path, options: ServeOptions) -> Result<Server, ServerError> {
         let path = options.socket.clone();
         let stale_removed = prepare_socket_path(&path)?;
-        let db = Db::open(db_path)?;
+        let mut config = crate::Config::new(db_path);
+        config.limits = options.schema_limits;
+        let db = Db::open_with(config)?;
         let listener = bind_with_mode(&path, options.socket_mode)?;
         let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
         let socket = SocketFile {
