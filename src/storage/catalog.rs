@@ -311,8 +311,8 @@ impl Catalog {
         let new = count_new(names.clone(), |n| self.trait_ids.contains_key(n));
         if new > 0 && self.traits.len() + new > limits.trait_names {
             let first = names
-                .filter(|n| !self.trait_ids.contains_key(*n))
-                .next()
+                .clone()
+                .find(|n| !self.trait_ids.contains_key(*n))
                 .unwrap_or_default();
             return Err(over_limit(
                 SchemaLimit::TraitNames,
@@ -373,8 +373,8 @@ impl Catalog {
             let new = count_new(props.clone(), |n| self.prop_ids.contains_key(n));
             if new > 0 && self.props.len() + new > limits.property_names {
                 let first = props
-                    .filter(|n| !self.prop_ids.contains_key(*n))
-                    .next()
+                    .clone()
+                    .find(|n| !self.prop_ids.contains_key(*n))
                     .unwrap_or_default();
                 return Err(over_limit(
                     SchemaLimit::PropertyNames,
