@@ -30,7 +30,7 @@ use crate::model::Value;
 use crate::storage::catalog::type_names;
 use crate::storage::codec::{self, StoredEvent};
 use crate::storage::dictionary;
-use crate::storage::{keys, meta, BlockDictionary, Catalog, IdMap, Store};
+use crate::storage::{keys, meta, BlockDictionary, Catalog, IdMap, SchemaLimits, Store};
 
 /// Events per stored block: a customer's timeline is cut into blocks of at most this many.
 pub const BLOCK_EVENTS: usize = 128;
@@ -74,6 +74,10 @@ pub struct Config {
     /// thread per core, each taking whole families); smaller ones on the writer's thread. Both
     /// give the same indexes; tests set it to 0 to run the parallel path on small writes.
     pub parallel_index_from: usize,
+    /// How far the schema may grow: distinct event names, property names per event and in
+    /// all, trait names. A message past a limit is refused ([`Error::Limit`]) and nothing of it
+    /// is stored; names already stored are always accepted.
+    pub limits: SchemaLimits,
 }
 
 impl Config {
@@ -87,6 +91,7 @@ impl Config {
             feed_capacity: 1_000_000,
             audience_bulk_from: 2048,
             parallel_index_from: PARALLEL_FROM,
+            limits: SchemaLimits::default(),
         }
     }
 }
@@ -105,10 +110,17 @@ pub struct ReadState {
 /// A batch waiting to be committed with others, and where its answer goes.
 struct PendingWrite {
     messages: Vec<Message>,
+    /// Whether messages over a schema limit are refused one by one ([`Db::ingest_lenient`])
+    /// rather than failing the whole batch.
+    lenient: bool,
     /// When it was handed in: the time of its messages that carry none.
     arrival: Timestamp,
-    answer: Arc<Mutex<Option<Result<IngestReport>>>>,
+    answer: Arc<Mutex<Option<Result<Outcome>>>>,
 }
+
+/// A batch's report, and the messages refused for a schema limit (their positions in the
+/// batch and the errors), as [`Db::ingest_lenient`] returns them.
+pub type Outcome = (IngestReport, Vec<(usize, Error)>);
 
 pub(crate) struct Writer {
     generation: u64,
@@ -352,6 +364,14 @@ impl Db {
         Ok(db)
     }
 
+    /// A checker of messages against the schema limits, starting from the names stored now.
+    pub fn limit_check(&self) -> LimitCheck {
+        LimitCheck {
+            catalog: self.state.read().catalog.clone(),
+            limits: self.config.limits,
+        }
+    }
+
     /// The folder this database lives in.
     pub fn path(&self) -> &Path {
         self.store.path()
@@ -394,13 +414,29 @@ impl Db {
     /// queued batch in one atomic, durable write, then hands each writer its own report. Each
     /// batch is still all or nothing. A group that fails before its commit is retried batch by
     /// batch; one whose commit fails gives every batch the error and stores none.
+    ///
+    /// A message that would take the schema past one of [`Config::limits`] fails the batch
+    /// with [`Error::Limit`]; [`Db::ingest_lenient`] stores the others instead.
     pub fn ingest(&self, messages: Vec<Message>) -> Result<IngestReport> {
+        self.submit(messages, false).map(|(report, _)| report)
+    }
+
+    /// As [`Db::ingest`], except that a message that would take the schema past one of
+    /// [`Config::limits`] is refused alone: nothing of it is stored, the batch's other messages
+    /// are, and the refusals come back with their positions in `messages` (what an import does
+    /// with a bad line). Other bad input still fails the whole batch.
+    pub fn ingest_lenient(&self, messages: Vec<Message>) -> Result<Outcome> {
+        self.submit(messages, true)
+    }
+
+    fn submit(&self, messages: Vec<Message>, lenient: bool) -> Result<Outcome> {
         for m in &messages {
             check_message(m)?;
         }
-        let answer: Arc<Mutex<Option<Result<IngestReport>>>> = Arc::default();
+        let answer: Arc<Mutex<Option<Result<Outcome>>>> = Arc::default();
         self.pending.lock().push(PendingWrite {
             messages,
+            lenient,
             arrival: self.config.clock.now(),
             answer: answer.clone(),
         });
@@ -415,6 +451,7 @@ impl Db {
         let mut owners = Vec::with_capacity(all.capacity());
         let mut lens = Vec::with_capacity(group.len());
         let arrivals: Vec<Timestamp> = group.iter().map(|p| p.arrival).collect();
+        let lenient: Vec<bool> = group.iter().map(|p| p.lenient).collect();
         for (i, p) in group.iter_mut().enumerate() {
             owners.extend(std::iter::repeat_n(i, p.messages.len()));
             lens.push(p.messages.len());
@@ -423,7 +460,7 @@ impl Db {
         let mut committing = false;
         if group.len() == 1 {
             *group[0].answer.lock() = Some(
-                self.ingest_locked(&mut w, all, &owners, &arrivals, &mut committing)
+                self.ingest_locked(&mut w, all, &owners, &arrivals, &lenient, &mut committing)
                     .map(|mut r| r.remove(0)),
             );
         } else {
@@ -431,7 +468,7 @@ impl Db {
             // that each write can then be committed alone and get the outcome it would have had
             // alone.
             let copy = all.clone();
-            match self.ingest_locked(&mut w, all, &owners, &arrivals, &mut committing) {
+            match self.ingest_locked(&mut w, all, &owners, &arrivals, &lenient, &mut committing) {
                 Ok(reports) => {
                     for (p, r) in group.iter().zip(reports) {
                         *p.answer.lock() = Some(Ok(r));
@@ -450,8 +487,15 @@ impl Db {
                         let alone = vec![0; n];
                         let mut committing = false;
                         *p.answer.lock() = Some(
-                            self.ingest_locked(&mut w, mine, &alone, &[p.arrival], &mut committing)
-                                .map(|mut r| r.remove(0)),
+                            self.ingest_locked(
+                                &mut w,
+                                mine,
+                                &alone,
+                                &[p.arrival],
+                                &[p.lenient],
+                                &mut committing,
+                            )
+                            .map(|mut r| r.remove(0)),
                         );
                     }
                 }
@@ -465,17 +509,23 @@ impl Db {
     /// Stores the messages of a group of writes (`owners[i]` is the write message `i` came
     /// from; `arrivals[w]` stamps write `w`'s messages without a time) as one atomic write, and
     /// reports per write. `committing` is set once the commit is attempted: an error before it
-    /// stored nothing and changed nothing.
+    /// stored nothing and changed nothing. A message over a schema limit fails the whole group,
+    /// unless its write is `lenient`: then it is skipped, before anything of it (its customer,
+    /// its message id, its names) is taken in, and listed in that write's outcome.
     fn ingest_locked(
         &self,
         w: &mut Writer,
         messages: Vec<Message>,
         owners: &[usize],
         arrivals: &[Timestamp],
+        lenient: &[bool],
         committing: &mut bool,
-    ) -> Result<Vec<IngestReport>> {
+    ) -> Result<Vec<Outcome>> {
         let mut catalog = self.state.read().catalog.clone();
         let mut reports = vec![IngestReport::default(); arrivals.len()];
+        let mut refused: Vec<Vec<(usize, Error)>> =
+            (0..arrivals.len()).map(|_| Vec::new()).collect();
+        let mut positions = vec![0usize; arrivals.len()];
         let mut stored = 0u64;
         let mut batch = sled::Batch::default();
         let mut new_ids: FastMap<String, u32> = FastMap::default();
@@ -485,6 +535,15 @@ impl Db {
         let known = self.state.read();
 
         for (m, &owner) in messages.into_iter().zip(owners) {
+            let position = positions[owner];
+            positions[owner] += 1;
+            if let Err(e) = check_limits(&catalog, &m.body, &self.config.limits) {
+                if !lenient[owner] {
+                    return Err(e);
+                }
+                refused[owner].push((position, e));
+                continue;
+            }
             let report = &mut reports[owner];
             let (cust, is_new) = match known.ids.get(&m.customer) {
                 Some(c) => (c, false),
@@ -549,6 +608,7 @@ impl Db {
         }
 
         drop(known);
+        let reports: Vec<Outcome> = reports.into_iter().zip(refused).collect();
         if stored == 0 {
             return Ok(reports);
         }
@@ -1245,6 +1305,49 @@ fn index_customer(store: &Store, ix: &mut Indexes, cust: u32) -> Result<()> {
 
 fn catalog_bytes(catalog: &Catalog) -> Result<Vec<u8>> {
     serde_json::to_vec(catalog).map_err(|e| invalid!("catalog: {e}"))
+}
+
+/// Whether a message's names keep the schema within `limits` (given the names of `catalog`).
+fn check_limits(catalog: &Catalog, body: &Body, limits: &SchemaLimits) -> Result<()> {
+    match body {
+        Body::Identify { traits } => {
+            catalog.check_traits(traits.iter().map(|(n, _)| n.as_str()), limits)
+        }
+        Body::Track { event, properties } => {
+            catalog.check_event(event, properties.iter().map(|(n, _)| n.as_str()), limits)
+        }
+    }
+}
+
+/// Messages checked against the schema limits in order, as a write would take them in, without
+/// storing anything: a strict import's first pass, so that a file with a message over a limit
+/// is refused before anything of it is stored. From [`Db::limit_check`].
+pub struct LimitCheck {
+    catalog: Catalog,
+    limits: SchemaLimits,
+}
+
+impl LimitCheck {
+    /// Refuses a message over a limit; otherwise notes its names, as storing it would.
+    pub fn admit(&mut self, m: &Message) -> Result<()> {
+        check_limits(&self.catalog, &m.body, &self.limits)?;
+        match &m.body {
+            Body::Identify { traits } => {
+                for (name, value) in traits {
+                    self.catalog.intern_trait(name, value.as_ref());
+                }
+            }
+            Body::Track { event, properties } => {
+                let e = self.catalog.intern_event(event);
+                let props: Vec<(u32, Value)> = properties
+                    .iter()
+                    .map(|(k, v)| (self.catalog.intern_prop(k), v.clone()))
+                    .collect();
+                self.catalog.count_event(e, &props, 1);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks a message built by a library caller (parsed messages were checked already).

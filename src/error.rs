@@ -11,6 +11,15 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// A message would add a name past one of the schema limits (`Config::limits`); nothing of
+    /// that message was stored. `message` names the limit, its value and the new name.
+    #[error("{message}")]
+    Limit {
+        limit: crate::storage::catalog::SchemaLimit,
+        max: usize,
+        message: String,
+    },
+
     /// One line of an import could not be used.
     #[error("line {line}: {reason}")]
     BadLine { line: u64, reason: String },
@@ -64,6 +73,15 @@ impl Error {
     pub(crate) fn for_another_caller(&self) -> Error {
         match self {
             Error::InvalidInput(s) => Error::InvalidInput(s.clone()),
+            Error::Limit {
+                limit,
+                max,
+                message,
+            } => Error::Limit {
+                limit: *limit,
+                max: *max,
+                message: message.clone(),
+            },
             Error::BadLine { line, reason } => Error::BadLine {
                 line: *line,
                 reason: reason.clone(),

@@ -42,3 +42,4 @@ pub use db::{Config, Customer, Db, IngestReport, Schema};
 pub use error::{Error, Result};
 pub use ingest::Message;
 pub use model::time::Clock;
+pub use storage::{SchemaLimit, SchemaLimits};

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use audiencedb::ingest::import::{self, ImportObserver, ImportOptions, ImportSummary, LineError};
 use audiencedb::model::time;
-use audiencedb::{gen, Db, Error};
+use audiencedb::{gen, Config, Db, Error, SchemaLimits};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -27,8 +27,40 @@ struct Cli {
         default_value = "audiencedb.db"
     )]
     db: PathBuf,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How far the schema may grow (`Config::limits`): a message that would add a name past a
+/// limit is refused (a bad line in an import, `INVALID` on the socket) and nothing of it is
+/// stored; names already stored are always accepted.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// The most distinct event names the database takes.
+    #[arg(long, global = true, value_name = "N", default_value_t = SchemaLimits::default().event_names)]
+    max_event_names: usize,
+    /// The most distinct property names one event name takes.
+    #[arg(long, global = true, value_name = "N", default_value_t = SchemaLimits::default().properties_per_event)]
+    max_properties_per_event: usize,
+    /// The most distinct property names over all events.
+    #[arg(long, global = true, value_name = "N", default_value_t = SchemaLimits::default().property_names)]
+    max_property_names: usize,
+    /// The most distinct trait names.
+    #[arg(long, global = true, value_name = "N", default_value_t = SchemaLimits::default().trait_names)]
+    max_trait_names: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> SchemaLimits {
+        SchemaLimits {
+            event_names: self.max_event_names,
+            properties_per_event: self.max_properties_per_event,
+            property_names: self.max_property_names,
+            trait_names: self.max_trait_names,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -393,7 +425,7 @@ fn print_audience(
 }
 
 /// Opens a database that must already exist (queries never create one).
-fn open_existing(path: &Path) -> Result<Db, Failure> {
+fn open_existing(path: &Path, limits: &LimitArgs) -> Result<Db, Failure> {
     use audiencedb::storage::compact;
     // A compaction interrupted between its renames leaves the folder beside the path, and the
     // open puts it back.
@@ -407,11 +439,13 @@ fn open_existing(path: &Path) -> Result<Db, Failure> {
             1,
         ));
     }
-    open(path)
+    open(path, limits)
 }
 
-fn open(path: &Path) -> Result<Db, Failure> {
-    let db = Db::open(path)?;
+fn open(path: &Path, limits: &LimitArgs) -> Result<Db, Failure> {
+    let mut config = Config::new(path);
+    config.limits = limits.limits();
+    let db = Db::open_with(config)?;
     // Testing only: a full disk after this many commits (tests/disk_full.rs, where a tmpfs
     // cannot be mounted).
     if let Some(n) = std::env::var_os("AUDIENCEDB_INJECT_NO_SPACE_AFTER_COMMITS") {
@@ -432,7 +466,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             batch_size,
             report_batches,
         } => {
-            let db = open(&cli.db)?;
+            let db = open(&cli.db, &cli.limits)?;
             let options = ImportOptions {
                 strict,
                 batch_size,
@@ -516,7 +550,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Demo { customers } => demo(&cli.db, customers),
+        Command::Demo { customers } => demo(&cli.db, &cli.limits, customers),
         Command::Query {
             now,
             format,
@@ -527,7 +561,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let now = parse_now(now.as_deref())?;
             // Parse before opening, so a typo is answered even without a database.
             let prepared = audiencedb::query::PreparedRule::new(&rule.join(" "))?;
-            let db = open_existing(&cli.db)?;
+            let db = open_existing(&cli.db, &cli.limits)?;
             if let Some(id) = why {
                 print!("{}", db.why_prepared(&id, &prepared, now)?);
                 print_warnings(&db.check(prepared.text())?);
@@ -543,7 +577,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         }
-        Command::Audience { action } => audience_command(&cli.db, action),
+        Command::Audience { action } => audience_command(&cli.db, &cli.limits, action),
         Command::Repl {
             history,
             no_history,
@@ -557,13 +591,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .map_err(|e| Failure(e.to_string(), 1))?;
                 return repl(server, history);
             }
-            let db = open_existing(&cli.db).map_err(|f| locked_hint(&cli.db, f))?;
+            let db = open_existing(&cli.db, &cli.limits).map_err(|f| locked_hint(&cli.db, f))?;
             repl(&db, history)
         }
         Command::Customer {
             action: CustomerAction::Delete { id, erase: true },
         } => {
-            let db = open_existing(&cli.db)?;
+            let db = open_existing(&cli.db, &cli.limits)?;
             let (deleted, report) = db.erase_customer(&id)?;
             match deleted {
                 Some(n) => println!("deleted customer {id:?} and {n} events"),
@@ -575,13 +609,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Compact => {
-            let db = open_existing(&cli.db)?;
+            let db = open_existing(&cli.db, &cli.limits)?;
             let report = db.compact()?;
             print_compaction(&cli.db, &report);
             Ok(())
         }
         Command::Customer { action } => {
-            let db = open(&cli.db)?;
+            let db = open(&cli.db, &cli.limits)?;
             match action {
                 CustomerAction::Show { id } => {
                     let c = db
@@ -604,7 +638,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Schema { json } => {
-            let db = open(&cli.db)?;
+            let db = open(&cli.db, &cli.limits)?;
             let schema = db.schema();
             if json {
                 println!(
@@ -617,7 +651,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Verify { erased, also } => {
-            let db = open(&cli.db)?;
+            let db = open(&cli.db, &cli.limits)?;
             if let Some(id) = &erased {
                 if db.internal_id(id)?.is_some() {
                     return Err(Failure(
@@ -656,7 +690,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Stats => {
             let started = Instant::now();
-            let db = open(&cli.db)?;
+            let db = open(&cli.db, &cli.limits)?;
             let opened = started.elapsed();
             let schema = db.schema();
             let events: u64 = schema.events.iter().map(|e| e.count).sum();
@@ -693,9 +727,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Serve(args) => serve(&cli.db, args),
+        Command::Serve(args) => serve(&cli.db, &cli.limits, args),
         Command::RebuildIndexes => {
-            let db = open(&cli.db)?;
+            let db = open(&cli.db, &cli.limits)?;
             let started = Instant::now();
             let report = db.rebuild_indexes()?;
             println!(
@@ -770,7 +804,7 @@ fn verify_erased(db: Db, id: &str, also: &[String]) -> Result<(), Failure> {
     }
 }
 
-fn serve(db: &Path, args: ServeArgs) -> Result<(), Failure> {
+fn serve(db: &Path, limits: &LimitArgs, args: ServeArgs) -> Result<(), Failure> {
     use audiencedb::server::{self, ServeOptions, Server};
     let size = |flag: &str, text: &str| {
         server::parse_size(text).ok_or_else(|| {
@@ -801,6 +835,7 @@ fn serve(db: &Path, args: ServeArgs) -> Result<(), Failure> {
     options.limits.max_bulk = size("--max-arg-size", &args.max_arg_size)?;
     options.limits.max_request = size("--max-request-size", &args.max_request_size)?;
     options.limits.max_args = args.max_args;
+    options.schema_limits = limits.limits();
     // A client that hangs up before reading its reply must not kill the server (main() restores
     // the default SIGPIPE for the printing commands).
     // SAFETY: setting a signal's disposition, before the server starts its threads.
@@ -945,8 +980,8 @@ fn save_demo_audiences(db: &Db) -> Result<(), Failure> {
 }
 
 /// Builds the demo shop: generates it straight into the importer through a pipe.
-fn demo(path: &Path, customers: u64) -> Result<(), Failure> {
-    let db = open(path)?;
+fn demo(path: &Path, limits: &LimitArgs, customers: u64) -> Result<(), Failure> {
+    let db = open(path, limits)?;
     if db.schema().customers == 0 {
         eprintln!(
             "building a demo shop of {customers} customers in {} ...",
@@ -1198,8 +1233,12 @@ fn print_schema(s: &audiencedb::Schema) {
     print!("{}", audiencedb::repl::render::schema(s));
 }
 
-fn audience_command(path: &Path, action: AudienceAction) -> Result<(), Failure> {
-    let db = open_existing(path)?;
+fn audience_command(
+    path: &Path,
+    limits: &LimitArgs,
+    action: AudienceAction,
+) -> Result<(), Failure> {
+    let db = open_existing(path, limits)?;
     let stamp = |t: time::Timestamp| time::format_rfc3339(t);
     match action {
         AudienceAction::Define { name, rule } => {

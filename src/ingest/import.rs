@@ -1,6 +1,8 @@
 //! File import: NDJSON messages and CSV profiles, read in batches, parsed in parallel, stored one
 //! durable batch at a time. Bad lines are reported with their line numbers and skipped, or, in
 //! strict mode, the whole file is checked first and nothing from it is stored if any line is bad.
+//! A message that would take the schema past one of the database's limits (`Config::limits`)
+//! is a bad line too: nothing of it is stored, and its batch's other messages are.
 
 use std::io::{BufRead, Read};
 use std::sync::mpsc;
@@ -174,32 +176,44 @@ pub fn import_ndjson<R: BufRead + Send>(
         use std::io::Seek;
         spool.seek(std::io::SeekFrom::Start(0))?;
         let mut check = std::io::BufReader::new(spool.try_clone()?);
-        check_ndjson(&mut check, options, observer)?;
+        check_ndjson(db, &mut check, options, observer)?;
         spool.seek(std::io::SeekFrom::Start(0))?;
         return store_ndjson(db, std::io::BufReader::new(spool), options, observer);
     }
     store_ndjson(db, input, options, observer)
 }
 
-/// Strict mode's first pass: every line must parse.
+/// Strict mode's first pass: every line must parse, and the messages must keep the schema
+/// within the database's limits.
 fn check_ndjson<R: BufRead>(
+    db: &Db,
     input: &mut R,
     options: &ImportOptions,
     observer: &mut dyn ImportObserver,
 ) -> Result<()> {
     let mut next_line = 1;
+    let mut limits = db.limit_check();
     while let Some(chunk) = read_lines(input, options.batch_size.max(1), &mut next_line)? {
-        if let Some((line, Err(reason))) = parse_chunk(&chunk).into_iter().find(|(_, r)| r.is_err())
-        {
-            let error = LineError { line, reason };
-            observer.bad_line(&error);
-            return Err(Error::BadLine {
-                line: error.line,
-                reason: format!("{} (strict import: nothing was stored)", error.reason),
-            });
+        for (line, parsed) in parse_chunk(&chunk) {
+            let refused = match parsed {
+                Ok(m) => limits.admit(&m).map_err(|e| e.to_string()),
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = refused {
+                return Err(strict_failure(observer, LineError { line, reason }));
+            }
         }
     }
     Ok(())
+}
+
+/// Reports the bad line that stops a strict import, and the error it ends with.
+fn strict_failure(observer: &mut dyn ImportObserver, error: LineError) -> Error {
+    observer.bad_line(&error);
+    Error::BadLine {
+        line: error.line,
+        reason: format!("{} (strict import: nothing was stored)", error.reason),
+    }
 }
 
 /// Reads, parses and stores, with reading and parsing of the next batch overlapping the storing
@@ -242,28 +256,54 @@ fn store_ndjson<R: BufRead + Send>(
             let (chunk, parsed) = item?;
             bytes += chunk.bytes;
             let mut messages = Vec::with_capacity(parsed.len());
+            let mut lines = Vec::with_capacity(parsed.len());
             for (line, result) in parsed {
                 summary.read += 1;
                 match result {
-                    Ok(m) => messages.push(m),
+                    Ok(m) => {
+                        messages.push(m);
+                        lines.push(line);
+                    }
                     Err(reason) => {
                         summary.skipped += 1;
                         observer.bad_line(&LineError { line, reason });
                     }
                 }
             }
-            store_batch(db, messages, &mut summary)?;
+            store_batch(db, messages, &lines, options, &mut summary, observer)?;
             observer.batch_stored(&summary, bytes);
         }
         Ok(summary)
     })
 }
 
-fn store_batch(db: &Db, messages: Vec<Message>, summary: &mut ImportSummary) -> Result<()> {
+/// Stores one batch (`lines[i]` is where `messages[i]` came from). A message over a schema limit
+/// is a bad line, skipped; in strict mode, where the first pass checked the limits, it fails the
+/// import.
+fn store_batch(
+    db: &Db,
+    messages: Vec<Message>,
+    lines: &[u64],
+    options: &ImportOptions,
+    summary: &mut ImportSummary,
+    observer: &mut dyn ImportObserver,
+) -> Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
-    let report = db.ingest(messages)?;
+    let report = if options.strict {
+        db.ingest(messages)?
+    } else {
+        let (report, refused) = db.ingest_lenient(messages)?;
+        for (i, e) in refused {
+            summary.skipped += 1;
+            observer.bad_line(&LineError {
+                line: lines.get(i).copied().unwrap_or(0),
+                reason: e.to_string(),
+            });
+        }
+        report
+    };
     summary.stored += report.stored;
     summary.duplicates += report.duplicates;
     summary.batches += 1;
@@ -334,7 +374,9 @@ pub fn import_csv<R: Read>(
         })?;
     let mut summary = ImportSummary::default();
     let mut pending: Vec<Message> = Vec::new();
+    let mut pending_lines: Vec<u64> = Vec::new();
     let mut all_ok = Vec::new();
+    let mut limits = options.strict.then(|| db.limit_check());
     let mut records = reader.records().peekable();
     // A quote never closed swallows the rest of the input into the last record (or the
     // header): that record is reported as such.
@@ -358,24 +400,28 @@ pub fn import_csv<R: Read>(
             _ => (line, result),
         };
         summary.read += 1;
+        let result = match (result, &mut limits) {
+            (Ok(m), Some(limits)) => limits.admit(&m).map(|()| m).map_err(|e| e.to_string()),
+            (result, _) => result,
+        };
         match result {
-            Ok(m) if options.strict => all_ok.push(m),
+            Ok(m) if options.strict => all_ok.push((m, line)),
             Ok(m) => {
                 pending.push(m);
+                pending_lines.push(line);
                 if pending.len() >= options.batch_size.max(1) {
-                    store_batch(db, std::mem::take(&mut pending), &mut summary)?;
+                    let lines = std::mem::take(&mut pending_lines);
+                    let batch = std::mem::take(&mut pending);
+                    store_batch(db, batch, &lines, options, &mut summary, observer)?;
                     observer.batch_stored(&summary, 0);
                 }
             }
             Err(reason) => {
                 let error = LineError { line, reason };
-                observer.bad_line(&error);
                 if options.strict {
-                    return Err(Error::BadLine {
-                        line,
-                        reason: format!("{} (strict import: nothing was stored)", error.reason),
-                    });
+                    return Err(strict_failure(observer, error));
                 }
+                observer.bad_line(&error);
                 summary.skipped += 1;
             }
         }
@@ -387,9 +433,13 @@ pub fn import_csv<R: Read>(
             reason: format!("bad CSV header: {}", error.reason),
         });
     }
-    pending.extend(all_ok);
-    for batch in pending.chunks(options.batch_size.max(1)) {
-        store_batch(db, batch.to_vec(), &mut summary)?;
+    for (m, line) in all_ok {
+        pending.push(m);
+        pending_lines.push(line);
+    }
+    let size = options.batch_size.max(1);
+    for (batch, lines) in pending.chunks(size).zip(pending_lines.chunks(size)) {
+        store_batch(db, batch.to_vec(), lines, options, &mut summary, observer)?;
         observer.batch_stored(&summary, 0);
     }
     Ok(summary)

@@ -111,6 +111,7 @@ impl CmdError {
                 Error::Evaluation(m) => ("EVAL", m.clone()),
                 Error::NotFound(m) => ("NOTFOUND", m.clone()),
                 Error::InvalidInput(m) => ("INVALID", m.clone()),
+                Error::Limit { message, .. } => ("INVALID", message.clone()),
                 other => ("ERR", other.to_string()),
             },
         }

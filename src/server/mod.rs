@@ -70,6 +70,8 @@ pub struct ServeOptions {
     /// client is told so and closed (a client dripping bytes would otherwise hold its slot for
     /// ever); `None`: no bound.
     pub request_timeout: Option<Duration>,
+    /// The database's schema limits (`Config::limits`).
+    pub schema_limits: crate::SchemaLimits,
 }
 
 impl ServeOptions {
@@ -81,6 +83,7 @@ impl ServeOptions {
             max_clients: 512,
             idle_timeout: Some(Duration::from_secs(300)),
             request_timeout: Some(Duration::from_secs(10)),
+            schema_limits: crate::SchemaLimits::default(),
         }
     }
 }
@@ -189,7 +192,9 @@ impl Server {
     pub fn start(db_path: &Path, options: ServeOptions) -> Result<Server, ServerError> {
         let path = options.socket.clone();
         let stale_removed = prepare_socket_path(&path)?;
-        let db = Db::open(db_path)?;
+        let mut config = crate::Config::new(db_path);
+        config.limits = options.schema_limits;
+        let db = Db::open_with(config)?;
         let listener = bind_with_mode(&path, options.socket_mode)?;
         let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
         let socket = SocketFile {

@@ -6,9 +6,100 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::index::FastMap as HashMap;
+use crate::index::FastSet;
 use crate::model::value::ValueType;
 use crate::model::Value;
+
+/// How far a store's schema may grow: the most distinct names of each kind. A message that would
+/// add a name past a limit is refused whole ([`Error::Limit`]); names already stored are always
+/// accepted, also in a folder that holds more than a limit (written by an older build, or with
+/// higher limits). Every name ever interned counts, also one whose events were all deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaLimits {
+    /// Distinct event names.
+    pub event_names: usize,
+    /// Distinct property names of one event name.
+    pub properties_per_event: usize,
+    /// Distinct property names over all events (property names are interned once for all).
+    pub property_names: usize,
+    /// Distinct trait names (a nested trait's dotted name counts as one).
+    pub trait_names: usize,
+}
+
+impl Default for SchemaLimits {
+    /// Limits a real shop does not meet: 1,000 event names, 1,000 property names per event,
+    /// 10,000 property names in all, 10,000 trait names.
+    fn default() -> Self {
+        SchemaLimits {
+            event_names: 1_000,
+            properties_per_event: 1_000,
+            property_names: 10_000,
+            trait_names: 10_000,
+        }
+    }
+}
+
+/// One of the [`SchemaLimits`], as an [`Error::Limit`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaLimit {
+    EventNames,
+    PropertiesPerEvent,
+    PropertyNames,
+    TraitNames,
+}
+
+impl SchemaLimit {
+    /// The limit's name, as the command line's flag spells it (`--max-event-names`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemaLimit::EventNames => "max-event-names",
+            SchemaLimit::PropertiesPerEvent => "max-properties-per-event",
+            SchemaLimit::PropertyNames => "max-property-names",
+            SchemaLimit::TraitNames => "max-trait-names",
+        }
+    }
+}
+
+impl std::fmt::Display for SchemaLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The refusal of a message that would take the schema past `limit`.
+fn over_limit(limit: SchemaLimit, max: usize, what: String) -> Error {
+    Error::Limit {
+        limit,
+        max,
+        message: format!(
+            "schema limit {limit} = {max} reached: {what} (names already stored are still accepted)"
+        ),
+    }
+}
+
+/// Counts the distinct names among `names` that `known` does not know. Allocates only when
+/// there are unknown names, and then only for them.
+fn count_new<'a>(names: impl Iterator<Item = &'a str>, known: impl Fn(&str) -> bool) -> usize {
+    let mut first: Option<&str> = None;
+    let mut more: Option<FastSet<&str>> = None;
+    for n in names.filter(|n| !known(n)) {
+        match (first, &mut more) {
+            (None, _) => first = Some(n),
+            (Some(f), None) if f == n => {}
+            (Some(f), None) => more = Some([f, n].into_iter().collect()),
+            (Some(_), Some(set)) => {
+                set.insert(n);
+            }
+        }
+    }
+    match (first, more) {
+        (None, _) => 0,
+        (Some(_), None) => 1,
+        (Some(_), Some(set)) => set.len(),
+    }
+}
 
 /// What is known of one trait.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +301,95 @@ impl Catalog {
 }
 
 impl Catalog {
+    /// Whether an `identify` with these trait names stays within `limits`. Allocation-free when
+    /// every name is known.
+    pub fn check_traits<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+        limits: &SchemaLimits,
+    ) -> Result<()> {
+        let new = count_new(names.clone(), |n| self.trait_ids.contains_key(n));
+        if new > 0 && self.traits.len() + new > limits.trait_names {
+            let first = names
+                .clone()
+                .find(|n| !self.trait_ids.contains_key(*n))
+                .unwrap_or_default();
+            return Err(over_limit(
+                SchemaLimit::TraitNames,
+                limits.trait_names,
+                format!(
+                    "the store has {} distinct trait names and this message adds {new} ({first:?}{})",
+                    self.traits.len(),
+                    if new > 1 { ", ..." } else { "" }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a `track` of `event` with these property names stays within `limits`.
+    /// Allocation-free when the event and every property name are known for it.
+    pub fn check_event<'a>(
+        &self,
+        event: &str,
+        props: impl Iterator<Item = &'a str> + Clone,
+        limits: &SchemaLimits,
+    ) -> Result<()> {
+        let info = self
+            .event_ids
+            .get(event)
+            .map(|&id| &self.events[id as usize]);
+        if info.is_none() && self.events.len() >= limits.event_names {
+            return Err(over_limit(
+                SchemaLimit::EventNames,
+                limits.event_names,
+                format!(
+                    "the store has {} distinct event names and {event:?} would be a new one",
+                    self.events.len()
+                ),
+            ));
+        }
+        let known_for_event = |n: &str| match (self.prop_ids.get(n), info) {
+            (Some(p), Some(info)) => info.props.contains_key(p),
+            _ => false,
+        };
+        let new_for_event = count_new(props.clone(), known_for_event);
+        let had = info.map_or(0, |i| i.props.len());
+        if new_for_event > 0 && had + new_for_event > limits.properties_per_event {
+            let first = props
+                .clone()
+                .find(|n| !known_for_event(n))
+                .unwrap_or_default();
+            return Err(over_limit(
+                SchemaLimit::PropertiesPerEvent,
+                limits.properties_per_event,
+                format!(
+                    "event {event:?} has {had} distinct property names and this message adds {new_for_event} ({first:?}{})",
+                    if new_for_event > 1 { ", ..." } else { "" }
+                ),
+            ));
+        }
+        if new_for_event > 0 {
+            let new = count_new(props.clone(), |n| self.prop_ids.contains_key(n));
+            if new > 0 && self.props.len() + new > limits.property_names {
+                let first = props
+                    .clone()
+                    .find(|n| !self.prop_ids.contains_key(*n))
+                    .unwrap_or_default();
+                return Err(over_limit(
+                    SchemaLimit::PropertyNames,
+                    limits.property_names,
+                    format!(
+                        "the store has {} distinct property names and this message adds {new} ({first:?}{})",
+                        self.props.len(),
+                        if new > 1 { ", ..." } else { "" }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Zeroes an event's counts (before recounting them from stored data). Property types stay.
     pub fn reset_counts(&mut self, event: u32) {
         if let Some(info) = self.events.get_mut(event as usize) {

@@ -18,7 +18,7 @@ use roaring::RoaringBitmap;
 use crate::error::{corrupt, Error, Result};
 use crate::model::Timestamp;
 
-pub use catalog::Catalog;
+pub use catalog::{Catalog, SchemaLimit, SchemaLimits};
 pub use codec::{Fields, StoredEvent};
 pub use dictionary::{BlockDictionary, Dictionaries};
 pub use ids::IdMap;
