@@ -18,7 +18,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use crate::audience::{Audiences, Definitions, Touched};
-use crate::error::{invalid, Error, Result};
+use crate::error::{internal, invalid, Error, Result};
 use crate::index::{
     Changes, DecodedFamily, Family, FastMap, Indexes, DEFAULT_ROLLUP_BOUND, PARALLEL_FROM,
     SNAPSHOT_VERSION,
@@ -477,7 +477,7 @@ impl Db {
                 Err(e) if committing => {
                     // The storage failed under the whole group: every write gets the error.
                     for p in &group {
-                        *p.answer.lock() = Some(Err(e.for_another_caller()));
+                        *p.answer.lock() = Some(Err(e.clone()));
                     }
                 }
                 Err(_) => {
@@ -503,7 +503,7 @@ impl Db {
         }
         drop(w);
         let done = answer.lock().take();
-        done.unwrap_or_else(|| Err(invalid!("the write was not answered")))
+        done.unwrap_or_else(|| Err(internal!("the write was not answered")))
     }
 
     /// Stores the messages of a group of writes (`owners[i]` is the write message `i` came
@@ -1304,7 +1304,7 @@ fn index_customer(store: &Store, ix: &mut Indexes, cust: u32) -> Result<()> {
 }
 
 fn catalog_bytes(catalog: &Catalog) -> Result<Vec<u8>> {
-    serde_json::to_vec(catalog).map_err(|e| invalid!("catalog: {e}"))
+    serde_json::to_vec(catalog).map_err(|e| internal!("catalog: {e}"))
 }
 
 /// Whether a message's names keep the schema within `limits` (given the names of `catalog`).

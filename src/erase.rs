@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::audience::feed;
 use crate::db::{train_from_store, Db};
-use crate::error::{invalid, Error, Result};
+use crate::error::{internal, invalid, Error, Result};
 use crate::storage::compact::{self, Step, Trace, DONE};
 use crate::storage::{codec, dictionary, keys, meta, Store};
 
@@ -227,7 +227,9 @@ impl Db {
                 }
                 Some(keys::FEED_V1) => {
                     // Converted to chunks at open; one left would keep an id.
-                    return Err(invalid!("a change feed record of the first layout is left"));
+                    return Err(internal!(
+                        "a change feed record of the first layout is left"
+                    ));
                 }
                 _ => out.put(&k, &v)?,
             }

@@ -1,10 +1,14 @@
 //! The library's one error type, grouped by cause. Interfaces (CLI, REPL, socket) turn these into
 //! friendly words; the library never panics on bad input and never leaves stored data half-changed.
+//!
+//! Errors are cheap to clone (an I/O error is shared behind an `Arc`): a group of writes
+//! committed together fails as one, and every writer of the group gets the same error.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything that can go wrong in audiencedb.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A value, id, message or argument given by the caller is not acceptable.
@@ -64,52 +68,18 @@ pub enum Error {
 
     /// An error reading or writing a file.
     #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(Arc<std::io::Error>),
+
+    /// A fault of the database itself, not of the caller's input: a state the code should never
+    /// reach. The interfaces report it as such (the CLI exits 3, the socket answers `ERR
+    /// internal error`).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-impl Error {
-    /// The same error for another caller: a group of writes committed together fails as one,
-    /// and each writer gets its own copy (I/O errors keep their kind and message).
-    pub(crate) fn for_another_caller(&self) -> Error {
-        match self {
-            Error::InvalidInput(s) => Error::InvalidInput(s.clone()),
-            Error::Limit {
-                limit,
-                max,
-                message,
-            } => Error::Limit {
-                limit: *limit,
-                max: *max,
-                message: message.clone(),
-            },
-            Error::BadLine { line, reason } => Error::BadLine {
-                line: *line,
-                reason: reason.clone(),
-            },
-            Error::Rule(e) => Error::Rule(e.clone()),
-            Error::Evaluation(s) => Error::Evaluation(s.clone()),
-            Error::NotFound(s) => Error::NotFound(s.clone()),
-            Error::NotADatabase { path, reason } => Error::NotADatabase {
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            Error::IncompatibleFormat {
-                path,
-                found,
-                expected,
-            } => Error::IncompatibleFormat {
-                path: path.clone(),
-                found: *found,
-                expected: *expected,
-            },
-            Error::Corrupt(s) => Error::Corrupt(s.clone()),
-            Error::Locked { path } => Error::Locked { path: path.clone() },
-            Error::Storage(e) => Error::Storage(e.clone()),
-            Error::Io(e) => Error::Io(match e.raw_os_error() {
-                Some(code) => std::io::Error::from_raw_os_error(code),
-                None => std::io::Error::new(e.kind(), e.to_string()),
-            }),
-        }
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Io(Arc::new(e))
     }
 }
 
@@ -119,7 +89,7 @@ impl From<sled::Error> for Error {
     /// [`Error::Corrupt`].
     fn from(e: sled::Error) -> Error {
         match e {
-            sled::Error::Io(io) => Error::Io(plain_io(io)),
+            sled::Error::Io(io) => Error::from(plain_io(io)),
             sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
             other => Error::Storage(other),
         }
@@ -163,12 +133,17 @@ macro_rules! invalid {
     ($($arg:tt)*) => { $crate::error::Error::InvalidInput(format!($($arg)*)) };
 }
 
+/// Builds an [`Error::Internal`] from format arguments.
+macro_rules! internal {
+    ($($arg:tt)*) => { $crate::error::Error::Internal(format!($($arg)*)) };
+}
+
 /// Builds an [`Error::Corrupt`] from format arguments.
 macro_rules! corrupt {
     ($($arg:tt)*) => { $crate::error::Error::Corrupt(format!($($arg)*)) };
 }
 
-pub(crate) use {corrupt, invalid};
+pub(crate) use {corrupt, internal, invalid};
 
 #[cfg(test)]
 mod tests {
@@ -183,13 +158,13 @@ mod tests {
             let e = Error::from(e);
             assert!(e.is_no_space(), "{e:?}");
             assert_eq!(e.to_string(), "I/O: No space left on device (os error 28)");
-            assert!(e.for_another_caller().is_no_space());
+            assert!(e.clone().is_no_space());
             assert_eq!(
-                e.for_another_caller().to_string(),
+                e.clone().to_string(),
                 "I/O: No space left on device (os error 28)"
             );
         }
-        let other = Error::from(sled::Error::Io(std::io::Error::other("something else")));
+        let other = Error::from(sled::Error::from(std::io::Error::other("something else")));
         assert!(!other.is_no_space());
         assert!(matches!(other, Error::Io(_)));
         assert!(matches!(

@@ -321,8 +321,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Failure(String, u8);
 
 impl From<Error> for Failure {
+    /// Exit status 1 for what the caller can fix (input, a missing thing, a full disk, a damaged
+    /// or busy folder), 3 for a fault of the database itself.
     fn from(e: Error) -> Self {
-        Failure(friendly(&e), 1)
+        let status = if matches!(e, Error::Internal(_)) {
+            3
+        } else {
+            1
+        };
+        Failure(friendly(&e), status)
     }
 }
 
@@ -337,6 +344,9 @@ fn friendly(e: &Error) -> String {
         Error::Locked { path } => format!(
             "{} is open in another process (a running `audiencedb serve`?); stop it or use its socket",
             path.display()
+        ),
+        Error::Internal(m) => format!(
+            "internal error: {m} (a fault of audiencedb, not of your input: please report it)"
         ),
         other => other.to_string(),
     }
@@ -402,7 +412,7 @@ fn print_audience(
     match format {
         QueryFormat::Count => writeln!(out, "{}", audience.len()).map_err(io)?,
         QueryFormat::Ids => {
-            db.for_each_member_id(audience, |id| writeln!(out, "{id}").map_err(Error::Io))?
+            db.for_each_member_id(audience, |id| writeln!(out, "{id}").map_err(Error::from))?
         }
         QueryFormat::Json => {
             write!(
@@ -416,7 +426,8 @@ fn print_audience(
             let mut first = true;
             db.for_each_member_id(audience, |id| {
                 let sep = if std::mem::take(&mut first) { "" } else { "," };
-                write!(out, "{sep}{}", serde_json::Value::String(id.to_owned())).map_err(Error::Io)
+                write!(out, "{sep}{}", serde_json::Value::String(id.to_owned()))
+                    .map_err(Error::from)
             })?;
             writeln!(out, "]}}").map_err(io)?;
         }
@@ -1314,7 +1325,7 @@ fn audience_command(
                         writeln!(out, "{}", serde_json::json!({"audience": name, "id": id}))
                     }
                 }
-                .map_err(Error::Io)
+                .map_err(Error::from)
             })?;
             out.flush().map_err(io)?;
         }

@@ -34,7 +34,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::db::ReadState;
-use crate::error::{corrupt, invalid, Error, Result};
+use crate::error::{corrupt, internal, invalid, Error, Result};
 use crate::index::{FastMap, Indexes};
 use crate::model::time::Timestamp;
 use crate::query::footprint::Footprint;
@@ -547,7 +547,7 @@ impl Db {
         };
         batch.insert(
             keys::audience(name),
-            serde_json::to_vec(&stored).map_err(|e| invalid!("audience definition: {e}"))?,
+            serde_json::to_vec(&stored).map_err(|e| internal!("audience definition: {e}"))?,
         );
         for (id, la) in &fresh {
             batch.insert(

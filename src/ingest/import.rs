@@ -230,7 +230,7 @@ fn store_ndjson<R: BufRead + Send>(
     let parsers = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("audiencedb-parse-{i}"))
         .build()
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        .map_err(|e| Error::from(std::io::Error::other(e)))?;
     let (tx, rx) = mpsc::sync_channel::<Result<(Chunk, Vec<(u64, Result<Message, String>)>)>>(1);
     std::thread::scope(|scope| {
         scope.spawn(move || {

@@ -116,7 +116,7 @@ impl Backend for &Db {
         each: &mut dyn FnMut(&str) -> io::Result<()>,
     ) -> BackendResult<Answer> {
         let audience = self.query(rule, now)?;
-        self.for_each_member_id(&audience, |id| each(id).map_err(Error::Io))?;
+        self.for_each_member_id(&audience, |id| each(id).map_err(Error::from))?;
         Ok(answer(&audience))
     }
 
@@ -353,7 +353,7 @@ impl Backend for Remote {
         let members = ids(cmd, check(replies.next().unwrap_or(RespValue::Nil))?)?;
         let warnings = ids(warn, check(replies.next().unwrap_or(RespValue::Nil))?)?;
         for id in &members {
-            each(id).map_err(Error::Io)?;
+            each(id).map_err(Error::from)?;
         }
         Ok(Answer {
             size: members.len() as u64,

@@ -120,7 +120,7 @@ pub fn run_script(
         Ok(flow)
     };
     for line in input.lines() {
-        let line = line.map_err(Error::Io)?;
+        let line = line.map_err(Error::from)?;
         if !pending.is_empty() {
             pending.push('\n');
         }
@@ -140,8 +140,8 @@ pub fn run_script(
 
 fn readline_error(e: ReadlineError) -> Error {
     match e {
-        ReadlineError::Io(e) => Error::Io(e),
-        other => Error::Io(std::io::Error::other(other.to_string())),
+        ReadlineError::Io(e) => Error::from(e),
+        other => Error::from(std::io::Error::other(other.to_string())),
     }
 }
 

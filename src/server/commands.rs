@@ -1012,3 +1012,23 @@ fn pubsub_info(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_s_mistakes_and_the_database_s_faults_get_their_own_codes() {
+        let code = |e: Error| CmdError::Db(e).code_and_message();
+        assert_eq!(
+            code(Error::InvalidInput("bad id".into())),
+            ("INVALID", "bad id".into())
+        );
+        assert_eq!(
+            code(Error::Internal("the write was not answered".into())),
+            ("ERR", "internal error: the write was not answered".into())
+        );
+        let full = Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(code(full.clone()), code(full));
+    }
+}
