@@ -6,14 +6,16 @@
 //!
 //! The layers, in the order data flows through them:
 //! 1. [`model`]: typed values and time, shared by every layer.
-//! 2. [`ingest`]: Segment-spec NDJSON and CSV become validated messages.
+//! 2. [`ingest`]: Segment-spec NDJSON lines become validated messages.
 //! 3. [`storage`]: messages become records in sled: profiles, blocks of events, id maps.
 //! 4. [`index`]: roaring bitmaps over customers, kept in step with storage.
 //! 5. [`db`]: the library API tying them together: [`Db`].
 //! 6. [`rules`]: rule text → typed AST → canonical text; parse errors with line, column and caret.
 //! 7. [`query`]: a rule → plan → bitmaps and exact checks → the customers it describes.
 //! 8. [`audience`]: saved audiences, kept true as data arrives and time passes; the change feed.
-//! 9. [`repl`]: the analysts' interface over [`Db`]: line editing, completion, meta commands.
+//! 9. [`import`]: NDJSON and CSV files read in batches and stored through [`Db`], bad lines
+//!    reported.
+//! 10. [`repl`]: the analysts' interface over [`Db`]: line editing, completion, meta commands.
 //!
 //! Beside the layers:
 //! - [`server`]: `audiencedb serve`, the Redis-protocol socket server in front of a [`Db`]: wire
@@ -28,6 +30,7 @@ pub mod db;
 pub mod erase;
 pub mod error;
 pub mod gen;
+pub mod import;
 pub mod index;
 pub mod ingest;
 pub mod model;

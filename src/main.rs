@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use audiencedb::ingest::import::{self, ImportObserver, ImportOptions, ImportSummary, LineError};
+use audiencedb::import::{self, ImportObserver, ImportOptions, ImportSummary, LineError};
 use audiencedb::model::time;
 use audiencedb::{gen, Config, Db, Error, SchemaLimits};
 use clap::{Parser, Subcommand, ValueEnum};

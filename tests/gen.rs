@@ -370,7 +370,7 @@ fn every_rules_md_example_has_a_real_audience() {
 
 #[test]
 fn the_importer_stores_every_generated_message_once() {
-    use audiencedb::ingest::import::{import_ndjson, CollectErrors, ImportOptions};
+    use audiencedb::import::{import_ndjson, CollectErrors, ImportOptions};
 
     let (bytes, stats) = run(&config(300, 8));
     let dir = tempfile::tempdir().unwrap();

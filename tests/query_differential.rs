@@ -16,7 +16,7 @@ mod reference;
 
 use std::collections::BTreeSet;
 
-use audiencedb::ingest::import::{import_ndjson, CollectErrors, ImportOptions};
+use audiencedb::import::{import_ndjson, CollectErrors, ImportOptions};
 use audiencedb::ingest::Message;
 use audiencedb::model::time::{format_rfc3339, parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;

@@ -2,7 +2,7 @@
 //! time alone" is exact: the answer is unchanged a millisecond before it and flipped at it.
 
 use audiencedb::gen::{generate, GenConfig};
-use audiencedb::ingest::import::{import_ndjson, CollectErrors, ImportOptions};
+use audiencedb::import::{import_ndjson, CollectErrors, ImportOptions};
 use audiencedb::model::time::DAY_MS;
 use audiencedb::Db;
 

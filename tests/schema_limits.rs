@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use audiencedb::ingest::import::{self, CollectErrors, ImportOptions};
+use audiencedb::import::{self, CollectErrors, ImportOptions};
 use audiencedb::model::Value;
 use audiencedb::{Config, Db, Error, Message, SchemaLimit, SchemaLimits};
 

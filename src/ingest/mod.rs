@@ -1,8 +1,7 @@
-//! Input: Segment-spec messages ([`message`]) and the file importers built on them. It turns
-//! bytes into validated [`Message`]s and hands batches to the database; it does not know the
-//! storage layout.
+//! Input: Segment-spec messages ([`message`]). It turns bytes into validated [`Message`]s and
+//! knows neither the database nor the storage layout; the file importer that drives a `Db` with
+//! them is `crate::import`, above the library handle.
 
-pub mod import;
 pub mod message;
 
 pub use message::{Body, Message};

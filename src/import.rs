@@ -9,9 +9,9 @@ use std::sync::mpsc;
 
 use rayon::prelude::*;
 
-use super::message::{Body, Message};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::ingest::message::{Body, Message};
 use crate::model::value::string_value;
 use crate::model::Value;
 
@@ -534,7 +534,7 @@ fn csv_message(
     id_col: usize,
 ) -> Result<Message, String> {
     let id = rec.get(id_col).unwrap_or("").trim();
-    super::message::check_customer_id(id)?;
+    crate::ingest::message::check_customer_id(id)?;
     let mut traits = Vec::with_capacity(rec.len());
     for (i, (name, cell)) in headers.iter().zip(rec.iter()).enumerate() {
         if i == id_col || cell.is_empty() {
