@@ -18,7 +18,7 @@
 //! This module reads the indexes (under the caller's read guard) and customers' stored data; it
 //! never writes.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
@@ -33,6 +33,7 @@ use crate::rules::CmpOp;
 use crate::storage::view::{BlockSpan, ValueView};
 use crate::storage::{Catalog, Store};
 
+pub(crate) use super::bounds::Bounds;
 use super::customer;
 use super::plan::{EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, ValueTest};
 use super::rollups::{
@@ -43,41 +44,6 @@ use super::rollups::{
 
 /// Value types the equality indexes hold (lists by their elements).
 const INDEXED: u8 = ValueType::Str.bit() | ValueType::Int.bit() | ValueType::Bool.bit();
-
-/// The bounds of one plan node, and of its children, as computed.
-#[derive(Debug, Clone)]
-pub(crate) struct Bounds {
-    pub sure: RoaringBitmap,
-    pub maybe: RoaringBitmap,
-    pub children: Vec<Bounds>,
-    /// Time spent computing this node's bounds, children included.
-    pub elapsed: Duration,
-}
-
-impl Bounds {
-    pub(super) fn exact(set: RoaringBitmap) -> Bounds {
-        Bounds {
-            maybe: set.clone(),
-            sure: set,
-            children: Vec::new(),
-            elapsed: Duration::ZERO,
-        }
-    }
-
-    fn with_child(mut self, child: Bounds) -> Bounds {
-        self.children.push(child);
-        self
-    }
-
-    pub(super) fn range(sure: RoaringBitmap, maybe: RoaringBitmap) -> Bounds {
-        Bounds {
-            sure,
-            maybe,
-            children: Vec::new(),
-            elapsed: Duration::ZERO,
-        }
-    }
-}
 
 /// What bounds are computed from.
 pub(crate) struct Sources<'a> {

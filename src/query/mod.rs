@@ -13,6 +13,7 @@
 //!
 //! This module reads the indexes and storage through [`Db`]; it never writes.
 
+mod bounds;
 mod check;
 mod customer;
 mod exec;
