@@ -11,6 +11,8 @@
 # cargo-fuzz needs nightly compiler flags (-Zsanitizer=address and friends). This project builds
 # with stable Rust only, so the script sets RUSTC_BOOTSTRAP=1, which lets the stable compiler
 # accept them: the same compiler, with its unstable features unlocked for this build alone.
+# -O -a: optimised, with debug assertions and overflow checks, as the release binary has them
+# (Cargo.toml: overflow-checks = true), so an overflow is a finding here as it is a panic there.
 # Set SANITIZER=none to build without AddressSanitizer (faster, catches less), and
 # FUZZ_ARGS for more libFuzzer flags (e.g. FUZZ_ARGS=-max_len=65536).
 set -euo pipefail
@@ -40,7 +42,7 @@ seeds_of() {
 }
 
 echo "== building the targets"
-cargo fuzz build -O -s "${SANITIZER:-address}"
+cargo fuzz build -O -a -s "${SANITIZER:-address}"
 
 summary=()
 status=0
@@ -53,7 +55,7 @@ for t in "${targets[@]}"; do
   rc=0
   # -jobs=1 -workers=1: one process; the machine is shared.
   # shellcheck disable=SC2086
-  cargo fuzz run -O -s "${SANITIZER:-address}" "$t" "corpus/$t" "$(seeds_of "$t")" -- \
+  cargo fuzz run -O -a -s "${SANITIZER:-address}" "$t" "corpus/$t" "$(seeds_of "$t")" -- \
     "${limit[@]}" -jobs=1 -workers=1 -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
   secs=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
