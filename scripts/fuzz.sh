@@ -53,10 +53,11 @@ for t in "${targets[@]}"; do
   echo "== $t (${limit[*]})"
   start=$(date +%s)
   rc=0
-  # -jobs=1 -workers=1: one process; the machine is shared.
+  # One process, one worker (libFuzzer's default without -jobs; -jobs=1 would fork a child
+  # logging to fuzz-0.log): the machine is shared.
   # shellcheck disable=SC2086
   cargo fuzz run -O -a -s "${SANITIZER:-address}" "$t" "corpus/$t" "$(seeds_of "$t")" -- \
-    "${limit[@]}" -jobs=1 -workers=1 -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
+    "${limit[@]}" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
   secs=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
