@@ -29,6 +29,9 @@ pub mod audience;
 pub mod db;
 pub mod erase;
 pub mod error;
+/// Entry points for the fuzz targets in `fuzz/` only (see the module); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gen;
 pub mod import;
 pub mod index;

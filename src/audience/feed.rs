@@ -139,7 +139,12 @@ pub(crate) fn decode_chunk(
 ) -> Result<bool> {
     let mut r = bytes;
     let count = u32::from_le_bytes(take(&mut r)?);
-    for seq in first..first + u64::from(count) {
+    // A damaged key can put the record's position anywhere, up to where its changes would
+    // number past the last position.
+    let end = first
+        .checked_add(u64::from(count))
+        .ok_or_else(|| corrupt!("change feed record at position {first} runs past the end"))?;
+    for seq in first..end {
         let len = usize::try_from(u32::from_le_bytes(take(&mut r)?))
             .map_err(|_| corrupt!("change feed record too long"))?;
         if r.len() < len {
@@ -329,6 +334,17 @@ pub(crate) mod tests {
         assert_eq!(back[1].to_json()["customer"], "c0");
         // Erased once, nothing more to erase.
         assert_eq!(erase_in_chunk(1, &erased, |c| c != "c1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_record_whose_position_would_overflow_is_an_error() {
+        // Seen while writing the fuzz target `stored`: a damaged feed key near the last
+        // position made the positions of the record's changes overflow, a panic in the
+        // release binary (built with overflow checks).
+        let bytes = encode_chunk(&[change(0, "c1"), change(1, "c2")]);
+        let err = decode_chunk(u64::MAX, &bytes, |_| Ok(true)).unwrap_err();
+        assert!(err.to_string().contains("runs past the end"), "{err}");
+        assert!(decode_chunk(u64::MAX - 2, &bytes, |_| Ok(true)).unwrap());
     }
 
     #[test]

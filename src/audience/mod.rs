@@ -399,6 +399,21 @@ impl Audiences {
     }
 }
 
+/// Decodes a saved audience's members-and-timers record; for [`crate::fuzzing`].
+pub(crate) fn decode_state_record(bytes: &[u8]) -> Result<u64> {
+    Snapshot::decode(bytes).map(|s| s.members.len() + s.timers.len())
+}
+
+/// Decodes a change-feed record stored under position `first`; for [`crate::fuzzing`].
+pub(crate) fn decode_feed_record(first: u64, bytes: &[u8]) -> Result<u64> {
+    let mut n = 0;
+    feed::decode_chunk(first, bytes, |_| {
+        n += 1;
+        Ok(true)
+    })?;
+    Ok(n)
+}
+
 /// An audience's members and timers as stored at a checkpoint.
 struct Snapshot {
     as_of: Timestamp,

@@ -257,6 +257,7 @@ impl Decoder {
                 self.args.push(start..i);
             }
         }
+        let total: u64 = self.args.iter().map(|a| a.len() as u64).sum();
         let over = if self.args.len() as u64 > self.limits.max_args {
             Some(format!(
                 "ERR request has {} arguments; the limit is {}",
@@ -272,6 +273,12 @@ impl Decoder {
                 "ERR argument of {} bytes; the limit is {} bytes",
                 a.len(),
                 self.limits.max_bulk
+            ))
+        } else if total > self.limits.max_request {
+            // The same limit as for a multibulk request of the same arguments.
+            Some(format!(
+                "ERR request of {total} bytes; the limit is {} bytes",
+                self.limits.max_request
             ))
         } else {
             None
@@ -701,6 +708,30 @@ mod tests {
             );
             assert!(frames.iter().any(|f| f.is_err()), "{frames:?}");
         }
+    }
+
+    #[test]
+    fn an_inline_request_over_the_request_limit_is_refused() {
+        // Found by the fuzz target `resp`: an inline request was held to the argument count
+        // and size limits but not to `max_request`, which a multibulk one of the same
+        // arguments is refused by.
+        let limits = Limits {
+            max_request: 8,
+            ..Limits::default()
+        };
+        let mut d = Decoder::new(limits);
+        let buf = b"ECHO 0123456789\r\nPING\r\n";
+        let Frame::Dropped {
+            len,
+            error: Some(e),
+        } = d.next(buf)
+        else {
+            panic!()
+        };
+        assert_eq!(e, "ERR request of 14 bytes; the limit is 8 bytes");
+        assert_eq!(d.next(&buf[len..]), Frame::Request { len: 6 });
+        let mut d = Decoder::new(limits);
+        assert_eq!(d.next(b"ECHO 0123\r\n"), Frame::Request { len: 11 });
     }
 
     type Frames = Vec<Result<Vec<Vec<u8>>, Option<String>>>;

@@ -167,6 +167,15 @@ impl IdMap {
         Ok(())
     }
 
+    /// Decodes one id-map snapshot chunk into a fresh map and returns its ids; for
+    /// [`crate::fuzzing`].
+    pub(crate) fn decode_chunk_record(chunk: u32, bytes: &[u8], next_id: u32) -> Result<usize> {
+        let mut map = IdMap::default();
+        map.load_chunk(chunk, bytes, next_id)?;
+        map.index_all()?;
+        Ok(map.len())
+    }
+
     /// A chunk's snapshot record: each internal id of the chunk in order, as its external id's
     /// length and bytes (0 for an absent id), up to the chunk's last present id. `None` when no
     /// id of the chunk is present.
