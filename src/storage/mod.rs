@@ -427,7 +427,8 @@ impl Store {
         &self.path
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+    /// The record under a raw key: for this module's named readers only.
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         Ok(self.tree.get(key)?)
     }
 
@@ -561,20 +562,20 @@ impl Store {
         self.tree.iter().map(|r| r.map_err(Error::from))
     }
 
-    /// Every record with the given one-byte prefix, as (key, value).
-    pub fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+    /// Every record with the given one-byte prefix, as (key, value): for storage's own readers.
+    fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
         self.tree
             .scan_prefix([prefix])
             .map(|r| r.map_err(Error::from))
     }
 
     /// The last record of one kind, in key order.
-    pub fn last(&self, prefix: u8) -> Result<Option<(sled::IVec, sled::IVec)>> {
+    fn last(&self, prefix: u8) -> Result<Option<(sled::IVec, sled::IVec)>> {
         Ok(self.tree.scan_prefix([prefix]).next_back().transpose()?)
     }
 
     /// The records of one kind from key `start` on (`start` begins with `prefix`), in key order.
-    pub fn scan_from<'a>(
+    fn scan_from<'a>(
         &'a self,
         prefix: u8,
         start: &[u8],
