@@ -30,7 +30,7 @@ use crate::model::Value;
 use crate::storage::catalog::type_names;
 use crate::storage::codec::{self, StoredEvent};
 use crate::storage::dictionary;
-use crate::storage::{keys, meta, BlockDictionary, Catalog, IdMap, SchemaLimits, Store};
+use crate::storage::{meta, BlockDictionary, Catalog, IdMap, SchemaLimits, Store, WriteBatch};
 
 /// Events per stored block: a customer's timeline is cut into blocks of at most this many.
 pub const BLOCK_EVENTS: usize = 128;
@@ -255,9 +255,6 @@ struct Work {
     seen_now: crate::index::FastSet<u64>,
 }
 
-/// One record to write (`Some`) or remove (`None`).
-type Record = (Vec<u8>, Option<Vec<u8>>);
-
 /// A customer's applied changes, for the in-memory indexes.
 struct Applied {
     cust: u32,
@@ -283,21 +280,21 @@ impl Db {
         let mut indexes = Indexes::with_bounds(config.value_bound, config.rollup_bound);
         // A snapshot of another layout (written by an older build) is not read: the indexes are
         // rebuilt from the stored data, once, and snapshotted in this build's layout.
-        let version = store.get(&keys::index(&Family::Version.key()))?;
+        let version = store.index_family(&Family::Version.key())?;
         let current = version
             .as_deref()
             .and_then(|v| codec::Reader::new(v).u32().ok())
             == Some(SNAPSHOT_VERSION);
-        let stale = !current && store.scan(keys::INDEX).next().is_some();
+        let stale = !current && store.has_index_snapshot();
         if current {
             // Reading is sequential (one sled iterator), decoding parallel: at 1M customers the
             // snapshot is 600 MB of records whose decoding is most of an open.
             let decoded: Vec<DecodedFamily> = store
-                .scan(keys::INDEX)
+                .index_families()
                 .par_bridge()
                 .map(|item| {
-                    let (k, v) = item?;
-                    Indexes::decode_family(&k[1..], &v)
+                    let (family_key, v) = item?;
+                    Indexes::decode_family(&family_key, &v)
                 })
                 .collect::<Result<_>>()?;
             for family in decoded {
@@ -527,7 +524,7 @@ impl Db {
             (0..arrivals.len()).map(|_| Vec::new()).collect();
         let mut positions = vec![0usize; arrivals.len()];
         let mut stored = 0u64;
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         let mut new_ids: FastMap<String, u32> = FastMap::default();
         let mut work: BTreeMap<u32, Work> = BTreeMap::new();
         let mut next_id = w.next_id;
@@ -554,8 +551,7 @@ impl Db {
                         next_id = next_id.checked_add(1).ok_or_else(|| {
                             invalid!("the database holds the most customers it can")
                         })?;
-                        batch.insert(keys::id(&m.customer), &c.to_be_bytes()[..]);
-                        batch.insert(&keys::external(c)[..], m.customer.as_bytes());
+                        batch.put_id(&m.customer, c);
                         new_ids.insert(m.customer.clone(), c);
                         (c, true)
                     }
@@ -620,12 +616,12 @@ impl Db {
             None => train_from_write(&work, dictionary::FIRST_ID),
         };
         if let Some(d) = &trained {
-            batch.insert(&keys::dictionary(d.id())[..], d.bytes());
+            batch.put_dictionary(d);
         }
         let dict = self.store.dictionaries().current().or(trained.as_ref());
         // Each customer's records are independent of the others': prepare them in parallel.
         let touched: RoaringBitmap = work.keys().copied().collect();
-        let prepared: Vec<(Applied, Vec<Record>)> = work
+        let prepared: Vec<(Applied, WriteBatch)> = work
             .into_iter()
             .collect::<Vec<_>>()
             .into_par_iter()
@@ -633,12 +629,7 @@ impl Db {
             .collect::<Result<_>>()?;
         let mut applied = Vec::with_capacity(prepared.len());
         for (a, records) in prepared {
-            for (key, value) in records {
-                match value {
-                    Some(v) => batch.insert(key, v),
-                    None => batch.remove(key),
-                }
-            }
+            batch.append(records);
             applied.push(a);
         }
         *committing = true;
@@ -694,8 +685,8 @@ impl Db {
         cust: u32,
         wk: Work,
         dict: Option<&BlockDictionary>,
-    ) -> Result<(Applied, Vec<Record>)> {
-        let mut records = Vec::new();
+    ) -> Result<(Applied, WriteBatch)> {
+        let mut records = WriteBatch::new();
         let mut a = Applied {
             cust,
             is_new: wk.is_new,
@@ -715,10 +706,7 @@ impl Db {
                     (Err(_), None) => {}
                 }
             }
-            records.push((
-                keys::profile(cust).to_vec(),
-                Some(codec::encode_profile(&new)),
-            ));
+            records.put_profile(cust, codec::encode_profile(&new));
             a.profile = Some((old, new));
         }
         if !wk.events.is_empty() {
@@ -732,7 +720,7 @@ impl Db {
             seen.extend(wk.seen_now);
             seen.sort_unstable();
             seen.dedup();
-            records.push((keys::seen(cust).to_vec(), Some(codec::encode_seen(&seen))));
+            records.put_seen(cust, codec::encode_seen(&seen));
         }
         Ok((a, records))
     }
@@ -741,7 +729,7 @@ impl Db {
     /// with `dict` when there is one.
     fn merge_events(
         &self,
-        records: &mut Vec<Record>,
+        records: &mut WriteBatch,
         cust: u32,
         events: &[StoredEvent],
         dict: Option<&BlockDictionary>,
@@ -749,19 +737,16 @@ impl Db {
         let first = events[0].ts;
         let old_blocks = self.store.blocks_from(cust, first)?;
         let mut stored: Vec<StoredEvent> = Vec::new();
-        for (key, start, bytes) in &old_blocks {
+        for (_, start, bytes) in &old_blocks {
             codec::decode_block(*start, bytes, self.store.dictionaries(), &mut stored)?;
-            records.push((key.to_vec(), None));
+            records.remove_block(cust, *start);
         }
         // Stored events come first among equal times: the sort is stable.
         let mut merged: Vec<&StoredEvent> = stored.iter().chain(events).collect();
         merged.sort_by_key(|e| e.ts);
         for chunk in time_blocks(&merged) {
             // A new block under an old key replaces the removal pushed above.
-            records.push((
-                keys::block(cust, chunk[0].ts).to_vec(),
-                Some(codec::encode_block(chunk, dict)),
-            ));
+            records.put_block(cust, chunk[0].ts, codec::encode_block(chunk, dict));
         }
         Ok(())
     }
@@ -771,18 +756,16 @@ impl Db {
     fn commit_write(
         &self,
         w: &mut Writer,
-        mut batch: sled::Batch,
+        mut batch: WriteBatch,
         touched: &RoaringBitmap,
         catalog: &Catalog,
         next_id: u32,
     ) -> Result<()> {
         let generation = w.generation + 1;
-        let mut dirty = Vec::with_capacity(touched.serialized_size());
-        touched.serialize_into(&mut dirty)?;
-        batch.insert(&keys::dirty(generation)[..], dirty);
-        batch.insert(keys::meta(meta::GENERATION), &generation.to_be_bytes()[..]);
-        batch.insert(keys::meta(meta::NEXT_ID), &next_id.to_be_bytes()[..]);
-        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(catalog)?);
+        batch.put_dirty(generation, touched)?;
+        batch.put_meta_u64(meta::GENERATION, generation);
+        batch.put_next_id(next_id);
+        batch.put_meta(meta::CATALOG, &catalog_bytes(catalog)?);
         self.store.commit(batch)?;
         w.generation = generation;
         w.next_id = next_id;
@@ -882,13 +865,12 @@ impl Db {
         let mut events = Vec::new();
         self.store.events(cust, &mut events)?;
         let mut catalog = self.state.read().catalog.clone();
-        let mut batch = sled::Batch::default();
-        batch.remove(keys::id(customer));
-        batch.remove(&keys::external(cust)[..]);
-        batch.remove(&keys::profile(cust)[..]);
-        batch.remove(&keys::seen(cust)[..]);
-        for (key, _, _) in self.store.blocks_from(cust, 0)? {
-            batch.remove(key);
+        let mut batch = WriteBatch::new();
+        batch.remove_id(customer, cust);
+        batch.remove_profile(cust);
+        batch.remove_seen(cust);
+        for (_, start, _) in self.store.blocks_from(cust, 0)? {
+            batch.remove_block(cust, start);
         }
         for e in &events {
             catalog.count_event(e.event, &e.props, -1);
@@ -1006,8 +988,8 @@ impl Db {
             bitmaps: rebuilt.bitmap_count(),
             problems: Vec::new(),
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(keys::meta(meta::CATALOG), catalog_bytes(&catalog)?);
+        let mut batch = WriteBatch::new();
+        batch.put_meta(meta::CATALOG, &catalog_bytes(&catalog)?);
         self.store.commit(batch)?;
         {
             let mut state = self.state.write();
@@ -1031,8 +1013,8 @@ impl Db {
         // After the snapshot, so that trouble reading stored blocks cannot hold it back.
         if self.store.dictionaries().current().is_none() {
             if let Some(d) = train_from_store(&self.store, dictionary::FIRST_ID)? {
-                let mut batch = sled::Batch::default();
-                batch.insert(&keys::dictionary(d.id())[..], d.bytes());
+                let mut batch = WriteBatch::new();
+                batch.put_dictionary(&d);
                 self.store.commit(batch)?;
                 self.store.dictionaries().install(d)?;
             }
@@ -1085,42 +1067,32 @@ impl Db {
         id_chunks: &[u32],
     ) -> Result<()> {
         let state = self.state.read();
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         if all {
             // A whole snapshot replaces every record of the previous one, in the same batch (a
             // later insert of a key wins over its removal).
-            for prefix in [keys::INDEX, keys::ID_SNAPSHOT] {
-                for item in self.store.scan(prefix) {
-                    batch.remove(item?.0);
-                }
-            }
+            self.store.clear_index_snapshot(&mut batch)?;
         }
         // Families are encoded (and compressed) independently: on every core.
         let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = families
             .par_iter()
-            .map(|f| (keys::index(&f.key()), state.indexes.encode_family(f)))
+            .map(|f| (f.key(), state.indexes.encode_family(f)))
             .collect();
-        for (key, blob) in encoded {
+        for (family_key, blob) in encoded {
             match blob {
-                Some(blob) => batch.insert(key, blob),
-                None => batch.remove(key),
+                Some(blob) => batch.put_index_family(&family_key, blob),
+                None => batch.remove_index_family(&family_key),
             }
         }
         for &chunk in id_chunks {
-            let key = keys::id_chunk(chunk);
             match state.ids.encode_chunk(chunk) {
-                Some(blob) => batch.insert(&key[..], blob),
-                None => batch.remove(&key[..]),
+                Some(blob) => batch.put_id_chunk(chunk, blob),
+                None => batch.remove_id_chunk(chunk),
             }
         }
         drop(state);
-        for item in self.store.scan(keys::DIRTY) {
-            batch.remove(item?.0);
-        }
-        batch.insert(
-            keys::meta(meta::INDEX_GENERATION),
-            &w.generation.to_be_bytes()[..],
-        );
+        self.store.clear_dirty_log(&mut batch)?;
+        batch.put_meta_u64(meta::INDEX_GENERATION, w.generation);
         let audiences =
             self.audiences
                 .checkpoint(&self.store, &mut batch, self.config.feed_capacity.max(1))?;
@@ -1202,8 +1174,8 @@ fn train_from_write(work: &BTreeMap<u32, Work>, id: u32) -> Option<BlockDictiona
 pub(crate) fn train_from_store(store: &Store, id: u32) -> Result<Option<BlockDictionary>> {
     let mut bodies: Vec<Vec<u8>> = Vec::new();
     let mut total = 0;
-    for item in store.scan(keys::EVENTS) {
-        let (_, v) = item?;
+    for item in store.event_block_bytes() {
+        let v = item?;
         let mut body = Vec::new();
         codec::block_body(&v, store.dictionaries(), &mut body)?;
         total += body.len();
@@ -1271,9 +1243,8 @@ fn rebuild_from(store: &Store, like: &Indexes) -> Result<(Indexes, Catalog, u64)
     }
     let mut events = Vec::with_capacity(BLOCK_EVENTS);
     let mut total = 0u64;
-    for item in store.scan(keys::EVENTS) {
-        let (k, v) = item?;
-        let (cust, start) = keys::parse_block(&k)?;
+    for item in store.event_blocks() {
+        let (cust, start, v) = item?;
         events.clear();
         codec::decode_block(start, &v, store.dictionaries(), &mut events)?;
         for e in &events {
@@ -1473,9 +1444,9 @@ mod group_commit_tests {
         db.track("good", "viewed", vec![], Some(1)).unwrap();
         // Damage one customer's stored block: a write that must merge into it fails to read it.
         let cust = db.internal_id("bad").unwrap().unwrap();
-        let mut batch = sled::Batch::default();
-        for (key, _, _) in db.store.blocks_from(cust, 0).unwrap() {
-            batch.insert(key, &[0xff, 0xff, 0xff][..]);
+        let mut batch = WriteBatch::new();
+        for (_, start, _) in db.store.blocks_from(cust, 0).unwrap() {
+            batch.put_block(cust, start, &[0xff, 0xff, 0xff][..]);
         }
         db.store.commit(batch).unwrap();
 

@@ -21,7 +21,9 @@ use crate::audience::feed;
 use crate::db::{train_from_store, Db};
 use crate::error::{internal, invalid, Error, Result};
 use crate::storage::compact::{self, Step, Trace, DONE};
-use crate::storage::{codec, dictionary, keys, meta, Store};
+use crate::storage::{
+    self, codec, dictionary, meta, BlockDictionary, Bytes, RecordKind, Store, WriteBatch,
+};
 
 /// What one compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -77,15 +79,25 @@ fn folder_bytes(dir: &Path) -> Result<u64> {
 /// Records gathered for the new folder, committed in pieces.
 struct Writing<'a> {
     to: &'a Store,
-    batch: sled::Batch,
+    batch: WriteBatch,
     bytes: usize,
     records: u64,
 }
 
 impl Writing<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.batch.insert(key, value);
-        self.bytes += key.len() + value.len();
+        self.batch.put_record(key, value);
+        self.added(key.len() + value.len())
+    }
+
+    fn put_dictionary(&mut self, d: &BlockDictionary) -> Result<()> {
+        self.batch.put_dictionary(d);
+        self.added(d.bytes().len())
+    }
+
+    /// Counts a record of `bytes` added, and commits once the batch is large enough.
+    fn added(&mut self, bytes: usize) -> Result<()> {
+        self.bytes += bytes;
         self.records += 1;
         if self.bytes >= BATCH_BYTES {
             self.commit()?;
@@ -116,8 +128,7 @@ impl Db {
         // audience snapshots are current: they are copied as they are.
         self.checkpoint()?;
         let generation = self.store.meta_u64(meta::GENERATION)?;
-        if self.store.meta_u64(meta::INDEX_GENERATION)? != generation
-            || self.store.scan(keys::DIRTY).next().is_some()
+        if self.store.meta_u64(meta::INDEX_GENERATION)? != generation || self.store.has_dirty_log()
         {
             return Err(invalid!(
                 "the index snapshot is not current after a checkpoint: run `audiencedb verify`"
@@ -177,19 +188,19 @@ impl Db {
         let dict = train_from_store(&self.store, dictionary::FIRST_ID)?;
         let mut out = Writing {
             to: new,
-            batch: sled::Batch::default(),
+            batch: WriteBatch::new(),
             bytes: 0,
             records: 0,
         };
         if let Some(d) = &dict {
-            out.put(&keys::dictionary(d.id()), d.bytes())?;
+            out.put_dictionary(d)?;
             report.dictionary = true;
         }
         let state = self.state.read();
-        let mut blocks: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(BLOCKS_AT_ONCE);
+        let mut blocks: Vec<(Bytes, Bytes)> = Vec::with_capacity(BLOCKS_AT_ONCE);
         let flush_blocks =
-            |blocks: &mut Vec<(sled::IVec, sled::IVec)>, out: &mut Writing<'_>| -> Result<()> {
-                let packed: Vec<(sled::IVec, Vec<u8>)> = blocks
+            |blocks: &mut Vec<(Bytes, Bytes)>, out: &mut Writing<'_>| -> Result<()> {
+                let packed: Vec<(Bytes, Vec<u8>)> = blocks
                     .par_iter()
                     .map(|(k, v)| {
                         let mut body = Vec::new();
@@ -205,8 +216,8 @@ impl Db {
             };
         for item in self.store.records() {
             let (k, v) = item?;
-            match k.first().copied() {
-                Some(keys::EVENTS) => {
+            match RecordKind::of(&k) {
+                RecordKind::EventBlock => {
                     report.blocks += 1;
                     blocks.push((k, v));
                     if blocks.len() >= BLOCKS_AT_ONCE {
@@ -214,9 +225,9 @@ impl Db {
                     }
                 }
                 // Empty after the checkpoint; the old dictionary is replaced.
-                Some(keys::DIRTY) | Some(keys::DICTIONARY) => {}
-                Some(keys::FEED) => {
-                    let first = keys::parse_feed(&k)?;
+                RecordKind::DirtyLog | RecordKind::Dictionary => {}
+                RecordKind::FeedChunk => {
+                    let first = storage::feed_chunk_start(&k)?;
                     match feed::erase_in_chunk(first, &v, |c| state.ids.get(c).is_some())? {
                         Some((erased, n)) => {
                             report.feed_changes_erased += n;
@@ -225,7 +236,7 @@ impl Db {
                         None => out.put(&k, &v)?,
                     }
                 }
-                Some(keys::FEED_V1) => {
+                RecordKind::FeedV1 => {
                     // Converted to chunks at open; one left would keep an id.
                     return Err(internal!(
                         "a change feed record of the first layout is left"
@@ -261,16 +272,16 @@ impl Db {
         let mut traces = Vec::new();
         let mut records = 0;
         let mut body = Vec::new();
-        let version_key = keys::index(&crate::index::Family::Version.key());
+        let version_key = crate::index::Family::Version.key();
         for item in self.store.records() {
             let (k, v) = item?;
             records += 1;
             body.clear();
-            match k.first().copied() {
-                Some(keys::EVENTS) => {
+            match RecordKind::of(&k) {
+                RecordKind::EventBlock => {
                     codec::block_body(&v, self.store.dictionaries(), &mut body)?;
                 }
-                Some(keys::INDEX) if k.as_ref() != version_key.as_slice() => {
+                RecordKind::IndexFamily(family) if family != version_key.as_slice() => {
                     codec::unpack_into(&v, "index family", 1 << 30, &mut body)?;
                 }
                 _ => {}
@@ -284,7 +295,7 @@ impl Db {
                         needle: i,
                         place: format!(
                             "a stored {} record (key \"{}\")",
-                            keys::kind_name(k.first().copied().unwrap_or(keys::META)),
+                            RecordKind::name(&k),
                             k.escape_ascii()
                         ),
                     });

@@ -10,19 +10,19 @@
 
 use crate::error::Result;
 
-/// A saved audience's members-and-timers record (`keys::AUDIENCE_STATE`); returns the members
+/// A saved audience's members-and-timers record (key prefix `AUDIENCE_STATE` in `docs/STORAGE.md`); returns the members
 /// and timers it holds.
 pub fn decode_audience_state(bytes: &[u8]) -> Result<u64> {
     crate::audience::decode_state_record(bytes)
 }
 
-/// A change-feed record whose first change is at position `first` (`keys::FEED`); returns the
+/// A change-feed record whose first change is at position `first` (key prefix `FEED`); returns the
 /// changes it holds.
 pub fn decode_feed_chunk(first: u64, bytes: &[u8]) -> Result<u64> {
     crate::audience::decode_feed_record(first, bytes)
 }
 
-/// Chunk `chunk` of the id map's snapshot (`keys::ID_SNAPSHOT`), with the id counter at
+/// Chunk `chunk` of the id map's snapshot (key prefix `ID_SNAPSHOT`), with the id counter at
 /// `next_id`; returns the ids it holds.
 pub fn decode_id_chunk(chunk: u32, bytes: &[u8], next_id: u32) -> Result<usize> {
     crate::storage::IdMap::decode_chunk_record(chunk, bytes, next_id)

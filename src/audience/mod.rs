@@ -42,7 +42,7 @@ use crate::query::plan::SavedRules;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{Audience, PreparedRule};
 use crate::rules::Rule;
-use crate::storage::{keys, meta, Catalog, IdMap, Store};
+use crate::storage::{meta, Catalog, IdMap, Store, WriteBatch};
 use crate::Db;
 
 use feed::Subscribers;
@@ -128,8 +128,8 @@ impl SavedRules for Definitions {
 impl Definitions {
     fn load(store: &Store) -> Result<Definitions> {
         let mut defs = Definitions::default();
-        for item in store.scan(keys::AUDIENCE) {
-            let (_, v) = item?;
+        for item in store.audience_definitions() {
+            let v = item?;
             let s: StoredDefinition =
                 serde_json::from_slice(&v).map_err(|e| corrupt!("bad audience definition: {e}"))?;
             let rule = PreparedRule::new(&s.rule)
@@ -280,7 +280,7 @@ impl Audiences {
         let mut snapshots: FastMap<String, (u32, u64)> = FastMap::default();
         for d in defs.iter() {
             let bytes = store
-                .get(&keys::audience_state(d.id))?
+                .audience_state(d.id)?
                 .ok_or_else(|| corrupt!("saved audience {} has no members record", d.name))?;
             let snap = Snapshot::decode(&bytes)?;
             live.as_of = live.as_of.max(snap.as_of);
@@ -299,12 +299,12 @@ impl Audiences {
         }
         // The feed: its bounds, and the changes made after each audience's snapshot.
         migrate_feed_v1(store)?;
-        live.first_seq = match store.scan(keys::FEED).next() {
-            Some(item) => keys::parse_feed(&item?.0)?,
+        live.first_seq = match store.feed_chunks().next() {
+            Some(item) => item?.0,
             None => 0,
         };
-        live.next_seq = match store.last(keys::FEED)? {
-            Some((k, v)) => keys::parse_feed(&k)? + feed::chunk_len(&v)?,
+        live.next_seq = match store.last_feed_chunk()? {
+            Some((first, v)) => first + feed::chunk_len(&v)?,
             None => store.meta_u64(meta::FEED_NEXT)?.max(1),
         };
         if live.first_seq == 0 {
@@ -353,37 +353,27 @@ impl Audiences {
     pub(crate) fn checkpoint(
         &self,
         store: &Store,
-        batch: &mut sled::Batch,
+        batch: &mut WriteBatch,
         capacity: u64,
     ) -> Result<(Vec<u32>, u64)> {
         let live = self.live.read();
         let mut written = Vec::new();
         for (id, la) in live.by_id.iter().filter(|(_, la)| la.dirty) {
-            batch.insert(
-                &keys::audience_state(*id)[..],
-                Snapshot::encode(la, live.as_of, live.next_seq)?,
-            );
+            batch.put_audience_state(*id, Snapshot::encode(la, live.as_of, live.next_seq)?);
             written.push(*id);
         }
-        batch.insert(
-            keys::meta(meta::AUDIENCES_AS_OF),
-            &(live.as_of.max(0) as u64).to_be_bytes()[..],
-        );
-        batch.insert(
-            keys::meta(meta::FEED_NEXT),
-            &live.next_seq.to_be_bytes()[..],
-        );
+        batch.put_meta_u64(meta::AUDIENCES_AS_OF, live.as_of.max(0) as u64);
+        batch.put_meta_u64(meta::FEED_NEXT, live.next_seq);
         // Whole records go: the oldest kept one may hold up to `CHUNK - 1` changes more.
         let keep_from = live.next_seq.saturating_sub(capacity);
         let mut first = live.next_seq;
-        for item in store.scan(keys::FEED) {
-            let (k, v) = item?;
-            let start = keys::parse_feed(&k)?;
+        for item in store.feed_chunks() {
+            let (start, v) = item?;
             if start + feed::chunk_len(&v)? > keep_from {
                 first = start;
                 break;
             }
-            batch.remove(k);
+            batch.remove_feed_chunk(start);
         }
         Ok((written, first))
     }
@@ -552,7 +542,7 @@ impl Db {
             }
         }
         let (changes, next_seq) = self.number_changes(&flips, now)?;
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         let stored = StoredDefinition {
             id: def.id,
             name: def.name.clone(),
@@ -560,21 +550,15 @@ impl Db {
             created: def.created,
             changed: def.changed,
         };
-        batch.insert(
-            keys::audience(name),
+        batch.put_audience(
+            name,
             serde_json::to_vec(&stored).map_err(|e| internal!("audience definition: {e}"))?,
         );
         for (id, la) in &fresh {
-            batch.insert(
-                &keys::audience_state(*id)[..],
-                Snapshot::encode(la, now, next_seq)?,
-            );
+            batch.put_audience_state(*id, Snapshot::encode(la, now, next_seq)?);
         }
         if old.is_none() {
-            batch.insert(
-                keys::meta(meta::NEXT_AUDIENCE),
-                &(u64::from(new_id) + 1).to_be_bytes()[..],
-            );
+            batch.put_meta_u64(meta::NEXT_AUDIENCE, u64::from(new_id) + 1);
         }
         feed_records(&mut batch, &changes, now);
         self.store.commit(batch)?;
@@ -612,9 +596,9 @@ impl Db {
             }
             def.id
         };
-        let mut batch = sled::Batch::default();
-        batch.remove(keys::audience(name));
-        batch.remove(&keys::audience_state(id)[..]);
+        let mut batch = WriteBatch::new();
+        batch.remove_audience(name);
+        batch.remove_audience_state(id);
         self.store.commit(batch)?;
         self.state.write().definitions.by_name.remove(name);
         self.audiences.live.write().by_id.remove(&id);
@@ -958,7 +942,7 @@ impl Db {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         feed_records(&mut batch, &changes, now);
         self.store.commit(batch)?;
         if let Some(last) = changes.last() {
@@ -1024,9 +1008,8 @@ fn apply(
 fn read_feed(store: &Store, from: u64, mut f: impl FnMut(Change) -> Result<bool>) -> Result<()> {
     // The record holding `from` starts at most `CHUNK - 1` positions before it.
     let start = from.saturating_sub(feed::CHUNK as u64 - 1);
-    for item in store.scan_from(keys::FEED, &keys::feed(start)) {
-        let (k, v) = item?;
-        let first = keys::parse_feed(&k)?;
+    for item in store.feed_chunks_from(start) {
+        let (first, v) = item?;
         let go_on = feed::decode_chunk(first, &v, |c| if c.seq < from { Ok(true) } else { f(c) })?;
         if !go_on {
             break;
@@ -1037,23 +1020,23 @@ fn read_feed(store: &Store, from: u64, mut f: impl FnMut(Change) -> Result<bool>
 
 /// Rewrites a feed stored one record per change (before chunks) as chunks, in one batch.
 fn migrate_feed_v1(store: &Store) -> Result<()> {
-    let mut batch = sled::Batch::default();
+    let mut batch = WriteBatch::new();
     let mut run: Vec<Change> = Vec::new();
     let mut any = false;
-    for item in store.scan(keys::FEED_V1) {
-        let (k, v) = item?;
-        let c = Change::decode(keys::parse_feed(&k)?, &v)?;
-        batch.remove(k);
+    for item in store.feed_v1_records() {
+        let (seq, v) = item?;
+        let c = Change::decode(seq, &v)?;
+        batch.remove_feed_v1(seq);
         any = true;
         let follows = run.last().is_some_and(|last| last.seq + 1 == c.seq);
         if !run.is_empty() && (!follows || run.len() == feed::CHUNK) {
-            batch.insert(&keys::feed(run[0].seq)[..], feed::encode_chunk(&run));
+            batch.put_feed_chunk(run[0].seq, feed::encode_chunk(&run));
             run.clear();
         }
         run.push(c);
     }
     if let Some(first) = run.first() {
-        batch.insert(&keys::feed(first.seq)[..], feed::encode_chunk(&run));
+        batch.put_feed_chunk(first.seq, feed::encode_chunk(&run));
     }
     if any {
         store.commit(batch)?;
@@ -1061,20 +1044,14 @@ fn migrate_feed_v1(store: &Store) -> Result<()> {
     Ok(())
 }
 
-fn feed_records(batch: &mut sled::Batch, changes: &[Change], now: Timestamp) {
+fn feed_records(batch: &mut WriteBatch, changes: &[Change], now: Timestamp) {
     for run in changes.chunks(feed::CHUNK) {
-        batch.insert(&keys::feed(run[0].seq)[..], feed::encode_chunk(run));
+        batch.put_feed_chunk(run[0].seq, feed::encode_chunk(run));
     }
     if let Some(last) = changes.last() {
-        batch.insert(
-            keys::meta(meta::FEED_NEXT),
-            &(last.seq + 1).to_be_bytes()[..],
-        );
+        batch.put_meta_u64(meta::FEED_NEXT, last.seq + 1);
     }
-    batch.insert(
-        keys::meta(meta::AUDIENCES_AS_OF),
-        &(now.max(0) as u64).to_be_bytes()[..],
-    );
+    batch.put_meta_u64(meta::AUDIENCES_AS_OF, now.max(0) as u64);
 }
 
 fn info(d: &Definition, live: &Live) -> Option<AudienceInfo> {
@@ -1113,10 +1090,10 @@ mod tests {
         let store = Store::open(&dir.path().join("db")).unwrap();
         let n = feed::CHUNK as u64 * 2 + 5;
         let changes: Vec<Change> = (1..=n).map(|s| change(s, &format!("c{s}"))).collect();
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         feed_records(&mut batch, &changes, 0);
         store.commit(batch).unwrap();
-        assert_eq!(store.scan(keys::FEED).count(), 3, "three records");
+        assert_eq!(store.feed_chunks().count(), 3, "three records");
         for from in [1, 2, feed::CHUNK as u64, feed::CHUNK as u64 + 1, n, n + 1] {
             assert_eq!(read_all(&store, from), (from..=n).collect::<Vec<_>>());
         }
@@ -1128,18 +1105,15 @@ mod tests {
         let store = Store::open(&dir.path().join("db")).unwrap();
         // Positions 5..=1030 and, after a gap, 2000..=2002.
         let seqs: Vec<u64> = (5..=1030).chain(2000..=2002).collect();
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         for &seq in &seqs {
             let c = change(seq, &format!("c{seq}"));
-            batch.insert(&keys::feed_key(keys::FEED_V1, seq)[..], c.encode());
+            batch.put_feed_v1(seq, c.encode());
         }
         store.commit(batch).unwrap();
         migrate_feed_v1(&store).unwrap();
-        assert_eq!(store.scan(keys::FEED_V1).count(), 0);
-        let starts: Vec<u64> = store
-            .scan(keys::FEED)
-            .map(|i| keys::parse_feed(&i.unwrap().0).unwrap())
-            .collect();
+        assert_eq!(store.feed_v1_records().count(), 0);
+        let starts: Vec<u64> = store.feed_chunks().map(|i| i.unwrap().0).collect();
         assert_eq!(starts, [5, 5 + feed::CHUNK as u64, 2000]);
         let mut back = Vec::new();
         read_feed(&store, 0, |c| {
@@ -1150,6 +1124,6 @@ mod tests {
         let expected: Vec<Change> = seqs.iter().map(|&s| change(s, &format!("c{s}"))).collect();
         assert_eq!(back, expected);
         migrate_feed_v1(&store).unwrap(); // nothing left to do
-        assert_eq!(store.scan(keys::FEED).count(), 3);
+        assert_eq!(store.feed_chunks().count(), 3);
     }
 }

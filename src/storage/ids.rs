@@ -507,9 +507,9 @@ mod db_tests {
         // A folder without chunks (an older build's) reads the id records, then snapshots.
         {
             let db = Db::open(&path).unwrap();
-            let mut batch = sled::Batch::default();
+            let mut batch = crate::storage::WriteBatch::new();
             for item in db.store.scan(keys::ID_SNAPSHOT) {
-                batch.remove(item.unwrap().0);
+                batch.remove_raw(item.unwrap().0);
             }
             db.store.commit(batch).unwrap();
             db.abandon();
@@ -523,8 +523,8 @@ mod db_tests {
         assert!(!db.read().ids.has_changes());
 
         // Damaged or stale chunks are not trusted: the id records decide.
-        let mut batch = sled::Batch::default();
-        batch.insert(&keys::id_chunk(0)[..], &[1u8, b'z', 1, b'z'][..]);
+        let mut batch = crate::storage::WriteBatch::new();
+        batch.put_id_chunk(0, vec![1u8, b'z', 1, b'z']);
         db.store.commit(batch).unwrap();
         db.abandon();
         let db = Db::open(&path).unwrap();

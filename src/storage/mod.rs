@@ -1,7 +1,14 @@
 //! Durable storage in sled: the key layout ([`keys`]), byte encodings ([`codec`]), the catalog of
 //! names ([`catalog`]) and [`Store`], which opens a database folder, reads records and commits
 //! write batches durably. It knows nothing of indexes beyond storing their snapshot bytes.
+//!
+//! Storage owns its records: the layers above write through a [`WriteBatch`], whose methods name
+//! the record they put or remove (`put_profile`, `remove_block`, `put_dirty`, `put_audience`,
+//! ...), and read through `Store` methods of the same kind (`profile`, `blocks_from`,
+//! `audience_definitions`, `feed_chunks`, ...). The key layout of [`keys`] and docs/STORAGE.md is
+//! written out in this module only; nothing above it names a key or a sled batch.
 
+pub mod batch;
 pub mod catalog;
 pub mod codec;
 pub mod compact;
@@ -18,10 +25,14 @@ use roaring::RoaringBitmap;
 use crate::error::{corrupt, Error, Result};
 use crate::model::Timestamp;
 
+pub use batch::WriteBatch;
 pub use catalog::{Catalog, SchemaLimit, SchemaLimits};
 pub use codec::{Fields, StoredEvent};
 pub use dictionary::{BlockDictionary, Dictionaries};
 pub use ids::IdMap;
+
+/// Stored bytes as storage hands them out: a key or a value, cheap to clone.
+pub type Bytes = sled::IVec;
 
 /// The on-disk format this build writes. Bump it with any incompatible change to [`keys`] or
 /// [`codec`], and write the change down in docs/STORAGE.md.
@@ -93,6 +104,50 @@ pub mod meta {
     pub const AUDIENCES_AS_OF: &str = "audiences_as_of";
     /// The change feed's next sequence number, `u64` BE.
     pub const FEED_NEXT: &str = "feed_next";
+}
+
+fn parse_feed_record(item: Result<(sled::IVec, sled::IVec)>) -> Result<(u64, sled::IVec)> {
+    let (k, v) = item?;
+    Ok((keys::parse_feed(&k)?, v))
+}
+
+/// What a stored record is, as far as copying and searching the records need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind<'k> {
+    EventBlock,
+    DirtyLog,
+    Dictionary,
+    /// A chunk of the change feed.
+    FeedChunk,
+    /// A change of the feed as first stored.
+    FeedV1,
+    /// An index snapshot family, with its family key.
+    IndexFamily(&'k [u8]),
+    Other,
+}
+
+impl<'k> RecordKind<'k> {
+    pub fn of(key: &'k [u8]) -> RecordKind<'k> {
+        match key.first().copied() {
+            Some(keys::EVENTS) => RecordKind::EventBlock,
+            Some(keys::DIRTY) => RecordKind::DirtyLog,
+            Some(keys::DICTIONARY) => RecordKind::Dictionary,
+            Some(keys::FEED) => RecordKind::FeedChunk,
+            Some(keys::FEED_V1) => RecordKind::FeedV1,
+            Some(keys::INDEX) => RecordKind::IndexFamily(&key[1..]),
+            _ => RecordKind::Other,
+        }
+    }
+
+    /// A human name for the kind of record `key` is ([`RecordStats::kind`]).
+    pub fn name(key: &[u8]) -> &'static str {
+        keys::kind_name(key.first().copied().unwrap_or(keys::META))
+    }
+}
+
+/// The first position of a change-feed chunk's key ([`RecordKind::FeedChunk`]).
+pub fn feed_chunk_start(key: &[u8]) -> Result<u64> {
+    keys::parse_feed(key)
 }
 
 /// How many records of one kind there are and how many bytes they hold.
@@ -372,7 +427,8 @@ impl Store {
         &self.path
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+    /// The record under a raw key: for this module's named readers only.
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         Ok(self.tree.get(key)?)
     }
 
@@ -506,20 +562,20 @@ impl Store {
         self.tree.iter().map(|r| r.map_err(Error::from))
     }
 
-    /// Every record with the given one-byte prefix, as (key, value).
-    pub fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+    /// Every record with the given one-byte prefix, as (key, value): for storage's own readers.
+    fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
         self.tree
             .scan_prefix([prefix])
             .map(|r| r.map_err(Error::from))
     }
 
     /// The last record of one kind, in key order.
-    pub fn last(&self, prefix: u8) -> Result<Option<(sled::IVec, sled::IVec)>> {
+    fn last(&self, prefix: u8) -> Result<Option<(sled::IVec, sled::IVec)>> {
         Ok(self.tree.scan_prefix([prefix]).next_back().transpose()?)
     }
 
     /// The records of one kind from key `start` on (`start` begins with `prefix`), in key order.
-    pub fn scan_from<'a>(
+    fn scan_from<'a>(
         &'a self,
         prefix: u8,
         start: &[u8],
@@ -583,17 +639,107 @@ impl Store {
     }
 
     /// Applies a batch atomically and waits until it is durable on disk.
-    pub fn commit(&self, batch: sled::Batch) -> Result<()> {
+    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
         self.injected_fault()?;
-        self.tree.apply_batch(batch)?;
+        self.tree.apply_batch(batch.into_sled())?;
         self.db.flush()?;
         Ok(())
     }
 
     /// Applies a batch atomically, durable at the next [`Store::flush`] (or commit).
-    pub fn apply(&self, batch: sled::Batch) -> Result<()> {
-        self.tree.apply_batch(batch)?;
+    pub fn apply(&self, batch: WriteBatch) -> Result<()> {
+        self.tree.apply_batch(batch.into_sled())?;
         Ok(())
+    }
+
+    /// The stored index snapshot family of `family_key`.
+    pub fn index_family(&self, family_key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.get(&keys::index(family_key))
+    }
+
+    /// Whether any index snapshot family is stored.
+    pub fn has_index_snapshot(&self) -> bool {
+        self.scan(keys::INDEX).next().is_some()
+    }
+
+    /// Every stored index snapshot family, as (family key, bytes).
+    pub fn index_families(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.scan(keys::INDEX)
+            .map(|r| r.map(|(k, v)| (k.subslice(1, k.len() - 1), v)))
+    }
+
+    /// Adds to `batch` the removal of the whole index snapshot: every family and every chunk of
+    /// the id map's snapshot.
+    pub fn clear_index_snapshot(&self, batch: &mut WriteBatch) -> Result<()> {
+        for prefix in [keys::INDEX, keys::ID_SNAPSHOT] {
+            for item in self.scan(prefix) {
+                batch.remove_raw(item?.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the dirty log holds any record (none right after an index snapshot).
+    pub fn has_dirty_log(&self) -> bool {
+        self.scan(keys::DIRTY).next().is_some()
+    }
+
+    /// Adds to `batch` the removal of every dirty-log record.
+    pub fn clear_dirty_log(&self, batch: &mut WriteBatch) -> Result<()> {
+        for item in self.scan(keys::DIRTY) {
+            batch.remove_raw(item?.0);
+        }
+        Ok(())
+    }
+
+    /// Every customer's event blocks, in key order, as (customer, first timestamp, bytes).
+    pub fn event_blocks(&self) -> impl Iterator<Item = Result<(u32, Timestamp, sled::IVec)>> + '_ {
+        self.scan(keys::EVENTS).map(|r| {
+            let (k, v) = r?;
+            let (cust, start) = keys::parse_block(&k)?;
+            Ok((cust, start, v))
+        })
+    }
+
+    /// The bytes of every event block, in key order.
+    pub fn event_block_bytes(&self) -> impl Iterator<Item = Result<sled::IVec>> + '_ {
+        self.scan(keys::EVENTS).map(|r| r.map(|(_, v)| v))
+    }
+
+    /// Every saved audience's definition (JSON), in name order.
+    pub fn audience_definitions(&self) -> impl Iterator<Item = Result<sled::IVec>> + '_ {
+        self.scan(keys::AUDIENCE).map(|r| r.map(|(_, v)| v))
+    }
+
+    /// The members and timers of saved audience `id`, as of its last checkpoint.
+    pub fn audience_state(&self, id: u32) -> Result<Option<sled::IVec>> {
+        self.get(&keys::audience_state(id))
+    }
+
+    /// The change feed's chunks, in order, as (first position, bytes).
+    pub fn feed_chunks(&self) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + '_ {
+        self.scan(keys::FEED).map(parse_feed_record)
+    }
+
+    /// The change feed's chunks from the one starting at `start` (or the first after it) on.
+    pub fn feed_chunks_from(
+        &self,
+        start: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + '_ {
+        self.scan_from(keys::FEED, &keys::feed(start))
+            .map(parse_feed_record)
+    }
+
+    /// The change feed's last chunk.
+    pub fn last_feed_chunk(&self) -> Result<Option<(u64, sled::IVec)>> {
+        self.last(keys::FEED)?
+            .map(|kv| parse_feed_record(Ok(kv)))
+            .transpose()
+    }
+
+    /// The change feed as first stored (one record per change), as (position, bytes).
+    pub fn feed_v1_records(&self) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + '_ {
+        self.scan(keys::FEED_V1).map(parse_feed_record)
     }
 
     /// Waits until everything applied is durable on disk.

@@ -1,0 +1,187 @@
+//! [`WriteBatch`]: the records one atomic write puts and removes, named by what they are. It
+//! is the only way the layers above storage write, so the key layout of [`super::keys`] (and
+//! docs/STORAGE.md) is written out here and nowhere above.
+
+use roaring::RoaringBitmap;
+use sled::IVec;
+
+use super::keys;
+use super::BlockDictionary;
+use crate::error::Result;
+use crate::model::Timestamp;
+
+/// Puts and removals applied atomically by [`super::Store::commit`] or [`super::Store::apply`].
+/// They apply in the order they were added: a later put or removal of the same record wins
+/// over an earlier one (so a block put under a removed block's key replaces the removal).
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<(IVec, Option<IVec>)>,
+}
+
+impl WriteBatch {
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    /// Whether nothing has been added.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Adds `other`'s puts and removals after this batch's own.
+    pub fn append(&mut self, mut other: WriteBatch) {
+        self.ops.append(&mut other.ops);
+    }
+
+    fn put(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+        self.ops.push((key.into(), Some(value.into())));
+    }
+
+    fn remove(&mut self, key: impl Into<IVec>) {
+        self.ops.push((key.into(), None));
+    }
+
+    /// The sled batch, with the same last-one-wins order.
+    pub(super) fn into_sled(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.ops {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch
+    }
+
+    /// A metadata record ([`super::meta`]).
+    pub fn put_meta(&mut self, name: &str, value: &[u8]) {
+        self.put(keys::meta(name), value);
+    }
+
+    /// A `u64` metadata counter, big-endian (read by [`super::Store::meta_u64`]).
+    pub fn put_meta_u64(&mut self, name: &str, value: u64) {
+        self.put_meta(name, &value.to_be_bytes());
+    }
+
+    /// The next internal id to hand out (read by [`super::Store::next_id`]).
+    pub fn put_next_id(&mut self, next_id: u32) {
+        self.put_meta(super::meta::NEXT_ID, &next_id.to_be_bytes());
+    }
+
+    /// Both directions of the id map: `external` is customer `internal`.
+    pub fn put_id(&mut self, external: &str, internal: u32) {
+        self.put(keys::id(external), &internal.to_be_bytes()[..]);
+        self.put(&keys::external(internal)[..], external.as_bytes());
+    }
+
+    /// Removes both directions of the id map of a customer.
+    pub fn remove_id(&mut self, external: &str, internal: u32) {
+        self.remove(keys::id(external));
+        self.remove(&keys::external(internal)[..]);
+    }
+
+    /// A customer's profile ([`super::codec::encode_profile`]).
+    pub fn put_profile(&mut self, cust: u32, bytes: Vec<u8>) {
+        self.put(&keys::profile(cust)[..], bytes);
+    }
+
+    pub fn remove_profile(&mut self, cust: u32) {
+        self.remove(&keys::profile(cust)[..]);
+    }
+
+    /// The sorted hashes of a customer's stored message ids ([`super::codec::encode_seen`]).
+    pub fn put_seen(&mut self, cust: u32, bytes: Vec<u8>) {
+        self.put(&keys::seen(cust)[..], bytes);
+    }
+
+    pub fn remove_seen(&mut self, cust: u32) {
+        self.remove(&keys::seen(cust)[..]);
+    }
+
+    /// A block of a customer's events whose first one happened at `start`.
+    pub fn put_block(&mut self, cust: u32, start: Timestamp, bytes: impl Into<IVec>) {
+        self.put(&keys::block(cust, start)[..], bytes);
+    }
+
+    pub fn remove_block(&mut self, cust: u32, start: Timestamp) {
+        self.remove(&keys::block(cust, start)[..]);
+    }
+
+    /// A compression dictionary for event blocks.
+    pub fn put_dictionary(&mut self, dictionary: &BlockDictionary) {
+        self.put(&keys::dictionary(dictionary.id())[..], dictionary.bytes());
+    }
+
+    /// The dirty-log record of write `generation`: the customers it touched.
+    pub fn put_dirty(&mut self, generation: u64, touched: &RoaringBitmap) -> Result<()> {
+        let mut bytes = Vec::with_capacity(touched.serialized_size());
+        touched.serialize_into(&mut bytes)?;
+        self.put(&keys::dirty(generation)[..], bytes);
+        Ok(())
+    }
+
+    /// Removes a record by its key, as read from the store.
+    pub(super) fn remove_raw(&mut self, key: IVec) {
+        self.remove(key);
+    }
+
+    /// An index snapshot family, by its family key.
+    pub fn put_index_family(&mut self, family_key: &[u8], blob: Vec<u8>) {
+        self.put(keys::index(family_key), blob);
+    }
+
+    pub fn remove_index_family(&mut self, family_key: &[u8]) {
+        self.remove(keys::index(family_key));
+    }
+
+    /// One chunk of the id map's snapshot.
+    pub fn put_id_chunk(&mut self, chunk: u32, blob: Vec<u8>) {
+        self.put(&keys::id_chunk(chunk)[..], blob);
+    }
+
+    pub fn remove_id_chunk(&mut self, chunk: u32) {
+        self.remove(&keys::id_chunk(chunk)[..]);
+    }
+
+    /// A saved audience's definition (JSON).
+    pub fn put_audience(&mut self, name: &str, bytes: Vec<u8>) {
+        self.put(keys::audience(name), bytes);
+    }
+
+    pub fn remove_audience(&mut self, name: &str) {
+        self.remove(keys::audience(name));
+    }
+
+    /// A saved audience's members and timers, as of a checkpoint.
+    pub fn put_audience_state(&mut self, id: u32, bytes: Vec<u8>) {
+        self.put(&keys::audience_state(id)[..], bytes);
+    }
+
+    pub fn remove_audience_state(&mut self, id: u32) {
+        self.remove(&keys::audience_state(id)[..]);
+    }
+
+    /// A chunk of the change feed whose first change is at position `first`.
+    pub fn put_feed_chunk(&mut self, first: u64, bytes: Vec<u8>) {
+        self.put(&keys::feed(first)[..], bytes);
+    }
+
+    pub fn remove_feed_chunk(&mut self, first: u64) {
+        self.remove(&keys::feed(first)[..]);
+    }
+
+    /// A change of the feed as first stored, one record per change (only ever read now).
+    #[cfg(test)]
+    pub(crate) fn put_feed_v1(&mut self, seq: u64, bytes: Vec<u8>) {
+        self.put(&keys::feed_key(keys::FEED_V1, seq)[..], bytes);
+    }
+
+    pub fn remove_feed_v1(&mut self, seq: u64) {
+        self.remove(&keys::feed_key(keys::FEED_V1, seq)[..]);
+    }
+
+    /// A record copied as it is, under its own key (compaction copies a folder's records).
+    pub fn put_record(&mut self, key: &[u8], value: &[u8]) {
+        self.put(key, value);
+    }
+}
