@@ -9,9 +9,10 @@
 //! allocate more than the record could hold.
 
 use crate::error::Result;
+use crate::server::resp::{Decoder, Frame, Limits};
 
-/// A saved audience's members-and-timers record (key prefix `AUDIENCE_STATE` in `docs/STORAGE.md`); returns the members
-/// and timers it holds.
+/// A saved audience's members-and-timers record (key prefix `AUDIENCE_STATE` in
+/// `docs/STORAGE.md`); returns the members and timers it holds.
 pub fn decode_audience_state(bytes: &[u8]) -> Result<u64> {
     crate::audience::decode_state_record(bytes)
 }
@@ -26,4 +27,56 @@ pub fn decode_feed_chunk(first: u64, bytes: &[u8]) -> Result<u64> {
 /// `next_id`; returns the ids it holds.
 pub fn decode_id_chunk(chunk: u32, bytes: &[u8], next_id: u32) -> Result<usize> {
     crate::storage::IdMap::decode_chunk_record(chunk, bytes, next_id)
+}
+
+/// What [`drive_resp`] saw: each request's arguments, or a dropped frame's error.
+pub type RespFrames = Vec<std::result::Result<Vec<Vec<u8>>, Option<String>>>;
+
+/// Feeds `input` to a fresh RESP decoder as the server does: in the pieces that `cuts` marks,
+/// dropping the bytes of each frame returned and appending the next piece when it says
+/// `Incomplete`. Every frame must lie inside the buffer and take at least one byte, so decoding
+/// ends (at most one call per byte and one per piece); `Incomplete` must not claim to want fewer
+/// bytes than are there. Panics when one of those fails: the `resp` fuzz target and the
+/// decoder's proptests both drive it.
+pub fn drive_resp(limits: Limits, input: &[u8], cuts: &[usize]) -> RespFrames {
+    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+    cuts.push(input.len());
+    cuts.sort_unstable();
+    let max_calls = input.len() + cuts.len();
+    let mut d = Decoder::new(limits);
+    let (mut buf, mut fed, mut calls, mut frames) = (Vec::new(), 0, 0, RespFrames::new());
+    for cut in cuts {
+        buf.extend_from_slice(&input[fed..cut]);
+        fed = cut;
+        loop {
+            calls += 1;
+            assert!(calls <= max_calls, "the decoder does not progress");
+            let len = match d.next(&buf) {
+                Frame::Request { len } => {
+                    assert!(d.args().iter().all(|a| a.start <= a.end && a.end <= len));
+                    frames.push(Ok(d
+                        .args()
+                        .iter()
+                        .map(|a| buf[a.clone()].to_vec())
+                        .collect()));
+                    len
+                }
+                Frame::Dropped { len, error } => {
+                    frames.push(Err(error));
+                    len
+                }
+                Frame::Incomplete => {
+                    if let Some(wants) = d.wants(&buf) {
+                        assert!(wants > buf.len(), "wants {wants} of {}", buf.len());
+                    }
+                    break;
+                }
+            };
+            assert!(len > 0 && len <= buf.len(), "{len} of {}", buf.len());
+            buf.drain(..len);
+            // Asked after every frame, as the server asks it: it must not panic either.
+            let _ = d.in_request();
+        }
+    }
+    frames
 }

@@ -8,54 +8,10 @@
 //! bits count the cut points (two bytes each) that split the rest, then the bytes sent.
 #![no_main]
 
+use audiencedb::fuzzing::drive_resp as drive;
 use audiencedb::server::client::encode;
-use audiencedb::server::resp::{Decoder, Frame, Limits};
+use audiencedb::server::resp::Limits;
 use libfuzzer_sys::fuzz_target;
-
-type Frames = Vec<Result<Vec<Vec<u8>>, Option<String>>>;
-
-/// Feeds `input` to a fresh decoder in the pieces that `cuts` marks, dropping each frame's
-/// bytes and appending the next piece on `Incomplete` (as `tests` in `src/server/resp.rs` do).
-fn drive(limits: Limits, input: &[u8], cuts: &[usize]) -> Frames {
-    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
-    cuts.push(input.len());
-    cuts.sort_unstable();
-    let max_calls = input.len() + cuts.len();
-    let mut d = Decoder::new(limits);
-    let (mut buf, mut fed, mut calls, mut frames) = (Vec::new(), 0, 0, Frames::new());
-    for cut in cuts {
-        buf.extend_from_slice(&input[fed..cut]);
-        fed = cut;
-        loop {
-            calls += 1;
-            assert!(calls <= max_calls, "the decoder does not progress");
-            let len = match d.next(&buf) {
-                Frame::Request { len } => {
-                    assert!(d.args().iter().all(|a| a.start <= a.end && a.end <= len));
-                    frames.push(Ok(d
-                        .args()
-                        .iter()
-                        .map(|a| buf[a.clone()].to_vec())
-                        .collect()));
-                    len
-                }
-                Frame::Dropped { len, error } => {
-                    frames.push(Err(error));
-                    len
-                }
-                Frame::Incomplete => {
-                    if let Some(wants) = d.wants(&buf) {
-                        assert!(wants > buf.len(), "wants {wants} of {}", buf.len());
-                    }
-                    break;
-                }
-            };
-            assert!(len > 0 && len <= buf.len(), "{len} of {}", buf.len());
-            buf.drain(..len);
-        }
-    }
-    frames
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {

@@ -734,52 +734,7 @@ mod tests {
         assert_eq!(d.next(b"ECHO 0123\r\n"), Frame::Request { len: 11 });
     }
 
-    type Frames = Vec<Result<Vec<Vec<u8>>, Option<String>>>;
-
-    /// Feeds `input` to a fresh decoder as the server does: in the pieces that `cuts` marks,
-    /// dropping the bytes of each frame returned and appending the next piece when it says
-    /// `Incomplete`. Every frame must lie inside the buffer and take at least one byte, so
-    /// decoding ends (at most one call per byte and one per piece); `Incomplete` must not claim
-    /// to want fewer bytes than are there. Returns the requests' arguments and the dropped
-    /// frames' errors.
-    fn drive(limits: Limits, input: &[u8], cuts: &[usize]) -> Frames {
-        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
-        cuts.push(input.len());
-        cuts.sort_unstable();
-        let max_calls = input.len() + cuts.len();
-        let mut d = Decoder::new(limits);
-        let (mut buf, mut fed, mut calls, mut frames) = (Vec::new(), 0, 0, Vec::new());
-        for cut in cuts {
-            buf.extend_from_slice(&input[fed..cut]);
-            fed = cut;
-            loop {
-                calls += 1;
-                assert!(calls <= max_calls, "the decoder does not progress");
-                let frame = d.next(&buf);
-                let len = match frame {
-                    Frame::Request { len } => {
-                        assert!(d.args().iter().all(|a| a.start <= a.end && a.end <= len));
-                        frames.push(Ok(args(&d, &buf).iter().map(|a| a.to_vec()).collect()));
-                        len
-                    }
-                    Frame::Dropped { len, error } => {
-                        frames.push(Err(error));
-                        len
-                    }
-                    Frame::Incomplete => {
-                        if let Some(wants) = d.wants(&buf) {
-                            assert!(wants > buf.len(), "wants {wants} of {}", buf.len());
-                        }
-                        break;
-                    }
-                };
-                assert!(len > 0 && len <= buf.len(), "{len} of {}", buf.len());
-                buf.drain(..len);
-                d.in_request();
-            }
-        }
-        frames
-    }
+    use crate::fuzzing::{drive_resp as drive, RespFrames};
 
     fn arb_limits() -> impl Strategy<Value = Limits> {
         prop_oneof![
@@ -859,7 +814,7 @@ mod tests {
         ) {
             let bytes: Vec<u8> = requests.iter().flat_map(|r| encode(r)).collect();
             let frames = drive(Limits::default(), &bytes, &cuts);
-            let expected: Frames = requests.into_iter().map(Ok).collect();
+            let expected: RespFrames = requests.into_iter().map(Ok).collect();
             prop_assert_eq!(frames, expected);
         }
     }
