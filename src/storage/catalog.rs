@@ -79,6 +79,30 @@ fn over_limit(limit: SchemaLimit, max: usize, what: String) -> Error {
     }
 }
 
+/// `Err` naming the limit when the distinct names among `names` that `known` does not know,
+/// added to the `have` names `owner` already has, would pass `max`. Allocation-free when every
+/// name is known.
+fn past_limit<'a>(
+    names: impl Iterator<Item = &'a str> + Clone,
+    known: impl Fn(&str) -> bool,
+    have: usize,
+    (limit, max): (SchemaLimit, usize),
+    owner: &str,
+    noun: &str,
+) -> Result<()> {
+    let new = count_new(names.clone(), &known);
+    if new == 0 || have + new <= max {
+        return Ok(());
+    }
+    let first = names.clone().find(|n| !known(n)).unwrap_or_default();
+    let more = if new > 1 { ", ..." } else { "" };
+    Err(over_limit(
+        limit,
+        max,
+        format!("{owner} has {have} distinct {noun} and this message adds {new} ({first:?}{more})"),
+    ))
+}
+
 /// Counts the distinct names among `names` that `known` does not know. Allocates only when
 /// there are unknown names, and then only for them.
 fn count_new<'a>(names: impl Iterator<Item = &'a str>, known: impl Fn(&str) -> bool) -> usize {
@@ -308,23 +332,14 @@ impl Catalog {
         names: impl Iterator<Item = &'a str> + Clone,
         limits: &SchemaLimits,
     ) -> Result<()> {
-        let new = count_new(names.clone(), |n| self.trait_ids.contains_key(n));
-        if new > 0 && self.traits.len() + new > limits.trait_names {
-            let first = names
-                .clone()
-                .find(|n| !self.trait_ids.contains_key(*n))
-                .unwrap_or_default();
-            return Err(over_limit(
-                SchemaLimit::TraitNames,
-                limits.trait_names,
-                format!(
-                    "the store has {} distinct trait names and this message adds {new} ({first:?}{})",
-                    self.traits.len(),
-                    if new > 1 { ", ..." } else { "" }
-                ),
-            ));
-        }
-        Ok(())
+        past_limit(
+            names,
+            |n| self.trait_ids.contains_key(n),
+            self.traits.len(),
+            (SchemaLimit::TraitNames, limits.trait_names),
+            "the store",
+            "trait names",
+        )
     }
 
     /// Whether a `track` of `event` with these property names stays within `limits`.
@@ -353,41 +368,24 @@ impl Catalog {
             (Some(p), Some(info)) => info.props.contains_key(p),
             _ => false,
         };
-        let new_for_event = count_new(props.clone(), known_for_event);
         let had = info.map_or(0, |i| i.props.len());
-        if new_for_event > 0 && had + new_for_event > limits.properties_per_event {
-            let first = props
-                .clone()
-                .find(|n| !known_for_event(n))
-                .unwrap_or_default();
-            return Err(over_limit(
-                SchemaLimit::PropertiesPerEvent,
-                limits.properties_per_event,
-                format!(
-                    "event {event:?} has {had} distinct property names and this message adds {new_for_event} ({first:?}{})",
-                    if new_for_event > 1 { ", ..." } else { "" }
-                ),
-            ));
-        }
-        if new_for_event > 0 {
-            let new = count_new(props.clone(), |n| self.prop_ids.contains_key(n));
-            if new > 0 && self.props.len() + new > limits.property_names {
-                let first = props
-                    .clone()
-                    .find(|n| !self.prop_ids.contains_key(*n))
-                    .unwrap_or_default();
-                return Err(over_limit(
-                    SchemaLimit::PropertyNames,
-                    limits.property_names,
-                    format!(
-                        "the store has {} distinct property names and this message adds {new} ({first:?}{})",
-                        self.props.len(),
-                        if new > 1 { ", ..." } else { "" }
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        past_limit(
+            props.clone(),
+            known_for_event,
+            had,
+            (SchemaLimit::PropertiesPerEvent, limits.properties_per_event),
+            &format!("event {event:?}"),
+            "property names",
+        )?;
+        // Names new to this event may be new to the store too.
+        past_limit(
+            props,
+            |n| self.prop_ids.contains_key(n),
+            self.props.len(),
+            (SchemaLimit::PropertyNames, limits.property_names),
+            "the store",
+            "property names",
+        )
     }
 
     /// Zeroes an event's counts (before recounting them from stored data). Property types stay.
