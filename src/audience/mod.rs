@@ -652,7 +652,7 @@ impl Db {
             .get(name)
             .map(|d| d.rule.clone())
             .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))?;
-        self.query_saved(&rule, at)
+        self.query_quiet(&rule, at)
     }
 
     /// What saving `rule` under `name` would change, computed without saving anything: the
@@ -958,7 +958,7 @@ impl Db {
         let (defs, now) = (self.read().definitions.clone(), self.audiences.as_of());
         let mut problems = Vec::new();
         for d in defs.iter() {
-            let fresh = self.query_saved(&d.rule, now)?.into_bitmap();
+            let fresh = self.query_quiet(&d.rule, now)?.into_bitmap();
             let live = self.audiences.live.read();
             let kept = live.by_id.get(&d.id).map(|la| &la.members);
             if kept != Some(&fresh) {

@@ -6,7 +6,8 @@
 //! error, but it is never silent: each becomes a [`Warning`] with the nearest known name or value.
 //!
 //! Only the interfaces people type into ask for warnings (`Db::query`, `Db::explain`,
-//! `Db::check`); saved audiences kept up to date on every write never pay for them. The names
+//! `Db::check`); saved audiences kept up to date on every write, and the socket's `QUERY` (whose
+//! clients ask `CHECK`), never pay for them. The names
 //! and values are read from the catalog and the indexes; this module never writes, and it does
 //! not follow `in audience` into saved rules (those were checked when they were saved, and an
 //! unknown audience is an evaluation error of its own).
@@ -24,7 +25,7 @@ use crate::storage::Catalog;
 
 use super::exec::index_keys;
 use super::plan::Lit;
-use super::reading::Presence;
+use super::reading::{self, Presence};
 
 /// Something a rule says that its writer probably did not mean; the rule still evaluates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,15 +129,11 @@ impl Checker<'_> {
     }
 
     fn trait_set(&self, id: u32) -> bool {
-        self.indexes
-            .trait_index(id)
-            .is_some_and(|ti| !ti.set.is_empty())
+        reading::trait_set(self.indexes, id)
     }
 
     fn event_stored(&self, id: u32) -> bool {
-        self.indexes
-            .event_index(id)
-            .is_some_and(|ei| !ei.days.is_empty())
+        reading::event_stored(self.indexes, id)
     }
 
     fn trait_condition(&mut self, c: &TraitCondition) {

@@ -161,9 +161,10 @@ impl Db {
         self.run(rule, now, Warnings::Listed)
     }
 
-    /// The members of a saved audience's rule at `now`, without warnings (it was checked when
-    /// it was saved): what keeping audiences up to date runs.
-    pub(crate) fn query_saved(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
+    /// [`Db::query_prepared`] without listing warnings, for callers that never show them: the
+    /// upkeep of saved audiences (their rules were checked when saved) and the socket's `QUERY`
+    /// (a client asks `CHECK` for them).
+    pub(crate) fn query_quiet(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
         self.run(rule, now, Warnings::Skipped)
     }
 

@@ -51,16 +51,27 @@ pub(crate) struct Presence {
 impl Presence {
     /// What the store has under `name` today.
     pub fn of(name: &str, catalog: &Catalog, indexes: &Indexes) -> Presence {
-        let event = catalog
-            .event_id(name)
-            .and_then(|id| indexes.event_index(id))
-            .is_some_and(|ei| !ei.days.is_empty());
-        let trait_ = catalog
-            .trait_id(name)
-            .and_then(|id| indexes.trait_index(id))
-            .is_some_and(|ti| !ti.set.is_empty());
-        Presence { event, trait_ }
+        Presence {
+            event: catalog
+                .event_id(name)
+                .is_some_and(|id| event_stored(indexes, id)),
+            trait_: catalog
+                .trait_id(name)
+                .is_some_and(|id| trait_set(indexes, id)),
+        }
     }
+}
+
+/// Whether some stored event has event id `id`.
+pub(crate) fn event_stored(indexes: &Indexes, id: u32) -> bool {
+    indexes
+        .event_index(id)
+        .is_some_and(|ei| !ei.days.is_empty())
+}
+
+/// Whether some customer has trait id `id`.
+pub(crate) fn trait_set(indexes: &Indexes, id: u32) -> bool {
+    indexes.trait_index(id).is_some_and(|ti| !ti.set.is_empty())
 }
 
 /// The reading of `cond` (an [`ExprKind::EventOrTrait`]) in this store, or the error that says

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::ingest::message::parse_fields;
 use crate::model::time::{self, Timestamp};
-use crate::query::Audience;
+use crate::query::{Audience, PreparedRule};
 use crate::{Db, Error};
 
 use super::pubsub::{self, Filter, Push};
@@ -610,7 +610,8 @@ fn query(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), Cmd
         "NOW",
         "QUERY rule [NOW ts] [COUNT|IDS|PAGE after limit]",
     )?;
-    let audience: Audience = ctx.db.query(args.str(0)?, now.unwrap_or_else(time::now))?;
+    let rule = PreparedRule::new(args.str(0)?)?;
+    let audience: Audience = ctx.db.query_quiet(&rule, now.unwrap_or_else(time::now))?;
     reply_members(ctx, &audience, shape, r)
 }
 
