@@ -206,7 +206,8 @@ impl Checker<'_> {
 
     /// Checks that events `event` carry property `prop`, and that some has each of `lits`.
     fn property(&mut self, event: u32, prop: &str, span: Span, lits: &[&Literal]) {
-        let event_name = self.catalog.event_name(event).to_owned();
+        let catalog = self.catalog;
+        let event_name = catalog.event_name(event);
         let carried = |catalog: &Catalog, id: u32| {
             catalog
                 .event_info(event)
