@@ -355,7 +355,7 @@ pub(crate) fn unpack_into(record: &[u8], what: &str, max: usize, out: &mut Vec<u
         Some((&PACKED_LZ4, rest)) => {
             let mut r = Reader::new(rest);
             let len = usize::try_from(r.varint()?).map_err(|_| corrupt!("bad {what} length"))?;
-            if len > max {
+            if len > max.min(lz4_output_bound(rest.len() - r.pos)) {
                 return Err(corrupt!("{what} length {len} is implausible"));
             }
             let at = out.len();
@@ -374,6 +374,22 @@ pub(crate) fn unpack_into(record: &[u8], what: &str, max: usize, out: &mut Vec<u
 
 /// The largest uncompressed block a reader accepts (a guard against damaged lengths).
 const MAX_BLOCK_BYTES: usize = 64 << 20;
+
+/// The most bytes an LZ4 block of `packed` bytes can decompress to. A sequence's match length
+/// grows by at most 255 per byte spent on it, so no LZ4 block expands by more than 255 times
+/// (plus the few bytes of its last literals). A damaged length above this is refused before
+/// anything is allocated for it.
+fn lz4_output_bound(packed: usize) -> usize {
+    packed.saturating_mul(255).saturating_add(16)
+}
+
+/// The most bytes a zstd frame of `packed` bytes can decompress to. A frame is a header and
+/// blocks; a block that produces anything takes at least 4 bytes (3 of header, 1 of content: an
+/// RLE block) and produces at most 128 KiB. A damaged length above this is refused before
+/// anything is allocated for it.
+fn zstd_output_bound(packed: usize) -> usize {
+    (packed / 4 + 1).saturating_mul(128 << 10)
+}
 
 /// Encodes a block of events, which must be sorted by time. The body is a count, then per event
 /// the time as a delta from the previous one (the first from the block's start, which is its own
@@ -457,10 +473,11 @@ pub fn block_body(bytes: &[u8], dicts: &Dictionaries, out: &mut Vec<u8>) -> Resu
             let id = u32::try_from(r.varint()?).map_err(|_| corrupt!("bad dictionary id"))?;
             let len =
                 usize::try_from(r.varint()?).map_err(|_| corrupt!("bad event block length"))?;
-            if len > MAX_BLOCK_BYTES {
+            let frame = &rest[r.pos..];
+            if len > MAX_BLOCK_BYTES.min(zstd_output_bound(frame.len())) {
                 return Err(corrupt!("event block length {len} is implausible"));
             }
-            dicts.get(id)?.decompress_into(&rest[r.pos..], len, out)
+            dicts.get(id)?.decompress_into(frame, len, out)
         }
         _ => unpack_into(bytes, "event block", MAX_BLOCK_BYTES, out),
     }
@@ -633,6 +650,48 @@ mod tests {
         bad[1] = 0xff;
         bad[2] = 0xff;
         assert!(decode_block(1_000, &bad, &none, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_most_compressible_records_stay_within_the_claimed_length_bounds() {
+        // Zeros are as compressible as anything gets: LZ4 and zstd shrink them the most they can,
+        // so the bounds a reader puts on a record's claimed length must still let them through.
+        let zeros = vec![0u8; 4 << 20];
+        let mut tagged = vec![0u8];
+        tagged.extend_from_slice(&zeros);
+        let packed = pack(tagged);
+        assert_eq!(packed[0], PACKED_LZ4);
+        assert!(packed.len() < zeros.len() / 200, "{} bytes", packed.len());
+        assert_eq!(&*unpack(&packed, "record", 64 << 20).unwrap(), &zeros[..]);
+        // Cut to a quarter, the same record claims more than its bytes could ever give.
+        let mut short = packed.clone();
+        short.truncate(short.len() / 4);
+        let err = unpack(&short, "record", 64 << 20).unwrap_err();
+        assert!(err.to_string().contains("implausible"), "{err}");
+
+        let dicts = shop_dictionaries();
+        let mut frame = Vec::new();
+        dicts
+            .current()
+            .unwrap()
+            .compress_into(&zeros, &mut frame)
+            .unwrap();
+        assert!(frame.len() < zeros.len() / 1000, "{} bytes", frame.len());
+        let mut record = vec![PACKED_ZSTD_DICT];
+        put_varint(&mut record, 1);
+        put_varint(&mut record, zeros.len() as u64);
+        record.extend_from_slice(&frame);
+        let mut body = Vec::new();
+        block_body(&record, dicts, &mut body).unwrap();
+        assert_eq!(body, zeros);
+        // A few bytes cannot claim megabytes.
+        let mut tiny = vec![PACKED_ZSTD_DICT];
+        put_varint(&mut tiny, 1);
+        put_varint(&mut tiny, 1 << 20);
+        tiny.extend_from_slice(&frame[..8]);
+        let err = block_body(&tiny, dicts, &mut body).unwrap_err();
+        assert!(err.to_string().contains("implausible"), "{err}");
+        assert_eq!(body, zeros);
     }
 
     #[test]
