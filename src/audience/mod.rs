@@ -35,8 +35,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::ReadState;
 use crate::error::{corrupt, internal, invalid, Error, Result};
-use crate::index::{FastMap, Indexes};
+use crate::index::Indexes;
 use crate::model::time::Timestamp;
+use crate::model::FastMap;
 use crate::query::footprint::Footprint;
 use crate::query::plan::SavedRules;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
