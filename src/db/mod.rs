@@ -14,6 +14,7 @@
 //! after it are recomputed from their stored data, so the indexes always equal a rebuild.
 
 mod audiences;
+mod query;
 mod recovery;
 mod write;
 
@@ -22,15 +23,16 @@ use std::path::{Path, PathBuf};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use serde::Serialize;
 
-use crate::audience::{Audiences, Definitions};
+use crate::audience::Audiences;
 use crate::error::{Error, Result};
-use crate::index::{Indexes, DEFAULT_ROLLUP_BOUND, PARALLEL_FROM};
+use crate::index::{DEFAULT_ROLLUP_BOUND, PARALLEL_FROM};
 use crate::ingest::message::{Body, Message};
 use crate::model::time::{self, Clock, Timestamp};
 use crate::model::value::ValueType;
 use crate::model::{Fields, StoredEvent, Value};
+pub use crate::query::ReadState;
 use crate::storage::catalog::type_names;
-use crate::storage::{Catalog, IdMap, SchemaLimits, Store};
+use crate::storage::{Catalog, SchemaLimits, Store};
 
 pub(crate) use recovery::train_from_store;
 use write::{check_limits, PendingWrite, Writer};
@@ -90,17 +92,6 @@ impl Config {
             limits: SchemaLimits::default(),
         }
     }
-}
-
-/// What readers see: names and statistics, and the indexes. Changed only by the writer, after
-/// the change is durable.
-pub struct ReadState {
-    pub catalog: Catalog,
-    pub indexes: Indexes,
-    /// Every customer's external and internal id, both ways.
-    pub ids: IdMap,
-    /// Saved audiences' rules, for `in audience`.
-    pub(crate) definitions: Definitions,
 }
 
 /// A batch's report, and the messages refused for a schema limit (their positions in the
@@ -311,11 +302,6 @@ impl Db {
     pub fn abandon(self) {
         self.abandoned
             .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The storage layer, for the query engine's reads.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
     }
 
     /// The internal id of a customer.

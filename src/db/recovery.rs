@@ -13,10 +13,11 @@ use roaring::RoaringBitmap;
 use parking_lot::{Mutex, RwLock};
 
 use super::write::{catalog_bytes, Writer};
-use super::{Config, Db, ReadState, VerifyReport, BLOCK_EVENTS};
+use super::{Config, Db, VerifyReport, BLOCK_EVENTS};
 use crate::audience::{Audiences, Touched};
 use crate::error::Result;
 use crate::index::{DecodedFamily, Family, Indexes, SNAPSHOT_VERSION};
+use crate::query::ReadState;
 use crate::storage::codec;
 use crate::storage::dictionary;
 use crate::storage::{meta, BlockDictionary, Catalog, IdMap, Store, WriteBatch};
@@ -76,11 +77,11 @@ pub(super) fn open(config: Config) -> Result<Db> {
             index_customer(&store, &mut indexes, cust)?;
         }
     }
-    let (definitions, audiences) = Audiences::load(&store, &indexes, &ids)?;
+    let (definitions, audiences, upkeep) = Audiences::load(&store, &indexes, &ids)?;
     let db = Db {
         store,
         pending: Mutex::new(Vec::new()),
-        writer: Mutex::new(Writer::new(generation, next_id, dirty.len())),
+        writer: Mutex::new(Writer::new(generation, next_id, dirty.len(), upkeep)),
         state: RwLock::new(ReadState {
             catalog,
             indexes,
@@ -124,7 +125,7 @@ impl Writer {
             }
         }
         drop(state);
-        problems.extend(db.audience_problems()?);
+        problems.extend(db.audiences.problems(&db.audience_env())?);
         Ok(VerifyReport {
             customers: rebuilt.everyone.len(),
             events,

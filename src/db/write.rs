@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use super::{Db, IngestReport, Outcome, BLOCK_EVENTS};
-use crate::audience::Touched;
+use crate::audience::{Touched, Upkeep};
 use crate::error::{internal, invalid, Error, Result};
 use crate::index::Changes;
 use crate::ingest::message::{check_customer_id, Body, Message};
@@ -48,6 +48,8 @@ pub(crate) struct Writer {
     pub(super) generation: u64,
     pub(super) next_id: u32,
     pub(super) touched_since_checkpoint: u64,
+    /// The right to change saved audiences, which only the writer has.
+    pub(super) upkeep: Upkeep,
 }
 
 /// A batch waiting to be committed with others, and where its answer goes.
@@ -163,11 +165,17 @@ pub(super) fn submit(db: &Db, messages: Vec<Message>, lenient: bool) -> Result<O
 
 impl Writer {
     /// A fresh writer state, for the database being opened.
-    pub(super) fn new(generation: u64, next_id: u32, touched_since_checkpoint: u64) -> Writer {
+    pub(super) fn new(
+        generation: u64,
+        next_id: u32,
+        touched_since_checkpoint: u64,
+        upkeep: Upkeep,
+    ) -> Writer {
         Writer {
             generation,
             next_id,
             touched_since_checkpoint,
+            upkeep,
         }
     }
 
