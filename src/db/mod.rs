@@ -20,7 +20,7 @@ mod write;
 
 use std::path::{Path, PathBuf};
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::audience::Audiences;
@@ -30,9 +30,9 @@ use crate::ingest::message::{Body, Message};
 use crate::model::time::{self, Clock, Timestamp};
 use crate::model::value::ValueType;
 use crate::model::{Fields, StoredEvent, Value};
-pub use crate::query::ReadState;
+pub(crate) use crate::query::ReadState;
 use crate::storage::catalog::type_names;
-use crate::storage::{Catalog, SchemaLimits, Store};
+use crate::storage::{compact, Catalog, SchemaLimits, Store};
 
 pub(crate) use recovery::train_from_store;
 use write::{check_limits, PendingWrite, Writer};
@@ -196,6 +196,20 @@ pub struct PropertySchema {
     pub indexed: bool,
 }
 
+/// The database's totals, counted without reading any bitmap: what `audiencedb stats` and the
+/// socket's `INFO` and `DBSIZE` print. [`Db::schema`] has them name by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub customers: u64,
+    pub profiles: u64,
+    /// Events stored.
+    pub events: u64,
+    /// Trait names known (including those no customer has any more).
+    pub trait_names: usize,
+    /// Event names with at least one event stored.
+    pub event_names: usize,
+}
+
 /// The outcome of [`Db::verify`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyReport {
@@ -241,9 +255,11 @@ impl Db {
         &self.config
     }
 
-    /// A consistent view of the catalog and the indexes. Hold it briefly: writers wait for it.
-    pub fn read(&self) -> RwLockReadGuard<'_, ReadState> {
-        self.state.read()
+    /// Whether a database folder is at `path`, or a compaction interrupted between its renames
+    /// left one beside it (which opening puts back).
+    pub fn exists(path: impl AsRef<Path>) -> bool {
+        let path = path.as_ref();
+        path.exists() || compact::new_folder(path).exists() || compact::old_folder(path).exists()
     }
 
     /// Merges traits into a customer's profile (`None` removes a trait).
@@ -368,6 +384,24 @@ impl Db {
     /// number of events removed. Durable when it returns.
     pub fn delete_customer(&self, customer: &str) -> Result<u64> {
         self.writer.lock().delete_customer(self, customer)
+    }
+
+    /// The totals: customers, profiles, events, names, bitmaps.
+    pub fn totals(&self) -> Totals {
+        let state = self.state.read();
+        let (c, ix) = (&state.catalog, &state.indexes);
+        Totals {
+            customers: ix.everyone.len(),
+            profiles: ix.profiles.len(),
+            events: c.events().map(|(_, e)| e.count).sum(),
+            trait_names: c.traits().count(),
+            event_names: c.events().filter(|(_, e)| e.count > 0).count(),
+        }
+    }
+
+    /// How many bitmaps the indexes hold.
+    pub fn bitmap_count(&self) -> usize {
+        self.state.read().indexes.bitmap_count()
     }
 
     /// Which traits, events and properties exist, with types and counts.

@@ -35,8 +35,7 @@ pub use reading::Reading;
 pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 pub(crate) use run::{check, explain, run, walk_member_ids, why, Warnings};
-pub use state::ReadState;
-pub(crate) use state::{Definition, Definitions};
+pub(crate) use state::{Definition, Definitions, ReadState};
 
 use std::time::Duration;
 
