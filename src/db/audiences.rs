@@ -1,6 +1,7 @@
 //! The saved-audience half of the handle: each method lends saved audiences (`crate::audience`)
 //! the store and the read state, and, for a change, the writer's [`Upkeep`], which only the
-//! holder of the writer lock can reach.
+//! holder of the writer lock can reach. Delegations only: members, timers and the feed are
+//! `crate::audience`'s.
 
 use super::write::Writer;
 use super::Db;

@@ -12,6 +12,10 @@
 //! only then applied to the in-memory indexes that readers see. The indexes are snapshotted to
 //! storage from time to time; on open, the snapshot is loaded and the customers in the dirty log
 //! after it are recomputed from their stored data, so the indexes always equal a rebuild.
+//!
+//! Owns the handle's state (store, read state, saved audiences, writer lock, write queue) and
+//! the public types. Must not hold the logic of the layers below: queries, saved audiences,
+//! storage records and indexes are worked on by their own modules, which it calls.
 
 mod audiences;
 mod query;

@@ -1,5 +1,6 @@
 //! The query half of the handle: rules run against the read state and the store, by the query
-//! engine (`crate::query`), which is handed both explicitly.
+//! engine (`crate::query`), which is handed both explicitly. Delegations only: no planning or
+//! evaluation here.
 
 use super::Db;
 use crate::error::Result;

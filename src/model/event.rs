@@ -1,6 +1,7 @@
 //! A stored event as every layer sees it: when, which event (an interned name id) and its
 //! properties (interned name ids with values). Storage encodes it into blocks, the indexes learn
-//! it, the query engine checks it. Knows nothing of how any of them keeps it.
+//! it, the query engine checks it. Knows nothing of how any of them keeps it: its encoding is
+//! storage's (`storage::codec`).
 
 use super::{Timestamp, Value};
 
