@@ -22,6 +22,7 @@ use std::time::Instant;
 use audiencedb::ingest::message::Message;
 use audiencedb::model::time;
 use audiencedb::model::Value;
+use audiencedb::testing::Internals;
 use audiencedb::{Clock, Config, Db};
 use rand::{Rng, SeedableRng};
 

@@ -20,7 +20,8 @@ use serde::Serialize;
 use crate::audience::feed;
 use crate::db::{train_from_store, Db};
 use crate::error::{internal, invalid, Error, Result};
-use crate::storage::compact::{self, Step, Trace, DONE};
+pub use crate::storage::compact::Trace;
+use crate::storage::compact::{self, Step, DONE};
 use crate::storage::{
     self, codec, dictionary, meta, BlockDictionary, Bytes, RecordKind, Store, WriteBatch,
 };

@@ -1,12 +1,23 @@
 //! Entry points for the fuzz targets in `fuzz/`, and for nothing else: hidden from the docs, not
 //! an API, free to change with the targets.
 //!
-//! Most decoders the targets call are public already (the RESP [`crate::server::resp::Decoder`],
-//! [`crate::Message::from_json_line`], [`crate::storage::codec`], the index snapshot's
-//! [`crate::index::Indexes::decode_family`]). These wrap the few that decode bytes read from a
-//! folder but are private to their module. Each takes the bytes as a record of that kind would be
-//! read from the store and answers an error for anything it cannot read; none may panic or
-//! allocate more than the record could hold.
+//! Some decoders the targets call are public already (the RESP [`crate::server::resp::Decoder`],
+//! [`crate::Message::from_json_line`]); those of the storage and index layers, which are private
+//! to the crate, are handed on here as they are (the record codecs, the in-place block reader,
+//! dictionary training, the key layout, the index snapshot's `Indexes::decode_family` and
+//! `Family::from_key`). The functions below wrap the few that decode bytes read from a folder
+//! but are private to their module. Each takes the bytes as a record of that kind would be read
+//! from the store and answers an error for anything it cannot read; none may panic or allocate
+//! more than the record could hold.
+
+pub use crate::index::{Family, Indexes};
+pub use crate::storage::dictionary::train;
+pub use crate::storage::{codec, keys, BlockDictionary, Dictionaries};
+
+/// The in-place reader of event blocks.
+pub mod view {
+    pub use crate::storage::view::{decompress_block, for_each_event, ValueView};
+}
 
 use crate::error::Result;
 use crate::server::resp::{Decoder, Frame, Limits};

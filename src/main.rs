@@ -437,11 +437,9 @@ fn print_audience(
 
 /// Opens a database that must already exist (queries never create one).
 fn open_existing(path: &Path, limits: &LimitArgs) -> Result<Db, Failure> {
-    use audiencedb::storage::compact;
     // A compaction interrupted between its renames leaves the folder beside the path, and the
     // open puts it back.
-    if !path.exists() && !compact::new_folder(path).exists() && !compact::old_folder(path).exists()
-    {
+    if !Db::exists(path) {
         return Err(Failure(
             format!(
                 "no database at {} (import data first, or give --db PATH)",
@@ -703,16 +701,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let started = Instant::now();
             let db = open(&cli.db, &cli.limits)?;
             let opened = started.elapsed();
-            let schema = db.schema();
-            let events: u64 = schema.events.iter().map(|e| e.count).sum();
+            let totals = db.totals();
+            let events = totals.events;
             let on_disk = db.size_on_disk()?;
             println!("opened in {:.3} s", opened.as_secs_f64());
             println!(
                 "{} customers, {} profiles, {} events, {} bitmaps",
-                schema.customers,
-                schema.profiles,
+                totals.customers,
+                totals.profiles,
                 events,
-                db.read().indexes.bitmap_count()
+                db.bitmap_count()
             );
             println!(
                 "{} bytes on disk ({:.1} per event)",

@@ -80,7 +80,7 @@ fn acknowledged_batches_survive_kill_9() {
         let raw = sled::open(&db_path).unwrap();
         let tree = raw.open_tree("audiencedb").unwrap();
         assert!(
-            tree.get(audiencedb::storage::keys::dictionary(1))
+            tree.get(audiencedb::testing::keys::dictionary(1))
                 .unwrap()
                 .is_some(),
             "the seed trained a block dictionary"

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use audiencedb::gen::{generate, GenConfig};
 use audiencedb::ingest::message::Message;
 use audiencedb::model::time::parse_rfc3339;
-use audiencedb::storage::compact;
+use audiencedb::testing::compact;
 use audiencedb::{Change, Clock, Config, Db};
 
 const VICTIM: &str = "victim-7Q2Z-erase";

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use audiencedb::import::{self, CollectErrors, ImportOptions};
 use audiencedb::model::Value;
+use audiencedb::testing::Internals;
 use audiencedb::{Config, Db, Error, Message, SchemaLimit, SchemaLimits};
 
 fn open(path: &Path, limits: SchemaLimits) -> Db {

@@ -3,7 +3,7 @@
 
 use audiencedb::ingest::message::Message;
 use audiencedb::model::Value;
-use audiencedb::storage::keys;
+use audiencedb::testing::{keys, Internals};
 use audiencedb::{Config, Db, Error};
 
 fn s(v: &str) -> Value {
@@ -164,7 +164,7 @@ fn a_format_1_folder_keeps_its_message_ids_and_is_marked_current() {
     let tree = raw.open_tree("audiencedb").unwrap();
     assert_eq!(
         tree.get(&k).unwrap().unwrap().as_ref(),
-        &audiencedb::storage::FORMAT_VERSION.to_be_bytes()[..]
+        &audiencedb::testing::FORMAT_VERSION.to_be_bytes()[..]
     );
     assert_eq!(tree.get(keys::seen(0)).unwrap().unwrap().len(), 1 + 5 * 6);
 }

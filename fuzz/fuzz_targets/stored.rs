@@ -12,15 +12,14 @@
 use std::sync::OnceLock;
 
 use audiencedb::fuzzing;
-use audiencedb::index::Indexes;
-use audiencedb::model::Value;
-use audiencedb::storage::codec::{
+use audiencedb::fuzzing::codec::{
     decode_block, decode_profile, decode_seen, encode_block, encode_profile, encode_seen,
     put_block_body, StoredEvent,
 };
-use audiencedb::storage::dictionary::train;
-use audiencedb::storage::view::{decompress_block, for_each_event, ValueView};
-use audiencedb::storage::{keys, BlockDictionary, Dictionaries};
+use audiencedb::fuzzing::train;
+use audiencedb::fuzzing::view::{decompress_block, for_each_event, ValueView};
+use audiencedb::fuzzing::{keys, BlockDictionary, Dictionaries, Indexes};
+use audiencedb::model::Value;
 use libfuzzer_sys::fuzz_target;
 
 /// Dictionaries holding dictionary 1, trained once on shop-like blocks (a raw-content one if
@@ -226,7 +225,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = keys::parse_customer(rest);
             let _ = keys::parse_dirty(rest);
             let _ = keys::parse_feed(rest);
-            let _ = audiencedb::index::Family::from_key(rest);
+            let _ = audiencedb::fuzzing::Family::from_key(rest);
         }
     }
 });

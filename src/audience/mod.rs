@@ -7,17 +7,20 @@
 //!   customer's membership may next change by time alone. After a write, only the customers it
 //!   touched are re-evaluated, and only for audiences whose rules read what changed (their
 //!   `Footprint`). Time moves the audiences when the writer runs or
-//!   [`Db::advance_audiences`] is called: due timers are re-evaluated at the new *now*.
+//!   `Db::advance_audiences` is called: due timers are re-evaluated at the new *now*.
 //! - Every entry and exit goes to the `feed`: stored, numbered, and handed to subscribers.
 //! - Members and timers are snapshotted at checkpoints. On open, the feed after each snapshot is
 //!   replayed onto its members, and the customers written since the index snapshot are
 //!   re-evaluated, so a crash loses nothing and the feed misses no change.
 //!
 //! Invariant: at the audiences' time `as_of`, every saved audience's members equal a fresh
-//! evaluation of its rule at `as_of` ([`Db::verify`] checks it).
+//! evaluation of its rule at `as_of` (`Db::verify` checks it).
 //!
-//! This module owns definitions, members, timers and the feed; it reads customer data and
-//! indexes only through the query engine.
+//! This module owns definitions (their records; the parsed rules live in the read state,
+//! `query::ReadState`), members, timers and the feed. It is handed the store and the read state
+//! explicitly (`Env`) and does not know the database handle; the changes take an `Upkeep`,
+//! which only the holder of the writer lock has. It reads customer data and indexes only
+//! through the query engine, and writes records only through `storage::WriteBatch`.
 
 pub(crate) mod feed;
 mod timers;
@@ -33,17 +36,14 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use crate::db::ReadState;
 use crate::error::{corrupt, internal, invalid, Error, Result};
-use crate::index::{FastMap, Indexes};
-use crate::model::time::Timestamp;
+use crate::index::Indexes;
+use crate::model::time::{Clock, Timestamp};
+use crate::model::FastMap;
 use crate::query::footprint::Footprint;
-use crate::query::plan::SavedRules;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
-use crate::query::{Audience, PreparedRule};
-use crate::rules::Rule;
+use crate::query::{self, Audience, Definition, Definitions, PreparedRule, ReadState, Warnings};
 use crate::storage::{meta, Catalog, IdMap, Store, WriteBatch};
-use crate::Db;
 
 use feed::Subscribers;
 use timers::{take, take_bitmap, Timers};
@@ -90,16 +90,6 @@ pub struct AudienceDiff {
     pub elapsed: Duration,
 }
 
-/// A saved audience's definition.
-#[derive(Debug)]
-pub(crate) struct Definition {
-    pub id: u32,
-    pub name: String,
-    pub rule: PreparedRule,
-    pub created: Timestamp,
-    pub changed: Timestamp,
-}
-
 #[derive(Serialize, Deserialize)]
 struct StoredDefinition {
     id: u32,
@@ -109,68 +99,24 @@ struct StoredDefinition {
     changed: Timestamp,
 }
 
-/// Every saved audience's definition, by name: part of the read state.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Definitions {
-    by_name: BTreeMap<String, Arc<Definition>>,
-}
-
-impl SavedRules for Definitions {
-    fn saved_rule(&self, name: &str) -> Option<&Rule> {
-        self.by_name.get(name).map(|d| d.rule.rule())
+/// Every saved audience's definition, as stored, with its rule parsed.
+fn load_definitions(store: &Store) -> Result<Definitions> {
+    let mut defs = Definitions::default();
+    for item in store.audience_definitions() {
+        let v = item?;
+        let s: StoredDefinition =
+            serde_json::from_slice(&v).map_err(|e| corrupt!("bad audience definition: {e}"))?;
+        let rule = PreparedRule::new(&s.rule)
+            .map_err(|e| corrupt!("saved audience {} no longer parses: {e}", s.name))?;
+        defs.insert(Arc::new(Definition {
+            id: s.id,
+            name: s.name,
+            rule,
+            created: s.created,
+            changed: s.changed,
+        }));
     }
-
-    fn saved_names(&self) -> Vec<String> {
-        self.by_name.keys().cloned().collect()
-    }
-}
-
-impl Definitions {
-    fn load(store: &Store) -> Result<Definitions> {
-        let mut defs = Definitions::default();
-        for item in store.audience_definitions() {
-            let v = item?;
-            let s: StoredDefinition =
-                serde_json::from_slice(&v).map_err(|e| corrupt!("bad audience definition: {e}"))?;
-            let rule = PreparedRule::new(&s.rule)
-                .map_err(|e| corrupt!("saved audience {} no longer parses: {e}", s.name))?;
-            defs.insert(Arc::new(Definition {
-                id: s.id,
-                name: s.name,
-                rule,
-                created: s.created,
-                changed: s.changed,
-            }));
-        }
-        Ok(defs)
-    }
-
-    fn insert(&mut self, d: Arc<Definition>) {
-        self.by_name.insert(d.name.clone(), d);
-    }
-
-    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Definition>> {
-        self.by_name.get(name)
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Definition>> {
-        self.by_name.values()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
-    /// The other audiences whose rules name `name`, directly or through others.
-    fn dependents(&self, name: &str) -> Vec<String> {
-        self.by_name
-            .values()
-            .filter(|d| {
-                d.name != name && Footprint::of(d.rule.rule(), self).audiences.contains(name)
-            })
-            .map(|d| d.name.clone())
-            .collect()
-    }
+    Ok(defs)
 }
 
 /// One audience's members and timers.
@@ -195,7 +141,7 @@ struct Live {
     first_seq: u64,
 }
 
-/// The materialised side of saved audiences, held by [`Db`].
+/// The materialised side of saved audiences, held by the database handle.
 pub(crate) struct Audiences {
     live: RwLock<Live>,
     subscribers: Subscribers,
@@ -264,13 +210,14 @@ pub fn check_name(name: &str) -> Result<()> {
 
 impl Audiences {
     /// Loads definitions, members and timers, replays the feed after each snapshot, and
-    /// returns the definitions for the read state. Members are cut to the customers that exist.
+    /// returns the definitions for the read state and the one [`Upkeep`], for the writer.
+    /// Members are cut to the customers that exist.
     pub(crate) fn load(
         store: &Store,
         indexes: &Indexes,
         ids: &IdMap,
-    ) -> Result<(Definitions, Audiences)> {
-        let defs = Definitions::load(store)?;
+    ) -> Result<(Definitions, Audiences, Upkeep)> {
+        let defs = load_definitions(store)?;
         let mut live = Live {
             as_of: store.meta_u64(meta::AUDIENCES_AS_OF)? as Timestamp,
             ..Live::default()
@@ -339,6 +286,7 @@ impl Audiences {
                 live: RwLock::new(live),
                 subscribers: Subscribers::default(),
             },
+            Upkeep(()),
         ))
     }
 
@@ -446,26 +394,77 @@ impl Snapshot {
     }
 }
 
-impl Db {
+/// What saved audiences work against besides their own state: the store, the read state (whose
+/// definitions saving and dropping change), the clock and the bulk threshold. The database
+/// handle lends one for each call.
+pub(crate) struct Env<'a> {
+    pub store: &'a Store,
+    pub state: &'a RwLock<ReadState>,
+    pub clock: &'a Clock,
+    /// See [`crate::Config::audience_bulk_from`].
+    pub bulk_from: u64,
+}
+
+impl<'a> Env<'a> {
+    /// What [`subset`] evaluates against: the store, `state`'s names and indexes, and the saved
+    /// rules `saved` (the read state's, or an edited copy).
+    fn subset_context(&self, state: &'a ReadState, saved: &'a Definitions) -> Context<'a> {
+        Context {
+            store: self.store,
+            catalog: &state.catalog,
+            indexes: &state.indexes,
+            saved,
+            bulk_from: self.bulk_from,
+        }
+    }
+}
+
+/// The right to change saved audiences (members, timers, the feed, definitions). One is made
+/// when the audiences are loaded, and the database's writer keeps it: a `&mut Upkeep` can only
+/// be had under the writer lock, so the methods that change audiences take one as proof.
+pub(crate) struct Upkeep(());
+
+fn audience_id(state: &ReadState, name: &str) -> Result<u32> {
+    state
+        .definitions
+        .get(name)
+        .map(|d| d.id)
+        .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))
+}
+
+/// The rule saved under `name`, or [`Error::NotFound`].
+pub(crate) fn saved_rule(state: &ReadState, name: &str) -> Result<PreparedRule> {
+    state
+        .definitions
+        .get(name)
+        .map(|d| d.rule.clone())
+        .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))
+}
+
+impl Audiences {
     /// Saves an audience: `rule` under `name`, replacing the rule saved under that name if any.
     /// The rule is checked (it parses, every audience it names exists, no cycle) before
     /// anything changes. Its members are computed at the audiences' time and kept from then on;
     /// each entry and exit (against the old rule's members, or every member for a new name) goes
-    /// to the change feed. Audiences that name this one are recomputed with it.
-    pub fn define_audience(&self, name: &str, rule: &str) -> Result<AudienceInfo> {
-        check_name(name)?;
-        let prepared = PreparedRule::new(rule)?;
-        let _w = self.writer.lock();
-        self.maintain_audiences_locked(None)?;
-        let now = self.audiences.as_of();
-        let state = self.read();
+    /// to the change feed. Audiences that name this one are recomputed with it. `name` has
+    /// passed [`check_name`] and `prepared` is the rule as written.
+    pub(crate) fn define(
+        &self,
+        up: &mut Upkeep,
+        env: &Env<'_>,
+        name: &str,
+        prepared: PreparedRule,
+    ) -> Result<AudienceInfo> {
+        self.maintain(up, env, None)?;
+        let now = self.as_of();
+        let state = env.state.read();
         // A name with two readings is saved as the one it has today, so that what is stored
         // later cannot change the audience's meaning.
         let prepared = prepared.pinned(&state.catalog, &state.indexes)?;
         let old = state.definitions.get(name).cloned();
         let new_id = match &old {
             Some(d) => d.id,
-            None => u32::try_from(self.store.meta_u64(meta::NEXT_AUDIENCE)?)
+            None => u32::try_from(env.store.meta_u64(meta::NEXT_AUDIENCE)?)
                 .map_err(|_| invalid!("too many audiences have been saved"))?,
         };
         let def = Arc::new(Definition {
@@ -485,7 +484,7 @@ impl Db {
                     .filter_map(|n| defs.get(n).cloned()),
             );
         }
-        let cx = self.subset_context(&state, &defs);
+        let cx = env.subset_context(&state, &defs);
         // The new rule is planned first: unknown audiences and cycles fail there, before
         // anything is written.
         let answers: Vec<SubsetAnswer> = redo
@@ -504,7 +503,7 @@ impl Db {
         let mut flips: Vec<Flip> = Vec::new();
         let mut fresh = Vec::new();
         {
-            let live = self.audiences.live.read();
+            let live = self.live.read();
             for (d, a) in redo.iter().zip(answers) {
                 let before = live.by_id.get(&d.id);
                 let empty = RoaringBitmap::new();
@@ -541,7 +540,7 @@ impl Db {
                 ));
             }
         }
-        let (changes, next_seq) = self.number_changes(&flips, now)?;
+        let (changes, next_seq) = self.number_changes(env.state, &flips, now)?;
         let mut batch = WriteBatch::new();
         let stored = StoredDefinition {
             id: def.id,
@@ -561,27 +560,26 @@ impl Db {
             batch.put_meta_u64(meta::NEXT_AUDIENCE, u64::from(new_id) + 1);
         }
         feed_records(&mut batch, &changes, now);
-        self.store.commit(batch)?;
+        env.store.commit(batch)?;
         drop(state);
 
-        self.state.write().definitions = defs;
+        env.state.write().definitions = defs;
         {
-            let mut live = self.audiences.live.write();
+            let mut live = self.live.write();
             for (id, la) in fresh {
                 live.by_id.insert(id, la);
             }
             live.next_seq = next_seq;
         }
-        self.audiences.subscribers.deliver(&changes);
-        self.audience(name)
+        self.subscribers.deliver(&changes);
+        self.get(&env.state.read(), name)
     }
 
     /// Drops a saved audience. Refused, with their names, while other audiences name it.
     /// Its members are not reported as leaving; its past changes stay in the feed.
-    pub fn drop_audience(&self, name: &str) -> Result<()> {
-        let _w = self.writer.lock();
+    pub(crate) fn drop_audience(&self, _: &mut Upkeep, env: &Env<'_>, name: &str) -> Result<()> {
         let id = {
-            let state = self.read();
+            let state = env.state.read();
             let def = state
                 .definitions
                 .get(name)
@@ -599,16 +597,15 @@ impl Db {
         let mut batch = WriteBatch::new();
         batch.remove_audience(name);
         batch.remove_audience_state(id);
-        self.store.commit(batch)?;
-        self.state.write().definitions.by_name.remove(name);
-        self.audiences.live.write().by_id.remove(&id);
+        env.store.commit(batch)?;
+        env.state.write().definitions.remove(name);
+        self.live.write().by_id.remove(&id);
         Ok(())
     }
 
     /// Every saved audience, by name.
-    pub fn audiences(&self) -> Vec<AudienceInfo> {
-        let state = self.read();
-        let live = self.audiences.live.read();
+    pub(crate) fn list(&self, state: &ReadState) -> Vec<AudienceInfo> {
+        let live = self.live.read();
         state
             .definitions
             .iter()
@@ -617,9 +614,8 @@ impl Db {
     }
 
     /// One saved audience, or [`Error::NotFound`].
-    pub fn audience(&self, name: &str) -> Result<AudienceInfo> {
-        let state = self.read();
-        let live = self.audiences.live.read();
+    pub(crate) fn get(&self, state: &ReadState, name: &str) -> Result<AudienceInfo> {
+        let live = self.live.read();
         state
             .definitions
             .get(name)
@@ -628,10 +624,10 @@ impl Db {
     }
 
     /// A saved audience's members as kept (exact at the audiences' time).
-    pub fn audience_members(&self, name: &str) -> Result<Audience> {
+    pub(crate) fn members(&self, state: &ReadState, name: &str) -> Result<Audience> {
         let started = Instant::now();
-        let id = self.audience_id(name)?;
-        let live = self.audiences.live.read();
+        let id = audience_id(state, name)?;
+        let live = self.live.read();
         let la = live
             .by_id
             .get(&id)
@@ -643,30 +639,18 @@ impl Db {
         ))
     }
 
-    /// Who was in a saved audience at `at`: its rule evaluated at that *now* (traits are as
-    /// they are today: the store keeps no history of them).
-    pub fn audience_members_at(&self, name: &str, at: Timestamp) -> Result<Audience> {
-        let rule = self
-            .read()
-            .definitions
-            .get(name)
-            .map(|d| d.rule.clone())
-            .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))?;
-        self.query_quiet(&rule, at)
-    }
-
     /// What saving `rule` under `name` would change, computed without saving anything: the
     /// size before and after, and who would enter and leave, at the audiences' time.
-    pub fn diff_audience(&self, name: &str, rule: &str) -> Result<AudienceDiff> {
+    pub(crate) fn diff(&self, env: &Env<'_>, name: &str, rule: &str) -> Result<AudienceDiff> {
         check_name(name)?;
         let started = Instant::now();
-        let state = self.read();
+        let state = env.state.read();
         let prepared = PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes)?;
-        let now = self.audiences.as_of();
+        let now = self.as_of();
         let mut defs = state.definitions.clone();
         let before = match defs.get(name) {
             Some(d) => {
-                let live = self.audiences.live.read();
+                let live = self.live.read();
                 live.by_id
                     .get(&d.id)
                     .map(|la| la.members.clone())
@@ -681,7 +665,7 @@ impl Db {
             created: now,
             changed: now,
         }));
-        let cx = self.subset_context(&state, &defs);
+        let cx = env.subset_context(&state, &defs);
         let after = subset::members(&cx, prepared.rule(), now)?;
         let elapsed = started.elapsed();
         Ok(AudienceDiff {
@@ -696,16 +680,9 @@ impl Db {
         })
     }
 
-    /// The saved audiences a customer is in, by name (none for an unknown customer): the call
-    /// a page makes to personalise itself. Answered from the kept members.
-    pub fn audiences_of(&self, customer: &str) -> Result<Vec<String>> {
-        let cust = self.state.read().ids.get(customer);
-        Ok(cust.map_or_else(Vec::new, |c| self.audiences_of_internal(c)))
-    }
-
-    /// [`Db::audiences_of`] by internal id.
-    pub fn audiences_of_internal(&self, cust: u32) -> Vec<String> {
-        let live = self.audiences.live.read();
+    /// The saved audiences customer `cust` is in, by name, from the kept members.
+    pub(crate) fn of(&self, cust: u32) -> Vec<String> {
+        let live = self.live.read();
         let mut names: Vec<String> = live
             .by_id
             .values()
@@ -716,29 +693,21 @@ impl Db {
         names
     }
 
-    /// The time saved audiences are exact at.
-    pub fn audiences_as_of(&self) -> Timestamp {
-        self.audiences.as_of()
-    }
-
-    /// Moves saved audiences to the clock's time: customers whose membership may have changed
-    /// by time alone since are re-evaluated. Returns the number of entries and exits. Every
-    /// write does this first; a server calls it on a timer.
-    pub fn advance_audiences(&self) -> Result<usize> {
-        let _w = self.writer.lock();
-        self.maintain_audiences_locked(None)
-    }
-
     /// Listens to every entry and exit from now on.
-    pub fn subscribe(&self) -> Subscription {
-        self.audiences.subscribers.subscribe()
+    pub(crate) fn subscribe(&self) -> Subscription {
+        self.subscribers.subscribe()
     }
 
     /// Up to `limit` stored changes after position `after` (0: from the oldest kept), in order.
     /// A position older than the oldest kept change is an error: read the members afresh.
-    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
+    pub(crate) fn changes_since(
+        &self,
+        store: &Store,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>> {
         let (first, next) = {
-            let live = self.audiences.live.read();
+            let live = self.live.read();
             (live.first_seq, live.next_seq)
         };
         let from = after.saturating_add(1).max(first);
@@ -751,7 +720,7 @@ impl Db {
         }
         let mut out = Vec::new();
         if limit > 0 {
-            read_feed(&self.store, from, |c| {
+            read_feed(store, from, |c| {
                 out.push(c);
                 Ok(out.len() < limit)
             })?;
@@ -760,50 +729,34 @@ impl Db {
     }
 
     /// How many subscriptions are live.
-    pub fn subscriber_count(&self) -> usize {
-        self.audiences.subscribers.count()
+    pub(crate) fn subscriber_count(&self) -> usize {
+        self.subscribers.count()
     }
 
     /// The position of the latest change (0 before any).
-    pub fn feed_position(&self) -> u64 {
-        self.audiences.live.read().next_seq - 1
-    }
-
-    /// What [`subset`] evaluates against: this database's storage, `state`'s names and
-    /// indexes, and the saved rules `saved` (the read state's, or an edited copy).
-    fn subset_context<'a>(&'a self, state: &'a ReadState, saved: &'a Definitions) -> Context<'a> {
-        Context {
-            store: &self.store,
-            catalog: &state.catalog,
-            indexes: &state.indexes,
-            saved,
-            bulk_from: self.config.audience_bulk_from,
-        }
-    }
-
-    fn audience_id(&self, name: &str) -> Result<u32> {
-        self.read()
-            .definitions
-            .get(name)
-            .map(|d| d.id)
-            .ok_or_else(|| Error::NotFound(format!("audience {name:?}")))
+    pub(crate) fn feed_position(&self) -> u64 {
+        self.live.read().next_seq - 1
     }
 
     /// Brings every saved audience to the clock's time (never backwards while any is saved) and,
-    /// with `touched`, up to date with a write that changed those customers. The caller holds
-    /// the writer lock.
-    pub(crate) fn maintain_audiences_locked(&self, touched: Option<&Touched>) -> Result<usize> {
-        let state = self.read();
+    /// with `touched`, up to date with a write that changed those customers.
+    pub(crate) fn maintain(
+        &self,
+        _: &mut Upkeep,
+        env: &Env<'_>,
+        touched: Option<&Touched>,
+    ) -> Result<usize> {
+        let state = env.state.read();
         if state.definitions.is_empty() {
             // No members to keep exact: the audiences' time is simply the clock's, even if it
             // went back (a backfill with a manual clock, a bench starting at a fixed date).
-            self.audiences.live.write().as_of = self.config.clock.now();
+            self.live.write().as_of = env.clock.now();
             return Ok(0);
         }
-        let now = self.audiences.as_of().max(self.config.clock.now());
+        let now = self.as_of().max(env.clock.now());
         let mut todo: Vec<Todo> = Vec::new();
         {
-            let mut live = self.audiences.live.write();
+            let mut live = self.live.write();
             for d in state.definitions.iter() {
                 let Some(la) = live.by_id.get_mut(&d.id) else {
                     continue;
@@ -821,10 +774,10 @@ impl Db {
                 }
             }
         }
-        let cx = self.subset_context(&state, &state.definitions);
+        let cx = env.subset_context(&state, &state.definitions);
         // Audiences asked about many customers go through the bitmaps, each on its own; the
         // others share one read of each customer.
-        let bulk_from = self.config.audience_bulk_from;
+        let bulk_from = env.bulk_from;
         let (many, few): (Vec<Todo>, Vec<Todo>) =
             todo.into_iter().partition(|t| t.2.len() >= bulk_from);
         let many_answers: Vec<Result<SubsetAnswer>> = many
@@ -841,7 +794,7 @@ impl Db {
         let mut flips: Vec<Flip> = Vec::new();
         let mut failure = None;
         {
-            let mut live = self.audiences.live.write();
+            let mut live = self.live.write();
             // An audience's answer, or `None` when it failed: its customers are tried again
             // at the next chance.
             let mut settle = |(d, _, custs): Todo, answer: Option<SubsetAnswer>| {
@@ -864,20 +817,25 @@ impl Db {
             live.as_of = now;
         }
         let n = flips.len();
-        self.publish(&flips, now)?;
+        self.publish(env, &flips, now)?;
         match failure {
             Some(e) => Err(e),
             None => Ok(n),
         }
     }
 
-    /// Removes a deleted customer from every audience (reported as exits) and its timers. The
-    /// caller holds the writer lock.
-    pub(crate) fn forget_in_audiences(&self, cust: u32, external: &str) -> Result<()> {
-        let now = self.audiences.as_of();
+    /// Removes a deleted customer from every audience (reported as exits) and its timers.
+    pub(crate) fn forget(
+        &self,
+        _: &mut Upkeep,
+        store: &Store,
+        cust: u32,
+        external: &str,
+    ) -> Result<()> {
+        let now = self.as_of();
         let mut names = Vec::new();
         {
-            let mut live = self.audiences.live.write();
+            let mut live = self.live.write();
             for la in live.by_id.values_mut() {
                 la.timers.forget(cust);
                 if la.members.remove(cust) {
@@ -887,7 +845,7 @@ impl Db {
                 la.dirty = true;
             }
         }
-        let first = self.audiences.live.read().next_seq;
+        let first = self.live.read().next_seq;
         let changes: Vec<Change> = names
             .into_iter()
             .zip(first..)
@@ -899,14 +857,19 @@ impl Db {
                 at: now,
             })
             .collect();
-        self.store_and_deliver(changes, now)
+        self.store_and_deliver(store, changes, now)
     }
 
     /// Numbers the flips from the feed's next position, with the customers' external ids;
     /// returns them and the position after them.
-    fn number_changes(&self, flips: &[Flip], now: Timestamp) -> Result<(Vec<Change>, u64)> {
-        let first = self.audiences.live.read().next_seq;
-        let state = self.state.read();
+    fn number_changes(
+        &self,
+        state: &RwLock<ReadState>,
+        flips: &[Flip],
+        now: Timestamp,
+    ) -> Result<(Vec<Change>, u64)> {
+        let first = self.live.read().next_seq;
+        let state = state.read();
         // Built in parallel: a new audience's first members can be most customers.
         let changes = flips
             .par_iter()
@@ -929,37 +892,38 @@ impl Db {
         Ok((changes, first + flips.len() as u64))
     }
 
-    fn publish(&self, flips: &[Flip], now: Timestamp) -> Result<()> {
+    fn publish(&self, env: &Env<'_>, flips: &[Flip], now: Timestamp) -> Result<()> {
         if flips.is_empty() {
             return Ok(());
         }
-        let (changes, _) = self.number_changes(flips, now)?;
-        self.store_and_deliver(changes, now)
+        let (changes, _) = self.number_changes(env.state, flips, now)?;
+        self.store_and_deliver(env.store, changes, now)
     }
 
     /// Makes numbered changes durable, advances the feed, and hands them to subscribers.
-    fn store_and_deliver(&self, changes: Vec<Change>, now: Timestamp) -> Result<()> {
+    fn store_and_deliver(&self, store: &Store, changes: Vec<Change>, now: Timestamp) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
         let mut batch = WriteBatch::new();
         feed_records(&mut batch, &changes, now);
-        self.store.commit(batch)?;
+        store.commit(batch)?;
         if let Some(last) = changes.last() {
-            self.audiences.live.write().next_seq = last.seq + 1;
+            self.live.write().next_seq = last.seq + 1;
         }
-        self.audiences.subscribers.deliver(&changes);
+        self.subscribers.deliver(&changes);
         Ok(())
     }
 
-    /// For [`Db::verify`]: each saved audience whose kept members differ from a fresh
+    /// For verification: each saved audience whose kept members differ from a fresh
     /// evaluation of its rule at the audiences' time.
-    pub(crate) fn audience_problems(&self) -> Result<Vec<String>> {
-        let (defs, now) = (self.read().definitions.clone(), self.audiences.as_of());
+    pub(crate) fn problems(&self, env: &Env<'_>) -> Result<Vec<String>> {
+        let (defs, now) = (env.state.read().definitions.clone(), self.as_of());
         let mut problems = Vec::new();
         for d in defs.iter() {
-            let fresh = self.query_quiet(&d.rule, now)?.into_bitmap();
-            let live = self.audiences.live.read();
+            let fresh =
+                query::run(env.state, env.store, &d.rule, now, Warnings::Skipped)?.into_bitmap();
+            let live = self.live.read();
             let kept = live.by_id.get(&d.id).map(|la| &la.members);
             if kept != Some(&fresh) {
                 let kept = kept.cloned().unwrap_or_default();

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use roaring::RoaringBitmap;
 
 use crate::error::{corrupt, Result};
-use crate::index::FastMap;
 use crate::model::time::{Timestamp, DAY_MS};
+use crate::model::FastMap;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Timers {

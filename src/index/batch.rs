@@ -25,8 +25,8 @@ use super::{
     FastMap, FastSet, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
 };
 use crate::model::time::day_of;
+use crate::model::StoredEvent;
 use crate::model::Value;
-use crate::storage::StoredEvent;
 
 /// Writes with fewer events than this are applied on the writer's thread alone, unless
 /// configured otherwise: starting a thread costs more than it saves.

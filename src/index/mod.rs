@@ -25,8 +25,7 @@ use hashbrown::Equivalent;
 use roaring::RoaringBitmap;
 
 use crate::model::time::day_of;
-use crate::model::Value;
-use crate::storage::StoredEvent;
+use crate::model::{FastMap, FastSet, StoredEvent, Value};
 
 pub use batch::{Changes, PARALLEL_FROM};
 pub use rollup::{DayCount, DayList, DayNumbers};
@@ -40,12 +39,6 @@ pub const DEFAULT_ROLLUP_BOUND: usize = 8;
 pub type DayCounts = BTreeMap<u32, DayList<DayCount>>;
 /// Per UTC day, each customer's figures of one numeric event property that day.
 pub type DayFigures = BTreeMap<u32, DayList<DayNumbers>>;
-
-/// A hash map with a fast hasher: index keys are small and not attacker-chosen in a way that
-/// matters here (a slow bucket costs time, never correctness).
-pub type FastMap<K, V> = hashbrown::HashMap<K, V, rustc_hash::FxBuildHasher>;
-/// The set counterpart of [`FastMap`].
-pub type FastSet<K> = hashbrown::HashSet<K, rustc_hash::FxBuildHasher>;
 
 /// A value as an index key: only strings, integers and booleans are indexed for equality.
 /// Strings are shared, so cloning a key never allocates.

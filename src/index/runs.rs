@@ -21,7 +21,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::rollup::{merge_partials, DayList, ListVersion, Partial};
-use super::FastMap;
+use crate::model::FastMap;
 
 /// The lengths of runs, in days, longest first; each divides the one before.
 pub const RUN_DAYS: [u32; 3] = [256, 64, 8];

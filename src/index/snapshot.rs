@@ -10,8 +10,9 @@ use roaring::RoaringBitmap;
 use super::rollup::{
     get_counts, get_numbers, put_counts, put_numbers, DayCount, DayList, DayNumbers,
 };
-use super::{DayBitmaps, FastMap, FastSet, IndexValue, Indexes, TraitIndex};
+use super::{DayBitmaps, IndexValue, Indexes, TraitIndex};
 use crate::error::{corrupt, Result};
+use crate::model::{FastMap, FastSet};
 use crate::storage::codec::{self, put_varint, Reader};
 
 /// The layout of the snapshot families. A snapshot of another version (or of none: written
@@ -507,8 +508,8 @@ pub enum DecodedFamily {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::StoredEvent;
     use crate::model::Value;
-    use crate::storage::StoredEvent;
 
     #[test]
     fn snapshot_round_trips_every_family() {

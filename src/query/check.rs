@@ -14,8 +14,9 @@
 
 use std::fmt;
 
-use crate::index::{FastMap, IndexValue, Indexes};
+use crate::index::{IndexValue, Indexes};
 use crate::model::value::ValueType;
+use crate::model::FastMap;
 use crate::rules::words;
 use crate::rules::{
     CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind, Predicate,

@@ -24,11 +24,10 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
-use crate::index::{
-    DayBitmaps, EventIndex, FastMap, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
-};
+use crate::index::{DayBitmaps, EventIndex, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef};
 use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
+use crate::model::FastMap;
 use crate::rules::CmpOp;
 use crate::storage::view::{BlockSpan, ValueView};
 use crate::storage::{Catalog, Store};
@@ -617,7 +616,7 @@ pub(crate) struct CustomerData<'s> {
     store: &'s Store,
     events_from: Option<Timestamp>,
     cust: u32,
-    profile: Option<Option<crate::storage::codec::Fields>>,
+    profile: Option<Option<crate::model::Fields>>,
     events_loaded: bool,
     /// The bodies of the customer's event blocks, uncompressed, back to back.
     bodies: Vec<u8>,

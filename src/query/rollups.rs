@@ -16,8 +16,9 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::index::rollup::{sum_margin, Partial, SPAN_UNIT_MS};
-use crate::index::{DayCount, DayFigures, DayList, DayNumbers, EventIndex, FastMap, Piece, Runs};
+use crate::index::{DayCount, DayFigures, DayList, DayNumbers, EventIndex, Piece, Runs};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
+use crate::model::FastMap;
 use crate::rules::{AggregateFn, CmpOp};
 
 use super::exec::Bounds;

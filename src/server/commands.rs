@@ -423,17 +423,13 @@ fn client(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), Cm
 
 /// The `key:value` text Redis's `INFO` gives, with this server's sizes and counters.
 fn info(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
-    let (customers, profiles, events, traits, event_names) = {
-        let state = ctx.db.read();
-        let events: u64 = state.catalog.events().map(|(_, e)| e.count).sum();
-        (
-            state.indexes.everyone.len(),
-            state.indexes.profiles.len(),
-            events,
-            state.catalog.traits().count(),
-            state.catalog.events().filter(|(_, e)| e.count > 0).count(),
-        )
-    };
+    let crate::Totals {
+        customers,
+        profiles,
+        events,
+        trait_names: traits,
+        event_names,
+    } = ctx.db.totals();
     let s = ctx.shared;
     let pubsub = s.pubsub.counts();
     let text = format!(
@@ -481,7 +477,7 @@ fn info(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdErro
 
 /// The number of customers: the nearest thing to Redis's number of keys.
 fn dbsize(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
-    let n = ctx.db.read().indexes.everyone.len();
+    let n = ctx.db.totals().customers;
     r.int(i64::try_from(n).unwrap_or(i64::MAX));
     Ok(())
 }

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::index::FastMap as HashMap;
-use crate::index::FastSet;
 use crate::model::value::ValueType;
+use crate::model::FastMap as HashMap;
+use crate::model::FastSet;
 use crate::model::Value;
 
 /// How far a store's schema may grow: the most distinct names of each kind. A message that would

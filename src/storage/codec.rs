@@ -3,6 +3,7 @@
 
 use super::dictionary::{BlockDictionary, Dictionaries};
 use crate::error::{corrupt, Result};
+pub use crate::model::{Fields, StoredEvent};
 use crate::model::{Timestamp, Value};
 
 /// Appends `v` as an unsigned LEB128 varint.
@@ -201,9 +202,6 @@ fn get_value_at_depth(r: &mut Reader<'_>, depth: u8) -> Result<Value> {
     })
 }
 
-/// A set of named fields (a profile's traits or an event's properties), by interned name id.
-pub type Fields = Vec<(u32, Value)>;
-
 /// Appends fields as a count, then (name id, value) pairs.
 pub fn put_fields(out: &mut Vec<u8>, fields: &[(u32, Value)]) {
     put_varint(out, fields.len() as u64);
@@ -282,14 +280,6 @@ pub fn decode_seen(bytes: &[u8]) -> Result<Vec<u64>> {
             .collect()),
         _ => Err(corrupt!("bad message-id record")),
     }
-}
-
-/// One stored event: when, which (interned event name) and its properties.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    pub ts: Timestamp,
-    pub event: u32,
-    pub props: Fields,
 }
 
 /// A packed record stored as is: this tag, then the body.

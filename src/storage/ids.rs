@@ -466,6 +466,7 @@ mod db_tests {
     //! The map through the database's life: snapshot, writes after it, a crash, a folder
     //! without chunks, damaged chunks.
     use super::*;
+    use crate::testing::Internals;
     use crate::Db;
 
     fn ids_of(db: &Db) -> Vec<(u32, String)> {

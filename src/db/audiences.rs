@@ -1,0 +1,136 @@
+//! The saved-audience half of the handle: each method lends saved audiences (`crate::audience`)
+//! the store and the read state, and, for a change, the writer's [`Upkeep`], which only the
+//! holder of the writer lock can reach. Delegations only: members, timers and the feed are
+//! `crate::audience`'s.
+
+use super::write::Writer;
+use super::Db;
+use crate::audience::{self, AudienceDiff, AudienceInfo, Change, Env, Subscription, Touched};
+use crate::error::Result;
+use crate::model::time::Timestamp;
+use crate::query::Audience;
+
+impl Writer {
+    /// Brings every saved audience to the clock's time and, with `touched`, up to date with a
+    /// write that changed those customers.
+    pub(super) fn maintain_audiences(
+        &mut self,
+        db: &Db,
+        touched: Option<&Touched>,
+    ) -> Result<usize> {
+        db.audiences
+            .maintain(&mut self.upkeep, &db.audience_env(), touched)
+    }
+
+    /// Removes a deleted customer from every saved audience, reported as exits.
+    pub(super) fn forget_in_audiences(&mut self, db: &Db, cust: u32, external: &str) -> Result<()> {
+        db.audiences
+            .forget(&mut self.upkeep, &db.store, cust, external)
+    }
+}
+
+impl Db {
+    /// What saved audiences work against: this database's store, read state and settings.
+    pub(super) fn audience_env(&self) -> Env<'_> {
+        Env {
+            store: &self.store,
+            state: &self.state,
+            clock: &self.config.clock,
+            bulk_from: self.config.audience_bulk_from,
+        }
+    }
+
+    /// Saves an audience: `rule` under `name`, replacing the rule saved under that name if any.
+    /// The rule is checked (it parses, every audience it names exists, no cycle) before
+    /// anything changes. Its members are computed at the audiences' time and kept from then on;
+    /// each entry and exit (against the old rule's members, or every member for a new name) goes
+    /// to the change feed. Audiences that name this one are recomputed with it.
+    pub fn define_audience(&self, name: &str, rule: &str) -> Result<AudienceInfo> {
+        audience::check_name(name)?;
+        let prepared = crate::query::PreparedRule::new(rule)?;
+        let mut w = self.writer.lock();
+        self.audiences
+            .define(&mut w.upkeep, &self.audience_env(), name, prepared)
+    }
+
+    /// Drops a saved audience. Refused, with their names, while other audiences name it.
+    /// Its members are not reported as leaving; its past changes stay in the feed.
+    pub fn drop_audience(&self, name: &str) -> Result<()> {
+        let mut w = self.writer.lock();
+        self.audiences
+            .drop_audience(&mut w.upkeep, &self.audience_env(), name)
+    }
+
+    /// Every saved audience, by name.
+    pub fn audiences(&self) -> Vec<AudienceInfo> {
+        self.audiences.list(&self.state.read())
+    }
+
+    /// One saved audience, or [`crate::Error::NotFound`].
+    pub fn audience(&self, name: &str) -> Result<AudienceInfo> {
+        self.audiences.get(&self.state.read(), name)
+    }
+
+    /// A saved audience's members as kept (exact at the audiences' time).
+    pub fn audience_members(&self, name: &str) -> Result<Audience> {
+        self.audiences.members(&self.state.read(), name)
+    }
+
+    /// Who was in a saved audience at `at`: its rule evaluated at that *now* (traits are as
+    /// they are today: the store keeps no history of them).
+    pub fn audience_members_at(&self, name: &str, at: Timestamp) -> Result<Audience> {
+        let rule = audience::saved_rule(&self.state.read(), name)?;
+        self.query_quiet(&rule, at)
+    }
+
+    /// What saving `rule` under `name` would change, computed without saving anything: the
+    /// size before and after, and who would enter and leave, at the audiences' time.
+    pub fn diff_audience(&self, name: &str, rule: &str) -> Result<AudienceDiff> {
+        self.audiences.diff(&self.audience_env(), name, rule)
+    }
+
+    /// The saved audiences a customer is in, by name (none for an unknown customer): the call
+    /// a page makes to personalise itself. Answered from the kept members.
+    pub fn audiences_of(&self, customer: &str) -> Result<Vec<String>> {
+        let cust = self.state.read().ids.get(customer);
+        Ok(cust.map_or_else(Vec::new, |c| self.audiences.of(c)))
+    }
+
+    /// [`Db::audiences_of`] by internal id.
+    pub fn audiences_of_internal(&self, cust: u32) -> Vec<String> {
+        self.audiences.of(cust)
+    }
+
+    /// The time saved audiences are exact at.
+    pub fn audiences_as_of(&self) -> Timestamp {
+        self.audiences.as_of()
+    }
+
+    /// Moves saved audiences to the clock's time: customers whose membership may have changed
+    /// by time alone since are re-evaluated. Returns the number of entries and exits. Every
+    /// write does this first; a server calls it on a timer.
+    pub fn advance_audiences(&self) -> Result<usize> {
+        self.writer.lock().maintain_audiences(self, None)
+    }
+
+    /// Listens to every entry and exit from now on.
+    pub fn subscribe(&self) -> Subscription {
+        self.audiences.subscribe()
+    }
+
+    /// Up to `limit` stored changes after position `after` (0: from the oldest kept), in order.
+    /// A position older than the oldest kept change is an error: read the members afresh.
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
+        self.audiences.changes_since(&self.store, after, limit)
+    }
+
+    /// How many subscriptions are live.
+    pub fn subscriber_count(&self) -> usize {
+        self.audiences.subscriber_count()
+    }
+
+    /// The position of the latest change (0 before any).
+    pub fn feed_position(&self) -> u64 {
+        self.audiences.feed_position()
+    }
+}

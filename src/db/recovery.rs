@@ -1,0 +1,323 @@
+//! Opening a folder and keeping what a crash would lose cheap to recover: the index and id-map
+//! snapshots are loaded, the customers in the dirty log after them are recomputed from their
+//! stored data (`docs/DURABILITY.md`), a snapshot of an older layout is rebuilt; `verify` and
+//! `rebuild_indexes` compare or replace the live indexes with a rebuild; checkpoints write the
+//! changed index families, id-map chunks and saved audiences' members.
+//!
+//! Checkpoints, `verify` and `rebuild_indexes` run under the writer lock: they are methods of
+//! [`Writer`]. Reads records only through `Store` and writes through `storage::WriteBatch`.
+
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::write::{catalog_bytes, Writer};
+use super::{Config, Db, VerifyReport, BLOCK_EVENTS};
+use crate::audience::{Audiences, Touched};
+use crate::error::Result;
+use crate::index::{DecodedFamily, Family, Indexes, SNAPSHOT_VERSION};
+use crate::query::ReadState;
+use crate::storage::codec;
+use crate::storage::dictionary;
+use crate::storage::{meta, BlockDictionary, Catalog, IdMap, Store, WriteBatch};
+
+/// Opens the database of `config`: loads the snapshots, recovers the customers written after
+/// them, brings saved audiences up to date, and snapshots again when it recovered anything.
+pub(super) fn open(config: Config) -> Result<Db> {
+    let store = Store::open(&config.path)?;
+    let catalog = store.catalog()?;
+    let generation = store.meta_u64(meta::GENERATION)?;
+    let index_generation = store.meta_u64(meta::INDEX_GENERATION)?;
+    let next_id = store.next_id()?;
+
+    let mut indexes = Indexes::with_bounds(config.value_bound, config.rollup_bound);
+    // A snapshot of another layout (written by an older build) is not read: the indexes are
+    // rebuilt from the stored data, once, and snapshotted in this build's layout.
+    let version = store.index_family(&Family::Version.key())?;
+    let current = version
+        .as_deref()
+        .and_then(|v| codec::Reader::new(v).u32().ok())
+        == Some(SNAPSHOT_VERSION);
+    let stale = !current && store.has_index_snapshot();
+    if current {
+        // Reading is sequential (one sled iterator), decoding parallel: at 1M customers the
+        // snapshot is 600 MB of records whose decoding is most of an open.
+        let decoded: Vec<DecodedFamily> = store
+            .index_families()
+            .par_bridge()
+            .map(|item| {
+                let (family_key, v) = item?;
+                Indexes::decode_family(&family_key, &v)
+            })
+            .collect::<Result<_>>()?;
+        for family in decoded {
+            indexes.install_family(family);
+        }
+    }
+    // Recompute the customers written after the snapshot from their stored data.
+    let mut dirty = RoaringBitmap::new();
+    if stale {
+        indexes = rebuild_from(&store, &indexes)?.0;
+    } else {
+        for (g, custs) in store.dirty_log()? {
+            if g > index_generation {
+                dirty |= custs;
+            }
+        }
+    }
+    let ids = if stale {
+        IdMap::load(&store)?
+    } else {
+        IdMap::open(&store, &dirty)?
+    };
+    if !dirty.is_empty() {
+        indexes.purge(&dirty);
+        for cust in &dirty {
+            index_customer(&store, &mut indexes, cust)?;
+        }
+    }
+    let (definitions, audiences, upkeep) = Audiences::load(&store, &indexes, &ids)?;
+    let db = Db {
+        store,
+        pending: Mutex::new(Vec::new()),
+        writer: Mutex::new(Writer::new(generation, next_id, dirty.len(), upkeep)),
+        state: RwLock::new(ReadState {
+            catalog,
+            indexes,
+            ids,
+            definitions,
+        }),
+        audiences,
+        config,
+        abandoned: false.into(),
+    };
+    // Saved audiences: customers written since the snapshot are evaluated again (their
+    // changes may not have reached the feed), and time catches up with the clock.
+    let mut w = db.writer.lock();
+    let touched = Touched {
+        all: dirty.clone(),
+        ..Touched::default()
+    };
+    w.maintain_audiences(&db, Some(&touched))?;
+    if stale {
+        w.snapshot(&db, true)?;
+    } else if !dirty.is_empty() {
+        w.checkpoint(&db)?;
+    }
+    drop(w);
+    Ok(db)
+}
+
+impl Writer {
+    /// Checks that the live indexes and counts equal a rebuild from the stored data.
+    pub(super) fn verify(&mut self, db: &Db) -> Result<VerifyReport> {
+        let state = db.state.read();
+        let (rebuilt, catalog, events) = rebuild_from(&db.store, &state.indexes)?;
+        let mut problems = state.indexes.differences(&rebuilt);
+        if state.ids != IdMap::load(&db.store)? {
+            problems.push("the in-memory id map differs from the stored ids".into());
+        }
+        for (id, e) in state.catalog.events() {
+            let recount = catalog.events().nth(id as usize).map(|(_, r)| r);
+            if recount.map(|r| (r.count, &r.props)) != Some((e.count, &e.props)) {
+                problems.push(format!("event {:?}: stored counts differ", e.name));
+            }
+        }
+        drop(state);
+        problems.extend(db.audiences.problems(&db.audience_env())?);
+        Ok(VerifyReport {
+            customers: rebuilt.everyone.len(),
+            events,
+            bitmaps: rebuilt.bitmap_count(),
+            problems,
+        })
+    }
+
+    /// Replaces the indexes and counts with a rebuild from stored data and snapshots them.
+    pub(super) fn rebuild_indexes(&mut self, db: &Db) -> Result<VerifyReport> {
+        let like = db.state.read().indexes.empty_like();
+        let (rebuilt, catalog, events) = rebuild_from(&db.store, &like)?;
+        let ids = IdMap::load(&db.store)?;
+        let report = VerifyReport {
+            customers: rebuilt.everyone.len(),
+            events,
+            bitmaps: rebuilt.bitmap_count(),
+            problems: Vec::new(),
+        };
+        let mut batch = WriteBatch::new();
+        batch.put_meta(meta::CATALOG, &catalog_bytes(&catalog)?);
+        db.store.commit(batch)?;
+        {
+            let mut state = db.state.write();
+            state.indexes = rebuilt;
+            state.catalog = catalog;
+            state.ids = ids;
+        }
+        self.snapshot(db, true)?;
+        Ok(report)
+    }
+
+    pub(super) fn checkpoint(&mut self, db: &Db) -> Result<()> {
+        self.snapshot(db, false)?;
+        // After the snapshot, so that trouble reading stored blocks cannot hold it back.
+        if db.store.dictionaries().current().is_none() {
+            if let Some(d) = train_from_store(&db.store, dictionary::FIRST_ID)? {
+                let mut batch = WriteBatch::new();
+                batch.put_dictionary(&d);
+                db.store.commit(batch)?;
+                db.store.dictionaries().install(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn snapshot(&mut self, db: &Db, all: bool) -> Result<()> {
+        let index_generation = db.store.meta_u64(meta::INDEX_GENERATION)?;
+        if !all
+            && index_generation == self.generation
+            && self.touched_since_checkpoint == 0
+            && !db.state.read().ids.has_changes()
+        {
+            return Ok(());
+        }
+        let (families, id_chunks): (Vec<Family>, Vec<u32>) = {
+            let mut state = db.state.write();
+            let changed = state.indexes.take_changed();
+            let changed_ids = state.ids.take_changed();
+            if all {
+                (
+                    state.indexes.all_families(),
+                    state.ids.all_chunks().collect(),
+                )
+            } else {
+                (
+                    changed.into_iter().collect(),
+                    changed_ids.into_iter().collect(),
+                )
+            }
+        };
+        let written = self.write_snapshot(db, all, &families, &id_chunks);
+        if written.is_err() {
+            // Nothing of it is stored: what changed must still be written by the next one (or
+            // a later checkpoint would move the index generation past families never written).
+            let mut state = db.state.write();
+            state.indexes.restore_changed(families);
+            state.ids.restore_changed(id_chunks);
+        }
+        written
+    }
+
+    /// Writes the index and id map snapshot records `families` and `id_chunks` in one batch.
+    fn write_snapshot(
+        &mut self,
+        db: &Db,
+        all: bool,
+        families: &[Family],
+        id_chunks: &[u32],
+    ) -> Result<()> {
+        let state = db.state.read();
+        let mut batch = WriteBatch::new();
+        if all {
+            // A whole snapshot replaces every record of the previous one, in the same batch (a
+            // later insert of a key wins over its removal).
+            db.store.clear_index_snapshot(&mut batch)?;
+        }
+        // Families are encoded (and compressed) independently: on every core.
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = families
+            .par_iter()
+            .map(|f| (f.key(), state.indexes.encode_family(f)))
+            .collect();
+        for (family_key, blob) in encoded {
+            match blob {
+                Some(blob) => batch.put_index_family(&family_key, blob),
+                None => batch.remove_index_family(&family_key),
+            }
+        }
+        for &chunk in id_chunks {
+            match state.ids.encode_chunk(chunk) {
+                Some(blob) => batch.put_id_chunk(chunk, blob),
+                None => batch.remove_id_chunk(chunk),
+            }
+        }
+        drop(state);
+        db.store.clear_dirty_log(&mut batch)?;
+        batch.put_meta_u64(meta::INDEX_GENERATION, self.generation);
+        let audiences =
+            db.audiences
+                .checkpoint(&db.store, &mut batch, db.config.feed_capacity.max(1))?;
+        db.store.commit(batch)?;
+        db.audiences.checkpointed(audiences);
+        self.touched_since_checkpoint = 0;
+        Ok(())
+    }
+}
+
+/// Trains a block dictionary on stored blocks (their first ones in key order, up to
+/// [`dictionary::TRAIN_SAMPLE_BYTES`] of bodies): for a folder filled by writes too small to
+/// train one, or written by a build without dictionaries. `None` while there are too few.
+pub(crate) fn train_from_store(store: &Store, id: u32) -> Result<Option<BlockDictionary>> {
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0;
+    for item in store.event_block_bytes() {
+        let v = item?;
+        let mut body = Vec::new();
+        codec::block_body(&v, store.dictionaries(), &mut body)?;
+        total += body.len();
+        bodies.push(body);
+        if total >= dictionary::TRAIN_SAMPLE_BYTES {
+            break;
+        }
+    }
+    let samples: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    Ok(dictionary::train(&samples).and_then(|bytes| BlockDictionary::new(id, bytes).ok()))
+}
+
+/// Rebuilds the indexes (like `like`: same bounds and unindexed fields) and the catalog counts
+/// from stored data alone.
+fn rebuild_from(store: &Store, like: &Indexes) -> Result<(Indexes, Catalog, u64)> {
+    let mut ix = like.empty_like();
+    let mut catalog = store.catalog()?;
+    let counted: Vec<u32> = catalog.events().map(|(id, _)| id).collect();
+    for id in counted {
+        catalog.reset_counts(id);
+    }
+    for cust in &store.customer_ids()? {
+        ix.add_customer(cust);
+    }
+    for item in store.profiles() {
+        let (cust, traits) = item?;
+        ix.add_profile(cust, &traits);
+    }
+    let mut events = Vec::with_capacity(BLOCK_EVENTS);
+    let mut total = 0u64;
+    for item in store.event_blocks() {
+        let (cust, start, v) = item?;
+        events.clear();
+        codec::decode_block(start, &v, store.dictionaries(), &mut events)?;
+        for e in &events {
+            ix.add_event(cust, e);
+            catalog.count_event(e.event, &e.props, 1);
+        }
+        total += events.len() as u64;
+    }
+    ix.take_changed();
+    Ok((ix, catalog, total))
+}
+
+/// Adds one customer's stored data to `ix` (after a purge): used by crash recovery.
+fn index_customer(store: &Store, ix: &mut Indexes, cust: u32) -> Result<()> {
+    if store.external_id(cust)?.is_none() {
+        return Ok(());
+    }
+    ix.add_customer(cust);
+    if let Some(p) = store.profile(cust)? {
+        ix.add_profile(cust, &p);
+    }
+    let mut events = Vec::new();
+    store.events(cust, &mut events)?;
+    for e in &events {
+        ix.add_event(cust, e);
+    }
+    Ok(())
+}

@@ -1,0 +1,781 @@
+//! The write path: one writer at a time, and writes that arrive together committed together.
+//!
+//! [`Writer`] is what only the holder of the writer lock may change: the generation, the id
+//! counter, the customers touched since the last checkpoint. One is made at open and moved into
+//! `Db::writer`, so a `&mut Writer` comes only from that lock's guard: every step that must run
+//! under the lock is a method of `Writer` (here, and the checkpoints in `recovery.rs`), and the
+//! types prove the lock is held.
+//!
+//! [`submit`] is group commit: writers that find the lock taken queue their batches, and the next
+//! holder stores them all in one atomic, durable write ([`Writer::ingest`]) and answers each. A
+//! write resolves ids, drops duplicate message ids, merges events into time-ordered blocks
+//! (`prepare_customer`, `merge_events`), commits everything with a dirty-log record
+//! ([`Writer::commit`]), and only then applies the change to the read state and keeps saved
+//! audiences up to date.
+//!
+//! Writes records only through `storage::WriteBatch` (no key layout here) and hands the indexes
+//! grouped `index::Changes`; it never reads index internals.
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
+
+use super::{Db, IngestReport, Outcome, BLOCK_EVENTS};
+use crate::audience::{Touched, Upkeep};
+use crate::error::{internal, invalid, Error, Result};
+use crate::index::Changes;
+use crate::ingest::message::{check_customer_id, Body, Message};
+use crate::model::time::{self, Timestamp};
+use crate::model::{FastMap, FastSet, Fields, StoredEvent, Value};
+use crate::storage::codec;
+use crate::storage::dictionary;
+use crate::storage::{meta, BlockDictionary, Catalog, SchemaLimits, WriteBatch};
+
+/// About how many bytes an event takes in an uncompressed block body (the generated shop's
+/// average): sizes dictionary training samples before encoding them.
+const BODY_BYTES_PER_EVENT: usize = 25;
+
+/// A write touching at least this many customers frees its records on rayon's pool.
+const BACKGROUND_DROP_FROM: usize = 64;
+
+/// What only the holder of the writer lock changes. Made once, at open, and kept in
+/// `Db::writer`: a `&mut Writer` proves that the writer lock is held.
+pub(crate) struct Writer {
+    pub(super) generation: u64,
+    pub(super) next_id: u32,
+    pub(super) touched_since_checkpoint: u64,
+    /// The right to change saved audiences, which only the writer has.
+    pub(super) upkeep: Upkeep,
+}
+
+/// A batch waiting to be committed with others, and where its answer goes.
+pub(super) struct PendingWrite {
+    messages: Vec<Message>,
+    /// Whether messages over a schema limit are refused one by one ([`Db::ingest_lenient`])
+    /// rather than failing the whole batch.
+    lenient: bool,
+    /// When it was handed in: the time of its messages that carry none.
+    arrival: Timestamp,
+    answer: Arc<Mutex<Option<Result<Outcome>>>>,
+}
+
+/// A customer's pending changes within one write.
+#[derive(Default)]
+struct Work {
+    is_new: bool,
+    identified: bool,
+    trait_updates: Vec<(u32, Option<Value>)>,
+    events: Vec<StoredEvent>,
+    /// Hashes of the message ids stored before this write (sorted), once needed.
+    seen_before: Option<Vec<u64>>,
+    /// Hashes of the message ids this write stores.
+    seen_now: FastSet<u64>,
+}
+
+/// A customer's applied changes, for the in-memory indexes.
+struct Applied {
+    cust: u32,
+    is_new: bool,
+    profile: Option<(Option<Fields>, Fields)>,
+    events: Vec<StoredEvent>,
+}
+
+/// Stores a batch for [`Db::ingest`] and [`Db::ingest_lenient`], committed together with the
+/// batches other threads queue meanwhile (group commit).
+pub(super) fn submit(db: &Db, messages: Vec<Message>, lenient: bool) -> Result<Outcome> {
+    for m in &messages {
+        check_message(m)?;
+    }
+    let answer: Arc<Mutex<Option<Result<Outcome>>>> = Arc::default();
+    db.pending.lock().push(PendingWrite {
+        messages,
+        lenient,
+        arrival: db.config.clock.now(),
+        answer: answer.clone(),
+    });
+    let mut w = db.writer.lock();
+    // Only a holder of the write lock takes queued writes, and it answers them all before
+    // letting go: so either ours was answered, or it is still queued.
+    if let Some(done) = answer.lock().take() {
+        return done;
+    }
+    let mut group = std::mem::take(&mut *db.pending.lock());
+    let mut all = Vec::with_capacity(group.iter().map(|p| p.messages.len()).sum());
+    let mut owners = Vec::with_capacity(all.capacity());
+    let mut lens = Vec::with_capacity(group.len());
+    let arrivals: Vec<Timestamp> = group.iter().map(|p| p.arrival).collect();
+    let lenient: Vec<bool> = group.iter().map(|p| p.lenient).collect();
+    for (i, p) in group.iter_mut().enumerate() {
+        owners.extend(std::iter::repeat_n(i, p.messages.len()));
+        lens.push(p.messages.len());
+        all.append(&mut p.messages);
+    }
+    let mut committing = false;
+    if group.len() == 1 {
+        *group[0].answer.lock() = Some(
+            w.ingest(db, all, &owners, &arrivals, &lenient, &mut committing)
+                .map(|mut r| r.remove(0)),
+        );
+    } else {
+        // Kept in case the group fails before its commit (no ids left, a read error), so
+        // that each write can then be committed alone and get the outcome it would have had
+        // alone.
+        let copy = all.clone();
+        match w.ingest(db, all, &owners, &arrivals, &lenient, &mut committing) {
+            Ok(reports) => {
+                for (p, r) in group.iter().zip(reports) {
+                    *p.answer.lock() = Some(Ok(r));
+                }
+            }
+            Err(e) if committing => {
+                // The storage failed under the whole group: every write gets the error.
+                for p in &group {
+                    *p.answer.lock() = Some(Err(e.clone()));
+                }
+            }
+            Err(_) => {
+                let mut rest = copy.into_iter();
+                for (p, n) in group.iter().zip(lens) {
+                    let mine: Vec<Message> = rest.by_ref().take(n).collect();
+                    let alone = vec![0; n];
+                    let mut committing = false;
+                    *p.answer.lock() = Some(
+                        w.ingest(
+                            db,
+                            mine,
+                            &alone,
+                            &[p.arrival],
+                            &[p.lenient],
+                            &mut committing,
+                        )
+                        .map(|mut r| r.remove(0)),
+                    );
+                }
+            }
+        }
+    }
+    drop(w);
+    let done = answer.lock().take();
+    done.unwrap_or_else(|| Err(internal!("the write was not answered")))
+}
+
+impl Writer {
+    /// A fresh writer state, for the database being opened.
+    pub(super) fn new(
+        generation: u64,
+        next_id: u32,
+        touched_since_checkpoint: u64,
+        upkeep: Upkeep,
+    ) -> Writer {
+        Writer {
+            generation,
+            next_id,
+            touched_since_checkpoint,
+            upkeep,
+        }
+    }
+
+    /// Stores the messages of a group of writes (`owners[i]` is the write message `i` came
+    /// from; `arrivals[w]` stamps write `w`'s messages without a time) as one atomic write, and
+    /// reports per write. `committing` is set once the commit is attempted: an error before it
+    /// stored nothing and changed nothing. A message over a schema limit fails the whole group,
+    /// unless its write is `lenient`: then it is skipped, before anything of it (its customer,
+    /// its message id, its names) is taken in, and listed in that write's outcome.
+    fn ingest(
+        &mut self,
+        db: &Db,
+        messages: Vec<Message>,
+        owners: &[usize],
+        arrivals: &[Timestamp],
+        lenient: &[bool],
+        committing: &mut bool,
+    ) -> Result<Vec<Outcome>> {
+        let mut catalog = db.state.read().catalog.clone();
+        let mut reports = vec![IngestReport::default(); arrivals.len()];
+        let mut refused: Vec<Vec<(usize, Error)>> =
+            (0..arrivals.len()).map(|_| Vec::new()).collect();
+        let mut positions = vec![0usize; arrivals.len()];
+        let mut stored = 0u64;
+        let mut batch = WriteBatch::new();
+        let mut new_ids: FastMap<String, u32> = FastMap::default();
+        let mut work: BTreeMap<u32, Work> = BTreeMap::new();
+        let mut next_id = self.next_id;
+        // The writer lock is held: nobody else changes the id map until this write is applied.
+        let known = db.state.read();
+
+        for (m, &owner) in messages.into_iter().zip(owners) {
+            let position = positions[owner];
+            positions[owner] += 1;
+            if let Err(e) = check_limits(&catalog, &m.body, &db.config.limits) {
+                if !lenient[owner] {
+                    return Err(e);
+                }
+                refused[owner].push((position, e));
+                continue;
+            }
+            let report = &mut reports[owner];
+            let (cust, is_new) = match known.ids.get(&m.customer) {
+                Some(c) => (c, false),
+                None => match new_ids.get(&m.customer) {
+                    Some(&c) => (c, false),
+                    None => {
+                        let c = next_id;
+                        next_id = next_id.checked_add(1).ok_or_else(|| {
+                            invalid!("the database holds the most customers it can")
+                        })?;
+                        batch.put_id(&m.customer, c);
+                        new_ids.insert(m.customer.clone(), c);
+                        (c, true)
+                    }
+                },
+            };
+            let wk = work.entry(cust).or_default();
+            wk.is_new |= is_new;
+            if let Some(mid) = &m.message_id {
+                if wk.seen_before.is_none() {
+                    // A customer new in this write has no stored message ids to read.
+                    wk.seen_before = Some(if wk.is_new {
+                        Vec::new()
+                    } else {
+                        db.store.seen_messages(cust)?
+                    });
+                }
+                let before = wk.seen_before.as_deref().unwrap_or_default();
+                let h = codec::message_hash(mid);
+                if before.binary_search(&h).is_ok() || !wk.seen_now.insert(h) {
+                    report.duplicates += 1;
+                    continue;
+                }
+            }
+            report.stored += 1;
+            stored += 1;
+            match m.body {
+                Body::Identify { traits } => {
+                    wk.identified = true;
+                    for (name, value) in traits {
+                        let t = catalog.intern_trait(&name, value.as_ref());
+                        wk.trait_updates.push((t, value));
+                    }
+                }
+                Body::Track { event, properties } => {
+                    let e = catalog.intern_event(&event);
+                    let mut props: Vec<(u32, Value)> = properties
+                        .into_iter()
+                        .map(|(k, v)| (catalog.intern_prop(&k), v))
+                        .collect();
+                    props.sort_by_key(|(p, _)| *p);
+                    props.dedup_by_key(|(p, _)| *p);
+                    catalog.count_event(e, &props, 1);
+                    wk.events.push(StoredEvent {
+                        ts: m.timestamp.unwrap_or(arrivals[owner]),
+                        event: e,
+                        props,
+                    });
+                }
+            }
+        }
+
+        drop(known);
+        let reports: Vec<Outcome> = reports.into_iter().zip(refused).collect();
+        if stored == 0 {
+            return Ok(reports);
+        }
+        // The first write with enough events trains the folder's block dictionary. It is stored
+        // in this write's batch, with the first blocks compressed with it, and used from the
+        // commit on: no stored block ever names a dictionary that is not stored.
+        let trained = match db.store.dictionaries().current() {
+            Some(_) => None,
+            None => train_from_write(&work, dictionary::FIRST_ID),
+        };
+        if let Some(d) = &trained {
+            batch.put_dictionary(d);
+        }
+        let dict = db.store.dictionaries().current().or(trained.as_ref());
+        // Each customer's records are independent of the others': prepare them in parallel.
+        let touched: RoaringBitmap = work.keys().copied().collect();
+        let prepared: Vec<(Applied, WriteBatch)> = work
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(cust, wk)| db.prepare_customer(cust, wk, dict))
+            .collect::<Result<_>>()?;
+        let mut applied = Vec::with_capacity(prepared.len());
+        for (a, records) in prepared {
+            batch.append(records);
+            applied.push(a);
+        }
+        *committing = true;
+        self.commit(db, batch, &touched, &catalog, next_id)?;
+        if let Some(d) = trained {
+            // There was none before this write, and only the writer (whose lock this is) installs.
+            db.store.dictionaries().install(d)?;
+        }
+        // Group the index changes before taking the lock that readers wait for; under it, large
+        // writes are applied on every core.
+        let mut changes = Changes::default();
+        for a in &applied {
+            let profile = a
+                .profile
+                .as_ref()
+                .map(|(old, new)| (old.as_deref(), &new[..]));
+            changes.customer(a.cust, a.is_new, profile, &a.events);
+        }
+        let mut new_ids: Vec<(String, u32)> = new_ids.into_iter().collect();
+        new_ids.sort_unstable_by_key(|(_, c)| *c);
+        {
+            let mut state = db.state.write();
+            state.catalog = catalog;
+            for (external, c) in &new_ids {
+                // Committed already: a refusal here means the map had drifted from storage.
+                state.ids.insert(external, *c)?;
+            }
+            state.indexes.apply(&changes, db.config.parallel_index_from);
+        }
+        drop(changes);
+        // The write is durable and visible: saved audiences follow. Should that fail (storage
+        // trouble), the customers are retried at the next write or advance, and recovery redoes
+        // them after a crash; the write itself stands.
+        let _ = self.maintain_audiences(db, Some(&touched_by(&applied)));
+        if applied.len() >= BACKGROUND_DROP_FROM {
+            // Freeing a large write's events (an allocation or more per event) is work the next
+            // write need not wait for.
+            rayon::spawn(move || drop(applied));
+        }
+        if self.touched_since_checkpoint >= db.config.checkpoint_after {
+            // The write is durable already: a failed snapshot is retried at the next checkpoint
+            // (and until then recovery covers these customers), not this write's failure.
+            let _ = self.checkpoint(db);
+        }
+        Ok(reports)
+    }
+
+    /// Adds the write's bookkeeping (dirty-log record, generation, id counter, catalog) to the
+    /// batch, commits it durably, and advances the writer.
+    pub(super) fn commit(
+        &mut self,
+        db: &Db,
+        mut batch: WriteBatch,
+        touched: &RoaringBitmap,
+        catalog: &Catalog,
+        next_id: u32,
+    ) -> Result<()> {
+        let generation = self.generation + 1;
+        batch.put_dirty(generation, touched)?;
+        batch.put_meta_u64(meta::GENERATION, generation);
+        batch.put_next_id(next_id);
+        batch.put_meta(meta::CATALOG, &catalog_bytes(catalog)?);
+        db.store.commit(batch)?;
+        self.generation = generation;
+        self.next_id = next_id;
+        self.touched_since_checkpoint += touched.len();
+        Ok(())
+    }
+
+    /// Deletes a customer: profile, every event, the id maps and every bitmap bit. Returns the
+    /// number of events removed. Durable when it returns.
+    pub(super) fn delete_customer(&mut self, db: &Db, customer: &str) -> Result<u64> {
+        let Some(cust) = db.internal_id(customer)? else {
+            return Err(Error::NotFound(format!("customer {customer:?}")));
+        };
+        let profile = db.store.profile(cust)?;
+        let mut events = Vec::new();
+        db.store.events(cust, &mut events)?;
+        let mut catalog = db.state.read().catalog.clone();
+        let mut batch = WriteBatch::new();
+        batch.remove_id(customer, cust);
+        batch.remove_profile(cust);
+        batch.remove_seen(cust);
+        for (_, start, _) in db.store.blocks_from(cust, 0)? {
+            batch.remove_block(cust, start);
+        }
+        for e in &events {
+            catalog.count_event(e.event, &e.props, -1);
+        }
+        let mut touched = RoaringBitmap::new();
+        touched.insert(cust);
+        let next_id = self.next_id;
+        self.commit(db, batch, &touched, &catalog, next_id)?;
+        {
+            let mut state = db.state.write();
+            state.catalog = catalog;
+            if let Some(p) = &profile {
+                state.indexes.remove_profile(cust, p);
+            }
+            state.indexes.remove_events(cust, &events);
+            state.indexes.remove_customer(cust);
+            state.ids.remove(cust);
+        }
+        self.forget_in_audiences(db, cust, customer)?;
+        Ok(events.len() as u64)
+    }
+}
+
+/// Preparing one customer's records runs on rayon's pool, for every customer of a write at once,
+/// while [`Writer::ingest`] holds the lock; these read the customer's stored records only.
+impl Db {
+    /// Works out the records one customer's changes write, and what the indexes must learn.
+    fn prepare_customer(
+        &self,
+        cust: u32,
+        wk: Work,
+        dict: Option<&BlockDictionary>,
+    ) -> Result<(Applied, WriteBatch)> {
+        let mut records = WriteBatch::new();
+        let mut a = Applied {
+            cust,
+            is_new: wk.is_new,
+            profile: None,
+            events: Vec::new(),
+        };
+        if wk.identified {
+            let old = self.store.profile(cust)?;
+            let mut new = old.clone().unwrap_or_default();
+            for (t, v) in wk.trait_updates {
+                match (new.binary_search_by_key(&t, |(k, _)| *k), v) {
+                    (Ok(i), Some(v)) => new[i].1 = v,
+                    (Ok(i), None) => {
+                        new.remove(i);
+                    }
+                    (Err(i), Some(v)) => new.insert(i, (t, v)),
+                    (Err(_), None) => {}
+                }
+            }
+            records.put_profile(cust, codec::encode_profile(&new));
+            a.profile = Some((old, new));
+        }
+        if !wk.events.is_empty() {
+            let mut events = wk.events;
+            events.sort_by_key(|e| e.ts);
+            self.merge_events(&mut records, cust, &events, dict)?;
+            a.events = events;
+        }
+        if !wk.seen_now.is_empty() {
+            let mut seen = wk.seen_before.unwrap_or_default();
+            seen.extend(wk.seen_now);
+            seen.sort_unstable();
+            seen.dedup();
+            records.put_seen(cust, codec::encode_seen(&seen));
+        }
+        Ok((a, records))
+    }
+
+    /// Merges a customer's new events (sorted by time) into their stored blocks, compressed
+    /// with `dict` when there is one.
+    fn merge_events(
+        &self,
+        records: &mut WriteBatch,
+        cust: u32,
+        events: &[StoredEvent],
+        dict: Option<&BlockDictionary>,
+    ) -> Result<()> {
+        let first = events[0].ts;
+        let old_blocks = self.store.blocks_from(cust, first)?;
+        let mut stored: Vec<StoredEvent> = Vec::new();
+        for (_, start, bytes) in &old_blocks {
+            codec::decode_block(*start, bytes, self.store.dictionaries(), &mut stored)?;
+            records.remove_block(cust, *start);
+        }
+        // Stored events come first among equal times: the sort is stable.
+        let mut merged: Vec<&StoredEvent> = stored.iter().chain(events).collect();
+        merged.sort_by_key(|e| e.ts);
+        for chunk in time_blocks(&merged) {
+            // A new block under an old key replaces the removal pushed above.
+            records.put_block(cust, chunk[0].ts, codec::encode_block(chunk, dict));
+        }
+        Ok(())
+    }
+}
+
+/// Cuts a time-sorted timeline into blocks of about [`BLOCK_EVENTS`] events, cutting only between
+/// different timestamps: so block start times are unique keys and blocks never overlap in time,
+/// and the only block that can hold events at or after time `t` are the last one starting at or
+/// before `t` and those after it.
+fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item = &[E]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(BLOCK_EVENTS);
+        while end < rest.len() && rest[end].borrow().ts == rest[end - 1].borrow().ts {
+            end += 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Trains a block dictionary on the events of a write, when it has enough of them: the bodies
+/// of (a sample of) its customers' new blocks. `None` for a smaller write, or when training
+/// finds nothing.
+fn train_from_write(work: &BTreeMap<u32, Work>, id: u32) -> Option<BlockDictionary> {
+    let events: usize = work.values().map(|w| w.events.len()).sum();
+    if events * BODY_BYTES_PER_EVENT < dictionary::TRAIN_MIN_BYTES {
+        return None;
+    }
+    // Every `step`th customer, for a sample of about TRAIN_SAMPLE_BYTES from across the write.
+    let step = (events * BODY_BYTES_PER_EVENT).div_ceil(dictionary::TRAIN_SAMPLE_BYTES);
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut timeline: Vec<&StoredEvent> = Vec::new();
+    for wk in work.values().filter(|w| !w.events.is_empty()).step_by(step) {
+        timeline.clear();
+        timeline.extend(&wk.events);
+        timeline.sort_by_key(|e| e.ts);
+        for chunk in time_blocks(&timeline) {
+            let mut body = Vec::new();
+            codec::put_block_body(&mut body, chunk);
+            bodies.push(body);
+        }
+    }
+    let samples: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    BlockDictionary::new(id, dictionary::train(&samples)?).ok()
+}
+
+/// What a write's applied changes touched, for saved audiences.
+fn touched_by(applied: &[Applied]) -> Touched {
+    let mut t = Touched::default();
+    for a in applied {
+        if a.is_new {
+            t.all.insert(a.cust);
+        }
+        if let Some((old, new)) = &a.profile {
+            let old = old.as_deref().unwrap_or_default();
+            let mut mark = |id: u32| {
+                t.traits.entry(id).or_default().insert(a.cust);
+            };
+            for (id, v) in new {
+                if customer_field(old, *id) != Some(v) {
+                    mark(*id);
+                }
+            }
+            for (id, _) in old {
+                if customer_field(new, *id).is_none() {
+                    mark(*id);
+                }
+            }
+        }
+        for e in &a.events {
+            t.events.entry(e.event).or_default().insert(a.cust);
+        }
+    }
+    t
+}
+
+fn customer_field(fields: &[(u32, Value)], id: u32) -> Option<&Value> {
+    fields
+        .binary_search_by_key(&id, |(k, _)| *k)
+        .ok()
+        .map(|i| &fields[i].1)
+}
+
+pub(super) fn catalog_bytes(catalog: &Catalog) -> Result<Vec<u8>> {
+    serde_json::to_vec(catalog).map_err(|e| internal!("catalog: {e}"))
+}
+
+/// Whether a message's names keep the schema within `limits` (given the names of `catalog`).
+pub(super) fn check_limits(catalog: &Catalog, body: &Body, limits: &SchemaLimits) -> Result<()> {
+    match body {
+        Body::Identify { traits } => {
+            catalog.check_traits(traits.iter().map(|(n, _)| n.as_str()), limits)
+        }
+        Body::Track { event, properties } => {
+            catalog.check_event(event, properties.iter().map(|(n, _)| n.as_str()), limits)
+        }
+    }
+}
+
+/// Checks a message built by a library caller (parsed messages were checked already).
+fn check_message(m: &Message) -> Result<()> {
+    check_customer_id(&m.customer).map_err(Error::InvalidInput)?;
+    if let Some(ts) = m.timestamp {
+        if !time::in_accepted_range(ts) {
+            return Err(invalid!(
+                "timestamp {ts} is outside 1970-01-01 .. 2100-01-01"
+            ));
+        }
+    }
+    if let Body::Track { event, .. } = &m.body {
+        if event.is_empty() {
+            return Err(invalid!("the event name is empty"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    //! Group commit, made deterministic: the test holds the write lock while writers queue.
+    use super::*;
+    use crate::db::Config;
+    use crate::model::time::Clock;
+    use std::thread;
+    use std::time::Duration;
+
+    fn tracked(cust: &str, id: Option<&str>, ts: Timestamp) -> Message {
+        let mut m = Message::track(cust, "viewed", vec![], Some(ts));
+        m.message_id = id.map(str::to_owned);
+        m
+    }
+
+    /// Starts one writer per batch, each queued behind the held lock before the next starts.
+    fn queue_behind_lock(
+        db: &Arc<Db>,
+        batches: Vec<Vec<Message>>,
+    ) -> Vec<thread::JoinHandle<Result<IngestReport>>> {
+        let mut handles = Vec::new();
+        for (i, batch) in batches.into_iter().enumerate() {
+            let db2 = Arc::clone(db);
+            handles.push(thread::spawn(move || db2.ingest(batch)));
+            while db.pending.lock().len() < i + 1 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        handles
+    }
+
+    #[test]
+    fn queued_writes_are_committed_together_with_reports_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
+        db.track("x", "viewed", vec![], Some(1)).unwrap();
+        let w = db.writer.lock();
+        let generation = w.generation;
+        let handles = queue_behind_lock(
+            &db,
+            vec![
+                vec![tracked("x", Some("m1"), 10), tracked("x", Some("m2"), 11)],
+                // m1 again: a duplicate of the write queued before it.
+                vec![tracked("x", Some("m1"), 10), tracked("y", None, 12)],
+                vec![Message::identify("z", vec![])],
+            ],
+        );
+        drop(w);
+        let reports: Vec<IngestReport> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            reports,
+            [(2, 0), (1, 1), (1, 0)]
+                .map(|(stored, duplicates)| IngestReport { stored, duplicates })
+        );
+        assert_eq!(db.writer.lock().generation, generation + 1, "one commit");
+        assert_eq!(db.customer("x").unwrap().unwrap().events.len(), 3);
+        assert_eq!(db.customer("y").unwrap().unwrap().events.len(), 1);
+        assert!(db.customer("z").unwrap().is_some());
+        assert!(db.verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn messages_without_a_time_take_their_own_writes_arrival() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual(0);
+        let mut config = Config::new(dir.path().join("db"));
+        config.clock = clock.clone();
+        let db = Arc::new(Db::open_with(config).unwrap());
+        let untimed = || vec![Message::track("x", "viewed", vec![], None)];
+        let w = db.writer.lock();
+        let generation = w.generation;
+        let mut handles = Vec::new();
+        for (i, at) in [1_000, 2_000].into_iter().enumerate() {
+            clock.set(at);
+            let db2 = Arc::clone(&db);
+            handles.push(thread::spawn(move || db2.ingest(untimed())));
+            while db.pending.lock().len() < i + 1 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(w);
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(db.writer.lock().generation, generation + 1, "one commit");
+        let times: Vec<Timestamp> = db
+            .customer("x")
+            .unwrap()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.timestamp)
+            .collect();
+        assert_eq!(times, [1_000, 2_000]);
+    }
+
+    #[test]
+    fn a_group_that_fails_before_its_commit_is_retried_write_by_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
+        db.track("bad", "viewed", vec![], Some(1)).unwrap();
+        db.track("good", "viewed", vec![], Some(1)).unwrap();
+        // Damage one customer's stored block: a write that must merge into it fails to read it.
+        let cust = db.internal_id("bad").unwrap().unwrap();
+        let mut batch = WriteBatch::new();
+        for (_, start, _) in db.store.blocks_from(cust, 0).unwrap() {
+            batch.put_block(cust, start, &[0xff, 0xff, 0xff][..]);
+        }
+        db.store.commit(batch).unwrap();
+
+        let w = db.writer.lock();
+        let generation = w.generation;
+        let handles = queue_behind_lock(
+            &db,
+            vec![
+                vec![tracked("good", None, 5)],
+                vec![tracked("bad", None, 5)],
+                vec![tracked("new", None, 5)],
+            ],
+        );
+        drop(w);
+        let results: Vec<Result<IngestReport>> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(results[0].as_ref().unwrap().stored, 1);
+        assert!(
+            matches!(results[1], Err(Error::Corrupt(_))),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(results[2].as_ref().unwrap().stored, 1);
+        // The two good writes were committed alone; the bad one changed nothing.
+        assert_eq!(db.writer.lock().generation, generation + 2);
+        assert_eq!(db.customer("good").unwrap().unwrap().events.len(), 2);
+        assert_eq!(db.customer("new").unwrap().unwrap().events.len(), 1);
+    }
+
+    #[test]
+    fn many_threads_writing_at_once_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let db = Arc::clone(&db);
+                thread::spawn(move || {
+                    for i in 0..50 {
+                        let id = format!("t{t}-{i}");
+                        let r = db
+                            .ingest(vec![tracked(&format!("c{}", i % 7), Some(&id), i)])
+                            .unwrap();
+                        assert_eq!((r.stored, r.duplicates), (1, 0));
+                        // The same message again is a duplicate, grouped or not.
+                        let r = db
+                            .ingest(vec![tracked(&format!("c{}", i % 7), Some(&id), i)])
+                            .unwrap();
+                        assert_eq!((r.stored, r.duplicates), (0, 1));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let events: usize = (0..7)
+            .map(|c| db.customer(&format!("c{c}")).unwrap().unwrap().events.len())
+            .sum();
+        assert_eq!(events, 400);
+        assert!(db.verify().unwrap().is_ok());
+    }
+}

@@ -1,0 +1,169 @@
+//! Running rules: the entry points the database handle delegates to. Each takes the read state
+//! (behind its lock, when the guard need not be held for the whole call) and the store
+//! explicitly; none writes.
+
+use std::time::Instant;
+
+use parking_lot::RwLock;
+
+use super::state::ReadState;
+use super::{exec, plan};
+use super::{Audience, Explain, PreparedRule, Warning, Why};
+use crate::error::{Error, Result};
+use crate::model::time::Timestamp;
+use crate::storage::Store;
+
+/// Whether an evaluation lists the rule's warnings.
+#[derive(Clone, Copy)]
+pub(crate) enum Warnings {
+    Listed,
+    /// For callers that never show them: the upkeep of saved audiences (their rules were
+    /// checked when saved) and the socket's `QUERY` (a client asks `CHECK` for them).
+    Skipped,
+}
+
+/// The customers `rule` describes at `now`. The read lock is held while the rule is planned and
+/// its bounds computed, not while the customers in the gap are checked against storage.
+pub(crate) fn run(
+    state: &RwLock<ReadState>,
+    store: &Store,
+    rule: &PreparedRule,
+    now: Timestamp,
+    warn: Warnings,
+) -> Result<Audience> {
+    let started = Instant::now();
+    let (plan, bounds, warnings) = plan_and_bounds(&state.read(), rule, now, warn)?;
+    let members = exec::resolve(&plan, &bounds, store)?;
+    Ok(Audience {
+        members,
+        now,
+        elapsed: started.elapsed(),
+        warnings,
+    })
+}
+
+/// What `rule` says that its writer probably did not mean, against `state`; nothing is
+/// evaluated (see `Db::check`).
+pub(crate) fn check(state: &ReadState, rule: &PreparedRule) -> Result<Vec<Warning>> {
+    plan::plan(
+        &rule.rule,
+        &state.catalog,
+        &state.indexes,
+        &state.definitions,
+        crate::model::time::now(),
+    )?;
+    Ok(super::check::warnings(
+        &rule.rule,
+        &state.catalog,
+        &state.indexes,
+    ))
+}
+
+/// The plan of a rule at `now`, with each node's estimated and exact size and its time.
+pub(crate) fn explain(
+    state: &RwLock<ReadState>,
+    store: &Store,
+    rule: &PreparedRule,
+    now: Timestamp,
+) -> Result<Explain> {
+    let (plan, bounds, warnings) = plan_and_bounds(&state.read(), rule, now, Warnings::Listed)?;
+    let mut explained = super::explain::explain(&rule.text, &plan, &bounds, store)?;
+    explained.warnings = warnings;
+    Ok(explained)
+}
+
+/// A rule's plan at `now`, its bounds from the indexes and its warnings, from one read state.
+fn plan_and_bounds(
+    state: &ReadState,
+    rule: &PreparedRule,
+    now: Timestamp,
+    warn: Warnings,
+) -> Result<(plan::Plan, exec::Bounds, Vec<Warning>)> {
+    let plan = plan::plan(
+        &rule.rule,
+        &state.catalog,
+        &state.indexes,
+        &state.definitions,
+        now,
+    )?;
+    let sources = exec::Sources {
+        indexes: &state.indexes,
+        catalog: &state.catalog,
+    };
+    let bounds = sources.bounds(&plan.root);
+    let warnings = match warn {
+        Warnings::Listed => super::check::warnings(&rule.rule, &state.catalog, &state.indexes),
+        Warnings::Skipped => Vec::new(),
+    };
+    Ok((plan, bounds, warnings))
+}
+
+/// Whether one customer satisfies `rule` at `now`, clause by clause (see `Db::why`). An unknown
+/// customer is [`Error::NotFound`].
+pub(crate) fn why(
+    state: &RwLock<ReadState>,
+    store: &Store,
+    customer: &str,
+    rule: &PreparedRule,
+    now: Timestamp,
+) -> Result<Why> {
+    let cust = state
+        .read()
+        .ids
+        .get(customer)
+        .ok_or_else(|| Error::NotFound(format!("customer {customer:?}")))?;
+    let state = state.read();
+    super::why::why(
+        store,
+        &state.catalog,
+        &state.indexes,
+        &state.definitions,
+        &rule.rule,
+        &rule.text,
+        customer,
+        cust,
+        now,
+    )
+}
+
+/// Calls `f` with the members' external ids after `after`, in byte order, until it returns
+/// false: few members are looked up in the id map and sorted, many are streamed from storage's
+/// id records, which are kept in that order.
+pub(crate) fn walk_member_ids(
+    state: &RwLock<ReadState>,
+    store: &Store,
+    audience: &Audience,
+    after: Option<&str>,
+    mut f: impl FnMut(&str) -> Result<bool>,
+) -> Result<()> {
+    let members = audience.bitmap();
+    let everyone = state.read().indexes.everyone.len();
+    if members.len().saturating_mul(16) < everyone {
+        // Few members: look each up and sort.
+        let mut ids = Vec::with_capacity(members.len() as usize);
+        {
+            let state = state.read();
+            for cust in members {
+                if let Some(id) = state.ids.external(cust) {
+                    if after.is_none_or(|a| id > a) {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+        }
+        ids.sort_unstable();
+        for id in &ids {
+            if !f(id)? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    for item in store.ids_after(after) {
+        let (id, cust) = item?;
+        if members.contains(cust) && !f(&id)? {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! What the tests in `tests/` and the benchmarks in `benches/` need of the crate's internals,
+//! and nothing else: hidden from the docs, not an API, free to change with the tests. The
+//! storage and index layers are private to the crate; a test that looks at the indexes, writes
+//! records as an older build did, or looks for a record by its key reaches them here.
+
+use parking_lot::RwLockReadGuard;
+
+use crate::Db;
+
+/// The read state: catalog, indexes, ids.
+pub use crate::query::state::ReadState;
+/// Storage's key layout (`docs/STORAGE.md`), for tests that read or write raw records.
+pub use crate::storage::keys;
+/// The folder format this build writes.
+pub use crate::storage::FORMAT_VERSION;
+
+/// The folder steps of a compaction: the folders beside the path, the marker, the raw scan.
+pub mod compact {
+    pub use crate::storage::compact::{new_folder, old_folder, raw_traces, DONE};
+}
+
+/// A look at a database's in-memory state; `use audiencedb::testing::Internals` to call it.
+pub trait Internals {
+    /// A consistent view of the catalog, the indexes and the ids. Hold it briefly: writers
+    /// wait for it.
+    fn read(&self) -> RwLockReadGuard<'_, ReadState>;
+}
+
+impl Internals for Db {
+    fn read(&self) -> RwLockReadGuard<'_, ReadState> {
+        self.state.read()
+    }
+}
