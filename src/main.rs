@@ -182,6 +182,51 @@ enum Command {
     RebuildIndexes,
     /// Serve the database on a Unix socket in the Redis protocol (redis-cli -s PATH).
     Serve(ServeArgs),
+    /// The values of one event property that the customers matching a rule did, counted in
+    /// distinct customers, with their share, everyone's count and the lift.
+    Top {
+        /// The audience's rule, e.g. "purchased product X" (several words are joined with spaces).
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+        /// The event whose values are counted.
+        #[arg(long)]
+        event: String,
+        /// The property of the event whose values are counted.
+        #[arg(long, value_name = "PROPERTY")]
+        by: String,
+        /// Count only events in this window, written as in rules ("in last 90 days", "since
+        /// 2026-01-01", ...); by default every event up to now.
+        #[arg(long)]
+        window: Option<String>,
+        /// The most rows printed.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// The evaluation time, RFC 3339 or a date (midnight UTC); by default the clock.
+        #[arg(long)]
+        now: Option<String>,
+        /// Rank by customers, or by lift (among values with --min-customers customers).
+        #[arg(long, value_enum, default_value = "customers")]
+        order: TopOrderArg,
+        /// Leave out values with fewer customers of the audience (default 1, or 5 by lift).
+        #[arg(long, value_name = "K")]
+        min_customers: Option<u64>,
+        /// A table, or `{"audience", "rows": [{"value", "customers", "share", "everyone",
+        /// "lift"}]}`.
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TopOrderArg {
+    Customers,
+    Lift,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TableFormat {
+    Table,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -739,6 +784,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve(args) => serve(&cli.db, &cli.limits, args),
+        Command::Top {
+            rule,
+            event,
+            by,
+            window,
+            limit,
+            now,
+            order,
+            min_customers,
+            format,
+        } => {
+            let now = parse_now(now.as_deref())?;
+            let rule = rule.join(" ");
+            // Parse before opening, so a typo is answered even without a database.
+            audiencedb::query::PreparedRule::new(&rule)?;
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let mut request = audiencedb::query::TopRequest::new(&rule, &event, &by);
+            request.window = window;
+            request.limit = limit;
+            request.order = match order {
+                TopOrderArg::Customers => audiencedb::query::TopOrder::Customers,
+                TopOrderArg::Lift => audiencedb::query::TopOrder::Lift,
+            };
+            request.min_customers = min_customers;
+            let top = db.top(&request, now)?;
+            match format {
+                TableFormat::Table => print!("{top}"),
+                TableFormat::Json => println!("{}", top.to_json()),
+            }
+            print_warnings(&top.warnings);
+            Ok(())
+        }
         Command::RebuildIndexes => {
             let db = open(&cli.db, &cli.limits)?;
             let started = Instant::now();

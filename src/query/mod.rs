@@ -23,11 +23,13 @@ pub(crate) mod plan;
 pub(crate) mod reading;
 mod rollups;
 pub(crate) mod subset;
+pub mod values;
 mod why;
 
 pub use check::Warning;
 pub use explain::{Explain, ExplainNode};
 pub use reading::Reading;
+pub use values::{Top, TopOrder, TopRequest, TopRow};
 pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 use std::time::{Duration, Instant};

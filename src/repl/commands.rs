@@ -74,6 +74,13 @@ pub const COMMANDS: &[MetaCommand] = &[
         run: drop_audience,
     },
     MetaCommand {
+        name: ".top",
+        aliases: &[],
+        args: "EVENT PROPERTY [WINDOW] [limit N] [order customers|lift] [min K] for RULE",
+        about: "the values of PROPERTY the audience of RULE did, in distinct customers, with lift",
+        run: top,
+    },
+    MetaCommand {
         name: ".schema",
         aliases: &[],
         args: "",
@@ -205,6 +212,59 @@ fn split_id(arg: &str) -> Option<(&str, &str)> {
     };
     let rule = rule.trim();
     (!id.is_empty() && !rule.is_empty()).then_some((id, rule))
+}
+
+/// `.top EVENT PROPERTY [WINDOW] [limit N] [order customers|lift] [min K] for RULE`.
+fn top(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let request = parse_top(arg).ok_or_else(|| usage(".top"))?;
+    let now = session.now();
+    let answer = session.backend.top(&request, now)?;
+    match session.format {
+        Format::Json => writeln!(out, "{}", answer.json)?,
+        _ => {
+            out.write_all(crate::query::values::table(answer.audience, &answer.rows).as_bytes())?;
+            for w in &answer.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// The words of `.top` before `for` (event, property, then the window's words and the options in
+/// any order) and the rule after it.
+fn parse_top(arg: &str) -> Option<crate::query::TopRequest> {
+    let (at, _) = arg.match_indices("for").find(|&(i, _)| {
+        arg[..i].ends_with(char::is_whitespace) && arg[i + 3..].starts_with(char::is_whitespace)
+    })?;
+    let (head, rule) = (&arg[..at], arg[at + 3..].trim());
+    let mut words = head.split_whitespace();
+    let (event, property) = (words.next()?, words.next()?);
+    let mut window = Vec::new();
+    let (mut limit, mut order, mut min) = (None, None, None);
+    while let Some(word) = words.next() {
+        match word {
+            "limit" => limit = Some(words.next()?.parse().ok()?),
+            "min" => min = Some(words.next()?.parse().ok()?),
+            "order" => {
+                order = Some(match words.next()? {
+                    "customers" => crate::query::TopOrder::Customers,
+                    "lift" => crate::query::TopOrder::Lift,
+                    _ => return None,
+                })
+            }
+            w => window.push(w),
+        }
+    }
+    if rule.is_empty() {
+        return None;
+    }
+    let mut request = crate::query::TopRequest::new(rule, event, property);
+    request.window = (!window.is_empty()).then(|| window.join(" "));
+    request.limit = limit.unwrap_or(request.limit);
+    request.order = order.unwrap_or_default();
+    request.min_customers = min;
+    Some(request)
 }
 
 fn schema(session: &mut Session, _: &str, out: &mut dyn Write) -> Result<Flow, Failure> {

@@ -112,6 +112,7 @@ impl CmdError {
                 Error::NotFound(m) => ("NOTFOUND", m.clone()),
                 Error::InvalidInput(m) => ("INVALID", m.clone()),
                 Error::Limit { message, .. } => ("INVALID", message.clone()),
+                Error::NotIndexed { message, .. } => ("INVALID", message.clone()),
                 other => ("ERR", other.to_string()),
             },
         }
@@ -184,6 +185,8 @@ pub static COMMANDS: &[Command] = &[
     cmd("AUDIENCE.DIFF", 2, 2, audience_diff),
     cmd("AUDIENCE.CHANGES", 1, 2, audience_changes),
     cmd("AUDIENCES.OF", 1, 1, audiences_of),
+    // Values of one event property: top values of an audience.
+    cmd("TOP", 3, 13, top),
     // Entries and exits as they happen (Redis pub/sub on `audience:NAME`).
     cmd("SUBSCRIBE", 1, MANY, subscribe),
     cmd("UNSUBSCRIBE", 0, MANY, unsubscribe),
@@ -1012,6 +1015,45 @@ fn pubsub_info(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(
         )));
     }
     Ok(())
+}
+
+/// `TOP rule event property [WINDOW w] [LIMIT n] [NOW t] [ORDER customers|lift] [MIN k]`:
+/// `{"audience": N, "rows": [{"value", "customers", "share", "everyone", "lift"}, ...]}`.
+fn top(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    use crate::query::{TopOrder, TopRequest};
+    const USAGE: &str = "TOP rule event property [WINDOW w] [LIMIT n] [NOW t] \
+                         [ORDER customers|lift] [MIN k]";
+    let mut request = TopRequest::new(args.str(0)?, args.str(1)?, args.str(2)?);
+    let mut now = None;
+    let mut i = 3;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            return Err(syntax_at(args, i, USAGE));
+        }
+        let number = |what: &str| {
+            args.str(i + 1)?
+                .parse::<u64>()
+                .map_err(|_| CmdError::syntax(format!("{what} must be a whole number")))
+        };
+        if args.is(i, "WINDOW") {
+            request.window = Some(args.str(i + 1)?.to_owned());
+        } else if args.is(i, "LIMIT") {
+            request.limit = usize::try_from(number("LIMIT")?).unwrap_or(usize::MAX);
+        } else if args.is(i, "NOW") {
+            now = Some(parse_time(args.str(i + 1)?)?);
+        } else if args.is(i, "ORDER") && args.is(i + 1, "customers") {
+            request.order = TopOrder::Customers;
+        } else if args.is(i, "ORDER") && args.is(i + 1, "lift") {
+            request.order = TopOrder::Lift;
+        } else if args.is(i, "MIN") {
+            request.min_customers = Some(number("MIN")?);
+        } else {
+            return Err(syntax_at(args, i, USAGE));
+        }
+        i += 2;
+    }
+    let top = ctx.db.top(&request, now.unwrap_or_else(time::now))?;
+    json_reply(r, &top.to_json())
 }
 
 #[cfg(test)]
