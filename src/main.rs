@@ -215,6 +215,38 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableFormat,
     },
+    /// Values to show one customer: those that co-occur with theirs in other customers, scored
+    /// by cosine similarity (README); the most popular ones for a customer with none.
+    Recommend {
+        /// The customer's id.
+        id: String,
+        #[command(flatten)]
+        values: ValuesArgs,
+        /// Read only events in this window, written as in rules; by default every event up
+        /// to now.
+        #[arg(long)]
+        window: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ValuesArgs {
+    /// The event whose values are read.
+    #[arg(long)]
+    event: String,
+    /// The property of the event whose values are read.
+    #[arg(long, value_name = "PROPERTY")]
+    by: String,
+    /// The most values printed.
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// The time to read at, RFC 3339 or a date (midnight UTC); by default the clock. Events
+    /// after it count nowhere.
+    #[arg(long)]
+    now: Option<String>,
+    /// A table, or JSON.
+    #[arg(long, value_enum, default_value = "table")]
+    format: TableFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -264,6 +296,12 @@ enum CustomerAction {
     Show { id: String },
     /// Print all stored data as JSON.
     Export { id: String },
+    /// The customer's distinct values of one event property, latest first ("recently viewed").
+    Recent {
+        id: String,
+        #[command(flatten)]
+        values: ValuesArgs,
+    },
     /// Delete the profile, every event and every index entry.
     Delete {
         id: String,
@@ -686,6 +724,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         serde_json::to_string_pretty(&json).unwrap_or_default()
                     );
                 }
+                CustomerAction::Recent { id, values } => {
+                    let now = parse_now(values.now.as_deref())?;
+                    let (recent, warnings) =
+                        db.recent(&id, &values.event, &values.by, values.limit, now)?;
+                    match values.format {
+                        TableFormat::Json => {
+                            let json: Vec<_> = recent.iter().map(|r| r.to_json()).collect();
+                            println!("{}", serde_json::Value::Array(json));
+                        }
+                        TableFormat::Table => {
+                            for r in &recent {
+                                println!(
+                                    "{}  {}",
+                                    time::format_rfc3339(r.at),
+                                    plain_value(&r.value)
+                                );
+                            }
+                        }
+                    }
+                    print_warnings(&warnings);
+                }
                 CustomerAction::Delete { id, .. } => {
                     let n = db.delete_customer(&id)?;
                     println!("deleted customer {id:?} and {n} events");
@@ -784,6 +843,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve(args) => serve(&cli.db, &cli.limits, args),
+        Command::Recommend { id, values, window } => {
+            let now = parse_now(values.now.as_deref())?;
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let r = db.recommend(
+                &id,
+                &values.event,
+                &values.by,
+                window.as_deref(),
+                values.limit,
+                now,
+            )?;
+            match values.format {
+                TableFormat::Json => println!("{}", r.to_json()),
+                TableFormat::Table => {
+                    if r.popular {
+                        println!(
+                            "(no {} by {id:?} in the window: the most popular values)",
+                            values.event
+                        );
+                    }
+                    for v in &r.values {
+                        println!("{:.6}  {}", v.score, plain_value(&v.value));
+                    }
+                }
+            }
+            print_warnings(&r.warnings);
+            Ok(())
+        }
         Command::Top {
             rule,
             event,
@@ -829,6 +916,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+    }
+}
+
+/// A value as rules write it: strings without quotes.
+fn plain_value(v: &audiencedb::model::Value) -> String {
+    match v {
+        audiencedb::model::Value::Str(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -18,7 +18,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// c-1 and c-2 bought X; c-1 also Y (twice), c-2 also Z, c-3 only Y, c-4 Y on 2026-03-09 at
-/// 23:00 (outside `in last 1 day` at 2026-03-10T12:00Z) and W inside it; prices are floats.
+/// 11:00 (outside `in last 1 day` at 2026-03-10T12:00Z) and W inside it; prices are floats.
 const SHOP: &str = r#"{"type":"identify","userId":"c-1","traits":{"tier":"Gold"}}
 {"type":"identify","userId":"c-2","traits":{"tier":"Gold"}}
 {"type":"identify","userId":"c-3","traits":{"tier":"Silver"}}
@@ -195,4 +195,79 @@ fn top_warns_of_unknown_names_and_refuses_unindexed_properties() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("-->"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn recommend_and_recent() {
+    let (_dir, db) = shop();
+    let rec = |id: &str, extra: &[&str]| {
+        let mut args = vec!["recommend", id, "--event", "purchased", "--by", "product"];
+        if !extra.contains(&"--now") {
+            args.extend(["--now", "2026-03-10"]);
+        }
+        args.extend(extra);
+        let out = run(&db, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // c-3 bought Y: W scores 1/sqrt(3·1), X 1/sqrt(3·2), Z nothing in common.
+    assert_eq!(rec("c-3", &[]), "0.577350  W\n0.408248  X\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&rec("c-3", &["--format", "json", "--limit", "1"])).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([{"value": "W", "score": 1.0 / 3f64.sqrt()}])
+    );
+    // c-2 bought X and Z: Y through X only.
+    assert_eq!(rec("c-2", &[]), "0.408248  Y\n");
+    // Nobody known: the most popular, scored by their share of all customers.
+    assert_eq!(
+        rec("c-9", &[]),
+        "(no purchased by \"c-9\" in the window: the most popular values)\n\
+         0.750000  Y\n0.500000  X\n0.250000  W\n0.250000  Z\n"
+    );
+    // In the last day at noon on the 10th only c-4's W counts: c-3 has nothing in the window.
+    assert!(rec(
+        "c-3",
+        &["--window", "in last 1 day", "--now", "2026-03-10T12:00:00Z"]
+    )
+    .contains("most popular"));
+    let out = run(
+        &db,
+        &["recommend", "c-1", "--event", "purchased", "--by", "price"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("holds float values"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let recent_by = |id: &str, by: &str, extra: &[&str]| {
+        let mut args = vec!["customer", "recent", id, "--event", "purchased", "--by", by];
+        args.extend(extra);
+        let out = run(&db, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let recent = |id: &str, extra: &[&str]| recent_by(id, "product", extra);
+    assert_eq!(
+        recent("c-1", &[]).0,
+        "2026-03-05T10:00:00.000Z  Y\n2026-03-01T10:00:00.000Z  X\n"
+    );
+    assert_eq!(
+        recent("c-1", &["--now", "2026-03-04", "--format", "json"]).0,
+        "[{\"at\":\"2026-03-02T10:00:00.000Z\",\"value\":\"Y\"},{\"at\":\"2026-03-01T10:00:00.000Z\",\"value\":\"X\"}]\n"
+    );
+    assert_eq!(
+        recent("c-1", &["--limit", "1"]).0,
+        "2026-03-05T10:00:00.000Z  Y\n"
+    );
+    // Any property, indexed or not.
+    let (out, _) = recent_by("c-1", "price", &[]);
+    assert_eq!(out, "2026-03-05T10:00:00.000Z  9.5\n");
+    let (out, err) = recent_by("c-1", "prodcut", &[]);
+    assert_eq!(out, "");
+    assert!(err.contains("did you mean 'product'"), "{err}");
+    assert_eq!(recent("nobody", &[]).0, "");
 }

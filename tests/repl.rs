@@ -785,6 +785,10 @@ fn values_in_a_script_in_process_and_over_the_socket() {
                  .top viewed product in lst 3 days for everyone\n\
                  .top viewed product\n\
                  .top purchased amount for everyone\n\
+                 .recommend c-02 added_to_cart product\n\
+                 .recommend c-01 viewed product in last 30 days limit 3\n\
+                 .recent c-03 viewed product\n\
+                 .recent c-03 viewed product ever\n\
                  .format json\n\
                  .top added_to_cart product for viewed product X\n";
     let local = script(&db, input);
@@ -818,6 +822,8 @@ fn values_in_a_script_in_process_and_over_the_socket() {
          value  customers    share   everyone     lift\n\
          X              4   40.00%          4     1.00\n",
         "(no value)\nwarning: no event 'viewd' in this store; did you mean 'viewed'?\n",
+        // c-02 added X to the cart, the only value: nothing else co-occurs.
+        "(no value)\n(no value)\nX\n",
         "{\"audience\":4,\"rows\":[{\"customers\":2,\"everyone\":2,\"lift\":2.5,\"share\":0.5,\
          \"value\":\"X\"}]}\n",
     ] {
@@ -826,6 +832,7 @@ fn values_in_a_script_in_process_and_over_the_socket() {
     for expected in [
         "unknown keyword",
         "usage: .top EVENT PROPERTY",
+        "usage: .recent ID EVENT PROPERTY",
         "property 'amount' of event 'purchased' holds float values",
     ] {
         assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");

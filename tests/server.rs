@@ -1594,3 +1594,89 @@ fn top_over_the_socket() {
         "no event 'purchasd' in this store; did you mean 'purchased'?"
     );
 }
+
+/// `RECOMMEND` and `RECENT` send the values `audiencedb recommend` and `customer recent` print.
+#[test]
+fn recommend_and_recent_over_the_socket() {
+    let shop = Shop::new(200);
+    let now = "2026-10-20T13:14:15.016Z";
+    let cli = |args: &[&str]| -> Vec<String> {
+        let out = Command::new(BIN)
+            .arg("--db")
+            .arg(shop.db())
+            .args(args)
+            .args(["--now", now, "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let ids = ["c-000001", "c-000050", "c-000123", "nobody"];
+    let mut expected = Vec::new();
+    for id in ids {
+        let rec = cli(&[
+            "recommend",
+            id,
+            "--event",
+            "purchased",
+            "--by",
+            "product",
+            "--window",
+            "in last 90 days",
+            "--limit",
+            "4",
+        ]);
+        let recent = cli(&[
+            "customer", "recent", id, "--event", "viewed", "--by", "product",
+        ]);
+        expected.push((rec, recent));
+    }
+    assert!(expected.iter().any(|(_, recent)| !recent.is_empty()));
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let values = |r: Resp| -> Vec<String> {
+        match r {
+            Resp::Array(items) => items.iter().map(Resp::text).collect(),
+            other => panic!("not an array: {other:?}"),
+        }
+    };
+    for (id, (rec, recent)) in ids.iter().zip(&expected) {
+        let got = c.cmd(&[
+            "RECOMMEND",
+            id,
+            "purchased",
+            "product",
+            "WINDOW",
+            "in last 90 days",
+            "LIMIT",
+            "4",
+            "NOW",
+            now,
+        ]);
+        assert_eq!(&values(got), rec, "{id}");
+        assert!(*id != "nobody" || rec.len() == 4, "{id}: {rec:?}");
+        let got = c.cmd(&["RECENT", id, "viewed", "product", "NOW", now]);
+        assert_eq!(&values(got), recent, "{id}");
+    }
+    let err = c.cmd(&["RECOMMEND", "c-000001", "viewed", "price"]);
+    assert!(
+        err.error().starts_with("INVALID property 'price'"),
+        "{err:?}"
+    );
+    let err = c.cmd(&["RECENT", "c-000001", "viewed", "product", "WINDOW", "ever"]);
+    assert!(
+        err.error().starts_with("ERR syntax error at 'WINDOW'"),
+        "{err:?}"
+    );
+    let err = c.cmd(&["RECENT", "c-000001", "viewed", "product", "LIMIT", "x"]);
+    assert!(err.error().starts_with("ERR LIMIT"), "{err:?}");
+}

@@ -8,6 +8,10 @@
 //!   millisecond, before and after *now*, and a value done only outside the window;
 //! - a generated shop, rules written as users write them, windows that cut days, three *now*s;
 //! - proptest: small random timelines clustered around *now* and random rules and windows.
+//!
+//! `recommend` and `recent` of every customer are compared the same way with plain versions
+//! (every value's customers from the events, then the README's score; the customer's events
+//! walked backwards).
 
 mod reference;
 
@@ -17,6 +21,7 @@ use audiencedb::import::{import_ndjson, CollectErrors, ImportOptions};
 use audiencedb::ingest::Message;
 use audiencedb::model::time::{parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
+use audiencedb::query::values::cosine_sum;
 use audiencedb::query::{TopOrder, TopRequest};
 use audiencedb::rules::{self, ExprKind};
 use audiencedb::{Config, Customer, Db, Error};
@@ -269,6 +274,9 @@ fn cut_days_count_to_the_millisecond() {
             (Value::Bool(true), 1),
         ]
     );
+    for window in [None, Some("in last 2 days"), Some("since 2026-03-14")] {
+        compare_personal(&f.db, &customers, "purchased", window, now);
+    }
     // Ever, and at a *now* a day later (W and V's second event now count).
     for (window, now) in [(None, now), (Some("since 2026-03-14"), now + DAY_MS)] {
         for order in [TopOrder::Customers, TopOrder::Lift] {
@@ -408,8 +416,139 @@ fn a_generated_shop() {
                 }
             }
         }
+        let (scored, seen) =
+            compare_personal(&db, &customers, "purchased", Some("in last 90 days"), now);
+        assert!(scored > 5 && seen > 30, "{scored} {seen}");
+        compare_personal(&db, &customers, "viewed", Some("in last 36 hours"), now);
     }
     assert!(nonempty > 50, "{nonempty}");
+}
+
+// ---------- recommend and recent ----------
+
+/// Every value's customers in the window, from the events.
+fn plain_who<'c>(
+    customers: &'c [Customer],
+    (event, property, window): (&str, &str, Option<&str>),
+    now: i64,
+) -> BTreeMap<Key, BTreeSet<&'c str>> {
+    let window_rule = rules::parse(&format!("did x {}", window.unwrap_or("ever"))).unwrap();
+    let ExprKind::Event(cond) = window_rule.expr.kind else {
+        panic!("not a window: {window:?}");
+    };
+    let mut who: BTreeMap<Key, BTreeSet<&str>> = BTreeMap::new();
+    for c in customers {
+        for e in &c.events {
+            if e.name == event && reference::in_window(&cond, e.timestamp, now) {
+                for (k, v) in &e.properties {
+                    if let (true, Some(key)) = (k == property, Key::of(v)) {
+                        who.entry(key).or_default().insert(&c.id);
+                    }
+                }
+            }
+        }
+    }
+    who
+}
+
+/// The plain `recommend` from [`plain_who`]: the customer's own values, then the README's
+/// score of every other value; the most popular values for a customer with none.
+fn plain_recommend(
+    who: &BTreeMap<Key, BTreeSet<&str>>,
+    all: usize,
+    id: &str,
+    limit: usize,
+) -> (Vec<(Key, f64)>, bool) {
+    let own: Vec<&Key> = who
+        .iter()
+        .filter(|(_, s)| s.contains(id))
+        .map(|(k, _)| k)
+        .collect();
+    let mut scored: Vec<(Key, f64)> = if own.is_empty() {
+        who.iter()
+            .map(|(k, s)| (k.clone(), s.len() as f64 / all as f64))
+            .collect()
+    } else {
+        who.iter()
+            .filter(|(k, _)| !own.contains(k))
+            .map(|(k, s)| {
+                let score = cosine_sum(own.iter().map(|h| {
+                    let mine = &who[*h];
+                    (
+                        mine.intersection(s).count() as u64,
+                        mine.len() as u64,
+                        s.len() as u64,
+                    )
+                }));
+                (k.clone(), score)
+            })
+            .filter(|(_, score)| *score > 0.0)
+            .collect()
+    };
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(limit);
+    (scored, own.is_empty())
+}
+
+/// The plain `recent`: the customer's events of the kind up to *now*, latest first, each value
+/// once.
+fn plain_recent(c: &Customer, event: &str, property: &str, limit: usize, now: i64) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for e in c.events.iter().rev() {
+        if e.name != event || e.timestamp > now {
+            continue;
+        }
+        for (k, v) in &e.properties {
+            if k == property
+                && !matches!(v, Value::List(_))
+                && !out.contains(v)
+                && out.len() < limit
+            {
+                out.push(v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// `recommend` and `recent` of every customer against the plain ones.
+fn compare_personal(
+    db: &Db,
+    customers: &[Customer],
+    event: &str,
+    window: Option<&str>,
+    now: i64,
+) -> (usize, usize) {
+    let (mut scored, mut seen) = (0, 0);
+    let who = plain_who(customers, (event, "product", window), now);
+    for c in customers {
+        let got = db
+            .recommend(&c.id, event, "product", window, 5, now)
+            .unwrap();
+        let (expected, popular) = plain_recommend(&who, customers.len(), &c.id, 5);
+        let got_rows: Vec<(Key, f64)> = got
+            .values
+            .iter()
+            .map(|s| (Key::of(&s.value).unwrap(), s.score))
+            .collect();
+        assert_eq!(
+            got_rows, expected,
+            "recommend {} --event {event} --window {window:?} at {now}",
+            c.id
+        );
+        assert_eq!(got.popular, popular, "{}", c.id);
+        scored += usize::from(!popular && !got.values.is_empty());
+        let (recent, _) = db.recent(&c.id, event, "product", 3, now).unwrap();
+        let recent: Vec<Value> = recent.into_iter().map(|r| r.value).collect();
+        assert_eq!(
+            recent,
+            plain_recent(c, event, "product", 3, now),
+            "recent {} --event {event} at {now}",
+            c.id
+        );
+        seen += usize::from(!recent.is_empty());
+    }
+    (scored, seen)
 }
 
 mod random {
@@ -496,6 +635,7 @@ mod random {
             let customers = f.customers();
             for event in ["viewed", "purchased"] {
                 compare(&f.db, &customers, rules[rule], event, "product", windows[window], order, now);
+                compare_personal(&f.db, &customers, event, windows[window], now);
             }
         }
     }

@@ -99,6 +99,30 @@ pub trait Backend {
     fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo>;
     /// The top values of an event property for a rule's audience (`Db::top`).
     fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer>;
+    /// The values to show a customer, best first, as text (`Db::recommend`).
+    fn recommend(
+        &mut self,
+        id: &str,
+        what: (&str, &str, Option<&str>),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>>;
+    /// A customer's distinct values, latest first, as text (`Db::recent`).
+    fn recent(
+        &mut self,
+        id: &str,
+        what: (&str, &str),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>>;
+}
+
+/// A value as text, as the socket sends it: strings as they are.
+fn value_text(v: &crate::model::Value) -> String {
+    match v {
+        crate::model::Value::Str(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl Backend for &Db {
@@ -180,6 +204,28 @@ impl Backend for &Db {
             warnings: top.warnings.iter().map(ToString::to_string).collect(),
             rows: top.rows,
         })
+    }
+
+    fn recommend(
+        &mut self,
+        id: &str,
+        (event, property, window): (&str, &str, Option<&str>),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let r = Db::recommend(self, id, event, property, window, limit, now)?;
+        Ok(r.values.iter().map(|s| value_text(&s.value)).collect())
+    }
+
+    fn recent(
+        &mut self,
+        id: &str,
+        (event, property): (&str, &str),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let (recent, _) = Db::recent(self, id, event, property, limit, now)?;
+        Ok(recent.iter().map(|r| value_text(&r.value)).collect())
     }
 }
 
@@ -487,6 +533,44 @@ impl Backend for Remote {
                 json: json.clone(),
             })
             .ok_or_else(|| unexpected(&cmd, "a TOP answer of another shape"))
+    }
+
+    fn recommend(
+        &mut self,
+        id: &str,
+        (event, property, window): (&str, &str, Option<&str>),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let (limit, now) = (limit.to_string(), now.to_string());
+        let mut cmd = vec![
+            "RECOMMEND",
+            id,
+            event,
+            property,
+            "LIMIT",
+            &limit,
+            "NOW",
+            &now,
+        ];
+        if let Some(w) = window {
+            cmd.extend(["WINDOW", w]);
+        }
+        let reply = self.call(&cmd)?;
+        ids(&cmd, reply)
+    }
+
+    fn recent(
+        &mut self,
+        id: &str,
+        (event, property): (&str, &str),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let (limit, now) = (limit.to_string(), now.to_string());
+        let cmd = ["RECENT", id, event, property, "LIMIT", &limit, "NOW", &now];
+        let reply = self.call(&cmd)?;
+        ids(&cmd, reply)
     }
 }
 

@@ -81,6 +81,20 @@ pub const COMMANDS: &[MetaCommand] = &[
         run: top,
     },
     MetaCommand {
+        name: ".recommend",
+        aliases: &[],
+        args: "ID EVENT PROPERTY [WINDOW] [limit N]",
+        about: "values to show a customer: co-occurring with theirs, best first",
+        run: recommend,
+    },
+    MetaCommand {
+        name: ".recent",
+        aliases: &[],
+        args: "ID EVENT PROPERTY [limit N]",
+        about: "a customer's distinct values of PROPERTY, latest first",
+        run: recent,
+    },
+    MetaCommand {
         name: ".schema",
         aliases: &[],
         args: "",
@@ -265,6 +279,55 @@ fn parse_top(arg: &str) -> Option<crate::query::TopRequest> {
     request.order = order.unwrap_or_default();
     request.min_customers = min;
     Some(request)
+}
+
+/// `ID EVENT PROPERTY [WINDOW] [limit N]`: the parts, the window's words joined.
+fn value_args(arg: &str) -> Option<(&str, &str, &str, Option<String>, usize)> {
+    let mut words = arg.split_whitespace();
+    let (id, event, property) = (words.next()?, words.next()?, words.next()?);
+    let (mut window, mut limit) = (Vec::new(), 10);
+    while let Some(word) = words.next() {
+        match word {
+            "limit" => limit = words.next()?.parse().ok()?,
+            w => window.push(w),
+        }
+    }
+    let window = (!window.is_empty()).then(|| window.join(" "));
+    Some((id, event, property, window, limit))
+}
+
+/// `.recommend ID EVENT PROPERTY [WINDOW] [limit N]`: one value a line, best first.
+fn recommend(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (id, event, property, window, limit) =
+        value_args(arg).ok_or_else(|| usage(".recommend"))?;
+    let now = session.now();
+    let values = session
+        .backend
+        .recommend(id, (event, property, window.as_deref()), limit, now)?;
+    for v in &values {
+        writeln!(out, "{v}")?;
+    }
+    if values.is_empty() {
+        writeln!(out, "(no value)")?;
+    }
+    Ok(Flow::Continue)
+}
+
+/// `.recent ID EVENT PROPERTY [limit N]`: one value a line, latest first.
+fn recent(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (id, event, property, window, limit) = value_args(arg).ok_or_else(|| usage(".recent"))?;
+    if window.is_some() {
+        return Err(usage(".recent"));
+    }
+    let now = session.now();
+    let values = session.backend.recent(id, (event, property), limit, now)?;
+    for v in &values {
+        writeln!(out, "{v}")?;
+    }
+    if values.is_empty() {
+        writeln!(out, "(no value)")?;
+    }
+    Ok(Flow::Continue)
 }
 
 fn schema(session: &mut Session, _: &str, out: &mut dyn Write) -> Result<Flow, Failure> {

@@ -1,5 +1,6 @@
 //! The values of one event property, counted in distinct customers: `top` (the values an
-//! audience did, against everyone).
+//! audience did, against everyone), `recommend` (values that co-occur with one customer's) and
+//! `recent` (one customer's values, latest first).
 //!
 //! The primitive is `who_did_each`: for every indexed value of an (event, property) pair, the
 //! exact set of customers who did the event with that value inside a window. It is the union of
@@ -7,15 +8,20 @@
 //! window cuts, the customers whose events of that kind that day all lie inside the window (the
 //! count rollups' spans say so, as for rule conditions), plus those the spans leave undecided
 //! and whose stored events of that day show the value inside the window. `top.rs` intersects
-//! these sets with an audience.
+//! these sets with an audience, `recommend.rs` with each other, and `recent.rs` reads one
+//! customer's stored events only.
 //!
-//! This module owns these reads and their result types. It reads the indexes, the catalog
+//! This module owns those three reads and their result types. It reads the indexes, the catalog
 //! and customers' stored events through the [`ReadState`] and [`Store`] it is handed (the caller
 //! holds the read guard for the whole call); it never writes, never takes a lock of its own, and
 //! does not touch the plan, the bounds or the exact checks of rules beyond calling them.
 
+mod recent;
+mod recommend;
 mod top;
 
+pub use recent::RecentValue;
+pub use recommend::{cosine_sum, Recommendation, Scored};
 pub use top::{table, Top, TopOrder, TopRequest, TopRow};
 
 use rayon::prelude::*;
@@ -329,6 +335,44 @@ impl Db {
     pub fn top(&self, request: &TopRequest, now: Timestamp) -> Result<Top> {
         let state = self.read();
         top::top(&state, self.store(), request, now)
+    }
+
+    /// Values to show one customer: the values of `property` of `event` that co-occur, in
+    /// distinct customers within the window (`None`: `ever`), with the customer's own, scored
+    /// as [`Recommendation`] says, best first, at most `limit`. A property without per-value
+    /// bitmaps is [`Error::NotIndexed`].
+    pub fn recommend(
+        &self,
+        customer: &str,
+        event: &str,
+        property: &str,
+        window: Option<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Recommendation> {
+        let state = self.read();
+        recommend::recommend(
+            &state,
+            self.store(),
+            customer,
+            (event, property, window),
+            limit,
+            now,
+        )
+    }
+
+    /// One customer's distinct values of `property` of `event` up to `now`, latest first, at
+    /// most `limit`, with the unknown names' warnings. An unknown customer has none.
+    pub fn recent(
+        &self,
+        customer: &str,
+        event: &str,
+        property: &str,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<(Vec<RecentValue>, Vec<Warning>)> {
+        let state = self.read();
+        recent::recent(&state, self.store(), customer, event, property, limit, now)
     }
 }
 
