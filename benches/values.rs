@@ -81,7 +81,7 @@ fn main() {
         eprintln!("cannot open {path}: {e}");
         std::process::exit(1);
     });
-    let everyone = db.read().indexes.everyone.len();
+    let everyone = db.query("everyone", now).expect("everyone").len();
     println!(
         "{path}: {everyone} customers; now {}\n",
         time::format_rfc3339(now)

@@ -12,7 +12,7 @@
 //! customer's stored events only.
 //!
 //! This module owns those three reads and their result types. It reads the indexes, the catalog
-//! and customers' stored events through the [`ReadState`] and [`Store`] it is handed (the caller
+//! and customers' stored events through the `ReadState` and `Store` it is handed (the caller
 //! holds the read guard for the whole call); it never writes, never takes a lock of its own, and
 //! does not touch the plan, the bounds or the exact checks of rules beyond calling them.
 
@@ -29,7 +29,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::db::ReadState;
 use crate::error::{Error, Result};
-use crate::index::{FastMap, IndexValue, Indexes, ValueDays, ValueRef};
+use crate::index::{IndexValue, Indexes, ValueDays, ValueRef};
 use crate::model::time::{day_start, Timestamp};
 use crate::model::value::ValueType;
 use crate::model::Value;
@@ -215,11 +215,7 @@ pub(crate) fn who_did_each(
     };
     let mut entries: Vec<(&IndexValue, &ValueDays)> = values.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let position: FastMap<&IndexValue, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (k, _))| (*k, i))
-        .collect();
+    let position = |key: &IndexValue| entries.binary_search_by(|(k, _)| (*k).cmp(key)).ok();
     // Per value, the customers the cut days add.
     let mut extra: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); entries.len()];
     for &(d, a, b) in &win.edges {
@@ -250,8 +246,10 @@ pub(crate) fn who_did_each(
                     store.event_bodies_from(cust, from, &mut bodies, &mut blocks)?;
                     for_each_value(&bodies, &blocks, event, prop, from, to, |_, v| {
                         if let Some(k) = key_of(v) {
-                            if let Some((key, _)) = values.get_key_value(&k) {
-                                out.push((position[key], cust));
+                            if let Some(i) =
+                                values.get_key_value(&k).and_then(|(key, _)| position(key))
+                            {
+                                out.push((i, cust));
                             }
                         }
                     })?;
@@ -326,15 +324,16 @@ pub(crate) fn to_value(k: &IndexValue) -> Value {
     }
 }
 
-/// The thin entry points on [`Db`]: each takes the read guard once and calls the free function.
+/// The thin entry points on [`Db`]: each takes the read guard once and calls the free function
+/// (through the fields, so that they stay as they are when the handle's methods move).
 impl Db {
     /// The values of `request.property` of `request.event` that the customers matching
     /// `request.rule` at `now` did in the window, counted in distinct customers, ranked; see
     /// [`TopRequest`] and [`Top`]. A property without per-value bitmaps is
     /// [`Error::NotIndexed`]; unknown names give warnings ([`Top::warnings`]).
     pub fn top(&self, request: &TopRequest, now: Timestamp) -> Result<Top> {
-        let state = self.read();
-        top::top(&state, self.store(), request, now)
+        let state = self.state.read();
+        top::top(&state, &self.store, request, now)
     }
 
     /// Values to show one customer: the values of `property` of `event` that co-occur, in
@@ -350,10 +349,10 @@ impl Db {
         limit: usize,
         now: Timestamp,
     ) -> Result<Recommendation> {
-        let state = self.read();
+        let state = self.state.read();
         recommend::recommend(
             &state,
-            self.store(),
+            &self.store,
             customer,
             (event, property, window),
             limit,
@@ -371,8 +370,8 @@ impl Db {
         limit: usize,
         now: Timestamp,
     ) -> Result<(Vec<RecentValue>, Vec<Warning>)> {
-        let state = self.read();
-        recent::recent(&state, self.store(), customer, event, property, limit, now)
+        let state = self.state.read();
+        recent::recent(&state, &self.store, customer, event, property, limit, now)
     }
 }
 
