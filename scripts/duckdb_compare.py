@@ -34,6 +34,12 @@ virtual environment under its work directory). This script installs nothing itse
    identical. The audiencedb figures come from the bench binary's JSON (`--bench-json`, written
    by `cargo bench --bench query` with AUDIENCEDB_BENCH_JSON set); without it those columns are
    empty. DuckDB runs with its default settings (one thread per core).
+
+With `--top-json VALUES.json` (written by `cargo bench --bench values` with
+AUDIENCEDB_BENCH_JSON set) it compares the `top` cases instead (issue 21): each case's rows as
+SQL over the DISTINCT (customer, value) pairs of the event in the window (`top_sql`), timed as
+above, and its rows (value, customers, everyone), ranking and audience size compared with
+`audiencedb top --format json`.
 """
 
 import argparse
@@ -435,6 +441,100 @@ def audiencedb_ids(args, rule):
     return [line for line in p.stdout.split("\n") if line], None
 
 
+# The audiences and windows of the `top` cases of benches/values.rs (issue 21), as SQL. A case's
+# rows are the DISTINCT (customer, value) pairs of the event in the window, grouped by value:
+# `everyone` is the group's size, `customers` those of the audience.
+TOP_AUDIENCES = {
+    "purchased product X": "SELECT DISTINCT customer FROM events "
+    "WHERE event = 'purchased' AND product = 'X' AND ts <= {now}",
+    "viewed in last 7 days": "SELECT DISTINCT customer FROM events "
+    "WHERE event = 'viewed' AND ts > {now} - INTERVAL 7 DAY AND ts <= {now}",
+    "tier = Gold": "SELECT customer FROM profiles WHERE tier = 'Gold'",
+    "everyone": "SELECT customer FROM customers",
+}
+TOP_WINDOWS = {
+    None: "ts <= {now}",
+    "in last 90 days": "ts > {now} - INTERVAL 90 DAY AND ts <= {now}",
+    "in last 30 days": "ts > {now} - INTERVAL 30 DAY AND ts <= {now}",
+}
+
+
+def top_sql(case, now):
+    """The SQL of one `top` case: (value, customers, everyone) for every value."""
+    prop = quote_ident(case["property"])
+    audience = TOP_AUDIENCES[case["rule"]].format(now=now)
+    window = TOP_WINDOWS[case["window"]].format(now=now)
+    return f"""WITH aud AS ({audience}),
+w AS (SELECT DISTINCT customer, {prop} AS value FROM events
+      WHERE event = {sql_str(case["event"])} AND {prop} IS NOT NULL AND {window})
+SELECT value, count(*) FILTER (WHERE customer IN (SELECT customer FROM aud)) AS customers,
+       count(*) AS everyone
+FROM w GROUP BY value"""
+
+
+def ranked(rows, order, least):
+    """The rows `top` keeps, in its order: customers (or lift: customers/everyone, exactly)
+    descending, then value."""
+    from fractions import Fraction
+
+    kept = [r for r in rows if r[1] >= least]
+    if order == "lift":
+        kept.sort(key=lambda r: (-Fraction(r[1], r[2]), -r[1], r[0].encode()))
+    else:
+        kept.sort(key=lambda r: (-r[1], r[0].encode()))
+    return kept
+
+
+def compare_top(con, args, now, cases):
+    """Times each `top` case in DuckDB and compares its rows and ranking with `audiencedb top`."""
+    lines = [
+        "| case | audience | values | audiencedb median ms | DuckDB median ms | ratio | identical |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    all_identical = True
+    for case in cases:
+        if case["rule"] not in TOP_AUDIENCES or case["window"] not in TOP_WINDOWS:
+            log(f"  {case['name']}: no SQL for this case, skipped")
+            continue
+        sql = top_sql(case, now)
+        duck_ms = time_sql(con, sql, args.runs)
+        least = 5 if case["order"] == "lift" else 1
+        duck = ranked(con.execute(sql).fetchall(), case["order"], least)
+        audience = con.execute(
+            f"SELECT count(*) FROM ({TOP_AUDIENCES[case['rule']].format(now=now)})"
+        ).fetchone()[0]
+        identical = ""
+        if args.db:
+            cmd = [args.bin, "--db", args.db, "top", case["rule"], "--event", case["event"],
+                   "--by", case["property"], "--now", args.now, "--format", "json",
+                   "--limit", "1000000", "--order", case["order"]]
+            if case["window"]:
+                cmd += ["--window", case["window"]]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                identical = f"error: {p.stderr.strip()}"
+                all_identical = False
+            else:
+                ours = json.loads(p.stdout)
+                rows = [(r["value"], r["customers"], r["everyone"]) for r in ours["rows"]]
+                same = rows == [tuple(r) for r in duck] and ours["audience"] == audience
+                identical = "yes" if same else f"no: audience {ours['audience']} vs {audience}"
+                all_identical &= same
+        r = duck_ms / case["median_ms"]
+        ratio = f"{r:.0f}x" if r >= 10 else f"{r:.2g}x"
+        window = f' --window "{case["window"]}"' if case["window"] else ""
+        lines.append(
+            f"| `top \"{case['rule']}\" --event {case['event']} --by {case['property']}{window}"
+            f" --order {case['order']}` | {audience:,} | {len(duck):,} | {fmt_ms(case['median_ms'])}"
+            f" | {fmt_ms(duck_ms)} | {ratio} | {identical} |"
+        )
+        log(f"  {case['name']}: DuckDB {fmt_ms(duck_ms)} ms, audiencedb {fmt_ms(case['median_ms'])} ms,"
+            f" {ratio}, identical: {identical} (load {os.getloadavg()[0]:.1f})")
+    table = "\n".join(lines)
+    print(table)
+    return table, all_identical
+
+
 def fmt_ms(x):
     if x is None:
         return ""
@@ -453,6 +553,8 @@ def main():
     ap.add_argument("--out", help="also write the markdown table here")
     ap.add_argument("--rule", action="append", help="run only these rules (repeatable)")
     ap.add_argument("--load-only", action="store_true", help="build the DuckDB file and stop")
+    ap.add_argument("--top-json", help="compare the `top` cases of `cargo bench --bench values` "
+                    "(its AUDIENCEDB_BENCH_JSON) instead of the rules")
     args = ap.parse_args()
 
     con = open_duckdb(args.duckdb, args.ndjson)
@@ -465,6 +567,13 @@ def main():
         with open(args.bench_json) as f:
             bench = {r["rule"]: r for r in json.load(f)["rules"]}
     log(f"== DuckDB {duckdb.__version__}, {threads} threads, now {now}, {args.runs} warm runs a rule")
+    if args.top_json:
+        with open(args.top_json) as f:
+            table, all_identical = compare_top(con, args, now, json.load(f))
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(table + "\n")
+        return 0 if all_identical or not args.db else 1
 
     lines = [
         "| rule | SQL | members | audiencedb median ms | DuckDB median ms | ratio | identical |",

@@ -37,6 +37,16 @@ pub enum Error {
     #[error("cannot evaluate the rule: {0}")]
     Evaluation(String),
 
+    /// An event property whose values have no per-value bitmaps (over `Config::value_bound`
+    /// distinct values, or only floats, date-times or lists), asked to be counted by value
+    /// (`top`, `recommend`). `message` names the limit and the setting that changes it.
+    #[error("{message}")]
+    NotIndexed {
+        event: String,
+        property: String,
+        message: String,
+    },
+
     /// The customer, audience or other named thing does not exist.
     #[error("not found: {0}")]
     NotFound(String),

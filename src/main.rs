@@ -182,6 +182,83 @@ enum Command {
     RebuildIndexes,
     /// Serve the database on a Unix socket in the Redis protocol (redis-cli -s PATH).
     Serve(ServeArgs),
+    /// The values of one event property that the customers matching a rule did, counted in
+    /// distinct customers, with their share, everyone's count and the lift.
+    Top {
+        /// The audience's rule, e.g. "purchased product X" (several words are joined with spaces).
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+        /// The event whose values are counted.
+        #[arg(long)]
+        event: String,
+        /// The property of the event whose values are counted.
+        #[arg(long, value_name = "PROPERTY")]
+        by: String,
+        /// Count only events in this window, written as in rules ("in last 90 days", "since
+        /// 2026-01-01", ...); by default every event up to now.
+        #[arg(long)]
+        window: Option<String>,
+        /// The most rows printed.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// The evaluation time, RFC 3339 or a date (midnight UTC); by default the clock.
+        #[arg(long)]
+        now: Option<String>,
+        /// Rank by customers, or by lift (among values with --min-customers customers).
+        #[arg(long, value_enum, default_value = "customers")]
+        order: TopOrderArg,
+        /// Leave out values with fewer customers of the audience (default 1, or 5 by lift).
+        #[arg(long, value_name = "K")]
+        min_customers: Option<u64>,
+        /// A table, or `{"audience", "rows": [{"value", "customers", "share", "everyone",
+        /// "lift"}]}`.
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
+    /// Values to show one customer: those that co-occur with theirs in other customers, scored
+    /// by cosine similarity (README); the most popular ones for a customer with none.
+    Recommend {
+        /// The customer's id.
+        id: String,
+        #[command(flatten)]
+        values: ValuesArgs,
+        /// Read only events in this window, written as in rules; by default every event up
+        /// to now.
+        #[arg(long)]
+        window: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ValuesArgs {
+    /// The event whose values are read.
+    #[arg(long)]
+    event: String,
+    /// The property of the event whose values are read.
+    #[arg(long, value_name = "PROPERTY")]
+    by: String,
+    /// The most values printed.
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// The time to read at, RFC 3339 or a date (midnight UTC); by default the clock. Events
+    /// after it count nowhere.
+    #[arg(long)]
+    now: Option<String>,
+    /// A table, or JSON.
+    #[arg(long, value_enum, default_value = "table")]
+    format: TableFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TopOrderArg {
+    Customers,
+    Lift,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TableFormat {
+    Table,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -219,6 +296,12 @@ enum CustomerAction {
     Show { id: String },
     /// Print all stored data as JSON.
     Export { id: String },
+    /// The customer's distinct values of one event property, latest first ("recently viewed").
+    Recent {
+        id: String,
+        #[command(flatten)]
+        values: ValuesArgs,
+    },
     /// Delete the profile, every event and every index entry.
     Delete {
         id: String,
@@ -639,6 +722,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         serde_json::to_string_pretty(&json).unwrap_or_default()
                     );
                 }
+                CustomerAction::Recent { id, values } => {
+                    let now = parse_now(values.now.as_deref())?;
+                    let (recent, warnings) =
+                        db.recent(&id, &values.event, &values.by, values.limit, now)?;
+                    match values.format {
+                        TableFormat::Json => {
+                            let json: Vec<_> = recent.iter().map(|r| r.to_json()).collect();
+                            println!("{}", serde_json::Value::Array(json));
+                        }
+                        TableFormat::Table => {
+                            for r in &recent {
+                                println!(
+                                    "{}  {}",
+                                    time::format_rfc3339(r.at),
+                                    plain_value(&r.value)
+                                );
+                            }
+                        }
+                    }
+                    print_warnings(&warnings);
+                }
                 CustomerAction::Delete { id, .. } => {
                     let n = db.delete_customer(&id)?;
                     println!("deleted customer {id:?} and {n} events");
@@ -737,6 +841,66 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve(args) => serve(&cli.db, &cli.limits, args),
+        Command::Recommend { id, values, window } => {
+            let now = parse_now(values.now.as_deref())?;
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let r = db.recommend(
+                &id,
+                &values.event,
+                &values.by,
+                window.as_deref(),
+                values.limit,
+                now,
+            )?;
+            match values.format {
+                TableFormat::Json => println!("{}", r.to_json()),
+                TableFormat::Table => {
+                    if r.popular {
+                        println!(
+                            "(no {} by {id:?} in the window: the most popular values)",
+                            values.event
+                        );
+                    }
+                    for v in &r.values {
+                        println!("{:.6}  {}", v.score, plain_value(&v.value));
+                    }
+                }
+            }
+            print_warnings(&r.warnings);
+            Ok(())
+        }
+        Command::Top {
+            rule,
+            event,
+            by,
+            window,
+            limit,
+            now,
+            order,
+            min_customers,
+            format,
+        } => {
+            let now = parse_now(now.as_deref())?;
+            let rule = rule.join(" ");
+            // Parse before opening, so a typo is answered even without a database.
+            audiencedb::query::PreparedRule::new(&rule)?;
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let mut request = audiencedb::query::TopRequest::new(&rule, &event, &by);
+            request.window = window;
+            request.limit = limit;
+            request.order = match order {
+                TopOrderArg::Customers => audiencedb::query::TopOrder::Customers,
+                TopOrderArg::Lift => audiencedb::query::TopOrder::Lift,
+            };
+            request.min_customers = min_customers;
+            let top = db.top(&request, now)?;
+            match format {
+                TableFormat::Table => print!("{top}"),
+                TableFormat::Json => println!("{}", top.to_json()),
+            }
+            print_warnings(&top.warnings);
+            Ok(())
+        }
         Command::RebuildIndexes => {
             let db = open(&cli.db, &cli.limits)?;
             let started = Instant::now();
@@ -750,6 +914,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+    }
+}
+
+/// A value as rules write it: strings without quotes.
+fn plain_value(v: &audiencedb::model::Value) -> String {
+    match v {
+        audiencedb::model::Value::Str(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

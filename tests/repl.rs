@@ -772,3 +772,69 @@ fn demo_saves_its_audiences_once_and_runs_twice() {
         }
     }
 }
+
+/// `.top` in a script, in process and through a server's socket: the same words.
+#[test]
+fn values_in_a_script_in_process_and_over_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let input = ".now 2026-03-10\n\
+                 .top viewed product for tier = Gold\n\
+                 .top viewed product in last 30 days limit 1 order lift min 1 for everyone\n\
+                 .top viewd product for everyone\n\
+                 .top viewed product in lst 3 days for everyone\n\
+                 .top viewed product\n\
+                 .top purchased amount for everyone\n\
+                 .recommend c-02 added_to_cart product\n\
+                 .recommend c-01 viewed product in last 30 days limit 3\n\
+                 .recent c-03 viewed product\n\
+                 .recent c-03 viewed product ever\n\
+                 .format json\n\
+                 .top added_to_cart product for viewed product X\n";
+    let local = script(&db, input);
+    let server = Server::start(&db);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .args(["repl", "--socket"])
+        .arg(&server.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let remote = child.wait_with_output().unwrap();
+    server.stop();
+    let stdout = String::from_utf8(local.stdout).unwrap();
+    let stderr = String::from_utf8(local.stderr).unwrap();
+    assert_eq!(String::from_utf8(remote.stdout).unwrap(), stdout);
+    assert_eq!(local.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(remote.status.code(), Some(1));
+    for expected in [
+        "audience: 8 customers\n\
+         value  customers    share   everyone     lift\n\
+         X              4   50.00%          4     1.25\n",
+        "audience: 10 customers\n\
+         value  customers    share   everyone     lift\n\
+         X              4   40.00%          4     1.00\n",
+        "(no value)\nwarning: no event 'viewd' in this store; did you mean 'viewed'?\n",
+        // c-02 added X to the cart, the only value: nothing else co-occurs.
+        "(no value)\n(no value)\nX\n",
+        "{\"audience\":4,\"rows\":[{\"customers\":2,\"everyone\":2,\"lift\":2.5,\"share\":0.5,\
+         \"value\":\"X\"}]}\n",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+    for expected in [
+        "unknown keyword",
+        "usage: .top EVENT PROPERTY",
+        "usage: .recent ID EVENT PROPERTY",
+        "property 'amount' of event 'purchased' holds float values",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+}

@@ -1482,3 +1482,201 @@ fn a_lagging_subscriber_is_told_where_to_resume_and_closed() {
     let next: serde_json::Value = serde_json::from_str(&missed[0].text()).unwrap();
     assert_eq!(next["seq"].as_u64(), Some(last + 1));
 }
+
+/// `TOP` answers what `audiencedb top --format json` prints, with its options and errors.
+#[test]
+fn top_over_the_socket() {
+    let shop = Shop::new(200);
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--db")
+            .arg(shop.db())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let now = "2026-10-20T13:14:15.016Z";
+    let expected = cli(&[
+        "top",
+        "purchased product X",
+        "--event",
+        "purchased",
+        "--by",
+        "product",
+        "--window",
+        "in last 90 days",
+        "--now",
+        now,
+        "--format",
+        "json",
+        "--limit",
+        "5",
+    ]);
+    let by_lift = cli(&[
+        "top",
+        "tier = Gold",
+        "--event",
+        "viewed",
+        "--by",
+        "category",
+        "--order",
+        "lift",
+        "--min-customers",
+        "2",
+        "--now",
+        now,
+        "--format",
+        "json",
+    ]);
+    assert!(
+        !expected["rows"].as_array().unwrap().is_empty(),
+        "{expected}"
+    );
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let json = |r: Resp| serde_json::from_str::<serde_json::Value>(&r.text()).unwrap();
+    let got = c.cmd(&[
+        "TOP",
+        "purchased product X",
+        "purchased",
+        "product",
+        "WINDOW",
+        "in last 90 days",
+        "NOW",
+        now,
+        "LIMIT",
+        "5",
+    ]);
+    assert_eq!(json(got), expected);
+    let got = c.cmd(&[
+        "top",
+        "tier = Gold",
+        "viewed",
+        "category",
+        "order",
+        "lift",
+        "min",
+        "2",
+        "now",
+        now,
+    ]);
+    assert_eq!(json(got), by_lift);
+    let err = c.cmd(&["TOP", "everyone", "viewed", "price"]);
+    assert!(
+        err.error().starts_with("INVALID property 'price'"),
+        "{err:?}"
+    );
+    let err = c.cmd(&["TOP", "everyone", "purchased", "product", "ORDER", "price"]);
+    assert!(
+        err.error().starts_with("ERR syntax error at 'ORDER'"),
+        "{err:?}"
+    );
+    let err = c.cmd(&[
+        "TOP",
+        "everyone",
+        "purchased",
+        "product",
+        "WINDOW",
+        "lately",
+    ]);
+    assert!(err.error().starts_with("INVALID "), "{err:?}");
+    let err = c.cmd(&["TOP", "everyone and", "purchased", "product"]);
+    assert!(err.error().starts_with("RULE "), "{err:?}");
+    let warned = json(c.cmd(&["TOP", "everyone", "purchasd", "product"]));
+    assert_eq!(
+        warned["warnings"][0],
+        "no event 'purchasd' in this store; did you mean 'purchased'?"
+    );
+}
+
+/// `RECOMMEND` and `RECENT` send the values `audiencedb recommend` and `customer recent` print.
+#[test]
+fn recommend_and_recent_over_the_socket() {
+    let shop = Shop::new(200);
+    let now = "2026-10-20T13:14:15.016Z";
+    let cli = |args: &[&str]| -> Vec<String> {
+        let out = Command::new(BIN)
+            .arg("--db")
+            .arg(shop.db())
+            .args(args)
+            .args(["--now", now, "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let ids = ["c-000001", "c-000050", "c-000123", "nobody"];
+    let mut expected = Vec::new();
+    for id in ids {
+        let rec = cli(&[
+            "recommend",
+            id,
+            "--event",
+            "purchased",
+            "--by",
+            "product",
+            "--window",
+            "in last 90 days",
+            "--limit",
+            "4",
+        ]);
+        let recent = cli(&[
+            "customer", "recent", id, "--event", "viewed", "--by", "product",
+        ]);
+        expected.push((rec, recent));
+    }
+    assert!(expected.iter().any(|(_, recent)| !recent.is_empty()));
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let values = |r: Resp| -> Vec<String> {
+        match r {
+            Resp::Array(items) => items.iter().map(Resp::text).collect(),
+            other => panic!("not an array: {other:?}"),
+        }
+    };
+    for (id, (rec, recent)) in ids.iter().zip(&expected) {
+        let got = c.cmd(&[
+            "RECOMMEND",
+            id,
+            "purchased",
+            "product",
+            "WINDOW",
+            "in last 90 days",
+            "LIMIT",
+            "4",
+            "NOW",
+            now,
+        ]);
+        assert_eq!(&values(got), rec, "{id}");
+        assert!(*id != "nobody" || rec.len() == 4, "{id}: {rec:?}");
+        let got = c.cmd(&["RECENT", id, "viewed", "product", "NOW", now]);
+        assert_eq!(&values(got), recent, "{id}");
+    }
+    let err = c.cmd(&["RECOMMEND", "c-000001", "viewed", "price"]);
+    assert!(
+        err.error().starts_with("INVALID property 'price'"),
+        "{err:?}"
+    );
+    let err = c.cmd(&["RECENT", "c-000001", "viewed", "product", "WINDOW", "ever"]);
+    assert!(
+        err.error().starts_with("ERR syntax error at 'WINDOW'"),
+        "{err:?}"
+    );
+    let err = c.cmd(&["RECENT", "c-000001", "viewed", "product", "LIMIT", "x"]);
+    assert!(err.error().starts_with("ERR LIMIT"), "{err:?}");
+}

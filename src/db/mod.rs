@@ -6,6 +6,8 @@
 //!   commit, delete); a `&mut Writer` comes only from the writer lock's guard, so the functions
 //!   that need the lock take one.
 //! - `recovery.rs`: open, replay of the dirty log, rebuild, verify, checkpoints and snapshots.
+//! - `query.rs`, `values.rs`, `audiences.rs`: delegations to the query engine, to its value
+//!   counts (`top`, `recommend`, `recent`) and to saved audiences.
 //!
 //! Writes are serialised by one writer lock. A write is committed as one sled batch (data, id
 //! maps, catalog and a dirty-log record naming the customers it touched), flushed to disk, and
@@ -20,6 +22,7 @@
 mod audiences;
 mod query;
 mod recovery;
+mod values;
 mod write;
 
 use std::path::{Path, PathBuf};

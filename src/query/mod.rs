@@ -27,11 +27,13 @@ mod rollups;
 mod run;
 pub(crate) mod state;
 pub(crate) mod subset;
+pub mod values;
 mod why;
 
 pub use check::Warning;
 pub use explain::{Explain, ExplainNode};
 pub use reading::Reading;
+pub use values::{Top, TopOrder, TopRequest, TopRow};
 pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 pub(crate) use run::{check, explain, run, walk_member_ids, why, Warnings};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::db::{EventSchema, PropertySchema, TraitSchema};
 use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
-use crate::query::PreparedRule;
+use crate::query::{PreparedRule, TopOrder, TopRequest, TopRow};
 use crate::server::client::{Client, ClientError, RespValue};
 use crate::{AudienceInfo, Db, Error, Schema};
 
@@ -56,6 +56,16 @@ pub struct Replaced {
     pub previewed_size: u64,
 }
 
+/// What `.top` prints: the audience's size, the rows, the warnings as text, and the answer as
+/// the socket's `TOP` sends it (for `.format json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopAnswer {
+    pub audience: u64,
+    pub rows: Vec<TopRow>,
+    pub warnings: Vec<String>,
+    pub json: serde_json::Value,
+}
+
 /// Everything a session asks of a database.
 pub trait Backend {
     /// What the banner names: the folder, or the socket.
@@ -87,6 +97,32 @@ pub trait Backend {
     fn save_audience(&mut self, name: &str, rule: &str) -> BackendResult<Saved>;
     /// Drops an audience; returns what it was.
     fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo>;
+    /// The top values of an event property for a rule's audience (`Db::top`).
+    fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer>;
+    /// The values to show a customer, best first, as text (`Db::recommend`).
+    fn recommend(
+        &mut self,
+        id: &str,
+        what: (&str, &str, Option<&str>),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>>;
+    /// A customer's distinct values, latest first, as text (`Db::recent`).
+    fn recent(
+        &mut self,
+        id: &str,
+        what: (&str, &str),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>>;
+}
+
+/// A value as text, as the socket sends it: strings as they are.
+fn value_text(v: &crate::model::Value) -> String {
+    match v {
+        crate::model::Value::Str(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl Backend for &Db {
@@ -158,6 +194,38 @@ impl Backend for &Db {
         let info = self.audience(name)?;
         Db::drop_audience(self, name)?;
         Ok(info)
+    }
+
+    fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer> {
+        let top = Db::top(self, request, now)?;
+        Ok(TopAnswer {
+            audience: top.audience,
+            json: top.to_json(),
+            warnings: top.warnings.iter().map(ToString::to_string).collect(),
+            rows: top.rows,
+        })
+    }
+
+    fn recommend(
+        &mut self,
+        id: &str,
+        (event, property, window): (&str, &str, Option<&str>),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let r = Db::recommend(self, id, event, property, window, limit, now)?;
+        Ok(r.values.iter().map(|s| value_text(&s.value)).collect())
+    }
+
+    fn recent(
+        &mut self,
+        id: &str,
+        (event, property): (&str, &str),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let (recent, _) = Db::recent(self, id, event, property, limit, now)?;
+        Ok(recent.iter().map(|r| value_text(&r.value)).collect())
     }
 }
 
@@ -429,6 +497,81 @@ impl Backend for Remote {
         self.call(&["AUDIENCE.DROP", name])?;
         Ok(info)
     }
+
+    fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer> {
+        parse(&request.rule)?;
+        let (limit, now) = (request.limit.to_string(), now.to_string());
+        let min = request.min_customers.map(|m| m.to_string());
+        let order = match request.order {
+            TopOrder::Customers => "customers",
+            TopOrder::Lift => "lift",
+        };
+        let mut cmd: Vec<&str> = vec![
+            "TOP",
+            &request.rule,
+            &request.event,
+            &request.property,
+            "LIMIT",
+            &limit,
+            "NOW",
+            &now,
+            "ORDER",
+            order,
+        ];
+        if let Some(w) = &request.window {
+            cmd.extend(["WINDOW", w]);
+        }
+        if let Some(m) = &min {
+            cmd.extend(["MIN", m]);
+        }
+        let json = self.json(&cmd)?;
+        top_from_json(&json)
+            .map(|(audience, rows, warnings)| TopAnswer {
+                audience,
+                rows,
+                warnings,
+                json: json.clone(),
+            })
+            .ok_or_else(|| unexpected(&cmd, "a TOP answer of another shape"))
+    }
+
+    fn recommend(
+        &mut self,
+        id: &str,
+        (event, property, window): (&str, &str, Option<&str>),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let (limit, now) = (limit.to_string(), now.to_string());
+        let mut cmd = vec![
+            "RECOMMEND",
+            id,
+            event,
+            property,
+            "LIMIT",
+            &limit,
+            "NOW",
+            &now,
+        ];
+        if let Some(w) = window {
+            cmd.extend(["WINDOW", w]);
+        }
+        let reply = self.call(&cmd)?;
+        ids(&cmd, reply)
+    }
+
+    fn recent(
+        &mut self,
+        id: &str,
+        (event, property): (&str, &str),
+        limit: usize,
+        now: Timestamp,
+    ) -> BackendResult<Vec<String>> {
+        let (limit, now) = (limit.to_string(), now.to_string());
+        let cmd = ["RECENT", id, event, property, "LIMIT", &limit, "NOW", &now];
+        let reply = self.call(&cmd)?;
+        ids(&cmd, reply)
+    }
 }
 
 fn type_names(v: &serde_json::Value) -> Option<Vec<&'static str>> {
@@ -506,6 +649,38 @@ fn schema_from_json(v: &serde_json::Value) -> Option<Schema> {
 }
 
 /// The saved-audience commands' JSON (the serialised [`AudienceInfo`]) back into one.
+/// A `TOP` reply read back: the audience's size, the rows and the warnings.
+fn top_from_json(v: &serde_json::Value) -> Option<(u64, Vec<TopRow>, Vec<String>)> {
+    let rows = v
+        .get("rows")?
+        .as_array()?
+        .iter()
+        .map(|r| {
+            Some(TopRow {
+                value: match r.get("value")? {
+                    serde_json::Value::String(s) => crate::model::Value::Str(s.clone()),
+                    serde_json::Value::Bool(b) => crate::model::Value::Bool(*b),
+                    serde_json::Value::Number(n) => crate::model::Value::Int(n.as_i64()?),
+                    _ => return None,
+                },
+                customers: r.get("customers")?.as_u64()?,
+                share: r.get("share")?.as_f64()?,
+                everyone: r.get("everyone")?.as_u64()?,
+                lift: r.get("lift")?.as_f64()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let warnings = match v.get("warnings") {
+        None => Vec::new(),
+        Some(w) => w
+            .as_array()?
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned))
+            .collect::<Option<_>>()?,
+    };
+    Some((v.get("audience")?.as_u64()?, rows, warnings))
+}
+
 fn audience_from_json(v: &serde_json::Value) -> Option<AudienceInfo> {
     Some(AudienceInfo {
         name: string(v, "name")?,

@@ -74,6 +74,27 @@ pub const COMMANDS: &[MetaCommand] = &[
         run: drop_audience,
     },
     MetaCommand {
+        name: ".top",
+        aliases: &[],
+        args: "EVENT PROPERTY [WINDOW] [limit N] [order customers|lift] [min K] for RULE",
+        about: "the values of PROPERTY the audience of RULE did, in distinct customers, with lift",
+        run: top,
+    },
+    MetaCommand {
+        name: ".recommend",
+        aliases: &[],
+        args: "ID EVENT PROPERTY [WINDOW] [limit N]",
+        about: "values to show a customer: co-occurring with theirs, best first",
+        run: recommend,
+    },
+    MetaCommand {
+        name: ".recent",
+        aliases: &[],
+        args: "ID EVENT PROPERTY [limit N]",
+        about: "a customer's distinct values of PROPERTY, latest first",
+        run: recent,
+    },
+    MetaCommand {
         name: ".schema",
         aliases: &[],
         args: "",
@@ -205,6 +226,108 @@ fn split_id(arg: &str) -> Option<(&str, &str)> {
     };
     let rule = rule.trim();
     (!id.is_empty() && !rule.is_empty()).then_some((id, rule))
+}
+
+/// `.top EVENT PROPERTY [WINDOW] [limit N] [order customers|lift] [min K] for RULE`.
+fn top(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let request = parse_top(arg).ok_or_else(|| usage(".top"))?;
+    let now = session.now();
+    let answer = session.backend.top(&request, now)?;
+    match session.format {
+        Format::Json => writeln!(out, "{}", answer.json)?,
+        _ => {
+            out.write_all(crate::query::values::table(answer.audience, &answer.rows).as_bytes())?;
+            for w in &answer.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// The words of `.top` before `for` (event, property, then the window's words and the options in
+/// any order) and the rule after it.
+fn parse_top(arg: &str) -> Option<crate::query::TopRequest> {
+    let (at, _) = arg.match_indices("for").find(|&(i, _)| {
+        arg[..i].ends_with(char::is_whitespace) && arg[i + 3..].starts_with(char::is_whitespace)
+    })?;
+    let (head, rule) = (&arg[..at], arg[at + 3..].trim());
+    let mut words = head.split_whitespace();
+    let (event, property) = (words.next()?, words.next()?);
+    let mut window = Vec::new();
+    let (mut limit, mut order, mut min) = (None, None, None);
+    while let Some(word) = words.next() {
+        match word {
+            "limit" => limit = Some(words.next()?.parse().ok()?),
+            "min" => min = Some(words.next()?.parse().ok()?),
+            "order" => {
+                order = Some(match words.next()? {
+                    "customers" => crate::query::TopOrder::Customers,
+                    "lift" => crate::query::TopOrder::Lift,
+                    _ => return None,
+                })
+            }
+            w => window.push(w),
+        }
+    }
+    if rule.is_empty() {
+        return None;
+    }
+    let mut request = crate::query::TopRequest::new(rule, event, property);
+    request.window = (!window.is_empty()).then(|| window.join(" "));
+    request.limit = limit.unwrap_or(request.limit);
+    request.order = order.unwrap_or_default();
+    request.min_customers = min;
+    Some(request)
+}
+
+/// `ID EVENT PROPERTY [WINDOW] [limit N]`: the parts, the window's words joined.
+fn value_args(arg: &str) -> Option<(&str, &str, &str, Option<String>, usize)> {
+    let mut words = arg.split_whitespace();
+    let (id, event, property) = (words.next()?, words.next()?, words.next()?);
+    let (mut window, mut limit) = (Vec::new(), 10);
+    while let Some(word) = words.next() {
+        match word {
+            "limit" => limit = words.next()?.parse().ok()?,
+            w => window.push(w),
+        }
+    }
+    let window = (!window.is_empty()).then(|| window.join(" "));
+    Some((id, event, property, window, limit))
+}
+
+/// `.recommend ID EVENT PROPERTY [WINDOW] [limit N]`: one value a line, best first.
+fn recommend(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (id, event, property, window, limit) =
+        value_args(arg).ok_or_else(|| usage(".recommend"))?;
+    let now = session.now();
+    let values = session
+        .backend
+        .recommend(id, (event, property, window.as_deref()), limit, now)?;
+    for v in &values {
+        writeln!(out, "{v}")?;
+    }
+    if values.is_empty() {
+        writeln!(out, "(no value)")?;
+    }
+    Ok(Flow::Continue)
+}
+
+/// `.recent ID EVENT PROPERTY [limit N]`: one value a line, latest first.
+fn recent(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (id, event, property, window, limit) = value_args(arg).ok_or_else(|| usage(".recent"))?;
+    if window.is_some() {
+        return Err(usage(".recent"));
+    }
+    let now = session.now();
+    let values = session.backend.recent(id, (event, property), limit, now)?;
+    for v in &values {
+        writeln!(out, "{v}")?;
+    }
+    if values.is_empty() {
+        writeln!(out, "(no value)")?;
+    }
+    Ok(Flow::Continue)
 }
 
 fn schema(session: &mut Session, _: &str, out: &mut dyn Write) -> Result<Flow, Failure> {

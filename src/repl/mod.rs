@@ -35,7 +35,7 @@ mod complete;
 pub mod render;
 mod session;
 
-pub use backend::{Answer, Backend, BackendError, Remote, Replaced, Saved};
+pub use backend::{Answer, Backend, BackendError, Remote, Replaced, Saved, TopAnswer};
 pub use commands::{MetaCommand, COMMANDS};
 pub use complete::needs_more;
 pub use session::{Failure, Flow, Format, Session};

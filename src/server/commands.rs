@@ -112,6 +112,7 @@ impl CmdError {
                 Error::NotFound(m) => ("NOTFOUND", m.clone()),
                 Error::InvalidInput(m) => ("INVALID", m.clone()),
                 Error::Limit { message, .. } => ("INVALID", message.clone()),
+                Error::NotIndexed { message, .. } => ("INVALID", message.clone()),
                 other => ("ERR", other.to_string()),
             },
         }
@@ -184,6 +185,10 @@ pub static COMMANDS: &[Command] = &[
     cmd("AUDIENCE.DIFF", 2, 2, audience_diff),
     cmd("AUDIENCE.CHANGES", 1, 2, audience_changes),
     cmd("AUDIENCES.OF", 1, 1, audiences_of),
+    // Values of one event property: top values of an audience.
+    cmd("TOP", 3, 13, top),
+    cmd("RECOMMEND", 3, 9, recommend),
+    cmd("RECENT", 3, 7, recent),
     // Entries and exits as they happen (Redis pub/sub on `audience:NAME`).
     cmd("SUBSCRIBE", 1, MANY, subscribe),
     cmd("UNSUBSCRIBE", 0, MANY, unsubscribe),
@@ -1007,6 +1012,113 @@ fn pubsub_info(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(
             String::from_utf8_lossy(args.bytes(0))
         )));
     }
+    Ok(())
+}
+
+/// `TOP rule event property [WINDOW w] [LIMIT n] [NOW t] [ORDER customers|lift] [MIN k]`:
+/// `{"audience": N, "rows": [{"value", "customers", "share", "everyone", "lift"}, ...]}`.
+fn top(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    use crate::query::{TopOrder, TopRequest};
+    const USAGE: &str = "TOP rule event property [WINDOW w] [LIMIT n] [NOW t] \
+                         [ORDER customers|lift] [MIN k]";
+    let mut request = TopRequest::new(args.str(0)?, args.str(1)?, args.str(2)?);
+    let mut now = None;
+    let mut i = 3;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            return Err(syntax_at(args, i, USAGE));
+        }
+        let number = |what: &str| {
+            args.str(i + 1)?
+                .parse::<u64>()
+                .map_err(|_| CmdError::syntax(format!("{what} must be a whole number")))
+        };
+        if args.is(i, "WINDOW") {
+            request.window = Some(args.str(i + 1)?.to_owned());
+        } else if args.is(i, "LIMIT") {
+            request.limit = usize::try_from(number("LIMIT")?).unwrap_or(usize::MAX);
+        } else if args.is(i, "NOW") {
+            now = Some(parse_time(args.str(i + 1)?)?);
+        } else if args.is(i, "ORDER") && args.is(i + 1, "customers") {
+            request.order = TopOrder::Customers;
+        } else if args.is(i, "ORDER") && args.is(i + 1, "lift") {
+            request.order = TopOrder::Lift;
+        } else if args.is(i, "MIN") {
+            request.min_customers = Some(number("MIN")?);
+        } else {
+            return Err(syntax_at(args, i, USAGE));
+        }
+        i += 2;
+    }
+    let top = ctx.db.top(&request, now.unwrap_or_else(time::now))?;
+    json_reply(r, &top.to_json())
+}
+
+/// The options after `RECOMMEND`'s and `RECENT`'s three arguments: `[WINDOW w] [LIMIT n]
+/// [NOW t]` (`RECENT` takes no window).
+fn value_options<'a>(
+    args: Args<'a>,
+    window_allowed: bool,
+    usage: &str,
+) -> Result<(Option<&'a str>, usize, Timestamp), CmdError> {
+    let (mut window, mut limit, mut now) = (None, 10, None);
+    let mut i = 3;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            return Err(syntax_at(args, i, usage));
+        }
+        if args.is(i, "WINDOW") && window_allowed {
+            window = Some(args.str(i + 1)?);
+        } else if args.is(i, "LIMIT") {
+            limit = args
+                .str(i + 1)?
+                .parse::<usize>()
+                .map_err(|_| CmdError::syntax("LIMIT must be a whole number"))?;
+        } else if args.is(i, "NOW") {
+            now = Some(parse_time(args.str(i + 1)?)?);
+        } else {
+            return Err(syntax_at(args, i, usage));
+        }
+        i += 2;
+    }
+    Ok((window, limit, now.unwrap_or_else(time::now)))
+}
+
+/// Values as bulk strings: strings as they are, integers and booleans as their text.
+fn reply_values<'v>(
+    r: &mut Reply<'_>,
+    values: impl ExactSizeIterator<Item = &'v crate::model::Value>,
+) {
+    r.array(values.len());
+    for v in values {
+        match v {
+            crate::model::Value::Str(s) => r.bulk(s.as_bytes()),
+            other => r.bulk(other.to_string().as_bytes()),
+        }
+    }
+}
+
+/// `RECOMMEND id event property [WINDOW w] [LIMIT n] [NOW t]`: the values to show, best first.
+fn recommend(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let (window, limit, now) = value_options(
+        args,
+        true,
+        "RECOMMEND id event property [WINDOW w] [LIMIT n] [NOW t]",
+    )?;
+    let rec = ctx
+        .db
+        .recommend(args.str(0)?, args.str(1)?, args.str(2)?, window, limit, now)?;
+    reply_values(r, rec.values.iter().map(|s| &s.value));
+    Ok(())
+}
+
+/// `RECENT id event property [LIMIT n] [NOW t]`: the customer's distinct values, latest first.
+fn recent(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let (_, limit, now) = value_options(args, false, "RECENT id event property [LIMIT n] [NOW t]")?;
+    let (recent, _) = ctx
+        .db
+        .recent(args.str(0)?, args.str(1)?, args.str(2)?, limit, now)?;
+    reply_values(r, recent.iter().map(|v| &v.value));
     Ok(())
 }
 

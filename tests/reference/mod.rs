@@ -385,7 +385,7 @@ fn predicate(p: &Predicate, properties: &[(String, Value)], now: i64) -> bool {
 
 /// Whether an event at `ts` falls in the condition's window. Every window ends at *now*: events
 /// after now count in no window.
-fn in_window(cond: &EventCondition, ts: i64, now: i64) -> bool {
+pub fn in_window(cond: &EventCondition, ts: i64, now: i64) -> bool {
     if ts > now {
         return false;
     }
