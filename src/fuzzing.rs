@@ -12,9 +12,14 @@
 
 pub use crate::index::{Family, Indexes};
 pub use crate::storage::dictionary::train;
-pub use crate::storage::{codec, keys, BlockDictionary, Dictionaries};
+pub use crate::storage::{codec, keys, BlockDictionary, Bytes, Dictionaries};
 
 /// The in-place reader of event blocks.
+/// The tail records of a customer's timeline.
+pub mod timeline {
+    pub use crate::storage::timeline::{decode_tail, decode_tail_events, encode_tail};
+}
+
 pub mod view {
     pub use crate::storage::view::{decompress_block, for_each_event, ValueView};
 }

@@ -11,8 +11,16 @@ use crate::Db;
 pub use crate::query::state::ReadState;
 /// Storage's key layout (`docs/STORAGE.md`), for tests that read or write raw records.
 pub use crate::storage::keys;
+/// The store itself, for tests that open a folder's records without a database around them.
+pub use crate::storage::Store;
 /// The folder format this build writes.
 pub use crate::storage::FORMAT_VERSION;
+
+/// A customer's timeline: the tail bounds, and the switch that writes format 3 (blocks only)
+/// as an older build did.
+pub mod timeline {
+    pub use crate::storage::timeline::{write_format_3, TAIL_RECORDS};
+}
 
 /// The folder steps of a compaction: the folders beside the path, the marker, the raw scan.
 pub mod compact {

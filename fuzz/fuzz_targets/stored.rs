@@ -16,9 +16,10 @@ use audiencedb::fuzzing::codec::{
     decode_block, decode_profile, decode_seen, encode_block, encode_profile, encode_seen,
     put_block_body, StoredEvent,
 };
+use audiencedb::fuzzing::timeline::{decode_tail, decode_tail_events, encode_tail};
 use audiencedb::fuzzing::train;
 use audiencedb::fuzzing::view::{decompress_block, for_each_event, ValueView};
-use audiencedb::fuzzing::{keys, BlockDictionary, Dictionaries, Indexes};
+use audiencedb::fuzzing::{keys, BlockDictionary, Bytes, Dictionaries, Indexes};
 use audiencedb::model::Value;
 use libfuzzer_sys::fuzz_target;
 
@@ -161,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    match selector % 10 {
+    match selector % 11 {
         0 => {
             if let Ok(fields) = decode_profile(rest) {
                 let bytes = encode_profile(&fields);
@@ -221,7 +222,34 @@ fuzz_target!(|data: &[u8]| {
             let next_id = u32_at(head.get(4..).unwrap_or(&[])) % (3 << 16);
             let _ = fuzzing::decode_id_chunk(chunk, record, next_id);
         }
+        9 => {
+            // An event tail: its header, then its events as a block; what decodes agrees with
+            // the header, and encodes back to a tail that reads the same.
+            if let Ok(tail) = decode_tail(0, &Bytes::from(rest)) {
+                block(tail.start, &tail.block, dictionaries());
+                let mut events = Vec::new();
+                if decode_tail_events(&tail, dictionaries(), &mut events).is_ok()
+                    && events.windows(2).all(|w| w[0].ts <= w[1].ts)
+                {
+                    assert_eq!(events.len(), tail.events);
+                    let hashes: Vec<u64> = tail.hashes.clone();
+                    let again = encode_tail(&hashes, &events, dictionaries().current());
+                    let back =
+                        decode_tail(0, &Bytes::from(again)).expect("an encoded tail decodes");
+                    assert_eq!(back.hashes, hashes);
+                    let mut read = Vec::new();
+                    decode_tail_events(&back, dictionaries(), &mut read)
+                        .expect("its events decode");
+                    assert!(
+                        read.len() == events.len()
+                            && read.iter().zip(&events).all(|(a, b)| same_event(a, b)),
+                        "a tail re-encoded reads differently"
+                    );
+                }
+            }
+        }
         _ => {
+            let _ = keys::parse_tail(rest);
             let _ = keys::parse_customer(rest);
             let _ = keys::parse_dirty(rest);
             let _ = keys::parse_feed(rest);

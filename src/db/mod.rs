@@ -44,8 +44,7 @@ use crate::storage::{compact, Catalog, SchemaLimits, Store};
 pub(crate) use recovery::train_from_store;
 use write::{check_limits, PendingWrite, Writer};
 
-/// Events per stored block: a customer's timeline is cut into blocks of at most this many.
-pub const BLOCK_EVENTS: usize = 128;
+pub use crate::storage::timeline::BLOCK_EVENTS;
 
 /// Value types whose equality the indexes answer (lists: by their elements).
 const INDEXED_TYPES: u8 =

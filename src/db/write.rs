@@ -9,14 +9,13 @@
 //! [`submit`] is group commit: writers that find the lock taken queue their batches, and the next
 //! holder stores them all in one atomic, durable write ([`Writer::ingest`]) and answers each. A
 //! write resolves ids, drops duplicate message ids, merges events into time-ordered blocks
-//! (`prepare_customer`, `merge_events`), commits everything with a dirty-log record
+//! (`prepare_customer`, storage's timeline), commits everything with a dirty-log record
 //! ([`Writer::commit`]), and only then applies the change to the read state and keeps saved
 //! audiences up to date.
 //!
 //! Writes records only through `storage::WriteBatch` (no key layout here) and hands the indexes
 //! grouped `index::Changes`; it never reads index internals.
 
-use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -24,7 +23,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
-use super::{Db, IngestReport, Outcome, BLOCK_EVENTS};
+use super::{Db, IngestReport, Outcome};
 use crate::audience::{Touched, Upkeep};
 use crate::error::{internal, invalid, Error, Result};
 use crate::index::Changes;
@@ -33,6 +32,7 @@ use crate::model::time::{self, Timestamp};
 use crate::model::{FastMap, FastSet, Fields, StoredEvent, Value};
 use crate::storage::codec;
 use crate::storage::dictionary;
+use crate::storage::timeline::time_blocks;
 use crate::storage::{meta, BlockDictionary, Catalog, SchemaLimits, WriteBatch};
 
 /// About how many bytes an event takes in an uncompressed block body (the generated shop's
@@ -389,9 +389,7 @@ impl Writer {
         batch.remove_id(customer, cust);
         batch.remove_profile(cust);
         batch.remove_seen(cust);
-        for (_, start, _) in db.store.blocks_from(cust, 0)? {
-            batch.remove_block(cust, start);
-        }
+        db.store.remove_events(&mut batch, cust)?;
         for e in &events {
             catalog.count_event(e.event, &e.props, -1);
         }
@@ -447,67 +445,16 @@ impl Db {
             records.put_profile(cust, codec::encode_profile(&new));
             a.profile = Some((old, new));
         }
-        if !wk.events.is_empty() {
-            let mut events = wk.events;
-            events.sort_by_key(|e| e.ts);
-            self.merge_events(&mut records, cust, &events, dict)?;
-            a.events = events;
-        }
-        if !wk.seen_now.is_empty() {
-            let mut seen = wk.seen_before.unwrap_or_default();
-            seen.extend(wk.seen_now);
-            seen.sort_unstable();
-            seen.dedup();
-            records.put_seen(cust, codec::encode_seen(&seen));
-        }
+        // Events appended after the stored ones rewrite nothing stored (storage's timeline).
+        let mut new_seen: Vec<u64> = wk.seen_now.into_iter().collect();
+        new_seen.sort_unstable();
+        let mut events = wk.events;
+        events.sort_by_key(|e| e.ts);
+        self.store
+            .write_events(&mut records, cust, &events, wk.seen_before, &new_seen, dict)?;
+        a.events = events;
         Ok((a, records))
     }
-
-    /// Merges a customer's new events (sorted by time) into their stored blocks, compressed
-    /// with `dict` when there is one.
-    fn merge_events(
-        &self,
-        records: &mut WriteBatch,
-        cust: u32,
-        events: &[StoredEvent],
-        dict: Option<&BlockDictionary>,
-    ) -> Result<()> {
-        let first = events[0].ts;
-        let old_blocks = self.store.blocks_from(cust, first)?;
-        let mut stored: Vec<StoredEvent> = Vec::new();
-        for (_, start, bytes) in &old_blocks {
-            codec::decode_block(*start, bytes, self.store.dictionaries(), &mut stored)?;
-            records.remove_block(cust, *start);
-        }
-        // Stored events come first among equal times: the sort is stable.
-        let mut merged: Vec<&StoredEvent> = stored.iter().chain(events).collect();
-        merged.sort_by_key(|e| e.ts);
-        for chunk in time_blocks(&merged) {
-            // A new block under an old key replaces the removal pushed above.
-            records.put_block(cust, chunk[0].ts, codec::encode_block(chunk, dict));
-        }
-        Ok(())
-    }
-}
-
-/// Cuts a time-sorted timeline into blocks of about [`BLOCK_EVENTS`] events, cutting only between
-/// different timestamps: so block start times are unique keys and blocks never overlap in time,
-/// and the only block that can hold events at or after time `t` are the last one starting at or
-/// before `t` and those after it.
-fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item = &[E]> {
-    let mut rest = events;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = rest.len().min(BLOCK_EVENTS);
-        while end < rest.len() && rest[end].borrow().ts == rest[end - 1].borrow().ts {
-            end += 1;
-        }
-        let (chunk, tail) = rest.split_at(end);
-        rest = tail;
-        Some(chunk)
-    })
 }
 
 /// Trains a block dictionary on the events of a write, when it has enough of them: the bodies

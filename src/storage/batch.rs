@@ -107,6 +107,15 @@ impl WriteBatch {
         self.remove(&keys::block(cust, start)[..]);
     }
 
+    /// A tail of a customer's events ([`super::timeline`]), number `seq`.
+    pub(super) fn put_tail(&mut self, cust: u32, seq: u32, bytes: Vec<u8>) {
+        self.put(&keys::tail(cust, seq)[..], bytes);
+    }
+
+    pub(super) fn remove_tail(&mut self, cust: u32, seq: u32) {
+        self.remove(&keys::tail(cust, seq)[..]);
+    }
+
     /// A compression dictionary for event blocks.
     pub fn put_dictionary(&mut self, dictionary: &BlockDictionary) {
         self.put(&keys::dictionary(dictionary.id())[..], dictionary.bytes());

@@ -15,6 +15,7 @@
 //! | `b` | `b` + audience id (BE) | a saved audience's members and timers, as of a checkpoint |
 //! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
 //! | `z` | `z` + dictionary id (BE) | a compression dictionary for event blocks (format 3) |
+//! | `t` | `t` + internal id (BE) + sequence (BE) | a tail: one write's events appended after the customer's blocks (format 4) |
 //!
 //! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
 //! in time order, and the blocks of one customer never overlap in time.
@@ -40,6 +41,8 @@ pub const FEED_V1: u8 = b'f';
 pub const ID_SNAPSHOT: u8 = b'j';
 /// Compression dictionaries for event blocks, by id.
 pub const DICTIONARY: u8 = b'z';
+/// Event tails: a write's events appended after a customer's blocks, until they are folded in.
+pub const TAIL: u8 = b't';
 
 /// A human name for the kind of record a key prefix marks.
 pub fn kind_name(prefix: u8) -> &'static str {
@@ -58,6 +61,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         FEED_V1 => "change feed (one record a change)",
         ID_SNAPSHOT => "id map snapshot",
         DICTIONARY => "block dictionaries",
+        TAIL => "event tails",
         _ => "unknown",
     }
 }
@@ -115,6 +119,29 @@ pub fn block(cust: u32, start: Timestamp) -> [u8; 13] {
     k[..5].copy_from_slice(&events_of(cust));
     k[5..].copy_from_slice(&(start as u64).to_be_bytes());
     k
+}
+
+pub fn tails_of(cust: u32) -> [u8; 5] {
+    with_customer(TAIL, cust)
+}
+
+/// The key of a customer's tail number `seq` (tails sort in the order they were appended).
+pub fn tail(cust: u32, seq: u32) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..5].copy_from_slice(&tails_of(cust));
+    k[5..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Splits a tail key into its customer and sequence number.
+pub fn parse_tail(key: &[u8]) -> Result<(u32, u32)> {
+    match key {
+        [TAIL, a, b, c, d, e, f, g, h] => Ok((
+            u32::from_be_bytes([*a, *b, *c, *d]),
+            u32::from_be_bytes([*e, *f, *g, *h]),
+        )),
+        _ => Err(corrupt!("bad event tail key")),
+    }
 }
 
 /// Splits a block key into its customer and first timestamp.

@@ -15,6 +15,7 @@ pub mod compact;
 pub mod dictionary;
 pub mod ids;
 pub mod keys;
+pub mod timeline;
 pub mod view;
 
 use std::panic::{self, AssertUnwindSafe};
@@ -38,8 +39,18 @@ pub type Bytes = sled::IVec;
 /// [`codec`], and write the change down in docs/STORAGE.md.
 /// 2: message-id records of 6-byte hashes.
 /// 3: event blocks compressed with a stored dictionary (`z` records).
-/// Folders of versions 1 and 2 are read, and marked 3 when opened.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: event tails (`t` records, [`timeline`]): appended events that rewrite no stored block.
+/// Folders of versions 1 to 3 are read, and marked 4 when opened.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The format this process writes: [`FORMAT_VERSION`], or 3 under [`timeline::write_format_3`].
+fn written_format() -> u32 {
+    if timeline::writes_format_3() {
+        3
+    } else {
+        FORMAT_VERSION
+    }
+}
 
 /// The oldest format this build opens: a folder of it is marked [`FORMAT_VERSION`] when opened.
 const OLDEST_FORMAT: u32 = 1;
@@ -115,6 +126,8 @@ fn parse_feed_record(item: Result<(sled::IVec, sled::IVec)>) -> Result<(u64, sle
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind<'k> {
     EventBlock,
+    /// A tail of a customer's events ([`timeline`]).
+    EventTail,
     DirtyLog,
     Dictionary,
     /// A chunk of the change feed.
@@ -130,6 +143,7 @@ impl<'k> RecordKind<'k> {
     pub fn of(key: &'k [u8]) -> RecordKind<'k> {
         match key.first().copied() {
             Some(keys::EVENTS) => RecordKind::EventBlock,
+            Some(keys::TAIL) => RecordKind::EventTail,
             Some(keys::DIRTY) => RecordKind::DirtyLog,
             Some(keys::DICTIONARY) => RecordKind::Dictionary,
             Some(keys::FEED) => RecordKind::FeedChunk,
@@ -373,12 +387,13 @@ impl Store {
                         expected: FORMAT_VERSION,
                     });
                 }
-                if found < FORMAT_VERSION {
+                if found < written_format() {
                     // Its records stay readable; the ones written from now on may not be for
                     // the older build, which the new number makes refuse the folder.
-                    store
-                        .tree
-                        .insert(keys::meta(meta::FORMAT), &FORMAT_VERSION.to_be_bytes()[..])?;
+                    store.tree.insert(
+                        keys::meta(meta::FORMAT),
+                        &written_format().to_be_bytes()[..],
+                    )?;
                     store.db.flush()?;
                 }
             }
@@ -389,9 +404,10 @@ impl Store {
                 )))
             }
             None if store.tree.is_empty() => {
-                store
-                    .tree
-                    .insert(keys::meta(meta::FORMAT), &FORMAT_VERSION.to_be_bytes()[..])?;
+                store.tree.insert(
+                    keys::meta(meta::FORMAT),
+                    &written_format().to_be_bytes()[..],
+                )?;
                 store.db.flush()?;
             }
             None => {
@@ -404,8 +420,9 @@ impl Store {
         if read_marker(path)? != Marker::Ours(true) {
             let marker = std::fs::File::create(path.join(MARKER))?;
             use std::io::Write;
-            (&marker)
-                .write_all(format!("audiencedb database, format {FORMAT_VERSION}\n").as_bytes())?;
+            (&marker).write_all(
+                format!("audiencedb database, format {}\n", written_format()).as_bytes(),
+            )?;
             marker.sync_all()?;
         }
         for item in store.scan(keys::DICTIONARY) {
@@ -430,6 +447,12 @@ impl Store {
     /// The record under a raw key: for this module's named readers only.
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         Ok(self.tree.get(key)?)
+    }
+
+    /// The folder's format version, as its format record says.
+    pub fn format_version(&self) -> Result<u32> {
+        self.get(&keys::meta(meta::FORMAT))?
+            .map_or(Ok(0), |v| be_u32(&v))
     }
 
     /// A `u64` metadata counter, 0 when absent.
@@ -469,14 +492,15 @@ impl Store {
             .transpose()
     }
 
-    /// Appends all of a customer's events, in time order, to `out`.
+    /// Appends all of a customer's events, in time order, to `out`: its blocks', then its
+    /// tails' ([`timeline`]).
     pub fn events(&self, cust: u32, out: &mut Vec<StoredEvent>) -> Result<()> {
         for item in self.tree.scan_prefix(keys::events_of(cust)) {
             let (k, v) = item?;
             let (_, start) = keys::parse_block(&k)?;
             codec::decode_block(start, &v, &self.dictionaries, out)?;
         }
-        Ok(())
+        self.tail_events(cust, out)
     }
 
     /// The key of the customer's block that holds `from`: the last one starting at or before it,
@@ -491,9 +515,10 @@ impl Store {
             .map_or_else(|| prefix.to_vec(), |(k, _)| k.to_vec()))
     }
 
-    /// Appends the uncompressed bodies of the customer's blocks from the one holding `from` on
-    /// to `buf`, and each block's (first timestamp, byte range in `buf`) to `blocks`: every event
-    /// at or after `from`, and possibly some before it, for [`view::for_each_event`].
+    /// Appends the uncompressed bodies of the customer's blocks from the one holding `from` on,
+    /// then of its tails ([`timeline`]) holding events at or after `from`, to `buf`, and each
+    /// one's (first timestamp, byte range in `buf`) to `blocks`, in time order: every event at or
+    /// after `from`, and possibly some before it, for [`view::for_each_event`].
     pub fn event_bodies_from(
         &self,
         cust: u32,
@@ -526,11 +551,11 @@ impl Store {
             }
         }
         flush(pending, buf, blocks)?;
-        Ok(())
+        self.tail_bodies_from(cust, from, buf, blocks)
     }
 
     /// The customer's blocks whose events may be at or after `from`: the last block starting
-    /// at or before `from`, and every later one. Returns (key, start, bytes).
+    /// at or before `from`, and every later one. Returns (key, start, bytes). Not its tails.
     pub fn blocks_from(
         &self,
         cust: u32,
@@ -549,12 +574,20 @@ impl Store {
         Ok(out)
     }
 
-    /// The sorted hashes of a customer's stored message ids ([`codec::message_hash`]).
+    /// The sorted hashes of a customer's stored message ids ([`codec::message_hash`]): its
+    /// message-id record's and its tails'.
     pub fn seen_messages(&self, cust: u32) -> Result<Vec<u64>> {
-        match self.get(&keys::seen(cust))? {
-            Some(v) => codec::decode_seen(&v),
-            None => Ok(Vec::new()),
+        let mut seen = match self.get(&keys::seen(cust))? {
+            Some(v) => codec::decode_seen(&v)?,
+            None => Vec::new(),
+        };
+        let tails = self.tail_hashes(cust)?;
+        if !tails.is_empty() {
+            seen.extend(tails);
+            seen.sort_unstable();
+            seen.dedup();
         }
+        Ok(seen)
     }
 
     /// Every record, in key order, as (key, value).
@@ -692,12 +725,41 @@ impl Store {
         Ok(())
     }
 
-    /// Every customer's event blocks, in key order, as (customer, first timestamp, bytes).
+    /// Every customer's event blocks and then its tails' events ([`timeline`]), customer by
+    /// customer, each customer's in time order, as (customer, first timestamp, bytes of a block
+    /// for [`codec::decode_block`]).
     pub fn event_blocks(&self) -> impl Iterator<Item = Result<(u32, Timestamp, sled::IVec)>> + '_ {
-        self.scan(keys::EVENTS).map(|r| {
-            let (k, v) = r?;
-            let (cust, start) = keys::parse_block(&k)?;
-            Ok((cust, start, v))
+        let mut blocks = self
+            .scan(keys::EVENTS)
+            .map(|r| {
+                let (k, v) = r?;
+                let (cust, start) = keys::parse_block(&k)?;
+                Ok((cust, start, v))
+            })
+            .peekable();
+        let mut tails = self
+            .scan(keys::TAIL)
+            .map(|r| {
+                let (k, v) = r?;
+                let (cust, seq) = keys::parse_tail(&k)?;
+                let t = timeline::decode_tail(seq, &v)?;
+                Ok((cust, t.start, t.block))
+            })
+            .peekable();
+        std::iter::from_fn(move || {
+            // An error goes out first; then the block, unless a tail is of an earlier customer.
+            let tail_first = match (blocks.peek(), tails.peek()) {
+                (Some(Err(_)), _) => false,
+                (_, Some(Err(_))) => true,
+                (Some(Ok(b)), Some(Ok(t))) => t.0 < b.0,
+                (None, _) => true,
+                (_, None) => false,
+            };
+            if tail_first {
+                tails.next()
+            } else {
+                blocks.next()
+            }
         })
     }
 
