@@ -57,6 +57,20 @@ pub(crate) fn members(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<R
     exec::resolve(&plan, &bounds, cx.store)
 }
 
+/// Whether a customer with no stored data (no traits, no events) satisfies `rule` at `now`:
+/// what a new customer's answer is for an audience whose rule reads nothing it wrote. `true`
+/// when no unused id is at hand to ask with (the cautious answer: re-evaluate).
+pub(crate) fn holds_without_data(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<bool> {
+    let nobody = u32::MAX;
+    if cx.indexes.everyone.contains(nobody) {
+        return Ok(true);
+    }
+    let plan = plan::plan(rule, cx.catalog, cx.indexes, cx.saved, now)?;
+    let mut data = CustomerData::new(cx.store, plan.events_from);
+    data.load(nobody);
+    holds(&plan.root, None, &mut data)
+}
+
 /// One rule to answer for some customers: its footprint, and whom to answer for.
 pub(crate) struct Ask<'r> {
     pub rule: &'r Rule,
