@@ -280,6 +280,10 @@ fn main() {
         held as f64 / times.len() as f64
     );
 
+    if let Ok(scale) = std::env::var("AUDIENCEDB_BENCH_OF_SCALE") {
+        lookups_at_scale(&scale);
+    }
+
     // Time-driven updates through one day.
     let started = Instant::now();
     let mut changes = 0;
@@ -307,4 +311,52 @@ fn main() {
     for i in 0..rules.len() {
         db.drop_audience(&format!("bench_{i:03}")).expect("drop");
     }
+}
+
+/// `audiences_of` on members alone at a scale no test shop here reaches:
+/// `AUDIENCEDB_BENCH_OF_SCALE=CUSTOMERS,AUDIENCES,PER_CUSTOMER` puts each of CUSTOMERS internal
+/// ids in PER_CUSTOMER audiences drawn at random among AUDIENCES, then times the lookup (from the
+/// internal id: what `Db::audiences_of` does after finding it in the id map) for 100,000 random
+/// customers.
+fn lookups_at_scale(spec: &str) {
+    let n: Vec<u32> = spec.split(',').filter_map(|x| x.parse().ok()).collect();
+    let [customers, audiences, per] = n[..] else {
+        panic!("AUDIENCEDB_BENCH_OF_SCALE=CUSTOMERS,AUDIENCES,PER_CUSTOMER");
+    };
+    let started = Instant::now();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut members = vec![roaring::RoaringBitmap::new(); audiences as usize];
+    for c in 0..customers {
+        for _ in 0..per {
+            members[rng.random_range(0..audiences) as usize].insert(c);
+        }
+    }
+    let named = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (format!("scale_{i:04}"), m))
+        .collect();
+    let kept = audiencedb::testing::MembersOnly::new(named);
+    println!(
+        "{customers} customers in {per} of {audiences} audiences each, built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::with_capacity(100_000);
+    let mut held = 0;
+    for _ in 0..100_000 {
+        let c = rng.random_range(0..customers);
+        let started = Instant::now();
+        let names = kept.audiences_of(c);
+        times.push(started.elapsed().as_nanos() as u64);
+        held += names.len();
+    }
+    times.sort_unstable();
+    let pct =
+        |p: f64| times[((times.len() as f64 * p).ceil() as usize).saturating_sub(1)] as f64 / 1e3;
+    println!(
+        "audiences_of from the internal id, {audiences} audiences at {customers} customers: median {:.2} µs, p99 {:.2} µs ({:.1} audiences per customer)",
+        pct(0.5),
+        pct(0.99),
+        held as f64 / times.len() as f64
+    );
 }

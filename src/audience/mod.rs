@@ -1,5 +1,6 @@
 //! Saved audiences: named rules whose members are kept, and kept true as data arrives and time
-//! passes, so that "which audiences is this customer in?" is a few bitmap lookups.
+//! passes, so that "which audiences is this customer in?" is one short list (`by_customer`,
+//! the members' inverse, kept with them).
 //!
 //! - A definition (name, rule text, times) is stored as JSON under its name; its rule is parsed
 //!   once and lives in the read state, where `in audience NAME` finds it.
@@ -24,6 +25,7 @@
 //! which only the holder of the writer lock has. It reads customer data and indexes only
 //! through the query engine, and writes records only through `storage::WriteBatch`.
 
+mod by_customer;
 pub(crate) mod feed;
 mod readers;
 mod timers;
@@ -48,6 +50,7 @@ use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{self, Audience, Definition, Definitions, PreparedRule, ReadState, Warnings};
 use crate::storage::{meta, IdMap, Store, WriteBatch};
 
+use by_customer::ByCustomer;
 use feed::Subscribers;
 use readers::Readers;
 use timers::{take, take_bitmap, Timers};
@@ -152,6 +155,8 @@ struct Live {
     /// The audiences by what they read; `None` once the definitions changed, built again by
     /// the next maintenance.
     readers: Option<Arc<Readers>>,
+    /// The inverse of the members (customer → its audiences), changed with them.
+    by_customer: ByCustomer,
 }
 
 impl Live {
@@ -314,6 +319,7 @@ impl Audiences {
         for id in ids {
             if let Some(la) = live.by_id.get_mut(&id) {
                 la.members &= &indexes.everyone;
+                live.by_customer.insert_all(id, &la.members);
             }
             live.rewake(id);
         }
@@ -325,6 +331,29 @@ impl Audiences {
             },
             Upkeep(()),
         ))
+    }
+
+    /// Audiences holding these members (ids 0, 1, ... in order) and nothing else: no
+    /// definitions, timers or feed. For measuring `audiences_of` at a scale no test shop
+    /// reaches ([`crate::testing::MembersOnly`]).
+    pub(crate) fn with_members(members: Vec<(String, RoaringBitmap)>) -> Audiences {
+        let mut live = Live::default();
+        for (id, (name, members)) in (0u32..).zip(members) {
+            live.by_customer.insert_all(id, &members);
+            let la = LiveAudience {
+                name,
+                members,
+                timers: Timers::default(),
+                members_changed: None,
+                dirty: false,
+                wake_at: None,
+            };
+            live.by_id.insert(id, la);
+        }
+        Audiences {
+            live: RwLock::new(live),
+            subscribers: Subscribers::default(),
+        }
     }
 
     /// The audiences' time.
@@ -605,6 +634,11 @@ impl Audiences {
         {
             let mut live = self.live.write();
             for (id, la) in fresh {
+                let empty = RoaringBitmap::new();
+                let old = live.by_id.get(&id).map_or(&empty, |o| &o.members);
+                let (left, entered) = (old - &la.members, &la.members - old);
+                live.by_customer.remove_all(id, &left);
+                live.by_customer.insert_all(id, &entered);
                 if let Some(old) = live.by_id.insert(id, la) {
                     if let Some(t) = old.wake_at {
                         live.wake.remove(&(t, id));
@@ -648,6 +682,7 @@ impl Audiences {
             if let Some(t) = la.wake_at {
                 live.wake.remove(&(t, id));
             }
+            live.by_customer.remove_all(id, &la.members);
         }
         live.readers = None;
         Ok(())
@@ -730,13 +765,15 @@ impl Audiences {
         })
     }
 
-    /// The saved audiences customer `cust` is in, by name, from the kept members.
+    /// The saved audiences customer `cust` is in, by name, from the kept members' inverse (its
+    /// own short list: the cost follows how many audiences it is in, not how many are saved).
     pub(crate) fn of(&self, cust: u32) -> Vec<String> {
         let live = self.live.read();
         let mut names: Vec<String> = live
-            .by_id
-            .values()
-            .filter(|la| la.members.contains(cust))
+            .by_customer
+            .of(cust)
+            .iter()
+            .filter_map(|id| live.by_id.get(id))
             .map(|la| la.name.clone())
             .collect();
         names.sort_unstable();
@@ -855,9 +892,12 @@ impl Audiences {
             // An audience's answer, or `None` when it failed: its customers are tried again
             // at the next chance.
             let mut settle = |(d, _, custs): Todo, answer: Option<SubsetAnswer>| {
-                if let Some(la) = live.by_id.get_mut(&d.id) {
+                let Live {
+                    by_id, by_customer, ..
+                } = &mut *live;
+                if let Some(la) = by_id.get_mut(&d.id) {
                     match answer {
-                        Some(a) => apply(la, &custs, a, now, &mut flips),
+                        Some(a) => apply(la, d.id, by_customer, &custs, a, now, &mut flips),
                         None => custs.iter().for_each(|c| la.timers.schedule(c, Some(now))),
                     }
                 }
@@ -908,9 +948,13 @@ impl Audiences {
         let mut names = Vec::new();
         {
             let mut live = self.live.write();
-            for la in live.by_id.values_mut() {
+            let Live {
+                by_id, by_customer, ..
+            } = &mut *live;
+            let was_in = by_customer.take(cust);
+            for (id, la) in by_id.iter_mut() {
                 la.timers.forget(cust);
-                if la.members.remove(cust) {
+                if was_in.binary_search(id).is_ok() && la.members.remove(cust) {
                     la.members_changed = Some(now);
                     names.push(la.name.clone());
                 }
@@ -992,6 +1036,23 @@ impl Audiences {
     pub(crate) fn problems(&self, env: &Env<'_>) -> Result<Vec<String>> {
         let (defs, now) = (env.state.read().definitions.clone(), self.as_of());
         let mut problems = Vec::new();
+        {
+            let live = self.live.read();
+            let held: u64 = live.by_id.values().map(|la| la.members.len()).sum();
+            let listed = live.by_customer.len();
+            let missing = live
+                .by_id
+                .iter()
+                .flat_map(|(id, la)| la.members.iter().map(move |c| (c, *id)))
+                .filter(|(c, id)| live.by_customer.of(*c).binary_search(id).is_err())
+                .count();
+            if held != listed || missing > 0 {
+                problems.push(format!(
+                    "audiences' per-customer lists: {listed} memberships listed, {held} in the \
+                     members ({missing} members not listed)"
+                ));
+            }
+        }
         for d in defs.iter() {
             let fresh =
                 query::run(env.state, env.store, &d.rule, now, Warnings::Skipped)?.into_bitmap();
@@ -1016,6 +1077,8 @@ impl Audiences {
 /// Applies one audience's answer for the customers asked about: members, timers, flips.
 fn apply(
     la: &mut LiveAudience,
+    id: u32,
+    by_customer: &mut ByCustomer,
     asked: &RoaringBitmap,
     a: SubsetAnswer,
     now: Timestamp,
@@ -1033,6 +1096,8 @@ fn apply(
     }
     flips.extend(entered.iter().map(|c| (la.name.clone(), c, true)));
     flips.extend(left.iter().map(|c| (la.name.clone(), c, false)));
+    by_customer.remove_all(id, &left);
+    by_customer.insert_all(id, &entered);
     la.members -= &left;
     la.members |= &entered;
     la.members_changed = Some(now);
