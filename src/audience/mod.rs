@@ -841,19 +841,38 @@ impl Audiences {
             return Ok(0);
         }
         let now = self.as_of().max(env.clock.now());
-        let readers = self.readers(env, &state)?;
         // For each audience to look at, the customers to re-evaluate: those whose timers are due
         // (only audiences woken by now are asked), and those the write may have changed.
         let mut custs: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
         let woken = {
             let mut live = self.live.write();
             let woken = live.take_woken(now);
+            if woken.is_empty() && touched.is_none() {
+                // Nothing due and nothing written: time moves on, and the readers are not
+                // rebuilt (saving many audiences in a row builds them once, afterwards).
+                live.as_of = now;
+                return Ok(0);
+            }
             for &id in &woken {
                 if let Some(la) = live.by_id.get_mut(&id) {
                     *custs.entry(id).or_default() |= la.timers.take_due(now);
                 }
             }
             woken
+        };
+        let readers = match self.readers(env, &state) {
+            Ok(r) => r,
+            Err(e) => {
+                // The woken audiences' customers are tried again at the next chance.
+                let mut live = self.live.write();
+                for (id, c) in &custs {
+                    if let Some(la) = live.by_id.get_mut(id) {
+                        c.iter().for_each(|c| la.timers.schedule(c, Some(now)));
+                    }
+                    live.rewake(*id);
+                }
+                return Err(e);
+            }
         };
         if let Some(t) = touched {
             readers.touched(t, &state.catalog, &mut custs);
