@@ -3,8 +3,9 @@
 //! 1. ingest throughput with 0 saved audiences (tracks of existing customers, batches of 100);
 //! 2. the time to materialise each of 100 saved audiences (40 on traits, 40 event windows,
 //!    10 counts and aggregates, 10 more from the spec's examples), then ingest again with 10
-//!    and with 100 of them;
-//! 3. `audiences_of` latency (median, p99) over random existing customers, with 100 audiences;
+//!    and with 100 of them; with `AUDIENCEDB_BENCH_AUDIENCES=1000`, 900 more of the same kinds
+//!    (each family again with other lengths, thresholds and trait values) and ingest with 1,000;
+//! 3. `audiences_of` latency (median, p99) over random existing customers, with all of them;
 //! 4. time-driven updates: the clock moves one hour at a time through a day; entries and exits
 //!    made, and customers re-evaluated per second of work.
 //!
@@ -13,7 +14,8 @@
 //! ```
 //!
 //! `AUDIENCEDB_BENCH_NOW` (default 2026-11-01: the end of the period `scripts/bench-query.sh`
-//! generates) is where the bench's clock starts. The bench saves audiences named `bench_NNN`
+//! generates) is where the bench's clock starts. `AUDIENCEDB_BENCH_BATCHES` (default 200) is
+//! how many batches of 100 tracks each ingest row times. The bench saves audiences named `bench_NNN`
 //! and drops them at the end; the ingested events stay (ids `bench-*` are not used: they go to
 //! existing customers, at the clock's time).
 
@@ -85,6 +87,49 @@ fn rules() -> Vec<String> {
     rules
 }
 
+const EVENTS: [&str; 5] = [
+    "viewed",
+    "purchased",
+    "added_to_cart",
+    "visited",
+    "searched",
+];
+
+/// `n` rules (100 or a multiple): the 100 of [`rules`], then each family again with other
+/// lengths, thresholds and trait values, so that the mix of kinds stays the same.
+fn rules_n(n: usize) -> Vec<String> {
+    let base = rules();
+    let devices = ["mobile", "desktop", "tablet"];
+    let mut out = base.clone();
+    for k in 1..n / 100 {
+        for (i, r) in base.iter().enumerate() {
+            out.push(match i {
+                0..=39 => format!("{r} and not device = {}", devices[(i + k) % 3]),
+                40..=79 => {
+                    let (e, j) = ((i - 40) / 8, (i - 40) % 8);
+                    let days = [1, 3, 7, 14, 30, 60, 90, 180][j] + e + 20 * k;
+                    format!("{} in last {days} days", EVENTS[e])
+                }
+                80..=89 => [
+                    ("in last 365 days", 365 - k),
+                    ("in last 90 days", 90 + k),
+                    ("in last 30 days", 30 + k),
+                    ("in last 7 days", 7 + k),
+                ]
+                .iter()
+                .fold(r.clone(), |r, (from, days)| {
+                    r.replace(from, &format!("in last {days} days"))
+                }),
+                _ => format!(
+                    "({r}) and not country = {}",
+                    ["FI", "SE", "NO", "DK", "DE"][k % 5]
+                ),
+            });
+        }
+    }
+    out
+}
+
 fn main() {
     let Ok(path) = std::env::var("AUDIENCEDB_BENCH_DB") else {
         eprintln!(
@@ -134,9 +179,16 @@ fn main() {
         rayon::current_num_threads()
     );
 
+    let batches: usize = std::env::var("AUDIENCEDB_BENCH_BATCHES")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(200);
+    let count: usize = std::env::var("AUDIENCEDB_BENCH_AUDIENCES")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(100);
     let ingest = |label: &str| {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let batches = 200;
         let started = Instant::now();
         for _ in 0..batches {
             let msgs = (0..100)
@@ -151,7 +203,7 @@ fn main() {
         }
         let secs = started.elapsed().as_secs_f64();
         println!(
-            "ingest with {label:>3} audiences: {} events in {secs:.2} s = {:.0} events/s ({:.2} ms per batch of 100)",
+            "ingest with {label:>4} audiences: {} events in {secs:.2} s = {:.0} events/s ({:.2} ms per batch of 100)",
             batches * 100,
             (batches * 100) as f64 / secs,
             secs * 1e3 / batches as f64
@@ -159,7 +211,7 @@ fn main() {
     };
     ingest("0");
 
-    let rules = rules();
+    let rules = rules_n(count);
     let mut define_times = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let started = Instant::now();
@@ -171,9 +223,17 @@ fn main() {
         if i == 9 {
             ingest("10");
         }
+        if i == 99 {
+            let total: f64 = define_times.iter().map(|d| d.0).sum();
+            println!("materialised the first 100 audiences in {total:.1} s");
+            ingest("100");
+        }
     }
     let total: f64 = define_times.iter().map(|d| d.0).sum();
-    println!("materialised 100 audiences in {total:.1} s; the slowest:");
+    println!(
+        "materialised {} audiences in {total:.1} s; the slowest:",
+        rules.len()
+    );
     let mut slow = define_times.clone();
     slow.sort_by(|a, b| b.0.total_cmp(&a.0));
     for (secs, rule, size, timers) in slow.iter().take(8) {
@@ -188,7 +248,9 @@ fn main() {
         t[t.len() / 2]
     };
     println!("  median {:.1} ms", med * 1e3);
-    ingest("100");
+    if rules.len() > 100 {
+        ingest(&rules.len().to_string());
+    }
 
     // The lookup.
     for _ in 0..2 {
@@ -210,12 +272,17 @@ fn main() {
     let pct =
         |p: f64| times[((times.len() as f64 * p).ceil() as usize).saturating_sub(1)] as f64 / 1e3;
     println!(
-        "audiences_of with 100 audiences: median {:.2} µs, p99 {:.2} µs over {} lookups ({:.1} audiences per customer)",
+        "audiences_of with {} audiences: median {:.2} µs, p99 {:.2} µs over {} lookups ({:.1} audiences per customer)",
+        rules.len(),
         pct(0.5),
         pct(0.99),
         times.len(),
         held as f64 / times.len() as f64
     );
+
+    if let Ok(scale) = std::env::var("AUDIENCEDB_BENCH_OF_SCALE") {
+        lookups_at_scale(&scale);
+    }
 
     // Time-driven updates through one day.
     let started = Instant::now();
@@ -233,7 +300,8 @@ fn main() {
     let started = Instant::now();
     let report = db.verify().expect("verify");
     println!(
-        "verify (indexes and all 100 audiences against fresh evaluations): {} in {:.1} s",
+        "verify (indexes and all {} audiences against fresh evaluations): {} in {:.1} s",
+        rules.len(),
         if report.is_ok() { "ok" } else { "PROBLEMS" },
         started.elapsed().as_secs_f64()
     );
@@ -243,4 +311,52 @@ fn main() {
     for i in 0..rules.len() {
         db.drop_audience(&format!("bench_{i:03}")).expect("drop");
     }
+}
+
+/// `audiences_of` on members alone at a scale no test shop here reaches:
+/// `AUDIENCEDB_BENCH_OF_SCALE=CUSTOMERS,AUDIENCES,PER_CUSTOMER` puts each of CUSTOMERS internal
+/// ids in PER_CUSTOMER audiences drawn at random among AUDIENCES, then times the lookup (from the
+/// internal id: what `Db::audiences_of` does after finding it in the id map) for 100,000 random
+/// customers.
+fn lookups_at_scale(spec: &str) {
+    let n: Vec<u32> = spec.split(',').filter_map(|x| x.parse().ok()).collect();
+    let [customers, audiences, per] = n[..] else {
+        panic!("AUDIENCEDB_BENCH_OF_SCALE=CUSTOMERS,AUDIENCES,PER_CUSTOMER");
+    };
+    let started = Instant::now();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut members = vec![roaring::RoaringBitmap::new(); audiences as usize];
+    for c in 0..customers {
+        for _ in 0..per {
+            members[rng.random_range(0..audiences) as usize].insert(c);
+        }
+    }
+    let named = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (format!("scale_{i:04}"), m))
+        .collect();
+    let kept = audiencedb::testing::MembersOnly::new(named);
+    println!(
+        "{customers} customers in {per} of {audiences} audiences each, built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::with_capacity(100_000);
+    let mut held = 0;
+    for _ in 0..100_000 {
+        let c = rng.random_range(0..customers);
+        let started = Instant::now();
+        let names = kept.audiences_of(c);
+        times.push(started.elapsed().as_nanos() as u64);
+        held += names.len();
+    }
+    times.sort_unstable();
+    let pct =
+        |p: f64| times[((times.len() as f64 * p).ceil() as usize).saturating_sub(1)] as f64 / 1e3;
+    println!(
+        "audiences_of from the internal id, {audiences} audiences at {customers} customers: median {:.2} µs, p99 {:.2} µs ({:.1} audiences per customer)",
+        pct(0.5),
+        pct(0.99),
+        held as f64 / times.len() as f64
+    );
 }

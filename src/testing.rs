@@ -39,3 +39,20 @@ impl Internals for Db {
         self.state.read()
     }
 }
+
+/// Saved audiences' members alone, without a database, for measuring `audiences_of` at a scale
+/// no test shop reaches (`benches/audiences.rs`): the same lookup `Db::audiences_of` makes once
+/// it has the internal id.
+pub struct MembersOnly(crate::audience::Audiences);
+
+impl MembersOnly {
+    /// Audiences with these names and members.
+    pub fn new(members: Vec<(String, roaring::RoaringBitmap)>) -> MembersOnly {
+        MembersOnly(crate::audience::Audiences::with_members(members))
+    }
+
+    /// The names of the audiences customer `cust` (an internal id) is in, sorted.
+    pub fn audiences_of(&self, cust: u32) -> Vec<String> {
+        self.0.of(cust)
+    }
+}

@@ -1,13 +1,16 @@
 //! Saved audiences: named rules whose members are kept, and kept true as data arrives and time
-//! passes, so that "which audiences is this customer in?" is a few bitmap lookups.
+//! passes, so that "which audiences is this customer in?" is one short list (`by_customer`,
+//! the members' inverse, kept with them).
 //!
 //! - A definition (name, rule text, times) is stored as JSON under its name; its rule is parsed
 //!   once and lives in the read state, where `in audience NAME` finds it.
 //! - Each audience's members are a roaring bitmap, with `timers::Timers` saying when each
 //!   customer's membership may next change by time alone. After a write, only the customers it
 //!   touched are re-evaluated, and only for audiences whose rules read what changed (their
-//!   `Footprint`). Time moves the audiences when the writer runs or
-//!   `Db::advance_audiences` is called: due timers are re-evaluated at the new *now*.
+//!   `Footprint`), found through `readers::Readers` (audiences by event and trait read) at a
+//!   cost that follows the write, not the number of audiences. Time moves the audiences when
+//!   the writer runs or `Db::advance_audiences` is called: due timers are re-evaluated at the
+//!   new *now*; only audiences whose earliest timer is due (`Live::wake`) are looked at.
 //! - Every entry and exit goes to the `feed`: stored, numbered, and handed to subscribers.
 //! - Members and timers are snapshotted at checkpoints. On open, the feed after each snapshot is
 //!   replayed onto its members, and the customers written since the index snapshot are
@@ -22,12 +25,14 @@
 //! which only the holder of the writer lock has. It reads customer data and indexes only
 //! through the query engine, and writes records only through `storage::WriteBatch`.
 
+mod by_customer;
 pub(crate) mod feed;
+mod readers;
 mod timers;
 
 pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,9 +48,11 @@ use crate::model::FastMap;
 use crate::query::footprint::Footprint;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{self, Audience, Definition, Definitions, PreparedRule, ReadState, Warnings};
-use crate::storage::{meta, Catalog, IdMap, Store, WriteBatch};
+use crate::storage::{meta, IdMap, Store, WriteBatch};
 
+use by_customer::ByCustomer;
 use feed::Subscribers;
+use readers::Readers;
 use timers::{take, take_bitmap, Timers};
 
 /// The longest audience name.
@@ -128,6 +135,8 @@ struct LiveAudience {
     members_changed: Option<Timestamp>,
     /// Changed since its last snapshot.
     dirty: bool,
+    /// Its entry in [`Live::wake`], if any.
+    wake_at: Option<Timestamp>,
 }
 
 /// Every audience's members, the audiences' time, and the feed's positions.
@@ -139,6 +148,50 @@ struct Live {
     next_seq: u64,
     /// The oldest sequence number still stored.
     first_seq: u64,
+    /// When each audience with timers must next be looked at, as (instant, audience id): at or
+    /// before its earliest timer (never later), so that a write looks only at the audiences
+    /// whose timers are due, not at every audience.
+    wake: BTreeSet<(Timestamp, u32)>,
+    /// The audiences by what they read; `None` once the definitions changed, built again by
+    /// the next maintenance.
+    readers: Option<Arc<Readers>>,
+    /// The inverse of the members (customer → its audiences), changed with them.
+    by_customer: ByCustomer,
+}
+
+impl Live {
+    /// Puts audience `id`'s entry in `wake` at its earliest timer.
+    fn rewake(&mut self, id: u32) {
+        let Some(la) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let next = la.timers.earliest();
+        if la.wake_at != next {
+            if let Some(old) = la.wake_at {
+                self.wake.remove(&(old, id));
+            }
+            if let Some(t) = next {
+                self.wake.insert((t, id));
+            }
+            la.wake_at = next;
+        }
+    }
+
+    /// Takes the audiences whose wake-up instant is at or before `now`.
+    fn take_woken(&mut self, now: Timestamp) -> Vec<u32> {
+        let mut out = Vec::new();
+        while let Some(&(t, id)) = self.wake.first() {
+            if t > now {
+                break;
+            }
+            self.wake.pop_first();
+            if let Some(la) = self.by_id.get_mut(&id) {
+                la.wake_at = None;
+            }
+            out.push(id);
+        }
+        out
+    }
 }
 
 /// The materialised side of saved audiences, held by the database handle.
@@ -147,35 +200,19 @@ pub(crate) struct Audiences {
     subscribers: Subscribers,
 }
 
-/// What one write changed, customer by customer: whose records are new, which traits changed
-/// for whom, who got which events. Customers in `all` count as changed in every way.
+/// What one write changed, customer by customer: who is new, which traits changed for whom,
+/// who got which events. Customers in `all` count as changed in every way (recovery: what was
+/// written is not known). A new customer's traits and events are in `traits` and `events` too.
 #[derive(Debug, Default)]
 pub(crate) struct Touched {
     pub all: RoaringBitmap,
+    pub new: RoaringBitmap,
     pub traits: FastMap<u32, RoaringBitmap>,
     pub events: FastMap<u32, RoaringBitmap>,
 }
 
-impl Touched {
-    /// The customers whose answer to a rule with this footprint the write may have changed.
-    fn relevant(&self, fp: &Footprint, catalog: &Catalog) -> RoaringBitmap {
-        let mut out = self.all.clone();
-        for t in fp.traits.iter().filter_map(|t| catalog.trait_id(t)) {
-            if let Some(b) = self.traits.get(&t) {
-                out |= b;
-            }
-        }
-        for e in fp.events.iter().filter_map(|e| catalog.event_id(e)) {
-            if let Some(b) = self.events.get(&e) {
-                out |= b;
-            }
-        }
-        out
-    }
-}
-
 /// One audience to bring up to date in a maintenance pass: its footprint and which customers.
-type Todo = (Arc<Definition>, Footprint, RoaringBitmap);
+type Todo = (Arc<Definition>, Arc<Footprint>, RoaringBitmap);
 
 fn ask((d, fp, custs): &Todo) -> Ask<'_> {
     Ask {
@@ -241,6 +278,7 @@ impl Audiences {
                     timers: snap.timers,
                     members_changed: snap.members_changed,
                     dirty: false,
+                    wake_at: None,
                 },
             );
         }
@@ -277,8 +315,13 @@ impl Audiences {
                 Ok(true)
             })?;
         }
-        for la in live.by_id.values_mut() {
-            la.members &= &indexes.everyone;
+        let ids: Vec<u32> = live.by_id.keys().copied().collect();
+        for id in ids {
+            if let Some(la) = live.by_id.get_mut(&id) {
+                la.members &= &indexes.everyone;
+                live.by_customer.insert_all(id, &la.members);
+            }
+            live.rewake(id);
         }
         Ok((
             defs,
@@ -288,6 +331,29 @@ impl Audiences {
             },
             Upkeep(()),
         ))
+    }
+
+    /// Audiences holding these members (ids 0, 1, ... in order) and nothing else: no
+    /// definitions, timers or feed. For measuring `audiences_of` at a scale no test shop
+    /// reaches ([`crate::testing::MembersOnly`]).
+    pub(crate) fn with_members(members: Vec<(String, RoaringBitmap)>) -> Audiences {
+        let mut live = Live::default();
+        for (id, (name, members)) in (0u32..).zip(members) {
+            live.by_customer.insert_all(id, &members);
+            let la = LiveAudience {
+                name,
+                members,
+                timers: Timers::default(),
+                members_changed: None,
+                dirty: false,
+                wake_at: None,
+            };
+            live.by_id.insert(id, la);
+        }
+        Audiences {
+            live: RwLock::new(live),
+            subscribers: Subscribers::default(),
+        }
     }
 
     /// The audiences' time.
@@ -536,6 +602,7 @@ impl Audiences {
                         timers,
                         members_changed: changed,
                         dirty: false,
+                        wake_at: None,
                     },
                 ));
             }
@@ -567,9 +634,20 @@ impl Audiences {
         {
             let mut live = self.live.write();
             for (id, la) in fresh {
-                live.by_id.insert(id, la);
+                let empty = RoaringBitmap::new();
+                let old = live.by_id.get(&id).map_or(&empty, |o| &o.members);
+                let (left, entered) = (old - &la.members, &la.members - old);
+                live.by_customer.remove_all(id, &left);
+                live.by_customer.insert_all(id, &entered);
+                if let Some(old) = live.by_id.insert(id, la) {
+                    if let Some(t) = old.wake_at {
+                        live.wake.remove(&(t, id));
+                    }
+                }
+                live.rewake(id);
             }
             live.next_seq = next_seq;
+            live.readers = None;
         }
         self.subscribers.deliver(&changes);
         self.get(&env.state.read(), name)
@@ -599,7 +677,14 @@ impl Audiences {
         batch.remove_audience_state(id);
         env.store.commit(batch)?;
         env.state.write().definitions.remove(name);
-        self.live.write().by_id.remove(&id);
+        let mut live = self.live.write();
+        if let Some(la) = live.by_id.remove(&id) {
+            if let Some(t) = la.wake_at {
+                live.wake.remove(&(t, id));
+            }
+            live.by_customer.remove_all(id, &la.members);
+        }
+        live.readers = None;
         Ok(())
     }
 
@@ -680,13 +765,15 @@ impl Audiences {
         })
     }
 
-    /// The saved audiences customer `cust` is in, by name, from the kept members.
+    /// The saved audiences customer `cust` is in, by name, from the kept members' inverse (its
+    /// own short list: the cost follows how many audiences it is in, not how many are saved).
     pub(crate) fn of(&self, cust: u32) -> Vec<String> {
         let live = self.live.read();
         let mut names: Vec<String> = live
-            .by_id
-            .values()
-            .filter(|la| la.members.contains(cust))
+            .by_customer
+            .of(cust)
+            .iter()
+            .filter_map(|id| live.by_id.get(id))
             .map(|la| la.name.clone())
             .collect();
         names.sort_unstable();
@@ -754,26 +841,52 @@ impl Audiences {
             return Ok(0);
         }
         let now = self.as_of().max(env.clock.now());
-        let mut todo: Vec<Todo> = Vec::new();
-        {
+        // For each audience to look at, the customers to re-evaluate: those whose timers are due
+        // (only audiences woken by now are asked), and those the write may have changed.
+        let mut custs: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
+        let woken = {
             let mut live = self.live.write();
-            for d in state.definitions.iter() {
-                let Some(la) = live.by_id.get_mut(&d.id) else {
-                    continue;
-                };
-                let mut custs = la.timers.take_due(now);
-                if touched.is_none() && custs.is_empty() {
-                    continue;
-                }
-                let fp = Footprint::of(d.rule.rule(), &state.definitions);
-                if let Some(t) = touched {
-                    custs |= t.relevant(&fp, &state.catalog);
-                }
-                if !custs.is_empty() {
-                    todo.push((d.clone(), fp, custs));
+            let woken = live.take_woken(now);
+            if woken.is_empty() && touched.is_none() {
+                // Nothing due and nothing written: time moves on, and the readers are not
+                // rebuilt (saving many audiences in a row builds them once, afterwards).
+                live.as_of = now;
+                return Ok(0);
+            }
+            for &id in &woken {
+                if let Some(la) = live.by_id.get_mut(&id) {
+                    *custs.entry(id).or_default() |= la.timers.take_due(now);
                 }
             }
+            woken
+        };
+        let readers = match self.readers(env, &state) {
+            Ok(r) => r,
+            Err(e) => {
+                // The woken audiences' customers are tried again at the next chance.
+                let mut live = self.live.write();
+                for (id, c) in &custs {
+                    if let Some(la) = live.by_id.get_mut(id) {
+                        c.iter().for_each(|c| la.timers.schedule(c, Some(now)));
+                    }
+                    live.rewake(*id);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(t) = touched {
+            readers.touched(t, &state.catalog, &mut custs);
         }
+        let mut todo: Vec<Todo> = custs
+            .into_iter()
+            .filter(|(_, c)| !c.is_empty())
+            .filter_map(|(id, c)| {
+                let r = readers.by_id.get(&id)?;
+                Some((r.def.clone(), r.fp.clone(), c))
+            })
+            .collect();
+        // In the definitions' order (by name), as the feed has always reported them.
+        todo.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let cx = env.subset_context(&state, &state.definitions);
         // Audiences asked about many customers go through the bitmaps, each on its own; the
         // others share one read of each customer.
@@ -798,13 +911,16 @@ impl Audiences {
             // An audience's answer, or `None` when it failed: its customers are tried again
             // at the next chance.
             let mut settle = |(d, _, custs): Todo, answer: Option<SubsetAnswer>| {
-                let Some(la) = live.by_id.get_mut(&d.id) else {
-                    return;
-                };
-                match answer {
-                    Some(a) => apply(la, &custs, a, now, &mut flips),
-                    None => custs.iter().for_each(|c| la.timers.schedule(c, Some(now))),
+                let Live {
+                    by_id, by_customer, ..
+                } = &mut *live;
+                if let Some(la) = by_id.get_mut(&d.id) {
+                    match answer {
+                        Some(a) => apply(la, d.id, by_customer, &custs, a, now, &mut flips),
+                        None => custs.iter().for_each(|c| la.timers.schedule(c, Some(now))),
+                    }
                 }
+                live.rewake(d.id);
             };
             for (t, answer) in many.into_iter().zip(many_answers) {
                 settle(t, answer.map_err(|e| failure.get_or_insert(e)).ok());
@@ -814,6 +930,9 @@ impl Audiences {
                 settle(t, few_answers.next());
             }
             failure = failure.or(few_failure);
+            for id in woken {
+                live.rewake(id);
+            }
             live.as_of = now;
         }
         let n = flips.len();
@@ -822,6 +941,18 @@ impl Audiences {
             Some(e) => Err(e),
             None => Ok(n),
         }
+    }
+
+    /// The audiences by what they read, built from the read state's definitions when they
+    /// changed since the last build.
+    fn readers(&self, env: &Env<'_>, state: &ReadState) -> Result<Arc<Readers>> {
+        if let Some(r) = &self.live.read().readers {
+            return Ok(r.clone());
+        }
+        let cx = env.subset_context(state, &state.definitions);
+        let r = Arc::new(Readers::build(&state.definitions, &cx, self.as_of())?);
+        self.live.write().readers = Some(r.clone());
+        Ok(r)
     }
 
     /// Removes a deleted customer from every audience (reported as exits) and its timers.
@@ -836,9 +967,13 @@ impl Audiences {
         let mut names = Vec::new();
         {
             let mut live = self.live.write();
-            for la in live.by_id.values_mut() {
+            let Live {
+                by_id, by_customer, ..
+            } = &mut *live;
+            let was_in = by_customer.take(cust);
+            for (id, la) in by_id.iter_mut() {
                 la.timers.forget(cust);
-                if la.members.remove(cust) {
+                if was_in.binary_search(id).is_ok() && la.members.remove(cust) {
                     la.members_changed = Some(now);
                     names.push(la.name.clone());
                 }
@@ -920,6 +1055,23 @@ impl Audiences {
     pub(crate) fn problems(&self, env: &Env<'_>) -> Result<Vec<String>> {
         let (defs, now) = (env.state.read().definitions.clone(), self.as_of());
         let mut problems = Vec::new();
+        {
+            let live = self.live.read();
+            let held: u64 = live.by_id.values().map(|la| la.members.len()).sum();
+            let listed = live.by_customer.len();
+            let missing = live
+                .by_id
+                .iter()
+                .flat_map(|(id, la)| la.members.iter().map(move |c| (c, *id)))
+                .filter(|(c, id)| live.by_customer.of(*c).binary_search(id).is_err())
+                .count();
+            if held != listed || missing > 0 {
+                problems.push(format!(
+                    "audiences' per-customer lists: {listed} memberships listed, {held} in the \
+                     members ({missing} members not listed)"
+                ));
+            }
+        }
         for d in defs.iter() {
             let fresh =
                 query::run(env.state, env.store, &d.rule, now, Warnings::Skipped)?.into_bitmap();
@@ -944,6 +1096,8 @@ impl Audiences {
 /// Applies one audience's answer for the customers asked about: members, timers, flips.
 fn apply(
     la: &mut LiveAudience,
+    id: u32,
+    by_customer: &mut ByCustomer,
     asked: &RoaringBitmap,
     a: SubsetAnswer,
     now: Timestamp,
@@ -961,6 +1115,8 @@ fn apply(
     }
     flips.extend(entered.iter().map(|c| (la.name.clone(), c, true)));
     flips.extend(left.iter().map(|c| (la.name.clone(), c, false)));
+    by_customer.remove_all(id, &left);
+    by_customer.insert_all(id, &entered);
     la.members -= &left;
     la.members |= &entered;
     la.members_changed = Some(now);

@@ -488,7 +488,7 @@ fn touched_by(applied: &[Applied]) -> Touched {
     let mut t = Touched::default();
     for a in applied {
         if a.is_new {
-            t.all.insert(a.cust);
+            t.new.insert(a.cust);
         }
         if let Some((old, new)) = &a.profile {
             let old = old.as_deref().unwrap_or_default();

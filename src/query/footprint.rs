@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use crate::error::Result;
 use crate::model::time::Timestamp;
+use crate::model::FastMap;
 use crate::rules::Duration as RuleDuration;
 use crate::rules::{
     Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind, WindowKind,
@@ -233,6 +234,77 @@ pub(crate) fn next_candidate(
         next = Some(next.map_or(t, |n| n.min(t)));
     })?;
     Ok(next)
+}
+
+/// [`next_candidate`] for several footprints at once, in one pass over the customer's
+/// events: `next[i]` becomes the earliest instant after `now` at which an answer under
+/// `fps[i]` may change by time alone, for each `i`
+/// with `active[i]` (the others are left as they are). `by_event` lists, for each event id, the
+/// indexes of the footprints reading it. `data` must hold the events from the earliest
+/// [`candidates_read_from`] of the active footprints on: an event earlier than a footprint
+/// needs has no candidate after `now` for it, so reading from earlier changes nothing.
+pub(crate) fn next_candidates(
+    fps: &[&Footprint],
+    by_event: &FastMap<u32, Vec<usize>>,
+    active: &[bool],
+    data: &mut CustomerData<'_>,
+    now: Timestamp,
+    next: &mut [Option<Timestamp>],
+) -> Result<()> {
+    let mut any = false;
+    let mut with_lengths = false;
+    for (i, fp) in fps.iter().enumerate() {
+        if active[i] {
+            next[i] = None;
+            any = true;
+            with_lengths |= !fp.lengths.is_empty();
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    let edges = |i: usize, t: Timestamp, next: &mut [Option<Timestamp>]| {
+        for d in &fps[i].lengths {
+            let at = t.saturating_add(*d);
+            let c = if at > now { at } else { at.saturating_add(1) };
+            if c > now {
+                next[i] = Some(next[i].map_or(c, |n| n.min(c)));
+            }
+        }
+    };
+    if with_lengths {
+        for (_, v) in data.profile()? {
+            time_values(ValueView::of(v), &mut |t| {
+                for i in (0..fps.len()).filter(|&i| active[i]) {
+                    edges(i, t, next);
+                }
+            });
+        }
+    }
+    if by_event.is_empty() {
+        return Ok(());
+    }
+    let (bodies, blocks) = data.events()?;
+    for (start, range) in blocks {
+        view::for_each_event(*start, &bodies[range.clone()], |e| {
+            let Some(readers) = by_event.get(&e.event) else {
+                return Ok(true);
+            };
+            for &i in readers.iter().filter(|&&i| active[i]) {
+                if e.ts > now {
+                    next[i] = Some(next[i].map_or(e.ts, |n| n.min(e.ts)));
+                }
+                edges(i, e.ts, next);
+                if fps[i].relative_props {
+                    for (_, v) in e.props()? {
+                        time_values(ValueView::of(&v), &mut |t| edges(i, t, next));
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+    }
+    Ok(())
 }
 
 /// Where a customer's events must be read from for [`for_each_candidate`] at `now`.

@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use crate::index::{DayBitmaps, Indexes};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::value::ValueType;
+use crate::model::FastMap;
 use crate::rules::Rule;
 use crate::storage::{Catalog, Store};
 
@@ -55,6 +56,20 @@ pub(crate) fn members(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<R
     }
     .bounds(&plan.root);
     exec::resolve(&plan, &bounds, cx.store)
+}
+
+/// Whether a customer with no stored data (no traits, no events) satisfies `rule` at `now`:
+/// what a new customer's answer is for an audience whose rule reads nothing it wrote. `true`
+/// when no unused id is at hand to ask with (the cautious answer: re-evaluate).
+pub(crate) fn holds_without_data(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<bool> {
+    let nobody = u32::MAX;
+    if cx.indexes.everyone.contains(nobody) {
+        return Ok(true);
+    }
+    let plan = plan::plan(rule, cx.catalog, cx.indexes, cx.saved, now)?;
+    let mut data = CustomerData::new(cx.store, plan.events_from);
+    data.load(nobody);
+    holds(&plan.root, None, &mut data)
 }
 
 /// One rule to answer for some customers: its footprint, and whom to answer for.
@@ -163,27 +178,37 @@ pub(crate) fn answer_each(
         .filter_map(|p| read_from(&p.plan, p.fp, now))
         .min();
     let ids: Vec<u32> = prepared.iter().map(|p| &p.custs).union().iter().collect();
+    // The asks by the events their footprints read, for one pass over each customer's events
+    // that finds every ask's next instant.
+    let fps: Vec<&Footprint> = prepared.iter().map(|p| p.fp).collect();
+    let mut by_event: FastMap<u32, Vec<usize>> = FastMap::default();
+    for (i, p) in prepared.iter().enumerate() {
+        for &e in &p.events {
+            by_event.entry(e).or_default().push(i);
+        }
+    }
     let parts: Vec<Vec<SubsetAnswer>> = ids
         .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
             let mut data = CustomerData::new(cx.store, read_from);
             let mut out: Vec<SubsetAnswer> =
                 prepared.iter().map(|_| SubsetAnswer::default()).collect();
+            let mut timed = vec![false; prepared.len()];
+            let mut next = vec![None; prepared.len()];
             for &cust in ids {
                 data.load(cust);
-                for (p, out) in prepared.iter().zip(&mut out) {
-                    if !p.custs.contains(cust) {
-                        continue;
-                    }
-                    if holds(&p.plan.root, None, &mut data)? {
+                for (i, (p, out)) in prepared.iter().zip(&mut out).enumerate() {
+                    let asked = p.custs.contains(cust);
+                    timed[i] = asked && p.fp.moves_with_time();
+                    if asked && holds(&p.plan.root, None, &mut data)? {
                         out.members.insert(cust);
                     }
-                    let next = if p.fp.moves_with_time() {
-                        footprint::next_candidate(p.fp, &p.events, &mut data, now)?
-                    } else {
-                        None
-                    };
-                    out.next.push((cust, next));
+                }
+                footprint::next_candidates(&fps, &by_event, &timed, &mut data, now, &mut next)?;
+                for (i, (p, out)) in prepared.iter().zip(&mut out).enumerate() {
+                    if p.custs.contains(cust) {
+                        out.next.push((cust, if timed[i] { next[i] } else { None }));
+                    }
                 }
             }
             Ok(out)
