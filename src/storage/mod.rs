@@ -39,7 +39,7 @@ pub type Bytes = sled::IVec;
 /// [`codec`], and write the change down in docs/STORAGE.md.
 /// 2: message-id records of 6-byte hashes.
 /// 3: event blocks compressed with a stored dictionary (`z` records).
-/// 4: event tails (`t` records, [`timeline`]): appended events that rewrite no stored block.
+/// 4: event tails (`t` records, `timeline.rs`): appended events that rewrite no stored block.
 /// Folders of versions 1 to 3 are read, and marked 4 when opened.
 pub const FORMAT_VERSION: u32 = 4;
 
