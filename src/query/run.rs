@@ -72,8 +72,9 @@ pub(crate) fn explain(
     Ok(explained)
 }
 
-/// A rule's plan at `now`, its bounds from the indexes and its warnings, from one read state.
-fn plan_and_bounds(
+/// A rule's plan at `now`, its bounds from the indexes and its warnings, from one read state
+/// (also the start of `values::top`'s audience).
+pub(crate) fn plan_and_bounds(
     state: &ReadState,
     rule: &PreparedRule,
     now: Timestamp,

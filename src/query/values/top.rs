@@ -18,8 +18,9 @@ use crate::model::Value;
 use crate::query::ReadState;
 use crate::storage::Store;
 
-use super::super::check::{self, Warning};
-use super::super::{exec, plan, PreparedRule};
+use super::super::check::Warning;
+use super::super::run::{plan_and_bounds, Warnings};
+use super::super::{exec, PreparedRule};
 use super::{require_indexed, target, to_value, who_did_each};
 
 /// How `top` ranks its rows.
@@ -138,23 +139,9 @@ pub(crate) fn members(
     rule: &PreparedRule,
     now: Timestamp,
 ) -> Result<(RoaringBitmap, Vec<Warning>)> {
-    let planned = plan::plan(
-        rule.rule(),
-        &state.catalog,
-        &state.indexes,
-        &state.definitions,
-        now,
-    )?;
-    let sources = exec::Sources {
-        indexes: &state.indexes,
-        catalog: &state.catalog,
-    };
-    let bounds = sources.bounds(&planned.root);
+    let (planned, bounds, warnings) = plan_and_bounds(state, rule, now, Warnings::Listed)?;
     let members = exec::resolve(&planned, &bounds, store)?;
-    Ok((
-        members,
-        check::warnings(rule.rule(), &state.catalog, &state.indexes),
-    ))
+    Ok((members, warnings))
 }
 
 pub(crate) fn top(
