@@ -24,6 +24,12 @@ pub enum Error {
         message: String,
     },
 
+    /// A merge of two customers' ids (an `alias`, or a message with both `anonymousId` and
+    /// `userId`) was refused by a guard rail (`Config::max_ids_per_customer`,
+    /// `Config::allow_known_merge`); nothing of that message was stored.
+    #[error("merge refused: {0}")]
+    MergeRefused(String),
+
     /// One line of an import could not be used.
     #[error("line {line}: {reason}")]
     BadLine { line: u64, reason: String },

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::ingest::message::{Body, Message};
+use crate::ingest::message::Message;
 use crate::model::value::string_value;
 use crate::model::Value;
 
@@ -58,6 +58,8 @@ pub struct ImportSummary {
     pub duplicates: u64,
     /// Durable batches written.
     pub batches: u64,
+    /// Merges of two customers into one (alias messages, messages with both ids).
+    pub merges: u64,
 }
 
 impl ImportSummary {
@@ -67,6 +69,7 @@ impl ImportSummary {
         self.skipped += other.skipped;
         self.duplicates += other.duplicates;
         self.batches += other.batches;
+        self.merges += other.merges;
     }
 }
 
@@ -306,6 +309,7 @@ fn store_batch(
     };
     summary.stored += report.stored;
     summary.duplicates += report.duplicates;
+    summary.merges += report.merges;
     summary.batches += 1;
     Ok(())
 }
@@ -545,12 +549,7 @@ fn csv_message(
         }
         traits.push((name.to_owned(), Some(csv_value(cell))));
     }
-    Ok(Message {
-        customer: id.to_owned(),
-        message_id: None,
-        timestamp: None,
-        body: Body::Identify { traits },
-    })
+    Ok(Message::identify(id, traits))
 }
 
 #[cfg(test)]

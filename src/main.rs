@@ -50,6 +50,13 @@ struct LimitArgs {
     /// The most distinct trait names.
     #[arg(long, global = true, value_name = "N", default_value_t = SchemaLimits::default().trait_names)]
     max_trait_names: usize,
+    /// The most ids one customer may have once merged (alias messages, messages with both
+    /// anonymousId and userId); a merge past it is refused.
+    #[arg(long, global = true, value_name = "N", default_value_t = audiencedb::db::DEFAULT_MAX_IDS_PER_CUSTOMER)]
+    max_ids_per_customer: usize,
+    /// Allow merging two customers that both have a userId (refused by default).
+    #[arg(long, global = true)]
+    allow_known_merge: bool,
 }
 
 impl LimitArgs {
@@ -537,6 +544,8 @@ fn open_existing(path: &Path, limits: &LimitArgs) -> Result<Db, Failure> {
 fn open(path: &Path, limits: &LimitArgs) -> Result<Db, Failure> {
     let mut config = Config::new(path);
     config.limits = limits.limits();
+    config.max_ids_per_customer = limits.max_ids_per_customer;
+    config.allow_known_merge = limits.allow_known_merge;
     let db = Db::open_with(config)?;
     // Testing only: a full disk after this many commits (tests/disk_full.rs, where a tmpfs
     // cannot be mounted).
@@ -587,8 +596,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             };
             let secs = started.elapsed().as_secs_f64();
+            let merges = if total.merges > 0 {
+                format!(", merges {}", total.merges)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "read {}, stored {}, skipped {}, duplicates {} in {:.2} s ({:.0} messages/s)",
+                "read {}, stored {}, skipped {}, duplicates {}{merges} in {:.2} s ({:.0} messages/s)",
                 total.read,
                 total.stored,
                 total.skipped,
@@ -690,6 +704,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             action: CustomerAction::Delete { id, erase: true },
         } => {
             let db = open_existing(&cli.db, &cli.limits)?;
+            let ids = db.ids_of(&id).unwrap_or_default();
             let (deleted, report) = db.erase_customer(&id)?;
             match deleted {
                 Some(n) => println!("deleted customer {id:?} and {n} events"),
@@ -698,6 +713,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             print_compaction(&cli.db, &report);
+            print_merged_ids(&id, &ids);
             Ok(())
         }
         Command::Compact => {
@@ -744,8 +760,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     print_warnings(&warnings);
                 }
                 CustomerAction::Delete { id, .. } => {
+                    let ids = db.ids_of(&id).unwrap_or_default();
                     let n = db.delete_customer(&id)?;
                     println!("deleted customer {id:?} and {n} events");
+                    print_merged_ids(&id, &ids);
                 }
             }
             Ok(())
@@ -1017,6 +1035,8 @@ fn serve(db: &Path, limits: &LimitArgs, args: ServeArgs) -> Result<(), Failure> 
     options.limits.max_request = size("--max-request-size", &args.max_request_size)?;
     options.limits.max_args = args.max_args;
     options.schema_limits = limits.limits();
+    options.max_ids_per_customer = limits.max_ids_per_customer;
+    options.allow_known_merge = limits.allow_known_merge;
     // A client that hangs up before reading its reply must not kill the server (main() restores
     // the default SIGPIPE for the printing commands).
     // SAFETY: setting a signal's disposition, before the server starts its threads.
@@ -1385,6 +1405,9 @@ fn import_file(
 
 fn print_customer(c: &audiencedb::Customer) {
     println!("customer {} (internal #{})", c.id, c.internal_id);
+    if c.ids.len() > 1 {
+        println!("  ids: {}", c.ids.join(", "));
+    }
     match &c.traits {
         Some(traits) => {
             for (k, v) in traits {
@@ -1406,6 +1429,21 @@ fn print_customer(c: &audiencedb::Customer) {
             time::format_rfc3339(e.timestamp),
             e.name,
             props.join(" ")
+        );
+    }
+}
+
+/// Names the other ids of a merged customer that a delete removed with it.
+fn print_merged_ids(id: &str, ids: &[String]) {
+    let others: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|i| *i != id)
+        .collect();
+    if !others.is_empty() {
+        println!(
+            "  with every id merged into it: {} (check them with `verify --erased {id} --also ID`)",
+            others.join(", ")
         );
     }
 }

@@ -35,7 +35,7 @@ not json at all
 
 {"type":"track","event":"viewed"}
 {"type":"track","userId":"c-2","event":"viewed","timestamp":"2026-99-05"}
-{"type":"alias","previousId":"a","userId":"c-1"}
+{"type":"alias","previousId":"c-1","userId":"c-1"}
 {"type":"track","userId":"c-2","event":"viewed","timestamp":1767607260000}
 {"type":"track","userId":"c-3","event":"purch"#;
 
@@ -52,7 +52,7 @@ fn bad_lines_are_reported_with_numbers_and_skipped() {
         "in.ndjson:3: not valid JSON",
         "in.ndjson:5: missing customer id",
         "in.ndjson:6: bad timestamp",
-        "in.ndjson:7: alias messages are not supported",
+        "in.ndjson:7: an alias message's \"previousId\" and \"userId\" are the same",
         "in.ndjson:9: not valid JSON", // truncated last line
         "read 8, stored 3, skipped 5, duplicates 0",
     ] {
@@ -62,6 +62,63 @@ fn bad_lines_are_reported_with_numbers_and_skipped() {
     assert_eq!(db.customer("c-1").unwrap().unwrap().events.len(), 1);
     assert_eq!(db.customer("c-2").unwrap().unwrap().events.len(), 1);
     assert!(db.customer("c-3").unwrap().is_none());
+}
+
+#[test]
+fn merges_are_imported_and_refused_merges_are_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let file = dir.path().join("in.ndjson");
+    std::fs::write(
+        &file,
+        r#"{"type":"track","anonymousId":"a-1","event":"viewed","timestamp":1767607200000}
+{"type":"track","userId":"u-1","event":"bought","timestamp":1767607300000}
+{"type":"track","userId":"u-2","event":"bought","timestamp":1767607300000}
+{"type":"alias","previousId":"a-1","userId":"u-1"}
+{"type":"alias","previousId":"u-2","userId":"u-1"}
+{"type":"alias","userId":"u-1"}
+{"type":"identify","anonymousId":"a-2","userId":"u-2","traits":{"tier":"Gold"}}
+"#,
+    )
+    .unwrap();
+    let out = run(&db, &["import", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for expected in [
+        "in.ndjson:5: merge refused: \"u-2\" and \"u-1\" are two known customers",
+        "in.ndjson:6: an alias message needs \"previousId\"",
+        "read 7, stored 5, skipped 2, duplicates 0, merges 2",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let out = run(&db, &["customer", "show", "a-1"], None);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.starts_with("customer u-1 ") && shown.contains("ids: u-1, a-1"),
+        "{shown}"
+    );
+    // With the flag, the known customers merge.
+    let again = dir.path().join("again.ndjson");
+    std::fs::write(
+        &again,
+        "{\"type\":\"alias\",\"previousId\":\"u-2\",\"userId\":\"u-1\"}\n",
+    )
+    .unwrap();
+    let out = run(
+        &db,
+        &["import", "--allow-known-merge", again.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        text(&out.stderr).contains("merges 1"),
+        "{}",
+        text(&out.stderr)
+    );
+    let db = Db::open(&db).unwrap();
+    let c = db.customer("a-2").unwrap().unwrap();
+    assert_eq!(c.ids, ["u-1", "a-1", "u-2", "a-2"]);
+    assert_eq!(c.events.len(), 3);
+    assert!(db.verify().unwrap().is_ok());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Durability for real: a child `audiencedb import` is killed with SIGKILL at random moments; after
 //! each kill the folder is reopened and every batch the child acknowledged must be there, no
-//! batch may be half there, and the indexes must verify. The folder is seeded first with one
+//! batch may be half there, and the indexes must verify. A fifth of the customers browse
+//! anonymously and are merged with their userId half way through, so merges are killed too. The folder is seeded first with one
 //! import large enough to train the block compression dictionary, so the killed writes merge
 //! into and write dictionary-compressed blocks.
 
@@ -33,14 +34,27 @@ fn write_seed(path: &Path) {
     }
 }
 
-/// Writes `n` track messages for 300 customers, each with a unique message id.
+/// Customers of the input who browse anonymously first (`a-K`), log in half way through (one
+/// message with both ids: a merge), and go on as `c-K`.
+const MERGED: u64 = 60;
+
+/// Writes `n` track messages for 300 customers, each with a unique message id; the first
+/// [`MERGED`] customers are anonymous until their message of round `n / 600`, which merges them.
 fn write_input(path: &Path, n: u64) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let login = n / 600;
     for i in 0..n {
+        let (k, round) = (i % 300, i / 300);
+        let ids = if k >= MERGED || round > login {
+            format!(r#""userId":"c-{k}""#)
+        } else if round < login {
+            format!(r#""anonymousId":"a-{k}""#)
+        } else {
+            format!(r#""anonymousId":"a-{k}","userId":"c-{k}""#)
+        };
         writeln!(
             f,
-            r#"{{"type":"track","userId":"c-{}","event":"viewed","messageId":"m-{i}","properties":{{"product":"p{}","price":{}.5}},"timestamp":{}}}"#,
-            i % 300,
+            r#"{{"type":"track",{ids},"event":"viewed","messageId":"m-{i}","properties":{{"product":"p{}","price":{}.5}},"timestamp":{}}}"#,
             i % 40,
             i % 97,
             1_700_000_000_000 + i as i64 * 60_000
@@ -146,6 +160,17 @@ fn acknowledged_batches_survive_kill_9() {
         );
         let report = db.verify().unwrap();
         assert!(report.is_ok(), "round {round}: {:?}", report.problems);
+        // A merge is all or nothing: once the logged-in id is there, both ids are one customer.
+        for k in 0..MERGED {
+            let known = db.internal_id(&format!("c-{k}")).unwrap();
+            if known.is_some() {
+                assert_eq!(
+                    db.internal_id(&format!("a-{k}")).unwrap(),
+                    known,
+                    "round {round}: c-{k} is stored but a-{k} is not merged into it"
+                );
+            }
+        }
         // What was there before, plus everything acknowledged in this round.
         assert!(
             stored >= stored_before + acked_this_round,
@@ -169,5 +194,10 @@ fn acknowledged_batches_survive_kill_9() {
     let db = Db::open(&db_path).unwrap();
     assert_eq!(stored_events(&db), SEED + total);
     assert_eq!(db.schema().customers, 300 + 200);
+    for k in 0..MERGED {
+        let c = db.customer(&format!("a-{k}")).unwrap().unwrap();
+        assert_eq!(c.ids, [format!("c-{k}"), format!("a-{k}")]);
+        assert_eq!(c.events.len() as u64, total / 300);
+    }
     assert!(db.verify().unwrap().is_ok());
 }

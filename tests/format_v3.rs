@@ -87,7 +87,11 @@ fn a_format_3_folder_reads_the_same_and_is_upgraded() {
     assert_eq!(everyone(&db), before, "a format 3 folder reads as it did");
     assert!(db.verify().unwrap().is_ok());
     drop(db);
-    assert_eq!(kinds(&path).0, 4, "marked 4 when opened");
+    assert_eq!(
+        kinds(&path).0,
+        audiencedb::testing::FORMAT_VERSION,
+        "marked with the current format when opened"
+    );
 
     // New writes append tails, re-sent messages of the format-3 writes are still known, and the
     // timelines read as the format-3 merge would have left them.

@@ -373,6 +373,36 @@ fn core_commands_answer_over_raw_resp() {
 }
 
 #[test]
+fn alias_merges_two_ids_and_refusals_are_errors() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&["--max-ids-per-customer", "3"]);
+    let mut c = server.connect();
+    // Ids given to TRACK and IDENTIFY are userIds: two known customers do not merge.
+    for id in ["u-1", "u-2"] {
+        assert_eq!(c.cmd(&["TRACK", id, "viewed", "{}"]), ok());
+    }
+    let e = c.cmd(&["ALIAS", "u-2", "u-1"]);
+    assert!(
+        e.error().starts_with("REFUSED ") && e.error().contains("known"),
+        "{e:?}"
+    );
+    assert_eq!(c.cmd(&["ALIAS", "anon-1", "u-1"]).int(), 1);
+    assert_eq!(c.cmd(&["alias", "anon-1", "u-1"]).int(), 0, "done already");
+    assert_eq!(c.cmd(&["ALIAS", "anon-2", "u-1"]).int(), 1);
+    let shown: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["CUSTOMER.SHOW", "anon-2"]).text()).unwrap();
+    assert_eq!(shown["id"], "u-1");
+    assert_eq!(shown["ids"], serde_json::json!(["u-1", "anon-1", "anon-2"]));
+    assert_eq!(shown["event_count"], 1);
+    let e = c.cmd(&["ALIAS", "anon-3", "u-1"]);
+    assert!(e.error().contains("limit is 3"), "{e:?}");
+    let e = c.cmd(&["ALIAS", "x", "x"]);
+    assert!(e.error().starts_with("INVALID "), "{e:?}");
+    assert_eq!(c.cmd(&["CUSTOMER.DELETE", "anon-1"]).int(), 1);
+    assert_eq!(c.cmd(&["CUSTOMER.SHOW", "u-1"]), Resp::Null);
+}
+
+#[test]
 fn check_answers_a_rule_s_warnings() {
     let shop = Shop::new(50);
     let server = shop.serve(&[]);

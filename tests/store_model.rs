@@ -1,7 +1,8 @@
 //! A reference model: random sequences of ingests, deletes, crashes and reopens run against the
 //! database and against a plain in-memory model; after every step the stored customers must
 //! equal the model and the indexes must equal a rebuild from the stored data (bitmaps and per-day
-//! rollups: events carry two numeric properties, and only one of them gets rollups).
+//! rollups: events carry two numeric properties, and only one of them gets rollups). Merges
+//! (`Db::alias`) fold one customer into another: every id then finds the merged customer.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,8 @@ enum Op {
         msg: Option<u8>,
     },
     Delete(u8),
+    /// `Db::alias(previous, user)`.
+    Merge(u8, u8),
     Reopen {
         crash: bool,
     },
@@ -42,7 +45,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (cust.clone(), prop::sample::select(vec!["viewed", "purchased", "visited"]), 0u8..5,
               0i64..(10 * 86_400_000), prop_oneof![8 => Just(1u16), 1 => 100u16..300], prop::option::of(0u8..4))
             .prop_map(|(cust, event, product, ts, count, msg)| Op::Track { cust, event, product, ts, count, msg }),
-        1 => cust.prop_map(Op::Delete),
+        1 => cust.clone().prop_map(Op::Delete),
+        2 => (cust.clone(), cust).prop_filter("two ids", |(a, b)| a != b).prop_map(|(a, b)| Op::Merge(a, b)),
         1 => any::<bool>().prop_map(|crash| Op::Reopen { crash }),
         1 => Just(Op::Checkpoint),
     ]
@@ -54,6 +58,75 @@ struct Model {
     traits: Option<BTreeMap<String, Value>>,
     events: Vec<(i64, String, String)>,
     seen: Vec<String>,
+    /// Its ids besides its own (the key it is kept under), in the order they were merged in.
+    aliases: Vec<u8>,
+}
+
+/// The customers by their own id, and the ids merged into them.
+#[derive(Debug, Default)]
+struct Shop {
+    people: BTreeMap<u8, Model>,
+    merged: BTreeMap<u8, u8>,
+}
+
+impl Shop {
+    fn owner(&self, cust: u8) -> u8 {
+        self.merged.get(&cust).copied().unwrap_or(cust)
+    }
+
+    fn get(&self, cust: u8) -> Option<&Model> {
+        self.people.get(&self.owner(cust))
+    }
+
+    fn entry(&mut self, cust: u8) -> &mut Model {
+        let owner = self.owner(cust);
+        self.people.entry(owner).or_default()
+    }
+
+    fn remove(&mut self, cust: u8) -> bool {
+        let owner = self.owner(cust);
+        match self.people.remove(&owner) {
+            Some(m) => {
+                for a in m.aliases {
+                    self.merged.remove(&a);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `previous`'s customer into `user`'s: its events join (after the survivor's among equal
+    /// times), its traits fill in those the survivor lacks, its ids and message ids join.
+    fn merge(&mut self, previous: u8, user: u8) {
+        let (a, b) = (self.owner(previous), self.owner(user));
+        if a == b {
+            return;
+        }
+        let gone = self.people.remove(&a);
+        let survivor = self.people.entry(b).or_default();
+        survivor.aliases.push(a);
+        let Some(gone) = gone else {
+            self.merged.insert(a, b);
+            return;
+        };
+        survivor.aliases.extend(gone.aliases.iter().copied());
+        survivor.events.extend(gone.events);
+        survivor.events.sort_by_key(|e| e.0);
+        survivor.seen.extend(gone.seen);
+        survivor.traits = match (survivor.traits.take(), gone.traits) {
+            (Some(mut mine), Some(theirs)) => {
+                for (k, v) in theirs {
+                    mine.entry(k).or_insert(v);
+                }
+                Some(mine)
+            }
+            (mine, theirs) => mine.or(theirs),
+        };
+        for id in std::iter::once(a).chain(gone.aliases) {
+            self.merged.insert(id, b);
+        }
+    }
 }
 
 fn name(cust: u8) -> String {
@@ -66,16 +139,23 @@ fn open(path: &std::path::Path) -> Db {
     config.rollup_bound = 1; // `amount` or `qty`, whichever comes first, gets rollups
     config.checkpoint_after = 7;
     config.parallel_index_from = 0; // every write applies its index changes on several threads
+    config.allow_known_merge = true; // every customer here has a userId
     Db::open_with(config).unwrap()
 }
 
-fn check(db: &Db, model: &BTreeMap<u8, Model>) -> Result<(), TestCaseError> {
+fn check(db: &Db, model: &Shop) -> Result<(), TestCaseError> {
     for cust in 0..6u8 {
         let got = db.customer(&name(cust)).unwrap();
-        match model.get(&cust) {
+        match model.get(cust) {
             None => prop_assert!(got.is_none(), "{} should not exist", name(cust)),
             Some(m) => {
                 let got = got.unwrap();
+                let owner = model.owner(cust);
+                let ids: Vec<String> = std::iter::once(owner)
+                    .chain(m.aliases.iter().copied())
+                    .map(name)
+                    .collect();
+                prop_assert_eq!(&got.ids, &ids);
                 let traits = got
                     .traits
                     .map(|t| t.into_iter().collect::<BTreeMap<_, _>>());
@@ -97,7 +177,7 @@ fn check(db: &Db, model: &BTreeMap<u8, Model>) -> Result<(), TestCaseError> {
     }
     let report = db.verify().unwrap();
     prop_assert!(report.is_ok(), "{:?}", report.problems);
-    prop_assert_eq!(db.schema().customers, model.len() as u64);
+    prop_assert_eq!(db.schema().customers, model.people.len() as u64);
     Ok(())
 }
 
@@ -109,7 +189,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let mut db = Some(open(&path));
-        let mut model: BTreeMap<u8, Model> = BTreeMap::new();
+        let mut model = Shop::default();
         for op in ops {
             let d = db.as_ref().unwrap();
             match op {
@@ -124,7 +204,7 @@ proptest! {
                     let mut m = Message::identify(name(cust), traits.clone());
                     m.message_id = msg.map(|i| format!("m{i}"));
                     d.ingest(vec![m]).unwrap();
-                    let entry = model.entry(cust).or_default();
+                    let entry = model.entry(cust);
                     if let Some(id) = msg.map(|i| format!("m{i}")) {
                         if entry.seen.contains(&id) { continue; }
                         entry.seen.push(id);
@@ -156,7 +236,7 @@ proptest! {
                         })
                         .collect();
                     d.ingest(batch.clone()).unwrap();
-                    let entry = model.entry(cust).or_default();
+                    let entry = model.entry(cust);
                     for m in batch {
                         if let Some(id) = &m.message_id {
                             if entry.seen.contains(id) { continue; }
@@ -168,7 +248,11 @@ proptest! {
                 }
                 Op::Delete(cust) => {
                     let r = d.delete_customer(&name(cust));
-                    prop_assert_eq!(r.is_ok(), model.remove(&cust).is_some());
+                    prop_assert_eq!(r.is_ok(), model.remove(cust));
+                }
+                Op::Merge(previous, user) => {
+                    d.alias(&name(previous), &name(user)).unwrap();
+                    model.merge(previous, user);
                 }
                 Op::Reopen { crash } => {
                     let old = db.take().unwrap();

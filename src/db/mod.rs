@@ -5,6 +5,7 @@
 //! - `write.rs`: the `Writer` (group commit, per-write ingest, prepare, merge,
 //!   commit, delete); a `&mut Writer` comes only from the writer lock's guard, so the functions
 //!   that need the lock take one.
+//! - `identity.rs`: identity merge (aliases), the guard rails and the write's view of the ids.
 //! - `recovery.rs`: open, replay of the dirty log, rebuild, verify, checkpoints and snapshots.
 //! - `query.rs`, `values.rs`, `audiences.rs`: delegations to the query engine, to its value
 //!   counts (`top`, `recommend`, `recent`) and to saved audiences.
@@ -20,6 +21,7 @@
 //! storage records and indexes are worked on by their own modules, which it calls.
 
 mod audiences;
+mod identity;
 mod query;
 mod recovery;
 mod values;
@@ -82,7 +84,16 @@ pub struct Config {
     /// all, trait names. A message past a limit is refused ([`Error::Limit`]) and nothing of it
     /// is stored; names already stored are always accepted.
     pub limits: SchemaLimits,
+    /// The most ids one customer may have: a merge past it is refused
+    /// ([`Error::MergeRefused`]) rather than gluing many people together through one shared id.
+    pub max_ids_per_customer: usize,
+    /// Whether two customers that both have a `userId` may be merged (off: such a merge is
+    /// refused, [`Error::MergeRefused`]).
+    pub allow_known_merge: bool,
 }
+
+/// The default of [`Config::max_ids_per_customer`].
+pub const DEFAULT_MAX_IDS_PER_CUSTOMER: usize = 100;
 
 impl Config {
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -96,6 +107,8 @@ impl Config {
             audience_bulk_from: 2048,
             parallel_index_from: PARALLEL_FROM,
             limits: SchemaLimits::default(),
+            max_ids_per_customer: DEFAULT_MAX_IDS_PER_CUSTOMER,
+            allow_known_merge: false,
         }
     }
 }
@@ -123,6 +136,9 @@ pub struct IngestReport {
     pub stored: u64,
     /// Messages skipped because their `messageId` was already stored.
     pub duplicates: u64,
+    /// Merges of two customers into one done (an alias of ids that are one customer already
+    /// does none).
+    pub merges: u64,
 }
 
 /// One event as the library returns it.
@@ -136,7 +152,10 @@ pub struct Event {
 /// All stored data of one customer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
+    /// Its own id: the one it was first stored under, or the `userId` it was merged into.
     pub id: String,
+    /// Every id it is known by, its own first, then those merged into it in order.
+    pub ids: Vec<String>,
     /// The dense internal id used in bitmaps.
     pub internal_id: u32,
     /// `None` when the customer is known only from events.
@@ -153,6 +172,7 @@ impl Customer {
         };
         serde_json::json!({
             "id": self.id,
+            "ids": self.ids,
             "traits": self.traits.as_deref().map(fields),
             "events": self.events.iter().map(|e| serde_json::json!({
                 "event": e.name,
@@ -286,6 +306,31 @@ impl Db {
             .map(|_| ())
     }
 
+    /// Merges two ids into one customer (a Segment `alias`): `previous`'s customer, with its
+    /// events, traits and ids, becomes `user`'s (made if new), whose traits win where both have
+    /// one. Later messages for either id go to that customer. Returns whether anything changed
+    /// (`false`: they are one customer already). Refused ([`Error::MergeRefused`]) past
+    /// [`Config::max_ids_per_customer`], or between two known customers unless
+    /// [`Config::allow_known_merge`]; refused or not, it is one atomic, durable write.
+    pub fn alias(&self, previous: &str, user: &str) -> Result<bool> {
+        self.ingest(vec![Message::alias(previous, user)])
+            .map(|r| r.merges > 0)
+    }
+
+    /// Every id a customer is known by (its own first), or `None` for an unknown id.
+    pub fn ids_of(&self, customer: &str) -> Option<Vec<String>> {
+        let state = self.state.read();
+        let cust = state.ids.get(customer)?;
+        Some(
+            state
+                .ids
+                .ids_of(cust)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
     /// Stores a batch of messages atomically and durably: when this returns `Ok`, all of them are
     /// on disk and visible to readers; on `Err`, none is. Messages whose `messageId` is already
     /// stored (or repeated within the batch) are skipped.
@@ -356,8 +401,15 @@ impl Db {
         self.store.events(cust, &mut stored)?;
         let state = self.state.read();
         let c = &state.catalog;
+        let ids: Vec<String> = state
+            .ids
+            .ids_of(cust)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         Ok(Some(Customer {
-            id: customer.to_owned(),
+            id: ids.first().cloned().unwrap_or_else(|| customer.to_owned()),
+            ids,
             internal_id: cust,
             traits: profile.map(|p| {
                 p.into_iter()
@@ -386,8 +438,8 @@ impl Db {
             .ok_or_else(|| Error::NotFound(format!("customer {customer:?}")))
     }
 
-    /// Deletes a customer: profile, every event, the id maps and every bitmap bit. Returns the
-    /// number of events removed. Durable when it returns.
+    /// Deletes a customer, found by any of its ids: profile, every event, every id and every
+    /// bitmap bit. Returns the number of events removed. Durable when it returns.
     pub fn delete_customer(&self, customer: &str) -> Result<u64> {
         self.writer.lock().delete_customer(self, customer)
     }
@@ -525,6 +577,7 @@ impl LimitCheck {
                     .collect();
                 self.catalog.count_event(e, &props, 1);
             }
+            Body::Alias { .. } => {}
         }
         Ok(())
     }

@@ -23,13 +23,14 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
+use super::identity::{Ids, Merge};
 use super::{Db, IngestReport, Outcome};
 use crate::audience::{Touched, Upkeep};
 use crate::error::{internal, invalid, Error, Result};
 use crate::index::Changes;
 use crate::ingest::message::{check_customer_id, Body, Message};
 use crate::model::time::{self, Timestamp};
-use crate::model::{FastMap, FastSet, Fields, StoredEvent, Value};
+use crate::model::{FastSet, Fields, StoredEvent, Value};
 use crate::storage::codec;
 use crate::storage::dictionary;
 use crate::storage::timeline::time_blocks;
@@ -65,23 +66,55 @@ pub(super) struct PendingWrite {
 
 /// A customer's pending changes within one write.
 #[derive(Default)]
-struct Work {
-    is_new: bool,
-    identified: bool,
-    trait_updates: Vec<(u32, Option<Value>)>,
-    events: Vec<StoredEvent>,
+pub(super) struct Work {
+    pub(super) is_new: bool,
+    pub(super) identified: bool,
+    /// Changes to the profile, in the order the write makes them.
+    pub(super) trait_updates: Vec<ProfileOp>,
+    pub(super) events: Vec<StoredEvent>,
     /// Hashes of the message ids stored before this write (sorted), once needed.
-    seen_before: Option<Vec<u64>>,
-    /// Hashes of the message ids this write stores.
-    seen_now: FastSet<u64>,
+    pub(super) seen_before: Option<Vec<u64>>,
+    /// Hashes of the message ids this write stores (those of customers merged into this one
+    /// included).
+    pub(super) seen_now: FastSet<u64>,
+    /// Customers merged into this one in this write, each with its own pending changes: their
+    /// stored records move here when the write is prepared ([`ProfileOp::Absorb`] says when
+    /// their traits join).
+    pub(super) absorbed: Vec<(u32, Work)>,
+    /// Its aliases, when this write changes them ([`super::identity`]).
+    pub(super) aliases: Option<Vec<String>>,
+    /// Whether it is anonymous, when this write sets that (a new customer, a merge).
+    pub(super) anonymous: Option<bool>,
+}
+
+/// One change to a profile within a write.
+pub(super) enum ProfileOp {
+    /// Sets (`Some`) or removes a trait.
+    Set(u32, Option<Value>),
+    /// The profile of `Work::absorbed[i]` fills in the traits this one does not have: the
+    /// surviving customer's traits win where both are set.
+    Absorb(usize),
 }
 
 /// A customer's applied changes, for the in-memory indexes.
 struct Applied {
     cust: u32,
     is_new: bool,
+    /// Its aliases, when the write changed them.
+    aliases: Option<Vec<String>>,
     profile: Option<(Option<Fields>, Fields)>,
+    /// Its new events: the write's own and those moved from the customers merged into it.
     events: Vec<StoredEvent>,
+    /// The stored customers merged into it, whose records this write removes.
+    removed: Vec<Removed>,
+}
+
+/// A stored customer merged into another: what the indexes and saved audiences must forget.
+pub(super) struct Removed {
+    pub(super) cust: u32,
+    pub(super) external: String,
+    pub(super) profile: Option<Fields>,
+    pub(super) events: Vec<StoredEvent>,
 }
 
 /// Stores a batch for [`Db::ingest`] and [`Db::ingest_lenient`], committed together with the
@@ -200,12 +233,13 @@ impl Writer {
             (0..arrivals.len()).map(|_| Vec::new()).collect();
         let mut positions = vec![0usize; arrivals.len()];
         let mut stored = 0u64;
+        let mut merges = 0u64;
         let mut batch = WriteBatch::new();
-        let mut new_ids: FastMap<String, u32> = FastMap::default();
         let mut work: BTreeMap<u32, Work> = BTreeMap::new();
         let mut next_id = self.next_id;
         // The writer lock is held: nobody else changes the id map until this write is applied.
         let known = db.state.read();
+        let mut ids = Ids::new(&known.ids);
 
         for (m, &owner) in messages.into_iter().zip(owners) {
             let position = positions[owner];
@@ -218,23 +252,39 @@ impl Writer {
                 continue;
             }
             let report = &mut reports[owner];
-            let (cust, is_new) = match known.ids.get(&m.customer) {
-                Some(c) => (c, false),
-                None => match new_ids.get(&m.customer) {
-                    Some(&c) => (c, false),
-                    None => {
-                        let c = next_id;
-                        next_id = next_id.checked_add(1).ok_or_else(|| {
-                            invalid!("the database holds the most customers it can")
-                        })?;
-                        batch.put_id(&m.customer, c);
-                        new_ids.insert(m.customer.clone(), c);
-                        (c, true)
-                    }
-                },
+            let previous = match &m.body {
+                Body::Alias { previous } => Some(previous.as_str()),
+                _ => m.merge_from.as_deref(),
             };
+            if let Some(previous) = previous {
+                let merge = Merge {
+                    store: &db.store,
+                    config: &db.config,
+                };
+                match merge.run(&mut ids, &mut work, &mut next_id, previous, &m.customer) {
+                    Ok(merged) => {
+                        report.merges += u64::from(merged);
+                        merges += u64::from(merged);
+                    }
+                    Err(e @ Error::MergeRefused(_)) if lenient[owner] => {
+                        refused[owner].push((position, e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                if let Body::Alias { .. } = m.body {
+                    // An alias is stored by its merge (done now, or before: a no-op).
+                    report.stored += 1;
+                    stored += 1;
+                    continue;
+                }
+            }
+            let (cust, is_new) = ids.resolve_or_add(&m.customer, &mut next_id)?;
             let wk = work.entry(cust).or_default();
             wk.is_new |= is_new;
+            if is_new && m.anonymous {
+                wk.anonymous = Some(true);
+            }
             if let Some(mid) = &m.message_id {
                 if wk.seen_before.is_none() {
                     // A customer new in this write has no stored message ids to read.
@@ -258,7 +308,7 @@ impl Writer {
                     wk.identified = true;
                     for (name, value) in traits {
                         let t = catalog.intern_trait(&name, value.as_ref());
-                        wk.trait_updates.push((t, value));
+                        wk.trait_updates.push(ProfileOp::Set(t, value));
                     }
                 }
                 Body::Track { event, properties } => {
@@ -276,12 +326,14 @@ impl Writer {
                         props,
                     });
                 }
+                Body::Alias { .. } => unreachable!("alias messages are stored by their merge"),
             }
         }
 
+        let (new_ids, removed_custs) = ids.finish(&mut work, &mut batch);
         drop(known);
         let reports: Vec<Outcome> = reports.into_iter().zip(refused).collect();
-        if stored == 0 {
+        if stored == 0 && merges == 0 {
             return Ok(reports);
         }
         // The first write with enough events trains the folder's block dictionary. It is stored
@@ -296,7 +348,8 @@ impl Writer {
         }
         let dict = db.store.dictionaries().current().or(trained.as_ref());
         // Each customer's records are independent of the others': prepare them in parallel.
-        let touched: RoaringBitmap = work.keys().copied().collect();
+        let mut touched: RoaringBitmap = work.keys().copied().collect();
+        touched |= removed_custs;
         let prepared: Vec<(Applied, WriteBatch)> = work
             .into_iter()
             .collect::<Vec<_>>()
@@ -324,21 +377,41 @@ impl Writer {
                 .map(|(old, new)| (old.as_deref(), &new[..]));
             changes.customer(a.cust, a.is_new, profile, &a.events);
         }
-        let mut new_ids: Vec<(String, u32)> = new_ids.into_iter().collect();
-        new_ids.sort_unstable_by_key(|(_, c)| *c);
         {
             let mut state = db.state.write();
             state.catalog = catalog;
+            // Merged customers go first: their ids then belong to the customers they joined.
+            for a in &applied {
+                for r in &a.removed {
+                    if let Some(p) = &r.profile {
+                        state.indexes.remove_profile(r.cust, p);
+                    }
+                    state.indexes.remove_events(r.cust, &r.events);
+                    state.indexes.remove_customer(r.cust);
+                    state.ids.remove(r.cust);
+                }
+            }
             for (external, c) in &new_ids {
                 // Committed already: a refusal here means the map had drifted from storage.
                 state.ids.insert(external, *c)?;
+            }
+            for a in &applied {
+                if let Some(aliases) = &a.aliases {
+                    state.ids.set_aliases(a.cust, aliases.clone())?;
+                }
             }
             state.indexes.apply(&changes, db.config.parallel_index_from);
         }
         drop(changes);
         // The write is durable and visible: saved audiences follow. Should that fail (storage
         // trouble), the customers are retried at the next write or advance, and recovery redoes
-        // them after a crash; the write itself stands.
+        // them after a crash; the write itself stands. Merged customers leave their audiences
+        // first (their exits in the feed), then the customers they joined are evaluated again.
+        for a in &applied {
+            for r in &a.removed {
+                let _ = self.forget_in_audiences(db, r.cust, &r.external);
+            }
+        }
         let _ = self.maintain_audiences(db, Some(&touched_by(&applied)));
         if applied.len() >= BACKGROUND_DROP_FROM {
             // Freeing a large write's events (an allocation or more per event) is work the next
@@ -384,9 +457,16 @@ impl Writer {
         let profile = db.store.profile(cust)?;
         let mut events = Vec::new();
         db.store.events(cust, &mut events)?;
-        let mut catalog = db.state.read().catalog.clone();
+        let (mut catalog, own_id) = {
+            let state = db.state.read();
+            let own = state.ids.external(cust).unwrap_or(customer).to_owned();
+            (state.catalog.clone(), own)
+        };
         let mut batch = WriteBatch::new();
-        batch.remove_id(customer, cust);
+        // Every id of a merged customer goes with it.
+        batch.remove_id(&own_id, cust);
+        batch.put_aliases(cust, &[]);
+        batch.put_anonymous(cust, false);
         batch.remove_profile(cust);
         batch.remove_seen(cust);
         db.store.remove_events(&mut batch, cust)?;
@@ -407,7 +487,7 @@ impl Writer {
             state.indexes.remove_customer(cust);
             state.ids.remove(cust);
         }
-        self.forget_in_audiences(db, cust, customer)?;
+        self.forget_in_audiences(db, cust, &own_id)?;
         Ok(events.len() as u64)
     }
 }
@@ -426,34 +506,149 @@ impl Db {
         let mut a = Applied {
             cust,
             is_new: wk.is_new,
+            aliases: wk.aliases,
             profile: None,
             events: Vec::new(),
+            removed: Vec::new(),
         };
-        if wk.identified {
+        if let Some(aliases) = &a.aliases {
+            records.put_aliases(cust, aliases);
+        }
+        if let Some(anonymous) = wk.anonymous {
+            records.put_anonymous(cust, anonymous);
+        }
+        let mut events = wk.events;
+        if wk.identified || !wk.absorbed.is_empty() {
             let old = self.store.profile(cust)?;
-            let mut new = old.clone().unwrap_or_default();
-            for (t, v) in wk.trait_updates {
-                match (new.binary_search_by_key(&t, |(k, _)| *k), v) {
-                    (Ok(i), Some(v)) => new[i].1 = v,
-                    (Ok(i), None) => {
-                        new.remove(i);
-                    }
-                    (Err(i), Some(v)) => new.insert(i, (t, v)),
-                    (Err(_), None) => {}
-                }
+            let mut absorbed: Vec<Option<(u32, Work)>> =
+                wk.absorbed.into_iter().map(Some).collect();
+            let new = self.apply_profile_ops(
+                old.clone(),
+                wk.trait_updates,
+                &mut absorbed,
+                &mut records,
+                &mut a.removed,
+                &mut events,
+            )?;
+            // An identify makes a profile, even without traits; a merge only carries one over.
+            let new = if wk.identified {
+                Some(new.unwrap_or_default())
+            } else {
+                new
+            };
+            if let Some(new) = new {
+                records.put_profile(cust, codec::encode_profile(&new));
+                a.profile = Some((old, new));
             }
-            records.put_profile(cust, codec::encode_profile(&new));
-            a.profile = Some((old, new));
         }
         // Events appended after the stored ones rewrite nothing stored (storage's timeline).
         let mut new_seen: Vec<u64> = wk.seen_now.into_iter().collect();
         new_seen.sort_unstable();
-        let mut events = wk.events;
+        // Stably: at equal times, this customer's own events before those moved into it.
         events.sort_by_key(|e| e.ts);
         self.store
             .write_events(&mut records, cust, &events, wk.seen_before, &new_seen, dict)?;
         a.events = events;
         Ok((a, records))
+    }
+}
+
+impl Db {
+    /// Applies profile changes in order to `profile`: traits set or removed, and the profiles of
+    /// customers merged in ([`ProfileOp::Absorb`]) filling in the traits it lacks. Each merged
+    /// customer's stored records are removed in `records`, its stored events appended to
+    /// `events` and its old state to `removed`. `None` when there is no profile at all.
+    fn apply_profile_ops(
+        &self,
+        mut profile: Option<Fields>,
+        ops: Vec<ProfileOp>,
+        absorbed: &mut [Option<(u32, Work)>],
+        records: &mut WriteBatch,
+        removed: &mut Vec<Removed>,
+        events: &mut Vec<StoredEvent>,
+    ) -> Result<Option<Fields>> {
+        for op in ops {
+            match op {
+                ProfileOp::Set(t, v) => {
+                    let new = profile.get_or_insert_with(Vec::new);
+                    match (new.binary_search_by_key(&t, |(k, _)| *k), v) {
+                        (Ok(i), Some(v)) => new[i].1 = v,
+                        (Ok(i), None) => {
+                            new.remove(i);
+                        }
+                        (Err(i), Some(v)) => new.insert(i, (t, v)),
+                        (Err(_), None) => {}
+                    }
+                }
+                ProfileOp::Absorb(i) => {
+                    let (c, w) = absorbed
+                        .get_mut(i)
+                        .and_then(Option::take)
+                        .ok_or_else(|| internal!("a merged customer is missing"))?;
+                    let theirs = self.absorb(c, w, records, removed, events)?;
+                    if let Some(theirs) = theirs {
+                        let new = profile.get_or_insert_with(Vec::new);
+                        for (t, v) in theirs {
+                            if let Err(at) = new.binary_search_by_key(&t, |(k, _)| *k) {
+                                new.insert(at, (t, v));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(profile)
+    }
+
+    /// Takes in customer `cust`, merged into another by this write: removes its stored records
+    /// (in `records`), appends its stored and pending events to `events`, and returns its
+    /// profile as this write leaves it (customers merged into it in turn included).
+    fn absorb(
+        &self,
+        cust: u32,
+        wk: Work,
+        records: &mut WriteBatch,
+        removed: &mut Vec<Removed>,
+        events: &mut Vec<StoredEvent>,
+    ) -> Result<Option<Fields>> {
+        let mut profile = None;
+        if !wk.is_new {
+            let external = self
+                .store
+                .external_id(cust)?
+                .ok_or_else(|| internal!("merged customer {cust} has no id"))?;
+            profile = self.store.profile(cust)?;
+            let mut stored = Vec::new();
+            self.store.events(cust, &mut stored)?;
+            records.remove_id(&external, cust);
+            records.put_aliases(cust, &[]);
+            records.put_anonymous(cust, false);
+            records.remove_profile(cust);
+            records.remove_seen(cust);
+            self.store.remove_events(records, cust)?;
+            events.extend(stored.iter().cloned());
+            removed.push(Removed {
+                cust,
+                external,
+                profile: profile.clone(),
+                events: stored,
+            });
+        }
+        events.extend(wk.events);
+        let mut absorbed: Vec<Option<(u32, Work)>> = wk.absorbed.into_iter().map(Some).collect();
+        let profile = self.apply_profile_ops(
+            profile,
+            wk.trait_updates,
+            &mut absorbed,
+            records,
+            removed,
+            events,
+        )?;
+        Ok(if wk.identified {
+            Some(profile.unwrap_or_default())
+        } else {
+            profile
+        })
     }
 }
 
@@ -533,6 +728,7 @@ pub(super) fn check_limits(catalog: &Catalog, body: &Body, limits: &SchemaLimits
         Body::Track { event, properties } => {
             catalog.check_event(event, properties.iter().map(|(n, _)| n.as_str()), limits)
         }
+        Body::Alias { .. } => Ok(()),
     }
 }
 
@@ -549,6 +745,18 @@ fn check_message(m: &Message) -> Result<()> {
     if let Body::Track { event, .. } = &m.body {
         if event.is_empty() {
             return Err(invalid!("the event name is empty"));
+        }
+    }
+    let previous = match &m.body {
+        Body::Alias { previous } => Some(previous),
+        _ => m.merge_from.as_ref(),
+    };
+    if let Some(previous) = previous {
+        check_customer_id(previous).map_err(Error::InvalidInput)?;
+        if *previous == m.customer {
+            return Err(invalid!(
+                "a customer cannot be merged into itself ({previous:?})"
+            ));
         }
     }
     Ok(())
@@ -608,8 +816,11 @@ mod group_commit_tests {
             .collect();
         assert_eq!(
             reports,
-            [(2, 0), (1, 1), (1, 0)]
-                .map(|(stored, duplicates)| IngestReport { stored, duplicates })
+            [(2, 0), (1, 1), (1, 0)].map(|(stored, duplicates)| IngestReport {
+                stored,
+                duplicates,
+                merges: 0
+            })
         );
         assert_eq!(db.writer.lock().generation, generation + 1, "one commit");
         assert_eq!(db.customer("x").unwrap().unwrap().events.len(), 3);

@@ -1,4 +1,5 @@
-//! One input message (Segment-spec `identify` or `track`) and how a JSON object becomes one.
+//! One input message (Segment-spec `identify`, `track` or `alias`) and how a JSON object becomes
+//! one.
 //! Everything a message carries is checked here, so that the store only sees valid input.
 
 use std::borrow::Cow;
@@ -24,6 +25,12 @@ pub const MAX_NESTING: usize = 8;
 pub struct Message {
     /// The customer: `userId`, or `anonymousId` when there is no `userId`.
     pub customer: String,
+    /// An `anonymousId` sent beside a different `userId`: that id's customer is merged into
+    /// `customer` before the message is stored (as an `alias` would).
+    pub merge_from: Option<String>,
+    /// Whether `customer` is an anonymous id (the message has no `userId`): a customer it
+    /// creates is anonymous until it is merged with one that has a `userId`.
+    pub anonymous: bool,
     /// The sender's message id: a message whose id is already stored is skipped.
     pub message_id: Option<String>,
     /// When it happened; `None` is stamped with the time of arrival.
@@ -43,6 +50,9 @@ pub enum Body {
         event: String,
         properties: Vec<(String, Value)>,
     },
+    /// `previous` and `customer` are one person: `previous`'s customer is merged into
+    /// `customer`'s (`alias`, with `previousId` and `userId`).
+    Alias { previous: String },
 }
 
 impl Message {
@@ -50,9 +60,25 @@ impl Message {
     pub fn identify(customer: impl Into<String>, traits: Vec<(String, Option<Value>)>) -> Self {
         Message {
             customer: customer.into(),
+            merge_from: None,
+            anonymous: false,
             message_id: None,
             timestamp: None,
             body: Body::Identify { traits },
+        }
+    }
+
+    /// An `alias` message: `previous` and `user` are one customer, known as `user`.
+    pub fn alias(previous: impl Into<String>, user: impl Into<String>) -> Self {
+        Message {
+            customer: user.into(),
+            merge_from: None,
+            anonymous: false,
+            message_id: None,
+            timestamp: None,
+            body: Body::Alias {
+                previous: previous.into(),
+            },
         }
     }
 
@@ -65,6 +91,8 @@ impl Message {
     ) -> Self {
         Message {
             customer: customer.into(),
+            merge_from: None,
+            anonymous: false,
             message_id: None,
             timestamp,
             body: Body::Track {
@@ -87,9 +115,10 @@ impl Message {
             serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
         let kind = match env.kind {
             Some(raw) => string_field("type", raw)?,
-            None => return Err("missing \"type\" (identify or track)".into()),
+            None => return Err("missing \"type\" (identify, track or alias)".into()),
         };
-        let customer = customer_id(env.user_id, env.anonymous_id)?;
+        let user = id_field("userId", env.user_id)?;
+        let anonymous_id = id_field("anonymousId", env.anonymous_id)?;
         let message_id = match env.message_id {
             None => None,
             Some(raw) => {
@@ -126,19 +155,44 @@ impl Message {
                 Body::Track { event, properties }
             }
             "alias" => {
-                return Err(
-                    "alias messages are not supported yet: merging two ids into one customer is planned"
-                        .into(),
-                )
+                let previous = id_field("previousId", env.previous_id)?
+                    .ok_or("an alias message needs \"previousId\"")?;
+                let Some(user) = user else {
+                    return Err("an alias message needs \"userId\"".into());
+                };
+                if previous == user {
+                    return Err(format!(
+                        "an alias message's \"previousId\" and \"userId\" are the same ({user:?})"
+                    ));
+                }
+                return Ok(Message {
+                    customer: user,
+                    merge_from: None,
+                    anonymous: false,
+                    message_id,
+                    timestamp,
+                    body: Body::Alias { previous },
+                });
             }
             other => {
                 return Err(format!(
-                    "unsupported message type {other:?} (identify and track are stored)"
+                    "unsupported message type {other:?} (identify, track and alias are stored)"
                 ))
+            }
+        };
+        let anonymous = user.is_none();
+        let (customer, merge_from) = match (user, anonymous_id) {
+            (Some(u), Some(a)) if a != u => (u, Some(a)),
+            (Some(u), _) => (u, None),
+            (None, Some(a)) => (a, None),
+            (None, None) => {
+                return Err("missing customer id (\"userId\" or \"anonymousId\")".into())
             }
         };
         Ok(Message {
             customer,
+            merge_from,
+            anonymous,
             message_id,
             timestamp,
             body,
@@ -156,6 +210,8 @@ struct Envelope<'a> {
     user_id: Option<&'a RawValue>,
     #[serde(rename = "anonymousId", borrow, default)]
     anonymous_id: Option<&'a RawValue>,
+    #[serde(rename = "previousId", borrow, default)]
+    previous_id: Option<&'a RawValue>,
     #[serde(rename = "messageId", borrow, default)]
     message_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -353,30 +409,26 @@ pub fn check_customer_id(id: &str) -> Result<(), String> {
     checked_name("the customer id", id).map(|_| ())
 }
 
-fn customer_id(
-    user_id: Option<&RawValue>,
-    anonymous_id: Option<&RawValue>,
-) -> Result<String, String> {
-    for (field, raw) in [("userId", user_id), ("anonymousId", anonymous_id)] {
-        let Some(raw) = raw else { continue };
-        let text = raw.get();
-        if text.starts_with('"') {
-            let s = string_field(field, raw)?;
-            if s.is_empty() {
-                continue;
-            }
-            check_customer_id(&s)?;
-            return Ok(s.into_owned());
+/// A customer id field (`userId`, `anonymousId`, `previousId`): `None` when absent or empty.
+fn id_field(field: &str, raw: Option<&RawValue>) -> Result<Option<String>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    let id = if text.starts_with('"') {
+        let s = string_field(field, raw)?;
+        if s.is_empty() {
+            return Ok(None);
         }
+        s.into_owned()
+    } else {
         // Many exports write numeric ids: they are the same customer as their text as written
         // (`42` is "42"), whatever their size (a 30-digit id is no integer of ours).
         if serde_json::from_str::<serde_json::Number>(text).is_err() {
             return Err(format!("\"{field}\" must be a string or a number"));
         }
-        check_customer_id(text)?;
-        return Ok(text.to_owned());
-    }
-    Err("missing customer id (\"userId\" or \"anonymousId\")".into())
+        text.to_owned()
+    };
+    check_customer_id(&id).map_err(|e| format!("\"{field}\": {e}"))?;
+    Ok(Some(id))
 }
 
 /// Parses a timestamp: an RFC 3339 string or milliseconds since the epoch, within the accepted
@@ -511,6 +563,49 @@ mod tests {
     }
 
     #[test]
+    fn aliases_and_messages_with_both_ids() {
+        let m = Message::from_json_line(
+            r#"{"type":"alias","previousId":"anon-77","userId":"c-1001","messageId":"m1"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.customer, "c-1001");
+        assert_eq!(
+            m.body,
+            Body::Alias {
+                previous: "anon-77".into()
+            }
+        );
+        assert_eq!((m.merge_from, m.anonymous), (None, false));
+        assert_eq!(m.message_id.as_deref(), Some("m1"));
+        // Numeric ids are their text, as for userId.
+        let m =
+            Message::from_json_line(r#"{"type":"alias","previousId":42,"userId":"u"}"#).unwrap();
+        assert_eq!(
+            m.body,
+            Body::Alias {
+                previous: "42".into()
+            }
+        );
+        let both = Message::from_json_line(
+            r#"{"type":"identify","anonymousId":"a-1","userId":"u-1","traits":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(both.customer, "u-1");
+        assert_eq!(both.merge_from.as_deref(), Some("a-1"));
+        assert!(!both.anonymous);
+        let same = Message::from_json_line(
+            r#"{"type":"track","anonymousId":"u-1","userId":"u-1","event":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!((same.customer.as_str(), same.merge_from), ("u-1", None));
+        let anon = Message::from_json_line(
+            r#"{"type":"track","anonymousId":"a-1","userId":"","event":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!((anon.customer.as_str(), anon.anonymous), ("a-1", true));
+    }
+
+    #[test]
     fn bad_messages_say_what_is_wrong() {
         let cases = [
             ("{", "not valid JSON"),
@@ -534,9 +629,22 @@ mod tests {
                 r#"{"type":"track","userId":"a","event":"x","timestamp":"2300-01-01T00:00:00Z"}"#,
                 "outside",
             ),
+            (r#"{"type":"alias","userId":"a"}"#, "needs \"previousId\""),
             (
-                r#"{"type":"alias","userId":"a","previousId":"b"}"#,
-                "alias messages are not supported",
+                r#"{"type":"alias","previousId":"a","anonymousId":"b"}"#,
+                "needs \"userId\"",
+            ),
+            (
+                r#"{"type":"alias","previousId":"a","userId":"a"}"#,
+                "are the same",
+            ),
+            (
+                r#"{"type":"alias","previousId":{},"userId":"a"}"#,
+                "\"previousId\" must be a string",
+            ),
+            (
+                r#"{"type":"track","userId":"a","anonymousId":true,"event":"x"}"#,
+                "\"anonymousId\" must be a string",
             ),
             (
                 r#"{"type":"page","userId":"a"}"#,
@@ -563,6 +671,14 @@ mod tests {
         let err = Message::from_json_line(&format!(r#"{{"type":"identify","userId":"{long}"}}"#))
             .unwrap_err();
         assert!(err.contains("limit is 256"), "{err}");
+        let err = Message::from_json_line(&format!(
+            r#"{{"type":"alias","userId":"a","previousId":"{long}"}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("previousId") && err.contains("limit is 256"),
+            "{err}"
+        );
         let deep = format!(
             r#"{{"type":"identify","userId":"a","traits":{}1{}}}"#,
             r#"{"a":"#.repeat(12),

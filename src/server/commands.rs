@@ -113,6 +113,7 @@ impl CmdError {
                 Error::InvalidInput(m) => ("INVALID", m.clone()),
                 Error::Limit { message, .. } => ("INVALID", message.clone()),
                 Error::NotIndexed { message, .. } => ("INVALID", message.clone()),
+                Error::MergeRefused(m) => ("REFUSED", m.clone()),
                 other => ("ERR", other.to_string()),
             },
         }
@@ -167,6 +168,7 @@ pub static COMMANDS: &[Command] = &[
     // Ingest.
     cmd("TRACK", 3, 4, track),
     cmd("IDENTIFY", 2, 2, identify),
+    cmd("ALIAS", 2, 2, alias),
     // Rules.
     cmd("QUERY", 1, 6, query),
     cmd("EXPLAIN", 1, 3, explain),
@@ -590,6 +592,14 @@ fn identify(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), 
         .map_err(|e| CmdError::Reply("INVALID", format!("traits: {e}")))?;
     ctx.db.identify(id, traits)?;
     r.ok();
+    Ok(())
+}
+
+/// `ALIAS previous user`: `previous`'s customer becomes `user`'s (identity merge). Replies 1
+/// when it merged, 0 when the ids were one customer already; `-REFUSED` past a guard rail.
+fn alias(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let merged = ctx.db.alias(args.str(0)?, args.str(1)?)?;
+    r.int(i64::from(merged));
     Ok(())
 }
 

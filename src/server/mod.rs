@@ -72,6 +72,10 @@ pub struct ServeOptions {
     pub request_timeout: Option<Duration>,
     /// The database's schema limits (`Config::limits`).
     pub schema_limits: crate::SchemaLimits,
+    /// `Config::max_ids_per_customer`.
+    pub max_ids_per_customer: usize,
+    /// `Config::allow_known_merge`.
+    pub allow_known_merge: bool,
 }
 
 impl ServeOptions {
@@ -84,6 +88,8 @@ impl ServeOptions {
             idle_timeout: Some(Duration::from_secs(300)),
             request_timeout: Some(Duration::from_secs(10)),
             schema_limits: crate::SchemaLimits::default(),
+            max_ids_per_customer: crate::db::DEFAULT_MAX_IDS_PER_CUSTOMER,
+            allow_known_merge: false,
         }
     }
 }
@@ -194,6 +200,8 @@ impl Server {
         let stale_removed = prepare_socket_path(&path)?;
         let mut config = crate::Config::new(db_path);
         config.limits = options.schema_limits;
+        config.max_ids_per_customer = options.max_ids_per_customer;
+        config.allow_known_merge = options.allow_known_merge;
         let db = Db::open_with(config)?;
         let listener = bind_with_mode(&path, options.socket_mode)?;
         let meta = std::fs::metadata(&path).map_err(io_err(&path))?;

@@ -80,6 +80,27 @@ impl WriteBatch {
         self.remove(&keys::external(internal)[..]);
     }
 
+    /// A merged customer's other ids ([`super::ids::encode_aliases`]); none removes the record.
+    pub fn put_aliases(&mut self, cust: u32, aliases: &[String]) {
+        if aliases.is_empty() {
+            self.remove(&keys::aliases(cust)[..]);
+        } else {
+            self.put(
+                &keys::aliases(cust)[..],
+                super::ids::encode_aliases(aliases),
+            );
+        }
+    }
+
+    /// Marks a customer as known only by anonymous ids (`true`), or as having a `userId`.
+    pub fn put_anonymous(&mut self, cust: u32, anonymous: bool) {
+        if anonymous {
+            self.put(&keys::anonymous(cust)[..], &[][..]);
+        } else {
+            self.remove(&keys::anonymous(cust)[..]);
+        }
+    }
+
     /// A customer's profile ([`super::codec::encode_profile`]).
     pub fn put_profile(&mut self, cust: u32, bytes: Vec<u8>) {
         self.put(&keys::profile(cust)[..], bytes);

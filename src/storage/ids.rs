@@ -19,6 +19,11 @@
 //! missing (a folder from an older build) or disagree with storage, the map is read from the id
 //! records instead and snapshotted in full at the next checkpoint.
 //!
+//! Merged customers (identity merge: `docs/INPUT.md`) have more ids than their `r` one: the
+//! others, their aliases, are kept per customer in `keys::ALIASES` records and in a small hash
+//! map beside the table, which [`IdMap::get`] falls back to. Only merged customers have such
+//! records; every open reads them all (a merge is rare next to a write).
+//!
 //! This module owns the mirror and its snapshot encoding. It reads storage only to load and
 //! refresh itself; the database layer writes its chunks.
 
@@ -32,6 +37,7 @@ use rustc_hash::FxBuildHasher;
 use super::codec::{put_varint, Reader};
 use super::{keys, Store};
 use crate::error::{corrupt, Result};
+use crate::model::FastMap;
 
 /// Internal ids per snapshot chunk.
 pub const CHUNK_IDS: u32 = 1 << 16;
@@ -52,6 +58,10 @@ pub struct IdMap {
     hasher: FxBuildHasher,
     /// Chunks changed since the last snapshot.
     changed: BTreeSet<u32>,
+    /// Each alias (an id other than a customer's `r` id) and its customer.
+    aliases: FastMap<String, u32>,
+    /// Each merged customer's aliases, in the order they joined it.
+    alias_lists: FastMap<u32, Vec<String>>,
 }
 
 impl std::fmt::Debug for IdMap {
@@ -101,6 +111,7 @@ impl IdMap {
         }
         map.index_all()?;
         map.changed = map.all_chunks().collect();
+        map.load_aliases(store, next_id)?;
         Ok(map)
     }
 
@@ -138,7 +149,21 @@ impl IdMap {
                 (None, None) => {}
             }
         }
+        map.load_aliases(store, next_id)?;
         Ok(Some(map))
+    }
+
+    /// Reads every merged customer's aliases (`keys::ALIASES`).
+    fn load_aliases(&mut self, store: &Store, next_id: u32) -> Result<()> {
+        for item in store.scan(keys::ALIASES) {
+            let (k, v) = item?;
+            let cust = handed_out(keys::parse_customer(&k)?, next_id)?;
+            if self.external(cust).is_none() {
+                return Err(corrupt!("customer {cust} has merged ids but no id"));
+            }
+            self.set_aliases(cust, decode_aliases(&v)?)?;
+        }
+        Ok(())
     }
 
     /// Adds a chunk written by [`IdMap::encode_chunk`]. Chunks must come in increasing order;
@@ -218,13 +243,60 @@ impl IdMap {
         self.hasher.hash_one(external)
     }
 
-    /// The internal id of an external id.
+    /// The internal id of an external id: a customer's own id or one of its aliases.
     pub fn get(&self, external: &str) -> Option<u32> {
         let key = external.as_bytes();
         let (bytes, ends) = (&self.bytes, &self.ends);
         self.table
             .find(self.hash(key), |&id| span(bytes, ends, id) == Some(key))
             .copied()
+            .or_else(|| self.aliases.get(external).copied())
+    }
+
+    /// A customer's aliases: its ids other than [`IdMap::external`], in the order they joined.
+    pub fn aliases(&self, id: u32) -> &[String] {
+        self.alias_lists.get(&id).map_or(&[], |v| &v[..])
+    }
+
+    /// Every id of a customer: its own first, then its aliases. Empty for an unknown id.
+    pub fn ids_of(&self, id: u32) -> Vec<&str> {
+        match self.external(id) {
+            Some(e) => std::iter::once(e)
+                .chain(self.aliases(id).iter().map(String::as_str))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Replaces a customer's aliases (none: it has only its own id). An alias that is another
+    /// customer's id is refused as a sign of damage, and the map is left as it was.
+    pub fn set_aliases(&mut self, id: u32, aliases: Vec<String>) -> Result<()> {
+        for a in &aliases {
+            let owner = self.get(a);
+            if owner.is_some() && owner != Some(id) || self.external(id) == Some(a.as_str()) {
+                return Err(corrupt!("merged id {a:?} is mapped twice"));
+            }
+        }
+        self.remove_aliases(id);
+        for a in &aliases {
+            self.aliases.insert(a.clone(), id);
+        }
+        if !aliases.is_empty() {
+            self.alias_lists.insert(id, aliases);
+        }
+        Ok(())
+    }
+
+    /// Forgets a customer's aliases.
+    pub fn remove_aliases(&mut self, id: u32) {
+        for a in self.alias_lists.remove(&id).unwrap_or_default() {
+            self.aliases.remove(&a);
+        }
+    }
+
+    /// How many aliases are mapped, over every customer.
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
     }
 
     /// The external id of an internal id.
@@ -299,8 +371,10 @@ impl IdMap {
         Ok(())
     }
 
-    /// Forgets an id (its customer was deleted). Unknown ids are ignored.
+    /// Forgets an id and its aliases (its customer was deleted or merged into another). Unknown
+    /// ids are ignored.
     pub fn remove(&mut self, id: u32) {
+        self.remove_aliases(id);
         let Some(key) = span(&self.bytes, &self.ends, id) else {
             return;
         };
@@ -331,14 +405,42 @@ impl IdMap {
         self.bytes.capacity()
             + self.ends.capacity() * std::mem::size_of::<u64>()
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.aliases.keys().map(|a| 2 * a.len() + 48).sum::<usize>()
     }
 }
 
 impl PartialEq for IdMap {
     /// Equal when they map the same ids, whatever their history.
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(id, e)| other.get(e) == Some(id))
+        self.len() == other.len()
+            && self.iter().all(|(id, e)| other.get(e) == Some(id))
+            && self.alias_lists == other.alias_lists
     }
+}
+
+/// A merged customer's aliases as stored: each one's length and bytes.
+pub fn encode_aliases(aliases: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in aliases {
+        put_varint(&mut out, a.len() as u64);
+        out.extend_from_slice(a.as_bytes());
+    }
+    out
+}
+
+/// Reads [`encode_aliases`]'s bytes.
+pub fn decode_aliases(bytes: &[u8]) -> Result<Vec<String>> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        let n = r.len()?;
+        let a = std::str::from_utf8(r.take(n)?).map_err(|_| corrupt!("merged id is not UTF-8"))?;
+        if a.is_empty() {
+            return Err(corrupt!("a merged id is empty"));
+        }
+        out.push(a.to_owned());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

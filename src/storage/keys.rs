@@ -16,6 +16,8 @@
 //! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
 //! | `z` | `z` + dictionary id (BE) | a compression dictionary for event blocks (format 3) |
 //! | `t` | `t` + internal id (BE) + sequence (BE) | a tail: one write's events appended after the customer's blocks (format 4) |
+//! | `l` | `l` + internal id (BE) | a merged customer's other ids, besides its `r` id (format 5) |
+//! | `n` | `n` + internal id (BE) | empty: the customer has no `userId`, only anonymous ids (format 5) |
 //!
 //! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
 //! in time order, and the blocks of one customer never overlap in time.
@@ -43,6 +45,10 @@ pub const ID_SNAPSHOT: u8 = b'j';
 pub const DICTIONARY: u8 = b'z';
 /// Event tails: a write's events appended after a customer's blocks, until they are folded in.
 pub const TAIL: u8 = b't';
+/// A merged customer's other ids (aliases), besides the one of its `r` record.
+pub const ALIASES: u8 = b'l';
+/// A customer known only by anonymous ids (`anonymousId`, `previousId`): no `userId` yet.
+pub const ANONYMOUS: u8 = b'n';
 
 /// A human name for the kind of record a key prefix marks.
 pub fn kind_name(prefix: u8) -> &'static str {
@@ -62,6 +68,8 @@ pub fn kind_name(prefix: u8) -> &'static str {
         ID_SNAPSHOT => "id map snapshot",
         DICTIONARY => "block dictionaries",
         TAIL => "event tails",
+        ALIASES => "merged ids",
+        ANONYMOUS => "anonymous customers",
         _ => "unknown",
     }
 }
@@ -101,6 +109,14 @@ pub fn profile(cust: u32) -> [u8; 5] {
 
 pub fn events_of(cust: u32) -> [u8; 5] {
     with_customer(EVENTS, cust)
+}
+
+pub fn aliases(cust: u32) -> [u8; 5] {
+    with_customer(ALIASES, cust)
+}
+
+pub fn anonymous(cust: u32) -> [u8; 5] {
+    with_customer(ANONYMOUS, cust)
 }
 
 pub fn seen(cust: u32) -> [u8; 5] {

@@ -40,8 +40,10 @@ pub type Bytes = sled::IVec;
 /// 2: message-id records of 6-byte hashes.
 /// 3: event blocks compressed with a stored dictionary (`z` records).
 /// 4: event tails (`t` records, `timeline.rs`): appended events that rewrite no stored block.
-/// Folders of versions 1 to 3 are read, and marked 4 when opened.
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: merged customers' ids (`l` records) and anonymous customers (`n` records): an older build
+/// would not find a merged id.
+/// Folders of versions 1 to 4 are read, and marked 5 when opened.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The format this process writes: [`FORMAT_VERSION`], or 3 under [`timeline::write_format_3`].
 fn written_format() -> u32 {
@@ -484,6 +486,11 @@ impl Store {
                 String::from_utf8(v.to_vec()).map_err(|_| corrupt!("external id is not UTF-8"))
             })
             .transpose()
+    }
+
+    /// Whether a customer is marked as known only by anonymous ids (no `userId`).
+    pub fn is_anonymous(&self, cust: u32) -> Result<bool> {
+        Ok(self.get(&keys::anonymous(cust))?.is_some())
     }
 
     pub fn profile(&self, cust: u32) -> Result<Option<Fields>> {
