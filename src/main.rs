@@ -110,6 +110,10 @@ enum Command {
         /// delivers them; `customer`: customer after customer.
         #[arg(long, value_enum, default_value_t = GenOrder::Time)]
         order: GenOrder,
+        /// Percent of identified customers' messages that also carry an anonymousId (one of the
+        /// customer's two devices), which the import merges into the customer.
+        #[arg(long, value_name = "PERCENT", default_value_t = 0)]
+        both_ids: u8,
     },
     /// Build a demo shop at the database path (or reuse it), save a few audiences on it, show
     /// what it holds, and open the REPL on it (on a terminal).
@@ -633,8 +637,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             days,
             end,
             order,
+            both_ids,
         } => {
-            let config = gen_config(customers, seed, days, end.as_deref())?;
+            let mut config = gen_config(customers, seed, days, end.as_deref())?;
+            config.both_ids_percent = both_ids;
             let bar = progress_bar(customers, "customers");
             let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
             let order = match order {

@@ -20,6 +20,7 @@ fn config(customers: u64, seed: u64) -> GenConfig {
         seed,
         days: 365,
         end: END,
+        both_ids_percent: 0,
     }
 }
 
@@ -396,4 +397,48 @@ fn the_importer_stores_every_generated_message_once() {
     let again = import_ndjson(&db, &bytes[..], &options, &mut errors).unwrap();
     assert_eq!(again.duplicates, stats.messages);
     assert_eq!(again.stored, 0);
+}
+
+#[test]
+fn both_ids_puts_a_device_id_beside_a_share_of_user_ids() {
+    let plain = config(400, 9);
+    let both = GenConfig {
+        both_ids_percent: 20,
+        ..config(400, 9)
+    };
+    let (plain_bytes, plain_stats) = run(&plain);
+    let (both_bytes, both_stats) = run(&both);
+    assert_eq!(plain_stats, both_stats, "the same shop, the same messages");
+    let (mut user, mut paired) = (0u64, 0u64);
+    let dir = tempfile::tempdir().unwrap();
+    let db = audiencedb::Db::open(dir.path().join("db")).unwrap();
+    let mut messages = Vec::new();
+    let mut devices: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for line in lines(&both_bytes) {
+        let json: Json = serde_json::from_str(line).unwrap();
+        if let Some(Json::String(u)) = json.get("userId") {
+            user += 1;
+            if let Some(Json::String(a)) = json.get("anonymousId") {
+                paired += 1;
+                assert!(a.starts_with("anon-") && a.len() == 21, "{a}");
+                devices.entry(u.clone()).or_default().insert(a.clone());
+            }
+        }
+        messages.push(Message::from_json_line(line).unwrap());
+    }
+    let share = paired as f64 / user as f64;
+    assert!((0.15..0.25).contains(&share), "{paired} of {user}");
+    assert!(devices.values().all(|d| d.len() <= 2));
+    let report = db.ingest(messages).unwrap();
+    assert_eq!(
+        report.merges,
+        devices.values().map(|d| d.len() as u64).sum::<u64>()
+    );
+    // Device ids join their customers: no customer more than without them.
+    let plain_customers: HashSet<String> = lines(&plain_bytes)
+        .map(|l| Message::from_json_line(l).unwrap().customer)
+        .collect();
+    assert_eq!(db.totals().customers, plain_customers.len() as u64);
+    assert!(db.verify().unwrap().is_ok());
 }

@@ -1186,6 +1186,7 @@ fn every_rules_md_example_over_a_generated_shop() {
         seed: 2026,
         days: 365,
         end,
+        both_ids_percent: 0,
     };
     let mut bytes = Vec::new();
     generate(&config, &mut bytes).unwrap();

@@ -32,6 +32,7 @@ fn shop() -> (tempfile::TempDir, Db, Vec<Customer>) {
         seed: 15,
         days: 365,
         end: end(),
+        both_ids_percent: 0,
     };
     let mut bytes = Vec::new();
     generate(&config, &mut bytes).unwrap();

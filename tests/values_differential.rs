@@ -375,6 +375,7 @@ fn a_generated_shop() {
         seed: 21,
         days: 200,
         end,
+        both_ids_percent: 0,
     };
     let mut bytes = Vec::new();
     generate(&config, &mut bytes).unwrap();

@@ -44,19 +44,49 @@ pub(crate) fn render_customer(
         push_hex16(&mut id, shop.anon_id(index));
     }
     id.push(b'"');
+    // The same with one of the customer's two device ids as `anonymousId`, for the messages
+    // that carry both (`Shop::both_ids_percent`).
+    let both: Vec<Vec<u8>> = if profile.is_some() && shop.both_ids_percent > 0 {
+        (0..2)
+            .map(|device| {
+                let mut b = id.clone();
+                b.extend_from_slice(b",\"anonymousId\":\"anon-");
+                push_hex16(&mut b, shop.device_id(index, device));
+                b.push(b'"');
+                b
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     let mut written = Written::default();
     for (seq, p) in plan.iter().enumerate() {
+        let id = match both.as_slice() {
+            [one, two] => {
+                let h = shop.message_id(index, seq as u64);
+                if h % 100 < u64::from(shop.both_ids_percent) {
+                    if (h >> 32) & 1 == 0 {
+                        one
+                    } else {
+                        two
+                    }
+                } else {
+                    &id
+                }
+            }
+            _ => &id,
+        };
         match (&p.kind, profile) {
             (Kind::Identify, Some(profile)) => {
                 buf.extend_from_slice(b"{\"type\":\"identify\",");
-                buf.extend_from_slice(&id);
+                buf.extend_from_slice(id);
                 buf.extend_from_slice(b",\"traits\":{");
                 identify_traits(buf, index, profile);
             }
             (Kind::Update { tier, newsletter }, _) => {
                 buf.extend_from_slice(b"{\"type\":\"identify\",");
-                buf.extend_from_slice(&id);
+                buf.extend_from_slice(id);
                 buf.extend_from_slice(b",\"traits\":{");
                 let mut first = true;
                 if let Some(t) = tier {
@@ -75,7 +105,7 @@ pub(crate) fn render_customer(
             (Kind::Identify, None) => continue, // anonymous visitors have no profile
             (kind, _) => {
                 buf.extend_from_slice(b"{\"type\":\"track\",");
-                buf.extend_from_slice(&id);
+                buf.extend_from_slice(id);
                 buf.extend_from_slice(b",\"event\":\"");
                 buf.extend_from_slice(event_name(kind).as_bytes());
                 buf.extend_from_slice(b"\",\"properties\":{");

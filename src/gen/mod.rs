@@ -63,6 +63,9 @@ pub struct GenConfig {
     pub days: u32,
     /// Exclusive end of the period, milliseconds since the epoch (UTC).
     pub end: i64,
+    /// Percent (0 to 100) of identified customers' messages that carry an `anonymousId` (one of
+    /// the customer's two devices) beside their `userId`: each such pair is merged on import.
+    pub both_ids_percent: u8,
 }
 
 impl GenConfig {
@@ -74,6 +77,7 @@ impl GenConfig {
             seed,
             days: 365,
             end: now - now.rem_euclid(DAY_MS),
+            both_ids_percent: 0,
         }
     }
 
@@ -92,6 +96,12 @@ impl GenConfig {
                 "gen: the period must lie between 1970 and 2100 (end {}, {} days)",
                 time::format_rfc3339(self.end),
                 self.days
+            ));
+        }
+        if self.both_ids_percent > 100 {
+            return invalid(format!(
+                "gen: --both-ids is a percent (0 to 100), not {}",
+                self.both_ids_percent
             ));
         }
         if self.customers >= 1 << 40 {
@@ -167,7 +177,8 @@ fn generate_runs<W: Write, F: FnMut(&GenStats)>(
 ) -> io::Result<GenStats> {
     config.validate()?;
     let key = Rand::key(config.seed);
-    let shop = Shop::new(&key, config.start(), config.end);
+    let mut shop = Shop::new(&key, config.start(), config.end);
+    shop.both_ids_percent = config.both_ids_percent;
     let width = messages::id_width(config.customers);
     let chunks = config.customers.div_ceil(CHUNK);
     // Enough chunks per batch to keep every thread busy, few enough to bound memory.
@@ -263,6 +274,7 @@ mod tests {
             seed: 9,
             days: 60,
             end: 1_767_225_600_000,
+            both_ids_percent: 0,
         }
     }
 

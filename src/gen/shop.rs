@@ -451,6 +451,9 @@ pub(crate) struct Shop {
     pub(crate) message_key: u64,
     /// Key that makes anonymous ids unique to this seed.
     pub(crate) anon_key: u64,
+    /// Percent of an identified customer's messages that also carry an `anonymousId` (one of
+    /// its two devices'): `GenConfig::both_ids_percent`.
+    pub(crate) both_ids_percent: u8,
 }
 
 impl Shop {
@@ -525,6 +528,7 @@ impl Shop {
             quarter_cdf: cumulative((0..96).map(|q| HOUR_WEIGHTS[q / 4])),
             message_key,
             anon_key,
+            both_ids_percent: 0,
         }
     }
 
@@ -578,6 +582,12 @@ impl Shop {
     /// The unique opaque part of the anonymous id of customer `index`.
     pub(crate) fn anon_id(&self, index: u64) -> u64 {
         mix64(index ^ self.anon_key)
+    }
+
+    /// The anonymous id of device `device` (0 or 1) of identified customer `index`: never an
+    /// anonymous visitor's (`mix64` is one-to-one, and these count down from the top).
+    pub(crate) fn device_id(&self, index: u64, device: u64) -> u64 {
+        self.anon_id(u64::MAX - 2 * index - device)
     }
 }
 
