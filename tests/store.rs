@@ -301,6 +301,7 @@ fn export_is_complete_json() {
         json,
         serde_json::json!({
             "id": "c",
+            "ids": ["c"],
             "traits": {"signup_at": "2025-02-03T10:00:00.000Z"},
             "events": [{"event": "purchased", "timestamp": "1970-01-01T00:00:00.000Z",
                         "properties": {"amount": 19.9}}]

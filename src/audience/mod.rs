@@ -955,13 +955,13 @@ impl Audiences {
         Ok(r)
     }
 
-    /// Removes a deleted customer from every audience (reported as exits) and its timers.
+    /// Removes deleted (or merged away) customers from every audience, reported as exits under
+    /// the external id given, and their timers; the exits are stored in one durable write.
     pub(crate) fn forget(
         &self,
         _: &mut Upkeep,
         store: &Store,
-        cust: u32,
-        external: &str,
+        customers: &[(u32, &str)],
     ) -> Result<()> {
         let now = self.as_of();
         let mut names = Vec::new();
@@ -970,21 +970,23 @@ impl Audiences {
             let Live {
                 by_id, by_customer, ..
             } = &mut *live;
-            let was_in = by_customer.take(cust);
-            for (id, la) in by_id.iter_mut() {
-                la.timers.forget(cust);
-                if was_in.binary_search(id).is_ok() && la.members.remove(cust) {
-                    la.members_changed = Some(now);
-                    names.push(la.name.clone());
+            for &(cust, external) in customers {
+                let was_in = by_customer.take(cust);
+                for (id, la) in by_id.iter_mut() {
+                    la.timers.forget(cust);
+                    if was_in.binary_search(id).is_ok() && la.members.remove(cust) {
+                        la.members_changed = Some(now);
+                        names.push((la.name.clone(), external));
+                    }
+                    la.dirty = true;
                 }
-                la.dirty = true;
             }
         }
         let first = self.live.read().next_seq;
         let changes: Vec<Change> = names
             .into_iter()
             .zip(first..)
-            .map(|(audience, seq)| Change {
+            .map(|((audience, external), seq)| Change {
                 seq,
                 audience,
                 customer: external.to_owned(),
@@ -992,6 +994,7 @@ impl Audiences {
                 at: now,
             })
             .collect();
+        // One durable write for them all.
         self.store_and_deliver(store, changes, now)
     }
 

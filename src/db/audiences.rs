@@ -22,10 +22,9 @@ impl Writer {
             .maintain(&mut self.upkeep, &db.audience_env(), touched)
     }
 
-    /// Removes a deleted customer from every saved audience, reported as exits.
-    pub(super) fn forget_in_audiences(&mut self, db: &Db, cust: u32, external: &str) -> Result<()> {
-        db.audiences
-            .forget(&mut self.upkeep, &db.store, cust, external)
+    /// Removes deleted or merged-away customers from every saved audience, reported as exits.
+    pub(super) fn forget_in_audiences(&mut self, db: &Db, customers: &[(u32, &str)]) -> Result<()> {
+        db.audiences.forget(&mut self.upkeep, &db.store, customers)
     }
 }
 

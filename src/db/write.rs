@@ -407,10 +407,13 @@ impl Writer {
         // trouble), the customers are retried at the next write or advance, and recovery redoes
         // them after a crash; the write itself stands. Merged customers leave their audiences
         // first (their exits in the feed), then the customers they joined are evaluated again.
-        for a in &applied {
-            for r in &a.removed {
-                let _ = self.forget_in_audiences(db, r.cust, &r.external);
-            }
+        let gone: Vec<(u32, &str)> = applied
+            .iter()
+            .flat_map(|a| &a.removed)
+            .map(|r| (r.cust, r.external.as_str()))
+            .collect();
+        if !gone.is_empty() {
+            let _ = self.forget_in_audiences(db, &gone);
         }
         let _ = self.maintain_audiences(db, Some(&touched_by(&applied)));
         if applied.len() >= BACKGROUND_DROP_FROM {
@@ -487,7 +490,7 @@ impl Writer {
             state.indexes.remove_customer(cust);
             state.ids.remove(cust);
         }
-        self.forget_in_audiences(db, cust, &own_id)?;
+        self.forget_in_audiences(db, &[(cust, own_id.as_str())])?;
         Ok(events.len() as u64)
     }
 }
@@ -684,6 +687,11 @@ fn touched_by(applied: &[Applied]) -> Touched {
     for a in applied {
         if a.is_new {
             t.new.insert(a.cust);
+        }
+        if !a.removed.is_empty() {
+            // A customer that took in another one's stored history is evaluated afresh for
+            // every saved audience, whatever its rule reads.
+            t.all.insert(a.cust);
         }
         if let Some((old, new)) = &a.profile {
             let old = old.as_deref().unwrap_or_default();
