@@ -8,10 +8,11 @@
 //!
 //! [`submit`] is group commit: writers that find the lock taken queue their batches, and the next
 //! holder stores them all in one atomic, durable write ([`Writer::ingest`]) and answers each. A
-//! write resolves ids, drops duplicate message ids, merges events into time-ordered blocks
-//! (`prepare_customer`, storage's timeline), commits everything with a dirty-log record
-//! ([`Writer::commit`]), and only then applies the change to the read state and keeps saved
-//! audiences up to date.
+//! write resolves ids (folding customers found to be one person into one: `identity.rs`, whose
+//! stored records `prepare_customer` moves), drops duplicate message ids, merges events into
+//! time-ordered blocks (`prepare_customer`, storage's timeline), commits everything with a
+//! dirty-log record ([`Writer::commit`]), and only then applies the change to the read state and
+//! keeps saved audiences up to date.
 //!
 //! Writes records only through `storage::WriteBatch` (no key layout here) and hands the indexes
 //! grouped `index::Changes`; it never reads index internals.
