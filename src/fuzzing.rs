@@ -15,9 +15,11 @@ pub use crate::storage::dictionary::train;
 pub use crate::storage::{codec, keys, BlockDictionary, Bytes, Dictionaries};
 
 /// The in-place reader of event blocks.
-/// The tail records of a customer's timeline.
+/// The write log's records.
 pub mod timeline {
-    pub use crate::storage::timeline::{decode_tail, decode_tail_events, encode_tail};
+    pub use crate::storage::timeline::{
+        decode_log, decode_log_events, decode_part, encode_log, Logged,
+    };
 }
 
 pub mod view {
