@@ -239,12 +239,6 @@ impl Db {
                 }
                 // Empty after the checkpoint; the old dictionary is replaced.
                 RecordKind::DirtyLog | RecordKind::Dictionary => {}
-                RecordKind::WriteLog => {
-                    // Folded into blocks above; one left would hold deleted customers' events.
-                    return Err(internal!(
-                        "a write log record is left after folding the log"
-                    ));
-                }
                 RecordKind::FeedChunk => {
                     let first = storage::feed_chunk_start(&k)?;
                     match feed::erase_in_chunk(first, &v, |c| state.ids.get(c).is_some())? {
@@ -299,9 +293,6 @@ impl Db {
             match RecordKind::of(&k) {
                 RecordKind::EventBlock => {
                     codec::block_body(&v, self.store.dictionaries(), &mut body)?;
-                }
-                RecordKind::WriteLog => {
-                    storage::timeline::log_body(&v, &mut body)?;
                 }
                 RecordKind::IndexFamily(family) if family != version_key.as_slice() => {
                     codec::unpack_into(&v, "index family", 1 << 30, &mut body)?;

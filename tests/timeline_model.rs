@@ -322,8 +322,9 @@ proptest! {
 }
 
 /// A stream in time order: each write adds one event per customer. Each write adds one log
-/// record and touches no block; the write that takes the memtable past its bound folds it: the
-/// blocks change, the log records are gone. Every reading path sees the same events throughout.
+/// record and touches no block (after the first, which finds the customers new and writes their
+/// blocks); the write that takes the memtable past its bound folds it: the blocks change, the
+/// log records are gone. Every reading path sees the same events throughout.
 #[test]
 fn time_ordered_writes_append_one_log_record_each_and_fold() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,11 +338,8 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
             .find(|s| s.kind == "event blocks")
             .map_or((0, 0), |s| (s.records, s.value_bytes))
     };
-    let mut logged = 0u64;
-    let mut folds = 0;
-    for w in 0..31i64 {
-        let before = blocks(&db);
-        let messages: Vec<Message> = (0..20)
+    let write = |w: i64| -> Vec<Message> {
+        (0..20)
             .map(|c| {
                 let mut m = Message::track(
                     format!("k{c}"),
@@ -352,8 +350,19 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
                 m.message_id = Some(format!("k{c}-{w}"));
                 m
             })
-            .collect();
-        db.ingest(messages).unwrap();
+            .collect()
+    };
+    db.ingest(write(0)).unwrap();
+    assert_eq!(blocks(&db).0, 20, "new customers: blocks at once");
+    assert_eq!(log_records(&db), 0);
+    for e in expected.iter_mut() {
+        e.push(0);
+    }
+    let mut logged = 0u64;
+    let mut folds = 0;
+    for w in 1..32i64 {
+        let before = blocks(&db);
+        db.ingest(write(w)).unwrap();
         for e in expected.iter_mut() {
             e.push(w);
         }
@@ -388,7 +397,7 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
     }
     // Re-sending the last writes' messages stores nothing: the folded and the unfolded message
     // ids both count.
-    let again: Vec<Message> = (26..31i64)
+    let again: Vec<Message> = (27..32i64)
         .map(|w| {
             let mut m = Message::track("k3", "viewed", vec![], Some(BASE + w * 60_000 + 3));
             m.message_id = Some(format!("k3-{w}"));
@@ -403,7 +412,7 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
     db.abandon();
     let db = open(&path);
     assert_eq!(db.unfolded(), unfolded);
-    assert_eq!(db.customer("k7").unwrap().unwrap().events.len(), 31);
+    assert_eq!(db.customer("k7").unwrap().unwrap().events.len(), 32);
     assert!(db.verify().unwrap().is_ok());
 }
 
@@ -433,63 +442,86 @@ fn history(customer: &str, from: i64, n: i64) -> Vec<Message> {
         .collect()
 }
 
-/// Input grouped by customer: a write that brings a customer with nothing stored its whole
-/// history so far (8 events or more) writes its blocks at once, and nothing to the log; fewer
-/// events, or a customer with something stored, go to the log. Both read the same.
+/// A write that brings a customer with nothing stored its events writes its blocks at once
+/// (input grouped by customer: its whole history so far), and nothing to the log; a customer
+/// with something stored goes to the log. Both read the same.
 #[test]
-fn a_new_customers_whole_history_goes_straight_to_blocks() {
+fn a_new_customers_events_go_straight_to_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir.path().join("db"));
     db.ingest(history("grouped", 0, 8)).unwrap();
-    assert_eq!(kind(&db, "write log").0, 0, "no log record");
+    assert_eq!(kind(&db, "write log").0, 0, "no log frame");
     assert_eq!(kind(&db, "event blocks").0, 1);
     assert_eq!(db.unfolded().events, 0);
-    db.ingest(history("few", 0, 7)).unwrap();
-    assert_eq!(kind(&db, "write log").0, 1, "7 events: to the log");
-    assert_eq!(db.unfolded().events, 7);
     // More events of the grouped customer: it has blocks, so they go to the log.
     db.ingest(history("grouped", 8, 20)).unwrap();
+    assert_eq!(kind(&db, "write log").0, 1, "one log frame");
     assert_eq!(kind(&db, "event blocks").0, 1);
-    assert_eq!(db.unfolded().events, 27);
-    assert_eq!(db.customer("grouped").unwrap().unwrap().events.len(), 28);
-    assert_eq!(db.ingest(history("grouped", 0, 28)).unwrap().duplicates, 28);
-    assert_eq!(db.ingest(history("few", 0, 7)).unwrap().duplicates, 7);
+    assert_eq!(db.unfolded().events, 20);
+    // A new customer in the same write as a known one: blocks for it, the log for the other.
+    let mut both = history("new", 0, 3);
+    both.extend(history("grouped", 28, 2));
+    db.ingest(both).unwrap();
+    assert_eq!(kind(&db, "event blocks").0, 2);
+    assert_eq!(db.unfolded().events, 22);
+    assert_eq!(db.customer("grouped").unwrap().unwrap().events.len(), 30);
+    assert_eq!(db.ingest(history("grouped", 0, 30)).unwrap().duplicates, 30);
+    assert_eq!(db.ingest(history("new", 0, 3)).unwrap().duplicates, 3);
     assert!(db.verify().unwrap().is_ok());
 }
 
-/// No write log record reaches sled's blob threshold (docs/STORAGE.md, "Why chunks under
-/// 6 KiB"): a write of 300 customers with 200 events and message ids each, to customers that
-/// have blocks already (so all of it goes to the log), is cut into records of at most 6 KiB,
-/// and reads back whole, before and after a crash.
+/// The write log file: a write appends one frame, a fold empties the file, a frame whose
+/// write failed (a full disk at the commit) is never read back and is written over, and a
+/// crash leaves the committed frames to read back.
 #[test]
-fn write_log_records_stay_small_whatever_the_write() {
+fn the_log_file_holds_committed_frames_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
+    let file = path.join("writelog");
     let mut config = Config::new(&path);
     config.fold_events = usize::MAX;
     config.fold_bytes = usize::MAX;
     let db = Db::open_with(config.clone()).unwrap();
     let customers: Vec<String> = (0..300).map(|c| format!("big{c}")).collect();
     let first: Vec<Message> = customers.iter().flat_map(|c| history(c, 0, 1)).collect();
-    db.ingest(first.clone()).unwrap();
+    db.ingest(first).unwrap();
+    assert_eq!(kind(&db, "write log").0, 0, "new customers: blocks at once");
+    let second: Vec<Message> = customers.iter().flat_map(|c| history(c, 1, 1)).collect();
+    db.ingest(second).unwrap();
+    assert_eq!(kind(&db, "write log").0, 1, "one frame");
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(kind(&db, "write log").1, len);
     drop(db);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        0,
+        "the close folded"
+    );
+
     let db = Db::open_with(config.clone()).unwrap();
-    let big: Vec<Message> = customers.iter().flat_map(|c| history(c, 1, 200)).collect();
+    let big: Vec<Message> = customers.iter().flat_map(|c| history(c, 2, 200)).collect();
     assert_eq!(db.ingest(big).unwrap().stored, 300 * 200);
-    let (records, bytes) = kind(&db, "write log");
-    assert!(records > 10, "{records} records");
+    let committed = std::fs::metadata(&file).unwrap().len();
+    db.inject_no_space_after_commits(0);
+    let failed: Vec<Message> = customers.iter().flat_map(|c| history(c, 202, 5)).collect();
+    assert!(db.ingest(failed).is_err());
+    assert_eq!(kind(&db, "write log"), (1, committed));
     db.abandon();
-    {
-        let raw = sled::open(&path).unwrap();
-        let tree = raw.open_tree("audiencedb").unwrap();
-        let sizes: Vec<usize> = tree.scan_prefix(b"w").map(|r| r.unwrap().1.len()).collect();
-        assert_eq!(sizes.len() as u64, records);
-        assert_eq!(sizes.iter().sum::<usize>() as u64, bytes);
-        assert!(sizes.iter().all(|&n| n <= 6 << 10), "{sizes:?}");
-    }
-    let db = Db::open_with(config).unwrap();
+    let db = Db::open_with(config.clone()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        committed,
+        "cut off"
+    );
     for c in &customers {
-        assert_eq!(db.customer(c).unwrap().unwrap().events.len(), 201);
+        assert_eq!(db.customer(c).unwrap().unwrap().events.len(), 202);
     }
+    assert!(db.verify().unwrap().is_ok());
+    // The next write's frame goes where the failed one was.
+    db.ingest(history("big7", 202, 5)).unwrap();
+    assert_eq!(kind(&db, "write log").0, 2);
+    db.abandon();
+    let db = Db::open_with(config).unwrap();
+    assert_eq!(db.customer("big7").unwrap().unwrap().events.len(), 207);
     assert!(db.verify().unwrap().is_ok());
 }

@@ -16,10 +16,12 @@ use audiencedb::fuzzing::codec::{
     decode_block, decode_profile, decode_seen, encode_block, encode_profile, encode_seen,
     put_block_body, StoredEvent,
 };
-use audiencedb::fuzzing::timeline::{decode_log, decode_log_events, decode_part, encode_log, Logged};
+use audiencedb::fuzzing::timeline::{
+    decode_frames, decode_log, decode_log_events, decode_part, encode_log, Logged,
+};
 use audiencedb::fuzzing::train;
 use audiencedb::fuzzing::view::{decompress_block, for_each_event, ValueView};
-use audiencedb::fuzzing::{keys, BlockDictionary, Bytes, Dictionaries, Indexes};
+use audiencedb::fuzzing::{keys, BlockDictionary, Dictionaries, Indexes};
 use audiencedb::model::Value;
 use libfuzzer_sys::fuzz_target;
 
@@ -254,9 +256,10 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let _ = decode_log_events(rest);
             }
+            // The log file's committed part: frames that must each match their hash.
+            let _ = decode_frames(rest);
         }
         _ => {
-            let _ = keys::parse_log(rest);
             let _ = keys::parse_customer(rest);
             let _ = keys::parse_dirty(rest);
             let _ = keys::parse_feed(rest);

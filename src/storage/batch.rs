@@ -116,15 +116,6 @@ impl WriteBatch {
         self.remove(&keys::block(cust, start)[..]);
     }
 
-    /// Chunk `chunk` of the write log record number `seq` ([`super::timeline`]).
-    pub(super) fn put_log(&mut self, seq: u64, chunk: u32, bytes: Vec<u8>) {
-        self.put(&keys::log(seq, chunk)[..], bytes);
-    }
-
-    pub(super) fn remove_log(&mut self, seq: u64, chunk: u32) {
-        self.remove(&keys::log(seq, chunk)[..]);
-    }
-
     /// A format-4 tail (folded into blocks at open: see [`super::timeline`]). Put by tests
     /// only, which make such folders.
     pub(super) fn put_tail(&mut self, cust: u32, seq: u32, value: Vec<u8>) {

@@ -16,7 +16,6 @@
 //! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
 //! | `z` | `z` + dictionary id (BE) | a compression dictionary for event blocks (format 3) |
 //! | `t` | `t` + internal id (BE) + sequence (BE) | format 4 only: a tail, one write's events appended after the customer's blocks; folded into blocks when the folder is opened |
-//! | `w` | `w` + log sequence (BE) + chunk (BE) | write log: one write's new events and message-id hashes, per customer, until folded into blocks (format 5) |
 //!
 //! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
 //! in time order, and the blocks of one customer never overlap in time.
@@ -42,8 +41,6 @@ pub const FEED_V1: u8 = b'f';
 pub const ID_SNAPSHOT: u8 = b'j';
 /// Compression dictionaries for event blocks, by id.
 pub const DICTIONARY: u8 = b'z';
-/// The write log: each write's new events, until they are folded into blocks.
-pub const LOG: u8 = b'w';
 /// Event tails of format 4 (a write's events appended after a customer's blocks): folded into
 /// blocks when such a folder is opened.
 pub const TAIL: u8 = b't';
@@ -65,7 +62,6 @@ pub fn kind_name(prefix: u8) -> &'static str {
         FEED_V1 => "change feed (one record a change)",
         ID_SNAPSHOT => "id map snapshot",
         DICTIONARY => "block dictionaries",
-        LOG => "write log",
         TAIL => "event tails (format 4)",
         _ => "unknown",
     }
@@ -143,26 +139,6 @@ pub fn parse_tail(key: &[u8]) -> Result<(u32, u32)> {
             u32::from_be_bytes([*e, *f, *g, *h]),
         )),
         _ => Err(corrupt!("bad event tail key")),
-    }
-}
-
-/// The key of chunk `chunk` of the write log record number `seq`.
-pub fn log(seq: u64, chunk: u32) -> [u8; 13] {
-    let mut k = [0u8; 13];
-    k[0] = LOG;
-    k[1..9].copy_from_slice(&seq.to_be_bytes());
-    k[9..].copy_from_slice(&chunk.to_be_bytes());
-    k
-}
-
-/// The sequence number and chunk of a write log record's key.
-pub fn parse_log(key: &[u8]) -> Result<(u64, u32)> {
-    match key {
-        [LOG, g @ .., a, b, c, d] if g.len() == 8 => Ok((
-            u64::from_be_bytes(g.try_into().map_err(|_| corrupt!("bad write log key"))?),
-            u32::from_be_bytes([*a, *b, *c, *d]),
-        )),
-        _ => Err(corrupt!("bad write log key")),
     }
 }
 

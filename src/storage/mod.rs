@@ -40,8 +40,8 @@ pub type Bytes = sled::IVec;
 /// 2: message-id records of 6-byte hashes.
 /// 3: event blocks compressed with a stored dictionary (`z` records).
 /// 4: event tails (`t` records): appended events that rewrite no stored block.
-/// 5: the write log (`w` records, `timeline.rs`): each write's new events in one record, folded
-///    into blocks later; no tails.
+/// 5: the write log (a file beside sled's, `timeline.rs`): each write's new events in one
+///    frame, folded into blocks later; no tails.
 /// Folders of versions 1 to 4 are read, and marked 5 when opened (a format-4 folder's tails are
 /// folded into blocks then).
 pub const FORMAT_VERSION: u32 = 5;
@@ -129,8 +129,6 @@ fn parse_feed_record(item: Result<(sled::IVec, sled::IVec)>) -> Result<(u64, sle
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind<'k> {
     EventBlock,
-    /// A write log record ([`timeline`]).
-    WriteLog,
     DirtyLog,
     Dictionary,
     /// A chunk of the change feed.
@@ -146,7 +144,6 @@ impl<'k> RecordKind<'k> {
     pub fn of(key: &'k [u8]) -> RecordKind<'k> {
         match key.first().copied() {
             Some(keys::EVENTS) => RecordKind::EventBlock,
-            Some(keys::LOG) => RecordKind::WriteLog,
             Some(keys::DIRTY) => RecordKind::DirtyLog,
             Some(keys::DICTIONARY) => RecordKind::Dictionary,
             Some(keys::FEED) => RecordKind::FeedChunk,
@@ -675,8 +672,10 @@ impl Store {
     /// The customers' new events it carries ([`WriteBatch::write_events`]'s) are stored as a
     /// write log record in the same batch, and readable once it is durable ([`timeline`]).
     pub fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+        let logged = self.log_write(&mut batch)?;
+        // After the log frame, as a real failure of sled's may come (the frame is then never
+        // committed).
         self.injected_fault()?;
-        let logged = self.log_write(&mut batch);
         self.tree.apply_batch(batch.into_sled())?;
         self.db.flush()?;
         self.logged(logged);
@@ -867,6 +866,10 @@ impl Store {
             s.records += 1;
             s.key_bytes += k.len() as u64;
             s.value_bytes += v.len() as u64;
+        }
+        let log = self.log_stats();
+        if log.records > 0 {
+            stats.push(log);
         }
         Ok(stats)
     }

@@ -2,16 +2,19 @@
 //! yet folded into them, which the write log holds (format 5).
 //!
 //! **Write log.** A write's batch carries the new events of every customer it touches
-//! ([`Store::write_events`]); [`Store::commit`] stores them in the same atomic batch as one log
-//! record (`w` + log sequence number + chunk): per customer the events (sorted by time, stably)
-//! encoded as a block body, and the hashes of the message ids the write stored for it, LZ4-packed
-//! in chunks of at most [`LOG_CHUNK_BYTES`] (kept under sled's blob threshold, see there). No
-//! per-customer record is read or written for events, so a write is a few sequential records
-//! plus its bookkeeping, whatever order its events come in. A customer with nothing stored whose
-//! write brings its whole history so far ([`DIRECT_EVENTS`] events or more: input grouped by
-//! customer) gets sealed blocks at once instead.
+//! ([`Store::write_events`]); [`Store::commit`] appends them as one frame to the log file
+//! ([`LOG_FILE`], beside sled's files): per customer the events (sorted by time, stably)
+//! encoded as a block body, and the hashes of the message ids the write stored for it,
+//! LZ4-packed, under the frame's sequence number and hash. The frame is made durable first; then
+//! the batch, which also stores the log file's new committed end (the `log_end` metadata
+//! record), is applied and flushed: a frame is part of the folder once that end covers it, and
+//! a frame after the end (its batch failed, or a crash came between) is cut off. No
+//! per-customer record is read or written for events, and none of the log enters sled, so a
+//! write is one sequential append plus its bookkeeping, whatever order its events come in. A
+//! customer with nothing stored gets sealed blocks at once instead (in input grouped by
+//! customer, its whole history so far).
 //!
-//! **Memtable.** Once the batch is durable its events go into [`Memtable`], in memory: per
+//! **Memtable.** Once the write is durable its events go into [`Memtable`], in memory: per
 //! customer the encoded bodies of each write (segments, in write order) and the message-id
 //! hashes. Every reader of a customer's events merges the sealed blocks with them: the blocks'
 //! events, then each segment's, sorted by time stably, which is exactly the order the blocks
@@ -23,12 +26,13 @@
 //! unfolded events into their blocks (from the one holding the earliest, as a format-3 write
 //! did) and their hashes into the message-id record, customer by customer in id order, a few
 //! tens of megabytes per atomic batch. Every batch but the last also records how far the fold
-//! got (the `fold` metadata record: the last log record folded and the last customer done); the
-//! last removes the log records and that record. At open the log records are read back in
-//! sequence order into the memtable, skipping customers an unfinished fold already wrote and
-//! customers deleted since (a deleted customer's internal id is never used again), so a crash at
-//! any moment loses and duplicates nothing. A format-4 folder's tails (`t` records) are folded
-//! into blocks first ([`Store::upgrade_tails`]). docs/STORAGE.md says why this layout was chosen.
+//! got (the `fold` metadata record: the last frame folded and the last customer done); the last
+//! sets the committed end back to 0 and removes that record, and the file is then emptied. At
+//! open the committed frames are read back in order into the memtable, skipping customers an
+//! unfinished fold already wrote and customers deleted since (a deleted customer's internal id
+//! is never used again), so a crash at any moment loses and duplicates nothing. A format-4
+//! folder's tails (`t` records) are folded into blocks first ([`Store::upgrade_tails`]).
+//! docs/STORAGE.md says why this layout was chosen.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -57,28 +61,19 @@ pub const FOLD_BYTES: usize = 128 << 20;
 /// new blocks.
 pub const FOLD_BATCH_BYTES: usize = 32 << 20;
 
-/// A write's log record is cut into chunks (records) of at most about this many bytes, by
-/// customer, and a customer's part into pieces of at most [`PIECE_EVENTS`] events and
-/// [`PIECE_HASHES`] hashes: so that no chunk, and no sled leaf of up to 17 of them, reaches
-/// sled's blob threshold (a quarter of its 512 KiB segment). sled writes a larger value to a
-/// file of its own while it applies the batch, and when that write fails (a full disk) the
-/// batch is left half applied in memory, its atomicity marker cancelled and the log buffer it
-/// took stuck: records of a write that was never acknowledged (ids without the id counter that
-/// covers them) reached the disk behind later flushes. docs/DURABILITY.md "A full disk".
-pub const LOG_CHUNK_BYTES: usize = 6 << 10;
+/// The write log's file in the database folder, beside sled's: frames appended by
+/// [`Store::commit`], truncated by the fold that empties the memtable.
+pub const LOG_FILE: &str = "writelog";
 
-/// The most events of one customer in one piece of a log record (see [`LOG_CHUNK_BYTES`]).
-pub const PIECE_EVENTS: usize = 64;
+/// The metadata record of the log file's committed end (`u64` BE): the frames before it are
+/// committed writes; whatever follows it is not, and is cut off.
+const LOG_END: &str = "log_end";
 
-/// The most message-id hashes of one customer in one piece of a log record.
-pub const PIECE_HASHES: usize = 512;
+/// A frame's header: its payload's length (`u32` LE), its sequence number (`u64` LE), and the
+/// xxh3-64 of both and the payload (`u64` LE).
+const FRAME_HEADER: usize = 20;
 
-/// A customer with nothing stored whose write brings at least this many events gets sealed
-/// blocks at once (input grouped by customer: the write holds its whole history so far), not
-/// a part of the log to fold later.
-pub const DIRECT_EVENTS: usize = 8;
-
-/// The largest log record a reader accepts, uncompressed (a guard against damaged lengths).
+/// The largest log frame payload, uncompressed (a guard against damaged lengths).
 const MAX_LOG_BYTES: usize = 1 << 30;
 
 /// What the memtable counts for each customer besides its bytes.
@@ -290,12 +285,6 @@ pub fn decode_part(part: &Logged, out: &mut Vec<StoredEvent>) -> Result<()> {
     Ok(())
 }
 
-/// Appends a log record's bodies (uncompressed: its parts' hashes and events) to `out`, for
-/// searching its bytes.
-pub fn log_body(value: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    codec::unpack_into(value, "write log record", MAX_LOG_BYTES, out)
-}
-
 /// A format-4 tail record as read: its header decoded, its events still packed (a block).
 struct Tail {
     events: usize,
@@ -351,13 +340,86 @@ fn decode_tail_events(tail: &Tail, dicts: &Dictionaries, out: &mut Vec<StoredEve
     Ok(())
 }
 
-/// A batch's log record, staged by [`Store::log_write`] (holding the log sequence lock) and
+/// A batch's log frame, written by [`Store::log_write`] (holding the log file's lock) and
 /// made readable by [`Store::logged`] once the batch is durable.
 pub(super) struct LogWrite<'a> {
-    seq: Option<parking_lot::MutexGuard<'a, u64>>,
-    chunks: u32,
+    file: Option<parking_lot::MutexGuard<'a, LogFile>>,
+    /// The log file's end after the frame.
+    end: u64,
     parts: Vec<Logged>,
     forget: Vec<u32>,
+}
+
+/// The write log's file: where its committed frames end, and the next frame's number.
+#[derive(Debug, Default)]
+pub(super) struct LogFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    end: u64,
+    next_seq: u64,
+    frames: u64,
+}
+
+impl LogFile {
+    /// The open file (opened, or created, at the first use).
+    fn file(&mut self) -> std::io::Result<&std::fs::File> {
+        if self.file.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            self.file = Some(f);
+        }
+        Ok(self.file.as_ref().expect("opened above"))
+    }
+}
+
+/// A frame: [`FRAME_HEADER`], then the payload (a log record, [`encode_log`]).
+fn encode_frame(seq: u64, payload: &[u8]) -> Result<Vec<u8>> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&n| (n as usize) <= MAX_LOG_BYTES)
+        .ok_or_else(|| crate::error::invalid!("a write of more than 1 GiB of events"))?;
+    let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&frame_hash(seq, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+fn frame_hash(seq: u64, payload: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&seq.to_le_bytes());
+    h.update(payload);
+    h.digest()
+}
+
+/// Splits the committed part of a log file into frames: (sequence number, payload). Every
+/// frame must be whole and match its hash: the committed part was durable before its end was.
+pub fn decode_frames(bytes: &[u8]) -> Result<Vec<(u64, &[u8])>> {
+    let bad = |what: &str| corrupt!("the write log file is damaged: {what}");
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = bytes
+            .get(at..at + FRAME_HEADER)
+            .ok_or_else(|| bad("a frame is cut short"))?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let seq = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        let hash = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+        let payload = bytes
+            .get(at + FRAME_HEADER..at + FRAME_HEADER + len)
+            .ok_or_else(|| bad("a frame is cut short"))?;
+        if frame_hash(seq, payload) != hash {
+            return Err(bad("a frame does not match its hash"));
+        }
+        out.push((seq, payload));
+        at += FRAME_HEADER + len;
+    }
+    Ok(out)
 }
 
 /// One customer's unfolded events and message-id hashes.
@@ -424,11 +486,9 @@ pub(super) struct Memtable {
     customers: BTreeMap<u32, Unfolded>,
     events: usize,
     bytes: usize,
-    /// The keys (sequence, chunk) of the log records whose parts it holds (read back or logged
-    /// since the last fold): the records a fold removes. Not every `w` record in the tree: a
-    /// write whose commit failed may be in sled's memory, unacknowledged, and its events are
-    /// not here.
-    records: Vec<(u64, u32)>,
+    /// The sequence number of the last log frame whose parts it holds (read back or logged
+    /// since the last fold): a fold folds every frame up to it.
+    last_seq: Option<u64>,
 }
 
 impl Memtable {
@@ -464,8 +524,8 @@ pub(super) struct Timeline {
     /// Unfinished folds, as the `fold` metadata record holds them: (the last log record they
     /// fold, the last customer they wrote).
     folds: Mutex<Vec<(u64, u32)>>,
-    /// The next log record's sequence number, locked from the record's staging to its commit.
-    next_seq: Mutex<u64>,
+    /// The log file, locked from a frame's writing to its batch's commit.
+    log: Mutex<LogFile>,
 }
 
 fn encode_folds(folds: &[(u64, u32)]) -> Vec<u8> {
@@ -518,8 +578,8 @@ impl Store {
     ///
     /// They become the customer's part of the write's log record, stored by [`Store::commit`]
     /// and readable (from the memtable) once the batch is durable. A customer with nothing
-    /// stored, whose write brings [`DIRECT_EVENTS`] or more events, gets sealed blocks (compressed
-    /// with `dict`) and its message-id record at once instead. Under [`write_format_3`] every
+    /// stored gets sealed blocks (compressed with `dict`) and its message-id record at once
+    /// instead. Under [`write_format_3`] every
     /// write is merged into the blocks at once.
     pub fn write_events(
         &self,
@@ -533,8 +593,11 @@ impl Store {
         if events.is_empty() && new_hashes.is_empty() {
             return Ok(());
         }
+        // A customer with nothing stored: its blocks at once. In input grouped by customer the
+        // write holds its whole history so far, and writing it to the log and again at the fold
+        // would cost twice the bytes; in a stream it is one or two events, once per customer.
         let direct = writes_format_3()
-            || (events.len() >= DIRECT_EVENTS
+            || (!events.is_empty()
                 && !self.timeline.memtable.read().customers.contains_key(&cust)
                 && self.blocks_from(cust, Timestamp::MIN)?.is_empty());
         if direct {
@@ -552,60 +615,51 @@ impl Store {
             }
             return Ok(());
         }
-        let pieces = events
-            .len()
-            .div_ceil(PIECE_EVENTS)
-            .max(new_hashes.len().div_ceil(PIECE_HASHES));
-        for i in 0..pieces {
-            let ev = &events[(i * PIECE_EVENTS).min(events.len())..];
-            let hs = &new_hashes[(i * PIECE_HASHES).min(new_hashes.len())..];
-            batch.log.push(Logged::new(
-                cust,
-                &ev[..ev.len().min(PIECE_EVENTS)],
-                hs[..hs.len().min(PIECE_HASHES)].to_vec(),
-            ));
-        }
+        batch
+            .log
+            .push(Logged::new(cust, events, new_hashes.to_vec()));
         Ok(())
     }
 
-    /// Puts the log record of a batch's logged events (the parts of its customers) into the
-    /// batch, under the next log sequence number: for [`Store::commit`], which hands the result
-    /// to [`Store::logged`] once the batch is durable. The sequence lock is held until then.
-    pub(super) fn log_write(&self, batch: &mut WriteBatch) -> LogWrite<'_> {
+    /// Appends the log frame of a batch's logged events (the parts of its customers) to the
+    /// log file at its committed end, under the next sequence number, waits until the frame is
+    /// durable, and puts the log file's new end into the batch: for [`Store::commit`], which
+    /// hands the result to [`Store::logged`] once the batch is durable. The log file's lock is
+    /// held until then. A frame whose batch fails is never committed (the stored end stays
+    /// before it) and the next frame is written over it.
+    pub(super) fn log_write(&self, batch: &mut WriteBatch) -> Result<LogWrite<'_>> {
         let parts = std::mem::take(&mut batch.log);
         let forget = std::mem::take(&mut batch.forget);
         if parts.is_empty() {
-            return LogWrite {
-                seq: None,
-                chunks: 0,
+            return Ok(LogWrite {
+                file: None,
+                end: 0,
                 parts,
                 forget,
-            };
+            });
         }
-        let seq = self.timeline.next_seq.lock();
-        let mut chunks = 0u32;
-        let mut from = 0;
-        while from < parts.len() {
-            let mut to = from;
-            let mut bytes = 0;
-            while to < parts.len()
-                && (to == from
-                    || bytes + 16 + parts[to].hashes.len() * 6 + parts[to].body.len()
-                        <= LOG_CHUNK_BYTES)
-            {
-                bytes += 16 + parts[to].hashes.len() * 6 + parts[to].body.len();
-                to += 1;
-            }
-            batch.put_log(*seq, chunks, encode_log(&parts[from..to]));
-            chunks += 1;
-            from = to;
-        }
-        LogWrite {
-            seq: Some(seq),
-            chunks,
+        let mut lf = self.timeline.log.lock();
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.cust);
+        let payload = encode_log(&parts);
+        let frame = encode_frame(lf.next_seq, &payload)?;
+        let at = lf.end;
+        let file = lf.file()?;
+        let written = (|| -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            file.set_len(at)?;
+            file.write_all_at(&frame, at)?;
+            file.sync_data()
+        })();
+        written?;
+        let end = at + frame.len() as u64;
+        batch.put_meta(LOG_END, &end.to_be_bytes());
+        Ok(LogWrite {
+            file: Some(lf),
+            end,
             parts,
             forget,
-        }
+        })
     }
 
     /// Makes a committed batch's logged events readable: adds them to the memtable, and drops
@@ -615,15 +669,28 @@ impl Store {
             return;
         }
         let mut m = self.timeline.memtable.write();
-        if let Some(mut seq) = write.seq {
-            m.records.extend((0..write.chunks).map(|c| (*seq, c)));
-            *seq += 1;
+        if let Some(mut lf) = write.file {
+            m.last_seq = Some(lf.next_seq);
+            lf.next_seq += 1;
+            lf.end = write.end;
+            lf.frames += 1;
         }
         for p in &write.parts {
             m.add(p);
         }
         for c in write.forget {
             m.remove(c);
+        }
+    }
+
+    /// The log file's committed frames and bytes, as a row of [`Store::record_stats`].
+    pub(super) fn log_stats(&self) -> super::RecordStats {
+        let lf = self.timeline.log.lock();
+        super::RecordStats {
+            kind: "write log",
+            records: lf.frames,
+            key_bytes: 0,
+            value_bytes: lf.end,
         }
     }
 
@@ -700,9 +767,9 @@ impl Store {
             let m = self.timeline.memtable.read();
             let customers: Vec<(u32, usize)> =
                 m.customers.iter().map(|(c, u)| (*c, u.bytes())).collect();
-            (customers, m.records.clone())
+            (customers, m.last_seq)
         };
-        let Some(&(last_record, _)) = records.iter().max() else {
+        let Some(last_record) = records else {
             return Ok(0);
         };
         let mut folded = 0u64;
@@ -733,9 +800,8 @@ impl Store {
             let last = end == customers.len();
             let mut folds = self.timeline.folds.lock().clone();
             if last {
-                for &(g, chunk) in &records {
-                    batch.remove_log(g, chunk);
-                }
+                // Every frame is folded: the log file's committed end goes back to its start.
+                batch.put_meta(LOG_END, &0u64.to_be_bytes());
                 batch.remove_meta(FOLD_META);
                 folds.clear();
             } else {
@@ -756,7 +822,7 @@ impl Store {
                 }
                 if last {
                     // The writer lock is held: no write logged anything since `records` was read.
-                    m.records.clear();
+                    m.last_seq = None;
                 }
             }
             *self.timeline.folds.lock() = folds;
@@ -767,6 +833,15 @@ impl Store {
             }
         }
         self.flush()?;
+        // The stored end is 0 now: the frames are no longer read; free their space. A failure
+        // here leaves bytes after the end, which the next frame or open cuts off.
+        let mut lf = self.timeline.log.lock();
+        lf.end = 0;
+        lf.frames = 0;
+        if let Ok(f) = lf.file() {
+            let _ = f.set_len(0);
+        }
+        drop(lf);
         Ok(folded)
     }
 
@@ -880,13 +955,37 @@ impl Store {
             Some(v) => decode_folds(&v)?,
             None => Vec::new(),
         };
+        let end = match self.get(&keys::meta(LOG_END))? {
+            Some(v) => super::be_u64(&v)?,
+            None => 0,
+        };
+        let mut lf = self.timeline.log.lock();
+        lf.path = self.path.join(LOG_FILE);
+        let mut bytes = Vec::new();
+        if end > 0 {
+            use std::io::Read;
+            let mut file = lf.file()?;
+            let len = file.metadata()?.len();
+            if len < end {
+                return Err(corrupt!(
+                    "the write log file holds {len} bytes, fewer than the {end} committed"
+                ));
+            }
+            bytes.reserve(end as usize);
+            Read::by_ref(&mut file).take(end).read_to_end(&mut bytes)?;
+        }
+        let frames = decode_frames(&bytes)?;
+        // What follows the committed end is a frame whose write was never committed (a crash
+        // or a failure between the frame and its batch): cut off.
+        let file = lf.file()?;
+        if file.metadata()?.len() > end {
+            file.set_len(end)?;
+        }
         let mut exists: BTreeMap<u32, bool> = BTreeMap::new();
         let mut m = self.timeline.memtable.write();
-        for item in self.scan(keys::LOG) {
-            let (k, v) = item?;
-            let (seq, chunk) = keys::parse_log(&k)?;
-            m.records.push((seq, chunk));
-            for p in decode_log(&v)? {
+        for &(seq, payload) in &frames {
+            m.last_seq = Some(seq);
+            for p in decode_log(payload)? {
                 if folds.iter().any(|&(g, c)| seq <= g && p.cust <= c) {
                     continue;
                 }
@@ -903,7 +1002,10 @@ impl Store {
                 }
             }
         }
-        *self.timeline.next_seq.lock() = m.records.iter().map(|r| r.0 + 1).max().unwrap_or(0);
+        lf.end = end;
+        lf.frames = frames.len() as u64;
+        lf.next_seq = m.last_seq.map_or(0, |s| s + 1);
+        drop(lf);
         drop(m);
         *self.timeline.folds.lock() = folds;
         Ok(())
