@@ -33,9 +33,9 @@ pub struct CompactReport {
     pub records: u64,
     /// Event blocks among them, each decompressed and compressed again.
     pub blocks: u64,
-    /// Customers whose event tails were folded into sealed blocks first (the folder's own, before
-    /// the copy), so that the new folder holds none.
-    pub tails_folded: u64,
+    /// Customers whose unfolded events (the write log's) were folded into sealed blocks first
+    /// (in the folder itself, before the copy), so that the new folder holds no write log.
+    pub customers_folded: u64,
     /// Changes of the feed whose customer is no longer stored, kept without the id.
     pub feed_changes_erased: u64,
     /// Whether the new folder has a block dictionary (trained on its own blocks).
@@ -144,11 +144,15 @@ impl Db {
             bytes_before: folder_bytes(&path)?,
             ..CompactReport::default()
         };
-        // Every tail folded into sealed blocks, in this folder (each batch leaves the timelines
-        // as they were), so that the copy is minimal: blocks only.
-        report.tails_folded = self
-            .store
-            .fold_all_tails(self.store.dictionaries().current())?;
+        // The write log folded into sealed blocks, in this folder (each batch leaves the
+        // timelines as they were), so that the copy is minimal: blocks only.
+        report.customers_folded = {
+            let _w = self.writer.lock();
+            self.store.fold(
+                self.store.dictionaries().current(),
+                self.config.fold_batch_bytes,
+            )?
+        };
         {
             let new = Store::open(&new_path)?;
             self.copy_into(&new, &mut report)?;
@@ -235,10 +239,6 @@ impl Db {
                 }
                 // Empty after the checkpoint; the old dictionary is replaced.
                 RecordKind::DirtyLog | RecordKind::Dictionary => {}
-                RecordKind::EventTail => {
-                    // Folded into blocks above; one left would name the old dictionary.
-                    return Err(internal!("an event tail is left after folding every tail"));
-                }
                 RecordKind::FeedChunk => {
                     let first = storage::feed_chunk_start(&k)?;
                     match feed::erase_in_chunk(first, &v, |c| state.ids.get(c).is_some())? {
@@ -293,9 +293,6 @@ impl Db {
             match RecordKind::of(&k) {
                 RecordKind::EventBlock => {
                     codec::block_body(&v, self.store.dictionaries(), &mut body)?;
-                }
-                RecordKind::EventTail => {
-                    storage::timeline::tail_body(&v, self.store.dictionaries(), &mut body)?;
                 }
                 RecordKind::IndexFamily(family) if family != version_key.as_slice() => {
                     codec::unpack_into(&v, "index family", 1 << 30, &mut body)?;

@@ -14,12 +14,14 @@ pub use crate::index::{Family, Indexes};
 pub use crate::storage::dictionary::train;
 pub use crate::storage::{codec, keys, BlockDictionary, Bytes, Dictionaries};
 
-/// The in-place reader of event blocks.
-/// The tail records of a customer's timeline.
+/// The write log's frames and their payloads.
 pub mod timeline {
-    pub use crate::storage::timeline::{decode_tail, decode_tail_events, encode_tail};
+    pub use crate::storage::timeline::{
+        decode_frames, decode_log, decode_log_events, decode_part, encode_log, Logged,
+    };
 }
 
+/// The in-place reader of event blocks.
 pub mod view {
     pub use crate::storage::view::{decompress_block, for_each_event, ValueView};
 }

@@ -550,6 +550,19 @@ fn open(path: &Path, limits: &LimitArgs) -> Result<Db, Failure> {
     config.limits = limits.limits();
     config.max_ids_per_customer = limits.max_ids_per_customer;
     config.allow_known_merge = limits.allow_known_merge;
+    // Testing and measuring only: the write log's fold bounds (tests/durability.rs kills an
+    // import while it folds).
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    if let Some(n) = knob("AUDIENCEDB_FOLD_EVENTS") {
+        config.fold_events = n;
+    }
+    if let Some(n) = knob("AUDIENCEDB_FOLD_BATCH_BYTES") {
+        config.fold_batch_bytes = n;
+    }
     let db = Db::open_with(config)?;
     // Testing only: a full disk after this many commits (tests/disk_full.rs, where a tmpfs
     // cannot be mounted).

@@ -16,10 +16,10 @@ pub use crate::storage::Store;
 /// The folder format this build writes.
 pub use crate::storage::FORMAT_VERSION;
 
-/// A customer's timeline: the tail bounds, and the switch that writes format 3 (blocks only)
-/// as an older build did.
+/// A customer's timeline: the switch that writes format 3 (blocks only) as an older build did,
+/// and the maker of format-4 tails.
 pub mod timeline {
-    pub use crate::storage::timeline::{write_format_3, TAIL_RECORDS};
+    pub use crate::storage::timeline::{move_into_format_4_tail, write_format_3};
 }
 
 /// The folder steps of a compaction: the folders beside the path, the marker, the raw scan.

@@ -1,9 +1,11 @@
 //! Durability for real: a child `audiencedb import` is killed with SIGKILL at random moments; after
 //! each kill the folder is reopened and every batch the child acknowledged must be there, no
 //! batch may be half there, and the indexes must verify. A fifth of the customers browse
-//! anonymously and are merged with their userId half way through, so merges are killed too. The folder is seeded first with one
-//! import large enough to train the block compression dictionary, so the killed writes merge
-//! into and write dictionary-compressed blocks.
+//! anonymously and are merged with their userId half way through, so merges are killed too. The
+//! folder is seeded first with one import large enough to train the block compression
+//! dictionary, so the killed writes' folds merge into and write dictionary-compressed blocks. The
+//! input is in time order, customers interleaved, and the child folds its write log every few
+//! batches: kills land in writes, merges and folds.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -116,6 +118,9 @@ fn acknowledged_batches_survive_kill_9() {
                 &BATCH.to_string(),
             ])
             .arg(&input)
+            // A fold every few batches, in many small batches: kills land inside folds too.
+            .env("AUDIENCEDB_FOLD_EVENTS", "3000")
+            .env("AUDIENCEDB_FOLD_BATCH_BYTES", "4096")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,12 +1,13 @@
-//! A folder written by a format-3 build (no event tails: every write merged into the blocks) is
-//! opened as it is, reads exactly as before, is marked format 4, and takes tails from then on.
+//! A folder written by a format-3 build (no write log: every write merged into the blocks) is
+//! opened as it is, reads exactly as before, is marked with the current format, and writes to the log from then
+//! on.
 //! The folder is written by this build under `timeline::write_format_3`, which writes as the
 //! format-3 build did (its merge of new events into the blocks, and format record 3). One test
 //! only in this file: the switch is for the whole process.
 
 use audiencedb::ingest::message::Message;
 use audiencedb::model::Value;
-use audiencedb::testing::{timeline, Store};
+use audiencedb::testing::{timeline, Store, FORMAT_VERSION};
 use audiencedb::{Customer, Db};
 
 const BASE: i64 = 1_700_000_000_000;
@@ -65,7 +66,7 @@ fn kinds(path: &std::path::Path) -> (u32, u64, u64) {
     (
         store.format_version().unwrap(),
         count("event blocks"),
-        count("event tails"),
+        count("write log"),
     )
 }
 
@@ -78,8 +79,8 @@ fn a_format_3_folder_reads_the_same_and_is_upgraded() {
     write(&db, 0, 30);
     let before = everyone(&db);
     drop(db);
-    let (format, blocks, tails) = kinds(&path);
-    assert_eq!((format, tails), (3, 0), "written as format 3");
+    let (format, blocks, logged) = kinds(&path);
+    assert_eq!((format, logged), (3, 0), "written as format 3");
     assert!(blocks >= 40);
 
     timeline::write_format_3(false);
@@ -89,12 +90,12 @@ fn a_format_3_folder_reads_the_same_and_is_upgraded() {
     drop(db);
     assert_eq!(
         kinds(&path).0,
-        audiencedb::testing::FORMAT_VERSION,
+        FORMAT_VERSION,
         "marked with the current format when opened"
     );
 
-    // New writes append tails, re-sent messages of the format-3 writes are still known, and the
-    // timelines read as the format-3 merge would have left them.
+    // New writes go to the write log, re-sent messages of the format-3 writes are still known,
+    // and the timelines read as the format-3 merge would have left them.
     let db = Db::open(&path).unwrap();
     write(&db, 30, 45);
     let resent: Vec<Message> = (0..5i64)
@@ -107,8 +108,21 @@ fn a_format_3_folder_reads_the_same_and_is_upgraded() {
     assert_eq!(db.ingest(resent).unwrap().duplicates, 5);
     let after = everyone(&db);
     assert!(db.verify().unwrap().is_ok());
+    let logged = db
+        .record_stats()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == "write log")
+        .map_or(0, |s| s.records);
+    assert_eq!(
+        logged, 15,
+        "writes of the current format go to the write log (a record each)"
+    );
     drop(db);
-    assert!(kinds(&path).2 > 0, "format 4 writes append tails");
+    assert_eq!(kinds(&path).2, 0, "a clean close folds the write log");
+    let db = Db::open(&path).unwrap();
+    assert_eq!(everyone(&db), after, "the same after the fold");
+    drop(db);
 
     let reference = dir.path().join("reference");
     timeline::write_format_3(true);

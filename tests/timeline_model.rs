@@ -1,18 +1,21 @@
 //! Timelines against a sorted list: random writes whose events come in time order, at equal
 //! times, or earlier than what is stored (and, within one write, in any order), with re-sent
-//! message ids, interleaved with reopens (clean and crashed), checkpoints, deletes and
-//! compactions. After every step each customer's events read back exactly as a plain model
-//! holds them: every event ever stored, sorted by time, stably (so among equal times, events
-//! stored earlier come first, and a write's own in the order they came). That is the order the
-//! blocks alone held before tails existed (format 3), so tails, their folding into blocks and
-//! the merge of out-of-order events must all keep it. The indexes must verify, and no customer
-//! may hold more tail records than the bound.
+//! message ids, interleaved with reopens (clean and crashed), checkpoints, deletes, compactions
+//! and folds of the write log (at a small bound, so that most cases fold many times; some cut
+//! short by a full disk after any of their batches, then crashed). After every step each
+//! customer's events read back exactly as a plain model holds them: every event ever stored,
+//! sorted by time, stably (so among equal times, events stored earlier come first, and a write's
+//! own in the order they came). That is the order the blocks alone held before the write log
+//! existed (format 3), so the memtable's merge on reads, folds into blocks and the read-back of
+//! the log at open must all keep it: a fold that lost, doubled or reordered an event, or an open
+//! that read back a folded part again, fails here. Every reading path is compared: the whole
+//! timeline, and a query's exact check over a window. The indexes must verify, and the memtable
+//! must stay within its bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use audiencedb::ingest::message::Message;
 use audiencedb::model::Value;
-use audiencedb::testing::timeline::TAIL_RECORDS;
 use audiencedb::{Config, Db};
 use proptest::prelude::*;
 
@@ -40,10 +43,18 @@ struct Part {
 #[derive(Debug, Clone)]
 enum Op {
     Write(Vec<Part>),
-    Reopen { crash: bool },
+    Reopen {
+        crash: bool,
+    },
     Checkpoint,
     Delete(u8),
     Compact,
+    /// A write that folds the log, with the disk full after `commits` more commits (the write's
+    /// own, then the fold's batches of one customer each), then a crash.
+    FoldCutShort {
+        parts: Vec<Part>,
+        commits: u64,
+    },
 }
 
 fn part() -> impl Strategy<Value = Part> {
@@ -73,6 +84,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Checkpoint),
         1 => (0..CUSTOMERS).prop_map(Op::Delete),
         1 => Just(Op::Compact),
+        2 => (prop::collection::vec(part(), 1..4), 0u64..5)
+            .prop_map(|(parts, commits)| Op::FoldCutShort { parts, commits }),
     ]
 }
 
@@ -80,9 +93,15 @@ fn name(cust: u8) -> String {
     format!("c{cust}")
 }
 
+/// The memtable's bound in these tests: a fold every few writes.
+const FOLD_EVENTS: usize = 40;
+
 fn open(path: &std::path::Path) -> Db {
     let mut config = Config::new(path);
     config.checkpoint_after = 50;
+    config.fold_events = FOLD_EVENTS;
+    // A batch per customer: a fold cut short leaves some customers folded and some not.
+    config.fold_batch_bytes = 1;
     Db::open_with(config).unwrap()
 }
 
@@ -99,7 +118,9 @@ fn read(db: &Db, cust: u8) -> Option<Vec<(i64, i64)>> {
     })
 }
 
-fn check(db: &Db, model: &BTreeMap<u8, Vec<(i64, i64)>>) -> Result<(), TestCaseError> {
+/// `folded`: whether the last write folded, or nothing was written since a compaction (a fold
+/// cut short leaves the memtable over its bound until the next write).
+fn check(db: &Db, model: &Model, folded: bool) -> Result<(), TestCaseError> {
     for cust in 0..CUSTOMERS {
         let got = read(db, cust);
         match model.get(&cust) {
@@ -109,25 +130,130 @@ fn check(db: &Db, model: &BTreeMap<u8, Vec<(i64, i64)>>) -> Result<(), TestCaseE
     }
     let report = db.verify().unwrap();
     prop_assert!(report.is_ok(), "{:?}", report.problems);
-    let tails = db
-        .record_stats()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.kind == "event tails")
-        .map_or(0, |s| s.records);
+    let unfolded = db.unfolded();
     prop_assert!(
-        tails <= TAIL_RECORDS as u64 * u64::from(CUSTOMERS),
-        "{tails} tail records"
+        !folded || unfolded.events <= FOLD_EVENTS,
+        "{} unfolded events",
+        unfolded.events
     );
+    // A query's exact check reads the same timeline: each customer's count of events at or
+    // after the median time of its model.
+    for (cust, m) in model {
+        if m.is_empty() {
+            continue;
+        }
+        let mid = m[m.len() / 2].0;
+        let want = m.iter().filter(|e| e.0 >= mid).count();
+        let got = count_holds(db, *cust, "since", mid, want);
+        prop_assert!(
+            got,
+            "customer {}: {} events at or after {}",
+            name(*cust),
+            want,
+            mid
+        );
+        let want = m.iter().filter(|e| e.0 < mid).count();
+        let got = count_holds(db, *cust, "before", mid, want);
+        prop_assert!(
+            got,
+            "customer {}: {} events before {}",
+            name(*cust),
+            want,
+            mid
+        );
+    }
     Ok(())
 }
 
-fn tail_records(db: &Db) -> u64 {
+fn log_records(db: &Db) -> u64 {
     db.record_stats()
         .unwrap()
         .into_iter()
-        .find(|s| s.kind == "event tails")
+        .find(|s| s.kind == "write log")
         .map_or(0, |s| s.records)
+}
+
+/// Whether the exact check "did `viewed` at least `n` times since (or before) `at`" holds for
+/// the customer and "at least n + 1 times" does not.
+fn count_holds(db: &Db, cust: u8, window: &str, at: i64, n: usize) -> bool {
+    let holds = |k: usize| {
+        let rule = format!(
+            "viewed at least {k} times {window} {}",
+            audiencedb::model::time::format_rfc3339(at)
+        );
+        let id = db.internal_id(&name(cust)).unwrap().unwrap();
+        let now = BASE + 1_000_000_000_000;
+        db.query(&rule, now).unwrap().bitmap().contains(id)
+    };
+    holds(n) && !holds(n + 1)
+}
+
+type Model = BTreeMap<u8, Vec<(i64, i64)>>;
+
+/// A write's messages, and the events it stores as (customer, time, tag).
+fn messages_of(
+    parts: &[Part],
+    model: &Model,
+    seen: &mut BTreeMap<u8, BTreeSet<String>>,
+    tag: &mut i64,
+    writes: &mut u64,
+) -> (Vec<Message>, Vec<(u8, i64, i64)>) {
+    let mut messages = Vec::new();
+    let mut new: Vec<(u8, i64, i64)> = Vec::new();
+    *writes += 1;
+    for (p, part) in parts.iter().enumerate() {
+        let last = model
+            .get(&part.cust)
+            .and_then(|m| m.last())
+            .map_or(BASE, |e| e.0);
+        let anchor = match part.when {
+            When::After(s) => last + s * 1_000,
+            When::Before(s) => (last - s * 1_000).max(BASE),
+        };
+        for (i, off) in part.offsets.iter().enumerate() {
+            let ts = (anchor + off * 1_000).max(BASE);
+            let id = if part.resend && *writes > 1 {
+                format!("w{}-{p}-{i}", *writes - 1)
+            } else {
+                format!("w{writes}-{p}-{i}")
+            };
+            *tag += 1;
+            let mut m = Message::track(
+                name(part.cust),
+                "viewed",
+                vec![("tag".into(), Value::Int(*tag))],
+                Some(ts),
+            );
+            m.message_id = Some(id.clone());
+            messages.push(m);
+            if seen.entry(part.cust).or_default().insert(id) {
+                new.push((part.cust, ts, *tag));
+            }
+        }
+    }
+    (messages, new)
+}
+
+/// The model after a write of `parts` stored `new`.
+fn apply(model: &mut Model, parts: &[Part], new: Vec<(u8, i64, i64)>) {
+    for cust in 0..CUSTOMERS {
+        let mut mine: Vec<(i64, i64)> = new
+            .iter()
+            .filter(|e| e.0 == cust)
+            .map(|e| (e.1, e.2))
+            .collect();
+        if mine.is_empty() {
+            if parts.iter().any(|p| p.cust == cust) {
+                model.entry(cust).or_default();
+            }
+            continue;
+        }
+        // Stable: stored events first among equal times, then the write's own in the order
+        // they came.
+        let entry = model.entry(cust).or_default();
+        entry.append(&mut mine);
+        entry.sort_by_key(|e| e.0);
+    }
 }
 
 proptest! {
@@ -142,61 +268,15 @@ proptest! {
         let mut seen: BTreeMap<u8, BTreeSet<String>> = BTreeMap::new();
         let mut tag = 0i64;
         let mut writes = 0u64;
+        let mut folded = true;
         for op in ops {
             match op {
                 Op::Write(parts) => {
-                    let mut messages = Vec::new();
-                    let mut new: Vec<(u8, i64, i64)> = Vec::new();
-                    writes += 1;
-                    for (p, part) in parts.iter().enumerate() {
-                        let last = model
-                            .get(&part.cust)
-                            .and_then(|m| m.last())
-                            .map_or(BASE, |e| e.0);
-                        let anchor = match part.when {
-                            When::After(s) => last + s * 1_000,
-                            When::Before(s) => (last - s * 1_000).max(BASE),
-                        };
-                        for (i, off) in part.offsets.iter().enumerate() {
-                            let ts = (anchor + off * 1_000).max(BASE);
-                            let id = if part.resend && writes > 1 {
-                                format!("w{}-{p}-{i}", writes - 1)
-                            } else {
-                                format!("w{writes}-{p}-{i}")
-                            };
-                            tag += 1;
-                            let mut m = Message::track(
-                                name(part.cust),
-                                "viewed",
-                                vec![("tag".into(), Value::Int(tag))],
-                                Some(ts),
-                            );
-                            m.message_id = Some(id.clone());
-                            messages.push(m);
-                            if seen.entry(part.cust).or_default().insert(id) {
-                                new.push((part.cust, ts, tag));
-                            }
-                        }
-                    }
+                    let (messages, new) =
+                        messages_of(&parts, &model, &mut seen, &mut tag, &mut writes);
                     db.as_ref().unwrap().ingest(messages).unwrap();
-                    for cust in 0..CUSTOMERS {
-                        let mut mine: Vec<(i64, i64)> = new
-                            .iter()
-                            .filter(|e| e.0 == cust)
-                            .map(|e| (e.1, e.2))
-                            .collect();
-                        if mine.is_empty() {
-                            if parts.iter().any(|p| p.cust == cust) {
-                                model.entry(cust).or_default();
-                            }
-                            continue;
-                        }
-                        // Stable: stored events first among equal times, then the write's own
-                        // in the order they came.
-                        let entry = model.entry(cust).or_default();
-                        entry.append(&mut mine);
-                        entry.sort_by_key(|e| e.0);
-                    }
+                    apply(&mut model, &parts, new);
+                    folded = true;
                 }
                 Op::Reopen { crash } => {
                     let old = db.take().unwrap();
@@ -212,27 +292,54 @@ proptest! {
                 Op::Compact => {
                     db.take().unwrap().compact().unwrap();
                     let d = open(&path);
-                    prop_assert_eq!(tail_records(&d), 0, "a compacted folder holds no tails");
+                    prop_assert_eq!(log_records(&d), 0, "a compacted folder holds no write log");
                     db = Some(d);
+                    folded = true;
+                }
+                Op::FoldCutShort { parts, commits } => {
+                    let d = db.take().unwrap();
+                    d.inject_no_space_after_commits(commits);
+                    let seen_before = seen.clone();
+                    let (messages, new) =
+                        messages_of(&parts, &model, &mut seen, &mut tag, &mut writes);
+                    let stored = d.ingest(messages).is_ok();
+                    // Refused only when it had something to commit.
+                    prop_assert_eq!(stored, commits > 0 || new.is_empty());
+                    if stored {
+                        apply(&mut model, &parts, new);
+                    } else {
+                        seen = seen_before;
+                    }
+                    d.abandon();
+                    db = Some(open(&path));
+                    folded = false;
                 }
             }
             let d = db.as_ref().unwrap();
-            check(d, &model)?;
+            check(d, &model, folded)?;
         }
     }
 }
 
-/// A stream in time order: each write adds one event per customer. Tails take the events until
-/// the bound, then a write folds them; nothing stored is rewritten in between, and every
-/// reading path sees the same events.
+/// A stream in time order: each write adds one event per customer. Each write adds one log
+/// record and touches no block (after the first, which finds the customers new and writes their
+/// blocks); the write that takes the memtable past its bound folds it: the blocks change, the
+/// log records are gone. Every reading path sees the same events throughout.
 #[test]
-fn time_ordered_writes_append_tails_and_fold_them() {
+fn time_ordered_writes_append_one_log_record_each_and_fold() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let db = open(&path);
     let mut expected: Vec<Vec<i64>> = vec![Vec::new(); 20];
-    for w in 0..30i64 {
-        let messages: Vec<Message> = (0..20)
+    let blocks = |db: &Db| {
+        db.record_stats()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.kind == "event blocks")
+            .map_or((0, 0), |s| (s.records, s.value_bytes))
+    };
+    let write = |w: i64| -> Vec<Message> {
+        (0..20)
             .map(|c| {
                 let mut m = Message::track(
                     format!("k{c}"),
@@ -243,17 +350,37 @@ fn time_ordered_writes_append_tails_and_fold_them() {
                 m.message_id = Some(format!("k{c}-{w}"));
                 m
             })
-            .collect();
-        db.ingest(messages).unwrap();
+            .collect()
+    };
+    db.ingest(write(0)).unwrap();
+    assert_eq!(blocks(&db).0, 20, "new customers: blocks at once");
+    assert_eq!(log_records(&db), 0);
+    for e in expected.iter_mut() {
+        e.push(0);
+    }
+    let mut logged = 0u64;
+    let mut folds = 0;
+    for w in 1..32i64 {
+        let before = blocks(&db);
+        db.ingest(write(w)).unwrap();
         for e in expected.iter_mut() {
             e.push(w);
         }
-        let tails = tail_records(&db);
-        // The first write of a customer stores a block; later ones append tails until the
-        // bound, and the write that would pass it folds them.
-        let per_customer = (w as u64) % (TAIL_RECORDS as u64 + 1);
-        assert_eq!(tails, 20 * per_customer, "after write {w}");
+        logged += 1;
+        if logged * 20 > FOLD_EVENTS as u64 {
+            // This write folded the log.
+            logged = 0;
+            folds += 1;
+            assert_ne!(blocks(&db), before, "write {w} folded into blocks");
+            assert_eq!(db.unfolded().events, 0);
+        } else {
+            assert_eq!(blocks(&db), before, "write {w} touched no block");
+            assert_eq!(db.unfolded().events as u64, logged * 20);
+        }
+        assert_eq!(log_records(&db), logged, "after write {w}");
     }
+    assert_eq!(folds, 10);
+    assert_eq!(logged, 1);
     for (c, want) in expected.iter().enumerate() {
         let got: Vec<i64> = db
             .customer(&format!("k{c}"))
@@ -268,8 +395,9 @@ fn time_ordered_writes_append_tails_and_fold_them() {
             .collect();
         assert_eq!(&got, want);
     }
-    // Re-sending the last writes' messages stores nothing: the tails' message ids count.
-    let again: Vec<Message> = (25..30i64)
+    // Re-sending the last writes' messages stores nothing: the folded and the unfolded message
+    // ids both count.
+    let again: Vec<Message> = (27..32i64)
         .map(|w| {
             let mut m = Message::track("k3", "viewed", vec![], Some(BASE + w * 60_000 + 3));
             m.message_id = Some(format!("k3-{w}"));
@@ -277,5 +405,123 @@ fn time_ordered_writes_append_tails_and_fold_them() {
         })
         .collect();
     assert_eq!(db.ingest(again).unwrap().duplicates, 5);
+    assert!(db.verify().unwrap().is_ok());
+    // After a crash the open reads the unfolded writes back from the log.
+    let unfolded = db.unfolded();
+    assert!(unfolded.events > 0);
+    db.abandon();
+    let db = open(&path);
+    assert_eq!(db.unfolded(), unfolded);
+    assert_eq!(db.customer("k7").unwrap().unwrap().events.len(), 32);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+fn kind(db: &Db, kind: &str) -> (u64, u64) {
+    db.record_stats()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == kind)
+        .map_or((0, 0), |s| (s.records, s.value_bytes))
+}
+
+fn history(customer: &str, from: i64, n: i64) -> Vec<Message> {
+    (from..from + n)
+        .map(|i| {
+            let mut m = Message::track(
+                customer,
+                "viewed",
+                vec![
+                    ("tag".into(), Value::Int(i)),
+                    ("sku".into(), Value::Str(format!("sku-{}", i * 7919 % 1000))),
+                ],
+                Some(BASE + i * 60_000),
+            );
+            m.message_id = Some(format!("{customer}-{i}"));
+            m
+        })
+        .collect()
+}
+
+/// A write that brings a customer with nothing stored its events writes its blocks at once
+/// (input grouped by customer: its whole history so far), and nothing to the log; a customer
+/// with something stored goes to the log. Both read the same.
+#[test]
+fn a_new_customers_events_go_straight_to_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("db"));
+    db.ingest(history("grouped", 0, 8)).unwrap();
+    assert_eq!(kind(&db, "write log").0, 0, "no log frame");
+    assert_eq!(kind(&db, "event blocks").0, 1);
+    assert_eq!(db.unfolded().events, 0);
+    // More events of the grouped customer: it has blocks, so they go to the log.
+    db.ingest(history("grouped", 8, 20)).unwrap();
+    assert_eq!(kind(&db, "write log").0, 1, "one log frame");
+    assert_eq!(kind(&db, "event blocks").0, 1);
+    assert_eq!(db.unfolded().events, 20);
+    // A new customer in the same write as a known one: blocks for it, the log for the other.
+    let mut both = history("new", 0, 3);
+    both.extend(history("grouped", 28, 2));
+    db.ingest(both).unwrap();
+    assert_eq!(kind(&db, "event blocks").0, 2);
+    assert_eq!(db.unfolded().events, 22);
+    assert_eq!(db.customer("grouped").unwrap().unwrap().events.len(), 30);
+    assert_eq!(db.ingest(history("grouped", 0, 30)).unwrap().duplicates, 30);
+    assert_eq!(db.ingest(history("new", 0, 3)).unwrap().duplicates, 3);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+/// The write log file: a write appends one frame, a fold empties the file, a frame whose
+/// write failed (a full disk at the commit) is never read back and is written over, and a
+/// crash leaves the committed frames to read back.
+#[test]
+fn the_log_file_holds_committed_frames_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let file = path.join("writelog");
+    let mut config = Config::new(&path);
+    config.fold_events = usize::MAX;
+    config.fold_bytes = usize::MAX;
+    let db = Db::open_with(config.clone()).unwrap();
+    let customers: Vec<String> = (0..300).map(|c| format!("big{c}")).collect();
+    let first: Vec<Message> = customers.iter().flat_map(|c| history(c, 0, 1)).collect();
+    db.ingest(first).unwrap();
+    assert_eq!(kind(&db, "write log").0, 0, "new customers: blocks at once");
+    let second: Vec<Message> = customers.iter().flat_map(|c| history(c, 1, 1)).collect();
+    db.ingest(second).unwrap();
+    assert_eq!(kind(&db, "write log").0, 1, "one frame");
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(kind(&db, "write log").1, len);
+    drop(db);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        0,
+        "the close folded"
+    );
+
+    let db = Db::open_with(config.clone()).unwrap();
+    let big: Vec<Message> = customers.iter().flat_map(|c| history(c, 2, 200)).collect();
+    assert_eq!(db.ingest(big).unwrap().stored, 300 * 200);
+    let committed = std::fs::metadata(&file).unwrap().len();
+    db.inject_no_space_after_commits(0);
+    let failed: Vec<Message> = customers.iter().flat_map(|c| history(c, 202, 5)).collect();
+    assert!(db.ingest(failed).is_err());
+    assert_eq!(kind(&db, "write log"), (1, committed));
+    db.abandon();
+    let db = Db::open_with(config.clone()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        committed,
+        "cut off"
+    );
+    for c in &customers {
+        assert_eq!(db.customer(c).unwrap().unwrap().events.len(), 202);
+    }
+    assert!(db.verify().unwrap().is_ok());
+    // The next write's frame goes where the failed one was.
+    db.ingest(history("big7", 202, 5)).unwrap();
+    assert_eq!(kind(&db, "write log").0, 2);
+    db.abandon();
+    let db = Db::open_with(config).unwrap();
+    assert_eq!(db.customer("big7").unwrap().unwrap().events.len(), 207);
     assert!(db.verify().unwrap().is_ok());
 }

@@ -16,10 +16,12 @@ use audiencedb::fuzzing::codec::{
     decode_block, decode_profile, decode_seen, encode_block, encode_profile, encode_seen,
     put_block_body, StoredEvent,
 };
-use audiencedb::fuzzing::timeline::{decode_tail, decode_tail_events, encode_tail};
+use audiencedb::fuzzing::timeline::{
+    decode_frames, decode_log, decode_log_events, decode_part, encode_log, Logged,
+};
 use audiencedb::fuzzing::train;
 use audiencedb::fuzzing::view::{decompress_block, for_each_event, ValueView};
-use audiencedb::fuzzing::{keys, BlockDictionary, Bytes, Dictionaries, Indexes};
+use audiencedb::fuzzing::{keys, BlockDictionary, Dictionaries, Indexes};
 use audiencedb::model::Value;
 use libfuzzer_sys::fuzz_target;
 
@@ -223,33 +225,41 @@ fuzz_target!(|data: &[u8]| {
             let _ = fuzzing::decode_id_chunk(chunk, record, next_id);
         }
         9 => {
-            // An event tail: its header, then its events as a block; what decodes agrees with
-            // the header, and encodes back to a tail that reads the same.
-            if let Ok(tail) = decode_tail(0, &Bytes::from(rest)) {
-                block(tail.start, &tail.block, dictionaries());
-                let mut events = Vec::new();
-                if decode_tail_events(&tail, dictionaries(), &mut events).is_ok()
-                    && events.windows(2).all(|w| w[0].ts <= w[1].ts)
-                {
-                    assert_eq!(events.len(), tail.events);
-                    let hashes: Vec<u64> = tail.hashes.clone();
-                    let again = encode_tail(&hashes, &events, dictionaries().current());
-                    let back =
-                        decode_tail(0, &Bytes::from(again)).expect("an encoded tail decodes");
-                    assert_eq!(back.hashes, hashes);
-                    let mut read = Vec::new();
-                    decode_tail_events(&back, dictionaries(), &mut read)
-                        .expect("its events decode");
-                    assert!(
-                        read.len() == events.len()
-                            && read.iter().zip(&events).all(|(a, b)| same_event(a, b)),
-                        "a tail re-encoded reads differently"
-                    );
+            // A write log record: its parts (customer, hashes, header, events as a block body);
+            // what decodes agrees with each header, and encodes back to a record that reads
+            // the same.
+            if let Ok(parts) = decode_log(rest) {
+                let mut decoded = Vec::new();
+                let all = parts.iter().all(|p| {
+                    let mut events = Vec::new();
+                    let ok = decode_part(p, &mut events).is_ok();
+                    if ok {
+                        assert_eq!(events.len(), p.events);
+                        decoded.push(Logged::new(p.cust, &events, p.hashes.clone()));
+                    }
+                    ok
+                });
+                if all {
+                    let again = encode_log(&decoded);
+                    let back = decode_log(&again).expect("an encoded log record decodes");
+                    assert_eq!(back.len(), parts.len());
+                    for (a, b) in back.iter().zip(&parts) {
+                        assert_eq!((a.cust, &a.hashes, a.events), (b.cust, &b.hashes, b.events));
+                        let (mut x, mut y) = (Vec::new(), Vec::new());
+                        decode_part(a, &mut x).expect("its events decode");
+                        decode_part(b, &mut y).expect("its events decode");
+                        assert!(
+                            x.len() == y.len() && x.iter().zip(&y).all(|(a, b)| same_event(a, b)),
+                            "a log record re-encoded reads differently"
+                        );
+                    }
                 }
+                let _ = decode_log_events(rest);
             }
+            // The log file's committed part: frames that must each match their hash.
+            let _ = decode_frames(rest);
         }
         _ => {
-            let _ = keys::parse_tail(rest);
             let _ = keys::parse_customer(rest);
             let _ = keys::parse_dirty(rest);
             let _ = keys::parse_feed(rest);

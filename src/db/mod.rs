@@ -46,6 +46,7 @@ use crate::storage::{compact, Catalog, SchemaLimits, Store};
 pub(crate) use recovery::train_from_store;
 use write::{check_limits, PendingWrite, Writer};
 
+use crate::storage::timeline;
 pub use crate::storage::timeline::BLOCK_EVENTS;
 
 /// Value types whose equality the indexes answer (lists: by their elements).
@@ -90,6 +91,14 @@ pub struct Config {
     /// Whether two customers that both have a `userId` may be merged (off: such a merge is
     /// refused, [`Error::MergeRefused`]).
     pub allow_known_merge: bool,
+    /// The write log's memtable is folded into sealed blocks once it holds more than this many
+    /// events (storage's timeline; docs/STORAGE.md "Write log and memtable")...
+    pub fold_events: usize,
+    /// ... or more than this many bytes: the memory it may take, and what an open reads back.
+    pub fold_bytes: usize,
+    /// A fold commits a batch once it holds about this many bytes of new blocks (each batch is
+    /// atomic, and a crash between them loses nothing).
+    pub fold_batch_bytes: usize,
 }
 
 /// The default of [`Config::max_ids_per_customer`].
@@ -109,6 +118,9 @@ impl Config {
             limits: SchemaLimits::default(),
             max_ids_per_customer: DEFAULT_MAX_IDS_PER_CUSTOMER,
             allow_known_merge: false,
+            fold_events: timeline::FOLD_EVENTS,
+            fold_bytes: timeline::FOLD_BYTES,
+            fold_batch_bytes: timeline::FOLD_BATCH_BYTES,
         }
     }
 }
@@ -532,6 +544,11 @@ impl Db {
     }
 
     /// Records and bytes per kind of record.
+    pub fn unfolded(&self) -> timeline::Unfolds {
+        self.store.unfolded()
+    }
+
+    /// Counts and sizes of the stored records, by kind.
     pub fn record_stats(&self) -> Result<Vec<crate::storage::RecordStats>> {
         self.store.record_stats()
     }
@@ -544,8 +561,18 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        // Best effort: a failed snapshot only means more recovery work at the next open.
+        // Best effort: a failed snapshot only means more recovery work at the next open, and a
+        // failed fold more of the write log to read back.
         if !self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            // A clean close folds the write log, so that the next open (every command of the
+            // CLI opens the folder) has none to read back.
+            {
+                let _w = self.writer.lock();
+                let _ = self.store.fold(
+                    self.store.dictionaries().current(),
+                    self.config.fold_batch_bytes,
+                );
+            }
             let _ = self.checkpoint();
         }
     }

@@ -422,6 +422,9 @@ impl Writer {
             // write need not wait for.
             rayon::spawn(move || drop(applied));
         }
+        // The write is durable: a failed fold leaves the memtable and the log as they were (a
+        // fold's batches each leave every timeline reading the same), and the next write retries.
+        let _ = self.fold_if_over(db);
         if self.touched_since_checkpoint >= db.config.checkpoint_after {
             // The write is durable already: a failed snapshot is retried at the next checkpoint
             // (and until then recovery covers these customers), not this write's failure.
@@ -450,6 +453,17 @@ impl Writer {
         self.next_id = next_id;
         self.touched_since_checkpoint += touched.len();
         Ok(())
+    }
+
+    /// Folds the write log's memtable into sealed blocks when it is over its bound (storage's
+    /// timeline).
+    fn fold_if_over(&mut self, db: &Db) -> Result<bool> {
+        db.store.fold_if_over(
+            db.config.fold_events,
+            db.config.fold_bytes,
+            db.config.fold_batch_bytes,
+            db.store.dictionaries().current(),
+        )
     }
 
     /// Deletes a customer: profile, every event, the id maps and every bitmap bit. Returns the
@@ -545,7 +559,8 @@ impl Db {
                 a.profile = Some((old, new));
             }
         }
-        // Events appended after the stored ones rewrite nothing stored (storage's timeline).
+        // New events go into the write's log record, or straight into blocks when the write
+        // holds a new customer's whole history (storage's timeline).
         let mut new_seen: Vec<u64> = wk.seen_now.into_iter().collect();
         new_seen.sort_unstable();
         // Stably: at equal times, this customer's own events before those moved into it.
@@ -879,12 +894,11 @@ mod group_commit_tests {
         let db = Arc::new(Db::open(dir.path().join("db")).unwrap());
         db.track("bad", "viewed", vec![], Some(1)).unwrap();
         db.track("good", "viewed", vec![], Some(1)).unwrap();
-        // Damage one customer's stored block: a write that must merge into it fails to read it.
+        // Damage one customer's message-id record: a write with a message id for it must read
+        // the record (to skip re-sends), and fails to.
         let cust = db.internal_id("bad").unwrap().unwrap();
         let mut batch = WriteBatch::new();
-        for (_, start, _) in db.store.blocks_from(cust, 0).unwrap() {
-            batch.put_block(cust, start, &[0xff, 0xff, 0xff][..]);
-        }
+        batch.put_seen(cust, vec![0xff, 0xff, 0xff]);
         db.store.commit(batch).unwrap();
 
         let w = db.writer.lock();
@@ -893,7 +907,7 @@ mod group_commit_tests {
             &db,
             vec![
                 vec![tracked("good", None, 5)],
-                vec![tracked("bad", None, 5)],
+                vec![tracked("bad", Some("b1"), 5)],
                 vec![tracked("new", None, 5)],
             ],
         );

@@ -6,6 +6,7 @@ use roaring::RoaringBitmap;
 use sled::IVec;
 
 use super::keys;
+use super::timeline::Logged;
 use super::BlockDictionary;
 use crate::error::Result;
 use crate::model::Timestamp;
@@ -13,9 +14,15 @@ use crate::model::Timestamp;
 /// Puts and removals applied atomically by [`super::Store::commit`] or [`super::Store::apply`].
 /// They apply in the order they were added: a later put or removal of the same record wins
 /// over an earlier one (so a block put under a removed block's key replaces the removal).
+///
+/// A batch also carries customers' new events for the write log ([`super::timeline`]), which
+/// [`super::Store::commit`] stores as the write's log records and adds to the memtable once the
+/// batch is durable, and the customers whose unfolded events it drops then.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
     ops: Vec<(IVec, Option<IVec>)>,
+    pub(super) log: Vec<Logged>,
+    pub(super) forget: Vec<u32>,
 }
 
 impl WriteBatch {
@@ -25,12 +32,14 @@ impl WriteBatch {
 
     /// Whether nothing has been added.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.log.is_empty() && self.forget.is_empty()
     }
 
-    /// Adds `other`'s puts and removals after this batch's own.
+    /// Adds `other`'s puts and removals (and logged events) after this batch's own.
     pub fn append(&mut self, mut other: WriteBatch) {
         self.ops.append(&mut other.ops);
+        self.log.append(&mut other.log);
+        self.forget.append(&mut other.forget);
     }
 
     fn put(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
@@ -128,13 +137,18 @@ impl WriteBatch {
         self.remove(&keys::block(cust, start)[..]);
     }
 
-    /// A tail of a customer's events ([`super::timeline`]), number `seq`.
-    pub(super) fn put_tail(&mut self, cust: u32, seq: u32, bytes: Vec<u8>) {
-        self.put(&keys::tail(cust, seq)[..], bytes);
+    /// A format-4 tail (folded into blocks at open: see [`super::timeline`]). Put by tests
+    /// only, which make such folders.
+    pub(super) fn put_tail(&mut self, cust: u32, seq: u32, value: Vec<u8>) {
+        self.put(&keys::tail(cust, seq)[..], value);
     }
 
     pub(super) fn remove_tail(&mut self, cust: u32, seq: u32) {
         self.remove(&keys::tail(cust, seq)[..]);
+    }
+
+    pub(super) fn remove_meta(&mut self, name: &str) {
+        self.remove(&keys::meta(name)[..]);
     }
 
     /// A compression dictionary for event blocks.

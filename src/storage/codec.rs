@@ -483,7 +483,9 @@ pub(crate) fn event_header(r: &mut Reader<'_>, prev: Timestamp) -> Result<(Times
     Ok((ts, r.u32()?))
 }
 
-fn decode_block_body(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
+/// Decodes an uncompressed block body whose first event happened at `start`, appending its
+/// events to `out`.
+pub fn decode_block_body(start: Timestamp, bytes: &[u8], out: &mut Vec<StoredEvent>) -> Result<()> {
     let mut r = Reader::new(bytes);
     let n = r.len()?;
     out.reserve(n);

@@ -15,7 +15,7 @@
 //! | `b` | `b` + audience id (BE) | a saved audience's members and timers, as of a checkpoint |
 //! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
 //! | `z` | `z` + dictionary id (BE) | a compression dictionary for event blocks (format 3) |
-//! | `t` | `t` + internal id (BE) + sequence (BE) | a tail: one write's events appended after the customer's blocks (format 4) |
+//! | `t` | `t` + internal id (BE) + sequence (BE) | formats 4 and 5 only: a tail, one write's events appended after the customer's blocks; folded into blocks when the folder is opened |
 //! | `l` | `l` + internal id (BE) | a merged customer's other ids, besides its `r` id (format 5) |
 //! | `n` | `n` + internal id (BE) | empty: the customer has no `userId`, only anonymous ids (format 5) |
 //!
@@ -43,7 +43,8 @@ pub const FEED_V1: u8 = b'f';
 pub const ID_SNAPSHOT: u8 = b'j';
 /// Compression dictionaries for event blocks, by id.
 pub const DICTIONARY: u8 = b'z';
-/// Event tails: a write's events appended after a customer's blocks, until they are folded in.
+/// Event tails of format 4 (a write's events appended after a customer's blocks): folded into
+/// blocks when such a folder is opened.
 pub const TAIL: u8 = b't';
 /// A merged customer's other ids (aliases), besides the one of its `r` record.
 pub const ALIASES: u8 = b'l';
@@ -67,7 +68,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         FEED_V1 => "change feed (one record a change)",
         ID_SNAPSHOT => "id map snapshot",
         DICTIONARY => "block dictionaries",
-        TAIL => "event tails",
+        TAIL => "event tails (formats 4 and 5)",
         ALIASES => "merged ids",
         ANONYMOUS => "anonymous customers",
         _ => "unknown",
@@ -137,19 +138,16 @@ pub fn block(cust: u32, start: Timestamp) -> [u8; 13] {
     k
 }
 
-pub fn tails_of(cust: u32) -> [u8; 5] {
-    with_customer(TAIL, cust)
-}
-
-/// The key of a customer's tail number `seq` (tails sort in the order they were appended).
+/// The key of a customer's format-4 tail number `seq`.
 pub fn tail(cust: u32, seq: u32) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[..5].copy_from_slice(&tails_of(cust));
+    k[0] = TAIL;
+    k[1..5].copy_from_slice(&cust.to_be_bytes());
     k[5..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
-/// Splits a tail key into its customer and sequence number.
+/// Splits a format-4 tail key into its customer and sequence number.
 pub fn parse_tail(key: &[u8]) -> Result<(u32, u32)> {
     match key {
         [TAIL, a, b, c, d, e, f, g, h] => Ok((

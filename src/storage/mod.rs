@@ -39,11 +39,14 @@ pub type Bytes = sled::IVec;
 /// [`codec`], and write the change down in docs/STORAGE.md.
 /// 2: message-id records of 6-byte hashes.
 /// 3: event blocks compressed with a stored dictionary (`z` records).
-/// 4: event tails (`t` records, `timeline.rs`): appended events that rewrite no stored block.
+/// 4: event tails (`t` records): appended events that rewrite no stored block.
 /// 5: merged customers' ids (`l` records) and anonymous customers (`n` records): an older build
-/// would not find a merged id.
-/// Folders of versions 1 to 4 are read, and marked 5 when opened.
-pub const FORMAT_VERSION: u32 = 5;
+///    would not find a merged id.
+/// 6: the write log (a file beside sled's, `timeline.rs`): each write's new events in one
+///    frame, folded into blocks later; no tails.
+/// Folders of versions 1 to 5 are read, and marked 6 when opened (the tails of a format-4 or
+/// format-5 folder are folded into blocks then).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The format this process writes: [`FORMAT_VERSION`], or 3 under [`timeline::write_format_3`].
 fn written_format() -> u32 {
@@ -128,8 +131,6 @@ fn parse_feed_record(item: Result<(sled::IVec, sled::IVec)>) -> Result<(u64, sle
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind<'k> {
     EventBlock,
-    /// A tail of a customer's events ([`timeline`]).
-    EventTail,
     DirtyLog,
     Dictionary,
     /// A chunk of the change feed.
@@ -145,7 +146,6 @@ impl<'k> RecordKind<'k> {
     pub fn of(key: &'k [u8]) -> RecordKind<'k> {
         match key.first().copied() {
             Some(keys::EVENTS) => RecordKind::EventBlock,
-            Some(keys::TAIL) => RecordKind::EventTail,
             Some(keys::DIRTY) => RecordKind::DirtyLog,
             Some(keys::DICTIONARY) => RecordKind::Dictionary,
             Some(keys::FEED) => RecordKind::FeedChunk,
@@ -181,6 +181,8 @@ pub struct Store {
     tree: sled::Tree,
     path: PathBuf,
     dictionaries: Dictionaries,
+    /// The write log's memtable ([`timeline`]).
+    timeline: timeline::Timeline,
     /// Testing only: commits left before every commit fails with ENOSPC (`u64::MAX`: never).
     no_space_after: std::sync::atomic::AtomicU64,
 }
@@ -374,6 +376,7 @@ impl Store {
             tree,
             path: path.to_owned(),
             dictionaries: Dictionaries::default(),
+            timeline: timeline::Timeline::default(),
             no_space_after: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         match store.get(&keys::meta(meta::FORMAT))? {
@@ -434,6 +437,8 @@ impl Store {
                 .dictionaries
                 .install(BlockDictionary::new(id, v.to_vec())?)?;
         }
+        // The write log's unfolded events back into the memtable.
+        store.recover_log()?;
         Ok(store)
     }
 
@@ -499,15 +504,20 @@ impl Store {
             .transpose()
     }
 
-    /// Appends all of a customer's events, in time order, to `out`: its blocks', then its
-    /// tails' ([`timeline`]).
+    /// Appends all of a customer's events, in time order, to `out`: its blocks' merged with its
+    /// unfolded ones ([`timeline`]).
     pub fn events(&self, cust: u32, out: &mut Vec<StoredEvent>) -> Result<()> {
-        for item in self.tree.scan_prefix(keys::events_of(cust)) {
-            let (k, v) = item?;
-            let (_, start) = keys::parse_block(&k)?;
-            codec::decode_block(start, &v, &self.dictionaries, out)?;
+        let (blocks, unfolded) = self.timeline_from(cust, Timestamp::MIN)?;
+        let at = out.len();
+        for (start, v) in &blocks {
+            codec::decode_block(*start, v, &self.dictionaries, out)?;
         }
-        self.tail_events(cust, out)
+        if let Some(u) = unfolded {
+            let mut mine = out.split_off(at);
+            timeline::merge_unfolded(&u, &mut mine)?;
+            out.append(&mut mine);
+        }
+        Ok(())
     }
 
     /// The key of the customer's block that holds `from`: the last one starting at or before it,
@@ -523,9 +533,9 @@ impl Store {
     }
 
     /// Appends the uncompressed bodies of the customer's blocks from the one holding `from` on,
-    /// then of its tails ([`timeline`]) holding events at or after `from`, to `buf`, and each
-    /// one's (first timestamp, byte range in `buf`) to `blocks`, in time order: every event at or
-    /// after `from`, and possibly some before it, for [`view::for_each_event`].
+    /// merged with its unfolded events ([`timeline`]), to `buf`, and each body's (first
+    /// timestamp, byte range in `buf`) to `blocks`, in time order: every event at or after
+    /// `from`, and possibly some before it, for [`view::for_each_event`].
     pub fn event_bodies_from(
         &self,
         cust: u32,
@@ -533,36 +543,22 @@ impl Store {
         buf: &mut Vec<u8>,
         blocks: &mut Vec<view::BlockSpan>,
     ) -> Result<()> {
-        // One forward scan (sled is slower backwards): a block is decompressed only once the
-        // next one is known to start after `from`, or it is the last.
-        let mut pending: Option<(Timestamp, sled::IVec)> = None;
-        let flush = |block: Option<(Timestamp, sled::IVec)>,
-                     buf: &mut Vec<u8>,
-                     blocks: &mut Vec<view::BlockSpan>|
-         -> Result<()> {
-            if let Some((start, bytes)) = block {
-                let at = buf.len();
-                view::decompress_block(&bytes, &self.dictionaries, buf)?;
-                blocks.push((start, at..buf.len()));
-            }
-            Ok(())
-        };
-        for item in self.tree.scan_prefix(keys::events_of(cust)) {
-            let (k, v) = item?;
-            let (_, start) = keys::parse_block(&k)?;
-            if start <= from {
-                pending = Some((start, v));
-            } else {
-                flush(pending.take(), buf, blocks)?;
-                flush(Some((start, v)), buf, blocks)?;
-            }
+        let (stored, unfolded) = self.timeline_from(cust, from)?;
+        let (at_buf, at_spans) = (buf.len(), blocks.len());
+        for (start, v) in &stored {
+            let at = buf.len();
+            codec::block_body(v, &self.dictionaries, buf)?;
+            blocks.push((*start, at..buf.len()));
         }
-        flush(pending, buf, blocks)?;
-        self.tail_bodies_from(cust, from, buf, blocks)
+        if let Some(u) = unfolded {
+            timeline::merge_unfolded_bodies(&u, buf, blocks, at_buf, at_spans)?;
+        }
+        Ok(())
     }
 
     /// The customer's blocks whose events may be at or after `from`: the last block starting
-    /// at or before `from`, and every later one. Returns (key, start, bytes). Not its tails.
+    /// at or before `from`, and every later one. Returns (key, start, bytes). Not its unfolded
+    /// events.
     pub fn blocks_from(
         &self,
         cust: u32,
@@ -582,15 +578,15 @@ impl Store {
     }
 
     /// The sorted hashes of a customer's stored message ids ([`codec::message_hash`]): its
-    /// message-id record's and its tails'.
+    /// message-id record's and its unfolded ones ([`timeline`]).
     pub fn seen_messages(&self, cust: u32) -> Result<Vec<u64>> {
         let mut seen = match self.get(&keys::seen(cust))? {
             Some(v) => codec::decode_seen(&v)?,
             None => Vec::new(),
         };
-        let tails = self.tail_hashes(cust)?;
-        if !tails.is_empty() {
-            seen.extend(tails);
+        let unfolded = self.unfolded_hashes(cust);
+        if !unfolded.is_empty() {
+            seen.extend(unfolded);
             seen.sort_unstable();
             seen.dedup();
         }
@@ -679,15 +675,27 @@ impl Store {
     }
 
     /// Applies a batch atomically and waits until it is durable on disk.
-    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+    ///
+    /// The customers' new events it carries ([`WriteBatch::write_events`]'s) are stored as a
+    /// write log record in the same batch, and readable once it is durable ([`timeline`]).
+    pub fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+        let logged = self.log_write(&mut batch)?;
+        // After the log frame, as a real failure of sled's may come (the frame is then never
+        // committed).
         self.injected_fault()?;
         self.tree.apply_batch(batch.into_sled())?;
         self.db.flush()?;
+        self.logged(logged);
         Ok(())
     }
 
     /// Applies a batch atomically, durable at the next [`Store::flush`] (or commit).
     pub fn apply(&self, batch: WriteBatch) -> Result<()> {
+        if !(batch.log.is_empty() && batch.forget.is_empty()) {
+            return Err(crate::error::internal!(
+                "a batch with logged events is committed, not applied"
+            ));
+        }
         self.tree.apply_batch(batch.into_sled())?;
         Ok(())
     }
@@ -732,9 +740,10 @@ impl Store {
         Ok(())
     }
 
-    /// Every customer's event blocks and then its tails' events ([`timeline`]), customer by
-    /// customer, each customer's in time order, as (customer, first timestamp, bytes of a block
-    /// for [`codec::decode_block`]).
+    /// Every customer's event blocks and then its unfolded events ([`timeline`]) as one more
+    /// block (sorted among themselves), customer by customer, as (customer, first timestamp,
+    /// bytes of a block for [`codec::decode_block`]). A customer's blocks are in time order;
+    /// its unfolded events may come before some of them.
     pub fn event_blocks(&self) -> impl Iterator<Item = Result<(u32, Timestamp, sled::IVec)>> + '_ {
         let mut blocks = self
             .scan(keys::EVENTS)
@@ -744,26 +753,29 @@ impl Store {
                 Ok((cust, start, v))
             })
             .peekable();
-        let mut tails = self
-            .scan(keys::TAIL)
-            .map(|r| {
-                let (k, v) = r?;
-                let (cust, seq) = keys::parse_tail(&k)?;
-                let t = timeline::decode_tail(seq, &v)?;
-                Ok((cust, t.start, t.block))
-            })
-            .peekable();
+        let unfolded: Vec<Result<(u32, Timestamp, sled::IVec)>> = match self.all_unfolded() {
+            Ok(all) => all
+                .into_iter()
+                .map(|(cust, events)| {
+                    let start = events[0].ts;
+                    Ok((cust, start, codec::encode_block(&events, None).into()))
+                })
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        let mut unfolded = unfolded.into_iter().peekable();
         std::iter::from_fn(move || {
-            // An error goes out first; then the block, unless a tail is of an earlier customer.
-            let tail_first = match (blocks.peek(), tails.peek()) {
+            // An error goes out first; then the block, unless unfolded events are of an earlier
+            // customer.
+            let unfolded_first = match (blocks.peek(), unfolded.peek()) {
                 (Some(Err(_)), _) => false,
                 (_, Some(Err(_))) => true,
                 (Some(Ok(b)), Some(Ok(t))) => t.0 < b.0,
                 (None, _) => true,
                 (_, None) => false,
             };
-            if tail_first {
-                tails.next()
+            if unfolded_first {
+                unfolded.next()
             } else {
                 blocks.next()
             }
@@ -861,6 +873,10 @@ impl Store {
             s.records += 1;
             s.key_bytes += k.len() as u64;
             s.value_bytes += v.len() as u64;
+        }
+        let log = self.log_stats();
+        if log.records > 0 {
+            stats.push(log);
         }
         Ok(stats)
     }

@@ -1,23 +1,48 @@
-//! A customer's timeline: sealed event blocks (`e` records) and, after them, tails (`t`
-//! records, format 4): each holds the events one write appended after everything the customer
-//! had stored, and that write's message-id hashes. Appending a tail rewrites nothing already
-//! stored; once a customer's tails pass [`TAIL_RECORDS`] records or [`TAIL_EVENTS`] events, the
-//! write that would add one folds them instead, with the customer's last block and its own
-//! events, into sealed blocks (and their hashes into the message-id record), in the same atomic
-//! batch. Events earlier than the customer's last stored one are merged into the blocks as
-//! before, folding the tails too.
+//! A customer's timeline: sealed event blocks (`e` records) and the events of recent writes not
+//! yet folded into them, which the write log holds (format 6).
 //!
-//! Every event of a tail is at or after every event of the blocks and of the tails before it,
-//! so a timeline reads in time order as its blocks in key order, then its tails in key order:
-//! exactly the order the blocks alone would hold had every write merged into them (stored events
-//! first among equal times). This module owns writing and reading timelines; docs/STORAGE.md
-//! says why this layout was chosen.
+//! **Write log.** A write's batch carries the new events of every customer it touches
+//! ([`Store::write_events`]); [`Store::commit`] appends them as one frame to the log file
+//! ([`LOG_FILE`], beside sled's files): per customer the events (sorted by time, stably)
+//! encoded as a block body, and the hashes of the message ids the write stored for it,
+//! LZ4-packed, under the frame's sequence number and hash. The frame is made durable first; then
+//! the batch, which also stores the log file's new committed end (the `log_end` metadata
+//! record), is applied and flushed: a frame is part of the folder once that end covers it, and
+//! a frame after the end (its batch failed, or a crash came between) is cut off. No
+//! per-customer record is read or written for events, and none of the log enters sled, so a
+//! write is one sequential append plus its bookkeeping, whatever order its events come in. A
+//! customer with nothing stored gets sealed blocks at once instead (in input grouped by
+//! customer, its whole history so far).
+//!
+//! **Memtable.** Once the write is durable its events go into [`Memtable`], in memory: per
+//! customer the encoded bodies of each write (segments, in write order) and the message-id
+//! hashes. Every reader of a customer's events merges the sealed blocks with them: the blocks'
+//! events, then each segment's, sorted by time stably, which is exactly the order the blocks
+//! alone would hold had every write merged its events into them (stored events first among equal
+//! times, then each write's own in the order they came). Dedup reads the hashes too.
+//!
+//! **Fold.** When the memtable passes a bound (events or bytes, `Config::fold_events` and
+//! `Config::fold_bytes`), and when the folder is closed, [`Store::fold`] merges each customer's
+//! unfolded events into their blocks (from the one holding the earliest, as a format-3 write
+//! did) and their hashes into the message-id record, customer by customer in id order, a few
+//! tens of megabytes per atomic batch. Every batch but the last also records how far the fold
+//! got (the `fold` metadata record: the last frame folded and the last customer done); the last
+//! sets the committed end back to 0 and removes that record, and the file is then emptied. At
+//! open the committed frames are read back in order into the memtable, skipping customers an
+//! unfinished fold already wrote and customers deleted since (a deleted customer's internal id
+//! is never used again), so a crash at any moment loses and duplicates nothing. A format-4
+//! folder's tails (`t` records) are folded into blocks first ([`Store::upgrade_tails`]).
+//! docs/STORAGE.md says why this layout was chosen.
 
 use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+
 use super::codec::{self, Reader, StoredEvent};
-use super::{keys, view, BlockDictionary, Dictionaries, Store, WriteBatch};
+use super::{dictionary, keys, view, BlockDictionary, Dictionaries, Store, WriteBatch};
 use crate::error::{corrupt, Result};
 use crate::model::Timestamp;
 
@@ -25,18 +50,44 @@ use crate::model::Timestamp;
 /// only when equal timestamps straddle the cut).
 pub const BLOCK_EVENTS: usize = 128;
 
-/// The most tail records a customer has: the write that would add one more folds them.
-pub const TAIL_RECORDS: usize = 8;
+/// The default bound on unfolded events: a write that leaves more folds them.
+pub const FOLD_EVENTS: usize = 2_000_000;
 
-/// The most events a customer's tails hold together: the write that would pass it folds them.
-pub const TAIL_EVENTS: usize = BLOCK_EVENTS;
+/// The default bound on the memtable's bytes (encoded events, hashes, and a little per
+/// customer): a write that leaves more folds them.
+pub const FOLD_BYTES: usize = 128 << 20;
 
-/// Testing only: write format 3 (no tails; a new folder is marked 3, an older one is not
-/// upgraded), as the build before format 4 did. See [`write_format_3`].
+/// The default size of a fold's batches: one commits once it holds about this many bytes of
+/// new blocks.
+pub const FOLD_BATCH_BYTES: usize = 32 << 20;
+
+/// The write log's file in the database folder, beside sled's: frames appended by
+/// [`Store::commit`], truncated by the fold that empties the memtable.
+pub const LOG_FILE: &str = "writelog";
+
+/// The metadata record of the log file's committed end (`u64` BE): the frames before it are
+/// committed writes; whatever follows it is not, and is cut off.
+const LOG_END: &str = "log_end";
+
+/// A frame's header: its payload's length (`u32` LE), its sequence number (`u64` LE), and the
+/// xxh3-64 of both and the payload (`u64` LE).
+const FRAME_HEADER: usize = 20;
+
+/// The largest log frame payload, uncompressed (a guard against damaged lengths).
+const MAX_LOG_BYTES: usize = 1 << 30;
+
+/// What the memtable counts for each customer besides its bytes.
+const CUSTOMER_OVERHEAD: usize = 96;
+
+/// The metadata record of unfinished folds (see [`Store::fold`]).
+const FOLD_META: &str = "fold";
+
+/// Testing only: write format 3 (every write merged into the blocks; a new folder is marked 3,
+/// an older one is not upgraded), as the build before format 4 did. See [`write_format_3`].
 static FORMAT_3: AtomicBool = AtomicBool::new(false);
 
-/// Testing only: from now on, this process writes folders as a format-3 build did (no tails,
-/// and a new folder is marked 3), to test that such folders are read and upgraded.
+/// Testing only: from now on, this process writes folders as a format-3 build did (no write
+/// log, and a new folder is marked 3), to test that such folders are read and upgraded.
 #[doc(hidden)]
 pub fn write_format_3(on: bool) {
     FORMAT_3.store(on, Ordering::SeqCst);
@@ -44,6 +95,48 @@ pub fn write_format_3(on: bool) {
 
 pub(super) fn writes_format_3() -> bool {
     FORMAT_3.load(Ordering::SeqCst)
+}
+
+/// Testing only: turns the customer's last `n` events (fewer when equal times straddle the
+/// cut) and half its message-id hashes into a format-4 tail record, as a format-4 build's write
+/// left them, and marks the folder format 4; the customer's timeline and hashes stay the same.
+/// For the test that such a folder is upgraded when opened. The customer must have no
+/// unfolded events.
+#[doc(hidden)]
+pub fn move_into_format_4_tail(store: &Store, cust: u32, n: usize) -> Result<()> {
+    let dict = store.dictionaries.current();
+    let mut batch = WriteBatch::new();
+    let mut events = Vec::new();
+    for (_, start, bytes) in store.blocks_from(cust, Timestamp::MIN)? {
+        codec::decode_block(start, &bytes, &store.dictionaries, &mut events)?;
+        batch.remove_block(cust, start);
+    }
+    let mut cut = events.len().saturating_sub(n);
+    while cut > 0 && cut < events.len() && events[cut].ts == events[cut - 1].ts {
+        cut -= 1;
+    }
+    let (kept, tail) = events.split_at(cut);
+    put_merged(&mut batch, cust, &[], kept, dict);
+    let seen = store.seen_messages(cust)?;
+    let (kept_hashes, tail_hashes) = seen.split_at(seen.len() / 2);
+    batch.put_seen(cust, codec::encode_seen(kept_hashes));
+    if !tail.is_empty() {
+        // The format-4 layout: the hashes (a count, 6 bytes LE each), the first time (zigzag),
+        // the last one's distance from it, the number of events, then the events as a block.
+        let mut value = Vec::new();
+        codec::put_varint(&mut value, tail_hashes.len() as u64);
+        for h in tail_hashes {
+            value.extend_from_slice(&h.to_le_bytes()[..6]);
+        }
+        let (start, last) = (tail[0].ts, tail[tail.len() - 1].ts);
+        codec::put_signed(&mut value, start);
+        codec::put_varint(&mut value, (last - start) as u64);
+        codec::put_varint(&mut value, tail.len() as u64);
+        value.extend_from_slice(&codec::encode_block(tail, dict));
+        batch.put_tail(cust, 0, value);
+    }
+    batch.put_meta(super::meta::FORMAT, &4u32.to_be_bytes());
+    store.commit(batch)
 }
 
 /// Cuts a time-sorted timeline into blocks of about [`BLOCK_EVENTS`] events, cutting only between
@@ -66,51 +159,151 @@ pub fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item =
     })
 }
 
-/// A tail record as read: its header decoded, its events still packed.
-#[derive(Debug, Clone)]
-pub struct Tail {
-    /// Its number among the customer's tails (they sort by it).
-    pub seq: u32,
-    /// The time of its first event, and of its last.
-    pub start: Timestamp,
-    pub last: Timestamp,
-    /// How many events it holds.
-    pub events: usize,
-    /// The hashes of the message ids its write stored, sorted ([`codec::message_hash`]).
+/// One customer's part of a write, as its log record holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub cust: u32,
+    /// The hashes of the message ids the write stored for the customer, sorted.
     pub hashes: Vec<u64>,
-    /// Its events, stored as a block is ([`codec::encode_block`]).
-    pub block: super::Bytes,
+    /// How many events; 0 when the write stored only message ids (of `identify` messages).
+    pub events: usize,
+    /// The first event's time (0 without events).
+    pub start: Timestamp,
+    /// The last event's time.
+    pub last: Timestamp,
+    /// The events, sorted by time stably, as a block body ([`codec::put_block_body`]).
+    pub body: Vec<u8>,
 }
 
-/// Encodes a tail: the hashes (a varint count, then 6 bytes LE each), the first event's time
-/// (zigzag varint), the last one's after it (varint), the number of events (varint), then the
-/// events as a block.
-pub fn encode_tail(
-    hashes: &[u64],
-    events: &[StoredEvent],
-    dict: Option<&BlockDictionary>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + hashes.len() * 6 + events.len() * 24);
-    codec::put_varint(&mut out, hashes.len() as u64);
-    for h in hashes {
-        out.extend_from_slice(&h.to_le_bytes()[..6]);
+impl Logged {
+    /// The customer's part of a write: `events` sorted by time (stably), `hashes` sorted.
+    pub fn new(cust: u32, events: &[StoredEvent], hashes: Vec<u64>) -> Logged {
+        let mut body = Vec::new();
+        if !events.is_empty() {
+            codec::put_block_body(&mut body, events);
+        }
+        Logged {
+            cust,
+            hashes,
+            events: events.len(),
+            start: events.first().map_or(0, |e| e.ts),
+            last: events.last().map_or(0, |e| e.ts),
+            body,
+        }
     }
-    let start = events.first().map_or(0, |e| e.ts);
-    let last = events.last().map_or(start, |e| e.ts);
-    codec::put_signed(&mut out, start);
-    codec::put_varint(&mut out, (last - start) as u64);
-    codec::put_varint(&mut out, events.len() as u64);
-    out.extend_from_slice(&codec::encode_block(events, dict));
-    out
 }
 
-/// Decodes a tail record's header; its events stay packed (a slice of `value`).
-pub fn decode_tail(seq: u32, value: &super::Bytes) -> Result<Tail> {
+/// Encodes a log record: a count of parts, then per part the customer, the hashes (a count,
+/// 6 bytes LE each), the number of events and, with events, the first time (zigzag), the last
+/// one's distance from it, the body's length and the body; all of it packed (LZ4 when that
+/// saves an eighth).
+pub fn encode_log(parts: &[Logged]) -> Vec<u8> {
+    let size: usize = parts
+        .iter()
+        .map(|p| 24 + p.hashes.len() * 6 + p.body.len())
+        .sum();
+    let mut out = Vec::with_capacity(1 + 8 + size);
+    out.push(0); // the tag's place (codec::pack)
+    codec::put_varint(&mut out, parts.len() as u64);
+    for p in parts {
+        codec::put_varint(&mut out, u64::from(p.cust));
+        codec::put_varint(&mut out, p.hashes.len() as u64);
+        for h in &p.hashes {
+            out.extend_from_slice(&h.to_le_bytes()[..6]);
+        }
+        codec::put_varint(&mut out, p.events as u64);
+        if p.events > 0 {
+            codec::put_signed(&mut out, p.start);
+            codec::put_varint(&mut out, (p.last - p.start) as u64);
+            codec::put_varint(&mut out, p.body.len() as u64);
+            out.extend_from_slice(&p.body);
+        }
+    }
+    codec::pack(out)
+}
+
+/// Decodes a log record's parts. Their bodies are checked when decoded ([`decode_part`]).
+pub fn decode_log(value: &[u8]) -> Result<Vec<Logged>> {
+    let bytes = codec::unpack(value, "write log record", MAX_LOG_BYTES)?;
+    let mut r = Reader::new(&bytes);
+    let n = r.len()?;
+    let mut parts = Vec::with_capacity(n.min(bytes.len()));
+    let bad = || corrupt!("bad write log record");
+    for _ in 0..n {
+        let cust = u32::try_from(r.varint()?).map_err(|_| bad())?;
+        let h = r.len()?;
+        let raw = r.take(h.checked_mul(6).ok_or_else(bad)?)?;
+        let mut a = [0u8; 8];
+        let hashes = raw
+            .chunks_exact(6)
+            .map(|c| {
+                a[..6].copy_from_slice(c);
+                u64::from_le_bytes(a)
+            })
+            .collect();
+        let events = r.len()?;
+        let (mut start, mut last, mut body) = (0, 0, Vec::new());
+        if events > 0 {
+            start = r.signed()?;
+            let span = i64::try_from(r.varint()?).map_err(|_| bad())?;
+            last = start.checked_add(span).ok_or_else(bad)?;
+            let len = r.len()?;
+            body = r.take(len)?.to_vec();
+        }
+        parts.push(Logged {
+            cust,
+            hashes,
+            events,
+            start,
+            last,
+            body,
+        });
+    }
+    if !r.is_empty() {
+        return Err(bad());
+    }
+    Ok(parts)
+}
+
+/// Decodes a logged part's events, appending them to `out`; checks them against its header.
+pub fn decode_part(part: &Logged, out: &mut Vec<StoredEvent>) -> Result<()> {
+    if part.events == 0 {
+        return Ok(());
+    }
+    let before = out.len();
+    codec::decode_block_body(part.start, &part.body, out)?;
+    let got = &out[before..];
+    if got.len() != part.events
+        || got.first().is_some_and(|e| e.ts != part.start)
+        || got.last().is_some_and(|e| e.ts != part.last)
+    {
+        out.truncate(before);
+        return Err(corrupt!(
+            "a write log record's header disagrees with its events"
+        ));
+    }
+    Ok(())
+}
+
+/// A format-4 tail record as read: its header decoded, its events still packed (a block).
+struct Tail {
+    events: usize,
+    start: Timestamp,
+    last: Timestamp,
+    hashes: Vec<u64>,
+    block: super::Bytes,
+}
+
+/// Decodes a format-4 tail record: the hashes (a varint count, then 6 bytes LE each), the first
+/// event's time (zigzag varint), the last one's after it (varint), the number of events
+/// (varint), then the events as a block.
+fn decode_tail(value: &super::Bytes) -> Result<Tail> {
+    let bad = || corrupt!("bad event tail");
     let mut r = Reader::new(value);
     let n = r.len()?;
-    let bytes = r.take(n.checked_mul(6).ok_or_else(|| corrupt!("bad event tail"))?)?;
+    let raw = r.take(n.checked_mul(6).ok_or_else(bad)?)?;
     let mut a = [0u8; 8];
-    let hashes = bytes
+    let hashes = raw
         .chunks_exact(6)
         .map(|c| {
             a[..6].copy_from_slice(c);
@@ -118,36 +311,25 @@ pub fn decode_tail(seq: u32, value: &super::Bytes) -> Result<Tail> {
         })
         .collect();
     let start = r.signed()?;
-    let span = i64::try_from(r.varint()?).map_err(|_| corrupt!("bad event tail"))?;
-    let last = start
-        .checked_add(span)
-        .ok_or_else(|| corrupt!("bad event tail"))?;
+    let span = i64::try_from(r.varint()?).map_err(|_| bad())?;
+    let last = start.checked_add(span).ok_or_else(bad)?;
     let events = r.len()?;
     let at = r.pos;
     Ok(Tail {
-        seq,
+        events,
         start,
         last,
-        events,
         hashes,
         block: value.subslice(at, value.len() - at),
     })
 }
 
-/// Appends a stored tail's events, uncompressed (a block body), to `out`.
-pub fn tail_body(value: &[u8], dicts: &Dictionaries, out: &mut Vec<u8>) -> Result<()> {
-    let tail = decode_tail(0, &super::Bytes::from(value))?;
-    codec::block_body(&tail.block, dicts, out)
-}
-
-/// Decodes a tail's events, appending them to `out`.
-pub fn decode_tail_events(
-    tail: &Tail,
-    dicts: &Dictionaries,
-    out: &mut Vec<StoredEvent>,
-) -> Result<()> {
+/// Decodes a format-4 tail's events, appending them to `out`; checks them against its header.
+fn decode_tail_events(tail: &Tail, dicts: &Dictionaries, out: &mut Vec<StoredEvent>) -> Result<()> {
     let before = out.len();
-    codec::decode_block(tail.start, &tail.block, dicts, out)?;
+    if tail.events > 0 {
+        codec::decode_block(tail.start, &tail.block, dicts, out)?;
+    }
     let got = &out[before..];
     if got.len() != tail.events
         || got.first().is_some_and(|e| e.ts != tail.start)
@@ -156,6 +338,217 @@ pub fn decode_tail_events(
         return Err(corrupt!("an event tail's header disagrees with its events"));
     }
     Ok(())
+}
+
+/// A batch's log frame, written by [`Store::log_write`] (holding the log file's lock) and
+/// made readable by [`Store::logged`] once the batch is durable.
+pub(super) struct LogWrite<'a> {
+    file: Option<parking_lot::MutexGuard<'a, LogFile>>,
+    /// The log file's end after the frame.
+    end: u64,
+    parts: Vec<Logged>,
+    forget: Vec<u32>,
+}
+
+/// The write log's file: where its committed frames end, and the next frame's number.
+#[derive(Debug, Default)]
+pub(super) struct LogFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    end: u64,
+    next_seq: u64,
+    frames: u64,
+}
+
+impl LogFile {
+    /// The open file (opened, or created, at the first use).
+    fn file(&mut self) -> std::io::Result<&std::fs::File> {
+        if self.file.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            self.file = Some(f);
+        }
+        Ok(self.file.as_ref().expect("opened above"))
+    }
+}
+
+/// A frame: [`FRAME_HEADER`], then the payload (a log record, [`encode_log`]).
+fn encode_frame(seq: u64, payload: &[u8]) -> Result<Vec<u8>> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&n| (n as usize) <= MAX_LOG_BYTES)
+        .ok_or_else(|| crate::error::invalid!("a write of more than 1 GiB of events"))?;
+    let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&frame_hash(seq, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+fn frame_hash(seq: u64, payload: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&seq.to_le_bytes());
+    h.update(payload);
+    h.digest()
+}
+
+/// Splits the committed part of a log file into frames: (sequence number, payload). Every
+/// frame must be whole and match its hash: the committed part was durable before its end was.
+pub fn decode_frames(bytes: &[u8]) -> Result<Vec<(u64, &[u8])>> {
+    let bad = |what: &str| corrupt!("the write log file is damaged: {what}");
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = bytes
+            .get(at..at + FRAME_HEADER)
+            .ok_or_else(|| bad("a frame is cut short"))?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let seq = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        let hash = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+        let payload = bytes
+            .get(at + FRAME_HEADER..at + FRAME_HEADER + len)
+            .ok_or_else(|| bad("a frame is cut short"))?;
+        if frame_hash(seq, payload) != hash {
+            return Err(bad("a frame does not match its hash"));
+        }
+        out.push((seq, payload));
+        at += FRAME_HEADER + len;
+    }
+    Ok(out)
+}
+
+/// One customer's unfolded events and message-id hashes.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Unfolded {
+    /// One segment per write that brought the customer events, in write order: the first
+    /// event's time (zigzag), the body's length, the body.
+    segments: Vec<u8>,
+    events: usize,
+    /// The earliest event's time.
+    first: Timestamp,
+    /// The last segment's last event's time.
+    last: Timestamp,
+    /// Whether every segment starts at or after the previous one's last event.
+    in_order: bool,
+    /// Hashes of the message ids stored with them (each write's sorted).
+    hashes: Vec<u64>,
+}
+
+impl Unfolded {
+    fn add(&mut self, p: &Logged) {
+        self.hashes.extend_from_slice(&p.hashes);
+        if p.events == 0 {
+            return;
+        }
+        if self.events == 0 {
+            self.first = p.start;
+            self.in_order = true;
+        } else {
+            self.first = self.first.min(p.start);
+            self.in_order &= p.start >= self.last;
+        }
+        self.last = p.last;
+        self.events += p.events;
+        codec::put_signed(&mut self.segments, p.start);
+        codec::put_varint(&mut self.segments, p.body.len() as u64);
+        self.segments.extend_from_slice(&p.body);
+    }
+
+    fn bytes(&self) -> usize {
+        self.segments.len() + self.hashes.len() * 8 + CUSTOMER_OVERHEAD
+    }
+
+    /// Calls `f` with each segment's first time and body, in write order.
+    fn segments(&self, mut f: impl FnMut(Timestamp, &[u8]) -> Result<()>) -> Result<()> {
+        let mut r = Reader::new(&self.segments);
+        while !r.is_empty() {
+            let start = r.signed()?;
+            let len = r.len()?;
+            f(start, r.take(len)?)?;
+        }
+        Ok(())
+    }
+
+    /// Appends its events to `out`, segment after segment (each sorted by time).
+    fn decode_into(&self, out: &mut Vec<StoredEvent>) -> Result<()> {
+        self.segments(|start, body| codec::decode_block_body(start, body, out))
+    }
+}
+
+/// The unfolded events of every customer, and what they weigh.
+#[derive(Debug, Default)]
+pub(super) struct Memtable {
+    customers: BTreeMap<u32, Unfolded>,
+    events: usize,
+    bytes: usize,
+    /// The sequence number of the last log frame whose parts it holds (read back or logged
+    /// since the last fold): a fold folds every frame up to it.
+    last_seq: Option<u64>,
+}
+
+impl Memtable {
+    fn add(&mut self, p: &Logged) {
+        let (u, before) = match self.customers.entry(p.cust) {
+            std::collections::btree_map::Entry::Occupied(o) => {
+                let u = o.into_mut();
+                let before = u.bytes();
+                (u, before)
+            }
+            std::collections::btree_map::Entry::Vacant(v) => (v.insert(Unfolded::default()), 0),
+        };
+        u.add(p);
+        self.bytes += u.bytes() - before;
+        self.events += p.events;
+    }
+
+    fn remove(&mut self, cust: u32) {
+        if let Some(u) = self.customers.remove(&cust) {
+            self.bytes -= u.bytes();
+            self.events -= u.events;
+        }
+    }
+}
+
+/// A store's write log in memory: the memtable, and the unfinished folds.
+#[derive(Debug, Default)]
+pub(super) struct Timeline {
+    /// Readers hold it (shared) while they take a customer's unfolded events and read its blocks'
+    /// bytes, a fold (exclusive) while it applies a batch and drops the customers it folded: so
+    /// a reader sees each event exactly once.
+    memtable: RwLock<Memtable>,
+    /// Unfinished folds, as the `fold` metadata record holds them: (the last log record they
+    /// fold, the last customer they wrote).
+    folds: Mutex<Vec<(u64, u32)>>,
+    /// The log file, locked from a frame's writing to its batch's commit.
+    log: Mutex<LogFile>,
+}
+
+fn encode_folds(folds: &[(u64, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(folds.len() * 12);
+    for (g, c) in folds {
+        out.extend_from_slice(&g.to_be_bytes());
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+    out
+}
+
+fn decode_folds(bytes: &[u8]) -> Result<Vec<(u64, u32)>> {
+    if !bytes.len().is_multiple_of(12) {
+        return Err(corrupt!("bad fold record"));
+    }
+    Ok(bytes
+        .chunks_exact(12)
+        .map(|c| {
+            let g = u64::from_be_bytes(c[..8].try_into().expect("8 bytes"));
+            let cust = u32::from_be_bytes(c[8..].try_into().expect("4 bytes"));
+            (g, cust)
+        })
+        .collect())
 }
 
 /// The sorted union of two sorted sets of hashes.
@@ -169,87 +562,25 @@ fn union(mut a: Vec<u64>, b: &[u64]) -> Vec<u64> {
     a
 }
 
+/// How many events and bytes the memtable holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Unfolds {
+    pub customers: usize,
+    pub events: usize,
+    pub bytes: usize,
+}
+
 impl Store {
-    /// The customer's tails, in the order they were appended.
-    pub fn tails(&self, cust: u32) -> Result<Vec<Tail>> {
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::tails_of(cust)) {
-            let (k, v) = item?;
-            let (_, seq) = keys::parse_tail(&k)?;
-            out.push(decode_tail(seq, &v)?);
-        }
-        Ok(out)
-    }
-
-    /// The customer's last block, as (first timestamp, bytes).
-    fn last_block(&self, cust: u32) -> Result<Option<(Timestamp, super::Bytes)>> {
-        match self.tree.scan_prefix(keys::events_of(cust)).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(Some((keys::parse_block(&k)?.1, v)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Appends the customer's tails' events to `out`, in time order.
-    pub(super) fn tail_events(&self, cust: u32, out: &mut Vec<StoredEvent>) -> Result<()> {
-        for t in self.tails(cust)? {
-            decode_tail_events(&t, &self.dictionaries, out)?;
-        }
-        Ok(())
-    }
-
-    /// Appends the bodies of the customer's tails holding events at or after `from` to `buf`,
-    /// and each one's (first timestamp, byte range in `buf`) to `spans`.
-    pub(super) fn tail_bodies_from(
-        &self,
-        cust: u32,
-        from: Timestamp,
-        buf: &mut Vec<u8>,
-        spans: &mut Vec<view::BlockSpan>,
-    ) -> Result<()> {
-        for t in self.tails(cust)? {
-            if t.last < from {
-                continue;
-            }
-            let at = buf.len();
-            codec::block_body(&t.block, &self.dictionaries, buf)?;
-            spans.push((t.start, at..buf.len()));
-        }
-        Ok(())
-    }
-
-    /// The hashes of the message ids in the customer's tails (each tail's sorted).
-    pub(super) fn tail_hashes(&self, cust: u32) -> Result<Vec<u64>> {
-        Ok(self
-            .tails(cust)?
-            .into_iter()
-            .flat_map(|t| t.hashes)
-            .collect())
-    }
-
-    /// Adds to `batch` the removal of every event of the customer: blocks and tails.
-    pub fn remove_events(&self, batch: &mut WriteBatch, cust: u32) -> Result<()> {
-        for (_, start, _) in self.blocks_from(cust, 0)? {
-            batch.remove_block(cust, start);
-        }
-        for t in self.tails(cust)? {
-            batch.remove_tail(cust, t.seq);
-        }
-        Ok(())
-    }
-
-    /// Adds to `batch` what storing one write's new events of a customer takes: `events` (sorted
-    /// by time, stably: equal times in the order they came), the hashes of the message ids the
-    /// write stores for the customer (`new_hashes`, sorted), and `seen_before`, the customer's
-    /// stored hashes as [`Store::seen_messages`] gave them, when the writer read them. Events
-    /// blocks are compressed with `dict` when there is one.
+    /// Adds to `batch` what storing one write's new events of a customer takes: `events`
+    /// (sorted by time, stably: equal times in the order they came), the hashes of the message
+    /// ids the write stores for the customer (`new_hashes`, sorted), and `seen_before`, the
+    /// customer's stored hashes as [`Store::seen_messages`] gave them, when the writer read them.
     ///
-    /// Events at or after the customer's last stored one become a tail, unless the customer's
-    /// tails are full: then they, the last block and the new events are folded into sealed
-    /// blocks. Earlier events are merged into the blocks they fall in, folding the tails too. A
-    /// customer with nothing stored gets blocks at once.
+    /// They become the customer's part of the write's log record, stored by [`Store::commit`]
+    /// and readable (from the memtable) once the batch is durable. A customer with nothing
+    /// stored gets sealed blocks (compressed with `dict`) and its message-id record at once
+    /// instead. Under [`write_format_3`] every
+    /// write is merged into the blocks at once.
     pub fn write_events(
         &self,
         batch: &mut WriteBatch,
@@ -259,9 +590,24 @@ impl Store {
         new_hashes: &[u64],
         dict: Option<&BlockDictionary>,
     ) -> Result<()> {
-        if events.is_empty() || writes_format_3() {
+        if events.is_empty() && new_hashes.is_empty() {
+            return Ok(());
+        }
+        // A customer with nothing stored: its blocks at once. In input grouped by customer the
+        // write holds its whole history so far, and writing it to the log and again at the fold
+        // would cost twice the bytes; in a stream it is one or two events, once per customer.
+        let direct = writes_format_3()
+            || (!events.is_empty()
+                && !self.timeline.memtable.read().customers.contains_key(&cust)
+                && self.blocks_from(cust, Timestamp::MIN)?.is_empty());
+        if direct {
             if !events.is_empty() {
-                self.merge_into_blocks(batch, cust, events, dict)?;
+                let mut stored: Vec<StoredEvent> = Vec::new();
+                for (_, start, bytes) in self.blocks_from(cust, events[0].ts)? {
+                    codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
+                    batch.remove_block(cust, start);
+                }
+                put_merged(batch, cust, &stored, events, dict);
             }
             if !new_hashes.is_empty() {
                 let seen = union(seen_before.unwrap_or_default(), new_hashes);
@@ -269,147 +615,501 @@ impl Store {
             }
             return Ok(());
         }
-        let tails = self.tails(cust)?;
-        // Where the timeline ends: its last tail's last event, or its last block's.
-        let mut last_block: Option<(Timestamp, Vec<StoredEvent>)> = None;
-        let end = match tails.last() {
-            Some(t) => Some(t.last),
-            None => {
-                if let Some((start, bytes)) = self.last_block(cust)? {
-                    let mut stored = Vec::new();
-                    codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
-                    last_block = Some((start, stored));
-                }
-                last_block
-                    .as_ref()
-                    .and_then(|(_, stored)| stored.last())
-                    .map(|e| e.ts)
-            }
-        };
-        let in_order = end.is_some_and(|end| events[0].ts >= end);
-        let tail_events: usize = tails.iter().map(|t| t.events).sum();
-        if in_order && tails.len() < TAIL_RECORDS && tail_events + events.len() <= TAIL_EVENTS {
-            let seq = match tails.last() {
-                Some(t) => t
-                    .seq
-                    .checked_add(1)
-                    .ok_or_else(|| corrupt!("event tail numbers ran out"))?,
-                None => 0,
-            };
-            batch.put_tail(cust, seq, encode_tail(new_hashes, events, dict));
-            return Ok(());
-        }
-        // Fold: the stored events the new ones can fall among (the last block, or every block
-        // from the one holding the first new event), then every tail, then the new events.
-        let mut stored: Vec<StoredEvent> = Vec::new();
-        if in_order && tails.is_empty() {
-            if let Some((start, events)) = last_block {
-                batch.remove_block(cust, start);
-                stored = events;
-            }
-        } else {
-            let from = if in_order {
-                Timestamp::MAX
-            } else {
-                events[0].ts
-            };
-            for (_, start, bytes) in self.blocks_from(cust, from)? {
-                codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
-                batch.remove_block(cust, start);
-            }
-        }
-        for t in &tails {
-            decode_tail_events(t, &self.dictionaries, &mut stored)?;
-            batch.remove_tail(cust, t.seq);
-        }
-        put_merged(batch, cust, &stored, events, dict);
-        if !new_hashes.is_empty() || tails.iter().any(|t| !t.hashes.is_empty()) {
-            // The tails' hashes move into the message-id record (`seen_before` holds them).
-            let before = match seen_before {
-                Some(before) => before,
-                None => self.seen_messages(cust)?,
-            };
-            batch.put_seen(cust, codec::encode_seen(&union(before, new_hashes)));
-        }
+        batch
+            .log
+            .push(Logged::new(cust, events, new_hashes.to_vec()));
         Ok(())
     }
 
-    /// Merges new events (sorted by time) into the customer's blocks, as format 3 always did.
-    fn merge_into_blocks(
-        &self,
-        batch: &mut WriteBatch,
-        cust: u32,
-        events: &[StoredEvent],
-        dict: Option<&BlockDictionary>,
-    ) -> Result<()> {
-        let mut stored: Vec<StoredEvent> = Vec::new();
-        for (_, start, bytes) in self.blocks_from(cust, events[0].ts)? {
-            codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
+    /// Appends the log frame of a batch's logged events (the parts of its customers) to the
+    /// log file at its committed end, under the next sequence number, waits until the frame is
+    /// durable, and puts the log file's new end into the batch: for [`Store::commit`], which
+    /// hands the result to [`Store::logged`] once the batch is durable. The log file's lock is
+    /// held until then. A frame whose batch fails is never committed (the stored end stays
+    /// before it) and the next frame is written over it.
+    pub(super) fn log_write(&self, batch: &mut WriteBatch) -> Result<LogWrite<'_>> {
+        let parts = std::mem::take(&mut batch.log);
+        let forget = std::mem::take(&mut batch.forget);
+        if parts.is_empty() {
+            return Ok(LogWrite {
+                file: None,
+                end: 0,
+                parts,
+                forget,
+            });
+        }
+        let mut lf = self.timeline.log.lock();
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.cust);
+        let payload = encode_log(&parts);
+        let frame = encode_frame(lf.next_seq, &payload)?;
+        let at = lf.end;
+        let file = lf.file()?;
+        let written = (|| -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            file.set_len(at)?;
+            file.write_all_at(&frame, at)?;
+            file.sync_data()
+        })();
+        written?;
+        let end = at + frame.len() as u64;
+        batch.put_meta(LOG_END, &end.to_be_bytes());
+        Ok(LogWrite {
+            file: Some(lf),
+            end,
+            parts,
+            forget,
+        })
+    }
+
+    /// Makes a committed batch's logged events readable: adds them to the memtable, and drops
+    /// the unfolded events of the customers it removed.
+    pub(super) fn logged(&self, write: LogWrite<'_>) {
+        if write.parts.is_empty() && write.forget.is_empty() {
+            return;
+        }
+        let mut m = self.timeline.memtable.write();
+        if let Some(mut lf) = write.file {
+            m.last_seq = Some(lf.next_seq);
+            lf.next_seq += 1;
+            lf.end = write.end;
+            lf.frames += 1;
+        }
+        for p in &write.parts {
+            m.add(p);
+        }
+        for c in write.forget {
+            m.remove(c);
+        }
+    }
+
+    /// The log file's committed frames and bytes, as a row of [`Store::record_stats`].
+    pub(super) fn log_stats(&self) -> super::RecordStats {
+        let lf = self.timeline.log.lock();
+        super::RecordStats {
+            kind: "write log",
+            records: lf.frames,
+            key_bytes: 0,
+            value_bytes: lf.end,
+        }
+    }
+
+    /// How much the memtable holds.
+    pub fn unfolded(&self) -> Unfolds {
+        let m = self.timeline.memtable.read();
+        Unfolds {
+            customers: m.customers.len(),
+            events: m.events,
+            bytes: m.bytes,
+        }
+    }
+
+    /// Adds to `batch` the removal of every event of the customer: its sealed blocks, and its
+    /// unfolded events once the batch is committed. Its log records' parts are skipped from
+    /// then on: at open, a part of a customer that has no external id is not read back, and
+    /// internal ids are never used again.
+    pub fn remove_events(&self, batch: &mut WriteBatch, cust: u32) -> Result<()> {
+        for (_, start, _) in self.blocks_from(cust, 0)? {
             batch.remove_block(cust, start);
         }
-        put_merged(batch, cust, &stored, events, dict);
+        batch.forget.push(cust);
         Ok(())
     }
 
-    /// Adds to `batch` the folding of the customer's tails into sealed blocks (with their last
-    /// block), and of the tails' hashes into the message-id record. Whether it had tails.
-    pub fn fold_tails(
+    /// Folds the memtable when it holds more than `max_events` events or `max_bytes` bytes.
+    /// Whether it folded.
+    pub fn fold_if_over(
         &self,
-        batch: &mut WriteBatch,
-        cust: u32,
+        max_events: usize,
+        max_bytes: usize,
+        batch_bytes: usize,
         dict: Option<&BlockDictionary>,
     ) -> Result<bool> {
-        let tails = self.tails(cust)?;
-        if tails.is_empty() {
+        let u = self.unfolded();
+        if u.events <= max_events && u.bytes <= max_bytes {
             return Ok(false);
         }
-        let mut stored: Vec<StoredEvent> = Vec::new();
-        if let Some((start, bytes)) = self.last_block(cust)? {
-            codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
-            batch.remove_block(cust, start);
-        }
-        for t in &tails {
-            decode_tail_events(t, &self.dictionaries, &mut stored)?;
-            batch.remove_tail(cust, t.seq);
-        }
-        put_merged(batch, cust, &stored, &[], dict);
-        if tails.iter().any(|t| !t.hashes.is_empty()) {
-            batch.put_seen(cust, codec::encode_seen(&self.seen_messages(cust)?));
-        }
+        self.fold(dict, batch_bytes)?;
         Ok(true)
     }
 
-    /// Folds every customer's tails into sealed blocks, a few hundred customers per atomic batch
-    /// (each leaves every timeline as it read), and waits until that is durable. The number of
-    /// customers whose tails were folded.
-    pub fn fold_all_tails(&self, dict: Option<&BlockDictionary>) -> Result<u64> {
-        const CUSTOMERS_AT_ONCE: usize = 512;
-        let mut folded = 0;
+    /// Folds every unfolded event into sealed blocks (compressed with `dict`) and every unfolded
+    /// hash into the message-id records, removes the log records, and waits until that is
+    /// durable. The caller holds the writer's lock: no write comes in meanwhile. Returns the
+    /// number of customers folded.
+    ///
+    /// Customers are folded in id order, about `batch_bytes` of blocks per atomic batch.
+    /// Each batch but the last records in the `fold` metadata record that the log records up to
+    /// record G are folded for every customer up to the last one it wrote; the last batch
+    /// removes those log records and the record. A crash leaves a prefix of the batches (sled
+    /// recovers its log in order), and the open after it reads the log back without the parts
+    /// the record says are folded: nothing is lost, nothing read twice.
+    ///
+    /// Without a dictionary (`dict` is `None`: the folder's writes were all too small to train
+    /// one), one is trained on the unfolded events when they are enough, stored, and used for
+    /// every block the fold writes: first blocks are not left without one.
+    pub fn fold(&self, dict: Option<&BlockDictionary>, batch_bytes: usize) -> Result<u64> {
+        let dict = match dict {
+            Some(d) => Some(d),
+            None => {
+                if let Some(d) = self.train_from_unfolded() {
+                    // Stored before any block names it, then installed (only the writer, whose
+                    // lock is held, installs).
+                    let mut batch = WriteBatch::new();
+                    batch.put_dictionary(&d);
+                    self.commit(batch)?;
+                    self.dictionaries.install(d)?;
+                }
+                self.dictionaries.current()
+            }
+        };
+        let (customers, records) = {
+            let m = self.timeline.memtable.read();
+            let customers: Vec<(u32, usize)> =
+                m.customers.iter().map(|(c, u)| (*c, u.bytes())).collect();
+            (customers, m.last_seq)
+        };
+        let Some(last_record) = records else {
+            return Ok(0);
+        };
+        let mut folded = 0u64;
+        let mut at = 0;
         loop {
-            let mut customers: Vec<u32> = Vec::with_capacity(CUSTOMERS_AT_ONCE);
-            for item in self.scan(keys::TAIL) {
-                let (k, _) = item?;
-                let (cust, _) = keys::parse_tail(&k)?;
-                if customers.last() != Some(&cust) {
-                    if customers.len() == CUSTOMERS_AT_ONCE {
-                        break;
-                    }
-                    customers.push(cust);
+            let mut end = at;
+            let mut bytes = 0;
+            while end < customers.len() && (end == at || bytes < batch_bytes) {
+                // New blocks: the unfolded events, plus the last block each rewrites.
+                bytes += customers[end].1 + 2048;
+                end += 1;
+            }
+            let chunk: Vec<(u32, Unfolded)> = {
+                let m = self.timeline.memtable.read();
+                customers[at..end]
+                    .iter()
+                    .filter_map(|(c, _)| m.customers.get(c).map(|u| (*c, u.clone())))
+                    .collect()
+            };
+            let batches: Vec<WriteBatch> = chunk
+                .par_iter()
+                .map(|(cust, u)| self.fold_customer(*cust, u, dict))
+                .collect::<Result<_>>()?;
+            let mut batch = WriteBatch::new();
+            for b in batches {
+                batch.append(b);
+            }
+            let last = end == customers.len();
+            let mut folds = self.timeline.folds.lock().clone();
+            if last {
+                // Every frame is folded: the log file's committed end goes back to its start.
+                batch.put_meta(LOG_END, &0u64.to_be_bytes());
+                batch.remove_meta(FOLD_META);
+                folds.clear();
+            } else {
+                let through = customers[end - 1].0;
+                match folds.last_mut() {
+                    Some(f) if f.0 == last_record => f.1 = through,
+                    _ => folds.push((last_record, through)),
+                }
+                batch.put_meta(FOLD_META, &encode_folds(&folds));
+            }
+            {
+                let mut m = self.timeline.memtable.write();
+                // A full disk fails a fold's batch as it fails a commit.
+                self.injected_fault()?;
+                self.apply(batch)?;
+                for (c, _) in &customers[at..end] {
+                    m.remove(*c);
+                }
+                if last {
+                    // The writer lock is held: no write logged anything since `records` was read.
+                    m.last_seq = None;
                 }
             }
-            if customers.is_empty() {
+            *self.timeline.folds.lock() = folds;
+            folded += (end - at) as u64;
+            at = end;
+            if last {
                 break;
             }
-            let mut batch = WriteBatch::new();
-            for &cust in &customers {
-                self.fold_tails(&mut batch, cust, dict)?;
-            }
-            self.apply(batch)?;
-            folded += customers.len() as u64;
         }
         self.flush()?;
+        // The stored end is 0 now: the frames are no longer read; free their space. A failure
+        // here leaves bytes after the end, which the next frame or open cuts off.
+        let mut lf = self.timeline.log.lock();
+        lf.end = 0;
+        lf.frames = 0;
+        if let Ok(f) = lf.file() {
+            let _ = f.set_len(0);
+        }
+        drop(lf);
         Ok(folded)
     }
+
+    /// A block dictionary trained on the unfolded events, when they are enough
+    /// ([`dictionary::TRAIN_MIN_BYTES`] of block bodies): every `step`th customer's events cut
+    /// into blocks, for a sample of about [`dictionary::TRAIN_SAMPLE_BYTES`].
+    fn train_from_unfolded(&self) -> Option<BlockDictionary> {
+        let m = self.timeline.memtable.read();
+        let bytes: usize = m.customers.values().map(|u| u.segments.len()).sum();
+        if bytes < dictionary::TRAIN_MIN_BYTES {
+            return None;
+        }
+        let step = bytes.div_ceil(dictionary::TRAIN_SAMPLE_BYTES).max(1);
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        let mut events = Vec::new();
+        for u in m.customers.values().filter(|u| u.events > 0).step_by(step) {
+            events.clear();
+            u.decode_into(&mut events).ok()?;
+            events.sort_by_key(|e| e.ts);
+            for chunk in time_blocks(&events) {
+                let mut body = Vec::new();
+                codec::put_block_body(&mut body, chunk);
+                bodies.push(body);
+            }
+        }
+        drop(m);
+        let samples: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+        BlockDictionary::new(dictionary::FIRST_ID, dictionary::train(&samples)?).ok()
+    }
+
+    /// The records folding one customer's unfolded events and hashes writes.
+    fn fold_customer(
+        &self,
+        cust: u32,
+        u: &Unfolded,
+        dict: Option<&BlockDictionary>,
+    ) -> Result<WriteBatch> {
+        let mut batch = WriteBatch::new();
+        if u.events > 0 {
+            let mut new = Vec::with_capacity(u.events);
+            u.decode_into(&mut new)?;
+            let mut stored: Vec<StoredEvent> = Vec::new();
+            for (_, start, bytes) in self.blocks_from(cust, u.first)? {
+                codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
+                batch.remove_block(cust, start);
+            }
+            put_merged(&mut batch, cust, &stored, &new, dict);
+        }
+        if !u.hashes.is_empty() {
+            let before = match self.get(&keys::seen(cust))? {
+                Some(v) => codec::decode_seen(&v)?,
+                None => Vec::new(),
+            };
+            let mut hashes = u.hashes.clone();
+            hashes.sort_unstable();
+            batch.put_seen(cust, codec::encode_seen(&union(before, &hashes)));
+        }
+        Ok(batch)
+    }
+
+    /// Folds the tails of a format-4 folder (`t` records: each a write's events appended after
+    /// a customer's blocks, with its message-id hashes) into sealed blocks and message-id
+    /// records, at open: a few thousand customers per atomic batch, each removing the tails it
+    /// folded, so a crash leaves some customers upgraded and the next open goes on with the
+    /// rest. Returns the number of customers upgraded.
+    pub(super) fn upgrade_tails(&self) -> Result<u64> {
+        const CUSTOMERS_PER_BATCH: usize = 4096;
+        let dict = self.dictionaries.current();
+        let mut batch = WriteBatch::new();
+        let (mut upgraded, mut in_batch) = (0u64, 0usize);
+        let mut current: Option<(u32, Unfolded, Vec<u32>)> = None;
+        let mut finish = |c: Option<(u32, Unfolded, Vec<u32>)>,
+                          batch: &mut WriteBatch,
+                          last: bool|
+         -> Result<()> {
+            if let Some((cust, u, seqs)) = c {
+                batch.append(self.fold_customer(cust, &u, dict)?);
+                for seq in seqs {
+                    batch.remove_tail(cust, seq);
+                }
+                upgraded += 1;
+                in_batch += 1;
+            }
+            if in_batch > 0 && (last || in_batch >= CUSTOMERS_PER_BATCH) {
+                self.commit(std::mem::take(batch))?;
+                in_batch = 0;
+            }
+            Ok(())
+        };
+        for item in self.scan(keys::TAIL) {
+            let (k, v) = item?;
+            let (cust, seq) = keys::parse_tail(&k)?;
+            if current.as_ref().is_some_and(|c| c.0 != cust) {
+                finish(current.take(), &mut batch, false)?;
+            }
+            let c = current.get_or_insert_with(|| (cust, Unfolded::default(), Vec::new()));
+            let tail = decode_tail(&v)?;
+            let mut events = Vec::with_capacity(tail.events);
+            decode_tail_events(&tail, &self.dictionaries, &mut events)?;
+            c.1.add(&Logged::new(cust, &events, tail.hashes));
+            c.2.push(seq);
+        }
+        finish(current.take(), &mut batch, true)?;
+        Ok(upgraded)
+    }
+
+    /// Reads the log records back into the memtable, in sequence order: at open.
+    pub(super) fn recover_log(&self) -> Result<()> {
+        self.upgrade_tails()?;
+        let folds = match self.get(&keys::meta(FOLD_META))? {
+            Some(v) => decode_folds(&v)?,
+            None => Vec::new(),
+        };
+        let end = match self.get(&keys::meta(LOG_END))? {
+            Some(v) => super::be_u64(&v)?,
+            None => 0,
+        };
+        let mut lf = self.timeline.log.lock();
+        lf.path = self.path.join(LOG_FILE);
+        let mut bytes = Vec::new();
+        if end > 0 {
+            use std::io::Read;
+            let mut file = lf.file()?;
+            let len = file.metadata()?.len();
+            if len < end {
+                return Err(corrupt!(
+                    "the write log file holds {len} bytes, fewer than the {end} committed"
+                ));
+            }
+            bytes.reserve(end as usize);
+            Read::by_ref(&mut file).take(end).read_to_end(&mut bytes)?;
+        }
+        let frames = decode_frames(&bytes)?;
+        // What follows the committed end is a frame whose write was never committed (a crash
+        // or a failure between the frame and its batch): cut off.
+        let file = lf.file()?;
+        if file.metadata()?.len() > end {
+            file.set_len(end)?;
+        }
+        let mut exists: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut m = self.timeline.memtable.write();
+        for &(seq, payload) in &frames {
+            m.last_seq = Some(seq);
+            for p in decode_log(payload)? {
+                if folds.iter().any(|&(g, c)| seq <= g && p.cust <= c) {
+                    continue;
+                }
+                let known = match exists.get(&p.cust) {
+                    Some(&known) => known,
+                    None => {
+                        let known = self.external_id(p.cust)?.is_some();
+                        exists.insert(p.cust, known);
+                        known
+                    }
+                };
+                if known {
+                    m.add(&p);
+                }
+            }
+        }
+        lf.end = end;
+        lf.frames = frames.len() as u64;
+        lf.next_seq = m.last_seq.map_or(0, |s| s + 1);
+        drop(lf);
+        drop(m);
+        *self.timeline.folds.lock() = folds;
+        Ok(())
+    }
+
+    /// The customer's unfolded events, if any, and the bytes of its blocks from the one holding
+    /// `from` on, read together (see [`Timeline::memtable`]).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn timeline_from(
+        &self,
+        cust: u32,
+        from: Timestamp,
+    ) -> Result<(Vec<(Timestamp, super::Bytes)>, Option<Unfolded>)> {
+        let m = self.timeline.memtable.read();
+        let unfolded = m.customers.get(&cust).filter(|u| u.events > 0).cloned();
+        let blocks = self
+            .blocks_from(cust, from)?
+            .into_iter()
+            .map(|(_, start, v)| (start, v))
+            .collect();
+        drop(m);
+        Ok((blocks, unfolded))
+    }
+
+    /// The hashes of the customer's unfolded message ids (unsorted).
+    pub(super) fn unfolded_hashes(&self, cust: u32) -> Vec<u64> {
+        let m = self.timeline.memtable.read();
+        m.customers
+            .get(&cust)
+            .map(|u| u.hashes.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every customer's unfolded events, each customer's sorted by time (stably), by customer.
+    pub(super) fn all_unfolded(&self) -> Result<Vec<(u32, Vec<StoredEvent>)>> {
+        let m = self.timeline.memtable.read();
+        let mut out = Vec::with_capacity(m.customers.len());
+        for (c, u) in &m.customers {
+            if u.events == 0 {
+                continue;
+            }
+            let mut events = Vec::with_capacity(u.events);
+            u.decode_into(&mut events)?;
+            if !u.in_order {
+                events.sort_by_key(|e| e.ts);
+            }
+            out.push((*c, events));
+        }
+        Ok(out)
+    }
+}
+
+/// Appends a customer's unfolded events to `events`, which holds its stored ones in time order
+/// (from some block on), keeping the timeline's order: stored first among equal times, then each
+/// write's own in the order they came.
+pub(super) fn merge_unfolded(u: &Unfolded, events: &mut Vec<StoredEvent>) -> Result<()> {
+    let stored_last = events.last().map(|e| e.ts);
+    u.decode_into(events)?;
+    if !(u.in_order && stored_last.is_none_or(|l| u.first >= l)) {
+        events.sort_by_key(|e| e.ts);
+    }
+    Ok(())
+}
+
+/// Appends a customer's unfolded events to `buf` and `spans`, which hold the bodies of its
+/// blocks from `at_buf` and `at_spans` on (for [`Store::event_bodies_from`]): as further spans
+/// when they all come at or after the stored ones and each write's after the previous one's,
+/// else by decoding everything there and encoding it again, merged, as one span.
+pub(super) fn merge_unfolded_bodies(
+    u: &Unfolded,
+    buf: &mut Vec<u8>,
+    spans: &mut Vec<view::BlockSpan>,
+    at_buf: usize,
+    at_spans: usize,
+) -> Result<()> {
+    let mut stored_last = None;
+    if let Some((start, range)) = spans[at_spans..].last() {
+        view::for_each_event(*start, &buf[range.clone()], |e| {
+            stored_last = Some(e.ts);
+            Ok(true)
+        })?;
+    }
+    if u.in_order && stored_last.is_none_or(|l| u.first >= l) {
+        return u.segments(|start, body| {
+            let at = buf.len();
+            buf.extend_from_slice(body);
+            spans.push((start, at..buf.len()));
+            Ok(())
+        });
+    }
+    let mut events = Vec::new();
+    for (start, range) in &spans[at_spans..] {
+        codec::decode_block_body(*start, &buf[range.clone()], &mut events)?;
+    }
+    u.decode_into(&mut events)?;
+    events.sort_by_key(|e| e.ts);
+    buf.truncate(at_buf);
+    spans.truncate(at_spans);
+    if let Some(first) = events.first() {
+        let first = first.ts;
+        codec::put_block_body(buf, &events);
+        spans.push((first, at_buf..buf.len()));
+    }
+    Ok(())
 }
 
 /// Adds to `batch` the blocks of `stored` followed by `new`, both sorted by time: stored events
@@ -429,35 +1129,65 @@ fn put_merged(
     }
 }
 
+/// Decodes every event of a log record, part after part (for the fuzz target).
+pub fn decode_log_events(value: &[u8]) -> Result<Vec<StoredEvent>> {
+    let mut out = Vec::new();
+    for p in decode_log(value)? {
+        decode_part(&p, &mut out)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Value;
 
-    #[test]
-    fn tails_round_trip_with_their_header() {
-        let events: Vec<StoredEvent> = (0..5)
+    fn events(from: i64, n: i64) -> Vec<StoredEvent> {
+        (0..n)
             .map(|i| StoredEvent {
-                ts: 1_000 + i * 10,
+                ts: from + i * 10,
                 event: i as u32,
                 props: vec![(1, Value::Str(format!("v{i}")))],
             })
-            .collect();
-        let bytes = encode_tail(&[3, 1 << 40], &events, None);
-        let tail = decode_tail(7, &super::super::Bytes::from(bytes.clone())).unwrap();
-        assert_eq!(
-            (tail.seq, tail.start, tail.last, tail.events),
-            (7, 1_000, 1_040, 5)
-        );
-        assert_eq!(tail.hashes, [3, 1 << 40]);
+            .collect()
+    }
+
+    #[test]
+    fn log_records_round_trip_and_refuse_cut_bytes() {
+        let parts = vec![
+            Logged::new(3, &events(1_000, 5), vec![3, 1 << 40]),
+            Logged::new(9, &[], vec![7]),
+            Logged::new(12, &events(-50, 2), vec![]),
+        ];
+        let bytes = encode_log(&parts);
+        assert_eq!(decode_log(&bytes).unwrap(), parts);
         let mut back = Vec::new();
-        decode_tail_events(&tail, &Dictionaries::default(), &mut back).unwrap();
-        assert_eq!(back, events);
+        decode_part(&parts[0], &mut back).unwrap();
+        assert_eq!(back, events(1_000, 5));
         for cut in 0..bytes.len() {
-            let short = super::super::Bytes::from(&bytes[..cut]);
-            let read = decode_tail(0, &short)
-                .and_then(|t| decode_tail_events(&t, &Dictionaries::default(), &mut Vec::new()));
+            let read = decode_log(&bytes[..cut]).and_then(|ps| {
+                ps.iter()
+                    .try_for_each(|p| decode_part(p, &mut Vec::new()))
+                    .map(|_| ps)
+            });
             assert!(read.is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn unfolded_events_merge_stably_after_the_stored_ones() {
+        let mut u = Unfolded::default();
+        let mk = |ts: i64, event: u32| StoredEvent {
+            ts,
+            event,
+            props: vec![],
+        };
+        u.add(&Logged::new(1, &[mk(20, 1), mk(30, 2)], vec![]));
+        u.add(&Logged::new(1, &[mk(10, 3), mk(20, 4)], vec![]));
+        let mut got = vec![mk(5, 0), mk(20, 0)];
+        merge_unfolded(&u, &mut got).unwrap();
+        let order: Vec<(i64, u32)> = got.iter().map(|e| (e.ts, e.event)).collect();
+        assert_eq!(order, [(5, 0), (10, 3), (20, 0), (20, 1), (20, 4), (30, 2)]);
     }
 }
