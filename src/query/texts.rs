@@ -73,19 +73,27 @@ pub(super) fn trait_containing(
         Some(c) => c,
         None => {
             let at = texts.edits();
-            // One pass over the stored profiles (in customer order, as the column wants them).
-            let mut owned: Vec<(u32, String)> = Vec::with_capacity(set.len() as usize);
-            for item in store.profiles() {
-                let (cust, mut fields) = item?;
-                if !set.contains(cust) {
-                    continue;
-                }
-                if let Some(i) = fields.iter().position(|(f, _)| *f == t) {
-                    if let Value::Str(s) = fields.swap_remove(i).1 {
-                        owned.push((cust, s));
+            // The profiles of who has the trait, read in parallel as the exact check would.
+            let ids: Vec<u32> = set.iter().collect();
+            let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+            let parts: Vec<Vec<(u32, String)>> = ids
+                .par_chunks(chunk)
+                .map(|ids| {
+                    let mut found = Vec::new();
+                    for &cust in ids {
+                        let Some(mut fields) = store.profile(cust)? else {
+                            continue;
+                        };
+                        if let Some(i) = fields.iter().position(|(f, _)| *f == t) {
+                            if let Value::Str(s) = fields.swap_remove(i).1 {
+                                found.push((cust, s));
+                            }
+                        }
                     }
-                }
-            }
+                    Ok(found)
+                })
+                .collect::<Result<_>>()?;
+            let owned: Vec<&(u32, String)> = parts.iter().flatten().collect();
             let values = owned.iter().map(|(c, s)| (*c, 0, s.as_str())).collect();
             let column = Arc::new(TextColumn::new(values));
             texts.put(t, at, column.clone());
