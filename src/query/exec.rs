@@ -11,7 +11,9 @@
 //! from each day's minimum and maximum ([`NumTest`]): on a whole day, the maximum passing `>=`
 //! proves a passing event and the maximum failing it proves none; counts get a lower and an upper
 //! bound. Ranges, other filters the indexes do not cover and the partial days at a window's edges
-//! leave a gap. The answer is
+//! leave a gap. `contains` is answered from the string keys of value bitmaps or from text
+//! columns (`super::texts`), and `and`/`not` inside a filter day by day (`super::days`). The
+//! answer is
 //! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
 //! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
 //!
