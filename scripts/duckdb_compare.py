@@ -30,7 +30,9 @@ virtual environment under its work directory). This script installs nothing itse
 2. For each rule: the hand-written SQL with *now* substituted, run once to warm up and then
    `--runs` times as `SELECT count(*) FROM (...)`, median reported; then its member ids fetched
    once and compared with `audiencedb --db DB query --now NOW --format ids RULE`.
-3. A markdown table: rule | SQL | members | audiencedb median ms | DuckDB median ms | ratio |
+3. A markdown table: rule | SQL | members | audiencedb median and p99 ms | cold first run ms (the
+   engine time, `elapsed_ms`, of the `audiencedb query` that fetched the members: a fresh process)
+   | DuckDB median ms | ratio (DuckDB / audiencedb median) | cold ratio (cold / warm median) |
    identical. The audiencedb figures come from the bench binary's JSON (`--bench-json`, written
    by `cargo bench --bench query` with AUDIENCEDB_BENCH_JSON set); without it those columns are
    empty. DuckDB runs with its default settings (one thread per core).
@@ -162,6 +164,90 @@ WHERE event = 'searched' AND contains(query, 'boots')
         """SELECT customer FROM events
 WHERE event = 'purchased' AND ts > {now} - INTERVAL 90 DAY AND ts <= {now}
 GROUP BY customer HAVING sum(amount) >= 80 * count(amount) AND count(amount) > 0""",
+    ),    # Issue 20: several rules of each kind that was slow against DuckDB. Event filters with two
+    # conditions (and with `or`, `not`, a count):
+    (
+        "purchased where (category = shoes and amount >= 60) in last 45 days",
+        """SELECT DISTINCT customer FROM events
+WHERE event = 'purchased' AND category = 'shoes' AND amount >= 60
+  AND ts > {now} - INTERVAL 45 DAY AND ts <= {now}""",
+    ),
+    (
+        "added_to_cart where (category = electronics and quantity >= 2) in last 30 days",
+        """SELECT DISTINCT customer FROM events
+WHERE event = 'added_to_cart' AND category = 'electronics' AND quantity >= 2
+  AND ts > {now} - INTERVAL 30 DAY AND ts <= {now}""",
+    ),
+    (
+        "purchased where ((category = books or category = toys) and amount < 20) "
+        "at least 2 times in last 90 days",
+        """SELECT customer FROM events
+WHERE event = 'purchased' AND (category = 'books' OR category = 'toys') AND amount < 20
+  AND ts > {now} - INTERVAL 90 DAY AND ts <= {now}
+GROUP BY customer HAVING count(*) >= 2""",
+    ),
+    (
+        "viewed where (category = garden and not price > 30) in last 14 days",
+        """SELECT DISTINCT customer FROM events
+WHERE event = 'viewed' AND category = 'garden' AND NOT coalesce(price > 30, false)
+  AND ts > {now} - INTERVAL 14 DAY AND ts <= {now}""",
+    ),
+    # Substrings of a trait: a unique one (email), and low-cardinality ones.
+    (
+        'email contains "@example.org"',
+        """SELECT customer FROM profiles WHERE contains(email, '@example.org')""",
+    ),
+    (
+        'email contains "emma."',
+        """SELECT customer FROM profiles WHERE contains(email, 'emma.')""",
+    ),
+    (
+        'address.city contains "ki"',
+        """SELECT customer FROM profiles WHERE contains("address.city", 'ki')""",
+    ),
+    (
+        'first_name contains "li" and tier = Gold',
+        """SELECT customer FROM profiles WHERE contains(first_name, 'li') AND tier = 'Gold'""",
+    ),
+    # Substrings of an event property: free text (searched's query) and a product id.
+    (
+        'searched where query contains "waterproof" in last 30 days',
+        """SELECT DISTINCT customer FROM events
+WHERE event = 'searched' AND contains(query, 'waterproof')
+  AND ts > {now} - INTERVAL 30 DAY AND ts <= {now}""",
+    ),
+    (
+        'searched where query contains "for kids" at least 2 times in last 180 days',
+        """SELECT customer FROM events
+WHERE event = 'searched' AND contains(query, 'for kids')
+  AND ts > {now} - INTERVAL 180 DAY AND ts <= {now}
+GROUP BY customer HAVING count(*) >= 2""",
+    ),
+    (
+        'viewed where product contains "p-01" in last 7 days',
+        """SELECT DISTINCT customer FROM events
+WHERE event = 'viewed' AND contains(product, 'p-01')
+  AND ts > {now} - INTERVAL 7 DAY AND ts <= {now}""",
+    ),
+    # Windows under a day.
+    (
+        "visited in last 2 hours",
+        """SELECT DISTINCT customer FROM events
+WHERE event = 'visited' AND ts > {now} - INTERVAL 2 HOUR AND ts <= {now}""",
+    ),
+    (
+        "viewed at least 3 times in last 12 hours",
+        """SELECT customer FROM events
+WHERE event = 'viewed' AND ts > {now} - INTERVAL 12 HOUR AND ts <= {now}
+GROUP BY customer HAVING count(*) >= 3""",
+    ),
+    (
+        "added_to_cart in last 90 minutes and not purchased in last 90 minutes",
+        """SELECT customer FROM events
+WHERE event = 'added_to_cart' AND ts > {now} - INTERVAL 90 MINUTE AND ts <= {now}
+EXCEPT
+SELECT customer FROM events
+WHERE event = 'purchased' AND ts > {now} - INTERVAL 90 MINUTE AND ts <= {now}""",
     ),
 ]
 
@@ -434,11 +520,14 @@ def time_sql(con, sql, runs):
 
 
 def audiencedb_ids(args, rule):
-    cmd = [args.bin, "--db", args.db, "query", "--now", args.now, "--format", "ids", rule]
+    """The members by `audiencedb query` in a fresh process, and the engine time of that cold
+    first run (its `elapsed_ms`: the rule's evaluation, not the opening of the folder)."""
+    cmd = [args.bin, "--db", args.db, "query", "--now", args.now, "--format", "json", rule]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        return None, p.stderr.strip().removeprefix("error: ")
-    return [line for line in p.stdout.split("\n") if line], None
+        return None, None, p.stderr.strip().removeprefix("error: ")
+    out = json.loads(p.stdout)
+    return out["ids"], out["elapsed_ms"], None
 
 
 # The audiences and windows of the `top` cases of benches/values.rs (issue 21), as SQL. A case's
@@ -535,6 +624,14 @@ def compare_top(con, args, now, cases):
     return table, all_identical
 
 
+def fmt_ratio(a, b):
+    """a / b as `12x` or `0.2x`; empty when either is missing."""
+    if not a or not b:
+        return ""
+    r = a / b
+    return f"{r:.0f}x" if r >= 10 else f"{r:.2g}x"
+
+
 def fmt_ms(x):
     if x is None:
         return ""
@@ -576,8 +673,9 @@ def main():
         return 0 if all_identical or not args.db else 1
 
     lines = [
-        "| rule | SQL | members | audiencedb median ms | DuckDB median ms | ratio | identical |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| rule | SQL | members | audiencedb median ms | p99 ms | cold first run ms | DuckDB median ms"
+        " | ratio | cold ratio | identical |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     all_identical = True
     loads = []
@@ -590,8 +688,9 @@ def main():
         ours = bench.get(rule, {})
         ours_ms = ours.get("median_ms")
         identical = ""
+        cold_ms = None
         if args.db:
-            ids, err = audiencedb_ids(args, rule)
+            ids, cold_ms, err = audiencedb_ids(args, rule)
             if ids is None:
                 identical = f"error: {err.splitlines()[0] if err else '?'}"
                 all_identical = False
@@ -608,17 +707,17 @@ def main():
                                  f" only DuckDB {len(b - a)} {only_duck})")
                 if ids != sorted(ids, key=lambda s: s.encode()):
                     identical += " (ids not in byte order)"
-        ratio = ""
-        if ours_ms:
-            r = duck_ms / ours_ms
-            ratio = f"{r:.0f}x" if r >= 10 else f"{r:.2g}x"
+        ratio = fmt_ratio(duck_ms, ours_ms)
+        cold_ratio = fmt_ratio(cold_ms, ours_ms)
         sql_cell = "<code>" + " ".join(sql.replace(now, "NOW").split()).replace("|", "\\|") + "</code>"
         lines.append(
-            f"| `{rule}` | {sql_cell} | {len(duck_ids):,} | {fmt_ms(ours_ms)} | {fmt_ms(duck_ms)} | {ratio} | {identical} |"
+            f"| `{rule}` | {sql_cell} | {len(duck_ids):,} | {fmt_ms(ours_ms)} | {fmt_ms(ours.get('p99_ms'))}"
+            f" | {fmt_ms(cold_ms)} | {fmt_ms(duck_ms)} | {ratio} | {cold_ratio} | {identical} |"
         )
         loads.append(os.getloadavg()[0])
         log(f"  {rule}: {len(duck_ids):,} members, DuckDB {fmt_ms(duck_ms)} ms,"
-            f" audiencedb {fmt_ms(ours_ms)} ms {ratio} {identical} (load {loads[-1]:.1f})")
+            f" audiencedb {fmt_ms(ours_ms)} ms (cold {fmt_ms(cold_ms)}) {ratio} {identical}"
+            f" (load {loads[-1]:.1f})")
     if loads:
         lines.append(f"\nOne-minute load average after each rule's DuckDB runs: {min(loads):.1f} to {max(loads):.1f}.")
     table = "\n".join(lines)

@@ -237,6 +237,9 @@ impl Indexes {
         for (e, _) in &changes.events {
             self.events.entry(*e).or_default();
         }
+        if !changes.profiles.is_empty() {
+            self.profile_texts.changed();
+        }
         let bounds = (self.value_bound, self.rollup_bound);
         let Indexes {
             profiles,
@@ -271,6 +274,7 @@ impl Indexes {
                 // Derived from the lists, which know when they change: nothing to do here.
                 count_runs: _,
                 number_runs: _,
+                texts: _,
             } = ei;
             tasks.push(Task::Days {
                 days,

@@ -6,7 +6,8 @@
 //! the span of the day it covers, and per (event, numeric property, day) each customer's count,
 //! sum, minimum and maximum of the property's numbers (for at most `rollup_bound` numeric
 //! properties per event). Readers of long windows merge runs of consecutive days of rollups on
-//! first use (`runs.rs`: derived, never stored, checked against the lists' versions).
+//! first use (`runs.rs`: derived, never stored, checked against the lists' versions), and so are
+//! the text columns of `contains` on properties without value bitmaps (`texts.rs`).
 //!
 //! This module owns the in-memory bitmaps and rollups and their snapshot encoding. It does not
 //! read or write storage: the database layer feeds it profiles and events, and persists the
@@ -16,6 +17,7 @@ mod batch;
 pub mod rollup;
 pub mod runs;
 mod snapshot;
+pub mod texts;
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -31,6 +33,7 @@ pub use batch::{Changes, PARALLEL_FROM};
 pub use rollup::{DayCount, DayList, DayNumbers};
 pub use runs::{Piece, Runs};
 pub use snapshot::{DecodedFamily, Family, SNAPSHOT_VERSION};
+pub use texts::{DayTexts, ProfileTexts, TextColumn, Texts};
 
 /// How many numeric properties of one event get per-day rollups, unless configured otherwise.
 pub const DEFAULT_ROLLUP_BOUND: usize = 8;
@@ -152,6 +155,8 @@ pub struct EventIndex {
     pub count_runs: Runs<DayCount>,
     /// Runs of days of `numbers` merged, built by readers (keyed by property).
     pub number_runs: Runs<DayNumbers>,
+    /// Per (property, day), the string values of the day's events, built by readers (`texts.rs`).
+    pub texts: Texts,
 }
 
 impl PartialEq for EventIndex {
@@ -188,6 +193,9 @@ pub struct Indexes {
     loaded_version: Option<u32>,
     /// Families changed since the last snapshot.
     changed: FastSet<Family>,
+    /// The string values of unindexed traits, built by readers; every profile change makes them
+    /// stale (`texts.rs`).
+    profile_texts: ProfileTexts,
 }
 
 impl PartialEq for Indexes {
@@ -268,6 +276,7 @@ impl Indexes {
             rollup_bound,
             loaded_version: None,
             changed: FastSet::default(),
+            profile_texts: ProfileTexts::default(),
         }
     }
 
@@ -313,6 +322,11 @@ impl Indexes {
         self.value_bound
     }
 
+    /// The string values of unindexed traits, as far as readers have built them.
+    pub fn profile_texts(&self) -> &ProfileTexts {
+        &self.profile_texts
+    }
+
     pub fn trait_index(&self, trait_id: u32) -> Option<&TraitIndex> {
         self.traits.get(&trait_id)
     }
@@ -340,6 +354,7 @@ impl Indexes {
 
     /// Adds a customer's profile (its traits) to the indexes.
     pub fn add_profile(&mut self, cust: u32, traits: &[(u32, Value)]) {
+        self.profile_texts.changed();
         self.add_customer(cust);
         if self.profiles.insert(cust) {
             self.changed.insert(Family::Profiles);
@@ -361,6 +376,7 @@ impl Indexes {
 
     /// Removes a customer's profile, given the traits that were indexed for it.
     pub fn remove_profile(&mut self, cust: u32, traits: &[(u32, Value)]) {
+        self.profile_texts.changed();
         if self.profiles.remove(cust) {
             self.changed.insert(Family::Profiles);
         }
@@ -468,6 +484,7 @@ impl Indexes {
     /// (it visits every bitmap), for crash recovery, where the old data is not known.
     pub fn purge(&mut self, custs: &RoaringBitmap) {
         let mut changed = Vec::new();
+        self.profile_texts.changed();
         self.everyone -= custs;
         self.profiles -= custs;
         self.traits.retain(|t, ti| {

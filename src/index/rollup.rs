@@ -147,7 +147,7 @@ pub struct ListVersion {
 }
 
 impl ListVersion {
-    fn fresh() -> Self {
+    pub(crate) fn fresh() -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ListVersion {
             list: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

@@ -445,6 +445,12 @@ impl Indexes {
 
     /// Puts a decoded family in place (each family has its own place, so order does not matter).
     pub fn install_family(&mut self, family: DecodedFamily) {
+        if matches!(
+            family,
+            DecodedFamily::Profiles(_) | DecodedFamily::Trait(..) | DecodedFamily::Unindexed { .. }
+        ) {
+            self.profile_texts.changed();
+        }
         match family {
             DecodedFamily::Version(v) => self.loaded_version = Some(v),
             DecodedFamily::Everyone(bm) => self.everyone = bm,

@@ -11,7 +11,9 @@
 //! from each day's minimum and maximum ([`NumTest`]): on a whole day, the maximum passing `>=`
 //! proves a passing event and the maximum failing it proves none; counts get a lower and an upper
 //! bound. Ranges, other filters the indexes do not cover and the partial days at a window's edges
-//! leave a gap. The answer is
+//! leave a gap. `contains` is answered from the string keys of value bitmaps or from text
+//! columns (`super::texts`), and `and`/`not` inside a filter day by day (`super::days`). The
+//! answer is
 //! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
 //! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
 //!
@@ -34,7 +36,9 @@ use crate::storage::{Catalog, Store};
 
 pub(crate) use super::bounds::Bounds;
 use super::customer;
-use super::plan::{EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, ValueTest};
+use super::plan::{
+    compare_u64, EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, ValueTest,
+};
 use super::rollups::{
     aggregate_range, append, count_range, cut_day_sides, decide_aggregate, decide_count,
     numeric_count_range, numeric_presence, side, whole_pieces, DayFiguresRef, Decision, NumTest,
@@ -48,6 +52,8 @@ const INDEXED: u8 = ValueType::Str.bit() | ValueType::Int.bit() | ValueType::Boo
 pub(crate) struct Sources<'a> {
     pub indexes: &'a Indexes,
     pub catalog: &'a Catalog,
+    /// Read to build the text columns of `contains` on properties without value bitmaps.
+    pub store: &'a Store,
 }
 
 impl Sources<'_> {
@@ -132,6 +138,21 @@ impl Sources<'_> {
         match (test, values) {
             (ValueTest::IsSet { negated: false }, _) => Bounds::exact(set.clone()),
             (ValueTest::IsSet { negated: true }, _) => Bounds::exact(self.all() - set),
+            // Without value bitmaps, a substring is answered from the trait's column of
+            // strings (a list passes when an element equals the literal: those stay unsure).
+            (ValueTest::Contains(lit), None) => {
+                let found = match lit.text.as_deref() {
+                    None => Ok(RoaringBitmap::new()),
+                    Some(text) => {
+                        super::texts::trait_containing(self.store, self.indexes, t, set, text)
+                    }
+                };
+                match found {
+                    Ok(found) if types & ValueType::List.bit() == 0 => Bounds::exact(found),
+                    Ok(found) => Bounds::range(found, set.clone()),
+                    Err(_) => Bounds::range(RoaringBitmap::new(), set.clone()),
+                }
+            }
             // Without value bitmaps, anyone with the trait may pass any other test.
             (_, None) => Bounds::range(RoaringBitmap::new(), set.clone()),
             (ValueTest::Compare { op: CmpOp::Eq, lit }, Some(ti)) => equal(ti, &[lit]),
@@ -145,13 +166,18 @@ impl Sources<'_> {
                 }
             }
             (ValueTest::Contains(lit), Some(ti)) => {
-                // Exact only for list traits whose elements the index keys can all equal: a
-                // string trait answers `contains` by substring, and float or date-time elements
-                // are not keyed.
-                let only_lists = types == ValueType::List.bit();
-                let exact =
-                    only_lists && (lit.is_str || lit.boolean.is_some()) && lit.time.is_none();
-                bounded(lookup(&ti.elements, &[lit]).into_iter().union(), exact)
+                // A list passes when an element equals the literal, a string when it holds the
+                // literal's text; no other scalar ever passes. Every string value is a key:
+                // scanning the keys answers strings exactly. Lists are exact only when the index
+                // keys can equal all their elements that may pass (float or date-time elements
+                // are not keyed).
+                let mut sure = lookup(&ti.elements, &[lit]).into_iter().union();
+                if let Some(text) = lit.text.as_deref() {
+                    sure |= containing(&ti.values, text).union();
+                }
+                let lists = types & ValueType::List.bit() != 0;
+                let exact = !lists || (lit.is_str || lit.boolean.is_some()) && lit.time.is_none();
+                bounded(sure, exact)
             }
             // Orderings: the union of the integer values that pass (strings and booleans never
             // order).
@@ -172,6 +198,9 @@ impl Sources<'_> {
         let f = &e.frequency;
         if f.holds_for_any_presence() && !f.holds_for_none() {
             return self.presence(e);
+        }
+        if let Some(b) = self.text_count_bounds(e) {
+            return b;
         }
         if !f.holds_for_any_presence() {
             if let Some(b) = self.rollup_bounds(e) {
@@ -304,9 +333,48 @@ impl Sources<'_> {
         })
     }
 
+    /// A count of events whose property, without value bitmaps and never a list, contains a
+    /// text (`searched where query contains boots at least 2 times`): exact, from the per-day
+    /// text columns' counts. `None` for any other condition.
+    fn text_count_bounds(&self, e: &EventNode) -> Option<Bounds> {
+        let (Some(event), Some(filter), Frequency::Count { op, n }) =
+            (e.event, &e.filter, e.frequency)
+        else {
+            return None;
+        };
+        let Filter::Cond {
+            prop: Some(p),
+            test: ValueTest::Contains(lit),
+        } = filter
+        else {
+            return None;
+        };
+        if self.indexes.prop_values_indexed(event, *p) || self.has_lists(event, *p) {
+            return None;
+        }
+        let ei = self.indexes.event_index(event)?;
+        let counts = match lit.text.as_deref() {
+            Some(text) if !e.window_is_empty() => {
+                super::texts::count_containing(self.store, (event, ei), *p, text, e.from, e.to)
+                    .ok()?
+            }
+            _ => FastMap::default(),
+        };
+        let mut members: RoaringBitmap = counts
+            .iter()
+            .filter(|(_, &c)| compare_u64(c, op, n))
+            .map(|(&cust, _)| cust)
+            .collect();
+        if compare_u64(0, op, n) {
+            let counted: RoaringBitmap = counts.keys().copied().collect();
+            members |= self.all() - counted;
+        }
+        Some(Bounds::exact(members))
+    }
+
     /// The test and property of a filter that the numeric rollups answer: one ordering or
     /// `between` of a numeric literal on a property with rollups (see [`NumTest`]).
-    fn numeric_filter(&self, event: u32, f: &Filter) -> Option<(NumTest, u32)> {
+    pub(super) fn numeric_filter(&self, event: u32, f: &Filter) -> Option<(NumTest, u32)> {
         match f {
             Filter::Cond {
                 prop: Some(p),
@@ -337,8 +405,39 @@ impl Sources<'_> {
         }
     }
 
+    /// Whether an event property has ever held a list.
+    pub(super) fn has_lists(&self, event: u32, prop: u32) -> bool {
+        self.catalog.prop_types(event, prop) & ValueType::List.bit() != 0
+    }
+
+    /// `contains` on a property without value bitmaps: exact from the text columns
+    /// (`super::texts`) for string values; a list may pass too (an element equal to the
+    /// literal), so with lists only the strings' customers are sure. A store that cannot be read
+    /// leaves the customers to the exact check, which reports the error.
+    fn contains_in_texts<'b>(
+        &self,
+        e: &EventNode,
+        (event, ei): (u32, &EventIndex),
+        prop: u32,
+        lit: &Lit,
+        any: &dyn Fn() -> &'b Bounds,
+    ) -> Bounds {
+        let lists = self.has_lists(event, prop);
+        let found = match lit.text.as_deref() {
+            None => Ok(RoaringBitmap::new()),
+            Some(text) => {
+                super::texts::containing(self.store, (event, ei), prop, text, e.from, e.to)
+            }
+        };
+        match found {
+            Ok(found) if !lists => Bounds::exact(found),
+            Ok(found) => Bounds::range(found, any().maybe.clone()),
+            Err(_) => Bounds::range(RoaringBitmap::new(), any().maybe.clone()),
+        }
+    }
+
     /// Whether equality on an event property is answered exactly by its value bitmaps.
-    fn prop_exact(&self, event: u32, prop: u32) -> bool {
+    pub(super) fn prop_exact(&self, event: u32, prop: u32) -> bool {
         self.indexes.prop_values_indexed(event, prop)
             && self.catalog.prop_types(event, prop) & !INDEXED == 0
     }
@@ -382,15 +481,9 @@ impl Sources<'_> {
     ) -> Bounds {
         let loose = || Bounds::range(RoaringBitmap::new(), any().maybe.clone());
         match f {
-            // Two conditions may each hold on different events: only an upper bound.
-            Filter::And(items) => {
-                let parts: Vec<Bounds> = items
-                    .iter()
-                    .map(|f| self.filter_bounds(e, (event, ei), f, any))
-                    .collect();
-                let maybe = parts.iter().map(|b| &b.maybe).intersection();
-                Bounds::range(RoaringBitmap::new(), maybe)
-            }
+            // Two conditions may each hold on different events, and `not` of a condition on one
+            // event says little of another: bounded day by day (`super::days`).
+            Filter::And(_) | Filter::Not(_) => self.filter_by_days(e, (event, ei), f),
             Filter::Or(items) => {
                 let parts: Vec<Bounds> = items
                     .iter()
@@ -401,7 +494,6 @@ impl Sources<'_> {
                     parts.iter().map(|b| &b.maybe).union(),
                 )
             }
-            Filter::Not(_) => loose(),
             Filter::Cond { prop: None, test } => match test {
                 // No event ever had the property: only `is not set` passes, on every event.
                 ValueTest::IsSet { negated: true } => any().clone(),
@@ -419,31 +511,16 @@ impl Sources<'_> {
                     );
                 }
                 if !self.indexes.prop_values_indexed(event, *p) {
+                    if let ValueTest::Contains(lit) = test {
+                        return self.contains_in_texts(e, (event, ei), *p, lit, any);
+                    }
                     return loose();
                 }
                 let Some(values) = ei.props.get(p) else {
                     return loose();
                 };
-                // The value bitmaps whose values pass: looked up for equality, scanned (integers
-                // only) for orderings.
-                let passing: Vec<&ValueDays> = match test {
-                    ValueTest::Compare { op: CmpOp::Eq, lit } => lookup(values, &[lit]),
-                    ValueTest::In {
-                        negated: false,
-                        lits,
-                    } => lookup(values, &lits.iter().collect::<Vec<_>>()),
-                    // Orderings only: `!=` is not a union of value bitmaps (an event with
-                    // another value, or none of the indexed types, passes it).
-                    ValueTest::Compare {
-                        op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
-                        ..
-                    }
-                    | ValueTest::Between { .. } => values
-                        .iter()
-                        .filter(|(k, _)| orders_and_passes(k, test))
-                        .map(|(_, vd)| vd)
-                        .collect(),
-                    _ => return loose(),
+                let Some(passing) = passing_values(values, test) else {
+                    return loose();
                 };
                 let Some(win) = WindowDays::of(e.from, e.to) else {
                     return Bounds::exact(RoaringBitmap::new());
@@ -473,7 +550,13 @@ impl Sources<'_> {
                     maybe |= cut - outside;
                 }
                 maybe |= &sure;
-                if self.prop_exact(event, *p) {
+                // `contains` passes only strings and lists, and every string is keyed: exact
+                // unless the property has held lists.
+                let exact = match test {
+                    ValueTest::Contains(_) => !self.has_lists(event, *p),
+                    _ => self.prop_exact(event, *p),
+                };
+                if exact {
                     Bounds::range(sure, maybe)
                 } else {
                     Bounds::range(sure, any().maybe.clone())
@@ -491,6 +574,48 @@ fn lookup<'m, V>(values: &'m FastMap<IndexValue, V>, lits: &[&Lit]) -> Vec<&'m V
         index_keys(lit, &mut keys);
     }
     keys.iter().filter_map(|k| values.get(k)).collect()
+}
+
+/// The value bitmaps of an indexed property whose values pass `test`: looked up for equality,
+/// scanned for orderings (integers only) and substrings (strings only); `None` for tests that
+/// are not a union of value bitmaps (`!=`: an event with another value, or none of the indexed
+/// types, passes it).
+pub(super) fn passing_values<'m>(
+    values: &'m FastMap<IndexValue, ValueDays>,
+    test: &ValueTest,
+) -> Option<Vec<&'m ValueDays>> {
+    Some(match test {
+        ValueTest::Compare { op: CmpOp::Eq, lit } => lookup(values, &[lit]),
+        ValueTest::In {
+            negated: false,
+            lits,
+        } => lookup(values, &lits.iter().collect::<Vec<_>>()),
+        ValueTest::Compare {
+            op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
+            ..
+        }
+        | ValueTest::Between { .. } => values
+            .iter()
+            .filter(|(k, _)| orders_and_passes(k, test))
+            .map(|(_, vd)| vd)
+            .collect(),
+        // A literal without text (a boolean) is in no string.
+        ValueTest::Contains(lit) => match lit.text.as_deref() {
+            Some(text) => containing(values, text),
+            None => Vec::new(),
+        },
+        _ => return None,
+    })
+}
+
+/// The entries of the string keys that hold `text`.
+fn containing<'m, V>(values: &'m FastMap<IndexValue, V>, text: &str) -> Vec<&'m V> {
+    let finder = memchr::memmem::Finder::new(text.as_bytes());
+    values
+        .iter()
+        .filter(|(k, _)| matches!(k, IndexValue::Str(s) if finder.find(s.as_bytes()).is_some()))
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// Whether an index key is an integer that passes an ordering test (strings and booleans do

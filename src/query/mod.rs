@@ -18,6 +18,7 @@
 mod bounds;
 mod check;
 mod customer;
+mod days;
 mod exec;
 mod explain;
 pub(crate) mod footprint;
@@ -27,6 +28,7 @@ mod rollups;
 mod run;
 pub(crate) mod state;
 pub(crate) mod subset;
+mod texts;
 pub mod values;
 mod why;
 

@@ -32,7 +32,7 @@ pub(crate) fn run(
     warn: Warnings,
 ) -> Result<Audience> {
     let started = Instant::now();
-    let (plan, bounds, warnings) = plan_and_bounds(&state.read(), rule, now, warn)?;
+    let (plan, bounds, warnings) = plan_and_bounds(&state.read(), store, rule, now, warn)?;
     let members = exec::resolve(&plan, &bounds, store)?;
     Ok(Audience {
         members,
@@ -66,16 +66,19 @@ pub(crate) fn explain(
     rule: &PreparedRule,
     now: Timestamp,
 ) -> Result<Explain> {
-    let (plan, bounds, warnings) = plan_and_bounds(&state.read(), rule, now, Warnings::Listed)?;
+    let (plan, bounds, warnings) =
+        plan_and_bounds(&state.read(), store, rule, now, Warnings::Listed)?;
     let mut explained = super::explain::explain(&rule.text, &plan, &bounds, store)?;
     explained.warnings = warnings;
     Ok(explained)
 }
 
 /// A rule's plan at `now`, its bounds from the indexes and its warnings, from one read state
-/// (also the start of `values::top`'s audience).
+/// (also the start of `values::top`'s audience). The store is read only to build the text
+/// columns of `contains` on properties without value bitmaps (`super::texts`).
 pub(crate) fn plan_and_bounds(
     state: &ReadState,
+    store: &Store,
     rule: &PreparedRule,
     now: Timestamp,
     warn: Warnings,
@@ -90,6 +93,7 @@ pub(crate) fn plan_and_bounds(
     let sources = exec::Sources {
         indexes: &state.indexes,
         catalog: &state.catalog,
+        store,
     };
     let bounds = sources.bounds(&plan.root);
     let warnings = match warn {

@@ -53,6 +53,7 @@ pub(crate) fn members(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<R
     let bounds = Sources {
         indexes: cx.indexes,
         catalog: cx.catalog,
+        store: cx.store,
     }
     .bounds(&plan.root);
     exec::resolve(&plan, &bounds, cx.store)
@@ -109,6 +110,7 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
     let bounds = Sources {
         indexes: cx.indexes,
         catalog: cx.catalog,
+        store: cx.store,
     }
     .bounds(&plan.root);
     let schedule = timed.then(|| Schedule::from_bitmaps(cx, fp, &events, now));

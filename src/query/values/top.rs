@@ -139,7 +139,7 @@ pub(crate) fn members(
     rule: &PreparedRule,
     now: Timestamp,
 ) -> Result<(RoaringBitmap, Vec<Warning>)> {
-    let (planned, bounds, warnings) = plan_and_bounds(state, rule, now, Warnings::Listed)?;
+    let (planned, bounds, warnings) = plan_and_bounds(state, store, rule, now, Warnings::Listed)?;
     let members = exec::resolve(&planned, &bounds, store)?;
     Ok((members, warnings))
 }

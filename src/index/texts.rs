@@ -1,0 +1,316 @@
+//! Text columns: for one (event, property) and one UTC day, every event of the kind that day whose
+//! property is a string, as (customer, timestamp, string), with the day's distinct strings kept
+//! once. `where PROP contains "TEXT"` on a property with too many distinct values for value
+//! bitmaps (free text, ids) reads the column of each day of its window: the test costs one
+//! substring search per distinct string of the day and a pass over the day's entries, not a read
+//! of every candidate customer's stored events.
+//!
+//! Columns are derived data, like [`crate::index::runs`]: built by readers from stored events and
+//! never stored. A column remembers the [`ListVersion`] of the event's count list of its day when
+//! it was built (every event of the kind that day is counted there, so any added or removed
+//! event of that day changes the version), and is used only while that list has that version;
+//! otherwise it is built again. Nothing that changes the lists has to know about columns. At most
+//! one column is kept per (property, day), so they take at most about the size of the strings of
+//! the days that were queried.
+//!
+//! Unindexed traits (an email: one value a customer) get one column each the same way
+//! ([`ProfileTexts`]), tagged with a count of profile changes instead of a list version, so
+//! that `email contains "@example.org"` scans the distinct emails once instead of reading every
+//! profile.
+//!
+//! This module owns the columns. It never reads storage: the query engine reads the events and
+//! profiles and hands the values over.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+
+use super::rollup::ListVersion;
+use crate::model::time::Timestamp;
+use crate::model::FastMap;
+
+/// Strings with their customer and time, the distinct strings kept once.
+#[derive(Debug, Default)]
+pub struct TextColumn {
+    /// The distinct strings back to back; string `i` is `text[starts[i]..starts[i + 1]]`.
+    text: String,
+    starts: Vec<usize>,
+    /// One entry per value: customer, time, string index; by customer, then time.
+    entries: Vec<(u32, Timestamp, u32)>,
+}
+
+impl TextColumn {
+    /// The column of (customer, time, string) values given in any order.
+    pub fn new(mut values: Vec<(u32, Timestamp, &str)>) -> TextColumn {
+        values.sort_unstable_by_key(|v| (v.0, v.1));
+        let mut ids: FastMap<&str, u32> = FastMap::default();
+        let mut text = String::new();
+        let mut starts = vec![0];
+        let entries = values
+            .iter()
+            .map(|&(cust, ts, s)| {
+                let id = *ids.entry(s).or_insert_with(|| {
+                    text.push_str(s);
+                    starts.push(text.len());
+                    (starts.len() - 2) as u32
+                });
+                (cust, ts, id)
+            })
+            .collect();
+        TextColumn {
+            text,
+            starts,
+            entries,
+        }
+    }
+
+    /// Per distinct string, whether it contains `needle`; `None` when none does.
+    fn hits(&self, needle: &str) -> Option<Vec<bool>> {
+        let finder = memchr::memmem::Finder::new(needle.as_bytes());
+        let text = self.text.as_bytes();
+        let hits: Vec<bool> = self
+            .starts
+            .windows(2)
+            .map(|w| finder.find(&text[w[0]..w[1]]).is_some())
+            .collect();
+        hits.contains(&true).then_some(hits)
+    }
+
+    /// Adds to `out` the customers with a value in `from..=to` that contains `needle`.
+    pub fn containing(
+        &self,
+        needle: &str,
+        from: Timestamp,
+        to: Timestamp,
+        out: &mut RoaringBitmap,
+    ) {
+        let Some(hits) = self.hits(needle) else {
+            return;
+        };
+        let mut last = None;
+        for &(cust, ts, id) in &self.entries {
+            if last != Some(cust) && hits[id as usize] && from <= ts && ts <= to {
+                // Entries are by customer: appending keeps the bitmap's fast path.
+                if out.try_push(cust).is_err() {
+                    out.insert(cust);
+                }
+                last = Some(cust);
+            }
+        }
+    }
+
+    /// Adds to `counts` each customer's number of values in `from..=to` that contain `needle`.
+    pub fn count_containing(
+        &self,
+        needle: &str,
+        from: Timestamp,
+        to: Timestamp,
+        counts: &mut FastMap<u32, u64>,
+    ) {
+        let Some(hits) = self.hits(needle) else {
+            return;
+        };
+        for &(cust, ts, id) in &self.entries {
+            if hits[id as usize] && from <= ts && ts <= to {
+                *counts.entry(cust).or_default() += 1;
+            }
+        }
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One day's string values of one (event, property), and the version of the event's count list
+/// of that day they were read at.
+#[derive(Debug)]
+pub struct DayTexts {
+    source: ListVersion,
+    pub column: TextColumn,
+}
+
+impl DayTexts {
+    /// The column of a day from its events' (customer, time, string) in any order, built while the
+    /// day's count list had the version `source`.
+    pub fn new(source: ListVersion, events: Vec<(u32, Timestamp, &str)>) -> DayTexts {
+        DayTexts {
+            source,
+            column: TextColumn::new(events),
+        }
+    }
+
+    /// The version of the count list this column was built from.
+    pub fn source(&self) -> ListVersion {
+        self.source
+    }
+}
+
+/// The columns built so far for one event, by (property, day).
+#[derive(Debug, Default)]
+pub struct Texts {
+    built: RwLock<FastMap<(u32, u32), Arc<DayTexts>>>,
+}
+
+/// A copy starts with no columns: they are a cache of the stored events.
+impl Clone for Texts {
+    fn clone(&self) -> Self {
+        Texts::default()
+    }
+}
+
+impl Texts {
+    /// The column of `prop` on `day`, if one was built from the list version `current`.
+    pub fn get(&self, prop: u32, day: u32, current: ListVersion) -> Option<Arc<DayTexts>> {
+        self.built
+            .read()
+            .get(&(prop, day))
+            .filter(|c| c.source == current)
+            .cloned()
+    }
+
+    /// Keeps a column, replacing any older one of the same (property, day).
+    pub fn put(&self, prop: u32, day: u32, column: Arc<DayTexts>) {
+        self.built.write().insert((prop, day), column);
+    }
+
+    /// Forgets every column (they are rebuilt on next use).
+    pub fn clear(&self) {
+        self.built.write().clear();
+    }
+}
+
+/// The string values of unindexed traits, per trait, each built at a count of profile changes
+/// ([`ProfileTexts::edits`]) and used only while the count is the same: any profile change makes
+/// every trait's column stale (coarse, but nothing that changes profiles has to know more).
+#[derive(Debug, Default)]
+pub struct ProfileTexts {
+    edits: u64,
+    built: RwLock<FastMap<u32, (u64, Arc<TextColumn>)>>,
+}
+
+/// A copy starts with no columns, at the same count.
+impl Clone for ProfileTexts {
+    fn clone(&self) -> Self {
+        ProfileTexts {
+            edits: self.edits,
+            built: RwLock::default(),
+        }
+    }
+}
+
+impl ProfileTexts {
+    /// Counts a change of profiles: every column built so far is stale.
+    pub fn changed(&mut self) {
+        self.edits += 1;
+        self.built.get_mut().clear();
+    }
+
+    /// The count of profile changes, which a column built now is tagged with.
+    pub fn edits(&self) -> u64 {
+        self.edits
+    }
+
+    /// The column of the trait, if one was built at the current count.
+    pub fn get(&self, trait_id: u32) -> Option<Arc<TextColumn>> {
+        self.built
+            .read()
+            .get(&trait_id)
+            .filter(|(at, _)| *at == self.edits)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Keeps a column built at the count `at` (ignored if profiles changed since).
+    pub fn put(&self, trait_id: u32, at: u64, column: Arc<TextColumn>) {
+        if at == self.edits {
+            self.built.write().insert(trait_id, (at, column));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version() -> ListVersion {
+        ListVersion::fresh()
+    }
+
+    #[test]
+    fn containing_finds_each_customer_once_within_the_times() {
+        let events = vec![
+            (7, 100, "red wool scarf"),
+            (3, 50, "blue scarf"),
+            (3, 60, "red shoes"),
+            (9, 10, "red"),
+            (9, 200, "green"),
+            (12, 300, "scarf"),
+        ];
+        let col = TextColumn::new(events);
+        assert_eq!(col.len(), 6);
+        let found = |needle: &str, from, to| {
+            let mut out = RoaringBitmap::new();
+            col.containing(needle, from, to, &mut out);
+            out.iter().collect::<Vec<u32>>()
+        };
+        assert_eq!(found("red", 0, 1000), vec![3, 7, 9]);
+        assert_eq!(found("red", 11, 1000), vec![3, 7]);
+        assert_eq!(found("red", 60, 99), vec![3]);
+        assert_eq!(found("red", 61, 99), Vec::<u32>::new());
+        assert_eq!(found("scarf", 0, 1000), vec![3, 7, 12]);
+        assert_eq!(found("", 200, 200), vec![9]);
+        assert_eq!(found("purple", 0, 1000), Vec::<u32>::new());
+        let counted = |needle: &str, from, to| {
+            let mut counts = FastMap::default();
+            col.count_containing(needle, from, to, &mut counts);
+            let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(counted("red", 0, 1000), vec![(3, 1), (7, 1), (9, 1)]);
+        assert_eq!(counted("scarf", 0, 1000), vec![(3, 1), (7, 1), (12, 1)]);
+        assert_eq!(counted("", 0, 1000), vec![(3, 2), (7, 1), (9, 2), (12, 1)]);
+        assert_eq!(counted("e", 55, 250), vec![(3, 1), (7, 1), (9, 1)]);
+    }
+
+    #[test]
+    fn a_column_is_used_only_at_its_version() {
+        let texts = Texts::default();
+        let (a, b) = (version(), version());
+        texts.put(1, 20, Arc::new(DayTexts::new(a, vec![(1, 5, "x")])));
+        assert!(texts.get(1, 20, a).is_some());
+        assert!(texts.get(1, 20, b).is_none());
+        assert!(texts.get(2, 20, a).is_none());
+        assert!(texts.get(1, 21, a).is_none());
+        texts.put(1, 20, Arc::new(DayTexts::new(b, vec![])));
+        assert!(texts.get(1, 20, a).is_none());
+        assert!(texts.get(1, 20, b).is_some());
+    }
+
+    #[test]
+    fn a_profile_change_makes_every_trait_column_stale() {
+        let mut texts = ProfileTexts::default();
+        let at = texts.edits();
+        texts.put(
+            4,
+            at,
+            Arc::new(TextColumn::new(vec![(1, 0, "a@example.org")])),
+        );
+        assert!(texts.get(4).is_some());
+        assert!(texts.get(5).is_none());
+        texts.changed();
+        assert!(texts.get(4).is_none());
+        // A column read before the change is not kept after it.
+        texts.put(4, at, Arc::new(TextColumn::new(vec![])));
+        assert!(texts.get(4).is_none());
+        let clone = texts.clone();
+        assert!(clone.get(4).is_none());
+        assert_eq!(clone.edits(), texts.edits());
+    }
+}
