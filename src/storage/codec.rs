@@ -271,15 +271,21 @@ pub fn decode_seen(bytes: &[u8]) -> Result<Vec<u64>> {
                 u64::from_le_bytes(a) >> 16
             })
             .collect()),
-        Some((&SEEN_48, rest)) if rest.len().is_multiple_of(6) => Ok(rest
-            .chunks_exact(6)
-            .map(|c| {
-                a[..6].copy_from_slice(c);
-                u64::from_le_bytes(a)
-            })
-            .collect()),
+        Some((&SEEN_48, rest)) if rest.len().is_multiple_of(6) => Ok(hashes_48(rest)),
         _ => Err(corrupt!("bad message-id record")),
     }
+}
+
+/// Message-id hashes stored as 6 bytes LE each (48 bits); `raw`'s length is a multiple of 6 (a
+/// shorter rest is ignored).
+pub fn hashes_48(raw: &[u8]) -> Vec<u64> {
+    let mut a = [0u8; 8];
+    raw.chunks_exact(6)
+        .map(|c| {
+            a[..6].copy_from_slice(c);
+            u64::from_le_bytes(a)
+        })
+        .collect()
 }
 
 /// A packed record stored as is: this tag, then the body.

@@ -222,6 +222,12 @@ pub fn encode_log(parts: &[Logged]) -> Vec<u8> {
     codec::pack(out)
 }
 
+/// Reads a count (varint) of message-id hashes, then the hashes, 6 bytes LE each.
+fn read_hashes(r: &mut Reader, bad: impl Fn() -> crate::Error) -> Result<Vec<u64>> {
+    let n = r.len()?;
+    Ok(codec::hashes_48(r.take(n.checked_mul(6).ok_or_else(bad)?)?))
+}
+
 /// Decodes a log record's parts. Their bodies are checked when decoded ([`decode_part`]).
 pub fn decode_log(value: &[u8]) -> Result<Vec<Logged>> {
     let bytes = codec::unpack(value, "write log record", MAX_LOG_BYTES)?;
@@ -231,16 +237,7 @@ pub fn decode_log(value: &[u8]) -> Result<Vec<Logged>> {
     let bad = || corrupt!("bad write log record");
     for _ in 0..n {
         let cust = u32::try_from(r.varint()?).map_err(|_| bad())?;
-        let h = r.len()?;
-        let raw = r.take(h.checked_mul(6).ok_or_else(bad)?)?;
-        let mut a = [0u8; 8];
-        let hashes = raw
-            .chunks_exact(6)
-            .map(|c| {
-                a[..6].copy_from_slice(c);
-                u64::from_le_bytes(a)
-            })
-            .collect();
+        let hashes = read_hashes(&mut r, bad)?;
         let events = r.len()?;
         let (mut start, mut last, mut body) = (0, 0, Vec::new());
         if events > 0 {
@@ -300,16 +297,7 @@ struct Tail {
 fn decode_tail(value: &super::Bytes) -> Result<Tail> {
     let bad = || corrupt!("bad event tail");
     let mut r = Reader::new(value);
-    let n = r.len()?;
-    let raw = r.take(n.checked_mul(6).ok_or_else(bad)?)?;
-    let mut a = [0u8; 8];
-    let hashes = raw
-        .chunks_exact(6)
-        .map(|c| {
-            a[..6].copy_from_slice(c);
-            u64::from_le_bytes(a)
-        })
-        .collect();
+    let hashes = read_hashes(&mut r, bad)?;
     let start = r.signed()?;
     let span = i64::try_from(r.varint()?).map_err(|_| bad())?;
     let last = start.checked_add(span).ok_or_else(bad)?;
