@@ -51,6 +51,25 @@ const CASES: &[(&str, &str, &str)] = &[
   |            ^"#,
     ),
     (
+        "a filter of two conditions without parentheses",
+        "purchased where category = shoes and amount >= 60 in last 45 days",
+        r#"error: expected 'and', 'or' or the end of the rule after '60', found keyword 'in'
+ --> line 1, column 51
+  |
+1 | purchased where category = shoes and amount >= 60 in last 45 days
+  |                                                   ^^
+  = help: a `where` filter ends at its first 'and' or 'or'; to filter the event by every condition, put them in parentheses: `where (a = 1 and b >= 2) in last 30 days`"#,
+    ),
+    (
+        "a second window after a windowed filter: no help about parentheses",
+        "purchased where category = shoes in last 45 days and tier = Gold in last 3 days",
+        r#"error: expected 'and', 'or' or the end of the rule after 'Gold', found keyword 'in'
+ --> line 1, column 66
+  |
+1 | purchased where category = shoes in last 45 days and tier = Gold in last 3 days
+  |                                                                  ^^"#,
+    ),
+    (
         "window without a number",
         "viewed in last days",
         r#"error: expected a number after 'last', found keyword 'days'

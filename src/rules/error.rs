@@ -16,6 +16,8 @@ struct Details {
     message: String,
     expected: Option<String>,
     suggestion: Option<String>,
+    /// A sentence on how to write what the user probably meant, for a common mistake.
+    help: Option<String>,
     span: Span,
     line: usize,
     column: usize,
@@ -44,6 +46,7 @@ impl ParseError {
             message: message.into(),
             expected: None,
             suggestion: None,
+            help: None,
             span: Span::new(start, end),
             line,
             column: caret_offset + 1,
@@ -63,6 +66,19 @@ impl ParseError {
     pub(crate) fn with_suggestion(mut self, suggestion: impl Into<String>) -> ParseError {
         self.0.suggestion = Some(suggestion.into());
         self
+    }
+
+    pub(crate) fn with_help(mut self, help: impl Into<String>) -> ParseError {
+        self.0.help = Some(help.into());
+        self
+    }
+
+    /// How to write what the user probably meant, for a common mistake (shown by [`render`]
+    /// under the caret).
+    ///
+    /// [`render`]: ParseError::render
+    pub fn help(&self) -> Option<&str> {
+        self.0.help.as_deref()
     }
 
     /// One sentence: what is wrong, usually "expected X, found Y".
@@ -123,6 +139,9 @@ impl ParseError {
         let _ = write!(out, "{pad} | {indent}{}", "^".repeat(d.caret_width));
         if let Some(expected) = &d.expected {
             let _ = write!(out, " expected {expected}");
+        }
+        if let Some(help) = &d.help {
+            let _ = write!(out, "\n{pad} = help: {help}");
         }
         out
     }

@@ -244,11 +244,40 @@ impl<'a> Parser<'a> {
                 "unmatched ')': there is no '(' before it".into(),
             ));
         }
-        Err(self.unexpected(
+        let err = self.unexpected(
             "'and', 'or' or the end of the rule",
             &["and", "or"],
             "keyword",
-        ))
+        );
+        // `did E where a = 1 and b = 2 in last 30 days`: the `and` ended the filter, so the
+        // window is left over. Say how to keep both conditions in the filter.
+        let window_next = ["in", "ever", "since", "before"]
+            .iter()
+            .any(|k| self.at_kw(k));
+        let tokens = &self.tokens[..self.pos];
+        let filter_then_and = tokens
+            .iter()
+            .rposition(|t| self.is_kw(t, "where"))
+            .is_some_and(|w| {
+                let after = &tokens[w..];
+                let joined = after
+                    .iter()
+                    .any(|t| self.is_kw(t, "and") || self.is_kw(t, "or"));
+                // A window already given after the filter (`in` before a list is not one).
+                let windowed = after.iter().enumerate().any(|(i, t)| {
+                    ["ever", "since", "before"].iter().any(|k| self.is_kw(t, k))
+                        || (self.is_kw(t, "in")
+                            && after.get(i + 1).is_none_or(|n| n.kind != TokenKind::LParen))
+                });
+                joined && !windowed
+            });
+        if window_next && filter_then_and {
+            return Err(err.with_help(
+                "a `where` filter ends at its first 'and' or 'or'; to filter the event by every \
+                 condition, put them in parentheses: `where (a = 1 and b >= 2) in last 30 days`",
+            ));
+        }
+        Err(err)
     }
 
     // ---- boolean structure --------------------------------------------------------------------
