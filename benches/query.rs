@@ -29,7 +29,7 @@ use audiencedb::Db;
 
 /// The examples of docs/RULES.md (`SPEC_EXAMPLES`), then extra rules: a pure trait rule, a complement
 /// over everyone, `where` on properties that have no index (a number, free text), an average;
-/// then the kinds of issue 20. `scripts/duckdb_compare.py` holds the same list with the SQL of
+/// then the kinds of issue 20 and the trait orderings of issue 23. `scripts/duckdb_compare.py` holds the same list with the SQL of
 /// each.
 fn rules() -> Vec<&'static str> {
     let spec = audiencedb::rules::SPEC_EXAMPLES;
@@ -62,6 +62,12 @@ fn rules() -> Vec<&'static str> {
         "visited in last 2 hours",
         "viewed at least 3 times in last 12 hours",
         "added_to_cart in last 90 minutes and not purchased in last 90 minutes",
+    ]);
+    // Issue 23: orderings on numeric and date-time traits, from the range index.
+    rules.extend([
+        "signup_at > 60 days ago",
+        "age between 25 and 34",
+        "signup_at between 2025-06-01 and 2025-12-31 and age < 30",
     ]);
     rules
 }

@@ -249,6 +249,20 @@ EXCEPT
 SELECT customer FROM events
 WHERE event = 'purchased' AND ts > {now} - INTERVAL 90 MINUTE AND ts <= {now}""",
     ),
+    # Orderings on numeric and date-time traits (issue 23). A date is its midnight UTC.
+    (
+        "signup_at > 60 days ago",
+        """SELECT customer FROM profiles WHERE signup_at > {now} - INTERVAL 60 DAY""",
+    ),
+    (
+        "age between 25 and 34",
+        """SELECT customer FROM profiles WHERE age BETWEEN 25 AND 34""",
+    ),
+    (
+        "signup_at between 2025-06-01 and 2025-12-31 and age < 30",
+        """SELECT customer FROM profiles
+WHERE signup_at BETWEEN TIMESTAMP '2025-06-01' AND TIMESTAMP '2025-12-31' AND age < 30""",
+    ),
 ]
 
 NUMERIC = ("BIGINT", "UBIGINT", "DOUBLE")

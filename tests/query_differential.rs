@@ -463,6 +463,164 @@ fn trait_conditions_where_the_spec_is_silent() {
     });
 }
 
+/// Orderings on numeric and date-time traits, answered by the range index: values planted at
+/// each constant and ±1 (ms for date-times; the next `f64` for floats; past 2^53, where an
+/// integer compared with a decimal is compared as `f64`), every operator and `between`, `not`,
+/// missing traits, strings, booleans and lists; then the same after each kind of profile change
+/// (a new value, a removal with null, a delete, a merge that absorbs traits), after a reopen
+/// (the index loaded from the snapshot) and `verify`.
+#[test]
+fn trait_orderings_to_the_millisecond_and_across_changes() {
+    both_configs(|bound| {
+        let now = now();
+        let ago60 = now - 60 * DAY_MS;
+        let big = 1i64 << 53;
+        // Two known customers are merged below: that takes `allow_known_merge`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let config = || {
+            let mut config = Config::new(&path);
+            if let Some(bound) = bound {
+                config.value_bound = bound;
+            }
+            config.allow_known_merge = true;
+            config
+        };
+        let mut f = Fixture {
+            db: Db::open_with(config()).unwrap(),
+            ids: BTreeSet::new(),
+            _dir: dir,
+        };
+        let mut planted: Vec<(String, Vec<(&str, Value)>)> = Vec::new();
+        for (i, d) in [-1i64, 0, 1].into_iter().enumerate() {
+            planted.push((
+                format!("t{i}"),
+                vec![
+                    ("signup_at", Value::Time(ago60 + d)),
+                    ("age", Value::Int(25 + d)),
+                    ("ltv", Value::Float(100.0 + d as f64 * 1e-9)),
+                    ("n", Value::Int(big + d)),
+                ],
+            ));
+            planted.push((
+                format!("u{i}"),
+                vec![
+                    ("signup_at", Value::Time(at("2026-03-01T00:00:00Z") + d)),
+                    ("age", Value::Int(34 + d)),
+                    ("ltv", Value::Int(100 + d)),
+                    ("n", Value::Float((big + 2 * d) as f64)),
+                ],
+            ));
+        }
+        planted.push((
+            "odd".into(),
+            vec![
+                ("signup_at", s("2026-01-01")),
+                ("age", s("30")),
+                ("ltv", Value::Bool(true)),
+                ("n", Value::List(vec![Value::Int(big), Value::Float(0.5)])),
+            ],
+        ));
+        planted.push((
+            "zero".into(),
+            vec![
+                ("signup_at", Value::Time(-1)),
+                ("age", Value::Float(-0.0)),
+                ("ltv", Value::Float(f64::INFINITY)),
+                ("n", Value::Int(i64::MIN)),
+            ],
+        ));
+        for (id, traits) in &planted {
+            f.identify(id, traits.clone());
+        }
+        f.track("anon", "visited", now - HOUR, vec![]);
+
+        let mut rules = Vec::new();
+        let consts = [
+            ("signup_at", "60 days ago".to_owned()),
+            ("signup_at", format_rfc3339(ago60)),
+            ("signup_at", "2026-03-01".to_owned()),
+            ("signup_at", "\"2026-03-01T00:00:00.001Z\"".to_owned()),
+            ("age", "25".to_owned()),
+            ("age", "34.5".to_owned()),
+            ("age", "0".to_owned()),
+            ("age", "-0.0".to_owned()),
+            ("age", "\"25\"".to_owned()),
+            ("ltv", "100".to_owned()),
+            ("ltv", "100.0".to_owned()),
+            ("ltv", "99.999999999".to_owned()),
+            ("n", big.to_string()),
+            ("n", format!("{big}.0")),
+            ("n", format!("{}", big + 1)),
+            ("n", format!("{}.0", big + 2)),
+        ];
+        for (name, c) in &consts {
+            for op in ["<", "<=", ">", ">="] {
+                rules.push(format!("{name} {op} {c}"));
+                rules.push(format!("not {name} {op} {c}"));
+            }
+        }
+        for (name, a, b) in [
+            ("signup_at", "61 days ago", "59 days ago"),
+            ("signup_at", "60 days ago", "60 days ago"),
+            ("signup_at", "60 days ago", "2026-03-01"),
+            ("age", "24", "26"),
+            ("age", "25", "25"),
+            ("age", "24.5", "34"),
+            ("age", "26", "24"),
+            ("ltv", "99", "100"),
+            ("n", "9007199254740992.0", "9007199254740993"),
+        ] {
+            rules.push(format!("{name} between {a} and {b}"));
+            rules.push(format!("not {name} between {a} and {b}"));
+        }
+        rules.push("age > 24 and signup_at < 60 days ago or ltv >= 100".into());
+
+        let run = |f: &Fixture, stage: &str| {
+            for rule in &rules {
+                let members = f.check(rule, now);
+                assert!(members.len() <= f.ids.len(), "{stage}: {rule}");
+            }
+            // The rule that merges all three kinds and `not` must not be vacuous.
+            assert!(
+                !f.check("signup_at > 60 days ago", now).is_empty(),
+                "{stage}"
+            );
+        };
+        run(&f, "planted");
+
+        // A new value, removals with null, a delete, a merge that absorbs the other's traits.
+        f.identify(
+            "t0",
+            vec![
+                ("signup_at", Value::Time(ago60 + 1)),
+                ("age", Value::Float(25.5)),
+            ],
+        );
+        f.ingest(vec![Message::identify(
+            "t1",
+            vec![("signup_at".into(), None), ("ltv".into(), None)],
+        )]);
+        f.db.delete_customer("u1").unwrap();
+        f.identify("anon", vec![("age", Value::Int(26))]);
+        f.ingest(vec![Message::alias("u2", "anon")]);
+        assert!(f.db.verify().unwrap().is_ok());
+        run(&f, "after changes");
+
+        // Reopened: the range index comes from the snapshot.
+        let Fixture { db, ids, _dir } = f;
+        drop(db);
+        let f = Fixture {
+            db: Db::open_with(config()).unwrap(),
+            ids,
+            _dir,
+        };
+        let report = f.db.verify().unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        run(&f, "reopened");
+    });
+}
+
 // ---------- Windows ----------
 
 /// One `visited` event per customer, at now − N·unit − 1 ms, exactly now − N·unit and
@@ -1521,6 +1679,10 @@ mod random {
                 Value::Float(19.9),
                 Value::Float(0.25),
                 Value::Float(50.0),
+                Value::Int(29),
+                Value::Int(31),
+                Value::Float(29.999),
+                Value::Float(-0.5),
                 s("30"),
                 s("12.50"),
                 s("007"),
@@ -1534,6 +1696,12 @@ mod random {
                 Value::Time(today + 12 * HOUR),
                 Value::Time(now),
                 Value::Time(now + 1),
+                Value::Time(now - 1),
+                Value::Time(now - 10 * DAY_MS - 1),
+                Value::Time(now - 10 * DAY_MS + 1),
+                Value::Time(now - 30 * DAY_MS + 1),
+                Value::Time(today - 1),
+                Value::Time(today + 1),
                 s(&date_of(now)),
             ],
             Kind::Bool => vec![Value::Bool(true), Value::Bool(false), s("true")],
@@ -1581,8 +1749,27 @@ mod random {
                 "eco-friendly",
             ]),
             Kind::Number => words(&[
-                "30", "30.0", "30.5", "34", "25", "5", "12345", "007", "7", "12.50", "12.5", "0",
-                "50", "50.0", "-3", "100", "19.90", "\"30\"",
+                "30",
+                "30.0",
+                "30.5",
+                "34",
+                "25",
+                "5",
+                "12345",
+                "007",
+                "7",
+                "12.50",
+                "12.5",
+                "0",
+                "50",
+                "50.0",
+                "-3",
+                "100",
+                "19.90",
+                "\"30\"",
+                "29.5",
+                "-0.5",
+                "9007199254740992.0",
             ]),
             Kind::Time => {
                 let mut out = vec![

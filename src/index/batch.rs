@@ -333,6 +333,7 @@ pub(super) fn add_trait(
     out.changed.push(Family::Trait(t));
     let ti = traits.entry(t).or_default();
     ti.set.insert(cust);
+    ti.ranges.add(cust, v);
     if unindexed.contains(&t) {
         return;
     }
@@ -361,6 +362,7 @@ pub(super) fn remove_trait(
     };
     changed.push(Family::Trait(t));
     ti.set.remove(cust);
+    ti.ranges.remove(cust, v);
     let (bitmaps, keys) = trait_keys(ti, v);
     for k in keys {
         remove_from(bitmaps, k, cust);

@@ -1,7 +1,8 @@
 //! Roaring-bitmap indexes over customers' internal ids, kept in step with stored data:
 //! everyone; customers with a profile; per trait, who has it and who has each value (for
 //! low-cardinality traits); per event, who did it on each UTC day; and per (event, property, value)
-//! who did it on each day, for low-cardinality string/integer/boolean properties. Beside the
+//! who did it on each day, for low-cardinality string/integer/boolean properties; per trait, its
+//! integer, float and date-time values bit-sliced for orderings (`ranges.rs`). Beside the
 //! bitmaps, per-day rollups (`rollup.rs`): per (event, day) each customer's count of the event and
 //! the span of the day it covers, and per (event, numeric property, day) each customer's count,
 //! sum, minimum and maximum of the property's numbers (for at most `rollup_bound` numeric
@@ -14,6 +15,7 @@
 //! snapshots it returns.
 
 mod batch;
+pub mod ranges;
 pub mod rollup;
 pub mod runs;
 mod snapshot;
@@ -30,6 +32,7 @@ use crate::model::time::day_of;
 use crate::model::{FastMap, FastSet, StoredEvent, Value};
 
 pub use batch::{Changes, PARALLEL_FROM};
+pub use ranges::{Ranges, Slices};
 pub use rollup::{DayCount, DayList, DayNumbers};
 pub use runs::{Piece, Runs};
 pub use snapshot::{DecodedFamily, Family, SNAPSHOT_VERSION};
@@ -121,6 +124,9 @@ pub struct TraitIndex {
     pub values: FastMap<IndexValue, RoaringBitmap>,
     /// Customers whose list value holds the key.
     pub elements: FastMap<IndexValue, RoaringBitmap>,
+    /// The integer, float and date-time values, bit-sliced for orderings (`ranges.rs`). Kept for
+    /// every trait, however many distinct values it has.
+    pub ranges: Ranges,
 }
 
 /// Per UTC day, the customers with at least one matching event that day.
@@ -495,6 +501,7 @@ impl Indexes {
                     !bm.is_empty()
                 });
             }
+            ti.ranges.purge(custs);
             changed.push(Family::Trait(*t));
             !(ti.set.is_empty() && ti.values.is_empty() && ti.elements.is_empty())
         });
@@ -578,7 +585,7 @@ impl Indexes {
         let trait_ids: FastSet<&u32> = self.traits.keys().chain(other.traits.keys()).collect();
         for t in trait_ids {
             if self.traits.get(t) != other.traits.get(t) {
-                out.push(format!("trait #{t}: value bitmaps differ"));
+                out.push(format!("trait #{t}: value bitmaps or range index differ"));
             }
         }
         let event_ids: FastSet<&u32> = self.events.keys().chain(other.events.keys()).collect();

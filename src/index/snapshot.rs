@@ -10,7 +10,7 @@ use roaring::RoaringBitmap;
 use super::rollup::{
     get_counts, get_numbers, put_counts, put_numbers, DayCount, DayList, DayNumbers,
 };
-use super::{DayBitmaps, IndexValue, Indexes, TraitIndex};
+use super::{DayBitmaps, IndexValue, Indexes, Ranges, Slices, TraitIndex};
 use crate::error::{corrupt, Result};
 use crate::model::{FastMap, FastSet};
 use crate::storage::codec::{self, put_varint, Reader};
@@ -19,7 +19,8 @@ use crate::storage::codec::{self, put_varint, Reader};
 /// before the version record existed) is not loaded: the indexes are rebuilt from stored data.
 /// 2: per-day count and numeric rollups.
 /// 3: sets as id gaps when shorter than Roaring, compact rollup entries, LZ4 per family.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// 4: each trait's range index (bit-sliced integers, floats and date-times) in its family.
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// A unit of the snapshot: one stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -256,6 +257,51 @@ fn get_value_map(r: &mut Reader<'_>) -> Result<FastMap<IndexValue, RoaringBitmap
     Ok(map)
 }
 
+/// A range index: per kind (integers, floats, date-times) a flag, and when set who has a value
+/// of the kind and the 64 bit slices.
+fn put_ranges(out: &mut Vec<u8>, ranges: &Ranges) {
+    for s in [&ranges.ints, &ranges.floats, &ranges.times] {
+        if s.is_empty() {
+            out.push(0);
+            continue;
+        }
+        out.push(1);
+        put_bitmap(out, &s.exists);
+        for bm in &s.bits {
+            put_bitmap(out, bm);
+        }
+    }
+}
+
+fn get_ranges(r: &mut Reader<'_>) -> Result<Ranges> {
+    let mut get = || -> Result<Slices> {
+        match r.byte()? {
+            0 => Ok(Slices::default()),
+            1 => {
+                let exists = get_bitmap(r)?;
+                let mut bits = Vec::with_capacity(64);
+                for _ in 0..64 {
+                    let bm = get_bitmap(r)?;
+                    if !bm.is_subset(&exists) {
+                        return Err(corrupt!("bad range index: a bit of no one's value"));
+                    }
+                    bits.push(bm);
+                }
+                if exists.is_empty() {
+                    return Err(corrupt!("bad range index: an empty kind marked present"));
+                }
+                Ok(Slices { exists, bits })
+            }
+            _ => Err(corrupt!("bad range index")),
+        }
+    };
+    Ok(Ranges {
+        ints: get()?,
+        floats: get()?,
+        times: get()?,
+    })
+}
+
 impl Indexes {
     /// Takes the set of families changed since the last call.
     pub fn take_changed(&mut self) -> FastSet<Family> {
@@ -361,6 +407,7 @@ impl Indexes {
                 put_bitmap(&mut out, &ti.set);
                 put_value_map(&mut out, &ti.values);
                 put_value_map(&mut out, &ti.elements);
+                put_ranges(&mut out, &ti.ranges);
             }
             Family::EventDays(e) => put_days(&mut out, &self.events.get(e)?.days),
             Family::EventProp(e, p, k) => {
@@ -423,12 +470,14 @@ impl Indexes {
                 let set = get_bitmap(&mut r)?;
                 let values = get_value_map(&mut r)?;
                 let elements = get_value_map(&mut r)?;
+                let ranges = get_ranges(&mut r)?;
                 DecodedFamily::Trait(
                     t,
                     TraitIndex {
                         set,
                         values,
                         elements,
+                        ranges,
                     },
                 )
             }
@@ -530,8 +579,22 @@ mod tests {
                 ),
             ],
         );
-        ix.add_profile(2, &[(0, Value::Str("Silver".into()))]);
-        ix.add_profile(3, &[(0, Value::Str("Bronze".into()))]); // third value: trait 0 unindexed
+        ix.add_profile(
+            2,
+            &[
+                (0, Value::Str("Silver".into())),
+                (2, Value::Int(-4)),
+                (3, Value::Time(1_700_000_000_123)),
+            ],
+        );
+        ix.add_profile(
+            3,
+            &[
+                (0, Value::Str("Bronze".into())), // third value: trait 0 unindexed
+                (2, Value::Float(2.5)),
+            ],
+        );
+        assert!(!ix.trait_index(2).unwrap().ranges.floats.is_empty());
         for (cust, product) in [(1, "X"), (2, "Y"), (3, "Z"), (4, "X")] {
             ix.add_event(
                 cust,

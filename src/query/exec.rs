@@ -1,8 +1,9 @@
 //! Running a plan: bounds from the bitmaps first, then exact checks on the customers in between.
 //!
 //! Every plan node gets two sets of customers, `sure ⊆ maybe`: whoever is in `sure` satisfies the
-//! node, whoever is outside `maybe` does not. Trait equality, `is set`, and event presence on the
-//! whole days inside a window are exact (`sure == maybe`). Counts and aggregates of an event
+//! node, whoever is outside `maybe` does not. Trait equality, `is set`, trait orderings (from the
+//! range index, `super::ranges`) and event presence on the whole days inside a window are exact
+//! (`sure == maybe`). Counts and aggregates of an event
 //! without a filter come from the per-day rollups (`rollups.rs`): summed per customer over the
 //! window's whole days (runs of 8, 64 and 256 days merged on first use, `crate::index::runs`),
 //! with a cut day counted only for customers whose events that day lie all inside or all outside
@@ -136,6 +137,35 @@ impl Sources<'_> {
         };
         let not_equal = |eq: Bounds| Bounds::range(set - &eq.maybe, set - &eq.sure);
         match (test, values) {
+            // Orderings on a trait whose values are all keyed in value bitmaps (a few distinct
+            // integers, strings, booleans): the union of the integer values that pass, exactly;
+            // cheaper than the slices when there are few.
+            (
+                ValueTest::Compare {
+                    op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
+                    ..
+                }
+                | ValueTest::Between { .. },
+                Some(ti),
+            ) if scalars_keyed => Bounds::exact(
+                ti.values
+                    .iter()
+                    .filter(|(k, _)| orders_and_passes(k, test))
+                    .map(|(_, b)| b)
+                    .union(),
+            ),
+            // Other orderings come from the range index, exactly, whatever the values.
+            (
+                ValueTest::Compare {
+                    op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
+                    ..
+                }
+                | ValueTest::Between { .. },
+                _,
+            ) => Bounds::exact(
+                ti.and_then(|ti| super::ranges::passing(&ti.ranges, test))
+                    .unwrap_or_default(),
+            ),
             (ValueTest::IsSet { negated: false }, _) => Bounds::exact(set.clone()),
             (ValueTest::IsSet { negated: true }, _) => Bounds::exact(self.all() - set),
             // Without value bitmaps, a substring is answered from the trait's column of
@@ -178,17 +208,6 @@ impl Sources<'_> {
                 let lists = types & ValueType::List.bit() != 0;
                 let exact = !lists || (lit.is_str || lit.boolean.is_some()) && lit.time.is_none();
                 bounded(sure, exact)
-            }
-            // Orderings: the union of the integer values that pass (strings and booleans never
-            // order).
-            (ValueTest::Compare { .. } | ValueTest::Between { .. }, Some(ti)) => {
-                let sure = ti
-                    .values
-                    .iter()
-                    .filter(|(k, _)| orders_and_passes(k, test))
-                    .map(|(_, b)| b)
-                    .union();
-                bounded(sure, scalars_keyed)
             }
         }
     }

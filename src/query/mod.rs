@@ -4,7 +4,7 @@
 //! 1. `plan`: the AST is resolved against the catalog (names to interned ids) and turned into a
 //!    tree of bitmap operations. Every node knows two sets: customers who surely match and
 //!    customers who may match. Conditions the bitmaps answer exactly (trait equality, `is set`,
-//!    presence on whole days of a window) have equal sets; the rest (ranges, counts, aggregates,
+//!    trait orderings, presence on whole days of a window) have equal sets; the rest (counts, aggregates,
 //!    partial days at a window's edge) leave a gap between them.
 //! 2. `exec`: the bounds are computed from the indexes, smallest operands first; the customers in
 //!    the gap are checked one by one against their stored profile and events, in parallel.
@@ -23,6 +23,7 @@ mod exec;
 mod explain;
 pub(crate) mod footprint;
 pub(crate) mod plan;
+mod ranges;
 pub(crate) mod reading;
 mod rollups;
 mod run;
