@@ -560,6 +560,9 @@ fn open(path: &Path, limits: &LimitArgs) -> Result<Db, Failure> {
     if let Some(n) = knob("AUDIENCEDB_FOLD_EVENTS") {
         config.fold_events = n;
     }
+    if let Some(n) = knob("AUDIENCEDB_FOLD_BYTES") {
+        config.fold_bytes = n;
+    }
     if let Some(n) = knob("AUDIENCEDB_FOLD_BATCH_BYTES") {
         config.fold_batch_bytes = n;
     }

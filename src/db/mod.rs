@@ -95,6 +95,8 @@ pub struct Config {
     /// events (storage's timeline; docs/STORAGE.md "Write log and memtable")...
     pub fold_events: usize,
     /// ... or more than this many bytes: the memory it may take, and what an open reads back.
+    /// Both default to what a sixteenth of the machine's memory holds, between 2,000,000
+    /// events in 128 MiB and 16,000,000 in 1 GiB (storage's `timeline::fold_bounds`).
     pub fold_bytes: usize,
     /// A fold commits a batch once it holds about this many bytes of new blocks (each batch is
     /// atomic, and a crash between them loses nothing).
@@ -106,6 +108,7 @@ pub const DEFAULT_MAX_IDS_PER_CUSTOMER: usize = 100;
 
 impl Config {
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let (fold_events, fold_bytes) = timeline::fold_bounds();
         Config {
             path: path.into(),
             value_bound: 1000,
@@ -118,8 +121,8 @@ impl Config {
             limits: SchemaLimits::default(),
             max_ids_per_customer: DEFAULT_MAX_IDS_PER_CUSTOMER,
             allow_known_merge: false,
-            fold_events: timeline::FOLD_EVENTS,
-            fold_bytes: timeline::FOLD_BYTES,
+            fold_events,
+            fold_bytes,
             fold_batch_bytes: timeline::FOLD_BATCH_BYTES,
         }
     }

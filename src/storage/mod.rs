@@ -577,6 +577,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether the customer has a sealed block: a probe of its first block key, which reads no
+    /// block but the first (where [`Store::blocks_from`] reads every one).
+    pub fn has_blocks(&self, cust: u32) -> Result<bool> {
+        Ok(self
+            .tree
+            .scan_prefix(keys::events_of(cust))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// The sorted hashes of a customer's stored message ids ([`codec::message_hash`]): its
     /// message-id record's and its unfolded ones ([`timeline`]).
     pub fn seen_messages(&self, cust: u32) -> Result<Vec<u64>> {

@@ -24,7 +24,7 @@
 //! **Fold.** When the memtable passes a bound (events or bytes, `Config::fold_events` and
 //! `Config::fold_bytes`), and when the folder is closed, [`Store::fold`] merges each customer's
 //! unfolded events into their blocks (from the one holding the earliest, as a format-3 write
-//! did) and their hashes into the message-id record, customer by customer in id order, a few
+//! did, but leaving a full block wholly before them as it is) and their hashes into the message-id record, customer by customer in id order, a few
 //! tens of megabytes per atomic batch. Every batch but the last also records how far the fold
 //! got (the `fold` metadata record: the last frame folded and the last customer done); the last
 //! sets the committed end back to 0 and removes that record, and the file is then emptied. At
@@ -50,12 +50,43 @@ use crate::model::Timestamp;
 /// only when equal timestamps straddle the cut).
 pub const BLOCK_EVENTS: usize = 128;
 
-/// The default bound on unfolded events: a write that leaves more folds them.
+/// The smallest bound on unfolded events (a write that leaves more folds them): on a machine
+/// with little memory, or whose memory cannot be read ([`fold_bounds`]).
 pub const FOLD_EVENTS: usize = 2_000_000;
 
-/// The default bound on the memtable's bytes (encoded events, hashes, and a little per
-/// customer): a write that leaves more folds them.
+/// The smallest bound on the memtable's bytes (encoded events, hashes, and a little per
+/// customer; a write that leaves more folds them), as [`FOLD_EVENTS`].
 pub const FOLD_BYTES: usize = 128 << 20;
+
+/// The largest fold bound on bytes [`fold_bounds`] gives, however much memory there is.
+pub const MAX_FOLD_BYTES: usize = 1 << 30;
+
+/// The fold bounds (events, bytes) for this machine: a sixteenth of its memory (`MemTotal` of
+/// `/proc/meminfo`) for the memtable, at least [`FOLD_BYTES`] and at most [`MAX_FOLD_BYTES`],
+/// and as many events as that holds at the ratio of [`FOLD_EVENTS`] to [`FOLD_BYTES`]; the two
+/// defaults where the memory cannot be read. Every fold rewrites the last block of each
+/// customer it touches, so fewer, larger folds rewrite less (docs/STORAGE.md, "Write log and
+/// memtable").
+pub fn fold_bounds() -> (usize, usize) {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<usize>().ok())
+            .map(|kb| kb.saturating_mul(1024))
+    });
+    fold_bounds_for(total)
+}
+
+/// [`fold_bounds`] for a machine with `memory` bytes (unknown: the defaults).
+pub fn fold_bounds_for(memory: Option<usize>) -> (usize, usize) {
+    let Some(memory) = memory else {
+        return (FOLD_EVENTS, FOLD_BYTES);
+    };
+    let bytes = (memory / 16).clamp(FOLD_BYTES, MAX_FOLD_BYTES);
+    let events = (bytes as u64 * FOLD_EVENTS as u64 / FOLD_BYTES as u64) as usize;
+    (events, bytes)
+}
 
 /// The default size of a fold's batches: one commits once it holds about this many bytes of
 /// new blocks.
@@ -587,7 +618,7 @@ impl Store {
         let direct = writes_format_3()
             || (!events.is_empty()
                 && !self.timeline.memtable.read().customers.contains_key(&cust)
-                && self.blocks_from(cust, Timestamp::MIN)?.is_empty());
+                && !self.has_blocks(cust)?);
         if direct {
             if !events.is_empty() {
                 let mut stored: Vec<StoredEvent> = Vec::new();
@@ -872,8 +903,22 @@ impl Store {
             let mut new = Vec::with_capacity(u.events);
             u.decode_into(&mut new)?;
             let mut stored: Vec<StoredEvent> = Vec::new();
+            // A full block wholly before the unfolded events stays as it is: cutting it and
+            // what follows again would give it back unchanged, and rewriting it would only
+            // leave sled a dead copy. Equal times must not straddle two blocks, so it stays
+            // only when its last event is strictly earlier than the first unfolded one.
+            let mut keeping = true;
             for (_, start, bytes) in self.blocks_from(cust, u.first)? {
+                let at = stored.len();
                 codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
+                if keeping
+                    && stored.len() - at >= BLOCK_EVENTS
+                    && stored.last().is_some_and(|e| e.ts < u.first)
+                {
+                    stored.truncate(at);
+                    continue;
+                }
+                keeping = false;
                 batch.remove_block(cust, start);
             }
             put_merged(&mut batch, cust, &stored, &new, dict);
@@ -1139,6 +1184,109 @@ mod tests {
                 props: vec![(1, Value::Str(format!("v{i}")))],
             })
             .collect()
+    }
+
+    #[test]
+    fn fold_bounds_scale_with_memory_between_the_limits() {
+        assert_eq!(fold_bounds_for(None), (FOLD_EVENTS, FOLD_BYTES));
+        assert_eq!(fold_bounds_for(Some(1 << 30)), (FOLD_EVENTS, FOLD_BYTES));
+        assert_eq!(fold_bounds_for(Some(0)), (FOLD_EVENTS, FOLD_BYTES));
+        assert_eq!(
+            fold_bounds_for(Some(4 << 30)),
+            (2 * FOLD_EVENTS, 2 * FOLD_BYTES)
+        );
+        assert_eq!(
+            fold_bounds_for(Some(6 << 30)),
+            (3 * FOLD_EVENTS, 3 * FOLD_BYTES)
+        );
+        assert_eq!(
+            fold_bounds_for(Some(1 << 40)),
+            (8 * FOLD_EVENTS, MAX_FOLD_BYTES)
+        );
+    }
+
+    /// A fold leaves a full block wholly before the unfolded events as it is, and rewrites the
+    /// one it merges into. The full blocks are stored unpacked, which no write produces for
+    /// such events (LZ4 saves far more than an eighth of them): a rewrite would pack them.
+    #[test]
+    fn a_fold_leaves_full_blocks_before_the_new_events_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let cust = 7;
+        // 256 stored events (times 0, 10, ... 2550): two full blocks.
+        let stored = events(0, 256);
+        let mut batch = WriteBatch::new();
+        store
+            .write_events(&mut batch, cust, &stored, None, &[], None)
+            .unwrap();
+        store.commit(batch).unwrap();
+        let plain = |chunk: &[StoredEvent]| {
+            let mut v = vec![codec::PACKED_PLAIN];
+            codec::put_block_body(&mut v, chunk);
+            v
+        };
+        let mut batch = WriteBatch::new();
+        for chunk in [&stored[..128], &stored[128..256]] {
+            batch.put_block(cust, chunk[0].ts, plain(chunk));
+        }
+        store.commit(batch).unwrap();
+        let blocks = |store: &Store| -> Vec<(Timestamp, Vec<u8>)> {
+            store
+                .blocks_from(cust, Timestamp::MIN)
+                .unwrap()
+                .into_iter()
+                .map(|(_, start, v)| (start, v.to_vec()))
+                .collect()
+        };
+        let before = blocks(&store);
+        assert_eq!(before.len(), 2);
+        // Ten new events after them all: a block of their own.
+        let new = events(2560, 10);
+        let mut batch = WriteBatch::new();
+        store
+            .write_events(&mut batch, cust, &new, None, &[], None)
+            .unwrap();
+        store.commit(batch).unwrap();
+        assert_eq!(store.unfolded().events, 10);
+        store.fold(None, FOLD_BATCH_BYTES).unwrap();
+        let after = blocks(&store);
+        assert_eq!(after.len(), 3);
+        assert_eq!(after[..2], before[..2], "the full blocks were rewritten");
+        assert_eq!(after[2].0, 2560);
+        let mut read = Vec::new();
+        for (start, v) in &after {
+            codec::decode_block(*start, v.as_slice(), &store.dictionaries, &mut read).unwrap();
+        }
+        let mut all = stored.clone();
+        all.extend(new);
+        assert_eq!(read, all);
+        // A full block that ends at the first unfolded event's time is merged, not kept: equal
+        // times never straddle two blocks.
+        let mut batch = WriteBatch::new();
+        let at = store.blocks_from(cust, Timestamp::MIN).unwrap();
+        for (_, start, _) in &at {
+            batch.remove_block(cust, *start);
+        }
+        batch.put_block(cust, 0, plain(&all[..128]));
+        store.commit(batch).unwrap();
+        let same_time = vec![StoredEvent {
+            ts: all[127].ts,
+            event: 5,
+            props: Vec::new(),
+        }];
+        let mut batch = WriteBatch::new();
+        store
+            .write_events(&mut batch, cust, &same_time, None, &[], None)
+            .unwrap();
+        store.commit(batch).unwrap();
+        store.fold(None, FOLD_BATCH_BYTES).unwrap();
+        let after = blocks(&store);
+        assert_eq!(after.len(), 1);
+        assert_ne!(after[0].1, plain(&all[..128]));
+        let mut read = Vec::new();
+        codec::decode_block(0, after[0].1.as_slice(), &store.dictionaries, &mut read).unwrap();
+        assert_eq!(read.len(), 129);
+        assert_eq!(read[128], same_time[0]);
     }
 
     #[test]
