@@ -382,16 +382,16 @@ pub(super) struct LogFile {
 impl LogFile {
     /// The open file (opened, or created, at the first use).
     fn file(&mut self) -> std::io::Result<&std::fs::File> {
-        if self.file.is_none() {
-            let f = std::fs::OpenOptions::new()
+        let f = match self.file.take() {
+            Some(f) => f,
+            None => std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&self.path)?;
-            self.file = Some(f);
-        }
-        Ok(self.file.as_ref().expect("opened above"))
+                .open(&self.path)?,
+        };
+        Ok(self.file.insert(f))
     }
 }
 
@@ -560,14 +560,10 @@ fn decode_folds(bytes: &[u8]) -> Result<Vec<(u64, u32)>> {
     if !bytes.len().is_multiple_of(12) {
         return Err(corrupt!("bad fold record"));
     }
-    Ok(bytes
+    bytes
         .chunks_exact(12)
-        .map(|c| {
-            let g = u64::from_be_bytes(c[..8].try_into().expect("8 bytes"));
-            let cust = u32::from_be_bytes(c[8..].try_into().expect("4 bytes"));
-            (g, cust)
-        })
-        .collect())
+        .map(|c| Ok((super::be_u64(&c[..8])?, super::be_u32(&c[8..])?)))
+        .collect()
 }
 
 /// The sorted union of two sorted sets of hashes.
