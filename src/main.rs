@@ -226,6 +226,55 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableFormat,
     },
+    /// How many customers reach each step of a journey within a time limit: customers, the
+    /// conversion from the previous and the first step, and the median time from the previous.
+    Funnel {
+        /// The steps, in order: event conditions as rules write them, each in quotes when it
+        /// has more than one word ("viewed product X", "purchased where amount >= 50").
+        #[arg(required = true, num_args = 2..)]
+        steps: Vec<String>,
+        /// The longest time from the first step to the last reached ("1 hour", "7 days").
+        #[arg(long)]
+        within: String,
+        /// The window of the first step, written as in rules ("in last 30 days"); by default
+        /// every event up to now.
+        #[arg(long)]
+        window: Option<String>,
+        /// Count only the customers matching this rule at now; by default everyone.
+        #[arg(long, value_name = "RULE")]
+        audience: Option<String>,
+        /// The evaluation time, RFC 3339 or a date (midnight UTC); by default the clock.
+        #[arg(long)]
+        now: Option<String>,
+        /// A table, or `{"steps": [{"step", "customers", "from_previous", "from_first",
+        /// "median_ms"}]}`.
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
+    /// An A/B report: the audience split by bucket(NAME) into variants, each variant's
+    /// customers meeting the goal, and each later variant against the first (difference, 95%
+    /// interval, p-value of the two-proportion z-test).
+    Experiment {
+        /// The split's name, as `bucket(NAME)` takes it.
+        name: String,
+        /// The rule of the customers in the experiment.
+        #[arg(long, value_name = "RULE")]
+        audience: String,
+        /// The rule a customer meets when they converted.
+        #[arg(long, value_name = "RULE")]
+        goal: String,
+        /// Each variant's share of the buckets in percent, the first taking the lowest
+        /// buckets ("50,50"; "5,95" is a 5% holdout).
+        #[arg(long, default_value = "50,50")]
+        variants: String,
+        /// The evaluation time, RFC 3339 or a date (midnight UTC); by default the clock.
+        #[arg(long)]
+        now: Option<String>,
+        /// A table, or `{"variants": [{"share", "customers", "converted", "rate",
+        /// "difference", "ci_low", "ci_high", "p_value"}]}`.
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
     /// Values to show one customer: those that co-occur with theirs in other customers, scored
     /// by cosine similarity (README); the most popular ones for a customer with none.
     Recommend {
@@ -939,6 +988,49 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 TableFormat::Json => println!("{}", top.to_json()),
             }
             print_warnings(&top.warnings);
+            Ok(())
+        }
+        Command::Funnel {
+            steps,
+            within,
+            window,
+            audience,
+            now,
+            format,
+        } => {
+            let now = parse_now(now.as_deref())?;
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+            let mut request = audiencedb::query::reports::FunnelRequest::new(&steps, &within);
+            request.window = window;
+            request.audience = audience;
+            let funnel = db.funnel(&request, now)?;
+            match format {
+                TableFormat::Table => print!("{funnel}"),
+                TableFormat::Json => println!("{}", funnel.to_json()),
+            }
+            print_warnings(&funnel.warnings);
+            Ok(())
+        }
+        Command::Experiment {
+            name,
+            audience,
+            goal,
+            variants,
+            now,
+            format,
+        } => {
+            let now = parse_now(now.as_deref())?;
+            let mut request =
+                audiencedb::query::reports::ExperimentRequest::new(&name, &audience, &goal);
+            request.variants = audiencedb::query::reports::parse_variants(&variants)?;
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let report = db.experiment(&request, now)?;
+            match format {
+                TableFormat::Table => print!("{report}"),
+                TableFormat::Json => println!("{}", report.to_json()),
+            }
+            print_warnings(&report.warnings);
             Ok(())
         }
         Command::RebuildIndexes => {

@@ -1710,3 +1710,136 @@ fn recommend_and_recent_over_the_socket() {
     let err = c.cmd(&["RECENT", "c-000001", "viewed", "product", "LIMIT", "x"]);
     assert!(err.error().starts_with("ERR LIMIT"), "{err:?}");
 }
+
+/// `FUNNEL` and `EXPERIMENT` send the JSON `audiencedb funnel` and `audiencedb experiment`
+/// print, and the REPL over the socket prints the tables the REPL in process prints.
+#[test]
+fn funnel_and_experiment_over_the_socket() {
+    let shop = Shop::new(200);
+    let now = "2026-10-20T13:14:15.016Z";
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(BIN)
+            .arg("--db")
+            .arg(shop.db())
+            .args(args)
+            .args(["--now", now, "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let funnel = cli(&[
+        "funnel",
+        "visited",
+        "viewed",
+        "added_to_cart",
+        "purchased",
+        "--within",
+        "7 days",
+        "--window",
+        "in last 30 days",
+        "--audience",
+        "tier = Gold or tier = Silver",
+    ]);
+    assert!(
+        funnel["steps"][3]["customers"].as_u64().unwrap() > 0,
+        "{funnel}"
+    );
+    let experiment = cli(&[
+        "experiment",
+        "checkout_2026",
+        "--audience",
+        "viewed in last 90 days",
+        "--goal",
+        "purchased in last 90 days",
+        "--variants",
+        "20,80",
+    ]);
+    assert_eq!(experiment["variants"][1]["share"], 80);
+    let repl_script = format!(
+        ".now {now}\n.funnel visited then viewed then added_to_cart then purchased within 7 days \
+         in last 30 days for tier = Gold or tier = Silver\n.experiment checkout_2026 20,80 for \
+         viewed in last 90 days goal purchased in last 90 days\n"
+    );
+    let in_process = repl(&["--db", shop.db().to_str().unwrap(), "repl"], &repl_script);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let json = |r: Resp| serde_json::from_str::<serde_json::Value>(&r.text()).unwrap();
+    let got = json(c.cmd(&[
+        "FUNNEL",
+        "7 days",
+        "visited",
+        "viewed",
+        "added_to_cart",
+        "purchased",
+        "WINDOW",
+        "in last 30 days",
+        "AUDIENCE",
+        "tier = Gold or tier = Silver",
+        "NOW",
+        now,
+    ]));
+    assert_eq!(got, funnel);
+    let got = json(c.cmd(&[
+        "EXPERIMENT",
+        "checkout_2026",
+        "viewed in last 90 days",
+        "purchased in last 90 days",
+        "VARIANTS",
+        "20,80",
+        "NOW",
+        now,
+    ]));
+    assert_eq!(got, experiment);
+    let socket = server.socket.to_str().unwrap().to_owned();
+    let remote = repl(&["repl", "--socket", &socket], &repl_script);
+    assert_eq!(remote, in_process);
+    assert!(in_process.contains("95% interval"), "{in_process}");
+    // Bad requests.
+    let err = c.cmd(&["FUNNEL", "7 days", "visited"]);
+    assert!(
+        err.error().starts_with("ERR wrong number of arguments"),
+        "{err:?}"
+    );
+    let err = c.cmd(&["FUNNEL", "7 days", "visited", "NOW", now]);
+    assert!(err.error().starts_with("INVALID a funnel has 2"), "{err:?}");
+    let err = c.cmd(&["FUNNEL", "a week", "visited", "viewed"]);
+    assert!(err.error().starts_with("INVALID "), "{err:?}");
+    // An option word without a value is a step (an event of that name), warned about.
+    let got = json(c.cmd(&["FUNNEL", "7 days", "visited", "viewed", "NOW"]));
+    assert_eq!(got["warnings"][0], "step 3: no event 'NOW' in this store");
+    let err = c.cmd(&["FUNNEL", "7 days", "visited", "viewed in last 2 days"]);
+    assert!(err.error().starts_with("INVALID funnel step 2"), "{err:?}");
+    let err = c.cmd(&["EXPERIMENT", "x", "everyone", "everyone", "VARIANTS", "50"]);
+    assert!(err.error().starts_with("INVALID the variants"), "{err:?}");
+    let err = c.cmd(&["EXPERIMENT", "x", "everyone", "everyone", "SHARES", "50,50"]);
+    assert!(
+        err.error().starts_with("ERR syntax error at 'SHARES'"),
+        "{err:?}"
+    );
+}
+
+/// The REPL's output for a script on stdin (plain mode, no history); `args` include `repl`.
+fn repl(args: &[&str], script: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--no-history")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

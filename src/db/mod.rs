@@ -24,6 +24,7 @@ mod audiences;
 mod identity;
 mod query;
 mod recovery;
+mod reports;
 mod values;
 mod write;
 

@@ -1,6 +1,7 @@
 //! The data model shared by every layer: typed values, time, the stored event, and fast hash
 //! maps. It knows nothing about storage, indexes or rules, and imports no other layer.
 
+pub mod bucket;
 mod event;
 mod hash;
 pub mod time;

@@ -25,6 +25,7 @@ pub(crate) mod footprint;
 pub(crate) mod plan;
 mod ranges;
 pub(crate) mod reading;
+pub mod reports;
 mod rollups;
 mod run;
 pub(crate) mod state;

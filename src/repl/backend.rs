@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::db::{EventSchema, PropertySchema, TraitSchema};
 use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
+use crate::query::reports::{ExperimentRequest, FunnelRequest};
 use crate::query::{PreparedRule, TopOrder, TopRequest, TopRow};
 use crate::server::client::{Client, ClientError, RespValue};
 use crate::{AudienceInfo, Db, Error, Schema};
@@ -66,6 +67,15 @@ pub struct TopAnswer {
     pub json: serde_json::Value,
 }
 
+/// What `.funnel` and `.experiment` print: the table, the warnings as text, and the answer as
+/// the socket's `FUNNEL` and `EXPERIMENT` send it (for `.format json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportAnswer {
+    pub table: String,
+    pub warnings: Vec<String>,
+    pub json: serde_json::Value,
+}
+
 /// Everything a session asks of a database.
 pub trait Backend {
     /// What the banner names: the folder, or the socket.
@@ -99,6 +109,14 @@ pub trait Backend {
     fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo>;
     /// The top values of an event property for a rule's audience (`Db::top`).
     fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer>;
+    /// A funnel's steps (`Db::funnel`).
+    fn funnel(&mut self, request: &FunnelRequest, now: Timestamp) -> BackendResult<ReportAnswer>;
+    /// An experiment's variants (`Db::experiment`).
+    fn experiment(
+        &mut self,
+        request: &ExperimentRequest,
+        now: Timestamp,
+    ) -> BackendResult<ReportAnswer>;
     /// The values to show a customer, best first, as text (`Db::recommend`).
     fn recommend(
         &mut self,
@@ -203,6 +221,28 @@ impl Backend for &Db {
             json: top.to_json(),
             warnings: top.warnings.iter().map(ToString::to_string).collect(),
             rows: top.rows,
+        })
+    }
+
+    fn funnel(&mut self, request: &FunnelRequest, now: Timestamp) -> BackendResult<ReportAnswer> {
+        let funnel = Db::funnel(self, request, now)?;
+        Ok(ReportAnswer {
+            table: funnel.to_string(),
+            warnings: funnel.warnings.iter().map(ToString::to_string).collect(),
+            json: funnel.to_json(),
+        })
+    }
+
+    fn experiment(
+        &mut self,
+        request: &ExperimentRequest,
+        now: Timestamp,
+    ) -> BackendResult<ReportAnswer> {
+        let report = Db::experiment(self, request, now)?;
+        Ok(ReportAnswer {
+            table: report.to_string(),
+            warnings: report.warnings.iter().map(ToString::to_string).collect(),
+            json: report.to_json(),
         })
     }
 
@@ -535,6 +575,60 @@ impl Backend for Remote {
             .ok_or_else(|| unexpected(&cmd, "a TOP answer of another shape"))
     }
 
+    fn funnel(&mut self, request: &FunnelRequest, now: Timestamp) -> BackendResult<ReportAnswer> {
+        if let Some(rule) = &request.audience {
+            parse(rule)?;
+        }
+        let now = now.to_string();
+        let mut cmd: Vec<&str> = vec!["FUNNEL", &request.within];
+        cmd.extend(request.steps.iter().map(String::as_str));
+        cmd.extend(["NOW", &now]);
+        if let Some(w) = &request.window {
+            cmd.extend(["WINDOW", w]);
+        }
+        if let Some(a) = &request.audience {
+            cmd.extend(["AUDIENCE", a]);
+        }
+        let json = self.json(&cmd)?;
+        let steps = crate::query::reports::steps_from_json(&json)
+            .ok_or_else(|| unexpected(&cmd, "a FUNNEL answer of another shape"))?;
+        Ok(ReportAnswer {
+            table: crate::query::reports::funnel_table(&steps),
+            warnings: warnings_of(&json),
+            json,
+        })
+    }
+
+    fn experiment(
+        &mut self,
+        request: &ExperimentRequest,
+        now: Timestamp,
+    ) -> BackendResult<ReportAnswer> {
+        parse(&request.audience)?;
+        parse(&request.goal)?;
+        let now = now.to_string();
+        let shares: Vec<String> = request.variants.iter().map(u8::to_string).collect();
+        let shares = shares.join(",");
+        let cmd = [
+            "EXPERIMENT",
+            &request.name,
+            &request.audience,
+            &request.goal,
+            "VARIANTS",
+            &shares,
+            "NOW",
+            &now,
+        ];
+        let json = self.json(&cmd)?;
+        let variants = crate::query::reports::variants_from_json(&json)
+            .ok_or_else(|| unexpected(&cmd, "an EXPERIMENT answer of another shape"))?;
+        Ok(ReportAnswer {
+            table: crate::query::reports::experiment_table(&variants),
+            warnings: warnings_of(&json),
+            json,
+        })
+    }
+
     fn recommend(
         &mut self,
         id: &str,
@@ -649,6 +743,18 @@ fn schema_from_json(v: &serde_json::Value) -> Option<Schema> {
 }
 
 /// The saved-audience commands' JSON (the serialised [`AudienceInfo`]) back into one.
+/// The `"warnings"` of a JSON answer, as text (none when absent).
+fn warnings_of(v: &serde_json::Value) -> Vec<String> {
+    v["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A `TOP` reply read back: the audience's size, the rows and the warnings.
 fn top_from_json(v: &serde_json::Value) -> Option<(u64, Vec<TopRow>, Vec<String>)> {
     let rows = v

@@ -81,6 +81,20 @@ pub const COMMANDS: &[MetaCommand] = &[
         run: top,
     },
     MetaCommand {
+        name: ".funnel",
+        aliases: &[],
+        args: "STEP then STEP [then STEP ...] within N UNIT [WINDOW] [for RULE]",
+        about: "how many customers reach each step within the time, and how fast",
+        run: funnel,
+    },
+    MetaCommand {
+        name: ".experiment",
+        aliases: &[],
+        args: "NAME [SHARES e.g. 5,95] for RULE goal RULE",
+        about: "an A/B report: RULE's customers split by bucket(NAME), rates of meeting the goal",
+        run: experiment,
+    },
+    MetaCommand {
         name: ".recommend",
         aliases: &[],
         args: "ID EVENT PROPERTY [WINDOW] [limit N]",
@@ -279,6 +293,116 @@ fn parse_top(arg: &str) -> Option<crate::query::TopRequest> {
     request.order = order.unwrap_or_default();
     request.min_customers = min;
     Some(request)
+}
+
+/// `.funnel STEP then STEP ... within N UNIT [WINDOW] [for RULE]`.
+fn funnel(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let request = parse_funnel(arg).ok_or_else(|| usage(".funnel"))?;
+    let now = session.now();
+    let answer = session.backend.funnel(&request, now)?;
+    print_report(session, &answer, out)
+}
+
+/// `.experiment NAME [SHARES] for RULE goal RULE`.
+fn experiment(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let request = parse_experiment(arg).ok_or_else(|| usage(".experiment"))??;
+    let now = session.now();
+    let answer = session.backend.experiment(&request, now)?;
+    print_report(session, &answer, out)
+}
+
+fn print_report(
+    session: &Session,
+    answer: &super::backend::ReportAnswer,
+    out: &mut dyn Write,
+) -> Result<Flow, Failure> {
+    match session.format {
+        Format::Json => writeln!(out, "{}", answer.json)?,
+        _ => {
+            out.write_all(answer.table.as_bytes())?;
+            for w in &answer.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// The byte offset of the word `word` in `text` (surrounded by whitespace), the last one when
+/// `last`.
+fn word_at(text: &str, word: &str, last: bool) -> Option<usize> {
+    let mut found = text.match_indices(word).filter(|&(i, _)| {
+        i > 0
+            && text[..i].ends_with(char::is_whitespace)
+            && text[i + word.len()..].starts_with(char::is_whitespace)
+    });
+    if last {
+        found.last().map(|(i, _)| i)
+    } else {
+        found.next().map(|(i, _)| i)
+    }
+}
+
+/// The steps (split at `then`), the limit (the two words after the last `within`), the window
+/// (the words after it, up to `for`) and the audience rule (after `for`).
+fn parse_funnel(arg: &str) -> Option<crate::query::reports::FunnelRequest> {
+    let at = word_at(arg, "within", true)?;
+    let (head, tail) = (&arg[..at], &arg[at + "within".len()..]);
+    let mut steps = Vec::new();
+    let mut rest = head.trim();
+    while let Some(i) = word_at(rest, "then", false) {
+        steps.push(rest[..i].trim());
+        rest = rest[i + "then".len()..].trim();
+    }
+    steps.push(rest);
+    if steps.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    let (limit_and_window, rule) = match word_at(tail, "for", false) {
+        Some(i) => (&tail[..i], Some(tail[i + "for".len()..].trim())),
+        None => (tail, None),
+    };
+    let mut words = limit_and_window.split_whitespace();
+    let within = format!("{} {}", words.next()?, words.next()?);
+    let window: Vec<&str> = words.collect();
+    let mut request = crate::query::reports::FunnelRequest::new(&steps, &within);
+    request.window = (!window.is_empty()).then(|| window.join(" "));
+    request.audience = match rule {
+        Some("") => return None,
+        other => other.map(str::to_owned),
+    };
+    Some(request)
+}
+
+/// The name, the shares (default 50,50), the audience rule (after `for`, up to the last `goal`)
+/// and the goal rule; a bad list of shares is its own error.
+fn parse_experiment(
+    arg: &str,
+) -> Option<Result<crate::query::reports::ExperimentRequest, crate::Error>> {
+    let at = word_at(arg, "for", false)?;
+    let mut head = arg[..at].split_whitespace();
+    let name = head.next()?;
+    let shares = head.next();
+    if head.next().is_some() {
+        return None;
+    }
+    let rest = &arg[at + "for".len()..];
+    let goal_at = word_at(rest, "goal", true)?;
+    let (audience, goal) = (
+        rest[..goal_at].trim(),
+        rest[goal_at + "goal".len()..].trim(),
+    );
+    if audience.is_empty() || goal.is_empty() {
+        return None;
+    }
+    let mut request = crate::query::reports::ExperimentRequest::new(name, audience, goal);
+    if let Some(shares) = shares {
+        match crate::query::reports::parse_variants(shares) {
+            Ok(v) => request.variants = v,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(request))
 }
 
 /// `ID EVENT PROPERTY [WINDOW] [limit N]`: the parts, the window's words joined.

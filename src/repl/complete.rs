@@ -408,7 +408,14 @@ mod tests {
         );
         assert_eq!(
             helper.candidates(".ex", 3),
-            (0, vec![".explain".to_owned(), ".exit".to_owned()])
+            (
+                0,
+                vec![
+                    ".explain".to_owned(),
+                    ".experiment".to_owned(),
+                    ".exit".to_owned()
+                ]
+            )
         );
         assert_eq!(helper.candidates("tier = ", 7), (7, Vec::new()));
 

@@ -191,6 +191,9 @@ pub static COMMANDS: &[Command] = &[
     cmd("TOP", 3, 13, top),
     cmd("RECOMMEND", 3, 9, recommend),
     cmd("RECENT", 3, 7, recent),
+    // Reports: funnels and A/B experiments.
+    cmd("FUNNEL", 3, MANY, funnel),
+    cmd("EXPERIMENT", 3, 7, experiment),
     // Entries and exits as they happen (Redis pub/sub on `audience:NAME`).
     cmd("SUBSCRIBE", 1, MANY, subscribe),
     cmd("UNSUBSCRIBE", 0, MANY, unsubscribe),
@@ -1130,6 +1133,65 @@ fn recent(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), Cm
         .recent(args.str(0)?, args.str(1)?, args.str(2)?, limit, now)?;
     reply_values(r, recent.iter().map(|v| &v.value));
     Ok(())
+}
+
+/// `FUNNEL within step step ... [WINDOW w] [AUDIENCE rule] [NOW t]`: `{"steps": [{"step",
+/// "customers", "from_previous", "from_first", "median_ms"}, ...]}`. The steps run up to the
+/// first option word followed by a value (an event named like one is written `did WINDOW`).
+fn funnel(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    use crate::query::reports::FunnelRequest;
+    const USAGE: &str = "FUNNEL within step step [step ...] [WINDOW w] [AUDIENCE rule] [NOW t]";
+    let option = |i: usize| {
+        i + 1 < args.len() && (args.is(i, "WINDOW") || args.is(i, "AUDIENCE") || args.is(i, "NOW"))
+    };
+    let mut steps = Vec::new();
+    let mut i = 1;
+    while i < args.len() && !option(i) {
+        steps.push(args.str(i)?);
+        i += 1;
+    }
+    let mut request = FunnelRequest::new(&steps, args.str(0)?);
+    let mut now = None;
+    while i < args.len() {
+        if !option(i) {
+            return Err(syntax_at(args, i, USAGE));
+        }
+        if args.is(i, "WINDOW") {
+            request.window = Some(args.str(i + 1)?.to_owned());
+        } else if args.is(i, "AUDIENCE") {
+            request.audience = Some(args.str(i + 1)?.to_owned());
+        } else {
+            now = Some(parse_time(args.str(i + 1)?)?);
+        }
+        i += 2;
+    }
+    let funnel = ctx.db.funnel(&request, now.unwrap_or_else(time::now))?;
+    json_reply(r, &funnel.to_json())
+}
+
+/// `EXPERIMENT name audience goal [VARIANTS 50,50] [NOW t]`: `{"variants": [{"share",
+/// "customers", "converted", "rate", "difference", "ci_low", "ci_high", "p_value"}, ...]}`.
+fn experiment(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    use crate::query::reports::{parse_variants, ExperimentRequest};
+    const USAGE: &str = "EXPERIMENT name audience goal [VARIANTS shares] [NOW t]";
+    let mut request = ExperimentRequest::new(args.str(0)?, args.str(1)?, args.str(2)?);
+    let mut now = None;
+    let mut i = 3;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            return Err(syntax_at(args, i, USAGE));
+        }
+        if args.is(i, "VARIANTS") {
+            request.variants = parse_variants(args.str(i + 1)?)?;
+        } else if args.is(i, "NOW") {
+            now = Some(parse_time(args.str(i + 1)?)?);
+        } else {
+            return Err(syntax_at(args, i, USAGE));
+        }
+        i += 2;
+    }
+    let report = ctx.db.experiment(&request, now.unwrap_or_else(time::now))?;
+    json_reply(r, &report.to_json())
 }
 
 #[cfg(test)]

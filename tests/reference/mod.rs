@@ -306,18 +306,7 @@ fn event_condition(cond: &EventCondition, events: &[Event], now: i64) -> bool {
         .iter()
         .filter(|e| e.name == cond.event.text)
         .filter(|e| in_window(cond, e.timestamp, now))
-        .filter(|e| match &cond.shorthand {
-            // `viewed product X` is `viewed where product = X`.
-            Some(s) => e
-                .properties
-                .iter()
-                .any(|(name, v)| *name == s.property.text && equals(v, &s.value, now)),
-            None => true,
-        })
-        .filter(|e| match &cond.predicate {
-            Some(p) => predicate(p, &e.properties, now),
-            None => true,
-        })
+        .filter(|e| properties_match(cond, e, now))
         .collect();
     let count = matching.len() as u64;
     let Some(frequency) = &cond.frequency else {
@@ -360,6 +349,29 @@ fn event_condition(cond: &EventCondition, events: &[Event], now: i64) -> bool {
             }
         }
     }
+}
+
+/// Whether one event has the condition's name and passes its shorthand and `where` (its window
+/// and frequency aside).
+pub fn event_matches(cond: &EventCondition, e: &Event, now: i64) -> bool {
+    e.name == cond.event.text && properties_match(cond, e, now)
+}
+
+/// Whether one event passes the condition's shorthand and `where`.
+fn properties_match(cond: &EventCondition, e: &Event, now: i64) -> bool {
+    let shorthand = match &cond.shorthand {
+        // `viewed product X` is `viewed where product = X`.
+        Some(s) => e
+            .properties
+            .iter()
+            .any(|(name, v)| *name == s.property.text && equals(v, &s.value, now)),
+        None => true,
+    };
+    shorthand
+        && match &cond.predicate {
+            Some(p) => predicate(p, &e.properties, now),
+            None => true,
+        }
 }
 
 fn compare_ord(ordering: Ordering, op: CmpOp) -> bool {

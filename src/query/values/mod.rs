@@ -128,7 +128,7 @@ pub(crate) fn target(
 
 /// A window as the rule language writes it (`in last 90 days`, `since 2026-01-01`,
 /// `before 30 days ago`, `between 2026-03-01 and 2026-03-31`, `ever`).
-fn parse_window(text: &str) -> Result<Window> {
+pub(crate) fn parse_window(text: &str) -> Result<Window> {
     let bad = |why: &str| {
         Error::InvalidInput(format!(
             "{text:?} is not a window{why}: write it as in a rule, e.g. `in last 90 days`, \

@@ -1,0 +1,581 @@
+//! The funnel: how many customers get through each step of a journey within a time limit.
+//!
+//! A customer reaches step k when they have events e1 < e2 < ... < ek (strictly later each, to
+//! the millisecond), ei matching step i, with e1 inside the window and ek − e1 ≤ the limit; every
+//! event counts only up to *now*. Reaching step k implies reaching every step before it.
+//!
+//! Counting: step 1 is answered by bitmaps alone (the step planned with the window, as a rule
+//! condition, intersected with the audience). Only customers who also did step 2 somewhere in the
+//! span that can matter (the window's start to its end plus the limit) can go further; those are
+//! read, each once, and their matching events walked: for each start e1 in the window, in time
+//! order, the earliest e2 after it, then the earliest e3 after that, and so on. Taking the
+//! earliest event at each step never loses a longer path, so this finds the deepest step a
+//! start reaches; the customer's journey is the earliest start that reaches their deepest step.
+//! The median time from the previous step is taken over those journeys.
+
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
+
+use crate::error::{Error, Result};
+use crate::model::time::Timestamp;
+use crate::query::ReadState;
+use crate::rules::{
+    self, EventCondition, Expr, ExprKind, Rule, Span, TimeKind, TimePoint, Window, WindowKind,
+};
+use crate::storage::view;
+use crate::storage::Store;
+
+use super::super::check::{self, Warning};
+use super::super::customer::filter_passes;
+use super::super::exec::{self, Sources};
+use super::super::plan::{self, EventNode, NodeKind};
+use super::super::values::parse_window;
+use super::super::values::top::members;
+use super::super::PreparedRule;
+use super::{parse_within, ratio};
+
+/// The most steps a funnel may have.
+pub const MAX_STEPS: usize = 32;
+
+/// What a funnel is asked.
+#[derive(Debug, Clone)]
+pub struct FunnelRequest {
+    /// Each step an event condition as rules write it, without a window or a frequency:
+    /// `visited`, `viewed product X`, `purchased where amount >= 50`.
+    pub steps: Vec<String>,
+    /// The longest time from the first step's event to the last reached step's, as rules write
+    /// a length after `in last` (`7 days`).
+    pub within: String,
+    /// The window of the first step's event (`in last 30 days`, ...); `None` is `ever`.
+    pub window: Option<String>,
+    /// A rule: only its members at *now* are counted; `None` is everyone.
+    pub audience: Option<String>,
+}
+
+impl FunnelRequest {
+    pub fn new(steps: &[&str], within: &str) -> FunnelRequest {
+        FunnelRequest {
+            steps: steps.iter().map(|s| (*s).to_owned()).collect(),
+            within: within.to_owned(),
+            window: None,
+            audience: None,
+        }
+    }
+}
+
+/// One step's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelStep {
+    /// The step as written.
+    pub step: String,
+    /// Customers who reached this step.
+    pub customers: u64,
+    /// `customers` over the previous step's; `None` for the first step or after a step nobody
+    /// reached.
+    pub from_previous: Option<f64>,
+    /// `customers` over the first step's; `None` when nobody reached the first.
+    pub from_first: Option<f64>,
+    /// The median, over the customers who reached this step, of the milliseconds from their
+    /// journey's previous step to this one (the mean of the two middle values for an even
+    /// number); `None` for the first step or when nobody reached it.
+    pub median_ms: Option<f64>,
+}
+
+/// The answer of a funnel.
+#[derive(Debug, Clone)]
+pub struct Funnel {
+    pub steps: Vec<FunnelStep>,
+    /// Customers counted: the audience's members (everyone known without one).
+    pub audience: u64,
+    /// The audience rule's warnings, then each step's.
+    pub warnings: Vec<Warning>,
+    pub now: Timestamp,
+    pub elapsed: Duration,
+}
+
+impl Funnel {
+    /// `{"steps": [{"step", "customers", "from_previous", "from_first", "median_ms"}, ...]}`,
+    /// with `"warnings": [text, ...]` when there are any.
+    pub fn to_json(&self) -> serde_json::Value {
+        let steps: Vec<serde_json::Value> = self
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "step": s.step,
+                    "customers": s.customers,
+                    "from_previous": s.from_previous,
+                    "from_first": s.from_first,
+                    "median_ms": s.median_ms,
+                })
+            })
+            .collect();
+        let mut out = serde_json::json!({ "steps": steps });
+        if !self.warnings.is_empty() {
+            out["warnings"] = self.warnings.iter().map(|w| w.to_string()).collect();
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Funnel {
+    /// The table `audiencedb funnel` prints (see [`table`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&table(&self.steps))
+    }
+}
+
+/// The table of a funnel, as the CLI and the REPL print it: a row per step (customers, the
+/// conversions in percent, the median time from the previous step).
+pub fn table(steps: &[FunnelStep]) -> String {
+    use std::fmt::Write;
+    let width = steps
+        .iter()
+        .map(|s| s.step.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("step".len());
+    let pct = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{:.2}%", x * 100.0));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>9}  {:>13}  {:>10}  {:>12}",
+        "step", "customers", "from previous", "from first", "median time"
+    );
+    for s in steps {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>9}  {:>13}  {:>10}  {:>12}",
+            s.step,
+            s.customers,
+            pct(s.from_previous),
+            pct(s.from_first),
+            s.median_ms.map_or("-".to_owned(), human_ms),
+        );
+    }
+    out
+}
+
+/// The steps of a funnel's JSON (see [`Funnel::to_json`]) read back, as the REPL reads the
+/// socket's `FUNNEL` answer; `None` for JSON of another shape.
+pub fn steps_from_json(v: &serde_json::Value) -> Option<Vec<FunnelStep>> {
+    let number = |s: &serde_json::Value, k: &str| -> Option<Option<f64>> {
+        match &s[k] {
+            serde_json::Value::Null => Some(None),
+            x => x.as_f64().map(Some),
+        }
+    };
+    v["steps"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            Some(FunnelStep {
+                step: s["step"].as_str()?.to_owned(),
+                customers: s["customers"].as_u64()?,
+                from_previous: number(s, "from_previous")?,
+                from_first: number(s, "from_first")?,
+                median_ms: number(s, "median_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// A length of time for people: `1h 05m`, `3d 4h`, `12.5 s`.
+fn human_ms(ms: f64) -> String {
+    let s = ms / 1000.0;
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 3600.0 {
+        format!("{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else if s < 86_400.0 {
+        format!(
+            "{}h {:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
+    } else {
+        format!(
+            "{}d {}h",
+            (s / 86_400.0) as u64,
+            ((s % 86_400.0) / 3600.0) as u64
+        )
+    }
+}
+
+/// A step: the event condition as written, checked to have no window or frequency.
+fn parse_step(i: usize, text: &str) -> Result<EventCondition> {
+    let rule = rules::parse(text).map_err(|e| {
+        Error::InvalidInput(format!(
+            "funnel step {} ({text:?}) is not an event condition: {}",
+            i + 1,
+            e.message()
+        ))
+    })?;
+    let ExprKind::Event(cond) = rule.expr.kind else {
+        return Err(Error::InvalidInput(format!(
+            "funnel step {} ({text:?}) is not an event condition: write an event, with a \
+             property value or a `where` if needed, e.g. `viewed product X` or `purchased where \
+             amount >= 50`",
+            i + 1
+        )));
+    };
+    if cond.window.is_some() || cond.frequency.is_some() {
+        return Err(Error::InvalidInput(format!(
+            "funnel step {} ({text:?}) has a {}: a step is one event, and the funnel's \
+             --window (first step) and --within (all steps) say when",
+            i + 1,
+            if cond.window.is_some() {
+                "window"
+            } else {
+                "frequency"
+            }
+        )));
+    }
+    Ok(*cond)
+}
+
+/// `cond` with the window `from..=to` (inclusive milliseconds), as a rule of its own.
+fn with_window(cond: &EventCondition, window: Window) -> Rule {
+    let mut cond = cond.clone();
+    cond.window = Some(window);
+    Rule {
+        expr: Expr {
+            kind: ExprKind::Event(Box::new(cond)),
+            span: Span::default(),
+        },
+    }
+}
+
+fn between(from: Timestamp, to: Timestamp) -> Window {
+    let point = |t| TimePoint {
+        kind: TimeKind::DateTime(t),
+        span: Span::default(),
+    };
+    Window {
+        kind: WindowKind::Between(point(from), point(to)),
+        span: Span::default(),
+    }
+}
+
+/// One planned step: its event node (name, filter, window at *now*) and the customers who did
+/// it in that window, exactly.
+struct Planned {
+    node: EventNode,
+    who: RoaringBitmap,
+}
+
+fn plan_step(state: &ReadState, store: &Store, rule: &Rule, now: Timestamp) -> Result<Planned> {
+    let planned = plan::plan(
+        rule,
+        &state.catalog,
+        &state.indexes,
+        &state.definitions,
+        now,
+    )?;
+    let sources = Sources {
+        indexes: &state.indexes,
+        catalog: &state.catalog,
+        store,
+    };
+    let bounds = sources.bounds(&planned.root);
+    let who = exec::resolve(&planned, &bounds, store)?;
+    let NodeKind::Event(node) = planned.root.kind else {
+        return Err(Error::Internal(
+            "a funnel step planned as another node".into(),
+        ));
+    };
+    Ok(Planned { node: *node, who })
+}
+
+pub(crate) fn funnel(
+    state: &ReadState,
+    store: &Store,
+    req: &FunnelRequest,
+    now: Timestamp,
+) -> Result<Funnel> {
+    let started = Instant::now();
+    if req.steps.len() < 2 || req.steps.len() > MAX_STEPS {
+        return Err(Error::InvalidInput(format!(
+            "a funnel has 2 to {MAX_STEPS} steps, not {}",
+            req.steps.len()
+        )));
+    }
+    let within = parse_within(&req.within)?;
+    let window = req.window.as_deref().map(parse_window).transpose()?;
+    let conds: Vec<EventCondition> = req
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_step(i, s))
+        .collect::<Result<_>>()?;
+    let audience = req.audience.as_deref().map(PreparedRule::new).transpose()?;
+
+    let mut warnings = Vec::new();
+    let members = match &audience {
+        Some(rule) => {
+            let (m, w) = members(state, store, rule, now)?;
+            warnings.extend(w);
+            m
+        }
+        None => state.indexes.everyone.clone(),
+    };
+    // Step 1 in the window; the later steps anywhere from the window's start to its end plus
+    // the limit (capped at *now* by planning).
+    let first_rule = {
+        let mut cond = conds[0].clone();
+        cond.window = window.clone();
+        Rule {
+            expr: Expr {
+                kind: ExprKind::Event(Box::new(cond)),
+                span: Span::default(),
+            },
+        }
+    };
+    let first = plan_step(state, store, &first_rule, now)?;
+    let (w_from, w_to) = (first.node.from, first.node.to);
+    let reach_end = w_to.saturating_add(within).min(now);
+    let mut steps = vec![first];
+    for cond in &conds[1..] {
+        let rule = with_window(cond, between(w_from, reach_end));
+        steps.push(plan_step(state, store, &rule, now)?);
+    }
+    for (i, cond) in conds.iter().enumerate() {
+        let rule = with_window(cond, between(w_from, reach_end));
+        warnings.extend(
+            check::warnings(&rule, &state.catalog, &state.indexes)
+                .into_iter()
+                .map(|w| Warning {
+                    message: format!("step {}: {}", i + 1, w.message),
+                    ..w
+                }),
+        );
+    }
+
+    let k = steps.len();
+    let mut reached = vec![0u64; k];
+    let mut gaps: Vec<Vec<i64>> = vec![Vec::new(); k];
+    let at_first = &members & &steps[0].who;
+    reached[0] = at_first.len();
+    let walked = &at_first & &steps[1].who;
+    if !walked.is_empty() && !steps[0].node.window_is_empty() {
+        let nodes: Vec<&EventNode> = steps.iter().map(|s| &s.node).collect();
+        let span = Reach {
+            from: w_from,
+            first_to: w_to,
+            to: reach_end,
+            within,
+        };
+        let ids: Vec<u32> = walked.iter().collect();
+        let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+        let parts: Vec<(Vec<u64>, Vec<Vec<i64>>)> = ids
+            .par_chunks(chunk)
+            .map(|custs| {
+                let mut walker = Walker::new(k);
+                let mut counts = vec![0u64; k];
+                let mut part: Vec<Vec<i64>> = vec![Vec::new(); k];
+                let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
+                for &cust in custs {
+                    bodies.clear();
+                    blocks.clear();
+                    store.event_bodies_from(cust, w_from, &mut bodies, &mut blocks)?;
+                    let depth = walker.journey(&nodes, &bodies, &blocks, &span)?;
+                    for s in 1..depth {
+                        counts[s] += 1;
+                        part[s].push(walker.best[s] - walker.best[s - 1]);
+                    }
+                }
+                Ok((counts, part))
+            })
+            .collect::<Result<_>>()?;
+        for (counts, part) in parts {
+            for s in 1..k {
+                reached[s] += counts[s];
+            }
+            for (all, mut some) in gaps.iter_mut().zip(part) {
+                all.append(&mut some);
+            }
+        }
+    }
+
+    let rows = (0..k)
+        .map(|s| FunnelStep {
+            step: req.steps[s].clone(),
+            customers: reached[s],
+            from_previous: if s == 0 {
+                None
+            } else {
+                ratio(reached[s], reached[s - 1])
+            },
+            from_first: ratio(reached[s], reached[0]),
+            median_ms: if s == 0 { None } else { median(&mut gaps[s]) },
+        })
+        .collect();
+    Ok(Funnel {
+        steps: rows,
+        audience: members.len(),
+        warnings,
+        now,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The median of the values (the mean of the two middle ones for an even count); `None` for
+/// none.
+pub(crate) fn median(values: &mut [i64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2] as f64
+    } else {
+        (values[n / 2 - 1] as f64 + values[n / 2] as f64) / 2.0
+    })
+}
+
+/// The times a journey may use: a first step in `from..=first_to`, every step up to `to`, the
+/// last within `within` of the first.
+struct Reach {
+    from: Timestamp,
+    first_to: Timestamp,
+    to: Timestamp,
+    within: i64,
+}
+
+/// Walks one customer's events at a time, reusing its buffers.
+struct Walker {
+    /// The customer's events that match some step: time and a bit per step matched.
+    matched: Vec<(Timestamp, u32)>,
+    /// The journey being tried, one time per step reached.
+    path: Vec<Timestamp>,
+    /// The customer's journey: the earliest start reaching their deepest step.
+    best: Vec<Timestamp>,
+}
+
+impl Walker {
+    fn new(k: usize) -> Walker {
+        Walker {
+            matched: Vec::new(),
+            path: vec![0; k],
+            best: vec![0; k],
+        }
+    }
+
+    /// The deepest step (1-based count of steps) the customer reaches; their journey's times
+    /// are left in `best`.
+    fn journey(
+        &mut self,
+        steps: &[&EventNode],
+        bodies: &[u8],
+        blocks: &[view::BlockSpan],
+        span: &Reach,
+    ) -> Result<usize> {
+        self.matched.clear();
+        for (start, range) in blocks {
+            if *start > span.to {
+                break;
+            }
+            let mut past = false;
+            view::for_each_event(*start, &bodies[range.clone()], |e| {
+                if e.ts > span.to {
+                    past = true;
+                    return Ok(false);
+                }
+                if e.ts < span.from {
+                    return Ok(true);
+                }
+                let mut mask = 0u32;
+                for (i, s) in steps.iter().enumerate() {
+                    if s.event != Some(e.event) {
+                        continue;
+                    }
+                    let passes = match &s.filter {
+                        Some(f) => filter_passes(&e, f)?,
+                        None => true,
+                    };
+                    if passes {
+                        mask |= 1 << i;
+                    }
+                }
+                if mask != 0 {
+                    self.matched.push((e.ts, mask));
+                }
+                Ok(true)
+            })?;
+            if past {
+                break;
+            }
+        }
+        let k = steps.len();
+        let mut best_depth = 0;
+        for s in 0..self.matched.len() {
+            let (t1, mask) = self.matched[s];
+            if t1 > span.first_to {
+                break;
+            }
+            if mask & 1 == 0 {
+                continue;
+            }
+            let limit = t1.saturating_add(span.within);
+            self.path[0] = t1;
+            let mut depth = 1;
+            let mut pos = s;
+            while depth < k {
+                let bit = 1u32 << depth;
+                let prev = self.path[depth - 1];
+                let next = self.matched[pos + 1..]
+                    .iter()
+                    .take_while(|(t, _)| *t <= limit)
+                    .position(|&(t, m)| t > prev && m & bit != 0);
+                match next {
+                    Some(off) => {
+                        pos += 1 + off;
+                        self.path[depth] = self.matched[pos].0;
+                        depth += 1;
+                    }
+                    None => break,
+                }
+            }
+            if depth > best_depth {
+                best_depth = depth;
+                self.best[..depth].copy_from_slice(&self.path[..depth]);
+                if depth == k {
+                    break;
+                }
+            }
+        }
+        Ok(best_depth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [5]), Some(5.0));
+        assert_eq!(median(&mut [9, 1, 5]), Some(5.0));
+        assert_eq!(median(&mut [4, 1, 2, 3]), Some(2.5));
+    }
+
+    #[test]
+    fn steps_must_be_plain_event_conditions() {
+        assert!(parse_step(0, "viewed product X").is_ok());
+        assert!(parse_step(0, "purchased where amount >= 50").is_ok());
+        for (bad, why) in [
+            ("viewed in last 7 days", "has a window"),
+            ("viewed at least 2 times", "has a frequency"),
+            ("tier = Gold", "is not an event condition"),
+            ("viewed and purchased", "is not an event condition"),
+            ("viewed (", "is not an event condition"),
+        ] {
+            let e = parse_step(1, bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("step 2"), "{bad:?}: {e}");
+        }
+    }
+}
