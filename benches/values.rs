@@ -19,68 +19,25 @@
 //! intervals, and the issue's targets are a median and a p99. The one-minute load average after
 //! each case is printed: on a shared machine it tells which figures had company.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use audiencedb::model::time;
 use audiencedb::query::{TopOrder, TopRequest};
-use audiencedb::Db;
+
+use common::report;
 
 const MIN_RUNS: usize = 20;
 const MIN_TIME: Duration = Duration::from_secs(2);
 const CUSTOMERS: u32 = 500;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn report(name: &str, what: &str, mut times: Vec<Duration>) -> (f64, f64) {
-    times.sort_unstable();
-    println!(
-        "| {name} | {what} | {} | {:.3} | {:.3} | {} |",
-        times.len(),
-        ms(percentile(&times, 50.0)),
-        ms(percentile(&times, 99.0)),
-        load_average().map_or(String::new(), |l| format!("{l:.1}")),
-    );
-    (ms(percentile(&times, 50.0)), ms(percentile(&times, 99.0)))
-}
-
 fn main() {
-    let Ok(path) = std::env::var("AUDIENCEDB_BENCH_DB") else {
-        println!(
-            "values bench skipped: set AUDIENCEDB_BENCH_DB to a database folder \
-             (scripts/bench-query.sh builds one)"
-        );
+    let Some((db, path, now)) = common::open("values") else {
         return;
-    };
-    let now_text = std::env::var("AUDIENCEDB_BENCH_NOW").unwrap_or_else(|_| "2026-11-01".into());
-    let Some(now) = time::parse_user_time(&now_text) else {
-        eprintln!("AUDIENCEDB_BENCH_NOW: not an RFC 3339 time or a date: {now_text:?}");
-        std::process::exit(2);
     };
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let db = Db::open(&path).unwrap_or_else(|e| {
-        eprintln!("cannot open {path}: {e}");
-        std::process::exit(1);
-    });
     let everyone = db.query("everyone", now).expect("everyone").len();
     println!(
         "{path}: {everyone} customers; now {}\n",
