@@ -19,7 +19,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use audiencedb::model::time;
 use audiencedb::query::reports::{ExperimentRequest, FunnelRequest};
 
 use common::report;
@@ -51,13 +50,7 @@ fn main() {
     };
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let everyone = db.query("everyone", now).expect("everyone").len();
-    println!(
-        "{path}: {everyone} customers; now {}\n",
-        time::format_rfc3339(now)
-    );
-    println!("| case | what | runs | median ms | p99 ms | load |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    common::header(&db, &path, now);
 
     let funnels: [(&str, &[&str], &str, Option<&str>); 3] = [
         (

@@ -14,18 +14,19 @@
 //! library's unit tests), the goal from the reference evaluator; counts must be identical and the
 //! comparison fields those of `compare`.
 
+mod fixture;
 mod reference;
 
 use std::collections::BTreeSet;
 
 use audiencedb::db::Event;
-use audiencedb::ingest::Message;
 use audiencedb::model::bucket::bucket;
 use audiencedb::model::time::parse_rfc3339;
 use audiencedb::model::Value;
 use audiencedb::query::reports::{compare, ExperimentRequest, FunnelRequest};
 use audiencedb::rules::{self, EventCondition, ExprKind};
-use audiencedb::{Config, Customer, Db};
+use audiencedb::{Customer, Db};
+use fixture::Fixture;
 use proptest::prelude::*;
 
 const MINUTE: i64 = 60_000;
@@ -37,47 +38,6 @@ fn at(rfc3339: &str) -> i64 {
 
 fn s(text: &str) -> Value {
     Value::Str(text.into())
-}
-
-struct Fixture {
-    db: Db,
-    ids: BTreeSet<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        Fixture {
-            db: Db::open_with(Config::new(dir.path().join("db"))).unwrap(),
-            ids: BTreeSet::new(),
-            _dir: dir,
-        }
-    }
-
-    fn ingest(&mut self, messages: Vec<Message>) {
-        self.ids.extend(messages.iter().map(|m| m.customer.clone()));
-        self.db.ingest(messages).unwrap();
-    }
-
-    fn track(&mut self, id: &str, event: &str, ts: i64, props: Vec<(&str, Value)>) {
-        let props = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        self.ingest(vec![Message::track(id, event, props, Some(ts))]);
-    }
-
-    fn identify(&mut self, id: &str, tier: &str) {
-        self.ingest(vec![Message::identify(
-            id,
-            vec![("tier".to_owned(), Some(s(tier)))],
-        )]);
-    }
-
-    fn customers(&self) -> Vec<Customer> {
-        self.ids
-            .iter()
-            .filter_map(|id| self.db.customer(id).unwrap())
-            .collect()
-    }
 }
 
 fn condition(text: &str) -> EventCondition {

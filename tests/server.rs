@@ -1625,26 +1625,31 @@ fn top_over_the_socket() {
     );
 }
 
+/// The JSON a CLI command prints on the shop at `now` (`--now NOW --format json` added).
+fn cli_json(shop: &Shop, now: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(shop.db())
+        .args(args)
+        .args(["--now", now, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `RECOMMEND` and `RECENT` send the values `audiencedb recommend` and `customer recent` print.
 #[test]
 fn recommend_and_recent_over_the_socket() {
     let shop = Shop::new(200);
     let now = "2026-10-20T13:14:15.016Z";
     let cli = |args: &[&str]| -> Vec<String> {
-        let out = Command::new(BIN)
-            .arg("--db")
-            .arg(shop.db())
-            .args(args)
-            .args(["--now", now, "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        json.as_array()
+        cli_json(&shop, now, args)
+            .as_array()
             .unwrap()
             .iter()
             .map(|r| r["value"].as_str().unwrap().to_owned())
@@ -1717,21 +1722,7 @@ fn recommend_and_recent_over_the_socket() {
 fn funnel_and_experiment_over_the_socket() {
     let shop = Shop::new(200);
     let now = "2026-10-20T13:14:15.016Z";
-    let cli = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new(BIN)
-            .arg("--db")
-            .arg(shop.db())
-            .args(args)
-            .args(["--now", now, "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| cli_json(&shop, now, args);
     let funnel = cli(&[
         "funnel",
         "visited",

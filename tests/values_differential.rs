@@ -13,6 +13,7 @@
 //! (every value's customers from the events, then the README's score; the customer's events
 //! walked backwards).
 
+mod fixture;
 mod reference;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,7 @@ use audiencedb::query::values::cosine_sum;
 use audiencedb::query::{TopOrder, TopRequest};
 use audiencedb::rules::{self, ExprKind};
 use audiencedb::{Config, Customer, Db, Error};
+use fixture::{known, Fixture};
 
 const HOUR: i64 = 3_600_000;
 
@@ -113,13 +115,6 @@ fn plain(
     (members.len() as u64, rows)
 }
 
-/// Every known customer as stored.
-fn known(db: &Db, ids: &BTreeSet<String>) -> Vec<Customer> {
-    ids.iter()
-        .filter_map(|id| db.customer(id).unwrap())
-        .collect()
-}
-
 /// Runs `top` and the plain evaluator and fails on any difference. Returns the engine's rows.
 #[allow(clippy::too_many_arguments)]
 fn compare(
@@ -163,44 +158,6 @@ fn compare(
         assert_eq!(r.lift, lift, "{context}");
     }
     got
-}
-
-struct Fixture {
-    db: Db,
-    ids: BTreeSet<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        Fixture {
-            db: Db::open_with(Config::new(dir.path().join("db"))).unwrap(),
-            ids: BTreeSet::new(),
-            _dir: dir,
-        }
-    }
-
-    fn ingest(&mut self, messages: Vec<Message>) {
-        self.ids.extend(messages.iter().map(|m| m.customer.clone()));
-        self.db.ingest(messages).unwrap();
-    }
-
-    fn track(&mut self, id: &str, event: &str, ts: i64, props: Vec<(&str, Value)>) {
-        let props = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        self.ingest(vec![Message::track(id, event, props, Some(ts))]);
-    }
-
-    fn identify(&mut self, id: &str, tier: &str) {
-        self.ingest(vec![Message::identify(
-            id,
-            vec![("tier".to_owned(), Some(s(tier)))],
-        )]);
-    }
-
-    fn customers(&self) -> Vec<Customer> {
-        known(&self.db, &self.ids)
-    }
 }
 
 /// *now* is 2026-03-15T10:30:00Z; `in last 2 days` starts at 2026-03-13T10:30:00.001Z, so both
@@ -554,6 +511,7 @@ fn compare_personal(
 
 mod random {
     use super::*;
+    use fixture::Fixture;
     use proptest::prelude::*;
 
     const NOW: &str = "2026-03-15T10:30:00Z";

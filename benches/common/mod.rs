@@ -67,3 +67,14 @@ pub fn open(bench: &str) -> Option<(Db, String, Timestamp)> {
     });
     Some((db, path, now))
 }
+
+/// Prints the folder, its size and *now*, then the head of the results table.
+pub fn header(db: &Db, path: &str, now: Timestamp) {
+    let everyone = db.query("everyone", now).expect("everyone").len();
+    println!(
+        "{path}: {everyone} customers; now {}\n",
+        time::format_rfc3339(now)
+    );
+    println!("| case | what | runs | median ms | p99 ms | load |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+}
