@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh machine: installs the clients the socket server's tests
 # talk to (Debian's redis-tools: redis-cli, redis-benchmark; the PyPI `redis` package in a venv
-# under target/), then runs `cargo test` with the arguments given (e.g. `scripts/test.sh --test
+# under target/) and DuckDB (PyPI `duckdb`, same venv: tests/tables.rs loads the exported tables
+# with it), then runs `cargo test` with the arguments given (e.g. `scripts/test.sh --test
 # server`). `.ci/run` calls this after fmt and clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +15,10 @@ if ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null;
     || { $sudo apt-get update >/dev/null && $sudo apt-get install -y redis-tools >/dev/null; }
 fi
 venv=target/server-venv
-if ! "$venv/bin/python" -c 'import redis' 2>/dev/null; then
-  echo "== installing the PyPI redis client into $venv for tests/server.rs"
+if ! "$venv/bin/python" -c 'import redis, duckdb' 2>/dev/null; then
+  echo "== installing the PyPI redis client and DuckDB into $venv for tests/server.rs and tests/tables.rs"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet redis
+  "$venv/bin/pip" install --quiet redis duckdb
 fi
 
 cargo test --locked "$@"

@@ -70,6 +70,7 @@ pub mod repl;
 pub mod rules;
 pub mod server;
 pub(crate) mod storage;
+pub mod tables;
 /// What the tests and benchmarks in `tests/` and `benches/` need of the internals (see the
 /// module); not an API.
 #[doc(hidden)]

@@ -226,6 +226,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableFormat,
     },
+    /// Write the store out for other systems.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
     /// How many customers reach each step of a journey within a time limit: customers, the
     /// conversion from the previous and the first step, and the median time from the previous.
     Funnel {
@@ -287,6 +292,25 @@ enum Command {
         #[arg(long)]
         window: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// The store as six flat tables in NDJSON (customers, traits, trait_items, events,
+    /// properties, property_items) with schema.clickhouse.sql, load.clickhouse.sql and
+    /// load.duckdb.sql beside them, which create the tables and load the files.
+    Tables {
+        /// The folder to write into (created if missing; the files in it are replaced).
+        dir: PathBuf,
+        /// The file format.
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: TablesFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TablesFormat {
+    Ndjson,
 }
 
 #[derive(clap::Args)]
@@ -988,6 +1012,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 TableFormat::Json => println!("{}", top.to_json()),
             }
             print_warnings(&top.warnings);
+            Ok(())
+        }
+        Command::Export {
+            what: ExportWhat::Tables { dir, format: _ },
+        } => {
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let report = audiencedb::tables::export_tables(&db, &dir, time::now())?;
+            for (table, rows) in audiencedb::tables::TABLES.iter().zip(report.rows) {
+                println!("{table:<15} {rows:>12} rows");
+            }
+            println!(
+                "wrote {} rows to {} in {:.2} s ({:.0} rows/s); load them with {}",
+                report.total_rows(),
+                dir.display(),
+                report.elapsed.as_secs_f64(),
+                report.total_rows() as f64 / report.elapsed.as_secs_f64().max(1e-9),
+                dir.join("load.clickhouse.sql").display()
+            );
             Ok(())
         }
         Command::Funnel {
