@@ -226,6 +226,20 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableFormat,
     },
+    /// Print one SQL query that returns the rule's members (their ids) over the tables of
+    /// `export tables`, in ClickHouse's or DuckDB's dialect, at a fixed now.
+    Sql {
+        /// The rule (several words are joined with spaces).
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+        /// clickhouse or duckdb.
+        #[arg(long, value_enum)]
+        dialect: DialectArg,
+        /// The evaluation time the query is written for, RFC 3339 or a date (midnight UTC); by
+        /// default the clock.
+        #[arg(long)]
+        now: Option<String>,
+    },
     /// Write the store out for other systems.
     Export {
         #[command(subcommand)]
@@ -306,6 +320,12 @@ enum ExportWhat {
         #[arg(long, value_enum, default_value = "ndjson")]
         format: TablesFormat,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DialectArg {
+    Clickhouse,
+    Duckdb,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -1012,6 +1032,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 TableFormat::Json => println!("{}", top.to_json()),
             }
             print_warnings(&top.warnings);
+            Ok(())
+        }
+        Command::Sql { rule, dialect, now } => {
+            let now = parse_now(now.as_deref())?;
+            let rule = rule.join(" ");
+            audiencedb::query::PreparedRule::new(&rule)?;
+            let db = open_existing(&cli.db, &cli.limits)?;
+            let dialect = match dialect {
+                DialectArg::Clickhouse => audiencedb::query::sql::Dialect::ClickHouse,
+                DialectArg::Duckdb => audiencedb::query::sql::Dialect::DuckDb,
+            };
+            println!("{}", db.sql(&rule, dialect, now)?);
             Ok(())
         }
         Command::Export {

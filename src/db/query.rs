@@ -20,6 +20,13 @@ impl Db {
         self.query_prepared(&PreparedRule::new(rule)?, now)
     }
 
+    /// `rule` at `now` as one SQL query over the tables of `export tables`, in `dialect`: it
+    /// returns the members' ids, sorted (see [`crate::query::sql`]).
+    pub fn sql(&self, rule: &str, dialect: query::sql::Dialect, now: Timestamp) -> Result<String> {
+        let rule = PreparedRule::new(rule)?;
+        query::sql::to_sql(&self.state.read(), &rule, dialect, now)
+    }
+
     /// Runs a prepared rule at `now`.
     pub fn query_prepared(&self, rule: &PreparedRule, now: Timestamp) -> Result<Audience> {
         query::run(&self.state, &self.store, rule, now, Warnings::Listed)

@@ -28,6 +28,7 @@ pub(crate) mod reading;
 pub mod reports;
 mod rollups;
 mod run;
+pub mod sql;
 pub(crate) mod state;
 pub(crate) mod subset;
 mod texts;

@@ -1,0 +1,413 @@
+//! A rule as one SQL query over the tables of `audiencedb export tables` (`crate::tables`), in
+//! the ClickHouse or the DuckDB dialect: the same members, so audiences written here run unchanged
+//! on a warehouse that outgrew one machine.
+//!
+//! The query is written from the rule's plan at one *now*, so it means exactly what the engine
+//! evaluates: names already resolved (an unknown event, trait or property matches nothing, as in
+//! the engine), `NAME between A and B` read as the store reads it, `in audience` inlined, every
+//! window an inclusive range of milliseconds, every literal in each form a stored value can be
+//! compared with (`plan::Lit`). Each test on a value becomes a predicate on one row of typed
+//! columns (`kind` and `text`, `int`, `float`, `bool`, `time`) that mirrors `customer::equals`
+//! and `customer::order` branch by branch; every predicate is guarded by its kind, so no
+//! comparison meets a null. Sums are added in the events' time order, as the engine adds them.
+//!
+//! Names and values enter the SQL only as escaped string literals or as numbers written by this
+//! module, never as identifiers, so no rule text can change the query's shape. This module reads
+//! the plan and the catalog; it runs nothing.
+
+use std::fmt::Write as _;
+
+use crate::error::{Error, Result};
+use crate::model::time::Timestamp;
+use crate::rules::{AggregateFn, CmpOp};
+use crate::storage::Catalog;
+use crate::tables::{clickhouse_string, duckdb_string};
+
+use super::plan::{self, EventNode, Filter, Frequency, Lit, Node, NodeKind, ValueTest};
+use super::{PreparedRule, ReadState};
+
+/// Which SQL the query is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    ClickHouse,
+    DuckDb,
+}
+
+impl Dialect {
+    /// `clickhouse` or `duckdb`.
+    pub fn parse(name: &str) -> Result<Dialect> {
+        match name.to_ascii_lowercase().as_str() {
+            "clickhouse" => Ok(Dialect::ClickHouse),
+            "duckdb" => Ok(Dialect::DuckDb),
+            _ => Err(Error::InvalidInput(format!(
+                "{name:?} is not a SQL dialect: clickhouse or duckdb"
+            ))),
+        }
+    }
+
+    fn string(self, s: &str) -> String {
+        match self {
+            Dialect::ClickHouse => clickhouse_string(s),
+            Dialect::DuckDb => duckdb_string(s),
+        }
+    }
+
+    /// A 64-bit float literal that parses back to exactly `x` (from its shortest round-trip
+    /// text); NaN and infinities never reach here (no rule literal is one).
+    fn double(self, x: f64) -> String {
+        let text = format!("{x:?}");
+        match self {
+            Dialect::ClickHouse => format!("toFloat64('{text}')"),
+            Dialect::DuckDb => format!("CAST('{text}' AS DOUBLE)"),
+        }
+    }
+
+    fn to_double(self, column: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("toFloat64({column})"),
+            Dialect::DuckDb => format!("CAST({column} AS DOUBLE)"),
+        }
+    }
+
+    /// Whether `haystack` contains `needle` (case-sensitive; the empty text is in every text).
+    fn contains(self, haystack: &str, needle: &str) -> String {
+        match self {
+            Dialect::ClickHouse => format!("position({haystack}, {needle}) > 0"),
+            Dialect::DuckDb => format!("contains({haystack}, {needle})"),
+        }
+    }
+}
+
+/// The SQL of `rule` at `now`: `SELECT id FROM customers WHERE ... ORDER BY id`, the members'
+/// external ids.
+pub(crate) fn to_sql(
+    state: &ReadState,
+    rule: &PreparedRule,
+    dialect: Dialect,
+    now: Timestamp,
+) -> Result<String> {
+    let planned = plan::plan(
+        rule.rule(),
+        &state.catalog,
+        &state.indexes,
+        &state.definitions,
+        now,
+    )?;
+    let writer = Writer {
+        catalog: &state.catalog,
+        d: dialect,
+    };
+    let condition = writer.node(&planned.root)?;
+    Ok(format!(
+        "SELECT id FROM customers AS c WHERE {condition} ORDER BY id"
+    ))
+}
+
+struct Writer<'a> {
+    catalog: &'a Catalog,
+    d: Dialect,
+}
+
+const FALSE: &str = "(1 = 0)";
+const TRUE: &str = "(1 = 1)";
+
+fn op_sql(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => "=",
+        CmpOp::Ne => "!=",
+        CmpOp::Lt => "<",
+        CmpOp::Le => "<=",
+        CmpOp::Gt => ">",
+        CmpOp::Ge => ">=",
+    }
+}
+
+/// `a OR b OR ...`, or false for none.
+fn any(parts: Vec<String>) -> String {
+    if parts.is_empty() {
+        FALSE.to_owned()
+    } else {
+        format!("({})", parts.join(" OR "))
+    }
+}
+
+impl Writer<'_> {
+    /// A boolean over `c.customer`.
+    fn node(&self, n: &Node) -> Result<String> {
+        Ok(match &n.kind {
+            NodeKind::And(items) => format!(
+                "({})",
+                items
+                    .iter()
+                    .map(|i| self.node(i))
+                    .collect::<Result<Vec<_>>>()?
+                    .join(" AND ")
+            ),
+            NodeKind::Or(items) => any(items
+                .iter()
+                .map(|i| self.node(i))
+                .collect::<Result<Vec<_>>>()?),
+            NodeKind::Not(inner) => format!("(NOT {})", self.node(inner)?),
+            NodeKind::Everyone => TRUE.to_owned(),
+            NodeKind::Audience { inner, .. } => self.node(inner)?,
+            NodeKind::Trait { trait_id, test } => {
+                let name = trait_id.map(|t| self.catalog.trait_name(t));
+                self.value_test(
+                    "c.customer",
+                    "customer",
+                    "traits",
+                    "trait_items",
+                    name,
+                    test,
+                )
+            }
+            NodeKind::Event(e) => self.event(e)?,
+        })
+    }
+
+    /// `key` in the rows of `table` for the name `name` (`None`: a name nobody has) whose value
+    /// passes `test`: the same shape for a trait of a customer and a property of an event.
+    fn value_test(
+        &self,
+        outer: &str,
+        key: &str,
+        table: &str,
+        items: &str,
+        name: Option<&str>,
+        test: &ValueTest,
+    ) -> String {
+        let Some(name) = name else {
+            // Nobody has it: only `is not set` holds.
+            return match test {
+                ValueTest::IsSet { negated: true } => TRUE.to_owned(),
+                _ => FALSE.to_owned(),
+            };
+        };
+        let name = self.d.string(name);
+        let rows = |cond: &str| {
+            format!("{outer} IN (SELECT {key} FROM {table} WHERE name = {name} AND {cond})")
+        };
+        match test {
+            ValueTest::IsSet { negated } => {
+                let set = format!("{outer} IN (SELECT {key} FROM {table} WHERE name = {name})");
+                if *negated {
+                    format!("(NOT {set})")
+                } else {
+                    set
+                }
+            }
+            ValueTest::Compare { op: CmpOp::Eq, lit } => rows(&self.equals(lit)),
+            ValueTest::Compare { op: CmpOp::Ne, lit } => {
+                rows(&format!("(NOT {})", self.equals(lit)))
+            }
+            ValueTest::Compare { op, lit } => rows(&self.order(lit, *op)),
+            ValueTest::In { negated, lits } => {
+                let eq = any(lits.iter().map(|l| self.equals(l)).collect());
+                if *negated {
+                    rows(&format!("(NOT {eq})"))
+                } else {
+                    rows(&eq)
+                }
+            }
+            ValueTest::Between { low, high } => rows(&format!(
+                "({} AND {})",
+                self.order(low, CmpOp::Ge),
+                self.order(high, CmpOp::Le)
+            )),
+            ValueTest::Contains(lit) => {
+                let text = match &lit.text {
+                    Some(t) => rows(&format!(
+                        "(kind = 'text' AND {})",
+                        self.d.contains("text", &self.d.string(t))
+                    )),
+                    None => FALSE.to_owned(),
+                };
+                let element = format!(
+                    "{outer} IN (SELECT {key} FROM {items} WHERE name = {name} AND {})",
+                    self.equals(lit)
+                );
+                format!("({text} OR {element})")
+            }
+        }
+    }
+
+    /// Whether the row's value equals `lit`, as `customer::equals`: never null.
+    fn equals(&self, lit: &Lit) -> String {
+        let mut parts = Vec::new();
+        if let Some(t) = &lit.text {
+            parts.push(format!("(kind = 'text' AND text = {})", self.d.string(t)));
+        }
+        match (lit.int, lit.num) {
+            (Some(j), _) => parts.push(format!("(kind = 'int' AND int = {j})")),
+            (None, Some(f)) => parts.push(format!(
+                "(kind = 'int' AND {} = {})",
+                self.d.to_double("int"),
+                self.d.double(f)
+            )),
+            _ => {}
+        }
+        if let Some(f) = lit.num {
+            parts.push(format!(
+                "(kind = 'float' AND coalesce(float = {}, FALSE))",
+                self.d.double(f)
+            ));
+        }
+        if let Some(b) = lit.boolean {
+            parts.push(format!(
+                "(kind = 'bool' AND bool = {})",
+                if b { "TRUE" } else { "FALSE" }
+            ));
+        }
+        if let Some(t) = lit.time {
+            parts.push(format!("(kind = 'time' AND time = {t})"));
+        }
+        any(parts)
+    }
+
+    /// Whether the row's value orders against `lit` as `op` asks, as `customer::order`.
+    fn order(&self, lit: &Lit, op: CmpOp) -> String {
+        let op = op_sql(op);
+        let mut parts = Vec::new();
+        if !lit.is_str {
+            match (lit.int, lit.num) {
+                (Some(j), _) => parts.push(format!("(kind = 'int' AND int {op} {j})")),
+                (None, Some(f)) => parts.push(format!(
+                    "(kind = 'int' AND {} {op} {})",
+                    self.d.to_double("int"),
+                    self.d.double(f)
+                )),
+                _ => {}
+            }
+            if let Some(f) = lit.num {
+                // A NaN stored value is exported as null: it orders against nothing.
+                parts.push(format!(
+                    "(kind = 'float' AND coalesce(float {op} {}, FALSE))",
+                    self.d.double(f)
+                ));
+            }
+        }
+        if let Some(t) = lit.time {
+            parts.push(format!("(kind = 'time' AND time {op} {t})"));
+        }
+        any(parts)
+    }
+
+    /// A filter over the event row `e.row`.
+    fn filter(&self, f: &Filter) -> String {
+        match f {
+            Filter::And(items) => format!(
+                "({})",
+                items
+                    .iter()
+                    .map(|i| self.filter(i))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            ),
+            Filter::Or(items) => any(items.iter().map(|i| self.filter(i)).collect()),
+            Filter::Not(inner) => format!("(NOT {})", self.filter(inner)),
+            Filter::Cond { prop, test } => {
+                let name = prop.map(|p| self.catalog.prop_name(p));
+                self.value_test("e.row", "row", "properties", "property_items", name, test)
+            }
+        }
+    }
+
+    /// An event condition over `c.customer`.
+    fn event(&self, e: &EventNode) -> Result<String> {
+        let matching = match e.event {
+            Some(id) if !e.window_is_empty() => {
+                let mut w = format!(
+                    "e.event = {} AND e.ts >= {} AND e.ts <= {}",
+                    self.d.string(self.catalog.event_name(id)),
+                    e.from,
+                    e.to
+                );
+                if let Some(f) = &e.filter {
+                    let _ = write!(w, " AND {}", self.filter(f));
+                }
+                Some(w)
+            }
+            _ => None,
+        };
+        let holds_for_none = e.frequency.holds_for_none();
+        let Some(matching) = matching else {
+            return Ok(if holds_for_none { TRUE } else { FALSE }.to_owned());
+        };
+        if e.frequency.holds_for_any_presence() {
+            return Ok(format!(
+                "c.customer IN (SELECT e.customer FROM events AS e WHERE {matching})"
+            ));
+        }
+        // The customers with matching events, grouped, and the condition on the group.
+        let (join, having) = match e.frequency {
+            Frequency::Count { op, n } => (String::new(), format!("count(*) {} {n}", op_sql(op))),
+            Frequency::Aggregate {
+                func,
+                prop,
+                op,
+                value,
+            } => {
+                let Some(prop) = prop else {
+                    // No event has a number for it: the sum is 0, the others undefined.
+                    let holds = func == AggregateFn::Sum && plan::compare_f64(0.0, op, value);
+                    return Ok(if holds {
+                        format!(
+                            "c.customer IN (SELECT e.customer FROM events AS e WHERE {matching})"
+                        )
+                    } else if holds_for_none {
+                        // Unreachable: a sum that holds for none holds here too.
+                        TRUE.to_owned()
+                    } else {
+                        FALSE.to_owned()
+                    });
+                };
+                let join = format!(
+                    " LEFT JOIN properties AS p ON p.row = e.row AND p.name = {}",
+                    self.d.string(self.catalog.prop_name(prop))
+                );
+                (join, self.aggregate(func, op, value))
+            }
+        };
+        let group = |having: &str| {
+            format!(
+                "SELECT e.customer FROM events AS e{join} WHERE {matching} GROUP BY e.customer \
+                 HAVING {having}"
+            )
+        };
+        Ok(if holds_for_none {
+            format!(
+                "(NOT c.customer IN ({}))",
+                group(&format!("NOT ({having})"))
+            )
+        } else {
+            format!("c.customer IN ({})", group(&having))
+        })
+    }
+
+    /// The HAVING condition of an aggregate over `p` (the joined property row), numbers only,
+    /// summed in time order.
+    fn aggregate(&self, func: AggregateFn, op: CmpOp, value: f64) -> String {
+        let x = format!(
+            "(CASE WHEN p.kind = 'int' THEN {} WHEN p.kind = 'float' THEN p.float ELSE NULL END)",
+            self.d.to_double("p.int")
+        );
+        let op = op_sql(op);
+        let v = self.d.double(value);
+        let sum = match self.d {
+            Dialect::DuckDb => format!("coalesce(sum({x} ORDER BY e.ts, e.row), 0)"),
+            Dialect::ClickHouse => format!(
+                "arraySum(arrayMap(t -> t.3, arraySort(groupArray(tuple(e.ts, e.row, \
+                 assumeNotNull({x}))))))"
+            ),
+        };
+        let numbers = format!("count({x})");
+        match func {
+            AggregateFn::Sum => format!("coalesce({sum} {op} {v}, FALSE)"),
+            AggregateFn::Avg => {
+                format!("coalesce({numbers} > 0 AND {sum} / {numbers} {op} {v}, FALSE)")
+            }
+            AggregateFn::Min => format!("coalesce(min({x}) {op} {v}, FALSE)"),
+            AggregateFn::Max => format!("coalesce(max({x}) {op} {v}, FALSE)"),
+        }
+    }
+}
