@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh machine: installs the clients the socket server's tests
 # talk to (Debian's redis-tools: redis-cli, redis-benchmark; the PyPI `redis` package in a venv
-# under target/) and DuckDB (PyPI `duckdb`, same venv: tests/tables.rs loads the exported tables
-# with it), then runs `cargo test` with the arguments given (e.g. `scripts/test.sh --test
+# under target/), DuckDB and ClickHouse's engine (PyPI `duckdb` and `chdb`, same venv:
+# tests/tables.rs and tests/sql.rs load the exported tables and run the generated SQL), then runs `cargo test` with the arguments given (e.g. `scripts/test.sh --test
 # server`). `.ci/run` calls this after fmt and clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,10 +15,10 @@ if ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null;
     || { $sudo apt-get update >/dev/null && $sudo apt-get install -y redis-tools >/dev/null; }
 fi
 venv=target/server-venv
-if ! "$venv/bin/python" -c 'import redis, duckdb' 2>/dev/null; then
-  echo "== installing the PyPI redis client and DuckDB into $venv for tests/server.rs and tests/tables.rs"
+if ! "$venv/bin/python" -c 'import redis, duckdb, chdb' 2>/dev/null; then
+  echo "== installing the PyPI redis client, DuckDB and chDB into $venv for tests/server.rs, tables.rs and sql.rs"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet redis duckdb
+  "$venv/bin/pip" install --quiet redis duckdb chdb
 fi
 
 cargo test --locked "$@"
