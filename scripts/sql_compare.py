@@ -10,13 +10,16 @@ DIR holds `audiencedb export tables` of FOLDER. Each rule of FILE (default
 SQL for each engine (`audiencedb sql --dialect ...`), run there, and its ids compared with
 `audiencedb query --format ids` at the same *now*. A rule the engine refuses (an unknown saved
 audience) must be refused by `sql` too. Prints one line per rule and engine and exits 1 on any
-difference. With `--times`, each engine's median of three runs is printed as well.
+difference. With `--times`, each engine's median of three runs is printed as well, beside
+audiencedb's engine time for the rule in a fresh process (`query --format json`'s `elapsed_ms`:
+cold, the opening of the folder left out).
 
 Needs the `duckdb` package for DuckDB and `chdb` for ClickHouse (ClickHouse's engine as a Python
 package), in the Python that runs it. This script installs nothing.
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -85,8 +88,9 @@ def main():
     failed = 0
     checked = 0
     for rule in rules_of(args.rules):
-        code, out, err = run([args.bin, "--db", args.db, "query", "--now", args.now, "--format", "ids", rule])
-        expected = out.split("\n")[:-1] if code == 0 else None
+        code, out, err = run([args.bin, "--db", args.db, "query", "--now", args.now, "--format", "json", rule])
+        answer = json.loads(out) if code == 0 else None
+        expected = answer["ids"] if answer else None
         for engine in engines:
             scode, sql, serr = run([args.bin, "--db", args.db, "sql", "--dialect", engine.dialect, "--now", args.now, rule])
             if expected is None:
@@ -113,7 +117,7 @@ def main():
                     t = time.perf_counter()
                     engine.ids(sql)
                     ts.append((time.perf_counter() - t) * 1000)
-                timing = f" {statistics.median(ts):.1f} ms"
+                timing = f" {statistics.median(ts):.1f} ms (audiencedb cold {answer['elapsed_ms']:.1f} ms)"
             print(f"{'ok ' if same else 'DIFF'} {engine.dialect:<10} {len(expected):>7} members{timing}: {rule}")
             if not same:
                 failed += 1
