@@ -263,6 +263,38 @@ WHERE event = 'purchased' AND ts > {now} - INTERVAL 90 MINUTE AND ts <= {now}"""
         """SELECT customer FROM profiles
 WHERE signup_at BETWEEN TIMESTAMP '2025-06-01' AND TIMESTAMP '2025-12-31' AND age < 30""",
     ),
+    # Sequences (issue 22), as ASOF joins: each first-step event meets the earliest later
+    # second-step event (strictly after it, `a.ts < b.ts`; with `with same`, of the same
+    # product). `then not B within T`: the wait is over (a.ts + T <= now) and that B, if any,
+    # came after a.ts + T. `then B within T`: that B came by a.ts + T (and by now).
+    (
+        "added_to_cart then not purchased within 1 hour in last 7 days",
+        """WITH a AS (SELECT customer, ts FROM events WHERE event = 'added_to_cart'
+    AND ts > {now} - INTERVAL 7 DAY AND ts <= {now} - INTERVAL 1 HOUR),
+  b AS (SELECT customer, ts FROM events WHERE event = 'purchased'
+    AND ts > {now} - INTERVAL 7 DAY AND ts <= {now})
+SELECT DISTINCT a.customer FROM a ASOF LEFT JOIN b ON a.customer = b.customer AND a.ts < b.ts
+WHERE b.ts IS NULL OR b.ts > a.ts + INTERVAL 1 HOUR""",
+    ),
+    (
+        "viewed then not purchased with same product within 1 day in last 7 days",
+        """WITH a AS (SELECT customer, product, ts FROM events WHERE event = 'viewed'
+    AND product IS NOT NULL AND ts > {now} - INTERVAL 7 DAY AND ts <= {now} - INTERVAL 1 DAY),
+  b AS (SELECT customer, product, ts FROM events WHERE event = 'purchased'
+    AND product IS NOT NULL AND ts > {now} - INTERVAL 7 DAY AND ts <= {now})
+SELECT DISTINCT a.customer FROM a ASOF LEFT JOIN b
+  ON a.customer = b.customer AND a.product = b.product AND a.ts < b.ts
+WHERE b.ts IS NULL OR b.ts > a.ts + INTERVAL 1 DAY""",
+    ),
+    (
+        "added_to_cart then purchased within 1 hour in last 7 days",
+        """WITH a AS (SELECT customer, ts FROM events WHERE event = 'added_to_cart'
+    AND ts > {now} - INTERVAL 7 DAY AND ts <= {now}),
+  b AS (SELECT customer, ts FROM events WHERE event = 'purchased'
+    AND ts > {now} - INTERVAL 7 DAY AND ts <= {now})
+SELECT DISTINCT a.customer FROM a ASOF JOIN b ON a.customer = b.customer AND a.ts < b.ts
+WHERE b.ts <= a.ts + INTERVAL 1 HOUR""",
+    ),
 ]
 
 NUMERIC = ("BIGINT", "UBIGINT", "DOUBLE")

@@ -293,6 +293,46 @@ fn time_moves_audiences_exactly_to_the_millisecond() {
     assert_eq!(info.next_check, Some(t0() + 5000 + DAY));
 }
 
+/// `A then not B within T`: the saved audience gains the customer at exactly tA + T (its timer),
+/// never gains one whose B came in time, and loses none when a B comes after the wait.
+#[test]
+fn a_then_not_b_enters_at_exactly_ta_plus_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    let a = t0() - 10 * 60_000;
+    track(&db, "x", "added_to_cart", a);
+    track(&db, "y", "added_to_cart", a);
+    track(&db, "z", "added_to_cart", a);
+    db.define_audience(
+        "abandoned",
+        "added_to_cart then not purchased within 1 hour in last 7 days",
+    )
+    .unwrap();
+    assert!(members(&db, "abandoned").is_empty());
+    assert_eq!(db.audience("abandoned").unwrap().next_check, Some(a + HOUR));
+    // y buys in time, exactly at the end of the wait: that purchase counts.
+    track(&db, "y", "purchased", a + HOUR);
+    clock.set(a + HOUR - 1);
+    db.advance_audiences().unwrap();
+    assert!(members(&db, "abandoned").is_empty());
+    // z buys a millisecond too late, and after now: it changes nothing.
+    track(&db, "z", "purchased", a + HOUR + 1);
+    clock.set(a + HOUR);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "abandoned"), ["x", "z"]);
+    // A purchase within x's wait that arrives late (stamped in the past) takes x out.
+    track(&db, "x", "purchased", a + 30 * 60_000);
+    assert_eq!(members(&db, "abandoned"), ["z"]);
+    // The cart leaves the 7-day window at a + 7 days.
+    clock.set(a + 7 * DAY - 1);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "abandoned"), ["z"]);
+    clock.set(a + 7 * DAY);
+    db.advance_audiences().unwrap();
+    assert!(members(&db, "abandoned").is_empty());
+}
+
 #[test]
 fn in_audience_means_the_saved_rule_at_the_same_now() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Saved audiences stay true: random streams of ingests, deletes, clock steps (many of them
+//! Saved audiences stay true (sequences among them, `then not` entering at tA + T): random streams of ingests, deletes, clock steps (many of them
 //! landing exactly on a rule's edge or a millisecond beside it), rule edits, checkpoints,
 //! restarts and crashes. After every step, every saved audience's kept members must equal a
 //! fresh evaluation of its rule at the audiences' time, and replaying the change feed from the
@@ -19,7 +19,7 @@ const HOUR: i64 = 60 * MINUTE;
 
 /// The audiences every stream starts with: windows of minutes and hours, counts, sums,
 /// relative trait times, `not`, and `in audience` chains.
-const AUDIENCES: [(&str, &str); 7] = [
+const AUDIENCES: [(&str, &str); 9] = [
     ("recent_viewers", "viewed in last 2 hours"),
     (
         "buyers_not_browsing",
@@ -45,21 +45,27 @@ const AUDIENCES: [(&str, &str); 7] = [
         "big_or_new",
         "purchased where amount > 2 in last 1 hour or in audience new_viewers",
     ),
+    (
+        "abandoned_carts",
+        "added_to_cart then not purchased within 30 minutes in last 3 hours",
+    ),
+    ("quick_buyers", "viewed then purchased within 45 minutes"),
 ];
 
 /// Rules an edit may save under one of the names.
-const EDITS: [&str; 6] = [
+const EDITS: [&str; 7] = [
     "viewed at least 2 times in last 1 hour",
     "everyone",
     "not purchased in last 2 hours",
     "in audience big_or_new",
     "tier in (Gold, Silver) and added_to_cart ever",
     "purchased avg(amount) >= 2 between 3 hours ago and 1 hour ago",
+    "added_to_cart then viewed then purchased within 1 hour since 2 hours ago",
 ];
 
 /// The same streams in days: every length of time above 24 times longer, so that clock steps
 /// cross many UTC days (milliseconds beside an edge stay milliseconds).
-const DAY_AUDIENCES: [(&str, &str); 7] = [
+const DAY_AUDIENCES: [(&str, &str); 9] = [
     ("recent_viewers", "viewed in last 2 days"),
     (
         "buyers_not_browsing",
@@ -82,15 +88,21 @@ const DAY_AUDIENCES: [(&str, &str); 7] = [
         "big_or_new",
         "purchased where amount > 2 in last 1 day or in audience new_viewers",
     ),
+    (
+        "abandoned_carts",
+        "added_to_cart then not purchased within 12 hours in last 3 days",
+    ),
+    ("quick_buyers", "viewed then purchased within 18 hours"),
 ];
 
-const DAY_EDITS: [&str; 6] = [
+const DAY_EDITS: [&str; 7] = [
     "viewed at least 2 times in last 1 day",
     "everyone",
     "not purchased in last 2 days",
     "in audience big_or_new",
     "tier in (Gold, Silver) and added_to_cart ever",
     "purchased avg(amount) >= 2 between 3 days ago and 1 day ago",
+    "added_to_cart then viewed then purchased within 1 day since 2 days ago",
 ];
 
 /// What a stream runs against.

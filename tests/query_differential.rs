@@ -1550,6 +1550,212 @@ fn every_rules_md_example_over_a_generated_shop() {
     }
 }
 
+// ---------- Sequences ----------
+
+/// Sequences with events planted at tA, tA + T and a millisecond either side, B at the same
+/// millisecond as A, *now* exactly at tA + T, events after *now*, the window's edge at
+/// now − 7 days exactly and a millisecond inside, and `with same` over equal, different, numeric
+/// and missing values.
+fn sequences_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let a = now - 2 * HOUR;
+    // B exactly at tA + T: it counts.
+    f.track("c1", "added_to_cart", a, vec![]);
+    f.track("c1", "purchased", a + HOUR, vec![]);
+    // B a millisecond late.
+    f.track("c2", "added_to_cart", a, vec![]);
+    f.track("c2", "purchased", a + HOUR + 1, vec![]);
+    // B at the same millisecond as A: not after it.
+    f.track("c3", "added_to_cart", a, vec![]);
+    f.track("c3", "purchased", a, vec![]);
+    // The wait ends exactly at now.
+    f.track("c4", "added_to_cart", now - HOUR, vec![]);
+    // The wait is not over; the purchase comes after now.
+    f.track("c5", "added_to_cart", now - 30 * MINUTE, vec![]);
+    f.track("c5", "purchased", now + 10 * MINUTE, vec![]);
+    // The window's edge: exactly 7 days before now is outside, a millisecond later inside.
+    f.track("c6", "added_to_cart", now - WEEK, vec![]);
+    f.track("c7", "added_to_cart", now - WEEK + 1, vec![]);
+    // Two carts: the first bought within the hour, the second abandoned.
+    f.track("c8", "added_to_cart", now - 5 * HOUR, vec![]);
+    f.track("c8", "purchased", now - 5 * HOUR + 1, vec![]);
+    f.track("c8", "added_to_cart", now - 3 * HOUR, vec![]);
+    // With same product.
+    let v = now - 3 * DAY_MS;
+    f.track("s1", "viewed", v, vec![("product", s("X"))]);
+    f.track("s1", "purchased", v + HOUR, vec![("product", s("Y"))]);
+    f.track("s2", "viewed", v, vec![("product", s("X"))]);
+    f.track("s2", "purchased", v + DAY_MS, vec![("product", s("X"))]);
+    f.track("s3", "viewed", v, vec![]);
+    f.track("s4", "viewed", v, vec![("product", Value::Int(1))]);
+    f.track(
+        "s4",
+        "purchased",
+        v + 1,
+        vec![("product", Value::Float(1.0))],
+    );
+    f.track("s5", "viewed", v, vec![("product", s("1"))]);
+    f.track("s5", "purchased", v + 1, vec![("product", Value::Int(1))]);
+    // Chains.
+    let c = now - 2 * DAY_MS;
+    f.track("h1", "visited", c, vec![]);
+    f.track("h1", "viewed", c + 1, vec![("product", s("X"))]);
+    f.track("h1", "purchased", c + MINUTE, vec![]);
+    f.track("h2", "visited", c, vec![]);
+    f.track("h2", "purchased", c + 1, vec![]);
+    f.track("h2", "viewed", c + 2, vec![("product", s("X"))]);
+    f.track("h3", "visited", c, vec![]);
+    f.track("h3", "viewed", c + 1, vec![("product", s("Y"))]);
+    f.track("h3", "purchased", c + 2, vec![]);
+    f.identify("t1", vec![("tier", s("Gold"))]);
+    f
+}
+
+#[test]
+fn sequences_follow_the_spec_to_the_millisecond() {
+    both_configs(|bound| {
+        let f = sequences_fixture(bound);
+        let now = now();
+        for (rule, at, expected) in [
+            (
+                "added_to_cart then purchased within 1 hour",
+                now,
+                &["c1", "c8"][..],
+            ),
+            (
+                "added_to_cart then purchased within 61 minutes",
+                now,
+                &["c1", "c2", "c8"],
+            ),
+            (
+                "added_to_cart then not purchased within 1 hour",
+                now,
+                &["c2", "c3", "c4", "c6", "c7", "c8"],
+            ),
+            (
+                "added_to_cart then not purchased within 1 hour",
+                now - 1,
+                &["c2", "c3", "c6", "c7", "c8"],
+            ),
+            (
+                "added_to_cart then not purchased within 1 hour in last 7 days",
+                now,
+                &["c2", "c3", "c4", "c7", "c8"],
+            ),
+            (
+                "added_to_cart then not purchased within 1 hour in last 7 days and not tier = Gold",
+                now,
+                &["c2", "c3", "c4", "c7", "c8"],
+            ),
+            (
+                "added_to_cart then purchased within 1 hour",
+                now + 10 * MINUTE,
+                &["c1", "c5", "c8"],
+            ),
+            (
+                "added_to_cart then purchased within 1 hour",
+                now + 10 * MINUTE - 1,
+                &["c1", "c8"],
+            ),
+            (
+                "not added_to_cart then purchased within 1 hour",
+                now,
+                &[
+                    "c2", "c3", "c4", "c5", "c6", "c7", "h1", "h2", "h3", "s1", "s2", "s3", "s4",
+                    "s5", "t1",
+                ],
+            ),
+            (
+                "viewed then not purchased with same product within 1 day in last 7 days",
+                now,
+                &["h1", "h2", "h3", "s1", "s5"],
+            ),
+            (
+                "viewed then not purchased within 1 day in last 7 days",
+                now,
+                &["h2", "s3"],
+            ),
+            (
+                "viewed then purchased with same product within 1 day",
+                now,
+                &["s2", "s4"],
+            ),
+            (
+                "visited then viewed product X then purchased within 7 days",
+                now,
+                &["h1"],
+            ),
+            (
+                "visited then viewed then purchased within 1 minute",
+                now,
+                &["h1", "h3"],
+            ),
+            (
+                "visited then viewed then purchased within 1 minute since 2026-03-13",
+                now,
+                &["h1", "h3"],
+            ),
+            (
+                "visited then viewed then purchased within 1 minute before 2026-03-13",
+                now,
+                &[],
+            ),
+            ("viewed then viewed within 1 day", now, &[]),
+            (
+                "visited then purchased within 1 day",
+                now,
+                &["h1", "h2", "h3"],
+            ),
+            ("purchased then viewed within 1 day", now, &["h2"]),
+            ("nobody_did then purchased within 1 day", now, &[]),
+        ] {
+            f.expect(rule, at, expected);
+        }
+    });
+}
+
+/// `why` names the events that formed a sequence, or the one that broke it.
+#[test]
+fn why_shows_what_formed_or_broke_a_sequence() {
+    let f = sequences_fixture(None);
+    let now = now();
+    let rule = "added_to_cart then not purchased within 1 hour";
+    let why = f.db.why("c1", rule, now).unwrap();
+    assert!(!why.root.holds);
+    assert_eq!(
+        why.root
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.timestamp))
+            .collect::<Vec<_>>(),
+        [("added_to_cart", now - 2 * HOUR), ("purchased", now - HOUR)]
+    );
+    let why = f.db.why("c4", rule, now - 1).unwrap();
+    assert!(!why.root.holds);
+    assert_eq!(why.next_change, Some(now), "{why}");
+    let why = f.db.why("c2", rule, now).unwrap();
+    assert!(why.root.holds, "{why}");
+    assert_eq!(why.root.events.len(), 1);
+    let why =
+        f.db.why(
+            "h1",
+            "visited then viewed then purchased within 1 minute",
+            now,
+        )
+        .unwrap();
+    assert!(why.root.holds);
+    let c = now - 2 * DAY_MS;
+    assert_eq!(
+        why.root
+            .events
+            .iter()
+            .map(|e| e.timestamp)
+            .collect::<Vec<_>>(),
+        [c, c + 1, c + MINUTE]
+    );
+}
+
 // ---------- Random rules over random data ----------
 mod random {
     use super::*;
@@ -2225,6 +2431,199 @@ mod random {
                         "{message}\n  every customer, as stored:\n    {}",
                         stored.join("\n    ")
                     )));
+                }
+            }
+        }
+    }
+}
+
+// ---------- Random sequences over random data ----------
+mod random_sequences {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+
+    const NAMES: [&str; 3] = ["added_to_cart", "purchased", "viewed"];
+
+    #[derive(Debug, Clone)]
+    struct Ev {
+        name: &'static str,
+        ts: i64,
+        product: Option<Value>,
+        amount: Option<i64>,
+    }
+
+    /// Instants a few milliseconds either side of the lengths the rules use, after a few starts
+    /// around *now* and the window's edges: B at tA, tA + T ± 1 ms, *now* at tA + T.
+    fn timestamp(now: i64) -> impl Strategy<Value = i64> {
+        let starts = vec![
+            now,
+            now - HOUR,
+            now - MINUTE,
+            now - DAY_MS,
+            now - 2 * DAY_MS,
+            now - WEEK,
+            now - WEEK + 1,
+            now - WEEK - HOUR,
+        ];
+        let offsets = vec![
+            -HOUR - 1,
+            -HOUR,
+            -1,
+            0,
+            0,
+            1,
+            MINUTE,
+            MINUTE + 1,
+            HOUR - 1,
+            HOUR,
+            HOUR + 1,
+            61 * MINUTE,
+            DAY_MS,
+            DAY_MS + 1,
+        ];
+        prop_oneof![
+            6 => (prop::sample::select(starts), prop::sample::select(offsets))
+                .prop_map(|(s, o)| s + o),
+            1 => (now - 10 * DAY_MS)..(now + DAY_MS),
+        ]
+    }
+
+    fn event(now: i64) -> impl Strategy<Value = Ev> {
+        let product = prop::option::weighted(
+            0.8,
+            prop::sample::select(vec![s("X"), s("Y"), Value::Int(1), Value::Float(1.0)]),
+        );
+        (
+            prop::sample::select(NAMES.to_vec()),
+            timestamp(now),
+            product,
+            prop::option::of(prop::sample::select(vec![10i64, 60])),
+        )
+            .prop_map(|(name, ts, product, amount)| Ev {
+                name,
+                ts,
+                product,
+                amount,
+            })
+    }
+
+    fn step() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(NAMES.to_vec()),
+            prop::option::weighted(0.2, Just("product X")),
+            prop::option::weighted(0.2, Just("where amount >= 50")),
+        )
+            .prop_map(|(name, shorthand, filter)| {
+                let mut text = name.to_owned();
+                for part in [shorthand, filter].into_iter().flatten() {
+                    text.push(' ');
+                    text.push_str(part);
+                }
+                text
+            })
+    }
+
+    fn sequence(now: i64) -> impl Strategy<Value = String> {
+        let today = format_rfc3339(now - 2 * DAY_MS)[..10].to_owned();
+        let windows = vec![
+            String::new(),
+            " in last 7 days".to_owned(),
+            " in last 1 day".to_owned(),
+            " ever".to_owned(),
+            format!(" since {today}"),
+            " before 1 hour ago".to_owned(),
+            format!(" between {today} and {}", format_rfc3339(now - HOUR)),
+        ];
+        (
+            prop::collection::vec(step(), 2..4),
+            any::<bool>(),
+            prop::bool::weighted(0.3),
+            prop::sample::select(vec!["1 minute", "1 hour", "61 minutes", "1 day"]),
+            prop::sample::select(windows),
+        )
+            .prop_map(|(mut steps, negated, same, within, window)| {
+                if negated {
+                    steps.truncate(2);
+                    steps[1] = format!("not {}", steps[1]);
+                }
+                let same = if same { " with same product" } else { "" };
+                format!("{}{same} within {within}{window}", steps.join(" then "))
+            })
+    }
+
+    fn rule(now: i64) -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => sequence(now),
+            1 => sequence(now).prop_map(|s| format!("not {s}")),
+            1 => sequence(now).prop_map(|s| format!("{s} and purchased in last 1 day")),
+            1 => (sequence(now), sequence(now)).prop_map(|(a, b)| format!("{a} or {b}")),
+        ]
+    }
+
+    fn case() -> impl Strategy<Value = (i64, Option<usize>, Vec<Vec<Ev>>, Vec<String>)> {
+        prop::sample::select(vec![
+            at("2026-03-15T10:30:00Z"),
+            at("2026-03-15T00:00:00Z"),
+            at("2026-03-15T23:59:59.999Z"),
+        ])
+        .prop_flat_map(|now| {
+            (
+                Just(now),
+                prop::option::of(Just(3usize)),
+                prop::collection::vec(prop::collection::vec(event(now), 0..10), 2..8),
+                prop::collection::vec(rule(now), 1..8),
+            )
+        })
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(500)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: cases(),
+            max_shrink_iters: 10_000,
+            max_shrink_time: 20_000,
+            ..ProptestConfig::default()
+        })]
+
+        /// Random sequences (chains, `then not`, `with same`, every window form, under `not`,
+        /// `and`, `or`) over events clustered a millisecond either side of tA + T, at and after
+        /// *now*, at three *now*s and at *now* ± T.
+        #[test]
+        fn sequences_equal_the_reference((now, bound, customers, rules) in case()) {
+            let mut f = Fixture::new(bound);
+            let mut messages = Vec::new();
+            for (i, events) in customers.iter().enumerate() {
+                for e in events {
+                    let mut props = Vec::new();
+                    if let Some(p) = &e.product {
+                        props.push(("product".to_owned(), p.clone()));
+                    }
+                    if let Some(a) = e.amount {
+                        props.push(("amount".to_owned(), Value::Int(a)));
+                    }
+                    messages.push(Message::track(format!("c{i}"), e.name, props, Some(e.ts)));
+                }
+            }
+            if !messages.is_empty() {
+                f.ingest(messages);
+            }
+            let stored = f.customers();
+            for rule in &rules {
+                for at in [now, now - HOUR, now + HOUR, now + 1] {
+                    if let Err(message) = compare(&f.db, &stored, rule, at) {
+                        let all: Vec<String> = stored.iter().map(describe).collect();
+                        return Err(TestCaseError::fail(format!(
+                            "{message}\n  every customer, as stored:\n    {}",
+                            all.join("\n    ")
+                        )));
+                    }
                 }
             }
         }

@@ -6,6 +6,69 @@ use audiencedb::rules::parse;
 /// (what the mistake is, the rule, the rendered error).
 const CASES: &[(&str, &str, &str)] = &[
     (
+        "a sequence without within",
+        "added_to_cart then purchased in last 7 days",
+        r#"error: a sequence needs 'within' and a length before its window: `A then B within 1 day in last 7 days`
+ --> line 1, column 30
+  |
+1 | added_to_cart then purchased in last 7 days
+  |                              ^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "a window on the first step of a sequence",
+        "added_to_cart in last 7 days then purchased within 1 hour",
+        r#"error: a step of a sequence takes no window: write one window at the end, after 'within T'; it applies to the first step
+ --> line 1, column 15
+  |
+1 | added_to_cart in last 7 days then purchased within 1 hour
+  |               ^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "a frequency on a step of a sequence",
+        "viewed then purchased at least 2 times within 1 day",
+        r#"error: a step of a sequence takes no frequency: each step is one event (`A then B within T`)
+ --> line 1, column 23
+  |
+1 | viewed then purchased at least 2 times within 1 day
+  |                       ^^^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "a sequence ending without within",
+        "viewed then purchased",
+        r#"error: expected 'then', 'with same' or 'within' and a length of time (a sequence needs one: `A then B within 1 day`) after 'purchased', found the end of the rule
+ --> line 1, column 22
+  |
+1 | viewed then purchased
+  |                      ^"#,
+    ),
+    (
+        "then not after the second step",
+        "visited then viewed then not purchased within 1 day",
+        r#"error: 'then not' must follow the first step: a sequence with 'then not' has exactly two steps, `A then not B within T`
+ --> line 1, column 26
+  |
+1 | visited then viewed then not purchased within 1 day
+  |                          ^^^"#,
+    ),
+    (
+        "within 0",
+        "viewed then purchased within 0 days",
+        r#"error: 'within 0' leaves no time between the steps; give a length of at least 1
+ --> line 1, column 23
+  |
+1 | viewed then purchased within 0 days
+  |                       ^^^^^^^^^^^^^"#,
+    ),
+    (
+        "with without same",
+        "viewed then purchased with product within 1 day",
+        r#"error: expected 'same' after 'with', found 'product'
+ --> line 1, column 28
+  |
+1 | viewed then purchased with product within 1 day
+  |                            ^^^^^^^"#,
+    ),
+    (
         "missing value",
         "tier =",
         r#"error: expected a value after '=', found the end of the rule

@@ -158,8 +158,56 @@ fn tree(expr: &audiencedb::rules::Expr) -> String {
             }
             format!("[{}]", parts.join("; "))
         }
+        Sequence(seq) => {
+            let mut parts: Vec<String> = seq.steps.iter().map(|s| format!("step {s}")).collect();
+            if seq.negated {
+                parts.push("negated".into());
+            }
+            if let Some(p) = &seq.same {
+                parts.push(format!("same {}", p.text));
+            }
+            parts.push(format!("within {}", seq.within));
+            if let Some(w) = &seq.window {
+                parts.push(format!("window {w}"));
+            }
+            format!("[sequence {}]", parts.join("; "))
+        }
         InAudience(name) => format!("[audience {}]", name.text),
         Everyone => "[everyone]".into(),
+    }
+}
+
+#[test]
+fn sequences_mean_what_the_spec_says() {
+    for (rule, meaning) in [
+        (
+            "added_to_cart then purchased within 1 day",
+            "[sequence step added_to_cart; step purchased; within 1 day]",
+        ),
+        (
+            "added_to_cart then not purchased within 1 hour in last 7 days",
+            "[sequence step added_to_cart; step purchased; negated; within 1 hour; window in last 7 days]",
+        ),
+        (
+            "viewed then not purchased with same product within 1 day in last 7 days",
+            "[sequence step viewed; step purchased; negated; same product; within 1 day; window in last 7 days]",
+        ),
+        (
+            "visited then viewed product X then purchased within 7 days",
+            "[sequence step visited; step viewed product X; step purchased; within 7 days]",
+        ),
+        (
+            "did a where x = 1 then b then c within 2 minutes and tier = Gold",
+            "(and [sequence step a where x = 1; step b; step c; within 2 minutes] [trait tier = Gold])",
+        ),
+        (
+            "not a then b within 1 day or c",
+            "(or (not [sequence step a; step b; within 1 day]) [event c])",
+        ),
+    ] {
+        let ast = parse(rule).unwrap_or_else(|e| panic!("{rule}\n{}", e.render()));
+        assert_eq!(tree(&ast.expr), meaning, "{rule}");
+        check(rule, "sequences");
     }
 }
 

@@ -196,6 +196,38 @@ fn event() -> impl Strategy<Value = EventCondition> {
         )
 }
 
+/// A step of a sequence: an event condition without a frequency or a window.
+fn step() -> impl Strategy<Value = EventCondition> {
+    event().prop_map(|mut e| {
+        e.frequency = None;
+        e.window = None;
+        e
+    })
+}
+
+fn sequence() -> impl Strategy<Value = Sequence> {
+    (
+        prop::collection::vec(step(), 2..5),
+        any::<bool>(),
+        prop::option::of(path()),
+        duration(1),
+        prop::option::of(window()),
+    )
+        .prop_map(|(mut steps, negated, same, within, window)| {
+            if negated {
+                steps.truncate(2);
+            }
+            Sequence {
+                steps,
+                negated,
+                same,
+                within,
+                window,
+                span: sp(),
+            }
+        })
+}
+
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
         // `NAME between A and B` with time points reads two ways and parses as EventOrTrait.
@@ -205,6 +237,7 @@ fn expr() -> impl Strategy<Value = Expr> {
             ExprKind::Trait(c)
         }),
         event().prop_map(|e| ExprKind::Event(Box::new(e))),
+        sequence().prop_map(|s| ExprKind::Sequence(Box::new(s))),
         name().prop_map(|text| ExprKind::InAudience(Name { text, span: sp() })),
         Just(ExprKind::Everyone),
     ]

@@ -376,4 +376,13 @@ fn a_rule_that_cannot_be_evaluated_is_refused_as_in_the_engine() {
     assert!(e.to_string().contains("vip"), "{e}");
     assert!(f.db.sql("tier = ", Dialect::ClickHouse, 0).is_err());
     assert!(Dialect::parse("postgres").is_err());
+    // A construct without SQL yet is an error naming it, not a wrong query.
+    let e =
+        f.db.sql(
+            "added_to_cart then not purchased within 1 hour",
+            Dialect::DuckDb,
+            0,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("sequences"), "{e}");
 }

@@ -89,6 +89,18 @@ impl Checker<'_> {
             ExprKind::Everyone | ExprKind::InAudience(_) => {}
             ExprKind::Trait(c) => self.trait_condition(c),
             ExprKind::Event(ec) => self.event_condition(ec),
+            ExprKind::Sequence(seq) => {
+                for step in &seq.steps {
+                    self.event_condition(step);
+                    let event = self
+                        .catalog
+                        .event_id(&step.event.text)
+                        .filter(|id| self.event_stored(*id));
+                    if let (Some(event), Some(p)) = (event, &seq.same) {
+                        self.property(event, &p.text, p.span, &[]);
+                    }
+                }
+            }
             ExprKind::EventOrTrait(c) => {
                 let has = Presence::of(&c.path.text, self.catalog, self.indexes);
                 match (has.event, has.trait_) {

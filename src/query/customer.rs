@@ -12,7 +12,7 @@ use crate::rules::{AggregateFn, CmpOp};
 use crate::storage::view::{self, BlockSpan, EventView, ValueView};
 
 use super::plan::{
-    compare_f64, compare_u64, op_holds, EventNode, Filter, Frequency, Lit, ValueTest,
+    compare_f64, compare_u64, op_holds, EventNode, Filter, Frequency, Lit, SeqNode, ValueTest,
 };
 
 /// Whether a value equals a literal: strings exactly (and a number or date literal by its text
@@ -220,4 +220,227 @@ pub(crate) fn tally(node: &EventNode, bodies: &[u8], blocks: &[BlockSpan]) -> Re
         Ok(())
     })?;
     Ok(t)
+}
+
+/// One of a customer's events that some step of a sequence may use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hit<'a> {
+    pub ts: i64,
+    /// Bit `j` set: the event is step `j`'s event, in its range, passing its filter.
+    pub mask: u32,
+    /// The value of the `with same` property, if the sequence has one and the event has it.
+    pub value: Option<ValueView<'a>>,
+    pub view: EventView<'a>,
+}
+
+/// The customer's events that the steps of `s` may use, in time order, into `out` (cleared).
+pub(crate) fn sequence_hits<'a>(
+    s: &SeqNode,
+    bodies: &'a [u8],
+    blocks: &[BlockSpan],
+    out: &mut Vec<Hit<'a>>,
+) -> Result<()> {
+    out.clear();
+    let from = s.steps.iter().map(|n| n.from).min().unwrap_or(0);
+    let to = s.steps.iter().map(|n| n.to).max().unwrap_or(-1);
+    // A step whose event was never stored matches nothing: no sequence can form, but `then
+    // not` of it holds on every first-step event whose wait is over.
+    let unmatched = |i: usize, n: &EventNode| n.event.is_none() && !(s.negated && i == 1);
+    if from > to || s.steps.iter().enumerate().any(|(i, n)| unmatched(i, n)) {
+        return Ok(());
+    }
+    let same = s.same.flatten();
+    for (start, range) in blocks {
+        if *start > to {
+            break;
+        }
+        let mut past = false;
+        view::for_each_event(*start, &bodies[range.clone()], |e| {
+            if e.ts > to {
+                past = true;
+                return Ok(false);
+            }
+            if e.ts < from {
+                return Ok(true);
+            }
+            let mut mask = 0u32;
+            for (j, n) in s.steps.iter().enumerate() {
+                if n.event == Some(e.event) && n.from <= e.ts && e.ts <= n.to {
+                    let passes = match &n.filter {
+                        Some(f) => filter_passes(&e, f)?,
+                        None => true,
+                    };
+                    if passes {
+                        mask |= 1 << j;
+                    }
+                }
+            }
+            if mask != 0 {
+                let value = match same {
+                    Some(p) => e.prop(p)?,
+                    None => None,
+                };
+                out.push(Hit {
+                    ts: e.ts,
+                    mask,
+                    value,
+                    view: e,
+                });
+            }
+            Ok(true)
+        })?;
+        if past {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether two values of the `with same` property are the same: strings, booleans and instants
+/// when equal, numbers by value (`3` and `3.0`); a list is never the same as anything, as `=`
+/// never matches a list.
+pub(crate) fn same_value(a: ValueView<'_>, b: ValueView<'_>) -> bool {
+    match (a, b) {
+        (ValueView::Str(x), ValueView::Str(y)) => x == y,
+        (ValueView::Bool(x), ValueView::Bool(y)) => x == y,
+        (ValueView::Time(x), ValueView::Time(y)) => x == y,
+        (ValueView::Int(x), ValueView::Int(y)) => x == y,
+        (ValueView::Int(_) | ValueView::Float(_), ValueView::Int(_) | ValueView::Float(_)) => {
+            a.as_f64() == b.as_f64()
+        }
+        _ => false,
+    }
+}
+
+/// What decided a sequence for one customer: the indexes (into the hits) of the events that
+/// formed it (every step's, in order), or for `then not` of the first step's event whose wait
+/// passed without the second (`formed`), or else of the latest attempt and the event that broke
+/// it (`broken`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Witness {
+    pub formed: Vec<usize>,
+    pub broken: Vec<usize>,
+}
+
+/// Whether the sequence holds over `hits` ([`sequence_hits`]): one pass in time order without
+/// `with same` (for each step, the latest start of a partial match that reached it), a scan
+/// from each start with it.
+pub(crate) fn sequence_holds(s: &SeqNode, hits: &[Hit<'_>]) -> bool {
+    if s.same.is_some() {
+        return sequence_witness(s, hits).is_some_and(|w| !w.formed.is_empty());
+    }
+    let k = s.steps.len();
+    if s.negated {
+        // From the latest events back: `next_b` is the earliest second-step event strictly
+        // after the current instant.
+        let mut next_b: Option<i64> = None;
+        let mut end = hits.len();
+        while end > 0 {
+            let ts = hits[end - 1].ts;
+            let mut start = end - 1;
+            while start > 0 && hits[start - 1].ts == ts {
+                start -= 1;
+            }
+            let group = &hits[start..end];
+            let limit = ts.saturating_add(s.within);
+            if group.iter().any(|h| h.mask & 1 != 0) && next_b.is_none_or(|b| b > limit) {
+                return true;
+            }
+            if group.iter().any(|h| h.mask & 2 != 0) {
+                next_b = Some(ts);
+            }
+            end = start;
+        }
+        return false;
+    }
+    // best[j]: the latest first-step instant of a partial match through step j, all of whose
+    // events are strictly before the current instant (updates wait for the instant's end).
+    let mut best = [None::<i64>; crate::rules::MAX_STEPS];
+    let mut i = 0;
+    while i < hits.len() {
+        let ts = hits[i].ts;
+        let mut next = best;
+        while i < hits.len() && hits[i].ts == ts {
+            let mask = hits[i].mask;
+            for j in 0..k {
+                if mask & (1 << j) == 0 {
+                    continue;
+                }
+                let start = match j {
+                    0 => Some(ts),
+                    _ => best[j - 1].filter(|&a| ts <= a.saturating_add(s.within)),
+                };
+                if let Some(a) = start {
+                    next[j] = Some(next[j].map_or(a, |b| b.max(a)));
+                }
+            }
+            i += 1;
+        }
+        if next[k - 1].is_some() {
+            return true;
+        }
+        best = next;
+    }
+    false
+}
+
+/// The events that formed or broke the sequence (see [`Witness`]); `None` when no first-step
+/// event is in range. Quadratic in the hits: for `why`, and for `with same`.
+pub(crate) fn sequence_witness(s: &SeqNode, hits: &[Hit<'_>]) -> Option<Witness> {
+    let k = s.steps.len();
+    let same = |a: &Hit<'_>, b: &Hit<'_>| match s.same {
+        None => true,
+        Some(_) => matches!((a.value, b.value), (Some(x), Some(y)) if same_value(x, y)),
+    };
+    let mut last_attempt: Option<Witness> = None;
+    for (i, a) in hits.iter().enumerate() {
+        if a.mask & 1 == 0 {
+            continue;
+        }
+        let limit = a.ts.saturating_add(s.within);
+        if s.negated {
+            let broke = hits[i + 1..]
+                .iter()
+                .take_while(|b| b.ts <= limit)
+                .position(|b| b.ts > a.ts && b.mask & 2 != 0 && same(a, b));
+            match broke {
+                None => {
+                    return Some(Witness {
+                        formed: vec![i],
+                        broken: Vec::new(),
+                    })
+                }
+                Some(p) => {
+                    last_attempt = Some(Witness {
+                        formed: Vec::new(),
+                        broken: vec![i, i + 1 + p],
+                    })
+                }
+            }
+            continue;
+        }
+        // The earliest event for each step after the previous one's: optimal for this start.
+        let mut chain = vec![i];
+        let mut cur = a.ts;
+        for (p, b) in hits.iter().enumerate().skip(i + 1) {
+            if b.ts > limit || chain.len() == k {
+                break;
+            }
+            if b.ts > cur && b.mask & (1 << chain.len()) != 0 && same(a, b) {
+                cur = b.ts;
+                chain.push(p);
+            }
+        }
+        if chain.len() == k {
+            return Some(Witness {
+                formed: chain,
+                broken: Vec::new(),
+            });
+        }
+        last_attempt = Some(Witness {
+            formed: Vec::new(),
+            broken: chain,
+        });
+    }
+    last_attempt
 }

@@ -38,7 +38,7 @@ use crate::storage::{Catalog, Store};
 pub(crate) use super::bounds::Bounds;
 use super::customer;
 use super::plan::{
-    compare_u64, EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, ValueTest,
+    compare_u64, EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, SeqNode, ValueTest,
 };
 use super::rollups::{
     aggregate_range, append, count_range, cut_day_sides, decide_aggregate, decide_count,
@@ -99,6 +99,7 @@ impl Sources<'_> {
             }
             NodeKind::Trait { trait_id, test } => self.trait_bounds(*trait_id, test),
             NodeKind::Event(e) => self.event_bounds(e),
+            NodeKind::Sequence(s) => self.sequence_bounds(s),
             NodeKind::Audience { inner, .. } => {
                 let child = self.bounds(inner);
                 Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
@@ -209,6 +210,35 @@ impl Sources<'_> {
                 let exact = !lists || (lit.is_str || lit.boolean.is_some()) && lit.time.is_none();
                 bounded(sure, exact)
             }
+        }
+    }
+
+    /// A sequence's candidates: who may have the first step's event in its range and, for
+    /// `then B`, every later step's event in its own; only the exact check decides them. `then
+    /// not B`: whoever surely has the first step's event and surely no B in its range at all
+    /// surely passes.
+    fn sequence_bounds(&self, s: &SeqNode) -> Bounds {
+        let first = self.event_bounds(&s.steps[0]);
+        if s.negated {
+            let second = self.event_bounds(&s.steps[1]);
+            let sure = &first.sure - &second.maybe;
+            return Bounds::range(sure, first.maybe.clone())
+                .with_child(first)
+                .with_child(second);
+        }
+        let mut maybe = first.maybe.clone();
+        let mut children = vec![first];
+        for step in &s.steps[1..] {
+            if maybe.is_empty() {
+                break;
+            }
+            let b = self.event_bounds(step);
+            maybe &= &b.maybe;
+            children.push(b);
+        }
+        Bounds {
+            children,
+            ..Bounds::range(RoaringBitmap::new(), maybe)
         }
     }
 
@@ -862,6 +892,12 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
             test,
         ),
         NodeKind::Event(e) => data.tally(e)?.satisfies(&e.frequency),
+        NodeKind::Sequence(s) => {
+            let (bodies, blocks) = data.events()?;
+            let mut hits = Vec::new();
+            customer::sequence_hits(s, bodies, blocks, &mut hits)?;
+            customer::sequence_holds(s, &hits)
+        }
         NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
     })
 }

@@ -13,7 +13,8 @@ use crate::model::time::Timestamp;
 use crate::model::FastMap;
 use crate::rules::Duration as RuleDuration;
 use crate::rules::{
-    Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind, WindowKind,
+    EventCondition, Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind,
+    Window, WindowKind,
 };
 use crate::storage::view::{self, ValueView};
 use crate::storage::Catalog;
@@ -83,37 +84,54 @@ impl Footprint {
                 }
             }
             ExprKind::Event(ec) => {
-                self.events.insert(ec.event.text.clone());
-                let lengths = &mut self.lengths;
-                let mut push = |d: &RuleDuration| lengths.extend(d.millis());
-                if let Some(w) = &ec.window {
-                    let mut point = |k: &TimeKind| {
-                        if let TimeKind::Ago(d) = k {
-                            push(d);
-                        }
-                    };
-                    match &w.kind {
-                        WindowKind::Last(d) => push(d),
-                        WindowKind::Ever => {}
-                        WindowKind::Since(t) | WindowKind::Before(t) => point(&t.kind),
-                        WindowKind::Between(a, b) => {
-                            point(&a.kind);
-                            point(&b.kind);
-                        }
-                    }
-                }
-                let before = self.lengths.len();
-                if let Some(p) = &ec.predicate {
-                    predicate_lengths(p, &mut self.lengths);
-                }
-                if let Some(sh) = &ec.shorthand {
-                    if let LiteralKind::Ago(d) = &sh.value.kind {
-                        self.lengths.extend(d.millis());
-                    }
-                }
-                self.relative_props |= self.lengths.len() > before;
+                self.event_condition(ec);
+                self.window(ec.window.as_ref());
+            }
+            // The wait T makes the answer move at a + T (`then not B`: the customer enters then).
+            ExprKind::Sequence(seq) => {
+                seq.steps.iter().for_each(|step| self.event_condition(step));
+                self.window(seq.window.as_ref());
+                self.lengths.extend(seq.within.millis());
             }
         }
+    }
+
+    /// The relative lengths of a window.
+    fn window(&mut self, w: Option<&Window>) {
+        let Some(w) = w else {
+            return;
+        };
+        let lengths = &mut self.lengths;
+        let mut push = |d: &RuleDuration| lengths.extend(d.millis());
+        let point = |k: &TimeKind, push: &mut dyn FnMut(&RuleDuration)| {
+            if let TimeKind::Ago(d) = k {
+                push(d);
+            }
+        };
+        match &w.kind {
+            WindowKind::Last(d) => push(d),
+            WindowKind::Ever => {}
+            WindowKind::Since(t) | WindowKind::Before(t) => point(&t.kind, &mut push),
+            WindowKind::Between(a, b) => {
+                point(&a.kind, &mut push);
+                point(&b.kind, &mut push);
+            }
+        }
+    }
+
+    /// The event an event condition names, and the relative times of its property tests.
+    fn event_condition(&mut self, ec: &EventCondition) {
+        self.events.insert(ec.event.text.clone());
+        let before = self.lengths.len();
+        if let Some(p) = &ec.predicate {
+            predicate_lengths(p, &mut self.lengths);
+        }
+        if let Some(sh) = &ec.shorthand {
+            if let LiteralKind::Ago(d) = &sh.value.kind {
+                self.lengths.extend(d.millis());
+            }
+        }
+        self.relative_props |= self.lengths.len() > before;
     }
 }
 

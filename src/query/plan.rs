@@ -12,7 +12,7 @@ use crate::index::Indexes;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::rules::{
     AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
-    Number, Predicate, PredicateKind, Rule, Span, Test, TimeKind, TimePoint, WindowKind,
+    Number, Predicate, PredicateKind, Rule, Sequence, Span, Test, TimeKind, TimePoint, WindowKind,
 };
 use crate::storage::Catalog;
 
@@ -57,6 +57,7 @@ pub(crate) enum NodeKind {
         test: ValueTest,
     },
     Event(Box<EventNode>),
+    Sequence(Box<SeqNode>),
     /// `in audience NAME`: the saved audience's own rule, planned at the same *now*. The inner
     /// node's spans point into that rule's text, not this one's.
     Audience {
@@ -77,6 +78,24 @@ pub(crate) struct EventNode {
     /// `from > to`.
     pub from: Timestamp,
     pub to: Timestamp,
+}
+
+/// A sequence at one *now*: each step as an event condition over the instants its event may
+/// have. The first step's range is the sequence's window (for `then not`, ending at most at
+/// now − T: the wait must be over); a later step's starts a millisecond after the window's start
+/// and ends T after the first step's end (at most *now*). A step's frequency is unused.
+#[derive(Debug, Clone)]
+pub(crate) struct SeqNode {
+    /// At least two, at most [`crate::rules::MAX_STEPS`].
+    pub steps: Vec<EventNode>,
+    /// `A then not B within T` (two steps).
+    pub negated: bool,
+    /// `with same PROPERTY`: `Some(None)` when no event ever had the property. The first step's
+    /// filter then also requires the property to be set (unless every stored event of its kind
+    /// has it).
+    pub same: Option<Option<u32>>,
+    /// T, in milliseconds.
+    pub within: i64,
 }
 
 impl EventNode {
@@ -349,6 +368,7 @@ impl Planner<'_> {
                 }
             }
             ExprKind::Event(ec) => self.event(ec),
+            ExprKind::Sequence(seq) => self.sequence(seq),
         };
         Ok(Node {
             kind,
@@ -418,6 +438,64 @@ impl Planner<'_> {
             frequency,
             from,
             to,
+        }))
+    }
+
+    /// A sequence at this *now* (see [`SeqNode`]).
+    fn sequence(&mut self, seq: &Sequence) -> NodeKind {
+        let within = seq.within.millis().unwrap_or(Timestamp::MAX);
+        let same = seq.same.as_ref().map(|p| self.catalog.prop_id(&p.text));
+        let (from, mut to) = self.window(seq.window.as_ref().map(|w| &w.kind));
+        if seq.negated {
+            to = to.min(self.now.saturating_sub(within));
+        }
+        // The steps' own (absent) windows must not widen what the residual checks read.
+        let events_from = self.events_from;
+        let mut steps = Vec::with_capacity(seq.steps.len());
+        for (i, step) in seq.steps.iter().enumerate() {
+            let NodeKind::Event(mut node) = self.event(step) else {
+                unreachable!("an event condition plans to an event node")
+            };
+            if i == 0 {
+                (node.from, node.to) = (from, to);
+                // When every stored event of the first step's kind carries the property (the
+                // catalog's counts say so), the test is always true and is left out, so that the
+                // bitmaps still bound the first step exactly.
+                let always_set = |p: Option<u32>| {
+                    let info = node.event.and_then(|e| self.catalog.event_info(e));
+                    info.zip(p)
+                        .and_then(|(info, p)| Some(info.props.get(&p)?.count == info.count))
+                        .unwrap_or(false)
+                };
+                if let Some(prop) = same.filter(|p| !always_set(*p)) {
+                    let set = Filter::Cond {
+                        prop,
+                        test: ValueTest::IsSet { negated: false },
+                    };
+                    node.filter = Some(match node.filter.take() {
+                        None => set,
+                        Some(Filter::And(mut items)) => {
+                            items.push(set);
+                            Filter::And(items)
+                        }
+                        Some(f) => Filter::And(vec![f, set]),
+                    });
+                }
+            } else {
+                node.from = from.saturating_add(1);
+                node.to = to.saturating_add(within).min(self.now);
+            }
+            steps.push(*node);
+        }
+        self.events_from = events_from;
+        if from <= to {
+            self.events_from = Some(self.events_from.map_or(from, |f| f.min(from)));
+        }
+        NodeKind::Sequence(Box::new(SeqNode {
+            steps,
+            negated: seq.negated,
+            same,
+            within,
         }))
     }
 

@@ -45,6 +45,14 @@ impl Dialect {
         }
     }
 
+    /// `clickhouse` or `duckdb`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::ClickHouse => "clickhouse",
+            Dialect::DuckDb => "duckdb",
+        }
+    }
+
     fn string(self, s: &str) -> String {
         match self {
             Dialect::ClickHouse => clickhouse_string(s),
@@ -162,6 +170,13 @@ impl Writer<'_> {
                 )
             }
             NodeKind::Event(e) => self.event(e)?,
+            NodeKind::Sequence(_) => {
+                return Err(Error::InvalidInput(format!(
+                    "sequences (`A then B within T`) are not yet in the {} dialect: the rule \
+                     runs here, but has no SQL yet",
+                    self.d.name()
+                )))
+            }
         })
     }
 

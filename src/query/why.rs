@@ -19,7 +19,7 @@ use crate::storage::{Catalog, Store};
 use super::customer::{self, Tally};
 use super::exec::{self, CustomerData};
 use super::footprint::{self, Footprint};
-use super::plan::{self, EventNode, Frequency, Node, NodeKind, SavedRules};
+use super::plan::{self, EventNode, Frequency, Node, NodeKind, SavedRules, SeqNode};
 
 /// At most this many events are shown as the evidence of one clause (the latest ones).
 pub const EVIDENCE_EVENTS: usize = 3;
@@ -162,6 +162,11 @@ impl Explainer<'_> {
                 };
                 (label(), holds, reason)
             }
+            NodeKind::Sequence(s) => {
+                let (holds, reason, shown) = self.sequence(s, data)?;
+                events = shown;
+                (label(), holds, reason)
+            }
             NodeKind::Event(e) => {
                 let t = data.tally(e)?;
                 events = self.evidence(e, data)?;
@@ -211,6 +216,74 @@ impl Explainer<'_> {
                 )
             }
         }
+    }
+
+    /// A sequence's answer, the reason in words, and the events that formed it, or that broke
+    /// the latest attempt.
+    fn sequence(
+        &self,
+        s: &SeqNode,
+        data: &mut CustomerData<'_>,
+    ) -> Result<(bool, String, Vec<WhyEvent>)> {
+        let (bodies, blocks) = data.events()?;
+        let mut hits = Vec::new();
+        customer::sequence_hits(s, bodies, blocks, &mut hits)?;
+        let holds = customer::sequence_holds(s, &hits);
+        let first = &s.steps[0];
+        let range = if first.window_is_empty() {
+            " (the window is empty)".to_owned()
+        } else if first.from == Timestamp::MIN {
+            format!(" up to {}", format_rfc3339(first.to))
+        } else {
+            format!(
+                " from {} to {}",
+                format_rfc3339(first.from),
+                format_rfc3339(first.to)
+            )
+        };
+        let witness = customer::sequence_witness(s, &hits);
+        let (reason, shown) = match witness {
+            None => (format!("no first-step event{range}"), Vec::new()),
+            Some(w) if !w.formed.is_empty() => {
+                let reason = if s.negated {
+                    "the first step's event had no second within the wait, which is over"
+                } else {
+                    "these events form the sequence, in order and within the time"
+                };
+                (reason.to_owned(), w.formed)
+            }
+            Some(w) => {
+                let reason = if s.negated {
+                    "the second step's event came within the wait of every first-step event \
+                     (the latest attempt shown)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "no first-step event{range} is followed by the later steps in time (the \
+                         latest attempt shown: {} of {} steps)",
+                        w.broken.len(),
+                        s.steps.len()
+                    )
+                };
+                (reason, w.broken)
+            }
+        };
+        let shown = shown
+            .into_iter()
+            .map(|i| {
+                let v = &hits[i].view;
+                Ok(WhyEvent {
+                    name: self.catalog.event_name(v.event).to_owned(),
+                    timestamp: v.ts,
+                    properties: v
+                        .props()?
+                        .into_iter()
+                        .map(|(p, v)| (self.catalog.prop_name(p).to_owned(), v))
+                        .collect(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((holds, reason, shown))
     }
 
     /// The latest few events the clause counted.

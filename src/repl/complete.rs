@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(names.words_starting("LA"), ["last"]);
         assert_eq!(
             names.words_starting("t"),
-            ["tags", "the", "tier", "time", "times", "true"]
+            ["tags", "the", "then", "tier", "time", "times", "true"]
         );
         let helper = ReplHelper::new(Rc::new(RefCell::new(names)), Style::PLAIN);
         assert_eq!(

@@ -71,6 +71,8 @@ pub enum ExprKind {
     /// Kept as the trait condition it was written as; which reading it has is decided against the
     /// store when the rule is planned (see [`TraitCondition::as_event`]).
     EventOrTrait(TraitCondition),
+    /// A sequence of events: `added_to_cart then not purchased within 1 hour in last 7 days`.
+    Sequence(Box<Sequence>),
     /// Membership of a saved audience: `in audience vip`.
     InAudience(Name),
     /// Every known customer.
@@ -349,6 +351,26 @@ pub struct EventCondition {
     /// `None` means at least once.
     pub frequency: Option<Frequency>,
     /// `None` means no window was written, which means `ever`.
+    pub window: Option<Window>,
+    pub span: Span,
+}
+
+/// `STEP then [not] STEP ... [with same PROPERTY] within DURATION [WINDOW]`.
+///
+/// `A then B then C within T`: events a < b < c (strictly, to the millisecond) with c within T of a.
+/// `A then not B within T` (exactly two steps): an `a` with a + T ≤ now and no `b` in (a, a + T].
+/// The window applies to the first step's event; every event counts only up to *now*.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    /// At least two steps, each an event condition without a frequency or a window.
+    pub steps: Vec<EventCondition>,
+    /// `then not` before the last step (then there are exactly two steps).
+    pub negated: bool,
+    /// `with same PROPERTY`: every later step's event has the first step's value of it.
+    pub same: Option<Path>,
+    /// `within DURATION`: the last step's event is at most this long after the first's.
+    pub within: Duration,
+    /// The window of the first step's event; `None` is `ever`.
     pub window: Option<Window>,
     pub span: Span,
 }

@@ -16,6 +16,9 @@ use crate::model::time::{format_rfc3339, parse_rfc3339};
 /// The deepest nesting of parentheses and `not` a rule may have.
 pub const MAX_DEPTH: usize = 64;
 
+/// The most steps a sequence may have.
+pub const MAX_STEPS: usize = 16;
+
 /// The longest rule, in bytes.
 pub const MAX_RULE_LEN: usize = 64 * 1024;
 
@@ -359,10 +362,7 @@ impl<'a> Parser<'a> {
                     self.advance();
                     let event = self.event_name()?;
                     let cond = self.event_condition(event, token.span)?;
-                    Ok(Expr {
-                        span: cond.span,
-                        kind: ExprKind::Event(Box::new(cond)),
-                    })
+                    self.event_or_sequence(cond)
                 } else if words::is_keyword(word) {
                     Err(self.unexpected("a condition", START_KEYWORDS, "keyword"))
                 } else if self.starts_trait_test(1) {
@@ -393,11 +393,7 @@ impl<'a> Parser<'a> {
                             .with_expected("a condition")
                             .with_suggestion(s));
                     }
-                    let cond = cond?;
-                    Ok(Expr {
-                        span: cond.span,
-                        kind: ExprKind::Event(Box::new(cond)),
-                    })
+                    self.event_or_sequence(cond?)
                 } else if words::is_path(word) {
                     self.advance();
                     Err(self.expected(&format!(
@@ -416,6 +412,7 @@ impl<'a> Parser<'a> {
     /// Whether the current token may follow a complete condition.
     fn at_condition_end(&self) -> bool {
         matches!(self.peek().kind, TokenKind::End | TokenKind::RParen)
+            || self.at_kw("then")
             || self.at_kw("and")
             || self.at_kw("or")
     }
@@ -758,6 +755,120 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.expected("',' or ')'")),
             }
         }
+    }
+
+    // ---- sequences ----------------------------------------------------------------------------
+
+    /// The event condition just parsed, or the sequence it starts when `then` follows.
+    fn event_or_sequence(&mut self, first: EventCondition) -> PResult<Expr> {
+        if !self.at_kw("then") {
+            return Ok(Expr {
+                span: first.span,
+                kind: ExprKind::Event(Box::new(first)),
+            });
+        }
+        self.plain_step(&first)?;
+        let start = first.span;
+        let mut steps = vec![first];
+        let mut negated = false;
+        while let Some(then) = self.eat_kw("then") {
+            if let Some(not) = self.eat_kw("not") {
+                if steps.len() > 1 {
+                    return Err(self.error_at(
+                        not,
+                        "'then not' must follow the first step: a sequence with 'then not' has \
+                             exactly two steps, `A then not B within T`"
+                            .into(),
+                    ));
+                }
+                negated = true;
+            } else if negated {
+                return Err(self.error_at(
+                    then,
+                    "a sequence with 'then not' has exactly two steps, `A then not B within T`"
+                        .into(),
+                ));
+            }
+            if steps.len() >= MAX_STEPS {
+                return Err(
+                    self.error_at(then, format!("a sequence has at most {MAX_STEPS} steps"))
+                );
+            }
+            let step_start = self.peek().span;
+            // `did` may come before a step, as before any event condition.
+            self.eat_kw("did");
+            let name = self.event_name()?;
+            let step = self.event_condition(name, step_start)?;
+            self.plain_step(&step)?;
+            steps.push(step);
+        }
+        let same = match self.eat_kw("with") {
+            Some(_) => {
+                if !(self.peek().kind == TokenKind::Word
+                    && self.text(self.peek()).eq_ignore_ascii_case("same"))
+                {
+                    return Err(self.unexpected("'same' after 'with'", &["same"], "keyword"));
+                }
+                self.advance();
+                Some(self.path("a property name after 'with same'")?)
+            }
+            None => None,
+        };
+        if !self.at_kw("within") {
+            let what = if same.is_some() {
+                "'within' and a length of time"
+            } else {
+                "'then', 'with same' or 'within' and a length of time (a sequence needs one: \
+                 `A then B within 1 day`)"
+            };
+            return Err(self.unexpected(what, &["within", "then", "with"], "keyword"));
+        }
+        let within_start = self.advance();
+        let within = self.duration("a number after 'within'")?;
+        if within.amount == 0 {
+            return Err(self.error_at(
+                self.span_from(within_start),
+                "'within 0' leaves no time between the steps; give a length of at least 1".into(),
+            ));
+        }
+        let window = self.window()?;
+        self.check_event_tail(false, window.is_none())?;
+        let span = self.span_from(start);
+        Ok(Expr {
+            span,
+            kind: ExprKind::Sequence(Box::new(Sequence {
+                steps,
+                negated,
+                same,
+                within,
+                window,
+                span,
+            })),
+        })
+    }
+
+    /// Refuses a frequency or a window on a step of a sequence.
+    fn plain_step(&self, step: &EventCondition) -> PResult<()> {
+        if let Some(f) = &step.frequency {
+            return Err(self.error_at(
+                f.span,
+                "a step of a sequence takes no frequency: each step is one event (`A then B \
+                 within T`)"
+                    .into(),
+            ));
+        }
+        if let Some(w) = &step.window {
+            let ends = !["then", "with", "within"].iter().any(|k| self.at_kw(k));
+            let message = if ends {
+                "a sequence needs 'within' and a length before its window: `A then B within 1 \
+                 day in last 7 days`"
+            } else {
+                "a step of a sequence takes no window: write one window at the end, after \
+                 'within T'; it applies to the first step"
+            };
+            return Err(self.error_at(w.span, message.into()));
+        }
+        Ok(())
     }
 
     // ---- event conditions ---------------------------------------------------------------------

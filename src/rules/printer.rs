@@ -35,6 +35,7 @@ impl Display for Expr {
             }
             ExprKind::Trait(cond) | ExprKind::EventOrTrait(cond) => cond.fmt(f),
             ExprKind::Event(cond) => cond.fmt(f),
+            ExprKind::Sequence(seq) => seq.fmt(f),
             ExprKind::InAudience(name) => write!(f, "in audience {}", name.text),
             ExprKind::Everyone => f.write_str("everyone"),
         }
@@ -206,6 +207,29 @@ impl Display for EventCondition {
         if let Some(freq) = &self.frequency {
             write!(f, " {freq}")?;
         }
+        if let Some(window) = &self.window {
+            write!(f, " {window}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for Sequence {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let last = self.steps.len().saturating_sub(1);
+        for (i, step) in self.steps.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" then ")?;
+                if self.negated && i == last {
+                    f.write_str("not ")?;
+                }
+            }
+            step.fmt(f)?;
+        }
+        if let Some(p) = &self.same {
+            write!(f, " with same {}", p.text)?;
+        }
+        write!(f, " within {}", self.within)?;
         if let Some(window) = &self.window {
             write!(f, " {window}")?;
         }

@@ -9,7 +9,8 @@ pub const KEYWORDS: &[&str] = &[
     "and", "or", "not", "in", "the", "last", "ever", "since", "before", "between", "where", "at",
     "least", "most", "exactly", "time", "times", "count", "sum", "avg", "min", "max", "is", "set",
     "contains", "audience", "everyone", "ago", "did", "true", "false", "minute", "minutes", "hour",
-    "hours", "day", "days", "week", "weeks", "month", "months", "year", "years",
+    "hours", "day", "days", "week", "weeks", "month", "months", "year", "years", "then", "within",
+    "with",
 ];
 
 /// The unit words, singular and plural, for suggestions.

@@ -42,7 +42,8 @@ use audiencedb::model::time::{parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
 use audiencedb::rules::{
     AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
-    Number, Predicate, PredicateKind, Rule, Test, TimeKind, TimePoint, TraitCondition, WindowKind,
+    Number, Predicate, PredicateKind, Rule, Sequence, Test, TimeKind, TimePoint, TraitCondition,
+    Window, WindowKind,
 };
 use audiencedb::Customer;
 use chrono::NaiveDate;
@@ -72,6 +73,7 @@ fn audience_named(expr: &Expr) -> Option<&str> {
         ExprKind::Trait(_)
         | ExprKind::EventOrTrait(_)
         | ExprKind::Event(_)
+        | ExprKind::Sequence(_)
         | ExprKind::Everyone => None,
     }
 }
@@ -127,6 +129,7 @@ fn matches(expr: &Expr, customer: &Customer, now: i64) -> bool {
             field_condition(cond, traits, now)
         }
         ExprKind::Event(cond) => event_condition(cond, &customer.events, now),
+        ExprKind::Sequence(seq) => sequence(seq, &customer.events, now),
         ExprKind::InAudience(_) => unreachable!("rejected before evaluation"),
         ExprKind::EventOrTrait(_) => unreachable!("given one reading before evaluation"),
         ExprKind::Everyone => true,
@@ -304,9 +307,8 @@ fn contains(value: &Value, lit: &Literal, now: i64) -> bool {
 fn event_condition(cond: &EventCondition, events: &[Event], now: i64) -> bool {
     let matching: Vec<&Event> = events
         .iter()
-        .filter(|e| e.name == cond.event.text)
         .filter(|e| in_window(cond, e.timestamp, now))
-        .filter(|e| properties_match(cond, e, now))
+        .filter(|e| event_matches(cond, e, now))
         .collect();
     let count = matching.len() as u64;
     let Some(frequency) = &cond.frequency else {
@@ -351,27 +353,99 @@ fn event_condition(cond: &EventCondition, events: &[Event], now: i64) -> bool {
     }
 }
 
-/// Whether one event has the condition's name and passes its shorthand and `where` (its window
-/// and frequency aside).
+/// Whether an event is the one an event condition names, passing its shorthand and `where` (the
+/// window and the frequency aside).
 pub fn event_matches(cond: &EventCondition, e: &Event, now: i64) -> bool {
-    e.name == cond.event.text && properties_match(cond, e, now)
+    e.name == cond.event.text
+        && cond.shorthand.as_ref().is_none_or(|s| {
+            e.properties
+                .iter()
+                .any(|(name, v)| *name == s.property.text && equals(v, &s.value, now))
+        })
+        && cond
+            .predicate
+            .as_ref()
+            .is_none_or(|p| predicate(p, &e.properties, now))
 }
 
-/// Whether one event passes the condition's shorthand and `where`.
-fn properties_match(cond: &EventCondition, e: &Event, now: i64) -> bool {
-    let shorthand = match &cond.shorthand {
-        // `viewed product X` is `viewed where product = X`.
-        Some(s) => e
-            .properties
-            .iter()
-            .any(|(name, v)| *name == s.property.text && equals(v, &s.value, now)),
-        None => true,
+/// A sequence, straight from rules.md: `A then B then C within T` needs events a < b < c
+/// (strictly) with c − a ≤ T; `A then not B within T` an a with a + T ≤ now and no b with
+/// a < b ≤ a + T. The window holds the first step's event; only events up to now count.
+///
+/// **Choice** (`with same P`): a first-step event without P starts no sequence (not even a
+/// `then not` one); a later event has the same P when both values are strings, booleans or
+/// instants and equal, or both numbers and numerically equal (`3` and `3.0`); a list is never
+/// the same as anything (as `=` never matches a list).
+fn sequence(seq: &Sequence, events: &[Event], now: i64) -> bool {
+    let t = seq.within.millis().expect("the parser bounds it");
+    fn value<'e>(seq: &Sequence, e: &'e Event) -> Option<&'e Value> {
+        let p = &seq.same.as_ref()?.text;
+        e.properties.iter().find(|(n, _)| n == p).map(|(_, v)| v)
+    }
+    let same = |a: &Event, b: &Event| match (&seq.same, value(seq, a), value(seq, b)) {
+        (None, _, _) => true,
+        (Some(_), Some(x), Some(y)) => same_value(x, y),
+        _ => false,
     };
-    shorthand
-        && match &cond.predicate {
-            Some(p) => predicate(p, &e.properties, now),
-            None => true,
+    let step = |i: usize, e: &Event| e.timestamp <= now && event_matches(&seq.steps[i], e, now);
+    let firsts = events.iter().filter(|a| {
+        step(0, a)
+            && window_holds(seq.window.as_ref(), a.timestamp, now)
+            && (seq.same.is_none() || value(seq, a).is_some())
+    });
+    if seq.negated {
+        return firsts.clone().any(|a| {
+            a.timestamp + t <= now
+                && !events.iter().any(|b| {
+                    step(1, b)
+                        && a.timestamp < b.timestamp
+                        && b.timestamp <= a.timestamp + t
+                        && same(a, b)
+                })
+        });
+    }
+    /// Whether steps `j..` can follow an event at `prev`, each strictly after the one before and
+    /// at most at `limit`.
+    fn rest(
+        j: usize,
+        prev: i64,
+        events: &[Event],
+        ok: &dyn Fn(usize, &Event) -> bool,
+        limit: i64,
+        steps: usize,
+    ) -> bool {
+        j == steps
+            || events.iter().any(|b| {
+                b.timestamp > prev
+                    && b.timestamp <= limit
+                    && ok(j, b)
+                    && rest(j + 1, b.timestamp, events, ok, limit, steps)
+            })
+    }
+    firsts.into_iter().any(|a| {
+        let ok = |j: usize, b: &Event| step(j, b) && same(a, b);
+        rest(
+            1,
+            a.timestamp,
+            events,
+            &ok,
+            a.timestamp + t,
+            seq.steps.len(),
+        )
+    })
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Time(x), Value::Time(y)) => x == y,
+        (Value::Int(x), Value::Int(y)) => x == y,
+        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
+            a.as_f64() == b.as_f64()
         }
+        _ => false,
+    }
 }
 
 fn compare_ord(ordering: Ordering, op: CmpOp) -> bool {
@@ -398,10 +472,15 @@ fn predicate(p: &Predicate, properties: &[(String, Value)], now: i64) -> bool {
 /// Whether an event at `ts` falls in the condition's window. Every window ends at *now*: events
 /// after now count in no window.
 pub fn in_window(cond: &EventCondition, ts: i64, now: i64) -> bool {
+    window_holds(cond.window.as_ref(), ts, now)
+}
+
+/// Whether an event at `ts` falls in a window (`None`: `ever`), which ends at *now*.
+pub fn window_holds(window: Option<&Window>, ts: i64, now: i64) -> bool {
     if ts > now {
         return false;
     }
-    let Some(window) = &cond.window else {
+    let Some(window) = window else {
         return true; // no window means `ever`
     };
     match &window.kind {
