@@ -23,7 +23,7 @@ use crate::rules::{AggregateFn, CmpOp};
 use crate::storage::Catalog;
 use crate::tables::{clickhouse_string, duckdb_string};
 
-use super::plan::{self, EventNode, Filter, Frequency, Lit, Node, NodeKind, ValueTest};
+use super::plan::{self, EventNode, Filter, Frequency, Lit, Node, NodeKind, SeqNode, ValueTest};
 use super::{PreparedRule, ReadState};
 
 /// Which SQL the query is written in.
@@ -170,13 +170,7 @@ impl Writer<'_> {
                 )
             }
             NodeKind::Event(e) => self.event(e)?,
-            NodeKind::Sequence(_) => {
-                return Err(Error::InvalidInput(format!(
-                    "sequences (`A then B within T`) are not yet in the {} dialect: the rule \
-                     runs here, but has no SQL yet",
-                    self.d.name()
-                )))
-            }
+            NodeKind::Sequence(seq) => self.sequence(seq),
         })
     }
 
@@ -307,43 +301,129 @@ impl Writer<'_> {
         any(parts)
     }
 
-    /// A filter over the event row `e.row`.
-    fn filter(&self, f: &Filter) -> String {
+    /// A filter over the event row `{alias}.row`.
+    fn filter(&self, f: &Filter, alias: &str) -> String {
         match f {
             Filter::And(items) => format!(
                 "({})",
                 items
                     .iter()
-                    .map(|i| self.filter(i))
+                    .map(|i| self.filter(i, alias))
                     .collect::<Vec<_>>()
                     .join(" AND ")
             ),
-            Filter::Or(items) => any(items.iter().map(|i| self.filter(i)).collect()),
-            Filter::Not(inner) => format!("(NOT {})", self.filter(inner)),
+            Filter::Or(items) => any(items.iter().map(|i| self.filter(i, alias)).collect()),
+            Filter::Not(inner) => format!("(NOT {})", self.filter(inner, alias)),
             Filter::Cond { prop, test } => {
                 let name = prop.map(|p| self.catalog.prop_name(p));
-                self.value_test("e.row", "row", "properties", "property_items", name, test)
+                let row = format!("{alias}.row");
+                self.value_test(&row, "row", "properties", "property_items", name, test)
             }
         }
     }
 
+    /// The conditions on the event row `alias` for one event node: name, window, filter; `None`
+    /// when no event can match (an unknown event, an empty window).
+    fn matching(&self, e: &EventNode, alias: &str) -> Option<String> {
+        let id = e.event.filter(|_| !e.window_is_empty())?;
+        let mut w = format!(
+            "{alias}.event = {} AND {alias}.ts >= {} AND {alias}.ts <= {}",
+            self.d.string(self.catalog.event_name(id)),
+            e.from,
+            e.to
+        );
+        if let Some(f) = &e.filter {
+            let _ = write!(w, " AND {}", self.filter(f, alias));
+        }
+        Some(w)
+    }
+
+    /// A sequence over `c.customer`: the steps' events joined by customer, each later one
+    /// strictly after the one before and within T of the first (and for `with same`, its
+    /// property the same as the first's); `then not`: the first-step events with no such second.
+    fn sequence(&self, s: &SeqNode) -> String {
+        let Some(parts) = s
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.matching(e, &format!("s{i}")))
+            .collect::<Option<Vec<String>>>()
+        else {
+            // A step nothing can match: no sequence forms; a `then not` whose second step
+            // cannot happen still needs its first.
+            return match (s.negated, self.matching(&s.steps[0], "s0")) {
+                (true, Some(first)) => {
+                    format!("c.customer IN (SELECT s0.customer FROM events AS s0 WHERE {first})")
+                }
+                _ => FALSE.to_owned(),
+            };
+        };
+        let same_prop = match s.same {
+            None => None,
+            Some(None) => return FALSE.to_owned(),
+            Some(Some(p)) => Some(self.d.string(self.catalog.prop_name(p))),
+        };
+        let k = s.steps.len();
+        let mut from = "events AS s0".to_owned();
+        let mut conds = vec![parts[0].clone()];
+        for (i, part) in parts.iter().enumerate().skip(1) {
+            let _ = write!(from, " JOIN events AS s{i} ON s{i}.customer = s0.customer");
+            conds.push(part.clone());
+            conds.push(format!(
+                "s{i}.ts > s{}.ts AND s{i}.ts <= s0.ts + {}",
+                i - 1,
+                s.within
+            ));
+        }
+        if let Some(name) = &same_prop {
+            for i in 0..k {
+                let _ = write!(
+                    from,
+                    " JOIN (SELECT * FROM properties WHERE name = {name}) AS p{i} ON p{i}.row = s{i}.row"
+                );
+            }
+            for i in 1..k {
+                conds.push(self.same_value(&format!("p{i}"), "p0"));
+            }
+        }
+        // The rule's literals are inside `body`: it is only ever appended to, never searched.
+        let body = format!("FROM {from} WHERE {}", conds.join(" AND "));
+        if s.negated {
+            let first = &parts[0];
+            format!(
+                "c.customer IN (SELECT s0.customer FROM events AS s0 WHERE {first} AND s0.row NOT \
+                 IN (SELECT s0.row {body}))"
+            )
+        } else {
+            format!("c.customer IN (SELECT s0.customer {body})")
+        }
+    }
+
+    /// Whether the property rows `a` and `b` hold the same value, as `customer::same_value`:
+    /// text, booleans and instants when equal, integers exactly, numbers of mixed kinds by value,
+    /// lists never.
+    fn same_value(&self, a: &str, b: &str) -> String {
+        let num = |p: &str| {
+            format!(
+                "(CASE WHEN {p}.kind = 'int' THEN {} ELSE {p}.float END)",
+                self.d.to_double(&format!("{p}.int"))
+            )
+        };
+        format!(
+            "(({a}.kind = 'text' AND {b}.kind = 'text' AND {a}.text = {b}.text) \
+             OR ({a}.kind = 'bool' AND {b}.kind = 'bool' AND {a}.bool = {b}.bool) \
+             OR ({a}.kind = 'time' AND {b}.kind = 'time' AND {a}.time = {b}.time) \
+             OR ({a}.kind = 'int' AND {b}.kind = 'int' AND {a}.int = {b}.int) \
+             OR ({a}.kind IN ('int', 'float') AND {b}.kind IN ('int', 'float') \
+             AND NOT ({a}.kind = 'int' AND {b}.kind = 'int') AND coalesce({} = {}, FALSE)))",
+            num(a),
+            num(b)
+        )
+    }
+
     /// An event condition over `c.customer`.
     fn event(&self, e: &EventNode) -> Result<String> {
-        let matching = match e.event {
-            Some(id) if !e.window_is_empty() => {
-                let mut w = format!(
-                    "e.event = {} AND e.ts >= {} AND e.ts <= {}",
-                    self.d.string(self.catalog.event_name(id)),
-                    e.from,
-                    e.to
-                );
-                if let Some(f) = &e.filter {
-                    let _ = write!(w, " AND {}", self.filter(f));
-                }
-                Some(w)
-            }
-            _ => None,
-        };
+        let matching = self.matching(e, "e");
         let holds_for_none = e.frequency.holds_for_none();
         let Some(matching) = matching else {
             return Ok(if holds_for_none { TRUE } else { FALSE }.to_owned());
