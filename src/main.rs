@@ -86,7 +86,7 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
         /// Messages per durable batch.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = audiencedb::import::DEFAULT_BATCH_SIZE)]
         batch_size: usize,
         /// Print a line on stdout after each durable batch (for scripts and crash tests).
         #[arg(long, hide = true)]

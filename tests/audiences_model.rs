@@ -238,7 +238,7 @@ impl Harness {
     fn open(&mut self) {
         let mut config = Config::new(self.dir.path().join("db"));
         config.clock = self.clock.clone();
-        config.checkpoint_after = 7;
+        config.checkpoint_after = 4;
         config.audience_bulk_from = self.model.bulk_from;
         self.db = Some(Db::open_with(config).unwrap());
     }

@@ -137,7 +137,7 @@ fn open(path: &std::path::Path) -> Db {
     let mut config = Config::new(path);
     config.value_bound = 3; // products p0..p4 overflow it: exercises unindexing
     config.rollup_bound = 1; // `amount` or `qty`, whichever comes first, gets rollups
-    config.checkpoint_after = 7;
+    config.checkpoint_after = 3;
     config.parallel_index_from = 0; // every write applies its index changes on several threads
     config.allow_known_merge = true; // every customer here has a userId
     Db::open_with(config).unwrap()

@@ -98,7 +98,7 @@ const FOLD_EVENTS: usize = 40;
 
 fn open(path: &std::path::Path) -> Db {
     let mut config = Config::new(path);
-    config.checkpoint_after = 50;
+    config.checkpoint_after = 3;
     config.fold_events = FOLD_EVENTS;
     // A batch per customer: a fold cut short leaves some customers folded and some not.
     config.fold_batch_bytes = 1;
@@ -322,9 +322,9 @@ proptest! {
 }
 
 /// A stream in time order: each write adds one event per customer. Each write adds one log
-/// record and touches no block (after the first, which finds the customers new and writes their
-/// blocks); the write that takes the memtable past its bound folds it: the blocks change, the
-/// log records are gone. Every reading path sees the same events throughout.
+/// record and touches no block (the first too: an event or two of a new customer go to the log,
+/// too few for blocks at once); the write that takes the memtable past its bound folds it: the
+/// blocks change, the log records are gone. Every reading path sees the same events throughout.
 #[test]
 fn time_ordered_writes_append_one_log_record_each_and_fold() {
     let dir = tempfile::tempdir().unwrap();
@@ -353,12 +353,17 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
             .collect()
     };
     db.ingest(write(0)).unwrap();
-    assert_eq!(blocks(&db).0, 20, "new customers: blocks at once");
-    assert_eq!(log_records(&db), 0);
+    assert_eq!(
+        blocks(&db).0,
+        0,
+        "new customers with one event each: the log"
+    );
+    assert_eq!(log_records(&db), 1);
+    assert_eq!(db.unfolded().events, 20);
     for e in expected.iter_mut() {
         e.push(0);
     }
-    let mut logged = 0u64;
+    let mut logged = 1u64;
     let mut folds = 0;
     for w in 1..32i64 {
         let before = blocks(&db);
@@ -380,7 +385,7 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
         assert_eq!(log_records(&db), logged, "after write {w}");
     }
     assert_eq!(folds, 10);
-    assert_eq!(logged, 1);
+    assert_eq!(logged, 2);
     for (c, want) in expected.iter().enumerate() {
         let got: Vec<i64> = db
             .customer(&format!("k{c}"))
@@ -442,31 +447,36 @@ fn history(customer: &str, from: i64, n: i64) -> Vec<Message> {
         .collect()
 }
 
-/// A write that brings a customer with nothing stored its events writes its blocks at once
-/// (input grouped by customer: its whole history so far), and nothing to the log; a customer
-/// with something stored goes to the log. Both read the same.
+/// A write that brings a customer with nothing stored 16 events or more (storage's
+/// `DIRECT_FROM_EVENTS`) writes its blocks at once (input grouped by customer: its whole history
+/// so far), and nothing to the log; fewer (a stream's first event or two), and a customer with
+/// something stored, go to the log. All read the same.
 #[test]
 fn a_new_customers_events_go_straight_to_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir.path().join("db"));
-    db.ingest(history("grouped", 0, 8)).unwrap();
+    db.ingest(history("grouped", 0, 16)).unwrap();
     assert_eq!(kind(&db, "write log").0, 0, "no log frame");
     assert_eq!(kind(&db, "event blocks").0, 1);
     assert_eq!(db.unfolded().events, 0);
     // More events of the grouped customer: it has blocks, so they go to the log.
-    db.ingest(history("grouped", 8, 20)).unwrap();
+    db.ingest(history("grouped", 16, 12)).unwrap();
     assert_eq!(kind(&db, "write log").0, 1, "one log frame");
     assert_eq!(kind(&db, "event blocks").0, 1);
-    assert_eq!(db.unfolded().events, 20);
-    // A new customer in the same write as a known one: blocks for it, the log for the other.
-    let mut both = history("new", 0, 3);
-    both.extend(history("grouped", 28, 2));
-    db.ingest(both).unwrap();
+    assert_eq!(db.unfolded().events, 12);
+    // New customers in the same write as a known one: blocks for the one with 16 events, the
+    // log for the one with 15 and for the known one.
+    let mut all = history("new", 0, 16);
+    all.extend(history("few", 0, 15));
+    all.extend(history("grouped", 28, 2));
+    db.ingest(all).unwrap();
     assert_eq!(kind(&db, "event blocks").0, 2);
-    assert_eq!(db.unfolded().events, 22);
+    assert_eq!(db.unfolded().events, 12 + 15 + 2);
     assert_eq!(db.customer("grouped").unwrap().unwrap().events.len(), 30);
+    assert_eq!(db.customer("few").unwrap().unwrap().events.len(), 15);
     assert_eq!(db.ingest(history("grouped", 0, 30)).unwrap().duplicates, 30);
-    assert_eq!(db.ingest(history("new", 0, 3)).unwrap().duplicates, 3);
+    assert_eq!(db.ingest(history("new", 0, 16)).unwrap().duplicates, 16);
+    assert_eq!(db.ingest(history("few", 0, 15)).unwrap().duplicates, 15);
     assert!(db.verify().unwrap().is_ok());
 }
 
@@ -483,10 +493,11 @@ fn the_log_file_holds_committed_frames_only() {
     config.fold_bytes = usize::MAX;
     let db = Db::open_with(config.clone()).unwrap();
     let customers: Vec<String> = (0..300).map(|c| format!("big{c}")).collect();
-    let first: Vec<Message> = customers.iter().flat_map(|c| history(c, 0, 1)).collect();
+    // 16 events each: enough for blocks at once.
+    let first: Vec<Message> = customers.iter().flat_map(|c| history(c, 0, 16)).collect();
     db.ingest(first).unwrap();
     assert_eq!(kind(&db, "write log").0, 0, "new customers: blocks at once");
-    let second: Vec<Message> = customers.iter().flat_map(|c| history(c, 1, 1)).collect();
+    let second: Vec<Message> = customers.iter().flat_map(|c| history(c, 16, 1)).collect();
     db.ingest(second).unwrap();
     assert_eq!(kind(&db, "write log").0, 1, "one frame");
     let len = std::fs::metadata(&file).unwrap().len();
@@ -499,11 +510,11 @@ fn the_log_file_holds_committed_frames_only() {
     );
 
     let db = Db::open_with(config.clone()).unwrap();
-    let big: Vec<Message> = customers.iter().flat_map(|c| history(c, 2, 200)).collect();
+    let big: Vec<Message> = customers.iter().flat_map(|c| history(c, 17, 200)).collect();
     assert_eq!(db.ingest(big).unwrap().stored, 300 * 200);
     let committed = std::fs::metadata(&file).unwrap().len();
     db.inject_no_space_after_commits(0);
-    let failed: Vec<Message> = customers.iter().flat_map(|c| history(c, 202, 5)).collect();
+    let failed: Vec<Message> = customers.iter().flat_map(|c| history(c, 217, 5)).collect();
     assert!(db.ingest(failed).is_err());
     assert_eq!(kind(&db, "write log"), (1, committed));
     db.abandon();
@@ -514,14 +525,14 @@ fn the_log_file_holds_committed_frames_only() {
         "cut off"
     );
     for c in &customers {
-        assert_eq!(db.customer(c).unwrap().unwrap().events.len(), 202);
+        assert_eq!(db.customer(c).unwrap().unwrap().events.len(), 217);
     }
     assert!(db.verify().unwrap().is_ok());
     // The next write's frame goes where the failed one was.
-    db.ingest(history("big7", 202, 5)).unwrap();
+    db.ingest(history("big7", 217, 5)).unwrap();
     assert_eq!(kind(&db, "write log").0, 2);
     db.abandon();
     let db = Db::open_with(config).unwrap();
-    assert_eq!(db.customer("big7").unwrap().unwrap().events.len(), 207);
+    assert_eq!(db.customer("big7").unwrap().unwrap().events.len(), 222);
     assert!(db.verify().unwrap().is_ok());
 }

@@ -81,7 +81,7 @@ pub(super) fn open(config: Config) -> Result<Db> {
     let db = Db {
         store,
         pending: Mutex::new(Vec::new()),
-        writer: Mutex::new(Writer::new(generation, next_id, dirty.len(), upkeep)),
+        writer: Mutex::new(Writer::new(generation, next_id, dirty.clone(), upkeep)),
         state: RwLock::new(ReadState {
             catalog,
             indexes,
@@ -176,7 +176,7 @@ impl Writer {
         let index_generation = db.store.meta_u64(meta::INDEX_GENERATION)?;
         if !all
             && index_generation == self.generation
-            && self.touched_since_checkpoint == 0
+            && self.touched_since_checkpoint.is_empty()
             && !db.state.read().ids.has_changes()
         {
             return Ok(());
@@ -248,7 +248,8 @@ impl Writer {
                 .checkpoint(&db.store, &mut batch, db.config.feed_capacity.max(1))?;
         db.store.commit(batch)?;
         db.audiences.checkpointed(audiences);
-        self.touched_since_checkpoint = 0;
+        self.touched_since_checkpoint.clear();
+        self.touches_since_checkpoint = 0;
         Ok(())
     }
 }

@@ -41,6 +41,10 @@ use crate::storage::{meta, BlockDictionary, Catalog, SchemaLimits, WriteBatch};
 /// average): sizes dictionary training samples before encoding them.
 const BODY_BYTES_PER_EVENT: usize = 25;
 
+/// A checkpoint comes at the latest once the writes since the last one have touched this many
+/// times `Config::checkpoint_after` customers, each counted once per write ([`Writer`]).
+pub(super) const REPEAT_TOUCHES: u64 = 16;
+
 /// A write touching at least this many customers frees its records on rayon's pool.
 const BACKGROUND_DROP_FROM: usize = 64;
 
@@ -49,7 +53,15 @@ const BACKGROUND_DROP_FROM: usize = 64;
 pub(crate) struct Writer {
     pub(super) generation: u64,
     pub(super) next_id: u32,
-    pub(super) touched_since_checkpoint: u64,
+    /// The customers written since the last index snapshot: the ones an open after a crash
+    /// recomputes (the dirty log names them). A checkpoint comes once they are
+    /// `Config::checkpoint_after`: the recovery work is per customer, however many writes
+    /// touched each (a time-ordered import touches most customers in every batch)...
+    pub(super) touched_since_checkpoint: RoaringBitmap,
+    /// ... or once the writes since it have touched [`REPEAT_TOUCHES`] times as many, counting
+    /// a customer again in each write: that bounds the dirty log (a record per write) an open
+    /// reads, where a few customers are written over and over (a server's stream).
+    pub(super) touches_since_checkpoint: u64,
     /// The right to change saved audiences, which only the writer has.
     pub(super) upkeep: Upkeep,
 }
@@ -202,12 +214,13 @@ impl Writer {
     pub(super) fn new(
         generation: u64,
         next_id: u32,
-        touched_since_checkpoint: u64,
+        touched_since_checkpoint: RoaringBitmap,
         upkeep: Upkeep,
     ) -> Writer {
         Writer {
             generation,
             next_id,
+            touches_since_checkpoint: touched_since_checkpoint.len(),
             touched_since_checkpoint,
             upkeep,
         }
@@ -425,7 +438,7 @@ impl Writer {
         // The write is durable: a failed fold leaves the memtable and the log as they were (a
         // fold's batches each leave every timeline reading the same), and the next write retries.
         let _ = self.fold_if_over(db);
-        if self.touched_since_checkpoint >= db.config.checkpoint_after {
+        if self.checkpoint_due(db) {
             // The write is durable already: a failed snapshot is retried at the next checkpoint
             // (and until then recovery covers these customers), not this write's failure.
             let _ = self.checkpoint(db);
@@ -451,8 +464,16 @@ impl Writer {
         db.store.commit(batch)?;
         self.generation = generation;
         self.next_id = next_id;
-        self.touched_since_checkpoint += touched.len();
+        self.touched_since_checkpoint |= touched;
+        self.touches_since_checkpoint += touched.len();
         Ok(())
+    }
+
+    /// Whether the writes since the last checkpoint call for one ([`Writer`]'s counts).
+    fn checkpoint_due(&self, db: &Db) -> bool {
+        let after = db.config.checkpoint_after;
+        self.touched_since_checkpoint.len() >= after
+            || self.touches_since_checkpoint >= after.saturating_mul(REPEAT_TOUCHES)
     }
 
     /// Folds the write log's memtable into sealed blocks when it is over its bound (storage's
@@ -958,5 +979,84 @@ mod group_commit_tests {
             .sum();
         assert_eq!(events, 400);
         assert!(db.verify().unwrap().is_ok());
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use crate::db::{Config, Db};
+
+    fn dirty_records(db: &Db) -> u64 {
+        db.record_stats()
+            .unwrap()
+            .iter()
+            .find(|s| s.kind == "dirty log")
+            .map_or(0, |s| s.records)
+    }
+
+    /// `checkpoint_after` counts customers, not writes: recovery recomputes each written
+    /// customer once, however many writes touched it.
+    #[test]
+    fn a_checkpoint_comes_after_that_many_distinct_customers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().join("db"));
+        config.checkpoint_after = 3;
+        let db = Db::open_with(config).unwrap();
+        for ts in 0..5 {
+            db.track("a", "viewed", vec![], Some(ts)).unwrap();
+        }
+        assert_eq!(dirty_records(&db), 5, "one customer: no checkpoint yet");
+        db.track("b", "viewed", vec![], Some(5)).unwrap();
+        assert_eq!(dirty_records(&db), 6, "two customers: no checkpoint yet");
+        db.track("a", "viewed", vec![], Some(6)).unwrap();
+        assert_eq!(dirty_records(&db), 7);
+        db.track("c", "viewed", vec![], Some(7)).unwrap();
+        assert_eq!(dirty_records(&db), 0, "the third customer: a checkpoint");
+        // The count starts again after it.
+        db.track("a", "viewed", vec![], Some(8)).unwrap();
+        db.track("a", "viewed", vec![], Some(9)).unwrap();
+        db.track("a", "viewed", vec![], Some(10)).unwrap();
+        assert_eq!(dirty_records(&db), 3);
+    }
+
+    /// A few customers written over and over still get checkpoints: the dirty log an open
+    /// reads stays bounded.
+    #[test]
+    fn writes_of_the_same_customers_checkpoint_after_repeat_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().join("db"));
+        config.checkpoint_after = 3;
+        let db = Db::open_with(config).unwrap();
+        let bound = 3 * super::REPEAT_TOUCHES as i64;
+        for ts in 0..bound - 1 {
+            db.track("a", "viewed", vec![], Some(ts)).unwrap();
+        }
+        assert_eq!(dirty_records(&db), bound as u64 - 1);
+        db.track("a", "viewed", vec![], Some(bound)).unwrap();
+        assert_eq!(dirty_records(&db), 0);
+    }
+
+    /// An open after a crash recomputes the customers the dirty log names and checkpoints:
+    /// the count starts again from none.
+    #[test]
+    fn after_a_crash_the_count_starts_again_at_the_recovery_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let mut config = Config::new(dir.path().join("db"));
+            config.checkpoint_after = 3;
+            Db::open_with(config).unwrap()
+        };
+        let db = open();
+        db.track("a", "viewed", vec![], Some(1)).unwrap();
+        db.track("b", "viewed", vec![], Some(2)).unwrap();
+        db.abandon();
+        // Recovery recomputes a and b and checkpoints; the count starts again at zero.
+        let db = open();
+        assert_eq!(dirty_records(&db), 0);
+        db.track("a", "viewed", vec![], Some(3)).unwrap();
+        db.track("b", "viewed", vec![], Some(4)).unwrap();
+        assert_eq!(dirty_records(&db), 2);
+        db.track("c", "viewed", vec![], Some(5)).unwrap();
+        assert_eq!(dirty_records(&db), 0);
     }
 }

@@ -11,8 +11,8 @@
 //! a frame after the end (its batch failed, or a crash came between) is cut off. No
 //! per-customer record is read or written for events, and none of the log enters sled, so a
 //! write is one sequential append plus its bookkeeping, whatever order its events come in. A
-//! customer with nothing stored gets sealed blocks at once instead (in input grouped by
-//! customer, its whole history so far).
+//! customer with nothing stored that the write brings [`DIRECT_FROM_EVENTS`] events or more
+//! gets sealed blocks at once instead (in input grouped by customer, its whole history so far).
 //!
 //! **Memtable.** Once the write is durable its events go into [`Memtable`], in memory: per
 //! customer the encoded bodies of each write (segments, in write order) and the message-id
@@ -45,6 +45,15 @@ use super::codec::{self, Reader, StoredEvent};
 use super::{dictionary, keys, view, BlockDictionary, Dictionaries, Store, WriteBatch};
 use crate::error::{corrupt, Result};
 use crate::model::Timestamp;
+
+/// A customer with nothing stored gets its blocks at once, not through the log, when a write
+/// brings it at least this many events: in input grouped by customer (its whole history so far)
+/// writing the events to the log and again at the fold would cost twice. In a stream a new
+/// customer's first write holds an event or two, and writing those as blocks at once meant one
+/// small random insert per customer into sled (and its dead copies) whose block the fold then
+/// rewrote: at 200,000 customers in time order, 639 MB against 611 MB through the log
+/// (docs/BENCHMARKS.md, "Fewer checkpoints").
+pub const DIRECT_FROM_EVENTS: usize = 16;
 
 /// Events per sealed block: a customer's timeline is cut into blocks of at most this many (more
 /// only when equal timestamps straddle the cut).
@@ -593,8 +602,9 @@ impl Store {
     ///
     /// They become the customer's part of the write's log record, stored by [`Store::commit`]
     /// and readable (from the memtable) once the batch is durable. A customer with nothing
-    /// stored gets sealed blocks (compressed with `dict`) and its message-id record at once
-    /// instead. Under [`write_format_3`] every
+    /// stored that this write brings [`DIRECT_FROM_EVENTS`] events or more gets sealed blocks
+    /// (compressed with `dict`) and its message-id record at once instead. Under
+    /// [`write_format_3`] every
     /// write is merged into the blocks at once.
     pub fn write_events(
         &self,
@@ -608,11 +618,12 @@ impl Store {
         if events.is_empty() && new_hashes.is_empty() {
             return Ok(());
         }
-        // A customer with nothing stored: its blocks at once. In input grouped by customer the
-        // write holds its whole history so far, and writing it to the log and again at the fold
-        // would cost twice the bytes; in a stream it is one or two events, once per customer.
+        // A customer with nothing stored and enough events: its blocks at once. In input
+        // grouped by customer the write holds its whole history so far, and writing it to the
+        // log and again at the fold would cost twice the bytes; in a stream it is one or two
+        // events, which go to the log like any other's (`DIRECT_FROM_EVENTS`).
         let direct = writes_format_3()
-            || (!events.is_empty()
+            || (events.len() >= DIRECT_FROM_EVENTS
                 && !self.timeline.memtable.read().customers.contains_key(&cust)
                 && !self.has_blocks(cust)?);
         if direct {
