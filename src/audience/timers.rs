@@ -55,6 +55,33 @@ impl Timers {
         }
     }
 
+    /// [`Timers::schedule`] for many customers (each at most once): the same timers, with the
+    /// later days' customers added to each day's bitmap in one union instead of one insert
+    /// each (an insert into a large array container is a search and a shift).
+    pub fn schedule_all(&mut self, next: impl IntoIterator<Item = (u32, Option<Timestamp>)>) {
+        let mut later: Vec<(u32, u32)> = Vec::new();
+        for (cust, t) in next {
+            if let Some(old) = self.due.remove(&cust) {
+                self.exact.remove(&(old, cust));
+            }
+            let Some(t) = t else {
+                continue;
+            };
+            let d = day(t);
+            if d <= self.open_day {
+                self.exact.insert((t, cust));
+                self.due.insert(cust, t);
+            } else {
+                later.push((d, cust));
+            }
+        }
+        later.sort_unstable();
+        for run in later.chunk_by(|a, b| a.0 == b.0) {
+            let custs: RoaringBitmap = run.iter().map(|&(_, c)| c).collect();
+            *self.days.entry(run[0].0).or_default() |= custs;
+        }
+    }
+
     /// Removes every timer of the customer (deleted).
     pub fn forget(&mut self, cust: u32) {
         self.schedule(cust, None);
@@ -184,6 +211,41 @@ mod tests {
         assert!(t.take_due(11 * DAY_MS + 1).is_empty());
         assert_eq!(t.take_due(12 * DAY_MS).iter().collect::<Vec<_>>(), vec![2]);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn schedule_all_is_schedule_one_by_one() {
+        let now = 10 * DAY_MS + 5;
+        let start: Vec<(u32, Option<Timestamp>)> = (0..300u32)
+            .map(|c| (c, Some(now + i64::from(c % 7) * DAY_MS / 2 + i64::from(c))))
+            .collect();
+        let again: Vec<(u32, Option<Timestamp>)> = (0..600u32)
+            .step_by(3)
+            .map(|c| {
+                let t = match c % 4 {
+                    0 => None,
+                    1 => Some(now + i64::from(c)),
+                    _ => Some(now + i64::from(c % 5) * DAY_MS + 1),
+                };
+                (c, t)
+            })
+            .collect();
+        let (mut one, mut all) = (Timers::new(now), Timers::new(now));
+        for (c, t) in start.iter().chain(&again) {
+            one.schedule(*c, *t);
+        }
+        all.schedule_all(start);
+        all.schedule_all(again);
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        one.encode(&mut a).unwrap();
+        all.encode(&mut b).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(one.due, all.due);
+        // Taking what is due day by day gives the same customers.
+        for d in 10..16 {
+            assert_eq!(one.take_due(d * DAY_MS + 1), all.take_due(d * DAY_MS + 1));
+        }
     }
 
     #[test]
