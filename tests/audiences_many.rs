@@ -4,7 +4,8 @@
 //! equal a fresh evaluation of its rule, and `audiences_of` must answer each customer's
 //! audiences as the members say: a differential test of which audiences a write re-evaluates.
 //!
-//! `PROPTEST_CASES=64 cargo test --test audiences_many` runs more streams.
+//! The same with 1,000 audiences (fewer streams). `PROPTEST_CASES=64 cargo test --test
+//! audiences_many` runs more streams.
 
 use std::collections::BTreeMap;
 
@@ -208,6 +209,32 @@ fn check(db: &Db, step: usize) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Saves `rules` as audiences after the `before` writes, then checks every audience after each of
+/// `ops`, and `verify` at the end.
+fn stream(rules: &[RuleSpec], before: &[Op], ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(parse_rfc3339("2026-03-15T10:30:00Z").unwrap());
+    let mut config = Config::new(dir.path().join("db"));
+    config.clock = clock.clone();
+    let db = Db::open_with(config).unwrap();
+    // Some data before the audiences, so that they start with members and timers.
+    for op in before {
+        run(&db, &clock, op);
+    }
+    for (i, spec) in rules.iter().enumerate() {
+        db.define_audience(&format!("a{i:03}"), &rule_text(i, spec))
+            .unwrap();
+    }
+    check(&db, 0)?;
+    for (i, op) in ops.iter().enumerate() {
+        run(&db, &clock, op);
+        check(&db, i + 1)?;
+    }
+    let report = db.verify().unwrap();
+    prop_assert!(report.is_ok(), "{:?}", report.problems);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(6),
@@ -221,24 +248,25 @@ proptest! {
         before in prop::collection::vec(op(), 0..10),
         ops in prop::collection::vec(op(), 1..30),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Clock::manual(parse_rfc3339("2026-03-15T10:30:00Z").unwrap());
-        let mut config = Config::new(dir.path().join("db"));
-        config.clock = clock.clone();
-        let db = Db::open_with(config).unwrap();
-        // Some data before the audiences, so that they start with members and timers.
-        for op in &before {
-            run(&db, &clock, op);
-        }
-        for (i, spec) in rules.iter().enumerate() {
-            db.define_audience(&format!("a{i:03}"), &rule_text(i, spec)).unwrap();
-        }
-        check(&db, 0)?;
-        for (i, op) in ops.iter().enumerate() {
-            run(&db, &clock, op);
-            check(&db, i + 1)?;
-        }
-        let report = db.verify().unwrap();
-        prop_assert!(report.is_ok(), "{:?}", report.problems);
+        stream(&rules, &before, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2),
+        max_shrink_iters: 50,
+        ..ProptestConfig::default()
+    })]
+
+    /// The same with 1,000 audiences, so that each write and each clock step re-evaluates
+    /// hundreds of rules over one customer's shared data.
+    #[test]
+    fn every_write_leaves_1000_audiences_equal_to_a_fresh_evaluation(
+        rules in prop::collection::vec(rule_spec(), 1000),
+        before in prop::collection::vec(op(), 0..10),
+        ops in prop::collection::vec(op(), 1..20),
+    ) {
+        stream(&rules, &before, &ops)?;
     }
 }

@@ -586,9 +586,7 @@ impl Audiences {
                         .map(|c| (d.name.clone(), c, false)),
                 );
                 let mut timers = Timers::new(now);
-                for (c, next) in a.next {
-                    timers.schedule(c, next);
-                }
+                timers.schedule_all(a.next);
                 let changed = if flips.len() > at {
                     Some(now)
                 } else {
@@ -1107,9 +1105,7 @@ fn apply(
     flips: &mut Vec<Flip>,
 ) {
     la.dirty = true;
-    for (c, next) in a.next {
-        la.timers.schedule(c, next);
-    }
+    la.timers.schedule_all(a.next);
     let before = &la.members & asked;
     let entered = &a.members - &before;
     let left = &before - &a.members;

@@ -19,11 +19,62 @@ use crate::model::FastMap;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Timers {
     /// Customers due on a later day than the open one, by day.
-    days: BTreeMap<u32, RoaringBitmap>,
+    days: BTreeMap<u32, Day>,
     /// Exact instants on the open day or before, with the reverse map to replace them.
     exact: BTreeSet<(Timestamp, u32)>,
     due: FastMap<u32, Timestamp>,
     open_day: u32,
+}
+
+/// The customers due on one later day: a bitmap, and those added since it was last folded into
+/// it. A write adds a few customers to each of many audiences' days, and adding a few to a large
+/// bitmap is a search and a shift (or a copy) each time; so they wait in a short list, folded in
+/// when it grows long and whenever the day is read whole. Never empty in [`Timers::days`].
+#[derive(Debug, Clone, Default)]
+struct Day {
+    set: RoaringBitmap,
+    /// Not sorted; may repeat customers, and customers of `set`.
+    added: Vec<u32>,
+}
+
+/// How many added customers a day holds before folding them into its bitmap.
+const FOLD_AT: usize = 1024;
+
+impl Day {
+    fn add(&mut self, custs: impl IntoIterator<Item = u32>) {
+        self.added.extend(custs);
+        if self.added.len() >= FOLD_AT {
+            self.fold();
+        }
+    }
+
+    fn fold(&mut self) {
+        if !self.added.is_empty() {
+            self.added.sort_unstable();
+            let added: RoaringBitmap = self.added.drain(..).collect();
+            self.set |= added;
+        }
+    }
+
+    /// Every customer of the day, folded.
+    fn into_set(mut self) -> RoaringBitmap {
+        self.fold();
+        self.set
+    }
+
+    fn remove(&mut self, cust: u32) {
+        self.set.remove(cust);
+        self.added.retain(|&c| c != cust);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.added.is_empty()
+    }
+
+    fn len(&self) -> u64 {
+        let added: RoaringBitmap = self.added.iter().copied().collect();
+        self.set.len() + (&added - &self.set).len()
+    }
 }
 
 /// The day of an instant, for any instant (clamped to the `u32` range).
@@ -50,8 +101,36 @@ impl Timers {
                 self.exact.insert((t, cust));
                 self.due.insert(cust, t);
             } else {
-                self.days.entry(d).or_default().insert(cust);
+                self.days.entry(d).or_default().add([cust]);
             }
+        }
+    }
+
+    /// [`Timers::schedule`] for many customers (each at most once): the same timers, with the
+    /// later days' customers added day by day.
+    pub fn schedule_all(&mut self, next: impl IntoIterator<Item = (u32, Option<Timestamp>)>) {
+        let mut later: Vec<(u32, u32)> = Vec::new();
+        for (cust, t) in next {
+            if let Some(old) = self.due.remove(&cust) {
+                self.exact.remove(&(old, cust));
+            }
+            let Some(t) = t else {
+                continue;
+            };
+            let d = day(t);
+            if d <= self.open_day {
+                self.exact.insert((t, cust));
+                self.due.insert(cust, t);
+            } else {
+                later.push((d, cust));
+            }
+        }
+        later.sort_unstable();
+        for run in later.chunk_by(|a, b| a.0 == b.0) {
+            self.days
+                .entry(run[0].0)
+                .or_default()
+                .add(run.iter().map(|&(_, c)| c));
         }
     }
 
@@ -73,7 +152,7 @@ impl Timers {
             self.open_day = today;
             let later = self.days.split_off(&today.saturating_add(1));
             for (_, b) in std::mem::replace(&mut self.days, later) {
-                out |= b;
+                out |= b.into_set();
             }
         }
         while let Some(&(t, cust)) = self.exact.first() {
@@ -113,7 +192,14 @@ impl Timers {
             out.extend_from_slice(&c.to_le_bytes());
         }
         out.extend_from_slice(&(self.days.len() as u64).to_le_bytes());
-        for (d, b) in &self.days {
+        for (d, day) in &self.days {
+            let folded;
+            let b = if day.added.is_empty() {
+                &day.set
+            } else {
+                folded = day.clone().into_set();
+                &folded
+            };
             out.extend_from_slice(&d.to_le_bytes());
             out.extend_from_slice(&(b.serialized_size() as u64).to_le_bytes());
             b.serialize_into(&mut *out)?;
@@ -135,7 +221,13 @@ impl Timers {
         for _ in 0..u64::from_le_bytes(take(r)?) {
             let d = u32::from_le_bytes(take(r)?);
             let b = take_bitmap(r)?;
-            t.days.insert(d, b);
+            t.days.insert(
+                d,
+                Day {
+                    set: b,
+                    added: Vec::new(),
+                },
+            );
         }
         Ok(t)
     }
@@ -183,6 +275,66 @@ mod tests {
         // Day 12 opens: customer 2 is due for re-evaluation (not yet at its instant).
         assert!(t.take_due(11 * DAY_MS + 1).is_empty());
         assert_eq!(t.take_due(12 * DAY_MS).iter().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn schedule_all_is_schedule_one_by_one() {
+        let now = 10 * DAY_MS + 5;
+        let start: Vec<(u32, Option<Timestamp>)> = (0..300u32)
+            .map(|c| (c, Some(now + i64::from(c % 7) * DAY_MS / 2 + i64::from(c))))
+            .collect();
+        let again: Vec<(u32, Option<Timestamp>)> = (0..600u32)
+            .step_by(3)
+            .map(|c| {
+                let t = match c % 4 {
+                    0 => None,
+                    1 => Some(now + i64::from(c)),
+                    _ => Some(now + i64::from(c % 5) * DAY_MS + 1),
+                };
+                (c, t)
+            })
+            .collect();
+        let (mut one, mut all) = (Timers::new(now), Timers::new(now));
+        for (c, t) in start.iter().chain(&again) {
+            one.schedule(*c, *t);
+        }
+        all.schedule_all(start);
+        all.schedule_all(again);
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        one.encode(&mut a).unwrap();
+        all.encode(&mut b).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(one.due, all.due);
+        // Taking what is due day by day gives the same customers.
+        for d in 10..16 {
+            assert_eq!(one.take_due(d * DAY_MS + 1), all.take_due(d * DAY_MS + 1));
+        }
+    }
+
+    #[test]
+    fn a_day_with_many_additions_holds_each_customer_once() {
+        let now = 10 * DAY_MS + 5;
+        let later = 12 * DAY_MS + 7;
+        let mut t = Timers::new(now);
+        // Past the folding threshold, each customer twice, some forgotten on the way.
+        for round in 0..2 {
+            t.schedule_all((0..3000u32).map(|c| (c, Some(later + i64::from(round)))));
+            t.forget(7 + round);
+        }
+        t.schedule(2999, Some(later));
+        t.schedule(5000, Some(later));
+        t.forget(4000); // never scheduled
+                        // 7 was forgotten, then scheduled again; 8 forgotten last.
+        let expected: RoaringBitmap = (0..3000u32).filter(|&c| c != 8).chain([5000]).collect();
+        assert_eq!(t.len(), expected.len());
+        let mut bytes = Vec::new();
+        t.encode(&mut bytes).unwrap();
+        let mut back = Timers::decode(&mut &bytes[..]).unwrap();
+        assert_eq!(back.len(), expected.len());
+        assert_eq!(t.take_due(12 * DAY_MS), expected);
+        assert_eq!(back.take_due(12 * DAY_MS), expected);
         assert_eq!(t.len(), 0);
     }
 

@@ -786,6 +786,12 @@ pub(crate) fn resolve_node(
 /// One customer's stored data, read on first use: the profile, and the event blocks from
 /// `events_from` on (none without it: no event condition looks at any event). The buffers are
 /// reused across customers, so that checking a customer allocates nothing once they have grown.
+///
+/// Made with [`CustomerData::shared`], it serves many conditions per customer (the saved
+/// audiences a write touches): the events are decoded once into a [`customer::Decoded`] view,
+/// each event condition reads only its event's run within its window, a count stops as soon as
+/// its answer is known, and an aggregate without a filter asked again (the same event, window
+/// and property in another rule) is answered from the first computation.
 pub(crate) struct CustomerData<'s> {
     store: &'s Store,
     events_from: Option<Timestamp>,
@@ -796,7 +802,16 @@ pub(crate) struct CustomerData<'s> {
     bodies: Vec<u8>,
     /// Each block's first timestamp and byte range in `bodies`.
     blocks: Vec<BlockSpan>,
+    /// With [`CustomerData::shared`]: the loaded events decoded, once `decoded_built`.
+    decoded: Option<customer::Decoded>,
+    decoded_built: bool,
+    /// With [`CustomerData::shared`]: this customer's aggregate tallies without a filter so far,
+    /// by (event, from, to, property).
+    aggregates: Vec<(AggregateKey, customer::Tally)>,
 }
+
+/// What an aggregate's tally without a filter depends on: event, window and property.
+type AggregateKey = (u32, Timestamp, Timestamp, Option<u32>);
 
 impl<'s> CustomerData<'s> {
     pub fn new(store: &'s Store, events_from: Option<Timestamp>) -> Self {
@@ -808,6 +823,18 @@ impl<'s> CustomerData<'s> {
             events_loaded: false,
             bodies: Vec::new(),
             blocks: Vec::new(),
+            decoded: None,
+            decoded_built: false,
+            aggregates: Vec::new(),
+        }
+    }
+
+    /// For many conditions per customer: the events are decoded once per customer and shared
+    /// by every condition (see the type's documentation).
+    pub fn shared(store: &'s Store, events_from: Option<Timestamp>) -> Self {
+        CustomerData {
+            decoded: Some(customer::Decoded::default()),
+            ..CustomerData::new(store, events_from)
         }
     }
 
@@ -818,6 +845,57 @@ impl<'s> CustomerData<'s> {
         self.events_loaded = false;
         self.bodies.clear();
         self.blocks.clear();
+        self.decoded_built = false;
+        if let Some(d) = &mut self.decoded {
+            d.clear();
+        }
+        self.aggregates.clear();
+    }
+
+    /// With [`CustomerData::shared`], the customer's block bodies and their events decoded
+    /// (built on first use); `None` otherwise.
+    pub fn decoded(&mut self) -> Result<Option<(&[u8], &customer::Decoded)>> {
+        if self.decoded.is_none() {
+            return Ok(None);
+        }
+        self.events()?;
+        let (bodies, blocks) = (&self.bodies, &self.blocks);
+        let Some(decoded) = self.decoded.as_mut() else {
+            return Ok(None);
+        };
+        if !self.decoded_built {
+            decoded.build(bodies, blocks)?;
+            self.decoded_built = true;
+        }
+        Ok(Some((&self.bodies, &*decoded)))
+    }
+
+    /// Whether the customer satisfies the event condition `e`: its tally against its frequency,
+    /// from the decoded view when there is one.
+    pub fn satisfies(&mut self, e: &EventNode) -> Result<bool> {
+        if self.decoded.is_none() {
+            return Ok(self.tally(e)?.satisfies(&e.frequency));
+        }
+        let key = match (e.frequency, &e.filter, e.event) {
+            (Frequency::Aggregate { prop, .. }, None, Some(event)) => {
+                Some((event, e.from, e.to, prop))
+            }
+            _ => None,
+        };
+        if let Some(key) = key {
+            if let Some((_, t)) = self.aggregates.iter().find(|(k, _)| *k == key) {
+                return Ok(t.satisfies(&e.frequency));
+            }
+        }
+        let enough = customer::enough(&e.frequency);
+        let t = match self.decoded()? {
+            Some((bodies, decoded)) => customer::tally_decoded(e, bodies, decoded, enough)?,
+            None => self.tally(e)?,
+        };
+        if let Some(key) = key {
+            self.aggregates.push((key, t));
+        }
+        Ok(t.satisfies(&e.frequency))
     }
 
     /// The customer's traits by trait id (none without a profile).
@@ -891,7 +969,7 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
             customer::field(data.profile()?, *trait_id).map(ValueView::of),
             test,
         ),
-        NodeKind::Event(e) => data.tally(e)?.satisfies(&e.frequency),
+        NodeKind::Event(e) => data.satisfies(e)?,
         NodeKind::Sequence(s) => {
             let (bodies, blocks) = data.events()?;
             let mut hits = Vec::new();

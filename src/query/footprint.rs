@@ -240,22 +240,8 @@ fn time_values(v: ValueView<'_>, f: &mut dyn FnMut(Timestamp)) {
     }
 }
 
-/// The earliest instant after `now` at which the customer's answer may change by time alone.
-pub(crate) fn next_candidate(
-    fp: &Footprint,
-    events: &[u32],
-    data: &mut CustomerData<'_>,
-    now: Timestamp,
-) -> Result<Option<Timestamp>> {
-    let mut next: Option<Timestamp> = None;
-    for_each_candidate(fp, events, data, now, |t| {
-        next = Some(next.map_or(t, |n| n.min(t)));
-    })?;
-    Ok(next)
-}
-
-/// [`next_candidate`] for several footprints at once, in one pass over the customer's
-/// events: `next[i]` becomes the earliest instant after `now` at which an answer under
+/// The earliest of [`for_each_candidate`]'s instants for several footprints at once:
+/// `next[i]` becomes the earliest instant after `now` at which an answer under
 /// `fps[i]` may change by time alone, for each `i`
 /// with `active[i]` (the others are left as they are). `by_event` lists, for each event id, the
 /// indexes of the footprints reading it. `data` must hold the events from the earliest
@@ -300,6 +286,45 @@ pub(crate) fn next_candidates(
         }
     }
     if by_event.is_empty() {
+        return Ok(());
+    }
+    if let Some((bodies, decoded)) = data.decoded()? {
+        // Each event's run is in time order, and an event's candidates grow with its time: the
+        // earliest candidate of a length is the first event far enough back to reach *now*.
+        for (&event, readers) in by_event {
+            let run = decoded.run(event);
+            if run.is_empty() {
+                continue;
+            }
+            for &i in readers.iter().filter(|&&i| active[i]) {
+                if fps[i].relative_props {
+                    for d in run {
+                        if d.ts > now {
+                            next[i] = Some(next[i].map_or(d.ts, |n| n.min(d.ts)));
+                        }
+                        edges(i, d.ts, next);
+                        for (_, v) in d.view(bodies).props()? {
+                            time_values(ValueView::of(&v), &mut |t| edges(i, t, next));
+                        }
+                    }
+                    continue;
+                }
+                if let Some(d) = run.get(run.partition_point(|d| d.ts <= now)) {
+                    next[i] = Some(next[i].map_or(d.ts, |n| n.min(d.ts)));
+                }
+                for &len in &fps[i].lengths {
+                    let first = run.partition_point(|d| d.ts.saturating_add(len) < now);
+                    let Some(d) = run.get(first) else {
+                        continue;
+                    };
+                    let at = d.ts.saturating_add(len);
+                    let c = if at > now { at } else { at.saturating_add(1) };
+                    if c > now {
+                        next[i] = Some(next[i].map_or(c, |n| n.min(c)));
+                    }
+                }
+            }
+        }
         return Ok(());
     }
     let (bodies, blocks) = data.events()?;

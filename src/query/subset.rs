@@ -117,19 +117,29 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
     let read_from = read_from(&plan, fp, now);
 
     let ids: Vec<u32> = custs.iter().collect();
+    let by_event: FastMap<u32, Vec<usize>> = events.iter().map(|&e| (e, vec![0])).collect();
     let parts: Vec<SubsetAnswer> = ids
         .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
-            let mut data = CustomerData::new(cx.store, read_from);
+            // The customer's events decoded once serve the rule and its next instant.
+            let mut data = CustomerData::shared(cx.store, read_from);
             let mut out = SubsetAnswer::default();
+            let mut next = [None];
             for &cust in ids {
                 data.load(cust);
                 if holds(&plan.root, Some(&bounds), &mut data)? {
                     out.members.insert(cust);
                 }
                 if schedule.as_ref().is_some_and(|s| s.exact.contains(cust)) {
-                    let next = footprint::next_candidate(fp, &events, &mut data, now)?;
-                    out.next.push((cust, next));
+                    footprint::next_candidates(
+                        &[fp],
+                        &by_event,
+                        &[true],
+                        &mut data,
+                        now,
+                        &mut next,
+                    )?;
+                    out.next.push((cust, next[0]));
                 }
             }
             Ok(out)
@@ -192,7 +202,7 @@ pub(crate) fn answer_each(
     let parts: Vec<Vec<SubsetAnswer>> = ids
         .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
-            let mut data = CustomerData::new(cx.store, read_from);
+            let mut data = CustomerData::shared(cx.store, read_from);
             let mut out: Vec<SubsetAnswer> =
                 prepared.iter().map(|_| SubsetAnswer::default()).collect();
             let mut timed = vec![false; prepared.len()];

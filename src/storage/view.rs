@@ -148,6 +148,17 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
+    /// The event again from its parts, with `props` the bytes [`EventView::props_bytes`] gave:
+    /// for a reader that indexes a customer's events once and comes back to some of them.
+    pub fn from_parts(ts: Timestamp, event: u32, props: &'a [u8]) -> EventView<'a> {
+        EventView { ts, event, props }
+    }
+
+    /// The event's properties as stored (still encoded), borrowed from the block body.
+    pub fn props_bytes(&self) -> &'a [u8] {
+        self.props
+    }
+
     /// All properties, decoded into owned values.
     pub fn props(&self) -> Result<codec::Fields> {
         codec::get_fields(&mut Reader::new(self.props))
