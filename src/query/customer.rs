@@ -136,6 +136,18 @@ impl Tally {
         self.sum += x;
     }
 
+    /// Counts one matching event, and adds its `agg_prop` (the aggregated property, when the
+    /// frequency is an aggregate) when that is a number.
+    fn add_event(&mut self, e: &EventView<'_>, agg_prop: Option<Option<u32>>) -> Result<()> {
+        self.count += 1;
+        if let Some(Some(p)) = agg_prop {
+            if let Some(x) = e.prop(p)?.and_then(ValueView::as_f64) {
+                self.add_number(x);
+            }
+        }
+        Ok(())
+    }
+
     /// The aggregate over the numbers seen: a sum of none is 0, the others are undefined.
     pub fn aggregate(&self, func: AggregateFn) -> Option<f64> {
         match func {
@@ -207,19 +219,7 @@ pub(crate) fn tally(node: &EventNode, bodies: &[u8], blocks: &[BlockSpan]) -> Re
         Frequency::Aggregate { prop, .. } => Some(prop),
         Frequency::Count { .. } => None,
     };
-    for_each_match(node, bodies, blocks, |e| {
-        t.count += 1;
-        if let Some(prop) = agg_prop {
-            let x = match prop {
-                Some(p) => e.prop(p)?.and_then(ValueView::as_f64),
-                None => None,
-            };
-            if let Some(x) = x {
-                t.add_number(x);
-            }
-        }
-        Ok(())
-    })?;
+    for_each_match(node, bodies, blocks, |e| t.add_event(e, agg_prop))?;
     Ok(t)
 }
 
@@ -557,16 +557,7 @@ pub(crate) fn tally_decoded(
                 continue;
             }
         }
-        t.count += 1;
-        if let Some(prop) = agg_prop {
-            let x = match prop {
-                Some(p) => e.prop(p)?.and_then(ValueView::as_f64),
-                None => None,
-            };
-            if let Some(x) = x {
-                t.add_number(x);
-            }
-        }
+        t.add_event(&e, agg_prop)?;
     }
     Ok(t)
 }
