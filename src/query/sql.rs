@@ -119,15 +119,9 @@ struct Writer<'a> {
 const FALSE: &str = "(1 = 0)";
 const TRUE: &str = "(1 = 1)";
 
+/// The operator in SQL: both dialects write the six comparisons as rules do.
 fn op_sql(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "=",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
-    }
+    op.symbol()
 }
 
 /// `a OR b OR ...`, or false for none.
