@@ -1448,6 +1448,10 @@ fn demo(path: &Path, limits: &LimitArgs, customers: u64) -> Result<(), Failure> 
     );
     println!("  audiencedb --db {db_arg} query --why c-000001 \"purchased ever and not purchased in last 6 months\"");
     println!("  audiencedb --db {db_arg} audience members gold_viewers --format ids");
+    println!("  audiencedb --db {db_arg} query \"added_to_cart then not purchased within 1 hour in last 7 days\"");
+    println!("  audiencedb --db {db_arg} funnel visited viewed added_to_cart purchased --within \"7 days\" --window \"in last 30 days\"");
+    println!("  audiencedb --db {db_arg} experiment checkout_2026 --audience \"viewed in last 30 days\" --goal \"purchased in last 30 days\"");
+    println!("  audiencedb --db {db_arg} sql --dialect clickhouse \"tier = Gold and viewed in last 7 days\"");
     println!("  audiencedb --db {db_arg} repl     (.audiences, .save NAME RULE)");
     Ok(())
 }
