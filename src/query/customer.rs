@@ -184,32 +184,17 @@ pub(crate) fn for_each_match<'a>(
     let Some(event) = node.event else {
         return Ok(());
     };
-    for (start, range) in blocks {
-        if *start > node.to {
-            break;
+    view::for_each_event_between(bodies, blocks, node.from, node.to, |e| {
+        if e.event != event {
+            return Ok(());
         }
-        let mut past_window = false;
-        view::for_each_event(*start, &bodies[range.clone()], |e| {
-            if e.ts > node.to {
-                past_window = true;
-                return Ok(false);
+        if let Some(filter) = &node.filter {
+            if !filter_passes(&e, filter)? {
+                return Ok(());
             }
-            if e.event != event || e.ts < node.from {
-                return Ok(true);
-            }
-            if let Some(filter) = &node.filter {
-                if !filter_passes(&e, filter)? {
-                    return Ok(true);
-                }
-            }
-            f(&e)?;
-            Ok(true)
-        })?;
-        if past_window {
-            break;
         }
-    }
-    Ok(())
+        f(&e)
+    })
 }
 
 /// Folds a customer's events for one event condition (see [`for_each_match`]).
@@ -251,50 +236,33 @@ pub(crate) fn sequence_hits<'a>(
         return Ok(());
     }
     let same = s.same.flatten();
-    for (start, range) in blocks {
-        if *start > to {
-            break;
-        }
-        let mut past = false;
-        view::for_each_event(*start, &bodies[range.clone()], |e| {
-            if e.ts > to {
-                past = true;
-                return Ok(false);
-            }
-            if e.ts < from {
-                return Ok(true);
-            }
-            let mut mask = 0u32;
-            for (j, n) in s.steps.iter().enumerate() {
-                if n.event == Some(e.event) && n.from <= e.ts && e.ts <= n.to {
-                    let passes = match &n.filter {
-                        Some(f) => filter_passes(&e, f)?,
-                        None => true,
-                    };
-                    if passes {
-                        mask |= 1 << j;
-                    }
+    view::for_each_event_between(bodies, blocks, from, to, |e| {
+        let mut mask = 0u32;
+        for (j, n) in s.steps.iter().enumerate() {
+            if n.event == Some(e.event) && n.from <= e.ts && e.ts <= n.to {
+                let passes = match &n.filter {
+                    Some(f) => filter_passes(&e, f)?,
+                    None => true,
+                };
+                if passes {
+                    mask |= 1 << j;
                 }
             }
-            if mask != 0 {
-                let value = match same {
-                    Some(p) => e.prop(p)?,
-                    None => None,
-                };
-                out.push(Hit {
-                    ts: e.ts,
-                    mask,
-                    value,
-                    view: e,
-                });
-            }
-            Ok(true)
-        })?;
-        if past {
-            break;
         }
-    }
-    Ok(())
+        if mask != 0 {
+            let value = match same {
+                Some(p) => e.prop(p)?,
+                None => None,
+            };
+            out.push(Hit {
+                ts: e.ts,
+                mask,
+                value,
+                view: e,
+            });
+        }
+        Ok(())
+    })
 }
 
 /// Whether two values of the `with same` property are the same: strings, booleans and instants

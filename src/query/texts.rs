@@ -167,30 +167,18 @@ fn build(
                 bodies.clear();
                 blocks.clear();
                 store.event_bodies_from(cust, day_start(first), &mut bodies, &mut blocks)?;
-                'blocks: for (start, range) in &blocks {
-                    if *start > end {
-                        break;
+                // Events before 1970 are on no day of the columns.
+                view::for_each_event_between(&bodies, &blocks, 0, end, |e| {
+                    if e.event != event {
+                        return Ok(());
                     }
-                    let mut past = false;
-                    view::for_each_event(*start, &bodies[range.clone()], |e| {
-                        if e.ts > end {
-                            past = true;
-                            return Ok(false);
+                    if let Some(slot) = wanted(day_of(e.ts)) {
+                        if let Some(ValueView::Str(s)) = e.prop(prop)? {
+                            found.push((slot, cust, e.ts, s.to_owned()));
                         }
-                        if e.event != event || e.ts < 0 {
-                            return Ok(true);
-                        }
-                        if let Some(slot) = wanted(day_of(e.ts)) {
-                            if let Some(ValueView::Str(s)) = e.prop(prop)? {
-                                found.push((slot, cust, e.ts, s.to_owned()));
-                            }
-                        }
-                        Ok(true)
-                    })?;
-                    if past {
-                        break 'blocks;
                     }
-                }
+                    Ok(())
+                })?;
             }
             Ok(found)
         })

@@ -205,6 +205,41 @@ pub fn for_each_event<'a>(
     Ok(())
 }
 
+/// Calls `f` with each event in `from..=to` of a customer's blocks (`bodies` holds the bodies
+/// back to back, `blocks` each block's first timestamp and byte range, in time order), in time
+/// order; no block is read past the first event after `to`.
+pub fn for_each_event_between<'a>(
+    bodies: &'a [u8],
+    blocks: &[BlockSpan],
+    from: Timestamp,
+    to: Timestamp,
+    mut f: impl FnMut(EventView<'a>) -> Result<()>,
+) -> Result<()> {
+    for (start, range) in blocks {
+        if *start > to {
+            break;
+        }
+        let mut past = false;
+        let body = bodies
+            .get(range.clone())
+            .ok_or_else(|| corrupt!("an event block's range lies outside the bodies read"))?;
+        for_each_event(*start, body, |e| {
+            if e.ts > to {
+                past = true;
+                return Ok(false);
+            }
+            if e.ts >= from {
+                f(e)?;
+            }
+            Ok(true)
+        })?;
+        if past {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Appends a stored block's body (its events, uncompressed) to `out`.
 pub fn decompress_block(
     bytes: &[u8],

@@ -474,41 +474,25 @@ impl Walker {
         span: &Reach,
     ) -> Result<usize> {
         self.matched.clear();
-        for (start, range) in blocks {
-            if *start > span.to {
-                break;
+        view::for_each_event_between(bodies, blocks, span.from, span.to, |e| {
+            let mut mask = 0u32;
+            for (i, s) in steps.iter().enumerate() {
+                if s.event != Some(e.event) {
+                    continue;
+                }
+                let passes = match &s.filter {
+                    Some(f) => filter_passes(&e, f)?,
+                    None => true,
+                };
+                if passes {
+                    mask |= 1 << i;
+                }
             }
-            let mut past = false;
-            view::for_each_event(*start, &bodies[range.clone()], |e| {
-                if e.ts > span.to {
-                    past = true;
-                    return Ok(false);
-                }
-                if e.ts < span.from {
-                    return Ok(true);
-                }
-                let mut mask = 0u32;
-                for (i, s) in steps.iter().enumerate() {
-                    if s.event != Some(e.event) {
-                        continue;
-                    }
-                    let passes = match &s.filter {
-                        Some(f) => filter_passes(&e, f)?,
-                        None => true,
-                    };
-                    if passes {
-                        mask |= 1 << i;
-                    }
-                }
-                if mask != 0 {
-                    self.matched.push((e.ts, mask));
-                }
-                Ok(true)
-            })?;
-            if past {
-                break;
+            if mask != 0 {
+                self.matched.push((e.ts, mask));
             }
-        }
+            Ok(())
+        })?;
         let k = steps.len();
         let mut best_depth = 0;
         for s in 0..self.matched.len() {

@@ -290,28 +290,14 @@ pub(crate) fn for_each_value<'a>(
     to: Timestamp,
     mut f: impl FnMut(Timestamp, ValueView<'a>),
 ) -> Result<()> {
-    for (start, range) in blocks {
-        if *start > to {
-            break;
-        }
-        let mut past = false;
-        view::for_each_event(*start, &bodies[range.clone()], |e| {
-            if e.ts > to {
-                past = true;
-                return Ok(false);
+    view::for_each_event_between(bodies, blocks, from, to, |e| {
+        if e.event == event {
+            if let Some(v) = e.prop(prop)? {
+                f(e.ts, v);
             }
-            if e.event == event && e.ts >= from {
-                if let Some(v) = e.prop(prop)? {
-                    f(e.ts, v);
-                }
-            }
-            Ok(true)
-        })?;
-        if past {
-            break;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// An index key as the library's value type.
