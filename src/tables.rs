@@ -184,10 +184,10 @@ pub fn export_tables(db: &Db, dir: &Path, now: Timestamp) -> Result<TablesReport
     let started = Instant::now();
     fs::create_dir_all(dir)?;
     let dir = fs::canonicalize(dir)?;
-    let mut tables = TABLES
-        .iter()
-        .map(|name| Table::create(&dir, name))
-        .collect::<Result<Vec<_>>>()?;
+    let [customers, traits, trait_items, events, properties, property_items] =
+        TABLES.map(|name| Table::create(&dir, name));
+    let (mut customers, mut traits, mut trait_items) = (customers?, traits?, trait_items?);
+    let (mut events, mut properties, mut property_items) = (events?, properties?, property_items?);
     let everyone = db.query("everyone", now)?;
     let ids = db.member_ids(&everyone)?;
     let mut row = 0u64;
@@ -196,10 +196,6 @@ pub fn export_tables(db: &Db, dir: &Path, now: Timestamp) -> Result<TablesReport
             continue; // deleted since the query
         };
         let customer = json!(c.internal_id);
-        let [customers, traits, trait_items, events, properties, property_items] = &mut tables[..]
-        else {
-            unreachable!("six tables");
-        };
         customers.row([
             ("customer", customer.clone()),
             ("id", json!(c.id)),
@@ -207,7 +203,7 @@ pub fn export_tables(db: &Db, dir: &Path, now: Timestamp) -> Result<TablesReport
         ])?;
         for (name, v) in c.traits.iter().flatten() {
             traits.value(
-                trait_items,
+                &mut trait_items,
                 [("customer", customer.clone()), ("name", json!(name))],
                 v,
             )?;
@@ -221,7 +217,7 @@ pub fn export_tables(db: &Db, dir: &Path, now: Timestamp) -> Result<TablesReport
             ])?;
             for (name, v) in &e.properties {
                 properties.value(
-                    property_items,
+                    &mut property_items,
                     [("row", json!(row)), ("name", json!(name))],
                     v,
                 )?;
@@ -230,6 +226,14 @@ pub fn export_tables(db: &Db, dir: &Path, now: Timestamp) -> Result<TablesReport
         }
     }
     let mut report = TablesReport::default();
+    let tables = [
+        customers,
+        traits,
+        trait_items,
+        events,
+        properties,
+        property_items,
+    ];
     for (i, t) in tables.into_iter().enumerate() {
         report.rows[i] = t.finish()?;
     }
