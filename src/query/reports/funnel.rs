@@ -236,10 +236,10 @@ fn parse_step(i: usize, text: &str) -> Result<EventCondition> {
     Ok(*cond)
 }
 
-/// `cond` with the window `from..=to` (inclusive milliseconds), as a rule of its own.
-fn with_window(cond: &EventCondition, window: Window) -> Rule {
+/// `cond` with `window` (`None`: `ever`), as a rule of its own.
+fn with_window(cond: &EventCondition, window: Option<Window>) -> Rule {
     let mut cond = cond.clone();
-    cond.window = Some(window);
+    cond.window = window;
     Rule {
         expr: Expr {
             kind: ExprKind::Event(Box::new(cond)),
@@ -248,6 +248,7 @@ fn with_window(cond: &EventCondition, window: Window) -> Rule {
     }
 }
 
+/// The window `from..=to` (inclusive milliseconds).
 fn between(from: Timestamp, to: Timestamp) -> Window {
     let point = |t| TimePoint {
         kind: TimeKind::DateTime(t),
@@ -323,28 +324,20 @@ pub(crate) fn funnel(
     };
     // Step 1 in the window; the later steps anywhere from the window's start to its end plus
     // the limit (capped at *now* by planning).
-    let first_rule = {
-        let mut cond = conds[0].clone();
-        cond.window = window.clone();
-        Rule {
-            expr: Expr {
-                kind: ExprKind::Event(Box::new(cond)),
-                span: Span::default(),
-            },
-        }
-    };
+    let first_rule = with_window(&conds[0], window);
     let first = plan_step(state, store, &first_rule, now)?;
     let (w_from, w_to) = (first.node.from, first.node.to);
     let reach_end = w_to.saturating_add(within).min(now);
+    let mut rules = vec![first_rule];
     let mut steps = vec![first];
     for cond in &conds[1..] {
-        let rule = with_window(cond, between(w_from, reach_end));
+        let rule = with_window(cond, Some(between(w_from, reach_end)));
         steps.push(plan_step(state, store, &rule, now)?);
+        rules.push(rule);
     }
-    for (i, cond) in conds.iter().enumerate() {
-        let rule = with_window(cond, between(w_from, reach_end));
+    for (i, rule) in rules.iter().enumerate() {
         warnings.extend(
-            check::warnings(&rule, &state.catalog, &state.indexes)
+            check::warnings(rule, &state.catalog, &state.indexes)
                 .into_iter()
                 .map(|w| Warning {
                     message: format!("step {}: {}", i + 1, w.message),
