@@ -30,7 +30,7 @@ use crate::storage::Store;
 use super::super::check::Warning;
 use super::super::values::top::members;
 use super::super::PreparedRule;
-use super::ratio;
+use super::{optional_f64, percent, ratio};
 
 /// The two-sided 97.5% point of the standard normal distribution.
 const Z_975: f64 = 1.959_963_984_540_054;
@@ -148,7 +148,6 @@ impl std::fmt::Display for Experiment {
 /// interval and the p-value).
 pub fn table(variants: &[Variant]) -> String {
     use std::fmt::Write;
-    let pct = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{:.2}%", x * 100.0));
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -164,7 +163,7 @@ pub fn table(variants: &[Variant]) -> String {
     );
     for (i, v) in variants.iter().enumerate() {
         let interval = match (v.ci_low, v.ci_high) {
-            (Some(a), Some(b)) => format!("{} .. {}", pct(Some(a)), pct(Some(b))),
+            (Some(a), Some(b)) => format!("{} .. {}", percent(Some(a)), percent(Some(b))),
             _ => "-".to_owned(),
         };
         let _ = writeln!(
@@ -174,8 +173,8 @@ pub fn table(variants: &[Variant]) -> String {
             format!("{}-{}", v.buckets.0, v.buckets.1),
             v.customers,
             v.converted,
-            pct(v.rate),
-            pct(v.difference),
+            percent(v.rate),
+            percent(v.difference),
             interval,
             v.p_value.map_or("-".to_owned(), |p| format!("{p:.4}")),
         );
@@ -187,12 +186,6 @@ pub fn table(variants: &[Variant]) -> String {
 /// reads the socket's `EXPERIMENT` answer; `None` for JSON of another shape. The buckets follow
 /// from the shares.
 pub fn variants_from_json(v: &serde_json::Value) -> Option<Vec<Variant>> {
-    let number = |s: &serde_json::Value, k: &str| -> Option<Option<f64>> {
-        match &s[k] {
-            serde_json::Value::Null => Some(None),
-            x => x.as_f64().map(Some),
-        }
-    };
     let mut low = 0u8;
     v["variants"]
         .as_array()?
@@ -206,11 +199,11 @@ pub fn variants_from_json(v: &serde_json::Value) -> Option<Vec<Variant>> {
                 buckets,
                 customers: s["customers"].as_u64()?,
                 converted: s["converted"].as_u64()?,
-                rate: number(s, "rate")?,
-                difference: number(s, "difference")?,
-                ci_low: number(s, "ci_low")?,
-                ci_high: number(s, "ci_high")?,
-                p_value: number(s, "p_value")?,
+                rate: optional_f64(s, "rate")?,
+                difference: optional_f64(s, "difference")?,
+                ci_low: optional_f64(s, "ci_low")?,
+                ci_high: optional_f64(s, "ci_high")?,
+                p_value: optional_f64(s, "p_value")?,
             })
         })
         .collect()

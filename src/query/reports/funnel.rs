@@ -34,7 +34,7 @@ use super::super::plan::{self, EventNode, NodeKind};
 use super::super::values::parse_window;
 use super::super::values::top::members;
 use super::super::PreparedRule;
-use super::{parse_within, ratio};
+use super::{optional_f64, parse_within, percent, ratio};
 
 /// The most steps a funnel may have.
 pub const MAX_STEPS: usize = 32;
@@ -137,7 +137,6 @@ pub fn table(steps: &[FunnelStep]) -> String {
         .max()
         .unwrap_or(0)
         .max("step".len());
-    let pct = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{:.2}%", x * 100.0));
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -150,8 +149,8 @@ pub fn table(steps: &[FunnelStep]) -> String {
             "{:<width$}  {:>9}  {:>13}  {:>10}  {:>12}",
             s.step,
             s.customers,
-            pct(s.from_previous),
-            pct(s.from_first),
+            percent(s.from_previous),
+            percent(s.from_first),
             s.median_ms.map_or("-".to_owned(), human_ms),
         );
     }
@@ -161,12 +160,6 @@ pub fn table(steps: &[FunnelStep]) -> String {
 /// The steps of a funnel's JSON (see [`Funnel::to_json`]) read back, as the REPL reads the
 /// socket's `FUNNEL` answer; `None` for JSON of another shape.
 pub fn steps_from_json(v: &serde_json::Value) -> Option<Vec<FunnelStep>> {
-    let number = |s: &serde_json::Value, k: &str| -> Option<Option<f64>> {
-        match &s[k] {
-            serde_json::Value::Null => Some(None),
-            x => x.as_f64().map(Some),
-        }
-    };
     v["steps"]
         .as_array()?
         .iter()
@@ -174,9 +167,9 @@ pub fn steps_from_json(v: &serde_json::Value) -> Option<Vec<FunnelStep>> {
             Some(FunnelStep {
                 step: s["step"].as_str()?.to_owned(),
                 customers: s["customers"].as_u64()?,
-                from_previous: number(s, "from_previous")?,
-                from_first: number(s, "from_first")?,
-                median_ms: number(s, "median_ms")?,
+                from_previous: optional_f64(s, "from_previous")?,
+                from_first: optional_f64(s, "from_first")?,
+                median_ms: optional_f64(s, "median_ms")?,
             })
         })
         .collect()

@@ -50,6 +50,19 @@ pub(crate) fn ratio(a: u64, b: u64) -> Option<f64> {
     (b != 0).then(|| a as f64 / b as f64)
 }
 
+/// A ratio as the report tables print it (`12.34%`), `-` for none.
+fn percent(x: Option<f64>) -> String {
+    x.map_or("-".to_owned(), |x| format!("{:.2}%", x * 100.0))
+}
+
+/// A report JSON field that is a number or null, read back: `None` when it is neither.
+fn optional_f64(row: &serde_json::Value, key: &str) -> Option<Option<f64>> {
+    match &row[key] {
+        serde_json::Value::Null => Some(None),
+        x => x.as_f64().map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
