@@ -505,6 +505,20 @@ impl Server {
         Server { child, socket }
     }
 
+    /// [`script`] through this server's socket (`repl --socket`).
+    fn script(&self, input: &str) -> std::process::Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+            .args(["repl", "--socket"])
+            .arg(&self.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+        child.wait_with_output().unwrap()
+    }
+
     /// SIGTERM, then a clean exit.
     fn stop(mut self) {
         self.terminate();
@@ -619,21 +633,7 @@ fn a_script_over_the_socket_answers_as_in_process() {
                  viewed in lst 30 days\n.drop buyers\n";
     let local = script(&db, input);
     let server = Server::start(&db);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .args(["repl", "--socket"])
-        .arg(&server.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let remote = child.wait_with_output().unwrap();
+    let remote = server.script(input);
     server.stop();
 
     let stdout = String::from_utf8(remote.stdout).unwrap();
@@ -793,21 +793,7 @@ fn values_in_a_script_in_process_and_over_the_socket() {
                  .top added_to_cart product for viewed product X\n";
     let local = script(&db, input);
     let server = Server::start(&db);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .args(["repl", "--socket"])
-        .arg(&server.socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let remote = child.wait_with_output().unwrap();
+    let remote = server.script(input);
     server.stop();
     let stdout = String::from_utf8(local.stdout).unwrap();
     let stderr = String::from_utf8(local.stderr).unwrap();
@@ -835,6 +821,36 @@ fn values_in_a_script_in_process_and_over_the_socket() {
         "usage: .recent ID EVENT PROPERTY",
         "property 'amount' of event 'purchased' holds float values",
     ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+}
+
+/// `.funnel` and `.experiment` print the same tables in process and through a server.
+#[test]
+fn reports_in_a_script_in_process_and_over_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let input = ".now 2026-03-10\n\
+                 .funnel viewed then added_to_cart within 7 days in last 30 days for tier = Gold\n\
+                 .experiment checkout_2026 20,80 for viewed ever goal added_to_cart ever\n\
+                 .funnel viewed within 7 days\n\
+                 .experiment checkout_2026 5,96 for everyone goal viewed\n";
+    let local = script(&db, input);
+    let server = Server::start(&db);
+    let remote = server.script(input);
+    server.stop();
+    let stdout = String::from_utf8(local.stdout).unwrap();
+    let stderr = String::from_utf8(local.stderr).unwrap();
+    assert_eq!(String::from_utf8(remote.stdout).unwrap(), stdout);
+    assert_eq!(String::from_utf8(remote.stderr).unwrap(), stderr);
+    // c-01..c-04 viewed X on 1 March; c-02 and c-03 added it to the cart four days later.
+    assert!(
+        stdout.contains("viewed                 4")
+            && stdout.contains("added_to_cart          2         50.00%"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("95% interval"), "{stdout}");
+    for expected in ["a funnel has 2 to 32 steps", "are not a split"] {
         assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
     }
 }

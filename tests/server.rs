@@ -1717,7 +1717,7 @@ fn recommend_and_recent_over_the_socket() {
 }
 
 /// `FUNNEL` and `EXPERIMENT` send the JSON `audiencedb funnel` and `audiencedb experiment`
-/// print, and the REPL over the socket prints the tables the REPL in process prints.
+/// print (the REPL's tables over the socket: `tests/repl.rs`).
 #[test]
 fn funnel_and_experiment_over_the_socket() {
     let shop = Shop::new(200);
@@ -1751,12 +1751,6 @@ fn funnel_and_experiment_over_the_socket() {
         "20,80",
     ]);
     assert_eq!(experiment["variants"][1]["share"], 80);
-    let repl_script = format!(
-        ".now {now}\n.funnel visited then viewed then added_to_cart then purchased within 7 days \
-         in last 30 days for tier = Gold or tier = Silver\n.experiment checkout_2026 20,80 for \
-         viewed in last 90 days goal purchased in last 90 days\n"
-    );
-    let in_process = repl(&["--db", shop.db().to_str().unwrap(), "repl"], &repl_script);
     let server = shop.serve(&[]);
     let mut c = server.connect();
     let json = |r: Resp| serde_json::from_str::<serde_json::Value>(&r.text()).unwrap();
@@ -1786,10 +1780,6 @@ fn funnel_and_experiment_over_the_socket() {
         now,
     ]));
     assert_eq!(got, experiment);
-    let socket = server.socket.to_str().unwrap().to_owned();
-    let remote = repl(&["repl", "--socket", &socket], &repl_script);
-    assert_eq!(remote, in_process);
-    assert!(in_process.contains("95% interval"), "{in_process}");
     // Bad requests.
     let err = c.cmd(&["FUNNEL", "7 days", "visited"]);
     assert!(
@@ -1812,25 +1802,4 @@ fn funnel_and_experiment_over_the_socket() {
         err.error().starts_with("ERR syntax error at 'SHARES'"),
         "{err:?}"
     );
-}
-
-/// The REPL's output for a script on stdin (plain mode, no history); `args` include `repl`.
-fn repl(args: &[&str], script: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--no-history")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
