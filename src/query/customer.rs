@@ -219,6 +219,27 @@ pub(crate) struct Hit<'a> {
     pub view: EventView<'a>,
 }
 
+/// Which of `steps` an event is (bit `j` for step `j`): its event, inside the step's range,
+/// passing the step's filter. The steps of a sequence and of a funnel.
+pub(crate) fn step_mask<'n>(
+    steps: impl IntoIterator<Item = &'n EventNode>,
+    e: &EventView<'_>,
+) -> Result<u32> {
+    let mut mask = 0u32;
+    for (j, n) in steps.into_iter().enumerate() {
+        if n.event == Some(e.event) && n.from <= e.ts && e.ts <= n.to {
+            let passes = match &n.filter {
+                Some(f) => filter_passes(e, f)?,
+                None => true,
+            };
+            if passes {
+                mask |= 1 << j;
+            }
+        }
+    }
+    Ok(mask)
+}
+
 /// The customer's events that the steps of `s` may use, in time order, into `out` (cleared).
 pub(crate) fn sequence_hits<'a>(
     s: &SeqNode,
@@ -237,18 +258,7 @@ pub(crate) fn sequence_hits<'a>(
     }
     let same = s.same.flatten();
     view::for_each_event_between(bodies, blocks, from, to, |e| {
-        let mut mask = 0u32;
-        for (j, n) in s.steps.iter().enumerate() {
-            if n.event == Some(e.event) && n.from <= e.ts && e.ts <= n.to {
-                let passes = match &n.filter {
-                    Some(f) => filter_passes(&e, f)?,
-                    None => true,
-                };
-                if passes {
-                    mask |= 1 << j;
-                }
-            }
-        }
+        let mask = step_mask(&s.steps, &e)?;
         if mask != 0 {
             let value = match same {
                 Some(p) => e.prop(p)?,
@@ -563,20 +573,8 @@ mod tests {
     }
 
     fn node() -> impl Strategy<Value = EventNode> {
-        let op = prop::sample::select(vec![
-            CmpOp::Eq,
-            CmpOp::Ne,
-            CmpOp::Lt,
-            CmpOp::Le,
-            CmpOp::Gt,
-            CmpOp::Ge,
-        ]);
-        let func = prop::sample::select(vec![
-            AggregateFn::Sum,
-            AggregateFn::Avg,
-            AggregateFn::Min,
-            AggregateFn::Max,
-        ]);
+        let op = prop::sample::select(CmpOp::ALL.to_vec());
+        let func = prop::sample::select(AggregateFn::ALL.to_vec());
         let frequency = prop_oneof![
             (op.clone(), 0u64..5).prop_map(|(op, n)| Frequency::Count { op, n }),
             (func, op.clone(), -5i64..30).prop_map(|(func, op, v)| Frequency::Aggregate {

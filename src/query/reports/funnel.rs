@@ -28,7 +28,7 @@ use crate::storage::view;
 use crate::storage::Store;
 
 use super::super::check::{self, Warning};
-use super::super::customer::filter_passes;
+use super::super::customer::step_mask;
 use super::super::exec::{self, Sources};
 use super::super::plan::{self, EventNode, NodeKind};
 use super::super::values::parse_window;
@@ -461,19 +461,8 @@ impl Walker {
     ) -> Result<usize> {
         self.matched.clear();
         view::for_each_event_between(bodies, blocks, span.from, span.to, |e| {
-            let mut mask = 0u32;
-            for (i, s) in steps.iter().enumerate() {
-                if s.event != Some(e.event) {
-                    continue;
-                }
-                let passes = match &s.filter {
-                    Some(f) => filter_passes(&e, f)?,
-                    None => true,
-                };
-                if passes {
-                    mask |= 1 << i;
-                }
-            }
+            // Each step's own range holds it: the first step's window, the later steps' span.
+            let mask = step_mask(steps.iter().copied(), &e)?;
             if mask != 0 {
                 self.matched.push((e.ts, mask));
             }
