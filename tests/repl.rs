@@ -361,10 +361,13 @@ fn history_is_recalled_after_a_restart() {
 }
 
 fn script(db: &Path, input: &str) -> std::process::Output {
+    run_script(&["--db".as_ref(), db.as_os_str(), "repl".as_ref()], input)
+}
+
+/// The binary with `args`, `input` on its stdin, run to its end.
+fn run_script(args: &[&std::ffi::OsStr], input: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .arg("--db")
-        .arg(db)
-        .arg("repl")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -507,16 +510,12 @@ impl Server {
 
     /// [`script`] through this server's socket (`repl --socket`).
     fn script(&self, input: &str) -> std::process::Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-            .args(["repl", "--socket"])
-            .arg(&self.socket)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-        child.wait_with_output().unwrap()
+        let args = [
+            "repl".as_ref(),
+            "--socket".as_ref(),
+            self.socket.as_os_str(),
+        ];
+        run_script(&args, input)
     }
 
     /// SIGTERM, then a clean exit.
