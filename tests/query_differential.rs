@@ -2277,6 +2277,27 @@ mod random {
     /// rule. (A range, so that shrinking can drop the rules that pass.)
     const RULES_PER_CASE: usize = 12;
 
+    /// The trait updates that come after the events (`CustomerData::update`), as identifies.
+    fn ingest_updates(f: &mut Fixture, data: &Data) {
+        let updates: Vec<Message> = data
+            .customers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let traits = c
+                    .update
+                    .as_ref()?
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                Some(Message::identify(format!("c{i}"), traits))
+            })
+            .collect();
+        if !updates.is_empty() {
+            f.ingest(updates);
+        }
+    }
+
     fn build(data: &Data) -> Fixture {
         let mut f = Fixture::new(data.value_bound);
         let mut messages = Vec::new();
@@ -2306,23 +2327,7 @@ mod random {
         if !messages.is_empty() {
             f.ingest(messages);
         }
-        let updates: Vec<Message> = data
-            .customers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let traits = c
-                    .update
-                    .as_ref()?
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect();
-                Some(Message::identify(format!("c{i}"), traits))
-            })
-            .collect();
-        if !updates.is_empty() {
-            f.ingest(updates);
-        }
+        ingest_updates(&mut f, data);
         if let Some(i) = data.delete {
             let id = format!("c{i}");
             if f.db.customer(&id).unwrap().is_some() {
@@ -2406,23 +2411,7 @@ mod random {
             if !rest.is_empty() {
                 f.ingest(rest);
             }
-            let updates: Vec<Message> = data
-                .customers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| {
-                    let traits = c
-                        .update
-                        .as_ref()?
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
-                        .collect();
-                    Some(Message::identify(format!("c{i}"), traits))
-                })
-                .collect();
-            if !updates.is_empty() {
-                f.ingest(updates);
-            }
+            ingest_updates(&mut f, &data);
             let customers = f.customers();
             for rule in &rules {
                 if let Err(message) = compare(&f.db, &customers, rule, data.now) {
