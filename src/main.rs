@@ -437,6 +437,10 @@ enum AudienceAction {
         #[arg(long)]
         json: bool,
     },
+    /// Load a member list made elsewhere (a warehouse's segment) as audience NAME: FILE holds
+    /// external ids, one per line (`-`: standard input). Usable in rules as `in audience NAME`;
+    /// ids not seen yet join when their customer arrives. Loading again replaces the ids.
+    Load { name: String, file: PathBuf },
     /// Drop a saved audience (refused while other audiences use it).
     Drop { name: String },
     /// Print the members' ids.
@@ -1644,6 +1648,26 @@ fn print_schema(s: &audiencedb::Schema) {
     print!("{}", audiencedb::repl::render::schema(s));
 }
 
+/// The ids of a list file (`-`: standard input), one per line: surrounding spaces and a
+/// Windows line end are trimmed, blank lines skipped.
+fn read_id_list(file: &Path) -> Result<Vec<String>, Failure> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| Failure(format!("reading the ids from standard input: {e}"), 1))?;
+        s
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Failure(format!("reading {}: {e}", file.display()), 1))?
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
 fn audience_command(
     path: &Path,
     limits: &LimitArgs,
@@ -1698,6 +1722,19 @@ fn audience_command(
                     a.timers
                 );
             }
+        }
+        AudienceAction::Load { name, file } => {
+            let started = Instant::now();
+            let ids = read_id_list(&file)?;
+            let info = db.load_audience(&name, ids)?;
+            println!(
+                "loaded list {}: {} ids naming {} customers as of {} ({:.1} ms)",
+                info.name,
+                info.list_ids.unwrap_or_default(),
+                info.size,
+                stamp(info.as_of),
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
         AudienceAction::Drop { name } => {
             db.drop_audience(&name)?;

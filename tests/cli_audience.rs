@@ -144,3 +144,83 @@ fn a_saved_audience_from_the_command_line() {
     assert!(!ok(&db, &["audience", "list"]).contains("gold"));
     assert!(ok(&db, &["verify"]).contains("ok"));
 }
+
+/// `audience load NAME FILE`: a warehouse's member list, from a file (Windows line ends, blank
+/// lines and spaces tolerated) or standard input, then usable in rules; refusals exit 1.
+#[test]
+fn a_member_list_loaded_from_a_file_or_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let file = dir.path().join("shop.ndjson");
+    std::fs::write(&file, SHOP).unwrap();
+    ok(&db, &["import", file.to_str().unwrap()]);
+
+    let ids = dir.path().join("vips.txt");
+    std::fs::write(&ids, "c-1\r\n\n  c,3  \r\nnot-yet\n").unwrap();
+    let loaded = ok(&db, &["audience", "load", "vips", ids.to_str().unwrap()]);
+    assert!(
+        loaded.starts_with("loaded list vips: 3 ids naming 2 customers"),
+        "{loaded}"
+    );
+    let members = ok(
+        &db,
+        &[
+            "query",
+            "in audience vips and tier = Gold",
+            "--format",
+            "ids",
+        ],
+    );
+    assert_eq!(members.trim(), "c-1");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["audience", "show", "vips", "--json"])).unwrap();
+    assert_eq!(
+        (json["size"].as_u64(), json["list_ids"].as_u64()),
+        (Some(2), Some(3))
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_audiencedb"))
+        .arg("--db")
+        .arg(&db)
+        .args(["audience", "load", "vips", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"c-2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("loaded list vips: 1 ids naming 1 customers"));
+
+    for (args, says) in [
+        (
+            vec!["audience", "load", "vips", "/no/such/file"],
+            "reading /no/such/file",
+        ),
+        (
+            vec!["audience", "load", "gold2", dir.path().to_str().unwrap()],
+            "reading",
+        ),
+    ] {
+        let bad = run(&db, &args);
+        assert_eq!(bad.status.code(), Some(1), "{args:?}");
+        assert!(text(&bad.stderr).contains(says), "{}", text(&bad.stderr));
+    }
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let bad = run(&db, &["audience", "load", "vips", empty.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("no ids"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert_eq!(
+        ok(&db, &["audience", "members", "vips", "--format", "ids"]).trim(),
+        "c-2"
+    );
+    assert!(ok(&db, &["verify"]).contains("ok"));
+}

@@ -853,3 +853,29 @@ fn reports_in_a_script_in_process_and_over_the_socket() {
         assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
     }
 }
+
+/// `.load NAME FILE`: a list of ids made elsewhere, in process and through a server alike.
+#[test]
+fn a_member_list_is_loaded_from_the_repl() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop(dir.path());
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, "c-01\nc-09\n\nnobody-yet\n").unwrap();
+    let input = format!(
+        ".format count\n.load vips {}\nin audience vips and tier = Gold\n.load vips\n",
+        ids.display()
+    );
+    let expect = "format: count\nloaded list vips: 3 ids naming 2 customers\n1\n";
+    let out = script(&db, &input);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("usage: .load NAME FILE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start(&db);
+    std::fs::write(&ids, "c-02\nc-10\nnobody-yet\n").unwrap();
+    let out = server.script(&input);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
+    server.stop();
+}

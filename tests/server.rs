@@ -1135,6 +1135,29 @@ fn saved_audiences_over_the_socket() {
     assert_eq!(changes.len(), 2);
     assert_eq!(c.cmd(&["AUDIENCE.DROP", "uses"]), ok());
     assert_eq!(c.cmd(&["AUDIENCE.DROP", "diamond"]), ok());
+
+    // A member list made elsewhere: loaded, looked up, and joined by an id that arrives later.
+    let loaded: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["AUDIENCE.LOAD", "vips", "aud-2", "later"]).text()).unwrap();
+    assert_eq!(
+        (loaded["size"].as_u64(), loaded["list_ids"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        c.cmd(&["AUDIENCES.OF", "aud-2"]),
+        Resp::Array(vec![bulk("vips")])
+    );
+    assert_eq!(c.cmd(&["IDENTIFY", "later", r#"{"tier":"Gold"}"#]), ok());
+    assert_eq!(
+        c.cmd(&["AUDIENCES.OF", "later"]),
+        Resp::Array(vec![bulk("vips")])
+    );
+    assert!(c
+        .cmd(&["AUDIENCE.LOAD", "vips", ""])
+        .error()
+        .starts_with("INVALID"));
+    assert!(c.cmd(&["AUDIENCE.LOAD", "vips"]).error().starts_with("ERR"));
+    assert_eq!(c.cmd(&["AUDIENCE.MEMBERS", "vips"]).int(), 2);
 }
 
 fn bulk(s: &str) -> Resp {

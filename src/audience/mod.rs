@@ -43,11 +43,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{corrupt, internal, invalid, Error, Result};
 use crate::index::Indexes;
+use crate::ingest::message::check_customer_id;
 use crate::model::time::{Clock, Timestamp};
-use crate::model::FastMap;
+use crate::model::{FastMap, FastSet};
 use crate::query::footprint::Footprint;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
-use crate::query::{self, Audience, Definition, Definitions, PreparedRule, ReadState, Warnings};
+use crate::query::{
+    self, Audience, Definition, Definitions, LoadedList, PreparedRule, ReadState, Warnings,
+};
 use crate::storage::{meta, IdMap, Store, WriteBatch};
 
 use by_customer::ByCustomer;
@@ -62,7 +65,7 @@ pub const MAX_NAME_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AudienceInfo {
     pub name: String,
-    /// The rule as written when saved.
+    /// The rule as written when saved; for a loaded list, `(a loaded list of N ids)`.
     pub rule: String,
     /// Members now (as of `as_of`).
     pub size: u64,
@@ -70,6 +73,9 @@ pub struct AudienceInfo {
     pub created: Timestamp,
     /// When its rule was last saved.
     pub rule_changed: Timestamp,
+    /// For a loaded list (`audience load`): how many ids it holds (`None`: a rule's audience).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_ids: Option<u64>,
     /// When a customer last entered or left it (`None`: never since it was saved).
     pub members_changed: Option<Timestamp>,
     /// The time its members are exact at.
@@ -104,10 +110,49 @@ struct StoredDefinition {
     rule: String,
     created: Timestamp,
     changed: Timestamp,
+    /// A loaded list: its ids are in their own record (`Store::audience_list`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    list: bool,
 }
 
-/// Every saved audience's definition, as stored, with its rule parsed.
-fn load_definitions(store: &Store) -> Result<Definitions> {
+/// A loaded list's rule: itself, which plans to the list's members.
+fn list_rule(name: &str) -> Result<PreparedRule> {
+    PreparedRule::new(&format!("in audience {name}"))
+}
+
+/// A loaded list's ids as stored: one per line, sorted.
+fn encode_list(list: &LoadedList) -> Vec<u8> {
+    let mut ids: Vec<&str> = list.ids().iter().map(|id| &**id).collect();
+    ids.sort_unstable();
+    ids.join("\n").into_bytes()
+}
+
+fn decode_list(name: &str, bytes: &[u8]) -> Result<FastSet<Box<str>>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| corrupt!("loaded list {name}: ids are not UTF-8"))?;
+    Ok(text
+        .split('\n')
+        .filter(|id| !id.is_empty())
+        .map(Box::from)
+        .collect())
+}
+
+/// Checks a list's ids: at least one, each a valid customer id (non-empty, not over-long)
+/// without a line break.
+pub fn check_list_ids(ids: &FastSet<Box<str>>) -> Result<()> {
+    if ids.is_empty() {
+        return Err(invalid!("the list holds no ids"));
+    }
+    for id in ids {
+        if id.contains(['\n', '\r']) {
+            return Err(invalid!("the id {id:?} holds a line break"));
+        }
+        check_customer_id(id).map_err(|e| invalid!("{e}: {id:?}"))?;
+    }
+    Ok(())
+}
+
+fn load_definitions(store: &Store, map: &IdMap) -> Result<Definitions> {
     let mut defs = Definitions::default();
     for item in store.audience_definitions() {
         let v = item?;
@@ -115,15 +160,55 @@ fn load_definitions(store: &Store) -> Result<Definitions> {
             serde_json::from_slice(&v).map_err(|e| corrupt!("bad audience definition: {e}"))?;
         let rule = PreparedRule::new(&s.rule)
             .map_err(|e| corrupt!("saved audience {} no longer parses: {e}", s.name))?;
+        let list = if s.list {
+            let bytes = store
+                .audience_list(s.id)?
+                .ok_or_else(|| corrupt!("loaded list {} has no ids record", s.name))?;
+            Some(Arc::new(LoadedList::new(
+                decode_list(&s.name, &bytes)?,
+                map,
+            )))
+        } else {
+            None
+        };
         defs.insert(Arc::new(Definition {
             id: s.id,
             name: s.name,
             rule,
+            list,
             created: s.created,
             changed: s.changed,
         }));
     }
     Ok(defs)
+}
+
+/// The loaded lists holding any of `ids` (a customer's, being deleted), without them: their
+/// records are put in `batch`, and the definitions returned go into the read state once it is
+/// committed, so that a deleted customer's ids leave every list (and a later customer with one
+/// of those ids does not join it).
+pub(crate) fn lists_without(
+    defs: &Definitions,
+    ids: &[&str],
+    batch: &mut WriteBatch,
+) -> Vec<Arc<Definition>> {
+    let mut out = Vec::new();
+    for d in defs.iter() {
+        let Some(kept) = d.list.as_ref().and_then(|l| l.without(ids)) else {
+            continue;
+        };
+        let kept = Arc::new(kept);
+        batch.put_audience_list(d.id, encode_list(&kept));
+        out.push(Arc::new(Definition {
+            id: d.id,
+            name: d.name.clone(),
+            rule: d.rule.clone(),
+            list: Some(kept),
+            created: d.created,
+            changed: d.changed,
+        }));
+    }
+    out
 }
 
 /// One audience's members and timers.
@@ -207,6 +292,9 @@ pub(crate) struct Audiences {
 pub(crate) struct Touched {
     pub all: RoaringBitmap,
     pub new: RoaringBitmap,
+    /// Customers who gained an external id (new customers, ids merged into them): loaded lists
+    /// name customers by their ids.
+    pub ids: RoaringBitmap,
     pub traits: FastMap<u32, RoaringBitmap>,
     pub events: FastMap<u32, RoaringBitmap>,
 }
@@ -254,7 +342,7 @@ impl Audiences {
         indexes: &Indexes,
         ids: &IdMap,
     ) -> Result<(Definitions, Audiences, Upkeep)> {
-        let defs = load_definitions(store)?;
+        let defs = load_definitions(store, ids)?;
         let mut live = Live {
             as_of: store.meta_u64(meta::AUDIENCES_AS_OF)? as Timestamp,
             ..Live::default()
@@ -520,10 +608,24 @@ impl Audiences {
         env: &Env<'_>,
         name: &str,
         prepared: PreparedRule,
+        list: Option<Arc<LoadedList>>,
     ) -> Result<AudienceInfo> {
         self.maintain(up, env, None)?;
         let now = self.as_of();
         let state = env.state.read();
+        if let Some(old) = state.definitions.get(name) {
+            match (old.list.is_some(), list.is_some()) {
+                (true, false) => return Err(invalid!(
+                    "audience {name} is a loaded list: drop it before saving a rule under its name"
+                )),
+                (false, true) => {
+                    return Err(invalid!(
+                        "audience {name} has a rule: drop it before loading a list under its name"
+                    ))
+                }
+                _ => {}
+            }
+        }
         // A name with two readings is saved as the one it has today, so that what is stored
         // later cannot change the audience's meaning.
         let prepared = prepared.pinned(&state.catalog, &state.indexes)?;
@@ -537,6 +639,7 @@ impl Audiences {
             id: new_id,
             name: name.to_owned(),
             rule: prepared,
+            list,
             created: old.as_ref().map_or(now, |d| d.created),
             changed: now,
         });
@@ -613,7 +716,11 @@ impl Audiences {
             rule: def.rule.text().to_owned(),
             created: def.created,
             changed: def.changed,
+            list: def.list.is_some(),
         };
+        if let Some(list) = &def.list {
+            batch.put_audience_list(def.id, encode_list(list));
+        }
         batch.put_audience(
             name,
             serde_json::to_vec(&stored).map_err(|e| internal!("audience definition: {e}"))?,
@@ -651,6 +758,24 @@ impl Audiences {
         self.get(&env.state.read(), name)
     }
 
+    /// Loads a member list produced elsewhere under `name`: the customers with these external
+    /// ids (their own or merged into them), now and as they arrive. A new name is saved like a
+    /// rule; loading again under the same name replaces the ids, with the entries and exits in
+    /// the feed and the audiences naming it recomputed. Refused for a name that holds a rule.
+    pub(crate) fn load_list(
+        &self,
+        up: &mut Upkeep,
+        env: &Env<'_>,
+        name: &str,
+        ids: FastSet<Box<str>>,
+    ) -> Result<AudienceInfo> {
+        check_name(name)?;
+        check_list_ids(&ids)?;
+        // The writer's lock (`up`) keeps the id map as it is until the list is saved.
+        let list = Arc::new(LoadedList::new(ids, &env.state.read().ids));
+        self.define(up, env, name, list_rule(name)?, Some(list))
+    }
+
     /// Drops a saved audience. Refused, with their names, while other audiences name it.
     /// Its members are not reported as leaving; its past changes stay in the feed.
     pub(crate) fn drop_audience(&self, _: &mut Upkeep, env: &Env<'_>, name: &str) -> Result<()> {
@@ -673,6 +798,7 @@ impl Audiences {
         let mut batch = WriteBatch::new();
         batch.remove_audience(name);
         batch.remove_audience_state(id);
+        batch.remove_audience_list(id);
         env.store.commit(batch)?;
         env.state.write().definitions.remove(name);
         let mut live = self.live.write();
@@ -730,6 +856,15 @@ impl Audiences {
         let state = env.state.read();
         let prepared = PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes)?;
         let now = self.as_of();
+        if state
+            .definitions
+            .get(name)
+            .is_some_and(|d| d.list.is_some())
+        {
+            return Err(invalid!(
+                "audience {name} is a loaded list: drop it before saving a rule under its name"
+            ));
+        }
         let mut defs = state.definitions.clone();
         let before = match defs.get(name) {
             Some(d) => {
@@ -745,6 +880,7 @@ impl Audiences {
             id: u32::MAX,
             name: name.to_owned(),
             rule: prepared.clone(),
+            list: None,
             created: now,
             changed: now,
         }));
@@ -1177,7 +1313,11 @@ fn info(d: &Definition, live: &Live) -> Option<AudienceInfo> {
     let la = live.by_id.get(&d.id)?;
     Some(AudienceInfo {
         name: d.name.clone(),
-        rule: d.rule.text().to_owned(),
+        rule: match &d.list {
+            Some(l) => format!("(a loaded list of {} ids)", l.ids().len()),
+            None => d.rule.text().to_owned(),
+        },
+        list_ids: d.list.as_ref().map(|l| l.ids().len() as u64),
         size: la.members.len(),
         created: d.created,
         rule_changed: d.changed,

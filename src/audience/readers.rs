@@ -43,6 +43,8 @@ pub(super) struct Readers {
     /// zero): a new customer may enter these whatever its first write holds. Every other
     /// audience needs the new customer to have something its rule reads.
     empty_members: Vec<u32>,
+    /// The audiences naming a loaded list: a customer who gains an id may enter or leave them.
+    list_readers: Vec<u32>,
 }
 
 impl Readers {
@@ -58,6 +60,9 @@ impl Readers {
             }
             for t in &fp.traits {
                 r.by_trait.entry(t.clone()).or_default().push(d.id);
+            }
+            if fp.lists {
+                r.list_readers.push(d.id);
             }
             if subset::holds_without_data(cx, d.rule.rule(), now)? {
                 r.empty_members.push(d.id);
@@ -80,8 +85,8 @@ impl Readers {
 
     /// Adds to `out`, for each audience the write can have changed, the customers whose answer
     /// it can have changed: those who got one of the rule's events or had one of its traits
-    /// changed, new customers for audiences a customer with no data is in, and customers in
-    /// `all` for every audience.
+    /// changed, new customers for audiences a customer with no data is in, customers who gained
+    /// an id for audiences naming a loaded list, and customers in `all` for every audience.
     pub fn touched(&self, t: &Touched, catalog: &Catalog, out: &mut BTreeMap<u32, RoaringBitmap>) {
         if !t.all.is_empty() {
             for &id in self.by_id.keys() {
@@ -91,6 +96,11 @@ impl Readers {
         if !t.new.is_empty() {
             for &id in &self.empty_members {
                 *out.entry(id).or_default() |= &t.new;
+            }
+        }
+        if !t.ids.is_empty() {
+            for &id in &self.list_readers {
+                *out.entry(id).or_default() |= &t.ids;
             }
         }
         let mut add = |ids: Option<&Vec<u32>>, custs: &RoaringBitmap| {

@@ -49,7 +49,25 @@ impl Db {
         let prepared = crate::query::PreparedRule::new(rule)?;
         let mut w = self.writer.lock();
         self.audiences
-            .define(&mut w.upkeep, &self.audience_env(), name, prepared)
+            .define(&mut w.upkeep, &self.audience_env(), name, prepared, None)
+    }
+
+    /// Loads a member list produced elsewhere (a warehouse's segment) as the audience `name`:
+    /// the customers with these external ids (their own or one merged into them), now and as
+    /// they arrive; an id of a deleted customer leaves the list with it. Usable in rules as `in
+    /// audience NAME` and listed by `audiences_of`. Loading again under the same name replaces
+    /// the ids (entries and exits in the feed; the audiences naming it follow). Refused, with
+    /// nothing changed, for a name that holds a rule, for no ids, or for an id that is not a
+    /// valid customer id.
+    pub fn load_audience<I, S>(&self, name: &str, ids: I) -> Result<AudienceInfo>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        let ids = ids.into_iter().map(Into::into).collect();
+        let mut w = self.writer.lock();
+        self.audiences
+            .load_list(&mut w.upkeep, &self.audience_env(), name, ids)
     }
 
     /// Drops a saved audience. Refused, with their names, while other audiences name it.

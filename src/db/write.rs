@@ -26,7 +26,7 @@ use roaring::RoaringBitmap;
 
 use super::identity::{Ids, Merge};
 use super::{Db, IngestReport, Outcome};
-use crate::audience::{Touched, Upkeep};
+use crate::audience::{self, Touched, Upkeep};
 use crate::error::{internal, invalid, Error, Result};
 use crate::index::Changes;
 use crate::ingest::message::{check_customer_id, Body, Message};
@@ -414,6 +414,19 @@ impl Writer {
                     state.ids.set_aliases(a.cust, aliases.clone())?;
                 }
             }
+            if state.definitions.has_lists() {
+                let removed: RoaringBitmap = applied
+                    .iter()
+                    .flat_map(|a| &a.removed)
+                    .map(|r| r.cust)
+                    .collect();
+                let new = new_ids.iter().map(|(external, c)| (external.as_str(), *c));
+                let merged = applied.iter().flat_map(|a| {
+                    let ids = a.aliases.as_deref().unwrap_or_default();
+                    ids.iter().map(move |external| (external.as_str(), a.cust))
+                });
+                state.definitions.follow_ids(&removed, new.chain(merged));
+            }
             state.indexes.apply(&changes, db.config.parallel_index_from);
         }
         drop(changes);
@@ -496,12 +509,14 @@ impl Writer {
         let profile = db.store.profile(cust)?;
         let mut events = Vec::new();
         db.store.events(cust, &mut events)?;
-        let (mut catalog, own_id) = {
+        let mut batch = WriteBatch::new();
+        let (mut catalog, own_id, lists) = {
             let state = db.state.read();
             let own = state.ids.external(cust).unwrap_or(customer).to_owned();
-            (state.catalog.clone(), own)
+            let lists =
+                audience::lists_without(&state.definitions, &state.ids.ids_of(cust), &mut batch);
+            (state.catalog.clone(), own, lists)
         };
-        let mut batch = WriteBatch::new();
         // Every id of a merged customer goes with it.
         batch.remove_id(&own_id, cust);
         batch.put_aliases(cust, &[]);
@@ -525,6 +540,12 @@ impl Writer {
             state.indexes.remove_events(cust, &events);
             state.indexes.remove_customer(cust);
             state.ids.remove(cust);
+            for d in lists {
+                state.definitions.insert(d);
+            }
+            let mut removed = RoaringBitmap::new();
+            removed.insert(cust);
+            state.definitions.follow_ids(&removed, std::iter::empty());
         }
         self.forget_in_audiences(db, &[(cust, own_id.as_str())])?;
         Ok(events.len() as u64)
@@ -724,6 +745,10 @@ fn touched_by(applied: &[Applied]) -> Touched {
     for a in applied {
         if a.is_new {
             t.new.insert(a.cust);
+            t.ids.insert(a.cust);
+        }
+        if a.aliases.is_some() {
+            t.ids.insert(a.cust);
         }
         if !a.removed.is_empty() {
             // A customer that took in another one's stored history is evaluated afresh for

@@ -104,6 +104,7 @@ impl Sources<'_> {
                 let child = self.bounds(inner);
                 Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
             }
+            NodeKind::List { members, .. } => Bounds::exact(&**members & self.all()),
         };
         b.elapsed = started.elapsed();
         b
@@ -814,6 +815,11 @@ pub(crate) struct CustomerData<'s> {
 type AggregateKey = (u32, Timestamp, Timestamp, Option<u32>);
 
 impl<'s> CustomerData<'s> {
+    /// The customer loaded (its internal id).
+    pub fn customer(&self) -> u32 {
+        self.cust
+    }
+
     pub fn new(store: &'s Store, events_from: Option<Timestamp>) -> Self {
         CustomerData {
             store,
@@ -977,5 +983,6 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
             customer::sequence_holds(s, &hits)
         }
         NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
+        NodeKind::List { members, .. } => members.contains(data.cust),
     })
 }

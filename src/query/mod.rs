@@ -42,7 +42,7 @@ pub use values::{Top, TopOrder, TopRequest, TopRow};
 pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 pub(crate) use run::{check, explain, run, walk_member_ids, why, Warnings};
-pub(crate) use state::{Definition, Definitions, ReadState};
+pub(crate) use state::{Definition, Definitions, LoadedList, ReadState};
 
 use std::time::Duration;
 

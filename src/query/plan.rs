@@ -6,6 +6,9 @@
 //! bitmaps or storage.
 
 use chrono::NaiveDate;
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::index::Indexes;
@@ -63,6 +66,11 @@ pub(crate) enum NodeKind {
     Audience {
         name: String,
         inner: Box<Node>,
+    },
+    /// `in audience NAME` of a loaded list: its members as the plan found them.
+    List {
+        name: String,
+        members: Arc<RoaringBitmap>,
     },
 }
 
@@ -279,6 +287,10 @@ pub(crate) struct Plan {
 /// The rules of saved audiences by name, for `in audience`.
 pub(crate) trait SavedRules: Sync {
     fn saved_rule(&self, name: &str) -> Option<&Rule>;
+    /// The members of a loaded list saved under `name` (`None`: no list by that name).
+    fn saved_list(&self, _name: &str) -> Option<Arc<RoaringBitmap>> {
+        None
+    }
     /// Every saved audience's name, for suggestions.
     fn saved_names(&self) -> Vec<String>;
 }
@@ -349,6 +361,16 @@ impl Planner<'_> {
             }
             ExprKind::InAudience(name) => {
                 let name = &name.text;
+                if let Some(members) = self.saved.saved_list(name) {
+                    return Ok(Node {
+                        kind: NodeKind::List {
+                            name: name.clone(),
+                            members,
+                        },
+                        span: e.span,
+                        reading,
+                    });
+                }
                 let Some(rule) = self.saved.saved_rule(name) else {
                     return Err(Error::Evaluation(unknown_audience(name, self.saved)));
                 };

@@ -152,6 +152,12 @@ impl Writer<'_> {
             NodeKind::Not(inner) => format!("(NOT {})", self.node(inner)?),
             NodeKind::Everyone => TRUE.to_owned(),
             NodeKind::Audience { inner, .. } => self.node(inner)?,
+            NodeKind::List { name, .. } => {
+                return Err(Error::InvalidInput(format!(
+                    "audience {name} is a loaded list, which has no SQL in this dialect: \
+                     query the warehouse table it was made from instead"
+                )))
+            }
             NodeKind::Trait { trait_id, test } => {
                 let name = trait_id.map(|t| self.catalog.trait_name(t));
                 self.value_test(

@@ -13,6 +13,7 @@ use super::plan::SavedRules;
 use super::PreparedRule;
 use crate::index::Indexes;
 use crate::model::time::Timestamp;
+use crate::model::FastSet;
 use crate::rules::Rule;
 use crate::storage::{Catalog, IdMap};
 
@@ -32,7 +33,10 @@ pub struct ReadState {
 pub(crate) struct Definition {
     pub id: u32,
     pub name: String,
+    /// The rule; for a loaded list, `in audience NAME` itself, which plans to the list.
     pub rule: PreparedRule,
+    /// A member list loaded from elsewhere (`audience load`), instead of a rule of its own.
+    pub list: Option<Arc<LoadedList>>,
     pub created: Timestamp,
     pub changed: Timestamp,
 }
@@ -43,9 +47,70 @@ pub(crate) struct Definitions {
     by_name: BTreeMap<String, Arc<Definition>>,
 }
 
+/// A member list produced elsewhere (a warehouse's segment) and loaded under a name: the
+/// external ids as loaded, and the customers they name today. A customer is in the list when
+/// any of its ids (its own or one merged into it) is; an id no customer has yet joins the
+/// members when that customer arrives. The members are a function of the ids and the id map:
+/// the writer keeps them following the id map ([`Definitions::follow_ids`]), and they are
+/// resolved again at every open.
+#[derive(Debug)]
+pub(crate) struct LoadedList {
+    ids: FastSet<Box<str>>,
+    members: parking_lot::RwLock<Arc<roaring::RoaringBitmap>>,
+}
+
+impl LoadedList {
+    /// The list of `ids` (deduplicated), resolved against `map`.
+    pub(crate) fn new(ids: FastSet<Box<str>>, map: &IdMap) -> LoadedList {
+        let members = ids.iter().filter_map(|id| map.get(id)).collect();
+        LoadedList {
+            ids,
+            members: parking_lot::RwLock::new(Arc::new(members)),
+        }
+    }
+
+    /// This list without `ids` (a deleted customer's), or `None` when it holds none of them.
+    /// The members stay as they are: the id map's change removes the customer from them.
+    pub(crate) fn without(&self, ids: &[&str]) -> Option<LoadedList> {
+        if !ids.iter().any(|id| self.ids.contains(*id)) {
+            return None;
+        }
+        let mut kept = self.ids.clone();
+        for id in ids {
+            kept.remove(*id);
+        }
+        Some(LoadedList {
+            ids: kept,
+            members: parking_lot::RwLock::new(self.members()),
+        })
+    }
+
+    /// The external ids as loaded.
+    pub(crate) fn ids(&self) -> &FastSet<Box<str>> {
+        &self.ids
+    }
+
+    /// The customers named by the list today.
+    pub(crate) fn members(&self) -> Arc<roaring::RoaringBitmap> {
+        self.members.read().clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut roaring::RoaringBitmap)) {
+        let mut m = self.members.write();
+        f(Arc::make_mut(&mut m));
+    }
+}
+
 impl SavedRules for Definitions {
     fn saved_rule(&self, name: &str) -> Option<&Rule> {
         self.by_name.get(name).map(|d| d.rule.rule())
+    }
+
+    fn saved_list(&self, name: &str) -> Option<Arc<roaring::RoaringBitmap>> {
+        self.by_name
+            .get(name)
+            .and_then(|d| d.list.as_ref())
+            .map(|l| l.members())
     }
 
     fn saved_names(&self) -> Vec<String> {
@@ -72,6 +137,37 @@ impl Definitions {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// Whether any saved audience is a loaded list.
+    pub(crate) fn has_lists(&self) -> bool {
+        self.by_name.values().any(|d| d.list.is_some())
+    }
+
+    /// Keeps the loaded lists' members following the id map after a write changed it:
+    /// `removed` customers (deleted or merged away) leave every list, and each `(external,
+    /// customer)` that now resolves (a new customer's id, an id merged into a customer) puts
+    /// the customer in the lists holding that id.
+    pub(crate) fn follow_ids<'a>(
+        &self,
+        removed: &roaring::RoaringBitmap,
+        resolved: impl IntoIterator<Item = (&'a str, u32)> + Clone,
+    ) {
+        for list in self.by_name.values().filter_map(|d| d.list.as_ref()) {
+            let gone = !removed.is_empty() && !removed.is_disjoint(&list.members());
+            let joined: Vec<u32> = resolved
+                .clone()
+                .into_iter()
+                .filter(|(external, _)| list.ids.contains(*external))
+                .map(|(_, c)| c)
+                .collect();
+            if gone || !joined.is_empty() {
+                list.update(|m| {
+                    *m -= removed;
+                    m.extend(joined);
+                });
+            }
+        }
     }
 
     /// The other audiences whose rules name `name`, directly or through others.

@@ -162,6 +162,15 @@ impl Explainer<'_> {
                 };
                 (label(), holds, reason)
             }
+            NodeKind::List { name, members } => {
+                let holds = members.contains(data.customer());
+                let reason = if holds {
+                    format!("named by the loaded list {name}")
+                } else {
+                    format!("not named by the loaded list {name}")
+                };
+                (label(), holds, reason)
+            }
             NodeKind::Sequence(s) => {
                 let (holds, reason, shown) = self.sequence(s, data)?;
                 events = shown;

@@ -107,6 +107,8 @@ pub trait Backend {
     fn save_audience(&mut self, name: &str, rule: &str) -> BackendResult<Saved>;
     /// Drops an audience; returns what it was.
     fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo>;
+    /// Loads a member list under `name` (`Db::load_audience`).
+    fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo>;
     /// The top values of an event property for a rule's audience (`Db::top`).
     fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer>;
     /// A funnel's steps (`Db::funnel`).
@@ -212,6 +214,14 @@ impl Backend for &Db {
         let info = self.audience(name)?;
         Db::drop_audience(self, name)?;
         Ok(info)
+    }
+
+    fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo> {
+        Ok(Db::load_audience(
+            self,
+            name,
+            ids.iter().map(String::as_str),
+        )?)
     }
 
     fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer> {
@@ -538,6 +548,13 @@ impl Backend for Remote {
         Ok(info)
     }
 
+    fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo> {
+        let mut cmd = vec!["AUDIENCE.LOAD", name];
+        cmd.extend(ids.iter().map(String::as_str));
+        let v = self.json(&cmd)?;
+        audience_from_json(&v).ok_or_else(|| unexpected(&cmd[..2], "an audience of another shape"))
+    }
+
     fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer> {
         parse(&request.rule)?;
         let (limit, now) = (request.limit.to_string(), now.to_string());
@@ -791,6 +808,7 @@ fn audience_from_json(v: &serde_json::Value) -> Option<AudienceInfo> {
     Some(AudienceInfo {
         name: string(v, "name")?,
         rule: string(v, "rule")?,
+        list_ids: v.get("list_ids").and_then(serde_json::Value::as_u64),
         size: number(v, "size")?,
         created: time(v, "created")??,
         rule_changed: time(v, "rule_changed")??,

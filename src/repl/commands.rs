@@ -67,6 +67,13 @@ pub const COMMANDS: &[MetaCommand] = &[
         run: save,
     },
     MetaCommand {
+        name: ".load",
+        aliases: &[],
+        args: "NAME FILE",
+        about: "load FILE's ids (one per line, made elsewhere) as audience NAME",
+        run: load_list,
+    },
+    MetaCommand {
         name: ".drop",
         aliases: &[],
         args: "NAME",
@@ -480,6 +487,32 @@ fn save(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, F
     // The saved rule (its reading pinned) can still name what the store has never seen.
     let warnings = session.backend.check(&saved.info.rule)?;
     out.write_all(render::warnings(session.style, &warnings).as_bytes())?;
+    refresh_after_write(session);
+    Ok(Flow::Continue)
+}
+
+fn load_list(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (name, file) = arg
+        .split_once(char::is_whitespace)
+        .map(|(n, f)| (n, f.trim()))
+        .filter(|(_, f)| !f.is_empty())
+        .ok_or_else(|| usage(".load"))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| Failure(format!("reading {file}: {e}")))?;
+    let ids: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let info = session.backend.load_audience(name, &ids)?;
+    writeln!(
+        out,
+        "loaded list {}: {} ids naming {}",
+        info.name,
+        info.list_ids.unwrap_or_default(),
+        render::customers(info.size)
+    )?;
     refresh_after_write(session);
     Ok(Flow::Continue)
 }

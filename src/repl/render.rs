@@ -263,6 +263,7 @@ mod tests {
         let info = AudienceInfo {
             name: "gold".into(),
             rule: "tier = Gold".into(),
+            list_ids: None,
             size: 8,
             created: 0,
             rule_changed: 0,

@@ -183,6 +183,7 @@ pub static COMMANDS: &[Command] = &[
     cmd("AUDIENCE.LIST", 0, 0, audience_list),
     cmd("AUDIENCE.SHOW", 1, 1, audience_show),
     cmd("AUDIENCE.DROP", 1, 1, audience_drop),
+    cmd("AUDIENCE.LOAD", 2, MANY, audience_load),
     cmd("AUDIENCE.MEMBERS", 1, 6, audience_members),
     cmd("AUDIENCE.DIFF", 2, 2, audience_diff),
     cmd("AUDIENCE.CHANGES", 1, 2, audience_changes),
@@ -691,6 +692,16 @@ fn reply_members(
 /// `AUDIENCE.DEFINE name rule`: saves (or replaces) a saved audience; its description as JSON.
 fn audience_define(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
     let info = ctx.db.define_audience(args.str(0)?, args.str(1)?)?;
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `AUDIENCE.LOAD name id [id ...]`: a member list made elsewhere saved as audience `name`
+/// (replacing a list loaded under it before); the audience as JSON.
+fn audience_load(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let ids = (1..args.len())
+        .map(|i| args.str(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let info = ctx.db.load_audience(args.str(0)?, ids)?;
     json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
 }
 

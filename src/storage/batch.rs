@@ -201,6 +201,15 @@ impl WriteBatch {
         self.put(&keys::audience_state(id)[..], bytes);
     }
 
+    /// A loaded list's external ids.
+    pub fn put_audience_list(&mut self, id: u32, bytes: Vec<u8>) {
+        self.put(&keys::audience_list(id)[..], bytes);
+    }
+
+    pub fn remove_audience_list(&mut self, id: u32) {
+        self.remove(&keys::audience_list(id)[..]);
+    }
+
     pub fn remove_audience_state(&mut self, id: u32) {
         self.remove(&keys::audience_state(id)[..]);
     }

@@ -13,6 +13,7 @@
 //! | `x` | `x` + family key | an index snapshot family |
 //! | `a` | `a` + audience name | a saved audience's definition (JSON) |
 //! | `b` | `b` + audience id (BE) | a saved audience's members and timers, as of a checkpoint |
+//! | `c` | `c` + audience id (BE) | a loaded list's external ids, one per line (`audience load`) |
 //! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
 //! | `z` | `z` + dictionary id (BE) | a compression dictionary for event blocks (format 3) |
 //! | `t` | `t` + internal id (BE) + sequence (BE) | formats 4 and 5 only: a tail, one write's events appended after the customer's blocks; folded into blocks when the folder is opened |
@@ -35,6 +36,8 @@ pub const DIRTY: u8 = b'd';
 pub const INDEX: u8 = b'x';
 pub const AUDIENCE: u8 = b'a';
 pub const AUDIENCE_STATE: u8 = b'b';
+/// A loaded list's external ids (an audience whose members come from elsewhere).
+pub const AUDIENCE_LIST: u8 = b'c';
 /// The change feed, in chunks of consecutive changes, keyed by the first one's position.
 pub const FEED: u8 = b'g';
 /// The change feed as first stored, one record per change (converted to chunks at open).
@@ -64,6 +67,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         INDEX => "index snapshot",
         AUDIENCE => "audience definitions",
         AUDIENCE_STATE => "audience members",
+        AUDIENCE_LIST => "loaded audience lists",
         FEED => "change feed",
         FEED_V1 => "change feed (one record a change)",
         ID_SNAPSHOT => "id map snapshot",
@@ -205,6 +209,10 @@ pub fn audience(name: &str) -> Vec<u8> {
     k.push(AUDIENCE);
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+pub fn audience_list(id: u32) -> [u8; 5] {
+    with_customer(AUDIENCE_LIST, id)
 }
 
 pub fn audience_state(id: u32) -> [u8; 5] {

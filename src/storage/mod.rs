@@ -803,6 +803,11 @@ impl Store {
         self.scan(keys::AUDIENCE).map(|r| r.map(|(_, v)| v))
     }
 
+    /// The external ids of loaded list `id`.
+    pub fn audience_list(&self, id: u32) -> Result<Option<sled::IVec>> {
+        self.get(&keys::audience_list(id))
+    }
+
     /// The members and timers of saved audience `id`, as of its last checkpoint.
     pub fn audience_state(&self, id: u32) -> Result<Option<sled::IVec>> {
         self.get(&keys::audience_state(id))
