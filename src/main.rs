@@ -310,7 +310,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ExportWhat {
-    /// The store as six flat tables in NDJSON (customers, traits, trait_items, events,
+    /// The store as six flat tables in NDJSON or Parquet (customers, traits, trait_items, events,
     /// properties, property_items) with schema.clickhouse.sql, load.clickhouse.sql and
     /// load.duckdb.sql beside them, which create the tables and load the files.
     Tables {
@@ -331,6 +331,7 @@ enum DialectArg {
 #[derive(Clone, Copy, ValueEnum)]
 enum TablesFormat {
     Ndjson,
+    Parquet,
 }
 
 #[derive(clap::Args)]
@@ -1051,10 +1052,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Export {
-            what: ExportWhat::Tables { dir, format: _ },
+            what: ExportWhat::Tables { dir, format },
         } => {
             let db = open_existing(&cli.db, &cli.limits)?;
-            let report = audiencedb::tables::export_tables(&db, &dir, time::now())?;
+            let format = match format {
+                TablesFormat::Ndjson => audiencedb::tables::TablesFormat::Ndjson,
+                TablesFormat::Parquet => audiencedb::tables::TablesFormat::Parquet,
+            };
+            let report = audiencedb::tables::export_tables(&db, &dir, time::now(), format)?;
             for (table, rows) in audiencedb::tables::TABLES.iter().zip(report.rows) {
                 println!("{table:<15} {rows:>12} rows");
             }

@@ -19,7 +19,7 @@ use audiencedb::ingest::Message;
 use audiencedb::model::time::parse_rfc3339;
 use audiencedb::model::Value;
 use audiencedb::query::sql::Dialect;
-use audiencedb::tables::export_tables;
+use audiencedb::tables::{export_tables, TablesFormat};
 use fixture::Fixture;
 
 const HOUR: i64 = 3_600_000;
@@ -355,8 +355,12 @@ const RULES: &[&str] = &[
 fn every_rule_has_the_engine_s_members_on_duckdb_and_clickhouse() {
     let now = parse_rfc3339("2026-03-15T10:30:00Z").unwrap();
     let f = shop(now);
-    let dir = tempfile::tempdir().unwrap();
-    export_tables(&f.db, dir.path(), now).unwrap();
+    // Both file formats, loaded by both engines: the same members from each.
+    let dirs = [TablesFormat::Ndjson, TablesFormat::Parquet].map(|format| {
+        let dir = tempfile::tempdir().unwrap();
+        export_tables(&f.db, dir.path(), now, format).unwrap();
+        (format, dir)
+    });
     let expected: Vec<Vec<String>> = RULES
         .iter()
         .map(|r| {
@@ -389,11 +393,14 @@ fn every_rule_has_the_engine_s_members_on_duckdb_and_clickhouse() {
             .iter()
             .map(|r| f.db.sql(r, dialect, now).unwrap())
             .collect();
-        let answers = run_on(engine, dir.path(), &queries);
-        for ((rule, want), got) in RULES.iter().zip(&expected).zip(answers) {
-            let mut got = got.unwrap_or_else(|e| panic!("{engine} failed on {rule:?}: {e}"));
-            got.sort();
-            assert_eq!(&got, want, "{engine}: {rule}");
+        for (format, dir) in &dirs {
+            let answers = run_on(engine, dir.path(), &queries);
+            for ((rule, want), got) in RULES.iter().zip(&expected).zip(answers) {
+                let mut got =
+                    got.unwrap_or_else(|e| panic!("{engine} ({format:?}) failed on {rule:?}: {e}"));
+                got.sort();
+                assert_eq!(&got, want, "{engine} ({format:?}): {rule}");
+            }
         }
     }
     // CI installs both; a machine without them still checks the SQL is written.

@@ -1,7 +1,7 @@
 //! `audiencedb export tables`: every customer, trait, event and property comes back from the
 //! NDJSON files with its type, and DuckDB loads the files with the `load.duckdb.sql` written
-//! beside them and counts the same rows (when the test venv has the `duckdb` package, as
-//! `scripts/test.sh` installs it).
+//! beside them and counts the same rows, and the Parquet export loads into the same rows (when the
+//! test venv has the `duckdb` package, as `scripts/test.sh` installs it).
 
 mod fixture;
 
@@ -12,7 +12,7 @@ use std::process::Command;
 use audiencedb::ingest::Message;
 use audiencedb::model::time::parse_rfc3339;
 use audiencedb::model::Value;
-use audiencedb::tables::{export_tables, TABLES};
+use audiencedb::tables::{export_tables, TablesFormat, TABLES};
 use fixture::Fixture;
 use serde_json::Value as Json;
 
@@ -81,7 +81,7 @@ fn every_value_comes_back_with_its_type() {
     );
     f.track("anon-2", "did \"it\"", 0, vec![]);
     let out = tempfile::tempdir().unwrap();
-    let report = export_tables(&f.db, out.path(), now).unwrap();
+    let report = export_tables(&f.db, out.path(), now, TablesFormat::Ndjson).unwrap();
     let customers = f.customers();
     assert_eq!(report.rows[0], customers.len() as u64);
 
@@ -152,12 +152,21 @@ fn every_value_comes_back_with_its_type() {
             assert!(line.ends_with(';'), "{name}: {line}");
         }
     }
-    load_into_duckdb(out.path(), &report.rows);
+    let parquet = tempfile::tempdir().unwrap();
+    let again = export_tables(&f.db, parquet.path(), now, TablesFormat::Parquet).unwrap();
+    assert_eq!(again.rows, report.rows);
+    for table in TABLES {
+        assert!(parquet.path().join(format!("{table}.parquet")).is_file());
+    }
+    let load = std::fs::read_to_string(parquet.path().join("load.clickhouse.sql")).unwrap();
+    assert!(load.contains("Parquet"), "{load}");
+    load_into_duckdb(out.path(), parquet.path(), &report.rows);
 }
 
-/// Runs `load.duckdb.sql` in DuckDB (Python package) and compares the row counts; skipped, with a
-/// line saying so, when no Python with `duckdb` is found.
-fn load_into_duckdb(dir: &Path, counts: &[u64; 6]) {
+/// Runs `load.duckdb.sql` of the NDJSON export and of the Parquet one in DuckDB (Python package),
+/// compares the row counts with the export's, and requires every table to hold the same rows
+/// from both files; skipped, with a line saying so, when no Python with `duckdb` is found.
+fn load_into_duckdb(ndjson: &Path, parquet: &Path, counts: &[u64; 6]) {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-venv/bin/python");
     let has = |p: &Path| {
         Command::new(p)
@@ -174,11 +183,15 @@ fn load_into_duckdb(dir: &Path, counts: &[u64; 6]) {
     }
     let script = format!(
         "import duckdb, json\n\
-         con = duckdb.connect()\n\
-         con.execute(open({:?}).read())\n\
-         print(json.dumps([con.execute(f'SELECT count(*) FROM {{t}}').fetchone()[0] for t in {:?}]))\n",
-        dir.join("load.duckdb.sql").to_string_lossy(),
-        TABLES
+         def load(path):\n\
+         \x20   con = duckdb.connect()\n\
+         \x20   con.execute(open(path).read())\n\
+         \x20   return {{t: sorted(map(repr, con.execute(f'SELECT * FROM {{t}}').fetchall())) for t in {tables:?}}}\n\
+         a, b = load({:?}), load({:?})\n\
+         print(json.dumps({{'counts': [len(a[t]) for t in {tables:?}], 'differ': [t for t in {tables:?} if a[t] != b[t]]}}))\n",
+        ndjson.join("load.duckdb.sql").to_string_lossy(),
+        parquet.join("load.duckdb.sql").to_string_lossy(),
+        tables = TABLES
     );
     let out = Command::new(&python)
         .args(["-c", &script])
@@ -189,6 +202,11 @@ fn load_into_duckdb(dir: &Path, counts: &[u64; 6]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(got, counts.to_vec());
+    let got: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["counts"], serde_json::json!(counts));
+    assert_eq!(
+        got["differ"],
+        serde_json::json!([]),
+        "NDJSON and Parquet tables differ"
+    );
 }

@@ -615,9 +615,11 @@ impl Audiences {
         let state = env.state.read();
         if let Some(old) = state.definitions.get(name) {
             match (old.list.is_some(), list.is_some()) {
-                (true, false) => return Err(invalid!(
+                (true, false) => {
+                    return Err(invalid!(
                     "audience {name} is a loaded list: drop it before saving a rule under its name"
-                )),
+                ))
+                }
                 (false, true) => {
                     return Err(invalid!(
                         "audience {name} has a rule: drop it before loading a list under its name"
