@@ -14,8 +14,8 @@
 //! | `traits.ndjson` | trait of a customer | `customer`, `name` (dotted path), the value |
 //! | `trait_items.ndjson` | element of a list trait | `customer`, `name`, `pos`, the element |
 //! | `events.ndjson` | event | `row` (numbers the events), `customer`, `event`, `ts` |
-//! | `properties.ndjson` | property of an event | `row`, `name`, the value |
-//! | `property_items.ndjson` | element of a list property | `row`, `name`, `pos`, the element |
+//! | `properties.ndjson` | property of an event | `row`, `customer` (the event's), `name`, the value |
+//! | `property_items.ndjson` | element of a list property | `row`, `customer`, `name`, `pos`, the element |
 //!
 //! A float that JSON cannot hold (NaN, infinities) is written with `float` null, in both formats,
 //! so that both load into the same tables. In Parquet, the ids are unsigned integers, `ids` a
@@ -202,16 +202,19 @@ impl Table {
         Ok(())
     }
 
-    /// A value row: the two `key` cells, then the typed value; a list's elements go to `items`.
-    fn value(&mut self, items: &mut Table, key: [Cell<'_>; 2], v: &Value) -> Result<()> {
-        let [a, b] = key;
-        let [k, t, i, f, bo, ti] = typed(v);
-        self.row(&[a.clone(), b.clone(), k, t, i, f, bo, ti])?;
+    /// A value row: the `key` cells, then the typed value; a list's elements go to `items`
+    /// (the key, the position, the element).
+    fn value(&mut self, items: &mut Table, key: &[Cell<'_>], v: &Value) -> Result<()> {
+        let mut cells = Vec::with_capacity(key.len() + 7);
+        cells.extend_from_slice(key);
+        cells.extend(typed(v));
+        self.row(&cells)?;
         if let Value::List(elements) = v {
             for (pos, e) in elements.iter().enumerate() {
-                let pos = Cell::U32(u32::try_from(pos).unwrap_or(u32::MAX));
-                let [k, t, i, f, bo, ti] = typed(e);
-                items.row(&[a.clone(), b.clone(), pos, k, t, i, f, bo, ti])?;
+                cells.truncate(key.len());
+                cells.push(Cell::U32(u32::try_from(pos).unwrap_or(u32::MAX)));
+                cells.extend(typed(e));
+                items.row(&cells)?;
             }
         }
         Ok(())
@@ -409,7 +412,7 @@ pub fn export_tables(
         let customer = Cell::U32(c.internal_id);
         customers.row(&[customer.clone(), Cell::Str(&c.id), Cell::Strs(&c.ids)])?;
         for (name, v) in c.traits.iter().flatten() {
-            traits.value(&mut trait_items, [customer.clone(), Cell::Str(name)], v)?;
+            traits.value(&mut trait_items, &[customer.clone(), Cell::Str(name)], v)?;
         }
         for e in &c.events {
             events.row(&[
@@ -419,7 +422,8 @@ pub fn export_tables(
                 Cell::I64(e.timestamp),
             ])?;
             for (name, v) in &e.properties {
-                properties.value(&mut property_items, [Cell::U64(row), Cell::Str(name)], v)?;
+                let key = [Cell::U64(row), customer.clone(), Cell::Str(name)];
+                properties.value(&mut property_items, &key, v)?;
             }
             row += 1;
         }
@@ -531,8 +535,8 @@ fn columns(table: &str) -> Vec<(&'static str, Column)> {
         "traits" => vec![customer, name],
         "trait_items" => vec![customer, name, pos],
         "events" => vec![row, customer, ("event", Column::Name), ("ts", Column::I64)],
-        "properties" => vec![row, name],
-        "property_items" => vec![row, name, pos],
+        "properties" => vec![row, customer, name],
+        "property_items" => vec![row, customer, name, pos],
         other => unreachable!("no table {other}"),
     };
     if table != "customers" && table != "events" {
@@ -559,9 +563,9 @@ fn write_sql(dir: &Path, format: TablesFormat) -> Result<()> {
         "-- audiencedb tables for ClickHouse (audiencedb export tables). Times are milliseconds\n\
          -- since the epoch, UTC; a value is `kind` plus one typed column.\n\
          -- On a cluster, create these as the local tables on every shard and put a Distributed\n\
-         -- table over each, sharded by customer (events and properties by the customer of their\n\
-         -- row), e.g.: CREATE TABLE events_all AS events ENGINE = Distributed(cluster, db, events,\n\
-         -- customer); so that every customer's rows live on one shard.\n",
+         -- table over each, sharded by the `customer` column every table has, e.g.:\n\
+         -- CREATE TABLE events_all AS events ENGINE = Distributed(cluster, db, events, customer);\n\
+         -- so that all of a customer's rows live on one shard and its joins stay local.\n",
     );
     let mut load = String::new();
     let mut duck = String::from("-- audiencedb tables for DuckDB (audiencedb export tables).\n");

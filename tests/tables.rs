@@ -121,6 +121,7 @@ fn every_value_comes_back_with_its_type() {
             let mut got: Vec<(String, Value)> = properties
                 .iter()
                 .filter(|p| p["row"] == row["row"])
+                .inspect(|p| assert_eq!(p["customer"], key, "a property's customer"))
                 .map(|p| {
                     let items: Vec<&Json> = property_items
                         .iter()
