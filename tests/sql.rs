@@ -9,91 +9,19 @@
 //! (`target/server-venv`, which `scripts/test.sh` fills); an engine that is not installed is
 //! skipped with a line saying so.
 
+mod engines;
 mod fixture;
-
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use audiencedb::ingest::Message;
 use audiencedb::model::time::parse_rfc3339;
 use audiencedb::model::Value;
 use audiencedb::query::sql::Dialect;
 use audiencedb::tables::{export_tables, TablesFormat};
+use engines::{has_module, python, run_on, ENGINES};
 use fixture::Fixture;
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
-
-fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-venv/bin/python")
-}
-
-fn has_module(module: &str) -> bool {
-    Command::new(python())
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Runs each query on the engine over the tables in `dir`; the ids of each, or the engine's
-/// error as text.
-fn run_on(engine: &str, dir: &Path, queries: &[String]) -> Vec<Result<Vec<String>, String>> {
-    let script = r#"
-import json, os, sys
-engine, tables = sys.argv[1], sys.argv[2]
-queries = json.load(sys.stdin)
-out = []
-if engine == "duckdb":
-    import duckdb
-    con = duckdb.connect()
-    con.execute(open(os.path.join(tables, "load.duckdb.sql")).read())
-    run = lambda q: [r[0] for r in con.execute(q).fetchall()]
-else:
-    from chdb import session
-    s = session.Session()
-    s.query("CREATE DATABASE IF NOT EXISTS shop")
-    s.query("USE shop")
-    for stmt in open(os.path.join(tables, "load.clickhouse.sql")).read().split(";\n"):
-        if stmt.strip():
-            s.query(stmt)
-    run = lambda q: [l for l in s.query(q, "TabSeparatedRaw").bytes().decode().split("\n") if l != ""]
-for q in queries:
-    try:
-        out.append({"ids": run(q)})
-    except Exception as e:
-        out.append({"error": str(e)})
-print(json.dumps(out))
-"#;
-    let mut child = Command::new(python())
-        .args(["-c", script, engine, &dir.to_string_lossy()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = serde_json::to_vec(queries).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{engine}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    answers
-        .into_iter()
-        .map(|a| match a.get("ids") {
-            Some(ids) => Ok(ids
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i.as_str().unwrap().to_owned())
-                .collect()),
-            None => Err(a["error"].to_string()),
-        })
-        .collect()
-}
 
 fn s(text: &str) -> Value {
     Value::Str(text.into())
@@ -380,10 +308,7 @@ fn every_rule_has_the_engine_s_members_on_duckdb_and_clickhouse() {
             > 40
     );
     let mut engines = 0;
-    for (engine, module, dialect) in [
-        ("duckdb", "duckdb", Dialect::DuckDb),
-        ("chdb", "chdb", Dialect::ClickHouse),
-    ] {
+    for (engine, module, dialect) in ENGINES {
         if !has_module(module) {
             eprintln!("skipped {engine}: no `{module}` in {}", python().display());
             continue;
@@ -416,4 +341,80 @@ fn a_rule_that_cannot_be_evaluated_is_refused_as_in_the_engine() {
     assert!(e.to_string().contains("vip"), "{e}");
     assert!(f.db.sql("tier = ", Dialect::ClickHouse, 0).is_err());
     assert!(Dialect::parse("postgres").is_err());
+}
+
+/// Every rule of `grammar/examples.txt`, over a generated shop (time order, 400 customers) with
+/// the two audiences the examples name saved, at a *now* that cuts days: each engine's members
+/// are the engine's, from both file formats.
+#[test]
+fn every_grammar_example_on_a_generated_shop() {
+    use audiencedb::gen::{generate, GenConfig};
+    use audiencedb::import::{import_ndjson, CollectErrors, ImportOptions};
+    let end = parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let config = GenConfig {
+        customers: 400,
+        seed: 24,
+        days: 365,
+        end,
+        both_ids_percent: 10,
+    };
+    let mut bytes = Vec::new();
+    generate(&config, &mut bytes).unwrap();
+    let f = Fixture::new();
+    let mut errors = CollectErrors::default();
+    import_ndjson(&f.db, &bytes[..], &ImportOptions::default(), &mut errors).unwrap();
+    assert!(errors.0.is_empty(), "{:?}", errors.0.first());
+    f.db.define_audience("unsubscribed", "newsletter = false")
+        .unwrap();
+    f.db.define_audience("vip", "tier = Gold and purchased ever")
+        .unwrap();
+    let now = end - 20 * DAY - 5 * HOUR - 7;
+    let rules: Vec<&str> = include_str!("../grammar/examples.txt")
+        .lines()
+        .map(|l| l.split("  #").next().unwrap().trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(rules.len() > 60);
+    let expected: Vec<Vec<String>> = rules
+        .iter()
+        .map(|r| {
+            let audience = f.db.query(r, now).unwrap_or_else(|e| panic!("{r}: {e}"));
+            let mut ids = f.db.member_ids(&audience).unwrap();
+            ids.sort();
+            ids
+        })
+        .collect();
+    let customers = f.db.query("everyone", now).unwrap().len() as usize;
+    assert!(
+        expected
+            .iter()
+            .filter(|m| !m.is_empty() && m.len() < customers)
+            .count()
+            > rules.len() / 2,
+        "the shop should make most examples pick some customers, not none or all"
+    );
+    for format in [TablesFormat::Ndjson, TablesFormat::Parquet] {
+        let dir = tempfile::tempdir().unwrap();
+        export_tables(&f.db, dir.path(), now, format).unwrap();
+        for (engine, module, dialect) in ENGINES {
+            if !has_module(module) {
+                eprintln!("skipped {engine}: no `{module}` in {}", python().display());
+                continue;
+            }
+            let queries: Vec<String> = rules
+                .iter()
+                .map(|r| {
+                    f.db.sql(r, dialect, now)
+                        .unwrap_or_else(|e| panic!("{r}: {e}"))
+                })
+                .collect();
+            let answers = run_on(engine, dir.path(), &queries);
+            for ((rule, want), got) in rules.iter().zip(&expected).zip(answers) {
+                let mut got =
+                    got.unwrap_or_else(|e| panic!("{engine} ({format:?}) failed on {rule:?}: {e}"));
+                got.sort();
+                assert_eq!(&got, want, "{engine} ({format:?}): {rule}");
+            }
+        }
+    }
 }

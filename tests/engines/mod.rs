@@ -1,0 +1,85 @@
+//! The SQL engines of the tests: DuckDB and ClickHouse's engine (chDB), as the Python packages
+//! `scripts/test.sh` installs into `target/server-venv`. [`run_on`] loads an `export tables`
+//! folder into one of them and runs queries there.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The engines, each with its Python module and the dialect `audiencedb sql` writes for it.
+pub const ENGINES: [(&str, &str, audiencedb::query::sql::Dialect); 2] = [
+    ("duckdb", "duckdb", audiencedb::query::sql::Dialect::DuckDb),
+    ("chdb", "chdb", audiencedb::query::sql::Dialect::ClickHouse),
+];
+
+pub fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-venv/bin/python")
+}
+
+pub fn has_module(module: &str) -> bool {
+    Command::new(python())
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs each query on the engine over the tables in `dir`; the ids of each, or the engine's
+/// error as text.
+pub fn run_on(engine: &str, dir: &Path, queries: &[String]) -> Vec<Result<Vec<String>, String>> {
+    let script = r#"
+import json, os, sys
+engine, tables = sys.argv[1], sys.argv[2]
+queries = json.load(sys.stdin)
+out = []
+if engine == "duckdb":
+    import duckdb
+    con = duckdb.connect()
+    con.execute(open(os.path.join(tables, "load.duckdb.sql")).read())
+    run = lambda q: [r[0] for r in con.execute(q).fetchall()]
+else:
+    from chdb import session
+    s = session.Session()
+    s.query("CREATE DATABASE IF NOT EXISTS shop")
+    s.query("USE shop")
+    for stmt in open(os.path.join(tables, "load.clickhouse.sql")).read().split(";\n"):
+        if stmt.strip():
+            s.query(stmt)
+    run = lambda q: [l for l in s.query(q, "TabSeparatedRaw").bytes().decode().split("\n") if l != ""]
+for q in queries:
+    try:
+        out.append({"ids": run(q)})
+    except Exception as e:
+        out.append({"error": str(e)})
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(python())
+        .args(["-c", script, engine, &dir.to_string_lossy()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(queries).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{engine}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    answers
+        .into_iter()
+        .map(|a| match a.get("ids") {
+            Some(ids) => Ok(ids
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned())
+                .collect()),
+            None => Err(a["error"].to_string()),
+        })
+        .collect()
+}
