@@ -85,7 +85,9 @@ def main():
     args = ap.parse_args()
     engines = []
     for name in args.engines.split(","):
+        started = time.perf_counter()
         engines.append({"duckdb": DuckDb, "chdb": ChDb}[name](args.tables))
+        print(f"{name}: tables loaded in {time.perf_counter() - started:.1f} s")
     failed = 0
     checked = 0
     for rule in rules_of(args.rules):
