@@ -135,11 +135,15 @@ fn delete_then_compact_leaves_no_byte_of_the_customer_in_any_file() {
         );
         db.delete_customer(VICTIM).unwrap();
     }
-    // Deleted, two clean restarts: the bytes are still in the files (what the issue saw).
+    // Deleted, two clean restarts: the bytes are still in the files (what the issue saw). The
+    // email, a trait value, was also in the dead copies of its trait family up to index snapshot
+    // layout 4, which rewrote it whole at every checkpoint; since layout 5 a checkpoint of a few
+    // customers' traits writes the trait patch instead, so whether a dead copy of the profile
+    // holding it is left is sled's doing.
     drop(open(&path));
     drop(open(&path));
     let before = raw_traces(&path);
-    for n in [VICTIM, EMAIL, NOTE] {
+    for n in [VICTIM, NOTE] {
         assert!(
             before.iter().any(|t| t.starts_with(&format!("{n:?}"))),
             "{n} is in the files after a delete alone: {before:?}"
@@ -283,7 +287,7 @@ fn the_command_line_erases_and_proves_it() {
     let o = verify_erased(&db);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains(&format!("trace: {EMAIL:?} in ")), "{out}");
+    assert!(out.contains(&format!("trace: {VICTIM:?} in ")), "{out}");
     assert!(out.contains("run `audiencedb compact`"), "{out}");
 
     let o = cli(&db, &["customer", "delete", "--erase", VICTIM], None);

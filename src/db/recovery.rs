@@ -2,7 +2,8 @@
 //! snapshots are loaded, the customers in the dirty log after them are recomputed from their
 //! stored data (`docs/DURABILITY.md`), a snapshot of an older layout is rebuilt; `verify` and
 //! `rebuild_indexes` compare or replace the live indexes with a rebuild; checkpoints write the
-//! changed index families, id-map chunks and saved audiences' members.
+//! changed index families (or, for traits, the patch of customers to recompute from their
+//! profiles at the next open), id-map chunks and saved audiences' members.
 //!
 //! Checkpoints, `verify` and `rebuild_indexes` run under the writer lock: they are methods of
 //! [`Writer`]. Reads records only through `Store` and writes through `storage::WriteBatch`.
@@ -54,6 +55,8 @@ pub(super) fn open(config: Config) -> Result<Db> {
         for family in decoded {
             indexes.install_family(family);
         }
+        // The customers whose traits changed after the trait families were last written whole.
+        indexes.apply_trait_patch(|cust| store.profile(cust))?;
     }
     // Recompute the customers written after the snapshot from their stored data.
     let mut dirty = RoaringBitmap::new();
@@ -186,6 +189,7 @@ impl Writer {
             let changed = state.indexes.take_changed();
             let changed_ids = state.ids.take_changed();
             if all {
+                state.indexes.traits_written_whole();
                 (
                     state.indexes.all_families(),
                     state.ids.all_chunks().collect(),

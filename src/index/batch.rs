@@ -21,8 +21,8 @@ use roaring::RoaringBitmap;
 
 use super::rollup::{self, DayCount, DayNumbers};
 use super::{
-    add_to, insert, remove_from, slot, DayBitmaps, DayCounts, DayFigures, EventIndex, Family,
-    FastMap, FastSet, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
+    add_to, insert, remove_from, slot, value_chunk, DayBitmaps, DayCounts, DayFigures, DirtyChunks,
+    EventIndex, Family, FastMap, FastSet, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef,
 };
 use crate::model::time::day_of;
 use crate::model::StoredEvent;
@@ -99,7 +99,7 @@ enum Task<'x, 'a> {
     },
     Days {
         days: &'x mut DayBitmaps,
-        dirty: &'x mut bool,
+        dirty: &'x mut DirtyChunks,
         counts: &'x mut DayCounts,
         group: &'x [(u32, &'a StoredEvent)],
     },
@@ -239,6 +239,9 @@ impl Indexes {
         }
         if !changes.profiles.is_empty() {
             self.profile_texts.changed();
+        }
+        for (cust, _, _) in &changes.profiles {
+            insert(&mut self.trait_patch, *cust);
         }
         let bounds = (self.value_bound, self.rollup_bound);
         let Indexes {
@@ -388,7 +391,7 @@ fn day_run(group: &[(u32, &StoredEvent)], i: usize) -> (usize, u32) {
 /// customer's events on one day.
 pub(super) fn add_days(
     days: &mut DayBitmaps,
-    dirty: &mut bool,
+    dirty: &mut DirtyChunks,
     counts: &mut DayCounts,
     group: &[(u32, &StoredEvent)],
 ) {
@@ -411,7 +414,7 @@ pub(super) fn add_days(
             }
         }
         if insert(days.entry(day).or_default(), cust) {
-            *dirty = true;
+            dirty.mark(day);
         }
         if let Some(f) = figures {
             counts.entry(day).or_default().add(f);
@@ -521,15 +524,20 @@ fn add_each(
             let values = props.entry(*p).or_default();
             if let Some(vd) = values.get_mut(&k) {
                 if insert(vd.days.entry(day).or_default(), cust) {
-                    vd.dirty = true;
+                    vd.dirty.mark(value_chunk(day));
                 }
                 continue;
             }
             if values.len() >= value_bound {
                 // Too many values: drop the property's bitmaps, and their snapshot records.
-                for dropped in values.keys() {
-                    out.changed
-                        .push(Family::EventProp(event, *p, dropped.clone()));
+                for (dropped, vd) in values.iter() {
+                    let mut chunks: Vec<u32> = vd.days.keys().map(|d| value_chunk(*d)).collect();
+                    chunks.dedup();
+                    out.changed.extend(
+                        chunks
+                            .into_iter()
+                            .map(|c| Family::EventProp(event, *p, dropped.clone(), c)),
+                    );
                 }
                 props.remove(p);
                 out.unindexed.push((event, *p));
@@ -537,7 +545,7 @@ fn add_each(
                 continue;
             }
             let (_, vd) = slot(values, k);
-            vd.dirty = true;
+            vd.dirty.mark(value_chunk(day));
             vd.days.entry(day).or_default().insert(cust);
         }
     }
@@ -619,15 +627,15 @@ fn add_sorted(
             continue;
         }
         let (_, vd) = slot(props.entry(p).or_default(), k);
-        let mut changed = false;
         for day in run.chunk_by(|a, b| a.2 == b.2) {
             let bm = vd.days.entry(day[0].2).or_default();
+            let mut changed = false;
             for &(_, _, _, cust) in day {
                 changed |= insert(bm, cust);
             }
-        }
-        if changed {
-            vd.dirty = true;
+            if changed {
+                vd.dirty.mark(value_chunk(day[0].2));
+            }
         }
     }
     true

@@ -132,12 +132,43 @@ pub struct TraitIndex {
 /// Per UTC day, the customers with at least one matching event that day.
 pub type DayBitmaps = BTreeMap<u32, RoaringBitmap>;
 
-/// Who did an event with one property value, per day; `dirty` marks it for the next snapshot
-/// (a flag here costs less on the ingest path than a set of changed families).
+/// How many days one snapshot record of a property value's day bitmaps holds
+/// ([`Family::EventProp`]): a checkpoint rewrites only the records of days that changed, and a
+/// value seen on few customers a day would make a record per day mostly key and header.
+pub const VALUE_CHUNK_DAYS: u32 = 16;
+
+/// The snapshot record ("chunk") of a property value's day bitmaps that holds `day`.
+pub fn value_chunk(day: u32) -> u32 {
+    day / VALUE_CHUNK_DAYS
+}
+
+/// The snapshot records of one family changed since the last snapshot, by chunk (a day, or
+/// [`value_chunk`]): a short list, since a write mostly touches the last day or two. Cheaper on
+/// the ingest path than a set of changed families.
+#[derive(Debug, Default, Clone)]
+pub struct DirtyChunks(Vec<u32>);
+
+impl DirtyChunks {
+    /// Marks one chunk changed.
+    #[inline]
+    pub fn mark(&mut self, chunk: u32) {
+        if self.0.last() != Some(&chunk) && !self.0.contains(&chunk) {
+            self.0.push(chunk);
+        }
+    }
+
+    /// Takes the chunks marked since the last call.
+    pub fn take(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Who did an event with one property value, per day; `dirty` marks the snapshot records (by
+/// [`value_chunk`]) the next snapshot must write.
 #[derive(Debug, Default, Clone)]
 pub struct ValueDays {
     pub days: DayBitmaps,
-    dirty: bool,
+    dirty: DirtyChunks,
 }
 
 impl PartialEq for ValueDays {
@@ -151,7 +182,8 @@ impl PartialEq for ValueDays {
 #[derive(Debug, Default, Clone)]
 pub struct EventIndex {
     pub days: DayBitmaps,
-    days_dirty: bool,
+    /// The days whose bitmap changed since the last snapshot (one record per day).
+    days_dirty: DirtyChunks,
     pub props: FastMap<u32, FastMap<IndexValue, ValueDays>>,
     /// Per day, each customer's count (who is in a day's list is who is in its bitmap).
     pub counts: DayCounts,
@@ -199,6 +231,13 @@ pub struct Indexes {
     loaded_version: Option<u32>,
     /// Families changed since the last snapshot.
     changed: FastSet<Family>,
+    /// The customers whose trait entries may differ from the stored trait families: the stored
+    /// trait patch and every customer whose traits changed since (`snapshot.rs`).
+    trait_patch: RoaringBitmap,
+    /// The traits that may have a stored family (loaded, or written whole by this process).
+    stored_traits: FastSet<u32>,
+    /// Whether the next snapshot must write every trait family whole (a write of them failed).
+    rewrite_traits: bool,
     /// The string values of unindexed traits, built by readers; every profile change makes them
     /// stale (`texts.rs`).
     profile_texts: ProfileTexts,
@@ -282,6 +321,9 @@ impl Indexes {
             rollup_bound,
             loaded_version: None,
             changed: FastSet::default(),
+            trait_patch: RoaringBitmap::new(),
+            stored_traits: FastSet::default(),
+            rewrite_traits: false,
             profile_texts: ProfileTexts::default(),
         }
     }
@@ -362,6 +404,7 @@ impl Indexes {
     pub fn add_profile(&mut self, cust: u32, traits: &[(u32, Value)]) {
         self.profile_texts.changed();
         self.add_customer(cust);
+        insert(&mut self.trait_patch, cust);
         if self.profiles.insert(cust) {
             self.changed.insert(Family::Profiles);
         }
@@ -383,6 +426,7 @@ impl Indexes {
     /// Removes a customer's profile, given the traits that were indexed for it.
     pub fn remove_profile(&mut self, cust: u32, traits: &[(u32, Value)]) {
         self.profile_texts.changed();
+        self.trait_patch.insert(cust);
         if self.profiles.remove(cust) {
             self.changed.insert(Family::Profiles);
         }
@@ -430,7 +474,7 @@ impl Indexes {
             };
             let day = day_of(e.ts);
             remove_from_day(&mut ei.days, day, cust);
-            self.changed.insert(Family::EventDays(e.event));
+            self.changed.insert(Family::EventDays(e.event, day));
             if let Some(list) = ei.counts.get_mut(&day) {
                 if list.remove(cust) {
                     self.changed.insert(Family::DayCounts(e.event, day));
@@ -471,7 +515,8 @@ impl Indexes {
                 if values.is_empty() {
                     ei.props.remove(p);
                 }
-                self.changed.insert(Family::EventProp(e.event, *p, k));
+                self.changed
+                    .insert(Family::EventProp(e.event, *p, k, value_chunk(day)));
             }
             if ei.days.is_empty() && ei.props.is_empty() && ei.numbers.is_empty() {
                 self.events.remove(&e.event);
@@ -493,24 +538,16 @@ impl Indexes {
         self.profile_texts.changed();
         self.everyone -= custs;
         self.profiles -= custs;
-        self.traits.retain(|t, ti| {
-            ti.set -= custs;
-            for map in [&mut ti.values, &mut ti.elements] {
-                map.retain(|_, bm| {
-                    *bm -= custs;
-                    !bm.is_empty()
-                });
-            }
-            ti.ranges.purge(custs);
-            changed.push(Family::Trait(*t));
-            !(ti.set.is_empty() && ti.values.is_empty() && ti.elements.is_empty())
-        });
+        self.purge_traits(custs);
         self.events.retain(|e, ei| {
-            ei.days.retain(|_, bm| {
+            ei.days.retain(|day, bm| {
+                let before = bm.len();
                 *bm -= custs;
+                if bm.len() != before {
+                    changed.push(Family::EventDays(*e, *day));
+                }
                 !bm.is_empty()
             });
-            changed.push(Family::EventDays(*e));
             ei.counts.retain(|day, list| {
                 if list.remove_where(|c| custs.contains(c)) {
                     changed.push(Family::DayCounts(*e, *day));
@@ -528,11 +565,18 @@ impl Indexes {
             });
             ei.props.retain(|p, values| {
                 values.retain(|k, vd| {
-                    vd.days.retain(|_, bm| {
+                    vd.days.retain(|day, bm| {
+                        let before = bm.len();
                         *bm -= custs;
+                        if bm.len() != before {
+                            vd.dirty.mark(value_chunk(*day));
+                        }
                         !bm.is_empty()
                     });
-                    changed.push(Family::EventProp(*e, *p, k.clone()));
+                    // A value gone altogether: its records are removed by the next snapshot.
+                    for c in vd.dirty.take() {
+                        changed.push(Family::EventProp(*e, *p, k.clone(), c));
+                    }
                     !vd.days.is_empty()
                 });
                 !values.is_empty()
@@ -542,6 +586,27 @@ impl Indexes {
         self.changed.extend(changed);
         self.changed.insert(Family::Everyone);
         self.changed.insert(Family::Profiles);
+    }
+
+    /// Takes the given customers out of every trait's bitmaps and range index (for a purge, and
+    /// before the trait patch adds them back from their profiles).
+    pub fn purge_traits(&mut self, custs: &RoaringBitmap) {
+        let mut changed = Vec::new();
+        self.profile_texts.changed();
+        self.trait_patch |= custs;
+        self.traits.retain(|t, ti| {
+            ti.set -= custs;
+            for map in [&mut ti.values, &mut ti.elements] {
+                map.retain(|_, bm| {
+                    *bm -= custs;
+                    !bm.is_empty()
+                });
+            }
+            ti.ranges.purge(custs);
+            changed.push(Family::Trait(*t));
+            !(ti.set.is_empty() && ti.values.is_empty() && ti.elements.is_empty())
+        });
+        self.changed.extend(changed);
     }
 
     /// The number of bitmaps held, for reports.

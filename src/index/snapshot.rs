@@ -1,16 +1,28 @@
 //! The on-disk snapshot of the indexes, cut into families so that a checkpoint rewrites only what
-//! changed: everyone, profiles, the unindexed-field lists, one family per trait, one per event's
-//! day bitmaps, one per (event, property, value), one per (event, day) of count rollups and one
-//! per (event, property, day) of numeric rollups; and a record of the layout's version. A family
-//! is LZ4-compressed when that pays; a bitmap is stored as id gaps or in the portable Roaring
-//! format, whichever is shorter. Everything is validated when read.
+//! changed: everyone, profiles, the unindexed-field lists, one family per trait, one per (event,
+//! day) of day bitmaps, one per (event, property, value, [`VALUE_CHUNK_DAYS`] days), one per
+//! (event, day) of count rollups and one per (event, property, day) of numeric rollups; the trait
+//! patch; and a record of the layout's version. A family is LZ4-compressed when that pays; a
+//! bitmap is stored as id gaps or in the portable Roaring format, whichever is shorter.
+//! Everything is validated when read.
+//!
+//! Trait families are not cut: a trait's range index is 64 bit slices over every customer who
+//! has it, and a stream's trait updates land all over the id space. Instead a checkpoint that
+//! changed traits writes the *trait patch*: the customers whose trait entries may differ from the
+//! stored trait families (every customer whose profile changed since they were last written
+//! whole). An open loads the families, takes those customers out of every trait and adds them
+//! back from their stored profiles. Once the patch holds more than [`trait_patch_limit`]
+//! customers (or the unindexed traits changed) the checkpoint writes every trait family whole
+//! and drops the patch.
 
 use roaring::RoaringBitmap;
 
 use super::rollup::{
     get_counts, get_numbers, put_counts, put_numbers, DayCount, DayList, DayNumbers,
 };
-use super::{DayBitmaps, IndexValue, Indexes, Ranges, Slices, TraitIndex};
+use super::{
+    value_chunk, DayBitmaps, IndexValue, Indexes, Ranges, Slices, TraitIndex, VALUE_CHUNK_DAYS,
+};
 use crate::error::{corrupt, Result};
 use crate::model::{FastMap, FastSet};
 use crate::storage::codec::{self, put_varint, Reader};
@@ -20,7 +32,17 @@ use crate::storage::codec::{self, put_varint, Reader};
 /// 2: per-day count and numeric rollups.
 /// 3: sets as id gaps when shorter than Roaring, compact rollup entries, LZ4 per family.
 /// 4: each trait's range index (bit-sliced integers, floats and date-times) in its family.
-pub const SNAPSHOT_VERSION: u32 = 4;
+/// 5: event day bitmaps one record per (event, day), property value day bitmaps one per
+/// (event, property, value, 16 days), and the trait patch: a checkpoint writes about what
+/// changed, not every family a write touched whole.
+pub const SNAPSHOT_VERSION: u32 = 5;
+
+/// The most customers the trait patch holds before a checkpoint writes the trait families whole:
+/// a thirty-second of the customers, at least 4,096. An open recomputes that many customers'
+/// traits from their profiles.
+pub fn trait_patch_limit(customers: u64) -> u64 {
+    (customers / 32).max(4096)
+}
 
 /// A unit of the snapshot: one stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,8 +53,12 @@ pub enum Family {
     Profiles,
     Unindexed,
     Trait(u32),
-    EventDays(u32),
-    EventProp(u32, u32, IndexValue),
+    /// The customers whose trait entries may differ from the stored trait families.
+    TraitPatch,
+    /// Day bitmaps of (event, day).
+    EventDays(u32, u32),
+    /// Day bitmaps of (event, property, value) for the days of one chunk (`value_chunk`).
+    EventProp(u32, u32, IndexValue, u32),
     /// Count rollups of (event, day).
     DayCounts(u32, u32),
     /// Numeric rollups of (event, property, day).
@@ -91,14 +117,17 @@ impl Family {
                 k.push(b'T');
                 k.extend_from_slice(&t.to_be_bytes());
             }
-            Family::EventDays(e) => {
+            Family::TraitPatch => k.push(b'R'),
+            Family::EventDays(e, d) => {
                 k.push(b'D');
                 k.extend_from_slice(&e.to_be_bytes());
+                k.extend_from_slice(&d.to_be_bytes());
             }
-            Family::EventProp(e, p, v) => {
+            Family::EventProp(e, p, v, c) => {
                 k.push(b'V');
                 k.extend_from_slice(&e.to_be_bytes());
                 k.extend_from_slice(&p.to_be_bytes());
+                k.extend_from_slice(&c.to_be_bytes());
                 put_index_value(&mut k, v);
             }
             Family::DayCounts(e, d) => {
@@ -124,11 +153,15 @@ impl Family {
             Some((b'P', [])) => Family::Profiles,
             Some((b'U', [])) => Family::Unindexed,
             Some((b'T', rest)) => Family::Trait(be_u32(rest)?),
-            Some((b'D', rest)) => Family::EventDays(be_u32(rest)?),
-            Some((b'V', rest)) if rest.len() > 8 => Family::EventProp(
+            Some((b'R', [])) => Family::TraitPatch,
+            Some((b'D', rest)) if rest.len() == 8 => {
+                Family::EventDays(be_u32(&rest[..4])?, be_u32(&rest[4..])?)
+            }
+            Some((b'V', rest)) if rest.len() > 12 => Family::EventProp(
                 be_u32(&rest[..4])?,
                 be_u32(&rest[4..8])?,
-                get_index_value(&rest[8..])?,
+                get_index_value(&rest[12..])?,
+                be_u32(&rest[8..12])?,
             ),
             Some((b'C', rest)) if rest.len() == 8 => {
                 Family::DayCounts(be_u32(&rest[..4])?, be_u32(&rest[4..])?)
@@ -215,22 +248,47 @@ fn unpack_family(record: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     codec::unpack(record, "index family", MAX_FAMILY_BYTES)
 }
 
-fn put_days(out: &mut Vec<u8>, days: &DayBitmaps) {
-    put_varint(out, days.len() as u64);
-    for (day, bm) in days {
+/// The day bitmaps of one chunk of days: a count, then per day its number and bitmap. `None`
+/// when the chunk holds no day.
+fn put_days(out: &mut Vec<u8>, days: &DayBitmaps, chunk: u32) -> Option<()> {
+    let first = chunk.checked_mul(VALUE_CHUNK_DAYS)?;
+    let in_chunk = days
+        .range(first..)
+        .take_while(|(d, _)| value_chunk(**d) == chunk);
+    let n = in_chunk.clone().count();
+    if n == 0 {
+        return None;
+    }
+    put_varint(out, n as u64);
+    for (day, bm) in in_chunk {
         put_varint(out, u64::from(*day));
         put_bitmap(out, bm);
     }
+    Some(())
 }
 
-fn get_days(r: &mut Reader<'_>) -> Result<DayBitmaps> {
+/// Reads what [`put_days`] wrote, refusing a day outside `chunk`, an empty bitmap (a rebuild
+/// keeps none) and days out of order.
+fn get_days(r: &mut Reader<'_>, chunk: u32) -> Result<DayBitmaps> {
     let n = r.len()?;
     let mut days = DayBitmaps::new();
+    let mut last = None;
     for _ in 0..n {
         let day = r.u32()?;
-        days.insert(day, get_bitmap(r)?);
+        let bm = get_bitmap(r)?;
+        if value_chunk(day) != chunk || last.is_some_and(|l| l >= day) || bm.is_empty() {
+            return Err(corrupt!("bad day bitmaps in an index family"));
+        }
+        last = Some(day);
+        days.insert(day, bm);
     }
     Ok(days)
+}
+
+/// One day's bitmap of an event: `None` when nobody did it that day.
+fn put_day(out: &mut Vec<u8>, days: &DayBitmaps, day: u32) -> Option<()> {
+    put_bitmap(out, days.get(&day)?);
+    Some(())
 }
 
 fn put_value_map(out: &mut Vec<u8>, map: &FastMap<IndexValue, RoaringBitmap>) {
@@ -307,13 +365,13 @@ impl Indexes {
     pub fn take_changed(&mut self) -> FastSet<Family> {
         let mut out = std::mem::take(&mut self.changed);
         for (e, ei) in &mut self.events {
-            if std::mem::take(&mut ei.days_dirty) {
-                out.insert(Family::EventDays(*e));
+            for d in ei.days_dirty.take() {
+                out.insert(Family::EventDays(*e, d));
             }
             for (p, values) in &mut ei.props {
                 for (k, vd) in values.iter_mut() {
-                    if std::mem::take(&mut vd.dirty) {
-                        out.insert(Family::EventProp(*e, *p, k.clone()));
+                    for c in vd.dirty.take() {
+                        out.insert(Family::EventProp(*e, *p, k.clone(), c));
                     }
                 }
             }
@@ -332,16 +390,79 @@ impl Indexes {
                 }
             }
         }
+        self.settle_traits(&mut out);
         if !out.is_empty() {
             out.insert(Family::Version);
         }
         out
     }
 
+    /// Decides how the changed trait families in `out` are written: as the trait patch (the
+    /// families stay as stored), or, past [`trait_patch_limit`], after a failed write of trait
+    /// families, or when the unindexed traits changed (stored families would keep value bitmaps
+    /// of a trait no longer indexed), every trait family whole with the patch removed.
+    fn settle_traits(&mut self, out: &mut FastSet<Family>) {
+        let traits_changed = out
+            .iter()
+            .any(|f| matches!(f, Family::Trait(_) | Family::TraitPatch));
+        if !traits_changed && !self.rewrite_traits {
+            return;
+        }
+        out.retain(|f| !matches!(f, Family::Trait(_)));
+        out.insert(Family::TraitPatch);
+        if self.rewrite_traits
+            || out.contains(&Family::Unindexed)
+            || self.trait_patch.len() > trait_patch_limit(self.everyone.len())
+        {
+            self.stored_traits.extend(self.traits.keys().copied());
+            out.extend(self.stored_traits.iter().map(|t| Family::Trait(*t)));
+            self.trait_patch.clear();
+            self.rewrite_traits = false;
+        }
+    }
+
     /// Marks families taken by [`Indexes::take_changed`] as changed again: their snapshot
-    /// records were not written.
+    /// records were not written. Trait families whole that were not written are all written
+    /// whole by the next snapshot (the patch they replaced is gone from memory).
     pub fn restore_changed(&mut self, families: impl IntoIterator<Item = Family>) {
-        self.changed.extend(families);
+        for f in families {
+            if matches!(f, Family::Trait(_)) {
+                self.rewrite_traits = true;
+            }
+            self.changed.insert(f);
+        }
+    }
+
+    /// A whole snapshot writes every trait family: the trait patch is empty after it.
+    pub fn traits_written_whole(&mut self) {
+        self.stored_traits.extend(self.traits.keys().copied());
+        self.trait_patch.clear();
+        self.rewrite_traits = false;
+    }
+
+    /// The customers whose trait entries the stored trait families may not reflect (loaded with
+    /// the snapshot: [`Indexes::apply_trait_patch`] needs their profiles).
+    pub fn trait_patch(&self) -> &RoaringBitmap {
+        &self.trait_patch
+    }
+
+    /// After loading a snapshot: takes the patch's customers out of every trait, then adds
+    /// back the profiles `profiles` gives for them (`None`: no profile).
+    pub fn apply_trait_patch<F>(&mut self, mut profile: F) -> Result<()>
+    where
+        F: FnMut(u32) -> Result<Option<Vec<(u32, crate::model::Value)>>>,
+    {
+        let patch = self.trait_patch.clone();
+        if patch.is_empty() {
+            return Ok(());
+        }
+        self.purge_traits(&patch);
+        for cust in &patch {
+            if let Some(traits) = profile(cust)? {
+                self.add_profile(cust, &traits);
+            }
+        }
+        Ok(())
     }
 
     /// Every family that currently holds data: for writing a whole snapshot.
@@ -354,9 +475,17 @@ impl Indexes {
         ];
         out.extend(self.traits.keys().map(|t| Family::Trait(*t)));
         for (e, ei) in &self.events {
-            out.push(Family::EventDays(*e));
+            out.extend(ei.days.keys().map(|d| Family::EventDays(*e, *d)));
             for (p, values) in &ei.props {
-                out.extend(values.keys().map(|k| Family::EventProp(*e, *p, k.clone())));
+                for (k, vd) in values {
+                    let mut chunks: Vec<u32> = vd.days.keys().map(|d| value_chunk(*d)).collect();
+                    chunks.dedup();
+                    out.extend(
+                        chunks
+                            .into_iter()
+                            .map(|c| Family::EventProp(*e, *p, k.clone(), c)),
+                    );
+                }
             }
             out.extend(ei.counts.keys().map(|d| Family::DayCounts(*e, *d)));
             for (p, figures) in &ei.numbers {
@@ -409,10 +538,18 @@ impl Indexes {
                 put_value_map(&mut out, &ti.elements);
                 put_ranges(&mut out, &ti.ranges);
             }
-            Family::EventDays(e) => put_days(&mut out, &self.events.get(e)?.days),
-            Family::EventProp(e, p, k) => {
-                put_days(&mut out, &self.events.get(e)?.props.get(p)?.get(k)?.days)
+            Family::TraitPatch => {
+                if self.trait_patch.is_empty() {
+                    return None;
+                }
+                put_bitmap(&mut out, &self.trait_patch);
             }
+            Family::EventDays(e, d) => put_day(&mut out, &self.events.get(e)?.days, *d)?,
+            Family::EventProp(e, p, k, c) => put_days(
+                &mut out,
+                &self.events.get(e)?.props.get(p)?.get(k)?.days,
+                *c,
+            )?,
             Family::DayCounts(e, d) => put_counts(&mut out, self.events.get(e)?.counts.get(d)?),
             Family::DayNumbers(e, p, d) => {
                 put_numbers(&mut out, self.events.get(e)?.numbers.get(p)?.get(d)?)
@@ -481,8 +618,17 @@ impl Indexes {
                     },
                 )
             }
-            Family::EventDays(e) => DecodedFamily::EventDays(e, get_days(&mut r)?),
-            Family::EventProp(e, p, k) => DecodedFamily::EventProp(e, p, k, get_days(&mut r)?),
+            Family::TraitPatch => DecodedFamily::TraitPatch(get_bitmap(&mut r)?),
+            Family::EventDays(e, d) => {
+                let bm = get_bitmap(&mut r)?;
+                if bm.is_empty() {
+                    return Err(corrupt!("an empty day bitmap in an index family"));
+                }
+                DecodedFamily::EventDays(e, d, bm)
+            }
+            Family::EventProp(e, p, k, c) => {
+                DecodedFamily::EventProp(e, p, k, get_days(&mut r, c)?)
+            }
             Family::DayCounts(e, d) => DecodedFamily::DayCounts(e, d, get_counts(&mut r)?),
             Family::DayNumbers(e, p, d) => DecodedFamily::DayNumbers(e, p, d, get_numbers(&mut r)?),
         };
@@ -514,9 +660,13 @@ impl Indexes {
                 self.unrolled_props.extend(unrolled);
             }
             DecodedFamily::Trait(t, ti) => {
+                self.stored_traits.insert(t);
                 self.traits.insert(t, ti);
             }
-            DecodedFamily::EventDays(e, days) => self.events.entry(e).or_default().days = days,
+            DecodedFamily::TraitPatch(bm) => self.trait_patch |= bm,
+            DecodedFamily::EventDays(e, d, bm) => {
+                self.events.entry(e).or_default().days.insert(d, bm);
+            }
             DecodedFamily::EventProp(e, p, k, days) => {
                 self.events
                     .entry(e)
@@ -524,7 +674,10 @@ impl Indexes {
                     .props
                     .entry(p)
                     .or_default()
-                    .insert(k, super::ValueDays { days, dirty: false });
+                    .entry(k)
+                    .or_default()
+                    .days
+                    .extend(days);
             }
             DecodedFamily::DayCounts(e, d, list) => {
                 self.events.entry(e).or_default().counts.insert(d, list);
@@ -554,7 +707,8 @@ pub enum DecodedFamily {
         unrolled: Vec<(u32, u32)>,
     },
     Trait(u32, TraitIndex),
-    EventDays(u32, DayBitmaps),
+    TraitPatch(RoaringBitmap),
+    EventDays(u32, u32, RoaringBitmap),
     EventProp(u32, u32, IndexValue, DayBitmaps),
     DayCounts(u32, u32, DayList<DayCount>),
     DayNumbers(u32, u32, u32, DayList<DayNumbers>),
@@ -621,6 +775,57 @@ mod tests {
             }
         }
         assert_eq!(loaded, ix, "{:?}", loaded.differences(&ix));
+        // The trait patch: every customer whose profile changed, until the families are
+        // written whole.
+        let patch = ix.encode_family(&Family::TraitPatch).unwrap();
+        loaded
+            .load_family(&Family::TraitPatch.key(), &patch)
+            .unwrap();
+        assert_eq!(loaded.trait_patch(), ix.trait_patch());
+        assert_eq!(ix.trait_patch().iter().collect::<Vec<_>>(), [1, 2, 3]);
+        ix.traits_written_whole();
+        assert!(ix.encode_family(&Family::TraitPatch).is_none());
+    }
+
+    #[test]
+    fn a_family_holds_only_its_days() {
+        let mut ix = Indexes::new(10);
+        for (cust, day) in [(1u32, 31u32), (2, 32), (3, 47), (4, 48)] {
+            let e = StoredEvent {
+                ts: i64::from(day) * 86_400_000 + 7,
+                event: 0,
+                props: vec![(0, Value::Str("X".into()))],
+            };
+            ix.add_event(cust, &e);
+        }
+        let changed = ix.take_changed();
+        let value = IndexValue::Str("X".into());
+        for f in [
+            Family::EventDays(0, 31),
+            Family::EventDays(0, 48),
+            Family::EventProp(0, 0, value.clone(), 1),
+            Family::EventProp(0, 0, value.clone(), 2),
+            Family::EventProp(0, 0, value.clone(), 3),
+        ] {
+            assert!(changed.contains(&f), "{f:?}");
+        }
+        assert!(!changed.contains(&Family::EventDays(0, 33)));
+        // Days 32 to 47 are chunk 2: two days in one record.
+        let chunk = ix
+            .encode_family(&Family::EventProp(0, 0, value.clone(), 2))
+            .unwrap();
+        let body = unpack_family(&chunk).unwrap();
+        assert_eq!(get_days(&mut Reader::new(&body), 2).unwrap().len(), 2);
+        assert!(
+            get_days(&mut Reader::new(&body), 3).is_err(),
+            "a day outside its chunk"
+        );
+        assert!(ix.encode_family(&Family::EventDays(0, 33)).is_none());
+        assert!(ix
+            .encode_family(&Family::EventProp(0, 0, value, 4))
+            .is_none());
+        // Nothing changed since: nothing to write.
+        assert!(ix.take_changed().is_empty());
     }
 
     #[test]
