@@ -275,6 +275,7 @@ impl Indexes {
                 count_runs: _,
                 number_runs: _,
                 texts: _,
+                columns: _,
             } = ei;
             tasks.push(Task::Days {
                 days,

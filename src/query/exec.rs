@@ -13,7 +13,9 @@
 //! proves a passing event and the maximum failing it proves none; counts get a lower and an upper
 //! bound. Ranges, other filters the indexes do not cover and the partial days at a window's edges
 //! leave a gap. `contains` is answered from the string keys of value bitmaps or from text
-//! columns (`super::texts`), and `and`/`not` inside a filter day by day (`super::days`). The
+//! columns (`super::texts`); filters of several conditions or a `not`, and counts of events
+//! passing a filter the rollups do not answer, exactly from the event columns
+//! (`super::columns`; day by day from bitmaps, `super::days`, if the store cannot be read). The
 //! answer is
 //! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
 //! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
@@ -255,6 +257,9 @@ impl Sources<'_> {
             if let Some(b) = self.rollup_bounds(e) {
                 return b;
             }
+            if let Some(b) = self.column_count_bounds(e) {
+                return b;
+            }
         }
         let presence = self.presence(e);
         if f.holds_for_none() {
@@ -421,6 +426,35 @@ impl Sources<'_> {
         Some(Bounds::exact(members))
     }
 
+    /// A count of events passing a filter that neither the rollups nor the text columns answer
+    /// (`purchased where (category = toys or amount < 20) at least 2 times`): exact, from the
+    /// event columns' counts (`super::columns`). `None` without a filter, for aggregates, while
+    /// the columns are not to be built yet, and when the store cannot be read (the exact check
+    /// then reports the error).
+    fn column_count_bounds(&self, e: &EventNode) -> Option<Bounds> {
+        let (Some(event), Some(filter), Frequency::Count { op, n }) =
+            (e.event, &e.filter, e.frequency)
+        else {
+            return None;
+        };
+        let ei = self.indexes.event_index(event)?;
+        let counts = if e.window_is_empty() {
+            FastMap::default()
+        } else {
+            super::columns::counts(self.store, (event, ei), filter, e.from, e.to).ok()??
+        };
+        let mut members: RoaringBitmap = counts
+            .iter()
+            .filter(|(_, &c)| compare_u64(c, op, n))
+            .map(|(&cust, _)| cust)
+            .collect();
+        if compare_u64(0, op, n) {
+            let counted: RoaringBitmap = counts.keys().copied().collect();
+            members |= self.all() - counted;
+        }
+        Some(Bounds::exact(members))
+    }
+
     /// The test and property of a filter that the numeric rollups answer: one ordering or
     /// `between` of a numeric literal on a property with rollups (see [`NumTest`]).
     pub(super) fn numeric_filter(&self, event: u32, f: &Filter) -> Option<(NumTest, u32)> {
@@ -505,6 +539,15 @@ impl Sources<'_> {
         let Some(f) = &e.filter else {
             return presence_bounds(ei, e.from, e.to);
         };
+        // Several conditions, or a `not`: exact from the event columns (`super::columns`). Without
+        // them (not built yet, or a store that cannot be read), the bounds below and the exact
+        // check answer (and report the error).
+        if super::columns::compound(f) {
+            let found = super::columns::passing(self.store, (event, ei), f, e.from, e.to);
+            if let Ok(Some(found)) = found {
+                return Bounds::exact(found);
+            }
+        }
         // Who has an event of the kind in the window, worked out only if a part of the filter
         // needs it: bounds from value bitmaps or numeric rollups are within it already (an
         // event with the value that day is an event of the kind that day), and for a common
