@@ -248,7 +248,7 @@ impl Sources<'_> {
         let all = self.all();
         let f = &e.frequency;
         if f.holds_for_any_presence() && !f.holds_for_none() {
-            return self.presence(e);
+            return self.presence(e, true);
         }
         if let Some(b) = self.text_count_bounds(e) {
             return b;
@@ -261,7 +261,9 @@ impl Sources<'_> {
                 return b;
             }
         }
-        let presence = self.presence(e);
+        // Counts reach here when the event columns could not answer them: presence does without
+        // them too (asking again would build them within the same answer).
+        let presence = self.presence(e, false);
         if f.holds_for_none() {
             // A count or sum of 0 satisfies it: whoever surely has no matching event is in.
             let none = all - &presence.maybe;
@@ -525,8 +527,9 @@ impl Sources<'_> {
             && self.catalog.prop_types(event, prop) & !INDEXED == 0
     }
 
-    /// Who has at least one event matching the condition (name, filter, window): bounds.
-    fn presence(&self, e: &EventNode) -> Bounds {
+    /// Who has at least one event matching the condition (name, filter, window): bounds; with
+    /// `columns`, a filter of several conditions may be answered from the event columns.
+    fn presence(&self, e: &EventNode, columns: bool) -> Bounds {
         let Some((event, ei)) = e
             .event
             .and_then(|id| Some((id, self.indexes.event_index(id)?)))
@@ -542,7 +545,7 @@ impl Sources<'_> {
         // Several conditions, or a `not`: exact from the event columns (`super::columns`). Without
         // them (not built yet, or a store that cannot be read), the bounds below and the exact
         // check answer (and report the error).
-        if super::columns::compound(f) {
+        if columns && super::columns::compound(f) {
             let found = super::columns::passing(self.store, (event, ei), f, e.from, e.to);
             if let Ok(Some(found)) = found {
                 return Bounds::exact(found);
