@@ -540,6 +540,11 @@ impl Sources<'_> {
             return Bounds::exact(RoaringBitmap::new());
         }
         let Some(f) = &e.filter else {
+            if columns {
+                if let Some(b) = self.presence_by_columns(e, (event, ei)) {
+                    return b;
+                }
+            }
             return presence_bounds(ei, e.from, e.to);
         };
         // Several conditions, or a `not`: exact from the event columns (`super::columns`). Without
@@ -562,6 +567,32 @@ impl Sources<'_> {
             Some(any) => Bounds::range(fb.sure & &any.sure, fb.maybe & &any.maybe),
             None => fb,
         }
+    }
+
+    /// Who has an event of the kind in a window that cuts a day (`visited in last 2 hours`):
+    /// exact, the whole days from their bitmaps and each cut day from the times of its event
+    /// columns (`super::columns`); `None` when the window cuts no day (the bitmaps are exact)
+    /// or the columns are not to be built yet or cannot be.
+    fn presence_by_columns(
+        &self,
+        e: &EventNode,
+        (event, ei): (u32, &EventIndex),
+    ) -> Option<Bounds> {
+        let win = WindowDays::of(e.from, e.to)?;
+        if win.edges.is_empty() {
+            return None;
+        }
+        let every = Filter::And(Vec::new());
+        let mut found = match win.whole {
+            Some((a, b)) => ei.days.range(a..=b).map(|(_, bm)| bm).union(),
+            None => RoaringBitmap::new(),
+        };
+        for &(d, a, b) in &win.edges {
+            let start = crate::model::time::day_start(d);
+            let (from, to) = (start + a, start + b);
+            found |= super::columns::passing(self.store, (event, ei), &every, from, to).ok()??;
+        }
+        Some(Bounds::exact(found))
     }
 
     /// Who has an event in the window passing the filter: bounds (`ei` is the event's index,
