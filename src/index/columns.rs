@@ -178,3 +178,59 @@ impl Columns {
         self.built.write().insert(day, columns);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_ordered_by_customer_and_time_with_distinct_values_once() {
+        let s = |t: &str| Value::Str(t.to_owned());
+        let events = vec![
+            (7, 30, vec![(1, s("shoes")), (2, Value::Int(60))]),
+            (3, 50, vec![(1, s("toys"))]),
+            (
+                3,
+                10,
+                vec![(1, s("shoes")), (1, s("ignored")), (2, Value::Float(1.5))],
+            ),
+            (7, 20, vec![(2, Value::List(vec![s("a")]))]),
+            (9, 5, vec![(2, Value::List(vec![s("a")]))]),
+        ];
+        let col = EventColumns::new(ListVersion::fresh(), events);
+        assert_eq!(col.len(), 5);
+        assert_eq!(col.custs, vec![3, 3, 7, 7, 9]);
+        assert_eq!(col.times, vec![10, 50, 20, 30, 5]);
+        let category = col.prop(1).unwrap();
+        // The first of a repeated property counts; equal strings share one id.
+        assert_eq!(category.values, vec![s("shoes"), s("toys")]);
+        assert_eq!(category.ids, vec![0, 1, MISSING, 0, MISSING]);
+        let amount = col.prop(2).unwrap();
+        // Lists are never merged with equal ones.
+        assert_eq!(amount.values.len(), 4);
+        assert_eq!(amount.ids[1], MISSING);
+        assert_eq!(amount.values[amount.ids[0] as usize], Value::Float(1.5));
+        assert_eq!(amount.values[amount.ids[3] as usize], Value::Int(60));
+        assert_ne!(amount.ids[2], amount.ids[4]);
+        assert!(col.prop(3).is_none());
+    }
+
+    #[test]
+    fn columns_are_used_only_at_their_version_and_built_from_the_second_ask() {
+        let columns = Columns::default();
+        let (a, b) = (ListVersion::fresh(), ListVersion::fresh());
+        assert!(!columns.ask());
+        assert!(columns.ask());
+        columns.put(20, Arc::new(EventColumns::new(a, vec![(1, 5, vec![])])));
+        assert!(columns.get(20, a).is_some());
+        assert!(columns.get(20, b).is_none());
+        assert!(columns.get(21, a).is_none());
+        columns.put(20, Arc::new(EventColumns::new(b, vec![])));
+        assert!(columns.get(20, a).is_none());
+        assert!(columns.get(20, b).is_some());
+        // A copy starts empty and has not been asked.
+        let copy = columns.clone();
+        assert!(copy.get(20, b).is_none());
+        assert!(!copy.ask());
+    }
+}

@@ -15,7 +15,9 @@
 //! leave a gap. `contains` is answered from the string keys of value bitmaps or from text
 //! columns (`super::texts`); filters of several conditions or a `not`, and counts of events
 //! passing a filter the rollups do not answer, exactly from the event columns
-//! (`super::columns`; day by day from bitmaps, `super::days`, if the store cannot be read). The
+//! (`super::columns`, as are cut days of presence without a filter; without the columns, on
+//! the first answer that wants them or when the store cannot be read, day by day from bitmaps,
+//! `super::days`). The
 //! answer is
 //! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
 //! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
