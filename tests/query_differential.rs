@@ -1119,6 +1119,153 @@ fn event_predicates_follow_the_spec() {
     });
 }
 
+// ---------- Compound event filters ----------
+
+/// Filters of several conditions and `not` (answered from the per-day event columns): events of
+/// one customer on one day with different values (so that no per-day bitmap can tell which event
+/// had which), events at the window's edges and a millisecond inside, after *now*, numbers as
+/// strings, missing properties, lists; counts; then data that arrives, and a customer deleted,
+/// after the first answers (columns built before must not be read after).
+#[test]
+fn compound_filters_to_the_millisecond_and_across_changes() {
+    both_configs(|bound| {
+        let now = now();
+        let mut f = Fixture::new(bound);
+        let buy = |category: Value, amount: Option<Value>| {
+            let mut props = vec![("category", category)];
+            props.extend(amount.map(|a| ("amount", a)));
+            props
+        };
+        let int = |i: i64| Some(Value::Int(i));
+        f.track("a", "purchased", now - WEEK, buy(s("shoes"), int(70)));
+        f.track("a", "purchased", now - WEEK + 1, buy(s("shoes"), int(50)));
+        f.track("a", "purchased", now - WEEK + 2, buy(s("toys"), int(80)));
+        f.track("b", "purchased", now - WEEK + 1, buy(s("shoes"), int(60)));
+        f.track(
+            "c",
+            "purchased",
+            now,
+            buy(s("shoes"), Some(Value::Float(60.0))),
+        );
+        f.track("c", "purchased", now + 1, buy(s("shoes"), int(100)));
+        f.track(
+            "d",
+            "purchased",
+            now - 3 * DAY_MS,
+            buy(s("shoes"), Some(s("75"))),
+        );
+        f.track(
+            "d",
+            "purchased",
+            now - 3 * DAY_MS + 1,
+            buy(s("shoes"), None),
+        );
+        f.track("e", "purchased", now - 2 * DAY_MS, buy(s("shoes"), int(65)));
+        f.track(
+            "e",
+            "purchased",
+            now - 2 * DAY_MS + 7,
+            buy(s("shoes"), int(61)),
+        );
+        f.track("f", "purchased", now - 2 * DAY_MS, buy(s("shoes"), int(65)));
+        f.track("f", "purchased", now - 3 * DAY_MS, buy(s("toys"), int(90)));
+        f.track("f", "purchased", now - 8 * DAY_MS, buy(s("shoes"), int(62)));
+        let list = Value::List(vec![s("shoes"), s("kids")]);
+        f.track("g", "purchased", now - DAY_MS, buy(list, int(70)));
+        f.track("h", "viewed", now - DAY_MS, buy(s("shoes"), int(70)));
+        let shoes = "purchased where (category = shoes and amount >= 60)";
+        let not_big = "purchased where (category = shoes and not amount >= 60) in last 7 days";
+        f.expect(
+            &format!("{shoes} in last 7 days"),
+            now,
+            &["b", "c", "e", "f"],
+        );
+        f.expect(
+            &format!("{shoes} at least 2 times in last 7 days"),
+            now,
+            &["e"],
+        );
+        f.expect(
+            &format!("{shoes} at least 2 times in last 10 days"),
+            now,
+            &["e", "f"],
+        );
+        f.expect(not_big, now, &["a", "d"]);
+        f.expect(
+            "purchased where (category contains shoes and amount >= 60) in last 7 days",
+            now,
+            &["b", "c", "e", "f", "g"],
+        );
+        f.expect(
+            "purchased where (category = toys or amount < 60) exactly 1 time in last 7 days",
+            now,
+            &["f"],
+        );
+        let rules = [
+            format!("{shoes} in last 7 days"),
+            format!("{shoes} ever"),
+            format!("{shoes} in last 12 hours"),
+            format!("{shoes} since 2026-03-08"),
+            format!("{shoes} between 2026-03-08 and 2026-03-13"),
+            format!("{shoes} before 7 days ago"),
+            format!("{shoes} at least 2 times in last 10 days"),
+            format!("{shoes} at most 1 time in last 7 days"),
+            format!("{shoes} count = 0 in last 7 days"),
+            format!("not {shoes} in last 7 days"),
+            not_big.to_owned(),
+            "purchased where (not category = shoes) in last 7 days".to_owned(),
+            "purchased where (not amount is set) at least 1 time".to_owned(),
+            "purchased where (category = toys or amount < 60) exactly 1 time in last 7 days"
+                .to_owned(),
+            "purchased where (category in (toys, kids) or (amount between 60 and 65 and not \
+             category = toys)) at least 2 times in last 10 days"
+                .to_owned(),
+            "purchased where (amount > 60 or size = 3) in last 7 days".to_owned(),
+            "viewed where (category = shoes and amount >= 60) in last 7 days".to_owned(),
+        ];
+        let nows = [
+            now,
+            now - 12 * HOUR,
+            now - now.rem_euclid(DAY_MS),
+            now - now.rem_euclid(DAY_MS) - 1,
+            now + 1,
+            now - 2 * DAY_MS + 6,
+        ];
+        for t in nows {
+            for rule in &rules {
+                f.check(rule, t);
+            }
+        }
+        // New data on days already answered, then a deletion.
+        f.track("a", "purchased", now - HOUR, buy(s("shoes"), int(99)));
+        f.track("b", "purchased", now - WEEK + 3, buy(s("shoes"), int(61)));
+        f.expect(
+            &format!("{shoes} in last 7 days"),
+            now,
+            &["a", "b", "c", "e", "f"],
+        );
+        f.expect(
+            &format!("{shoes} at least 2 times in last 7 days"),
+            now,
+            &["b", "e"],
+        );
+        f.db.delete_customer("e").unwrap();
+        f.expect(
+            &format!("{shoes} in last 7 days"),
+            now,
+            &["a", "b", "c", "f"],
+        );
+        f.expect(
+            &format!("{shoes} at least 2 times in last 7 days"),
+            now,
+            &["b"],
+        );
+        for rule in &rules {
+            f.check(rule, now);
+        }
+    });
+}
+
 // ---------- Substrings of event properties ----------
 
 /// `contains` on event properties, with value bitmaps (no bound) and without (a bound of 3: the

@@ -278,6 +278,7 @@ impl Indexes {
                 count_runs: _,
                 number_runs: _,
                 texts: _,
+                columns: _,
             } = ei;
             tasks.push(Task::Days {
                 days,

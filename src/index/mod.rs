@@ -8,13 +8,15 @@
 //! sum, minimum and maximum of the property's numbers (for at most `rollup_bound` numeric
 //! properties per event). Readers of long windows merge runs of consecutive days of rollups on
 //! first use (`runs.rs`: derived, never stored, checked against the lists' versions), and so are
-//! the text columns of `contains` on properties without value bitmaps (`texts.rs`).
+//! the text columns of `contains` on properties without value bitmaps (`texts.rs`) and the
+//! event columns that filters of several conditions are tested on (`columns.rs`).
 //!
 //! This module owns the in-memory bitmaps and rollups and their snapshot encoding. It does not
 //! read or write storage: the database layer feeds it profiles and events, and persists the
 //! snapshots it returns.
 
 mod batch;
+pub mod columns;
 pub mod ranges;
 pub mod rollup;
 pub mod runs;
@@ -32,6 +34,7 @@ use crate::model::time::day_of;
 use crate::model::{FastMap, FastSet, StoredEvent, Value};
 
 pub use batch::{Changes, PARALLEL_FROM};
+pub use columns::{ColumnEvent, Columns, EventColumns, MISSING};
 pub use ranges::{Ranges, Slices};
 pub use rollup::{DayCount, DayList, DayNumbers};
 pub use runs::{Piece, Runs};
@@ -195,6 +198,9 @@ pub struct EventIndex {
     pub number_runs: Runs<DayNumbers>,
     /// Per (property, day), the string values of the day's events, built by readers (`texts.rs`).
     pub texts: Texts,
+    /// Per day, the day's events as columns of customers, times and property values, built by
+    /// readers (`columns.rs`).
+    pub columns: Columns,
 }
 
 impl PartialEq for EventIndex {

@@ -2,6 +2,9 @@
 //! bounded day by day: each condition's per-day bitmaps (value bitmaps of indexed properties,
 //! per-day minimum and maximum of rolled-up numbers) are combined within each day of the window,
 //! so that two conditions met on different days no longer leave a customer undecided.
+//! Since the event columns (`super::columns`) answer such filters exactly, these bounds are
+//! what is left when the columns are not to be built yet (the first answer in a process that
+//! wants an event's columns) or the store cannot be read to build them.
 //!
 //! Per day *d* and filter *f*, two sets: `sure` (customers with an event of the kind on *d*
 //! passing *f*) and `maybe` (everyone else with such an event is outside it). Within one day:

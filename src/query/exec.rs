@@ -13,7 +13,11 @@
 //! proves a passing event and the maximum failing it proves none; counts get a lower and an upper
 //! bound. Ranges, other filters the indexes do not cover and the partial days at a window's edges
 //! leave a gap. `contains` is answered from the string keys of value bitmaps or from text
-//! columns (`super::texts`), and `and`/`not` inside a filter day by day (`super::days`). The
+//! columns (`super::texts`); filters of several conditions or a `not`, and counts of events
+//! passing a filter the rollups do not answer, exactly from the event columns
+//! (`super::columns`, as are cut days of presence without a filter; without the columns, on
+//! the first answer that wants them or when the store cannot be read, day by day from bitmaps,
+//! `super::days`). The
 //! answer is
 //! `sure` of the root plus the customers of its gap that pass the exact check of `customer`,
 //! which runs in parallel and, node by node, again trusts the bounds wherever they decide.
@@ -247,7 +251,7 @@ impl Sources<'_> {
         let all = self.all();
         let f = &e.frequency;
         if f.holds_for_any_presence() && !f.holds_for_none() {
-            return self.presence(e);
+            return self.presence(e, true);
         }
         if let Some(b) = self.text_count_bounds(e) {
             return b;
@@ -256,8 +260,13 @@ impl Sources<'_> {
             if let Some(b) = self.rollup_bounds(e) {
                 return b;
             }
+            if let Some(b) = self.column_count_bounds(e) {
+                return b;
+            }
         }
-        let presence = self.presence(e);
+        // Counts reach here when the event columns could not answer them: presence does without
+        // them too (asking again would build them within the same answer).
+        let presence = self.presence(e, false);
         if f.holds_for_none() {
             // A count or sum of 0 satisfies it: whoever surely has no matching event is in.
             let none = all - &presence.maybe;
@@ -422,6 +431,35 @@ impl Sources<'_> {
         Some(Bounds::exact(members))
     }
 
+    /// A count of events passing a filter that neither the rollups nor the text columns answer
+    /// (`purchased where (category = toys or amount < 20) at least 2 times`): exact, from the
+    /// event columns' counts (`super::columns`). `None` without a filter, for aggregates, while
+    /// the columns are not to be built yet, and when the store cannot be read (the exact check
+    /// then reports the error).
+    fn column_count_bounds(&self, e: &EventNode) -> Option<Bounds> {
+        let (Some(event), Some(filter), Frequency::Count { op, n }) =
+            (e.event, &e.filter, e.frequency)
+        else {
+            return None;
+        };
+        let ei = self.indexes.event_index(event)?;
+        let counts = if e.window_is_empty() {
+            FastMap::default()
+        } else {
+            super::columns::counts(self.store, (event, ei), filter, e.from, e.to).ok()??
+        };
+        let mut members: RoaringBitmap = counts
+            .iter()
+            .filter(|(_, &c)| compare_u64(c, op, n))
+            .map(|(&cust, _)| cust)
+            .collect();
+        if compare_u64(0, op, n) {
+            let counted: RoaringBitmap = counts.keys().copied().collect();
+            members |= self.all() - counted;
+        }
+        Some(Bounds::exact(members))
+    }
+
     /// The test and property of a filter that the numeric rollups answer: one ordering or
     /// `between` of a numeric literal on a property with rollups (see [`NumTest`]).
     pub(super) fn numeric_filter(&self, event: u32, f: &Filter) -> Option<(NumTest, u32)> {
@@ -492,8 +530,9 @@ impl Sources<'_> {
             && self.catalog.prop_types(event, prop) & !INDEXED == 0
     }
 
-    /// Who has at least one event matching the condition (name, filter, window): bounds.
-    fn presence(&self, e: &EventNode) -> Bounds {
+    /// Who has at least one event matching the condition (name, filter, window): bounds; with
+    /// `columns`, a filter of several conditions may be answered from the event columns.
+    fn presence(&self, e: &EventNode, columns: bool) -> Bounds {
         let Some((event, ei)) = e
             .event
             .and_then(|id| Some((id, self.indexes.event_index(id)?)))
@@ -504,8 +543,22 @@ impl Sources<'_> {
             return Bounds::exact(RoaringBitmap::new());
         }
         let Some(f) = &e.filter else {
+            if columns {
+                if let Some(b) = self.presence_by_columns(e, (event, ei)) {
+                    return b;
+                }
+            }
             return presence_bounds(ei, e.from, e.to);
         };
+        // Several conditions, or a `not`: exact from the event columns (`super::columns`). Without
+        // them (not built yet, or a store that cannot be read), the bounds below and the exact
+        // check answer (and report the error).
+        if columns && super::columns::compound(f) {
+            let found = super::columns::passing(self.store, (event, ei), f, e.from, e.to);
+            if let Ok(Some(found)) = found {
+                return Bounds::exact(found);
+            }
+        }
         // Who has an event of the kind in the window, worked out only if a part of the filter
         // needs it: bounds from value bitmaps or numeric rollups are within it already (an
         // event with the value that day is an event of the kind that day), and for a common
@@ -517,6 +570,32 @@ impl Sources<'_> {
             Some(any) => Bounds::range(fb.sure & &any.sure, fb.maybe & &any.maybe),
             None => fb,
         }
+    }
+
+    /// Who has an event of the kind in a window that cuts a day (`visited in last 2 hours`):
+    /// exact, the whole days from their bitmaps and each cut day from the times of its event
+    /// columns (`super::columns`); `None` when the window cuts no day (the bitmaps are exact)
+    /// or the columns are not to be built yet or cannot be.
+    fn presence_by_columns(
+        &self,
+        e: &EventNode,
+        (event, ei): (u32, &EventIndex),
+    ) -> Option<Bounds> {
+        let win = WindowDays::of(e.from, e.to)?;
+        if win.edges.is_empty() {
+            return None;
+        }
+        let every = Filter::And(Vec::new());
+        let mut found = match win.whole {
+            Some((a, b)) => ei.days.range(a..=b).map(|(_, bm)| bm).union(),
+            None => RoaringBitmap::new(),
+        };
+        for &(d, a, b) in &win.edges {
+            let start = crate::model::time::day_start(d);
+            let (from, to) = (start + a, start + b);
+            found |= super::columns::passing(self.store, (event, ei), &every, from, to).ok()??;
+        }
+        Some(Bounds::exact(found))
     }
 
     /// Who has an event in the window passing the filter: bounds (`ei` is the event's index,

@@ -17,6 +17,7 @@
 
 mod bounds;
 mod check;
+mod columns;
 mod customer;
 mod days;
 mod exec;

@@ -1,0 +1,236 @@
+//! Event columns (issue 20): for one event and one UTC day, every event of the kind that day as
+//! arrays in one order (by customer, then time): the customer, the time, and per property the id
+//! of the event's value among the day's distinct values of that property (or none). A filter of
+//! several conditions (`purchased where (category = shoes and amount >= 60)`) is then a test of
+//! each distinct value once and a pass over a few compact arrays per day, instead of a read of
+//! every candidate customer's stored events; a count of passing events is a pass over the same
+//! arrays, the customers' events being next to each other. The customer and time arrays are what
+//! sequences and funnels need too (the order of one customer's events of a kind).
+//!
+//! Columns are derived data, like the text columns of [`crate::index::texts`]: built by readers
+//! from the stored events and never stored. One remembers the [`ListVersion`] of the event's
+//! count list of its day when it was built (every added or removed event of the kind that day
+//! changes it) and is used only while that list has that version; nothing that changes the lists
+//! has to know about columns. At most one is kept per (event, day).
+//!
+//! This module owns the columns. It never reads storage and knows no rules: the query engine
+//! reads the events, hands them over, and tests the values (`crate::query::columns`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::rollup::ListVersion;
+use crate::model::time::Timestamp;
+use crate::model::{FastMap, Value};
+
+/// The id of "the event has no such property" in [`PropColumn::ids`].
+pub const MISSING: u32 = u32::MAX;
+
+/// One property's values over a day's events: the distinct values once, and per event the index
+/// of its value (or [`MISSING`]).
+#[derive(Debug, Default)]
+pub struct PropColumn {
+    /// The distinct values (lists and NaNs are not merged with equal ones: each is kept).
+    pub values: Vec<Value>,
+    /// Per event, in the column's order: an index into `values`, or [`MISSING`].
+    pub ids: Vec<u32>,
+}
+
+/// A hashable form of a value, to keep each distinct value once (only while a column is built).
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Str(String),
+    Int(i64),
+    Float(u64),
+    Bool(bool),
+    Time(Timestamp),
+}
+
+impl Key {
+    fn of(v: &Value) -> Option<Key> {
+        Some(match v {
+            Value::Str(s) => Key::Str(s.clone()),
+            Value::Int(i) => Key::Int(*i),
+            // The same bits are the same value; NaNs and signed zeros may be kept twice.
+            Value::Float(f) => Key::Float(f.to_bits()),
+            Value::Bool(b) => Key::Bool(*b),
+            Value::Time(t) => Key::Time(*t),
+            Value::List(_) => return None,
+        })
+    }
+}
+
+/// One day's events of one kind.
+#[derive(Debug)]
+pub struct EventColumns {
+    source: ListVersion,
+    /// Per event, by customer then time: the customer.
+    pub custs: Vec<u32>,
+    /// Per event, in the same order: the time.
+    pub times: Vec<Timestamp>,
+    props: FastMap<u32, PropColumn>,
+}
+
+/// One event handed to [`EventColumns::new`]: customer, time, properties (the first of a
+/// repeated property counts, as a stored event's reader finds it).
+pub type ColumnEvent = (u32, Timestamp, Vec<(u32, Value)>);
+
+impl EventColumns {
+    /// The columns of a day's events given in any order, built while the day's count list had
+    /// the version `source`.
+    pub fn new(source: ListVersion, mut events: Vec<ColumnEvent>) -> EventColumns {
+        events.sort_by_key(|e| (e.0, e.1));
+        let n = events.len();
+        let mut custs = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        let mut props: FastMap<u32, PropColumn> = FastMap::default();
+        // Per property, the ids of its distinct values so far (by position in `values`).
+        let mut seen: FastMap<u32, FastMap<Key, u32>> = FastMap::default();
+        for (i, (cust, ts, fields)) in events.into_iter().enumerate() {
+            custs.push(cust);
+            times.push(ts);
+            for (p, v) in fields {
+                let col = props.entry(p).or_insert_with(|| PropColumn {
+                    values: Vec::new(),
+                    ids: vec![MISSING; n],
+                });
+                if col.ids[i] != MISSING {
+                    continue;
+                }
+                let next = col.values.len() as u32;
+                let keys = seen.entry(p).or_default();
+                let id = match Key::of(&v) {
+                    Some(k) => *keys.entry(k).or_insert(next),
+                    None => next,
+                };
+                if id == next {
+                    col.values.push(v);
+                }
+                col.ids[i] = id;
+            }
+        }
+        EventColumns {
+            source,
+            custs,
+            times,
+            props,
+        }
+    }
+
+    /// The version of the count list these columns were built from.
+    pub fn source(&self) -> ListVersion {
+        self.source
+    }
+
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.custs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.custs.is_empty()
+    }
+
+    /// The column of a property; `None` when no event of the day has it.
+    pub fn prop(&self, prop: u32) -> Option<&PropColumn> {
+        self.props.get(&prop)
+    }
+}
+
+/// The columns built so far for one event, by day.
+#[derive(Debug, Default)]
+pub struct Columns {
+    built: RwLock<FastMap<u32, Arc<EventColumns>>>,
+    /// Whether a reader asked for columns of this event before ([`Columns::ask`]).
+    asked: AtomicBool,
+}
+
+/// A copy starts with no columns: they are a cache of the stored events.
+impl Clone for Columns {
+    fn clone(&self) -> Self {
+        Columns::default()
+    }
+}
+
+impl Columns {
+    /// The columns of `day`, if they were built from the list version `current`.
+    pub fn get(&self, day: u32, current: ListVersion) -> Option<Arc<EventColumns>> {
+        self.built
+            .read()
+            .get(&day)
+            .filter(|c| c.source == current)
+            .cloned()
+    }
+
+    /// Notes that a reader wants columns that are not built: `false` the first time for this
+    /// event, `true` from then on. Building reads every customer of the days asked for, many
+    /// times what one answer without columns reads, so they are built from the second answer
+    /// that wants them on: a process that answers one rule (the CLI's `query`) never pays for
+    /// them, one that answers many pays once.
+    pub fn ask(&self) -> bool {
+        self.asked.swap(true, Ordering::Relaxed)
+    }
+
+    /// Keeps a day's columns, replacing older ones of the same day.
+    pub fn put(&self, day: u32, columns: Arc<EventColumns>) {
+        self.built.write().insert(day, columns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_ordered_by_customer_and_time_with_distinct_values_once() {
+        let s = |t: &str| Value::Str(t.to_owned());
+        let events = vec![
+            (7, 30, vec![(1, s("shoes")), (2, Value::Int(60))]),
+            (3, 50, vec![(1, s("toys"))]),
+            (
+                3,
+                10,
+                vec![(1, s("shoes")), (1, s("ignored")), (2, Value::Float(1.5))],
+            ),
+            (7, 20, vec![(2, Value::List(vec![s("a")]))]),
+            (9, 5, vec![(2, Value::List(vec![s("a")]))]),
+        ];
+        let col = EventColumns::new(ListVersion::fresh(), events);
+        assert_eq!(col.len(), 5);
+        assert_eq!(col.custs, vec![3, 3, 7, 7, 9]);
+        assert_eq!(col.times, vec![10, 50, 20, 30, 5]);
+        let category = col.prop(1).unwrap();
+        // The first of a repeated property counts; equal strings share one id.
+        assert_eq!(category.values, vec![s("shoes"), s("toys")]);
+        assert_eq!(category.ids, vec![0, 1, MISSING, 0, MISSING]);
+        let amount = col.prop(2).unwrap();
+        // Lists are never merged with equal ones.
+        assert_eq!(amount.values.len(), 4);
+        assert_eq!(amount.ids[1], MISSING);
+        assert_eq!(amount.values[amount.ids[0] as usize], Value::Float(1.5));
+        assert_eq!(amount.values[amount.ids[3] as usize], Value::Int(60));
+        assert_ne!(amount.ids[2], amount.ids[4]);
+        assert!(col.prop(3).is_none());
+    }
+
+    #[test]
+    fn columns_are_used_only_at_their_version_and_built_from_the_second_ask() {
+        let columns = Columns::default();
+        let (a, b) = (ListVersion::fresh(), ListVersion::fresh());
+        assert!(!columns.ask());
+        assert!(columns.ask());
+        columns.put(20, Arc::new(EventColumns::new(a, vec![(1, 5, vec![])])));
+        assert!(columns.get(20, a).is_some());
+        assert!(columns.get(20, b).is_none());
+        assert!(columns.get(21, a).is_none());
+        columns.put(20, Arc::new(EventColumns::new(b, vec![])));
+        assert!(columns.get(20, a).is_none());
+        assert!(columns.get(20, b).is_some());
+        // A copy starts empty and has not been asked.
+        let copy = columns.clone();
+        assert!(copy.get(20, b).is_none());
+        assert!(!copy.ask());
+    }
+}

@@ -1,0 +1,279 @@
+//! Event filters answered exactly from the event columns of `crate::index::columns` (issue 20):
+//! for each day of the window that has events of the kind, the day's columns (built here from
+//! the stored events when missing or stale) are tested condition by condition: each condition's
+//! test runs once per distinct value of its property (with `customer::passes`, the exact meaning
+//! the residual check uses), giving one bit per event; `and`, `or` and `not` combine the bits
+//! word by word; the passing events whose time lies in the window (to the millisecond, so the
+//! days a window cuts are exact too) give their customers, or each customer's count.
+//!
+//! This module reads the indexes and customers' stored events; it writes nothing but the
+//! columns' cache.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use roaring::{MultiOps, RoaringBitmap};
+
+use crate::error::Result;
+use crate::index::rollup::ListVersion;
+use crate::index::{ColumnEvent, EventColumns, EventIndex, MISSING};
+use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
+use crate::model::FastMap;
+use crate::storage::view::{self, BlockSpan, ValueView};
+use crate::storage::Store;
+
+use super::customer::passes;
+use super::plan::Filter;
+
+/// Whether a filter has more than one condition or a `not` (what the columns are for: one
+/// condition is answered by the value bitmaps, rollups or text columns).
+pub(super) fn compound(f: &Filter) -> bool {
+    matches!(f, Filter::And(_) | Filter::Or(_) | Filter::Not(_))
+}
+
+/// The customers with an event of the kind (`event`, index `ei`) in `from..=to` that passes `f`;
+/// `None` when the columns are missing and not to be built yet ([`crate::index::Columns::ask`]).
+pub(super) fn passing(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    f: &Filter,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Option<RoaringBitmap>> {
+    let Some(days) = day_columns(store, (event, ei), from, to)? else {
+        return Ok(None);
+    };
+    let parts: Vec<RoaringBitmap> = days
+        .par_iter()
+        .map(|col| {
+            let bits = test(col, f);
+            let mut out = RoaringBitmap::new();
+            let mut last = None;
+            for i in ones(&bits) {
+                let cust = col.custs[i];
+                if last != Some(cust) && (from..=to).contains(&col.times[i]) {
+                    // Events are by customer: appending keeps the bitmap's fast path.
+                    if out.try_push(cust).is_err() {
+                        out.insert(cust);
+                    }
+                    last = Some(cust);
+                }
+            }
+            out
+        })
+        .collect();
+    Ok(Some(parts.into_iter().union()))
+}
+
+/// Each customer's number of events of the kind in `from..=to` that pass `f` (customers with
+/// none are left out); `None` when the columns are missing and not to be built yet.
+pub(super) fn counts(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    f: &Filter,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Option<FastMap<u32, u64>>> {
+    let Some(days) = day_columns(store, (event, ei), from, to)? else {
+        return Ok(None);
+    };
+    // Per day, (customer, count) by customer.
+    let parts: Vec<Vec<(u32, u64)>> = days
+        .par_iter()
+        .map(|col| {
+            let bits = test(col, f);
+            let mut out: Vec<(u32, u64)> = Vec::new();
+            for i in ones(&bits) {
+                if !(from..=to).contains(&col.times[i]) {
+                    continue;
+                }
+                let cust = col.custs[i];
+                match out.last_mut() {
+                    Some((c, n)) if *c == cust => *n += 1,
+                    _ => out.push((cust, 1)),
+                }
+            }
+            out
+        })
+        .collect();
+    let mut total: FastMap<u32, u64> = FastMap::default();
+    for (cust, n) in parts.into_iter().flatten() {
+        *total.entry(cust).or_default() += n;
+    }
+    Ok(Some(total))
+}
+
+/// One bit per event of the day's columns: whether the event passes `f`.
+fn test(col: &EventColumns, f: &Filter) -> Vec<u64> {
+    let n = col.len();
+    let words = n.div_ceil(64);
+    let filled = |on: bool| {
+        let mut bits = vec![if on { u64::MAX } else { 0 }; words];
+        trim(&mut bits, n);
+        bits
+    };
+    match f {
+        Filter::And(items) => {
+            let mut bits = filled(true);
+            for f in items {
+                if bits.iter().all(|&w| w == 0) {
+                    break;
+                }
+                for (a, b) in bits.iter_mut().zip(test(col, f)) {
+                    *a &= b;
+                }
+            }
+            bits
+        }
+        Filter::Or(items) => {
+            let mut bits = filled(false);
+            for f in items {
+                for (a, b) in bits.iter_mut().zip(test(col, f)) {
+                    *a |= b;
+                }
+            }
+            bits
+        }
+        Filter::Not(inner) => {
+            let mut bits = test(col, inner);
+            for w in &mut bits {
+                *w = !*w;
+            }
+            trim(&mut bits, n);
+            bits
+        }
+        Filter::Cond { prop, test } => {
+            let column = prop.and_then(|p| col.prop(p));
+            let Some(column) = column else {
+                // No event of the day has the property.
+                return filled(passes(None, test));
+            };
+            let hits: Vec<bool> = column
+                .values
+                .iter()
+                .map(|v| passes(Some(ValueView::of(v)), test))
+                .collect();
+            let missing = passes(None, test);
+            let mut bits = vec![0u64; words];
+            for (i, &id) in column.ids.iter().enumerate() {
+                let on = if id == MISSING {
+                    missing
+                } else {
+                    hits[id as usize]
+                };
+                bits[i / 64] |= u64::from(on) << (i % 64);
+            }
+            bits
+        }
+    }
+}
+
+/// Clears the bits past the `n`th.
+fn trim(bits: &mut [u64], n: usize) {
+    if !n.is_multiple_of(64) {
+        if let Some(last) = bits.last_mut() {
+            *last &= (1u64 << (n % 64)) - 1;
+        }
+    }
+}
+
+/// The positions of the set bits, ascending.
+fn ones(bits: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    bits.iter().enumerate().flat_map(|(w, &word)| {
+        let mut word = word;
+        std::iter::from_fn(move || {
+            if word == 0 {
+                return None;
+            }
+            let b = word.trailing_zeros() as usize;
+            word &= word - 1;
+            Some(w * 64 + b)
+        })
+    })
+}
+
+/// The columns of the days in `from..=to` that have events of the kind, built now where missing
+/// or stale; `None` when some are and this is the first time the event's columns are wanted
+/// ([`crate::index::Columns::ask`]).
+fn day_columns(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Option<Vec<Arc<EventColumns>>>> {
+    let from = from.max(0);
+    if from > to {
+        return Ok(Some(Vec::new()));
+    }
+    let mut columns: Vec<(u32, Option<Arc<EventColumns>>)> = Vec::new();
+    let mut missing = Vec::new();
+    for (&d, list) in ei.counts.range(day_of(from)..=day_of(to)) {
+        let current = list.version();
+        let column = ei.columns.get(d, current);
+        if column.is_none() {
+            missing.push((d, current));
+        }
+        columns.push((d, column));
+    }
+    if !missing.is_empty() {
+        if !ei.columns.ask() {
+            return Ok(None);
+        }
+        let built = build(store, (event, ei), &missing)?;
+        for (slot, column) in columns.iter_mut().filter(|c| c.1.is_none()).zip(built) {
+            ei.columns.put(slot.0, column.clone());
+            slot.1 = Some(column);
+        }
+    }
+    Ok(Some(columns.into_iter().filter_map(|(_, c)| c).collect()))
+}
+
+/// The columns of the `missing` days (ascending, each with its count list's version), in that
+/// order: every customer who had the event on one of them has their events read once, from the
+/// first of them on.
+fn build(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    missing: &[(u32, ListVersion)],
+) -> Result<Vec<Arc<EventColumns>>> {
+    let first = missing[0].0;
+    let last = missing[missing.len() - 1].0;
+    let wanted = |d: u32| missing.binary_search_by_key(&d, |m| m.0).ok();
+    let customers: RoaringBitmap = missing.iter().filter_map(|(d, _)| ei.days.get(d)).union();
+    let ids: Vec<u32> = customers.iter().collect();
+    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let end = day_start(last) + DAY_MS - 1;
+    // Per task: (slot in `missing`, the event) of each event of the kind on a missing day.
+    let parts: Vec<Vec<(usize, ColumnEvent)>> = ids
+        .par_chunks(chunk)
+        .map(|ids| {
+            let mut bodies = Vec::new();
+            let mut blocks: Vec<BlockSpan> = Vec::new();
+            let mut found = Vec::new();
+            for &cust in ids {
+                bodies.clear();
+                blocks.clear();
+                store.event_bodies_from(cust, day_start(first), &mut bodies, &mut blocks)?;
+                view::for_each_event_between(&bodies, &blocks, 0, end, |e| {
+                    if e.event != event {
+                        return Ok(());
+                    }
+                    if let Some(slot) = wanted(day_of(e.ts)) {
+                        found.push((slot, (cust, e.ts, e.props()?)));
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(found)
+        })
+        .collect::<Result<_>>()?;
+    let mut by_day: Vec<Vec<ColumnEvent>> = (0..missing.len()).map(|_| Vec::new()).collect();
+    for (slot, e) in parts.into_iter().flatten() {
+        by_day[slot].push(e);
+    }
+    Ok(by_day
+        .into_par_iter()
+        .zip(missing)
+        .map(|(events, &(_, version))| Arc::new(EventColumns::new(version, events)))
+        .collect())
+}
