@@ -333,6 +333,57 @@ fn a_then_not_b_enters_at_exactly_ta_plus_t() {
     assert!(members(&db, "abandoned").is_empty());
 }
 
+/// `last purchased before 180 days ago`: the saved audience gains a customer the millisecond
+/// their last purchase passes 180 days (its timer), and loses them when they buy again;
+/// `first purchased in last 30 days` loses a new buyer the millisecond their first purchase
+/// turns 30 days old, and never gains a customer who bought before.
+#[test]
+fn first_and_last_move_with_time_to_the_millisecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    let p = t0() - 100 * DAY;
+    track(&db, "x", "purchased", p);
+    track(&db, "y", "purchased", p - 10 * DAY);
+    track(&db, "y", "purchased", p);
+    db.define_audience("lapsed", "last purchased before 180 days ago")
+        .unwrap();
+    db.define_audience("new", "first purchased in last 30 days")
+        .unwrap();
+    assert!(members(&db, "lapsed").is_empty());
+    // A first purchase now: new; y's is not its first.
+    track(&db, "z", "purchased", t0());
+    track(&db, "y", "purchased", t0());
+    assert_eq!(members(&db, "new"), ["z"]);
+    clock.set(p + 180 * DAY);
+    db.advance_audiences().unwrap();
+    assert!(members(&db, "lapsed").is_empty());
+    clock.set(p + 180 * DAY + 1);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "lapsed"), ["x"]);
+    // x buys again: no longer lapsed.
+    track(&db, "x", "purchased", p + 180 * DAY + 1);
+    assert!(members(&db, "lapsed").is_empty());
+    // z's first purchase turns 30 days old at t0 + 30 days: out at that millisecond.
+    assert!(
+        members(&db, "new").is_empty(),
+        "p + 180 days is past t0 + 30 days"
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let clock2 = Clock::manual(t0());
+    let db2 = open(dir2.path(), &clock2);
+    track(&db2, "z", "purchased", t0());
+    db2.define_audience("new", "first purchased in last 30 days")
+        .unwrap();
+    assert_eq!(members(&db2, "new"), ["z"]);
+    clock2.set(t0() + 30 * DAY - 1);
+    db2.advance_audiences().unwrap();
+    assert_eq!(members(&db2, "new"), ["z"]);
+    clock2.set(t0() + 30 * DAY);
+    db2.advance_audiences().unwrap();
+    assert!(members(&db2, "new").is_empty());
+}
+
 #[test]
 fn in_audience_means_the_saved_rule_at_the_same_now() {
     let dir = tempfile::tempdir().unwrap();

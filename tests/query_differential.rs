@@ -1756,6 +1756,149 @@ fn why_shows_what_formed_or_broke_a_sequence() {
     );
 }
 
+/// `first`/`last` with purchases planted at the windows' edges and a millisecond either side,
+/// after *now*, with a filter that changes which event is first or last, and without the event.
+fn first_last_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let amount = |a: i64| vec![("amount", Value::Int(a))];
+    // First purchase exactly 30 days ago (outside `in last 30 days`), a millisecond later (in).
+    f.track("n1", "purchased", now - MONTH, amount(10));
+    f.track("n1", "purchased", now - DAY_MS, amount(10));
+    f.track("n2", "purchased", now - MONTH + 1, amount(10));
+    f.track("n2", "purchased", now - HOUR, amount(80));
+    // Last purchase exactly 180 days ago: `before 180 days ago` is strict, so not yet.
+    f.track("l1", "purchased", now - 400 * DAY_MS, amount(80));
+    f.track("l1", "purchased", now - 180 * DAY_MS, amount(10));
+    // A millisecond older: lapsed.
+    f.track("l2", "purchased", now - 180 * DAY_MS - 1, amount(10));
+    // Lapsed until a purchase after *now* arrives in time (it counts only from then on).
+    f.track("l3", "purchased", now - 200 * DAY_MS, amount(10));
+    f.track("l3", "purchased", now + MINUTE, amount(10));
+    // Only a view, and a profile without events.
+    f.track("v1", "viewed", now - DAY_MS, vec![("product", s("X"))]);
+    f.identify("t1", vec![("tier", s("Gold"))]);
+    // A purchase at *now* exactly is the last one and in every window ending at *now*.
+    f.track("z1", "purchased", now - 2 * YEAR, amount(80));
+    f.track("z1", "purchased", now, amount(10));
+    f
+}
+
+#[test]
+fn first_and_last_follow_the_spec_to_the_millisecond() {
+    both_configs(|bound| {
+        let f = first_last_fixture(bound);
+        let now = now();
+        for (rule, at, expected) in [
+            ("first purchased in last 30 days", now, &["n2"][..]),
+            ("first purchased in last 30 days", now - 1, &["n1", "n2"]),
+            ("first purchased in last 30 days", now + 1, &[]),
+            ("last purchased in last 30 days", now, &["n1", "n2", "z1"]),
+            ("last purchased before 180 days ago", now, &["l2", "l3"]),
+            (
+                "last purchased before 180 days ago",
+                now + 1,
+                &["l1", "l2", "l3"],
+            ),
+            ("last purchased before 180 days ago", now - 1, &["l3", "z1"]),
+            (
+                "last purchased before 180 days ago",
+                now + MINUTE,
+                &["l1", "l2"],
+            ),
+            (
+                "last purchased before 180 days ago",
+                now + MINUTE - 1,
+                &["l1", "l2", "l3"],
+            ),
+            (
+                "first purchased where amount >= 50 in last 30 days",
+                now,
+                &["n2"],
+            ),
+            (
+                "last purchased where amount >= 50 before 1 year ago",
+                now,
+                &["l1", "z1"],
+            ),
+            (
+                "last purchased where amount >= 50 before 1 year ago",
+                now - 1,
+                &["l1", "z1"],
+            ),
+            (
+                "first purchased where amount >= 50 before 1 year ago",
+                now,
+                &["l1", "z1"],
+            ),
+            (
+                "last purchased ever",
+                now,
+                &["l1", "l2", "l3", "n1", "n2", "z1"],
+            ),
+            ("first purchased ever", now - 2 * YEAR - 1, &[]),
+            ("first purchased ever", now - 2 * YEAR, &["z1"]),
+            (
+                "not last purchased before 180 days ago",
+                now,
+                &["l1", "n1", "n2", "t1", "v1", "z1"],
+            ),
+            (
+                "first viewed product X in last 7 days and not first purchased ever",
+                now,
+                &["v1"],
+            ),
+            ("last purchased since 2026-03-14 and tier = Gold", now, &[]),
+            (
+                "first purchased between 2026-02-13 and 2026-02-13",
+                now,
+                &["n1", "n2"],
+            ),
+            (
+                "last purchased between 2026-03-14 and 2026-03-14",
+                now,
+                &["n1"],
+            ),
+            ("first nobody_did in last 7 days", now, &[]),
+        ] {
+            f.expect(rule, at, expected);
+        }
+    });
+}
+
+/// `why` shows the first or last event and its time, and when time alone changes the answer.
+#[test]
+fn why_shows_the_first_or_last_event() {
+    let f = first_last_fixture(None);
+    let now = now();
+    let why =
+        f.db.why("l1", "last purchased before 180 days ago", now)
+            .unwrap();
+    assert!(!why.root.holds, "{why}");
+    assert_eq!(
+        why.root
+            .events
+            .iter()
+            .map(|e| e.timestamp)
+            .collect::<Vec<_>>(),
+        [now - 180 * DAY_MS]
+    );
+    assert!(why.root.reason.contains("outside the window"), "{why}");
+    assert_eq!(why.next_change, Some(now + 1), "{why}");
+    let why =
+        f.db.why("n2", "first purchased in last 30 days", now)
+            .unwrap();
+    assert!(why.root.holds, "{why}");
+    assert_eq!(why.root.events[0].timestamp, now - MONTH + 1);
+    assert_eq!(why.next_change, Some(now + 1), "{why}");
+    let why =
+        f.db.why("t1", "first purchased in last 30 days", now)
+            .unwrap();
+    assert!(!why.root.holds);
+    assert!(why.root.events.is_empty());
+    assert!(why.root.reason.contains("no matching event"), "{why}");
+}
+
 // ---------- Random rules over random data ----------
 mod random {
     use super::*;
@@ -2249,10 +2392,33 @@ mod random {
             })
     }
 
+    /// `first EVENT ...` or `last EVENT ...`: an event condition without a frequency.
+    fn first_last(now: i64) -> impl Strategy<Value = String> {
+        (prop::bool::ANY, event_condition(now)).prop_filter_map(
+            "no frequency on first and last",
+            |(last, cond)| {
+                let freq = [
+                    " at ",
+                    " exactly ",
+                    " count ",
+                    " sum(",
+                    " avg(",
+                    " min(",
+                    " max(",
+                ];
+                if freq.iter().any(|f| cond.contains(f)) {
+                    return None;
+                }
+                Some(format!("{} {cond}", if last { "last" } else { "first" }))
+            },
+        )
+    }
+
     fn rule(now: i64) -> impl Strategy<Value = String> {
         let leaf = prop_oneof![
             3 => condition(&TRAITS, now),
             6 => event_condition(now),
+            2 => first_last(now),
             1 => Just("everyone".to_owned()),
         ];
         leaf.prop_recursive(3, 6, 3, |inner| {
@@ -2541,8 +2707,36 @@ mod random_sequences {
             })
     }
 
+    /// `first`/`last` over the same clustered instants: the windows' edges at 1 hour, 1 day
+    /// and 7 days, and after *now*.
+    fn first_last(now: i64) -> impl Strategy<Value = String> {
+        let day = format_rfc3339(now - 2 * DAY_MS)[..10].to_owned();
+        let windows = vec![
+            String::new(),
+            " in last 7 days".to_owned(),
+            " in last 1 day".to_owned(),
+            " in last 1 hour".to_owned(),
+            " ever".to_owned(),
+            format!(" since {day}"),
+            " before 1 hour ago".to_owned(),
+            " before 7 days ago".to_owned(),
+            format!(" before {day}"),
+            format!(" between {day} and {}", format_rfc3339(now - HOUR)),
+            " between 7 days ago and 1 day ago".to_owned(),
+        ];
+        (
+            prop::sample::select(vec!["first", "last"]),
+            step(),
+            prop::sample::select(windows),
+        )
+            .prop_map(|(which, step, window)| format!("{which} {step}{window}"))
+    }
+
     fn rule(now: i64) -> impl Strategy<Value = String> {
         prop_oneof![
+            2 => first_last(now),
+            1 => first_last(now).prop_map(|s| format!("not {s}")),
+            1 => (first_last(now), first_last(now)).prop_map(|(a, b)| format!("{a} and {b}")),
             4 => sequence(now),
             1 => sequence(now).prop_map(|s| format!("not {s}")),
             1 => sequence(now).prop_map(|s| format!("{s} and purchased in last 1 day")),
@@ -2582,7 +2776,7 @@ mod random_sequences {
         })]
 
         /// Random sequences (chains, `then not`, `with same`, every window form, under `not`,
-        /// `and`, `or`) over events clustered a millisecond either side of tA + T, at and after
+        /// `and`, `or`) and `first`/`last` conditions over events clustered a millisecond either side of tA + T, at and after
         /// *now*, at three *now*s and at *now* ± T.
         #[test]
         fn sequences_equal_the_reference((now, bound, customers, rules) in case()) {

@@ -6,6 +6,33 @@ use audiencedb::rules::parse;
 /// (what the mistake is, the rule, the rendered error).
 const CASES: &[(&str, &str, &str)] = &[
     (
+        "a frequency on first",
+        "first purchased at least 2 times in last 30 days",
+        r#"error: 'first' takes no frequency: it is about one event, the customer's first `purchased`; write the frequency as its own condition
+ --> line 1, column 17
+  |
+1 | first purchased at least 2 times in last 30 days
+  |                 ^^^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "last without an event",
+        "last in last 7 days",
+        r#"error: expected an event name (a name, or a quoted string) after 'last', found keyword 'in'
+ --> line 1, column 6
+  |
+1 | last in last 7 days
+  |      ^^"#,
+    ),
+    (
+        "a sequence starting with last",
+        "last viewed then purchased within 1 day",
+        r#"error: a sequence cannot start with 'last': its steps are plain events (`A then B within T`)
+ --> line 1, column 13
+  |
+1 | last viewed then purchased within 1 day
+  |             ^^^^"#,
+    ),
+    (
         "a sequence without within",
         "added_to_cart then purchased in last 7 days",
         r#"error: a sequence needs 'within' and a length before its window: `A then B within 1 day in last 7 days`

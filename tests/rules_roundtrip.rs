@@ -13,7 +13,11 @@ fn sp() -> Span {
 }
 
 fn name() -> impl Strategy<Value = String> {
-    "[A-Za-z_][A-Za-z0-9_]{0,8}".prop_filter("not a keyword", |s| !is_keyword(s))
+    prop_oneof![
+        20 => "[A-Za-z_][A-Za-z0-9_]{0,8}".prop_filter("not a keyword", |s| !is_keyword(s)),
+        // `first` is a keyword only before an event at the start of a condition.
+        1 => prop::sample::select(vec!["first".to_owned(), "First".to_owned()]),
+    ]
 }
 
 fn path() -> impl Strategy<Value = Path> {
@@ -228,6 +232,18 @@ fn sequence() -> impl Strategy<Value = Sequence> {
         })
 }
 
+/// `first EVENT ...` / `last EVENT ...`: an event condition without a frequency.
+fn first_last() -> impl Strategy<Value = FirstLast> {
+    (any::<bool>(), event()).prop_map(|(last, mut event)| {
+        event.frequency = None;
+        FirstLast {
+            last,
+            event,
+            span: sp(),
+        }
+    })
+}
+
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
         // `NAME between A and B` with time points reads two ways and parses as EventOrTrait.
@@ -238,6 +254,7 @@ fn expr() -> impl Strategy<Value = Expr> {
         }),
         event().prop_map(|e| ExprKind::Event(Box::new(e))),
         sequence().prop_map(|s| ExprKind::Sequence(Box::new(s))),
+        first_last().prop_map(|f| ExprKind::FirstLast(Box::new(f))),
         name().prop_map(|text| ExprKind::InAudience(Name { text, span: sp() })),
         Just(ExprKind::Everyone),
     ]

@@ -342,6 +342,17 @@ const RULES: &[&str] = &[
     "purchased where amount >= 30 then purchased within 1 hour",
     "viewd then purchased within 1 day",
     "viewed then not viewd within 1 day",
+    // First and last: the sequences' events sit exactly 3 hours before now, and 1 ms beside.
+    "first added_to_cart in last 3 hours",
+    "first added_to_cart in last 181 minutes",
+    "first purchased in last 3 hours",
+    "first purchased where amount >= 30 in last 2 hours",
+    "last purchased before 2 hours ago",
+    "last purchased before 3 hours ago",
+    "last purchased product P1 between 4 hours ago and 2 hours ago",
+    "last viewed since 2026-03-15 or first viewed before 2026-03-15",
+    "not first viewed before 1 day ago",
+    "last viewd ever",
     // Hostile names and values.
     "note = \"x'); DROP TABLE customers; --\"",
     r#"path = "a\\'b\\\\c""#,

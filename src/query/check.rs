@@ -89,6 +89,7 @@ impl Checker<'_> {
             ExprKind::Everyone | ExprKind::InAudience(_) => {}
             ExprKind::Trait(c) => self.trait_condition(c),
             ExprKind::Event(ec) => self.event_condition(ec),
+            ExprKind::FirstLast(fl) => self.event_condition(&fl.event),
             ExprKind::Sequence(seq) => {
                 for step in &seq.steps {
                     self.event_condition(step);

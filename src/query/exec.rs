@@ -100,6 +100,13 @@ impl Sources<'_> {
             NodeKind::Trait { trait_id, test } => self.trait_bounds(*trait_id, test),
             NodeKind::Event(e) => self.event_bounds(e),
             NodeKind::Sequence(s) => self.sequence_bounds(s),
+            NodeKind::FirstLast(fl) => {
+                let inside = self.event_bounds(&fl.inside);
+                let outside = self.event_bounds(&fl.outside);
+                Bounds::range(&inside.sure - &outside.maybe, &inside.maybe - &outside.sure)
+                    .with_child(inside)
+                    .with_child(outside)
+            }
             NodeKind::Audience { inner, .. } => {
                 let child = self.bounds(inner);
                 Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
@@ -976,6 +983,23 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
             customer::sequence_hits(s, bodies, blocks, &mut hits)?;
             customer::sequence_holds(s, &hits)
         }
+        NodeKind::FirstLast(fl) => {
+            event_holds(&fl.inside, child(0), data)? && !event_holds(&fl.outside, child(1), data)?
+        }
         NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
     })
+}
+
+/// Whether the customer satisfies the event condition `e`, trusting its bounds where they
+/// decide.
+fn event_holds(e: &EventNode, b: Option<&Bounds>, data: &mut CustomerData<'_>) -> Result<bool> {
+    if let Some(b) = b {
+        if b.sure.contains(data.cust) {
+            return Ok(true);
+        }
+        if !b.maybe.contains(data.cust) {
+            return Ok(false);
+        }
+    }
+    data.satisfies(e)
 }

@@ -87,6 +87,12 @@ impl Footprint {
                 self.event_condition(ec);
                 self.window(ec.window.as_ref());
             }
+            // `first`/`last`: the window's edges move as for the event, and so does the range
+            // before (after) it that must hold no matching event.
+            ExprKind::FirstLast(fl) => {
+                self.event_condition(&fl.event);
+                self.window(fl.event.window.as_ref());
+            }
             // The wait T makes the answer move at a + T (`then not B`: the customer enters then).
             ExprKind::Sequence(seq) => {
                 seq.steps.iter().for_each(|step| self.event_condition(step));

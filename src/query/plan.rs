@@ -58,6 +58,8 @@ pub(crate) enum NodeKind {
     },
     Event(Box<EventNode>),
     Sequence(Box<SeqNode>),
+    /// `first EVENT WINDOW` / `last EVENT WINDOW`.
+    FirstLast(Box<FirstLastNode>),
     /// `in audience NAME`: the saved audience's own rule, planned at the same *now*. The inner
     /// node's spans point into that rule's text, not this one's.
     Audience {
@@ -96,6 +98,35 @@ pub(crate) struct SeqNode {
     pub same: Option<Option<u32>>,
     /// T, in milliseconds.
     pub within: i64,
+}
+
+/// `first`/`last` at one *now*: the customer's first (last) matching event up to *now* lies in
+/// the window exactly when some matching event lies in the window and none lies before it (for
+/// `last`: after it, up to *now*). Both parts are plain presence conditions, so the bitmaps bound
+/// them as they bound any event condition.
+#[derive(Debug, Clone)]
+pub(crate) struct FirstLastNode {
+    /// `last` rather than `first`.
+    pub last: bool,
+    /// The matching events in the window (presence).
+    pub inside: EventNode,
+    /// The matching events before the window (`first`) or after it up to *now* (`last`), which
+    /// must be none. Empty when the window reaches back to the start of time (`first`) or up to
+    /// *now* (`last`).
+    pub outside: EventNode,
+    pub now: Timestamp,
+}
+
+impl FirstLastNode {
+    /// The same condition over every instant up to *now*: the events among which the first
+    /// (last) is chosen.
+    pub fn all_events(&self) -> EventNode {
+        EventNode {
+            from: Timestamp::MIN,
+            to: self.now,
+            ..self.inside.clone()
+        }
+    }
 }
 
 impl EventNode {
@@ -369,6 +400,7 @@ impl Planner<'_> {
             }
             ExprKind::Event(ec) => self.event(ec),
             ExprKind::Sequence(seq) => self.sequence(seq),
+            ExprKind::FirstLast(fl) => self.first_last(&fl.event, fl.last),
         };
         Ok(Node {
             kind,
@@ -438,6 +470,38 @@ impl Planner<'_> {
             frequency,
             from,
             to,
+        }))
+    }
+
+    /// `first`/`last` at this *now* (see [`FirstLastNode`]).
+    fn first_last(&mut self, ec: &EventCondition, last: bool) -> NodeKind {
+        let NodeKind::Event(inside) = self.event(ec) else {
+            unreachable!("an event condition plans to an event node")
+        };
+        let (from, to) = match (last, inside.window_is_empty()) {
+            // An empty window holds no first or last event: nothing is left to rule out.
+            (_, true) => (1, 0),
+            (false, false) => (Timestamp::MIN, inside.from.saturating_sub(1)),
+            (true, false) => (inside.to.saturating_add(1), self.now),
+        };
+        // `from == MIN` means no range before the window: `inside.from` was already the start.
+        let empty = (!last && inside.from == Timestamp::MIN) || from > to;
+        let outside = EventNode {
+            from: if empty { 1 } else { from },
+            to: if empty { 0 } else { to },
+            ..(*inside).clone()
+        };
+        if !outside.window_is_empty() {
+            self.events_from = Some(
+                self.events_from
+                    .map_or(outside.from, |f| f.min(outside.from)),
+            );
+        }
+        NodeKind::FirstLast(Box::new(FirstLastNode {
+            last,
+            inside: *inside,
+            outside,
+            now: self.now,
         }))
     }
 

@@ -165,6 +165,13 @@ impl Writer<'_> {
             }
             NodeKind::Event(e) => self.event(e)?,
             NodeKind::Sequence(seq) => self.sequence(seq),
+            // A matching event in the window and none before it (`first`) or after it up to
+            // *now* (`last`), as the engine plans it.
+            NodeKind::FirstLast(fl) => format!(
+                "({} AND (NOT {}))",
+                self.event(&fl.inside)?,
+                self.event(&fl.outside)?
+            ),
         })
     }
 

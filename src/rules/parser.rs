@@ -344,7 +344,9 @@ impl<'a> Parser<'a> {
                 .with_suggestion(format!("did \"{}\"", text.escape_default()))),
             TokenKind::Word => {
                 let word = self.text(&token);
-                if word.eq_ignore_ascii_case("everyone") {
+                if let Some(last) = self.first_or_last() {
+                    self.first_last(last, token.span)
+                } else if word.eq_ignore_ascii_case("everyone") {
                     self.advance();
                     Ok(Expr {
                         kind: ExprKind::Everyone,
@@ -407,6 +409,75 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.unexpected("a condition", &[], "keyword")),
         }
+    }
+
+    /// Whether the current token starts `first EVENT ...` (`Some(false)`) or `last EVENT ...`
+    /// (`Some(true)`). `last` is a keyword and cannot start any other condition. `first` is not:
+    /// it starts a `first` condition only when an event follows it (a quoted name, `did`, or a
+    /// name or path that is not a keyword), so `first` stays a value (`position = first`), a
+    /// trait (`first = 1`) and an event (`first in last 7 days`) everywhere else.
+    fn first_or_last(&self) -> Option<bool> {
+        let token = self.peek();
+        if self.is_kw(token, "last") {
+            return Some(true);
+        }
+        if !self.is_kw(token, "first") || self.starts_trait_test(1) {
+            return None;
+        }
+        let next = self.peek_at(1);
+        let event_follows = match &next.kind {
+            TokenKind::Str(_) => true,
+            TokenKind::Word => {
+                let text = self.text(next);
+                text.eq_ignore_ascii_case("did")
+                    || (words::is_path(text) && !words::is_keyword(text))
+            }
+            _ => false,
+        };
+        event_follows.then_some(false)
+    }
+
+    /// `first EVENT ...` or `last EVENT ...` (see [`Parser::first_or_last`]): an event
+    /// condition, `did` allowed before its name, with a window and no frequency.
+    fn first_last(&mut self, last: bool, start: Span) -> PResult<Expr> {
+        let keyword = if last { "last" } else { "first" };
+        self.advance();
+        self.eat_kw("did");
+        if !matches!(self.peek().kind, TokenKind::Str(_) | TokenKind::Word) {
+            return Err(self.expected(&format!(
+                "an event name after '{keyword}' (`{keyword} purchased in last 30 days`)"
+            )));
+        }
+        let event = self.event_name()?;
+        let cond = self.event_condition(event, start)?;
+        if let Some(f) = &cond.frequency {
+            return Err(self.error_at(
+                f.span,
+                format!(
+                    "'{keyword}' takes no frequency: it is about one event, the customer's \
+                     {keyword} `{}`; write the frequency as its own condition",
+                    cond.event.text
+                ),
+            ));
+        }
+        if self.at_kw("then") {
+            return Err(self.error_at(
+                self.peek().span,
+                format!(
+                    "a sequence cannot start with '{keyword}': its steps are plain events (`A \
+                     then B within T`)"
+                ),
+            ));
+        }
+        let span = self.span_from(start);
+        Ok(Expr {
+            span,
+            kind: ExprKind::FirstLast(Box::new(FirstLast {
+                last,
+                event: EventCondition { span, ..cond },
+                span,
+            })),
+        })
     }
 
     /// Whether the current token may follow a complete condition.

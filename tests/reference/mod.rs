@@ -41,9 +41,9 @@ use audiencedb::db::Event;
 use audiencedb::model::time::{parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
 use audiencedb::rules::{
-    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
-    Number, Predicate, PredicateKind, Rule, Sequence, Test, TimeKind, TimePoint, TraitCondition,
-    Window, WindowKind,
+    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FirstLast, FrequencyKind, Literal,
+    LiteralKind, Number, Predicate, PredicateKind, Rule, Sequence, Test, TimeKind, TimePoint,
+    TraitCondition, Window, WindowKind,
 };
 use audiencedb::Customer;
 use chrono::NaiveDate;
@@ -74,6 +74,7 @@ fn audience_named(expr: &Expr) -> Option<&str> {
         | ExprKind::EventOrTrait(_)
         | ExprKind::Event(_)
         | ExprKind::Sequence(_)
+        | ExprKind::FirstLast(_)
         | ExprKind::Everyone => None,
     }
 }
@@ -130,6 +131,7 @@ fn matches(expr: &Expr, customer: &Customer, now: i64) -> bool {
         }
         ExprKind::Event(cond) => event_condition(cond, &customer.events, now),
         ExprKind::Sequence(seq) => sequence(seq, &customer.events, now),
+        ExprKind::FirstLast(fl) => first_last(fl, &customer.events, now),
         ExprKind::InAudience(_) => unreachable!("rejected before evaluation"),
         ExprKind::EventOrTrait(_) => unreachable!("given one reading before evaluation"),
         ExprKind::Everyone => true,
@@ -433,6 +435,18 @@ fn sequence(seq: &Sequence, events: &[Event], now: i64) -> bool {
             seq.steps.len(),
         )
     })
+}
+
+/// `first EVENT WINDOW` / `last EVENT WINDOW`, straight from rules.md: among the customer's
+/// matching events up to now, the earliest (latest) one's time lies in the window; false
+/// without a matching event.
+fn first_last(fl: &FirstLast, events: &[Event], now: i64) -> bool {
+    let times = events
+        .iter()
+        .filter(|e| e.timestamp <= now && event_matches(&fl.event, e, now))
+        .map(|e| e.timestamp);
+    let chosen = if fl.last { times.max() } else { times.min() };
+    chosen.is_some_and(|ts| in_window(&fl.event, ts, now))
 }
 
 fn same_value(a: &Value, b: &Value) -> bool {
