@@ -426,3 +426,41 @@ fn in_audience_means_the_saved_rule_at_the_same_now() {
     let explain = db.explain("in audience recent", t0()).unwrap();
     assert_eq!(explain.root.label, "in audience recent");
 }
+
+/// `bucket(exp) < 50`: never moves with time or events; moves when an identity merge gives the
+/// customer another id (the id merged into decides: c96 is in bucket 99 of `exp`, merged-2 in 34,
+/// c69 in 0, as Python's hashlib computes them).
+#[test]
+fn buckets_move_with_merges_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    track(&db, "c69", "viewed", t0());
+    track(&db, "c96", "viewed", t0());
+    db.define_audience("variant_a", "bucket(exp) < 50").unwrap();
+    db.define_audience("variant_b", "not bucket(exp) < 50 and viewed ever")
+        .unwrap();
+    assert_eq!(members(&db, "variant_a"), ["c69"]);
+    assert_eq!(members(&db, "variant_b"), ["c96"]);
+    clock.set(t0() + 400 * DAY);
+    db.advance_audiences().unwrap();
+    track(&db, "c96", "purchased", t0() + 400 * DAY);
+    assert_eq!(members(&db, "variant_a"), ["c69"]);
+    assert_eq!(members(&db, "variant_b"), ["c96"]);
+    // c96 is merged into the new id merged-2: now in bucket 34.
+    assert!(db.alias("c96", "merged-2").unwrap());
+    let mut a = members(&db, "variant_a");
+    a.sort();
+    assert_eq!(a, ["c69", "merged-2"]);
+    assert!(members(&db, "variant_b").is_empty());
+    // A customer new to the store (c34, bucket 49) enters at its first write, whatever it is.
+    tier(&db, "c34", "Silver");
+    let mut a = members(&db, "variant_a");
+    a.sort();
+    assert_eq!(a, ["c34", "c69", "merged-2"]);
+    // As the saved audience says, so does a query.
+    let q = db.query("bucket(exp) < 50", t0() + 400 * DAY).unwrap();
+    let mut ids = db.member_ids(&q).unwrap();
+    ids.sort();
+    assert_eq!(ids, ["c34", "c69", "merged-2"]);
+}

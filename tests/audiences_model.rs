@@ -1,5 +1,5 @@
 //! Saved audiences stay true (sequences among them, `then not` entering at tA + T; `first` and
-//! `last`): random streams of ingests, deletes, clock steps (many of them
+//! `last`; `bucket(NAME)`, which new customers enter at their first write): random streams of ingests, deletes, clock steps (many of them
 //! landing exactly on a rule's edge or a millisecond beside it), rule edits, checkpoints,
 //! restarts and crashes. After every step, every saved audience's kept members must equal a
 //! fresh evaluation of its rule at the audiences' time, and replaying the change feed from the
@@ -59,8 +59,10 @@ const AUDIENCES: [(&str, &str); 11] = [
 ];
 
 /// Rules an edit may save under one of the names.
-const EDITS: [&str; 8] = [
+const EDITS: [&str; 10] = [
     "viewed at least 2 times in last 1 hour",
+    "bucket(exp) >= 30",
+    "not bucket(holdout) < 20 and viewed in last 1 hour",
     "everyone",
     "not purchased in last 2 hours",
     "in audience big_or_new",
@@ -107,7 +109,9 @@ const DAY_AUDIENCES: [(&str, &str); 11] = [
     ),
 ];
 
-const DAY_EDITS: [&str; 8] = [
+const DAY_EDITS: [&str; 10] = [
+    "bucket(exp) >= 30",
+    "not bucket(holdout) < 20 and viewed in last 1 day",
     "viewed at least 2 times in last 1 day",
     "everyone",
     "not purchased in last 2 days",

@@ -1899,6 +1899,101 @@ fn why_shows_the_first_or_last_event() {
     assert!(why.root.reason.contains("no matching event"), "{why}");
 }
 
+/// Customers whose `bucket(exp)` is 0, 1, 49, 50, 98 and 99 (computed with Python's hashlib:
+/// `int.from_bytes(sha256(f"exp:{id}".encode()).digest()[:8], "big") % 100`); c34 and c96 are
+/// Gold. Their `bucket(Exp)` is 15, 14, 96, 2, 97, 25 and `bucket(holdout)` 30, 19, 79, 80,
+/// 84, 77 (in the order c69, c59, c34, c71, c6, c96).
+fn buckets_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    for id in ["c69", "c59", "c71", "c6"] {
+        f.track(id, "viewed", now - DAY_MS, vec![("product", s("X"))]);
+    }
+    f.identify("c34", vec![("tier", s("Gold"))]);
+    f.identify("c96", vec![("tier", s("Gold"))]);
+    f
+}
+
+#[test]
+fn buckets_follow_the_spec_at_every_edge() {
+    both_configs(|bound| {
+        let f = buckets_fixture(bound);
+        let all = &["c34", "c59", "c6", "c69", "c71", "c96"][..];
+        for (rule, expected) in [
+            ("bucket(exp) < 50", &["c69", "c59", "c34"][..]),
+            ("bucket(exp) >= 50", &["c71", "c6", "c96"]),
+            ("bucket(exp) = 0", &["c69"]),
+            ("bucket(exp) <= 0", &["c69"]),
+            ("bucket(exp) = 99", &["c96"]),
+            ("bucket(exp) > 98", &["c96"]),
+            ("bucket(exp) != 99", &["c69", "c59", "c34", "c71", "c6"]),
+            // Values outside 0..=99 compare as numbers.
+            ("bucket(exp) < 0", &[]),
+            ("bucket(exp) >= 100", &[]),
+            ("bucket(exp) = -5", &[]),
+            ("bucket(exp) < 100", all),
+            ("bucket(exp) > -1", all),
+            ("bucket(exp) != 100", all),
+            ("bucket(exp) <= 9223372036854775807", all),
+            ("bucket(exp) between 1 and 98", &["c59", "c34", "c71", "c6"]),
+            ("bucket(exp) between 98 and 1", &[]),
+            ("bucket(exp) between -10 and 0", &["c69"]),
+            ("bucket(exp) in (0, 99, 100)", &["c69", "c96"]),
+            ("bucket(exp) not in (0, 99)", &["c59", "c34", "c71", "c6"]),
+            ("bucket(exp) < 50 and tier = Gold", &["c34"]),
+            ("not bucket(exp) < 50", &["c71", "c6", "c96"]),
+            (
+                "bucket(exp) < 50 or viewed ever",
+                &["c69", "c59", "c34", "c71", "c6"],
+            ),
+            // Names are case-sensitive, and splits of different names differ.
+            ("bucket(Exp) < 20", &["c69", "c59", "c71"]),
+            ("bucket(holdout) < 30", &["c59"]),
+            ("bucket(holdout) < 31", &["c69", "c59"]),
+            // A keyword is a name inside the parentheses.
+            ("bucket(set) < 100", all),
+        ] {
+            // Never moves with time.
+            for at in [now(), now() - 1, now() + 365 * DAY_MS] {
+                f.expect(rule, at, expected);
+            }
+        }
+    });
+}
+
+/// After a merge a customer's bucket is that of the id they were merged into.
+#[test]
+fn buckets_follow_the_id_a_customer_is_merged_into() {
+    let mut f = buckets_fixture(None);
+    // merged-2 is in bucket 34 of `exp`, c96 in 99.
+    assert!(f.db.alias("c96", "merged-2").unwrap());
+    f.ids.insert("merged-2".to_owned());
+    f.ids.remove("c96");
+    f.expect("bucket(exp) = 34", now(), &["merged-2"]);
+    f.expect("bucket(exp) = 99", now(), &[]);
+    f.expect(
+        "bucket(exp) < 50 and tier = Gold",
+        now(),
+        &["c34", "merged-2"],
+    );
+}
+
+/// `why` names the bucket and the text hashed.
+#[test]
+fn why_shows_the_bucket() {
+    let f = buckets_fixture(None);
+    let why = f.db.why("c96", "bucket(exp) >= 50", now()).unwrap();
+    assert!(why.root.holds, "{why}");
+    assert!(why.root.reason.contains("bucket(exp) is 99"), "{why}");
+    assert!(why.root.reason.contains("exp:c96"), "{why}");
+    assert_eq!(why.next_change, None, "{why}");
+    let why =
+        f.db.why("c69", "bucket(exp) between 1 and 98", now())
+            .unwrap();
+    assert!(!why.root.holds, "{why}");
+    assert!(why.root.reason.contains("bucket(exp) is 0"), "{why}");
+}
+
 // ---------- Random rules over random data ----------
 mod random {
     use super::*;
@@ -2414,11 +2509,35 @@ mod random {
         )
     }
 
+    /// `bucket(NAME) TEST` with values at and around the edges 0 and 99, and outside them.
+    fn bucket() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["exp", "holdout", "Exp"]);
+        let n = prop_oneof![
+            prop::sample::select(vec![-1i64, 0, 1, 49, 50, 98, 99, 100]),
+            -5i64..105,
+        ];
+        let test = prop_oneof![
+            (
+                prop::sample::select(vec!["=", "!=", "<", "<=", ">", ">="]),
+                n.clone()
+            )
+                .prop_map(|(op, v)| format!("{op} {v}")),
+            (n.clone(), n.clone()).prop_map(|(a, b)| format!("between {a} and {b}")),
+            (prop::bool::ANY, prop::collection::vec(n, 1..4)).prop_map(|(not, vs)| {
+                let list = vs.iter().map(i64::to_string).collect::<Vec<_>>();
+                let not = if not { "not " } else { "" };
+                format!("{not}in ({})", list.join(", "))
+            }),
+        ];
+        (name, test).prop_map(|(name, test)| format!("bucket({name}) {test}"))
+    }
+
     fn rule(now: i64) -> impl Strategy<Value = String> {
         let leaf = prop_oneof![
             3 => condition(&TRAITS, now),
             6 => event_condition(now),
             2 => first_last(now),
+            2 => bucket(),
             1 => Just("everyone".to_owned()),
         ];
         leaf.prop_recursive(3, 6, 3, |inner| {

@@ -173,8 +173,38 @@ fn tree(expr: &audiencedb::rules::Expr) -> String {
             format!("[sequence {}]", parts.join("; "))
         }
         FirstLast(fl) => format!("[{} {}]", fl.keyword(), fl.event),
+        Bucket(b) => format!("[bucket {} {}]", b.name.text, b.test),
         InAudience(name) => format!("[audience {}]", name.text),
         Everyone => "[everyone]".into(),
+    }
+}
+
+#[test]
+fn buckets_mean_what_the_spec_says() {
+    for (rule, meaning) in [
+        ("bucket(checkout_2026) < 50", "[bucket checkout_2026 < 50]"),
+        (
+            "in audience cart_abandoners and not BUCKET( holdout ) < 5",
+            "(and [audience cart_abandoners] (not [bucket holdout < 5]))",
+        ),
+        ("bucket(x) between 0 and 99", "[bucket x between 0 and 99]"),
+        (
+            "bucket(x) not in (1, -2, 300)",
+            "[bucket x not in (1, -2, 300)]",
+        ),
+        ("bucket(set) = 0", "[bucket set = 0]"),
+        // `bucket` stays a name and a value wherever no `(` follows it.
+        ("bucket = 3", "[trait bucket = 3]"),
+        ("kind = bucket", "[trait kind = bucket]"),
+        (
+            "bucket in last 7 days",
+            "[event bucket; window in last 7 days]",
+        ),
+        ("bucket in (a, b)", "[trait bucket in (a, b)]"),
+    ] {
+        let ast = parse(rule).unwrap_or_else(|e| panic!("{rule}\n{}", e.render()));
+        assert_eq!(tree(&ast.expr), meaning, "{rule}");
+        check(rule, "buckets");
     }
 }
 

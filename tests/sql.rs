@@ -353,6 +353,13 @@ const RULES: &[&str] = &[
     "last viewed since 2026-03-15 or first viewed before 2026-03-15",
     "not first viewed before 1 day ago",
     "last viewd ever",
+    // Buckets: SHA-256 of `NAME:ID` in each dialect, over every id of the shop.
+    "bucket(exp) < 50",
+    "bucket(holdout) between 10 and 60",
+    "bucket(Exp) in (0, 1, 2, 50, 97, 98, 99) or bucket(exp) = 0",
+    "not bucket(x) >= 30 and tier = Gold",
+    "bucket(exp) < 100",
+    "bucket(exp) > 99",
     // Hostile names and values.
     "note = \"x'); DROP TABLE customers; --\"",
     r#"path = "a\\'b\\\\c""#,

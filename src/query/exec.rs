@@ -28,6 +28,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
 use crate::index::{DayBitmaps, EventIndex, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef};
+use crate::model::bucket::{bucket, BUCKETS};
 use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
 use crate::model::FastMap;
@@ -107,6 +108,13 @@ impl Sources<'_> {
                     .with_child(inside)
                     .with_child(outside)
             }
+            // No index holds buckets: decided here only when the test accepts every bucket or
+            // none; otherwise each candidate's id is hashed in the exact check.
+            NodeKind::Bucket(b) => match b.buckets().count() {
+                0 => Bounds::exact(RoaringBitmap::new()),
+                n if n == usize::from(BUCKETS) => Bounds::exact(self.all().clone()),
+                _ => Bounds::range(RoaringBitmap::new(), self.all().clone()),
+            },
             NodeKind::Audience { inner, .. } => {
                 let child = self.bounds(inner);
                 Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
@@ -821,6 +829,19 @@ pub(crate) struct CustomerData<'s> {
 type AggregateKey = (u32, Timestamp, Timestamp, Option<u32>);
 
 impl<'s> CustomerData<'s> {
+    /// The customer's bucket in the split `name`, from their external id (after a merge, the id
+    /// they were merged into).
+    pub fn bucket(&self, name: &str) -> Result<u8> {
+        Ok(bucket(name, &self.external_id()?))
+    }
+
+    /// The customer's external id (after a merge, the id they were merged into).
+    pub fn external_id(&self) -> Result<String> {
+        self.store.external_id(self.cust)?.ok_or_else(|| {
+            crate::error::Error::Internal(format!("customer {} has no external id", self.cust))
+        })
+    }
+
     pub fn new(store: &'s Store, events_from: Option<Timestamp>) -> Self {
         CustomerData {
             store,
@@ -986,6 +1007,7 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
         NodeKind::FirstLast(fl) => {
             event_holds(&fl.inside, child(0), data)? && !event_holds(&fl.outside, child(1), data)?
         }
+        NodeKind::Bucket(b) => b.accepts(data.bucket(&b.name)?),
         NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
     })
 }

@@ -36,6 +36,10 @@ pub(crate) struct Footprint {
     /// Whether an event's property is compared with a relative time (`where shipped < 3 days
     /// ago`): then a property value, not only the event's own time, can cross an edge.
     pub relative_props: bool,
+    /// Whether the rule reads the customer's external id (`bucket(NAME)`): then a customer
+    /// new to the store (one made by an identity merge included) may be in the audience
+    /// whatever else it holds.
+    pub ids: bool,
 }
 
 impl Footprint {
@@ -66,6 +70,9 @@ impl Footprint {
             }
             ExprKind::Not(inner) => self.expr(inner, saved),
             ExprKind::Everyone => {}
+            // A bucket moves with neither time nor events, only with the customer's id: only a
+            // new customer (a merge under a new id makes one) needs its answer.
+            ExprKind::Bucket(_) => self.ids = true,
             ExprKind::Trait(c) => {
                 self.traits.insert(c.path.text.clone());
                 test_lengths(&c.test, &mut self.lengths);

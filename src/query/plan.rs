@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 
 use crate::error::{Error, Result};
 use crate::index::Indexes;
+use crate::model::bucket::BUCKETS;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::rules::{
     AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
@@ -60,6 +61,8 @@ pub(crate) enum NodeKind {
     Sequence(Box<SeqNode>),
     /// `first EVENT WINDOW` / `last EVENT WINDOW`.
     FirstLast(Box<FirstLastNode>),
+    /// `bucket(NAME) TEST`.
+    Bucket(Box<BucketNode>),
     /// `in audience NAME`: the saved audience's own rule, planned at the same *now*. The inner
     /// node's spans point into that rule's text, not this one's.
     Audience {
@@ -115,6 +118,62 @@ pub(crate) struct FirstLastNode {
     /// *now* (`last`).
     pub outside: EventNode,
     pub now: Timestamp,
+}
+
+/// `bucket(NAME) TEST`: the buckets the test accepts, decided once when planning, so a
+/// customer's check is one hash of `NAME:ID` and one bit. Nothing here moves with *now* or with
+/// events; it moves only when the customer's external id does (an identity merge keeps the id
+/// the customer was merged into, as the experiment report does).
+#[derive(Debug, Clone)]
+pub(crate) struct BucketNode {
+    /// The split's name, as written.
+    pub name: String,
+    /// Bit `b` set: bucket `b` passes the test.
+    pub accepted: u128,
+}
+
+impl BucketNode {
+    /// The node of `bucket(name) test`; the test's values are whole numbers (the parser sees to
+    /// it) and are compared with each bucket as numbers, so a value outside 0..=99 simply
+    /// accepts all buckets or none on its side.
+    pub fn new(name: &str, test: &Test) -> BucketNode {
+        let int = |l: &Literal| match &l.kind {
+            LiteralKind::Number(Number::Int { value, .. }) => Some(*value),
+            _ => None,
+        };
+        let passes = |b: i64| match test {
+            Test::Compare { op, value } => int(value).is_some_and(|v| match op {
+                CmpOp::Eq => b == v,
+                CmpOp::Ne => b != v,
+                CmpOp::Lt => b < v,
+                CmpOp::Le => b <= v,
+                CmpOp::Gt => b > v,
+                CmpOp::Ge => b >= v,
+            }),
+            Test::In { negated, values } => values.iter().any(|l| int(l) == Some(b)) != *negated,
+            Test::Between { low, high } => {
+                int(low).is_some_and(|l| l <= b) && int(high).is_some_and(|h| b <= h)
+            }
+            Test::Contains(_) | Test::IsSet { .. } => false,
+        };
+        let accepted = (0..BUCKETS)
+            .filter(|&b| passes(i64::from(b)))
+            .fold(0u128, |m, b| m | 1 << b);
+        BucketNode {
+            name: name.to_owned(),
+            accepted,
+        }
+    }
+
+    /// Whether bucket `b` passes.
+    pub fn accepts(&self, b: u8) -> bool {
+        b < BUCKETS && self.accepted >> b & 1 == 1
+    }
+
+    /// The accepted buckets, lowest first.
+    pub fn buckets(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..BUCKETS).filter(|&b| self.accepts(b))
+    }
 }
 
 impl FirstLastNode {
@@ -401,6 +460,9 @@ impl Planner<'_> {
             ExprKind::Event(ec) => self.event(ec),
             ExprKind::Sequence(seq) => self.sequence(seq),
             ExprKind::FirstLast(fl) => self.first_last(&fl.event, fl.last),
+            ExprKind::Bucket(b) => {
+                NodeKind::Bucket(Box::new(BucketNode::new(&b.name.text, &b.test)))
+            }
         };
         Ok(Node {
             kind,

@@ -167,6 +167,16 @@ impl Explainer<'_> {
                 events = shown;
                 (label(), holds, reason)
             }
+            NodeKind::Bucket(b) => {
+                let id = data.external_id()?;
+                let x = crate::model::bucket::bucket(&b.name, &id);
+                let reason = format!(
+                    "bucket({}) is {x} (SHA-256 of {:?})",
+                    b.name,
+                    format!("{}:{id}", b.name)
+                );
+                (label(), b.accepts(x), reason)
+            }
             NodeKind::FirstLast(fl) => {
                 let (holds, reason, shown) = self.first_last(fl, data)?;
                 events = shown;

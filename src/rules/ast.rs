@@ -76,6 +76,8 @@ pub enum ExprKind {
     /// The customer's first or last matching event lies in a window: `first purchased in last
     /// 30 days`, `last purchased before 180 days ago`.
     FirstLast(Box<FirstLast>),
+    /// The customer's place in a split, compared like a whole number: `bucket(checkout) < 50`.
+    Bucket(Box<Bucket>),
     /// Membership of a saved audience: `in audience vip`.
     InAudience(Name),
     /// Every known customer.
@@ -401,6 +403,18 @@ impl FirstLast {
             "first"
         }
     }
+}
+
+/// `bucket(NAME) TEST`: the customer's bucket, 0 to 99, in the split NAME (see
+/// `crate::model::bucket`), compared like a number. The test is a comparison, `in`/`not in` or
+/// `between`, and every value in it is a whole number (the parser refuses anything else); values
+/// outside 0..=99 are allowed and compare as numbers (`bucket(x) < 100` holds for everyone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    /// The split's name: a plain name, keywords included (`bucket(set)`), case-sensitive.
+    pub name: Name,
+    pub test: Test,
+    pub span: Span,
 }
 
 /// `PROPERTY VALUE` right after an event name.

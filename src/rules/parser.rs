@@ -346,6 +346,10 @@ impl<'a> Parser<'a> {
                 let word = self.text(&token);
                 if let Some(last) = self.first_or_last() {
                     self.first_last(last, token.span)
+                } else if word.eq_ignore_ascii_case("bucket")
+                    && self.peek_at(1).kind == TokenKind::LParen
+                {
+                    self.bucket(token.span)
                 } else if word.eq_ignore_ascii_case("everyone") {
                     self.advance();
                     Ok(Expr {
@@ -409,6 +413,65 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.unexpected("a condition", &[], "keyword")),
         }
+    }
+
+    /// `bucket(NAME) TEST`, the current token being `bucket` and the next `(`. `bucket` is not a
+    /// keyword: before anything but `(` it stays a trait, an event or a value, so saved rules
+    /// that use the word keep parsing (`bucket (` started no condition before).
+    fn bucket(&mut self, start: Span) -> PResult<Expr> {
+        self.advance();
+        let open = self.advance();
+        let token = self.peek().clone();
+        let text = self.text(&token);
+        if token.kind != TokenKind::Word || !words::is_name(text) {
+            return Err(self.expected(
+                "the name of a split in 'bucket(NAME)': letters, digits and `_`, not starting \
+                 with a digit (`bucket(checkout_2026) < 50`)",
+            ));
+        }
+        let name = Name {
+            text: text.to_string(),
+            span: token.span,
+        };
+        self.advance();
+        self.close_paren(open)?;
+        if !self.starts_trait_test(0) {
+            return Err(self.unexpected(
+                "a comparison after 'bucket(NAME)' (=, !=, <, <=, >, >=, in, not in, between)",
+                &["in", "not", "between"],
+                "keyword",
+            ));
+        }
+        let test_start = self.peek().span;
+        let test = self.trait_test()?;
+        let values: Vec<&Literal> =
+            match &test {
+                Test::Compare { value, .. } => vec![value],
+                Test::In { values, .. } => values.iter().collect(),
+                Test::Between { low, high } => vec![low, high],
+                Test::Contains(_) | Test::IsSet { .. } => return Err(self.error_at(
+                    self.span_from(test_start),
+                    "'bucket(NAME)' is a whole number 0 to 99 that every customer has: compare \
+                     it with =, !=, <, <=, >, >=, in, not in or between"
+                        .into(),
+                )),
+            };
+        if let Some(v) = values
+            .into_iter()
+            .find(|v| !matches!(v.kind, LiteralKind::Number(Number::Int { .. })))
+        {
+            return Err(self.error_at(
+                v.span,
+                "'bucket(NAME)' is a whole number 0 to 99: compare it with whole numbers \
+                 (`bucket(checkout) < 50`)"
+                    .into(),
+            ));
+        }
+        let span = self.span_from(start);
+        Ok(Expr {
+            span,
+            kind: ExprKind::Bucket(Box::new(Bucket { name, test, span })),
+        })
     }
 
     /// Whether the current token starts `first EVENT ...` (`Some(false)`) or `last EVENT ...`
@@ -737,6 +800,17 @@ impl<'a> Parser<'a> {
 
     fn trait_condition(&mut self) -> PResult<TraitCondition> {
         let path = self.path("a trait or property name")?;
+        let test = self.trait_test()?;
+        Ok(TraitCondition {
+            span: self.span_from(path.span),
+            path,
+            test,
+        })
+    }
+
+    /// The test of a trait condition, after its path: `= v`, `in (...)`, `not in (...)`,
+    /// `between a and b`, `contains v`, `is [not] set`.
+    fn trait_test(&mut self) -> PResult<Test> {
         let token = self.peek().clone();
         let test = match token.kind {
             TokenKind::Op(op) => {
@@ -793,11 +867,7 @@ impl<'a> Parser<'a> {
                 ))
             }
         };
-        Ok(TraitCondition {
-            span: self.span_from(path.span),
-            path,
-            test,
-        })
+        Ok(test)
     }
 
     fn value_list(&mut self) -> PResult<Vec<Literal>> {

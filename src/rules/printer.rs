@@ -37,6 +37,7 @@ impl Display for Expr {
             ExprKind::Event(cond) => cond.fmt(f),
             ExprKind::Sequence(seq) => seq.fmt(f),
             ExprKind::FirstLast(fl) => write!(f, "{} {}", fl.keyword(), fl.event),
+            ExprKind::Bucket(b) => write!(f, "bucket({}) {}", b.name.text, b.test),
             ExprKind::InAudience(name) => write!(f, "in audience {}", name.text),
             ExprKind::Everyone => f.write_str("everyone"),
         }

@@ -75,6 +75,7 @@ fn audience_named(expr: &Expr) -> Option<&str> {
         | ExprKind::Event(_)
         | ExprKind::Sequence(_)
         | ExprKind::FirstLast(_)
+        | ExprKind::Bucket(_)
         | ExprKind::Everyone => None,
     }
 }
@@ -132,6 +133,7 @@ fn matches(expr: &Expr, customer: &Customer, now: i64) -> bool {
         ExprKind::Event(cond) => event_condition(cond, &customer.events, now),
         ExprKind::Sequence(seq) => sequence(seq, &customer.events, now),
         ExprKind::FirstLast(fl) => first_last(fl, &customer.events, now),
+        ExprKind::Bucket(b) => bucket_test(&b.test, bucket(&b.name.text, &customer.id)),
         ExprKind::InAudience(_) => unreachable!("rejected before evaluation"),
         ExprKind::EventOrTrait(_) => unreachable!("given one reading before evaluation"),
         ExprKind::Everyone => true,
@@ -524,5 +526,40 @@ fn start_of(t: &TimePoint, now: i64) -> i64 {
         TimeKind::Date(d) => midnight(d),
         TimeKind::DateTime(ts) => ts,
         TimeKind::Ago(d) => now - d.millis().expect("the parser bounds it"),
+    }
+}
+
+/// `bucket(NAME)` as rules.md defines it: the first 8 bytes of SHA-256 of the UTF-8 text
+/// `NAME:ID`, read as a big-endian unsigned integer, modulo 100.
+pub fn bucket(name: &str, id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{name}:{id}").as_bytes());
+    let first: [u8; 8] = digest[..8]
+        .try_into()
+        .expect("a SHA-256 digest has 32 bytes");
+    (u64::from_be_bytes(first) % 100) as i64
+}
+
+/// A bucket's test: the bucket compared as a whole number with the whole numbers written.
+fn bucket_test(test: &Test, b: i64) -> bool {
+    let int = |l: &Literal| match &l.kind {
+        LiteralKind::Number(Number::Int { value, .. }) => *value,
+        other => panic!("the parser lets only whole numbers into a bucket test, not {other:?}"),
+    };
+    match test {
+        Test::Compare { op, value } => {
+            let v = int(value);
+            match op {
+                CmpOp::Eq => b == v,
+                CmpOp::Ne => b != v,
+                CmpOp::Lt => b < v,
+                CmpOp::Le => b <= v,
+                CmpOp::Gt => b > v,
+                CmpOp::Ge => b >= v,
+            }
+        }
+        Test::In { negated, values } => values.iter().any(|v| int(v) == b) != *negated,
+        Test::Between { low, high } => int(low) <= b && b <= int(high),
+        other => panic!("the parser refuses {other:?} after bucket(NAME)"),
     }
 }
