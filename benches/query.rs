@@ -29,7 +29,7 @@ use audiencedb::Db;
 
 /// The examples of docs/RULES.md (`SPEC_EXAMPLES`), then extra rules: a pure trait rule, a complement
 /// over everyone, `where` on properties that have no index (a number, free text), an average;
-/// then the kinds of issue 20, the trait orderings of issue 23 and the sequences of issue 22. `scripts/duckdb_compare.py` holds the same list with the SQL of
+/// then the kinds of issue 20, the trait orderings of issue 23, the sequences and `first`/`last` of issue 22. `scripts/duckdb_compare.py` holds the same list with the SQL of
 /// each.
 fn rules() -> Vec<&'static str> {
     let spec = audiencedb::rules::SPEC_EXAMPLES;
@@ -74,6 +74,12 @@ fn rules() -> Vec<&'static str> {
         "added_to_cart then not purchased within 1 hour in last 7 days",
         "viewed then not purchased with same product within 1 day in last 7 days",
         "added_to_cart then purchased within 1 hour in last 7 days",
+    ]);
+    // Issue 22: first and last.
+    rules.extend([
+        "first purchased in last 30 days",
+        "last purchased before 180 days ago",
+        "first viewed where price >= 100 in last 7 days",
     ]);
     rules
 }

@@ -295,6 +295,23 @@ WHERE b.ts IS NULL OR b.ts > a.ts + INTERVAL 1 DAY""",
 SELECT DISTINCT a.customer FROM a ASOF JOIN b ON a.customer = b.customer AND a.ts < b.ts
 WHERE b.ts <= a.ts + INTERVAL 1 HOUR""",
     ),
+    # First and last (issue 22): the earliest (latest) matching event up to now, per customer,
+    # in the window.
+    (
+        "first purchased in last 30 days",
+        """SELECT customer FROM events WHERE event = 'purchased' AND ts <= {now}
+GROUP BY customer HAVING min(ts) > {now} - INTERVAL 30 DAY""",
+    ),
+    (
+        "last purchased before 180 days ago",
+        """SELECT customer FROM events WHERE event = 'purchased' AND ts <= {now}
+GROUP BY customer HAVING max(ts) < {now} - INTERVAL 180 DAY""",
+    ),
+    (
+        "first viewed where price >= 100 in last 7 days",
+        """SELECT customer FROM events WHERE event = 'viewed' AND price >= 100 AND ts <= {now}
+GROUP BY customer HAVING min(ts) > {now} - INTERVAL 7 DAY""",
+    ),
 ]
 
 NUMERIC = ("BIGINT", "UBIGINT", "DOUBLE")

@@ -333,6 +333,57 @@ fn a_then_not_b_enters_at_exactly_ta_plus_t() {
     assert!(members(&db, "abandoned").is_empty());
 }
 
+/// `last purchased before 180 days ago`: the saved audience gains a customer the millisecond
+/// their last purchase passes 180 days (its timer), and loses them when they buy again;
+/// `first purchased in last 30 days` loses a new buyer the millisecond their first purchase
+/// turns 30 days old, and never gains a customer who bought before.
+#[test]
+fn first_and_last_move_with_time_to_the_millisecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    let p = t0() - 100 * DAY;
+    track(&db, "x", "purchased", p);
+    track(&db, "y", "purchased", p - 10 * DAY);
+    track(&db, "y", "purchased", p);
+    db.define_audience("lapsed", "last purchased before 180 days ago")
+        .unwrap();
+    db.define_audience("new", "first purchased in last 30 days")
+        .unwrap();
+    assert!(members(&db, "lapsed").is_empty());
+    // A first purchase now: new; y's is not its first.
+    track(&db, "z", "purchased", t0());
+    track(&db, "y", "purchased", t0());
+    assert_eq!(members(&db, "new"), ["z"]);
+    clock.set(p + 180 * DAY);
+    db.advance_audiences().unwrap();
+    assert!(members(&db, "lapsed").is_empty());
+    clock.set(p + 180 * DAY + 1);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "lapsed"), ["x"]);
+    // x buys again: no longer lapsed.
+    track(&db, "x", "purchased", p + 180 * DAY + 1);
+    assert!(members(&db, "lapsed").is_empty());
+    // z's first purchase turns 30 days old at t0 + 30 days: out at that millisecond.
+    assert!(
+        members(&db, "new").is_empty(),
+        "p + 180 days is past t0 + 30 days"
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let clock2 = Clock::manual(t0());
+    let db2 = open(dir2.path(), &clock2);
+    track(&db2, "z", "purchased", t0());
+    db2.define_audience("new", "first purchased in last 30 days")
+        .unwrap();
+    assert_eq!(members(&db2, "new"), ["z"]);
+    clock2.set(t0() + 30 * DAY - 1);
+    db2.advance_audiences().unwrap();
+    assert_eq!(members(&db2, "new"), ["z"]);
+    clock2.set(t0() + 30 * DAY);
+    db2.advance_audiences().unwrap();
+    assert!(members(&db2, "new").is_empty());
+}
+
 #[test]
 fn in_audience_means_the_saved_rule_at_the_same_now() {
     let dir = tempfile::tempdir().unwrap();
@@ -374,4 +425,42 @@ fn in_audience_means_the_saved_rule_at_the_same_now() {
     }
     let explain = db.explain("in audience recent", t0()).unwrap();
     assert_eq!(explain.root.label, "in audience recent");
+}
+
+/// `bucket(exp) < 50`: never moves with time or events; moves when an identity merge gives the
+/// customer another id (the id merged into decides: c96 is in bucket 99 of `exp`, merged-2 in 34,
+/// c69 in 0, as Python's hashlib computes them).
+#[test]
+fn buckets_move_with_merges_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    track(&db, "c69", "viewed", t0());
+    track(&db, "c96", "viewed", t0());
+    db.define_audience("variant_a", "bucket(exp) < 50").unwrap();
+    db.define_audience("variant_b", "not bucket(exp) < 50 and viewed ever")
+        .unwrap();
+    assert_eq!(members(&db, "variant_a"), ["c69"]);
+    assert_eq!(members(&db, "variant_b"), ["c96"]);
+    clock.set(t0() + 400 * DAY);
+    db.advance_audiences().unwrap();
+    track(&db, "c96", "purchased", t0() + 400 * DAY);
+    assert_eq!(members(&db, "variant_a"), ["c69"]);
+    assert_eq!(members(&db, "variant_b"), ["c96"]);
+    // c96 is merged into the new id merged-2: now in bucket 34.
+    assert!(db.alias("c96", "merged-2").unwrap());
+    let mut a = members(&db, "variant_a");
+    a.sort();
+    assert_eq!(a, ["c69", "merged-2"]);
+    assert!(members(&db, "variant_b").is_empty());
+    // A customer new to the store (c34, bucket 49) enters at its first write, whatever it is.
+    tier(&db, "c34", "Silver");
+    let mut a = members(&db, "variant_a");
+    a.sort();
+    assert_eq!(a, ["c34", "c69", "merged-2"]);
+    // As the saved audience says, so does a query.
+    let q = db.query("bucket(exp) < 50", t0() + 400 * DAY).unwrap();
+    let mut ids = db.member_ids(&q).unwrap();
+    ids.sort();
+    assert_eq!(ids, ["c34", "c69", "merged-2"]);
 }

@@ -1,4 +1,5 @@
-//! Saved audiences stay true (sequences among them, `then not` entering at tA + T): random streams of ingests, deletes, clock steps (many of them
+//! Saved audiences stay true (sequences among them, `then not` entering at tA + T; `first` and
+//! `last`; `bucket(NAME)`, which new customers enter at their first write): random streams of ingests, deletes, clock steps (many of them
 //! landing exactly on a rule's edge or a millisecond beside it), rule edits, checkpoints,
 //! restarts and crashes. After every step, every saved audience's kept members must equal a
 //! fresh evaluation of its rule at the audiences' time, and replaying the change feed from the
@@ -19,7 +20,7 @@ const HOUR: i64 = 60 * MINUTE;
 
 /// The audiences every stream starts with: windows of minutes and hours, counts, sums,
 /// relative trait times, `not`, and `in audience` chains.
-const AUDIENCES: [(&str, &str); 9] = [
+const AUDIENCES: [(&str, &str); 11] = [
     ("recent_viewers", "viewed in last 2 hours"),
     (
         "buyers_not_browsing",
@@ -50,22 +51,30 @@ const AUDIENCES: [(&str, &str); 9] = [
         "added_to_cart then not purchased within 30 minutes in last 3 hours",
     ),
     ("quick_buyers", "viewed then purchased within 45 minutes"),
+    ("new_buyers", "first purchased in last 90 minutes"),
+    (
+        "lapsed_buyers",
+        "last purchased where amount > 1 before 1 hour ago",
+    ),
 ];
 
 /// Rules an edit may save under one of the names.
-const EDITS: [&str; 7] = [
+const EDITS: [&str; 10] = [
     "viewed at least 2 times in last 1 hour",
+    "bucket(exp) >= 30",
+    "not bucket(holdout) < 20 and viewed in last 1 hour",
     "everyone",
     "not purchased in last 2 hours",
     "in audience big_or_new",
     "tier in (Gold, Silver) and added_to_cart ever",
     "purchased avg(amount) >= 2 between 3 hours ago and 1 hour ago",
     "added_to_cart then viewed then purchased within 1 hour since 2 hours ago",
+    "first viewed since 2 hours ago or last added_to_cart between 3 hours ago and 30 minutes ago",
 ];
 
 /// The same streams in days: every length of time above 24 times longer, so that clock steps
 /// cross many UTC days (milliseconds beside an edge stay milliseconds).
-const DAY_AUDIENCES: [(&str, &str); 9] = [
+const DAY_AUDIENCES: [(&str, &str); 11] = [
     ("recent_viewers", "viewed in last 2 days"),
     (
         "buyers_not_browsing",
@@ -93,9 +102,16 @@ const DAY_AUDIENCES: [(&str, &str); 9] = [
         "added_to_cart then not purchased within 12 hours in last 3 days",
     ),
     ("quick_buyers", "viewed then purchased within 18 hours"),
+    ("new_buyers", "first purchased in last 36 hours"),
+    (
+        "lapsed_buyers",
+        "last purchased where amount > 1 before 1 day ago",
+    ),
 ];
 
-const DAY_EDITS: [&str; 7] = [
+const DAY_EDITS: [&str; 10] = [
+    "bucket(exp) >= 30",
+    "not bucket(holdout) < 20 and viewed in last 1 day",
     "viewed at least 2 times in last 1 day",
     "everyone",
     "not purchased in last 2 days",
@@ -103,6 +119,7 @@ const DAY_EDITS: [&str; 7] = [
     "tier in (Gold, Silver) and added_to_cart ever",
     "purchased avg(amount) >= 2 between 3 days ago and 1 day ago",
     "added_to_cart then viewed then purchased within 1 day since 2 days ago",
+    "first viewed since 2 days ago or last added_to_cart between 3 days ago and 12 hours ago",
 ];
 
 /// What a stream runs against.

@@ -1904,6 +1904,244 @@ fn why_shows_what_formed_or_broke_a_sequence() {
     );
 }
 
+/// `first`/`last` with purchases planted at the windows' edges and a millisecond either side,
+/// after *now*, with a filter that changes which event is first or last, and without the event.
+fn first_last_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let amount = |a: i64| vec![("amount", Value::Int(a))];
+    // First purchase exactly 30 days ago (outside `in last 30 days`), a millisecond later (in).
+    f.track("n1", "purchased", now - MONTH, amount(10));
+    f.track("n1", "purchased", now - DAY_MS, amount(10));
+    f.track("n2", "purchased", now - MONTH + 1, amount(10));
+    f.track("n2", "purchased", now - HOUR, amount(80));
+    // Last purchase exactly 180 days ago: `before 180 days ago` is strict, so not yet.
+    f.track("l1", "purchased", now - 400 * DAY_MS, amount(80));
+    f.track("l1", "purchased", now - 180 * DAY_MS, amount(10));
+    // A millisecond older: lapsed.
+    f.track("l2", "purchased", now - 180 * DAY_MS - 1, amount(10));
+    // Lapsed until a purchase after *now* arrives in time (it counts only from then on).
+    f.track("l3", "purchased", now - 200 * DAY_MS, amount(10));
+    f.track("l3", "purchased", now + MINUTE, amount(10));
+    // Only a view, and a profile without events.
+    f.track("v1", "viewed", now - DAY_MS, vec![("product", s("X"))]);
+    f.identify("t1", vec![("tier", s("Gold"))]);
+    // A purchase at *now* exactly is the last one and in every window ending at *now*.
+    f.track("z1", "purchased", now - 2 * YEAR, amount(80));
+    f.track("z1", "purchased", now, amount(10));
+    f
+}
+
+#[test]
+fn first_and_last_follow_the_spec_to_the_millisecond() {
+    both_configs(|bound| {
+        let f = first_last_fixture(bound);
+        let now = now();
+        for (rule, at, expected) in [
+            ("first purchased in last 30 days", now, &["n2"][..]),
+            ("first purchased in last 30 days", now - 1, &["n1", "n2"]),
+            ("first purchased in last 30 days", now + 1, &[]),
+            ("last purchased in last 30 days", now, &["n1", "n2", "z1"]),
+            ("last purchased before 180 days ago", now, &["l2", "l3"]),
+            (
+                "last purchased before 180 days ago",
+                now + 1,
+                &["l1", "l2", "l3"],
+            ),
+            ("last purchased before 180 days ago", now - 1, &["l3", "z1"]),
+            (
+                "last purchased before 180 days ago",
+                now + MINUTE,
+                &["l1", "l2"],
+            ),
+            (
+                "last purchased before 180 days ago",
+                now + MINUTE - 1,
+                &["l1", "l2", "l3"],
+            ),
+            (
+                "first purchased where amount >= 50 in last 30 days",
+                now,
+                &["n2"],
+            ),
+            (
+                "last purchased where amount >= 50 before 1 year ago",
+                now,
+                &["l1", "z1"],
+            ),
+            (
+                "last purchased where amount >= 50 before 1 year ago",
+                now - 1,
+                &["l1", "z1"],
+            ),
+            (
+                "first purchased where amount >= 50 before 1 year ago",
+                now,
+                &["l1", "z1"],
+            ),
+            (
+                "last purchased ever",
+                now,
+                &["l1", "l2", "l3", "n1", "n2", "z1"],
+            ),
+            ("first purchased ever", now - 2 * YEAR - 1, &[]),
+            ("first purchased ever", now - 2 * YEAR, &["z1"]),
+            (
+                "not last purchased before 180 days ago",
+                now,
+                &["l1", "n1", "n2", "t1", "v1", "z1"],
+            ),
+            (
+                "first viewed product X in last 7 days and not first purchased ever",
+                now,
+                &["v1"],
+            ),
+            ("last purchased since 2026-03-14 and tier = Gold", now, &[]),
+            (
+                "first purchased between 2026-02-13 and 2026-02-13",
+                now,
+                &["n1", "n2"],
+            ),
+            (
+                "last purchased between 2026-03-14 and 2026-03-14",
+                now,
+                &["n1"],
+            ),
+            ("first nobody_did in last 7 days", now, &[]),
+        ] {
+            f.expect(rule, at, expected);
+        }
+    });
+}
+
+/// `why` shows the first or last event and its time, and when time alone changes the answer.
+#[test]
+fn why_shows_the_first_or_last_event() {
+    let f = first_last_fixture(None);
+    let now = now();
+    let why =
+        f.db.why("l1", "last purchased before 180 days ago", now)
+            .unwrap();
+    assert!(!why.root.holds, "{why}");
+    assert_eq!(
+        why.root
+            .events
+            .iter()
+            .map(|e| e.timestamp)
+            .collect::<Vec<_>>(),
+        [now - 180 * DAY_MS]
+    );
+    assert!(why.root.reason.contains("outside the window"), "{why}");
+    assert_eq!(why.next_change, Some(now + 1), "{why}");
+    let why =
+        f.db.why("n2", "first purchased in last 30 days", now)
+            .unwrap();
+    assert!(why.root.holds, "{why}");
+    assert_eq!(why.root.events[0].timestamp, now - MONTH + 1);
+    assert_eq!(why.next_change, Some(now + 1), "{why}");
+    let why =
+        f.db.why("t1", "first purchased in last 30 days", now)
+            .unwrap();
+    assert!(!why.root.holds);
+    assert!(why.root.events.is_empty());
+    assert!(why.root.reason.contains("no matching event"), "{why}");
+}
+
+/// Customers whose `bucket(exp)` is 0, 1, 49, 50, 98 and 99 (computed with Python's hashlib:
+/// `int.from_bytes(sha256(f"exp:{id}".encode()).digest()[:8], "big") % 100`); c34 and c96 are
+/// Gold. Their `bucket(Exp)` is 15, 14, 96, 2, 97, 25 and `bucket(holdout)` 30, 19, 79, 80,
+/// 84, 77 (in the order c69, c59, c34, c71, c6, c96).
+fn buckets_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    for id in ["c69", "c59", "c71", "c6"] {
+        f.track(id, "viewed", now - DAY_MS, vec![("product", s("X"))]);
+    }
+    f.identify("c34", vec![("tier", s("Gold"))]);
+    f.identify("c96", vec![("tier", s("Gold"))]);
+    f
+}
+
+#[test]
+fn buckets_follow_the_spec_at_every_edge() {
+    both_configs(|bound| {
+        let f = buckets_fixture(bound);
+        let all = &["c34", "c59", "c6", "c69", "c71", "c96"][..];
+        for (rule, expected) in [
+            ("bucket(exp) < 50", &["c69", "c59", "c34"][..]),
+            ("bucket(exp) >= 50", &["c71", "c6", "c96"]),
+            ("bucket(exp) = 0", &["c69"]),
+            ("bucket(exp) <= 0", &["c69"]),
+            ("bucket(exp) = 99", &["c96"]),
+            ("bucket(exp) > 98", &["c96"]),
+            ("bucket(exp) != 99", &["c69", "c59", "c34", "c71", "c6"]),
+            // Values outside 0..=99 compare as numbers.
+            ("bucket(exp) < 0", &[]),
+            ("bucket(exp) >= 100", &[]),
+            ("bucket(exp) = -5", &[]),
+            ("bucket(exp) < 100", all),
+            ("bucket(exp) > -1", all),
+            ("bucket(exp) != 100", all),
+            ("bucket(exp) <= 9223372036854775807", all),
+            ("bucket(exp) between 1 and 98", &["c59", "c34", "c71", "c6"]),
+            ("bucket(exp) between 98 and 1", &[]),
+            ("bucket(exp) between -10 and 0", &["c69"]),
+            ("bucket(exp) in (0, 99, 100)", &["c69", "c96"]),
+            ("bucket(exp) not in (0, 99)", &["c59", "c34", "c71", "c6"]),
+            ("bucket(exp) < 50 and tier = Gold", &["c34"]),
+            ("not bucket(exp) < 50", &["c71", "c6", "c96"]),
+            (
+                "bucket(exp) < 50 or viewed ever",
+                &["c69", "c59", "c34", "c71", "c6"],
+            ),
+            // Names are case-sensitive, and splits of different names differ.
+            ("bucket(Exp) < 20", &["c69", "c59", "c71"]),
+            ("bucket(holdout) < 30", &["c59"]),
+            ("bucket(holdout) < 31", &["c69", "c59"]),
+            // A keyword is a name inside the parentheses.
+            ("bucket(set) < 100", all),
+        ] {
+            // Never moves with time.
+            for at in [now(), now() - 1, now() + 365 * DAY_MS] {
+                f.expect(rule, at, expected);
+            }
+        }
+    });
+}
+
+/// After a merge a customer's bucket is that of the id they were merged into.
+#[test]
+fn buckets_follow_the_id_a_customer_is_merged_into() {
+    let mut f = buckets_fixture(None);
+    // merged-2 is in bucket 34 of `exp`, c96 in 99.
+    assert!(f.db.alias("c96", "merged-2").unwrap());
+    f.ids.insert("merged-2".to_owned());
+    f.ids.remove("c96");
+    f.expect("bucket(exp) = 34", now(), &["merged-2"]);
+    f.expect("bucket(exp) = 99", now(), &[]);
+    f.expect(
+        "bucket(exp) < 50 and tier = Gold",
+        now(),
+        &["c34", "merged-2"],
+    );
+}
+
+/// `why` names the bucket and the text hashed.
+#[test]
+fn why_shows_the_bucket() {
+    let f = buckets_fixture(None);
+    let why = f.db.why("c96", "bucket(exp) >= 50", now()).unwrap();
+    assert!(why.root.holds, "{why}");
+    assert!(why.root.reason.contains("bucket(exp) is 99"), "{why}");
+    assert!(why.root.reason.contains("exp:c96"), "{why}");
+    assert_eq!(why.next_change, None, "{why}");
+    let why =
+        f.db.why("c69", "bucket(exp) between 1 and 98", now())
+            .unwrap();
+    assert!(!why.root.holds, "{why}");
+    assert!(why.root.reason.contains("bucket(exp) is 0"), "{why}");
+}
+
 // ---------- Random rules over random data ----------
 mod random {
     use super::*;
@@ -2397,10 +2635,57 @@ mod random {
             })
     }
 
+    /// `first EVENT ...` or `last EVENT ...`: an event condition without a frequency.
+    fn first_last(now: i64) -> impl Strategy<Value = String> {
+        (prop::bool::ANY, event_condition(now)).prop_filter_map(
+            "no frequency on first and last",
+            |(last, cond)| {
+                let freq = [
+                    " at ",
+                    " exactly ",
+                    " count ",
+                    " sum(",
+                    " avg(",
+                    " min(",
+                    " max(",
+                ];
+                if freq.iter().any(|f| cond.contains(f)) {
+                    return None;
+                }
+                Some(format!("{} {cond}", if last { "last" } else { "first" }))
+            },
+        )
+    }
+
+    /// `bucket(NAME) TEST` with values at and around the edges 0 and 99, and outside them.
+    fn bucket() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["exp", "holdout", "Exp"]);
+        let n = prop_oneof![
+            prop::sample::select(vec![-1i64, 0, 1, 49, 50, 98, 99, 100]),
+            -5i64..105,
+        ];
+        let test = prop_oneof![
+            (
+                prop::sample::select(vec!["=", "!=", "<", "<=", ">", ">="]),
+                n.clone()
+            )
+                .prop_map(|(op, v)| format!("{op} {v}")),
+            (n.clone(), n.clone()).prop_map(|(a, b)| format!("between {a} and {b}")),
+            (prop::bool::ANY, prop::collection::vec(n, 1..4)).prop_map(|(not, vs)| {
+                let list = vs.iter().map(i64::to_string).collect::<Vec<_>>();
+                let not = if not { "not " } else { "" };
+                format!("{not}in ({})", list.join(", "))
+            }),
+        ];
+        (name, test).prop_map(|(name, test)| format!("bucket({name}) {test}"))
+    }
+
     fn rule(now: i64) -> impl Strategy<Value = String> {
         let leaf = prop_oneof![
             3 => condition(&TRAITS, now),
             6 => event_condition(now),
+            2 => first_last(now),
+            2 => bucket(),
             1 => Just("everyone".to_owned()),
         ];
         leaf.prop_recursive(3, 6, 3, |inner| {
@@ -2747,8 +3032,36 @@ mod random_sequences {
             })
     }
 
+    /// `first`/`last` over the same clustered instants: the windows' edges at 1 hour, 1 day
+    /// and 7 days, and after *now*.
+    fn first_last(now: i64) -> impl Strategy<Value = String> {
+        let day = format_rfc3339(now - 2 * DAY_MS)[..10].to_owned();
+        let windows = vec![
+            String::new(),
+            " in last 7 days".to_owned(),
+            " in last 1 day".to_owned(),
+            " in last 1 hour".to_owned(),
+            " ever".to_owned(),
+            format!(" since {day}"),
+            " before 1 hour ago".to_owned(),
+            " before 7 days ago".to_owned(),
+            format!(" before {day}"),
+            format!(" between {day} and {}", format_rfc3339(now - HOUR)),
+            " between 7 days ago and 1 day ago".to_owned(),
+        ];
+        (
+            prop::sample::select(vec!["first", "last"]),
+            step(),
+            prop::sample::select(windows),
+        )
+            .prop_map(|(which, step, window)| format!("{which} {step}{window}"))
+    }
+
     fn rule(now: i64) -> impl Strategy<Value = String> {
         prop_oneof![
+            2 => first_last(now),
+            1 => first_last(now).prop_map(|s| format!("not {s}")),
+            1 => (first_last(now), first_last(now)).prop_map(|(a, b)| format!("{a} and {b}")),
             4 => sequence(now),
             1 => sequence(now).prop_map(|s| format!("not {s}")),
             1 => sequence(now).prop_map(|s| format!("{s} and purchased in last 1 day")),
@@ -2788,7 +3101,7 @@ mod random_sequences {
         })]
 
         /// Random sequences (chains, `then not`, `with same`, every window form, under `not`,
-        /// `and`, `or`) over events clustered a millisecond either side of tA + T, at and after
+        /// `and`, `or`) and `first`/`last` conditions over events clustered a millisecond either side of tA + T, at and after
         /// *now*, at three *now*s and at *now* ± T.
         #[test]
         fn sequences_equal_the_reference((now, bound, customers, rules) in case()) {

@@ -6,6 +6,96 @@ use audiencedb::rules::parse;
 /// (what the mistake is, the rule, the rendered error).
 const CASES: &[(&str, &str, &str)] = &[
     (
+        "a bucket compared with a decimal",
+        "bucket(exp) < 49.5",
+        r#"error: 'bucket(NAME)' is a whole number 0 to 99: compare it with whole numbers (`bucket(checkout) < 50`)
+ --> line 1, column 15
+  |
+1 | bucket(exp) < 49.5
+  |               ^^^^"#,
+    ),
+    (
+        "a bucket compared with text",
+        "bucket(exp) in (1, two)",
+        r#"error: 'bucket(NAME)' is a whole number 0 to 99: compare it with whole numbers (`bucket(checkout) < 50`)
+ --> line 1, column 20
+  |
+1 | bucket(exp) in (1, two)
+  |                    ^^^"#,
+    ),
+    (
+        "a bucket with contains",
+        "bucket(exp) contains 5",
+        r#"error: 'bucket(NAME)' is a whole number 0 to 99 that every customer has: compare it with =, !=, <, <=, >, >=, in, not in or between
+ --> line 1, column 13
+  |
+1 | bucket(exp) contains 5
+  |             ^^^^^^^^^^"#,
+    ),
+    (
+        "a bucket without a test",
+        "bucket(exp) and tier = Gold",
+        r#"error: expected a comparison after 'bucket(NAME)' (=, !=, <, <=, >, >=, in, not in, between), found keyword 'and'
+ --> line 1, column 13
+  |
+1 | bucket(exp) and tier = Gold
+  |             ^^^"#,
+    ),
+    (
+        "a bucket without a name",
+        "bucket() < 5",
+        r#"error: expected the name of a split in 'bucket(NAME)': letters, digits and `_`, not starting with a digit (`bucket(checkout_2026) < 50`), found ')'
+ --> line 1, column 8
+  |
+1 | bucket() < 5
+  |        ^"#,
+    ),
+    (
+        "a bucket with a quoted name",
+        "bucket(\"exp\") < 5",
+        r#"error: expected the name of a split in 'bucket(NAME)': letters, digits and `_`, not starting with a digit (`bucket(checkout_2026) < 50`), found '"exp"'
+ --> line 1, column 8
+  |
+1 | bucket("exp") < 5
+  |        ^^^^^"#,
+    ),
+    (
+        "a bucket not closed",
+        "bucket(exp < 5",
+        r#"error: expected 'and', 'or' or ')' to close the '(' at column 7 after 'exp', found '<'
+ --> line 1, column 12
+  |
+1 | bucket(exp < 5
+  |            ^"#,
+    ),
+    (
+        "a frequency on first",
+        "first purchased at least 2 times in last 30 days",
+        r#"error: 'first' takes no frequency: it is about one event, the customer's first `purchased`; write the frequency as its own condition
+ --> line 1, column 17
+  |
+1 | first purchased at least 2 times in last 30 days
+  |                 ^^^^^^^^^^^^^^^^"#,
+    ),
+    (
+        "last without an event",
+        "last in last 7 days",
+        r#"error: expected an event name (a name, or a quoted string) after 'last', found keyword 'in'
+ --> line 1, column 6
+  |
+1 | last in last 7 days
+  |      ^^"#,
+    ),
+    (
+        "a sequence starting with last",
+        "last viewed then purchased within 1 day",
+        r#"error: a sequence cannot start with 'last': its steps are plain events (`A then B within T`)
+ --> line 1, column 13
+  |
+1 | last viewed then purchased within 1 day
+  |             ^^^^"#,
+    ),
+    (
         "a sequence without within",
         "added_to_cart then purchased in last 7 days",
         r#"error: a sequence needs 'within' and a length before its window: `A then B within 1 day in last 7 days`

@@ -172,8 +172,76 @@ fn tree(expr: &audiencedb::rules::Expr) -> String {
             }
             format!("[sequence {}]", parts.join("; "))
         }
+        FirstLast(fl) => format!("[{} {}]", fl.keyword(), fl.event),
+        Bucket(b) => format!("[bucket {} {}]", b.name.text, b.test),
         InAudience(name) => format!("[audience {}]", name.text),
         Everyone => "[everyone]".into(),
+    }
+}
+
+#[test]
+fn buckets_mean_what_the_spec_says() {
+    for (rule, meaning) in [
+        ("bucket(checkout_2026) < 50", "[bucket checkout_2026 < 50]"),
+        (
+            "in audience cart_abandoners and not BUCKET( holdout ) < 5",
+            "(and [audience cart_abandoners] (not [bucket holdout < 5]))",
+        ),
+        ("bucket(x) between 0 and 99", "[bucket x between 0 and 99]"),
+        (
+            "bucket(x) not in (1, -2, 300)",
+            "[bucket x not in (1, -2, 300)]",
+        ),
+        ("bucket(set) = 0", "[bucket set = 0]"),
+        // `bucket` stays a name and a value wherever no `(` follows it.
+        ("bucket = 3", "[trait bucket = 3]"),
+        ("kind = bucket", "[trait kind = bucket]"),
+        (
+            "bucket in last 7 days",
+            "[event bucket; window in last 7 days]",
+        ),
+        ("bucket in (a, b)", "[trait bucket in (a, b)]"),
+    ] {
+        let ast = parse(rule).unwrap_or_else(|e| panic!("{rule}\n{}", e.render()));
+        assert_eq!(tree(&ast.expr), meaning, "{rule}");
+        check(rule, "buckets");
+    }
+}
+
+#[test]
+fn first_and_last_mean_what_the_spec_says() {
+    for (rule, meaning) in [
+        (
+            "first purchased in last 30 days",
+            "[first purchased in last 30 days]",
+        ),
+        (
+            "LAST purchased before 180 days ago",
+            "[last purchased before 180 days ago]",
+        ),
+        (
+            "first viewed product X where price > 3 since 2026-01-01 and tier = Gold",
+            "(and [first viewed product X where price > 3 since 2026-01-01] [trait tier = Gold])",
+        ),
+        (
+            "not last did \"Order Completed\" between 2026-01-01 and 2026-01-31",
+            "(not [last did \"Order Completed\" between 2026-01-01 and 2026-01-31])",
+        ),
+        // `first` stays a name and a value wherever no event follows it.
+        ("position = first", "[trait position = first]"),
+        ("first = 1", "[trait first = 1]"),
+        (
+            "first in last 7 days",
+            "[event first; window in last 7 days]",
+        ),
+        ("first", "[event first]"),
+        ("did first purchased X", "[event first; purchased = X]"),
+        ("first first in last 7 days", "[first first in last 7 days]"),
+        ("in audience first", "[audience first]"),
+    ] {
+        let ast = parse(rule).unwrap_or_else(|e| panic!("{rule}\n{}", e.render()));
+        assert_eq!(tree(&ast.expr), meaning, "{rule}");
+        check(rule, "first and last");
     }
 }
 

@@ -13,7 +13,11 @@ fn sp() -> Span {
 }
 
 fn name() -> impl Strategy<Value = String> {
-    "[A-Za-z_][A-Za-z0-9_]{0,8}".prop_filter("not a keyword", |s| !is_keyword(s))
+    prop_oneof![
+        20 => "[A-Za-z_][A-Za-z0-9_]{0,8}".prop_filter("not a keyword", |s| !is_keyword(s)),
+        // `first` is a keyword only before an event at the start of a condition.
+        1 => prop::sample::select(vec!["first".to_owned(), "First".to_owned()]),
+    ]
 }
 
 fn path() -> impl Strategy<Value = Path> {
@@ -228,6 +232,45 @@ fn sequence() -> impl Strategy<Value = Sequence> {
         })
 }
 
+/// `first EVENT ...` / `last EVENT ...`: an event condition without a frequency.
+fn first_last() -> impl Strategy<Value = FirstLast> {
+    (any::<bool>(), event()).prop_map(|(last, mut event)| {
+        event.frequency = None;
+        FirstLast {
+            last,
+            event,
+            span: sp(),
+        }
+    })
+}
+
+/// `bucket(NAME) TEST`: a comparison, `in`/`not in` or `between` of whole numbers.
+fn bucket() -> impl Strategy<Value = Bucket> {
+    let int = (-200i64..200).prop_map(|value| Literal {
+        kind: LiteralKind::Number(Number::Int {
+            value,
+            text: value.to_string(),
+        }),
+        span: sp(),
+    });
+    let test = prop_oneof![
+        (op(), int.clone()).prop_map(|(op, value)| Test::Compare { op, value }),
+        (any::<bool>(), prop::collection::vec(int.clone(), 1..4))
+            .prop_map(|(negated, values)| Test::In { negated, values }),
+        (int.clone(), int).prop_map(|(low, high)| Test::Between { low, high }),
+    ];
+    let name = prop_oneof![
+        4 => name(),
+        // Keywords are names inside the parentheses.
+        1 => prop::sample::select(vec!["set".to_owned(), "in".to_owned(), "bucket".to_owned()]),
+    ];
+    (name, test).prop_map(|(text, test)| Bucket {
+        name: Name { text, span: sp() },
+        test,
+        span: sp(),
+    })
+}
+
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
         // `NAME between A and B` with time points reads two ways and parses as EventOrTrait.
@@ -238,6 +281,8 @@ fn expr() -> impl Strategy<Value = Expr> {
         }),
         event().prop_map(|e| ExprKind::Event(Box::new(e))),
         sequence().prop_map(|s| ExprKind::Sequence(Box::new(s))),
+        first_last().prop_map(|f| ExprKind::FirstLast(Box::new(f))),
+        bucket().prop_map(|b| ExprKind::Bucket(Box::new(b))),
         name().prop_map(|text| ExprKind::InAudience(Name { text, span: sp() })),
         Just(ExprKind::Everyone),
     ]

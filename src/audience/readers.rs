@@ -40,8 +40,9 @@ pub(super) struct Readers {
     /// Trait path → the audiences whose rules read that trait, sorted.
     by_trait: FastMap<String, Vec<u32>>,
     /// The audiences a customer with no data at all is in (`not ...`, `everyone`, counts of
-    /// zero): a new customer may enter these whatever its first write holds. Every other
-    /// audience needs the new customer to have something its rule reads.
+    /// zero), and those whose rules read the customer's id (`bucket(NAME)`): a new customer may
+    /// enter these whatever its first write holds. Every other audience needs the new customer
+    /// to have something its rule reads.
     empty_members: Vec<u32>,
     /// The audiences naming a loaded list: a customer who gains an id may enter or leave them.
     list_readers: Vec<u32>,
@@ -64,7 +65,9 @@ impl Readers {
             if fp.lists {
                 r.list_readers.push(d.id);
             }
-            if subset::holds_without_data(cx, d.rule.rule(), now)? {
+            // A rule that reads the id (`bucket(NAME)`) has no answer without one: every new
+            // customer is asked.
+            if fp.ids || subset::holds_without_data(cx, d.rule.rule(), now)? {
                 r.empty_members.push(d.id);
             }
             r.by_id.insert(

@@ -86,9 +86,10 @@ impl Checker<'_> {
         match &e.kind {
             ExprKind::And(items) | ExprKind::Or(items) => items.iter().for_each(|i| self.expr(i)),
             ExprKind::Not(inner) => self.expr(inner),
-            ExprKind::Everyone | ExprKind::InAudience(_) => {}
+            ExprKind::Everyone | ExprKind::InAudience(_) | ExprKind::Bucket(_) => {}
             ExprKind::Trait(c) => self.trait_condition(c),
             ExprKind::Event(ec) => self.event_condition(ec),
+            ExprKind::FirstLast(fl) => self.event_condition(&fl.event),
             ExprKind::Sequence(seq) => {
                 for step in &seq.steps {
                     self.event_condition(step);

@@ -32,6 +32,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
 use crate::index::{DayBitmaps, EventIndex, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef};
+use crate::model::bucket::{bucket, BUCKETS};
 use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
 use crate::model::FastMap;
@@ -104,6 +105,20 @@ impl Sources<'_> {
             NodeKind::Trait { trait_id, test } => self.trait_bounds(*trait_id, test),
             NodeKind::Event(e) => self.event_bounds(e),
             NodeKind::Sequence(s) => self.sequence_bounds(s),
+            NodeKind::FirstLast(fl) => {
+                let inside = self.event_bounds(&fl.inside);
+                let outside = self.event_bounds(&fl.outside);
+                Bounds::range(&inside.sure - &outside.maybe, &inside.maybe - &outside.sure)
+                    .with_child(inside)
+                    .with_child(outside)
+            }
+            // No index holds buckets: decided here only when the test accepts every bucket or
+            // none; otherwise each candidate's id is hashed in the exact check.
+            NodeKind::Bucket(b) => match b.buckets().count() {
+                0 => Bounds::exact(RoaringBitmap::new()),
+                n if n == usize::from(BUCKETS) => Bounds::exact(self.all().clone()),
+                _ => Bounds::range(RoaringBitmap::new(), self.all().clone()),
+            },
             NodeKind::Audience { inner, .. } => {
                 let child = self.bounds(inner);
                 Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
@@ -899,6 +914,19 @@ impl<'s> CustomerData<'s> {
         self.cust
     }
 
+    /// The customer's bucket in the split `name`, from their external id (after a merge, the id
+    /// they were merged into).
+    pub fn bucket(&self, name: &str) -> Result<u8> {
+        Ok(bucket(name, &self.external_id()?))
+    }
+
+    /// The customer's external id (after a merge, the id they were merged into).
+    pub fn external_id(&self) -> Result<String> {
+        self.store.external_id(self.cust)?.ok_or_else(|| {
+            crate::error::Error::Internal(format!("customer {} has no external id", self.cust))
+        })
+    }
+
     pub fn new(store: &'s Store, events_from: Option<Timestamp>) -> Self {
         CustomerData {
             store,
@@ -1061,7 +1089,25 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
             customer::sequence_hits(s, bodies, blocks, &mut hits)?;
             customer::sequence_holds(s, &hits)
         }
+        NodeKind::FirstLast(fl) => {
+            event_holds(&fl.inside, child(0), data)? && !event_holds(&fl.outside, child(1), data)?
+        }
+        NodeKind::Bucket(b) => b.accepts(data.bucket(&b.name)?),
         NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
         NodeKind::List { members, .. } => members.contains(data.cust),
     })
+}
+
+/// Whether the customer satisfies the event condition `e`, trusting its bounds where they
+/// decide.
+fn event_holds(e: &EventNode, b: Option<&Bounds>, data: &mut CustomerData<'_>) -> Result<bool> {
+    if let Some(b) = b {
+        if b.sure.contains(data.cust) {
+            return Ok(true);
+        }
+        if !b.maybe.contains(data.cust) {
+            return Ok(false);
+        }
+    }
+    data.satisfies(e)
 }

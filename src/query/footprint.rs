@@ -39,6 +39,10 @@ pub(crate) struct Footprint {
     /// Whether an event's property is compared with a relative time (`where shipped < 3 days
     /// ago`): then a property value, not only the event's own time, can cross an edge.
     pub relative_props: bool,
+    /// Whether the rule reads the customer's external id (`bucket(NAME)`): then a customer
+    /// new to the store (one made by an identity merge included) may be in the audience
+    /// whatever else it holds.
+    pub ids: bool,
 }
 
 impl Footprint {
@@ -69,6 +73,9 @@ impl Footprint {
             }
             ExprKind::Not(inner) => self.expr(inner, saved),
             ExprKind::Everyone => {}
+            // A bucket moves with neither time nor events, only with the customer's id: only a
+            // new customer (a merge under a new id makes one) needs its answer.
+            ExprKind::Bucket(_) => self.ids = true,
             ExprKind::Trait(c) => {
                 self.traits.insert(c.path.text.clone());
                 test_lengths(&c.test, &mut self.lengths);
@@ -90,6 +97,12 @@ impl Footprint {
             ExprKind::Event(ec) => {
                 self.event_condition(ec);
                 self.window(ec.window.as_ref());
+            }
+            // `first`/`last`: the window's edges move as for the event, and so does the range
+            // before (after) it that must hold no matching event.
+            ExprKind::FirstLast(fl) => {
+                self.event_condition(&fl.event);
+                self.window(fl.event.window.as_ref());
             }
             // The wait T makes the answer move at a + T (`then not B`: the customer enters then).
             ExprKind::Sequence(seq) => {

@@ -12,6 +12,7 @@ use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::index::Indexes;
+use crate::model::bucket::BUCKETS;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::rules::{
     AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
@@ -61,6 +62,10 @@ pub(crate) enum NodeKind {
     },
     Event(Box<EventNode>),
     Sequence(Box<SeqNode>),
+    /// `first EVENT WINDOW` / `last EVENT WINDOW`.
+    FirstLast(Box<FirstLastNode>),
+    /// `bucket(NAME) TEST`.
+    Bucket(Box<BucketNode>),
     /// `in audience NAME`: the saved audience's own rule, planned at the same *now*. The inner
     /// node's spans point into that rule's text, not this one's.
     Audience {
@@ -104,6 +109,91 @@ pub(crate) struct SeqNode {
     pub same: Option<Option<u32>>,
     /// T, in milliseconds.
     pub within: i64,
+}
+
+/// `first`/`last` at one *now*: the customer's first (last) matching event up to *now* lies in
+/// the window exactly when some matching event lies in the window and none lies before it (for
+/// `last`: after it, up to *now*). Both parts are plain presence conditions, so the bitmaps bound
+/// them as they bound any event condition.
+#[derive(Debug, Clone)]
+pub(crate) struct FirstLastNode {
+    /// `last` rather than `first`.
+    pub last: bool,
+    /// The matching events in the window (presence).
+    pub inside: EventNode,
+    /// The matching events before the window (`first`) or after it up to *now* (`last`), which
+    /// must be none. Empty when the window reaches back to the start of time (`first`) or up to
+    /// *now* (`last`).
+    pub outside: EventNode,
+    pub now: Timestamp,
+}
+
+/// `bucket(NAME) TEST`: the buckets the test accepts, decided once when planning, so a
+/// customer's check is one hash of `NAME:ID` and one bit. Nothing here moves with *now* or with
+/// events; it moves only when the customer's external id does (an identity merge keeps the id
+/// the customer was merged into, as the experiment report does).
+#[derive(Debug, Clone)]
+pub(crate) struct BucketNode {
+    /// The split's name, as written.
+    pub name: String,
+    /// Bit `b` set: bucket `b` passes the test.
+    pub accepted: u128,
+}
+
+impl BucketNode {
+    /// The node of `bucket(name) test`; the test's values are whole numbers (the parser sees to
+    /// it) and are compared with each bucket as numbers, so a value outside 0..=99 simply
+    /// accepts all buckets or none on its side.
+    pub fn new(name: &str, test: &Test) -> BucketNode {
+        let int = |l: &Literal| match &l.kind {
+            LiteralKind::Number(Number::Int { value, .. }) => Some(*value),
+            _ => None,
+        };
+        let passes = |b: i64| match test {
+            Test::Compare { op, value } => int(value).is_some_and(|v| match op {
+                CmpOp::Eq => b == v,
+                CmpOp::Ne => b != v,
+                CmpOp::Lt => b < v,
+                CmpOp::Le => b <= v,
+                CmpOp::Gt => b > v,
+                CmpOp::Ge => b >= v,
+            }),
+            Test::In { negated, values } => values.iter().any(|l| int(l) == Some(b)) != *negated,
+            Test::Between { low, high } => {
+                int(low).is_some_and(|l| l <= b) && int(high).is_some_and(|h| b <= h)
+            }
+            Test::Contains(_) | Test::IsSet { .. } => false,
+        };
+        let accepted = (0..BUCKETS)
+            .filter(|&b| passes(i64::from(b)))
+            .fold(0u128, |m, b| m | 1 << b);
+        BucketNode {
+            name: name.to_owned(),
+            accepted,
+        }
+    }
+
+    /// Whether bucket `b` passes.
+    pub fn accepts(&self, b: u8) -> bool {
+        b < BUCKETS && self.accepted >> b & 1 == 1
+    }
+
+    /// The accepted buckets, lowest first.
+    pub fn buckets(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..BUCKETS).filter(|&b| self.accepts(b))
+    }
+}
+
+impl FirstLastNode {
+    /// The same condition over every instant up to *now*: the events among which the first
+    /// (last) is chosen.
+    pub fn all_events(&self) -> EventNode {
+        EventNode {
+            from: Timestamp::MIN,
+            to: self.now,
+            ..self.inside.clone()
+        }
+    }
 }
 
 impl EventNode {
@@ -391,6 +481,10 @@ impl Planner<'_> {
             }
             ExprKind::Event(ec) => self.event(ec),
             ExprKind::Sequence(seq) => self.sequence(seq),
+            ExprKind::FirstLast(fl) => self.first_last(&fl.event, fl.last),
+            ExprKind::Bucket(b) => {
+                NodeKind::Bucket(Box::new(BucketNode::new(&b.name.text, &b.test)))
+            }
         };
         Ok(Node {
             kind,
@@ -460,6 +554,38 @@ impl Planner<'_> {
             frequency,
             from,
             to,
+        }))
+    }
+
+    /// `first`/`last` at this *now* (see [`FirstLastNode`]).
+    fn first_last(&mut self, ec: &EventCondition, last: bool) -> NodeKind {
+        let NodeKind::Event(inside) = self.event(ec) else {
+            unreachable!("an event condition plans to an event node")
+        };
+        let (from, to) = match (last, inside.window_is_empty()) {
+            // An empty window holds no first or last event: nothing is left to rule out.
+            (_, true) => (1, 0),
+            (false, false) => (Timestamp::MIN, inside.from.saturating_sub(1)),
+            (true, false) => (inside.to.saturating_add(1), self.now),
+        };
+        // `from == MIN` means no range before the window: `inside.from` was already the start.
+        let empty = (!last && inside.from == Timestamp::MIN) || from > to;
+        let outside = EventNode {
+            from: if empty { 1 } else { from },
+            to: if empty { 0 } else { to },
+            ..(*inside).clone()
+        };
+        if !outside.window_is_empty() {
+            self.events_from = Some(
+                self.events_from
+                    .map_or(outside.from, |f| f.min(outside.from)),
+            );
+        }
+        NodeKind::FirstLast(Box::new(FirstLastNode {
+            last,
+            inside: *inside,
+            outside,
+            now: self.now,
         }))
     }
 

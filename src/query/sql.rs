@@ -171,7 +171,43 @@ impl Writer<'_> {
             }
             NodeKind::Event(e) => self.event(e)?,
             NodeKind::Sequence(seq) => self.sequence(seq),
+            // A matching event in the window and none before it (`first`) or after it up to
+            // *now* (`last`), as the engine plans it.
+            NodeKind::FirstLast(fl) => format!(
+                "({} AND (NOT {}))",
+                self.event(&fl.inside)?,
+                self.event(&fl.outside)?
+            ),
+            NodeKind::Bucket(b) => self.bucket(b),
         })
+    }
+
+    /// `bucket(NAME)` of the customer's external id `c.id` (`crate::model::bucket`): the first 8
+    /// bytes of SHA-256 of `NAME:ID` as a big-endian unsigned integer, modulo 100, among the
+    /// buckets the test accepts.
+    fn bucket(&self, b: &plan::BucketNode) -> String {
+        let accepted: Vec<String> = b.buckets().map(|x| x.to_string()).collect();
+        if accepted.is_empty() {
+            return FALSE.to_owned();
+        }
+        if accepted.len() == usize::from(crate::model::bucket::BUCKETS) {
+            return TRUE.to_owned();
+        }
+        let text = format!("{}:", b.name);
+        let prefix = self.d.string(&text);
+        let value = match self.d {
+            // SHA256 gives 32 raw bytes; reinterpretAsUInt64 reads little-endian, so the first
+            // 8 bytes are reversed to read them big-endian.
+            Dialect::ClickHouse => format!(
+                "(reinterpretAsUInt64(reverse(substring(SHA256(concat({prefix}, c.id)), 1, 8))) \
+                 % 100)"
+            ),
+            // sha256 gives 64 hex digits; the first 16 are the first 8 bytes, big-endian.
+            Dialect::DuckDb => {
+                format!("(CAST('0x' || substr(sha256({prefix} || c.id), 1, 16) AS UBIGINT) % 100)")
+            }
+        };
+        format!("({value} IN ({}))", accepted.join(", "))
     }
 
     /// `key` in the rows of `table` for the name `name` (`None`: a name nobody has) whose value

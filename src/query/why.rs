@@ -19,7 +19,7 @@ use crate::storage::{Catalog, Store};
 use super::customer::{self, Tally};
 use super::exec::{self, CustomerData};
 use super::footprint::{self, Footprint};
-use super::plan::{self, EventNode, Frequency, Node, NodeKind, SavedRules, SeqNode};
+use super::plan::{self, EventNode, FirstLastNode, Frequency, Node, NodeKind, SavedRules, SeqNode};
 
 /// At most this many events are shown as the evidence of one clause (the latest ones).
 pub const EVIDENCE_EVENTS: usize = 3;
@@ -176,6 +176,21 @@ impl Explainer<'_> {
                 events = shown;
                 (label(), holds, reason)
             }
+            NodeKind::Bucket(b) => {
+                let id = data.external_id()?;
+                let x = crate::model::bucket::bucket(&b.name, &id);
+                let reason = format!(
+                    "bucket({}) is {x} (SHA-256 of {:?})",
+                    b.name,
+                    format!("{}:{id}", b.name)
+                );
+                (label(), b.accepts(x), reason)
+            }
+            NodeKind::FirstLast(fl) => {
+                let (holds, reason, shown) = self.first_last(fl, data)?;
+                events = shown;
+                (label(), holds, reason)
+            }
             NodeKind::Event(e) => {
                 let t = data.tally(e)?;
                 events = self.evidence(e, data)?;
@@ -292,6 +307,58 @@ impl Explainer<'_> {
                 })
             })
             .collect::<Result<_>>()?;
+        Ok((holds, reason, shown))
+    }
+
+    /// `first`/`last`: the answer, the reason in words, and the first (last) matching event up
+    /// to *now* with its time.
+    fn first_last(
+        &self,
+        fl: &FirstLastNode,
+        data: &mut CustomerData<'_>,
+    ) -> Result<(bool, String, Vec<WhyEvent>)> {
+        let all = fl.all_events();
+        let mut chosen = None;
+        let (bodies, blocks) = data.events()?;
+        customer::for_each_match(&all, bodies, blocks, |ev| {
+            if fl.last || chosen.is_none() {
+                chosen = Some((ev.ts, ev.event, ev.props()?));
+            }
+            Ok(())
+        })?;
+        let which = if fl.last { "last" } else { "first" };
+        let window = if fl.inside.window_is_empty() {
+            "the window is empty".to_owned()
+        } else if fl.inside.from == Timestamp::MIN {
+            format!("the window is up to {}", format_rfc3339(fl.inside.to))
+        } else {
+            format!(
+                "the window is {} to {}",
+                format_rfc3339(fl.inside.from),
+                format_rfc3339(fl.inside.to)
+            )
+        };
+        let Some((ts, event, props)) = chosen else {
+            return Ok((
+                false,
+                format!("no matching event up to now; {window}"),
+                Vec::new(),
+            ));
+        };
+        let holds = !fl.inside.window_is_empty() && fl.inside.from <= ts && ts <= fl.inside.to;
+        let place = if holds { "inside" } else { "outside" };
+        let reason = format!(
+            "the {which} matching event is at {}, {place} the window; {window}",
+            format_rfc3339(ts)
+        );
+        let shown = vec![WhyEvent {
+            name: self.catalog.event_name(event).to_owned(),
+            timestamp: ts,
+            properties: props
+                .into_iter()
+                .map(|(p, v)| (self.catalog.prop_name(p).to_owned(), v))
+                .collect(),
+        }];
         Ok((holds, reason, shown))
     }
 

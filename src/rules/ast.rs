@@ -73,6 +73,11 @@ pub enum ExprKind {
     EventOrTrait(TraitCondition),
     /// A sequence of events: `added_to_cart then not purchased within 1 hour in last 7 days`.
     Sequence(Box<Sequence>),
+    /// The customer's first or last matching event lies in a window: `first purchased in last
+    /// 30 days`, `last purchased before 180 days ago`.
+    FirstLast(Box<FirstLast>),
+    /// The customer's place in a split, compared like a whole number: `bucket(checkout) < 50`.
+    Bucket(Box<Bucket>),
     /// Membership of a saved audience: `in audience vip`.
     InAudience(Name),
     /// Every known customer.
@@ -372,6 +377,43 @@ pub struct Sequence {
     pub within: Duration,
     /// The window of the first step's event; `None` is `ever`.
     pub window: Option<Window>,
+    pub span: Span,
+}
+
+/// `first EVENT [...] [WINDOW]` or `last EVENT [...] [WINDOW]`.
+///
+/// `first`: the customer's earliest matching event (of those up to *now*) lies in the window;
+/// `last`: their latest matching event up to *now* does. False for a customer without a
+/// matching event. The event condition carries the window and never a frequency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstLast {
+    /// `last` rather than `first`.
+    pub last: bool,
+    /// The event, its shorthand and `where`, and the window (`None`: `ever`); no frequency.
+    pub event: EventCondition,
+    pub span: Span,
+}
+
+impl FirstLast {
+    /// The keyword written before the event: `first` or `last`.
+    pub fn keyword(&self) -> &'static str {
+        if self.last {
+            "last"
+        } else {
+            "first"
+        }
+    }
+}
+
+/// `bucket(NAME) TEST`: the customer's bucket, 0 to 99, in the split NAME (see
+/// `crate::model::bucket`), compared like a number. The test is a comparison, `in`/`not in` or
+/// `between`, and every value in it is a whole number (the parser refuses anything else); values
+/// outside 0..=99 are allowed and compare as numbers (`bucket(x) < 100` holds for everyone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    /// The split's name: a plain name, keywords included (`bucket(set)`), case-sensitive.
+    pub name: Name,
+    pub test: Test,
     pub span: Span,
 }
 

@@ -344,7 +344,13 @@ impl<'a> Parser<'a> {
                 .with_suggestion(format!("did \"{}\"", text.escape_default()))),
             TokenKind::Word => {
                 let word = self.text(&token);
-                if word.eq_ignore_ascii_case("everyone") {
+                if let Some(last) = self.first_or_last() {
+                    self.first_last(last, token.span)
+                } else if word.eq_ignore_ascii_case("bucket")
+                    && self.peek_at(1).kind == TokenKind::LParen
+                {
+                    self.bucket(token.span)
+                } else if word.eq_ignore_ascii_case("everyone") {
                     self.advance();
                     Ok(Expr {
                         kind: ExprKind::Everyone,
@@ -407,6 +413,134 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.unexpected("a condition", &[], "keyword")),
         }
+    }
+
+    /// `bucket(NAME) TEST`, the current token being `bucket` and the next `(`. `bucket` is not a
+    /// keyword: before anything but `(` it stays a trait, an event or a value, so saved rules
+    /// that use the word keep parsing (`bucket (` started no condition before).
+    fn bucket(&mut self, start: Span) -> PResult<Expr> {
+        self.advance();
+        let open = self.advance();
+        let token = self.peek().clone();
+        let text = self.text(&token);
+        if token.kind != TokenKind::Word || !words::is_name(text) {
+            return Err(self.expected(
+                "the name of a split in 'bucket(NAME)': letters, digits and `_`, not starting \
+                 with a digit (`bucket(checkout_2026) < 50`)",
+            ));
+        }
+        let name = Name {
+            text: text.to_string(),
+            span: token.span,
+        };
+        self.advance();
+        self.close_paren(open)?;
+        if !self.starts_trait_test(0) {
+            return Err(self.unexpected(
+                "a comparison after 'bucket(NAME)' (=, !=, <, <=, >, >=, in, not in, between)",
+                &["in", "not", "between"],
+                "keyword",
+            ));
+        }
+        let test_start = self.peek().span;
+        let test = self.trait_test()?;
+        let values: Vec<&Literal> =
+            match &test {
+                Test::Compare { value, .. } => vec![value],
+                Test::In { values, .. } => values.iter().collect(),
+                Test::Between { low, high } => vec![low, high],
+                Test::Contains(_) | Test::IsSet { .. } => return Err(self.error_at(
+                    self.span_from(test_start),
+                    "'bucket(NAME)' is a whole number 0 to 99 that every customer has: compare \
+                     it with =, !=, <, <=, >, >=, in, not in or between"
+                        .into(),
+                )),
+            };
+        if let Some(v) = values
+            .into_iter()
+            .find(|v| !matches!(v.kind, LiteralKind::Number(Number::Int { .. })))
+        {
+            return Err(self.error_at(
+                v.span,
+                "'bucket(NAME)' is a whole number 0 to 99: compare it with whole numbers \
+                 (`bucket(checkout) < 50`)"
+                    .into(),
+            ));
+        }
+        let span = self.span_from(start);
+        Ok(Expr {
+            span,
+            kind: ExprKind::Bucket(Box::new(Bucket { name, test, span })),
+        })
+    }
+
+    /// Whether the current token starts `first EVENT ...` (`Some(false)`) or `last EVENT ...`
+    /// (`Some(true)`). `last` is a keyword and cannot start any other condition. `first` is not:
+    /// it starts a `first` condition only when an event follows it (a quoted name, `did`, or a
+    /// name or path that is not a keyword), so `first` stays a value (`position = first`), a
+    /// trait (`first = 1`) and an event (`first in last 7 days`) everywhere else.
+    fn first_or_last(&self) -> Option<bool> {
+        let token = self.peek();
+        if self.is_kw(token, "last") {
+            return Some(true);
+        }
+        if !self.is_kw(token, "first") || self.starts_trait_test(1) {
+            return None;
+        }
+        let next = self.peek_at(1);
+        let event_follows = match &next.kind {
+            TokenKind::Str(_) => true,
+            TokenKind::Word => {
+                let text = self.text(next);
+                text.eq_ignore_ascii_case("did")
+                    || (words::is_path(text) && !words::is_keyword(text))
+            }
+            _ => false,
+        };
+        event_follows.then_some(false)
+    }
+
+    /// `first EVENT ...` or `last EVENT ...` (see [`Parser::first_or_last`]): an event
+    /// condition, `did` allowed before its name, with a window and no frequency.
+    fn first_last(&mut self, last: bool, start: Span) -> PResult<Expr> {
+        let keyword = if last { "last" } else { "first" };
+        self.advance();
+        self.eat_kw("did");
+        if !matches!(self.peek().kind, TokenKind::Str(_) | TokenKind::Word) {
+            return Err(self.expected(&format!(
+                "an event name after '{keyword}' (`{keyword} purchased in last 30 days`)"
+            )));
+        }
+        let event = self.event_name()?;
+        let cond = self.event_condition(event, start)?;
+        if let Some(f) = &cond.frequency {
+            return Err(self.error_at(
+                f.span,
+                format!(
+                    "'{keyword}' takes no frequency: it is about one event, the customer's \
+                     {keyword} `{}`; write the frequency as its own condition",
+                    cond.event.text
+                ),
+            ));
+        }
+        if self.at_kw("then") {
+            return Err(self.error_at(
+                self.peek().span,
+                format!(
+                    "a sequence cannot start with '{keyword}': its steps are plain events (`A \
+                     then B within T`)"
+                ),
+            ));
+        }
+        let span = self.span_from(start);
+        Ok(Expr {
+            span,
+            kind: ExprKind::FirstLast(Box::new(FirstLast {
+                last,
+                event: EventCondition { span, ..cond },
+                span,
+            })),
+        })
     }
 
     /// Whether the current token may follow a complete condition.
@@ -666,6 +800,17 @@ impl<'a> Parser<'a> {
 
     fn trait_condition(&mut self) -> PResult<TraitCondition> {
         let path = self.path("a trait or property name")?;
+        let test = self.trait_test()?;
+        Ok(TraitCondition {
+            span: self.span_from(path.span),
+            path,
+            test,
+        })
+    }
+
+    /// The test of a trait condition, after its path: `= v`, `in (...)`, `not in (...)`,
+    /// `between a and b`, `contains v`, `is [not] set`.
+    fn trait_test(&mut self) -> PResult<Test> {
         let token = self.peek().clone();
         let test = match token.kind {
             TokenKind::Op(op) => {
@@ -722,11 +867,7 @@ impl<'a> Parser<'a> {
                 ))
             }
         };
-        Ok(TraitCondition {
-            span: self.span_from(path.span),
-            path,
-            test,
-        })
+        Ok(test)
     }
 
     fn value_list(&mut self) -> PResult<Vec<Literal>> {

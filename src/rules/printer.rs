@@ -36,6 +36,8 @@ impl Display for Expr {
             ExprKind::Trait(cond) | ExprKind::EventOrTrait(cond) => cond.fmt(f),
             ExprKind::Event(cond) => cond.fmt(f),
             ExprKind::Sequence(seq) => seq.fmt(f),
+            ExprKind::FirstLast(fl) => write!(f, "{} {}", fl.keyword(), fl.event),
+            ExprKind::Bucket(b) => write!(f, "bucket({}) {}", b.name.text, b.test),
             ExprKind::InAudience(name) => write!(f, "in audience {}", name.text),
             ExprKind::Everyone => f.write_str("everyone"),
         }
@@ -187,7 +189,10 @@ impl Display for EventCondition {
                         ..
                     })
                 );
-            if reads_as_trait {
+            // `first purchased X` starts a `first` condition: an event named `first` with a
+            // shorthand needs its `did`.
+            let reads_as_first = name.eq_ignore_ascii_case("first") && self.shorthand.is_some();
+            if reads_as_trait || reads_as_first {
                 f.write_str("did ")?;
             }
             f.write_str(name)?;

@@ -41,9 +41,9 @@ use audiencedb::db::Event;
 use audiencedb::model::time::{parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
 use audiencedb::rules::{
-    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
-    Number, Predicate, PredicateKind, Rule, Sequence, Test, TimeKind, TimePoint, TraitCondition,
-    Window, WindowKind,
+    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FirstLast, FrequencyKind, Literal,
+    LiteralKind, Number, Predicate, PredicateKind, Rule, Sequence, Test, TimeKind, TimePoint,
+    TraitCondition, Window, WindowKind,
 };
 use audiencedb::Customer;
 use chrono::NaiveDate;
@@ -74,6 +74,8 @@ fn audience_named(expr: &Expr) -> Option<&str> {
         | ExprKind::EventOrTrait(_)
         | ExprKind::Event(_)
         | ExprKind::Sequence(_)
+        | ExprKind::FirstLast(_)
+        | ExprKind::Bucket(_)
         | ExprKind::Everyone => None,
     }
 }
@@ -130,6 +132,8 @@ fn matches(expr: &Expr, customer: &Customer, now: i64) -> bool {
         }
         ExprKind::Event(cond) => event_condition(cond, &customer.events, now),
         ExprKind::Sequence(seq) => sequence(seq, &customer.events, now),
+        ExprKind::FirstLast(fl) => first_last(fl, &customer.events, now),
+        ExprKind::Bucket(b) => bucket_test(&b.test, bucket(&b.name.text, &customer.id)),
         ExprKind::InAudience(_) => unreachable!("rejected before evaluation"),
         ExprKind::EventOrTrait(_) => unreachable!("given one reading before evaluation"),
         ExprKind::Everyone => true,
@@ -435,6 +439,18 @@ fn sequence(seq: &Sequence, events: &[Event], now: i64) -> bool {
     })
 }
 
+/// `first EVENT WINDOW` / `last EVENT WINDOW`, straight from rules.md: among the customer's
+/// matching events up to now, the earliest (latest) one's time lies in the window; false
+/// without a matching event.
+fn first_last(fl: &FirstLast, events: &[Event], now: i64) -> bool {
+    let times = events
+        .iter()
+        .filter(|e| e.timestamp <= now && event_matches(&fl.event, e, now))
+        .map(|e| e.timestamp);
+    let chosen = if fl.last { times.max() } else { times.min() };
+    chosen.is_some_and(|ts| in_window(&fl.event, ts, now))
+}
+
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Str(x), Value::Str(y)) => x == y,
@@ -510,5 +526,40 @@ fn start_of(t: &TimePoint, now: i64) -> i64 {
         TimeKind::Date(d) => midnight(d),
         TimeKind::DateTime(ts) => ts,
         TimeKind::Ago(d) => now - d.millis().expect("the parser bounds it"),
+    }
+}
+
+/// `bucket(NAME)` as rules.md defines it: the first 8 bytes of SHA-256 of the UTF-8 text
+/// `NAME:ID`, read as a big-endian unsigned integer, modulo 100.
+pub fn bucket(name: &str, id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{name}:{id}").as_bytes());
+    let first: [u8; 8] = digest[..8]
+        .try_into()
+        .expect("a SHA-256 digest has 32 bytes");
+    (u64::from_be_bytes(first) % 100) as i64
+}
+
+/// A bucket's test: the bucket compared as a whole number with the whole numbers written.
+fn bucket_test(test: &Test, b: i64) -> bool {
+    let int = |l: &Literal| match &l.kind {
+        LiteralKind::Number(Number::Int { value, .. }) => *value,
+        other => panic!("the parser lets only whole numbers into a bucket test, not {other:?}"),
+    };
+    match test {
+        Test::Compare { op, value } => {
+            let v = int(value);
+            match op {
+                CmpOp::Eq => b == v,
+                CmpOp::Ne => b != v,
+                CmpOp::Lt => b < v,
+                CmpOp::Le => b <= v,
+                CmpOp::Gt => b > v,
+                CmpOp::Ge => b >= v,
+            }
+        }
+        Test::In { negated, values } => values.iter().any(|v| int(v) == b) != *negated,
+        Test::Between { low, high } => int(low) <= b && b <= int(high),
+        other => panic!("the parser refuses {other:?} after bucket(NAME)"),
     }
 }
