@@ -434,6 +434,12 @@ impl Sources<'_> {
             }
             _ => FastMap::default(),
         };
+        Some(Bounds::exact(self.count_members(&counts, op, n)))
+    }
+
+    /// The customers whose count compares with `n` by `op`: those counted, and everyone else
+    /// when a count of zero does.
+    fn count_members(&self, counts: &FastMap<u32, u64>, op: CmpOp, n: u64) -> RoaringBitmap {
         let mut members: RoaringBitmap = counts
             .iter()
             .filter(|(_, &c)| compare_u64(c, op, n))
@@ -443,7 +449,7 @@ impl Sources<'_> {
             let counted: RoaringBitmap = counts.keys().copied().collect();
             members |= self.all() - counted;
         }
-        Some(Bounds::exact(members))
+        members
     }
 
     /// A count of events passing a filter that neither the rollups nor the text columns answer
@@ -463,16 +469,7 @@ impl Sources<'_> {
         } else {
             super::columns::counts(self.store, (event, ei), filter, e.from, e.to).ok()??
         };
-        let mut members: RoaringBitmap = counts
-            .iter()
-            .filter(|(_, &c)| compare_u64(c, op, n))
-            .map(|(&cust, _)| cust)
-            .collect();
-        if compare_u64(0, op, n) {
-            let counted: RoaringBitmap = counts.keys().copied().collect();
-            members |= self.all() - counted;
-        }
-        Some(Bounds::exact(members))
+        Some(Bounds::exact(self.count_members(&counts, op, n)))
     }
 
     /// The test and property of a filter that the numeric rollups answer: one ordering or

@@ -351,14 +351,7 @@ impl Explainer<'_> {
             "the {which} matching event is at {}, {place} the window; {window}",
             format_rfc3339(ts)
         );
-        let shown = vec![WhyEvent {
-            name: self.catalog.event_name(event).to_owned(),
-            timestamp: ts,
-            properties: props
-                .into_iter()
-                .map(|(p, v)| (self.catalog.prop_name(p).to_owned(), v))
-                .collect(),
-        }];
+        let shown = vec![self.why_event(ts, event, props)];
         Ok((holds, reason, shown))
     }
 
@@ -376,15 +369,20 @@ impl Explainer<'_> {
         Ok(latest
             .into_iter()
             .rev()
-            .map(|(ts, event, props)| WhyEvent {
-                name: self.catalog.event_name(event).to_owned(),
-                timestamp: ts,
-                properties: props
-                    .into_iter()
-                    .map(|(p, v)| (self.catalog.prop_name(p).to_owned(), v))
-                    .collect(),
-            })
+            .map(|(ts, event, props)| self.why_event(ts, event, props))
             .collect())
+    }
+
+    /// An event as `why` shows it, with its names.
+    fn why_event(&self, ts: Timestamp, event: u32, props: Vec<(u32, Value)>) -> WhyEvent {
+        WhyEvent {
+            name: self.catalog.event_name(event).to_owned(),
+            timestamp: ts,
+            properties: props
+                .into_iter()
+                .map(|(p, v)| (self.catalog.prop_name(p).to_owned(), v))
+                .collect(),
+        }
     }
 }
 
