@@ -195,6 +195,10 @@ fn distinct_counts_mean_what_the_spec_says() {
         ("purchased distinct 3", "[event purchased; distinct = 3]"),
         ("kind = distinct", "[trait kind = distinct]"),
         (
+            "first distinct(a) = 0",
+            "[event first; freq distinct(a) = 0]",
+        ),
+        (
             "distinct in last 7 days",
             "[event distinct; window in last 7 days]",
         ),

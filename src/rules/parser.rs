@@ -492,8 +492,12 @@ impl<'a> Parser<'a> {
             TokenKind::Str(_) => true,
             TokenKind::Word => {
                 let text = self.text(next);
+                // `first distinct(p) = 0` is the event `first` with a distinct count: no
+                // event name is followed by `(`.
+                let distinct = text.eq_ignore_ascii_case("distinct")
+                    && self.peek_at(2).kind == TokenKind::LParen;
                 text.eq_ignore_ascii_case("did")
-                    || (words::is_path(text) && !words::is_keyword(text))
+                    || (words::is_path(text) && !words::is_keyword(text) && !distinct)
             }
             _ => false,
         };
