@@ -333,6 +333,47 @@ fn a_then_not_b_enters_at_exactly_ta_plus_t() {
     assert!(members(&db, "abandoned").is_empty());
 }
 
+fn buy(db: &Db, id: &str, product: Value, ts: i64) {
+    let props = vec![("product".to_owned(), product)];
+    db.ingest(vec![Message::track(id, "purchased", props, Some(ts))])
+        .unwrap();
+}
+
+/// `distinct(product)`: a saved audience gains a customer when a new value arrives (not when a
+/// repeat or the same number as a decimal does), loses them the millisecond a value leaves the
+/// window, and `< 2` holds for a customer without purchases.
+#[test]
+fn distinct_values_follow_writes_and_time_to_the_millisecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let db = open(dir.path(), &clock);
+    let p = t0() - 89 * DAY;
+    buy(&db, "x", Value::Str("A".into()), p);
+    buy(&db, "x", Value::Str("B".into()), t0() - DAY);
+    buy(&db, "y", Value::Int(5), t0() - DAY);
+    tier(&db, "z", "Gold");
+    db.define_audience("varied", "purchased distinct(product) >= 2 in last 90 days")
+        .unwrap();
+    db.define_audience("few", "purchased distinct(product) < 2 in last 90 days")
+        .unwrap();
+    assert_eq!(members(&db, "varied"), ["x"]);
+    assert_eq!(members(&db, "few"), ["y", "z"]);
+    // 5.0 is the value y has; the text "5" is another.
+    buy(&db, "y", Value::Float(5.0), t0());
+    assert_eq!(members(&db, "varied"), ["x"]);
+    buy(&db, "y", Value::Str("5".into()), t0());
+    assert_eq!(members(&db, "varied"), ["x", "y"]);
+    assert_eq!(members(&db, "few"), ["z"]);
+    // x's A leaves the window at p + 90 days.
+    clock.set(p + 90 * DAY - 1);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "varied"), ["x", "y"]);
+    clock.set(p + 90 * DAY);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "varied"), ["y"]);
+    assert_eq!(members(&db, "few"), ["x", "z"]);
+}
+
 /// `last purchased before 180 days ago`: the saved audience gains a customer the millisecond
 /// their last purchase passes 180 days (its timer), and loses them when they buy again;
 /// `first purchased in last 30 days` loses a new buyer the millisecond their first purchase

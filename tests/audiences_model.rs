@@ -59,7 +59,9 @@ const AUDIENCES: [(&str, &str); 11] = [
 ];
 
 /// Rules an edit may save under one of the names.
-const EDITS: [&str; 10] = [
+const EDITS: [&str; 12] = [
+    "purchased distinct(amount) >= 2 in last 90 minutes",
+    "viewed distinct(amount) < 2 in last 1 hour and tier = Gold",
     "viewed at least 2 times in last 1 hour",
     "bucket(exp) >= 30",
     "not bucket(holdout) < 20 and viewed in last 1 hour",
@@ -109,7 +111,9 @@ const DAY_AUDIENCES: [(&str, &str); 11] = [
     ),
 ];
 
-const DAY_EDITS: [&str; 10] = [
+const DAY_EDITS: [&str; 12] = [
+    "purchased distinct(amount) >= 2 in last 36 hours",
+    "viewed distinct(amount) < 2 in last 1 day and tier = Gold",
     "bucket(exp) >= 30",
     "not bucket(holdout) < 20 and viewed in last 1 day",
     "viewed at least 2 times in last 1 day",

@@ -2047,6 +2047,202 @@ fn why_shows_the_first_or_last_event() {
     assert!(why.root.reason.contains("no matching event"), "{why}");
 }
 
+/// `distinct(product)` with values at the window's edges and a millisecond either side, after
+/// *now*, repeated, of every kind (an integer and a float of one value, the text of it, a
+/// boolean, a list, a missing property), integers past 2^53 that one float cannot tell apart,
+/// and customers without the event.
+fn distinct_fixture(bound: Option<usize>) -> Fixture {
+    let now = now();
+    let mut f = Fixture::new(bound);
+    let product = |v: Value| vec![("product", v)];
+    // A exactly 90 days ago (outside `in last 90 days`), B a millisecond later (in), C twice,
+    // D after *now* (counted only from then on).
+    f.track("d3", "purchased", now - 90 * DAY_MS, product(s("A")));
+    f.track("d3", "purchased", now - 90 * DAY_MS + 1, product(s("B")));
+    f.track("d3", "purchased", now - DAY_MS, product(s("C")));
+    f.track("d3", "purchased", now - HOUR, product(s("C")));
+    f.track("d3", "purchased", now + MINUTE, product(s("D")));
+    // 5 and 5.0 are one value; "5", true and 5.5 three more; a list and no product none.
+    for v in [
+        Value::Int(5),
+        Value::Float(5.0),
+        s("5"),
+        Value::Bool(true),
+        Value::List(vec![s("A")]),
+        Value::Float(5.5),
+    ] {
+        f.track("mix", "purchased", now - DAY_MS, product(v));
+    }
+    f.track(
+        "mix",
+        "purchased",
+        now - DAY_MS,
+        vec![("amount", Value::Int(1))],
+    );
+    // 2^53 + 1 and 2^53 are two integers; the float 2^53 is the second of them.
+    f.track(
+        "big",
+        "purchased",
+        now - DAY_MS,
+        product(Value::Int(9_007_199_254_740_993)),
+    );
+    f.track(
+        "big",
+        "purchased",
+        now - DAY_MS,
+        product(Value::Int(9_007_199_254_740_992)),
+    );
+    f.track(
+        "big",
+        "purchased",
+        now - DAY_MS,
+        product(Value::Float(9_007_199_254_740_992.0)),
+    );
+    // Purchases without a product; a view of one; a profile without events.
+    f.track(
+        "w1",
+        "purchased",
+        now - DAY_MS,
+        vec![("when", Value::Time(now))],
+    );
+    f.track(
+        "w1",
+        "purchased",
+        now - HOUR,
+        vec![("when", Value::Time(now))],
+    );
+    f.track("v1", "viewed", now - DAY_MS, product(s("X")));
+    f.identify("t1", vec![("tier", s("Gold"))]);
+    f
+}
+
+#[test]
+fn distinct_values_follow_the_spec_to_the_millisecond() {
+    both_configs(|bound| {
+        let f = distinct_fixture(bound);
+        let now = now();
+        let nobody: &[&str] = &[];
+        for (rule, at, expected) in [
+            (
+                "purchased distinct(product) >= 3 in last 90 days",
+                now,
+                &["mix"][..],
+            ),
+            (
+                "purchased distinct(product) >= 3 in last 90 days",
+                now - 1,
+                &["d3", "mix"],
+            ),
+            (
+                "purchased distinct(product) >= 3 in last 90 days",
+                now + 1,
+                &["mix"],
+            ),
+            (
+                "purchased distinct(product) >= 3 in last 90 days",
+                now + MINUTE,
+                &["mix"],
+            ),
+            (
+                "purchased distinct(product) = 4 ever",
+                now + MINUTE - 1,
+                &["mix"],
+            ),
+            (
+                "purchased distinct(product) = 4 ever",
+                now + MINUTE,
+                &["d3", "mix"],
+            ),
+            (
+                "purchased distinct(product) = 2 in last 90 days",
+                now,
+                &["big", "d3"],
+            ),
+            ("purchased distinct(product) = 3 ever", now, &["d3"]),
+            ("purchased distinct(product) = 4 ever", now, &["mix"]),
+            ("purchased distinct(product) > 4 ever", now, nobody),
+            ("purchased distinct(product) = 0", now, &["t1", "v1", "w1"]),
+            (
+                "purchased distinct(product) < 2 in last 2 days",
+                now,
+                &["d3", "t1", "v1", "w1"],
+            ),
+            (
+                "purchased distinct(product) != 0",
+                now,
+                &["big", "d3", "mix"],
+            ),
+            (
+                "purchased distinct(product) <= 1 in last 2 hours",
+                now,
+                &["big", "d3", "mix", "t1", "v1", "w1"],
+            ),
+            ("purchased product C distinct(product) = 1", now, &["d3"]),
+            (
+                "purchased where amount = 1 distinct(product) = 0",
+                now,
+                &["big", "d3", "mix", "t1", "v1", "w1"],
+            ),
+            ("purchased distinct(when) = 1", now, &["w1"]),
+            (
+                "purchased distinct(nosuch) = 0",
+                now,
+                &["big", "d3", "mix", "t1", "v1", "w1"],
+            ),
+            ("purchased distinct(nosuch) >= 1", now, nobody),
+            ("viewed distinct(product) = 1 and tier = Gold", now, nobody),
+            (
+                "not purchased distinct(product) >= 3 ever",
+                now,
+                &["big", "t1", "v1", "w1"],
+            ),
+            (
+                "did nobody_did distinct(product) < 1",
+                now,
+                &["big", "d3", "mix", "t1", "v1", "w1"],
+            ),
+        ] {
+            f.expect(rule, at, expected);
+        }
+    });
+}
+
+/// `why` counts the distinct values and names them.
+#[test]
+fn why_shows_the_distinct_values() {
+    let f = distinct_fixture(None);
+    let now = now();
+    let why =
+        f.db.why("mix", "purchased distinct(product) >= 5 ever", now)
+            .unwrap();
+    assert!(!why.root.holds, "{why}");
+    assert!(
+        why.root
+            .reason
+            .contains(r#"4 distinct values; needs >= 5 (values: 5, 5.5, "5", true)"#),
+        "{why}"
+    );
+    let why =
+        f.db.why(
+            "d3",
+            "purchased distinct(product) >= 3 in last 90 days",
+            now,
+        )
+        .unwrap();
+    assert!(!why.root.holds, "{why}");
+    assert!(why.root.reason.contains(r#"(values: "B", "C")"#), "{why}");
+    let why =
+        f.db.why("d3", "purchased distinct(product) >= 4 ever", now)
+            .unwrap();
+    assert!(!why.root.holds, "{why}");
+    assert_eq!(why.next_change, Some(now + MINUTE), "{why}");
+    let why =
+        f.db.why("t1", "purchased distinct(product) = 0", now)
+            .unwrap();
+    assert!(why.root.holds, "{why}");
+    assert!(why.root.reason.contains("0 distinct values"), "{why}");
+}
+
 /// Customers whose `bucket(exp)` is 0, 1, 49, 50, 98 and 99 (computed with Python's hashlib:
 /// `int.from_bytes(sha256(f"exp:{id}".encode()).digest()[:8], "big") % 100`); c34 and c96 are
 /// Gold. Their `bucket(Exp)` is 15, 14, 96, 2, 97, 25 and `bucket(holdout)` 30, 19, 79, 80,
@@ -2541,13 +2737,19 @@ mod random {
             2 => (
                 prop::sample::select(vec!["sum", "avg", "min", "max"]),
                 prop::sample::select(vec!["amount", "amount", "amount", "product", "when"]),
-                op,
+                op.clone(),
                 prop::sample::select(vec![
                     "0", "10", "30", "30.5", "50", "60", "100", "12.5", "-3", "40.25", "80.5",
                     "25", "50.0",
                 ]),
             )
                 .prop_map(|(f, p, op, n)| format!("{f}({p}) {op} {n}")),
+            2 => (
+                prop::sample::select(PROPS.iter().map(|(name, _)| *name).collect::<Vec<_>>()),
+                op,
+                0u64..4,
+            )
+                .prop_map(|(p, op, n)| format!("distinct({p}) {op} {n}")),
         ]
     }
 
@@ -2648,6 +2850,7 @@ mod random {
                     " avg(",
                     " min(",
                     " max(",
+                    " distinct(",
                 ];
                 if freq.iter().any(|f| cond.contains(f)) {
                     return None;

@@ -6,6 +6,60 @@ use audiencedb::rules::parse;
 /// (what the mistake is, the rule, the rendered error).
 const CASES: &[(&str, &str, &str)] = &[
     (
+        "a distinct count compared with a decimal",
+        "purchased distinct(product) >= 2.5",
+        r#"error: expected a whole number after '>=', found '2.5'
+ --> line 1, column 32
+  |
+1 | purchased distinct(product) >= 2.5
+  |                                ^^^"#,
+    ),
+    (
+        "a distinct count compared with a negative number",
+        "purchased distinct(product) >= -1",
+        r#"error: expected a whole number after '>=', found '-1'
+ --> line 1, column 32
+  |
+1 | purchased distinct(product) >= -1
+  |                                ^^"#,
+    ),
+    (
+        "a distinct count without a property",
+        "purchased distinct() > 1",
+        r#"error: expected a property name after '(', found ')'
+ --> line 1, column 20
+  |
+1 | purchased distinct() > 1
+  |                    ^"#,
+    ),
+    (
+        "a distinct count not closed",
+        "purchased distinct(product >= 3",
+        r#"error: expected ')', found '>='
+ --> line 1, column 28
+  |
+1 | purchased distinct(product >= 3
+  |                            ^^"#,
+    ),
+    (
+        "a distinct count without a comparison",
+        "purchased distinct(product)",
+        r#"error: expected a comparison operator (=, !=, <, <=, >, >=) after ')', found the end of the rule
+ --> line 1, column 28
+  |
+1 | purchased distinct(product)
+  |                            ^"#,
+    ),
+    (
+        "a distinct count after another frequency",
+        "purchased count > 1 distinct(product) > 1",
+        r#"error: expected 'and', 'or' or the end of the rule after '1', found 'distinct'
+ --> line 1, column 21
+  |
+1 | purchased count > 1 distinct(product) > 1
+  |                     ^^^^^^^^"#,
+    ),
+    (
         "a bucket compared with a decimal",
         "bucket(exp) < 49.5",
         r#"error: 'bucket(NAME)' is a whole number 0 to 99: compare it with whole numbers (`bucket(checkout) < 50`)

@@ -180,6 +180,36 @@ fn tree(expr: &audiencedb::rules::Expr) -> String {
 }
 
 #[test]
+fn distinct_counts_mean_what_the_spec_says() {
+    for (rule, meaning) in [
+        (
+            "purchased distinct(product) >= 3 in last 90 days",
+            "[event purchased; freq distinct(product) >= 3; window in last 90 days]",
+        ),
+        (
+            "viewed category shoes where price > 5 DISTINCT( item.sku ) != 0 ever",
+            "[event viewed; category = shoes; where price > 5; freq distinct(item.sku) != 0; window ever]",
+        ),
+        // `distinct` stays a name and a value wherever no `(` follows it.
+        ("distinct = 3", "[trait distinct = 3]"),
+        ("purchased distinct 3", "[event purchased; distinct = 3]"),
+        ("kind = distinct", "[trait kind = distinct]"),
+        (
+            "first distinct(a) = 0",
+            "[event first; freq distinct(a) = 0]",
+        ),
+        (
+            "distinct in last 7 days",
+            "[event distinct; window in last 7 days]",
+        ),
+    ] {
+        let ast = parse(rule).unwrap_or_else(|e| panic!("{rule}\n{}", e.render()));
+        assert_eq!(tree(&ast.expr), meaning, "{rule}");
+        check(rule, "distinct counts");
+    }
+}
+
+#[test]
 fn buckets_mean_what_the_spec_says() {
     for (rule, meaning) in [
         ("bucket(checkout_2026) < 50", "[bucket checkout_2026 < 50]"),

@@ -150,6 +150,11 @@ fn frequency() -> impl Strategy<Value = Frequency> {
                 op,
                 value
             }),
+        (path(), op(), any::<u64>()).prop_map(|(property, op, count)| FrequencyKind::Distinct {
+            property,
+            op,
+            count
+        }),
     ]
     .prop_map(|kind| Frequency { kind, span: sp() })
 }

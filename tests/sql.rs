@@ -171,6 +171,40 @@ fn shop(now: i64) -> Fixture {
         vec![("q", s(r"50% off \ 'sale'"))],
     );
     f.track("bools", "viewed", 0, vec![("product", Value::Int(12345))]);
+    // Distinct values of every kind: 7 and 7.0 one value, "7" another; 2^53 + 1 and 2^53 two
+    // (the float 2^53 is the second); a list and a missing property none.
+    for v in [
+        Value::Int(7),
+        Value::Float(7.0),
+        s("7"),
+        Value::Float(7.25),
+        Value::Bool(true),
+        Value::Bool(false),
+        Value::Time(now - DAY),
+        Value::Time(now - DAY),
+        Value::List(vec![Value::Int(7)]),
+        Value::Int(big),
+        Value::Int(big - 1),
+        Value::Float((big - 1) as f64),
+        Value::Int(-9_223_372_036_854_775_808),
+        Value::Float(-9_223_372_036_854_775_808.0),
+        Value::Float(1e300),
+    ] {
+        f.track("distinct_kinds", "ordered", now - HOUR, vec![("item", v)]);
+    }
+    f.track("distinct_kinds", "ordered", now - HOUR, vec![]);
+    f.track(
+        "distinct_one",
+        "ordered",
+        now - HOUR,
+        vec![("item", Value::Float(-0.0))],
+    );
+    f.track(
+        "distinct_one",
+        "ordered",
+        now - 2 * HOUR,
+        vec![("item", Value::Int(0))],
+    );
     f
 }
 
@@ -248,6 +282,16 @@ const RULES: &[&str] = &[
     "purchased avg(amount) > 0.15",
     "purchased min(amount) < 10",
     "purchased max(amount) >= 60.5",
+    // Distinct values: typed, numbers by exact value, lists and missing values none.
+    "ordered distinct(item) = 10",
+    "ordered distinct(item) = 1",
+    "ordered distinct(item) < 1",
+    "ordered distinct(item) >= 2 in last 90 minutes",
+    "purchased distinct(amount) >= 2 in last 2 days",
+    "purchased distinct(amount) = 0",
+    "purchased category shoes distinct(amount) != 1",
+    "purchased distinct(nosuch) = 0",
+    "viewed distinct(product) >= 2 or viewed distinct(sizes) > 0",
     "float50 = 1 or purchased sum(amount) = 0.30000000000000004",
     "viewed where sizes contains 41",
     "viewed product 12345",

@@ -199,7 +199,9 @@ impl Checker<'_> {
             self.predicate(event, p);
         }
         if let Some(f) = &ec.frequency {
-            if let FrequencyKind::Aggregate { property, .. } = &f.kind {
+            if let FrequencyKind::Aggregate { property, .. }
+            | FrequencyKind::Distinct { property, .. } = &f.kind
+            {
                 self.property(event, &property.text, property.span, &[]);
             }
         }

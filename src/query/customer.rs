@@ -121,6 +121,8 @@ pub(crate) struct Tally {
     pub sum: f64,
     pub min: f64,
     pub max: f64,
+    /// With a `distinct(prop)` frequency: how many different values of it the events held.
+    pub distinct: u64,
 }
 
 impl Tally {
@@ -168,6 +170,7 @@ impl Tally {
             } => self
                 .aggregate(func)
                 .is_some_and(|x| compare_f64(x, op, value)),
+            Frequency::Distinct { op, n, .. } => compare_u64(self.distinct, op, n),
         }
     }
 }
@@ -200,12 +203,96 @@ pub(crate) fn for_each_match<'a>(
 /// Folds a customer's events for one event condition (see [`for_each_match`]).
 pub(crate) fn tally(node: &EventNode, bodies: &[u8], blocks: &[BlockSpan]) -> Result<Tally> {
     let mut t = Tally::default();
-    let agg_prop = match node.frequency {
-        Frequency::Aggregate { prop, .. } => Some(prop),
-        Frequency::Count { .. } => None,
-    };
-    for_each_match(node, bodies, blocks, |e| t.add_event(e, agg_prop))?;
+    let agg_prop = aggregated(&node.frequency);
+    let mut seen = Distinct::of(&node.frequency);
+    for_each_match(node, bodies, blocks, |e| {
+        seen.add(e)?;
+        t.add_event(e, agg_prop)
+    })?;
+    t.distinct = seen.seen.len() as u64;
     Ok(t)
+}
+
+/// The property an aggregate frequency folds (`Some(None)`: one never seen), `None` for others.
+fn aggregated(f: &Frequency) -> Option<Option<u32>> {
+    match *f {
+        Frequency::Aggregate { prop, .. } => Some(prop),
+        Frequency::Count { .. } | Frequency::Distinct { .. } => None,
+    }
+}
+
+/// One value as `distinct(prop)` tells values apart, the way `with same` does: text exactly,
+/// booleans, instants, and numbers by exact value, so an integer and a float of the same whole
+/// value are one value (`3` and `3.0`), but the text `"3"` is another. Lists are no value here
+/// (`=` never matches a list): an event with a list, like one without the property, adds none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum DistinctValue<'a> {
+    /// A whole number: every integer, and a float with no fraction within the integers' range.
+    Whole(i64),
+    /// Any other float, by its bits (no stored float is NaN: JSON has none).
+    Fraction(u64),
+    Text(&'a str),
+    Bool(bool),
+    Time(Timestamp),
+}
+
+/// 2^63 as a float: floats in [-2^63, 2^63) with no fraction convert to `i64` exactly.
+const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+
+impl<'a> DistinctValue<'a> {
+    pub fn of(v: ValueView<'a>) -> Option<Self> {
+        Some(match v {
+            ValueView::Int(i) => DistinctValue::Whole(i),
+            ValueView::Float(f) if f.fract() == 0.0 && (-TWO_63..TWO_63).contains(&f) => {
+                DistinctValue::Whole(f as i64)
+            }
+            ValueView::Float(f) => DistinctValue::Fraction(f.to_bits()),
+            ValueView::Str(s) => DistinctValue::Text(s),
+            ValueView::Bool(b) => DistinctValue::Bool(b),
+            ValueView::Time(t) => DistinctValue::Time(t),
+            ValueView::List(_) => return None,
+        })
+    }
+
+    /// As a rule would write it: numbers and booleans bare, text quoted, instants in RFC 3339.
+    pub fn display(&self) -> String {
+        match *self {
+            DistinctValue::Whole(i) => i.to_string(),
+            DistinctValue::Fraction(bits) => f64::from_bits(bits).to_string(),
+            DistinctValue::Text(s) => format!("{s:?}"),
+            DistinctValue::Bool(b) => b.to_string(),
+            DistinctValue::Time(t) => crate::model::time::format_rfc3339(t),
+        }
+    }
+}
+
+/// The different values of a `distinct(prop)` frequency's property among the events added
+/// (nothing for any other frequency).
+#[derive(Debug, Default)]
+pub(crate) struct Distinct<'a> {
+    prop: Option<u32>,
+    pub seen: std::collections::HashSet<DistinctValue<'a>>,
+}
+
+impl<'a> Distinct<'a> {
+    pub fn of(f: &Frequency) -> Self {
+        Distinct {
+            prop: match *f {
+                Frequency::Distinct { prop, .. } => prop,
+                _ => None,
+            },
+            seen: Default::default(),
+        }
+    }
+
+    pub fn add(&mut self, e: &EventView<'a>) -> Result<()> {
+        if let Some(p) = self.prop {
+            if let Some(v) = e.prop(p)?.and_then(DistinctValue::of) {
+                self.seen.insert(v);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One of a customer's events that some step of a sequence may use.
@@ -501,7 +588,7 @@ pub(crate) fn enough(f: &Frequency) -> Option<u64> {
     match *f {
         Frequency::Count { op: CmpOp::Ge, n } => Some(n),
         Frequency::Count { n, .. } => Some(n.saturating_add(1)),
-        Frequency::Aggregate { .. } => None,
+        Frequency::Aggregate { .. } | Frequency::Distinct { .. } => None,
     }
 }
 
@@ -521,10 +608,8 @@ pub(crate) fn tally_decoded(
     if node.window_is_empty() {
         return Ok(t);
     }
-    let agg_prop = match node.frequency {
-        Frequency::Aggregate { prop, .. } => Some(prop),
-        Frequency::Count { .. } => None,
-    };
+    let agg_prop = aggregated(&node.frequency);
+    let mut seen = Distinct::of(&node.frequency);
     for d in decoded.window(event, node.from, node.to) {
         if enough.is_some_and(|n| t.count >= n) {
             break;
@@ -535,8 +620,10 @@ pub(crate) fn tally_decoded(
                 continue;
             }
         }
+        seen.add(&e)?;
         t.add_event(&e, agg_prop)?;
     }
+    t.distinct = seen.seen.len() as u64;
     Ok(t)
 }
 

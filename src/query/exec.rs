@@ -328,7 +328,7 @@ impl Sources<'_> {
             Frequency::Aggregate { prop: Some(p), .. } if self.indexes.prop_rolled_up(event, p) => {
                 Some(ei.numbers.get(&p).map_or(empty, |d| DayFiguresRef(Some(d))))
             }
-            Frequency::Aggregate { .. } => return None,
+            Frequency::Aggregate { .. } | Frequency::Distinct { .. } => return None,
         };
         // The whole days' lists of a count or an aggregate, with runs of days merged; built once
         // here, before the customers are split between tasks.

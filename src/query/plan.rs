@@ -227,6 +227,14 @@ pub(crate) enum Frequency {
         op: CmpOp,
         value: f64,
     },
+    /// `distinct(prop) OP n`: how many different values of `prop` (see
+    /// [`crate::query::customer::DistinctValue`]) the matching events hold; `prop` is `None`
+    /// when no event ever had the property (every customer has 0).
+    Distinct {
+        prop: Option<u32>,
+        op: CmpOp,
+        n: u64,
+    },
 }
 
 impl Frequency {
@@ -241,6 +249,7 @@ impl Frequency {
                 ..
             } => compare_f64(0.0, op, value),
             Frequency::Aggregate { .. } => false,
+            Frequency::Distinct { op, n, .. } => compare_u64(0, op, n),
         }
     }
 
@@ -253,7 +262,7 @@ impl Frequency {
                 CmpOp::Gt | CmpOp::Ne => n == 0,
                 _ => false,
             },
-            Frequency::Aggregate { .. } => false,
+            Frequency::Aggregate { .. } | Frequency::Distinct { .. } => false,
         }
     }
 
@@ -542,6 +551,15 @@ impl Planner<'_> {
                 prop: self.catalog.prop_id(&property.text),
                 op: *op,
                 value: value.as_f64(),
+            },
+            Some(FrequencyKind::Distinct {
+                property,
+                op,
+                count,
+            }) => Frequency::Distinct {
+                prop: self.catalog.prop_id(&property.text),
+                op: *op,
+                n: *count,
             },
         };
         let (from, to) = self.window(ec.window.as_ref().map(|w| &w.kind));

@@ -498,6 +498,18 @@ impl Writer<'_> {
                 );
                 (join, self.aggregate(func, op, value))
             }
+            Frequency::Distinct { prop, op, n } => {
+                let Some(prop) = prop else {
+                    // No event has the property: every customer has 0 values.
+                    return Ok(if holds_for_none { TRUE } else { FALSE }.to_owned());
+                };
+                let join = format!(
+                    " LEFT JOIN properties AS p ON p.row = e.row AND p.name = {}",
+                    self.d.string(self.catalog.prop_name(prop))
+                );
+                let having = format!("count(DISTINCT {}) {} {n}", self.distinct_key(), op_sql(op));
+                (join, having)
+            }
         };
         let group = |having: &str| {
             format!(
@@ -513,6 +525,36 @@ impl Writer<'_> {
         } else {
             format!("c.customer IN ({})", group(&having))
         })
+    }
+
+    /// The joined property row `p` as a text that two rows share exactly when
+    /// `customer::DistinctValue` makes them one value: a tag letter, then the value (a float with
+    /// no fraction within the integers' range as that integer); NULL for a list or no row.
+    fn distinct_key(&self) -> String {
+        let d = self.d;
+        let text = |x: &str| match d {
+            Dialect::DuckDb => format!("CAST({x} AS VARCHAR)"),
+            Dialect::ClickHouse => format!("toString({x})"),
+        };
+        let whole = match d {
+            Dialect::DuckDb => "CAST(p.float AS BIGINT)",
+            Dialect::ClickHouse => "toInt64(p.float)",
+        };
+        format!(
+            "(CASE WHEN p.kind = 'int' THEN 'w' || {int} \
+             WHEN p.kind = 'float' AND p.float = trunc(p.float) \
+             AND p.float >= {low} AND p.float < {high} THEN 'w' || {whole} \
+             WHEN p.kind = 'float' THEN 'f' || {float} \
+             WHEN p.kind = 'text' THEN 't' || p.text \
+             WHEN p.kind = 'bool' AND p.bool THEN 'b1' WHEN p.kind = 'bool' THEN 'b0' \
+             WHEN p.kind = 'time' THEN 'i' || {time} ELSE NULL END)",
+            int = text("p.int"),
+            whole = text(whole),
+            float = text("p.float"),
+            time = text("p.time"),
+            low = self.d.double(-9_223_372_036_854_775_808.0),
+            high = self.d.double(9_223_372_036_854_775_808.0),
+        )
     }
 
     /// The HAVING condition of an aggregate over `p` (the joined property row), numbers only,

@@ -194,7 +194,11 @@ impl Explainer<'_> {
             NodeKind::Event(e) => {
                 let t = data.tally(e)?;
                 events = self.evidence(e, data)?;
-                (label(), t.satisfies(&e.frequency), self.event_reason(e, &t))
+                let mut reason = self.event_reason(e, &t);
+                if matches!(e.frequency, Frequency::Distinct { .. }) {
+                    reason.push_str(&distinct_values(e, data)?);
+                }
+                (label(), t.satisfies(&e.frequency), reason)
             }
         };
         Ok(WhyNode {
@@ -239,6 +243,11 @@ impl Explainer<'_> {
                     func.keyword()
                 )
             }
+            Frequency::Distinct { op, n, .. } => format!(
+                "{matching}{window}; {} distinct value{}; needs {op} {n}",
+                t.distinct,
+                if t.distinct == 1 { "" } else { "s" }
+            ),
         }
     }
 
@@ -455,4 +464,19 @@ fn write_node(f: &mut fmt::Formatter<'_>, n: &WhyNode, first: &str, rest: &str) 
         )?;
     }
     super::explain::write_children(f, &n.children, rest, write_node)
+}
+
+/// `: "a", "b"`: the different values a `distinct(prop)` condition counted for the customer,
+/// sorted (numbers, then text, booleans, instants); empty when there are none.
+fn distinct_values(e: &EventNode, data: &mut CustomerData<'_>) -> Result<String> {
+    let (bodies, blocks) = data.events()?;
+    let mut seen = customer::Distinct::of(&e.frequency);
+    customer::for_each_match(e, bodies, blocks, |ev| seen.add(ev))?;
+    let mut values: Vec<_> = seen.seen.into_iter().collect();
+    if values.is_empty() {
+        return Ok(String::new());
+    }
+    values.sort();
+    let shown: Vec<String> = values.iter().map(|v| v.display()).collect();
+    Ok(format!(" (values: {})", shown.join(", ")))
 }

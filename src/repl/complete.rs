@@ -54,11 +54,11 @@ impl Names {
     /// Every keyword and name starting with `prefix` (ignoring case), sorted, once each.
     pub fn words_starting(&self, prefix: &str) -> Vec<String> {
         // `first` is a keyword only before an event (`first purchased in last 30 days`),
-        // `bucket` only before `(`.
+        // `bucket` and `distinct` only before `(`.
         let mut out: Vec<String> = KEYWORDS
             .iter()
             .copied()
-            .chain(["first", "bucket"])
+            .chain(["first", "bucket", "distinct"])
             .chain(self.events.iter().map(String::as_str))
             .chain(self.traits.iter().map(String::as_str))
             .chain(self.properties.iter().map(String::as_str))
@@ -402,6 +402,7 @@ mod tests {
         assert_eq!(names.words_starting("LA"), ["last"]);
         assert_eq!(names.words_starting("fi"), ["first"]);
         assert_eq!(names.words_starting("bu"), ["bucket"]);
+        assert_eq!(names.words_starting("dist"), ["distinct"]);
         assert_eq!(
             names.words_starting("t"),
             ["tags", "the", "then", "tier", "time", "times", "true"]

@@ -467,6 +467,15 @@ pub enum FrequencyKind {
         op: CmpOp,
         value: Number,
     },
+    /// `distinct(product) >= 3`: how many different values the property takes among the
+    /// matching events, compared like `count`. Values are told apart as `with same` tells them
+    /// (numbers by value, text exactly, booleans, instants); events without the property or with
+    /// a list in it add nothing.
+    Distinct {
+        property: Path,
+        op: CmpOp,
+        count: u64,
+    },
 }
 
 /// An aggregate of a numeric property.

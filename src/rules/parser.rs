@@ -492,8 +492,12 @@ impl<'a> Parser<'a> {
             TokenKind::Str(_) => true,
             TokenKind::Word => {
                 let text = self.text(next);
+                // `first distinct(p) = 0` is the event `first` with a distinct count: no
+                // event name is followed by `(`.
+                let distinct = text.eq_ignore_ascii_case("distinct")
+                    && self.peek_at(2).kind == TokenKind::LParen;
                 text.eq_ignore_ascii_case("did")
-                    || (words::is_path(text) && !words::is_keyword(text))
+                    || (words::is_path(text) && !words::is_keyword(text) && !distinct)
             }
             _ => false,
         };
@@ -1040,6 +1044,9 @@ impl<'a> Parser<'a> {
         if token.kind != TokenKind::Word || words::is_keyword(text) || !words::is_path(text) {
             return Ok(None);
         }
+        if self.at_distinct() {
+            return Ok(None);
+        }
         let property = self.path("a property name")?;
         let value = match self.value(false) {
             Ok(value) => value,
@@ -1075,7 +1082,9 @@ impl<'a> Parser<'a> {
         }
         let mut candidates = vec!["and", "or"];
         if frequency_possible {
-            candidates.extend(["at", "exactly", "count", "sum", "avg", "min", "max"]);
+            candidates.extend([
+                "at", "exactly", "count", "sum", "avg", "min", "max", "distinct",
+            ]);
         }
         if window_possible {
             candidates.extend(["in", "ever", "since", "before", "between"]);
@@ -1180,6 +1189,21 @@ impl<'a> Parser<'a> {
             let op = self.operator()?;
             let count = self.count(&format!("a whole number after '{op}'"))?;
             FrequencyKind::Count { op, count }
+        } else if self.at_distinct() {
+            self.advance();
+            self.advance();
+            let property = self.path("a property name")?;
+            if self.peek().kind != TokenKind::RParen {
+                return Err(self.expected("')'"));
+            }
+            self.advance();
+            let op = self.operator()?;
+            let count = self.count(&format!("a whole number after '{op}'"))?;
+            FrequencyKind::Distinct {
+                property,
+                op,
+                count,
+            }
         } else if let Some(func) = AggregateFn::ALL
             .into_iter()
             .find(|f| self.at_kw(f.keyword()))
@@ -1223,6 +1247,16 @@ impl<'a> Parser<'a> {
             kind,
             span: self.span_from(start),
         }))
+    }
+
+    /// Whether `distinct(` is next: `distinct` is no keyword (saved rules may use the word as a
+    /// property, trait or event), so it starts a distinct count only right before `(`, which no
+    /// property shorthand can.
+    fn at_distinct(&self) -> bool {
+        let token = self.peek();
+        token.kind == TokenKind::Word
+            && self.text(token).eq_ignore_ascii_case("distinct")
+            && self.peek_at(1).kind == TokenKind::LParen
     }
 
     /// `N time(s)` after `at least`, `at most` or `exactly`.

@@ -250,6 +250,11 @@ impl Display for Frequency {
             FrequencyKind::AtMost(n) => write!(f, "at most {n} {}", times(*n)),
             FrequencyKind::Exactly(n) => write!(f, "exactly {n} {}", times(*n)),
             FrequencyKind::Count { op, count } => write!(f, "count {op} {count}"),
+            FrequencyKind::Distinct {
+                property,
+                op,
+                count,
+            } => write!(f, "distinct({}) {op} {count}", property.text),
             FrequencyKind::Aggregate {
                 func,
                 property,

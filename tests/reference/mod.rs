@@ -354,6 +354,37 @@ fn event_condition(cond: &EventCondition, events: &[Event], now: i64) -> bool {
                 None => false,
             }
         }
+        FrequencyKind::Distinct {
+            property,
+            op,
+            count: n,
+        } => {
+            // Choice: one representative per value; lists and missing properties are no value.
+            let mut seen: Vec<&Value> = Vec::new();
+            for e in &matching {
+                let Some((_, v)) = e.properties.iter().find(|(name, _)| *name == property.text)
+                else {
+                    continue;
+                };
+                if !matches!(v, Value::List(_)) && !seen.iter().any(|s| exactly_same(s, v)) {
+                    seen.push(v);
+                }
+            }
+            compare_ord((seen.len() as u64).cmp(n), *op)
+        }
+    }
+}
+
+/// Whether two values are one value for `distinct`: as `same_value`, but an integer and a float
+/// only when the float is exactly that integer (no rounding of large integers to floats).
+fn exactly_same(a: &Value, b: &Value) -> bool {
+    let int_float = |i: i64, f: f64| {
+        f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) && f as i64 == i
+    };
+    match (a, b) {
+        (Value::Int(i), Value::Float(f)) | (Value::Float(f), Value::Int(i)) => int_float(*i, *f),
+        (Value::Float(x), Value::Float(y)) => x == y,
+        _ => same_value(a, b),
     }
 }
 
