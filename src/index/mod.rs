@@ -34,7 +34,7 @@ use crate::model::time::day_of;
 use crate::model::{FastMap, FastSet, StoredEvent, Value};
 
 pub use batch::{Changes, PARALLEL_FROM};
-pub use columns::{ColumnEvent, Columns, EventColumns, MISSING};
+pub use columns::{Columns, EventColumns, MISSING};
 pub use ranges::{Ranges, Slices};
 pub use rollup::{DayCount, DayList, DayNumbers};
 pub use runs::{Piece, Runs};

@@ -16,7 +16,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
 use crate::index::rollup::ListVersion;
-use crate::index::{ColumnEvent, EventColumns, EventIndex, MISSING};
+use crate::index::{EventColumns, EventIndex, MISSING};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::FastMap;
 use crate::storage::view::{self, BlockSpan, ValueView};
@@ -229,13 +229,32 @@ fn day_columns(
 }
 
 /// The columns of the `missing` days (ascending, each with its count list's version), in that
-/// order: every customer who had the event on one of them has their events read once, from the
-/// first of them on.
+/// order.
 fn build(
     store: &Store,
     (event, ei): (u32, &EventIndex),
     missing: &[(u32, ListVersion)],
 ) -> Result<Vec<Arc<EventColumns>>> {
+    let by_day = events_on_days(store, (event, ei), missing, |cust, e| {
+        Ok(Some((cust, e.ts, e.props()?)))
+    })?;
+    Ok(by_day
+        .into_par_iter()
+        .zip(missing)
+        .map(|(events, &(_, version))| Arc::new(EventColumns::new(version, events)))
+        .collect())
+}
+
+/// What `keep` makes of each `event` on each of the `missing` days (ascending, as `build` and
+/// the text columns' builder take them), per day in customer and time order: every customer who
+/// had the event on one of those days has their events read once, from the first day on, the
+/// customers split across rayon's pool. Events before 1970 are on no day.
+pub(super) fn events_on_days<T: Send>(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    missing: &[(u32, ListVersion)],
+    keep: impl Fn(u32, view::EventView<'_>) -> Result<Option<T>> + Sync,
+) -> Result<Vec<Vec<T>>> {
     let first = missing[0].0;
     let last = missing[missing.len() - 1].0;
     let wanted = |d: u32| missing.binary_search_by_key(&d, |m| m.0).ok();
@@ -243,8 +262,8 @@ fn build(
     let ids: Vec<u32> = customers.iter().collect();
     let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
     let end = day_start(last) + DAY_MS - 1;
-    // Per task: (slot in `missing`, the event) of each event of the kind on a missing day.
-    let parts: Vec<Vec<(usize, ColumnEvent)>> = ids
+    // Per task: (slot in `missing`, what `keep` made) of each event of the kind on a missing day.
+    let parts: Vec<Vec<(usize, T)>> = ids
         .par_chunks(chunk)
         .map(|ids| {
             let mut bodies = Vec::new();
@@ -259,7 +278,9 @@ fn build(
                         return Ok(());
                     }
                     if let Some(slot) = wanted(day_of(e.ts)) {
-                        found.push((slot, (cust, e.ts, e.props()?)));
+                        if let Some(item) = keep(cust, e)? {
+                            found.push((slot, item));
+                        }
                     }
                     Ok(())
                 })?;
@@ -267,13 +288,9 @@ fn build(
             Ok(found)
         })
         .collect::<Result<_>>()?;
-    let mut by_day: Vec<Vec<ColumnEvent>> = (0..missing.len()).map(|_| Vec::new()).collect();
-    for (slot, e) in parts.into_iter().flatten() {
-        by_day[slot].push(e);
+    let mut by_day: Vec<Vec<T>> = (0..missing.len()).map(|_| Vec::new()).collect();
+    for (slot, item) in parts.into_iter().flatten() {
+        by_day[slot].push(item);
     }
-    Ok(by_day
-        .into_par_iter()
-        .zip(missing)
-        .map(|(events, &(_, version))| Arc::new(EventColumns::new(version, events)))
-        .collect())
+    Ok(by_day)
 }

@@ -13,13 +13,13 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use roaring::{MultiOps, RoaringBitmap};
+use roaring::RoaringBitmap;
 
 use crate::error::Result;
 use crate::index::{DayTexts, EventIndex, Indexes, TextColumn};
-use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
+use crate::model::time::{day_of, Timestamp};
 use crate::model::{FastMap, Value};
-use crate::storage::view::{self, BlockSpan, ValueView};
+use crate::storage::view::ValueView;
 use crate::storage::Store;
 
 /// The customers with an event of the kind (`event`, index `ei`) in `from..=to` whose property
@@ -140,53 +140,23 @@ fn day_columns(
 }
 
 /// The columns of the `missing` days (ascending, each with its count list's version), in that
-/// order: every customer who had the event on one of them has their events read once, from the
-/// first of them on.
+/// order: the strings of `prop` of every event of the kind on those days.
 fn build(
     store: &Store,
     (event, ei): (u32, &EventIndex),
     prop: u32,
     missing: &[(u32, crate::index::rollup::ListVersion)],
 ) -> Result<Vec<Arc<DayTexts>>> {
-    let first = missing[0].0;
-    let last = missing[missing.len() - 1].0;
-    let wanted = |d: u32| missing.binary_search_by_key(&d, |m| m.0).ok();
-    let customers: RoaringBitmap = missing.iter().filter_map(|(d, _)| ei.days.get(d)).union();
-    let ids: Vec<u32> = customers.iter().collect();
-    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
-    let end = day_start(last) + DAY_MS - 1;
-    // Per task: (slot in `missing`, customer, time, string) of each event with a string value.
-    type Found = Vec<(usize, u32, Timestamp, String)>;
-    let parts: Vec<Found> = ids
-        .par_chunks(chunk)
-        .map(|ids| {
-            let mut bodies = Vec::new();
-            let mut blocks: Vec<BlockSpan> = Vec::new();
-            let mut found = Found::new();
-            for &cust in ids {
-                bodies.clear();
-                blocks.clear();
-                store.event_bodies_from(cust, day_start(first), &mut bodies, &mut blocks)?;
-                // Events before 1970 are on no day of the columns.
-                view::for_each_event_between(&bodies, &blocks, 0, end, |e| {
-                    if e.event != event {
-                        return Ok(());
-                    }
-                    if let Some(slot) = wanted(day_of(e.ts)) {
-                        if let Some(ValueView::Str(s)) = e.prop(prop)? {
-                            found.push((slot, cust, e.ts, s.to_owned()));
-                        }
-                    }
-                    Ok(())
-                })?;
-            }
-            Ok(found)
+    let found = super::columns::events_on_days(store, (event, ei), missing, |cust, e| {
+        Ok(match e.prop(prop)? {
+            Some(ValueView::Str(s)) => Some((cust, e.ts, s.to_owned())),
+            _ => None,
         })
-        .collect::<Result<_>>()?;
-    let mut by_day: Vec<Vec<(u32, Timestamp, &str)>> = vec![Vec::new(); missing.len()];
-    for (slot, cust, ts, s) in parts.iter().flatten() {
-        by_day[*slot].push((*cust, *ts, s.as_str()));
-    }
+    })?;
+    let by_day: Vec<Vec<(u32, Timestamp, &str)>> = found
+        .iter()
+        .map(|day| day.iter().map(|(c, t, s)| (*c, *t, s.as_str())).collect())
+        .collect();
     Ok(by_day
         .into_iter()
         .zip(missing)
