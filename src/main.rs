@@ -1653,8 +1653,7 @@ fn print_schema(s: &audiencedb::Schema) {
     print!("{}", audiencedb::repl::render::schema(s));
 }
 
-/// The ids of a list file (`-`: standard input), one per line: surrounding spaces and a
-/// Windows line end are trimmed, blank lines skipped.
+/// The ids of a list file (`-`: standard input), as `audience::ids_of_list_file` reads them.
 fn read_id_list(file: &Path) -> Result<Vec<String>, Failure> {
     let text = if file == Path::new("-") {
         let mut s = String::new();
@@ -1665,12 +1664,7 @@ fn read_id_list(file: &Path) -> Result<Vec<String>, Failure> {
         std::fs::read_to_string(file)
             .map_err(|e| Failure(format!("reading {}: {e}", file.display()), 1))?
     };
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
+    Ok(audiencedb::audience::ids_of_list_file(&text))
 }
 
 fn audience_command(

@@ -3,6 +3,7 @@
 //! beside them and counts the same rows, and the Parquet export loads into the same rows (when the
 //! test venv has the `duckdb` package, as `scripts/test.sh` installs it).
 
+mod engines;
 mod fixture;
 
 use std::collections::BTreeMap;
@@ -168,14 +169,8 @@ fn every_value_comes_back_with_its_type() {
 /// compares the row counts with the export's, and requires every table to hold the same rows
 /// from both files; skipped, with a line saying so, when no Python with `duckdb` is found.
 fn load_into_duckdb(ndjson: &Path, parquet: &Path, counts: &[u64; 6]) {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-venv/bin/python");
-    let has = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import duckdb"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !has(&python) {
+    let python = engines::python();
+    if !engines::has_module("duckdb") {
         eprintln!(
             "skipped the DuckDB load: no duckdb in {} (scripts/test.sh installs it)",
             python.display()

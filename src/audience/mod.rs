@@ -137,6 +137,17 @@ fn decode_list(name: &str, bytes: &[u8]) -> Result<FastSet<Box<str>>> {
         .collect())
 }
 
+/// The ids of a list file's text, one per line, as `audience load` reads them: spaces around an
+/// id and a Windows line end trimmed, blank lines skipped. Checking them is
+/// [`crate::Db::load_audience`]'s.
+pub fn ids_of_list_file(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Checks a list's ids: at least one, each a valid customer id (non-empty, not over-long)
 /// without a line break.
 pub fn check_list_ids(ids: &FastSet<Box<str>>) -> Result<()> {

@@ -499,12 +499,7 @@ fn load_list(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Fl
         .ok_or_else(|| usage(".load"))?;
     let text =
         std::fs::read_to_string(file).map_err(|e| Failure(format!("reading {file}: {e}")))?;
-    let ids: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let ids = crate::audience::ids_of_list_file(&text);
     let info = session.backend.load_audience(name, &ids)?;
     writeln!(
         out,
