@@ -303,8 +303,8 @@ pub(crate) struct Audiences {
 pub(crate) struct Touched {
     pub all: RoaringBitmap,
     pub new: RoaringBitmap,
-    /// Customers who gained an external id (new customers, ids merged into them): loaded lists
-    /// name customers by their ids.
+    /// Customers who gained an external id (every new customer, ids merged into them): rules
+    /// that read the ids (`bucket(NAME)`, loaded lists) are asked about them.
     pub ids: RoaringBitmap,
     pub traits: FastMap<u32, RoaringBitmap>,
     pub events: FastMap<u32, RoaringBitmap>,

@@ -40,12 +40,12 @@ pub(super) struct Readers {
     /// Trait path → the audiences whose rules read that trait, sorted.
     by_trait: FastMap<String, Vec<u32>>,
     /// The audiences a customer with no data at all is in (`not ...`, `everyone`, counts of
-    /// zero), and those whose rules read the customer's id (`bucket(NAME)`): a new customer may
-    /// enter these whatever its first write holds. Every other audience needs the new customer
-    /// to have something its rule reads.
+    /// zero): a new customer may enter these whatever its first write holds. Every other
+    /// audience needs the new customer to have something its rule reads.
     empty_members: Vec<u32>,
-    /// The audiences naming a loaded list: a customer who gains an id may enter or leave them.
-    list_readers: Vec<u32>,
+    /// The audiences whose rules read the customer's ids (`bucket(NAME)`, loaded lists): a
+    /// customer who gains an id, a new one included, may enter or leave them.
+    id_readers: Vec<u32>,
 }
 
 impl Readers {
@@ -62,12 +62,11 @@ impl Readers {
             for t in &fp.traits {
                 r.by_trait.entry(t.clone()).or_default().push(d.id);
             }
-            if fp.lists {
-                r.list_readers.push(d.id);
-            }
-            // A rule that reads the id (`bucket(NAME)`) has no answer without one: every new
-            // customer is asked.
-            if fp.ids || subset::holds_without_data(cx, d.rule.rule(), now)? {
+            // A rule that reads the ids has no answer without one (`bucket(NAME)`); every
+            // customer who gains an id, each new one included, is asked.
+            if fp.ids {
+                r.id_readers.push(d.id);
+            } else if subset::holds_without_data(cx, d.rule.rule(), now)? {
                 r.empty_members.push(d.id);
             }
             r.by_id.insert(
@@ -89,7 +88,8 @@ impl Readers {
     /// Adds to `out`, for each audience the write can have changed, the customers whose answer
     /// it can have changed: those who got one of the rule's events or had one of its traits
     /// changed, new customers for audiences a customer with no data is in, customers who gained
-    /// an id for audiences naming a loaded list, and customers in `all` for every audience.
+    /// an id (new ones included) for audiences reading the ids, and customers in `all` for
+    /// every audience.
     pub fn touched(&self, t: &Touched, catalog: &Catalog, out: &mut BTreeMap<u32, RoaringBitmap>) {
         if !t.all.is_empty() {
             for &id in self.by_id.keys() {
@@ -102,7 +102,7 @@ impl Readers {
             }
         }
         if !t.ids.is_empty() {
-            for &id in &self.list_readers {
+            for &id in &self.id_readers {
                 *out.entry(id).or_default() |= &t.ids;
             }
         }

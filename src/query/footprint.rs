@@ -33,15 +33,12 @@ pub(crate) struct Footprint {
     pub audiences: BTreeSet<String>,
     /// Every relative length of time, in milliseconds, sorted and without repeats.
     pub lengths: Vec<i64>,
-    /// Whether a loaded list is named, directly or through other saved audiences: then a
-    /// customer's answer can change when its ids do (a new customer, a merge).
-    pub lists: bool,
     /// Whether an event's property is compared with a relative time (`where shipped < 3 days
     /// ago`): then a property value, not only the event's own time, can cross an edge.
     pub relative_props: bool,
-    /// Whether the rule reads the customer's external id (`bucket(NAME)`): then a customer
-    /// new to the store (one made by an identity merge included) may be in the audience
-    /// whatever else it holds.
+    /// Whether the rule reads the customer's ids (`bucket(NAME)`, or a loaded list named
+    /// directly or through other saved audiences): then a customer's answer can change when
+    /// its ids do (a new customer, an id merged into it), whatever else it holds.
     pub ids: bool,
 }
 
@@ -88,7 +85,7 @@ impl Footprint {
             }
             ExprKind::InAudience(name) => {
                 if self.audiences.insert(name.text.clone()) {
-                    self.lists |= saved.saved_list(&name.text).is_some();
+                    self.ids |= saved.saved_list(&name.text).is_some();
                     if let Some(rule) = saved.saved_rule(&name.text) {
                         self.expr(&rule.expr, saved);
                     }
