@@ -1,4 +1,5 @@
-//! The funnel and experiment reports (issue 22): warm latency against an existing database folder
+//! The funnel and experiment reports (issue 22) and the purchase models' histories and fit
+//! (issue 23): warm latency against an existing database folder
 //! (`scripts/bench-query.sh` builds one from `gen`), median and p99 per case.
 //!
 //! ```text
@@ -19,6 +20,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use audiencedb::predict::TimeUnit;
+use audiencedb::query::histories::HistoryRequest;
 use audiencedb::query::reports::{ExperimentRequest, FunnelRequest};
 
 use common::report;
@@ -133,5 +136,39 @@ fn main() {
             answer.iter().map(|v| v.customers).sum::<u64>()
         );
         report(name, &what, times);
+    }
+
+    // The purchase models: every purchaser's history, and the BG/NBD + Gamma-Gamma fit to them.
+    let buying = HistoryRequest {
+        event: "purchased".into(),
+        value: Some("amount".into()),
+        unit: TimeUnit::Weeks,
+    };
+    if wanted("histories-purchased") {
+        let (n, times) = timed("histories-purchased", || {
+            db.purchase_histories(&buying, now)
+                .expect("histories")
+                .histories
+                .len()
+        });
+        report(
+            "histories-purchased",
+            &format!("purchase histories of `purchased` with `amount`: {n} customers"),
+            times,
+        );
+    }
+    if wanted("fit-purchased") {
+        let (model, times) = timed("fit-purchased", || {
+            let m = db.fit_purchases(&buying, now).expect("fit");
+            (m.customers, m.repeat_customers, m.bgnbd.r.to_bits())
+        });
+        report(
+            "fit-purchased",
+            &format!(
+                "BG/NBD + Gamma-Gamma fit (histories included): {} customers, {} repeat",
+                model.0, model.1
+            ),
+            times,
+        );
     }
 }

@@ -5,8 +5,8 @@
 #    (src/error.rs may name `sled::Error`, to convert it). The doc-hidden facades src/fuzzing.rs
 #    and src/testing.rs hand the key layout on to the fuzz targets and the tests: they are
 #    exempt.
-# 2. The layers below the database handle (model, ingest, rules, storage, index, query, audience,
-#    gen, error) never name it: no `Db`, `crate::Db` or `crate::db::` outside comments and
+# 2. The layers below the database handle (model, predict, ingest, rules, storage, index, query,
+#    audience, gen, error) never name it: no `Db`, `crate::Db` or `crate::db::` outside comments and
 #    their test modules (a `#[cfg(test)]` module at the end of a file may open a database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ if hits=$(grep -nE '(^|[^A-Za-z0-9_])sled::' $files | grep -vE '^src/error\.rs:[
     echo "$hits" >&2
     status=1
 fi
-below_db=$(find src/model src/ingest src/rules src/storage src/index src/query src/audience src/gen \
+below_db=$(find src/model src/predict src/ingest src/rules src/storage src/index src/query src/audience src/gen \
     src/error.rs -name '*.rs' | sort)
 # shellcheck disable=SC2086
 if hits=$(perl -ne '

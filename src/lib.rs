@@ -44,6 +44,8 @@
 //! 10. [`repl`]: the analysts' interface over [`Db`]: line editing, completion, meta commands.
 //!
 //! Beside the layers:
+//! - [`predict`]: the purchase models (BG/NBD, Gamma–Gamma) fitted by maximum likelihood to
+//!   per-customer histories, which `query::histories` reads from the store; pure numbers.
 //! - [`server`]: `audiencedb serve`, the Redis-protocol socket server in front of a [`Db`]: wire
 //!   codec, command table, clients, limits and shutdown; it calls the library API only.
 //! - [`erase`]: compaction, which removes every byte of deleted customers from the folder's
@@ -65,6 +67,7 @@ pub mod import;
 pub(crate) mod index;
 pub mod ingest;
 pub mod model;
+pub mod predict;
 pub mod query;
 pub mod repl;
 pub mod rules;

@@ -22,6 +22,7 @@
 
 mod audiences;
 mod identity;
+mod predict;
 mod query;
 mod recovery;
 mod reports;

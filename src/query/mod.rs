@@ -23,6 +23,7 @@ mod days;
 mod exec;
 mod explain;
 pub(crate) mod footprint;
+pub mod histories;
 pub(crate) mod plan;
 mod ranges;
 pub(crate) mod reading;
