@@ -556,6 +556,8 @@ mod random {
             window in 0usize..6,
             now_shift in prop_oneof![Just(0i64), Just(-10 * HOUR - 30 * 60_000), Just(13 * HOUR + 29 * 60_000 + 59_999)],
             lift in any::<bool>(),
+            later in proptest::collection::vec(event(), 0..12),
+            deleted in proptest::option::of(0usize..8),
         ) {
             let now = at(NOW) + now_shift;
             let mut f = Fixture::new();
@@ -591,6 +593,26 @@ mod random {
                 Some("before 1 day ago"),
             ];
             let order = if lift { TopOrder::Lift } else { TopOrder::Customers };
+            let customers = f.customers();
+            for event in ["viewed", "purchased"] {
+                compare(&f.db, &customers, rules[rule], event, "product", windows[window], order, now);
+                compare_personal(&f.db, &customers, event, windows[window], now);
+            }
+            // More events and a deletion after the first answers: whatever the first answers
+            // kept (each value's customers over whole days) must follow.
+            let batch: Vec<Message> = later
+                .iter()
+                .map(|(cust, purchased, offset, p)| {
+                    let name = if *purchased { "purchased" } else { "viewed" };
+                    Message::track(format!("c{cust}"), name, vec![("product".into(), product(*p))], Some(now + offset))
+                })
+                .collect();
+            if !batch.is_empty() {
+                f.ingest(batch);
+            }
+            if let Some(c) = deleted {
+                let _ = f.db.delete_customer(&format!("c{c}"));
+            }
             let customers = f.customers();
             for event in ["viewed", "purchased"] {
                 compare(&f.db, &customers, rules[rule], event, "product", windows[window], order, now);

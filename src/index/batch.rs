@@ -279,6 +279,7 @@ impl Indexes {
                 number_runs: _,
                 texts: _,
                 columns: _,
+                unions: _,
             } = ei;
             tasks.push(Task::Days {
                 days,

@@ -8,8 +8,9 @@
 //! sum, minimum and maximum of the property's numbers (for at most `rollup_bound` numeric
 //! properties per event). Readers of long windows merge runs of consecutive days of rollups on
 //! first use (`runs.rs`: derived, never stored, checked against the lists' versions), and so are
-//! the text columns of `contains` on properties without value bitmaps (`texts.rs`) and the
-//! event columns that filters of several conditions are tested on (`columns.rs`).
+//! the text columns of `contains` on properties without value bitmaps (`texts.rs`), the
+//! event columns that filters of several conditions are tested on (`columns.rs`) and each
+//! value's customers over a run of whole days for `top` and `recommend` (`unions.rs`).
 //!
 //! This module owns the in-memory bitmaps and rollups and their snapshot encoding. It does not
 //! read or write storage: the database layer feeds it profiles and events, and persists the
@@ -22,6 +23,7 @@ pub mod rollup;
 pub mod runs;
 mod snapshot;
 pub mod texts;
+pub mod unions;
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -40,6 +42,7 @@ pub use rollup::{DayCount, DayList, DayNumbers};
 pub use runs::{Piece, Runs};
 pub use snapshot::{DecodedFamily, Family, SNAPSHOT_VERSION};
 pub use texts::{DayTexts, ProfileTexts, TextColumn, Texts};
+pub use unions::{Unions, ValueUnions};
 
 /// How many numeric properties of one event get per-day rollups, unless configured otherwise.
 pub const DEFAULT_ROLLUP_BOUND: usize = 8;
@@ -201,6 +204,9 @@ pub struct EventIndex {
     /// Per day, the day's events as columns of customers, times and property values, built by
     /// readers (`columns.rs`).
     pub columns: Columns,
+    /// Per (property, run of whole days), each value's customers, built by `top` and
+    /// `recommend` (`unions.rs`).
+    pub unions: ValueUnions,
 }
 
 impl PartialEq for EventIndex {

@@ -24,11 +24,14 @@ pub use recent::RecentValue;
 pub use recommend::{cosine_sum, Recommendation, Scored};
 pub use top::{table, Top, TopOrder, TopRequest, TopRow};
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::{Error, Result};
-use crate::index::{IndexValue, Indexes, ValueDays, ValueRef};
+use crate::index::rollup::ListVersion;
+use crate::index::{EventIndex, IndexValue, Indexes, Unions, ValueDays, ValueRef};
 use crate::model::time::{day_start, Timestamp};
 use crate::model::value::ValueType;
 use crate::model::Value;
@@ -263,20 +266,56 @@ pub(crate) fn who_did_each(
             extra[i].insert(cust);
         }
     }
-    let whole = win.whole;
+    let whole = win
+        .whole
+        .map(|(first, last)| whole_days(ei, prop, &entries, first, last));
     let sets = entries
         .par_iter()
         .zip(extra.into_par_iter())
-        .filter_map(|((k, vd), extra)| {
-            let mut set = match whole {
-                Some((first, last)) => vd.days.range(first..=last).map(|(_, bm)| bm).union(),
-                None => RoaringBitmap::new(),
+        .filter_map(|((k, _), extra)| {
+            let set = match whole.as_ref().and_then(|w| w.of(k)) {
+                Some(days) => days | &extra,
+                None => extra,
             };
-            set |= extra;
             (!set.is_empty()).then(|| ((*k).clone(), set))
         })
         .collect();
     Ok(sets)
+}
+
+/// Each value's customers over the whole days `first..=last`: kept from an earlier call while
+/// the event's count lists of those days are unchanged, built (and kept) otherwise.
+fn whole_days(
+    ei: &EventIndex,
+    prop: u32,
+    entries: &[(&IndexValue, &ValueDays)],
+    first: u32,
+    last: u32,
+) -> Arc<Unions> {
+    let versions: Vec<(u32, ListVersion)> = ei
+        .counts
+        .range(first..=last)
+        .map(|(&d, list)| (d, list.version()))
+        .collect();
+    if let Some(kept) = ei.unions.get(prop, first, last, &versions) {
+        return kept;
+    }
+    let sets = entries
+        .par_iter()
+        .filter_map(|(k, vd)| {
+            let set: RoaringBitmap = vd.days.range(first..=last).map(|(_, bm)| bm).union();
+            (!set.is_empty()).then(|| ((*k).clone(), set))
+        })
+        .collect();
+    let built = Arc::new(Unions {
+        prop,
+        first,
+        last,
+        versions,
+        sets,
+    });
+    ei.unions.put(built.clone());
+    built
 }
 
 /// Calls `f` with the time and value of `prop` of each event `event` in `from..=to` among the
