@@ -81,6 +81,11 @@ fn rules() -> Vec<&'static str> {
         "last purchased before 180 days ago",
         "first viewed where price >= 100 in last 7 days",
     ]);
+    // Issue 22: distinct values as a frequency.
+    rules.extend([
+        "purchased distinct(product) >= 3 in last 90 days",
+        "viewed distinct(category) >= 5 in last 30 days",
+    ]);
     rules
 }
 

@@ -312,6 +312,20 @@ GROUP BY customer HAVING max(ts) < {now} - INTERVAL 180 DAY""",
         """SELECT customer FROM events WHERE event = 'viewed' AND price >= 100 AND ts <= {now}
 GROUP BY customer HAVING min(ts) > {now} - INTERVAL 7 DAY""",
     ),
+    # Distinct values as a frequency (issue 22): how many different values of the property the
+    # customer's events in the window carry.
+    (
+        "purchased distinct(product) >= 3 in last 90 days",
+        """SELECT customer FROM events WHERE event = 'purchased' AND product IS NOT NULL
+    AND ts > {now} - INTERVAL 90 DAY AND ts <= {now}
+GROUP BY customer HAVING count(DISTINCT product) >= 3""",
+    ),
+    (
+        "viewed distinct(category) >= 5 in last 30 days",
+        """SELECT customer FROM events WHERE event = 'viewed' AND category IS NOT NULL
+    AND ts > {now} - INTERVAL 30 DAY AND ts <= {now}
+GROUP BY customer HAVING count(DISTINCT category) >= 5""",
+    ),
 ]
 
 NUMERIC = ("BIGINT", "UBIGINT", "DOUBLE")

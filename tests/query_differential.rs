@@ -2207,6 +2207,62 @@ fn distinct_values_follow_the_spec_to_the_millisecond() {
     });
 }
 
+/// `distinct(p)` over more values than one machine word has bits (the event columns count
+/// those as sorted (customer, value) pairs, fewer as bit masks): repeats, 5 and 5.0 as one
+/// value, a value exactly at the window's start (outside), each answer given twice so that the
+/// second comes from the columns.
+#[test]
+fn distinct_values_past_64_are_counted_exactly() {
+    both_configs(|bound| {
+        let now = now();
+        let mut f = Fixture::new(bound);
+        let product = |v: Value| vec![("product", v)];
+        for i in 0..70 {
+            for at in [now - (i + 1) * MINUTE, now - 2 * DAY_MS] {
+                f.track("many", "purchased", at, product(s(&format!("p{i}"))));
+            }
+        }
+        f.track("many", "purchased", now - HOUR, product(Value::Int(5)));
+        f.track("many", "purchased", now - HOUR, product(Value::Float(5.0)));
+        for i in 0..65 {
+            f.track(
+                "edge",
+                "purchased",
+                now - DAY_MS,
+                product(s(&format!("p{i}"))),
+            );
+        }
+        f.track("edge", "purchased", now - 90 * DAY_MS, product(s("p65")));
+        for i in 0..3 {
+            f.track(
+                "few",
+                "purchased",
+                now - DAY_MS,
+                product(s(&format!("p{i}"))),
+            );
+        }
+        for (rule, expected) in [
+            (
+                "purchased distinct(product) >= 65 in last 90 days",
+                &["edge", "many"][..],
+            ),
+            (
+                "purchased distinct(product) = 71 in last 90 days",
+                &["many"],
+            ),
+            (
+                "purchased distinct(product) = 65 in last 90 days",
+                &["edge"],
+            ),
+            ("purchased distinct(product) = 66 ever", &["edge"]),
+            ("purchased distinct(product) < 65 in last 90 days", &["few"]),
+            ("purchased distinct(product) = 3 in last 2 days", &["few"]),
+        ] {
+            f.expect(rule, now, expected);
+        }
+    });
+}
+
 /// `why` counts the distinct values and names them.
 #[test]
 fn why_shows_the_distinct_values() {

@@ -22,7 +22,7 @@ use crate::model::FastMap;
 use crate::storage::view::{self, BlockSpan, ValueView};
 use crate::storage::Store;
 
-use super::customer::passes;
+use super::customer::{passes, DistinctValue};
 use super::plan::Filter;
 
 /// Whether a filter has more than one condition or a `not` (what the columns are for: one
@@ -99,6 +99,110 @@ pub(super) fn counts(
     let mut total: FastMap<u32, u64> = FastMap::default();
     for (cust, n) in parts.into_iter().flatten() {
         *total.entry(cust).or_default() += n;
+    }
+    Ok(Some(total))
+}
+
+/// Each customer's number of distinct values of `prop` (told apart as
+/// [`DistinctValue`] does: `3` and `3.0` one value, `"3"` another, lists none) among their
+/// events of the kind in `from..=to` that pass `f` (every event without one); customers with
+/// none are left out. `None` when the columns are missing and not to be built yet.
+pub(super) fn distinct_counts(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    f: Option<&Filter>,
+    prop: u32,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Option<FastMap<u32, u64>>> {
+    let Some(days) = day_columns(store, (event, ei), from, to)? else {
+        return Ok(None);
+    };
+    // Each day's value ids mapped to ids shared by all days, one per distinct value.
+    let mut shared: FastMap<DistinctValue<'_>, u32> = FastMap::default();
+    let day_ids: Vec<Vec<u32>> = days
+        .iter()
+        .map(|col| match col.prop(prop) {
+            None => Vec::new(),
+            Some(pc) => pc
+                .values
+                .iter()
+                .map(|v| match DistinctValue::of(ValueView::of(v)) {
+                    Some(k) => {
+                        let next = shared.len() as u32;
+                        *shared.entry(k).or_insert(next)
+                    }
+                    None => MISSING,
+                })
+                .collect(),
+        })
+        .collect();
+    // Per day, each passing event in the window as (customer, shared value id), in customer
+    // order.
+    let each_pair = |col: &EventColumns, ids: &[u32], put: &mut dyn FnMut(u32, u32)| {
+        let Some(pc) = col.prop(prop) else {
+            return;
+        };
+        let mut add = |i: usize| {
+            let local = pc.ids[i];
+            if local == MISSING || !(from..=to).contains(&col.times[i]) {
+                return;
+            }
+            let id = ids[local as usize];
+            if id != MISSING {
+                put(col.custs[i], id);
+            }
+        };
+        match f {
+            Some(f) => ones(&test(col, f)).for_each(&mut add),
+            None => (0..col.len()).for_each(&mut add),
+        }
+    };
+    let mut total: FastMap<u32, u64> = FastMap::default();
+    if shared.len() <= 64 {
+        // Few values (categories, tiers): one bit per value, or-ed per customer.
+        let parts: Vec<Vec<(u32, u64)>> = days
+            .par_iter()
+            .zip(&day_ids)
+            .map(|(col, ids)| {
+                let mut out: Vec<(u32, u64)> = Vec::new();
+                each_pair(col, ids, &mut |cust, id| match out.last_mut() {
+                    Some((c, bits)) if *c == cust => *bits |= 1 << id,
+                    _ => out.push((cust, 1 << id)),
+                });
+                out
+            })
+            .collect();
+        let mut masks: FastMap<u32, u64> = FastMap::default();
+        for (cust, bits) in parts.into_iter().flatten() {
+            *masks.entry(cust).or_default() |= bits;
+        }
+        total.extend(
+            masks
+                .into_iter()
+                .map(|(c, m)| (c, u64::from(m.count_ones()))),
+        );
+        return Ok(Some(total));
+    }
+    // Many values (products): the distinct (customer, value) pairs, sorted.
+    let parts: Vec<Vec<u64>> = days
+        .par_iter()
+        .zip(&day_ids)
+        .map(|(col, ids)| {
+            let mut out = Vec::new();
+            each_pair(col, ids, &mut |cust, id| {
+                out.push(u64::from(cust) << 32 | u64::from(id))
+            });
+            out.sort_unstable();
+            out.dedup();
+            out
+        })
+        .collect();
+    let mut pairs: Vec<u64> = parts.concat();
+    pairs.par_sort_unstable();
+    pairs.dedup();
+    for pair in pairs {
+        *total.entry((pair >> 32) as u32).or_default() += 1;
     }
     Ok(Some(total))
 }

@@ -278,6 +278,9 @@ impl Sources<'_> {
             if let Some(b) = self.column_count_bounds(e) {
                 return b;
             }
+            if let Some(b) = self.column_distinct_bounds(e) {
+                return b;
+            }
         }
         // Counts reach here when the event columns could not answer them: presence does without
         // them too (asking again would build them within the same answer).
@@ -468,6 +471,39 @@ impl Sources<'_> {
             FastMap::default()
         } else {
             super::columns::counts(self.store, (event, ei), filter, e.from, e.to).ok()??
+        };
+        Some(Bounds::exact(self.count_members(&counts, op, n)))
+    }
+
+    /// `distinct(p)` of the matching events, exact from the event columns (each day's distinct
+    /// values mapped to shared ids once, then the (customer, value) pairs of the passing events
+    /// in the window, deduplicated). `None` for other frequencies, for a property no event ever
+    /// had, while the columns are not to be built yet, and when the store cannot be read.
+    fn column_distinct_bounds(&self, e: &EventNode) -> Option<Bounds> {
+        let (
+            Some(event),
+            Frequency::Distinct {
+                prop: Some(prop),
+                op,
+                n,
+            },
+        ) = (e.event, e.frequency)
+        else {
+            return None;
+        };
+        let ei = self.indexes.event_index(event)?;
+        let counts = if e.window_is_empty() {
+            FastMap::default()
+        } else {
+            super::columns::distinct_counts(
+                self.store,
+                (event, ei),
+                e.filter.as_ref(),
+                prop,
+                e.from,
+                e.to,
+            )
+            .ok()??
         };
         Some(Bounds::exact(self.count_members(&counts, op, n)))
     }
