@@ -509,6 +509,27 @@ enum Format {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc's own setter, linked in with it (the `mimalloc` crate exposes it only with a
+// feature that needs one more crate).
+extern "C" {
+    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+}
+
+/// `mi_option_purge_delay` in mimalloc v3's `mimalloc.h` (the options enum, counted from 0).
+const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+
+/// Tells mimalloc to keep the memory an import frees for its next batches instead of handing
+/// it back to the kernel a second later: each batch's messages and events are freed in bulk and
+/// allocated again, and every page handed back had to be faulted in and zeroed again (about a
+/// tenth of a time-ordered import's CPU; `docs/BENCHMARKS.md`, "Import speed on real streams").
+/// The price: the process keeps its peak memory until it exits. Only the `import` command, a
+/// process that ends when its files are in, asks for it.
+fn keep_freed_memory() {
+    // SAFETY: a plain store into mimalloc's table of options (an index within it), made before
+    // the import opens the database and starts any thread; mimalloc reads it at its next purge.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// An error for the user: the message, and the exit status.
 struct Failure(String, u8);
 
@@ -685,6 +706,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             batch_size,
             report_batches,
         } => {
+            keep_freed_memory();
             let db = open(&cli.db, &cli.limits)?;
             let options = ImportOptions {
                 strict,

@@ -85,8 +85,13 @@ pub(super) struct Work {
     /// Changes to the profile, in the order the write makes them.
     pub(super) trait_updates: Vec<ProfileOp>,
     pub(super) events: Vec<StoredEvent>,
-    /// Hashes of the message ids stored before this write (sorted), once needed.
+    /// Hashes of the message ids stored before this write (sorted), once needed: those of its
+    /// message-id record and its unfolded ones (`Store::seen_messages`), as merges need them.
     pub(super) seen_before: Option<Vec<u64>>,
+    /// The hashes of its message-id record alone (sorted), read by the duplicate check when
+    /// `seen_before` is not (the unfolded ones are looked up in place: copying and sorting
+    /// them for every write took 16% of a time-ordered import's writer thread).
+    pub(super) seen_stored: Option<Vec<u64>>,
     /// Hashes of the message ids this write stores (those of customers merged into this one
     /// included).
     pub(super) seen_now: FastSet<u64>,
@@ -300,17 +305,21 @@ impl Writer {
                 wk.anonymous = Some(true);
             }
             if let Some(mid) = &m.message_id {
-                if wk.seen_before.is_none() {
-                    // A customer new in this write has no stored message ids to read.
-                    wk.seen_before = Some(if wk.is_new {
-                        Vec::new()
-                    } else {
-                        db.store.seen_messages(cust)?
-                    });
-                }
-                let before = wk.seen_before.as_deref().unwrap_or_default();
                 let h = codec::message_hash(mid);
-                if before.binary_search(&h).is_ok() || !wk.seen_now.insert(h) {
+                let stored = match &wk.seen_before {
+                    // Read by a merge: the whole stored set.
+                    Some(before) => before.binary_search(&h).is_ok(),
+                    // A customer new in this write has no stored message ids to read.
+                    None if wk.is_new => false,
+                    None => {
+                        if wk.seen_stored.is_none() {
+                            wk.seen_stored = Some(db.store.stored_seen(cust)?);
+                        }
+                        let record = wk.seen_stored.as_deref().unwrap_or_default();
+                        record.binary_search(&h).is_ok() || db.store.has_unfolded_message(cust, h)
+                    }
+                };
+                if stored || !wk.seen_now.insert(h) {
                     report.duplicates += 1;
                     continue;
                 }
@@ -603,12 +612,15 @@ impl Db {
         }
         // New events go into the write's log record, or straight into blocks when the write
         // holds a new customer's whole history (storage's timeline).
+        // Where the write stores a customer's first blocks (nothing of it unfolded) its stored
+        // hashes are its record's alone.
+        let seen_before = wk.seen_before.or(wk.seen_stored);
         let mut new_seen: Vec<u64> = wk.seen_now.into_iter().collect();
         new_seen.sort_unstable();
         // Stably: at equal times, this customer's own events before those moved into it.
         events.sort_by_key(|e| e.ts);
         self.store
-            .write_events(&mut records, cust, &events, wk.seen_before, &new_seen, dict)?;
+            .write_events(&mut records, cust, &events, seen_before, &new_seen, dict)?;
         a.events = events;
         Ok((a, records))
     }

@@ -225,8 +225,18 @@ struct Envelope<'a> {
 }
 
 fn string_field<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, String> {
-    serde_json::from_str::<Cow<'a, str>>(raw.get())
-        .map_err(|_| format!("\"{name}\" must be a string"))
+    json_str(raw.get()).map_err(|_| format!("\"{name}\" must be a string"))
+}
+
+/// The string a JSON value's text (a [`RawValue`]'s, which serde_json has checked) holds:
+/// borrowed from the text when it has no escapes, where it is the text between the quotes
+/// (a `RawValue`'s text has no surrounding whitespace, and a string's control characters were
+/// refused when it was read); otherwise serde_json's reading. An error when it is no string.
+fn json_str(text: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
+        _ => serde_json::from_str(text),
+    }
 }
 
 /// Parses a JSON object of traits or properties given on its own (the socket server's `TRACK` and
@@ -359,7 +369,7 @@ fn field_value(name: &str, text: &str) -> Result<Option<Value>, String> {
     let first = text.as_bytes().first().copied().unwrap_or(b' ');
     let value = match first {
         b'"' => {
-            let s: Cow<'_, str> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            let s = json_str(text).map_err(|e| e.to_string())?;
             if s.len() > MAX_STRING_BYTES {
                 return Err(format!(
                     "field {name:?} is {} bytes long; the limit is {MAX_STRING_BYTES}",
@@ -687,5 +697,51 @@ mod tests {
         assert!(Message::from_json_line(&deep)
             .unwrap_err()
             .contains("nested deeper"));
+    }
+
+    /// The borrowed fast path of [`json_str`] reads every string as serde_json does.
+    fn json_str_is_serde_json(text: &str) {
+        let raw: &RawValue = serde_json::from_str(text).unwrap();
+        let ours = json_str(raw.get()).map(Cow::into_owned).ok();
+        let theirs = serde_json::from_str::<String>(text).ok();
+        assert_eq!(ours, theirs, "{text}");
+    }
+
+    #[test]
+    fn strings_read_without_escapes_are_the_same() {
+        for text in [
+            r#""""#,
+            r#""plain""#,
+            r#""with \"quote\"""#,
+            r#""a\\b""#,
+            r#""\u00e9t\u00e9""#,
+            r#""\ud83d\ude00""#,
+            r#""été 😀""#,
+            r#""\/""#,
+            r#"  "spaced"  "#,
+            "12",
+            "null",
+            r#"["a"]"#,
+            "{}",
+            "true",
+        ] {
+            json_str_is_serde_json(text);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_reads_back(s in ".*") {
+            let json = serde_json::to_string(&s).unwrap();
+            json_str_is_serde_json(&json);
+            let line = format!(
+                r#"{{"type":"track","userId":"u","event":"e","properties":{{"p":{json}}}}}"#
+            );
+            if let Ok(Message { body: Body::Track { properties, .. }, .. }) =
+                Message::from_json_line(&line)
+            {
+                proptest::prop_assert_eq!(&properties[0].1, &string_value(&s));
+            }
+        }
     }
 }

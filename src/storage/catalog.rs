@@ -87,7 +87,7 @@ fn past_limit<'a>(
     known: impl Fn(&str) -> bool,
     have: usize,
     (limit, max): (SchemaLimit, usize),
-    owner: &str,
+    owner: &dyn std::fmt::Display,
     noun: &str,
 ) -> Result<()> {
     let new = count_new(names.clone(), &known);
@@ -337,7 +337,7 @@ impl Catalog {
             |n| self.trait_ids.contains_key(n),
             self.traits.len(),
             (SchemaLimit::TraitNames, limits.trait_names),
-            "the store",
+            &"the store",
             "trait names",
         )
     }
@@ -374,7 +374,7 @@ impl Catalog {
             known_for_event,
             had,
             (SchemaLimit::PropertiesPerEvent, limits.properties_per_event),
-            &format!("event {event:?}"),
+            &format_args!("event {event:?}"),
             "property names",
         )?;
         // Names new to this event may be new to the store too.
@@ -383,7 +383,7 @@ impl Catalog {
             |n| self.prop_ids.contains_key(n),
             self.props.len(),
             (SchemaLimit::PropertyNames, limits.property_names),
-            "the store",
+            &"the store",
             "property names",
         )
     }

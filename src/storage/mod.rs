@@ -604,6 +604,16 @@ impl Store {
         Ok(seen)
     }
 
+    /// The sorted hashes of a customer's message-id record alone: with
+    /// [`Store::has_unfolded_message`], what [`Store::seen_messages`] tells without building the
+    /// union (the writer's duplicate check, once per customer and write).
+    pub fn stored_seen(&self, cust: u32) -> Result<Vec<u64>> {
+        match self.get(&keys::seen(cust))? {
+            Some(v) => codec::decode_seen(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Every record, in key order, as (key, value).
     pub fn records(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
         self.tree.iter().map(|r| r.map_err(Error::from))

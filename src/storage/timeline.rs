@@ -598,7 +598,9 @@ impl Store {
     /// Adds to `batch` what storing one write's new events of a customer takes: `events`
     /// (sorted by time, stably: equal times in the order they came), the hashes of the message
     /// ids the write stores for the customer (`new_hashes`, sorted), and `seen_before`, the
-    /// customer's stored hashes as [`Store::seen_messages`] gave them, when the writer read them.
+    /// customer's stored hashes as [`Store::seen_messages`] gave them, or its message-id record's
+    /// alone ([`Store::stored_seen`]), when the writer read them: only a customer with nothing
+    /// unfolded has them read here, and then the two are the same.
     ///
     /// They become the customer's part of the write's log record, stored by [`Store::commit`]
     /// and readable (from the memtable) once the batch is durable. A customer with nothing
@@ -1077,6 +1079,15 @@ impl Store {
             .get(&cust)
             .map(|u| u.hashes.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether `hash` is among the customer's unfolded message-id hashes: a scan of them in
+    /// place, without the copy and sort of [`Store::seen_messages`].
+    pub fn has_unfolded_message(&self, cust: u32, hash: u64) -> bool {
+        let m = self.timeline.memtable.read();
+        m.customers
+            .get(&cust)
+            .is_some_and(|u| u.hashes.contains(&hash))
     }
 
     /// Every customer's unfolded events, each customer's sorted by time (stably), by customer.
