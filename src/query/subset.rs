@@ -17,7 +17,6 @@ use std::collections::BTreeSet;
 use crate::index::{DayBitmaps, Indexes};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::value::ValueType;
-use crate::model::FastMap;
 use crate::rules::Rule;
 use crate::storage::{Catalog, Store};
 
@@ -117,7 +116,7 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
     let read_from = read_from(&plan, fp, now);
 
     let ids: Vec<u32> = custs.iter().collect();
-    let by_event: FastMap<u32, Vec<usize>> = events.iter().map(|&e| (e, vec![0])).collect();
+    let by_event = footprint::by_event(&[fp], cx.catalog);
     let parts: Vec<SubsetAnswer> = ids
         .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
@@ -171,7 +170,6 @@ pub(crate) fn answer_each(
     struct Prepared<'r> {
         plan: Plan,
         fp: &'r Footprint,
-        events: Vec<u32>,
         custs: RoaringBitmap,
     }
     let prepared: Vec<Prepared<'_>> = asks
@@ -180,7 +178,6 @@ pub(crate) fn answer_each(
             Ok(Prepared {
                 plan: plan::plan(a.rule, cx.catalog, cx.indexes, cx.saved, now)?,
                 fp: a.fp,
-                events: footprint::event_ids(a.fp, cx.catalog),
                 custs: a.custs & &cx.indexes.everyone,
             })
         })
@@ -193,12 +190,7 @@ pub(crate) fn answer_each(
     // The asks by the events their footprints read, for one pass over each customer's events
     // that finds every ask's next instant.
     let fps: Vec<&Footprint> = prepared.iter().map(|p| p.fp).collect();
-    let mut by_event: FastMap<u32, Vec<usize>> = FastMap::default();
-    for (i, p) in prepared.iter().enumerate() {
-        for &e in &p.events {
-            by_event.entry(e).or_default().push(i);
-        }
-    }
+    let by_event = footprint::by_event(&fps, cx.catalog);
     let parts: Vec<Vec<SubsetAnswer>> = ids
         .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
