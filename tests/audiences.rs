@@ -505,3 +505,122 @@ fn buckets_move_with_merges_only() {
     ids.sort();
     assert_eq!(ids, ["c34", "c69", "merged-2"]);
 }
+
+/// Many customers whose edges pass in the same clock step, a millisecond either side of one
+/// instant, through both re-evaluation paths (customers one by one, and the bitmaps first, as
+/// 2,048 customers or more are), with windows of hours and of days: after every step the members
+/// are what a plain evaluator of the rules says, and each entry and exit is reported once.
+#[test]
+fn many_customers_cross_one_edge_in_the_same_step() {
+    const N: usize = 3000;
+    // The rules over a window of two units, and a plain evaluator of each.
+    let rules = ["recent", "twice", "since", "gone"];
+    let rule = |name: &str, unit: &str| match name {
+        "recent" => format!("viewed in last 2 {unit}"),
+        "twice" => format!("viewed at least 2 times in last 2 {unit}"),
+        "since" => format!("viewed since 2 {unit} ago"),
+        _ => format!("viewed ever and not viewed in last 2 {unit}"),
+    };
+    let holds = |name: &str, ts: &[i64], t: i64, w: i64| {
+        let inside = |e: i64| t - w < e && e <= t;
+        match name {
+            "recent" => ts.iter().any(|&e| inside(e)),
+            "twice" => ts.iter().filter(|&&e| inside(e)).count() >= 2,
+            "since" => ts.iter().any(|&e| t - w <= e && e <= t),
+            _ => ts.iter().any(|&e| e <= t) && !ts.iter().any(|&e| inside(e)),
+        }
+    };
+    for (unit, unit_name, bulk_from) in [
+        (HOUR, "hours", 2048),
+        (HOUR, "hours", 0),
+        (DAY, "days", 2048),
+        (DAY, "days", 0),
+    ] {
+        let w = 2 * unit;
+        let b = t0() - 3 * unit / 4;
+        // Customer i: a view at b - 1, b or b + 1 ms; every third another a twelfth of a unit
+        // later (give or take a millisecond); every fifth one in the future, at the edge of the
+        // others' window.
+        let views: Vec<Vec<i64>> = (0..N as i64)
+            .map(|i| {
+                let mut v = vec![b + i % 3 - 1];
+                if i % 3 == 0 {
+                    v.push(b + unit / 12 + i % 5 - 2);
+                }
+                if i % 5 == 0 {
+                    v.push(b + w + i % 2);
+                }
+                v
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual(t0());
+        let mut config = Config::new(dir.path().join("db"));
+        config.clock = clock.clone();
+        config.audience_bulk_from = bulk_from;
+        let db = Db::open_with(config).unwrap();
+        let msgs = views
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| {
+                v.iter()
+                    .map(move |&ts| Message::track(format!("c{i}"), "viewed", vec![], Some(ts)))
+            })
+            .collect();
+        db.ingest(msgs).unwrap();
+        for name in rules {
+            db.define_audience(name, &rule(name, unit_name)).unwrap();
+        }
+        let expected = |t: i64| -> Vec<Vec<String>> {
+            rules
+                .iter()
+                .map(|name| {
+                    let mut ids: Vec<String> = (0..N)
+                        .filter(|&i| holds(name, &views[i], t, w))
+                        .map(|i| format!("c{i}"))
+                        .collect();
+                    ids.sort();
+                    ids
+                })
+                .collect()
+        };
+        let kept =
+            |db: &Db| -> Vec<Vec<String>> { rules.iter().map(|name| members(db, name)).collect() };
+        assert_eq!(kept(&db), expected(t0()));
+        let mut before = expected(t0());
+        let edge = b + w;
+        let later = b + unit / 12 + w;
+        for t in [
+            edge - 2,
+            edge - 1,
+            edge,
+            edge + 1,
+            edge + 2,
+            later - 3,
+            later,
+            later + 3,
+            later + 3 * unit,
+        ] {
+            clock.set(t);
+            let changes = db.advance_audiences().unwrap();
+            let now = expected(t);
+            let at = format!(
+                "{:+} ms from the edge, {unit_name}, bulk from {bulk_from}",
+                t - edge
+            );
+            assert_eq!(kept(&db), now, "{at}");
+            let flips: usize = before
+                .iter()
+                .zip(&now)
+                .map(|(a, b)| {
+                    let a: std::collections::BTreeSet<_> = a.iter().collect();
+                    let b: std::collections::BTreeSet<_> = b.iter().collect();
+                    a.symmetric_difference(&b).count()
+                })
+                .sum();
+            assert_eq!(changes, flips, "{at}");
+            before = now;
+        }
+        assert!(db.verify().unwrap().is_ok());
+    }
+}

@@ -5,6 +5,9 @@
 //! fresh evaluation of its rule at the audiences' time, and replaying the change feed from the
 //! start must give the same members: no entry or exit missed, none reported twice.
 //!
+//! Some writes give the same event to many customers at one instant (or a millisecond either side
+//! of it), so that many edges pass in the same clock step.
+//!
 //! `PROPTEST_CASES=2000 cargo test --test audiences_model` runs more streams.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,6 +175,16 @@ enum Op {
         /// Milliseconds from the clock (negative: the past; positive: the future).
         offset: i64,
     },
+    /// Customers `first..first + count` get the same event in one write, at the same instant or
+    /// (with `spread`) a millisecond either side of it, so that their edges pass in the same
+    /// clock step.
+    TrackMany {
+        first: u8,
+        count: u8,
+        event: &'static str,
+        offset: i64,
+        spread: bool,
+    },
     Identify {
         cust: u8,
         tier: Option<&'static str>,
@@ -213,8 +226,10 @@ fn op() -> impl Strategy<Value = Op> {
         1..3 * HOUR,
     ];
     prop_oneof![
-        6 => (cust.clone(), prop::sample::select(vec!["viewed", "purchased", "added_to_cart"]), 0i64..5, offset)
+        6 => (cust.clone(), prop::sample::select(vec!["viewed", "purchased", "added_to_cart"]), 0i64..5, offset.clone())
             .prop_map(|(cust, event, amount, offset)| Op::Track { cust, event, amount, offset }),
+        2 => (0u8..8, 2u8..40, prop::sample::select(vec!["viewed", "purchased", "added_to_cart"]), offset, any::<bool>())
+            .prop_map(|(first, count, event, offset, spread)| Op::TrackMany { first, count, event, offset, spread }),
         2 => (cust.clone(), prop::option::of(prop::sample::select(vec!["Gold", "Silver"])),
               prop::option::of(0..4 * HOUR))
             .prop_map(|(cust, tier, signup_ago)| Op::Identify { cust, tier, signup_ago }),
@@ -286,6 +301,27 @@ impl Harness {
                     Some(now + self.model.time(*offset)),
                 );
                 self.db().ingest(vec![m]).unwrap();
+            }
+            Op::TrackMany {
+                first,
+                count,
+                event,
+                offset,
+                spread,
+            } => {
+                let at = now + self.model.time(*offset);
+                let msgs = (*first..first.saturating_add(*count))
+                    .map(|c| {
+                        let ts = if *spread {
+                            at + i64::from(c % 3) - 1
+                        } else {
+                            at
+                        };
+                        let props = vec![("amount".to_owned(), Value::Int(i64::from(c % 5)))];
+                        Message::track(id(c), *event, props, Some(ts))
+                    })
+                    .collect();
+                self.db().ingest(msgs).unwrap();
             }
             Op::Identify {
                 cust,

@@ -14,7 +14,7 @@ use crate::model::FastMap;
 use crate::rules::Duration as RuleDuration;
 use crate::rules::{
     EventCondition, Expr, ExprKind, LiteralKind, Predicate, PredicateKind, Rule, Test, TimeKind,
-    Window, WindowKind,
+    TimePoint, Window, WindowKind,
 };
 use crate::storage::view::{self, ValueView};
 use crate::storage::Catalog;
@@ -40,6 +40,20 @@ pub(crate) struct Footprint {
     /// directly or through other saved audiences): then a customer's answer can change when
     /// its ids do (a new customer, an id merged into it), whatever else it holds.
     pub ids: bool,
+    /// (event, length) pairs at which only a customer's latest event up to *now* can change the
+    /// answer: the event is read only by conditions `E in last L` or `E since L ago` without a
+    /// filter or a count, so an earlier event leaving the window changes nothing while a later
+    /// one is still in it (see [`next_candidates`]).
+    pub latest_only: BTreeSet<(String, i64)>,
+}
+
+/// What [`Footprint::of`] gathers on the way, to find [`Footprint::latest_only`].
+#[derive(Default)]
+struct Presence {
+    /// (event, length) of each condition `E in last L` / `E since L ago` without filter or count.
+    windows: BTreeSet<(String, i64)>,
+    /// Events read in any other way.
+    other: BTreeSet<String>,
 }
 
 impl Footprint {
@@ -47,9 +61,15 @@ impl Footprint {
     /// unknown one, or a cycle, is simply not followed: planning reports those).
     pub fn of(rule: &Rule, saved: &dyn SavedRules) -> Footprint {
         let mut f = Footprint::default();
-        f.expr(&rule.expr, saved);
+        let mut p = Presence::default();
+        f.expr(&rule.expr, saved, &mut p);
         f.lengths.sort_unstable();
         f.lengths.dedup();
+        f.latest_only = p
+            .windows
+            .into_iter()
+            .filter(|(e, _)| !p.other.contains(e))
+            .collect();
         f
     }
 
@@ -63,12 +83,12 @@ impl Footprint {
         self.lengths.last().copied().unwrap_or(0)
     }
 
-    fn expr(&mut self, e: &Expr, saved: &dyn SavedRules) {
+    fn expr(&mut self, e: &Expr, saved: &dyn SavedRules, p: &mut Presence) {
         match &e.kind {
             ExprKind::And(items) | ExprKind::Or(items) => {
-                items.iter().for_each(|i| self.expr(i, saved));
+                items.iter().for_each(|i| self.expr(i, saved, p));
             }
-            ExprKind::Not(inner) => self.expr(inner, saved),
+            ExprKind::Not(inner) => self.expr(inner, saved, p),
             ExprKind::Everyone => {}
             // A bucket moves with neither time nor events, only with the customer's id: only a
             // new customer (a merge under a new id makes one) needs its answer.
@@ -79,6 +99,7 @@ impl Footprint {
             }
             // Either reading may be the one taken (it follows what is stored), so both count.
             ExprKind::EventOrTrait(c) => {
+                p.other.insert(c.path.text.clone());
                 self.traits.insert(c.path.text.clone());
                 self.events.insert(c.path.text.clone());
                 test_lengths(&c.test, &mut self.lengths);
@@ -87,23 +108,35 @@ impl Footprint {
                 if self.audiences.insert(name.text.clone()) {
                     self.ids |= saved.saved_list(&name.text).is_some();
                     if let Some(rule) = saved.saved_rule(&name.text) {
-                        self.expr(&rule.expr, saved);
+                        self.expr(&rule.expr, saved, p);
                     }
                 }
             }
             ExprKind::Event(ec) => {
+                match presence_window(ec) {
+                    Some(len) => {
+                        p.windows.insert((ec.event.text.clone(), len));
+                    }
+                    None => {
+                        p.other.insert(ec.event.text.clone());
+                    }
+                }
                 self.event_condition(ec);
                 self.window(ec.window.as_ref());
             }
             // `first`/`last`: the window's edges move as for the event, and so does the range
             // before (after) it that must hold no matching event.
             ExprKind::FirstLast(fl) => {
+                p.other.insert(fl.event.event.text.clone());
                 self.event_condition(&fl.event);
                 self.window(fl.event.window.as_ref());
             }
             // The wait T makes the answer move at a + T (`then not B`: the customer enters then).
             ExprKind::Sequence(seq) => {
-                seq.steps.iter().for_each(|step| self.event_condition(step));
+                for step in &seq.steps {
+                    p.other.insert(step.event.text.clone());
+                    self.event_condition(step);
+                }
                 self.window(seq.window.as_ref());
                 self.lengths.extend(seq.within.millis());
             }
@@ -146,6 +179,22 @@ impl Footprint {
             }
         }
         self.relative_props |= self.lengths.len() > before;
+    }
+}
+
+/// The length `L` of `E in last L` or `E since L ago` without a filter, shorthand or count: a
+/// condition whose answer at time `t` is whether the latest event up to `t` is in the window.
+fn presence_window(ec: &EventCondition) -> Option<i64> {
+    if ec.predicate.is_some() || ec.shorthand.is_some() || ec.frequency.is_some() {
+        return None;
+    }
+    match &ec.window.as_ref()?.kind {
+        WindowKind::Last(d) => d.millis(),
+        WindowKind::Since(TimePoint {
+            kind: TimeKind::Ago(d),
+            ..
+        }) => d.millis(),
+        _ => None,
     }
 }
 
@@ -263,7 +312,7 @@ fn time_values(v: ValueView<'_>, f: &mut dyn FnMut(Timestamp)) {
 /// needs has no candidate after `now` for it, so reading from earlier changes nothing.
 pub(crate) fn next_candidates(
     fps: &[&Footprint],
-    by_event: &FastMap<u32, Vec<usize>>,
+    by_event: &ByEvent,
     active: &[bool],
     data: &mut CustomerData<'_>,
     now: Timestamp,
@@ -310,7 +359,8 @@ pub(crate) fn next_candidates(
             if run.is_empty() {
                 continue;
             }
-            for &i in readers.iter().filter(|&&i| active[i]) {
+            for (i, latest) in readers.iter().filter(|(i, _)| active[*i]) {
+                let i = *i;
                 if fps[i].relative_props {
                     for d in run {
                         if d.ts > now {
@@ -323,12 +373,19 @@ pub(crate) fn next_candidates(
                     }
                     continue;
                 }
-                if let Some(d) = run.get(run.partition_point(|d| d.ts <= now)) {
+                let future = run.partition_point(|d| d.ts <= now);
+                if let Some(d) = run.get(future) {
                     next[i] = Some(next[i].map_or(d.ts, |n| n.min(d.ts)));
                 }
                 for &len in &fps[i].lengths {
-                    let first = run.partition_point(|d| d.ts.saturating_add(len) < now);
-                    let Some(d) = run.get(first) else {
+                    let at = if latest.contains(&len) {
+                        // Only the latest event up to now can leave the window; the later ones
+                        // enter it (above), and earlier ones leave while it is still in.
+                        future.checked_sub(1)
+                    } else {
+                        Some(run.partition_point(|d| d.ts.saturating_add(len) < now))
+                    };
+                    let Some(d) = at.and_then(|at| run.get(at)) else {
                         continue;
                     };
                     let at = d.ts.saturating_add(len);
@@ -347,7 +404,7 @@ pub(crate) fn next_candidates(
             let Some(readers) = by_event.get(&e.event) else {
                 return Ok(true);
             };
-            for &i in readers.iter().filter(|&&i| active[i]) {
+            for &(i, _) in readers.iter().filter(|(i, _)| active[*i]) {
                 if e.ts > now {
                     next[i] = Some(next[i].map_or(e.ts, |n| n.min(e.ts)));
                 }
@@ -364,11 +421,104 @@ pub(crate) fn next_candidates(
     Ok(())
 }
 
+/// The footprints reading each event, for [`next_candidates`]: per event id, each reader's index
+/// in the footprints given and the lengths at which only its latest event counts
+/// ([`Footprint::latest_only`]).
+pub(crate) type ByEvent = FastMap<u32, Vec<(usize, Vec<i64>)>>;
+
+/// [`ByEvent`] for `fps`, with the catalog's event ids (names never stored are left out).
+pub(crate) fn by_event(fps: &[&Footprint], catalog: &Catalog) -> ByEvent {
+    let mut out = ByEvent::default();
+    for (i, fp) in fps.iter().enumerate() {
+        for name in &fp.events {
+            let Some(e) = catalog.event_id(name) else {
+                continue;
+            };
+            let latest = fp
+                .latest_only
+                .range((name.clone(), i64::MIN)..=(name.clone(), i64::MAX))
+                .map(|(_, len)| *len)
+                .collect();
+            out.entry(e).or_default().push((i, latest));
+        }
+    }
+    out
+}
+
 /// Where a customer's events must be read from for [`for_each_candidate`] at `now`.
 pub(crate) fn candidates_read_from(fp: &Footprint, now: Timestamp) -> Timestamp {
     if fp.relative_props {
         Timestamp::MIN
     } else {
         now.saturating_sub(fp.longest()).saturating_sub(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::parse;
+
+    struct Saved(Vec<(&'static str, Rule)>);
+
+    impl SavedRules for Saved {
+        fn saved_rule(&self, name: &str) -> Option<&Rule> {
+            self.0.iter().find(|(n, _)| *n == name).map(|(_, r)| r)
+        }
+        fn saved_names(&self) -> Vec<String> {
+            self.0.iter().map(|(n, _)| n.to_string()).collect()
+        }
+    }
+
+    fn latest_only(rule: &str, saved: &Saved) -> Vec<(String, i64)> {
+        let fp = Footprint::of(&parse(rule).unwrap(), saved);
+        fp.latest_only.into_iter().collect()
+    }
+
+    #[test]
+    fn only_plain_presence_windows_count_the_latest_event_alone() {
+        const H: i64 = 3_600_000;
+        let none = Saved(Vec::new());
+        let pair = |e: &str, l: i64| (e.to_owned(), l);
+        assert_eq!(
+            latest_only("viewed in last 2 hours", &none),
+            [pair("viewed", 2 * H)]
+        );
+        assert_eq!(
+            latest_only(
+                "added_to_cart since 45 minutes ago and not purchased in last 1 hour and tier = x",
+                &none
+            ),
+            [pair("added_to_cart", 45 * 60_000), pair("purchased", H)]
+        );
+        // Both lengths of one event, each a presence window.
+        assert_eq!(
+            latest_only("viewed in last 1 hour or not viewed in last 2 hours", &none),
+            [pair("viewed", H), pair("viewed", 2 * H)]
+        );
+        // Any other reading of the event takes it out, wherever it is.
+        for rule in [
+            "viewed in last 2 hours and viewed at least 2 times in last 3 hours",
+            "viewed in last 2 hours and viewed where amount > 1 in last 1 hour",
+            "viewed in last 2 hours or viewed between 3 hours ago and 1 hour ago",
+            "viewed in last 2 hours or viewed before 1 hour ago",
+            "viewed in last 2 hours and not viewed then purchased within 1 hour",
+            "viewed in last 2 hours and first viewed in last 1 hour",
+            "viewed in last 2 hours and viewed between 2026-01-01 and 2026-02-01",
+            "viewed in last 2 hours and viewed ever",
+            "viewed in last 2 hours and in audience other",
+        ] {
+            let saved = Saved(vec![(
+                "other",
+                parse("viewed sum(amount) > 3 in last 1 hour").unwrap(),
+            )]);
+            assert_eq!(latest_only(rule, &saved), [], "{rule}");
+        }
+        // Followed into saved audiences.
+        let saved = Saved(vec![("recent", parse("viewed in last 1 hour").unwrap())]);
+        assert_eq!(
+            latest_only("in audience recent and purchased in last 2 hours", &saved),
+            [pair("purchased", 2 * H), pair("viewed", H)]
+        );
     }
 }

@@ -12,12 +12,11 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
-use std::collections::BTreeSet;
 
-use crate::index::{DayBitmaps, Indexes};
+use crate::index::rollup::SPAN_UNIT_MS;
+use crate::index::{EventIndex, Indexes};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::value::ValueType;
-use crate::model::FastMap;
 use crate::rules::Rule;
 use crate::storage::{Catalog, Store};
 
@@ -117,7 +116,7 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
     let read_from = read_from(&plan, fp, now);
 
     let ids: Vec<u32> = custs.iter().collect();
-    let by_event: FastMap<u32, Vec<usize>> = events.iter().map(|&e| (e, vec![0])).collect();
+    let by_event = footprint::by_event(&[fp], cx.catalog);
     let parts: Vec<SubsetAnswer> = ids
         .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
@@ -171,7 +170,6 @@ pub(crate) fn answer_each(
     struct Prepared<'r> {
         plan: Plan,
         fp: &'r Footprint,
-        events: Vec<u32>,
         custs: RoaringBitmap,
     }
     let prepared: Vec<Prepared<'_>> = asks
@@ -180,7 +178,6 @@ pub(crate) fn answer_each(
             Ok(Prepared {
                 plan: plan::plan(a.rule, cx.catalog, cx.indexes, cx.saved, now)?,
                 fp: a.fp,
-                events: footprint::event_ids(a.fp, cx.catalog),
                 custs: a.custs & &cx.indexes.everyone,
             })
         })
@@ -193,12 +190,7 @@ pub(crate) fn answer_each(
     // The asks by the events their footprints read, for one pass over each customer's events
     // that finds every ask's next instant.
     let fps: Vec<&Footprint> = prepared.iter().map(|p| p.fp).collect();
-    let mut by_event: FastMap<u32, Vec<usize>> = FastMap::default();
-    for (i, p) in prepared.iter().enumerate() {
-        for &e in &p.events {
-            by_event.entry(e).or_default().push(i);
-        }
-    }
+    let by_event = footprint::by_event(&fps, cx.catalog);
     let parts: Vec<Vec<SubsetAnswer>> = ids
         .par_chunks(chunk_len(ids.len()))
         .map(|ids| {
@@ -265,6 +257,13 @@ fn merge(parts: Vec<SubsetAnswer>, customers: usize) -> SubsetAnswer {
 /// waking it at that day's start, when [`crate::audience`]'s timers open the day and re-evaluate
 /// it exactly, is early or on time, never late. Customers with a candidate day on the open day,
 /// or with a date-time trait the rule names, get exact instants from their events.
+///
+/// Two refinements keep the exact set to the customers whose answer can move today: the event's
+/// own time is a candidate only for an event after *now*, so of the days up to the open one only
+/// the open day's customers who may have one (their two-second span reaches past *now*) count;
+/// and for a length at which only the latest event counts ([`Footprint::latest_only`]) a
+/// customer is placed by its latest day with the event, not its earliest (one with an event on
+/// a day after the cut days is woken on that day + `q`, not re-evaluated today).
 struct Schedule {
     /// Customers whose next instant is computed exactly, from their stored data.
     exact: RoaringBitmap,
@@ -284,53 +283,90 @@ impl Schedule {
         }
         let open = day_of(now.max(0));
         let from = day_of(footprint::candidates_read_from(fp, now).max(0));
-        let mut whole_days: Vec<u32> = std::iter::once(0)
-            .chain(
-                fp.lengths
-                    .iter()
-                    .map(|d| u32::try_from(d / DAY_MS).unwrap_or(u32::MAX)),
-            )
-            .collect();
-        whole_days.sort_unstable();
-        whole_days.dedup();
-        let indexes: Vec<&DayBitmaps> = events
-            .iter()
-            .filter_map(|&e| cx.indexes.event_index(e).map(|ei| &ei.days))
-            .collect();
-        let on_day = |e: u32| indexes.iter().filter_map(move |days| days.get(&e));
-
+        let latest = footprint::by_event(&[fp], cx.catalog);
         let mut exact = time_traits(cx, fp);
-        let mut wake_days = BTreeSet::new();
-        for &q in &whole_days {
-            for e in [open.checked_sub(q + 1), open.checked_sub(q)]
-                .into_iter()
-                .flatten()
-            {
-                exact |= on_day(e).union();
-            }
-            // Later candidate days: e + q > open for the days e holding events.
-            let first = (open.saturating_sub(q) + 1).max(from);
-            for days in &indexes {
-                wake_days.extend(days.range(first..).map(|(e, _)| e.saturating_add(q)));
+        // Candidate days after the open one, as (day, customers): a customer is woken at the
+        // earliest day it is listed under.
+        let mut listed: Vec<(u32, &RoaringBitmap)> = Vec::new();
+        let mut made: Vec<(u32, RoaringBitmap)> = Vec::new();
+        for &e in events {
+            let Some(ei) = cx.indexes.event_index(e) else {
+                continue;
+            };
+            let days = &ei.days;
+            let on = |d: Option<u32>| d.and_then(|d| days.get(&d));
+            let (past, future) = today(ei, open, now);
+            // The event's own time: only an event after *now* is a candidate, today or later.
+            exact |= &future;
+            listed.extend(days.range(open.saturating_add(1)..).map(|(d, b)| (*d, b)));
+            let latest: &[i64] = latest
+                .get(&e)
+                .and_then(|r| r.first())
+                .map_or(&[], |(_, l)| &l[..]);
+            for &len in &fp.lengths {
+                let q = u32::try_from(len / DAY_MS).unwrap_or(u32::MAX);
+                let cut = [open.checked_sub(q.saturating_add(1)), open.checked_sub(q)];
+                if q == 0 || !latest.contains(&len) {
+                    // Every event's day e puts a candidate on day e + q or e + q + 1.
+                    exact |= cut.into_iter().filter_map(on).union();
+                    let first = (open.saturating_sub(q) + 1).max(from);
+                    listed.extend(days.range(first..).map(|(d, b)| (d.saturating_add(q), b)));
+                    continue;
+                }
+                // Only the latest event up to now counts (`Footprint::latest_only`): a customer
+                // with an event on a later day than the cut days (today's up to now among
+                // them) has its candidate on that day + q, after the open day.
+                let mut later = past.clone();
+                made.push((open.saturating_add(q), past.clone()));
+                for d in (open.saturating_sub(q) + 1..open).rev() {
+                    if d < from {
+                        break;
+                    }
+                    if let Some(b) = days.get(&d) {
+                        let set = b - &later;
+                        later |= b;
+                        if !set.is_empty() {
+                            made.push((d.saturating_add(q), set));
+                        }
+                    }
+                }
+                exact |= cut.into_iter().filter_map(on).union() - &later;
             }
         }
+        listed.extend(made.iter().map(|(d, b)| (*d, b)));
+        listed.sort_unstable_by_key(|(d, _)| *d);
         let mut seen = exact.clone();
         let mut by_day = Vec::new();
-        for wake in wake_days {
-            let mut set = whole_days
-                .iter()
-                .filter_map(|&q| wake.checked_sub(q))
-                .filter(|&e| e >= from)
-                .flat_map(on_day)
-                .union();
+        for run in listed.chunk_by(|a, b| a.0 == b.0) {
+            let mut set = run.iter().map(|(_, b)| *b).union();
             set -= &seen;
             if !set.is_empty() {
                 seen |= &set;
-                by_day.push((wake, set));
+                by_day.push((run[0].0, set));
             }
         }
         Schedule { exact, by_day }
     }
+}
+
+/// Of the customers with the event on the open day: those with one certainly at or before
+/// `now`, and those who may have one after it (the count rollups' two-second spans say so).
+fn today(ei: &EventIndex, open: u32, now: Timestamp) -> (RoaringBitmap, RoaringBitmap) {
+    let (mut past, mut future) = (RoaringBitmap::new(), RoaringBitmap::new());
+    let at = now - day_start(open);
+    match ei.counts.get(&open) {
+        Some(list) => list.for_each(|x| {
+            if i64::from(x.first) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1 <= at {
+                past.insert(x.cust);
+            }
+            if i64::from(x.last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1 > at {
+                future.insert(x.cust);
+            }
+        }),
+        // No spans: anyone of the day may have a later event.
+        None => future = ei.days.get(&open).cloned().unwrap_or_default(),
+    }
+    (past, future)
 }
 
 /// Customers with a date-time (or list) trait the rule names, when it has relative lengths:
