@@ -8,7 +8,6 @@
 mod engines;
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use audiencedb::model::time::{parse_date, DAY_MS};
 use audiencedb::model::Value;
@@ -29,16 +28,7 @@ fn reference() -> Option<Json> {
         env!("CARGO_MANIFEST_DIR"),
         "/scripts/lifetimes_reference.py"
     );
-    let out = Command::new(engines::python())
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    Some(engines::python_json([script]))
 }
 
 /// The CDNOW transactions as `purchased` events with their `amount`, by the sample's customer

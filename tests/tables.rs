@@ -8,7 +8,6 @@ mod fixture;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use audiencedb::ingest::Message;
 use audiencedb::model::time::parse_rfc3339;
@@ -169,11 +168,10 @@ fn every_value_comes_back_with_its_type() {
 /// compares the row counts with the export's, and requires every table to hold the same rows
 /// from both files; skipped, with a line saying so, when no Python with `duckdb` is found.
 fn load_into_duckdb(ndjson: &Path, parquet: &Path, counts: &[u64; 6]) {
-    let python = engines::python();
     if !engines::has_module("duckdb") {
         eprintln!(
             "skipped the DuckDB load: no duckdb in {} (scripts/test.sh installs it)",
-            python.display()
+            engines::python().display()
         );
         return;
     }
@@ -189,16 +187,7 @@ fn load_into_duckdb(ndjson: &Path, parquet: &Path, counts: &[u64; 6]) {
         parquet.join("load.duckdb.sql").to_string_lossy(),
         tables = TABLES
     );
-    let out = Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Json = engines::python_json(["-c", &script]);
     assert_eq!(got["counts"], serde_json::json!(counts));
     assert_eq!(
         got["differ"],

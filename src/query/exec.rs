@@ -278,9 +278,6 @@ impl Sources<'_> {
             if let Some(b) = self.column_count_bounds(e) {
                 return b;
             }
-            if let Some(b) = self.column_distinct_bounds(e) {
-                return b;
-            }
         }
         // Counts reach here when the event columns could not answer them: presence does without
         // them too (asking again would build them within the same answer).
@@ -455,56 +452,50 @@ impl Sources<'_> {
         members
     }
 
-    /// A count of events passing a filter that neither the rollups nor the text columns answer
-    /// (`purchased where (category = toys or amount < 20) at least 2 times`): exact, from the
-    /// event columns' counts (`super::columns`). `None` without a filter, for aggregates, while
-    /// the columns are not to be built yet, and when the store cannot be read (the exact check
-    /// then reports the error).
+    /// Exact from the event columns (`super::columns`): a count of events passing a filter that
+    /// neither the rollups nor the text columns answer (`purchased where (category = toys or
+    /// amount < 20) at least 2 times`), and `distinct(p)` of the matching events (each day's
+    /// values mapped to shared ids once, then the distinct (customer, value) pairs in the
+    /// window). `None` for a count without a filter, for aggregates, for a property no event
+    /// ever had, while the columns are not to be built yet, and when the store cannot be read
+    /// (the exact check then reports the error).
     fn column_count_bounds(&self, e: &EventNode) -> Option<Bounds> {
-        let (Some(event), Some(filter), Frequency::Count { op, n }) =
-            (e.event, &e.filter, e.frequency)
-        else {
-            return None;
+        let event = e.event?;
+        let (op, n) = match (e.frequency, &e.filter) {
+            (Frequency::Count { op, n }, Some(_)) => (op, n),
+            (
+                Frequency::Distinct {
+                    prop: Some(_),
+                    op,
+                    n,
+                },
+                _,
+            ) => (op, n),
+            _ => return None,
         };
         let ei = self.indexes.event_index(event)?;
-        let counts = if e.window_is_empty() {
-            FastMap::default()
-        } else {
-            super::columns::counts(self.store, (event, ei), filter, e.from, e.to).ok()??
-        };
-        Some(Bounds::exact(self.count_members(&counts, op, n)))
-    }
-
-    /// `distinct(p)` of the matching events, exact from the event columns (each day's distinct
-    /// values mapped to shared ids once, then the (customer, value) pairs of the passing events
-    /// in the window, deduplicated). `None` for other frequencies, for a property no event ever
-    /// had, while the columns are not to be built yet, and when the store cannot be read.
-    fn column_distinct_bounds(&self, e: &EventNode) -> Option<Bounds> {
-        let (
-            Some(event),
-            Frequency::Distinct {
-                prop: Some(prop),
+        if e.window_is_empty() {
+            return Some(Bounds::exact(self.count_members(
+                &FastMap::default(),
                 op,
                 n,
-            },
-        ) = (e.event, e.frequency)
-        else {
-            return None;
-        };
-        let ei = self.indexes.event_index(event)?;
-        let counts = if e.window_is_empty() {
-            FastMap::default()
-        } else {
-            super::columns::distinct_counts(
+            )));
+        }
+        let counts = match (e.frequency, &e.filter) {
+            (Frequency::Distinct { prop: Some(p), .. }, filter) => super::columns::distinct_counts(
                 self.store,
                 (event, ei),
-                e.filter.as_ref(),
-                prop,
+                filter.as_ref(),
+                p,
                 e.from,
                 e.to,
-            )
-            .ok()??
-        };
+            ),
+            (_, Some(filter)) => {
+                super::columns::counts(self.store, (event, ei), filter, e.from, e.to)
+            }
+            _ => return None,
+        }
+        .ok()??;
         Some(Bounds::exact(self.count_members(&counts, op, n)))
     }
 

@@ -20,8 +20,7 @@ use crate::storage::Store;
 
 use super::check::{self, Warning};
 use super::customer::for_each_match;
-use super::exec::{self, Sources};
-use super::plan::{self, NodeKind};
+use super::run::event_condition;
 use super::ReadState;
 
 /// Whose histories, of what, in which unit.
@@ -147,25 +146,7 @@ pub(crate) fn histories(
 ) -> Result<Histories> {
     let rule = purchase_rule(&req.event)?;
     let warnings = check::warnings(&rule, &state.catalog, &state.indexes);
-    let planned = plan::plan(
-        &rule,
-        &state.catalog,
-        &state.indexes,
-        &state.definitions,
-        now,
-    )?;
-    let sources = Sources {
-        indexes: &state.indexes,
-        catalog: &state.catalog,
-        store,
-    };
-    let bounds = sources.bounds(&planned.root);
-    let who = exec::resolve(&planned, &bounds, store)?;
-    let NodeKind::Event(node) = &planned.root.kind else {
-        return Err(Error::Internal(
-            "a purchase condition planned as another node".into(),
-        ));
-    };
+    let (node, who) = event_condition(state, store, &rule, now)?;
     let value = match (&req.value, node.event) {
         (None, _) => None,
         (Some(name), event) => {
@@ -202,7 +183,7 @@ pub(crate) fn histories(
                 blocks.clear();
                 store.event_bodies_from(cust, node.from, &mut bodies, &mut blocks)?;
                 let mut fold = Fold::default();
-                for_each_match(node, &bodies, &blocks, |e| {
+                for_each_match(&node, &bodies, &blocks, |e| {
                     let v = match value {
                         Some(p) => e.prop(p)?.and_then(|v| v.as_f64()),
                         None => None,

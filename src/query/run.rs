@@ -73,18 +73,15 @@ pub(crate) fn explain(
     Ok(explained)
 }
 
-/// A rule's plan at `now`, its bounds from the indexes and its warnings, from one read state
-/// (also the start of `values::top`'s audience). The store is read only to build the text
-/// columns of `contains` on properties without value bitmaps (`super::texts`).
-pub(crate) fn plan_and_bounds(
+/// A rule's plan at `now` and its bounds from the indexes.
+fn planned(
     state: &ReadState,
     store: &Store,
-    rule: &PreparedRule,
+    rule: &crate::rules::Rule,
     now: Timestamp,
-    warn: Warnings,
-) -> Result<(plan::Plan, exec::Bounds, Vec<Warning>)> {
+) -> Result<(plan::Plan, exec::Bounds)> {
     let plan = plan::plan(
-        &rule.rule,
+        rule,
         &state.catalog,
         &state.indexes,
         &state.definitions,
@@ -96,11 +93,44 @@ pub(crate) fn plan_and_bounds(
         store,
     };
     let bounds = sources.bounds(&plan.root);
+    Ok((plan, bounds))
+}
+
+/// A rule's plan at `now`, its bounds from the indexes and its warnings, from one read state
+/// (also the start of `values::top`'s audience). The store is read only to build the text
+/// columns of `contains` on properties without value bitmaps (`super::texts`).
+pub(crate) fn plan_and_bounds(
+    state: &ReadState,
+    store: &Store,
+    rule: &PreparedRule,
+    now: Timestamp,
+    warn: Warnings,
+) -> Result<(plan::Plan, exec::Bounds, Vec<Warning>)> {
+    let (plan, bounds) = planned(state, store, &rule.rule, now)?;
     let warnings = match warn {
         Warnings::Listed => super::check::warnings(&rule.rule, &state.catalog, &state.indexes),
         Warnings::Skipped => Vec::new(),
     };
     Ok((plan, bounds, warnings))
+}
+
+/// A rule that is one event condition (a funnel step, the purchases of the purchase models),
+/// planned at `now`: its event node (name, filter, window capped at *now*) and the customers
+/// who satisfy it, exactly.
+pub(crate) fn event_condition(
+    state: &ReadState,
+    store: &Store,
+    rule: &crate::rules::Rule,
+    now: Timestamp,
+) -> Result<(plan::EventNode, roaring::RoaringBitmap)> {
+    let (planned, bounds) = planned(state, store, rule, now)?;
+    let who = exec::resolve(&planned, &bounds, store)?;
+    let plan::NodeKind::Event(node) = planned.root.kind else {
+        return Err(Error::Internal(
+            "an event condition planned as another node".into(),
+        ));
+    };
+    Ok((*node, who))
 }
 
 /// Whether one customer satisfies `rule` at `now`, clause by clause (see `Db::why`). An unknown

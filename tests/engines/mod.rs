@@ -25,6 +25,22 @@ pub fn has_module(module: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Runs the venv's Python with `args` and reads what it prints as JSON; its error output is the
+/// failure message.
+pub fn python_json<I, S>(args: I) -> serde_json::Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(python()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Runs each query on the engine over the tables in `dir`; the ids of each, or the engine's
 /// error as text.
 pub fn run_on(engine: &str, dir: &Path, queries: &[String]) -> Vec<Result<Vec<String>, String>> {

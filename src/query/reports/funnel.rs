@@ -29,8 +29,8 @@ use crate::storage::Store;
 
 use super::super::check::{self, Warning};
 use super::super::customer::step_mask;
-use super::super::exec::{self, Sources};
-use super::super::plan::{self, EventNode, NodeKind};
+use super::super::plan::EventNode;
+use super::super::run::event_condition;
 use super::super::values::parse_window;
 use super::super::values::top::members;
 use super::super::PreparedRule;
@@ -261,26 +261,8 @@ struct Planned {
 }
 
 fn plan_step(state: &ReadState, store: &Store, rule: &Rule, now: Timestamp) -> Result<Planned> {
-    let planned = plan::plan(
-        rule,
-        &state.catalog,
-        &state.indexes,
-        &state.definitions,
-        now,
-    )?;
-    let sources = Sources {
-        indexes: &state.indexes,
-        catalog: &state.catalog,
-        store,
-    };
-    let bounds = sources.bounds(&planned.root);
-    let who = exec::resolve(&planned, &bounds, store)?;
-    let NodeKind::Event(node) = planned.root.kind else {
-        return Err(Error::Internal(
-            "a funnel step planned as another node".into(),
-        ));
-    };
-    Ok(Planned { node: *node, who })
+    let (node, who) = event_condition(state, store, rule, now)?;
+    Ok(Planned { node, who })
 }
 
 pub(crate) fn funnel(
