@@ -29,8 +29,11 @@ mod by_customer;
 pub(crate) mod feed;
 mod readers;
 mod timers;
+mod traits;
 
 pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};
+pub use traits::{check_trait_name, ComputedTraitInfo, MAX_TRAIT_NAME_LEN};
+pub(crate) use traits::{get as computed_trait, list as computed_traits};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -165,6 +168,7 @@ pub fn check_list_ids(ids: &FastSet<Box<str>>) -> Result<()> {
 
 fn load_definitions(store: &Store, map: &IdMap) -> Result<Definitions> {
     let mut defs = Definitions::default();
+    traits::load(store, &mut defs)?;
     for item in store.audience_definitions() {
         let v = item?;
         let s: StoredDefinition =

@@ -183,6 +183,9 @@ pub struct Customer {
     pub traits: Option<Vec<(String, Value)>>,
     /// In time order.
     pub events: Vec<Event>,
+    /// Every computed trait's value now (`None`: no value for this customer), by name. Derived
+    /// from the events, never stored.
+    pub computed: Vec<(String, Option<Value>)>,
 }
 
 impl Customer {
@@ -195,6 +198,12 @@ impl Customer {
             "id": self.id,
             "ids": self.ids,
             "traits": self.traits.as_deref().map(fields),
+            "computed_traits": serde_json::Value::Object(
+                self.computed
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_ref().map_or(serde_json::Value::Null, Value::to_json)))
+                    .collect()
+            ),
             "events": self.events.iter().map(|e| serde_json::json!({
                 "event": e.name,
                 "timestamp": time::format_rfc3339(e.timestamp),
@@ -421,6 +430,8 @@ impl Db {
         let mut stored = Vec::new();
         self.store.events(cust, &mut stored)?;
         let state = self.state.read();
+        let computed =
+            crate::query::computed_values(&state, &self.store, cust, self.config.clock.now())?;
         let c = &state.catalog;
         let ids: Vec<String> = state
             .ids
@@ -449,6 +460,7 @@ impl Db {
                         .collect(),
                 })
                 .collect(),
+            computed,
         }))
     }
 
