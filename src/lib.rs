@@ -78,8 +78,8 @@ pub mod testing;
 
 pub use audience::{AudienceDiff, AudienceInfo, Change, ComputedTraitInfo, Subscription};
 pub use db::{
-    Config, Customer, Db, Event, EventSchema, IngestReport, LimitCheck, Outcome, PropertySchema,
-    Schema, Totals, TraitSchema, VerifyReport,
+    ComputedTraitSchema, Config, Customer, Db, Event, EventSchema, IngestReport, LimitCheck,
+    Outcome, PropertySchema, Schema, Totals, TraitSchema, VerifyReport,
 };
 pub use erase::{CompactReport, Trace, TraceReport};
 pub use error::{Error, Result};

@@ -505,6 +505,7 @@ fn definitions_are_checked_refused_and_kept() {
     assert!(err("x", "purchased").contains("reducer"));
     assert!(err("x", "purchased count in lst 3 days").contains("did you mean"));
     assert!(err("x", "purchased count ever extra").contains("end of the expression"));
+    assert!(err("x", "purchased count evr").contains("did you mean 'ever'"));
     // Nothing of those was kept.
     assert_eq!(f.db.computed_traits().len(), 1);
     // identify cannot set it; nothing of the write is stored.

@@ -220,6 +220,16 @@ pub struct Schema {
     pub profiles: u64,
     pub traits: Vec<TraitSchema>,
     pub events: Vec<EventSchema>,
+    /// The computed traits, by name: traits in rules, derived from events.
+    pub computed_traits: Vec<ComputedTraitSchema>,
+}
+
+/// A computed trait in the schema view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComputedTraitSchema {
+    pub name: String,
+    /// Its expression, canonical.
+    pub expression: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -545,6 +555,14 @@ impl Db {
             profiles: ix.profiles.len(),
             traits,
             events,
+            computed_traits: state
+                .definitions
+                .traits()
+                .map(|d| ComputedTraitSchema {
+                    name: d.name.clone(),
+                    expression: d.expr.to_string(),
+                })
+                .collect(),
         }
     }
 

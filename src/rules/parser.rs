@@ -84,7 +84,11 @@ pub fn parse_computed(source: &str) -> Result<Computed, ParseError> {
     };
     let computed = parser.computed()?;
     if parser.peek().kind != TokenKind::End {
-        return Err(parser.expected("the end of the expression"));
+        return Err(parser.unexpected(
+            "a window (in last N days, ever, since, before, between) or the end of the expression",
+            &["in", "ever", "since", "before", "between"],
+            "keyword",
+        ));
     }
     Ok(computed)
 }
