@@ -7,8 +7,11 @@
 //! - random data and random rules over every reducer (proptest);
 //! - definitions: the errors, `identify` refused, persistence across reopen, `verify`;
 //! - saved audiences reading a computed trait follow time to the millisecond, and refuse the
-//!   drop of the trait they read.
+//!   drop of the trait they read;
+//! - the SQL of every test rewritten as event conditions gives the same members on DuckDB and
+//!   chDB (each skipped with a line when not installed, as in `tests/sql.rs`).
 
+mod engines;
 mod reference;
 
 use std::collections::BTreeSet;
@@ -390,6 +393,68 @@ fn every_comparison_at_the_edges_against_the_reference() {
     for &now in &nows {
         for rule in RULES {
             f.check(&customers, rule, now);
+        }
+    }
+}
+
+#[test]
+fn the_sql_of_rewritten_tests_gives_the_same_members() {
+    let f = shop();
+    let n = now();
+    // Every rule has SQL except those with a test derived per customer.
+    let derived = |rule: &str| {
+        [
+            "favourite_category",
+            "top_product",
+            "aov not in",
+            "aov is",
+            "max_amount is",
+        ]
+        .iter()
+        .any(|d| rule.contains(d))
+    };
+    let mut rules = Vec::new();
+    for rule in RULES {
+        match f.db.sql(rule, audiencedb::query::sql::Dialect::DuckDb, n) {
+            Ok(_) => rules.push(*rule),
+            Err(e) => {
+                assert!(derived(rule), "{rule}: {e}");
+                assert!(e.to_string().contains("has no SQL yet"), "{rule}: {e}");
+            }
+        }
+    }
+    assert!(rules.len() > 50, "{}", rules.len());
+    let c = f.customers();
+    let expected: Vec<Vec<String>> = rules.iter().map(|r| f.check(&c, r, n)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    audiencedb::tables::export_tables(
+        &f.db,
+        dir.path(),
+        n,
+        audiencedb::tables::TablesFormat::Ndjson,
+    )
+    .unwrap();
+    for (engine, module, dialect) in engines::ENGINES {
+        if !engines::has_module(module) {
+            eprintln!(
+                "skipped {engine}: no `{module}` in {}",
+                engines::python().display()
+            );
+            continue;
+        }
+        let queries: Vec<String> = rules
+            .iter()
+            .map(|r| f.db.sql(r, dialect, n).unwrap())
+            .collect();
+        for ((rule, want), got) in
+            rules
+                .iter()
+                .zip(&expected)
+                .zip(engines::run_on(engine, dir.path(), &queries))
+        {
+            let mut got = got.unwrap_or_else(|e| panic!("{engine} failed on {rule:?}: {e}"));
+            got.sort();
+            assert_eq!(&got, want, "{engine}: {rule}");
         }
     }
 }

@@ -35,16 +35,14 @@ pub(crate) fn expand(
             if !negated {
                 return Some(any);
             }
-            // `not in` holds for a set value equal to none of them: only the reducers whose
-            // value is always set have it as a plain complement.
-            x.always_set().then(|| not(any))
+            // `not in` holds for a set value equal to none of them.
+            if x.always_set() {
+                return Some(not(any));
+            }
+            Some(and(vec![x.set()?, not(any)]))
         }
         Test::IsSet { negated } => {
-            let set = match reducer {
-                _ if x.always_set() => NodeKind::Everyone,
-                PlannedReducer::FirstTime | PlannedReducer::LastTime => x.range(None, None),
-                _ => return None,
-            };
+            let set = x.set()?;
             Some(if *negated { not(set) } else { set })
         }
         Test::Contains(_) => None,
@@ -69,7 +67,33 @@ impl Expander<'_> {
         self.reducer.value_for_none().is_some()
     }
 
+    /// The customers with a value: everyone for the reducers whose value is always set, who
+    /// has a matching event for `first/last time`; `None` for the others (`avg` needs a number).
+    fn set(&self) -> Option<NodeKind> {
+        match self.reducer {
+            _ if self.always_set() => Some(NodeKind::Everyone),
+            PlannedReducer::FirstTime | PlannedReducer::LastTime => Some(self.range(None, None)),
+            _ => None,
+        }
+    }
+
+    /// A literal of another kind than the value (text or an instant against a number, a number
+    /// against an instant): never equal, never ordered, so only `!=` holds, for a set value.
+    fn incomparable(&self, op: CmpOp) -> Option<NodeKind> {
+        match op {
+            CmpOp::Ne => self.set(),
+            _ => Some(nobody()),
+        }
+    }
+
     fn compare(&self, op: CmpOp, value: &Literal, now: Timestamp) -> Option<NodeKind> {
+        let numeric = matches!(
+            self.reducer,
+            PlannedReducer::Count | PlannedReducer::Distinct(_) | PlannedReducer::Aggregate { .. }
+        );
+        if numeric && !matches!(value.kind, LiteralKind::Number(_)) {
+            return self.incomparable(op);
+        }
         match self.reducer {
             PlannedReducer::Count | PlannedReducer::Distinct(_) => {
                 let LiteralKind::Number(n) = &value.kind else {
@@ -96,14 +120,10 @@ impl Expander<'_> {
                 }))
             }
             PlannedReducer::FirstTime | PlannedReducer::LastTime => {
-                let t = match &value.kind {
-                    LiteralKind::Date(_)
-                    | LiteralKind::DateTime(_)
-                    | LiteralKind::Ago(_)
-                    | LiteralKind::Str { .. } => Lit::resolve(value, now).time?,
-                    _ => return None,
-                };
-                Some(self.time(op, t))
+                match Lit::resolve(value, now).time {
+                    Some(t) => Some(self.time(op, t)),
+                    None => self.incomparable(op),
+                }
             }
             PlannedReducer::Top(_) => None,
         }
