@@ -100,6 +100,25 @@ fn computed_traits_from_the_command_line() {
     let count = ok(&db, &["query", "--now", "2026-03-10T00:00:00Z", "aov < 50"]);
     assert!(count.starts_with('1'), "{count}");
 
+    let explained = ok(
+        &db,
+        &[
+            "query",
+            "--explain",
+            "aov > 80 and favourite_category = shoes",
+        ],
+    );
+    assert!(
+        explained.contains(
+            "aov > 80 (computed trait: purchased avg(amount) ever; answered as event conditions)"
+        ) && explained.contains("derived for each candidate"),
+        "{explained}"
+    );
+    let why = ok(&db, &["query", "--why", "c-1", "aov > 80"]);
+    assert!(
+        why.contains("aov is 90 (computed: purchased avg(amount) ever, from 2 matching events"),
+        "{why}"
+    );
     let shown = ok(&db, &["customer", "show", "c-1"]);
     assert!(shown.contains("aov = 90  (computed)"), "{shown}");
     let shown = ok(&db, &["customer", "show", "c-2"]);
