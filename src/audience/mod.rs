@@ -645,7 +645,7 @@ impl Audiences {
         }
         // A name with two readings is saved as the one it has today, so that what is stored
         // later cannot change the audience's meaning.
-        let prepared = prepared.pinned(&state.catalog, &state.indexes)?;
+        let prepared = prepared.pinned(&state.catalog, &state.indexes, &state.definitions)?;
         let old = state.definitions.get(name).cloned();
         let new_id = match &old {
             Some(d) => d.id,
@@ -871,7 +871,8 @@ impl Audiences {
         check_name(name)?;
         let started = Instant::now();
         let state = env.state.read();
-        let prepared = PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes)?;
+        let prepared =
+            PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes, &state.definitions)?;
         let now = self.as_of();
         if state
             .definitions

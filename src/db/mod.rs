@@ -194,22 +194,29 @@ impl Customer {
         let fields = |fs: &[(String, Value)]| {
             serde_json::Value::Object(fs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
         };
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "id": self.id,
             "ids": self.ids,
             "traits": self.traits.as_deref().map(fields),
-            "computed_traits": serde_json::Value::Object(
-                self.computed
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_ref().map_or(serde_json::Value::Null, Value::to_json)))
-                    .collect()
-            ),
             "events": self.events.iter().map(|e| serde_json::json!({
                 "event": e.name,
                 "timestamp": time::format_rfc3339(e.timestamp),
                 "properties": fields(&e.properties),
             })).collect::<Vec<_>>(),
-        })
+        });
+        // Only a store with computed traits has the field: derived, not stored, and marked so.
+        if !self.computed.is_empty() {
+            json["computed_traits"] = serde_json::Value::Object(
+                self.computed
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = v.as_ref().map_or(serde_json::Value::Null, Value::to_json);
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            );
+        }
+        json
     }
 }
 

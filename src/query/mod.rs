@@ -86,8 +86,9 @@ impl PreparedRule {
         self,
         catalog: &crate::storage::Catalog,
         indexes: &crate::index::Indexes,
+        saved: &dyn plan::SavedRules,
     ) -> Result<PreparedRule> {
-        let pinned = reading::pin(&self.rule, catalog, indexes)?;
+        let pinned = reading::pin(&self.rule, catalog, indexes, saved)?;
         if pinned == self.rule {
             return Ok(self);
         }
