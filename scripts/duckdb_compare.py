@@ -159,6 +159,37 @@ WHERE event = 'purchased' AND amount >= 100
 WHERE event = 'searched' AND contains(query, 'boots')
   AND ts > {now} - INTERVAL 90 DAY AND ts <= {now}""",
     ),
+    # Issue 23: tests on computed traits, with the traits of BENCHMARKS.md defined in the folder
+    # (aov = purchased avg(amount) ever, orders_90d = purchased count in last 90 days,
+    # favourite_category = purchased top(category) in last 365 days, last_order_at = purchased
+    # last time). `top` breaks ties by the smallest value.
+    (
+        "aov > 80 and orders_90d >= 3",
+        """SELECT customer FROM events
+WHERE event = 'purchased' AND ts <= {now}
+GROUP BY customer HAVING count(amount) > 0 AND sum(amount) > 80 * count(amount)
+INTERSECT
+SELECT customer FROM events
+WHERE event = 'purchased' AND ts > {now} - INTERVAL 90 DAY AND ts <= {now}
+GROUP BY customer HAVING count(*) >= 3""",
+    ),
+    (
+        "favourite_category = shoes",
+        """SELECT customer FROM (
+  SELECT customer, category, row_number() OVER (
+    PARTITION BY customer ORDER BY count(*) DESC, category ASC) AS rk
+  FROM events
+  WHERE event = 'purchased' AND category IS NOT NULL
+    AND ts > {now} - INTERVAL 365 DAY AND ts <= {now}
+  GROUP BY customer, category)
+WHERE rk = 1 AND category = 'shoes'""",
+    ),
+    (
+        "last_order_at < 90 days ago",
+        """SELECT customer FROM events
+WHERE event = 'purchased' AND ts <= {now}
+GROUP BY customer HAVING max(ts) < {now} - INTERVAL 90 DAY""",
+    ),
     (
         "purchased avg(amount) >= 80 in last 90 days",
         """SELECT customer FROM events

@@ -79,10 +79,10 @@ pub mod tables;
 #[doc(hidden)]
 pub mod testing;
 
-pub use audience::{AudienceDiff, AudienceInfo, Change, Subscription};
+pub use audience::{AudienceDiff, AudienceInfo, Change, ComputedTraitInfo, Subscription};
 pub use db::{
-    Config, Customer, Db, Event, EventSchema, IngestReport, LimitCheck, Outcome, PropertySchema,
-    Schema, Totals, TraitSchema, VerifyReport,
+    ComputedTraitSchema, Config, Customer, Db, Event, EventSchema, IngestReport, LimitCheck,
+    Outcome, PropertySchema, Schema, Totals, TraitSchema, VerifyReport,
 };
 pub use erase::{CompactReport, Trace, TraceReport};
 pub use error::{Error, Result};

@@ -146,6 +146,12 @@ enum Command {
         #[command(subcommand)]
         action: AudienceAction,
     },
+    /// Define, list, show and drop computed traits: names whose values derive from events
+    /// (`trait define aov "purchased avg(amount) ever"`), usable in every rule.
+    Trait {
+        #[command(subcommand)]
+        action: TraitAction,
+    },
     /// Explore the database interactively: rules, `.explain`, `.why`, `.now` (`.help` lists all).
     /// Without a terminal, reads rules and commands line by line from stdin.
     Repl {
@@ -416,6 +422,32 @@ enum CustomerAction {
         #[arg(long)]
         erase: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TraitAction {
+    /// Define NAME as EXPRESSION: `EVENT [PROPERTY VALUE | where PREDICATE] REDUCER [WINDOW]`,
+    /// the reducer one of count, sum(p), avg(p), min(p), max(p), distinct(p), top(p), first
+    /// time, last time (`purchased count in last 90 days`).
+    Define {
+        name: String,
+        #[arg(required = true, num_args = 1..)]
+        expression: Vec<String>,
+    },
+    /// List the computed traits.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one computed trait: its expression, when defined, the saved audiences reading it.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a computed trait (refused while a saved audience reads it).
+    Drop { name: String },
 }
 
 #[derive(Subcommand)]
@@ -826,6 +858,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Audience { action } => audience_command(&cli.db, &cli.limits, action),
+        Command::Trait { action } => trait_command(&cli.db, &cli.limits, action),
         Command::Repl {
             history,
             no_history,
@@ -1639,6 +1672,12 @@ fn print_customer(c: &audiencedb::Customer) {
         }
         None => println!("  (no profile: known from events only)"),
     }
+    for (k, v) in &c.computed {
+        match v {
+            Some(v) => println!("  {k} = {v}  (computed)"),
+            None => println!("  {k} is not set  (computed)"),
+        }
+    }
     println!("  {} events", c.events.len());
     let shown = c.events.len().saturating_sub(20);
     for e in &c.events[shown..] {
@@ -1687,6 +1726,55 @@ fn read_id_list(file: &Path) -> Result<Vec<String>, Failure> {
             .map_err(|e| Failure(format!("reading {}: {e}", file.display()), 1))?
     };
     Ok(audiencedb::audience::ids_of_list_file(&text))
+}
+
+fn trait_command(path: &Path, limits: &LimitArgs, action: TraitAction) -> Result<(), Failure> {
+    let db = open_existing(path, limits)?;
+    let stamp = |t: time::Timestamp| time::format_rfc3339(t);
+    match action {
+        TraitAction::Define { name, expression } => {
+            let info = db.define_trait(&name, &expression.join(" "))?;
+            println!("defined computed trait {} = {}", info.name, info.expression);
+        }
+        TraitAction::List { json } => {
+            let all = db.computed_traits();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else if all.is_empty() {
+                println!(
+                    "no computed traits (define one: audiencedb trait define NAME \"EXPRESSION\")"
+                );
+            } else {
+                println!("{:<24} expression", "trait");
+                for t in all {
+                    println!("{:<24} {}", t.name, t.expression);
+                }
+            }
+        }
+        TraitAction::Show { name, json } => {
+            let t = db.computed_trait(&name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
+            } else {
+                println!("trait       {}", t.name);
+                println!("expression  {}", t.expression);
+                println!("defined     {}", stamp(t.created));
+                println!(
+                    "used by     {}",
+                    if t.used_by.is_empty() {
+                        "no saved audience".to_owned()
+                    } else {
+                        t.used_by.join(", ")
+                    }
+                );
+            }
+        }
+        TraitAction::Drop { name } => {
+            db.drop_trait(&name)?;
+            println!("dropped computed trait {name}");
+        }
+    }
+    Ok(())
 }
 
 fn audience_command(

@@ -1160,6 +1160,80 @@ fn saved_audiences_over_the_socket() {
     assert_eq!(c.cmd(&["AUDIENCE.MEMBERS", "vips"]).int(), 2);
 }
 
+#[test]
+fn computed_traits_over_the_socket() {
+    let shop = Shop::new(20);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let t = "2026-06-01T00:00:00Z";
+    for (id, amount) in [("ct-1", "120"), ("ct-1", "90"), ("ct-2", "10")] {
+        let props = format!(r#"{{"amount":{amount},"category":"shoes"}}"#);
+        assert_eq!(c.cmd(&["TRACK", id, "bought", &props, t]), ok());
+    }
+    let defined: serde_json::Value = serde_json::from_str(
+        &c.cmd(&["TRAIT.DEFINE", "aov", "bought avg(amount) ever"])
+            .text(),
+    )
+    .unwrap();
+    assert_eq!(defined["expression"], "bought avg(amount) ever");
+    c.cmd(&[
+        "TRAIT.DEFINE",
+        "fav",
+        "bought top(category) in last 30 days",
+    ])
+    .text();
+    assert_eq!(
+        c.cmd(&["QUERY", "aov > 80", "NOW", "2026-06-02T00:00:00Z"])
+            .int(),
+        1
+    );
+    assert_eq!(
+        c.cmd(&["QUERY", "fav = shoes", "NOW", "2026-06-02T00:00:00Z"])
+            .int(),
+        2
+    );
+    let list: serde_json::Value = serde_json::from_str(&c.cmd(&["TRAIT.LIST"]).text()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let show: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["TRAIT.SHOW", "fav"]).text()).unwrap();
+    assert_eq!(show["expression"], "bought top(category) in last 30 days");
+    let customer: serde_json::Value =
+        serde_json::from_str(&c.cmd(&["CUSTOMER.EXPORT", "ct-1"]).text()).unwrap();
+    assert_eq!(customer["computed_traits"]["aov"], 105.0);
+    // The refusals are typed errors; the connection stays usable.
+    assert!(c
+        .cmd(&["TRAIT.DEFINE", "aov", "bought count"])
+        .error()
+        .starts_with("INVALID"));
+    assert!(c
+        .cmd(&["TRAIT.DEFINE", "x", "bought sum(category)"])
+        .error()
+        .starts_with("INVALID"));
+    assert!(c
+        .cmd(&["TRAIT.DEFINE", "y", "bought count in lst 3 days"])
+        .error()
+        .starts_with("RULE"));
+    assert!(c
+        .cmd(&["IDENTIFY", "ct-3", r#"{"aov":3}"#])
+        .error()
+        .starts_with("INVALID"));
+    assert!(c
+        .cmd(&["TRAIT.SHOW", "nosuch"])
+        .error()
+        .starts_with("NOTFOUND"));
+    c.cmd(&["AUDIENCE.DEFINE", "big", "aov > 80"]).text();
+    let refused = c.cmd(&["TRAIT.DROP", "aov"]);
+    let refused = refused.error();
+    assert!(
+        refused.starts_with("INVALID") && refused.contains("big"),
+        "{refused}"
+    );
+    assert_eq!(c.cmd(&["AUDIENCE.DROP", "big"]), ok());
+    assert_eq!(c.cmd(&["TRAIT.DROP", "aov"]), ok());
+    let schema: serde_json::Value = serde_json::from_str(&c.cmd(&["SCHEMA"]).text()).unwrap();
+    assert_eq!(schema["computed_traits"][0]["name"], "fav");
+}
+
 fn bulk(s: &str) -> Resp {
     Resp::Bulk(s.as_bytes().to_vec())
 }

@@ -29,8 +29,11 @@ mod by_customer;
 pub(crate) mod feed;
 mod readers;
 mod timers;
+mod traits;
 
 pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};
+pub use traits::{check_trait_name, ComputedTraitInfo, MAX_TRAIT_NAME_LEN};
+pub(crate) use traits::{get as computed_trait, list as computed_traits};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -165,6 +168,7 @@ pub fn check_list_ids(ids: &FastSet<Box<str>>) -> Result<()> {
 
 fn load_definitions(store: &Store, map: &IdMap) -> Result<Definitions> {
     let mut defs = Definitions::default();
+    traits::load(store, &mut defs)?;
     for item in store.audience_definitions() {
         let v = item?;
         let s: StoredDefinition =
@@ -641,7 +645,7 @@ impl Audiences {
         }
         // A name with two readings is saved as the one it has today, so that what is stored
         // later cannot change the audience's meaning.
-        let prepared = prepared.pinned(&state.catalog, &state.indexes)?;
+        let prepared = prepared.pinned(&state.catalog, &state.indexes, &state.definitions)?;
         let old = state.definitions.get(name).cloned();
         let new_id = match &old {
             Some(d) => d.id,
@@ -867,7 +871,8 @@ impl Audiences {
         check_name(name)?;
         let started = Instant::now();
         let state = env.state.read();
-        let prepared = PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes)?;
+        let prepared =
+            PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes, &state.definitions)?;
         let now = self.as_of();
         if state
             .definitions

@@ -5,7 +5,9 @@
 
 use super::write::Writer;
 use super::Db;
-use crate::audience::{self, AudienceDiff, AudienceInfo, Change, Env, Subscription, Touched};
+use crate::audience::{
+    self, AudienceDiff, AudienceInfo, Change, ComputedTraitInfo, Env, Subscription, Touched,
+};
 use crate::error::Result;
 use crate::model::time::Timestamp;
 use crate::query::Audience;
@@ -76,6 +78,35 @@ impl Db {
         let mut w = self.writer.lock();
         self.audiences
             .drop_audience(&mut w.upkeep, &self.audience_env(), name)
+    }
+
+    /// Defines the computed trait `name` as `expression` (`purchased avg(amount) ever`): from
+    /// then on `name` is a trait in every rule, its value derived from each customer's events
+    /// at the rule's *now* (`docs/RULES.md`, "Computed traits"). Refused, with nothing changed
+    /// ([`crate::Error::InvalidInput`], or [`crate::Error::Rule`] for an expression that does
+    /// not parse), for a name already defined, stored by identify, an event's, or read as a
+    /// trait by a saved audience, and for an aggregate of a property that is never a number.
+    pub fn define_trait(&self, name: &str, expression: &str) -> Result<ComputedTraitInfo> {
+        let mut w = self.writer.lock();
+        self.audiences
+            .define_trait(&mut w.upkeep, &self.audience_env(), name, expression)
+    }
+
+    /// Drops a computed trait. Refused, naming them, while saved audiences read it.
+    pub fn drop_trait(&self, name: &str) -> Result<()> {
+        let mut w = self.writer.lock();
+        self.audiences
+            .drop_trait(&mut w.upkeep, &self.audience_env(), name)
+    }
+
+    /// Every computed trait, by name.
+    pub fn computed_traits(&self) -> Vec<ComputedTraitInfo> {
+        audience::computed_traits(&self.state.read().definitions)
+    }
+
+    /// One computed trait, or [`crate::Error::NotFound`].
+    pub fn computed_trait(&self, name: &str) -> Result<ComputedTraitInfo> {
+        audience::computed_trait(&self.state.read().definitions, name)
     }
 
     /// Every saved audience, by name.

@@ -184,6 +184,9 @@ pub struct Customer {
     pub traits: Option<Vec<(String, Value)>>,
     /// In time order.
     pub events: Vec<Event>,
+    /// Every computed trait's value now (`None`: no value for this customer), by name. Derived
+    /// from the events, never stored.
+    pub computed: Vec<(String, Option<Value>)>,
 }
 
 impl Customer {
@@ -192,7 +195,7 @@ impl Customer {
         let fields = |fs: &[(String, Value)]| {
             serde_json::Value::Object(fs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
         };
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "id": self.id,
             "ids": self.ids,
             "traits": self.traits.as_deref().map(fields),
@@ -201,7 +204,20 @@ impl Customer {
                 "timestamp": time::format_rfc3339(e.timestamp),
                 "properties": fields(&e.properties),
             })).collect::<Vec<_>>(),
-        })
+        });
+        // Only a store with computed traits has the field: derived, not stored, and marked so.
+        if !self.computed.is_empty() {
+            json["computed_traits"] = serde_json::Value::Object(
+                self.computed
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = v.as_ref().map_or(serde_json::Value::Null, Value::to_json);
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            );
+        }
+        json
     }
 }
 
@@ -212,6 +228,16 @@ pub struct Schema {
     pub profiles: u64,
     pub traits: Vec<TraitSchema>,
     pub events: Vec<EventSchema>,
+    /// The computed traits, by name: traits in rules, derived from events.
+    pub computed_traits: Vec<ComputedTraitSchema>,
+}
+
+/// A computed trait in the schema view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComputedTraitSchema {
+    pub name: String,
+    /// Its expression, canonical.
+    pub expression: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -422,6 +448,8 @@ impl Db {
         let mut stored = Vec::new();
         self.store.events(cust, &mut stored)?;
         let state = self.state.read();
+        let computed =
+            crate::query::computed_values(&state, &self.store, cust, self.config.clock.now())?;
         let c = &state.catalog;
         let ids: Vec<String> = state
             .ids
@@ -450,6 +478,7 @@ impl Db {
                         .collect(),
                 })
                 .collect(),
+            computed,
         }))
     }
 
@@ -534,6 +563,14 @@ impl Db {
             profiles: ix.profiles.len(),
             traits,
             events,
+            computed_traits: state
+                .definitions
+                .traits()
+                .map(|d| ComputedTraitSchema {
+                    name: d.name.clone(),
+                    expression: d.expr.to_string(),
+                })
+                .collect(),
         }
     }
 

@@ -263,7 +263,9 @@ impl Writer {
         for (m, &owner) in messages.into_iter().zip(owners) {
             let position = positions[owner];
             positions[owner] += 1;
-            if let Err(e) = check_limits(&catalog, &m.body, &db.config.limits) {
+            let checked = check_limits(&catalog, &m.body, &db.config.limits)
+                .and_then(|()| check_computed(&known.definitions, &m.body));
+            if let Err(e) = checked {
                 if !lenient[owner] {
                     return Err(e);
                 }
@@ -812,6 +814,22 @@ pub(super) fn check_limits(catalog: &Catalog, body: &Body, limits: &SchemaLimits
         }
         Body::Alias { .. } => Ok(()),
     }
+}
+
+/// Refuses an identify that sets a computed trait: its value is derived, never stored.
+pub(super) fn check_computed(defs: &crate::query::Definitions, body: &Body) -> Result<()> {
+    if let Body::Identify { traits } = body {
+        if let Some((name, _)) = traits.iter().find(|(n, _)| defs.get_trait(n).is_some()) {
+            return Err(invalid!(
+                "trait {name} is a computed trait ({}): its value is derived from events and \
+                 cannot be set by identify",
+                defs.get_trait(name)
+                    .map(|d| d.expr.to_string())
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a message built by a library caller (parsed messages were checked already).

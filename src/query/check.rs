@@ -54,10 +54,17 @@ impl fmt::Display for Warning {
 const KEYED: u8 = ValueType::Str.bit() | ValueType::Int.bit() | ValueType::Bool.bit();
 
 /// The warnings of `rule` against what is stored.
-pub(crate) fn warnings(rule: &Rule, catalog: &Catalog, indexes: &Indexes) -> Vec<Warning> {
+/// Computed traits (named in `saved`) are not warned about: their definitions were checked.
+pub(crate) fn warnings(
+    rule: &Rule,
+    catalog: &Catalog,
+    indexes: &Indexes,
+    saved: &dyn super::plan::SavedRules,
+) -> Vec<Warning> {
     let mut checker = Checker {
         catalog,
         indexes,
+        saved,
         out: Vec::new(),
     };
     checker.expr(&rule.expr);
@@ -67,6 +74,7 @@ pub(crate) fn warnings(rule: &Rule, catalog: &Catalog, indexes: &Indexes) -> Vec
 struct Checker<'a> {
     catalog: &'a Catalog,
     indexes: &'a Indexes,
+    saved: &'a dyn super::plan::SavedRules,
     out: Vec<Warning>,
 }
 
@@ -87,6 +95,8 @@ impl Checker<'_> {
             ExprKind::And(items) | ExprKind::Or(items) => items.iter().for_each(|i| self.expr(i)),
             ExprKind::Not(inner) => self.expr(inner),
             ExprKind::Everyone | ExprKind::InAudience(_) | ExprKind::Bucket(_) => {}
+            ExprKind::Trait(c) | ExprKind::EventOrTrait(c)
+                if self.saved.computed_trait(&c.path.text).is_some() => {}
             ExprKind::Trait(c) => self.trait_condition(c),
             ExprKind::Event(ec) => self.event_condition(ec),
             ExprKind::FirstLast(fl) => self.event_condition(&fl.event),

@@ -13,7 +13,8 @@ use crate::rules::{AggregateFn, CmpOp};
 use crate::storage::view::{self, BlockSpan, EventView, ValueView};
 
 use super::plan::{
-    compare_f64, compare_u64, op_holds, EventNode, Filter, Frequency, Lit, SeqNode, ValueTest,
+    compare_f64, compare_u64, op_holds, ComputedNode, EventNode, Filter, Frequency, Lit,
+    PlannedReducer, SeqNode, ValueTest,
 };
 
 /// Whether a value equals a literal: strings exactly (and a number or date literal by its text
@@ -292,6 +293,110 @@ impl<'a> Distinct<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// The value of a computed trait for one customer (see [`ComputedNode`]), from their matching
+/// events in the window: `count` and `distinct(p)` an integer (0 without events), `sum(p)`
+/// a float (0 without numbers), `avg/min/max(p)` a float over the events whose property is a
+/// number (none without), `top(p)` the value held by the most events (ties: the smallest in
+/// [`top_order`]; none without), `first time`/`last time` the earliest/latest event's instant.
+pub(crate) fn computed_value(
+    c: &ComputedNode,
+    bodies: &[u8],
+    blocks: &[BlockSpan],
+) -> Result<Option<Value>> {
+    let with = |frequency: Frequency| EventNode {
+        frequency,
+        ..c.events.clone()
+    };
+    Ok(match c.reducer {
+        PlannedReducer::Count => Some(Value::Int(tally(&c.events, bodies, blocks)?.count as i64)),
+        PlannedReducer::Aggregate { func, prop } => {
+            let node = with(Frequency::Aggregate {
+                func,
+                prop,
+                op: CmpOp::Eq,
+                value: 0.0,
+            });
+            tally(&node, bodies, blocks)?
+                .aggregate(func)
+                .map(Value::Float)
+        }
+        PlannedReducer::Distinct(prop) => {
+            let node = with(Frequency::Distinct {
+                prop,
+                op: CmpOp::Eq,
+                n: 0,
+            });
+            Some(Value::Int(tally(&node, bodies, blocks)?.distinct as i64))
+        }
+        PlannedReducer::Top(prop) => {
+            let Some(p) = prop else {
+                return Ok(None);
+            };
+            let mut counts: std::collections::HashMap<DistinctValue<'_>, u64> =
+                std::collections::HashMap::new();
+            for_each_match(&c.events, bodies, blocks, |e| {
+                if let Some(v) = e.prop(p)?.and_then(DistinctValue::of) {
+                    *counts.entry(v).or_default() += 1;
+                }
+                Ok(())
+            })?;
+            counts
+                .into_iter()
+                .max_by(|(a, n), (b, m)| n.cmp(m).then_with(|| top_order(b, a)))
+                .map(|(v, _)| v.to_value())
+        }
+        PlannedReducer::FirstTime | PlannedReducer::LastTime => {
+            let last = c.reducer == PlannedReducer::LastTime;
+            let mut found = None;
+            for_each_match(&c.events, bodies, blocks, |e| {
+                if last || found.is_none() {
+                    found = Some(e.ts);
+                }
+                Ok(())
+            })?;
+            found.map(Value::Time)
+        }
+    })
+}
+
+/// The order in which `top(p)` breaks a tie (the smallest wins): numbers by value, then text
+/// (bytewise), then `false` before `true`, then instants.
+pub(crate) fn top_order(a: &DistinctValue<'_>, b: &DistinctValue<'_>) -> Ordering {
+    fn rank(v: &DistinctValue<'_>) -> u8 {
+        match v {
+            DistinctValue::Whole(_) | DistinctValue::Fraction(_) => 0,
+            DistinctValue::Text(_) => 1,
+            DistinctValue::Bool(_) => 2,
+            DistinctValue::Time(_) => 3,
+        }
+    }
+    let num = |v: &DistinctValue<'_>| match *v {
+        DistinctValue::Whole(i) => i as f64,
+        DistinctValue::Fraction(bits) => f64::from_bits(bits),
+        _ => 0.0,
+    };
+    rank(a).cmp(&rank(b)).then_with(|| match (a, b) {
+        (DistinctValue::Whole(x), DistinctValue::Whole(y)) => x.cmp(y),
+        (DistinctValue::Text(x), DistinctValue::Text(y)) => x.cmp(y),
+        (DistinctValue::Bool(x), DistinctValue::Bool(y)) => x.cmp(y),
+        (DistinctValue::Time(x), DistinctValue::Time(y)) => x.cmp(y),
+        _ => num(a).total_cmp(&num(b)),
+    })
+}
+
+impl DistinctValue<'_> {
+    /// The value as a stored value: a whole number an integer.
+    pub fn to_value(self) -> Value {
+        match self {
+            DistinctValue::Whole(i) => Value::Int(i),
+            DistinctValue::Fraction(bits) => Value::Float(f64::from_bits(bits)),
+            DistinctValue::Text(s) => Value::Str(s.to_owned()),
+            DistinctValue::Bool(b) => Value::Bool(b),
+            DistinctValue::Time(t) => Value::Time(t),
+        }
     }
 }
 

@@ -124,6 +124,22 @@ impl Sources<'_> {
                 Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
             }
             NodeKind::List { members, .. } => Bounds::exact(&**members & self.all()),
+            NodeKind::Computed(c) => match &c.expanded {
+                Some(x) => {
+                    let child = self.bounds(x);
+                    Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
+                }
+                // Derived for each candidate: who has no matching event has the value of none.
+                None => {
+                    let any = self.event_bounds(&c.events);
+                    let none = c.reducer.value_for_none();
+                    if customer::passes(none.as_ref().map(ValueView::of), &c.test) {
+                        Bounds::range(self.all() - &any.maybe, self.all().clone())
+                    } else {
+                        Bounds::range(RoaringBitmap::new(), any.maybe.clone())
+                    }
+                }
+            },
         };
         b.elapsed = started.elapsed();
         b
@@ -1119,6 +1135,14 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
         NodeKind::Bucket(b) => b.accepts(data.bucket(&b.name)?),
         NodeKind::Audience { inner, .. } => holds(inner, child(0), data)?,
         NodeKind::List { members, .. } => members.contains(data.cust),
+        NodeKind::Computed(c) => match &c.expanded {
+            Some(x) => holds(x, child(0), data)?,
+            None => {
+                let (bodies, blocks) = data.events()?;
+                let v = customer::computed_value(c, bodies, blocks)?;
+                customer::passes(v.as_ref().map(ValueView::of), &c.test)
+            }
+        },
     })
 }
 

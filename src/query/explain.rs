@@ -63,6 +63,19 @@ fn node(
         NodeKind::And(items) => ("and".into(), items.iter().collect()),
         NodeKind::Or(items) => ("or".into(), items.iter().collect()),
         NodeKind::Not(inner) => ("not".into(), vec![inner]),
+        NodeKind::Computed(c) => (
+            format!(
+                "{} (computed trait: {}; {})",
+                n.label(text),
+                c.expression,
+                if c.expanded.is_some() {
+                    "answered as event conditions"
+                } else {
+                    "derived for each candidate"
+                }
+            ),
+            Vec::new(),
+        ),
         _ => (n.label(text), Vec::new()),
     };
     let children = kids

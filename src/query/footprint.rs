@@ -31,6 +31,8 @@ pub(crate) struct Footprint {
     pub events: BTreeSet<String>,
     /// Saved audiences named, directly or through other saved audiences.
     pub audiences: BTreeSet<String>,
+    /// Computed traits named: each reads its expression's event, and moves with its window.
+    pub computed: BTreeSet<String>,
     /// Every relative length of time, in milliseconds, sorted and without repeats.
     pub lengths: Vec<i64>,
     /// Whether an event's property is compared with a relative time (`where shipped < 3 days
@@ -93,6 +95,18 @@ impl Footprint {
             // A bucket moves with neither time nor events, only with the customer's id: only a
             // new customer (a merge under a new id makes one) needs its answer.
             ExprKind::Bucket(_) => self.ids = true,
+            ExprKind::Trait(c) | ExprKind::EventOrTrait(c)
+                if saved.computed_trait(&c.path.text).is_some() =>
+            {
+                // A computed trait reads its event in its window (and no stored trait): the
+                // comparison's own relative times move it too.
+                if let Some(computed) = saved.computed_trait(&c.path.text) {
+                    self.computed.insert(c.path.text.clone());
+                    self.event_condition(&computed.event);
+                    self.window(computed.event.window.as_ref());
+                }
+                test_lengths(&c.test, &mut self.lengths);
+            }
             ExprKind::Trait(c) => {
                 self.traits.insert(c.path.text.clone());
                 test_lengths(&c.test, &mut self.lengths);

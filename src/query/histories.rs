@@ -145,7 +145,7 @@ pub(crate) fn histories(
     now: Timestamp,
 ) -> Result<Histories> {
     let rule = purchase_rule(&req.event)?;
-    let warnings = check::warnings(&rule, &state.catalog, &state.indexes);
+    let warnings = check::warnings(&rule, &state.catalog, &state.indexes, &state.definitions);
     let (node, who) = event_condition(state, store, &rule, now)?;
     let value = match (&req.value, node.event) {
         (None, _) => None,

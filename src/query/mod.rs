@@ -18,6 +18,7 @@
 mod bounds;
 mod check;
 mod columns;
+mod computed;
 mod customer;
 mod days;
 mod exec;
@@ -43,8 +44,8 @@ pub use reading::Reading;
 pub use values::{Top, TopOrder, TopRequest, TopRow};
 pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
-pub(crate) use run::{check, explain, run, walk_member_ids, why, Warnings};
-pub(crate) use state::{Definition, Definitions, LoadedList, ReadState};
+pub(crate) use run::{check, computed_values, explain, run, walk_member_ids, why, Warnings};
+pub(crate) use state::{Definition, Definitions, LoadedList, ReadState, TraitDefinition};
 
 use std::time::Duration;
 
@@ -86,8 +87,9 @@ impl PreparedRule {
         self,
         catalog: &crate::storage::Catalog,
         indexes: &crate::index::Indexes,
+        saved: &dyn plan::SavedRules,
     ) -> Result<PreparedRule> {
-        let pinned = reading::pin(&self.rule, catalog, indexes)?;
+        let pinned = reading::pin(&self.rule, catalog, indexes, saved)?;
         if pinned == self.rule {
             return Ok(self);
         }

@@ -15,8 +15,9 @@ use crate::index::Indexes;
 use crate::model::bucket::BUCKETS;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::rules::{
-    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FrequencyKind, Literal, LiteralKind,
-    Number, Predicate, PredicateKind, Rule, Sequence, Span, Test, TimeKind, TimePoint, WindowKind,
+    AggregateFn, CmpOp, Computed, EventCondition, Expr, ExprKind, FrequencyKind, Literal,
+    LiteralKind, Number, Predicate, PredicateKind, Reducer, Rule, Sequence, Span, Test, TimeKind,
+    TimePoint, TraitCondition, WindowKind,
 };
 use crate::storage::Catalog;
 
@@ -66,6 +67,8 @@ pub(crate) enum NodeKind {
     FirstLast(Box<FirstLastNode>),
     /// `bucket(NAME) TEST`.
     Bucket(Box<BucketNode>),
+    /// A test on a computed trait (`aov > 80`): its value derived from the customer's events.
+    Computed(Box<ComputedNode>),
     /// `in audience NAME`: the saved audience's own rule, planned at the same *now*. The inner
     /// node's spans point into that rule's text, not this one's.
     Audience {
@@ -126,6 +129,56 @@ pub(crate) struct FirstLastNode {
     /// *now* (`last`).
     pub outside: EventNode,
     pub now: Timestamp,
+}
+
+/// A test on a computed trait at one *now*. When the test has an equivalent in the rule
+/// language's event conditions (`orders_90d >= 3` is `purchased count >= 3 in last 90 days`,
+/// `last_order_at < T` is "a purchase, and none from T on"), `expanded` holds it and answers
+/// (bounds, exact check); otherwise the value is derived for each candidate and tested
+/// ([`crate::query::customer::computed_value`]), the candidates bounded by who has a matching
+/// event in the window. `why` always derives the value.
+#[derive(Debug, Clone)]
+pub(crate) struct ComputedNode {
+    /// The trait's name.
+    pub name: String,
+    /// The expression as defined, canonical.
+    pub expression: String,
+    pub reducer: PlannedReducer,
+    /// The matching events in the window (frequency: presence).
+    pub events: EventNode,
+    pub test: ValueTest,
+    /// The same test as event conditions, when it has one.
+    pub expanded: Option<Box<Node>>,
+}
+
+/// A computed trait's reducer with its property resolved (`None`: never seen on any event).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum PlannedReducer {
+    Count,
+    Aggregate {
+        func: AggregateFn,
+        prop: Option<u32>,
+    },
+    Distinct(Option<u32>),
+    Top(Option<u32>),
+    FirstTime,
+    LastTime,
+}
+
+impl PlannedReducer {
+    /// The value of a customer without a matching event: 0 for `count`, `sum` and `distinct`,
+    /// none for the others.
+    pub fn value_for_none(self) -> Option<crate::model::Value> {
+        use crate::model::Value;
+        match self {
+            PlannedReducer::Count | PlannedReducer::Distinct(_) => Some(Value::Int(0)),
+            PlannedReducer::Aggregate {
+                func: AggregateFn::Sum,
+                ..
+            } => Some(Value::Float(0.0)),
+            _ => None,
+        }
+    }
 }
 
 /// `bucket(NAME) TEST`: the buckets the test accepts, decided once when planning, so a
@@ -392,6 +445,10 @@ pub(crate) trait SavedRules: Sync {
     }
     /// Every saved audience's name, for suggestions.
     fn saved_names(&self) -> Vec<String>;
+    /// The expression of the computed trait `name`, if one is defined.
+    fn computed_trait(&self, _name: &str) -> Option<&Computed> {
+        None
+    }
 }
 
 /// How deep `in audience` may nest (saving refuses cycles; this guards against what a damaged
@@ -443,6 +500,11 @@ impl Planner<'_> {
             ExprKind::Or(items) => NodeKind::Or(self.exprs(items)?),
             ExprKind::Not(inner) => NodeKind::Not(Box::new(self.expr(inner)?)),
             ExprKind::Everyone => NodeKind::Everyone,
+            ExprKind::Trait(c) | ExprKind::EventOrTrait(c)
+                if self.saved.computed_trait(&c.path.text).is_some() =>
+            {
+                self.computed(c, e.span)
+            }
             ExprKind::Trait(c) => NodeKind::Trait {
                 trait_id: self.catalog.trait_id(&c.path.text),
                 test: self.test(&c.test),
@@ -572,6 +634,46 @@ impl Planner<'_> {
             frequency,
             from,
             to,
+        }))
+    }
+
+    /// A test on the computed trait `c.path` at this *now* (see [`ComputedNode`]).
+    fn computed(&mut self, c: &TraitCondition, span: Span) -> NodeKind {
+        let def: &Computed = self
+            .saved
+            .computed_trait(&c.path.text)
+            .expect("the caller found the computed trait");
+        let NodeKind::Event(events) = self.event(&def.event) else {
+            unreachable!("an event condition plans to an event node")
+        };
+        let prop = |p: &crate::rules::Path| self.catalog.prop_id(&p.text);
+        let reducer = match &def.reducer {
+            Reducer::Count => PlannedReducer::Count,
+            Reducer::Aggregate { func, property } => PlannedReducer::Aggregate {
+                func: *func,
+                prop: prop(property),
+            },
+            Reducer::Distinct(p) => PlannedReducer::Distinct(prop(p)),
+            Reducer::Top(p) => PlannedReducer::Top(prop(p)),
+            Reducer::FirstTime => PlannedReducer::FirstTime,
+            Reducer::LastTime => PlannedReducer::LastTime,
+        };
+        let expanded = super::computed::expand(reducer, &events, &c.test, self.now).map(|kind| {
+            let mut n = Node {
+                kind,
+                span,
+                reading: None,
+            };
+            super::computed::set_span(&mut n, span);
+            Box::new(n)
+        });
+        NodeKind::Computed(Box::new(ComputedNode {
+            name: c.path.text.clone(),
+            expression: def.to_string(),
+            reducer,
+            events: *events,
+            test: self.test(&c.test),
+            expanded,
         }))
     }
 

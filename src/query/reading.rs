@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use super::plan::SavedRules;
 use crate::error::{Error, Result};
 use crate::index::Indexes;
 use crate::rules::{CmpOp, Expr, ExprKind, Rule, Test, TraitCondition};
@@ -96,17 +97,31 @@ pub(crate) fn reading(
 /// keeps that meaning whatever is stored later: `did NAME between A and B` for the event,
 /// `NAME >= A and NAME <= B` for the trait. A name the store has neither as an event nor as a
 /// trait cannot be pinned and is an error, as is one it has as both.
-pub(crate) fn pin(rule: &Rule, catalog: &Catalog, indexes: &Indexes) -> Result<Rule> {
+pub(crate) fn pin(
+    rule: &Rule,
+    catalog: &Catalog,
+    indexes: &Indexes,
+    saved: &dyn SavedRules,
+) -> Result<Rule> {
     Ok(Rule {
-        expr: pin_expr(&rule.expr, catalog, indexes)?,
+        expr: pin_expr(&rule.expr, catalog, indexes, saved)?,
     })
 }
 
-fn pin_expr(e: &Expr, catalog: &Catalog, indexes: &Indexes) -> Result<Expr> {
+fn pin_expr(
+    e: &Expr,
+    catalog: &Catalog,
+    indexes: &Indexes,
+    saved: &dyn SavedRules,
+) -> Result<Expr> {
     let kind = match &e.kind {
-        ExprKind::And(items) => ExprKind::And(pin_all(items, catalog, indexes)?),
-        ExprKind::Or(items) => ExprKind::Or(pin_all(items, catalog, indexes)?),
-        ExprKind::Not(inner) => ExprKind::Not(Box::new(pin_expr(inner, catalog, indexes)?)),
+        ExprKind::And(items) => ExprKind::And(pin_all(items, catalog, indexes, saved)?),
+        ExprKind::Or(items) => ExprKind::Or(pin_all(items, catalog, indexes, saved)?),
+        ExprKind::Not(inner) => ExprKind::Not(Box::new(pin_expr(inner, catalog, indexes, saved)?)),
+        // A computed trait is the trait reading, whatever the store holds.
+        ExprKind::EventOrTrait(cond) if saved.computed_trait(&cond.path.text).is_some() => {
+            as_trait(cond).kind
+        }
         ExprKind::EventOrTrait(cond) => {
             let has = Presence::of(&cond.path.text, catalog, indexes);
             match (has.event, has.trait_) {
@@ -128,10 +143,15 @@ fn pin_expr(e: &Expr, catalog: &Catalog, indexes: &Indexes) -> Result<Expr> {
     Ok(Expr { kind, span: e.span })
 }
 
-fn pin_all(items: &[Expr], catalog: &Catalog, indexes: &Indexes) -> Result<Vec<Expr>> {
+fn pin_all(
+    items: &[Expr],
+    catalog: &Catalog,
+    indexes: &Indexes,
+    saved: &dyn SavedRules,
+) -> Result<Vec<Expr>> {
     items
         .iter()
-        .map(|e| pin_expr(e, catalog, indexes))
+        .map(|e| pin_expr(e, catalog, indexes, saved))
         .collect()
 }
 

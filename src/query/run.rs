@@ -56,6 +56,7 @@ pub(crate) fn check(state: &ReadState, rule: &PreparedRule) -> Result<Vec<Warnin
         &rule.rule,
         &state.catalog,
         &state.indexes,
+        &state.definitions,
     ))
 }
 
@@ -108,7 +109,12 @@ pub(crate) fn plan_and_bounds(
 ) -> Result<(plan::Plan, exec::Bounds, Vec<Warning>)> {
     let (plan, bounds) = planned(state, store, &rule.rule, now)?;
     let warnings = match warn {
-        Warnings::Listed => super::check::warnings(&rule.rule, &state.catalog, &state.indexes),
+        Warnings::Listed => super::check::warnings(
+            &rule.rule,
+            &state.catalog,
+            &state.indexes,
+            &state.definitions,
+        ),
         Warnings::Skipped => Vec::new(),
     };
     Ok((plan, bounds, warnings))
@@ -201,4 +207,37 @@ pub(crate) fn walk_member_ids(
         }
     }
     Ok(())
+}
+
+/// The value of every computed trait for customer `cust` at `now`, by name (`None`: the trait
+/// has no value for them).
+pub(crate) fn computed_values(
+    state: &ReadState,
+    store: &Store,
+    cust: u32,
+    now: Timestamp,
+) -> Result<Vec<(String, Option<crate::model::Value>)>> {
+    let mut out = Vec::new();
+    for d in state.definitions.traits() {
+        let rule = crate::rules::parse(&format!("{} is set", d.name))?;
+        let planned = plan::plan(
+            &rule,
+            &state.catalog,
+            &state.indexes,
+            &state.definitions,
+            now,
+        )?;
+        let plan::NodeKind::Computed(c) = &planned.root.kind else {
+            return Err(Error::Internal(format!(
+                "computed trait {} did not plan as one",
+                d.name
+            )));
+        };
+        let mut data = exec::CustomerData::new(store, planned.events_from);
+        data.load(cust);
+        let (bodies, blocks) = data.events()?;
+        let value = super::customer::computed_value(c, bodies, blocks)?;
+        out.push((d.name.clone(), value));
+    }
+    Ok(out)
 }

@@ -179,6 +179,16 @@ impl Writer<'_> {
                 self.event(&fl.outside)?
             ),
             NodeKind::Bucket(b) => self.bucket(b),
+            NodeKind::Computed(c) => match &c.expanded {
+                Some(x) => self.node(x)?,
+                None => {
+                    return Err(Error::InvalidInput(format!(
+                        "this test on the computed trait {} ({}) has no SQL yet: only tests \
+                         the rule language can state as event conditions do",
+                        c.name, c.expression
+                    )))
+                }
+            },
         })
     }
 

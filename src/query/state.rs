@@ -14,7 +14,7 @@ use super::PreparedRule;
 use crate::index::Indexes;
 use crate::model::time::Timestamp;
 use crate::model::FastSet;
-use crate::rules::Rule;
+use crate::rules::{Computed, Rule};
 use crate::storage::{Catalog, IdMap};
 
 /// What readers see: names and statistics, the indexes, the ids and the saved rules. Changed
@@ -45,6 +45,18 @@ pub(crate) struct Definition {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Definitions {
     by_name: BTreeMap<String, Arc<Definition>>,
+    /// Computed traits, by name.
+    traits: BTreeMap<String, Arc<TraitDefinition>>,
+}
+
+/// A computed trait's definition: a name that reads, in every rule, as the value its
+/// expression derives from the customer's events at the rule's *now*.
+#[derive(Debug)]
+pub(crate) struct TraitDefinition {
+    pub name: String,
+    /// The expression, parsed; printed canonically when listed.
+    pub expr: Computed,
+    pub created: Timestamp,
 }
 
 /// A member list produced elsewhere (a warehouse's segment) and loaded under a name: the
@@ -116,6 +128,10 @@ impl SavedRules for Definitions {
     fn saved_names(&self) -> Vec<String> {
         self.by_name.keys().cloned().collect()
     }
+
+    fn computed_trait(&self, name: &str) -> Option<&Computed> {
+        self.traits.get(name).map(|d| &d.expr)
+    }
 }
 
 impl Definitions {
@@ -125,6 +141,33 @@ impl Definitions {
 
     pub(crate) fn remove(&mut self, name: &str) {
         self.by_name.remove(name);
+    }
+
+    pub(crate) fn insert_trait(&mut self, d: Arc<TraitDefinition>) {
+        self.traits.insert(d.name.clone(), d);
+    }
+
+    pub(crate) fn remove_trait(&mut self, name: &str) {
+        self.traits.remove(name);
+    }
+
+    pub(crate) fn get_trait(&self, name: &str) -> Option<&Arc<TraitDefinition>> {
+        self.traits.get(name)
+    }
+
+    /// Every computed trait, by name.
+    pub(crate) fn traits(&self) -> impl Iterator<Item = &Arc<TraitDefinition>> {
+        self.traits.values()
+    }
+
+    /// The saved audiences whose rules read the computed trait `name` (directly or through
+    /// the audiences they name).
+    pub(crate) fn trait_users(&self, name: &str) -> Vec<String> {
+        self.by_name
+            .values()
+            .filter(|d| Footprint::of(d.rule.rule(), self).computed.contains(name))
+            .map(|d| d.name.clone())
+            .collect()
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Definition>> {

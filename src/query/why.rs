@@ -191,6 +191,30 @@ impl Explainer<'_> {
                 events = shown;
                 (label(), holds, reason)
             }
+            NodeKind::Computed(c) => {
+                let (bodies, blocks) = data.events()?;
+                let value = customer::computed_value(c, bodies, blocks)?;
+                let t = data.tally(&c.events)?;
+                events = self.evidence(&c.events, data)?;
+                let shown = match &value {
+                    Some(crate::model::Value::Float(x)) => ((x * 1e6).round() / 1e6).to_string(),
+                    Some(v) => v.to_string(),
+                    None => "not set".to_owned(),
+                };
+                let matching = match t.count {
+                    0 => "no matching event".to_owned(),
+                    1 => "1 matching event".to_owned(),
+                    n => format!("{n} matching events"),
+                };
+                let reason = format!(
+                    "{} is {shown} (computed: {}, from {matching} up to {})",
+                    c.name,
+                    c.expression,
+                    format_rfc3339(c.events.to)
+                );
+                let holds = customer::passes(value.as_ref().map(ValueView::of), &c.test);
+                (label(), holds, reason)
+            }
             NodeKind::Event(e) => {
                 let t = data.tally(e)?;
                 events = self.evidence(e, data)?;

@@ -10,13 +10,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::db::{EventSchema, PropertySchema, TraitSchema};
+use crate::db::{ComputedTraitSchema, EventSchema, PropertySchema, TraitSchema};
 use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
 use crate::query::reports::{ExperimentRequest, FunnelRequest};
 use crate::query::{PreparedRule, TopOrder, TopRequest, TopRow};
 use crate::server::client::{Client, ClientError, RespValue};
-use crate::{AudienceInfo, Db, Error, Schema};
+use crate::{AudienceInfo, ComputedTraitInfo, Db, Error, Schema};
 
 /// Why a backend call failed: the library's error, or the socket's.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,10 @@ pub trait Backend {
     fn drop_audience(&mut self, name: &str) -> BackendResult<AudienceInfo>;
     /// Loads a member list under `name` (`Db::load_audience`).
     fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo>;
+    /// Every computed trait.
+    fn traits(&mut self) -> BackendResult<Vec<ComputedTraitInfo>>;
+    /// Defines a computed trait.
+    fn define_trait(&mut self, name: &str, expression: &str) -> BackendResult<ComputedTraitInfo>;
     /// The top values of an event property for a rule's audience (`Db::top`).
     fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer>;
     /// A funnel's steps (`Db::funnel`).
@@ -214,6 +218,14 @@ impl Backend for &Db {
         let info = self.audience(name)?;
         Db::drop_audience(self, name)?;
         Ok(info)
+    }
+
+    fn traits(&mut self) -> BackendResult<Vec<ComputedTraitInfo>> {
+        Ok(Db::computed_traits(self))
+    }
+
+    fn define_trait(&mut self, name: &str, expression: &str) -> BackendResult<ComputedTraitInfo> {
+        Ok(Db::define_trait(self, name, expression)?)
     }
 
     fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo> {
@@ -548,6 +560,26 @@ impl Backend for Remote {
         Ok(info)
     }
 
+    fn traits(&mut self) -> BackendResult<Vec<ComputedTraitInfo>> {
+        let cmd = ["TRAIT.LIST"];
+        match self.json(&cmd)? {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    trait_from_json(v).ok_or_else(|| unexpected(&cmd, "a trait of another shape"))
+                })
+                .collect(),
+            _ => Err(unexpected(&cmd, "JSON that is not an array")),
+        }
+    }
+
+    fn define_trait(&mut self, name: &str, expression: &str) -> BackendResult<ComputedTraitInfo> {
+        crate::rules::parse_computed(expression).map_err(|e| BackendError::Db(e.into()))?;
+        let cmd = ["TRAIT.DEFINE", name, expression];
+        let v = self.json(&cmd)?;
+        trait_from_json(&v).ok_or_else(|| unexpected(&cmd[..2], "a trait of another shape"))
+    }
+
     fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo> {
         let mut cmd = vec!["AUDIENCE.LOAD", name];
         cmd.extend(ids.iter().map(String::as_str));
@@ -710,6 +742,21 @@ fn time(v: &serde_json::Value, key: &str) -> Option<Option<Timestamp>> {
     }
 }
 
+/// `TRAIT.SHOW`'s JSON (a serialised [`ComputedTraitInfo`]) back into one.
+fn trait_from_json(v: &serde_json::Value) -> Option<ComputedTraitInfo> {
+    Some(ComputedTraitInfo {
+        name: string(v, "name")?,
+        expression: string(v, "expression")?,
+        created: v.get("created")?.as_i64()?,
+        used_by: v
+            .get("used_by")?
+            .as_array()?
+            .iter()
+            .map(|u| u.as_str().map(str::to_owned))
+            .collect::<Option<_>>()?,
+    })
+}
+
 /// `SCHEMA`'s JSON (the serialised [`Schema`]) back into a [`Schema`].
 fn schema_from_json(v: &serde_json::Value) -> Option<Schema> {
     let traits = v
@@ -751,11 +798,26 @@ fn schema_from_json(v: &serde_json::Value) -> Option<Schema> {
             })
         })
         .collect::<Option<_>>()?;
+    // A server from before computed traits sends none.
+    let computed_traits = match v.get("computed_traits") {
+        None => Vec::new(),
+        Some(items) => items
+            .as_array()?
+            .iter()
+            .map(|t| {
+                Some(ComputedTraitSchema {
+                    name: string(t, "name")?,
+                    expression: string(t, "expression")?,
+                })
+            })
+            .collect::<Option<_>>()?,
+    };
     Some(Schema {
         customers: number(v, "customers")?,
         profiles: number(v, "profiles")?,
         traits,
         events,
+        computed_traits,
     })
 }
 

@@ -81,6 +81,20 @@ pub const COMMANDS: &[MetaCommand] = &[
         run: drop_audience,
     },
     MetaCommand {
+        name: ".traits",
+        aliases: &[],
+        args: "",
+        about: "the computed traits: name, expression, the saved audiences reading each",
+        run: traits,
+    },
+    MetaCommand {
+        name: ".trait",
+        aliases: &[],
+        args: "NAME EXPRESSION",
+        about: "define computed trait NAME (`.trait aov purchased avg(amount) ever`)",
+        run: define_trait,
+    },
+    MetaCommand {
         name: ".top",
         aliases: &[],
         args: "EVENT PROPERTY [WINDOW] [limit N] [order customers|lift] [min K] for RULE",
@@ -523,6 +537,44 @@ fn drop_audience(session: &mut Session, arg: &str, out: &mut dyn Write) -> Resul
         info.name,
         render::customers(info.size),
         info.rule
+    )?;
+    refresh_after_write(session);
+    Ok(Flow::Continue)
+}
+
+fn traits(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    if !arg.is_empty() {
+        return Err(usage(".traits"));
+    }
+    let all = session.backend.traits()?;
+    if all.is_empty() {
+        writeln!(
+            out,
+            "no computed traits (define one: .trait NAME EXPRESSION)"
+        )?;
+    }
+    for t in all {
+        let used = if t.used_by.is_empty() {
+            String::new()
+        } else {
+            format!("  (used by {})", t.used_by.join(", "))
+        };
+        writeln!(out, "{:<24} {}{used}", t.name, t.expression)?;
+    }
+    Ok(Flow::Continue)
+}
+
+fn define_trait(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let (name, expression) = arg
+        .split_once(char::is_whitespace)
+        .map(|(n, e)| (n, e.trim()))
+        .filter(|(_, e)| !e.is_empty())
+        .ok_or_else(|| usage(".trait"))?;
+    let info = session.backend.define_trait(name, expression)?;
+    writeln!(
+        out,
+        "defined computed trait {} = {}",
+        info.name, info.expression
     )?;
     refresh_after_write(session);
     Ok(Flow::Continue)

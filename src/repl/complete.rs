@@ -39,7 +39,14 @@ impl Names {
         };
         Names {
             events: sorted(schema.events.iter().map(|e| e.name.clone()).collect()),
-            traits: sorted(schema.traits.iter().map(|t| t.name.clone()).collect()),
+            traits: sorted(
+                schema
+                    .traits
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .chain(schema.computed_traits.iter().map(|t| t.name.clone()))
+                    .collect(),
+            ),
             properties: sorted(
                 schema
                     .events

@@ -213,6 +213,12 @@ pub fn schema(s: &Schema) -> String {
             }
         );
     }
+    if !s.computed_traits.is_empty() {
+        let _ = writeln!(out, "\ncomputed traits:");
+        for t in &s.computed_traits {
+            let _ = writeln!(out, "  {:<24} {}", t.name, t.expression);
+        }
+    }
     let _ = writeln!(out, "\nevents:");
     for e in &s.events {
         let _ = writeln!(

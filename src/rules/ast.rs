@@ -539,3 +539,61 @@ pub enum TimeKind {
     DateTime(Timestamp),
     Ago(Duration),
 }
+
+/// A computed trait's expression: `EVENT [PROPERTY VALUE] [where PREDICATE] REDUCER [WINDOW]`,
+/// a value derived for each customer from their matching events in the window (`purchased
+/// avg(amount) in last 365 days`). Parsed by [`crate::rules::parse_computed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Computed {
+    /// The event, its shorthand and `where`, and the window (`None`: `ever`); never a
+    /// frequency.
+    pub event: EventCondition,
+    pub reducer: Reducer,
+    pub span: Span,
+}
+
+/// What a computed trait folds the matching events into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reducer {
+    /// How many (0 without any).
+    Count,
+    /// `sum(p)` (0 without any number), `avg(p)`, `min(p)`, `max(p)` over the events whose
+    /// property is a number (no value without one).
+    Aggregate { func: AggregateFn, property: Path },
+    /// `distinct(p)`: how many different values, told apart as `distinct(p)` in a rule does (0
+    /// without any).
+    Distinct(Path),
+    /// `top(p)`: the value held by the most events; of several, the smallest (numbers by value,
+    /// then text, then booleans, then instants). No value without any.
+    Top(Path),
+    /// `first time`: the instant of the earliest matching event in the window.
+    FirstTime,
+    /// `last time`: the instant of the latest matching event in the window.
+    LastTime,
+}
+
+impl Reducer {
+    /// The reducer as written in an expression.
+    pub fn text(&self) -> String {
+        match self {
+            Reducer::Count => "count".to_owned(),
+            Reducer::Aggregate { func, property } => {
+                format!("{}({})", func.keyword(), property.text)
+            }
+            Reducer::Distinct(p) => format!("distinct({})", p.text),
+            Reducer::Top(p) => format!("top({})", p.text),
+            Reducer::FirstTime => "first time".to_owned(),
+            Reducer::LastTime => "last time".to_owned(),
+        }
+    }
+
+    /// The property folded, for the reducers that read one.
+    pub fn property(&self) -> Option<&Path> {
+        match self {
+            Reducer::Aggregate { property, .. }
+            | Reducer::Distinct(property)
+            | Reducer::Top(property) => Some(property),
+            Reducer::Count | Reducer::FirstTime | Reducer::LastTime => None,
+        }
+    }
+}

@@ -30,7 +30,7 @@ pub mod words;
 
 pub use ast::*;
 pub use error::ParseError;
-pub use parser::{parse, MAX_DEPTH, MAX_RULE_LEN, MAX_STEPS};
+pub use parser::{parse, parse_computed, MAX_DEPTH, MAX_RULE_LEN, MAX_STEPS};
 pub use printer::{print, quote};
 
 /// The nine rules that open the Examples table of the language reference (`docs/RULES.md`), in

@@ -61,6 +61,38 @@ pub fn parse(source: &str) -> Result<Rule, ParseError> {
     Ok(Rule { expr })
 }
 
+/// Parses a computed trait's expression: `EVENT [PROPERTY VALUE] [where PREDICATE] REDUCER
+/// [WINDOW]`, the reducer one of `count`, `sum(p)`, `avg(p)`, `min(p)`, `max(p)`,
+/// `distinct(p)`, `top(p)`, `first time`, `last time`.
+pub fn parse_computed(source: &str) -> Result<Computed, ParseError> {
+    if source.len() > MAX_RULE_LEN {
+        return Err(ParseError::new(
+            source,
+            Span::new(0, 0),
+            format!(
+                "the expression is too long: {} bytes, the limit is {MAX_RULE_LEN}",
+                source.len()
+            ),
+        ));
+    }
+    let tokens = tokenize(source)?;
+    let mut parser = Parser {
+        source,
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
+    let computed = parser.computed()?;
+    if parser.peek().kind != TokenKind::End {
+        return Err(parser.unexpected(
+            "a window (in last N days, ever, since, before, between) or the end of the expression",
+            &["in", "ever", "since", "before", "between"],
+            "keyword",
+        ));
+    }
+    Ok(computed)
+}
+
 impl std::str::FromStr for Rule {
     type Err = ParseError;
 
@@ -1034,6 +1066,104 @@ impl<'a> Parser<'a> {
             predicate,
             frequency,
             window,
+        })
+    }
+
+    /// A computed trait's expression (see [`parse_computed`]).
+    fn computed(&mut self) -> PResult<Computed> {
+        let start = self.peek().span;
+        self.eat_kw("did");
+        if !matches!(self.peek().kind, TokenKind::Str(_) | TokenKind::Word) {
+            return Err(self.expected(
+                "an event name to start the expression (`purchased avg(amount) in last 365 days`)",
+            ));
+        }
+        let event = self.event_name()?;
+        let shorthand = if self.at_reducer() {
+            None
+        } else {
+            self.shorthand()?
+        };
+        let predicate = match self.eat_kw("where") {
+            Some(_) => Some(self.where_predicate()?),
+            None => None,
+        };
+        let reducer = self.reducer()?;
+        let window = self.window()?;
+        let span = self.span_from(start);
+        Ok(Computed {
+            event: EventCondition {
+                event,
+                shorthand,
+                predicate,
+                frequency: None,
+                window,
+                span,
+            },
+            reducer,
+            span,
+        })
+    }
+
+    /// Whether a reducer starts here: `count`, `first time`, `last time`, or one of `sum avg
+    /// min max distinct top` right before `(`.
+    fn at_reducer(&self) -> bool {
+        let paren = self.peek_at(1).kind == TokenKind::LParen;
+        self.at_kw("count")
+            || (["first", "last"].iter().any(|k| self.at_kw(k))
+                && self.is_kw(self.peek_at(1), "time"))
+            || (paren
+                && ["sum", "avg", "min", "max", "distinct", "top"]
+                    .iter()
+                    .any(|k| self.at_kw(k)))
+    }
+
+    /// The reducer of a computed trait's expression.
+    fn reducer(&mut self) -> PResult<Reducer> {
+        const REDUCERS: &[&str] = &[
+            "count", "sum", "avg", "min", "max", "distinct", "top", "first", "last",
+        ];
+        if !self.at_reducer() {
+            return Err(self.unexpected(
+                "a reducer: count, sum(p), avg(p), min(p), max(p), distinct(p), top(p), first \
+                 time or last time",
+                REDUCERS,
+                "reducer",
+            ));
+        }
+        let word = self.text(self.peek()).to_ascii_lowercase();
+        self.advance();
+        let mut property = || -> PResult<Path> {
+            self.advance();
+            let property = self.path("a property name")?;
+            if self.peek().kind != TokenKind::RParen {
+                return Err(self.expected("')'"));
+            }
+            self.advance();
+            Ok(property)
+        };
+        Ok(match word.as_str() {
+            "count" => Reducer::Count,
+            "distinct" => Reducer::Distinct(property()?),
+            "top" => Reducer::Top(property()?),
+            "first" | "last" => {
+                self.advance();
+                if word == "first" {
+                    Reducer::FirstTime
+                } else {
+                    Reducer::LastTime
+                }
+            }
+            _ => {
+                let func = AggregateFn::ALL
+                    .into_iter()
+                    .find(|f| f.keyword() == word)
+                    .expect("at_reducer saw an aggregate");
+                Reducer::Aggregate {
+                    func,
+                    property: property()?,
+                }
+            }
         })
     }
 

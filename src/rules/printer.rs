@@ -292,3 +292,18 @@ impl Display for TimePoint {
         }
     }
 }
+
+impl Display for Computed {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let head = EventCondition {
+            window: None,
+            frequency: None,
+            ..self.event.clone()
+        };
+        write!(f, "{head} {}", self.reducer.text())?;
+        if let Some(window) = &self.event.window {
+            write!(f, " {window}")?;
+        }
+        Ok(())
+    }
+}

@@ -188,6 +188,11 @@ pub static COMMANDS: &[Command] = &[
     cmd("AUDIENCE.DIFF", 2, 2, audience_diff),
     cmd("AUDIENCE.CHANGES", 1, 2, audience_changes),
     cmd("AUDIENCES.OF", 1, 1, audiences_of),
+    // Computed traits.
+    cmd("TRAIT.DEFINE", 2, 2, trait_define),
+    cmd("TRAIT.LIST", 0, 0, trait_list),
+    cmd("TRAIT.SHOW", 1, 1, trait_show),
+    cmd("TRAIT.DROP", 1, 1, trait_drop),
     // Values of one event property: top values of an audience.
     cmd("TOP", 3, 13, top),
     cmd("RECOMMEND", 3, 9, recommend),
@@ -693,6 +698,33 @@ fn reply_members(
 fn audience_define(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
     let info = ctx.db.define_audience(args.str(0)?, args.str(1)?)?;
     json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `TRAIT.DEFINE name expression`: defines a computed trait; its description as JSON.
+fn trait_define(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let info = ctx.db.define_trait(args.str(0)?, args.str(1)?)?;
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `TRAIT.LIST`: every computed trait (name, expression, created, used_by) as a JSON array.
+fn trait_list(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    json_reply(
+        r,
+        &serde_json::to_value(ctx.db.computed_traits()).unwrap_or_default(),
+    )
+}
+
+/// `TRAIT.SHOW name`: one computed trait as JSON.
+fn trait_show(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let info = ctx.db.computed_trait(args.str(0)?)?;
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `TRAIT.DROP name`: OK, or an error naming the saved audiences that read it.
+fn trait_drop(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    ctx.db.drop_trait(args.str(0)?)?;
+    r.ok();
+    Ok(())
 }
 
 /// `AUDIENCE.LOAD name id [id ...]`: a member list made elsewhere saved as audience `name`

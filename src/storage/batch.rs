@@ -196,6 +196,15 @@ impl WriteBatch {
         self.remove(keys::audience(name));
     }
 
+    /// A computed trait's definition (JSON).
+    pub fn put_computed_trait(&mut self, name: &str, bytes: Vec<u8>) {
+        self.put(keys::computed_trait(name), bytes);
+    }
+
+    pub fn remove_computed_trait(&mut self, name: &str) {
+        self.remove(keys::computed_trait(name));
+    }
+
     /// A saved audience's members and timers, as of a checkpoint.
     pub fn put_audience_state(&mut self, id: u32, bytes: Vec<u8>) {
         self.put(&keys::audience_state(id)[..], bytes);

@@ -14,6 +14,7 @@
 //! | `a` | `a` + audience name | a saved audience's definition (JSON) |
 //! | `b` | `b` + audience id (BE) | a saved audience's members and timers, as of a checkpoint |
 //! | `c` | `c` + audience id (BE) | a loaded list's external ids, one per line (`audience load`) |
+//! | `k` | `k` + trait name | a computed trait's definition (JSON) |
 //! | `f` | `f` + sequence number (BE) | one entry of the change feed (who entered or left what) |
 //! | `z` | `z` + dictionary id (BE) | a compression dictionary for event blocks (format 3) |
 //! | `t` | `t` + internal id (BE) + sequence (BE) | formats 4 and 5 only: a tail, one write's events appended after the customer's blocks; folded into blocks when the folder is opened |
@@ -38,6 +39,8 @@ pub const AUDIENCE: u8 = b'a';
 pub const AUDIENCE_STATE: u8 = b'b';
 /// A loaded list's external ids (an audience whose members come from elsewhere).
 pub const AUDIENCE_LIST: u8 = b'c';
+/// A computed trait's definition, by name.
+pub const COMPUTED_TRAIT: u8 = b'k';
 /// The change feed, in chunks of consecutive changes, keyed by the first one's position.
 pub const FEED: u8 = b'g';
 /// The change feed as first stored, one record per change (converted to chunks at open).
@@ -68,6 +71,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         AUDIENCE => "audience definitions",
         AUDIENCE_STATE => "audience members",
         AUDIENCE_LIST => "loaded audience lists",
+        COMPUTED_TRAIT => "computed trait definitions",
         FEED => "change feed",
         FEED_V1 => "change feed (one record a change)",
         ID_SNAPSHOT => "id map snapshot",
@@ -207,6 +211,13 @@ pub fn index(family_key: &[u8]) -> Vec<u8> {
 pub fn audience(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());
     k.push(AUDIENCE);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn computed_trait(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(COMPUTED_TRAIT);
     k.extend_from_slice(name.as_bytes());
     k
 }

@@ -813,6 +813,11 @@ impl Store {
         self.scan(keys::AUDIENCE).map(|r| r.map(|(_, v)| v))
     }
 
+    /// Every computed trait's definition (JSON), in name order.
+    pub fn computed_trait_definitions(&self) -> impl Iterator<Item = Result<sled::IVec>> + '_ {
+        self.scan(keys::COMPUTED_TRAIT).map(|r| r.map(|(_, v)| v))
+    }
+
     /// The external ids of loaded list `id`.
     pub fn audience_list(&self, id: u32) -> Result<Option<sled::IVec>> {
         self.get(&keys::audience_list(id))

@@ -41,9 +41,9 @@ use audiencedb::db::Event;
 use audiencedb::model::time::{parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
 use audiencedb::rules::{
-    AggregateFn, CmpOp, EventCondition, Expr, ExprKind, FirstLast, FrequencyKind, Literal,
-    LiteralKind, Number, Predicate, PredicateKind, Rule, Sequence, Test, TimeKind, TimePoint,
-    TraitCondition, Window, WindowKind,
+    AggregateFn, CmpOp, Computed, EventCondition, Expr, ExprKind, FirstLast, FrequencyKind,
+    Literal, LiteralKind, Number, Predicate, PredicateKind, Reducer, Rule, Sequence, Test,
+    TimeKind, TimePoint, TraitCondition, Window, WindowKind,
 };
 use audiencedb::Customer;
 use chrono::NaiveDate;
@@ -593,4 +593,123 @@ fn bucket_test(test: &Test, b: i64) -> bool {
         Test::Between { low, high } => int(low) <= b && b <= int(high),
         other => panic!("the parser refuses {other:?} after bucket(NAME)"),
     }
+}
+
+// ---------- Computed traits ----------
+
+/// [`evaluate`] with computed traits: each customer gets, as a trait named after each of
+/// `traits`, the value its expression derives from their events at `now` (none: no trait),
+/// and the rule is evaluated over those traits as over stored ones (a computed trait is a
+/// trait in every rule: same comparisons, same `is set`).
+pub fn evaluate_computed(
+    rule: &Rule,
+    now: i64,
+    customers: &[Customer],
+    traits: &[(&str, &Computed)],
+) -> Result<Vec<String>, String> {
+    let with: Vec<Customer> = customers
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let mut fields = c.traits.take().unwrap_or_default();
+            fields.retain(|(n, _)| !traits.iter().any(|(t, _)| t == n));
+            for (name, expr) in traits {
+                if let Some(v) = computed_value(expr, &c.events, now) {
+                    fields.push((name.to_string(), v));
+                }
+            }
+            c.traits = Some(fields);
+            c
+        })
+        .collect();
+    evaluate(rule, now, &with)
+}
+
+/// A computed trait's value over one customer's events, straight from rules.md: the matching
+/// events in the window up to *now*; `count` and `distinct(p)` are whole numbers (0 without
+/// any), `sum(p)` a number (0 without numbers), `avg/min/max(p)` numbers over the numeric values
+/// (none without), `top(p)` the most frequent value (ties: the smallest, numbers before text
+/// before booleans before instants), `first time`/`last time` an instant.
+pub fn computed_value(expr: &Computed, events: &[Event], now: i64) -> Option<Value> {
+    let cond = &expr.event;
+    let matching: Vec<&Event> = events
+        .iter()
+        .filter(|e| in_window(cond, e.timestamp, now) && event_matches(cond, e, now))
+        .collect();
+    let prop = |e: &Event, p: &str| {
+        e.properties
+            .iter()
+            .find(|(name, _)| name == p)
+            .map(|(_, v)| v.clone())
+    };
+    match &expr.reducer {
+        Reducer::Count => Some(Value::Int(matching.len() as i64)),
+        Reducer::Aggregate { func, property } => {
+            let numbers: Vec<f64> = matching
+                .iter()
+                .filter_map(|e| prop(e, &property.text)?.as_f64())
+                .collect();
+            let x = match func {
+                AggregateFn::Sum => Some(numbers.iter().sum::<f64>()),
+                AggregateFn::Avg if numbers.is_empty() => None,
+                AggregateFn::Avg => Some(numbers.iter().sum::<f64>() / numbers.len() as f64),
+                AggregateFn::Min => numbers.iter().copied().reduce(f64::min),
+                AggregateFn::Max => numbers.iter().copied().reduce(f64::max),
+            };
+            x.map(Value::Float)
+        }
+        Reducer::Distinct(p) | Reducer::Top(p) => {
+            // One representative per value (as `distinct(p)` in rules), with its count.
+            let mut seen: Vec<(Value, u64)> = Vec::new();
+            for e in &matching {
+                let Some(v) = prop(e, &p.text) else { continue };
+                if matches!(v, Value::List(_)) {
+                    continue;
+                }
+                match seen.iter_mut().find(|(s, _)| exactly_same(s, &v)) {
+                    Some((_, n)) => *n += 1,
+                    None => seen.push((v, 1)),
+                }
+            }
+            if matches!(expr.reducer, Reducer::Distinct(_)) {
+                return Some(Value::Int(seen.len() as i64));
+            }
+            let most = seen.iter().map(|(_, n)| *n).max()?;
+            let mut best: Vec<Value> = seen
+                .into_iter()
+                .filter(|(_, n)| *n == most)
+                .map(|(v, _)| v)
+                .collect();
+            best.sort_by(top_order);
+            // A whole float is that integer (3.0 is the value 3).
+            best.into_iter().next().map(|v| match v {
+                Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Value::Int(f as i64),
+                v => v,
+            })
+        }
+        Reducer::FirstTime => matching.iter().map(|e| e.timestamp).min().map(Value::Time),
+        Reducer::LastTime => matching.iter().map(|e| e.timestamp).max().map(Value::Time),
+    }
+}
+
+/// The tie-break order of `top(p)`: numbers by value, then text, then booleans (false first),
+/// then instants.
+fn top_order(a: &Value, b: &Value) -> Ordering {
+    let rank = |v: &Value| match v {
+        Value::Int(_) | Value::Float(_) => 0,
+        Value::Str(_) => 1,
+        Value::Bool(_) => 2,
+        Value::Time(_) => 3,
+        Value::List(_) => 4,
+    };
+    rank(a).cmp(&rank(b)).then_with(|| match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::Str(x), Value::Str(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Time(x), Value::Time(y)) => x.cmp(y),
+        _ => a
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&b.as_f64().unwrap_or(0.0)),
+    })
 }

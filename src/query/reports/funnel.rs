@@ -312,7 +312,7 @@ pub(crate) fn funnel(
     }
     for (i, rule) in rules.iter().enumerate() {
         warnings.extend(
-            check::warnings(rule, &state.catalog, &state.indexes)
+            check::warnings(rule, &state.catalog, &state.indexes, &state.definitions)
                 .into_iter()
                 .map(|w| Warning {
                     message: format!("step {}: {}", i + 1, w.message),

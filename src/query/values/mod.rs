@@ -125,7 +125,7 @@ pub(crate) fn target(
         prop,
         from: e.from,
         to: e.to,
-        warnings: check::warnings(&rule, &state.catalog, &state.indexes),
+        warnings: check::warnings(&rule, &state.catalog, &state.indexes, &state.definitions),
     })
 }
 
