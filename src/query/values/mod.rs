@@ -202,7 +202,7 @@ pub(crate) fn who_did_each(
     indexes: &Indexes,
     store: &Store,
     t: &Target,
-) -> Result<Vec<(IndexValue, RoaringBitmap)>> {
+) -> Result<Vec<(IndexValue, ValueSet)>> {
     let (Some(event), Some(prop)) = (t.event, t.prop) else {
         return Ok(Vec::new());
     };
@@ -273,14 +273,61 @@ pub(crate) fn who_did_each(
         .par_iter()
         .zip(extra.into_par_iter())
         .filter_map(|((k, _), extra)| {
-            let set = match whole.as_ref().and_then(|w| w.of(k)) {
-                Some(days) => days | &extra,
-                None => extra,
+            let days = whole.as_ref().and_then(|w| {
+                let at = w.sets.binary_search_by(|(v, _)| v.cmp(k)).ok()?;
+                Some((w.clone(), at))
+            });
+            let set = match days {
+                Some((w, at)) => {
+                    let extra = extra - &w.sets[at].1;
+                    ValueSet {
+                        days: Some((w, at)),
+                        extra,
+                    }
+                }
+                None => ValueSet { days: None, extra },
             };
-            (!set.is_empty()).then(|| ((*k).clone(), set))
+            (set.len() > 0).then(|| ((*k).clone(), set))
         })
         .collect();
     Ok(sets)
+}
+
+/// One value's customers in a window, without copying the kept union of its whole days: that
+/// union (shared with the cache) and the customers the cut days add beyond it (disjoint from it).
+#[derive(Debug, Clone)]
+pub(crate) struct ValueSet {
+    days: Option<(Arc<Unions>, usize)>,
+    extra: RoaringBitmap,
+}
+
+impl ValueSet {
+    fn days(&self) -> Option<&RoaringBitmap> {
+        self.days.as_ref().map(|(w, at)| &w.sets[*at].1)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.days().map_or(0, |d| d.len()) + self.extra.len()
+    }
+
+    pub fn contains(&self, cust: u32) -> bool {
+        self.days().is_some_and(|d| d.contains(cust)) || self.extra.contains(cust)
+    }
+
+    /// How many of `other` are in the set.
+    pub fn intersection_len(&self, other: &RoaringBitmap) -> u64 {
+        self.days().map_or(0, |d| d.intersection_len(other)) + self.extra.intersection_len(other)
+    }
+
+    /// How many customers two sets share (each set's two parts are disjoint, so the four
+    /// pairs' counts add up).
+    pub fn shared_with(&self, other: &ValueSet) -> u64 {
+        let mut n = other.intersection_len(&self.extra);
+        if let Some(d) = self.days() {
+            n += other.intersection_len(d);
+        }
+        n
+    }
 }
 
 /// Each value's customers over the whole days `first..=last`: kept from an earlier call while

@@ -92,7 +92,7 @@ pub(crate) fn recommend(
                 let cand = &sets[j].1;
                 let score = cosine_sum(own.iter().map(|&i| {
                     let mine = &sets[i].1;
-                    (mine.intersection_len(cand), mine.len(), cand.len())
+                    (mine.shared_with(cand), mine.len(), cand.len())
                 }));
                 (score > 0.0).then_some((j, score))
             })
