@@ -45,13 +45,7 @@ pub(crate) fn run(
 /// What `rule` says that its writer probably did not mean, against `state`; nothing is
 /// evaluated (see `Db::check`).
 pub(crate) fn check(state: &ReadState, rule: &PreparedRule) -> Result<Vec<Warning>> {
-    plan::plan(
-        &rule.rule,
-        &state.catalog,
-        &state.indexes,
-        &state.definitions,
-        crate::model::time::now(),
-    )?;
+    state.plan(&rule.rule, crate::model::time::now())?;
     Ok(super::check::warnings(
         &rule.rule,
         &state.catalog,
@@ -81,13 +75,7 @@ fn planned(
     rule: &crate::rules::Rule,
     now: Timestamp,
 ) -> Result<(plan::Plan, exec::Bounds)> {
-    let plan = plan::plan(
-        rule,
-        &state.catalog,
-        &state.indexes,
-        &state.definitions,
-        now,
-    )?;
+    let plan = state.plan(rule, now)?;
     let sources = exec::Sources {
         indexes: &state.indexes,
         catalog: &state.catalog,
@@ -220,13 +208,7 @@ pub(crate) fn computed_values(
     let mut out = Vec::new();
     for d in state.definitions.traits() {
         let rule = crate::rules::parse(&format!("{} is set", d.name))?;
-        let planned = plan::plan(
-            &rule,
-            &state.catalog,
-            &state.indexes,
-            &state.definitions,
-            now,
-        )?;
+        let planned = state.plan(&rule, now)?;
         let plan::NodeKind::Computed(c) = &planned.root.kind else {
             return Err(Error::Internal(format!(
                 "computed trait {} did not plan as one",

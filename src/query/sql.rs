@@ -94,13 +94,7 @@ pub(crate) fn to_sql(
     dialect: Dialect,
     now: Timestamp,
 ) -> Result<String> {
-    let planned = plan::plan(
-        rule.rule(),
-        &state.catalog,
-        &state.indexes,
-        &state.definitions,
-        now,
-    )?;
+    let planned = state.plan(rule.rule(), now)?;
     let writer = Writer {
         catalog: &state.catalog,
         d: dialect,

@@ -28,6 +28,17 @@ pub struct ReadState {
     pub(crate) definitions: Definitions,
 }
 
+impl ReadState {
+    /// `rule` planned at `now` against this state's catalog, indexes and saved definitions.
+    pub(crate) fn plan(
+        &self,
+        rule: &Rule,
+        now: Timestamp,
+    ) -> crate::error::Result<super::plan::Plan> {
+        super::plan::plan(rule, &self.catalog, &self.indexes, &self.definitions, now)
+    }
+}
+
 /// A saved audience's definition.
 #[derive(Debug)]
 pub(crate) struct Definition {

@@ -35,27 +35,7 @@ type PResult<T> = Result<T, ParseError>;
 
 /// Parses one rule.
 pub fn parse(source: &str) -> Result<Rule, ParseError> {
-    if source.len() > MAX_RULE_LEN {
-        let mut at = MAX_RULE_LEN;
-        while !source.is_char_boundary(at) {
-            at -= 1;
-        }
-        return Err(ParseError::new(
-            source,
-            Span::new(at, at),
-            format!(
-                "the rule is too long: {} bytes, the limit is {MAX_RULE_LEN}",
-                source.len()
-            ),
-        ));
-    }
-    let tokens = tokenize(source)?;
-    let mut parser = Parser {
-        source,
-        tokens,
-        pos: 0,
-        depth: 0,
-    };
+    let mut parser = Parser::over(source, "rule")?;
     let expr = parser.or_expr()?;
     parser.expect_end()?;
     Ok(Rule { expr })
@@ -65,23 +45,7 @@ pub fn parse(source: &str) -> Result<Rule, ParseError> {
 /// [WINDOW]`, the reducer one of `count`, `sum(p)`, `avg(p)`, `min(p)`, `max(p)`,
 /// `distinct(p)`, `top(p)`, `first time`, `last time`.
 pub fn parse_computed(source: &str) -> Result<Computed, ParseError> {
-    if source.len() > MAX_RULE_LEN {
-        return Err(ParseError::new(
-            source,
-            Span::new(0, 0),
-            format!(
-                "the expression is too long: {} bytes, the limit is {MAX_RULE_LEN}",
-                source.len()
-            ),
-        ));
-    }
-    let tokens = tokenize(source)?;
-    let mut parser = Parser {
-        source,
-        tokens,
-        pos: 0,
-        depth: 0,
-    };
+    let mut parser = Parser::over(source, "expression")?;
     let computed = parser.computed()?;
     if parser.peek().kind != TokenKind::End {
         return Err(parser.unexpected(
@@ -110,6 +74,31 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    /// A parser at the start of `source` (a `what`: rule or expression), refused with a caret
+    /// at the limit when it is longer than [`MAX_RULE_LEN`] bytes.
+    fn over(source: &'a str, what: &str) -> Result<Parser<'a>, ParseError> {
+        if source.len() > MAX_RULE_LEN {
+            let mut at = MAX_RULE_LEN;
+            while !source.is_char_boundary(at) {
+                at -= 1;
+            }
+            return Err(ParseError::new(
+                source,
+                Span::new(at, at),
+                format!(
+                    "the {what} is too long: {} bytes, the limit is {MAX_RULE_LEN}",
+                    source.len()
+                ),
+            ));
+        }
+        Ok(Parser {
+            source,
+            tokens: tokenize(source)?,
+            pos: 0,
+            depth: 0,
+        })
+    }
+
     // ---- token access -------------------------------------------------------------------------
 
     fn peek(&self) -> &Token {

@@ -44,7 +44,7 @@ use crate::storage::view::{self, ValueView};
 use crate::storage::Store;
 
 use super::check::{self, Warning};
-use super::plan::{self, Filter, NodeKind};
+use super::plan::{Filter, NodeKind};
 use super::rollups::{cut_day_sides, WindowDays};
 
 /// Value types that have per-value bitmaps (the others are never counted by value).
@@ -104,13 +104,7 @@ pub(crate) fn target(
             span,
         },
     };
-    let planned = plan::plan(
-        &rule,
-        &state.catalog,
-        &state.indexes,
-        &state.definitions,
-        now,
-    )?;
+    let planned = state.plan(&rule, now)?;
     let NodeKind::Event(e) = planned.root.kind else {
         return Err(Error::Internal(
             "an event condition planned as another node".into(),
