@@ -7,6 +7,8 @@
 //! input is in time order, customers interleaved, and the child folds its write log every few
 //! batches: kills land in writes, merges and folds.
 
+mod raw_sled;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -93,7 +95,7 @@ fn acknowledged_batches_survive_kill_9() {
     write_seed(&seed_input);
     import_all(&db_path, &seed_input);
     {
-        let raw = sled::open(&db_path).unwrap();
+        let raw = raw_sled::open(&db_path);
         let tree = raw.open_tree("audiencedb").unwrap();
         assert!(
             tree.get(audiencedb::testing::keys::dictionary(1))

@@ -5,6 +5,8 @@
 //! `timeline::move_into_format_4_tail`, which turns a customer's last events and half its hashes
 //! into a tail as the format-4 build wrote them.
 
+mod raw_sled;
+
 use audiencedb::ingest::message::Message;
 use audiencedb::model::Value;
 use audiencedb::testing::{timeline, Store, FORMAT_VERSION};
@@ -71,7 +73,7 @@ fn a_format_4_folder_with_tails_is_upgraded_when_opened() {
     }
     // Counted in the raw records: any open of the folder (`Store::open` too) upgrades it.
     let tails = {
-        let db = sled::open(&path).unwrap();
+        let db = raw_sled::open(&path);
         let tree = db.open_tree("audiencedb").unwrap();
         tree.scan_prefix(b"t").count()
     };

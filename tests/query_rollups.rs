@@ -6,6 +6,8 @@
 
 mod reference;
 
+mod raw_sled;
+
 use audiencedb::ingest::Message;
 use audiencedb::model::time::{parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
@@ -290,7 +292,7 @@ fn a_snapshot_of_an_older_layout_is_rebuilt_at_open() {
     };
     // What an older build leaves: no layout version record, and no rollup families.
     {
-        let sled_db = sled::open(&path).unwrap();
+        let sled_db = raw_sled::open(&path);
         let tree = sled_db.open_tree("audiencedb").unwrap();
         let mut removed = 0;
         for item in tree.scan_prefix(b"x") {
@@ -308,7 +310,7 @@ fn a_snapshot_of_an_older_layout_is_rebuilt_at_open() {
     assert_eq!(members(&db, &ids, rule, now), before);
     drop(db);
     // The rebuilt snapshot is in the current layout: it loads as is.
-    let sled_db = sled::open(&path).unwrap();
+    let sled_db = raw_sled::open(&path);
     let tree = sled_db.open_tree("audiencedb").unwrap();
     assert!(tree.get(b"xS").unwrap().is_some());
 }

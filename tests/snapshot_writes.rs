@@ -5,6 +5,8 @@
 //! a rebuild from stored data (`verify`) and against the indexes the writes left in memory, after
 //! a clean close and after a crash.
 
+mod raw_sled;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -72,14 +74,7 @@ fn history(customers: usize, days: i64) -> Vec<Message> {
 
 /// The stored index snapshot records, by key, once the database has let go of the folder.
 fn snapshot_records(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let raw = loop {
-        match sled::open(path) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    };
+    let raw = raw_sled::open(path);
     let tree = raw.open_tree("audiencedb").unwrap();
     tree.scan_prefix(b"x")
         .map(|kv| {

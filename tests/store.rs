@@ -1,6 +1,8 @@
 //! The store through the library API: ingest, read back, dedup, delete, reopen, recovery, and
 //! opening folders that are not databases.
 
+mod raw_sled;
+
 use audiencedb::ingest::message::Message;
 use audiencedb::model::Value;
 use audiencedb::testing::{keys, Internals};
@@ -137,7 +139,7 @@ fn a_format_1_folder_keeps_its_message_ids_and_is_marked_current() {
         assert_eq!(db.ingest((0..3).map(with_id).collect()).unwrap().stored, 3);
     }
     // Rewrite the folder as format 1 wrote it: whole 8-byte hashes, format record 1.
-    let raw = sled::open(&path).unwrap();
+    let raw = raw_sled::open(&path);
     let tree = raw.open_tree("audiencedb").unwrap();
     let mut legacy: Vec<u64> = (0..3)
         .map(|i| xxhash_rust::xxh3::xxh3_64(format!("m-{i}").as_bytes()))
@@ -162,7 +164,7 @@ fn a_format_1_folder_keeps_its_message_ids_and_is_marked_current() {
     // The new ids wait in an event tail with their events; folding it (`compact` folds every
     // tail) writes the record again, in the current form.
     db.compact().unwrap();
-    let raw = sled::open(&path).unwrap();
+    let raw = raw_sled::open(&path);
     let tree = raw.open_tree("audiencedb").unwrap();
     assert_eq!(
         tree.get(&k).unwrap().unwrap().as_ref(),
@@ -266,7 +268,7 @@ fn delete_leaves_nothing_behind() {
     let db = Db::open(&path).unwrap();
     check(&db);
     drop(db);
-    let raw = sled::open(&path).unwrap();
+    let raw = raw_sled::open(&path);
     let tree = raw.open_tree("audiencedb").unwrap();
     let id = internal.to_be_bytes();
     for item in tree.iter() {
@@ -430,7 +432,7 @@ fn folders_that_are_not_databases_are_errors() {
 
     // A sled database of someone else's.
     let other = dir.path().join("other");
-    let raw = sled::open(&other).unwrap();
+    let raw = raw_sled::open(&other);
     raw.open_tree("audiencedb")
         .unwrap()
         .insert(b"k", b"v")
@@ -442,7 +444,7 @@ fn folders_that_are_not_databases_are_errors() {
     // A future format version.
     let future = dir.path().join("future");
     drop(Db::open(&future).unwrap());
-    let raw = sled::open(&future).unwrap();
+    let raw = raw_sled::open(&future);
     let mut k = vec![0u8];
     k.extend_from_slice(b"format");
     raw.open_tree("audiencedb")
@@ -506,22 +508,9 @@ fn large_shop_write() -> Vec<Message> {
         .collect()
 }
 
-/// The folder opened with sled itself, once the database that had it open has let go (its
-/// background threads can hold the lock for a moment after it is dropped).
-fn raw_open(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-}
-
 /// The first byte of every stored event block, and whether dictionary 1 is stored.
 fn block_tags(path: &std::path::Path) -> (Vec<u8>, bool) {
-    let raw = raw_open(path);
+    let raw = raw_sled::open(path);
     let tree = raw.open_tree("audiencedb").unwrap();
     let tags = tree
         .scan_prefix([keys::EVENTS])
@@ -607,7 +596,7 @@ fn a_block_naming_a_missing_dictionary_is_corruption_not_a_panic() {
         let db = Db::open(&path).unwrap();
         db.ingest(large_shop_write()).unwrap();
     }
-    let raw = raw_open(&path);
+    let raw = raw_sled::open(&path);
     raw.open_tree("audiencedb")
         .unwrap()
         .remove(keys::dictionary(1))
