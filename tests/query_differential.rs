@@ -2378,6 +2378,39 @@ fn buckets_follow_the_id_a_customer_is_merged_into() {
     );
 }
 
+/// A split's buckets are kept once a rule has used them: customers who arrive later, merges
+/// and deletes after that first answer must show in the next answers as in a fresh evaluation.
+#[test]
+fn kept_buckets_follow_new_customers_merges_and_deletes() {
+    let mut f = buckets_fixture(None);
+    f.expect("bucket(exp) < 50", now(), &["c69", "c59", "c34"]);
+    f.expect("bucket(exp) >= 50 and tier = Gold", now(), &["c96"]);
+    // Many new customers after the split was built (more than one parallel piece's worth of
+    // ids would need thousands; a few hundred cross no edge but are all new to the split).
+    let new: Vec<String> = (0..300).map(|i| format!("n{i}")).collect();
+    for id in &new {
+        f.identify(id, vec![("tier", s("Gold"))]);
+    }
+    let low = f.check("bucket(exp) < 50", now());
+    assert!(low.iter().filter(|id| id.starts_with('n')).count() > 100);
+    f.check("bucket(exp) between 20 and 70 and tier = Gold", now());
+    // c96 (99) merged into the new id merged-2 (34); c69 (0) deleted.
+    assert!(f.db.alias("c96", "merged-2").unwrap());
+    f.ids.insert("merged-2".to_owned());
+    f.ids.remove("c96");
+    f.db.delete_customer("c69").unwrap();
+    f.ids.remove("c69");
+    let low = f.check("bucket(exp) < 50", now());
+    assert!(low.contains(&"merged-2".to_string()) && low.contains(&"c59".to_string()));
+    assert!(!low.contains(&"c69".to_string()));
+    let top = f.check("bucket(exp) = 99", now());
+    assert!(!top.contains(&"c96".to_string()) && top.iter().all(|id| id.starts_with('n')));
+    let bottom = f.check("bucket(exp) = 0", now());
+    assert!(bottom.iter().all(|id| id.starts_with('n')));
+    f.check("not bucket(exp) < 50 and tier = Gold", now());
+    f.check("bucket(holdout) < 30 or bucket(exp) > 90", now());
+}
+
 /// `why` names the bucket and the text hashed.
 #[test]
 fn why_shows_the_bucket() {

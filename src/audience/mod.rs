@@ -582,6 +582,7 @@ impl<'a> Env<'a> {
             store: self.store,
             catalog: &state.catalog,
             indexes: &state.indexes,
+            ids: &state.ids,
             saved,
             bulk_from: self.bulk_from,
         }

@@ -10,13 +10,15 @@
 //! first use (`runs.rs`: derived, never stored, checked against the lists' versions), and so are
 //! the text columns of `contains` on properties without value bitmaps (`texts.rs`), the
 //! event columns that filters of several conditions are tested on (`columns.rs`) and each
-//! value's customers over a run of whole days for `top` and `recommend` (`unions.rs`).
+//! value's customers over a run of whole days for `top` and `recommend` (`unions.rs`); and,
+//! per split name, each `bucket(NAME)`'s customers (`buckets.rs`).
 //!
 //! This module owns the in-memory bitmaps and rollups and their snapshot encoding. It does not
 //! read or write storage: the database layer feeds it profiles and events, and persists the
 //! snapshots it returns.
 
 mod batch;
+pub mod buckets;
 pub mod columns;
 pub mod ranges;
 pub mod rollup;
@@ -36,6 +38,7 @@ use crate::model::time::day_of;
 use crate::model::{FastMap, FastSet, StoredEvent, Value};
 
 pub use batch::{Changes, PARALLEL_FROM};
+pub use buckets::BucketSplits;
 pub use columns::{Columns, EventColumns, MISSING};
 pub use ranges::{Ranges, Slices};
 pub use rollup::{DayCount, DayList, DayNumbers};
@@ -253,6 +256,8 @@ pub struct Indexes {
     /// The string values of unindexed traits, built by readers; every profile change makes them
     /// stale (`texts.rs`).
     profile_texts: ProfileTexts,
+    /// Per split name, each bucket's customers, built by readers (`buckets.rs`).
+    bucket_splits: BucketSplits,
 }
 
 impl PartialEq for Indexes {
@@ -337,6 +342,7 @@ impl Indexes {
             stored_traits: FastSet::default(),
             rewrite_traits: false,
             profile_texts: ProfileTexts::default(),
+            bucket_splits: BucketSplits::default(),
         }
     }
 
@@ -385,6 +391,11 @@ impl Indexes {
     /// The string values of unindexed traits, as far as readers have built them.
     pub fn profile_texts(&self) -> &ProfileTexts {
         &self.profile_texts
+    }
+
+    /// Each split's buckets, as far as readers have built them.
+    pub fn bucket_splits(&self) -> &BucketSplits {
+        &self.bucket_splits
     }
 
     pub fn trait_index(&self, trait_id: u32) -> Option<&TraitIndex> {

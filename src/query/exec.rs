@@ -38,7 +38,7 @@ use crate::model::value::ValueType;
 use crate::model::FastMap;
 use crate::rules::CmpOp;
 use crate::storage::view::{BlockSpan, ValueView};
-use crate::storage::{Catalog, Store};
+use crate::storage::{Catalog, IdMap, Store};
 
 pub(crate) use super::bounds::Bounds;
 use super::customer;
@@ -60,6 +60,9 @@ pub(crate) struct Sources<'a> {
     pub catalog: &'a Catalog,
     /// Read to build the text columns of `contains` on properties without value bitmaps.
     pub store: &'a Store,
+    /// Every customer's external id, to build the buckets of `bucket(NAME)` (`None`: each
+    /// candidate's id is read and hashed in the exact check).
+    pub ids: Option<&'a IdMap>,
 }
 
 impl Sources<'_> {
@@ -112,12 +115,29 @@ impl Sources<'_> {
                     .with_child(inside)
                     .with_child(outside)
             }
-            // No index holds buckets: decided here only when the test accepts every bucket or
-            // none; otherwise each candidate's id is hashed in the exact check.
-            NodeKind::Bucket(b) => match b.buckets().count() {
-                0 => Bounds::exact(RoaringBitmap::new()),
-                n if n == usize::from(BUCKETS) => Bounds::exact(self.all().clone()),
-                _ => Bounds::range(RoaringBitmap::new(), self.all().clone()),
+            // Exact from the split's kept buckets where the id map is at hand; otherwise decided
+            // here only when the test accepts every bucket or none, each candidate's id being
+            // hashed in the exact check.
+            NodeKind::Bucket(b) => match (b.buckets().count(), self.ids) {
+                (0, _) => Bounds::exact(RoaringBitmap::new()),
+                (n, _) if n == usize::from(BUCKETS) => Bounds::exact(self.all().clone()),
+                (_, Some(ids)) => {
+                    let split = self
+                        .indexes
+                        .bucket_splits()
+                        .split(&b.name, ids.bound(), |id| ids.external(id));
+                    let sure = split.accepted(|x| b.accepts(x)) & self.all();
+                    // Ids the map did not hold yet (if any) are checked one by one.
+                    let mut unhashed = self.all().clone();
+                    unhashed.remove_range(..split.hashed);
+                    if unhashed.is_empty() {
+                        Bounds::exact(sure)
+                    } else {
+                        let maybe = &sure | &unhashed;
+                        Bounds::range(sure, maybe)
+                    }
+                }
+                (_, None) => Bounds::range(RoaringBitmap::new(), self.all().clone()),
             },
             NodeKind::Audience { inner, .. } => {
                 let child = self.bounds(inner);

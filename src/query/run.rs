@@ -80,6 +80,7 @@ fn planned(
         indexes: &state.indexes,
         catalog: &state.catalog,
         store,
+        ids: Some(&state.ids),
     };
     let bounds = sources.bounds(&plan.root);
     Ok((plan, bounds))

@@ -18,7 +18,7 @@ use crate::index::{EventIndex, Indexes};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::value::ValueType;
 use crate::rules::Rule;
-use crate::storage::{Catalog, Store};
+use crate::storage::{Catalog, IdMap, Store};
 
 use super::exec::{self, holds, CustomerData, Sources};
 use super::footprint::{self, Footprint};
@@ -39,6 +39,8 @@ pub(crate) struct Context<'a> {
     pub store: &'a Store,
     pub catalog: &'a Catalog,
     pub indexes: &'a Indexes,
+    /// Every customer's external id (for `bucket(NAME)`'s kept buckets).
+    pub ids: &'a IdMap,
     pub saved: &'a dyn SavedRules,
     /// From how many customers asked about the bitmaps are worth computing first
     /// ([`crate::Config::audience_bulk_from`]).
@@ -53,6 +55,7 @@ pub(crate) fn members(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<R
         indexes: cx.indexes,
         catalog: cx.catalog,
         store: cx.store,
+        ids: Some(cx.ids),
     }
     .bounds(&plan.root);
     exec::resolve(&plan, &bounds, cx.store)
@@ -110,6 +113,7 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
         indexes: cx.indexes,
         catalog: cx.catalog,
         store: cx.store,
+        ids: Some(cx.ids),
     }
     .bounds(&plan.root);
     let schedule = timed.then(|| Schedule::from_bitmaps(cx, fp, &events, now));

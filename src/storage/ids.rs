@@ -386,6 +386,11 @@ impl IdMap {
         self.changed.insert(id / CHUNK_IDS);
     }
 
+    /// One past the largest internal id ever added: every id added later is at least this.
+    pub fn bound(&self) -> u32 {
+        self.ends.len() as u32
+    }
+
     /// How many ids are mapped.
     pub fn len(&self) -> usize {
         self.table.len()
