@@ -27,6 +27,13 @@ pub mod compact {
     pub use crate::storage::compact::{new_folder, old_folder, raw_traces, DONE};
 }
 
+/// Sequences and funnels' journeys are decided from the event columns (once built) when at
+/// least `n` customers are left to decide (256 by default); `0` sends every one through them,
+/// so tests with a handful of customers check that path against the reference. Process-wide.
+pub fn journeys_by_columns_from(n: u64) {
+    crate::query::exec::JOURNEYS_BY_COLUMNS_FROM.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A look at a database's in-memory state; `use audiencedb::testing::Internals` to call it.
 pub trait Internals {
     /// A consistent view of the catalog, the indexes and the ids. Hold it briefly: writers

@@ -15,15 +15,16 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
+use crate::index::columns::PropColumn;
 use crate::index::rollup::ListVersion;
-use crate::index::{EventColumns, EventIndex, MISSING};
+use crate::index::{EventColumns, EventIndex, Indexes, MISSING};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::FastMap;
 use crate::storage::view::{self, BlockSpan, ValueView};
 use crate::storage::Store;
 
-use super::customer::{passes, DistinctValue};
-use super::plan::Filter;
+use super::customer::{passes, sequence_holds, DistinctValue, StepEvent};
+use super::plan::{EventNode, Filter, SeqNode};
 
 /// Whether a filter has more than one condition or a `not` (what the columns are for: one
 /// condition is answered by the value bitmaps, rollups or text columns).
@@ -205,6 +206,207 @@ pub(super) fn distinct_counts(
         *total.entry((pair >> 32) as u32).or_default() += 1;
     }
     Ok(Some(total))
+}
+
+/// An event that a step of a sequence or a funnel may use, read from the event columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ColumnHit<'a> {
+    pub cust: u32,
+    pub ts: Timestamp,
+    /// Bit `j` set: the event is step `j`'s event, in its range, passing its filter.
+    pub mask: u32,
+    /// The value of the `with same` property, if asked for and the event has it.
+    pub value: Option<ValueView<'a>>,
+}
+
+impl StepEvent for ColumnHit<'_> {
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+    fn mask(&self) -> u32 {
+        self.mask
+    }
+    fn value(&self) -> Option<ValueView<'_>> {
+        self.value
+    }
+}
+
+/// Who of `undecided` satisfies the sequence `s` (planned at one *now*), exactly, from the
+/// event columns ([`for_each_step_journey`]), decided by the same matcher as a customer's stored events
+/// ([`sequence_holds`]). `None` when some columns are missing and not to be built yet.
+pub(super) fn sequence_members(
+    store: &Store,
+    indexes: &Indexes,
+    s: &SeqNode,
+    undecided: &RoaringBitmap,
+) -> Result<Option<RoaringBitmap>> {
+    let from = s.steps.iter().map(|n| n.from).min().unwrap_or(0);
+    let to = s.steps.iter().map(|n| n.to).max().unwrap_or(-1);
+    // As `sequence_hits`: a step whose event was never stored matches nothing (but the second
+    // step of `then not`, which then never breaks an attempt).
+    let unmatched = |i: usize, n: &EventNode| n.event.is_none() && !(s.negated && i == 1);
+    if from > to || s.steps.iter().enumerate().any(|(i, n)| unmatched(i, n)) {
+        return Ok(Some(RoaringBitmap::new()));
+    }
+    let steps: Vec<&EventNode> = s.steps.iter().collect();
+    let parts = for_each_step_journey(
+        store,
+        indexes,
+        &steps,
+        s.same.flatten(),
+        undecided,
+        Vec::new,
+        |members: &mut Vec<u32>, one| {
+            if sequence_holds(s, one) {
+                members.push(one[0].cust);
+            }
+        },
+    )?;
+    Ok(parts.map(|parts| {
+        // Tasks hold consecutive ids, in order.
+        RoaringBitmap::from_sorted_iter(parts.into_iter().flatten()).unwrap_or_default()
+    }))
+}
+
+/// Customers of `wanted` per task of [`for_each_step_journey`].
+const JOURNEYS_PER_TASK: usize = 1024;
+
+/// Calls `each` with the events of each customer of `wanted` that some of `steps` may use,
+/// from the event columns: each step's events in its range (`from..=to`) passing its filter,
+/// each event once with a bit per step it is, and with `same` the value of that property; in
+/// time order (events at the same millisecond in no particular order). Customers without such
+/// events are skipped. The customers are split into tasks of consecutive ids, each with its own
+/// state from `init`; the states are returned. `None` when some columns are missing and not to
+/// be built yet.
+pub(crate) fn for_each_step_journey<S: Send>(
+    store: &Store,
+    indexes: &Indexes,
+    steps: &[&EventNode],
+    same: Option<u32>,
+    wanted: &RoaringBitmap,
+    init: impl Fn() -> S + Sync,
+    each: impl Fn(&mut S, &[ColumnHit<'_>]) + Sync,
+) -> Result<Option<Vec<S>>> {
+    // The steps' events, each once, with its days' columns over its steps' ranges.
+    let mut kinds: Vec<u32> = steps.iter().filter_map(|n| n.event).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut days: Vec<(u32, Arc<EventColumns>)> = Vec::new();
+    let mut missing = false;
+    for &event in &kinds {
+        let Some(ei) = indexes.event_index(event) else {
+            continue;
+        };
+        let of_kind = steps.iter().filter(|n| n.event == Some(event));
+        let from = of_kind.clone().map(|n| n.from).min().unwrap_or(0);
+        let to = of_kind.map(|n| n.to).max().unwrap_or(-1);
+        // Every kind is asked for, so that the next answer has them all.
+        match day_columns(store, (event, ei), from, to)? {
+            Some(d) => days.extend(d.into_iter().map(|c| (event, c))),
+            None => missing = true,
+        }
+    }
+    if missing {
+        return Ok(None);
+    }
+    // Day by day, so that a customer's events gathered in this order are in time order but
+    // for those of different kinds on one day.
+    days.sort_by_key(|(event, col)| (col.times.first().map_or(0, |&t| day_of(t)), *event));
+    // Per day's columns, per event: the steps it is (0: none).
+    let masks: Vec<Vec<u32>> = days
+        .par_iter()
+        .map(|(event, col)| {
+            let mut masks = vec![0u32; col.len()];
+            for (j, n) in steps.iter().enumerate() {
+                if n.event != Some(*event) {
+                    continue;
+                }
+                let bits = n.filter.as_ref().map(|f| test(col, f));
+                for (i, m) in masks.iter_mut().enumerate() {
+                    let ts = col.times[i];
+                    let passes = bits.as_ref().is_none_or(|b| b[i / 64] >> (i % 64) & 1 == 1);
+                    if passes && n.from <= ts && ts <= n.to {
+                        *m |= 1 << j;
+                    }
+                }
+            }
+            masks
+        })
+        .collect();
+    let values: Vec<Option<&PropColumn>> = days
+        .iter()
+        .map(|(_, col)| same.and_then(|p| col.prop(p)))
+        .collect();
+    let ids: Vec<u32> = wanted.iter().collect();
+    let states = ids
+        .par_chunks(JOURNEYS_PER_TASK)
+        .map(|custs| {
+            let mut state = init();
+            let (lo, hi) = (custs[0], custs[custs.len() - 1]);
+            // This task's customers' events, from every day (each day's by customer), with
+            // their customer's place in `custs`.
+            let mut hits: Vec<(u32, ColumnHit<'_>)> = Vec::new();
+            let mut place = 0u32;
+            for (d, (_, col)) in days.iter().enumerate() {
+                let start = col.custs.partition_point(|&c| c < lo);
+                let end = start + col.custs[start..].partition_point(|&c| c <= hi);
+                let mut current = None;
+                let mut take = false;
+                for (i, &mask) in masks[d].iter().enumerate().take(end).skip(start) {
+                    let cust = col.custs[i];
+                    if mask == 0 {
+                        continue;
+                    }
+                    if current != Some(cust) {
+                        current = Some(cust);
+                        let found = custs.binary_search(&cust);
+                        take = found.is_ok();
+                        place = found.unwrap_or_default() as u32;
+                    }
+                    if take {
+                        let value = values[d].and_then(|pc| match pc.ids[i] {
+                            MISSING => None,
+                            id => Some(ValueView::of(&pc.values[id as usize])),
+                        });
+                        let hit = ColumnHit {
+                            cust,
+                            ts: col.times[i],
+                            mask,
+                            value,
+                        };
+                        hits.push((place, hit));
+                    }
+                }
+            }
+            // Grouped by customer, keeping the gathering order (a counting sort), then each
+            // customer's few events of one day put in time order (a stable sort of runs).
+            let mut starts = vec![0usize; custs.len() + 1];
+            for &(p, _) in &hits {
+                starts[p as usize + 1] += 1;
+            }
+            for p in 0..custs.len() {
+                starts[p + 1] += starts[p];
+            }
+            let mut next = starts.clone();
+            let mut grouped: Vec<Option<ColumnHit<'_>>> = vec![None; hits.len()];
+            for (p, hit) in hits {
+                grouped[next[p as usize]] = Some(hit);
+                next[p as usize] += 1;
+            }
+            let mut one: Vec<ColumnHit<'_>> = Vec::new();
+            for p in 0..custs.len() {
+                if starts[p] == starts[p + 1] {
+                    continue;
+                }
+                one.clear();
+                one.extend(grouped[starts[p]..starts[p + 1]].iter().flatten());
+                one.sort_by_key(|h| h.ts);
+                each(&mut state, &one);
+            }
+            state
+        })
+        .collect();
+    Ok(Some(states))
 }
 
 /// One bit per event of the day's columns: whether the event passes `f`.

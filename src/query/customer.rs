@@ -411,6 +411,27 @@ pub(crate) struct Hit<'a> {
     pub view: EventView<'a>,
 }
 
+/// What the sequence matchers read of an event a step may use: its time, which steps it is
+/// (bit `j` for step `j`) and its `with same` value. Held by [`Hit`] (an event read from the
+/// customer's blocks) and by the event columns' hits (`super::columns`).
+pub(crate) trait StepEvent {
+    fn ts(&self) -> i64;
+    fn mask(&self) -> u32;
+    fn value(&self) -> Option<ValueView<'_>>;
+}
+
+impl StepEvent for Hit<'_> {
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+    fn mask(&self) -> u32 {
+        self.mask
+    }
+    fn value(&self) -> Option<ValueView<'_>> {
+        self.value
+    }
+}
+
 /// Which of `steps` an event is (bit `j` for step `j`): its event, inside the step's range,
 /// passing the step's filter. The steps of a sequence and of a funnel.
 pub(crate) fn step_mask<'n>(
@@ -496,7 +517,7 @@ pub(crate) struct Witness {
 /// Whether the sequence holds over `hits` ([`sequence_hits`]): one pass in time order without
 /// `with same` (for each step, the latest start of a partial match that reached it), a scan
 /// from each start with it.
-pub(crate) fn sequence_holds(s: &SeqNode, hits: &[Hit<'_>]) -> bool {
+pub(crate) fn sequence_holds<H: StepEvent>(s: &SeqNode, hits: &[H]) -> bool {
     if s.same.is_some() {
         return sequence_witness(s, hits).is_some_and(|w| !w.formed.is_empty());
     }
@@ -507,17 +528,17 @@ pub(crate) fn sequence_holds(s: &SeqNode, hits: &[Hit<'_>]) -> bool {
         let mut next_b: Option<i64> = None;
         let mut end = hits.len();
         while end > 0 {
-            let ts = hits[end - 1].ts;
+            let ts = hits[end - 1].ts();
             let mut start = end - 1;
-            while start > 0 && hits[start - 1].ts == ts {
+            while start > 0 && hits[start - 1].ts() == ts {
                 start -= 1;
             }
             let group = &hits[start..end];
             let limit = ts.saturating_add(s.within);
-            if group.iter().any(|h| h.mask & 1 != 0) && next_b.is_none_or(|b| b > limit) {
+            if group.iter().any(|h| h.mask() & 1 != 0) && next_b.is_none_or(|b| b > limit) {
                 return true;
             }
-            if group.iter().any(|h| h.mask & 2 != 0) {
+            if group.iter().any(|h| h.mask() & 2 != 0) {
                 next_b = Some(ts);
             }
             end = start;
@@ -529,10 +550,10 @@ pub(crate) fn sequence_holds(s: &SeqNode, hits: &[Hit<'_>]) -> bool {
     let mut best = [None::<i64>; crate::rules::MAX_STEPS];
     let mut i = 0;
     while i < hits.len() {
-        let ts = hits[i].ts;
+        let ts = hits[i].ts();
         let mut next = best;
-        while i < hits.len() && hits[i].ts == ts {
-            let mask = hits[i].mask;
+        while i < hits.len() && hits[i].ts() == ts {
+            let mask = hits[i].mask();
             for j in 0..k {
                 if mask & (1 << j) == 0 {
                     continue;
@@ -557,23 +578,23 @@ pub(crate) fn sequence_holds(s: &SeqNode, hits: &[Hit<'_>]) -> bool {
 
 /// The events that formed or broke the sequence (see [`Witness`]); `None` when no first-step
 /// event is in range. Quadratic in the hits: for `why`, and for `with same`.
-pub(crate) fn sequence_witness(s: &SeqNode, hits: &[Hit<'_>]) -> Option<Witness> {
+pub(crate) fn sequence_witness<H: StepEvent>(s: &SeqNode, hits: &[H]) -> Option<Witness> {
     let k = s.steps.len();
-    let same = |a: &Hit<'_>, b: &Hit<'_>| match s.same {
+    let same = |a: &H, b: &H| match s.same {
         None => true,
-        Some(_) => matches!((a.value, b.value), (Some(x), Some(y)) if same_value(x, y)),
+        Some(_) => matches!((a.value(), b.value()), (Some(x), Some(y)) if same_value(x, y)),
     };
     let mut last_attempt: Option<Witness> = None;
     for (i, a) in hits.iter().enumerate() {
-        if a.mask & 1 == 0 {
+        if a.mask() & 1 == 0 {
             continue;
         }
-        let limit = a.ts.saturating_add(s.within);
+        let limit = a.ts().saturating_add(s.within);
         if s.negated {
             let broke = hits[i + 1..]
                 .iter()
-                .take_while(|b| b.ts <= limit)
-                .position(|b| b.ts > a.ts && b.mask & 2 != 0 && same(a, b));
+                .take_while(|b| b.ts() <= limit)
+                .position(|b| b.ts() > a.ts() && b.mask() & 2 != 0 && same(a, b));
             match broke {
                 None => {
                     return Some(Witness {
@@ -592,13 +613,13 @@ pub(crate) fn sequence_witness(s: &SeqNode, hits: &[Hit<'_>]) -> Option<Witness>
         }
         // The earliest event for each step after the previous one's: optimal for this start.
         let mut chain = vec![i];
-        let mut cur = a.ts;
+        let mut cur = a.ts();
         for (p, b) in hits.iter().enumerate().skip(i + 1) {
-            if b.ts > limit || chain.len() == k {
+            if b.ts() > limit || chain.len() == k {
                 break;
             }
-            if b.ts > cur && b.mask & (1 << chain.len()) != 0 && same(a, b) {
-                cur = b.ts;
+            if b.ts() > cur && b.mask() & (1 << chain.len()) != 0 && same(a, b) {
+                cur = b.ts();
                 chain.push(p);
             }
         }

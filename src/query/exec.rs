@@ -51,6 +51,18 @@ use super::rollups::{
     Side, WindowDays,
 };
 
+/// From how many customers left to decide a sequence (or the journeys of a funnel) is decided
+/// from the event columns, once built, rather than by reading each customer's events (the tests
+/// lower it to reach the columns with a handful of customers:
+/// `crate::testing::journeys_by_columns_from`).
+pub(crate) static JOURNEYS_BY_COLUMNS_FROM: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(256);
+
+/// See [`JOURNEYS_BY_COLUMNS_FROM`].
+pub(crate) fn journeys_by_columns_from() -> u64 {
+    JOURNEYS_BY_COLUMNS_FROM.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Value types the equality indexes hold (lists by their elements).
 const INDEXED: u8 = ValueType::Str.bit() | ValueType::Int.bit() | ValueType::Bool.bit();
 
@@ -274,6 +286,21 @@ impl Sources<'_> {
     /// not B`: whoever surely has the first step's event and surely no B in its range at all
     /// surely passes.
     fn sequence_bounds(&self, s: &SeqNode) -> Bounds {
+        let b = self.sequence_bitmap_bounds(s);
+        let undecided = b.maybe.len() - b.sure.len();
+        if undecided < journeys_by_columns_from() {
+            return b;
+        }
+        // Many to decide: the event columns, where built, decide them all at once.
+        let undecided = &b.maybe - &b.sure;
+        match super::columns::sequence_members(self.store, self.indexes, s, &undecided) {
+            Ok(Some(members)) => Bounds::exact((members | &b.sure) & self.all()).with_child(b),
+            _ => b,
+        }
+    }
+
+    /// A sequence's bounds from the bitmaps alone.
+    fn sequence_bitmap_bounds(&self, s: &SeqNode) -> Bounds {
         let first = self.event_bounds(&s.steps[0]);
         if s.negated {
             let second = self.event_bounds(&s.steps[1]);

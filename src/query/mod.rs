@@ -21,7 +21,7 @@ mod columns;
 mod computed;
 mod customer;
 mod days;
-mod exec;
+pub(crate) mod exec;
 mod explain;
 pub(crate) mod footprint;
 pub mod histories;

@@ -28,7 +28,9 @@ use crate::storage::view;
 use crate::storage::Store;
 
 use super::super::check::{self, Warning};
+use super::super::columns::for_each_step_journey;
 use super::super::customer::step_mask;
+use super::super::exec::journeys_by_columns_from as columns_from;
 use super::super::plan::EventNode;
 use super::super::run::event_condition;
 use super::super::values::parse_window;
@@ -335,28 +337,48 @@ pub(crate) fn funnel(
             to: reach_end,
             within,
         };
-        let ids: Vec<u32> = walked.iter().collect();
-        let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
-        let parts: Vec<(Vec<u64>, Vec<Vec<i64>>)> = ids
-            .par_chunks(chunk)
-            .map(|custs| {
-                let mut walker = Walker::new(k);
-                let mut counts = vec![0u64; k];
-                let mut part: Vec<Vec<i64>> = vec![Vec::new(); k];
-                let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
-                for &cust in custs {
-                    bodies.clear();
-                    blocks.clear();
-                    store.event_bodies_from(cust, w_from, &mut bodies, &mut blocks)?;
-                    let depth = walker.journey(&nodes, &bodies, &blocks, &span)?;
-                    for s in 1..depth {
-                        counts[s] += 1;
-                        part[s].push(walker.best[s] - walker.best[s - 1]);
-                    }
-                }
-                Ok((counts, part))
-            })
-            .collect::<Result<_>>()?;
+        // Many journeys: from the event columns where they are built (each customer's step
+        // events gathered from them); otherwise each customer's stored events are read.
+        let from_columns = if walked.len() >= columns_from() {
+            for_each_step_journey(
+                store,
+                &state.indexes,
+                &nodes,
+                None,
+                &walked,
+                || Tally::new(k),
+                |t, one| {
+                    t.walker.matched.clear();
+                    t.walker.matched.extend(one.iter().map(|h| (h.ts, h.mask)));
+                    let depth = t.walker.walk(k, &span);
+                    t.add(depth);
+                },
+            )?
+            .map(|parts| parts.into_iter().map(|t| (t.counts, t.gaps)).collect())
+        } else {
+            None
+        };
+        let parts: Vec<(Vec<u64>, Vec<Vec<i64>>)> = match from_columns {
+            Some(parts) => parts,
+            None => {
+                let ids: Vec<u32> = walked.iter().collect();
+                let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+                ids.par_chunks(chunk)
+                    .map(|custs| {
+                        let mut t = Tally::new(k);
+                        let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
+                        for &cust in custs {
+                            bodies.clear();
+                            blocks.clear();
+                            store.event_bodies_from(cust, w_from, &mut bodies, &mut blocks)?;
+                            let depth = t.walker.journey(&nodes, &bodies, &blocks, &span)?;
+                            t.add(depth);
+                        }
+                        Ok((t.counts, t.gaps))
+                    })
+                    .collect::<Result<_>>()?
+            }
+        };
         for (counts, part) in parts {
             for s in 1..k {
                 reached[s] += counts[s];
@@ -413,6 +435,31 @@ struct Reach {
     within: i64,
 }
 
+/// One task's share of the journeys: customers reaching each step, and the times between steps.
+struct Tally {
+    walker: Walker,
+    counts: Vec<u64>,
+    gaps: Vec<Vec<i64>>,
+}
+
+impl Tally {
+    fn new(k: usize) -> Tally {
+        Tally {
+            walker: Walker::new(k),
+            counts: vec![0; k],
+            gaps: vec![Vec::new(); k],
+        }
+    }
+
+    /// Counts the journey the walker just walked, `depth` steps deep.
+    fn add(&mut self, depth: usize) {
+        for s in 1..depth {
+            self.counts[s] += 1;
+            self.gaps[s].push(self.walker.best[s] - self.walker.best[s - 1]);
+        }
+    }
+}
+
 /// Walks one customer's events at a time, reusing its buffers.
 struct Walker {
     /// The customer's events that match some step: time and a bit per step matched.
@@ -450,7 +497,13 @@ impl Walker {
             }
             Ok(())
         })?;
-        let k = steps.len();
+        Ok(self.walk(steps.len(), span))
+    }
+
+    /// The deepest step the customer reaches over `matched` (their events that match some of
+    /// the `k` steps, in time order; events at the same millisecond in any order); their
+    /// journey's times are left in `best`.
+    fn walk(&mut self, k: usize, span: &Reach) -> usize {
         let mut best_depth = 0;
         for s in 0..self.matched.len() {
             let (t1, mask) = self.matched[s];
@@ -488,7 +541,7 @@ impl Walker {
                 }
             }
         }
-        Ok(best_depth)
+        best_depth
     }
 }
 
