@@ -129,6 +129,22 @@ impl Sources<'_> {
                     let child = self.bounds(x);
                     Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
                 }
+                // Every customer's value already computed (`rfm(p)`): exact.
+                None if c.table.as_ref().is_some_and(|t| t.get().is_some()) => {
+                    let table = c.table.as_ref().and_then(|t| t.get()).expect("checked");
+                    let mut pass = RoaringBitmap::new();
+                    let mut valued = RoaringBitmap::new();
+                    for (&cust, v) in &table.values {
+                        valued.insert(cust);
+                        if customer::passes(Some(ValueView::of(v)), &c.test) {
+                            pass.insert(cust);
+                        }
+                    }
+                    if customer::passes(None, &c.test) {
+                        pass |= self.all() - &valued;
+                    }
+                    Bounds::exact(pass)
+                }
                 // Derived for each candidate: who has no matching event has the value of none.
                 None => {
                     let any = self.event_bounds(&c.events);
@@ -930,7 +946,7 @@ pub(crate) fn resolve_node(
 pub(crate) struct CustomerData<'s> {
     store: &'s Store,
     events_from: Option<Timestamp>,
-    cust: u32,
+    pub(crate) cust: u32,
     profile: Option<Option<crate::model::Fields>>,
     events_loaded: bool,
     /// The bodies of the customer's event blocks, uncompressed, back to back.
@@ -1138,8 +1154,9 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
         NodeKind::Computed(c) => match &c.expanded {
             Some(x) => holds(x, child(0), data)?,
             None => {
+                let cust = data.cust;
                 let (bodies, blocks) = data.events()?;
-                let v = customer::computed_value(c, bodies, blocks)?;
+                let v = customer::computed_value(c, cust, bodies, blocks)?;
                 customer::passes(v.as_ref().map(ValueView::of), &c.test)
             }
         },

@@ -138,6 +138,30 @@ impl Fold {
     }
 }
 
+/// One customer's history from their events matching `node` (read in time order from
+/// `bodies`), the values of `value` summed per day, at `now`; `None` without a matching event.
+/// The same fold as [`histories`], so a computed trait's value for one customer is the one the
+/// model was fitted on.
+pub(crate) fn history_of(
+    node: &super::plan::EventNode,
+    value: Option<u32>,
+    bodies: &[u8],
+    blocks: &[crate::storage::view::BlockSpan],
+    now: Timestamp,
+    unit: TimeUnit,
+) -> Result<Option<History>> {
+    let mut fold = Fold::default();
+    for_each_match(node, bodies, blocks, |e| {
+        let v = match value {
+            Some(p) => e.prop(p)?.and_then(|v| v.as_f64()),
+            None => None,
+        };
+        fold.add(day_of(e.ts), v);
+        Ok(())
+    })?;
+    Ok(fold.finish(day_of(now), unit))
+}
+
 pub(crate) fn histories(
     state: &ReadState,
     store: &Store,

@@ -1,0 +1,261 @@
+//! Predictive computed traits' values (`p_alive`, `expected count in next T`, `clv(p) in next
+//! T`, `rfm(p)`): derived for each customer at the plan's *now*, never rewritten as event
+//! conditions (they have no equivalent in the rule language).
+//!
+//! The model reducers read one customer's matching events up to *now* (their history, folded
+//! as `histories` folds it for the fit) and the purchase model the plan carries; `rfm(p)` ranks
+//! each customer among every customer with a matching event in the window, so its values are
+//! computed for all of them at once ([`prepare`], before any customer is checked) and kept in
+//! the plan. This module reads the store and the indexes it is handed; it writes nothing, keeps
+//! nothing between plans, and does not fit models (the kept fit is `audience::traits`').
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
+
+use crate::error::{Error, Result};
+use crate::model::time::{Timestamp, DAY_MS};
+use crate::model::{FastMap, Value};
+use crate::storage::view::BlockSpan;
+use crate::storage::Store;
+
+use super::customer::for_each_match;
+use super::exec::Sources;
+use super::plan::{ComputedNode, Node, NodeKind, PlannedReducer};
+
+/// Every customer's value of one computed trait at one *now* (customers absent have none).
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    pub values: FastMap<u32, Value>,
+}
+
+/// Where a plan keeps a [`Table`] once [`prepare`] has computed it.
+#[derive(Debug, Default)]
+pub(crate) struct TableSlot(parking_lot::Mutex<Option<Arc<Table>>>);
+
+impl TableSlot {
+    pub fn get(&self) -> Option<Arc<Table>> {
+        self.0.lock().clone()
+    }
+}
+
+/// The value of a model reducer (`p_alive`, `expected count`, `clv`) for the customer whose
+/// events are `bodies`: from their history of matching events up to the plan's *now* and the
+/// kept model. No value without a matching event, without a kept model, and for `clv` without a
+/// spend model.
+pub(crate) fn model_value(
+    c: &ComputedNode,
+    bodies: &[u8],
+    blocks: &[BlockSpan],
+) -> Result<Option<Value>> {
+    let Some(model) = &c.model else {
+        return Ok(None);
+    };
+    let value_prop = match c.reducer {
+        PlannedReducer::Clv { prop, .. } => prop,
+        _ => None,
+    };
+    let now = c.events.to;
+    let Some(h) =
+        super::histories::history_of(&c.events, value_prop, bodies, blocks, now, model.unit)?
+    else {
+        return Ok(None);
+    };
+    let units = |ms: i64| ms as f64 / (DAY_MS as f64 * model.unit.days());
+    Ok(match c.reducer {
+        PlannedReducer::PAlive => Some(Value::Float(model.bgnbd.p_alive(&h))),
+        PlannedReducer::Expected { horizon } => {
+            Some(Value::Float(model.bgnbd.expected_count(&h, units(horizon))))
+        }
+        PlannedReducer::Clv { horizon, .. } => {
+            model.expected_spend(&h, units(horizon)).map(Value::Float)
+        }
+        _ => None,
+    })
+}
+
+/// The value of `rfm(p)` for `cust`, from the table [`prepare`] made.
+pub(crate) fn table_value(c: &ComputedNode, cust: u32) -> Result<Option<Value>> {
+    let table = c.table.as_ref().and_then(|t| t.get()).ok_or_else(|| {
+        Error::Internal(format!(
+            "the values of computed trait {} were not computed before a customer was checked",
+            c.name
+        ))
+    })?;
+    Ok(table.values.get(&cust).cloned())
+}
+
+/// Computes the tables of every `rfm(p)` test in the plan under `node` that has none yet.
+pub(crate) fn prepare(node: &Node, sources: &Sources<'_>) -> Result<()> {
+    match &node.kind {
+        NodeKind::And(items) | NodeKind::Or(items) => {
+            for i in items {
+                prepare(i, sources)?;
+            }
+        }
+        NodeKind::Not(inner) | NodeKind::Audience { inner, .. } => prepare(inner, sources)?,
+        NodeKind::Computed(c) => {
+            if let (Some(slot), PlannedReducer::Rfm(prop)) = (&c.table, c.reducer) {
+                let mut kept = slot.0.lock();
+                if kept.is_none() {
+                    let who = sources.bounds(&event_node(c)).maybe;
+                    *kept = Some(Arc::new(rfm_table(sources.store, c, prop, &who)?));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether the plan under `node` tests a predictive computed trait.
+pub(crate) fn reads_predictive(node: &Node) -> bool {
+    match &node.kind {
+        NodeKind::And(items) | NodeKind::Or(items) => items.iter().any(reads_predictive),
+        NodeKind::Not(inner) | NodeKind::Audience { inner, .. } => reads_predictive(inner),
+        NodeKind::Computed(c) => matches!(
+            c.reducer,
+            PlannedReducer::PAlive
+                | PlannedReducer::Expected { .. }
+                | PlannedReducer::Clv { .. }
+                | PlannedReducer::Rfm(_)
+        ),
+        _ => false,
+    }
+}
+
+fn event_node(c: &ComputedNode) -> Node {
+    Node {
+        kind: NodeKind::Event(Box::new(c.events.clone())),
+        span: Default::default(),
+        reading: None,
+    }
+}
+
+/// One customer's recency (whole UTC days from their latest matching event in the window to
+/// *now*), frequency (matching events) and monetary value (the sum of `p`'s numbers).
+#[derive(Debug, Clone, Copy)]
+struct Rfm {
+    days: i64,
+    count: u64,
+    sum: f64,
+}
+
+fn rfm_table(
+    store: &Store,
+    c: &ComputedNode,
+    prop: Option<u32>,
+    who: &RoaringBitmap,
+) -> Result<Table> {
+    let ids: Vec<u32> = who.iter().collect();
+    let now = c.events.to;
+    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let parts: Vec<Vec<(u32, Rfm)>> = ids
+        .par_chunks(chunk)
+        .map(|custs| {
+            let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
+            let mut out = Vec::with_capacity(custs.len());
+            for &cust in custs {
+                bodies.clear();
+                blocks.clear();
+                store.event_bodies_from(cust, c.events.from, &mut bodies, &mut blocks)?;
+                let (mut count, mut last, mut sum) = (0u64, Timestamp::MIN, 0.0f64);
+                for_each_match(&c.events, &bodies, &blocks, |e| {
+                    count += 1;
+                    last = last.max(e.ts);
+                    if let Some(p) = prop {
+                        if let Some(x) = e.prop(p)?.and_then(|v| v.as_f64()) {
+                            sum += x;
+                        }
+                    }
+                    Ok(())
+                })?;
+                if count > 0 {
+                    let days = now.div_euclid(DAY_MS) - last.div_euclid(DAY_MS);
+                    out.push((cust, Rfm { days, count, sum }));
+                }
+            }
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let rows: Vec<(u32, Rfm)> = parts.into_iter().flatten().collect();
+    let recency = Ranks::new(rows.iter().map(|(_, r)| (-r.days) as f64).collect());
+    let frequency = Ranks::new(rows.iter().map(|(_, r)| r.count as f64).collect());
+    let monetary = Ranks::new(rows.iter().map(|(_, r)| r.sum).collect());
+    let values = rows
+        .iter()
+        .map(|(cust, r)| {
+            let digits = format!(
+                "{}{}{}",
+                recency.score((-r.days) as f64),
+                frequency.score(r.count as f64),
+                monetary.score(r.sum)
+            );
+            (*cust, Value::Str(digits))
+        })
+        .collect();
+    Ok(Table { values })
+}
+
+/// A population's values, sorted, to score one of them (higher is better).
+struct Ranks(Vec<f64>);
+
+impl Ranks {
+    fn new(mut values: Vec<f64>) -> Ranks {
+        values.sort_by(f64::total_cmp);
+        Ranks(values)
+    }
+
+    /// The quintile of `v` (1 to 5, 5 best) by its mid-rank: with `below` customers worse and
+    /// `equal` customers tied with it (itself included) among `n`,
+    /// `1 + floor(5 · (below + equal / 2) / n)`. Tied customers share a score; a population of
+    /// one, or of equal values, scores 3 (the middle: nothing tells them apart).
+    fn score(&self, v: f64) -> u64 {
+        let below = self
+            .0
+            .partition_point(|x| x.total_cmp(&v) == Ordering::Less);
+        let upto = self
+            .0
+            .partition_point(|x| x.total_cmp(&v) != Ordering::Greater);
+        quintile(below as u64, (upto - below) as u64, self.0.len() as u64)
+    }
+}
+
+/// `1 + floor(5 · (2·below + equal) / (2·n))`, in whole numbers (see [`Ranks::score`]).
+pub(crate) fn quintile(below: u64, equal: u64, n: u64) -> u64 {
+    1 + (5 * (2 * below + equal)) / (2 * n.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quintiles_by_mid_rank() {
+        // Five distinct values: one per quintile.
+        let r = Ranks::new(vec![3.0, 1.0, 5.0, 2.0, 4.0]);
+        let scores: Vec<u64> = [1.0, 2.0, 3.0, 4.0, 5.0].map(|v| r.score(v)).to_vec();
+        assert_eq!(scores, vec![1, 2, 3, 4, 5]);
+        // One customer, or all tied: the middle.
+        assert_eq!(Ranks::new(vec![7.0]).score(7.0), 3);
+        assert_eq!(Ranks::new(vec![1.0; 9]).score(1.0), 3);
+        // Ten distinct values: two per quintile.
+        let r = Ranks::new((0..10).map(f64::from).collect());
+        let scores: Vec<u64> = (0..10).map(|v| r.score(f64::from(v))).collect();
+        assert_eq!(scores, vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+        // Ties share the score of their mid-rank: 1, then three 2s, then 5.
+        let r = Ranks::new(vec![1.0, 2.0, 2.0, 2.0, 3.0]);
+        assert_eq!([1.0, 2.0, 3.0].map(|v| r.score(v)), [1, 3, 5]);
+        // Never past 5, never below 1.
+        for n in 1..40u64 {
+            for below in 0..n {
+                for equal in 1..=n - below {
+                    let q = quintile(below, equal, n);
+                    assert!((1..=5).contains(&q), "{below} {equal} {n}: {q}");
+                }
+            }
+        }
+    }
+}
