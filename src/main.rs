@@ -1743,6 +1743,7 @@ fn read_id_list(file: &Path) -> Result<Vec<String>, Failure> {
 /// A kept purchase model's parameters, one per line.
 fn print_model(m: &serde_json::Value) {
     let num = |k: &str| match m[k].as_f64() {
+        Some(x) if x != 0.0 && x.abs() < 1e-3 => format!("{x:.3e}"),
         Some(x) => format!("{x:.6}"),
         None => "-".to_owned(),
     };

@@ -168,6 +168,10 @@ pub(crate) fn fit(
     };
     let h = histories::histories(state, store, &req, now)?;
     PurchaseModel::fit(&h.histories, FIT_UNIT, req.value.is_some(), now).map_err(|e| {
+        let e = match e {
+            Error::InvalidInput(why) => why,
+            other => other.to_string(),
+        };
         invalid!(
             "computed trait {name}: the purchase model cannot be fitted on {head} up to {}: {e}",
             crate::model::time::format_rfc3339(now)
