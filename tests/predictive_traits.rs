@@ -650,3 +650,87 @@ fn rfm_equals_the_plain_evaluator() {
     let e = db.define_audience("best", "rfm = \"555\"").unwrap_err();
     assert!(e.to_string().contains("predictive trait rfm"), "{e}");
 }
+
+#[test]
+fn values_kept_between_rules_follow_writes_and_time() {
+    // The first rule derives the model's values per candidate, the second builds the cache of
+    // every customer's history, later ones read it; a write of the event makes it stale (the
+    // next rule per candidate again, then rebuilt); a *now* before the latest purchase never
+    // reads it. Every answer equals the per-customer values `customer show` derives.
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = at("2026-06-01T00:00:00Z");
+    let clock = Clock::manual(t0);
+    let db = Db::open_with(Config {
+        clock: clock.clone(),
+        ..Config::new(dir.path().join("db"))
+    })
+    .unwrap();
+    db.ingest(shop(200, t0)).unwrap();
+    db.define_trait("p_alive", "purchased p_alive").unwrap();
+    db.define_trait("next_30d", "purchased expected count in next 30 days")
+        .unwrap();
+    db.define_trait(
+        "clv",
+        "purchased where amount > 20 clv(amount) in next 1 year",
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..201).map(|c| format!("c{c}")).collect();
+    let check = |now: i64, round: &str| {
+        clock.set(now);
+        let customers: Vec<Customer> = ids
+            .iter()
+            .filter_map(|id| db.customer(id).unwrap())
+            .collect();
+        for (rule, name, threshold) in [
+            ("p_alive < {}", "p_alive", 0.5),
+            ("next_30d >= {}", "next_30d", 0.2),
+            ("clv > {}", "clv", 30.0),
+        ] {
+            let rule = rule.replace("{}", &threshold.to_string());
+            let want: BTreeSet<String> = customers
+                .iter()
+                .filter(|c| match value_of(c, name) {
+                    Some(Value::Float(x)) => {
+                        if rule.contains('<') {
+                            x < threshold
+                        } else if rule.contains(">=") {
+                            x >= threshold
+                        } else {
+                            x > threshold
+                        }
+                    }
+                    _ => false,
+                })
+                .map(|c| c.id.clone())
+                .collect();
+            for run in 0..3 {
+                assert_eq!(members(&db, &rule, now), want, "{round}: {rule}, run {run}");
+            }
+        }
+    };
+    check(t0, "defined");
+    check(t0 + 3 * DAY_MS + 5, "three days on");
+    // A new purchase: the cache is stale.
+    db.ingest(vec![Message::track(
+        "c7",
+        "purchased",
+        vec![("amount".into(), Value::Float(80.0))],
+        Some(t0 + 4 * DAY_MS),
+    )])
+    .unwrap();
+    check(t0 + 4 * DAY_MS + 1, "after a purchase");
+    // Before that purchase: the cache (read up to it) is not used.
+    check(t0 + 4 * DAY_MS - 1, "just before it");
+    // A customer deleted: stale again.
+    db.delete_customer("c3").unwrap();
+    check(t0 + 5 * DAY_MS, "after a delete");
+    // A new customer with one purchase.
+    db.ingest(vec![Message::track(
+        "c200",
+        "purchased",
+        vec![("amount".into(), Value::Float(50.0))],
+        Some(t0 + 5 * DAY_MS),
+    )])
+    .unwrap();
+    check(t0 + 6 * DAY_MS, "a new customer");
+}

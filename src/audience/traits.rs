@@ -246,6 +246,7 @@ pub(super) fn load(store: &Store, defs: &mut Definitions) -> Result<()> {
             expr,
             created: s.created,
             fit,
+            cache: Default::default(),
         }));
     }
     Ok(())
@@ -383,6 +384,7 @@ impl super::Audiences {
             expr,
             created: now,
             fit,
+            cache: Default::default(),
         });
         let mut st = env.state.write();
         st.definitions.insert_trait(def.clone());
@@ -529,6 +531,7 @@ fn refit(env: &Env<'_>, def: &TraitDefinition, now: Timestamp) -> Result<()> {
             expr: def.expr.clone(),
             created: def.created,
             fit: Some(kept),
+            cache: def.cache.clone(),
         }));
     result
 }

@@ -132,14 +132,16 @@ impl Sources<'_> {
                 // Every customer's value already computed (`rfm(p)`): exact.
                 None if c.table.as_ref().is_some_and(|t| t.get().is_some()) => {
                     let table = c.table.as_ref().and_then(|t| t.get()).expect("checked");
-                    let mut pass = RoaringBitmap::new();
-                    let mut valued = RoaringBitmap::new();
-                    for (&cust, v) in &table.values {
-                        valued.insert(cust);
-                        if customer::passes(Some(ValueView::of(v)), &c.test) {
-                            pass.insert(cust);
-                        }
-                    }
+                    let valued = RoaringBitmap::from_sorted_iter(table.values.iter().map(|v| v.0))
+                        .unwrap_or_default();
+                    let mut pass = RoaringBitmap::from_sorted_iter(
+                        table
+                            .values
+                            .iter()
+                            .filter(|(_, v)| customer::passes(Some(ValueView::of(v)), &c.test))
+                            .map(|v| v.0),
+                    )
+                    .unwrap_or_default();
                     if customer::passes(None, &c.test) {
                         pass |= self.all() - &valued;
                     }

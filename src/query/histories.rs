@@ -74,13 +74,13 @@ fn purchase_rule(text: &str) -> Result<Rule> {
 }
 
 /// A whole UTC day's number.
-fn day_of(t: Timestamp) -> i64 {
+pub(crate) fn day_of(t: Timestamp) -> i64 {
     t.div_euclid(DAY_MS)
 }
 
 /// Folds one customer's matching events, in time order, into their history.
-#[derive(Default)]
-struct Fold {
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Fold {
     first_day: Option<i64>,
     last_day: i64,
     repeat_days: u32,
@@ -92,7 +92,7 @@ struct Fold {
 }
 
 impl Fold {
-    fn add(&mut self, day: i64, value: Option<f64>) {
+    pub(crate) fn add(&mut self, day: i64, value: Option<f64>) {
         match self.first_day {
             None => {
                 self.first_day = Some(day);
@@ -121,7 +121,7 @@ impl Fold {
         }
     }
 
-    fn finish(mut self, today: i64, unit: TimeUnit) -> Option<History> {
+    pub(crate) fn finish(mut self, today: i64, unit: TimeUnit) -> Option<History> {
         let first = self.first_day?;
         self.close_day();
         let days = unit.days();

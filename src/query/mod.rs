@@ -27,6 +27,7 @@ pub(crate) mod footprint;
 pub mod histories;
 pub(crate) mod plan;
 mod predictive;
+pub(crate) use predictive::HistoryCache;
 mod ranges;
 pub(crate) mod reading;
 pub mod reports;

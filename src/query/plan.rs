@@ -154,9 +154,12 @@ pub(crate) struct ComputedNode {
     /// kept, and no customer has a value).
     pub model: Option<Arc<PurchaseModel>>,
     /// Every customer's value at this *now*, once computed (`rfm(p)`, which ranks each customer
-    /// among all the others: filled by [`super::predictive::prepare`] before any customer is
-    /// checked). Shared by the plan's clones.
+    /// among all the others, and the model reducers when their history cache is valid: filled
+    /// by [`super::predictive::prepare`] before any customer is checked). Shared by the plan's
+    /// clones.
     pub table: Option<Arc<super::predictive::TableSlot>>,
+    /// The model reducers' cache of every customer's history, kept with the definition.
+    pub histories: Option<Arc<super::predictive::HistoryCache>>,
 }
 
 /// A computed trait's reducer with its property resolved (`None`: never seen on any event).
@@ -470,8 +473,12 @@ pub(crate) trait SavedRules: Sync {
     fn computed_trait(&self, _name: &str) -> Option<&Computed> {
         None
     }
-    /// The purchase model kept for the computed trait `name`, if it keeps one.
-    fn computed_model(&self, _name: &str) -> Option<Arc<PurchaseModel>> {
+    /// The purchase model kept for the computed trait `name`, if it keeps one, and the cache
+    /// of its customers' histories.
+    fn computed_model(
+        &self,
+        _name: &str,
+    ) -> Option<(Arc<PurchaseModel>, Arc<super::predictive::HistoryCache>)> {
         None
     }
 }
@@ -692,12 +699,13 @@ impl Planner<'_> {
             },
             Reducer::Rfm(p) => PlannedReducer::Rfm(prop(p)),
         };
-        let model = if def.reducer.is_model() {
-            self.saved.computed_model(&c.path.text)
-        } else {
-            None
+        let (model, histories) = match def.reducer.is_model() {
+            true => self.saved.computed_model(&c.path.text).unzip(),
+            false => (None, None),
         };
-        let table = matches!(reducer, PlannedReducer::Rfm(_))
+        let table = def
+            .reducer
+            .is_predictive()
             .then(|| Arc::new(super::predictive::TableSlot::default()));
         let expanded = super::computed::expand(reducer, &events, &c.test, self.now).map(|kind| {
             let mut n = Node {
@@ -717,6 +725,7 @@ impl Planner<'_> {
             expanded,
             model,
             table,
+            histories,
         }))
     }
 

@@ -6,8 +6,11 @@
 //! as `histories` folds it for the fit) and the purchase model the plan carries; `rfm(p)` ranks
 //! each customer among every customer with a matching event in the window, so its values are
 //! computed for all of them at once ([`prepare`], before any customer is checked) and kept in
-//! the plan. This module reads the store and the indexes it is handed; it writes nothing, keeps
-//! nothing between plans, and does not fit models (the kept fit is `audience::traits`').
+//! the plan. The model reducers' values are computed the same way when the trait's
+//! [`HistoryCache`] holds every customer's history (then the node's bounds are exact, and no
+//! customer is read). This module reads the store and the indexes it is handed; it writes
+//! nothing but the caches it is handed, and does not fit models (the kept fit is
+//! `audience::traits`').
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -16,19 +19,32 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
+use crate::index::rollup::ListVersion;
 use crate::model::time::{Timestamp, DAY_MS};
-use crate::model::{FastMap, Value};
+use crate::model::Value;
+use crate::predict::{History, PurchaseModel};
 use crate::storage::view::BlockSpan;
 use crate::storage::Store;
 
 use super::customer::for_each_match;
 use super::exec::Sources;
+use super::histories::{day_of, Fold};
 use super::plan::{ComputedNode, Node, NodeKind, PlannedReducer};
 
-/// Every customer's value of one computed trait at one *now* (customers absent have none).
+/// Every customer's value of one computed trait at one *now*, by customer, ascending
+/// (customers absent have none).
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    pub values: FastMap<u32, Value>,
+    pub values: Vec<(u32, Value)>,
+}
+
+impl Table {
+    fn get(&self, cust: u32) -> Option<&Value> {
+        self.values
+            .binary_search_by_key(&cust, |(c, _)| *c)
+            .ok()
+            .map(|i| &self.values[i].1)
+    }
 }
 
 /// Where a plan keeps a [`Table`] once [`prepare`] has computed it.
@@ -38,6 +54,138 @@ pub(crate) struct TableSlot(parking_lot::Mutex<Option<Arc<Table>>>);
 impl TableSlot {
     pub fn get(&self) -> Option<Arc<Table>> {
         self.0.lock().clone()
+    }
+}
+
+/// Kept with a predictive trait's definition, between plans: every customer's history folded
+/// from all their matching events, and the versions of the event's per-day count lists it was
+/// read at. It answers a plan at *now* only while those versions are the index's (no event of
+/// the kind was added or removed since: every such change edits a day's list) and *now* is at
+/// or after the latest matching event (so "up to *now*" is all of them); the values then follow
+/// from each fold and the day of *now*. It is built by the second plan that finds it missing or
+/// stale (the first derives its values per candidate), so a one-off query does not pay for a
+/// read of every purchaser.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryCache(parking_lot::Mutex<CacheState>);
+
+#[derive(Debug, Default)]
+struct CacheState {
+    kept: Option<Arc<Folded>>,
+    /// A plan found it missing or stale since it was last built.
+    asked: bool,
+}
+
+#[derive(Debug)]
+struct Folded {
+    versions: Vec<(u32, ListVersion)>,
+    latest: Timestamp,
+    /// Ascending customers, each with their fold.
+    folds: Vec<(u32, Fold)>,
+}
+
+impl HistoryCache {
+    /// The folds valid for `c` at its *now*: kept, built now (on the second ask), or `None`.
+    fn folds(&self, sources: &Sources<'_>, c: &ComputedNode) -> Result<Option<Arc<Folded>>> {
+        let Some(event) = c.events.event else {
+            return Ok(None);
+        };
+        let Some(ei) = sources.indexes.event_index(event) else {
+            return Ok(None);
+        };
+        let versions: Vec<(u32, ListVersion)> =
+            ei.counts.iter().map(|(&d, l)| (d, l.version())).collect();
+        let now = c.events.to;
+        let mut st = self.0.lock();
+        if let Some(k) = &st.kept {
+            if k.versions == versions {
+                return Ok((now >= k.latest).then(|| k.clone()));
+            }
+        }
+        if !st.asked {
+            st.asked = true;
+            return Ok(None);
+        }
+        let built = Arc::new(fold_all(sources, c, versions)?);
+        st.kept = Some(built.clone());
+        st.asked = false;
+        Ok((now >= built.latest).then_some(built))
+    }
+}
+
+/// Every customer's fold of all their matching events (none left out by *now*).
+fn fold_all(
+    sources: &Sources<'_>,
+    c: &ComputedNode,
+    versions: Vec<(u32, ListVersion)>,
+) -> Result<Folded> {
+    let all = super::plan::EventNode {
+        from: Timestamp::MIN,
+        to: Timestamp::MAX,
+        ..c.events.clone()
+    };
+    let who = sources
+        .bounds(&Node {
+            kind: NodeKind::Event(Box::new(all.clone())),
+            span: Default::default(),
+            reading: None,
+        })
+        .maybe;
+    let value = match c.reducer {
+        PlannedReducer::Clv { prop, .. } => prop,
+        _ => None,
+    };
+    let ids: Vec<u32> = who.iter().collect();
+    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let store = sources.store;
+    let parts: Vec<(Vec<(u32, Fold)>, Timestamp)> = ids
+        .par_chunks(chunk)
+        .map(|custs| {
+            let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
+            let mut out = Vec::with_capacity(custs.len());
+            let mut latest = Timestamp::MIN;
+            for &cust in custs {
+                bodies.clear();
+                blocks.clear();
+                store.event_bodies_from(cust, Timestamp::MIN, &mut bodies, &mut blocks)?;
+                let mut fold = Fold::default();
+                let mut any = false;
+                for_each_match(&all, &bodies, &blocks, |e| {
+                    let v = match value {
+                        Some(p) => e.prop(p)?.and_then(|v| v.as_f64()),
+                        None => None,
+                    };
+                    fold.add(day_of(e.ts), v);
+                    latest = latest.max(e.ts);
+                    any = true;
+                    Ok(())
+                })?;
+                if any {
+                    out.push((cust, fold));
+                }
+            }
+            Ok((out, latest))
+        })
+        .collect::<Result<_>>()?;
+    let latest = parts.iter().map(|p| p.1).max().unwrap_or(Timestamp::MIN);
+    Ok(Folded {
+        versions,
+        latest,
+        folds: parts.into_iter().flat_map(|p| p.0).collect(),
+    })
+}
+
+/// The model reducer's value for one history (see [`model_value`]).
+fn from_history(c: &ComputedNode, model: &PurchaseModel, h: &History) -> Option<Value> {
+    let units = |ms: i64| ms as f64 / (DAY_MS as f64 * model.unit.days());
+    match c.reducer {
+        PlannedReducer::PAlive => Some(Value::Float(model.bgnbd.p_alive(h))),
+        PlannedReducer::Expected { horizon } => {
+            Some(Value::Float(model.bgnbd.expected_count(h, units(horizon))))
+        }
+        PlannedReducer::Clv { horizon, .. } => {
+            model.expected_spend(h, units(horizon)).map(Value::Float)
+        }
+        _ => None,
     }
 }
 
@@ -63,17 +211,7 @@ pub(crate) fn model_value(
     else {
         return Ok(None);
     };
-    let units = |ms: i64| ms as f64 / (DAY_MS as f64 * model.unit.days());
-    Ok(match c.reducer {
-        PlannedReducer::PAlive => Some(Value::Float(model.bgnbd.p_alive(&h))),
-        PlannedReducer::Expected { horizon } => {
-            Some(Value::Float(model.bgnbd.expected_count(&h, units(horizon))))
-        }
-        PlannedReducer::Clv { horizon, .. } => {
-            model.expected_spend(&h, units(horizon)).map(Value::Float)
-        }
-        _ => None,
-    })
+    Ok(from_history(c, model, &h))
 }
 
 /// The value of `rfm(p)` for `cust`, from the table [`prepare`] made.
@@ -84,7 +222,7 @@ pub(crate) fn table_value(c: &ComputedNode, cust: u32) -> Result<Option<Value>> 
             c.name
         ))
     })?;
-    Ok(table.values.get(&cust).cloned())
+    Ok(table.get(cust).cloned())
 }
 
 /// Computes the tables of every `rfm(p)` test in the plan under `node` that has none yet.
@@ -97,11 +235,28 @@ pub(crate) fn prepare(node: &Node, sources: &Sources<'_>) -> Result<()> {
         }
         NodeKind::Not(inner) | NodeKind::Audience { inner, .. } => prepare(inner, sources)?,
         NodeKind::Computed(c) => {
-            if let (Some(slot), PlannedReducer::Rfm(prop)) = (&c.table, c.reducer) {
-                let mut kept = slot.0.lock();
-                if kept.is_none() {
-                    let who = sources.bounds(&event_node(c)).maybe;
-                    *kept = Some(Arc::new(rfm_table(sources.store, c, prop, &who)?));
+            let Some(slot) = &c.table else {
+                return Ok(());
+            };
+            let mut kept = slot.0.lock();
+            if kept.is_some() {
+                return Ok(());
+            }
+            if let PlannedReducer::Rfm(prop) = c.reducer {
+                let who = sources.bounds(&event_node(c)).maybe;
+                *kept = Some(Arc::new(rfm_table(sources.store, c, prop, &who)?));
+            } else if let (Some(cache), Some(model)) = (&c.histories, &c.model) {
+                if let Some(folded) = cache.folds(sources, c)? {
+                    let today = day_of(c.events.to);
+                    let values = folded
+                        .folds
+                        .iter()
+                        .filter_map(|(cust, fold)| {
+                            let h = fold.finish(today, model.unit)?;
+                            Some((*cust, from_history(c, model, &h)?))
+                        })
+                        .collect();
+                    *kept = Some(Arc::new(Table { values }));
                 }
             }
         }
@@ -181,6 +336,7 @@ fn rfm_table(
         })
         .collect::<Result<_>>()?;
     let rows: Vec<(u32, Rfm)> = parts.into_iter().flatten().collect();
+    debug_assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
     let recency = Ranks::new(rows.iter().map(|(_, r)| (-r.days) as f64).collect());
     let frequency = Ranks::new(rows.iter().map(|(_, r)| r.count as f64).collect());
     let monetary = Ranks::new(rows.iter().map(|(_, r)| r.sum).collect());

@@ -70,6 +70,8 @@ pub(crate) struct TraitDefinition {
     pub created: Timestamp,
     /// For `p_alive`, `expected count` and `clv`: the kept fit and its bookkeeping.
     pub fit: Option<KeptFit>,
+    /// Their customers' histories, kept between rules (`super::predictive`).
+    pub cache: Arc<super::HistoryCache>,
 }
 
 /// The purchase model a predictive computed trait keeps (`audience::traits` fits and stores
@@ -160,11 +162,12 @@ impl SavedRules for Definitions {
         self.traits.get(name).map(|d| &d.expr)
     }
 
-    fn computed_model(&self, name: &str) -> Option<Arc<crate::predict::PurchaseModel>> {
-        self.traits
-            .get(name)
-            .and_then(|d| d.fit.as_ref())
-            .map(|f| f.model.clone())
+    fn computed_model(
+        &self,
+        name: &str,
+    ) -> Option<(Arc<crate::predict::PurchaseModel>, Arc<super::HistoryCache>)> {
+        let d = self.traits.get(name)?;
+        Some((d.fit.as_ref()?.model.clone(), d.cache.clone()))
     }
 }
 
