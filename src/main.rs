@@ -428,7 +428,8 @@ enum CustomerAction {
 enum TraitAction {
     /// Define NAME as EXPRESSION: `EVENT [PROPERTY VALUE | where PREDICATE] REDUCER [WINDOW]`,
     /// the reducer one of count, sum(p), avg(p), min(p), max(p), distinct(p), top(p), first
-    /// time, last time (`purchased count in last 90 days`).
+    /// time, last time, rfm(p) (`purchased count in last 90 days`), or a prediction: p_alive,
+    /// expected count in next T, clv(p) in next T (fitted on the events up to now).
     Define {
         name: String,
         #[arg(required = true, num_args = 1..)]
@@ -440,12 +441,23 @@ enum TraitAction {
         #[arg(long)]
         json: bool,
     },
-    /// Show one computed trait: its expression, when defined, the saved audiences reading it.
+    /// Show one computed trait: its expression, when defined, the saved audiences reading it,
+    /// and a prediction's kept model.
     Show {
         name: String,
         #[arg(long)]
         json: bool,
+        /// `json` or `text` (the default).
+        #[arg(long)]
+        format: Option<String>,
+        /// Show the model fitted on the events up to this time instead of the kept fit (which
+        /// stays as it is).
+        #[arg(long)]
+        now: Option<String>,
     },
+    /// Fit a prediction's model again on the events up to now (a failed fit keeps the last
+    /// good one and says why).
+    Refit { name: String },
     /// Drop a computed trait (refused while a saved audience reads it).
     Drop { name: String },
 }
@@ -1728,6 +1740,38 @@ fn read_id_list(file: &Path) -> Result<Vec<String>, Failure> {
     Ok(audiencedb::audience::ids_of_list_file(&text))
 }
 
+/// A kept purchase model's parameters, one per line.
+fn print_model(m: &serde_json::Value) {
+    let num = |k: &str| match m[k].as_f64() {
+        Some(x) if x != 0.0 && x.abs() < 1e-3 => format!("{x:.3e}"),
+        Some(x) => format!("{x:.6}"),
+        None => "-".to_owned(),
+    };
+    println!(
+        "model       BG/NBD r {} alpha {} a {} b {}",
+        num("r"),
+        num("alpha"),
+        num("a"),
+        num("b")
+    );
+    if m["p"].is_number() {
+        println!(
+            "            Gamma-Gamma p {} q {} v {}",
+            num("p"),
+            num("q"),
+            num("v")
+        );
+    }
+    println!(
+        "            in {}, {} customers ({} repeat), log-likelihood {}, fitted at {}",
+        m["time_unit"].as_str().unwrap_or("?"),
+        m["customers"],
+        m["repeat_customers"],
+        num("log_likelihood"),
+        m["fitted_at"].as_str().unwrap_or("?")
+    );
+}
+
 fn trait_command(path: &Path, limits: &LimitArgs, action: TraitAction) -> Result<(), Failure> {
     let db = open_existing(path, limits)?;
     let stamp = |t: time::Timestamp| time::format_rfc3339(t);
@@ -1751,8 +1795,29 @@ fn trait_command(path: &Path, limits: &LimitArgs, action: TraitAction) -> Result
                 }
             }
         }
-        TraitAction::Show { name, json } => {
-            let t = db.computed_trait(&name)?;
+        TraitAction::Show {
+            name,
+            json,
+            format,
+            now,
+        } => {
+            let json = match format.as_deref() {
+                None => json,
+                Some("json") => true,
+                Some("text") => json,
+                Some(other) => {
+                    return Err(Failure(
+                        format!("--format {other:?}: expected json or text"),
+                        2,
+                    ))
+                }
+            };
+            let mut t = db.computed_trait(&name)?;
+            if now.is_some() {
+                let at = parse_now(now.as_deref())?;
+                t.model = Some(db.fit_trait_at(&name, at)?.to_json());
+                t.refit_error = None;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
             } else {
@@ -1767,6 +1832,19 @@ fn trait_command(path: &Path, limits: &LimitArgs, action: TraitAction) -> Result
                         t.used_by.join(", ")
                     }
                 );
+                if let Some(m) = &t.model {
+                    print_model(m);
+                }
+                if let Some(e) = &t.refit_error {
+                    println!("last refit  failed: {e}");
+                }
+            }
+        }
+        TraitAction::Refit { name } => {
+            let t = db.refit_trait(&name)?;
+            println!("refitted computed trait {}", t.name);
+            if let Some(m) = &t.model {
+                print_model(m);
             }
         }
         TraitAction::Drop { name } => {

@@ -884,7 +884,7 @@ fn a_member_list_is_loaded_from_the_repl() {
 fn computed_traits_are_defined_listed_and_used_from_the_repl() {
     let dir = tempfile::tempdir().unwrap();
     let db = shop(dir.path());
-    let input = ".format count\n.trait views viewed count ever\n.traits\nviews >= 1\n.trait views viewed count\n.trait tier viewed count\n.trait\n";
+    let input = ".format count\n.trait views viewed count ever\n.traits\nviews >= 1\n.trait views viewed count\n.trait tier viewed count\n.trait\n.refit views\n.refit\n";
     let expect = "format: count\ndefined computed trait views = viewed count ever\nviews                    viewed count ever\n4\n";
     let out = script(&db, input);
     assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
@@ -892,12 +892,20 @@ fn computed_traits_are_defined_listed_and_used_from_the_repl() {
     assert!(err.contains("already defined"), "{err}");
     assert!(err.contains("stored trait"), "{err}");
     assert!(err.contains("usage: .trait NAME EXPRESSION"), "{err}");
+    assert!(
+        err.contains("views") && err.contains("keeps no purchase model"),
+        "{err}"
+    );
+    assert!(err.contains("usage: .refit NAME"), "{err}");
     // Over the socket: the same answers (the trait is defined already).
     let server = Server::start(&db);
-    let out = server.script(".format count\n.traits\nviews >= 1\n.trait seen viewed last time\n");
+    let out = server
+        .script(".format count\n.traits\nviews >= 1\n.trait seen viewed last time\n.refit views\n");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "format: count\nviews                    viewed count ever\n4\ndefined computed trait seen = viewed last time\n"
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keeps no purchase model"), "{err}");
     server.stop();
 }

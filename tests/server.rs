@@ -1234,6 +1234,48 @@ fn computed_traits_over_the_socket() {
     assert_eq!(schema["computed_traits"][0]["name"], "fav");
 }
 
+#[test]
+fn predictive_traits_over_the_socket() {
+    let shop = Shop::new(300);
+    let server = shop.serve(&[]);
+    let mut c = server.connect();
+    let json = |r: Resp| -> serde_json::Value { serde_json::from_str(&r.text()).unwrap() };
+    let defined = json(c.cmd(&["TRAIT.DEFINE", "p_alive", "purchased p_alive"]));
+    assert_eq!(defined["model"]["time_unit"], "weeks");
+    let kept = defined["model"]["fitted_at"].as_str().unwrap().to_owned();
+    // With a time: the fit on the events up to then, the kept fit unchanged.
+    let then = json(c.cmd(&["TRAIT.SHOW", "p_alive", "2026-09-01"]));
+    assert_eq!(then["model"]["fitted_at"], "2026-09-01T00:00:00.000Z");
+    assert_eq!(
+        json(c.cmd(&["TRAIT.SHOW", "p_alive"]))["model"]["fitted_at"],
+        kept.as_str()
+    );
+    let refit = json(c.cmd(&["TRAIT.REFIT", "p_alive"]));
+    assert!(refit["model"]["r"].is_f64(), "{refit}");
+    assert!(c.cmd(&["QUERY", "p_alive < 0.3"]).int() >= 0);
+    // Refusals are typed errors; the connection stays usable.
+    c.cmd(&["TRAIT.DEFINE", "orders", "purchased count"]).text();
+    let e = c.cmd(&["TRAIT.REFIT", "orders"]);
+    assert!(e.error().starts_with("INVALID"), "{e:?}");
+    assert!(c
+        .cmd(&["TRAIT.REFIT", "nosuch"])
+        .error()
+        .starts_with("NOTFOUND"));
+    assert!(c
+        .cmd(&["TRAIT.SHOW", "p_alive", "yesterday"])
+        .error()
+        .starts_with("INVALID"));
+    let e = c.cmd(&["AUDIENCE.DEFINE", "leaving", "p_alive < 0.3"]);
+    assert!(
+        e.error().starts_with("INVALID") && e.error().contains("predictive trait p_alive"),
+        "{e:?}"
+    );
+    assert!(c
+        .cmd(&["TRAIT.DEFINE", "x", "purchased p_alive in last 3 days"])
+        .error()
+        .starts_with("RULE"));
+}
+
 fn bulk(s: &str) -> Resp {
     Resp::Bulk(s.as_bytes().to_vec())
 }

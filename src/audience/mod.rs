@@ -33,7 +33,7 @@ mod traits;
 
 pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};
 pub use traits::{check_trait_name, ComputedTraitInfo, MAX_TRAIT_NAME_LEN};
-pub(crate) use traits::{get as computed_trait, list as computed_traits};
+pub(crate) use traits::{fit_trait, get as computed_trait, list as computed_traits};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -647,6 +647,7 @@ impl Audiences {
         // A name with two readings is saved as the one it has today, so that what is stored
         // later cannot change the audience's meaning.
         let prepared = prepared.pinned(&state.catalog, &state.indexes, &state.definitions)?;
+        traits::refuse_predictive(prepared.rule(), &state.definitions)?;
         let old = state.definitions.get(name).cloned();
         let new_id = match &old {
             Some(d) => d.id,
@@ -874,6 +875,7 @@ impl Audiences {
         let state = env.state.read();
         let prepared =
             PreparedRule::new(rule)?.pinned(&state.catalog, &state.indexes, &state.definitions)?;
+        traits::refuse_predictive(prepared.rule(), &state.definitions)?;
         let now = self.as_of();
         if state
             .definitions

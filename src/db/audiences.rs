@@ -24,6 +24,12 @@ impl Writer {
             .maintain(&mut self.upkeep, &db.audience_env(), touched)
     }
 
+    /// Refits the predictive traits whose event has grown by a tenth since their last fit.
+    pub(super) fn refit_grown_traits(&mut self, db: &Db) -> Result<()> {
+        db.audiences
+            .refit_grown(&mut self.upkeep, &db.audience_env())
+    }
+
     /// Removes deleted or merged-away customers from every saved audience, reported as exits.
     pub(super) fn forget_in_audiences(&mut self, db: &Db, customers: &[(u32, &str)]) -> Result<()> {
         db.audiences.forget(&mut self.upkeep, &db.store, customers)
@@ -97,6 +103,16 @@ impl Db {
         let mut w = self.writer.lock();
         self.audiences
             .drop_trait(&mut w.upkeep, &self.audience_env(), name)
+    }
+
+    /// Fits the predictive computed trait `name` (`p_alive`, `expected count`, `clv`) again
+    /// on its events up to the clock's *now*, and keeps the new fit. A fit that fails (too few
+    /// repeat customers, ...) keeps the last good one, records why (`trait show` says it) and
+    /// is [`crate::Error::InvalidInput`] saying so; a trait without a model is refused.
+    pub fn refit_trait(&self, name: &str) -> Result<ComputedTraitInfo> {
+        let mut w = self.writer.lock();
+        self.audiences
+            .refit_trait(&mut w.upkeep, &self.audience_env(), name)
     }
 
     /// Every computed trait, by name.

@@ -42,4 +42,12 @@ impl Db {
         };
         PurchaseModel::fit(&h.histories, request.unit, request.value.is_some(), now)
     }
+
+    /// The purchase model of the predictive computed trait `name` fitted on its events up to
+    /// `now`, without changing the kept fit (`trait show NAME --now T`). A trait without a
+    /// model is refused; a fit that fails is [`crate::Error::InvalidInput`] saying why.
+    pub fn fit_trait_at(&self, name: &str, now: Timestamp) -> Result<PurchaseModel> {
+        let state = self.state.read();
+        crate::audience::fit_trait(&state, &self.store, name, now)
+    }
 }

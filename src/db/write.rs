@@ -454,6 +454,9 @@ impl Writer {
             let _ = self.forget_in_audiences(db, &gone);
         }
         let _ = self.maintain_audiences(db, Some(&touched_by(&applied)));
+        // Predictive traits whose event has grown by a tenth are fitted again (a failure keeps
+        // the last good fit and is recorded with it; the write stands either way).
+        let _ = self.refit_grown_traits(db);
         if applied.len() >= BACKGROUND_DROP_FROM {
             // Freeing a large write's events (an allocation or more per event) is work the next
             // write need not wait for.

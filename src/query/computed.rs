@@ -125,7 +125,11 @@ impl Expander<'_> {
                     None => self.incomparable(op),
                 }
             }
-            PlannedReducer::Top(_) => None,
+            PlannedReducer::Top(_)
+            | PlannedReducer::PAlive
+            | PlannedReducer::Expected { .. }
+            | PlannedReducer::Clv { .. }
+            | PlannedReducer::Rfm(_) => None,
         }
     }
 

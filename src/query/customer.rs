@@ -300,9 +300,11 @@ impl<'a> Distinct<'a> {
 /// events in the window: `count` and `distinct(p)` an integer (0 without events), `sum(p)`
 /// a float (0 without numbers), `avg/min/max(p)` a float over the events whose property is a
 /// number (none without), `top(p)` the value held by the most events (ties: the smallest in
-/// [`top_order`]; none without), `first time`/`last time` the earliest/latest event's instant.
+/// [`top_order`]; none without), `first time`/`last time` the earliest/latest event's instant;
+/// the predictive reducers as `super::predictive` derives them.
 pub(crate) fn computed_value(
     c: &ComputedNode,
+    cust: u32,
     bodies: &[u8],
     blocks: &[BlockSpan],
 ) -> Result<Option<Value>> {
@@ -359,6 +361,10 @@ pub(crate) fn computed_value(
             })?;
             found.map(Value::Time)
         }
+        PlannedReducer::PAlive | PlannedReducer::Expected { .. } | PlannedReducer::Clv { .. } => {
+            super::predictive::model_value(c, bodies, blocks)?
+        }
+        PlannedReducer::Rfm(_) => super::predictive::table_value(c, cust)?,
     })
 }
 

@@ -161,6 +161,24 @@ impl Sources<'_> {
                     let child = self.bounds(x);
                     Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
                 }
+                // Every customer's value already computed (`rfm(p)`): exact.
+                None if c.table.as_ref().is_some_and(|t| t.get().is_some()) => {
+                    let table = c.table.as_ref().and_then(|t| t.get()).expect("checked");
+                    let valued = RoaringBitmap::from_sorted_iter(table.values.iter().map(|v| v.0))
+                        .unwrap_or_default();
+                    let mut pass = RoaringBitmap::from_sorted_iter(
+                        table
+                            .values
+                            .iter()
+                            .filter(|(_, v)| customer::passes(Some(ValueView::of(v)), &c.test))
+                            .map(|v| v.0),
+                    )
+                    .unwrap_or_default();
+                    if customer::passes(None, &c.test) {
+                        pass |= self.all() - &valued;
+                    }
+                    Bounds::exact(pass)
+                }
                 // Derived for each candidate: who has no matching event has the value of none.
                 None => {
                     let any = self.event_bounds(&c.events);
@@ -977,7 +995,7 @@ pub(crate) fn resolve_node(
 pub(crate) struct CustomerData<'s> {
     store: &'s Store,
     events_from: Option<Timestamp>,
-    cust: u32,
+    pub(crate) cust: u32,
     profile: Option<Option<crate::model::Fields>>,
     events_loaded: bool,
     /// The bodies of the customer's event blocks, uncompressed, back to back.
@@ -1185,8 +1203,9 @@ pub(crate) fn holds(node: &Node, b: Option<&Bounds>, data: &mut CustomerData<'_>
         NodeKind::Computed(c) => match &c.expanded {
             Some(x) => holds(x, child(0), data)?,
             None => {
+                let cust = data.cust;
                 let (bodies, blocks) = data.events()?;
-                let v = customer::computed_value(c, bodies, blocks)?;
+                let v = customer::computed_value(c, cust, bodies, blocks)?;
                 customer::passes(v.as_ref().map(ValueView::of), &c.test)
             }
         },

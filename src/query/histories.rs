@@ -74,13 +74,13 @@ fn purchase_rule(text: &str) -> Result<Rule> {
 }
 
 /// A whole UTC day's number.
-fn day_of(t: Timestamp) -> i64 {
+pub(crate) fn day_of(t: Timestamp) -> i64 {
     t.div_euclid(DAY_MS)
 }
 
 /// Folds one customer's matching events, in time order, into their history.
-#[derive(Default)]
-struct Fold {
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Fold {
     first_day: Option<i64>,
     last_day: i64,
     repeat_days: u32,
@@ -92,7 +92,7 @@ struct Fold {
 }
 
 impl Fold {
-    fn add(&mut self, day: i64, value: Option<f64>) {
+    pub(crate) fn add(&mut self, day: i64, value: Option<f64>) {
         match self.first_day {
             None => {
                 self.first_day = Some(day);
@@ -121,7 +121,7 @@ impl Fold {
         }
     }
 
-    fn finish(mut self, today: i64, unit: TimeUnit) -> Option<History> {
+    pub(crate) fn finish(mut self, today: i64, unit: TimeUnit) -> Option<History> {
         let first = self.first_day?;
         self.close_day();
         let days = unit.days();
@@ -136,6 +136,30 @@ impl Fold {
             },
         })
     }
+}
+
+/// One customer's history from their events matching `node` (read in time order from
+/// `bodies`), the values of `value` summed per day, at `now`; `None` without a matching event.
+/// The same fold as [`histories`], so a computed trait's value for one customer is the one the
+/// model was fitted on.
+pub(crate) fn history_of(
+    node: &super::plan::EventNode,
+    value: Option<u32>,
+    bodies: &[u8],
+    blocks: &[crate::storage::view::BlockSpan],
+    now: Timestamp,
+    unit: TimeUnit,
+) -> Result<Option<History>> {
+    let mut fold = Fold::default();
+    for_each_match(node, bodies, blocks, |e| {
+        let v = match value {
+            Some(p) => e.prop(p)?.and_then(|v| v.as_f64()),
+            None => None,
+        };
+        fold.add(day_of(e.ts), v);
+        Ok(())
+    })?;
+    Ok(fold.finish(day_of(now), unit))
 }
 
 pub(crate) fn histories(

@@ -26,6 +26,8 @@ mod explain;
 pub(crate) mod footprint;
 pub mod histories;
 pub(crate) mod plan;
+mod predictive;
+pub(crate) use predictive::HistoryCache;
 mod ranges;
 pub(crate) mod reading;
 pub mod reports;
@@ -45,7 +47,7 @@ pub use values::{Top, TopOrder, TopRequest, TopRow};
 pub use why::{Why, WhyEvent, WhyNode, EVIDENCE_EVENTS};
 
 pub(crate) use run::{check, computed_values, explain, run, walk_member_ids, why, Warnings};
-pub(crate) use state::{Definition, Definitions, LoadedList, ReadState, TraitDefinition};
+pub(crate) use state::{Definition, Definitions, KeptFit, LoadedList, ReadState, TraitDefinition};
 
 use std::time::Duration;
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::index::Indexes;
 use crate::model::bucket::BUCKETS;
 use crate::model::time::{Timestamp, DAY_MS};
+use crate::predict::PurchaseModel;
 use crate::rules::{
     AggregateFn, CmpOp, Computed, EventCondition, Expr, ExprKind, FrequencyKind, Literal,
     LiteralKind, Number, Predicate, PredicateKind, Reducer, Rule, Sequence, Span, Test, TimeKind,
@@ -149,6 +150,16 @@ pub(crate) struct ComputedNode {
     pub test: ValueTest,
     /// The same test as event conditions, when it has one.
     pub expanded: Option<Box<Node>>,
+    /// The kept purchase model, for `p_alive`, `expected count` and `clv` (`None`: no fit is
+    /// kept, and no customer has a value).
+    pub model: Option<Arc<PurchaseModel>>,
+    /// Every customer's value at this *now*, once computed (`rfm(p)`, which ranks each customer
+    /// among all the others, and the model reducers when their history cache is valid: filled
+    /// by [`super::predictive::prepare`] before any customer is checked). Shared by the plan's
+    /// clones.
+    pub table: Option<Arc<super::predictive::TableSlot>>,
+    /// The model reducers' cache of every customer's history, kept with the definition.
+    pub histories: Option<Arc<super::predictive::HistoryCache>>,
 }
 
 /// A computed trait's reducer with its property resolved (`None`: never seen on any event).
@@ -163,6 +174,19 @@ pub(crate) enum PlannedReducer {
     Top(Option<u32>),
     FirstTime,
     LastTime,
+    /// `p_alive`, from [`ComputedNode::model`].
+    PAlive,
+    /// `expected count in next T`, `T` in milliseconds.
+    Expected {
+        horizon: i64,
+    },
+    /// `clv(p) in next T`, `T` in milliseconds.
+    Clv {
+        prop: Option<u32>,
+        horizon: i64,
+    },
+    /// `rfm(p)`, from the population's quintiles in [`ComputedNode::table`].
+    Rfm(Option<u32>),
 }
 
 impl PlannedReducer {
@@ -449,6 +473,14 @@ pub(crate) trait SavedRules: Sync {
     fn computed_trait(&self, _name: &str) -> Option<&Computed> {
         None
     }
+    /// The purchase model kept for the computed trait `name`, if it keeps one, and the cache
+    /// of its customers' histories.
+    fn computed_model(
+        &self,
+        _name: &str,
+    ) -> Option<(Arc<PurchaseModel>, Arc<super::predictive::HistoryCache>)> {
+        None
+    }
 }
 
 /// How deep `in audience` may nest (saving refuses cycles; this guards against what a damaged
@@ -657,7 +689,24 @@ impl Planner<'_> {
             Reducer::Top(p) => PlannedReducer::Top(prop(p)),
             Reducer::FirstTime => PlannedReducer::FirstTime,
             Reducer::LastTime => PlannedReducer::LastTime,
+            Reducer::PAlive => PlannedReducer::PAlive,
+            Reducer::Expected { horizon } => PlannedReducer::Expected {
+                horizon: horizon.millis().unwrap_or(i64::MAX),
+            },
+            Reducer::Clv { property, horizon } => PlannedReducer::Clv {
+                prop: prop(property),
+                horizon: horizon.millis().unwrap_or(i64::MAX),
+            },
+            Reducer::Rfm(p) => PlannedReducer::Rfm(prop(p)),
         };
+        let (model, histories) = match def.reducer.is_model() {
+            true => self.saved.computed_model(&c.path.text).unzip(),
+            false => (None, None),
+        };
+        let table = def
+            .reducer
+            .is_predictive()
+            .then(|| Arc::new(super::predictive::TableSlot::default()));
         let expanded = super::computed::expand(reducer, &events, &c.test, self.now).map(|kind| {
             let mut n = Node {
                 kind,
@@ -674,6 +723,9 @@ impl Planner<'_> {
             events: *events,
             test: self.test(&c.test),
             expanded,
+            model,
+            table,
+            histories,
         }))
     }
 

@@ -82,6 +82,7 @@ fn planned(
         store,
         ids: Some(&state.ids),
     };
+    super::predictive::prepare(&plan.root, &sources)?;
     let bounds = sources.bounds(&plan.root);
     Ok((plan, bounds))
 }
@@ -216,10 +217,19 @@ pub(crate) fn computed_values(
                 d.name
             )));
         };
+        super::predictive::prepare(
+            &planned.root,
+            &exec::Sources {
+                indexes: &state.indexes,
+                catalog: &state.catalog,
+                store,
+                ids: Some(&state.ids),
+            },
+        )?;
         let mut data = exec::CustomerData::new(store, planned.events_from);
         data.load(cust);
         let (bodies, blocks) = data.events()?;
-        let value = super::customer::computed_value(c, bodies, blocks)?;
+        let value = super::customer::computed_value(c, cust, bodies, blocks)?;
         out.push((d.name.clone(), value));
     }
     Ok(out)

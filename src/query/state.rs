@@ -68,6 +68,24 @@ pub(crate) struct TraitDefinition {
     /// The expression, parsed; printed canonically when listed.
     pub expr: Computed,
     pub created: Timestamp,
+    /// For `p_alive`, `expected count` and `clv`: the kept fit and its bookkeeping.
+    pub fit: Option<KeptFit>,
+    /// Their customers' histories, kept between rules (`super::predictive`).
+    pub cache: Arc<super::HistoryCache>,
+}
+
+/// The purchase model a predictive computed trait keeps (`audience::traits` fits and stores
+/// it; rules only read it).
+#[derive(Debug, Clone)]
+pub(crate) struct KeptFit {
+    /// The last good fit.
+    pub model: Arc<crate::predict::PurchaseModel>,
+    /// Stored events of the expression's event when that fit was made.
+    pub events_at_fit: u64,
+    /// Stored events of the event at the last attempt to refit, good or not.
+    pub events_at_try: u64,
+    /// Why the last attempt to refit failed, if it did (the fit above is kept).
+    pub last_error: Option<String>,
 }
 
 /// A member list produced elsewhere (a warehouse's segment) and loaded under a name: the
@@ -142,6 +160,14 @@ impl SavedRules for Definitions {
 
     fn computed_trait(&self, name: &str) -> Option<&Computed> {
         self.traits.get(name).map(|d| &d.expr)
+    }
+
+    fn computed_model(
+        &self,
+        name: &str,
+    ) -> Option<(Arc<crate::predict::PurchaseModel>, Arc<super::HistoryCache>)> {
+        let d = self.traits.get(name)?;
+        Some((d.fit.as_ref()?.model.clone(), d.cache.clone()))
     }
 }
 

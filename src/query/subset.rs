@@ -51,13 +51,14 @@ pub(crate) struct Context<'a> {
 /// of the customers between them), with `cx`'s saved rules; no next instants are computed.
 pub(crate) fn members(cx: &Context<'_>, rule: &Rule, now: Timestamp) -> Result<RoaringBitmap> {
     let plan = plan::plan(rule, cx.catalog, cx.indexes, cx.saved, now)?;
-    let bounds = Sources {
+    let sources = Sources {
         indexes: cx.indexes,
         catalog: cx.catalog,
         store: cx.store,
         ids: Some(cx.ids),
-    }
-    .bounds(&plan.root);
+    };
+    super::predictive::prepare(&plan.root, &sources)?;
+    let bounds = sources.bounds(&plan.root);
     exec::resolve(&plan, &bounds, cx.store)
 }
 

@@ -76,13 +76,25 @@ pub(crate) fn why(
     let mut data = CustomerData::new(store, Some(Timestamp::MIN));
     data.load(cust);
     let explainer = Explainer { catalog, text };
-    let root = explainer.node(
-        &plan::plan(rule, catalog, indexes, saved, now)?.root,
-        &mut data,
-    )?;
+    let sources = exec::Sources {
+        indexes,
+        catalog,
+        store,
+        ids: None,
+    };
+    let planned = plan::plan(rule, catalog, indexes, saved, now)?;
+    super::predictive::prepare(&planned.root, &sources)?;
+    let root = explainer.node(&planned.root, &mut data)?;
     let mut next_change = None;
-    for t in candidate_instants(rule, catalog, saved, &mut data, now)? {
+    // A predictive trait's value moves with every day and every refit: no instant is searched.
+    let instants = if super::predictive::reads_predictive(&planned.root) {
+        Vec::new()
+    } else {
+        candidate_instants(rule, catalog, saved, &mut data, now)?
+    };
+    for t in instants {
         let at = plan::plan(rule, catalog, indexes, saved, t)?;
+        super::predictive::prepare(&at.root, &sources)?;
         if exec::holds(&at.root, None, &mut data)? != root.holds {
             next_change = Some(t);
             break;
@@ -192,8 +204,9 @@ impl Explainer<'_> {
                 (label(), holds, reason)
             }
             NodeKind::Computed(c) => {
+                let cust = data.cust;
                 let (bodies, blocks) = data.events()?;
-                let value = customer::computed_value(c, bodies, blocks)?;
+                let value = customer::computed_value(c, cust, bodies, blocks)?;
                 let t = data.tally(&c.events)?;
                 events = self.evidence(&c.events, data)?;
                 let shown = match &value {

@@ -113,6 +113,8 @@ pub trait Backend {
     fn traits(&mut self) -> BackendResult<Vec<ComputedTraitInfo>>;
     /// Defines a computed trait.
     fn define_trait(&mut self, name: &str, expression: &str) -> BackendResult<ComputedTraitInfo>;
+    /// Fits a predictive computed trait's model again (`Db::refit_trait`).
+    fn refit_trait(&mut self, name: &str) -> BackendResult<ComputedTraitInfo>;
     /// The top values of an event property for a rule's audience (`Db::top`).
     fn top(&mut self, request: &TopRequest, now: Timestamp) -> BackendResult<TopAnswer>;
     /// A funnel's steps (`Db::funnel`).
@@ -226,6 +228,10 @@ impl Backend for &Db {
 
     fn define_trait(&mut self, name: &str, expression: &str) -> BackendResult<ComputedTraitInfo> {
         Ok(Db::define_trait(self, name, expression)?)
+    }
+
+    fn refit_trait(&mut self, name: &str) -> BackendResult<ComputedTraitInfo> {
+        Ok(Db::refit_trait(self, name)?)
     }
 
     fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo> {
@@ -580,6 +586,12 @@ impl Backend for Remote {
         trait_from_json(&v).ok_or_else(|| unexpected(&cmd[..2], "a trait of another shape"))
     }
 
+    fn refit_trait(&mut self, name: &str) -> BackendResult<ComputedTraitInfo> {
+        let cmd = ["TRAIT.REFIT", name];
+        let v = self.json(&cmd)?;
+        trait_from_json(&v).ok_or_else(|| unexpected(&cmd, "a trait of another shape"))
+    }
+
     fn load_audience(&mut self, name: &str, ids: &[String]) -> BackendResult<AudienceInfo> {
         let mut cmd = vec!["AUDIENCE.LOAD", name];
         cmd.extend(ids.iter().map(String::as_str));
@@ -754,6 +766,11 @@ fn trait_from_json(v: &serde_json::Value) -> Option<ComputedTraitInfo> {
             .iter()
             .map(|u| u.as_str().map(str::to_owned))
             .collect::<Option<_>>()?,
+        model: v.get("model").filter(|m| !m.is_null()).cloned(),
+        refit_error: v
+            .get("refit_error")
+            .and_then(|e| e.as_str())
+            .map(str::to_owned),
     })
 }
 

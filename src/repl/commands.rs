@@ -95,6 +95,13 @@ pub const COMMANDS: &[MetaCommand] = &[
         run: define_trait,
     },
     MetaCommand {
+        name: ".refit",
+        aliases: &[],
+        args: "NAME",
+        about: "fit a prediction's model again (`.refit p_alive`); a failed fit keeps the last",
+        run: refit_trait,
+    },
+    MetaCommand {
         name: ".top",
         aliases: &[],
         args: "EVENT PROPERTY [WINDOW] [limit N] [order customers|lift] [min K] for RULE",
@@ -577,6 +584,22 @@ fn define_trait(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result
         info.name, info.expression
     )?;
     refresh_after_write(session);
+    Ok(Flow::Continue)
+}
+
+fn refit_trait(session: &mut Session, arg: &str, out: &mut dyn Write) -> Result<Flow, Failure> {
+    let name = arg.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(usage(".refit"));
+    }
+    let info = session.backend.refit_trait(name)?;
+    let fitted = info
+        .model
+        .as_ref()
+        .and_then(|m| m["fitted_at"].as_str())
+        .unwrap_or("?")
+        .to_owned();
+    writeln!(out, "refitted {} (fitted at {fitted})", info.name)?;
     Ok(Flow::Continue)
 }
 

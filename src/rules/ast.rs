@@ -570,6 +570,18 @@ pub enum Reducer {
     FirstTime,
     /// `last time`: the instant of the latest matching event in the window.
     LastTime,
+    /// `p_alive`: the probability that the customer is still buying, from the kept purchase
+    /// model (BG/NBD) and the customer's matching events up to *now* (never a window).
+    PAlive,
+    /// `expected count in next T`: the purchases the kept model expects from the customer in
+    /// the coming `horizon`.
+    Expected { horizon: Duration },
+    /// `clv(p) in next T`: the expected count times the expected value of a purchase
+    /// (Gamma–Gamma on `p`).
+    Clv { property: Path, horizon: Duration },
+    /// `rfm(p)`: three digits, the customer's quintiles (5 best) of recency, frequency and the
+    /// sum of `p` among the customers with a matching event in the window.
+    Rfm(Path),
 }
 
 impl Reducer {
@@ -584,7 +596,28 @@ impl Reducer {
             Reducer::Top(p) => format!("top({})", p.text),
             Reducer::FirstTime => "first time".to_owned(),
             Reducer::LastTime => "last time".to_owned(),
+            Reducer::PAlive => "p_alive".to_owned(),
+            Reducer::Expected { horizon } => format!("expected count in next {horizon}"),
+            Reducer::Clv { property, horizon } => {
+                format!("clv({}) in next {horizon}", property.text)
+            }
+            Reducer::Rfm(p) => format!("rfm({})", p.text),
         }
+    }
+
+    /// Whether the value comes from the kept purchase model (`p_alive`, `expected count`,
+    /// `clv`), which reads every matching event up to *now* and takes no window.
+    pub fn is_model(&self) -> bool {
+        matches!(
+            self,
+            Reducer::PAlive | Reducer::Expected { .. } | Reducer::Clv { .. }
+        )
+    }
+
+    /// Whether the value has no equivalent in the rule language and moves with *now* in ways
+    /// saved audiences cannot follow: the model reducers and `rfm(p)`.
+    pub fn is_predictive(&self) -> bool {
+        self.is_model() || matches!(self, Reducer::Rfm(_))
     }
 
     /// The property folded, for the reducers that read one.
@@ -592,8 +625,14 @@ impl Reducer {
         match self {
             Reducer::Aggregate { property, .. }
             | Reducer::Distinct(property)
-            | Reducer::Top(property) => Some(property),
-            Reducer::Count | Reducer::FirstTime | Reducer::LastTime => None,
+            | Reducer::Top(property)
+            | Reducer::Clv { property, .. }
+            | Reducer::Rfm(property) => Some(property),
+            Reducer::Count
+            | Reducer::FirstTime
+            | Reducer::LastTime
+            | Reducer::PAlive
+            | Reducer::Expected { .. } => None,
         }
     }
 }

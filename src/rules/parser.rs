@@ -1078,7 +1078,23 @@ impl<'a> Parser<'a> {
             None => None,
         };
         let reducer = self.reducer()?;
-        let window = self.window()?;
+        let window = if reducer.is_model() {
+            if ["in", "ever", "since", "before", "between"]
+                .iter()
+                .any(|k| self.at_kw(k))
+            {
+                return Err(self.error_at(
+                    self.peek().span,
+                    format!(
+                        "{} reads every matching event up to now: it takes no window",
+                        reducer.text()
+                    ),
+                ));
+            }
+            None
+        } else {
+            self.window()?
+        };
         let span = self.span_from(start);
         Ok(Computed {
             event: EventCondition {
@@ -1094,15 +1110,17 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Whether a reducer starts here: `count`, `first time`, `last time`, or one of `sum avg
-    /// min max distinct top` right before `(`.
+    /// Whether a reducer starts here: `count`, `p_alive`, `expected count`, `first time`,
+    /// `last time`, or one of `sum avg min max distinct top clv rfm` right before `(`.
     fn at_reducer(&self) -> bool {
         let paren = self.peek_at(1).kind == TokenKind::LParen;
         self.at_kw("count")
+            || self.at_kw("p_alive")
+            || (self.at_kw("expected") && self.is_kw(self.peek_at(1), "count"))
             || (["first", "last"].iter().any(|k| self.at_kw(k))
                 && self.is_kw(self.peek_at(1), "time"))
             || (paren
-                && ["sum", "avg", "min", "max", "distinct", "top"]
+                && ["sum", "avg", "min", "max", "distinct", "top", "clv", "rfm"]
                     .iter()
                     .any(|k| self.at_kw(k)))
     }
@@ -1110,12 +1128,13 @@ impl<'a> Parser<'a> {
     /// The reducer of a computed trait's expression.
     fn reducer(&mut self) -> PResult<Reducer> {
         const REDUCERS: &[&str] = &[
-            "count", "sum", "avg", "min", "max", "distinct", "top", "first", "last",
+            "count", "sum", "avg", "min", "max", "distinct", "top", "first", "last", "p_alive",
+            "expected", "clv", "rfm",
         ];
         if !self.at_reducer() {
             return Err(self.unexpected(
                 "a reducer: count, sum(p), avg(p), min(p), max(p), distinct(p), top(p), first \
-                 time or last time",
+                 time, last time, p_alive, expected count in next T, clv(p) in next T or rfm(p)",
                 REDUCERS,
                 "reducer",
             ));
@@ -1133,6 +1152,21 @@ impl<'a> Parser<'a> {
         };
         Ok(match word.as_str() {
             "count" => Reducer::Count,
+            "p_alive" => Reducer::PAlive,
+            "expected" => {
+                self.advance();
+                Reducer::Expected {
+                    horizon: self.horizon()?,
+                }
+            }
+            "clv" => {
+                let property = property()?;
+                Reducer::Clv {
+                    property,
+                    horizon: self.horizon()?,
+                }
+            }
+            "rfm" => Reducer::Rfm(property()?),
             "distinct" => Reducer::Distinct(property()?),
             "top" => Reducer::Top(property()?),
             "first" | "last" => {
@@ -1154,6 +1188,31 @@ impl<'a> Parser<'a> {
                 }
             }
         })
+    }
+
+    /// `in next N UNIT`: how far ahead `expected count` and `clv(p)` look.
+    fn horizon(&mut self) -> PResult<Duration> {
+        let start = self.peek().span;
+        if self.eat_kw("in").is_none() || self.eat_kw("next").is_none() {
+            return Err(self
+                .error_at(
+                    self.peek().span,
+                    format!(
+                        "expected count and clv(p) need how far ahead to look, as in `in next 90 \
+                         days`; found {}",
+                        self.found()
+                    ),
+                )
+                .with_expected("'in next' and a length of time"));
+        }
+        let duration = self.duration("a number after 'next'")?;
+        if duration.amount == 0 {
+            return Err(self.error_at(
+                self.span_from(start),
+                "a horizon of length 0 expects nothing; give a length of at least 1".into(),
+            ));
+        }
+        Ok(duration)
     }
 
     /// `PROPERTY VALUE`: a non-keyword path right after the event name.

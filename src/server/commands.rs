@@ -191,7 +191,8 @@ pub static COMMANDS: &[Command] = &[
     // Computed traits.
     cmd("TRAIT.DEFINE", 2, 2, trait_define),
     cmd("TRAIT.LIST", 0, 0, trait_list),
-    cmd("TRAIT.SHOW", 1, 1, trait_show),
+    cmd("TRAIT.SHOW", 1, 2, trait_show),
+    cmd("TRAIT.REFIT", 1, 1, trait_refit),
     cmd("TRAIT.DROP", 1, 1, trait_drop),
     // Values of one event property: top values of an audience.
     cmd("TOP", 3, 13, top),
@@ -714,9 +715,23 @@ fn trait_list(ctx: &mut Ctx<'_>, _: Args<'_>, r: &mut Reply<'_>) -> Result<(), C
     )
 }
 
-/// `TRAIT.SHOW name`: one computed trait as JSON.
+/// `TRAIT.SHOW name [now]`: one computed trait as JSON; a predictive trait's `model` is the
+/// kept fit, or with `now` the model fitted on the events up to then (the kept fit unchanged).
 fn trait_show(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
-    let info = ctx.db.computed_trait(args.str(0)?)?;
+    let name = args.str(0)?;
+    let mut info = ctx.db.computed_trait(name)?;
+    if args.len() > 1 {
+        let now = parse_time(args.str(1)?)?;
+        info.model = Some(ctx.db.fit_trait_at(name, now)?.to_json());
+        info.refit_error = None;
+    }
+    json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
+}
+
+/// `TRAIT.REFIT name`: fits a predictive trait's model again at the clock's now; the trait as
+/// JSON, or an error saying why the fit failed (the last good fit is kept).
+fn trait_refit(ctx: &mut Ctx<'_>, args: Args<'_>, r: &mut Reply<'_>) -> Result<(), CmdError> {
+    let info = ctx.db.refit_trait(args.str(0)?)?;
     json_reply(r, &serde_json::to_value(&info).unwrap_or_default())
 }
 

@@ -614,7 +614,14 @@ pub fn evaluate_computed(
             let mut fields = c.traits.take().unwrap_or_default();
             fields.retain(|(n, _)| !traits.iter().any(|(t, _)| t == n));
             for (name, expr) in traits {
-                if let Some(v) = computed_value(expr, &c.events, now) {
+                let v = match expr.reducer {
+                    Reducer::Rfm(_) => rfm_values(expr, customers, now)
+                        .into_iter()
+                        .find(|(id, _)| *id == c.id)
+                        .map(|(_, v)| v),
+                    _ => computed_value(expr, &c.events, now),
+                };
+                if let Some(v) = v {
                     fields.push((name.to_string(), v));
                 }
             }
@@ -689,7 +696,63 @@ pub fn computed_value(expr: &Computed, events: &[Event], now: i64) -> Option<Val
         }
         Reducer::FirstTime => matching.iter().map(|e| e.timestamp).min().map(Value::Time),
         Reducer::LastTime => matching.iter().map(|e| e.timestamp).max().map(Value::Time),
+        Reducer::Rfm(_) => panic!("rfm(p) ranks a population: use rfm_values"),
+        Reducer::PAlive | Reducer::Expected { .. } | Reducer::Clv { .. } => {
+            panic!("the purchase models are checked against lifetimes (tests/predict.rs)")
+        }
     }
+}
+
+/// `rfm(p)` for every customer with a matching event in the window at `now`, straight from
+/// rules.md: recency (whole UTC days from the latest matching event to *now*, fewer is better),
+/// frequency (matching events) and monetary value (the sum of `p`'s numbers), each scored among
+/// those customers by mid-rank: sort the values worst first, give tied customers the mean of
+/// the positions (0, 1, ...) they occupy, and score `1 + floor(5 (position + 1/2) / N)`.
+pub fn rfm_values(expr: &Computed, customers: &[Customer], now: i64) -> Vec<(String, Value)> {
+    let Reducer::Rfm(p) = &expr.reducer else {
+        panic!("not rfm");
+    };
+    let cond = &expr.event;
+    let mut rows: Vec<(String, [f64; 3])> = Vec::new();
+    for c in customers {
+        let matching: Vec<&Event> = c
+            .events
+            .iter()
+            .filter(|e| in_window(cond, e.timestamp, now) && event_matches(cond, e, now))
+            .collect();
+        let Some(last) = matching.iter().map(|e| e.timestamp).max() else {
+            continue;
+        };
+        let days = now.div_euclid(DAY_MS) - last.div_euclid(DAY_MS);
+        let sum: f64 = matching
+            .iter()
+            .filter_map(|e| {
+                e.properties
+                    .iter()
+                    .find(|(n, _)| *n == p.text)
+                    .and_then(|(_, v)| v.as_f64())
+            })
+            .sum();
+        // Higher is better in each column.
+        rows.push((c.id.clone(), [-(days as f64), matching.len() as f64, sum]));
+    }
+    let n = rows.len() as f64;
+    let score = |col: usize, v: f64| {
+        let mut values: Vec<f64> = rows.iter().map(|(_, r)| r[col]).collect();
+        values.sort_by(f64::total_cmp);
+        let positions: Vec<f64> = (0..values.len())
+            .filter(|&i| values[i] == v)
+            .map(|i| i as f64)
+            .collect();
+        let mean = positions.iter().sum::<f64>() / positions.len() as f64;
+        1 + (5.0 * (mean + 0.5) / n).floor() as u64
+    };
+    rows.iter()
+        .map(|(id, r)| {
+            let text = format!("{}{}{}", score(0, r[0]), score(1, r[1]), score(2, r[2]));
+            (id.clone(), Value::Str(text))
+        })
+        .collect()
 }
 
 /// The tie-break order of `top(p)`: numbers by value, then text, then booleans (false first),
