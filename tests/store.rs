@@ -103,6 +103,79 @@ fn identify_merges_and_null_removes() {
     assert!(db.verify().unwrap().is_ok());
 }
 
+/// Format 7: a fold adds the message ids it brings a customer as a message-id record of its own,
+/// up to eight records, and the fold past that writes their union into one; a write that gives
+/// a customer its blocks at once writes the union too. A re-send of any stored message is
+/// skipped whichever record holds it, before and after a reopen, and a delete removes them all.
+#[test]
+fn message_ids_of_many_folds_still_skip_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let open = || {
+        let mut config = Config::new(&path);
+        // Every write folds.
+        config.fold_events = 0;
+        config.fold_bytes = 0;
+        Db::open_with(config).unwrap()
+    };
+    let records = |db: &Db| {
+        db.record_stats()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.kind == "message ids")
+            .map_or(0, |s| s.records)
+    };
+    let msg = |cust: &str, round: i64, i: i64| {
+        let mut m = track(cust, "viewed", "X", 1_000 * round + i);
+        m.message_id = Some(format!("m-{round}-{i}"));
+        m
+    };
+    let db = open();
+    let mut counts = Vec::new();
+    for round in 0..10 {
+        let r = db
+            .ingest((0..3).map(|i| msg("c", round, i)).collect())
+            .unwrap();
+        assert_eq!((r.stored, r.duplicates), (3, 0));
+        counts.push(records(&db));
+        let again: Vec<Message> = (0..=round)
+            .flat_map(|r| (0..3).map(move |i| msg("c", r, i)))
+            .collect();
+        let r = db.ingest(again).unwrap();
+        assert_eq!((r.stored, r.duplicates), (0, 3 * (round as u64 + 1)));
+    }
+    assert_eq!(counts, [1, 2, 3, 4, 5, 6, 7, 8, 1, 2]);
+    // Customer "e": three folds of identifies with message ids (no events), then a write of
+    // 20 events, which gives it its blocks at once and the union of its ids in one record.
+    for round in 0..3 {
+        let mut m = Message::identify("e", vec![("tier".into(), Some(s("Gold")))]);
+        m.message_id = Some(format!("id-{round}"));
+        assert_eq!(db.ingest(vec![m]).unwrap().stored, 1);
+    }
+    assert_eq!(records(&db), 2 + 3);
+    let burst: Vec<Message> = (0..20).map(|i| msg("e", 50, i)).collect();
+    assert_eq!(db.ingest(burst.clone()).unwrap().stored, 20);
+    assert_eq!(records(&db), 2 + 1);
+    drop(db);
+    let db = open();
+    let mut again: Vec<Message> = (0..10)
+        .flat_map(|r| (0..3).map(move |i| msg("c", r, i)))
+        .collect();
+    again.extend(burst);
+    for round in 0..3 {
+        let mut m = Message::identify("e", vec![("tier".into(), Some(s("Gold")))]);
+        m.message_id = Some(format!("id-{round}"));
+        again.push(m);
+    }
+    let r = db.ingest(again).unwrap();
+    assert_eq!((r.stored, r.duplicates), (0, 53));
+    assert_eq!(db.customer("c").unwrap().unwrap().events.len(), 30);
+    assert!(db.verify().unwrap().is_ok());
+    db.delete_customer("c").unwrap();
+    db.delete_customer("e").unwrap();
+    assert_eq!(records(&db), 0);
+}
+
 #[test]
 fn message_ids_make_resending_idempotent() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,16 +234,26 @@ fn a_format_1_folder_keeps_its_message_ids_and_is_marked_current() {
         "the old records still tell re-sends"
     );
     assert_eq!(db.customer("c").unwrap().unwrap().events.len(), 5);
-    // The new ids wait in an event tail with their events; folding it (`compact` folds every
-    // tail) writes the record again, in the current form.
+    // The new ids wait in the write log with their events; folding them (`compact` folds the
+    // log) adds them as a further record, in the current form (format 7), and leaves the old
+    // record as it is: both are read.
     db.compact().unwrap();
-    let raw = raw_sled::open(&path);
-    let tree = raw.open_tree("audiencedb").unwrap();
-    assert_eq!(
-        tree.get(&k).unwrap().unwrap().as_ref(),
-        &audiencedb::testing::FORMAT_VERSION.to_be_bytes()[..]
-    );
-    assert_eq!(tree.get(keys::seen(0)).unwrap().unwrap().len(), 1 + 5 * 6);
+    {
+        let raw = raw_sled::open(&path);
+        let tree = raw.open_tree("audiencedb").unwrap();
+        assert_eq!(
+            tree.get(&k).unwrap().unwrap().as_ref(),
+            &audiencedb::testing::FORMAT_VERSION.to_be_bytes()[..]
+        );
+        assert_eq!(tree.get(keys::seen(0)).unwrap().unwrap().len(), 3 * 8);
+        assert_eq!(
+            tree.get(keys::seen_chunk(0, 1)).unwrap().unwrap().len(),
+            1 + 2 * 6
+        );
+    }
+    let db = Db::open(&path).unwrap();
+    let r = db.ingest((0..5).map(with_id).collect()).unwrap();
+    assert_eq!((r.stored, r.duplicates), (0, 5));
 }
 
 #[test]
@@ -577,10 +660,12 @@ fn small_writes_get_a_dictionary_at_a_checkpoint_and_old_blocks_still_read() {
     drop(db);
     let (tags, stored) = block_tags(&path);
     assert!(stored, "the checkpoint trained one on the stored blocks");
-    // The new customer's block uses it, and so does shopper-3's, which its new event (in the
-    // write log until the close folded it) rewrote.
-    assert_eq!(tags.iter().filter(|&&t| t == 2).count(), 2, "{tags:?}");
-    assert_eq!(tags.iter().filter(|&&t| t == 1).count(), 399);
+    // The new customer's block uses it. shopper-3's new event (in the write log until the close
+    // folded it) went into a block of its own, too small to pack, after its 60 stored events
+    // (a block of `KEEP_EVENTS` or more is left as it is): every older block is as it was.
+    assert_eq!(tags.iter().filter(|&&t| t == 2).count(), 1, "{tags:?}");
+    assert_eq!(tags.iter().filter(|&&t| t == 1).count(), 400);
+    assert_eq!(tags.iter().filter(|&&t| t == 0).count(), 1);
     let db = Db::open(&path).unwrap();
     assert_eq!(events_of(&db, "shopper-3")[..60], before[..]);
     assert_eq!(events_of(&db, "shopper-3").len(), 61);

@@ -536,7 +536,7 @@ impl Writer {
         batch.put_aliases(cust, &[]);
         batch.put_anonymous(cust, false);
         batch.remove_profile(cust);
-        batch.remove_seen(cust);
+        db.store.remove_seen(&mut batch, cust)?;
         db.store.remove_events(&mut batch, cust)?;
         for e in &events {
             catalog.count_event(e.event, &e.props, -1);
@@ -702,7 +702,7 @@ impl Db {
             records.put_aliases(cust, &[]);
             records.put_anonymous(cust, false);
             records.remove_profile(cust);
-            records.remove_seen(cust);
+            self.store.remove_seen(records, cust)?;
             self.store.remove_events(records, cust)?;
             events.extend(stored.iter().cloned());
             removed.push(Removed {

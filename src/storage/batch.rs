@@ -119,13 +119,16 @@ impl WriteBatch {
         self.remove(&keys::profile(cust)[..]);
     }
 
-    /// The sorted hashes of a customer's stored message ids ([`super::codec::encode_seen`]).
+    /// The sorted hashes of a customer's stored message ids ([`super::codec::encode_seen`]), in
+    /// its first message-id record. A write that puts the union of every record here removes
+    /// the further ones ([`super::Store::remove_seen`]).
     pub fn put_seen(&mut self, cust: u32, bytes: Vec<u8>) {
         self.put(&keys::seen(cust)[..], bytes);
     }
 
-    pub fn remove_seen(&mut self, cust: u32) {
-        self.remove(&keys::seen(cust)[..]);
+    /// Further message-id record `n` of a customer (format 7): the sorted hashes one fold added.
+    pub(super) fn put_seen_chunk(&mut self, cust: u32, n: u32, bytes: Vec<u8>) {
+        self.put(&keys::seen_chunk(cust, n)[..], bytes);
     }
 
     /// A block of a customer's events whose first one happened at `start`.

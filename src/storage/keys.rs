@@ -8,7 +8,7 @@
 //! | `r` | `r` + internal id (BE) | external id |
 //! | `p` | `p` + internal id (BE) | profile: traits |
 //! | `e` | `e` + internal id (BE) + first timestamp (BE) | a block of the customer's events, in time order |
-//! | `m` | `m` + internal id (BE) | sorted hashes of the customer's stored message ids |
+//! | `m` | `m` + internal id (BE), then (format 7) a record number (BE) | sorted hashes of the customer's stored message ids: the first record's, then those each later fold added |
 //! | `d` | `d` + generation (BE) | customers touched by that write, until the next index snapshot |
 //! | `x` | `x` + family key | an index snapshot family |
 //! | `a` | `a` + audience name | a saved audience's definition (JSON) |
@@ -128,8 +128,27 @@ pub fn anonymous(cust: u32) -> [u8; 5] {
     with_customer(ANONYMOUS, cust)
 }
 
+/// A customer's first message-id record, and the prefix of all of them.
 pub fn seen(cust: u32) -> [u8; 5] {
     with_customer(SEEN, cust)
+}
+
+/// A customer's further message-id record `n` (format 7: the hashes one fold added).
+pub fn seen_chunk(cust: u32, n: u32) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..5].copy_from_slice(&seen(cust));
+    k[5..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// The number of a customer's message-id record: 0 for the first (`m` + id), `n` for
+/// [`seen_chunk`] `n`.
+pub fn parse_seen_chunk(key: &[u8]) -> Result<u32> {
+    match key.len() {
+        5 => Ok(0),
+        9 => Ok(u32::from_be_bytes([key[5], key[6], key[7], key[8]])),
+        _ => Err(corrupt!("bad message-id key")),
+    }
 }
 
 /// The key of compression dictionary `id`.

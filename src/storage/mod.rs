@@ -44,9 +44,12 @@ pub type Bytes = sled::IVec;
 ///    would not find a merged id.
 /// 6: the write log (a file beside sled's, `timeline.rs`): each write's new events in one
 ///    frame, folded into blocks later; no tails.
-/// Folders of versions 1 to 5 are read, and marked 6 when opened (the tails of a format-4 or
+/// 7: further message-id records (`m` + id + record number): a fold adds the hashes it brings
+///    a customer as a record of their own instead of rewriting the union; a format-6 build
+///    would read the first record only, and take re-sent messages for new ones.
+/// Folders of versions 1 to 6 are read, and marked 7 when opened (the tails of a format-4 or
 /// format-5 folder are folded into blocks then).
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The format this process writes: [`FORMAT_VERSION`], or 3 under [`timeline::write_format_3`].
 fn written_format() -> u32 {
@@ -591,10 +594,7 @@ impl Store {
     /// The sorted hashes of a customer's stored message ids ([`codec::message_hash`]): its
     /// message-id record's and its unfolded ones ([`timeline`]).
     pub fn seen_messages(&self, cust: u32) -> Result<Vec<u64>> {
-        let mut seen = match self.get(&keys::seen(cust))? {
-            Some(v) => codec::decode_seen(&v)?,
-            None => Vec::new(),
-        };
+        let mut seen = self.stored_seen(cust)?;
         let unfolded = self.unfolded_hashes(cust);
         if !unfolded.is_empty() {
             seen.extend(unfolded);
@@ -608,10 +608,34 @@ impl Store {
     /// [`Store::has_unfolded_message`], what [`Store::seen_messages`] tells without building the
     /// union (the writer's duplicate check, once per customer and write).
     pub fn stored_seen(&self, cust: u32) -> Result<Vec<u64>> {
-        match self.get(&keys::seen(cust))? {
-            Some(v) => codec::decode_seen(&v),
-            None => Ok(Vec::new()),
+        let records = self.seen_records(cust)?;
+        let mut seen = Vec::new();
+        for (_, v) in &records {
+            seen.extend(codec::decode_seen(v)?);
         }
+        if records.len() > 1 {
+            seen.sort_unstable();
+            seen.dedup();
+        }
+        Ok(seen)
+    }
+
+    /// A customer's message-id records, in key order: the first (`m` + id), then the further
+    /// ones folds added (format 7), as (key, value).
+    fn seen_records(&self, cust: u32) -> Result<Vec<(sled::IVec, sled::IVec)>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(keys::seen(cust)) {
+            out.push(item?);
+        }
+        Ok(out)
+    }
+
+    /// Adds to `batch` the removal of every message-id record of a customer.
+    pub fn remove_seen(&self, batch: &mut WriteBatch, cust: u32) -> Result<()> {
+        for (k, _) in self.seen_records(cust)? {
+            batch.remove_raw(k);
+        }
+        Ok(())
     }
 
     /// Every record, in key order, as (key, value).

@@ -24,7 +24,8 @@
 //! **Fold.** When the memtable passes a bound (events or bytes, `Config::fold_events` and
 //! `Config::fold_bytes`), and when the folder is closed, [`Store::fold`] merges each customer's
 //! unfolded events into their blocks (from the one holding the earliest, as a format-3 write
-//! did, but leaving a full block wholly before them as it is) and their hashes into the message-id record, customer by customer in id order, a few
+//! did, but leaving a block of [`KEEP_EVENTS`] or more wholly before them as it is) and adds
+//! their hashes as a further message-id record ([`SEEN_RECORDS`]), customer by customer in id order, a few
 //! tens of megabytes per atomic batch. Every batch but the last also records how far the fold
 //! got (the `fold` metadata record: the last frame folded and the last customer done); the last
 //! sets the committed end back to 0 and removes that record, and the file is then emptied. At
@@ -58,6 +59,23 @@ pub const DIRECT_FROM_EVENTS: usize = 16;
 /// Events per sealed block: a customer's timeline is cut into blocks of at most this many (more
 /// only when equal timestamps straddle the cut).
 pub const BLOCK_EVENTS: usize = 128;
+
+/// A fold leaves a stored block wholly before the unfolded events as it is when it holds at
+/// least this many events, and writes the new events into blocks of their own after it; a
+/// smaller last block is merged with them. Merging into every partial block rewrote a
+/// customer's whole history at each fold when it holds fewer than [`BLOCK_EVENTS`] events (most
+/// customers of a shop): at 1,000,000 customers, four folds of an import wrote the blocks about
+/// three times over (docs/BENCHMARKS.md, "Folds that rewrite less"). So every block
+/// but a customer's last holds at least this many events (a quarter of a full block): a read
+/// decodes at most four times the blocks it did.
+pub const KEEP_EVENTS: usize = BLOCK_EVENTS / 4;
+
+/// The most message-id records a customer has (format 7). A fold adds the hashes it brings a
+/// customer as a further record after the ones stored, instead of rewriting the union of all
+/// of them (at 1,000,000 customers four folds wrote the message ids about three times over);
+/// the fold that would make it more than this many writes the union into the first record and
+/// removes the others. A read takes a prefix scan of at most this many records.
+pub const SEEN_RECORDS: usize = 8;
 
 /// The smallest bound on unfolded events (a write that leaves more folds them): on a machine
 /// with little memory, or whose memory cannot be read ([`fold_bounds`]).
@@ -159,6 +177,7 @@ pub fn move_into_format_4_tail(store: &Store, cust: u32, n: usize) -> Result<()>
     put_merged(&mut batch, cust, &[], kept, dict);
     let seen = store.seen_messages(cust)?;
     let (kept_hashes, tail_hashes) = seen.split_at(seen.len() / 2);
+    store.remove_seen(&mut batch, cust)?;
     batch.put_seen(cust, codec::encode_seen(kept_hashes));
     if !tail.is_empty() {
         // The format-4 layout: the hashes (a count, 6 bytes LE each), the first time (zigzag),
@@ -638,7 +657,9 @@ impl Store {
                 put_merged(batch, cust, &stored, events, dict);
             }
             if !new_hashes.is_empty() {
+                // The union of every record (`seen_before`) goes into the first one.
                 let seen = union(seen_before.unwrap_or_default(), new_hashes);
+                self.remove_seen(batch, cust)?;
                 batch.put_seen(cust, codec::encode_seen(&seen));
             }
             return Ok(());
@@ -912,16 +933,16 @@ impl Store {
             let mut new = Vec::with_capacity(u.events);
             u.decode_into(&mut new)?;
             let mut stored: Vec<StoredEvent> = Vec::new();
-            // A full block wholly before the unfolded events stays as it is: cutting it and
-            // what follows again would give it back unchanged, and rewriting it would only
-            // leave sled a dead copy. Equal times must not straddle two blocks, so it stays
-            // only when its last event is strictly earlier than the first unfolded one.
+            // A block of at least KEEP_EVENTS wholly before the unfolded events stays as it
+            // is: rewriting it would only leave sled a dead copy (a full one would come back
+            // unchanged). Equal times must not straddle two blocks, so it stays only when its
+            // last event is strictly earlier than the first unfolded one.
             let mut keeping = true;
             for (_, start, bytes) in self.blocks_from(cust, u.first)? {
                 let at = stored.len();
                 codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
                 if keeping
-                    && stored.len() - at >= BLOCK_EVENTS
+                    && stored.len() - at >= KEEP_EVENTS
                     && stored.last().is_some_and(|e| e.ts < u.first)
                 {
                     stored.truncate(at);
@@ -933,13 +954,26 @@ impl Store {
             put_merged(&mut batch, cust, &stored, &new, dict);
         }
         if !u.hashes.is_empty() {
-            let before = match self.get(&keys::seen(cust))? {
-                Some(v) => codec::decode_seen(&v)?,
-                None => Vec::new(),
-            };
             let mut hashes = u.hashes.clone();
             hashes.sort_unstable();
-            batch.put_seen(cust, codec::encode_seen(&union(before, &hashes)));
+            let records = self.seen_records(cust)?;
+            match records.last() {
+                None => batch.put_seen(cust, codec::encode_seen(&hashes)),
+                Some((last, _)) if records.len() < SEEN_RECORDS => {
+                    let n = keys::parse_seen_chunk(last)? + 1;
+                    batch.put_seen_chunk(cust, n, codec::encode_seen(&hashes));
+                }
+                Some(_) => {
+                    let mut all = hashes;
+                    for (k, v) in &records {
+                        all.extend(codec::decode_seen(v)?);
+                        batch.remove_raw(k.clone());
+                    }
+                    all.sort_unstable();
+                    all.dedup();
+                    batch.put_seen(cust, codec::encode_seen(&all));
+                }
+            }
         }
         Ok(batch)
     }
@@ -1305,6 +1339,80 @@ mod tests {
         codec::decode_block(0, after[0].1.as_slice(), &store.dictionaries, &mut read).unwrap();
         assert_eq!(read.len(), 129);
         assert_eq!(read[128], same_time[0]);
+    }
+
+    /// A fold keeps a partial block of at least [`KEEP_EVENTS`] events wholly before the new
+    /// ones and writes them after it; a smaller one is merged with them.
+    #[test]
+    fn a_fold_keeps_a_partial_block_of_a_quarter_and_merges_a_smaller_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let blocks = |cust: u32| -> Vec<(Timestamp, Vec<u8>)> {
+            store
+                .blocks_from(cust, Timestamp::MIN)
+                .unwrap()
+                .into_iter()
+                .map(|(_, start, v)| (start, v.to_vec()))
+                .collect()
+        };
+        let read = |cust: u32| -> Vec<StoredEvent> {
+            let mut out = Vec::new();
+            store.events(cust, &mut out).unwrap();
+            out
+        };
+        // Customer 1 has KEEP_EVENTS stored events, customer 2 one fewer; each gets 5 more,
+        // after them (the first of them at the last stored one's time + 1 ms for customer 1).
+        for (cust, n) in [(1u32, KEEP_EVENTS as i64), (2, KEEP_EVENTS as i64 - 1)] {
+            let mut batch = WriteBatch::new();
+            store
+                .write_events(&mut batch, cust, &events(0, n), None, &[], None)
+                .unwrap();
+            store.commit(batch).unwrap();
+        }
+        store.fold(None, FOLD_BATCH_BYTES).unwrap();
+        let before = (blocks(1), blocks(2));
+        assert_eq!((before.0.len(), before.1.len()), (1, 1));
+        let last_1 = (KEEP_EVENTS as i64 - 1) * 10;
+        for (cust, from) in [(1u32, last_1 + 1), (2, 1000)] {
+            let mut batch = WriteBatch::new();
+            store
+                .write_events(&mut batch, cust, &events(from, 5), None, &[], None)
+                .unwrap();
+            store.commit(batch).unwrap();
+        }
+        store.fold(None, FOLD_BATCH_BYTES).unwrap();
+        let after_1 = blocks(1);
+        assert_eq!(after_1.len(), 2);
+        assert_eq!(after_1[0], before.0[0], "the kept block was rewritten");
+        assert_eq!(after_1[1].0, last_1 + 1);
+        let after_2 = blocks(2);
+        assert_eq!(after_2.len(), 1);
+        assert_ne!(after_2[0], before.1[0]);
+        let mut want_1 = events(0, KEEP_EVENTS as i64);
+        want_1.extend(events(last_1 + 1, 5));
+        assert_eq!(read(1), want_1);
+        let mut want_2 = events(0, KEEP_EVENTS as i64 - 1);
+        want_2.extend(events(1000, 5));
+        assert_eq!(read(2), want_2);
+        // New events at the kept block's last time merge into it: equal times never
+        // straddle two blocks.
+        let same = vec![StoredEvent {
+            ts: last_1,
+            event: 9,
+            props: Vec::new(),
+        }];
+        let mut batch = WriteBatch::new();
+        store
+            .write_events(&mut batch, 1, &same, None, &[], None)
+            .unwrap();
+        store.commit(batch).unwrap();
+        store.fold(None, FOLD_BATCH_BYTES).unwrap();
+        let merged = blocks(1);
+        assert_eq!(merged.len(), 1);
+        let mut want = events(0, KEEP_EVENTS as i64);
+        want.push(same[0].clone());
+        want.extend(events(last_1 + 1, 5));
+        assert_eq!(read(1), want);
     }
 
     #[test]
