@@ -14,22 +14,6 @@ use audiencedb::model::Value;
 use audiencedb::predict::{BgNbd, History, TimeUnit};
 use audiencedb::query::histories::HistoryRequest;
 use audiencedb::{Db, Message};
-use serde_json::Value as Json;
-
-fn reference() -> Option<Json> {
-    if !engines::has_module("lifetimes") {
-        eprintln!(
-            "skipped: no `lifetimes` in {} (scripts/test.sh installs it)",
-            engines::python().display()
-        );
-        return None;
-    }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/lifetimes_reference.py"
-    );
-    Some(engines::python_json([script]))
-}
 
 /// The CDNOW transactions as `purchased` events with their `amount`, by the sample's customer
 /// number (`0001` is customer `1`), at midnight UTC of their date.
@@ -73,7 +57,7 @@ fn request(value: Option<&str>) -> HistoryRequest {
 
 #[test]
 fn the_cdnow_sample_fits_as_lifetimes_and_the_paper_fit_it() {
-    let Some(reference) = reference() else {
+    let Some(reference) = engines::lifetimes_reference() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,6 @@ use audiencedb::model::time::{parse_date, parse_rfc3339, DAY_MS};
 use audiencedb::model::Value;
 use audiencedb::rules::Computed;
 use audiencedb::{Clock, Config, Customer, Db};
-use serde_json::Value as Json;
 
 fn close(got: f64, want: f64, tolerance: f64, what: &str) {
     assert!(
@@ -50,21 +49,6 @@ fn members(db: &Db, rule: &str, now: i64) -> BTreeSet<String> {
     db.member_ids(&a).unwrap().into_iter().collect()
 }
 
-fn reference() -> Option<Json> {
-    if !engines::has_module("lifetimes") {
-        eprintln!(
-            "skipped: no `lifetimes` in {} (scripts/test.sh installs it)",
-            engines::python().display()
-        );
-        return None;
-    }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/lifetimes_reference.py"
-    );
-    Some(engines::python_json([script]))
-}
-
 /// The CDNOW transactions as `purchased` events with their `amount` (as tests/predict.rs).
 fn store_transactions(db: &Db, path: &str) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -92,7 +76,7 @@ type Passes<'a> = dyn Fn(&Customer) -> bool + 'a;
 
 #[test]
 fn predictive_traits_on_cdnow_equal_lifetimes() {
-    let Some(reference) = reference() else {
+    let Some(reference) = engines::lifetimes_reference() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

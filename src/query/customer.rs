@@ -176,6 +176,37 @@ impl Tally {
     }
 }
 
+/// What `f` makes of each customer of `who`, given their stored events from `from` on (block
+/// bodies and spans, as [`for_each_match`] reads them), for those it makes something of, in id
+/// order; the customers are split across rayon's pool and each task reuses its buffers.
+pub(crate) fn map_customers_events<T: Send>(
+    store: &crate::storage::Store,
+    who: &roaring::RoaringBitmap,
+    from: Timestamp,
+    f: impl Fn(u32, &[u8], &[BlockSpan]) -> Result<Option<T>> + Sync,
+) -> Result<Vec<(u32, T)>> {
+    use rayon::prelude::*;
+    let ids: Vec<u32> = who.iter().collect();
+    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let parts: Vec<Vec<(u32, T)>> = ids
+        .par_chunks(chunk)
+        .map(|custs| {
+            let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
+            let mut out = Vec::with_capacity(custs.len());
+            for &cust in custs {
+                bodies.clear();
+                blocks.clear();
+                store.event_bodies_from(cust, from, &mut bodies, &mut blocks)?;
+                if let Some(x) = f(cust, &bodies, &blocks)? {
+                    out.push((cust, x));
+                }
+            }
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
 /// Calls `f` with each of a customer's events that an event condition counts (name, window,
 /// filter), in time order. `bodies` holds their blocks' bodies and `blocks` each block's first
 /// timestamp and byte range, in time order.

@@ -9,8 +9,6 @@
 //! once. This module reads the read state and the store it is handed (the caller holds the read
 //! guard); it never writes and takes no lock of its own. The models themselves are not here.
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::model::value::ValueType;
@@ -19,7 +17,7 @@ use crate::rules::{self, ExprKind, Rule};
 use crate::storage::Store;
 
 use super::check::{self, Warning};
-use super::customer::for_each_match;
+use super::customer::{for_each_match, map_customers_events};
 use super::run::event_condition;
 use super::ReadState;
 
@@ -194,39 +192,14 @@ pub(crate) fn histories(
             prop
         }
     };
-    let today = day_of(now);
-    let ids: Vec<u32> = who.iter().collect();
-    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
-    let parts: Vec<Vec<(u32, History)>> = ids
-        .par_chunks(chunk)
-        .map(|custs| {
-            let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
-            let mut out = Vec::with_capacity(custs.len());
-            for &cust in custs {
-                bodies.clear();
-                blocks.clear();
-                store.event_bodies_from(cust, node.from, &mut bodies, &mut blocks)?;
-                let mut fold = Fold::default();
-                for_each_match(&node, &bodies, &blocks, |e| {
-                    let v = match value {
-                        Some(p) => e.prop(p)?.and_then(|v| v.as_f64()),
-                        None => None,
-                    };
-                    fold.add(day_of(e.ts), v);
-                    Ok(())
-                })?;
-                if let Some(h) = fold.finish(today, req.unit) {
-                    out.push((cust, h));
-                }
-            }
-            Ok(out)
-        })
-        .collect::<Result<_>>()?;
+    let found = map_customers_events(store, &who, node.from, |_, bodies, blocks| {
+        history_of(&node, value, bodies, blocks, now, req.unit)
+    })?;
     let mut out = Histories {
         warnings,
         ..Histories::default()
     };
-    for (cust, h) in parts.into_iter().flatten() {
+    for (cust, h) in found {
         out.customers.push(cust);
         out.histories.push(h);
     }

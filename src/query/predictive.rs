@@ -15,7 +15,6 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
@@ -26,7 +25,7 @@ use crate::predict::{History, PurchaseModel};
 use crate::storage::view::BlockSpan;
 use crate::storage::Store;
 
-use super::customer::for_each_match;
+use super::customer::{for_each_match, map_customers_events};
 use super::exec::Sources;
 use super::histories::{day_of, Fold};
 use super::plan::{ComputedNode, Node, NodeKind, PlannedReducer};
@@ -134,43 +133,29 @@ fn fold_all(
         PlannedReducer::Clv { prop, .. } => prop,
         _ => None,
     };
-    let ids: Vec<u32> = who.iter().collect();
-    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
-    let store = sources.store;
-    let parts: Vec<(Vec<(u32, Fold)>, Timestamp)> = ids
-        .par_chunks(chunk)
-        .map(|custs| {
-            let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
-            let mut out = Vec::with_capacity(custs.len());
-            let mut latest = Timestamp::MIN;
-            for &cust in custs {
-                bodies.clear();
-                blocks.clear();
-                store.event_bodies_from(cust, Timestamp::MIN, &mut bodies, &mut blocks)?;
-                let mut fold = Fold::default();
-                let mut any = false;
-                for_each_match(&all, &bodies, &blocks, |e| {
-                    let v = match value {
-                        Some(p) => e.prop(p)?.and_then(|v| v.as_f64()),
-                        None => None,
-                    };
-                    fold.add(day_of(e.ts), v);
-                    latest = latest.max(e.ts);
-                    any = true;
-                    Ok(())
-                })?;
-                if any {
-                    out.push((cust, fold));
-                }
-            }
-            Ok((out, latest))
-        })
-        .collect::<Result<_>>()?;
-    let latest = parts.iter().map(|p| p.1).max().unwrap_or(Timestamp::MIN);
+    let found = map_customers_events(sources.store, &who, Timestamp::MIN, |_, bodies, blocks| {
+        let mut fold = Fold::default();
+        let mut latest = None;
+        for_each_match(&all, bodies, blocks, |e| {
+            let v = match value {
+                Some(p) => e.prop(p)?.and_then(|v| v.as_f64()),
+                None => None,
+            };
+            fold.add(day_of(e.ts), v);
+            latest = Some(latest.map_or(e.ts, |l: Timestamp| l.max(e.ts)));
+            Ok(())
+        })?;
+        Ok(latest.map(|l| (fold, l)))
+    })?;
+    let latest = found
+        .iter()
+        .map(|(_, (_, l))| *l)
+        .max()
+        .unwrap_or(Timestamp::MIN);
     Ok(Folded {
         versions,
         latest,
-        folds: parts.into_iter().flat_map(|p| p.0).collect(),
+        folds: found.into_iter().map(|(c, (f, _))| (c, f)).collect(),
     })
 }
 
@@ -304,38 +289,22 @@ fn rfm_table(
     prop: Option<u32>,
     who: &RoaringBitmap,
 ) -> Result<Table> {
-    let ids: Vec<u32> = who.iter().collect();
     let now = c.events.to;
-    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
-    let parts: Vec<Vec<(u32, Rfm)>> = ids
-        .par_chunks(chunk)
-        .map(|custs| {
-            let (mut bodies, mut blocks) = (Vec::new(), Vec::new());
-            let mut out = Vec::with_capacity(custs.len());
-            for &cust in custs {
-                bodies.clear();
-                blocks.clear();
-                store.event_bodies_from(cust, c.events.from, &mut bodies, &mut blocks)?;
-                let (mut count, mut last, mut sum) = (0u64, Timestamp::MIN, 0.0f64);
-                for_each_match(&c.events, &bodies, &blocks, |e| {
-                    count += 1;
-                    last = last.max(e.ts);
-                    if let Some(p) = prop {
-                        if let Some(x) = e.prop(p)?.and_then(|v| v.as_f64()) {
-                            sum += x;
-                        }
-                    }
-                    Ok(())
-                })?;
-                if count > 0 {
-                    let days = now.div_euclid(DAY_MS) - last.div_euclid(DAY_MS);
-                    out.push((cust, Rfm { days, count, sum }));
+    let rows = map_customers_events(store, who, c.events.from, |_, bodies, blocks| {
+        let (mut count, mut last, mut sum) = (0u64, Timestamp::MIN, 0.0f64);
+        for_each_match(&c.events, bodies, blocks, |e| {
+            count += 1;
+            last = last.max(e.ts);
+            if let Some(p) = prop {
+                if let Some(x) = e.prop(p)?.and_then(|v| v.as_f64()) {
+                    sum += x;
                 }
             }
-            Ok(out)
-        })
-        .collect::<Result<_>>()?;
-    let rows: Vec<(u32, Rfm)> = parts.into_iter().flatten().collect();
+            Ok(())
+        })?;
+        let days = now.div_euclid(DAY_MS) - last.div_euclid(DAY_MS);
+        Ok((count > 0).then_some(Rfm { days, count, sum }))
+    })?;
     debug_assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
     let recency = Ranks::new(rows.iter().map(|(_, r)| (-r.days) as f64).collect());
     let frequency = Ranks::new(rows.iter().map(|(_, r)| r.count as f64).collect());

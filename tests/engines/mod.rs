@@ -41,6 +41,23 @@ where
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The CDNOW fits and predictions of the PyPI package `lifetimes`
+/// (`scripts/lifetimes_reference.py`); `None`, with a note, when the venv has no `lifetimes`.
+pub fn lifetimes_reference() -> Option<serde_json::Value> {
+    if !has_module("lifetimes") {
+        eprintln!(
+            "skipped: no `lifetimes` in {} (scripts/test.sh installs it)",
+            python().display()
+        );
+        return None;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/lifetimes_reference.py"
+    );
+    Some(python_json([script]))
+}
+
 /// Runs each query on the engine over the tables in `dir`; the ids of each, or the engine's
 /// error as text.
 pub fn run_on(engine: &str, dir: &Path, queries: &[String]) -> Vec<Result<Vec<String>, String>> {
