@@ -4,15 +4,18 @@
 //! For the customers due in one audience at one *now* (a tick), the rule is evaluated as bitmap
 //! operations restricted to them: traits from their bitmaps, plain presence (`E in last L`,
 //! `E since L ago`, `E ever`) from the day bitmaps and, on a day the window cuts, the count
-//! rollups' two-second spans; `and`, `or`, `not` and `in audience` combine them. The next
+//! rollups' two-second spans; `and`, `or`, `not` and `in audience` combine them; other
+//! conditions (counts, aggregates, filters, sequences) take the engine's bounds over everyone
+//! when at least [`WHOLE_BOUNDS_FROM`] customers are due (the rollups decide most counts). The next
 //! instant at which time alone may change each customer's answer is bounded from below by the
 //! same spans ([`next_from_spans`]): early, never late, so the timers wake the customer at or
 //! before its edge, and a wake-up inside a span's two seconds reads the customer. Whatever the
-//! indexes cannot decide (counts, aggregates, filters, sequences, a span straddling an edge, an
-//! event after *now*, a date-time trait the rule compares with a relative time) is handed back
-//! to be read and checked one by one ([`super::subset::answer_each`]).
+//! indexes cannot decide (what the bounds leave open, a span straddling an edge, an event after
+//! *now*, a date-time trait the rule compares with a relative time) is handed back to be read
+//! and checked one by one ([`super::subset::answer_each`]).
 //!
-//! This module reads the indexes only; it never reads storage and never writes.
+//! This module reads the indexes (and storage only where the engine's bounds build their event
+//! columns); it never writes.
 
 use roaring::RoaringBitmap;
 
@@ -119,9 +122,20 @@ fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, Ro
             let m = &**members & d;
             (m.clone(), m)
         }
+        // Counts, aggregates, filters, sequences, `first`/`last`: the engine's bounds over
+        // everyone, when enough customers are asked about to be worth them (a count's rollups
+        // decide most customers; reading each costs far more than a bitmap).
+        _ if d.len() >= WHOLE_BOUNDS_FROM => {
+            let b = s.bounds(node);
+            (b.sure & d, b.maybe & d)
+        }
         _ => undecided(),
     }
 }
+
+/// From how many customers asked about a node [`within`] does not answer itself is given the
+/// engine's bounds over everyone instead of being left to be read.
+const WHOLE_BOUNDS_FROM: u64 = 128;
 
 /// Whether an event condition is presence alone: any matching event in the window, no filter.
 fn plain_presence(e: &EventNode) -> bool {
