@@ -289,8 +289,22 @@ fn time_moves_audiences_exactly_to_the_millisecond() {
     clock.set(t0() - 1000 + DAY);
     db.advance_audiences().unwrap();
     assert_eq!(members(&db, "lapsed"), ["a"]);
+    // The next check: b's view leaving the window, or up to two seconds before it (a timer set
+    // from the count rollups' two-second span of the view, never after the edge).
     let info = db.audience("viewers").unwrap();
-    assert_eq!(info.next_check, Some(t0() + 5000 + DAY));
+    let edge = t0() + 5000 + DAY;
+    let next = info.next_check.unwrap();
+    assert!((edge - 1999..=edge).contains(&next), "{next} for {edge}");
+    clock.set(next);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "viewers"), ["b"]);
+    assert_eq!(db.audience("viewers").unwrap().next_check, Some(edge));
+    clock.set(edge - 1);
+    db.advance_audiences().unwrap();
+    assert_eq!(members(&db, "viewers"), ["b"]);
+    clock.set(edge);
+    db.advance_audiences().unwrap();
+    assert!(members(&db, "viewers").is_empty());
 }
 
 /// `A then not B within T`: the saved audience gains the customer at exactly tA + T (its timer),

@@ -49,6 +49,7 @@ use crate::index::Indexes;
 use crate::ingest::message::check_customer_id;
 use crate::model::time::{Clock, Timestamp};
 use crate::model::{FastMap, FastSet};
+use crate::query::due::{self, DueAnswer};
 use crate::query::footprint::Footprint;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{
@@ -85,7 +86,8 @@ pub struct AudienceInfo {
     pub as_of: Timestamp,
     /// Customers with a pending time-driven re-evaluation.
     pub timers: u64,
-    /// The earliest of those (a customer waiting on a later day counts from that day's start).
+    /// The earliest of those (a customer waiting on a later day counts from that day's start;
+    /// one set from the indexes may be up to two seconds before the customer's edge, never after).
     pub next_check: Option<Timestamp>,
 }
 
@@ -1029,20 +1031,55 @@ impl Audiences {
                 return Err(e);
             }
         };
+        // The customers the write touched are read; those only due by time are answered
+        // from the indexes first, and only the ones the indexes cannot decide are read.
+        let mut written: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
         if let Some(t) = touched {
-            readers.touched(t, &state.catalog, &mut custs);
+            readers.touched(t, &state.catalog, &mut written);
         }
-        let mut todo: Vec<Todo> = custs
+        let cx = env.subset_context(&state, &state.definitions);
+        let due: Vec<Todo> = custs
             .into_iter()
-            .filter(|(_, c)| !c.is_empty())
+            .filter_map(|(id, mut c)| {
+                if let Some(w) = written.get(&id) {
+                    c -= w;
+                }
+                let r = readers.by_id.get(&id)?;
+                (!c.is_empty()).then(|| (r.def.clone(), r.fp.clone(), c))
+            })
+            .collect();
+        let due_answers: Vec<DueAnswer> = due
+            .par_iter()
+            .map(|t| {
+                // A failure here leaves every due customer to the reading path, which reports it.
+                due::answer_due(&cx, &ask(t), now).unwrap_or_else(|_| DueAnswer {
+                    read: t.2.clone(),
+                    ..DueAnswer::default()
+                })
+            })
+            .collect();
+        let mut decided: FastMap<u32, DueAnswer> = FastMap::default();
+        for ((d, _, _), mut a) in due.iter().zip(due_answers) {
+            *written.entry(d.id).or_default() |= std::mem::take(&mut a.read);
+            decided.insert(d.id, a);
+        }
+        let mut todo: Vec<Todo> = written
+            .into_iter()
             .filter_map(|(id, c)| {
                 let r = readers.by_id.get(&id)?;
                 Some((r.def.clone(), r.fp.clone(), c))
             })
             .collect();
+        // Audiences whose due customers were all decided are settled with an empty read.
+        for (id, _) in decided.iter() {
+            if !todo.iter().any(|t| t.0.id == *id) {
+                if let Some(r) = readers.by_id.get(id) {
+                    todo.push((r.def.clone(), r.fp.clone(), RoaringBitmap::new()));
+                }
+            }
+        }
         // In the definitions' order (by name), as the feed has always reported them.
         todo.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let cx = env.subset_context(&state, &state.definitions);
         // Audiences asked about many customers go through the bitmaps, each on its own; the
         // others share one read of each customer.
         let bulk_from = env.bulk_from;
@@ -1065,14 +1102,28 @@ impl Audiences {
             let mut live = self.live.write();
             // An audience's answer, or `None` when it failed: its customers are tried again
             // at the next chance.
-            let mut settle = |(d, _, custs): Todo, answer: Option<SubsetAnswer>| {
+            let mut settle = |(d, _, mut custs): Todo, answer: Option<SubsetAnswer>| {
                 let Live {
                     by_id, by_customer, ..
                 } = &mut *live;
+                let tick = decided.remove(&d.id);
                 if let Some(la) = by_id.get_mut(&d.id) {
                     match answer {
-                        Some(a) => apply(la, d.id, by_customer, &custs, a, now, &mut flips),
-                        None => custs.iter().for_each(|c| la.timers.schedule(c, Some(now))),
+                        Some(mut a) => {
+                            // With what the indexes decided for its due customers.
+                            if let Some(t) = tick {
+                                custs |= &t.asked;
+                                a.members |= t.decided.members;
+                                a.next.extend(t.decided.next);
+                            }
+                            apply(la, d.id, by_customer, &custs, a, now, &mut flips);
+                        }
+                        None => {
+                            if let Some(t) = tick {
+                                custs |= &t.asked;
+                            }
+                            custs.iter().for_each(|c| la.timers.schedule(c, Some(now)));
+                        }
                     }
                 }
                 live.rewake(d.id);

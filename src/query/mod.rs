@@ -21,6 +21,7 @@ mod columns;
 mod computed;
 mod customer;
 mod days;
+pub(crate) mod due;
 pub(crate) mod exec;
 mod explain;
 pub(crate) mod footprint;

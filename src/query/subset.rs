@@ -376,7 +376,7 @@ fn today(ei: &EventIndex, open: u32, now: Timestamp) -> (RoaringBitmap, RoaringB
 
 /// Customers with a date-time (or list) trait the rule names, when it has relative lengths:
 /// such a trait's value is a candidate instant the day bitmaps know nothing of.
-fn time_traits(cx: &Context<'_>, fp: &Footprint) -> RoaringBitmap {
+pub(super) fn time_traits(cx: &Context<'_>, fp: &Footprint) -> RoaringBitmap {
     let mut set = RoaringBitmap::new();
     if fp.lengths.is_empty() {
         return set;

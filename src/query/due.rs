@@ -1,0 +1,374 @@
+//! Customers whose timers fell due, answered from the indexes where they can be: what keeps a
+//! saved audience true as the clock moves, without reading each due customer's events.
+//!
+//! For the customers due in one audience at one *now* (a tick), the rule is evaluated as bitmap
+//! operations restricted to them: traits from their bitmaps, plain presence (`E in last L`,
+//! `E since L ago`, `E ever`) from the day bitmaps and, on a day the window cuts, the count
+//! rollups' two-second spans; `and`, `or`, `not` and `in audience` combine them; other
+//! conditions (counts, aggregates, filters, sequences) take the engine's bounds over everyone
+//! when at least [`WHOLE_BOUNDS_FROM`] customers are due (the rollups decide most counts). The next
+//! instant at which time alone may change each customer's answer is bounded from below by the
+//! same spans ([`next_from_spans`]): early, never late, so the timers wake the customer at or
+//! before its edge, and a wake-up inside a span's two seconds reads the customer. Whatever the
+//! indexes cannot decide (what the bounds leave open, a span straddling an edge, an event after
+//! *now*, a date-time trait the rule compares with a relative time) is handed back to be read
+//! and checked one by one ([`super::subset::answer_each`]).
+//!
+//! This module reads the indexes (and storage only where the engine's bounds build their event
+//! columns); it never writes.
+
+use roaring::RoaringBitmap;
+
+use crate::error::Result;
+use crate::index::rollup::{DayCount, DayList, SPAN_UNIT_MS};
+use crate::index::{EventIndex, Indexes};
+use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
+use crate::model::FastMap;
+
+use super::exec::Sources;
+use super::footprint::{self, Footprint};
+use super::plan::{self, EventNode, Node, NodeKind};
+use super::rollups::{side, Side, WindowDays};
+use super::subset::{time_traits, Ask, Context, SubsetAnswer};
+
+/// A tick's answer for the due customers of one audience.
+#[derive(Debug, Default)]
+pub(crate) struct DueAnswer {
+    /// The members among the customers the indexes decided, and each one's next instant (a
+    /// lower bound: at or before the first instant its answer may change).
+    pub decided: SubsetAnswer,
+    /// The customers decided in `decided`.
+    pub asked: RoaringBitmap,
+    /// The customers asked about that the indexes could not decide: to be read.
+    pub read: RoaringBitmap,
+}
+
+/// Evaluates `ask`'s rule at `now` for its customers (those that exist) from the indexes; see
+/// the module's documentation.
+pub(crate) fn answer_due(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<DueAnswer> {
+    let custs = ask.custs & &cx.indexes.everyone;
+    if custs.is_empty() {
+        return Ok(DueAnswer::default());
+    }
+    let plan = plan::plan(ask.rule, cx.catalog, cx.indexes, cx.saved, now)?;
+    let sources = Sources {
+        indexes: cx.indexes,
+        catalog: cx.catalog,
+        store: cx.store,
+        ids: Some(cx.ids),
+    };
+    let (sure, maybe) = within(&sources, &plan.root, &custs);
+    let (lower, unresolved) = next_from_spans(cx, ask.fp, &custs, now);
+    let read = (&maybe - &sure) | unresolved;
+    let asked = &custs - &read;
+    let next = asked.iter().map(|c| (c, lower.get(&c).copied())).collect();
+    Ok(DueAnswer {
+        decided: SubsetAnswer {
+            members: sure & &asked,
+            next,
+        },
+        asked,
+        read,
+    })
+}
+
+/// Bounds of `node` for the customers of `d` only: `(sure, maybe)` with `sure ⊆ maybe ⊆ d`.
+/// Nodes the indexes do not answer here leave all of `d` undecided.
+fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, RoaringBitmap) {
+    if d.is_empty() {
+        return (RoaringBitmap::new(), RoaringBitmap::new());
+    }
+    let undecided = || (RoaringBitmap::new(), d.clone());
+    match &node.kind {
+        NodeKind::Everyone => (d.clone(), d.clone()),
+        NodeKind::Not(inner) => {
+            let (sure, maybe) = within(s, inner, d);
+            (d - &maybe, d - &sure)
+        }
+        NodeKind::And(items) => {
+            // Each item is asked only about those the items before may still let through.
+            let (mut sure, mut maybe) = (d.clone(), d.clone());
+            for n in items {
+                let (s_n, m_n) = within(s, n, &maybe);
+                sure &= &s_n;
+                maybe = m_n;
+            }
+            sure &= &maybe;
+            (sure, maybe)
+        }
+        NodeKind::Or(items) => {
+            // Each item is asked only about those no item before surely lets through.
+            let (mut sure, mut maybe, mut rest) =
+                (RoaringBitmap::new(), RoaringBitmap::new(), d.clone());
+            for n in items {
+                let (s_n, m_n) = within(s, n, &rest);
+                rest -= &s_n;
+                sure |= s_n;
+                maybe |= m_n;
+            }
+            maybe |= &sure;
+            (sure, maybe)
+        }
+        NodeKind::Trait { .. } => {
+            let b = s.bounds(node);
+            (b.sure & d, b.maybe & d)
+        }
+        NodeKind::Event(e) if plain_presence(e) => presence_within(s.indexes, e, d),
+        NodeKind::Audience { inner, .. } => within(s, inner, d),
+        NodeKind::Computed(c) => match &c.expanded {
+            Some(x) => within(s, x, d),
+            None => undecided(),
+        },
+        NodeKind::List { members, .. } => {
+            let m = &**members & d;
+            (m.clone(), m)
+        }
+        // Counts, aggregates, filters, sequences, `first`/`last`: the engine's bounds over
+        // everyone, when enough customers are asked about to be worth them (a count's rollups
+        // decide most customers; reading each costs far more than a bitmap).
+        _ if d.len() >= WHOLE_BOUNDS_FROM => {
+            let b = s.bounds(node);
+            (b.sure & d, b.maybe & d)
+        }
+        _ => undecided(),
+    }
+}
+
+/// From how many customers asked about a node [`within`] does not answer itself is given the
+/// engine's bounds over everyone instead of being left to be read.
+const WHOLE_BOUNDS_FROM: u64 = 128;
+
+/// Whether an event condition is presence alone: any matching event in the window, no filter.
+fn plain_presence(e: &EventNode) -> bool {
+    e.filter.is_none() && e.frequency.holds_for_any_presence() && !e.frequency.holds_for_none()
+}
+
+/// Who of `d` has the event in its window: whole days from the day bitmaps, a cut day from the
+/// count rollups' spans (all of the day's events inside the window's part: in; all outside:
+/// out; else undecided).
+fn presence_within(
+    ix: &Indexes,
+    e: &EventNode,
+    d: &RoaringBitmap,
+) -> (RoaringBitmap, RoaringBitmap) {
+    let nobody = (RoaringBitmap::new(), RoaringBitmap::new());
+    let Some(ei) = e.event.and_then(|id| ix.event_index(id)) else {
+        return nobody;
+    };
+    let Some(win) = WindowDays::of(e.from, e.to) else {
+        return nobody;
+    };
+    let mut sure = RoaringBitmap::new();
+    let mut rest = d.clone();
+    if let Some((a, b)) = win.whole {
+        for (_, bm) in ei.days.range(a..=b) {
+            let hit = &rest & bm;
+            if !hit.is_empty() {
+                rest -= &hit;
+                sure |= hit;
+                if rest.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    let mut unsure = RoaringBitmap::new();
+    for &(day, a, b) in &win.edges {
+        let on = day_customers(ei, day, &rest);
+        if on.is_empty() {
+            continue;
+        }
+        let Some(found) = spans(ei, day, &on) else {
+            unsure |= on;
+            continue;
+        };
+        let mut listed = RoaringBitmap::new();
+        for (c, first, last) in found {
+            listed.insert(c);
+            match side(first, last, a, b) {
+                Side::In => {
+                    sure.insert(c);
+                }
+                Side::Out => {}
+                Side::Both => {
+                    unsure.insert(c);
+                }
+            }
+        }
+        // In the day's bitmap but not its list: not expected, and left undecided.
+        unsure |= on - listed;
+    }
+    let maybe = &sure | &unsure;
+    (sure, maybe)
+}
+
+/// The customers of `d` with the event on `day`.
+fn day_customers(ei: &EventIndex, day: u32, d: &RoaringBitmap) -> RoaringBitmap {
+    ei.days.get(&day).map(|bm| d & bm).unwrap_or_default()
+}
+
+/// The span of each customer of `custs` on `day` (their events lie in `[first·2 s, last·2 s +
+/// 2 s)` of the day), merged over its partial entries, in customer order; `None` when the day
+/// has no count rollup. Customers without an entry are left out.
+fn spans(ei: &EventIndex, day: u32, custs: &RoaringBitmap) -> Option<Vec<(u32, u16, u16)>> {
+    let list: &DayList<DayCount> = ei.counts.get(&day)?;
+    let (head, tail) = list.parts();
+    let mut out: Vec<(u32, u16, u16)> = Vec::with_capacity(custs.len() as usize);
+    if custs.len() as usize * 16 >= head.len() {
+        for x in head.iter().filter(|x| custs.contains(x.cust)) {
+            out.push((x.cust, x.first, x.last));
+        }
+    } else {
+        for c in custs {
+            if let Ok(i) = head.binary_search_by_key(&c, |x| x.cust) {
+                out.push((c, head[i].first, head[i].last));
+            }
+        }
+    }
+    for x in tail.iter().filter(|x| custs.contains(x.cust)) {
+        match out.binary_search_by_key(&x.cust, |o| o.0) {
+            Ok(i) => {
+                out[i].1 = out[i].1.min(x.first);
+                out[i].2 = out[i].2.max(x.last);
+            }
+            Err(i) => out.insert(i, (x.cust, x.first, x.last)),
+        }
+    }
+    Some(out)
+}
+
+/// For the customers of `d`, a lower bound of the next instant after `now` at which the answer
+/// of a rule with footprint `fp` may change by time alone (absent: none), as
+/// [`footprint::next_candidates`] finds it exactly, from the day bitmaps and the count rollups'
+/// spans; and the customers for whom the spans cannot give one (to be read).
+///
+/// Per event of the rule and relative length `L` (cut = *now* − `L`): where only the latest
+/// event counts, the latest event up to *now* at or after the cut puts the candidate at its
+/// time + `L`, so the last span of the latest day with the event bounds it; otherwise the first
+/// event at or after the cut does, bounded by the first span of the first day with one at or
+/// after the cut. A span within which the candidate may fall at or before *now*, a cut day whose
+/// events lie both sides of the cut (where the first event at or after it is not known), and an
+/// event that may be after *now* (whose own time is a candidate) leave the customer to be read.
+pub(crate) fn next_from_spans(
+    cx: &Context<'_>,
+    fp: &Footprint,
+    d: &RoaringBitmap,
+    now: Timestamp,
+) -> (FastMap<u32, Timestamp>, RoaringBitmap) {
+    let mut lower: FastMap<u32, Timestamp> = FastMap::default();
+    if !fp.moves_with_time() {
+        return (lower, RoaringBitmap::new());
+    }
+    // Property times place candidates the day bitmaps know nothing of; and near the epoch the
+    // windows reach before day 0.
+    if fp.relative_props || now.saturating_sub(fp.longest()) < 2 * DAY_MS {
+        return (lower, d.clone());
+    }
+    let mut unresolved = time_traits(cx, fp) & d;
+    let open = day_of(now);
+    let by_event = footprint::by_event(&[fp], cx.catalog);
+    let mut put = |c: u32, t: Timestamp| {
+        lower.entry(c).and_modify(|x| *x = (*x).min(t)).or_insert(t);
+    };
+    for e in footprint::event_ids(fp, cx.catalog) {
+        let Some(ei) = cx.indexes.event_index(e) else {
+            continue;
+        };
+        // An event after *now* is a candidate itself (it enters the windows): read.
+        for (_, bm) in ei.days.range(open.saturating_add(1)..) {
+            unresolved |= d & bm;
+        }
+        let today = day_customers(ei, open, d);
+        if !today.is_empty() {
+            let at = now - day_start(open);
+            match spans(ei, open, &today) {
+                Some(found) => {
+                    let mut past = RoaringBitmap::new();
+                    for (c, _, last) in found {
+                        if i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1 <= at {
+                            past.insert(c);
+                        }
+                    }
+                    unresolved |= today - past;
+                }
+                None => unresolved |= today,
+            }
+        }
+        let latest: &[i64] = by_event
+            .get(&e)
+            .and_then(|r| r.first())
+            .map_or(&[], |(_, l)| &l[..]);
+        for &len in &fp.lengths {
+            let cut = now.saturating_sub(len);
+            let cut_day = day_of(cut);
+            let mut rest = d - &unresolved;
+            if latest.contains(&len) {
+                // The latest day with the event, from today back to the cut's day.
+                for (&day, bm) in ei.days.range(cut_day..=open).rev() {
+                    let hit = &rest & bm;
+                    if hit.is_empty() {
+                        continue;
+                    }
+                    rest -= &hit;
+                    let Some(found) = spans(ei, day, &hit) else {
+                        unresolved |= hit;
+                        continue;
+                    };
+                    let start = day_start(day);
+                    let mut listed = RoaringBitmap::new();
+                    for (c, _, last) in found {
+                        listed.insert(c);
+                        let lo = start + i64::from(last) * SPAN_UNIT_MS;
+                        let hi = lo + SPAN_UNIT_MS - 1;
+                        if lo.saturating_add(len) > now {
+                            put(c, lo.saturating_add(len));
+                        } else if hi.saturating_add(len).saturating_add(1) > now {
+                            unresolved.insert(c);
+                        }
+                    }
+                    unresolved |= hit - listed;
+                    if rest.is_empty() {
+                        break;
+                    }
+                }
+            } else {
+                // The first day with the event at or after the cut.
+                for (&day, bm) in ei.days.range(cut_day..=open) {
+                    let hit = &rest & bm;
+                    if hit.is_empty() {
+                        continue;
+                    }
+                    let Some(found) = spans(ei, day, &hit) else {
+                        rest -= &hit;
+                        unresolved |= hit;
+                        continue;
+                    };
+                    let start = day_start(day);
+                    let mut listed = RoaringBitmap::new();
+                    for (c, first, last) in found {
+                        listed.insert(c);
+                        let first_lo = start + i64::from(first) * SPAN_UNIT_MS;
+                        let last_hi = start + i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
+                        if last_hi < cut {
+                            // Every event of the day is before the cut: a later day decides.
+                            continue;
+                        }
+                        rest.remove(c);
+                        if first_lo >= cut && first_lo.saturating_add(len) > now {
+                            put(c, first_lo.saturating_add(len));
+                        } else {
+                            unresolved.insert(c);
+                        }
+                    }
+                    let missing = hit - listed;
+                    rest -= &missing;
+                    unresolved |= missing;
+                    if rest.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    (lower, unresolved)
+}
