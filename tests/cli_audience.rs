@@ -1,27 +1,9 @@
 //! `audiencedb audience ...` as a user runs it: define, list, show, members (now and --at),
 //! export in three formats, diff, the change feed, drop, and the refusals with their exit codes.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod cli;
 
-fn run(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(db: &Path, args: &[&str]) -> String {
-    let out = run(db, args);
-    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
-}
+use cli::{ok, run, text};
 
 const SHOP: &str = r#"{"type":"identify","userId":"c-2","traits":{"tier":"Gold"}}
 {"type":"identify","userId":"c-1","traits":{"tier":"Gold"}}

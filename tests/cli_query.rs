@@ -1,21 +1,9 @@
 //! `audiencedb query` as a user runs it: the three output formats, `--now`, `--explain`, and
 //! the answers to a bad rule, a bad time and a missing database.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod cli;
 
-fn run(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use cli::{run, text};
 
 const SHOP: &str = r#"{"type":"identify","userId":"c-2","traits":{"tier":"Gold"}}
 {"type":"identify","userId":"c-1","traits":{"tier":"Gold"}}

@@ -1,37 +1,12 @@
 //! `audiencedb trait ...` as a user runs it: define, list, show, drop, the refusals with their
 //! exit codes and messages, and the trait in `query`, `customer show` and `schema`.
 
+mod cli;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn run(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(db: &Path, args: &[&str]) -> String {
-    let out = run(db, args);
-    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn fails(db: &Path, args: &[&str]) -> String {
-    let out = run(db, args);
-    assert!(
-        !out.status.success(),
-        "{args:?} succeeded: {}",
-        text(&out.stdout)
-    );
-    text(&out.stderr)
-}
+use cli::{fails, ok, text};
 
 const SHOP: &str = r#"{"type":"identify","userId":"c-1","traits":{"tier":"Gold"}}
 {"type":"track","userId":"c-1","event":"purchased","timestamp":"2026-03-01T10:00:00Z","properties":{"amount":120,"category":"shoes"}}

@@ -1,21 +1,9 @@
 //! `audiencedb top`, `recommend` and `customer recent` as a user runs them: the table, the JSON,
 //! `--now`, `--window`, `--order lift`, the warnings and the errors.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod cli;
 
-fn run(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audiencedb"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use cli::{run, text};
 
 /// c-1 and c-2 bought X; c-1 also Y (twice), c-2 also Z, c-3 only Y, c-4 Y on 2026-03-09 at
 /// 11:00 (outside `in last 1 day` at 2026-03-10T12:00Z) and W inside it; prices are floats.

@@ -15,31 +15,6 @@ use audiencedb::predict::{BgNbd, History, TimeUnit};
 use audiencedb::query::histories::HistoryRequest;
 use audiencedb::{Db, Message};
 
-/// The CDNOW transactions as `purchased` events with their `amount`, by the sample's customer
-/// number (`0001` is customer `1`), at midnight UTC of their date.
-fn store_transactions(db: &Db, path: &str) -> usize {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut messages = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let id = f[1].trim_start_matches('0').to_owned();
-        let d = f[2];
-        let day = parse_date(&format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])).unwrap();
-        let amount: f64 = f[4].parse().unwrap();
-        messages.push(Message::track(
-            id,
-            "purchased",
-            vec![("amount".into(), Value::Float(amount))],
-            Some(day),
-        ));
-    }
-    let n = messages.len();
-    for chunk in messages.chunks(2000) {
-        db.ingest(chunk.to_vec()).unwrap();
-    }
-    n
-}
-
 fn close(got: f64, want: f64, tolerance: f64, what: &str) {
     assert!(
         (got - want).abs() <= tolerance,
@@ -62,7 +37,8 @@ fn the_cdnow_sample_fits_as_lifetimes_and_the_paper_fit_it() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();
-    let stored = store_transactions(&db, reference["transactions"].as_str().unwrap());
+    let stored =
+        engines::store_cdnow_transactions(&db, reference["transactions"].as_str().unwrap());
     assert_eq!(stored, 6919);
     // The end of the 39-week calibration period: purchases on that day count.
     let now = parse_date("1997-09-30").unwrap();

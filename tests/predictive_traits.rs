@@ -49,28 +49,6 @@ fn members(db: &Db, rule: &str, now: i64) -> BTreeSet<String> {
     db.member_ids(&a).unwrap().into_iter().collect()
 }
 
-/// The CDNOW transactions as `purchased` events with their `amount` (as tests/predict.rs).
-fn store_transactions(db: &Db, path: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut messages = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let id = f[1].trim_start_matches('0').to_owned();
-        let d = f[2];
-        let day = parse_date(&format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])).unwrap();
-        let amount: f64 = f[4].parse().unwrap();
-        messages.push(Message::track(
-            id,
-            "purchased",
-            vec![("amount".into(), Value::Float(amount))],
-            Some(day),
-        ));
-    }
-    for chunk in messages.chunks(2000) {
-        db.ingest(chunk.to_vec()).unwrap();
-    }
-}
-
 /// Whether a customer passes a rule, by the values `customer show` gives.
 type Passes<'a> = dyn Fn(&Customer) -> bool + 'a;
 
@@ -90,7 +68,7 @@ fn predictive_traits_on_cdnow_equal_lifetimes() {
         .unwrap()
     };
     let db = open();
-    store_transactions(&db, reference["transactions"].as_str().unwrap());
+    engines::store_cdnow_transactions(&db, reference["transactions"].as_str().unwrap());
     let traits = [
         ("p_alive", "purchased p_alive"),
         ("next_10w", "purchased expected count in next 70 days"),

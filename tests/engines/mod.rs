@@ -58,6 +58,33 @@ pub fn lifetimes_reference() -> Option<serde_json::Value> {
     Some(python_json([script]))
 }
 
+/// Stores the CDNOW transactions of `lifetimes_reference()["transactions"]` as `purchased` events
+/// with their `amount`, by the sample's customer number (`0001` is customer `1`), at midnight UTC
+/// of their date; how many.
+pub fn store_cdnow_transactions(db: &audiencedb::Db, path: &str) -> usize {
+    use audiencedb::model::{time::parse_date, Value};
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let id = f[1].trim_start_matches('0').to_owned();
+        let d = f[2];
+        let day = parse_date(&format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])).unwrap();
+        let amount: f64 = f[4].parse().unwrap();
+        messages.push(audiencedb::Message::track(
+            id,
+            "purchased",
+            vec![("amount".into(), Value::Float(amount))],
+            Some(day),
+        ));
+    }
+    let n = messages.len();
+    for chunk in messages.chunks(2000) {
+        db.ingest(chunk.to_vec()).unwrap();
+    }
+    n
+}
+
 /// Runs each query on the engine over the tables in `dir`; the ids of each, or the engine's
 /// error as text.
 pub fn run_on(engine: &str, dir: &Path, queries: &[String]) -> Vec<Result<Vec<String>, String>> {
