@@ -566,7 +566,7 @@ pub(super) fn events_on_days<T: Send>(
     let wanted = |d: u32| missing.binary_search_by_key(&d, |m| m.0).ok();
     let customers: RoaringBitmap = missing.iter().filter_map(|(d, _)| ei.days.get(d)).union();
     let ids: Vec<u32> = customers.iter().collect();
-    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let chunk = super::chunk_len(ids.len());
     let end = day_start(last) + DAY_MS - 1;
     // Per task: (slot in `missing`, what `keep` made) of each event of the kind on a missing day.
     let parts: Vec<Vec<(usize, T)>> = ids

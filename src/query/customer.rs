@@ -187,7 +187,7 @@ pub(crate) fn map_customers_events<T: Send>(
 ) -> Result<Vec<(u32, T)>> {
     use rayon::prelude::*;
     let ids: Vec<u32> = who.iter().collect();
-    let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let chunk = super::chunk_len(ids.len());
     let parts: Vec<Vec<(u32, T)>> = ids
         .par_chunks(chunk)
         .map(|custs| {

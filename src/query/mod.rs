@@ -155,3 +155,9 @@ impl Audience {
         &self.warnings
     }
 }
+
+/// How many customers one rayon task takes when many are read one by one: about eight tasks per
+/// thread, each between 64 and 4,096 customers.
+pub(crate) fn chunk_len(n: usize) -> usize {
+    (n / (rayon::current_num_threads() * 8)).clamp(64, 4096)
+}

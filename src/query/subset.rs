@@ -123,7 +123,7 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
     let ids: Vec<u32> = custs.iter().collect();
     let by_event = footprint::by_event(&[fp], cx.catalog);
     let parts: Vec<SubsetAnswer> = ids
-        .par_chunks(chunk_len(ids.len()))
+        .par_chunks(super::chunk_len(ids.len()))
         .map(|ids| {
             // The customer's events decoded once serve the rule and its next instant.
             let mut data = CustomerData::shared(cx.store, read_from);
@@ -197,7 +197,7 @@ pub(crate) fn answer_each(
     let fps: Vec<&Footprint> = prepared.iter().map(|p| p.fp).collect();
     let by_event = footprint::by_event(&fps, cx.catalog);
     let parts: Vec<Vec<SubsetAnswer>> = ids
-        .par_chunks(chunk_len(ids.len()))
+        .par_chunks(super::chunk_len(ids.len()))
         .map(|ids| {
             let mut data = CustomerData::shared(cx.store, read_from);
             let mut out: Vec<SubsetAnswer> =
@@ -237,10 +237,6 @@ pub(crate) fn answer_each(
 }
 
 /// Customers per parallel task: enough tasks to balance, few enough to keep each one's buffers.
-fn chunk_len(n: usize) -> usize {
-    (n / (rayon::current_num_threads() * 8)).clamp(64, 4096)
-}
-
 fn merge(parts: Vec<SubsetAnswer>, customers: usize) -> SubsetAnswer {
     let mut all = SubsetAnswer {
         members: parts.iter().map(|p| &p.members).union(),

@@ -75,7 +75,7 @@ pub(super) fn trait_containing(
             let at = texts.edits();
             // The profiles of who has the trait, read in parallel as the exact check would.
             let ids: Vec<u32> = set.iter().collect();
-            let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+            let chunk = super::chunk_len(ids.len());
             let parts: Vec<Vec<(u32, String)>> = ids
                 .par_chunks(chunk)
                 .map(|ids| {
