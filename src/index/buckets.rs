@@ -84,10 +84,12 @@ impl BucketSplits {
             Some(s) if s.hashed >= bound => s,
             old => {
                 let from = old.as_ref().map_or(0, |s| s.hashed);
-                let mut buckets = old.map_or_else(
-                    || vec![RoaringBitmap::new(); usize::from(BUCKETS)],
-                    |s| s.buckets.clone(),
-                );
+                // Grown in place unless a reader still holds the old split.
+                let mut buckets = match old.map(Arc::try_unwrap) {
+                    None => vec![RoaringBitmap::new(); usize::from(BUCKETS)],
+                    Some(Ok(s)) => s.buckets,
+                    Some(Err(s)) => s.buckets.clone(),
+                };
                 for (b, ids) in hash_range(name, from, bound, &external)
                     .into_iter()
                     .enumerate()

@@ -140,13 +140,14 @@ impl Sources<'_> {
                         .split(&b.name, ids.bound(), |id| ids.external(id));
                     let sure = split.accepted(|x| b.accepts(x)) & self.all();
                     // Ids the map did not hold yet (if any) are checked one by one.
-                    let mut unhashed = self.all().clone();
-                    unhashed.remove_range(..split.hashed);
-                    if unhashed.is_empty() {
-                        Bounds::exact(sure)
-                    } else {
-                        let maybe = &sure | &unhashed;
-                        Bounds::range(sure, maybe)
+                    match self.all().max() {
+                        Some(top) if top >= split.hashed => {
+                            let mut unhashed = self.all().clone();
+                            unhashed.remove_range(..split.hashed);
+                            let maybe = &sure | &unhashed;
+                            Bounds::range(sure, maybe)
+                        }
+                        _ => Bounds::exact(sure),
                     }
                 }
                 (_, None) => Bounds::range(RoaringBitmap::new(), self.all().clone()),
@@ -156,14 +157,13 @@ impl Sources<'_> {
                 Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
             }
             NodeKind::List { members, .. } => Bounds::exact(&**members & self.all()),
-            NodeKind::Computed(c) => match &c.expanded {
-                Some(x) => {
+            NodeKind::Computed(c) => match (&c.expanded, c.table.as_ref().and_then(|t| t.get())) {
+                (Some(x), _) => {
                     let child = self.bounds(x);
                     Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
                 }
                 // Every customer's value already computed (`rfm(p)`): exact.
-                None if c.table.as_ref().is_some_and(|t| t.get().is_some()) => {
-                    let table = c.table.as_ref().and_then(|t| t.get()).expect("checked");
+                (None, Some(table)) => {
                     let valued = RoaringBitmap::from_sorted_iter(table.values.iter().map(|v| v.0))
                         .unwrap_or_default();
                     let mut pass = RoaringBitmap::from_sorted_iter(
@@ -180,7 +180,7 @@ impl Sources<'_> {
                     Bounds::exact(pass)
                 }
                 // Derived for each candidate: who has no matching event has the value of none.
-                None => {
+                (None, None) => {
                     let any = self.event_bounds(&c.events);
                     let none = c.reducer.value_for_none();
                     if customer::passes(none.as_ref().map(ValueView::of), &c.test) {
@@ -961,7 +961,7 @@ pub(crate) fn resolve_node(
         return Ok(bounds.sure.clone());
     }
     let candidates: Vec<u32> = gap.iter().collect();
-    let chunk = (candidates.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+    let chunk = super::chunk_len(candidates.len());
     let parts: Vec<RoaringBitmap> = candidates
         .par_chunks(chunk)
         .map(|ids| {

@@ -354,15 +354,14 @@ pub(crate) fn funnel(
                     t.add(depth);
                 },
             )?
-            .map(|parts| parts.into_iter().map(|t| (t.counts, t.gaps)).collect())
         } else {
             None
         };
-        let parts: Vec<(Vec<u64>, Vec<Vec<i64>>)> = match from_columns {
+        let parts: Vec<Tally> = match from_columns {
             Some(parts) => parts,
             None => {
                 let ids: Vec<u32> = walked.iter().collect();
-                let chunk = (ids.len() / (rayon::current_num_threads() * 8)).clamp(64, 4096);
+                let chunk = super::super::chunk_len(ids.len());
                 ids.par_chunks(chunk)
                     .map(|custs| {
                         let mut t = Tally::new(k);
@@ -374,16 +373,16 @@ pub(crate) fn funnel(
                             let depth = t.walker.journey(&nodes, &bodies, &blocks, &span)?;
                             t.add(depth);
                         }
-                        Ok((t.counts, t.gaps))
+                        Ok(t)
                     })
                     .collect::<Result<_>>()?
             }
         };
-        for (counts, part) in parts {
-            for s in 1..k {
-                reached[s] += counts[s];
+        for part in parts {
+            for (all, some) in reached.iter_mut().zip(&part.counts).skip(1) {
+                *all += some;
             }
-            for (all, mut some) in gaps.iter_mut().zip(part) {
+            for (all, mut some) in gaps.iter_mut().zip(part.gaps) {
                 all.append(&mut some);
             }
         }
