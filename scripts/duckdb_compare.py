@@ -280,6 +280,28 @@ EXCEPT
 SELECT customer FROM events
 WHERE event = 'purchased' AND ts > {now} - INTERVAL 90 MINUTE AND ts <= {now}""",
     ),
+    # Aggregates of the events passing a filter (numbers only: `amount` is the numeric column).
+    (
+        "purchased where category = shoes sum(amount) > 100 in last 90 days",
+        """SELECT customer FROM events
+WHERE event = 'purchased' AND category = 'shoes'
+  AND ts > {now} - INTERVAL 90 DAY AND ts <= {now}
+GROUP BY customer HAVING sum(amount) > 100""",
+    ),
+    (
+        "purchased where (category = books or category = toys) avg(amount) >= 40 in last 180 days",
+        """SELECT customer FROM events
+WHERE event = 'purchased' AND (category = 'books' OR category = 'toys')
+  AND ts > {now} - INTERVAL 180 DAY AND ts <= {now}
+GROUP BY customer HAVING count(amount) > 0 AND avg(amount) >= 40""",
+    ),
+    (
+        "viewed where (category = garden and not price < 20) max(price) >= 45 in last 30 days",
+        """SELECT customer FROM events
+WHERE event = 'viewed' AND category = 'garden' AND NOT coalesce(price < 20, false)
+  AND ts > {now} - INTERVAL 30 DAY AND ts <= {now}
+GROUP BY customer HAVING max(price) >= 45""",
+    ),
     # Orderings on numeric and date-time traits (issue 23). A date is its midnight UTC.
     (
         "signup_at > 60 days ago",

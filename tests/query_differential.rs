@@ -1266,6 +1266,239 @@ fn compound_filters_to_the_millisecond_and_across_changes() {
     });
 }
 
+/// Counts without a filter in windows of no whole day (`viewed at least 3 times in last 12
+/// hours`, answered from the cut days' event columns from a rule's second answer on): events at
+/// the window's start and end and a millisecond either side, events on both sides of midnight,
+/// *now*s that put the window inside one day or across two; then events arriving on days already
+/// answered and a customer deleted (columns built before must not be read after).
+#[test]
+fn counts_in_windows_of_part_of_a_day() {
+    both_configs(|bound| {
+        let now = now();
+        let midnight = now - now.rem_euclid(DAY_MS);
+        let mut f = Fixture::new(bound);
+        let seen = |f: &mut Fixture, id: &str, ts: i64| f.track(id, "viewed", ts, Vec::new());
+        // Views at the start of `in last 12 hours` (outside: now - 12 hours < t <= now), its
+        // first millisecond and its end: two in the window.
+        for ts in [now - 12 * HOUR, now - 12 * HOUR + 1, now] {
+            seen(&mut f, "edges", ts);
+        }
+        // One a millisecond before the start, two inside: two in the window.
+        for ts in [now - 12 * HOUR - 1, now - 5 * HOUR, now - 1] {
+            seen(&mut f, "early", ts);
+        }
+        // Around midnight: the last millisecond of the day before and the first of today.
+        for ts in [midnight - 1, midnight, midnight + 1, midnight - HOUR] {
+            seen(&mut f, "midnight", ts);
+        }
+        // One after *now*, two in the window.
+        for ts in [now + 1, now - HOUR, now - 2 * HOUR] {
+            seen(&mut f, "late", ts);
+        }
+        seen(&mut f, "once", now - 3 * HOUR);
+        f.track("other", "purchased", now - HOUR, Vec::new());
+        f.expect(
+            "viewed at least 3 times in last 12 hours",
+            now,
+            &["midnight"],
+        );
+        f.expect(
+            "viewed exactly 2 times in last 12 hours",
+            now,
+            &["early", "edges", "late"],
+        );
+        let rules = [
+            "viewed at least 3 times in last 12 hours",
+            "viewed at least 2 times in last 12 hours",
+            "viewed at most 2 times in last 12 hours",
+            "viewed exactly 2 times in last 90 minutes",
+            "viewed count = 0 in last 6 hours",
+            "viewed count > 1 in last 11 hours",
+            "not viewed at least 2 times in last 12 hours",
+            "viewed at least 2 times since 10 hours ago",
+            "viewed at least 2 times between 2026-03-14T23:00:00Z and 2026-03-15T01:00:00Z",
+            "viewed at least 2 times in last 12 hours and purchased in last 2 hours",
+        ];
+        let nows = [
+            now,
+            now + 1,
+            now - 1,
+            midnight,
+            midnight + 1,
+            midnight - 1,
+            midnight + 12 * HOUR,
+            midnight + 12 * HOUR - 1,
+            now - 2 * HOUR,
+        ];
+        for t in nows {
+            for rule in rules {
+                f.check(rule, t);
+            }
+        }
+        // New views on a day already answered, then a deletion.
+        seen(&mut f, "once", now - 2 * HOUR);
+        seen(&mut f, "once", now - 4 * HOUR);
+        f.expect(
+            "viewed at least 3 times in last 12 hours",
+            now,
+            &["midnight", "once"],
+        );
+        f.expect(
+            "viewed exactly 2 times in last 12 hours",
+            now,
+            &["early", "edges", "late"],
+        );
+        f.db.delete_customer("edges").unwrap();
+        f.expect(
+            "viewed exactly 2 times in last 12 hours",
+            now,
+            &["early", "late"],
+        );
+        for t in nows {
+            for rule in rules {
+                f.check(rule, t);
+            }
+        }
+    });
+}
+
+/// Aggregates of the events passing a filter (answered from the event columns from a rule's
+/// second answer on): sums whose order of additions decides them (0.1 on one day, 0.2 and 0.3 on
+/// the next: 0.6000000000000001 in time order, 0.6 if the days were summed apart), amounts as
+/// text, missing and as lists (left out), integers past 2^53, events at the window's edges and a
+/// millisecond either side, a customer with passing events but no number (a sum of 0); then an
+/// event arriving on a day already answered and a customer deleted.
+#[test]
+fn filtered_aggregates_to_the_millisecond_and_across_changes() {
+    both_configs(|bound| {
+        let now = now();
+        let mut f = Fixture::new(bound);
+        let buy = |category: &str, amount: Option<Value>| {
+            let mut props = vec![("category", s(category))];
+            props.extend(amount.map(|a| ("amount", a)));
+            props
+        };
+        let float = |x: f64| Some(Value::Float(x));
+        let int = |i: i64| Some(Value::Int(i));
+        f.track(
+            "order",
+            "purchased",
+            now - 3 * DAY_MS,
+            buy("shoes", float(0.1)),
+        );
+        f.track(
+            "order",
+            "purchased",
+            now - 2 * DAY_MS,
+            buy("shoes", float(0.2)),
+        );
+        f.track(
+            "order",
+            "purchased",
+            now - 2 * DAY_MS + 1,
+            buy("shoes", float(0.3)),
+        );
+        f.track(
+            "order",
+            "purchased",
+            now - 2 * DAY_MS + 2,
+            buy("toys", float(5.0)),
+        );
+        f.track(
+            "text",
+            "purchased",
+            now - DAY_MS,
+            buy("shoes", Some(s("80"))),
+        );
+        f.track("text", "purchased", now - DAY_MS + 1, buy("shoes", None));
+        f.track(
+            "text",
+            "purchased",
+            now - DAY_MS + 2,
+            buy("shoes", Some(Value::List(vec![Value::Int(3)]))),
+        );
+        f.track("huge", "purchased", now - HOUR, buy("shoes", int(1 << 53)));
+        f.track("huge", "purchased", now - HOUR + 1, buy("shoes", int(1)));
+        // At the start of `in last 7 days` (outside), its first millisecond, and *now*.
+        f.track("edges", "purchased", now - WEEK, buy("shoes", int(100)));
+        f.track("edges", "purchased", now - WEEK + 1, buy("shoes", int(40)));
+        f.track("edges", "purchased", now, buy("shoes", int(70)));
+        f.track("edges", "purchased", now + 1, buy("shoes", int(1000)));
+        f.track("toys", "purchased", now - DAY_MS, buy("toys", int(500)));
+        f.expect(
+            "purchased where category = shoes sum(amount) > 0.6 in last 7 days",
+            now,
+            &["edges", "huge", "order"],
+        );
+        f.expect(
+            "purchased where category = shoes sum(amount) >= 110 in last 7 days",
+            now,
+            &["edges", "huge"],
+        );
+        f.expect(
+            "purchased where category = shoes sum(amount) = 110 in last 7 days",
+            now,
+            &["edges"],
+        );
+        f.expect(
+            "purchased where category = shoes sum(amount) = 0 in last 7 days",
+            now,
+            &["text", "toys"],
+        );
+        let rules = [
+            "purchased where category = shoes sum(amount) > 0.6 in last 7 days",
+            "purchased where category = shoes sum(amount) <= 0.6 in last 7 days",
+            "purchased where category = shoes sum(amount) > 0.6",
+            "purchased where category = shoes sum(amount) < 100 in last 7 days",
+            "purchased where category = shoes avg(amount) >= 55 in last 7 days",
+            "purchased where category = shoes avg(amount) = 0.2 in last 3 days",
+            "purchased where (category = shoes and not amount > 90) max(amount) >= 40",
+            "purchased where (category = shoes or amount > 4) min(amount) < 0.15 in last 5 days",
+            "purchased where category != toys max(amount) > 9007199254740991 in last 1 day",
+            "purchased where category = shoes sum(amount) > 9007199254740992 in last 1 day",
+            "purchased where category = shoes sum(amount) = 0 in last 7 days",
+            "not purchased where category = shoes sum(amount) > 50 in last 7 days",
+            "purchased where category = shoes sum(amount) > 50 in last 12 hours",
+        ];
+        let nows = [
+            now,
+            now - 1,
+            now + 1,
+            now - HOUR,
+            now + DAY_MS,
+            now - 2 * DAY_MS + 1,
+        ];
+        for t in nows {
+            for rule in rules {
+                f.check(rule, t);
+            }
+        }
+        // A purchase on a day already answered, then a deletion.
+        f.track(
+            "text",
+            "purchased",
+            now - DAY_MS + 3,
+            buy("shoes", int(120)),
+        );
+        f.expect(
+            "purchased where category = shoes sum(amount) >= 110 in last 7 days",
+            now,
+            &["edges", "huge", "text"],
+        );
+        f.db.delete_customer("edges").unwrap();
+        f.expect(
+            "purchased where category = shoes sum(amount) >= 110 in last 7 days",
+            now,
+            &["huge", "text"],
+        );
+        for t in nows {
+            for rule in rules {
+                f.check(rule, t);
+            }
+        }
+    });
+}
+
 // ---------- Substrings of event properties ----------
 
 /// `contains` on event properties, with value bitmaps (no bound) and without (a bound of 3: the

@@ -19,12 +19,13 @@ use crate::index::columns::PropColumn;
 use crate::index::rollup::ListVersion;
 use crate::index::{EventColumns, EventIndex, Indexes, MISSING};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
-use crate::model::FastMap;
+use crate::model::{FastMap, Value};
 use crate::storage::view::{self, BlockSpan, ValueView};
 use crate::storage::Store;
 
 use super::customer::{passes, sequence_holds, DistinctValue, StepEvent};
 use super::plan::{EventNode, Filter, SeqNode};
+use super::rollups::Acc;
 
 /// Whether a filter has more than one condition or a `not` (what the columns are for: one
 /// condition is answered by the value bitmaps, rollups or text columns).
@@ -100,6 +101,60 @@ pub(super) fn counts(
     let mut total: FastMap<u32, u64> = FastMap::default();
     for (cust, n) in parts.into_iter().flatten() {
         *total.entry(cust).or_default() += n;
+    }
+    Ok(Some(total))
+}
+
+/// Each customer's numbers of `prop` among their events of the kind in `from..=to` that pass
+/// `f`, summed day by day (each day's in time order, as the exact check adds them; the days'
+/// sums added in day order, so a sum may differ from the exact check's in its last bits: the
+/// caller leaves a sum that close to its threshold undecided). Every customer with a passing
+/// event is in the map, with no number if none of those events has a number in `prop`. `None`
+/// when the columns are missing and not to be built yet.
+pub(super) fn aggregates(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    f: &Filter,
+    prop: u32,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Option<FastMap<u32, Acc>>> {
+    let Some(days) = day_columns(store, (event, ei), from, to)? else {
+        return Ok(None);
+    };
+    // Per day, (customer, figures) by customer.
+    let parts: Vec<Vec<(u32, Acc)>> = days
+        .par_iter()
+        .map(|col| {
+            let bits = test(col, f);
+            // The day's distinct values of `prop` as numbers, once.
+            let numbers: Option<(&[u32], Vec<Option<f64>>)> = col.prop(prop).map(|pc| {
+                let nums = pc.values.iter().map(Value::as_f64).collect();
+                (pc.ids.as_slice(), nums)
+            });
+            let mut out: Vec<(u32, Acc)> = Vec::new();
+            for i in ones(&bits) {
+                if !(from..=to).contains(&col.times[i]) {
+                    continue;
+                }
+                let cust = col.custs[i];
+                if out.last().is_none_or(|(c, _)| *c != cust) {
+                    out.push((cust, Acc::empty()));
+                }
+                let x = numbers.as_ref().and_then(|(ids, nums)| match ids[i] {
+                    MISSING => None,
+                    id => nums[id as usize],
+                });
+                if let (Some(x), Some((_, acc))) = (x, out.last_mut()) {
+                    acc.add(x);
+                }
+            }
+            out
+        })
+        .collect();
+    let mut total: FastMap<u32, Acc> = FastMap::default();
+    for (cust, acc) in parts.into_iter().flatten() {
+        total.entry(cust).or_insert_with(Acc::empty).merge(&acc);
     }
     Ok(Some(total))
 }

@@ -36,14 +36,15 @@ use crate::model::bucket::{bucket, BUCKETS};
 use crate::model::time::Timestamp;
 use crate::model::value::ValueType;
 use crate::model::FastMap;
-use crate::rules::CmpOp;
+use crate::rules::{AggregateFn, CmpOp};
 use crate::storage::view::{BlockSpan, ValueView};
 use crate::storage::{Catalog, IdMap, Store};
 
 pub(crate) use super::bounds::Bounds;
 use super::customer;
 use super::plan::{
-    compare_u64, EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, SeqNode, ValueTest,
+    compare_f64, compare_u64, EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, SeqNode,
+    ValueTest,
 };
 use super::rollups::{
     aggregate_range, append, count_range, cut_day_sides, decide_aggregate, decide_count,
@@ -353,10 +354,16 @@ impl Sources<'_> {
             return b;
         }
         if !f.holds_for_any_presence() {
+            if let Some(b) = self.part_day_count_bounds(e) {
+                return b;
+            }
             if let Some(b) = self.rollup_bounds(e) {
                 return b;
             }
             if let Some(b) = self.column_count_bounds(e) {
+                return b;
+            }
+            if let Some(b) = self.column_aggregate_bounds(e) {
                 return b;
             }
         }
@@ -380,6 +387,30 @@ impl Sources<'_> {
             sure = at_least_n_days(days, e, n);
         }
         Bounds::range(sure, presence.maybe)
+    }
+
+    /// A count without a filter in a window of no whole day (`viewed at least 3 times in last 12
+    /// hours`): exact, each customer's events counted from the times of the event columns of the
+    /// one or two days the window cuts. The rollups' two-second spans leave most such customers
+    /// undecided, and each would be read. `None` for any other count, a window with a whole day
+    /// (the rollups answer those days), or while the columns are not to be built yet.
+    fn part_day_count_bounds(&self, e: &EventNode) -> Option<Bounds> {
+        let (Some(event), None, Frequency::Count { op, n }) = (e.event, &e.filter, e.frequency)
+        else {
+            return None;
+        };
+        if e.window_is_empty() {
+            return None;
+        }
+        let win = WindowDays::of(e.from, e.to)?;
+        if win.whole.is_some() || win.edges.is_empty() {
+            return None;
+        }
+        let ei = self.indexes.event_index(event)?;
+        let every = Filter::And(Vec::new());
+        let counts =
+            super::columns::counts(self.store, (event, ei), &every, e.from, e.to).ok()??;
+        Some(Bounds::exact(self.count_members(&counts, op, n)))
     }
 
     /// Bounds of a count or an aggregate from the per-day rollups, for an event condition without
@@ -578,6 +609,62 @@ impl Sources<'_> {
         }
         .ok()??;
         Some(Bounds::exact(self.count_members(&counts, op, n)))
+    }
+
+    /// An aggregate of the events passing a filter (`purchased where category = shoes
+    /// sum(amount) > 100 in last 30 days`) from the event columns: each customer's numbers
+    /// summed day by day; a sum or a mean so close to the threshold that the order of the
+    /// additions could decide it ([`decide_aggregate`]'s margin) is left to the exact check.
+    /// `None` for an aggregate without a filter (the rollups answer those), any other condition,
+    /// and while the columns are not to be built yet.
+    fn column_aggregate_bounds(&self, e: &EventNode) -> Option<Bounds> {
+        let (
+            Some(event),
+            Some(filter),
+            Frequency::Aggregate {
+                func,
+                prop: Some(p),
+                op,
+                value,
+            },
+        ) = (e.event, &e.filter, e.frequency)
+        else {
+            return None;
+        };
+        if e.window_is_empty() {
+            return None;
+        }
+        let ei = self.indexes.event_index(event)?;
+        let figures =
+            super::columns::aggregates(self.store, (event, ei), filter, p, e.from, e.to).ok()??;
+        // A customer with passing events but no number has a sum of 0 and no other aggregate,
+        // as one with no passing event.
+        let none_passes = matches!(func, AggregateFn::Sum) && compare_f64(0.0, op, value);
+        let (mut sure, mut gap, mut numbered) = (
+            RoaringBitmap::new(),
+            RoaringBitmap::new(),
+            RoaringBitmap::new(),
+        );
+        for (&cust, acc) in &figures {
+            if acc.numbers() == 0 {
+                continue;
+            }
+            numbered.insert(cust);
+            match decide_aggregate(func, op, value, &acc.finished()) {
+                Decision::Pass => {
+                    sure.insert(cust);
+                }
+                Decision::Gap => {
+                    gap.insert(cust);
+                }
+                Decision::Fail => {}
+            }
+        }
+        if none_passes {
+            sure |= self.all() - &numbered;
+        }
+        let maybe = &sure | &gap;
+        Some(Bounds::range(sure, maybe))
     }
 
     /// The test and property of a filter that the numeric rollups answer: one ordering or

@@ -124,6 +124,50 @@ pub(super) struct Acc {
     unsure: bool,
 }
 
+impl Acc {
+    /// Figures of no number yet, to which [`Acc::add`] adds numbers one by one.
+    pub(super) fn empty() -> Acc {
+        Acc {
+            n: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            unsure: false,
+        }
+    }
+
+    /// Adds one number (`f64::min` and `max` skip a NaN, as the exact check folds them).
+    pub(super) fn add(&mut self, x: f64) {
+        self.n += 1;
+        self.sum += x;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    /// Adds figures summed apart (another day's).
+    pub(super) fn merge(&mut self, other: &Acc) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// How many numbers were added.
+    pub(super) fn numbers(&self) -> u32 {
+        self.n
+    }
+
+    /// The figures as [`decide_aggregate`] takes them: a minimum above the maximum (every
+    /// number a NaN) becomes NaN, which leaves `min` and `max` undecided.
+    pub(super) fn finished(mut self) -> Acc {
+        if self.min > self.max {
+            self.min = f64::NAN;
+            self.max = f64::NAN;
+        }
+        self
+    }
+}
+
 /// `FUNC(prop) OP value` from a customer's summed figures (with at least one number, or unsure).
 pub(super) fn decide_aggregate(
     func: AggregateFn,
