@@ -20,6 +20,7 @@
 mod batch;
 pub mod buckets;
 pub mod columns;
+pub mod derived;
 pub mod ranges;
 pub mod rollup;
 pub mod runs;
