@@ -237,8 +237,9 @@ impl Db {
                         flush_blocks(&mut blocks, &mut out)?;
                     }
                 }
-                // Empty after the checkpoint; the old dictionary is replaced.
-                RecordKind::DirtyLog | RecordKind::Dictionary => {}
+                // Empty after the checkpoint; the old dictionary is replaced; derived records
+                // name customers and their values, and readers build them again.
+                RecordKind::DirtyLog | RecordKind::Dictionary | RecordKind::Derived => {}
                 RecordKind::FeedChunk => {
                     let first = storage::feed_chunk_start(&k)?;
                     match feed::erase_in_chunk(first, &v, |c| state.ids.get(c).is_some())? {
@@ -296,6 +297,9 @@ impl Db {
                 }
                 RecordKind::IndexFamily(family) if family != version_key.as_slice() => {
                     codec::unpack_into(&v, "index family", 1 << 30, &mut body)?;
+                }
+                RecordKind::Derived if !v.is_empty() => {
+                    codec::unpack_into(&v, "derived record", 1 << 31, &mut body)?;
                 }
                 _ => {}
             }

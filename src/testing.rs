@@ -27,6 +27,12 @@ pub mod compact {
     pub use crate::storage::compact::{new_folder, old_folder, raw_traces, DONE};
 }
 
+/// Derived records (event columns, text columns, runs of days) loaded from a folder and used
+/// instead of a build, so far in this process.
+pub fn derived_used() -> u64 {
+    crate::index::derived::used()
+}
+
 /// Sequences and funnels' journeys are decided from the event columns (once built) when at
 /// least `n` customers are left to decide (256 by default); `0` sends every one through them,
 /// so tests with a handful of customers check that path against the reference. Process-wide.

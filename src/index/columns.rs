@@ -8,10 +8,13 @@
 //! sequences and funnels need too (the order of one customer's events of a kind).
 //!
 //! Columns are derived data, like the text columns of [`crate::index::texts`]: built by readers
-//! from the stored events and never stored. One remembers the [`ListVersion`] of the event's
-//! count list of its day when it was built (every added or removed event of the kind that day
+//! from the stored events. In memory one remembers the [`ListVersion`] of the event's count list
+//! of its day when it was built or loaded (every added or removed event of the kind that day
 //! changes it) and is used only while that list has that version; nothing that changes the lists
-//! has to know about columns. At most one is kept per (event, day).
+//! has to know about columns. At most one is kept per (event, day). Readers also store the
+//! columns they build in the folder ([`EventColumns::encode`], `crate::index::derived`), and a
+//! fresh process loads them instead of building them when the day's count list has the
+//! fingerprint of the stored columns' events ([`EventColumns::fingerprint`]).
 //!
 //! This module owns the columns. It never reads storage and knows no rules: the query engine
 //! reads the events, hands them over, and tests the values (`crate::query::columns`).
@@ -21,9 +24,12 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::rollup::ListVersion;
-use crate::model::time::Timestamp;
+use super::derived::{self, DerivedStore, LAYOUT};
+use super::rollup::{mix, ListVersion};
+use crate::error::{corrupt, Result};
+use crate::model::time::{day_start, Timestamp, DAY_MS};
 use crate::model::{FastMap, Value};
+use crate::storage::codec::{get_value, put_value, put_varint, Reader};
 
 /// The id of "the event has no such property" in [`PropColumn::ids`].
 pub const MISSING: u32 = u32::MAX;
@@ -124,6 +130,128 @@ impl EventColumns {
         self.source
     }
 
+    /// The fingerprint of the events held, as [`crate::index::DayList::fingerprint`] computes
+    /// it for a count list: equal to the day's count list's when they are that list's events.
+    pub fn fingerprint(&self) -> u64 {
+        self.custs
+            .iter()
+            .fold(0u64, |fp, &c| fp.wrapping_add(mix(c)))
+    }
+
+    /// The columns of `day` as a record body: the layout, the fingerprint (`u64` LE), the day,
+    /// the number of events; the customers as varint deltas; the times as varints from the day's
+    /// start; then per property (by id) its id, its distinct values (as stored values) and per
+    /// event the value's index plus one (0: missing), varints.
+    pub fn encode(&self, day: u32) -> Vec<u8> {
+        let n = self.len();
+        let mut out = Vec::with_capacity(n * 6 + 32);
+        put_varint(&mut out, LAYOUT);
+        out.extend_from_slice(&self.fingerprint().to_le_bytes());
+        put_varint(&mut out, u64::from(day));
+        put_varint(&mut out, n as u64);
+        let mut prev = 0;
+        for &c in &self.custs {
+            put_varint(&mut out, u64::from(c - prev));
+            prev = c;
+        }
+        let start = day_start(day);
+        for &t in &self.times {
+            put_varint(&mut out, (t - start) as u64);
+        }
+        let mut props: Vec<_> = self.props.iter().collect();
+        props.sort_by_key(|(p, _)| **p);
+        put_varint(&mut out, props.len() as u64);
+        for (p, col) in props {
+            put_varint(&mut out, u64::from(*p));
+            put_varint(&mut out, col.values.len() as u64);
+            for v in &col.values {
+                put_value(&mut out, v);
+            }
+            for &id in &col.ids {
+                put_varint(&mut out, if id == MISSING { 0 } else { u64::from(id) + 1 });
+            }
+        }
+        out
+    }
+
+    /// The fingerprint a record body written by [`EventColumns::encode`] declares, read without
+    /// decoding the rest (`None`: another layout).
+    pub fn declared_fingerprint(body: &[u8]) -> Option<u64> {
+        let mut r = Reader::new(body);
+        if r.varint().ok()? != LAYOUT {
+            return None;
+        }
+        let fp = r.take(8).ok()?;
+        Some(u64::from_le_bytes(fp.try_into().ok()?))
+    }
+
+    /// Decodes a record body of `day`'s columns, checking its order and bounds and that its
+    /// events have the fingerprint it declares; `source` is the version of the count list it is
+    /// used for.
+    pub fn decode(body: &[u8], day: u32, source: ListVersion) -> Result<EventColumns> {
+        let bad = || corrupt!("bad stored event columns");
+        let declared = Self::declared_fingerprint(body).ok_or_else(bad)?;
+        let mut r = Reader::new(body);
+        r.varint()?;
+        r.take(8)?;
+        if r.varint()? != u64::from(day) {
+            return Err(bad());
+        }
+        let n = r.len()?;
+        let mut custs = Vec::with_capacity(n);
+        let mut prev = 0u32;
+        for _ in 0..n {
+            prev = prev.checked_add(r.u32()?).ok_or_else(bad)?;
+            custs.push(prev);
+        }
+        let start = day_start(day);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let off = r.varint()?;
+            if off >= DAY_MS as u64 {
+                return Err(bad());
+            }
+            let t = start + off as i64;
+            if i > 0 && custs[i - 1] == custs[i] && times[i - 1] > t {
+                return Err(bad());
+            }
+            times.push(t);
+        }
+        let mut props: FastMap<u32, PropColumn> = FastMap::default();
+        for _ in 0..r.len()? {
+            let p = r.u32()?;
+            let count = r.len()?;
+            let values = (0..count)
+                .map(|_| get_value(&mut r))
+                .collect::<Result<Vec<_>>>()?;
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = r.varint()?;
+                ids.push(match id {
+                    0 => MISSING,
+                    i if i <= count as u64 => (i - 1) as u32,
+                    _ => return Err(bad()),
+                });
+            }
+            if props.insert(p, PropColumn { values, ids }).is_some() {
+                return Err(bad());
+            }
+        }
+        if !r.is_empty() {
+            return Err(bad());
+        }
+        let columns = EventColumns {
+            source,
+            custs,
+            times,
+            props,
+        };
+        if columns.fingerprint() != declared {
+            return Err(bad());
+        }
+        Ok(columns)
+    }
+
     /// Events held.
     pub fn len(&self) -> usize {
         self.custs.len()
@@ -164,13 +292,23 @@ impl Columns {
             .cloned()
     }
 
-    /// Notes that a reader wants columns that are not built: `false` the first time for this
-    /// event, `true` from then on. Building reads every customer of the days asked for, many
-    /// times what one answer without columns reads, so they are built from the second answer
-    /// that wants them on: a process that answers one rule (the CLI's `query`) never pays for
-    /// them, one that answers many pays once.
-    pub fn ask(&self) -> bool {
-        self.asked.swap(true, Ordering::Relaxed)
+    /// Notes that a reader wants columns of `event` that are neither kept nor stored: `false`
+    /// the first time for this event in the folder's life, `true` from then on. Building reads
+    /// every customer of the days asked for, many times what one answer without columns reads,
+    /// so they are built from the second answer that wants them on, in this process or in an
+    /// earlier one (the first leaves a mark among the derived records of `kept`): a rule asked
+    /// once never pays for them; one asked again, by a server or by a second CLI `query`, pays
+    /// once, and later processes load what it stored.
+    pub fn ask(&self, kept: &dyn DerivedStore, event: u32) -> bool {
+        if self.asked.swap(true, Ordering::Relaxed) {
+            return true;
+        }
+        let mark = derived::asked_key(event);
+        if kept.load(&mark).is_some() {
+            return true;
+        }
+        kept.save(&mark, &[]);
+        false
     }
 
     /// Keeps a day's columns, replacing older ones of the same day.
@@ -216,11 +354,65 @@ mod tests {
     }
 
     #[test]
+    fn stored_columns_round_trip_and_name_their_events() {
+        let s = |t: &str| Value::Str(t.to_owned());
+        let day = 20_000;
+        let t0 = day_start(day);
+        let events = vec![
+            (7, t0 + 30, vec![(1, s("shoes")), (2, Value::Int(60))]),
+            (3, t0 + DAY_MS - 1, vec![(1, s("toys"))]),
+            (3, t0, vec![(1, s("shoes")), (2, Value::Float(1.5))]),
+            (9, t0 + 5, vec![(2, Value::List(vec![s("a")]))]),
+            (u32::MAX - 1, t0 + 7, vec![]),
+        ];
+        let col = EventColumns::new(ListVersion::fresh(), events);
+        let body = col.encode(day);
+        assert_eq!(
+            EventColumns::declared_fingerprint(&body),
+            Some(col.fingerprint())
+        );
+        // As a count list of the same events weighs them.
+        let mut list = crate::index::DayList::default();
+        for &c in &col.custs {
+            list.add(crate::index::DayCount {
+                cust: c,
+                count: 1,
+                first: 0,
+                last: 0,
+            });
+        }
+        assert_eq!(list.fingerprint(), col.fingerprint());
+        let v = ListVersion::fresh();
+        let back = EventColumns::decode(&body, day, v).unwrap();
+        assert_eq!(back.source(), v);
+        assert_eq!(back.custs, col.custs);
+        assert_eq!(back.times, col.times);
+        for p in [1, 2, 3] {
+            let (a, b) = (col.prop(p), back.prop(p));
+            assert_eq!(a.map(|c| &c.ids), b.map(|c| &c.ids));
+            assert_eq!(a.map(|c| &c.values), b.map(|c| &c.values));
+        }
+        // Another day, another layout, a cut or a changed body are refused.
+        assert!(EventColumns::decode(&body, day + 1, v).is_err());
+        let mut other = body.clone();
+        other[0] = 9;
+        assert!(EventColumns::decode(&other, day, v).is_err());
+        assert!(EventColumns::decode(&body[..body.len() - 1], day, v).is_err());
+        let mut swapped = body.clone();
+        // The first customer's delta (3 → 4): its events no longer have the declared fingerprint.
+        let at = 1 + 8 + 3 + 1;
+        assert_eq!(swapped[at], 3);
+        swapped[at] = 4;
+        assert!(EventColumns::decode(&swapped, day, v).is_err());
+    }
+
+    #[test]
     fn columns_are_used_only_at_their_version_and_built_from_the_second_ask() {
         let columns = Columns::default();
         let (a, b) = (ListVersion::fresh(), ListVersion::fresh());
-        assert!(!columns.ask());
-        assert!(columns.ask());
+        let kept = derived::NoStore;
+        assert!(!columns.ask(&kept, 1));
+        assert!(columns.ask(&kept, 1));
         columns.put(20, Arc::new(EventColumns::new(a, vec![(1, 5, vec![])])));
         assert!(columns.get(20, a).is_some());
         assert!(columns.get(20, b).is_none());
@@ -231,6 +423,6 @@ mod tests {
         // A copy starts empty and has not been asked.
         let copy = columns.clone();
         assert!(copy.get(20, b).is_none());
-        assert!(!copy.ask());
+        assert!(!copy.ask(&kept, 1));
     }
 }

@@ -7,11 +7,13 @@
 //! the span of the day it covers, and per (event, numeric property, day) each customer's count,
 //! sum, minimum and maximum of the property's numbers (for at most `rollup_bound` numeric
 //! properties per event). Readers of long windows merge runs of consecutive days of rollups on
-//! first use (`runs.rs`: derived, never stored, checked against the lists' versions), and so are
+//! first use (`runs.rs`: derived, checked against the lists' versions in memory), and so are
 //! the text columns of `contains` on properties without value bitmaps (`texts.rs`), the
 //! event columns that filters of several conditions are tested on (`columns.rs`) and each
 //! value's customers over a run of whole days for `top` and `recommend` (`unions.rs`); and,
-//! per split name, each `bucket(NAME)`'s customers (`buckets.rs`).
+//! per split name, each `bucket(NAME)`'s customers (`buckets.rs`). Runs, text columns and event
+//! columns are also kept in the folder by the readers that build them, checked against the
+//! fingerprints of the lists they came from (`derived.rs`).
 //!
 //! This module owns the in-memory bitmaps and rollups and their snapshot encoding. It does not
 //! read or write storage: the database layer feeds it profiles and events, and persists the
@@ -20,6 +22,7 @@
 mod batch;
 pub mod buckets;
 pub mod columns;
+pub mod derived;
 pub mod ranges;
 pub mod rollup;
 pub mod runs;

@@ -29,6 +29,23 @@ pub fn span_unit(ts: Timestamp, day: u32) -> u16 {
 pub trait Partial: Copy {
     fn cust(&self) -> u32;
     fn merge(&mut self, other: &Self);
+    /// How many events the figures stand for (a count, a count of numbers): what merging adds
+    /// up, and what a list's [`DayList::fingerprint`] weighs the customer by.
+    fn weight(&self) -> u32;
+}
+
+/// A customer id's 64-bit mix (splitmix64's finaliser): the same in every process and build, so
+/// that a fingerprint stored in one process can be compared in another.
+pub fn mix(cust: u32) -> u64 {
+    let mut z = u64::from(cust).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The fingerprint of `weight` events of customer `cust` (see [`DayList::fingerprint`]).
+pub fn weighed(cust: u32, weight: u32) -> u64 {
+    mix(cust).wrapping_mul(u64::from(weight))
 }
 
 /// A customer's events of one kind on one day: how many, and the span units of the first and the
@@ -44,6 +61,10 @@ pub struct DayCount {
 impl Partial for DayCount {
     fn cust(&self) -> u32 {
         self.cust
+    }
+
+    fn weight(&self) -> u32 {
+        self.count
     }
 
     fn merge(&mut self, o: &Self) {
@@ -92,6 +113,10 @@ impl Partial for DayNumbers {
         self.cust
     }
 
+    fn weight(&self) -> u32 {
+        self.n
+    }
+
     fn merge(&mut self, o: &Self) {
         self.n = self.n.saturating_add(o.n);
         self.sum += o.sum;
@@ -109,6 +134,77 @@ pub fn sum_margin(n: u32, min: f64, max: f64) -> f64 {
     let n = f64::from(n);
     let a = min.abs().max(max.abs());
     4.0 * n * n * a * f64::EPSILON / 2.0
+}
+
+/// Partial figures as a stored run of days holds them (`crate::index::runs`): fixed-width,
+/// little-endian fields, so a fresh process loads a run at the speed of a copy.
+pub trait StoredPartial: Partial {
+    /// The kind of figures, in a stored run's key.
+    const KIND: u8;
+    /// Bytes per entry.
+    const BYTES: usize;
+    fn put(&self, out: &mut Vec<u8>);
+    /// Reads an entry from exactly [`StoredPartial::BYTES`] bytes.
+    fn get(b: &[u8]) -> Self;
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn le_f64(b: &[u8]) -> f64 {
+    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+impl StoredPartial for DayCount {
+    const KIND: u8 = 0;
+    const BYTES: usize = 12;
+
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.cust.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.first.to_le_bytes());
+        out.extend_from_slice(&self.last.to_le_bytes());
+    }
+
+    fn get(b: &[u8]) -> Self {
+        DayCount {
+            cust: le_u32(&b[0..4]),
+            count: le_u32(&b[4..8]),
+            first: u16::from_le_bytes([b[8], b[9]]),
+            last: u16::from_le_bytes([b[10], b[11]]),
+        }
+    }
+}
+
+impl StoredPartial for DayNumbers {
+    const KIND: u8 = 1;
+    const BYTES: usize = 32;
+
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.cust.to_le_bytes());
+        out.extend_from_slice(&self.n.to_le_bytes());
+        for x in [self.sum, self.min, self.max] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+
+    fn get(b: &[u8]) -> Self {
+        DayNumbers {
+            cust: le_u32(&b[0..4]),
+            n: le_u32(&b[4..8]),
+            sum: le_f64(&b[8..16]),
+            min: le_f64(&b[16..24]),
+            max: le_f64(&b[24..32]),
+        }
+    }
+}
+
+/// The fingerprint of a list holding `items` (see [`DayList::fingerprint`]).
+pub fn fingerprint_of<T: Partial>(items: &[T]) -> u64 {
+    items
+        .iter()
+        .fold(0u64, |fp, e| fp.wrapping_add(weighed(e.cust(), e.weight())))
 }
 
 /// Sorts partial figures by customer (stably: sorted runs are merged, not sorted again) and
@@ -135,6 +231,8 @@ pub struct DayList<T> {
     pub(crate) dirty: bool,
     /// Which content this is (see [`DayList::version`]).
     version: ListVersion,
+    /// The content's fingerprint (see [`DayList::fingerprint`]), kept up to date by every change.
+    fp: u64,
 }
 
 /// Names a list's content: a number no other list of this process had, and how many times its
@@ -163,6 +261,7 @@ impl<T> Default for DayList<T> {
             sorted: 0,
             dirty: false,
             version: ListVersion::fresh(),
+            fp: 0,
         }
     }
 }
@@ -175,6 +274,7 @@ impl<T: Clone> Clone for DayList<T> {
             sorted: self.sorted,
             dirty: self.dirty,
             version: ListVersion::fresh(),
+            fp: self.fp,
         }
     }
 }
@@ -182,12 +282,25 @@ impl<T: Clone> Clone for DayList<T> {
 impl<T: Partial> DayList<T> {
     /// A list from merged entries sorted by customer (as a snapshot holds them).
     fn from_sorted(items: Vec<T>) -> Self {
+        let fp = fingerprint_of(&items);
         DayList {
             sorted: items.len(),
             items,
             dirty: false,
             version: ListVersion::fresh(),
+            fp,
         }
+    }
+
+    /// A fingerprint of the list's content that means the same in every process: the sum
+    /// (wrapping) over its events of their customer's [`mix`], that is each customer's mix
+    /// times its weight (count of events, of numbers). It depends only on how many events each
+    /// customer has in the list, not on the order they came in or how they are merged, and is
+    /// kept up to date by every addition and removal, so reading it costs nothing. Derived
+    /// records stored in the folder name the fingerprints of the lists they were built from
+    /// (`crate::index::derived`, where `docs/STORAGE.md` says why that identifies their content).
+    pub fn fingerprint(&self) -> u64 {
+        self.fp
     }
 
     /// The version of the list's content: it changes whenever the figures do (an addition or a
@@ -209,6 +322,7 @@ impl<T: Partial> DayList<T> {
     pub fn add(&mut self, p: T) {
         self.dirty = true;
         self.version.edits += 1;
+        self.fp = self.fp.wrapping_add(weighed(p.cust(), p.weight()));
         let cust = p.cust();
         if let Some(last) = self.items.last_mut() {
             if last.cust() == cust {
@@ -250,14 +364,19 @@ impl<T: Partial> DayList<T> {
         let mut kept_sorted = 0;
         let sorted = self.sorted;
         let mut i = 0;
+        let mut fp = self.fp;
         self.items.retain(|e| {
             let keep = !gone(e.cust());
             if keep && i < sorted {
                 kept_sorted += 1;
             }
+            if !keep {
+                fp = fp.wrapping_sub(weighed(e.cust(), e.weight()));
+            }
             i += 1;
             keep
         });
+        self.fp = fp;
         self.sorted = kept_sorted;
         let removed = self.items.len() != before;
         self.dirty |= removed;
@@ -269,7 +388,8 @@ impl<T: Partial> DayList<T> {
     pub fn remove(&mut self, cust: u32) -> bool {
         let mut removed = false;
         if let Ok(i) = self.items[..self.sorted].binary_search_by_key(&cust, |e| e.cust()) {
-            self.items.remove(i);
+            let e = self.items.remove(i);
+            self.fp = self.fp.wrapping_sub(weighed(cust, e.weight()));
             self.sorted -= 1;
             removed = true;
         }
@@ -277,11 +397,16 @@ impl<T: Partial> DayList<T> {
         if tail_has {
             let sorted = self.sorted;
             let mut i = 0;
+            let mut fp = self.fp;
             self.items.retain(|e| {
                 let keep = i < sorted || e.cust() != cust;
+                if !keep {
+                    fp = fp.wrapping_sub(weighed(cust, e.weight()));
+                }
                 i += 1;
                 keep
             });
+            self.fp = fp;
             removed = true;
         }
         self.dirty |= removed;
@@ -508,6 +633,45 @@ mod tests {
             .map(|e| e.count)
             .sum();
         assert_eq!(seen, expect);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_content_whatever_the_path() {
+        let mut a = DayList::default();
+        let mut b = DayList::default();
+        let adds: Vec<DayCount> = (0..700u32).map(|i| c((i * 7919) % 131, i as u16)).collect();
+        for e in &adds {
+            a.add(*e);
+        }
+        for e in adds.iter().rev() {
+            b.add(*e);
+        }
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), fingerprint_of(&a.canonical()));
+        // Through the snapshot's encoding, in another list.
+        let mut out = Vec::new();
+        put_counts(&mut out, &a);
+        let loaded = get_counts(&mut Reader::new(&out)).unwrap();
+        assert_eq!(loaded.fingerprint(), a.fingerprint());
+        assert_ne!(loaded.version(), a.version());
+        // One more event of a customer changes it; removals follow the content.
+        let before = a.fingerprint();
+        a.add(c(5, 9));
+        assert_ne!(a.fingerprint(), before);
+        assert!(a.remove(5));
+        assert!(b.remove(5));
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), fingerprint_of(&a.canonical()));
+        assert!(a.remove_where(|c| c % 3 == 0));
+        assert_eq!(a.fingerprint(), fingerprint_of(&a.canonical()));
+        let mut empty = a.clone();
+        empty.remove_where(|_| true);
+        assert_eq!(empty.fingerprint(), 0);
+        // Numbers weigh by how many numbers a customer has.
+        let mut n = DayList::default();
+        n.add(DayNumbers::of(4, 1.5));
+        n.add(DayNumbers::of(4, 2.5));
+        assert_eq!(n.fingerprint(), weighed(4, 2));
     }
 
     #[test]

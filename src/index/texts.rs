@@ -5,13 +5,16 @@
 //! substring search per distinct string of the day and a pass over the day's entries, not a read
 //! of every candidate customer's stored events.
 //!
-//! Columns are derived data, like [`crate::index::runs`]: built by readers from stored events and
-//! never stored. A column remembers the [`ListVersion`] of the event's count list of its day when
+//! Columns are derived data, like [`crate::index::runs`]: built by readers from stored events. In
+//! memory a column remembers the [`ListVersion`] of the event's count list of its day when
 //! it was built (every event of the kind that day is counted there, so any added or removed
 //! event of that day changes the version), and is used only while that list has that version;
 //! otherwise it is built again. Nothing that changes the lists has to know about columns. At most
 //! one column is kept per (property, day), so they take at most about the size of the strings of
-//! the days that were queried.
+//! the days that were queried. Readers also store the columns of days they build in the folder
+//! with the fingerprint of the events they were read from ([`DayTexts::encode`],
+//! `crate::index::derived`): a fresh process loads a day's column instead of building it when the
+//! day's count list has that fingerprint.
 //!
 //! Unindexed traits (an email: one value a customer) get one column each the same way
 //! ([`ProfileTexts`]), tagged with a count of profile changes instead of a list version, so
@@ -26,9 +29,12 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 
+use super::derived::LAYOUT;
 use super::rollup::ListVersion;
-use crate::model::time::Timestamp;
+use crate::error::{corrupt, Result};
+use crate::model::time::{day_start, Timestamp, DAY_MS};
 use crate::model::FastMap;
+use crate::storage::codec::{put_varint, Reader};
 
 /// Strings with their customer and time, the distinct strings kept once.
 #[derive(Debug, Default)]
@@ -133,17 +139,121 @@ impl TextColumn {
 #[derive(Debug)]
 pub struct DayTexts {
     source: ListVersion,
+    /// The fingerprint of every event of the kind the column was read from, with or without a
+    /// string (as [`crate::index::DayList::fingerprint`] of a count list).
+    fp: u64,
     pub column: TextColumn,
 }
 
 impl DayTexts {
     /// The column of a day from its events' (customer, time, string) in any order, built while the
-    /// day's count list had the version `source`.
-    pub fn new(source: ListVersion, events: Vec<(u32, Timestamp, &str)>) -> DayTexts {
+    /// day's count list had the version `source`, from events of the kind with the fingerprint
+    /// `fp` (all of them, those without a string included).
+    pub fn new(source: ListVersion, fp: u64, events: Vec<(u32, Timestamp, &str)>) -> DayTexts {
         DayTexts {
             source,
+            fp,
             column: TextColumn::new(events),
         }
+    }
+
+    /// The fingerprint of the events the column was read from.
+    pub fn fingerprint(&self) -> u64 {
+        self.fp
+    }
+
+    /// The column of `day` as a record body: the layout, the fingerprint (`u64` LE), the day; the
+    /// distinct strings (a count, then each one's length and bytes); the entries (a count, then
+    /// per entry the customer as a delta, the time from the day's start and the string's index,
+    /// varints).
+    pub fn encode(&self, day: u32) -> Vec<u8> {
+        let c = &self.column;
+        let mut out = Vec::with_capacity(c.text.len() + c.entries.len() * 6 + 32);
+        put_varint(&mut out, LAYOUT);
+        out.extend_from_slice(&self.fp.to_le_bytes());
+        put_varint(&mut out, u64::from(day));
+        put_varint(&mut out, (c.starts.len() - 1) as u64);
+        for w in c.starts.windows(2) {
+            put_varint(&mut out, (w[1] - w[0]) as u64);
+            out.extend_from_slice(&c.text.as_bytes()[w[0]..w[1]]);
+        }
+        put_varint(&mut out, c.entries.len() as u64);
+        let start = day_start(day);
+        let mut prev = 0;
+        for &(cust, ts, id) in &c.entries {
+            put_varint(&mut out, u64::from(cust - prev));
+            prev = cust;
+            put_varint(&mut out, (ts - start) as u64);
+            put_varint(&mut out, u64::from(id));
+        }
+        out
+    }
+
+    /// The fingerprint a record body written by [`DayTexts::encode`] declares (`None`: another
+    /// layout).
+    pub fn declared_fingerprint(body: &[u8]) -> Option<u64> {
+        let mut r = Reader::new(body);
+        if r.varint().ok()? != LAYOUT {
+            return None;
+        }
+        Some(u64::from_le_bytes(r.take(8).ok()?.try_into().ok()?))
+    }
+
+    /// Decodes a record body of `day`'s column, checking its order and bounds; `source` is the
+    /// version of the count list it is used for.
+    pub fn decode(body: &[u8], day: u32, source: ListVersion) -> Result<DayTexts> {
+        let bad = || corrupt!("bad stored text column");
+        let fp = Self::declared_fingerprint(body).ok_or_else(bad)?;
+        let mut r = Reader::new(body);
+        r.varint()?;
+        r.take(8)?;
+        if r.varint()? != u64::from(day) {
+            return Err(bad());
+        }
+        let strings = r.len()?;
+        let mut text = String::new();
+        let mut starts = Vec::with_capacity(strings + 1);
+        starts.push(0);
+        for _ in 0..strings {
+            text.push_str(r.str()?);
+            starts.push(text.len());
+        }
+        let n = r.len()?;
+        let mut entries = Vec::with_capacity(n);
+        let start = day_start(day);
+        let mut prev: Option<(u32, Timestamp)> = None;
+        for _ in 0..n {
+            let cust = prev
+                .map_or(0, |p| p.0)
+                .checked_add(r.u32()?)
+                .ok_or_else(bad)?;
+            let off = r.varint()?;
+            if off >= DAY_MS as u64 {
+                return Err(bad());
+            }
+            let ts = start + off as i64;
+            if prev.is_some_and(|p| p.0 == cust && p.1 > ts) {
+                return Err(bad());
+            }
+            let id = r.u32()?;
+            if id as usize >= strings {
+                return Err(bad());
+            }
+            entries.push((cust, ts, id));
+            prev = Some((cust, ts));
+        }
+        if !r.is_empty() {
+            return Err(bad());
+        }
+        Ok(DayTexts {
+            source,
+            fp,
+            column: TextColumn {
+                text,
+                starts,
+                entries,
+            },
+        })
     }
 
     /// The version of the count list this column was built from.
@@ -283,12 +393,12 @@ mod tests {
     fn a_column_is_used_only_at_its_version() {
         let texts = Texts::default();
         let (a, b) = (version(), version());
-        texts.put(1, 20, Arc::new(DayTexts::new(a, vec![(1, 5, "x")])));
+        texts.put(1, 20, Arc::new(DayTexts::new(a, 0, vec![(1, 5, "x")])));
         assert!(texts.get(1, 20, a).is_some());
         assert!(texts.get(1, 20, b).is_none());
         assert!(texts.get(2, 20, a).is_none());
         assert!(texts.get(1, 21, a).is_none());
-        texts.put(1, 20, Arc::new(DayTexts::new(b, vec![])));
+        texts.put(1, 20, Arc::new(DayTexts::new(b, 0, vec![])));
         assert!(texts.get(1, 20, a).is_none());
         assert!(texts.get(1, 20, b).is_some());
     }

@@ -7,7 +7,7 @@
 //! days a window cuts are exact too) give their customers, or each customer's count.
 //!
 //! This module reads the indexes and customers' stored events; it writes nothing but the
-//! columns' cache.
+//! columns' cache and the days' columns as derived records (`crate::index::derived`).
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
 use crate::index::columns::PropColumn;
+use crate::index::derived::{self, DerivedStore};
 use crate::index::rollup::ListVersion;
 use crate::index::{EventColumns, EventIndex, Indexes, MISSING};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
@@ -24,6 +25,7 @@ use crate::storage::view::{self, BlockSpan, ValueView};
 use crate::storage::Store;
 
 use super::customer::{passes, sequence_holds, DistinctValue, StepEvent};
+use super::kept::Kept;
 use super::plan::{EventNode, Filter, SeqNode};
 use super::rollups::Acc;
 
@@ -553,9 +555,11 @@ fn ones(bits: &[u64]) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
-/// The columns of the days in `from..=to` that have events of the kind, built now where missing
-/// or stale; `None` when some are and this is the first time the event's columns are wanted
-/// ([`crate::index::Columns::ask`]).
+/// The columns of the days in `from..=to` that have events of the kind: those kept in memory
+/// while their day's count list is unchanged, else those stored in the folder whose events have
+/// the list's fingerprint (`crate::index::derived`), else built now from the stored events and
+/// stored for the next process; `None` when some are to be built and this is the first time the
+/// event's columns are wanted, in this process or any before ([`crate::index::Columns::ask`]).
 fn day_columns(
     store: &Store,
     (event, ei): (u32, &EventIndex),
@@ -572,21 +576,71 @@ fn day_columns(
         let current = list.version();
         let column = ei.columns.get(d, current);
         if column.is_none() {
-            missing.push((d, current));
+            missing.push((d, current, list.fingerprint()));
         }
         columns.push((d, column));
     }
-    if !missing.is_empty() {
-        if !ei.columns.ask() {
-            return Ok(None);
-        }
-        let built = build(store, (event, ei), &missing)?;
-        for (slot, column) in columns.iter_mut().filter(|c| c.1.is_none()).zip(built) {
-            ei.columns.put(slot.0, column.clone());
-            slot.1 = Some(column);
-        }
+    if missing.is_empty() {
+        return Ok(Some(columns.into_iter().filter_map(|(_, c)| c).collect()));
+    }
+    let kept = Kept(store);
+    let loaded: Vec<Option<Arc<EventColumns>>> = missing
+        .par_iter()
+        .map(|&(d, version, fp)| load_columns(&kept, event, d, version, fp).map(Arc::new))
+        .collect();
+    let unbuilt: Vec<(u32, ListVersion)> = missing
+        .iter()
+        .zip(&loaded)
+        .filter(|(_, l)| l.is_none())
+        .map(|(&(d, v, _), _)| (d, v))
+        .collect();
+    if !unbuilt.is_empty() && !ei.columns.ask(&kept, event) {
+        return Ok(None);
+    }
+    let mut built = if unbuilt.is_empty() {
+        Vec::new()
+    } else {
+        build(store, (event, ei), &unbuilt)?
+    };
+    // The built ones stored for the next process (their own fingerprint goes with them).
+    built.par_iter().zip(&unbuilt).for_each(|(c, &(d, _))| {
+        kept.save(
+            &derived::columns_key(event, d),
+            &derived::pack(&c.encode(d)),
+        )
+    });
+    let mut built = built.drain(..);
+    let mut loaded = loaded.into_iter();
+    for slot in columns.iter_mut().filter(|c| c.1.is_none()) {
+        let column = match loaded.next().flatten() {
+            Some(c) => c,
+            None => built
+                .next()
+                .ok_or_else(|| crate::error::internal!("a day's columns were not built"))?,
+        };
+        ei.columns.put(slot.0, column.clone());
+        slot.1 = Some(column);
     }
     Ok(Some(columns.into_iter().filter_map(|(_, c)| c).collect()))
+}
+
+/// The stored columns of `event` on `day`, if their events have the fingerprint `fp` of the
+/// day's count list (whose version is `version`).
+fn load_columns(
+    kept: &dyn DerivedStore,
+    event: u32,
+    day: u32,
+    version: ListVersion,
+    fp: u64,
+) -> Option<EventColumns> {
+    let record = kept.load(&derived::columns_key(event, day))?;
+    let body = derived::unpack(&record).ok()?;
+    if EventColumns::declared_fingerprint(&body)? != fp {
+        return None; // stale: the day's events changed since
+    }
+    let columns = EventColumns::decode(&body, day, version).ok()?;
+    derived::note_used();
+    Some(columns)
 }
 
 /// The columns of the `missing` days (ascending, each with its count list's version), in that

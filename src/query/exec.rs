@@ -42,6 +42,7 @@ use crate::storage::{Catalog, IdMap, Store};
 
 pub(crate) use super::bounds::Bounds;
 use super::customer;
+use super::kept::Kept;
 use super::plan::{
     compare_f64, compare_u64, EventNode, Filter, Frequency, Lit, Node, NodeKind, Plan, SeqNode,
     ValueTest,
@@ -444,15 +445,16 @@ impl Sources<'_> {
         };
         // The whole days' lists of a count or an aggregate, with runs of days merged; built once
         // here, before the customers are split between tasks.
+        let kept = Kept(self.store);
         let (count_pieces, number_pieces) = match f {
             Frequency::Count { .. } if num_filter.is_none() => (
-                whole_pieces(&ei.count_runs, 0, &ei.counts, &win),
+                whole_pieces((&kept, event), &ei.count_runs, 0, &ei.counts, &win),
                 Vec::new(),
             ),
             Frequency::Aggregate { prop: Some(p), .. } => {
                 let pieces = numbers
                     .and_then(|n| n.0)
-                    .map(|days| whole_pieces(&ei.number_runs, p, days, &win));
+                    .map(|days| whole_pieces((&kept, event), &ei.number_runs, p, days, &win));
                 (Vec::new(), pieces.unwrap_or_default())
             }
             _ => (Vec::new(), Vec::new()),
@@ -843,7 +845,7 @@ impl Sources<'_> {
                     let win = WindowDays::of(e.from, e.to);
                     return win.map_or_else(
                         || Bounds::exact(RoaringBitmap::new()),
-                        |win| numeric_presence(ei, p, t, &win),
+                        |win| numeric_presence((&Kept(self.store), event), ei, p, t, &win),
                     );
                 }
                 if !self.indexes.prop_values_indexed(event, *p) {

@@ -26,6 +26,7 @@ pub(crate) mod exec;
 mod explain;
 pub(crate) mod footprint;
 pub mod histories;
+mod kept;
 pub(crate) mod plan;
 mod predictive;
 pub(crate) use predictive::HistoryCache;

@@ -15,7 +15,8 @@
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
-use crate::index::rollup::{sum_margin, Partial, SPAN_UNIT_MS};
+use crate::index::derived::DerivedStore;
+use crate::index::rollup::{sum_margin, Partial, StoredPartial, SPAN_UNIT_MS};
 use crate::index::{DayCount, DayFigures, DayList, DayNumbers, EventIndex, Piece, Runs};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS, MAX_TIMESTAMP};
 use crate::model::FastMap;
@@ -288,7 +289,13 @@ impl NumTest {
 /// window cuts, the figures count for a customer whose events of the kind that day (by the count
 /// rollup's span) lie wholly inside the window's part, not at all when wholly outside, and leave
 /// the customer undecided otherwise (if any of their numbers may pass).
-pub(super) fn numeric_presence(ei: &EventIndex, prop: u32, t: NumTest, win: &WindowDays) -> Bounds {
+pub(super) fn numeric_presence(
+    kept: (&dyn DerivedStore, u32),
+    ei: &EventIndex,
+    prop: u32,
+    t: NumTest,
+    win: &WindowDays,
+) -> Bounds {
     let Some(figures) = ei.numbers.get(&prop) else {
         // The property never held a number: no event passes.
         return Bounds::exact(RoaringBitmap::new());
@@ -296,7 +303,7 @@ pub(super) fn numeric_presence(ei: &EventIndex, prop: u32, t: NumTest, win: &Win
     // An ordering is decided by the largest or smallest number of the whole days, so runs of
     // days merged decide it as the days do; `between` only by each day's own figures.
     let whole: Vec<Piece<'_, DayNumbers>> = match (t, win.whole) {
-        (NumTest::Cmp(..), _) => whole_pieces(&ei.number_runs, prop, figures, win),
+        (NumTest::Cmp(..), _) => whole_pieces(kept, &ei.number_runs, prop, figures, win),
         (NumTest::Range(..), Some((a, b))) => {
             figures.range(a..=b).map(|(_, l)| Piece::Day(l)).collect()
         }
@@ -509,14 +516,15 @@ impl<'a, T: Partial> Cursors<'a, T> {
 /// fit (built now when missing or stale, see [`crate::index::runs`]), single days elsewhere.
 /// Only for sums that merging keeps (counts, aggregates); not for tests of each day's figures,
 /// which a merged minimum and maximum would only weaken.
-pub(super) fn whole_pieces<'a, T: Partial + Send + Sync>(
+pub(super) fn whole_pieces<'a, T: StoredPartial + Send + Sync>(
+    (kept, event): (&dyn DerivedStore, u32),
     runs: &Runs<T>,
     key: u32,
     days: &'a std::collections::BTreeMap<u32, DayList<T>>,
     win: &WindowDays,
 ) -> Vec<Piece<'a, T>> {
     match win.whole {
-        Some((a, b)) => runs.cover(key, days, a, b),
+        Some((a, b)) => runs.cover(kept, event, key, days, a, b),
         None => Vec::new(),
     }
 }
@@ -849,6 +857,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use crate::index::derived::NoStore;
     use crate::index::DayCount;
 
     const EVENTS_PER_DAY: usize = 3_000;
@@ -922,7 +931,7 @@ mod tests {
     fn counts_by_blocks_and_runs_equal_the_entry_by_entry_sums() {
         let ei = event_index(1);
         for win in windows() {
-            let pieces = whole_pieces(&ei.count_runs, 0, &ei.counts, &win);
+            let pieces = whole_pieces((&NoStore, 1), &ei.count_runs, 0, &ei.counts, &win);
             let expected = naive_counts(&ei, &win);
             for (lo, hi) in [(0, 40_000), (0, 8_192), (5_000, 30_001), (39_999, 40_000)] {
                 let mut got = BTreeMap::new();
@@ -967,7 +976,7 @@ mod tests {
                 });
             }
             expected.retain(|_, e| e.0 != 0 || e.3);
-            let pieces = whole_pieces(&ei.number_runs, 7, figures, &win);
+            let pieces = whole_pieces((&NoStore, 2), &ei.number_runs, 7, figures, &win);
             let mut got = BTreeMap::new();
             let (lo, hi) = (0, 40_000);
             aggregate_range(

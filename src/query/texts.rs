@@ -8,7 +8,7 @@
 //! the same way, built from the profiles of who has the trait.
 //!
 //! This module reads the indexes and customers' stored events and profiles; it writes nothing
-//! but the columns' cache.
+//! but the columns' cache and the days' columns as derived records (`crate::index::derived`).
 
 use std::sync::Arc;
 
@@ -16,11 +16,15 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
+use crate::index::derived::{self, DerivedStore};
+use crate::index::rollup::{mix, ListVersion};
 use crate::index::{DayTexts, EventIndex, Indexes, TextColumn};
 use crate::model::time::{day_of, Timestamp};
 use crate::model::{FastMap, Value};
 use crate::storage::view::ValueView;
 use crate::storage::Store;
+
+use super::kept::Kept;
 
 /// The customers with an event of the kind (`event`, index `ei`) in `from..=to` whose property
 /// `prop` is a string containing `needle`.
@@ -105,8 +109,10 @@ pub(super) fn trait_containing(
     Ok(out)
 }
 
-/// The columns of the days in `from..=to` that have events of the kind, built now where missing
-/// or stale.
+/// The columns of the days in `from..=to` that have events of the kind: those kept in memory
+/// while their day's count list is unchanged, else those stored in the folder read from events
+/// with the list's fingerprint (`crate::index::derived`), else built now from the stored events
+/// and stored for the next process.
 fn day_columns(
     store: &Store,
     (event, ei): (u32, &EventIndex),
@@ -125,41 +131,85 @@ fn day_columns(
         let current = list.version();
         let column = ei.texts.get(prop, d, current);
         if column.is_none() {
-            missing.push((d, current));
+            missing.push((d, current, list.fingerprint()));
         }
         columns.push((d, column));
     }
-    if !missing.is_empty() {
-        let built = build(store, (event, ei), prop, &missing)?;
-        for (slot, column) in columns.iter_mut().filter(|c| c.1.is_none()).zip(built) {
-            ei.texts.put(prop, slot.0, column.clone());
-            slot.1 = Some(column);
-        }
+    if missing.is_empty() {
+        return Ok(columns.into_iter().filter_map(|(_, c)| c).collect());
+    }
+    let kept = Kept(store);
+    let loaded: Vec<Option<Arc<DayTexts>>> = missing
+        .par_iter()
+        .map(|&(d, version, fp)| {
+            let record = kept.load(&derived::texts_key(event, prop, d))?;
+            let body = derived::unpack(&record).ok()?;
+            if DayTexts::declared_fingerprint(&body)? != fp {
+                return None; // stale: the day's events changed since
+            }
+            let column = DayTexts::decode(&body, d, version).ok()?;
+            derived::note_used();
+            Some(Arc::new(column))
+        })
+        .collect();
+    let unbuilt: Vec<(u32, ListVersion)> = missing
+        .iter()
+        .zip(&loaded)
+        .filter(|(_, l)| l.is_none())
+        .map(|(&(d, v, _), _)| (d, v))
+        .collect();
+    let built = if unbuilt.is_empty() {
+        Vec::new()
+    } else {
+        build(store, (event, ei), prop, &unbuilt)?
+    };
+    built.par_iter().zip(&unbuilt).for_each(|(c, &(d, _))| {
+        kept.save(
+            &derived::texts_key(event, prop, d),
+            &derived::pack(&c.encode(d)),
+        )
+    });
+    let mut built = built.into_iter();
+    let mut loaded = loaded.into_iter();
+    for slot in columns.iter_mut().filter(|c| c.1.is_none()) {
+        let column = match loaded.next().flatten() {
+            Some(c) => c,
+            None => built
+                .next()
+                .ok_or_else(|| crate::error::internal!("a day's text column was not built"))?,
+        };
+        ei.texts.put(prop, slot.0, column.clone());
+        slot.1 = Some(column);
     }
     Ok(columns.into_iter().filter_map(|(_, c)| c).collect())
 }
 
 /// The columns of the `missing` days (ascending, each with its count list's version), in that
-/// order: the strings of `prop` of every event of the kind on those days.
+/// order: the strings of `prop` of every event of the kind on those days, and the fingerprint
+/// of all those events (with a string or not: what the day's count list has when they are its
+/// events).
 fn build(
     store: &Store,
     (event, ei): (u32, &EventIndex),
     prop: u32,
-    missing: &[(u32, crate::index::rollup::ListVersion)],
+    missing: &[(u32, ListVersion)],
 ) -> Result<Vec<Arc<DayTexts>>> {
     let found = super::columns::events_on_days(store, (event, ei), missing, |cust, e| {
-        Ok(match e.prop(prop)? {
-            Some(ValueView::Str(s)) => Some((cust, e.ts, s.to_owned())),
-            _ => None,
-        })
+        Ok(Some(match e.prop(prop)? {
+            Some(ValueView::Str(s)) => (cust, e.ts, Some(s.to_owned())),
+            _ => (cust, e.ts, None),
+        }))
     })?;
-    let by_day: Vec<Vec<(u32, Timestamp, &str)>> = found
-        .iter()
-        .map(|day| day.iter().map(|(c, t, s)| (*c, *t, s.as_str())).collect())
-        .collect();
-    Ok(by_day
-        .into_iter()
+    Ok(found
+        .par_iter()
         .zip(missing)
-        .map(|(events, &(_, version))| Arc::new(DayTexts::new(version, events)))
+        .map(|(day, &(_, version))| {
+            let fp = day.iter().fold(0u64, |fp, e| fp.wrapping_add(mix(e.0)));
+            let events = day
+                .iter()
+                .filter_map(|(c, t, s)| Some((*c, *t, s.as_deref()?)))
+                .collect();
+            Arc::new(DayTexts::new(version, fp, events))
+        })
         .collect())
 }

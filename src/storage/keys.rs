@@ -20,6 +20,7 @@
 //! | `t` | `t` + internal id (BE) + sequence (BE) | formats 4 and 5 only: a tail, one write's events appended after the customer's blocks; folded into blocks when the folder is opened |
 //! | `l` | `l` + internal id (BE) | a merged customer's other ids, besides its `r` id (format 5) |
 //! | `n` | `n` + internal id (BE) | empty: the customer has no `userId`, only anonymous ids (format 5) |
+//! | `y` | `y` + derived key | derived data a reader built and kept: event columns, runs of days (`index::derived`) |
 //!
 //! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
 //! in time order, and the blocks of one customer never overlap in time.
@@ -56,6 +57,9 @@ pub const TAIL: u8 = b't';
 pub const ALIASES: u8 = b'l';
 /// A customer known only by anonymous ids (`anonymousId`, `previousId`): no `userId` yet.
 pub const ANONYMOUS: u8 = b'n';
+/// Derived data kept by readers (event columns, runs of days), checked against the indexes
+/// before use and dropped by a compaction.
+pub const DERIVED: u8 = b'y';
 
 /// A human name for the kind of record a key prefix marks.
 pub fn kind_name(prefix: u8) -> &'static str {
@@ -79,6 +83,7 @@ pub fn kind_name(prefix: u8) -> &'static str {
         TAIL => "event tails (formats 4 and 5)",
         ALIASES => "merged ids",
         ANONYMOUS => "anonymous customers",
+        DERIVED => "derived data",
         _ => "unknown",
     }
 }
@@ -218,6 +223,14 @@ pub fn parse_dirty(key: &[u8]) -> Result<u64> {
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| corrupt!("bad dirty-log key"))?;
     Ok(u64::from_be_bytes(a))
+}
+
+/// The key of a derived record (`index::derived` makes `derived_key`).
+pub fn derived(derived_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + derived_key.len());
+    k.push(DERIVED);
+    k.extend_from_slice(derived_key);
+    k
 }
 
 pub fn index(family_key: &[u8]) -> Vec<u8> {

@@ -142,6 +142,8 @@ pub enum RecordKind<'k> {
     FeedV1,
     /// An index snapshot family, with its family key.
     IndexFamily(&'k [u8]),
+    /// Derived data a reader kept (`Store::derived`).
+    Derived,
     Other,
 }
 
@@ -154,6 +156,7 @@ impl<'k> RecordKind<'k> {
             Some(keys::FEED) => RecordKind::FeedChunk,
             Some(keys::FEED_V1) => RecordKind::FeedV1,
             Some(keys::INDEX) => RecordKind::IndexFamily(&key[1..]),
+            Some(keys::DERIVED) => RecordKind::Derived,
             _ => RecordKind::Other,
         }
     }
@@ -748,6 +751,49 @@ impl Store {
     /// The stored index snapshot family of `family_key`.
     pub fn index_family(&self, family_key: &[u8]) -> Result<Option<sled::IVec>> {
         self.get(&keys::index(family_key))
+    }
+
+    /// The derived record under `derived_key` (`crate::index::derived`): data a reader built
+    /// from the indexes and stored events and kept, to be checked before use.
+    pub fn derived(&self, derived_key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.get(&keys::derived(derived_key))
+    }
+
+    /// Stores a derived record, outside any write's batch: it is durable at the next flush (a
+    /// commit, a close, or sled's own flush within half a second), and a crash before that only
+    /// loses it. Readers call this under the read lock, at the same time as writes.
+    pub fn put_derived(&self, derived_key: &[u8], record: &[u8]) -> Result<()> {
+        if self
+            .no_space_after
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            // A full disk injected by a test: commits fail now, and so does this.
+            return Err(sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).into());
+        }
+        self.tree.insert(keys::derived(derived_key), record)?;
+        Ok(())
+    }
+
+    /// Every derived record, as (derived key, bytes).
+    pub fn derived_records(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.scan(keys::DERIVED)
+            .map(|r| r.map(|(k, v)| (k.subslice(1, k.len() - 1), v)))
+    }
+
+    /// Removes every derived record, durably; returns how many there were.
+    pub fn clear_derived(&self) -> Result<u64> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.scan(keys::DERIVED) {
+            batch.remove(item?.0);
+            n += 1;
+        }
+        if n > 0 {
+            self.tree.apply_batch(batch)?;
+            self.db.flush()?;
+        }
+        Ok(n)
     }
 
     /// Whether any index snapshot family is stored.

@@ -1,0 +1,163 @@
+//! Derived data kept in the folder (issue 20, "cold"): the event columns of `columns.rs` and the
+//! merged runs of days of `runs.rs`, stored when a reader builds them so that a fresh process
+//! loads them instead of building them again.
+//!
+//! A stored record names the fingerprints ([`crate::index::DayList::fingerprint`]) of the day
+//! lists it was derived from, and is used only while those lists have exactly those
+//! fingerprints; otherwise it is built again (and stored again), never read. A fingerprint is a
+//! sum over the list's events of a 64-bit mix of their customer, so it is a function of how many
+//! events of the kind each customer has that day. That names the events themselves because a
+//! customer's events of one kind on one day only ever grow while its internal id is in use
+//! (events are appended; a delete or a merge retires the id for good, and ids are never handed
+//! out again), and because the lists a reader sees hold committed writes only (a write is
+//! durable before the indexes show it): no crash can take a list back to a fingerprint it had
+//! with other events. `docs/STORAGE.md` ("Derived records") has the whole argument.
+//!
+//! This module owns the interface to the store ([`DerivedStore`], implemented by the query
+//! layer over the folder), the records' keys and their packing. It reads and writes nothing
+//! itself, and a failure to load or store a record only costs a build.
+
+use std::borrow::Cow;
+
+use crate::error::Result;
+use crate::storage::codec;
+
+/// Where derived records are loaded from and stored to. Both are best effort: a record that
+/// cannot be read is built, one that cannot be written is built again next time.
+pub trait DerivedStore: Sync {
+    /// The record under `key`, if one is stored and readable.
+    fn load(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// Stores `record` under `key`, replacing what was there.
+    fn save(&self, key: &[u8], record: &[u8]);
+}
+
+/// Stored records read and used instead of a build, in this process (for tests: see
+/// `crate::testing::derived_used`).
+static USED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Notes that a stored record passed its checks and is used.
+pub fn note_used() {
+    USED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Stored records used so far in this process.
+pub fn used() -> u64 {
+    USED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A store that keeps nothing: everything is built in memory (the tests of the layers below the
+/// folder).
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoStore;
+
+#[cfg(test)]
+impl DerivedStore for NoStore {
+    fn load(&self, _key: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn save(&self, _key: &[u8], _record: &[u8]) {}
+}
+
+/// The layout of the records' bodies; a record of another layout is not read (it is built and
+/// stored again).
+pub const LAYOUT: u64 = 1;
+
+/// The largest record body a reader accepts (a guard against damaged lengths).
+const MAX_RECORD_BYTES: usize = 1 << 31;
+
+/// The key of an (event, day)'s event columns.
+pub fn columns_key(event: u32, day: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'C');
+    k.extend_from_slice(&event.to_be_bytes());
+    k.extend_from_slice(&day.to_be_bytes());
+    k
+}
+
+/// The key of an (event, property, day)'s text column.
+pub fn texts_key(event: u32, prop: u32, day: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.push(b'T');
+    for x in [event, prop, day] {
+        k.extend_from_slice(&x.to_be_bytes());
+    }
+    k
+}
+
+/// The key of the mark that some reader wanted `event`'s columns (an empty record).
+pub fn asked_key(event: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5);
+    k.push(b'A');
+    k.extend_from_slice(&event.to_be_bytes());
+    k
+}
+
+/// The key of a run of days: its kind (counts or numbers), event, key (a property for numbers,
+/// 0 for counts), first day and length.
+pub fn run_key(kind: u8, event: u32, key: u32, first: u32, len: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(18);
+    k.push(b'R');
+    k.push(kind);
+    for x in [event, key, first, len] {
+        k.extend_from_slice(&x.to_be_bytes());
+    }
+    k
+}
+
+/// Wraps a record's body: LZ4-compressed when that saves an eighth, else as is.
+pub fn pack(body: &[u8]) -> Vec<u8> {
+    let mut tagged = Vec::with_capacity(body.len() + 1);
+    tagged.push(0);
+    tagged.extend_from_slice(body);
+    codec::pack(tagged)
+}
+
+/// The body of a record written by [`pack`].
+pub fn unpack(record: &[u8]) -> Result<Cow<'_, [u8]>> {
+    codec::unpack(record, "derived record", MAX_RECORD_BYTES)
+}
+
+/// A store in memory, counting what it was asked (for the tests of the structures kept).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct MemStore {
+    pub records: parking_lot::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+    pub loads: std::sync::atomic::AtomicU64,
+    pub saves: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(test)]
+impl DerivedStore for MemStore {
+    fn load(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.records.lock().get(key).cloned()
+    }
+
+    fn save(&self, key: &[u8], record: &[u8]) {
+        self.saves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.records.lock().insert(key.to_vec(), record.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_differ_by_every_part_and_records_round_trip() {
+        assert_ne!(columns_key(1, 2), columns_key(2, 1));
+        assert_ne!(run_key(0, 1, 0, 256, 256), run_key(1, 1, 0, 256, 256));
+        assert_ne!(run_key(0, 1, 0, 256, 256), run_key(0, 1, 0, 256, 64));
+        assert_ne!(run_key(0, 1, 2, 0, 8), run_key(0, 1, 3, 0, 8));
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 7) as u8).collect();
+        let record = pack(&body);
+        assert!(record.len() < body.len());
+        assert_eq!(&*unpack(&record).unwrap(), &body[..]);
+        assert_eq!(&*unpack(&pack(&[1, 2, 3])).unwrap(), &[1, 2, 3]);
+        assert!(unpack(&[9, 9]).is_err());
+    }
+}
