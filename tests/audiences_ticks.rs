@@ -250,3 +250,41 @@ fn hundreds_leave_at_their_own_millisecond() {
         run(&custs, &steps, bulk_from);
     }
 }
+
+/// Hundreds of customers with views a few milliseconds either side of the clock's instant when
+/// the audiences are saved: those at or before it are told from those after it by the day's
+/// event columns (the two-second span holding the instant cannot), and each one after it enters
+/// at its own millisecond; steps of one millisecond, then to the windows' edges.
+#[test]
+fn hundreds_with_views_at_the_clocks_instant() {
+    let custs: Vec<Customer> = (0..400i64)
+        .map(|i| Customer {
+            views: match i % 4 {
+                0 => vec![t0() + i % 9 - 4],
+                1 => vec![t0() - DAY + i % 5, t0() + i % 7 - 3],
+                2 => vec![t0() - 2 * DAY + 2 * SECOND + i % 5],
+                _ => vec![],
+            },
+            carts: if i % 3 == 0 {
+                vec![t0() + i % 3]
+            } else {
+                vec![]
+            },
+            gold: i % 2 == 0,
+        })
+        .collect();
+    let mut steps: Vec<Step> = (0..6).map(|_| Step::By(1)).collect();
+    steps.extend([
+        Step::By(2 * SECOND),
+        Step::By(HOUR),
+        Step::ToEdge { pick: 0, delta: -1 },
+        Step::ToEdge { pick: 0, delta: 0 },
+        Step::ToEdge { pick: 0, delta: 1 },
+        Step::By(5 * HOUR),
+        Step::By(DAY),
+        Step::By(DAY),
+    ]);
+    for bulk_from in [0, 2048] {
+        run(&custs, &steps, bulk_from);
+    }
+}

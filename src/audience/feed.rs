@@ -77,13 +77,17 @@ impl Change {
         })
     }
 
+    /// One change's stored encoding (a record holds several: [`encode_chunk`]).
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 + self.audience.len() + self.customer.len());
-        out.extend_from_slice(&self.at.to_le_bytes());
-        out.push(u8::from(self.entered));
-        out.extend_from_slice(&(self.audience.len() as u16).to_le_bytes());
-        out.extend_from_slice(self.audience.as_bytes());
-        out.extend_from_slice(self.customer.as_bytes());
+        encode_into(
+            &mut out,
+            self.at,
+            self.entered,
+            &self.audience,
+            &self.customer,
+        );
         out
     }
 
@@ -111,15 +115,40 @@ impl Change {
     }
 }
 
+/// One change's encoding (see [`Change::encode`]), appended to `out`.
+fn encode_into(out: &mut Vec<u8>, at: Timestamp, entered: bool, audience: &str, customer: &str) {
+    out.extend_from_slice(&at.to_le_bytes());
+    out.push(u8::from(entered));
+    out.extend_from_slice(&(audience.len() as u16).to_le_bytes());
+    out.extend_from_slice(audience.as_bytes());
+    out.extend_from_slice(customer.as_bytes());
+}
+
+/// The length of one change's encoding.
+fn encoded_len(audience: &str, customer: &str) -> usize {
+    11 + audience.len() + customer.len()
+}
+
 /// Encodes consecutive changes as one stored record: their count, then each change's length
 /// and encoding. The first change's position is the record's key; the others follow it.
 pub(crate) fn encode_chunk(changes: &[Change]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + changes.len() * 32);
+    encode_chunk_parts(
+        changes
+            .iter()
+            .map(|c| (c.at, c.entered, c.audience.as_str(), c.customer.as_str())),
+    )
+}
+
+/// [`encode_chunk`] of changes given by their parts (time, entered, audience, customer), so
+/// that a large change (a new audience's members) is stored without making each a [`Change`].
+pub(crate) fn encode_chunk_parts<'a>(
+    changes: impl ExactSizeIterator<Item = (Timestamp, bool, &'a str, &'a str)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + changes.len() * 40);
     out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
-    for c in changes {
-        let bytes = c.encode();
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(&bytes);
+    for (at, entered, audience, customer) in changes {
+        out.extend_from_slice(&(encoded_len(audience, customer) as u32).to_le_bytes());
+        encode_into(&mut out, at, entered, audience, customer);
     }
     out
 }

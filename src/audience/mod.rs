@@ -327,8 +327,73 @@ fn ask((d, fp, custs): &Todo) -> Ask<'_> {
     }
 }
 
-/// An entry (`true`) or exit of one customer from one audience, before it gets its number.
-type Flip = (String, u32, bool);
+/// Entries and exits of customers from audiences, in order, before they get their numbers:
+/// each is (the audience's place in `names`, customer, entered), so that a new audience's many
+/// first members cost no copy of its name each.
+#[derive(Debug, Default)]
+struct Flips {
+    names: Vec<String>,
+    items: Vec<(u32, u32, bool)>,
+}
+
+impl Flips {
+    /// Adds the entries of `entered`, then the exits of `left`, each in customer order, to the
+    /// audience `name`.
+    fn add(&mut self, name: &str, entered: &RoaringBitmap, left: &RoaringBitmap) {
+        if entered.is_empty() && left.is_empty() {
+            return;
+        }
+        let n = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.items.extend(entered.iter().map(|c| (n, c, true)));
+        self.items.extend(left.iter().map(|c| (n, c, false)));
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Puts into `batch` the feed records of `flips` numbered from `first`, with the customers'
+/// external ids from `ids` (records of [`feed::CHUNK`] changes, encoded in parallel straight from
+/// the ids), the feed's next position and the audiences' time; returns the position after them.
+fn flips_to_batch(
+    batch: &mut WriteBatch,
+    ids: &IdMap,
+    flips: &Flips,
+    first: u64,
+    now: Timestamp,
+) -> Result<u64> {
+    let records: Vec<Vec<u8>> = flips
+        .items
+        .par_chunks(feed::CHUNK)
+        .map(|run| {
+            let parts = run
+                .iter()
+                .map(|&(n, cust, entered)| {
+                    let customer = ids
+                        .external(cust)
+                        .ok_or_else(|| corrupt!("customer {cust} has no external id"))?;
+                    Ok((now, entered, flips.names[n as usize].as_str(), customer))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(feed::encode_chunk_parts(parts.into_iter()))
+        })
+        .collect::<Result<_>>()?;
+    for (start, bytes) in (first..).step_by(feed::CHUNK).zip(records) {
+        batch.put_feed_chunk(start, bytes);
+    }
+    let next = first + flips.len() as u64;
+    if !flips.is_empty() {
+        batch.put_meta_u64(meta::FEED_NEXT, next);
+    }
+    batch.put_meta_u64(meta::AUDIENCES_AS_OF, now.max(0) as u64);
+    Ok(next)
+}
 
 /// Checks an audience name: the rule language's plain names, at most [`MAX_NAME_LEN`] bytes.
 pub fn check_name(name: &str) -> Result<()> {
@@ -690,24 +755,19 @@ impl Audiences {
             })
             .collect::<Result<_>>()?;
 
-        let mut flips: Vec<Flip> = Vec::new();
+        let mut flips = Flips::default();
         let mut fresh = Vec::new();
-        {
+        let first = {
             let live = self.live.read();
             for (d, a) in redo.iter().zip(answers) {
                 let before = live.by_id.get(&d.id);
                 let empty = RoaringBitmap::new();
                 let old_members = before.map_or(&empty, |la| &la.members);
                 let at = flips.len();
-                flips.extend(
-                    (&a.members - old_members)
-                        .iter()
-                        .map(|c| (d.name.clone(), c, true)),
-                );
-                flips.extend(
-                    (old_members - &a.members)
-                        .iter()
-                        .map(|c| (d.name.clone(), c, false)),
+                flips.add(
+                    &d.name,
+                    &(&a.members - old_members),
+                    &(old_members - &a.members),
                 );
                 let mut timers = Timers::new(now);
                 timers.schedule_all(a.next);
@@ -728,8 +788,9 @@ impl Audiences {
                     },
                 ));
             }
-        }
-        let (changes, next_seq) = self.number_changes(env.state, &flips, now)?;
+            live.next_seq
+        };
+        let next_seq = first + flips.len() as u64;
         let mut batch = WriteBatch::new();
         let stored = StoredDefinition {
             id: def.id,
@@ -752,7 +813,7 @@ impl Audiences {
         if old.is_none() {
             batch.put_meta_u64(meta::NEXT_AUDIENCE, u64::from(new_id) + 1);
         }
-        feed_records(&mut batch, &changes, now);
+        flips_to_batch(&mut batch, &state.ids, &flips, first, now)?;
         env.store.commit(batch)?;
         drop(state);
 
@@ -775,7 +836,7 @@ impl Audiences {
             live.next_seq = next_seq;
             live.readers = None;
         }
-        self.subscribers.deliver(&changes);
+        self.deliver_flips(env.state, &flips, first, now);
         self.get(&env.state.read(), name)
     }
 
@@ -1096,7 +1157,7 @@ impl Audiences {
         };
         drop(few_asks);
         drop(state);
-        let mut flips: Vec<Flip> = Vec::new();
+        let mut flips = Flips::default();
         let mut failure = None;
         {
             let mut live = self.live.write();
@@ -1204,44 +1265,45 @@ impl Audiences {
         self.store_and_deliver(store, changes, now)
     }
 
-    /// Numbers the flips from the feed's next position, with the customers' external ids;
-    /// returns them and the position after them.
-    fn number_changes(
-        &self,
-        state: &RwLock<ReadState>,
-        flips: &[Flip],
-        now: Timestamp,
-    ) -> Result<(Vec<Change>, u64)> {
-        let first = self.live.read().next_seq;
-        let state = state.read();
-        // Built in parallel: a new audience's first members can be most customers.
-        let changes = flips
-            .par_iter()
-            .enumerate()
-            .map(|(i, (audience, cust, entered))| {
-                let customer = state
-                    .ids
-                    .external(*cust)
-                    .ok_or_else(|| corrupt!("customer {cust} has no external id"))?
-                    .to_owned();
-                Ok(Change {
-                    seq: first + i as u64,
-                    audience: audience.clone(),
-                    customer,
-                    entered: *entered,
-                    at: now,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((changes, first + flips.len() as u64))
-    }
-
-    fn publish(&self, env: &Env<'_>, flips: &[Flip], now: Timestamp) -> Result<()> {
+    /// Stores the flips of a maintenance pass durably as the feed's next changes, advances the
+    /// feed, and hands them to subscribers.
+    fn publish(&self, env: &Env<'_>, flips: &Flips, now: Timestamp) -> Result<()> {
         if flips.is_empty() {
             return Ok(());
         }
-        let (changes, _) = self.number_changes(env.state, flips, now)?;
-        self.store_and_deliver(env.store, changes, now)
+        let first = self.live.read().next_seq;
+        let mut batch = WriteBatch::new();
+        let next = flips_to_batch(&mut batch, &env.state.read().ids, flips, first, now)?;
+        env.store.commit(batch)?;
+        self.live.write().next_seq = next;
+        self.deliver_flips(env.state, flips, first, now);
+        Ok(())
+    }
+
+    /// Hands `flips`, numbered from `first`, to the subscribers; the changes are made only
+    /// when someone listens.
+    fn deliver_flips(&self, state: &RwLock<ReadState>, flips: &Flips, first: u64, now: Timestamp) {
+        if flips.is_empty() || self.subscribers.count() == 0 {
+            return;
+        }
+        let changes: Vec<Change> = {
+            let state = state.read();
+            flips
+                .items
+                .iter()
+                .zip(first..)
+                .filter_map(|(&(n, cust, entered), seq)| {
+                    Some(Change {
+                        seq,
+                        audience: flips.names[n as usize].clone(),
+                        customer: state.ids.external(cust)?.to_owned(),
+                        entered,
+                        at: now,
+                    })
+                })
+                .collect()
+        };
+        self.subscribers.deliver(&changes);
     }
 
     /// Makes numbered changes durable, advances the feed, and hands them to subscribers.
@@ -1310,7 +1372,7 @@ fn apply(
     asked: &RoaringBitmap,
     a: SubsetAnswer,
     now: Timestamp,
-    flips: &mut Vec<Flip>,
+    flips: &mut Flips,
 ) {
     la.dirty = true;
     la.timers.schedule_all(a.next);
@@ -1320,8 +1382,7 @@ fn apply(
     if entered.is_empty() && left.is_empty() {
         return;
     }
-    flips.extend(entered.iter().map(|c| (la.name.clone(), c, true)));
-    flips.extend(left.iter().map(|c| (la.name.clone(), c, false)));
+    flips.add(&la.name, &entered, &left);
     by_customer.remove_all(id, &left);
     by_customer.insert_all(id, &entered);
     la.members -= &left;

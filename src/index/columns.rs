@@ -28,7 +28,7 @@ use super::derived::{self, DerivedStore, LAYOUT};
 use super::rollup::{mix, ListVersion};
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp, DAY_MS};
-use crate::model::{FastMap, Value};
+use crate::model::{FastMap, FastSet, Value};
 use crate::storage::codec::{get_value, put_value, put_varint, Reader};
 
 /// The id of "the event has no such property" in [`PropColumn::ids`].
@@ -273,6 +273,8 @@ pub struct Columns {
     built: RwLock<FastMap<u32, Arc<EventColumns>>>,
     /// Whether a reader asked for columns of this event before ([`Columns::ask`]).
     asked: AtomicBool,
+    /// The days a reader that could do without asked for before ([`Columns::ask_day`]).
+    asked_days: RwLock<FastSet<u32>>,
 }
 
 /// A copy starts with no columns: they are a cache of the stored events.
@@ -309,6 +311,18 @@ impl Columns {
         }
         kept.save(&mark, &[]);
         false
+    }
+
+    /// [`Columns::ask`] for one day, by a reader that can do without them at a small cost (a
+    /// window cutting the day where the count rollups' spans leave few customers undecided, to
+    /// be read one by one): `false` the first time for this day, `true` from then on. Saving
+    /// many audiences with windows of different lengths so builds no day's columns for one
+    /// answer; a rule answered again builds them.
+    pub fn ask_day(&self, day: u32) -> bool {
+        if self.asked_days.read().contains(&day) {
+            return true;
+        }
+        !self.asked_days.write().insert(day)
     }
 
     /// Keeps a day's columns, replacing older ones of the same day.
@@ -424,5 +438,19 @@ mod tests {
         let copy = columns.clone();
         assert!(copy.get(20, b).is_none());
         assert!(!copy.ask(&kept, 1));
+    }
+
+    #[test]
+    fn each_day_is_asked_for_once_before_it_is_built() {
+        let columns = Columns::default();
+        assert!(!columns.ask_day(20));
+        assert!(!columns.ask_day(21));
+        assert!(columns.ask_day(20));
+        assert!(columns.ask_day(21));
+        assert!(
+            !columns.ask(&derived::NoStore, 1),
+            "a day asked for leaves the event's first ask alone"
+        );
+        assert!(!columns.clone().ask_day(20), "a copy has not been asked");
     }
 }

@@ -643,6 +643,30 @@ fn load_columns(
     Some(columns)
 }
 
+/// The customers with an event of the kind on `day` later than `after`, from the day's columns;
+/// `None` when the columns are missing and not to be built yet, or the day has no count list.
+pub(super) fn later_on_day(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    day: u32,
+    after: Timestamp,
+) -> Result<Option<RoaringBitmap>> {
+    let start = day_start(day);
+    let Some(days) = day_columns(store, (event, ei), start, start + DAY_MS - 1)? else {
+        return Ok(None);
+    };
+    let Some(col) = days.first() else {
+        return Ok(None);
+    };
+    let mut out = RoaringBitmap::new();
+    for (&cust, &t) in col.custs.iter().zip(&col.times) {
+        if t > after {
+            out.insert(cust);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// The columns of the `missing` days (ascending, each with its count list's version), in that
 /// order.
 fn build(

@@ -14,8 +14,12 @@
 //! *now*, a date-time trait the rule compares with a relative time) is handed back to be read
 //! and checked one by one ([`super::subset::answer_each`]).
 //!
-//! This module reads the indexes (and storage only where the engine's bounds build their event
-//! columns); it never writes.
+//! Customers with events of the open day in the two-second span holding *now* (events written at
+//! the clock's instant) are told from those with a later one by the open day's event columns
+//! when they are many ([`later_today`]).
+//!
+//! This module reads the indexes (and storage only where the engine's bounds or [`later_today`]
+//! build event columns); it never writes.
 
 use roaring::RoaringBitmap;
 
@@ -237,6 +241,33 @@ fn spans(ei: &EventIndex, day: u32, custs: &RoaringBitmap) -> Option<Vec<(u32, u
     Some(out)
 }
 
+/// Of `undecided`, customers with the event on the open day whose span reaches past `now`,
+/// those who may have one after `now`. When they are many (at least a quarter of the day's
+/// customers: events written at the clock's instant, which a two-second span cannot tell from
+/// a later one) the day's event columns say exactly (built once for every audience reading the
+/// event, until the day's count list changes); otherwise, or when the columns are not to be
+/// built yet, all of them.
+fn later_today(
+    cx: &Context<'_>,
+    (event, ei): (u32, &EventIndex),
+    open: u32,
+    now: Timestamp,
+    undecided: RoaringBitmap,
+) -> RoaringBitmap {
+    let on_day = ei.days.get(&open).map_or(0, |b| b.len());
+    if undecided.len() < COLUMNS_FROM || undecided.len() * 4 < on_day {
+        return undecided;
+    }
+    match super::columns::later_on_day(cx.store, (event, ei), open, now) {
+        Ok(Some(later)) => undecided & later,
+        // A failure to build them leaves the customers to be read, which reports it.
+        Ok(None) | Err(_) => undecided,
+    }
+}
+
+/// From how many customers [`later_today`] asks the day's event columns.
+const COLUMNS_FROM: u64 = 64;
+
 /// For the customers of `d`, a lower bound of the next instant after `now` at which the answer
 /// of a rule with footprint `fp` may change by time alone (absent: none), as
 /// [`footprint::next_candidates`] finds it exactly, from the day bitmaps and the count rollups'
@@ -281,7 +312,7 @@ pub(crate) fn next_from_spans(
         let today = day_customers(ei, open, d);
         if !today.is_empty() {
             let at = now - day_start(open);
-            match spans(ei, open, &today) {
+            let undecided = match spans(ei, open, &today) {
                 Some(found) => {
                     let mut past = RoaringBitmap::new();
                     for (c, _, last) in found {
@@ -289,10 +320,11 @@ pub(crate) fn next_from_spans(
                             past.insert(c);
                         }
                     }
-                    unresolved |= today - past;
+                    today - past
                 }
-                None => unresolved |= today,
-            }
+                None => today,
+            };
+            unresolved |= later_today(cx, (e, ei), open, now, undecided);
         }
         let latest: &[i64] = by_event
             .get(&e)

@@ -15,7 +15,8 @@
 //! leave a gap. `contains` is answered from the string keys of value bitmaps or from text
 //! columns (`super::texts`); filters of several conditions or a `not`, and counts of events
 //! passing a filter the rollups do not answer, exactly from the event columns
-//! (`super::columns`, as are cut days of presence without a filter; without the columns, on
+//! (`super::columns`, as are cut days of presence without a filter, except one whose spans
+//! leave few customers undecided the first time it is asked for; without the columns, on
 //! the first answer that wants them or when the store cannot be read, day by day from bitmaps,
 //! `super::days`). The
 //! answer is
@@ -31,6 +32,7 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
+use crate::index::rollup::{DayCount, DayList};
 use crate::index::{DayBitmaps, EventIndex, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef};
 use crate::model::bucket::{bucket, BUCKETS};
 use crate::model::time::Timestamp;
@@ -782,9 +784,13 @@ impl Sources<'_> {
     }
 
     /// Who has an event of the kind in a window that cuts a day (`visited in last 2 hours`):
-    /// exact, the whole days from their bitmaps and each cut day from the times of its event
-    /// columns (`super::columns`); `None` when the window cuts no day (the bitmaps are exact)
-    /// or the columns are not to be built yet or cannot be.
+    /// the whole days from their bitmaps and each cut day from the times of its event columns
+    /// (`super::columns`), exact; but a cut day whose columns are not built and whose count
+    /// rollups' spans leave few customers undecided (at most [`FEW_UNDECIDED`] or an eighth of
+    /// the day's) gives bounds from the spans the first time it is asked for, the undecided
+    /// read by the exact check (saving audiences with windows of many lengths so builds no
+    /// columns for days it asks about once). `None` when the window cuts no day (the bitmaps
+    /// are exact) or the columns are not to be built yet or cannot be.
     fn presence_by_columns(
         &self,
         e: &EventNode,
@@ -799,12 +805,29 @@ impl Sources<'_> {
             Some((a, b)) => ei.days.range(a..=b).map(|(_, bm)| bm).union(),
             None => RoaringBitmap::new(),
         };
+        let mut unsure = RoaringBitmap::new();
         for &(d, a, b) in &win.edges {
+            // A day whose spans leave few customers undecided has them read by the exact check
+            // the first time, rather than every customer of the day read for its columns.
+            let list = ei.counts.get(&d);
+            let built = list.is_some_and(|l| ei.columns.get(d, l.version()).is_some());
+            if let (Some(list), false) = (list, built) {
+                let (sure, undecided) = edge_sides(list, a, b);
+                if undecided.len() <= FEW_UNDECIDED.max(list.len() as u64 / 8)
+                    && !ei.columns.ask_day(d)
+                {
+                    found |= sure;
+                    unsure |= undecided;
+                    continue;
+                }
+            }
             let start = crate::model::time::day_start(d);
             let (from, to) = (start + a, start + b);
             found |= super::columns::passing(self.store, (event, ei), &every, from, to).ok()??;
         }
-        Some(Bounds::exact(found))
+        unsure -= &found;
+        let maybe = &found | &unsure;
+        Some(Bounds::range(found, maybe))
     }
 
     /// Who has an event in the window passing the filter: bounds (`ei` is the event's index,
@@ -997,19 +1020,34 @@ fn presence_bounds(ei: &EventIndex, from: Timestamp, to: Timestamp) -> Bounds {
         let Some(list) = ei.counts.get(&d) else {
             continue;
         };
-        list.for_each(|x| match side(x.first, x.last, a, b) {
-            Side::In => {
-                sure.insert(x.cust);
-            }
-            Side::Out => {}
-            Side::Both => {
-                unsure.insert(x.cust);
-            }
-        });
+        let (s, u) = edge_sides(list, a, b);
+        sure |= s;
+        unsure |= u;
     }
     let maybe = &sure | &unsure;
     Bounds::range(sure, maybe)
 }
+
+/// Of the customers of a day's count list, for the part `a..=b` (milliseconds into the day) of
+/// it a window holds: those whose events of the day all lie inside it (by their two-second
+/// span), and those with events that may lie both inside and outside.
+fn edge_sides(list: &DayList<DayCount>, a: i64, b: i64) -> (RoaringBitmap, RoaringBitmap) {
+    let (mut sure, mut unsure) = (RoaringBitmap::new(), RoaringBitmap::new());
+    list.for_each(|x| match side(x.first, x.last, a, b) {
+        Side::In => {
+            sure.insert(x.cust);
+        }
+        Side::Out => {}
+        Side::Both => {
+            unsure.insert(x.cust);
+        }
+    });
+    (sure, unsure)
+}
+
+/// However many customers a day holds, up to this many undecided by its spans are read rather
+/// than its columns built, the first time the day is asked for (`Sources::presence_by_columns`).
+const FEW_UNDECIDED: u64 = 256;
 
 /// Customers with a matching event on at least `n` distinct whole days of the window.
 fn at_least_n_days(days: &DayBitmaps, e: &EventNode, n: u64) -> RoaringBitmap {

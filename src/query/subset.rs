@@ -4,7 +4,8 @@
 //!
 //! Few customers are checked one by one on their stored data; many (a large import, a new
 //! audience) first get the plan's bounds from the bitmaps, so only the customers in between are
-//! read, and only customers with events near the rule's edges get their next instant computed.
+//! read; their next instants come from the day bitmaps and the count rollups' spans, and only
+//! the customers those cannot place are read for them.
 //!
 //! This module reads the indexes and storage; it never writes.
 
@@ -20,6 +21,7 @@ use crate::model::value::ValueType;
 use crate::rules::Rule;
 use crate::storage::{Catalog, IdMap, Store};
 
+use super::due;
 use super::exec::{self, holds, CustomerData, Sources};
 use super::footprint::{self, Footprint};
 use super::plan::{self, Plan, SavedRules};
@@ -93,8 +95,12 @@ fn read_from(plan: &Plan, fp: &Footprint, now: Timestamp) -> Option<Timestamp> {
 }
 
 /// Evaluates the rule of `ask` at `now` for the customers asked about that exist. Many
-/// customers ([`Context::bulk_from`] or more) go through the bitmaps first; fewer are checked
-/// one by one, as [`answer_each`] does.
+/// customers ([`Context::bulk_from`] or more) are answered as the query engine answers: the
+/// bounds from the bitmaps, then only the customers between them read; their next instants are
+/// placed by day from the day bitmaps ([`Schedule`]) and, for those whose answer may move on
+/// the open day, bounded from below by the count rollups' spans ([`due::next_from_spans`]: at
+/// most two seconds early, never late), so only the customers the spans cannot place are read
+/// for them. Fewer customers are checked one by one, as [`answer_each`] does.
 pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<SubsetAnswer> {
     let custs = ask.custs & &cx.indexes.everyone;
     if custs.len() < cx.bulk_from.max(1) {
@@ -109,7 +115,6 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
     let (rule, fp) = (ask.rule, ask.fp);
     let plan = plan::plan(rule, cx.catalog, cx.indexes, cx.saved, now)?;
     let events = footprint::event_ids(fp, cx.catalog);
-    let timed = fp.moves_with_time();
     let bounds = Sources {
         indexes: cx.indexes,
         catalog: cx.catalog,
@@ -117,10 +122,34 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
         ids: Some(cx.ids),
     }
     .bounds(&plan.root);
-    let schedule = timed.then(|| Schedule::from_bitmaps(cx, fp, &events, now));
-    let read_from = read_from(&plan, fp, now);
+    // Only the customers between the bounds are read to decide them.
+    let gap = &(&bounds.maybe - &bounds.sure) & &custs;
 
-    let ids: Vec<u32> = custs.iter().collect();
+    // Next instants without reading, where the indexes place them.
+    let mut placed: Vec<(u32, Option<Timestamp>)> = Vec::with_capacity(custs.len() as usize);
+    let mut unscheduled = custs.clone();
+    let mut read_next = RoaringBitmap::new();
+    if fp.moves_with_time() {
+        let s = Schedule::from_bitmaps(cx, fp, &events, now);
+        let exact = &s.exact & &custs;
+        unscheduled -= &exact;
+        let (lower, unresolved) = due::next_from_spans(cx, fp, &exact, now);
+        placed.extend(
+            (&exact - &unresolved)
+                .iter()
+                .map(|c| (c, lower.get(&c).copied())),
+        );
+        read_next = unresolved;
+        for (day, set) in &s.by_day {
+            let set = set & &unscheduled;
+            unscheduled -= &set;
+            placed.extend(set.iter().map(|c| (c, Some(day_start(*day)))));
+        }
+    }
+    placed.extend(unscheduled.iter().map(|c| (c, None)));
+
+    let read_from = read_from(&plan, fp, now);
+    let ids: Vec<u32> = (&gap | &read_next).iter().collect();
     let by_event = footprint::by_event(&[fp], cx.catalog);
     let parts: Vec<SubsetAnswer> = ids
         .par_chunks(super::chunk_len(ids.len()))
@@ -131,10 +160,10 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
             let mut next = [None];
             for &cust in ids {
                 data.load(cust);
-                if holds(&plan.root, Some(&bounds), &mut data)? {
+                if gap.contains(cust) && holds(&plan.root, Some(&bounds), &mut data)? {
                     out.members.insert(cust);
                 }
-                if schedule.as_ref().is_some_and(|s| s.exact.contains(cust)) {
+                if read_next.contains(cust) {
                     footprint::next_candidates(
                         &[fp],
                         &by_event,
@@ -149,18 +178,9 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
             Ok(out)
         })
         .collect::<Result<_>>()?;
-    let mut all = merge(parts, ids.len());
-    let mut unscheduled = custs;
-    if let Some(s) = schedule {
-        unscheduled -= &s.exact;
-        for (day, set) in &s.by_day {
-            let set = set & &unscheduled;
-            unscheduled -= &set;
-            all.next
-                .extend(set.iter().map(|c| (c, Some(day_start(*day)))));
-        }
-    }
-    all.next.extend(unscheduled.iter().map(|c| (c, None)));
+    let mut all = merge(parts, custs.len() as usize);
+    all.members |= &bounds.sure & &custs;
+    all.next.extend(placed);
     Ok(all)
 }
 
@@ -257,7 +277,8 @@ fn merge(parts: Vec<SubsetAnswer>, customers: usize) -> SubsetAnswer {
 /// (the day of *now*) has no candidate before the start of the earliest later candidate day:
 /// waking it at that day's start, when [`crate::audience`]'s timers open the day and re-evaluate
 /// it exactly, is early or on time, never late. Customers with a candidate day on the open day,
-/// or with a date-time trait the rule names, get exact instants from their events.
+/// or with a date-time trait the rule names, are in `exact`: their instants are bounded by the
+/// spans ([`due::next_from_spans`]) or found from their events.
 ///
 /// Two refinements keep the exact set to the customers whose answer can move today: the event's
 /// own time is a candidate only for an event after *now*, so of the days up to the open one only
@@ -266,7 +287,8 @@ fn merge(parts: Vec<SubsetAnswer>, customers: usize) -> SubsetAnswer {
 /// customer is placed by its latest day with the event, not its earliest (one with an event on
 /// a day after the cut days is woken on that day + `q`, not re-evaluated today).
 struct Schedule {
-    /// Customers whose next instant is computed exactly, from their stored data.
+    /// Customers whose next instant is found within the open day (from the spans, or their
+    /// stored data).
     exact: RoaringBitmap,
     /// The others with a candidate after the open day: woken at the start of these days.
     /// Disjoint from `exact` and from each other. Everyone else never changes by time alone.
