@@ -29,7 +29,8 @@ use audiencedb::Db;
 
 /// The examples of docs/RULES.md (`SPEC_EXAMPLES`), then extra rules: a pure trait rule, a complement
 /// over everyone, `where` on properties that have no index (a number, free text), an average;
-/// then the kinds of issue 20, the trait orderings of issue 23, the sequences and `first`/`last` of issue 22. `scripts/duckdb_compare.py` holds the same list with the SQL of
+/// then the kinds of issue 20, the trait orderings of issue 23, the sequences, `first`/`last`,
+/// `distinct` and buckets of issue 22. `scripts/duckdb_compare.py` holds the same list with the SQL of
 /// each.
 fn rules() -> Vec<&'static str> {
     let spec = audiencedb::rules::SPEC_EXAMPLES;
@@ -86,6 +87,8 @@ fn rules() -> Vec<&'static str> {
         "purchased distinct(product) >= 3 in last 90 days",
         "viewed distinct(category) >= 5 in last 30 days",
     ]);
+    // Issue 22: buckets of a named split (kept as 100 bitmaps from the split's first use).
+    rules.extend(["bucket(exp) < 50 and tier = Gold", "bucket(exp) < 50"]);
     rules
 }
 

@@ -379,6 +379,20 @@ GROUP BY customer HAVING count(DISTINCT product) >= 3""",
     AND ts > {now} - INTERVAL 30 DAY AND ts <= {now}
 GROUP BY customer HAVING count(DISTINCT category) >= 5""",
     ),
+    # Buckets (issue 22): the first 8 bytes of SHA-256 of `NAME:ID` (its first 16 hex digits),
+    # big-endian, modulo 100, over every known customer.
+    (
+        "bucket(exp) < 50 and tier = Gold",
+        """SELECT customer FROM customers
+WHERE CAST('0x' || substr(sha256('exp:' || customer), 1, 16) AS UBIGINT) % 100 < 50
+INTERSECT
+SELECT customer FROM profiles WHERE tier = 'Gold'""",
+    ),
+    (
+        "bucket(exp) < 50",
+        """SELECT customer FROM customers
+WHERE CAST('0x' || substr(sha256('exp:' || customer), 1, 16) AS UBIGINT) % 100 < 50""",
+    ),
 ]
 
 NUMERIC = ("BIGINT", "UBIGINT", "DOUBLE")
@@ -668,6 +682,8 @@ TOP_AUDIENCES = {
     "WHERE event = 'purchased' AND product = 'X' AND ts <= {now}",
     "viewed in last 7 days": "SELECT DISTINCT customer FROM events "
     "WHERE event = 'viewed' AND ts > {now} - INTERVAL 7 DAY AND ts <= {now}",
+    "added_to_cart in last 5 days": "SELECT DISTINCT customer FROM events "
+    "WHERE event = 'added_to_cart' AND ts > {now} - INTERVAL 5 DAY AND ts <= {now}",
     "tier = Gold": "SELECT customer FROM profiles WHERE tier = 'Gold'",
     "everyone": "SELECT customer FROM customers",
 }

@@ -8,14 +8,15 @@
 //! grows, by hashing the ids handed out since (a retired id keeps its place in a bitmap, which
 //! readers intersect with everyone). Derived and never stored: built on a split's first use in a
 //! process, kept for the last few split names asked about; a copy of the indexes starts without
-//! them.
+//! them. Each split also keeps the union it last gave (`Split::accepted`), so the same test
+//! asked again (`bucket(exp) < 50` in rule after rule) is not a union of 50 bitmaps each time.
 //!
 //! This module owns the cache only. It reads no store: the caller hands it the external id of
 //! each internal id.
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
@@ -36,18 +37,44 @@ pub struct Split {
     pub hashed: u32,
     /// Bucket `b`'s customers at index `b`.
     pub buckets: Vec<RoaringBitmap>,
+    /// The last union `accepted` gave: the accepted buckets (bit `b` for bucket `b`) and their
+    /// customers. A split's buckets never change once built (growth makes a new `Split`), so it
+    /// stays right for as long as the split lives.
+    last: Mutex<Option<(u128, Arc<RoaringBitmap>)>>,
 }
 
 impl Split {
-    /// The customers whose bucket `accepts`.
-    pub fn accepted(&self, accepts: impl Fn(u8) -> bool) -> RoaringBitmap {
+    fn new(name: &str, hashed: u32, buckets: Vec<RoaringBitmap>) -> Split {
+        Split {
+            name: name.to_string(),
+            hashed,
+            buckets,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The customers whose bucket `accepts`; the same accepted buckets as the last call give
+    /// the kept union.
+    pub fn accepted(&self, accepts: impl Fn(u8) -> bool) -> Arc<RoaringBitmap> {
         use roaring::MultiOps;
-        self.buckets
-            .iter()
-            .enumerate()
-            .filter(|&(b, _)| accepts(b as u8))
-            .map(|(_, m)| m)
-            .union()
+        let mask = (0..BUCKETS)
+            .filter(|&b| accepts(b))
+            .fold(0u128, |m, b| m | 1u128 << b);
+        if let Some((kept, union)) = &*self.last.lock() {
+            if *kept == mask {
+                return Arc::clone(union);
+            }
+        }
+        let union = Arc::new(
+            self.buckets
+                .iter()
+                .enumerate()
+                .filter(|&(b, _)| mask >> b & 1 == 1)
+                .map(|(_, m)| m)
+                .union(),
+        );
+        *self.last.lock() = Some((mask, Arc::clone(&union)));
+        union
     }
 }
 
@@ -96,11 +123,7 @@ impl BucketSplits {
                 {
                     buckets[b] |= ids;
                 }
-                Arc::new(Split {
-                    name: name.to_string(),
-                    hashed: bound,
-                    buckets,
-                })
+                Arc::new(Split::new(name, bound, buckets))
             }
         };
         if kept.len() >= KEPT {
@@ -175,11 +198,21 @@ mod tests {
                 assert_eq!(holding, vec![usize::from(bucket("exp", &all[id as usize]))]);
             }
         }
-        let low = grown.accepted(|b| b < 50);
-        let expected = (0..40_000u32)
-            .filter(|&id| id != 7 && bucket("exp", &all[id as usize]) < 50)
-            .count() as u64;
-        assert_eq!(low.len(), expected);
+        // Each union against the ids' own buckets, asked in an order where a kept union of
+        // the wrong test, or of the split before it grew, would be given.
+        let brute = |n: u32, accepts: &dyn Fn(u8) -> bool| -> RoaringBitmap {
+            (0..n)
+                .filter(|&id| id != 7 && accepts(bucket("exp", &all[id as usize])))
+                .collect()
+        };
+        assert_eq!(*first.accepted(|b| b < 50), brute(30_000, &|b| b < 50));
+        assert_eq!(*grown.accepted(|b| b < 50), brute(40_000, &|b| b < 50));
+        assert_eq!(*grown.accepted(|b| b < 50), brute(40_000, &|b| b < 50));
+        assert_eq!(*grown.accepted(|b| b < 49), brute(40_000, &|b| b < 49));
+        assert_eq!(*grown.accepted(|b| b >= 49), brute(40_000, &|b| b >= 49));
+        assert_eq!(*grown.accepted(|b| b < 50), brute(40_000, &|b| b < 50));
+        assert_eq!(*grown.accepted(|b| b == 99), brute(40_000, &|b| b == 99));
+        assert!(grown.accepted(|_| false).is_empty());
         // A different name is a different split.
         let other = splits.split("holdout", 40_000, external);
         assert_ne!(other.buckets, grown.buckets);

@@ -142,7 +142,7 @@ impl Sources<'_> {
                         .indexes
                         .bucket_splits()
                         .split(&b.name, ids.bound(), |id| ids.external(id));
-                    let sure = split.accepted(|x| b.accepts(x)) & self.all();
+                    let sure = &*split.accepted(|x| b.accepts(x)) & self.all();
                     // Ids the map did not hold yet (if any) are checked one by one.
                     match self.all().max() {
                         Some(top) if top >= split.hashed => {
