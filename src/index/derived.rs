@@ -119,6 +119,26 @@ pub fn unpack(record: &[u8]) -> Result<Cow<'_, [u8]>> {
     codec::unpack(record, "derived record", MAX_RECORD_BYTES)
 }
 
+/// The record under `key`, decoded, if one is stored, readable, and derived from events with the
+/// fingerprint `fp` (`declared` reads the fingerprint a body names, without decoding the rest);
+/// `None` otherwise, a stale record included: the caller builds it again.
+pub fn load_checked<T>(
+    kept: &dyn DerivedStore,
+    key: &[u8],
+    fp: u64,
+    declared: impl FnOnce(&[u8]) -> Option<u64>,
+    decode: impl FnOnce(&[u8]) -> Result<T>,
+) -> Option<T> {
+    let record = kept.load(key)?;
+    let body = unpack(&record).ok()?;
+    if declared(&body)? != fp {
+        return None; // stale: the day's events changed since
+    }
+    let value = decode(&body).ok()?;
+    note_used();
+    Some(value)
+}
+
 /// A store in memory, counting what it was asked (for the tests of the structures kept).
 #[cfg(test)]
 #[derive(Debug, Default)]

@@ -633,14 +633,13 @@ fn load_columns(
     version: ListVersion,
     fp: u64,
 ) -> Option<EventColumns> {
-    let record = kept.load(&derived::columns_key(event, day))?;
-    let body = derived::unpack(&record).ok()?;
-    if EventColumns::declared_fingerprint(&body)? != fp {
-        return None; // stale: the day's events changed since
-    }
-    let columns = EventColumns::decode(&body, day, version).ok()?;
-    derived::note_used();
-    Some(columns)
+    derived::load_checked(
+        kept,
+        &derived::columns_key(event, day),
+        fp,
+        EventColumns::declared_fingerprint,
+        |body| EventColumns::decode(body, day, version),
+    )
 }
 
 /// The customers with an event of the kind on `day` later than `after`, from the day's columns;

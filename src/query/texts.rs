@@ -142,14 +142,14 @@ fn day_columns(
     let loaded: Vec<Option<Arc<DayTexts>>> = missing
         .par_iter()
         .map(|&(d, version, fp)| {
-            let record = kept.load(&derived::texts_key(event, prop, d))?;
-            let body = derived::unpack(&record).ok()?;
-            if DayTexts::declared_fingerprint(&body)? != fp {
-                return None; // stale: the day's events changed since
-            }
-            let column = DayTexts::decode(&body, d, version).ok()?;
-            derived::note_used();
-            Some(Arc::new(column))
+            derived::load_checked(
+                &kept,
+                &derived::texts_key(event, prop, d),
+                fp,
+                DayTexts::declared_fingerprint,
+                |body| DayTexts::decode(body, d, version),
+            )
+            .map(Arc::new)
         })
         .collect();
     let unbuilt: Vec<(u32, ListVersion)> = missing
