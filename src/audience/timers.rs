@@ -109,10 +109,14 @@ impl Timers {
     /// [`Timers::schedule`] for many customers (each at most once): the same timers, with the
     /// later days' customers added day by day.
     pub fn schedule_all(&mut self, next: impl IntoIterator<Item = (u32, Option<Timestamp>)>) {
-        let mut later: Vec<(u32, u32)> = Vec::new();
+        let next = next.into_iter();
+        let mut later: Vec<(u32, u32)> = Vec::with_capacity(next.size_hint().0);
         for (cust, t) in next {
-            if let Some(old) = self.due.remove(&cust) {
-                self.exact.remove(&(old, cust));
+            // Most audiences' timers are all on later days: no exact entry to look for.
+            if !self.due.is_empty() {
+                if let Some(old) = self.due.remove(&cust) {
+                    self.exact.remove(&(old, cust));
+                }
             }
             let Some(t) = t else {
                 continue;

@@ -320,7 +320,8 @@ fn time_values(v: ValueView<'_>, f: &mut dyn FnMut(Timestamp)) {
 /// The earliest of [`for_each_candidate`]'s instants for several footprints at once:
 /// `next[i]` becomes the earliest instant after `now` at which an answer under
 /// `fps[i]` may change by time alone, for each `i`
-/// with `active[i]` (the others are left as they are). `by_event` lists, for each event id, the
+/// with `active[i]` (the others are left as they are); `listed` holds those `i`, so that the
+/// cost follows the active footprints, not all of them. `by_event` lists, for each event id, the
 /// indexes of the footprints reading it. `data` must hold the events from the earliest
 /// [`candidates_read_from`] of the active footprints on: an event earlier than a footprint
 /// needs has no candidate after `now` for it, so reading from earlier changes nothing.
@@ -328,20 +329,18 @@ pub(crate) fn next_candidates(
     fps: &[&Footprint],
     by_event: &ByEvent,
     active: &[bool],
+    listed: &[usize],
     data: &mut CustomerData<'_>,
     now: Timestamp,
     next: &mut [Option<Timestamp>],
 ) -> Result<()> {
-    let mut any = false;
     let mut with_lengths = false;
-    for (i, fp) in fps.iter().enumerate() {
-        if active[i] {
-            next[i] = None;
-            any = true;
-            with_lengths |= !fp.lengths.is_empty();
-        }
+    for &i in listed {
+        debug_assert!(active[i]);
+        next[i] = None;
+        with_lengths |= !fps[i].lengths.is_empty();
     }
-    if !any {
+    if listed.is_empty() {
         return Ok(());
     }
     let edges = |i: usize, t: Timestamp, next: &mut [Option<Timestamp>]| {
@@ -356,7 +355,7 @@ pub(crate) fn next_candidates(
     if with_lengths {
         for (_, v) in data.profile()? {
             time_values(ValueView::of(v), &mut |t| {
-                for i in (0..fps.len()).filter(|&i| active[i]) {
+                for &i in listed {
                     edges(i, t, next);
                 }
             });

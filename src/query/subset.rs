@@ -168,6 +168,7 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
                         &[fp],
                         &by_event,
                         &[true],
+                        &[0],
                         &mut data,
                         now,
                         &mut next,
@@ -211,48 +212,78 @@ pub(crate) fn answer_each(
         .iter()
         .filter_map(|p| read_from(&p.plan, p.fp, now))
         .min();
-    let ids: Vec<u32> = prepared.iter().map(|p| &p.custs).union().iter().collect();
+    // Every (customer, ask) pair, by customer: each customer is read once and answered for
+    // the asks that name it, at a cost that follows the pairs, not customers times asks.
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        pairs.extend(p.custs.iter().map(|c| (c, i as u32)));
+    }
+    pairs.sort_unstable();
+    let by_customer: Vec<&[(u32, u32)]> = pairs.chunk_by(|a, b| a.0 == b.0).collect();
     // The asks by the events their footprints read, for one pass over each customer's events
     // that finds every ask's next instant.
     let fps: Vec<&Footprint> = prepared.iter().map(|p| p.fp).collect();
     let by_event = footprint::by_event(&fps, cx.catalog);
-    let parts: Vec<Vec<SubsetAnswer>> = ids
-        .par_chunks(super::chunk_len(ids.len()))
-        .map(|ids| {
+    // Each task's answers as (ask, customer, member, next instant), in customer order.
+    type Answered = (u32, u32, bool, Option<Timestamp>);
+    let parts: Vec<Vec<Answered>> = by_customer
+        .par_chunks(super::chunk_len(by_customer.len()))
+        .map(|custs| {
             let mut data = CustomerData::shared(cx.store, read_from);
-            let mut out: Vec<SubsetAnswer> =
-                prepared.iter().map(|_| SubsetAnswer::default()).collect();
+            let mut out: Vec<Answered> = Vec::new();
             let mut timed = vec![false; prepared.len()];
+            let mut listed: Vec<usize> = Vec::new();
             let mut next = vec![None; prepared.len()];
-            for &cust in ids {
+            for asks in custs {
+                let cust = asks[0].0;
                 data.load(cust);
-                for (i, (p, out)) in prepared.iter().zip(&mut out).enumerate() {
-                    let asked = p.custs.contains(cust);
-                    timed[i] = asked && p.fp.moves_with_time();
-                    if asked && holds(&p.plan.root, None, &mut data)? {
-                        out.members.insert(cust);
+                let first = out.len();
+                listed.clear();
+                for &(_, i) in *asks {
+                    let p = &prepared[i as usize];
+                    if p.fp.moves_with_time() {
+                        timed[i as usize] = true;
+                        listed.push(i as usize);
+                    }
+                    let member = holds(&p.plan.root, None, &mut data)?;
+                    out.push((i, cust, member, None));
+                }
+                footprint::next_candidates(
+                    &fps, &by_event, &timed, &listed, &mut data, now, &mut next,
+                )?;
+                for a in &mut out[first..] {
+                    let i = a.0 as usize;
+                    if timed[i] {
+                        a.3 = next[i];
                     }
                 }
-                footprint::next_candidates(&fps, &by_event, &timed, &mut data, now, &mut next)?;
-                for (i, (p, out)) in prepared.iter().zip(&mut out).enumerate() {
-                    if p.custs.contains(cust) {
-                        out.next.push((cust, if timed[i] { next[i] } else { None }));
-                    }
+                for &i in &listed {
+                    timed[i] = false;
                 }
             }
             Ok(out)
         })
         .collect::<Result<_>>()?;
-    let mut by_ask: Vec<Vec<SubsetAnswer>> = prepared.iter().map(|_| Vec::new()).collect();
-    for part in parts {
-        for (i, a) in part.into_iter().enumerate() {
-            by_ask[i].push(a);
+    let mut members: Vec<Vec<u32>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut next: Vec<Vec<(u32, Option<Timestamp>)>> = prepared
+        .iter()
+        .map(|p| Vec::with_capacity(p.custs.len() as usize))
+        .collect();
+    for (i, cust, member, at) in parts.into_iter().flatten() {
+        if member {
+            members[i as usize].push(cust);
         }
+        next[i as usize].push((cust, at));
     }
-    Ok(by_ask
+    Ok(members
         .into_iter()
-        .zip(&prepared)
-        .map(|(parts, p)| merge(parts, p.custs.len() as usize))
+        .zip(next)
+        .map(|(members, next)| SubsetAnswer {
+            // Each ask's customers came in customer order.
+            members: RoaringBitmap::from_sorted_iter(members)
+                .expect("customers in increasing order"),
+            next,
+        })
         .collect())
 }
 
