@@ -696,3 +696,205 @@ fn values_kept_between_rules_follow_writes_and_time() {
     .unwrap();
     check(t0 + 6 * DAY_MS, "a new customer");
 }
+
+/// Purchases at instants that put a day's first event inside the same 2-second unit as a *now*
+/// under test (the per-day counts keep only 2-second units), on either side of midnight.
+fn edge_purchases(t0: i64) -> Vec<Message> {
+    let day = |d: i64, ms: i64| t0 + d * DAY_MS + ms;
+    let buy = |who: &str, ts: i64| {
+        Message::track(
+            who,
+            "purchased",
+            vec![("amount".into(), Value::Float(40.0))],
+            Some(ts),
+        )
+    };
+    vec![
+        buy("e1", day(-20, 0)),
+        buy("e1", day(-9, 36_000_000 + 1_700)),
+        buy("e1", day(-9, 36_000_000 + 1_900)),
+        buy("e2", day(-30, 5)),
+        buy("e2", day(-1, DAY_MS - 1)),
+        buy("e2", day(0, 0)),
+        buy("e3", day(0, 1_001)),
+        buy("e4", day(-40, 7)),
+        buy("e4", day(-3, 12_345)),
+        buy("e4", day(-3, 12_346)),
+    ]
+}
+
+/// The *nows* around each edge purchase: the instant itself and ±1 ms, its 2-second unit's
+/// ends, and the day's ends.
+fn edge_nows(t0: i64) -> Vec<i64> {
+    let mut nows = Vec::new();
+    for m in edge_purchases(t0) {
+        let ts = m.timestamp.unwrap();
+        let unit = ts - ts.rem_euclid(2_000);
+        let start = ts - ts.rem_euclid(DAY_MS);
+        nows.extend([ts - 1, ts, ts + 1, unit, unit + 1_999, start - 1, start]);
+    }
+    nows.sort_unstable();
+    nows.dedup();
+    nows
+}
+
+#[test]
+fn histories_from_the_day_counts_equal_those_from_the_blocks() {
+    // Without a value and a filter, the histories come from the per-day counts; with a value
+    // (`amount`) from each customer's blocks. Their frequency, recency and age must agree at
+    // every *now*, including ones inside the 2-second unit of a day's first purchase.
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = at("2026-06-01T00:00:00Z");
+    let db = Db::open_with(Config {
+        clock: Clock::manual(t0),
+        ..Config::new(dir.path().join("db"))
+    })
+    .unwrap();
+    db.ingest(shop(150, t0 - 2 * DAY_MS)).unwrap();
+    db.ingest(edge_purchases(t0)).unwrap();
+    db.delete_customer("c5").unwrap();
+    let req = |value: Option<&str>| audiencedb::query::histories::HistoryRequest {
+        event: "purchased".into(),
+        value: value.map(str::to_owned),
+        unit: audiencedb::predict::TimeUnit::Days,
+    };
+    let mut nows = edge_nows(t0);
+    nows.extend([t0 - 400 * DAY_MS, t0 - 100 * DAY_MS, t0 + 3 * DAY_MS]);
+    for now in nows {
+        let counted = db.purchase_histories(&req(None), now).unwrap().histories;
+        let read = db
+            .purchase_histories(&req(Some("amount")), now)
+            .unwrap()
+            .histories;
+        let key = |hs: Vec<(String, audiencedb::predict::History)>| -> Vec<_> {
+            hs.into_iter()
+                .map(|(id, h)| (id, h.frequency, h.recency.to_bits(), h.age.to_bits()))
+                .collect()
+        };
+        assert_eq!(key(counted), key(read), "at {now}");
+    }
+}
+
+#[test]
+fn kept_values_follow_days_refits_writes_and_edges() {
+    // Each rule runs three times: per candidate, then from the kept histories and values. The
+    // kept values are for one fit and one day of *now*: a *now* one millisecond into the next
+    // day, a refit (no write), back to an earlier day and a write must each give what a fresh
+    // evaluation gives, here `customer show`'s values filtered, with thresholds at customers'
+    // exact values.
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = at("2026-06-01T00:00:00Z");
+    let clock = Clock::manual(t0 + 5);
+    let db = Db::open_with(Config {
+        clock: clock.clone(),
+        ..Config::new(dir.path().join("db"))
+    })
+    .unwrap();
+    db.ingest(shop(250, t0 - 2 * DAY_MS)).unwrap();
+    db.ingest(edge_purchases(t0)).unwrap();
+    db.define_trait("p_alive", "purchased p_alive").unwrap();
+    db.define_trait("next_30d", "purchased expected count in next 30 days")
+        .unwrap();
+    db.define_trait("clv", "purchased clv(amount) in next 1 year")
+        .unwrap();
+    let mut ids: Vec<String> = (0..250).map(|c| format!("c{c}")).collect();
+    ids.extend(["e1", "e2", "e3", "e4", "nobody"].map(str::to_owned));
+    let check = |now: i64, round: &str| {
+        clock.set(now);
+        let customers: Vec<Customer> = ids
+            .iter()
+            .filter_map(|id| db.customer(id).unwrap())
+            .collect();
+        for name in ["p_alive", "next_30d", "clv"] {
+            let values: Vec<(String, Option<f64>)> = customers
+                .iter()
+                .map(|c| {
+                    let v = match value_of(c, name) {
+                        Some(Value::Float(x)) => Some(x),
+                        None => None,
+                        other => panic!("{name}: {other:?}"),
+                    };
+                    (c.id.clone(), v)
+                })
+                .collect();
+            let mut sorted: Vec<f64> = values.iter().filter_map(|(_, v)| *v).collect();
+            sorted.sort_by(f64::total_cmp);
+            assert!(sorted.len() > 100, "{round}: {name} has values");
+            let (lo, mid, hi) = (
+                sorted[sorted.len() / 5],
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() * 4 / 5],
+            );
+            type Test = Box<dyn Fn(Option<f64>) -> bool>;
+            let tests: Vec<(String, Test)> = vec![
+                (
+                    format!("{name} < {mid}"),
+                    Box::new(move |v| v.is_some_and(|x| x < mid)),
+                ),
+                (
+                    format!("{name} <= {mid}"),
+                    Box::new(move |v| v.is_some_and(|x| x <= mid)),
+                ),
+                (
+                    format!("{name} > {lo}"),
+                    Box::new(move |v| v.is_some_and(|x| x > lo)),
+                ),
+                (
+                    format!("{name} >= {hi}"),
+                    Box::new(move |v| v.is_some_and(|x| x >= hi)),
+                ),
+                (
+                    format!("{name} between {lo} and {hi}"),
+                    Box::new(move |v| v.is_some_and(|x| lo <= x && x <= hi)),
+                ),
+                (format!("{name} = {mid}"), Box::new(move |v| v == Some(mid))),
+                (
+                    format!("{name} != {mid}"),
+                    Box::new(move |v| v.is_some_and(|x| x != mid)),
+                ),
+                (format!("{name} is not set"), Box::new(|v| v.is_none())),
+                (
+                    format!("not {name} < {mid}"),
+                    Box::new(move |v| !v.is_some_and(|x| x < mid)),
+                ),
+            ];
+            for (rule, pass) in tests {
+                let want: BTreeSet<String> = values
+                    .iter()
+                    .filter(|(_, v)| pass(*v))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for run in 0..3 {
+                    assert_eq!(members(&db, &rule, now), want, "{round}: {rule}, run {run}");
+                }
+            }
+        }
+    };
+    // Before the end of the latest purchase's 2-second unit the kept histories are not used.
+    check(t0 + 5, "defined");
+    check(t0 + 2_000, "after the latest purchase's unit");
+    check(t0 + DAY_MS - 1, "the day's last millisecond");
+    check(t0 + DAY_MS, "the next day's first");
+    check(t0 + 3_000, "back to the first day");
+    // A refit at a later clock, no write: the model changes, the histories do not.
+    clock.set(t0 + 40 * DAY_MS);
+    let before = db.computed_trait("p_alive").unwrap().model.unwrap();
+    db.refit_trait("p_alive").unwrap();
+    db.refit_trait("next_30d").unwrap();
+    db.refit_trait("clv").unwrap();
+    let after = db.computed_trait("p_alive").unwrap().model.unwrap();
+    assert_ne!(before["r"], after["r"], "the refit moved the fit");
+    check(t0 + 3_000, "after a refit");
+    check(t0 + DAY_MS, "after a refit, the next day");
+    // A purchase: the kept histories and values are stale.
+    db.ingest(vec![Message::track(
+        "c9",
+        "purchased",
+        vec![("amount".into(), Value::Float(120.0))],
+        Some(t0 + DAY_MS + 10),
+    )])
+    .unwrap();
+    check(t0 + DAY_MS + 10, "at the new purchase");
+    check(t0 + DAY_MS + 11, "just after it");
+    check(t0 + 3 * DAY_MS, "two days on");
+}

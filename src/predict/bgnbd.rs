@@ -20,28 +20,71 @@ pub struct BgNbd {
     pub b: f64,
 }
 
+/// The parts of a customer's log-likelihood that depend only on the parameters and their
+/// frequency `x`: `ln Γ(r+x) − ln Γ(r) + r ln alpha + ln Γ(a+b) + ln Γ(b+x) − ln Γ(b) −
+/// ln Γ(a+b+x)`, and `ln a − ln(b+x−1)`.
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    frequency: u32,
+    head: f64,
+    dropout: f64,
+}
+
 /// Parameters are searched as logarithms within these bounds (e^-15 to e^15).
 const LOG_BOUND: f64 = 15.0;
 
 impl BgNbd {
     /// The log-likelihood of one customer's (frequency, recency, age).
     pub fn log_likelihood_of(&self, h: &History) -> f64 {
+        self.log_likelihood_with(h, &self.terms(h.frequency))
+    }
+
+    /// The terms of the log-likelihood that depend on the frequency alone (the log-gammas):
+    /// the same for every customer with that many repeat purchases.
+    fn terms(&self, frequency: u32) -> Terms {
         let BgNbd { r, alpha, a, b } = *self;
-        let x = f64::from(h.frequency);
+        let x = f64::from(frequency);
         let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
         let a2 = ln_gamma(a + b) + ln_gamma(b + x) - ln_gamma(b) - ln_gamma(a + b + x);
-        let a3 = -(r + x) * (alpha + h.age).ln();
+        Terms {
+            frequency,
+            head: a1 + a2,
+            dropout: a.ln() - (b + x - 1.0).ln(),
+        }
+    }
+
+    /// The log-likelihood of `h` from its frequency's [`Terms`]: the same operations, in the
+    /// same order, as without them.
+    fn log_likelihood_with(&self, h: &History, t: &Terms) -> f64 {
+        let x = f64::from(h.frequency);
+        let a3 = -(self.r + x) * (self.alpha + h.age).ln();
         let a4 = if h.frequency > 0 {
-            a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + h.recency).ln()
+            t.dropout - (self.r + x) * (self.alpha + h.recency).ln()
         } else {
             f64::NEG_INFINITY
         };
-        a1 + a2 + log_sum_exp(a3, a4)
+        t.head + log_sum_exp(a3, a4)
     }
 
     /// The log-likelihood of all the histories.
     pub fn log_likelihood(&self, histories: &[History]) -> f64 {
         histories.iter().map(|h| self.log_likelihood_of(h)).sum()
+    }
+
+    /// The weighted log-likelihood of histories grouped by frequency (as [`grouped`] sorts
+    /// them): each frequency's log-gammas worked out once.
+    fn grouped_log_likelihood(&self, groups: &[(History, f64)]) -> f64 {
+        let mut terms: Option<Terms> = None;
+        groups
+            .iter()
+            .map(|(h, w)| {
+                let t = match terms {
+                    Some(t) if t.frequency == h.frequency => t,
+                    _ => *terms.insert(self.terms(h.frequency)),
+                };
+                w * self.log_likelihood_with(h, &t)
+            })
+            .sum()
     }
 
     /// The parameters of greatest likelihood for the histories. Fewer than
@@ -66,12 +109,7 @@ impl BgNbd {
             let model = BgNbd::from_logs(p);
             let total: f64 = groups
                 .par_chunks(4096)
-                .map(|chunk| {
-                    chunk
-                        .iter()
-                        .map(|(h, w)| w * model.log_likelihood_of(h))
-                        .sum::<f64>()
-                })
+                .map(|chunk| model.grouped_log_likelihood(chunk))
                 .sum();
             -total / n
         };

@@ -166,20 +166,27 @@ impl Sources<'_> {
                     let child = self.bounds(x);
                     Bounds::range(child.sure.clone(), child.maybe.clone()).with_child(child)
                 }
-                // Every customer's value already computed (`rfm(p)`): exact.
+                // Every customer's value already computed (`rfm(p)`, and the model reducers
+                // from their kept histories): exact. An ordering on numbers is answered by the
+                // table's range index, any other test by each value.
                 (None, Some(table)) => {
-                    let valued = RoaringBitmap::from_sorted_iter(table.values.iter().map(|v| v.0))
-                        .unwrap_or_default();
-                    let mut pass = RoaringBitmap::from_sorted_iter(
-                        table
-                            .values
-                            .iter()
-                            .filter(|(_, v)| customer::passes(Some(ValueView::of(v)), &c.test))
-                            .map(|v| v.0),
-                    )
-                    .unwrap_or_default();
+                    let ordered = table
+                        .ranges
+                        .as_ref()
+                        .and_then(|r| super::ranges::passing(r, &c.test));
+                    let mut pass = match ordered {
+                        Some(pass) => pass,
+                        None => RoaringBitmap::from_sorted_iter(
+                            table
+                                .values
+                                .iter()
+                                .filter(|(_, v)| customer::passes(Some(ValueView::of(v)), &c.test))
+                                .map(|v| v.0),
+                        )
+                        .unwrap_or_default(),
+                    };
                     if customer::passes(None, &c.test) {
-                        pass |= self.all() - &valued;
+                        pass |= self.all() - &table.valued;
                     }
                     Bounds::exact(pass)
                 }

@@ -6,10 +6,17 @@
 //!
 //! The condition is planned as a rule is, so its names, shorthand and `where` mean what they
 //! mean in a rule; its customers come from the bitmaps, and each one's stored events are walked
-//! once. This module reads the read state and the store it is handed (the caller holds the read
-//! guard); it never writes and takes no lock of its own. The models themselves are not here.
+//! once, or, for a condition without a filter and histories without values, the days come from
+//! the event's per-day counts without reading a block (`folds_from_counts`). This module reads
+//! the read state and the store it is handed (the caller holds the read guard); it never writes
+//! and takes no lock of its own. The models themselves are not here.
+
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
+use crate::index::rollup::SPAN_UNIT_MS;
+use crate::index::DayCounts;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::model::value::ValueType;
 use crate::predict::{History, TimeUnit};
@@ -160,6 +167,104 @@ pub(crate) fn history_of(
     Ok(fold.finish(day_of(now), unit))
 }
 
+/// Customers' folds read from an event's per-day counts (see [`folds_from_counts`]).
+#[derive(Debug, Default)]
+pub(crate) struct CountFolds {
+    /// Ascending customers, each with their fold; the undecided left out.
+    pub folds: Vec<(u32, Fold)>,
+    /// Customers whose first event of the kind on the day of *now* may lie on either side of
+    /// it (in the same 2-second unit): to be folded from their blocks.
+    pub undecided: RoaringBitmap,
+    /// At or after the latest event of the kind up to *now* (the end of its 2-second unit).
+    pub latest: Timestamp,
+}
+
+/// Every customer's fold of their events of one kind up to `now`, without values, from the
+/// event's per-day counts (`EventIndex::counts`: who had events of the kind on each day, with
+/// the 2-second units of their first and last) instead of their blocks. Without a filter and
+/// without values, a history is only the days with an event of the kind, which the counts
+/// list exactly: the same folds [`history_of`] makes from the blocks. Days after the day of
+/// `now` are left out; on that day a customer's entry counts when their first event of it is
+/// surely at or before `now`, not when it is surely after, and makes them undecided otherwise.
+pub(crate) fn folds_from_counts(counts: &DayCounts, now: Timestamp) -> CountFolds {
+    let today = day_of(now);
+    let mut pairs: Vec<u64> = Vec::new();
+    let mut undecided = RoaringBitmap::new();
+    let mut latest = Timestamp::MIN;
+    for (&day, list) in counts {
+        let d = i64::from(day);
+        if d > today {
+            break;
+        }
+        let start = d * DAY_MS;
+        list.for_each(|x| {
+            if x.count == 0 {
+                return;
+            }
+            if d == today {
+                let first = start + i64::from(x.first) * SPAN_UNIT_MS;
+                if first > now {
+                    return;
+                }
+                if first + SPAN_UNIT_MS - 1 > now {
+                    undecided.insert(x.cust);
+                    return;
+                }
+            }
+            latest = latest.max(start + i64::from(x.last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1);
+            pairs.push(u64::from(x.cust) << 32 | u64::from(day));
+        });
+    }
+    pairs.par_sort_unstable();
+    let mut folds: Vec<(u32, Fold)> = Vec::new();
+    for p in pairs {
+        let (cust, day) = ((p >> 32) as u32, i64::from(p as u32));
+        if undecided.contains(cust) {
+            continue;
+        }
+        match folds.last_mut() {
+            Some((c, f)) if *c == cust => f.add(day, None),
+            _ => {
+                let mut f = Fold::default();
+                f.add(day, None);
+                folds.push((cust, f));
+            }
+        }
+    }
+    CountFolds {
+        folds,
+        undecided,
+        latest: latest.min(now),
+    }
+}
+
+/// Whether the customers' histories of `node` (events up to its end) without values can be
+/// read from the event's per-day counts ([`folds_from_counts`]): no filter, every event of the
+/// kind from the first.
+pub(crate) fn countable(node: &super::plan::EventNode, value: Option<u32>) -> bool {
+    node.event.is_some() && node.filter.is_none() && value.is_none() && node.from <= 0
+}
+
+/// Merges folds read from the blocks of some customers (`extra`, ascending) into `folds`
+/// (ascending, none of the same customers).
+pub(crate) fn merge_folds<T>(folds: Vec<(u32, T)>, extra: Vec<(u32, T)>) -> Vec<(u32, T)> {
+    if extra.is_empty() {
+        return folds;
+    }
+    let mut out = Vec::with_capacity(folds.len() + extra.len());
+    let (mut a, mut b) = (folds.into_iter().peekable(), extra.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.0 < y.0,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        out.extend(if take_a { a.next() } else { b.next() });
+    }
+    out
+}
+
 pub(crate) fn histories(
     state: &ReadState,
     store: &Store,
@@ -192,9 +297,28 @@ pub(crate) fn histories(
             prop
         }
     };
-    let found = map_customers_events(store, &who, node.from, |_, bodies, blocks| {
-        history_of(&node, value, bodies, blocks, now, req.unit)
-    })?;
+    let read = |who: &RoaringBitmap| {
+        map_customers_events(store, who, node.from, |_, bodies, blocks| {
+            history_of(&node, value, bodies, blocks, now, req.unit)
+        })
+    };
+    let counted = node
+        .event
+        .and_then(|e| state.indexes.event_index(e))
+        .filter(|_| countable(&node, value));
+    let found = match counted {
+        Some(ei) => {
+            let cf = folds_from_counts(&ei.counts, now);
+            let today = day_of(now);
+            let folds = cf
+                .folds
+                .into_iter()
+                .filter_map(|(c, f)| Some((c, f.finish(today, req.unit)?)))
+                .collect();
+            merge_folds(folds, read(&cf.undecided)?)
+        }
+        None => read(&who)?,
+    };
     let mut out = Histories {
         warnings,
         ..Histories::default()

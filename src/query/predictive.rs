@@ -8,17 +8,21 @@
 //! computed for all of them at once ([`prepare`], before any customer is checked) and kept in
 //! the plan. The model reducers' values are computed the same way when the trait's
 //! [`HistoryCache`] holds every customer's history (then the node's bounds are exact, and no
-//! customer is read). This module reads the store and the indexes it is handed; it writes
-//! nothing but the caches it is handed, and does not fit models (the kept fit is
-//! `audience::traits`').
+//! customer is read), and kept with those histories for the fit and the day of *now* they were
+//! computed for, with a range index over them: while neither the event's stored events, nor the
+//! fit, nor the day changes, a test on the trait is a lookup and, for an ordering, a few bitmap
+//! operations. This module reads the store and the indexes it is handed; it writes nothing but
+//! the caches it is handed, and does not fit models (the kept fit is `audience::traits`').
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::index::rollup::ListVersion;
+use crate::index::Ranges;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::model::Value;
 use crate::predict::{History, PurchaseModel};
@@ -27,7 +31,7 @@ use crate::storage::Store;
 
 use super::customer::{for_each_match, map_customers_events};
 use super::exec::Sources;
-use super::histories::{day_of, Fold};
+use super::histories::{self, day_of, Fold};
 use super::plan::{ComputedNode, Node, NodeKind, PlannedReducer};
 
 /// Every customer's value of one computed trait at one *now*, by customer, ascending
@@ -35,9 +39,33 @@ use super::plan::{ComputedNode, Node, NodeKind, PlannedReducer};
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     pub values: Vec<(u32, Value)>,
+    /// The customers of `values`: who has a value.
+    pub valued: RoaringBitmap,
+    /// The model reducers' numbers as a range index, so that an ordering on them (`p_alive <
+    /// 0.3`) is a few bitmap operations (`super::ranges::passing`); `None` for `rfm(p)`.
+    pub ranges: Option<Ranges>,
 }
 
 impl Table {
+    /// The table of `values` (ascending customers), with a range index over them if `ranged`.
+    fn new(values: Vec<(u32, Value)>, ranged: bool) -> Table {
+        debug_assert!(values.windows(2).all(|w| w[0].0 < w[1].0));
+        let valued =
+            RoaringBitmap::from_sorted_iter(values.iter().map(|v| v.0)).unwrap_or_default();
+        let ranges = ranged.then(|| {
+            let mut r = Ranges::default();
+            for (cust, v) in &values {
+                r.add(*cust, v);
+            }
+            r
+        });
+        Table {
+            values,
+            valued,
+            ranges,
+        }
+    }
+
     fn get(&self, cust: u32) -> Option<&Value> {
         self.values
             .binary_search_by_key(&cust, |(c, _)| *c)
@@ -61,9 +89,12 @@ impl TableSlot {
 /// read at. It answers a plan at *now* only while those versions are the index's (no event of
 /// the kind was added or removed since: every such change edits a day's list) and *now* is at
 /// or after the latest matching event (so "up to *now*" is all of them); the values then follow
-/// from each fold and the day of *now*. It is built by the second plan that finds it missing or
-/// stale (the first derives its values per candidate), so a one-off query does not pay for a
-/// read of every purchaser.
+/// from each fold and the day of *now*, and are kept with the folds ([`Folded::table`]). When
+/// the condition has no filter and the reducer reads no value (`p_alive`, `expected count`),
+/// the folds come from the event's per-day counts (`histories::folds_from_counts`), read no
+/// customer, and are built by the first plan that finds them missing or stale; otherwise each
+/// purchaser's blocks are read, by the second such plan (the first derives its values per
+/// candidate), so a one-off query does not pay for a read of every purchaser.
 #[derive(Debug, Default)]
 pub(crate) struct HistoryCache(parking_lot::Mutex<CacheState>);
 
@@ -80,10 +111,66 @@ struct Folded {
     latest: Timestamp,
     /// Ascending customers, each with their fold.
     folds: Vec<(u32, Fold)>,
+    /// Every customer's value, as computed from these folds for a model, a reducer and a day
+    /// of *now* (the only part of *now* a value reads, as the age in whole days), the latest
+    /// last; at most [`KEPT_TABLES`]. They go with the folds: a write of the event, which
+    /// makes the folds stale, drops them too.
+    tables: parking_lot::Mutex<Vec<KeptTable>>,
+}
+
+/// Value tables kept with one set of folds, at most (a few days, reducers or refits apart).
+const KEPT_TABLES: usize = 4;
+
+/// One kept value table and what it was computed for.
+#[derive(Debug)]
+struct KeptTable {
+    /// The fit the values come from: a refit is a new model, so its values are computed anew.
+    model: Arc<PurchaseModel>,
+    reducer: PlannedReducer,
+    today: i64,
+    table: Arc<Table>,
+}
+
+impl Folded {
+    /// Every customer's value of `c`'s model reducer under `model` on the day of `c`'s *now*:
+    /// kept, or computed now and kept.
+    fn table(&self, c: &ComputedNode, model: &Arc<PurchaseModel>) -> Arc<Table> {
+        let today = day_of(c.events.to);
+        let mut kept = self.tables.lock();
+        let found = kept.iter().position(|k| {
+            Arc::ptr_eq(&k.model, model) && k.reducer == c.reducer && k.today == today
+        });
+        if let Some(i) = found {
+            let k = kept.remove(i);
+            let table = k.table.clone();
+            kept.push(k);
+            return table;
+        }
+        let values: Vec<(u32, Value)> = self
+            .folds
+            .par_iter()
+            .filter_map(|(cust, fold)| {
+                let h = fold.finish(today, model.unit)?;
+                Some((*cust, from_history(c, model, &h)?))
+            })
+            .collect();
+        let table = Arc::new(Table::new(values, true));
+        if kept.len() >= KEPT_TABLES {
+            kept.remove(0);
+        }
+        kept.push(KeptTable {
+            model: model.clone(),
+            reducer: c.reducer,
+            today,
+            table: table.clone(),
+        });
+        table
+    }
 }
 
 impl HistoryCache {
-    /// The folds valid for `c` at its *now*: kept, built now (on the second ask), or `None`.
+    /// The folds valid for `c` at its *now*: kept, built now (at once from the counts, else on
+    /// the second ask), or `None`.
     fn folds(&self, sources: &Sources<'_>, c: &ComputedNode) -> Result<Option<Arc<Folded>>> {
         let Some(event) = c.events.event else {
             return Ok(None);
@@ -100,7 +187,9 @@ impl HistoryCache {
                 return Ok((now >= k.latest).then(|| k.clone()));
             }
         }
-        if !st.asked {
+        // Folds from the per-day counts cost no read of a customer: built at the first ask.
+        let counted = histories::countable(&c.events, value_prop(c));
+        if !st.asked && !counted {
             st.asked = true;
             return Ok(None);
         }
@@ -108,6 +197,14 @@ impl HistoryCache {
         st.kept = Some(built.clone());
         st.asked = false;
         Ok((now >= built.latest).then_some(built))
+    }
+}
+
+/// The property whose values a model reducer's histories carry (`clv(p)`'s).
+fn value_prop(c: &ComputedNode) -> Option<u32> {
+    match c.reducer {
+        PlannedReducer::Clv { prop, .. } => prop,
+        _ => None,
     }
 }
 
@@ -122,6 +219,21 @@ fn fold_all(
         to: Timestamp::MAX,
         ..c.events.clone()
     };
+    let counted = all
+        .event
+        .and_then(|e| sources.indexes.event_index(e))
+        .filter(|_| histories::countable(&all, value_prop(c)));
+    if let Some(ei) = counted {
+        // Up to the end of time: no customer is undecided.
+        let cf = histories::folds_from_counts(&ei.counts, Timestamp::MAX);
+        debug_assert!(cf.undecided.is_empty());
+        return Ok(Folded {
+            versions,
+            latest: cf.latest,
+            folds: cf.folds,
+            tables: Default::default(),
+        });
+    }
     let who = sources
         .bounds(&Node {
             kind: NodeKind::Event(Box::new(all.clone())),
@@ -129,10 +241,7 @@ fn fold_all(
             reading: None,
         })
         .maybe;
-    let value = match c.reducer {
-        PlannedReducer::Clv { prop, .. } => prop,
-        _ => None,
-    };
+    let value = value_prop(c);
     let found = map_customers_events(sources.store, &who, Timestamp::MIN, |_, bodies, blocks| {
         let mut fold = Fold::default();
         let mut latest = None;
@@ -156,6 +265,7 @@ fn fold_all(
         versions,
         latest,
         folds: found.into_iter().map(|(c, (f, _))| (c, f)).collect(),
+        tables: Default::default(),
     })
 }
 
@@ -232,16 +342,7 @@ pub(crate) fn prepare(node: &Node, sources: &Sources<'_>) -> Result<()> {
                 *kept = Some(Arc::new(rfm_table(sources.store, c, prop, &who)?));
             } else if let (Some(cache), Some(model)) = (&c.histories, &c.model) {
                 if let Some(folded) = cache.folds(sources, c)? {
-                    let today = day_of(c.events.to);
-                    let values = folded
-                        .folds
-                        .iter()
-                        .filter_map(|(cust, fold)| {
-                            let h = fold.finish(today, model.unit)?;
-                            Some((*cust, from_history(c, model, &h)?))
-                        })
-                        .collect();
-                    *kept = Some(Arc::new(Table { values }));
+                    *kept = Some(folded.table(c, model));
                 }
             }
         }
@@ -321,7 +422,7 @@ fn rfm_table(
             (*cust, Value::Str(digits))
         })
         .collect();
-    Ok(Table { values })
+    Ok(Table::new(values, false))
 }
 
 /// A population's values, sorted, to score one of them (higher is better).
