@@ -8,7 +8,8 @@
 //! - hand-built timelines with events at the limit and the window's edges to the millisecond, at
 //!   the same millisecond as the previous step, after *now*;
 //! - proptest: small random timelines on a grid of quarter hours ± 1 ms around *now*, random
-//!   steps (shorthands, `where`), limits, windows and audiences.
+//!   steps (shorthands, `where`), limits, windows and audiences; and the same on a grid of whole
+//!   days, where most days lie wholly inside the steps' ranges.
 //!
 //! Experiment: each audience member's variant from `bucket` (pinned against Python in the
 //! library's unit tests), the goal from the reference evaluator; counts must be identical and the
@@ -367,6 +368,55 @@ proptest! {
             f.identify(&id, if c % 2 == 0 { "Gold" } else { "Silver" });
             for &(e, quarters, nudge, x, big) in events {
                 let ts = now - quarters * 15 * MINUTE + nudge;
+                let mut props = vec![("amount", Value::Int(if big { 60 } else { 10 }))];
+                props.push(("product", s(if x { "X" } else { "Y" })));
+                f.track(&id, EVENTS[e], ts, props);
+            }
+        }
+        let customers = f.customers();
+        let steps: Vec<&str> = steps.iter().map(|&i| STEP_TEXTS[i]).collect();
+        let audience = gold.then_some("tier = Gold");
+        check_funnel(&f.db, &customers, &steps, within, window, audience, now);
+    }
+}
+
+/// One event on a grid of whole days: name, days before now, quarter of the day, a millisecond
+/// nudge, product, amount.
+type PlantedDay = (usize, i64, i64, i64, bool, bool);
+
+fn planted_day() -> impl Strategy<Value = PlantedDay> {
+    (
+        0..EVENTS.len(),
+        0i64..7,
+        0i64..4,
+        -1i64..=1,
+        any::<bool>(),
+        any::<bool>(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// As above over several days with *now* at midnight, so that most days lie wholly inside
+    /// every step's range (each event of such a day is the same steps, unless a step has a
+    /// filter) and a few are cut (the window's first day, *now*'s); customers interleaved with
+    /// others the audience leaves out.
+    #[test]
+    fn funnel_over_whole_days_matches_the_plain_evaluator(
+        timelines in prop::collection::vec(prop::collection::vec(planted_day(), 0..12), 1..9),
+        steps in prop::collection::vec(0..STEP_TEXTS.len(), 2..5),
+        within in prop::sample::select(vec!["6 hours", "1 day", "2 days", "7 days"]),
+        window in prop::sample::select(vec![None, Some("in last 3 days"), Some("in last 5 days"), Some("since 2026-03-11T06:00:00Z")]),
+        gold in any::<bool>(),
+    ) {
+        let now = at("2026-03-15T00:00:00Z");
+        let mut f = Fixture::new();
+        for (c, events) in timelines.iter().enumerate() {
+            let id = format!("c{c}");
+            f.identify(&id, if c % 3 == 0 { "Silver" } else { "Gold" });
+            for &(e, days, quarter, nudge, x, big) in events {
+                let ts = now - days * 24 * HOUR + quarter * 6 * HOUR + nudge;
                 let mut props = vec![("amount", Value::Int(if big { 60 } else { 10 }))];
                 props.push(("product", s(if x { "X" } else { "Y" })));
                 f.track(&id, EVENTS[e], ts, props);

@@ -328,6 +328,93 @@ pub(super) fn sequence_members(
 /// Customers of `wanted` per task of [`for_each_step_journey`].
 const JOURNEYS_PER_TASK: usize = 1024;
 
+/// How the steps of a sequence or a funnel read one day's columns of one event kind: the steps
+/// of that kind whose range meets the day, each with its filter's bits (when it has a filter)
+/// and its range (when the range cuts the day). Built once per call and day; an event's steps
+/// are then computed only for the rows of wanted customers ([`DayPlan::mask`]).
+struct DayPlan {
+    steps: Vec<DayStep>,
+    /// Every event of the day is these steps: no step of the day has a filter or cuts it.
+    constant: Option<u32>,
+}
+
+/// One step as a day's columns see it (see [`DayPlan`]).
+struct DayStep {
+    bit: u32,
+    /// One bit per event of the day: whether it passes the step's filter; `None`: no filter.
+    passes: Option<Vec<u64>>,
+    /// The step's range, when it does not hold the whole day.
+    range: Option<(Timestamp, Timestamp)>,
+}
+
+impl DayPlan {
+    fn new(event: u32, col: &EventColumns, steps: &[&EventNode]) -> DayPlan {
+        let Some(&first) = col.times.first() else {
+            return DayPlan {
+                steps: Vec::new(),
+                constant: Some(0),
+            };
+        };
+        let start = day_start(day_of(first));
+        let end = start + DAY_MS - 1;
+        let mut out = Vec::new();
+        for (j, n) in steps.iter().enumerate() {
+            if n.event != Some(event) || n.to < start || n.from > end || n.from > n.to {
+                continue;
+            }
+            out.push(DayStep {
+                bit: 1 << j,
+                passes: n.filter.as_ref().map(|f| test(col, f)),
+                range: (n.from > start || n.to < end).then_some((n.from, n.to)),
+            });
+        }
+        let constant = out
+            .iter()
+            .all(|s| s.passes.is_none() && s.range.is_none())
+            .then(|| out.iter().fold(0, |m, s| m | s.bit));
+        DayPlan {
+            steps: out,
+            constant,
+        }
+    }
+
+    /// The steps the `i`th event of the day's columns `col` is (0: none), when they are not
+    /// `constant`.
+    fn mask(&self, col: &EventColumns, i: usize) -> u32 {
+        let ts = col.times[i];
+        let mut mask = 0;
+        for s in &self.steps {
+            let passes = s
+                .passes
+                .as_ref()
+                .is_none_or(|b| b[i / 64] >> (i % 64) & 1 == 1);
+            let inside = s.range.is_none_or(|(from, to)| from <= ts && ts <= to);
+            if passes && inside {
+                mask |= s.bit;
+            }
+        }
+        mask
+    }
+}
+
+/// An event gathered for a task of [`for_each_step_journey`]: its customer's place among the
+/// task's, its steps, its day's columns and its row there.
+#[derive(Debug, Clone, Copy, Default)]
+struct Gathered {
+    place: u32,
+    mask: u32,
+    day: u32,
+    row: u32,
+}
+
+/// A worker's buffers for the tasks of [`for_each_step_journey`], reused from task to task.
+#[derive(Default)]
+struct Gathering {
+    hits: Vec<Gathered>,
+    grouped: Vec<Gathered>,
+    starts: Vec<usize>,
+}
+
 /// Calls `each` with the events of each customer of `wanted` that some of `steps` may use,
 /// from the event columns: each step's events in its range (`from..=to`) passing its filter,
 /// each event once with a bit per step it is, and with `same` the value of that property; in
@@ -369,95 +456,133 @@ pub(crate) fn for_each_step_journey<S: Send>(
     // Day by day, so that a customer's events gathered in this order are in time order but
     // for those of different kinds on one day.
     days.sort_by_key(|(event, col)| (col.times.first().map_or(0, |&t| day_of(t)), *event));
-    // Per day's columns, per event: the steps it is (0: none).
-    let masks: Vec<Vec<u32>> = days
+    // Per day's columns, which steps its events may be; days no step may use are left out.
+    let plans: Vec<DayPlan> = days
         .par_iter()
-        .map(|(event, col)| {
-            let mut masks = vec![0u32; col.len()];
-            for (j, n) in steps.iter().enumerate() {
-                if n.event != Some(*event) {
-                    continue;
-                }
-                let bits = n.filter.as_ref().map(|f| test(col, f));
-                for (i, m) in masks.iter_mut().enumerate() {
-                    let ts = col.times[i];
-                    let passes = bits.as_ref().is_none_or(|b| b[i / 64] >> (i % 64) & 1 == 1);
-                    if passes && n.from <= ts && ts <= n.to {
-                        *m |= 1 << j;
-                    }
-                }
-            }
-            masks
-        })
+        .map(|(event, col)| DayPlan::new(*event, col, steps))
         .collect();
+    let (days, plans): (Vec<_>, Vec<_>) = days
+        .into_iter()
+        .zip(plans)
+        .filter(|(_, p)| p.constant != Some(0))
+        .unzip();
     let values: Vec<Option<&PropColumn>> = days
         .iter()
         .map(|(_, col)| same.and_then(|p| col.prop(p)))
         .collect();
     let ids: Vec<u32> = wanted.iter().collect();
-    let states = ids
-        .par_chunks(JOURNEYS_PER_TASK)
-        .map(|custs| {
+    let tasks: Vec<&[u32]> = ids.chunks(JOURNEYS_PER_TASK).collect();
+    // Per day, each task's rows (`start..end`: its customers' first to last), found in one
+    // pass over the day's customers (rather than searched for by every task).
+    let rows: Vec<Vec<(u32, u32)>> = days
+        .par_iter()
+        .map(|(_, col)| {
+            let mut at = 0;
+            tasks
+                .iter()
+                .map(|custs| {
+                    let (lo, hi) = (custs[0], custs[custs.len() - 1]);
+                    at += col.custs[at..].iter().take_while(|&&c| c < lo).count();
+                    let start = at;
+                    at += col.custs[at..].iter().take_while(|&&c| c <= hi).count();
+                    (start as u32, at as u32)
+                })
+                .collect()
+        })
+        .collect();
+    let states = tasks
+        .par_iter()
+        .enumerate()
+        .map_init(Gathering::default, |g, (t, custs)| {
             let mut state = init();
-            let (lo, hi) = (custs[0], custs[custs.len() - 1]);
             // This task's customers' events, from every day (each day's by customer), with
-            // their customer's place in `custs`.
-            let mut hits: Vec<(u32, ColumnHit<'_>)> = Vec::new();
-            let mut place = 0u32;
-            for (d, (_, col)) in days.iter().enumerate() {
-                let start = col.custs.partition_point(|&c| c < lo);
-                let end = start + col.custs[start..].partition_point(|&c| c <= hi);
+            // their customer's place in `custs`: only the rows of wanted customers are tested.
+            g.hits.clear();
+            for (d, ((_, col), plan)) in days.iter().zip(&plans).enumerate() {
+                let (start, end) = (rows[d][t].0 as usize, rows[d][t].1 as usize);
                 let mut current = None;
                 let mut take = false;
-                for (i, &mask) in masks[d].iter().enumerate().take(end).skip(start) {
+                // Both ascending: `place` only moves forward (every row's customer is at most
+                // `hi`, the last of `custs`).
+                let mut place = 0usize;
+                for i in start..end {
                     let cust = col.custs[i];
-                    if mask == 0 {
-                        continue;
-                    }
                     if current != Some(cust) {
                         current = Some(cust);
-                        let found = custs.binary_search(&cust);
-                        take = found.is_ok();
-                        place = found.unwrap_or_default() as u32;
+                        while custs[place] < cust {
+                            place += 1;
+                        }
+                        take = custs[place] == cust;
                     }
-                    if take {
-                        let value = values[d].and_then(|pc| match pc.ids[i] {
-                            MISSING => None,
-                            id => Some(ValueView::of(&pc.values[id as usize])),
-                        });
-                        let hit = ColumnHit {
-                            cust,
-                            ts: col.times[i],
+                    if !take {
+                        continue;
+                    }
+                    let mask = match plan.constant {
+                        Some(m) => m,
+                        None => plan.mask(col, i),
+                    };
+                    if mask != 0 {
+                        g.hits.push(Gathered {
+                            place: place as u32,
                             mask,
-                            value,
-                        };
-                        hits.push((place, hit));
+                            day: d as u32,
+                            row: i as u32,
+                        });
                     }
                 }
             }
             // Grouped by customer, keeping the gathering order (a counting sort), then each
             // customer's few events of one day put in time order (a stable sort of runs).
-            let mut starts = vec![0usize; custs.len() + 1];
-            for &(p, _) in &hits {
-                starts[p as usize + 1] += 1;
+            g.starts.clear();
+            g.starts.resize(custs.len() + 1, 0);
+            for h in &g.hits {
+                g.starts[h.place as usize + 1] += 1;
             }
             for p in 0..custs.len() {
-                starts[p + 1] += starts[p];
+                g.starts[p + 1] += g.starts[p];
             }
-            let mut next = starts.clone();
-            let mut grouped: Vec<Option<ColumnHit<'_>>> = vec![None; hits.len()];
-            for (p, hit) in hits {
-                grouped[next[p as usize]] = Some(hit);
-                next[p as usize] += 1;
+            g.grouped.clear();
+            g.grouped.resize(g.hits.len(), Gathered::default());
+            {
+                let Gathering {
+                    hits,
+                    grouped,
+                    starts,
+                } = &mut *g;
+                // Each customer's next free slot: their start, moved on as events come.
+                for h in hits.iter() {
+                    let slot = &mut starts[h.place as usize];
+                    grouped[*slot] = *h;
+                    *slot += 1;
+                }
             }
+            // `starts[p]` is now customer p's end, the start of p + 1.
             let mut one: Vec<ColumnHit<'_>> = Vec::new();
+            let mut from = 0;
             for p in 0..custs.len() {
-                if starts[p] == starts[p + 1] {
+                let to = g.starts[p];
+                if from == to {
                     continue;
                 }
                 one.clear();
-                one.extend(grouped[starts[p]..starts[p + 1]].iter().flatten());
-                one.sort_by_key(|h| h.ts);
+                one.extend(g.grouped[from..to].iter().map(|h| {
+                    let (d, i) = (h.day as usize, h.row as usize);
+                    let col = &days[d].1;
+                    let value = values[d].and_then(|pc| match pc.ids[i] {
+                        MISSING => None,
+                        id => Some(ValueView::of(&pc.values[id as usize])),
+                    });
+                    ColumnHit {
+                        cust: custs[p],
+                        ts: col.times[i],
+                        mask: h.mask,
+                        value,
+                    }
+                }));
+                from = to;
+                if !one.is_sorted_by_key(|h| h.ts) {
+                    one.sort_by_key(|h| h.ts);
+                }
                 each(&mut state, &one);
             }
             state

@@ -215,16 +215,23 @@ pub(crate) fn who_did_each(
     // Per value, the customers the cut days add.
     let mut extra: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); entries.len()];
     for &(d, a, b) in &win.edges {
-        let cut: RoaringBitmap = entries.iter().filter_map(|(_, vd)| vd.days.get(&d)).union();
+        // Everyone who did the event that day (the values' customers among them): the event's
+        // own bitmap of the day, else the union of the values'.
+        let cut: RoaringBitmap = match ei.days.get(&d) {
+            Some(all) => all.clone(),
+            None => entries.iter().filter_map(|(_, vd)| vd.days.get(&d)).union(),
+        };
         if cut.is_empty() {
             continue;
         }
         // Whose events of the kind that day lie all inside the window's part of it: every
         // value they did that day counts; all outside: none does.
         let (inside, outside) = cut_day_sides(ei, d, a, b, &cut);
-        for (i, (_, vd)) in entries.iter().enumerate() {
-            if let Some(bm) = vd.days.get(&d) {
-                extra[i] |= bm & &inside;
+        if !inside.is_empty() {
+            for (i, (_, vd)) in entries.iter().enumerate() {
+                if let Some(bm) = vd.days.get(&d) {
+                    extra[i] |= bm & &inside;
+                }
             }
         }
         // The others: read that day's events.
@@ -273,13 +280,14 @@ pub(crate) fn who_did_each(
             });
             let set = match days {
                 Some((w, at)) => {
-                    let extra = extra - &w.sets[at].1;
-                    ValueSet {
-                        days: Some((w, at)),
-                        extra,
-                    }
+                    let extra = if extra.is_empty() {
+                        extra
+                    } else {
+                        extra - &w.sets[at].1
+                    };
+                    ValueSet::new(Some((w, at)), extra)
                 }
-                None => ValueSet { days: None, extra },
+                None => ValueSet::new(None, extra),
             };
             (set.len() > 0).then(|| ((*k).clone(), set))
         })
@@ -293,15 +301,22 @@ pub(crate) fn who_did_each(
 pub(crate) struct ValueSet {
     days: Option<(Arc<Unions>, usize)>,
     extra: RoaringBitmap,
+    /// How many customers both parts hold (asked for often: counted once).
+    len: u64,
 }
 
 impl ValueSet {
+    fn new(days: Option<(Arc<Unions>, usize)>, extra: RoaringBitmap) -> ValueSet {
+        let len = days.as_ref().map_or(0, |(w, at)| w.sets[*at].1.len()) + extra.len();
+        ValueSet { days, extra, len }
+    }
+
     fn days(&self) -> Option<&RoaringBitmap> {
         self.days.as_ref().map(|(w, at)| &w.sets[*at].1)
     }
 
     pub fn len(&self) -> u64 {
-        self.days().map_or(0, |d| d.len()) + self.extra.len()
+        self.len
     }
 
     pub fn contains(&self, cust: u32) -> bool {
