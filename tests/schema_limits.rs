@@ -80,6 +80,13 @@ fn property_and_trait_names_are_limited_per_event_in_all_and_per_profile() {
     db.track("c", "a", props(&["y", "x"]), Some(3)).unwrap();
     // `b` may take `x`, known in all, and one new name; a second new name is one too many in all.
     db.track("c", "b", props(&["x", "z"]), Some(4)).unwrap();
+    // `z` is known in all now, but still new to `a`, which has its two.
+    let err = db.track("c", "a", props(&["x", "z"]), Some(4)).unwrap_err();
+    assert_eq!(
+        limit_of(&err),
+        Some(SchemaLimit::PropertiesPerEvent),
+        "{err}"
+    );
     let err = db.track("d", "c", props(&["w"]), Some(5)).unwrap_err();
     assert_eq!(limit_of(&err), Some(SchemaLimit::PropertyNames), "{err}");
     assert!(

@@ -176,6 +176,93 @@ fn message_ids_of_many_folds_still_skip_resends() {
     assert_eq!(records(&db), 0);
 }
 
+/// Storage knows that the customers the writer made since the folder was opened have no
+/// message-id record and no block, and does not search for them, until a batch puts one: a fold
+/// in the middle of a session, a write that gives a new customer its blocks at once, a merge.
+/// A re-send is skipped in every case: in the write right after the one that made the customer
+/// (its ids unfolded), after a fold (its ids in its record), after blocks at once, after a merge
+/// of two customers made in the same write, and after a reopen.
+#[test]
+fn new_customers_resends_are_skipped_before_and_after_a_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let open = || {
+        let mut config = Config::new(&path);
+        config.fold_events = 6;
+        config.allow_known_merge = true;
+        Db::open_with(config).unwrap()
+    };
+    let msg = |cust: &str, id: &str, ts: i64| {
+        let mut m = track(cust, "viewed", "X", ts);
+        m.message_id = Some(id.into());
+        m
+    };
+    let counts = |db: &Db, batch: Vec<Message>| {
+        let r = db.ingest(batch).unwrap();
+        (r.stored, r.duplicates)
+    };
+    let db = open();
+    // "a" and "b" are new in the first write; "a" comes again in the next.
+    assert_eq!(
+        counts(&db, vec![msg("a", "a1", 1_000), msg("b", "b1", 1_000)]),
+        (2, 0)
+    );
+    assert_eq!(
+        counts(&db, vec![msg("a", "a1", 1_000), msg("a", "a2", 2_000)]),
+        (1, 1)
+    );
+    assert_eq!(db.unfolded().events, 3);
+    // Enough events to pass the bound: this write folds the log, "a" and "b" included.
+    let many: Vec<Message> = (0..5)
+        .map(|i| msg("c", &format!("c{i}"), 3_000 + i))
+        .collect();
+    assert_eq!(counts(&db, many.clone()), (5, 0));
+    assert_eq!(db.unfolded().events, 0, "the write folded");
+    assert_eq!(
+        counts(&db, vec![msg("a", "a1", 1_000), msg("a", "a2", 2_000)]),
+        (0, 2)
+    );
+    assert_eq!(counts(&db, vec![msg("b", "b1", 1_000)]), (0, 1));
+    assert_eq!(counts(&db, many), (0, 5));
+    // "d" is new with enough events for its blocks at once; a re-send in the next write.
+    let burst: Vec<Message> = (0..20)
+        .map(|i| msg("d", &format!("d{i}"), 10_000 + i))
+        .collect();
+    assert_eq!(counts(&db, burst.clone()), (20, 0));
+    assert_eq!(db.unfolded().events, 0, "blocks at once, nothing unfolded");
+    assert_eq!(counts(&db, burst[..3].to_vec()), (0, 3));
+    // "x" and "y", new in one write, merged in the next; the ids of both are found under "y".
+    assert_eq!(
+        counts(&db, vec![msg("x", "x1", 500), msg("y", "y1", 600)]),
+        (2, 0)
+    );
+    assert!(db.alias("x", "y").unwrap());
+    assert_eq!(
+        counts(&db, vec![msg("y", "x1", 500), msg("y", "y1", 600)]),
+        (0, 2)
+    );
+    assert_eq!(db.customer("y").unwrap().unwrap().events.len(), 2);
+    assert!(db.verify().unwrap().is_ok());
+    drop(db);
+    let db = open();
+    assert_eq!(
+        counts(
+            &db,
+            vec![
+                msg("a", "a1", 1_000),
+                msg("a", "a2", 2_000),
+                msg("b", "b1", 1_000),
+                msg("d", "d19", 10_019),
+                msg("y", "x1", 500),
+            ]
+        ),
+        (0, 5)
+    );
+    assert_eq!(db.customer("a").unwrap().unwrap().events.len(), 2);
+    assert_eq!(db.customer("d").unwrap().unwrap().events.len(), 20);
+    assert!(db.verify().unwrap().is_ok());
+}
+
 #[test]
 fn message_ids_make_resending_idempotent() {
     let dir = tempfile::tempdir().unwrap();

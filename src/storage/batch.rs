@@ -50,6 +50,14 @@ impl WriteBatch {
         self.ops.push((key.into(), None));
     }
 
+    /// The customers whose message-id records or event blocks the batch puts.
+    pub(super) fn seen_or_block_customers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ops
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .filter_map(|(k, _)| keys::seen_or_block_customer(k))
+    }
+
     /// The sled batch, with the same last-one-wins order.
     pub(super) fn into_sled(self) -> sled::Batch {
         let mut batch = sled::Batch::default();

@@ -308,6 +308,28 @@ impl Catalog {
         id
     }
 
+    /// The ids of a `track`'s event and property names (in the order given) when the event is
+    /// known and every name is known for it: such a track adds no name, so it passes every schema
+    /// limit ([`Catalog::check_event`]) and interns nothing. `None` otherwise. One lookup per
+    /// name, where checking and then interning took three.
+    pub fn known_track<'a>(
+        &self,
+        event: &str,
+        props: impl ExactSizeIterator<Item = &'a str>,
+    ) -> Option<(u32, Vec<u32>)> {
+        let e = *self.event_ids.get(event)?;
+        let info = self.events.get(e as usize)?;
+        let mut ids = Vec::with_capacity(props.len());
+        for name in props {
+            let p = *self.prop_ids.get(name)?;
+            if !info.props.contains_key(&p) {
+                return None;
+            }
+            ids.push(p);
+        }
+        Some((e, ids))
+    }
+
     /// Counts one stored event (`delta` = 1) or one deleted event (`delta` = -1).
     pub fn count_event(&mut self, event: u32, props: &[(u32, Value)], delta: i64) {
         let Some(info) = self.events.get_mut(event as usize) else {

@@ -146,6 +146,16 @@ pub fn seen_chunk(cust: u32, n: u32) -> [u8; 9] {
     k
 }
 
+/// The customer of a message-id record's or an event block's key (any key under the `m` or `e`
+/// prefix long enough to name one), for [`super::Store`]'s bookkeeping of customers that have
+/// neither.
+pub fn seen_or_block_customer(key: &[u8]) -> Option<u32> {
+    match key {
+        [SEEN | EVENTS, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
 /// The number of a customer's message-id record: 0 for the first (`m` + id), `n` for
 /// [`seen_chunk`] `n`.
 pub fn parse_seen_chunk(key: &[u8]) -> Result<u32> {

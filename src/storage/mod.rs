@@ -191,6 +191,13 @@ pub struct Store {
     timeline: timeline::Timeline,
     /// Testing only: commits left before every commit fails with ENOSPC (`u64::MAX`: never).
     no_space_after: std::sync::atomic::AtomicU64,
+    /// Customers known to have neither a message-id record nor a sealed block: those the writer
+    /// created since the folder was opened ([`Store::note_bare`]), less every one whose such
+    /// record a batch put since (taken out before the batch is applied, so the claim is never
+    /// false). Their records are not looked for: in a time-ordered stream the writer's duplicate
+    /// check and the fold would otherwise search sled once per customer and write for records
+    /// that do not exist yet.
+    bare: parking_lot::Mutex<RoaringBitmap>,
 }
 
 /// Whether a folder looks like something other than a sled database.
@@ -384,6 +391,7 @@ impl Store {
             dictionaries: Dictionaries::default(),
             timeline: timeline::Timeline::default(),
             no_space_after: std::sync::atomic::AtomicU64::new(u64::MAX),
+            bare: parking_lot::Mutex::new(RoaringBitmap::new()),
         };
         match store.get(&keys::meta(meta::FORMAT))? {
             Some(v) => {
@@ -586,6 +594,9 @@ impl Store {
     /// Whether the customer has a sealed block: a probe of its first block key, which reads no
     /// block but the first (where [`Store::blocks_from`] reads every one).
     pub fn has_blocks(&self, cust: u32) -> Result<bool> {
+        if self.is_bare(cust) {
+            return Ok(false);
+        }
         Ok(self
             .tree
             .scan_prefix(keys::events_of(cust))
@@ -627,6 +638,9 @@ impl Store {
     /// ones folds added (format 7), as (key, value).
     fn seen_records(&self, cust: u32) -> Result<Vec<(sled::IVec, sled::IVec)>> {
         let mut out = Vec::new();
+        if self.is_bare(cust) {
+            return Ok(out);
+        }
         for item in self.tree.scan_prefix(keys::seen(cust)) {
             out.push(item?);
         }
@@ -722,11 +736,39 @@ impl Store {
         Ok(out)
     }
 
+    /// Records that customers `from..to` have no stored records at all: internal ids handed out
+    /// by a write about to be committed (ids are never used twice, and a failed commit stores
+    /// nothing). Until a batch puts a message-id record or a block of one of them, their
+    /// message-id records are known to be none without a search ([`Store::stored_seen`]).
+    pub fn note_bare(&self, from: u32, to: u32) {
+        if from < to {
+            self.bare.lock().insert_range(from..to);
+        }
+    }
+
+    /// Whether the customer is known to have neither a message-id record nor a sealed block.
+    pub(super) fn is_bare(&self, cust: u32) -> bool {
+        self.bare.lock().contains(cust)
+    }
+
+    /// Forgets, before `batch` is applied, that the customers it puts a message-id record or a
+    /// block of have none.
+    fn unmark_bare(&self, batch: &WriteBatch) {
+        let mut bare = self.bare.lock();
+        if bare.is_empty() {
+            return;
+        }
+        for cust in batch.seen_or_block_customers() {
+            bare.remove(cust);
+        }
+    }
+
     /// Applies a batch atomically and waits until it is durable on disk.
     ///
     /// The customers' new events it carries ([`WriteBatch::write_events`]'s) are stored as a
     /// write log record in the same batch, and readable once it is durable ([`timeline`]).
     pub fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+        self.unmark_bare(&batch);
         let logged = self.log_write(&mut batch)?;
         // After the log frame, as a real failure of sled's may come (the frame is then never
         // committed).
@@ -744,6 +786,7 @@ impl Store {
                 "a batch with logged events is committed, not applied"
             ));
         }
+        self.unmark_bare(&batch);
         self.tree.apply_batch(batch.into_sled())?;
         Ok(())
     }

@@ -527,10 +527,69 @@ impl Unfolded {
     }
 }
 
+/// The memtable's customers, by internal id: a slot per id up to the highest one held. The
+/// writer's duplicate check looks a customer up here for every message of a write; in a
+/// `BTreeMap` of hundreds of thousands of customers each lookup missed the cache at every
+/// level.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    slots: Vec<Option<Box<Unfolded>>>,
+    len: usize,
+}
+
+impl Slots {
+    fn get(&self, cust: &u32) -> Option<&Unfolded> {
+        self.slots.get(*cust as usize).and_then(|s| s.as_deref())
+    }
+
+    fn contains_key(&self, cust: &u32) -> bool {
+        self.get(cust).is_some()
+    }
+
+    /// The customer's entry, made empty if it has none, and whether it had one.
+    fn entry(&mut self, cust: u32) -> (&mut Unfolded, bool) {
+        let at = cust as usize;
+        if self.slots.len() <= at {
+            self.slots.resize_with(at + 1, || None);
+        }
+        let slot = &mut self.slots[at];
+        let had = slot.is_some();
+        if !had {
+            self.len += 1;
+        }
+        (slot.get_or_insert_with(Box::default), had)
+    }
+
+    fn remove(&mut self, cust: &u32) -> Option<Unfolded> {
+        let u = self.slots.get_mut(*cust as usize).and_then(Option::take)?;
+        self.len -= 1;
+        if self.len == 0 {
+            self.slots = Vec::new();
+        }
+        Some(*u)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The customers and their entries, by id.
+    fn iter(&self) -> impl Iterator<Item = (u32, &Unfolded)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(c, s)| s.as_deref().map(|u| (c as u32, u)))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Unfolded> {
+        self.iter().map(|(_, u)| u)
+    }
+}
+
 /// The unfolded events of every customer, and what they weigh.
 #[derive(Debug, Default)]
 pub(super) struct Memtable {
-    customers: BTreeMap<u32, Unfolded>,
+    customers: Slots,
     events: usize,
     bytes: usize,
     /// The sequence number of the last log frame whose parts it holds (read back or logged
@@ -540,14 +599,8 @@ pub(super) struct Memtable {
 
 impl Memtable {
     fn add(&mut self, p: &Logged) {
-        let (u, before) = match self.customers.entry(p.cust) {
-            std::collections::btree_map::Entry::Occupied(o) => {
-                let u = o.into_mut();
-                let before = u.bytes();
-                (u, before)
-            }
-            std::collections::btree_map::Entry::Vacant(v) => (v.insert(Unfolded::default()), 0),
-        };
+        let (u, had) = self.customers.entry(p.cust);
+        let before = if had { u.bytes() } else { 0 };
         u.add(p);
         self.bytes += u.bytes() - before;
         self.events += p.events;
@@ -815,7 +868,7 @@ impl Store {
         let (customers, records) = {
             let m = self.timeline.memtable.read();
             let customers: Vec<(u32, usize)> =
-                m.customers.iter().map(|(c, u)| (*c, u.bytes())).collect();
+                m.customers.iter().map(|(c, u)| (c, u.bytes())).collect();
             (customers, m.last_seq)
         };
         let Some(last_record) = records else {
@@ -938,7 +991,12 @@ impl Store {
             // unchanged). Equal times must not straddle two blocks, so it stays only when its
             // last event is strictly earlier than the first unfolded one.
             let mut keeping = true;
-            for (_, start, bytes) in self.blocks_from(cust, u.first)? {
+            let blocks = if self.is_bare(cust) {
+                Vec::new()
+            } else {
+                self.blocks_from(cust, u.first)?
+            };
+            for (_, start, bytes) in blocks {
                 let at = stored.len();
                 codec::decode_block(start, &bytes, &self.dictionaries, &mut stored)?;
                 if keeping
@@ -1128,7 +1186,7 @@ impl Store {
     pub(super) fn all_unfolded(&self) -> Result<Vec<(u32, Vec<StoredEvent>)>> {
         let m = self.timeline.memtable.read();
         let mut out = Vec::with_capacity(m.customers.len());
-        for (c, u) in &m.customers {
+        for (c, u) in m.customers.iter() {
             if u.events == 0 {
                 continue;
             }
@@ -1137,7 +1195,7 @@ impl Store {
             if !u.in_order {
                 events.sort_by_key(|e| e.ts);
             }
-            out.push((*c, events));
+            out.push((c, events));
         }
         Ok(out)
     }
