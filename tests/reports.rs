@@ -336,6 +336,26 @@ const STEP_TEXTS: [&str; 7] = [
 ];
 const EVENTS: [&str; 4] = ["visited", "viewed", "added_to_cart", "purchased"];
 
+/// The shop of the funnel proptests: customer `c{i}` of tier `tier(i)` with the events of the
+/// `i`th timeline, each (name in [`EVENTS`], time, product X rather than Y, amount 60 rather
+/// than 10).
+fn planted_shop(
+    timelines: impl Iterator<Item = Vec<(usize, i64, bool, bool)>>,
+    tier: impl Fn(usize) -> &'static str,
+) -> Fixture {
+    let mut f = Fixture::new();
+    for (c, events) in timelines.enumerate() {
+        let id = format!("c{c}");
+        f.identify(&id, tier(c));
+        for (e, ts, x, big) in events {
+            let mut props = vec![("amount", Value::Int(if big { 60 } else { 10 }))];
+            props.push(("product", s(if x { "X" } else { "Y" })));
+            f.track(&id, EVENTS[e], ts, props);
+        }
+    }
+    f
+}
+
 /// One event: name, quarter hours before now (negative: after), a millisecond nudge, product,
 /// amount.
 type Planted = (usize, i64, i64, bool, bool);
@@ -362,17 +382,15 @@ proptest! {
         gold in any::<bool>(),
     ) {
         let now = at("2026-03-15T12:00:00Z");
-        let mut f = Fixture::new();
-        for (c, events) in timelines.iter().enumerate() {
-            let id = format!("c{c}");
-            f.identify(&id, if c % 2 == 0 { "Gold" } else { "Silver" });
-            for &(e, quarters, nudge, x, big) in events {
-                let ts = now - quarters * 15 * MINUTE + nudge;
-                let mut props = vec![("amount", Value::Int(if big { 60 } else { 10 }))];
-                props.push(("product", s(if x { "X" } else { "Y" })));
-                f.track(&id, EVENTS[e], ts, props);
-            }
-        }
+        let f = planted_shop(
+            timelines.iter().map(|events| {
+                events
+                    .iter()
+                    .map(|&(e, quarters, nudge, x, big)| (e, now - quarters * 15 * MINUTE + nudge, x, big))
+                    .collect()
+            }),
+            |c| if c % 2 == 0 { "Gold" } else { "Silver" },
+        );
         let customers = f.customers();
         let steps: Vec<&str> = steps.iter().map(|&i| STEP_TEXTS[i]).collect();
         let audience = gold.then_some("tier = Gold");
@@ -411,17 +429,17 @@ proptest! {
         gold in any::<bool>(),
     ) {
         let now = at("2026-03-15T00:00:00Z");
-        let mut f = Fixture::new();
-        for (c, events) in timelines.iter().enumerate() {
-            let id = format!("c{c}");
-            f.identify(&id, if c % 3 == 0 { "Silver" } else { "Gold" });
-            for &(e, days, quarter, nudge, x, big) in events {
-                let ts = now - days * 24 * HOUR + quarter * 6 * HOUR + nudge;
-                let mut props = vec![("amount", Value::Int(if big { 60 } else { 10 }))];
-                props.push(("product", s(if x { "X" } else { "Y" })));
-                f.track(&id, EVENTS[e], ts, props);
-            }
-        }
+        let f = planted_shop(
+            timelines.iter().map(|events| {
+                events
+                    .iter()
+                    .map(|&(e, days, quarter, nudge, x, big)| {
+                        (e, now - days * 24 * HOUR + quarter * 6 * HOUR + nudge, x, big)
+                    })
+                    .collect()
+            }),
+            |c| if c % 3 == 0 { "Silver" } else { "Gold" },
+        );
         let customers = f.customers();
         let steps: Vec<&str> = steps.iter().map(|&i| STEP_TEXTS[i]).collect();
         let audience = gold.then_some("tier = Gold");

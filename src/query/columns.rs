@@ -81,30 +81,15 @@ pub(super) fn counts(
     let Some(days) = day_columns(store, (event, ei), from, to)? else {
         return Ok(None);
     };
-    // Per day, (customer, count) by customer.
-    let parts: Vec<Vec<(u32, u64)>> = days
-        .par_iter()
-        .map(|col| {
-            let bits = test(col, f);
-            let mut out: Vec<(u32, u64)> = Vec::new();
-            for i in ones(&bits) {
-                if !(from..=to).contains(&col.times[i]) {
-                    continue;
-                }
-                let cust = col.custs[i];
-                match out.last_mut() {
-                    Some((c, n)) if *c == cust => *n += 1,
-                    _ => out.push((cust, 1)),
-                }
-            }
-            out
-        })
-        .collect();
-    let mut total: FastMap<u32, u64> = FastMap::default();
-    for (cust, n) in parts.into_iter().flatten() {
-        *total.entry(cust).or_default() += n;
-    }
-    Ok(Some(total))
+    Ok(Some(per_customer(
+        &days,
+        f,
+        (from, to),
+        |_| (),
+        || 0,
+        |n, _, _| *n += 1,
+        |n, m| *n += m,
+    )))
 }
 
 /// Each customer's numbers of `prop` among their events of the kind in `from..=to` that pass
@@ -124,41 +109,72 @@ pub(super) fn aggregates(
     let Some(days) = day_columns(store, (event, ei), from, to)? else {
         return Ok(None);
     };
-    // Per day, (customer, figures) by customer.
-    let parts: Vec<Vec<(u32, Acc)>> = days
+    Ok(Some(per_customer(
+        &days,
+        f,
+        (from, to),
+        // The day's distinct values of `prop` as numbers, once.
+        |col| {
+            col.prop(prop).map(|pc| {
+                let nums: Vec<Option<f64>> = pc.values.iter().map(Value::as_f64).collect();
+                (pc.ids.as_slice(), nums)
+            })
+        },
+        Acc::empty,
+        |acc, numbers, i| {
+            let x = numbers.as_ref().and_then(|(ids, nums)| match ids[i] {
+                MISSING => None,
+                id => nums[id as usize],
+            });
+            if let Some(x) = x {
+                acc.add(x);
+            }
+        },
+        |acc, other| acc.merge(&other),
+    )))
+}
+
+/// Folds each customer's events of the days' columns in `range` that pass `f` into one value
+/// per customer: per day (in parallel), `prepare` reads what the day's rows need once, each
+/// customer gets `start()` and each of their passing rows in order is `add`-ed to it; then each
+/// customer's days are combined in day order with `merge`. Customers with no passing event are
+/// left out.
+fn per_customer<'c, A: Send, P>(
+    days: &'c [Arc<EventColumns>],
+    f: &Filter,
+    (from, to): (Timestamp, Timestamp),
+    prepare: impl Fn(&'c EventColumns) -> P + Sync,
+    start: impl Fn() -> A + Sync,
+    add: impl Fn(&mut A, &P, usize) + Sync,
+    merge: impl Fn(&mut A, A),
+) -> FastMap<u32, A> {
+    // Per day, (customer, value) by customer.
+    let parts: Vec<Vec<(u32, A)>> = days
         .par_iter()
         .map(|col| {
             let bits = test(col, f);
-            // The day's distinct values of `prop` as numbers, once.
-            let numbers: Option<(&[u32], Vec<Option<f64>>)> = col.prop(prop).map(|pc| {
-                let nums = pc.values.iter().map(Value::as_f64).collect();
-                (pc.ids.as_slice(), nums)
-            });
-            let mut out: Vec<(u32, Acc)> = Vec::new();
+            let prepared = prepare(col);
+            let mut out: Vec<(u32, A)> = Vec::new();
             for i in ones(&bits) {
                 if !(from..=to).contains(&col.times[i]) {
                     continue;
                 }
                 let cust = col.custs[i];
                 if out.last().is_none_or(|(c, _)| *c != cust) {
-                    out.push((cust, Acc::empty()));
+                    out.push((cust, start()));
                 }
-                let x = numbers.as_ref().and_then(|(ids, nums)| match ids[i] {
-                    MISSING => None,
-                    id => nums[id as usize],
-                });
-                if let (Some(x), Some((_, acc))) = (x, out.last_mut()) {
-                    acc.add(x);
+                if let Some((_, a)) = out.last_mut() {
+                    add(a, &prepared, i);
                 }
             }
             out
         })
         .collect();
-    let mut total: FastMap<u32, Acc> = FastMap::default();
-    for (cust, acc) in parts.into_iter().flatten() {
-        total.entry(cust).or_insert_with(Acc::empty).merge(&acc);
+    let mut total: FastMap<u32, A> = FastMap::default();
+    for (cust, a) in parts.into_iter().flatten() {
+        merge(total.entry(cust).or_insert_with(&start), a);
     }
-    Ok(Some(total))
+    total
 }
 
 /// Each customer's number of distinct values of `prop` (told apart as
