@@ -27,6 +27,7 @@
 
 mod by_customer;
 pub(crate) mod feed;
+mod names;
 mod readers;
 mod timers;
 mod traits;
@@ -59,6 +60,7 @@ use crate::storage::{meta, IdMap, Store, WriteBatch};
 
 use by_customer::ByCustomer;
 use feed::Subscribers;
+use names::NameOrder;
 use readers::Readers;
 use timers::{take, take_bitmap, Timers};
 
@@ -259,9 +261,16 @@ struct Live {
     readers: Option<Arc<Readers>>,
     /// The inverse of the members (customer → its audiences), changed with them.
     by_customer: ByCustomer,
+    /// The audiences' names by id in name order, rebuilt when audiences are saved or dropped.
+    names: NameOrder,
 }
 
 impl Live {
+    /// Rebuilds [`Live::names`] after audiences were saved or dropped.
+    fn index_names(&mut self) {
+        self.names = NameOrder::new(self.by_id.iter().map(|(&id, la)| (id, la.name.as_str())));
+    }
+
     /// Puts audience `id`'s entry in `wake` at its earliest timer.
     fn rewake(&mut self, id: u32) {
         let Some(la) = self.by_id.get_mut(&id) else {
@@ -452,6 +461,7 @@ impl Audiences {
                 },
             );
         }
+        live.index_names();
         // The feed: its bounds, and the changes made after each audience's snapshot.
         migrate_feed_v1(store)?;
         live.first_seq = match store.feed_chunks().next() {
@@ -520,6 +530,7 @@ impl Audiences {
             };
             live.by_id.insert(id, la);
         }
+        live.index_names();
         Audiences {
             live: RwLock::new(live),
             subscribers: Subscribers::default(),
@@ -833,6 +844,7 @@ impl Audiences {
                 }
                 live.rewake(id);
             }
+            live.index_names();
             live.next_seq = next_seq;
             live.readers = None;
         }
@@ -890,6 +902,7 @@ impl Audiences {
             }
             live.by_customer.remove_all(id, &la.members);
         }
+        live.index_names();
         live.readers = None;
         Ok(())
     }
@@ -987,15 +1000,7 @@ impl Audiences {
     /// own short list: the cost follows how many audiences it is in, not how many are saved).
     pub(crate) fn of(&self, cust: u32) -> Vec<String> {
         let live = self.live.read();
-        let mut names: Vec<String> = live
-            .by_customer
-            .of(cust)
-            .iter()
-            .filter_map(|id| live.by_id.get(id))
-            .map(|la| la.name.clone())
-            .collect();
-        names.sort_unstable();
-        names
+        live.names.names_in_order(live.by_customer.of(cust))
     }
 
     /// Listens to every entry and exit from now on.
