@@ -280,6 +280,8 @@ impl Indexes {
                 texts: _,
                 columns: _,
                 unions: _,
+                count_totals: _,
+                number_totals: _,
             } = ei;
             tasks.push(Task::Days {
                 days,

@@ -28,6 +28,7 @@ pub mod rollup;
 pub mod runs;
 mod snapshot;
 pub mod texts;
+pub mod totals;
 pub mod unions;
 
 use std::collections::BTreeMap;
@@ -213,6 +214,10 @@ pub struct EventIndex {
     /// Per (property, run of whole days), each value's customers, built by `top` and
     /// `recommend` (`unions.rs`).
     pub unions: ValueUnions,
+    /// Each customer's count over a window's whole days, kept by readers (`totals.rs`).
+    pub count_totals: totals::KeptTotals<DayCount>,
+    /// Each customer's numbers over a window's whole days, per property, kept by readers.
+    pub number_totals: totals::KeptTotals<DayNumbers>,
 }
 
 impl PartialEq for EventIndex {

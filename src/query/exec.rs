@@ -170,10 +170,11 @@ impl Sources<'_> {
                 // from their kept histories): exact. An ordering on numbers is answered by the
                 // table's range index, any other test by each value.
                 (None, Some(table)) => {
-                    let ordered = table
-                        .ranges
-                        .as_ref()
-                        .and_then(|r| super::ranges::passing(r, &c.test));
+                    let ordered = match (&table.order, &table.ranges) {
+                        (Some(o), _) => super::ranges::passing_in_order(o, &c.test),
+                        (None, Some(r)) => super::ranges::passing(r, &c.test),
+                        (None, None) => None,
+                    };
                     let mut pass = match ordered {
                         Some(pass) => pass,
                         None => RoaringBitmap::from_sorted_iter(
@@ -442,6 +443,12 @@ impl Sources<'_> {
             },
         };
         let win = WindowDays::of(e.from, e.to)?;
+        // Without a filter, over whole days: from the kept totals, where they serve.
+        if num_filter.is_none() {
+            if let Some(b) = super::totals::bounds(self, event, ei, f, &win) {
+                return Some(b);
+            }
+        }
         let all = self.all();
         let ids = all.max().map_or(0, |m| m + 1);
         let empty = DayFiguresRef::default();

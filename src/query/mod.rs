@@ -39,6 +39,7 @@ pub mod sql;
 pub(crate) mod state;
 pub(crate) mod subset;
 mod texts;
+mod totals;
 pub mod values;
 mod why;
 

@@ -9,9 +9,9 @@
 //! the plan. The model reducers' values are computed the same way when the trait's
 //! [`HistoryCache`] holds every customer's history (then the node's bounds are exact, and no
 //! customer is read), and kept with those histories for the fit and the day of *now* they were
-//! computed for, with a range index over them: while neither the event's stored events, nor the
-//! fit, nor the day changes, a test on the trait is a lookup and, for an ordering, a few bitmap
-//! operations. This module reads the store and the indexes it is handed; it writes nothing but
+//! computed for, in order of value (`crate::index::totals::Order`): while neither the event's
+//! stored events, nor the fit, nor the day changes, a test on the trait is a lookup and, for an
+//! ordering, two binary searches and a kept bitmap. This module reads the store and the indexes it is handed; it writes nothing but
 //! the caches it is handed, and does not fit models (the kept fit is `audience::traits`').
 
 use std::cmp::Ordering;
@@ -22,6 +22,7 @@ use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::index::rollup::ListVersion;
+use crate::index::totals::Order;
 use crate::index::Ranges;
 use crate::model::time::{Timestamp, DAY_MS};
 use crate::model::Value;
@@ -42,8 +43,14 @@ pub(crate) struct Table {
     /// The customers of `values`: who has a value.
     pub valued: RoaringBitmap,
     /// The model reducers' numbers as a range index, so that an ordering on them (`p_alive <
-    /// 0.3`) is a few bitmap operations (`super::ranges::passing`); `None` for `rfm(p)`.
+    /// 0.3`) is a few bitmap operations (`super::ranges::passing`); `None` for `rfm(p)`, and
+    /// when `order` holds them.
     pub ranges: Option<Ranges>,
+    /// The model reducers' numbers when all are floats (as the models give them), in order, so
+    /// that an ordering on them is two binary searches and a kept bitmap
+    /// (`super::ranges::passing_in_order`); customers whose value is NaN are left out (NaN
+    /// orders against nothing).
+    pub order: Option<Order>,
 }
 
 impl Table {
@@ -52,7 +59,18 @@ impl Table {
         debug_assert!(values.windows(2).all(|w| w[0].0 < w[1].0));
         let valued =
             RoaringBitmap::from_sorted_iter(values.iter().map(|v| v.0)).unwrap_or_default();
-        let ranges = ranged.then(|| {
+        let floats = values.iter().all(|(_, v)| matches!(v, Value::Float(_)));
+        let order = (ranged && floats).then(|| {
+            let numbers = values
+                .iter()
+                .filter_map(|(cust, v)| match v {
+                    Value::Float(x) if !x.is_nan() => Some((*x, *cust)),
+                    _ => None,
+                })
+                .collect();
+            Order::new(numbers, 0.0, Vec::new())
+        });
+        let ranges = (ranged && !floats).then(|| {
             let mut r = Ranges::default();
             for (cust, v) in &values {
                 r.add(*cust, v);
@@ -63,6 +81,7 @@ impl Table {
             values,
             valued,
             ranges,
+            order,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Orderings on a trait (`<`, `<=`, `>`, `>=`, `between`) answered exactly from its range index
-//! (`crate::index::ranges`).
+//! (`crate::index::ranges`), and on a kept order of floats (`crate::index::totals::Order`: a
+//! model trait's values) from that order.
 //!
 //! What a value passes is decided by [`customer::order`], the one definition of comparing a
 //! value with a literal: integers against an integer literal exactly and against a decimal as
@@ -16,6 +17,7 @@ use std::cmp::Ordering;
 use roaring::RoaringBitmap;
 
 use crate::index::ranges::{float_keys, float_of_key, int_of_key};
+use crate::index::totals::Order;
 use crate::index::{Ranges, Slices};
 use crate::rules::CmpOp;
 use crate::storage::view::ValueView;
@@ -76,6 +78,42 @@ pub(super) fn passing(ranges: &Ranges, test: &ValueTest) -> Option<RoaringBitmap
         ValueView::Float(float_of_key(k))
     });
     Some(out)
+}
+
+/// The customers of a kept order of floats (`crate::index::totals::Order`) whose value passes
+/// an ordering test, exactly; `None` when the test is not an ordering. As for the slices, what
+/// passes is what [`order`] says of each float, which is monotone in it: the passing values are
+/// one run of the order, found by two binary searches.
+pub(super) fn passing_in_order(o: &Order, test: &ValueTest) -> Option<RoaringBitmap> {
+    let ends = Ends::of(test)?;
+    // Above the lower end: false, then true, as values grow; below the upper end: true, then
+    // false.
+    let above = |x: f64| match ends.low {
+        None => true,
+        Some((lit, strict)) => match order(ValueView::Float(x), lit) {
+            Some(Ordering::Greater) => true,
+            Some(Ordering::Equal) => !strict,
+            _ => false,
+        },
+    };
+    let below = |x: f64| match ends.high {
+        None => true,
+        Some((lit, strict)) => match order(ValueView::Float(x), lit) {
+            Some(Ordering::Less) => true,
+            Some(Ordering::Equal) => !strict,
+            _ => false,
+        },
+    };
+    let lo = o.position(|x| !above(x));
+    let hi = o.position(below);
+    if lo >= hi {
+        return Some(RoaringBitmap::new());
+    }
+    Some(match (lo, hi == o.values.len()) {
+        (0, _) => o.before(hi),
+        (_, true) => o.from(lo),
+        _ => o.from(lo) - o.from(hi),
+    })
 }
 
 /// The customers of one kind whose value lies within the ends; `domain` is the kind's keys
@@ -164,5 +202,91 @@ mod tests {
         assert_eq!(last_true(0, 10, |_| false), None);
         assert_eq!(first_true(5, 5, |_| true), Some(5));
         assert_eq!(int_of_key(int_key(-3)), -3);
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::model::Value;
+    use crate::query::customer::passes;
+
+    fn number(x: f64) -> Lit {
+        let int = (x.fract() == 0.0 && x.abs() < 1e15).then_some(x as i64);
+        Lit {
+            text: Some(x.to_string()),
+            int,
+            num: Some(x),
+            boolean: None,
+            time: None,
+            is_str: false,
+        }
+    }
+
+    /// Orderings answered from a kept order of floats equal each value tested alone, and the
+    /// bit slices' answer, at the values themselves, between them and beyond them.
+    #[test]
+    fn an_order_of_floats_answers_as_each_value_does() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for n in [0usize, 1, 3, 300, 5_000] {
+            let mut floats: Vec<(u32, f64)> = (0..n as u32)
+                .map(|c| {
+                    let x = match rng.random_range(0..12) {
+                        0 => f64::NAN,
+                        1 => f64::INFINITY,
+                        2 => -0.0,
+                        3 => 0.0,
+                        _ => f64::from(rng.random_range(-40..40i32)) / 8.0,
+                    };
+                    (c * 2 + 1, x)
+                })
+                .collect();
+            floats.sort_by_key(|f| f.0);
+            let numbers = floats
+                .iter()
+                .filter(|f| !f.1.is_nan())
+                .map(|&(c, x)| (x, c))
+                .collect();
+            let o = Order::new(numbers, 0.0, Vec::new());
+            let mut slices = Ranges::default();
+            for &(c, x) in &floats {
+                slices.add(c, &Value::Float(x));
+            }
+            let mut lits: Vec<Lit> = [-6.0, -0.5, 0.0, 0.125, 1.0, 2.5, 5.0, 1e300]
+                .into_iter()
+                .map(number)
+                .collect();
+            lits.push(Lit {
+                text: Some("abc".into()),
+                int: None,
+                num: None,
+                boolean: None,
+                time: None,
+                is_str: true,
+            });
+            for a in &lits {
+                let mut tests: Vec<ValueTest> = [CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge]
+                    .into_iter()
+                    .map(|op| ValueTest::Compare { op, lit: a.clone() })
+                    .collect();
+                for b in &lits {
+                    tests.push(ValueTest::Between {
+                        low: a.clone(),
+                        high: b.clone(),
+                    });
+                }
+                for t in &tests {
+                    let want: RoaringBitmap = floats
+                        .iter()
+                        .filter(|&&(_, x)| passes(Some(ValueView::Float(x)), t))
+                        .map(|f| f.0)
+                        .collect();
+                    assert_eq!(passing_in_order(&o, t).unwrap(), want, "{n} {t:?}");
+                    assert_eq!(passing(&slices, t).unwrap(), want, "{n} {t:?}");
+                }
+            }
+        }
     }
 }

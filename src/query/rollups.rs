@@ -158,6 +158,42 @@ impl Acc {
         self.n
     }
 
+    /// The figures of a customer's whole days as kept (`crate::index::totals`): surely in the
+    /// window, a minimum and maximum of NaN when every number is.
+    pub(super) fn of_whole(d: &DayNumbers) -> Acc {
+        Acc {
+            n: d.n,
+            sum: d.sum,
+            min: d.min,
+            max: d.max,
+            unsure: false,
+        }
+    }
+
+    /// The figures as kept for customer `cust` (see [`Acc::of_whole`]); `unsure` is not kept.
+    pub(super) fn kept(&self, cust: u32) -> DayNumbers {
+        DayNumbers {
+            cust,
+            n: self.n,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+        }
+    }
+
+    /// The figures with other figures of the same customer added (another day's, another
+    /// part's); `unsure` when either is. Minima and maxima of NaN (every number a NaN) are
+    /// skipped by `f64::min` and `max` unless both are.
+    pub(super) fn plus(&self, other: &Acc) -> Acc {
+        Acc {
+            n: self.n + other.n,
+            sum: self.sum + other.sum,
+            min: self.min.min(other.min),
+            max: self.max.max(other.max),
+            unsure: self.unsure || other.unsure,
+        }
+    }
+
     /// The figures as [`decide_aggregate`] takes them: a minimum above the maximum (every
     /// number a NaN) becomes NaN, which leaves `min` and `max` undecided.
     pub(super) fn finished(mut self) -> Acc {
