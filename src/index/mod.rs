@@ -49,7 +49,7 @@ pub use rollup::{DayCount, DayList, DayNumbers};
 pub use runs::{Piece, Runs};
 pub use snapshot::{DecodedFamily, Family, SNAPSHOT_VERSION};
 pub use texts::{DayTexts, ProfileTexts, TextColumn, Texts};
-pub use unions::{Unions, ValueUnions};
+pub use unions::{ByCustomer, Unions, ValueUnions};
 
 /// How many numeric properties of one event get per-day rollups, unless configured otherwise.
 pub const DEFAULT_ROLLUP_BOUND: usize = 8;

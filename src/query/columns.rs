@@ -414,20 +414,24 @@ impl DayPlan {
 }
 
 /// An event gathered for a task of [`for_each_step_journey`]: its customer's place among the
-/// task's, its steps, its day's columns and its row there.
+/// task's, its steps and its time (read in the pass over the day's rows, so that grouping the
+/// events by customer does not go back to the columns).
 #[derive(Debug, Clone, Copy, Default)]
 struct Gathered {
+    ts: Timestamp,
     place: u32,
     mask: u32,
-    day: u32,
-    row: u32,
 }
 
-/// A worker's buffers for the tasks of [`for_each_step_journey`], reused from task to task.
+/// A worker's buffers for the tasks of [`for_each_step_journey`], reused from task to task:
+/// the events gathered and, only with a `with same` property, each one's (day, row) to find
+/// its value; the same grouped by customer; each customer's start.
 #[derive(Default)]
 struct Gathering {
     hits: Vec<Gathered>,
+    at: Vec<(u32, u32)>,
     grouped: Vec<Gathered>,
+    grouped_at: Vec<(u32, u32)>,
     starts: Vec<usize>,
 }
 
@@ -514,6 +518,8 @@ pub(crate) fn for_each_step_journey<S: Send>(
             // This task's customers' events, from every day (each day's by customer), with
             // their customer's place in `custs`: only the rows of wanted customers are tested.
             g.hits.clear();
+            g.at.clear();
+            let with_values = same.is_some();
             for (d, ((_, col), plan)) in days.iter().zip(&plans).enumerate() {
                 let (start, end) = (rows[d][t].0 as usize, rows[d][t].1 as usize);
                 let mut current = None;
@@ -539,11 +545,13 @@ pub(crate) fn for_each_step_journey<S: Send>(
                     };
                     if mask != 0 {
                         g.hits.push(Gathered {
+                            ts: col.times[i],
                             place: place as u32,
                             mask,
-                            day: d as u32,
-                            row: i as u32,
                         });
+                        if with_values {
+                            g.at.push((d as u32, i as u32));
+                        }
                     }
                 }
             }
@@ -559,16 +567,23 @@ pub(crate) fn for_each_step_journey<S: Send>(
             }
             g.grouped.clear();
             g.grouped.resize(g.hits.len(), Gathered::default());
+            g.grouped_at.clear();
+            g.grouped_at.resize(g.at.len(), (0, 0));
             {
                 let Gathering {
                     hits,
+                    at,
                     grouped,
+                    grouped_at,
                     starts,
                 } = &mut *g;
                 // Each customer's next free slot: their start, moved on as events come.
-                for h in hits.iter() {
+                for (n, h) in hits.iter().enumerate() {
                     let slot = &mut starts[h.place as usize];
                     grouped[*slot] = *h;
+                    if with_values {
+                        grouped_at[*slot] = at[n];
+                    }
                     *slot += 1;
                 }
             }
@@ -581,20 +596,31 @@ pub(crate) fn for_each_step_journey<S: Send>(
                     continue;
                 }
                 one.clear();
-                one.extend(g.grouped[from..to].iter().map(|h| {
-                    let (d, i) = (h.day as usize, h.row as usize);
-                    let col = &days[d].1;
-                    let value = values[d].and_then(|pc| match pc.ids[i] {
-                        MISSING => None,
-                        id => Some(ValueView::of(&pc.values[id as usize])),
-                    });
-                    ColumnHit {
-                        cust: custs[p],
-                        ts: col.times[i],
+                let cust = custs[p];
+                if with_values {
+                    one.extend(g.grouped[from..to].iter().zip(&g.grouped_at[from..to]).map(
+                        |(h, &(d, i))| {
+                            let value =
+                                values[d as usize].and_then(|pc| match pc.ids[i as usize] {
+                                    MISSING => None,
+                                    id => Some(ValueView::of(&pc.values[id as usize])),
+                                });
+                            ColumnHit {
+                                cust,
+                                ts: h.ts,
+                                mask: h.mask,
+                                value,
+                            }
+                        },
+                    ));
+                } else {
+                    one.extend(g.grouped[from..to].iter().map(|h| ColumnHit {
+                        cust,
+                        ts: h.ts,
                         mask: h.mask,
-                        value,
-                    }
-                }));
+                        value: None,
+                    }));
+                }
                 from = to;
                 if !one.is_sorted_by_key(|h| h.ts) {
                     one.sort_by_key(|h| h.ts);
@@ -781,6 +807,18 @@ fn load_columns(
         EventColumns::declared_fingerprint,
         |body| EventColumns::decode(body, day, version),
     )
+}
+
+/// The columns of the kind's events on `day` (`Some(None)`: no event that day); `None` when the
+/// columns are missing and not to be built yet.
+pub(super) fn one_day(
+    store: &Store,
+    (event, ei): (u32, &EventIndex),
+    day: u32,
+) -> Result<Option<Option<Arc<EventColumns>>>> {
+    let start = day_start(day);
+    let days = day_columns(store, (event, ei), start, start + DAY_MS - 1)?;
+    Ok(days.map(|d| d.into_iter().next()))
 }
 
 /// The customers with an event of the kind on `day` later than `after`, from the day's columns;

@@ -388,6 +388,7 @@ pub(crate) fn funnel(
         }
     }
 
+    let medians: Vec<Option<f64>> = gaps.par_iter_mut().map(|g| median(g)).collect();
     let rows = (0..k)
         .map(|s| FunnelStep {
             step: req.steps[s].clone(),
@@ -398,7 +399,7 @@ pub(crate) fn funnel(
                 ratio(reached[s], reached[s - 1])
             },
             from_first: ratio(reached[s], reached[0]),
-            median_ms: if s == 0 { None } else { median(&mut gaps[s]) },
+            median_ms: if s == 0 { None } else { medians[s] },
         })
         .collect();
     Ok(Funnel {
@@ -416,12 +417,14 @@ pub(crate) fn median(values: &mut [i64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    values.sort_unstable();
+    // The middle value put in place (the smaller ones before it) rather than a whole sort.
     let n = values.len();
+    let (below, &mut middle, _) = values.select_nth_unstable(n / 2);
     Some(if n % 2 == 1 {
-        values[n / 2] as f64
+        middle as f64
     } else {
-        (values[n / 2 - 1] as f64 + values[n / 2] as f64) / 2.0
+        let before = below.iter().copied().max().unwrap_or(middle);
+        (before as f64 + middle as f64) / 2.0
     })
 }
 
@@ -554,6 +557,28 @@ mod tests {
         assert_eq!(median(&mut [5]), Some(5.0));
         assert_eq!(median(&mut [9, 1, 5]), Some(5.0));
         assert_eq!(median(&mut [4, 1, 2, 3]), Some(2.5));
+        assert_eq!(median(&mut [7, 7, 1, 7]), Some(7.0));
+        assert_eq!(median(&mut [10, -4]), Some(3.0));
+        // Against a sort, on lengths both odd and even, with repeats.
+        let mut x: u64 = 1;
+        for n in 1..200usize {
+            let mut v: Vec<i64> = (0..n)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (x >> 33) as i64 % 50 - 10
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_unstable();
+            let want = if n % 2 == 1 {
+                sorted[n / 2] as f64
+            } else {
+                (sorted[n / 2 - 1] as f64 + sorted[n / 2] as f64) / 2.0
+            };
+            assert_eq!(median(&mut v), Some(want), "{n} values");
+        }
     }
 
     #[test]

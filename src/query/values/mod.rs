@@ -5,16 +5,22 @@
 //! The primitive is `who_did_each`: for every indexed value of an (event, property) pair, the
 //! exact set of customers who did the event with that value inside a window. It is the union of
 //! the value's per-day bitmaps over the window's whole days, plus, on the (at most two) days the
-//! window cuts, the customers whose events of that kind that day all lie inside the window (the
-//! count rollups' spans say so, as for rule conditions), plus those the spans leave undecided
-//! and whose stored events of that day show the value inside the window. `top.rs` intersects
-//! these sets with an audience, `recommend.rs` with each other, and `recent.rs` reads one
-//! customer's stored events only.
+//! window cuts, the customers with an event of that kind and value inside the window: from the
+//! day's event columns (`query::columns`) where they are built (not on the window's last day,
+//! where a live store's writes land), else those whose events of that
+//! kind that day all lie inside the window (the count rollups' spans say so, as for rule
+//! conditions) plus those the spans leave undecided and whose stored events of that day show the
+//! value inside the window. `top.rs` counts an audience in these sets, `recommend.rs` their
+//! co-occurrences, both through `PerCustomer` (each customer's values: the whole days' pairs
+//! turned around once and kept with their unions, `crate::index::ByCustomer`) where that is the
+//! cheaper, and `recent.rs` reads one customer's stored events only.
 //!
 //! This module owns those three reads and their result types. It reads the indexes, the catalog
 //! and customers' stored events through the `ReadState` and `Store` it is handed (the caller
-//! holds the read guard for the whole call); it never writes, never takes a lock of its own, and
-//! does not touch the plan, the bounds or the exact checks of rules beyond calling them.
+//! holds the read guard for the whole call); it never writes (the cut days' event columns it asks
+//! `query::columns` for may be built and stored there, as derived records), never takes a lock
+//! of its own, and does not touch the plan, the bounds or the exact checks of rules beyond
+//! calling them.
 
 pub(crate) mod recent;
 pub(crate) mod recommend;
@@ -31,9 +37,12 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::{Error, Result};
 use crate::index::rollup::ListVersion;
-use crate::index::{EventIndex, IndexValue, Indexes, Unions, ValueDays, ValueRef};
-use crate::model::time::{day_start, Timestamp};
+use crate::index::{
+    ByCustomer, EventColumns, EventIndex, IndexValue, Indexes, Unions, ValueDays, ValueRef, MISSING,
+};
+use crate::model::time::{day_of, day_start, Timestamp};
 use crate::model::value::ValueType;
+use crate::model::FastMap;
 use crate::model::Value;
 use crate::query::ReadState;
 use crate::rules::{
@@ -44,6 +53,7 @@ use crate::storage::view::{self, ValueView};
 use crate::storage::Store;
 
 use super::check::{self, Warning};
+use super::columns;
 use super::plan::{Filter, NodeKind};
 use super::rollups::{cut_day_sides, WindowDays};
 
@@ -215,6 +225,19 @@ pub(crate) fn who_did_each(
     // Per value, the customers the cut days add.
     let mut extra: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); entries.len()];
     for &(d, a, b) in &win.edges {
+        let from = day_start(d) + a;
+        let to = day_start(d) + b;
+        // A day before the window's last, from the day's columns where they are built: a pass
+        // over the day's events. Not the last day: on a live store writes land there, and each
+        // would have the next call rebuild that day's columns.
+        if d < day_of(t.to) {
+            if let Some(col) = columns::one_day(store, (event, ei), d)? {
+                if let Some(col) = col {
+                    cut_day_from_columns(&col, prop, (from, to), values, &position, &mut extra);
+                }
+                continue;
+            }
+        }
         // Everyone who did the event that day (the values' customers among them): the event's
         // own bitmap of the day, else the union of the values'.
         let cut: RoaringBitmap = match ei.days.get(&d) {
@@ -236,8 +259,6 @@ pub(crate) fn who_did_each(
         }
         // The others: read that day's events.
         let unsure: Vec<u32> = (cut - inside - outside).iter().collect();
-        let from = day_start(d) + a;
-        let to = day_start(d) + b;
         let found: Vec<(usize, u32)> = unsure
             .par_chunks(256)
             .map(|custs| {
@@ -295,6 +316,47 @@ pub(crate) fn who_did_each(
     Ok(sets)
 }
 
+/// Adds to `extra` (a bitmap per entry, `position` finding an index value's) the customers
+/// with an event in `from..=to` carrying each value of `prop`, from one day's columns: each
+/// distinct value of the day looked up once, then a pass over the day's events (by customer,
+/// so each value's customers come ascending).
+fn cut_day_from_columns<'k>(
+    col: &EventColumns,
+    prop: u32,
+    (from, to): (Timestamp, Timestamp),
+    values: &'k FastMap<IndexValue, ValueDays>,
+    position: &impl Fn(&'k IndexValue) -> Option<usize>,
+    extra: &mut [RoaringBitmap],
+) {
+    let Some(pc) = col.prop(prop) else {
+        return;
+    };
+    let at: Vec<Option<usize>> = pc
+        .values
+        .iter()
+        .map(|v| {
+            let k = key_of(ValueView::of(v))?;
+            values.get_key_value(&k).and_then(|(key, _)| position(key))
+        })
+        .collect();
+    for (i, (&cust, &ts)) in col.custs.iter().zip(&col.times).enumerate() {
+        if ts < from || ts > to {
+            continue;
+        }
+        let id = pc.ids[i];
+        if id == MISSING {
+            continue;
+        }
+        if let Some(p) = at[id as usize] {
+            // Ascending per value within the day: appending keeps the fast path (a repeat, or a
+            // customer below those another cut day added, is inserted).
+            if extra[p].try_push(cust).is_err() {
+                extra[p].insert(cust);
+            }
+        }
+    }
+}
+
 /// One value's customers in a window, without copying the kept union of its whole days: that
 /// union (shared with the cache) and the customers the cut days add beyond it (disjoint from it).
 #[derive(Debug, Clone)]
@@ -339,6 +401,127 @@ impl ValueSet {
     }
 }
 
+/// Counts, for every value of [`who_did_each`]'s sets, how many of some customers its set
+/// holds, through each customer's values rather than an intersection per value: the whole
+/// days' pairs turned around ([`ByCustomer`], kept with the unions) and the cut days' pairs
+/// (few) turned around per call. Exactly `set.intersection_len(custs)` for every set.
+pub(crate) struct PerCustomer<'a> {
+    /// The whole days' pairs by customer, and per position in their unions the set's position
+    /// in the sets counted ([`NO_SET`]: none).
+    whole: Option<(&'a ByCustomer, Vec<u32>)>,
+    /// The cut days' (customer, set position) pairs, ascending, and their customers.
+    extra: Vec<(u32, u32)>,
+    extra_custs: RoaringBitmap,
+}
+
+/// A value of the kept unions without a set among those counted.
+const NO_SET: u32 = u32::MAX;
+
+/// Audiences of more customers than this are counted in parallel slices of ids.
+const PARALLEL_COUNT: u64 = 100_000;
+
+impl<'a> PerCustomer<'a> {
+    /// `None` when the whole days' pairs cannot be turned around (see [`ByCustomer::new`]).
+    pub fn new(sets: &'a [(IndexValue, ValueSet)]) -> Option<PerCustomer<'a>> {
+        let whole = sets.iter().find_map(|(_, s)| s.days.as_ref().map(|d| &d.0));
+        let whole = match whole {
+            Some(unions) => {
+                // `who_did_each` takes every value's whole days from one kept union.
+                if sets.iter().any(|(_, s)| {
+                    s.days
+                        .as_ref()
+                        .is_some_and(|(u, _)| !Arc::ptr_eq(u, unions))
+                }) {
+                    return None;
+                }
+                let by = unions.by_customer()?;
+                let mut map = vec![NO_SET; unions.sets.len()];
+                for (j, (_, s)) in sets.iter().enumerate() {
+                    if let Some((_, at)) = &s.days {
+                        map[*at] = j as u32;
+                    }
+                }
+                Some((by, map))
+            }
+            None => None,
+        };
+        let mut extra: Vec<(u32, u32)> = sets
+            .iter()
+            .enumerate()
+            .flat_map(|(j, (_, s))| s.extra.iter().map(move |c| (c, j as u32)))
+            .collect();
+        extra.sort_unstable();
+        let mut extra_custs = RoaringBitmap::new();
+        for &(c, _) in &extra {
+            // Ascending: appending keeps the fast path (a repeat is refused, harmlessly).
+            let _ = extra_custs.try_push(c);
+        }
+        Some(PerCustomer {
+            whole,
+            extra,
+            extra_custs,
+        })
+    }
+
+    /// Adds to `counts[j]` (a slot per set) how many of `custs` set `j` holds.
+    pub fn count(&self, custs: &RoaringBitmap, counts: &mut [u32]) {
+        if let Some((by, map)) = &self.whole {
+            let add = |counts: &mut [u32], c: u32| {
+                for &at in by.of(c) {
+                    let j = map[at as usize];
+                    if j != NO_SET {
+                        counts[j as usize] += 1;
+                    }
+                }
+            };
+            if custs.len() > PARALLEL_COUNT {
+                let slices = custs.max().map_or(0, |m| (m >> 16) + 1);
+                let parts: Vec<Vec<u32>> = (0..slices)
+                    .into_par_iter()
+                    .map(|s| {
+                        let mut part = vec![0u32; counts.len()];
+                        let lo = s << 16;
+                        for c in custs.range(lo..=(lo | 0xFFFF)) {
+                            add(&mut part, c);
+                        }
+                        part
+                    })
+                    .collect();
+                for part in parts {
+                    for (n, m) in counts.iter_mut().zip(part) {
+                        *n += m;
+                    }
+                }
+            } else {
+                for c in custs {
+                    add(counts, c);
+                }
+            }
+        }
+        if !self.extra.is_empty() {
+            let both = custs & &self.extra_custs;
+            let mut k = 0;
+            for c in &both {
+                while self.extra[k].0 < c {
+                    k += 1;
+                }
+                while k < self.extra.len() && self.extra[k].0 == c {
+                    counts[self.extra[k].1 as usize] += 1;
+                    k += 1;
+                }
+            }
+        }
+    }
+
+    /// For every set, how many customers it shares with `set` (both parts of `set` counted).
+    pub fn shared_with(&self, set: &ValueSet, counts: &mut [u32]) {
+        if let Some(d) = set.days() {
+            self.count(d, counts);
+        }
+        self.count(&set.extra, counts);
+    }
+}
+
 /// Each value's customers over the whole days `first..=last`: kept from an earlier call while
 /// the event's count lists of those days are unchanged, built (and kept) otherwise.
 fn whole_days(
@@ -363,13 +546,7 @@ fn whole_days(
             (!set.is_empty()).then(|| ((*k).clone(), set))
         })
         .collect();
-    let built = Arc::new(Unions {
-        prop,
-        first,
-        last,
-        versions,
-        sets,
-    });
+    let built = Arc::new(Unions::new(prop, (first, last), versions, sets));
     ei.unions.put(built.clone());
     built
 }
@@ -411,5 +588,104 @@ pub(crate) fn key_of(v: ValueView<'_>) -> Option<ValueRef<'_>> {
         ValueView::Int(i) => Some(ValueRef::Int(i)),
         ValueView::Bool(b) => Some(ValueRef::Bool(b)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (no dependency needed for a unit test).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, below: u32) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % u64::from(below)) as u32
+        }
+    }
+
+    #[test]
+    fn counts_through_customers_equal_the_intersections() {
+        let mut rng = Lcg(17);
+        // Ids over several slices of 65,536, sets of every density, some values only in the
+        // cut days, some only in the whole days, one of the kept unions not among the sets.
+        let span = 300_000;
+        let mut whole = Vec::new();
+        let mut extras = Vec::new();
+        for v in 0..40u32 {
+            let dense = [5, 500, 40_000, 150_000][v as usize % 4];
+            let mut days: RoaringBitmap = (0..dense).map(|_| rng.next(span)).collect();
+            let mut extra: RoaringBitmap = (0..rng.next(300)).map(|_| rng.next(span)).collect();
+            if v % 7 == 3 {
+                days.clear();
+            }
+            if v % 5 == 1 {
+                extra.clear();
+            }
+            extra -= &days;
+            whole.push((IndexValue::Int(i64::from(v)), days));
+            extras.push(extra);
+        }
+        let kept: Vec<(IndexValue, RoaringBitmap)> = whole
+            .iter()
+            .filter(|(_, d)| !d.is_empty())
+            .cloned()
+            .collect();
+        let unions = Arc::new(Unions::new(1, (0, 9), Vec::new(), kept));
+        let mut sets: Vec<(IndexValue, ValueSet)> = whole
+            .iter()
+            .zip(extras)
+            .filter_map(|((k, _), extra)| {
+                let at = unions.sets.binary_search_by(|(v, _)| v.cmp(k)).ok();
+                let set = ValueSet::new(at.map(|at| (unions.clone(), at)), extra);
+                (set.len() > 0).then(|| (k.clone(), set))
+            })
+            .collect();
+        assert!(sets[2].1.days().is_some());
+        sets.remove(2);
+        let per = PerCustomer::new(&sets).expect("few pairs");
+        for size in [0, 1, 3_000, 60_000, 200_000, 290_000] {
+            let custs: RoaringBitmap = (0..size).map(|_| rng.next(span + 1_000)).collect();
+            let mut counts = vec![0u32; sets.len()];
+            per.count(&custs, &mut counts);
+            for (j, (_, set)) in sets.iter().enumerate() {
+                assert_eq!(
+                    u64::from(counts[j]),
+                    set.intersection_len(&custs),
+                    "value {j}, {size} customers"
+                );
+            }
+        }
+        for (i, (_, own)) in sets.iter().enumerate() {
+            let mut row = vec![0u32; sets.len()];
+            per.shared_with(own, &mut row);
+            for (j, (_, set)) in sets.iter().enumerate() {
+                assert_eq!(
+                    u64::from(row[j]),
+                    own.shared_with(set),
+                    "values {i} and {j}"
+                );
+            }
+        }
+        // Without whole days: the cut days' pairs alone.
+        let cut_only: Vec<(IndexValue, ValueSet)> = sets
+            .iter()
+            .map(|(k, s)| (k.clone(), ValueSet::new(None, s.extra.clone())))
+            .collect();
+        let per = PerCustomer::new(&cut_only).expect("no whole days");
+        let custs: RoaringBitmap = (0..50_000).map(|_| rng.next(span)).collect();
+        let mut counts = vec![0u32; cut_only.len()];
+        per.count(&custs, &mut counts);
+        for (j, (_, set)) in cut_only.iter().enumerate() {
+            assert_eq!(
+                u64::from(counts[j]),
+                set.intersection_len(&custs),
+                "cut value {j}"
+            );
+        }
     }
 }

@@ -13,7 +13,9 @@
 //! value everyone did does not win by being everywhere). Values with a score of 0 and the
 //! customer's own values are left out; ranked by score, ties by value. A customer with no value
 //! in the window (or unknown) gets the most popular values instead, scored `|S(c)| / all
-//! customers`. This module reads the indexes (and the cut days' events); it never writes.
+//! customers`. Each `|S(h) ∩ S(c)|` for every candidate `c` at once is a pass over the
+//! customers of `S(h)` and their values ([`super::PerCustomer`]), not an intersection per
+//! candidate. This module reads the indexes (and the cut days' events); it never writes.
 
 use rayon::prelude::*;
 
@@ -24,7 +26,7 @@ use crate::query::ReadState;
 use crate::storage::Store;
 
 use super::super::check::Warning;
-use super::{require_indexed, target, to_value, who_did_each};
+use super::{require_indexed, target, to_value, who_did_each, PerCustomer};
 
 /// A value and its score.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +85,28 @@ pub(crate) fn recommend(
         let all = state.indexes.everyone.len().max(1) as f64;
         (0..sets.len())
             .map(|i| (i, sets[i].1.len() as f64 / all))
+            .collect()
+    } else if let Some(per) = PerCustomer::new(&sets) {
+        // Each own value's co-occurrences with every value, from its customers' values.
+        let rows: Vec<Vec<u32>> = own
+            .par_iter()
+            .map(|&i| {
+                let mut row = vec![0u32; sets.len()];
+                per.shared_with(&sets[i].1, &mut row);
+                row
+            })
+            .collect();
+        (0..sets.len())
+            .filter(|j| own.binary_search(j).is_err())
+            .filter_map(|j| {
+                let cand = &sets[j].1;
+                let score = cosine_sum(
+                    own.iter()
+                        .zip(&rows)
+                        .map(|(&i, row)| (u64::from(row[j]), sets[i].1.len(), cand.len())),
+                );
+                (score > 0.0).then_some((j, score))
+            })
             .collect()
     } else {
         (0..sets.len())

@@ -2,8 +2,10 @@
 //! beside everyone's count and the lift.
 //!
 //! The audience is the rule's exact members at *now* (the query engine's plan, bounds and exact
-//! checks); each value's customers are [`super::who_did_each`]'s exact set, intersected with the
-//! members. This module ranks and shapes the rows; it never writes.
+//! checks); each value's customers are [`super::who_did_each`]'s exact set, and the members each
+//! holds are counted by an intersection per value or, for a small audience, through the members'
+//! own values ([`super::PerCustomer`]; same counts). This module ranks and shapes the rows; it
+//! never writes.
 
 use std::cmp::Ordering;
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use crate::storage::Store;
 use super::super::check::Warning;
 use super::super::run::{plan_and_bounds, Warnings};
 use super::super::{exec, PreparedRule};
-use super::{require_indexed, target, to_value, who_did_each};
+use super::{require_indexed, target, to_value, who_did_each, PerCustomer, ValueSet};
 
 /// How `top` ranks its rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,15 +162,17 @@ pub(crate) fn top(
     let min = req
         .min_customers
         .unwrap_or_else(|| req.order.default_min_customers());
+    let all = state.indexes.everyone.len();
+    let customers = audience_counts(&sets, &members, all);
     let mut counted: Vec<(IndexValue, u64, u64)> = sets
-        .par_iter()
-        .map(|(k, set)| (k.clone(), set.intersection_len(&members), set.len()))
+        .iter()
+        .zip(customers)
+        .map(|((k, set), customers)| (k.clone(), customers, set.len()))
         .filter(|&(_, customers, _)| customers >= min)
         .collect();
     rank(&mut counted, req.order);
     counted.truncate(req.limit);
     let audience = members.len();
-    let all = state.indexes.everyone.len();
     let rows = counted
         .into_iter()
         .map(|(k, customers, everyone)| row(&k, customers, everyone, audience, all))
@@ -181,6 +185,39 @@ pub(crate) fn top(
         now,
         elapsed: started.elapsed(),
     })
+}
+
+/// Members per value above which an audience is counted by intersections (see
+/// [`audience_counts`]): about the members whose values cost what one container's intersection
+/// does.
+const PER_VALUE: u64 = 1024;
+
+/// For each set, how many of `members` it holds. A small audience is counted through its
+/// customers' values ([`PerCustomer`]: a pass over each member's few values); a large one by an
+/// intersection per value, which is then the cheaper: the audience's bitmap is mostly dense
+/// containers, and one container's intersection costs about what [`PER_VALUE`] members' values
+/// do. Small: under half of all `all` customers and under [`PER_VALUE`] members per value
+/// (at 1M customers, 48,448 members over 1,000 products are counted through their values, and
+/// 121,862 over 20 categories by intersections).
+pub(crate) fn audience_counts(
+    sets: &[(IndexValue, ValueSet)],
+    members: &RoaringBitmap,
+    all: u64,
+) -> Vec<u64> {
+    let small = members.len().saturating_mul(2) < all
+        && members.len() < (sets.len() as u64).saturating_mul(PER_VALUE);
+    let per = if small { PerCustomer::new(sets) } else { None };
+    match per {
+        Some(per) => {
+            let mut counts = vec![0u32; sets.len()];
+            per.count(members, &mut counts);
+            counts.into_iter().map(u64::from).collect()
+        }
+        None => sets
+            .par_iter()
+            .map(|(_, set)| set.intersection_len(members))
+            .collect(),
+    }
 }
 
 /// Sorts (value, customers, everyone) rows: by customers, most first, or by lift, highest first,
