@@ -1,5 +1,5 @@
-//! Derived data kept in the folder (issue 20, "cold"): event columns, text columns and runs of
-//! days stored by the readers that build them and loaded by later processes. Every answer, from
+//! Derived data kept in the folder (issue 20, "cold"): event columns, text columns, runs of days
+//! and `bucket(NAME)` splits stored by the readers that build them and loaded by later processes. Every answer, from
 //! records just built, loaded after a reopen, or left stale by writes, deletes, merges and a
 //! crash-like drop, equals the reference evaluator's (`tests/reference/mod.rs`); reopened
 //! processes really use stored records; a compaction (and so an erasure) leaves none.
@@ -48,6 +48,9 @@ const RULES: &[&str] = &[
     "searched where query contains \"red\" at least 2 times in last 120 days",
     "first purchased in last 30 days",
     "visited in last 2 hours",
+    "bucket(exp) < 37",
+    "bucket(exp) >= 60 and purchased in last 90 days",
+    "bucket(other) = 4 or bucket(other) between 50 and 70",
 ];
 
 /// The *now*s every rule is asked at: midnight, and a time that cuts days.
@@ -189,6 +192,14 @@ fn stored_derived(path: &std::path::Path) -> usize {
     tree.scan_prefix(b"y").count()
 }
 
+/// The stored split `name`'s record, read with sled directly.
+fn stored_split(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let raw = raw_sled::open(path);
+    let tree = raw.open_tree("audiencedb").unwrap();
+    let key = [b"yB", name.as_bytes()].concat();
+    tree.get(key).unwrap().map(|v| v.to_vec())
+}
+
 #[test]
 fn stored_derived_data_answers_as_the_reference_through_writes_reopens_and_crashes() {
     audiencedb::testing::journeys_by_columns_from(0);
@@ -206,6 +217,8 @@ fn stored_derived_data_answers_as_the_reference_through_writes_reopens_and_crash
         stored_derived(&path) > 20,
         "the readers stored what they built"
     );
+    let split = stored_split(&path, "exp").expect("the split is stored");
+    assert!(stored_split(&path, "other").is_some());
 
     // A fresh process answers from the stored records.
     let used = audiencedb::testing::derived_used();
@@ -235,6 +248,8 @@ fn stored_derived_data_answers_as_the_reference_through_writes_reopens_and_crash
         .unwrap();
         check_all(&db, "written");
     }
+    // 15 new customers on 60: the split grew by a quarter, and was stored again.
+    assert_ne!(stored_split(&path, "exp"), Some(split));
     {
         let db = open(&path);
         check_all(&db, "reopened after writes");
@@ -275,4 +290,73 @@ fn stored_derived_data_answers_as_the_reference_through_writes_reopens_and_crash
     let db = open(&path);
     check_all(&db, "after the erasure");
     assert!(db.customer("c30").unwrap().is_none());
+}
+
+/// A folder of one visit by each of `ids`, in that order, with `gone` deleted, the rules
+/// `bucket(exp) = B` asked for every bucket (so that the split is built and stored).
+fn visits(path: &std::path::Path, ids: &[String], gone: &[&str]) {
+    let db = open(path);
+    let now = at("2026-11-01T00:00:00Z");
+    let msgs = ids
+        .iter()
+        .map(|id| Message::track(id, "visited", vec![], Some(now - DAY_MS)))
+        .collect();
+    db.ingest(msgs).unwrap();
+    for id in gone {
+        db.delete_customer(id).unwrap();
+    }
+    db.query("bucket(exp) < 50", now).unwrap();
+}
+
+/// Each bucket's members against the reference's hash of every customer's id.
+fn check_buckets(db: &Db, step: &str) {
+    let now = at("2026-11-01T00:00:00Z");
+    let customers: Vec<_> = ids()
+        .iter()
+        .filter_map(|id| db.customer(id).unwrap())
+        .collect();
+    for b in 0..100 {
+        let rule = format!("bucket(exp) = {b}");
+        let parsed = audiencedb::rules::parse(&rule).unwrap();
+        let expected = reference::evaluate(&parsed, now, &customers).unwrap();
+        let got = db.member_ids(&db.query(&rule, now).unwrap()).unwrap();
+        assert_eq!(got, expected, "{step}: {rule}");
+    }
+}
+
+/// A stored split is used only for the ids it covered: a record carried over from another
+/// folder, whose internal ids name other customers or which did not cover a customer alive
+/// here, is hashed again, never read.
+#[test]
+fn a_split_stored_for_other_ids_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ids();
+    let reversed: Vec<String> = ids.iter().rev().cloned().collect();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    // `a`: c0..c79 in order, c5 (internal id 5) deleted before the split was built; `b`: the
+    // same, c5 kept (alive, not covered); `c`: the ids in the other order, c74 (internal id 5)
+    // deleted (every live id covered, but each by another customer's bucket).
+    visits(&a, &ids, &["c5"]);
+    visits(&b, &ids, &[]);
+    visits(&c, &reversed, &["c74"]);
+    let record = stored_split(&a, "exp").unwrap();
+    for (path, step) in [(&b, "c5 alive here"), (&c, "ids in another order")] {
+        {
+            let raw = raw_sled::open(path);
+            let tree = raw.open_tree("audiencedb").unwrap();
+            tree.insert(b"yBexp", record.clone()).unwrap();
+            raw.flush().unwrap();
+        }
+        let db = open(path);
+        check_buckets(&db, step);
+    }
+    // The folder it was built for uses it.
+    let used = audiencedb::testing::derived_used();
+    let db = open(&a);
+    check_buckets(&db, "its own folder");
+    assert!(audiencedb::testing::derived_used() > used);
 }

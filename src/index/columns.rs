@@ -315,14 +315,21 @@ impl Columns {
 
     /// [`Columns::ask`] for one day, by a reader that can do without them at a small cost (a
     /// window cutting the day where the count rollups' spans leave few customers undecided, to
-    /// be read one by one): `false` the first time for this day, `true` from then on. Saving
-    /// many audiences with windows of different lengths so builds no day's columns for one
-    /// answer; a rule answered again builds them.
-    pub fn ask_day(&self, day: u32) -> bool {
-        if self.asked_days.read().contains(&day) {
+    /// be read one by one): `false` the first time for this (event, day), `true` from then on,
+    /// in this process or in an earlier one (the first leaves a mark among the derived records
+    /// of `kept`). Saving many audiences with windows of different lengths so builds no day's
+    /// columns for one answer; a rule answered again, by a server or a second CLI `query`,
+    /// builds them and stores them for later processes.
+    pub fn ask_day(&self, kept: &dyn DerivedStore, event: u32, day: u32) -> bool {
+        if self.asked_days.read().contains(&day) || !self.asked_days.write().insert(day) {
             return true;
         }
-        !self.asked_days.write().insert(day)
+        let mark = derived::asked_day_key(event, day);
+        if kept.load(&mark).is_some() {
+            return true;
+        }
+        kept.save(&mark, &[]);
+        false
     }
 
     /// Keeps a day's columns, replacing older ones of the same day.
@@ -443,14 +450,24 @@ mod tests {
     #[test]
     fn each_day_is_asked_for_once_before_it_is_built() {
         let columns = Columns::default();
-        assert!(!columns.ask_day(20));
-        assert!(!columns.ask_day(21));
-        assert!(columns.ask_day(20));
-        assert!(columns.ask_day(21));
+        let none = derived::NoStore;
+        assert!(!columns.ask_day(&none, 1, 20));
+        assert!(!columns.ask_day(&none, 1, 21));
+        assert!(columns.ask_day(&none, 1, 20));
+        assert!(columns.ask_day(&none, 1, 21));
         assert!(
-            !columns.ask(&derived::NoStore, 1),
+            !columns.ask(&none, 1),
             "a day asked for leaves the event's first ask alone"
         );
-        assert!(!columns.clone().ask_day(20), "a copy has not been asked");
+        assert!(
+            !columns.clone().ask_day(&none, 1, 20),
+            "a copy has not been asked"
+        );
+        // Across processes: the mark a first one left.
+        let kept = derived::MemStore::default();
+        assert!(!Columns::default().ask_day(&kept, 1, 20));
+        assert!(Columns::default().ask_day(&kept, 1, 20));
+        assert!(!Columns::default().ask_day(&kept, 2, 20), "another event");
+        assert!(!Columns::default().ask_day(&kept, 1, 21), "another day");
     }
 }

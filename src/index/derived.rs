@@ -1,6 +1,8 @@
-//! Derived data kept in the folder (issue 20, "cold"): the event columns of `columns.rs` and the
-//! merged runs of days of `runs.rs`, stored when a reader builds them so that a fresh process
-//! loads them instead of building them again.
+//! Derived data kept in the folder (issue 20, "cold"): the event columns of `columns.rs`, the
+//! text columns of `texts.rs`, the merged runs of days of `runs.rs` and the `bucket(NAME)`
+//! splits of `buckets.rs` (validated by the ids they covered, not by fingerprints: see there),
+//! stored when a reader builds them so that a fresh process loads them instead of building them
+//! again.
 //!
 //! A stored record names the fingerprints ([`crate::index::DayList::fingerprint`]) of the day
 //! lists it was derived from, and is used only while those lists have exactly those
@@ -22,11 +24,30 @@ use std::borrow::Cow;
 use crate::error::Result;
 use crate::storage::codec;
 
+/// A record's bytes as the store holds them (not copied: a record may be megabytes, and a fresh
+/// process's first answer pays for every byte it touches).
+pub struct Loaded(Box<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Loaded {
+    /// The bytes `bytes` own.
+    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Loaded {
+        Loaded(Box::new(bytes))
+    }
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
 /// Where derived records are loaded from and stored to. Both are best effort: a record that
 /// cannot be read is built, one that cannot be written is built again next time.
 pub trait DerivedStore: Sync {
     /// The record under `key`, if one is stored and readable.
-    fn load(&self, key: &[u8]) -> Option<Vec<u8>>;
+    fn load(&self, key: &[u8]) -> Option<Loaded>;
     /// Stores `record` under `key`, replacing what was there.
     fn save(&self, key: &[u8], record: &[u8]);
 }
@@ -53,7 +74,7 @@ pub struct NoStore;
 
 #[cfg(test)]
 impl DerivedStore for NoStore {
-    fn load(&self, _key: &[u8]) -> Option<Vec<u8>> {
+    fn load(&self, _key: &[u8]) -> Option<Loaded> {
         None
     }
 
@@ -94,6 +115,16 @@ pub fn asked_key(event: u32) -> Vec<u8> {
     k
 }
 
+/// The key of the mark that some reader could have used `event`'s columns of `day` (an empty
+/// record; `crate::index::Columns::ask_day`).
+pub fn asked_day_key(event: u32, day: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'D');
+    k.extend_from_slice(&event.to_be_bytes());
+    k.extend_from_slice(&day.to_be_bytes());
+    k
+}
+
 /// The key of a run of days: its kind (counts or numbers), event, key (a property for numbers,
 /// 0 for counts), first day and length.
 pub fn run_key(kind: u8, event: u32, key: u32, first: u32, len: u32) -> Vec<u8> {
@@ -106,6 +137,14 @@ pub fn run_key(kind: u8, event: u32, key: u32, first: u32, len: u32) -> Vec<u8> 
     k
 }
 
+/// The key of a `bucket(NAME)` split's buckets (`crate::index::buckets`): the name's bytes.
+pub fn bucket_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(b'B');
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 /// Wraps a record's body: LZ4-compressed when that saves an eighth, else as is.
 pub fn pack(body: &[u8]) -> Vec<u8> {
     let mut tagged = Vec::with_capacity(body.len() + 1);
@@ -114,7 +153,17 @@ pub fn pack(body: &[u8]) -> Vec<u8> {
     codec::pack(tagged)
 }
 
-/// The body of a record written by [`pack`].
+/// Wraps a record's body as is, never compressed: for records read whole on a fresh process's
+/// first answer whose decompression would cost more than the bytes saved (runs of days,
+/// bucket splits); [`unpack`] borrows the body.
+pub fn pack_plain(body: &[u8]) -> Vec<u8> {
+    let mut tagged = Vec::with_capacity(body.len() + 1);
+    tagged.push(codec::PACKED_PLAIN);
+    tagged.extend_from_slice(body);
+    tagged
+}
+
+/// The body of a record written by [`pack`] or [`pack_plain`].
 pub fn unpack(record: &[u8]) -> Result<Cow<'_, [u8]>> {
     codec::unpack(record, "derived record", MAX_RECORD_BYTES)
 }
@@ -150,10 +199,10 @@ pub struct MemStore {
 
 #[cfg(test)]
 impl DerivedStore for MemStore {
-    fn load(&self, key: &[u8]) -> Option<Vec<u8>> {
+    fn load(&self, key: &[u8]) -> Option<Loaded> {
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.records.lock().get(key).cloned()
+        self.records.lock().get(key).cloned().map(Loaded::new)
     }
 
     fn save(&self, key: &[u8], record: &[u8]) {
@@ -179,5 +228,8 @@ mod tests {
         assert_eq!(&*unpack(&record).unwrap(), &body[..]);
         assert_eq!(&*unpack(&pack(&[1, 2, 3])).unwrap(), &[1, 2, 3]);
         assert!(unpack(&[9, 9]).is_err());
+        let plain = pack_plain(&body);
+        assert_eq!(plain.len(), body.len() + 1);
+        assert!(matches!(unpack(&plain).unwrap(), Cow::Borrowed(b) if b == &body[..]));
     }
 }

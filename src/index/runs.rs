@@ -171,7 +171,10 @@ impl<T: StoredPartial + Send + Sync> Runs<T> {
         // Each day's head is sorted: the stable sort merges those runs.
         merge_partials(&mut items);
         items.shrink_to_fit();
-        kept.save(&record_key, &derived::pack(&encode_run(sources(), &items)));
+        kept.save(
+            &record_key,
+            &derived::pack_plain(&encode_run(sources(), &items)),
+        );
         let run = Arc::new(Run {
             sources: lists().map(|(&d, l)| (d, l.version())).collect(),
             items,

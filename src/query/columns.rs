@@ -791,6 +791,25 @@ fn day_columns(
     Ok(Some(columns.into_iter().filter_map(|(_, c)| c).collect()))
 }
 
+/// Whether `day`'s columns of the event are at hand without a build: kept in memory for the day's
+/// count list as it is, or stored in the folder with its fingerprint (then loaded and kept).
+pub(super) fn at_hand(store: &Store, (event, ei): (u32, &EventIndex), day: u32) -> bool {
+    let Some(list) = ei.counts.get(&day) else {
+        return false;
+    };
+    let version = list.version();
+    if ei.columns.get(day, version).is_some() {
+        return true;
+    }
+    match load_columns(&Kept(store), event, day, version, list.fingerprint()) {
+        Some(c) => {
+            ei.columns.put(day, Arc::new(c));
+            true
+        }
+        None => false,
+    }
+}
+
 /// The stored columns of `event` on `day`, if their events have the fingerprint `fp` of the
 /// day's count list (whose version is `version`).
 fn load_columns(

@@ -138,10 +138,13 @@ impl Sources<'_> {
                 (0, _) => Bounds::exact(RoaringBitmap::new()),
                 (n, _) if n == usize::from(BUCKETS) => Bounds::exact(self.all().clone()),
                 (_, Some(ids)) => {
-                    let split = self
-                        .indexes
-                        .bucket_splits()
-                        .split(&b.name, ids.bound(), |id| ids.external(id));
+                    let split = self.indexes.bucket_splits().split(
+                        &Kept(self.store),
+                        self.all(),
+                        &b.name,
+                        ids.bound(),
+                        |id| ids.external(id),
+                    );
                     let sure = &*split.accepted(|x| b.accepts(x)) & self.all();
                     // Ids the map did not hold yet (if any) are checked one by one.
                     match self.all().max() {
@@ -799,12 +802,13 @@ impl Sources<'_> {
 
     /// Who has an event of the kind in a window that cuts a day (`visited in last 2 hours`):
     /// the whole days from their bitmaps and each cut day from the times of its event columns
-    /// (`super::columns`), exact; but a cut day whose columns are not built and whose count
-    /// rollups' spans leave few customers undecided (at most [`FEW_UNDECIDED`] or an eighth of
-    /// the day's) gives bounds from the spans the first time it is asked for, the undecided
-    /// read by the exact check (saving audiences with windows of many lengths so builds no
-    /// columns for days it asks about once). `None` when the window cuts no day (the bitmaps
-    /// are exact) or the columns are not to be built yet or cannot be.
+    /// (`super::columns`), exact; but a cut day whose columns are neither built nor stored and
+    /// whose count rollups' spans leave few customers undecided (at most [`FEW_UNDECIDED`] or an
+    /// eighth of the day's) gives bounds from the spans the first time it is asked for in the
+    /// folder's life (`crate::index::Columns::ask_day`), the undecided read by the exact check
+    /// (saving audiences with windows of many lengths so builds no columns for days it asks
+    /// about once). `None` when the window cuts no day (the bitmaps are exact) or the columns
+    /// are not to be built yet or cannot be.
     fn presence_by_columns(
         &self,
         e: &EventNode,
@@ -822,13 +826,15 @@ impl Sources<'_> {
         let mut unsure = RoaringBitmap::new();
         for &(d, a, b) in &win.edges {
             // A day whose spans leave few customers undecided has them read by the exact check
-            // the first time, rather than every customer of the day read for its columns.
+            // the first time, rather than every customer of the day read for its columns; but
+            // columns an earlier process stored are loaded (one read, where the undecided are
+            // one each).
             let list = ei.counts.get(&d);
-            let built = list.is_some_and(|l| ei.columns.get(d, l.version()).is_some());
+            let built = list.is_some() && super::columns::at_hand(self.store, (event, ei), d);
             if let (Some(list), false) = (list, built) {
                 let (sure, undecided) = edge_sides(list, a, b);
                 if undecided.len() <= FEW_UNDECIDED.max(list.len() as u64 / 8)
-                    && !ei.columns.ask_day(d)
+                    && !ei.columns.ask_day(&Kept(self.store), event, d)
                 {
                     found |= sure;
                     unsure |= undecided;

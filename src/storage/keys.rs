@@ -20,7 +20,7 @@
 //! | `t` | `t` + internal id (BE) + sequence (BE) | formats 4 and 5 only: a tail, one write's events appended after the customer's blocks; folded into blocks when the folder is opened |
 //! | `l` | `l` + internal id (BE) | a merged customer's other ids, besides its `r` id (format 5) |
 //! | `n` | `n` + internal id (BE) | empty: the customer has no `userId`, only anonymous ids (format 5) |
-//! | `y` | `y` + derived key | derived data a reader built and kept: event columns, runs of days (`index::derived`) |
+//! | `y` | `y` + derived key | derived data a reader built and kept: event columns, text columns, runs of days, `bucket(NAME)` splits, marks of what was asked (`index::derived`) |
 //!
 //! Big-endian ids and times sort numerically, so one prefix scan reads a customer's timeline
 //! in time order, and the blocks of one customer never overlap in time.
