@@ -39,4 +39,22 @@ impl Bounds {
             elapsed: Duration::ZERO,
         }
     }
+
+    /// The bounds of a condition decided per customer: `decided` the customers decided to hold
+    /// it (with `none_holds`, those decided not to), `gap` the undecided, `all` everyone.
+    pub(super) fn from_decided(
+        all: &RoaringBitmap,
+        decided: RoaringBitmap,
+        gap: &RoaringBitmap,
+        none_holds: bool,
+    ) -> Bounds {
+        if none_holds {
+            let sure = all - &decided - gap;
+            let maybe = &sure | gap;
+            Bounds::range(sure, maybe)
+        } else {
+            let maybe = &decided | gap;
+            Bounds::range(decided, maybe)
+        }
+    }
 }

@@ -530,14 +530,7 @@ impl Sources<'_> {
             .collect();
         let decided: RoaringBitmap = parts.iter().map(|p| &p.0).union();
         let gap: RoaringBitmap = parts.iter().map(|p| &p.1).union();
-        Some(if none_holds {
-            let sure = all - &decided - &gap;
-            let maybe = &sure | &gap;
-            Bounds::range(sure, maybe)
-        } else {
-            let maybe = &decided | &gap;
-            Bounds::range(decided, maybe)
-        })
+        Some(Bounds::from_decided(all, decided, &gap, none_holds))
     }
 
     /// A count of events whose property, without value bitmaps and never a list, contains a

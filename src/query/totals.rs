@@ -143,14 +143,7 @@ pub(super) fn bounds(
         }
         _ => return None,
     };
-    Some(if none_holds {
-        let sure = all - &decided - &gap;
-        let maybe = &sure | &gap;
-        Bounds::range(sure, maybe)
-    } else {
-        let maybe = &decided | &gap;
-        Bounds::range(decided, maybe)
-    })
+    Some(Bounds::from_decided(all, decided, &gap, none_holds))
 }
 
 /// The window's whole days alone.
