@@ -479,12 +479,7 @@ impl Sources<'_> {
             _ => (Vec::new(), Vec::new()),
         };
         let none_holds = f.holds_for_none();
-        let tasks = (rayon::current_num_threads() * 4) as u32;
-        let step = ids.div_ceil(tasks).max(1 << 14);
-        let ranges: Vec<(u32, u32)> = (0..ids)
-            .step_by(step as usize)
-            .map(|lo| (lo, lo.saturating_add(step).min(ids)))
-            .collect();
+        let ranges = id_ranges(ids);
         // Per range: who surely passes (or, when having no matching event passes, who surely
         // fails) among the customers with figures, and who is undecided.
         let parts: Vec<(RoaringBitmap, RoaringBitmap)> = ranges
@@ -1364,4 +1359,15 @@ fn event_holds(e: &EventNode, b: Option<&Bounds>, data: &mut CustomerData<'_>) -
         }
     }
     data.satisfies(e)
+}
+
+/// The customers `0..ids` split into ranges for parallel tasks: about four per thread, none
+/// under 16,384 ids.
+pub(super) fn id_ranges(ids: u32) -> Vec<(u32, u32)> {
+    let tasks = (rayon::current_num_threads() * 4) as u32;
+    let step = ids.div_ceil(tasks).max(1 << 14);
+    (0..ids)
+        .step_by(step as usize)
+        .map(|lo| (lo, lo.saturating_add(step).min(ids)))
+        .collect()
 }

@@ -157,13 +157,7 @@ fn only_whole(win: &WindowDays) -> WindowDays {
 /// `fill(lo, hi, out)` over the customers `0..ids` split between tasks, the entries of all in
 /// customer order.
 fn in_parallel<T: Send>(ids: u32, fill: impl Fn(u32, u32, &mut Vec<T>) + Sync) -> Vec<T> {
-    let tasks = (rayon::current_num_threads() * 4) as u32;
-    let step = ids.div_ceil(tasks).max(1 << 14);
-    let ranges: Vec<(u32, u32)> = (0..ids)
-        .step_by(step as usize)
-        .map(|lo| (lo, lo.saturating_add(step).min(ids)))
-        .collect();
-    let parts: Vec<Vec<T>> = ranges
+    let parts: Vec<Vec<T>> = super::exec::id_ranges(ids)
         .into_par_iter()
         .map(|(lo, hi)| {
             let mut out = Vec::new();
