@@ -47,9 +47,6 @@ pub(super) const REPEAT_TOUCHES: u64 = 16;
 
 /// A write touching at least this many customers frees its records on rayon's pool.
 const BACKGROUND_DROP_FROM: usize = 64;
-/// A write with at least this many customers prepares their records on the thread pool; a
-/// smaller one (a live write, a small group commit) on the writer's own thread.
-const PARALLEL_PREPARE: usize = 64;
 
 /// What only the holder of the writer lock changes. Made once, at open, and kept in
 /// `Db::writer`: a `&mut Writer` proves that the writer lock is held.
@@ -401,20 +398,12 @@ impl Writer {
         // Each customer's records are independent of the others': prepare them in parallel.
         let mut touched: RoaringBitmap = work.keys().copied().collect();
         touched |= removed_custs;
-        let prepared: Vec<(Applied, WriteBatch)> = if work.len() < PARALLEL_PREPARE {
-            // A live write's few customers: waking the pool's threads (which then spin before
-            // sleeping again) costs more than it saves, and on a busy machine each wake-up
-            // waits for a core.
-            work.into_iter()
-                .map(|(cust, wk)| db.prepare_customer(cust, wk, dict))
-                .collect::<Result<_>>()?
-        } else {
-            work.into_iter()
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(|(cust, wk)| db.prepare_customer(cust, wk, dict))
-                .collect::<Result<_>>()?
-        };
+        let prepared: Vec<(Applied, WriteBatch)> = work
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(cust, wk)| db.prepare_customer(cust, wk, dict))
+            .collect::<Result<_>>()?;
         let mut applied = Vec::with_capacity(prepared.len());
         for (a, records) in prepared {
             batch.append(records);
