@@ -780,3 +780,100 @@ fn a_block_naming_a_missing_dictionary_is_corruption_not_a_panic() {
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("dictionary 1"), "{err}");
 }
+
+/// Every write here applies its index changes while its batch is committed on another thread
+/// (`parallel_index_from` 0). A commit that fails leaves the indexes as the stored data says,
+/// without a reopen: the same answers as a folder that never saw the failed write, and `verify`
+/// finds nothing; the write sent again is then stored as if the first attempt had not been.
+#[test]
+fn a_write_whose_commit_fails_while_its_indexes_are_applied_leaves_them_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        let mut config = Config::new(dir.path().join(name));
+        config.parallel_index_from = 0;
+        config.allow_known_merge = true;
+        Db::open_with(config).unwrap()
+    };
+    let first = || -> Vec<Message> {
+        let mut m = Vec::new();
+        for c in 0..10 {
+            let cust = format!("a{c}");
+            m.push(Message::identify(
+                &cust,
+                vec![("tier".into(), Some(s("Gold")))],
+            ));
+            for i in 0..3 {
+                m.push(track(
+                    &cust,
+                    "viewed",
+                    &format!("p{i}"),
+                    1_000 + i64::from(c * 10 + i),
+                ));
+            }
+        }
+        m
+    };
+    let second = || -> Vec<Message> {
+        let mut m = Vec::new();
+        for c in 0..5 {
+            m.push(track(
+                &format!("a{c}"),
+                "bought",
+                "p9",
+                5_000 + i64::from(c),
+            ));
+            m.push(track(
+                &format!("b{c}"),
+                "viewed",
+                "p7",
+                6_000 + i64::from(c),
+            ));
+        }
+        m.push(Message::identify(
+            "a0",
+            vec![("tier".into(), Some(s("Silver")))],
+        ));
+        // A merge: a9's stored records move into a8.
+        m.push(Message::alias("a9", "a8"));
+        m
+    };
+    let rules = [
+        "tier = Silver",
+        "tier = Gold",
+        "bought at least 1 times",
+        "viewed at least 3 times",
+        "viewed where product = p7 at least 1 times",
+    ];
+    let answers = |db: &Db| -> Vec<u64> {
+        rules
+            .iter()
+            .map(|r| db.query(r, 10_000).unwrap().len())
+            .collect()
+    };
+
+    let db = open("db");
+    let model = open("model");
+    db.ingest(first()).unwrap();
+    model.ingest(first()).unwrap();
+    db.inject_no_space_after_commits(0);
+    assert!(db.ingest(second()).is_err());
+    db.inject_no_space_after_commits(u64::MAX);
+    let report = db.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(answers(&db), answers(&model));
+    assert_eq!(answers(&db), [0, 10, 0, 10, 0]);
+    assert!(db.customer("b0").unwrap().is_none());
+    assert!(db.customer("a9").unwrap().is_some());
+
+    db.ingest(second()).unwrap();
+    model.ingest(second()).unwrap();
+    let report = db.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(answers(&db), answers(&model));
+    assert_eq!(answers(&db), [1, 8, 5, 9, 5]);
+    assert_eq!(db.customer("a8").unwrap().unwrap().events.len(), 6);
+    drop(db);
+    let db = open("db");
+    assert!(db.verify().unwrap().is_ok());
+    assert_eq!(answers(&db), answers(&model));
+}

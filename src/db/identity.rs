@@ -16,11 +16,9 @@
 //! Moves events only through storage's event API (`Store::events`, `Store::remove_events`,
 //! `Store::write_events`), never by key.
 
-use std::collections::BTreeMap;
-
 use roaring::RoaringBitmap;
 
-use super::write::{ProfileOp, Work};
+use super::write::{ProfileOp, WorkMap};
 use super::Config;
 use crate::error::{invalid, Error, Result};
 use crate::model::FastMap;
@@ -101,7 +99,7 @@ impl<'a> Ids<'a> {
     /// merged away.
     pub(super) fn finish(
         self,
-        work: &mut BTreeMap<u32, Work>,
+        work: &mut WorkMap,
         batch: &mut WriteBatch,
     ) -> (Vec<(String, u32)>, RoaringBitmap) {
         for (c, list) in self.aliases {
@@ -129,7 +127,7 @@ impl Merge<'_> {
     pub(super) fn run(
         &self,
         ids: &mut Ids<'_>,
-        work: &mut BTreeMap<u32, Work>,
+        work: &mut WorkMap,
         next_id: &mut u32,
         previous: &str,
         user: &str,
@@ -199,7 +197,7 @@ impl Merge<'_> {
             wb.trait_updates.push(ProfileOp::Absorb(wb.absorbed.len()));
             wa.aliases = None;
             wa.anonymous = None;
-            wb.absorbed.push((a, wa));
+            wb.absorbed.push((a, *wa));
         }
         let mut list = ids.aliases_of(b);
         for id in moved_ids {
@@ -211,7 +209,7 @@ impl Merge<'_> {
     }
 
     /// Whether a customer is known only by anonymous ids, with this write's changes.
-    fn anonymous(&self, c: u32, work: &BTreeMap<u32, Work>) -> Result<bool> {
+    fn anonymous(&self, c: u32, work: &WorkMap) -> Result<bool> {
         match work.get(&c) {
             Some(w) if w.anonymous.is_some() => Ok(w.anonymous == Some(true)),
             Some(w) if w.is_new => Ok(false),

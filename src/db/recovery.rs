@@ -310,6 +310,16 @@ fn rebuild_from(store: &Store, like: &Indexes) -> Result<(Indexes, Catalog, u64)
     Ok((ix, catalog, total))
 }
 
+/// Recomputes the given customers' indexes from their stored data: used where a write's
+/// changes reached the indexes but its commit failed.
+pub(super) fn reindex(store: &Store, ix: &mut Indexes, custs: &RoaringBitmap) -> Result<()> {
+    ix.purge(custs);
+    for cust in custs {
+        index_customer(store, ix, cust)?;
+    }
+    Ok(())
+}
+
 /// Adds one customer's stored data to `ix` (after a purge): used by crash recovery.
 fn index_customer(store: &Store, ix: &mut Indexes, cust: u32) -> Result<()> {
     if store.external_id(cust)?.is_none() {

@@ -11,8 +11,11 @@
 //! write resolves ids (folding customers found to be one person into one: `identity.rs`, whose
 //! stored records `prepare_customer` moves), drops duplicate message ids, merges events into
 //! time-ordered blocks (`prepare_customer`, storage's timeline), commits everything with a
-//! dirty-log record ([`Writer::commit`]), and only then applies the change to the read state and
-//! keeps saved audiences up to date.
+//! dirty-log record ([`Writer::commit`]), and applies the change to the read state, which no
+//! reader sees before the commit is durable: a large write's index changes are applied under the
+//! state's write lock while its commit runs on a thread of its own, and the lock is let go only
+//! once the commit is durable (a failed commit has those customers' indexes recomputed from
+//! storage). Then it keeps saved audiences up to date.
 //!
 //! Writes records only through `storage::WriteBatch` (no key layout here) and hands the indexes
 //! grouped `index::Changes`; it never reads index internals.
@@ -104,6 +107,12 @@ pub(super) struct Work {
     /// Whether it is anonymous, when this write sets that (a new customer, a merge).
     pub(super) anonymous: Option<bool>,
 }
+
+/// Each customer's pending changes within one write, by internal id. Boxed: a time-ordered
+/// write touches tens of thousands of customers, and the map's nodes stay small (its lookups,
+/// one per message, and the move into the parallel preparation were an eighth of the writer
+/// thread's time with the changes held in the nodes).
+pub(super) type WorkMap = BTreeMap<u32, Box<Work>>;
 
 /// One change to a profile within a write.
 pub(super) enum ProfileOp {
@@ -246,6 +255,7 @@ impl Writer {
         lenient: &[bool],
         committing: &mut bool,
     ) -> Result<Vec<Outcome>> {
+        let mut messages = messages;
         let mut catalog = db.state.read().catalog.clone();
         let mut reports = vec![IngestReport::default(); arrivals.len()];
         let mut refused: Vec<Vec<(usize, Error)>> =
@@ -254,13 +264,16 @@ impl Writer {
         let mut stored = 0u64;
         let mut merges = 0u64;
         let mut batch = WriteBatch::new();
-        let mut work: BTreeMap<u32, Work> = BTreeMap::new();
+        let mut work: WorkMap = BTreeMap::new();
         let mut next_id = self.next_id;
         // The writer lock is held: nobody else changes the id map until this write is applied.
         let known = db.state.read();
         let mut ids = Ids::new(&known.ids);
 
-        for (m, &owner) in messages.into_iter().zip(owners) {
+        // The messages are read in place and their values moved out: what is left of them (ids,
+        // names: an allocation each, made on the parsing threads) is freed below, off this
+        // thread for a large write.
+        for (m, &owner) in messages.iter_mut().zip(owners) {
             let position = positions[owner];
             positions[owner] += 1;
             // A track whose names are all known for its event passes every limit (and sets no
@@ -339,12 +352,12 @@ impl Writer {
             }
             report.stored += 1;
             stored += 1;
-            match m.body {
+            match &mut m.body {
                 Body::Identify { traits } => {
                     wk.identified = true;
-                    for (name, value) in traits {
-                        let t = catalog.intern_trait(&name, value.as_ref());
-                        wk.trait_updates.push(ProfileOp::Set(t, value));
+                    for (name, value) in traits.iter_mut() {
+                        let t = catalog.intern_trait(name, value.as_ref());
+                        wk.trait_updates.push(ProfileOp::Set(t, value.take()));
                     }
                 }
                 Body::Track { event, properties } => {
@@ -352,15 +365,15 @@ impl Writer {
                         Some((e, ids)) => (
                             e,
                             ids.into_iter()
-                                .zip(properties)
-                                .map(|(p, (_, v))| (p, v))
+                                .zip(properties.iter_mut())
+                                .map(|(p, (_, v))| (p, take_value(v)))
                                 .collect(),
                         ),
                         None => {
-                            let e = catalog.intern_event(&event);
+                            let e = catalog.intern_event(event);
                             let props = properties
-                                .into_iter()
-                                .map(|(k, v)| (catalog.intern_prop(&k), v))
+                                .iter_mut()
+                                .map(|(k, v)| (catalog.intern_prop(k), take_value(v)))
                                 .collect();
                             (e, props)
                         }
@@ -380,6 +393,11 @@ impl Writer {
 
         let (new_ids, removed_custs) = ids.finish(&mut work, &mut batch);
         drop(known);
+        if messages.len() >= BACKGROUND_DROP_FROM {
+            rayon::spawn(move || drop(messages));
+        } else {
+            drop(messages);
+        }
         let reports: Vec<Outcome> = reports.into_iter().zip(refused).collect();
         if stored == 0 && merges == 0 {
             return Ok(reports);
@@ -402,7 +420,7 @@ impl Writer {
             .into_iter()
             .collect::<Vec<_>>()
             .into_par_iter()
-            .map(|(cust, wk)| db.prepare_customer(cust, wk, dict))
+            .map(|(cust, wk)| db.prepare_customer(cust, *wk, dict))
             .collect::<Result<_>>()?;
         let mut applied = Vec::with_capacity(prepared.len());
         for (a, records) in prepared {
@@ -413,11 +431,6 @@ impl Writer {
         // The ids this write hands out name customers with nothing stored yet: storage need not
         // search for their message-id records or blocks until it puts some.
         db.store.note_bare(self.next_id, next_id);
-        self.commit(db, batch, &touched, &catalog, next_id)?;
-        if let Some(d) = trained {
-            // There was none before this write, and only the writer (whose lock this is) installs.
-            db.store.dictionaries().install(d)?;
-        }
         // Group the index changes before taking the lock that readers wait for; under it, large
         // writes are applied on every core.
         let mut changes = Changes::default();
@@ -428,19 +441,50 @@ impl Writer {
                 .map(|(old, new)| (old.as_deref(), &new[..]));
             changes.customer(a.cust, a.is_new, profile, &a.events);
         }
-        {
+        let overlapped = changes.events() >= db.config.parallel_index_from;
+        let mut state = if overlapped {
+            // A large write's index changes are applied while its batch is committed on a thread
+            // of its own: the state's write lock, which readers wait for, is held until the
+            // commit is durable, so no reader sees them before. Should the commit fail, the
+            // written customers' indexes are recomputed from what is stored, as an open after a
+            // crash does.
+            let batch = self.seal(batch, &touched, &catalog, next_id)?;
+            let (committed, mut state) = std::thread::scope(|s| {
+                let commit = s.spawn(|| db.store.commit(batch));
+                let mut state = db.state.write();
+                remove_merged_from_indexes(&mut state.indexes, &applied);
+                state.indexes.apply(&changes, db.config.parallel_index_from);
+                let committed = commit
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (committed, state)
+            });
+            if let Err(e) = committed {
+                let mut again = touched.clone();
+                again.extend(applied.iter().flat_map(|a| &a.removed).map(|r| r.cust));
+                // Recomputed from storage, which this write did not change; a read error here
+                // leaves the indexes for `verify` and the next open to repair.
+                let _ = super::recovery::reindex(&db.store, &mut state.indexes, &again);
+                return Err(e);
+            }
+            self.advance(&touched, next_id);
+            state
+        } else {
+            self.commit(db, batch, &touched, &catalog, next_id)?;
             let mut state = db.state.write();
+            remove_merged_from_indexes(&mut state.indexes, &applied);
+            state.indexes.apply(&changes, db.config.parallel_index_from);
+            state
+        };
+        if let Some(d) = trained {
+            // There was none before this write, and only the writer (whose lock this is) installs.
+            db.store.dictionaries().install(d)?;
+        }
+        {
             state.catalog = catalog;
             // Merged customers go first: their ids then belong to the customers they joined.
-            for a in &applied {
-                for r in &a.removed {
-                    if let Some(p) = &r.profile {
-                        state.indexes.remove_profile(r.cust, p);
-                    }
-                    state.indexes.remove_events(r.cust, &r.events);
-                    state.indexes.remove_customer(r.cust);
-                    state.ids.remove(r.cust);
-                }
+            for r in applied.iter().flat_map(|a| &a.removed) {
+                state.ids.remove(r.cust);
             }
             for (external, c) in &new_ids {
                 // Committed already: a refusal here means the map had drifted from storage.
@@ -464,8 +508,8 @@ impl Writer {
                 });
                 state.definitions.follow_ids(&removed, new.chain(merged));
             }
-            state.indexes.apply(&changes, db.config.parallel_index_from);
         }
+        drop(state);
         drop(changes);
         // The write is durable and visible: saved audiences follow. Should that fail (storage
         // trouble), the customers are retried at the next write or advance, and recovery redoes
@@ -504,22 +548,40 @@ impl Writer {
     pub(super) fn commit(
         &mut self,
         db: &Db,
-        mut batch: WriteBatch,
+        batch: WriteBatch,
         touched: &RoaringBitmap,
         catalog: &Catalog,
         next_id: u32,
     ) -> Result<()> {
+        let batch = self.seal(batch, touched, catalog, next_id)?;
+        db.store.commit(batch)?;
+        self.advance(touched, next_id);
+        Ok(())
+    }
+
+    /// Adds the write's bookkeeping (dirty-log record, generation, id counter, catalog) to the
+    /// batch, for [`Store::commit`](crate::storage::Store::commit).
+    fn seal(
+        &self,
+        mut batch: WriteBatch,
+        touched: &RoaringBitmap,
+        catalog: &Catalog,
+        next_id: u32,
+    ) -> Result<WriteBatch> {
         let generation = self.generation + 1;
         batch.put_dirty(generation, touched)?;
         batch.put_meta_u64(meta::GENERATION, generation);
         batch.put_next_id(next_id);
         batch.put_meta(meta::CATALOG, &catalog_bytes(catalog)?);
-        db.store.commit(batch)?;
-        self.generation = generation;
+        Ok(batch)
+    }
+
+    /// Advances the writer past a committed write ([`Writer::seal`]'s batch).
+    fn advance(&mut self, touched: &RoaringBitmap, next_id: u32) {
+        self.generation += 1;
         self.next_id = next_id;
         self.touched_since_checkpoint |= touched;
         self.touches_since_checkpoint += touched.len();
-        Ok(())
     }
 
     /// Whether the writes since the last checkpoint call for one ([`Writer`]'s counts).
@@ -756,10 +818,27 @@ impl Db {
     }
 }
 
+/// Moves a value out of a message, leaving one that owns no memory.
+fn take_value(v: &mut Value) -> Value {
+    std::mem::replace(v, Value::Bool(false))
+}
+
+/// Takes the customers a write merged into others out of the indexes (before its own changes
+/// are applied: their ids then belong to the customers they joined).
+fn remove_merged_from_indexes(indexes: &mut crate::index::Indexes, applied: &[Applied]) {
+    for r in applied.iter().flat_map(|a| &a.removed) {
+        if let Some(p) = &r.profile {
+            indexes.remove_profile(r.cust, p);
+        }
+        indexes.remove_events(r.cust, &r.events);
+        indexes.remove_customer(r.cust);
+    }
+}
+
 /// Trains a block dictionary on the events of a write, when it has enough of them: the bodies
 /// of (a sample of) its customers' new blocks. `None` for a smaller write, or when training
 /// finds nothing.
-fn train_from_write(work: &BTreeMap<u32, Work>, id: u32) -> Option<BlockDictionary> {
+fn train_from_write(work: &WorkMap, id: u32) -> Option<BlockDictionary> {
     let events: usize = work.values().map(|w| w.events.len()).sum();
     if events * BODY_BYTES_PER_EVENT < dictionary::TRAIN_MIN_BYTES {
         return None;

@@ -216,6 +216,13 @@ fn run_all(mut tasks: Vec<Task<'_, '_>>, threads: usize, bounds: (usize, usize))
     })
 }
 
+impl Changes<'_> {
+    /// How many events the changes add.
+    pub fn events(&self) -> usize {
+        self.event_count
+    }
+}
+
 impl Indexes {
     /// Applies one write's changes: profiles (old traits out, new in) and events. Writes with at
     /// least `parallel_from` events are applied on every core (see the module comment); the

@@ -26,8 +26,10 @@
 //! unfolded events into their blocks (from the one holding the earliest, as a format-3 write
 //! did, but leaving a block of [`KEEP_EVENTS`] or more wholly before them as it is) and adds
 //! their hashes as a further message-id record ([`SEEN_RECORDS`]), customer by customer in id order, a few
-//! tens of megabytes per atomic batch. Every batch but the last also records how far the fold
-//! got (the `fold` metadata record: the last frame folded and the last customer done); the last
+//! tens of megabytes per atomic batch (the next batch's blocks are built on rayon's pool while
+//! this one is applied; the batches are applied in order). Every batch but the last also records
+//! how far the fold got
+//! (the `fold` metadata record: the last frame folded and the last customer done); the last
 //! sets the committed end back to 0 and removes that record, and the file is then emptied. At
 //! open the committed frames are read back in order into the memtable, skipping customers an
 //! unfinished fold already wrote and customers deleted since (a deleted customer's internal id
@@ -874,9 +876,8 @@ impl Store {
         let Some(last_record) = records else {
             return Ok(0);
         };
-        let mut folded = 0u64;
-        let mut at = 0;
-        loop {
+        // Where the chunk that starts at `at` ends: about `batch_bytes` of new blocks.
+        let chunk_end = |at: usize| {
             let mut end = at;
             let mut bytes = 0;
             while end < customers.len() && (end == at || bytes < batch_bytes) {
@@ -884,13 +885,20 @@ impl Store {
                 bytes += customers[end].1 + 2048;
                 end += 1;
             }
-            let chunk: Vec<(u32, Unfolded)> = {
-                let m = self.timeline.memtable.read();
-                customers[at..end]
-                    .iter()
-                    .filter_map(|(c, _)| m.customers.get(c).map(|u| (*c, u.clone())))
-                    .collect()
-            };
+            end
+        };
+        // The chunk's unfolded events, copied out of the memtable (each chunk's before the
+        // previous chunk's batch takes the memtable's write lock).
+        let take_chunk = |at: usize, end: usize| -> Vec<(u32, Unfolded)> {
+            let m = self.timeline.memtable.read();
+            customers[at..end]
+                .iter()
+                .filter_map(|(c, _)| m.customers.get(c).map(|u| (*c, u.clone())))
+                .collect()
+        };
+        // A chunk's new blocks, built on rayon's pool. They read only the chunk's own
+        // customers' stored blocks, which no other chunk's batch writes.
+        let build = |chunk: Vec<(u32, Unfolded)>| -> Result<WriteBatch> {
             let batches: Vec<WriteBatch> = chunk
                 .par_iter()
                 .map(|(cust, u)| self.fold_customer(*cust, u, dict))
@@ -899,6 +907,14 @@ impl Store {
             for b in batches {
                 batch.append(b);
             }
+            Ok(batch)
+        };
+        let mut folded = 0u64;
+        let mut at = 0;
+        let mut end = chunk_end(0);
+        let mut built = build(take_chunk(0, end));
+        loop {
+            let mut batch = built?;
             let last = end == customers.len();
             let mut folds = self.timeline.folds.lock().clone();
             if last {
@@ -914,25 +930,40 @@ impl Store {
                 }
                 batch.put_meta(FOLD_META, &encode_folds(&folds));
             }
-            {
-                let mut m = self.timeline.memtable.write();
-                // A full disk fails a fold's batch as it fails a commit.
-                self.injected_fault()?;
-                self.apply(batch)?;
-                for (c, _) in &customers[at..end] {
-                    m.remove(*c);
-                }
-                if last {
-                    // The writer lock is held: no write logged anything since `records` was read.
-                    m.last_seq = None;
-                }
-            }
+            // Pipelined: the next chunk's blocks are built while this chunk's batch is applied
+            // (sled's apply runs on this thread, the building on rayon's pool). The batches are
+            // still applied one after the other, in order, each atomic.
+            let next_end = if last { end } else { chunk_end(end) };
+            let next_chunk = take_chunk(end, next_end);
+            let (applied, next) = std::thread::scope(|s| {
+                let next = (!last).then(|| s.spawn(|| build(next_chunk)));
+                let applied = (|| -> Result<()> {
+                    let mut m = self.timeline.memtable.write();
+                    // A full disk fails a fold's batch as it fails a commit.
+                    self.injected_fault()?;
+                    self.apply(batch)?;
+                    for (c, _) in &customers[at..end] {
+                        m.remove(*c);
+                    }
+                    if last {
+                        // The writer lock is held: no write logged anything since `records`
+                        // was read.
+                        m.last_seq = None;
+                    }
+                    Ok(())
+                })();
+                let next = next.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                (applied, next)
+            });
+            applied?;
             *self.timeline.folds.lock() = folds;
             folded += (end - at) as u64;
-            at = end;
             if last {
                 break;
             }
+            built = next.unwrap_or_else(|| Ok(WriteBatch::new()));
+            at = end;
+            end = next_end;
         }
         self.flush()?;
         // The stored end is 0 now: the frames are no longer read; free their space. A failure
