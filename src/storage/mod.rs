@@ -485,6 +485,13 @@ impl Store {
         self.get(&keys::meta(name))?.map_or(Ok(0), |v| be_u64(&v))
     }
 
+    /// The write generation: raised by every committed write, in the batch that stores it
+    /// (0 before the first). Derived records read from the stored profiles name it
+    /// (`crate::index::derived`).
+    pub fn generation(&self) -> Result<u64> {
+        self.meta_u64(meta::GENERATION)
+    }
+
     /// The next internal id to hand out.
     pub fn next_id(&self) -> Result<u32> {
         self.get(&keys::meta(meta::NEXT_ID))?
