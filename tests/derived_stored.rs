@@ -1,5 +1,6 @@
-//! Derived data kept in the folder (issue 20, "cold"): event columns, text columns, runs of days
-//! and `bucket(NAME)` splits stored by the readers that build them and loaded by later processes. Every answer, from
+//! Derived data kept in the folder (issue 20, "cold"): event columns, text columns, runs of days,
+//! `bucket(NAME)` splits and unindexed traits' columns stored by the readers that build them and
+//! loaded by later processes. Every answer, from
 //! records just built, loaded after a reopen, or left stale by writes, deletes, merges and a
 //! crash-like drop, equals the reference evaluator's (`tests/reference/mod.rs`); reopened
 //! processes really use stored records; a compaction (and so an erasure) leaves none.
@@ -359,4 +360,134 @@ fn a_split_stored_for_other_ids_is_not_used() {
     let db = open(&a);
     check_buckets(&db, "its own folder");
     assert!(audiencedb::testing::derived_used() > used);
+}
+
+/// Trait substrings (`email` has too many values for value bitmaps).
+const TRAIT_RULES: &[&str] = &[
+    "email contains \"@example.org\"",
+    "email contains \"example\"",
+    "email contains \"c1\"",
+    "not email contains \"shop\"",
+    "email contains \"org\" and purchased in last 90 days",
+];
+
+const DOMAINS: &[&str] = &["example.org", "example.fi", "shop.com", "mail.example.org"];
+
+/// `n` profile changes of customers among `custs`: a new email (some not strings, some unset).
+fn profile_changes(rng: &mut Lcg, custs: &[usize], n: usize) -> Vec<Message> {
+    (0..n)
+        .map(|_| {
+            let c = custs[rng.next(custs.len() as u64) as usize];
+            let email = match rng.next(12) {
+                0 => None,
+                1 => Some(Value::Int(rng.next(100) as i64)),
+                _ => Some(Value::Str(format!(
+                    "c{c}.{}@{}",
+                    rng.next(1000),
+                    DOMAINS[rng.next(DOMAINS.len() as u64) as usize]
+                ))),
+            };
+            Message::identify(format!("c{c}"), vec![("email".into(), email)])
+        })
+        .collect()
+}
+
+/// Every trait rule, twice, against the reference evaluator.
+fn check_traits(db: &Db, step: &str) {
+    let now = at("2026-11-01T00:00:00Z");
+    let customers: Vec<_> = ids()
+        .iter()
+        .filter_map(|id| db.customer(id).unwrap())
+        .collect();
+    for rule in TRAIT_RULES {
+        let parsed = audiencedb::rules::parse(rule).unwrap();
+        let expected = reference::evaluate(&parsed, now, &customers).unwrap();
+        for round in 0..2 {
+            let got = db.member_ids(&db.query(rule, now).unwrap()).unwrap();
+            assert_eq!(got, expected, "{step}: {rule}, round {round}");
+        }
+    }
+}
+
+/// The stored trait columns (`yP` records), read with sled directly.
+fn stored_trait_columns(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let raw = raw_sled::open(path);
+    let tree = raw.open_tree("audiencedb").unwrap();
+    tree.scan_prefix(b"yP")
+        .map(|r| r.unwrap().1.to_vec())
+        .collect()
+}
+
+/// A trait's column is stored by the first reader, used by later processes while no write has
+/// been committed since, and read again from the profiles after any write, delete, merge or
+/// crash-like drop; a compaction drops it.
+#[test]
+fn a_stored_trait_column_is_used_only_at_the_generation_it_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let end = at("2026-11-01T00:00:00Z");
+    let mut rng = Lcg(11);
+    let first: Vec<usize> = (0..60).collect();
+    {
+        let db = open(&path);
+        db.ingest(messages(&mut rng, &first, 600, end)).unwrap();
+        db.ingest(profile_changes(&mut rng, &first, 120)).unwrap();
+        check_traits(&db, "built");
+    }
+    let stored = stored_trait_columns(&path);
+    assert_eq!(stored.len(), 1, "one trait's column stored");
+    let used = audiencedb::testing::derived_used();
+    {
+        let db = open(&path);
+        check_traits(&db, "reopened");
+        assert!(
+            audiencedb::testing::derived_used() > used,
+            "the stored column was used"
+        );
+        // New emails, new customers, then events only: every write makes the record stale.
+        let more: Vec<usize> = (40..75).collect();
+        db.ingest(profile_changes(&mut rng, &more, 60)).unwrap();
+        check_traits(&db, "profiles written");
+    }
+    assert_ne!(stored_trait_columns(&path), stored, "read again and stored");
+    {
+        let db = open(&path);
+        check_traits(&db, "reopened after profile writes");
+        db.ingest(messages(&mut rng, &more_ids(), 50, end)).unwrap();
+    }
+    let stored = stored_trait_columns(&path);
+    {
+        let db = open(&path);
+        check_traits(&db, "reopened after events");
+        // A delete and merges (the merged customer's email moves, or is kept).
+        db.delete_customer("c5").unwrap();
+        db.ingest(vec![
+            Message::alias("c7", "c8"),
+            Message::alias("c61", "c12"),
+        ])
+        .unwrap();
+        check_traits(&db, "deleted and merged");
+    }
+    assert_ne!(stored_trait_columns(&path), stored);
+    {
+        let db = open(&path);
+        check_traits(&db, "reopened after a delete and merges");
+        // Profile writes, then a drop without a clean close.
+        db.ingest(profile_changes(&mut rng, &first, 40)).unwrap();
+        db.delete_customer("c20").unwrap();
+        db.abandon();
+    }
+    {
+        let db = open(&path);
+        check_traits(&db, "reopened after a crash");
+        let (deleted, _) = db.erase_customer("c30").unwrap();
+        assert!(deleted.is_some());
+    }
+    assert!(stored_trait_columns(&path).is_empty(), "compacted away");
+    let db = open(&path);
+    check_traits(&db, "after the erasure");
+}
+
+fn more_ids() -> Vec<usize> {
+    (0..75).collect()
 }

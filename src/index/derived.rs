@@ -1,8 +1,10 @@
 //! Derived data kept in the folder (issue 20, "cold"): the event columns of `columns.rs`, the
 //! text columns of `texts.rs`, the merged runs of days of `runs.rs` and the `bucket(NAME)`
-//! splits of `buckets.rs` (validated by the ids they covered, not by fingerprints: see there),
-//! stored when a reader builds them so that a fresh process loads them instead of building them
-//! again.
+//! splits of `buckets.rs` (validated by the ids they covered, not by fingerprints: see there)
+//! and the unindexed traits' columns of `texts.rs` (validated by the folder's write generation:
+//! `crate::query` reads it before the profiles and stores a column only at the generation it was
+//! read at), stored when a reader builds them so that a fresh process loads them instead of
+//! building them again.
 //!
 //! A stored record names the fingerprints ([`crate::index::DayList::fingerprint`]) of the day
 //! lists it was derived from, and is used only while those lists have exactly those
@@ -104,6 +106,14 @@ pub fn texts_key(event: u32, prop: u32, day: u32) -> Vec<u8> {
     for x in [event, prop, day] {
         k.extend_from_slice(&x.to_be_bytes());
     }
+    k
+}
+
+/// The key of an unindexed trait's column of string values (`crate::index::TextColumn`).
+pub fn trait_texts_key(trait_id: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5);
+    k.push(b'P');
+    k.extend_from_slice(&trait_id.to_be_bytes());
     k
 }
 

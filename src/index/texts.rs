@@ -19,7 +19,9 @@
 //! Unindexed traits (an email: one value a customer) get one column each the same way
 //! ([`ProfileTexts`]), tagged with a count of profile changes instead of a list version, so
 //! that `email contains "@example.org"` scans the distinct emails once instead of reading every
-//! profile.
+//! profile. Readers store them too ([`TextColumn::encode_trait`]), named by the folder's write
+//! generation they were read at: a fresh process loads one while no write has been committed
+//! since.
 //!
 //! This module owns the columns. It never reads storage: the query engine reads the events and
 //! profiles and hands the values over.
@@ -131,6 +133,98 @@ impl TextColumn {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Unindexed traits' columns as derived records.
+impl TextColumn {
+    /// The column of unindexed trait `trait_id` (one entry per customer, time 0) as a record body,
+    /// read from the stored profiles as they were at write generation `generation`: the layout,
+    /// the generation (`u64` LE), the trait; the distinct strings (a count, each one's length,
+    /// then all their bytes back to back); the entries (a count, then per entry the customer as a
+    /// delta from the previous one and the string's index), varints.
+    pub fn encode_trait(&self, trait_id: u32, generation: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.text.len() + self.entries.len() * 5 + 32);
+        put_varint(&mut out, LAYOUT);
+        out.extend_from_slice(&generation.to_le_bytes());
+        put_varint(&mut out, u64::from(trait_id));
+        put_varint(&mut out, (self.starts.len() - 1) as u64);
+        for w in self.starts.windows(2) {
+            put_varint(&mut out, (w[1] - w[0]) as u64);
+        }
+        put_varint(&mut out, self.text.len() as u64);
+        out.extend_from_slice(self.text.as_bytes());
+        put_varint(&mut out, self.entries.len() as u64);
+        let mut prev = 0;
+        for &(cust, _, id) in &self.entries {
+            put_varint(&mut out, u64::from(cust - prev));
+            prev = cust;
+            put_varint(&mut out, u64::from(id));
+        }
+        out
+    }
+
+    /// The write generation a body written by [`TextColumn::encode_trait`] was read at, without
+    /// decoding the rest (`None`: another layout).
+    pub fn declared_generation(body: &[u8]) -> Option<u64> {
+        let mut r = Reader::new(body);
+        if r.varint().ok()? != LAYOUT {
+            return None;
+        }
+        Some(u64::from_le_bytes(r.take(8).ok()?.try_into().ok()?))
+    }
+
+    /// Decodes a body written by [`TextColumn::encode_trait`] for `trait_id`, checking its
+    /// bounds, that the text is UTF-8 cut at character boundaries, and that its customers
+    /// ascend with one entry each.
+    pub fn decode_trait(body: &[u8], trait_id: u32) -> Result<TextColumn> {
+        let bad = || corrupt!("bad stored trait column");
+        Self::declared_generation(body).ok_or_else(bad)?;
+        let mut r = Reader::new(body);
+        r.varint()?;
+        r.take(8)?;
+        if r.varint()? != u64::from(trait_id) {
+            return Err(bad());
+        }
+        let strings = r.len()?;
+        let mut starts = Vec::with_capacity(strings.min(body.len()) + 1);
+        starts.push(0usize);
+        for _ in 0..strings {
+            let end = starts[starts.len() - 1]
+                .checked_add(r.len()?)
+                .ok_or_else(bad)?;
+            starts.push(end);
+        }
+        let bytes = r.len()?;
+        let text = std::str::from_utf8(r.take(bytes)?).map_err(|_| bad())?;
+        if starts[strings] != text.len() || !starts.iter().all(|&s| text.is_char_boundary(s)) {
+            return Err(bad());
+        }
+        let n = r.len()?;
+        let mut entries = Vec::with_capacity(n.min(body.len()));
+        let mut prev: Option<u32> = None;
+        for _ in 0..n {
+            let delta = r.u32()?;
+            let cust = match prev {
+                None => delta,
+                Some(_) if delta == 0 => return Err(bad()),
+                Some(p) => p.checked_add(delta).ok_or_else(bad)?,
+            };
+            let id = r.u32()?;
+            if id as usize >= strings {
+                return Err(bad());
+            }
+            entries.push((cust, 0, id));
+            prev = Some(cust);
+        }
+        if !r.is_empty() {
+            return Err(bad());
+        }
+        Ok(TextColumn {
+            text: text.to_owned(),
+            starts,
+            entries,
+        })
     }
 }
 
@@ -401,6 +495,62 @@ mod tests {
         texts.put(1, 20, Arc::new(DayTexts::new(b, 0, vec![])));
         assert!(texts.get(1, 20, a).is_none());
         assert!(texts.get(1, 20, b).is_some());
+    }
+
+    #[test]
+    fn a_stored_trait_column_round_trips_and_damage_is_refused() {
+        let values = vec![
+            (9, 0, "b@example.fi"),
+            (2, 0, "a@example.org"),
+            (u32::MAX - 1, 0, "a@example.org"),
+            (5, 0, "ä@exämple.org"),
+            (7, 0, ""),
+        ];
+        let col = TextColumn::new(values);
+        let body = col.encode_trait(4, 77);
+        assert_eq!(TextColumn::declared_generation(&body), Some(77));
+        let back = TextColumn::decode_trait(&body, 4).unwrap();
+        assert_eq!(back.text, col.text);
+        assert_eq!(back.starts, col.starts);
+        assert_eq!(back.entries, col.entries);
+        let found = |c: &TextColumn, needle: &str| {
+            let mut out = RoaringBitmap::new();
+            c.containing(needle, 0, 0, &mut out);
+            out.iter().collect::<Vec<u32>>()
+        };
+        assert_eq!(found(&back, "example.org"), vec![2, u32::MAX - 1]);
+        assert_eq!(found(&back, "xäm"), vec![5]);
+        let empty = TextColumn::new(vec![]).encode_trait(1, 0);
+        assert!(TextColumn::decode_trait(&empty, 1).unwrap().is_empty());
+        // Another trait, another layout, a cut, a byte more, a customer twice, a string cut
+        // inside a character, an index past the strings: refused.
+        assert!(TextColumn::decode_trait(&body, 5).is_err());
+        let mut other = body.clone();
+        other[0] = 9;
+        assert!(TextColumn::decode_trait(&other, 4).is_err());
+        assert_eq!(TextColumn::declared_generation(&other), None);
+        assert!(TextColumn::decode_trait(&body[..body.len() - 1], 4).is_err());
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(TextColumn::decode_trait(&longer, 4).is_err());
+        let twice = TextColumn {
+            text: "ab".into(),
+            starts: vec![0, 2],
+            entries: vec![(3, 0, 0), (3, 0, 0)],
+        };
+        assert!(TextColumn::decode_trait(&twice.encode_trait(1, 0), 1).is_err());
+        let split = TextColumn {
+            text: "äb".into(),
+            starts: vec![0, 1, 3],
+            entries: vec![(3, 0, 0)],
+        };
+        assert!(TextColumn::decode_trait(&split.encode_trait(1, 0), 1).is_err());
+        let past = TextColumn {
+            text: "ab".into(),
+            starts: vec![0, 2],
+            entries: vec![(3, 0, 1)],
+        };
+        assert!(TextColumn::decode_trait(&past.encode_trait(1, 0), 1).is_err());
     }
 
     #[test]

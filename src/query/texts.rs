@@ -5,10 +5,11 @@
 //! cuts is answered to the millisecond like a whole one.
 //!
 //! `TRAIT contains "TEXT"` on a trait without value bitmaps (an email) reads the trait's column
-//! the same way, built from the profiles of who has the trait.
+//! the same way, built from the stored profiles and stored for later processes at the folder's
+//! write generation, which they check before using it.
 //!
 //! This module reads the indexes and customers' stored events and profiles; it writes nothing
-//! but the columns' cache and the days' columns as derived records (`crate::index::derived`).
+//! but the columns' cache and the columns as derived records (`crate::index::derived`).
 
 use std::sync::Arc;
 
@@ -63,8 +64,9 @@ pub(super) fn count_containing(
 }
 
 /// The customers whose trait `t` (without value bitmaps; `set` is who has it) is a string
-/// containing `needle`, from the trait's column, read from the stored profiles when missing or
-/// stale.
+/// containing `needle`, from the trait's column: kept in memory since the last profile change,
+/// else stored in the folder at the folder's current write generation, else read from the
+/// stored profiles and stored for the next process.
 pub(super) fn trait_containing(
     store: &Store,
     indexes: &Indexes,
@@ -77,36 +79,76 @@ pub(super) fn trait_containing(
         Some(c) => c,
         None => {
             let at = texts.edits();
-            // The profiles of who has the trait, read in parallel as the exact check would.
-            let ids: Vec<u32> = set.iter().collect();
-            let chunk = super::chunk_len(ids.len());
-            let parts: Vec<Vec<(u32, String)>> = ids
-                .par_chunks(chunk)
-                .map(|ids| {
-                    let mut found = Vec::new();
-                    for &cust in ids {
-                        let Some(mut fields) = store.profile(cust)? else {
-                            continue;
-                        };
-                        if let Some(i) = fields.iter().position(|(f, _)| *f == t) {
-                            if let Value::Str(s) = fields.swap_remove(i).1 {
-                                found.push((cust, s));
-                            }
-                        }
-                    }
-                    Ok(found)
-                })
-                .collect::<Result<_>>()?;
-            let owned: Vec<&(u32, String)> = parts.iter().flatten().collect();
-            let values = owned.iter().map(|(c, s)| (*c, 0, s.as_str())).collect();
-            let column = Arc::new(TextColumn::new(values));
+            let column = Arc::new(stored_trait_column(store, t, set)?);
             texts.put(t, at, column.clone());
             column
         }
     };
     let mut out = RoaringBitmap::new();
     column.containing(needle, 0, 0, &mut out);
+    // The column is the stored profiles'; a write committed but not yet applied to the indexes
+    // waits for them, as every other test of the rule does.
+    out &= set;
     Ok(out)
+}
+
+/// Trait `t`'s column as the stored profiles have it: the record stored at the folder's current
+/// write generation, or read from every stored profile and stored (when no write committed
+/// meanwhile).
+///
+/// Every commit of a write (events, profiles, deletes, merges) raises the generation in the
+/// batch that changes the profiles, so a record stored at the generation the folder still has
+/// holds exactly its profiles' values; any write makes it stale, whichever build made it.
+fn stored_trait_column(store: &Store, t: u32, set: &RoaringBitmap) -> Result<TextColumn> {
+    let kept = Kept(store);
+    let key = derived::trait_texts_key(t);
+    let generation = store.generation()?;
+    if let Some(column) = derived::load_checked(
+        &kept,
+        &key,
+        generation,
+        TextColumn::declared_generation,
+        |body| TextColumn::decode_trait(body, t),
+    ) {
+        return Ok(column);
+    }
+    // Read after the generation, so never older than the profiles it names: a write committed
+    // meanwhile, seen here or not, raised it, and the column is then not stored (or, stored
+    // before the raise showed, never used: the folder is past its generation for good).
+    // In parts of the id space read in parallel (the last open-ended: ids the indexes do not
+    // know yet), as the exact check would read them.
+    let parts_of = rayon::current_num_threads().max(1) as u32 * 4;
+    let top = set.max().map_or(0, |m| m.saturating_add(1));
+    let step = (top / parts_of).max(1);
+    let bounds: Vec<(u32, Option<u32>)> = (0..parts_of)
+        .map(|i| {
+            let from = i.saturating_mul(step).min(top);
+            let to = (i + 1 < parts_of).then(|| (i + 1).saturating_mul(step).min(top));
+            (from, to)
+        })
+        .filter(|(from, to)| to.is_none_or(|to| to > *from))
+        .collect();
+    let parts: Vec<Vec<(u32, String)>> = bounds
+        .par_iter()
+        .map(|&(from, to)| {
+            let mut found = Vec::new();
+            for profile in store.profiles_between(from, to) {
+                let (cust, mut fields) = profile?;
+                if let Some(i) = fields.iter().position(|(f, _)| *f == t) {
+                    if let Value::Str(s) = fields.swap_remove(i).1 {
+                        found.push((cust, s));
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .collect::<Result<_>>()?;
+    let found: Vec<(u32, String)> = parts.into_iter().flatten().collect();
+    let column = TextColumn::new(found.iter().map(|(c, s)| (*c, 0, s.as_str())).collect());
+    if store.generation()? == generation {
+        kept.save(&key, &derived::pack(&column.encode_trait(t, generation)));
+    }
+    Ok(column)
 }
 
 /// The columns of the days in `from..=to` that have events of the kind: those kept in memory

@@ -485,6 +485,13 @@ impl Store {
         self.get(&keys::meta(name))?.map_or(Ok(0), |v| be_u64(&v))
     }
 
+    /// The write generation: raised by every committed write, in the batch that stores it
+    /// (0 before the first). Derived records read from the stored profiles name it
+    /// (`crate::index::derived`).
+    pub fn generation(&self) -> Result<u64> {
+        self.meta_u64(meta::GENERATION)
+    }
+
     /// The next internal id to hand out.
     pub fn next_id(&self) -> Result<u32> {
         self.get(&keys::meta(meta::NEXT_ID))?
@@ -742,6 +749,24 @@ impl Store {
     /// Every (customer, profile) pair.
     pub fn profiles(&self) -> impl Iterator<Item = Result<(u32, Fields)>> + '_ {
         self.scan(keys::PROFILE).map(|r| {
+            let (k, v) = r?;
+            Ok((keys::parse_customer(&k)?, codec::decode_profile(&v)?))
+        })
+    }
+
+    /// The stored profiles of customers `from..to` (internal ids; `to` `None`: to the last), in
+    /// id order: a part of [`Store::profiles`], so that parts can be read in parallel.
+    pub fn profiles_between(
+        &self,
+        from: u32,
+        to: Option<u32>,
+    ) -> impl Iterator<Item = Result<(u32, Fields)>> + '_ {
+        let start = keys::profile(from);
+        let end: Vec<u8> = match to {
+            Some(to) => keys::profile(to).to_vec(),
+            None => vec![keys::PROFILE + 1],
+        };
+        self.tree.range(start.to_vec()..end).map(|r| {
             let (k, v) = r?;
             Ok((keys::parse_customer(&k)?, codec::decode_profile(&v)?))
         })
