@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use audiencedb::server::client::encode;
 
+mod common;
+
 fn env_path(name: &str) -> PathBuf {
     match std::env::var_os(name) {
         Some(v) => PathBuf::from(v),
@@ -49,15 +51,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .map(|v| v.replace(['_', ','], "").parse().expect(name))
         .unwrap_or(default)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The bytes of every file under `dir`.
@@ -117,8 +110,8 @@ fn requests(stream: &Path, tracks_wanted: usize, clients: usize) -> (Vec<Vec<Vec
     (per_client, tracks)
 }
 
-/// Sends one connection's requests one at a time; the round trip of each, in nanoseconds.
-fn drive(socket: &Path, requests: &[Vec<u8>], start: &Barrier) -> Vec<u64> {
+/// Sends one connection's requests one at a time; the round trip of each.
+fn drive(socket: &Path, requests: &[Vec<u8>], start: &Barrier) -> Vec<Duration> {
     let mut writer = UnixStream::connect(socket).expect("connect");
     let mut reader = BufReader::new(writer.try_clone().expect("clone the stream"));
     let mut times = Vec::with_capacity(requests.len());
@@ -129,17 +122,12 @@ fn drive(socket: &Path, requests: &[Vec<u8>], start: &Barrier) -> Vec<u64> {
         writer.write_all(request).expect("send");
         reply.clear();
         reader.read_until(b'\n', &mut reply).expect("reply");
-        times.push(t.elapsed().as_nanos() as u64);
+        times.push(t.elapsed());
         if reply != b"+OK\r\n" {
             panic!("unexpected reply: {}", String::from_utf8_lossy(&reply));
         }
     }
     times
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1e6
 }
 
 fn main() {
@@ -182,7 +170,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    println!("load before: {}", load());
+    println!(
+        "load before: {:.2}",
+        common::load_average().unwrap_or(f64::NAN)
+    );
     let start = Arc::new(Barrier::new(clients + 1));
     let per_client = Arc::new(per_client);
     let handles: Vec<_> = (0..clients)
@@ -193,20 +184,23 @@ fn main() {
         .collect();
     start.wait();
     let t = Instant::now();
-    let mut times: Vec<u64> = handles
+    let mut times: Vec<Duration> = handles
         .into_iter()
         .flat_map(|h| h.join().expect("a client"))
         .collect();
     let wall = t.elapsed().as_secs_f64();
     times.sort_unstable();
-    println!("load after: {}", load());
+    println!(
+        "load after: {:.2}",
+        common::load_average().unwrap_or(f64::NAN)
+    );
     println!(
         "{total} requests in {wall:.1} s: {:.0} requests/s, {:.0} tracks/s; round trip median {:.3} ms, p99 {:.3} ms, max {:.1} ms",
         total as f64 / wall,
         tracks as f64 / wall,
-        percentile(&times, 0.5),
-        percentile(&times, 0.99),
-        percentile(&times, 1.0)
+        common::ms(common::percentile(&times, 50.0)),
+        common::ms(common::percentile(&times, 99.0)),
+        common::ms(common::percentile(&times, 100.0))
     );
 
     // SAFETY: `kill` with a child's pid and SIGTERM has no memory effects.

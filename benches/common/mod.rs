@@ -1,4 +1,4 @@
-//! What the plain timed benches share (`values`, `reports`): percentiles, the load average, the
+//! What the plain timed benches share (`values`, `reports`, `track_stream`): percentiles, the load average, the
 //! table rows they print, and opening the folder named by `AUDIENCEDB_BENCH_DB` at the *now* of
 //! `AUDIENCEDB_BENCH_NOW`.
 

@@ -117,17 +117,15 @@ fn stored_trait_column(store: &Store, t: u32, set: &RoaringBitmap) -> Result<Tex
     // before the raise showed, never used: the folder is past its generation for good).
     // In parts of the id space read in parallel (the last open-ended: ids the indexes do not
     // know yet), as the exact check would read them.
-    let parts_of = rayon::current_num_threads().max(1) as u32 * 4;
     let top = set.max().map_or(0, |m| m.saturating_add(1));
-    let step = (top / parts_of).max(1);
-    let bounds: Vec<(u32, Option<u32>)> = (0..parts_of)
-        .map(|i| {
-            let from = i.saturating_mul(step).min(top);
-            let to = (i + 1 < parts_of).then(|| (i + 1).saturating_mul(step).min(top));
-            (from, to)
-        })
-        .filter(|(from, to)| to.is_none_or(|to| to > *from))
+    let mut bounds: Vec<(u32, Option<u32>)> = super::exec::id_ranges(top)
+        .into_iter()
+        .map(|(from, to)| (from, Some(to)))
         .collect();
+    match bounds.last_mut() {
+        Some(last) => last.1 = None,
+        None => bounds.push((0, None)),
+    }
     let parts: Vec<Vec<(u32, String)>> = bounds
         .par_iter()
         .map(|&(from, to)| {

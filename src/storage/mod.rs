@@ -748,10 +748,7 @@ impl Store {
 
     /// Every (customer, profile) pair.
     pub fn profiles(&self) -> impl Iterator<Item = Result<(u32, Fields)>> + '_ {
-        self.scan(keys::PROFILE).map(|r| {
-            let (k, v) = r?;
-            Ok((keys::parse_customer(&k)?, codec::decode_profile(&v)?))
-        })
+        self.profiles_between(0, None)
     }
 
     /// The stored profiles of customers `from..to` (internal ids; `to` `None`: to the last), in

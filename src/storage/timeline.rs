@@ -28,9 +28,8 @@
 //! their hashes as a further message-id record ([`SEEN_RECORDS`]), customer by customer in id order, a few
 //! tens of megabytes per atomic batch (the next batch's blocks are built on rayon's pool while
 //! this one is applied; the batches are applied in order). Every batch but the last also records
-//! how far the fold got
-//! (the `fold` metadata record: the last frame folded and the last customer done); the last
-//! sets the committed end back to 0 and removes that record, and the file is then emptied. At
+//! how far the fold got (the `fold` metadata record: the last frame folded and the last customer
+//! done); the last sets the committed end back to 0 and removes that record, and the file is then emptied. At
 //! open the committed frames are read back in order into the memtable, skipping customers an
 //! unfinished fold already wrote and customers deleted since (a deleted customer's internal id
 //! is never used again), so a crash at any moment loses and duplicates nothing. A format-4
