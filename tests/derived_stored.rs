@@ -1,4 +1,5 @@
-//! Derived data kept in the folder (issue 20, "cold"): event columns, text columns, runs of days,
+//! Derived data kept in the folder (issue 20, "cold"): event columns, text columns, runs of days
+//! (and their day bitmaps' unions),
 //! `bucket(NAME)` splits and unindexed traits' columns stored by the readers that build them and
 //! loaded by later processes. Every answer, from
 //! records just built, loaded after a reopen, or left stale by writes, deletes, merges and a
@@ -49,6 +50,8 @@ const RULES: &[&str] = &[
     "searched where query contains \"red\" at least 2 times in last 120 days",
     "first purchased in last 30 days",
     "visited in last 2 hours",
+    "not viewed before 20 days ago and viewed in last 20 days",
+    "purchased ever and not purchased in last 90 days",
     "bucket(exp) < 37",
     "bucket(exp) >= 60 and purchased in last 90 days",
     "bucket(other) = 4 or bucket(other) between 50 and 70",

@@ -284,6 +284,7 @@ impl Indexes {
                 // Derived from the lists, which know when they change: nothing to do here.
                 count_runs: _,
                 number_runs: _,
+                presence_runs: _,
                 texts: _,
                 columns: _,
                 unions: _,

@@ -23,6 +23,7 @@ mod batch;
 pub mod buckets;
 pub mod columns;
 pub mod derived;
+pub mod presence;
 pub mod ranges;
 pub mod rollup;
 pub mod runs;
@@ -44,6 +45,7 @@ use crate::model::{FastMap, FastSet, StoredEvent, Value};
 pub use batch::{Changes, PARALLEL_FROM};
 pub use buckets::BucketSplits;
 pub use columns::{Columns, EventColumns, MISSING};
+pub use presence::PresenceRuns;
 pub use ranges::{Ranges, Slices};
 pub use rollup::{DayCount, DayList, DayNumbers};
 pub use runs::{Piece, Runs};
@@ -206,6 +208,8 @@ pub struct EventIndex {
     pub count_runs: Runs<DayCount>,
     /// Runs of days of `numbers` merged, built by readers (keyed by property).
     pub number_runs: Runs<DayNumbers>,
+    /// Unions of aligned runs of `days`, kept by readers of long windows (`presence.rs`).
+    pub presence_runs: PresenceRuns,
     /// Per (property, day), the string values of the day's events, built by readers (`texts.rs`).
     pub texts: Texts,
     /// Per day, the day's events as columns of customers, times and property values, built by

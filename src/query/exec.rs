@@ -32,6 +32,7 @@ use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
+use crate::index::derived::DerivedStore;
 use crate::index::rollup::{DayCount, DayList};
 use crate::index::{DayBitmaps, EventIndex, IndexValue, Indexes, TraitIndex, ValueDays, ValueRef};
 use crate::model::bucket::{bucket, BUCKETS};
@@ -764,7 +765,7 @@ impl Sources<'_> {
                     return b;
                 }
             }
-            return presence_bounds(ei, e.from, e.to);
+            return presence_bounds((&Kept(self.store), event), ei, e.from, e.to);
         };
         // Several conditions, or a `not`: exact from the event columns (`super::columns`). Without
         // them (not built yet, or a store that cannot be read), the bounds below and the exact
@@ -780,7 +781,8 @@ impl Sources<'_> {
         // event with the value that day is an event of the kind that day), and for a common
         // event it is the union of a hundred-thousand-customer bitmap per day.
         let cell = std::cell::OnceCell::new();
-        let any = || cell.get_or_init(|| presence_bounds(ei, e.from, e.to));
+        let kept = Kept(self.store);
+        let any = || cell.get_or_init(|| presence_bounds((&kept, event), ei, e.from, e.to));
         let fb = self.filter_bounds(e, (event, ei), f, &any);
         match cell.get() {
             Some(any) => Bounds::range(fb.sure & &any.sure, fb.maybe & &any.maybe),
@@ -808,7 +810,10 @@ impl Sources<'_> {
         }
         let every = Filter::And(Vec::new());
         let mut found = match win.whole {
-            Some((a, b)) => ei.days.range(a..=b).map(|(_, bm)| bm).union(),
+            Some((a, b)) => {
+                ei.presence_runs
+                    .union((&Kept(self.store), event), &ei.days, &ei.counts, a, b)
+            }
             None => RoaringBitmap::new(),
         };
         let mut unsure = RoaringBitmap::new();
@@ -1015,12 +1020,19 @@ pub(crate) fn index_keys<'l>(lit: &'l Lit, keys: &mut Vec<ValueRef<'l>>) {
 /// Who has an event of the kind in the window: the whole days' bitmaps, and on a day the window
 /// cuts, the count rollups' spans: a customer with events of that day wholly inside the window's
 /// part is in, one with all of them outside is out, and only the others are undecided.
-fn presence_bounds(ei: &EventIndex, from: Timestamp, to: Timestamp) -> Bounds {
+fn presence_bounds(
+    (kept, event): (&dyn DerivedStore, u32),
+    ei: &EventIndex,
+    from: Timestamp,
+    to: Timestamp,
+) -> Bounds {
     let Some(win) = WindowDays::of(from, to) else {
         return Bounds::exact(RoaringBitmap::new());
     };
     let mut sure = match win.whole {
-        Some((a, b)) => ei.days.range(a..=b).map(|(_, bm)| bm).union(),
+        Some((a, b)) => ei
+            .presence_runs
+            .union((kept, event), &ei.days, &ei.counts, a, b),
         None => RoaringBitmap::new(),
     };
     let mut unsure = RoaringBitmap::new();
