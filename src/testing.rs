@@ -65,7 +65,7 @@ impl MembersOnly {
     }
 
     /// The names of the audiences customer `cust` (an internal id) is in, sorted.
-    pub fn audiences_of(&self, cust: u32) -> Vec<String> {
+    pub fn audiences_of(&self, cust: u32) -> crate::AudienceNames {
         self.0.of(cust)
     }
 }

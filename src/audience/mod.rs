@@ -33,6 +33,7 @@ mod timers;
 mod traits;
 
 pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};
+pub use names::{AudienceNames, Names};
 pub use traits::{check_trait_name, ComputedTraitInfo, MAX_TRAIT_NAME_LEN};
 pub(crate) use traits::{fit_trait, get as computed_trait, list as computed_traits};
 
@@ -998,7 +999,7 @@ impl Audiences {
 
     /// The saved audiences customer `cust` is in, by name, from the kept members' inverse (its
     /// own short list: the cost follows how many audiences it is in, not how many are saved).
-    pub(crate) fn of(&self, cust: u32) -> Vec<String> {
+    pub(crate) fn of(&self, cust: u32) -> AudienceNames {
         let live = self.live.read();
         live.names.names_in_order(live.by_customer.of(cust))
     }
