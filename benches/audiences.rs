@@ -7,6 +7,8 @@
 //!    10 counts and aggregates, 10 more from the spec's examples), then ingest again with 10
 //!    and with 100 of them; with `AUDIENCEDB_BENCH_AUDIENCES=1000`, 900 more of the same kinds
 //!    (each family again with other lengths, thresholds and trait values) and ingest with 1,000;
+//!    Each row with audiences also says how many (audience, customer) pairs the written events
+//!    settled without reading the customer, and how many written customers were still read;
 //! 3. `audiences_of` latency (median, p99) over random existing customers, with all of them;
 //! 4. time-driven updates: the clock moves one hour at a time through a day; entries and exits
 //!    made, and customers re-evaluated per second of work.
@@ -191,6 +193,7 @@ fn main() {
         .unwrap_or(100);
     let ingest = |label: &str| {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let settled = db.settle_stats();
         let started = Instant::now();
         for _ in 0..batches {
             let msgs = (0..100)
@@ -210,6 +213,18 @@ fn main() {
             (batches * 100) as f64 / secs,
             secs * 1e3 / batches as f64
         );
+        let s = db.settle_stats();
+        if s.pairs > settled.pairs {
+            println!(
+                "  the written events settled {} of {} (audience, customer) pairs ({} forced, {} unchanged); {} of {} written customers still read",
+                s.forced + s.unchanged - settled.forced - settled.unchanged,
+                s.pairs - settled.pairs,
+                s.forced - settled.forced,
+                s.unchanged - settled.unchanged,
+                s.customers_read - settled.customers_read,
+                s.customers - settled.customers
+            );
+        }
     };
     ingest("0");
     // The first pass reads the batches' customers cold; the same customers again, warm, are

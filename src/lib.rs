@@ -79,7 +79,9 @@ pub mod tables;
 #[doc(hidden)]
 pub mod testing;
 
-pub use audience::{AudienceDiff, AudienceInfo, Change, ComputedTraitInfo, Subscription};
+pub use audience::{
+    AudienceDiff, AudienceInfo, AudienceNames, Change, ComputedTraitInfo, Subscription,
+};
 pub use db::{
     ComputedTraitSchema, Config, Customer, Db, Event, EventSchema, IngestReport, LimitCheck,
     Outcome, PropertySchema, Schema, Totals, TraitSchema, VerifyReport,

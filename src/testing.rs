@@ -40,16 +40,32 @@ pub fn journeys_by_columns_from(n: u64) {
     crate::query::exec::JOURNEYS_BY_COLUMNS_FROM.store(n, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether a write's own events may decide saved audiences without reading the customer
+/// (`true` by default); `false` reads every customer a write touched, the path before. For
+/// tests comparing the two. Process-wide.
+pub fn settle_writes(on: bool) {
+    crate::audience::SETTLE_WRITES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What writes decided by themselves (see [`Internals::settle_stats`]).
+pub use crate::audience::SettleStats;
+
 /// A look at a database's in-memory state; `use audiencedb::testing::Internals` to call it.
 pub trait Internals {
     /// A consistent view of the catalog, the indexes and the ids. Hold it briefly: writers
     /// wait for it.
     fn read(&self) -> RwLockReadGuard<'_, ReadState>;
+    /// Counts of what writes decided by themselves for saved audiences, since opening.
+    fn settle_stats(&self) -> SettleStats;
 }
 
 impl Internals for Db {
     fn read(&self) -> RwLockReadGuard<'_, ReadState> {
         self.state.read()
+    }
+
+    fn settle_stats(&self) -> SettleStats {
+        self.audiences.settle_stats()
     }
 }
 
@@ -65,7 +81,7 @@ impl MembersOnly {
     }
 
     /// The names of the audiences customer `cust` (an internal id) is in, sorted.
-    pub fn audiences_of(&self, cust: u32) -> Vec<String> {
+    pub fn audiences_of(&self, cust: u32) -> crate::AudienceNames {
         self.0.of(cust)
     }
 }

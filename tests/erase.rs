@@ -119,10 +119,7 @@ fn delete_then_compact_leaves_no_byte_of_the_customer_in_any_file() {
     build_shop(&path);
     {
         let db = open(&path);
-        assert!(db
-            .audiences_of(VICTIM)
-            .unwrap()
-            .contains(&"platinum".to_owned()));
+        assert!(db.audiences_of(VICTIM).unwrap().contains("platinum"));
         let dict = db
             .record_traces(&[NOTE.as_bytes()])
             .unwrap()

@@ -33,14 +33,16 @@ mod timers;
 mod traits;
 
 pub use feed::{Change, Subscription, SUBSCRIBER_BUFFER};
+pub use names::{AudienceNames, Names};
 pub use traits::{check_trait_name, ComputedTraitInfo, MAX_TRAIT_NAME_LEN};
 pub(crate) use traits::{fit_trait, get as computed_trait, list as computed_traits};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
@@ -49,9 +51,10 @@ use crate::error::{corrupt, internal, invalid, Error, Result};
 use crate::index::Indexes;
 use crate::ingest::message::check_customer_id;
 use crate::model::time::{Clock, Timestamp};
-use crate::model::{FastMap, FastSet};
+use crate::model::{FastMap, FastSet, StoredEvent};
 use crate::query::due::{self, DueAnswer};
 use crate::query::footprint::Footprint;
+use crate::query::settle;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{
     self, Audience, Definition, Definitions, LoadedList, PreparedRule, ReadState, Warnings,
@@ -63,6 +66,10 @@ use feed::Subscribers;
 use names::NameOrder;
 use readers::Readers;
 use timers::{take, take_bitmap, Timers};
+
+/// Whether a write's own events may decide audiences without reading the customer
+/// ([`crate::testing::settle_writes`]).
+pub(crate) static SETTLE_WRITES: AtomicBool = AtomicBool::new(true);
 
 /// The longest audience name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -309,6 +316,33 @@ impl Live {
 pub(crate) struct Audiences {
     live: RwLock<Live>,
     subscribers: Subscribers,
+    settle_stats: Mutex<SettleStats>,
+}
+
+/// Counts, over the writes since the database was opened, of what the writes' own events
+/// decided (for benchmarks: how much reading they saved).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SettleStats {
+    /// (audience, customer) pairs to answer for a customer who got events.
+    pub pairs: u64,
+    /// Of those, answered from the written events alone.
+    pub forced: u64,
+    /// Of those, left as kept (the events cannot have moved the answer).
+    pub unchanged: u64,
+    /// Customers who got events.
+    pub customers: u64,
+    /// Of those, the ones still read for some audience.
+    pub customers_read: u64,
+}
+
+impl SettleStats {
+    fn add(&mut self, o: &SettleStats) {
+        self.pairs += o.pairs;
+        self.forced += o.forced;
+        self.unchanged += o.unchanged;
+        self.customers += o.customers;
+        self.customers_read += o.customers_read;
+    }
 }
 
 /// What one write changed, customer by customer: who is new, which traits changed for whom,
@@ -323,6 +357,9 @@ pub(crate) struct Touched {
     pub ids: RoaringBitmap,
     pub traits: FastMap<u32, RoaringBitmap>,
     pub events: FastMap<u32, RoaringBitmap>,
+    /// The events stored for each customer (its own, and those moved from customers merged
+    /// into it): a rule they decide by themselves is answered without reading the customer.
+    pub written: FastMap<u32, Vec<StoredEvent>>,
 }
 
 /// One audience to bring up to date in a maintenance pass: its footprint and which customers.
@@ -508,6 +545,7 @@ impl Audiences {
             Audiences {
                 live: RwLock::new(live),
                 subscribers: Subscribers::default(),
+                settle_stats: Mutex::default(),
             },
             Upkeep(()),
         ))
@@ -534,6 +572,7 @@ impl Audiences {
         Audiences {
             live: RwLock::new(live),
             subscribers: Subscribers::default(),
+            settle_stats: Mutex::default(),
         }
     }
 
@@ -998,7 +1037,7 @@ impl Audiences {
 
     /// The saved audiences customer `cust` is in, by name, from the kept members' inverse (its
     /// own short list: the cost follows how many audiences it is in, not how many are saved).
-    pub(crate) fn of(&self, cust: u32) -> Vec<String> {
+    pub(crate) fn of(&self, cust: u32) -> AudienceNames {
         let live = self.live.read();
         live.names.names_in_order(live.by_customer.of(cust))
     }
@@ -1104,6 +1143,17 @@ impl Audiences {
             readers.touched(t, &state.catalog, &mut written);
         }
         let cx = env.subset_context(&state, &state.definitions);
+        // What the write's own events decide, audience by audience: those customers are not
+        // read for it (nor handed to the due path).
+        let mut forced: FastMap<u32, DueAnswer> = FastMap::default();
+        if let Some(t) =
+            touched.filter(|t| !t.written.is_empty() && SETTLE_WRITES.load(Ordering::Relaxed))
+        {
+            let stats = self.settle_written(&cx, &readers, t, &mut written, &mut custs, now);
+            forced = stats.0;
+            let mut s = self.settle_stats.lock();
+            s.add(&stats.1);
+        }
         let due: Vec<Todo> = custs
             .into_iter()
             .filter_map(|(id, mut c)| {
@@ -1129,6 +1179,15 @@ impl Audiences {
             *written.entry(d.id).or_default() |= std::mem::take(&mut a.read);
             decided.insert(d.id, a);
         }
+        // The forced answers join the indexes' ones (the customers are disjoint: forced ones
+        // were taken out of the due ones).
+        for (id, f) in forced {
+            let e = decided.entry(id).or_default();
+            e.asked |= f.asked;
+            e.decided.members |= f.decided.members;
+            e.decided.next.extend(f.decided.next);
+        }
+        written.retain(|_, c| !c.is_empty());
         let mut todo: Vec<Todo> = written
             .into_iter()
             .filter_map(|(id, c)| {
@@ -1213,6 +1272,81 @@ impl Audiences {
             Some(e) => Err(e),
             None => Ok(n),
         }
+    }
+
+    /// Takes out of `written` (audience → customers to read) the customers whose answer the
+    /// write's own events decide ([`settle`]): those forced are returned as answers by audience
+    /// (and taken out of `due` too), those unchanged are simply dropped. A customer's kept
+    /// answer counts as exact unless it is new, merged, gained an id, is due for the audience,
+    /// or had a trait the audience reads changed. Returns the answers and what was counted.
+    fn settle_written(
+        &self,
+        cx: &Context<'_>,
+        readers: &Readers,
+        t: &Touched,
+        written: &mut BTreeMap<u32, RoaringBitmap>,
+        due: &mut BTreeMap<u32, RoaringBitmap>,
+        now: Timestamp,
+    ) -> (FastMap<u32, DueAnswer>, SettleStats) {
+        let mut forced: FastMap<u32, DueAnswer> = FastMap::default();
+        let mut stats = SettleStats::default();
+        let with_events: RoaringBitmap = t.written.keys().copied().collect();
+        let unsure = &(&t.all | &t.new) | &t.ids;
+        let live = self.live.read();
+        for (id, custs) in written.iter_mut() {
+            stats.pairs += custs.intersection_len(&with_events);
+            let (Some(r), Some(la)) = (readers.by_id.get(id), live.by_id.get(id)) else {
+                continue;
+            };
+            if !settle::may_settle(&r.fp) || custs.is_disjoint(&with_events) {
+                continue;
+            }
+            let mut changed = unsure.clone();
+            for name in &r.fp.traits {
+                if let Some(c) = cx.catalog.trait_id(name).and_then(|tr| t.traits.get(&tr)) {
+                    changed |= c;
+                }
+            }
+            if let Some(d) = due.get(id) {
+                changed |= d;
+            }
+            let kept = |c: u32| (!changed.contains(c)).then(|| la.members.contains(c));
+            // A failure leaves the customers to be read, which reports it.
+            let Ok(s) =
+                settle::settle_some(cx, r.def.rule.rule(), &r.fp, custs, &t.written, now, kept)
+            else {
+                continue;
+            };
+            stats.forced += s.forced_custs.len();
+            stats.unchanged += s.unchanged.len();
+            *custs -= &s.forced_custs;
+            *custs -= &s.unchanged;
+            if let Some(d) = due.get_mut(id) {
+                *d -= &s.forced_custs;
+            }
+            if !s.forced_custs.is_empty() {
+                forced.insert(
+                    *id,
+                    DueAnswer {
+                        decided: s.forced,
+                        asked: s.forced_custs,
+                        read: RoaringBitmap::new(),
+                    },
+                );
+            }
+        }
+        let mut read = RoaringBitmap::new();
+        for custs in written.values() {
+            read |= custs;
+        }
+        stats.customers = with_events.len();
+        stats.customers_read = read.intersection_len(&with_events);
+        (forced, stats)
+    }
+
+    /// What the writes so far decided by themselves ([`SettleStats`]).
+    pub(crate) fn settle_stats(&self) -> SettleStats {
+        *self.settle_stats.lock()
     }
 
     /// The audiences by what they read, built from the read state's definitions when they

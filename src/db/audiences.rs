@@ -6,7 +6,8 @@
 use super::write::Writer;
 use super::Db;
 use crate::audience::{
-    self, AudienceDiff, AudienceInfo, Change, ComputedTraitInfo, Env, Subscription, Touched,
+    self, AudienceDiff, AudienceInfo, AudienceNames, Change, ComputedTraitInfo, Env, Subscription,
+    Touched,
 };
 use crate::error::Result;
 use crate::model::time::Timestamp;
@@ -154,14 +155,16 @@ impl Db {
     }
 
     /// The saved audiences a customer is in, by name (none for an unknown customer): the call
-    /// a page makes to personalise itself. Answered from the kept members.
-    pub fn audiences_of(&self, customer: &str) -> Result<Vec<String>> {
+    /// a page makes to personalise itself. Answered from the kept members; the names are
+    /// shared with the database's table of names, not copied (iterate for `&str`s, or
+    /// [`AudienceNames::to_vec`] for owned strings).
+    pub fn audiences_of(&self, customer: &str) -> Result<AudienceNames> {
         let cust = self.state.read().ids.get(customer);
-        Ok(cust.map_or_else(Vec::new, |c| self.audiences.of(c)))
+        Ok(cust.map_or_else(AudienceNames::default, |c| self.audiences.of(c)))
     }
 
     /// [`Db::audiences_of`] by internal id.
-    pub fn audiences_of_internal(&self, cust: u32) -> Vec<String> {
+    pub fn audiences_of_internal(&self, cust: u32) -> AudienceNames {
         self.audiences.of(cust)
     }
 

@@ -896,6 +896,12 @@ fn touched_by(applied: &[Applied]) -> Touched {
         for e in &a.events {
             t.events.entry(e.event).or_default().insert(a.cust);
         }
+        if !a.events.is_empty() {
+            t.written
+                .entry(a.cust)
+                .or_default()
+                .extend(a.events.iter().cloned());
+        }
     }
     t
 }

@@ -85,10 +85,19 @@ pub(crate) fn field(fields: &[(u32, Value)], id: Option<u32>) -> Option<&Value> 
 
 /// Whether one event's properties pass a filter.
 pub(crate) fn filter_passes(e: &EventView<'_>, filter: &Filter) -> Result<bool> {
+    filter_passes_by(&|p| e.prop(p), filter)
+}
+
+/// Whether the properties `prop` gives (by property id: the first value stored under it, if
+/// any) pass a filter: [`filter_passes`] for properties held any way.
+pub(crate) fn filter_passes_by<'v, F>(prop: &F, filter: &Filter) -> Result<bool>
+where
+    F: Fn(u32) -> Result<Option<ValueView<'v>>>,
+{
     Ok(match filter {
         Filter::And(items) => {
             for f in items {
-                if !filter_passes(e, f)? {
+                if !filter_passes_by(prop, f)? {
                     return Ok(false);
                 }
             }
@@ -96,16 +105,16 @@ pub(crate) fn filter_passes(e: &EventView<'_>, filter: &Filter) -> Result<bool> 
         }
         Filter::Or(items) => {
             for f in items {
-                if filter_passes(e, f)? {
+                if filter_passes_by(prop, f)? {
                     return Ok(true);
                 }
             }
             false
         }
-        Filter::Not(inner) => !filter_passes(e, inner)?,
-        Filter::Cond { prop, test } => {
-            let v = match prop {
-                Some(p) => e.prop(*p)?,
+        Filter::Not(inner) => !filter_passes_by(prop, inner)?,
+        Filter::Cond { prop: id, test } => {
+            let v = match id {
+                Some(p) => prop(*p)?,
                 None => None,
             };
             passes(v, test)

@@ -35,6 +35,7 @@ pub(crate) mod reading;
 pub mod reports;
 mod rollups;
 mod run;
+pub(crate) mod settle;
 pub mod sql;
 pub(crate) mod state;
 pub(crate) mod subset;
