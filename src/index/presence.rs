@@ -2,7 +2,7 @@
 //! bitmaps, kept so that a long window (`visited before 7 days ago`, `purchased ever`) is the
 //! union of a few run bitmaps instead of one bitmap per day of two years.
 //!
-//! Runs are aligned as the count lists' runs are (`super::runs`, [`RUN_DAYS`]): a run of `len`
+//! Runs are aligned as the count lists' runs are (`super::runs`, [`run_at`]): a run of `len`
 //! days starts on a multiple of `len`, and a window's whole days are covered by the longest
 //! runs inside it, then single days. A kept union remembers the [`ListVersion`] of each of its
 //! days' count lists: who is in a day's count list is who is in its bitmap, and every change to
@@ -25,7 +25,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use super::derived::{self, DerivedStore, LAYOUT};
 use super::rollup::ListVersion;
-use super::runs::RUN_DAYS;
+use super::runs::run_at;
 use super::{DayBitmaps, DayCounts};
 use crate::model::FastMap;
 use crate::storage::codec::{put_varint, Reader};
@@ -70,10 +70,7 @@ impl PresenceRuns {
         let mut singles: Vec<&RoaringBitmap> = Vec::new();
         let mut d = a;
         while d <= b {
-            let run = RUN_DAYS.iter().copied().find(|&len| {
-                d.is_multiple_of(len) && d.checked_add(len - 1).is_some_and(|e| e <= b)
-            });
-            match run {
+            match run_at(d, b) {
                 Some(len) => {
                     let last = d + (len - 1);
                     if days.range(d..=last).next().is_some() {

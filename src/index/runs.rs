@@ -80,6 +80,15 @@ impl<T> Clone for Runs<T> {
     }
 }
 
+/// The length of the longest aligned run starting on day `d` that ends by day `b`, if any: how
+/// a window's whole days are covered, here and by `super::presence`.
+pub fn run_at(d: u32, b: u32) -> Option<u32> {
+    RUN_DAYS
+        .iter()
+        .copied()
+        .find(|&len| d.is_multiple_of(len) && d.checked_add(len - 1).is_some_and(|e| e <= b))
+}
+
 impl<T: StoredPartial + Send + Sync> Runs<T> {
     /// The pieces covering the days `a..=b` of `days` (lists keyed by day, under `key`, of
     /// `event`): the longest aligned runs inside, loaded from `kept` or built now (and stored
@@ -97,10 +106,7 @@ impl<T: StoredPartial + Send + Sync> Runs<T> {
         let mut pieces = Vec::new();
         let mut d = a;
         while d <= b {
-            let run = RUN_DAYS.iter().copied().find(|&len| {
-                d.is_multiple_of(len) && d.checked_add(len - 1).is_some_and(|e| e <= b)
-            });
-            match run {
+            match run_at(d, b) {
                 Some(len) => {
                     if days.range(d..=d + (len - 1)).next().is_some() {
                         pieces.push(Piece::Run(self.run(kept, event, key, days, d, len)));
