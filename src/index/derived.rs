@@ -178,6 +178,39 @@ pub fn unpack(record: &[u8]) -> Result<Cow<'_, [u8]>> {
     codec::unpack(record, "derived record", MAX_RECORD_BYTES)
 }
 
+/// Writes the head of a record derived from day lists: the layout, the count of the lists, then
+/// each one's day (varint) and fingerprint (`u64` LE).
+pub fn put_sources(out: &mut Vec<u8>, sources: &[(u32, u64)]) {
+    codec::put_varint(out, LAYOUT);
+    codec::put_varint(out, sources.len() as u64);
+    for &(d, fp) in sources {
+        codec::put_varint(out, u64::from(d));
+        out.extend_from_slice(&fp.to_le_bytes());
+    }
+}
+
+/// Reads a head written by [`put_sources`]: the wrapping sum of its fingerprints if it is of
+/// this layout and names exactly the days and fingerprints `current` gives (in day order);
+/// `None` otherwise (stale, another layout, damaged).
+pub fn check_sources(
+    r: &mut codec::Reader<'_>,
+    mut current: impl Iterator<Item = (u32, u64)>,
+) -> Option<u64> {
+    if r.varint().ok()? != LAYOUT {
+        return None;
+    }
+    let mut total = 0u64;
+    for _ in 0..r.len().ok()? {
+        let d = r.u32().ok()?;
+        let fp = u64::from_le_bytes(r.take(8).ok()?.try_into().ok()?);
+        if current.next()? != (d, fp) {
+            return None;
+        }
+        total = total.wrapping_add(fp);
+    }
+    current.next().is_none().then_some(total)
+}
+
 /// The record under `key`, decoded, if one is stored, readable, and derived from events with the
 /// fingerprint `fp` (`declared` reads the fingerprint a body names, without decoding the rest);
 /// `None` otherwise, a stale record included: the caller builds it again.

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use roaring::{MultiOps, RoaringBitmap};
 
-use super::derived::{self, DerivedStore, LAYOUT};
-use super::rollup::ListVersion;
+use super::derived::{self, DerivedStore};
+use super::rollup::{versions_match, versions_of, ListVersion};
 use super::runs::run_at;
 use super::{DayBitmaps, DayCounts};
 use crate::model::FastMap;
@@ -122,16 +122,8 @@ impl PresenceRuns {
         {
             return None;
         }
-        let current = |run: &RunUnion| {
-            run.sources.len() == lists().count()
-                && run
-                    .sources
-                    .iter()
-                    .zip(lists())
-                    .all(|(&(d, v), (&day, list))| d == day && v == list.version())
-        };
         if let Some(run) = self.built.read().get(&(first, len)) {
-            if current(run) {
+            if versions_match(&run.sources, counts, first, last) {
                 return Some(run.clone());
             }
         }
@@ -155,7 +147,7 @@ impl PresenceRuns {
             }
         };
         let run = Arc::new(RunUnion {
-            sources: lists().map(|(&d, l)| (d, l.version())).collect(),
+            sources: versions_of(counts, first, last),
             members,
         });
         self.built.write().insert((first, len), run.clone());
@@ -180,12 +172,7 @@ fn encode_union(sources: impl Iterator<Item = (u32, u64)>, members: &RoaringBitm
     let sources: Vec<(u32, u64)> = sources.collect();
     let size = members.serialized_size();
     let mut out = Vec::with_capacity(24 + sources.len() * 10 + size);
-    put_varint(&mut out, LAYOUT);
-    put_varint(&mut out, sources.len() as u64);
-    for (d, fp) in sources {
-        put_varint(&mut out, u64::from(d));
-        out.extend_from_slice(&fp.to_le_bytes());
-    }
+    derived::put_sources(&mut out, &sources);
     put_varint(&mut out, size as u64);
     members
         .serialize_into(&mut out)
@@ -196,25 +183,10 @@ fn encode_union(sources: impl Iterator<Item = (u32, u64)>, members: &RoaringBitm
 /// The bitmap of a stored union if it was built from lists of exactly the days and fingerprints
 /// `current` gives (in day order) and the record reads whole; `None` otherwise (stale, another
 /// layout, damaged).
-fn decode_union(
-    record: &[u8],
-    mut current: impl Iterator<Item = (u32, u64)>,
-) -> Option<RoaringBitmap> {
+fn decode_union(record: &[u8], current: impl Iterator<Item = (u32, u64)>) -> Option<RoaringBitmap> {
     let body = derived::unpack(record).ok()?;
     let mut r = Reader::new(&body);
-    if r.varint().ok()? != LAYOUT {
-        return None;
-    }
-    for _ in 0..r.len().ok()? {
-        let d = r.u32().ok()?;
-        let fp = u64::from_le_bytes(r.take(8).ok()?.try_into().ok()?);
-        if current.next()? != (d, fp) {
-            return None;
-        }
-    }
-    if current.next().is_some() {
-        return None;
-    }
+    derived::check_sources(&mut r, current)?;
     let size = r.len().ok()?;
     let bytes = r.take(size).ok()?;
     if !r.is_empty() {

@@ -11,6 +11,8 @@
 //! Readers sum partials, so a customer appearing twice in a list is never wrong. This module owns
 //! the lists and their encoding; it does not read storage or answer rules.
 
+use std::collections::BTreeMap;
+
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp};
 use crate::model::Value;
@@ -252,6 +254,32 @@ impl ListVersion {
             edits: 0,
         }
     }
+}
+
+/// The days and versions of the lists of `days` in `first..=last`: what a structure derived from
+/// them remembers (`crate::index::runs`, `presence`, `totals`).
+pub fn versions_of<T: Partial>(
+    days: &BTreeMap<u32, DayList<T>>,
+    first: u32,
+    last: u32,
+) -> Vec<(u32, ListVersion)> {
+    days.range(first..=last)
+        .map(|(&d, l)| (d, l.version()))
+        .collect()
+}
+
+/// Whether `sources` are exactly the days and versions the lists of `days` in `first..=last`
+/// have now: a structure derived from those is then still true.
+pub fn versions_match<T: Partial>(
+    sources: &[(u32, ListVersion)],
+    days: &BTreeMap<u32, DayList<T>>,
+    first: u32,
+    last: u32,
+) -> bool {
+    sources
+        .iter()
+        .copied()
+        .eq(days.range(first..=last).map(|(&d, l)| (d, l.version())))
 }
 
 impl<T> Default for DayList<T> {

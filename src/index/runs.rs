@@ -23,8 +23,11 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::derived::{self, DerivedStore, LAYOUT};
-use super::rollup::{fingerprint_of, merge_partials, DayList, ListVersion, Partial, StoredPartial};
+use super::derived::{self, DerivedStore};
+use super::rollup::{
+    fingerprint_of, merge_partials, versions_match, versions_of, DayList, ListVersion, Partial,
+    StoredPartial,
+};
 use crate::model::FastMap;
 use crate::storage::codec::{put_varint, Reader};
 
@@ -139,17 +142,10 @@ impl<T: StoredPartial + Send + Sync> Runs<T> {
         first: u32,
         len: u32,
     ) -> Arc<Run<T>> {
-        let lists = || days.range(first..=first + (len - 1));
-        let current = |run: &Run<T>| {
-            run.sources.len() == lists().count()
-                && run
-                    .sources
-                    .iter()
-                    .zip(lists())
-                    .all(|(&(d, v), (&day, list))| d == day && v == list.version())
-        };
+        let last = first + (len - 1);
+        let lists = || days.range(first..=last);
         if let Some(run) = self.built.read().get(&(key, first, len)) {
-            if current(run) {
+            if versions_match(&run.sources, days, first, last) {
                 return run.clone();
             }
         }
@@ -161,7 +157,7 @@ impl<T: StoredPartial + Send + Sync> Runs<T> {
         if let Some(items) = stored {
             derived::note_used();
             let run = Arc::new(Run {
-                sources: lists().map(|(&d, l)| (d, l.version())).collect(),
+                sources: versions_of(days, first, last),
                 items,
             });
             self.built.write().insert((key, first, len), run.clone());
@@ -182,7 +178,7 @@ impl<T: StoredPartial + Send + Sync> Runs<T> {
             &derived::pack_plain(&encode_run(sources(), &items)),
         );
         let run = Arc::new(Run {
-            sources: lists().map(|(&d, l)| (d, l.version())).collect(),
+            sources: versions_of(days, first, last),
             items,
         });
         self.built.write().insert((key, first, len), run.clone());
@@ -206,12 +202,7 @@ impl<T: StoredPartial + Send + Sync> Runs<T> {
 fn encode_run<T: StoredPartial>(sources: impl Iterator<Item = (u32, u64)>, items: &[T]) -> Vec<u8> {
     let sources: Vec<(u32, u64)> = sources.collect();
     let mut out = Vec::with_capacity(16 + sources.len() * 10 + items.len() * T::BYTES);
-    put_varint(&mut out, LAYOUT);
-    put_varint(&mut out, sources.len() as u64);
-    for (d, fp) in sources {
-        put_varint(&mut out, u64::from(d));
-        out.extend_from_slice(&fp.to_le_bytes());
-    }
+    derived::put_sources(&mut out, &sources);
     put_varint(&mut out, items.len() as u64);
     for e in items {
         e.put(&mut out);
@@ -229,23 +220,7 @@ fn decode_run<T: StoredPartial>(
 ) -> Option<Vec<T>> {
     let body = derived::unpack(record).ok()?;
     let mut r = Reader::new(&body);
-    if r.varint().ok()? != LAYOUT {
-        return None;
-    }
-    let n = r.len().ok()?;
-    let mut current = current;
-    let mut total = 0u64;
-    for _ in 0..n {
-        let d = r.u32().ok()?;
-        let fp = u64::from_le_bytes(r.take(8).ok()?.try_into().ok()?);
-        if current.next()? != (d, fp) {
-            return None;
-        }
-        total = total.wrapping_add(fp);
-    }
-    if current.next().is_some() {
-        return None;
-    }
+    let total = derived::check_sources(&mut r, current)?;
     let count = r.varint().ok()?;
     let bytes = r
         .take(usize::try_from(count).ok()?.checked_mul(T::BYTES)?)

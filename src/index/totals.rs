@@ -24,7 +24,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 
-use super::rollup::{DayList, ListVersion, Partial};
+use super::rollup::{versions_match, versions_of, DayList, ListVersion, Partial};
 
 /// Totals kept per event and kind (count lists, one property's number lists), at most.
 pub const KEPT: usize = 4;
@@ -46,12 +46,7 @@ pub struct Totals<T> {
 impl<T> Totals<T> {
     /// Whether these totals were summed from exactly the lists `days` has now in their days.
     fn current<P: Partial>(&self, days: &BTreeMap<u32, DayList<P>>) -> bool {
-        let mut lists = days.range(self.first..=self.last);
-        self.sources.iter().all(|&(d, v)| {
-            lists
-                .next()
-                .is_some_and(|(&day, list)| day == d && list.version() == v)
-        }) && lists.next().is_none()
+        versions_match(&self.sources, days, self.first, self.last)
     }
 
     /// The order of `measure`: kept, or built now with `build` and kept.
@@ -119,10 +114,7 @@ impl<T> KeptTotals<T> {
                 }
             }
         }
-        let sources = days
-            .range(first..=last)
-            .map(|(&d, l)| (d, l.version()))
-            .collect();
+        let sources = versions_of(days, first, last);
         // Summed outside the lock (readers in parallel may ask for other totals meanwhile).
         let items = sum();
         self.summed.fetch_add(1, Ordering::Relaxed);
