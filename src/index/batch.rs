@@ -593,28 +593,53 @@ fn add_sorted(
     group: &[(u32, &StoredEvent)],
     out: &mut Outcome,
 ) -> bool {
-    let mut items: Vec<(u32, ValueRef<'_>, u32, u32)> = Vec::with_capacity(group.len() * 2);
+    // Each distinct (property, value) gets a number as first seen (one hash per item), and the
+    // numbers a rank in (property, value) order: the items then sort as plain integers, where
+    // comparing their strings took most of this function's time.
+    let mut numbers: FastMap<(u32, ValueRef<'_>), u32> = FastMap::default();
+    let mut distinct: Vec<(u32, ValueRef<'_>)> = Vec::new();
+    let mut items: Vec<(u32, u32, u32)> = Vec::with_capacity(group.len() * 2);
     for &(cust, e) in group {
         let day = day_of(e.ts);
         for (p, v) in &e.props {
             if let Some(k) = ValueRef::of(v) {
                 if !unindexed.contains(&(event, *p)) {
-                    items.push((*p, k, day, cust));
+                    let n = *numbers.entry((*p, k)).or_insert_with(|| {
+                        distinct.push((*p, k));
+                        (distinct.len() - 1) as u32
+                    });
+                    items.push((n, day, cust));
                 }
             }
         }
     }
-    items.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| value_order(&a.1, &b.1))
-            .then(a.2.cmp(&b.2))
-            .then(a.3.cmp(&b.3))
+    drop(numbers);
+    let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (pa, ka) = &distinct[a as usize];
+        let (pb, kb) = &distinct[b as usize];
+        pa.cmp(pb).then_with(|| value_order(ka, kb))
     });
+    let mut rank = vec![0u32; distinct.len()];
+    for (r, &n) in order.iter().enumerate() {
+        rank[n as usize] = r as u32;
+    }
+    // (rank, day, customer) in one integer: the order of (property, value, day, customer).
+    let mut keyed: Vec<u128> = items
+        .iter()
+        .map(|&(n, day, cust)| {
+            (u128::from(rank[n as usize]) << 64) | (u128::from(day) << 32) | u128::from(cust)
+        })
+        .collect();
+    drop(items);
+    keyed.sort_unstable();
+    let key_of = |k: u128| distinct[order[(k >> 64) as usize] as usize];
+    let day_of_key = |k: u128| (k >> 32) as u32;
     // The runs of equal (property, value).
     let runs = || {
-        items
-            .chunk_by(|a, b| a.0 == b.0 && a.1 == b.1)
-            .map(|run| (run[0].0, run[0].1, run))
+        keyed
+            .chunk_by(|a, b| a >> 64 == b >> 64)
+            .map(|run| (key_of(run[0]).0, key_of(run[0]).1, run))
     };
     // New values per property, against the bound.
     let mut new_values: Option<(u32, usize)> = None;
@@ -639,14 +664,15 @@ fn add_sorted(
             continue;
         }
         let (_, vd) = slot(props.entry(p).or_default(), k);
-        for day in run.chunk_by(|a, b| a.2 == b.2) {
-            let bm = vd.days.entry(day[0].2).or_default();
+        for day in run.chunk_by(|a, b| day_of_key(*a) == day_of_key(*b)) {
+            let d = day_of_key(day[0]);
+            let bm = vd.days.entry(d).or_default();
             let mut changed = false;
-            for &(_, _, _, cust) in day {
-                changed |= insert(bm, cust);
+            for &k in day {
+                changed |= insert(bm, k as u32);
             }
             if changed {
-                vd.dirty.mark(value_chunk(day[0].2));
+                vd.dirty.mark(value_chunk(d));
             }
         }
     }
