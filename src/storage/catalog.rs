@@ -312,14 +312,17 @@ impl Catalog {
     /// known and every name is known for it: such a track adds no name, so it passes every schema
     /// limit ([`Catalog::check_event`]) and interns nothing. `None` otherwise. One lookup per
     /// name, where checking and then interning took three.
+    /// The property ids go into `ids` (cleared first), a buffer the caller keeps from one track
+    /// to the next.
     pub fn known_track<'a>(
         &self,
         event: &str,
-        props: impl ExactSizeIterator<Item = &'a str>,
-    ) -> Option<(u32, Vec<u32>)> {
+        props: impl Iterator<Item = &'a str>,
+        ids: &mut Vec<u32>,
+    ) -> Option<u32> {
+        ids.clear();
         let e = *self.event_ids.get(event)?;
         let info = self.events.get(e as usize)?;
-        let mut ids = Vec::with_capacity(props.len());
         for name in props {
             let p = *self.prop_ids.get(name)?;
             if !info.props.contains_key(&p) {
@@ -327,7 +330,7 @@ impl Catalog {
             }
             ids.push(p);
         }
-        Some((e, ids))
+        Some(e)
     }
 
     /// Counts one stored event (`delta` = 1) or one deleted event (`delta` = -1).
