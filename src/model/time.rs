@@ -86,9 +86,81 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') {
         return None;
     }
+    if let Some(ts) = parse_utc_fast(b) {
+        return Some(ts);
+    }
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+/// The days from 1970-01-01 to the proleptic Gregorian date `y`-`m`-`d` (valid).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// [`parse_rfc3339`] for the form every tracking library sends, `2026-03-01T12:00:00.250Z`
+/// (UTC, `T` and `Z`, no fraction or up to nine digits of it): the same answer as chrono's
+/// parser, without it. `None` for anything else (which chrono then reads, or refuses).
+fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut n = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+        }
+        Some(n)
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut millis = 0u32;
+    let rest = match b[19] {
+        b'.' => {
+            let digits = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits == 0 || digits > 9 {
+                return None;
+            }
+            for (i, &c) in b[20..20 + digits].iter().enumerate().take(3) {
+                millis += u32::from(c - b'0') * [100, 10, 1][i];
+            }
+            &b[20 + digits..]
+        }
+        _ => &b[19..],
+    };
+    if rest != b"Z" {
+        return None;
+    }
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Some(secs * 1000 + i64::from(millis))
 }
 
 /// Parses a calendar date `2026-03-01` to its midnight UTC.
@@ -116,6 +188,65 @@ pub fn format_rfc3339(ts: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// chrono's reading of an RFC 3339 time, which [`parse_rfc3339`] gave before its fast path.
+    fn chrono_reading(text: &str) -> Option<Timestamp> {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// Times of the fast path's shape, valid or not (month 00-19, day 00-39, hour 00-29,
+        /// minute and second 00-69, leap days, years 0000-9999, fractions of 0-12 digits, other
+        /// endings): the same answer as chrono's.
+        #[test]
+        fn the_fast_path_reads_as_chrono_does(
+            year in prop_oneof![0u32..10_000, 1968u32..2102, Just(1900u32), Just(2000u32)],
+            month in 0u32..20,
+            day in 0u32..40,
+            hour in 0u32..30,
+            minute in 0u32..70,
+            second in 0u32..70,
+            fraction in proptest::option::of("[0-9]{0,12}"),
+            end in prop_oneof![Just("Z"), Just("z"), Just("+02:00"), Just("-00:30"), Just(""), Just("ZZ"), Just(" Z")],
+            sep in prop_oneof![Just('T'), Just('t')],
+        ) {
+            let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}{sep}{hour:02}:{minute:02}:{second:02}{fraction}{end}"
+            );
+            prop_assert_eq!(parse_rfc3339(&text), chrono_reading(&text), "{}", text);
+        }
+
+        /// Any text: a valid answer only where chrono gives the same one.
+        #[test]
+        fn any_text_reads_as_chrono_does(text in "[0-9T:.Z+-]{18,32}") {
+            let b = text.as_bytes();
+            let shaped = b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b't');
+            let expect = if shaped { chrono_reading(&text) } else { None };
+            prop_assert_eq!(parse_rfc3339(&text), expect, "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_knows_leap_years_and_the_ends_of_months() {
+        for (text, ok) in [
+            ("2024-02-29T23:59:59.999Z", true),
+            ("2023-02-29T00:00:00Z", false),
+            ("2000-02-29T00:00:00Z", true),
+            ("1900-02-29T00:00:00Z", false),
+            ("2026-04-31T00:00:00Z", false),
+            ("2026-12-31T23:59:59Z", true),
+            ("1969-12-31T23:59:59.999Z", true),
+            ("0000-01-01T00:00:00Z", true),
+        ] {
+            assert_eq!(parse_utc_fast(text.as_bytes()).is_some(), ok, "{text}");
+            assert_eq!(parse_rfc3339(text), chrono_reading(text), "{text}");
+        }
+    }
 
     #[test]
     fn parses_and_formats_round_trip() {
