@@ -202,6 +202,51 @@ fn get_value_at_depth(r: &mut Reader<'_>, depth: u8) -> Result<Value> {
     })
 }
 
+/// Reads past one value written by [`put_value`], checking it as [`get_value`] does (tags,
+/// lengths, UTF-8, exponents, list depth) without building it.
+pub fn skip_value(r: &mut Reader<'_>) -> Result<()> {
+    skip_value_at_depth(r, 0)
+}
+
+fn skip_value_at_depth(r: &mut Reader<'_>, depth: u8) -> Result<()> {
+    match r.byte()? {
+        TAG_STR => {
+            r.str()?;
+        }
+        TAG_INT | TAG_TIME => {
+            r.signed()?;
+        }
+        TAG_FLOAT => {
+            r.take(8)?;
+        }
+        TAG_DECIMAL => {
+            r.signed()?;
+            POW10
+                .get(usize::from(r.byte()?))
+                .ok_or_else(|| corrupt!("bad decimal exponent"))?;
+        }
+        TAG_FALSE | TAG_TRUE => {}
+        TAG_LIST if depth == 0 => {
+            let n = r.len()?;
+            for _ in 0..n {
+                skip_value_at_depth(r, 1)?;
+            }
+        }
+        tag => return Err(corrupt!("unknown value tag {tag}")),
+    }
+    Ok(())
+}
+
+/// Reads past fields written by [`put_fields`], checking them as [`get_fields`] does.
+pub fn skip_fields(r: &mut Reader<'_>) -> Result<()> {
+    let n = r.len()?;
+    for _ in 0..n {
+        r.u32()?;
+        skip_value(r)?;
+    }
+    Ok(())
+}
+
 /// Appends fields as a count, then (name id, value) pairs.
 pub fn put_fields(out: &mut Vec<u8>, fields: &[(u32, Value)]) {
     put_varint(out, fields.len() as u64);
