@@ -7,8 +7,9 @@
 //!    10 counts and aggregates, 10 more from the spec's examples), then ingest again with 10
 //!    and with 100 of them; with `AUDIENCEDB_BENCH_AUDIENCES=1000`, 900 more of the same kinds
 //!    (each family again with other lengths, thresholds and trait values) and ingest with 1,000;
-//!    Each row with audiences also says how many (audience, customer) pairs the written events
-//!    settled without reading the customer, and how many written customers were still read;
+//!    Each row with audiences also says how many (audience, customer) pairs were settled
+//!    without reading the customer (by the written events, or from the indexes), and how many
+//!    written customers were still read;
 //! 3. `audiences_of` latency (median, p99) over random existing customers, with all of them;
 //! 4. time-driven updates: the clock moves one hour at a time through a day; entries and exits
 //!    made, and customers re-evaluated per second of work.
@@ -16,6 +17,9 @@
 //! ```text
 //! AUDIENCEDB_BENCH_DB=/tmp/audiencedb-bench/db cargo bench --bench audiences
 //! ```
+//!
+//! `AUDIENCEDB_BENCH_BY_INDEXES=0` reads the written customers the events do not settle instead
+//! of asking the indexes first (the path before; for same-binary comparisons).
 //!
 //! `AUDIENCEDB_BENCH_NOW` (default 2026-11-01: the end of the period `scripts/bench-query.sh`
 //! generates) is where the bench's clock starts. `AUDIENCEDB_BENCH_BATCHES` (default 200) is
@@ -145,6 +149,13 @@ fn main() {
         .ok()
         .and_then(|t| time::parse_user_time(&t))
         .unwrap_or_else(|| time::parse_date("2026-11-01").unwrap());
+    if std::env::var("AUDIENCEDB_BENCH_BY_INDEXES").is_ok_and(|v| v == "0") {
+        // The path before: written customers the events do not settle are read.
+        audiencedb::testing::settle_by_indexes(false);
+        println!(
+            "written customers the events do not settle: read (AUDIENCEDB_BENCH_BY_INDEXES=0)"
+        );
+    }
     let clock = Clock::manual(now);
     let mut config = Config::new(&path);
     config.clock = clock.clone();
@@ -194,6 +205,7 @@ fn main() {
     let ingest = |label: &str| {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let settled = db.settle_stats();
+        let cpu_before = cpu_seconds();
         let started = Instant::now();
         for _ in 0..batches {
             let msgs = (0..100)
@@ -207,20 +219,26 @@ fn main() {
             db.ingest(msgs).expect("ingest");
         }
         let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu_before;
         println!(
-            "ingest with {label:>4} audiences: {} events in {secs:.2} s = {:.0} events/s ({:.2} ms per batch of 100)",
+            "ingest with {label:>4} audiences: {} events in {secs:.2} s = {:.0} events/s ({:.2} ms per batch of 100; process CPU {:.2} ms per batch)",
             batches * 100,
             (batches * 100) as f64 / secs,
-            secs * 1e3 / batches as f64
+            secs * 1e3 / batches as f64,
+            cpu * 1e3 / batches as f64
         );
         let s = db.settle_stats();
         if s.pairs > settled.pairs {
             println!(
-                "  the written events settled {} of {} (audience, customer) pairs ({} forced, {} unchanged); {} of {} written customers still read",
-                s.forced + s.unchanged - settled.forced - settled.unchanged,
+                "  the written events settled {} of {} (audience, customer) pairs ({} forced, {} unchanged, {} from the indexes); {} of {} written customers still read",
+                s.forced + s.unchanged + s.by_indexes
+                    - settled.forced
+                    - settled.unchanged
+                    - settled.by_indexes,
                 s.pairs - settled.pairs,
                 s.forced - settled.forced,
                 s.unchanged - settled.unchanged,
+                s.by_indexes - settled.by_indexes,
                 s.customers_read - settled.customers_read,
                 s.customers - settled.customers
             );
@@ -379,4 +397,16 @@ fn lookups_at_scale(spec: &str) {
         pct(0.99),
         held as f64 / times.len() as f64
     );
+}
+
+/// The process's CPU time so far (user and system, every thread), in seconds: under a loaded
+/// machine a row's CPU per batch says more than its wall time.
+fn cpu_seconds() -> f64 {
+    // SAFETY: `getrusage` only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }

@@ -47,6 +47,13 @@ pub fn settle_writes(on: bool) {
     crate::audience::SETTLE_WRITES.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether the written customers a write's events do not settle are answered from the indexes
+/// (kept totals, day bitmaps, spans) where they can be, before being read (`true` by default);
+/// `false` reads them, the path before. For tests and benches comparing the two. Process-wide.
+pub fn settle_by_indexes(on: bool) {
+    crate::audience::BY_INDEXES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What writes decided by themselves (see [`Internals::settle_stats`]).
 pub use crate::audience::SettleStats;
 

@@ -9,6 +9,12 @@
 //! checks that the written events did decide (the counts of what was settled) and the edges one
 //! by one.
 //!
+//! The same for day-long windows (counts, sums, means, minima, maxima with negative, fractional
+//! and missing amounts; an `and not` of two presences), where what the written events leave open
+//! is answered from the indexes (the kept totals of the whole days, the rollups of the first day
+//! a window cuts and of *now*'s day): events at and beside each window's start, on its first and
+//! whole days, at *now* and after it.
+//!
 //! `PROPTEST_CASES=500 cargo test --test audiences_settle` runs more streams.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,29 +50,90 @@ const RULES: [(&str, &str); 11] = [
     ("spenders", "purchased sum(amount) > 4 in last 1 hour"),
 ];
 
+/// Day-long windows: the whole days' figures come from the kept totals, the first day the
+/// window cuts and the day of *now* from the rollups (issue 25, session 20); amounts negative,
+/// fractional (quarters: every sum exact in any order) or missing.
+const DAY_RULES: [(&str, &str); 9] = [
+    ("d_buyers2", "purchased at least 2 times in last 2 days"),
+    ("d_spend", "purchased sum(amount) > 4 in last 2 days"),
+    ("d_spend_low", "purchased sum(amount) <= 1.5 in last 3 days"),
+    ("d_avg", "purchased avg(amount) >= 2.5 in last 2 days"),
+    ("d_max", "purchased max(amount) > 3 in last 3 days"),
+    ("d_min", "purchased min(amount) < 0 in last 2 days"),
+    (
+        "d_cart_no_buy",
+        "added_to_cart in last 1 day and not purchased in last 1 day",
+    ),
+    ("d_views", "viewed at most 2 times in last 2 days"),
+    ("d_spend_ever", "purchased sum(amount) > 10 ever"),
+];
+
+const DAY: i64 = 24 * HOUR;
+
+/// An event's `amount`: an integer, a float, or none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Amount {
+    Int(i64),
+    Float(f64),
+    Missing,
+}
+
+impl Amount {
+    fn number(self) -> Option<f64> {
+        match self {
+            Amount::Int(i) => Some(i as f64),
+            Amount::Float(f) => Some(f),
+            Amount::Missing => None,
+        }
+    }
+
+    fn props(self) -> Vec<(String, Value)> {
+        match self {
+            Amount::Int(i) => vec![("amount".to_owned(), Value::Int(i))],
+            Amount::Float(f) => vec![("amount".to_owned(), Value::Float(f))],
+            Amount::Missing => Vec::new(),
+        }
+    }
+}
+
 /// One customer as the plain model keeps it.
 #[derive(Debug, Clone, Default)]
 struct Customer {
     /// (event, time, amount)
-    events: Vec<(&'static str, i64, i64)>,
+    events: Vec<(&'static str, i64, Amount)>,
     gold: bool,
 }
 
 /// What a rule says for a customer at `t`, written out plainly.
 fn holds(rule: &str, c: &Customer, t: i64) -> bool {
-    // Events of a kind in the window [from, t], with amounts.
-    let of = |e: &str, from: i64| -> Vec<i64> {
+    // Events of a kind in the window [from, t], with their numbers.
+    let of = |e: &str, from: i64| -> Vec<Option<f64>> {
         c.events
             .iter()
             .filter(|(n, ts, _)| *n == e && from <= *ts && *ts <= t)
-            .map(|(_, _, a)| *a)
+            .map(|(_, _, a)| a.number())
             .collect()
     };
     let last = |e: &str, w: i64| of(e, t - w + 1);
+    // The numbers of a kind's events in the last `w`, in time order (as the engine adds them;
+    // with quarters every order gives the same sums anyway).
+    let numbers = |e: &str, w: i64| -> Vec<f64> {
+        let mut v: Vec<(i64, f64)> = c
+            .events
+            .iter()
+            .filter(|(n, ts, _)| *n == e && t - w < *ts && *ts <= t)
+            .filter_map(|(_, ts, a)| a.number().map(|x| (*ts, x)))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v.into_iter().map(|x| x.1).collect()
+    };
+    let sum = |e: &str, w: i64| numbers(e, w).iter().fold(0.0, |s, x| s + x);
     match rule {
         "last_hour" => !last("viewed", HOUR).is_empty(),
         "since_hour" => !of("viewed", t - HOUR).is_empty(),
-        "big_buy" => last("purchased", HOUR).iter().any(|&a| a >= 3),
+        "big_buy" => last("purchased", HOUR)
+            .iter()
+            .any(|a| a.is_some_and(|a| a >= 3.0)),
         "lapsed" => !of("purchased", i64::MIN).is_empty() && last("purchased", HOUR).is_empty(),
         "viewer_or_gold" => !last("viewed", HOUR).is_empty() || c.gold,
         "buyers2" => last("purchased", 2 * HOUR).len() >= 2,
@@ -80,7 +147,21 @@ fn holds(rule: &str, c: &Customer, t: i64) -> bool {
             .iter()
             .any(|(n, ts, _)| *n == "viewed" && *ts < t - HOUR),
         "gold_viewers" => c.gold && !last("viewed", HOUR).is_empty(),
-        "spenders" => last("purchased", HOUR).iter().sum::<i64>() > 4,
+        "spenders" => sum("purchased", HOUR) > 4.0,
+        "d_buyers2" => last("purchased", 2 * DAY).len() >= 2,
+        "d_spend" => sum("purchased", 2 * DAY) > 4.0,
+        "d_spend_low" => sum("purchased", 3 * DAY) <= 1.5,
+        "d_avg" => {
+            let n = numbers("purchased", 2 * DAY);
+            !n.is_empty() && n.iter().fold(0.0, |s, x| s + x) / n.len() as f64 >= 2.5
+        }
+        "d_max" => numbers("purchased", 3 * DAY).iter().any(|&x| x > 3.0),
+        "d_min" => numbers("purchased", 2 * DAY).iter().any(|&x| x < 0.0),
+        "d_cart_no_buy" => {
+            !last("added_to_cart", DAY).is_empty() && last("purchased", DAY).is_empty()
+        }
+        "d_views" => last("viewed", 2 * DAY).len() <= 2,
+        "d_spend_ever" => sum("purchased", i64::MAX / 2) > 10.0,
         _ => unreachable!("{rule}"),
     }
 }
@@ -90,7 +171,7 @@ enum Op {
     Track {
         cust: u8,
         event: &'static str,
-        amount: i64,
+        amount: Amount,
         /// From the clock (negative: the past; positive: the future).
         offset: i64,
     },
@@ -131,6 +212,72 @@ fn offset() -> impl Strategy<Value = i64> {
     ]
 }
 
+/// Amounts a `TrackMany` gives its customers, by customer number.
+const MANY_AMOUNTS: [Amount; 6] = [
+    Amount::Int(3),
+    Amount::Float(-1.25),
+    Amount::Missing,
+    Amount::Int(5),
+    Amount::Float(2.5),
+    Amount::Int(0),
+];
+
+fn amount() -> impl Strategy<Value = Amount> {
+    prop_oneof![
+        3 => (-2i64..7).prop_map(Amount::Int),
+        2 => (-12i64..28).prop_map(|q| Amount::Float(q as f64 / 4.0)),
+        1 => Just(Amount::Missing),
+    ]
+}
+
+/// Offsets from the clock for the day-long windows: at *now*, a millisecond either side, at
+/// and beside each window's start (`in last N days` starts at *now* − N days + 1 ms), and
+/// anywhere in the last four days (the first day a window cuts, its whole days).
+fn day_offset() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            0,
+            -1,
+            1,
+            -DAY,
+            -DAY + 1,
+            -DAY + 2,
+            -2 * DAY,
+            -2 * DAY + 1,
+            -2 * DAY + 2,
+            -3 * DAY + 1,
+            -3 * DAY,
+            -HOUR,
+            5 * MINUTE,
+        ]),
+        2 => -4 * DAY..HOUR,
+    ]
+}
+
+fn day_op() -> impl Strategy<Value = Op> {
+    let cust = 0u8..10;
+    let step = prop_oneof![
+        prop::sample::select(vec![
+            1,
+            DAY - 1,
+            DAY,
+            DAY + 1,
+            HOUR,
+            13 * HOUR + 30 * MINUTE
+        ]),
+        1..2 * DAY,
+    ];
+    prop_oneof![
+        8 => (cust.clone(), prop::sample::select(EVENTS.to_vec()), amount(), day_offset())
+            .prop_map(|(cust, event, amount, offset)| Op::Track { cust, event, amount, offset }),
+        2 => (0u8..10, 2u8..12, prop::sample::select(EVENTS.to_vec()), day_offset())
+            .prop_map(|(first, count, event, offset)| Op::TrackMany { first, count, event, offset }),
+        1 => (cust.clone(), any::<bool>()).prop_map(|(cust, gold)| Op::Identify { cust, gold }),
+        1 => cust.prop_map(Op::Delete),
+        4 => step.prop_map(Op::Advance),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let cust = 0u8..10;
     let step = prop_oneof![
@@ -148,7 +295,12 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     prop_oneof![
         8 => (cust.clone(), prop::sample::select(EVENTS.to_vec()), 0i64..6, offset())
-            .prop_map(|(cust, event, amount, offset)| Op::Track { cust, event, amount, offset }),
+            .prop_map(|(cust, event, amount, offset)| Op::Track {
+                cust,
+                event,
+                amount: Amount::Int(amount),
+                offset,
+            }),
         2 => (0u8..10, 2u8..12, prop::sample::select(EVENTS.to_vec()), offset())
             .prop_map(|(first, count, event, offset)| Op::TrackMany { first, count, event, offset }),
         2 => (cust.clone(), any::<bool>()).prop_map(|(cust, gold)| Op::Identify { cust, gold }),
@@ -162,17 +314,22 @@ struct Harness {
     clock: Clock,
     db: Db,
     model: BTreeMap<String, Customer>,
+    rules: &'static [(&'static str, &'static str)],
 }
 
 impl Harness {
     fn new(bulk_from: u64) -> Harness {
+        Harness::with(&RULES, bulk_from)
+    }
+
+    fn with(rules: &'static [(&'static str, &'static str)], bulk_from: u64) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual(t0());
         let mut config = Config::new(dir.path().join("db"));
         config.clock = clock.clone();
         config.audience_bulk_from = bulk_from;
         let db = Db::open_with(config).unwrap();
-        for (name, rule) in RULES {
+        for (name, rule) in rules {
             db.define_audience(name, rule).unwrap();
         }
         Harness {
@@ -180,15 +337,15 @@ impl Harness {
             clock,
             db,
             model: BTreeMap::new(),
+            rules,
         }
     }
 
-    fn track(&mut self, writes: &[(String, &'static str, i64, i64)]) {
+    fn track(&mut self, writes: &[(String, &'static str, Amount, i64)]) {
         let msgs = writes
             .iter()
             .map(|(id, event, amount, ts)| {
-                let props = vec![("amount".to_owned(), Value::Int(*amount))];
-                Message::track(id.clone(), *event, props, Some(*ts))
+                Message::track(id.clone(), *event, amount.props(), Some(*ts))
             })
             .collect();
         self.db.ingest(msgs).unwrap();
@@ -215,7 +372,14 @@ impl Harness {
                 offset,
             } => {
                 let writes: Vec<_> = (*first..first.saturating_add(*count))
-                    .map(|c| (id(c), *event, i64::from(c % 6), now + offset))
+                    .map(|c| {
+                        let amount = if std::ptr::eq(self.rules, &RULES[..]) {
+                            Amount::Int(i64::from(c % 6))
+                        } else {
+                            MANY_AMOUNTS[usize::from(c) % MANY_AMOUNTS.len()]
+                        };
+                        (id(c), *event, amount, now + offset)
+                    })
                     .collect();
                 self.track(&writes);
             }
@@ -251,7 +415,7 @@ impl Harness {
             t,
             "{step}: audiences lag the clock"
         );
-        for (name, rule) in RULES {
+        for &(name, rule) in self.rules {
             let kept = self.db.audience_members(name).unwrap();
             let kept_ids: BTreeSet<String> =
                 self.db.member_ids(&kept).unwrap().into_iter().collect();
@@ -296,6 +460,82 @@ proptest! {
         let report = h.db.verify().unwrap();
         prop_assert!(report.is_ok(), "{:?}", report.problems);
     }
+
+    #[test]
+    fn day_windows_follow_the_plain_evaluator(
+        ops in prop::collection::vec(day_op(), 1..40),
+        bulk in any::<bool>(),
+    ) {
+        let mut h = Harness::with(&DAY_RULES, if bulk { 0 } else { 2048 });
+        h.check("start");
+        for (i, op) in ops.iter().enumerate() {
+            h.run(op);
+            h.check(&format!("step {} ({op:?})", i + 1));
+        }
+        let report = h.db.verify().unwrap();
+        prop_assert!(report.is_ok(), "{:?}", report.problems);
+    }
+}
+
+/// Day-long windows: customers with purchases on the first day a window cuts (at and beside
+/// its start), on its whole days and on the day of *now* are written to at *now*; the counts,
+/// sums, means, minima and maxima are answered from the kept totals and the rollups without
+/// reading them, and the clock's steps onto the edges find the members right.
+#[test]
+fn day_windows_are_answered_from_the_indexes() {
+    let mut h = Harness::with(&DAY_RULES, 2048);
+    let now = t0();
+    let id = |s: &str| s.to_owned();
+    let p = "purchased";
+    h.track(&[
+        // At the 2-day windows' start, and a millisecond before it (out).
+        (id("a"), p, Amount::Float(2.5), now - 2 * DAY + 1),
+        (id("a"), p, Amount::Int(100), now - 2 * DAY),
+        // Whole days.
+        (id("b"), p, Amount::Int(3), now - DAY - 5 * HOUR),
+        (id("b"), p, Amount::Missing, now - DAY - 4 * HOUR),
+        (id("c"), p, Amount::Float(-0.75), now - DAY - 20 * HOUR),
+        (id("c"), "viewed", Amount::Missing, now - DAY - 20 * HOUR),
+        // Earlier today, and on the 3-day window's first day.
+        (id("d"), p, Amount::Int(4), now - 3 * HOUR),
+        (id("d"), p, Amount::Float(1.25), now - 3 * DAY + 2 * HOUR),
+        (id("e"), "added_to_cart", Amount::Missing, now - 2 * HOUR),
+    ]);
+    h.check("history");
+    let before = h.db.settle_stats();
+    h.track(&[
+        (id("a"), p, Amount::Int(2), now),
+        (id("b"), p, Amount::Float(0.25), now),
+        (id("c"), p, Amount::Float(-2.5), now),
+        (id("d"), p, Amount::Missing, now),
+        (id("e"), "added_to_cart", Amount::Missing, now),
+    ]);
+    h.check("the write");
+    let s = h.db.settle_stats();
+    assert!(
+        s.by_indexes > before.by_indexes,
+        "nothing was answered from the indexes: {s:?}"
+    );
+    assert!(
+        s.customers_read - before.customers_read < s.customers - before.customers,
+        "every written customer was read: {s:?}"
+    );
+    for (step, label) in [
+        (1, "now + 1 ms"),
+        (
+            DAY - 2 * HOUR - 1,
+            "the 3-day window's first purchase leaves",
+        ),
+        (2 * HOUR, "now + 1 day + 1 ms"),
+        (DAY - 1, "now + 2 days"),
+        (1, "now + 2 days + 1 ms"),
+        (DAY, "now + 3 days + 1 ms"),
+    ] {
+        h.clock.advance(step);
+        h.db.advance_audiences().unwrap();
+        h.check(label);
+    }
+    assert!(h.db.verify().unwrap().is_ok());
 }
 
 /// A fixed stream: the written events decide, at each edge to the millisecond, and the clock's
@@ -307,10 +547,10 @@ fn written_events_decide_at_the_edges() {
     let id = |s: &str| s.to_owned();
     // Customers to write to later, each known to the database (a first write reads them).
     for c in ["a", "b", "c", "d", "e"] {
-        h.track(&[(id(c), "added_to_cart", 0, now - 5 * HOUR)]);
+        h.track(&[(id(c), "added_to_cart", Amount::Int(0), now - 5 * HOUR)]);
     }
     // `f` is in `carts_no_buy` (a cart a minute ago, no purchase).
-    h.track(&[(id("f"), "added_to_cart", 0, now - MINUTE)]);
+    h.track(&[(id("f"), "added_to_cart", Amount::Int(0), now - MINUTE)]);
     h.check("customers made");
     let before = h.db.settle_stats();
     // `a`: a view exactly at now; `b`: exactly an hour before now (in `since 1 hour ago`, not in
@@ -318,12 +558,12 @@ fn written_events_decide_at_the_edges() {
     // now; `e`: a purchase of 1 an hour and a millisecond ago; `f`: another cart, which keeps it
     // in `carts_no_buy` (the only audience reading carts) without a read.
     h.track(&[
-        (id("a"), "viewed", 0, now),
-        (id("b"), "viewed", 0, now - HOUR),
-        (id("c"), "viewed", 0, now + 1),
-        (id("d"), "purchased", 5, now),
-        (id("e"), "purchased", 1, now - HOUR - 1),
-        (id("f"), "added_to_cart", 0, now),
+        (id("a"), "viewed", Amount::Int(0), now),
+        (id("b"), "viewed", Amount::Int(0), now - HOUR),
+        (id("c"), "viewed", Amount::Int(0), now + 1),
+        (id("d"), "purchased", Amount::Int(5), now),
+        (id("e"), "purchased", Amount::Int(1), now - HOUR - 1),
+        (id("f"), "added_to_cart", Amount::Int(0), now),
     ]);
     h.check("the write");
     let s = h.db.settle_stats();

@@ -71,6 +71,10 @@ use timers::{take, take_bitmap, Timers};
 /// ([`crate::testing::settle_writes`]).
 pub(crate) static SETTLE_WRITES: AtomicBool = AtomicBool::new(true);
 
+/// Whether the written customers the events do not settle are asked of the indexes before they
+/// are read ([`crate::testing::settle_by_indexes`]).
+pub(crate) static BY_INDEXES: AtomicBool = AtomicBool::new(true);
+
 /// The longest audience name.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -329,6 +333,8 @@ pub struct SettleStats {
     pub forced: u64,
     /// Of those, left as kept (the events cannot have moved the answer).
     pub unchanged: u64,
+    /// Of those, answered from the indexes (kept totals, day bitmaps, spans) without a read.
+    pub by_indexes: u64,
     /// Customers who got events.
     pub customers: u64,
     /// Of those, the ones still read for some audience.
@@ -340,6 +346,7 @@ impl SettleStats {
         self.pairs += o.pairs;
         self.forced += o.forced;
         self.unchanged += o.unchanged;
+        self.by_indexes += o.by_indexes;
         self.customers += o.customers;
         self.customers_read += o.customers_read;
     }
@@ -1321,18 +1328,35 @@ impl Audiences {
             stats.unchanged += s.unchanged.len();
             *custs -= &s.forced_custs;
             *custs -= &s.unchanged;
-            if let Some(d) = due.get_mut(id) {
-                *d -= &s.forced_custs;
+            let mut answer = DueAnswer {
+                decided: s.forced,
+                asked: s.forced_custs,
+                read: RoaringBitmap::new(),
+            };
+            // What is left of the written customers (not new, merged or given an id) is asked
+            // of the indexes, as a tick's due customers are: presence from the day bitmaps,
+            // counts and aggregates from the kept totals, next instants from the spans.
+            let rest = (&*custs & &with_events) - &unsure;
+            if !rest.is_empty() && BY_INDEXES.load(Ordering::Relaxed) {
+                let ask = Ask {
+                    rule: r.def.rule.rule(),
+                    fp: &r.fp,
+                    custs: &rest,
+                };
+                // A failure leaves the customers to be read, which reports it.
+                if let Ok(a) = due::answer_due(cx, &ask, now) {
+                    stats.by_indexes += a.asked.len();
+                    *custs -= &a.asked;
+                    answer.asked |= a.asked;
+                    answer.decided.members |= a.decided.members;
+                    answer.decided.next.extend(a.decided.next);
+                }
             }
-            if !s.forced_custs.is_empty() {
-                forced.insert(
-                    *id,
-                    DueAnswer {
-                        decided: s.forced,
-                        asked: s.forced_custs,
-                        read: RoaringBitmap::new(),
-                    },
-                );
+            if let Some(d) = due.get_mut(id) {
+                *d -= &answer.asked;
+            }
+            if !answer.asked.is_empty() {
+                forced.insert(*id, answer);
             }
         }
         let mut read = RoaringBitmap::new();

@@ -290,7 +290,11 @@ impl Indexes {
                 unions: _,
                 count_totals: _,
                 number_totals: _,
+                latest,
             } = ei;
+            if let Some(top) = group.iter().map(|(_, e)| e.ts).max() {
+                *latest = (*latest).max(top);
+            }
             tasks.push(Task::Days {
                 days,
                 dirty: days_dirty,

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use hashbrown::Equivalent;
 use roaring::RoaringBitmap;
 
-use crate::model::time::day_of;
+use crate::model::time::{day_of, Timestamp};
 use crate::model::{FastMap, FastSet, StoredEvent, Value};
 
 pub use batch::{Changes, PARALLEL_FROM};
@@ -222,6 +222,12 @@ pub struct EventIndex {
     pub count_totals: totals::KeptTotals<DayCount>,
     /// Each customer's numbers over a window's whole days, per property, kept by readers.
     pub number_totals: totals::KeptTotals<DayNumbers>,
+    /// An upper bound of the stored events' times: no event of this kind is later. Raised by
+    /// every event added and by every count list loaded (to the end of its last span), never
+    /// lowered (a deleted event leaves it as it was); 0 before any. Not stored: found again as
+    /// the lists load. While it is at or before *now*, no event lies after *now*, not even in
+    /// the two-second span holding it.
+    pub latest: Timestamp,
 }
 
 impl PartialEq for EventIndex {
@@ -476,6 +482,7 @@ impl Indexes {
     pub fn add_event(&mut self, cust: u32, e: &StoredEvent) {
         self.add_customer(cust);
         let ei = self.events.entry(e.event).or_default();
+        ei.latest = ei.latest.max(e.ts);
         let group = [(cust, e)];
         batch::add_days(&mut ei.days, &mut ei.days_dirty, &mut ei.counts, &group);
         let mut out = batch::Outcome::default();

@@ -18,12 +18,13 @@
 use roaring::RoaringBitmap;
 
 use super::rollup::{
-    get_counts, get_numbers, put_counts, put_numbers, DayCount, DayList, DayNumbers,
+    get_counts, get_numbers, put_counts, put_numbers, DayCount, DayList, DayNumbers, SPAN_UNIT_MS,
 };
 use super::{
     value_chunk, DayBitmaps, IndexValue, Indexes, Ranges, Slices, TraitIndex, VALUE_CHUNK_DAYS,
 };
 use crate::error::{corrupt, Result};
+use crate::model::time::day_start;
 use crate::model::{FastMap, FastSet};
 use crate::storage::codec::{self, put_varint, Reader};
 
@@ -629,7 +630,12 @@ impl Indexes {
             Family::EventProp(e, p, k, c) => {
                 DecodedFamily::EventProp(e, p, k, get_days(&mut r, c)?)
             }
-            Family::DayCounts(e, d) => DecodedFamily::DayCounts(e, d, get_counts(&mut r)?),
+            Family::DayCounts(e, d) => {
+                let list = get_counts(&mut r)?;
+                let mut last = None;
+                list.for_each(|x| last = last.max(Some(x.last)));
+                DecodedFamily::DayCounts(e, d, list, last)
+            }
             Family::DayNumbers(e, p, d) => DecodedFamily::DayNumbers(e, p, d, get_numbers(&mut r)?),
         };
         if !r.is_empty() {
@@ -679,8 +685,13 @@ impl Indexes {
                     .days
                     .extend(days);
             }
-            DecodedFamily::DayCounts(e, d, list) => {
-                self.events.entry(e).or_default().counts.insert(d, list);
+            DecodedFamily::DayCounts(e, d, list, last) => {
+                let ei = self.events.entry(e).or_default();
+                if let Some(last) = last {
+                    let end = day_start(d) + i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
+                    ei.latest = ei.latest.max(end);
+                }
+                ei.counts.insert(d, list);
             }
             DecodedFamily::DayNumbers(e, p, d, list) => {
                 self.events
@@ -710,7 +721,8 @@ pub enum DecodedFamily {
     TraitPatch(RoaringBitmap),
     EventDays(u32, u32, RoaringBitmap),
     EventProp(u32, u32, IndexValue, DayBitmaps),
-    DayCounts(u32, u32, DayList<DayCount>),
+    /// With the last span unit of any of its customers (for [`EventIndex::latest`]).
+    DayCounts(u32, u32, DayList<DayCount>, Option<u16>),
     DayNumbers(u32, u32, u32, DayList<DayNumbers>),
 }
 

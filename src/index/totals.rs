@@ -135,6 +135,22 @@ impl<T> KeptTotals<T> {
         t
     }
 
+    /// The totals of the lists `days` (under `key`) over the days `first..=last` if they are
+    /// kept and were summed from exactly the lists `days` has now in those days; never sums
+    /// (for readers of a few customers, to whom a sum over every customer is not worth it).
+    pub fn kept<P: Partial>(
+        &self,
+        key: u32,
+        days: &BTreeMap<u32, DayList<P>>,
+        (first, last): (u32, u32),
+    ) -> Option<Arc<Totals<T>>> {
+        let kept = self.kept.lock();
+        kept.iter()
+            .find(|t| t.key == key && t.first == first && t.last == last)
+            .filter(|t| t.current(days))
+            .cloned()
+    }
+
     /// How many times totals were summed (not found kept, or stale) by these.
     pub fn summed(&self) -> u64 {
         self.summed.load(Ordering::Relaxed)

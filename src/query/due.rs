@@ -4,9 +4,13 @@
 //! For the customers due in one audience at one *now* (a tick), the rule is evaluated as bitmap
 //! operations restricted to them: traits from their bitmaps, plain presence (`E in last L`,
 //! `E since L ago`, `E ever`) from the day bitmaps and, on a day the window cuts, the count
-//! rollups' two-second spans; `and`, `or`, `not` and `in audience` combine them; other
-//! conditions (counts, aggregates, filters, sequences) take the engine's bounds over everyone
-//! when at least [`WHOLE_BOUNDS_FROM`] customers are due (the rollups decide most counts). The next
+//! rollups' two-second spans; counts and aggregates without a filter, for fewer than
+//! [`FIGURES_UNTIL`] customers, from each one's figures (the kept totals of the whole days and
+//! the cut days' rollups, `super::figures`); `and`, `or`, `not` and `in audience` combine them;
+//! other conditions (filters, sequences, and the above where those do not serve) take the
+//! engine's bounds over everyone when at least [`WHOLE_BOUNDS_FROM`] customers are due (the
+//! rollups decide most counts). The same answers serve a write's customers that its own events
+//! do not settle (`crate::audience`). The next
 //! instant at which time alone may change each customer's answer is bounded from below by the
 //! same spans ([`next_from_spans`]): early, never late, so the timers wake the customer at or
 //! before its edge, and a wake-up inside a span's two seconds reads the customer. Whatever the
@@ -15,8 +19,10 @@
 //! and checked one by one ([`super::subset::answer_each`]).
 //!
 //! Customers with events of the open day in the two-second span holding *now* (events written at
-//! the clock's instant) are told from those with a later one by the open day's event columns
-//! when they are many ([`later_today`]).
+//! the clock's instant) cannot have a later one there when no stored event of the kind is later
+//! than *now* ([`crate::index::EventIndex::latest`]: the spans' ends are capped by it); otherwise
+//! they are told from those with a later one by the open day's event columns when they are many
+//! ([`later_today`]).
 //!
 //! This module reads the indexes (and storage only where the engine's bounds or [`later_today`]
 //! build event columns); it never writes.
@@ -30,9 +36,10 @@ use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::FastMap;
 
 use super::exec::Sources;
+use super::figures::{self, side_capped};
 use super::footprint::{self, Footprint};
 use super::plan::{self, EventNode, Node, NodeKind};
-use super::rollups::{side, Side, WindowDays};
+use super::rollups::{Side, WindowDays};
 use super::subset::{time_traits, Ask, Context, SubsetAnswer};
 
 /// A tick's answer for the due customers of one audience.
@@ -127,16 +134,34 @@ fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, Ro
             let m = &**members & d;
             (m.clone(), m)
         }
-        // Counts, aggregates, filters, sequences, `first`/`last`: the engine's bounds over
-        // everyone, when enough customers are asked about to be worth them (a count's rollups
-        // decide most customers; reading each costs far more than a bitmap).
-        _ if d.len() >= WHOLE_BOUNDS_FROM => {
-            let b = s.bounds(node);
-            (b.sure & d, b.maybe & d)
+        // Counts and aggregates without a filter, for not too many customers: each one's
+        // figures from the kept totals and the cut days (`figures.rs`), where they serve.
+        NodeKind::Event(e) if figures::serves(e) && d.len() < FIGURES_UNTIL => {
+            figures::within(s.indexes, e, d).unwrap_or_else(|| engine_bounds(s, node, d))
         }
-        _ => undecided(),
+        _ => engine_bounds(s, node, d),
     }
 }
+
+/// Counts, aggregates, filters, sequences, `first`/`last`: the engine's bounds over everyone,
+/// when enough customers are asked about to be worth them (a count's rollups decide most
+/// customers; reading each costs far more than a bitmap); else all of `d` undecided.
+fn engine_bounds(
+    s: &Sources<'_>,
+    node: &Node,
+    d: &RoaringBitmap,
+) -> (RoaringBitmap, RoaringBitmap) {
+    if d.len() >= WHOLE_BOUNDS_FROM {
+        let b = s.bounds(node);
+        (b.sure & d, b.maybe & d)
+    } else {
+        (RoaringBitmap::new(), d.clone())
+    }
+}
+
+/// Up to how many customers asked about a count or an aggregate [`within`] answers them one by
+/// one from their figures (a few binary searches each) rather than by the engine's bounds.
+const FIGURES_UNTIL: u64 = 4096;
 
 /// From how many customers asked about a node [`within`] does not answer itself is given the
 /// engine's bounds over everyone instead of being left to be read.
@@ -189,7 +214,7 @@ fn presence_within(
         let mut listed = RoaringBitmap::new();
         for (c, first, last) in found {
             listed.insert(c);
-            match side(first, last, a, b) {
+            match side_capped(first, last, (a, b), day, ei.latest) {
                 Side::In => {
                     sure.insert(c);
                 }
@@ -305,11 +330,20 @@ pub(crate) fn next_from_spans(
         let Some(ei) = cx.indexes.event_index(e) else {
             continue;
         };
-        // An event after *now* is a candidate itself (it enters the windows): read.
-        for (_, bm) in ei.days.range(open.saturating_add(1)..) {
-            unresolved |= d & bm;
+        // An event after *now* is a candidate itself (it enters the windows): read. None is
+        // when no stored event of the kind is later than *now* (events written at the clock's
+        // instant fill the span holding it, but are not after it).
+        let later_stored = ei.latest > now;
+        if later_stored {
+            for (_, bm) in ei.days.range(open.saturating_add(1)..) {
+                unresolved |= d & bm;
+            }
         }
-        let today = day_customers(ei, open, d);
+        let today = if later_stored {
+            day_customers(ei, open, d)
+        } else {
+            RoaringBitmap::new()
+        };
         if !today.is_empty() {
             let at = now - day_start(open);
             let undecided = match spans(ei, open, &today) {

@@ -24,6 +24,7 @@ mod days;
 pub(crate) mod due;
 pub(crate) mod exec;
 mod explain;
+mod figures;
 pub(crate) mod footprint;
 pub mod histories;
 mod kept;

@@ -11,9 +11,11 @@
 //!   the earliest of those after *now*: that is the customer's next instant (at or before the
 //!   first change, never after it).
 //! - **Direction**: adding an event can only make each condition reading it truer (a count
-//!   `>= n` or `> n`, under an even number of `not`s: **up**), only falser (**down**), or
-//!   neither (the event fails every filter naming it: **untouched**); anything else (sums,
-//!   averages, sequences, `first`/`last`, computed traits, `= n` counts) is **unknown**. A kept
+//!   `>= n` or `> n`, a `sum >` / `>=` with a number of at least 0, a `max >` / `>=`, a `min <`
+//!   / `<=`, under an even number of `not`s: **up**), only falser (**down**: `<=` counts, sums
+//!   the other way), or neither (the event fails every filter naming it, or has no number for
+//!   the aggregate: **untouched**); anything else (averages, sequences, `first`/`last`,
+//!   computed traits, `= n` counts) is **unknown**. A kept
 //!   member stays one after events that are all up or untouched, a kept non-member after events
 //!   all down or untouched, and in both cases its timer stays valid: the answer at each instant
 //!   can only have moved the way it already was. The caller says whether the kept answer is
@@ -30,7 +32,7 @@ use roaring::RoaringBitmap;
 use crate::error::Result;
 use crate::model::time::Timestamp;
 use crate::model::{FastMap, StoredEvent};
-use crate::rules::{CmpOp, Rule};
+use crate::rules::{AggregateFn, CmpOp, Rule};
 use crate::storage::view::ValueView;
 
 use super::customer::filter_passes_by;
@@ -242,6 +244,44 @@ fn force(node: &Node, x: &StoredEvent) -> Result<Option<bool>> {
     })
 }
 
+/// How adding an event with the aggregated property's number `number` (`None`: not a number,
+/// or missing) moves `FUNC(prop) OP v` at every instant. An event without a number adds nothing
+/// to any aggregate. A finite number `y` only raises a sum when `y >= 0` (the exact check adds
+/// the numbers in time order from 0, and rounding is monotone, so every partial sum after it is
+/// at least what it was) and only lowers it when `y <= 0`; it only raises a maximum and only
+/// lowers a minimum, and makes an undefined one (no number: false) defined, so only `max >` /
+/// `>=` and `min <` / `<=` move one way. The mean moves either way.
+fn aggregate_moves(func: AggregateFn, op: CmpOp, number: Option<f64>) -> Direction {
+    let Some(y) = number else {
+        return Direction::Untouched;
+    };
+    if !y.is_finite() {
+        return Direction::Unknown;
+    }
+    let up_ops = matches!(op, CmpOp::Gt | CmpOp::Ge);
+    let down_ops = matches!(op, CmpOp::Lt | CmpOp::Le);
+    match func {
+        AggregateFn::Sum if y == 0.0 => Direction::Untouched,
+        AggregateFn::Sum if up_ops => {
+            if y > 0.0 {
+                Direction::Up
+            } else {
+                Direction::Down
+            }
+        }
+        AggregateFn::Sum if down_ops => {
+            if y > 0.0 {
+                Direction::Down
+            } else {
+                Direction::Up
+            }
+        }
+        AggregateFn::Max if up_ops => Direction::Up,
+        AggregateFn::Min if down_ops => Direction::Up,
+        _ => Direction::Unknown,
+    }
+}
+
 /// How adding `x` moves `node`'s answer (`positive`: under an even number of `not`s).
 fn moves(node: &Node, x: &StoredEvent, positive: bool) -> Result<Direction> {
     let d = match &node.kind {
@@ -267,6 +307,15 @@ fn moves(node: &Node, x: &StoredEvent, positive: bool) -> Result<Direction> {
                         op: CmpOp::Le | CmpOp::Lt,
                         ..
                     } => Direction::Down,
+                    Frequency::Aggregate { func, prop, op, .. } => {
+                        let number = prop.and_then(|p| {
+                            x.props
+                                .iter()
+                                .find(|(id, _)| *id == p)
+                                .and_then(|(_, v)| ValueView::of(v).as_f64())
+                        });
+                        aggregate_moves(func, op, number)
+                    }
                     _ => Direction::Unknown,
                 }
             }
