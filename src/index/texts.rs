@@ -75,14 +75,7 @@ impl TextColumn {
 
     /// Per distinct string, whether it contains `needle`; `None` when none does.
     fn hits(&self, needle: &str) -> Option<Vec<bool>> {
-        let finder = memchr::memmem::Finder::new(needle.as_bytes());
-        let text = self.text.as_bytes();
-        let hits: Vec<bool> = self
-            .starts
-            .windows(2)
-            .map(|w| finder.find(&text[w[0]..w[1]]).is_some())
-            .collect();
-        hits.contains(&true).then_some(hits)
+        substring_hits(&self.text, &self.starts, needle)
     }
 
     /// Adds to `out` the customers with a value in `from..=to` that contains `needle`.
@@ -96,16 +89,14 @@ impl TextColumn {
         let Some(hits) = self.hits(needle) else {
             return;
         };
-        let mut last = None;
+        // Entries are by customer: the customers found are ascending.
+        let mut found: Vec<u32> = Vec::new();
         for &(cust, ts, id) in &self.entries {
-            if last != Some(cust) && hits[id as usize] && from <= ts && ts <= to {
-                // Entries are by customer: appending keeps the bitmap's fast path.
-                if out.try_push(cust).is_err() {
-                    out.insert(cust);
-                }
-                last = Some(cust);
+            if found.last() != Some(&cust) && hits[id as usize] && from <= ts && ts <= to {
+                found.push(cust);
             }
         }
+        super::add_ascending(out, &found);
     }
 
     /// Adds to `counts` each customer's number of values in `from..=to` that contain `needle`.
@@ -134,6 +125,46 @@ impl TextColumn {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Per string of `text` (string `i` is `text[starts[i]..starts[i + 1]]`, `starts` ascending
+/// from 0 to `text.len()`), whether it contains `needle`; `None` when none does.
+///
+/// One search runs along the whole text instead of one per string (a search's setup costs
+/// about as much as a short string's scan): a match inside one string marks it and the search
+/// goes on at the next string; a match that crosses into the next string is not one, and the
+/// search goes on one byte after its start, so a match overlapping it is still found.
+fn substring_hits(text: &str, starts: &[usize], needle: &str) -> Option<Vec<bool>> {
+    let strings = starts.len().saturating_sub(1);
+    if needle.is_empty() {
+        // Every string, the empty one included, contains the empty string.
+        return (strings > 0).then(|| vec![true; strings]);
+    }
+    let finder = memchr::memmem::Finder::new(needle.as_bytes());
+    let text = text.as_bytes();
+    let mut hits = vec![false; strings];
+    let mut any = false;
+    let (mut pos, mut id) = (0, 0);
+    while pos < text.len() {
+        let Some(offset) = finder.find(&text[pos..]) else {
+            break;
+        };
+        let at = pos + offset;
+        // The string holding byte `at`: the last one starting at or before it (an empty
+        // string starts where the next does and is passed over).
+        while starts[id + 1] <= at {
+            id += 1;
+        }
+        let end = starts[id + 1];
+        if at + needle.len() <= end {
+            hits[id] = true;
+            any = true;
+            pos = end;
+        } else {
+            pos = at + 1;
+        }
+    }
+    any.then_some(hits)
 }
 
 /// Unindexed traits' columns as derived records.
@@ -481,6 +512,74 @@ mod tests {
         assert_eq!(counted("scarf", 0, 1000), vec![(3, 1), (7, 1), (12, 1)]);
         assert_eq!(counted("", 0, 1000), vec![(3, 2), (7, 1), (9, 2), (12, 1)]);
         assert_eq!(counted("e", 55, 250), vec![(3, 1), (7, 1), (9, 1)]);
+    }
+
+    /// The plain answer: each string searched on its own.
+    fn hits_one_by_one(strings: &[String], needle: &str) -> Option<Vec<bool>> {
+        let hits: Vec<bool> = strings.iter().map(|s| s.contains(needle)).collect();
+        hits.contains(&true).then_some(hits)
+    }
+
+    fn joined(strings: &[String]) -> (String, Vec<usize>) {
+        let mut text = String::new();
+        let mut starts = vec![0];
+        for s in strings {
+            text.push_str(s);
+            starts.push(text.len());
+        }
+        (text, starts)
+    }
+
+    #[test]
+    fn one_search_along_the_strings_finds_what_each_string_holds() {
+        let cases: &[(&[&str], &str)] = &[
+            // A match across a boundary is none, and hides no overlapping one.
+            (&["a", "aa"], "aa"),
+            (&["ab", "ab"], "ba"),
+            (&["xa", "ab", "b"], "ab"),
+            (&["aaa", "a", "", "aa"], "aa"),
+            (&["", "", "x"], "x"),
+            (&["", "y", ""], "y"),
+            (&["abc"], "abcd"),
+            (&["ab", "cd"], "abcd"),
+            (&["ab", "cd"], ""),
+            (&["", ""], ""),
+            (&["ä@ö", "öä"], "ä"),
+            (
+                &[
+                    "emma.k@example.org",
+                    "leo@example.com",
+                    "@example.or",
+                    "g@example.org",
+                ],
+                "@example.org",
+            ),
+        ];
+        for (strings, needle) in cases {
+            let strings: Vec<String> = strings.iter().map(|s| s.to_string()).collect();
+            let (text, starts) = joined(&strings);
+            assert_eq!(
+                substring_hits(&text, &starts, needle),
+                hits_one_by_one(&strings, needle),
+                "{strings:?} {needle:?}"
+            );
+        }
+        assert_eq!(substring_hits("", &[0], "a"), None);
+        assert_eq!(substring_hits("", &[0], ""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_search_along_the_strings_agrees_with_one_search_per_string(
+            strings in proptest::collection::vec("[ab@.é]{0,6}", 0..40),
+            needle in "[ab@.é]{0,4}",
+        ) {
+            let (text, starts) = joined(&strings);
+            proptest::prop_assert_eq!(
+                substring_hits(&text, &starts, &needle),
+                hits_one_by_one(&strings, &needle)
+            );
+        }
     }
 
     #[test]
