@@ -29,6 +29,7 @@
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use super::derived::LAYOUT;
@@ -133,7 +134,9 @@ impl TextColumn {
 /// One search runs along the whole text instead of one per string (a search's setup costs
 /// about as much as a short string's scan): a match inside one string marks it and the search
 /// goes on at the next string; a match that crosses into the next string is not one, and the
-/// search goes on one byte after its start, so a match overlapping it is still found.
+/// search goes on one byte after its start, so a match overlapping it is still found. A long
+/// column (a trait's: one string a customer) is searched in parts of [`SEARCH_PART`] strings in
+/// parallel.
 fn substring_hits(text: &str, starts: &[usize], needle: &str) -> Option<Vec<bool>> {
     let strings = starts.len().saturating_sub(1);
     if needle.is_empty() {
@@ -143,10 +146,35 @@ fn substring_hits(text: &str, starts: &[usize], needle: &str) -> Option<Vec<bool
     let finder = memchr::memmem::Finder::new(needle.as_bytes());
     let text = text.as_bytes();
     let mut hits = vec![false; strings];
+    let any = if strings >= 2 * SEARCH_PART {
+        hits.par_chunks_mut(SEARCH_PART)
+            .enumerate()
+            .map(|(i, part)| mark_hits(&finder, text, starts, i * SEARCH_PART, part))
+            .reduce(|| false, |a, b| a || b)
+    } else {
+        mark_hits(&finder, text, starts, 0, &mut hits)
+    };
+    any.then_some(hits)
+}
+
+/// Strings a part of a long column holds, searched on one thread.
+const SEARCH_PART: usize = 16_384;
+
+/// Marks in `hits` which of the strings `first..first + hits.len()` contain the finder's
+/// needle (never empty); whether any does.
+fn mark_hits(
+    finder: &memchr::memmem::Finder<'_>,
+    text: &[u8],
+    starts: &[usize],
+    first: usize,
+    hits: &mut [bool],
+) -> bool {
+    let needle = finder.needle().len();
+    let limit = starts[first + hits.len()];
+    let (mut pos, mut id) = (starts[first], first);
     let mut any = false;
-    let (mut pos, mut id) = (0, 0);
-    while pos < text.len() {
-        let Some(offset) = finder.find(&text[pos..]) else {
+    while pos < limit {
+        let Some(offset) = finder.find(&text[pos..limit]) else {
             break;
         };
         let at = pos + offset;
@@ -156,15 +184,15 @@ fn substring_hits(text: &str, starts: &[usize], needle: &str) -> Option<Vec<bool
             id += 1;
         }
         let end = starts[id + 1];
-        if at + needle.len() <= end {
-            hits[id] = true;
+        if at + needle <= end {
+            hits[id - first] = true;
             any = true;
             pos = end;
         } else {
             pos = at + 1;
         }
     }
-    any.then_some(hits)
+    any
 }
 
 /// Unindexed traits' columns as derived records.
@@ -562,6 +590,21 @@ mod tests {
                 substring_hits(&text, &starts, needle),
                 hits_one_by_one(&strings, needle),
                 "{strings:?} {needle:?}"
+            );
+        }
+        // A column long enough to be searched in parallel parts, with matches at parts' edges
+        // and one crossing from a part's last string into the next part's first.
+        let mut long: Vec<String> = (0..3 * SEARCH_PART + 5).map(|i| format!("s{i}")).collect();
+        long[SEARCH_PART - 1] = "xxa".into();
+        long[SEARCH_PART] = "bzz".into();
+        long[2 * SEARCH_PART] = "ab".into();
+        long[3 * SEARCH_PART + 4] = "zab".into();
+        let (text, starts) = joined(&long);
+        for needle in ["ab", "s1", "s16383", "zz", "nothing", "a"] {
+            assert_eq!(
+                substring_hits(&text, &starts, needle),
+                hits_one_by_one(&long, needle),
+                "{needle}"
             );
         }
         assert_eq!(substring_hits("", &[0], "a"), None);
