@@ -1540,6 +1540,16 @@ fn contains_on_event_properties_to_the_millisecond() {
             vec![("note", s("scarf"))],
         );
         f.track("j", "viewed", now - DAY_MS, q("scarf"));
+        // Matches on several days, counted across them (each day's column apart; `note` holds
+        // no lists, so its counts come from the text columns).
+        for (days, text) in [(3, "tartan"), (10, "wool tartan"), (40, "blue tartan")] {
+            f.track(
+                "m",
+                "searched",
+                now - days * DAY_MS,
+                vec![("note", s(text))],
+            );
+        }
         for (k, at) in [
             (0, now - 12 * HOUR + 1),
             (1, now - 12 * HOUR),
@@ -1560,6 +1570,9 @@ fn contains_on_event_properties_to_the_millisecond() {
             "searched where query contains 234 in last 1 day",
             "searched where query contains true",
             "searched where query contains scarf at least 2 times in last 90 days",
+            "searched where note contains tartan at least 3 times in last 90 days",
+            "searched where note contains tartan at least 2 times in last 30 days",
+            "searched where note contains tartan at least 3 times in last 30 days",
             "not searched where query contains scarf in last 7 days",
             "searched where (query contains scarf and not query contains red) in last 60 days",
             "searched where (query contains scarf or note contains red) in last 2 weeks",
@@ -1643,7 +1656,7 @@ fn contains_on_event_properties_to_the_millisecond() {
         f.expect(
             "not email contains .org",
             now,
-            &["d", "g", "h", "i", "j", "n0", "n1", "n2"],
+            &["d", "g", "h", "i", "j", "m", "n0", "n1", "n2"],
         );
         for t in nows {
             for rule in rules {

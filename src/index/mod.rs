@@ -292,6 +292,26 @@ impl PartialEq for Indexes {
 }
 
 /// The entry under `key`, created empty if missing; allocates only when it is created.
+/// Adds `ids`, strictly ascending, to `bm` in one pass when they are all above its largest
+/// member, else as a union. Building a bitmap of many members one `try_push` at a time costs a
+/// scan of the last container's words per push once that container is dense (roaring finds a
+/// bitmap container's largest member by scanning from its end), so loops that find members in
+/// order collect them and add them here.
+pub fn add_ascending(bm: &mut RoaringBitmap, ids: &[u32]) {
+    let Some(&first) = ids.first() else {
+        return;
+    };
+    debug_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not ascending");
+    if bm.max().is_none_or(|max| max < first) && bm.append(ids.iter().copied()).is_ok() {
+        return;
+    }
+    // Unordered ids (never given by this crate) are still added, one by one.
+    match RoaringBitmap::from_sorted_iter(ids.iter().copied()) {
+        Ok(more) => *bm |= more,
+        Err(_) => bm.extend(ids.iter().copied()),
+    }
+}
+
 fn slot<'m, V: Default>(
     map: &'m mut FastMap<IndexValue, V>,
     key: ValueRef<'_>,
@@ -719,5 +739,41 @@ impl Indexes {
         }
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Adding ascending ids equals inserting them one by one, whether they come after the
+        /// bitmap's members or among them, in sparse and in dense containers.
+        #[test]
+        fn adding_ascending_ids_equals_inserting_each(
+            before in proptest::collection::btree_set(0u32..200_000, 0..6000),
+            ids in proptest::collection::btree_set(0u32..200_000, 0..6000),
+            above in any::<bool>(),
+        ) {
+            let mut bm: RoaringBitmap = before.iter().copied().collect();
+            let shift = if above { bm.max().map_or(0, |m| m + 1) } else { 0 };
+            let ids: Vec<u32> = ids.iter().map(|i| i + shift).collect();
+            let mut expected = bm.clone();
+            expected.extend(ids.iter().copied());
+            add_ascending(&mut bm, &ids);
+            prop_assert_eq!(bm, expected);
+        }
+    }
+
+    #[test]
+    fn adding_a_dense_run_after_the_members_appends_it() {
+        let mut bm: RoaringBitmap = (0..10).collect();
+        let ids: Vec<u32> = (10..70_000).step_by(3).collect();
+        add_ascending(&mut bm, &ids);
+        assert_eq!(bm.len(), 10 + ids.len() as u64);
+        assert!(ids.iter().all(|&i| bm.contains(i)));
+        add_ascending(&mut bm, &[]);
+        assert_eq!(bm.len(), 10 + ids.len() as u64);
     }
 }

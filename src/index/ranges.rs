@@ -171,11 +171,10 @@ impl Slices {
     }
 }
 
-/// Inserts `cust`, cheaply when it is the largest so far.
+/// Inserts `cust`. A plain insert: `try_push` would rescan a dense container's words on every
+/// push to find its largest member.
 fn insert(bm: &mut RoaringBitmap, cust: u32) {
-    if bm.try_push(cust).is_err() {
-        bm.insert(cust);
-    }
+    bm.insert(cust);
 }
 
 /// The range index of one trait: its integers, floats and date-times. Strings, booleans and

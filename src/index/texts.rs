@@ -29,6 +29,7 @@
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use super::derived::LAYOUT;
@@ -75,14 +76,7 @@ impl TextColumn {
 
     /// Per distinct string, whether it contains `needle`; `None` when none does.
     fn hits(&self, needle: &str) -> Option<Vec<bool>> {
-        let finder = memchr::memmem::Finder::new(needle.as_bytes());
-        let text = self.text.as_bytes();
-        let hits: Vec<bool> = self
-            .starts
-            .windows(2)
-            .map(|w| finder.find(&text[w[0]..w[1]]).is_some())
-            .collect();
-        hits.contains(&true).then_some(hits)
+        substring_hits(&self.text, &self.starts, needle)
     }
 
     /// Adds to `out` the customers with a value in `from..=to` that contains `needle`.
@@ -96,16 +90,14 @@ impl TextColumn {
         let Some(hits) = self.hits(needle) else {
             return;
         };
-        let mut last = None;
+        // Entries are by customer: the customers found are ascending.
+        let mut found: Vec<u32> = Vec::new();
         for &(cust, ts, id) in &self.entries {
-            if last != Some(cust) && hits[id as usize] && from <= ts && ts <= to {
-                // Entries are by customer: appending keeps the bitmap's fast path.
-                if out.try_push(cust).is_err() {
-                    out.insert(cust);
-                }
-                last = Some(cust);
+            if found.last() != Some(&cust) && hits[id as usize] && from <= ts && ts <= to {
+                found.push(cust);
             }
         }
+        super::add_ascending(out, &found);
     }
 
     /// Adds to `counts` each customer's number of values in `from..=to` that contain `needle`.
@@ -134,6 +126,73 @@ impl TextColumn {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Per string of `text` (string `i` is `text[starts[i]..starts[i + 1]]`, `starts` ascending
+/// from 0 to `text.len()`), whether it contains `needle`; `None` when none does.
+///
+/// One search runs along the whole text instead of one per string (a search's setup costs
+/// about as much as a short string's scan): a match inside one string marks it and the search
+/// goes on at the next string; a match that crosses into the next string is not one, and the
+/// search goes on one byte after its start, so a match overlapping it is still found. A long
+/// column (a trait's: one string a customer) is searched in parts of [`SEARCH_PART`] strings in
+/// parallel.
+fn substring_hits(text: &str, starts: &[usize], needle: &str) -> Option<Vec<bool>> {
+    let strings = starts.len().saturating_sub(1);
+    if needle.is_empty() {
+        // Every string, the empty one included, contains the empty string.
+        return (strings > 0).then(|| vec![true; strings]);
+    }
+    let finder = memchr::memmem::Finder::new(needle.as_bytes());
+    let text = text.as_bytes();
+    let mut hits = vec![false; strings];
+    let any = if strings >= 2 * SEARCH_PART {
+        hits.par_chunks_mut(SEARCH_PART)
+            .enumerate()
+            .map(|(i, part)| mark_hits(&finder, text, starts, i * SEARCH_PART, part))
+            .reduce(|| false, |a, b| a || b)
+    } else {
+        mark_hits(&finder, text, starts, 0, &mut hits)
+    };
+    any.then_some(hits)
+}
+
+/// Strings a part of a long column holds, searched on one thread.
+const SEARCH_PART: usize = 16_384;
+
+/// Marks in `hits` which of the strings `first..first + hits.len()` contain the finder's
+/// needle (never empty); whether any does.
+fn mark_hits(
+    finder: &memchr::memmem::Finder<'_>,
+    text: &[u8],
+    starts: &[usize],
+    first: usize,
+    hits: &mut [bool],
+) -> bool {
+    let needle = finder.needle().len();
+    let limit = starts[first + hits.len()];
+    let (mut pos, mut id) = (starts[first], first);
+    let mut any = false;
+    while pos < limit {
+        let Some(offset) = finder.find(&text[pos..limit]) else {
+            break;
+        };
+        let at = pos + offset;
+        // The string holding byte `at`: the last one starting at or before it (an empty
+        // string starts where the next does and is passed over).
+        while starts[id + 1] <= at {
+            id += 1;
+        }
+        let end = starts[id + 1];
+        if at + needle <= end {
+            hits[id - first] = true;
+            any = true;
+            pos = end;
+        } else {
+            pos = at + 1;
+        }
+    }
+    any
 }
 
 /// Unindexed traits' columns as derived records.
@@ -481,6 +540,89 @@ mod tests {
         assert_eq!(counted("scarf", 0, 1000), vec![(3, 1), (7, 1), (12, 1)]);
         assert_eq!(counted("", 0, 1000), vec![(3, 2), (7, 1), (9, 2), (12, 1)]);
         assert_eq!(counted("e", 55, 250), vec![(3, 1), (7, 1), (9, 1)]);
+    }
+
+    /// The plain answer: each string searched on its own.
+    fn hits_one_by_one(strings: &[String], needle: &str) -> Option<Vec<bool>> {
+        let hits: Vec<bool> = strings.iter().map(|s| s.contains(needle)).collect();
+        hits.contains(&true).then_some(hits)
+    }
+
+    fn joined(strings: &[String]) -> (String, Vec<usize>) {
+        let mut text = String::new();
+        let mut starts = vec![0];
+        for s in strings {
+            text.push_str(s);
+            starts.push(text.len());
+        }
+        (text, starts)
+    }
+
+    #[test]
+    fn one_search_along_the_strings_finds_what_each_string_holds() {
+        let cases: &[(&[&str], &str)] = &[
+            // A match across a boundary is none, and hides no overlapping one.
+            (&["a", "aa"], "aa"),
+            (&["ab", "ab"], "ba"),
+            (&["xa", "ab", "b"], "ab"),
+            (&["aaa", "a", "", "aa"], "aa"),
+            (&["", "", "x"], "x"),
+            (&["", "y", ""], "y"),
+            (&["abc"], "abcd"),
+            (&["ab", "cd"], "abcd"),
+            (&["ab", "cd"], ""),
+            (&["", ""], ""),
+            (&["ä@ö", "öä"], "ä"),
+            (
+                &[
+                    "emma.k@example.org",
+                    "leo@example.com",
+                    "@example.or",
+                    "g@example.org",
+                ],
+                "@example.org",
+            ),
+        ];
+        for (strings, needle) in cases {
+            let strings: Vec<String> = strings.iter().map(|s| s.to_string()).collect();
+            let (text, starts) = joined(&strings);
+            assert_eq!(
+                substring_hits(&text, &starts, needle),
+                hits_one_by_one(&strings, needle),
+                "{strings:?} {needle:?}"
+            );
+        }
+        // A column long enough to be searched in parallel parts, with matches at parts' edges
+        // and one crossing from a part's last string into the next part's first.
+        let mut long: Vec<String> = (0..3 * SEARCH_PART + 5).map(|i| format!("s{i}")).collect();
+        long[SEARCH_PART - 1] = "xxa".into();
+        long[SEARCH_PART] = "bzz".into();
+        long[2 * SEARCH_PART] = "ab".into();
+        long[3 * SEARCH_PART + 4] = "zab".into();
+        let (text, starts) = joined(&long);
+        for needle in ["ab", "s1", "s16383", "zz", "nothing", "a"] {
+            assert_eq!(
+                substring_hits(&text, &starts, needle),
+                hits_one_by_one(&long, needle),
+                "{needle}"
+            );
+        }
+        assert_eq!(substring_hits("", &[0], "a"), None);
+        assert_eq!(substring_hits("", &[0], ""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_search_along_the_strings_agrees_with_one_search_per_string(
+            strings in proptest::collection::vec("[ab@.é]{0,6}", 0..40),
+            needle in "[ab@.é]{0,4}",
+        ) {
+            let (text, starts) = joined(&strings);
+            proptest::prop_assert_eq!(
+                substring_hits(&text, &starts, &needle),
+                hits_one_by_one(&strings, &needle)
+            );
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::index::columns::PropColumn;
 use crate::index::derived::{self, DerivedStore};
 use crate::index::rollup::ListVersion;
-use crate::index::{EventColumns, EventIndex, Indexes, MISSING};
+use crate::index::{add_ascending, EventColumns, EventIndex, Indexes, MISSING};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
 use crate::model::{FastMap, Value};
 use crate::storage::view::{self, BlockSpan, ValueView};
@@ -51,18 +51,16 @@ pub(super) fn passing(
         .par_iter()
         .map(|col| {
             let bits = test(col, f);
-            let mut out = RoaringBitmap::new();
-            let mut last = None;
+            // Events are by customer: the customers found are ascending.
+            let mut found: Vec<u32> = Vec::new();
             for i in ones(&bits) {
                 let cust = col.custs[i];
-                if last != Some(cust) && (from..=to).contains(&col.times[i]) {
-                    // Events are by customer: appending keeps the bitmap's fast path.
-                    if out.try_push(cust).is_err() {
-                        out.insert(cust);
-                    }
-                    last = Some(cust);
+                if found.last() != Some(&cust) && (from..=to).contains(&col.times[i]) {
+                    found.push(cust);
                 }
             }
+            let mut out = RoaringBitmap::new();
+            add_ascending(&mut out, &found);
             out
         })
         .collect();

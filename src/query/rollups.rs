@@ -82,11 +82,10 @@ pub(super) fn side(first: u16, last: u16, a: i64, b: i64) -> Side {
     }
 }
 
-/// Adds `cust`, cheaply when it is the largest so far (as the ranges go in order).
+/// Adds `cust`. A plain insert: `try_push` would rescan a dense container's words on every
+/// push to find its largest member.
 pub(super) fn append(bm: &mut RoaringBitmap, cust: u32) {
-    if bm.try_push(cust).is_err() {
-        bm.insert(cust);
-    }
+    bm.insert(cust);
 }
 
 /// What the rollups say of one customer.

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use roaring::RoaringBitmap;
+use roaring::{MultiOps, RoaringBitmap};
 
 use crate::error::Result;
 use crate::index::derived::{self, DerivedStore};
@@ -37,11 +37,16 @@ pub(super) fn containing(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<RoaringBitmap> {
-    let mut out = RoaringBitmap::new();
-    for column in day_columns(store, (event, ei), prop, from, to)? {
-        column.column.containing(needle, from, to, &mut out);
-    }
-    Ok(out)
+    // Each day's column on its own thread, then one union.
+    let days: Vec<RoaringBitmap> = day_columns(store, (event, ei), prop, from, to)?
+        .par_iter()
+        .map(|column| {
+            let mut out = RoaringBitmap::new();
+            column.column.containing(needle, from, to, &mut out);
+            out
+        })
+        .collect();
+    Ok(days.into_iter().union())
 }
 
 /// Each customer's number of events of the kind in `from..=to` whose property `prop` is a string
@@ -54,12 +59,23 @@ pub(super) fn count_containing(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<FastMap<u32, u64>> {
-    let mut counts = FastMap::default();
-    for column in day_columns(store, (event, ei), prop, from, to)? {
-        column
-            .column
-            .count_containing(needle, from, to, &mut counts);
-    }
+    // Each day's column on its own thread, the counts then added up, the smaller into the larger.
+    let counts = day_columns(store, (event, ei), prop, from, to)?
+        .par_iter()
+        .map(|column| {
+            let mut counts = FastMap::default();
+            column
+                .column
+                .count_containing(needle, from, to, &mut counts);
+            counts
+        })
+        .reduce(FastMap::default, |a, b| {
+            let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+            for (cust, n) in small {
+                *big.entry(cust).or_default() += n;
+            }
+            big
+        });
     Ok(counts)
 }
 

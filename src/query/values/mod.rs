@@ -348,11 +348,8 @@ fn cut_day_from_columns<'k>(
             continue;
         }
         if let Some(p) = at[id as usize] {
-            // Ascending per value within the day: appending keeps the fast path (a repeat, or a
-            // customer below those another cut day added, is inserted).
-            if extra[p].try_push(cust).is_err() {
-                extra[p].insert(cust);
-            }
+            // A plain insert: `try_push` would rescan a dense container's words on every push.
+            extra[p].insert(cust);
         }
     }
 }
@@ -451,11 +448,15 @@ impl<'a> PerCustomer<'a> {
             .flat_map(|(j, (_, s))| s.extra.iter().map(move |c| (c, j as u32)))
             .collect();
         extra.sort_unstable();
-        let mut extra_custs = RoaringBitmap::new();
+        let mut custs: Vec<u32> = Vec::with_capacity(extra.len());
         for &(c, _) in &extra {
-            // Ascending: appending keeps the fast path (a repeat is refused, harmlessly).
-            let _ = extra_custs.try_push(c);
+            // Ascending, with a customer once per value it has: kept once.
+            if custs.last() != Some(&c) {
+                custs.push(c);
+            }
         }
+        let mut extra_custs = RoaringBitmap::new();
+        crate::index::add_ascending(&mut extra_custs, &custs);
         Some(PerCustomer {
             whole,
             extra,
