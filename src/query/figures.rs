@@ -47,13 +47,7 @@ pub(super) fn side_capped(
 ) -> Side {
     let lo = i64::from(first) * SPAN_UNIT_MS;
     let hi = (i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1).min(latest - day_start(day));
-    if lo >= a && hi <= b {
-        Side::In
-    } else if hi < a || lo > b {
-        Side::Out
-    } else {
-        Side::Both
-    }
+    Side::of(lo, hi, (a, b))
 }
 
 /// Whether [`within`] may answer the condition: a count or an aggregate of a stored event

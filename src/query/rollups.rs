@@ -73,12 +73,19 @@ pub(super) enum Side {
 pub(super) fn side(first: u16, last: u16, a: i64, b: i64) -> Side {
     let lo = i64::from(first) * SPAN_UNIT_MS;
     let hi = i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
-    if lo >= a && hi <= b {
-        Side::In
-    } else if hi < a || lo > b {
-        Side::Out
-    } else {
-        Side::Both
+    Side::of(lo, hi, (a, b))
+}
+
+impl Side {
+    /// Where events at offsets `lo..=hi` into their day lie against the window's part `a..=b`.
+    pub(super) fn of(lo: i64, hi: i64, (a, b): (i64, i64)) -> Side {
+        if lo >= a && hi <= b {
+            Side::In
+        } else if hi < a || lo > b {
+            Side::Out
+        } else {
+            Side::Both
+        }
     }
 }
 
