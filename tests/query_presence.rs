@@ -6,14 +6,16 @@
 //! - the runs are kept between rules and used again (the test reads how many are kept);
 //! - every change to a day a kept run covers is seen by the next rule (proptest).
 
+mod fixture;
 mod reference;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Deref, DerefMut};
 
 use audiencedb::ingest::Message;
 use audiencedb::model::time::{format_rfc3339, parse_rfc3339, DAY_MS};
 use audiencedb::testing::Internals;
-use audiencedb::{Config, Customer, Db};
+use audiencedb::Customer;
+use fixture::Fixture;
 use proptest::prelude::*;
 
 const HOUR: i64 = 3_600_000;
@@ -43,39 +45,27 @@ const RULES: &[&str] = &[
     "visited since 2024-05-01 and not purchased ever",
 ];
 
-struct Shop {
-    db: Db,
-    ids: BTreeSet<String>,
-    _dir: tempfile::TempDir,
+/// The shared fixture (every id written remembered), opened to allow merges of known customers.
+struct Shop(Fixture);
+
+impl Deref for Shop {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
+}
+
+impl DerefMut for Shop {
+    fn deref_mut(&mut self) -> &mut Fixture {
+        &mut self.0
+    }
 }
 
 impl Shop {
     fn new() -> Shop {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path().join("db"));
-        config.allow_known_merge = true;
-        let db = Db::open_with(config).unwrap();
-        Shop {
-            db,
-            ids: BTreeSet::new(),
-            _dir: dir,
-        }
-    }
-
-    fn ingest(&mut self, messages: Vec<Message>) {
-        self.ids.extend(messages.iter().map(|m| m.customer.clone()));
-        self.db.ingest(messages).unwrap();
-    }
-
-    /// Every customer once (a merged id names the customer it was merged into).
-    fn customers(&self) -> Vec<Customer> {
-        let mut seen = BTreeMap::new();
-        for id in &self.ids {
-            if let Some(c) = self.db.customer(id).unwrap() {
-                seen.insert(c.internal_id, c);
-            }
-        }
-        seen.into_values().collect()
+        Shop(Fixture::configured(|config| {
+            config.allow_known_merge = true
+        }))
     }
 
     /// The engine's members of `rule` at `now` equal the reference's.
@@ -96,7 +86,7 @@ impl Shop {
     }
 
     fn check_all(&self, nows: &[i64]) {
-        let customers = self.customers();
+        let customers = self.customers_once();
         for &now in nows {
             for rule in RULES {
                 if let Err(e) = self.check(&customers, rule, now) {
@@ -250,7 +240,7 @@ proptest! {
                     s.db.delete_customer(&id).unwrap();
                 }
             }
-            let customers = s.customers();
+            let customers = s.customers_once();
             for rule in RULES {
                 if let Err(e) = s.check(&customers, rule, now() + shift) {
                     prop_assert!(false, "{}", e);
