@@ -439,6 +439,19 @@ impl Harness {
     }
 }
 
+/// Runs `ops` on `h`, checking the kept members against the plain evaluator at the start and
+/// after every op, then that `verify` finds nothing.
+fn replay(mut h: Harness, ops: &[Op]) -> Result<(), TestCaseError> {
+    h.check("start");
+    for (i, op) in ops.iter().enumerate() {
+        h.run(op);
+        h.check(&format!("step {} ({op:?})", i + 1));
+    }
+    let report = h.db.verify().unwrap();
+    prop_assert!(report.is_ok(), "{:?}", report.problems);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
@@ -451,14 +464,7 @@ proptest! {
         ops in prop::collection::vec(op(), 1..40),
         bulk in any::<bool>(),
     ) {
-        let mut h = Harness::new(if bulk { 0 } else { 2048 });
-        h.check("start");
-        for (i, op) in ops.iter().enumerate() {
-            h.run(op);
-            h.check(&format!("step {} ({op:?})", i + 1));
-        }
-        let report = h.db.verify().unwrap();
-        prop_assert!(report.is_ok(), "{:?}", report.problems);
+        replay(Harness::new(if bulk { 0 } else { 2048 }), &ops)?;
     }
 
     #[test]
@@ -466,14 +472,7 @@ proptest! {
         ops in prop::collection::vec(day_op(), 1..40),
         bulk in any::<bool>(),
     ) {
-        let mut h = Harness::with(&DAY_RULES, if bulk { 0 } else { 2048 });
-        h.check("start");
-        for (i, op) in ops.iter().enumerate() {
-            h.run(op);
-            h.check(&format!("step {} ({op:?})", i + 1));
-        }
-        let report = h.db.verify().unwrap();
-        prop_assert!(report.is_ok(), "{:?}", report.problems);
+        replay(Harness::with(&DAY_RULES, if bulk { 0 } else { 2048 }), &ops)?;
     }
 }
 
