@@ -72,10 +72,10 @@ impl Slices {
         if self.bits.is_empty() {
             self.bits = vec![RoaringBitmap::new(); BITS];
         }
-        insert(&mut self.exists, cust);
+        self.exists.insert(cust);
         for (i, bm) in self.bits.iter_mut().enumerate() {
             if k >> i & 1 == 1 {
-                insert(bm, cust);
+                bm.insert(cust);
             }
         }
     }
@@ -169,12 +169,6 @@ impl Slices {
         }
         lt | eq
     }
-}
-
-/// Inserts `cust`. A plain insert: `try_push` would rescan a dense container's words on every
-/// push to find its largest member.
-fn insert(bm: &mut RoaringBitmap, cust: u32) {
-    bm.insert(cust);
 }
 
 /// The range index of one trait: its integers, floats and date-times. Strings, booleans and

@@ -51,7 +51,7 @@ use super::plan::{
     ValueTest,
 };
 use super::rollups::{
-    aggregate_range, append, count_range, cut_day_sides, decide_aggregate, decide_count,
+    aggregate_range, count_range, cut_day_sides, decide_aggregate, decide_count,
     numeric_count_range, numeric_presence, side, whole_pieces, DayFiguresRef, Decision, NumTest,
     Side, WindowDays,
 };
@@ -490,13 +490,13 @@ impl Sources<'_> {
                 let mut gap = RoaringBitmap::new();
                 let mut put = |cust: u32, d: Decision| match d {
                     Decision::Gap => {
-                        append(&mut gap, cust);
+                        gap.insert(cust);
                     }
                     Decision::Pass if !none_holds => {
-                        append(&mut decided, cust);
+                        decided.insert(cust);
                     }
                     Decision::Fail if none_holds => {
-                        append(&mut decided, cust);
+                        decided.insert(cust);
                     }
                     _ => {}
                 };

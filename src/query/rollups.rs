@@ -89,12 +89,6 @@ impl Side {
     }
 }
 
-/// Adds `cust`. A plain insert: `try_push` would rescan a dense container's words on every
-/// push to find its largest member.
-pub(super) fn append(bm: &mut RoaringBitmap, cust: u32) {
-    bm.insert(cust);
-}
-
 /// What the rollups say of one customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Decision {

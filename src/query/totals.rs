@@ -33,8 +33,8 @@ use super::exec::Bounds;
 use super::kept::Kept;
 use super::plan::Frequency;
 use super::rollups::{
-    aggregate_range, append, count_range, decide_aggregate, decide_count, whole_pieces, Acc,
-    DayFiguresRef, Decision, WindowDays,
+    aggregate_range, count_range, decide_aggregate, decide_count, whole_pieces, Acc, DayFiguresRef,
+    Decision, WindowDays,
 };
 
 /// Which measure of the totals an order sorts: a count, or an aggregate of the numbers.
@@ -273,9 +273,15 @@ fn decide(
     each.dedup();
     for c in each {
         match one(c) {
-            Some(Decision::Gap) => append(&mut gap, c),
-            Some(Decision::Pass) if !none_holds => append(&mut decided, c),
-            Some(Decision::Fail) if none_holds => append(&mut decided, c),
+            Some(Decision::Gap) => {
+                gap.insert(c);
+            }
+            Some(Decision::Pass) if !none_holds => {
+                decided.insert(c);
+            }
+            Some(Decision::Fail) if none_holds => {
+                decided.insert(c);
+            }
             _ => {}
         }
     }
