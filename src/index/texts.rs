@@ -23,6 +23,11 @@
 //! generation they were read at: a fresh process loads one while no write has been committed
 //! since.
 //!
+//! Each column counts its bytes when it is built or loaded, and a search keys `memmem`'s
+//! prefilter on the needle's bytes that are rarest in that column (in emails, `@` and a shared
+//! domain's letters are everywhere). A column whose strings are each held once, by consecutive
+//! entries (a trait's distinct emails), yields its customers straight from the search.
+//!
 //! This module owns the columns. It never reads storage: the query engine reads the events and
 //! profiles and hands the values over.
 
@@ -47,6 +52,55 @@ pub struct TextColumn {
     starts: Vec<usize>,
     /// One entry per value: customer, time, string index; by customer, then time.
     entries: Vec<(u32, Timestamp, u32)>,
+    /// Whether entry `k` is the one entry of string `k`, for every `k` (each string held once,
+    /// numbered in the entries' order, as a trait's distinct emails are): then a search's
+    /// matching strings are its matching entries, in the entries' order.
+    one_each: bool,
+    /// How often each byte occurs in `text`, as a rank from 0 (never) to 255 (the most
+    /// frequent): a search looks for the needle's rarest bytes in this column, not in text at
+    /// large (in a column of emails, `@` and the letters of a shared domain are everywhere).
+    ranks: ByteRanks,
+}
+
+/// Each byte's frequency in one text, ranked 0 to 255 for [`memchr::memmem`]'s prefilter.
+#[derive(Debug, Clone, Copy)]
+struct ByteRanks([u8; 256]);
+
+impl Default for ByteRanks {
+    fn default() -> Self {
+        ByteRanks([0; 256])
+    }
+}
+
+impl ByteRanks {
+    fn of(text: &[u8]) -> ByteRanks {
+        let mut counts = [0u64; 256];
+        for &b in text {
+            counts[b as usize] += 1;
+        }
+        let most = counts.iter().copied().max().unwrap_or(0).max(1);
+        let mut ranks = [0u8; 256];
+        for (rank, &count) in ranks.iter_mut().zip(&counts) {
+            // A byte that occurs at all ranks above one that never does.
+            *rank = if count == 0 {
+                0
+            } else {
+                (1 + count * 254 / most) as u8
+            };
+        }
+        ByteRanks(ranks)
+    }
+
+    /// A finder of `needle` that keys its prefilter on the needle's rarest bytes here.
+    fn finder<'n>(&self, needle: &'n [u8]) -> memchr::memmem::Finder<'n> {
+        memchr::memmem::FinderBuilder::new().build_forward_with_ranker(*self, needle)
+    }
+}
+
+impl memchr::arch::all::packedpair::HeuristicFrequencyRank for ByteRanks {
+    fn rank(&self, byte: u8) -> u8 {
+        self.0[byte as usize]
+    }
 }
 
 impl TextColumn {
@@ -67,16 +121,27 @@ impl TextColumn {
                 (cust, ts, id)
             })
             .collect();
+        TextColumn::from_parts(text, starts, entries)
+    }
+
+    /// The column of checked parts: `starts` bound `text`'s strings, entries are ordered and
+    /// name strings that exist.
+    fn from_parts(text: String, starts: Vec<usize>, entries: Vec<(u32, Timestamp, u32)>) -> Self {
+        let one_each = entries.len() + 1 == starts.len()
+            && entries.iter().enumerate().all(|(k, e)| e.2 as usize == k);
+        let ranks = ByteRanks::of(text.as_bytes());
         TextColumn {
             text,
             starts,
             entries,
+            one_each,
+            ranks,
         }
     }
 
     /// Per distinct string, whether it contains `needle`; `None` when none does.
     fn hits(&self, needle: &str) -> Option<Vec<bool>> {
-        substring_hits(&self.text, &self.starts, needle)
+        substring_hits(&self.text, &self.starts, needle, self.ranks)
     }
 
     /// Adds to `out` the customers with a value in `from..=to` that contains `needle`.
@@ -87,6 +152,9 @@ impl TextColumn {
         to: Timestamp,
         out: &mut RoaringBitmap,
     ) {
+        if self.one_each && !needle.is_empty() {
+            return self.containing_one_each(needle, from, to, out);
+        }
         let Some(hits) = self.hits(needle) else {
             return;
         };
@@ -94,6 +162,50 @@ impl TextColumn {
         let mut found: Vec<u32> = Vec::new();
         for &(cust, ts, id) in &self.entries {
             if found.last() != Some(&cust) && hits[id as usize] && from <= ts && ts <= to {
+                found.push(cust);
+            }
+        }
+        super::add_ascending(out, &found);
+    }
+
+    /// [`TextColumn::containing`] where each string is held by one entry, its own (`one_each`;
+    /// `needle` not empty): the search's matching strings name the matching entries, in order,
+    /// so neither a mark per string nor a pass over every entry is needed.
+    fn containing_one_each(
+        &self,
+        needle: &str,
+        from: Timestamp,
+        to: Timestamp,
+        out: &mut RoaringBitmap,
+    ) {
+        let finder = self.ranks.finder(needle.as_bytes());
+        let text = self.text.as_bytes();
+        let strings = self.entries.len();
+        let part = |first: usize| -> Vec<u32> {
+            let last = strings.min(first + SEARCH_PART);
+            let mut found: Vec<u32> = Vec::new();
+            each_hit(&finder, text, &self.starts, first, last, |id| {
+                let (cust, ts, _) = self.entries[id];
+                if found.last() != Some(&cust) && from <= ts && ts <= to {
+                    found.push(cust);
+                }
+            });
+            found
+        };
+        let parts: Vec<Vec<u32>> = if strings >= 2 * SEARCH_PART {
+            (0..strings)
+                .step_by(SEARCH_PART)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(part)
+                .collect()
+        } else {
+            vec![part(0)]
+        };
+        // Parts are in order; a customer whose entries straddle two parts is found in both.
+        let mut found: Vec<u32> = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for cust in parts.into_iter().flatten() {
+            if found.last() != Some(&cust) {
                 found.push(cust);
             }
         }
@@ -137,13 +249,18 @@ impl TextColumn {
 /// search goes on one byte after its start, so a match overlapping it is still found. A long
 /// column (a trait's: one string a customer) is searched in parts of [`SEARCH_PART`] strings in
 /// parallel.
-fn substring_hits(text: &str, starts: &[usize], needle: &str) -> Option<Vec<bool>> {
+fn substring_hits(
+    text: &str,
+    starts: &[usize],
+    needle: &str,
+    ranks: ByteRanks,
+) -> Option<Vec<bool>> {
     let strings = starts.len().saturating_sub(1);
     if needle.is_empty() {
         // Every string, the empty one included, contains the empty string.
         return (strings > 0).then(|| vec![true; strings]);
     }
-    let finder = memchr::memmem::Finder::new(needle.as_bytes());
+    let finder = ranks.finder(needle.as_bytes());
     let text = text.as_bytes();
     let mut hits = vec![false; strings];
     let any = if strings >= 2 * SEARCH_PART {
@@ -169,10 +286,27 @@ fn mark_hits(
     first: usize,
     hits: &mut [bool],
 ) -> bool {
-    let needle = finder.needle().len();
-    let limit = starts[first + hits.len()];
-    let (mut pos, mut id) = (starts[first], first);
     let mut any = false;
+    each_hit(finder, text, starts, first, first + hits.len(), |id| {
+        hits[id - first] = true;
+        any = true;
+    });
+    any
+}
+
+/// Calls `hit` with each of the strings `first..last` that contains the finder's needle (never
+/// empty), in ascending order, once each.
+fn each_hit(
+    finder: &memchr::memmem::Finder<'_>,
+    text: &[u8],
+    starts: &[usize],
+    first: usize,
+    last: usize,
+    mut hit: impl FnMut(usize),
+) {
+    let needle = finder.needle().len();
+    let limit = starts[last];
+    let (mut pos, mut id) = (starts[first], first);
     while pos < limit {
         let Some(offset) = finder.find(&text[pos..limit]) else {
             break;
@@ -185,14 +319,12 @@ fn mark_hits(
         }
         let end = starts[id + 1];
         if at + needle <= end {
-            hits[id - first] = true;
-            any = true;
+            hit(id);
             pos = end;
         } else {
             pos = at + 1;
         }
     }
-    any
 }
 
 /// Unindexed traits' columns as derived records.
@@ -279,11 +411,7 @@ impl TextColumn {
         if !r.is_empty() {
             return Err(bad());
         }
-        Ok(TextColumn {
-            text: text.to_owned(),
-            starts,
-            entries,
-        })
+        Ok(TextColumn::from_parts(text.to_owned(), starts, entries))
     }
 }
 
@@ -401,11 +529,7 @@ impl DayTexts {
         Ok(DayTexts {
             source,
             fp,
-            column: TextColumn {
-                text,
-                starts,
-                entries,
-            },
+            column: TextColumn::from_parts(text, starts, entries),
         })
     }
 
@@ -587,7 +711,7 @@ mod tests {
             let strings: Vec<String> = strings.iter().map(|s| s.to_string()).collect();
             let (text, starts) = joined(&strings);
             assert_eq!(
-                substring_hits(&text, &starts, needle),
+                substring_hits(&text, &starts, needle, ByteRanks::of(text.as_bytes())),
                 hits_one_by_one(&strings, needle),
                 "{strings:?} {needle:?}"
             );
@@ -602,13 +726,13 @@ mod tests {
         let (text, starts) = joined(&long);
         for needle in ["ab", "s1", "s16383", "zz", "nothing", "a"] {
             assert_eq!(
-                substring_hits(&text, &starts, needle),
+                substring_hits(&text, &starts, needle, ByteRanks::of(text.as_bytes())),
                 hits_one_by_one(&long, needle),
                 "{needle}"
             );
         }
-        assert_eq!(substring_hits("", &[0], "a"), None);
-        assert_eq!(substring_hits("", &[0], ""), None);
+        assert_eq!(substring_hits("", &[0], "a", ByteRanks::of(b"")), None);
+        assert_eq!(substring_hits("", &[0], "", ByteRanks::of(b"")), None);
     }
 
     proptest::proptest! {
@@ -619,8 +743,107 @@ mod tests {
         ) {
             let (text, starts) = joined(&strings);
             proptest::prop_assert_eq!(
-                substring_hits(&text, &starts, &needle),
+                substring_hits(&text, &starts, &needle, ByteRanks::of(text.as_bytes())),
                 hits_one_by_one(&strings, &needle)
+            );
+        }
+    }
+
+    /// The plain answer of `containing`: the customers with a value in `from..=to` holding
+    /// `needle`.
+    fn containing_plainly(
+        values: &[(u32, Timestamp, String)],
+        needle: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<u32> {
+        let mut found: Vec<u32> = values
+            .iter()
+            .filter(|(_, ts, s)| from <= *ts && *ts <= to && s.contains(needle))
+            .map(|v| v.0)
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    fn containing_of(
+        column: &TextColumn,
+        needle: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<u32> {
+        let mut out = RoaringBitmap::new();
+        column.containing(needle, from, to, &mut out);
+        out.iter().collect()
+    }
+
+    #[test]
+    fn a_long_column_of_distinct_strings_is_searched_by_its_entries() {
+        // One string a customer, each its own (a trait's emails): searched in parallel parts,
+        // with a customer's two strings either side of a part's edge and matches at the edges.
+        let mut values: Vec<(u32, Timestamp, String)> = (0..3 * SEARCH_PART as u32 + 7)
+            .map(|i| {
+                (
+                    i * 2,
+                    0,
+                    format!("c{i}@example.{}", ["org", "fi", "com"][i as usize % 3]),
+                )
+            })
+            .collect();
+        let edge = SEARCH_PART - 1;
+        values[edge + 1].0 = values[edge].0;
+        values[edge].2 = "edge@zz.org".into();
+        values[edge + 1].2 = "edge2@zz.org".into();
+        values[2 * SEARCH_PART].2 = "zz.org".into();
+        let column = TextColumn::new(
+            values
+                .iter()
+                .map(|(c, t, s)| (*c, *t, s.as_str()))
+                .collect(),
+        );
+        assert!(column.one_each);
+        for needle in [
+            "@example.org",
+            "zz.org",
+            "c1",
+            "g",
+            "edge",
+            "nothing",
+            "org@",
+        ] {
+            assert_eq!(
+                containing_of(&column, needle, 0, 0),
+                containing_plainly(&values, needle, 0, 0),
+                "{needle}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn containing_agrees_with_a_plain_search_of_each_value(
+            raw in proptest::collection::vec((0u32..12, 0i64..6, "[ab@.é]{0,5}"), 0..40),
+            distinct in proptest::bool::ANY,
+            needle in "[ab@.é]{0,3}",
+            from in 0i64..6,
+            len in 0i64..6,
+        ) {
+            let mut values: Vec<(u32, Timestamp, String)> = raw;
+            if distinct {
+                // Each string once, as a trait's column mostly is.
+                let mut seen = std::collections::HashSet::new();
+                values.retain(|v| seen.insert(v.2.clone()));
+            }
+            let column =
+                TextColumn::new(values.iter().map(|(c, t, s)| (*c, *t, s.as_str())).collect());
+            if distinct {
+                proptest::prop_assert!(column.one_each || values.is_empty());
+            }
+            let to = from + len;
+            proptest::prop_assert_eq!(
+                containing_of(&column, &needle, from, to),
+                containing_plainly(&values, &needle, from, to)
             );
         }
     }
@@ -675,23 +898,11 @@ mod tests {
         let mut longer = body.clone();
         longer.push(0);
         assert!(TextColumn::decode_trait(&longer, 4).is_err());
-        let twice = TextColumn {
-            text: "ab".into(),
-            starts: vec![0, 2],
-            entries: vec![(3, 0, 0), (3, 0, 0)],
-        };
+        let twice = TextColumn::from_parts("ab".into(), vec![0, 2], vec![(3, 0, 0), (3, 0, 0)]);
         assert!(TextColumn::decode_trait(&twice.encode_trait(1, 0), 1).is_err());
-        let split = TextColumn {
-            text: "äb".into(),
-            starts: vec![0, 1, 3],
-            entries: vec![(3, 0, 0)],
-        };
+        let split = TextColumn::from_parts("äb".into(), vec![0, 1, 3], vec![(3, 0, 0)]);
         assert!(TextColumn::decode_trait(&split.encode_trait(1, 0), 1).is_err());
-        let past = TextColumn {
-            text: "ab".into(),
-            starts: vec![0, 2],
-            entries: vec![(3, 0, 1)],
-        };
+        let past = TextColumn::from_parts("ab".into(), vec![0, 2], vec![(3, 0, 1)]);
         assert!(TextColumn::decode_trait(&past.encode_trait(1, 0), 1).is_err());
     }
 
