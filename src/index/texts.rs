@@ -23,9 +23,9 @@
 //! generation they were read at: a fresh process loads one while no write has been committed
 //! since.
 //!
-//! Each column counts its bytes when it is built or loaded, and a search keys `memmem`'s
-//! prefilter on the needle's bytes that are rarest in that column (in emails, `@` and a shared
-//! domain's letters are everywhere). A column whose strings are each held once, by consecutive
+//! Each column counts its bytes (a sample of a long one) when it is built or loaded, and a
+//! search keys `memmem`'s prefilter on the needle's bytes that are rarest in that column (in
+//! emails, `@` and a shared domain's letters are everywhere). A column whose strings are each held once, by consecutive
 //! entries (a trait's distinct emails), yields its customers straight from the search.
 //!
 //! This module owns the columns. It never reads storage: the query engine reads the events and
@@ -66,6 +66,12 @@ pub struct TextColumn {
 #[derive(Debug, Clone, Copy)]
 struct ByteRanks([u8; 256]);
 
+/// Texts up to this many bytes have every byte counted for their ranks.
+const RANKS_COUNTED_WHOLE: usize = 1 << 18;
+/// Pieces a longer text's ranks are counted from, and the bytes of each.
+const RANKS_SAMPLES: usize = 64;
+const RANKS_SAMPLE: usize = 4096;
+
 impl Default for ByteRanks {
     fn default() -> Self {
         ByteRanks([0; 256])
@@ -73,10 +79,24 @@ impl Default for ByteRanks {
 }
 
 impl ByteRanks {
+    /// The ranks of `text`'s bytes: counted whole up to [`RANKS_COUNTED_WHOLE`] bytes, else in
+    /// [`RANKS_SAMPLES`] evenly spaced pieces of [`RANKS_SAMPLE`] bytes (a large column's cold
+    /// first search pays for the sample, not for a pass over the whole text; a rank only steers
+    /// the prefilter, never what is found).
     fn of(text: &[u8]) -> ByteRanks {
         let mut counts = [0u64; 256];
-        for &b in text {
-            counts[b as usize] += 1;
+        let mut count = |piece: &[u8]| {
+            for &b in piece {
+                counts[b as usize] += 1;
+            }
+        };
+        if text.len() <= RANKS_COUNTED_WHOLE {
+            count(text);
+        } else {
+            let step = text.len() / RANKS_SAMPLES;
+            for at in (0..RANKS_SAMPLES).map(|i| i * step) {
+                count(&text[at..text.len().min(at + RANKS_SAMPLE)]);
+            }
         }
         let most = counts.iter().copied().max().unwrap_or(0).max(1);
         let mut ranks = [0u8; 256];
@@ -776,6 +796,21 @@ mod tests {
         let mut out = RoaringBitmap::new();
         column.containing(needle, from, to, &mut out);
         out.iter().collect()
+    }
+
+    #[test]
+    fn a_long_text_is_ranked_from_samples_of_it() {
+        // One rare byte a line, in a text past the size counted whole.
+        let text: String = (0..40_000)
+            .map(|i| format!("aaaaaaa{}\n", i % 10))
+            .collect();
+        assert!(text.len() > RANKS_COUNTED_WHOLE);
+        let ranks = ByteRanks::of(text.as_bytes());
+        assert_eq!(ranks.0[b'a' as usize], 255);
+        assert!(ranks.0[b'7' as usize] > 0 && ranks.0[b'7' as usize] < ranks.0[b'a' as usize]);
+        assert_eq!(ranks.0[b'z' as usize], 0);
+        let short = ByteRanks::of(b"aab");
+        assert!(short.0[b'b' as usize] < short.0[b'a' as usize]);
     }
 
     #[test]
