@@ -204,13 +204,18 @@ pub fn move_into_format_4_tail(store: &Store, cust: u32, n: usize) -> Result<()>
 /// and the only block that can hold events at or after time `t` are the last one starting at or
 /// before `t` and those after it.
 pub fn time_blocks<E: Borrow<StoredEvent>>(events: &[E]) -> impl Iterator<Item = &[E]> {
-    let mut rest = events;
+    blocks_by(events, |e| e.borrow().ts)
+}
+
+/// [`time_blocks`]'s cut of anything time-sorted, `ts` giving each item's time.
+fn blocks_by<T>(items: &[T], ts: impl Fn(&T) -> Timestamp) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
         let mut end = rest.len().min(BLOCK_EVENTS);
-        while end < rest.len() && rest[end].borrow().ts == rest[end - 1].borrow().ts {
+        while end < rest.len() && ts(&rest[end]) == ts(&rest[end - 1]) {
             end += 1;
         }
         let (chunk, tail) = rest.split_at(end);
@@ -1439,15 +1444,8 @@ fn put_spliced(
             return Err(corrupt!("trailing bytes after an event block"));
         }
     }
-    let mut rest = &events[..];
-    while !rest.is_empty() {
-        // As `time_blocks` cuts.
-        let mut end = rest.len().min(BLOCK_EVENTS);
-        while end < rest.len() && rest[end].0 == rest[end - 1].0 {
-            end += 1;
-        }
-        let (chunk, tail) = rest.split_at(end);
-        rest = tail;
+    // Cut as `time_blocks` cuts the decoded events.
+    for chunk in blocks_by(&events, |e| e.0) {
         let bytes: usize = chunk.iter().map(|(_, b)| b.len() + 2).sum();
         let mut body = Vec::with_capacity(bytes + 8);
         codec::put_varint(&mut body, chunk.len() as u64);
