@@ -291,7 +291,6 @@ impl PartialEq for Indexes {
     }
 }
 
-/// The entry under `key`, created empty if missing; allocates only when it is created.
 /// Adds `ids`, strictly ascending, to `bm` in one pass when they are all above its largest
 /// member, else as a union. Building a bitmap of many members one `try_push` at a time costs a
 /// scan of the last container's words per push once that container is dense (roaring finds a
@@ -312,6 +311,7 @@ pub fn add_ascending(bm: &mut RoaringBitmap, ids: &[u32]) {
     }
 }
 
+/// The entry under `key`, created empty if missing; allocates only when it is created.
 fn slot<'m, V: Default>(
     map: &'m mut FastMap<IndexValue, V>,
     key: ValueRef<'_>,

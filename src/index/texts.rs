@@ -25,8 +25,9 @@
 //!
 //! Each column counts its bytes (a sample of a long one) when it is built or loaded, and a
 //! search keys `memmem`'s prefilter on the needle's bytes that are rarest in that column (in
-//! emails, `@` and a shared domain's letters are everywhere). A column whose strings are each held once, by consecutive
-//! entries (a trait's distinct emails), yields its customers straight from the search.
+//! emails, `@` and a shared domain's letters are everywhere). A column whose strings are each
+//! held once, by consecutive entries (a trait's distinct emails), yields its customers straight
+//! from the search.
 //!
 //! This module owns the columns. It never reads storage: the query engine reads the events and
 //! profiles and hands the values over.

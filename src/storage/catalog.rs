@@ -308,12 +308,11 @@ impl Catalog {
         id
     }
 
-    /// The ids of a `track`'s event and property names (in the order given) when the event is
-    /// known and every name is known for it: such a track adds no name, so it passes every schema
-    /// limit ([`Catalog::check_event`]) and interns nothing. `None` otherwise. One lookup per
-    /// name, where checking and then interning took three.
-    /// The property ids go into `ids` (cleared first), a buffer the caller keeps from one track
-    /// to the next.
+    /// The id of a `track`'s event when the event is known and every property name is known for
+    /// it, the property ids (in the order given) going into `ids` (cleared first: a buffer the
+    /// caller keeps from one track to the next): such a track adds no name, so it passes every
+    /// schema limit ([`Catalog::check_event`]) and interns nothing. `None` otherwise. One lookup
+    /// per name, where checking and then interning took three.
     pub fn known_track<'a>(
         &self,
         event: &str,
