@@ -134,8 +134,10 @@ impl Db {
         compact::check_path(&path)?;
         let parent = compact::parent(&path);
         // A snapshot of everything first, so that the dirty log is empty and the index and
-        // audience snapshots are current: they are copied as they are.
+        // audience snapshots are current: they are copied as they are. A whole one, so that
+        // the index snapshot file copied holds nothing of deleted customers.
         self.checkpoint()?;
+        self.checkpoint_whole()?;
         let generation = self.store.meta_u64(meta::GENERATION)?;
         if self.store.meta_u64(meta::INDEX_GENERATION)? != generation || self.store.has_dirty_log()
         {
@@ -162,6 +164,8 @@ impl Db {
             let new = Store::open(&new_path)?;
             self.copy_into(&new, &mut report)?;
         }
+        // The copied meta records name the index snapshot file: the same file, copied.
+        self.store.copy_index_file_into(&new_path)?;
         compact::crash_point(Step::Written);
         compact::sync_tree(&new_path)?;
         fs::File::create(new_path.join(DONE))?.sync_all()?;
@@ -292,7 +296,7 @@ impl Db {
         let mut records = 0;
         let mut body = Vec::new();
         let version_key = crate::index::Family::Version.key();
-        for item in self.store.records() {
+        for item in self.store.records().chain(self.store.index_file_records()) {
             let (k, v) = item?;
             records += 1;
             body.clear();
@@ -300,7 +304,9 @@ impl Db {
                 RecordKind::EventBlock => {
                     codec::block_body(&v, self.store.dictionaries(), &mut body)?;
                 }
-                RecordKind::IndexFamily(family) if family != version_key.as_slice() => {
+                RecordKind::IndexFamily(family)
+                    if family != version_key.as_slice() && !v.is_empty() =>
+                {
                     codec::unpack_into(&v, "index family", 1 << 30, &mut body)?;
                 }
                 RecordKind::Derived if !v.is_empty() => {

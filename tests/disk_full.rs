@@ -477,7 +477,9 @@ fn a_full_disk_during_import_loses_nothing_acknowledged() {
     write_spread_input(&input, total, "m", 8_000, 2_000_000);
     let path = fs.path().join("shop.db");
     let (mut stopped, mut snapshot_failed, mut clean) = (0, 0, 0);
-    for leave_kib in [1000, 4000, 6000, 7000, 8000, 9000, 10000, 14000] {
+    for leave_kib in [
+        1000, 2000, 2500, 3000, 3500, 4000, 4500, 5000, 6000, 8000, 14000,
+    ] {
         let filler = fs.fill(leave_kib << 10);
         let out = import_with_no_space_after(&path, &input, u64::MAX);
         let err = stderr(&out);

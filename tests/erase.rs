@@ -146,12 +146,17 @@ fn delete_then_compact_leaves_no_byte_of_the_customer_in_any_file() {
             "{n} is in the files after a delete alone: {before:?}"
         );
     }
+    // Since format 8 the index snapshot holds some of them too until its next whole write (the
+    // compaction's): the trait families of the index snapshot file (the delete's checkpoint
+    // wrote the trait patch, which an open applies), and the keys of the empty records that hide
+    // the file's families of the victim's property values.
     let db = open(&path);
     let (stored, _) = db.record_traces(&needles()).unwrap();
     assert!(
-        stored
-            .iter()
-            .all(|t| t.place.contains("change feed") || t.place.contains("block dictionaries")),
+        stored.iter().all(|t| t.place.contains("change feed")
+            || t.place.contains("block dictionaries")
+            || t.place.contains("index snapshot record (key \"xT")
+            || t.place.contains("index snapshot record (key \"xV")),
         "{stored:?}"
     );
     let answers_before = answers(&db);

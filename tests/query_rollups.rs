@@ -290,20 +290,44 @@ fn a_snapshot_of_an_older_layout_is_rebuilt_at_open() {
         let before = members(&db, &ids, rule, now);
         (ids, before)
     };
-    // What an older build leaves: no layout version record, and no rollup families.
+    // What an older build leaves: the snapshot's families in sled records (no index snapshot
+    // file), no layout version record, and no rollup families.
     {
+        drop(raw_sled::open(&path));
+        let families: Vec<(Vec<u8>, Vec<u8>)> = audiencedb::testing::Store::open(&path)
+            .unwrap()
+            .index_families()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
         let sled_db = raw_sled::open(&path);
         let tree = sled_db.open_tree("audiencedb").unwrap();
         let mut removed = 0;
-        for item in tree.scan_prefix(b"x") {
-            let (k, _) = item.unwrap();
-            if matches!(k.get(1), Some(b'S' | b'C' | b'N')) {
-                tree.remove(&k).unwrap();
+        for (family, v) in families {
+            let key = audiencedb::testing::keys::index(&family);
+            if matches!(family.first(), Some(b'S' | b'C' | b'N')) {
+                tree.remove(&key).unwrap();
                 removed += 1;
+            } else {
+                tree.insert(key, v).unwrap();
             }
         }
         assert!(removed > 3);
+        tree.remove(audiencedb::testing::keys::meta("index_file"))
+            .unwrap();
         tree.flush().unwrap();
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let entry = entry.unwrap();
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("index-snapshot-")
+            {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
     }
     let db = open(&path);
     assert!(db.verify().unwrap().problems.is_empty());

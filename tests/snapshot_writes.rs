@@ -12,7 +12,7 @@ use std::path::Path;
 
 use audiencedb::ingest::message::Message;
 use audiencedb::model::Value;
-use audiencedb::testing::Internals;
+use audiencedb::testing::{Internals, Store};
 use audiencedb::Db;
 
 const DAY: i64 = 86_400_000;
@@ -72,14 +72,20 @@ fn history(customers: usize, days: i64) -> Vec<Message> {
     out
 }
 
-/// The stored index snapshot records, by key, once the database has let go of the folder.
+/// The stored index snapshot records, by key (as sled would key them), once the database has
+/// let go of the folder: the index snapshot file's families, each replaced by the one written
+/// into sled since under its key.
 fn snapshot_records(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let raw = raw_sled::open(path);
-    let tree = raw.open_tree("audiencedb").unwrap();
-    tree.scan_prefix(b"x")
+    // Waits for the folder's lock as raw_sled does.
+    drop(raw_sled::open(path));
+    let store = Store::open(path).unwrap();
+    store
+        .index_families()
         .map(|kv| {
             let (k, v) = kv.unwrap();
-            (k.to_vec(), v.to_vec())
+            let mut key = b"x".to_vec();
+            key.extend_from_slice(&k);
+            (key, v.to_vec())
         })
         .collect()
 }
@@ -91,6 +97,29 @@ fn changed_keys(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) 
     keys.dedup();
     keys.retain(|k| a.get(k) != b.get(k));
     keys
+}
+
+/// The index snapshot files in the folder, by name.
+fn snapshot_files(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("index-snapshot-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The index families stored in sled itself, by key (an empty value hides the file's family).
+fn sled_families(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let raw = raw_sled::open(path);
+    let tree = raw.open_tree("audiencedb").unwrap();
+    tree.scan_prefix(b"x")
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
 }
 
 fn kinds(keys: &[Vec<u8>]) -> String {
@@ -108,10 +137,32 @@ fn a_small_write_rewrites_its_day_and_patches_traits() {
     let db = Db::open(&path).unwrap();
     db.ingest(history(300, 70)).unwrap();
     drop(db);
-    // Fewer customers changed than the patch's limit: their traits are the patch.
+    // The first checkpoint writes a whole snapshot (into the index snapshot file): the trait
+    // families, no patch.
     let first = snapshot_records(&path);
-    assert!(first.contains_key(&b"xR"[..]));
-    assert!(!first.keys().any(|k| k[1] == b'T'));
+    assert!(!first.contains_key(&b"xR"[..]));
+    assert!(first.keys().any(|k| k[1] == b'T'));
+    // Fewer customers changed than the patch's limit: their traits are the patch.
+    let db = Db::open(&path).unwrap();
+    db.ingest(
+        (0..20)
+            .map(|c| Message::identify(format!("c{c}"), profile(c, 3)))
+            .collect(),
+    )
+    .unwrap();
+    drop(db);
+    let patched = snapshot_records(&path);
+    assert!(patched.contains_key(&b"xR"[..]));
+    assert_eq!(
+        first
+            .iter()
+            .filter(|(k, _)| k[1] == b'T')
+            .collect::<Vec<_>>(),
+        patched
+            .iter()
+            .filter(|(k, _)| k[1] == b'T')
+            .collect::<Vec<_>>()
+    );
     // A whole snapshot writes the trait families.
     let db = Db::open(&path).unwrap();
     assert!(db.verify().unwrap().is_ok());
@@ -149,8 +200,11 @@ fn a_small_write_rewrites_its_day_and_patches_traits() {
     .unwrap();
     db.identify("c9", profile(9, 1)).unwrap();
     let expected = db.read().indexes.clone();
+    let file = snapshot_files(&path);
     drop(db);
     let after = snapshot_records(&path);
+    assert_eq!(snapshot_files(&path), file, "the file is left as it is");
+    assert_eq!(file.len(), 1);
     let changed = changed_keys(&before, &after);
     // The version record is written again with the same bytes: it is not among the changes.
     let day = (last_day / DAY) as u32;
@@ -244,6 +298,194 @@ fn a_patch_past_its_limit_writes_the_trait_families_whole() {
     assert!(!whole.contains_key(&b"xR"[..]));
     assert_ne!(traits(&whole), traits(&base));
     let db = Db::open(&path).unwrap();
+    assert_eq!(
+        db.read().indexes.differences(&expected),
+        Vec::<String>::new()
+    );
+    assert!(db.verify().unwrap().is_ok());
+}
+
+/// A whole snapshot goes into one file beside sled's, and sled keeps only the layout version;
+/// the checkpoints after it write what changed into sled, the file left as it is, and a family
+/// that went away is hidden by an empty record. Each state opens to the indexes the writes left.
+#[test]
+fn a_whole_snapshot_is_one_file_and_later_checkpoints_write_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.ingest(history(200, 20)).unwrap();
+    // The only one to do `rare`, on one day.
+    db.track("solo", "rare", vec![], Some(START + 5 * DAY + 17))
+        .unwrap();
+    drop(db);
+    let files = snapshot_files(&path);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        sled_families(&path).keys().cloned().collect::<Vec<_>>(),
+        vec![b"xS".to_vec()]
+    );
+    let whole = snapshot_records(&path);
+    assert!(whole.keys().filter(|k| k[1] == b'D').count() > 20);
+
+    let db = Db::open(&path).unwrap();
+    db.delete_customer("solo").unwrap();
+    db.track(
+        "c3",
+        "viewed",
+        vec![("product".into(), s("p9"))],
+        Some(START + 19 * DAY + 5),
+    )
+    .unwrap();
+    let expected = db.read().indexes.clone();
+    drop(db);
+    assert_eq!(snapshot_files(&path), files, "the file is left as it is");
+    let in_sled = sled_families(&path);
+    let hidden: Vec<&Vec<u8>> = in_sled
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        !hidden.is_empty() && hidden.iter().all(|k| k[1] == b'D' || k[1] == b'C'),
+        "the removed day of `rare` is hidden: {hidden:?}"
+    );
+    let merged = snapshot_records(&path);
+    for k in &hidden {
+        assert!(whole.contains_key(*k) && !merged.contains_key(*k));
+    }
+    assert!(in_sled.len() < whole.len() / 4, "{} in sled", in_sled.len());
+    let db = Db::open(&path).unwrap();
+    assert_eq!(
+        db.read().indexes.differences(&expected),
+        Vec::<String>::new()
+    );
+    assert!(db.verify().unwrap().is_ok());
+}
+
+/// A checkpoint whose families would take the ones written beside the file past half its size
+/// writes a whole snapshot into a new file instead, which takes the old one's place and empties
+/// sled's records.
+#[test]
+fn families_beside_the_file_past_half_its_size_bring_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.ingest(history(200, 10)).unwrap();
+    drop(db);
+    let first = snapshot_files(&path);
+    let mut rounds = 0;
+    while snapshot_files(&path) == first {
+        rounds += 1;
+        assert!(rounds <= 4, "no new file after {rounds} rounds");
+        // Every customer on every day again, a millisecond apart: every family changes.
+        let db = Db::open(&path).unwrap();
+        let again: Vec<Message> = history(200, 10)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut m)| {
+                if i < 200 {
+                    Message::identify(format!("c{i}"), profile(i, rounds))
+                } else {
+                    m.timestamp = m.timestamp.map(|t| t + rounds as i64);
+                    m
+                }
+            })
+            .collect();
+        db.ingest(again).unwrap();
+        let expected = db.read().indexes.clone();
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(
+            db.read().indexes.differences(&expected),
+            Vec::<String>::new()
+        );
+        assert!(db.verify().unwrap().is_ok());
+    }
+    let files = snapshot_files(&path);
+    assert_eq!(files.len(), 1);
+    assert_ne!(files, first);
+    assert_eq!(sled_families(&path).len(), 1, "only the layout version");
+}
+
+/// A missing or damaged snapshot file is not an error: the open rebuilds the indexes from the
+/// stored data and writes a new file. Files no record names (a crash's) are removed at open.
+#[test]
+fn a_damaged_or_missing_snapshot_file_is_rebuilt_and_strays_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.ingest(history(100, 10)).unwrap();
+    let expected = db.read().indexes.clone();
+    drop(db);
+    let reopen_equals = |why: &str| {
+        let db = Db::open(&path).unwrap();
+        assert_eq!(
+            db.read().indexes.differences(&expected),
+            Vec::<String>::new(),
+            "{why}"
+        );
+        assert!(db.verify().unwrap().is_ok(), "{why}");
+        drop(db);
+        let files = snapshot_files(&path);
+        assert_eq!(files.len(), 1, "{why}: {files:?}");
+        files[0].clone()
+    };
+    let name = snapshot_files(&path).remove(0);
+    let mut bytes = std::fs::read(path.join(&name)).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(path.join(&name), &bytes).unwrap();
+    let rebuilt = reopen_equals("a damaged byte");
+    assert_ne!(rebuilt, name, "a new file");
+    std::fs::remove_file(path.join(&rebuilt)).unwrap();
+    let again = reopen_equals("a missing file");
+    assert_ne!(again, rebuilt);
+    std::fs::write(path.join("index-snapshot-999"), b"left by a crash").unwrap();
+    std::fs::write(path.join("index-snapshot-5.unfinished"), b"cut short").unwrap();
+    assert_eq!(reopen_equals("strays"), again);
+    assert_eq!(snapshot_files(&path), vec![again]);
+}
+
+/// A crash with the new file written and the batch that names it not committed: the open
+/// removes the file and uses what was committed (the previous file, or none and the dirty log).
+#[test]
+fn a_crash_between_the_file_and_its_commit_keeps_the_previous_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let input = dir.path().join("shop.ndjson");
+    let bin = env!("CARGO_BIN_EXE_audiencedb");
+    let gen = std::process::Command::new(bin)
+        .args(["gen", "--customers", "150", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    std::fs::write(&input, &gen.stdout).unwrap();
+    let crashing = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("--db")
+            .arg(&path)
+            .args(args)
+            .env("AUDIENCEDB_TEST_SNAPSHOT_CRASH", "file-written")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the child was to crash");
+    };
+    // The first whole snapshot: its file is written, nothing names it.
+    crashing(&["import", input.to_str().unwrap()]);
+    assert_eq!(snapshot_files(&path).len(), 1);
+    let db = Db::open(&path).unwrap();
+    assert!(db.verify().unwrap().is_ok());
+    let events = db.verify().unwrap().events;
+    assert!(events > 1000, "{events} events");
+    let expected = db.read().indexes.clone();
+    drop(db);
+    let committed = snapshot_files(&path);
+    assert_eq!(committed.len(), 1);
+    // A whole snapshot over a committed one.
+    crashing(&["rebuild-indexes"]);
+    assert_eq!(snapshot_files(&path).len(), 2);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(snapshot_files(&path), committed);
     assert_eq!(
         db.read().indexes.differences(&expected),
         Vec::<String>::new()

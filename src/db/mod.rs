@@ -590,6 +590,13 @@ impl Db {
         self.writer.lock().checkpoint(self)
     }
 
+    /// Writes a whole index snapshot (a new index snapshot file) whatever changed: for a
+    /// compaction, whose copy must hold nothing an earlier snapshot file kept of deleted
+    /// customers.
+    pub(crate) fn checkpoint_whole(&self) -> Result<()> {
+        self.writer.lock().snapshot(self, true)
+    }
+
     /// Records and bytes per kind of record.
     pub fn unfolded(&self) -> timeline::Unfolds {
         self.store.unfolded()

@@ -40,23 +40,17 @@ pub(super) fn open(config: Config) -> Result<Db> {
         .as_deref()
         .and_then(|v| codec::Reader::new(v).u32().ok())
         == Some(SNAPSHOT_VERSION);
-    let stale = !current && store.has_index_snapshot();
+    let mut stale = !current && store.has_index_snapshot();
     if current {
-        // Reading is sequential (one sled iterator), decoding parallel: at 1M customers the
-        // snapshot is 600 MB of records whose decoding is most of an open.
-        let decoded: Vec<DecodedFamily> = store
-            .index_families()
-            .par_bridge()
-            .map(|item| {
-                let (family_key, v) = item?;
-                Indexes::decode_family(&family_key, &v)
-            })
-            .collect::<Result<_>>()?;
-        for family in decoded {
-            indexes.install_family(family);
+        if let Err(e) = load_snapshot(&store, &mut indexes) {
+            if !store.index_file_damaged() {
+                return Err(e);
+            }
+            // The index snapshot file is missing or damaged. It only summarises the stored
+            // data: the indexes are rebuilt from that, and snapshotted into a new file.
+            indexes = Indexes::with_bounds(config.value_bound, config.rollup_bound);
+            stale = true;
         }
-        // The customers whose traits changed after the trait families were last written whole.
-        indexes.apply_trait_patch(|cust| store.profile(cust))?;
     }
     // Recompute the customers written after the snapshot from their stored data.
     let mut dirty = RoaringBitmap::new();
@@ -184,6 +178,9 @@ impl Writer {
         {
             return Ok(());
         }
+        // A whole snapshot goes into a new index snapshot file, which gives the space of the
+        // previous one back; the families that change in between are written into sled.
+        let all = all || db.store.index_file_due(0);
         let (families, id_chunks): (Vec<Family>, Vec<u32>) = {
             let mut state = db.state.write();
             let changed = state.indexes.take_changed();
@@ -202,42 +199,39 @@ impl Writer {
             }
         };
         let written = self.write_snapshot(db, all, &families, &id_chunks);
-        if written.is_err() {
+        if !matches!(written, Ok(true)) {
             // Nothing of it is stored: what changed must still be written by the next one (or
             // a later checkpoint would move the index generation past families never written).
             let mut state = db.state.write();
             state.indexes.restore_changed(families);
             state.ids.restore_changed(id_chunks);
         }
-        written
+        match written {
+            Ok(true) => Ok(()),
+            // The changed families would take the ones beside the file past half its size.
+            Ok(false) => self.snapshot(db, true),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Writes the index and id map snapshot records `families` and `id_chunks` in one batch.
+    /// Writes the index and id map snapshot records `families` and `id_chunks` in one batch
+    /// (`all`: every family, into a new index snapshot file). Returns `false`, having written
+    /// nothing, when the families are not `all` and would take the ones written into sled
+    /// beside the file past half its size: a whole snapshot is due instead.
     fn write_snapshot(
         &mut self,
         db: &Db,
         all: bool,
         families: &[Family],
         id_chunks: &[u32],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let state = db.state.read();
         let mut batch = WriteBatch::new();
-        if all {
-            // A whole snapshot replaces every record of the previous one, in the same batch (a
-            // later insert of a key wins over its removal).
-            db.store.clear_index_snapshot(&mut batch)?;
-        }
         // Families are encoded (and compressed) independently: on every core.
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = families
+        let mut encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = families
             .par_iter()
             .map(|f| (f.key(), state.indexes.encode_family(f)))
             .collect();
-        for (family_key, blob) in encoded {
-            match blob {
-                Some(blob) => batch.put_index_family(&family_key, blob),
-                None => batch.remove_index_family(&family_key),
-            }
-        }
         for &chunk in id_chunks {
             match state.ids.encode_chunk(chunk) {
                 Some(blob) => batch.put_id_chunk(chunk, blob),
@@ -245,17 +239,93 @@ impl Writer {
             }
         }
         drop(state);
+        if !all {
+            let more: usize = encoded
+                .iter()
+                .filter_map(|(_, b)| b.as_ref())
+                .map(Vec::len)
+                .sum();
+            if db.store.index_file_due(more as u64) {
+                return Ok(false);
+            }
+        }
+        let mut file = None;
+        let mut overrides = 0;
+        if all {
+            // A whole snapshot replaces every record of the previous one, in the same batch (a
+            // later insert of a key wins over its removal), and the previous file.
+            db.store.clear_index_snapshot(&mut batch)?;
+            // The layout version stays in sled, where an open reads it first.
+            let version = Family::Version.key();
+            encoded.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (family_key, blob) in &encoded {
+                if *family_key == version {
+                    if let Some(blob) = blob {
+                        batch.put_index_family(family_key, blob.clone());
+                    }
+                }
+            }
+            let seq = db.store.write_index_file(
+                encoded
+                    .iter()
+                    .filter(|(k, _)| *k != version)
+                    .filter_map(|(k, b)| b.as_deref().map(|b| (&k[..], b))),
+            )?;
+            batch.put_index_file(seq);
+            file = Some(seq);
+        } else {
+            let in_file = db.store.has_index_file();
+            for (family_key, blob) in encoded {
+                match blob {
+                    Some(blob) => {
+                        overrides += blob.len() as u64;
+                        batch.put_index_family(&family_key, blob);
+                    }
+                    None if in_file => batch.hide_index_family(&family_key),
+                    None => batch.remove_index_family(&family_key),
+                }
+            }
+        }
         db.store.clear_dirty_log(&mut batch)?;
         batch.put_meta_u64(meta::INDEX_GENERATION, self.generation);
         let audiences =
             db.audiences
                 .checkpoint(&db.store, &mut batch, db.config.feed_capacity.max(1))?;
-        db.store.commit(batch)?;
+        if let Err(e) = db.store.commit(batch) {
+            if let Some(seq) = file {
+                db.store.index_file_abandoned(seq);
+            }
+            return Err(e);
+        }
+        match file {
+            Some(seq) => db.store.index_file_committed(seq),
+            None => db.store.note_index_overrides(overrides),
+        }
         db.audiences.checkpointed(audiences);
         self.touched_since_checkpoint.clear();
         self.touches_since_checkpoint = 0;
-        Ok(())
+        Ok(true)
     }
+}
+
+/// Loads the stored index snapshot into `indexes` (empty, of the folder's bounds).
+fn load_snapshot(store: &Store, indexes: &mut Indexes) -> Result<()> {
+    // Reading is sequential (the index snapshot file, merged with sled's records), decoding
+    // parallel: at 1M customers the snapshot is 600 MB of records whose decoding is most of an
+    // open.
+    let decoded: Vec<DecodedFamily> = store
+        .index_families()
+        .par_bridge()
+        .map(|item| {
+            let (family_key, v) = item?;
+            Indexes::decode_family(&family_key, &v)
+        })
+        .collect::<Result<_>>()?;
+    for family in decoded {
+        indexes.install_family(family);
+    }
+    // The customers whose traits changed after the trait families were last written whole.
+    indexes.apply_trait_patch(|cust| store.profile(cust))
 }
 
 /// Trains a block dictionary on stored blocks (their first ones in key order, up to

@@ -189,6 +189,17 @@ impl WriteBatch {
         self.remove(keys::index(family_key));
     }
 
+    /// The removal of an index snapshot family that the index snapshot file may hold: an empty
+    /// record in its place, which hides the file's.
+    pub fn hide_index_family(&mut self, family_key: &[u8]) {
+        self.put(keys::index(family_key), Vec::new());
+    }
+
+    /// Names the index snapshot file `seq` as the folder's ([`super::Store::write_index_file`]).
+    pub fn put_index_file(&mut self, seq: u64) {
+        self.put_meta_u64(super::meta::INDEX_FILE, seq);
+    }
+
     /// One chunk of the id map's snapshot.
     pub fn put_id_chunk(&mut self, chunk: u32, blob: Vec<u8>) {
         self.put(&keys::id_chunk(chunk)[..], blob);

@@ -15,6 +15,7 @@ pub mod compact;
 pub mod dictionary;
 pub mod ids;
 pub mod keys;
+pub mod snapshot_file;
 pub mod timeline;
 pub mod view;
 
@@ -47,9 +48,13 @@ pub type Bytes = sled::IVec;
 /// 7: further message-id records (`m` + id + record number): a fold adds the hashes it brings
 ///    a customer as a record of their own instead of rewriting the union; a format-6 build
 ///    would read the first record only, and take re-sent messages for new ones.
-/// Folders of versions 1 to 6 are read, and marked 7 when opened (the tails of a format-4 or
-/// format-5 folder are folded into blocks then).
-pub const FORMAT_VERSION: u32 = 7;
+/// 8: the index snapshot file (`snapshot_file.rs`): the families of the last whole index
+///    snapshot in a file beside sled's, named by the `index_file` meta record; a format-7 build
+///    would read only the families written into sled since, and take them for the whole.
+/// Folders of versions 1 to 7 are read, and marked 8 when opened (the tails of a format-4 or
+/// format-5 folder are folded into blocks then; the index snapshot of a folder before format 8
+/// stays in sled until the next checkpoint writes it whole into a file).
+pub const FORMAT_VERSION: u32 = 8;
 
 /// The format this process writes: [`FORMAT_VERSION`], or 3 under [`timeline::write_format_3`].
 fn written_format() -> u32 {
@@ -123,6 +128,9 @@ pub mod meta {
     pub const AUDIENCES_AS_OF: &str = "audiences_as_of";
     /// The change feed's next sequence number, `u64` BE.
     pub const FEED_NEXT: &str = "feed_next";
+    /// The index snapshot file the families of the last whole snapshot are in (its sequence
+    /// number, `u64` BE; [`super::snapshot_file`]); absent when they are all in sled.
+    pub const INDEX_FILE: &str = "index_file";
 }
 
 fn parse_feed_record(item: Result<(sled::IVec, sled::IVec)>) -> Result<(u64, sled::IVec)> {
@@ -181,6 +189,74 @@ pub struct RecordStats {
     pub value_bytes: u64,
 }
 
+/// The index snapshot file's families merged with the ones written into sled since
+/// ([`Store::index_families`]).
+struct Merged<'s, F, S>
+where
+    F: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    S: Iterator<Item = Result<(sled::IVec, sled::IVec)>>,
+{
+    store: &'s Store,
+    file: Option<std::iter::Peekable<F>>,
+    sled: std::iter::Peekable<S>,
+}
+
+impl<F, S> Iterator for Merged<'_, F, S>
+where
+    F: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    S: Iterator<Item = Result<(sled::IVec, sled::IVec)>>,
+{
+    type Item = Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let from_file = match self.file.as_mut().and_then(|f| f.peek()) {
+                Some(Err(_)) => {
+                    self.store.index_file.lock().damaged = true;
+                    return self
+                        .file
+                        .as_mut()
+                        .and_then(|f| f.next())
+                        .map(|r| r.map(|(k, v)| (k.into(), v.into())));
+                }
+                Some(Ok((k, _))) => Some(k.clone()),
+                None => None,
+            };
+            let from_sled = match self.sled.peek() {
+                Some(Err(_)) => return self.sled.next(),
+                Some(Ok((k, _))) => Some(k.clone()),
+                None => None,
+            };
+            let take_file = match (&from_file, &from_sled) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(f), Some(s)) => {
+                    if f[..] == s[..] {
+                        // Written into sled since: the file's copy is out of date.
+                        self.file.as_mut().and_then(|f| f.next());
+                    }
+                    f[..] < s[..]
+                }
+            };
+            if take_file {
+                return self
+                    .file
+                    .as_mut()
+                    .and_then(|f| f.next())
+                    .map(|r| r.map(|(k, v)| (k.into(), v.into())));
+            }
+            let Some(Ok((k, v))) = self.sled.next() else {
+                return None;
+            };
+            self.store.index_file.lock().overrides += v.len() as u64;
+            if !v.is_empty() {
+                return Some(Ok((k, v)));
+            }
+        }
+    }
+}
+
 /// An open database folder.
 pub struct Store {
     db: sled::Db,
@@ -198,6 +274,21 @@ pub struct Store {
     /// check and the fold would otherwise search sled once per customer and write for records
     /// that do not exist yet.
     bare: parking_lot::Mutex<RoaringBitmap>,
+    /// The current index snapshot file, if any ([`snapshot_file`]).
+    index_file: parking_lot::Mutex<IndexFile>,
+}
+
+/// What a [`Store`] knows of its index snapshot file.
+#[derive(Debug, Default)]
+struct IndexFile {
+    /// The file's sequence number, as the `index_file` meta record names it.
+    seq: Option<u64>,
+    /// Its length in bytes.
+    bytes: u64,
+    /// Bytes of index families written into sled since (they override the file's).
+    overrides: u64,
+    /// Reading the file failed: it is missing or damaged.
+    damaged: bool,
 }
 
 /// Whether a folder looks like something other than a sled database.
@@ -396,6 +487,7 @@ impl Store {
             timeline: timeline::Timeline::default(),
             no_space_after: std::sync::atomic::AtomicU64::new(u64::MAX),
             bare: parking_lot::Mutex::new(RoaringBitmap::new()),
+            index_file: parking_lot::Mutex::new(IndexFile::default()),
         };
         match store.get(&keys::meta(meta::FORMAT))? {
             Some(v) => {
@@ -454,6 +546,18 @@ impl Store {
             store
                 .dictionaries
                 .install(BlockDictionary::new(id, v.to_vec())?)?;
+        }
+        // The index snapshot file the folder names; any other is what a crash before or after
+        // a checkpoint's commit left.
+        let seq = store
+            .get(&keys::meta(meta::INDEX_FILE))?
+            .map(|v| be_u64(&v))
+            .transpose()?;
+        snapshot_file::remove_others(path, seq)?;
+        if let Some(seq) = seq {
+            let mut f = store.index_file.lock();
+            f.seq = Some(seq);
+            f.bytes = std::fs::metadata(snapshot_file::path(path, seq)).map_or(0, |m| m.len());
         }
         // The write log's unfolded events back into the memtable.
         store.recover_log()?;
@@ -846,9 +950,12 @@ impl Store {
         Ok(())
     }
 
-    /// The stored index snapshot family of `family_key`.
+    /// The stored index snapshot family of `family_key`, as written into sled (the families of
+    /// the index snapshot file are read by [`Store::index_families`] only; `S` is never in it).
     pub fn index_family(&self, family_key: &[u8]) -> Result<Option<sled::IVec>> {
-        self.get(&keys::index(family_key))
+        Ok(self
+            .get(&keys::index(family_key))?
+            .filter(|v| !v.is_empty()))
     }
 
     /// The derived record under `derived_key` (`crate::index::derived`): data a reader built
@@ -896,22 +1003,145 @@ impl Store {
 
     /// Whether any index snapshot family is stored.
     pub fn has_index_snapshot(&self) -> bool {
-        self.scan(keys::INDEX).next().is_some()
+        self.index_file.lock().seq.is_some()
+            || self
+                .scan(keys::INDEX)
+                .any(|r| r.is_ok_and(|(_, v)| !v.is_empty()))
     }
 
-    /// Every stored index snapshot family, as (family key, bytes).
-    pub fn index_families(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        self.scan(keys::INDEX)
-            .map(|r| r.map(|(k, v)| (k.subslice(1, k.len() - 1), v)))
+    /// Every stored index snapshot family, as (family key, bytes), in key order: the index
+    /// snapshot file's, each replaced by the one written into sled since under its key (an
+    /// empty one there: the family was removed).
+    pub fn index_families(
+        &self,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + Send + '_ {
+        let seq = self.index_file.lock().seq;
+        self.index_file.lock().overrides = 0;
+        let file = seq.map(|seq| match snapshot_file::open(&self.path, seq) {
+            Ok(records) => Box::new(records) as Box<dyn Iterator<Item = _> + Send>,
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        });
+        Merged {
+            store: self,
+            file: file.map(Iterator::peekable),
+            sled: self
+                .scan(keys::INDEX)
+                .map(|r| r.map(|(k, v)| (k.subslice(1, k.len() - 1), v)))
+                .peekable(),
+        }
+    }
+
+    /// The index snapshot file's records that sled has none for under the same key (the ones
+    /// an open uses), keyed as they would be in sled (an index family's key): for searches and
+    /// counts of every stored record beside [`Store::records`].
+    pub fn index_file_records(
+        &self,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        let seq = self.index_file.lock().seq;
+        let records = seq.map(|seq| snapshot_file::open(&self.path, seq));
+        let (records, error) = match records {
+            Some(Ok(r)) => (Some(r), None),
+            Some(Err(e)) => (None, Some(Err(e))),
+            None => (None, None),
+        };
+        error.into_iter().chain(
+            records
+                .into_iter()
+                .flatten()
+                .map(|r| r.map(|(family, v)| (keys::index(&family), v)))
+                .filter_map(|r| match r {
+                    Ok((key, v)) => match self.tree.contains_key(&key) {
+                        Ok(false) => Some(Ok((key.into(), v.into()))),
+                        Ok(true) => None,
+                        Err(e) => Some(Err(e.into())),
+                    },
+                    Err(e) => Some(Err(e)),
+                }),
+        )
     }
 
     /// Adds to `batch` the removal of the whole index snapshot: every family and every chunk of
-    /// the id map's snapshot.
+    /// the id map's snapshot, and the index snapshot file's name (the file goes once the batch
+    /// is committed and [`Store::index_file_committed`] names the next one).
     pub fn clear_index_snapshot(&self, batch: &mut WriteBatch) -> Result<()> {
         for prefix in [keys::INDEX, keys::ID_SNAPSHOT] {
             for item in self.scan(prefix) {
                 batch.remove_raw(item?.0);
             }
+        }
+        batch.remove_meta(meta::INDEX_FILE);
+        Ok(())
+    }
+
+    /// Writes `families` (family key, bytes; in key order) as the next index snapshot file,
+    /// durably, and returns its sequence number. It is not the folder's until a batch that
+    /// clears the snapshot and names it ([`WriteBatch::put_index_file`]) is committed; then
+    /// call [`Store::index_file_committed`], or [`Store::index_file_abandoned`] if that fails.
+    pub fn write_index_file<'a>(
+        &self,
+        families: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<u64> {
+        let current = self.index_file.lock().seq.unwrap_or(0);
+        let seq = current.max(snapshot_file::highest(&self.path)?) + 1;
+        snapshot_file::write(&self.path, seq, families)?;
+        // For the crash tests: a crash with the new file in place and the batch naming it not
+        // committed.
+        if std::env::var("AUDIENCEDB_TEST_SNAPSHOT_CRASH").as_deref() == Ok("file-written") {
+            std::process::abort();
+        }
+        Ok(seq)
+    }
+
+    /// The index snapshot file `seq` is the folder's now: every other one is removed (at the
+    /// next open, if that fails now).
+    pub fn index_file_committed(&self, seq: u64) {
+        let bytes = std::fs::metadata(snapshot_file::path(&self.path, seq)).map_or(0, |m| m.len());
+        *self.index_file.lock() = IndexFile {
+            seq: Some(seq),
+            bytes,
+            overrides: 0,
+            damaged: false,
+        };
+        let _ = snapshot_file::remove_others(&self.path, Some(seq));
+    }
+
+    /// The batch that was to name index snapshot file `seq` failed: the file goes.
+    pub fn index_file_abandoned(&self, seq: u64) {
+        let _ = std::fs::remove_file(snapshot_file::path(&self.path, seq));
+    }
+
+    /// Notes `bytes` more of index families written into sled over the file's.
+    pub fn note_index_overrides(&self, bytes: u64) {
+        self.index_file.lock().overrides += bytes;
+    }
+
+    /// Whether the folder has an index snapshot file.
+    pub fn has_index_file(&self) -> bool {
+        self.index_file.lock().seq.is_some()
+    }
+
+    /// Whether a checkpoint that would write `more` bytes of families into sled should write a
+    /// whole snapshot into a new index snapshot file instead: there is none yet, or the families
+    /// written into sled since the last one would pass half of its size (sled keeps their dead
+    /// copies, a new file gives the old one's space back whole).
+    pub fn index_file_due(&self, more: u64) -> bool {
+        let f = self.index_file.lock();
+        f.seq.is_none() || f.overrides + more > f.bytes / 2
+    }
+
+    /// Whether reading the index snapshot file failed (missing or damaged): the indexes are to
+    /// be rebuilt from the stored data, which the file only summarises.
+    pub fn index_file_damaged(&self) -> bool {
+        self.index_file.lock().damaged
+    }
+
+    /// Copies the index snapshot file, if any, into the folder `to` (a compaction's new
+    /// folder, whose copied meta records name it), synced.
+    pub fn copy_index_file_into(&self, to: &Path) -> Result<()> {
+        if let Some(seq) = self.index_file.lock().seq {
+            let target = snapshot_file::path(to, seq);
+            std::fs::copy(snapshot_file::path(&self.path, seq), &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
         }
         Ok(())
     }
@@ -1077,12 +1307,26 @@ impl Store {
         if log.records > 0 {
             stats.push(log);
         }
+        if self.has_index_file() {
+            let mut file = RecordStats {
+                kind: "index snapshot file",
+                ..RecordStats::default()
+            };
+            for item in self.index_file_records() {
+                let (k, v) = item?;
+                file.records += 1;
+                file.key_bytes += k.len() as u64;
+                file.value_bytes += v.len() as u64;
+            }
+            stats.push(file);
+        }
         Ok(stats)
     }
 
-    /// Bytes the folder takes on disk, as sled reports it.
+    /// Bytes the folder takes on disk: sled's files, as sled reports them, and the index
+    /// snapshot file.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.index_file.lock().bytes)
     }
 }
 
