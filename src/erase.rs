@@ -136,7 +136,6 @@ impl Db {
         // A snapshot of everything first, so that the dirty log is empty and the index and
         // audience snapshots are current: they are copied as they are. A whole one, so that
         // the index snapshot file copied holds nothing of deleted customers.
-        self.checkpoint()?;
         self.checkpoint_whole()?;
         let generation = self.store.meta_u64(meta::GENERATION)?;
         if self.store.meta_u64(meta::INDEX_GENERATION)? != generation || self.store.has_dirty_log()
