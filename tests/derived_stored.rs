@@ -491,6 +491,82 @@ fn a_stored_trait_column_is_used_only_at_the_generation_it_was_read() {
     check_traits(&db, "after the erasure");
 }
 
+/// Replaces the stored trait column (`yP` record) with sled directly.
+fn store_trait_column(path: &std::path::Path, record: &[u8]) {
+    let raw = raw_sled::open(path);
+    let tree = raw.open_tree("audiencedb").unwrap();
+    let key = tree.scan_prefix(b"yP").next().unwrap().unwrap().0;
+    tree.insert(key, record).unwrap();
+    raw.flush().unwrap();
+}
+
+/// A trait's column is stored as is (its text is then the stored bytes, read without a copy);
+/// one stored compressed, as earlier builds did, is still used and stored again as is; a
+/// damaged one is refused, read again from the profiles and stored again.
+#[test]
+fn a_stored_trait_column_is_stored_as_is_and_a_damaged_one_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let end = at("2026-11-01T00:00:00Z");
+    let mut rng = Lcg(5);
+    let first: Vec<usize> = (0..60).collect();
+    {
+        let db = open(&path);
+        db.ingest(messages(&mut rng, &first, 300, end)).unwrap();
+        db.ingest(profile_changes(&mut rng, &first, 120)).unwrap();
+        check_traits(&db, "built");
+    }
+    let stored = stored_trait_columns(&path);
+    assert_eq!(stored.len(), 1, "one trait's column stored");
+    let plain = stored[0].clone();
+    assert_eq!(plain[0], 0, "stored as is, not compressed");
+    // Compressed as earlier builds stored it: the tag 1, the body's length, an LZ4 block.
+    let body = &plain[1..];
+    let mut compressed = vec![1u8];
+    let mut n = body.len();
+    while n >= 0x80 {
+        compressed.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    compressed.push(n as u8);
+    compressed.extend_from_slice(&lz4_flex::block::compress(body));
+    store_trait_column(&path, &compressed);
+    let used = audiencedb::testing::derived_used();
+    {
+        let db = open(&path);
+        check_traits(&db, "stored compressed");
+        assert!(
+            audiencedb::testing::derived_used() > used,
+            "the compressed column was used"
+        );
+    }
+    assert_eq!(
+        stored_trait_columns(&path),
+        vec![plain.clone()],
+        "stored again as is"
+    );
+    // Damaged: cut, a byte more, an entry's string index past the strings (the last byte).
+    let mut past = plain.clone();
+    *past.last_mut().unwrap() = 0x7f;
+    for (damaged, step) in [
+        (plain[..plain.len() - 1].to_vec(), "cut"),
+        ([&plain[..], &[0]].concat(), "longer"),
+        (past, "an index past the strings"),
+    ] {
+        store_trait_column(&path, &damaged);
+        {
+            let db = open(&path);
+            check_traits(&db, step);
+        }
+        // A record used is never stored again: this one was read again from the profiles.
+        assert_eq!(
+            stored_trait_columns(&path),
+            vec![plain.clone()],
+            "{step}: read again"
+        );
+    }
+}
+
 fn more_ids() -> Vec<usize> {
     (0..75).collect()
 }

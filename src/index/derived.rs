@@ -22,18 +22,47 @@
 //! itself, and a failure to load or store a record only costs a build.
 
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::storage::codec;
 
-/// A record's bytes as the store holds them (not copied: a record may be megabytes, and a fresh
-/// process's first answer pays for every byte it touches).
-pub struct Loaded(Box<dyn AsRef<[u8]> + Send + Sync>);
+/// A record's bytes as the store holds them, or a part of them (not copied: a record may be
+/// megabytes, and a fresh process's first answer pays for every byte it touches). Cloning one
+/// shares the bytes.
+#[derive(Clone)]
+pub struct Loaded {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    range: Range<usize>,
+}
 
 impl Loaded {
     /// The bytes `bytes` own.
     pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Loaded {
-        Loaded(Box::new(bytes))
+        let len = bytes.as_ref().len();
+        Loaded {
+            owner: Arc::new(bytes),
+            range: 0..len,
+        }
+    }
+
+    /// The bytes `range` of these (positions within them), sharing their owner.
+    ///
+    /// # Panics
+    /// If `range` is not within these bytes.
+    pub fn slice(&self, range: Range<usize>) -> Loaded {
+        assert!(range.start <= range.end && range.end <= self.range.len());
+        Loaded {
+            owner: self.owner.clone(),
+            range: self.range.start + range.start..self.range.start + range.end,
+        }
+    }
+}
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Loaded::new(Vec::new())
     }
 }
 
@@ -41,7 +70,13 @@ impl std::ops::Deref for Loaded {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        (*self.0).as_ref()
+        &(*self.owner).as_ref()[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Loaded({} bytes)", self.range.len())
     }
 }
 
@@ -211,24 +246,50 @@ pub fn check_sources(
     current.next().is_none().then_some(total)
 }
 
+/// The body of a record written by [`pack`] or [`pack_plain`], sharing the record's bytes when
+/// it is stored as is, and whether it was compressed.
+pub fn unpack_loaded(record: Loaded) -> Result<(Loaded, bool)> {
+    match record.first() {
+        Some(&codec::PACKED_PLAIN) => Ok((record.slice(1..record.len()), false)),
+        _ => {
+            let mut body = Vec::new();
+            codec::unpack_into(&record, "derived record", MAX_RECORD_BYTES, &mut body)?;
+            Ok((Loaded::new(body), true))
+        }
+    }
+}
+
 /// The record under `key`, decoded, if one is stored, readable, and derived from events with the
 /// fingerprint `fp` (`declared` reads the fingerprint a body names, without decoding the rest);
-/// `None` otherwise, a stale record included: the caller builds it again.
+/// `None` otherwise, a stale record included: the caller builds it again. `decode` is given the
+/// body, which shares the stored bytes when the record is stored as is ([`pack_plain`]).
 pub fn load_checked<T>(
     kept: &dyn DerivedStore,
     key: &[u8],
     fp: u64,
     declared: impl FnOnce(&[u8]) -> Option<u64>,
-    decode: impl FnOnce(&[u8]) -> Result<T>,
+    decode: impl FnOnce(&Loaded) -> Result<T>,
 ) -> Option<T> {
+    load_checked_packed(kept, key, fp, declared, decode).map(|(value, _)| value)
+}
+
+/// [`load_checked`], with whether the record was stored compressed (a record read whole on a
+/// first answer, stored compressed by an earlier build, is worth storing again as is).
+pub fn load_checked_packed<T>(
+    kept: &dyn DerivedStore,
+    key: &[u8],
+    fp: u64,
+    declared: impl FnOnce(&[u8]) -> Option<u64>,
+    decode: impl FnOnce(&Loaded) -> Result<T>,
+) -> Option<(T, bool)> {
     let record = kept.load(key)?;
-    let body = unpack(&record).ok()?;
+    let (body, compressed) = unpack_loaded(record).ok()?;
     if declared(&body)? != fp {
         return None; // stale: the day's events changed since
     }
     let value = decode(&body).ok()?;
     note_used();
-    Some(value)
+    Some((value, compressed))
 }
 
 /// A store in memory, counting what it was asked (for the tests of the structures kept).
@@ -274,5 +335,17 @@ mod tests {
         let plain = pack_plain(&body);
         assert_eq!(plain.len(), body.len() + 1);
         assert!(matches!(unpack(&plain).unwrap(), Cow::Borrowed(b) if b == &body[..]));
+        // Loaded whole: a plain body shares the record's bytes, a compressed one is unpacked.
+        let stored = Loaded::new(plain.clone());
+        let (shared, compressed) = unpack_loaded(stored.clone()).unwrap();
+        assert!(!compressed);
+        assert_eq!(&shared[..], &body[..]);
+        assert_eq!(shared.as_ptr(), stored[1..].as_ptr());
+        assert_eq!(&shared.slice(2..5).slice(1..3)[..], &body[3..5]);
+        let (back, compressed) = unpack_loaded(Loaded::new(record.clone())).unwrap();
+        assert!(compressed);
+        assert_eq!(&back[..], &body[..]);
+        assert!(unpack_loaded(Loaded::new(vec![9u8, 9])).is_err());
+        assert!(unpack_loaded(Loaded::default()).is_err());
     }
 }

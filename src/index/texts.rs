@@ -21,7 +21,11 @@
 //! that `email contains "@example.org"` scans the distinct emails once instead of reading every
 //! profile. Readers store them too ([`TextColumn::encode_trait`]), named by the folder's write
 //! generation they were read at: a fresh process loads one while no write has been committed
-//! since.
+//! since. A loaded trait column's text is the stored record's own bytes (stored uncompressed,
+//! shared, not copied), its strings' lengths and its entries are decoded on two threads, and its
+//! entries hold only what differs from entry to entry (a trait's customers, not a time of 0 and
+//! a string index equal to the entry's): a fresh process's first `contains` pays little more
+//! than the search.
 //!
 //! Each column counts its bytes (a sample of a long one) when it is built or loaded, and a
 //! search keys `memmem`'s prefilter on the needle's bytes that are rarest in that column (in
@@ -38,7 +42,7 @@ use parking_lot::RwLock;
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
-use super::derived::LAYOUT;
+use super::derived::{Loaded, LAYOUT};
 use super::rollup::ListVersion;
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp, DAY_MS};
@@ -48,11 +52,12 @@ use crate::storage::codec::{put_varint, Reader};
 /// Strings with their customer and time, the distinct strings kept once.
 #[derive(Debug, Default)]
 pub struct TextColumn {
-    /// The distinct strings back to back; string `i` is `text[starts[i]..starts[i + 1]]`.
-    text: String,
+    /// The distinct strings back to back; string `i` is `text[starts[i]..starts[i + 1]]`. A
+    /// stored column's are the stored record's bytes, shared, not copied.
+    text: Loaded,
     starts: Vec<usize>,
     /// One entry per value: customer, time, string index; by customer, then time.
-    entries: Vec<(u32, Timestamp, u32)>,
+    entries: Entries,
     /// Whether entry `k` is the one entry of string `k`, for every `k` (each string held once,
     /// numbered in the entries' order, as a trait's distinct emails are): then a search's
     /// matching strings are its matching entries, in the entries' order.
@@ -61,6 +66,90 @@ pub struct TextColumn {
     /// frequent): a search looks for the needle's rarest bytes in this column, not in text at
     /// large (in a column of emails, `@` and the letters of a shared domain are everywhere).
     ranks: ByteRanks,
+}
+
+/// A column's entries (customer, time, string index), an array each: the times left out where
+/// every one is 0 (a trait's column), the string indexes where entry `k` holds string `k` for
+/// every `k` (distinct emails). A trait's column of 100k customers then holds 400 KB of entries,
+/// not 1.6 MB a fresh process would have to fill.
+#[derive(Debug, Default, PartialEq)]
+struct Entries {
+    customers: Vec<u32>,
+    /// Each entry's time; empty when every time is 0.
+    times: Vec<Timestamp>,
+    /// Each entry's string; empty when entry `k` holds string `k`.
+    strings: Vec<u32>,
+}
+
+impl Entries {
+    /// The entries of (customer, time, string) triples.
+    fn of(triples: &[(u32, Timestamp, u32)]) -> Entries {
+        let customers = triples.iter().map(|e| e.0).collect();
+        let times = if triples.iter().all(|e| e.1 == 0) {
+            Vec::new()
+        } else {
+            triples.iter().map(|e| e.1).collect()
+        };
+        let strings = if triples.iter().enumerate().all(|(k, e)| e.2 as usize == k) {
+            Vec::new()
+        } else {
+            triples.iter().map(|e| e.2).collect()
+        };
+        Entries {
+            customers,
+            times,
+            strings,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.customers.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+    }
+
+    /// Entry `k`'s customer and time.
+    fn customer_time(&self, k: usize) -> (u32, Timestamp) {
+        (self.customers[k], self.times.get(k).copied().unwrap_or(0))
+    }
+
+    /// Calls `f` with each entry's customer, time and string, in order.
+    #[inline]
+    fn each(&self, mut f: impl FnMut(u32, Timestamp, u32)) {
+        let customers = self.customers.iter().copied();
+        match (self.times.is_empty(), self.strings.is_empty()) {
+            (false, false) => {
+                for ((c, &t), &s) in customers.zip(&self.times).zip(&self.strings) {
+                    f(c, t, s);
+                }
+            }
+            (false, true) => {
+                for ((c, &t), s) in customers.zip(&self.times).zip(0u32..) {
+                    f(c, t, s);
+                }
+            }
+            (true, false) => {
+                for (c, &s) in customers.zip(&self.strings) {
+                    f(c, 0, s);
+                }
+            }
+            (true, true) => {
+                for (c, s) in customers.zip(0u32..) {
+                    f(c, 0, s);
+                }
+            }
+        }
+    }
+
+    /// The entries as triples (for tests).
+    #[cfg(test)]
+    fn triples(&self) -> Vec<(u32, Timestamp, u32)> {
+        let mut out = Vec::new();
+        self.each(|c, t, s| out.push((c, t, s)));
+        out
+    }
 }
 
 /// Each byte's frequency in one text, ranked 0 to 255 for [`memchr::memmem`]'s prefilter.
@@ -85,10 +174,19 @@ impl ByteRanks {
     /// first search pays for the sample, not for a pass over the whole text; a rank only steers
     /// the prefilter, never what is found).
     fn of(text: &[u8]) -> ByteRanks {
-        let mut counts = [0u64; 256];
+        // Four tables, each byte of four counted in its own: a run of one byte (the `.` and `@`
+        // of emails are frequent) no longer waits on its own count's last addition.
+        let mut tables = [[0u32; 256]; 4];
         let mut count = |piece: &[u8]| {
-            for &b in piece {
-                counts[b as usize] += 1;
+            let mut quads = piece.chunks_exact(4);
+            for q in &mut quads {
+                tables[0][q[0] as usize] += 1;
+                tables[1][q[1] as usize] += 1;
+                tables[2][q[2] as usize] += 1;
+                tables[3][q[3] as usize] += 1;
+            }
+            for &b in quads.remainder() {
+                tables[0][b as usize] += 1;
             }
         };
         if text.len() <= RANKS_COUNTED_WHOLE {
@@ -99,6 +197,9 @@ impl ByteRanks {
                 count(&text[at..text.len().min(at + RANKS_SAMPLE)]);
             }
         }
+        // At most 256 KiB are counted: no table's count reaches `u32::MAX`.
+        let counts: [u64; 256] =
+            std::array::from_fn(|b| tables.iter().map(|t| u64::from(t[b])).sum());
         let most = counts.iter().copied().max().unwrap_or(0).max(1);
         let mut ranks = [0u8; 256];
         for (rank, &count) in ranks.iter_mut().zip(&counts) {
@@ -142,15 +243,15 @@ impl TextColumn {
                 (cust, ts, id)
             })
             .collect();
-        TextColumn::from_parts(text, starts, entries)
+        TextColumn::from_parts(Loaded::new(text.into_bytes()), starts, entries)
     }
 
     /// The column of checked parts: `starts` bound `text`'s strings, entries are ordered and
     /// name strings that exist.
-    fn from_parts(text: String, starts: Vec<usize>, entries: Vec<(u32, Timestamp, u32)>) -> Self {
-        let one_each = entries.len() + 1 == starts.len()
-            && entries.iter().enumerate().all(|(k, e)| e.2 as usize == k);
-        let ranks = ByteRanks::of(text.as_bytes());
+    fn from_parts(text: Loaded, starts: Vec<usize>, entries: Vec<(u32, Timestamp, u32)>) -> Self {
+        let entries = Entries::of(&entries);
+        let one_each = entries.strings.is_empty() && entries.len() + 1 == starts.len();
+        let ranks = ByteRanks::of(&text);
         TextColumn {
             text,
             starts,
@@ -181,11 +282,11 @@ impl TextColumn {
         };
         // Entries are by customer: the customers found are ascending.
         let mut found: Vec<u32> = Vec::new();
-        for &(cust, ts, id) in &self.entries {
+        self.entries.each(|cust, ts, id| {
             if found.last() != Some(&cust) && hits[id as usize] && from <= ts && ts <= to {
                 found.push(cust);
             }
-        }
+        });
         super::add_ascending(out, &found);
     }
 
@@ -200,13 +301,13 @@ impl TextColumn {
         out: &mut RoaringBitmap,
     ) {
         let finder = self.ranks.finder(needle.as_bytes());
-        let text = self.text.as_bytes();
+        let text = &self.text[..];
         let strings = self.entries.len();
         let part = |first: usize| -> Vec<u32> {
             let last = strings.min(first + SEARCH_PART);
             let mut found: Vec<u32> = Vec::new();
             each_hit(&finder, text, &self.starts, first, last, |id| {
-                let (cust, ts, _) = self.entries[id];
+                let (cust, ts) = self.entries.customer_time(id);
                 if found.last() != Some(&cust) && from <= ts && ts <= to {
                     found.push(cust);
                 }
@@ -244,11 +345,11 @@ impl TextColumn {
         let Some(hits) = self.hits(needle) else {
             return;
         };
-        for &(cust, ts, id) in &self.entries {
+        self.entries.each(|cust, ts, id| {
             if hits[id as usize] && from <= ts && ts <= to {
                 *counts.entry(cust).or_default() += 1;
             }
-        }
+        });
     }
 
     /// Values held.
@@ -271,7 +372,7 @@ impl TextColumn {
 /// column (a trait's: one string a customer) is searched in parts of [`SEARCH_PART`] strings in
 /// parallel.
 fn substring_hits(
-    text: &str,
+    text: &[u8],
     starts: &[usize],
     needle: &str,
     ranks: ByteRanks,
@@ -282,7 +383,6 @@ fn substring_hits(
         return (strings > 0).then(|| vec![true; strings]);
     }
     let finder = ranks.finder(needle.as_bytes());
-    let text = text.as_bytes();
     let mut hits = vec![false; strings];
     let any = if strings >= 2 * SEARCH_PART {
         hits.par_chunks_mut(SEARCH_PART)
@@ -365,14 +465,14 @@ impl TextColumn {
             put_varint(&mut out, (w[1] - w[0]) as u64);
         }
         put_varint(&mut out, self.text.len() as u64);
-        out.extend_from_slice(self.text.as_bytes());
+        out.extend_from_slice(&self.text);
         put_varint(&mut out, self.entries.len() as u64);
         let mut prev = 0;
-        for &(cust, _, id) in &self.entries {
+        self.entries.each(|cust, _, id| {
             put_varint(&mut out, u64::from(cust - prev));
             prev = cust;
             put_varint(&mut out, u64::from(id));
-        }
+        });
         out
     }
 
@@ -389,7 +489,12 @@ impl TextColumn {
     /// Decodes a body written by [`TextColumn::encode_trait`] for `trait_id`, checking its
     /// bounds, that the text is UTF-8 cut at character boundaries, and that its customers
     /// ascend with one entry each.
-    pub fn decode_trait(body: &[u8], trait_id: u32) -> Result<TextColumn> {
+    ///
+    /// The column's text is the body's own bytes, shared, not copied (a fresh process's first
+    /// `contains` pays for this decode: at 100k customers, 2.2 MB of emails). The strings'
+    /// lengths and the entries are decoded side by side, on two threads: the entries start
+    /// past the text, found by counting the lengths' last bytes without decoding them.
+    pub fn decode_trait(body: &Loaded, trait_id: u32) -> Result<TextColumn> {
         let bad = || corrupt!("bad stored trait column");
         Self::declared_generation(body).ok_or_else(bad)?;
         let mut r = Reader::new(body);
@@ -399,41 +504,115 @@ impl TextColumn {
             return Err(bad());
         }
         let strings = r.len()?;
-        let mut starts = Vec::with_capacity(strings.min(body.len()) + 1);
-        starts.push(0usize);
-        for _ in 0..strings {
-            let end = starts[starts.len() - 1]
-                .checked_add(r.len()?)
-                .ok_or_else(bad)?;
-            starts.push(end);
-        }
+        let lengths_at = r.pos;
+        r.pos = varints_end(body, lengths_at, strings).ok_or_else(bad)?;
+        let lengths = &body[lengths_at..r.pos];
         let bytes = r.len()?;
-        let text = std::str::from_utf8(r.take(bytes)?).map_err(|_| bad())?;
-        if starts[strings] != text.len() || !starts.iter().all(|&s| text.is_char_boundary(s)) {
-            return Err(bad());
-        }
-        let n = r.len()?;
-        let mut entries = Vec::with_capacity(n.min(body.len()));
-        let mut prev: Option<u32> = None;
-        for _ in 0..n {
-            let delta = r.u32()?;
-            let cust = match prev {
-                None => delta,
-                Some(_) if delta == 0 => return Err(bad()),
-                Some(p) => p.checked_add(delta).ok_or_else(bad)?,
-            };
-            let id = r.u32()?;
-            if id as usize >= strings {
+        let text_at = r.pos;
+        let text = r.take(bytes)?;
+        let entries_at = r.pos;
+        let strings_part = || -> Result<(Vec<usize>, ByteRanks)> {
+            let mut r = Reader::new(lengths);
+            let mut starts = Vec::with_capacity(strings + 1);
+            starts.push(0usize);
+            let mut end = 0usize;
+            for _ in 0..strings {
+                end = usize::try_from(r.varint()?)
+                    .ok()
+                    .and_then(|len| end.checked_add(len))
+                    .filter(|&end| end <= text.len())
+                    .ok_or_else(bad)?;
+                // In UTF-8 (checked below), a character starts at any byte but a continuation
+                // byte (`0b10xx_xxxx`).
+                if text.get(end).is_some_and(|&b| (b as i8) < -0x40) {
+                    return Err(bad());
+                }
+                starts.push(end);
+            }
+            if end != text.len() {
                 return Err(bad());
             }
-            entries.push((cust, 0, id));
-            prev = Some(cust);
-        }
-        if !r.is_empty() {
-            return Err(bad());
-        }
-        Ok(TextColumn::from_parts(text.to_owned(), starts, entries))
+            std::str::from_utf8(text).map_err(|_| bad())?;
+            Ok((starts, ByteRanks::of(text)))
+        };
+        let entries_part = || -> Result<(Entries, bool)> {
+            let mut r = Reader::new(&body[entries_at..]);
+            let n = r.len()?;
+            let mut customers = Vec::with_capacity(n);
+            // The strings' indexes, kept only from the first entry not holding its own.
+            let mut own = true;
+            let mut ids: Vec<u32> = Vec::new();
+            let mut cust = 0u32;
+            for k in 0..n {
+                let delta = r.u32()?;
+                cust = match k {
+                    0 => delta,
+                    _ if delta == 0 => return Err(bad()),
+                    _ => cust.checked_add(delta).ok_or_else(bad)?,
+                };
+                let id = r.u32()?;
+                if id as usize >= strings {
+                    return Err(bad());
+                }
+                if own && id as usize != k {
+                    own = false;
+                    ids.reserve_exact(n);
+                    ids.extend(0..k as u32);
+                }
+                if !own {
+                    ids.push(id);
+                }
+                customers.push(cust);
+            }
+            if !r.is_empty() {
+                return Err(bad());
+            }
+            let entries = Entries {
+                customers,
+                times: Vec::new(),
+                strings: ids,
+            };
+            Ok((entries, own && n == strings))
+        };
+        // The entries, the longer part, on this thread; the strings for another to take.
+        let (entries_part, strings_part) = rayon::join(entries_part, strings_part);
+        let ((starts, ranks), (entries, one_each)) = (strings_part?, entries_part?);
+        Ok(TextColumn {
+            text: body.slice(text_at..text_at + bytes),
+            starts,
+            entries,
+            one_each,
+            ranks,
+        })
     }
+}
+
+/// The position just past the `n` varints that start at `at` in `bytes`, found by their last
+/// bytes (those under 0x80) without decoding them; `None` if the bytes end first.
+fn varints_end(bytes: &[u8], at: usize, n: usize) -> Option<usize> {
+    let mut left = n;
+    let mut pos = at;
+    for chunk in bytes.get(at..)?.chunks(256) {
+        if left == 0 {
+            break;
+        }
+        let ends = chunk.iter().filter(|&&b| b < 0x80).count();
+        if ends < left {
+            left -= ends;
+            pos += chunk.len();
+            continue;
+        }
+        for &b in chunk {
+            pos += 1;
+            if b < 0x80 {
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    (left == 0).then_some(pos)
 }
 
 /// One day's string values of one (event, property), and the version of the event's count list
@@ -477,17 +656,17 @@ impl DayTexts {
         put_varint(&mut out, (c.starts.len() - 1) as u64);
         for w in c.starts.windows(2) {
             put_varint(&mut out, (w[1] - w[0]) as u64);
-            out.extend_from_slice(&c.text.as_bytes()[w[0]..w[1]]);
+            out.extend_from_slice(&c.text[w[0]..w[1]]);
         }
         put_varint(&mut out, c.entries.len() as u64);
         let start = day_start(day);
         let mut prev = 0;
-        for &(cust, ts, id) in &c.entries {
+        c.entries.each(|cust, ts, id| {
             put_varint(&mut out, u64::from(cust - prev));
             prev = cust;
             put_varint(&mut out, (ts - start) as u64);
             put_varint(&mut out, u64::from(id));
-        }
+        });
         out
     }
 
@@ -550,7 +729,7 @@ impl DayTexts {
         Ok(DayTexts {
             source,
             fp,
-            column: TextColumn::from_parts(text, starts, entries),
+            column: TextColumn::from_parts(Loaded::new(text.into_bytes()), starts, entries),
         })
     }
 
@@ -732,7 +911,12 @@ mod tests {
             let strings: Vec<String> = strings.iter().map(|s| s.to_string()).collect();
             let (text, starts) = joined(&strings);
             assert_eq!(
-                substring_hits(&text, &starts, needle, ByteRanks::of(text.as_bytes())),
+                substring_hits(
+                    text.as_bytes(),
+                    &starts,
+                    needle,
+                    ByteRanks::of(text.as_bytes())
+                ),
                 hits_one_by_one(&strings, needle),
                 "{strings:?} {needle:?}"
             );
@@ -747,13 +931,18 @@ mod tests {
         let (text, starts) = joined(&long);
         for needle in ["ab", "s1", "s16383", "zz", "nothing", "a"] {
             assert_eq!(
-                substring_hits(&text, &starts, needle, ByteRanks::of(text.as_bytes())),
+                substring_hits(
+                    text.as_bytes(),
+                    &starts,
+                    needle,
+                    ByteRanks::of(text.as_bytes())
+                ),
                 hits_one_by_one(&long, needle),
                 "{needle}"
             );
         }
-        assert_eq!(substring_hits("", &[0], "a", ByteRanks::of(b"")), None);
-        assert_eq!(substring_hits("", &[0], "", ByteRanks::of(b"")), None);
+        assert_eq!(substring_hits(b"", &[0], "a", ByteRanks::of(b"")), None);
+        assert_eq!(substring_hits(b"", &[0], "", ByteRanks::of(b"")), None);
     }
 
     proptest::proptest! {
@@ -764,7 +953,7 @@ mod tests {
         ) {
             let (text, starts) = joined(&strings);
             proptest::prop_assert_eq!(
-                substring_hits(&text, &starts, &needle, ByteRanks::of(text.as_bytes())),
+                substring_hits(text.as_bytes(), &starts, &needle, ByteRanks::of(text.as_bytes())),
                 hits_one_by_one(&strings, &needle)
             );
         }
@@ -910,10 +1099,15 @@ mod tests {
         let col = TextColumn::new(values);
         let body = col.encode_trait(4, 77);
         assert_eq!(TextColumn::declared_generation(&body), Some(77));
-        let back = TextColumn::decode_trait(&body, 4).unwrap();
-        assert_eq!(back.text, col.text);
+        let decode = |body: &[u8], t| TextColumn::decode_trait(&Loaded::new(body.to_vec()), t);
+        let stored = Loaded::new(body.clone());
+        let back = TextColumn::decode_trait(&stored, 4).unwrap();
+        assert_eq!(back.text[..], col.text[..]);
+        // The text is the body's own bytes, not a copy.
+        let within = stored.as_ptr_range();
+        assert!(within.contains(&back.text.as_ptr()));
         assert_eq!(back.starts, col.starts);
-        assert_eq!(back.entries, col.entries);
+        assert_eq!(back.entries.triples(), col.entries.triples());
         let found = |c: &TextColumn, needle: &str| {
             let mut out = RoaringBitmap::new();
             c.containing(needle, 0, 0, &mut out);
@@ -922,24 +1116,135 @@ mod tests {
         assert_eq!(found(&back, "example.org"), vec![2, u32::MAX - 1]);
         assert_eq!(found(&back, "xäm"), vec![5]);
         let empty = TextColumn::new(vec![]).encode_trait(1, 0);
-        assert!(TextColumn::decode_trait(&empty, 1).unwrap().is_empty());
+        assert!(decode(&empty, 1).unwrap().is_empty());
         // Another trait, another layout, a cut, a byte more, a customer twice, a string cut
         // inside a character, an index past the strings: refused.
-        assert!(TextColumn::decode_trait(&body, 5).is_err());
+        assert!(decode(&body, 5).is_err());
         let mut other = body.clone();
         other[0] = 9;
-        assert!(TextColumn::decode_trait(&other, 4).is_err());
+        assert!(decode(&other, 4).is_err());
         assert_eq!(TextColumn::declared_generation(&other), None);
-        assert!(TextColumn::decode_trait(&body[..body.len() - 1], 4).is_err());
+        assert!(decode(&body[..body.len() - 1], 4).is_err());
         let mut longer = body.clone();
         longer.push(0);
-        assert!(TextColumn::decode_trait(&longer, 4).is_err());
-        let twice = TextColumn::from_parts("ab".into(), vec![0, 2], vec![(3, 0, 0), (3, 0, 0)]);
-        assert!(TextColumn::decode_trait(&twice.encode_trait(1, 0), 1).is_err());
-        let split = TextColumn::from_parts("äb".into(), vec![0, 1, 3], vec![(3, 0, 0)]);
-        assert!(TextColumn::decode_trait(&split.encode_trait(1, 0), 1).is_err());
-        let past = TextColumn::from_parts("ab".into(), vec![0, 2], vec![(3, 0, 1)]);
-        assert!(TextColumn::decode_trait(&past.encode_trait(1, 0), 1).is_err());
+        assert!(decode(&longer, 4).is_err());
+        let twice =
+            TextColumn::from_parts(Loaded::new("ab"), vec![0, 2], vec![(3, 0, 0), (3, 0, 0)]);
+        assert!(decode(&twice.encode_trait(1, 0), 1).is_err());
+        let split = TextColumn::from_parts(Loaded::new("äb"), vec![0, 1, 3], vec![(3, 0, 0)]);
+        assert!(decode(&split.encode_trait(1, 0), 1).is_err());
+        let past = TextColumn::from_parts(Loaded::new("ab"), vec![0, 2], vec![(3, 0, 1)]);
+        assert!(decode(&past.encode_trait(1, 0), 1).is_err());
+    }
+
+    /// Decodes a body of [`TextColumn::encode_trait`] one field after the other on one thread,
+    /// with the same checks: what [`TextColumn::decode_trait`] must agree with.
+    fn decode_trait_plainly(body: &[u8], trait_id: u32) -> Option<TextColumn> {
+        TextColumn::declared_generation(body)?;
+        let mut r = Reader::new(body);
+        r.varint().ok()?;
+        r.take(8).ok()?;
+        if r.varint().ok()? != u64::from(trait_id) {
+            return None;
+        }
+        let strings = r.len().ok()?;
+        let mut starts = vec![0usize];
+        for _ in 0..strings {
+            starts.push(starts[starts.len() - 1].checked_add(r.len().ok()?)?);
+        }
+        let bytes = r.len().ok()?;
+        let text = std::str::from_utf8(r.take(bytes).ok()?).ok()?;
+        if starts[strings] != text.len() || !starts.iter().all(|&s| text.is_char_boundary(s)) {
+            return None;
+        }
+        let mut entries = Vec::new();
+        let mut prev: Option<u32> = None;
+        for _ in 0..r.len().ok()? {
+            let delta = r.u32().ok()?;
+            let cust = match prev {
+                None => delta,
+                Some(_) if delta == 0 => return None,
+                Some(p) => p.checked_add(delta)?,
+            };
+            let id = r.u32().ok()?;
+            if id as usize >= strings {
+                return None;
+            }
+            entries.push((cust, 0, id));
+            prev = Some(cust);
+        }
+        r.is_empty()
+            .then(|| TextColumn::from_parts(Loaded::new(text.to_owned()), starts, entries))
+    }
+
+    fn same_column(a: &TextColumn, b: &TextColumn) -> bool {
+        a.text[..] == b.text[..]
+            && a.starts == b.starts
+            && a.entries.triples() == b.entries.triples()
+            && a.one_each == b.one_each
+            && a.ranks.0 == b.ranks.0
+    }
+
+    #[test]
+    fn a_long_stored_trait_column_decodes_as_one_read_field_by_field() {
+        // Past the sizes counted whole and searched in one part; lengths of one and two bytes.
+        let values: Vec<(u32, Timestamp, String)> = (0..3 * SEARCH_PART as u32)
+            .map(|i| {
+                let name = if i % 1000 == 0 {
+                    format!("{}{i}", "x".repeat(200))
+                } else {
+                    format!("c{i}")
+                };
+                (
+                    i * 3,
+                    0,
+                    format!("{name}@example.{}", ["org", "fi"][i as usize % 2]),
+                )
+            })
+            .collect();
+        let col = TextColumn::new(
+            values
+                .iter()
+                .map(|(c, t, s)| (*c, *t, s.as_str()))
+                .collect(),
+        );
+        let body = col.encode_trait(2, 5);
+        let back = TextColumn::decode_trait(&Loaded::new(body.clone()), 2).unwrap();
+        assert!(back.one_each);
+        assert!(same_column(&back, &decode_trait_plainly(&body, 2).unwrap()));
+        assert!(same_column(&back, &col));
+        assert_eq!(
+            containing_of(&back, "@example.org", 0, 0),
+            containing_plainly(&values, "@example.org", 0, 0)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_damaged_stored_trait_column_is_refused_as_a_plain_read_refuses_it(
+            raw in proptest::collection::vec((0u32..50, "[ab@.é]{0,5}"), 0..30),
+            at in 0usize..1000,
+            byte in proptest::num::u8::ANY,
+            cut in proptest::bool::ANY,
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let column = TextColumn::new(
+                raw.iter().filter(|v| seen.insert(v.0)).map(|(c, s)| (*c, 0, s.as_str())).collect(),
+            );
+            let mut body = column.encode_trait(3, 9);
+            let at = at % body.len();
+            if cut {
+                body.truncate(at);
+            } else {
+                body[at] = byte;
+            }
+            let fast = TextColumn::decode_trait(&Loaded::new(body.clone()), 3).ok();
+            let plain = decode_trait_plainly(&body, 3);
+            proptest::prop_assert_eq!(fast.is_some(), plain.is_some());
+            if let (Some(fast), Some(plain)) = (fast, plain) {
+                proptest::prop_assert!(same_column(&fast, &plain));
+            }
+        }
     }
 
     #[test]

@@ -55,16 +55,33 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u64> {
+        // One byte, the most common length, without the loop.
+        match self.bytes.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Result<u64> {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
         let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
+        for (i, &b) in rest.iter().take(10).enumerate() {
+            v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
+                self.pos += i + 1;
                 return Ok(v);
             }
         }
-        Err(corrupt!("varint too long"))
+        Err(if rest.len() < 10 {
+            corrupt!("record ends early")
+        } else {
+            corrupt!("varint too long")
+        })
     }
 
     pub fn signed(&mut self) -> Result<i64> {
@@ -814,6 +831,44 @@ mod tests {
                 panic!("a float comes back a float")
             };
             prop_assert_eq!(back.to_bits(), f.to_bits());
+        }
+
+        #[test]
+        fn varints_read_as_one_byte_at_a_time_reads_them(
+            bytes in prop::collection::vec(
+                prop_oneof![any::<u8>(), 0x80u8..=0xff, 0u8..0x80], 0..40),
+            values in prop::collection::vec(any::<u64>(), 0..6),
+        ) {
+            // Byte at a time: each byte's low 7 bits, until one under 0x80; at most 10 bytes.
+            let plainly = |r: &mut Reader<'_>| -> Option<u64> {
+                let mut v = 0u64;
+                for shift in (0..64).step_by(7) {
+                    let b = r.byte().ok()?;
+                    v |= u64::from(b & 0x7f) << shift;
+                    if b & 0x80 == 0 {
+                        return Some(v);
+                    }
+                }
+                None
+            };
+            let mut encoded = Vec::new();
+            for &v in &values {
+                put_varint(&mut encoded, v);
+            }
+            let mut r = Reader::new(&encoded);
+            for &v in &values {
+                prop_assert_eq!(r.varint().unwrap(), v);
+            }
+            prop_assert!(r.is_empty());
+            let (mut fast, mut plain) = (Reader::new(&bytes), Reader::new(&bytes));
+            loop {
+                let (a, b) = (fast.varint().ok(), plainly(&mut plain));
+                prop_assert_eq!(a, b);
+                if a.is_none() {
+                    break;
+                }
+                prop_assert_eq!(fast.pos, plain.pos);
+            }
         }
 
         #[test]
