@@ -7,6 +7,8 @@ use parking_lot::RwLockReadGuard;
 
 use crate::Db;
 
+/// The in-memory indexes, as a test compares them.
+pub use crate::index::Indexes;
 /// The read state: catalog, indexes, ids.
 pub use crate::query::state::ReadState;
 /// Storage's key layout (`docs/STORAGE.md`), for tests that read or write raw records.

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use audiencedb::ingest::message::Message;
 use audiencedb::model::Value;
-use audiencedb::testing::{Internals, Store};
+use audiencedb::testing::{Indexes, Internals, Store};
 use audiencedb::Db;
 
 const DAY: i64 = 86_400_000;
@@ -97,6 +97,17 @@ fn changed_keys(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) 
     keys.dedup();
     keys.retain(|k| a.get(k) != b.get(k));
     keys
+}
+
+/// Opens the folder and checks that its indexes are `expected` and equal a rebuild.
+fn reopens_to(path: &Path, expected: &Indexes) -> Db {
+    let db = Db::open(path).unwrap();
+    assert_eq!(
+        db.read().indexes.differences(expected),
+        Vec::<String>::new()
+    );
+    assert!(db.verify().unwrap().is_ok());
+    db
 }
 
 /// The index snapshot files in the folder, by name.
@@ -231,12 +242,7 @@ fn a_small_write_rewrites_its_day_and_patches_traits() {
     assert!(written * 10 < whole, "{written} of {whole} bytes written");
 
     // The patch is applied at open: the indexes are what the writes left, and a rebuild's.
-    let db = Db::open(&path).unwrap();
-    assert_eq!(
-        db.read().indexes.differences(&expected),
-        Vec::<String>::new()
-    );
-    assert!(db.verify().unwrap().is_ok());
+    let db = reopens_to(&path, &expected);
     // A crash after more trait changes (some removing a trait, one a new customer): the dirty
     // log and the stored patch together.
     db.identify("c9", vec![("tags".into(), None), ("age".into(), None)])
@@ -246,19 +252,9 @@ fn a_small_write_rewrites_its_day_and_patches_traits() {
     db.delete_customer("c11").unwrap();
     let expected = db.read().indexes.clone();
     db.abandon();
-    let db = Db::open(&path).unwrap();
-    assert_eq!(
-        db.read().indexes.differences(&expected),
-        Vec::<String>::new()
-    );
-    assert!(db.verify().unwrap().is_ok());
+    let db = reopens_to(&path, &expected);
     drop(db);
-    let db = Db::open(&path).unwrap();
-    assert_eq!(
-        db.read().indexes.differences(&expected),
-        Vec::<String>::new()
-    );
-    assert!(db.verify().unwrap().is_ok());
+    reopens_to(&path, &expected);
 }
 
 #[test]
@@ -297,12 +293,7 @@ fn a_patch_past_its_limit_writes_the_trait_families_whole() {
     let whole = snapshot_records(&path);
     assert!(!whole.contains_key(&b"xR"[..]));
     assert_ne!(traits(&whole), traits(&base));
-    let db = Db::open(&path).unwrap();
-    assert_eq!(
-        db.read().indexes.differences(&expected),
-        Vec::<String>::new()
-    );
-    assert!(db.verify().unwrap().is_ok());
+    reopens_to(&path, &expected);
 }
 
 /// A whole snapshot goes into one file beside sled's, and sled keeps only the layout version;
@@ -354,12 +345,7 @@ fn a_whole_snapshot_is_one_file_and_later_checkpoints_write_beside_it() {
         assert!(whole.contains_key(*k) && !merged.contains_key(*k));
     }
     assert!(in_sled.len() < whole.len() / 4, "{} in sled", in_sled.len());
-    let db = Db::open(&path).unwrap();
-    assert_eq!(
-        db.read().indexes.differences(&expected),
-        Vec::<String>::new()
-    );
-    assert!(db.verify().unwrap().is_ok());
+    reopens_to(&path, &expected);
 }
 
 /// A checkpoint whose families would take the ones written beside the file past half its size
@@ -394,12 +380,7 @@ fn families_beside_the_file_past_half_its_size_bring_a_new_file() {
         db.ingest(again).unwrap();
         let expected = db.read().indexes.clone();
         drop(db);
-        let db = Db::open(&path).unwrap();
-        assert_eq!(
-            db.read().indexes.differences(&expected),
-            Vec::<String>::new()
-        );
-        assert!(db.verify().unwrap().is_ok());
+        reopens_to(&path, &expected);
     }
     let files = snapshot_files(&path);
     assert_eq!(files.len(), 1);
