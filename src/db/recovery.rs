@@ -258,12 +258,8 @@ impl Writer {
             // The layout version stays in sled, where an open reads it first.
             let version = Family::Version.key();
             encoded.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (family_key, blob) in &encoded {
-                if *family_key == version {
-                    if let Some(blob) = blob {
-                        batch.put_index_family(family_key, blob.clone());
-                    }
-                }
+            if let Some((family_key, Some(blob))) = encoded.iter().find(|(k, _)| *k == version) {
+                batch.put_index_family(family_key, blob.clone());
             }
             let seq = db.store.write_index_file(
                 encoded

@@ -189,69 +189,75 @@ pub struct RecordStats {
     pub value_bytes: u64,
 }
 
+/// A stored record as (key, value), owned: what the index snapshot's readers get.
+type OwnedRecord = (Vec<u8>, Vec<u8>);
+
+/// The index snapshot file's records as read, or the error of opening it.
+type FileRecordsOrError = Box<dyn Iterator<Item = Result<OwnedRecord>> + Send>;
+
 /// The index snapshot file's families merged with the ones written into sled since
-/// ([`Store::index_families`]).
-struct Merged<'s, F, S>
+/// ([`Store::index_families`]). The file's records are handed on as read (no copy); sled's, a
+/// few by then, are copied out of sled's buffers.
+struct Merged<'s, S>
 where
-    F: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
     S: Iterator<Item = Result<(sled::IVec, sled::IVec)>>,
 {
     store: &'s Store,
-    file: Option<std::iter::Peekable<F>>,
+    file: Option<std::iter::Peekable<FileRecordsOrError>>,
     sled: std::iter::Peekable<S>,
 }
 
-impl<F, S> Iterator for Merged<'_, F, S>
+/// Which side of a [`Merged`] comes next.
+enum NextFrom {
+    /// The file's record (an error included: it stops the merge).
+    File,
+    /// Sled's record; the file's under the same key, when `true`, is out of date.
+    Sled(bool),
+    Done,
+}
+
+impl<S> Iterator for Merged<'_, S>
 where
-    F: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
     S: Iterator<Item = Result<(sled::IVec, sled::IVec)>>,
 {
-    type Item = Result<(sled::IVec, sled::IVec)>;
+    type Item = Result<OwnedRecord>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let from_file = match self.file.as_mut().and_then(|f| f.peek()) {
-                Some(Err(_)) => {
+            let file = self.file.as_mut().and_then(|f| f.peek());
+            let next = match (file, self.sled.peek()) {
+                (Some(Err(_)), _) => {
                     self.store.index_file.lock().damaged = true;
-                    return self
-                        .file
-                        .as_mut()
-                        .and_then(|f| f.next())
-                        .map(|r| r.map(|(k, v)| (k.into(), v.into())));
+                    NextFrom::File
                 }
-                Some(Ok((k, _))) => Some(k.clone()),
-                None => None,
+                (_, Some(Err(_))) => NextFrom::Sled(false),
+                (None, None) => NextFrom::Done,
+                (Some(Ok(_)), None) => NextFrom::File,
+                (None, Some(Ok(_))) => NextFrom::Sled(false),
+                (Some(Ok((f, _))), Some(Ok((s, _)))) => match f[..].cmp(&s[..]) {
+                    std::cmp::Ordering::Less => NextFrom::File,
+                    // Written into sled since: the file's copy is out of date.
+                    std::cmp::Ordering::Equal => NextFrom::Sled(true),
+                    std::cmp::Ordering::Greater => NextFrom::Sled(false),
+                },
             };
-            let from_sled = match self.sled.peek() {
-                Some(Err(_)) => return self.sled.next(),
-                Some(Ok((k, _))) => Some(k.clone()),
-                None => None,
-            };
-            let take_file = match (&from_file, &from_sled) {
-                (None, None) => return None,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(f), Some(s)) => {
-                    if f[..] == s[..] {
-                        // Written into sled since: the file's copy is out of date.
+            match next {
+                NextFrom::Done => return None,
+                NextFrom::File => return self.file.as_mut().and_then(|f| f.next()),
+                NextFrom::Sled(replaces) => {
+                    if replaces {
                         self.file.as_mut().and_then(|f| f.next());
                     }
-                    f[..] < s[..]
+                    match self.sled.next()? {
+                        Err(e) => return Some(Err(e)),
+                        Ok((k, v)) => {
+                            self.store.index_file.lock().overrides += v.len() as u64;
+                            if !v.is_empty() {
+                                return Some(Ok((k.to_vec(), v.to_vec())));
+                            }
+                        }
+                    }
                 }
-            };
-            if take_file {
-                return self
-                    .file
-                    .as_mut()
-                    .and_then(|f| f.next())
-                    .map(|r| r.map(|(k, v)| (k.into(), v.into())));
-            }
-            let Some(Ok((k, v))) = self.sled.next() else {
-                return None;
-            };
-            self.store.index_file.lock().overrides += v.len() as u64;
-            if !v.is_empty() {
-                return Some(Ok((k, v)));
             }
         }
     }
@@ -1012,23 +1018,26 @@ impl Store {
     /// Every stored index snapshot family, as (family key, bytes), in key order: the index
     /// snapshot file's, each replaced by the one written into sled since under its key (an
     /// empty one there: the family was removed).
-    pub fn index_families(
-        &self,
-    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + Send + '_ {
-        let seq = self.index_file.lock().seq;
+    pub fn index_families(&self) -> impl Iterator<Item = Result<OwnedRecord>> + Send + '_ {
         self.index_file.lock().overrides = 0;
-        let file = seq.map(|seq| match snapshot_file::open(&self.path, seq) {
-            Ok(records) => Box::new(records) as Box<dyn Iterator<Item = _> + Send>,
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        });
         Merged {
             store: self,
-            file: file.map(Iterator::peekable),
+            file: self.index_file_opened().map(Iterator::peekable),
             sled: self
                 .scan(keys::INDEX)
                 .map(|r| r.map(|(k, v)| (k.subslice(1, k.len() - 1), v)))
                 .peekable(),
         }
+    }
+
+    /// The records of the folder's index snapshot file, if it has one (an error first when it
+    /// cannot be opened).
+    fn index_file_opened(&self) -> Option<FileRecordsOrError> {
+        let seq = self.index_file.lock().seq?;
+        Some(match snapshot_file::open(&self.path, seq) {
+            Ok(records) => Box::new(records),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        })
     }
 
     /// The index snapshot file's records that sled has none for under the same key (the ones
@@ -1037,27 +1046,21 @@ impl Store {
     pub fn index_file_records(
         &self,
     ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        let seq = self.index_file.lock().seq;
-        let records = seq.map(|seq| snapshot_file::open(&self.path, seq));
-        let (records, error) = match records {
-            Some(Ok(r)) => (Some(r), None),
-            Some(Err(e)) => (None, Some(Err(e))),
-            None => (None, None),
-        };
-        error.into_iter().chain(
-            records
-                .into_iter()
-                .flatten()
-                .map(|r| r.map(|(family, v)| (keys::index(&family), v)))
-                .filter_map(|r| match r {
-                    Ok((key, v)) => match self.tree.contains_key(&key) {
-                        Ok(false) => Some(Ok((key.into(), v.into()))),
-                        Ok(true) => None,
-                        Err(e) => Some(Err(e.into())),
-                    },
-                    Err(e) => Some(Err(e)),
-                }),
-        )
+        self.index_file_opened()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let (family, v) = match r {
+                    Ok(record) => record,
+                    Err(e) => return Some(Err(e)),
+                };
+                let key = keys::index(&family);
+                match self.tree.contains_key(&key) {
+                    Ok(false) => Some(Ok((key.into(), v.into()))),
+                    Ok(true) => None,
+                    Err(e) => Some(Err(e.into())),
+                }
+            })
     }
 
     /// Adds to `batch` the removal of the whole index snapshot: every family and every chunk of
