@@ -15,6 +15,10 @@
 //! a window cuts and of *now*'s day): events at and beside each window's start, on its first and
 //! whole days, at *now* and after it.
 //!
+//! Many audiences forced together by one written event (issue 25, session 23): presence windows
+//! of `viewed` of many lengths (a minute apart around the same edges), `not` of some, an `or`
+//! and an `and not`; writes and clock steps at each window's edge and a millisecond either side.
+//!
 //! `PROPTEST_CASES=500 cargo test --test audiences_settle` runs more streams.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,6 +73,43 @@ const DAY_RULES: [(&str, &str); 9] = [
 ];
 
 const DAY: i64 = 24 * HOUR;
+
+/// Many windows of the same event, each forced true (or, under `not`, false) by one written
+/// `viewed`: `wv_N` is `viewed in last N minutes`, `wnv_N` its `not` (the lengths in
+/// [`WINDOW_MINUTES`]).
+const WINDOW_RULES: [(&str, &str); 17] = [
+    ("wv_1", "viewed in last 1 minute"),
+    ("wv_29", "viewed in last 29 minutes"),
+    ("wv_30", "viewed in last 30 minutes"),
+    ("wv_31", "viewed in last 31 minutes"),
+    ("wv_59", "viewed in last 59 minutes"),
+    ("wv_60", "viewed in last 60 minutes"),
+    ("wv_61", "viewed in last 61 minutes"),
+    ("wv_90", "viewed in last 90 minutes"),
+    ("wv_119", "viewed in last 119 minutes"),
+    ("wv_120", "viewed in last 120 minutes"),
+    ("wv_121", "viewed in last 121 minutes"),
+    ("wv_180", "viewed in last 180 minutes"),
+    ("wnv_30", "not viewed in last 30 minutes"),
+    ("wnv_60", "not viewed in last 60 minutes"),
+    ("wnv_120", "not viewed in last 120 minutes"),
+    (
+        "w_view_or_buy",
+        "viewed in last 45 minutes or purchased in last 45 minutes",
+    ),
+    (
+        "w_view_no_buy",
+        "viewed in last 60 minutes and not purchased in last 30 minutes",
+    ),
+];
+
+/// The window lengths of [`WINDOW_RULES`], in minutes.
+const WINDOW_MINUTES: [i64; 12] = [1, 29, 30, 31, 59, 60, 61, 90, 119, 120, 121, 180];
+
+/// The minutes a `wv_N` / `wnv_N` name ends with.
+fn minutes_of(name: &str) -> i64 {
+    name.rsplit('_').next().unwrap().parse().unwrap()
+}
 
 /// An event's `amount`: an integer, a float, or none.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,6 +203,14 @@ fn holds(rule: &str, c: &Customer, t: i64) -> bool {
         }
         "d_views" => last("viewed", 2 * DAY).len() <= 2,
         "d_spend_ever" => sum("purchased", i64::MAX / 2) > 10.0,
+        "w_view_or_buy" => {
+            !last("viewed", 45 * MINUTE).is_empty() || !last("purchased", 45 * MINUTE).is_empty()
+        }
+        "w_view_no_buy" => {
+            !last("viewed", HOUR).is_empty() && last("purchased", 30 * MINUTE).is_empty()
+        }
+        _ if rule.starts_with("wv_") => !last("viewed", minutes_of(rule) * MINUTE).is_empty(),
+        _ if rule.starts_with("wnv_") => last("viewed", minutes_of(rule) * MINUTE).is_empty(),
         _ => unreachable!("{rule}"),
     }
 }
@@ -306,6 +355,44 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (cust.clone(), any::<bool>()).prop_map(|(cust, gold)| Op::Identify { cust, gold }),
         1 => cust.prop_map(Op::Delete),
         4 => step.prop_map(Op::Advance),
+    ]
+}
+
+/// Offsets from the clock at every window's edge of [`WINDOW_RULES`] (`in last N minutes` starts
+/// at *now* − N minutes + 1 ms) and a millisecond either side, at *now*, just after it, or
+/// anywhere in the last three hours.
+fn window_offset() -> impl Strategy<Value = i64> {
+    let mut edges = vec![0, -1, 1, 5 * MINUTE];
+    for m in WINDOW_MINUTES.into_iter().chain([45]) {
+        edges.extend([
+            -m * MINUTE,
+            -m * MINUTE + 1,
+            -m * MINUTE + 2,
+            -m * MINUTE - 1,
+        ]);
+    }
+    prop_oneof![
+        4 => prop::sample::select(edges),
+        1 => -200 * MINUTE..10 * MINUTE,
+    ]
+}
+
+fn window_op() -> impl Strategy<Value = Op> {
+    let cust = 0u8..10;
+    let mut steps = vec![1, 2, MINUTE - 1, MINUTE, MINUTE + 1];
+    for m in [29, 30, 31, 59, 60, 61] {
+        steps.extend([m * MINUTE - 1, m * MINUTE, m * MINUTE + 1]);
+    }
+    let step = prop_oneof![3 => prop::sample::select(steps), 1 => 1..3 * HOUR];
+    let events = prop_oneof![3 => Just("viewed"), 1 => Just("purchased")];
+    prop_oneof![
+        8 => (cust.clone(), events.clone(), window_offset()).prop_map(|(cust, event, offset)| {
+            Op::Track { cust, event, amount: Amount::Int(1), offset }
+        }),
+        3 => (0u8..10, 2u8..12, events, window_offset())
+            .prop_map(|(first, count, event, offset)| Op::TrackMany { first, count, event, offset }),
+        1 => cust.prop_map(Op::Delete),
+        5 => step.prop_map(Op::Advance),
     ]
 }
 
@@ -468,6 +555,14 @@ proptest! {
     }
 
     #[test]
+    fn many_windows_of_one_event_follow_the_plain_evaluator(
+        ops in prop::collection::vec(window_op(), 1..40),
+        bulk in any::<bool>(),
+    ) {
+        replay(Harness::with(&WINDOW_RULES, if bulk { 0 } else { 2048 }), &ops)?;
+    }
+
+    #[test]
     fn day_windows_follow_the_plain_evaluator(
         ops in prop::collection::vec(day_op(), 1..40),
         bulk in any::<bool>(),
@@ -603,5 +698,66 @@ fn written_events_decide_at_the_edges() {
     assert!(!member(&h, "last_hour", "a") && !member(&h, "since_hour", "a"));
     assert!(!member(&h, "last_hour", "c") && !member(&h, "since_hour", "c"));
     assert!(member(&h, "lapsed", "d") && !member(&h, "big_buy", "d"));
+    assert!(h.db.verify().unwrap().is_ok());
+}
+
+/// Many windows of one event forced by one write: a view at *now*, at each window's start and a
+/// millisecond either side of it makes every window holding it true (and its `not` false)
+/// without a read (a view on a window's edge is left to the indexes or a read for the windows
+/// it is not in); the clock then steps onto every window's edge, to the millisecond.
+#[test]
+fn many_windows_of_one_event_at_the_edges() {
+    let mut h = Harness::with(&WINDOW_RULES, 2048);
+    let now = t0();
+    let id = |c: usize| format!("v{c}");
+    // Known customers (a first write reads them), none with a view in any window.
+    let offsets: Vec<i64> = std::iter::once(0)
+        .chain(
+            WINDOW_MINUTES
+                .into_iter()
+                .flat_map(|m| [-m * MINUTE + 1, -m * MINUTE, -m * MINUTE + 2]),
+        )
+        .collect();
+    let first: Vec<_> = (0..offsets.len())
+        .map(|c| (id(c), "purchased", Amount::Int(1), now - 5 * HOUR))
+        .collect();
+    h.track(&first);
+    h.check("customers made");
+    let before = h.db.settle_stats();
+    let views: Vec<_> = offsets
+        .iter()
+        .enumerate()
+        .map(|(c, o)| (id(c), "viewed", Amount::Missing, now + o))
+        .collect();
+    h.track(&views);
+    h.check("the write");
+    let s = h.db.settle_stats();
+    // The view at *now* alone forces every `wv_` and `wnv_` window.
+    assert!(
+        s.forced - before.forced >= 15,
+        "the windows were not forced: {s:?}"
+    );
+    let mut at = now;
+    let mut edges: Vec<i64> = WINDOW_MINUTES
+        .into_iter()
+        .flat_map(|m| {
+            offsets.iter().flat_map(move |o| {
+                let edge = now + o + m * MINUTE;
+                [edge - 1, edge, edge + 1]
+            })
+        })
+        .filter(|&t| t > now)
+        .collect();
+    edges.sort_unstable();
+    edges.dedup();
+    for t in edges {
+        h.clock.advance(t - at);
+        at = t;
+        h.db.advance_audiences().unwrap();
+        h.check(&format!("now + {} ms", t - now));
+    }
+    for name in ["wv_1", "wv_180", "w_view_no_buy"] {
+        assert!(h.db.audience_members(name).unwrap().is_empty(), "{name}");
+    }
     assert!(h.db.verify().unwrap().is_ok());
 }
