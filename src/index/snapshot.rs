@@ -212,6 +212,9 @@ fn get_bitmap(r: &mut Reader<'_>) -> Result<RoaringBitmap> {
     match r.byte()? {
         SET_IDS => {
             let n = r.len()?;
+            if n >= BULK_IDS {
+                return get_ids_in_bulk(r, n);
+            }
             let mut bm = RoaringBitmap::new();
             let mut prev = 0u32;
             for _ in 0..n {
@@ -230,6 +233,85 @@ fn get_bitmap(r: &mut Reader<'_>) -> Result<RoaringBitmap> {
         }
         _ => Err(corrupt!("bad bitmap encoding")),
     }
+}
+
+/// From this many ids on, a set stored as ids is built a container at a time
+/// ([`get_ids_in_bulk`]) rather than id by id: below it the bulk path's own allocations cost
+/// more than the pushes they save.
+const BULK_IDS: usize = 256;
+
+/// Ids at most this many to a container of 2^16 are a sorted array in Roaring's format, more a
+/// bitmap of 2^16 bits.
+const ARRAY_MAX: usize = 4096;
+
+/// The portable Roaring format's first word for sets without run containers.
+const COOKIE_NO_RUNS: u32 = 12346;
+
+thread_local! {
+    /// The ids of the set being read and its portable-format image, kept between calls.
+    static BULK_SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// Reads `n` ids stored as gaps (the same checks as the id-by-id path: each id above the last,
+/// none past `u32`) and builds the set a container at a time: the ids are laid out in the
+/// portable Roaring format (one array or bitmap per 2^16 ids) and handed to roaring whole, which
+/// copies each container in one piece instead of pushing its ids one by one.
+fn get_ids_in_bulk(r: &mut Reader<'_>, n: usize) -> Result<RoaringBitmap> {
+    BULK_SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        let (ids, image) = &mut *scratch;
+        ids.clear();
+        ids.reserve(n);
+        let mut prev = 0u32;
+        for i in 0..n {
+            let gap = r.u32()?;
+            if gap == 0 && i > 0 {
+                return Err(corrupt!("bad bitmap: ids out of order"));
+            }
+            prev = prev
+                .checked_add(gap)
+                .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
+            ids.push(prev);
+        }
+        // The containers: each run of ids with the same upper 16 bits.
+        let mut containers: Vec<(u16, std::ops::Range<usize>)> = Vec::new();
+        let mut start = 0;
+        while start < ids.len() {
+            let key = ids[start] >> 16;
+            let end = start + ids[start..].partition_point(|&id| id >> 16 == key);
+            containers.push((key as u16, start..end));
+            start = end;
+        }
+        image.clear();
+        image.extend_from_slice(&COOKIE_NO_RUNS.to_le_bytes());
+        image.extend_from_slice(&(containers.len() as u32).to_le_bytes());
+        for (key, range) in &containers {
+            image.extend_from_slice(&key.to_le_bytes());
+            image.extend_from_slice(&((range.len() - 1) as u16).to_le_bytes());
+        }
+        // The offsets, which a reader into memory skips.
+        image.resize(image.len() + 4 * containers.len(), 0);
+        for (_, range) in &containers {
+            let part = &ids[range.clone()];
+            if part.len() <= ARRAY_MAX {
+                for &id in part {
+                    image.extend_from_slice(&(id as u16).to_le_bytes());
+                }
+            } else {
+                let at = image.len();
+                image.resize(at + 8192, 0);
+                for &id in part {
+                    let low = (id & 0xffff) as usize;
+                    image[at + low / 8] |= 1 << (low % 8);
+                }
+            }
+        }
+        // The image was laid out above from ascending ids: it is a valid set.
+        RoaringBitmap::deserialize_unchecked_from(&image[..])
+            .map_err(|e| corrupt!("bad bitmap: {e}"))
+    })
 }
 
 /// The largest uncompressed family a reader accepts (a guard against damaged lengths).
@@ -838,6 +920,79 @@ mod tests {
             .is_none());
         // Nothing changed since: nothing to write.
         assert!(ix.take_changed().is_empty());
+    }
+
+    /// A set written as ids whatever its size (as `put_bitmap` writes the sparse ones).
+    fn as_ids(ids: &[u32]) -> Vec<u8> {
+        let mut out = vec![SET_IDS];
+        put_varint(&mut out, ids.len() as u64);
+        let mut prev = 0;
+        for &id in ids {
+            put_varint(&mut out, u64::from(id - prev));
+            prev = id;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Sets read a container at a time equal the same ids pushed one by one: arrays and
+        /// bitmaps of 2^16 bits, the edges of a container (its first and last id, exactly
+        /// 4,096 and 4,097 ids in one), ids up to `u32::MAX`.
+        #[test]
+        fn sets_read_in_bulk_equal_their_ids(
+            spans in proptest::collection::vec(
+                (0u32..70_000, 0u32..6_000, 1u32..40), 1..6),
+            edges in proptest::collection::vec(proptest::sample::select(vec![
+                0u32, 65_535, 65_536, 131_071, u32::MAX - 65_536, u32::MAX,
+            ]), 0..4),
+        ) {
+            let mut want = RoaringBitmap::new();
+            for (start, len, step) in spans {
+                let base = start.saturating_mul(61_417);
+                for i in 0..len {
+                    want.insert(base.saturating_add(i.saturating_mul(step)));
+                }
+            }
+            want.extend(edges);
+            let ids: Vec<u32> = want.iter().collect();
+            let bytes = as_ids(&ids);
+            let mut r = Reader::new(&bytes);
+            let got = get_bitmap(&mut r).unwrap();
+            proptest::prop_assert!(r.is_empty());
+            proptest::prop_assert_eq!(got.len(), want.len());
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn sets_read_in_bulk_keep_the_checks() {
+        // Exactly 4,096 and 4,097 ids in one container, and a whole container.
+        for n in [BULK_IDS as u32, 4_096, 4_097, 65_536] {
+            let ids: Vec<u32> = (0..n).map(|i| 131_072 + i).collect();
+            let got = get_bitmap(&mut Reader::new(&as_ids(&ids))).unwrap();
+            assert_eq!(got, ids.iter().copied().collect::<RoaringBitmap>());
+        }
+        // A repeated id and an id past u32 among enough ids to take the bulk path.
+        let mut repeated: Vec<u32> = (0..BULK_IDS as u32 + 10).collect();
+        repeated[100] = 99;
+        assert!(get_bitmap(&mut Reader::new(&as_ids(&repeated))).is_err());
+        let mut past = as_ids(&(0..BULK_IDS as u32 + 10).collect::<Vec<_>>());
+        past.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        // The count says one more id than before: the last gap takes the ids past u32.
+        let n = BULK_IDS as u64 + 11;
+        let mut fixed = vec![SET_IDS];
+        put_varint(&mut fixed, n);
+        let first_count_len = {
+            let mut v = Vec::new();
+            put_varint(&mut v, n - 1);
+            v.len()
+        };
+        fixed.extend_from_slice(&past[1 + first_count_len..]);
+        assert!(get_bitmap(&mut Reader::new(&fixed)).is_err());
+        // A count past what the record holds.
+        let mut short = as_ids(&(0..BULK_IDS as u32).collect::<Vec<_>>());
+        short.truncate(short.len() - 3);
+        assert!(get_bitmap(&mut Reader::new(&short)).is_err());
     }
 
     #[test]
