@@ -212,20 +212,17 @@ fn get_bitmap(r: &mut Reader<'_>) -> Result<RoaringBitmap> {
     match r.byte()? {
         SET_IDS => {
             let n = r.len()?;
-            if n >= BULK_IDS {
-                return get_ids_in_bulk(r, n);
-            }
-            let mut bm = RoaringBitmap::new();
-            let mut prev = 0u32;
-            for _ in 0..n {
-                prev = prev
-                    .checked_add(r.u32()?)
-                    .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
-                // Refuses an id not above the last (a zero gap after the first id).
-                bm.try_push(prev)
-                    .map_err(|_| corrupt!("bad bitmap: ids out of order"))?;
-            }
-            Ok(bm)
+            SET_SCRATCH.with(|cell| {
+                let scratch = &mut *cell.borrow_mut();
+                read_ids(r, n, &mut scratch.ids)?;
+                if n < BULK_IDS {
+                    let mut bm = RoaringBitmap::new();
+                    super::add_ascending(&mut bm, &scratch.ids);
+                    Ok(bm)
+                } else {
+                    in_bulk(scratch)
+                }
+            })
         }
         SET_ROARING => {
             let n = r.len()?;
@@ -235,9 +232,8 @@ fn get_bitmap(r: &mut Reader<'_>) -> Result<RoaringBitmap> {
     }
 }
 
-/// From this many ids on, a set stored as ids is built a container at a time
-/// ([`get_ids_in_bulk`]) rather than id by id: below it the bulk path's own allocations cost
-/// more than the pushes they save.
+/// From this many ids on, a set stored as ids is built a container at a time ([`in_bulk`])
+/// rather than added as a list: below it the portable image costs more than the appends it saves.
 const BULK_IDS: usize = 256;
 
 /// Ids at most this many to a container of 2^16 are a sorted array in Roaring's format, more a
@@ -247,71 +243,84 @@ const ARRAY_MAX: usize = 4096;
 /// The portable Roaring format's first word for sets without run containers.
 const COOKIE_NO_RUNS: u32 = 12346;
 
-thread_local! {
-    /// The ids of the set being read and its portable-format image, kept between calls.
-    static BULK_SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u8>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new()))
-    };
+/// What reading a set stored as ids uses, kept between calls on each thread.
+#[derive(Default)]
+struct SetScratch {
+    /// The set's ids, ascending.
+    ids: Vec<u32>,
+    /// Each run of ids with the same upper 16 bits: its key and where it lies in `ids`.
+    containers: Vec<(u16, std::ops::Range<usize>)>,
+    /// The set in Roaring's portable format.
+    image: Vec<u8>,
 }
 
-/// Reads `n` ids stored as gaps (the same checks as the id-by-id path: each id above the last,
-/// none past `u32`) and builds the set a container at a time: the ids are laid out in the
-/// portable Roaring format (one array or bitmap per 2^16 ids) and handed to roaring whole, which
-/// copies each container in one piece instead of pushing its ids one by one.
-fn get_ids_in_bulk(r: &mut Reader<'_>, n: usize) -> Result<RoaringBitmap> {
-    BULK_SCRATCH.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        let (ids, image) = &mut *scratch;
-        ids.clear();
-        ids.reserve(n);
-        let mut prev = 0u32;
-        for i in 0..n {
-            let gap = r.u32()?;
-            if gap == 0 && i > 0 {
-                return Err(corrupt!("bad bitmap: ids out of order"));
+thread_local! {
+    static SET_SCRATCH: std::cell::RefCell<SetScratch> = std::cell::RefCell::default();
+}
+
+/// Reads `n` ids stored as the first id and the gaps to each next one into `ids`, refusing an id
+/// not above the last (a zero gap after the first id) and one past `u32`.
+fn read_ids(r: &mut Reader<'_>, n: usize, ids: &mut Vec<u32>) -> Result<()> {
+    ids.clear();
+    ids.reserve(n);
+    let mut prev = 0u32;
+    for i in 0..n {
+        let gap = r.u32()?;
+        if gap == 0 && i > 0 {
+            return Err(corrupt!("bad bitmap: ids out of order"));
+        }
+        prev = prev
+            .checked_add(gap)
+            .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
+        ids.push(prev);
+    }
+    Ok(())
+}
+
+/// Builds the set of `scratch.ids` (ascending, as [`read_ids`] leaves them) a container at a
+/// time: the ids are laid out in the portable Roaring format (one array or bitmap per 2^16 ids)
+/// and handed to roaring whole, which copies each container in one piece instead of taking its
+/// ids one by one.
+fn in_bulk(scratch: &mut SetScratch) -> Result<RoaringBitmap> {
+    let SetScratch {
+        ids,
+        containers,
+        image,
+    } = scratch;
+    containers.clear();
+    let mut start = 0;
+    while start < ids.len() {
+        let key = ids[start] >> 16;
+        let end = start + ids[start..].partition_point(|&id| id >> 16 == key);
+        containers.push((key as u16, start..end));
+        start = end;
+    }
+    image.clear();
+    image.extend_from_slice(&COOKIE_NO_RUNS.to_le_bytes());
+    image.extend_from_slice(&(containers.len() as u32).to_le_bytes());
+    for (key, range) in containers.iter() {
+        image.extend_from_slice(&key.to_le_bytes());
+        image.extend_from_slice(&((range.len() - 1) as u16).to_le_bytes());
+    }
+    // The offsets, which a reader into memory skips.
+    image.resize(image.len() + 4 * containers.len(), 0);
+    for (_, range) in containers.iter() {
+        let part = &ids[range.clone()];
+        if part.len() <= ARRAY_MAX {
+            for &id in part {
+                image.extend_from_slice(&(id as u16).to_le_bytes());
             }
-            prev = prev
-                .checked_add(gap)
-                .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
-            ids.push(prev);
-        }
-        // The containers: each run of ids with the same upper 16 bits.
-        let mut containers: Vec<(u16, std::ops::Range<usize>)> = Vec::new();
-        let mut start = 0;
-        while start < ids.len() {
-            let key = ids[start] >> 16;
-            let end = start + ids[start..].partition_point(|&id| id >> 16 == key);
-            containers.push((key as u16, start..end));
-            start = end;
-        }
-        image.clear();
-        image.extend_from_slice(&COOKIE_NO_RUNS.to_le_bytes());
-        image.extend_from_slice(&(containers.len() as u32).to_le_bytes());
-        for (key, range) in &containers {
-            image.extend_from_slice(&key.to_le_bytes());
-            image.extend_from_slice(&((range.len() - 1) as u16).to_le_bytes());
-        }
-        // The offsets, which a reader into memory skips.
-        image.resize(image.len() + 4 * containers.len(), 0);
-        for (_, range) in &containers {
-            let part = &ids[range.clone()];
-            if part.len() <= ARRAY_MAX {
-                for &id in part {
-                    image.extend_from_slice(&(id as u16).to_le_bytes());
-                }
-            } else {
-                let at = image.len();
-                image.resize(at + 8192, 0);
-                for &id in part {
-                    let low = (id & 0xffff) as usize;
-                    image[at + low / 8] |= 1 << (low % 8);
-                }
+        } else {
+            let at = image.len();
+            image.resize(at + 8192, 0);
+            for &id in part {
+                let low = (id & 0xffff) as usize;
+                image[at + low / 8] |= 1 << (low % 8);
             }
         }
-        // The image was laid out above from ascending ids: it is a valid set.
-        RoaringBitmap::deserialize_unchecked_from(&image[..])
-            .map_err(|e| corrupt!("bad bitmap: {e}"))
-    })
+    }
+    // Laid out above from ascending ids, the image is a valid set.
+    RoaringBitmap::deserialize_unchecked_from(&image[..]).map_err(|e| corrupt!("bad bitmap: {e}"))
 }
 
 /// The largest uncompressed family a reader accepts (a guard against damaged lengths).
