@@ -212,7 +212,7 @@ fn main() {
                 .map(|_| {
                     let id = &ids[rng.random_range(0..ids.len())];
                     let event = ["viewed", "purchased", "added_to_cart"][rng.random_range(0..3)];
-                    let props = vec![("amount".to_owned(), Value::Int(rng.random_range(1..200)))];
+                    let props = vec![("amount".into(), Value::Int(rng.random_range(1..200)))];
                     Message::track(id.clone(), event, props, Some(clock.now()))
                 })
                 .collect();

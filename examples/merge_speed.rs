@@ -86,7 +86,7 @@ fn main() -> audiencedb::Result<()> {
                         "viewed",
                         vec![(
                             "product".into(),
-                            audiencedb::model::Value::Str(format!("p{}", n % 97)),
+                            audiencedb::model::Value::Str(format!("p{}", n % 97).into()),
                         )],
                         Some(1_760_000_000_000 + i64::from(n) * 60_000),
                     )

@@ -5,6 +5,7 @@
 //! is a bad line too: nothing of it is stored, and its batch's other messages are.
 
 use std::io::{BufRead, Read};
+use std::ops::Range;
 use std::sync::mpsc;
 
 use rayon::prelude::*;
@@ -98,11 +99,24 @@ impl ImportObserver for CollectErrors {
     }
 }
 
-/// Raw lines read from input, with the number of the first and the bytes consumed.
+/// Raw lines read from input, with the number of the first and the bytes consumed. The lines'
+/// text sits in one buffer (one allocation a chunk, not one a line).
 struct Chunk {
     first_line: u64,
-    lines: Vec<Result<String, String>>,
+    text: String,
+    /// Each line: its range in `text`, or why it was refused.
+    lines: Vec<Result<Range<usize>, String>>,
     bytes: u64,
+}
+
+impl Chunk {
+    /// Line `i`'s text, or why it was refused.
+    fn line(&self, i: usize) -> Result<&str, &str> {
+        match &self.lines[i] {
+            Ok(r) => Ok(&self.text[r.clone()]),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Reads up to `max` lines; a line longer than [`MAX_LINE_BYTES`] or not UTF-8 is an error
@@ -111,19 +125,20 @@ fn read_lines<R: BufRead>(r: &mut R, max: usize, next_line: &mut u64) -> Result<
     let mut lines = Vec::with_capacity(max);
     let mut bytes = 0u64;
     let first_line = *next_line;
-    let mut buf = Vec::new();
+    let mut text: Vec<u8> = Vec::new();
     while lines.len() < max {
-        buf.clear();
+        let start = text.len();
         let n = r
             .by_ref()
             .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut buf)?;
+            .read_until(b'\n', &mut text)?;
         if n == 0 {
             break;
         }
         bytes += n as u64;
         *next_line += 1;
-        if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE_BYTES {
+        if text.last() != Some(&b'\n') && text.len() - start > MAX_LINE_BYTES {
+            text.truncate(start);
             // Skip the rest of the over-long line.
             let mut rest = Vec::new();
             loop {
@@ -137,36 +152,63 @@ fn read_lines<R: BufRead>(r: &mut R, max: usize, next_line: &mut u64) -> Result<
             lines.push(Err(format!("line longer than {MAX_LINE_BYTES} bytes")));
             continue;
         }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
+        while text.len() > start && matches!(text.last(), Some(b'\n' | b'\r')) {
+            text.pop();
         }
-        lines.push(match String::from_utf8(std::mem::take(&mut buf)) {
-            Ok(s) => Ok(s),
-            Err(_) => Err("the line is not valid UTF-8".into()),
-        });
+        lines.push(Ok(start..text.len()));
     }
     if lines.is_empty() {
         return Ok(None);
     }
+    let text = match String::from_utf8(text) {
+        Ok(text) => text,
+        // Rare: some line is not UTF-8. Only the valid lines are kept, each checked alone.
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let mut kept = String::with_capacity(bytes.len());
+            for line in lines.iter_mut() {
+                if let Ok(range) = line {
+                    *line = match std::str::from_utf8(&bytes[range.clone()]) {
+                        Ok(valid) => {
+                            let start = kept.len();
+                            kept.push_str(valid);
+                            Ok(start..kept.len())
+                        }
+                        Err(_) => Err("the line is not valid UTF-8".into()),
+                    };
+                }
+            }
+            kept
+        }
+    };
     Ok(Some(Chunk {
         first_line,
+        text,
         lines,
         bytes,
     }))
 }
 
+/// Whether a line holds nothing but white space (JSON's, or Unicode's as `str::trim` sees it).
+fn is_blank(line: &str) -> bool {
+    match line.as_bytes().first() {
+        None => true,
+        // A message starts with `{`: the common case needs no scan.
+        Some(b'{') => false,
+        Some(_) => line.trim().is_empty(),
+    }
+}
+
 /// Parses a chunk in parallel: blank lines are dropped, bad ones become errors.
 fn parse_chunk(chunk: &Chunk) -> Vec<(u64, Result<Message, String>)> {
-    chunk
-        .lines
-        .par_iter()
-        .enumerate()
-        .filter_map(|(i, line)| {
+    (0..chunk.lines.len())
+        .into_par_iter()
+        .filter_map(|i| {
             let no = chunk.first_line + i as u64;
-            match line {
-                Ok(l) if l.trim().is_empty() => None,
+            match chunk.line(i) {
+                Ok(l) if is_blank(l) => None,
                 Ok(l) => Some((no, Message::from_json_line(l))),
-                Err(e) => Some((no, Err(e.clone()))),
+                Err(e) => Some((no, Err(e.to_owned()))),
             }
         })
         .collect()
@@ -554,7 +596,7 @@ fn csv_message(
         if name.is_empty() {
             return Err(format!("column {} has no name", i + 1));
         }
-        traits.push((name.to_owned(), Some(csv_value(cell))));
+        traits.push((name.into(), Some(csv_value(cell))));
     }
     Ok(Message::identify(id, traits))
 }
@@ -587,8 +629,8 @@ mod tests {
         let mut next = 1;
         let chunk = read_lines(&mut &input[..], 10, &mut next).unwrap().unwrap();
         assert_eq!(chunk.lines.len(), 2);
-        assert!(chunk.lines[0].as_ref().unwrap_err().contains("longer than"));
-        assert_eq!(chunk.lines[1].as_deref(), Ok("next"));
+        assert!(chunk.line(0).unwrap_err().contains("longer than"));
+        assert_eq!(chunk.line(1), Ok("next"));
         assert_eq!(next, 3);
     }
 }

@@ -82,6 +82,7 @@ pub mod testing;
 pub use audience::{
     AudienceDiff, AudienceInfo, AudienceNames, Change, ComputedTraitInfo, Subscription,
 };
+pub use compact_str::CompactString;
 pub use db::{
     ComputedTraitSchema, Config, Customer, Db, Event, EventSchema, IngestReport, LimitCheck,
     Outcome, PropertySchema, Schema, Totals, TraitSchema, VerifyReport,

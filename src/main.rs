@@ -1202,7 +1202,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// A value as rules write it: strings without quotes.
 fn plain_value(v: &audiencedb::model::Value) -> String {
     match v {
-        audiencedb::model::Value::Str(s) => s.clone(),
+        audiencedb::model::Value::Str(s) => s.to_string(),
         other => other.to_string(),
     }
 }

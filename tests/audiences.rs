@@ -169,11 +169,7 @@ fn a_diff_is_what_saving_then_reports() {
     seen.sort();
     assert_eq!(
         seen,
-        [
-            ("a".to_owned(), false),
-            ("b".to_owned(), true),
-            ("c".to_owned(), true)
-        ]
+        [("a".into(), false), ("b".into(), true), ("c".into(), true)]
     );
     assert!(changes.iter().all(|c| c.audience == "top"));
     let info = db.audience("top").unwrap();
@@ -348,7 +344,7 @@ fn a_then_not_b_enters_at_exactly_ta_plus_t() {
 }
 
 fn buy(db: &Db, id: &str, product: Value, ts: i64) {
-    let props = vec![("product".to_owned(), product)];
+    let props = vec![("product".into(), product)];
     db.ingest(vec![Message::track(id, "purchased", props, Some(ts))])
         .unwrap();
 }

@@ -143,7 +143,7 @@ fn run(db: &Db, clock: &Clock, op: &Op) {
             amount,
             offset,
         } => {
-            let props = vec![("amount".to_owned(), Value::Int(*amount))];
+            let props = vec![("amount".into(), Value::Int(*amount))];
             let m = Message::track(id(*cust), *event, props, Some(now + offset));
             db.ingest(vec![m]).unwrap();
         }
@@ -154,12 +154,9 @@ fn run(db: &Db, clock: &Clock, op: &Op) {
             signup_ago,
         } => {
             let traits = vec![
-                ("tier".to_owned(), tier.map(|t| Value::Str(t.into()))),
-                ("country".to_owned(), country.map(|t| Value::Str(t.into()))),
-                (
-                    "signup".to_owned(),
-                    signup_ago.map(|a| Value::Time(now - a)),
-                ),
+                ("tier".into(), tier.map(|t| Value::Str(t.into()))),
+                ("country".into(), country.map(|t| Value::Str(t.into()))),
+                ("signup".into(), signup_ago.map(|a| Value::Time(now - a))),
             ];
             db.ingest(vec![Message::identify(id(*cust), traits)])
                 .unwrap();

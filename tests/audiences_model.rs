@@ -293,7 +293,7 @@ impl Harness {
                 amount,
                 offset,
             } => {
-                let props = vec![("amount".to_owned(), Value::Int(*amount))];
+                let props = vec![("amount".into(), Value::Int(*amount))];
                 let m = Message::track(
                     id(*cust),
                     *event,
@@ -317,7 +317,7 @@ impl Harness {
                         } else {
                             at
                         };
-                        let props = vec![("amount".to_owned(), Value::Int(i64::from(c % 5)))];
+                        let props = vec![("amount".into(), Value::Int(i64::from(c % 5)))];
                         Message::track(id(c), *event, props, Some(ts))
                     })
                     .collect();
@@ -329,9 +329,9 @@ impl Harness {
                 signup_ago,
             } => {
                 let traits = vec![
-                    ("tier".to_owned(), tier.map(|t| Value::Str(t.into()))),
+                    ("tier".into(), tier.map(|t| Value::Str(t.into()))),
                     (
-                        "signup".to_owned(),
+                        "signup".into(),
                         signup_ago.map(|a| Value::Time(now - self.model.time(a))),
                     ),
                 ];

@@ -128,10 +128,10 @@ impl Amount {
         }
     }
 
-    fn props(self) -> Vec<(String, Value)> {
+    fn props(self) -> Vec<(audiencedb::CompactString, Value)> {
         match self {
-            Amount::Int(i) => vec![("amount".to_owned(), Value::Int(i))],
-            Amount::Float(f) => vec![("amount".to_owned(), Value::Float(f))],
+            Amount::Int(i) => vec![("amount".into(), Value::Int(i))],
+            Amount::Float(f) => vec![("amount".into(), Value::Float(f))],
             Amount::Missing => Vec::new(),
         }
     }
@@ -475,7 +475,7 @@ impl Harness {
                 self.db
                     .ingest(vec![Message::identify(
                         id(*cust),
-                        vec![("tier".to_owned(), tier)],
+                        vec![("tier".into(), tier)],
                     )])
                     .unwrap();
                 self.model.entry(id(*cust)).or_default().gold = *gold;

@@ -91,19 +91,20 @@ impl Fixture {
     }
 
     fn ingest(&mut self, messages: Vec<Message>) {
-        self.ids.extend(messages.iter().map(|m| m.customer.clone()));
+        self.ids
+            .extend(messages.iter().map(|m| m.customer.to_string()));
         self.db.ingest(messages).unwrap();
     }
 
     fn track(&mut self, id: &str, event: &str, ts: i64, props: Vec<(&str, Value)>) {
-        let props = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let props = props.into_iter().map(|(k, v)| (k.into(), v)).collect();
         self.ingest(vec![Message::track(id, event, props, Some(ts))]);
     }
 
     fn identify(&mut self, id: &str, traits: Vec<(&str, Value)>) {
         let traits = traits
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), Some(v)))
+            .map(|(k, v)| (k.into(), Some(v)))
             .collect();
         self.ingest(vec![Message::identify(id, traits)]);
     }
@@ -503,7 +504,7 @@ fn customer_show_gives_the_reference_values() {
                 &c.id,
                 traits
                     .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .map(|(k, v)| (k.as_str().into(), Some(v.clone())))
                     .collect(),
             ));
         }
@@ -511,7 +512,10 @@ fn customer_show_gives_the_reference_values() {
             messages.push(Message::track(
                 &c.id,
                 &e.name,
-                e.properties.clone(),
+                e.properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), v.clone()))
+                    .collect(),
                 Some(e.timestamp),
             ));
         }
@@ -577,7 +581,7 @@ fn definitions_are_checked_refused_and_kept() {
     let e =
         f.db.ingest(vec![Message::identify(
             "y",
-            vec![("orders".to_owned(), Some(Value::Int(3)))],
+            vec![("orders".to_owned().into(), Some(Value::Int(3)))],
         )])
         .unwrap_err();
     assert!(e.to_string().contains("computed trait"), "{e}");
@@ -620,7 +624,7 @@ fn a_saved_audience_follows_time_to_the_millisecond() {
         db.ingest(vec![Message::track(
             "a",
             "purchased",
-            vec![("amount".to_owned(), Value::Int(100 + i as i64))],
+            vec![("amount".to_owned().into(), Value::Int(100 + i as i64))],
             Some(ts),
         )])
         .unwrap();

@@ -113,7 +113,7 @@ const WORDS: &[&str] = &[
 
 /// `n` messages of customers among `custs`, at times within the 300 days before `end`.
 fn messages(rng: &mut Lcg, custs: &[usize], n: usize, end: i64) -> Vec<Message> {
-    let s = |t: &str| Value::Str(t.to_owned());
+    let s = |t: &str| Value::Str(t.into());
     let mut out = Vec::new();
     for _ in 0..n {
         let c = custs[rng.next(custs.len() as u64) as usize];
@@ -384,11 +384,14 @@ fn profile_changes(rng: &mut Lcg, custs: &[usize], n: usize) -> Vec<Message> {
             let email = match rng.next(12) {
                 0 => None,
                 1 => Some(Value::Int(rng.next(100) as i64)),
-                _ => Some(Value::Str(format!(
-                    "c{c}.{}@{}",
-                    rng.next(1000),
-                    DOMAINS[rng.next(DOMAINS.len() as u64) as usize]
-                ))),
+                _ => Some(Value::Str(
+                    format!(
+                        "c{c}.{}@{}",
+                        rng.next(1000),
+                        DOMAINS[rng.next(DOMAINS.len() as u64) as usize]
+                    )
+                    .into(),
+                )),
             };
             Message::identify(format!("c{c}"), vec![("email".into(), email)])
         })

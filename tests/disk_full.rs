@@ -172,7 +172,7 @@ fn track(cust: &str, i: i64) -> audiencedb::Message {
         "viewed",
         vec![(
             "product".into(),
-            audiencedb::model::Value::Str(format!("p{}", i % 7)),
+            audiencedb::model::Value::Str(format!("p{}", i % 7).into()),
         )],
         Some(1_700_000_000_000 + i * 60_000),
     )

@@ -29,12 +29,12 @@ fn write(db: &Db, from: i64, to: i64) {
                         ("tag".into(), Value::Int(w)),
                         (
                             "sku".into(),
-                            Value::Str(format!("sku-{}", (w * 7 + c) % 50)),
+                            Value::Str(format!("sku-{}", (w * 7 + c) % 50).into()),
                         ),
                     ],
                     Some(ts),
                 );
-                m.message_id = Some(format!("{c}-{w}"));
+                m.message_id = Some(format!("{c}-{w}").into());
                 m
             })
             .collect();
@@ -42,7 +42,7 @@ fn write(db: &Db, from: i64, to: i64) {
             format!("c{}", w % 40),
             vec![("tier".into(), Some(Value::Int(w)))],
         );
-        id.message_id = Some(format!("id-{w}"));
+        id.message_id = Some(format!("id-{w}").into());
         messages.push(id);
         db.ingest(messages).unwrap();
     }
@@ -101,7 +101,7 @@ fn a_format_3_folder_reads_the_same_and_is_upgraded() {
     let resent: Vec<Message> = (0..5i64)
         .map(|w| {
             let mut m = Message::track("c1", "bought", vec![], Some(BASE + w * 60_000));
-            m.message_id = Some(format!("1-{w}"));
+            m.message_id = Some(format!("1-{w}").into());
             m
         })
         .collect();

@@ -22,11 +22,14 @@ fn write(db: &Db, from: i64, to: i64) {
                 let mut m = Message::track(
                     format!("c{c}"),
                     if c % 3 == 0 { "viewed" } else { "bought" },
-                    vec![("sku".into(), Value::Str(format!("sku-{}", (w + c) % 9)))],
+                    vec![(
+                        "sku".into(),
+                        Value::Str(format!("sku-{}", (w + c) % 9).into()),
+                    )],
                     // Equal times now and then: the cut between blocks and tail must keep them.
                     Some(BASE + (w / 2) * 60_000 + c),
                 );
-                m.message_id = Some(format!("{c}-{w}"));
+                m.message_id = Some(format!("{c}-{w}").into());
                 m
             })
             .collect();
@@ -91,7 +94,7 @@ fn a_format_4_folder_with_tails_is_upgraded_when_opened() {
         .flat_map(|c| {
             [0, 39].map(|w| {
                 let mut m = Message::track(format!("c{c}"), "bought", vec![], Some(BASE));
-                m.message_id = Some(format!("{c}-{w}"));
+                m.message_id = Some(format!("{c}-{w}").into());
                 m
             })
         })

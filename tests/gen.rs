@@ -437,7 +437,7 @@ fn both_ids_puts_a_device_id_beside_a_share_of_user_ids() {
     );
     // Device ids join their customers: no customer more than without them.
     let plain_customers: HashSet<String> = lines(&plain_bytes)
-        .map(|l| Message::from_json_line(l).unwrap().customer)
+        .map(|l| Message::from_json_line(l).unwrap().customer.to_string())
         .collect();
     assert_eq!(db.totals().customers, plain_customers.len() as u64);
     assert!(db.verify().unwrap().is_ok());

@@ -195,7 +195,7 @@ fn bad_requests_are_clear_errors() {
                 "purchased",
                 vec![
                     ("amount".into(), Value::Float(10.0 + c as f64)),
-                    ("sku".into(), Value::Str(format!("s{k}"))),
+                    ("sku".into(), Value::Str(format!("s{k}").into())),
                 ],
                 Some(day + (k as i64) * 3 * DAY_MS),
             ));

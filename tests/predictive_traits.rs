@@ -229,9 +229,9 @@ fn shop(n: usize, end: i64) -> Vec<Message> {
             };
             let ts = first + day * DAY_MS + (next() % 1000) as i64 * 1000;
             let amount = 5.0 + (next() % 200) as f64;
-            let mut props = vec![("amount".to_owned(), Value::Float(amount))];
+            let mut props = vec![("amount".into(), Value::Float(amount))];
             if next() % 3 == 0 {
-                props.push(("channel".to_owned(), Value::Str("web".into())));
+                props.push(("channel".into(), Value::Str("web".into())));
             }
             out.push(Message::track(
                 format!("c{c}"),
@@ -498,7 +498,7 @@ fn rfm_equals_the_plain_evaluator() {
     })
     .unwrap();
     let messages = rfm_shop(now);
-    let ids: BTreeSet<String> = messages.iter().map(|m| m.customer.clone()).collect();
+    let ids: BTreeSet<String> = messages.iter().map(|m| m.customer.to_string()).collect();
     db.ingest(messages).unwrap();
     let defs = [
         ("rfm30", "purchased rfm(amount) in last 30 days"),
@@ -537,7 +537,10 @@ fn rfm_equals_the_plain_evaluator() {
             let mut by_value: HashMap<String, BTreeSet<String>> = HashMap::new();
             for (id, v) in &want {
                 let Value::Str(s) = v else { unreachable!() };
-                by_value.entry(s.clone()).or_default().insert(id.clone());
+                by_value
+                    .entry(s.to_string())
+                    .or_default()
+                    .insert(id.clone());
             }
             for (v, who) in &by_value {
                 assert_eq!(

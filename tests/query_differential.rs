@@ -103,20 +103,21 @@ impl Fixture {
     }
 
     fn ingest(&mut self, messages: Vec<Message>) {
-        self.ids.extend(messages.iter().map(|m| m.customer.clone()));
+        self.ids
+            .extend(messages.iter().map(|m| m.customer.to_string()));
         self.db.ingest(messages).unwrap();
     }
 
     fn identify(&mut self, id: &str, traits: Vec<(&str, Value)>) {
         let traits = traits
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), Some(v)))
+            .map(|(k, v)| (k.into(), Some(v)))
             .collect();
         self.ingest(vec![Message::identify(id, traits)]);
     }
 
     fn track(&mut self, id: &str, event: &str, ts: i64, props: Vec<(&str, Value)>) {
-        let props = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let props = props.into_iter().map(|(k, v)| (k.into(), v)).collect();
         self.ingest(vec![Message::track(id, event, props, Some(ts))]);
     }
 
@@ -1910,7 +1911,7 @@ fn every_rules_md_example_over_a_generated_shop() {
     assert!(errors.0.is_empty(), "{:?}", errors.0.first());
     for line in std::str::from_utf8(&bytes).unwrap().lines() {
         f.ids
-            .insert(Message::from_json_line(line).unwrap().customer.clone());
+            .insert(Message::from_json_line(line).unwrap().customer.to_string());
     }
     let customers = f.customers();
     assert_eq!(customers.len(), 300);
@@ -3264,7 +3265,7 @@ mod random {
                     .update
                     .as_ref()?
                     .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .map(|(k, v)| (k.to_string().into(), v.clone()))
                     .collect();
                 Some(Message::identify(format!("c{i}"), traits))
             })
@@ -3284,7 +3285,7 @@ mod random {
                     id.clone(),
                     traits
                         .iter()
-                        .map(|(k, v)| (k.to_string(), Some(v.clone())))
+                        .map(|(k, v)| (k.to_string().into(), Some(v.clone())))
                         .collect(),
                 ));
             }
@@ -3294,7 +3295,7 @@ mod random {
                     e.name,
                     e.props
                         .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .map(|(k, v)| (k.to_string().into(), v.clone()))
                         .collect(),
                     Some(e.ts),
                 ));
@@ -3378,7 +3379,7 @@ mod random {
                         Message::track(
                             format!("c{i}"),
                             e.name,
-                            e.props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                            e.props.iter().map(|(k, v)| ((*k).into(), v.clone())).collect(),
                             Some(e.ts),
                         )
                     })
@@ -3656,10 +3657,10 @@ mod random_sequences {
                 for e in events {
                     let mut props = Vec::new();
                     if let Some(p) = &e.product {
-                        props.push(("product".to_owned(), p.clone()));
+                        props.push(("product".into(), p.clone()));
                     }
                     if let Some(a) = e.amount {
-                        props.push(("amount".to_owned(), Value::Int(a)));
+                        props.push(("amount".into(), Value::Int(a)));
                     }
                     messages.push(Message::track(format!("c{i}"), e.name, props, Some(e.ts)));
                 }

@@ -24,10 +24,7 @@ fn open(path: &std::path::Path) -> Db {
 }
 
 fn track(db: &Db, id: &str, event: &str, ts: i64, amount: Option<Value>) {
-    let props = amount
-        .map(|v| ("amount".to_owned(), v))
-        .into_iter()
-        .collect();
+    let props = amount.map(|v| ("amount".into(), v)).into_iter().collect();
     db.ingest(vec![Message::track(id, event, props, Some(ts))])
         .unwrap();
 }
@@ -594,7 +591,7 @@ mod numeric_where {
                 .iter()
                 .zip(&times)
                 .map(|((c, amount, _), ts)| {
-                    let props = amount.clone().map(|v| ("amount".to_owned(), v)).into_iter().collect();
+                    let props = amount.clone().map(|v| ("amount".into(), v)).into_iter().collect();
                     Message::track(format!("c{c}"), "purchased", props, Some(*ts))
                 })
                 .collect();

@@ -90,7 +90,7 @@ fn purchase(id: &str, ts: i64, amount: f64) -> Message {
     Message::track(
         id,
         "purchased",
-        vec![("amount".to_owned(), Value::Float(amount))],
+        vec![("amount".to_owned().into(), Value::Float(amount))],
         Some(ts),
     )
 }
@@ -118,7 +118,8 @@ impl Shop {
     }
 
     fn ingest(&mut self, messages: Vec<Message>) {
-        self.ids.extend(messages.iter().map(|m| m.customer.clone()));
+        self.ids
+            .extend(messages.iter().map(|m| m.customer.to_string()));
         self.db.ingest(messages).unwrap();
     }
 
@@ -306,12 +307,12 @@ fn totals_are_kept_and_follow_writes_deletes_and_merges() {
         Message::track(
             "anon-1",
             "purchased",
-            vec![("amount".to_owned(), Value::Float(48.0))],
+            vec![("amount".to_owned().into(), Value::Float(48.0))],
             Some(today() - 3 * DAY_MS + HOUR),
         ),
         Message::identify(
             "c11",
-            vec![("tier".to_owned(), Some(Value::Str("gold".into())))],
+            vec![("tier".to_owned().into(), Some(Value::Str("gold".into())))],
         ),
     ]);
     s.check_all(&[now()]);
@@ -407,7 +408,7 @@ proptest! {
                 .into_iter()
                 .map(|(c, d, ms, amount)| {
                     let props = amount
-                        .map(|x| ("amount".to_owned(), Value::Float(x)))
+                        .map(|x| ("amount".into(), Value::Float(x)))
                         .into_iter()
                         .collect();
                     Message::track(format!("p{c}"), "purchased", props, Some(today() - d * DAY_MS + ms))

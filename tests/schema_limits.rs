@@ -24,11 +24,8 @@ fn small() -> SchemaLimits {
     }
 }
 
-fn props(names: &[&str]) -> Vec<(String, Value)> {
-    names
-        .iter()
-        .map(|n| (n.to_string(), Value::Int(1)))
-        .collect()
+fn props(names: &[&str]) -> Vec<(audiencedb::CompactString, Value)> {
+    names.iter().map(|n| ((*n).into(), Value::Int(1))).collect()
 }
 
 fn limit_of(e: &Error) -> Option<SchemaLimit> {

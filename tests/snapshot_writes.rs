@@ -23,7 +23,7 @@ fn s(v: &str) -> Value {
     Value::Str(v.into())
 }
 
-fn profile(c: usize, round: usize) -> Vec<(String, Option<Value>)> {
+fn profile(c: usize, round: usize) -> Vec<(audiencedb::CompactString, Option<Value>)> {
     vec![
         (
             "tier".into(),

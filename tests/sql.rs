@@ -32,7 +32,7 @@ fn identify(f: &mut Fixture, id: &str, traits: Vec<(&str, Value)>) {
         id,
         traits
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), Some(v)))
+            .map(|(k, v)| (k.into(), Some(v)))
             .collect(),
     )]);
 }

@@ -127,7 +127,7 @@ fn message_ids_of_many_folds_still_skip_resends() {
     };
     let msg = |cust: &str, round: i64, i: i64| {
         let mut m = track(cust, "viewed", "X", 1_000 * round + i);
-        m.message_id = Some(format!("m-{round}-{i}"));
+        m.message_id = Some(format!("m-{round}-{i}").into());
         m
     };
     let db = open();
@@ -149,7 +149,7 @@ fn message_ids_of_many_folds_still_skip_resends() {
     // 20 events, which gives it its blocks at once and the union of its ids in one record.
     for round in 0..3 {
         let mut m = Message::identify("e", vec![("tier".into(), Some(s("Gold")))]);
-        m.message_id = Some(format!("id-{round}"));
+        m.message_id = Some(format!("id-{round}").into());
         assert_eq!(db.ingest(vec![m]).unwrap().stored, 1);
     }
     assert_eq!(records(&db), 2 + 3);
@@ -164,7 +164,7 @@ fn message_ids_of_many_folds_still_skip_resends() {
     again.extend(burst);
     for round in 0..3 {
         let mut m = Message::identify("e", vec![("tier".into(), Some(s("Gold")))]);
-        m.message_id = Some(format!("id-{round}"));
+        m.message_id = Some(format!("id-{round}").into());
         again.push(m);
     }
     let r = db.ingest(again).unwrap();
@@ -270,7 +270,7 @@ fn message_ids_make_resending_idempotent() {
     let batch: Vec<Message> = (0..10)
         .map(|i| {
             let mut m = track("c", "viewed", "X", 1_000 + i);
-            m.message_id = Some(format!("m-{}", i % 5));
+            m.message_id = Some(format!("m-{}", i % 5).into());
             m
         })
         .collect();
@@ -291,7 +291,7 @@ fn a_format_1_folder_keeps_its_message_ids_and_is_marked_current() {
     let path = dir.path().join("db");
     let with_id = |i: i64| {
         let mut m = track("c", "viewed", "X", 1_000 + i);
-        m.message_id = Some(format!("m-{i}"));
+        m.message_id = Some(format!("m-{i}").into());
         m
     };
     {
@@ -390,7 +390,7 @@ fn delete_leaves_nothing_behind() {
         .collect();
     batch.push(track("kept", "viewed", "X", 0));
     for m in batch.iter_mut().enumerate() {
-        m.1.message_id = Some(format!("m{}", m.0));
+        m.1.message_id = Some(format!("m{}", m.0).into());
     }
     db.ingest(batch).unwrap();
     let internal = db.internal_id("gone").unwrap().unwrap();

@@ -165,7 +165,7 @@ fn check(db: &Db, model: &Shop) -> Result<(), TestCaseError> {
                     .into_iter()
                     .map(|e| {
                         let p = match e.properties.iter().find(|(k, _)| k == "product") {
-                            Some((_, Value::Str(v))) => v.clone(),
+                            Some((_, Value::Str(v))) => v.to_string(),
                             other => panic!("unexpected properties {other:?}"),
                         };
                         (e.timestamp, e.name, p)
@@ -196,13 +196,13 @@ proptest! {
                 Op::Identify { cust, tier, age, msg } => {
                     let mut traits = Vec::new();
                     if let Some(t) = tier {
-                        traits.push(("tier".to_string(), t.map(|t| Value::Str(t.into()))));
+                        traits.push(("tier".into(), t.map(|t| Value::Str(t.into()))));
                     }
                     if let Some(a) = age {
-                        traits.push(("age".to_string(), Some(Value::Int(a))));
+                        traits.push(("age".into(), Some(Value::Int(a))));
                     }
                     let mut m = Message::identify(name(cust), traits.clone());
-                    m.message_id = msg.map(|i| format!("m{i}"));
+                    m.message_id = msg.map(|i| format!("m{i}").into());
                     d.ingest(vec![m]).unwrap();
                     let entry = model.entry(cust);
                     if let Some(id) = msg.map(|i| format!("m{i}")) {
@@ -212,8 +212,8 @@ proptest! {
                     let profile = entry.traits.get_or_insert_with(BTreeMap::new);
                     for (k, v) in traits {
                         match v {
-                            Some(v) => { profile.insert(k, v); }
-                            None => { profile.remove(&k); }
+                            Some(v) => { profile.insert(k.to_string(), v); }
+                            None => { profile.remove(k.as_str()); }
                         }
                     }
                 }
@@ -224,14 +224,14 @@ proptest! {
                                 name(cust),
                                 event,
                                 vec![
-                                    ("product".into(), Value::Str(format!("p{product}"))),
+                                    ("product".into(), Value::Str(format!("p{product}").into())),
                                     // Sums whose rounding depends on the order of addition.
                                     ("amount".into(), Value::Float(f64::from(product) * 0.1 + f64::from(i) * 0.7)),
                                     ("qty".into(), Value::Int(i64::from(i % 7) - 2)),
                                 ],
                                 Some(ts + i64::from(i % 50) * 1_000),
                             );
-                            m.message_id = msg.map(|j| format!("t{j}-{i}"));
+                            m.message_id = msg.map(|j| format!("t{j}-{i}").into());
                             m
                         })
                         .collect();
@@ -239,8 +239,8 @@ proptest! {
                     let entry = model.entry(cust);
                     for m in batch {
                         if let Some(id) = &m.message_id {
-                            if entry.seen.contains(id) { continue; }
-                            entry.seen.push(id.clone());
+                            if entry.seen.iter().any(|s| s == id) { continue; }
+                            entry.seen.push(id.to_string());
                         }
                         entry.events.push((m.timestamp.unwrap(), event.to_string(), format!("p{product}")));
                     }

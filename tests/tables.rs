@@ -26,7 +26,7 @@ fn rows(dir: &Path, table: &str) -> Vec<Json> {
 /// A value back from its typed columns (and its elements, for a list).
 fn value(row: &Json, items: &[&Json]) -> Value {
     match row["kind"].as_str().unwrap() {
-        "text" => Value::Str(row["text"].as_str().unwrap().to_owned()),
+        "text" => Value::Str(row["text"].as_str().unwrap().into()),
         "int" => Value::Int(row["int"].as_i64().unwrap()),
         "float" => Value::Float(row["float"].as_f64().unwrap_or(f64::NAN)),
         "bool" => Value::Bool(row["bool"].as_bool().unwrap()),

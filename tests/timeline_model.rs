@@ -224,7 +224,7 @@ fn messages_of(
                 vec![("tag".into(), Value::Int(*tag))],
                 Some(ts),
             );
-            m.message_id = Some(id.clone());
+            m.message_id = Some(id.as_str().into());
             messages.push(m);
             if seen.entry(part.cust).or_default().insert(id) {
                 new.push((part.cust, ts, *tag));
@@ -347,7 +347,7 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
                     vec![("tag".into(), Value::Int(w))],
                     Some(BASE + w * 60_000 + c),
                 );
-                m.message_id = Some(format!("k{c}-{w}"));
+                m.message_id = Some(format!("k{c}-{w}").into());
                 m
             })
             .collect()
@@ -405,7 +405,7 @@ fn time_ordered_writes_append_one_log_record_each_and_fold() {
     let again: Vec<Message> = (27..32i64)
         .map(|w| {
             let mut m = Message::track("k3", "viewed", vec![], Some(BASE + w * 60_000 + 3));
-            m.message_id = Some(format!("k3-{w}"));
+            m.message_id = Some(format!("k3-{w}").into());
             m
         })
         .collect();
@@ -437,11 +437,14 @@ fn history(customer: &str, from: i64, n: i64) -> Vec<Message> {
                 "viewed",
                 vec![
                     ("tag".into(), Value::Int(i)),
-                    ("sku".into(), Value::Str(format!("sku-{}", i * 7919 % 1000))),
+                    (
+                        "sku".into(),
+                        Value::Str(format!("sku-{}", i * 7919 % 1000).into()),
+                    ),
                 ],
                 Some(BASE + i * 60_000),
             );
-            m.message_id = Some(format!("{customer}-{i}"));
+            m.message_id = Some(format!("{customer}-{i}").into());
             m
         })
         .collect()

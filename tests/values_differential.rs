@@ -49,7 +49,7 @@ enum Key {
 impl Key {
     fn of(v: &Value) -> Option<Key> {
         match v {
-            Value::Str(s) => Some(Key::Str(s.clone())),
+            Value::Str(s) => Some(Key::Str(s.to_string())),
             Value::Int(i) => Some(Key::Int(*i)),
             Value::Bool(b) => Some(Key::Bool(*b)),
             _ => None,
@@ -344,7 +344,7 @@ fn a_generated_shop() {
     let ids: BTreeSet<String> = std::str::from_utf8(&bytes)
         .unwrap()
         .lines()
-        .map(|l| Message::from_json_line(l).unwrap().customer.clone())
+        .map(|l| Message::from_json_line(l).unwrap().customer.to_string())
         .collect();
     let customers = known(&db, &ids);
     let rules = [

@@ -31,6 +31,7 @@ mod write;
 
 use std::path::{Path, PathBuf};
 
+use compact_str::CompactString;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
@@ -337,7 +338,11 @@ impl Db {
     }
 
     /// Merges traits into a customer's profile (`None` removes a trait).
-    pub fn identify(&self, customer: &str, traits: Vec<(String, Option<Value>)>) -> Result<()> {
+    pub fn identify(
+        &self,
+        customer: &str,
+        traits: Vec<(CompactString, Option<Value>)>,
+    ) -> Result<()> {
         self.ingest(vec![Message::identify(customer, traits)])
             .map(|_| ())
     }
@@ -347,7 +352,7 @@ impl Db {
         &self,
         customer: &str,
         event: &str,
-        properties: Vec<(String, Value)>,
+        properties: Vec<(CompactString, Value)>,
         timestamp: Option<Timestamp>,
     ) -> Result<()> {
         self.ingest(vec![Message::track(customer, event, properties, timestamp)])

@@ -1006,7 +1006,7 @@ mod group_commit_tests {
 
     fn tracked(cust: &str, id: Option<&str>, ts: Timestamp) -> Message {
         let mut m = Message::track(cust, "viewed", vec![], Some(ts));
-        m.message_id = id.map(str::to_owned);
+        m.message_id = id.map(Into::into);
         m
     }
 

@@ -705,7 +705,7 @@ mod tests {
                 let ts =
                     20_000 * DAY_MS + i64::from(cust % 5 + k / 4) * DAY_MS + i64::from(k) * 61_000;
                 let mut props = vec![
-                    (0, Value::Str(format!("p-{}", (cust + k) % 40))),
+                    (0, Value::Str(format!("p-{}", (cust + k) % 40).into())),
                     (1, Value::Int(i64::from(k))),
                     (2, Value::Float(f64::from(cust) * 0.1 + 0.01)),
                 ];

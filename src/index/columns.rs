@@ -57,7 +57,7 @@ enum Key {
 impl Key {
     fn of(v: &Value) -> Option<Key> {
         Some(match v {
-            Value::Str(s) => Key::Str(s.clone()),
+            Value::Str(s) => Key::Str(s.to_string()),
             Value::Int(i) => Key::Int(*i),
             // The same bits are the same value; NaNs and signed zeros may be kept twice.
             Value::Float(f) => Key::Float(f.to_bits()),
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn events_are_ordered_by_customer_and_time_with_distinct_values_once() {
-        let s = |t: &str| Value::Str(t.to_owned());
+        let s = |t: &str| Value::Str(t.to_owned().into());
         let events = vec![
             (7, 30, vec![(1, s("shoes")), (2, Value::Int(60))]),
             (3, 50, vec![(1, s("toys"))]),
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn stored_columns_round_trip_and_name_their_events() {
-        let s = |t: &str| Value::Str(t.to_owned());
+        let s = |t: &str| Value::Str(t.to_owned().into());
         let day = 20_000;
         let t0 = day_start(day);
         let events = vec![

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use compact_str::{format_compact, CompactString};
+
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -24,15 +26,15 @@ pub const MAX_NESTING: usize = 8;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     /// The customer: `userId`, or `anonymousId` when there is no `userId`.
-    pub customer: String,
+    pub customer: CompactString,
     /// An `anonymousId` sent beside a different `userId`: that id's customer is merged into
     /// `customer` before the message is stored (as an `alias` would).
-    pub merge_from: Option<String>,
+    pub merge_from: Option<CompactString>,
     /// Whether `customer` is an anonymous id (the message has no `userId`): a customer it
     /// creates is anonymous until it is merged with one that has a `userId`.
     pub anonymous: bool,
     /// The sender's message id: a message whose id is already stored is skipped.
-    pub message_id: Option<String>,
+    pub message_id: Option<CompactString>,
     /// When it happened; `None` is stamped with the time of arrival.
     pub timestamp: Option<Timestamp>,
     pub body: Body,
@@ -43,21 +45,24 @@ pub struct Message {
 pub enum Body {
     /// Merge these traits into the profile; `None` removes the trait.
     Identify {
-        traits: Vec<(String, Option<Value>)>,
+        traits: Vec<(CompactString, Option<Value>)>,
     },
     /// One event with its properties.
     Track {
-        event: String,
-        properties: Vec<(String, Value)>,
+        event: CompactString,
+        properties: Vec<(CompactString, Value)>,
     },
     /// `previous` and `customer` are one person: `previous`'s customer is merged into
     /// `customer`'s (`alias`, with `previousId` and `userId`).
-    Alias { previous: String },
+    Alias { previous: CompactString },
 }
 
 impl Message {
     /// An `identify` message.
-    pub fn identify(customer: impl Into<String>, traits: Vec<(String, Option<Value>)>) -> Self {
+    pub fn identify(
+        customer: impl Into<CompactString>,
+        traits: Vec<(CompactString, Option<Value>)>,
+    ) -> Self {
         Message {
             customer: customer.into(),
             merge_from: None,
@@ -69,7 +74,7 @@ impl Message {
     }
 
     /// An `alias` message: `previous` and `user` are one customer, known as `user`.
-    pub fn alias(previous: impl Into<String>, user: impl Into<String>) -> Self {
+    pub fn alias(previous: impl Into<CompactString>, user: impl Into<CompactString>) -> Self {
         Message {
             customer: user.into(),
             merge_from: None,
@@ -84,9 +89,9 @@ impl Message {
 
     /// A `track` message.
     pub fn track(
-        customer: impl Into<String>,
-        event: impl Into<String>,
-        properties: Vec<(String, Value)>,
+        customer: impl Into<CompactString>,
+        event: impl Into<CompactString>,
+        properties: Vec<(CompactString, Value)>,
         timestamp: Option<Timestamp>,
     ) -> Self {
         Message {
@@ -121,9 +126,7 @@ impl Message {
         let anonymous_id = id_field("anonymousId", env.anonymous_id)?;
         let message_id = match env.message_id {
             None => None,
-            Some(raw) => {
-                Some(checked_name("messageId", &string_field("messageId", raw)?)?.to_owned())
-            }
+            Some(raw) => Some(checked_name("messageId", &string_field("messageId", raw)?)?.into()),
         };
         let timestamp = env.timestamp.map(parse_timestamp).transpose()?;
         let body = match &*kind {
@@ -142,7 +145,7 @@ impl Message {
                 if event.is_empty() {
                     return Err("\"event\" is empty".into());
                 }
-                let event = checked_name("event", &event)?.to_owned();
+                let event = CompactString::from(checked_name("event", &event)?);
                 let mut properties = Vec::new();
                 if let Some(raw) = env.properties {
                     // A null property is an absent property.
@@ -242,7 +245,7 @@ fn json_str(text: &str) -> Result<Cow<'_, str>, serde_json::Error> {
 /// Parses a JSON object of traits or properties given on its own (the socket server's `TRACK` and
 /// `IDENTIFY`) exactly as the same object inside a message is parsed: nested objects become dotted
 /// names, `null` is `None`, the same limits apply. `what` names the object in errors.
-pub fn parse_fields(json: &str, what: &str) -> Result<Vec<(String, Option<Value>)>, String> {
+pub fn parse_fields(json: &str, what: &str) -> Result<Vec<(CompactString, Option<Value>)>, String> {
     let raw: &RawValue = serde_json::from_str(json).map_err(|e| format!("not valid JSON: {e}"))?;
     let mut out = Vec::new();
     fields(raw, what, &mut |k, v| out.push((k, v)))?;
@@ -254,14 +257,14 @@ pub fn parse_fields(json: &str, what: &str) -> Result<Vec<(String, Option<Value>
 fn fields(
     raw: &RawValue,
     what: &str,
-    f: &mut dyn FnMut(String, Option<Value>),
+    f: &mut dyn FnMut(CompactString, Option<Value>),
 ) -> Result<(), String> {
     if !raw.get().starts_with('{') {
         return Err(format!("\"{what}\" must be an object"));
     }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     FieldsSeed {
-        prefix: String::new(),
+        prefix: CompactString::default(),
         depth: 0,
         out: f,
     }
@@ -278,9 +281,9 @@ fn fields(
 
 /// Visits one JSON object of fields, flattening nested objects.
 struct FieldsSeed<'f> {
-    prefix: String,
+    prefix: CompactString,
     depth: usize,
-    out: &'f mut dyn FnMut(String, Option<Value>),
+    out: &'f mut dyn FnMut(CompactString, Option<Value>),
 }
 
 impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
@@ -304,14 +307,15 @@ impl<'de> Visitor<'de> for FieldsSeed<'_> {
                 "objects nested deeper than {MAX_NESTING} levels"
             )));
         }
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        // Names are read into inline strings (up to 24 bytes need no allocation).
+        while let Some(key) = map.next_key::<CompactString>()? {
             if key.is_empty() {
                 return Err(de::Error::custom("an empty field name"));
             }
             let name = if self.prefix.is_empty() {
-                key.into_owned()
+                key
             } else {
-                format!("{}.{key}", self.prefix)
+                format_compact!("{}.{key}", self.prefix)
             };
             checked_name("a field name", &name).map_err(de::Error::custom)?;
             let parsed = map.next_value_seed(FieldValueSeed {
@@ -420,7 +424,7 @@ pub fn check_customer_id(id: &str) -> Result<(), String> {
 }
 
 /// A customer id field (`userId`, `anonymousId`, `previousId`): `None` when absent or empty.
-fn id_field(field: &str, raw: Option<&RawValue>) -> Result<Option<String>, String> {
+fn id_field(field: &str, raw: Option<&RawValue>) -> Result<Option<CompactString>, String> {
     let Some(raw) = raw else { return Ok(None) };
     let text = raw.get();
     let id = if text.starts_with('"') {
@@ -428,14 +432,14 @@ fn id_field(field: &str, raw: Option<&RawValue>) -> Result<Option<String>, Strin
         if s.is_empty() {
             return Ok(None);
         }
-        s.into_owned()
+        CompactString::from(s)
     } else {
         // Many exports write numeric ids: they are the same customer as their text as written
         // (`42` is "42"), whatever their size (a 30-digit id is no integer of ours).
         if serde_json::from_str::<serde_json::Number>(text).is_err() {
             return Err(format!("\"{field}\" must be a string or a number"));
         }
-        text.to_owned()
+        CompactString::from(text)
     };
     check_customer_id(&id).map_err(|e| format!("\"{field}\": {e}"))?;
     Ok(Some(id))
@@ -499,11 +503,7 @@ mod tests {
                 panic!()
             };
             let expected: f64 = text.parse().unwrap();
-            assert_eq!(
-                properties,
-                [("x".to_owned(), Value::Float(expected))],
-                "{text}"
-            );
+            assert_eq!(properties, [("x".into(), Value::Float(expected))], "{text}");
         }
     }
 

@@ -2,12 +2,15 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
+
 use super::time::{self, Timestamp};
 
 /// One trait or event-property value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Str(String),
+    /// Text; up to 24 bytes are held inline, without an allocation.
+    Str(CompactString),
     Int(i64),
     Float(f64),
     Bool(bool),
@@ -109,7 +112,7 @@ impl Value {
     /// The JSON form used by export: date-times as RFC 3339 strings.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
             Value::Int(i) => serde_json::Value::from(*i),
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map(serde_json::Value::Number)
@@ -128,7 +131,7 @@ impl Value {
 pub fn string_value(s: &str) -> Value {
     match time::parse_rfc3339(s) {
         Some(t) => Value::Time(t),
-        None => Value::Str(s.to_owned()),
+        None => Value::Str(s.into()),
     }
 }
 

@@ -439,7 +439,7 @@ impl DistinctValue<'_> {
         match self {
             DistinctValue::Whole(i) => Value::Int(i),
             DistinctValue::Fraction(bits) => Value::Float(f64::from_bits(bits)),
-            DistinctValue::Text(s) => Value::Str(s.to_owned()),
+            DistinctValue::Text(s) => Value::Str(s.into()),
             DistinctValue::Bool(b) => Value::Bool(b),
             DistinctValue::Time(t) => Value::Time(t),
         }
@@ -818,7 +818,7 @@ mod tests {
                     let amount = match kind {
                         0 => Some(Value::Int(x)),
                         1 => Some(Value::Float(x as f64 / 3.0)),
-                        2 => Some(Value::Str(x.to_string())),
+                        2 => Some(Value::Str(x.to_string().into())),
                         _ => None,
                     };
                     StoredEvent {

@@ -438,7 +438,7 @@ fn rfm_table(
                 frequency.score(r.count as f64),
                 monetary.score(r.sum)
             );
-            (*cust, Value::Str(digits))
+            (*cust, Value::Str(digits.into()))
         })
         .collect();
     Ok(Table::new(values, false))

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use rayon::prelude::*;
 use roaring::{MultiOps, RoaringBitmap};
 
@@ -146,7 +148,7 @@ fn stored_trait_column(store: &Store, t: u32, set: &RoaringBitmap) -> Result<Tex
         Some(last) => last.1 = None,
         None => bounds.push((0, None)),
     }
-    let parts: Vec<Vec<(u32, String)>> = bounds
+    let parts: Vec<Vec<(u32, CompactString)>> = bounds
         .par_iter()
         .map(|&(from, to)| {
             let mut found = Vec::new();
@@ -161,7 +163,7 @@ fn stored_trait_column(store: &Store, t: u32, set: &RoaringBitmap) -> Result<Tex
             Ok(found)
         })
         .collect::<Result<_>>()?;
-    let found: Vec<(u32, String)> = parts.into_iter().flatten().collect();
+    let found: Vec<(u32, CompactString)> = parts.into_iter().flatten().collect();
     let column = TextColumn::new(found.iter().map(|(c, s)| (*c, 0, s.as_str())).collect());
     if store.generation()? == generation {
         store_trait_column(&kept, &key, &column, t, generation);

@@ -146,7 +146,7 @@ pub trait Backend {
 /// A value as text, as the socket sends it: strings as they are.
 fn value_text(v: &crate::model::Value) -> String {
     match v {
-        crate::model::Value::Str(s) => s.clone(),
+        crate::model::Value::Str(s) => s.to_string(),
         other => other.to_string(),
     }
 }
@@ -860,7 +860,7 @@ fn top_from_json(v: &serde_json::Value) -> Option<(u64, Vec<TopRow>, Vec<String>
         .map(|r| {
             Some(TopRow {
                 value: match r.get("value")? {
-                    serde_json::Value::String(s) => crate::model::Value::Str(s.clone()),
+                    serde_json::Value::String(s) => crate::model::Value::Str(s.as_str().into()),
                     serde_json::Value::Bool(b) => crate::model::Value::Bool(*b),
                     serde_json::Value::Number(n) => crate::model::Value::Int(n.as_i64()?),
                     _ => return None,

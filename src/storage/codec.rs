@@ -189,7 +189,7 @@ pub fn get_value(r: &mut Reader<'_>) -> Result<Value> {
 
 fn get_value_at_depth(r: &mut Reader<'_>, depth: u8) -> Result<Value> {
     Ok(match r.byte()? {
-        TAG_STR => Value::Str(r.str()?.to_owned()),
+        TAG_STR => Value::Str(r.str()?.into()),
         TAG_INT => Value::Int(r.signed()?),
         TAG_FLOAT => {
             let b = r.take(8)?;
@@ -602,7 +602,7 @@ mod tests {
 
     fn arb_scalar() -> impl Strategy<Value = Value> {
         prop_oneof![
-            ".{0,12}".prop_map(Value::Str),
+            ".{0,12}".prop_map(|s| Value::Str(s.into())),
             any::<i64>().prop_map(Value::Int),
             any::<f64>()
                 .prop_filter("finite", |f| f.is_finite())
@@ -653,7 +653,7 @@ mod tests {
             props: vec![
                 (
                     0,
-                    Value::Str(format!("SKU-{:04}", (customer * 31 + i * 7) % 200)),
+                    Value::Str(format!("SKU-{:04}", (customer * 31 + i * 7) % 200).into()),
                 ),
                 (1, Value::Float(((customer + i) % 90) as f64 + 0.99)),
                 (

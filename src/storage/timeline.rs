@@ -1479,7 +1479,7 @@ mod tests {
             .map(|i| StoredEvent {
                 ts: from + i * 10,
                 event: i as u32,
-                props: vec![(1, Value::Str(format!("v{i}")))],
+                props: vec![(1, Value::Str(format!("v{i}").into()))],
             })
             .collect()
     }
@@ -1692,7 +1692,7 @@ mod tests {
             .map(|(i, &ts)| {
                 let k = i as u32 + salt;
                 let mut props = vec![
-                    (0, Value::Str(format!("p-{:04}", k % 97))),
+                    (0, Value::Str(format!("p-{:04}", k % 97).into())),
                     (1, Value::Int(i64::from(k % 13) - 6)),
                     (2, Value::Float(f64::from(k % 1000) / 100.0 + 0.05)),
                     (3, Value::Float(f64::from(k) * std::f64::consts::PI)),

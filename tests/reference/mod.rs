@@ -750,7 +750,7 @@ pub fn rfm_values(expr: &Computed, customers: &[Customer], now: i64) -> Vec<(Str
     rows.iter()
         .map(|(id, r)| {
             let text = format!("{}{}{}", score(0, r[0]), score(1, r[1]), score(2, r[2]));
-            (id.clone(), Value::Str(text))
+            (id.clone(), Value::Str(text.into()))
         })
         .collect()
 }

@@ -576,7 +576,7 @@ pub(crate) fn for_each_value<'a>(
 /// An index key as the library's value type.
 pub(crate) fn to_value(k: &IndexValue) -> Value {
     match k {
-        IndexValue::Str(s) => Value::Str(s.to_string()),
+        IndexValue::Str(s) => Value::Str(s[..].into()),
         IndexValue::Int(i) => Value::Int(*i),
         IndexValue::Bool(b) => Value::Bool(*b),
     }

@@ -33,7 +33,7 @@ impl RecentValue {
 /// A scalar value read in place, owned; `None` for lists (`recent` lists scalars only).
 fn scalar(v: ValueView<'_>) -> Option<Value> {
     Some(match v {
-        ValueView::Str(s) => Value::Str(s.to_owned()),
+        ValueView::Str(s) => Value::Str(s.into()),
         ValueView::Int(i) => Value::Int(i),
         ValueView::Float(f) => Value::Float(f),
         ValueView::Bool(b) => Value::Bool(b),

@@ -274,7 +274,7 @@ pub fn table(audience: u64, rows: &[TopRow]) -> String {
     let values: Vec<String> = rows
         .iter()
         .map(|r| match &r.value {
-            Value::Str(s) => s.clone(),
+            Value::Str(s) => s.to_string(),
             other => other.to_string(),
         })
         .collect();
