@@ -5,7 +5,10 @@
 //! the clock's time, every entry and exit is reported once, stamped with that step's time, and
 //! `verify` agrees at the end. Windows of days and hours, presence, its negation, `since`,
 //! counts, traits, two events; events before and after the clock; both re-evaluation paths
-//! (`Config::audience_bulk_from` 0 and the default).
+//! (`Config::audience_bulk_from` 0 and the default). Then 40 audiences over the same events with
+//! windows of hours and days (presence, counts, sums, averages), most of them due at the same
+//! steps, with the due customers' days listed once for all of them and without
+//! (`Config::audience_due_days_from`).
 //!
 //! `PROPTEST_CASES=500 cargo test --test audiences_ticks` runs more streams.
 
@@ -122,18 +125,55 @@ fn members(db: &Db, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// A view's amount (the property the sums add up), from its time.
+fn amount(ts: i64) -> i64 {
+    1 + ts.rem_euclid(97)
+}
+
 fn run(custs: &[Customer], steps: &[Step], bulk_from: u64) {
+    let rules: Vec<(String, String)> = RULES
+        .iter()
+        .map(|(n, r)| (n.to_string(), r.to_string()))
+        .collect();
+    // The low bulk threshold goes with listing the due customers' days for any number of
+    // audiences, the default with never.
+    let due_days_from = if bulk_from == 0 { 0 } else { usize::MAX };
+    let edges = [0, 5 * HOUR, DAY, 2 * DAY, 3 * DAY];
+    run_rules(
+        custs,
+        steps,
+        (bulk_from, due_days_from),
+        &rules,
+        &edges,
+        &|k, c, t| holds(RULES[k].0, c, t),
+    );
+}
+
+/// Saves `rules` (name, rule), whose plain evaluation is `holds(rule's place, customer, t)`,
+/// over `custs`, then steps the clock by `steps`, checking members, counts and the feed at
+/// every step; `(bulk_from, due_days_from)` set the two re-evaluation choices; the steps to an
+/// edge go to an event's time plus one of `edges_after`.
+fn run_rules(
+    custs: &[Customer],
+    steps: &[Step],
+    (bulk_from, due_days_from): (u64, usize),
+    rules: &[(String, String)],
+    edges_after: &[i64],
+    holds: &dyn Fn(usize, &Customer, i64) -> bool,
+) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::manual(t0());
     let mut config = Config::new(dir.path().join("db"));
     config.clock = clock.clone();
     config.audience_bulk_from = bulk_from;
+    config.audience_due_days_from = due_days_from;
     let db = Db::open_with(config).unwrap();
     let id = |i: usize| format!("c{i}");
     let mut msgs = Vec::new();
     for (i, c) in custs.iter().enumerate() {
         for &ts in &c.views {
-            msgs.push(Message::track(id(i), "viewed", vec![], Some(ts)));
+            let props = vec![("amount".into(), Value::Int(amount(ts)))];
+            msgs.push(Message::track(id(i), "viewed", props, Some(ts)));
         }
         for &ts in &c.carts {
             msgs.push(Message::track(id(i), "added_to_cart", vec![], Some(ts)));
@@ -147,31 +187,30 @@ fn run(custs: &[Customer], steps: &[Step], bulk_from: u64) {
         db.identify(&id(i), vec![("tier".into(), Some(Value::Str(tier.into())))])
             .unwrap();
     }
-    for (name, rule) in RULES {
+    for (name, rule) in rules {
         db.define_audience(name, rule).unwrap();
     }
     let expected = |t: i64| -> Vec<BTreeSet<String>> {
-        RULES
-            .iter()
-            .map(|(name, _)| {
+        (0..rules.len())
+            .map(|k| {
                 custs
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| holds(name, c, t))
+                    .filter(|(_, c)| holds(k, c, t))
                     .map(|(i, _)| id(i))
                     .collect()
             })
             .collect()
     };
     let kept = |db: &Db| -> Vec<BTreeSet<String>> {
-        RULES.iter().map(|(name, _)| members(db, name)).collect()
+        rules.iter().map(|(name, _)| members(db, name)).collect()
     };
     assert_eq!(kept(&db), expected(t0()), "at the start");
     // Every edge: an event's time plus a window (and the event itself).
     let mut edges: Vec<i64> = custs
         .iter()
         .flat_map(|c| c.views.iter().chain(&c.carts))
-        .flat_map(|&ts| [ts, ts + 5 * HOUR, ts + DAY, ts + 2 * DAY, ts + 3 * DAY])
+        .flat_map(|&ts| edges_after.iter().map(move |l| ts + l))
         .collect();
     edges.sort_unstable();
     let mut before = expected(t0());
@@ -205,7 +244,7 @@ fn run(custs: &[Customer], steps: &[Step], bulk_from: u64) {
                 c.at, to,
                 "a time-driven change is stamped with its step's time"
             );
-            let k = RULES.iter().position(|(n, _)| *n == c.audience).unwrap();
+            let k = rules.iter().position(|(n, _)| *n == c.audience).unwrap();
             assert_eq!(want[k].contains(&c.customer), c.entered);
             assert_ne!(before[k].contains(&c.customer), c.entered);
         }
@@ -226,6 +265,133 @@ proptest! {
         bulk in any::<bool>(),
     ) {
         run(&custs, &steps, if bulk { 0 } else { 2048 });
+    }
+}
+
+/// The window lengths of [`many_rules`]: whole days and hours either side of them, so that the
+/// windows cut days at different hours and have whole days between.
+const MANY_LENGTHS: [i64; 8] = [
+    26 * HOUR,
+    2 * DAY,
+    50 * HOUR,
+    3 * DAY,
+    70 * HOUR,
+    4 * DAY,
+    100 * HOUR,
+    5 * DAY,
+];
+
+/// What a rule of [`many_rules`] tests (its place in each length's five) and its window's length.
+type Kind = (u8, i64);
+
+/// Many audiences over the same events with different windows (40: presence, its negation with
+/// carts, counts and sums of the views' amounts for each length of [`MANY_LENGTHS`]), most of
+/// them due at the same steps; and what each says for a customer at `t`.
+fn many_rules() -> (Vec<(String, String)>, Vec<Kind>) {
+    let mut rules = Vec::new();
+    let mut kinds = Vec::new();
+    for (j, &len) in MANY_LENGTHS.iter().enumerate() {
+        let hours = len / HOUR;
+        for (kind, rule) in [
+            format!("viewed in last {hours} hours"),
+            format!("added_to_cart in last {hours} hours and not viewed in last {hours} hours"),
+            format!("viewed at least 2 times in last {hours} hours"),
+            format!("viewed sum(amount) > 120 in last {hours} hours"),
+            format!("viewed avg(amount) >= 50 in last {hours} hours or added_to_cart ever"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rules.push((format!("m{j}_{kind}"), rule));
+            kinds.push((kind as u8, len));
+        }
+    }
+    (rules, kinds)
+}
+
+fn many_holds((kind, len): Kind, c: &Customer, t: i64) -> bool {
+    let inside = |ts: &[i64]| -> Vec<i64> {
+        ts.iter()
+            .copied()
+            .filter(|&e| t - len < e && e <= t)
+            .collect()
+    };
+    let (views, carts) = (inside(&c.views), inside(&c.carts));
+    let sum: i64 = views.iter().map(|&e| amount(e)).sum();
+    match kind {
+        0 => !views.is_empty(),
+        1 => !carts.is_empty() && views.is_empty(),
+        2 => views.len() >= 2,
+        3 => sum > 120,
+        _ => {
+            (!views.is_empty() && sum as f64 / views.len() as f64 >= 50.0)
+                || c.carts.iter().any(|&e| e <= t)
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Many audiences due at the same steps, their customers' days listed once for all of them
+    /// or looked up by each: the same members as a plain evaluator at every step, edges to the
+    /// millisecond.
+    #[test]
+    fn many_audiences_due_at_one_step_match_a_plain_evaluator(
+        custs in prop::collection::vec(customer(), 1..60),
+        steps in prop::collection::vec(step(), 1..20),
+        listed in any::<bool>(),
+    ) {
+        let (rules, kinds) = many_rules();
+        let due_days_from = if listed { 0 } else { usize::MAX };
+        run_rules(&custs, &steps, (2048, due_days_from), &rules, &many_edges(), &|k, c, t| {
+            many_holds(kinds[k], c, t)
+        });
+    }
+}
+
+/// An event's own time and [`MANY_LENGTHS`] after it.
+fn many_edges() -> Vec<i64> {
+    std::iter::once(0).chain(MANY_LENGTHS).collect()
+}
+
+/// Hundreds of customers with views a few milliseconds apart around whole hours, and 40
+/// audiences over them with windows of days and hours: the clock steps onto the edges and a
+/// millisecond either side, each step with the due customers' days listed once and without.
+#[test]
+fn many_audiences_and_hundreds_of_customers_at_their_own_millisecond() {
+    let base = t0() - 5 * DAY + 3 * HOUR;
+    let custs: Vec<Customer> = (0..300i64)
+        .map(|i| Customer {
+            views: (0..(i % 5))
+                .map(|k| base + k * 22 * HOUR + (i * 7) % 3001)
+                .collect(),
+            carts: if i % 3 == 0 {
+                vec![base + 2 * DAY + i]
+            } else {
+                vec![]
+            },
+            gold: false,
+        })
+        .collect();
+    let mut steps = vec![Step::By(HOUR - 2)];
+    for i in 0..12 {
+        steps.push(Step::ToEdge {
+            pick: i * 37,
+            delta: [-1, 0, 1][i % 3],
+        });
+    }
+    steps.extend([Step::By(1), Step::By(999), Step::By(DAY), Step::By(DAY)]);
+    let (rules, kinds) = many_rules();
+    for due_days_from in [0, usize::MAX] {
+        run_rules(
+            &custs,
+            &steps,
+            (2048, due_days_from),
+            &rules,
+            &many_edges(),
+            &|k, c, t| many_holds(kinds[k], c, t),
+        );
     }
 }
 

@@ -52,8 +52,8 @@ use crate::index::Indexes;
 use crate::ingest::message::check_customer_id;
 use crate::model::time::{Clock, Timestamp};
 use crate::model::{FastMap, FastSet, StoredEvent};
-use crate::query::due::{self, DueAnswer};
-use crate::query::footprint::Footprint;
+use crate::query::due::{self, DueAnswer, DueDays};
+use crate::query::footprint::{self, Footprint};
 use crate::query::settle;
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{
@@ -696,6 +696,8 @@ pub(crate) struct Env<'a> {
     pub clock: &'a Clock,
     /// See [`crate::Config::audience_bulk_from`].
     pub bulk_from: u64,
+    /// See [`crate::Config::audience_due_days_from`].
+    pub due_days_from: usize,
 }
 
 impl<'a> Env<'a> {
@@ -1171,13 +1173,27 @@ impl Audiences {
                 (!c.is_empty()).then(|| (r.def.clone(), r.fp.clone(), c))
             })
             .collect();
+        // With many audiences due, their customers' days are listed once for all of them.
+        let days = (due.len() >= env.due_days_from).then(|| {
+            let mut custs = RoaringBitmap::new();
+            let mut events: Vec<u32> = Vec::new();
+            for (_, fp, c) in &due {
+                custs |= c;
+                events.extend(footprint::event_ids(fp, &state.catalog));
+            }
+            events.sort_unstable();
+            events.dedup();
+            DueDays::build(&state.indexes, custs, &events)
+        });
         let due_answers: Vec<DueAnswer> = due
             .par_iter()
             .map(|t| {
                 // A failure here leaves every due customer to the reading path, which reports it.
-                due::answer_due(&cx, &ask(t), now).unwrap_or_else(|_| DueAnswer {
-                    read: t.2.clone(),
-                    ..DueAnswer::default()
+                due::answer_due_with(&cx, &ask(t), now, days.as_ref()).unwrap_or_else(|_| {
+                    DueAnswer {
+                        read: t.2.clone(),
+                        ..DueAnswer::default()
+                    }
                 })
             })
             .collect();

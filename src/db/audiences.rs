@@ -45,6 +45,7 @@ impl Db {
             state: &self.state,
             clock: &self.config.clock,
             bulk_from: self.config.audience_bulk_from,
+            due_days_from: self.config.audience_due_days_from,
         }
     }
 

@@ -85,6 +85,11 @@ pub struct Config {
     /// bitmaps first, so only the customers they leave undecided are read. Fewer are checked one
     /// by one. Both give the same members; tests set it low to run the bulk path on small data.
     pub audience_bulk_from: u64,
+    /// From how many saved audiences with customers due at one step of the clock those
+    /// customers' days are listed once for all of them (each audience's day look-ups a search
+    /// in a customer's own days) instead of each audience passing over the day bitmaps. Both
+    /// give the same answers; tests set it to 0 or `usize::MAX` to run either path.
+    pub audience_due_days_from: usize,
     /// A write with at least this many events applies its index changes on every core (a
     /// thread per core, each taking whole families); smaller ones on the writer's thread. Both
     /// give the same indexes; tests set it to 0 to run the parallel path on small writes.
@@ -125,6 +130,7 @@ impl Config {
             clock: Clock::System,
             feed_capacity: 1_000_000,
             audience_bulk_from: 2048,
+            audience_due_days_from: 16,
             parallel_index_from: PARALLEL_FROM,
             limits: SchemaLimits::default(),
             max_ids_per_customer: DEFAULT_MAX_IDS_PER_CUSTOMER,

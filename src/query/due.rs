@@ -18,6 +18,13 @@
 //! *now*, a date-time trait the rule compares with a relative time) is handed back to be read
 //! and checked one by one ([`super::subset::answer_each`]).
 //!
+//! When many audiences are due at one tick, the days with each event of all their due customers
+//! are listed once ([`DueDays`]: one pass over the day bitmaps per event for all of them), and
+//! each audience's day look-ups (presence over whole days, the latest or first day with the
+//! event for the next instants, the whole days a count or an aggregate adds up when their totals
+//! are not kept) are binary searches in a customer's own days instead of a pass over the window's
+//! day bitmaps per audience. The answers are the same either way.
+//!
 //! Customers with events of the open day in the two-second span holding *now* (events written at
 //! the clock's instant) cannot have a later one there when no stored event of the kind is later
 //! than *now* ([`crate::index::EventIndex::latest`]: the spans' ends are capped by it); otherwise
@@ -27,6 +34,9 @@
 //! This module reads the indexes (and storage only where the engine's bounds or [`later_today`]
 //! build event columns); it never writes.
 
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
@@ -54,13 +64,103 @@ pub(crate) struct DueAnswer {
     pub read: RoaringBitmap,
 }
 
+/// The days with each event of some customers (those due at one tick in any audience), taken
+/// from the day bitmaps once for every audience asking about them: with many audiences woken
+/// together, each one's day look-ups become a binary search in a customer's own days instead of
+/// a pass over the window's day bitmaps per audience.
+#[derive(Debug, Default)]
+pub(crate) struct DueDays {
+    custs: RoaringBitmap,
+    by_event: FastMap<u32, CustomerDays>,
+}
+
+/// Each listed customer's days with one event, in increasing order.
+#[derive(Debug, Default)]
+pub(super) struct CustomerDays {
+    at: FastMap<u32, (u32, u32)>,
+    days: Vec<u32>,
+}
+
+impl CustomerDays {
+    /// The days of `cust` with the event, in increasing order.
+    pub(super) fn of(&self, cust: u32) -> &[u32] {
+        self.at
+            .get(&cust)
+            .map_or(&[], |&(a, b)| &self.days[a as usize..b as usize])
+    }
+
+    /// The first day of `cust` with the event in `a..=b`.
+    fn first_in(&self, cust: u32, a: u32, b: u32) -> Option<u32> {
+        let days = self.of(cust);
+        let i = days.partition_point(|&x| x < a);
+        days.get(i).copied().filter(|&x| x <= b)
+    }
+
+    /// The last day of `cust` with the event in `a..=b`.
+    fn last_in(&self, cust: u32, a: u32, b: u32) -> Option<u32> {
+        let days = self.of(cust);
+        let i = days.partition_point(|&x| x <= b);
+        i.checked_sub(1).map(|i| days[i]).filter(|&x| x >= a)
+    }
+}
+
+impl DueDays {
+    /// The days of `events` for the customers of `custs` (every day the indexes hold).
+    pub(crate) fn build(ix: &Indexes, custs: RoaringBitmap, events: &[u32]) -> DueDays {
+        let by_event = events
+            .par_iter()
+            .filter_map(|&e| {
+                let ei = ix.event_index(e)?;
+                let mut pairs: Vec<(u32, u32)> = Vec::new();
+                for (&day, bm) in &ei.days {
+                    pairs.extend((&custs & bm).iter().map(|c| (c, day)));
+                }
+                pairs.sort_unstable();
+                // Each customer's run of days in the list: `at` holds where it starts and ends.
+                let mut at = FastMap::default();
+                let mut start = 0u32;
+                for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+                    let end = start + run.len() as u32;
+                    at.insert(run[0].0, (start, end));
+                    start = end;
+                }
+                let days = pairs.into_iter().map(|(_, d)| d).collect();
+                Some((e, CustomerDays { at, days }))
+            })
+            .collect::<Vec<_>>();
+        DueDays {
+            custs,
+            by_event: by_event.into_iter().collect(),
+        }
+    }
+
+    /// The days of event `e`, when listed (for every customer of the due answer asking: see
+    /// [`answer_due_with`]).
+    pub(super) fn event(&self, e: u32) -> Option<&CustomerDays> {
+        self.by_event.get(&e)
+    }
+}
+
 /// Evaluates `ask`'s rule at `now` for its customers (those that exist) from the indexes; see
 /// the module's documentation.
 pub(crate) fn answer_due(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<DueAnswer> {
+    answer_due_with(cx, ask, now, None)
+}
+
+/// [`answer_due`], with the due customers' days listed once for all audiences (`days`, when it
+/// lists them).
+pub(crate) fn answer_due_with(
+    cx: &Context<'_>,
+    ask: &Ask<'_>,
+    now: Timestamp,
+    days: Option<&DueDays>,
+) -> Result<DueAnswer> {
     let custs = ask.custs & &cx.indexes.everyone;
     if custs.is_empty() {
         return Ok(DueAnswer::default());
     }
+    // Every customer asked about below is one of `custs`: the days serve all or none.
+    let days = days.filter(|x| custs.is_subset(&x.custs));
     let plan = plan::plan(ask.rule, cx.catalog, cx.indexes, cx.saved, now)?;
     let sources = Sources {
         indexes: cx.indexes,
@@ -68,8 +168,8 @@ pub(crate) fn answer_due(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Res
         store: cx.store,
         ids: Some(cx.ids),
     };
-    let (sure, maybe) = within(&sources, &plan.root, &custs);
-    let (lower, unresolved) = next_from_spans(cx, ask.fp, &custs, now);
+    let (sure, maybe) = within(&sources, &plan.root, &custs, days);
+    let (lower, unresolved) = next_from_spans_with(cx, ask.fp, &custs, now, days);
     let read = (&maybe - &sure) | unresolved;
     let asked = &custs - &read;
     let next = asked.iter().map(|c| (c, lower.get(&c).copied())).collect();
@@ -85,7 +185,12 @@ pub(crate) fn answer_due(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Res
 
 /// Bounds of `node` for the customers of `d` only: `(sure, maybe)` with `sure ⊆ maybe ⊆ d`.
 /// Nodes the indexes do not answer here leave all of `d` undecided.
-fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, RoaringBitmap) {
+fn within(
+    s: &Sources<'_>,
+    node: &Node,
+    d: &RoaringBitmap,
+    days: Option<&DueDays>,
+) -> (RoaringBitmap, RoaringBitmap) {
     if d.is_empty() {
         return (RoaringBitmap::new(), RoaringBitmap::new());
     }
@@ -93,14 +198,14 @@ fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, Ro
     match &node.kind {
         NodeKind::Everyone => (d.clone(), d.clone()),
         NodeKind::Not(inner) => {
-            let (sure, maybe) = within(s, inner, d);
+            let (sure, maybe) = within(s, inner, d, days);
             (d - &maybe, d - &sure)
         }
         NodeKind::And(items) => {
             // Each item is asked only about those the items before may still let through.
             let (mut sure, mut maybe) = (d.clone(), d.clone());
             for n in items {
-                let (s_n, m_n) = within(s, n, &maybe);
+                let (s_n, m_n) = within(s, n, &maybe, days);
                 sure &= &s_n;
                 maybe = m_n;
             }
@@ -112,7 +217,7 @@ fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, Ro
             let (mut sure, mut maybe, mut rest) =
                 (RoaringBitmap::new(), RoaringBitmap::new(), d.clone());
             for n in items {
-                let (s_n, m_n) = within(s, n, &rest);
+                let (s_n, m_n) = within(s, n, &rest, days);
                 rest -= &s_n;
                 sure |= s_n;
                 maybe |= m_n;
@@ -124,10 +229,10 @@ fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, Ro
             let b = s.bounds(node);
             (b.sure & d, b.maybe & d)
         }
-        NodeKind::Event(e) if plain_presence(e) => presence_within(s.indexes, e, d),
-        NodeKind::Audience { inner, .. } => within(s, inner, d),
+        NodeKind::Event(e) if plain_presence(e) => presence_within(s.indexes, e, d, days),
+        NodeKind::Audience { inner, .. } => within(s, inner, d, days),
         NodeKind::Computed(c) => match &c.expanded {
-            Some(x) => within(s, x, d),
+            Some(x) => within(s, x, d, days),
             None => undecided(),
         },
         NodeKind::List { members, .. } => {
@@ -137,7 +242,8 @@ fn within(s: &Sources<'_>, node: &Node, d: &RoaringBitmap) -> (RoaringBitmap, Ro
         // Counts and aggregates without a filter, for not too many customers: each one's
         // figures from the kept totals and the cut days (`figures.rs`), where they serve.
         NodeKind::Event(e) if figures::serves(e) && d.len() < FIGURES_UNTIL => {
-            figures::within(s.indexes, e, d).unwrap_or_else(|| engine_bounds(s, node, d))
+            let listed = e.event.and_then(|id| days?.event(id));
+            figures::within(s.indexes, e, d, listed).unwrap_or_else(|| engine_bounds(s, node, d))
         }
         _ => engine_bounds(s, node, d),
     }
@@ -179,6 +285,7 @@ fn presence_within(
     ix: &Indexes,
     e: &EventNode,
     d: &RoaringBitmap,
+    days: Option<&DueDays>,
 ) -> (RoaringBitmap, RoaringBitmap) {
     let nobody = (RoaringBitmap::new(), RoaringBitmap::new());
     let Some(ei) = e.event.and_then(|id| ix.event_index(id)) else {
@@ -187,9 +294,14 @@ fn presence_within(
     let Some(win) = WindowDays::of(e.from, e.to) else {
         return nobody;
     };
+    let listed = e.event.and_then(|id| days?.event(id));
     let mut sure = RoaringBitmap::new();
     let mut rest = d.clone();
-    if let Some((a, b)) = win.whole {
+    if let (Some((a, b)), Some(listed)) = (win.whole, listed) {
+        // Each customer's own days, listed once for every audience due at this tick.
+        sure.extend(d.iter().filter(|&c| listed.first_in(c, a, b).is_some()));
+        rest -= &sure;
+    } else if let Some((a, b)) = win.whole {
         for (_, bm) in ei.days.range(a..=b) {
             let hit = &rest & bm;
             if !hit.is_empty() {
@@ -311,6 +423,18 @@ pub(crate) fn next_from_spans(
     d: &RoaringBitmap,
     now: Timestamp,
 ) -> (FastMap<u32, Timestamp>, RoaringBitmap) {
+    next_from_spans_with(cx, fp, d, now, None)
+}
+
+/// [`next_from_spans`], with the customers' days from `days` where it lists them (the same days
+/// as the day bitmaps', looked up per customer instead of a pass over the bitmaps).
+fn next_from_spans_with(
+    cx: &Context<'_>,
+    fp: &Footprint,
+    d: &RoaringBitmap,
+    now: Timestamp,
+    days: Option<&DueDays>,
+) -> (FastMap<u32, Timestamp>, RoaringBitmap) {
     let mut lower: FastMap<u32, Timestamp> = FastMap::default();
     if !fp.moves_with_time() {
         return (lower, RoaringBitmap::new());
@@ -368,14 +492,37 @@ pub(crate) fn next_from_spans(
             let cut = now.saturating_sub(len);
             let cut_day = day_of(cut);
             let mut rest = d - &unresolved;
+            let listed = days.and_then(|x| x.event(e));
             if latest.contains(&len) {
-                // The latest day with the event, from today back to the cut's day.
-                for (&day, bm) in ei.days.range(cut_day..=open).rev() {
-                    let hit = &rest & bm;
-                    if hit.is_empty() {
-                        continue;
+                // The latest day with the event, from today back to the cut's day: from each
+                // customer's listed days, or a pass over the day bitmaps.
+                let hits: Vec<(u32, RoaringBitmap)> = match listed {
+                    Some(listed) => {
+                        let mut by_day: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
+                        for c in &rest {
+                            if let Some(day) = listed.last_in(c, cut_day, open) {
+                                by_day.entry(day).or_default().insert(c);
+                            }
+                        }
+                        by_day.into_iter().rev().collect()
                     }
-                    rest -= &hit;
+                    None => {
+                        let mut hits = Vec::new();
+                        for (&day, bm) in ei.days.range(cut_day..=open).rev() {
+                            let hit = &rest & bm;
+                            if hit.is_empty() {
+                                continue;
+                            }
+                            rest -= &hit;
+                            hits.push((day, hit));
+                            if rest.is_empty() {
+                                break;
+                            }
+                        }
+                        hits
+                    }
+                };
+                for (day, hit) in hits {
                     let Some(found) = spans(ei, day, &hit) else {
                         unresolved |= hit;
                         continue;
@@ -393,9 +540,42 @@ pub(crate) fn next_from_spans(
                         }
                     }
                     unresolved |= hit - listed;
-                    if rest.is_empty() {
-                        break;
+                }
+            } else if let Some(days) = listed {
+                // The first day with the event at or after the cut, from each customer's listed
+                // days; one whose events of the cut's day all lie before the cut moves on to its
+                // next day.
+                let mut by_day: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
+                for c in &rest {
+                    if let Some(day) = days.first_in(c, cut_day, open) {
+                        by_day.entry(day).or_default().insert(c);
                     }
+                }
+                while let Some((day, hit)) = by_day.pop_first() {
+                    let Some(found) = spans(ei, day, &hit) else {
+                        unresolved |= hit;
+                        continue;
+                    };
+                    let start = day_start(day);
+                    let mut listed = RoaringBitmap::new();
+                    for (c, first, last) in found {
+                        listed.insert(c);
+                        let first_lo = start + i64::from(first) * SPAN_UNIT_MS;
+                        let last_hi = start + i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
+                        if last_hi < cut {
+                            // Every event of the day is before the cut: a later day decides.
+                            if let Some(next) = days.first_in(c, day.saturating_add(1), open) {
+                                by_day.entry(next).or_default().insert(c);
+                            }
+                            continue;
+                        }
+                        if first_lo >= cut && first_lo.saturating_add(len) > now {
+                            put(c, first_lo.saturating_add(len));
+                        } else {
+                            unresolved.insert(c);
+                        }
+                    }
+                    unresolved |= hit - listed;
                 }
             } else {
                 // The first day with the event at or after the cut.

@@ -11,8 +11,10 @@
 //! ([`crate::index::EventIndex::latest`]): events written at the clock's instant fill the span holding *now*,
 //! and the cap tells that none of them is after *now* ([`side_capped`]). The other customers are
 //! left undecided (to be read), and so is every customer when the whole days' totals are not kept
-//! and current (they are never summed here: that is a pass over every customer), one whose kept
-//! count saturated, and one whose aggregate lies within the rounding margin of the threshold
+//! and current (they are not summed over everyone here: that is a pass over every customer) unless
+//! the customers' own days are listed (`super::due::DueDays`, a tick's due customers): then each
+//! one's figures of the whole days are added up day by day; and one whose kept count saturated,
+//! and one whose aggregate lies within the rounding margin of the threshold
 //! ([`decide_aggregate`]: the totals' sums are added in another order than the exact check's).
 //!
 //! This module reads the indexes under the caller's read guard; it writes nothing (not even the
@@ -27,6 +29,7 @@ use crate::index::totals::Totals;
 use crate::index::Indexes;
 use crate::model::time::{day_start, Timestamp};
 
+use super::due::CustomerDays;
 use super::plan::{compare_u64, EventNode, Frequency};
 use super::rollups::{decide_aggregate, Acc, Decision, Side, WindowDays};
 
@@ -73,6 +76,13 @@ fn entry<T: Partial>(list: &DayList<T>, cust: u32) -> Option<T> {
     out
 }
 
+/// The days of `cust` in `a..=b` among its listed days.
+fn in_days(listed: &CustomerDays, cust: u32, a: u32, b: u32) -> impl Iterator<Item = u32> + '_ {
+    let days = listed.of(cust);
+    let from = days.partition_point(|&x| x < a);
+    days[from..].iter().copied().take_while(move |&x| x <= b)
+}
+
 fn kept<T>(totals: &Option<Arc<Totals<T>>>, cust: u32, key: impl Fn(&T) -> u32) -> Option<&T> {
     let items = &totals.as_ref()?.items;
     items
@@ -89,6 +99,7 @@ pub(super) fn within(
     ix: &Indexes,
     e: &EventNode,
     d: &RoaringBitmap,
+    listed: Option<&CustomerDays>,
 ) -> Option<(RoaringBitmap, RoaringBitmap)> {
     if !serves(e) {
         return None;
@@ -104,9 +115,12 @@ pub(super) fn within(
     };
     match e.frequency {
         Frequency::Count { op, n } if n < EXACT_INT => {
-            let totals = match win.whole {
-                Some(w) => Some(ei.count_totals.kept(0, &ei.counts, w)?),
-                None => None,
+            let (totals, by_days) = match win.whole {
+                Some(w) => match ei.count_totals.kept(0, &ei.counts, w) {
+                    Some(t) => (Some(t), None),
+                    None => (None, Some((listed?, w))),
+                },
+                None => (None, None),
             };
             'cust: for c in d {
                 let mut k = match kept(&totals, c, |x: &DayCount| x.cust) {
@@ -117,6 +131,18 @@ pub(super) fn within(
                     Some(x) => u64::from(x.count),
                     None => 0,
                 };
+                if let Some((listed, (a, b))) = by_days {
+                    // No kept totals for these whole days: the customer's own days summed.
+                    for day in in_days(listed, c, a, b) {
+                        match ei.counts.get(&day).and_then(|l| entry(l, c)) {
+                            Some(x) => k += u64::from(x.count),
+                            None => {
+                                undecided.insert(c);
+                                continue 'cust;
+                            }
+                        }
+                    }
+                }
                 for &(day, a, b) in &win.edges {
                     let Some(x) = ei.counts.get(&day).and_then(|l| entry(l, c)) else {
                         continue;
@@ -146,13 +172,26 @@ pub(super) fn within(
                 Some(p) => ei.numbers.get(&p).map(|f| (p, f)),
                 None => None,
             };
-            let totals = match (win.whole, figures) {
-                (Some(w), Some((p, f))) => Some(ei.number_totals.kept(p, f, w)?),
-                _ => None,
+            let (totals, by_days) = match (win.whole, figures) {
+                (Some(w), Some((p, f))) => match ei.number_totals.kept(p, f, w) {
+                    Some(t) => (Some(t), None),
+                    None => (None, Some((listed?, f, w))),
+                },
+                _ => (None, None),
             };
             let none_holds = e.frequency.holds_for_none();
             'cust: for c in d {
                 let mut acc = kept(&totals, c, |x: &DayNumbers| x.cust).map(Acc::of_whole);
+                if let Some((listed, f, (a, b))) = by_days {
+                    // No kept totals for these whole days: the customer's own days added up
+                    // (a day without the property's figures adds nothing, as in the totals).
+                    for day in in_days(listed, c, a, b) {
+                        if let Some(x) = f.get(&day).and_then(|l| entry(l, c)) {
+                            let day_acc = Acc::of_whole(&x);
+                            acc = Some(acc.map_or(day_acc, |t| t.plus(&day_acc)));
+                        }
+                    }
+                }
                 for &(day, a, b) in &win.edges {
                     let Some(x) = figures
                         .and_then(|(_, f)| f.get(&day))
