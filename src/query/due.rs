@@ -348,6 +348,30 @@ fn day_customers(ei: &EventIndex, day: u32, d: &RoaringBitmap) -> RoaringBitmap 
     ei.days.get(&day).map(|bm| d & bm).unwrap_or_default()
 }
 
+/// Where a customer's events of one day stand against a window's cut (`now - len`), from the
+/// first and last two-second spans of the day that starts at `start`.
+enum AgainstCut {
+    /// Every event of the day is before the cut.
+    Before,
+    /// The first event is at or after the cut, and leaves the window at this instant (after
+    /// `now`).
+    Leaves(Timestamp),
+    /// The spans cannot tell: the customer is read.
+    Unknown,
+}
+
+fn against_cut(start: i64, first: u16, last: u16, cut: i64, len: i64, now: i64) -> AgainstCut {
+    let first_lo = start + i64::from(first) * SPAN_UNIT_MS;
+    let last_hi = start + i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
+    if last_hi < cut {
+        AgainstCut::Before
+    } else if first_lo >= cut && first_lo.saturating_add(len) > now {
+        AgainstCut::Leaves(first_lo.saturating_add(len))
+    } else {
+        AgainstCut::Unknown
+    }
+}
+
 /// The span of each customer of `custs` on `day` (their events lie in `[first·2 s, last·2 s +
 /// 2 s)` of the day), merged over its partial entries, in customer order; `None` when the day
 /// has no count rollup. Customers without an entry are left out.
@@ -560,19 +584,17 @@ fn next_from_spans_with(
                     let mut listed = RoaringBitmap::new();
                     for (c, first, last) in found {
                         listed.insert(c);
-                        let first_lo = start + i64::from(first) * SPAN_UNIT_MS;
-                        let last_hi = start + i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
-                        if last_hi < cut {
+                        match against_cut(start, first, last, cut, len, now) {
                             // Every event of the day is before the cut: a later day decides.
-                            if let Some(next) = days.first_in(c, day.saturating_add(1), open) {
-                                by_day.entry(next).or_default().insert(c);
+                            AgainstCut::Before => {
+                                if let Some(next) = days.first_in(c, day.saturating_add(1), open) {
+                                    by_day.entry(next).or_default().insert(c);
+                                }
                             }
-                            continue;
-                        }
-                        if first_lo >= cut && first_lo.saturating_add(len) > now {
-                            put(c, first_lo.saturating_add(len));
-                        } else {
-                            unresolved.insert(c);
+                            AgainstCut::Leaves(at) => put(c, at),
+                            AgainstCut::Unknown => {
+                                unresolved.insert(c);
+                            }
                         }
                     }
                     unresolved |= hit - listed;
@@ -593,18 +615,15 @@ fn next_from_spans_with(
                     let mut listed = RoaringBitmap::new();
                     for (c, first, last) in found {
                         listed.insert(c);
-                        let first_lo = start + i64::from(first) * SPAN_UNIT_MS;
-                        let last_hi = start + i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
-                        if last_hi < cut {
+                        match against_cut(start, first, last, cut, len, now) {
                             // Every event of the day is before the cut: a later day decides.
-                            continue;
+                            AgainstCut::Before => continue,
+                            AgainstCut::Leaves(at) => put(c, at),
+                            AgainstCut::Unknown => {
+                                unresolved.insert(c);
+                            }
                         }
                         rest.remove(c);
-                        if first_lo >= cut && first_lo.saturating_add(len) > now {
-                            put(c, first_lo.saturating_add(len));
-                        } else {
-                            unresolved.insert(c);
-                        }
                     }
                     let missing = hit - listed;
                     rest -= &missing;
