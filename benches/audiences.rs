@@ -21,6 +21,9 @@
 //! `AUDIENCEDB_BENCH_BY_INDEXES=0` reads the written customers the events do not settle instead
 //! of asking the indexes first (the path before; for same-binary comparisons).
 //!
+//! `AUDIENCEDB_BENCH_DUE_DAYS_FROM=N` lists a clock step's due customers' days once from `N`
+//! audiences due (`Config::audience_due_days_from`; a large `N` turns it off).
+//!
 //! `AUDIENCEDB_BENCH_NOW` (default 2026-11-01: the end of the period `scripts/bench-query.sh`
 //! generates) is where the bench's clock starts. `AUDIENCEDB_BENCH_BATCHES` (default 200) is
 //! how many batches of 100 tracks each ingest row times. The bench saves audiences named `bench_NNN`
@@ -159,6 +162,14 @@ fn main() {
     let clock = Clock::manual(now);
     let mut config = Config::new(&path);
     config.clock = clock.clone();
+    if let Some(n) = std::env::var("AUDIENCEDB_BENCH_DUE_DAYS_FROM")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        // For same-binary comparisons of a clock step's due days listed once or not.
+        config.audience_due_days_from = n;
+        println!("due days listed from {n} audiences due (AUDIENCEDB_BENCH_DUE_DAYS_FROM)");
+    }
     let started = Instant::now();
     let db = Db::open_with(config).expect("open the database");
     println!("opened {path} in {:.2} s", started.elapsed().as_secs_f64());
