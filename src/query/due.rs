@@ -83,17 +83,22 @@ pub(super) struct CustomerDays {
 
 impl CustomerDays {
     /// The days of `cust` with the event, in increasing order.
-    pub(super) fn of(&self, cust: u32) -> &[u32] {
+    fn of(&self, cust: u32) -> &[u32] {
         self.at
             .get(&cust)
             .map_or(&[], |&(a, b)| &self.days[a as usize..b as usize])
     }
 
+    /// The days of `cust` with the event in `a..=b`, in increasing order.
+    pub(super) fn days_in(&self, cust: u32, a: u32, b: u32) -> impl Iterator<Item = u32> + '_ {
+        let days = self.of(cust);
+        let from = days.partition_point(|&x| x < a);
+        days[from..].iter().copied().take_while(move |&x| x <= b)
+    }
+
     /// The first day of `cust` with the event in `a..=b`.
     fn first_in(&self, cust: u32, a: u32, b: u32) -> Option<u32> {
-        let days = self.of(cust);
-        let i = days.partition_point(|&x| x < a);
-        days.get(i).copied().filter(|&x| x <= b)
+        self.days_in(cust, a, b).next()
     }
 
     /// The last day of `cust` with the event in `a..=b`.
@@ -348,6 +353,20 @@ fn day_customers(ei: &EventIndex, day: u32, d: &RoaringBitmap) -> RoaringBitmap 
     ei.days.get(&day).map(|bm| d & bm).unwrap_or_default()
 }
 
+/// The customers of `custs` grouped by the day `day_of` gives each (those it gives none left out).
+fn by_day(
+    custs: &RoaringBitmap,
+    day_of: impl Fn(u32) -> Option<u32>,
+) -> BTreeMap<u32, RoaringBitmap> {
+    let mut out: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
+    for c in custs {
+        if let Some(day) = day_of(c) {
+            out.entry(day).or_default().insert(c);
+        }
+    }
+    out
+}
+
 /// Where a customer's events of one day stand against a window's cut (`now - len`), from the
 /// first and last two-second spans of the day that starts at `start`.
 enum AgainstCut {
@@ -521,15 +540,10 @@ fn next_from_spans_with(
                 // The latest day with the event, from today back to the cut's day: from each
                 // customer's listed days, or a pass over the day bitmaps.
                 let hits: Vec<(u32, RoaringBitmap)> = match listed {
-                    Some(listed) => {
-                        let mut by_day: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
-                        for c in &rest {
-                            if let Some(day) = listed.last_in(c, cut_day, open) {
-                                by_day.entry(day).or_default().insert(c);
-                            }
-                        }
-                        by_day.into_iter().rev().collect()
-                    }
+                    Some(listed) => by_day(&rest, |c| listed.last_in(c, cut_day, open))
+                        .into_iter()
+                        .rev()
+                        .collect(),
                     None => {
                         let mut hits = Vec::new();
                         for (&day, bm) in ei.days.range(cut_day..=open).rev() {
@@ -569,13 +583,8 @@ fn next_from_spans_with(
                 // The first day with the event at or after the cut, from each customer's listed
                 // days; one whose events of the cut's day all lie before the cut moves on to its
                 // next day.
-                let mut by_day: BTreeMap<u32, RoaringBitmap> = BTreeMap::new();
-                for c in &rest {
-                    if let Some(day) = days.first_in(c, cut_day, open) {
-                        by_day.entry(day).or_default().insert(c);
-                    }
-                }
-                while let Some((day, hit)) = by_day.pop_first() {
+                let mut pending = by_day(&rest, |c| days.first_in(c, cut_day, open));
+                while let Some((day, hit)) = pending.pop_first() {
                     let Some(found) = spans(ei, day, &hit) else {
                         unresolved |= hit;
                         continue;
@@ -588,7 +597,7 @@ fn next_from_spans_with(
                             // Every event of the day is before the cut: a later day decides.
                             AgainstCut::Before => {
                                 if let Some(next) = days.first_in(c, day.saturating_add(1), open) {
-                                    by_day.entry(next).or_default().insert(c);
+                                    pending.entry(next).or_default().insert(c);
                                 }
                             }
                             AgainstCut::Leaves(at) => put(c, at),

@@ -76,13 +76,6 @@ fn entry<T: Partial>(list: &DayList<T>, cust: u32) -> Option<T> {
     out
 }
 
-/// The days of `cust` in `a..=b` among its listed days.
-fn in_days(listed: &CustomerDays, cust: u32, a: u32, b: u32) -> impl Iterator<Item = u32> + '_ {
-    let days = listed.of(cust);
-    let from = days.partition_point(|&x| x < a);
-    days[from..].iter().copied().take_while(move |&x| x <= b)
-}
-
 fn kept<T>(totals: &Option<Arc<Totals<T>>>, cust: u32, key: impl Fn(&T) -> u32) -> Option<&T> {
     let items = &totals.as_ref()?.items;
     items
@@ -133,7 +126,7 @@ pub(super) fn within(
                 };
                 if let Some((listed, (a, b))) = by_days {
                     // No kept totals for these whole days: the customer's own days summed.
-                    for day in in_days(listed, c, a, b) {
+                    for day in listed.days_in(c, a, b) {
                         match ei.counts.get(&day).and_then(|l| entry(l, c)) {
                             Some(x) => k += u64::from(x.count),
                             None => {
@@ -185,7 +178,7 @@ pub(super) fn within(
                 if let Some((listed, f, (a, b))) = by_days {
                     // No kept totals for these whole days: the customer's own days added up
                     // (a day without the property's figures adds nothing, as in the totals).
-                    for day in in_days(listed, c, a, b) {
+                    for day in listed.days_in(c, a, b) {
                         if let Some(x) = f.get(&day).and_then(|l| entry(l, c)) {
                             let day_acc = Acc::of_whole(&x);
                             acc = Some(acc.map_or(day_acc, |t| t.plus(&day_acc)));
