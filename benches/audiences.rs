@@ -22,7 +22,9 @@
 //! of asking the indexes first (the path before; for same-binary comparisons).
 //!
 //! `AUDIENCEDB_BENCH_DUE_DAYS_FROM=N` lists a clock step's due customers' days once from `N`
-//! audiences due (`Config::audience_due_days_from`; a large `N` turns it off).
+//! audiences due (`Config::audience_due_days_from`; a large `N` turns it off);
+//! `AUDIENCEDB_BENCH_WRITE_DAYS_FROM=N` the same for a write's customers that its events leave
+//! open (`Config::audience_write_days_from`).
 //!
 //! `AUDIENCEDB_BENCH_NOW` (default 2026-11-01: the end of the period `scripts/bench-query.sh`
 //! generates) is where the bench's clock starts. `AUDIENCEDB_BENCH_BATCHES` (default 200) is
@@ -169,6 +171,16 @@ fn main() {
         // For same-binary comparisons of a clock step's due days listed once or not.
         config.audience_due_days_from = n;
         println!("due days listed from {n} audiences due (AUDIENCEDB_BENCH_DUE_DAYS_FROM)");
+    }
+    if let Some(n) = std::env::var("AUDIENCEDB_BENCH_WRITE_DAYS_FROM")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        // For same-binary comparisons of a write's customers' days listed once or not.
+        config.audience_write_days_from = n;
+        println!(
+            "written days listed from {n} audiences asking (AUDIENCEDB_BENCH_WRITE_DAYS_FROM)"
+        );
     }
     let started = Instant::now();
     let db = Db::open_with(config).expect("open the database");

@@ -410,11 +410,25 @@ impl Harness {
     }
 
     fn with(rules: &'static [(&'static str, &'static str)], bulk_from: u64) -> Harness {
+        Harness::listing(rules, bulk_from, false)
+    }
+
+    /// With `listed`, the written and the due customers' days are listed once for every
+    /// audience asking the indexes about them, however few (`Config::audience_write_days_from`
+    /// and `audience_due_days_from` 0); else never.
+    fn listing(
+        rules: &'static [(&'static str, &'static str)],
+        bulk_from: u64,
+        listed: bool,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual(t0());
         let mut config = Config::new(dir.path().join("db"));
         config.clock = clock.clone();
         config.audience_bulk_from = bulk_from;
+        let days_from = if listed { 0 } else { usize::MAX };
+        config.audience_due_days_from = days_from;
+        config.audience_write_days_from = days_from;
         let db = Db::open_with(config).unwrap();
         for (name, rule) in rules {
             db.define_audience(name, rule).unwrap();
@@ -550,24 +564,27 @@ proptest! {
     fn kept_members_follow_the_plain_evaluator(
         ops in prop::collection::vec(op(), 1..40),
         bulk in any::<bool>(),
+        listed in any::<bool>(),
     ) {
-        replay(Harness::new(if bulk { 0 } else { 2048 }), &ops)?;
+        replay(Harness::listing(&RULES, if bulk { 0 } else { 2048 }, listed), &ops)?;
     }
 
     #[test]
     fn many_windows_of_one_event_follow_the_plain_evaluator(
         ops in prop::collection::vec(window_op(), 1..40),
         bulk in any::<bool>(),
+        listed in any::<bool>(),
     ) {
-        replay(Harness::with(&WINDOW_RULES, if bulk { 0 } else { 2048 }), &ops)?;
+        replay(Harness::listing(&WINDOW_RULES, if bulk { 0 } else { 2048 }, listed), &ops)?;
     }
 
     #[test]
     fn day_windows_follow_the_plain_evaluator(
         ops in prop::collection::vec(day_op(), 1..40),
         bulk in any::<bool>(),
+        listed in any::<bool>(),
     ) {
-        replay(Harness::with(&DAY_RULES, if bulk { 0 } else { 2048 }), &ops)?;
+        replay(Harness::listing(&DAY_RULES, if bulk { 0 } else { 2048 }, listed), &ops)?;
     }
 }
 
@@ -577,7 +594,17 @@ proptest! {
 /// reading them, and the clock's steps onto the edges find the members right.
 #[test]
 fn day_windows_are_answered_from_the_indexes() {
-    let mut h = Harness::with(&DAY_RULES, 2048);
+    day_windows_from_the_indexes(false);
+}
+
+/// The same, with the written customers' days listed once for all the audiences asking.
+#[test]
+fn day_windows_are_answered_from_the_listed_days() {
+    day_windows_from_the_indexes(true);
+}
+
+fn day_windows_from_the_indexes(listed: bool) {
+    let mut h = Harness::listing(&DAY_RULES, 2048, listed);
     let now = t0();
     let id = |s: &str| s.to_owned();
     let p = "purchased";

@@ -50,11 +50,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{corrupt, internal, invalid, Error, Result};
 use crate::index::Indexes;
 use crate::ingest::message::check_customer_id;
-use crate::model::time::{Clock, Timestamp};
+use crate::model::time::{day_of, Clock, Timestamp};
 use crate::model::{FastMap, FastSet, StoredEvent};
 use crate::query::due::{self, DueAnswer, DueDays};
 use crate::query::footprint::{self, Footprint};
-use crate::query::settle;
+use crate::query::plan::{self, Plan};
+use crate::query::settle::{self, SettledSome};
 use crate::query::subset::{self, Ask, Context, SubsetAnswer};
 use crate::query::{
     self, Audience, Definition, Definitions, LoadedList, PreparedRule, ReadState, Warnings,
@@ -698,6 +699,8 @@ pub(crate) struct Env<'a> {
     pub bulk_from: u64,
     /// See [`crate::Config::audience_due_days_from`].
     pub due_days_from: usize,
+    /// See [`crate::Config::audience_write_days_from`].
+    pub write_days_from: usize,
 }
 
 impl<'a> Env<'a> {
@@ -1158,7 +1161,15 @@ impl Audiences {
         if let Some(t) =
             touched.filter(|t| !t.written.is_empty() && SETTLE_WRITES.load(Ordering::Relaxed))
         {
-            let stats = self.settle_written(&cx, &readers, t, &mut written, &mut custs, now);
+            let stats = self.settle_written(
+                &cx,
+                &readers,
+                t,
+                &mut written,
+                &mut custs,
+                now,
+                env.write_days_from,
+            );
             forced = stats.0;
             let mut s = self.settle_stats.lock();
             s.add(&stats.1);
@@ -1183,7 +1194,7 @@ impl Audiences {
             }
             events.sort_unstable();
             events.dedup();
-            DueDays::build(&state.indexes, custs, &events)
+            DueDays::build(&state.indexes, custs, &events, 0)
         });
         let due_answers: Vec<DueAnswer> = due
             .par_iter()
@@ -1219,8 +1230,9 @@ impl Audiences {
             })
             .collect();
         // Audiences whose due customers were all decided are settled with an empty read.
-        for (id, _) in decided.iter() {
-            if !todo.iter().any(|t| t.0.id == *id) {
+        let listed: FastSet<u32> = todo.iter().map(|t| t.0.id).collect();
+        for id in decided.keys() {
+            if !listed.contains(id) {
                 if let Some(r) = readers.by_id.get(id) {
                     todo.push((r.def.clone(), r.fp.clone(), RoaringBitmap::new()));
                 }
@@ -1237,7 +1249,9 @@ impl Audiences {
             .par_iter()
             .map(|t| subset::answer(&cx, &ask(t), now))
             .collect();
-        let few_asks: Vec<Ask<'_>> = few.iter().map(ask).collect();
+        // Audiences with nothing left to read (all their customers settled by the write or
+        // the indexes) are not asked: no plan, no pass.
+        let few_asks: Vec<Ask<'_>> = few.iter().filter(|t| !t.2.is_empty()).map(ask).collect();
         let (few_answers, few_failure) = match subset::answer_each(&cx, &few_asks, now) {
             Ok(answers) => (answers, None),
             Err(e) => (Vec::new(), Some(e)),
@@ -1281,7 +1295,12 @@ impl Audiences {
             }
             let mut few_answers = few_answers.into_iter();
             for t in few {
-                settle(t, few_answers.next());
+                let answer = if t.2.is_empty() {
+                    Some(SubsetAnswer::default())
+                } else {
+                    few_answers.next()
+                };
+                settle(t, answer);
             }
             failure = failure.or(few_failure);
             for id in woken {
@@ -1302,6 +1321,11 @@ impl Audiences {
     /// (and taken out of `due` too), those unchanged are simply dropped. A customer's kept
     /// answer counts as exact unless it is new, merged, gained an id, is due for the audience,
     /// or had a trait the audience reads changed. Returns the answers and what was counted.
+    ///
+    /// The audiences are settled in parallel, each rule planned once for both steps; what the
+    /// events leave open is asked of the indexes, with the written customers' days listed once
+    /// for all the audiences asking when at least `days_from` of them do.
+    #[allow(clippy::too_many_arguments)]
     fn settle_written(
         &self,
         cx: &Context<'_>,
@@ -1310,34 +1334,85 @@ impl Audiences {
         written: &mut BTreeMap<u32, RoaringBitmap>,
         due: &mut BTreeMap<u32, RoaringBitmap>,
         now: Timestamp,
+        days_from: usize,
     ) -> (FastMap<u32, DueAnswer>, SettleStats) {
         let mut forced: FastMap<u32, DueAnswer> = FastMap::default();
         let mut stats = SettleStats::default();
         let with_events: RoaringBitmap = t.written.keys().copied().collect();
         let unsure = &(&t.all | &t.new) | &t.ids;
         let live = self.live.read();
-        for (id, custs) in written.iter_mut() {
+        for custs in written.values() {
             stats.pairs += custs.intersection_len(&with_events);
-            let (Some(r), Some(la)) = (readers.by_id.get(id), live.by_id.get(id)) else {
-                continue;
-            };
-            if !settle::may_settle(&r.fp) || custs.is_disjoint(&with_events) {
-                continue;
-            }
-            let mut changed = unsure.clone();
-            for name in &r.fp.traits {
-                if let Some(c) = cx.catalog.trait_id(name).and_then(|tr| t.traits.get(&tr)) {
-                    changed |= c;
+        }
+        // Each audience on its own: what the events decide, and what is left to ask the
+        // indexes (the written customers not new, merged or given an id).
+        let settled: Vec<(u32, Plan, SettledSome, RoaringBitmap)> = written
+            .par_iter()
+            .filter_map(|(id, custs)| {
+                let (r, la) = (readers.by_id.get(id)?, live.by_id.get(id)?);
+                if !settle::may_settle(&r.fp) || custs.is_disjoint(&with_events) {
+                    return None;
+                }
+                let mut changed = unsure.clone();
+                for name in &r.fp.traits {
+                    if let Some(c) = cx.catalog.trait_id(name).and_then(|tr| t.traits.get(&tr)) {
+                        changed |= c;
+                    }
+                }
+                if let Some(d) = due.get(id) {
+                    changed |= d;
+                }
+                let kept = |c: u32| (!changed.contains(c)).then(|| la.members.contains(c));
+                // A failure leaves the customers to be read, which reports it.
+                let plan = plan::plan(r.def.rule.rule(), cx.catalog, cx.indexes, cx.saved, now);
+                let plan = plan.ok()?;
+                let s = settle::settle_some(cx, &plan, &r.fp, custs, &t.written, now, kept).ok()?;
+                let mut rest = custs & &with_events;
+                rest -= &s.forced_custs;
+                rest -= &s.unchanged;
+                rest -= &unsure;
+                if !BY_INDEXES.load(Ordering::Relaxed) {
+                    rest.clear();
+                }
+                Some((*id, plan, s, rest))
+            })
+            .collect();
+        drop(live);
+        // Presence from the day bitmaps, counts and aggregates from the kept totals, next
+        // instants from the spans, as for a tick's due customers.
+        // Their days are listed from the earliest cut of the asking audiences' windows: a
+        // look-up of an earlier day (`ever`, `before`, fixed dates) passes over the day bitmaps.
+        let asking = settled.iter().filter(|s| !s.3.is_empty()).count();
+        let days = (asking > 0 && asking >= days_from).then(|| {
+            let mut custs = RoaringBitmap::new();
+            let mut events: Vec<u32> = Vec::new();
+            let mut longest = 0;
+            for (id, _, _, rest) in settled.iter().filter(|s| !s.3.is_empty()) {
+                custs |= rest;
+                if let Some(r) = readers.by_id.get(id) {
+                    events.extend(footprint::event_ids(&r.fp, cx.catalog));
+                    longest = longest.max(r.fp.longest());
                 }
             }
-            if let Some(d) = due.get(id) {
-                changed |= d;
-            }
-            let kept = |c: u32| (!changed.contains(c)).then(|| la.members.contains(c));
-            // A failure leaves the customers to be read, which reports it.
-            let Ok(s) =
-                settle::settle_some(cx, r.def.rule.rule(), &r.fp, custs, &t.written, now, kept)
-            else {
+            events.sort_unstable();
+            events.dedup();
+            let from = day_of(now.saturating_sub(longest));
+            DueDays::build(cx.indexes, custs, &events, from)
+        });
+        let by_indexes: Vec<Option<DueAnswer>> = settled
+            .par_iter()
+            .map(|(id, plan, _, rest)| {
+                let r = readers.by_id.get(id).filter(|_| !rest.is_empty())?;
+                let ask = Ask {
+                    rule: r.def.rule.rule(),
+                    fp: &r.fp,
+                    custs: rest,
+                };
+                Some(due::answer_due_planned(cx, &ask, plan, now, days.as_ref()))
+            })
+            .collect();
+        for ((id, _, s, _), a) in settled.into_iter().zip(by_indexes) {
+            let Some(custs) = written.get_mut(&id) else {
                 continue;
             };
             stats.forced += s.forced_custs.len();
@@ -1349,30 +1424,18 @@ impl Audiences {
                 asked: s.forced_custs,
                 read: RoaringBitmap::new(),
             };
-            // What is left of the written customers (not new, merged or given an id) is asked
-            // of the indexes, as a tick's due customers are: presence from the day bitmaps,
-            // counts and aggregates from the kept totals, next instants from the spans.
-            let rest = (&*custs & &with_events) - &unsure;
-            if !rest.is_empty() && BY_INDEXES.load(Ordering::Relaxed) {
-                let ask = Ask {
-                    rule: r.def.rule.rule(),
-                    fp: &r.fp,
-                    custs: &rest,
-                };
-                // A failure leaves the customers to be read, which reports it.
-                if let Ok(a) = due::answer_due(cx, &ask, now) {
-                    stats.by_indexes += a.asked.len();
-                    *custs -= &a.asked;
-                    answer.asked |= a.asked;
-                    answer.decided.members |= a.decided.members;
-                    answer.decided.next.extend(a.decided.next);
-                }
+            if let Some(a) = a {
+                stats.by_indexes += a.asked.len();
+                *custs -= &a.asked;
+                answer.asked |= a.asked;
+                answer.decided.members |= a.decided.members;
+                answer.decided.next.extend(a.decided.next);
             }
-            if let Some(d) = due.get_mut(id) {
+            if let Some(d) = due.get_mut(&id) {
                 *d -= &answer.asked;
             }
             if !answer.asked.is_empty() {
-                forced.insert(*id, answer);
+                forced.insert(id, answer);
             }
         }
         let mut read = RoaringBitmap::new();

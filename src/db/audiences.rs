@@ -46,6 +46,7 @@ impl Db {
             clock: &self.config.clock,
             bulk_from: self.config.audience_bulk_from,
             due_days_from: self.config.audience_due_days_from,
+            write_days_from: self.config.audience_write_days_from,
         }
     }
 

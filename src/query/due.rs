@@ -23,7 +23,12 @@
 //! each audience's day look-ups (presence over whole days, the latest or first day with the
 //! event for the next instants, the whole days a count or an aggregate adds up when their totals
 //! are not kept) are binary searches in a customer's own days instead of a pass over the window's
-//! day bitmaps per audience. The answers are the same either way.
+//! day bitmaps per audience. A write's customers that its events leave open are listed the same
+//! way when a few audiences ask about them, from the earliest cut of those audiences' windows
+//! only: a look-up reaching before a listing's first day ([`CustomerDays::covers`]: `ever`,
+//! `before`, fixed dates) passes over the day bitmaps instead. The answers are the same either
+//! way. A pass over the day bitmaps for a few customers looks each one up in a day's bitmap
+//! rather than intersecting it whole ([`and_few`]).
 //!
 //! Customers with events of the open day in the two-second span holding *now* (events written at
 //! the clock's instant) cannot have a later one there when no stored event of the kind is later
@@ -48,7 +53,7 @@ use crate::model::FastMap;
 use super::exec::Sources;
 use super::figures::{self, side_capped};
 use super::footprint::{self, Footprint};
-use super::plan::{self, EventNode, Node, NodeKind};
+use super::plan::{self, EventNode, Node, NodeKind, Plan};
 use super::rollups::{Side, WindowDays};
 use super::subset::{time_traits, Ask, Context, SubsetAnswer};
 
@@ -74,14 +79,22 @@ pub(crate) struct DueDays {
     by_event: FastMap<u32, CustomerDays>,
 }
 
-/// Each listed customer's days with one event, in increasing order.
+/// Each listed customer's days with one event from a first day on, in increasing order.
 #[derive(Debug, Default)]
 pub(super) struct CustomerDays {
+    /// The first day listed: a look-up of days before it is not answered here
+    /// ([`CustomerDays::covers`]).
+    from: u32,
     at: FastMap<u32, (u32, u32)>,
     days: Vec<u32>,
 }
 
 impl CustomerDays {
+    /// Whether every day from `day` on is listed.
+    pub(super) fn covers(&self, day: u32) -> bool {
+        day >= self.from
+    }
+
     /// The days of `cust` with the event, in increasing order.
     fn of(&self, cust: u32) -> &[u32] {
         self.at
@@ -91,6 +104,11 @@ impl CustomerDays {
 
     /// The days of `cust` with the event in `a..=b`, in increasing order.
     pub(super) fn days_in(&self, cust: u32, a: u32, b: u32) -> impl Iterator<Item = u32> + '_ {
+        debug_assert!(
+            self.covers(a),
+            "days from {a} asked of a listing from {}",
+            self.from
+        );
         let days = self.of(cust);
         let from = days.partition_point(|&x| x < a);
         days[from..].iter().copied().take_while(move |&x| x <= b)
@@ -103,6 +121,11 @@ impl CustomerDays {
 
     /// The last day of `cust` with the event in `a..=b`.
     fn last_in(&self, cust: u32, a: u32, b: u32) -> Option<u32> {
+        debug_assert!(
+            self.covers(a),
+            "days from {a} asked of a listing from {}",
+            self.from
+        );
         let days = self.of(cust);
         let i = days.partition_point(|&x| x <= b);
         i.checked_sub(1).map(|i| days[i]).filter(|&x| x >= a)
@@ -110,14 +133,15 @@ impl CustomerDays {
 }
 
 impl DueDays {
-    /// The days of `events` for the customers of `custs` (every day the indexes hold).
-    pub(crate) fn build(ix: &Indexes, custs: RoaringBitmap, events: &[u32]) -> DueDays {
+    /// The days of `events` from day `from` on for the customers of `custs` (with `from` 0, every
+    /// day the indexes hold).
+    pub(crate) fn build(ix: &Indexes, custs: RoaringBitmap, events: &[u32], from: u32) -> DueDays {
         let by_event = events
             .par_iter()
             .filter_map(|&e| {
                 let ei = ix.event_index(e)?;
                 let mut pairs: Vec<(u32, u32)> = Vec::new();
-                for (&day, bm) in &ei.days {
+                for (&day, bm) in ei.days.range(from..) {
                     pairs.extend((&custs & bm).iter().map(|c| (c, day)));
                 }
                 pairs.sort_unstable();
@@ -130,7 +154,7 @@ impl DueDays {
                     start = end;
                 }
                 let days = pairs.into_iter().map(|(_, d)| d).collect();
-                Some((e, CustomerDays { at, days }))
+                Some((e, CustomerDays { from, at, days }))
             })
             .collect::<Vec<_>>();
         DueDays {
@@ -146,14 +170,9 @@ impl DueDays {
     }
 }
 
-/// Evaluates `ask`'s rule at `now` for its customers (those that exist) from the indexes; see
-/// the module's documentation.
-pub(crate) fn answer_due(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<DueAnswer> {
-    answer_due_with(cx, ask, now, None)
-}
-
-/// [`answer_due`], with the due customers' days listed once for all audiences (`days`, when it
-/// lists them).
+/// Evaluates `ask`'s rule at `now` for its customers (those that exist) from the indexes (see
+/// the module's documentation), with the due customers' days listed once for all audiences
+/// (`days`, when it lists them).
 pub(crate) fn answer_due_with(
     cx: &Context<'_>,
     ask: &Ask<'_>,
@@ -164,9 +183,36 @@ pub(crate) fn answer_due_with(
     if custs.is_empty() {
         return Ok(DueAnswer::default());
     }
+    let plan = plan::plan(ask.rule, cx.catalog, cx.indexes, cx.saved, now)?;
+    Ok(answer_planned(cx, ask, &plan, custs, now, days))
+}
+
+/// [`answer_due_with`] for a rule already planned at `now` (`plan`): a write plans each
+/// audience's rule once for what its events settle and for what is asked of the indexes.
+pub(crate) fn answer_due_planned(
+    cx: &Context<'_>,
+    ask: &Ask<'_>,
+    plan: &Plan,
+    now: Timestamp,
+    days: Option<&DueDays>,
+) -> DueAnswer {
+    let custs = ask.custs & &cx.indexes.everyone;
+    if custs.is_empty() {
+        return DueAnswer::default();
+    }
+    answer_planned(cx, ask, plan, custs, now, days)
+}
+
+fn answer_planned(
+    cx: &Context<'_>,
+    ask: &Ask<'_>,
+    plan: &Plan,
+    custs: RoaringBitmap,
+    now: Timestamp,
+    days: Option<&DueDays>,
+) -> DueAnswer {
     // Every customer asked about below is one of `custs`: the days serve all or none.
     let days = days.filter(|x| custs.is_subset(&x.custs));
-    let plan = plan::plan(ask.rule, cx.catalog, cx.indexes, cx.saved, now)?;
     let sources = Sources {
         indexes: cx.indexes,
         catalog: cx.catalog,
@@ -178,14 +224,14 @@ pub(crate) fn answer_due_with(
     let read = (&maybe - &sure) | unresolved;
     let asked = &custs - &read;
     let next = asked.iter().map(|c| (c, lower.get(&c).copied())).collect();
-    Ok(DueAnswer {
+    DueAnswer {
         decided: SubsetAnswer {
             members: sure & &asked,
             next,
         },
         asked,
         read,
-    })
+    }
 }
 
 /// Bounds of `node` for the customers of `d` only: `(sure, maybe)` with `sure ⊆ maybe ⊆ d`.
@@ -302,13 +348,16 @@ fn presence_within(
     let listed = e.event.and_then(|id| days?.event(id));
     let mut sure = RoaringBitmap::new();
     let mut rest = d.clone();
-    if let (Some((a, b)), Some(listed)) = (win.whole, listed) {
+    if let (Some((a, b)), Some(listed)) = (
+        win.whole,
+        listed.filter(|l| win.whole.is_some_and(|w| l.covers(w.0))),
+    ) {
         // Each customer's own days, listed once for every audience due at this tick.
         sure.extend(d.iter().filter(|&c| listed.first_in(c, a, b).is_some()));
         rest -= &sure;
     } else if let Some((a, b)) = win.whole {
         for (_, bm) in ei.days.range(a..=b) {
-            let hit = &rest & bm;
+            let hit = and_few(&rest, bm);
             if !hit.is_empty() {
                 rest -= &hit;
                 sure |= hit;
@@ -350,8 +399,25 @@ fn presence_within(
 
 /// The customers of `d` with the event on `day`.
 fn day_customers(ei: &EventIndex, day: u32, d: &RoaringBitmap) -> RoaringBitmap {
-    ei.days.get(&day).map(|bm| d & bm).unwrap_or_default()
+    ei.days
+        .get(&day)
+        .map(|bm| and_few(d, bm))
+        .unwrap_or_default()
 }
+
+/// `few & bm`: by a look-up in `bm` per customer when `few` holds at most [`FEW`] (a write's
+/// customers left to one audience, a few due ones), which costs less than intersecting `bm`'s
+/// containers whole and allocates nothing when none is in `bm`; else the intersection.
+fn and_few(few: &RoaringBitmap, bm: &RoaringBitmap) -> RoaringBitmap {
+    if few.len() <= FEW {
+        few.iter().filter(|&c| bm.contains(c)).collect()
+    } else {
+        few & bm
+    }
+}
+
+/// Up to how many customers [`and_few`] looks each one up.
+const FEW: u64 = 16;
 
 /// The customers of `custs` grouped by the day `day_of` gives each (those it gives none left out).
 fn by_day(
@@ -535,7 +601,7 @@ fn next_from_spans_with(
             let cut = now.saturating_sub(len);
             let cut_day = day_of(cut);
             let mut rest = d - &unresolved;
-            let listed = days.and_then(|x| x.event(e));
+            let listed = days.and_then(|x| x.event(e)).filter(|l| l.covers(cut_day));
             if latest.contains(&len) {
                 // The latest day with the event, from today back to the cut's day: from each
                 // customer's listed days, or a pass over the day bitmaps.
@@ -547,7 +613,7 @@ fn next_from_spans_with(
                     None => {
                         let mut hits = Vec::new();
                         for (&day, bm) in ei.days.range(cut_day..=open).rev() {
-                            let hit = &rest & bm;
+                            let hit = and_few(&rest, bm);
                             if hit.is_empty() {
                                 continue;
                             }
@@ -611,7 +677,7 @@ fn next_from_spans_with(
             } else {
                 // The first day with the event at or after the cut.
                 for (&day, bm) in ei.days.range(cut_day..=open) {
-                    let hit = &rest & bm;
+                    let hit = and_few(&rest, bm);
                     if hit.is_empty() {
                         continue;
                     }

@@ -111,7 +111,7 @@ pub(super) fn within(
             let (totals, by_days) = match win.whole {
                 Some(w) => match ei.count_totals.kept(0, &ei.counts, w) {
                     Some(t) => (Some(t), None),
-                    None => (None, Some((listed?, w))),
+                    None => (None, Some((listed.filter(|l| l.covers(w.0))?, w))),
                 },
                 None => (None, None),
             };
@@ -168,7 +168,7 @@ pub(super) fn within(
             let (totals, by_days) = match (win.whole, figures) {
                 (Some(w), Some((p, f))) => match ei.number_totals.kept(p, f, w) {
                     Some(t) => (Some(t), None),
-                    None => (None, Some((listed?, f, w))),
+                    None => (None, Some((listed.filter(|l| l.covers(w.0))?, f, w))),
                 },
                 _ => (None, None),
             };

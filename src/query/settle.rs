@@ -32,12 +32,12 @@ use roaring::RoaringBitmap;
 use crate::error::Result;
 use crate::model::time::Timestamp;
 use crate::model::{FastMap, StoredEvent};
-use crate::rules::{AggregateFn, CmpOp, Rule};
+use crate::rules::{AggregateFn, CmpOp};
 use crate::storage::view::ValueView;
 
 use super::customer::filter_passes_by;
 use super::footprint::Footprint;
-use super::plan::{self, EventNode, Filter, Frequency, Node, NodeKind};
+use super::plan::{EventNode, Filter, Frequency, Node, NodeKind, Plan};
 use super::subset::{Context, SubsetAnswer};
 
 /// What a write's events decided for one rule's customers.
@@ -52,12 +52,12 @@ pub(crate) struct SettledSome {
 }
 
 /// [`settle`] for each of `custs` that exists and got events in the write (`written`, by
-/// customer), against `rule` planned at `now`; `kept(c)` is customer `c`'s kept answer when it
+/// customer), against a rule planned at `now` (`plan`); `kept(c)` is customer `c`'s kept answer when it
 /// is exact and nothing else in the write bears on the rule. The others are left to be read.
 /// Only for a rule [`may_settle`] allows.
 pub(crate) fn settle_some(
     cx: &Context<'_>,
-    rule: &Rule,
+    plan: &Plan,
     fp: &Footprint,
     custs: &RoaringBitmap,
     written: &FastMap<u32, Vec<StoredEvent>>,
@@ -65,7 +65,7 @@ pub(crate) fn settle_some(
     kept: impl Fn(u32) -> Option<bool>,
 ) -> Result<SettledSome> {
     let mut out = SettledSome::default();
-    let plan = plan::plan(rule, cx.catalog, cx.indexes, cx.saved, now)?;
+    out.forced.next.reserve(custs.len() as usize);
     for c in custs {
         let Some(events) = written.get(&c) else {
             continue;
@@ -75,19 +75,28 @@ pub(crate) fn settle_some(
         }
         match settle(&plan.root, fp, events, now, kept(c))? {
             Settled::Forced { member, next } => {
+                // Customers come in increasing order: each is pushed at the end.
                 if member {
-                    out.forced.members.insert(c);
+                    push(&mut out.forced.members, c);
                 }
                 out.forced.next.push((c, next));
-                out.forced_custs.insert(c);
+                push(&mut out.forced_custs, c);
             }
             Settled::Unchanged => {
-                out.unchanged.insert(c);
+                push(&mut out.unchanged, c);
             }
             Settled::Read => {}
         }
     }
     Ok(out)
+}
+
+/// Adds `c` to `b`: at the end when it is above every member (the common case here), else in
+/// its place.
+fn push(b: &mut RoaringBitmap, c: u32) {
+    if b.try_push(c).is_err() {
+        b.insert(c);
+    }
 }
 
 /// What a write's events for one customer decide about a rule.
