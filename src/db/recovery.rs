@@ -232,12 +232,10 @@ impl Writer {
             .par_iter()
             .map(|f| (f.key(), state.indexes.encode_family(f)))
             .collect();
-        for &chunk in id_chunks {
-            match state.ids.encode_chunk(chunk) {
-                Some(blob) => batch.put_id_chunk(chunk, blob),
-                None => batch.remove_id_chunk(chunk),
-            }
-        }
+        let id_blobs: Vec<(u32, Option<Vec<u8>>)> = id_chunks
+            .iter()
+            .map(|&chunk| (chunk, state.ids.encode_chunk(chunk)))
+            .collect();
         drop(state);
         if !all {
             let more: usize = encoded
@@ -280,6 +278,14 @@ impl Writer {
                     None if in_file => batch.hide_index_family(&family_key),
                     None => batch.remove_index_family(&family_key),
                 }
+            }
+        }
+        // After a whole snapshot's clearing, which removes every id chunk record: in a batch
+        // the last operation on a key wins.
+        for (chunk, blob) in id_blobs {
+            match blob {
+                Some(blob) => batch.put_id_chunk(chunk, blob),
+                None => batch.remove_id_chunk(chunk),
             }
         }
         db.store.clear_dirty_log(&mut batch)?;

@@ -1224,6 +1224,54 @@ mod checkpoint_tests {
         assert_eq!(dirty_records(&db), 0);
     }
 
+    /// A whole snapshot keeps every id chunk, those an earlier snapshot wrote too; and an open
+    /// of a folder missing a chunk below the id counter reads the ids from their records. With
+    /// a chunk of ids lost, an open knew no external id for those customers (a saved audience
+    /// over them failed, `verify` said the id map differed).
+    #[test]
+    fn whole_snapshots_keep_every_id_chunk() {
+        use crate::ingest::message::Message;
+        use crate::model::Value;
+        use crate::storage::{ids::CHUNK_IDS, WriteBatch};
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Db::open_with(Config::new(dir.path().join("db"))).unwrap();
+        let db = open();
+        let identify = |range: std::ops::Range<u32>| -> Vec<Message> {
+            range
+                .map(|i| {
+                    Message::identify(
+                        format!("c{i}"),
+                        vec![("n".into(), Some(Value::Int(i.into())))],
+                    )
+                })
+                .collect()
+        };
+        db.ingest(identify(0..10)).unwrap();
+        db.checkpoint().unwrap(); // chunk 0 written
+        db.ingest(identify(10..CHUNK_IDS + 5)).unwrap();
+        db.checkpoint_whole().unwrap(); // chunks 0 and 1, the first one written before
+        drop(db);
+        let db = open();
+        let last = CHUNK_IDS + 4;
+        for cust in [0, 9, 10, CHUNK_IDS - 1, CHUNK_IDS, last] {
+            assert_eq!(
+                db.external_id(cust).unwrap(),
+                Some(format!("c{cust}")),
+                "customer {cust} after a whole snapshot"
+            );
+        }
+        assert!(db.verify().unwrap().is_ok());
+        // A folder missing chunk 0 (as an earlier build left them): the records say.
+        let mut batch = WriteBatch::new();
+        batch.remove_id_chunk(0);
+        db.store.commit(batch).unwrap();
+        drop(db);
+        let db = open();
+        assert_eq!(db.external_id(5).unwrap(), Some("c5".to_string()));
+        assert_eq!(db.external_id(last).unwrap(), Some(format!("c{last}")));
+        assert!(db.verify().unwrap().is_ok());
+    }
+
     /// An open after a crash recomputes the customers the dirty log names and checkpoints:
     /// the count starts again from none.
     #[test]
