@@ -8,7 +8,9 @@
 //! (`Config::audience_bulk_from` 0 and the default). Then 40 audiences over the same events with
 //! windows of hours and days (presence, counts, sums, averages), most of them due at the same
 //! steps, with the due customers' days listed once for all of them and without
-//! (`Config::audience_due_days_from`).
+//! (`Config::audience_due_days_from`). Then audiences left to reading (filters) beside ones the
+//! indexes decide, with windows of hours to months, read at the same steps: each customer's
+//! events read from where its own audiences need them.
 //!
 //! `PROPTEST_CASES=500 cargo test --test audiences_ticks` runs more streams.
 
@@ -452,5 +454,122 @@ fn hundreds_with_views_at_the_clocks_instant() {
     ]);
     for bulk_from in [0, 2048] {
         run(&custs, &steps, bulk_from);
+    }
+}
+
+/// The lengths of [`read_rules`]: hours, a day and a bit, days, and months.
+const READ_LENGTHS: [i64; 4] = [5 * HOUR, 26 * HOUR, 3 * DAY, 120 * DAY];
+
+/// Audiences the indexes leave to reading (a filter on the views' amount, for few due
+/// customers) beside ones they decide (presence, counts), for windows of hours to months: at one
+/// step a customer is read once for every audience asking, its events from where the longest
+/// window among those audiences needs them, and audiences with nobody left to read get no read.
+fn read_rules() -> (Vec<(String, String)>, Vec<Kind>) {
+    let mut rules = Vec::new();
+    let mut kinds = Vec::new();
+    for (j, &len) in READ_LENGTHS.iter().enumerate() {
+        let hours = len / HOUR;
+        for (kind, rule) in [
+            format!("viewed where amount >= 50 in last {hours} hours"),
+            format!("viewed in last {hours} hours"),
+            format!("viewed at least 2 times in last {hours} hours"),
+            format!("viewed where amount < 30 in last {hours} hours and not added_to_cart in last {hours} hours"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rules.push((format!("r{j}_{kind}"), rule));
+            kinds.push((kind as u8, len));
+        }
+    }
+    (rules, kinds)
+}
+
+fn read_holds((kind, len): Kind, c: &Customer, t: i64) -> bool {
+    let inside = |ts: &[i64]| -> Vec<i64> {
+        ts.iter()
+            .copied()
+            .filter(|&e| t - len < e && e <= t)
+            .collect()
+    };
+    let (views, carts) = (inside(&c.views), inside(&c.carts));
+    match kind {
+        0 => views.iter().any(|&e| amount(e) >= 50),
+        1 => !views.is_empty(),
+        2 => views.len() >= 2,
+        _ => views.iter().any(|&e| amount(e) < 30) && carts.is_empty(),
+    }
+}
+
+fn read_edges() -> Vec<i64> {
+    std::iter::once(0).chain(READ_LENGTHS).collect()
+}
+
+/// Hundreds of customers with views months, days and hours back, a few milliseconds apart:
+/// audiences read at the same steps with windows from hours to months (each customer's events
+/// read from where its own audiences need them) against a plain evaluator, steps onto the edges
+/// and a millisecond either side, the due customers' days listed and not.
+#[test]
+fn audiences_read_at_one_step_each_customer_from_its_own_windows() {
+    let custs: Vec<Customer> = (0..240i64)
+        .map(|i| {
+            let ms = (i * 7) % 3001;
+            let mut views = vec![t0() - 100 * DAY + ms];
+            for k in 0..(i % 4) {
+                views.push(t0() - (3 + 9 * k) * HOUR - (i % 3) * DAY + ms + k);
+            }
+            Customer {
+                views,
+                carts: if i % 5 == 0 {
+                    vec![t0() - 2 * HOUR + i]
+                } else {
+                    vec![]
+                },
+                gold: false,
+            }
+        })
+        .collect();
+    let mut steps = vec![Step::By(HOUR - 2)];
+    for i in 0..14 {
+        steps.push(Step::ToEdge {
+            pick: i * 23,
+            delta: [-1, 0, 1][i % 3],
+        });
+    }
+    steps.extend([Step::By(1), Step::By(DAY), Step::By(20 * DAY)]);
+    let (rules, kinds) = read_rules();
+    for due_days_from in [0, usize::MAX] {
+        run_rules(
+            &custs,
+            &steps,
+            (2048, due_days_from),
+            &rules,
+            &read_edges(),
+            &|k, c, t| read_holds(kinds[k], c, t),
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// [`read_rules`] over random streams (views a few seconds around whole hours, some of them
+    /// months back): the same members as a plain evaluator at every step.
+    #[test]
+    fn audiences_read_at_one_step_match_a_plain_evaluator(
+        custs in prop::collection::vec(customer(), 1..50),
+        old in prop::collection::vec(0i64..200 * DAY, 0..50),
+        steps in prop::collection::vec(step(), 1..16),
+        listed in any::<bool>(),
+    ) {
+        let mut custs = custs;
+        for (c, back) in custs.iter_mut().zip(old) {
+            c.views.push(t0() - back);
+        }
+        let (rules, kinds) = read_rules();
+        let due_days_from = if listed { 0 } else { usize::MAX };
+        run_rules(&custs, &steps, (2048, due_days_from), &rules, &read_edges(), &|k, c, t| {
+            read_holds(kinds[k], c, t)
+        });
     }
 }

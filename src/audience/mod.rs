@@ -1230,9 +1230,9 @@ impl Audiences {
             })
             .collect();
         // Audiences whose due customers were all decided are settled with an empty read.
-        let listed: FastSet<u32> = todo.iter().map(|t| t.0.id).collect();
-        for id in decided.keys() {
-            if !listed.contains(id) {
+        let read: FastSet<u32> = todo.iter().map(|t| t.0.id).collect();
+        for (id, _) in decided.iter() {
+            if !read.contains(id) {
                 if let Some(r) = readers.by_id.get(id) {
                     todo.push((r.def.clone(), r.fp.clone(), RoaringBitmap::new()));
                 }
@@ -1249,9 +1249,7 @@ impl Audiences {
             .par_iter()
             .map(|t| subset::answer(&cx, &ask(t), now))
             .collect();
-        // Audiences with nothing left to read (all their customers settled by the write or
-        // the indexes) are not asked: no plan, no pass.
-        let few_asks: Vec<Ask<'_>> = few.iter().filter(|t| !t.2.is_empty()).map(ask).collect();
+        let few_asks: Vec<Ask<'_>> = few.iter().map(ask).collect();
         let (few_answers, few_failure) = match subset::answer_each(&cx, &few_asks, now) {
             Ok(answers) => (answers, None),
             Err(e) => (Vec::new(), Some(e)),
@@ -1260,50 +1258,77 @@ impl Audiences {
         drop(state);
         let mut flips = Flips::default();
         let mut failure = None;
+        // Each audience's answer in the feed's order, or `None` when it failed (its customers
+        // are tried again at the next chance), with what the indexes decided for its due
+        // customers.
+        let mut settled: Vec<(RoaringBitmap, Option<SubsetAnswer>)> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
+        let few_answers = few_answers
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None));
+        let answers = many_answers
+            .into_iter()
+            .map(|a| a.map_err(|e| failure.get_or_insert(e)).ok())
+            .chain(few_answers);
+        for ((d, _, mut custs), mut answer) in many.into_iter().chain(few).zip(answers) {
+            if let Some(t) = decided.remove(&d.id) {
+                custs |= &t.asked;
+                if let Some(a) = &mut answer {
+                    a.members |= t.decided.members;
+                    a.next.extend(t.decided.next);
+                }
+            }
+            ids.push(d.id);
+            settled.push((custs, answer));
+        }
+        failure = failure.or(few_failure);
         {
             let mut live = self.live.write();
-            // An audience's answer, or `None` when it failed: its customers are tried again
-            // at the next chance.
-            let mut settle = |(d, _, mut custs): Todo, answer: Option<SubsetAnswer>| {
-                let Live {
-                    by_id, by_customer, ..
-                } = &mut *live;
-                let tick = decided.remove(&d.id);
-                if let Some(la) = by_id.get_mut(&d.id) {
-                    match answer {
-                        Some(mut a) => {
-                            // With what the indexes decided for its due customers.
-                            if let Some(t) = tick {
-                                custs |= &t.asked;
-                                a.members |= t.decided.members;
-                                a.next.extend(t.decided.next);
-                            }
-                            apply(la, d.id, by_customer, &custs, a, now, &mut flips);
-                        }
-                        None => {
-                            if let Some(t) = tick {
-                                custs |= &t.asked;
-                            }
-                            custs.iter().for_each(|c| la.timers.schedule(c, Some(now)));
-                        }
+            let Live {
+                by_id, by_customer, ..
+            } = &mut *live;
+            // Each audience's own timers and members, in parallel when they are many (a clock
+            // step's thousands of due customers); the inverse of the members and the flips
+            // after, in order.
+            let place: FastMap<u32, usize> =
+                ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+            let mut own: Vec<Option<&mut LiveAudience>> = ids.iter().map(|_| None).collect();
+            for (id, la) in by_id.iter_mut() {
+                if let Some(&i) = place.get(id) {
+                    own[i] = Some(la);
+                }
+            }
+            let pairs: u64 = settled.iter().map(|(custs, _)| custs.len()).sum();
+            type Own<'a> = (
+                Option<&'a mut LiveAudience>,
+                (RoaringBitmap, Option<SubsetAnswer>),
+            );
+            let work = |(la, (custs, answer)): Own<'_>| {
+                let la = la?;
+                match answer {
+                    Some(a) => Some(apply(la, &custs, a, now)),
+                    None => {
+                        custs.iter().for_each(|c| la.timers.schedule(c, Some(now)));
+                        None
                     }
                 }
-                live.rewake(d.id);
             };
-            for (t, answer) in many.into_iter().zip(many_answers) {
-                settle(t, answer.map_err(|e| failure.get_or_insert(e)).ok());
-            }
-            let mut few_answers = few_answers.into_iter();
-            for t in few {
-                let answer = if t.2.is_empty() {
-                    Some(SubsetAnswer::default())
+            let changed: Vec<Option<(RoaringBitmap, RoaringBitmap)>> =
+                if pairs >= PARALLEL_APPLY_FROM {
+                    own.into_par_iter().zip(settled).map(work).collect()
                 } else {
-                    few_answers.next()
+                    own.into_iter().zip(settled).map(work).collect()
                 };
-                settle(t, answer);
+            for (&id, change) in ids.iter().zip(changed) {
+                let (Some((entered, left)), Some(la)) = (change, by_id.get(&id)) else {
+                    continue;
+                };
+                flips.add(&la.name, &entered, &left);
+                by_customer.remove_all(id, &left);
+                by_customer.insert_all(id, &entered);
             }
-            failure = failure.or(few_failure);
-            for id in woken {
+            for id in ids.into_iter().chain(woken) {
                 live.rewake(id);
             }
             live.as_of = now;
@@ -1606,31 +1631,29 @@ impl Audiences {
     }
 }
 
-/// Applies one audience's answer for the customers asked about: members, timers, flips.
+/// From how many (audience, customer) pairs answered at once [`Audiences::maintain`] applies
+/// the audiences' answers in parallel (below, the hand-off costs more than it saves).
+const PARALLEL_APPLY_FROM: u64 = 4096;
+
+/// Applies one audience's answer for the customers asked about to its members and timers;
+/// returns who entered and who left (for the flips and the inverse of the members).
 fn apply(
     la: &mut LiveAudience,
-    id: u32,
-    by_customer: &mut ByCustomer,
     asked: &RoaringBitmap,
     a: SubsetAnswer,
     now: Timestamp,
-    flips: &mut Flips,
-) {
+) -> (RoaringBitmap, RoaringBitmap) {
     la.dirty = true;
     la.timers.schedule_all(a.next);
     let before = &la.members & asked;
     let entered = &a.members - &before;
     let left = &before - &a.members;
-    if entered.is_empty() && left.is_empty() {
-        return;
+    if !entered.is_empty() || !left.is_empty() {
+        la.members -= &left;
+        la.members |= &entered;
+        la.members_changed = Some(now);
     }
-    flips.add(&la.name, &entered, &left);
-    by_customer.remove_all(id, &left);
-    by_customer.insert_all(id, &entered);
-    la.members -= &left;
-    la.members |= &entered;
-    la.members_changed = Some(now);
-    la.dirty = true;
+    (entered, left)
 }
 
 /// Calls `f` with each stored change from position `from` on, in order, until it returns

@@ -40,6 +40,7 @@
 //! build event columns); it never writes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use roaring::RoaringBitmap;
@@ -85,8 +86,43 @@ pub(super) struct CustomerDays {
     /// The first day listed: a look-up of days before it is not answered here
     /// ([`CustomerDays::covers`]).
     from: u32,
-    at: FastMap<u32, (u32, u32)>,
+    /// The listed customers' places (shared by every event's list).
+    places: Arc<Places>,
+    /// Where each customer's days start in `days` (by its place), and where the last one's end.
+    at: Vec<u32>,
     days: Vec<u32>,
+}
+
+/// The places of some customers in their ascending order, found by a look-up in a table over
+/// the range of their ids (not a search per customer: the days of every due customer are
+/// placed for each day with the event).
+#[derive(Debug, Default)]
+struct Places {
+    custs: Vec<u32>,
+    /// By id minus the first customer's: the place, or anything for an id not listed.
+    table: Vec<u32>,
+}
+
+impl Places {
+    fn new(custs: &RoaringBitmap) -> Places {
+        let custs: Vec<u32> = custs.iter().collect();
+        let (first, last) = match (custs.first(), custs.last()) {
+            (Some(&a), Some(&b)) => (a, b),
+            _ => return Places::default(),
+        };
+        let mut table = vec![0u32; (last - first) as usize + 1];
+        for (i, &c) in custs.iter().enumerate() {
+            table[(c - first) as usize] = i as u32;
+        }
+        Places { custs, table }
+    }
+
+    /// The place of `cust`, if listed.
+    fn of(&self, cust: u32) -> Option<usize> {
+        let first = *self.custs.first()?;
+        let i = *self.table.get(cust.checked_sub(first)? as usize)? as usize;
+        (self.custs.get(i) == Some(&cust)).then_some(i)
+    }
 }
 
 impl CustomerDays {
@@ -97,9 +133,10 @@ impl CustomerDays {
 
     /// The days of `cust` with the event, in increasing order.
     fn of(&self, cust: u32) -> &[u32] {
-        self.at
-            .get(&cust)
-            .map_or(&[], |&(a, b)| &self.days[a as usize..b as usize])
+        match self.places.of(cust) {
+            Some(i) => &self.days[self.at[i] as usize..self.at[i + 1] as usize],
+            None => &[],
+        }
     }
 
     /// The days of `cust` with the event in `a..=b`, in increasing order.
@@ -136,25 +173,43 @@ impl DueDays {
     /// The days of `events` from day `from` on for the customers of `custs` (with `from` 0, every
     /// day the indexes hold).
     pub(crate) fn build(ix: &Indexes, custs: RoaringBitmap, events: &[u32], from: u32) -> DueDays {
+        let places = Arc::new(Places::new(&custs));
+        let n = places.custs.len();
         let by_event = events
             .par_iter()
             .filter_map(|&e| {
                 let ei = ix.event_index(e)?;
+                // (place, day) in day order; each customer's count, one place on.
                 let mut pairs: Vec<(u32, u32)> = Vec::new();
+                let mut at = vec![0u32; n + 1];
                 for (&day, bm) in ei.days.range(from..) {
-                    pairs.extend((&custs & bm).iter().map(|c| (c, day)));
+                    for c in &(&custs & bm) {
+                        let i = places.of(c).expect("a listed customer");
+                        at[i + 1] += 1;
+                        pairs.push((i as u32, day));
+                    }
                 }
-                pairs.sort_unstable();
-                // Each customer's run of days in the list: `at` holds where it starts and ends.
-                let mut at = FastMap::default();
-                let mut start = 0u32;
-                for run in pairs.chunk_by(|a, b| a.0 == b.0) {
-                    let end = start + run.len() as u32;
-                    at.insert(run[0].0, (start, end));
-                    start = end;
+                // Each customer's run of days starts where the ones before it end; the pairs
+                // come by day, so each run comes out in increasing order without a sort.
+                for i in 1..at.len() {
+                    at[i] += at[i - 1];
                 }
-                let days = pairs.into_iter().map(|(_, d)| d).collect();
-                Some((e, CustomerDays { from, at, days }))
+                let mut next = at[..n].to_vec();
+                let mut days = vec![0u32; pairs.len()];
+                for (i, day) in pairs {
+                    let slot = &mut next[i as usize];
+                    days[*slot as usize] = day;
+                    *slot += 1;
+                }
+                Some((
+                    e,
+                    CustomerDays {
+                        from,
+                        places: places.clone(),
+                        at,
+                        days,
+                    },
+                ))
             })
             .collect::<Vec<_>>();
         DueDays {

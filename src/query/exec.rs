@@ -1217,6 +1217,13 @@ impl<'s> CustomerData<'s> {
         self.aggregates.clear();
     }
 
+    /// [`CustomerData::load`], with the customer's events read from `events_from` on (what the
+    /// conditions asked about this customer need; `None`: no event is read).
+    pub fn load_from(&mut self, cust: u32, events_from: Option<Timestamp>) {
+        self.load(cust);
+        self.events_from = events_from;
+    }
+
     /// With [`CustomerData::shared`], the customer's block bodies and their events decoded
     /// (built on first use); `None` otherwise.
     pub fn decoded(&mut self) -> Result<Option<(&[u8], &customer::Decoded)>> {

@@ -187,7 +187,8 @@ pub(crate) fn answer(cx: &Context<'_>, ask: &Ask<'_>, now: Timestamp) -> Result<
 
 /// Evaluates several rules at `now`, each for its customers, one customer at a time: a
 /// customer's data is read once for every rule that asks about it (what a write touching a
-/// few customers, with many saved audiences, needs). Returns one answer per ask, in order.
+/// few customers, with many saved audiences, needs), its events from where the longest window
+/// of those rules needs them. Returns one answer per ask, in order.
 pub(crate) fn answer_each(
     cx: &Context<'_>,
     asks: &[Ask<'_>],
@@ -197,6 +198,29 @@ pub(crate) fn answer_each(
         plan: Plan,
         fp: &'r Footprint,
         custs: RoaringBitmap,
+    }
+    // Asks about nobody who exists (a clock step's audiences whose due customers the indexes
+    // all decided) are answered empty: their rules are not planned, and their windows do not
+    // widen what every customer read is read from.
+    let named: Vec<usize> = (0..asks.len())
+        .filter(|&i| !asks[i].custs.is_disjoint(&cx.indexes.everyone))
+        .collect();
+    if named.len() < asks.len() {
+        let some: Vec<Ask<'_>> = named
+            .iter()
+            .map(|&i| Ask {
+                rule: asks[i].rule,
+                fp: asks[i].fp,
+                custs: asks[i].custs,
+            })
+            .collect();
+        let mut out: Vec<SubsetAnswer> = asks.iter().map(|_| SubsetAnswer::default()).collect();
+        if !some.is_empty() {
+            for (i, a) in named.into_iter().zip(answer_each(cx, &some, now)?) {
+                out[i] = a;
+            }
+        }
+        return Ok(out);
     }
     let prepared: Vec<Prepared<'_>> = asks
         .iter()
@@ -208,10 +232,11 @@ pub(crate) fn answer_each(
             })
         })
         .collect::<Result<_>>()?;
-    let read_from = prepared
+    // Each customer's events are read from where the asks that name it need them.
+    let from: Vec<Option<Timestamp>> = prepared
         .iter()
-        .filter_map(|p| read_from(&p.plan, p.fp, now))
-        .min();
+        .map(|p| read_from(&p.plan, p.fp, now))
+        .collect();
     // Every (customer, ask) pair, by customer: each customer is read once and answered for
     // the asks that name it, at a cost that follows the pairs, not customers times asks.
     let mut pairs: Vec<(u32, u32)> = Vec::new();
@@ -229,14 +254,15 @@ pub(crate) fn answer_each(
     let parts: Vec<Vec<Answered>> = by_customer
         .par_chunks(super::chunk_len(by_customer.len()))
         .map(|custs| {
-            let mut data = CustomerData::shared(cx.store, read_from);
+            let mut data = CustomerData::shared(cx.store, None);
             let mut out: Vec<Answered> = Vec::new();
             let mut timed = vec![false; prepared.len()];
             let mut listed: Vec<usize> = Vec::new();
             let mut next = vec![None; prepared.len()];
             for asks in custs {
                 let cust = asks[0].0;
-                data.load(cust);
+                let read_from = asks.iter().filter_map(|&(_, i)| from[i as usize]).min();
+                data.load_from(cust, read_from);
                 let first = out.len();
                 listed.clear();
                 for &(_, i) in *asks {
