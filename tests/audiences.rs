@@ -37,6 +37,21 @@ fn members(db: &Db, name: &str) -> Vec<String> {
     db.member_ids(&db.audience_members(name).unwrap()).unwrap()
 }
 
+/// A cycle is refused on a database with no customer yet too: the new rule is planned before
+/// any answer, not only when some customer is asked about.
+#[test]
+fn a_cycle_is_refused_with_no_customers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), &Clock::manual(t0()));
+    db.define_audience("a", "tier = Gold").unwrap();
+    db.define_audience("b", "in audience a").unwrap();
+    assert!(matches!(
+        db.define_audience("a", "in audience b or tier = Silver"),
+        Err(Error::Evaluation(m)) if m.contains("cycle")
+    ));
+    assert_eq!(db.audience("a").unwrap().rule, "tier = Gold");
+}
+
 #[test]
 fn define_list_show_and_drop() {
     let dir = tempfile::tempdir().unwrap();

@@ -803,10 +803,11 @@ impl Audiences {
         }
         let cx = env.subset_context(&state, &defs);
         // The new rule is planned first: unknown audiences and cycles fail there, before
-        // anything is written.
+        // anything is written (and whatever the answer plans: an ask about nobody is not).
         let answers: Vec<SubsetAnswer> = redo
             .iter()
             .map(|d| {
+                plan::plan(d.rule.rule(), cx.catalog, cx.indexes, cx.saved, now)?;
                 let fp = Footprint::of(d.rule.rule(), &defs);
                 let ask = Ask {
                     rule: d.rule.rule(),
