@@ -290,35 +290,45 @@ type Kind = (u8, i64);
 /// carts, counts and sums of the views' amounts for each length of [`MANY_LENGTHS`]), most of
 /// them due at the same steps; and what each says for a customer at `t`.
 fn many_rules() -> (Vec<(String, String)>, Vec<Kind>) {
-    let mut rules = Vec::new();
-    let mut kinds = Vec::new();
-    for (j, &len) in MANY_LENGTHS.iter().enumerate() {
-        let hours = len / HOUR;
-        for (kind, rule) in [
+    rule_family("m", &MANY_LENGTHS, |hours| {
+        vec![
             format!("viewed in last {hours} hours"),
             format!("added_to_cart in last {hours} hours and not viewed in last {hours} hours"),
             format!("viewed at least 2 times in last {hours} hours"),
             format!("viewed sum(amount) > 120 in last {hours} hours"),
             format!("viewed avg(amount) >= 50 in last {hours} hours or added_to_cart ever"),
         ]
-        .into_iter()
-        .enumerate()
-        {
-            rules.push((format!("m{j}_{kind}"), rule));
+    })
+}
+
+/// For each length of `lengths` (the `j`th), the rules `templates` writes for its hours, named
+/// `{prefix}{j}_{kind}` with `kind` their place: the rules, and each one's (kind, length).
+fn rule_family(
+    prefix: &str,
+    lengths: &[i64],
+    templates: impl Fn(i64) -> Vec<String>,
+) -> (Vec<(String, String)>, Vec<Kind>) {
+    let mut rules = Vec::new();
+    let mut kinds = Vec::new();
+    for (j, &len) in lengths.iter().enumerate() {
+        for (kind, rule) in templates(len / HOUR).into_iter().enumerate() {
+            rules.push((format!("{prefix}{j}_{kind}"), rule));
             kinds.push((kind as u8, len));
         }
     }
     (rules, kinds)
 }
 
+/// The times of `ts` in the window of length `len` ending at `t`.
+fn inside(ts: &[i64], t: i64, len: i64) -> Vec<i64> {
+    ts.iter()
+        .copied()
+        .filter(|&e| t - len < e && e <= t)
+        .collect()
+}
+
 fn many_holds((kind, len): Kind, c: &Customer, t: i64) -> bool {
-    let inside = |ts: &[i64]| -> Vec<i64> {
-        ts.iter()
-            .copied()
-            .filter(|&e| t - len < e && e <= t)
-            .collect()
-    };
-    let (views, carts) = (inside(&c.views), inside(&c.carts));
+    let (views, carts) = (inside(&c.views, t, len), inside(&c.carts, t, len));
     let sum: i64 = views.iter().map(|&e| amount(e)).sum();
     match kind {
         0 => !views.is_empty(),
@@ -465,34 +475,18 @@ const READ_LENGTHS: [i64; 4] = [5 * HOUR, 26 * HOUR, 3 * DAY, 120 * DAY];
 /// step a customer is read once for every audience asking, its events from where the longest
 /// window among those audiences needs them, and audiences with nobody left to read get no read.
 fn read_rules() -> (Vec<(String, String)>, Vec<Kind>) {
-    let mut rules = Vec::new();
-    let mut kinds = Vec::new();
-    for (j, &len) in READ_LENGTHS.iter().enumerate() {
-        let hours = len / HOUR;
-        for (kind, rule) in [
+    rule_family("r", &READ_LENGTHS, |hours| {
+        vec![
             format!("viewed where amount >= 50 in last {hours} hours"),
             format!("viewed in last {hours} hours"),
             format!("viewed at least 2 times in last {hours} hours"),
             format!("viewed where amount < 30 in last {hours} hours and not added_to_cart in last {hours} hours"),
         ]
-        .into_iter()
-        .enumerate()
-        {
-            rules.push((format!("r{j}_{kind}"), rule));
-            kinds.push((kind as u8, len));
-        }
-    }
-    (rules, kinds)
+    })
 }
 
 fn read_holds((kind, len): Kind, c: &Customer, t: i64) -> bool {
-    let inside = |ts: &[i64]| -> Vec<i64> {
-        ts.iter()
-            .copied()
-            .filter(|&e| t - len < e && e <= t)
-            .collect()
-    };
-    let (views, carts) = (inside(&c.views), inside(&c.carts));
+    let (views, carts) = (inside(&c.views, t, len), inside(&c.carts, t, len));
     match kind {
         0 => views.iter().any(|&e| amount(e) >= 50),
         1 => !views.is_empty(),
