@@ -1393,12 +1393,12 @@ impl Audiences {
                 let plan = plan::plan(r.def.rule.rule(), cx.catalog, cx.indexes, cx.saved, now);
                 let plan = plan.ok()?;
                 let s = settle::settle_some(cx, &plan, &r.fp, custs, &t.written, now, kept).ok()?;
-                let mut rest = custs & &with_events;
-                rest -= &s.forced_custs;
-                rest -= &s.unchanged;
-                rest -= &unsure;
-                if !BY_INDEXES.load(Ordering::Relaxed) {
-                    rest.clear();
+                let mut rest = RoaringBitmap::new();
+                if BY_INDEXES.load(Ordering::Relaxed) {
+                    rest = custs & &with_events;
+                    rest -= &s.forced_custs;
+                    rest -= &s.unchanged;
+                    rest -= &unsure;
                 }
                 Some((*id, plan, s, rest))
             })
