@@ -386,13 +386,7 @@ fn many_audiences_and_hundreds_of_customers_at_their_own_millisecond() {
             gold: false,
         })
         .collect();
-    let mut steps = vec![Step::By(HOUR - 2)];
-    for i in 0..12 {
-        steps.push(Step::ToEdge {
-            pick: i * 37,
-            delta: [-1, 0, 1][i % 3],
-        });
-    }
+    let mut steps = edge_steps(12, 37);
     steps.extend([Step::By(1), Step::By(999), Step::By(DAY), Step::By(DAY)]);
     let (rules, kinds) = many_rules();
     for due_days_from in [0, usize::MAX] {
@@ -495,6 +489,19 @@ fn read_holds((kind, len): Kind, c: &Customer, t: i64) -> bool {
     }
 }
 
+/// A first step of just under an hour, then `n` steps to edges picked `stride` apart, each onto
+/// the edge, a millisecond before or after it in turn.
+fn edge_steps(n: usize, stride: usize) -> Vec<Step> {
+    let mut steps = vec![Step::By(HOUR - 2)];
+    for i in 0..n {
+        steps.push(Step::ToEdge {
+            pick: i * stride,
+            delta: [-1, 0, 1][i % 3],
+        });
+    }
+    steps
+}
+
 fn read_edges() -> Vec<i64> {
     std::iter::once(0).chain(READ_LENGTHS).collect()
 }
@@ -523,13 +530,7 @@ fn audiences_read_at_one_step_each_customer_from_its_own_windows() {
             }
         })
         .collect();
-    let mut steps = vec![Step::By(HOUR - 2)];
-    for i in 0..14 {
-        steps.push(Step::ToEdge {
-            pick: i * 23,
-            delta: [-1, 0, 1][i % 3],
-        });
-    }
+    let mut steps = edge_steps(14, 23);
     steps.extend([Step::By(1), Step::By(DAY), Step::By(20 * DAY)]);
     let (rules, kinds) = read_rules();
     for due_days_from in [0, usize::MAX] {
