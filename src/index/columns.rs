@@ -20,16 +20,22 @@
 //! reads the events, hands them over, and tests the values (`crate::query::columns`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
-use super::derived::{self, DerivedStore, LAYOUT};
+use super::derived::{self, DerivedStore, Loaded};
 use super::rollup::{mix, ListVersion};
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp, DAY_MS};
 use crate::model::{FastMap, FastSet, Value};
-use crate::storage::codec::{get_value, put_value, put_varint, Reader};
+use crate::storage::codec::{get_value, put_value, put_varint, skip_value, Reader};
+
+/// The layout of a stored day's columns (the first varint of the record body; see
+/// [`EventColumns::encode`]). Records of layout 1 (`crate::index::derived::LAYOUT`, before the
+/// properties were stored as sections of known length and the times as fixed-width numbers) are
+/// not read: the day is built and stored again.
+pub const COLUMNS_LAYOUT: u64 = 2;
 
 /// The id of "the event has no such property" in [`PropColumn::ids`].
 pub const MISSING: u32 = u32::MAX;
@@ -68,6 +74,25 @@ impl Key {
     }
 }
 
+/// One property's column as held: built here, or loaded as its stored section (checked when the
+/// record was loaded) and decoded on first use, so that a fresh process's first rule decodes the
+/// properties it tests and no other (a day of `purchased` holds four, a filter tests one or two).
+#[derive(Debug)]
+struct HeldProp {
+    /// The stored section ([`EventColumns::encode`]); `None` for a column built here.
+    stored: Option<Loaded>,
+    decoded: OnceLock<PropColumn>,
+}
+
+impl HeldProp {
+    fn built(col: PropColumn) -> HeldProp {
+        HeldProp {
+            stored: None,
+            decoded: OnceLock::from(col),
+        }
+    }
+}
+
 /// One day's events of one kind.
 #[derive(Debug)]
 pub struct EventColumns {
@@ -76,7 +101,7 @@ pub struct EventColumns {
     pub custs: Vec<u32>,
     /// Per event, in the same order: the time.
     pub times: Vec<Timestamp>,
-    props: FastMap<u32, PropColumn>,
+    props: FastMap<u32, HeldProp>,
 }
 
 /// One event handed to [`EventColumns::new`]: customer, time, properties (the first of a
@@ -121,7 +146,10 @@ impl EventColumns {
             source,
             custs,
             times,
-            props,
+            props: props
+                .into_iter()
+                .map(|(p, col)| (p, HeldProp::built(col)))
+                .collect(),
         }
     }
 
@@ -138,14 +166,15 @@ impl EventColumns {
             .fold(0u64, |fp, &c| fp.wrapping_add(mix(c)))
     }
 
-    /// The columns of `day` as a record body: the layout, the fingerprint (`u64` LE), the day,
-    /// the number of events; the customers as varint deltas; the times as varints from the day's
-    /// start; then per property (by id) its id, its distinct values (as stored values) and per
-    /// event the value's index plus one (0: missing), varints.
+    /// The columns of `day` as a record body: the layout ([`COLUMNS_LAYOUT`]), the fingerprint
+    /// (`u64` LE), the day, the number of events; the customers as varint deltas; the times as
+    /// `u32` LE milliseconds from the day's start; the number of properties, then per property
+    /// (by id) its id and the byte length of its section (`encode_section`: the distinct values,
+    /// then each event's index into them).
     pub fn encode(&self, day: u32) -> Vec<u8> {
         let n = self.len();
-        let mut out = Vec::with_capacity(n * 6 + 32);
-        put_varint(&mut out, LAYOUT);
+        let mut out = Vec::with_capacity(n * 8 + 32);
+        put_varint(&mut out, COLUMNS_LAYOUT);
         out.extend_from_slice(&self.fingerprint().to_le_bytes());
         put_varint(&mut out, u64::from(day));
         put_varint(&mut out, n as u64);
@@ -156,20 +185,26 @@ impl EventColumns {
         }
         let start = day_start(day);
         for &t in &self.times {
-            put_varint(&mut out, (t - start) as u64);
+            // Within the day: below `DAY_MS`, which fits a `u32`.
+            out.extend_from_slice(&((t - start) as u32).to_le_bytes());
         }
         let mut props: Vec<_> = self.props.iter().collect();
         props.sort_by_key(|(p, _)| **p);
         put_varint(&mut out, props.len() as u64);
-        for (p, col) in props {
+        let mut section = Vec::new();
+        for (p, held) in props {
             put_varint(&mut out, u64::from(*p));
-            put_varint(&mut out, col.values.len() as u64);
-            for v in &col.values {
-                put_value(&mut out, v);
-            }
-            for &id in &col.ids {
-                put_varint(&mut out, if id == MISSING { 0 } else { u64::from(id) + 1 });
-            }
+            let bytes: &[u8] = match (held.decoded.get(), &held.stored) {
+                (Some(col), _) => {
+                    section.clear();
+                    encode_section(col, &mut section);
+                    &section
+                }
+                (None, Some(stored)) => stored,
+                (None, None) => unreachable!("a held property is built or stored"),
+            };
+            put_varint(&mut out, bytes.len() as u64);
+            out.extend_from_slice(bytes);
         }
         out
     }
@@ -178,7 +213,7 @@ impl EventColumns {
     /// decoding the rest (`None`: another layout).
     pub fn declared_fingerprint(body: &[u8]) -> Option<u64> {
         let mut r = Reader::new(body);
-        if r.varint().ok()? != LAYOUT {
+        if r.varint().ok()? != COLUMNS_LAYOUT {
             return None;
         }
         let fp = r.take(8).ok()?;
@@ -187,8 +222,9 @@ impl EventColumns {
 
     /// Decodes a record body of `day`'s columns, checking its order and bounds and that its
     /// events have the fingerprint it declares; `source` is the version of the count list it is
-    /// used for.
-    pub fn decode(body: &[u8], day: u32, source: ListVersion) -> Result<EventColumns> {
+    /// used for. Each property's section is checked whole here (its values, and every index
+    /// within them) but decoded on its first use, sharing `body`'s bytes until then.
+    pub fn decode(body: &Loaded, day: u32, source: ListVersion) -> Result<EventColumns> {
         let bad = || corrupt!("bad stored event columns");
         let declared = Self::declared_fingerprint(body).ok_or_else(bad)?;
         let mut r = Reader::new(body);
@@ -206,34 +242,29 @@ impl EventColumns {
         }
         let start = day_start(day);
         let mut times = Vec::with_capacity(n);
-        for i in 0..n {
-            let off = r.varint()?;
-            if off >= DAY_MS as u64 {
+        let fixed = r.take(n.checked_mul(4).ok_or_else(bad)?)?;
+        for (i, b) in fixed.chunks_exact(4).enumerate() {
+            let off = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if i64::from(off) >= DAY_MS {
                 return Err(bad());
             }
-            let t = start + off as i64;
+            let t = start + i64::from(off);
             if i > 0 && custs[i - 1] == custs[i] && times[i - 1] > t {
                 return Err(bad());
             }
             times.push(t);
         }
-        let mut props: FastMap<u32, PropColumn> = FastMap::default();
+        let mut props: FastMap<u32, HeldProp> = FastMap::default();
         for _ in 0..r.len()? {
             let p = r.u32()?;
-            let count = r.len()?;
-            let values = (0..count)
-                .map(|_| get_value(&mut r))
-                .collect::<Result<Vec<_>>>()?;
-            let mut ids = Vec::with_capacity(n);
-            for _ in 0..n {
-                let id = r.varint()?;
-                ids.push(match id {
-                    0 => MISSING,
-                    i if i <= count as u64 => (i - 1) as u32,
-                    _ => return Err(bad()),
-                });
-            }
-            if props.insert(p, PropColumn { values, ids }).is_some() {
+            let len = r.len()?;
+            let at = r.pos;
+            check_section(r.take(len)?, n)?;
+            let held = HeldProp {
+                stored: Some(body.slice(at..at + len)),
+                decoded: OnceLock::new(),
+            };
+            if props.insert(p, held).is_some() {
                 return Err(bad());
             }
         }
@@ -261,10 +292,111 @@ impl EventColumns {
         self.custs.is_empty()
     }
 
-    /// The column of a property; `None` when no event of the day has it.
+    /// The column of a property; `None` when no event of the day has it. A loaded column is
+    /// decoded here the first time it is asked for.
     pub fn prop(&self, prop: u32) -> Option<&PropColumn> {
-        self.props.get(&prop)
+        let held = self.props.get(&prop)?;
+        Some(held.decoded.get_or_init(|| {
+            let stored = held
+                .stored
+                .as_ref()
+                .expect("a held property not decoded is stored");
+            // Checked whole by `decode` before the columns were handed out.
+            decode_section(stored, self.len()).expect("a stored section is checked when loaded")
+        }))
     }
+}
+
+/// A property's section of a stored record: its distinct values' count, the values, the width
+/// in bytes (1, 2 or 4, the least that holds the count) of the indexes that follow, then per
+/// event the value's index plus one (0: missing), little-endian in that width. Fixed widths are
+/// checked and read a word at a time, where varints were a branch per byte.
+fn encode_section(col: &PropColumn, out: &mut Vec<u8>) {
+    put_varint(out, col.values.len() as u64);
+    for v in &col.values {
+        put_value(out, v);
+    }
+    let width = index_width(col.values.len());
+    out.push(width as u8);
+    out.reserve(col.ids.len() * width);
+    for &id in &col.ids {
+        let x = if id == MISSING { 0 } else { id + 1 };
+        out.extend_from_slice(&x.to_le_bytes()[..width]);
+    }
+}
+
+/// The bytes per index for a property with `count` distinct values (indexes `0..=count`).
+fn index_width(count: usize) -> usize {
+    match count {
+        0..=0xfe => 1,
+        0xff..=0xfffe => 2,
+        _ => 4,
+    }
+}
+
+/// A section's parts, its values and indexes checked as [`decode_section`] reads them: the
+/// values' bytes (read with [`get_value`]), their count, the indexes' width and bytes.
+fn section_parts(section: &[u8], n: usize) -> Result<(&[u8], usize, usize, &[u8])> {
+    let bad = || corrupt!("bad stored event columns");
+    let mut r = Reader::new(section);
+    let count = r.len()?;
+    let start = r.pos;
+    for _ in 0..count {
+        skip_value(&mut r)?;
+    }
+    let values = r.bytes_between(start, r.pos);
+    let width = usize::from(r.byte()?);
+    if width != index_width(count) {
+        return Err(bad());
+    }
+    let ids = r.take(n.checked_mul(width).ok_or_else(bad)?)?;
+    if !r.is_empty() {
+        return Err(bad());
+    }
+    let max = match width {
+        1 => ids.iter().copied().max().map_or(0, u32::from),
+        2 => ids
+            .chunks_exact(2)
+            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+            .max()
+            .unwrap_or(0),
+        _ => ids
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .max()
+            .unwrap_or(0),
+    };
+    if u64::from(max) > count as u64 {
+        return Err(bad());
+    }
+    Ok((values, count, width, ids))
+}
+
+/// Checks a section written by [`encode_section`] for `n` events without building anything.
+fn check_section(section: &[u8], n: usize) -> Result<()> {
+    section_parts(section, n).map(|_| ())
+}
+
+/// Decodes a section written by [`encode_section`] for `n` events.
+fn decode_section(section: &[u8], n: usize) -> Result<PropColumn> {
+    let (values, count, width, ids) = section_parts(section, n)?;
+    let mut r = Reader::new(values);
+    let values = (0..count)
+        .map(|_| get_value(&mut r))
+        .collect::<Result<Vec<_>>>()?;
+    let id = |x: u32| x.checked_sub(1).unwrap_or(MISSING);
+    let ids: Vec<u32> = match width {
+        1 => ids.iter().map(|&b| id(u32::from(b))).collect(),
+        2 => ids
+            .chunks_exact(2)
+            .map(|b| id(u32::from(u16::from_le_bytes([b[0], b[1]]))))
+            .collect(),
+        _ => ids
+            .chunks_exact(4)
+            .map(|b| id(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+    };
+    Ok(PropColumn { values, ids })
 }
 
 /// The columns built so far for one event, by day.
@@ -404,27 +536,105 @@ mod tests {
         }
         assert_eq!(list.fingerprint(), col.fingerprint());
         let v = ListVersion::fresh();
-        let back = EventColumns::decode(&body, day, v).unwrap();
+        let decode = |b: &[u8]| EventColumns::decode(&Loaded::new(b.to_vec()), day, v);
+        let back = decode(&body).unwrap();
         assert_eq!(back.source(), v);
         assert_eq!(back.custs, col.custs);
         assert_eq!(back.times, col.times);
+        // Encoded again before any property is decoded: the stored sections are copied as they
+        // are, and the record is the same.
+        assert_eq!(back.encode(day), body);
         for p in [1, 2, 3] {
             let (a, b) = (col.prop(p), back.prop(p));
             assert_eq!(a.map(|c| &c.ids), b.map(|c| &c.ids));
             assert_eq!(a.map(|c| &c.values), b.map(|c| &c.values));
         }
+        // Half decoded, the same again.
+        let half = decode(&body).unwrap();
+        assert!(half.prop(2).is_some());
+        assert_eq!(half.encode(day), body);
         // Another day, another layout, a cut or a changed body are refused.
-        assert!(EventColumns::decode(&body, day + 1, v).is_err());
+        assert!(EventColumns::decode(&Loaded::new(body.clone()), day + 1, v).is_err());
         let mut other = body.clone();
         other[0] = 9;
-        assert!(EventColumns::decode(&other, day, v).is_err());
-        assert!(EventColumns::decode(&body[..body.len() - 1], day, v).is_err());
+        assert!(decode(&other).is_err());
+        let mut old = body.clone();
+        old[0] = derived::LAYOUT as u8;
+        assert_eq!(EventColumns::declared_fingerprint(&old), None, "layout 1");
+        assert!(decode(&body[..body.len() - 1]).is_err());
         let mut swapped = body.clone();
         // The first customer's delta (3 → 4): its events no longer have the declared fingerprint.
         let at = 1 + 8 + 3 + 1;
         assert_eq!(swapped[at], 3);
         swapped[at] = 4;
-        assert!(EventColumns::decode(&swapped, day, v).is_err());
+        assert!(decode(&swapped).is_err());
+        // A time past the day's end.
+        let times_at = at + 4;
+        let mut late = body.clone();
+        late[times_at..times_at + 4].copy_from_slice(&(DAY_MS as u32).to_le_bytes());
+        assert!(decode(&late).is_err());
+        // A property's index past its values is refused when the record is loaded, not when the
+        // property is first used: the last byte is the last event's index into property 2's
+        // values (the record's last property).
+        let mut past = body.clone();
+        let last = past.len() - 1;
+        assert_eq!(past[last], 0, "the last event has no property 2");
+        past[last] = 99;
+        assert!(decode(&past).is_err());
+        // A value that is not well formed (a string of invalid UTF-8) is refused at load too.
+        let shoes = body
+            .windows(5)
+            .position(|w| w == b"shoes")
+            .expect("the first value of property 1");
+        let mut utf8 = body.clone();
+        utf8[shoes] = 0xff;
+        assert!(decode(&utf8).is_err());
+    }
+
+    #[test]
+    fn sections_of_every_index_width_round_trip() {
+        let day = 20_100;
+        let t0 = day_start(day);
+        // 254 distinct values fit one byte (indexes 0..=254), 255 and 65,534 two, 65,535 four.
+        for distinct in [1usize, 254, 255, 65_534, 65_535, 70_000] {
+            let n = distinct as u32;
+            // Each value once, then an event without the property and two more of value 0.
+            let events: Vec<ColumnEvent> = (0..n + 3)
+                .map(|i| {
+                    let fields = match i {
+                        i if i < n => vec![(4, Value::Int(i64::from(i)))],
+                        i if i == n => vec![],
+                        _ => vec![(4, Value::Int(0))],
+                    };
+                    (i / 5, t0 + i64::from(i % 5), fields)
+                })
+                .collect();
+            let col = EventColumns::new(ListVersion::fresh(), events);
+            let body = col.encode(day);
+            let back = EventColumns::decode(&Loaded::new(body.clone()), day, ListVersion::fresh())
+                .unwrap();
+            let (a, b) = (col.prop(4).unwrap(), back.prop(4).unwrap());
+            assert_eq!(a.values.len(), distinct);
+            assert_eq!(a.values, b.values, "{distinct}");
+            assert_eq!(a.ids, b.ids, "{distinct}");
+            assert_eq!(back.encode(day), body, "{distinct}");
+            // An index past the values is refused at load, in every width: the last event's
+            // index set one past the last value.
+            let width = index_width(a.values.len());
+            let want = match distinct {
+                0..=254 => 1,
+                255..=65_534 => 2,
+                _ => 4,
+            };
+            assert_eq!(width, want, "{distinct}");
+            let last = body.len() - width;
+            let mut past = body.clone();
+            past[last..].copy_from_slice(&((a.values.len() as u32 + 1).to_le_bytes()[..width]));
+            assert!(
+                EventColumns::decode(&Loaded::new(past), day, ListVersion::fresh()).is_err(),
+                "{distinct}"
+            );
+        }
     }
 
     #[test]

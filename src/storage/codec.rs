@@ -57,11 +57,16 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub fn varint(&mut self) -> Result<u64> {
-        // One byte, the most common length, without the loop.
-        match self.bytes.get(self.pos) {
-            Some(&b) if b < 0x80 => {
+        // One or two bytes, the most common lengths (deltas of ids, small counts), without the
+        // loop.
+        match self.bytes.get(self.pos..) {
+            Some(&[b, ..]) if b < 0x80 => {
                 self.pos += 1;
                 Ok(u64::from(b))
+            }
+            Some(&[b0, b1, ..]) if b1 < 0x80 => {
+                self.pos += 2;
+                Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
             }
             _ => self.long_varint(),
         }
@@ -109,7 +114,13 @@ impl<'a> Reader<'a> {
 
     pub fn str(&mut self) -> Result<&'a str> {
         let n = self.len()?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| corrupt!("invalid UTF-8"))
+        let bytes = self.take(n)?;
+        if bytes.is_ascii() {
+            // Plain ASCII (most names and values) is UTF-8: the cheaper check.
+            // SAFETY: every byte is below 0x80, so the bytes are valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).map_err(|_| corrupt!("invalid UTF-8"))
     }
 }
 
