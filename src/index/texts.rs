@@ -14,7 +14,10 @@
 //! the days that were queried. Readers also store the columns of days they build in the folder
 //! with the fingerprint of the events they were read from ([`DayTexts::encode`],
 //! `crate::index::derived`): a fresh process loads a day's column instead of building it when the
-//! day's count list has that fingerprint.
+//! day's count list has that fingerprint. A stored day column is laid out to be read in place
+//! (fixed-width arrays, stored uncompressed): the loaded column's text and entries are the
+//! record's bytes, checked once and never copied, so a fresh process's first `contains` over a
+//! month of free text pays for sled's reads and a pass of checks, not for decoding every entry.
 //!
 //! Unindexed traits (an email: one value a customer) get one column each the same way
 //! ([`ProfileTexts`]), tagged with a count of profile changes instead of a list version, so
@@ -68,12 +71,27 @@ pub struct TextColumn {
     ranks: ByteRanks,
 }
 
-/// A column's entries (customer, time, string index), an array each: the times left out where
-/// every one is 0 (a trait's column), the string indexes where entry `k` holds string `k` for
-/// every `k` (distinct emails). A trait's column of 100k customers then holds 400 KB of entries,
-/// not 1.6 MB a fresh process would have to fill.
+/// A column's entries (customer, time, string index): held in arrays of their own (a column
+/// built from events or profiles, a trait's column loaded), or read in place from a stored day
+/// column's bytes ([`DayTexts::decode`]: checked once, never copied).
+#[derive(Debug)]
+enum Entries {
+    Held(Held),
+    Stored(StoredEntries),
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        Entries::Held(Held::default())
+    }
+}
+
+/// Entries in arrays of their own: the times left out where every one is 0 (a trait's column),
+/// the string indexes where entry `k` holds string `k` for every `k` (distinct emails). A
+/// trait's column of 100k customers then holds 400 KB of entries, not 1.6 MB a fresh process
+/// would have to fill.
 #[derive(Debug, Default, PartialEq)]
-struct Entries {
+struct Held {
     customers: Vec<u32>,
     /// Each entry's time; empty when every time is 0.
     times: Vec<Timestamp>,
@@ -81,9 +99,9 @@ struct Entries {
     strings: Vec<u32>,
 }
 
-impl Entries {
+impl Held {
     /// The entries of (customer, time, string) triples.
-    fn of(triples: &[(u32, Timestamp, u32)]) -> Entries {
+    fn of(triples: &[(u32, Timestamp, u32)]) -> Held {
         let customers = triples.iter().map(|e| e.0).collect();
         let times = if triples.iter().all(|e| e.1 == 0) {
             Vec::new()
@@ -95,24 +113,11 @@ impl Entries {
         } else {
             triples.iter().map(|e| e.2).collect()
         };
-        Entries {
+        Held {
             customers,
             times,
             strings,
         }
-    }
-
-    fn len(&self) -> usize {
-        self.customers.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.customers.is_empty()
-    }
-
-    /// Entry `k`'s customer and time.
-    fn customer_time(&self, k: usize) -> (u32, Timestamp) {
-        (self.customers[k], self.times.get(k).copied().unwrap_or(0))
     }
 
     /// Calls `f` with each entry's customer, time and string, in order.
@@ -138,6 +143,87 @@ impl Entries {
             (true, true) => {
                 for (c, s) in customers.zip(0u32..) {
                     f(c, 0, s);
+                }
+            }
+        }
+    }
+}
+
+/// A stored day column's entries, read in place: `n` customers, then `n` times (milliseconds
+/// after `base`, the day's start), then `n` string indexes, each a `u32` LE, in the stored
+/// record's bytes (checked by [`DayTexts::decode`]).
+#[derive(Debug)]
+struct StoredEntries {
+    words: Loaded,
+    n: usize,
+    base: Timestamp,
+}
+
+/// The `u32` LE at the start of `bytes`.
+#[inline]
+fn le32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// The `u32` LE numbers `bytes` holds back to back, each as its 4 bytes (read with
+/// `u32::from_le_bytes`; arrays, so that iterating several side by side compiles to one loop).
+#[inline]
+fn words(bytes: &[u8]) -> &[[u8; 4]] {
+    bytes.as_chunks::<4>().0
+}
+
+impl StoredEntries {
+    /// The customers', the times' and the strings' arrays.
+    fn arrays(&self) -> (&[u8], &[u8], &[u8]) {
+        let (customers, rest) = self.words.split_at(4 * self.n);
+        let (times, strings) = rest.split_at(4 * self.n);
+        (customers, times, strings)
+    }
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        match self {
+            Entries::Held(h) => h.customers.len(),
+            Entries::Stored(s) => s.n,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entry `k`'s customer and time.
+    fn customer_time(&self, k: usize) -> (u32, Timestamp) {
+        match self {
+            Entries::Held(h) => (h.customers[k], h.times.get(k).copied().unwrap_or(0)),
+            Entries::Stored(s) => {
+                let (customers, times, _) = s.arrays();
+                (
+                    le32(&customers[4 * k..]),
+                    s.base + i64::from(le32(&times[4 * k..])),
+                )
+            }
+        }
+    }
+
+    /// Calls `f` with each entry's customer, time and string, in order.
+    #[inline]
+    fn each(&self, mut f: impl FnMut(u32, Timestamp, u32)) {
+        match self {
+            Entries::Held(h) => h.each(f),
+            Entries::Stored(s) => {
+                let (customers, times, strings) = s.arrays();
+                for ((&c, &t), &id) in words(customers)
+                    .iter()
+                    .zip(words(times))
+                    .zip(words(strings))
+                {
+                    f(
+                        u32::from_le_bytes(c),
+                        s.base + i64::from(u32::from_le_bytes(t)),
+                        u32::from_le_bytes(id),
+                    );
                 }
             }
         }
@@ -249,13 +335,13 @@ impl TextColumn {
     /// The column of checked parts: `starts` bound `text`'s strings, entries are ordered and
     /// name strings that exist.
     fn from_parts(text: Loaded, starts: Vec<usize>, entries: Vec<(u32, Timestamp, u32)>) -> Self {
-        let entries = Entries::of(&entries);
-        let one_each = entries.strings.is_empty() && entries.len() + 1 == starts.len();
+        let entries = Held::of(&entries);
+        let one_each = entries.strings.is_empty() && entries.customers.len() + 1 == starts.len();
         let ranks = ByteRanks::of(&text);
         TextColumn {
             text,
             starts,
-            entries,
+            entries: Entries::Held(entries),
             one_each,
             ranks,
         }
@@ -567,11 +653,11 @@ impl TextColumn {
             if !r.is_empty() {
                 return Err(bad());
             }
-            let entries = Entries {
+            let entries = Entries::Held(Held {
                 customers,
                 times: Vec::new(),
                 strings: ids,
-            };
+            });
             Ok((entries, own && n == strings))
         };
         // The entries, the longer part, on this thread; the strings for another to take.
@@ -615,6 +701,11 @@ fn varints_end(bytes: &[u8], at: usize, n: usize) -> Option<usize> {
     (left == 0).then_some(pos)
 }
 
+/// The layout of a stored day column's body ([`DayTexts::encode`]): 2 since the columns are read
+/// in place. A body of layout 1 (varints, stored compressed, by earlier builds) is stale: built
+/// and stored again, never read.
+const DAY_LAYOUT: u64 = 2;
+
 /// One day's string values of one (event, property), and the version of the event's count list
 /// of that day they were read at.
 #[derive(Debug)]
@@ -643,46 +734,64 @@ impl DayTexts {
         self.fp
     }
 
-    /// The column of `day` as a record body: the layout, the fingerprint (`u64` LE), the day; the
-    /// distinct strings (a count, then each one's length and bytes); the entries (a count, then
-    /// per entry the customer as a delta, the time from the day's start and the string's index,
-    /// varints).
+    /// The column of `day` as a record body, laid out to be read in place ([`DayTexts::decode`]):
+    /// the layout ([`DAY_LAYOUT`]), the fingerprint (`u64` LE), the day, the counts of distinct
+    /// strings, of entries and of the strings' bytes (varints); the column's 256 byte ranks; each
+    /// string's end in the text; the entries' customers, their times (milliseconds after the
+    /// day's start) and their strings' indexes, an array each; then the strings back to back.
+    /// Every number of the arrays is a `u32` LE.
     pub fn encode(&self, day: u32) -> Vec<u8> {
         let c = &self.column;
-        let mut out = Vec::with_capacity(c.text.len() + c.entries.len() * 6 + 32);
-        put_varint(&mut out, LAYOUT);
+        let strings = c.starts.len() - 1;
+        let n = c.entries.len();
+        let mut out = Vec::with_capacity(48 + 256 + 4 * strings + 12 * n + c.text.len());
+        put_varint(&mut out, DAY_LAYOUT);
         out.extend_from_slice(&self.fp.to_le_bytes());
         put_varint(&mut out, u64::from(day));
-        put_varint(&mut out, (c.starts.len() - 1) as u64);
-        for w in c.starts.windows(2) {
-            put_varint(&mut out, (w[1] - w[0]) as u64);
-            out.extend_from_slice(&c.text[w[0]..w[1]]);
+        put_varint(&mut out, strings as u64);
+        put_varint(&mut out, n as u64);
+        put_varint(&mut out, c.text.len() as u64);
+        out.extend_from_slice(&c.ranks.0);
+        // A text past `u32::MAX` bytes (never a day's) gives a record its decode refuses.
+        for &end in &c.starts[1..] {
+            out.extend_from_slice(&(end as u32).to_le_bytes());
         }
-        put_varint(&mut out, c.entries.len() as u64);
         let start = day_start(day);
-        let mut prev = 0;
+        let mut times = Vec::with_capacity(4 * n);
+        let mut ids = Vec::with_capacity(4 * n);
         c.entries.each(|cust, ts, id| {
-            put_varint(&mut out, u64::from(cust - prev));
-            prev = cust;
-            put_varint(&mut out, (ts - start) as u64);
-            put_varint(&mut out, u64::from(id));
+            out.extend_from_slice(&cust.to_le_bytes());
+            // The column's events are the day's: `0..DAY_MS`.
+            times.extend_from_slice(&((ts - start) as u32).to_le_bytes());
+            ids.extend_from_slice(&id.to_le_bytes());
         });
+        out.extend_from_slice(&times);
+        out.extend_from_slice(&ids);
+        out.extend_from_slice(&c.text);
         out
     }
 
     /// The fingerprint a record body written by [`DayTexts::encode`] declares (`None`: another
-    /// layout).
+    /// layout, an earlier build's included).
     pub fn declared_fingerprint(body: &[u8]) -> Option<u64> {
         let mut r = Reader::new(body);
-        if r.varint().ok()? != LAYOUT {
+        if r.varint().ok()? != DAY_LAYOUT {
             return None;
         }
         Some(u64::from_le_bytes(r.take(8).ok()?.try_into().ok()?))
     }
 
-    /// Decodes a record body of `day`'s column, checking its order and bounds; `source` is the
-    /// version of the count list it is used for.
-    pub fn decode(body: &[u8], day: u32, source: ListVersion) -> Result<DayTexts> {
+    /// Decodes a record body of `day`'s column; `source` is the version of the count list it is
+    /// used for.
+    ///
+    /// Nothing is copied: the column's text and entries are the body's own bytes, read in place
+    /// by every search (a fresh process's first `contains` over 30 days of free text pays for a
+    /// pass of checks, not for building 48k entries and 28k strings). The checks: the parts'
+    /// sizes add up to the body's, the text is UTF-8 cut at character boundaries by ascending
+    /// ends, the entries ascend by customer then time, their times are within the day and their
+    /// strings exist. The ranks are taken as stored (they only steer the search's prefilter,
+    /// never what it finds).
+    pub fn decode(body: &Loaded, day: u32, source: ListVersion) -> Result<DayTexts> {
         let bad = || corrupt!("bad stored text column");
         let fp = Self::declared_fingerprint(body).ok_or_else(bad)?;
         let mut r = Reader::new(body);
@@ -692,44 +801,60 @@ impl DayTexts {
             return Err(bad());
         }
         let strings = r.len()?;
-        let mut text = String::new();
-        let mut starts = Vec::with_capacity(strings + 1);
-        starts.push(0);
-        for _ in 0..strings {
-            text.push_str(r.str()?);
-            starts.push(text.len());
-        }
         let n = r.len()?;
-        let mut entries = Vec::with_capacity(n);
-        let start = day_start(day);
-        let mut prev: Option<(u32, Timestamp)> = None;
-        for _ in 0..n {
-            let cust = prev
-                .map_or(0, |p| p.0)
-                .checked_add(r.u32()?)
-                .ok_or_else(bad)?;
-            let off = r.varint()?;
-            if off >= DAY_MS as u64 {
-                return Err(bad());
-            }
-            let ts = start + off as i64;
-            if prev.is_some_and(|p| p.0 == cust && p.1 > ts) {
-                return Err(bad());
-            }
-            let id = r.u32()?;
-            if id as usize >= strings {
-                return Err(bad());
-            }
-            entries.push((cust, ts, id));
-            prev = Some((cust, ts));
+        let bytes = r.len()?;
+        let ranks: [u8; 256] = r.take(256)?.try_into().map_err(|_| bad())?;
+        let ends_at = r.pos;
+        let words_at = strings
+            .checked_mul(4)
+            .and_then(|e| ends_at.checked_add(e))
+            .ok_or_else(bad)?;
+        let text_at = n
+            .checked_mul(12)
+            .and_then(|w| words_at.checked_add(w))
+            .ok_or_else(bad)?;
+        if text_at.checked_add(bytes) != Some(body.len()) {
+            return Err(bad());
         }
-        if !r.is_empty() {
+        let text = std::str::from_utf8(&body[text_at..]).map_err(|_| bad())?;
+        let mut starts = Vec::with_capacity(strings + 1);
+        starts.push(0usize);
+        let mut ok = true;
+        for w in body[ends_at..words_at].chunks_exact(4) {
+            let end = le32(w) as usize;
+            // Past the text is no boundary.
+            ok &= starts[starts.len() - 1] <= end && text.is_char_boundary(end);
+            starts.push(end);
+        }
+        if !ok || starts[strings] != bytes {
+            return Err(bad());
+        }
+        let entries = StoredEntries {
+            words: body.slice(words_at..text_at),
+            n,
+            base: day_start(day),
+        };
+        let (customers, times, ids) = entries.arrays();
+        let mut last = 0u64;
+        for ((&cust, &t), &id) in words(customers).iter().zip(words(times)).zip(words(ids)) {
+            let (t, id) = (u32::from_le_bytes(t), u32::from_le_bytes(id));
+            let at = u64::from(u32::from_le_bytes(cust)) << 32 | u64::from(t);
+            ok &= last <= at && i64::from(t) < DAY_MS && (id as usize) < strings;
+            last = at;
+        }
+        if !ok {
             return Err(bad());
         }
         Ok(DayTexts {
             source,
             fp,
-            column: TextColumn::from_parts(Loaded::new(text.into_bytes()), starts, entries),
+            column: TextColumn {
+                text: body.slice(text_at..body.len()),
+                starts,
+                entries: Entries::Stored(entries),
+                one_each: false,
+                ranks: ByteRanks(ranks),
+            },
         })
     }
 
@@ -1244,6 +1369,233 @@ mod tests {
             if let (Some(fast), Some(plain)) = (fast, plain) {
                 proptest::prop_assert!(same_column(&fast, &plain));
             }
+        }
+    }
+
+    /// A day's column of `values` (customer, milliseconds into `day`, string).
+    fn day_column(day: u32, values: &[(u32, i64, String)]) -> DayTexts {
+        let start = day_start(day);
+        DayTexts::new(
+            version(),
+            0x5eed,
+            values
+                .iter()
+                .map(|(c, off, s)| (*c, start + off, s.as_str()))
+                .collect(),
+        )
+    }
+
+    /// A column's text, strings' starts, entries and ranks.
+    type DayParts = (String, Vec<usize>, Vec<(u32, Timestamp, u32)>, Vec<u8>);
+
+    /// Decodes a body of [`DayTexts::encode`] one field after the other, with the same checks:
+    /// what [`DayTexts::decode`] must agree with. The text, the strings' starts, the entries and
+    /// the ranks.
+    fn decode_day_plainly(body: &[u8], day: u32) -> Option<DayParts> {
+        let mut r = Reader::new(body);
+        if r.varint().ok()? != 2 {
+            return None;
+        }
+        r.take(8).ok()?;
+        if r.varint().ok()? != u64::from(day) {
+            return None;
+        }
+        let (strings, n, bytes) = (r.len().ok()?, r.len().ok()?, r.len().ok()?);
+        let ranks = r.take(256).ok()?.to_vec();
+        let mut u32s = |count: usize| -> Option<Vec<u32>> {
+            (0..count)
+                .map(|_| Some(u32::from_le_bytes(r.take(4).ok()?.try_into().ok()?)))
+                .collect()
+        };
+        let ends = u32s(strings)?;
+        let (customers, times, ids) = (u32s(n)?, u32s(n)?, u32s(n)?);
+        let text = std::str::from_utf8(r.take(bytes).ok()?).ok()?;
+        if !r.is_empty() {
+            return None;
+        }
+        let mut starts = vec![0usize];
+        for end in ends {
+            let end = end as usize;
+            if end < starts[starts.len() - 1] || end > text.len() || !text.is_char_boundary(end) {
+                return None;
+            }
+            starts.push(end);
+        }
+        if starts[strings] != text.len() {
+            return None;
+        }
+        let mut entries: Vec<(u32, Timestamp, u32)> = Vec::new();
+        for k in 0..n {
+            let ts = day_start(day) + i64::from(times[k]);
+            if i64::from(times[k]) >= DAY_MS || ids[k] as usize >= strings {
+                return None;
+            }
+            if entries
+                .last()
+                .is_some_and(|&(c, t, _)| (c, t) > (customers[k], ts))
+            {
+                return None;
+            }
+            entries.push((customers[k], ts, ids[k]));
+        }
+        Some((text.to_owned(), starts, entries, ranks))
+    }
+
+    fn day_parts(column: &TextColumn) -> DayParts {
+        (
+            String::from_utf8(column.text.to_vec()).unwrap(),
+            column.starts.clone(),
+            column.entries.triples(),
+            column.ranks.0.to_vec(),
+        )
+    }
+
+    #[test]
+    fn a_stored_day_column_is_read_in_place_and_answers_as_the_one_built() {
+        let day = 20_000;
+        let values: Vec<(u32, i64, String)> = [
+            (9, 5, "red boots"),
+            (2, DAY_MS - 1, "waterproof jacket"),
+            (2, 0, "red boots"),
+            (u32::MAX, 7, "ä boots"),
+            (5, 3_600_000, ""),
+            (5, 3_600_000, "red"),
+            (7, 12, "jacket red"),
+        ]
+        .iter()
+        .map(|&(c, t, s)| (c, t, s.to_string()))
+        .collect();
+        let built = day_column(day, &values);
+        let body = Loaded::new(built.encode(day));
+        assert_eq!(DayTexts::declared_fingerprint(&body), Some(0x5eed));
+        let back = DayTexts::decode(&body, day, version()).unwrap();
+        assert_eq!(back.fingerprint(), 0x5eed);
+        assert!(matches!(back.column.entries, Entries::Stored(_)));
+        // The text and the entries are the body's own bytes, not copies.
+        let within = body.as_ptr_range();
+        assert!(within.contains(&back.column.text.as_ptr()));
+        assert_eq!(day_parts(&back.column), day_parts(&built.column));
+        assert_eq!(
+            Some(day_parts(&back.column)),
+            decode_day_plainly(&body, day)
+        );
+        let start = day_start(day);
+        let plain: Vec<(u32, Timestamp, String)> = values
+            .iter()
+            .map(|(c, t, s)| (*c, start + t, s.clone()))
+            .collect();
+        let counted = |c: &TextColumn, needle: &str, from, to| {
+            let mut counts = FastMap::default();
+            c.count_containing(needle, from, to, &mut counts);
+            let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
+            v.sort_unstable();
+            v
+        };
+        for needle in ["red", "boots", "ä", "", "jacket", "nothing", "s j"] {
+            for (from, to) in [
+                (start, start + DAY_MS - 1),
+                (start + 6, start + 3_600_000),
+                (start - DAY_MS, start),
+                (start + DAY_MS - 1, start + 2 * DAY_MS),
+            ] {
+                let found = containing_of(&back.column, needle, from, to);
+                assert_eq!(found, containing_plainly(&plain, needle, from, to));
+                assert_eq!(found, containing_of(&built.column, needle, from, to));
+                assert_eq!(
+                    counted(&back.column, needle, from, to),
+                    counted(&built.column, needle, from, to),
+                    "{needle} {from} {to}"
+                );
+            }
+        }
+        // No value: a body of counts only.
+        let empty = day_column(day, &[]);
+        let body = Loaded::new(empty.encode(day));
+        assert!(DayTexts::decode(&body, day, version())
+            .unwrap()
+            .column
+            .is_empty());
+    }
+
+    #[test]
+    fn a_stored_day_column_of_an_earlier_layout_or_damaged_is_refused() {
+        let day = 20_000;
+        let values: Vec<(u32, i64, String)> = (0..40)
+            .map(|i| (i / 3, i64::from(i) * 1000, format!("word{}", i % 7)))
+            .collect();
+        let body = day_column(day, &values).encode(day);
+        let decode =
+            |body: &[u8], day| DayTexts::decode(&Loaded::new(body.to_vec()), day, version());
+        assert!(decode(&body, day).is_ok());
+        // Another day's; the layout of earlier builds (1: varints, stored compressed), which the
+        // same bytes read as layout 2 would misread: stale, never read.
+        assert!(decode(&body, day + 1).is_err());
+        let mut earlier = body.clone();
+        earlier[0] = 1;
+        assert_eq!(DayTexts::declared_fingerprint(&earlier), None);
+        assert!(decode(&earlier, day).is_err());
+        // Cut, a byte more, a time past the day, a string index past the strings, customers out
+        // of order, an end past the text, a string cut inside a character.
+        assert!(decode(&body[..body.len() - 1], day).is_err());
+        assert!(decode(&[&body[..], b"x"].concat(), day).is_err());
+        let head = body.len() - 40 * 12 - 7 * 5 - 7 * 4;
+        let (customers, times, ids) = (head + 7 * 4, head + 7 * 4 + 160, head + 7 * 4 + 320);
+        let patched = |at: usize, word: u32| {
+            let mut b = body.clone();
+            b[at..at + 4].copy_from_slice(&word.to_le_bytes());
+            b
+        };
+        assert!(decode(&patched(times + 8, DAY_MS as u32), day).is_err());
+        assert!(decode(&patched(ids + 8, 7), day).is_err());
+        assert!(decode(&patched(ids + 8, 6), day).is_ok());
+        assert!(decode(&patched(customers + 4, 5), day).is_err());
+        assert!(decode(&patched(head + 4, 1000), day).is_err());
+        let accented = day_column(day, &[(1, 0, "é".into()), (2, 0, "a".into())]);
+        let mut split = accented.encode(day);
+        let ends = split.len() - 2 * 12 - 3 - 2 * 4;
+        split[ends..ends + 4].copy_from_slice(&1u32.to_le_bytes());
+        assert!(decode(&split, day).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_damaged_stored_day_column_is_refused_as_a_plain_read_refuses_it(
+            raw in proptest::collection::vec((0u32..50, 0i64..DAY_MS, "[ab@.é]{0,5}"), 0..30),
+            at in 0usize..2000,
+            byte in proptest::num::u8::ANY,
+            cut in proptest::bool::ANY,
+        ) {
+            let day = 19_000;
+            let mut body = day_column(day, &raw).encode(day);
+            let at = at % body.len();
+            if cut {
+                body.truncate(at);
+            } else {
+                body[at] = byte;
+            }
+            let fast = DayTexts::decode(&Loaded::new(body.clone()), day, version()).ok();
+            let plain = decode_day_plainly(&body, day);
+            proptest::prop_assert_eq!(fast.map(|f| day_parts(&f.column)), plain);
+        }
+
+        #[test]
+        fn a_stored_day_column_answers_as_a_plain_search_of_each_value(
+            raw in proptest::collection::vec((0u32..12, 0i64..6, "[ab@.é]{0,5}"), 0..40),
+            needle in "[ab@.é]{0,3}",
+            from in 0i64..6,
+            len in 0i64..6,
+        ) {
+            let day = 19_000;
+            let start = day_start(day);
+            let body = Loaded::new(day_column(day, &raw).encode(day));
+            let back = DayTexts::decode(&body, day, version()).unwrap();
+            let values: Vec<(u32, Timestamp, String)> =
+                raw.iter().map(|(c, t, s)| (*c, start + t, s.clone())).collect();
+            let (from, to) = (start + from, start + from + len);
+            proptest::prop_assert_eq!(
+                containing_of(&back.column, &needle, from, to),
+                containing_plainly(&values, &needle, from, to)
+            );
         }
     }
 

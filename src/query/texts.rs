@@ -237,9 +237,10 @@ fn day_columns(
         build(store, (event, ei), prop, &unbuilt)?
     };
     built.par_iter().zip(&unbuilt).for_each(|(c, &(d, _))| {
+        // As is, not compressed: a later process reads the column in place.
         kept.save(
             &derived::texts_key(event, prop, d),
-            &derived::pack(&c.encode(d)),
+            &derived::pack_plain(&c.encode(d)),
         )
     });
     let mut built = built.into_iter();
