@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp};
 use crate::model::Value;
-use crate::storage::codec::{get_value, put_value, put_varint, Reader};
+use crate::storage::codec::{get_value, le_u32, put_value, put_varint, Reader};
 
 /// The unit of the within-day span: 2 seconds, so that a time of day fits a `u16`.
 pub const SPAN_UNIT_MS: i64 = 2_000;
@@ -148,10 +148,6 @@ pub trait StoredPartial: Partial {
     fn put(&self, out: &mut Vec<u8>);
     /// Reads an entry from exactly [`StoredPartial::BYTES`] bytes.
     fn get(b: &[u8]) -> Self;
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn le_f64(b: &[u8]) -> f64 {

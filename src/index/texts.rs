@@ -50,7 +50,7 @@ use super::rollup::ListVersion;
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp, DAY_MS};
 use crate::model::FastMap;
-use crate::storage::codec::{put_varint, Reader};
+use crate::storage::codec::{le_u32, put_varint, Reader};
 
 /// Strings with their customer and time, the distinct strings kept once.
 #[derive(Debug, Default)]
@@ -159,12 +159,6 @@ struct StoredEntries {
     base: Timestamp,
 }
 
-/// The `u32` LE at the start of `bytes`.
-#[inline]
-fn le32(bytes: &[u8]) -> u32 {
-    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-}
-
 /// The `u32` LE numbers `bytes` holds back to back, each as its 4 bytes (read with
 /// `u32::from_le_bytes`; arrays, so that iterating several side by side compiles to one loop).
 #[inline]
@@ -200,8 +194,8 @@ impl Entries {
             Entries::Stored(s) => {
                 let (customers, times, _) = s.arrays();
                 (
-                    le32(&customers[4 * k..]),
-                    s.base + i64::from(le32(&times[4 * k..])),
+                    le_u32(&customers[4 * k..]),
+                    s.base + i64::from(le_u32(&times[4 * k..])),
                 )
             }
         }
@@ -821,7 +815,7 @@ impl DayTexts {
         starts.push(0usize);
         let mut ok = true;
         for w in body[ends_at..words_at].chunks_exact(4) {
-            let end = le32(w) as usize;
+            let end = le_u32(w) as usize;
             // Past the text is no boundary.
             ok &= starts[starts.len() - 1] <= end && text.is_char_boundary(end);
             starts.push(end);

@@ -20,6 +20,16 @@ pub fn put_signed(out: &mut Vec<u8>, v: i64) {
     put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
+/// The `u32` stored little-endian in the first 4 bytes of `b` (fixed-width arrays of derived
+/// records and rollups).
+///
+/// # Panics
+/// If `b` has fewer than 4 bytes.
+#[inline]
+pub fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
 /// A cursor over encoded bytes.
 pub struct Reader<'a> {
     bytes: &'a [u8],
