@@ -19,6 +19,7 @@
 //! This module owns the columns. It never reads storage and knows no rules: the query engine
 //! reads the events, hands them over, and tests the values (`crate::query::columns`).
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -29,7 +30,7 @@ use super::rollup::{mix, ListVersion};
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp, DAY_MS};
 use crate::model::{FastMap, FastSet, Value};
-use crate::storage::codec::{get_value, put_value, put_varint, skip_value, Reader};
+use crate::storage::codec::{get_value, le_u32, put_value, put_varint, skip_value, Reader};
 
 /// The layout of a stored day's columns (the first varint of the record body; see
 /// [`EventColumns::encode`]). Records of layout 1 (`crate::index::derived::LAYOUT`, before the
@@ -80,8 +81,21 @@ impl Key {
 #[derive(Debug)]
 struct HeldProp {
     /// The stored section ([`EventColumns::encode`]); `None` for a column built here.
-    stored: Option<Loaded>,
+    stored: Option<StoredSection>,
     decoded: OnceLock<PropColumn>,
+}
+
+/// A loaded property's section ([`encode_section`]), with the parts its check at load found.
+#[derive(Debug)]
+struct StoredSection {
+    /// The whole section as stored (written back as it is by [`EventColumns::encode`]).
+    bytes: Loaded,
+    /// Where the values lie within it; the indexes' width byte follows them, then the indexes.
+    values: Range<usize>,
+    /// How many distinct values there are.
+    count: usize,
+    /// Bytes per index.
+    width: usize,
 }
 
 impl HeldProp {
@@ -200,7 +214,7 @@ impl EventColumns {
                     encode_section(col, &mut section);
                     &section
                 }
-                (None, Some(stored)) => stored,
+                (None, Some(stored)) => &stored.bytes,
                 (None, None) => unreachable!("a held property is built or stored"),
             };
             put_varint(&mut out, bytes.len() as u64);
@@ -244,7 +258,7 @@ impl EventColumns {
         let mut times = Vec::with_capacity(n);
         let fixed = r.take(n.checked_mul(4).ok_or_else(bad)?)?;
         for (i, b) in fixed.chunks_exact(4).enumerate() {
-            let off = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let off = le_u32(b);
             if i64::from(off) >= DAY_MS {
                 return Err(bad());
             }
@@ -259,9 +273,9 @@ impl EventColumns {
             let p = r.u32()?;
             let len = r.len()?;
             let at = r.pos;
-            check_section(r.take(len)?, n)?;
+            r.take(len)?;
             let held = HeldProp {
-                stored: Some(body.slice(at..at + len)),
+                stored: Some(check_section(body.slice(at..at + len), n)?),
                 decoded: OnceLock::new(),
             };
             if props.insert(p, held).is_some() {
@@ -302,7 +316,7 @@ impl EventColumns {
                 .as_ref()
                 .expect("a held property not decoded is stored");
             // Checked whole by `decode` before the columns were handed out.
-            decode_section(stored, self.len()).expect("a stored section is checked when loaded")
+            decode_section(stored).expect("a stored section is checked when loaded")
         }))
     }
 }
@@ -334,17 +348,31 @@ fn index_width(count: usize) -> usize {
     }
 }
 
-/// A section's parts, its values and indexes checked as [`decode_section`] reads them: the
-/// values' bytes (read with [`get_value`]), their count, the indexes' width and bytes.
-fn section_parts(section: &[u8], n: usize) -> Result<(&[u8], usize, usize, &[u8])> {
+/// Calls `f` with each index of a section's index bytes of `width` (1, 2 or 4) bytes each, as
+/// stored (the value's index plus one, 0: missing).
+#[inline]
+fn each_index(ids: &[u8], width: usize, mut f: impl FnMut(u32)) {
+    match width {
+        1 => ids.iter().for_each(|&b| f(u32::from(b))),
+        2 => ids
+            .chunks_exact(2)
+            .for_each(|b| f(u32::from(u16::from_le_bytes([b[0], b[1]])))),
+        _ => ids.chunks_exact(4).for_each(|b| f(le_u32(b))),
+    }
+}
+
+/// Checks a section written by [`encode_section`] for `n` events without building anything, as
+/// [`decode_section`] reads it: the values well formed, the width the count's, exactly `n`
+/// indexes, each within the values, nothing left over.
+fn check_section(bytes: Loaded, n: usize) -> Result<StoredSection> {
     let bad = || corrupt!("bad stored event columns");
-    let mut r = Reader::new(section);
+    let mut r = Reader::new(&bytes);
     let count = r.len()?;
     let start = r.pos;
     for _ in 0..count {
         skip_value(&mut r)?;
     }
-    let values = r.bytes_between(start, r.pos);
+    let values = start..r.pos;
     let width = usize::from(r.byte()?);
     if width != index_width(count) {
         return Err(bad());
@@ -353,49 +381,30 @@ fn section_parts(section: &[u8], n: usize) -> Result<(&[u8], usize, usize, &[u8]
     if !r.is_empty() {
         return Err(bad());
     }
-    let max = match width {
-        1 => ids.iter().copied().max().map_or(0, u32::from),
-        2 => ids
-            .chunks_exact(2)
-            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
-            .max()
-            .unwrap_or(0),
-        _ => ids
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .max()
-            .unwrap_or(0),
-    };
+    let mut max = 0;
+    each_index(ids, width, |x| max = max.max(x));
     if u64::from(max) > count as u64 {
         return Err(bad());
     }
-    Ok((values, count, width, ids))
+    Ok(StoredSection {
+        bytes,
+        values,
+        count,
+        width,
+    })
 }
 
-/// Checks a section written by [`encode_section`] for `n` events without building anything.
-fn check_section(section: &[u8], n: usize) -> Result<()> {
-    section_parts(section, n).map(|_| ())
-}
-
-/// Decodes a section written by [`encode_section`] for `n` events.
-fn decode_section(section: &[u8], n: usize) -> Result<PropColumn> {
-    let (values, count, width, ids) = section_parts(section, n)?;
-    let mut r = Reader::new(values);
-    let values = (0..count)
+/// Decodes a section [`check_section`] checked.
+fn decode_section(s: &StoredSection) -> Result<PropColumn> {
+    let mut r = Reader::new(&s.bytes[s.values.clone()]);
+    let values = (0..s.count)
         .map(|_| get_value(&mut r))
         .collect::<Result<Vec<_>>>()?;
-    let id = |x: u32| x.checked_sub(1).unwrap_or(MISSING);
-    let ids: Vec<u32> = match width {
-        1 => ids.iter().map(|&b| id(u32::from(b))).collect(),
-        2 => ids
-            .chunks_exact(2)
-            .map(|b| id(u32::from(u16::from_le_bytes([b[0], b[1]]))))
-            .collect(),
-        _ => ids
-            .chunks_exact(4)
-            .map(|b| id(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-    };
+    let indexes = &s.bytes[s.values.end + 1..];
+    let mut ids = Vec::with_capacity(indexes.len() / s.width);
+    each_index(indexes, s.width, |x| {
+        ids.push(x.checked_sub(1).unwrap_or(MISSING))
+    });
     Ok(PropColumn { values, ids })
 }
 
