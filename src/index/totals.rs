@@ -41,12 +41,36 @@ pub struct Totals<T> {
     pub items: Vec<T>,
     /// Orders by measure (the caller's number for it).
     orders: Mutex<Vec<(u8, Arc<Order>)>>,
+    /// Measures asked for once without an order built ([`Totals::order_from_second`]).
+    asked: Mutex<Vec<u8>>,
 }
 
 impl<T> Totals<T> {
     /// Whether these totals were summed from exactly the lists `days` has now in their days.
     fn current<P: Partial>(&self, days: &BTreeMap<u32, DayList<P>>) -> bool {
         versions_match(&self.sources, days, self.first, self.last)
+    }
+
+    /// The order of `measure` if it is kept or asked for before; `None` the first time it is
+    /// asked for (the caller then decides with one pass over the totals). Sorting every
+    /// customer costs several times that pass, and pays only from a second question on the same
+    /// totals: a one-shot `audiencedb query` never sorts.
+    pub fn order_from_second(
+        &self,
+        measure: u8,
+        build: impl FnOnce(&[T]) -> Order,
+    ) -> Option<Arc<Order>> {
+        if let Some((_, o)) = self.orders.lock().iter().find(|(m, _)| *m == measure) {
+            return Some(o.clone());
+        }
+        {
+            let mut asked = self.asked.lock();
+            if !asked.contains(&measure) {
+                asked.push(measure);
+                return None;
+            }
+        }
+        Some(self.order(measure, build))
     }
 
     /// The order of `measure`: kept, or built now with `build` and kept.
@@ -125,6 +149,7 @@ impl<T> KeptTotals<T> {
             sources,
             items,
             orders: Mutex::new(Vec::new()),
+            asked: Mutex::new(Vec::new()),
         });
         let mut kept = self.kept.lock();
         kept.retain(|k| !(k.key == key && k.first == first && k.last == last));

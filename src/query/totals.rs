@@ -25,7 +25,7 @@ use roaring::{MultiOps, RoaringBitmap};
 
 use crate::index::rollup::{sum_margin, DayCount, DayNumbers};
 use crate::index::totals::{Order, Totals};
-use crate::index::{DayFigures, EventIndex};
+use crate::index::{add_ascending, DayFigures, EventIndex};
 use crate::model::FastMap;
 use crate::rules::{AggregateFn, CmpOp};
 
@@ -87,7 +87,8 @@ pub(super) fn bounds(
                     })
                 })
             });
-            let order = totals.order(measure(None), count_order);
+            let order =
+                totals.order_from_second(measure(None), |items| sorted(count_measures(items)));
             // Cut days: each customer's counts there (surely in, and maybe).
             let mut cut: FastMap<u32, (u64, u64)> = FastMap::default();
             count_range(ei, &[], &edges, 0, ids, |cust, known, unsure| {
@@ -104,7 +105,11 @@ pub(super) fn bounds(
                 };
                 (k != 0 || u != 0).then(|| decide_count(op, n, k, k.saturating_add(u)))
             };
-            decide(&order, op, n as f64, none_holds, cut.keys().copied(), one)
+            let split = match &order {
+                Some(order) => split_order(order, n as f64),
+                None => split_measures(&count_measures(&totals.items), n as f64),
+            };
+            decide(split, op, none_holds, cut.keys().copied(), one)
         }
         Frequency::Aggregate {
             func,
@@ -123,7 +128,9 @@ pub(super) fn bounds(
                     })
                 })
             });
-            let order = totals.order(measure(Some(func)), |items| number_order(func, items));
+            let order = totals.order_from_second(measure(Some(func)), |items| {
+                sorted(number_measures(func, items))
+            });
             let mut cut: FastMap<u32, Acc> = FastMap::default();
             let days = DayFiguresRef(Some(figures));
             aggregate_range(ei, days, &[], &edges, 0, ids, |cust, acc| {
@@ -139,7 +146,11 @@ pub(super) fn bounds(
                 };
                 Some(decide_aggregate(func, op, value, &acc))
             };
-            decide(&order, op, value, none_holds, cut.keys().copied(), one)
+            let split = match &order {
+                Some(order) => split_order(order, value),
+                None => split_measures(&number_measures(func, &totals.items), value),
+            };
+            decide(split, op, none_holds, cut.keys().copied(), one)
         }
         _ => return None,
     };
@@ -184,8 +195,22 @@ fn kept_numbers(totals: &Totals<DayNumbers>, cust: u32) -> Option<DayNumbers> {
         .map(|i| items[i])
 }
 
+/// Each customer's measure of the totals, ascending by customer, with the largest margin of any
+/// and the customers left out (decided one by one): what an [`Order`] sorts, or what one pass
+/// decides from ([`split_measures`]).
+struct Measures {
+    values: Vec<(f64, u32)>,
+    margin: f64,
+    odd: Vec<u32>,
+}
+
+/// The order of `m`.
+fn sorted(m: Measures) -> Order {
+    Order::new(m.values, m.margin, m.odd)
+}
+
 /// Customers by count (exact); a saturated count is decided one by one.
-fn count_order(items: &[DayCount]) -> Order {
+fn count_measures(items: &[DayCount]) -> Measures {
     let mut odd = Vec::new();
     let mut values = Vec::with_capacity(items.len());
     for x in items {
@@ -195,14 +220,18 @@ fn count_order(items: &[DayCount]) -> Order {
             values.push((f64::from(x.count), x.cust));
         }
     }
-    Order::new(values, 0.0, odd)
+    Measures {
+        values,
+        margin: 0.0,
+        odd,
+    }
 }
 
 /// Customers by the aggregate `func` of their numbers, with the largest margin within which the
 /// exact check's figure may differ ([`decide_aggregate`]'s: a sum's rounding, none for the
 /// minimum and maximum). A measure or margin that is not a finite number, or numbers whose sum
 /// could overflow in some order, leave the customer to be decided one by one.
-fn number_order(func: AggregateFn, items: &[DayNumbers]) -> Order {
+fn number_measures(func: AggregateFn, items: &[DayNumbers]) -> Measures {
     let mut odd = Vec::new();
     let mut values = Vec::with_capacity(items.len());
     let mut margin = 0.0f64;
@@ -226,44 +255,95 @@ fn number_order(func: AggregateFn, items: &[DayNumbers]) -> Order {
             odd.push(x.cust);
         }
     }
-    Order::new(values, margin, odd)
+    Measures {
+        values,
+        margin,
+        odd,
+    }
+}
+
+/// The customers of kept totals split around a threshold `v` by the largest margin `M`: those
+/// whose measure is at or past `v + M` (rounded outwards, so past it in exact arithmetic), those
+/// at or below `v − M`, and the rest (within the margin, or odd) to be decided one by one.
+struct Split {
+    above: RoaringBitmap,
+    below: RoaringBitmap,
+    each: Vec<u32>,
+}
+
+/// The outward-rounded bounds `v − M` and `v + M`.
+fn margins(v: f64, margin: f64) -> (f64, f64) {
+    ((v - margin).next_down(), (v + margin).next_up())
+}
+
+/// [`Split`] from a kept order: two binary searches and its kept bitmaps.
+fn split_order(order: &Order, v: f64) -> Split {
+    let (lo, hi) = margins(v, order.margin);
+    let upper_from = order.position(|x| x < hi);
+    let lower_to = order.position(|x| x <= lo).min(upper_from);
+    Split {
+        above: order.from(upper_from),
+        below: order.before(lower_to),
+        each: order.values[lower_to..upper_from]
+            .iter()
+            .map(|x| x.1)
+            .chain(order.odd.iter().copied())
+            .collect(),
+    }
+}
+
+/// [`Split`] from one pass over the measures (ascending by customer), the same customers on
+/// each side as [`split_order`] gives for their order.
+fn split_measures(m: &Measures, v: f64) -> Split {
+    let (lo, hi) = margins(v, m.margin);
+    let (mut above, mut below, mut each) = (Vec::new(), Vec::new(), Vec::new());
+    for &(x, c) in &m.values {
+        if x >= hi {
+            above.push(c);
+        } else if x <= lo {
+            below.push(c);
+        } else {
+            each.push(c);
+        }
+    }
+    each.extend_from_slice(&m.odd);
+    let bitmap = |ids: Vec<u32>| {
+        let mut b = RoaringBitmap::new();
+        add_ascending(&mut b, &ids);
+        b
+    };
+    Split {
+        above: bitmap(above),
+        below: bitmap(below),
+        each,
+    }
 }
 
 /// Who of the kept totals is decided, and who is left to the exact check, for `MEASURE op v`:
 /// `decided` is who passes, or (when having no figures passes, `none_holds`) who fails, as in
-/// `rollup_bounds`. The order decides the customers further than its margin from `v` (every
+/// `rollup_bounds`. The split decides the customers further than its margin from `v` (every
 /// measure above `v + M` compares with `v` as any number above `v` does); those within it, the
-/// order's odd ones and `cut` (customers with figures on a day the window cuts) are decided by
+/// odd ones and `cut` (customers with figures on a day the window cuts) are decided by
 /// `one(customer)` (`None`: no figures at all).
 fn decide(
-    order: &Order,
+    split: Split,
     op: CmpOp,
-    v: f64,
     none_holds: bool,
     cut: impl Iterator<Item = u32>,
     one: impl Fn(u32) -> Option<Decision>,
 ) -> (RoaringBitmap, RoaringBitmap) {
-    // Rounded outwards: a measure at or past these is past `v ± M` in exact arithmetic.
-    let hi = (v + order.margin).next_up();
-    let lo = (v - order.margin).next_down();
-    let upper_from = order.position(|x| x < hi);
-    let lower_to = order.position(|x| x <= lo).min(upper_from);
     let above = matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Ne);
     let below = matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Ne);
     let mut regions = Vec::new();
     if above != none_holds {
-        regions.push(order.from(upper_from));
+        regions.push(split.above);
     }
     if below != none_holds {
-        regions.push(order.before(lower_to));
+        regions.push(split.below);
     }
     let mut decided: RoaringBitmap = regions.into_iter().union();
     let mut gap = RoaringBitmap::new();
-    let mut each: Vec<u32> = order.values[lower_to..upper_from]
-        .iter()
-        .map(|x| x.1)
-        .chain(order.odd.iter().copied())
-        .collect();
+    let mut each = split.each;
     let cut: Vec<u32> = cut.collect();
     for &c in &cut {
         decided.remove(c);
@@ -286,4 +366,44 @@ fn decide(
         }
     }
     (decided, gap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn one_pass_splits_as_the_order_does() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
+        for n in [0usize, 1, 7, 300, 5_000] {
+            for margin in [0.0, 0.25, 3.0] {
+                // Halves, so that many measures sit exactly at a threshold and at its margins.
+                let values: Vec<(f64, u32)> = (0..n as u32)
+                    .map(|c| (f64::from(rng.random_range(0..40u32)) / 2.0 - 5.0, c * 2 + 1))
+                    .collect();
+                let odd: Vec<u32> = (0..n as u32 / 50).map(|i| i * 2).collect();
+                let m = || Measures {
+                    values: values.clone(),
+                    margin,
+                    odd: odd.clone(),
+                };
+                let order = sorted(m());
+                for v in [-6.0, -5.0, 0.0, 0.25, 3.0, 7.5, 14.5, 20.0] {
+                    let (a, b) = (split_order(&order, v), split_measures(&m(), v));
+                    assert_eq!(a.above, b.above, "{n} {margin} {v}");
+                    assert_eq!(a.below, b.below, "{n} {margin} {v}");
+                    let (mut ea, mut eb) = (a.each, b.each);
+                    ea.sort_unstable();
+                    eb.sort_unstable();
+                    assert_eq!(ea, eb, "{n} {margin} {v}");
+                    // Every customer is on one side or left to be decided one by one.
+                    assert_eq!(
+                        b.above.len() + b.below.len() + eb.len() as u64,
+                        (values.len() + odd.len()) as u64
+                    );
+                }
+            }
+        }
+    }
 }
