@@ -419,7 +419,7 @@ fn delete_leaves_nothing_behind() {
             .props
             .values()
             .flat_map(|v| v.values())
-            .flat_map(|d| d.days.values())
+            .flat_map(|d| d.days().values())
             .all(|b| !b.contains(internal)));
         let viewed_count = db
             .schema()

@@ -320,7 +320,7 @@ fn load_snapshot(store: &Store, indexes: &mut Indexes) -> Result<()> {
         .par_bridge()
         .map(|item| {
             let (family_key, v) = item?;
-            Indexes::decode_family(&family_key, &v)
+            Indexes::decode_owned_family(&family_key, v)
         })
         .collect::<Result<_>>()?;
     for family in decoded {

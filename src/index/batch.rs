@@ -539,7 +539,7 @@ fn add_each(
             }
             let values = props.entry(*p).or_default();
             if let Some(vd) = values.get_mut(&k) {
-                if insert(vd.days.entry(day).or_default(), cust) {
+                if insert(vd.days_mut().entry(day).or_default(), cust) {
                     vd.dirty.mark(value_chunk(day));
                 }
                 continue;
@@ -547,7 +547,7 @@ fn add_each(
             if values.len() >= value_bound {
                 // Too many values: drop the property's bitmaps, and their snapshot records.
                 for (dropped, vd) in values.iter() {
-                    let mut chunks: Vec<u32> = vd.days.keys().map(|d| value_chunk(*d)).collect();
+                    let mut chunks: Vec<u32> = vd.days().keys().map(|d| value_chunk(*d)).collect();
                     chunks.dedup();
                     out.changed.extend(
                         chunks
@@ -562,7 +562,7 @@ fn add_each(
             }
             let (_, vd) = slot(values, k);
             vd.dirty.mark(value_chunk(day));
-            vd.days.entry(day).or_default().insert(cust);
+            vd.days_mut().entry(day).or_default().insert(cust);
         }
     }
 }
@@ -670,7 +670,7 @@ fn add_sorted(
         let (_, vd) = slot(props.entry(p).or_default(), k);
         for day in run.chunk_by(|a, b| day_of_key(*a) == day_of_key(*b)) {
             let d = day_of_key(day[0]);
-            let bm = vd.days.entry(d).or_default();
+            let bm = vd.days_mut().entry(d).or_default();
             let mut changed = false;
             for &k in day {
                 changed |= insert(bm, k as u32);

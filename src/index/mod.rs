@@ -180,15 +180,93 @@ impl DirtyChunks {
 
 /// Who did an event with one property value, per day; `dirty` marks the snapshot records (by
 /// [`value_chunk`]) the next snapshot must write.
+///
+/// An open keeps a value's snapshot records as they were stored (checked whole) and the first
+/// reader decodes them ([`ValueDays::days`]): at 1M customers the decoded day bitmaps of every
+/// value took several times their stored bytes, and most values are read by no rule of a
+/// short-lived process. The first change decodes them for good.
 #[derive(Debug, Default, Clone)]
 pub struct ValueDays {
-    pub days: DayBitmaps,
+    days: DayBitmaps,
     dirty: DirtyChunks,
+    /// The value's snapshot records, until its first change; `days` is empty meanwhile.
+    stored: Option<Box<StoredDays>>,
+}
+
+/// A value's snapshot records: each chunk's number and its record's body (the encoding starts
+/// at the offset), checked when loaded, decoded together on first read.
+#[derive(Debug, Clone)]
+struct StoredDays {
+    chunks: Vec<(u32, Vec<u8>, usize)>,
+    decoded: std::sync::OnceLock<DayBitmaps>,
+}
+
+impl StoredDays {
+    fn decode(&self) -> DayBitmaps {
+        let mut days = DayBitmaps::new();
+        for (chunk, body, at) in &self.chunks {
+            days.extend(snapshot::stored_days(&body[*at..], *chunk));
+        }
+        days
+    }
+}
+
+impl ValueDays {
+    /// Who did the event with the value, per day.
+    #[inline]
+    pub fn days(&self) -> &DayBitmaps {
+        match &self.stored {
+            Some(s) => s.decoded.get_or_init(|| s.decode()),
+            None => &self.days,
+        }
+    }
+
+    /// The days to change (decoding the stored records first).
+    pub fn days_mut(&mut self) -> &mut DayBitmaps {
+        if let Some(s) = self.stored.take() {
+            let StoredDays { chunks, decoded } = *s;
+            self.days = match decoded.into_inner() {
+                Some(days) => days,
+                None => StoredDays {
+                    chunks,
+                    decoded: std::sync::OnceLock::new(),
+                }
+                .decode(),
+            };
+        }
+        &mut self.days
+    }
+
+    /// Keeps one checked snapshot record of the value (chunk `chunk`, encoded in `body[at..]`)
+    /// for its first reader.
+    pub(crate) fn hold_chunk(&mut self, chunk: u32, body: Vec<u8>, at: usize) {
+        if self.stored.is_none() && !self.days.is_empty() {
+            let days = snapshot::stored_days(&body[at..], chunk);
+            self.days.extend(days);
+            return;
+        }
+        let stored = self.stored.get_or_insert_with(|| {
+            Box::new(StoredDays {
+                chunks: Vec::new(),
+                decoded: std::sync::OnceLock::new(),
+            })
+        });
+        stored.decoded = std::sync::OnceLock::new();
+        stored.chunks.push((chunk, body, at));
+    }
+
+    /// Whether the value's records are still held as stored, not yet decoded (for tests of what
+    /// an open reads).
+    pub fn is_held_encoded(&self) -> bool {
+        self.stored
+            .as_ref()
+            .is_some_and(|s| s.decoded.get().is_none())
+    }
 }
 
 impl PartialEq for ValueDays {
     fn eq(&self, other: &Self) -> bool {
-        self.days == other.days
+        self.days() == other.days()
     }
 }
 
@@ -569,8 +647,8 @@ impl Indexes {
                     continue;
                 };
                 if let Some(vd) = values.get_mut(&k.as_ref()) {
-                    remove_from_day(&mut vd.days, day, cust);
-                    if vd.days.is_empty() {
+                    remove_from_day(vd.days_mut(), day, cust);
+                    if vd.days().is_empty() {
                         values.remove(&k.as_ref());
                     }
                 }
@@ -627,19 +705,21 @@ impl Indexes {
             });
             ei.props.retain(|p, values| {
                 values.retain(|k, vd| {
-                    vd.days.retain(|day, bm| {
+                    let mut dirty = std::mem::take(&mut vd.dirty);
+                    vd.days_mut().retain(|day, bm| {
                         let before = bm.len();
                         *bm -= custs;
                         if bm.len() != before {
-                            vd.dirty.mark(value_chunk(*day));
+                            dirty.mark(value_chunk(*day));
                         }
                         !bm.is_empty()
                     });
+                    vd.dirty = dirty;
                     // A value gone altogether: its records are removed by the next snapshot.
                     for c in vd.dirty.take() {
                         changed.push(Family::EventProp(*e, *p, k.clone(), c));
                     }
-                    !vd.days.is_empty()
+                    !vd.days().is_empty()
                 });
                 !values.is_empty()
             });
@@ -686,7 +766,7 @@ impl Indexes {
                         + e.props
                             .values()
                             .flat_map(|v| v.values())
-                            .map(|d| d.days.len())
+                            .map(|d| d.days().len())
                             .sum::<usize>()
                 })
                 .sum::<usize>()

@@ -12,6 +12,7 @@
 //! the lists and their encoding; it does not read storage or answer rules.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp};
@@ -231,6 +232,38 @@ pub struct DayList<T> {
     version: ListVersion,
     /// The content's fingerprint (see [`DayList::fingerprint`]), kept up to date by every change.
     fp: u64,
+    /// The list as the index snapshot stored it, until it is first changed; `items` is empty
+    /// meanwhile. An open keeps the encoded bytes (a few bytes an entry, against 12 or 32
+    /// decoded) and the first reader decodes them, so the lists no rule reads cost their bytes.
+    stored: Option<Arc<StoredList<T>>>,
+}
+
+/// A list's entries as a snapshot encoded them, checked when loaded, decoded on first read.
+struct StoredList<T> {
+    /// The snapshot record's body; the list's encoding starts at `at`.
+    bytes: Vec<u8>,
+    at: usize,
+    /// Entries (one per customer, sorted by customer).
+    len: usize,
+    decode: fn(&[u8]) -> Vec<T>,
+    decoded: OnceLock<Vec<T>>,
+}
+
+impl<T> StoredList<T> {
+    fn items(&self) -> &[T] {
+        self.decoded
+            .get_or_init(|| (self.decode)(&self.bytes[self.at..]))
+    }
+}
+
+impl<T> std::fmt::Debug for StoredList<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredList")
+            .field("bytes", &self.bytes.len())
+            .field("len", &self.len)
+            .field("decoded", &self.decoded.get().is_some())
+            .finish()
+    }
 }
 
 /// Names a list's content: a number no other list of this process had, and how many times its
@@ -286,6 +319,7 @@ impl<T> Default for DayList<T> {
             dirty: false,
             version: ListVersion::fresh(),
             fp: 0,
+            stored: None,
         }
     }
 }
@@ -299,6 +333,7 @@ impl<T: Clone> Clone for DayList<T> {
             dirty: self.dirty,
             version: ListVersion::fresh(),
             fp: self.fp,
+            stored: self.stored.clone(),
         }
     }
 }
@@ -313,6 +348,49 @@ impl<T: Partial> DayList<T> {
             dirty: false,
             version: ListVersion::fresh(),
             fp,
+            stored: None,
+        }
+    }
+
+    /// A list held as its checked encoding (`bytes[at..]`, `len` entries whose fingerprint is
+    /// `fp`), decoded by `decode` on first read.
+    fn stored(bytes: Vec<u8>, at: usize, len: usize, fp: u64, decode: fn(&[u8]) -> Vec<T>) -> Self {
+        DayList {
+            items: Vec::new(),
+            sorted: 0,
+            dirty: false,
+            version: ListVersion::fresh(),
+            fp,
+            stored: Some(Arc::new(StoredList {
+                bytes,
+                at,
+                len,
+                decode,
+                decoded: OnceLock::new(),
+            })),
+        }
+    }
+
+    /// The entries and how many of them form the sorted, merged prefix.
+    #[inline]
+    fn held(&self) -> (&[T], usize) {
+        match &self.stored {
+            Some(s) => (s.items(), s.len),
+            None => (&self.items, self.sorted),
+        }
+    }
+
+    /// Before a change: a stored list's entries become the list's own.
+    fn unstore(&mut self) {
+        if let Some(s) = self.stored.take() {
+            self.items = match Arc::try_unwrap(s) {
+                Ok(s) => match s.decoded.into_inner() {
+                    Some(items) => items,
+                    None => (s.decode)(&s.bytes[s.at..]),
+                },
+                Err(shared) => shared.items().to_vec(),
+            };
+            self.sorted = self.items.len();
         }
     }
 
@@ -334,16 +412,20 @@ impl<T: Partial> DayList<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     /// Entries held (a customer may have more than one until the next merge).
     pub fn len(&self) -> usize {
-        self.items.len()
+        match &self.stored {
+            Some(s) => s.len,
+            None => self.items.len(),
+        }
     }
 
     /// Adds a customer's partial figures.
     pub fn add(&mut self, p: T) {
+        self.unstore();
         self.dirty = true;
         self.version.edits += 1;
         self.fp = self.fp.wrapping_add(weighed(p.cust(), p.weight()));
@@ -367,6 +449,7 @@ impl<T: Partial> DayList<T> {
 
     /// Merges the tail into the sorted prefix.
     pub fn compact(&mut self) {
+        self.unstore();
         if self.sorted == self.items.len() {
             return;
         }
@@ -384,6 +467,7 @@ impl<T: Partial> DayList<T> {
 
     /// Removes every figure of the customers `gone` says, returning whether any was removed.
     pub fn remove_where(&mut self, gone: impl Fn(u32) -> bool) -> bool {
+        self.unstore();
         let before = self.items.len();
         let mut kept_sorted = 0;
         let sorted = self.sorted;
@@ -410,6 +494,7 @@ impl<T: Partial> DayList<T> {
 
     /// Removes one customer's figures.
     pub fn remove(&mut self, cust: u32) -> bool {
+        self.unstore();
         let mut removed = false;
         if let Ok(i) = self.items[..self.sorted].binary_search_by_key(&cust, |e| e.cust()) {
             let e = self.items.remove(i);
@@ -441,11 +526,12 @@ impl<T: Partial> DayList<T> {
     /// Calls `f` with every entry of a customer in `lo..hi` (a customer may come more than once).
     #[inline]
     pub fn for_each_in(&self, lo: u32, hi: u32, mut f: impl FnMut(&T)) {
-        let head = &self.items[..self.sorted];
+        let (items, sorted) = self.held();
+        let (head, tail) = items.split_at(sorted);
         let a = head.partition_point(|e| e.cust() < lo);
         let b = a + head[a..].partition_point(|e| e.cust() < hi);
         head[a..b].iter().for_each(&mut f);
-        for e in &self.items[self.sorted..] {
+        for e in tail {
             if (lo..hi).contains(&e.cust()) {
                 f(e);
             }
@@ -457,17 +543,30 @@ impl<T: Partial> DayList<T> {
     /// only: for readers that build bitmaps from the prefix in order.
     #[inline]
     pub fn parts(&self) -> (&[T], &[T]) {
-        self.items.split_at(self.sorted)
+        let (items, sorted) = self.held();
+        items.split_at(sorted)
     }
 
     /// Calls `f` with every entry (a customer may come more than once).
     pub fn for_each(&self, f: impl FnMut(&T)) {
-        self.items.iter().for_each(f);
+        self.held().0.iter().for_each(f);
     }
 
-    /// Bytes held, for reports.
+    /// Bytes held, for reports: a stored list's encoding, and its entries once decoded.
     pub fn heap_bytes(&self) -> usize {
-        self.items.capacity() * std::mem::size_of::<T>()
+        let entries = |n: usize| n * std::mem::size_of::<T>();
+        match &self.stored {
+            Some(s) => s.bytes.capacity() + s.decoded.get().map_or(0, |d| entries(d.capacity())),
+            None => entries(self.items.capacity()),
+        }
+    }
+
+    /// Whether the list is still held as the snapshot stored it, not yet decoded (for tests of
+    /// what an open reads).
+    pub fn is_held_encoded(&self) -> bool {
+        self.stored
+            .as_ref()
+            .is_some_and(|s| s.decoded.get().is_none())
     }
 }
 
@@ -524,10 +623,10 @@ fn small_of<T: TryFrom<u64>>(x: u64) -> Result<T> {
     T::try_from(x).map_err(|_| corrupt!("rollup figure out of range"))
 }
 
-/// Decodes what [`put_counts`] wrote.
-pub fn get_counts(r: &mut Reader<'_>) -> Result<DayList<DayCount>> {
-    let n = r.len()?;
-    let mut items = Vec::with_capacity(n);
+/// Reads the `n` entries of a count list that [`put_counts`] wrote (after its length),
+/// handing each to `f`: the one reader of the encoding, for decoding and for checking a stored
+/// list without holding its entries.
+fn walk_counts(r: &mut Reader<'_>, n: usize, mut f: impl FnMut(DayCount)) -> Result<()> {
     let mut prev = None;
     for _ in 0..n {
         let cust = next_cust(r, &mut prev)?;
@@ -542,13 +641,21 @@ pub fn get_counts(r: &mut Reader<'_>) -> Result<DayList<DayCount>> {
         if count == 0 {
             return Err(corrupt!("empty rollup entry"));
         }
-        items.push(DayCount {
+        f(DayCount {
             cust,
             count,
             first,
             last,
         });
     }
+    Ok(())
+}
+
+/// Decodes what [`put_counts`] wrote.
+pub fn get_counts(r: &mut Reader<'_>) -> Result<DayList<DayCount>> {
+    let n = r.len()?;
+    let mut items = Vec::with_capacity(n);
+    walk_counts(r, n, |e| items.push(e))?;
     Ok(DayList::from_sorted(items))
 }
 
@@ -591,10 +698,9 @@ pub fn put_numbers(out: &mut Vec<u8>, list: &DayList<DayNumbers>) {
     }
 }
 
-/// Decodes what [`put_numbers`] wrote.
-pub fn get_numbers(r: &mut Reader<'_>) -> Result<DayList<DayNumbers>> {
-    let n = r.len()?;
-    let mut items = Vec::with_capacity(n);
+/// Reads the `n` entries of a numbers list that [`put_numbers`] wrote (after its length),
+/// handing each to `f` (as [`walk_counts`]).
+fn walk_numbers(r: &mut Reader<'_>, n: usize, mut f: impl FnMut(DayNumbers)) -> Result<()> {
     let mut prev = None;
     for _ in 0..n {
         let cust = next_cust(r, &mut prev)?;
@@ -612,9 +718,65 @@ pub fn get_numbers(r: &mut Reader<'_>) -> Result<DayList<DayNumbers>> {
                 max: get_f64(r)?,
             },
         };
-        items.push(item);
+        f(item);
     }
+    Ok(())
+}
+
+/// Decodes what [`put_numbers`] wrote.
+pub fn get_numbers(r: &mut Reader<'_>) -> Result<DayList<DayNumbers>> {
+    let n = r.len()?;
+    let mut items = Vec::with_capacity(n);
+    walk_numbers(r, n, |e| items.push(e))?;
     Ok(DayList::from_sorted(items))
+}
+
+/// A count list as a snapshot stored it: `body[at..]` is exactly what [`put_counts`] wrote. The
+/// whole encoding is checked now (as [`get_counts`] would), the fingerprint and the last span
+/// unit of any customer are taken in the same pass, and the entries are decoded on the list's
+/// first read; returns the list and that last unit (`None` when empty).
+pub fn stored_counts(body: Vec<u8>, at: usize) -> Result<(DayList<DayCount>, Option<u16>)> {
+    let mut r = Reader::new(&body[at..]);
+    let n = r.len()?;
+    let (mut fp, mut last) = (0u64, None);
+    walk_counts(&mut r, n, |e| {
+        fp = fp.wrapping_add(weighed(e.cust, e.count));
+        last = last.max(Some(e.last));
+    })?;
+    if !r.is_empty() {
+        return Err(corrupt!("trailing bytes in an index family"));
+    }
+    Ok((DayList::stored(body, at, n, fp, decode_counts), last))
+}
+
+/// A numbers list as a snapshot stored it (as [`stored_counts`]).
+pub fn stored_numbers(body: Vec<u8>, at: usize) -> Result<DayList<DayNumbers>> {
+    let mut r = Reader::new(&body[at..]);
+    let n = r.len()?;
+    let mut fp = 0u64;
+    walk_numbers(&mut r, n, |e| fp = fp.wrapping_add(weighed(e.cust, e.n)))?;
+    if !r.is_empty() {
+        return Err(corrupt!("trailing bytes in an index family"));
+    }
+    Ok(DayList::stored(body, at, n, fp, decode_numbers))
+}
+
+const CHECKED: &str = "a stored rollup list is checked whole when it is loaded";
+
+fn decode_counts(encoded: &[u8]) -> Vec<DayCount> {
+    let mut r = Reader::new(encoded);
+    let n = r.len().expect(CHECKED);
+    let mut items = Vec::with_capacity(n);
+    walk_counts(&mut r, n, |e| items.push(e)).expect(CHECKED);
+    items
+}
+
+fn decode_numbers(encoded: &[u8]) -> Vec<DayNumbers> {
+    let mut r = Reader::new(encoded);
+    let n = r.len().expect(CHECKED);
+    let mut items = Vec::with_capacity(n);
+    walk_numbers(&mut r, n, |e| items.push(e)).expect(CHECKED);
+    items
 }
 
 #[cfg(test)]
@@ -741,5 +903,114 @@ mod tests {
         let margin = sum_margin(1000, 1e-3, 99.901);
         assert!((fwd - rev).abs() <= margin);
         assert!(margin < 1e-5);
+    }
+
+    /// A list as an open holds it: its encoding behind one tag byte, as a record stored as is.
+    fn stored_copy_of_counts(list: &DayList<DayCount>) -> DayList<DayCount> {
+        let mut body = vec![0u8];
+        put_counts(&mut body, list);
+        stored_counts(body, 1).unwrap().0
+    }
+
+    proptest::proptest! {
+        /// A list held encoded reads, fingerprints, changes and encodes exactly as the decoded
+        /// list does, whether its first use is a read or a change, and its copies go their own way.
+        #[test]
+        fn a_stored_list_behaves_as_the_decoded_one(
+            adds in proptest::collection::vec((0u32..300, 0u16..2000, 1u32..4), 0..200),
+            later in proptest::collection::vec((0u32..300, 0u16..2000), 0..20),
+            gone in 0u32..300,
+            read_first: bool,
+        ) {
+            let mut plain = DayList::default();
+            for &(cust, unit, count) in &adds {
+                plain.add(DayCount { cust, count, first: unit, last: unit.saturating_add(3) });
+            }
+            let mut body = vec![0u8];
+            put_counts(&mut body, &plain);
+            let (mut held, last) = stored_counts(body.clone(), 1).unwrap();
+            let decoded = get_counts(&mut Reader::new(&body[1..])).unwrap();
+            proptest::prop_assert!(held.is_held_encoded() || decoded.is_empty());
+            proptest::prop_assert_eq!(held.len(), decoded.len());
+            proptest::prop_assert_eq!(held.fingerprint(), plain.fingerprint());
+            let mut expected_last = None;
+            decoded.for_each(|e| expected_last = expected_last.max(Some(e.last)));
+            proptest::prop_assert_eq!(last, expected_last);
+            let copy = held.clone();
+            if read_first {
+                let mut seen = Vec::new();
+                held.for_each_in(50, 200, |e| seen.push(*e));
+                let mut want = Vec::new();
+                decoded.for_each_in(50, 200, |e| want.push(*e));
+                proptest::prop_assert_eq!(seen, want);
+                proptest::prop_assert_eq!(held.parts().0, decoded.parts().0);
+                proptest::prop_assert!(held.parts().1.is_empty());
+            }
+            let mut reference = decoded;
+            for &(cust, unit) in &later {
+                let e = DayCount { cust, count: 1, first: unit, last: unit };
+                held.add(e);
+                reference.add(e);
+            }
+            proptest::prop_assert_eq!(held.remove(gone), reference.remove(gone));
+            proptest::prop_assert!(!held.is_held_encoded() || later.is_empty());
+            proptest::prop_assert!(held == reference);
+            proptest::prop_assert_eq!(held.fingerprint(), reference.fingerprint());
+            proptest::prop_assert!(copy == plain);
+            proptest::prop_assert_eq!(copy.fingerprint(), plain.fingerprint());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            put_counts(&mut a, &held);
+            put_counts(&mut b, &reference);
+            proptest::prop_assert_eq!(a, b);
+        }
+
+        /// Numbers lists the same way, reads only.
+        #[test]
+        fn a_stored_numbers_list_reads_as_the_decoded_one(
+            adds in proptest::collection::vec((0u32..300, -1000i32..1000), 0..200),
+        ) {
+            let mut plain = DayList::default();
+            for &(cust, x) in &adds {
+                plain.add(DayNumbers::of(cust, f64::from(x) / 8.0));
+            }
+            let mut body = vec![0u8];
+            put_numbers(&mut body, &plain);
+            let held = stored_numbers(body.clone(), 1).unwrap();
+            proptest::prop_assert_eq!(held.fingerprint(), plain.fingerprint());
+            proptest::prop_assert_eq!(held.len(), held.canonical().len());
+            proptest::prop_assert!(held == plain);
+            let mut again = Vec::new();
+            put_numbers(&mut again, &held);
+            proptest::prop_assert_eq!(&again[..], &body[1..]);
+        }
+    }
+
+    #[test]
+    fn damaged_stored_lists_are_refused_when_loaded() {
+        let mut list = DayList::default();
+        for i in 0..20u32 {
+            list.add(c(i * 5, i as u16));
+        }
+        let held = stored_copy_of_counts(&list);
+        assert!(held.is_held_encoded());
+        let mut body = vec![0u8];
+        put_counts(&mut body, &list);
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert!(stored_counts(trailing, 1).is_err());
+        assert!(stored_counts(body[..body.len() - 1].to_vec(), 1).is_err());
+        // A second entry with a count of zero.
+        let mut swapped = vec![0u8];
+        put_varint(&mut swapped, 2);
+        swapped.extend_from_slice(&[3, 2, 0, 0, 0, 2, 0, 0]);
+        assert!(stored_counts(swapped, 1).is_err());
+        let mut numbers = vec![0u8];
+        numbers.extend_from_slice(&[1, 0, 5, 3]);
+        assert!(stored_numbers(numbers, 1).is_err());
+        // Nothing was decoded to refuse them, and a good one is held until read.
+        assert!(held.is_held_encoded());
+        assert_eq!(held.len(), 20);
+        assert!(held == list);
+        assert!(!held.is_held_encoded());
     }
 }

@@ -18,7 +18,8 @@
 use roaring::RoaringBitmap;
 
 use super::rollup::{
-    get_counts, get_numbers, put_counts, put_numbers, DayCount, DayList, DayNumbers, SPAN_UNIT_MS,
+    get_counts, get_numbers, put_counts, put_numbers, stored_counts, stored_numbers, DayCount,
+    DayList, DayNumbers, SPAN_UNIT_MS,
 };
 use super::{
     value_chunk, DayBitmaps, IndexValue, Indexes, Ranges, Slices, TraitIndex, VALUE_CHUNK_DAYS,
@@ -340,6 +341,16 @@ fn unpack_family(record: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     codec::unpack(record, "index family", MAX_FAMILY_BYTES)
 }
 
+/// The encoded family inside an owned record, as bytes to keep and where the family starts in
+/// them: a record stored as is is kept whole (its body follows the tag), a compressed one is
+/// unpacked into bytes of its own.
+fn unpack_owned_family(record: Vec<u8>) -> Result<(Vec<u8>, usize)> {
+    Ok(match unpack_family(&record)? {
+        std::borrow::Cow::Borrowed(_) => (record, 1),
+        std::borrow::Cow::Owned(body) => (body, 0),
+    })
+}
+
 /// The day bitmaps of one chunk of days: a count, then per day its number and bitmap. `None`
 /// when the chunk holds no day.
 fn put_days(out: &mut Vec<u8>, days: &DayBitmaps, chunk: u32) -> Option<()> {
@@ -375,6 +386,50 @@ fn get_days(r: &mut Reader<'_>, chunk: u32) -> Result<DayBitmaps> {
         days.insert(day, bm);
     }
     Ok(days)
+}
+
+/// Checks what [`put_days`] wrote as [`get_days`] does, without building the bitmaps: a set
+/// stored as ids is read gap by gap; one in Roaring's format is read by roaring and dropped.
+fn check_days(r: &mut Reader<'_>, chunk: u32) -> Result<()> {
+    let n = r.len()?;
+    let mut last = None;
+    for _ in 0..n {
+        let day = r.u32()?;
+        let empty = match r.byte()? {
+            SET_IDS => {
+                let ids = r.len()?;
+                let mut prev = 0u32;
+                for i in 0..ids {
+                    let gap = r.u32()?;
+                    if gap == 0 && i > 0 {
+                        return Err(corrupt!("bad bitmap: ids out of order"));
+                    }
+                    prev = prev
+                        .checked_add(gap)
+                        .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
+                }
+                ids == 0
+            }
+            SET_ROARING => {
+                let len = r.len()?;
+                RoaringBitmap::deserialize_from(r.take(len)?)
+                    .map_err(|e| corrupt!("bad bitmap: {e}"))?
+                    .is_empty()
+            }
+            _ => return Err(corrupt!("bad bitmap encoding")),
+        };
+        if value_chunk(day) != chunk || last.is_some_and(|l| l >= day) || empty {
+            return Err(corrupt!("bad day bitmaps in an index family"));
+        }
+        last = Some(day);
+    }
+    Ok(())
+}
+
+/// Decodes a chunk of a value's days that [`check_days`] passed when it was loaded.
+pub(super) fn stored_days(encoded: &[u8], chunk: u32) -> DayBitmaps {
+    get_days(&mut Reader::new(encoded), chunk)
+        .expect("a value's stored days are checked whole when loaded")
 }
 
 /// One day's bitmap of an event: `None` when nobody did it that day.
@@ -570,7 +625,7 @@ impl Indexes {
             out.extend(ei.days.keys().map(|d| Family::EventDays(*e, *d)));
             for (p, values) in &ei.props {
                 for (k, vd) in values {
-                    let mut chunks: Vec<u32> = vd.days.keys().map(|d| value_chunk(*d)).collect();
+                    let mut chunks: Vec<u32> = vd.days().keys().map(|d| value_chunk(*d)).collect();
                     chunks.dedup();
                     out.extend(
                         chunks
@@ -639,7 +694,7 @@ impl Indexes {
             Family::EventDays(e, d) => put_day(&mut out, &self.events.get(e)?.days, *d)?,
             Family::EventProp(e, p, k, c) => put_days(
                 &mut out,
-                &self.events.get(e)?.props.get(p)?.get(k)?.days,
+                self.events.get(e)?.props.get(p)?.get(k)?.days(),
                 *c,
             )?,
             Family::DayCounts(e, d) => put_counts(&mut out, self.events.get(e)?.counts.get(d)?),
@@ -655,6 +710,39 @@ impl Indexes {
         let family = Indexes::decode_family(key, blob)?;
         self.install_family(family);
         Ok(())
+    }
+
+    /// As [`Indexes::decode_family`], keeping the record: a rollup list (`C`, `N`) is checked
+    /// whole but held as its encoding, decoded by its first reader ([`DayList`]). An open
+    /// takes this path: at 1M customers the rollups are most of the memory decoded indexes
+    /// take, and most lists are read by no rule of a short-lived process.
+    pub fn decode_owned_family(key: &[u8], blob: Vec<u8>) -> Result<DecodedFamily> {
+        match Family::from_key(key)? {
+            Family::DayCounts(e, d) => {
+                let (body, at) = unpack_owned_family(blob)?;
+                let (list, last) = stored_counts(body, at)?;
+                Ok(DecodedFamily::DayCounts(e, d, list, last))
+            }
+            Family::DayNumbers(e, p, d) => {
+                let (body, at) = unpack_owned_family(blob)?;
+                Ok(DecodedFamily::DayNumbers(
+                    e,
+                    p,
+                    d,
+                    stored_numbers(body, at)?,
+                ))
+            }
+            Family::EventProp(e, p, k, c) => {
+                let (body, at) = unpack_owned_family(blob)?;
+                let mut r = Reader::new(&body[at..]);
+                check_days(&mut r, c)?;
+                if !r.is_empty() {
+                    return Err(corrupt!("trailing bytes in an index family"));
+                }
+                Ok(DecodedFamily::StoredEventProp(e, p, k, c, body, at))
+            }
+            _ => Indexes::decode_family(key, &blob),
+        }
     }
 
     /// Decodes one family record without touching any index: records are independent, so an
@@ -773,8 +861,19 @@ impl Indexes {
                     .or_default()
                     .entry(k)
                     .or_default()
-                    .days
+                    .days_mut()
                     .extend(days);
+            }
+            DecodedFamily::StoredEventProp(e, p, k, c, body, at) => {
+                self.events
+                    .entry(e)
+                    .or_default()
+                    .props
+                    .entry(p)
+                    .or_default()
+                    .entry(k)
+                    .or_default()
+                    .hold_chunk(c, body, at);
             }
             DecodedFamily::DayCounts(e, d, list, last) => {
                 let ei = self.events.entry(e).or_default();
@@ -812,6 +911,9 @@ pub enum DecodedFamily {
     TraitPatch(RoaringBitmap),
     EventDays(u32, u32, RoaringBitmap),
     EventProp(u32, u32, IndexValue, DayBitmaps),
+    /// A value's chunk of days checked but kept as its record's body (the encoding from the
+    /// offset), for [`ValueDays`] to decode on first read.
+    StoredEventProp(u32, u32, IndexValue, u32, Vec<u8>, usize),
     /// With the last span unit of any of its customers (for [`EventIndex::latest`]).
     DayCounts(u32, u32, DayList<DayCount>, Option<u16>),
     DayNumbers(u32, u32, u32, DayList<DayNumbers>),
@@ -878,6 +980,20 @@ mod tests {
             }
         }
         assert_eq!(loaded, ix, "{:?}", loaded.differences(&ix));
+        // As an open loads them: records kept, rollup lists held encoded until read.
+        let mut opened = Indexes::new(2);
+        for f in ix.all_families() {
+            if let Some(blob) = ix.encode_family(&f) {
+                let family = Indexes::decode_owned_family(&f.key(), blob).unwrap();
+                opened.install_family(family);
+            }
+        }
+        let held = opened.events.values().flat_map(|e| e.counts.values());
+        assert!(held.clone().count() > 0 && held.clone().all(|l| l.is_held_encoded()));
+        let values = opened.events.values().flat_map(|e| e.props.values());
+        let values: Vec<&crate::index::ValueDays> = values.flat_map(|v| v.values()).collect();
+        assert!(!values.is_empty() && values.iter().all(|vd| vd.is_held_encoded()));
+        assert_eq!(opened, ix, "{:?}", opened.differences(&ix));
         // The trait patch: every customer whose profile changed, until the families are
         // written whole.
         let patch = ix.encode_family(&Family::TraitPatch).unwrap();

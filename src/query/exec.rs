@@ -702,7 +702,7 @@ impl Sources<'_> {
                 let mut keys = Vec::new();
                 index_keys(lit, &mut keys);
                 match keys.as_slice() {
-                    [k] => ei.props.get(p)?.get(k).map(|vd| &vd.days),
+                    [k] => ei.props.get(p)?.get(k).map(|vd| vd.days()),
                     _ => None,
                 }
             }
@@ -903,7 +903,7 @@ impl Sources<'_> {
                 let mut sure: RoaringBitmap = match win.whole {
                     Some((a, b)) => passing
                         .iter()
-                        .flat_map(|vd| vd.days.range(a..=b).map(|(_, bm)| bm))
+                        .flat_map(|vd| vd.days().range(a..=b).map(|(_, bm)| bm))
                         .union(),
                     None => RoaringBitmap::new(),
                 };
@@ -915,7 +915,7 @@ impl Sources<'_> {
                 // only when every one says so.
                 for &(d, a, b) in &win.edges {
                     let cut: RoaringBitmap =
-                        passing.iter().filter_map(|vd| vd.days.get(&d)).union();
+                        passing.iter().filter_map(|vd| vd.days().get(&d)).union();
                     if cut.is_empty() {
                         continue;
                     }
