@@ -264,6 +264,11 @@ thread_local! {
 fn read_ids(r: &mut Reader<'_>, n: usize, ids: &mut Vec<u32>) -> Result<()> {
     ids.clear();
     ids.reserve(n);
+    walk_ids(r, n, |id| ids.push(id))
+}
+
+/// Reads `n` ids stored as [`read_ids`] says, handing each to `f`.
+fn walk_ids(r: &mut Reader<'_>, n: usize, mut f: impl FnMut(u32)) -> Result<()> {
     let mut prev = 0u32;
     for i in 0..n {
         let gap = r.u32()?;
@@ -273,7 +278,7 @@ fn read_ids(r: &mut Reader<'_>, n: usize, ids: &mut Vec<u32>) -> Result<()> {
         prev = prev
             .checked_add(gap)
             .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
-        ids.push(prev);
+        f(prev);
     }
     Ok(())
 }
@@ -373,57 +378,53 @@ fn put_days(out: &mut Vec<u8>, days: &DayBitmaps, chunk: u32) -> Option<()> {
 /// Reads what [`put_days`] wrote, refusing a day outside `chunk`, an empty bitmap (a rebuild
 /// keeps none) and days out of order.
 fn get_days(r: &mut Reader<'_>, chunk: u32) -> Result<DayBitmaps> {
-    let n = r.len()?;
     let mut days = DayBitmaps::new();
-    let mut last = None;
-    for _ in 0..n {
-        let day = r.u32()?;
+    walk_days(r, chunk, |day, r| {
         let bm = get_bitmap(r)?;
-        if value_chunk(day) != chunk || last.is_some_and(|l| l >= day) || bm.is_empty() {
-            return Err(corrupt!("bad day bitmaps in an index family"));
-        }
-        last = Some(day);
+        let empty = bm.is_empty();
         days.insert(day, bm);
-    }
+        Ok(empty)
+    })?;
     Ok(days)
 }
 
-/// Checks what [`put_days`] wrote as [`get_days`] does, without building the bitmaps: a set
-/// stored as ids is read gap by gap; one in Roaring's format is read by roaring and dropped.
-fn check_days(r: &mut Reader<'_>, chunk: u32) -> Result<()> {
+/// Reads the days [`put_days`] wrote: each day's number, then `set` reads its set and says
+/// whether it was empty. Refuses what [`get_days`] says.
+fn walk_days(
+    r: &mut Reader<'_>,
+    chunk: u32,
+    mut set: impl FnMut(u32, &mut Reader<'_>) -> Result<bool>,
+) -> Result<()> {
     let n = r.len()?;
     let mut last = None;
     for _ in 0..n {
         let day = r.u32()?;
-        let empty = match r.byte()? {
-            SET_IDS => {
-                let ids = r.len()?;
-                let mut prev = 0u32;
-                for i in 0..ids {
-                    let gap = r.u32()?;
-                    if gap == 0 && i > 0 {
-                        return Err(corrupt!("bad bitmap: ids out of order"));
-                    }
-                    prev = prev
-                        .checked_add(gap)
-                        .ok_or_else(|| corrupt!("bad bitmap: id out of range"))?;
-                }
-                ids == 0
-            }
-            SET_ROARING => {
-                let len = r.len()?;
-                RoaringBitmap::deserialize_from(r.take(len)?)
-                    .map_err(|e| corrupt!("bad bitmap: {e}"))?
-                    .is_empty()
-            }
-            _ => return Err(corrupt!("bad bitmap encoding")),
-        };
+        let empty = set(day, r)?;
         if value_chunk(day) != chunk || last.is_some_and(|l| l >= day) || empty {
             return Err(corrupt!("bad day bitmaps in an index family"));
         }
         last = Some(day);
     }
     Ok(())
+}
+
+/// Checks what [`put_days`] wrote as [`get_days`] does, without building the bitmaps: a set
+/// stored as ids is read gap by gap; one in Roaring's format is read by roaring and dropped.
+fn check_days(r: &mut Reader<'_>, chunk: u32) -> Result<()> {
+    walk_days(r, chunk, |_, r| match r.byte()? {
+        SET_IDS => {
+            let n = r.len()?;
+            walk_ids(r, n, |_| ())?;
+            Ok(n == 0)
+        }
+        SET_ROARING => {
+            let len = r.len()?;
+            let bm = RoaringBitmap::deserialize_from(r.take(len)?)
+                .map_err(|e| corrupt!("bad bitmap: {e}"))?;
+            Ok(bm.is_empty())
+        }
+        _ => Err(corrupt!("bad bitmap encoding")),
+    })
 }
 
 /// Decodes a chunk of a value's days that [`check_days`] passed when it was loaded.
