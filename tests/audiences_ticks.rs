@@ -12,7 +12,8 @@
 //! indexes decide, with windows of hours to months, read at the same steps: each customer's
 //! events read from where its own audiences need them; and customers holding several blocks of
 //! events, what decides their reads just inside a window's start in an earlier block than the
-//! one a later start would read from.
+//! one a later start would read from. Last, audiences naming a date-time trait beside windows:
+//! the trait's value crossing a relative edge wakes the customer.
 //!
 //! `PROPTEST_CASES=500 cargo test --test audiences_ticks` runs more streams.
 
@@ -655,4 +656,84 @@ fn customers_with_several_blocks_read_from_their_windows_start() {
             &|k, c, t| read_holds(kinds[k], c, t),
         );
     }
+}
+
+/// Audiences naming a date-time trait beside windows over views: a customer whose trait value
+/// crosses a relative edge is read and woken at that instant (its profile's date-times are next
+/// instants only for rules naming such a trait), and one naming none is woken by its events
+/// alone. Hourly steps over four days against a plain evaluator.
+#[test]
+fn date_time_traits_move_audiences_read_with_windows() {
+    const MINUTE: i64 = 60 * SECOND;
+    let rules = [
+        (
+            "old_viewers",
+            "signup < 2 days ago and viewed in last 3 days",
+        ),
+        (
+            "old_or_big",
+            "signup < 1 days ago or viewed where amount >= 50 in last 5 hours",
+        ),
+        ("big_views", "viewed where amount >= 50 in last 26 hours"),
+    ];
+    // (signup, views) per customer: signups from three days back to a day ahead, views from
+    // two days back to a day ahead, a few minutes apart.
+    let custs: Vec<(i64, Vec<i64>)> = (0..60i64)
+        .map(|i| {
+            let signup = t0() - 3 * DAY + i * 97 * MINUTE + i;
+            let views = (0..(i % 4))
+                .map(|k| t0() - 2 * DAY + i * 53 * MINUTE + k * 7 * HOUR + 3 * i)
+                .collect();
+            (signup, views)
+        })
+        .collect();
+    let holds = |k: usize, (signup, views): &(i64, Vec<i64>), t: i64| -> bool {
+        let seen = |len: i64, big: bool| {
+            views
+                .iter()
+                .any(|&e| t - len < e && e <= t && (!big || amount(e) >= 50))
+        };
+        match k {
+            0 => *signup < t - 2 * DAY && seen(3 * DAY, false),
+            1 => *signup < t - DAY || seen(5 * HOUR, true),
+            _ => seen(26 * HOUR, true),
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let mut config = Config::new(dir.path().join("db"));
+    config.clock = clock.clone();
+    let db = Db::open_with(config).unwrap();
+    let id = |i: usize| format!("c{i}");
+    let mut msgs = Vec::new();
+    for (i, (_, views)) in custs.iter().enumerate() {
+        for &ts in views {
+            let props = vec![("amount".into(), Value::Int(amount(ts)))];
+            msgs.push(Message::track(id(i), "viewed", props, Some(ts)));
+        }
+    }
+    db.ingest(msgs).unwrap();
+    for (i, (signup, _)) in custs.iter().enumerate() {
+        db.identify(&id(i), vec![("signup".into(), Some(Value::Time(*signup)))])
+            .unwrap();
+    }
+    for (name, rule) in rules {
+        db.define_audience(name, rule).unwrap();
+    }
+    for step in 0..=96 {
+        let t = t0() + step * HOUR;
+        clock.set(t);
+        db.advance_audiences().unwrap();
+        for (k, (name, _)) in rules.iter().enumerate() {
+            let want: BTreeSet<String> = custs
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| holds(k, c, t))
+                .map(|(i, _)| id(i))
+                .collect();
+            assert_eq!(members(&db, name), want, "{name} at t0 {:+} h", step);
+        }
+    }
+    let report = db.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
