@@ -10,7 +10,10 @@
 //! steps, with the due customers' days listed once for all of them and without
 //! (`Config::audience_due_days_from`). Then audiences left to reading (filters) beside ones the
 //! indexes decide, with windows of hours to months, read at the same steps: each customer's
-//! events read from where its own audiences need them.
+//! events read from where its own audiences need them; and customers holding several blocks of
+//! events, what decides their reads just inside a window's start in an earlier block than the
+//! one a later start would read from. Last, audiences naming a date-time trait beside windows:
+//! the trait's value crossing a relative edge wakes the customer.
 //!
 //! `PROPTEST_CASES=500 cargo test --test audiences_ticks` runs more streams.
 
@@ -567,4 +570,170 @@ proptest! {
             read_holds(kinds[k], c, t)
         });
     }
+}
+
+/// A time `ts` moved back by under 97 ms so that a view at it has the amount `a` (see [`amount`]).
+fn with_amount(ts: i64, a: i64) -> i64 {
+    ts - ts.rem_euclid(97) + (a - 1)
+}
+
+/// Customers holding several blocks of events ([`audiencedb`] stores a customer's events in
+/// blocks of 128, read a whole block at a time), laid out so that what decides a read lies just
+/// inside a window's start, in a block before the one where a read starting a little later
+/// would begin: neutral views (amount 40) every 15 minutes; 254 of them, then a cart at `c` and
+/// the customer's one low view (amount 10) half an hour later, which end the first 256 events;
+/// the next block starts an hour after the cart and holds two high views (amount 80) half an
+/// hour apart, the second ending an hour before the third block starts. So when the cart leaves
+/// a window the customer enters the low-amount-without-cart audience of that window only if its
+/// events are read from the window's start (not two hours or three days after it), and when the
+/// first high view leaves, only the second keeps the customer in the high-amount audience. The
+/// carts sit so that each customer's edge of one window length passes after the clock's start,
+/// a few minutes apart from the others'; the clock steps onto each edge of every special event.
+#[test]
+fn customers_with_several_blocks_read_from_their_windows_start() {
+    const MINUTE: i64 = 60 * SECOND;
+    let neutral = |ts: i64| with_amount(ts, 40);
+    let custs: Vec<Customer> = (0..24i64)
+        .map(|i| {
+            let len = READ_LENGTHS[i as usize % READ_LENGTHS.len()];
+            let c = t0() - len + (1 + i) * 11 * MINUTE;
+            let mut views: Vec<i64> = (0..254)
+                .map(|j| neutral(c - (254 - j) * 15 * MINUTE))
+                .collect();
+            views.push(with_amount(c + 30 * MINUTE, 10));
+            let b1 = c + HOUR;
+            for j in 0..128 {
+                let ts = b1 + j * 15 * MINUTE;
+                views.push(match j {
+                    124 | 126 => with_amount(ts, 80),
+                    _ => neutral(ts),
+                });
+            }
+            let b2 = b1 + 128 * 15 * MINUTE;
+            views.extend((0..40).map(|j| neutral(b2 + j * 15 * MINUTE)));
+            Customer {
+                views,
+                carts: vec![c],
+                gold: false,
+            }
+        })
+        .collect();
+    // Onto every edge after the start of the cart, the low view and the high views.
+    let mut targets: Vec<i64> = custs
+        .iter()
+        .flat_map(|c| {
+            let special = [
+                c.carts[0],
+                c.views[254],
+                c.views[255 + 124],
+                c.views[255 + 126],
+            ];
+            special
+                .into_iter()
+                .flat_map(|e| read_edges().into_iter().map(move |l| e + l))
+        })
+        .filter(|&t| t > t0())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let mut at = t0();
+    let steps: Vec<Step> = targets
+        .into_iter()
+        .map(|t| {
+            let s = Step::By(t - at);
+            at = t;
+            s
+        })
+        .collect();
+    let (rules, kinds) = read_rules();
+    for due_days_from in [0, usize::MAX] {
+        run_rules(
+            &custs,
+            &steps,
+            (2048, due_days_from),
+            &rules,
+            &read_edges(),
+            &|k, c, t| read_holds(kinds[k], c, t),
+        );
+    }
+}
+
+/// Audiences naming a date-time trait beside windows over views: a customer whose trait value
+/// crosses a relative edge is read and woken at that instant (its profile's date-times are next
+/// instants only for rules naming such a trait), and one naming none is woken by its events
+/// alone. Hourly steps over four days against a plain evaluator.
+#[test]
+fn date_time_traits_move_audiences_read_with_windows() {
+    const MINUTE: i64 = 60 * SECOND;
+    let rules = [
+        (
+            "old_viewers",
+            "signup < 2 days ago and viewed in last 3 days",
+        ),
+        (
+            "old_or_big",
+            "signup < 1 days ago or viewed where amount >= 50 in last 5 hours",
+        ),
+        ("big_views", "viewed where amount >= 50 in last 26 hours"),
+    ];
+    // (signup, views) per customer: signups from three days back to a day ahead, views from
+    // two days back to a day ahead, a few minutes apart.
+    let custs: Vec<(i64, Vec<i64>)> = (0..60i64)
+        .map(|i| {
+            let signup = t0() - 3 * DAY + i * 97 * MINUTE + i;
+            let views = (0..(i % 4))
+                .map(|k| t0() - 2 * DAY + i * 53 * MINUTE + k * 7 * HOUR + 3 * i)
+                .collect();
+            (signup, views)
+        })
+        .collect();
+    let holds = |k: usize, (signup, views): &(i64, Vec<i64>), t: i64| -> bool {
+        let seen = |len: i64, big: bool| {
+            views
+                .iter()
+                .any(|&e| t - len < e && e <= t && (!big || amount(e) >= 50))
+        };
+        match k {
+            0 => *signup < t - 2 * DAY && seen(3 * DAY, false),
+            1 => *signup < t - DAY || seen(5 * HOUR, true),
+            _ => seen(26 * HOUR, true),
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(t0());
+    let mut config = Config::new(dir.path().join("db"));
+    config.clock = clock.clone();
+    let db = Db::open_with(config).unwrap();
+    let id = |i: usize| format!("c{i}");
+    let mut msgs = Vec::new();
+    for (i, (_, views)) in custs.iter().enumerate() {
+        for &ts in views {
+            let props = vec![("amount".into(), Value::Int(amount(ts)))];
+            msgs.push(Message::track(id(i), "viewed", props, Some(ts)));
+        }
+    }
+    db.ingest(msgs).unwrap();
+    for (i, (signup, _)) in custs.iter().enumerate() {
+        db.identify(&id(i), vec![("signup".into(), Some(Value::Time(*signup)))])
+            .unwrap();
+    }
+    for (name, rule) in rules {
+        db.define_audience(name, rule).unwrap();
+    }
+    for step in 0..=96 {
+        let t = t0() + step * HOUR;
+        clock.set(t);
+        db.advance_audiences().unwrap();
+        for (k, (name, _)) in rules.iter().enumerate() {
+            let want: BTreeSet<String> = custs
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| holds(k, c, t))
+                .map(|(i, _)| id(i))
+                .collect();
+            assert_eq!(members(&db, name), want, "{name} at t0 {:+} h", step);
+        }
+    }
+    let report = db.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
