@@ -193,45 +193,103 @@ pub struct ValueDays {
     stored: Option<Box<StoredDays>>,
 }
 
-/// A value's snapshot records: each chunk's number and its record's body (the encoding starts
-/// at the offset), checked when loaded, decoded together on first read.
+/// A value's snapshot records, by chunk number: each record's body (the encoding starts at the
+/// offset), checked when loaded and decoded on first read, a chunk at a time for readers of
+/// some days, all together for a reader of the whole map.
 #[derive(Debug, Clone)]
 struct StoredDays {
-    chunks: Vec<(u32, Vec<u8>, usize)>,
+    chunks: Vec<StoredChunk>,
+    all: std::sync::OnceLock<DayBitmaps>,
+}
+
+#[derive(Debug, Clone)]
+struct StoredChunk {
+    chunk: u32,
+    body: Vec<u8>,
+    at: usize,
     decoded: std::sync::OnceLock<DayBitmaps>,
 }
 
-impl StoredDays {
-    fn decode(&self) -> DayBitmaps {
-        let mut days = DayBitmaps::new();
-        for (chunk, body, at) in &self.chunks {
-            days.extend(snapshot::stored_days(&body[*at..], *chunk));
+impl StoredChunk {
+    fn days(&self) -> &DayBitmaps {
+        self.decoded
+            .get_or_init(|| snapshot::stored_days(&self.body[self.at..], self.chunk))
+    }
+
+    fn into_days(self) -> DayBitmaps {
+        match self.decoded.into_inner() {
+            Some(days) => days,
+            None => snapshot::stored_days(&self.body[self.at..], self.chunk),
         }
-        days
+    }
+}
+
+impl StoredDays {
+    /// The chunks holding days of `first..=last`.
+    fn between(&self, first: u32, last: u32) -> &[StoredChunk] {
+        if first > last {
+            return &[];
+        }
+        let (a, b) = (value_chunk(first), value_chunk(last));
+        let from = self.chunks.partition_point(|c| c.chunk < a);
+        let to = self.chunks.partition_point(|c| c.chunk <= b);
+        &self.chunks[from..to]
     }
 }
 
 impl ValueDays {
-    /// Who did the event with the value, per day.
-    #[inline]
+    /// Who did the event with the value, per day (every stored chunk decoded).
     pub fn days(&self) -> &DayBitmaps {
         match &self.stored {
-            Some(s) => s.decoded.get_or_init(|| s.decode()),
+            Some(s) => s.all.get_or_init(|| {
+                let mut days = DayBitmaps::new();
+                for c in &s.chunks {
+                    days.extend(c.days().iter().map(|(d, bm)| (*d, bm.clone())));
+                }
+                days
+            }),
             None => &self.days,
         }
+    }
+
+    /// Who did the event with the value on day `day` (only that day's chunk decoded).
+    #[inline]
+    pub fn day(&self, day: u32) -> Option<&RoaringBitmap> {
+        match &self.stored {
+            Some(s) => s.between(day, day).first()?.days().get(&day),
+            None => self.days.get(&day),
+        }
+    }
+
+    /// Each day's set of `first..=last`, in day order (only the chunks of those days decoded).
+    pub fn sets_in(&self, first: u32, last: u32) -> impl Iterator<Item = &RoaringBitmap> + '_ {
+        let (own, chunks) = match &self.stored {
+            Some(s) => (None, s.between(first, last)),
+            None => (Some(&self.days), &[][..]),
+        };
+        let own = own
+            .filter(|_| first <= last)
+            .into_iter()
+            .flat_map(move |m| m.range(first..=last));
+        let stored = chunks
+            .iter()
+            .flat_map(move |c| c.days().range(first..=last));
+        own.chain(stored).map(|(_, bm)| bm)
     }
 
     /// The days to change (decoding the stored records first).
     pub fn days_mut(&mut self) -> &mut DayBitmaps {
         if let Some(s) = self.stored.take() {
-            let StoredDays { chunks, decoded } = *s;
-            self.days = match decoded.into_inner() {
+            let StoredDays { chunks, all } = *s;
+            self.days = match all.into_inner() {
                 Some(days) => days,
-                None => StoredDays {
-                    chunks,
-                    decoded: std::sync::OnceLock::new(),
+                None => {
+                    let mut days = DayBitmaps::new();
+                    for c in chunks {
+                        days.extend(c.into_days());
+                    }
+                    days
                 }
-                .decode(),
             };
         }
         &mut self.days
@@ -248,19 +306,28 @@ impl ValueDays {
         let stored = self.stored.get_or_insert_with(|| {
             Box::new(StoredDays {
                 chunks: Vec::new(),
-                decoded: std::sync::OnceLock::new(),
+                all: std::sync::OnceLock::new(),
             })
         });
-        stored.decoded = std::sync::OnceLock::new();
-        stored.chunks.push((chunk, body, at));
+        stored.all = std::sync::OnceLock::new();
+        let place = stored.chunks.partition_point(|c| c.chunk < chunk);
+        stored.chunks.insert(
+            place,
+            StoredChunk {
+                chunk,
+                body,
+                at,
+                decoded: std::sync::OnceLock::new(),
+            },
+        );
     }
 
     /// Whether the value's records are still held as stored, not yet decoded (for tests of what
     /// an open reads).
     pub fn is_held_encoded(&self) -> bool {
-        self.stored
-            .as_ref()
-            .is_some_and(|s| s.decoded.get().is_none())
+        self.stored.as_ref().is_some_and(|s| {
+            s.all.get().is_none() && s.chunks.iter().all(|c| c.decoded.get().is_none())
+        })
     }
 }
 

@@ -1048,6 +1048,62 @@ mod tests {
         assert!(ix.take_changed().is_empty());
     }
 
+    proptest::proptest! {
+        /// A value's days held as its stored chunks (installed in any order) read as the decoded
+        /// map does: a day at a time, any range of days (empty and reversed ones too), the whole
+        /// map, and after a change.
+        #[test]
+        fn held_value_days_read_as_the_decoded_ones(
+            events in proptest::collection::vec((0u32..40, 0u32..120), 1..80),
+            asks in proptest::collection::vec((0u32..130, 0u32..130), 1..20),
+            reverse: bool,
+        ) {
+            let mut ix = Indexes::new(10);
+            for &(cust, day) in &events {
+                let e = StoredEvent {
+                    ts: i64::from(day) * 86_400_000 + 7,
+                    event: 0,
+                    props: vec![(0, Value::Str("X".into()))],
+                };
+                ix.add_event(cust, &e);
+            }
+            let mut families: Vec<Family> = ix
+                .all_families()
+                .into_iter()
+                .filter(|f| matches!(f, Family::EventProp(..)))
+                .collect();
+            if reverse {
+                families.reverse();
+            }
+            let mut opened = Indexes::new(10);
+            for f in &families {
+                let blob = ix.encode_family(f).unwrap();
+                opened.install_family(Indexes::decode_owned_family(&f.key(), blob).unwrap());
+            }
+            let value = IndexValue::Str("X".into());
+            let want = ix.events[&0].props[&0][&value].days().clone();
+            let held = &opened.events[&0].props[&0][&value];
+            proptest::prop_assert!(held.is_held_encoded());
+            for &(a, b) in &asks {
+                proptest::prop_assert_eq!(held.day(a), want.get(&a));
+                let got: Vec<&RoaringBitmap> = held.sets_in(a, b).collect();
+                let expected: Vec<&RoaringBitmap> = if a <= b {
+                    want.range(a..=b).map(|(_, bm)| bm).collect()
+                } else {
+                    Vec::new()
+                };
+                proptest::prop_assert_eq!(got, expected);
+            }
+            proptest::prop_assert_eq!(held.days(), &want);
+            let mut changed = held.clone();
+            changed.days_mut().entry(200).or_default().insert(1);
+            let mut want_changed = want.clone();
+            want_changed.entry(200).or_default().insert(1);
+            proptest::prop_assert_eq!(changed.days(), &want_changed);
+            proptest::prop_assert_eq!(changed.sets_in(0, 300).count(), want_changed.len());
+        }
+    }
+
     /// A set written as ids whatever its size (as `put_bitmap` writes the sparse ones).
     fn as_ids(ids: &[u32]) -> Vec<u8> {
         let mut out = vec![SET_IDS];

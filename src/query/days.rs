@@ -139,8 +139,7 @@ impl Sources<'_> {
                 let Some(passing) = passing_values(values, test) else {
                     return unknown();
                 };
-                let found: RoaringBitmap =
-                    passing.iter().filter_map(|vd| vd.days().get(&d)).union();
+                let found: RoaringBitmap = passing.iter().filter_map(|vd| vd.day(d)).union();
                 let exact = match test {
                     ValueTest::Contains(_) => !self.has_lists(event, *p),
                     _ => self.prop_exact(event, *p),

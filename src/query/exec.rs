@@ -901,10 +901,7 @@ impl Sources<'_> {
                 };
                 // The window's whole days: exact.
                 let mut sure: RoaringBitmap = match win.whole {
-                    Some((a, b)) => passing
-                        .iter()
-                        .flat_map(|vd| vd.days().range(a..=b).map(|(_, bm)| bm))
-                        .union(),
+                    Some((a, b)) => passing.iter().flat_map(|vd| vd.sets_in(a, b)).union(),
                     None => RoaringBitmap::new(),
                 };
                 let mut maybe = sure.clone();
@@ -914,8 +911,7 @@ impl Sources<'_> {
                 // outside has none inside. A customer may have several partial figures that day:
                 // only when every one says so.
                 for &(d, a, b) in &win.edges {
-                    let cut: RoaringBitmap =
-                        passing.iter().filter_map(|vd| vd.days().get(&d)).union();
+                    let cut: RoaringBitmap = passing.iter().filter_map(|vd| vd.day(d)).union();
                     if cut.is_empty() {
                         continue;
                     }

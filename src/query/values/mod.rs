@@ -242,10 +242,7 @@ pub(crate) fn who_did_each(
         // own bitmap of the day, else the union of the values'.
         let cut: RoaringBitmap = match ei.days.get(&d) {
             Some(all) => all.clone(),
-            None => entries
-                .iter()
-                .filter_map(|(_, vd)| vd.days().get(&d))
-                .union(),
+            None => entries.iter().filter_map(|(_, vd)| vd.day(d)).union(),
         };
         if cut.is_empty() {
             continue;
@@ -255,7 +252,7 @@ pub(crate) fn who_did_each(
         let (inside, outside) = cut_day_sides(ei, d, a, b, &cut);
         if !inside.is_empty() {
             for (i, (_, vd)) in entries.iter().enumerate() {
-                if let Some(bm) = vd.days().get(&d) {
+                if let Some(bm) = vd.day(d) {
                     extra[i] |= bm & &inside;
                 }
             }
@@ -546,7 +543,7 @@ fn whole_days(
     let sets = entries
         .par_iter()
         .filter_map(|(k, vd)| {
-            let set: RoaringBitmap = vd.days().range(first..=last).map(|(_, bm)| bm).union();
+            let set: RoaringBitmap = vd.sets_in(first, last).union();
             (!set.is_empty()).then(|| ((*k).clone(), set))
         })
         .collect();
