@@ -22,7 +22,8 @@ use super::rollup::{
     DayList, DayNumbers, SPAN_UNIT_MS,
 };
 use super::{
-    value_chunk, DayBitmaps, IndexValue, Indexes, Ranges, Slices, TraitIndex, VALUE_CHUNK_DAYS,
+    value_chunk, DayBitmaps, IndexValue, Indexes, Ranges, Slices, TraitIndex, ValueDays,
+    VALUE_CHUNK_DAYS,
 };
 use crate::error::{corrupt, Result};
 use crate::model::time::day_start;
@@ -824,6 +825,12 @@ impl Indexes {
         Ok(decoded)
     }
 
+    /// The days of an event's property value, made empty if it has none yet.
+    fn value_days_entry(&mut self, event: u32, prop: u32, value: IndexValue) -> &mut ValueDays {
+        let ei = self.events.entry(event).or_default();
+        ei.props.entry(prop).or_default().entry(value).or_default()
+    }
+
     /// Puts a decoded family in place (each family has its own place, so order does not matter).
     pub fn install_family(&mut self, family: DecodedFamily) {
         if matches!(
@@ -854,27 +861,10 @@ impl Indexes {
                 self.events.entry(e).or_default().days.insert(d, bm);
             }
             DecodedFamily::EventProp(e, p, k, days) => {
-                self.events
-                    .entry(e)
-                    .or_default()
-                    .props
-                    .entry(p)
-                    .or_default()
-                    .entry(k)
-                    .or_default()
-                    .days_mut()
-                    .extend(days);
+                self.value_days_entry(e, p, k).days_mut().extend(days);
             }
             DecodedFamily::StoredEventProp(e, p, k, c, body, at) => {
-                self.events
-                    .entry(e)
-                    .or_default()
-                    .props
-                    .entry(p)
-                    .or_default()
-                    .entry(k)
-                    .or_default()
-                    .hold_chunk(c, body, at);
+                self.value_days_entry(e, p, k).hold_chunk(c, body, at);
             }
             DecodedFamily::DayCounts(e, d, list, last) => {
                 let ei = self.events.entry(e).or_default();
@@ -992,7 +982,7 @@ mod tests {
         let held = opened.events.values().flat_map(|e| e.counts.values());
         assert!(held.clone().count() > 0 && held.clone().all(|l| l.is_held_encoded()));
         let values = opened.events.values().flat_map(|e| e.props.values());
-        let values: Vec<&crate::index::ValueDays> = values.flat_map(|v| v.values()).collect();
+        let values: Vec<&ValueDays> = values.flat_map(|v| v.values()).collect();
         assert!(!values.is_empty() && values.iter().all(|vd| vd.is_held_encoded()));
         assert_eq!(opened, ix, "{:?}", opened.differences(&ix));
         // The trait patch: every customer whose profile changed, until the families are
