@@ -193,9 +193,8 @@ pub struct ValueDays {
     stored: Option<Box<StoredDays>>,
 }
 
-/// A value's snapshot records, by chunk number: each record's body (the encoding starts at the
-/// offset), checked when loaded and decoded on first read, a chunk at a time for readers of
-/// some days, all together for a reader of the whole map.
+/// A value's snapshot records, by chunk number, checked when loaded and decoded on first read:
+/// a chunk at a time for readers of some days, all together for a reader of the whole map.
 #[derive(Debug, Clone)]
 struct StoredDays {
     chunks: Vec<StoredChunk>,
@@ -204,23 +203,20 @@ struct StoredDays {
 
 #[derive(Debug, Clone)]
 struct StoredChunk {
-    chunk: u32,
-    body: Vec<u8>,
-    at: usize,
+    stored: snapshot::CheckedDays,
     decoded: std::sync::OnceLock<DayBitmaps>,
 }
 
 impl StoredChunk {
     fn days(&self) -> &DayBitmaps {
-        self.decoded
-            .get_or_init(|| snapshot::stored_days(&self.body[self.at..], self.chunk))
+        self.decoded.get_or_init(|| self.stored.decode())
     }
 
+    /// The chunk's days, decoded now unless a reader already did.
     fn into_days(self) -> DayBitmaps {
-        match self.decoded.into_inner() {
-            Some(days) => days,
-            None => snapshot::stored_days(&self.body[self.at..], self.chunk),
-        }
+        self.decoded
+            .into_inner()
+            .unwrap_or_else(|| self.stored.decode())
     }
 }
 
@@ -231,8 +227,8 @@ impl StoredDays {
             return &[];
         }
         let (a, b) = (value_chunk(first), value_chunk(last));
-        let from = self.chunks.partition_point(|c| c.chunk < a);
-        let to = self.chunks.partition_point(|c| c.chunk <= b);
+        let from = self.chunks.partition_point(|c| c.stored.chunk() < a);
+        let to = self.chunks.partition_point(|c| c.stored.chunk() <= b);
         &self.chunks[from..to]
     }
 }
@@ -241,10 +237,14 @@ impl ValueDays {
     /// Who did the event with the value, per day (every stored chunk decoded).
     pub fn days(&self) -> &DayBitmaps {
         match &self.stored {
+            // A chunk no reader decoded yet is decoded straight into the whole map, not kept twice.
             Some(s) => s.all.get_or_init(|| {
                 let mut days = DayBitmaps::new();
                 for c in &s.chunks {
-                    days.extend(c.days().iter().map(|(d, bm)| (*d, bm.clone())));
+                    match c.decoded.get() {
+                        Some(read) => days.extend(read.iter().map(|(d, bm)| (*d, bm.clone()))),
+                        None => days.extend(c.stored.decode()),
+                    }
                 }
                 days
             }),
@@ -295,12 +295,10 @@ impl ValueDays {
         &mut self.days
     }
 
-    /// Keeps one checked snapshot record of the value (chunk `chunk`, encoded in `body[at..]`)
-    /// for its first reader.
-    pub(crate) fn hold_chunk(&mut self, chunk: u32, body: Vec<u8>, at: usize) {
+    /// Keeps one checked snapshot record of the value for its first reader.
+    pub(crate) fn hold_chunk(&mut self, days: snapshot::CheckedDays) {
         if self.stored.is_none() && !self.days.is_empty() {
-            let days = snapshot::stored_days(&body[at..], chunk);
-            self.days.extend(days);
+            self.days.extend(days.decode());
             return;
         }
         let stored = self.stored.get_or_insert_with(|| {
@@ -310,13 +308,13 @@ impl ValueDays {
             })
         });
         stored.all = std::sync::OnceLock::new();
-        let place = stored.chunks.partition_point(|c| c.chunk < chunk);
+        let place = stored
+            .chunks
+            .partition_point(|c| c.stored.chunk() < days.chunk());
         stored.chunks.insert(
             place,
             StoredChunk {
-                chunk,
-                body,
-                at,
+                stored: days,
                 decoded: std::sync::OnceLock::new(),
             },
         );
@@ -781,9 +779,8 @@ impl Indexes {
                         }
                         !bm.is_empty()
                     });
-                    vd.dirty = dirty;
                     // A value gone altogether: its records are removed by the next snapshot.
-                    for c in vd.dirty.take() {
+                    for c in dirty.take() {
                         changed.push(Family::EventProp(*e, *p, k.clone(), c));
                     }
                     !vd.days().is_empty()

@@ -428,10 +428,37 @@ fn check_days(r: &mut Reader<'_>, chunk: u32) -> Result<()> {
     })
 }
 
-/// Decodes a chunk of a value's days that [`check_days`] passed when it was loaded.
-pub(super) fn stored_days(encoded: &[u8], chunk: u32) -> DayBitmaps {
-    get_days(&mut Reader::new(encoded), chunk)
-        .expect("a value's stored days are checked whole when loaded")
+/// One snapshot record of a value's days (one chunk), checked whole and kept encoded: made only
+/// by [`CheckedDays::check`], so [`CheckedDays::decode`] cannot meet bytes it would refuse.
+#[derive(Debug, Clone)]
+pub struct CheckedDays {
+    chunk: u32,
+    /// The record's body; the chunk's encoding starts at `at`.
+    body: Vec<u8>,
+    at: usize,
+}
+
+impl CheckedDays {
+    /// Checks the chunk `chunk` of a value's days encoded in `body[at..]` (the whole rest).
+    fn check(chunk: u32, body: Vec<u8>, at: usize) -> Result<Self> {
+        let mut r = Reader::new(&body[at..]);
+        check_days(&mut r, chunk)?;
+        if !r.is_empty() {
+            return Err(corrupt!("trailing bytes in an index family"));
+        }
+        Ok(CheckedDays { chunk, body, at })
+    }
+
+    /// The chunk's number ([`value_chunk`] of its days).
+    pub fn chunk(&self) -> u32 {
+        self.chunk
+    }
+
+    /// The chunk's day bitmaps.
+    pub fn decode(&self) -> DayBitmaps {
+        get_days(&mut Reader::new(&self.body[self.at..]), self.chunk)
+            .expect("a value's stored days are checked whole when loaded")
+    }
 }
 
 /// One day's bitmap of an event: `None` when nobody did it that day.
@@ -736,12 +763,8 @@ impl Indexes {
             }
             Family::EventProp(e, p, k, c) => {
                 let (body, at) = unpack_owned_family(blob)?;
-                let mut r = Reader::new(&body[at..]);
-                check_days(&mut r, c)?;
-                if !r.is_empty() {
-                    return Err(corrupt!("trailing bytes in an index family"));
-                }
-                Ok(DecodedFamily::StoredEventProp(e, p, k, c, body, at))
+                let days = CheckedDays::check(c, body, at)?;
+                Ok(DecodedFamily::StoredEventProp(e, p, k, days))
             }
             _ => Indexes::decode_family(key, &blob),
         }
@@ -863,8 +886,8 @@ impl Indexes {
             DecodedFamily::EventProp(e, p, k, days) => {
                 self.value_days_entry(e, p, k).days_mut().extend(days);
             }
-            DecodedFamily::StoredEventProp(e, p, k, c, body, at) => {
-                self.value_days_entry(e, p, k).hold_chunk(c, body, at);
+            DecodedFamily::StoredEventProp(e, p, k, days) => {
+                self.value_days_entry(e, p, k).hold_chunk(days);
             }
             DecodedFamily::DayCounts(e, d, list, last) => {
                 let ei = self.events.entry(e).or_default();
@@ -902,9 +925,9 @@ pub enum DecodedFamily {
     TraitPatch(RoaringBitmap),
     EventDays(u32, u32, RoaringBitmap),
     EventProp(u32, u32, IndexValue, DayBitmaps),
-    /// A value's chunk of days checked but kept as its record's body (the encoding from the
-    /// offset), for [`ValueDays`] to decode on first read.
-    StoredEventProp(u32, u32, IndexValue, u32, Vec<u8>, usize),
+    /// A value's chunk of days checked but kept encoded, for [`ValueDays`] to decode on first
+    /// read.
+    StoredEventProp(u32, u32, IndexValue, CheckedDays),
     /// With the last span unit of any of its customers (for [`EventIndex::latest`]).
     DayCounts(u32, u32, DayList<DayCount>, Option<u16>),
     DayNumbers(u32, u32, u32, DayList<DayNumbers>),
