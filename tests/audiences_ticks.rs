@@ -289,6 +289,36 @@ const MANY_LENGTHS: [i64; 8] = [
 /// What a rule of [`many_rules`] tests (its place in each length's five) and its window's length.
 type Kind = (u8, i64);
 
+/// The two ways a clock step finds its due customers' days (`audience_due_days_from`): listed
+/// once for every audience due, or looked up by each audience.
+const BOTH_WAYS: [usize; 2] = [0, usize::MAX];
+
+/// [`many_rules`] over `custs` and `steps` (see [`run_rules`]).
+fn run_many_rules(custs: &[Customer], steps: &[Step], due_days_from: usize) {
+    let (rules, kinds) = many_rules();
+    run_rules(
+        custs,
+        steps,
+        (2048, due_days_from),
+        &rules,
+        &many_edges(),
+        &|k, c, t| many_holds(kinds[k], c, t),
+    );
+}
+
+/// [`read_rules`] over `custs` and `steps` (see [`run_rules`]).
+fn run_read_rules(custs: &[Customer], steps: &[Step], due_days_from: usize) {
+    let (rules, kinds) = read_rules();
+    run_rules(
+        custs,
+        steps,
+        (2048, due_days_from),
+        &rules,
+        &read_edges(),
+        &|k, c, t| read_holds(kinds[k], c, t),
+    );
+}
+
 /// Many audiences over the same events with different windows (40: presence, its negation with
 /// carts, counts and sums of the views' amounts for each length of [`MANY_LENGTHS`]), most of
 /// them due at the same steps; and what each says for a customer at `t`.
@@ -357,11 +387,7 @@ proptest! {
         steps in prop::collection::vec(step(), 1..20),
         listed in any::<bool>(),
     ) {
-        let (rules, kinds) = many_rules();
-        let due_days_from = if listed { 0 } else { usize::MAX };
-        run_rules(&custs, &steps, (2048, due_days_from), &rules, &many_edges(), &|k, c, t| {
-            many_holds(kinds[k], c, t)
-        });
+        run_many_rules(&custs, &steps, BOTH_WAYS[usize::from(!listed)]);
     }
 }
 
@@ -391,16 +417,8 @@ fn many_audiences_and_hundreds_of_customers_at_their_own_millisecond() {
         .collect();
     let mut steps = edge_steps(12, 37);
     steps.extend([Step::By(1), Step::By(999), Step::By(DAY), Step::By(DAY)]);
-    let (rules, kinds) = many_rules();
-    for due_days_from in [0, usize::MAX] {
-        run_rules(
-            &custs,
-            &steps,
-            (2048, due_days_from),
-            &rules,
-            &many_edges(),
-            &|k, c, t| many_holds(kinds[k], c, t),
-        );
+    for due_days_from in BOTH_WAYS {
+        run_many_rules(&custs, &steps, due_days_from);
     }
 }
 
@@ -535,16 +553,8 @@ fn audiences_read_at_one_step_each_customer_from_its_own_windows() {
         .collect();
     let mut steps = edge_steps(14, 23);
     steps.extend([Step::By(1), Step::By(DAY), Step::By(20 * DAY)]);
-    let (rules, kinds) = read_rules();
-    for due_days_from in [0, usize::MAX] {
-        run_rules(
-            &custs,
-            &steps,
-            (2048, due_days_from),
-            &rules,
-            &read_edges(),
-            &|k, c, t| read_holds(kinds[k], c, t),
-        );
+    for due_days_from in BOTH_WAYS {
+        run_read_rules(&custs, &steps, due_days_from);
     }
 }
 
@@ -564,11 +574,7 @@ proptest! {
         for (c, back) in custs.iter_mut().zip(old) {
             c.views.push(t0() - back);
         }
-        let (rules, kinds) = read_rules();
-        let due_days_from = if listed { 0 } else { usize::MAX };
-        run_rules(&custs, &steps, (2048, due_days_from), &rules, &read_edges(), &|k, c, t| {
-            read_holds(kinds[k], c, t)
-        });
+        run_read_rules(&custs, &steps, BOTH_WAYS[usize::from(!listed)]);
     }
 }
 
@@ -645,16 +651,8 @@ fn customers_with_several_blocks_read_from_their_windows_start() {
             s
         })
         .collect();
-    let (rules, kinds) = read_rules();
-    for due_days_from in [0, usize::MAX] {
-        run_rules(
-            &custs,
-            &steps,
-            (2048, due_days_from),
-            &rules,
-            &read_edges(),
-            &|k, c, t| read_holds(kinds[k], c, t),
-        );
+    for due_days_from in BOTH_WAYS {
+        run_read_rules(&custs, &steps, due_days_from);
     }
 }
 
