@@ -326,6 +326,7 @@ fn load_snapshot(store: &Store, indexes: &mut Indexes) -> Result<()> {
     for family in decoded {
         indexes.install_family(family);
     }
+    indexes.settle_latest();
     // The customers whose traits changed after the trait families were last written whole.
     indexes.apply_trait_patch(|cust| store.profile(cust))
 }
