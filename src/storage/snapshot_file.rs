@@ -196,7 +196,9 @@ pub fn open(dir: &Path, seq: u64) -> Result<FileRecords> {
     // SAFETY: a snapshot file is never written after it is renamed into place (a later snapshot
     // goes into a file of its own, and an old one is unlinked, which leaves a mapping intact).
     // Only another program changing the file under an open folder could change mapped bytes.
-    let map = unsafe { memmap2::Mmap::map(&file) }
+    // Populated: the whole file is read next, and one call maps its pages faster than a fault
+    // per page would.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
         .map_err(|e| corrupt!("the index snapshot file {name} cannot be read: {e}"))?;
     let map = Bytes::from_owner(map);
     let head = map
