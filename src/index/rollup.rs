@@ -413,12 +413,12 @@ impl<T: Partial> DayList<T> {
     /// Before a change: a stored list's entries become the list's own.
     fn unstore(&mut self) {
         if let Some(s) = self.stored.take() {
+            // Decoded first: the decode also sums the list up, so the fingerprint is not walked
+            // for separately.
+            s.items();
             self.fp = s.summary().fp;
             self.items = match Arc::try_unwrap(s) {
-                Ok(s) => match s.decoded.into_inner() {
-                    Some(items) => items,
-                    None => s.record.with_body(s.decode).0,
-                },
+                Ok(s) => s.decoded.into_inner().unwrap_or_default(),
                 Err(shared) => shared.items().to_vec(),
             };
             self.sorted = self.items.len();
@@ -589,7 +589,8 @@ impl<T: Partial> DayList<T> {
         self.held().0.iter().for_each(f);
     }
 
-    /// Bytes held, for reports: a stored list's encoding, and its entries once decoded.
+    /// Bytes held, for reports: a stored list's record (a slice of the mapped snapshot file,
+    /// when it came from there), and its entries once decoded.
     pub fn heap_bytes(&self) -> usize {
         let entries = |n: usize| n * std::mem::size_of::<T>();
         match &self.stored {
