@@ -326,8 +326,21 @@ fn load_snapshot(store: &Store, indexes: &mut Indexes) -> Result<()> {
     for family in decoded {
         indexes.install_family(family);
     }
-    // The customers whose traits changed after the trait families were last written whole.
-    indexes.apply_trait_patch(|cust| store.profile(cust))
+    indexes.settle_latest();
+    // The customers whose traits changed after the trait families were last written whole (up
+    // to a thirty-second of them): their profiles are read on every core, then applied in order.
+    let patch: Vec<u32> = indexes.trait_patch().iter().collect();
+    let profiles: Vec<_> = patch
+        .par_iter()
+        .map(|&cust| store.profile(cust))
+        .collect::<Result<_>>()?;
+    let mut read = patch.into_iter().zip(profiles);
+    indexes.apply_trait_patch(|cust| match read.next() {
+        Some((read_cust, profile)) if read_cust == cust => Ok(profile),
+        _ => Err(crate::error::internal!(
+            "the trait patch changed while it was applied"
+        )),
+    })
 }
 
 /// Trains a block dictionary on stored blocks (their first ones in key order, up to

@@ -23,6 +23,7 @@ mod batch;
 pub mod buckets;
 pub mod columns;
 pub mod derived;
+mod held;
 pub mod presence;
 pub mod ranges;
 pub mod rollup;
@@ -181,8 +182,8 @@ impl DirtyChunks {
 /// Who did an event with one property value, per day; `dirty` marks the snapshot records (by
 /// [`value_chunk`]) the next snapshot must write.
 ///
-/// An open keeps a value's snapshot records as they were stored (checked whole) and the first
-/// reader decodes them ([`ValueDays::days`]): at 1M customers the decoded day bitmaps of every
+/// An open keeps a value's snapshot records as they were stored (slices of the mapped snapshot
+/// file, their checksums verified) and the first reader decodes them ([`ValueDays::days`]): at 1M customers the decoded day bitmaps of every
 /// value took several times their stored bytes, and most values are read by no rule of a
 /// short-lived process. The first change decodes them for good.
 #[derive(Debug, Default, Clone)]
@@ -193,7 +194,7 @@ pub struct ValueDays {
     stored: Option<Box<StoredDays>>,
 }
 
-/// A value's snapshot records, by chunk number, checked when loaded and decoded on first read:
+/// A value's snapshot records, by chunk number, decoded on first read:
 /// a chunk at a time for readers of some days, all together for a reader of the whole map.
 #[derive(Debug, Clone)]
 struct StoredDays {
@@ -203,7 +204,7 @@ struct StoredDays {
 
 #[derive(Debug, Clone)]
 struct StoredChunk {
-    stored: snapshot::CheckedDays,
+    stored: snapshot::HeldDays,
     decoded: std::sync::OnceLock<DayBitmaps>,
 }
 
@@ -295,8 +296,8 @@ impl ValueDays {
         &mut self.days
     }
 
-    /// Keeps one checked snapshot record of the value for its first reader.
-    pub(crate) fn hold_chunk(&mut self, days: snapshot::CheckedDays) {
+    /// Keeps one snapshot record of the value for its first reader.
+    pub(crate) fn hold_chunk(&mut self, days: snapshot::HeldDays) {
         if self.stored.is_none() && !self.days.is_empty() {
             self.days.extend(days.decode());
             return;

@@ -14,6 +14,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
+
+use super::held::HeldBody;
 use crate::error::{corrupt, Result};
 use crate::model::time::{day_start, Timestamp};
 use crate::model::Value;
@@ -230,37 +233,57 @@ pub struct DayList<T> {
     pub(crate) dirty: bool,
     /// Which content this is (see [`DayList::version`]).
     version: ListVersion,
-    /// The content's fingerprint (see [`DayList::fingerprint`]), kept up to date by every change.
+    /// The content's fingerprint (see [`DayList::fingerprint`]), kept up to date by every
+    /// change; a stored list's is its [`Summary`]'s.
     fp: u64,
     /// The list as the index snapshot stored it, until it is first changed; `items` is empty
-    /// meanwhile. An open keeps the encoded bytes (a few bytes an entry, against 12 or 32
-    /// decoded) and the first reader decodes them, so the lists no rule reads cost their bytes.
+    /// meanwhile. An open keeps the record as stored (a slice of the mapped snapshot file) and
+    /// the first reader decodes it, so the lists no rule reads cost no memory of their own.
     stored: Option<Arc<StoredList<T>>>,
 }
 
-/// A list's entries as a snapshot encoded them, checked when loaded, decoded on first read.
-struct StoredList<T> {
-    /// The snapshot record's body; the list's encoding starts at `at`.
-    bytes: Vec<u8>,
-    at: usize,
-    /// Entries (one per customer, sorted by customer).
+/// What a stored list's walk finds without building its entries: how many there are, the
+/// fingerprint, and (for counts) the last span unit of any customer.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
     len: usize,
-    decode: fn(&[u8]) -> Vec<T>,
+    fp: u64,
+    last: Option<u16>,
+}
+
+/// A list's entries as a snapshot encoded them, decoded on first read. The record passed its
+/// checksum when the open read it; its encoding is read by the first reader that needs it.
+struct StoredList<T> {
+    /// The snapshot record; its body is the list's encoding.
+    record: HeldBody,
+    summarize: fn(&[u8]) -> Summary,
+    /// Decodes the entries, summarising them in the same pass.
+    decode: fn(&[u8]) -> (Vec<T>, Summary),
+    summary: OnceLock<Summary>,
     decoded: OnceLock<Vec<T>>,
 }
 
 impl<T> StoredList<T> {
     fn items(&self) -> &[T] {
-        self.decoded
-            .get_or_init(|| (self.decode)(&self.bytes[self.at..]))
+        self.decoded.get_or_init(|| {
+            let (items, summary) = self.record.with_body(self.decode);
+            let _ = self.summary.set(summary);
+            items
+        })
+    }
+
+    fn summary(&self) -> Summary {
+        *self
+            .summary
+            .get_or_init(|| self.record.with_body(self.summarize))
     }
 }
 
 impl<T> std::fmt::Debug for StoredList<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredList")
-            .field("bytes", &self.bytes.len())
-            .field("len", &self.len)
+            .field("stored", &self.record.stored_len())
+            .field("summary", &self.summary.get())
             .field("decoded", &self.decoded.get().is_some())
             .finish()
     }
@@ -352,20 +375,24 @@ impl<T: Partial> DayList<T> {
         }
     }
 
-    /// A list held as its checked encoding (`bytes[at..]`, `len` entries whose fingerprint is
-    /// `fp`), decoded by `decode` on first read.
-    fn stored(bytes: Vec<u8>, at: usize, len: usize, fp: u64, decode: fn(&[u8]) -> Vec<T>) -> Self {
+    /// A list held as its record, summarised by `summarize` when its length or fingerprint
+    /// is first asked and decoded by `decode` on first read.
+    fn stored(
+        record: HeldBody,
+        summarize: fn(&[u8]) -> Summary,
+        decode: fn(&[u8]) -> (Vec<T>, Summary),
+    ) -> Self {
         DayList {
             items: Vec::new(),
             sorted: 0,
             dirty: false,
             version: ListVersion::fresh(),
-            fp,
+            fp: 0,
             stored: Some(Arc::new(StoredList {
-                bytes,
-                at,
-                len,
+                record,
+                summarize,
                 decode,
+                summary: OnceLock::new(),
                 decoded: OnceLock::new(),
             })),
         }
@@ -375,7 +402,10 @@ impl<T: Partial> DayList<T> {
     #[inline]
     fn held(&self) -> (&[T], usize) {
         match &self.stored {
-            Some(s) => (s.items(), s.len),
+            Some(s) => {
+                let items = s.items();
+                (items, items.len())
+            }
             None => (&self.items, self.sorted),
         }
     }
@@ -383,11 +413,12 @@ impl<T: Partial> DayList<T> {
     /// Before a change: a stored list's entries become the list's own.
     fn unstore(&mut self) {
         if let Some(s) = self.stored.take() {
+            // Decoded first: the decode also sums the list up, so the fingerprint is not walked
+            // for separately.
+            s.items();
+            self.fp = s.summary().fp;
             self.items = match Arc::try_unwrap(s) {
-                Ok(s) => match s.decoded.into_inner() {
-                    Some(items) => items,
-                    None => (s.decode)(&s.bytes[s.at..]),
-                },
+                Ok(s) => s.decoded.into_inner().unwrap_or_default(),
                 Err(shared) => shared.items().to_vec(),
             };
             self.sorted = self.items.len();
@@ -402,7 +433,10 @@ impl<T: Partial> DayList<T> {
     /// records stored in the folder name the fingerprints of the lists they were built from
     /// (`crate::index::derived`, where `docs/STORAGE.md` says why that identifies their content).
     pub fn fingerprint(&self) -> u64 {
-        self.fp
+        match &self.stored {
+            Some(s) => s.summary().fp,
+            None => self.fp,
+        }
     }
 
     /// The version of the list's content: it changes whenever the figures do (an addition or a
@@ -418,7 +452,10 @@ impl<T: Partial> DayList<T> {
     /// Entries held (a customer may have more than one until the next merge).
     pub fn len(&self) -> usize {
         match &self.stored {
-            Some(s) => s.len,
+            Some(s) => match s.decoded.get() {
+                Some(items) => items.len(),
+                None => s.summary().len,
+            },
             None => self.items.len(),
         }
     }
@@ -552,11 +589,12 @@ impl<T: Partial> DayList<T> {
         self.held().0.iter().for_each(f);
     }
 
-    /// Bytes held, for reports: a stored list's encoding, and its entries once decoded.
+    /// Bytes held, for reports: a stored list's record (a slice of the mapped snapshot file,
+    /// when it came from there), and its entries once decoded.
     pub fn heap_bytes(&self) -> usize {
         let entries = |n: usize| n * std::mem::size_of::<T>();
         match &self.stored {
-            Some(s) => s.bytes.capacity() + s.decoded.get().map_or(0, |d| entries(d.capacity())),
+            Some(s) => s.record.stored_len() + s.decoded.get().map_or(0, |d| entries(d.capacity())),
             None => entries(self.items.capacity()),
         }
     }
@@ -567,6 +605,21 @@ impl<T: Partial> DayList<T> {
         self.stored
             .as_ref()
             .is_some_and(|s| s.decoded.get().is_none())
+    }
+}
+
+impl DayList<DayCount> {
+    /// The last span unit of any of the list's customers (`None` when it is empty): a stored
+    /// list's from a walk of its encoding, without decoding it.
+    pub fn last_unit(&self) -> Option<u16> {
+        match &self.stored {
+            Some(s) if s.decoded.get().is_none() => s.summary().last,
+            _ => {
+                let mut last = None;
+                self.for_each(|e| last = last.max(Some(e.last)));
+                last
+            }
+        }
     }
 }
 
@@ -731,57 +784,82 @@ pub fn get_numbers(r: &mut Reader<'_>) -> Result<DayList<DayNumbers>> {
     Ok(DayList::from_sorted(items))
 }
 
-/// A count list as a snapshot stored it: `body[at..]` is exactly what [`put_counts`] wrote. The
-/// whole encoding is checked now (as [`get_counts`] would), the fingerprint and the last span
-/// unit of any customer are taken in the same pass, and the entries are decoded on the list's
-/// first read; returns the list and that last unit (`None` when empty).
-pub fn stored_counts(body: Vec<u8>, at: usize) -> Result<(DayList<DayCount>, Option<u16>)> {
-    let mut r = Reader::new(&body[at..]);
-    let n = r.len()?;
-    let (mut fp, mut last) = (0u64, None);
-    walk_counts(&mut r, n, |e| {
-        fp = fp.wrapping_add(weighed(e.cust, e.count));
-        last = last.max(Some(e.last));
-    })?;
-    if !r.is_empty() {
-        return Err(corrupt!("trailing bytes in an index family"));
-    }
-    Ok((DayList::stored(body, at, n, fp, decode_counts), last))
+/// A count list as a snapshot stored it: the record's body is exactly what [`put_counts`]
+/// wrote. Nothing of it is read now: its length, fingerprint and last span unit are walked for
+/// when first asked ([`DayList::fingerprint`], [`DayList::last_unit`]), and the entries are
+/// decoded on the list's first read.
+pub fn stored_counts(record: Bytes) -> DayList<DayCount> {
+    DayList::stored(HeldBody::new(record), summarize_counts, decode_counts)
 }
 
 /// A numbers list as a snapshot stored it (as [`stored_counts`]).
-pub fn stored_numbers(body: Vec<u8>, at: usize) -> Result<DayList<DayNumbers>> {
-    let mut r = Reader::new(&body[at..]);
-    let n = r.len()?;
+pub fn stored_numbers(record: Bytes) -> DayList<DayNumbers> {
+    DayList::stored(HeldBody::new(record), summarize_numbers, decode_numbers)
+}
+
+/// Why a held list's encoding is expected to decode: the open checked its record's checksum
+/// (the snapshot file's, or sled's own), and the lists' proptests check that what this build
+/// writes, it reads.
+const CHECKSUMMED: &str =
+    "a stored rollup list decodes: its record passed its checksum and this build wrote it";
+
+fn summarize_counts(encoded: &[u8]) -> Summary {
+    walk_stored_counts(encoded, |_| ())
+}
+
+fn summarize_numbers(encoded: &[u8]) -> Summary {
+    walk_stored_numbers(encoded, |_| ())
+}
+
+fn decode_counts(encoded: &[u8]) -> (Vec<DayCount>, Summary) {
+    let mut items = Vec::with_capacity(Reader::new(encoded).len().expect(CHECKSUMMED));
+    let summary = walk_stored_counts(encoded, |e| items.push(e));
+    (items, summary)
+}
+
+fn decode_numbers(encoded: &[u8]) -> (Vec<DayNumbers>, Summary) {
+    let mut items = Vec::with_capacity(Reader::new(encoded).len().expect(CHECKSUMMED));
+    let summary = walk_stored_numbers(encoded, |e| items.push(e));
+    (items, summary)
+}
+
+/// Walks a held count list's encoding, calling `f` with each entry, and sums it up.
+fn walk_stored_counts(encoded: &[u8], mut f: impl FnMut(DayCount)) -> Summary {
+    let mut r = Reader::new(encoded);
+    let len = r.len().expect(CHECKSUMMED);
+    let (mut fp, mut last) = (0u64, None);
+    walk_counts(&mut r, len, |e| {
+        fp = fp.wrapping_add(weighed(e.cust, e.count));
+        last = last.max(Some(e.last));
+        f(e);
+    })
+    .expect(CHECKSUMMED);
+    r.expect_end("an index family").expect(CHECKSUMMED);
+    Summary { len, fp, last }
+}
+
+/// Walks a held numbers list's encoding, calling `f` with each entry, and sums it up.
+fn walk_stored_numbers(encoded: &[u8], mut f: impl FnMut(DayNumbers)) -> Summary {
+    let mut r = Reader::new(encoded);
+    let len = r.len().expect(CHECKSUMMED);
     let mut fp = 0u64;
-    walk_numbers(&mut r, n, |e| fp = fp.wrapping_add(weighed(e.cust, e.n)))?;
-    if !r.is_empty() {
-        return Err(corrupt!("trailing bytes in an index family"));
+    walk_numbers(&mut r, len, |e| {
+        fp = fp.wrapping_add(weighed(e.cust, e.n));
+        f(e);
+    })
+    .expect(CHECKSUMMED);
+    r.expect_end("an index family").expect(CHECKSUMMED);
+    Summary {
+        len,
+        fp,
+        last: None,
     }
-    Ok(DayList::stored(body, at, n, fp, decode_numbers))
-}
-
-const CHECKED: &str = "a stored rollup list is checked whole when it is loaded";
-
-fn decode_counts(encoded: &[u8]) -> Vec<DayCount> {
-    let mut r = Reader::new(encoded);
-    let n = r.len().expect(CHECKED);
-    let mut items = Vec::with_capacity(n);
-    walk_counts(&mut r, n, |e| items.push(e)).expect(CHECKED);
-    items
-}
-
-fn decode_numbers(encoded: &[u8]) -> Vec<DayNumbers> {
-    let mut r = Reader::new(encoded);
-    let n = r.len().expect(CHECKED);
-    let mut items = Vec::with_capacity(n);
-    walk_numbers(&mut r, n, |e| items.push(e)).expect(CHECKED);
-    items
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::codec;
 
     fn c(cust: u32, unit: u16) -> DayCount {
         DayCount {
@@ -909,7 +987,7 @@ mod tests {
     fn stored_copy_of_counts(list: &DayList<DayCount>) -> DayList<DayCount> {
         let mut body = vec![0u8];
         put_counts(&mut body, list);
-        stored_counts(body, 1).unwrap().0
+        stored_counts(Bytes::from(body))
     }
 
     proptest::proptest! {
@@ -921,6 +999,7 @@ mod tests {
             later in proptest::collection::vec((0u32..300, 0u16..2000), 0..20),
             gone in 0u32..300,
             read_first: bool,
+            compressed: bool,
         ) {
             let mut plain = DayList::default();
             for &(cust, unit, count) in &adds {
@@ -928,7 +1007,10 @@ mod tests {
             }
             let mut body = vec![0u8];
             put_counts(&mut body, &plain);
-            let (mut held, last) = stored_counts(body.clone(), 1).unwrap();
+            // As the snapshot writes it: compressed when that saves an eighth, or as is.
+            let record = if compressed { codec::pack(body.clone()) } else { body.clone() };
+            let mut held = stored_counts(Bytes::from(record));
+            let last = held.last_unit();
             let decoded = get_counts(&mut Reader::new(&body[1..])).unwrap();
             proptest::prop_assert!(held.is_held_encoded() || decoded.is_empty());
             proptest::prop_assert_eq!(held.len(), decoded.len());
@@ -975,7 +1057,7 @@ mod tests {
             }
             let mut body = vec![0u8];
             put_numbers(&mut body, &plain);
-            let held = stored_numbers(body.clone(), 1).unwrap();
+            let held = stored_numbers(Bytes::from(codec::pack(body.clone())));
             proptest::prop_assert_eq!(held.fingerprint(), plain.fingerprint());
             proptest::prop_assert_eq!(held.len(), held.canonical().len());
             proptest::prop_assert!(held == plain);
@@ -985,32 +1067,37 @@ mod tests {
         }
     }
 
+    /// Holding reads nothing; the length, fingerprint and last unit walk the encoding without
+    /// decoding it; the first read decodes.
     #[test]
-    fn damaged_stored_lists_are_refused_when_loaded() {
+    fn a_stored_list_is_walked_for_its_summary_and_decoded_on_first_read() {
         let mut list = DayList::default();
         for i in 0..20u32 {
             list.add(c(i * 5, i as u16));
         }
         let held = stored_copy_of_counts(&list);
         assert!(held.is_held_encoded());
-        let mut body = vec![0u8];
-        put_counts(&mut body, &list);
-        let mut trailing = body.clone();
-        trailing.push(0);
-        assert!(stored_counts(trailing, 1).is_err());
-        assert!(stored_counts(body[..body.len() - 1].to_vec(), 1).is_err());
-        // A second entry with a count of zero.
-        let mut swapped = vec![0u8];
-        put_varint(&mut swapped, 2);
-        swapped.extend_from_slice(&[3, 2, 0, 0, 0, 2, 0, 0]);
-        assert!(stored_counts(swapped, 1).is_err());
-        let mut numbers = vec![0u8];
-        numbers.extend_from_slice(&[1, 0, 5, 3]);
-        assert!(stored_numbers(numbers, 1).is_err());
-        // Nothing was decoded to refuse them, and a good one is held until read.
-        assert!(held.is_held_encoded());
         assert_eq!(held.len(), 20);
+        assert_eq!(held.fingerprint(), list.fingerprint());
+        assert_eq!(held.last_unit(), Some(19));
+        assert!(held.is_held_encoded());
         assert!(held == list);
         assert!(!held.is_held_encoded());
+        assert_eq!(held.last_unit(), Some(19));
+        assert_eq!(stored_copy_of_counts(&DayList::default()).last_unit(), None);
+    }
+
+    /// A record that passed its checksum but does not decode can only come from a writer that
+    /// wrote it wrong: its first reader stops rather than answer from it.
+    #[test]
+    #[should_panic(expected = "passed its checksum")]
+    fn a_stored_list_that_does_not_decode_stops_its_reader() {
+        let mut list = DayList::default();
+        list.add(c(3, 1));
+        let mut body = vec![0u8];
+        put_counts(&mut body, &list);
+        body.push(0);
+        let held = stored_counts(Bytes::from(body));
+        held.for_each(|_| ());
     }
 }

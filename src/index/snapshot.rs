@@ -15,8 +15,10 @@
 //! customers (or the unindexed traits changed) the checkpoint writes every trait family whole
 //! and drops the patch.
 
+use bytes::Bytes;
 use roaring::RoaringBitmap;
 
+use super::held::{HeldBody, MAX_FAMILY_BYTES};
 use super::rollup::{
     get_counts, get_numbers, put_counts, put_numbers, stored_counts, stored_numbers, DayCount,
     DayList, DayNumbers, SPAN_UNIT_MS,
@@ -330,9 +332,6 @@ fn in_bulk(scratch: &mut SetScratch) -> Result<RoaringBitmap> {
     RoaringBitmap::deserialize_unchecked_from(&image[..]).map_err(|e| corrupt!("bad bitmap: {e}"))
 }
 
-/// The largest uncompressed family a reader accepts (a guard against damaged lengths).
-const MAX_FAMILY_BYTES: usize = 1 << 30;
-
 /// Wraps an encoded family: LZ4-compressed when that saves at least an eighth, else as is
 /// ([`codec::pack`]).
 fn pack_family(body: &[u8]) -> Vec<u8> {
@@ -345,16 +344,6 @@ fn pack_family(body: &[u8]) -> Vec<u8> {
 /// The encoded family inside a record written by [`pack_family`].
 fn unpack_family(record: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     codec::unpack(record, "index family", MAX_FAMILY_BYTES)
-}
-
-/// The encoded family inside an owned record, as bytes to keep and where the family starts in
-/// them: a record stored as is is kept whole (its body follows the tag), a compressed one is
-/// unpacked into bytes of its own.
-fn unpack_owned_family(record: Vec<u8>) -> Result<(Vec<u8>, usize)> {
-    Ok(match unpack_family(&record)? {
-        std::borrow::Cow::Borrowed(_) => (record, 1),
-        std::borrow::Cow::Owned(body) => (body, 0),
-    })
 }
 
 /// The day bitmaps of one chunk of days: a count, then per day its number and bitmap. `None`
@@ -409,44 +398,22 @@ fn walk_days(
     Ok(())
 }
 
-/// Checks what [`put_days`] wrote as [`get_days`] does, without building the bitmaps: a set
-/// stored as ids is read gap by gap; one in Roaring's format is read by roaring and dropped.
-fn check_days(r: &mut Reader<'_>, chunk: u32) -> Result<()> {
-    walk_days(r, chunk, |_, r| match r.byte()? {
-        SET_IDS => {
-            let n = r.len()?;
-            walk_ids(r, n, |_| ())?;
-            Ok(n == 0)
-        }
-        SET_ROARING => {
-            let len = r.len()?;
-            let bm = RoaringBitmap::deserialize_from(r.take(len)?)
-                .map_err(|e| corrupt!("bad bitmap: {e}"))?;
-            Ok(bm.is_empty())
-        }
-        _ => Err(corrupt!("bad bitmap encoding")),
-    })
-}
-
-/// One snapshot record of a value's days (one chunk), checked whole and kept encoded: made only
-/// by [`CheckedDays::check`], so [`CheckedDays::decode`] cannot meet bytes it would refuse.
+/// One snapshot record of a value's days (one chunk), held as stored and decoded by its first
+/// reader. The open verified the record's checksum; its encoding is read only then.
 #[derive(Debug, Clone)]
-pub struct CheckedDays {
+pub struct HeldDays {
     chunk: u32,
-    /// The record's body; the chunk's encoding starts at `at`.
-    body: Vec<u8>,
-    at: usize,
+    /// The record; its body is the chunk's encoding.
+    record: HeldBody,
 }
 
-impl CheckedDays {
-    /// Checks the chunk `chunk` of a value's days encoded in `body[at..]` (the whole rest).
-    fn check(chunk: u32, body: Vec<u8>, at: usize) -> Result<Self> {
-        let mut r = Reader::new(&body[at..]);
-        check_days(&mut r, chunk)?;
-        if !r.is_empty() {
-            return Err(corrupt!("trailing bytes in an index family"));
+impl HeldDays {
+    /// Holds the chunk `chunk` of a value's days, the body of `record`.
+    fn new(chunk: u32, record: Bytes) -> Self {
+        HeldDays {
+            chunk,
+            record: HeldBody::new(record),
         }
-        Ok(CheckedDays { chunk, body, at })
     }
 
     /// The chunk's number ([`value_chunk`] of its days).
@@ -456,8 +423,14 @@ impl CheckedDays {
 
     /// The chunk's day bitmaps.
     pub fn decode(&self) -> DayBitmaps {
-        get_days(&mut Reader::new(&self.body[self.at..]), self.chunk)
-            .expect("a value's stored days are checked whole when loaded")
+        self.record
+            .with_body(|body| {
+                let mut r = Reader::new(body);
+                let days = get_days(&mut r, self.chunk)?;
+                r.expect_end("an index family")?;
+                Ok::<_, crate::error::Error>(days)
+            })
+            .expect("a value's stored days decode: the record passed its checksum and this build wrote it")
     }
 }
 
@@ -741,31 +714,27 @@ impl Indexes {
         Ok(())
     }
 
-    /// As [`Indexes::decode_family`], keeping the record: a rollup list (`C`, `N`) is checked
-    /// whole but held as its encoding, decoded by its first reader ([`DayList`]). An open
-    /// takes this path: at 1M customers the rollups are most of the memory decoded indexes
-    /// take, and most lists are read by no rule of a short-lived process.
-    pub fn decode_owned_family(key: &[u8], blob: Vec<u8>) -> Result<DecodedFamily> {
+    /// As [`Indexes::decode_family`], keeping the record: a rollup list (`C`, `N`) or a
+    /// value's chunk of days (`V`) is held as its record (a slice of the mapped snapshot file,
+    /// no copy), not read until its first reader decodes it ([`DayList`], [`ValueDays`]). An
+    /// open takes this path, having verified each record's checksum: at 1M customers these
+    /// families are most of the snapshot, and most of them are read by no rule of a
+    /// short-lived process. A held count list's last span unit (for [`EventIndex::latest`])
+    /// is found after the install ([`Indexes::settle_latest`]).
+    pub fn decode_owned_family(key: &[u8], blob: Bytes) -> Result<DecodedFamily> {
         match Family::from_key(key)? {
             Family::DayCounts(e, d) => {
-                let (body, at) = unpack_owned_family(blob)?;
-                let (list, last) = stored_counts(body, at)?;
-                Ok(DecodedFamily::DayCounts(e, d, list, last))
+                Ok(DecodedFamily::DayCounts(e, d, stored_counts(blob), None))
             }
             Family::DayNumbers(e, p, d) => {
-                let (body, at) = unpack_owned_family(blob)?;
-                Ok(DecodedFamily::DayNumbers(
-                    e,
-                    p,
-                    d,
-                    stored_numbers(body, at)?,
-                ))
+                Ok(DecodedFamily::DayNumbers(e, p, d, stored_numbers(blob)))
             }
-            Family::EventProp(e, p, k, c) => {
-                let (body, at) = unpack_owned_family(blob)?;
-                let days = CheckedDays::check(c, body, at)?;
-                Ok(DecodedFamily::StoredEventProp(e, p, k, days))
-            }
+            Family::EventProp(e, p, k, c) => Ok(DecodedFamily::StoredEventProp(
+                e,
+                p,
+                k,
+                HeldDays::new(c, blob),
+            )),
             _ => Indexes::decode_family(key, &blob),
         }
     }
@@ -842,9 +811,7 @@ impl Indexes {
             }
             Family::DayNumbers(e, p, d) => DecodedFamily::DayNumbers(e, p, d, get_numbers(&mut r)?),
         };
-        if !r.is_empty() {
-            return Err(corrupt!("trailing bytes in an index family"));
-        }
+        r.expect_end("an index family")?;
         Ok(decoded)
     }
 
@@ -852,6 +819,20 @@ impl Indexes {
     fn value_days_entry(&mut self, event: u32, prop: u32, value: IndexValue) -> &mut ValueDays {
         let ei = self.events.entry(event).or_default();
         ei.props.entry(prop).or_default().entry(value).or_default()
+    }
+
+    /// After families were installed from held records: each event's latest instant from its
+    /// counts, walking only its last day's list (a later day's span always ends later).
+    pub fn settle_latest(&mut self) {
+        for ei in self.events.values_mut() {
+            for (&d, list) in ei.counts.iter().rev() {
+                if let Some(last) = list.last_unit() {
+                    let end = day_start(d) + i64::from(last) * SPAN_UNIT_MS + SPAN_UNIT_MS - 1;
+                    ei.latest = ei.latest.max(end);
+                    break;
+                }
+            }
+        }
     }
 
     /// Puts a decoded family in place (each family has its own place, so order does not matter).
@@ -925,10 +906,10 @@ pub enum DecodedFamily {
     TraitPatch(RoaringBitmap),
     EventDays(u32, u32, RoaringBitmap),
     EventProp(u32, u32, IndexValue, DayBitmaps),
-    /// A value's chunk of days checked but kept encoded, for [`ValueDays`] to decode on first
-    /// read.
-    StoredEventProp(u32, u32, IndexValue, CheckedDays),
-    /// With the last span unit of any of its customers (for [`EventIndex::latest`]).
+    /// A value's chunk of days kept as stored, for [`ValueDays`] to decode on first read.
+    StoredEventProp(u32, u32, IndexValue, HeldDays),
+    /// With the last span unit of any of its customers (for [`EventIndex::latest`]), `None`
+    /// for a list held as stored (see [`Indexes::settle_latest`]).
     DayCounts(u32, u32, DayList<DayCount>, Option<u16>),
     DayNumbers(u32, u32, u32, DayList<DayNumbers>),
 }
@@ -998,7 +979,7 @@ mod tests {
         let mut opened = Indexes::new(2);
         for f in ix.all_families() {
             if let Some(blob) = ix.encode_family(&f) {
-                let family = Indexes::decode_owned_family(&f.key(), blob).unwrap();
+                let family = Indexes::decode_owned_family(&f.key(), Bytes::from(blob)).unwrap();
                 opened.install_family(family);
             }
         }
@@ -1091,7 +1072,7 @@ mod tests {
             let mut opened = Indexes::new(10);
             for f in &families {
                 let blob = ix.encode_family(f).unwrap();
-                opened.install_family(Indexes::decode_owned_family(&f.key(), blob).unwrap());
+                opened.install_family(Indexes::decode_owned_family(&f.key(), Bytes::from(blob)).unwrap());
             }
             let value = IndexValue::Str("X".into());
             let want = ix.events[&0].props[&0][&value].days().clone();

@@ -45,6 +45,15 @@ impl<'a> Reader<'a> {
         self.pos >= self.bytes.len()
     }
 
+    /// An error unless every byte was read: what follows `what`'s encoding is damage.
+    pub fn expect_end(&self, what: &str) -> Result<()> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(corrupt!("trailing bytes in {what}"))
+        }
+    }
+
     pub fn byte(&mut self) -> Result<u8> {
         let b = *self
             .bytes

@@ -129,12 +129,24 @@ impl IdMap {
     fn from_snapshot(store: &Store, written_since: &RoaringBitmap) -> Result<Option<IdMap>> {
         let mut map = IdMap::default();
         let next_id = store.next_id()?;
-        let mut chunks = 0u64;
-        for item in store.scan(keys::ID_SNAPSHOT) {
-            let (k, v) = item?;
-            map.load_chunk(keys::parse_customer(&k)?, &v, next_id)?;
-            chunks += 1;
+        // The chunks are gathered first (sled's buffers, not copied) so the map's arrays are
+        // allocated once at their size: grown by doubling, they would touch about twice the
+        // memory, which an open pays for (`docs/BENCHMARKS.md`, "Open of a 1M folder").
+        let stored: Vec<(u32, sled::IVec)> = store
+            .scan(keys::ID_SNAPSHOT)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((keys::parse_customer(&k)?, v))
+            })
+            .collect::<Result<_>>()?;
+        map.bytes
+            .reserve_exact(stored.iter().map(|(_, v)| v.len()).sum());
+        map.ends.reserve_exact(next_id as usize);
+        for (chunk, v) in &stored {
+            map.load_chunk(*chunk, v, next_id)?;
         }
+        let chunks = stored.len() as u64;
+        drop(stored);
         // A chunk missing below the id counter: every id of it deleted, or a folder whose whole
         // snapshot removed id chunks it also wrote (an earlier build's bug). Either way the
         // records say, and the next snapshot writes every chunk again.
@@ -359,17 +371,18 @@ impl IdMap {
 
     /// Indexes every pushed id at once, hashing in parallel: for loading.
     fn index_all(&mut self) -> Result<()> {
-        use rayon::prelude::*;
-        let hashes: Vec<(u32, u64)> = {
-            let (bytes, ends, hasher) = (&self.bytes, &self.ends, &self.hasher);
-            (0..ends.len() as u32)
-                .into_par_iter()
-                .filter_map(|id| span(bytes, ends, id).map(|b| (id, hasher.hash_one(b))))
-                .collect()
-        };
-        self.table = HashTable::with_capacity(hashes.len());
-        for (id, h) in hashes {
-            self.index(id, h)?;
+        let n = self.ends.len() as u32;
+        let held = (0..n)
+            .filter(|&id| span(&self.bytes, &self.ends, id).is_some())
+            .count();
+        self.table = HashTable::with_capacity(held);
+        // Hashed as inserted: a list of every id's hash first would be fresh memory the size of
+        // the table twice over, for less time than it costs to touch.
+        for id in 0..n {
+            if let Some(key) = span(&self.bytes, &self.ends, id) {
+                let h = self.hash(key);
+                self.index(id, h)?;
+            }
         }
         Ok(())
     }

@@ -189,15 +189,16 @@ pub struct RecordStats {
     pub value_bytes: u64,
 }
 
-/// A stored record as (key, value), owned: what the index snapshot's readers get.
-type OwnedRecord = (Vec<u8>, Vec<u8>);
+/// A stored record as (key, value), owned: what the index snapshot's readers get. The value is
+/// a slice of the mapped snapshot file, or sled's own buffer, shared rather than copied.
+type OwnedRecord = (Vec<u8>, bytes::Bytes);
 
 /// The index snapshot file's records as read, or the error of opening it.
 type FileRecordsOrError = Box<dyn Iterator<Item = Result<OwnedRecord>> + Send>;
 
 /// The index snapshot file's families merged with the ones written into sled since
-/// ([`Store::index_families`]). The file's records are handed on as read (no copy); sled's, a
-/// few by then, are copied out of sled's buffers.
+/// ([`Store::index_families`]). Neither side's values are copied: the file's are slices of its
+/// map, sled's keep sled's buffers.
 struct Merged<'s, S>
 where
     S: Iterator<Item = Result<(sled::IVec, sled::IVec)>>,
@@ -253,7 +254,7 @@ where
                         Ok((k, v)) => {
                             self.store.index_file.lock().overrides += v.len() as u64;
                             if !v.is_empty() {
-                                return Some(Ok((k.to_vec(), v.to_vec())));
+                                return Some(Ok((k.to_vec(), bytes::Bytes::from_owner(v))));
                             }
                         }
                     }
@@ -1056,7 +1057,7 @@ impl Store {
                 };
                 let key = keys::index(&family);
                 match self.tree.contains_key(&key) {
-                    Ok(false) => Some(Ok((key.into(), v.into()))),
+                    Ok(false) => Some(Ok((key.into(), sled::IVec::from(&v[..])))),
                     Ok(true) => None,
                     Err(e) => Some(Err(e.into())),
                 }

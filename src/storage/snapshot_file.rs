@@ -8,8 +8,8 @@
 //! old file's space back when the next whole snapshot replaces it.
 //!
 //! This module owns the file's name, its format, writing it crash-safely (a temporary file,
-//! synced, renamed into place, the folder synced) and reading it back as a stream with every
-//! record checked. It must not touch sled: [`super::Store`] decides which file is current (the
+//! synced, renamed into place, the folder synced) and reading it back, mapped into memory, with
+//! every record checked. It must not touch sled: [`super::Store`] decides which file is current (the
 //! `index_file` meta record, committed after the file is durable), merges it with the families
 //! written into sled since, and removes files no meta record names.
 //!
@@ -21,7 +21,9 @@
 //! early is damage.
 
 use std::fs;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
+
+use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -43,7 +45,7 @@ const UNFINISHED: &str = ".unfinished";
 /// The longest key accepted when reading (family keys are a few dozen bytes).
 const MAX_KEY: u32 = 1 << 16;
 
-/// Buffer size for writing and reading.
+/// Buffer size for writing.
 const BUFFER: usize = 1 << 20;
 
 /// The name of snapshot file number `seq`.
@@ -174,9 +176,12 @@ pub fn highest(dir: &Path) -> Result<u64> {
     Ok(listing(dir)?.0.iter().map(|(s, _)| *s).max().unwrap_or(0))
 }
 
-/// The records of a snapshot file, in key order, each checked as it is read.
+/// The records of a snapshot file, in key order, each checked as it is read. The file is
+/// mapped into memory, and each value is handed on as a slice of the map (no copy): what its
+/// reader keeps costs the page cache, not memory of the process's own.
 pub struct FileRecords {
-    reader: BufReader<fs::File>,
+    map: Bytes,
+    at: usize,
     name: String,
     count: u64,
     last: Vec<u8>,
@@ -188,11 +193,17 @@ pub fn open(dir: &Path, seq: u64) -> Result<FileRecords> {
     let name = file_name(seq);
     let file = fs::File::open(dir.join(&name))
         .map_err(|e| corrupt!("the index snapshot file {name} cannot be read: {e}"))?;
-    let mut reader = BufReader::with_capacity(BUFFER, file);
-    let mut head = [0u8; 20];
-    reader
-        .read_exact(&mut head)
-        .map_err(|_| corrupt!("the index snapshot file {name} ends early"))?;
+    // SAFETY: a snapshot file is never written after it is renamed into place (a later snapshot
+    // goes into a file of its own, and an old one is unlinked, which leaves a mapping intact).
+    // Only another program changing the file under an open folder could change mapped bytes.
+    // Populated: the whole file is read next, and one call maps its pages faster than a fault
+    // per page would.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| corrupt!("the index snapshot file {name} cannot be read: {e}"))?;
+    let map = Bytes::from_owner(map);
+    let head = map
+        .get(..20)
+        .ok_or_else(|| corrupt!("the index snapshot file {name} ends early"))?;
     if &head[..16] != MAGIC {
         return Err(corrupt!("{name} is not an index snapshot file"));
     }
@@ -203,7 +214,8 @@ pub fn open(dir: &Path, seq: u64) -> Result<FileRecords> {
         ));
     }
     Ok(FileRecords {
-        reader,
+        map,
+        at: 20,
         name,
         count: 0,
         last: Vec::new(),
@@ -212,27 +224,34 @@ pub fn open(dir: &Path, seq: u64) -> Result<FileRecords> {
 }
 
 impl FileRecords {
+    /// The next `n` bytes' place in the file; an error when the file ends first.
+    fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.map.len())
+            .ok_or_else(|| corrupt!("the index snapshot file {} ends early", self.name))?;
+        let range = self.at..end;
+        self.at = end;
+        Ok(range)
+    }
+
     fn read_u32(&mut self) -> Result<u32> {
-        let mut b = [0u8; 4];
-        self.fill(&mut b)?;
-        Ok(u32::from_le_bytes(b))
+        let range = self.take(4)?;
+        Ok(u32::from_le_bytes(
+            self.map[range].try_into().unwrap_or_default(),
+        ))
     }
 
-    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
-        self.reader
-            .read_exact(buf)
-            .map_err(|_| corrupt!("the index snapshot file {} ends early", self.name))
-    }
-
-    fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    fn next_record(&mut self) -> Result<Option<(Vec<u8>, Bytes)>> {
         let key_len = self.read_u32()?;
         if key_len == 0 {
-            let mut count = [0u8; 8];
-            self.fill(&mut count)?;
+            let count = self.take(8)?;
             let sum = self.read_u32()?;
-            let mut extra = [0u8; 1];
-            let trailing = self.reader.read(&mut extra)?;
-            if sum != check(&[], &count) || u64::from_le_bytes(count) != self.count || trailing > 0
+            let count = &self.map[count];
+            if sum != check(&[], count)
+                || u64::from_le_bytes(count.try_into().unwrap_or_default()) != self.count
+                || self.at != self.map.len()
             {
                 return Err(corrupt!(
                     "the index snapshot file {} is damaged at its end",
@@ -247,33 +266,27 @@ impl FileRecords {
                 self.name
             ));
         }
-        let mut key = vec![0u8; key_len as usize];
-        self.fill(&mut key)?;
+        let key = self.take(key_len as usize)?;
         let value_len = self.read_u32()?;
-        let mut value = Vec::new();
-        // Read by `take`, so a damaged length cannot allocate more than the file holds.
-        let got = (&mut self.reader)
-            .take(u64::from(value_len))
-            .read_to_end(&mut value)?;
-        if got != value_len as usize {
-            return Err(corrupt!("the index snapshot file {} ends early", self.name));
-        }
+        let value = self.take(value_len as usize)?;
         let sum = self.read_u32()?;
-        if sum != check(&key, &value) || key <= self.last {
+        let (key, value) = (&self.map[key], self.map.slice(value));
+        if sum != check(key, &value) || key <= &self.last[..] {
             return Err(corrupt!(
                 "the index snapshot file {} is damaged (record {})",
                 self.name,
                 self.count + 1
             ));
         }
-        self.last.clone_from(&key);
+        self.last.clear();
+        self.last.extend_from_slice(key);
         self.count += 1;
-        Ok(Some((key, value)))
+        Ok(Some((self.last.clone(), value)))
     }
 }
 
 impl Iterator for FileRecords {
-    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    type Item = Result<(Vec<u8>, Bytes)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -320,6 +333,7 @@ mod tests {
             let len = write_all(dir.path(), 7, &r);
             assert_eq!(len, fs::metadata(path(dir.path(), 7)).unwrap().len());
             let back: Vec<_> = open(dir.path(), 7).unwrap().collect::<Result<_>>().unwrap();
+            let back: Vec<_> = back.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
             assert_eq!(back, r);
         }
     }
@@ -342,7 +356,8 @@ mod tests {
         let good = fs::read(path(dir.path(), 3)).unwrap();
         let read_back = |bytes: &[u8]| -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
             fs::write(path(dir.path(), 3), bytes).unwrap();
-            open(dir.path(), 3)?.collect()
+            let back: Vec<(Vec<u8>, Bytes)> = open(dir.path(), 3)?.collect::<Result<_>>()?;
+            Ok(back.into_iter().map(|(k, v)| (k, v.to_vec())).collect())
         };
         for i in (0..good.len()).step_by(7) {
             let mut bad = good.clone();
