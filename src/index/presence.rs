@@ -36,9 +36,16 @@ pub const KIND: u8 = 2;
 
 /// One run's union and the count lists' versions it was built from.
 #[derive(Debug)]
-struct RunUnion {
+pub struct RunUnion {
     sources: Vec<(u32, ListVersion)>,
     members: RoaringBitmap,
+}
+
+impl RunUnion {
+    /// Who has the event on any day of the run.
+    pub fn members(&self) -> &RoaringBitmap {
+        &self.members
+    }
 }
 
 /// The unions kept for one event's day bitmaps, by (first day, length).
@@ -98,6 +105,36 @@ impl PresenceRuns {
         let mut all: Vec<&RoaringBitmap> = runs.iter().map(|r| &r.members).collect();
         all.extend(singles);
         all.into_iter().union()
+    }
+
+    /// The aligned runs inside the days `a..=b` that [`PresenceRuns::union`] covers them with,
+    /// each as (first day, last day, union), in day order: kept, loaded or built as there. A run
+    /// whose days have no bitmap, or whose bitmaps and count lists do not match day for day, is
+    /// left out; the days outside the runs returned are the caller's to look at one by one.
+    pub fn runs_within(
+        &self,
+        (kept, event): (&dyn DerivedStore, u32),
+        days: &DayBitmaps,
+        counts: &DayCounts,
+        a: u32,
+        b: u32,
+    ) -> Vec<(u32, u32, Arc<RunUnion>)> {
+        let mut out = Vec::new();
+        let mut d = a;
+        while d <= b {
+            let len = run_at(d, b).unwrap_or(1);
+            let last = d + (len - 1);
+            if len > 1 && days.range(d..=last).next().is_some() {
+                if let Some(r) = self.run((kept, event), days, counts, d, len) {
+                    out.push((d, last, r));
+                }
+            }
+            d = match last.checked_add(1) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+        out
     }
 
     /// The union of the run of `len` days from `first`: the kept one if its days' count lists
