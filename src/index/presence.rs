@@ -1,6 +1,8 @@
 //! Per event, who did it on any day of an aligned run of days: the union of the run's day
 //! bitmaps, kept so that a long window (`visited before 7 days ago`, `purchased ever`) is the
-//! union of a few run bitmaps instead of one bitmap per day of two years.
+//! union of a few run bitmaps instead of one bitmap per day of two years. The runs themselves
+//! ([`PresenceRuns::runs_within`]) let a pass over a window's days for a few customers skip,
+//! for each one, the runs it has no event in (`crate::query::due`).
 //!
 //! Runs are aligned as the count lists' runs are (`super::runs`, [`run_at`]): a run of `len`
 //! days starts on a multiple of `len`, and a window's whole days are covered by the longest

@@ -28,7 +28,9 @@
 //! only: a look-up reaching before a listing's first day ([`CustomerDays::covers`]: `ever`,
 //! `before`, fixed dates) passes over the day bitmaps instead. The answers are the same either
 //! way. A pass over the day bitmaps for a few customers looks each one up in a day's bitmap
-//! rather than intersecting it whole ([`and_few`]).
+//! rather than intersecting it whole ([`and_few`]); over a window of weeks it goes by the aligned
+//! runs of days whose unions are kept (`crate::index::presence`), passing over a run with one
+//! look-up for each customer not in its union ([`DayPieces`]).
 //!
 //! Customers with events of the open day in the two-second span holding *now* (events written at
 //! the clock's instant) cannot have a later one there when no stored event of the kind is later
