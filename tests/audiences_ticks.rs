@@ -13,7 +13,8 @@
 //! events read from where its own audiences need them; and customers holding several blocks of
 //! events, what decides their reads just inside a window's start in an earlier block than the
 //! one a later start would read from. Last, audiences naming a date-time trait beside windows:
-//! the trait's value crossing a relative edge wakes the customer.
+//! the trait's value crossing a relative edge wakes the customer. And windows of weeks over
+//! events spread across months, whose passes over the days skip runs of days a customer has none.
 //!
 //! `PROPTEST_CASES=500 cargo test --test audiences_ticks` runs more streams.
 
@@ -734,4 +735,91 @@ fn date_time_traits_move_audiences_read_with_windows() {
     }
     let report = db.verify().unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+/// Windows of weeks over events spread across three months: a customer's first or latest day
+/// with an event in a window is found past the aligned runs of days it has no event in (their
+/// kept unions, `index::presence`), which windows of a few days never reach.
+const LONG_RULES: [(&str, &str); 6] = [
+    ("long_recent", "viewed in last 40 days"),
+    ("long_twice", "viewed at least 2 times in last 30 days"),
+    ("long_gone", "viewed ever and not viewed in last 20 days"),
+    (
+        "long_either",
+        "viewed in last 17 days or added_to_cart in last 50 days",
+    ),
+    ("long_sum", "viewed sum(amount) > 150 in last 45 days"),
+    ("long_not", "not added_to_cart in last 33 days"),
+];
+
+fn long_holds(k: usize, c: &Customer, t: i64) -> bool {
+    let inside = |ts: &[i64], w: i64| -> Vec<i64> {
+        ts.iter()
+            .copied()
+            .filter(|&e| t - w < e && e <= t)
+            .collect()
+    };
+    match k {
+        0 => !inside(&c.views, 40 * DAY).is_empty(),
+        1 => inside(&c.views, 30 * DAY).len() >= 2,
+        2 => c.views.iter().any(|&e| e <= t) && inside(&c.views, 20 * DAY).is_empty(),
+        3 => !inside(&c.views, 17 * DAY).is_empty() || !inside(&c.carts, 50 * DAY).is_empty(),
+        4 => {
+            inside(&c.views, 45 * DAY)
+                .iter()
+                .map(|&e| amount(e))
+                .sum::<i64>()
+                > 150
+        }
+        5 => inside(&c.carts, 33 * DAY).is_empty(),
+        _ => unreachable!(),
+    }
+}
+
+/// An event time on one of the 90 days before t0 or the 5 after, at any millisecond of it.
+fn long_time() -> impl Strategy<Value = i64> {
+    (-90i64..5, 0..DAY).prop_map(|(day, ms)| t0() + day * DAY + ms)
+}
+
+fn long_customer() -> impl Strategy<Value = Customer> {
+    (
+        prop::collection::vec(long_time(), 0..12),
+        prop::collection::vec(long_time(), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(views, carts, gold)| Customer { views, carts, gold })
+}
+
+fn long_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        1 => (1i64..6 * DAY).prop_map(Step::By),
+        3 => (any::<usize>(), -1i64..=1).prop_map(|(pick, delta)| Step::ToEdge { pick, delta }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Windows of weeks: the same members as a plain evaluator at every step, the due
+    /// customers' days listed once for all audiences or looked up by each.
+    #[test]
+    fn long_windows_over_months_match_a_plain_evaluator(
+        custs in prop::collection::vec(long_customer(), 1..50),
+        steps in prop::collection::vec(long_step(), 1..25),
+        listed in any::<bool>(),
+    ) {
+        let rules: Vec<(String, String)> = LONG_RULES
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.to_string()))
+            .collect();
+        let edges = [0, 17 * DAY, 20 * DAY, 30 * DAY, 33 * DAY, 40 * DAY, 45 * DAY, 50 * DAY];
+        run_rules(
+            &custs,
+            &steps,
+            (2048, BOTH_WAYS[usize::from(!listed)]),
+            &rules,
+            &edges,
+            &long_holds,
+        );
+    }
 }

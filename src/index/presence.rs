@@ -1,6 +1,8 @@
 //! Per event, who did it on any day of an aligned run of days: the union of the run's day
 //! bitmaps, kept so that a long window (`visited before 7 days ago`, `purchased ever`) is the
-//! union of a few run bitmaps instead of one bitmap per day of two years.
+//! union of a few run bitmaps instead of one bitmap per day of two years. The runs themselves
+//! ([`PresenceRuns::runs_within`]) let a pass over a window's days for a few customers skip,
+//! for each one, the runs it has no event in (`crate::query::due`).
 //!
 //! Runs are aligned as the count lists' runs are (`super::runs`, [`run_at`]): a run of `len`
 //! days starts on a multiple of `len`, and a window's whole days are covered by the longest
@@ -36,9 +38,16 @@ pub const KIND: u8 = 2;
 
 /// One run's union and the count lists' versions it was built from.
 #[derive(Debug)]
-struct RunUnion {
+pub struct RunUnion {
     sources: Vec<(u32, ListVersion)>,
     members: RoaringBitmap,
+}
+
+impl RunUnion {
+    /// Who has the event on any day of the run.
+    pub fn members(&self) -> &RoaringBitmap {
+        &self.members
+    }
 }
 
 /// The unions kept for one event's day bitmaps, by (first day, length).
@@ -98,6 +107,36 @@ impl PresenceRuns {
         let mut all: Vec<&RoaringBitmap> = runs.iter().map(|r| &r.members).collect();
         all.extend(singles);
         all.into_iter().union()
+    }
+
+    /// The aligned runs inside the days `a..=b` that [`PresenceRuns::union`] covers them with,
+    /// each as (first day, last day, union), in day order: kept, loaded or built as there. A run
+    /// whose days have no bitmap, or whose bitmaps and count lists do not match day for day, is
+    /// left out; the days outside the runs returned are the caller's to look at one by one.
+    pub fn runs_within(
+        &self,
+        (kept, event): (&dyn DerivedStore, u32),
+        days: &DayBitmaps,
+        counts: &DayCounts,
+        a: u32,
+        b: u32,
+    ) -> Vec<(u32, u32, Arc<RunUnion>)> {
+        let mut out = Vec::new();
+        let mut d = a;
+        while d <= b {
+            let len = run_at(d, b).unwrap_or(1);
+            let last = d + (len - 1);
+            if len > 1 && days.range(d..=last).next().is_some() {
+                if let Some(r) = self.run((kept, event), days, counts, d, len) {
+                    out.push((d, last, r));
+                }
+            }
+            d = match last.checked_add(1) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+        out
     }
 
     /// The union of the run of `len` days from `first`: the kept one if its days' count lists

@@ -28,7 +28,9 @@
 //! only: a look-up reaching before a listing's first day ([`CustomerDays::covers`]: `ever`,
 //! `before`, fixed dates) passes over the day bitmaps instead. The answers are the same either
 //! way. A pass over the day bitmaps for a few customers looks each one up in a day's bitmap
-//! rather than intersecting it whole ([`and_few`]).
+//! rather than intersecting it whole ([`and_few`]); over a window of weeks it goes by the aligned
+//! runs of days whose unions are kept (`crate::index::presence`), passing over a run with one
+//! look-up for each customer not in its union ([`DayPieces`]).
 //!
 //! Customers with events of the open day in the two-second span holding *now* (events written at
 //! the clock's instant) cannot have a later one there when no stored event of the kind is later
@@ -46,6 +48,8 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
+use crate::index::derived::DerivedStore;
+use crate::index::presence::RunUnion;
 use crate::index::rollup::{DayCount, DayList, SPAN_UNIT_MS};
 use crate::index::{EventIndex, Indexes};
 use crate::model::time::{day_of, day_start, Timestamp, DAY_MS};
@@ -54,6 +58,7 @@ use crate::model::FastMap;
 use super::exec::Sources;
 use super::figures::{self, side_capped};
 use super::footprint::{self, Footprint};
+use super::kept::Kept;
 use super::plan::{self, EventNode, Node, NodeKind, Plan};
 use super::rollups::{Side, WindowDays};
 use super::subset::{time_traits, Ask, Context, SubsetAnswer};
@@ -335,7 +340,7 @@ fn within(
             let b = s.bounds(node);
             (b.sure & d, b.maybe & d)
         }
-        NodeKind::Event(e) if plain_presence(e) => presence_within(s.indexes, e, d, days),
+        NodeKind::Event(e) if plain_presence(e) => presence_within(s, e, d, days),
         NodeKind::Audience { inner, .. } => within(s, inner, d, days),
         NodeKind::Computed(c) => match &c.expanded {
             Some(x) => within(s, x, d, days),
@@ -388,13 +393,16 @@ fn plain_presence(e: &EventNode) -> bool {
 /// count rollups' spans (all of the day's events inside the window's part: in; all outside:
 /// out; else undecided).
 fn presence_within(
-    ix: &Indexes,
+    s: &Sources<'_>,
     e: &EventNode,
     d: &RoaringBitmap,
     days: Option<&DueDays>,
 ) -> (RoaringBitmap, RoaringBitmap) {
     let nobody = (RoaringBitmap::new(), RoaringBitmap::new());
-    let Some(ei) = e.event.and_then(|id| ix.event_index(id)) else {
+    let Some((event, ei)) = e
+        .event
+        .and_then(|id| Some((id, s.indexes.event_index(id)?)))
+    else {
         return nobody;
     };
     let Some(win) = WindowDays::of(e.from, e.to) else {
@@ -411,16 +419,9 @@ fn presence_within(
         sure.extend(d.iter().filter(|&c| listed.first_in(c, a, b).is_some()));
         rest -= &sure;
     } else if let Some((a, b)) = win.whole {
-        for (_, bm) in ei.days.range(a..=b) {
-            let hit = and_few(&rest, bm);
-            if !hit.is_empty() {
-                rest -= &hit;
-                sure |= hit;
-                if rest.is_empty() {
-                    break;
-                }
-            }
-        }
+        let hit = DayPieces::new(&Kept(s.store), (event, ei), (a, b), b).present(&rest);
+        rest -= &hit;
+        sure |= hit;
     }
     let mut unsure = RoaringBitmap::new();
     for &(day, a, b) in &win.edges {
@@ -459,6 +460,145 @@ fn day_customers(ei: &EventIndex, day: u32, d: &RoaringBitmap) -> RoaringBitmap 
         .map(|bm| and_few(d, bm))
         .unwrap_or_default()
 }
+
+/// An event's days `a..=b` cut into pieces for a pass over them for some customers: the aligned
+/// runs of days whose unions are kept (`crate::index::presence`: loaded or built the first
+/// time), each passed over whole by the customers not in its union, and the days between them,
+/// looked at one by one. A pass over a long window for a few customers then costs a look-up per
+/// run instead of one per day (at a million customers each look-up in a day's bitmap is a few
+/// cache misses). Windows shorter than [`RUNS_FROM`] days are all single days, and so is every
+/// day after `until` (the open day, written to by the writes: its runs would be built again at
+/// each) or from the one holding the event's latest stored event on.
+struct DayPieces<'a> {
+    ei: &'a EventIndex,
+    a: u32,
+    b: u32,
+    runs: Vec<(u32, u32, Arc<RunUnion>)>,
+}
+
+impl<'a> DayPieces<'a> {
+    fn new(
+        kept: &dyn DerivedStore,
+        (event, ei): (u32, &'a EventIndex),
+        (a, b): (u32, u32),
+        until: u32,
+    ) -> DayPieces<'a> {
+        let last = b.min(until).min(day_of(ei.latest).saturating_sub(1));
+        let runs = if last >= a && last - a + 1 >= RUNS_FROM {
+            ei.presence_runs
+                .runs_within((kept, event), &ei.days, &ei.counts, a, last)
+        } else {
+            Vec::new()
+        };
+        DayPieces { ei, a, b, runs }
+    }
+
+    /// The pieces in day order: (first day, last day, the union when a run).
+    fn pieces(&self) -> Vec<(u32, u32, Option<&RoaringBitmap>)> {
+        let mut out = Vec::with_capacity(2 * self.runs.len() + 1);
+        let mut d = self.a;
+        for (first, last, r) in &self.runs {
+            if *first > d {
+                out.push((d, first - 1, None));
+            }
+            out.push((*first, *last, Some(r.members())));
+            d = last + 1;
+        }
+        if d <= self.b {
+            out.push((d, self.b, None));
+        }
+        out
+    }
+
+    /// Who of `d` has the event on any of the days.
+    fn present(&self, d: &RoaringBitmap) -> RoaringBitmap {
+        let mut rest = d.clone();
+        let mut found = RoaringBitmap::new();
+        for (first, last, union) in self.pieces() {
+            match union {
+                Some(u) => {
+                    let hit = and_few(&rest, u);
+                    rest -= &hit;
+                    found |= hit;
+                }
+                None => {
+                    for (_, bm) in self.ei.days.range(first..=last) {
+                        let hit = and_few(&rest, bm);
+                        if !hit.is_empty() {
+                            rest -= &hit;
+                            found |= hit;
+                            if rest.is_empty() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Calls `f(day, hit, rest)` for each day with the event (in day order, or from the last
+    /// day back with `rev`) where `hit`, the customers of `rest` with the event that day, is not
+    /// empty; `f` takes out of `rest` the customers it is done with. Stops when `rest` is empty.
+    /// The same calls as a pass over every day's bitmap: a run is passed over only by customers
+    /// with none of its days.
+    fn each_hit(
+        &self,
+        rest: &mut RoaringBitmap,
+        rev: bool,
+        mut f: impl FnMut(u32, RoaringBitmap, &mut RoaringBitmap),
+    ) {
+        let mut pieces = self.pieces();
+        if rev {
+            pieces.reverse();
+        }
+        for (first, last, union) in pieces {
+            if rest.is_empty() {
+                return;
+            }
+            // Those of `rest` who may have the event in the piece.
+            let mut cand = match union {
+                Some(u) => and_few(rest, u),
+                None => rest.clone(),
+            };
+            if cand.is_empty() {
+                continue;
+            }
+            let mut visit = |day: u32, bm: &RoaringBitmap| {
+                let hit = and_few(&cand, bm);
+                if !hit.is_empty() {
+                    let before = rest.len();
+                    f(day, hit, rest);
+                    if rest.len() != before {
+                        cand &= &*rest;
+                    }
+                }
+                !cand.is_empty()
+            };
+            let days = self.ei.days.range(first..=last);
+            if rev {
+                for (&day, bm) in days.rev() {
+                    if !visit(day, bm) {
+                        break;
+                    }
+                }
+            } else {
+                for (&day, bm) in days {
+                    if !visit(day, bm) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// From how many days long a window's pass over its day bitmaps goes by [`DayPieces`]' runs.
+const RUNS_FROM: u32 = 16;
 
 /// `few & bm`: by a look-up in `bm` per customer when `few` holds at most [`FEW`] (a write's
 /// customers left to one audience, a few due ones), which costs less than intersecting `bm`'s
@@ -667,17 +807,16 @@ fn next_from_spans_with(
                         .collect(),
                     None => {
                         let mut hits = Vec::new();
-                        for (&day, bm) in ei.days.range(cut_day..=open).rev() {
-                            let hit = and_few(&rest, bm);
-                            if hit.is_empty() {
-                                continue;
-                            }
-                            rest -= &hit;
+                        DayPieces::new(
+                            &Kept(cx.store),
+                            (e, ei),
+                            (cut_day, open),
+                            open.saturating_sub(1),
+                        )
+                        .each_hit(&mut rest, true, |day, hit, rest| {
+                            *rest -= &hit;
                             hits.push((day, hit));
-                            if rest.is_empty() {
-                                break;
-                            }
-                        }
+                        });
                         hits
                     }
                 };
@@ -731,15 +870,17 @@ fn next_from_spans_with(
                 }
             } else {
                 // The first day with the event at or after the cut.
-                for (&day, bm) in ei.days.range(cut_day..=open) {
-                    let hit = and_few(&rest, bm);
-                    if hit.is_empty() {
-                        continue;
-                    }
+                let pieces = DayPieces::new(
+                    &Kept(cx.store),
+                    (e, ei),
+                    (cut_day, open),
+                    open.saturating_sub(1),
+                );
+                pieces.each_hit(&mut rest, false, |day, hit, rest| {
                     let Some(found) = spans(ei, day, &hit) else {
-                        rest -= &hit;
+                        *rest -= &hit;
                         unresolved |= hit;
-                        continue;
+                        return;
                     };
                     let start = day_start(day);
                     let mut listed = RoaringBitmap::new();
@@ -756,14 +897,135 @@ fn next_from_spans_with(
                         rest.remove(c);
                     }
                     let missing = hit - listed;
-                    rest -= &missing;
+                    *rest -= &missing;
                     unresolved |= missing;
-                    if rest.is_empty() {
-                        break;
+                });
+            }
+        }
+    }
+    (lower, unresolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::derived::NoStore;
+
+    /// An event's index with each of 60 customers on random days of 0..200, the latest event
+    /// on day 199.
+    fn index(seed: u64) -> EventIndex {
+        let mut seed = seed;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let mut ei = EventIndex::default();
+        for c in 0..60u32 {
+            // Some customers on many days, some on few, some on none.
+            let n = [0, 1, 3, 10, 40][c as usize % 5];
+            for _ in 0..n {
+                let day = next(200) as u32;
+                ei.days.entry(day).or_default().insert(c);
+                ei.counts.entry(day).or_default().add(DayCount {
+                    cust: c,
+                    count: 1,
+                    first: 0,
+                    last: 0,
+                });
+            }
+        }
+        ei.days.entry(199).or_default().insert(0);
+        ei.counts.entry(199).or_default().add(DayCount {
+            cust: 0,
+            count: 1,
+            first: 0,
+            last: 0,
+        });
+        ei.latest = day_start(199) + 1000;
+        ei
+    }
+
+    /// What `f` does with a day's customers: takes out all of them, or only the even ones (the
+    /// odd ones go on to later days, as a customer whose events of the cut day are all before
+    /// the cut does).
+    fn take(all: bool) -> impl FnMut(u32, RoaringBitmap, &mut RoaringBitmap) {
+        move |_, hit, rest| {
+            for c in &hit {
+                if all || c % 2 == 0 {
+                    rest.remove(c);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_make_the_same_calls_as_a_pass_over_every_day() {
+        for seed in 0..6 {
+            let ei = index(seed);
+            for (a, b) in [
+                (0u32, 199u32),
+                (3, 150),
+                (16, 31),
+                (5, 20),
+                (100, 199),
+                (0, 12),
+                (64, 191),
+            ] {
+                for until in [b, b.saturating_sub(1), a + 20] {
+                    let pieces = DayPieces::new(&NoStore, (1, &ei), (a, b), until);
+                    if b - a >= 40 && until >= a + 20 {
+                        assert!(!pieces.runs.is_empty(), "{a}..={b}: runs are used");
+                    }
+                    for custs in [
+                        (0..60).collect::<RoaringBitmap>(),
+                        (0..60).filter(|c| c % 7 == 3).collect(),
+                        [4u32, 9, 13].into_iter().collect(),
+                    ] {
+                        // Present on any day.
+                        let naive: RoaringBitmap = ei
+                            .days
+                            .range(a..=b)
+                            .map(|(_, bm)| bm & &custs)
+                            .fold(RoaringBitmap::new(), |x, y| x | y);
+                        assert_eq!(pieces.present(&custs), naive, "{a}..={b}");
+                        for rev in [false, true] {
+                            for all in [true, false] {
+                                let mut calls = Vec::new();
+                                let mut rest = custs.clone();
+                                let mut f = take(all);
+                                pieces.each_hit(&mut rest, rev, |day, hit, rest| {
+                                    calls.push((day, hit.clone()));
+                                    f(day, hit, rest);
+                                });
+                                let mut want = Vec::new();
+                                let mut left = custs.clone();
+                                let mut g = take(all);
+                                let days: Vec<(u32, &RoaringBitmap)> =
+                                    ei.days.range(a..=b).map(|(d, bm)| (*d, bm)).collect();
+                                let order: Vec<_> = if rev {
+                                    days.into_iter().rev().collect()
+                                } else {
+                                    days
+                                };
+                                for (day, bm) in order {
+                                    if left.is_empty() {
+                                        break;
+                                    }
+                                    let hit = bm & &left;
+                                    if !hit.is_empty() {
+                                        want.push((day, hit.clone()));
+                                        g(day, hit, &mut left);
+                                    }
+                                }
+                                assert_eq!(calls, want, "{a}..={b} until {until} rev {rev}");
+                                assert_eq!(rest, left);
+                            }
+                        }
                     }
                 }
             }
         }
     }
-    (lower, unresolved)
 }

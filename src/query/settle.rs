@@ -73,7 +73,7 @@ pub(crate) fn settle_some(
         if !cx.indexes.everyone.contains(c) {
             continue;
         }
-        match settle(&plan.root, fp, events, now, kept(c))? {
+        match settle(&plan.root, fp, events, now, || kept(c))? {
             Settled::Forced { member, next } => {
                 // Customers come in increasing order: each is pushed at the end.
                 if member {
@@ -149,15 +149,16 @@ pub(crate) fn may_settle(fp: &Footprint) -> bool {
 }
 
 /// What the events `written` (all the write stored for one customer) decide about the rule
-/// planned as `root` at `now` with footprint `fp`. `kept` is the kept answer when it is exact
+/// planned as `root` at `now` with footprint `fp`. `kept()` is the kept answer when it is exact
 /// for the customer and nothing else the write did bears on the rule (`None` otherwise: then
-/// only a forced answer settles it). Only for a rule [`may_settle`] allows.
+/// only a forced answer settles it); it is asked only when no event forces the answer (a
+/// look-up in the audience's members). Only for a rule [`may_settle`] allows.
 pub(crate) fn settle(
     root: &Node,
     fp: &Footprint,
     written: &[StoredEvent],
     now: Timestamp,
-    kept: Option<bool>,
+    kept: impl FnOnce() -> Option<bool>,
 ) -> Result<Settled> {
     let mut forced: Option<(bool, Option<Timestamp>)> = None;
     let mut direction = Direction::Untouched;
@@ -177,7 +178,10 @@ pub(crate) fn settle(
     if let Some((member, next)) = forced {
         return Ok(Settled::Forced { member, next });
     }
-    Ok(match (kept, direction) {
+    if direction == Direction::Unknown {
+        return Ok(Settled::Read);
+    }
+    Ok(match (kept(), direction) {
         (Some(_), Direction::Untouched)
         | (Some(true), Direction::Up)
         | (Some(false), Direction::Down) => Settled::Unchanged,
