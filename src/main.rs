@@ -775,7 +775,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // the customers it touched are in the dirty log, which the next open recomputes.
             // So a failed snapshot is a warning, not a failed import (docs/DURABILITY.md).
             let checkpoint = if failed.is_none() {
-                db.checkpoint()
+                db.final_checkpoint()
             } else {
                 Ok(())
             };
@@ -1477,7 +1477,7 @@ fn demo(path: &Path, limits: &LimitArgs, customers: u64) -> Result<(), Failure> 
             .join()
             .map_err(|_| Failure("the generator failed".into(), 1))?
             .map_err(|e| Failure(format!("gen: {e}"), 1))?;
-        db.checkpoint()?;
+        db.final_checkpoint()?;
         eprintln!(
             "stored {} messages in {:.1} s",
             summary.stored,

@@ -607,9 +607,18 @@ impl Db {
     }
 
     /// Writes the changed index families to storage so that the next open need not recompute
-    /// them. Runs by itself after enough writes, and when the database is dropped.
+    /// them. Runs by itself after enough writes; [`Db::final_checkpoint`] runs when the database
+    /// is dropped.
     pub fn checkpoint(&self) -> Result<()> {
         self.writer.lock().checkpoint(self)
+    }
+
+    /// The last checkpoint before a close: what [`Db::checkpoint`] writes, and the trait families
+    /// whole instead of a trait patch that later opens would have to apply (past
+    /// `index::close_patch_limit` customers). Runs by itself when the database is dropped; an
+    /// import calls it to report its failure.
+    pub fn final_checkpoint(&self) -> Result<()> {
+        self.writer.lock().final_checkpoint(self)
     }
 
     /// Writes a whole index snapshot (a new index snapshot file) whatever changed: for a
@@ -649,7 +658,7 @@ impl Drop for Db {
                     self.config.fold_batch_bytes,
                 );
             }
-            let _ = self.checkpoint();
+            let _ = self.final_checkpoint();
         }
     }
 }

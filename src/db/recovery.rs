@@ -169,12 +169,20 @@ impl Writer {
         Ok(())
     }
 
+    /// [`Writer::checkpoint`] before a close: the trait families whole when the patch would
+    /// cost later opens too much ([`crate::index::Indexes::closing`]).
+    pub(super) fn final_checkpoint(&mut self, db: &Db) -> Result<()> {
+        db.state.write().indexes.closing();
+        self.checkpoint(db)
+    }
+
     pub(super) fn snapshot(&mut self, db: &Db, all: bool) -> Result<()> {
         let index_generation = db.store.meta_u64(meta::INDEX_GENERATION)?;
         if !all
             && index_generation == self.generation
             && self.touched_since_checkpoint.is_empty()
             && !db.state.read().ids.has_changes()
+            && !db.state.read().indexes.traits_due_whole()
         {
             return Ok(());
         }
