@@ -441,6 +441,13 @@ impl Db {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Builds the id map's hash table now; it is otherwise built by the first look-up of a
+    /// customer by external id (0.10–0.18 s at 1M customers). For a server, whose first request
+    /// should not wait for it.
+    pub fn prepare_lookups(&self) {
+        self.state.read().ids.prepare_lookups();
+    }
+
     /// The internal id of a customer.
     pub fn internal_id(&self, customer: &str) -> Result<Option<u32>> {
         Ok(self.state.read().ids.get(customer))

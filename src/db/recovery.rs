@@ -74,6 +74,13 @@ pub(super) fn open(config: Config) -> Result<Db> {
             index_customer(&store, &mut indexes, cust)?;
         }
     }
+    // The id map read from the snapshot chunks must name exactly the customers the indexes know
+    // (a customer is known exactly when it has an id record); damaged or stale chunks do not.
+    let ids = if stale || ids.holds_exactly(&indexes.everyone) {
+        ids
+    } else {
+        IdMap::load(&store)?
+    };
     let (definitions, audiences, upkeep) = Audiences::load(&store, &indexes, &ids)?;
     let db = Db {
         store,
