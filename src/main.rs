@@ -574,6 +574,21 @@ fn keep_freed_memory() {
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
 
+/// Asks the kernel not to back this process's memory with transparent huge pages. mimalloc
+/// advises huge pages for its arenas, and on a machine whose memory is full of page cache (a
+/// database machine's usual state) each first touch of a 2 MiB page can stall on compaction:
+/// the open of a 1M-customer folder spent 0.2–4.5 s of system time that way, 0.6–1.2 s with
+/// this (`docs/BENCHMARKS.md`, "Open of a 1M folder without huge pages"). Every command but
+/// `import` asks it: an import's batches reuse their memory, and its rates were measured with
+/// huge pages.
+fn no_huge_pages() {
+    // SAFETY: a process-wide flag with integer arguments; it fails harmlessly (EINVAL) on a
+    // kernel without transparent huge pages, and no memory changes meaning.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// An error for the user: the message, and the exit status.
 struct Failure(String, u8);
 
@@ -628,6 +643,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Import { .. }) {
+        no_huge_pages();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
@@ -775,7 +793,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // the customers it touched are in the dirty log, which the next open recomputes.
             // So a failed snapshot is a warning, not a failed import (docs/DURABILITY.md).
             let checkpoint = if failed.is_none() {
-                db.checkpoint()
+                db.final_checkpoint()
             } else {
                 Ok(())
             };
@@ -1477,7 +1495,7 @@ fn demo(path: &Path, limits: &LimitArgs, customers: u64) -> Result<(), Failure> 
             .join()
             .map_err(|_| Failure("the generator failed".into(), 1))?
             .map_err(|e| Failure(format!("gen: {e}"), 1))?;
-        db.checkpoint()?;
+        db.final_checkpoint()?;
         eprintln!(
             "stored {} messages in {:.1} s",
             summary.stored,

@@ -1,7 +1,8 @@
 //! What a checkpoint writes of the index snapshot (`docs/STORAGE.md`, "Index snapshot"): after
 //! a small write, the records of the days and customers it changed, not every family it touched
 //! whole; trait changes as the trait patch, recomputed from profiles at open, until the patch
-//! grows past its limit and the trait families are written whole. Each state is checked against
+//! grows past its limit (or, at a close, past the close's lower one) and the trait families are
+//! written whole. Each state is checked against
 //! a rebuild from stored data (`verify`) and against the indexes the writes left in memory, after
 //! a clean close and after a crash.
 
@@ -271,7 +272,8 @@ fn a_patch_past_its_limit_writes_the_trait_families_whole() {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    // 4,096 customers changed (the limit at 5,000 customers): still a patch.
+    // 4,096 customers changed (the limit at 5,000 customers): still a patch. (Checkpoints
+    // without a close: a close would write a patch this large whole, as the next test checks.)
     let db = Db::open(&path).unwrap();
     db.ingest(
         (0..4096)
@@ -279,7 +281,8 @@ fn a_patch_past_its_limit_writes_the_trait_families_whole() {
             .collect(),
     )
     .unwrap();
-    drop(db);
+    db.checkpoint().unwrap();
+    db.abandon();
     let patched = snapshot_records(&path);
     assert_eq!(traits(&patched), traits(&base));
     assert!(patched.contains_key(&b"xR"[..]));
@@ -289,11 +292,61 @@ fn a_patch_past_its_limit_writes_the_trait_families_whole() {
     db.identify("c4999", vec![("age".into(), None), ("tier".into(), None)])
         .unwrap();
     let expected = db.read().indexes.clone();
-    drop(db);
+    db.checkpoint().unwrap();
+    db.abandon();
     let whole = snapshot_records(&path);
     assert!(!whole.contains_key(&b"xR"[..]));
     assert_ne!(traits(&whole), traits(&base));
     reopens_to(&path, &expected);
+}
+
+#[test]
+fn a_close_writes_a_patch_past_its_close_limit_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.ingest(history(5000, 2)).unwrap();
+    drop(db);
+    let traits = |r: &BTreeMap<Vec<u8>, Vec<u8>>| -> Vec<(Vec<u8>, Vec<u8>)> {
+        r.iter()
+            .filter(|(k, _)| k[1] == b'T')
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let base = snapshot_records(&path);
+    // 1,024 customers changed (the close's limit at 5,000 customers): a close leaves the patch.
+    let db = Db::open(&path).unwrap();
+    db.ingest(
+        (0..1024)
+            .map(|c| Message::identify(format!("c{c}"), profile(c, 1)))
+            .collect(),
+    )
+    .unwrap();
+    drop(db);
+    let patched = snapshot_records(&path);
+    assert_eq!(traits(&patched), traits(&base));
+    assert!(patched.contains_key(&b"xR"[..]));
+    // One more, checkpointed and then lost in a crash: the patch (1,025) is stored, under the
+    // checkpoints' own limit.
+    let db = Db::open(&path).unwrap();
+    db.identify("c4999", vec![("age".into(), None), ("tier".into(), None)])
+        .unwrap();
+    let expected = db.read().indexes.clone();
+    db.checkpoint().unwrap();
+    db.abandon();
+    let crashed = snapshot_records(&path);
+    assert_eq!(traits(&crashed), traits(&base));
+    assert!(crashed.contains_key(&b"xR"[..]));
+    // An open that writes nothing applies the patch; its close writes the trait families whole.
+    let db = reopens_to(&path, &expected);
+    drop(db);
+    let whole = snapshot_records(&path);
+    assert!(!whole.contains_key(&b"xR"[..]));
+    assert_ne!(traits(&whole), traits(&base));
+    let db = reopens_to(&path, &expected);
+    // The next close has nothing to write.
+    drop(db);
+    assert_eq!(snapshot_records(&path), whole);
 }
 
 /// A whole snapshot goes into one file beside sled's, and sled keeps only the layout version;

@@ -74,6 +74,13 @@ pub(super) fn open(config: Config) -> Result<Db> {
             index_customer(&store, &mut indexes, cust)?;
         }
     }
+    // The id map read from the snapshot chunks must name exactly the customers the indexes know
+    // (a customer is known exactly when it has an id record); damaged or stale chunks do not.
+    let ids = if stale || ids.holds_exactly(&indexes.everyone) {
+        ids
+    } else {
+        IdMap::load(&store)?
+    };
     let (definitions, audiences, upkeep) = Audiences::load(&store, &indexes, &ids)?;
     let db = Db {
         store,
@@ -169,12 +176,20 @@ impl Writer {
         Ok(())
     }
 
+    /// [`Writer::checkpoint`] before a close: the trait families whole when the patch would
+    /// cost later opens too much ([`crate::index::Indexes::closing`]).
+    pub(super) fn final_checkpoint(&mut self, db: &Db) -> Result<()> {
+        db.state.write().indexes.closing();
+        self.checkpoint(db)
+    }
+
     pub(super) fn snapshot(&mut self, db: &Db, all: bool) -> Result<()> {
         let index_generation = db.store.meta_u64(meta::INDEX_GENERATION)?;
         if !all
             && index_generation == self.generation
             && self.touched_since_checkpoint.is_empty()
             && !db.state.read().ids.has_changes()
+            && !db.state.read().indexes.traits_due_whole()
         {
             return Ok(());
         }

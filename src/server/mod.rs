@@ -203,6 +203,8 @@ impl Server {
         config.max_ids_per_customer = options.max_ids_per_customer;
         config.allow_known_merge = options.allow_known_merge;
         let db = Db::open_with(config)?;
+        // Before the socket is bound: no request waits for the id map's hash table.
+        db.prepare_lookups();
         let listener = bind_with_mode(&path, options.socket_mode)?;
         let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
         let socket = SocketFile {

@@ -19,6 +19,15 @@
 //! missing (a folder from an older build) or disagree with storage, the map is read from the id
 //! records instead and snapshotted in full at the next checkpoint.
 //!
+//! The hash table is built by the map's first look-up by external id, not at open: a process
+//! that only names customers by internal id (a one-shot `query` printing its members) never
+//! hashes the million ids of a large folder (0.10–0.18 s of its open at 1M customers). A map
+//! read from the id records builds it at once, refusing an external id mapped twice as damage.
+//! One read from the snapshot chunks (written from a map that refused duplicates, kept by sled's
+//! checksums) builds it on first use: the open checks instead that its ids are exactly the
+//! customers the indexes know ([`IdMap::holds_exactly`]) and reads the id records when they are
+//! not, and `verify` compares the whole map with the id records.
+//!
 //! Merged customers (identity merge: `docs/INPUT.md`) have more ids than their `r` one: the
 //! others, their aliases, are kept per customer in `keys::ALIASES` records and in a small hash
 //! map beside the table, which [`IdMap::get`] falls back to. Only merged customers have such
@@ -29,6 +38,7 @@
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
+use std::sync::OnceLock;
 
 use hashbrown::HashTable;
 use roaring::RoaringBitmap;
@@ -53,8 +63,11 @@ pub struct IdMap {
     /// Per internal id, the end of its bytes in `bytes`, with [`REMOVED`] set once removed. An
     /// internal id that was never added has an empty span.
     ends: Vec<u64>,
-    /// Internal ids, found by the hash of their external id.
-    table: HashTable<u32>,
+    /// Internal ids, found by the hash of their external id; built on first use
+    /// ([`IdMap::table`]).
+    table: OnceLock<HashTable<u32>>,
+    /// How many ids are present (pushed and not removed).
+    present: usize,
     hasher: FxBuildHasher,
     /// Chunks changed since the last snapshot.
     changed: BTreeSet<u32>,
@@ -94,6 +107,33 @@ fn span<'a>(bytes: &'a [u8], ends: &[u64], id: u32) -> Option<&'a [u8]> {
     }
     let start = if i == 0 { 0 } else { ends[i - 1] & !REMOVED };
     (end > start).then(|| &bytes[start as usize..end as usize])
+}
+
+/// Makes pushed id `id` findable in `table` by its external id, whose hash is `h`; an external id
+/// already in the table is refused.
+fn index_in(
+    table: &mut HashTable<u32>,
+    bytes: &[u8],
+    ends: &[u64],
+    hasher: &FxBuildHasher,
+    id: u32,
+    h: u64,
+) -> Result<()> {
+    let key = span(bytes, ends, id).unwrap_or_default();
+    match table.entry(
+        h,
+        |&i| span(bytes, ends, i) == Some(key),
+        |&i| hasher.hash_one(span(bytes, ends, i).unwrap_or_default()),
+    ) {
+        hashbrown::hash_table::Entry::Occupied(_) => Err(corrupt!(
+            "external id {:?} is mapped twice",
+            String::from_utf8_lossy(key)
+        )),
+        hashbrown::hash_table::Entry::Vacant(v) => {
+            v.insert(id);
+            Ok(())
+        }
+    }
 }
 
 impl IdMap {
@@ -153,7 +193,7 @@ impl IdMap {
         if chunks < u64::from(next_id).div_ceil(u64::from(CHUNK_IDS)) {
             return Ok(None);
         }
-        map.index_all()?;
+        // The hash table is built by the first look-up (the module's doc says why).
         for cust in written_since {
             let stored = store.external_id(cust)?;
             match (map.external(cust), stored.as_deref()) {
@@ -262,10 +302,25 @@ impl IdMap {
     pub fn get(&self, external: &str) -> Option<u32> {
         let key = external.as_bytes();
         let (bytes, ends) = (&self.bytes, &self.ends);
-        self.table
+        self.table()
             .find(self.hash(key), |&id| span(bytes, ends, id) == Some(key))
             .copied()
             .or_else(|| self.aliases.get(external).copied())
+    }
+
+    /// Builds the hash table now if it is not yet, so that the first look-up does not pay it.
+    pub fn prepare_lookups(&self) {
+        self.table();
+    }
+
+    /// Whether the ids present are exactly `customers`: at open, the map read from the snapshot
+    /// chunks against the indexes' every known customer (a customer is known exactly when it has
+    /// an id record), a check that damaged or stale chunks fail.
+    pub fn holds_exactly(&self, customers: &RoaringBitmap) -> bool {
+        self.present as u64 == customers.len()
+            && (0..self.ends.len() as u32)
+                .filter(|&id| span(&self.bytes, &self.ends, id).is_some())
+                .all(|id| customers.contains(id))
     }
 
     /// A customer's aliases: its ids other than [`IdMap::external`], in the order they joined.
@@ -324,13 +379,21 @@ impl IdMap {
     /// counter); one that is not above every id seen, or an external id already mapped, is
     /// refused as a sign of damage.
     pub fn insert(&mut self, external: &str, id: u32) -> Result<()> {
+        // Built over the ids before this one.
+        let mut table = self.take_table();
         let (old_ends, old_bytes) = (self.ends.len(), self.bytes.len());
-        self.push(external, id)?;
+        if let Err(e) = self.push(external, id) {
+            self.table = OnceLock::from(table);
+            return Err(e);
+        }
         let h = self.hash(external.as_bytes());
-        if let Err(e) = self.index(id, h) {
+        let indexed = index_in(&mut table, &self.bytes, &self.ends, &self.hasher, id, h);
+        self.table = OnceLock::from(table);
+        if let Err(e) = indexed {
             // Undo the push: the map stays as it was.
             self.ends.truncate(old_ends);
             self.bytes.truncate(old_bytes);
+            self.present -= 1;
             return Err(e);
         }
         self.changed.insert(id / CHUNK_IDS);
@@ -346,44 +409,50 @@ impl IdMap {
         self.ends.resize(id as usize, end);
         self.bytes.extend_from_slice(external.as_bytes());
         self.ends.push(self.bytes.len() as u64);
+        self.present += 1;
         Ok(())
     }
 
-    /// Makes a pushed id findable by its external id, whose hash is `h`.
-    fn index(&mut self, id: u32, h: u64) -> Result<()> {
-        let (bytes, ends, hasher) = (&self.bytes, &self.ends, &self.hasher);
-        let key = span(bytes, ends, id).unwrap_or_default();
-        match self.table.entry(
-            h,
-            |&i| span(bytes, ends, i) == Some(key),
-            |&i| hasher.hash_one(span(bytes, ends, i).unwrap_or_default()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(_) => Err(corrupt!(
-                "external id {:?} is mapped twice",
-                String::from_utf8_lossy(key)
-            )),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(id);
-                Ok(())
-            }
+    /// The hash table, built now over every present id if it is not yet (an external id mapped
+    /// twice, which only damage could bring, is found under its lowest internal id).
+    fn table(&self) -> &HashTable<u32> {
+        self.table.get_or_init(|| self.hash_all().0)
+    }
+
+    /// The hash table taken out of the map (built first if it is not yet), to be put back.
+    fn take_table(&mut self) -> HashTable<u32> {
+        match self.table.take() {
+            Some(t) => t,
+            None => self.hash_all().0,
         }
     }
 
-    /// Indexes every pushed id at once, hashing in parallel: for loading.
-    fn index_all(&mut self) -> Result<()> {
-        let n = self.ends.len() as u32;
-        let held = (0..n)
-            .filter(|&id| span(&self.bytes, &self.ends, id).is_some())
-            .count();
-        self.table = HashTable::with_capacity(held);
+    /// A hash table of every present id, and how many external ids were mapped twice (each
+    /// later one left out).
+    fn hash_all(&self) -> (HashTable<u32>, usize) {
+        let mut table = HashTable::with_capacity(self.present);
+        let mut twice = 0;
         // Hashed as inserted: a list of every id's hash first would be fresh memory the size of
         // the table twice over, for less time than it costs to touch.
-        for id in 0..n {
+        for id in 0..self.ends.len() as u32 {
             if let Some(key) = span(&self.bytes, &self.ends, id) {
                 let h = self.hash(key);
-                self.index(id, h)?;
+                if index_in(&mut table, &self.bytes, &self.ends, &self.hasher, id, h).is_err() {
+                    twice += 1;
+                }
             }
         }
+        (table, twice)
+    }
+
+    /// Builds the hash table now, refusing an external id mapped twice: for a map read from the
+    /// id records.
+    fn index_all(&mut self) -> Result<()> {
+        let (table, twice) = self.hash_all();
+        if twice > 0 {
+            return Err(corrupt!("{twice} external ids are mapped twice"));
+        }
+        self.table = OnceLock::from(table);
         Ok(())
     }
 
@@ -395,9 +464,12 @@ impl IdMap {
             return;
         };
         let h = self.hash(key);
-        if let Ok(entry) = self.table.find_entry(h, |&i| i == id) {
-            entry.remove();
+        if let Some(table) = self.table.get_mut() {
+            if let Ok(entry) = table.find_entry(h, |&i| i == id) {
+                entry.remove();
+            }
         }
+        self.present -= 1;
         self.ends[id as usize] |= REMOVED;
         self.changed.insert(id / CHUNK_IDS);
     }
@@ -409,11 +481,11 @@ impl IdMap {
 
     /// How many ids are mapped.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.present
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.present == 0
     }
 
     /// Every mapped (internal, external) pair, in internal id order.
@@ -425,7 +497,10 @@ impl IdMap {
     pub fn heap_bytes(&self) -> usize {
         self.bytes.capacity()
             + self.ends.capacity() * std::mem::size_of::<u64>()
-            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self
+                .table
+                .get()
+                .map_or(0, |t| t.capacity() * (std::mem::size_of::<u32>() + 1))
             + self.aliases.keys().map(|a| 2 * a.len() + 48).sum::<usize>()
     }
 }
@@ -550,6 +625,65 @@ mod tests {
         assert!(IdMap::default()
             .load_chunk(3, &one, 3 * CHUNK_IDS + 3)
             .is_ok());
+    }
+
+    /// A map loaded from chunks without its hash table: removals and inserts before the table
+    /// exists, look-ups that build it, the same answers as a map built eagerly.
+    #[test]
+    fn the_hash_table_is_built_on_first_use() {
+        let mut m = IdMap::default();
+        for i in 0..3000u32 {
+            m.insert(&format!("c{i}"), i * 3).unwrap();
+        }
+        let chunks: Vec<(u32, Vec<u8>)> = m
+            .all_chunks()
+            .filter_map(|c| m.encode_chunk(c).map(|b| (c, b)))
+            .collect();
+        let load = || {
+            let mut back = IdMap::default();
+            for (c, b) in &chunks {
+                back.load_chunk(*c, b, u32::MAX).unwrap();
+            }
+            back
+        };
+        // Nothing hashed at load; every id found once asked.
+        let back = load();
+        assert!(back.table.get().is_none());
+        assert_eq!(back.len(), 3000);
+        assert!(back.holds_exactly(&(0..3000u32).map(|i| i * 3).collect()));
+        assert!(!back.holds_exactly(&(0..3000u32).map(|i| i * 3 + 1).collect()));
+        assert!(!back.holds_exactly(&(0..2999u32).map(|i| i * 3).collect()));
+        assert!(back.table.get().is_none());
+        assert_eq!(back.get("c7"), Some(21));
+        assert!(back.table.get().is_some());
+        assert!(back == m);
+        assert!(m == back);
+        // Removed and inserted before any look-up.
+        let mut back = load();
+        back.remove(30);
+        back.remove(30);
+        back.remove(31);
+        assert!(back.table.get().is_none());
+        assert_eq!(back.len(), 2999);
+        back.insert("new", 9000).unwrap();
+        assert!(back.insert("c11", 9001).is_err(), "c11 is mapped already");
+        assert!(back.insert("c10", 9001).is_ok(), "c10 was removed");
+        assert_eq!(back.len(), 3001);
+        assert_eq!(back.get("c10"), Some(9001));
+        assert_eq!(back.get("c11"), Some(33));
+        assert_eq!(back.get("new"), Some(9000));
+        assert_eq!(back.external(30), None);
+        // A removal after the table exists.
+        back.remove(9000);
+        assert_eq!(back.get("new"), None);
+        assert_eq!(back.len(), 3000);
+        // Chunks mapping an id twice (damage): the eager build refuses them, the lazy one finds
+        // the lowest internal id.
+        let mut twice = IdMap::default();
+        twice.push("x", 1).unwrap();
+        twice.push("x", 2).unwrap();
+        assert_eq!(twice.get("x"), Some(1));
+        assert!(twice.index_all().is_err());
     }
 
     #[test]
