@@ -576,11 +576,10 @@ fn keep_freed_memory() {
 
 /// Asks the kernel not to back this process's memory with transparent huge pages. mimalloc
 /// advises huge pages for its arenas, and on a machine whose memory is full of page cache (a
-/// database machine's usual state) each first touch of a 2 MiB page can stall on compaction:
-/// the open of a 1M-customer folder spent 0.2–4.5 s of system time that way, 0.6–1.2 s with
-/// this (`docs/BENCHMARKS.md`, "Open of a 1M folder without huge pages"). Every command but
-/// `import` asks it: an import's batches reuse their memory, and its rates were measured with
-/// huge pages.
+/// database machine's usual state) each first touch of a 2 MiB page zeroes it whole and can
+/// stall on compaction: the open of a 1M-customer folder spent 0.2–4.5 s of system time that
+/// way, 0.5–1.2 s with this, and an import of the 100k shop 10–11.5 s, 1.7–2.1 s with this
+/// (`docs/BENCHMARKS.md`, "Open of a 1M folder without huge pages").
 fn no_huge_pages() {
     // SAFETY: a process-wide flag with integer arguments; it fails harmlessly (EINVAL) on a
     // kernel without transparent huge pages, and no memory changes meaning.
@@ -642,10 +641,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    no_huge_pages();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Import { .. }) {
-        no_huge_pages();
-    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
