@@ -75,37 +75,20 @@ impl PresenceRuns {
         a: u32,
         b: u32,
     ) -> RoaringBitmap {
-        let mut runs: Vec<Arc<RunUnion>> = Vec::new();
-        let mut singles: Vec<&RoaringBitmap> = Vec::new();
-        let mut d = a;
-        while d <= b {
-            match run_at(d, b) {
-                Some(len) => {
-                    let last = d + (len - 1);
-                    if days.range(d..=last).next().is_some() {
-                        match self.run((kept, event), days, counts, d, len) {
-                            Some(r) => runs.push(r),
-                            None => singles.extend(days.range(d..=last).map(|(_, bm)| bm)),
-                        }
-                    }
-                    d = match last.checked_add(1) {
-                        Some(next) => next,
-                        None => break,
-                    };
-                }
-                None => {
-                    if let Some(bm) = days.get(&d) {
-                        singles.push(bm);
-                    }
-                    d = match d.checked_add(1) {
-                        Some(next) => next,
-                        None => break,
-                    };
-                }
+        // The runs' unions, then the days outside them one by one (a run left out, with no
+        // union to vouch for it, is such days too).
+        let runs = self.runs_within((kept, event), days, counts, a, b);
+        let mut all: Vec<&RoaringBitmap> = runs.iter().map(|(_, _, r)| &r.members).collect();
+        let mut from = Some(a);
+        for (first, last, _) in &runs {
+            if let Some(d) = from {
+                all.extend(days.range(d..*first).map(|(_, bm)| bm));
             }
+            from = last.checked_add(1);
         }
-        let mut all: Vec<&RoaringBitmap> = runs.iter().map(|r| &r.members).collect();
-        all.extend(singles);
+        if let Some(d) = from.filter(|&d| d <= b) {
+            all.extend(days.range(d..=b).map(|(_, bm)| bm));
+        }
         all.into_iter().union()
     }
 
