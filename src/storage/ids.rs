@@ -317,10 +317,12 @@ impl IdMap {
     /// chunks against the indexes' every known customer (a customer is known exactly when it has
     /// an id record), a check that damaged or stale chunks fail.
     pub fn holds_exactly(&self, customers: &RoaringBitmap) -> bool {
+        // Both sides ascend: one walk beside the bitmap's own iterator, no look-up per id.
+        let mut known = customers.iter();
         self.present as u64 == customers.len()
             && (0..self.ends.len() as u32)
                 .filter(|&id| span(&self.bytes, &self.ends, id).is_some())
-                .all(|id| customers.contains(id))
+                .all(|id| known.next() == Some(id))
     }
 
     /// A customer's aliases: its ids other than [`IdMap::external`], in the order they joined.
