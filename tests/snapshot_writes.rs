@@ -432,13 +432,73 @@ fn families_beside_the_file_past_half_its_size_bring_a_new_file() {
             .collect();
         db.ingest(again).unwrap();
         let expected = db.read().indexes.clone();
-        drop(db);
+        // Checkpointed, then lost in a crash: the checkpoints' own limit, not a close's.
+        db.checkpoint().unwrap();
+        db.abandon();
         reopens_to(&path, &expected);
     }
     let files = snapshot_files(&path);
     assert_eq!(files.len(), 1);
     assert_ne!(files, first);
     assert_eq!(sled_families(&path).len(), 1, "only the layout version");
+}
+
+/// The checkpoint before a close writes a whole snapshot into a new file once the families
+/// written into sled beside the file pass a sixteenth of it (later opens read those only after
+/// sled's own open, the file's while sled opens); under that, or with nothing to write, a close
+/// leaves them.
+#[test]
+fn a_close_past_a_sixteenth_beside_the_file_brings_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.ingest(history(200, 10)).unwrap();
+    drop(db);
+    let first = snapshot_files(&path);
+    let file_bytes = std::fs::metadata(path.join(&first[0])).unwrap().len();
+    let beside =
+        |path: &Path| -> u64 { sled_families(path).values().map(|v| v.len() as u64).sum() };
+    // Every customer again on the last three days and with a new profile, checkpointed and
+    // then lost in a crash (no close): written beside the file, between its two limits.
+    let db = Db::open(&path).unwrap();
+    let again: Vec<Message> = history(200, 10)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, mut m)| {
+            if i < 200 {
+                return Some(Message::identify(format!("c{i}"), profile(i, 1)));
+            }
+            let t = m.timestamp?;
+            m.timestamp = Some(t + 1);
+            (t >= START + 7 * DAY).then_some(m)
+        })
+        .collect();
+    db.ingest(again).unwrap();
+    let expected = db.read().indexes.clone();
+    db.checkpoint().unwrap();
+    db.abandon();
+    assert_eq!(snapshot_files(&path), first);
+    let written = beside(&path);
+    assert!(
+        written > file_bytes / 16 && written <= file_bytes / 2,
+        "{written} bytes beside a file of {file_bytes}"
+    );
+    // An open that writes nothing leaves them at its close.
+    let db = reopens_to(&path, &expected);
+    drop(db);
+    assert_eq!(snapshot_files(&path), first);
+    assert_eq!(beside(&path), written);
+    // A close with something to write brings the new file, and sled keeps only the version.
+    let db = Db::open(&path).unwrap();
+    db.track("c5", "viewed", vec![], Some(START + 9 * DAY + 77))
+        .unwrap();
+    let expected = db.read().indexes.clone();
+    drop(db);
+    let files = snapshot_files(&path);
+    assert_eq!(files.len(), 1);
+    assert_ne!(files, first);
+    assert_eq!(sled_families(&path).len(), 1, "only the layout version");
+    reopens_to(&path, &expected);
 }
 
 /// A missing or damaged snapshot file is not an error: the open rebuilds the indexes from the

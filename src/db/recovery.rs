@@ -21,12 +21,14 @@ use crate::index::{DecodedFamily, Family, Indexes, SNAPSHOT_VERSION};
 use crate::query::ReadState;
 use crate::storage::codec;
 use crate::storage::dictionary;
+use crate::storage::snapshot_file::FileRecords;
 use crate::storage::{meta, BlockDictionary, Catalog, IdMap, Store, WriteBatch};
 
 /// Opens the database of `config`: loads the snapshots, recovers the customers written after
 /// them, brings saved audiences up to date, and snapshots again when it recovered anything.
 pub(super) fn open(config: Config) -> Result<Db> {
-    let store = Store::open(&config.path)?;
+    // The index snapshot file is read and decoded while sled opens.
+    let (store, ahead) = Store::open_reading_ahead(&config.path, decode_file_families)?;
     let catalog = store.catalog()?;
     let generation = store.meta_u64(meta::GENERATION)?;
     let index_generation = store.meta_u64(meta::INDEX_GENERATION)?;
@@ -42,7 +44,7 @@ pub(super) fn open(config: Config) -> Result<Db> {
         == Some(SNAPSHOT_VERSION);
     let mut stale = !current && store.has_index_snapshot();
     if current {
-        if let Err(e) = load_snapshot(&store, &mut indexes) {
+        if let Err(e) = load_snapshot(&store, &mut indexes, ahead) {
             if !store.index_file_damaged() {
                 return Err(e);
             }
@@ -163,7 +165,13 @@ impl Writer {
     }
 
     pub(super) fn checkpoint(&mut self, db: &Db) -> Result<()> {
-        self.snapshot(db, false)?;
+        self.checkpoint_at(db, false)
+    }
+
+    /// [`Writer::checkpoint`]; `closing` for the last one before a close, which writes a whole
+    /// snapshot at a lower mark ([`Store::index_file_due`]).
+    fn checkpoint_at(&mut self, db: &Db, closing: bool) -> Result<()> {
+        self.snapshot_at(db, false, closing)?;
         // After the snapshot, so that trouble reading stored blocks cannot hold it back.
         if db.store.dictionaries().current().is_none() {
             if let Some(d) = train_from_store(&db.store, dictionary::FIRST_ID)? {
@@ -177,13 +185,22 @@ impl Writer {
     }
 
     /// [`Writer::checkpoint`] before a close: the trait families whole when the patch would
-    /// cost later opens too much ([`crate::index::Indexes::closing`]).
+    /// cost later opens too much ([`crate::index::Indexes::closing`]), and, when it writes
+    /// anything, a whole snapshot when the families kept in sled beside the snapshot file would
+    /// pass a sixteenth of it.
     pub(super) fn final_checkpoint(&mut self, db: &Db) -> Result<()> {
         db.state.write().indexes.closing();
-        self.checkpoint(db)
+        self.checkpoint_at(db, true)
     }
 
+    /// Writes what changed since the last snapshot (`all`: everything, into a new index
+    /// snapshot file).
     pub(super) fn snapshot(&mut self, db: &Db, all: bool) -> Result<()> {
+        self.snapshot_at(db, all, false)
+    }
+
+    /// [`Writer::snapshot`], before a close when `closing`.
+    fn snapshot_at(&mut self, db: &Db, all: bool, closing: bool) -> Result<()> {
         let index_generation = db.store.meta_u64(meta::INDEX_GENERATION)?;
         if !all
             && index_generation == self.generation
@@ -195,7 +212,7 @@ impl Writer {
         }
         // A whole snapshot goes into a new index snapshot file, which gives the space of the
         // previous one back; the families that change in between are written into sled.
-        let all = all || db.store.index_file_due(0);
+        let all = all || db.store.index_file_due(0, closing);
         let (families, id_chunks): (Vec<Family>, Vec<u32>) = {
             let mut state = db.state.write();
             let changed = state.indexes.take_changed();
@@ -213,7 +230,7 @@ impl Writer {
                 )
             }
         };
-        let written = self.write_snapshot(db, all, &families, &id_chunks);
+        let written = self.write_snapshot(db, all, closing, &families, &id_chunks);
         if !matches!(written, Ok(true)) {
             // Nothing of it is stored: what changed must still be written by the next one (or
             // a later checkpoint would move the index generation past families never written).
@@ -232,11 +249,13 @@ impl Writer {
     /// Writes the index and id map snapshot records `families` and `id_chunks` in one batch
     /// (`all`: every family, into a new index snapshot file). Returns `false`, having written
     /// nothing, when the families are not `all` and would take the ones written into sled
-    /// beside the file past half its size: a whole snapshot is due instead.
+    /// beside the file past half its size (a sixteenth when `closing`): a whole snapshot is due
+    /// instead.
     fn write_snapshot(
         &mut self,
         db: &Db,
         all: bool,
+        closing: bool,
         families: &[Family],
         id_chunks: &[u32],
     ) -> Result<bool> {
@@ -258,7 +277,7 @@ impl Writer {
                 .filter_map(|(_, b)| b.as_ref())
                 .map(Vec::len)
                 .sum();
-            if db.store.index_file_due(more as u64) {
+            if db.store.index_file_due(more as u64, closing) {
                 return Ok(false);
             }
         }
@@ -325,19 +344,55 @@ impl Writer {
     }
 }
 
-/// Loads the stored index snapshot into `indexes` (empty, of the folder's bounds).
-fn load_snapshot(store: &Store, indexes: &mut Indexes) -> Result<()> {
-    // Reading is sequential (the index snapshot file, merged with sled's records), decoding
-    // parallel: at 1M customers the snapshot is 600 MB of records whose decoding is most of an
-    // open.
-    let decoded: Vec<DecodedFamily> = store
-        .index_families()
+/// The families of an index snapshot file, decoded, each with its key; in no particular order.
+type FileFamilies = Result<Vec<(Vec<u8>, DecodedFamily)>>;
+
+/// Decodes every family of an index snapshot file: reading is sequential, decoding parallel (at
+/// 1M customers the file holds 300 MB of records whose decoding is most of an open).
+fn decode_file_families(records: FileRecords) -> FileFamilies {
+    records
         .par_bridge()
         .map(|item| {
             let (family_key, v) = item?;
-            Indexes::decode_owned_family(&family_key, v)
+            let family = Indexes::decode_owned_family(&family_key, v)?;
+            Ok((family_key, family))
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// Loads the stored index snapshot into `indexes` (empty, of the folder's bounds): the snapshot
+/// file's families, each replaced by the one written into sled since under its key. `ahead` is
+/// the file decoded while sled opened, when that was the folder's file; otherwise (none, or an
+/// error, which the merged read meets again and reports) the file is read here, merged with
+/// sled's records as it goes.
+fn load_snapshot(store: &Store, indexes: &mut Indexes, ahead: Option<FileFamilies>) -> Result<()> {
+    let decoded: Vec<DecodedFamily> = match ahead {
+        Some(Ok(file)) => {
+            let overrides = store.index_overrides()?;
+            let replaced: std::collections::BTreeSet<&[u8]> =
+                overrides.iter().map(|(key, _)| &key[..]).collect();
+            let mut decoded: Vec<DecodedFamily> = file
+                .into_iter()
+                .filter(|(key, _)| !replaced.contains(&key[..]))
+                .map(|(_, family)| family)
+                .collect();
+            let newer: Vec<DecodedFamily> = overrides
+                .into_par_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(key, v)| Indexes::decode_owned_family(&key, v))
+                .collect::<Result<_>>()?;
+            decoded.extend(newer);
+            decoded
+        }
+        _ => store
+            .index_families()
+            .par_bridge()
+            .map(|item| {
+                let (family_key, v) = item?;
+                Indexes::decode_owned_family(&family_key, v)
+            })
+            .collect::<Result<_>>()?,
+    };
     for family in decoded {
         indexes.install_family(family);
     }

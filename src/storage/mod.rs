@@ -450,6 +450,19 @@ fn be_u32(bytes: &[u8]) -> Result<u32> {
 impl Store {
     /// Opens (creating if needed) the database folder at `path`.
     pub fn open(path: &Path) -> Result<Store> {
+        Ok(Store::open_reading_ahead(path, |_| ())?.0)
+    }
+
+    /// Opens the folder at `path` like [`Store::open`] while `ahead` reads, on a thread of its
+    /// own, the index snapshot file the folder most likely names (the highest-numbered whole
+    /// one): sled's open and the snapshot's reading, an open's two largest parts, overlap.
+    /// `ahead`'s answer comes back only when that file is the one the folder names; otherwise
+    /// (no file, another file named, a file that cannot be opened) it is `None`, and the caller
+    /// reads the snapshot after the open as usual.
+    pub fn open_reading_ahead<T: Send>(
+        path: &Path,
+        ahead: impl FnOnce(snapshot_file::FileRecords) -> T + Send,
+    ) -> Result<(Store, Option<T>)> {
         // An interrupted compaction is finished or undone first (`compact.rs`).
         compact::recover(path)?;
         if let Some(reason) = foreign_folder(path)? {
@@ -458,6 +471,28 @@ impl Store {
                 reason,
             });
         }
+        let (store, read) = std::thread::scope(|s| {
+            // Files are never changed once renamed into place, and a later one takes the next
+            // number: a file whose number the folder names is the file read here.
+            let reader = s.spawn(|| {
+                let seq = snapshot_file::highest(path).ok().filter(|&seq| seq > 0)?;
+                let records = snapshot_file::open(path, seq).ok()?;
+                Some((seq, ahead(records)))
+            });
+            let store = Store::open_sled(path);
+            let read = reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (store, read)
+        });
+        let store = store?;
+        let named = store.index_file.lock().seq;
+        let read = read.and_then(|(seq, t)| (Some(seq) == named).then_some(t));
+        Ok((store, read))
+    }
+
+    /// [`Store::open`] once the folder is known to be ours or new.
+    fn open_sled(path: &Path) -> Result<Store> {
         // sled panics on some damaged folders (sled issues 1527, 1533): report, don't crash.
         // A folder this process has just closed can stay locked for a moment while sled's
         // background threads let go of it; wait for that (briefly) before calling it in use.
@@ -1031,6 +1066,24 @@ impl Store {
         }
     }
 
+    /// The index snapshot families written into sled since the snapshot file (an empty record:
+    /// the family was removed), as (family key, bytes) in key order: what replaces the file's
+    /// records under the same keys when the file was read apart ([`Store::open_reading_ahead`]).
+    /// Counted as [`Store::index_families`] counts them.
+    pub fn index_overrides(&self) -> Result<Vec<(Vec<u8>, bytes::Bytes)>> {
+        let mut overrides = 0;
+        let records = self
+            .scan(keys::INDEX)
+            .map(|r| {
+                let (k, v) = r?;
+                overrides += v.len() as u64;
+                Ok((k[1..].to_vec(), bytes::Bytes::from_owner(v)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.index_file.lock().overrides = overrides;
+        Ok(records)
+    }
+
     /// The records of the folder's index snapshot file, if it has one (an error first when it
     /// cannot be opened).
     fn index_file_opened(&self) -> Option<FileRecordsOrError> {
@@ -1127,10 +1180,14 @@ impl Store {
     /// Whether a checkpoint that would write `more` bytes of families into sled should write a
     /// whole snapshot into a new index snapshot file instead: there is none yet, or the families
     /// written into sled since the last one would pass half of its size (sled keeps their dead
-    /// copies, a new file gives the old one's space back whole).
-    pub fn index_file_due(&self, more: u64) -> bool {
+    /// copies, a new file gives the old one's space back whole), or, for the checkpoint before a
+    /// close (`closing`), a sixteenth of it: every later open reads those families from sled
+    /// once sled is open, where the file's are read while sled opens
+    /// ([`Store::open_reading_ahead`]).
+    pub fn index_file_due(&self, more: u64, closing: bool) -> bool {
         let f = self.index_file.lock();
-        f.seq.is_none() || f.overrides + more > f.bytes / 2
+        let limit = if closing { f.bytes / 16 } else { f.bytes / 2 };
+        f.seq.is_none() || f.overrides + more > limit
     }
 
     /// Whether reading the index snapshot file failed (missing or damaged): the indexes are to
