@@ -262,7 +262,7 @@ impl Writer {
         let state = db.state.read();
         let mut batch = WriteBatch::new();
         // Families are encoded (and compressed) independently: on every core.
-        let mut encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = families
+        let mut encoded: Vec<(Vec<u8>, Option<bytes::Bytes>)> = families
             .par_iter()
             .map(|f| (f.key(), state.indexes.encode_family(f)))
             .collect();
@@ -275,7 +275,7 @@ impl Writer {
             let more: usize = encoded
                 .iter()
                 .filter_map(|(_, b)| b.as_ref())
-                .map(Vec::len)
+                .map(|b| b.len())
                 .sum();
             if db.store.index_file_due(more as u64, closing) {
                 return Ok(false);
@@ -291,7 +291,7 @@ impl Writer {
             let version = Family::Version.key();
             encoded.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             if let Some((family_key, Some(blob))) = encoded.iter().find(|(k, _)| *k == version) {
-                batch.put_index_family(family_key, blob.clone());
+                batch.put_index_family(family_key, blob.to_vec());
             }
             let seq = db.store.write_index_file(
                 encoded
@@ -307,7 +307,7 @@ impl Writer {
                 match blob {
                     Some(blob) => {
                         overrides += blob.len() as u64;
-                        batch.put_index_family(&family_key, blob);
+                        batch.put_index_family(&family_key, blob.to_vec());
                     }
                     None if in_file => batch.hide_index_family(&family_key),
                     None => batch.remove_index_family(&family_key),

@@ -52,6 +52,11 @@ impl HeldBody {
         result
     }
 
+    /// The record as stored: what a snapshot writes again for a family nobody changed.
+    pub fn record(&self) -> &Bytes {
+        &self.record
+    }
+
     /// The record's bytes as stored (what holding it costs, mapped or not).
     pub fn stored_len(&self) -> usize {
         self.record.len()

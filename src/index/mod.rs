@@ -296,6 +296,19 @@ impl ValueDays {
         &mut self.days
     }
 
+    /// The snapshot record of chunk `chunk` the value was loaded from, while no change has been
+    /// made to it (read or not): `Some(None)` when no record holds days of that chunk, `None`
+    /// once the value has changed (or was never loaded from records).
+    pub(crate) fn stored_chunk(&self, chunk: u32) -> Option<Option<&snapshot::HeldDays>> {
+        let s = self.stored.as_ref()?;
+        Some(
+            s.chunks
+                .iter()
+                .map(|c| &c.stored)
+                .find(|h| h.chunk() == chunk),
+        )
+    }
+
     /// Keeps one snapshot record of the value for its first reader.
     pub(crate) fn hold_chunk(&mut self, days: snapshot::HeldDays) {
         if self.stored.is_none() && !self.days.is_empty() {

@@ -599,6 +599,12 @@ impl<T: Partial> DayList<T> {
         }
     }
 
+    /// The record the list was loaded from, while no change has been made to it (read or
+    /// not): its encoding as a snapshot would write it again.
+    pub fn stored_record(&self) -> Option<&Bytes> {
+        self.stored.as_ref().map(|s| s.record.record())
+    }
+
     /// Whether the list is still held as the snapshot stored it, not yet decoded (for tests of
     /// what an open reads).
     pub fn is_held_encoded(&self) -> bool {
