@@ -73,6 +73,16 @@ fn history(customers: usize, days: i64) -> Vec<Message> {
     out
 }
 
+/// A new folder holding `messages`, closed: its first checkpoint wrote a whole snapshot.
+fn closed_with(messages: Vec<Message>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.ingest(messages).unwrap();
+    drop(db);
+    (dir, path)
+}
+
 /// The stored index snapshot records, by key (as sled would key them), once the database has
 /// let go of the folder: the index snapshot file's families, each replaced by the one written
 /// into sled since under its key.
@@ -144,11 +154,7 @@ fn big_endian(k: &[u8], at: usize) -> u32 {
 
 #[test]
 fn a_small_write_rewrites_its_day_and_patches_traits() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let db = Db::open(&path).unwrap();
-    db.ingest(history(300, 70)).unwrap();
-    drop(db);
+    let (_dir, path) = closed_with(history(300, 70));
     // The first checkpoint writes a whole snapshot (into the index snapshot file): the trait
     // families, no patch.
     let first = snapshot_records(&path);
@@ -260,11 +266,7 @@ fn a_small_write_rewrites_its_day_and_patches_traits() {
 
 #[test]
 fn a_patch_past_its_limit_writes_the_trait_families_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let db = Db::open(&path).unwrap();
-    db.ingest(history(5000, 2)).unwrap();
-    drop(db);
+    let (_dir, path) = closed_with(history(5000, 2));
     let base = snapshot_records(&path);
     let traits = |r: &BTreeMap<Vec<u8>, Vec<u8>>| -> Vec<(Vec<u8>, Vec<u8>)> {
         r.iter()
@@ -302,11 +304,7 @@ fn a_patch_past_its_limit_writes_the_trait_families_whole() {
 
 #[test]
 fn a_close_writes_a_patch_past_its_close_limit_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let db = Db::open(&path).unwrap();
-    db.ingest(history(5000, 2)).unwrap();
-    drop(db);
+    let (_dir, path) = closed_with(history(5000, 2));
     let traits = |r: &BTreeMap<Vec<u8>, Vec<u8>>| -> Vec<(Vec<u8>, Vec<u8>)> {
         r.iter()
             .filter(|(k, _)| k[1] == b'T')
@@ -406,11 +404,7 @@ fn a_whole_snapshot_is_one_file_and_later_checkpoints_write_beside_it() {
 /// sled's records.
 #[test]
 fn families_beside_the_file_past_half_its_size_bring_a_new_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let db = Db::open(&path).unwrap();
-    db.ingest(history(200, 10)).unwrap();
-    drop(db);
+    let (_dir, path) = closed_with(history(200, 10));
     let first = snapshot_files(&path);
     let mut rounds = 0;
     while snapshot_files(&path) == first {
@@ -449,11 +443,7 @@ fn families_beside_the_file_past_half_its_size_bring_a_new_file() {
 /// leaves them.
 #[test]
 fn a_close_past_a_sixteenth_beside_the_file_brings_a_new_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let db = Db::open(&path).unwrap();
-    db.ingest(history(200, 10)).unwrap();
-    drop(db);
+    let (_dir, path) = closed_with(history(200, 10));
     let first = snapshot_files(&path);
     let file_bytes = std::fs::metadata(path.join(&first[0])).unwrap().len();
     let beside =
