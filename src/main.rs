@@ -868,21 +868,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let now = parse_now(now.as_deref())?;
             // Parse before opening, so a typo is answered even without a database.
             let prepared = audiencedb::query::PreparedRule::new(&rule.join(" "))?;
-            let db = open_existing(&cli.db, &cli.limits)?;
-            if let Some(id) = why {
-                print!("{}", db.why_prepared(&id, &prepared, now)?);
-                print_warnings(&db.check(prepared.text())?);
+            // Closed, not dropped: the process exits next, and freeing the indexes first would
+            // only cost time (about 5% of a `query` process at 1M customers).
+            let db = std::mem::ManuallyDrop::new(open_existing(&cli.db, &cli.limits)?);
+            let answered = (|| -> Result<(), Failure> {
+                if let Some(id) = why {
+                    print!("{}", db.why_prepared(&id, &prepared, now)?);
+                    print_warnings(&db.check(prepared.text())?);
+                } else if explain {
+                    // The explain text ends with the warnings.
+                    print!("{}", db.explain_prepared(&prepared, now)?);
+                } else {
+                    let audience = db.query_prepared(&prepared, now)?;
+                    print_audience(&db, &audience, format)?;
+                    print_warnings(audience.warnings());
+                }
                 Ok(())
-            } else if explain {
-                // The explain text ends with the warnings.
-                print!("{}", db.explain_prepared(&prepared, now)?);
-                Ok(())
-            } else {
-                let audience = db.query_prepared(&prepared, now)?;
-                print_audience(&db, &audience, format)?;
-                print_warnings(audience.warnings());
-                Ok(())
-            }
+            })();
+            let closed = db.close();
+            answered?;
+            Ok(closed?)
         }
         Command::Audience { action } => audience_command(&cli.db, &cli.limits, action),
         Command::Trait { action } => trait_command(&cli.db, &cli.limits, action),

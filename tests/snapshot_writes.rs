@@ -491,6 +491,38 @@ fn a_close_past_a_sixteenth_beside_the_file_brings_a_new_file() {
     reopens_to(&path, &expected);
 }
 
+/// `Db::close` writes the last checkpoint a drop would, and a drop after it writes nothing more
+/// (as after a crash, `abandon`, nothing is checkpointed).
+#[test]
+fn close_writes_the_last_checkpoint_before_the_drop() {
+    let (_dir, path) = closed_with(history(200, 10));
+    let before = snapshot_records(&path);
+    let late = |db: &Db| {
+        db.track("c5", "viewed", vec![], Some(START + 9 * DAY + 77))
+            .unwrap();
+        db.read().indexes.clone()
+    };
+    let db = Db::open(&path).unwrap();
+    let expected = late(&db);
+    db.abandon();
+    assert_eq!(
+        snapshot_records(&path),
+        before,
+        "a crash checkpoints nothing"
+    );
+    // The open recovers that write and checkpoints it.
+    let db = reopens_to(&path, &expected);
+    db.abandon();
+    let recovered = snapshot_records(&path);
+    let db = Db::open(&path).unwrap();
+    let expected = late(&db);
+    db.close().unwrap();
+    db.close().unwrap();
+    drop(db);
+    assert_ne!(snapshot_records(&path), recovered, "the close's checkpoint");
+    reopens_to(&path, &expected);
+}
+
 /// A missing or damaged snapshot file is not an error: the open rebuilds the indexes from the
 /// stored data and writes a new file. Files no record names (a crash's) are removed at open.
 #[test]

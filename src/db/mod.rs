@@ -441,6 +441,29 @@ impl Db {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Closes the database as dropping it would (the write log folded, the last checkpoint
+    /// written), but reporting a failure, and waits until everything is durable. What dropping it
+    /// afterwards does is only to free its memory: a process about to exit may skip that
+    /// (`std::mem::ManuallyDrop`), as `audiencedb query` does (at 1M customers the freeing took
+    /// about 5% of its process). Nothing written after it is checkpointed at the drop.
+    pub fn close(&self) -> Result<()> {
+        if self
+            .abandoned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        {
+            let _w = self.writer.lock();
+            self.store.fold(
+                self.store.dictionaries().current(),
+                self.config.fold_batch_bytes,
+            )?;
+        }
+        self.final_checkpoint()?;
+        self.store.flush()
+    }
+
     /// Builds the id map's hash table now; it is otherwise built by the first look-up of a
     /// customer by external id (0.10–0.18 s at 1M customers). For a server, whose first request
     /// should not wait for it.
