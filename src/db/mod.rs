@@ -166,7 +166,8 @@ pub struct Db {
     pending: Mutex<Vec<PendingWrite>>,
     pub(crate) state: RwLock<ReadState>,
     pub(crate) audiences: Audiences,
-    abandoned: std::sync::atomic::AtomicBool,
+    /// Closed (`close`) or abandoned (`abandon`): its drop does nothing more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of one [`Db::ingest`].
@@ -437,7 +438,7 @@ impl Db {
     /// is durable once written). For recovery tests.
     #[doc(hidden)]
     pub fn abandon(self) {
-        self.abandoned
+        self.closed
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -447,20 +448,21 @@ impl Db {
     /// (`std::mem::ManuallyDrop`), as `audiencedb query` does (at 1M customers the freeing took
     /// about 5% of its process). Nothing written after it is checkpointed at the drop.
     pub fn close(&self) -> Result<()> {
-        if self
-            .abandoned
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.closed.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        {
+        // A clean close folds the write log, so that the next open (every command of the CLI
+        // opens the folder) has none to read back; a failed fold still lets the checkpoint run.
+        let folded = {
             let _w = self.writer.lock();
             self.store.fold(
                 self.store.dictionaries().current(),
                 self.config.fold_batch_bytes,
-            )?;
-        }
-        self.final_checkpoint()?;
+            )
+        };
+        let checkpointed = self.final_checkpoint();
+        folded?;
+        checkpointed?;
         self.store.flush()
     }
 
@@ -677,19 +679,8 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         // Best effort: a failed snapshot only means more recovery work at the next open, and a
-        // failed fold more of the write log to read back.
-        if !self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
-            // A clean close folds the write log, so that the next open (every command of the
-            // CLI opens the folder) has none to read back.
-            {
-                let _w = self.writer.lock();
-                let _ = self.store.fold(
-                    self.store.dictionaries().current(),
-                    self.config.fold_batch_bytes,
-                );
-            }
-            let _ = self.final_checkpoint();
-        }
+        // failed fold more of the write log to read back. Nothing after `close` or `abandon`.
+        let _ = self.close();
     }
 }
 

@@ -96,7 +96,7 @@ pub(super) fn open(config: Config) -> Result<Db> {
         }),
         audiences,
         config,
-        abandoned: false.into(),
+        closed: false.into(),
     };
     // Saved audiences: customers written since the snapshot are evaluated again (their
     // changes may not have reached the feed), and time catches up with the clock.
@@ -307,7 +307,8 @@ impl Writer {
                 match blob {
                     Some(blob) => {
                         overrides += blob.len() as u64;
-                        batch.put_index_family(&family_key, blob.to_vec());
+                        // A fresh encoding's buffer moves back without a copy.
+                        batch.put_index_family(&family_key, Vec::from(blob));
                     }
                     None if in_file => batch.hide_index_family(&family_key),
                     None => batch.remove_index_family(&family_key),

@@ -301,12 +301,9 @@ impl ValueDays {
     /// once the value has changed (or was never loaded from records).
     pub(crate) fn stored_chunk(&self, chunk: u32) -> Option<Option<&snapshot::HeldDays>> {
         let s = self.stored.as_ref()?;
-        Some(
-            s.chunks
-                .iter()
-                .map(|c| &c.stored)
-                .find(|h| h.chunk() == chunk),
-        )
+        // In chunk order, as `hold_chunk` keeps them.
+        let at = s.chunks.binary_search_by_key(&chunk, |c| c.stored.chunk());
+        Some(at.ok().map(|i| &s.chunks[i].stored))
     }
 
     /// Keeps one snapshot record of the value for its first reader.
